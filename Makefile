@@ -1,0 +1,71 @@
+# lorrygate: set-up, run and test on a fresh Debian machine (as root).
+#
+#   make run     install what is missing, start a local Mosquitto when none
+#                listens on 1883, run the gateway with etc/gateway.ini (SQLite)
+#   make test    install what is missing and run the whole test suite; the
+#                tests start and stop their own Mosquitto on their own ports
+
+SHELL   := /bin/bash
+PYTHON  ?= python3
+VENV    ?= .venv
+PY       = $(VENV)/bin/python
+PIP      = $(VENV)/bin/pip
+CONFIG  ?= etc/gateway.ini
+STAMP    = $(VENV)/.installed
+
+DEBIAN_PACKAGES = mosquitto mosquitto-clients sqlite3
+
+.PHONY: run test test-unit test-soak check system-deps venv broker broker-stop clean
+
+run: system-deps venv broker
+	$(VENV)/bin/lorrygate -c $(CONFIG)
+
+test: system-deps venv
+	$(VENV)/bin/pytest
+
+test-unit: venv
+	$(VENV)/bin/pytest -m "not integration"
+
+test-soak: system-deps venv
+	$(VENV)/bin/pytest -m soak
+
+check: venv
+	$(VENV)/bin/lorrygate check -c $(CONFIG)
+
+# Debian packages, installed only when a command is missing.
+system-deps:
+	@missing=""; \
+	command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
+	command -v mosquitto_pub >/dev/null 2>&1 || missing="$$missing mosquitto-clients"; \
+	command -v sqlite3 >/dev/null 2>&1 || missing="$$missing sqlite3"; \
+	$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+venv: $(STAMP)
+
+$(STAMP): setup.cfg setup.py
+	[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[test]'
+	touch $(STAMP)
+
+# A local broker for `make run`, started only when nothing listens on 1883.
+broker:
+	@if (exec 3<>/dev/tcp/127.0.0.1/1883) 2>/dev/null; then \
+		echo "a broker already listens on 127.0.0.1:1883"; \
+	else \
+		mkdir -p var/mosquitto; \
+		PATH="$$PATH:/usr/sbin" mosquitto -c etc/mosquitto.conf -d; \
+		for i in $$(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/1883) 2>/dev/null && break; sleep 0.1; done; \
+		(exec 3<>/dev/tcp/127.0.0.1/1883) 2>/dev/null || { echo "mosquitto did not start; see var/mosquitto/mosquitto.log"; exit 1; }; \
+		echo "started mosquitto on 127.0.0.1:1883 (etc/mosquitto.conf)"; \
+	fi
+
+broker-stop:
+	@if [ -f var/mosquitto/mosquitto.pid ]; then kill `cat var/mosquitto/mosquitto.pid` && rm -f var/mosquitto/mosquitto.pid; fi
+
+clean:
+	rm -rf $(VENV) var build *.egg-info .pytest_cache

@@ -1,0 +1,76 @@
+"""
+The ``lorrygate`` command.
+
+    lorrygate -c etc/gateway.ini            run the gateway
+    lorrygate check -c etc/gateway.ini      validate a config and exit
+
+The config is validated completely before the reactor starts; every problem
+is printed at once and the exit code is 2.
+"""
+
+import argparse
+import sys
+
+from lorrygate import __version__
+from lorrygate.errors import ConfigError
+
+EXIT_CONFIG = 2
+EXIT_RUNTIME = 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lorrygate", description="Topic-routing data-acquisition gateway.")
+    parser.add_argument("--version", action="version", version=f"lorrygate {__version__}")
+    parser.add_argument("-c", "--config", default="etc/gateway.ini", help="ini file (default: %(default)s)")
+    parser.add_argument("--log-format", choices=("text", "json"), help="overrides [lorrygate] log_format")
+    parser.add_argument("--log-level", choices=("debug", "info", "warn", "error"), help="overrides log_level")
+    parser.add_argument("command", nargs="?", default="run", choices=("run", "check"), help="default: run")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from lorrygate.config import load
+
+    try:
+        settings = load(args.config)
+    except ConfigError as exc:
+        print(exc.render(), file=sys.stderr)
+        return EXIT_CONFIG
+    if args.command == "check":
+        print(f"{args.config}: OK, {len(settings.channels)} channel(s)")
+        return 0
+    return run(settings, args.log_format or settings.gateway.log_format, args.log_level or settings.gateway.log_level)
+
+
+def run(settings, log_format: str, log_level: str) -> int:
+    from twisted.internet import reactor
+    from twisted.internet.defer import Deferred
+    from twisted.logger import Logger
+
+    from lorrygate.logs import start_logging
+    from lorrygate.service.gateway import Gateway
+
+    start_logging(log_format, log_level)
+    log = Logger(namespace="lorrygate")
+    gateway = Gateway.from_settings(settings, reactor)
+    outcome = {"code": 0}
+
+    def started(_):
+        reactor.addSystemEventTrigger("before", "shutdown", lambda: Deferred.fromCoroutine(gateway.stop()))
+
+    def failed(failure):
+        log.failure("lorrygate could not start: {error}", failure=failure, error=failure.getErrorMessage())
+        outcome["code"] = EXIT_RUNTIME
+        reactor.stop()
+
+    def begin():
+        Deferred.fromCoroutine(gateway.start()).addCallbacks(started, failed)
+
+    reactor.callWhenRunning(begin)
+    reactor.run()
+    return outcome["code"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

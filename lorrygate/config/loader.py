@@ -1,0 +1,137 @@
+"""
+Read an ini file into `Settings`, reporting every problem in one go.
+
+Each problem reads ``etc/gateway.ini [section] key: expected ..., got ...``.
+Unknown sections and keys are problems; values of secret keys never appear in
+a message.
+"""
+
+import configparser
+import os
+
+from lorrygate.config import settings as s
+from lorrygate.config.values import Invalid, Secret, interpolate
+from lorrygate.decoding import DECODERS
+from lorrygate.errors import ConfigError, ConfigProblem
+from lorrygate.topology import STRATEGIES
+
+_NO_DEFAULT_SECTION = "\0lorrygate-no-default-section"
+
+
+def load(path: str) -> s.Settings:
+    """Load and validate a config file; raise `ConfigError` listing every problem."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError as exc:
+        raise ConfigError([ConfigProblem(path, "-", None, "a readable config file", exc.strerror or str(exc))])
+    return loads(text, source=path, base_dir=os.path.dirname(os.path.abspath(path)))
+
+
+def loads(text: str, source: str = "<string>", base_dir: str = ".") -> s.Settings:
+    """Validate config text; ``source`` names it in messages."""
+    problems = []
+    parser = configparser.ConfigParser(
+        interpolation=None,
+        strict=True,
+        default_section=_NO_DEFAULT_SECTION,
+        empty_lines_in_values=False,
+    )
+    parser.optionxform = str
+    try:
+        parser.read_string(text, source=source)
+    except configparser.Error as exc:
+        message = " ".join(str(exc).split())
+        raise ConfigError([ConfigProblem(source, "-", None, "a well-formed ini file", message)]) from None
+
+    def problem(section, key, expected, got):
+        problems.append(ConfigProblem(source, section, key, expected, got))
+
+    def read_section(section: str, keys: dict) -> dict:
+        raw = parser[section]
+        result = {}
+        for key in raw:
+            if key not in keys:
+                known = ", ".join(sorted(keys))
+                problem(section, key, f"one of the keys {known}", f"unknown key {key!r}")
+        for key, spec in keys.items():
+            if key not in raw or (raw[key].strip() == "" and spec.default is not s.REQUIRED):
+                if spec.default is s.REQUIRED:
+                    problem(section, key, "a value (this key is required)", "nothing")
+                    result[key] = None
+                else:
+                    result[key] = spec.default
+                continue
+            value = raw[key]
+            shown = "a hidden value" if spec.secret else repr(value)
+            try:
+                value = interpolate(value, base_dir)
+                parsed = spec.parse(value)
+            except Invalid as exc:
+                problem(section, key, exc.expected, shown)
+                result[key] = None
+                continue
+            result[key] = Secret(parsed) if spec.secret else parsed
+        return result
+
+    gateway = s.GatewaySettings()
+    brokers, storages, channels = {}, {}, []
+    for section in parser.sections():
+        if section == "lorrygate":
+            gateway = s.GatewaySettings(**read_section(section, s.GATEWAY_KEYS))
+            continue
+        kind, _, name = section.partition(":")
+        kind, name = kind.strip(), name.strip()
+        if kind not in s.SECTION_KINDS or not name:
+            problem(
+                section,
+                None,
+                "a section named [lorrygate], [broker:NAME], [storage:NAME] or [channel:NAME]",
+                f"[{section}]",
+            )
+            continue
+        values = read_section(section, s.SECTION_KINDS[kind])
+        if any(value is None and s.SECTION_KINDS[kind][key].default is not None for key, value in values.items()):
+            continue
+        if kind == "broker":
+            _check_tls_files(section, values, problem)
+            brokers[name] = s.make_broker(name, values)
+        elif kind == "storage":
+            storages[name] = s.make_storage(name, values)
+        else:
+            channel = s.make_channel(name, values)
+            _check_channel(section, channel, parser, problem)
+            channels.append(channel)
+
+    if not any(section.startswith("channel:") for section in parser.sections()):
+        problem("channel:NAME", None, "at least one [channel:NAME] section", "none")
+    if problems:
+        raise ConfigError(problems)
+    return s.Settings(source, gateway, brokers, storages, tuple(channels))
+
+
+def _check_tls_files(section, values, problem) -> None:
+    for key in ("tls_ca", "tls_cert", "tls_key"):
+        path = values.get(key)
+        if path and not os.access(path, os.R_OK):
+            problem(section, key, "a readable PEM file", repr(path))
+
+
+def _check_channel(section, channel, parser, problem) -> None:
+    sections = set(parser.sections())
+    if f"broker:{channel.source}" not in sections:
+        brokers = ", ".join(sorted(x[7:] for x in sections if x.startswith("broker:"))) or "none defined"
+        problem(section, "source", f"the name of a [broker:NAME] section ({brokers})", repr(channel.source))
+    if f"storage:{channel.storage}" not in sections:
+        storages = ", ".join(sorted(x[8:] for x in sections if x.startswith("storage:"))) or "none defined"
+        problem(section, "storage", f"the name of a [storage:NAME] section ({storages})", repr(channel.storage))
+    if channel.strategy not in STRATEGIES:
+        problem(section, "strategy", "one of the strategies " + ", ".join(sorted(STRATEGIES)), repr(channel.strategy))
+    unknown = [name for name in channel.decoders if name not in DECODERS]
+    if unknown:
+        problem(
+            section,
+            "decoders",
+            "decoder names from " + ", ".join(sorted(DECODERS)),
+            ", ".join(repr(name) for name in unknown),
+        )

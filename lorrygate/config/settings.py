@@ -1,0 +1,139 @@
+"""
+The validated configuration, as frozen values, and the keys each ini section
+accepts.
+
+An ini file has one optional ``[lorrygate]`` section and any number of named
+``[broker:NAME]``, ``[storage:NAME]`` and ``[channel:NAME]`` sections. Every
+key below is documented in ``etc/gateway.ini``.
+"""
+
+import attrs
+
+from lorrygate.config import values as v
+from lorrygate.model import Channel
+
+REQUIRED = object()
+
+
+@attrs.frozen
+class Key:
+    """One key of a section: how to parse it, its default, whether it is secret."""
+
+    parse: object
+    default: object = REQUIRED
+    secret: bool = False
+
+
+@attrs.frozen
+class GatewaySettings:
+    data_dir: str = "var"
+    log_format: str = "text"
+    log_level: str = "info"
+    stats_interval: float = 60.0
+
+
+@attrs.frozen
+class BrokerSettings:
+    name: str
+    host: str
+    port: int = 1883
+    protocol: str = "3.1.1"
+    client_id: str = ""
+    username: str = ""
+    password: v.Secret | None = attrs.field(default=None, repr=False)
+    keepalive: int = 60
+    clean_session: bool = False
+    session_expiry: int = 0xFFFFFFFF
+    receive_maximum: int = 65535
+    tls: bool = False
+    tls_ca: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    connect_timeout: float = 10.0
+    reconnect_max_delay: float = 30.0
+
+
+@attrs.frozen
+class StorageSettings:
+    name: str
+    url: str
+    kind: str
+    path: str
+    batch_size: int = 5000
+    flush_interval: float = 0.25
+    idle_flush: float = 0.01
+    max_pending: int = 200_000
+    synchronous: str = "FULL"
+
+
+@attrs.frozen
+class Settings:
+    """Everything a gateway needs, checked before the reactor runs."""
+
+    source: str
+    gateway: GatewaySettings
+    brokers: dict
+    storages: dict
+    channels: tuple
+
+
+GATEWAY_KEYS = {
+    "data_dir": Key(v.nonempty, "var"),
+    "log_format": Key(v.choice("text", "json"), "text"),
+    "log_level": Key(v.choice("debug", "info", "warn", "error"), "info"),
+    "stats_interval": Key(v.duration(1, 86400), 60.0),
+}
+
+BROKER_KEYS = {
+    "host": Key(v.nonempty),
+    "port": Key(v.integer(1, 65535), None),
+    "protocol": Key(v.choice("3.1.1", "5"), "3.1.1"),
+    "client_id": Key(v.text, ""),
+    "username": Key(v.text, ""),
+    "password": Key(v.text, None, secret=True),
+    "keepalive": Key(v.integer(0, 65535), 60),
+    "clean_session": Key(v.boolean, False),
+    "session_expiry": Key(v.integer(0, 0xFFFFFFFF), 0xFFFFFFFF),
+    "receive_maximum": Key(v.integer(1, 65535), 65535),
+    "tls": Key(v.boolean, False),
+    "tls_ca": Key(v.text, ""),
+    "tls_cert": Key(v.text, ""),
+    "tls_key": Key(v.text, ""),
+    "connect_timeout": Key(v.duration(0.1, 600), 10.0),
+    "reconnect_max_delay": Key(v.duration(0.1, 3600), 30.0),
+}
+
+STORAGE_KEYS = {
+    "url": Key(v.sqlite_url),
+    "batch_size": Key(v.integer(1, 1_000_000), 5000),
+    "flush_interval": Key(v.duration(0.001, 60), 0.25),
+    "idle_flush": Key(v.duration(0.001, 10), 0.01),
+    "max_pending": Key(v.integer(1, 100_000_000), 200_000),
+    "synchronous": Key(v.choice("OFF", "NORMAL", "FULL", "EXTRA"), "FULL"),
+}
+
+CHANNEL_KEYS = {
+    "source": Key(v.nonempty),
+    "topics": Key(v.topic_filters),
+    "qos": Key(v.integer(0, 2), 1),
+    "strategy": Key(v.nonempty, "wan"),
+    "decoders": Key(v.names, ("json",)),
+    "storage": Key(v.nonempty),
+}
+
+SECTION_KINDS = {"broker": BROKER_KEYS, "storage": STORAGE_KEYS, "channel": CHANNEL_KEYS}
+
+
+def make_broker(name: str, values: dict) -> BrokerSettings:
+    if values["port"] is None:
+        values["port"] = 8883 if values["tls"] else 1883
+    return BrokerSettings(name=name, **values)
+
+
+def make_storage(name: str, values: dict) -> StorageSettings:
+    path = values.pop("url")
+    return StorageSettings(name=name, url="sqlite:///" + path, kind="sqlite", path=path, **values)
+
+
+def make_channel(name: str, values: dict) -> Channel:
+    return Channel(name=name, **values)

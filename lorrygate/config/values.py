@@ -1,0 +1,152 @@
+"""
+Parsers for single config values.
+
+Each takes the raw text of an ini value and returns the typed value, or
+raises `Invalid` with what was expected; the loader adds file, section, key
+and what arrived.
+"""
+
+import os
+import re
+
+import attrs
+
+from lorrygate.mqtt.topics import parse_filter
+
+
+class Invalid(ValueError):
+    """A config value does not parse; ``expected`` says what would."""
+
+    def __init__(self, expected: str):
+        self.expected = expected
+        super().__init__(expected)
+
+
+@attrs.frozen
+class Secret:
+    """A value that must never reach a log: its repr and str are masked."""
+
+    _value: str = attrs.field(repr=False)
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __str__(self) -> str:
+        return "***"
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
+_REFERENCE = re.compile(r"\$\{(ENV|FILE):([^}]*)\}")
+
+
+def interpolate(text: str, base_dir: str) -> str:
+    """Replace ``${ENV:NAME}`` and ``${FILE:path}`` references.
+
+    Raise `Invalid` naming the variable or file that is missing.
+    """
+
+    def replace(match):
+        kind, name = match.group(1), match.group(2).strip()
+        if not name:
+            raise Invalid(f"a name inside ${{{kind}:...}}")
+        if kind == "ENV":
+            if name not in os.environ:
+                raise Invalid(f"environment variable {name} to be set (referenced as ${{ENV:{name}}})")
+            return os.environ[name]
+        path = name if os.path.isabs(name) else os.path.join(base_dir, name)
+        try:
+            with open(path, encoding="utf-8") as handle:
+                return handle.read().rstrip("\r\n")
+        except OSError as exc:
+            raise Invalid(f"a readable file at {path} (referenced as ${{FILE:{name}}}): {exc.strerror}") from None
+
+    return _REFERENCE.sub(replace, text)
+
+
+def text(value: str) -> str:
+    return value
+
+
+def nonempty(value: str) -> str:
+    if not value.strip():
+        raise Invalid("a non-empty value")
+    return value.strip()
+
+
+def boolean(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "yes", "true", "on"):
+        return True
+    if lowered in ("0", "no", "false", "off"):
+        return False
+    raise Invalid("a boolean (true/false, yes/no, on/off, 1/0)")
+
+
+def integer(low: int, high: int):
+    def parse(value: str) -> int:
+        try:
+            number = int(value.strip(), 10)
+        except ValueError:
+            raise Invalid(f"a whole number from {low} to {high}") from None
+        if not low <= number <= high:
+            raise Invalid(f"a whole number from {low} to {high}")
+        return number
+
+    return parse
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def duration(low: float, high: float):
+    def parse(value: str) -> float:
+        match = _DURATION.match(value)
+        if not match:
+            raise Invalid(f"a duration such as 250ms, 5s, 2m or 0.5 (seconds), from {low} s to {high} s")
+        seconds = float(match.group(1)) * _UNITS[match.group(2)]
+        if not low <= seconds <= high:
+            raise Invalid(f"a duration from {low} s to {high} s")
+        return seconds
+
+    return parse
+
+
+def choice(*options: str):
+    def parse(value: str) -> str:
+        if value.strip() not in options:
+            raise Invalid("one of " + ", ".join(options))
+        return value.strip()
+
+    return parse
+
+
+def names(value: str) -> tuple:
+    """A list of names separated by commas or line breaks."""
+    items = tuple(item.strip() for item in re.split(r"[,\n]", value) if item.strip())
+    if not items:
+        raise Invalid("one or more names separated by commas")
+    return items
+
+
+def topic_filters(value: str) -> tuple:
+    """MQTT topic filters separated by commas or line breaks."""
+    items = tuple(item.strip() for item in re.split(r"[,\n]", value) if item.strip())
+    if not items:
+        raise Invalid("one or more MQTT topic filters such as mqttkit-1/#")
+    for item in items:
+        try:
+            parse_filter(item)
+        except ValueError as exc:
+            raise Invalid(f"valid MQTT topic filters ({item!r}: {exc})") from None
+    return items
+
+
+def sqlite_url(value: str) -> str:
+    """``sqlite:///relative/path`` or ``sqlite:////absolute/path``; returns the path."""
+    value = value.strip()
+    if not value.startswith("sqlite:///") or len(value) == len("sqlite:///"):
+        raise Invalid("a storage URL such as sqlite:///var/lorrygate.sqlite (supported: sqlite)")
+    return value[len("sqlite:///") :]

@@ -1,0 +1,88 @@
+"""
+The errors lorrygate raises, in one small hierarchy.
+
+Every message says what failed, where, what was expected and what arrived.
+"""
+
+import attrs
+
+
+class LorrygateError(Exception):
+    """Base class of every error lorrygate raises on purpose."""
+
+
+@attrs.frozen
+class ConfigProblem:
+    """One problem found in a configuration file."""
+
+    source: str
+    section: str
+    key: str | None
+    expected: str
+    got: str
+
+    def __str__(self) -> str:
+        where = f"{self.source} [{self.section}]"
+        if self.key:
+            where += f" {self.key}"
+        return f"{where}: expected {self.expected}, got {self.got}"
+
+
+class ConfigError(LorrygateError):
+    """A configuration has one or more problems; all of them are listed."""
+
+    def __init__(self, problems):
+        self.problems = tuple(problems)
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        count = len(self.problems)
+        head = f"{count} configuration problem{'s' if count != 1 else ''}:"
+        return "\n".join([head] + [f"  {problem}" for problem in self.problems])
+
+
+class TopologyError(LorrygateError):
+    """A topic does not fit the channel's topology strategy."""
+
+    def __init__(self, strategy: str, topic: str, reason: str):
+        self.strategy = strategy
+        self.topic = topic
+        self.reason = reason
+        super().__init__(f"strategy {strategy!r} cannot route topic {topic!r}: {reason}")
+
+
+class DecodeError(LorrygateError):
+    """A decoder recognised a payload as its own but could not decode it."""
+
+    def __init__(self, decoder: str, reason: str):
+        self.decoder = decoder
+        self.reason = reason
+        super().__init__(f"decoder {decoder!r}: {reason}")
+
+
+class NoDecoderMatched(DecodeError):
+    """Every decoder of a chain declined a payload."""
+
+    def __init__(self, tried, reasons):
+        self.tried = tuple(tried)
+        self.reasons = tuple(reasons)
+        detail = "; ".join(f"{name}: {why}" for name, why in zip(self.tried, self.reasons))
+        LorrygateError.__init__(self, f"no decoder of the chain [{','.join(self.tried)}] accepted the payload ({detail})")
+        self.decoder = ",".join(self.tried)
+        self.reason = detail
+
+
+class Declined(LorrygateError):
+    """Raised by a decoder that does not recognise a payload: try the next one."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+        super().__init__(reason)
+
+
+class ProtocolError(LorrygateError):
+    """A peer sent bytes that break its protocol."""
+
+
+class StorageError(LorrygateError):
+    """A storage target refused or failed a write."""

@@ -1,0 +1,97 @@
+"""
+The values that flow through lorrygate, as frozen attrs classes.
+
+A source produces a `Message`; a topology strategy turns its topic into an
+`Address` and the address into a `TableName`; a decoder turns its payload into
+`Record`s; a `Channel` names the route between them.
+"""
+
+from collections.abc import Mapping
+
+import attrs
+
+#: message kinds a strategy can recognise
+DATA = "data"
+EVENT = "event"
+ERROR = "error"
+KINDS = (DATA, EVENT, ERROR)
+
+
+class NoAck:
+    """The ack handle of a message that needs no acknowledgement (QoS 0)."""
+
+    __slots__ = ()
+
+    def ack(self) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return "<NoAck>"
+
+
+NO_ACK = NoAck()
+
+
+@attrs.frozen(slots=True)
+class Message:
+    """A message as a source received it."""
+
+    topic: str
+    payload: bytes
+    qos: int = 0
+    retain: bool = False
+    #: receive time, seconds since the epoch, from the source's clock
+    received: float = 0.0
+    #: the subscription (topic filter) this message arrived through
+    subscription: str = ""
+    #: call ``ack.ack()`` once the message is stored: the source then
+    #: acknowledges it to the broker
+    ack: object = attrs.field(default=NO_ACK, eq=False, repr=False)
+
+
+@attrs.frozen(slots=True)
+class Address:
+    """Where a message belongs, as a topology strategy read it from the topic."""
+
+    realm: str
+    network: str | None
+    gateway: str | None
+    node: str | None
+    kind: str
+    #: the topic levels after the address, e.g. ``data.json`` or ``data/temperature``
+    rest: str = ""
+    #: for per-field topics such as ``.../data/temperature``: the field name
+    field: str | None = None
+
+
+@attrs.frozen(slots=True)
+class TableName:
+    """A storage location: schema (database) and table, already sanitized."""
+
+    schema: str
+    table: str
+
+    def __str__(self) -> str:
+        return f"{self.schema}.{self.table}"
+
+
+@attrs.frozen(slots=True)
+class Record:
+    """One row: a time (integer nanoseconds since the epoch, UTC), fields and tags."""
+
+    time: int
+    fields: Mapping = attrs.field(factory=dict)
+    tags: Mapping = attrs.field(factory=dict)
+
+
+@attrs.frozen(slots=True)
+class Channel:
+    """A named route: source subscription -> strategy -> decoder chain -> storage."""
+
+    name: str
+    source: str
+    topics: tuple
+    qos: int
+    strategy: str
+    decoders: tuple
+    storage: str

@@ -1,0 +1,1 @@
+"""MQTT wire format, topic filters and a Twisted-native client protocol."""

@@ -1,0 +1,316 @@
+"""
+An MQTT 3.1.1 / 5.0 client as a Twisted `Protocol`.
+
+It parses frames straight out of ``dataReceived`` and hands every PUBLISH to
+an application callback together with an ack handle. The PUBACK (QoS 1) or
+PUBREC (QoS 2) for a message goes out only when the application calls
+``handle.ack()``, and acknowledgements leave in the order the messages
+arrived, as MQTT requires, however the application completes them.
+
+Everything timed (keep-alive) runs on the clock passed in; nothing blocks.
+"""
+
+from collections import deque
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+
+from lorrygate.errors import ProtocolError
+from lorrygate.mqtt import codec
+from lorrygate.mqtt.codec import (
+    MQTT_3_1_1,
+    PUBACK,
+    PUBCOMP,
+    PUBREC,
+    PUBREL,
+    Connack,
+    Disconnect,
+    PingReq,
+    PingResp,
+    PubAck,
+    Publish,
+    Suback,
+    Subscribe,
+    Unsuback,
+)
+
+#: CONNACK return codes (3.1.1) and reason codes (5) that a person can act on
+CONNACK_REASONS = {
+    1: "unacceptable protocol version",
+    2: "client identifier rejected",
+    3: "server unavailable",
+    4: "bad user name or password",
+    5: "not authorized",
+    0x80: "unspecified error",
+    0x81: "malformed packet",
+    0x82: "protocol error",
+    0x84: "unsupported protocol version",
+    0x85: "client identifier not valid",
+    0x86: "bad user name or password",
+    0x87: "not authorized",
+    0x88: "server unavailable",
+    0x89: "server busy",
+    0x8A: "banned",
+    0x8C: "bad authentication method",
+    0x90: "topic name invalid",
+    0x95: "packet too large",
+    0x97: "quota exceeded",
+    0x9C: "use another server",
+    0x9D: "server moved",
+    0x9F: "connection rate exceeded",
+}
+
+
+class ConnectionRefused(ProtocolError):
+    """The broker answered CONNECT with a failure code."""
+
+    def __init__(self, reason: int):
+        self.reason = reason
+        text = CONNACK_REASONS.get(reason, "unknown reason")
+        super().__init__(f"broker refused the connection: {text} (code 0x{reason:02x})")
+
+
+class SubscriptionRefused(ProtocolError):
+    """The broker answered SUBSCRIBE with a failure code for a filter."""
+
+
+class _Delivery:
+    """The ack handle of one received QoS 1 or 2 message."""
+
+    __slots__ = ("_protocol", "packet_id", "kind", "done")
+
+    def __init__(self, protocol, packet_id: int, kind: int):
+        self._protocol = protocol
+        self.packet_id = packet_id
+        self.kind = kind
+        self.done = False
+
+    def ack(self) -> None:
+        if not self.done:
+            self.done = True
+            self._protocol._release_acks()
+
+    def __repr__(self) -> str:
+        return f"<Delivery {self.packet_id} done={self.done}>"
+
+
+class MQTTClientProtocol(Protocol):
+    """One connection to a broker, from CONNECT to DISCONNECT.
+
+    :param on_publish: called as ``on_publish(publish, handle)`` for every
+        PUBLISH; ``handle.ack()`` releases its acknowledgement.
+    :param clock: an ``IReactorTime`` for the keep-alive timer.
+    """
+
+    log = Logger()
+
+    def __init__(self, on_publish, clock, version: int = MQTT_3_1_1):
+        self._on_publish = on_publish
+        self._clock = clock
+        self.version = version
+        self._buffer = b""
+        self._unacked = deque()
+        self._waiting = {}
+        self._next_id = 0
+        self._connack = None
+        self._keepalive = 0
+        self._ping_call = None
+        self._ping_outstanding = False
+        self._paused = False
+        self.connected = False
+        self.session_present = False
+        self.connack_properties = {}
+        self._lost = Deferred()
+
+    # -- outgoing -----------------------------------------------------------
+
+    def connect(self, packet: codec.Connect) -> Deferred:
+        """Send CONNECT; the Deferred fires with the CONNACK or fails with
+        `ConnectionRefused`."""
+        self.version = packet.version
+        self._keepalive = packet.keepalive
+        self._connack = Deferred()
+        self._send(packet)
+        return self._connack
+
+    def subscribe(self, subscriptions) -> Deferred:
+        """Subscribe to ``(filter, options)`` pairs; fires with the SUBACK or
+        fails with `SubscriptionRefused` naming each refused filter."""
+        packet_id = self._allocate_id()
+        d = Deferred()
+        self._waiting[packet_id] = d
+        self._send(Subscribe(packet_id, tuple(subscriptions)))
+
+        def check(suback: Suback):
+            refused = [
+                f"{topic!r} (code 0x{reason:02x})"
+                for (topic, _), reason in zip(subscriptions, suback.reasons)
+                if reason >= 0x80
+            ]
+            if refused:
+                raise SubscriptionRefused("broker refused the subscription to " + ", ".join(refused))
+            return suback
+
+        return d.addCallback(check)
+
+    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> Deferred:
+        """Publish a message; for QoS 1 the Deferred fires on its PUBACK."""
+        if qos == 0:
+            self._send(Publish(topic, payload, 0, retain))
+            return succeed(None)
+        if qos != 1:
+            raise ValueError("publishing supports QoS 0 and 1")
+        packet_id = self._allocate_id()
+        d = Deferred()
+        self._waiting[packet_id] = d
+        self._send(Publish(topic, payload, qos, retain, False, packet_id))
+        return d
+
+    def disconnect(self) -> Deferred:
+        """Send DISCONNECT and close; fires once the connection is closed."""
+        if self.connected and self.transport is not None:
+            self._send(Disconnect())
+            self.transport.loseConnection()
+        return self.when_lost()
+
+    def when_lost(self) -> Deferred:
+        """A Deferred that fires when this connection has closed."""
+        d = Deferred()
+        if self._lost is None:
+            d.callback(None)
+        else:
+            self._lost.addBoth(lambda result: (d.callback(None), result)[1])
+        return d
+
+    def pauseReading(self) -> None:
+        self._paused = True
+        if self.transport is not None:
+            self.transport.pauseProducing()
+
+    def resumeReading(self) -> None:
+        self._paused = False
+        if self.transport is not None:
+            self.transport.resumeProducing()
+
+    @property
+    def unacked(self) -> int:
+        """How many received QoS 1/2 messages wait for their acknowledgement."""
+        return len(self._unacked)
+
+    def _send(self, packet) -> None:
+        self.transport.write(codec.encode(packet, self.version))
+
+    def _allocate_id(self) -> int:
+        for _ in range(65535):
+            self._next_id = self._next_id % 65535 + 1
+            if self._next_id not in self._waiting:
+                return self._next_id
+        raise ProtocolError("all 65535 packet identifiers are in use")
+
+    def _release_acks(self) -> None:
+        unacked = self._unacked
+        if not unacked or not unacked[0].done:
+            return
+        out = []
+        version = self.version
+        while unacked and unacked[0].done:
+            delivery = unacked.popleft()
+            out.append(codec.encode(PubAck(delivery.kind, delivery.packet_id), version))
+        if self.connected:
+            self.transport.write(b"".join(out))
+
+    # -- incoming -----------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        self.connected = True
+
+    def dataReceived(self, data: bytes) -> None:
+        buffer = self._buffer + data if self._buffer else data
+        try:
+            packets, used = codec.parse(buffer, self.version)
+        except ProtocolError as exc:
+            self.log.error("malformed MQTT from the broker, closing: {error}", error=str(exc))
+            self._buffer = b""
+            self.transport.abortConnection()
+            return
+        self._buffer = buffer[used:]
+        on_publish = self._on_publish
+        for packet in packets:
+            if type(packet) is Publish:
+                qos = packet.qos
+                if qos == 0:
+                    on_publish(packet, None)
+                    continue
+                delivery = _Delivery(self, packet.packet_id, PUBACK if qos == 1 else PUBREC)
+                self._unacked.append(delivery)
+                on_publish(packet, delivery)
+            else:
+                self._handle(packet)
+
+    def _handle(self, packet) -> None:
+        kind = type(packet)
+        if kind is PubAck:
+            if packet.kind == PUBREL:
+                self._send(PubAck(PUBCOMP, packet.packet_id))
+            elif packet.kind == PUBACK:
+                d = self._waiting.pop(packet.packet_id, None)
+                if d is not None:
+                    d.callback(packet)
+        elif kind is PingResp:
+            self._ping_outstanding = False
+        elif kind is Connack:
+            self._on_connack(packet)
+        elif kind in (Suback, Unsuback):
+            d = self._waiting.pop(packet.packet_id, None)
+            if d is not None:
+                d.callback(packet)
+        elif kind is Disconnect:
+            self.log.warn(
+                "the broker closed the session: reason 0x{reason:02x} {detail}",
+                reason=packet.reason,
+                detail=packet.properties.get("reason_string", ""),
+            )
+            self.transport.loseConnection()
+        else:
+            self.log.warn("unexpected MQTT packet from the broker: {packet!r}", packet=packet)
+
+    def _on_connack(self, packet: Connack) -> None:
+        d, self._connack = self._connack, None
+        if d is None:
+            return
+        if packet.reason != 0:
+            d.errback(ConnectionRefused(packet.reason))
+            return
+        self.session_present = packet.session_present
+        self.connack_properties = packet.properties
+        keepalive = packet.properties.get("server_keep_alive", self._keepalive)
+        if keepalive:
+            self._ping_call = self._clock.callLater(keepalive, self._ping, keepalive)
+        d.callback(packet)
+
+    def _ping(self, interval: float) -> None:
+        if self._ping_outstanding:
+            self.log.warn("no PINGRESP within {interval} s: dropping the connection", interval=interval)
+            self.transport.abortConnection()
+            return
+        self._ping_outstanding = True
+        self._send(PingReq())
+        self._ping_call = self._clock.callLater(interval, self._ping, interval)
+
+    def connectionLost(self, reason) -> None:
+        self.connected = False
+        if self._ping_call is not None and self._ping_call.active():
+            self._ping_call.cancel()
+        self._ping_call = None
+        # Acks of this connection can no longer be sent; the broker redelivers.
+        self._unacked.clear()
+        pending = list(self._waiting.values())
+        self._waiting.clear()
+        if self._connack is not None:
+            pending.append(self._connack)
+            self._connack = None
+        for d in pending:
+            d.errback(reason)
+        lost, self._lost = self._lost, None
+        lost.callback(None)

@@ -1,0 +1,1 @@
+"""Service assembly: channels and the gateway that runs them."""

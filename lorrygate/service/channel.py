@@ -1,0 +1,105 @@
+"""
+A channel's router: message -> address -> records -> batch.
+
+Whatever goes wrong with one message (a topic the strategy cannot route, a
+payload no decoder accepts, a strategy or decoder that raises) is counted,
+logged (rate-limited) and kept as a dead letter in the channel's storage; the
+stream goes on, and the message is acknowledged once its dead letter is
+committed.
+"""
+
+import attrs
+from twisted.logger import Logger
+
+from lorrygate.errors import DecodeError, TopologyError
+from lorrygate.storage.batch import DeadLetter, Entry
+
+
+@attrs.define
+class ChannelStats:
+    received: int = 0
+    routed: int = 0
+    unmatched: int = 0
+    undecodable: int = 0
+
+    def asdict(self) -> dict:
+        return attrs.asdict(self)
+
+
+@attrs.define(eq=False)
+class Complaints:
+    """Logs each distinct problem at most once per ``interval``, counting the rest."""
+
+    clock: object
+    interval: float = 5.0
+    _last: dict = attrs.Factory(dict)
+    _suppressed: dict = attrs.Factory(dict)
+
+    def allow(self, key) -> int | None:
+        """Return how many were suppressed since the last line, or None to stay quiet."""
+        now = self.clock.seconds()
+        if len(self._last) > 1000:
+            self._last.clear()
+            self._suppressed.clear()
+        last = self._last.get(key)
+        if last is not None and now - last < self.interval:
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            return None
+        self._last[key] = now
+        return self._suppressed.pop(key, 0)
+
+
+@attrs.define(eq=False)
+class ChannelRouter:
+    channel: object  # lorrygate.model.Channel
+    strategy: object
+    chain: object
+    batcher: object
+    clock: object
+    stats: ChannelStats = attrs.Factory(ChannelStats)
+    _complaints: Complaints = None
+
+    log = Logger()
+
+    def __attrs_post_init__(self):
+        if self._complaints is None:
+            self._complaints = Complaints(self.clock)
+
+    def __call__(self, message) -> None:
+        self.stats.received += 1
+        try:
+            address = self.strategy.match(message.topic)
+            table = self.strategy.table_for(address)
+        except TopologyError as exc:
+            self.stats.unmatched += 1
+            self._reject(message, "topology", exc.reason, "does not fit the topology")
+            return
+        except Exception as exc:
+            self.stats.unmatched += 1
+            self._reject(message, "topology", f"strategy {self.strategy.name!r} raised {exc!r}", "broke the strategy")
+            return
+        try:
+            decoder, records = self.chain.decode(message, address)
+        except DecodeError as exc:
+            self.stats.undecodable += 1
+            self._reject(message, "decode", str(exc), "could not be decoded")
+            return
+        self.stats.routed += 1
+        self.batcher.add(Entry(table, records, self.channel.name, message, decoder))
+
+    def _reject(self, message, stage: str, reason: str, what: str) -> None:
+        self.batcher.add_dead_letter(DeadLetter(self.channel.name, message, stage, reason))
+        suppressed = self._complaints.allow((stage, reason))
+        if suppressed is None:
+            return
+        self.log.warn(
+            "channel {channel}: message on topic {topic!r} {what}: {reason}; "
+            "kept in the dead-letter table of storage {storage}{more}",
+            channel=self.channel.name,
+            topic=message.topic,
+            what=what,
+            reason=reason,
+            storage=self.channel.storage,
+            stage=stage,
+            more=f" ({suppressed} more like it since the last report)" if suppressed else "",
+        )

@@ -1,0 +1,122 @@
+"""
+The gateway: storages, batchers, sources and channel routers, wired from
+validated settings, started and stopped in the order that loses nothing.
+
+Start: open every storage (a storage that cannot open stops start-up), then
+connect the sources. Stop: pause every source, commit everything buffered
+(acknowledging it), send DISCONNECT, close the storages.
+"""
+
+import attrs
+from twisted.internet.defer import DeferredList, TimeoutError as DeferredTimeout
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from lorrygate.decoding import DECODERS, DecoderChain
+from lorrygate.service.channel import ChannelRouter
+from lorrygate.sources.mqtt import MQTTSource
+from lorrygate.storage.batcher import Batcher
+from lorrygate.storage.sqlite import SQLiteStorage
+from lorrygate.topology import STRATEGIES
+
+
+@attrs.define(eq=False)
+class Gateway:
+    settings: object
+    reactor: object
+    storages: dict = attrs.Factory(dict)
+    batchers: dict = attrs.Factory(dict)
+    sources: list = attrs.Factory(list)
+    routers: list = attrs.Factory(list)
+    shutdown_timeout: float = 15.0
+    _stats_loop: LoopingCall | None = None
+
+    log = Logger()
+
+    @classmethod
+    def from_settings(cls, settings, reactor) -> "Gateway":
+        gateway = cls(settings, reactor)
+        for name, storage in settings.storages.items():
+            backend = SQLiteStorage(name, storage.path, reactor, synchronous=storage.synchronous)
+            gateway.storages[name] = backend
+            gateway.batchers[name] = Batcher(
+                backend,
+                reactor,
+                max_rows=storage.batch_size,
+                max_delay=storage.flush_interval,
+                idle_delay=storage.idle_flush,
+                max_pending=storage.max_pending,
+            )
+        for channel in settings.channels:
+            batcher = gateway.batchers[channel.storage]
+            router = ChannelRouter(
+                channel,
+                STRATEGIES[channel.strategy](),
+                DecoderChain(tuple(DECODERS[name]() for name in channel.decoders)),
+                batcher,
+                reactor,
+            )
+            source = MQTTSource(
+                channel.name,
+                settings.brokers[channel.source],
+                channel.topics,
+                channel.qos,
+                router,
+                reactor,
+                reactor,
+            )
+            batcher.attach(source)
+            gateway.routers.append(router)
+            gateway.sources.append(source)
+        return gateway
+
+    async def start(self) -> None:
+        for storage in self.storages.values():
+            await storage.start()
+        for source in self.sources:
+            source.startService()
+        self._stats_loop = LoopingCall(self.log_stats)
+        self._stats_loop.clock = self.reactor
+        self._stats_loop.start(self.settings.gateway.stats_interval, now=False)
+        self.log.info(
+            "lorrygate is running: {channels} channel(s) from {source}",
+            channels=len(self.routers),
+            source=self.settings.source,
+        )
+
+    async def stop(self) -> None:
+        if self._stats_loop is not None and self._stats_loop.running:
+            self._stats_loop.stop()
+        for source in self.sources:
+            source.pauseReading()
+        drains = [batcher.drain() for batcher in self.batchers.values()]
+        for d in drains:
+            d.addTimeout(self.shutdown_timeout, self.reactor)
+        for success, result in await DeferredList(drains, consumeErrors=True):
+            if not success and result.check(DeferredTimeout):
+                self.log.error(
+                    "stopping: storage did not commit within {timeout} s; the messages not "
+                    "committed stay unacknowledged and the broker delivers them again",
+                    timeout=self.shutdown_timeout,
+                )
+        await DeferredList([source.stopService() for source in self.sources], consumeErrors=True)
+        await DeferredList([storage.stop() for storage in self.storages.values()], consumeErrors=True)
+        self.log_stats(final=True)
+
+    def log_stats(self, final: bool = False) -> None:
+        for router in self.routers:
+            batcher = self.batchers[router.channel.storage]
+            self.log.info(
+                "channel {channel}: {received} received, {routed} routed, {unmatched} unmatched topics, "
+                "{undecodable} undecodable payloads; storage {storage}: {stored} rows and {dead} dead "
+                "letters committed, {pending} pending, {failures} failed writes",
+                event="stats",
+                final=final,
+                channel=router.channel.name,
+                storage=router.channel.storage,
+                stored=batcher.stats.rows,
+                dead=batcher.stats.dead_letters,
+                pending=batcher.pending,
+                failures=batcher.stats.failures,
+                **router.stats.asdict(),
+            )

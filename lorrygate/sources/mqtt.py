@@ -1,0 +1,207 @@
+"""
+The MQTT source: one persistent session per channel, reconnecting for ever.
+
+Reconnects are a Twisted `ClientService` with a jittered exponential backoff;
+each new connection sends CONNECT (clean session off, so that messages queued
+while the gateway was away arrive when it returns) and subscribes again.
+"""
+
+import socket
+
+import attrs
+from twisted.application.internet import ClientService, backoffPolicy
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from lorrygate.interfaces import ISource
+from lorrygate.model import NO_ACK, Message
+from lorrygate.mqtt import codec
+from lorrygate.mqtt.protocol import MQTTClientProtocol
+from lorrygate.mqtt.topics import parse_filter
+
+#: session expiry "never" (MQTT 5, 3.1.2.11.2)
+SESSION_NEVER_EXPIRES = 0xFFFFFFFF
+
+
+def default_client_id(channel: str) -> str:
+    """A client id that stays the same across restarts of this host's gateway."""
+    return f"lorrygate-{socket.gethostname()}-{channel}"
+
+
+def tls_options(settings):
+    """Build Twisted client TLS options from broker settings (verification on)."""
+    from twisted.internet import ssl
+
+    trust = None
+    if settings.tls_ca:
+        with open(settings.tls_ca, "rb") as handle:
+            trust = ssl.Certificate.loadPEM(handle.read())
+    client_cert = None
+    if settings.tls_cert:
+        with open(settings.tls_cert, "rb") as handle:
+            cert_pem = handle.read()
+        key_pem = cert_pem
+        if settings.tls_key:
+            with open(settings.tls_key, "rb") as handle:
+                key_pem = handle.read()
+        client_cert = ssl.PrivateCertificate.loadPEM(cert_pem + b"\n" + key_pem)
+    return ssl.optionsForClientTLS(settings.host, trustRoot=trust, clientCertificate=client_cert)
+
+
+class _ProtocolFactory(Factory):
+    noisy = False
+
+    def __init__(self, source):
+        self._source = source
+
+    def buildProtocol(self, addr):
+        return MQTTClientProtocol(self._source._received, self._source._clock, self._source.version)
+
+
+@implementer(ISource)
+@attrs.define(eq=False)
+class MQTTSource(Service):
+    """Receives the messages of a channel's subscriptions from one broker.
+
+    :param deliver: called with every `Message`; the message's ``ack`` handle
+        sends its acknowledgement.
+    """
+
+    name: str
+    broker: object  # lorrygate.config.settings.BrokerSettings
+    topics: tuple
+    qos: int
+    deliver: object
+    _clock: object
+    _reactor: object = None
+    client_id: str = ""
+    version: int = codec.MQTT_3_1_1
+    _filters: tuple = ()
+    _service: ClientService | None = None
+    _protocol: MQTTClientProtocol | None = None
+    _paused: bool = False
+
+    log = Logger()
+
+    def __attrs_post_init__(self):
+        self._filters = tuple(parse_filter(topic) for topic in self.topics)
+        self.version = codec.VERSIONS[self.broker.protocol]
+        if not self.client_id:
+            self.client_id = self.broker.client_id or default_client_id(self.name)
+        if self._reactor is None:
+            self._reactor = self._clock
+
+    # -- ISource --------------------------------------------------------------
+
+    def pauseReading(self) -> None:
+        self._paused = True
+        if self._protocol is not None:
+            self._protocol.pauseReading()
+
+    def resumeReading(self) -> None:
+        self._paused = False
+        if self._protocol is not None:
+            self._protocol.resumeReading()
+
+    @property
+    def connected(self) -> bool:
+        return self._protocol is not None and self._protocol.connected
+
+    # -- service ------------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        broker = self.broker
+        endpoint = HostnameEndpoint(self._reactor, broker.host, broker.port, timeout=broker.connect_timeout)
+        if broker.tls:
+            endpoint = wrapClientTLS(tls_options(broker), endpoint)
+        self._service = ClientService(
+            endpoint,
+            _ProtocolFactory(self),
+            retryPolicy=backoffPolicy(initialDelay=0.5, maxDelay=broker.reconnect_max_delay),
+            clock=self._clock,
+            prepareConnection=self._handshake,
+        )
+        self._service.startService()
+
+    def stopService(self) -> Deferred:
+        """Send DISCONNECT (after any acks already released) and stop reconnecting."""
+        super().stopService()
+        protocol, self._protocol = self._protocol, None
+        service, self._service = self._service, None
+        d = protocol.disconnect() if protocol is not None and protocol.connected else succeed(None)
+        if service is not None:
+            d.addCallback(lambda _: service.stopService())
+        return d
+
+    def _handshake(self, protocol: MQTTClientProtocol) -> Deferred:
+        broker = self.broker
+        props = {}
+        if self.version == codec.MQTT_5:
+            props["receive_maximum"] = broker.receive_maximum
+            if not broker.clean_session:
+                props["session_expiry_interval"] = broker.session_expiry
+        connect = codec.Connect(
+            client_id=self.client_id,
+            version=self.version,
+            clean_start=broker.clean_session,
+            keepalive=broker.keepalive,
+            username=broker.username or None,
+            password=broker.password.reveal().encode("utf-8") if broker.password else None,
+            properties=props,
+        )
+        return Deferred.fromCoroutine(self._establish(protocol, connect))
+
+    async def _establish(self, protocol: MQTTClientProtocol, connect) -> None:
+        try:
+            connack = await protocol.connect(connect)
+            await protocol.subscribe([(f.text, self.qos) for f in self._filters])
+        except Exception as exc:
+            self.log.error(
+                "MQTT source {source}: connecting to {host}:{port} failed: {error}; retrying",
+                source=self.name,
+                host=self.broker.host,
+                port=self.broker.port,
+                error=str(exc),
+            )
+            protocol.transport.abortConnection()
+            raise
+        self._protocol = protocol
+        if self._paused:
+            protocol.pauseReading()
+        self.log.info(
+            "MQTT source {source}: connected to {host}:{port} as {client_id} "
+            "(MQTT {version}, session present: {session_present}), subscribed to {topics}",
+            source=self.name,
+            host=self.broker.host,
+            port=self.broker.port,
+            client_id=self.client_id,
+            version=self.broker.protocol,
+            session_present=connack.session_present,
+            topics=",".join(self.topics),
+        )
+
+    def _received(self, publish: codec.Publish, handle) -> None:
+        topic = publish.topic
+        filters = self._filters
+        subscription = filters[0].text
+        if len(filters) > 1:
+            for candidate in filters:
+                if candidate.matches(topic):
+                    subscription = candidate.text
+                    break
+        self.deliver(
+            Message(
+                topic,
+                publish.payload,
+                publish.qos,
+                publish.retain,
+                self._clock.seconds(),
+                subscription,
+                handle if handle is not None else NO_ACK,
+            )
+        )

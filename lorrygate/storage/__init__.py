@@ -1,0 +1,1 @@
+"""Storage: batching, acknowledgement after commit, and the backends."""

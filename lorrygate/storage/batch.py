@@ -1,0 +1,57 @@
+"""
+What a storage commits at once: rows for tables and dead letters, each tied to
+the message it came from.
+"""
+
+import attrs
+
+from lorrygate.model import Message, TableName
+
+
+@attrs.frozen(slots=True)
+class DeadLetter:
+    """A message that could not be routed or decoded, kept with the reason."""
+
+    channel: str
+    message: Message
+    #: where it failed: ``topology``, ``decode`` or ``store``
+    stage: str
+    error: str
+
+
+@attrs.frozen(slots=True)
+class Entry:
+    """The rows of one message for one table."""
+
+    table: TableName
+    records: list
+    channel: str
+    message: Message
+    decoder: str = ""
+
+
+@attrs.define
+class Batch:
+    """Entries and dead letters to commit in one go."""
+
+    entries: list = attrs.Factory(list)
+    dead_letters: list = attrs.Factory(list)
+    rows: int = 0
+
+    def add(self, entry: Entry) -> None:
+        self.entries.append(entry)
+        self.rows += len(entry.records)
+
+    def add_dead_letter(self, dead_letter: DeadLetter) -> None:
+        self.dead_letters.append(dead_letter)
+        self.rows += 1
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def messages(self):
+        """Every message of the batch, for acknowledging them once committed."""
+        for entry in self.entries:
+            yield entry.message
+        for dead_letter in self.dead_letters:
+            yield dead_letter.message

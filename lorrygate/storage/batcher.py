@@ -1,0 +1,178 @@
+"""
+Batching in front of a storage, with acknowledgement after commit.
+
+Entries collect in a batch. A batch is written when it reaches ``max_rows``,
+when its oldest entry is ``max_delay`` old, or when nothing new arrived for
+``idle_delay`` (a broker that waits for acknowledgements goes quiet: its
+in-flight window is full, and the batch must commit to open it again). One
+write is in flight at a time; what arrives meanwhile is written as soon as
+it finishes (group commit). Messages are acknowledged only after the write
+that holds them succeeded. A failed write is retried with backoff; while
+``max_pending`` rows wait, the sources are paused (backpressure), never
+dropped.
+"""
+
+import attrs
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.logger import Logger
+
+from lorrygate.storage.batch import Batch
+
+
+@attrs.define
+class BatchStats:
+    batches: int = 0
+    rows: int = 0
+    dead_letters: int = 0
+    failures: int = 0
+    last_error: str = ""
+
+
+@attrs.define(eq=False)
+class Batcher:
+    storage: object
+    clock: object
+    max_rows: int = 5000
+    max_delay: float = 0.25
+    idle_delay: float = 0.01
+    max_pending: int = 200_000
+    retry_initial: float = 0.5
+    retry_max: float = 30.0
+    stats: BatchStats = attrs.Factory(BatchStats)
+    _sources: list = attrs.Factory(list)
+    _batch: Batch = attrs.Factory(Batch)
+    _writing: Batch | None = None
+    _first_at: float = 0.0
+    _added: int = 0
+    _seen: int = -1
+    _timer: object = None
+    _retry_delay: float = 0.0
+    _paused: bool = False
+    _waiters: list = attrs.Factory(list)
+
+    log = Logger()
+
+    def attach(self, source) -> None:
+        """Pause and resume this source with the batcher's backpressure."""
+        self._sources.append(source)
+        if self._paused:
+            source.pauseReading()
+
+    @property
+    def pending(self) -> int:
+        """Rows buffered or being written, not yet acknowledged."""
+        return len(self._batch) + (len(self._writing) if self._writing is not None else 0)
+
+    def add(self, entry) -> None:
+        self._batch.add(entry)
+        self._added_one()
+
+    def add_dead_letter(self, dead_letter) -> None:
+        self._batch.add_dead_letter(dead_letter)
+        self._added_one()
+
+    def _added_one(self) -> None:
+        batch = self._batch
+        self._added += 1
+        if len(batch) >= self.max_rows:
+            self.flush()
+        elif self._timer is None:
+            self._first_at = self.clock.seconds()
+            self._seen = self._added
+            self._timer = self.clock.callLater(self.idle_delay, self._tick)
+        if not self._paused and self.pending >= self.max_pending:
+            self._set_paused(True)
+
+    def _tick(self) -> None:
+        self._timer = None
+        if not len(self._batch):
+            return
+        idle = self._added == self._seen
+        if idle or self.clock.seconds() - self._first_at >= self.max_delay:
+            self.flush()
+        else:
+            self._seen = self._added
+            self._timer = self.clock.callLater(self.idle_delay, self._tick)
+
+    def flush(self) -> None:
+        """Write what is buffered now (or as soon as the current write ends)."""
+        if self._timer is not None:
+            if self._timer.active():
+                self._timer.cancel()
+            self._timer = None
+        if self._writing is not None or not len(self._batch):
+            self._check_drained()
+            return
+        self._writing, self._batch = self._batch, Batch()
+        self._write()
+
+    def _write(self) -> None:
+        batch = self._writing
+        started = self.clock.seconds()
+        d = maybeDeferred(self.storage.write, batch)
+        d.addCallbacks(self._written, self._failed, callbackArgs=(batch, started), errbackArgs=(batch,))
+
+    def _written(self, _, batch: Batch, started: float) -> None:
+        for message in batch.messages():
+            message.ack.ack()
+        stats = self.stats
+        stats.batches += 1
+        stats.rows += len(batch) - len(batch.dead_letters)
+        stats.dead_letters += len(batch.dead_letters)
+        self._retry_delay = 0.0
+        self._writing = None
+        self.log.debug(
+            "storage {storage}: committed {rows} rows and {dead} dead letters in {seconds:.3f} s",
+            storage=self.storage.name,
+            rows=len(batch) - len(batch.dead_letters),
+            dead=len(batch.dead_letters),
+            seconds=self.clock.seconds() - started,
+        )
+        if self._paused and self.pending < self.max_pending // 2:
+            self._set_paused(False)
+        if len(self._batch):
+            self.flush()
+        else:
+            self._check_drained()
+
+    def _failed(self, failure, batch: Batch) -> None:
+        self.stats.failures += 1
+        self.stats.last_error = failure.getErrorMessage()
+        self._retry_delay = min(max(self._retry_delay * 2, self.retry_initial), self.retry_max)
+        self.log.error(
+            "storage {storage}: writing {rows} rows failed, nothing of them acknowledged; "
+            "retrying in {delay:.1f} s: {error}",
+            storage=self.storage.name,
+            rows=len(batch),
+            delay=self._retry_delay,
+            error=self.stats.last_error,
+        )
+        self.clock.callLater(self._retry_delay, self._write)
+
+    def _set_paused(self, paused: bool) -> None:
+        self._paused = paused
+        self.log.info(
+            "storage {storage}: {state} reading ({pending} rows pending, bound {bound})",
+            storage=self.storage.name,
+            state="pausing" if paused else "resuming",
+            pending=self.pending,
+            bound=self.max_pending,
+        )
+        for source in self._sources:
+            if paused:
+                source.pauseReading()
+            else:
+                source.resumeReading()
+
+    def drain(self) -> Deferred:
+        """Flush everything; fires once nothing is buffered or being written."""
+        d = Deferred()
+        self._waiters.append(d)
+        self.flush()
+        return d
+
+    def _check_drained(self) -> None:
+        if self._writing is None and not len(self._batch) and self._waiters:
+            waiters, self._waiters = self._waiters, []
+            for d in waiters:
+                d.callback(None)
