@@ -1,0 +1,155 @@
+"""
+The gateway as a child process, and an in-process MQTT publisher, for the
+integration tests.
+"""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+
+import attrs
+import paho.mqtt.client as paho
+
+from tests.servers import wait_until
+
+
+def write_config(directory: str, broker_port: int, *, client_id: str, topics: str = "itest/#", extra: str = "") -> str:
+    path = os.path.join(directory, "gateway.ini")
+    with open(path, "w") as handle:
+        handle.write(
+            textwrap.dedent(
+                f"""
+                [lorrygate]
+                log_format = json
+                stats_interval = 1s
+
+                [broker:test]
+                host = 127.0.0.1
+                port = {broker_port}
+                client_id = {client_id}
+                keepalive = 10
+
+                [storage:db]
+                url = sqlite:///{directory}/gateway.sqlite
+                synchronous = NORMAL
+
+                [channel:main]
+                source = test
+                topics = {topics}
+                qos = 1
+                storage = db
+                """
+            )
+            + extra
+        )
+    return path
+
+
+@attrs.define
+class GatewayProcess:
+    config: str
+    log_path: str
+    process: subprocess.Popen | None = None
+    db: str = ""
+    _offset: int = 0
+
+    def start(self) -> "GatewayProcess":
+        log = open(self.log_path, "ab")
+        self._offset = log.tell()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "lorrygate.cli", "-c", self.config],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        wait_until(lambda: self.connected() or self.process.poll() is not None, 20, "the gateway to connect")
+        assert self.process.poll() is None, self.text()
+        return self
+
+    def events(self) -> list:
+        """Every JSON log event this process wrote so far."""
+        with open(self.log_path, "rb") as handle:
+            handle.seek(self._offset)
+            lines = handle.read().decode("utf-8", "replace").splitlines()
+        events = []
+        for line in lines:
+            try:
+                events.append(json.loads(line))
+            except ValueError:
+                events.append({"log_format": line, "unparsed": True})
+        return events
+
+    def text(self) -> str:
+        with open(self.log_path, "rb") as handle:
+            return handle.read().decode("utf-8", "replace")
+
+    def connected(self) -> bool:
+        return any("connected to" in event.get("log_format", "") for event in self.events())
+
+    def stop(self, sig=signal.SIGTERM, timeout: float = 30) -> int:
+        self.process.send_signal(sig)
+        return self.process.wait(timeout)
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+
+def last_stats(events) -> dict:
+    stats = [event for event in events if event.get("event") == "stats"]
+    assert stats, "the gateway logged no stats"
+    return stats[-1]
+
+
+class Publisher:
+    """paho-mqtt, an independent MQTT implementation, publishing QoS 1."""
+
+    def __init__(self, port: int):
+        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="", protocol=paho.MQTTv311)
+        self.client.max_inflight_messages_set(1000)
+        self.client.max_queued_messages_set(0)
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+
+    def publish_many(self, messages, timeout: float = 60) -> None:
+        self.wait(self.start_publishing(messages), timeout)
+
+    def start_publishing(self, messages) -> list:
+        """Queue publications without waiting; the paho thread sends them."""
+        return [self.client.publish(topic, payload, qos=1) for topic, payload in messages]
+
+    @staticmethod
+    def wait(infos, timeout: float = 60) -> None:
+        for info in infos:
+            info.wait_for_publish(timeout)
+            assert info.is_published(), "the broker did not acknowledge a publication"
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def query(path: str, sql: str, params=()):
+    conn = sqlite3.connect(path, timeout=10)
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
+def tables(path: str) -> set:
+    if not os.path.exists(path):
+        return set()
+    return {row[0] for row in query(path, "SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
+def count_rows(path: str, prefix: str) -> int:
+    total = 0
+    for table in tables(path):
+        if table.startswith(prefix):
+            total += query(path, f'SELECT count(*) FROM "{table}"')[0][0]
+    return total

@@ -1,0 +1,89 @@
+"""
+Real services for the integration tests, each on its own port in its own
+temporary directory, started as child processes and waited for by polling.
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+
+import attrs
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):
+    """Poll ``predicate`` until it returns a true value; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def find_mosquitto() -> str:
+    for candidate in (shutil.which("mosquitto"), "/usr/sbin/mosquitto"):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    raise RuntimeError("mosquitto is not installed: run `make test`, which installs it")
+
+
+@attrs.define
+class Mosquitto:
+    """A Mosquitto broker with persistence and a wide in-flight window."""
+
+    directory: str
+    port: int = attrs.Factory(free_port)
+    process: subprocess.Popen | None = None
+
+    def start(self) -> "Mosquitto":
+        config = os.path.join(self.directory, "mosquitto.conf")
+        with open(config, "w") as handle:
+            handle.write(
+                f"listener {self.port} 127.0.0.1\n"
+                "allow_anonymous true\n"
+                "persistence true\n"
+                f"persistence_location {self.directory}/\n"
+                f"log_dest file {self.directory}/mosquitto.log\n"
+                "max_inflight_messages 2000\n"
+                "max_queued_messages 1000000\n"
+                "max_queued_bytes 0\n"
+                + ("user root\n" if os.geteuid() == 0 else "")
+            )
+        self.process = subprocess.Popen(
+            [find_mosquitto(), "-c", config],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_until(lambda: port_open(self.port) or self.process.poll() is not None, 10, "mosquitto to listen")
+        if self.process.poll() is not None:
+            raise RuntimeError(f"mosquitto exited with {self.process.returncode}; see {self.directory}/mosquitto.log")
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None

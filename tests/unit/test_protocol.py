@@ -1,0 +1,157 @@
+"""The MQTT client protocol on a StringTransport and a Clock: handshake, acks in order, keep-alive."""
+
+import pytest
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from twisted.internet.error import ConnectionDone
+
+from lorrygate.mqtt import codec
+from lorrygate.mqtt.codec import MQTT_3_1_1, MQTT_5, PUBACK, PUBCOMP, PUBREC, PUBREL, PubAck, Publish
+from lorrygate.mqtt.protocol import ConnectionRefused, MQTTClientProtocol, SubscriptionRefused
+
+
+class Broker:
+    """The broker's side of one connection: what the client wrote, and replies."""
+
+    def __init__(self, version=MQTT_3_1_1):
+        self.clock = Clock()
+        self.received = []
+        self.protocol = MQTTClientProtocol(lambda p, h: self.received.append((p, h)), self.clock, version)
+        self.transport = StringTransport()
+        self.protocol.makeConnection(self.transport)
+        self.version = version
+
+    def sent(self):
+        data = self.transport.value()
+        self.transport.clear()
+        packets, used = codec.parse(data, self.version)
+        assert used == len(data)
+        return packets
+
+    def reply(self, *packets):
+        self.protocol.dataReceived(b"".join(codec.encode(p, self.version) for p in packets))
+
+    def connect(self, **kwargs):
+        d = self.protocol.connect(codec.Connect("gw", self.version, clean_start=False, keepalive=10, **kwargs))
+        assert self.sent() == [codec.Connect("gw", self.version, clean_start=False, keepalive=10, **kwargs)]
+        self.reply(codec.Connack(True, 0))
+        return d
+
+
+def test_connect_fires_with_connack():
+    """CONNECT goes out; the CONNACK fires the Deferred with the session-present flag."""
+    broker = Broker()
+    d = broker.connect()
+    assert d.result.session_present is True
+
+
+@pytest.mark.parametrize("code, text", [(5, "not authorized"), (4, "bad user name or password"), (0x8A, "banned")],
+                         ids=["not-authorized", "bad-password", "banned"])
+def test_refused_connect_says_why(code, text):
+    """A failing CONNACK fails the Deferred with the reason in words and as a code."""
+    broker = Broker()
+    d = broker.protocol.connect(codec.Connect("gw"))
+    broker.reply(codec.Connack(False, code))
+    failure = []
+    d.addErrback(failure.append)
+    assert failure[0].check(ConnectionRefused)
+    assert text in failure[0].getErrorMessage() and f"0x{code:02x}" in failure[0].getErrorMessage()
+
+
+def test_acks_leave_in_receipt_order():
+    """Acks completed out of order are held back until every earlier message is acked."""
+    broker = Broker()
+    broker.connect()
+    broker.reply(*(Publish("t", b"x", 1, packet_id=i) for i in (1, 2, 3)))
+    handles = [h for _, h in broker.received]
+    handles[2].ack()
+    handles[1].ack()
+    assert broker.sent() == []
+    handles[0].ack()
+    assert broker.sent() == [PubAck(PUBACK, 1), PubAck(PUBACK, 2), PubAck(PUBACK, 3)]
+    assert broker.protocol.unacked == 0
+
+
+def test_qos0_needs_no_ack():
+    """QoS 0 messages are delivered without an ack handle and never acknowledged."""
+    broker = Broker()
+    broker.connect()
+    broker.reply(Publish("t", b"x", 0))
+    assert broker.received == [(Publish("t", b"x", 0), None)]
+    assert broker.sent() == []
+
+
+def test_qos2_is_acknowledged_with_pubrec_then_pubcomp():
+    """A QoS 2 message gets PUBREC after ack(), and PUBREL is answered with PUBCOMP."""
+    broker = Broker(MQTT_5)
+    broker.connect()
+    broker.reply(Publish("t", b"x", 2, packet_id=9))
+    assert broker.sent() == []
+    broker.received[0][1].ack()
+    assert broker.sent() == [PubAck(PUBREC, 9)]
+    broker.reply(PubAck(PUBREL, 9))
+    assert broker.sent() == [PubAck(PUBCOMP, 9)]
+
+
+def test_subscribe_refusal_names_the_filter():
+    """A SUBACK failure code fails subscribe() naming the refused filter."""
+    broker = Broker()
+    broker.connect()
+    d = broker.protocol.subscribe([("ok/#", 1), ("secret/#", 1)])
+    (subscribe,) = broker.sent()
+    broker.reply(codec.Suback(subscribe.packet_id, (1, 0x80)))
+    failure = []
+    d.addErrback(failure.append)
+    assert failure[0].check(SubscriptionRefused)
+    assert "'secret/#'" in failure[0].getErrorMessage() and "ok/#" not in failure[0].getErrorMessage()
+
+
+def test_keepalive_pings_and_drops_a_silent_broker():
+    """PINGREQ goes out every keep-alive interval; a missing PINGRESP aborts the connection."""
+    broker = Broker()
+    broker.connect()
+    broker.clock.advance(10)
+    assert broker.sent() == [codec.PingReq()]
+    broker.reply(codec.PingResp())
+    broker.clock.advance(10)
+    assert broker.sent() == [codec.PingReq()]
+    broker.clock.advance(10)
+    assert broker.transport.disconnecting or broker.transport.disconnected
+
+
+def test_acks_after_the_connection_is_lost_go_nowhere():
+    """A handle acked after the connection dropped writes nothing (the broker redelivers)."""
+    broker = Broker()
+    broker.connect()
+    broker.reply(Publish("t", b"x", 1, packet_id=1))
+    broker.protocol.connectionLost(Failure(ConnectionDone()))
+    broker.received[0][1].ack()
+    assert broker.transport.value() == b""
+
+
+def test_malformed_bytes_abort_the_connection():
+    """Bytes that are not MQTT close the connection instead of raising into the reactor."""
+    broker = Broker()
+    broker.connect()
+    broker.protocol.dataReceived(b"\x36\x05\x00\x01a\x00\x01")
+    assert broker.transport.disconnecting or broker.transport.disconnected
+
+
+def test_pause_and_resume_reach_the_transport():
+    """pauseReading/resumeReading pause and resume the transport (backpressure)."""
+    broker = Broker()
+    broker.protocol.pauseReading()
+    assert broker.transport.producerState == "paused"
+    broker.protocol.resumeReading()
+    assert broker.transport.producerState == "producing"
+
+
+def test_messages_split_across_reads_are_reassembled():
+    """A PUBLISH that arrives one byte at a time is delivered once, whole."""
+    broker = Broker()
+    broker.connect()
+    wire = codec.encode(Publish("a/b", b"payload" * 50, 1, packet_id=3))
+    for index in range(len(wire)):
+        broker.protocol.dataReceived(wire[index : index + 1])
+    assert [p for p, _ in broker.received] == [Publish("a/b", b"payload" * 50, 1, packet_id=3)]
