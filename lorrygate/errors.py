@@ -22,7 +22,7 @@ class ConfigProblem:
     got: str
 
     def __str__(self) -> str:
-        where = f"{self.source} [{self.section}]"
+        where = f"{self.source} [{self.section}]" if self.section else self.source
         if self.key:
             where += f" {self.key}"
         return f"{where}: expected {self.expected}, got {self.got}"

@@ -24,7 +24,7 @@ def load(path: str) -> s.Settings:
         with open(path, encoding="utf-8") as handle:
             text = handle.read()
     except OSError as exc:
-        raise ConfigError([ConfigProblem(path, "-", None, "a readable config file", exc.strerror or str(exc))])
+        raise ConfigError([ConfigProblem(path, "", None, "a readable config file", exc.strerror or str(exc))])
     return loads(text, source=path, base_dir=os.path.dirname(os.path.abspath(path)))
 
 
@@ -41,8 +41,7 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".") -> s.Setting
     try:
         parser.read_string(text, source=source)
     except configparser.Error as exc:
-        message = " ".join(str(exc).split())
-        raise ConfigError([ConfigProblem(source, "-", None, "a well-formed ini file", message)]) from None
+        raise ConfigError([_syntax_problem(source, exc)]) from None
 
     def problem(section, key, expected, got):
         problems.append(ConfigProblem(source, section, key, expected, got))
@@ -108,6 +107,22 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".") -> s.Setting
     if problems:
         raise ConfigError(problems)
     return s.Settings(source, gateway, brokers, storages, tuple(channels))
+
+
+def _syntax_problem(source: str, exc: configparser.Error) -> ConfigProblem:
+    if isinstance(exc, configparser.MissingSectionHeaderError):
+        return ConfigProblem(
+            f"{source} line {exc.lineno}", "", None, "a [section] header before the first key", repr(exc.line.strip())
+        )
+    if isinstance(exc, configparser.DuplicateSectionError):
+        return ConfigProblem(f"{source} line {exc.lineno}", exc.section, None, "each section once", "a second one")
+    if isinstance(exc, configparser.DuplicateOptionError):
+        return ConfigProblem(f"{source} line {exc.lineno}", exc.section, exc.option, "each key once", "a second one")
+    if isinstance(exc, configparser.ParsingError):
+        lineno, line = exc.errors[0]
+        line = line.strip().strip("'").replace("\\n", "")
+        return ConfigProblem(f"{source} line {lineno}", "", None, "'key = value' or a [section] header", repr(line))
+    return ConfigProblem(source, "", None, "a well-formed ini file", " ".join(str(exc).split()))
 
 
 def _check_tls_files(section, values, problem) -> None:

@@ -265,7 +265,7 @@ class SQLiteStorage:
             lowered = column.lower()
             if lowered in known or lowered in pending:
                 continue
-            conn.execute(f"ALTER TABLE {quote(table)} ADD COLUMN {quote(column)} {_column_type(value)}")
+            conn.execute(f"ALTER TABLE {quote(table)} ADD COLUMN {quote(column)} {_column_type(_sql_value(value))}")
             pending.add(lowered)
 
     def _insert_dead_letters(self, conn, dead_letters) -> None:

@@ -1,0 +1,137 @@
+"""Config: every problem reported at once with section and key; secrets stay hidden."""
+
+import glob
+import os
+import textwrap
+
+import pytest
+
+from lorrygate.config import load, loads
+from lorrygate.errors import ConfigError
+
+GOOD = """
+[broker:local]
+host = localhost
+
+[storage:db]
+url = sqlite:///var/test.sqlite
+
+[channel:main]
+source = local
+topics = mqttkit-1/#
+storage = db
+"""
+
+
+def problems(text: str) -> list:
+    with pytest.raises(ConfigError) as info:
+        loads(textwrap.dedent(text), source="gateway.ini")
+    return [str(problem) for problem in info.value.problems]
+
+
+def test_good_config_gives_settings():
+    """A minimal config loads, with the documented defaults filled in."""
+    settings = loads(GOOD)
+    (channel,) = settings.channels
+    assert (channel.name, channel.topics, channel.qos, channel.strategy, channel.decoders) == (
+        "main", ("mqttkit-1/#",), 1, "wan", ("json",))
+    broker = settings.brokers["local"]
+    assert (broker.port, broker.clean_session, broker.protocol) == (1883, False, "3.1.1")
+    assert settings.storages["db"].path == "var/test.sqlite"
+
+
+def test_three_mistakes_are_reported_together():
+    """Three mistakes in three sections come out in one error, each with section and key."""
+    found = problems(
+        GOOD.replace("host = localhost", "host = localhost\nport = 99999")
+        .replace("url = sqlite:///var/test.sqlite", "url = mysql://nope")
+        .replace("topics = mqttkit-1/#", "topics = mqttkit-1/#/x")
+    )
+    assert found == [
+        "gateway.ini [broker:local] port: expected a whole number from 1 to 65535, got '99999'",
+        "gateway.ini [storage:db] url: expected a storage URL such as sqlite:///var/lorrygate.sqlite "
+        "(supported: sqlite), got 'mysql://nope'",
+        "gateway.ini [channel:main] topics: expected valid MQTT topic filters ('mqttkit-1/#/x': '#' must be "
+        "the last level of a topic filter), got 'mqttkit-1/#/x'",
+    ]
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        (("storage = db", "storage = db\ncolour = blue"),
+         "[channel:main] colour: expected one of the keys decoders, qos, source, storage, strategy, topics, "
+         "got unknown key 'colour'"),
+        (("[storage:db]", "[store:db]"), "[store:db]: expected a section named [lorrygate], [broker:NAME]"),
+        (("source = local", "source = remote"),
+         "[channel:main] source: expected the name of a [broker:NAME] section (local), got 'remote'"),
+        (("storage = db", "storage = db\nstrategy = moon"),
+         "[channel:main] strategy: expected one of the strategies wan, got 'moon'"),
+        (("storage = db", "storage = db\ndecoders = json, yaml"),
+         "[channel:main] decoders: expected decoder names from json, got 'yaml'"),
+        (("host = localhost", "port = 1883"), "[broker:local] host: expected a value (this key is required), got nothing"),
+        (("storage = db", "storage = db\nqos = 3"), "[channel:main] qos: expected a whole number from 0 to 2, got '3'"),
+        (("host = localhost", "host = localhost\nclean_session = maybe"), "clean_session: expected a boolean"),
+        (("host = localhost", "host = localhost\nkeepalive = 1h"), "keepalive: expected a whole number"),
+    ],
+    ids=["unknown-key", "unknown-section", "missing-broker", "unknown-strategy", "unknown-decoder",
+         "missing-key", "bad-qos", "bad-bool", "bad-int"],
+)
+def test_each_mistake_is_named(change, expected):
+    """Each kind of mistake gives a message naming section, key, expectation and value."""
+    found = problems(GOOD.replace(*change))
+    assert any(expected in problem for problem in found), found
+
+
+def test_no_channel_is_a_problem():
+    """A config without channels would do nothing; it is rejected."""
+    assert problems("[broker:local]\nhost = x\n") == [
+        "gateway.ini [channel:NAME]: expected at least one [channel:NAME] section, got none"
+    ]
+
+
+def test_broken_ini_syntax_is_reported():
+    """Text that is not ini at all is reported with the parser's line number."""
+    assert problems("host = x\n") == [
+        "gateway.ini line 1: expected a [section] header before the first key, got 'host = x'"
+    ]
+    assert problems(GOOD + "[channel:main]\n") == [
+        "gateway.ini line 12 [channel:main]: expected each section once, got a second one"
+    ]
+    assert problems(GOOD + "no equals sign here\n") == [
+        "gateway.ini line 12: expected 'key = value' or a [section] header, got 'no equals sign here'"
+    ]
+
+
+def test_secret_from_environment_is_never_shown(monkeypatch):
+    """${ENV:NAME} fills a password; its value appears in no repr and no message."""
+    monkeypatch.setenv("LORRYGATE_TEST_PASSWORD", "hunter2")
+    settings = loads(GOOD.replace("host = localhost", "host = localhost\npassword = ${ENV:LORRYGATE_TEST_PASSWORD}"))
+    broker = settings.brokers["local"]
+    assert broker.password.reveal() == "hunter2"
+    assert "hunter2" not in repr(settings) and "hunter2" not in str(broker.password)
+    found = problems(GOOD.replace("host = localhost", "host = localhost\npassword = ${ENV:LORRYGATE_UNSET_VAR}"))
+    assert found == [
+        "gateway.ini [broker:local] password: expected environment variable LORRYGATE_UNSET_VAR to be set "
+        "(referenced as ${ENV:LORRYGATE_UNSET_VAR}), got a hidden value"
+    ]
+
+
+def test_secret_from_file(tmp_path):
+    """${FILE:path} reads a secret from a file relative to the config."""
+    (tmp_path / "pw").write_text("s3cret\n")
+    (tmp_path / "gw.ini").write_text(GOOD.replace("host = localhost", "host = localhost\npassword = ${FILE:pw}"))
+    assert load(str(tmp_path / "gw.ini")).brokers["local"].password.reveal() == "s3cret"
+
+
+def test_missing_file():
+    """A config path that does not exist is one clear problem."""
+    with pytest.raises(ConfigError, match="^1 configuration problem:\n  /nonexistent/gateway.ini: expected a readable config file, got No such file"):
+        load("/nonexistent/gateway.ini")
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(os.path.dirname(__file__), "../../etc/*.ini"))),
+                         ids=os.path.basename)
+def test_shipped_configs_load(path):
+    """Every ini file shipped in etc/ is valid, so the examples cannot rot."""
+    assert load(path).channels

@@ -1,0 +1,108 @@
+"""The JSON decoder, the decoder chain and time parsing."""
+
+import pytest
+
+from lorrygate.decoding import DecoderChain, JsonDecoder
+from lorrygate.decoding.timestamps import parse_time
+from lorrygate.errors import Declined, DecodeError, NoDecoderMatched
+from lorrygate.model import Address, Message, Record
+
+RECEIVED = 1_700_000_000.25
+RECEIVED_NS = 1_700_000_000_250_000_000
+ADDRESS = Address("r", "n", "g", "node", "data", "data.json")
+FIELD_ADDRESS = Address("r", "n", "g", "node", "data", "data/temperature", "temperature")
+
+
+def message(payload: bytes) -> Message:
+    return Message("r/n/g/node/data.json", payload, 1, False, RECEIVED, "r/#")
+
+
+@pytest.mark.parametrize(
+    "payload, address, records",
+    [
+        (b'{"temperature": 21.5, "humidity": 48}', ADDRESS, [Record(RECEIVED_NS, {"temperature": 21.5, "humidity": 48})]),
+        (b'{"time": 1717243200, "t": 1}', ADDRESS, [Record(1_717_243_200_000_000_000, {"t": 1})]),
+        (b'{"timestamp": "2024-06-01T12:00:00Z", "t": 1}', ADDRESS, [Record(1_717_243_200_000_000_000, {"t": 1})]),
+        (b'[{"t": 1}, {"t": 2, "time": 1717243200000}]', ADDRESS,
+         [Record(RECEIVED_NS, {"t": 1}), Record(1_717_243_200_000_000_000, {"t": 2})]),
+        (b'{"wifi": {"rssi": -60}}', ADDRESS, [Record(RECEIVED_NS, {"wifi": {"rssi": -60}})]),
+        (b"21.5", FIELD_ADDRESS, [Record(RECEIVED_NS, {"temperature": 21.5})]),
+        (b'"on"', FIELD_ADDRESS, [Record(RECEIVED_NS, {"temperature": "on"})]),
+    ],
+    ids=["object", "epoch-s", "iso", "array", "nested", "field-number", "field-string"],
+)
+def test_json_records(payload, address, records):
+    """JSON payloads become the exact records documented."""
+    assert JsonDecoder().decode(message(payload), address) == records
+
+
+@pytest.mark.parametrize(
+    "payload, reason",
+    [(b"not json", "not JSON"), (b"\xff\xfe", "not JSON"), (b"[]", "non-empty list of objects"),
+     (b"[1, 2]", "non-empty list of objects"), (b"42", "a JSON int, not an object")],
+    ids=["text", "binary", "empty-array", "array-of-numbers", "number-on-json-topic"],
+)
+def test_json_declines_foreign_payloads(payload, reason):
+    """Payloads that are not JSON objects are declined (the next decoder may take them)."""
+    with pytest.raises(Declined, match=reason):
+        JsonDecoder().decode(message(payload), ADDRESS)
+
+
+def test_json_with_a_broken_time_is_an_error():
+    """A JSON object whose time cannot be read is a decode error naming the field."""
+    with pytest.raises(DecodeError, match="field 'time': not an ISO 8601 time"):
+        JsonDecoder().decode(message(b'{"time": "yesterday"}'), ADDRESS)
+
+
+@pytest.mark.parametrize(
+    "value, nanos",
+    [
+        (1717243200, 1_717_243_200_000_000_000),
+        (1717243200.123456, 1_717_243_200_123_456_000),
+        (1717243200123, 1_717_243_200_123_000_000),
+        (1717243200123456, 1_717_243_200_123_456_000),
+        (1717243200123456789, 1_717_243_200_123_456_789),
+        ("1717243200123456789", 1_717_243_200_123_456_789),
+        ("2024-06-01T12:00:00-05:00", 1_717_261_200_000_000_000),
+        ("2024-06-01T12:00:00.123456789Z", 1_717_243_200_123_456_789),
+        ("2024-06-01 12:00:00+0130", 1_717_237_800_000_000_000),
+        ("2024-06-01T12:00:00", 1_717_243_200_000_000_000),
+    ],
+    ids=["s", "s-fraction", "ms", "us", "ns", "ns-text", "offset", "iso-ns", "compact-offset", "naive-utc"],
+)
+def test_times(value, nanos):
+    """Epoch numbers of every magnitude and ISO 8601 texts give exact nanoseconds."""
+    assert parse_time(value) == nanos
+
+
+@pytest.mark.parametrize("value", ["2024-02-30T00:00:00Z", "noon", True, None, float("nan")],
+                         ids=["feb-30", "word", "bool", "none", "nan"])
+def test_bad_times(value):
+    """Values that are no time raise ValueError."""
+    with pytest.raises(ValueError):
+        parse_time(value)
+
+
+class Raising:
+    name = "broken"
+
+    def decode(self, message, address):
+        raise KeyError("boom")
+
+
+def test_chain_reports_every_decline():
+    """When every decoder declines, the error lists each decoder with its reason."""
+    chain = DecoderChain((JsonDecoder(),))
+    with pytest.raises(NoDecoderMatched, match=r"chain \[json\].*json: not JSON"):
+        chain.decode(message(b"x"), ADDRESS)
+
+
+def test_chain_turns_a_crashing_decoder_into_a_decode_error():
+    """A decoder that raises anything else is a DecodeError naming it, not a crash."""
+    with pytest.raises(DecodeError, match="decoder 'broken': KeyError"):
+        DecoderChain((Raising(),)).decode(message(b"{}"), ADDRESS)
+
+
+def test_chain_names_the_decoder_that_worked():
+    """decode() returns the name of the decoder that produced the records."""
+    assert DecoderChain((JsonDecoder(),)).decode(message(b"{}"), ADDRESS)[0] == "json"

@@ -1,0 +1,39 @@
+"""Every implementation provides its interface (zope.interface verifyObject)."""
+
+import pytest
+from twisted.internet.task import Clock
+from zope.interface.verify import verifyObject
+
+from lorrygate.config import loads
+from lorrygate.decoding import DECODERS
+from lorrygate.interfaces import IDecoder, ISource, IStorage, IStrategy
+from lorrygate.sources.mqtt import MQTTSource
+from lorrygate.storage.memory import MemoryStorage
+from lorrygate.storage.sqlite import SQLiteStorage
+from lorrygate.topology import STRATEGIES
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_strategies(name):
+    """Built-in strategies provide IStrategy."""
+    assert verifyObject(IStrategy, STRATEGIES[name]())
+
+
+@pytest.mark.parametrize("name", sorted(DECODERS))
+def test_decoders(name):
+    """Built-in decoders provide IDecoder."""
+    assert verifyObject(IDecoder, DECODERS[name]())
+
+
+@pytest.mark.parametrize("storage", [MemoryStorage(), SQLiteStorage("db", "x.sqlite", None)], ids=["memory", "sqlite"])
+def test_storages(storage):
+    """Storages provide IStorage."""
+    assert verifyObject(IStorage, storage)
+
+
+def test_mqtt_source():
+    """The MQTT source provides ISource."""
+    settings = loads("[broker:b]\nhost=h\n[storage:s]\nurl=sqlite:///x\n[channel:c]\nsource=b\ntopics=a/#\nstorage=s\n")
+    clock = Clock()
+    source = MQTTSource("c", settings.brokers["b"], ("a/#",), 1, lambda m: None, clock)
+    assert verifyObject(ISource, source)

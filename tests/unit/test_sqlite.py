@@ -1,0 +1,116 @@
+"""SQLite storage: tables on first sample, a column per field, dead letters, bad rows isolated."""
+
+import sqlite3
+
+import pytest
+
+from lorrygate.model import Message, Record, TableName
+from lorrygate.storage.batch import Batch, DeadLetter, Entry
+from lorrygate.storage.sqlite import SQLiteStorage
+
+T1 = TableName("mqttkit_1_testdrive", "area_42_node_1_sensors")
+NS = 1_717_243_200_123_456_789
+
+
+@pytest.fixture
+def storage(tmp_path):
+    store = SQLiteStorage("db", str(tmp_path / "sub" / "test.sqlite"), reactor=None)
+    store._open()
+    yield store
+    store._close()
+
+
+def batch(*entries, dead=()):
+    result = Batch()
+    for item in entries:
+        result.add(item)
+    for item in dead:
+        result.add_dead_letter(item)
+    return result
+
+
+def entry(fields, table=T1, time=NS, topic="t"):
+    return Entry(table, [Record(time, fields)], "main", Message(topic, b"{}", 1, False, 1.5, "#"), "json")
+
+
+def rows(storage, sql):
+    return storage._conn.execute(sql).fetchall()
+
+
+def test_first_sample_creates_the_table(storage):
+    """The first row creates <schema>__<table> with a time column and one column per field."""
+    storage._commit(batch(entry({"temperature": 21.5, "count": 3, "name": "bme280", "ok": True})))
+    table = "mqttkit_1_testdrive__area_42_node_1_sensors"
+    columns = [(row[1], row[2]) for row in rows(storage, f'PRAGMA table_info("{table}")')]
+    assert columns == [("time", "TEXT"), ("temperature", "REAL"), ("count", "INTEGER"), ("name", "TEXT"), ("ok", "INTEGER")]
+    assert rows(storage, f'SELECT * FROM "{table}"') == [("2024-06-01T12:00:00.123456789Z", 21.5, 3, "bme280", 1)]
+    assert rows(storage, f"SELECT julianday(time) > 0 FROM \"{table}\"") == [(1,)]
+
+
+def test_new_field_adds_a_column(storage):
+    """A field seen for the first time adds a column; earlier rows read NULL there."""
+    storage._commit(batch(entry({"a": 1})))
+    storage._commit(batch(entry({"a": 2, "B": 3})))
+    table = "mqttkit_1_testdrive__area_42_node_1_sensors"
+    assert rows(storage, f'SELECT a, b FROM "{table}" ORDER BY a') == [(1, None), (2, 3)]
+
+
+def test_nested_objects_become_dotted_columns_and_lists_json(storage):
+    """Nested objects flatten to dotted names; lists are stored as JSON text; huge ints as text."""
+    storage._commit(batch(entry({"wifi": {"rssi": -60, "ap": {"ch": 6}}, "list": [1, "x"], "big": 2**70})))
+    table = "mqttkit_1_testdrive__area_42_node_1_sensors"
+    assert rows(storage, f'SELECT "wifi.rssi", "wifi.ap.ch", list, big FROM "{table}"') == [
+        (-60, 6, '[1, "x"]', str(2**70))
+    ]
+
+
+def test_dead_letters_keep_the_raw_message(storage):
+    """A dead letter keeps topic, raw payload, stage and reason."""
+    message = Message("a//b", b"\x00\xff raw", 1, True, 1_717_243_200.5, "#")
+    storage._commit(batch(dead=[DeadLetter("main", message, "topology", "the gateway level is empty")]))
+    assert rows(storage, "SELECT received, channel, topic, qos, retain, payload, stage, error FROM lorrygate_dead_letter") == [
+        ("2024-06-01T12:00:00.500000000Z", "main", "a//b", 1, 1, b"\x00\xff raw", "topology", "the gateway level is empty")
+    ]
+
+
+def test_a_row_the_database_refuses_goes_to_the_dead_letter_table(storage):
+    """One bad row does not hold back the batch: it becomes a dead letter, the rest is stored."""
+    storage._commit(batch(entry({"a": 1}), entry({"bad\0name": 1}, topic="bad"), entry({"a": 2})))
+    table = "mqttkit_1_testdrive__area_42_node_1_sensors"
+    assert rows(storage, f'SELECT a FROM "{table}" ORDER BY a') == [(1,), (2,)]
+    ((topic, stage, error),) = rows(storage, "SELECT topic, stage, error FROM lorrygate_dead_letter")
+    assert (topic, stage) == ("bad", "store") and "NUL" in error
+
+
+def test_hostile_names_stay_identifiers(storage):
+    """Table and field names with quotes and SQL stay single quoted identifiers."""
+    evil = TableName('x"; DROP TABLE lorrygate_dead_letter; --', 'y')
+    storage._commit(batch(entry({'f"; DELETE FROM x; --': 1}, table=evil)))
+    names = {row[0] for row in rows(storage, "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert 'x"; DROP TABLE lorrygate_dead_letter; --__y' in names and "lorrygate_dead_letter" in names
+
+
+def test_columns_known_after_restart(storage, tmp_path):
+    """A reopened database knows its columns and adds only new ones."""
+    storage._commit(batch(entry({"a": 1})))
+    storage._close()
+    storage._columns.clear()
+    storage._open()
+    storage._commit(batch(entry({"a": 2, "c": 3})))
+    table = "mqttkit_1_testdrive__area_42_node_1_sensors"
+    assert rows(storage, f'SELECT a, c FROM "{table}" ORDER BY a') == [(1, None), (2, 3)]
+
+
+def test_unusable_path_is_a_storage_error(tmp_path):
+    """A database that cannot be opened raises StorageError naming the path."""
+    (tmp_path / "file").write_text("")
+    store = SQLiteStorage("db", str(tmp_path / "file" / "x.sqlite"), reactor=None)
+    from lorrygate.errors import StorageError
+
+    with pytest.raises(StorageError, match="cannot open SQLite database"):
+        store._open()
+
+
+def test_wal_mode(storage):
+    """The database runs in WAL mode."""
+    assert rows(storage, "PRAGMA journal_mode") == [("wal",)]
