@@ -1,0 +1,55 @@
+"""MQTT 5 sessions and reconnects against a real Mosquitto of the test's own."""
+
+import json
+import uuid
+
+from tests.gatewayproc import GatewayProcess, Publisher, count_rows, write_config
+from tests.servers import Mosquitto, wait_until
+
+
+def test_mqtt5_session(tmp_path, mosquitto):
+    """With protocol = 5 the gateway receives and stores QoS 1 messages, also those queued while it was down."""
+    realm = f"v5-{uuid.uuid4().hex[:8]}"
+    config = write_config(str(tmp_path), mosquitto.port, client_id=f"gw-{realm}", topics=f"{realm}/#")
+    config_text = open(config).read().replace("keepalive = 10", "keepalive = 10\nprotocol = 5")
+    open(config, "w").write(config_text)
+    db = str(tmp_path / "gateway.sqlite")
+    gateway = GatewayProcess(config, str(tmp_path / "gateway.log")).start()
+    publisher = Publisher(mosquitto.port)
+    topic = f"{realm}/net/gw/node/data.json"
+    publisher.publish_many((topic, json.dumps({"seq": n})) for n in range(100))
+    wait_until(lambda: count_rows(db, realm.replace("-", "_")) >= 100, 30, "100 rows")
+    assert gateway.stop() == 0
+    publisher.publish_many((topic, json.dumps({"seq": n})) for n in range(100, 200))
+    gateway.start()
+    wait_until(lambda: count_rows(db, realm.replace("-", "_")) >= 200, 30, "the 100 queued messages")
+    assert gateway.stop() == 0
+    publisher.close()
+    assert count_rows(db, realm.replace("-", "_")) == 200
+
+
+def test_gateway_reconnects_after_a_broker_restart(tmp_path):
+    """When the broker restarts, the gateway reconnects with backoff, resubscribes and stores what follows."""
+    broker = Mosquitto(str(tmp_path)).start()
+    try:
+        config = write_config(str(tmp_path), broker.port, client_id="gw-reconnect", topics="rc/#")
+        db = str(tmp_path / "gateway.sqlite")
+        gateway = GatewayProcess(config, str(tmp_path / "gateway.log")).start()
+        publisher = Publisher(broker.port)
+        publisher.publish_many([("rc/n/g/a/data.json", json.dumps({"seq": 1}))])
+        wait_until(lambda: count_rows(db, "rc_n") >= 1, 30, "the first row")
+        publisher.close()
+        broker.stop()
+        broker.start()
+        wait_until(
+            lambda: sum("connected to" in e.get("log_format", "") for e in gateway.events()) >= 2,
+            30,
+            "the gateway to reconnect",
+        )
+        publisher = Publisher(broker.port)
+        publisher.publish_many([("rc/n/g/a/data.json", json.dumps({"seq": 2}))])
+        wait_until(lambda: count_rows(db, "rc_n") >= 2, 30, "the row after the restart")
+        publisher.close()
+        assert gateway.stop() == 0
+    finally:
+        broker.stop()
