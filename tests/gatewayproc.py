@@ -116,11 +116,20 @@ class Publisher:
         self.client.loop_start()
 
     def publish_many(self, messages, timeout: float = 60) -> None:
-        self.wait(self.start_publishing(messages), timeout)
+        """Publish and wait for every PUBACK, in chunks (paho's ids wrap at 65535)."""
+        chunk = []
+        for message in messages:
+            chunk.append(message)
+            if len(chunk) == 20_000:
+                self.wait(self.start_publishing(chunk), timeout)
+                chunk = []
+        self.wait(self.start_publishing(chunk), timeout)
 
     def start_publishing(self, messages) -> list:
-        """Queue publications without waiting; the paho thread sends them."""
-        return [self.client.publish(topic, payload, qos=1) for topic, payload in messages]
+        """Queue publications without waiting (fewer than 65535 at a time)."""
+        infos = [self.client.publish(topic, payload, qos=1) for topic, payload in messages]
+        assert len(infos) < 65535, "paho reuses message ids past 65535 outstanding publications"
+        return infos
 
     @staticmethod
     def wait(infos, timeout: float = 60) -> None:
