@@ -44,6 +44,8 @@ def main(argv=None) -> int:
 
 
 def run(settings, log_format: str, log_level: str) -> int:
+    import gc
+
     from twisted.internet import reactor
     from twisted.internet.defer import Deferred
     from twisted.logger import Logger
@@ -65,6 +67,10 @@ def run(settings, log_format: str, log_level: str) -> int:
         reactor.stop()
 
     def begin():
+        # The hot path allocates many short-lived objects and few cycles:
+        # collect the young generation less often (measured: see issue notes).
+        gc.freeze()
+        gc.set_threshold(50_000, 20, 100)
         Deferred.fromCoroutine(gateway.start()).addCallbacks(started, failed)
 
     reactor.callWhenRunning(begin)

@@ -10,6 +10,7 @@ arrived, as MQTT requires, however the application completes them.
 Everything timed (keep-alive) runs on the clock passed in; nothing blocks.
 """
 
+import struct
 from collections import deque
 
 from twisted.internet.defer import Deferred, succeed
@@ -62,6 +63,11 @@ CONNACK_REASONS = {
 }
 
 
+_u16 = struct.Struct("!H")
+#: fixed header of a success PUBACK / PUBREC (the same in 3.1.1 and 5)
+_ACK_HEADERS = {PUBACK: bytes((PUBACK << 4, 2)), PUBREC: bytes((PUBREC << 4, 2))}
+
+
 class ConnectionRefused(ProtocolError):
     """The broker answered CONNECT with a failure code."""
 
@@ -89,7 +95,7 @@ class _Delivery:
     def ack(self) -> None:
         if not self.done:
             self.done = True
-            self._protocol._release_acks()
+            self._protocol._schedule_release()
 
     def __repr__(self) -> str:
         return f"<Delivery {self.packet_id} done={self.done}>"
@@ -118,6 +124,7 @@ class MQTTClientProtocol(Protocol):
         self._ping_call = None
         self._ping_outstanding = False
         self._paused = False
+        self._release_call = None
         self.connected = False
         self.session_present = False
         self.connack_properties = {}
@@ -208,16 +215,20 @@ class MQTTClientProtocol(Protocol):
                 return self._next_id
         raise ProtocolError("all 65535 packet identifiers are in use")
 
+    def _schedule_release(self) -> None:
+        # Acks completed in one go (a committed batch) leave in one write.
+        if self._release_call is None and self.connected:
+            self._release_call = self._clock.callLater(0, self._release_acks)
+
     def _release_acks(self) -> None:
+        self._release_call = None
         unacked = self._unacked
-        if not unacked or not unacked[0].done:
-            return
         out = []
-        version = self.version
+        pack = _u16.pack
         while unacked and unacked[0].done:
             delivery = unacked.popleft()
-            out.append(codec.encode(PubAck(delivery.kind, delivery.packet_id), version))
-        if self.connected:
+            out.append(_ACK_HEADERS[delivery.kind] + pack(delivery.packet_id))
+        if out and self.connected:
             self.transport.write(b"".join(out))
 
     # -- incoming -----------------------------------------------------------
@@ -300,9 +311,10 @@ class MQTTClientProtocol(Protocol):
 
     def connectionLost(self, reason) -> None:
         self.connected = False
-        if self._ping_call is not None and self._ping_call.active():
-            self._ping_call.cancel()
-        self._ping_call = None
+        for call in (self._ping_call, self._release_call):
+            if call is not None and call.active():
+                call.cancel()
+        self._ping_call = self._release_call = None
         # Acks of this connection can no longer be sent; the broker redelivers.
         self._unacked.clear()
         pending = list(self._waiting.values())

@@ -49,8 +49,18 @@ class Complaints:
         return self._suppressed.pop(key, 0)
 
 
+#: how many topics a router remembers the route of (a fleet's device count)
+ROUTE_CACHE_SIZE = 100_000
+
+
 @attrs.define(eq=False)
 class ChannelRouter:
+    """Routes one channel's messages.
+
+    A strategy is a pure function of the topic, so each topic's route (or the
+    reason it has none) is computed once and remembered.
+    """
+
     channel: object  # lorrygate.model.Channel
     strategy: object
     chain: object
@@ -58,6 +68,7 @@ class ChannelRouter:
     clock: object
     stats: ChannelStats = attrs.Factory(ChannelStats)
     _complaints: Complaints = None
+    _routes: dict = attrs.Factory(dict)
 
     log = Logger()
 
@@ -65,18 +76,29 @@ class ChannelRouter:
         if self._complaints is None:
             self._complaints = Complaints(self.clock)
 
+    def route(self, topic: str):
+        """Return ``(address, table, None)`` or ``(None, None, (reason, what))``."""
+        route = self._routes.get(topic)
+        if route is not None:
+            return route
+        try:
+            address = self.strategy.match(topic)
+            route = (address, self.strategy.table_for(address), None)
+        except TopologyError as exc:
+            route = (None, None, (exc.reason, "does not fit the topology"))
+        except Exception as exc:
+            route = (None, None, (f"strategy {self.strategy.name!r} raised {exc!r}", "broke the strategy"))
+        if len(self._routes) >= ROUTE_CACHE_SIZE:
+            self._routes.clear()
+        self._routes[topic] = route
+        return route
+
     def __call__(self, message) -> None:
         self.stats.received += 1
-        try:
-            address = self.strategy.match(message.topic)
-            table = self.strategy.table_for(address)
-        except TopologyError as exc:
+        address, table, problem = self.route(message.topic)
+        if problem is not None:
             self.stats.unmatched += 1
-            self._reject(message, "topology", exc.reason, "does not fit the topology")
-            return
-        except Exception as exc:
-            self.stats.unmatched += 1
-            self._reject(message, "topology", f"strategy {self.strategy.name!r} raised {exc!r}", "broke the strategy")
+            self._reject(message, "topology", *problem)
             return
         try:
             decoder, records = self.chain.decode(message, address)

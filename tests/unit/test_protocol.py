@@ -67,8 +67,12 @@ def test_acks_leave_in_receipt_order():
     handles = [h for _, h in broker.received]
     handles[2].ack()
     handles[1].ack()
+    broker.clock.advance(0)
     assert broker.sent() == []
     handles[0].ack()
+    assert broker.sent() == []
+    broker.clock.advance(0)
+    assert broker.transport.value() == b"\x40\x02\x00\x01\x40\x02\x00\x02\x40\x02\x00\x03"
     assert broker.sent() == [PubAck(PUBACK, 1), PubAck(PUBACK, 2), PubAck(PUBACK, 3)]
     assert broker.protocol.unacked == 0
 
@@ -89,6 +93,7 @@ def test_qos2_is_acknowledged_with_pubrec_then_pubcomp():
     broker.reply(Publish("t", b"x", 2, packet_id=9))
     assert broker.sent() == []
     broker.received[0][1].ack()
+    broker.clock.advance(0)
     assert broker.sent() == [PubAck(PUBREC, 9)]
     broker.reply(PubAck(PUBREL, 9))
     assert broker.sent() == [PubAck(PUBCOMP, 9)]
@@ -127,6 +132,7 @@ def test_acks_after_the_connection_is_lost_go_nowhere():
     broker.reply(Publish("t", b"x", 1, packet_id=1))
     broker.protocol.connectionLost(Failure(ConnectionDone()))
     broker.received[0][1].ack()
+    broker.clock.advance(0)
     assert broker.transport.value() == b""
 
 
