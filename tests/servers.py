@@ -52,6 +52,10 @@ class Mosquitto:
 
     directory: str
     port: int = attrs.Factory(free_port)
+    #: more lines for mosquitto.conf, after the listener (TLS, passwords)
+    extra: str = ""
+    #: paths of the TLS files, for tests that use them
+    tls: dict = attrs.Factory(dict)
     process: subprocess.Popen | None = None
 
     def start(self) -> "Mosquitto":
@@ -59,8 +63,8 @@ class Mosquitto:
         with open(config, "w") as handle:
             handle.write(
                 f"listener {self.port} 127.0.0.1\n"
-                "allow_anonymous true\n"
-                "persistence true\n"
+                + (self.extra or "allow_anonymous true\n")
+                + "persistence true\n"
                 f"persistence_location {self.directory}/\n"
                 f"log_dest file {self.directory}/mosquitto.log\n"
                 "max_inflight_messages 2000\n"

@@ -174,11 +174,17 @@ class MQTTClientProtocol(Protocol):
         self._send(Publish(topic, payload, qos, retain, False, packet_id))
         return d
 
-    def disconnect(self) -> Deferred:
-        """Send DISCONNECT and close; fires once the connection is closed."""
+    def disconnect(self, timeout: float = 2.0) -> Deferred:
+        """Send DISCONNECT and close; fires once the connection is closed.
+
+        A peer that leaves a TLS connection half-closed is cut off after
+        ``timeout`` seconds.
+        """
         if self.connected and self.transport is not None:
             self._send(Disconnect())
             self.transport.loseConnection()
+            abort = self._clock.callLater(timeout, self.transport.abortConnection)
+            self._lost.addBoth(lambda result: (abort.active() and abort.cancel(), result)[1])
         return self.when_lost()
 
     def when_lost(self) -> Deferred:

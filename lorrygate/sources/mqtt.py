@@ -52,6 +52,26 @@ def tls_options(settings):
     return ssl.optionsForClientTLS(settings.host, trustRoot=trust, clientCertificate=client_cert)
 
 
+def explain_failure(exc: Exception, broker) -> str:
+    """Say in words why a connection attempt failed, and what may fix it."""
+    from twisted.internet.error import ConnectionDone, ConnectionLost
+
+    try:
+        from OpenSSL.SSL import Error as TLSError
+    except ImportError:  # pragma: no cover - pyOpenSSL is a dependency
+        TLSError = ()
+    if isinstance(exc, TLSError):
+        reasons = "; ".join(part[2] for part in exc.args[0] if len(part) > 2 and part[2]) if exc.args else ""
+        return (
+            f"TLS handshake failed: {reasons or exc}; check that tls_ca holds the CA that signed the "
+            f"broker's certificate and that host {broker.host!r} is a name in that certificate"
+        )
+    if isinstance(exc, (ConnectionDone, ConnectionLost)):
+        hint = "" if broker.tls else " (a TLS-only listener? then set tls = true)"
+        return f"the broker closed the connection before answering CONNECT{hint}"
+    return str(exc) or type(exc).__name__
+
+
 class _ProtocolFactory(Factory):
     noisy = False
 
@@ -84,6 +104,7 @@ class MQTTSource(Service):
     _service: ClientService | None = None
     _protocol: MQTTClientProtocol | None = None
     _paused: bool = False
+    _failures: int = 0
 
     log = Logger()
 
@@ -122,7 +143,7 @@ class MQTTSource(Service):
         self._service = ClientService(
             endpoint,
             _ProtocolFactory(self),
-            retryPolicy=backoffPolicy(initialDelay=0.5, maxDelay=broker.reconnect_max_delay),
+            retryPolicy=self._retry_delay,
             clock=self._clock,
             prepareConnection=self._handshake,
         )
@@ -137,6 +158,12 @@ class MQTTSource(Service):
         if service is not None:
             d.addCallback(lambda _: service.stopService())
         return d
+
+    def _retry_delay(self, attempts: int) -> float:
+        # A broker that accepts TCP but refuses the MQTT handshake counts as a
+        # failed attempt too, so that the backoff grows for it as well.
+        policy = backoffPolicy(initialDelay=0.5, maxDelay=self.broker.reconnect_max_delay)
+        return policy(max(attempts, self._failures))
 
     def _handshake(self, protocol: MQTTClientProtocol) -> Deferred:
         broker = self.broker
@@ -161,15 +188,19 @@ class MQTTSource(Service):
             connack = await protocol.connect(connect)
             await protocol.subscribe([(f.text, self.qos) for f in self._filters])
         except Exception as exc:
+            self._failures += 1
             self.log.error(
                 "MQTT source {source}: connecting to {host}:{port} failed: {error}; retrying",
                 source=self.name,
                 host=self.broker.host,
                 port=self.broker.port,
-                error=str(exc),
+                error=explain_failure(exc, self.broker),
             )
+            # Closing the connection makes ClientService wait and retry (a
+            # failing prepareConnection would leave the connection open).
             protocol.transport.abortConnection()
-            raise
+            return
+        self._failures = 0
         self._protocol = protocol
         if self._paused:
             protocol.pauseReading()

@@ -151,3 +151,23 @@ def test_bad_messages_are_reported_and_kept(gateway, publisher, realm):
     stats = last_stats(events)
     assert (stats["received"], stats["routed"], stats["unmatched"], stats["undecodable"]) == (7, 4, 2, 1)
     assert stats["final"] is True
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_shutdown_commits_what_is_buffered(tmp_path, mosquitto, realm, publisher, sig):
+    """Rows still buffered when SIGTERM or SIGINT arrives are committed before the process exits."""
+    config = write_config(str(tmp_path), mosquitto.port, client_id=f"gw-{realm}", topics=f"{realm}/#")
+    text = open(config).read().replace(
+        "synchronous = NORMAL", "synchronous = NORMAL\nbatch_size = 100000\nflush_interval = 60s\nidle_flush = 10s"
+    )
+    open(config, "w").write(text)  # without the signal the batch would wait a minute
+    process = GatewayProcess(config, str(tmp_path / "gateway.log")).start()
+    publisher.publish_many(telemetry(realm, 1_000, nodes=5))
+    wait_until(
+        lambda: any(e.get("event") == "stats" and e.get("pending") == 1_000 for e in process.events()),
+        30,
+        "1,000 rows pending in the buffer",
+    )
+    assert count_rows(str(tmp_path / "gateway.sqlite"), realm.replace("-", "_")) == 0
+    assert process.stop(sig) == 0
+    assert count_rows(str(tmp_path / "gateway.sqlite"), realm.replace("-", "_")) == 1_000

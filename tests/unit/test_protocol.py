@@ -161,3 +161,17 @@ def test_messages_split_across_reads_are_reassembled():
     for index in range(len(wire)):
         broker.protocol.dataReceived(wire[index : index + 1])
     assert [p for p, _ in broker.received] == [Publish("a/b", b"payload" * 50, 1, packet_id=3)]
+
+
+def test_disconnect_sends_disconnect_and_cuts_off_a_lingering_peer():
+    """disconnect() sends DISCONNECT, closes, and aborts if the peer does not close within the timeout."""
+    broker = Broker()
+    broker.connect()
+    done = []
+    broker.protocol.disconnect(timeout=2).addCallback(done.append)
+    assert broker.sent() == [codec.Disconnect()]
+    assert broker.transport.disconnecting
+    broker.clock.advance(2)
+    assert broker.transport.disconnected
+    broker.protocol.connectionLost(Failure(ConnectionDone()))
+    assert done == [None]

@@ -1,0 +1,109 @@
+"""TLS and passwords against a real Mosquitto with a TLS-only, password-protected listener."""
+
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from tests.certs import write_tls_files
+from tests.gatewayproc import GatewayProcess, count_rows, write_config
+from tests.servers import Mosquitto, wait_until
+
+PASSWORD = "correct horse battery staple"
+
+
+def mosquitto_passwd() -> str:
+    for candidate in (shutil.which("mosquitto_passwd"), "/usr/bin/mosquitto_passwd"):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    pytest.fail("mosquitto_passwd is missing: the mosquitto package provides it")
+
+
+@pytest.fixture(scope="module")
+def secure_broker(tmp_path_factory):
+    directory = str(tmp_path_factory.mktemp("secure-mosquitto"))
+    tls = write_tls_files(directory)
+    passwords = os.path.join(directory, "passwords")
+    subprocess.run([mosquitto_passwd(), "-b", "-c", passwords, "gateway", PASSWORD], check=True, capture_output=True)
+    broker = Mosquitto(
+        directory,
+        extra=(
+            f"cafile {tls['ca.pem']}\ncertfile {tls['server.pem']}\nkeyfile {tls['server.key']}\n"
+            f"allow_anonymous false\npassword_file {passwords}\n"
+        ),
+    ).start()
+    broker.tls = tls
+    yield broker
+    broker.stop()
+
+
+def secure_config(tmp_path, broker, ca: str, password_ref: str, tls: bool = True) -> str:
+    config = write_config(str(tmp_path), broker.port, client_id=f"gw-tls-{tmp_path.name}", topics="secure/#")
+    text = open(config).read().replace(
+        "host = 127.0.0.1",
+        f"host = localhost\ntls = {'true' if tls else 'false'}\ntls_ca = {ca}\n"
+        f"username = gateway\npassword = {password_ref}",
+    )
+    open(config, "w").write(text)
+    return config
+
+
+def publish_tls(broker, topic, payload):
+    import paho.mqtt.client as paho
+
+    client = paho.Client(paho.CallbackAPIVersion.VERSION2)
+    client.tls_set(ca_certs=broker.tls["ca.pem"])
+    client.username_pw_set("gateway", PASSWORD)
+    client.connect("localhost", broker.port)
+    client.loop_start()
+    client.publish(topic, payload, qos=1).wait_for_publish(10)
+    client.disconnect()
+    client.loop_stop()
+
+
+def test_tls_with_password_stores_messages(tmp_path, secure_broker, monkeypatch):
+    """Over TLS with a verified server certificate and a password from the environment, messages are stored."""
+    monkeypatch.setenv("LORRYGATE_TEST_MQTT_PASSWORD", PASSWORD)
+    config = secure_config(tmp_path, secure_broker, secure_broker.tls["ca.pem"], "${ENV:LORRYGATE_TEST_MQTT_PASSWORD}")
+    gateway = GatewayProcess(config, str(tmp_path / "gateway.log")).start()
+    publish_tls(secure_broker, "secure/n/g/node/data.json", json.dumps({"v": 1}))
+    wait_until(lambda: count_rows(str(tmp_path / "gateway.sqlite"), "secure_n") == 1, 30, "the row")
+    assert gateway.stop() == 0
+    assert PASSWORD not in gateway.text()
+
+
+def failing_gateway(tmp_path, config):
+    gateway = GatewayProcess(config, str(tmp_path / "gateway.log"))
+    gateway.process = subprocess.Popen(
+        [__import__("sys").executable, "-m", "lorrygate.cli", "-c", config],
+        stdout=open(gateway.log_path, "wb"),
+        stderr=subprocess.STDOUT,
+    )
+    return gateway
+
+
+@pytest.mark.parametrize(
+    "case, expected",
+    [
+        ("wrong-ca", "TLS handshake failed: certificate verify failed; check that tls_ca"),
+        ("wrong-password", "broker refused the connection: not authorized"),
+        ("plain-to-tls", "closed the connection before answering CONNECT (a TLS-only listener? then set tls = true)"),
+    ],
+    ids=["wrong-ca", "wrong-password", "plain-to-tls"],
+)
+def test_refused_connections_say_why(tmp_path, secure_broker, monkeypatch, case, expected):
+    """A wrong CA, a wrong password or plain text to a TLS listener give a log line that says so, and retries."""
+    monkeypatch.setenv("LORRYGATE_TEST_MQTT_PASSWORD", "wrong" if case == "wrong-password" else PASSWORD)
+    ca = secure_broker.tls["other-ca.pem" if case == "wrong-ca" else "ca.pem"]
+    config = secure_config(
+        tmp_path, secure_broker, ca, "${ENV:LORRYGATE_TEST_MQTT_PASSWORD}", tls=case != "plain-to-tls"
+    )
+    gateway = failing_gateway(tmp_path, config)
+    try:
+        wait_until(lambda: expected in gateway.text(), 30, f"a log line saying {expected!r}")
+        assert "retrying" in gateway.text()
+        assert PASSWORD not in gateway.text()
+    finally:
+        gateway.stop()
