@@ -13,7 +13,6 @@ PIP      = $(VENV)/bin/pip
 CONFIG  ?= etc/gateway.ini
 STAMP    = $(VENV)/.installed
 
-DEBIAN_PACKAGES = mosquitto mosquitto-clients sqlite3
 
 .PHONY: run test test-unit test-soak check system-deps venv broker broker-stop clean
 
@@ -38,6 +37,7 @@ system-deps:
 	command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
 	command -v mosquitto_pub >/dev/null 2>&1 || missing="$$missing mosquitto-clients"; \
 	command -v sqlite3 >/dev/null 2>&1 || missing="$$missing sqlite3"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \

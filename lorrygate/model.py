@@ -62,6 +62,9 @@ class Address:
     rest: str = ""
     #: for per-field topics such as ``.../data/temperature``: the field name
     field: str | None = None
+    #: further named parts of the topic, as sorted ``(name, value)`` pairs
+    #: (declarative strategies capture them for their table names)
+    labels: tuple = ()
 
 
 @attrs.frozen(slots=True)

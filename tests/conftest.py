@@ -1,6 +1,6 @@
 import pytest
 
-from tests.servers import Mosquitto
+from tests.servers import Mosquitto, PostgreSQL
 
 
 @pytest.fixture(scope="session")
@@ -9,6 +9,14 @@ def mosquitto(tmp_path_factory):
     broker = Mosquitto(str(tmp_path_factory.mktemp("mosquitto"))).start()
     yield broker
     broker.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL on its own port, for the whole test session."""
+    server = PostgreSQL().start()
+    yield server
+    server.stop()
 
 
 def pytest_collection_modifyitems(items):

@@ -91,3 +91,61 @@ class Mosquitto:
                 self.process.kill()
                 self.process.wait()
         self.process = None
+
+
+def find_pg_bin(name: str) -> str:
+    import glob
+
+    candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)
+    candidates.append(shutil.which(name) or "")
+    for candidate in candidates:
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    raise RuntimeError(f"PostgreSQL's {name} is not installed: run `make test`, which installs postgresql")
+
+
+@attrs.define
+class PostgreSQL:
+    """A PostgreSQL cluster of the test's own: initdb in a temporary directory,
+    its own port, trust authentication on 127.0.0.1, stopped afterwards.
+
+    PostgreSQL refuses to run as root, so as root the server runs as the
+    ``postgres`` user (which the Debian package creates).
+    """
+
+    directory: str = ""
+    port: int = attrs.Factory(free_port)
+    user: str = "postgres"
+
+    def _run(self, *args, check=True):
+        command = list(args)
+        if os.geteuid() == 0:
+            command = ["runuser", "-u", "postgres", "--"] + command
+        return subprocess.run(command, check=check, capture_output=True, text=True)
+
+    def start(self) -> "PostgreSQL":
+        import tempfile
+
+        self.directory = tempfile.mkdtemp(prefix="lorrygate-pg-")
+        if os.geteuid() == 0:
+            shutil.chown(self.directory, "postgres", "postgres")
+        data = os.path.join(self.directory, "data")
+        self._run(find_pg_bin("initdb"), "-D", data, "-U", self.user, "--auth=trust", "-E", "UTF8", "--no-sync")
+        self._run(
+            find_pg_bin("pg_ctl"), "-D", data, "-l", os.path.join(self.directory, "server.log"), "-w", "-t", "60",
+            "-o", f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off",
+            "start",
+        )
+        wait_until(lambda: port_open(self.port), 30, "PostgreSQL to listen")
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://{self.user}@127.0.0.1:{self.port}/postgres"
+
+    def stop(self) -> None:
+        if self.directory:
+            self._run(find_pg_bin("pg_ctl"), "-D", os.path.join(self.directory, "data"), "-m", "fast", "-w", "stop",
+                      check=False)
+            shutil.rmtree(self.directory, ignore_errors=True)
+            self.directory = ""

@@ -9,6 +9,7 @@ a message.
 import configparser
 import os
 
+from lorrygate import plugins
 from lorrygate.config import settings as s
 from lorrygate.config.values import Invalid, Secret, interpolate
 from lorrygate.decoding import DECODERS
@@ -74,7 +75,7 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".") -> s.Setting
         return result
 
     gateway = s.GatewaySettings()
-    brokers, storages, channels = {}, {}, []
+    brokers, storages, channels, strategy_sections = {}, {}, [], {}
     for section in parser.sections():
         if section == "lorrygate":
             gateway = s.GatewaySettings(**read_section(section, s.GATEWAY_KEYS))
@@ -85,7 +86,7 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".") -> s.Setting
             problem(
                 section,
                 None,
-                "a section named [lorrygate], [broker:NAME], [storage:NAME] or [channel:NAME]",
+                "a section named [lorrygate], [broker:NAME], [storage:NAME], [strategy:NAME] or [channel:NAME]",
                 f"[{section}]",
             )
             continue
@@ -97,16 +98,49 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".") -> s.Setting
             brokers[name] = s.make_broker(name, values)
         elif kind == "storage":
             storages[name] = s.make_storage(name, values)
+        elif kind == "strategy":
+            strategy_sections[name] = (section, values)
         else:
-            channel = s.make_channel(name, values)
-            _check_channel(section, channel, parser, problem)
-            channels.append(channel)
+            channels.append((section, s.make_channel(name, values)))
 
-    if not any(section.startswith("channel:") for section in parser.sections()):
+    strategies = build_strategies(gateway, strategy_sections, problem, problems)
+    for section, channel in channels:
+        _check_channel(section, channel, parser, strategies, problem)
+    if not channels and not any(section.startswith("channel:") for section in parser.sections()):
         problem("channel:NAME", None, "at least one [channel:NAME] section", "none")
     if problems:
         raise ConfigError(problems)
-    return s.Settings(source, gateway, brokers, storages, tuple(channels))
+    return s.Settings(
+        source, gateway, brokers, storages, tuple(channel for _, channel in channels), strategies
+    )
+
+
+def build_strategies(gateway, sections: dict, problem, problems: list) -> dict:
+    """Every strategy a channel can name: built-in, drop-in, entry point, declared."""
+    from lorrygate.interfaces import IStrategy
+
+    registry = {name: factory for name, factory in STRATEGIES.items()}
+    origins = {name: "built-in" for name in registry}
+    directory = gateway.strategies
+    if directory != s.DEFAULT_STRATEGIES and not os.path.isdir(directory):
+        problem("lorrygate", "strategies", "a directory of strategy modules", repr(directory))
+    loaded = plugins.load_entry_points("strategy", IStrategy, problems)
+    loaded.update(plugins.load_directory(directory, IStrategy, "strategy", problems))
+    for name, (cls, origin) in loaded.items():
+        if name in registry:
+            problems.append(
+                ConfigProblem(origin, "", None, "a strategy name not used before", f"{name!r}, already {origins[name]}")
+            )
+            continue
+        registry[name], origins[name] = cls, origin
+    for name, (section, values) in sections.items():
+        if name in registry:
+            problem(section, None, "a strategy name not used before", f"{name!r}, already {origins[name]}")
+            continue
+        factory = s.make_strategy(name, values, section, problem)
+        if factory is not None:
+            registry[name], origins[name] = factory, f"defined in [{section}]"
+    return registry
 
 
 def _syntax_problem(source: str, exc: configparser.Error) -> ConfigProblem:
@@ -132,7 +166,7 @@ def _check_tls_files(section, values, problem) -> None:
             problem(section, key, "a readable PEM file", repr(path))
 
 
-def _check_channel(section, channel, parser, problem) -> None:
+def _check_channel(section, channel, parser, strategies, problem) -> None:
     sections = set(parser.sections())
     if f"broker:{channel.source}" not in sections:
         brokers = ", ".join(sorted(x[7:] for x in sections if x.startswith("broker:"))) or "none defined"
@@ -140,8 +174,8 @@ def _check_channel(section, channel, parser, problem) -> None:
     if f"storage:{channel.storage}" not in sections:
         storages = ", ".join(sorted(x[8:] for x in sections if x.startswith("storage:"))) or "none defined"
         problem(section, "storage", f"the name of a [storage:NAME] section ({storages})", repr(channel.storage))
-    if channel.strategy not in STRATEGIES:
-        problem(section, "strategy", "one of the strategies " + ", ".join(sorted(STRATEGIES)), repr(channel.strategy))
+    if channel.strategy not in strategies:
+        problem(section, "strategy", "one of the strategies " + ", ".join(sorted(strategies)), repr(channel.strategy))
     unknown = [name for name in channel.decoders if name not in DECODERS]
     if unknown:
         problem(

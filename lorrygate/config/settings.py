@@ -7,12 +7,15 @@ An ini file has one optional ``[lorrygate]`` section and any number of named
 key below is documented in ``etc/gateway.ini``.
 """
 
+import functools
+
 import attrs
 
 from lorrygate.config import values as v
-from lorrygate.model import Channel
+from lorrygate.model import DATA, KINDS, Channel
 
 REQUIRED = object()
+DEFAULT_STRATEGIES = "strategies"
 
 
 @attrs.frozen
@@ -30,6 +33,7 @@ class GatewaySettings:
     log_format: str = "text"
     log_level: str = "info"
     stats_interval: float = 60.0
+    strategies: str = DEFAULT_STRATEGIES
 
 
 @attrs.frozen
@@ -75,6 +79,8 @@ class Settings:
     brokers: dict
     storages: dict
     channels: tuple
+    #: strategy name -> a callable that returns a fresh IStrategy
+    strategies: dict = attrs.field(factory=dict, repr=False)
 
 
 GATEWAY_KEYS = {
@@ -82,6 +88,7 @@ GATEWAY_KEYS = {
     "log_format": Key(v.choice("text", "json"), "text"),
     "log_level": Key(v.choice("debug", "info", "warn", "error"), "info"),
     "stats_interval": Key(v.duration(1, 86400), 60.0),
+    "strategies": Key(v.nonempty, DEFAULT_STRATEGIES),
 }
 
 BROKER_KEYS = {
@@ -121,7 +128,28 @@ CHANNEL_KEYS = {
     "storage": Key(v.nonempty),
 }
 
-SECTION_KINDS = {"broker": BROKER_KEYS, "storage": STORAGE_KEYS, "channel": CHANNEL_KEYS}
+STRATEGY_KEYS = {
+    "type": Key(v.nonempty, "template"),
+    "topic": Key(v.text, ""),
+    "schema": Key(v.text, ""),
+    "table": Key(v.text, ""),
+    "kind": Key(v.choice(*KINDS), DATA),
+    "networks": Key(v.names, ()),
+    "base": Key(v.nonempty, ""),
+}
+#: which strategy keys each ``type`` takes; other keys are errors
+STRATEGY_TYPE_KEYS = {
+    "template": ("topic", "schema", "table", "kind"),
+    "wan": ("networks",),
+    "zigbee2mqtt": ("base",),
+}
+
+SECTION_KINDS = {
+    "broker": BROKER_KEYS,
+    "storage": STORAGE_KEYS,
+    "strategy": STRATEGY_KEYS,
+    "channel": CHANNEL_KEYS,
+}
 
 
 def make_broker(name: str, values: dict) -> BrokerSettings:
@@ -137,3 +165,40 @@ def make_storage(name: str, values: dict) -> StorageSettings:
 
 def make_channel(name: str, values: dict) -> Channel:
     return Channel(name=name, **values)
+
+
+def make_strategy(name: str, values: dict, section: str, problem):
+    """A factory for a ``[strategy:NAME]`` section, or None after reporting problems."""
+    from lorrygate.topology import STRATEGIES
+    from lorrygate.topology.template import TemplateError, TemplateStrategy
+
+    kind = values["type"]
+    if kind != "template" and kind not in STRATEGIES:
+        problem(section, "type", "template or a built-in strategy (" + ", ".join(sorted(STRATEGIES)) + ")", repr(kind))
+        return None
+    allowed = STRATEGY_TYPE_KEYS.get(kind, ())
+    given = [key for key in STRATEGY_KEYS if key != "type" and values[key] != STRATEGY_KEYS[key].default]
+    bad = [key for key in given if key not in allowed]
+    for key in bad:
+        problem(section, key, f"no {key} for type {kind} (it takes: {', '.join(allowed) or 'no options'})", repr(values[key]))
+    if bad:
+        return None
+    if kind != "template":
+        options = {key: values[key] for key in given}
+        return functools.partial(STRATEGIES[kind], name=name, **options)
+    missing = [key for key in ("topic", "schema", "table") if not values[key].strip()]
+    for key in missing:
+        problem(section, key, "a template (this key is required for type template)", "nothing")
+    if missing:
+        return None
+    try:
+        strategy = TemplateStrategy.from_texts(name, values["topic"], values["schema"], values["table"], values["kind"])
+    except TemplateError as exc:
+        which = next(key for key in ("topic", "schema", "table") if values[key] == exc.template)
+        problem(section, which, "a valid template", "\n    " + exc.explain.replace("\n", "\n    "))
+        return None
+    return functools.partial(_same, strategy)
+
+
+def _same(strategy):
+    return strategy

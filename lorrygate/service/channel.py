@@ -21,6 +21,8 @@ class ChannelStats:
     routed: int = 0
     unmatched: int = 0
     undecodable: int = 0
+    #: addresses that sanitize to a table another address already uses
+    collisions: int = 0
 
     def asdict(self) -> dict:
         return attrs.asdict(self)
@@ -69,6 +71,7 @@ class ChannelRouter:
     stats: ChannelStats = attrs.Factory(ChannelStats)
     _complaints: Complaints = None
     _routes: dict = attrs.Factory(dict)
+    _owners: dict = attrs.Factory(dict)
 
     log = Logger()
 
@@ -90,8 +93,25 @@ class ChannelRouter:
             route = (None, None, (f"strategy {self.strategy.name!r} raised {exc!r}", "broke the strategy"))
         if len(self._routes) >= ROUTE_CACHE_SIZE:
             self._routes.clear()
+            self._owners.clear()
         self._routes[topic] = route
+        if route[1] is not None:
+            self._check_collision(topic, route[0], route[1])
         return route
+
+    def _check_collision(self, topic: str, address, table) -> None:
+        identity = (address.realm, address.network, address.gateway, address.node, address.labels)
+        owner = self._owners.setdefault(table, (identity, topic))
+        if owner[0] != identity:
+            self.stats.collisions += 1
+            self.log.warn(
+                "channel {channel}: topic {topic!r} and topic {other!r} are different addresses that "
+                "sanitize to the same table {table}; their rows share it",
+                channel=self.channel.name,
+                topic=topic,
+                other=owner[1],
+                table=str(table),
+            )
 
     def __call__(self, message) -> None:
         self.stats.received += 1

@@ -17,7 +17,6 @@ from lorrygate.service.channel import ChannelRouter
 from lorrygate.sources.mqtt import MQTTSource
 from lorrygate.storage.batcher import Batcher
 from lorrygate.storage.sqlite import SQLiteStorage
-from lorrygate.topology import STRATEGIES
 
 
 @attrs.define(eq=False)
@@ -51,7 +50,7 @@ class Gateway:
             batcher = gateway.batchers[channel.storage]
             router = ChannelRouter(
                 channel,
-                STRATEGIES[channel.strategy](),
+                settings.strategies[channel.strategy](),
                 DecoderChain(tuple(DECODERS[name]() for name in channel.decoders)),
                 batcher,
                 reactor,
@@ -108,7 +107,7 @@ class Gateway:
             batcher = self.batchers[router.channel.storage]
             self.log.info(
                 "channel {channel}: {received} received, {routed} routed, {unmatched} unmatched topics, "
-                "{undecodable} undecodable payloads; storage {storage}: {stored} rows and {dead} dead "
+                "{undecodable} undecodable payloads, {collisions} table name collisions; storage {storage}: {stored} rows and {dead} dead "
                 "letters committed, {pending} pending, {failures} failed writes",
                 event="stats",
                 final=final,

@@ -1,8 +1,27 @@
 """Topology strategies: a topic becomes an address, an address a table."""
 
+from lorrygate.topology.fleets import (
+    ChirpStackStrategy,
+    HomieStrategy,
+    ShellyStrategy,
+    TasmotaStrategy,
+    TtnStrategy,
+    Zigbee2MqttStrategy,
+)
+from lorrygate.topology.lan import LanStrategy
+from lorrygate.topology.template import TemplateStrategy
 from lorrygate.topology.wan import WanStrategy
 
 #: built-in strategies by the name a channel selects them with
-STRATEGIES = {"wan": WanStrategy}
+STRATEGIES = {
+    "wan": WanStrategy,
+    "lan": LanStrategy,
+    "tasmota": TasmotaStrategy,
+    "homie": HomieStrategy,
+    "ttn": TtnStrategy,
+    "chirpstack": ChirpStackStrategy,
+    "zigbee2mqtt": Zigbee2MqttStrategy,
+    "shelly": ShellyStrategy,
+}
 
-__all__ = ["STRATEGIES", "WanStrategy"]
+__all__ = ["STRATEGIES", "TemplateStrategy", "WanStrategy", "LanStrategy"]

@@ -2,14 +2,18 @@
 Safe SQL names from topic levels: one sanitizer and one quoting function.
 
 Topic levels may hold anything MQTT allows. `sanitize` maps a level to
-``[a-z0-9_]`` (lower case; every other character becomes ``_``) and shortens
-names longer than `MAX_LENGTH` deterministically with a hash suffix. `quote`
+``[a-z0-9_]``: lower case, accented Latin letters to their base letter
+(``ü`` -> ``u``), every other character to ``_``. A name that lost letters
+that way (``传感器`` -> ``___``) gets a short hash of the original appended,
+so that different non-Latin names stay different tables. Names longer than
+`MAX_LENGTH` are shortened deterministically with a hash suffix. `quote`
 makes any string a single SQL identifier. Every identifier lorrygate puts into
 SQL goes through `quote`; values only ever travel as query parameters.
 """
 
 import hashlib
 import re
+import unicodedata
 
 #: PostgreSQL truncates identifiers at 63 bytes; the shortest common limit.
 MAX_LENGTH = 63
@@ -17,19 +21,44 @@ MAX_LENGTH = 63
 _UNSAFE = re.compile(r"[^a-z0-9_]")
 
 
-def sanitize(name: str, max_length: int = MAX_LENGTH) -> str:
-    """Lower-case ``name`` and replace everything outside ``[a-z0-9_]`` by ``_``."""
-    safe = _UNSAFE.sub("_", name.lower())
+def _digest(name: str) -> str:
+    return hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+
+
+def _fold(name: str) -> str:
+    """Lower-case, fold accents, replace the rest by ``_`` (hash if letters were lost)."""
+    if name.isascii():
+        return _UNSAFE.sub("_", name.lower())
+    out = []
+    lost = False
+    for char in name.lower():
+        if char.isascii():
+            out.append(char)
+            continue
+        base = unicodedata.normalize("NFKD", char).encode("ascii", "ignore").decode("ascii")
+        if base:
+            out.append(base)
+        else:
+            out.append("_")
+            lost = lost or char.isalnum()
+    folded = _UNSAFE.sub("_", "".join(out))
+    return f"{folded}_{_digest(name)}" if lost else folded
+
+
+def _shorten(safe: str, original: str, max_length: int) -> str:
     if len(safe) <= max_length:
         return safe
-    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
-    return safe[: max_length - 9] + "_" + digest
+    return safe[: max_length - 9] + "_" + _digest(original)
+
+
+def sanitize(name: str, max_length: int = MAX_LENGTH) -> str:
+    """A safe, predictable SQL name for any string (see the module docstring)."""
+    return _shorten(_fold(name), name, max_length)
 
 
 def join(*parts: str, max_length: int = MAX_LENGTH) -> str:
     """Sanitize each part and join them with ``_``, shortened as a whole."""
-    joined = "_".join(_UNSAFE.sub("_", part.lower()) for part in parts)
-    return sanitize(joined, max_length) if len(joined) > max_length else joined
+    return _shorten("_".join(_fold(part) for part in parts), "/".join(parts), max_length)
 
 
 def quote(identifier: str) -> str:

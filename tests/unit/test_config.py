@@ -62,11 +62,11 @@ def test_three_mistakes_are_reported_together():
         (("storage = db", "storage = db\ncolour = blue"),
          "[channel:main] colour: expected one of the keys decoders, qos, source, storage, strategy, topics, "
          "got unknown key 'colour'"),
-        (("[storage:db]", "[store:db]"), "[store:db]: expected a section named [lorrygate], [broker:NAME]"),
+        (("[storage:db]", "[store:db]"), "[store:db]: expected a section named [lorrygate], [broker:NAME], [storage:NAME], [strategy:NAME]"),
         (("source = local", "source = remote"),
          "[channel:main] source: expected the name of a [broker:NAME] section (local), got 'remote'"),
         (("storage = db", "storage = db\nstrategy = moon"),
-         "[channel:main] strategy: expected one of the strategies wan, got 'moon'"),
+         "[channel:main] strategy: expected one of the strategies chirpstack, "),
         (("storage = db", "storage = db\ndecoders = json, yaml"),
          "[channel:main] decoders: expected decoder names from json, got 'yaml'"),
         (("host = localhost", "port = 1883"), "[broker:local] host: expected a value (this key is required), got nothing"),

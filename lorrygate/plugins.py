@@ -1,0 +1,111 @@
+"""
+User extensions: Python modules dropped into a directory (``strategies/``)
+and packages that register an entry point.
+
+Every ``*.py`` file in the directory is imported at start-up, before the
+reactor runs. Each class in it that declares ``@implementer(IStrategy)`` is
+checked against the interface and registered under its ``name`` attribute.
+An import error, a class that misses part of the interface, or a name used
+twice stops start-up with a `ConfigProblem` naming the file, the class and
+what is wrong. Installed packages can register strategies in the entry-point
+group ``lorrygate.strategies`` (``name = module:Class``).
+"""
+
+import importlib.metadata
+import importlib.util
+import inspect
+import os
+import sys
+import traceback
+
+from zope.interface.exceptions import Invalid as InterfaceInvalid
+from zope.interface.verify import verifyClass
+
+from lorrygate.errors import ConfigProblem
+
+ENTRY_POINT_GROUPS = {"strategy": "lorrygate.strategies", "decoder": "lorrygate.decoders"}
+
+
+def _import_problem(path: str, exc: BaseException) -> str:
+    frames = [frame for frame in traceback.extract_tb(exc.__traceback__) if frame.filename == path]
+    where = f" at line {frames[-1].lineno}" if frames else ""
+    if isinstance(exc, SyntaxError) and exc.lineno:
+        where = f" at line {exc.lineno}"
+    return f"{type(exc).__name__}{where}: {exc}"
+
+
+def load_directory(directory: str, interface, kind: str, problems: list) -> dict:
+    """Import every module in ``directory``; return ``{name: (class, origin)}``."""
+    found = {}
+    if not os.path.isdir(directory):
+        return found
+    for filename in sorted(os.listdir(directory)):
+        if not filename.endswith(".py") or filename.startswith("_"):
+            continue
+        path = os.path.abspath(os.path.join(directory, filename))
+        module_name = f"lorrygate_user_{kind}s_{filename[:-3]}"
+        try:
+            spec = importlib.util.spec_from_file_location(module_name, path)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[module_name] = module
+            spec.loader.exec_module(module)
+        except Exception as exc:
+            sys.modules.pop(module_name, None)
+            problems.append(
+                ConfigProblem(path, "", None, f"a {kind} module that imports cleanly", _import_problem(path, exc))
+            )
+            continue
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            if cls.__module__ != module_name or not interface.implementedBy(cls):
+                continue
+            _register(found, cls, interface, kind, f"{path}: class {cls.__name__}", problems)
+    return found
+
+
+def load_entry_points(kind: str, interface, problems: list) -> dict:
+    """Load the classes registered in this kind's entry-point group."""
+    found = {}
+    for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUPS[kind]):
+        origin = f"entry point {entry_point.name} = {entry_point.value}"
+        try:
+            cls = entry_point.load()
+        except Exception as exc:
+            problems.append(ConfigProblem(origin, "", None, f"a {kind} that imports cleanly", f"{type(exc).__name__}: {exc}"))
+            continue
+        _register(found, cls, interface, kind, origin, problems)
+    return found
+
+
+def _register(found: dict, cls, interface, kind: str, origin: str, problems: list) -> None:
+    try:
+        verifyClass(interface, cls)
+    except InterfaceInvalid as exc:
+        problems.append(
+            ConfigProblem(origin, "", None, f"a complete {interface.__name__}", " ".join(str(exc).split()))
+        )
+        return
+    name = getattr(cls, "name", None)
+    if isinstance(name, property) or not isinstance(name, str):
+        name = _attrs_default(cls, "name")
+    if not isinstance(name, str) or not name:
+        problems.append(
+            ConfigProblem(origin, "", None, f"a class attribute 'name' (str) naming the {kind}", repr(name))
+        )
+        return
+    if name in found:
+        problems.append(
+            ConfigProblem(origin, "", None, f"a {kind} name not used before", f"{name!r}, already defined by {found[name][1]}")
+        )
+        return
+    found[name] = (cls, origin)
+
+
+def _attrs_default(cls, attribute: str):
+    fields = getattr(cls, "__attrs_attrs__", None)
+    if fields is None:
+        return None
+    for field in fields:
+        if field.name == attribute:
+            default = field.default
+            return default if isinstance(default, str) else None
+    return None

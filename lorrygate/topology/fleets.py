@@ -1,0 +1,169 @@
+"""
+Strategies for the topic layouts of common device fleets and LoRaWAN servers.
+
+Each maps a vendor's topics to an address; the table is
+``<node>_sensors`` for data and ``<node>_events`` for events, in the schema
+named by the realm (and network). The full table of topics, addresses and
+tables is in ``docs/topology.rst``.
+
+Command topics (Tasmota ``cmnd/``, Homie and Zigbee2MQTT ``.../set``,
+``.../get``, TTS downlink pushes, ChirpStack ``.../command/...``) are refused:
+they carry requests, not measurements.
+"""
+
+import re
+
+import attrs
+from zope.interface import implementer
+
+from lorrygate.errors import TopologyError
+from lorrygate.interfaces import IStrategy
+from lorrygate.model import DATA, EVENT, Address, TableName
+from lorrygate.topology.naming import join, sanitize
+from lorrygate.topology.wan import TABLE_SUFFIXES, check_levels
+
+
+class _Fleet:
+    """Shared table naming: schema from realm (and network), table from node."""
+
+    def table_for(self, address: Address) -> TableName:
+        schema = join(address.realm, address.network) if address.network else sanitize(address.realm)
+        return TableName(schema, join(address.node, TABLE_SUFFIXES[address.kind]))
+
+    def _refuse(self, topic: str, expected: str):
+        raise TopologyError(self.name, topic, f"expected {expected}")
+
+
+_TASMOTA_INFO = re.compile(r"^INFO\d+$")
+
+
+@implementer(IStrategy)
+@attrs.frozen
+class TasmotaStrategy(_Fleet):
+    name: str = "tasmota"
+
+    def match(self, topic: str) -> Address:
+        levels = topic.split("/")
+        if len(levels) == 3 and levels[0] in ("tele", "stat"):
+            prefix, device, last = levels
+            check_levels(self.name, topic, device=device)
+            if prefix == "tele" and last in ("SENSOR", "STATE"):
+                return Address("tasmota", None, None, device, DATA, last)
+            if prefix == "stat" and last or prefix == "tele" and (last == "LWT" or _TASMOTA_INFO.match(last)):
+                return Address("tasmota", None, None, device, EVENT, f"{prefix}/{last}")
+        self._refuse(topic, "tele/<device>/SENSOR, tele/<device>/STATE, tele/<device>/LWT, tele/<device>/INFO<n> or stat/<device>/<name>")
+
+
+@implementer(IStrategy)
+@attrs.frozen
+class HomieStrategy(_Fleet):
+    """Homie 3 and 4: property values are data, ``$`` attributes are events."""
+
+    name: str = "homie"
+
+    def match(self, topic: str) -> Address:
+        levels = topic.split("/")
+        if len(levels) >= 3 and levels[0] == "homie" and levels[-1] != "set":
+            device = levels[1]
+            check_levels(self.name, topic, device=device)
+            rest = levels[2:]
+            if any(level.startswith("$") for level in rest):
+                if all(rest) and len(rest) <= 3:
+                    return Address("homie", None, None, device, EVENT, "/".join(rest), "/".join(rest))
+            elif len(rest) == 2:
+                node, prop = rest
+                check_levels(self.name, topic, node=node, property=prop)
+                return Address("homie", None, None, f"{device}_{node}", DATA, prop, prop)
+        self._refuse(topic, "homie/<device>/<node>/<property> or a $-attribute below homie/<device>/ (not .../set)")
+
+
+_TTS_EVENTS = {"join", "down/queued", "down/sent", "down/ack", "down/nack", "down/failed", "service/data",
+               "location/solved", "up/simulated"}
+
+
+@implementer(IStrategy)
+@attrs.frozen
+class TtnStrategy(_Fleet):
+    """The Things Stack v3 MQTT integration."""
+
+    name: str = "ttn"
+
+    def match(self, topic: str) -> Address:
+        levels = topic.split("/")
+        if len(levels) >= 5 and levels[0] == "v3" and levels[2] == "devices":
+            app, _, tenant = levels[1].partition("@")
+            device, event = levels[3], "/".join(levels[4:])
+            check_levels(self.name, topic, application=app, tenant=tenant, device=device)
+            if event == "up":
+                return Address(tenant, app, None, device, DATA, event)
+            if event in _TTS_EVENTS:
+                return Address(tenant, app, None, device, EVENT, event)
+        self._refuse(topic, "v3/<app>@<tenant>/devices/<device>/up (or join, down/..., service/data, location/solved)")
+
+
+_CHIRPSTACK_EVENTS = {"join", "ack", "txack", "log", "status", "location", "integration"}
+
+
+@implementer(IStrategy)
+@attrs.frozen
+class ChirpStackStrategy(_Fleet):
+    """ChirpStack v4 MQTT integration (``application/<id>/device/<dev-eui>/event/<type>``)."""
+
+    name: str = "chirpstack"
+
+    def match(self, topic: str) -> Address:
+        levels = topic.split("/")
+        if len(levels) == 6 and levels[0] == "application" and levels[2] == "device" and levels[4] == "event":
+            app, dev_eui, event = levels[1], levels[3], levels[5]
+            check_levels(self.name, topic, application=app, device=dev_eui)
+            if event == "up":
+                return Address("chirpstack", app, None, dev_eui, DATA, f"event/{event}")
+            if event in _CHIRPSTACK_EVENTS:
+                return Address("chirpstack", app, None, dev_eui, EVENT, f"event/{event}")
+        self._refuse(topic, "application/<id>/device/<dev-eui>/event/up (or join, ack, txack, log, status, location, integration)")
+
+
+@implementer(IStrategy)
+@attrs.frozen
+class Zigbee2MqttStrategy(_Fleet):
+    """Zigbee2MQTT under its default base topic ``zigbee2mqtt``."""
+
+    name: str = "zigbee2mqtt"
+    base: str = "zigbee2mqtt"
+
+    def match(self, topic: str) -> Address:
+        levels = topic.split("/")
+        if len(levels) >= 2 and levels[0] == self.base:
+            rest = levels[1:]
+            if rest[0] == "bridge":
+                return Address(self.base, None, None, "bridge", EVENT, "/".join(rest))
+            if rest[-1] in ("set", "get") or len(rest) > 1 and rest[-2] in ("set", "get"):
+                self._refuse(topic, "a device state topic, not a command (.../set, .../get)")
+            if rest[-1] == "availability" and len(rest) > 1:
+                name = "/".join(rest[:-1])
+                check_levels(self.name, topic, **{"friendly name": name})
+                return Address(self.base, None, None, name, EVENT, "availability")
+            name = "/".join(rest)
+            if all(rest):
+                return Address(self.base, None, None, name, DATA, "")
+        self._refuse(topic, f"{self.base}/<friendly name> with no empty levels")
+
+
+@implementer(IStrategy)
+@attrs.frozen
+class ShellyStrategy(_Fleet):
+    """Shelly Gen2 devices (``<device-id>/status/<component>``, ``<device-id>/events/rpc``)."""
+
+    name: str = "shelly"
+
+    def match(self, topic: str) -> Address:
+        levels = topic.split("/")
+        if len(levels) >= 2:
+            device = levels[0]
+            rest = levels[1:]
+            check_levels(self.name, topic, device=device)
+            if len(rest) == 2 and rest[0] == "status" and rest[1]:
+                return Address("shelly", None, None, device, DATA, "/".join(rest))
+            if rest == ["events", "rpc"] or rest == ["online"]:
+                return Address("shelly", None, None, device, EVENT, "/".join(rest))
+        self._refuse(topic, "<device-id>/status/<component>, <device-id>/events/rpc or <device-id>/online")

@@ -1,0 +1,241 @@
+"""Every strategy, table-driven: topic -> (address, schema, table), or the reason it is refused."""
+
+import pytest
+
+from lorrygate.config import loads
+from lorrygate.errors import TopologyError
+from lorrygate.model import Address
+from lorrygate.topology import STRATEGIES
+from lorrygate.topology.template import TemplateStrategy
+from lorrygate.topology.wan import WanStrategy
+
+LONG = "x" * 300
+
+TEMPLATE = TemplateStrategy.from_texts(
+    "sites", "{realm}/sites/{site}/{node}/{kind:data|event}.json", "{realm}_{site}", "{node}_{suffix}"
+)
+TEMPLATE_REST = TemplateStrategy.from_texts("rest", "archive/{node}/{path:#}", "archive", "{node}_{kind}", "event")
+
+
+def strategy(name):
+    if name == "sites":
+        return TEMPLATE
+    if name == "rest":
+        return TEMPLATE_REST
+    if name == "wan-allow":
+        return WanStrategy(networks=("itest", "acme"))
+    if name == "factory":
+        return loads(
+            "[broker:b]\nhost=h\n[storage:s]\nurl=sqlite:///x\n[channel:c]\nsource=b\ntopics=#\nstorage=s\n"
+        ).strategies["factory"]()
+    return STRATEGIES[name]()
+
+
+def A(realm, network, gateway, node, kind="data", rest="data.json", field=None, labels=()):
+    return Address(realm, network, gateway, node, kind, rest, field, labels)
+
+
+# (strategy, topic, address, schema, table)
+ROUTED = [
+    # -- WAN, Kotori's own examples --
+    ("wan", "mqttkit-1/testdrive/area-42/node-1/data.json",
+     A("mqttkit-1", "testdrive", "area-42", "node-1"), "mqttkit_1_testdrive", "area_42_node_1_sensors"),
+    ("wan", "myrealm/acme/area-42/foo-70b3d57ed005dac6/data.json",
+     A("myrealm", "acme", "area-42", "foo-70b3d57ed005dac6"), "myrealm_acme", "area_42_foo_70b3d57ed005dac6_sensors"),
+    ("wan", "myrealm/channel/myrealm-acme-area42-eui70b3d57ed005dac6/data.json",
+     A("myrealm", "acme", "area42", "eui70b3d57ed005dac6"), "myrealm_acme", "area42_eui70b3d57ed005dac6_sensors"),
+    ("wan", "mqttkit-1/channel/itest-foo-bar/data.json",
+     A("mqttkit-1", "itest", "foo", "bar"), "mqttkit_1_itest", "foo_bar_sensors"),
+    ("wan", "mqttkit-1/channel/mqttkit-1-itest-foo-bar/data.json",
+     A("mqttkit-1", "itest", "foo", "bar"), "mqttkit_1_itest", "foo_bar_sensors"),
+    ("wan", "mqttkit-1/channel/foo-bar/data.json",
+     A("mqttkit-1", "default", "foo", "bar"), "mqttkit_1_default", "foo_bar_sensors"),
+    ("wan", "mqttkit-1/channel/bar/data.json",
+     A("mqttkit-1", "default", "default", "bar"), "mqttkit_1_default", "default_bar_sensors"),
+    ("wan", "mqttkit-1/channel/itest-foo-bar-baz-qux/data.json",
+     A("mqttkit-1", "itest", "foo", "bar-baz-qux"), "mqttkit_1_itest", "foo_bar_baz_qux_sensors"),
+    ("wan", "mqttkit-1/device/123e4567-e89b-12d3-a456-426614174000/data.json",
+     A("mqttkit-1", "devices", "default", "123e4567-e89b-12d3-a456-426614174000"),
+     "mqttkit_1_devices", "default_123e4567_e89b_12d3_a456_426614174000_sensors"),
+    ("wan", "mqttkit-1/device/abc/event.json",
+     A("mqttkit-1", "devices", "default", "abc", "event", "event.json"), "mqttkit_1_devices", "default_abc_events"),
+    ("wan", "mqttkit-1/device/abc/data/temperature",
+     A("mqttkit-1", "devices", "default", "abc", "data", "data/temperature", "temperature"),
+     "mqttkit_1_devices", "default_abc_sensors"),
+    # -- WAN suffixes --
+    ("wan", "r/n/g/d/data/__json__", A("r", "n", "g", "d", rest="data/__json__"), "r_n", "g_d_sensors"),
+    ("wan", "r/n/g/d/message-json", A("r", "n", "g", "d", rest="message-json"), "r_n", "g_d_sensors"),
+    ("wan", "r/n/g/d/data/humidity", A("r", "n", "g", "d", rest="data/humidity", field="humidity"), "r_n", "g_d_sensors"),
+    ("wan", "r/n/g/d/measure/humidity", A("r", "n", "g", "d", rest="measure/humidity", field="humidity"), "r_n", "g_d_sensors"),
+    ("wan", "r/n/g/d/event.json", A("r", "n", "g", "d", "event", "event.json"), "r_n", "g_d_events"),
+    ("wan", "r/n/g/d/event/__json__", A("r", "n", "g", "d", "event", "event/__json__"), "r_n", "g_d_events"),
+    ("wan", "r/n/g/d/error.json", A("r", "n", "g", "d", "error", "error.json"), "r_n", "g_d_errors"),
+    ("wan", "weewx/home/station/vantage/loop", A("weewx", "home", "station", "vantage", rest="loop"),
+     "weewx_home", "station_vantage_sensors"),
+    ("wan", "r/n/g/sonoff-1/tele/SENSOR", A("r", "n", "g", "sonoff-1", rest="tele/SENSOR"), "r_n", "g_sonoff_1_sensors"),
+    ("wan", "r/n/g/sonoff-1/tele/STATE", A("r", "n", "g", "sonoff-1", rest="tele/STATE"), "r_n", "g_sonoff_1_sensors"),
+    ("wan", "r/device/g/n/data.json", A("r", "device", "g", "n"), "r_device", "g_n_sensors"),
+    ("wan", "Realm.X/Net Work/GW/Node;DROP TABLE x/data.json",
+     A("Realm.X", "Net Work", "GW", "Node;DROP TABLE x"), "realm_x_net_work", "gw_node_drop_table_x_sensors"),
+    ("wan", "ümlaut/netz/gw/knoten/data.json", A("ümlaut", "netz", "gw", "knoten"), "umlaut_netz", "gw_knoten_sensors"),
+    ("wan", "传感器/网络/网关/节点/data.json", A("传感器", "网络", "网关", "节点"),
+     "____a4f7cbe4____97b31b5d", "___38f36ed3____2410d860_sensors"),
+    ("wan", 'r/n/g/"quoted"/data.json', A("r", "n", "g", '"quoted"'), "r_n", "g__quoted__sensors"),
+    ("wan-allow", "mqttkit-1/channel/itest-foo-bar/data.json",
+     A("mqttkit-1", "itest", "foo", "bar"), "mqttkit_1_itest", "foo_bar_sensors"),
+    ("wan-allow", "r/acme/g/n/data.json", A("r", "acme", "g", "n"), "r_acme", "g_n_sensors"),
+    # -- LAN --
+    ("lan", "home/kitchen/data.json", A("home", None, None, "kitchen"), "home_kitchen", "sensors"),
+    ("lan", "home/kitchen/event.json", A("home", None, None, "kitchen", "event", "event.json"), "home_kitchen", "events"),
+    ("lan", "home/kitchen/data/temp", A("home", None, None, "kitchen", rest="data/temp", field="temp"), "home_kitchen", "sensors"),
+    ("lan", "home/Living Room/loop", A("home", None, None, "Living Room", rest="loop"), "home_living_room", "sensors"),
+    # -- Tasmota --
+    ("tasmota", "tele/sonoff-pow/SENSOR", A("tasmota", None, None, "sonoff-pow", rest="SENSOR"), "tasmota", "sonoff_pow_sensors"),
+    ("tasmota", "tele/sonoff-pow/STATE", A("tasmota", None, None, "sonoff-pow", rest="STATE"), "tasmota", "sonoff_pow_sensors"),
+    ("tasmota", "tele/sonoff-pow/LWT", A("tasmota", None, None, "sonoff-pow", "event", "tele/LWT"), "tasmota", "sonoff_pow_events"),
+    ("tasmota", "tele/sonoff-pow/INFO1", A("tasmota", None, None, "sonoff-pow", "event", "tele/INFO1"), "tasmota", "sonoff_pow_events"),
+    ("tasmota", "stat/sonoff-pow/RESULT", A("tasmota", None, None, "sonoff-pow", "event", "stat/RESULT"), "tasmota", "sonoff_pow_events"),
+    ("tasmota", "stat/sonoff-pow/POWER", A("tasmota", None, None, "sonoff-pow", "event", "stat/POWER"), "tasmota", "sonoff_pow_events"),
+    # -- Homie --
+    ("homie", "homie/boiler/temperature/current", A("homie", None, None, "boiler_temperature", "data", "current", "current"),
+     "homie", "boiler_temperature_sensors"),
+    ("homie", "homie/super-car/engine/speed", A("homie", None, None, "super-car_engine", "data", "speed", "speed"),
+     "homie", "super_car_engine_sensors"),
+    ("homie", "homie/boiler/$state", A("homie", None, None, "boiler", "event", "$state", "$state"), "homie", "boiler_events"),
+    ("homie", "homie/boiler/temperature/$name", A("homie", None, None, "boiler", "event", "temperature/$name", "temperature/$name"),
+     "homie", "boiler_events"),
+    ("homie", "homie/boiler/temperature/current/$unit",
+     A("homie", None, None, "boiler", "event", "temperature/current/$unit", "temperature/current/$unit"), "homie", "boiler_events"),
+    # -- The Things Stack v3 --
+    ("ttn", "v3/my-app@ttn/devices/eui-70b3d57ed005dac6/up",
+     A("ttn", "my-app", None, "eui-70b3d57ed005dac6", "data", "up"), "ttn_my_app", "eui_70b3d57ed005dac6_sensors"),
+    ("ttn", "v3/my-app@acme/devices/dev1/join", A("acme", "my-app", None, "dev1", "event", "join"), "acme_my_app", "dev1_events"),
+    ("ttn", "v3/my-app@ttn/devices/dev1/down/sent", A("ttn", "my-app", None, "dev1", "event", "down/sent"), "ttn_my_app", "dev1_events"),
+    ("ttn", "v3/my-app@ttn/devices/dev1/location/solved",
+     A("ttn", "my-app", None, "dev1", "event", "location/solved"), "ttn_my_app", "dev1_events"),
+    # -- ChirpStack v4 --
+    ("chirpstack", "application/0b9e8f5a-1d3c-4f77-9d65-37d5b2a4f2b1/device/0102030405060708/event/up",
+     A("chirpstack", "0b9e8f5a-1d3c-4f77-9d65-37d5b2a4f2b1", None, "0102030405060708", "data", "event/up"),
+     "chirpstack_0b9e8f5a_1d3c_4f77_9d65_37d5b2a4f2b1", "0102030405060708_sensors"),
+    ("chirpstack", "application/app1/device/0102030405060708/event/join",
+     A("chirpstack", "app1", None, "0102030405060708", "event", "event/join"), "chirpstack_app1", "0102030405060708_events"),
+    ("chirpstack", "application/app1/device/0102030405060708/event/status",
+     A("chirpstack", "app1", None, "0102030405060708", "event", "event/status"), "chirpstack_app1", "0102030405060708_events"),
+    # -- Zigbee2MQTT --
+    ("zigbee2mqtt", "zigbee2mqtt/living_room_sensor", A("zigbee2mqtt", None, None, "living_room_sensor", "data", ""),
+     "zigbee2mqtt", "living_room_sensor_sensors"),
+    ("zigbee2mqtt", "zigbee2mqtt/Kitchen Lamp", A("zigbee2mqtt", None, None, "Kitchen Lamp", "data", ""),
+     "zigbee2mqtt", "kitchen_lamp_sensors"),
+    ("zigbee2mqtt", "zigbee2mqtt/floor1/hall/motion", A("zigbee2mqtt", None, None, "floor1/hall/motion", "data", ""),
+     "zigbee2mqtt", "floor1_hall_motion_sensors"),
+    ("zigbee2mqtt", "zigbee2mqtt/hall/availability", A("zigbee2mqtt", None, None, "hall", "event", "availability"),
+     "zigbee2mqtt", "hall_events"),
+    ("zigbee2mqtt", "zigbee2mqtt/bridge/state", A("zigbee2mqtt", None, None, "bridge", "event", "bridge/state"),
+     "zigbee2mqtt", "bridge_events"),
+    # -- Shelly Gen2 --
+    ("shelly", "shellyplus1pm-a8032ab12345/status/switch:0",
+     A("shelly", None, None, "shellyplus1pm-a8032ab12345", "data", "status/switch:0"), "shelly", "shellyplus1pm_a8032ab12345_sensors"),
+    ("shelly", "shellyplus1pm-a8032ab12345/events/rpc",
+     A("shelly", None, None, "shellyplus1pm-a8032ab12345", "event", "events/rpc"), "shelly", "shellyplus1pm_a8032ab12345_events"),
+    ("shelly", "shellyplus1pm-a8032ab12345/online",
+     A("shelly", None, None, "shellyplus1pm-a8032ab12345", "event", "online"), "shelly", "shellyplus1pm_a8032ab12345_events"),
+    # -- declarative templates --
+    ("sites", "acme/sites/Berlin-1/pump-7/data.json",
+     A("acme", None, None, "pump-7", "data", "acme/sites/Berlin-1/pump-7/data.json", labels=(("site", "Berlin-1"),)),
+     "acme_berlin_1", "pump_7_sensors"),
+    ("sites", "acme/sites/b/p/event.json",
+     A("acme", None, None, "p", "event", "acme/sites/b/p/event.json", labels=(("site", "b"),)), "acme_b", "p_events"),
+    ("rest", "archive/n1/2024/06/01",
+     A("", None, None, "n1", "event", "archive/n1/2024/06/01", labels=(("path", "2024/06/01"),)), "archive", "n1_event"),
+    # -- the example drop-in --
+    ("factory", "factory/line-1/press-7/telemetry", A("factory", "line-1", None, "press-7", "data", "telemetry"),
+     "factory_line_1", "press_7_sensors"),
+    ("factory", "factory/line-1/press-7/alarm", A("factory", "line-1", None, "press-7", "event", "alarm"),
+     "factory_line_1", "press_7_alarms"),
+]
+
+REFUSED = [
+    ("wan", "weewx//loop", "at least 5 levels"),
+    ("wan", "one", "got 1 level"),
+    ("wan", "", "got 1 level"),
+    ("wan", "a/b/c/d", "got 4 level"),
+    ("wan", "a/b//d/data.json", "the gateway level is empty"),
+    ("wan", "/b/c/d/data.json", "the realm level is empty"),
+    ("wan", "a/b/c/d/", "unknown suffix ''"),
+    ("wan", "a/b/c/d/data.json/", "unknown suffix 'data.json/'"),
+    ("wan", "a/b/c/d/data.xml", "unknown suffix 'data.xml'"),
+    ("wan", "a/b/c/d/data/", "unknown suffix 'data/'"),
+    ("wan", "a/b/c/d/data/+", "unknown suffix 'data/+'"),
+    ("wan", "a/+/c/d/data.json", "the network level is a wildcard '+'"),
+    ("wan", "a/b/c/#/data.json", "the node level is a wildcard '#'"),
+    ("wan", "a/b/c/d/data.json/extra", "unknown suffix"),
+    ("wan", "r/device//data.json", "the device level is empty"),
+    ("wan", "r/channel/--/data.json", "the network level is empty"),
+    ("wan", f"r/n/g/{LONG}/nope", "unknown suffix 'nope'"),
+    ("wan-allow", "r/other/g/n/data.json", "network 'other' is not in the channel's allowed networks (itest, acme)"),
+    ("wan-allow", "r/channel/other-g-n/data.json", "network 'other' is not in"),
+    ("lan", "home/data.json", "at least 3 levels"),
+    ("lan", "home//data.json", "the node level is empty"),
+    ("lan", "home/kitchen/what", "unknown suffix 'what'"),
+    ("tasmota", "cmnd/sonoff/POWER", "expected tele/<device>/SENSOR"),
+    ("tasmota", "tele//SENSOR", "the device level is empty"),
+    ("tasmota", "tele/sonoff/UPTIME", "expected tele/<device>/SENSOR"),
+    ("homie", "homie/boiler/temperature/current/set", "not .../set"),
+    ("homie", "homie/boiler", "expected homie/<device>/<node>/<property>"),
+    ("homie", "other/boiler/t/c", "expected homie/"),
+    ("ttn", "v3/my-app@ttn/devices/dev1/down/push", "expected v3/<app>@<tenant>/devices/<device>/up"),
+    ("ttn", "v3/my-app/devices/dev1/up", "the tenant level is empty"),
+    ("chirpstack", "application/app1/device/0102/command/down", "expected application/<id>/device/<dev-eui>/event/up"),
+    ("chirpstack", "application/app1/device/0102/event/up/more", "expected application/"),
+    ("zigbee2mqtt", "zigbee2mqtt/lamp/set", "not a command"),
+    ("zigbee2mqtt", "zigbee2mqtt/lamp/set/brightness", "not a command"),
+    ("zigbee2mqtt", "zigbee2mqtt/a//b", "no empty levels"),
+    ("zigbee2mqtt", "other/lamp", "expected zigbee2mqtt/<friendly name>"),
+    ("shelly", "shellyplus1pm-a8/rpc", "expected <device-id>/status/<component>"),
+    ("shelly", "/status/switch:0", "the device level is empty"),
+    ("sites", "acme/sites/b/p/error.json", "does not match the template"),
+    ("sites", "acme/other/b/p/data.json", "does not match the template"),
+    ("sites", "acme/sites/+/p/data.json", "the site level is a wildcard '+'"),
+    ("factory", "factory/line-1/press-7", "expected factory/<line>/<machine>/telemetry"),
+]
+
+
+@pytest.mark.parametrize("name, topic, address, schema, table", ROUTED, ids=[f"{c[0]}:{c[1][:60]}" for c in ROUTED])
+def test_routes(name, topic, address, schema, table):
+    """Each topic maps to the documented address, schema and table."""
+    chosen = strategy(name)
+    assert chosen.match(topic) == address
+    routed = chosen.table_for(address)
+    assert (routed.schema, routed.table) == (schema, table)
+
+
+@pytest.mark.parametrize("name, topic, reason", REFUSED, ids=[f"{c[0]}:{c[1][:40]}" for c in REFUSED])
+def test_refuses_with_a_reason(name, topic, reason):
+    """Topics outside a strategy's layout raise TopologyError saying why, nothing else."""
+    with pytest.raises(TopologyError) as info:
+        strategy(name).match(topic)
+    assert reason in info.value.reason
+    assert info.value.topic == topic
+
+
+def test_at_least_sixty_cases():
+    """The table covers every built-in strategy with at least 60 cases in all."""
+    assert len(ROUTED) + len(REFUSED) >= 60
+    covered = {case[0] for case in ROUTED} | {case[0] for case in REFUSED}
+    assert set(STRATEGIES) <= covered
+
+
+@pytest.mark.parametrize("name", ["wan", "lan", "tasmota", "zigbee2mqtt"])
+def test_long_levels_shorten_deterministically(name):
+    """A 300-character level gives names of at most 63 characters, stable, with a hash telling them apart."""
+    topics = {
+        "wan": (f"r/n/g/{LONG}/data.json", f"r/n/g/{LONG[:-1]}y/data.json"),
+        "lan": (f"r/{LONG}/data.json", f"r/{LONG[:-1]}y/data.json"),
+        "tasmota": (f"tele/{LONG}/SENSOR", f"tele/{LONG[:-1]}y/SENSOR"),
+        "zigbee2mqtt": (f"zigbee2mqtt/{LONG}", f"zigbee2mqtt/{LONG[:-1]}y"),
+    }[name]
+    chosen = strategy(name)
+    first, second = (chosen.table_for(chosen.match(topic)) for topic in topics)
+    assert max(len(first.schema), len(first.table)) <= 63
+    assert first == chosen.table_for(chosen.match(topics[0]))
+    assert first != second
