@@ -77,12 +77,19 @@ def load_entry_points(kind: str, interface, problems: list) -> dict:
 
 
 def _register(found: dict, cls, interface, kind: str, origin: str, problems: list) -> None:
+    missing = [
+        f"{attribute}{interface[attribute].getSignatureString() if hasattr(interface[attribute], 'getSignatureString') else ''}"
+        for attribute in sorted(interface.names())
+        if not hasattr(cls, attribute) and not _attrs_has(cls, attribute)
+    ]
+    wanted = f"a complete {interface.__name__} ({', '.join(sorted(interface.names()))})"
+    if missing:
+        problems.append(ConfigProblem(origin, "", None, wanted, "no " + ", no ".join(missing)))
+        return
     try:
         verifyClass(interface, cls)
     except InterfaceInvalid as exc:
-        problems.append(
-            ConfigProblem(origin, "", None, f"a complete {interface.__name__}", " ".join(str(exc).split()))
-        )
+        problems.append(ConfigProblem(origin, "", None, wanted, " ".join(str(exc).split())))
         return
     name = getattr(cls, "name", None)
     if isinstance(name, property) or not isinstance(name, str):
@@ -98,6 +105,10 @@ def _register(found: dict, cls, interface, kind: str, origin: str, problems: lis
         )
         return
     found[name] = (cls, origin)
+
+
+def _attrs_has(cls, attribute: str) -> bool:
+    return any(field.name == attribute for field in getattr(cls, "__attrs_attrs__", ()))
 
 
 def _attrs_default(cls, attribute: str):

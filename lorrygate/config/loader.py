@@ -137,9 +137,10 @@ def build_strategies(gateway, sections: dict, problem, problems: list) -> dict:
         if name in registry:
             problem(section, None, "a strategy name not used before", f"{name!r}, already {origins[name]}")
             continue
-        factory = s.make_strategy(name, values, section, problem)
-        if factory is not None:
-            registry[name], origins[name] = factory, f"defined in [{section}]"
+        # A broken section still claims its name, so that channels using it
+        # do not add a second, misleading problem.
+        registry[name] = s.make_strategy(name, values, section, problem)
+        origins[name] = f"defined in [{section}]"
     return registry
 
 

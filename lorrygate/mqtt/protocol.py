@@ -68,6 +68,19 @@ _u16 = struct.Struct("!H")
 _ACK_HEADERS = {PUBACK: bytes((PUBACK << 4, 2)), PUBREC: bytes((PUBREC << 4, 2))}
 
 
+#: DISCONNECT reason codes a broker sends under MQTT 5
+DISCONNECT_REASONS = {
+    0x8B: "server shutting down",
+    0x8D: "keep alive timeout",
+    0x8E: "session taken over by another client with the same client id",
+    0x87: "not authorized",
+    0x93: "receive maximum exceeded",
+    0x97: "quota exceeded",
+    0x9C: "use another server",
+    0x9D: "server moved",
+}
+
+
 class ConnectionRefused(ProtocolError):
     """The broker answered CONNECT with a failure code."""
 
@@ -126,9 +139,11 @@ class MQTTClientProtocol(Protocol):
         self._paused = False
         self._release_call = None
         self.connected = False
+        self.disconnect_reason = None
         self.session_present = False
         self.connack_properties = {}
         self._lost = Deferred()
+        self._lost_reason = None
 
     # -- outgoing -----------------------------------------------------------
 
@@ -188,12 +203,12 @@ class MQTTClientProtocol(Protocol):
         return self.when_lost()
 
     def when_lost(self) -> Deferred:
-        """A Deferred that fires when this connection has closed."""
+        """A Deferred that fires with the reason (a Failure) once this connection has closed."""
         d = Deferred()
         if self._lost is None:
-            d.callback(None)
+            d.callback(self._lost_reason)
         else:
-            self._lost.addBoth(lambda result: (d.callback(None), result)[1])
+            self._lost.addBoth(lambda result: (d.callback(self._lost_reason), result)[1])
         return d
 
     def pauseReading(self) -> None:
@@ -283,11 +298,7 @@ class MQTTClientProtocol(Protocol):
             if d is not None:
                 d.callback(packet)
         elif kind is Disconnect:
-            self.log.warn(
-                "the broker closed the session: reason 0x{reason:02x} {detail}",
-                reason=packet.reason,
-                detail=packet.properties.get("reason_string", ""),
-            )
+            self.disconnect_reason = packet.reason
             self.transport.loseConnection()
         else:
             self.log.warn("unexpected MQTT packet from the broker: {packet!r}", packet=packet)
@@ -330,5 +341,6 @@ class MQTTClientProtocol(Protocol):
             self._connack = None
         for d in pending:
             d.errback(reason)
+        self._lost_reason = reason
         lost, self._lost = self._lost, None
         lost.callback(None)

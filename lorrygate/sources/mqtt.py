@@ -20,7 +20,7 @@ from zope.interface import implementer
 from lorrygate.interfaces import ISource
 from lorrygate.model import NO_ACK, Message
 from lorrygate.mqtt import codec
-from lorrygate.mqtt.protocol import MQTTClientProtocol
+from lorrygate.mqtt.protocol import DISCONNECT_REASONS, MQTTClientProtocol
 from lorrygate.mqtt.topics import parse_filter
 
 #: session expiry "never" (MQTT 5, 3.1.2.11.2)
@@ -105,6 +105,7 @@ class MQTTSource(Service):
     _protocol: MQTTClientProtocol | None = None
     _paused: bool = False
     _failures: int = 0
+    _recent_losses: list = attrs.Factory(list)
 
     log = Logger()
 
@@ -112,7 +113,9 @@ class MQTTSource(Service):
         self._filters = tuple(parse_filter(topic) for topic in self.topics)
         self.version = codec.VERSIONS[self.broker.protocol]
         if not self.client_id:
-            self.client_id = self.broker.client_id or default_client_id(self.name)
+            base = self.broker.client_id
+            # One session per channel: the channel name keeps the ids apart.
+            self.client_id = f"{base}-{self.name}" if base else default_client_id(self.name)
         if self._reactor is None:
             self._reactor = self._clock
 
@@ -202,6 +205,7 @@ class MQTTSource(Service):
             return
         self._failures = 0
         self._protocol = protocol
+        protocol.when_lost().addCallback(self._lost, protocol)
         if self._paused:
             protocol.pauseReading()
         self.log.info(
@@ -215,6 +219,33 @@ class MQTTSource(Service):
             session_present=connack.session_present,
             topics=",".join(self.topics),
         )
+
+    def _lost(self, reason, protocol) -> None:
+        if not self.running:
+            return
+        code = protocol.disconnect_reason
+        if code is not None:
+            why = f"the broker sent DISCONNECT: {DISCONNECT_REASONS.get(code, 'reason')} (code 0x{code:02x})"
+        else:
+            why = reason.getErrorMessage() if reason is not None else "closed"
+        flapping = self._flapping()
+        hint = ""
+        if code == 0x8E or flapping:
+            hint = f"; is another client using the client id {self.client_id!r}?"
+        self.log.warn(
+            "MQTT source {source}: connection to {host}:{port} lost ({why}){hint}; reconnecting",
+            source=self.name,
+            host=self.broker.host,
+            port=self.broker.port,
+            why=why,
+            hint=hint,
+        )
+
+    def _flapping(self) -> bool:
+        """Record a loss; whether connections keep dropping (typical of a client id clash)."""
+        now = self._clock.seconds()
+        self._recent_losses = [t for t in self._recent_losses if now - t < 60] + [now]
+        return len(self._recent_losses) >= 5
 
     def _received(self, publish: codec.Publish, handle) -> None:
         topic = publish.topic

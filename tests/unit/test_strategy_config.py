@@ -1,0 +1,155 @@
+"""Strategies in the config: declarative templates, options of built-ins, drop-in modules."""
+
+import textwrap
+
+import pytest
+
+from lorrygate.config import loads
+from lorrygate.errors import ConfigError
+
+BASE = """
+[lorrygate]
+strategies = {strategies}
+
+[broker:b]
+host = localhost
+
+[storage:s]
+url = sqlite:///x.sqlite
+
+[channel:c]
+source = b
+topics = #
+storage = s
+strategy = {strategy}
+"""
+
+
+def config(tmp_path, strategy="wan", extra="", strategies=None):
+    directory = strategies or tmp_path / "none"
+    directory.mkdir(exist_ok=True)
+    return textwrap.dedent(BASE.format(strategies=directory, strategy=strategy)) + textwrap.dedent(extra)
+
+
+def problems(text):
+    with pytest.raises(ConfigError) as info:
+        loads(text, source="gw.ini")
+    return [str(problem) for problem in info.value.problems]
+
+
+def test_template_strategy_routes(tmp_path):
+    """A [strategy:NAME] section with templates becomes a strategy a channel can use."""
+    settings = loads(config(tmp_path, "sites", """
+        [strategy:sites]
+        topic = {realm}/sites/{site}/{node}/{kind:data|event}.json
+        schema = {realm}_{site}
+        table = {node}_{suffix}
+        """))
+    chosen = settings.strategies["sites"]()
+    table = chosen.table_for(chosen.match("acme/sites/b/p/event.json"))
+    assert (table.schema, table.table) == ("acme_b", "p_events")
+
+
+def test_bad_template_shows_the_position(tmp_path):
+    """A template that does not parse is a config error pointing at the character."""
+    (found,) = problems(config(tmp_path, "sites", """
+        [strategy:sites]
+        topic = {realm}/+/{node}
+        schema = {realm}
+        table = {node}
+        """))
+    assert found == (
+        "gw.ini [strategy:sites] topic: expected a valid template, got \n"
+        "    {realm}/+/{node}\n"
+        "            ^\n"
+        "    MQTT wildcard '+' in a template: capture with {name} or {name:#} instead (at char 9)"
+    )
+
+
+@pytest.mark.parametrize(
+    "section, expected",
+    [
+        ("type = wan\nnetworks = acme, itest\n", None),
+        ("type = wan\ntopic = a/{b}\n", "topic: expected no topic for type wan (it takes: networks)"),
+        ("type = mars\n", "type: expected template or a built-in strategy"),
+        ("topic = {realm}/{node}\nschema = {realm}\n", "table: expected a template (this key is required for type template)"),
+        ("topic = {realm}/{node}\nschema = {realm}\ntable = {site}\n", "{site} is not captured by the topic template"),
+        ("topic = {realm}/{node}\nschema = {realm}\ntable = {node}\nkind = telemetry\n", "kind: expected one of data, event, error"),
+    ],
+    ids=["wan-options", "wrong-key-for-type", "unknown-type", "missing-table", "unknown-capture", "bad-kind"],
+)
+def test_strategy_sections(tmp_path, section, expected):
+    """Each strategy section is either valid or names the key and the problem."""
+    text = config(tmp_path, "mine", "\n[strategy:mine]\n" + section)
+    if expected is None:
+        chosen = loads(text).strategies["mine"]()
+        assert chosen.networks == ("acme", "itest")
+    else:
+        found = problems(text)
+        assert any(expected in problem for problem in found), found
+
+
+def test_strategy_name_taken_by_a_builtin(tmp_path):
+    """A section may not redefine a built-in strategy's name."""
+    found = problems(config(tmp_path, "wan", "\n[strategy:wan]\ntype = lan\n"))
+    assert found == ["gw.ini [strategy:wan]: expected a strategy name not used before, got 'wan', already built-in"]
+
+
+GOOD_MODULE = '''
+import attrs
+from zope.interface import implementer
+from lorrygate.interfaces import IStrategy
+from lorrygate.model import Address, TableName
+
+@implementer(IStrategy)
+@attrs.frozen
+class Mine:
+    name: str = "mine"
+    def match(self, topic):
+        return Address("r", None, None, topic.rsplit("/", 1)[-1], "data")
+    def table_for(self, address):
+        return TableName("r", address.node)
+'''
+
+
+@pytest.mark.parametrize(
+    "modules, expected",
+    [
+        ({"broken.py": "import no_such_module_here\n"},
+         "broken.py: expected a strategy module that imports cleanly, got ModuleNotFoundError at line 1: "
+         "No module named 'no_such_module_here'"),
+        ({"syntax.py": "def oops(:\n"}, "syntax.py: expected a strategy module that imports cleanly, got SyntaxError at line 1"),
+        ({"half.py": GOOD_MODULE.replace("    def table_for(self, address):\n        return TableName(\"r\", address.node)\n", "")},
+         "half.py: class Mine: expected a complete IStrategy (match, name, table_for), got no table_for(address)"),
+        ({"a.py": GOOD_MODULE, "b.py": GOOD_MODULE},
+         "b.py: class Mine: expected a strategy name not used before, got 'mine', already defined by"),
+        ({"wan.py": GOOD_MODULE.replace('name: str = "mine"', 'name: str = "wan"')},
+         "wan.py: class Mine: expected a strategy name not used before, got 'wan', already built-in"),
+        ({"noname.py": GOOD_MODULE.replace('name: str = "mine"', 'name: str = ""')},
+         "noname.py: class Mine: expected a class attribute 'name' (str) naming the strategy, got ''"),
+    ],
+    ids=["import-error", "syntax-error", "missing-method", "duplicate-name", "builtin-name", "no-name"],
+)
+def test_broken_drop_in_modules(tmp_path, modules, expected):
+    """Broken drop-in modules are reported with the file, the class and the problem."""
+    directory = tmp_path / "strategies"
+    directory.mkdir()
+    for filename, source in modules.items():
+        (directory / filename).write_text(source)
+    found = problems(config(tmp_path, "wan", strategies=directory))
+    assert any(expected in problem for problem in found), found
+
+
+def test_drop_in_module_loads(tmp_path):
+    """A working module in the strategies directory gives a strategy by its name."""
+    directory = tmp_path / "strategies"
+    directory.mkdir()
+    (directory / "mine.py").write_text(GOOD_MODULE)
+    chosen = loads(config(tmp_path, "mine", strategies=directory)).strategies["mine"]()
+    assert chosen.table_for(chosen.match("a/b/dev1")).table == "dev1"
+
+
+def test_missing_strategies_directory(tmp_path):
+    """An explicitly configured strategies directory that does not exist is an error."""
+    text = config(tmp_path).replace(str(tmp_path / "none"), str(tmp_path / "missing"))
+    assert problems(text) == [f"gw.ini [lorrygate] strategies: expected a directory of strategy modules, got '{tmp_path / 'missing'}'"]
