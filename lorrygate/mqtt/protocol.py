@@ -143,7 +143,7 @@ class MQTTClientProtocol(Protocol):
         self.session_present = False
         self.connack_properties = {}
         self._lost = Deferred()
-        self._lost_reason = None
+        self.lost_reason = None
 
     # -- outgoing -----------------------------------------------------------
 
@@ -203,12 +203,13 @@ class MQTTClientProtocol(Protocol):
         return self.when_lost()
 
     def when_lost(self) -> Deferred:
-        """A Deferred that fires with the reason (a Failure) once this connection has closed."""
+        """A Deferred that fires (with None) once this connection has closed;
+        ``lost_reason`` then holds why."""
         d = Deferred()
         if self._lost is None:
-            d.callback(self._lost_reason)
+            d.callback(None)
         else:
-            self._lost.addBoth(lambda result: (d.callback(self._lost_reason), result)[1])
+            self._lost.addBoth(lambda result: (d.callback(None), result)[1])
         return d
 
     def pauseReading(self) -> None:
@@ -341,6 +342,6 @@ class MQTTClientProtocol(Protocol):
             self._connack = None
         for d in pending:
             d.errback(reason)
-        self._lost_reason = reason
+        self.lost_reason = reason
         lost, self._lost = self._lost, None
         lost.callback(None)

@@ -205,7 +205,7 @@ class MQTTSource(Service):
             return
         self._failures = 0
         self._protocol = protocol
-        protocol.when_lost().addCallback(self._lost, protocol)
+        protocol.when_lost().addCallback(lambda _: self._lost(protocol))
         if self._paused:
             protocol.pauseReading()
         self.log.info(
@@ -220,9 +220,10 @@ class MQTTSource(Service):
             topics=",".join(self.topics),
         )
 
-    def _lost(self, reason, protocol) -> None:
+    def _lost(self, protocol) -> None:
         if not self.running:
             return
+        reason = protocol.lost_reason
         code = protocol.disconnect_reason
         if code is not None:
             why = f"the broker sent DISCONNECT: {DISCONNECT_REASONS.get(code, 'reason')} (code 0x{code:02x})"

@@ -174,4 +174,4 @@ def test_disconnect_sends_disconnect_and_cuts_off_a_lingering_peer():
     broker.clock.advance(2)
     assert broker.transport.disconnected
     broker.protocol.connectionLost(Failure(ConnectionDone()))
-    assert len(done) == 1 and done[0].check(ConnectionDone)
+    assert done == [None] and broker.protocol.lost_reason.check(ConnectionDone)
