@@ -46,6 +46,8 @@ def test_gateway_reconnects_after_a_broker_restart(tmp_path):
             30,
             "the gateway to reconnect",
         )
+        assert any("connection to" in e.get("log_format", "") and "lost" in e.get("log_format", "")
+                   for e in gateway.events())
         publisher = Publisher(broker.port)
         publisher.publish_many([("rc/n/g/a/data.json", json.dumps({"seq": 2}))])
         wait_until(lambda: count_rows(db, "rc_n") >= 2, 30, "the row after the restart")

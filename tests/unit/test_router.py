@@ -1,0 +1,90 @@
+"""The channel router: routes, dead letters for bad input, table-name collisions."""
+
+from twisted.internet.task import Clock
+from twisted.logger import globalLogPublisher
+
+from lorrygate.decoding import DecoderChain, JsonDecoder
+from lorrygate.model import Channel, Message
+from lorrygate.service.channel import ChannelRouter
+from lorrygate.storage.batcher import Batcher
+from lorrygate.storage.memory import MemoryStorage
+from lorrygate.topology import WanStrategy
+
+
+class Exploding:
+    name = "exploding"
+
+    def match(self, topic):
+        raise RuntimeError("user code bug")
+
+    def table_for(self, address):
+        raise AssertionError("unreachable")
+
+
+def make(strategy=None):
+    clock = Clock()
+    storage = MemoryStorage()
+    batcher = Batcher(storage, clock, max_rows=1)
+    channel = Channel("main", "b", ("#",), 1, "wan", ("json",), "s")
+    router = ChannelRouter(channel, strategy or WanStrategy(), DecoderChain((JsonDecoder(),)), batcher, clock)
+    return router, storage, clock
+
+
+def message(topic, payload=b'{"v": 1}'):
+    return Message(topic, payload, 1, False, 1.0, "#")
+
+
+def test_good_message_is_stored():
+    """A routable, decodable message lands in its table."""
+    router, storage, _ = make()
+    router(message("r/n/g/d/data.json"))
+    assert [str(table) for table in storage.tables] == ["r_n.g_d_sensors"]
+    assert router.stats.routed == 1
+
+
+def test_a_raising_user_strategy_is_a_dead_letter():
+    """A strategy that raises does not stop the stream: the message is a dead letter naming the error."""
+    router, storage, _ = make(Exploding())
+    router(message("any/topic"))
+    (dead,) = storage.dead_letters
+    assert dead.stage == "topology" and "strategy 'exploding' raised RuntimeError('user code bug')" in dead.error
+    assert router.stats.unmatched == 1
+
+
+def test_collisions_are_counted_and_logged():
+    """Two addresses that sanitize to one table are counted once and logged with both topics."""
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        router, storage, _ = make()
+        router(message("r/n/a-b/x/data.json"))
+        router(message("r/n/a_b/x/data.json"))
+        router(message("r/n/a_b/x/data.json"))
+        router(message("r/n/a-b/x/event.json"))
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert router.stats.collisions == 1
+    texts = [e["log_format"].format(**e) for e in events if "sanitize to the same table" in e.get("log_format", "")]
+    assert texts == [
+        "channel main: topic 'r/n/a_b/x/data.json' and topic 'r/n/a-b/x/data.json' are different addresses "
+        "that sanitize to the same table r_n.a_b_x_sensors; their rows share it"
+    ]
+
+
+def test_complaints_are_rate_limited_per_problem():
+    """The same problem is logged once per interval; different problems each get their line."""
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        router, storage, clock = make()
+        for _ in range(5):
+            router(message("r/n/g/d/data.json", b"nope"))
+        router(message("short"))
+        clock.advance(6)
+        router(message("r/n/g/d/data.json", b"nope"))
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    lines = [e["log_format"].format(**e) for e in events if "dead-letter" in e.get("log_format", "")]
+    assert len(lines) == 3
+    assert "(4 more like it since the last report)" in lines[2]
+    assert len(storage.dead_letters) == 7
