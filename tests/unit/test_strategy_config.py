@@ -153,3 +153,17 @@ def test_missing_strategies_directory(tmp_path):
     """An explicitly configured strategies directory that does not exist is an error."""
     text = config(tmp_path).replace(str(tmp_path / "none"), str(tmp_path / "missing"))
     assert problems(text) == [f"gw.ini [lorrygate] strategies: expected a directory of strategy modules, got '{tmp_path / 'missing'}'"]
+
+
+def test_entry_point_strategy(tmp_path, monkeypatch):
+    """A strategy an installed package registers in the lorrygate.strategies group can be selected."""
+    package = tmp_path / "site"
+    (package / "acme_strategies").mkdir(parents=True)
+    (package / "acme_strategies" / "__init__.py").write_text(GOOD_MODULE.replace('name: str = "mine"', 'name: str = "acme"'))
+    dist = package / "acme_strategies-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-strategies\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[lorrygate.strategies]\nacme = acme_strategies:Mine\n")
+    monkeypatch.syspath_prepend(str(package))
+    chosen = loads(config(tmp_path, "acme")).strategies["acme"]()
+    assert chosen.table_for(chosen.match("x/dev9")).table == "dev9"
