@@ -98,3 +98,9 @@ class Channel:
     strategy: str
     decoders: tuple
     storage: str
+    #: IANA zone of payload times written without an offset
+    timezone: str = "UTC"
+    #: publish a report of each rejected message to ``<base>/error.json``
+    error_topic: bool = True
+    #: a `lorrygate.decoding.transform.Transform`, or None
+    transform: object = attrs.field(default=None, repr=False)

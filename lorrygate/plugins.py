@@ -34,16 +34,16 @@ def _import_problem(path: str, exc: BaseException) -> str:
     return f"{type(exc).__name__}{where}: {exc}"
 
 
-def load_directory(directory: str, interface, kind: str, problems: list) -> dict:
-    """Import every module in ``directory``; return ``{name: (class, origin)}``."""
-    found = {}
+def load_modules(directory: str, problems: list) -> list:
+    """Import every ``*.py`` in ``directory`` once; return ``[(path, module)]``."""
+    modules = []
     if not os.path.isdir(directory):
-        return found
+        return modules
     for filename in sorted(os.listdir(directory)):
         if not filename.endswith(".py") or filename.startswith("_"):
             continue
         path = os.path.abspath(os.path.join(directory, filename))
-        module_name = f"lorrygate_user_{kind}s_{filename[:-3]}"
+        module_name = f"lorrygate_user_{filename[:-3]}"
         try:
             spec = importlib.util.spec_from_file_location(module_name, path)
             module = importlib.util.module_from_spec(spec)
@@ -52,13 +52,39 @@ def load_directory(directory: str, interface, kind: str, problems: list) -> dict
         except Exception as exc:
             sys.modules.pop(module_name, None)
             problems.append(
-                ConfigProblem(path, "", None, f"a {kind} module that imports cleanly", _import_problem(path, exc))
+                ConfigProblem(path, "", None, "a module that imports cleanly", _import_problem(path, exc))
             )
             continue
+        modules.append((path, module))
+    return modules
+
+
+def collect(modules: list, interface, kind: str, problems: list) -> dict:
+    """The classes of the modules that declare ``interface``: ``{name: (class, origin)}``."""
+    found = {}
+    for path, module in modules:
         for _, cls in inspect.getmembers(module, inspect.isclass):
-            if cls.__module__ != module_name or not interface.implementedBy(cls):
+            if cls.__module__ != module.__name__ or not interface.implementedBy(cls):
                 continue
             _register(found, cls, interface, kind, f"{path}: class {cls.__name__}", problems)
+    return found
+
+
+def collect_functions(modules: list, marker: str, kind: str, problems: list) -> dict:
+    """Functions marked by a decorator (attribute ``marker`` holds the name)."""
+    found = {}
+    for path, module in modules:
+        for _, function in inspect.getmembers(module, inspect.isfunction):
+            name = getattr(function, marker, None)
+            if name is None or function.__module__ != module.__name__:
+                continue
+            origin = f"{path}: function {function.__name__}"
+            if name in found:
+                problems.append(
+                    ConfigProblem(origin, "", None, f"a {kind} name not used before", f"{name!r}, already defined by {found[name][1]}")
+                )
+                continue
+            found[name] = (function, origin)
     return found
 
 

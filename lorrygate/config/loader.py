@@ -7,7 +7,10 @@ a message.
 """
 
 import configparser
+import importlib
 import os
+
+import attrs
 
 from lorrygate import plugins
 from lorrygate.config import settings as s
@@ -75,7 +78,7 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".") -> s.Setting
         return result
 
     gateway = s.GatewaySettings()
-    brokers, storages, channels, strategy_sections = {}, {}, [], {}
+    brokers, storages, channels, strategy_sections, decoder_sections = {}, {}, [], {}, {}
     for section in parser.sections():
         if section == "lorrygate":
             gateway = s.GatewaySettings(**read_section(section, s.GATEWAY_KEYS))
@@ -100,22 +103,91 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".") -> s.Setting
             storages[name] = s.make_storage(name, values)
         elif kind == "strategy":
             strategy_sections[name] = (section, values)
+        elif kind == "decoder":
+            decoder_sections[name] = (section, values)
         else:
-            channels.append((section, s.make_channel(name, values)))
+            channels.append((section, s.make_channel(name, values), values))
 
-    strategies = build_strategies(gateway, strategy_sections, problem, problems)
-    for section, channel in channels:
-        _check_channel(section, channel, parser, strategies, problem)
+    modules = plugins.load_modules(gateway.strategies, problems)
+    strategies = build_strategies(gateway, modules, strategy_sections, problem, problems)
+    decoders = build_decoders(modules, decoder_sections, problem, problems, base_dir)
+    built = []
+    for section, channel, values in channels:
+        _check_channel(section, channel, parser, strategies, decoders, problem)
+        hook = _resolve_hook(section, values["hook"], modules, problem) if values["hook"] else None
+        built.append(attrs.evolve(channel, transform=s.make_transform(values, channel.source, hook)))
     if not channels and not any(section.startswith("channel:") for section in parser.sections()):
         problem("channel:NAME", None, "at least one [channel:NAME] section", "none")
     if problems:
         raise ConfigError(problems)
-    return s.Settings(
-        source, gateway, brokers, storages, tuple(channel for _, channel in channels), strategies
-    )
+    return s.Settings(source, gateway, brokers, storages, tuple(built), strategies, decoders)
 
 
-def build_strategies(gateway, sections: dict, problem, problems: list) -> dict:
+def _builtin_decoder(cls):
+    return lambda timezone, reactor: cls(timezone=timezone)
+
+
+def _user_decoder(cls):
+    def make(timezone, reactor):
+        if any(field.name == "timezone" for field in getattr(cls, "__attrs_attrs__", ())):
+            return cls(timezone=timezone)
+        return cls()
+
+    return make
+
+
+def _function_decoder(name, function):
+    from lorrygate.decoding.functions import FunctionDecoder
+
+    return lambda timezone, reactor: FunctionDecoder(name, function, timezone)
+
+
+def build_decoders(modules: list, sections: dict, problem, problems: list, base_dir: str) -> dict:
+    """Every decoder a chain can name: built-in, drop-in class or function, entry point, declared."""
+    from lorrygate.decoding.functions import MARKER
+    from lorrygate.interfaces import IDecoder
+
+    registry = {name: _builtin_decoder(cls) for name, cls in DECODERS.items()}
+    origins = {name: "built-in" for name in registry}
+    found = {name: (_user_decoder(cls), origin) for name, (cls, origin) in plugins.load_entry_points("decoder", IDecoder, problems).items()}
+    found.update((name, (_user_decoder(cls), origin)) for name, (cls, origin) in plugins.collect(modules, IDecoder, "decoder", problems).items())
+    for name, (function, origin) in plugins.collect_functions(modules, MARKER, "decoder", problems).items():
+        if name in found:
+            problems.append(ConfigProblem(origin, "", None, "a decoder name not used before", f"{name!r}, already defined by {found[name][1]}"))
+            continue
+        found[name] = (_function_decoder(name, function), origin)
+    for name, (factory, origin) in found.items():
+        if name in registry:
+            problems.append(ConfigProblem(origin, "", None, "a decoder name not used before", f"{name!r}, already {origins[name]}"))
+            continue
+        registry[name], origins[name] = factory, origin
+    for name, (section, values) in sections.items():
+        if name in registry:
+            problem(section, None, "a decoder name not used before", f"{name!r}, already {origins[name]}")
+            continue
+        registry[name] = s.make_decoder(name, values, section, problem, base_dir)
+        origins[name] = f"defined in [{section}]"
+    return registry
+
+
+def _resolve_hook(section: str, reference: str, modules: list, problem):
+    module_name, _, function_name = reference.partition(":")
+    module = next((m for path, m in modules if os.path.basename(path)[:-3] == module_name), None)
+    if module is None:
+        try:
+            module = importlib.import_module(module_name)
+        except Exception as exc:
+            problem(section, "hook", "module:function of a module in the strategies directory or an installed one",
+                    f"{reference!r} ({type(exc).__name__}: {exc})")
+            return None
+    function = getattr(module, function_name, None)
+    if not callable(function):
+        problem(section, "hook", f"a function {function_name!r} in module {module_name!r}", repr(reference))
+        return None
+    return function
+
+
+def build_strategies(gateway, modules: list, sections: dict, problem, problems: list) -> dict:
     """Every strategy a channel can name: built-in, drop-in, entry point, declared."""
     from lorrygate.interfaces import IStrategy
 
@@ -125,7 +197,7 @@ def build_strategies(gateway, sections: dict, problem, problems: list) -> dict:
     if directory != s.DEFAULT_STRATEGIES and not os.path.isdir(directory):
         problem("lorrygate", "strategies", "a directory of strategy modules", repr(directory))
     loaded = plugins.load_entry_points("strategy", IStrategy, problems)
-    loaded.update(plugins.load_directory(directory, IStrategy, "strategy", problems))
+    loaded.update(plugins.collect(modules, IStrategy, "strategy", problems))
     for name, (cls, origin) in loaded.items():
         if name in registry:
             problems.append(
@@ -167,7 +239,7 @@ def _check_tls_files(section, values, problem) -> None:
             problem(section, key, "a readable PEM file", repr(path))
 
 
-def _check_channel(section, channel, parser, strategies, problem) -> None:
+def _check_channel(section, channel, parser, strategies, decoders, problem) -> None:
     sections = set(parser.sections())
     if f"broker:{channel.source}" not in sections:
         brokers = ", ".join(sorted(x[7:] for x in sections if x.startswith("broker:"))) or "none defined"
@@ -177,11 +249,11 @@ def _check_channel(section, channel, parser, strategies, problem) -> None:
         problem(section, "storage", f"the name of a [storage:NAME] section ({storages})", repr(channel.storage))
     if channel.strategy not in strategies:
         problem(section, "strategy", "one of the strategies " + ", ".join(sorted(strategies)), repr(channel.strategy))
-    unknown = [name for name in channel.decoders if name not in DECODERS]
+    unknown = [name for name in channel.decoders if name not in decoders]
     if unknown:
         problem(
             section,
             "decoders",
-            "decoder names from " + ", ".join(sorted(DECODERS)),
+            "decoder names from " + ", ".join(sorted(decoders)),
             ", ".join(repr(name) for name in unknown),
         )

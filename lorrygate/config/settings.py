@@ -81,6 +81,8 @@ class Settings:
     channels: tuple
     #: strategy name -> a callable that returns a fresh IStrategy
     strategies: dict = attrs.field(factory=dict, repr=False)
+    #: decoder name -> a callable ``f(timezone, reactor)`` that returns an IDecoder
+    decoders: dict = attrs.field(factory=dict, repr=False)
 
 
 GATEWAY_KEYS = {
@@ -126,7 +128,29 @@ CHANNEL_KEYS = {
     "strategy": Key(v.nonempty, "wan"),
     "decoders": Key(v.names, ("json",)),
     "storage": Key(v.nonempty),
+    "timezone": Key(v.timezone, "UTC"),
+    "error_topic": Key(v.boolean, True),
+    "metadata": Key(v.boolean, False),
+    "rename": Key(v.pairs(":", "old:new pairs"), ()),
+    "drop": Key(v.names, ()),
+    "tags": Key(v.pairs("=", "name=value pairs"), ()),
+    "convert": Key(v.conversions, ()),
+    "hook": Key(v.callable_ref, ""),
 }
+#: channel keys that make up its transformer step
+TRANSFORM_KEYS = ("metadata", "rename", "drop", "tags", "convert", "hook")
+
+DECODER_KEYS = {
+    "type": Key(v.nonempty),
+    "columns": Key(v.names, ()),
+    "delimiter": Key(v.choice(",", ";", "|", "tab"), ","),
+    "file": Key(v.nonempty, ""),
+    "timeout": Key(v.duration(0.001, 60), 0.5),
+    "memory": Key(v.integer(4, 4096), 64),
+    "fport": Key(v.integer(0, 255), 1),
+}
+#: which decoder keys each ``type`` takes
+DECODER_TYPE_KEYS = {"csv": ("columns", "delimiter"), "javascript": ("file", "timeout", "memory", "fport")}
 
 STRATEGY_KEYS = {
     "type": Key(v.nonempty, "template"),
@@ -148,6 +172,7 @@ SECTION_KINDS = {
     "broker": BROKER_KEYS,
     "storage": STORAGE_KEYS,
     "strategy": STRATEGY_KEYS,
+    "decoder": DECODER_KEYS,
     "channel": CHANNEL_KEYS,
 }
 
@@ -164,7 +189,62 @@ def make_storage(name: str, values: dict) -> StorageSettings:
 
 
 def make_channel(name: str, values: dict) -> Channel:
-    return Channel(name=name, **values)
+    """A channel; its transform keys stay in ``values`` for `make_transform`."""
+    options = {key: values[key] for key in values if key not in TRANSFORM_KEYS}
+    return Channel(name=name, **options)
+
+
+def make_transform(values: dict, source: str, hook):
+    from lorrygate.decoding.transform import Transform
+
+    transform = Transform(
+        rename=values["rename"],
+        drop=frozenset(values["drop"]),
+        convert=values["convert"],
+        tags=values["tags"],
+        hook=hook,
+        metadata=values["metadata"],
+        source=source,
+    )
+    return transform if transform.active else None
+
+
+def make_decoder(name: str, values: dict, section: str, problem, base_dir: str):
+    """A factory ``f(timezone, reactor) -> IDecoder`` for a ``[decoder:NAME]`` section."""
+    from lorrygate.decoding import DECODERS
+    from lorrygate.decoding.javascript import JavaScriptDecoder, load_codec
+
+    kind = values["type"]
+    if kind != "javascript" and kind not in DECODERS:
+        problem(section, "type", "javascript or a built-in decoder (" + ", ".join(sorted(DECODERS)) + ")", repr(kind))
+        return None
+    allowed = DECODER_TYPE_KEYS.get(kind, ())
+    given = [key for key in DECODER_KEYS if key != "type" and values[key] != DECODER_KEYS[key].default]
+    bad = [key for key in given if key not in allowed]
+    for key in bad:
+        problem(section, key, f"no {key} for type {kind} (it takes: {', '.join(allowed) or 'no options'})", repr(values[key]))
+    if bad:
+        return None
+    if kind == "csv":
+        delimiter = "\t" if values["delimiter"] == "tab" else values["delimiter"]
+        return lambda timezone, reactor: DECODERS["csv"](name=name, timezone=timezone, columns=values["columns"], delimiter=delimiter)
+    if kind != "javascript":
+        return lambda timezone, reactor: DECODERS[kind](name=name, timezone=timezone)
+    if not values["file"]:
+        problem(section, "file", "the path of a JavaScript codec file (this key is required for type javascript)", "nothing")
+        return None
+    path = values["file"]
+    try:
+        source = load_codec(path)
+    except OSError as exc:
+        problem(section, "file", "a readable JavaScript codec file", f"{path!r}: {exc.strerror}")
+        return None
+    except ValueError as exc:
+        problem(section, "file", "a codec that defines decodeUplink(input) or decode(payload, topic)", f"{path!r}: {exc}")
+        return None
+    return lambda timezone, reactor: JavaScriptDecoder(
+        name, source, reactor, timezone, path, values["fport"], values["timeout"], values["memory"] * 2**20
+    )
 
 
 def make_strategy(name: str, values: dict, section: str, problem):

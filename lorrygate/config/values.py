@@ -150,3 +150,56 @@ def sqlite_url(value: str) -> str:
     if not value.startswith("sqlite:///") or len(value) == len("sqlite:///"):
         raise Invalid("a storage URL such as sqlite:///var/lorrygate.sqlite (supported: sqlite)")
     return value[len("sqlite:///") :]
+
+
+def timezone(value: str) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    name = value.strip()
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise Invalid("an IANA time zone such as UTC or Europe/Berlin") from None
+    return name
+
+
+def _items(value: str, separators: str = ",\n") -> list:
+    return [item.strip() for item in re.split(f"[{separators}]", value) if item.strip()]
+
+
+def pairs(separator: str, what: str):
+    """``a:b, c:d`` (or with ``=``) -> ((a, b), (c, d))."""
+
+    def parse(value: str) -> tuple:
+        result = []
+        for item in _items(value):
+            left, found, right = item.partition(separator)
+            if not found or not left.strip() or not right.strip():
+                raise Invalid(f"{what} separated by commas, got {item!r}")
+            result.append((left.strip(), right.strip()))
+        return tuple(result)
+
+    return parse
+
+
+def conversions(value: str) -> tuple:
+    """``field: expression`` lines (or separated by ``;``), compiled."""
+    from lorrygate.decoding.transform import compile_expression
+
+    result = []
+    for item in _items(value, ";\n"):
+        name, found, expression = item.partition(":")
+        if not found or not name.strip() or not expression.strip():
+            raise Invalid(f"lines of 'field: expression', got {item!r}")
+        try:
+            result.append((name.strip(), expression.strip(), compile_expression(expression)))
+        except ValueError as exc:
+            raise Invalid(f"an arithmetic expression of value for {name.strip()!r} ({exc})") from None
+    return tuple(result)
+
+
+def callable_ref(value: str) -> str:
+    module, found, function = value.strip().partition(":")
+    if not found or not module or not function.isidentifier():
+        raise Invalid("module:function, such as adjustments:fix_units")
+    return value.strip()

@@ -1,9 +1,27 @@
 """Decoding: payloads become records through a chain of decoders."""
 
+from lorrygate.decoding.binary import CborDecoder, MessagePackDecoder, MuonDecoder
 from lorrygate.decoding.chain import DecoderChain
+from lorrygate.decoding.functions import decoder
 from lorrygate.decoding.jsonobject import JsonDecoder
+from lorrygate.decoding.text import CsvDecoder, KeyValueDecoder, NdjsonDecoder, ValueDecoder
+from lorrygate.decoding.vendors import AirrohrDecoder, ChirpStackDecoder, HomieDecoder, TasmotaDecoder, TtnDecoder
 
 #: built-in decoders by the name a chain selects them with
-DECODERS = {"json": JsonDecoder}
+DECODERS = {
+    "json": JsonDecoder,
+    "ndjson": NdjsonDecoder,
+    "csv": CsvDecoder,
+    "kv": KeyValueDecoder,
+    "value": ValueDecoder,
+    "tasmota": TasmotaDecoder,
+    "airrohr": AirrohrDecoder,
+    "ttn": TtnDecoder,
+    "chirpstack": ChirpStackDecoder,
+    "homie": HomieDecoder,
+    "msgpack": MessagePackDecoder,
+    "cbor": CborDecoder,
+    "muon": MuonDecoder,
+}
 
-__all__ = ["DECODERS", "DecoderChain", "JsonDecoder"]
+__all__ = ["DECODERS", "DecoderChain", "JsonDecoder", "decoder"]

@@ -1,13 +1,25 @@
 """
 A decoder chain: decoders tried in order until one returns records.
 
-A decoder that declines passes the message on; one that raises a
-`DecodeError` stops the chain: the message is bad, not foreign.
+A decoder that declines (raises `Declined`) passes the message on; one that
+raises a `DecodeError` stops the chain: the message is bad, not foreign. Any
+other exception from a decoder is turned into a `DecodeError` naming the
+decoder. Decoders may return a Deferred or a coroutine; the chain then
+returns a Deferred, otherwise it answers at once.
 """
 
+import inspect
+
 import attrs
+from twisted.internet.defer import Deferred
 
 from lorrygate.errors import Declined, DecodeError, NoDecoderMatched
+
+
+def _as_decode_error(decoder, exc: Exception) -> DecodeError:
+    if isinstance(exc, DecodeError):
+        return exc
+    return DecodeError(decoder.name, f"{type(exc).__name__}: {exc}")
 
 
 @attrs.frozen
@@ -19,17 +31,41 @@ class DecoderChain:
         return tuple(decoder.name for decoder in self.decoders)
 
     def decode(self, message, address):
-        """Return ``(decoder name, records)``; raise `DecodeError` if none fits."""
+        """Return ``(decoder name, records)`` or a Deferred of it; raise (or
+        fail with) `DecodeError` when no decoder fits."""
         reasons = []
-        for decoder in self.decoders:
+        for index, decoder in enumerate(self.decoders):
             try:
                 records = decoder.decode(message, address)
             except Declined as exc:
                 reasons.append(exc.reason)
                 continue
-            except DecodeError:
-                raise
-            except Exception as exc:  # a decoder bug must not stop the stream
-                raise DecodeError(decoder.name, f"{type(exc).__name__}: {exc}") from exc
+            except Exception as exc:
+                raise _as_decode_error(decoder, exc) from exc
+            if inspect.iscoroutine(records):
+                records = Deferred.fromCoroutine(records)
+            if isinstance(records, Deferred):
+                return Deferred.fromCoroutine(self._finish(records, index, message, address, reasons))
             return decoder.name, records
+        raise NoDecoderMatched(self.names, reasons)
+
+    async def _finish(self, pending, index, message, address, reasons):
+        decoder = self.decoders[index]
+        try:
+            return decoder.name, await pending
+        except Declined as exc:
+            reasons.append(exc.reason)
+        except Exception as exc:
+            raise _as_decode_error(decoder, exc) from exc
+        for later in self.decoders[index + 1 :]:
+            try:
+                records = later.decode(message, address)
+                if inspect.iscoroutine(records) or isinstance(records, Deferred):
+                    records = await records
+            except Declined as exc:
+                reasons.append(exc.reason)
+                continue
+            except Exception as exc:
+                raise _as_decode_error(later, exc) from exc
+            return later.name, records
         raise NoDecoderMatched(self.names, reasons)

@@ -1,26 +1,34 @@
 """
 Times in payloads, to integer nanoseconds since the epoch (UTC), losslessly.
 
-=====================================  ===================================
+The record's time comes from the first of the fields ``time``,
+``timestamp``, ``datetime``, ``dateTime`` and ``ts`` that a payload has (the
+field is then not stored as a column); without one, from the receive time.
+
+=====================================  =========================================
 value                                  read as
-=====================================  ===================================
-number below 1e11                      epoch seconds (fraction kept)
+=====================================  =========================================
+number below 1e11                      epoch seconds (the fraction kept exactly
+                                       as written, down to the nanosecond)
 number below 1e14                      epoch milliseconds
 number below 1e17                      epoch microseconds
 larger number                          epoch nanoseconds
-ISO 8601 text with ``Z`` or an offset  that instant
-ISO 8601 text without an offset        UTC
-text of digits                         a number, as above
-=====================================  ===================================
+text of digits (``"1717243200123"``)   a number, as above
+ISO 8601 text with ``Z`` or an offset  that instant (up to 9 fractional digits)
+ISO 8601 text without an offset        local time in the channel's
+                                       ``timezone`` (default UTC)
+a date-time object (CBOR, MessagePack)  that instant; naive ones as above
+=====================================  =========================================
 """
 
 import calendar
+import time as _time
 import re
-from datetime import datetime
+from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 
 #: field names a decoder takes the record's time from, in this order
-TIME_FIELDS = ("time", "timestamp")
+TIME_FIELDS = ("time", "timestamp", "datetime", "dateTime", "ts")
 
 _ISO = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})"
@@ -53,8 +61,8 @@ def from_epoch(number) -> int:
     return int(exact * scale)
 
 
-def from_iso(text: str) -> int:
-    """ISO 8601 date-time text -> nanoseconds; no offset means UTC."""
+def from_iso(text: str, tz=None) -> int:
+    """ISO 8601 date-time text -> nanoseconds; no offset means ``tz`` (UTC)."""
     match = _ISO.match(text.strip())
     if not match:
         raise ValueError(f"not an ISO 8601 time: {text!r}")
@@ -70,22 +78,64 @@ def from_iso(text: str) -> int:
         digits = zone[1:].replace(":", "")
         offset = int(digits[:2]) * 3600 + int(digits[2:4] or 0) * 60
         seconds -= sign * offset
+    elif not zone and tz is not None:
+        offset = moment.replace(tzinfo=tz).utcoffset()
+        seconds -= int(offset.total_seconds())
     return seconds * 10**9 + nanos
 
 
-def parse_time(value) -> int:
-    """A time value from a payload -> nanoseconds; ValueError if it is none."""
+def parse_time(value, tz=None) -> int:
+    """A time value from a payload -> nanoseconds; ValueError if it is none.
+
+    ``tz`` (a ``tzinfo``) is the zone of times written without an offset.
+    """
     if isinstance(value, str):
         stripped = value.strip()
         try:
-            return from_epoch(Decimal(stripped))
+            number = Decimal(stripped)
         except InvalidOperation:
-            return from_iso(stripped)
+            return from_iso(stripped, tz)
+        if not number.is_finite():
+            raise ValueError(f"not a finite time: {value!r}")
+        return from_epoch(number)
     if isinstance(value, (int, float)):
         return from_epoch(value)
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=tz or timezone.utc)
+        delta = value - EPOCH
+        return (delta.days * 86400 + delta.seconds) * 10**9 + delta.microseconds * 1000
     raise ValueError(f"not a time: {value!r}")
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def seconds_to_ns(seconds: float) -> int:
     """A clock reading (float seconds) -> integer nanoseconds."""
     return int(round(seconds * 1_000_000)) * 1000
+
+
+class IsoTime:
+    """Integer nanoseconds -> fixed-width ISO 8601 UTC text, caching the second.
+
+    ``2024-06-01T17:00:00.123456789Z``: sorts as it reads, and SQLite's date
+    functions understand it.
+    """
+
+    __slots__ = ("_second", "_prefix")
+
+    def __init__(self):
+        self._second = None
+        self._prefix = ""
+
+    def __call__(self, nanos: int) -> str:
+        second, fraction = divmod(nanos, 1_000_000_000)
+        if second != self._second:
+            self._second = second
+            self._prefix = _time.strftime("%Y-%m-%dT%H:%M:%S", _time.gmtime(second))
+        return f"{self._prefix}.{fraction:09d}Z"
+
+
+def to_iso(nanos: int) -> str:
+    return IsoTime()(nanos)

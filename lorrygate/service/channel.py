@@ -8,9 +8,13 @@ stream goes on, and the message is acknowledged once its dead letter is
 committed.
 """
 
+import json
+
 import attrs
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
+from lorrygate.decoding.timestamps import seconds_to_ns, to_iso
 from lorrygate.errors import DecodeError, TopologyError
 from lorrygate.storage.batch import DeadLetter, Entry
 
@@ -23,6 +27,10 @@ class ChannelStats:
     undecodable: int = 0
     #: addresses that sanitize to a table another address already uses
     collisions: int = 0
+    #: reports published to error topics
+    error_reports: int = 0
+    #: our own reports received back (not stored)
+    own_reports: int = 0
 
     def asdict(self) -> dict:
         return attrs.asdict(self)
@@ -70,8 +78,12 @@ class ChannelRouter:
     clock: object
     stats: ChannelStats = attrs.Factory(ChannelStats)
     _complaints: Complaints = None
+    #: ``publish(topic, payload)``: how error reports reach the broker
+    publish: object = None
     _routes: dict = attrs.Factory(dict)
     _owners: dict = attrs.Factory(dict)
+    _pending: set = attrs.Factory(set)
+    _idle: list = attrs.Factory(list)
 
     log = Logger()
 
@@ -115,22 +127,69 @@ class ChannelRouter:
 
     def __call__(self, message) -> None:
         self.stats.received += 1
+        if message.topic.endswith("error.json") and REPORT_MARK in message.payload:
+            # Our own report, back through our subscription: nothing to store.
+            self.stats.own_reports += 1
+            self.batcher.add(Entry(None, [], self.channel.name, message, ""))
+            return
         address, table, problem = self.route(message.topic)
         if problem is not None:
             self.stats.unmatched += 1
-            self._reject(message, "topology", *problem)
+            self._reject(message, "topology", *problem, error_type="TopologyError")
             return
         try:
-            decoder, records = self.chain.decode(message, address)
+            result = self.chain.decode(message, address)
         except DecodeError as exc:
-            self.stats.undecodable += 1
-            self._reject(message, "decode", str(exc), "could not be decoded")
+            self._undecodable(message, exc)
             return
+        if isinstance(result, Deferred):
+            self._pending.add(result)
+            result.addBoth(self._settled, result)
+            result.addCallbacks(self._decoded, self._failed, (message, address, table), None, (message,))
+            return
+        self._decoded(result, message, address, table)
+
+    def _decoded(self, result, message, address, table) -> None:
+        decoder, records = result
+        transform = self.channel.transform
+        if transform is not None:
+            try:
+                records = transform.apply(records, message, address, decoder)
+            except DecodeError as exc:
+                self._undecodable(message, exc, stage="transform")
+                return
         self.stats.routed += 1
         self.batcher.add(Entry(table, records, self.channel.name, message, decoder))
 
-    def _reject(self, message, stage: str, reason: str, what: str) -> None:
-        self.batcher.add_dead_letter(DeadLetter(self.channel.name, message, stage, reason))
+    def _failed(self, failure, message) -> None:
+        error = failure.value if failure.check(DecodeError) else DecodeError("chain", failure.getErrorMessage())
+        self._undecodable(message, error)
+
+    def _settled(self, result, pending):
+        self._pending.discard(pending)
+        if not self._pending:
+            waiters, self._idle = self._idle, []
+            for waiter in waiters:
+                waiter.callback(None)
+        return result
+
+    def settle(self) -> Deferred:
+        """A Deferred that fires once no asynchronous decode is in flight."""
+        d = Deferred()
+        if self._pending:
+            self._idle.append(d)
+        else:
+            d.callback(None)
+        return d
+
+    def _undecodable(self, message, exc: DecodeError, stage: str = "decode") -> None:
+        self.stats.undecodable += 1
+        self._reject(message, stage, str(exc), "could not be decoded", decoder=exc.decoder, error_type=type(exc).__name__)
+
+    def _reject(self, message, stage: str, reason: str, what: str, decoder: str = "", error_type: str = "") -> None:
+        self.batcher.add_dead_letter(DeadLetter(self.channel.name, message, stage, reason, decoder))
+        if self.channel.error_topic and self.publish is not None:
+            self._report(message, stage, reason, error_type)
         suppressed = self._complaints.allow((stage, reason))
         if suppressed is None:
             return
@@ -145,3 +204,35 @@ class ChannelRouter:
             stage=stage,
             more=f" ({suppressed} more like it since the last report)" if suppressed else "",
         )
+
+    def _report(self, message, stage: str, reason: str, error_type: str) -> None:
+        topic = error_topic(message.topic)
+        if topic is None:
+            return
+        payload = json.dumps(
+            {
+                "type": error_type or "Error",
+                "message": reason,
+                "description": f"lorrygate could not store this message ({stage}); it is kept in the "
+                f"dead-letter table of storage {self.channel.storage!r} with its payload",
+                "timestamp": to_iso(seconds_to_ns(message.received)),
+                "topic": message.topic,
+                "reporter": "lorrygate",
+            }
+        ).encode("utf-8")
+        self.stats.error_reports += 1
+        self.publish(topic, payload)
+
+
+#: how lorrygate recognises its own error reports
+REPORT_MARK = b'"reporter": "lorrygate"'
+
+
+def error_topic(topic: str):
+    """Where a rejected message's report goes: its topic with the last level
+    replaced by ``error.json``. None for a message on an ``error.json`` topic
+    itself, so that reports never feed back into reports."""
+    base, _, last = topic.rpartition("/")
+    if last == "error.json":
+        return None
+    return f"{base}/error.json" if base else "error.json"

@@ -12,7 +12,9 @@ from twisted.internet.defer import DeferredList, TimeoutError as DeferredTimeout
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from lorrygate.decoding import DECODERS, DecoderChain
+from zoneinfo import ZoneInfo
+
+from lorrygate.decoding import DecoderChain
 from lorrygate.service.channel import ChannelRouter
 from lorrygate.sources.mqtt import MQTTSource
 from lorrygate.storage.batcher import Batcher
@@ -27,6 +29,7 @@ class Gateway:
     batchers: dict = attrs.Factory(dict)
     sources: list = attrs.Factory(list)
     routers: list = attrs.Factory(list)
+    decoders: list = attrs.Factory(list)
     shutdown_timeout: float = 15.0
     _stats_loop: LoopingCall | None = None
 
@@ -48,10 +51,13 @@ class Gateway:
             )
         for channel in settings.channels:
             batcher = gateway.batchers[channel.storage]
+            timezone = ZoneInfo(channel.timezone)
+            decoders = tuple(settings.decoders[name](timezone, reactor) for name in channel.decoders)
+            gateway.decoders.extend(decoders)
             router = ChannelRouter(
                 channel,
                 settings.strategies[channel.strategy](),
-                DecoderChain(tuple(DECODERS[name]() for name in channel.decoders)),
+                DecoderChain(decoders),
                 batcher,
                 reactor,
             )
@@ -65,11 +71,15 @@ class Gateway:
                 reactor,
             )
             batcher.attach(source)
+            router.publish = source.publish
             gateway.routers.append(router)
             gateway.sources.append(source)
         return gateway
 
     async def start(self) -> None:
+        for decoder in self.decoders:
+            if hasattr(decoder, "start"):
+                decoder.start()
         for storage in self.storages.values():
             await storage.start()
         for source in self.sources:
@@ -88,6 +98,10 @@ class Gateway:
             self._stats_loop.stop()
         for source in self.sources:
             source.pauseReading()
+        settled = [router.settle() for router in self.routers]
+        for d in settled:
+            d.addTimeout(self.shutdown_timeout, self.reactor)
+        await DeferredList(settled, consumeErrors=True)
         drains = [batcher.drain() for batcher in self.batchers.values()]
         for d in drains:
             d.addTimeout(self.shutdown_timeout, self.reactor)
@@ -100,6 +114,9 @@ class Gateway:
                 )
         await DeferredList([source.stopService() for source in self.sources], consumeErrors=True)
         await DeferredList([storage.stop() for storage in self.storages.values()], consumeErrors=True)
+        for decoder in self.decoders:
+            if hasattr(decoder, "stop"):
+                decoder.stop()
         self.log_stats(final=True)
 
     def log_stats(self, final: bool = False) -> None:
@@ -107,7 +124,8 @@ class Gateway:
             batcher = self.batchers[router.channel.storage]
             self.log.info(
                 "channel {channel}: {received} received, {routed} routed, {unmatched} unmatched topics, "
-                "{undecodable} undecodable payloads, {collisions} table name collisions; storage {storage}: {stored} rows and {dead} dead "
+                "{undecodable} undecodable payloads, {collisions} table name collisions, {error_reports} "
+                "error reports; storage {storage}: {stored} rows and {dead} dead "
                 "letters committed, {pending} pending, {failures} failed writes",
                 event="stats",
                 final=final,

@@ -131,6 +131,21 @@ class MQTTSource(Service):
         if self._protocol is not None:
             self._protocol.resumeReading()
 
+    def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
+        """Publish on this source's connection, best effort (error reports)."""
+        protocol = self._protocol
+        if protocol is None or not protocol.connected:
+            self.log.debug("MQTT source {source}: not connected, report to {topic} not sent", source=self.name, topic=topic)
+            return
+        protocol.publish(topic, payload, qos).addErrback(
+            lambda failure: self.log.debug(
+                "MQTT source {source}: report to {topic} not acknowledged: {error}",
+                source=self.name,
+                topic=topic,
+                error=failure.getErrorMessage(),
+            )
+        )
+
     @property
     def connected(self) -> bool:
         return self._protocol is not None and self._protocol.connected

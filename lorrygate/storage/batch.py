@@ -14,9 +14,11 @@ class DeadLetter:
 
     channel: str
     message: Message
-    #: where it failed: ``topology``, ``decode`` or ``store``
+    #: where it failed: ``topology``, ``decode``, ``transform`` or ``store``
     stage: str
     error: str
+    #: the decoder (or chain) that failed, if any
+    decoder: str = ""
 
 
 @attrs.frozen(slots=True)

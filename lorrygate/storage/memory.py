@@ -55,5 +55,6 @@ class MemoryStorage:
 
     def _store(self, batch) -> None:
         for entry in batch.entries:
-            self.tables.setdefault(entry.table, []).extend(entry.records)
+            if entry.records:
+                self.tables.setdefault(entry.table, []).extend(entry.records)
         self.dead_letters.extend(batch.dead_letters)

@@ -19,7 +19,6 @@ as JSON text. Messages that could not be routed or decoded land in
 import json
 import os
 import sqlite3
-import time as _time
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -28,6 +27,7 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
+from lorrygate.decoding.timestamps import IsoTime
 from lorrygate.errors import StorageError
 from lorrygate.interfaces import IStorage
 from lorrygate.storage.batch import DeadLetter
@@ -45,12 +45,13 @@ CREATE TABLE IF NOT EXISTS {quote(DEAD_LETTER_TABLE)} (
     retain INTEGER,
     payload BLOB,
     stage TEXT NOT NULL,
-    error TEXT NOT NULL
+    error TEXT NOT NULL,
+    decoder TEXT
 )
 """
 _DEAD_LETTER_INSERT = (
     f"INSERT INTO {quote(DEAD_LETTER_TABLE)} "
-    "(received, channel, topic, qos, retain, payload, stage, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    "(received, channel, topic, qos, retain, payload, stage, error, decoder) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 #: errors that say the database itself is unwell; the batch is retried whole
@@ -62,23 +63,6 @@ _INT64 = (-(2**63), 2**63 - 1)
 def table_name(table) -> str:
     """The SQLite table of a `TableName`."""
     return f"{table.schema}__{table.table}"
-
-
-class _IsoTime:
-    """Integer nanoseconds -> fixed-width ISO 8601 text, caching the second."""
-
-    __slots__ = ("_second", "_prefix")
-
-    def __init__(self):
-        self._second = None
-        self._prefix = ""
-
-    def __call__(self, nanos: int) -> str:
-        second, fraction = divmod(nanos, 1_000_000_000)
-        if second != self._second:
-            self._second = second
-            self._prefix = _time.strftime("%Y-%m-%dT%H:%M:%S", _time.gmtime(second))
-        return f"{self._prefix}.{fraction:09d}Z"
 
 
 def _column_type(value) -> str:
@@ -129,7 +113,7 @@ class SQLiteStorage:
     _conn: sqlite3.Connection | None = None
     #: table -> {lower-case column name}
     _columns: dict = attrs.Factory(dict)
-    _iso: _IsoTime = attrs.Factory(_IsoTime)
+    _iso: IsoTime = attrs.Factory(IsoTime)
 
     log = Logger()
 
@@ -234,6 +218,8 @@ class SQLiteStorage:
         iso = self._iso
         groups = {}
         for entry in entries:
+            if not entry.records:
+                continue
             table = table_name(entry.table)
             for record in entry.records:
                 flat = _flatten(record.fields, record.tags)
@@ -284,6 +270,7 @@ class SQLiteStorage:
                     d.message.payload,
                     d.stage,
                     d.error,
+                    d.decoder,
                 )
                 for d in dead_letters
             ],

@@ -101,7 +101,7 @@ def test_broken_drop_ins_stop_start_up_before_connecting(tmp_path):
     result = subprocess.run([sys.executable, "-m", "lorrygate.cli", "-c", config], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "3 configuration problems:" in result.stderr
-    assert "broken.py: expected a strategy module that imports cleanly, got ModuleNotFoundError at line 1" in result.stderr
+    assert "broken.py: expected a module that imports cleanly, got ModuleNotFoundError at line 1" in result.stderr
     assert "copy2.py: class FactoryStrategy: expected a strategy name not used before, got 'factory'" in result.stderr
     assert "half.py: class FactoryStrategy: expected a complete IStrategy (match, name, table_for), got no table_for(address)" in result.stderr
     try:

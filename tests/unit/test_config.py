@@ -60,15 +60,15 @@ def test_three_mistakes_are_reported_together():
     "change, expected",
     [
         (("storage = db", "storage = db\ncolour = blue"),
-         "[channel:main] colour: expected one of the keys decoders, qos, source, storage, strategy, topics, "
-         "got unknown key 'colour'"),
+         "[channel:main] colour: expected one of the keys convert, decoders, drop, error_topic, hook, metadata, "
+         "qos, rename, source, storage, strategy, tags, timezone, topics, got unknown key 'colour'"),
         (("[storage:db]", "[store:db]"), "[store:db]: expected a section named [lorrygate], [broker:NAME], [storage:NAME], [strategy:NAME]"),
         (("source = local", "source = remote"),
          "[channel:main] source: expected the name of a [broker:NAME] section (local), got 'remote'"),
         (("storage = db", "storage = db\nstrategy = moon"),
          "[channel:main] strategy: expected one of the strategies chirpstack, "),
         (("storage = db", "storage = db\ndecoders = json, yaml"),
-         "[channel:main] decoders: expected decoder names from json, got 'yaml'"),
+         "[channel:main] decoders: expected decoder names from airrohr, cbor, chirpstack, csv, "),
         (("host = localhost", "port = 1883"), "[broker:local] host: expected a value (this key is required), got nothing"),
         (("storage = db", "storage = db\nqos = 3"), "[channel:main] qos: expected a whole number from 0 to 2, got '3'"),
         (("host = localhost", "host = localhost\nclean_session = maybe"), "clean_session: expected a boolean"),

@@ -116,9 +116,9 @@ class Mine:
     "modules, expected",
     [
         ({"broken.py": "import no_such_module_here\n"},
-         "broken.py: expected a strategy module that imports cleanly, got ModuleNotFoundError at line 1: "
+         "broken.py: expected a module that imports cleanly, got ModuleNotFoundError at line 1: "
          "No module named 'no_such_module_here'"),
-        ({"syntax.py": "def oops(:\n"}, "syntax.py: expected a strategy module that imports cleanly, got SyntaxError at line 1"),
+        ({"syntax.py": "def oops(:\n"}, "syntax.py: expected a module that imports cleanly, got SyntaxError at line 1"),
         ({"half.py": GOOD_MODULE.replace("    def table_for(self, address):\n        return TableName(\"r\", address.node)\n", "")},
          "half.py: class Mine: expected a complete IStrategy (match, name, table_for), got no table_for(address)"),
         ({"a.py": GOOD_MODULE, "b.py": GOOD_MODULE},

@@ -1,0 +1,171 @@
+"""
+User decoders in JavaScript, run in an embedded V8 (mini-racer).
+
+A codec file defines either
+
+- ``decodeUplink(input)``, The Things Stack's payload formatter interface:
+  ``input`` is ``{bytes: [...], fPort: n, recvTime: "..."}`` and the result
+  ``{data: {...}, warnings: [...], errors: [...]}``; or
+- ``decode(payload, topic)``: ``payload`` an array of byte values, the result
+  an object or a list of objects.
+
+So that vendor codecs run unchanged, the bytes and port come from the
+message: The Things Stack uplink JSON (``uplink_message.frm_payload`` and
+``f_port``), ChirpStack uplink JSON (``data`` and ``fPort``), or else the raw
+payload with the decoder's configured ``fport``.
+
+Each call runs under a time limit and a heap limit: a codec that loops or
+allocates without end is stopped, the message becomes a dead letter with the
+reason, and the next message gets a fresh engine. Calls run on the decoder's
+own thread, never on the reactor.
+"""
+
+import base64
+import json
+import os
+
+import attrs
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
+from zope.interface import implementer
+
+from lorrygate.decoding.records import objects_records
+from lorrygate.errors import DecodeError
+from lorrygate.interfaces import IDecoder
+
+
+def load_codec(path: str) -> str:
+    """Read a codec file and check that V8 compiles it and finds an entry point."""
+    from py_mini_racer import MiniRacer
+
+    with open(path, encoding="utf-8") as handle:
+        source = handle.read()
+    context = MiniRacer()
+    try:
+        context.eval(source, timeout=2000)
+        kinds = context.eval("[typeof decodeUplink, typeof decode]")
+    except Exception as exc:
+        raise ValueError(f"{type(exc).__name__}: {exc}") from None
+    finally:
+        context.close()
+    if "function" not in list(kinds):
+        raise ValueError("defines neither decodeUplink(input) nor decode(payload, topic)")
+    return source
+
+
+def _lorawan_input(message, fport: int):
+    """The bytes, port and receive time of an uplink, as a codec expects them."""
+    try:
+        document = json.loads(message.payload)
+    except (ValueError, UnicodeDecodeError):
+        document = None
+    if isinstance(document, dict):
+        uplink = document.get("uplink_message")
+        if isinstance(uplink, dict) and "frm_payload" in uplink:
+            return base64.b64decode(uplink["frm_payload"]), uplink.get("f_port", fport), uplink.get("received_at")
+        if "data" in document and "fPort" in document and isinstance(document.get("deviceInfo"), dict):
+            return base64.b64decode(document["data"] or ""), document["fPort"], document.get("time")
+    return message.payload, fport, None
+
+
+@implementer(IDecoder)
+@attrs.define(eq=False)
+class JavaScriptDecoder:
+    name: str
+    source: str
+    reactor: object = None
+    timezone: object = None
+    path: str = ""
+    fport: int = 1
+    timeout: float = 0.5
+    memory: int = 64 * 1024 * 1024
+    _pool: ThreadPool | None = None
+    _context: object = None
+    _entry: str = ""
+
+    def start(self) -> None:
+        self._pool = ThreadPool(minthreads=1, maxthreads=1, name=f"lorrygate-js-{self.name}")
+        self._pool.start()
+
+    def stop(self) -> None:
+        if self._pool is not None:
+            self._pool.stop()
+            self._pool = None
+        if self._context is not None:
+            self._context.close()
+            self._context = None
+
+    def decode(self, message, address):
+        if self._pool is None:
+            return self._run(message)
+        return deferToThreadPool(self.reactor, self._pool, self._run, message)
+
+    def _engine(self):
+        from py_mini_racer import MiniRacer
+
+        if self._context is None:
+            context = MiniRacer()
+            context.set_hard_memory_limit(self.memory)
+            context.eval(self.source, timeout=self.timeout * 1000)
+            self._entry = "decodeUplink" if context.eval("typeof decodeUplink") == "function" else "decode"
+            self._context = context
+        return self._context
+
+    def _run(self, message) -> list:
+        from py_mini_racer import JSOOMException, JSTimeoutException
+
+        try:
+            context = self._engine()
+            if self._entry == "decodeUplink":
+                payload, fport, received = _lorawan_input(message, self.fport)
+                argument = {"bytes": list(payload), "fPort": fport}
+                if received:
+                    argument["recvTime"] = received
+                result = context.call("decodeUplink", argument, timeout=self.timeout * 1000)
+            else:
+                result = context.call("decode", list(message.payload), message.topic, timeout=self.timeout * 1000)
+        except (JSTimeoutException, JSOOMException) as exc:
+            self._reset()
+            limit = f"time limit of {self.timeout:g} s" if isinstance(exc, JSTimeoutException) else f"memory limit of {self.memory // 2**20} MiB"
+            raise DecodeError(self.name, f"the codec exceeded its {limit} and was stopped") from None
+        except Exception as exc:
+            if self._context is not None and self._context.was_hard_memory_limit_reached():
+                self._reset()
+            raise DecodeError(self.name, f"the codec raised {type(exc).__name__}: {exc}") from None
+        return self._records(result, message)
+
+    def _reset(self) -> None:
+        if self._context is not None:
+            self._context.close()
+        self._context = None
+
+    def _records(self, result, message) -> list:
+        result = json.loads(json.dumps(result, default=_js_value))
+        if self._entry == "decodeUplink":
+            if not isinstance(result, dict):
+                raise DecodeError(self.name, f"decodeUplink returned {type(result).__name__}, not {{data, warnings, errors}}")
+            errors = result.get("errors") or []
+            if errors:
+                raise DecodeError(self.name, "the codec reported: " + "; ".join(map(str, errors)))
+            result = result.get("data")
+        records = objects_records(result, message, self.name, self.timezone)
+        if records is None:
+            raise DecodeError(self.name, f"the codec returned {type(result).__name__}, not an object or a list of objects")
+        return records
+
+
+def _js_value(value):
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    try:
+        return dict(value)
+    except (TypeError, ValueError):
+        pass
+    try:
+        return list(value)
+    except TypeError:
+        return str(value)
+
+
+def codec_path(path: str, base: str) -> str:
+    return path if os.path.isabs(path) else os.path.join(base, path)

@@ -1,0 +1,70 @@
+"""
+Turning decoded objects into records: the time field, the receive time, and
+plain values.
+"""
+
+import math
+from datetime import datetime
+
+from lorrygate.decoding.timestamps import TIME_FIELDS, parse_time, seconds_to_ns
+from lorrygate.errors import DecodeError
+from lorrygate.model import Record
+
+
+def received_ns(message) -> int:
+    return seconds_to_ns(message.received)
+
+
+def object_record(document: dict, message, decoder: str, tz=None, tags=None) -> Record:
+    """A record of a decoded object; its time field (see TIME_FIELDS) becomes the time."""
+    for key in TIME_FIELDS:
+        if key in document:
+            value = document.pop(key)
+            try:
+                stamp = parse_time(value, tz)
+            except ValueError as exc:
+                raise DecodeError(decoder, f"field {key!r}: {exc}") from None
+            return Record(stamp, document, tags or {})
+    return Record(received_ns(message), document, tags or {})
+
+
+def objects_records(document, message, decoder: str, tz=None) -> list:
+    """An object -> one record; a non-empty list of objects -> one record each."""
+    if type(document) is dict:
+        return [object_record(document, message, decoder, tz)]
+    if type(document) is list and document and all(type(item) is dict for item in document):
+        return [object_record(item, message, decoder, tz) for item in document]
+    return None
+
+
+def scalar(text: str):
+    """Text of a single value -> int, float, bool or the text itself."""
+    stripped = text.strip()
+    lowered = stripped.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    try:
+        return int(stripped, 10)
+    except ValueError:
+        pass
+    try:
+        number = float(stripped)
+    except ValueError:
+        return stripped
+    return number if math.isfinite(number) else stripped
+
+
+def plain(value):
+    """Values of binary formats as storable values (date-times as ISO text)."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {str(key): plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(item) for item in value]
+    return value
+
+
+def text_of(payload: bytes, decoder: str) -> str:
+    """The payload as UTF-8 text; Declined (via the caller) when it is not."""
+    return payload.decode("utf-8")

@@ -1,0 +1,155 @@
+"""
+Text decoders: NDJSON, CSV, ``key=value`` pairs and single values.
+
+=========  ===================================================  ==================================
+decoder    accepts                                              records
+=========  ===================================================  ==================================
+ndjson     one JSON object per line                             one per line
+csv        a header line and data lines, or data lines when     one per data line
+           ``columns`` are configured
+kv         ``a=1&b=2`` (URL-encoded), ``a=1,b=2``, ``a=1;b=2``  one
+           or ``a=1 b=2``
+value      a single number, boolean or text on a per-field      one, with that field
+           topic (``.../data/temperature`` with ``21.5``)
+=========  ===================================================  ==================================
+
+Numbers become int or float, ``true``/``false`` booleans; the rest stays text.
+"""
+
+import csv
+import io
+import json
+from urllib.parse import parse_qsl
+
+import attrs
+from zope.interface import implementer
+
+from lorrygate.decoding.records import object_record, received_ns, scalar
+from lorrygate.errors import Declined, DecodeError
+from lorrygate.interfaces import IDecoder
+from lorrygate.model import Record
+
+
+def _text(payload: bytes) -> str:
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        raise Declined("not UTF-8 text") from None
+    if "\0" in text:
+        raise Declined("text with NUL characters")
+    return text
+
+
+@implementer(IDecoder)
+@attrs.frozen
+class NdjsonDecoder:
+    name: str = "ndjson"
+    timezone: object = None
+
+    def decode(self, message, address) -> list:
+        lines = [line for line in _text(message.payload).splitlines() if line.strip()]
+        if not lines:
+            raise Declined("empty payload")
+        records = []
+        for number, line in enumerate(lines, 1):
+            try:
+                document = json.loads(line)
+            except ValueError as exc:
+                if number == 1:
+                    raise Declined(f"line 1 is not JSON: {exc}") from None
+                raise DecodeError(self.name, f"line {number} is not JSON: {exc}") from None
+            if type(document) is not dict:
+                if number == 1:
+                    raise Declined("line 1 is not a JSON object")
+                raise DecodeError(self.name, f"line {number} is not a JSON object")
+            records.append(object_record(document, message, self.name, self.timezone))
+        return records
+
+
+@implementer(IDecoder)
+@attrs.frozen
+class CsvDecoder:
+    """CSV: a header line then data lines, or only data lines with ``columns``."""
+
+    name: str = "csv"
+    timezone: object = None
+    columns: tuple = ()
+    delimiter: str = ","
+
+    def decode(self, message, address) -> list:
+        text = _text(message.payload)
+        lines = [line for line in text.splitlines() if line.strip()]
+        if self.delimiter not in text:
+            raise Declined(f"no {self.delimiter!r} delimiter")
+        try:
+            rows = list(csv.reader(io.StringIO("\n".join(lines)), delimiter=self.delimiter, strict=True))
+        except csv.Error as exc:
+            raise Declined(f"not CSV: {exc}") from None
+        if self.columns:
+            header, data = list(self.columns), rows
+        else:
+            if len(rows) < 2:
+                raise Declined("a header line and at least one data line are needed (or configure columns)")
+            header, data = [name.strip() for name in rows[0]], rows[1:]
+            if not all(header) or len(set(header)) != len(header):
+                raise Declined("the header line needs distinct, non-empty column names")
+        records = []
+        for number, row in enumerate(data, 1 if self.columns else 2):
+            if len(row) != len(header):
+                raise DecodeError(
+                    self.name, f"line {number} has {len(row)} values for {len(header)} columns ({', '.join(header)})"
+                )
+            document = {name: scalar(value) for name, value in zip(header, row) if value.strip() != ""}
+            records.append(object_record(document, message, self.name, self.timezone))
+        return records
+
+
+@implementer(IDecoder)
+@attrs.frozen
+class KeyValueDecoder:
+    """``key=value`` pairs separated by ``&``, ``,``, ``;`` or white space."""
+
+    name: str = "kv"
+    timezone: object = None
+
+    def decode(self, message, address) -> list:
+        text = _text(message.payload).strip()
+        if "=" not in text:
+            raise Declined("no key=value pair")
+        if "&" in text:
+            try:
+                pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=True)
+            except ValueError as exc:
+                raise Declined(f"not URL-encoded pairs: {exc}") from None
+        else:
+            separator = "," if "," in text else ";" if ";" in text else None
+            parts = text.split(separator) if separator else text.split()
+            pairs = []
+            for part in parts:
+                key, equals, value = part.partition("=")
+                if not equals:
+                    raise Declined(f"{part.strip()!r} is not key=value")
+                pairs.append((key.strip(), value.strip()))
+        if any(not key for key, _ in pairs):
+            raise Declined("a pair with an empty key")
+        document = {key: scalar(value) for key, value in pairs}
+        return [object_record(document, message, self.name, self.timezone)]
+
+
+@implementer(IDecoder)
+@attrs.frozen
+class ValueDecoder:
+    """One value on a per-field topic."""
+
+    name: str = "value"
+    timezone: object = None
+
+    def decode(self, message, address) -> list:
+        if address is None or address.field is None:
+            raise Declined("not a per-field topic (such as .../data/<field>)")
+        text = _text(message.payload).strip()
+        if not text:
+            raise Declined("an empty payload")
+        if "\n" in text:
+            raise Declined("more than one line")
+        return [Record(received_ns(message), {address.field: scalar(text)})]

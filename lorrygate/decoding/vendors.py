@@ -1,0 +1,204 @@
+"""
+Vendor payload formats.
+
+=============  ========================================================================
+decoder        payload
+=============  ========================================================================
+tasmota        Tasmota ``tele/<device>/SENSOR`` and ``STATE`` JSON: nested sensor
+               objects flattened to dotted names (``ENERGY.Power``), ``Time`` (device
+               local time, read in the channel's timezone) as the record time
+airrohr        airrohr / sensor.community JSON: ``sensordatavalues`` as fields,
+               ``esp8266id`` and ``software_version`` as tags
+ttn            The Things Stack v3 uplink: ``uplink_message.decoded_payload`` as fields,
+               plus ``f_port``, ``f_cnt``, and ``rssi``/``snr`` of the best gateway;
+               device, application, DevEUI and best gateway ids as tags; the time is
+               ``uplink_message.received_at`` (nanoseconds kept)
+chirpstack     ChirpStack v4 uplink event: ``object`` as fields, plus ``fPort``,
+               ``fCnt`` and the best gateway's ``rssi``/``snr``; ``devEui``,
+               ``deviceName``, ``applicationName`` and gateway id as tags; ``time``
+homie          Homie property values on ``homie/<device>/<node>/<property>`` topics:
+               ``true``/``false``, integers, floats, everything else as text
+=============  ========================================================================
+
+"Best gateway" is the one with the highest RSSI (SNR breaks ties).
+"""
+
+import json
+
+import attrs
+from zope.interface import implementer
+
+from lorrygate.decoding.records import object_record, received_ns, scalar
+from lorrygate.decoding.timestamps import parse_time
+from lorrygate.errors import Declined, DecodeError
+from lorrygate.interfaces import IDecoder
+from lorrygate.model import Record
+
+
+def _json_object(payload: bytes, what: str) -> dict:
+    try:
+        document = json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise Declined(f"not JSON: {exc}") from None
+    if type(document) is not dict:
+        raise Declined(f"not a {what} object")
+    return document
+
+
+def flatten(document: dict, prefix: str = "", out=None) -> dict:
+    out = {} if out is None else out
+    for key, value in document.items():
+        name = f"{prefix}{key}"
+        if type(value) is dict:
+            flatten(value, name + ".", out)
+        else:
+            out[name] = value
+    return out
+
+
+def _best(gateways: list, rssi: str, snr: str):
+    candidates = [g for g in gateways if isinstance(g, dict) and isinstance(g.get(rssi), (int, float))]
+    if not candidates:
+        return None
+    return max(candidates, key=lambda g: (g[rssi], g.get(snr) if isinstance(g.get(snr), (int, float)) else float("-inf")))
+
+
+@implementer(IDecoder)
+@attrs.frozen
+class TasmotaDecoder:
+    name: str = "tasmota"
+    timezone: object = None
+
+    def decode(self, message, address) -> list:
+        document = _json_object(message.payload, "Tasmota")
+        if "Time" not in document:
+            raise Declined("no Tasmota 'Time' field")
+        stamp = document.pop("Time")
+        try:
+            time = parse_time(stamp, self.timezone)
+        except ValueError as exc:
+            raise DecodeError(self.name, f"field 'Time': {exc}") from None
+        return [Record(time, flatten(document))]
+
+
+@implementer(IDecoder)
+@attrs.frozen
+class AirrohrDecoder:
+    name: str = "airrohr"
+    timezone: object = None
+
+    def decode(self, message, address) -> list:
+        document = _json_object(message.payload, "airrohr")
+        values = document.get("sensordatavalues")
+        if not isinstance(values, list):
+            raise Declined("no 'sensordatavalues' list")
+        fields = {}
+        for index, item in enumerate(values):
+            if not isinstance(item, dict) or "value_type" not in item or "value" not in item:
+                raise DecodeError(self.name, f"sensordatavalues[{index}] needs value_type and value, got {item!r}")
+            value = item["value"]
+            fields[str(item["value_type"])] = scalar(value) if isinstance(value, str) else value
+        tags = {key: str(document[key]) for key in ("esp8266id", "software_version") if key in document}
+        return [Record(received_ns(message), fields, tags)]
+
+
+@implementer(IDecoder)
+@attrs.frozen
+class TtnDecoder:
+    name: str = "ttn"
+    timezone: object = None
+
+    def decode(self, message, address) -> list:
+        document = _json_object(message.payload, "The Things Stack uplink")
+        uplink = document.get("uplink_message")
+        if not isinstance(uplink, dict):
+            raise Declined("no 'uplink_message' object")
+        decoded = uplink.get("decoded_payload")
+        if not isinstance(decoded, dict):
+            raise Declined("no 'uplink_message.decoded_payload' (set a payload formatter, or decode frm_payload with a JavaScript decoder)")
+        fields = flatten(decoded)
+        for key in ("f_port", "f_cnt"):
+            if key in uplink:
+                fields[key] = uplink[key]
+        ids = document.get("end_device_ids") or {}
+        tags = {
+            "device_id": ids.get("device_id"),
+            "dev_eui": ids.get("dev_eui"),
+            "application_id": (ids.get("application_ids") or {}).get("application_id"),
+        }
+        best = _best(uplink.get("rx_metadata") or [], "rssi", "snr")
+        if best is not None:
+            fields["rssi"] = best["rssi"]
+            if "snr" in best:
+                fields["snr"] = best["snr"]
+            tags["gateway_id"] = (best.get("gateway_ids") or {}).get("gateway_id")
+        stamp = uplink.get("received_at") or document.get("received_at")
+        try:
+            time = parse_time(stamp, self.timezone) if stamp else received_ns(message)
+        except ValueError as exc:
+            raise DecodeError(self.name, f"received_at: {exc}") from None
+        return [Record(time, fields, {key: value for key, value in tags.items() if value})]
+
+
+@implementer(IDecoder)
+@attrs.frozen
+class ChirpStackDecoder:
+    name: str = "chirpstack"
+    timezone: object = None
+
+    def decode(self, message, address) -> list:
+        document = _json_object(message.payload, "ChirpStack uplink")
+        info = document.get("deviceInfo")
+        if not isinstance(info, dict):
+            raise Declined("no 'deviceInfo' object")
+        decoded = document.get("object")
+        if not isinstance(decoded, dict):
+            raise Declined("no decoded 'object' (set a codec in ChirpStack, or decode 'data' with a JavaScript decoder)")
+        fields = flatten(decoded)
+        for key in ("fPort", "fCnt"):
+            if key in document:
+                fields[key] = document[key]
+        tags = {key: info.get(key) for key in ("devEui", "deviceName", "applicationName")}
+        best = _best(document.get("rxInfo") or [], "rssi", "snr")
+        if best is not None:
+            fields["rssi"] = best["rssi"]
+            if "snr" in best:
+                fields["snr"] = best["snr"]
+            tags["gatewayId"] = best.get("gatewayId")
+        stamp = document.get("time")
+        try:
+            time = parse_time(stamp, self.timezone) if stamp else received_ns(message)
+        except ValueError as exc:
+            raise DecodeError(self.name, f"time: {exc}") from None
+        return [Record(time, fields, {key: value for key, value in tags.items() if value})]
+
+
+@implementer(IDecoder)
+@attrs.frozen
+class HomieDecoder:
+    name: str = "homie"
+    timezone: object = None
+
+    def decode(self, message, address) -> list:
+        if address is None or address.field is None:
+            raise Declined("not a Homie property topic")
+        try:
+            text = message.payload.decode("utf-8")
+        except UnicodeDecodeError:
+            raise Declined("not UTF-8 text") from None
+        if text in ("true", "false"):
+            value = text == "true"
+        else:
+            value = scalar(text)
+            if isinstance(value, bool):  # Homie booleans are lower case only
+                value = text
+        return [Record(received_ns(message), {address.field: value})]
+
+
+def object_or_decline(payload, message, decoder, tz):
+    """Shared by the binary decoders: an object or a list of objects, else Declined."""
+    if type(payload) is dict:
+        return [object_record(payload, message, decoder, tz)]
+    if type(payload) is list and payload and all(type(item) is dict for item in payload):
+        return [object_record(item, message, decoder, tz) for item in payload]
+    raise Declined(f"a {type(payload).__name__}, not an object")
