@@ -128,6 +128,11 @@ def test_bad_messages_are_reported_and_kept(gateway, publisher, realm):
         30,
         "4 rows and 3 dead letters",
     )
+    wait_until(
+        lambda: any(e.get("event") == "stats" and e.get("own_reports") == 3 for e in gateway.events()),
+        30,
+        "the 3 error reports to come back",
+    )
     assert gateway.stop() == 0
 
     table = f"{schema}_net_a__gw_1_node_1_sensors"

@@ -1,0 +1,227 @@
+"""Real-world payloads, table-driven: each decoder yields exactly these records."""
+
+import base64
+import json
+from datetime import datetime, timezone
+from zoneinfo import ZoneInfo
+
+import cbor2
+import msgpack
+import pytest
+
+from lorrygate.decoding import DECODERS
+from lorrygate.model import Address, Message, Record
+
+RECEIVED = 1_717_243_200.5  # 2024-06-01T12:00:00.5Z
+R = 1_717_243_200_500_000_000
+T = 1_717_243_200_000_000_000  # 2024-06-01T12:00:00Z
+DATA = Address("r", "n", "g", "d", "data", "data.json")
+
+
+def field(name):
+    return Address("r", "n", "g", "d", "data", f"data/{name}", name)
+
+
+def decode(name, payload, address=DATA, tz=None):
+    decoder = DECODERS[name](timezone=tz)
+    return decoder.decode(Message("r/n/g/d/data.json", payload, 1, False, RECEIVED, "#"), address)
+
+
+TASMOTA_SENSOR = b"""{"Time":"2024-06-01T14:00:00","ENERGY":{"TotalStartTime":"2023-01-01T00:00:00","Total":12.345,
+"Yesterday":0.512,"Today":0.128,"Power":42,"ApparentPower":50,"ReactivePower":27,"Factor":0.84,"Voltage":231,
+"Current":0.216}}"""
+TASMOTA_DS18B20 = b'{"Time":"2024-06-01T14:00:00","DS18B20":{"Id":"0316A279B1FF","Temperature":21.4},"TempUnit":"C"}'
+TASMOTA_STATE = b"""{"Time":"2024-06-01T14:00:00","Uptime":"0T01:02:03","UptimeSec":3723,"Heap":25,"SleepMode":"Dynamic",
+"Sleep":50,"LoadAvg":19,"MqttCount":1,"POWER":"ON","Wifi":{"AP":1,"SSId":"iot","BSSId":"AA:BB:CC:DD:EE:FF",
+"Channel":6,"Mode":"11n","RSSI":76,"Signal":-62,"LinkCount":1,"Downtime":"0T00:00:03"}}"""
+AIRROHR = b"""{"esp8266id": "12345678", "software_version": "NRZ-2020-129", "sensordatavalues":[
+{"value_type":"SDS_P1","value":"14.53"},{"value_type":"SDS_P2","value":"6.27"},
+{"value_type":"BME280_temperature","value":"21.84"},{"value_type":"BME280_pressure","value":"100513.56"},
+{"value_type":"BME280_humidity","value":"48.12"},{"value_type":"samples","value":"868472"},
+{"value_type":"signal","value":"-67"}]}"""
+TTN_UPLINK = json.dumps({
+    "end_device_ids": {"device_id": "lht65-01", "application_ids": {"application_id": "climate"},
+                       "dev_eui": "A840410001812345", "join_eui": "A000000000000100", "dev_addr": "260B1234"},
+    "correlation_ids": ["as:up:01H..."],
+    "received_at": "2024-06-01T12:00:00.123456789Z",
+    "uplink_message": {
+        "session_key_id": "AXA=", "f_port": 2, "f_cnt": 1234, "frm_payload": "y/YLDQN2AQrdf/8=",
+        "decoded_payload": {"BatV": 3.062, "Bat_status": 3, "Ext_sensor": "Temperature Sensor", "Hum_SHT": 88.6,
+                            "TempC_DS": 27.81, "TempC_SHT": 28.29},
+        "rx_metadata": [
+            {"gateway_ids": {"gateway_id": "gw-roof", "eui": "B827EBFFFE000001"}, "rssi": -112, "channel_rssi": -112,
+             "snr": -4.25},
+            {"gateway_ids": {"gateway_id": "gw-office", "eui": "B827EBFFFE000002"}, "rssi": -71, "channel_rssi": -71,
+             "snr": 9.5},
+        ],
+        "settings": {"data_rate": {"lora": {"bandwidth": 125000, "spreading_factor": 7}}, "frequency": "868100000"},
+        "received_at": "2024-06-01T12:00:00.098765432Z", "consumed_airtime": "0.061696s",
+    },
+}).encode()
+TTN_NO_FORMATTER = json.dumps({"end_device_ids": {"device_id": "x"}, "uplink_message": {"f_port": 2, "frm_payload": "AQI="}}).encode()
+CHIRPSTACK_UP = json.dumps({
+    "deduplicationId": "3ac7e3c4-4401-4b8d-9386-a5c902f9202d", "time": "2024-06-01T12:00:00.555Z",
+    "deviceInfo": {"tenantId": "52f14cd4-c6f1-4fbd-8f87-4025e1d49242", "tenantName": "ChirpStack",
+                   "applicationId": "17c82e96-be03-4f38-aef3-f83d48582d97", "applicationName": "climate",
+                   "deviceProfileId": "14855bf7-d10d-4aee-b618-ebfcb64dc7ad", "deviceProfileName": "LHT65",
+                   "deviceName": "lht65-02", "devEui": "a840410001812346", "tags": {}},
+    "devAddr": "00189440", "adr": True, "dr": 5, "fCnt": 77, "fPort": 2, "confirmed": False,
+    "data": "y/YLDQN2AQrdf/8=", "object": {"TempC_SHT": 28.29, "Hum_SHT": 88.6, "battery": {"voltage": 3.062}},
+    "rxInfo": [{"gatewayId": "0016c001f153a14c", "uplinkId": 4217106255, "rssi": -36, "snr": 10.5},
+               {"gatewayId": "0016c001f153a14d", "uplinkId": 4217106256, "rssi": -90, "snr": 2.0}],
+    "txInfo": {"frequency": 868100000, "modulation": {"lora": {"bandwidth": 125000, "spreadingFactor": 7}}},
+}).encode()
+
+
+def muon_dict(*pairs):
+    return b"\x92" + b"".join(pairs) + b"\x93"
+
+
+def mstr(text):
+    return text.encode() + b"\x00"
+
+
+def sleb(value):
+    """Signed LEB128, written out here so the test does not trust the reader's own code."""
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if (value == 0 and not byte & 0x40) or (value == -1 and byte & 0x40):
+            return bytes(out + bytes([byte]))
+        out.append(byte | 0x80)
+
+
+SAMPLES = [
+    # -- JSON --
+    ("json", b'{"temperature": 21.5, "humidity": 48}', DATA, [Record(R, {"temperature": 21.5, "humidity": 48})]),
+    ("json", b'{"time": 1717243200, "temperature": 21.5}', DATA, [Record(T, {"temperature": 21.5})]),
+    ("json", b'{"timestamp": 1717243200000, "v": 1}', DATA, [Record(T, {"v": 1})]),
+    ("json", b'{"datetime": "2024-06-01T12:00:00Z", "v": 1}', DATA, [Record(T, {"v": 1})]),
+    ("json", b'{"dateTime": "2024-06-01T14:00:00+02:00", "v": 1}', DATA, [Record(T, {"v": 1})]),
+    ("json", b'{"ts": 1717243200000000000, "v": 1}', DATA, [Record(T, {"v": 1})]),
+    ("json", b'[{"v": 1, "ts": 1717243200}, {"v": 2, "ts": 1717243201}]', DATA,
+     [Record(T, {"v": 1}), Record(T + 10**9, {"v": 2})]),
+    ("json", b'{"wifi": {"rssi": -60}, "tags": ["a"]}', DATA, [Record(R, {"wifi": {"rssi": -60}, "tags": ["a"]})]),
+    ("json", b"21.5", field("temperature"), [Record(R, {"temperature": 21.5})]),
+    # -- NDJSON --
+    ("ndjson", b'{"v": 1, "time": 1717243200}\n{"v": 2, "time": 1717243201}\n', DATA,
+     [Record(T, {"v": 1}), Record(T + 10**9, {"v": 2})]),
+    ("ndjson", b'{"v": 1}\r\n\r\n{"v": 2}', DATA, [Record(R, {"v": 1}), Record(R, {"v": 2})]),
+    ("ndjson", b'{"sensor": "bme280", "t": 21.0}', DATA, [Record(R, {"sensor": "bme280", "t": 21.0})]),
+    # -- CSV --
+    ("csv", b"time,temperature,humidity\n2024-06-01T12:00:00Z,21.5,48\n2024-06-01T12:00:01Z,21.6,47.5\n", DATA,
+     [Record(T, {"temperature": 21.5, "humidity": 48}), Record(T + 10**9, {"temperature": 21.6, "humidity": 47.5})]),
+    ("csv", b'sensor,value\n"bme280, outdoor",12.5\n', DATA, [Record(R, {"sensor": "bme280, outdoor", "value": 12.5})]),
+    ("csv", b"a,b,c\n1,,3\n", DATA, [Record(R, {"a": 1, "c": 3})]),
+    ("csv", b"ok,count\ntrue,7\n", DATA, [Record(R, {"ok": True, "count": 7})]),
+    # -- key=value --
+    ("kv", b"temperature=21.5&humidity=48&sensor=bme280", DATA,
+     [Record(R, {"temperature": 21.5, "humidity": 48, "sensor": "bme280"})]),
+    ("kv", b"temperature=21.5,humidity=48", DATA, [Record(R, {"temperature": 21.5, "humidity": 48})]),
+    ("kv", b"a=1;b=2", DATA, [Record(R, {"a": 1, "b": 2})]),
+    ("kv", b"rssi=-71 snr=9.5", DATA, [Record(R, {"rssi": -71, "snr": 9.5})]),
+    ("kv", b"name=living%20room&t=20", DATA, [Record(R, {"name": "living room", "t": 20})]),
+    ("kv", b"ts=1717243200&v=3", DATA, [Record(T, {"v": 3})]),
+    # -- single values --
+    ("value", b"21.5", field("temperature"), [Record(R, {"temperature": 21.5})]),
+    ("value", b"-7", field("rssi"), [Record(R, {"rssi": -7})]),
+    ("value", b"ON", field("power"), [Record(R, {"power": "ON"})]),
+    ("value", b" true\n", field("door"), [Record(R, {"door": True})]),
+    # -- Tasmota --
+    ("tasmota", TASMOTA_SENSOR, DATA, [Record(T + 2 * 3600 * 10**9, {
+        "ENERGY.TotalStartTime": "2023-01-01T00:00:00", "ENERGY.Total": 12.345, "ENERGY.Yesterday": 0.512,
+        "ENERGY.Today": 0.128, "ENERGY.Power": 42, "ENERGY.ApparentPower": 50, "ENERGY.ReactivePower": 27,
+        "ENERGY.Factor": 0.84, "ENERGY.Voltage": 231, "ENERGY.Current": 0.216})]),
+    ("tasmota", TASMOTA_DS18B20, DATA,
+     [Record(T + 2 * 3600 * 10**9, {"DS18B20.Id": "0316A279B1FF", "DS18B20.Temperature": 21.4, "TempUnit": "C"})]),
+    ("tasmota", TASMOTA_STATE, DATA, [Record(T + 2 * 3600 * 10**9, {
+        "Uptime": "0T01:02:03", "UptimeSec": 3723, "Heap": 25, "SleepMode": "Dynamic", "Sleep": 50, "LoadAvg": 19,
+        "MqttCount": 1, "POWER": "ON", "Wifi.AP": 1, "Wifi.SSId": "iot", "Wifi.BSSId": "AA:BB:CC:DD:EE:FF",
+        "Wifi.Channel": 6, "Wifi.Mode": "11n", "Wifi.RSSI": 76, "Wifi.Signal": -62, "Wifi.LinkCount": 1,
+        "Wifi.Downtime": "0T00:00:03"})]),
+    # -- airrohr / sensor.community --
+    ("airrohr", AIRROHR, DATA, [Record(R, {
+        "SDS_P1": 14.53, "SDS_P2": 6.27, "BME280_temperature": 21.84, "BME280_pressure": 100513.56,
+        "BME280_humidity": 48.12, "samples": 868472, "signal": -67},
+        {"esp8266id": "12345678", "software_version": "NRZ-2020-129"})]),
+    ("airrohr", b'{"sensordatavalues":[{"value_type":"temperature","value":21.5}]}', DATA,
+     [Record(R, {"temperature": 21.5})]),
+    # -- The Things Stack v3 --
+    ("ttn", TTN_UPLINK, DATA, [Record(1_717_243_200_098_765_432, {
+        "BatV": 3.062, "Bat_status": 3, "Ext_sensor": "Temperature Sensor", "Hum_SHT": 88.6, "TempC_DS": 27.81,
+        "TempC_SHT": 28.29, "f_port": 2, "f_cnt": 1234, "rssi": -71, "snr": 9.5},
+        {"device_id": "lht65-01", "dev_eui": "A840410001812345", "application_id": "climate",
+         "gateway_id": "gw-office"})]),
+    # -- ChirpStack v4 --
+    ("chirpstack", CHIRPSTACK_UP, DATA, [Record(1_717_243_200_555_000_000, {
+        "TempC_SHT": 28.29, "Hum_SHT": 88.6, "battery.voltage": 3.062, "fPort": 2, "fCnt": 77, "rssi": -36,
+        "snr": 10.5},
+        {"devEui": "a840410001812346", "deviceName": "lht65-02", "applicationName": "climate",
+         "gatewayId": "0016c001f153a14c"})]),
+    # -- Homie --
+    ("homie", b"21.5", field("temperature"), [Record(R, {"temperature": 21.5})]),
+    ("homie", b"true", field("on"), [Record(R, {"on": True})]),
+    ("homie", b"True", field("label"), [Record(R, {"label": "True"})]),
+    ("homie", b"255,128,0", field("color"), [Record(R, {"color": "255,128,0"})]),
+    # -- MessagePack --
+    ("msgpack", msgpack.packb({"temperature": 21.5, "humidity": 48, "time": 1717243200}), DATA,
+     [Record(T, {"temperature": 21.5, "humidity": 48})]),
+    ("msgpack", msgpack.packb([{"v": 1}, {"v": 2}]), DATA, [Record(R, {"v": 1}), Record(R, {"v": 2})]),
+    ("msgpack", msgpack.packb({"time": datetime(2024, 6, 1, 12, tzinfo=timezone.utc), "v": b"\x01"}, datetime=True),
+     DATA, [Record(T, {"v": b"\x01"})]),
+    # -- CBOR --
+    ("cbor", cbor2.dumps({"temperature": 21.5, "humidity": 48}), DATA, [Record(R, {"temperature": 21.5, "humidity": 48})]),
+    ("cbor", cbor2.dumps({"time": datetime(2024, 6, 1, 12, tzinfo=timezone.utc), "v": 1}, datetime_as_timestamp=False),
+     DATA, [Record(T, {"v": 1})]),
+    ("cbor", cbor2.dumps({"ts": 1717243200, "nested": {"a": [1, 2]}}), DATA, [Record(T, {"nested": {"a": [1, 2]}})]),
+    # -- Muon --
+    ("muon", muon_dict(mstr("temperature"), b"\xba" + __import__("struct").pack("<d", 21.5), mstr("humidity"),
+                       b"\xbb\x30"), DATA, [Record(R, {"temperature": 21.5, "humidity": 48})]),
+    ("muon", b"\x8f\xb5\x30\x31" + muon_dict(mstr("time"), b"\xbb" + sleb(1717243200),
+                                              mstr("ok"), b"\xab"), DATA, [Record(T, {"ok": True})]),
+    ("muon", b"\x90" + muon_dict(mstr("v"), b"\xa1") + muon_dict(mstr("v"), b"\xa2") + b"\x91", DATA,
+     [Record(R, {"v": 1}), Record(R, {"v": 2})]),
+]
+
+
+@pytest.mark.parametrize("name, payload, address, records", SAMPLES,
+                         ids=[f"{i:02d}-{s[0]}" for i, s in enumerate(SAMPLES)])
+def test_samples(name, payload, address, records):
+    """Each real-world payload gives exactly the documented records."""
+    assert decode(name, payload, address) == records
+
+
+def test_at_least_forty_samples():
+    """The table holds at least 40 samples across the vendor and binary formats."""
+    assert len(SAMPLES) >= 40
+    assert {"tasmota", "airrohr", "ttn", "chirpstack", "csv", "ndjson", "kv", "msgpack", "cbor", "muon"} <= {
+        s[0] for s in SAMPLES}
+
+
+def test_naive_time_in_the_channel_timezone():
+    """A time without an offset is read in the channel's timezone."""
+    assert decode("json", b'{"time": "2024-06-01T14:00:00", "v": 1}', tz=ZoneInfo("Europe/Berlin")) == [
+        Record(T, {"v": 1})]
+    assert decode("tasmota", b'{"Time": "2024-01-01T13:00:00", "v": 1}', tz=ZoneInfo("Europe/Berlin")) == [
+        Record(1_704_110_400_000_000_000, {"v": 1})]
+
+
+def test_epoch_nanoseconds_keep_full_precision():
+    """An epoch in nanoseconds survives to the last digit; so do 9 ISO fraction digits."""
+    assert decode("json", b'{"time": 1717243200123456789}')[0].time == 1_717_243_200_123_456_789
+    assert decode("json", b'{"time": "2024-06-01T12:00:00.123456789Z"}')[0].time == 1_717_243_200_123_456_789
+
+
+def test_offset_lands_in_utc():
+    """2024-06-01T12:00:00-05:00 is stored as 17:00 UTC."""
+    assert decode("json", b'{"time": "2024-06-01T12:00:00-05:00"}')[0].time == T + 5 * 3600 * 10**9
+
+
+def test_ttn_without_decoded_payload_is_declined_with_a_hint():
+    """An uplink without a payload formatter is declined, saying how to fix it."""
+    from lorrygate.errors import Declined
+
+    with pytest.raises(Declined, match="set a payload formatter"):
+        decode("ttn", TTN_NO_FORMATTER)
+    assert base64.b64decode("AQI=") == b"\x01\x02"
