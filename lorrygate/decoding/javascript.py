@@ -43,12 +43,12 @@ def load_codec(path: str) -> str:
     context = MiniRacer()
     try:
         context.eval(source, timeout=2000)
-        kinds = context.eval("[typeof decodeUplink, typeof decode]")
+        kinds = str(context.eval("typeof decodeUplink + ',' + typeof decode")).split(",")
     except Exception as exc:
         raise ValueError(f"{type(exc).__name__}: {exc}") from None
     finally:
         context.close()
-    if "function" not in list(kinds):
+    if "function" not in kinds:
         raise ValueError("defines neither decodeUplink(input) nor decode(payload, topic)")
     return source
 

@@ -53,8 +53,11 @@ def compile_expression(text: str):
             raise ValueError(f"unknown name {node.id!r} (use value, abs, round, min, max)")
         if isinstance(node, ast.Constant) and not isinstance(node.value, (int, float)):
             raise ValueError(f"only numbers are allowed, got {node.value!r}")
-        if isinstance(node, ast.Call) and (not isinstance(node.func, ast.Name) or node.func.id not in _FUNCTIONS or node.keywords):
-            raise ValueError("only abs(), round(), min() and max() can be called")
+        if isinstance(node, ast.Call):
+            if isinstance(node.func, ast.Name) and node.func.id not in _FUNCTIONS:
+                raise ValueError(f"unknown name {node.func.id!r} (use value, abs, round, min, max)")
+            if not isinstance(node.func, ast.Name) or node.keywords:
+                raise ValueError("only abs(), round(), min() and max() can be called")
     code = compile(tree, "<convert>", "eval")
 
     def evaluate(value):

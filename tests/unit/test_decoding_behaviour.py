@@ -1,0 +1,216 @@
+"""Decoder chain behaviour, fuzzing, transforms, Python and JavaScript user decoders."""
+
+import json
+import os
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twisted.internet.defer import Deferred, succeed
+
+from lorrygate.decoding import DECODERS, DecoderChain
+from lorrygate.decoding.functions import FunctionDecoder
+from lorrygate.decoding.javascript import JavaScriptDecoder, load_codec
+from lorrygate.decoding.transform import Transform, compile_expression
+from lorrygate.errors import Declined, DecodeError
+from lorrygate.model import Address, Message, Record
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+R = 1_000_000_000
+DATA = Address("r", "n", "g", "d", "data", "data.json")
+
+
+def message(payload, topic="r/n/g/d/data.json"):
+    return Message(topic, payload, 1, False, 1.0, "#")
+
+
+@settings(max_examples=300, deadline=None)
+@given(payload=st.binary(max_size=300), name=st.sampled_from(sorted(DECODERS)),
+       field=st.sampled_from([None, "temperature"]))
+def test_arbitrary_bytes_raise_only_decode_errors(payload, name, field):
+    """Any bytes given to any built-in decoder yield records, Declined or DecodeError; nothing else."""
+    address = Address("r", "n", "g", "d", "data", "x", field)
+    try:
+        records = DECODERS[name]().decode(message(payload), address)
+    except (Declined, DecodeError):
+        return
+    assert isinstance(records, list) and all(isinstance(record, Record) for record in records)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.recursive(st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats() | st.text(max_size=10),
+                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
+                    max_leaves=20))
+def test_structured_documents_raise_only_decode_errors(document):
+    """JSON, MessagePack and CBOR documents of any shape never make a decoder crash."""
+    import cbor2
+    import msgpack
+
+    for name, payload in (("json", json.dumps(document).encode()), ("msgpack", msgpack.packb(document)),
+                          ("cbor", cbor2.dumps(document)), ("ndjson", json.dumps(document).encode()),
+                          ("tasmota", json.dumps(document).encode()), ("ttn", json.dumps(document).encode()),
+                          ("chirpstack", json.dumps(document).encode()), ("airrohr", json.dumps(document).encode())):
+        try:
+            DECODERS[name]().decode(message(payload), DATA)
+        except (Declined, DecodeError):
+            pass
+
+
+def test_fallback_chain_sends_each_message_to_the_right_decoder():
+    """[json, csv, kv, value] over a mixed stream: each payload is decoded by the decoder meant for it."""
+    chain = DecoderChain(tuple(DECODERS[name]() for name in ("json", "csv", "kv", "value")))
+    field = Address("r", "n", "g", "d", "data", "data/temperature", "temperature")
+    stream = [
+        (b'{"t": 1}', DATA, "json", [{"t": 1}]),
+        (b"t,h\n1,2\n", DATA, "csv", [{"t": 1, "h": 2}]),
+        (b"t=1&h=2", DATA, "kv", [{"t": 1, "h": 2}]),
+        (b"t=1,h=2", DATA, "kv", [{"t": 1, "h": 2}]),
+        (b"21.5", field, "json", [{"temperature": 21.5}]),
+        (b"on", field, "value", [{"temperature": "on"}]),
+        (b'[{"t": 1}, {"t": 2}]', DATA, "json", [{"t": 1}, {"t": 2}]),
+        (b"a;b\n1;2\n", DATA, "kv", None),
+    ]
+    for payload, address, expected_decoder, expected_fields in stream:
+        if expected_fields is None:
+            with pytest.raises(DecodeError, match="no decoder of the chain"):
+                chain.decode(message(payload), address)
+            continue
+        decoder, records = chain.decode(message(payload), address)
+        assert (decoder, [r.fields for r in records]) == (expected_decoder, expected_fields), payload
+
+
+def test_chain_with_an_asynchronous_decoder():
+    """A decoder returning a Deferred makes the chain return one; declines still fall through."""
+
+    class Later:
+        name = "later"
+
+        def __init__(self, result):
+            self.result = result
+            self.pending = Deferred()
+
+        def decode(self, message, address):
+            return self.pending
+
+    first, second = Later(None), Later(None)
+    chain = DecoderChain((first, DECODERS["json"]()))
+    out = []
+    chain.decode(message(b'{"a": 1}'), DATA).addCallback(out.append)
+    first.pending.errback(Declined("not mine"))
+    assert out == [("json", [Record(R, {"a": 1})])]
+    failures = []
+    DecoderChain((second,)).decode(message(b"x"), DATA).addErrback(failures.append)
+    second.pending.errback(KeyError("bug"))
+    assert failures[0].check(DecodeError) and "decoder 'later': KeyError" in str(failures[0].value)
+
+
+def test_function_decoder_contract():
+    """A decorated function may return a dict, a list, Records, None (decline) or a Deferred."""
+    assert FunctionDecoder("f", lambda m, a: {"v": 1}).decode(message(b""), DATA) == [Record(R, {"v": 1})]
+    assert FunctionDecoder("f", lambda m, a: [{"v": 1}, {"v": 2, "ts": 5}]).decode(message(b""), DATA) == [
+        Record(R, {"v": 1}), Record(5 * 10**9, {"v": 2})]
+    with pytest.raises(Declined):
+        FunctionDecoder("f", lambda m, a: None).decode(message(b""), DATA)
+    with pytest.raises(DecodeError, match="returned str"):
+        FunctionDecoder("f", lambda m, a: "nope").decode(message(b""), DATA)
+    out = []
+    FunctionDecoder("f", lambda m, a: succeed({"v": 3})).decode(message(b""), DATA).addCallback(out.append)
+    assert out == [[Record(R, {"v": 3})]]
+
+
+LHT65 = os.path.join(ROOT, "strategies", "dragino_lht65.js")
+
+
+@pytest.mark.parametrize("vector", json.load(open(os.path.join(ROOT, "strategies", "dragino_lht65.vectors.json"))),
+                         ids=lambda v: v["description"])
+def test_lht65_codec_vectors(vector):
+    """The shipped LHT65 codec decodes its test vectors (raw payload, fPort from the decoder's config)."""
+    decoder = JavaScriptDecoder("lht65", load_codec(LHT65), fport=vector["input"]["fPort"])
+    payload = bytes(vector["input"]["bytes"])
+    if "errors" in vector["output"]:
+        with pytest.raises(DecodeError, match="the codec reported: " + vector["output"]["errors"][0]):
+            decoder.decode(message(payload), DATA)
+    else:
+        (record,) = decoder.decode(message(payload), DATA)
+        assert record.fields == vector["output"]["data"]
+
+
+def test_lht65_codec_on_a_tts_uplink_without_formatter():
+    """frm_payload and f_port of a TTS uplink reach decodeUplink; received_at becomes the time."""
+    uplink = {"end_device_ids": {"device_id": "x"}, "uplink_message": {
+        "f_port": 2, "frm_payload": "y/YLDQN2AQrdf/8=", "received_at": "2024-06-01T12:00:00Z"}}
+    decoder = JavaScriptDecoder("lht65", load_codec(LHT65), fport=99)
+    (record,) = decoder.decode(message(json.dumps(uplink).encode()), DATA)
+    assert record.fields["TempC_SHT"] == 28.29
+
+
+def test_runaway_codec_is_stopped_and_the_engine_recovers():
+    """An endless loop hits the time limit (a DecodeError); the next message decodes normally."""
+    source = "function decode(p, t) { if (p[0] === 0x78) { while (true) {} } return {n: p.length}; }"
+    decoder = JavaScriptDecoder("loop", source, timeout=0.2)
+    with pytest.raises(DecodeError, match="exceeded its time limit of 0.2 s"):
+        decoder.decode(message(b"x"), DATA)
+    assert decoder.decode(message(b"ab"), DATA) == [Record(R, {"n": 2})]
+
+
+def test_memory_hungry_codec_is_stopped():
+    """A codec that allocates without end hits the heap limit (a DecodeError)."""
+    source = "function decode(p, t) { var a = []; while (true) { a.push(new Array(100000).fill(1)); } }"
+    decoder = JavaScriptDecoder("hog", source, timeout=10, memory=16 * 2**20)
+    with pytest.raises(DecodeError, match="memory limit of 16 MiB"):
+        decoder.decode(message(b"x"), DATA)
+
+
+@pytest.mark.parametrize("source, message_text", [
+    ("function nothing() {}", "defines neither decodeUplink"),
+    ("function decode( {", "SyntaxError"),
+], ids=["no-entry-point", "syntax-error"])
+def test_bad_codec_files(tmp_path, source, message_text):
+    """A codec file that does not compile or has no entry point is refused up front."""
+    path = tmp_path / "codec.js"
+    path.write_text(source)
+    with pytest.raises(ValueError, match=message_text):
+        load_codec(str(path))
+
+
+def test_transform_steps_in_order():
+    """rename, drop, convert, tags, metadata and a hook apply in the documented order."""
+
+    def hook(record, msg, address):
+        return None if record.fields.get("skip") else record
+
+    transform = Transform(
+        rename=(("temp", "temperature"),),
+        drop=frozenset({"rssi"}),
+        convert=(("temperature", "(value - 32) * 5 / 9", compile_expression("(value - 32) * 5 / 9")),),
+        tags=(("site", "berlin"), ("station", "{node}")),
+        hook=hook,
+        metadata=True,
+        source="local",
+    )
+    records = [Record(R, {"temp": 212, "rssi": -70}), Record(R, {"skip": True})]
+    (out,) = transform.apply(records, message(b""), DATA, "json")
+    assert out.fields == {"temperature": 100.0}
+    assert out.tags == {"site": "berlin", "station": "d", "topic": "r/n/g/d/data.json", "realm": "r", "network": "n",
+                        "gateway": "g", "node": "d", "kind": "data", "decoder": "json",
+                        "received": "1970-01-01T00:00:01.000000000Z", "source": "local"}
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("__import__('os')", "unknown name '__import__'"),
+    ("value.real", "Attribute is not allowed"),
+    ("value +", "not an expression"),
+    ("'a' * value", "only numbers are allowed"),
+    ("open(value)", "unknown name 'open'"),
+], ids=["import", "attribute", "syntax", "string", "call"])
+def test_convert_expressions_are_arithmetic_only(text, problem):
+    """Only arithmetic on value compiles; anything else is refused with the reason."""
+    with pytest.raises(ValueError, match=problem):
+        compile_expression(text)
+
+
+def test_convert_on_a_non_number_is_a_decode_error():
+    """Converting a text field is a DecodeError naming field and value, so the message is kept."""
+    transform = Transform(convert=(("t", "value * 2", compile_expression("value * 2")),))
+    with pytest.raises(DecodeError, match="field 't' is 'warm', not a number"):
+        transform.apply([Record(R, {"t": "warm"})], message(b""), DATA, "json")
