@@ -113,6 +113,14 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".") -> s.Setting
     decoders = build_decoders(modules, decoder_sections, problem, problems, base_dir)
     built = []
     for section, channel, values in channels:
+        # With a single broker or storage, a channel may leave it out.
+        for key, kind in (("source", "broker"), ("storage", "storage")):
+            if not getattr(channel, key):
+                only = _only(parser, kind)
+                if not only:
+                    problem(section, key, f"a value (required unless exactly one [{kind}:NAME] is defined)", "nothing")
+                    continue
+                channel = attrs.evolve(channel, **{key: only})
         _check_channel(section, channel, parser, strategies, decoders, problem)
         hook = _resolve_hook(section, values["hook"], modules, problem) if values["hook"] else None
         built.append(attrs.evolve(channel, transform=s.make_transform(values, channel.source, hook)))
@@ -239,12 +247,17 @@ def _check_tls_files(section, values, problem) -> None:
             problem(section, key, "a readable PEM file", repr(path))
 
 
+def _only(parser, kind: str) -> str:
+    names = [x.partition(":")[2].strip() for x in parser.sections() if x.startswith(kind + ":")]
+    return names[0] if len(names) == 1 else ""
+
+
 def _check_channel(section, channel, parser, strategies, decoders, problem) -> None:
     sections = set(parser.sections())
-    if f"broker:{channel.source}" not in sections:
+    if channel.source and f"broker:{channel.source}" not in sections:
         brokers = ", ".join(sorted(x[7:] for x in sections if x.startswith("broker:"))) or "none defined"
         problem(section, "source", f"the name of a [broker:NAME] section ({brokers})", repr(channel.source))
-    if f"storage:{channel.storage}" not in sections:
+    if channel.storage and f"storage:{channel.storage}" not in sections:
         storages = ", ".join(sorted(x[8:] for x in sections if x.startswith("storage:"))) or "none defined"
         problem(section, "storage", f"the name of a [storage:NAME] section ({storages})", repr(channel.storage))
     if channel.strategy not in strategies:

@@ -122,12 +122,12 @@ STORAGE_KEYS = {
 }
 
 CHANNEL_KEYS = {
-    "source": Key(v.nonempty),
+    "source": Key(v.nonempty, ""),
     "topics": Key(v.topic_filters),
     "qos": Key(v.integer(0, 2), 1),
     "strategy": Key(v.nonempty, "wan"),
     "decoders": Key(v.names, ("json",)),
-    "storage": Key(v.nonempty),
+    "storage": Key(v.nonempty, ""),
     "timezone": Key(v.timezone, "UTC"),
     "error_topic": Key(v.boolean, True),
     "metadata": Key(v.boolean, False),

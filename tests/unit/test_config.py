@@ -135,3 +135,15 @@ def test_missing_file():
 def test_shipped_configs_load(path):
     """Every ini file shipped in etc/ is valid, so the examples cannot rot."""
     assert load(path).channels
+
+
+def test_single_broker_and_storage_may_be_left_out():
+    """With one broker and one storage, a channel need not name them; with two it must."""
+    text = GOOD.replace("source = local\n", "").replace("storage = db\n", "")
+    (channel,) = loads(text).channels
+    assert (channel.source, channel.storage) == ("local", "db")
+    found = problems(text + "\n[storage:other]\nurl = sqlite:///y.sqlite\n")
+    assert found == [
+        "gateway.ini [channel:main] storage: expected a value (required unless exactly one [storage:NAME] is defined), "
+        "got nothing"
+    ]
