@@ -9,6 +9,7 @@ a message.
 import configparser
 import importlib
 import os
+import re
 
 import attrs
 
@@ -71,6 +72,8 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".") -> s.Setting
                 value = interpolate(value, base_dir)
                 parsed = spec.parse(value)
             except Invalid as exc:
+                if not spec.secret and re.search(r"\s[#;]", raw[key]):
+                    shown += " (comments go on their own line, not after a value)"
                 problem(section, key, exc.expected, shown)
                 result[key] = None
                 continue

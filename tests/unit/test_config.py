@@ -147,3 +147,12 @@ def test_single_broker_and_storage_may_be_left_out():
         "gateway.ini [channel:main] storage: expected a value (required unless exactly one [storage:NAME] is defined), "
         "got nothing"
     ]
+
+
+def test_inline_comment_gets_a_hint():
+    """A comment after a value is not one; the error says so."""
+    found = problems(GOOD.replace("host = localhost", "host = localhost\nkeepalive = 30   # seconds"))
+    assert found == [
+        "gateway.ini [broker:local] keepalive: expected a whole number from 0 to 65535, got '30   # seconds' "
+        "(comments go on their own line, not after a value)"
+    ]

@@ -30,3 +30,45 @@ def test_topology_table(name, topic, kind, schema, table):
     address = strategy.match(topic)
     routed = strategy.table_for(address)
     assert (address.kind, routed.schema, routed.table) == (kind, schema, table)
+
+
+def literal_blocks(name):
+    """The indented literal blocks (after '::') of a docs file."""
+    text = open(os.path.join(DOCS, name), encoding="utf-8").read()
+    return [
+        "\n".join(line[4:] for line in block.group(1).splitlines())
+        for block in re.finditer(r"::\n\n((?:    [^\n]*\n|\n)+)", text)
+    ]
+
+
+def test_decoding_python_example_runs():
+    """The Python decoder example in docs/decoding.rst decodes and declines as it says."""
+    from lorrygate.decoding.functions import MARKER, FunctionDecoder
+    from lorrygate.errors import Declined
+    from lorrygate.model import Message
+
+    (example,) = [block for block in literal_blocks("decoding.rst") if "@decoder" in block]
+    namespace = {}
+    exec(compile(example, "docs/decoding.rst", "exec"), namespace)
+    function = namespace["decode"]
+    decoder = FunctionDecoder(getattr(function, MARKER), function)
+    (record,) = decoder.decode(Message("t", b"21.5;48", received=1.0), None)
+    assert record.fields == {"temperature": 21.5, "humidity": 48.0}
+    with pytest.raises(Declined):
+        decoder.decode(Message("t", b"21.5"), None)
+
+
+@pytest.mark.parametrize("name", ["decoding.rst", "topology.rst"])
+def test_ini_examples_in_docs_load(name):
+    """Every ini snippet in the docs is valid config (with a minimal broker, storage and channel around it)."""
+    from lorrygate.config import loads
+
+    for block in literal_blocks(name):
+        if not block.lstrip().startswith("["):
+            continue
+        text = block
+        if "[channel:" not in text:
+            text += "\n[channel:c]\ntopics = #\n"
+        text = "[broker:b]\nhost = h\n[storage:s]\nurl = sqlite:///x\n" + text
+        text = text.replace("hook = mymodule:adjust\n", "")
+        loads(text.replace("{realm}/sites", "{realm}/sites"))
