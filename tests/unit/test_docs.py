@@ -69,6 +69,8 @@ def test_ini_examples_in_docs_load(name):
         text = block
         if "[channel:" not in text:
             text += "\n[channel:c]\ntopics = #\n"
+        elif "topics =" not in text:
+            text += "topics = #\n"
         text = "[broker:b]\nhost = h\n[storage:s]\nurl = sqlite:///x\n" + text
         text = text.replace("hook = mymodule:adjust\n", "")
         loads(text.replace("{realm}/sites", "{realm}/sites"))
