@@ -42,6 +42,8 @@ class DecoderChain:
                 continue
             except Exception as exc:
                 raise _as_decode_error(decoder, exc) from exc
+            if type(records) is list:
+                return decoder.name, records
             if inspect.iscoroutine(records):
                 records = Deferred.fromCoroutine(records)
             if isinstance(records, Deferred):

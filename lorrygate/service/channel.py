@@ -142,7 +142,7 @@ class ChannelRouter:
         except DecodeError as exc:
             self._undecodable(message, exc)
             return
-        if isinstance(result, Deferred):
+        if type(result) is not tuple:
             self._pending.add(result)
             result.addBoth(self._settled, result)
             result.addCallbacks(self._decoded, self._failed, (message, address, table), None, (message,))
