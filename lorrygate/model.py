@@ -104,3 +104,5 @@ class Channel:
     error_topic: bool = True
     #: a `lorrygate.decoding.transform.Transform`, or None
     transform: object = attrs.field(default=None, repr=False)
+    #: a `lorrygate.storage.ddl.DdlTemplate` for this channel's new tables, or None
+    ddl: object = attrs.field(default=None, repr=False)

@@ -103,7 +103,9 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".") -> s.Setting
             _check_tls_files(section, values, problem)
             brokers[name] = s.make_broker(name, values)
         elif kind == "storage":
-            storages[name] = s.make_storage(name, values)
+            storage = s.make_storage(name, values, section, problem)
+            if storage is not None:
+                storages[name] = storage
         elif kind == "strategy":
             strategy_sections[name] = (section, values)
         elif kind == "decoder":
@@ -126,7 +128,13 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".") -> s.Setting
                 channel = attrs.evolve(channel, **{key: only})
         _check_channel(section, channel, parser, strategies, decoders, problem)
         hook = _resolve_hook(section, values["hook"], modules, problem) if values["hook"] else None
-        built.append(attrs.evolve(channel, transform=s.make_transform(values, channel.source, hook)))
+        ddl = None
+        if values["ddl"] and channel.storage in storages:
+            try:
+                ddl = s.ddl_template(values["ddl"], storages[channel.storage].kind)
+            except ValueError as exc:
+                problem(section, "ddl", "a DDL template", f"one that fails: {exc}")
+        built.append(attrs.evolve(channel, transform=s.make_transform(values, channel.source, hook), ddl=ddl))
     if not channels and not any(section.startswith("channel:") for section in parser.sections()):
         problem("channel:NAME", None, "at least one [channel:NAME] section", "none")
     if problems:

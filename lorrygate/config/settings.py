@@ -13,6 +13,7 @@ import attrs
 
 from lorrygate.config import values as v
 from lorrygate.model import DATA, KINDS, Channel
+from lorrygate.topology.naming import quote
 
 REQUIRED = object()
 DEFAULT_STRATEGIES = "strategies"
@@ -60,14 +61,22 @@ class BrokerSettings:
 @attrs.frozen
 class StorageSettings:
     name: str
-    url: str
+    url: object  # lorrygate.config.values.StorageUrl; str() masks the password
     kind: str
-    path: str
+    path: str = ""
     batch_size: int = 5000
     flush_interval: float = 0.25
     idle_flush: float = 0.01
     max_pending: int = 200_000
     synchronous: str = "FULL"
+    idempotent: bool = False
+    #: a `lorrygate.storage.ddl.DdlTemplate`, or None
+    ddl: object = None
+    shards: int = 1
+    replicas: str = "0"
+    partition: str = "month"
+    tls_ca: str = ""
+    timeout: float = 30.0
 
 
 @attrs.frozen
@@ -113,12 +122,28 @@ BROKER_KEYS = {
 }
 
 STORAGE_KEYS = {
-    "url": Key(v.sqlite_url),
+    "url": Key(v.storage_url),
     "batch_size": Key(v.integer(1, 1_000_000), 5000),
     "flush_interval": Key(v.duration(0.001, 60), 0.25),
     "idle_flush": Key(v.duration(0.001, 10), 0.01),
     "max_pending": Key(v.integer(1, 100_000_000), 200_000),
+    "idempotent": Key(v.boolean, False),
+    "ddl": Key(v.ddl_text, ""),
     "synchronous": Key(v.choice("OFF", "NORMAL", "FULL", "EXTRA"), "FULL"),
+    "shards": Key(v.integer(1, 1000), 1),
+    "replicas": Key(v.nonempty, "0"),
+    "partition": Key(v.choice("none", "day", "week", "month", "quarter", "year"), "month"),
+    "tls_ca": Key(v.text, ""),
+    "timeout": Key(v.duration(0.1, 600), 30.0),
+}
+#: keys only some storage kinds take
+STORAGE_KIND_KEYS = {
+    "synchronous": ("sqlite",),
+    "shards": ("crate",),
+    "replicas": ("crate",),
+    "partition": ("crate",),
+    "tls_ca": ("crate",),
+    "timeout": ("crate",),
 }
 
 CHANNEL_KEYS = {
@@ -136,9 +161,10 @@ CHANNEL_KEYS = {
     "tags": Key(v.pairs("=", "name=value pairs"), ()),
     "convert": Key(v.conversions, ()),
     "hook": Key(v.callable_ref, ""),
+    "ddl": Key(v.ddl_text, ""),
 }
 #: channel keys that make up its transformer step
-TRANSFORM_KEYS = ("metadata", "rename", "drop", "tags", "convert", "hook")
+TRANSFORM_KEYS = ("metadata", "rename", "drop", "tags", "convert", "hook", "ddl")
 
 DECODER_KEYS = {
     "type": Key(v.nonempty),
@@ -183,9 +209,33 @@ def make_broker(name: str, values: dict) -> BrokerSettings:
     return BrokerSettings(name=name, **values)
 
 
-def make_storage(name: str, values: dict) -> StorageSettings:
-    path = values.pop("url")
-    return StorageSettings(name=name, url="sqlite:///" + path, kind="sqlite", path=path, **values)
+def ddl_template(text: str, kind: str):
+    """Parse a DDL template for a storage kind; ValueError says what is wrong."""
+    from lorrygate.storage.ddl import DdlTemplate, crate_validator
+
+    if kind == "sqlite":
+        from lorrygate.storage.sqlite import table_name
+
+        return DdlTemplate.parse(text, lambda table: quote(table_name(table)))
+    qualify = lambda table: f"{quote(table.schema)}.{quote(table.table)}"  # noqa: E731
+    return DdlTemplate.parse(text, qualify, crate_validator() if kind == "crate" else None)
+
+
+def make_storage(name: str, values: dict, section: str, problem):
+    url = values.pop("url")
+    for key, kinds in STORAGE_KIND_KEYS.items():
+        if values[key] != STORAGE_KEYS[key].default and url.kind not in kinds:
+            problem(section, key, f"no {key} for a {url.kind} storage (it is for {', '.join(kinds)})", repr(values[key]))
+            return None
+    text = values.pop("ddl")
+    ddl = None
+    if text:
+        try:
+            ddl = ddl_template(text, url.kind)
+        except ValueError as exc:
+            problem(section, "ddl", "a DDL template", f"one that fails: {exc}")
+            return None
+    return StorageSettings(name=name, url=url, kind=url.kind, path=url.path, ddl=ddl, **values)
 
 
 def make_channel(name: str, values: dict) -> Channel:

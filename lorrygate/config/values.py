@@ -144,12 +144,53 @@ def topic_filters(value: str) -> tuple:
     return items
 
 
-def sqlite_url(value: str) -> str:
-    """``sqlite:///relative/path`` or ``sqlite:////absolute/path``; returns the path."""
+STORAGE_URL_HELP = (
+    "a storage URL: sqlite:///PATH, postgresql://USER:PASSWORD@HOST:5432/DATABASE, "
+    "crate://HOST:4200/ or crate+https://USER:PASSWORD@HOST:4200/"
+)
+
+
+@attrs.frozen
+class StorageUrl:
+    """A parsed storage URL; ``str()`` masks the password."""
+
+    kind: str
+    raw: str = attrs.field(repr=False)
+    path: str = ""
+
+    def __str__(self) -> str:
+        return mask_url(self.raw)
+
+
+def storage_url(value: str) -> StorageUrl:
+    from urllib.parse import urlsplit
+
     value = value.strip()
-    if not value.startswith("sqlite:///") or len(value) == len("sqlite:///"):
-        raise Invalid("a storage URL such as sqlite:///var/lorrygate.sqlite (supported: sqlite)")
-    return value[len("sqlite:///") :]
+    if value.startswith("sqlite:///") and len(value) > len("sqlite:///"):
+        return StorageUrl("sqlite", value, value[len("sqlite:///") :])
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        raise Invalid(STORAGE_URL_HELP) from None
+    if parts.scheme in ("postgresql", "postgres") and parts.hostname:
+        return StorageUrl("postgresql", value)
+    if parts.scheme in ("crate", "crate+http", "crate+https") and parts.hostname:
+        return StorageUrl("crate", value)
+    raise Invalid(STORAGE_URL_HELP)
+
+
+def ddl_text(value: str) -> str:
+    """Inline DDL, or ``@path`` to read it from a file."""
+    text = value.strip()
+    if text.startswith("@"):
+        path = text[1:].strip()
+        try:
+            with open(path, encoding="utf-8") as handle:
+                return handle.read()
+        except OSError as exc:
+            raise Invalid(f"a readable DDL file at {path} ({exc.strerror})") from None
+    return text
 
 
 def timezone(value: str) -> str:
@@ -203,3 +244,18 @@ def callable_ref(value: str) -> str:
     if not found or not module or not function.isidentifier():
         raise Invalid("module:function, such as adjustments:fix_units")
     return value.strip()
+
+
+def mask_url(url: str) -> str:
+    """A URL with its password replaced by ***, for messages and logs."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable URL>"
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    user = (parts.username or "") + ":***"
+    return urlunsplit(parts._replace(netloc=f"{user}@{netloc[-1]}"))

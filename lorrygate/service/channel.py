@@ -159,7 +159,7 @@ class ChannelRouter:
                 self._undecodable(message, exc, stage="transform")
                 return
         self.stats.routed += 1
-        self.batcher.add(Entry(table, records, self.channel.name, message, decoder))
+        self.batcher.add(Entry(table, records, self.channel.name, message, decoder, address))
 
     def _failed(self, failure, message) -> None:
         error = failure.value if failure.check(DecodeError) else DecodeError("chain", failure.getErrorMessage())

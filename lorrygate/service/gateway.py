@@ -18,7 +18,19 @@ from lorrygate.decoding import DecoderChain
 from lorrygate.service.channel import ChannelRouter
 from lorrygate.sources.mqtt import MQTTSource
 from lorrygate.storage.batcher import Batcher
+from lorrygate.storage.postgresql import PostgresStorage
 from lorrygate.storage.sqlite import SQLiteStorage
+
+
+def make_storage(storage, reactor, ddl: dict):
+    """The backend of a storage's settings."""
+    if storage.kind == "sqlite":
+        return SQLiteStorage(storage.name, storage.path, reactor, storage.synchronous, storage.idempotent, ddl)
+    if storage.kind == "postgresql":
+        return PostgresStorage(storage.name, storage.url.raw, reactor, storage.idempotent, ddl)
+    from lorrygate.storage.cratedb import CrateStorage
+
+    return CrateStorage.from_settings(storage, reactor, ddl)
 
 
 @attrs.define(eq=False)
@@ -39,7 +51,9 @@ class Gateway:
     def from_settings(cls, settings, reactor) -> "Gateway":
         gateway = cls(settings, reactor)
         for name, storage in settings.storages.items():
-            backend = SQLiteStorage(name, storage.path, reactor, synchronous=storage.synchronous)
+            ddl = {"": storage.ddl} if storage.ddl is not None else {}
+            ddl.update((c.name, c.ddl) for c in settings.channels if c.storage == name and c.ddl is not None)
+            backend = make_storage(storage, reactor, ddl)
             gateway.storages[name] = backend
             gateway.batchers[name] = Batcher(
                 backend,

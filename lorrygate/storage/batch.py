@@ -30,6 +30,7 @@ class Entry:
     channel: str
     message: Message
     decoder: str = ""
+    address: object = None
 
 
 @attrs.define

@@ -1,63 +1,33 @@
 """
 SQLite storage: the embedded default.
 
-One database file in WAL mode, written by one named thread (SQLite serialises
-writers anyway); the reactor only hands batches over. Each batch is one
-transaction.
+One database file in WAL mode (``synchronous = FULL`` by default: a commit
+survives power loss, as acknowledging after commit promises), written by one
+named thread.
 
 Layout. SQLite has no schemas, so the table of address (schema, table) is
 named ``<schema>__<table>``, e.g. ``mqttkit_1_testdrive__area_42_node_1_sensors``.
 Each table has a ``time`` column (TEXT, ISO 8601 UTC with nanoseconds:
 ``2024-06-01T17:00:00.123456789Z``, which sorts as it reads and which SQLite's
-date functions understand) and one column per field, created on the field's
-first appearance with the type of its first value (INTEGER, REAL or TEXT).
-Nested objects become dotted column names (``"wifi.rssi"``); lists are stored
-as JSON text. Messages that could not be routed or decoded land in
-``lorrygate_dead_letter`` with their raw payload and the reason.
+date functions understand) and one column per field (see
+`lorrygate.storage.layout`), typed INTEGER, REAL or TEXT by its first value;
+lists are JSON text. Messages that could not be routed or decoded land in
+``lorrygate_dead_letter`` with their raw payload (a BLOB) and the reason.
 """
 
-import json
 import os
 import sqlite3
 
 import attrs
-from twisted.internet.defer import Deferred
-from twisted.internet.threads import deferToThreadPool
-from twisted.logger import Logger
-from twisted.python.threadpool import ThreadPool
-from zope.interface import implementer
 
-from lorrygate.decoding.timestamps import IsoTime
-from lorrygate.errors import StorageError
-from lorrygate.interfaces import IStorage
-from lorrygate.storage.batch import DeadLetter
+from lorrygate.decoding.timestamps import IsoTime, seconds_to_ns
+from lorrygate.storage.layout import ID_COLUMN, INT64, kind_of, to_json
+from lorrygate.storage.sqlstorage import SqlStorage
 from lorrygate.topology.naming import quote
 
-DEAD_LETTER_TABLE = "lorrygate_dead_letter"
-
-_DEAD_LETTER_DDL = f"""
-CREATE TABLE IF NOT EXISTS {quote(DEAD_LETTER_TABLE)} (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    received TEXT NOT NULL,
-    channel TEXT NOT NULL,
-    topic TEXT NOT NULL,
-    qos INTEGER,
-    retain INTEGER,
-    payload BLOB,
-    stage TEXT NOT NULL,
-    error TEXT NOT NULL,
-    decoder TEXT
-)
-"""
-_DEAD_LETTER_INSERT = (
-    f"INSERT INTO {quote(DEAD_LETTER_TABLE)} "
-    "(received, channel, topic, qos, retain, payload, stage, error, decoder) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-
+_TYPES = {"bool": "INTEGER", "int": "INTEGER", "float": "REAL", "text": "TEXT", "json": "TEXT", "bytes": "BLOB"}
 #: errors that say the database itself is unwell; the batch is retried whole
-_TRANSIENT = ("locked", "busy", "disk i/o", "full", "unable to open", "readonly", "no such table")
-
-_INT64 = (-(2**63), 2**63 - 1)
+_TRANSIENT = ("locked", "busy", "disk i/o", "full", "unable to open", "readonly")
 
 
 def table_name(table) -> str:
@@ -65,217 +35,121 @@ def table_name(table) -> str:
     return f"{table.schema}__{table.table}"
 
 
-def _column_type(value) -> str:
-    if isinstance(value, bool) or isinstance(value, int):
-        return "INTEGER"
-    if isinstance(value, float):
-        return "REAL"
-    return "TEXT"
-
-
-def _flatten(fields, tags, prefix="", out=None) -> dict:
-    """Tags and fields as one flat dict: nested objects become dotted names."""
-    if out is None:
-        out = dict(tags) if tags else {}
-    for key, value in fields.items():
-        name = f"{prefix}{key}"
-        if type(value) is dict:
-            _flatten(value, None, name + ".", out)
-        else:
-            out[name] = value
-    return out
-
-
-def _sql_value(value):
+def _value(value):
     kind = type(value)
-    if kind is float or kind is str or value is None:
+    if kind is float or kind is str or kind is bytes or value is None:
         return value
     if kind is int:
-        return value if _INT64[0] <= value <= _INT64[1] else str(value)
+        return value if INT64[0] <= value <= INT64[1] else str(value)
     if kind is bool:
         return int(value)
-    return json.dumps(value, ensure_ascii=False, default=str)
+    return to_json(value)
 
 
-def _is_transient(exc: Exception) -> bool:
-    text = str(exc).lower()
-    return isinstance(exc, sqlite3.OperationalError) and any(word in text for word in _TRANSIENT)
-
-
-@implementer(IStorage)
 @attrs.define(eq=False)
-class SQLiteStorage:
-    name: str
+class SQLiteDialect:
     path: str
-    reactor: object
     synchronous: str = "FULL"
-    _pool: ThreadPool | None = None
-    _conn: sqlite3.Connection | None = None
-    #: table -> {lower-case column name}
-    _columns: dict = attrs.Factory(dict)
+    name: str = "sqlite"
     _iso: IsoTime = attrs.Factory(IsoTime)
 
-    log = Logger()
+    def describe(self) -> str:
+        return f"SQLite database {self.path!r}"
 
-    def start(self) -> Deferred:
-        """Start the writer thread and open the database; fails with `StorageError`."""
-        self._pool = ThreadPool(minthreads=1, maxthreads=1, name=f"lorrygate-sqlite-{self.name}")
-        self._pool.start()
-        return self._call(self._open)
+    def connect(self):
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={self.synchronous}")
+        return conn
 
-    def stop(self) -> Deferred:
-        """Close the database and stop the writer thread."""
-        if self._pool is None:
-            return Deferred.fromCoroutine(_nothing())
-        pool, d = self._pool, self._call(self._close)
+    def prepare(self, conn, dead_letter_table: str) -> None:
+        conn.execute(
+            f"""CREATE TABLE IF NOT EXISTS {quote(dead_letter_table)} (
+                id INTEGER PRIMARY KEY AUTOINCREMENT, received TEXT NOT NULL, channel TEXT NOT NULL,
+                topic TEXT NOT NULL, qos INTEGER, retain INTEGER, payload BLOB, stage TEXT NOT NULL,
+                error TEXT NOT NULL, decoder TEXT)"""
+        )
+        columns = {row[1] for row in conn.execute(f"PRAGMA table_info({quote(dead_letter_table)})")}
+        if "decoder" not in columns:
+            conn.execute(f"ALTER TABLE {quote(dead_letter_table)} ADD COLUMN decoder TEXT")
 
-        def stop_pool(result):
-            self._pool = None
-            pool.stop()
-            return result
+    def existing_columns(self, conn) -> dict:
+        tables = [row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        return {table: {row[1].lower(): None for row in conn.execute(f"PRAGMA table_info({quote(table)})")} for table in tables}
 
-        return d.addBoth(stop_pool)
+    def physical(self, table) -> str:
+        return table_name(table)
 
-    def write(self, batch) -> Deferred:
-        return self._call(self._commit, batch)
+    def columns_of(self, conn, table) -> dict:
+        return {row[1].lower(): None for row in conn.execute(f"PRAGMA table_info({quote(table_name(table))})")}
 
-    def _call(self, function, *args) -> Deferred:
-        return deferToThreadPool(self.reactor, self._pool, function, *args)
-
-    # -- in the writer thread ---------------------------------------------------
-
-    def _open(self) -> None:
-        directory = os.path.dirname(os.path.abspath(self.path))
-        try:
-            os.makedirs(directory, exist_ok=True)
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(f"PRAGMA synchronous={self.synchronous}")
-            conn.execute(_DEAD_LETTER_DDL)
-            tables = [row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-        except (OSError, sqlite3.Error) as exc:
-            raise StorageError(f"storage {self.name}: cannot open SQLite database {self.path!r}: {exc}") from None
-        for table in tables:
-            self._columns[table] = {
-                row[1].lower() for row in conn.execute(f"PRAGMA table_info({quote(table)})")
-            }
-        self._conn = conn
-
-    def _close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-    def _commit(self, batch) -> None:
-        try:
-            self._transaction(batch.entries, batch.dead_letters, isolate=False)
-        except StorageError:
-            raise
-        except Exception as exc:
-            if _is_transient(exc):
-                raise StorageError(f"storage {self.name}: SQLite write failed: {exc}") from None
-            # One bad row must not hold back the rest: write entry by entry and
-            # send the ones the database refuses to the dead-letter table.
-            self._transaction(batch.entries, batch.dead_letters, isolate=True)
-
-    def _transaction(self, entries, dead_letters, isolate: bool) -> None:
-        conn = self._conn
-        added = {}
-        extra_dead = []
+    def begin(self, conn) -> None:
         conn.execute("BEGIN")
-        try:
-            if isolate:
-                for entry in entries:
-                    conn.execute("SAVEPOINT entry")
-                    try:
-                        self._insert(conn, [entry], added)
-                    except Exception as exc:
-                        if _is_transient(exc):
-                            raise
-                        conn.execute("ROLLBACK TO entry")
-                        extra_dead.append(
-                            DeadLetter(entry.channel, entry.message, "store", f"{type(exc).__name__}: {exc}")
-                        )
-                    conn.execute("RELEASE entry")
-            else:
-                self._insert(conn, entries, added)
-            self._insert_dead_letters(conn, list(dead_letters) + extra_dead)
-            conn.execute("COMMIT")
-        except BaseException:
+
+    def commit(self, conn) -> None:
+        conn.execute("COMMIT")
+
+    def rollback(self, conn) -> None:
+        if conn.in_transaction:
             conn.execute("ROLLBACK")
-            raise
-        for table, columns in added.items():
-            self._columns.setdefault(table, set()).update(columns)
-        if extra_dead:
-            self.log.warn(
-                "storage {storage}: the database refused {count} message(s); they are in {table}",
-                storage=self.name,
-                count=len(extra_dead),
-                table=DEAD_LETTER_TABLE,
+
+    def execute(self, conn, sql: str) -> None:
+        conn.execute(sql)
+
+    def run_ddl(self, conn, statements: list) -> None:
+        for statement in statements:
+            conn.execute(statement)
+
+    def create_table(self, conn, table, idempotent: bool) -> None:
+        name = quote(table_name(table))
+        if idempotent:
+            conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {name} (time TEXT NOT NULL, {ID_COLUMN} TEXT NOT NULL, "
+                f"PRIMARY KEY (time, {ID_COLUMN}))"
             )
+        else:
+            conn.execute(f"CREATE TABLE IF NOT EXISTS {name} (time TEXT NOT NULL)")
 
-    def _insert(self, conn, entries, added: dict) -> None:
-        iso = self._iso
-        groups = {}
-        for entry in entries:
-            if not entry.records:
-                continue
-            table = table_name(entry.table)
-            for record in entry.records:
-                flat = _flatten(record.fields, record.tags)
-                columns = tuple(flat)
-                key = (table, columns)
-                row = [iso(record.time)]
-                row.extend(_sql_value(value) for value in flat.values())
-                rows = groups.get(key)
-                if rows is None:
-                    groups[key] = rows = []
-                    self._ensure(conn, table, flat, added)
-                rows.append(row)
-        for (table, columns), rows in groups.items():
-            names = ", ".join(quote(column) for column in ("time",) + columns)
-            marks = ", ".join("?" * (len(columns) + 1))
-            conn.executemany(f"INSERT INTO {quote(table)} ({names}) VALUES ({marks})", rows)
+    def add_column(self, conn, table, column: str, value):
+        conn.execute(f"ALTER TABLE {quote(table_name(table))} ADD COLUMN {quote(column)} {_TYPES[kind_of(value)]}")
 
-    def _ensure(self, conn, table: str, flat: dict, added: dict) -> None:
-        """Create the table and add the columns a row needs (inside the transaction)."""
-        known = self._columns.get(table)
-        pending = added.get(table)
-        if pending is None:
-            pending = added[table] = set()
-        if known is None and "time" not in pending:
-            conn.execute(f"CREATE TABLE IF NOT EXISTS {quote(table)} (time TEXT NOT NULL)")
-            pending.update(row[1].lower() for row in conn.execute(f"PRAGMA table_info({quote(table)})"))
-        known = known or ()
-        for column, value in flat.items():
-            lowered = column.lower()
-            if lowered in known or lowered in pending:
-                continue
-            conn.execute(f"ALTER TABLE {quote(table)} ADD COLUMN {quote(column)} {_column_type(_sql_value(value))}")
-            pending.add(lowered)
+    def widen(self, conn, table, column: str, current, value):
+        return None  # SQLite columns take any type
 
-    def _insert_dead_letters(self, conn, dead_letters) -> None:
-        if not dead_letters:
-            return
-        iso = self._iso
+    def row(self, time: int, values) -> list:
+        row = [self._iso(time)]
+        row.extend(_value(value) for value in values)
+        return row
+
+    def insert(self, conn, table, columns: tuple, rows: list, idempotent: bool) -> None:
+        names = ", ".join(quote(column) for column in ("time",) + columns)
+        marks = ", ".join("?" * (len(columns) + 1))
+        conflict = " ON CONFLICT DO NOTHING" if idempotent else ""
+        conn.executemany(f"INSERT INTO {quote(table_name(table))} ({names}) VALUES ({marks}){conflict}", rows)
+
+    def insert_dead_letters(self, conn, table: str, dead_letters: list) -> None:
         conn.executemany(
-            _DEAD_LETTER_INSERT,
+            f"INSERT INTO {quote(table)} (received, channel, topic, qos, retain, payload, stage, error, decoder) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
-                (
-                    iso(int(round(d.message.received * 1_000_000)) * 1000),
-                    d.channel,
-                    d.message.topic,
-                    d.message.qos,
-                    int(d.message.retain),
-                    d.message.payload,
-                    d.stage,
-                    d.error,
-                    d.decoder,
-                )
+                (self._iso(seconds_to_ns(d.message.received)), d.channel, d.message.topic, d.message.qos,
+                 int(d.message.retain), d.message.payload, d.stage, d.error, d.decoder)
                 for d in dead_letters
             ],
         )
 
+    def transient(self, exc: Exception) -> bool:
+        text = str(exc).lower()
+        return isinstance(exc, sqlite3.OperationalError) and any(word in text for word in _TRANSIENT)
 
-async def _nothing() -> None:
-    return None
+    def connection_lost(self, exc: Exception) -> bool:
+        return False
+
+    def explain(self, exc: Exception) -> str:
+        return f"{type(exc).__name__}: {exc}"
+
+
+def SQLiteStorage(name: str, path: str, reactor, synchronous: str = "FULL", idempotent: bool = False, ddl=None):
+    """The SQLite storage: a `SqlStorage` with the SQLite dialect."""
+    return SqlStorage(name, SQLiteDialect(path, synchronous), reactor, idempotent, ddl or {})

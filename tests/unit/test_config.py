@@ -49,8 +49,8 @@ def test_three_mistakes_are_reported_together():
     )
     assert found == [
         "gateway.ini [broker:local] port: expected a whole number from 1 to 65535, got '99999'",
-        "gateway.ini [storage:db] url: expected a storage URL such as sqlite:///var/lorrygate.sqlite "
-        "(supported: sqlite), got 'mysql://nope'",
+        "gateway.ini [storage:db] url: expected a storage URL: sqlite:///PATH, postgresql://USER:PASSWORD@HOST:5432/"
+        "DATABASE, crate://HOST:4200/ or crate+https://USER:PASSWORD@HOST:4200/, got 'mysql://nope'",
         "gateway.ini [channel:main] topics: expected valid MQTT topic filters ('mqttkit-1/#/x': '#' must be "
         "the last level of a topic filter), got 'mqttkit-1/#/x'",
     ]
@@ -60,7 +60,7 @@ def test_three_mistakes_are_reported_together():
     "change, expected",
     [
         (("storage = db", "storage = db\ncolour = blue"),
-         "[channel:main] colour: expected one of the keys convert, decoders, drop, error_topic, hook, metadata, "
+         "[channel:main] colour: expected one of the keys convert, ddl, decoders, drop, error_topic, hook, metadata, "
          "qos, rename, source, storage, strategy, tags, timezone, topics, got unknown key 'colour'"),
         (("[storage:db]", "[store:db]"), "[store:db]: expected a section named [lorrygate], [broker:NAME], [storage:NAME], [strategy:NAME]"),
         (("source = local", "source = remote"),

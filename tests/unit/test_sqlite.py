@@ -15,7 +15,7 @@ NS = 1_717_243_200_123_456_789
 @pytest.fixture
 def storage(tmp_path):
     store = SQLiteStorage("db", str(tmp_path / "sub" / "test.sqlite"), reactor=None)
-    store._open()
+    store._connect()
     yield store
     store._close()
 
@@ -95,7 +95,7 @@ def test_columns_known_after_restart(storage, tmp_path):
     storage._commit(batch(entry({"a": 1})))
     storage._close()
     storage._columns.clear()
-    storage._open()
+    storage._connect()
     storage._commit(batch(entry({"a": 2, "c": 3})))
     table = "mqttkit_1_testdrive__area_42_node_1_sensors"
     assert rows(storage, f'SELECT a, c FROM "{table}" ORDER BY a') == [(1, None), (2, 3)]
@@ -107,8 +107,8 @@ def test_unusable_path_is_a_storage_error(tmp_path):
     store = SQLiteStorage("db", str(tmp_path / "file" / "x.sqlite"), reactor=None)
     from lorrygate.errors import StorageError
 
-    with pytest.raises(StorageError, match="cannot open SQLite database"):
-        store._open()
+    with pytest.raises(StorageError, match="cannot use SQLite database"):
+        store._connect()
 
 
 def test_wal_mode(storage):

@@ -1,0 +1,58 @@
+"""
+The column-per-field layout that SQLite and PostgreSQL share.
+
+A record becomes one row: ``time``, then its tags and fields as columns
+(fields win over tags of the same name). Nested objects become dotted column
+names (``wifi.rssi``); lists are kept as JSON. A column is created the first
+time a field appears, with the type of that first value. With idempotent rows
+on, a ``lorrygate_id`` column holds a hash of the address, the time and the
+values, and the primary key ``(time, lorrygate_id)`` turns a redelivered
+message into a no-op.
+"""
+
+import hashlib
+import json
+
+INT64 = (-(2**63), 2**63 - 1)
+ID_COLUMN = "lorrygate_id"
+
+
+def flatten(fields, tags, prefix="", out=None) -> dict:
+    """Tags and fields as one flat dict: nested objects become dotted names."""
+    if out is None:
+        out = dict(tags) if tags else {}
+    for key, value in fields.items():
+        name = f"{prefix}{key}"
+        if type(value) is dict:
+            flatten(value, None, name + ".", out)
+        else:
+            out[name] = value
+    return out
+
+
+def kind_of(value) -> str:
+    """The value's kind for column typing: bool, int, float, text or json."""
+    kind = type(value)
+    if kind is bool:
+        return "bool"
+    if kind is int:
+        return "int" if INT64[0] <= value <= INT64[1] else "text"
+    if kind is float:
+        return "float"
+    if kind is str or value is None:
+        return "text"
+    if kind is bytes:
+        return "bytes"
+    return "json"
+
+
+def to_json(value) -> str:
+    return json.dumps(value, ensure_ascii=False, default=str, sort_keys=True)
+
+
+def row_id(table, time: int, flat: dict) -> str:
+    """A stable identity of a row: the same message always gives the same id."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(f"{table.schema}\0{table.table}\0{time}\0".encode())
+    digest.update(to_json(flat).encode())
+    return digest.hexdigest()

@@ -1,0 +1,181 @@
+"""
+PostgreSQL storage, with psycopg 3 on one named thread.
+
+Layout: schema ``<schema>`` (created if missing), table ``<table>``, a
+``time TIMESTAMPTZ`` column and one column per field (see
+`lorrygate.storage.layout`): BOOLEAN, BIGINT, DOUBLE PRECISION, TEXT or JSONB
+by the first value; a new field adds a column (``ADD COLUMN IF NOT EXISTS``).
+Rows go in with ``COPY`` (a multi-row ``INSERT ... ON CONFLICT DO NOTHING``
+when idempotent rows are on). A value that does not fit its column (text in a
+BIGINT column) makes the database refuse it: that message becomes a dead
+letter with PostgreSQL's reason, and the rest of the batch is committed.
+PostgreSQL keeps microseconds; the nanoseconds of a time are cut.
+"""
+
+from datetime import datetime, timedelta, timezone
+
+import attrs
+
+from lorrygate.storage.layout import ID_COLUMN, INT64, kind_of, to_json
+from lorrygate.storage.sqlstorage import SqlStorage
+from lorrygate.topology.naming import quote
+
+_TYPES = {"bool": "BOOLEAN", "int": "BIGINT", "float": "DOUBLE PRECISION", "text": "TEXT", "json": "JSONB",
+          "bytes": "BYTEA"}
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def qualified(table) -> str:
+    return f"{quote(table.schema)}.{quote(table.table)}"
+
+
+def _time(nanos: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=nanos // 1000)
+
+
+@attrs.define(eq=False)
+class PostgresDialect:
+    url: str
+    name: str = "postgresql"
+
+    def describe(self) -> str:
+        from lorrygate.config.values import mask_url
+
+        return f"PostgreSQL at {mask_url(self.url)}"
+
+    def connect(self):
+        import psycopg
+
+        return psycopg.connect(self.url, autocommit=False, connect_timeout=10)
+
+    def prepare(self, conn, dead_letter_table: str) -> None:
+        with conn.cursor() as cursor:
+            cursor.execute(
+                f"""CREATE TABLE IF NOT EXISTS public.{quote(dead_letter_table)} (
+                    id BIGSERIAL PRIMARY KEY, received TIMESTAMPTZ NOT NULL, channel TEXT NOT NULL,
+                    topic TEXT NOT NULL, qos SMALLINT, retain BOOLEAN, payload BYTEA, stage TEXT NOT NULL,
+                    error TEXT NOT NULL, decoder TEXT)"""
+            )
+        conn.commit()
+
+    def existing_columns(self, conn) -> dict:
+        with conn.cursor() as cursor:
+            cursor.execute(
+                "SELECT table_schema, table_name, column_name, data_type FROM information_schema.columns "
+                "WHERE table_schema NOT IN ('pg_catalog', 'information_schema')"
+            )
+            columns = {}
+            for schema, table, column, kind in cursor.fetchall():
+                columns.setdefault(f"{schema}.{table}", {})[column.lower()] = kind
+        conn.commit()
+        return columns
+
+    def physical(self, table) -> str:
+        return f"{table.schema}.{table.table}"
+
+    def columns_of(self, conn, table) -> dict:
+        with conn.cursor() as cursor:
+            cursor.execute(
+                "SELECT column_name, data_type FROM information_schema.columns "
+                "WHERE table_schema = %s AND table_name = %s",
+                (table.schema, table.table),
+            )
+            return {row[0].lower(): row[1] for row in cursor.fetchall()}
+
+    def begin(self, conn) -> None:
+        pass  # psycopg opens the transaction with the first statement
+
+    def commit(self, conn) -> None:
+        conn.commit()
+
+    def rollback(self, conn) -> None:
+        if not conn.closed:
+            conn.rollback()
+
+    def execute(self, conn, sql: str) -> None:
+        conn.execute(sql)
+
+    def run_ddl(self, conn, statements: list) -> None:
+        for statement in statements:
+            conn.execute(statement)
+
+    def create_table(self, conn, table, idempotent: bool) -> None:
+        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(table.schema)}")
+        if idempotent:
+            conn.execute(
+                f'CREATE TABLE IF NOT EXISTS {qualified(table)} ("time" TIMESTAMPTZ NOT NULL, '
+                f"{ID_COLUMN} TEXT NOT NULL, PRIMARY KEY (\"time\", {ID_COLUMN}))"
+            )
+        else:
+            conn.execute(f'CREATE TABLE IF NOT EXISTS {qualified(table)} ("time" TIMESTAMPTZ NOT NULL)')
+
+    def add_column(self, conn, table, column: str, value) -> str:
+        kind = _TYPES[kind_of(value)]
+        conn.execute(f"ALTER TABLE {qualified(table)} ADD COLUMN IF NOT EXISTS {quote(column)} {kind}")
+        return kind.lower()
+
+    def widen(self, conn, table, column: str, current, value):
+        """A float into a BIGINT column widens it to DOUBLE PRECISION (21, then 21.5)."""
+        if current == "bigint" and type(value) is float:
+            conn.execute(f"ALTER TABLE {qualified(table)} ALTER COLUMN {quote(column)} TYPE DOUBLE PRECISION")
+            return "double precision"
+        return None
+
+    def row(self, time: int, values) -> list:
+        row = [_time(time)]
+        for value in values:
+            kind = type(value)
+            if kind is dict or kind is list or kind is tuple:
+                value = to_json(value)
+            elif kind is int and not INT64[0] <= value <= INT64[1]:
+                value = str(value)
+            row.append(value)
+        return row
+
+    def insert(self, conn, table, columns: tuple, rows: list, idempotent: bool) -> None:
+        names = ", ".join(quote(column) for column in ("time",) + columns)
+        with conn.cursor() as cursor:
+            if idempotent:
+                marks = ", ".join(["%s"] * (len(columns) + 1))
+                cursor.executemany(
+                    f"INSERT INTO {qualified(table)} ({names}) VALUES ({marks}) ON CONFLICT DO NOTHING", rows
+                )
+                return
+            with cursor.copy(f"COPY {qualified(table)} ({names}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+
+    def insert_dead_letters(self, conn, table: str, dead_letters: list) -> None:
+        from lorrygate.decoding.timestamps import seconds_to_ns
+
+        with conn.cursor() as cursor:
+            cursor.executemany(
+                f"INSERT INTO public.{quote(table)} (received, channel, topic, qos, retain, payload, stage, error, decoder) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                [
+                    (_time(seconds_to_ns(d.message.received)), d.channel, d.message.topic, d.message.qos,
+                     d.message.retain, d.message.payload, d.stage, d.error, d.decoder)
+                    for d in dead_letters
+                ],
+            )
+
+    def transient(self, exc: Exception) -> bool:
+        import psycopg
+
+        return isinstance(exc, (psycopg.OperationalError, psycopg.errors.AdminShutdown)) or (
+            isinstance(exc, psycopg.InterfaceError)
+        )
+
+    def connection_lost(self, exc: Exception) -> bool:
+        import psycopg
+
+        return isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError))
+
+    def explain(self, exc: Exception) -> str:
+        text = " ".join(str(exc).split())
+        return f"{type(exc).__name__}: {text}"
+
+
+def PostgresStorage(name: str, url: str, reactor, idempotent: bool = False, ddl=None):
+    """The PostgreSQL storage: a `SqlStorage` with the PostgreSQL dialect."""
+    return SqlStorage(name, PostgresDialect(url), reactor, idempotent, ddl or {})

@@ -1,0 +1,209 @@
+"""
+A storage for SQL databases reached through a blocking driver (SQLite,
+PostgreSQL), on one named thread that the storage starts and stops.
+
+Each batch is one transaction: tables and columns are created on first
+sight, rows are inserted per (table, columns) group, dead letters go to
+``lorrygate_dead_letter``. When the database refuses the batch for something
+in the data (a type conflict, a bad name), the batch is written again entry
+by entry, each in a savepoint, and the entries the database refuses become
+dead letters with its reason; the rest is committed. Errors that say the
+database itself is unwell fail the write, and the batcher retries it.
+
+A `Dialect` holds what differs between databases.
+"""
+
+import attrs
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+from zope.interface import implementer
+
+from lorrygate.errors import StorageError
+from lorrygate.interfaces import IStorage
+from lorrygate.storage.batch import DeadLetter
+from lorrygate.storage.layout import ID_COLUMN, flatten, row_id
+
+DEAD_LETTER_TABLE = "lorrygate_dead_letter"
+
+
+class TransientError(Exception):
+    """The database is unwell (not the data): retry the whole batch later."""
+
+
+@implementer(IStorage)
+@attrs.define(eq=False)
+class SqlStorage:
+    name: str
+    dialect: object
+    reactor: object
+    idempotent: bool = False
+    #: `lorrygate.storage.ddl.DdlTemplate` by channel name ("" for every
+    #: channel), run before the dialect's CREATE TABLE IF NOT EXISTS
+    ddl: dict = attrs.Factory(dict)
+    _pool: ThreadPool | None = None
+    _conn: object = None
+    #: physical table name -> {lower-case column name: type or None}
+    _columns: dict = attrs.Factory(dict)
+    stats: dict = attrs.Factory(dict)
+
+    log = Logger()
+
+    def start(self) -> Deferred:
+        """Start the writer thread and connect; fails with `StorageError`."""
+        self._pool = ThreadPool(minthreads=1, maxthreads=1, name=f"lorrygate-{self.dialect.name}-{self.name}")
+        self._pool.start()
+        return self._call(self._connect)
+
+    def stop(self) -> Deferred:
+        if self._pool is None:
+            return succeed(None)
+        pool, d = self._pool, self._call(self._close)
+
+        def stop_pool(result):
+            self._pool = None
+            pool.stop()
+            return result
+
+        return d.addBoth(stop_pool)
+
+    def write(self, batch) -> Deferred:
+        return self._call(self._commit, batch)
+
+    def _call(self, function, *args) -> Deferred:
+        return deferToThreadPool(self.reactor, self._pool, function, *args)
+
+    # -- in the writer thread -------------------------------------------------
+
+    def _connect(self) -> None:
+        try:
+            self._conn = self.dialect.connect()
+            self.dialect.prepare(self._conn, DEAD_LETTER_TABLE)
+            self._columns = self.dialect.existing_columns(self._conn)
+        except Exception as exc:
+            self._close()
+            raise StorageError(f"storage {self.name}: cannot use {self.dialect.describe()}: {exc}") from None
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception:
+                pass
+            self._conn = None
+
+    def _commit(self, batch) -> None:
+        if self._conn is None:
+            self._connect()
+        try:
+            self._transaction(batch.entries, batch.dead_letters, isolate=False)
+        except StorageError:
+            raise
+        except Exception as exc:
+            if self.dialect.transient(exc):
+                self._reset_after(exc)
+                raise StorageError(f"storage {self.name}: {self.dialect.name} write failed: {exc}") from None
+            # One bad entry must not hold back the rest.
+            try:
+                self._transaction(batch.entries, batch.dead_letters, isolate=True)
+            except Exception as again:
+                self._reset_after(again)
+                raise StorageError(f"storage {self.name}: {self.dialect.name} write failed: {again}") from None
+
+    def _reset_after(self, exc) -> None:
+        if self.dialect.connection_lost(exc):
+            self._close()
+
+    def _transaction(self, entries, dead_letters, isolate: bool) -> None:
+        conn = self._conn
+        dialect = self.dialect
+        added = {}
+        extra_dead = []
+        dialect.begin(conn)
+        try:
+            if isolate:
+                for entry in entries:
+                    dialect.execute(conn, "SAVEPOINT lorrygate_entry")
+                    before = {table: dict(columns) for table, columns in added.items()}
+                    try:
+                        self._insert(conn, [entry], added)
+                    except Exception as exc:
+                        if dialect.transient(exc):
+                            raise
+                        dialect.execute(conn, "ROLLBACK TO SAVEPOINT lorrygate_entry")
+                        added = before
+                        extra_dead.append(
+                            DeadLetter(entry.channel, entry.message, "store", dialect.explain(exc), entry.decoder)
+                        )
+                    dialect.execute(conn, "RELEASE SAVEPOINT lorrygate_entry")
+            else:
+                self._insert(conn, entries, added)
+            all_dead = list(dead_letters) + extra_dead
+            if all_dead:
+                dialect.insert_dead_letters(conn, DEAD_LETTER_TABLE, all_dead)
+            dialect.commit(conn)
+        except BaseException:
+            dialect.rollback(conn)
+            raise
+        for table, columns in added.items():
+            self._columns.setdefault(table, {}).update(columns)
+        if extra_dead:
+            self.log.warn(
+                "storage {storage}: the database refused {count} message(s), kept in {table}: {reason}",
+                storage=self.name,
+                count=len(extra_dead),
+                table=DEAD_LETTER_TABLE,
+                reason=extra_dead[0].error,
+            )
+
+    def _insert(self, conn, entries, added: dict) -> None:
+        dialect = self.dialect
+        groups = {}
+        idempotent = self.idempotent
+        for entry in entries:
+            if not entry.records:
+                continue
+            key_table = entry.table
+            for record in entry.records:
+                flat = flatten(record.fields, record.tags)
+                if idempotent:
+                    flat[ID_COLUMN] = row_id(key_table, record.time, flat)
+                columns = tuple(flat)
+                key = (key_table, columns)
+                rows = groups.get(key)
+                if rows is None:
+                    groups[key] = rows = []
+                    self._ensure(conn, entry, flat, added)
+                rows.append(dialect.row(record.time, flat.values()))
+        for (table, columns), rows in groups.items():
+            dialect.insert(conn, table, columns, rows, idempotent)
+
+    def _ensure(self, conn, entry, flat: dict, added: dict) -> None:
+        """Create the table and add the columns a row needs (inside the transaction)."""
+        table = entry.table
+        dialect = self.dialect
+        physical = dialect.physical(table)
+        known = self._columns.get(physical)
+        pending = added.get(physical)
+        if pending is None:
+            pending = added[physical] = {}
+        if known is None and "time" not in pending:
+            template = self.ddl.get(entry.channel) or self.ddl.get("")
+            if template is not None:
+                dialect.run_ddl(conn, template.render(table, entry))
+            dialect.create_table(conn, table, self.idempotent)
+            pending.update(dialect.columns_of(conn, table))
+        known = known or {}
+        for column, value in flat.items():
+            lowered = column.lower()
+            if lowered in pending:
+                current = pending[lowered]
+            elif lowered in known:
+                current = known[lowered]
+            else:
+                pending[lowered] = dialect.add_column(conn, table, column, value)
+                continue
+            widened = dialect.widen(conn, table, column, current, value)
+            if widened is not None:
+                pending[lowered] = widened
