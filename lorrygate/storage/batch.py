@@ -40,6 +40,11 @@ class Batch:
     entries: list = attrs.Factory(list)
     dead_letters: list = attrs.Factory(list)
     rows: int = 0
+    #: what a storage already committed of this batch, for a retry after a
+    #: partial failure (keys are the storage's own)
+    progress: set = attrs.Factory(set)
+    #: rows the storage refused and sent to the dead-letter table
+    extra_dead: list = attrs.Factory(list)
 
     def add(self, entry: Entry) -> None:
         self.entries.append(entry)

@@ -1,0 +1,118 @@
+"""The CrateDB writer over real HTTP sockets, against the fake that follows CrateDB's documented
+responses (tests/fakecrate.py); and, when LORRYGATE_CRATEDB_URL is set, against a real CrateDB."""
+
+import json
+import os
+import socket
+import textwrap
+import urllib.request
+import uuid
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
+from twisted.web.server import Site
+
+from lorrygate.model import Message, Record, TableName
+from lorrygate.storage.batch import Entry
+from lorrygate.storage.batcher import Batcher
+from lorrygate.storage.cratedb import CrateStorage, make_client
+from tests.fakecrate import FakeCrate
+from tests.gatewayproc import GatewayProcess, Publisher, write_config
+from tests.servers import free_port, wait_until
+
+
+class Ack:
+    def __init__(self):
+        self.count = 0
+
+    def ack(self):
+        self.count += 1
+
+
+class Source:
+    def __init__(self):
+        self.paused = False
+        self.pauses = 0
+
+    def pauseReading(self):
+        self.paused = True
+        self.pauses += 1
+
+    def resumeReading(self):
+        self.paused = False
+
+
+@pytest_twisted.ensureDeferred
+async def test_connection_refused_is_retried_with_backoff_under_backpressure():
+    """With nothing listening, writes fail and are retried with growing delays while the source stays
+    paused; once the endpoint answers, every row is stored once and acknowledged."""
+    port = free_port()
+    store = CrateStorage("crate", f"http://127.0.0.1:{port}", reactor, http=make_client(reactor, False, ""))
+    batcher = Batcher(store, reactor, max_rows=10, max_pending=10, retry_initial=0.2, retry_max=1.0)
+    source = Source()
+    batcher.attach(source)
+    acks = [Ack() for _ in range(10)]
+    table = TableName("crate_test", "refused_sensors")
+    for n, ack in enumerate(acks):
+        message = Message("t", b"{}", 1, False, 1.0, "#", ack)
+        batcher.add(Entry(table, [Record(1_717_243_200_000_000_000 + n, {"n": n})], "main", message))
+    await deferLater(reactor, 2.5, lambda: None)
+    # backoff 0.2, 0.4, 0.8 s: three or four attempts in 2.5 s, not dozens
+    assert 3 <= batcher.stats.failures <= 5 and "unreachable" in batcher.stats.last_error
+    assert source.paused and sum(a.count for a in acks) == 0
+    fake = FakeCrate()
+    listening = reactor.listenTCP(port, Site(fake), interface="127.0.0.1")
+    try:
+        for _ in range(40):
+            if all(a.count for a in acks):
+                break
+            await deferLater(reactor, 0.1, lambda: None)
+    finally:
+        await listening.stopListening()
+    assert [a.count for a in acks] == [1] * 10
+    assert sorted(row["fields"]["n"] for row in fake.rows("crate_test", "refused_sensors")) == list(range(10))
+    assert not source.paused
+
+
+CRATE_URL = os.environ.get("LORRYGATE_CRATEDB_URL")
+
+
+def crate_sql(statement):
+    request = urllib.request.Request(f"{CRATE_URL.rstrip('/')}/_sql", data=json.dumps({"stmt": statement}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+@pytest.mark.skipif(not CRATE_URL, reason="LORRYGATE_CRATEDB_URL is not set (see docs/storage.rst: docker compose up)")
+def test_real_cratedb_end_to_end(tmp_path, mosquitto):
+    """Against a real CrateDB: 1,000 messages over 10 addresses land in 10 tables; a type conflict is a dead letter."""
+    realm = f"crate{uuid.uuid4().hex[:6]}"
+    url = CRATE_URL.replace("http://", "crate://").replace("https://", "crate+https://")
+    config = write_config(str(tmp_path), mosquitto.port, client_id=f"gw-{realm}", topics=f"{realm}/#")
+    text = open(config).read().replace(f"url = sqlite:///{tmp_path}/gateway.sqlite\nsynchronous = NORMAL",
+                                       f"url = {url}\nreplicas = 0")
+    open(config, "w").write(text)
+    gateway = GatewayProcess(config, str(tmp_path / "gw.log")).start()
+    publisher = Publisher(mosquitto.port)
+    publisher.publish_many((f"{realm}/net/gw/node-{n % 10}/data.json", json.dumps({"n": n, "t": n * 0.5}))
+                           for n in range(1000))
+    publisher.publish_many([(f"{realm}/net/gw/node-0/data.json", json.dumps({"n": "not a number"}))])
+
+    def stored():
+        total = 0
+        for n in range(10):
+            try:
+                crate_sql(f'REFRESH TABLE "{realm}_net"."gw_node_{n}_sensors"')
+                total += crate_sql(f'SELECT count(*) FROM "{realm}_net"."gw_node_{n}_sensors"')["rows"][0][0]
+            except Exception:
+                pass
+        return total >= 1000
+
+    wait_until(stored, 120, "1,000 rows in CrateDB", interval=1)
+    assert gateway.stop() == 0
+    crate_sql('REFRESH TABLE "doc"."lorrygate_dead_letter"')
+    rows = crate_sql(f"SELECT error FROM doc.lorrygate_dead_letter WHERE topic LIKE '{realm}/%'")["rows"]
+    assert rows and "4003" in rows[0][0]

@@ -1,0 +1,112 @@
+"""PostgreSQL and SQLite through the whole gateway: per-address tables, new columns, type conflicts."""
+
+import json
+import textwrap
+import uuid
+
+import psycopg
+
+from tests.gatewayproc import GatewayProcess, Publisher, count_rows, query, tables
+from tests.servers import wait_until
+
+
+def config(directory, broker_port, pg_url, realm, extra_storage=""):
+    path = f"{directory}/gateway.ini"
+    with open(path, "w") as handle:
+        handle.write(textwrap.dedent(f"""
+            [lorrygate]
+            log_format = json
+            stats_interval = 1s
+
+            [broker:test]
+            host = 127.0.0.1
+            port = {broker_port}
+            client_id = gw-{realm}
+
+            [storage:pg]
+            url = {pg_url}
+            {extra_storage}
+
+            [storage:lite]
+            url = sqlite:///{directory}/gateway.sqlite
+            synchronous = NORMAL
+
+            [channel:to-pg]
+            source = test
+            topics = {realm}/#
+            storage = pg
+
+            [channel:to-sqlite]
+            source = test
+            topics = {realm}/#
+            storage = lite
+            """))
+    return path
+
+
+def pg_rows(url, sql):
+    with psycopg.connect(url) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def pg_tables(url, prefix):
+    return {
+        f"{schema}.{table}"
+        for schema, table in pg_rows(url, "SELECT table_schema, table_name FROM information_schema.tables")
+        if schema.startswith(prefix)
+    }
+
+
+def pg_count(url, prefix):
+    return sum(pg_rows(url, f'SELECT count(*) FROM "{t.split(".")[0]}"."{t.split(".")[1]}"')[0][0]
+               for t in pg_tables(url, prefix))
+
+
+def test_20000_messages_over_200_addresses(tmp_path, mosquitto, postgres):
+    """20,000 messages over 200 addresses land in 200 PostgreSQL and 200 SQLite tables with the right values."""
+    realm = f"st{uuid.uuid4().hex[:8]}"
+    gateway = GatewayProcess(config(str(tmp_path), mosquitto.port, postgres.url, realm), str(tmp_path / "gw.log"))
+    gateway.start()
+    wait_until(lambda: sum("connected to" in e.get("log_format", "") for e in gateway.events()) >= 2, 20, "2 channels")
+    publisher = Publisher(mosquitto.port)
+    messages = []
+    for seq in range(20_000):
+        node = seq % 200
+        network = "north" if node < 100 else "south"
+        messages.append((f"{realm}/{network}/gw/node-{node}/data.json",
+                         json.dumps({"seq": seq, "temperature": round(seq * 0.01, 2), "ok": seq % 2 == 0,
+                                     "time": 1_717_243_200_000 + seq})))
+    publisher.publish_many(messages)
+    db = str(tmp_path / "gateway.sqlite")
+    wait_until(lambda: pg_count(postgres.url, realm) >= 20_000 and count_rows(db, realm) >= 20_000, 120,
+               "20,000 rows in each database")
+    assert len(pg_tables(postgres.url, realm)) == 200
+    assert len([t for t in tables(db) if t.startswith(realm)]) == 200
+    rows = pg_rows(postgres.url, f'SELECT seq, temperature, ok, "time" FROM "{realm}_south"."gw_node_150_sensors" ORDER BY seq')
+    assert len(rows) == 100
+    seq, temperature, ok, time = rows[0]
+    assert (seq, temperature, ok) == (150, 1.5, True)
+    assert time.isoformat() == "2024-06-01T12:00:00.150000+00:00"
+    lite = query(db, f'SELECT seq, temperature, ok, time FROM "{realm}_south__gw_node_150_sensors" ORDER BY seq')
+    assert lite[0] == (150, 1.5, 1, "2024-06-01T12:00:00.150000000Z") and len(lite) == 100
+    assert sorted(r[0] for t in pg_tables(postgres.url, realm)
+                  for r in pg_rows(postgres.url, f'SELECT seq FROM "{t.split(".")[0]}"."{t.split(".")[1]}"')) == list(range(20_000))
+
+    # a new field adds a column; a float widens an integer column; a text value in a number column is a conflict
+    topic = f"{realm}/north/gw/node-1/data.json"
+    publisher.publish_many([
+        (topic, json.dumps({"seq": 20_001, "temperature": 21, "pressure": 1013.25})),
+        (topic, json.dumps({"seq": 20_002.5, "temperature": 21.5})),
+        (topic, json.dumps({"seq": 20_003, "temperature": "warm"})),
+    ])
+    wait_until(lambda: pg_rows(postgres.url, "SELECT count(*) FROM public.lorrygate_dead_letter "
+                                             f"WHERE topic = '{topic}'")[0][0] >= 1
+               and pg_count(postgres.url, realm) >= 20_002, 30, "the new rows and the conflict")
+    assert gateway.stop() == 0
+    publisher.close()
+    assert pg_rows(postgres.url, f'SELECT pressure FROM "{realm}_north"."gw_node_1_sensors" WHERE seq = 20001') == [(1013.25,)]
+    assert pg_rows(postgres.url, f'SELECT seq FROM "{realm}_north"."gw_node_1_sensors" WHERE seq > 20002') == [(20002.5,)]
+    ((stage, error, payload),) = pg_rows(
+        postgres.url, f"SELECT stage, error, payload FROM public.lorrygate_dead_letter WHERE topic = '{topic}'")
+    assert stage == "store" and "invalid input syntax for type double precision" in error and b"warm" in bytes(payload)
+    assert query(db, f'SELECT temperature FROM "{realm}_north__gw_node_1_sensors" WHERE seq = 20003') == [("warm",)]
