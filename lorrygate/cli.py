@@ -3,6 +3,8 @@ The ``lorrygate`` command.
 
     lorrygate -c etc/gateway.ini            run the gateway
     lorrygate check -c etc/gateway.ini      validate a config and exit
+    lorrygate status -c etc/gateway.ini     what the running gateway buffers, per table
+    lorrygate flush -c etc/gateway.ini      make the running gateway commit everything now
 
 The config is validated completely before the reactor starts; every problem
 is printed at once and the exit code is 2.
@@ -24,7 +26,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-c", "--config", default="etc/gateway.ini", help="ini file (default: %(default)s)")
     parser.add_argument("--log-format", choices=("text", "json"), help="overrides [lorrygate] log_format")
     parser.add_argument("--log-level", choices=("debug", "info", "warn", "error"), help="overrides log_level")
-    parser.add_argument("command", nargs="?", default="run", choices=("run", "check"), help="default: run")
+    parser.add_argument("--json", action="store_true", help="status and flush: print the JSON answer")
+    parser.add_argument(
+        "command", nargs="?", default="run", choices=("run", "check", "status", "flush"), help="default: run"
+    )
     return parser
 
 
@@ -40,7 +45,36 @@ def main(argv=None) -> int:
     if args.command == "check":
         print(f"{args.config}: OK, {len(settings.channels)} channel(s)")
         return 0
+    if args.command in ("status", "flush"):
+        return control(settings, args.command, args.json)
     return run(settings, args.log_format or settings.gateway.log_format, args.log_level or settings.gateway.log_level)
+
+
+def control(settings, command: str, as_json: bool) -> int:
+    import json
+
+    from lorrygate.control_client import render_status, request
+
+    endpoint = settings.gateway.control_endpoint
+    if endpoint is None:
+        print(f"{settings.source}: [lorrygate] control = off, so there is nothing to ask", file=sys.stderr)
+        return EXIT_RUNTIME
+    try:
+        if command == "status":
+            answer = request(endpoint, "GET", "/status")
+        else:
+            answer = request(endpoint, "POST", "/flush")
+    except OSError as exc:
+        print(f"no gateway answers at {endpoint} ({exc}); is it running with {settings.source}?", file=sys.stderr)
+        return EXIT_RUNTIME
+    if as_json:
+        print(json.dumps(answer, indent=2))
+    elif command == "status":
+        print(render_status(answer))
+    else:
+        print(("flushed: everything buffered is committed" if answer["flushed"] else
+               "flush timed out: some rows are still pending") + "\n" + render_status(answer["status"]))
+    return 0 if command == "status" or answer["flushed"] else EXIT_RUNTIME
 
 
 def run(settings, log_format: str, log_level: str) -> int:

@@ -24,6 +24,7 @@ def write_config(directory: str, broker_port: int, *, client_id: str, topics: st
             textwrap.dedent(
                 f"""
                 [lorrygate]
+                data_dir = {directory}
                 log_format = json
                 stats_interval = 1s
 

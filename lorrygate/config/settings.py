@@ -35,6 +35,15 @@ class GatewaySettings:
     log_level: str = "info"
     stats_interval: float = 60.0
     strategies: str = DEFAULT_STRATEGIES
+    #: the control endpoint (``lorrygate status``/``flush``): a Twisted
+    #: endpoint string, "" for ``unix:<data_dir>/lorrygate.sock``, or "off"
+    control: str = ""
+
+    @property
+    def control_endpoint(self) -> str | None:
+        if self.control == "off":
+            return None
+        return self.control or f"unix:{self.data_dir}/lorrygate.sock"
 
 
 @attrs.frozen
@@ -100,6 +109,7 @@ GATEWAY_KEYS = {
     "log_level": Key(v.choice("debug", "info", "warn", "error"), "info"),
     "stats_interval": Key(v.duration(1, 86400), 60.0),
     "strategies": Key(v.nonempty, DEFAULT_STRATEGIES),
+    "control": Key(v.control_endpoint, ""),
 }
 
 BROKER_KEYS = {

@@ -259,3 +259,11 @@ def mask_url(url: str) -> str:
     netloc = parts.netloc.rsplit("@", 1)
     user = (parts.username or "") + ":***"
     return urlunsplit(parts._replace(netloc=f"{user}@{netloc[-1]}"))
+
+
+def control_endpoint(value: str) -> str:
+    """``off``, ``unix:PATH`` or ``tcp:PORT[:interface=HOST]``."""
+    text = value.strip()
+    if text == "off" or re.fullmatch(r"unix:[^:]+", text) or re.fullmatch(r"tcp:\d{1,5}(:interface=[^:]+)?", text):
+        return text
+    raise Invalid("off, unix:PATH or tcp:PORT:interface=127.0.0.1")

@@ -12,6 +12,7 @@ from twisted.internet.defer import DeferredList, TimeoutError as DeferredTimeout
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+import os
 from zoneinfo import ZoneInfo
 
 from lorrygate.decoding import DecoderChain
@@ -42,6 +43,7 @@ class Gateway:
     sources: list = attrs.Factory(list)
     routers: list = attrs.Factory(list)
     decoders: list = attrs.Factory(list)
+    _control: object = None
     shutdown_timeout: float = 15.0
     _stats_loop: LoopingCall | None = None
 
@@ -98,6 +100,7 @@ class Gateway:
             await storage.start()
         for source in self.sources:
             source.startService()
+        await self._listen_control()
         self._stats_loop = LoopingCall(self.log_stats)
         self._stats_loop.clock = self.reactor
         self._stats_loop.start(self.settings.gateway.stats_interval, now=False)
@@ -107,7 +110,32 @@ class Gateway:
             source=self.settings.source,
         )
 
+    async def _listen_control(self) -> None:
+        description = self.settings.gateway.control_endpoint
+        if description is None:
+            return
+        from twisted.internet.endpoints import serverFromString
+
+        from lorrygate.service.control import control_site
+
+        if description.startswith("unix:"):
+            path = description[5:]
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            description = f"unix:{path}:lockfile=1:mode=600"
+        try:
+            self._control = await serverFromString(self.reactor, description).listen(control_site(self))
+        except Exception as exc:
+            self.log.error(
+                "control endpoint {endpoint} unavailable ({error}); lorrygate status and flush will not reach "
+                "this gateway",
+                endpoint=description,
+                error=str(exc),
+            )
+
     async def stop(self) -> None:
+        if self._control is not None:
+            await self._control.stopListening()
+            self._control = None
         if self._stats_loop is not None and self._stats_loop.running:
             self._stats_loop.stop()
         for source in self.sources:

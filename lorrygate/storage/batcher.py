@@ -26,6 +26,10 @@ class BatchStats:
     dead_letters: int = 0
     failures: int = 0
     last_error: str = ""
+    #: clock time and size of the last successful write
+    last_flush: float | None = None
+    last_flush_rows: int = 0
+    last_flush_seconds: float = 0.0
 
 
 @attrs.define(eq=False)
@@ -57,6 +61,11 @@ class Batcher:
         self._sources.append(source)
         if self._paused:
             source.pauseReading()
+
+    @property
+    def paused(self) -> bool:
+        """Whether this batcher holds its sources paused (backpressure)."""
+        return self._paused
 
     @property
     def pending(self) -> int:
@@ -117,8 +126,12 @@ class Batcher:
             message.ack.ack()
         stats = self.stats
         stats.batches += 1
-        stats.rows += len(batch) - len(batch.dead_letters)
-        stats.dead_letters += len(batch.dead_letters)
+        dead = len(batch.dead_letters) + len(batch.extra_dead)
+        stats.rows += len(batch) - len(batch.dead_letters) - len(batch.extra_dead)
+        stats.dead_letters += dead
+        stats.last_flush = self.clock.seconds()
+        stats.last_flush_rows = len(batch)
+        stats.last_flush_seconds = stats.last_flush - started
         self._retry_delay = 0.0
         self._writing = None
         self.log.debug(
@@ -163,6 +176,26 @@ class Batcher:
                 source.pauseReading()
             else:
                 source.resumeReading()
+
+    def buffered(self) -> list:
+        """Per table: rows waiting (buffered or being written) and the age of the oldest, oldest first."""
+        now = self.clock.seconds()
+        tables = {}
+        for batch in (self._writing, self._batch):
+            if batch is None:
+                continue
+            for entry in batch.entries:
+                key = str(entry.table) if entry.table is not None else "(none)"
+                rows, oldest = tables.get(key, (0, now))
+                tables[key] = (rows + len(entry.records), min(oldest, entry.message.received))
+            if batch.dead_letters:
+                rows, oldest = tables.get("(dead letters)", (0, now))
+                tables["(dead letters)"] = (rows + len(batch.dead_letters),
+                                            min([oldest] + [d.message.received for d in batch.dead_letters]))
+        return sorted(
+            ({"table": table, "rows": rows, "oldest_age": round(now - oldest, 3)} for table, (rows, oldest) in tables.items()),
+            key=lambda item: -item["oldest_age"],
+        )
 
     def drain(self) -> Deferred:
         """Flush everything; fires once nothing is buffered or being written."""

@@ -15,6 +15,7 @@ def config(directory, broker_port, pg_url, realm, extra_storage=""):
     with open(path, "w") as handle:
         handle.write(textwrap.dedent(f"""
             [lorrygate]
+            data_dir = {directory}
             log_format = json
             stats_interval = 1s
 

@@ -20,6 +20,7 @@ def two_channel_config(directory, port, tag, strategies):
     with open(path, "w") as handle:
         handle.write(textwrap.dedent(f"""
             [lorrygate]
+            data_dir = {directory}
             log_format = json
             strategies = {strategies}
 

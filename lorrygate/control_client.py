@@ -1,0 +1,65 @@
+"""
+The client side of the control endpoint, for ``lorrygate status`` and
+``lorrygate flush``: plain blocking HTTP (these are one-shot commands, no
+reactor), over a UNIX socket or TCP.
+"""
+
+import http.client
+import json
+import socket
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float):
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self._path)
+
+
+def request(endpoint: str, method: str, path: str, timeout: float = 60.0) -> dict:
+    """Send one request to a control endpoint string; return the JSON answer."""
+    if endpoint.startswith("unix:"):
+        connection = _UnixConnection(endpoint[5:], timeout)
+    else:
+        parts = endpoint.split(":")
+        host = next((p.split("=", 1)[1] for p in parts[2:] if p.startswith("interface=")), "127.0.0.1")
+        connection = http.client.HTTPConnection(host, int(parts[1]), timeout=timeout)
+    try:
+        connection.request(method, path)
+        response = connection.getresponse()
+        body = response.read()
+    finally:
+        connection.close()
+    if response.status != 200:
+        raise OSError(f"HTTP {response.status}: {body[:200]!r}")
+    return json.loads(body)
+
+
+def render_status(answer: dict) -> str:
+    """The status answer as text for people."""
+    lines = [f"lorrygate: {answer['config']}"]
+    for source in answer["sources"]:
+        state = "connected" if source["connected"] else "NOT connected"
+        lines.append(f"source {source['name']}: {state} to {source['broker']} as {source['client_id']}")
+    for storage in answer["storages"]:
+        last = "never" if storage["last_flush_age"] is None else f"{storage['last_flush_age']:.1f} s ago ({storage['last_flush_rows']} rows)"
+        lines.append(
+            f"storage {storage['name']} ({storage['kind']}): {storage['pending']} rows pending, "
+            f"{storage['rows']} rows and {storage['dead_letters']} dead letters committed, "
+            f"{storage['failures']} failed writes, last flush {last}"
+            + (", sources paused (backpressure)" if storage["paused_sources"] else "")
+        )
+        if storage["last_error"]:
+            lines.append(f"  last error: {storage['last_error']}")
+        for table in storage["tables"]:
+            lines.append(f"  {table['rows']:>8} rows buffered, oldest {table['oldest_age']:.1f} s  {table['table']}")
+    for channel in answer["channels"]:
+        lines.append(
+            f"channel {channel['name']}: {channel['received']} received, {channel['routed']} routed, "
+            f"{channel['unmatched']} unmatched, {channel['undecodable']} undecodable"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,90 @@
+"""
+The control endpoint: a small HTTP interface on a local endpoint
+(``[lorrygate] control``, by default the UNIX socket ``var/lorrygate.sock``)
+that ``lorrygate status`` and ``lorrygate flush`` talk to.
+
+- ``GET /status``: JSON with each source (connected, paused), each storage
+  (rows buffered per table and the age of the oldest, last flush, rows and
+  dead letters committed, failed writes, last error) and each channel's
+  counters.
+- ``POST /flush``: commit everything buffered now; answers once it is
+  committed (or after the shutdown timeout, with what is still pending).
+"""
+
+import json
+
+from twisted.internet.defer import DeferredList, TimeoutError as DeferredTimeout
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+
+
+def status(gateway) -> dict:
+    storages = []
+    for name, batcher in gateway.batchers.items():
+        stats = batcher.stats
+        storages.append({
+            "name": name,
+            "kind": gateway.settings.storages[name].kind,
+            "pending": batcher.pending,
+            "paused_sources": batcher.paused,
+            "tables": batcher.buffered(),
+            "batches": stats.batches,
+            "rows": stats.rows,
+            "dead_letters": stats.dead_letters,
+            "failures": stats.failures,
+            "last_error": stats.last_error,
+            "last_flush_age": None if stats.last_flush is None else round(gateway.reactor.seconds() - stats.last_flush, 3),
+            "last_flush_rows": stats.last_flush_rows,
+        })
+    sources = [{"name": s.name, "broker": f"{s.broker.host}:{s.broker.port}", "connected": s.connected,
+                "client_id": s.client_id} for s in gateway.sources]
+    channels = [dict(router.stats.asdict(), name=router.channel.name) for router in gateway.routers]
+    return {"config": gateway.settings.source, "sources": sources, "storages": storages, "channels": channels}
+
+
+class _Status(Resource):
+    isLeaf = True
+
+    def __init__(self, gateway):
+        super().__init__()
+        self.gateway = gateway
+
+    def render_GET(self, request):
+        request.setHeader(b"content-type", b"application/json")
+        return json.dumps(status(self.gateway)).encode()
+
+
+class _Flush(Resource):
+    isLeaf = True
+
+    def __init__(self, gateway):
+        super().__init__()
+        self.gateway = gateway
+
+    def render_POST(self, request):
+        request.setHeader(b"content-type", b"application/json")
+        drains = [batcher.drain() for batcher in self.gateway.batchers.values()]
+        for d in drains:
+            d.addTimeout(self.gateway.shutdown_timeout, self.gateway.reactor)
+
+        def done(results):
+            timed_out = any(not ok and result.check(DeferredTimeout) for ok, result in results)
+            answer = {"flushed": not timed_out, "status": status(self.gateway)}
+            if not request.finished and not getattr(request, "_disconnected", False):
+                request.write(json.dumps(answer).encode())
+                request.finish()
+
+        DeferredList(drains, consumeErrors=True).addCallback(done)
+        return NOT_DONE_YET
+
+
+def control_site(gateway):
+    from twisted.web.server import Site
+
+    root = Resource()
+    root.putChild(b"status", _Status(gateway))
+    root.putChild(b"flush", _Flush(gateway))
+    site = Site(root)
+    site.noisy = False
+    site.displayTracebacks = False
+    return site

@@ -1,0 +1,54 @@
+"""lorrygate status and flush against a running gateway."""
+
+import json
+import subprocess
+import sys
+import uuid
+
+from tests.gatewayproc import GatewayProcess, Publisher, count_rows, write_config
+from tests.servers import wait_until
+
+
+def lorrygate(config, *args):
+    return subprocess.run([sys.executable, "-m", "lorrygate.cli", "-c", config, *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_status_shows_buffered_rows_and_flush_commits_them(tmp_path, mosquitto):
+    """status lists the rows buffered per table; flush commits them now."""
+    realm = f"ctl-{uuid.uuid4().hex[:8]}"
+    config = write_config(str(tmp_path), mosquitto.port, client_id=f"gw-{realm}", topics=f"{realm}/#")
+    text = open(config).read().replace(
+        "synchronous = NORMAL", "synchronous = NORMAL\nbatch_size = 100000\nflush_interval = 60s\nidle_flush = 10s")
+    open(config, "w").write(text)
+    gateway = GatewayProcess(config, str(tmp_path / "gw.log")).start()
+    publisher = Publisher(mosquitto.port)
+    publisher.publish_many((f"{realm}/net/gw/node-{n % 2}/data.json", json.dumps({"n": n})) for n in range(100))
+
+    def pending():
+        result = lorrygate(config, "status", "--json")
+        return result.returncode == 0 and json.loads(result.stdout)["storages"][0]["pending"] == 100 and result
+
+    result = wait_until(pending, 30, "100 rows pending")
+    storage = json.loads(result.stdout)["storages"][0]
+    schema = realm.replace("-", "_")
+    assert sorted((t["table"], t["rows"]) for t in storage["tables"]) == [
+        (f"{schema}_net.gw_node_0_sensors", 50), (f"{schema}_net.gw_node_1_sensors", 50)]
+    text_status = lorrygate(config, "status")
+    assert "100 rows pending" in text_status.stdout and f"50 rows buffered" in text_status.stdout
+    assert count_rows(str(tmp_path / "gateway.sqlite"), schema) == 0
+
+    flushed = lorrygate(config, "flush")
+    assert flushed.returncode == 0, flushed.stderr
+    assert flushed.stdout.startswith("flushed: everything buffered is committed")
+    assert count_rows(str(tmp_path / "gateway.sqlite"), schema) == 100
+    assert json.loads(lorrygate(config, "status", "--json").stdout)["storages"][0]["pending"] == 0
+    assert gateway.stop() == 0
+    publisher.close()
+
+
+def test_status_without_a_gateway_says_so(tmp_path):
+    """status with no gateway running explains what it tried."""
+    config = write_config(str(tmp_path), 1, client_id="nobody")
+    result = lorrygate(config, "status")
+    assert result.returncode == 1 and "no gateway answers at unix:" in result.stderr
