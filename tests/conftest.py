@@ -19,6 +19,19 @@ def postgres():
     server.stop()
 
 
+@pytest.fixture(autouse=True)
+def no_gateway_left_running():
+    """A test that fails half-way must not leave its gateway process behind."""
+    from tests.gatewayproc import RUNNING
+
+    yield
+    while RUNNING:
+        process = RUNNING.pop()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
 def pytest_collection_modifyitems(items):
     for item in items:
         if "/integration/" in str(item.fspath):

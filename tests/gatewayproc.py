@@ -50,6 +50,10 @@ def write_config(directory: str, broker_port: int, *, client_id: str, topics: st
     return path
 
 
+#: every gateway process the tests started, so that none outlives its test
+RUNNING = []
+
+
 @attrs.define
 class GatewayProcess:
     config: str
@@ -67,6 +71,7 @@ class GatewayProcess:
             stderr=subprocess.STDOUT,
         )
         log.close()
+        RUNNING.append(self.process)
         wait_until(lambda: self.connected() or self.process.poll() is not None, 20, "the gateway to connect")
         assert self.process.poll() is None, self.text()
         return self

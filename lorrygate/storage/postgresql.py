@@ -99,8 +99,11 @@ class PostgresDialect:
         for statement in statements:
             conn.execute(statement)
 
-    def create_table(self, conn, table, idempotent: bool) -> None:
+    def ensure_schema(self, conn, table) -> None:
         conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(table.schema)}")
+
+    def create_table(self, conn, table, idempotent: bool) -> None:
+        self.ensure_schema(conn, table)
         if idempotent:
             conn.execute(
                 f'CREATE TABLE IF NOT EXISTS {qualified(table)} ("time" TIMESTAMPTZ NOT NULL, '

@@ -97,6 +97,9 @@ class SQLiteDialect:
     def execute(self, conn, sql: str) -> None:
         conn.execute(sql)
 
+    def ensure_schema(self, conn, table) -> None:
+        pass  # SQLite has no schemas: the schema is a name prefix
+
     def run_ddl(self, conn, statements: list) -> None:
         for statement in statements:
             conn.execute(statement)

@@ -191,6 +191,7 @@ class SqlStorage:
         if known is None and "time" not in pending:
             template = self.ddl.get(entry.channel) or self.ddl.get("")
             if template is not None:
+                dialect.ensure_schema(conn, table)
                 dialect.run_ddl(conn, template.render(table, entry))
             dialect.create_table(conn, table, self.idempotent)
             pending.update(dialect.columns_of(conn, table))

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from tests.certs import write_tls_files
-from tests.gatewayproc import GatewayProcess, count_rows, write_config
+from tests.gatewayproc import RUNNING, GatewayProcess, count_rows, write_config
 from tests.servers import Mosquitto, wait_until
 
 PASSWORD = "correct horse battery staple"
@@ -81,6 +81,7 @@ def failing_gateway(tmp_path, config):
         stdout=open(gateway.log_path, "wb"),
         stderr=subprocess.STDOUT,
     )
+    RUNNING.append(gateway.process)
     return gateway
 
 

@@ -111,3 +111,24 @@ def test_20000_messages_over_200_addresses(tmp_path, mosquitto, postgres):
         postgres.url, f"SELECT stage, error, payload FROM public.lorrygate_dead_letter WHERE topic = '{topic}'")
     assert stage == "store" and "invalid input syntax for type double precision" in error and b"warm" in bytes(payload)
     assert query(db, f'SELECT temperature FROM "{realm}_north__gw_node_1_sensors" WHERE seq = 20003') == [("warm",)]
+
+
+def test_postgresql_idempotent_rows_and_custom_ddl(tmp_path, mosquitto, postgres):
+    """With idempotent rows a repeated message is one row; a DDL template (here with a table comment) makes new tables."""
+    realm = f"id{uuid.uuid4().hex[:8]}"
+    ddl = ('ddl = CREATE TABLE IF NOT EXISTS {qualified} ("time" TIMESTAMPTZ NOT NULL, '
+           'lorrygate_id TEXT NOT NULL, PRIMARY KEY ("time", lorrygate_id)); '
+           "COMMENT ON TABLE {qualified} IS 'node {node} of {realm}'\nidempotent = true")
+    path = config(str(tmp_path), mosquitto.port, postgres.url, realm, extra_storage=ddl)
+    gateway = GatewayProcess(path, str(tmp_path / "gw.log")).start()
+    wait_until(lambda: sum("connected to" in e.get("log_format", "") for e in gateway.events()) >= 2, 20, "2 channels")
+    publisher = Publisher(mosquitto.port)
+    topic = f"{realm}/net/gw/node-7/data.json"
+    same = json.dumps({"time": 1_717_243_200_000, "v": 1})
+    publisher.publish_many([(topic, same), (topic, same), (topic, json.dumps({"time": 1_717_243_201_000, "v": 2}))])
+    wait_until(lambda: pg_count(postgres.url, realm) >= 2, 30, "the rows")
+    assert gateway.stop() == 0
+    publisher.close()
+    assert sorted(r[0] for r in pg_rows(postgres.url, f'SELECT v FROM "{realm}_net"."gw_node_7_sensors"')) == [1, 2]
+    ((comment,),) = pg_rows(postgres.url, f"SELECT obj_description('\"{realm}_net\".\"gw_node_7_sensors\"'::regclass)")
+    assert comment == f"node node_7 of {realm}"

@@ -114,3 +114,27 @@ def test_unusable_path_is_a_storage_error(tmp_path):
 def test_wal_mode(storage):
     """The database runs in WAL mode."""
     assert rows(storage, "PRAGMA journal_mode") == [("wal",)]
+
+
+def test_idempotent_rows_ignore_a_redelivered_message(tmp_path):
+    """With idempotent rows, the same message committed twice is one row."""
+    store = SQLiteStorage("db", str(tmp_path / "i.sqlite"), reactor=None, idempotent=True)
+    store._connect()
+    store._commit(batch(entry({"a": 1})))
+    store._commit(batch(entry({"a": 1}), entry({"a": 2})))
+    table = "mqttkit_1_testdrive__area_42_node_1_sensors"
+    assert sorted(r[0] for r in rows(store, f'SELECT a FROM "{table}"')) == [1, 2]
+    store._close()
+
+
+def test_custom_ddl_runs_before_the_default(tmp_path):
+    """A DDL template creates the table its way; the writer adds field columns after."""
+    from lorrygate.config.settings import ddl_template
+
+    template = ddl_template('CREATE TABLE IF NOT EXISTS {qualified} (time TEXT NOT NULL, note TEXT DEFAULT {qualified_text})', "sqlite")
+    store = SQLiteStorage("db", str(tmp_path / "d.sqlite"), reactor=None, ddl={"": template})
+    store._connect()
+    store._commit(batch(entry({"a": 1})))
+    table = "mqttkit_1_testdrive__area_42_node_1_sensors"
+    assert rows(store, f'SELECT a, note FROM "{table}"') == [(1, f'"{table}"')]
+    store._close()

@@ -1,0 +1,72 @@
+"""Storage sections: URLs, per-kind keys, DDL templates checked at start-up."""
+
+import textwrap
+
+import pytest
+
+from lorrygate.config import loads
+from lorrygate.errors import ConfigError
+
+BASE = """
+[broker:b]
+host = localhost
+
+[storage:s]
+{storage}
+
+[channel:c]
+topics = #
+"""
+
+
+def load(storage):
+    return loads(textwrap.dedent(BASE.format(storage=textwrap.dedent(storage).strip())), source="gw.ini")
+
+
+def problems(storage):
+    with pytest.raises(ConfigError) as info:
+        load(storage)
+    return [str(p) for p in info.value.problems]
+
+
+@pytest.mark.parametrize("url, kind", [
+    ("sqlite:///var/x.sqlite", "sqlite"),
+    ("postgresql://lorry:secret@db.example:5432/telemetry", "postgresql"),
+    ("crate://localhost:4200/", "crate"),
+    ("crate+https://admin:secret@crate.example:4200/", "crate"),
+], ids=["sqlite", "postgresql", "crate", "crate-https"])
+def test_urls(url, kind):
+    """Each supported URL gives its storage kind; str() of the URL hides the password."""
+    storage = load(f"url = {url}").storages["s"]
+    assert storage.kind == kind
+    assert "secret" not in str(storage.url) and "secret" not in repr(storage)
+
+
+def test_crate_options():
+    """CrateDB takes shards, replicas and a partition period."""
+    storage = load("url = crate://localhost:4200/\nshards = 2\nreplicas = 0-1\npartition = day").storages["s"]
+    assert (storage.shards, storage.replicas, storage.partition) == (2, "0-1", "day")
+
+
+@pytest.mark.parametrize("storage, expected", [
+    ("url = crate://localhost:4200/\nsynchronous = OFF", "synchronous: expected no synchronous for a crate storage"),
+    ("url = sqlite:///x.sqlite\nshards = 3", "shards: expected no shards for a sqlite storage"),
+    ("url = mysql://x/y", "url: expected a storage URL"),
+    ("url = crate://localhost:4200/\nddl = CREATE TABLE {qualified} (a INT) CLUSTERD INTO 3 SHARDS",
+     "ddl: expected a DDL template, got one that fails: CrateDB would refuse"),
+    ("url = crate://localhost:4200/\nddl = CREATE TABLE {nowhere} (a INT)", "unknown placeholder {nowhere}"),
+    ("url = crate://localhost:4200/\nddl = @/nonexistent.sql", "ddl: expected a readable DDL file at /nonexistent.sql"),
+], ids=["sqlite-key-on-crate", "crate-key-on-sqlite", "bad-url", "bad-crate-ddl", "bad-placeholder", "missing-file"])
+def test_storage_problems(storage, expected):
+    """Each storage mistake names its key and the problem (with CrateDB's parser message for DDL)."""
+    found = problems(storage)
+    assert any(expected in problem for problem in found), found
+
+
+def test_crate_ddl_template_accepted():
+    """The documented custom DDL passes CrateDB's grammar and is kept."""
+    storage = load("""
+        url = crate://localhost:4200/
+        ddl = CREATE TABLE IF NOT EXISTS {qualified} ("time" TIMESTAMP WITH TIME ZONE NOT NULL, tags OBJECT(DYNAMIC), fields OBJECT(DYNAMIC), month TIMESTAMP WITH TIME ZONE GENERATED ALWAYS AS date_trunc('month', "time")) CLUSTERED INTO 3 SHARDS PARTITIONED BY (month) WITH (number_of_replicas = '0-1')
+        """).storages["s"]
+    assert storage.ddl is not None
