@@ -47,6 +47,7 @@ class FakeCrate(Resource):
         self.tables = {}  # (schema, table) -> {"rows": [...], "pk": [...], "types": {}}
         self.faults = []  # whole-request faults: (status, code, message)
         self.unavailable_rows = 0  # next rows answered with a per-row 5002
+        self.authorizations = []  # the Authorization header of each request
 
     # -- fault injection --------------------------------------------------------
 
@@ -59,6 +60,7 @@ class FakeCrate(Resource):
     # -- HTTP ---------------------------------------------------------------------
 
     def render_POST(self, request):
+        self.authorizations.append(request.getHeader(b"authorization"))
         body = json.loads(request.content.read())
         statement = body["stmt"]
         self.statements.append(statement)

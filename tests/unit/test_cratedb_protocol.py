@@ -171,3 +171,20 @@ def test_wrong_custom_ddl_is_refused_with_the_parsers_message():
     """A template CrateDB's grammar rejects is refused, with the parser's line and column."""
     with pytest.raises(ValueError, match=r"CrateDB would refuse .*mismatched input 'CLUSTERD'"):
         DdlTemplate.parse(CUSTOM.replace("CLUSTERED", "CLUSTERD"), lambda t: "x", crate_validator())
+
+
+def test_basic_auth_from_the_url():
+    """crate+https://user:password@host sends HTTP basic auth on every request, and the https base URL."""
+    import base64
+
+    from lorrygate.config import loads
+
+    settings = loads("[broker:b]\nhost=h\n[storage:s]\nurl=crate+https://admin:s3cret@crate.example:4200/\n"
+                     "[channel:c]\ntopics=#\n")
+    store = CrateStorage.from_settings(settings.storages["s"], None, {})
+    assert store.url == "https://crate.example:4200" and store.username == "admin"
+    fake = FakeCrate()
+    store.http = StubTreq(fake)
+    write(store, entry({"v": 1}))
+    assert set(fake.authorizations) == {b"Basic " + base64.b64encode(b"admin:s3cret")}
+    assert "s3cret" not in repr(store)

@@ -58,11 +58,12 @@ def test_decoding_python_example_runs():
         decoder.decode(Message("t", b"21.5"), None)
 
 
-@pytest.mark.parametrize("name", ["decoding.rst", "topology.rst"])
-def test_ini_examples_in_docs_load(name):
+@pytest.mark.parametrize("name", ["decoding.rst", "topology.rst", "storage.rst"])
+def test_ini_examples_in_docs_load(name, monkeypatch):
     """Every ini snippet in the docs is valid config (with a minimal broker, storage and channel around it)."""
     from lorrygate.config import loads
 
+    monkeypatch.setenv("PGPASSWORD", "example")
     for block in literal_blocks(name):
         if not block.lstrip().startswith("["):
             continue
@@ -71,6 +72,6 @@ def test_ini_examples_in_docs_load(name):
             text += "\n[channel:c]\ntopics = #\n"
         elif "topics =" not in text:
             text += "topics = #\n"
-        text = "[broker:b]\nhost = h\n[storage:s]\nurl = sqlite:///x\n" + text
+        text = "[broker:b]\nhost = h\n" + ("" if "[storage:" in text else "[storage:s]\nurl = sqlite:///x\n") + text
         text = text.replace("hook = mymodule:adjust\n", "")
         loads(text.replace("{realm}/sites", "{realm}/sites"))
