@@ -116,3 +116,42 @@ def test_real_cratedb_end_to_end(tmp_path, mosquitto):
     crate_sql('REFRESH TABLE "doc"."lorrygate_dead_letter"')
     rows = crate_sql(f"SELECT error FROM doc.lorrygate_dead_letter WHERE topic LIKE '{realm}/%'")["rows"]
     assert rows and "4003" in rows[0][0]
+
+
+@pytest_twisted.ensureDeferred
+async def test_gateway_writes_to_the_crate_fake_over_http(tmp_path, mosquitto):
+    """The gateway process, configured with a crate:// URL, writes each address into its own table of the
+    fake (which checks every statement against CrateDB's grammar), and a type conflict becomes a dead letter."""
+    fake = FakeCrate()
+    port = free_port()
+    listening = reactor.listenTCP(port, Site(fake), interface="127.0.0.1")
+    realm = f"cr{uuid.uuid4().hex[:6]}"
+    config = write_config(str(tmp_path), mosquitto.port, client_id=f"gw-{realm}", topics=f"{realm}/#")
+    text = open(config).read().replace(f"url = sqlite:///{tmp_path}/gateway.sqlite\nsynchronous = NORMAL",
+                                       f"url = crate://127.0.0.1:{port}/\nreplicas = 0-1\nidempotent = true")
+    open(config, "w").write(text)
+    gateway = GatewayProcess(config, str(tmp_path / "gw.log"))
+    await reactor_thread(gateway.start)
+    publisher = Publisher(mosquitto.port)
+    messages = [(f"{realm}/net/gw/node-{n % 3}/data.json", json.dumps({"n": n, "time": 1_717_243_200_000 + n}))
+                for n in range(30)]
+    messages.append((f"{realm}/net/gw/node-0/data.json", json.dumps({"n": "text", "time": 1_717_243_300_000})))
+    await reactor_thread(publisher.publish_many, messages)
+    for _ in range(100):
+        stored = sum(len(t["rows"]) for (s, _), t in fake.tables.items() if s == f"{realm}_net")
+        dead = len(fake.tables.get(("doc", "lorrygate_dead_letter"), {"rows": []})["rows"])
+        if stored >= 30 and dead >= 1:
+            break
+        await deferLater(reactor, 0.1, lambda: None)
+    assert await reactor_thread(gateway.stop) == 0
+    publisher.close()
+    await listening.stopListening()
+    assert sorted(t for s, t in fake.tables if s == f"{realm}_net") == [f"gw_node_{n}_sensors" for n in range(3)]
+    assert stored == 30 and dead == 1
+    assert "PRIMARY KEY" in fake.tables[(f"{realm}_net", "gw_node_0_sensors")]["ddl"]
+
+
+def reactor_thread(function, *args):
+    from twisted.internet.threads import deferToThread
+
+    return deferToThread(function, *args)
