@@ -53,6 +53,13 @@ def render_status(answer: dict) -> str:
             f"{storage['failures']} failed writes, last flush {last}"
             + (", sources paused (backpressure)" if storage["paused_sources"] else "")
         )
+        if storage.get("down"):
+            lines.append("  DOWN: writes fail; batches go to the spool")
+        spool = storage.get("spool")
+        if spool and spool["batches"]:
+            lines.append(f"  spool: {spool['batches']} batches, {spool['bytes']} bytes, oldest {spool['oldest_age']:.1f} s")
+        if spool and spool["damaged"]:
+            lines.append(f"  spool: {spool['damaged']} damaged record(s) moved aside")
         if storage["last_error"]:
             lines.append(f"  last error: {storage['last_error']}")
         for table in storage["tables"]:

@@ -86,6 +86,8 @@ class StorageSettings:
     partition: str = "month"
     tls_ca: str = ""
     timeout: float = 30.0
+    spool: bool = True
+    spool_max: int = 1 << 30
 
 
 @attrs.frozen
@@ -138,6 +140,8 @@ STORAGE_KEYS = {
     "idle_flush": Key(v.duration(0.001, 10), 0.01),
     "max_pending": Key(v.integer(1, 100_000_000), 200_000),
     "idempotent": Key(v.boolean, False),
+    "spool": Key(v.boolean, True),
+    "spool_max": Key(v.size, 1 << 30),
     "ddl": Key(v.ddl_text, ""),
     "synchronous": Key(v.choice("OFF", "NORMAL", "FULL", "EXTRA"), "FULL"),
     "shards": Key(v.integer(1, 1000), 1),

@@ -267,3 +267,17 @@ def control_endpoint(value: str) -> str:
     if text == "off" or re.fullmatch(r"unix:[^:]+", text) or re.fullmatch(r"tcp:\d{1,5}(:interface=[^:]+)?", text):
         return text
     raise Invalid("off, unix:PATH or tcp:PORT:interface=127.0.0.1")
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "kib": 2**10, "mib": 2**20,
+               "gib": 2**30, "tib": 2**40, None: 1}
+
+
+def size(value: str) -> int:
+    """A size in bytes: 4096, 100MB, 1GiB."""
+    match = _SIZE.match(value)
+    if not match:
+        raise Invalid("a size such as 100MB, 1GiB or 4096 (bytes)")
+    unit = match.group(2).lower() if match.group(2) else None
+    return int(float(match.group(1)) * _SIZE_UNITS[unit])

@@ -35,6 +35,15 @@ def status(gateway) -> dict:
             "last_error": stats.last_error,
             "last_flush_age": None if stats.last_flush is None else round(gateway.reactor.seconds() - stats.last_flush, 3),
             "last_flush_rows": stats.last_flush_rows,
+            "down": batcher.down,
+            "spool": None if batcher.spool is None else {
+                "batches": batcher.spool.batches,
+                "bytes": batcher.spool.bytes,
+                "oldest_age": batcher.spool.oldest_age(gateway.reactor.seconds()),
+                "damaged": batcher.spool.damaged,
+                "spooled": stats.spooled,
+                "drained": stats.drained,
+            },
         })
     sources = [{"name": s.name, "broker": f"{s.broker.host}:{s.broker.port}", "connected": s.connected,
                 "client_id": s.client_id} for s in gateway.sources]

@@ -19,6 +19,7 @@ from lorrygate.decoding import DecoderChain
 from lorrygate.service.channel import ChannelRouter
 from lorrygate.sources.mqtt import MQTTSource
 from lorrygate.storage.batcher import Batcher
+from lorrygate.storage.spool import Spool
 from lorrygate.storage.postgresql import PostgresStorage
 from lorrygate.storage.sqlite import SQLiteStorage
 
@@ -57,6 +58,10 @@ class Gateway:
             ddl.update((c.name, c.ddl) for c in settings.channels if c.storage == name and c.ddl is not None)
             backend = make_storage(storage, reactor, ddl)
             gateway.storages[name] = backend
+            spool = None
+            if storage.spool:
+                directory = os.path.join(settings.gateway.data_dir, "spool", name)
+                spool = Spool(directory, reactor, storage.spool_max)
             gateway.batchers[name] = Batcher(
                 backend,
                 reactor,
@@ -64,6 +69,7 @@ class Gateway:
                 max_delay=storage.flush_interval,
                 idle_delay=storage.idle_flush,
                 max_pending=storage.max_pending,
+                spool=spool,
             )
         for channel in settings.channels:
             batcher = gateway.batchers[channel.storage]
@@ -96,8 +102,15 @@ class Gateway:
         for decoder in self.decoders:
             if hasattr(decoder, "start"):
                 decoder.start()
-        for storage in self.storages.values():
+        for name, storage in self.storages.items():
+            spool = self.batchers[name].spool
+            if spool is not None:
+                found = await spool.start()
+                if found:
+                    self.log.info("storage {storage}: {count} spooled batch(es) from before; draining them",
+                                  storage=name, count=found)
             await storage.start()
+            self.batchers[name]._drain_spool()
         for source in self.sources:
             source.startService()
         await self._listen_control()
@@ -159,6 +172,9 @@ class Gateway:
         for decoder in self.decoders:
             if hasattr(decoder, "stop"):
                 decoder.stop()
+        for batcher in self.batchers.values():
+            if batcher.spool is not None:
+                batcher.spool.stop()
         self.log_stats(final=True)
 
     def log_stats(self, final: bool = False) -> None:
@@ -168,7 +184,7 @@ class Gateway:
                 "channel {channel}: {received} received, {routed} routed, {unmatched} unmatched topics, "
                 "{undecodable} undecodable payloads, {collisions} table name collisions, {error_reports} "
                 "error reports; storage {storage}: {stored} rows and {dead} dead "
-                "letters committed, {pending} pending, {failures} failed writes",
+                "letters committed, {pending} pending, {failures} failed writes, {spooled} batches in the spool",
                 event="stats",
                 final=final,
                 channel=router.channel.name,
@@ -177,5 +193,6 @@ class Gateway:
                 dead=batcher.stats.dead_letters,
                 pending=batcher.pending,
                 failures=batcher.stats.failures,
+                spooled=batcher.spool.batches if batcher.spool is not None else 0,
                 **router.stats.asdict(),
             )

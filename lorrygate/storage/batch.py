@@ -45,6 +45,8 @@ class Batch:
     progress: set = attrs.Factory(set)
     #: rows the storage refused and sent to the dead-letter table
     extra_dead: list = attrs.Factory(list)
+    #: for a batch read back from the spool: when it was spooled
+    spooled_at: float | None = None
 
     def add(self, entry: Entry) -> None:
         self.entries.append(entry)

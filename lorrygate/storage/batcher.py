@@ -7,9 +7,17 @@ when its oldest entry is ``max_delay`` old, or when nothing new arrived for
 in-flight window is full, and the batch must commit to open it again). One
 write is in flight at a time; what arrives meanwhile is written as soon as
 it finishes (group commit). Messages are acknowledged only after the write
-that holds them succeeded. A failed write is retried with backoff; while
-``max_pending`` rows wait, the sources are paused (backpressure), never
-dropped.
+that holds them succeeded.
+
+With a spool (`lorrygate.storage.spool`), a failed write marks the storage
+as down for a backoff delay: the batch, and every batch while the storage
+is down, goes to the spool, and its messages are acknowledged once spooled.
+After the delay the oldest spooled batch is tried (the probe); once it is
+written the storage counts as up, live batches go to it again, and the
+spool drains oldest first alongside them. Without a spool, or when the spool
+is full, a failed batch stays in memory and is retried with backoff. While
+``max_pending`` rows wait, the sources are paused (backpressure); nothing is
+ever dropped.
 """
 
 import attrs
@@ -30,6 +38,8 @@ class BatchStats:
     last_flush: float | None = None
     last_flush_rows: int = 0
     last_flush_seconds: float = 0.0
+    spooled: int = 0
+    drained: int = 0
 
 
 @attrs.define(eq=False)
@@ -53,6 +63,11 @@ class Batcher:
     _retry_delay: float = 0.0
     _paused: bool = False
     _waiters: list = attrs.Factory(list)
+    #: a `lorrygate.storage.spool.Spool`, or None
+    spool: object = None
+    _down_until: float | None = None
+    _probe: object = None
+    _draining: bool = False
 
     log = Logger()
 
@@ -113,7 +128,15 @@ class Batcher:
             self._check_drained()
             return
         self._writing, self._batch = self._batch, Batch()
-        self._write()
+        if self.spool is not None and self.down:
+            self._spool(self._writing)
+        else:
+            self._write()
+
+    @property
+    def down(self) -> bool:
+        """Whether the storage failed recently and waits for its next probe."""
+        return self._down_until is not None
 
     def _write(self) -> None:
         batch = self._writing
@@ -134,6 +157,7 @@ class Batcher:
         stats.last_flush_seconds = stats.last_flush - started
         self._retry_delay = 0.0
         self._writing = None
+        self._up()
         self.log.debug(
             "storage {storage}: committed {rows} rows and {dead} dead letters in {seconds:.3f} s",
             storage=self.storage.name,
@@ -149,9 +173,18 @@ class Batcher:
             self._check_drained()
 
     def _failed(self, failure, batch: Batch) -> None:
-        self.stats.failures += 1
-        self.stats.last_error = failure.getErrorMessage()
-        self._retry_delay = min(max(self._retry_delay * 2, self.retry_initial), self.retry_max)
+        self._mark_down(failure)
+        if self.spool is not None:
+            self.log.error(
+                "storage {storage}: writing {rows} rows failed: {error}; spooling to disk while it is down, "
+                "next try in {delay:.1f} s",
+                storage=self.storage.name,
+                rows=len(batch),
+                delay=self._retry_delay,
+                error=self.stats.last_error,
+            )
+            self._spool(batch)
+            return
         self.log.error(
             "storage {storage}: writing {rows} rows failed, nothing of them acknowledged; "
             "retrying in {delay:.1f} s: {error}",
@@ -161,6 +194,94 @@ class Batcher:
             error=self.stats.last_error,
         )
         self.clock.callLater(self._retry_delay, self._write)
+
+    def _mark_down(self, failure) -> None:
+        self.stats.failures += 1
+        self.stats.last_error = failure.getErrorMessage()
+        self._retry_delay = min(max(self._retry_delay * 2, self.retry_initial), self.retry_max)
+        self._down_until = self.clock.seconds() + self._retry_delay
+        if self.spool is not None and (self._probe is None or not self._probe.active()):
+            self._probe = self.clock.callLater(self._retry_delay, self._probe_storage)
+
+    def _up(self) -> None:
+        if self._down_until is not None:
+            self._down_until = None
+            self.log.info("storage {storage}: writing again", storage=self.storage.name)
+        self._drain_spool()
+
+    # -- the spool ------------------------------------------------------------
+
+    def _spool(self, batch: Batch) -> None:
+        self.spool.put(batch).addCallbacks(self._spooled, self._spool_failed, (batch,), None, (batch,))
+
+    def _spooled(self, path, batch: Batch) -> None:
+        for message in batch.messages():
+            message.ack.ack()
+        self.stats.spooled += 1
+        self._writing = None
+        if self._paused and self.pending < self.max_pending // 2:
+            self._set_paused(False)
+        if len(self._batch):
+            self.flush()
+        else:
+            self._check_drained()
+
+    def _spool_failed(self, failure, batch: Batch) -> None:
+        self.log.error(
+            "storage {storage}: cannot spool {rows} rows ({error}); holding them in memory, "
+            "nothing acknowledged, retrying in {delay:.1f} s",
+            storage=self.storage.name,
+            rows=len(batch),
+            error=failure.getErrorMessage(),
+            delay=self._retry_delay or self.retry_initial,
+        )
+        self.clock.callLater(self._retry_delay or self.retry_initial, self._write)
+
+    def _probe_storage(self) -> None:
+        self._probe = None
+        if self.spool is not None and self.spool.batches and not self._draining:
+            self._drain_spool(probe=True)
+        else:
+            self._down_until = None  # the next live batch is the probe
+
+    def _drain_spool(self, probe: bool = False) -> None:
+        spool = self.spool
+        if spool is None or self._draining or not spool.batches or (self.down and not probe):
+            return
+        self._draining = True
+
+        def take(found):
+            if found is None:
+                self._draining = False
+                if probe:
+                    self._down_until = None
+                return None
+            path, batch = found
+            d = maybeDeferred(self.storage.write, batch)
+            d.addCallbacks(drained, failed, (path, batch), None)
+            return d
+
+        def drained(_, path, batch):
+            self.stats.drained += 1
+            self.stats.rows += len(batch) - len(batch.dead_letters) - len(batch.extra_dead)
+            self.stats.dead_letters += len(batch.dead_letters) + len(batch.extra_dead)
+            self._draining = False
+            self._retry_delay = 0.0
+            spool.remove(path).addErrback(lambda f: self.log.error("spool: {error}", error=f.getErrorMessage()))
+            if self._down_until is not None:
+                self._down_until = None
+                self.log.info("storage {storage}: writing again; draining the spool", storage=self.storage.name)
+            self.clock.callLater(0, self._drain_spool)
+
+        def failed(failure):
+            self._draining = False
+            self._mark_down(failure)
+
+        def broken(failure):
+            self._draining = False
+            self.log.error("spool {storage}: {error}", storage=self.storage.name, error=failure.getErrorMessage())
+
+        spool.oldest().addCallback(take).addErrback(broken)
 
     def _set_paused(self, paused: bool) -> None:
         self._paused = paused

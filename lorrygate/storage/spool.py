@@ -1,0 +1,243 @@
+"""
+A durable local spool for batches a storage cannot take right now.
+
+Each spooled batch is one file in ``<data_dir>/spool/<storage>/``, named by a
+growing sequence number, written to a temporary name, fsync'd, renamed into
+place and the directory fsync'd: once `Spool.put` fires, the batch survives
+a crash, and its messages may be acknowledged. A file holds a checksummed
+record::
+
+    b"LGSP" | version (1 byte) | length (4 bytes, big-endian) | CRC-32 (4 bytes) | MessagePack body
+
+Files are drained oldest first. A file that is truncated or fails its
+checksum is reported and moved to ``damaged/`` beside them, where a person
+can look at it; the drain goes on with the next file. The spool has a size
+bound: when a batch does not fit, `put` fails with `SpoolFull` and the
+gateway holds the batch in memory and applies backpressure instead of
+dropping anything. All file I/O runs on the spool's own thread.
+"""
+
+import os
+import struct
+import time
+import zlib
+
+import attrs
+import msgpack
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+
+from lorrygate.errors import StorageError
+from lorrygate.model import Address, Message, Record, TableName
+from lorrygate.storage.batch import Batch, DeadLetter, Entry
+
+MAGIC = b"LGSP"
+VERSION = 1
+_HEADER = struct.Struct(">4sBII")
+SUFFIX = ".batch"
+
+
+class SpoolFull(StorageError):
+    """The spool has no room for a batch: hold it and apply backpressure."""
+
+
+class DamagedRecord(Exception):
+    pass
+
+
+def _address(address):
+    if address is None:
+        return None
+    return [address.realm, address.network, address.gateway, address.node, address.kind, address.rest,
+            address.field, [list(pair) for pair in address.labels]]
+
+
+def _message(message):
+    return [message.topic, message.payload, message.qos, message.retain, message.received, message.subscription]
+
+
+def encode(batch) -> bytes:
+    """The remaining rows and the dead letters of a batch as a spool record."""
+    progress = batch.progress
+    entries = []
+    for index, entry in enumerate(batch.entries):
+        records = [[r.time, r.fields, r.tags] for p, r in enumerate(entry.records) if (index, p) not in progress]
+        if not records and entry.records:
+            continue
+        table = [entry.table.schema, entry.table.table] if entry.table is not None else None
+        entries.append([table, records, entry.channel, _message(entry.message), entry.decoder, _address(entry.address)])
+    dead = [[d.channel, _message(d.message), d.stage, d.error, d.decoder]
+            for i, d in enumerate(list(batch.dead_letters) + list(batch.extra_dead))
+            if ("dead", i) not in progress and id(d) not in progress]
+    body = msgpack.packb({"created": time.time(), "entries": entries, "dead": dead}, use_bin_type=True, default=str)
+    return _HEADER.pack(MAGIC, VERSION, len(body), zlib.crc32(body)) + body
+
+
+def decode(data: bytes) -> Batch:
+    """A spool record back into a batch (messages without ack handles); DamagedRecord if broken."""
+    if len(data) < _HEADER.size:
+        raise DamagedRecord(f"{len(data)} bytes, shorter than a record header")
+    magic, version, length, checksum = _HEADER.unpack_from(data)
+    if magic != MAGIC or version != VERSION:
+        raise DamagedRecord(f"not a spool record (magic {magic!r}, version {version})")
+    body = data[_HEADER.size :]
+    if len(body) != length:
+        raise DamagedRecord(f"truncated: {len(body)} of {length} bytes")
+    if zlib.crc32(body) != checksum:
+        raise DamagedRecord("checksum mismatch")
+    document = msgpack.unpackb(body, raw=False, strict_map_key=False)
+    batch = Batch()
+    for table, records, channel, message, decoder, address in document["entries"]:
+        entry = Entry(
+            TableName(*table) if table is not None else None,
+            [Record(t, fields, tags) for t, fields, tags in records],
+            channel,
+            Message(*message),
+            decoder,
+            Address(*address[:7], tuple(tuple(pair) for pair in address[7])) if address else None,
+        )
+        batch.add(entry)
+    for channel, message, stage, error, decoder in document["dead"]:
+        batch.add_dead_letter(DeadLetter(channel, Message(*message), stage, error, decoder))
+    batch.spooled_at = document["created"]
+    return batch
+
+
+@attrs.define(eq=False)
+class Spool:
+    directory: str
+    reactor: object
+    max_bytes: int = 1 << 30
+    _pool: ThreadPool | None = None
+    #: (path, size, created) of the spooled files, oldest first
+    _files: list = attrs.Factory(list)
+    _bytes: int = 0
+    _sequence: int = 0
+    damaged: int = 0
+
+    log = Logger()
+
+    # -- state, for status and health ---------------------------------------------
+
+    @property
+    def batches(self) -> int:
+        return len(self._files)
+
+    @property
+    def bytes(self) -> int:
+        return self._bytes
+
+    def oldest_age(self, now: float) -> float | None:
+        return round(now - self._files[0][2], 3) if self._files else None
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def start(self):
+        self._pool = ThreadPool(minthreads=1, maxthreads=1, name=f"lorrygate-spool-{os.path.basename(self.directory)}")
+        self._pool.start()
+        return self._call(self._scan)
+
+    def stop(self) -> None:
+        if self._pool is not None:
+            self._pool.stop()
+            self._pool = None
+
+    def _call(self, function, *args):
+        return deferToThreadPool(self.reactor, self._pool, function, *args)
+
+    def _scan(self) -> int:
+        os.makedirs(self.directory, exist_ok=True)
+        for name in os.listdir(self.directory):
+            if name.endswith(".tmp"):
+                os.unlink(os.path.join(self.directory, name))  # a write that never completed
+        names = sorted(name for name in os.listdir(self.directory) if name.endswith(SUFFIX))
+        for name in names:
+            path = os.path.join(self.directory, name)
+            stat = os.stat(path)
+            self._files.append((path, stat.st_size, stat.st_mtime))
+            self._bytes += stat.st_size
+            self._sequence = max(self._sequence, int(name[: -len(SUFFIX)]))
+        return len(names)
+
+    # -- put, take, remove ---------------------------------------------------------
+
+    def put(self, batch):
+        """Write a batch durably; fires once it is on disk, fails with SpoolFull when it does not fit."""
+        data = encode(batch)
+        if self._bytes + len(data) > self.max_bytes:
+            raise_full = SpoolFull(
+                f"spool {self.directory} is full ({self._bytes} of {self.max_bytes} bytes): holding the batch in memory"
+            )
+            from twisted.internet.defer import fail
+
+            return fail(raise_full)
+        self._sequence += 1
+        path = os.path.join(self.directory, f"{self._sequence:020d}{SUFFIX}")
+        self._bytes += len(data)
+        d = self._call(self._write, path, data)
+
+        def written(_):
+            self._files.append((path, len(data), time.time()))
+            return path
+
+        def failed(failure):
+            self._bytes -= len(data)
+            return failure
+
+        return d.addCallbacks(written, failed)
+
+    def _write(self, path: str, data: bytes) -> None:
+        temporary = path + ".tmp"
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.rename(temporary, path)
+        directory = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+
+    def oldest(self):
+        """Fires with ``(path, batch)`` of the oldest readable batch, or None; damaged files are moved aside."""
+        return self._call(self._oldest, list(self._files))
+
+    def _oldest(self, files):
+        for path, size, _ in files:
+            try:
+                with open(path, "rb") as handle:
+                    return path, decode(handle.read())
+            except (DamagedRecord, ValueError, TypeError, msgpack.UnpackException) as exc:
+                self._move_aside(path, size, str(exc))
+            except FileNotFoundError:
+                self._forget(path, size)
+        return None
+
+    def _move_aside(self, path: str, size: int, reason: str) -> None:
+        damaged = os.path.join(self.directory, "damaged")
+        os.makedirs(damaged, exist_ok=True)
+        target = os.path.join(damaged, os.path.basename(path))
+        os.rename(path, target)
+        self.damaged += 1
+        self.reactor.callFromThread(self._forget, path, size)
+        self.log.error(
+            "spool {directory}: damaged record {path} ({reason}) moved to {target}; the rest drains",
+            directory=self.directory,
+            path=os.path.basename(path),
+            reason=reason,
+            target=target,
+        )
+
+    def _forget(self, path: str, size: int) -> None:
+        before = len(self._files)
+        self._files = [item for item in self._files if item[0] != path]
+        if len(self._files) != before:
+            self._bytes -= size
+
+    def remove(self, path: str):
+        """Delete a drained file."""
+        size = next((item[1] for item in self._files if item[0] == path), 0)
+        self._forget(path, size)
+        return self._call(os.unlink, path)
