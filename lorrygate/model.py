@@ -100,6 +100,8 @@ class Channel:
     storage: str
     #: IANA zone of payload times written without an offset
     timezone: str = "UTC"
+    #: retained messages on (re)subscribe: new (only for a new subscription), always, never
+    retained: str = "new"
     #: publish a report of each rejected message to ``<base>/error.json``
     error_topic: bool = True
     #: a `lorrygate.decoding.transform.Transform`, or None

@@ -168,6 +168,7 @@ CHANNEL_KEYS = {
     "decoders": Key(v.names, ("json",)),
     "storage": Key(v.nonempty, ""),
     "timezone": Key(v.timezone, "UTC"),
+    "retained": Key(v.choice("new", "always", "never"), "new"),
     "error_topic": Key(v.boolean, True),
     "metadata": Key(v.boolean, False),
     "rename": Key(v.pairs(":", "old:new pairs"), ()),

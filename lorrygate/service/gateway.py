@@ -91,6 +91,7 @@ class Gateway:
                 router,
                 reactor,
                 reactor,
+                retained=channel.retained,
             )
             batcher.attach(source)
             router.publish = source.publish

@@ -105,6 +105,11 @@ class MQTTSource(Service):
     _protocol: MQTTClientProtocol | None = None
     _paused: bool = False
     _failures: int = 0
+    #: retained messages on (re)subscribe: "new" (only for a new
+    #: subscription), "always" or "never"
+    retained: str = "new"
+    retained_skipped: int = 0
+    _session_present: bool = False
     _recent_losses: list = attrs.Factory(list)
 
     log = Logger()
@@ -204,7 +209,8 @@ class MQTTSource(Service):
     async def _establish(self, protocol: MQTTClientProtocol, connect) -> None:
         try:
             connack = await protocol.connect(connect)
-            await protocol.subscribe([(f.text, self.qos) for f in self._filters])
+            self._session_present = connack.session_present
+            await protocol.subscribe([(f.text, self._options()) for f in self._filters])
         except Exception as exc:
             self._failures += 1
             self.log.error(
@@ -263,7 +269,24 @@ class MQTTSource(Service):
         self._recent_losses = [t for t in self._recent_losses if now - t < 60] + [now]
         return len(self._recent_losses) >= 5
 
+    def _options(self) -> int:
+        """SUBSCRIBE options: the QoS, and under MQTT 5 the retain handling."""
+        if self.version != codec.MQTT_5:
+            return self.qos
+        return self.qos | {"always": 0, "new": 1, "never": 2}[self.retained] << 4
+
+    def _skip_retained(self) -> bool:
+        # MQTT 5 brokers apply the retain handling themselves; under 3.1.1 a
+        # broker sends retained messages on every SUBSCRIBE, also when the
+        # session (and so the subscription) already existed.
+        return self.retained == "never" or (self.retained == "new" and self._session_present)
+
     def _received(self, publish: codec.Publish, handle) -> None:
+        if publish.retain and self._skip_retained():
+            self.retained_skipped += 1
+            if handle is not None:
+                handle.ack()
+            return
         topic = publish.topic
         filters = self._filters
         subscription = filters[0].text

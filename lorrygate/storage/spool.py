@@ -24,6 +24,7 @@ import zlib
 
 import attrs
 import msgpack
+from twisted.internet.defer import fail, maybeDeferred
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
@@ -133,9 +134,14 @@ class Spool:
 
     # -- lifecycle ---------------------------------------------------------------
 
-    def start(self):
-        self._pool = ThreadPool(minthreads=1, maxthreads=1, name=f"lorrygate-spool-{os.path.basename(self.directory)}")
-        self._pool.start()
+    def start(self, threaded: bool = True):
+        """Scan the directory (fires with the number of spooled batches found).
+
+        ``threaded=False`` does all file I/O in the caller's thread (tests).
+        """
+        if threaded:
+            self._pool = ThreadPool(minthreads=1, maxthreads=1, name=f"lorrygate-spool-{os.path.basename(self.directory)}")
+            self._pool.start()
         return self._call(self._scan)
 
     def stop(self) -> None:
@@ -144,6 +150,8 @@ class Spool:
             self._pool = None
 
     def _call(self, function, *args):
+        if self._pool is None:
+            return maybeDeferred(function, *args)
         return deferToThreadPool(self.reactor, self._pool, function, *args)
 
     def _scan(self) -> int:
@@ -169,8 +177,6 @@ class Spool:
             raise_full = SpoolFull(
                 f"spool {self.directory} is full ({self._bytes} of {self.max_bytes} bytes): holding the batch in memory"
             )
-            from twisted.internet.defer import fail
-
             return fail(raise_full)
         self._sequence += 1
         path = os.path.join(self.directory, f"{self._sequence:020d}{SUFFIX}")
@@ -221,7 +227,10 @@ class Spool:
         target = os.path.join(damaged, os.path.basename(path))
         os.rename(path, target)
         self.damaged += 1
-        self.reactor.callFromThread(self._forget, path, size)
+        if self._pool is None:
+            self._forget(path, size)
+        else:
+            self.reactor.callFromThread(self._forget, path, size)
         self.log.error(
             "spool {directory}: damaged record {path} ({reason}) moved to {target}; the rest drains",
             directory=self.directory,
