@@ -143,6 +143,18 @@ class PostgreSQL:
     def url(self) -> str:
         return f"postgresql://{self.user}@127.0.0.1:{self.port}/postgres"
 
+    def halt(self) -> None:
+        """Stop the server, keeping its data (a database outage)."""
+        self._run(find_pg_bin("pg_ctl"), "-D", os.path.join(self.directory, "data"), "-m", "fast", "-w", "stop")
+
+    def resume(self) -> None:
+        """Start the halted server again."""
+        self._run(
+            find_pg_bin("pg_ctl"), "-D", os.path.join(self.directory, "data"), "-l",
+            os.path.join(self.directory, "server.log"), "-w", "-t", "60",
+            "-o", f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off", "start",
+        )
+
     def stop(self) -> None:
         if self.directory:
             self._run(find_pg_bin("pg_ctl"), "-D", os.path.join(self.directory, "data"), "-m", "fast", "-w", "stop",

@@ -319,7 +319,9 @@ class MQTTClientProtocol(Protocol):
         d.callback(packet)
 
     def _ping(self, interval: float) -> None:
-        if self._ping_outstanding:
+        # While reading is paused (backpressure) the PINGRESP cannot be read:
+        # keep pinging, so the broker knows we are alive, but do not count it.
+        if self._ping_outstanding and not self._paused:
             self.log.warn("no PINGRESP within {interval} s: dropping the connection", interval=interval)
             self.transport.abortConnection()
             return

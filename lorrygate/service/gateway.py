@@ -16,6 +16,7 @@ import os
 from zoneinfo import ZoneInfo
 
 from lorrygate.decoding import DecoderChain
+from lorrygate.errors import StorageError
 from lorrygate.service.channel import ChannelRouter
 from lorrygate.sources.mqtt import MQTTSource
 from lorrygate.storage.batcher import Batcher
@@ -110,7 +111,16 @@ class Gateway:
                 if found:
                     self.log.info("storage {storage}: {count} spooled batch(es) from before; draining them",
                                   storage=name, count=found)
-            await storage.start()
+            try:
+                await storage.start()
+            except StorageError as exc:
+                if self.settings.storages[name].kind == "sqlite":
+                    raise
+                # A database server that is down at start is an outage like any other.
+                self.log.error("{error}; starting anyway: batches wait (spool, backpressure) until it answers",
+                               error=str(exc))
+                self.batchers[name].storage_failed(exc)
+                continue
             self.batchers[name]._drain_spool()
         for source in self.sources:
             source.startService()

@@ -195,6 +195,12 @@ class Batcher:
         )
         self.clock.callLater(self._retry_delay, self._write)
 
+    def storage_failed(self, exc: Exception) -> None:
+        """The storage failed outside a write (at start): treat it as down."""
+        from twisted.python.failure import Failure
+
+        self._mark_down(Failure(exc))
+
     def _mark_down(self, failure) -> None:
         self.stats.failures += 1
         self.stats.last_error = failure.getErrorMessage()

@@ -175,3 +175,14 @@ def test_disconnect_sends_disconnect_and_cuts_off_a_lingering_peer():
     assert broker.transport.disconnected
     broker.protocol.connectionLost(Failure(ConnectionDone()))
     assert done == [None] and broker.protocol.lost_reason.check(ConnectionDone)
+
+
+def test_paused_reader_is_not_dropped_for_a_missing_pingresp():
+    """While reading is paused (backpressure), an unread PINGRESP does not abort the connection."""
+    broker = Broker()
+    broker.connect()
+    broker.protocol.pauseReading()
+    for _ in range(3):
+        broker.clock.advance(10)
+    assert not broker.transport.disconnecting
+    assert broker.sent() == [codec.PingReq()] * 3

@@ -1,0 +1,114 @@
+"""
+Helpers of the fault tests: a steady QoS 1 stream that survives broker
+restarts, and counting what arrived.
+"""
+
+import json
+import threading
+import time
+
+import paho.mqtt.client as paho
+
+from tests.servers import wait_until
+
+
+class Stream:
+    """Publishes ``count`` QoS 1 messages at ``rate`` per second from a thread.
+
+    Every message carries its sequence number. A message counts as published
+    once the broker acknowledged it; messages whose publication was cut by a
+    broker restart are published again, so that in the end every sequence
+    number is published at least once.
+    """
+
+    def __init__(self, port: int, topics, count: int, rate: float):
+        self.port = port
+        self.topics = topics
+        self.count = count
+        self.rate = rate
+        self.confirmed = set()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"stream-{id(self)}")
+        self.client.max_inflight_messages_set(500)
+        self.client.max_queued_messages_set(0)
+        self.client.reconnect_delay_set(0.1, 1)
+        self.client.on_publish = self._on_publish
+        self._mids = {}
+        self._early = set()
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties):
+        # Never call into paho while holding self._lock: paho calls this with
+        # its own lock held (lock-order inversion otherwise).
+        with self._lock:
+            seq = self._mids.pop(mid, None)
+            if seq is None:
+                self._early.add(mid)  # acknowledged before publish() returned
+            else:
+                self.confirmed.add(seq)
+
+    def _publish(self, seq: int) -> None:
+        topic = self.topics[seq % len(self.topics)]
+        payload = json.dumps({"seq": seq, "time": 1_717_243_200_000 + seq, "value": seq * 0.25})
+        info = self.client.publish(topic, payload, qos=1)
+        with self._lock:
+            if info.mid in self._early:
+                self._early.discard(info.mid)
+                self.confirmed.add(seq)
+            else:
+                self._mids[info.mid] = seq
+
+    def _run(self) -> None:
+        start = time.monotonic()
+        for seq in range(self.count):
+            delay = start + seq / self.rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            self._publish(seq)
+
+    def start(self) -> "Stream":
+        self._thread.start()
+        return self
+
+    def finish(self, timeout: float = 120) -> None:
+        """Wait for the stream, then publish again what the broker never confirmed."""
+        self._thread.join(timeout)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                missing = sorted(set(range(self.count)) - self.confirmed)
+            if not missing:
+                break
+            if self.client.is_connected():
+                with self._lock:
+                    in_flight = set(self._mids.values())
+                for seq in missing:
+                    if seq not in in_flight:
+                        self._publish(seq)
+            time.sleep(0.5)
+        self.client.disconnect()
+        self.client.loop_stop()
+        assert self.confirmed == set(range(self.count)), "the broker did not confirm every publication"
+
+
+def report(name: str, published: int, seqs, started: float, expected=None) -> int:
+    """Print the outcome line the fault tests promise; return the number of duplicates.
+
+    ``expected``: the sequence numbers that must be stored, when not all of them.
+    """
+    from collections import Counter
+
+    counts = Counter(seqs)
+    expected = set(range(published)) if expected is None else set(expected)
+    missing = len(expected - set(counts))
+    duplicates = sum(n - 1 for n in counts.values())
+    excused = f" ({published - len(expected)} in a damaged spool record)" if len(expected) < published else ""
+    print(f"\n{name}: published {published}, stored {len(counts)} distinct ({sum(counts.values())} rows), "
+          f"missing {missing}{excused}, duplicates {duplicates}, took {time.monotonic() - started:.1f} s")
+    return duplicates
+
+
+def wait_for_rows(count_function, total: int, timeout: float, what: str) -> None:
+    wait_until(lambda: count_function() >= total, timeout, what, interval=0.5)
