@@ -45,6 +45,8 @@ def render_status(answer: dict) -> str:
     for source in answer["sources"]:
         state = "connected" if source["connected"] else "NOT connected"
         lines.append(f"source {source['name']}: {state} to {source['broker']} as {source['client_id']}")
+        if source.get("last_error"):
+            lines.append(f"  last error: {source['last_error']}")
     for storage in answer["storages"]:
         last = "never" if storage["last_flush_age"] is None else f"{storage['last_flush_age']:.1f} s ago ({storage['last_flush_rows']} rows)"
         lines.append(

@@ -46,7 +46,8 @@ def status(gateway) -> dict:
             },
         })
     sources = [{"name": s.name, "broker": f"{s.broker.host}:{s.broker.port}", "connected": s.connected,
-                "client_id": s.client_id} for s in gateway.sources]
+                "client_id": s.client_id, "last_error": s.last_error, "retained_skipped": s.retained_skipped}
+               for s in gateway.sources]
     channels = [dict(router.stats.asdict(), name=router.channel.name) for router in gateway.routers]
     return {"config": gateway.settings.source, "sources": sources, "storages": storages, "channels": channels}
 

@@ -109,6 +109,7 @@ class MQTTSource(Service):
     #: subscription), "always" or "never"
     retained: str = "new"
     retained_skipped: int = 0
+    last_error: str = ""
     _session_present: bool = False
     _recent_losses: list = attrs.Factory(list)
 
@@ -213,6 +214,7 @@ class MQTTSource(Service):
             await protocol.subscribe([(f.text, self._options()) for f in self._filters])
         except Exception as exc:
             self._failures += 1
+            self.last_error = explain_failure(exc, self.broker)
             self.log.error(
                 "MQTT source {source}: connecting to {host}:{port} failed: {error}; retrying",
                 source=self.name,
@@ -254,6 +256,7 @@ class MQTTSource(Service):
         hint = ""
         if code == 0x8E or flapping:
             hint = f"; is another client using the client id {self.client_id!r}?"
+        self.last_error = f"connection lost ({why})"
         self.log.warn(
             "MQTT source {source}: connection to {host}:{port} lost ({why}){hint}; reconnecting",
             source=self.name,
