@@ -66,6 +66,15 @@ def explain_failure(exc: Exception, broker) -> str:
             f"TLS handshake failed: {reasons or exc}; check that tls_ca holds the CA that signed the "
             f"broker's certificate and that host {broker.host!r} is a name in that certificate"
         )
+    try:
+        from service_identity import VerificationError
+    except ImportError:  # pragma: no cover - service-identity is a dependency
+        VerificationError = ()
+    if isinstance(exc, VerificationError):
+        return (
+            f"TLS handshake failed: the broker's certificate is not for host {broker.host!r} ({exc}); "
+            f"check that host {broker.host!r} is a name in that certificate"
+        )
     if isinstance(exc, (ConnectionDone, ConnectionLost)):
         hint = "" if broker.tls else " (a TLS-only listener? then set tls = true)"
         return f"the broker closed the connection before answering CONNECT{hint}"

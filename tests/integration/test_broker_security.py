@@ -108,3 +108,38 @@ def test_refused_connections_say_why(tmp_path, secure_broker, monkeypatch, case,
         assert PASSWORD not in gateway.text()
     finally:
         gateway.stop()
+
+
+def test_client_certificate_and_host_name_checks(tmp_path):
+    """A broker that requires client certificates accepts tls_cert/tls_key; a certificate for another
+    host name is refused with a message that says to check the host."""
+    directory = str(tmp_path)
+    tls = write_tls_files(directory)
+    strict = Mosquitto(directory, extra=(
+        f"cafile {tls['ca.pem']}\ncertfile {tls['server.pem']}\nkeyfile {tls['server.key']}\n"
+        "require_certificate true\nallow_anonymous true\n")).start()
+    try:
+        config = write_config(directory, strict.port, client_id="gw-mtls", topics="mtls/#")
+        text = open(config).read().replace(
+            "host = 127.0.0.1",
+            f"host = localhost\ntls = true\ntls_ca = {tls['ca.pem']}\ntls_cert = {tls['client.pem']}\n"
+            f"tls_key = {tls['client.key']}")
+        open(config, "w").write(text)
+        gateway = GatewayProcess(config, str(tmp_path / "mtls.log")).start()
+        assert gateway.stop() == 0
+    finally:
+        strict.stop()
+    (tmp_path / "other").mkdir()
+    other = Mosquitto(str(tmp_path / "other"), extra=(
+        f"cafile {tls['ca.pem']}\ncertfile {tls['otherhost.pem']}\nkeyfile {tls['otherhost.key']}\n"
+        "allow_anonymous true\n")).start()
+    try:
+        config = write_config(str(tmp_path / "other"), other.port, client_id="gw-host", topics="host/#")
+        text = open(config).read().replace("host = 127.0.0.1", f"host = localhost\ntls = true\ntls_ca = {tls['ca.pem']}")
+        open(config, "w").write(text)
+        gateway = failing_gateway(tmp_path / "other", config)
+        wait_until(lambda: "TLS handshake failed" in gateway.text(), 30, "the TLS failure")
+        assert "is a name in that certificate" in gateway.text()
+        gateway.stop()
+    finally:
+        other.stop()
