@@ -74,8 +74,7 @@ class StorageSettings:
     kind: str
     path: str = ""
     batch_size: int = 5000
-    flush_interval: float = 0.25
-    idle_flush: float = 0.01
+    linger: float = 0.0
     max_pending: int = 200_000
     synchronous: str = "FULL"
     idempotent: bool = False
@@ -136,8 +135,7 @@ BROKER_KEYS = {
 STORAGE_KEYS = {
     "url": Key(v.storage_url),
     "batch_size": Key(v.integer(1, 1_000_000), 5000),
-    "flush_interval": Key(v.duration(0.001, 60), 0.25),
-    "idle_flush": Key(v.duration(0.001, 10), 0.01),
+    "linger": Key(v.duration(0, 60), 0.0),
     "max_pending": Key(v.integer(1, 100_000_000), 200_000),
     "idempotent": Key(v.boolean, False),
     "spool": Key(v.boolean, True),

@@ -67,8 +67,7 @@ class Gateway:
                 backend,
                 reactor,
                 max_rows=storage.batch_size,
-                max_delay=storage.flush_interval,
-                idle_delay=storage.idle_flush,
+                linger=storage.linger,
                 max_pending=storage.max_pending,
                 spool=spool,
             )

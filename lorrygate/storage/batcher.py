@@ -1,12 +1,14 @@
 """
 Batching in front of a storage, with acknowledgement after commit.
 
-Entries collect in a batch. A batch is written when it reaches ``max_rows``,
-when its oldest entry is ``max_delay`` old, or when nothing new arrived for
-``idle_delay`` (a broker that waits for acknowledgements goes quiet: its
-in-flight window is full, and the batch must commit to open it again). One
-write is in flight at a time; what arrives meanwhile is written as soon as
-it finishes (group commit). Messages are acknowledged only after the write
+Group commit: one write is in flight at a time. When the storage is idle, a
+batch is written ``linger`` seconds after its first entry (default 0: in the
+next reactor turn, so everything that arrived in one network read goes
+together); while a write is in flight, entries collect and are written as
+soon as it finishes. Batches thus grow with the load and the write latency
+by themselves: a trickle is committed at once, a flood in large batches. A
+batch is also written when it reaches ``max_rows``. A broker waiting for
+acknowledgements (its in-flight window full) never waits for a timer. Messages are acknowledged only after the write
 that holds them succeeded.
 
 With a spool (`lorrygate.storage.spool`), a failed write marks the storage
@@ -47,8 +49,7 @@ class Batcher:
     storage: object
     clock: object
     max_rows: int = 5000
-    max_delay: float = 0.25
-    idle_delay: float = 0.01
+    linger: float = 0.0
     max_pending: int = 200_000
     retry_initial: float = 0.5
     retry_max: float = 30.0
@@ -56,9 +57,6 @@ class Batcher:
     _sources: list = attrs.Factory(list)
     _batch: Batch = attrs.Factory(Batch)
     _writing: Batch | None = None
-    _first_at: float = 0.0
-    _added: int = 0
-    _seen: int = -1
     _timer: object = None
     _retry_delay: float = 0.0
     _paused: bool = False
@@ -96,27 +94,17 @@ class Batcher:
         self._added_one()
 
     def _added_one(self) -> None:
-        batch = self._batch
-        self._added += 1
-        if len(batch) >= self.max_rows:
+        if len(self._batch) >= self.max_rows:
             self.flush()
-        elif self._timer is None:
-            self._first_at = self.clock.seconds()
-            self._seen = self._added
-            self._timer = self.clock.callLater(self.idle_delay, self._tick)
+        elif self._timer is None and self._writing is None:
+            self._timer = self.clock.callLater(self.linger, self._tick)
         if not self._paused and self.pending >= self.max_pending:
             self._set_paused(True)
 
     def _tick(self) -> None:
         self._timer = None
-        if not len(self._batch):
-            return
-        idle = self._added == self._seen
-        if idle or self.clock.seconds() - self._first_at >= self.max_delay:
+        if len(self._batch):
             self.flush()
-        else:
-            self._seen = self._added
-            self._timer = self.clock.callLater(self.idle_delay, self._tick)
 
     def flush(self) -> None:
         """Write what is buffered now (or as soon as the current write ends)."""

@@ -19,7 +19,7 @@ def test_status_shows_buffered_rows_and_flush_commits_them(tmp_path, mosquitto):
     realm = f"ctl-{uuid.uuid4().hex[:8]}"
     config = write_config(str(tmp_path), mosquitto.port, client_id=f"gw-{realm}", topics=f"{realm}/#")
     text = open(config).read().replace(
-        "synchronous = NORMAL", "synchronous = NORMAL\nbatch_size = 100000\nflush_interval = 60s\nidle_flush = 10s")
+        "synchronous = NORMAL", "synchronous = NORMAL\nbatch_size = 100000\nlinger = 60s")
     open(config, "w").write(text)
     gateway = GatewayProcess(config, str(tmp_path / "gw.log")).start()
     publisher = Publisher(mosquitto.port)

@@ -165,7 +165,7 @@ def test_shutdown_commits_what_is_buffered(tmp_path, mosquitto, realm, publisher
     """Rows still buffered when SIGTERM or SIGINT arrives are committed before the process exits."""
     config = write_config(str(tmp_path), mosquitto.port, client_id=f"gw-{realm}", topics=f"{realm}/#")
     text = open(config).read().replace(
-        "synchronous = NORMAL", "synchronous = NORMAL\nbatch_size = 100000\nflush_interval = 60s\nidle_flush = 10s"
+        "synchronous = NORMAL", "synchronous = NORMAL\nbatch_size = 100000\nlinger = 60s"
     )
     open(config, "w").write(text)  # without the signal the batch would wait a minute
     process = GatewayProcess(config, str(tmp_path / "gateway.log")).start()

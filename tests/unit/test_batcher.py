@@ -42,7 +42,7 @@ def clock():
 
 def make(clock, **kwargs):
     storage = MemoryStorage(manual=True)
-    options = dict(max_rows=3, max_delay=1.0, idle_delay=0.1, max_pending=6)
+    options = dict(max_rows=3, linger=0.1, max_pending=6)
     options.update(kwargs)
     return storage, Batcher(storage, clock, **options)
 
@@ -55,26 +55,29 @@ def test_full_batch_is_written_at_once(clock):
     assert len(storage.writes) == 1 and len(storage.writes[0]) == 3
 
 
-def test_idle_stream_flushes_after_idle_delay(clock):
-    """When nothing new arrives for idle_delay, the partial batch is written."""
+def test_idle_storage_writes_after_linger(clock):
+    """With no write in flight, a partial batch is written linger seconds after its first entry."""
     storage, batcher = make(clock)
     batcher.add(entry(1))
     clock.advance(0.09)
+    batcher.add(entry(2))
     assert storage.writes == []
     clock.advance(0.02)
-    assert len(storage.writes) == 1
+    assert len(storage.writes) == 1 and len(storage.writes[0]) == 2
 
 
-def test_steady_trickle_flushes_at_max_delay(clock):
-    """A stream that never goes idle still commits within max_delay."""
+def test_group_commit_collects_while_a_write_is_in_flight(clock):
+    """While a write is in flight no timer fires; what arrived is written the moment it ends."""
     storage, batcher = make(clock, max_rows=1000)
     batcher.add(entry(0))
+    clock.advance(0.1)
+    assert storage.in_flight == 1
     for n in range(1, 12):
-        clock.advance(0.05)
         batcher.add(entry(n))
-        clock.advance(0.05)
-    assert len(storage.writes) == 1
-    assert len(storage.writes[0]) == 11
+        clock.advance(1)
+    assert storage.in_flight == 1 and len(storage.writes) == 1
+    storage.complete()
+    assert len(storage.writes) == 2 and len(storage.writes[1]) == 11
 
 
 def test_ack_only_after_commit(clock):

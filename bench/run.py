@@ -1,0 +1,423 @@
+"""
+lorrygate's benchmark: ratios measured in one run against references
+measured in the same run, so that a noisy machine does not matter.
+
+    python bench/run.py [--quick] [--runs 3] [--out bench/results]
+
+Scenarios (each run three times; the report gives median and min-max):
+
+1. drain: N messages queued in the broker for persistent sessions while
+   nothing reads them; then time until all N rows are committed (SQLite,
+   PostgreSQL). Reference: mosquitto_sub draining the same queue for its own
+   session. Reports lorrygate / mosquitto_sub.
+2. live: steady 2,000, 10,000 and 20,000 msg/s for 20 s each; publish-to-
+   commit latency p50/p99 (the payload carries the publish time, the table a
+   commit-time default) and whether the gateway kept up.
+3. tables: the drain over 1, 100 and 10,000 nodes (tables); rate and the
+   gateway's peak RSS (VmHWM).
+4. peer: LorryStream (``lorry relay``, in its own virtualenv) storing the
+   same kind of stream into SQLite; reports lorrygate / LorryStream.
+
+Every scenario counts the rows it finds and fails loudly if one is missing.
+Results: a JSON file, a Markdown table and a PNG plot in ``--out``.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from bench.publisher import Publisher, telemetry  # noqa: E402
+from tests.servers import Mosquitto, PostgreSQL, wait_until  # noqa: E402
+
+PYTHON = sys.executable
+LORRY_VENV = os.environ.get("LORRYSTREAM_VENV", os.path.join(ROOT, ".venv-lorrystream"))
+
+
+class BenchError(Exception):
+    """The benchmark caught itself being wrong (a missing row, a stalled run)."""
+
+
+def topics(nodes: int, n: int) -> str:
+    return f"mqttkit-1/bench/area-{n % nodes // 100}/node-{n % nodes}/data.json"
+
+
+def gateway_config(directory: str, port: int, name: str, url: str, extra: str = "") -> str:
+    path = os.path.join(directory, f"{name}.ini")
+    with open(path, "w") as handle:
+        handle.write(textwrap.dedent(f"""
+            [lorrygate]
+            data_dir = {directory}/{name}-data
+            log_format = json
+            stats_interval = 60s
+            control = off
+
+            [broker:bench]
+            host = 127.0.0.1
+            port = {port}
+            client_id = bench-{name}
+
+            [storage:db]
+            url = {url}
+            """) + textwrap.dedent(extra) + "\n[channel:main]\ntopics = mqttkit-1/bench/#\n")
+    return path
+
+
+class Gateway:
+    def __init__(self, config: str, log: str, profile: str | None = None):
+        command = [PYTHON, "-m", "lorrygate.cli", "-c", config]
+        if profile:
+            command = [PYTHON, "-m", "cProfile", "-o", profile, "-m", "lorrygate.cli", "-c", config]
+        self.log = log
+        self.process = subprocess.Popen(command, stdout=open(log, "ab"), stderr=subprocess.STDOUT, cwd=ROOT)
+
+    def wait_connected(self) -> None:
+        wait_until(lambda: "connected to" in open(self.log, errors="replace").read() or self.process.poll() is not None,
+                   30, "the gateway to connect", interval=0.02)
+        if self.process.poll() is not None:
+            raise BenchError(f"the gateway exited: {open(self.log).read()[-2000:]}")
+
+    def peak_rss_mb(self) -> float:
+        try:
+            for line in open(f"/proc/{self.process.pid}/status"):
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+        except OSError:
+            pass
+        return float("nan")
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(60)
+
+
+def sqlite_rows(path: str) -> int:
+    if not os.path.exists(path):
+        return 0
+    conn = sqlite3.connect(path, timeout=30)
+    try:
+        names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table' AND name LIKE 'mqttkit_1_bench%'")]
+        return sum(conn.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0] for name in names)
+    finally:
+        conn.close()
+
+
+def pg_rows(url: str) -> int:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        names = conn.execute("SELECT table_schema, table_name FROM information_schema.tables "
+                             "WHERE table_schema = 'mqttkit_1_bench'").fetchall()
+        return sum(conn.execute(f'SELECT count(*) FROM "{s}"."{t}"').fetchone()[0] for s, t in names)
+
+
+def wait_rows(count_rows, total: int, timeout: float, what: str) -> float:
+    """Wait until ``total`` rows are there; return when they were (monotonic); fail loudly otherwise."""
+    deadline = time.monotonic() + timeout
+    last = -1
+    while time.monotonic() < deadline:
+        rows = count_rows()
+        if rows >= total:
+            if rows > total:
+                print(f"  note: {what}: {rows - total} duplicate rows")
+            return time.monotonic()
+        last = rows
+        time.sleep(0.02)
+    raise BenchError(f"{what}: {last} of {total} rows after {timeout} s: messages are missing")
+
+
+def register_session(port: int, client_id: str) -> None:
+    """Make the broker keep a persistent session (and so a queue) for a client id."""
+    subprocess.run(["mosquitto_sub", "-p", str(port), "-c", "-i", client_id, "-q", "1", "-t", "mqttkit-1/bench/#",
+                    "-W", "1"], capture_output=True)
+
+
+def mosquitto_sub_drain(port: int, client_id: str, count: int) -> float:
+    start = time.monotonic()
+    subprocess.run(["mosquitto_sub", "-p", str(port), "-c", "-i", client_id, "-q", "1", "-t", "mqttkit-1/bench/#",
+                    "-C", str(count)], stdout=subprocess.DEVNULL, check=True, timeout=600)
+    return count / (time.monotonic() - start)
+
+
+def drain_scenario(work: str, count: int, nodes: int = 100, with_pg: bool = True, profile: str | None = None) -> dict:
+    """One drain run: returns rates (msg/s) of mosquitto_sub, lorrygate/SQLite (and /PostgreSQL), peak RSS."""
+    directory = tempfile.mkdtemp(dir=work)
+    os.makedirs(f"{directory}/broker")
+    broker = Mosquitto(f"{directory}/broker").start()
+    postgres = PostgreSQL().start() if with_pg else None
+    try:
+        db = f"{directory}/bench.sqlite"
+        lite = gateway_config(directory, broker.port, "sqlite", f"sqlite:///{db}")
+        configs = {"sqlite": lite}
+        if postgres:
+            configs["postgresql"] = gateway_config(directory, broker.port, "postgresql", postgres.url)
+        # register every session, then fill all the queues with one publication run
+        for name, config in configs.items():
+            gateway = Gateway(config, f"{directory}/{name}.log")
+            gateway.wait_connected()
+            gateway.stop()
+        register_session(broker.port, "bench-reference")
+        publisher = Publisher(broker.port)
+        publisher.publish_all(telemetry(topics(nodes, n), n) for n in range(count))
+        publisher.close()
+        result = {"count": count, "nodes": nodes, "mosquitto_sub": mosquitto_sub_drain(broker.port, "bench-reference", count)}
+        for name, config in configs.items():
+            counter = (lambda: sqlite_rows(db)) if name == "sqlite" else (lambda: pg_rows(postgres.url))
+            start = time.monotonic()
+            gateway = Gateway(config, f"{directory}/{name}.log", profile if name == "sqlite" else None)
+            done = wait_rows(counter, count, 600, f"drain into {name}")
+            result[name] = count / (done - start)
+            result[f"{name}_peak_rss_mb"] = gateway.peak_rss_mb()
+            gateway.stop()
+        return result
+    finally:
+        broker.stop()
+        if postgres:
+            postgres.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+LATENCY_DDL = ("CREATE TABLE IF NOT EXISTS {qualified} (time TEXT NOT NULL, "
+               "committed REAL DEFAULT ((julianday('now') - 2440587.5) * 86400.0))")
+
+
+def live_scenario(work: str, rate: int, seconds: float) -> dict:
+    directory = tempfile.mkdtemp(dir=work)
+    os.makedirs(f"{directory}/broker")
+    broker = Mosquitto(f"{directory}/broker").start()
+    try:
+        db = f"{directory}/live.sqlite"
+        config = gateway_config(directory, broker.port, "live", f"sqlite:///{db}", f"ddl = {LATENCY_DDL}\n")
+        gateway = Gateway(config, f"{directory}/live.log")
+        gateway.wait_connected()
+        publisher = Publisher(broker.port)
+        sent = publisher.publish_steady(lambda n: telemetry(topics(100, n), n, time.time()), rate, seconds)
+        publisher.close()
+        finished = time.monotonic()
+        wait_rows(lambda: sqlite_rows(db), sent, 120, f"live at {rate} msg/s")
+        caught_up = time.monotonic() - finished
+        gateway.stop()
+        conn = sqlite3.connect(db)
+        latencies = []
+        for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table' AND name LIKE 'mqttkit_1_bench%'"):
+            latencies += [(c - s) * 1000 for c, s in conn.execute(f'SELECT committed, sent FROM "{name}"')]
+        conn.close()
+        latencies.sort()
+        return {"rate": rate, "sent": sent, "p50_ms": latencies[len(latencies) // 2],
+                "p99_ms": latencies[int(len(latencies) * 0.99) - 1], "max_ms": latencies[-1],
+                "catch_up_s": caught_up, "kept_up": caught_up < 1.0}
+    finally:
+        broker.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def peer_scenario(work: str, count: int) -> dict | None:
+    """LorryStream's relay into SQLite on a live stream of ``count`` messages, against lorrygate's."""
+    lorry = os.path.join(LORRY_VENV, "bin", "lorry")
+    if not os.path.exists(lorry):
+        return None
+    directory = tempfile.mkdtemp(dir=work)
+    os.makedirs(f"{directory}/broker")
+    broker = Mosquitto(f"{directory}/broker").start()
+    try:
+        db = f"{directory}/lorrystream.sqlite"
+        relay = subprocess.Popen(
+            [lorry, "relay", f"mqtt://127.0.0.1:{broker.port}/mqttkit-1/bench/%23?content-type=json",
+             f"sqlite:///{db}?table=bench"], stdout=open(f"{directory}/lorry.log", "wb"), stderr=subprocess.STDOUT)
+        time.sleep(3)  # LorryStream has no readiness signal; it must be subscribed before we publish
+        start = time.monotonic()
+        publisher = Publisher(broker.port)
+        publisher.publish_all(telemetry(topics(100, n), n) for n in range(count))
+        publisher.close()
+
+        def rows():
+            if not os.path.exists(db):
+                return 0
+            try:
+                conn = sqlite3.connect(db, timeout=5)
+                return conn.execute("SELECT count(*) FROM bench").fetchone()[0]
+            except sqlite3.Error:
+                return 0
+
+        done = wait_rows(rows, count, 600, "LorryStream relay into SQLite")
+        relay.send_signal(signal.SIGINT)
+        try:
+            relay.wait(10)
+        except subprocess.TimeoutExpired:
+            relay.kill()
+        return {"count": count, "lorrystream": count / (done - start)}
+    finally:
+        broker.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def summary(values) -> dict:
+    values = [v for v in values if v == v]
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "runs": values}
+
+
+def profile_summary(path: str, lines: int = 15) -> str:
+    import io
+    import pstats
+
+    stream = io.StringIO()
+    pstats.Stats(path, stream=stream).sort_stats("tottime").print_stats(lines)
+    return stream.getvalue()
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a small smoke run (2,000 messages, one run)")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
+    args = parser.parse_args(argv)
+    quick = args.quick
+    runs = 1 if quick else args.runs
+    count = 2_000 if quick else 200_000
+    work = tempfile.mkdtemp(prefix="lorrygate-bench-")
+    started = time.monotonic()
+    report = {"machine": machine(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(), "quick": quick}
+    try:
+        print(f"drain: {count} queued messages, {runs} run(s)")
+        drains = [drain_scenario(work, count, with_pg=True) for _ in range(runs)]
+        report["drain"] = {key: summary([d[key] for d in drains])
+                           for key in ("mosquitto_sub", "sqlite", "postgresql")}
+        report["drain"]["ratio_sqlite"] = summary([d["sqlite"] / d["mosquitto_sub"] for d in drains])
+        report["drain"]["ratio_postgresql"] = summary([d["postgresql"] / d["mosquitto_sub"] for d in drains])
+        rates = (2_000, 10_000, 20_000)
+        seconds = 2 if quick else 20
+        print(f"live: {rates} msg/s for {seconds} s each")
+        report["live"] = []
+        for rate in rates[:1] if quick else rates:
+            results = [live_scenario(work, rate, seconds) for _ in range(runs)]
+            report["live"].append({"rate": rate, "p50_ms": summary([r["p50_ms"] for r in results]),
+                                   "p99_ms": summary([r["p99_ms"] for r in results]),
+                                   "kept_up": all(r["kept_up"] for r in results)})
+        table_count = 2_000 if quick else 100_000
+        print(f"tables: {table_count} messages over 1, 100, 10,000 nodes")
+        report["tables"] = []
+        for nodes in (1, 100) if quick else (1, 100, 10_000):
+            results = [drain_scenario(work, table_count, nodes=nodes, with_pg=False) for _ in range(runs)]
+            report["tables"].append({"nodes": nodes, "rate": summary([r["sqlite"] for r in results]),
+                                     "peak_rss_mb": summary([r["sqlite_peak_rss_mb"] for r in results])})
+        single = report["tables"][0]["rate"]["median"]
+        for row in report["tables"]:
+            row["ratio_to_single"] = row["rate"]["median"] / single
+        peer_count = 500 if quick else 3_000
+        print(f"peer: LorryStream on {peer_count} messages")
+        peers = [peer_scenario(work, peer_count) for _ in range(1 if quick else min(runs, 2))]
+        if peers and peers[0] is not None:
+            report["peer"] = {"lorrystream": summary([p["lorrystream"] for p in peers])}
+            report["peer"]["ratio"] = report["drain"]["sqlite"]["median"] / report["peer"]["lorrystream"]["median"]
+        else:
+            report["peer"] = {"skipped": f"no LorryStream in {LORRY_VENV} (make bench installs it)"}
+        if not quick and report["drain"]["ratio_sqlite"]["median"] < 0.5:
+            profile = os.path.join(work, "drain.prof")
+            drain_scenario(work, count, with_pg=False, profile=profile)
+            report["profile"] = profile_summary(profile) if os.path.exists(profile) else "no profile written"
+        report["seconds"] = time.monotonic() - started
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    write_results(report, args.out)
+    return 0
+
+
+def machine() -> str:
+    import platform
+
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    return f"{os.cpu_count()} cores ({cpu}), {platform.python_implementation()} {platform.python_version()}"
+
+
+def write_results(report: dict, out: str) -> None:
+    os.makedirs(out, exist_ok=True)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S") + ("-quick" if report["quick"] else "")
+    with open(os.path.join(out, f"{stamp}.json"), "w") as handle:
+        json.dump(report, handle, indent=2)
+    table = render_table(report)
+    with open(os.path.join(out, f"{stamp}.md"), "w") as handle:
+        handle.write(table)
+    print(table)
+    try:
+        plot(report, os.path.join(out, f"{stamp}.png"))
+    except ImportError:
+        print("(no plot: matplotlib is not installed; make bench installs it)")
+
+
+def fmt(s: dict, unit: str = "", digits: int = 0) -> str:
+    return f"{s['median']:,.{digits}f}{unit} ({s['min']:,.{digits}f}-{s['max']:,.{digits}f})"
+
+
+def render_table(report: dict) -> str:
+    d = report["drain"]
+    lines = [f"# lorrygate benchmark, {report['date'][:19]}Z", "", f"Machine: {report['machine']}", "",
+             "Median of the runs (min-max).", "",
+             "| scenario | lorrygate | reference | ratio | target |", "|---|---|---|---|---|",
+             f"| drain into SQLite | {fmt(d['sqlite'], ' msg/s')} | mosquitto_sub {fmt(d['mosquitto_sub'], ' msg/s')} | "
+             f"{fmt(d['ratio_sqlite'], '', 2)} | >= 0.5 |",
+             f"| drain into PostgreSQL | {fmt(d['postgresql'], ' msg/s')} | mosquitto_sub | "
+             f"{fmt(d['ratio_postgresql'], '', 2)} | |"]
+    for row in report["live"]:
+        lines.append(f"| live {row['rate']:,} msg/s | p50 {fmt(row['p50_ms'], ' ms')}, p99 {fmt(row['p99_ms'], ' ms')} | "
+                     f"kept up: {'yes' if row['kept_up'] else 'NO'} | | p99 < 500 ms at 10,000 |")
+    for row in report["tables"]:
+        lines.append(f"| {row['nodes']:,} tables | {fmt(row['rate'], ' msg/s')}, peak RSS {fmt(row['peak_rss_mb'], ' MB')} | "
+                     f"1 table | {row['ratio_to_single']:.2f} | >= 0.5, RSS < 200 MB |")
+    peer = report["peer"]
+    if "ratio" in peer:
+        lines.append(f"| LorryStream peer | drain {d['sqlite']['median']:,.0f} msg/s | "
+                     f"LorryStream {fmt(peer['lorrystream'], ' msg/s', 1)} | {peer['ratio']:,.0f} | >= 100 |")
+    else:
+        lines.append(f"| LorryStream peer | | {peer['skipped']} | | |")
+    if "profile" in report:
+        lines += ["", "Drain below target: where the time goes (cProfile, top functions by own time)", "", "```",
+                  report["profile"].strip(), "```"]
+    lines += ["", f"Took {report.get('seconds', 0):.0f} s."]
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    labels, values = ["mosquitto_sub", "lorrygate SQLite", "lorrygate PostgreSQL"], [
+        report["drain"]["mosquitto_sub"]["median"], report["drain"]["sqlite"]["median"],
+        report["drain"]["postgresql"]["median"]]
+    for row in report["tables"]:
+        labels.append(f"{row['nodes']:,} tables")
+        values.append(row["rate"]["median"])
+    if "ratio" in report["peer"]:
+        labels.append("LorryStream")
+        values.append(report["peer"]["lorrystream"]["median"])
+    left.barh(labels, values, color="#3b7dd8")
+    left.set_xlabel("messages/s (drain)")
+    left.set_title("Throughput")
+    rates = [row["rate"] for row in report["live"]]
+    right.plot(rates, [row["p50_ms"]["median"] for row in report["live"]], "o-", label="p50")
+    right.plot(rates, [row["p99_ms"]["median"] for row in report["live"]], "o-", label="p99")
+    right.axhline(500, color="grey", linestyle="--", label="p99 target")
+    right.set_xlabel("published messages/s")
+    right.set_ylabel("publish-to-commit latency, ms")
+    right.set_title("Live latency")
+    right.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
