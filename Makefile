@@ -14,7 +14,9 @@ CONFIG  ?= etc/gateway.ini
 STAMP    = $(VENV)/.installed
 
 
-.PHONY: run test test-unit test-soak check system-deps venv broker broker-stop clean
+LORRY_VENV ?= .venv-lorrystream
+
+.PHONY: run test test-unit test-soak bench check system-deps venv broker broker-stop clean
 
 run: system-deps venv broker
 	$(VENV)/bin/lorrygate -c $(CONFIG)
@@ -27,6 +29,12 @@ test-unit: venv
 
 test-soak: system-deps venv
 	$(VENV)/bin/pytest -m soak
+
+# The benchmark: its own Mosquitto and PostgreSQL, about 10 minutes; results in bench/results/.
+bench: system-deps venv
+	$(PIP) install -q -e '.[bench]'
+	[ -x $(LORRY_VENV)/bin/lorry ] || { $(PYTHON) -m venv $(LORRY_VENV) && $(LORRY_VENV)/bin/pip install -q lorrystream; }
+	LORRYSTREAM_VENV=$(LORRY_VENV) $(PY) bench/run.py
 
 check: venv
 	$(VENV)/bin/lorrygate check -c $(CONFIG)
@@ -68,4 +76,4 @@ broker-stop:
 	@if [ -f var/mosquitto/mosquitto.pid ]; then kill `cat var/mosquitto/mosquitto.pid` && rm -f var/mosquitto/mosquitto.pid; fi
 
 clean:
-	rm -rf $(VENV) var build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(LORRY_VENV) var build *.egg-info .pytest_cache

@@ -1,0 +1,21 @@
+"""A 2,000-message run of the benchmark, so that it cannot rot (no timing is asserted)."""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_benchmark_smoke_run(tmp_path):
+    """bench/run.py --quick runs every scenario, counts every row and writes its JSON and table."""
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "run.py"), "--quick", "--out", str(tmp_path)],
+                            capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (path,) = glob.glob(str(tmp_path / "*-quick.json"))
+    report = json.load(open(path))
+    assert report["drain"]["sqlite"]["median"] > 0 and report["drain"]["postgresql"]["median"] > 0
+    assert report["live"][0]["kept_up"] in (True, False) and report["tables"]
+    assert glob.glob(str(tmp_path / "*-quick.md"))
