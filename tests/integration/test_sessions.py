@@ -55,3 +55,25 @@ def test_gateway_reconnects_after_a_broker_restart(tmp_path):
         assert gateway.stop() == 0
     finally:
         broker.stop()
+
+
+def test_qos2_subscription(tmp_path, mosquitto):
+    """A QoS 2 channel stores QoS 2 publications (PUBREC after commit, PUBCOMP on PUBREL)."""
+    import paho.mqtt.client as paho
+
+    realm = f"q2-{uuid.uuid4().hex[:8]}"
+    config = write_config(str(tmp_path), mosquitto.port, client_id=f"gw-{realm}", topics=f"{realm}/#")
+    open(config, "w").write(open(config).read().replace("qos = 1", "qos = 2"))
+    gateway = GatewayProcess(config, str(tmp_path / "gateway.log")).start()
+    client = paho.Client(paho.CallbackAPIVersion.VERSION2)
+    client.connect("127.0.0.1", mosquitto.port)
+    client.loop_start()
+    infos = [client.publish(f"{realm}/n/g/d/data.json", json.dumps({"seq": n}), qos=2) for n in range(200)]
+    for info in infos:
+        info.wait_for_publish(10)
+    client.disconnect()
+    client.loop_stop()
+    db = str(tmp_path / "gateway.sqlite")
+    wait_until(lambda: count_rows(db, realm.replace("-", "_")) >= 200, 30, "200 rows")
+    assert gateway.stop() == 0
+    assert count_rows(db, realm.replace("-", "_")) == 200
