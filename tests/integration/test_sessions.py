@@ -63,7 +63,8 @@ def test_qos2_subscription(tmp_path, mosquitto):
 
     realm = f"q2-{uuid.uuid4().hex[:8]}"
     config = write_config(str(tmp_path), mosquitto.port, client_id=f"gw-{realm}", topics=f"{realm}/#")
-    open(config, "w").write(open(config).read().replace("qos = 1", "qos = 2"))
+    text = open(config).read().replace("qos = 1", "qos = 2")
+    open(config, "w").write(text)
     gateway = GatewayProcess(config, str(tmp_path / "gateway.log")).start()
     client = paho.Client(paho.CallbackAPIVersion.VERSION2)
     client.connect("127.0.0.1", mosquitto.port)
