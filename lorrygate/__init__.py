@@ -9,4 +9,17 @@ land in one table per address. A message is acknowledged only once its rows
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = ["Gateway", "Pipeline", "__version__", "parse_launch"]
+
+
+def __getattr__(name):
+    # Imported on first use, so that "import lorrygate" stays light.
+    if name in ("parse_launch", "Pipeline"):
+        from lorrygate.pipeline import model
+
+        return getattr(model, name)
+    if name == "Gateway":
+        from lorrygate.service.gateway import Gateway
+
+        return Gateway
+    raise AttributeError(f"module 'lorrygate' has no attribute {name!r}")

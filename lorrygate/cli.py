@@ -5,6 +5,10 @@ The ``lorrygate`` command.
     lorrygate check -c etc/gateway.ini      validate a config and exit
     lorrygate status -c etc/gateway.ini     what the running gateway buffers, per table
     lorrygate flush -c etc/gateway.ini      make the running gateway commit everything now
+    lorrygate launch "mqtt://localhost/mqttkit-1/%23 ! sqlite:///var/data.sqlite"
+    lorrygate relay mqtt://localhost/testdrive/%23 sqlite:///var/data.sqlite
+    lorrygate inspect [ELEMENT]             the elements of the launch language
+    ... --describe [--topic TOPIC]...       print the pipeline (and where topics go), run nothing
 
 The config is validated completely before the reactor starts; every problem
 is printed at once and the exit code is 2.
@@ -27,14 +31,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-format", choices=("text", "json"), help="overrides [lorrygate] log_format")
     parser.add_argument("--log-level", choices=("debug", "info", "warn", "error"), help="overrides log_level")
     parser.add_argument("--json", action="store_true", help="status and flush: print the JSON answer")
+    parser.add_argument("--describe", action="store_true", help="print the pipeline and where --topic goes; run nothing")
+    parser.add_argument("--topic", action="append", default=[], help="a sample topic for --describe (repeatable)")
+    parser.add_argument("--data-dir", default="var", help="launch and relay: where spools live (default: %(default)s)")
     parser.add_argument(
-        "command", nargs="?", default="run", choices=("run", "check", "status", "flush"), help="default: run"
+        "command", nargs="?", default="run",
+        choices=("run", "check", "status", "flush", "launch", "relay", "inspect"), help="default: run",
     )
+    parser.add_argument("arguments", nargs="*", help="launch: the pipeline; relay: SOURCE SINK; inspect: ELEMENT")
     return parser
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "inspect":
+        return inspect(args.arguments)
+    if args.command in ("launch", "relay"):
+        return launch(args)
     from lorrygate.config import load
 
     try:
@@ -45,9 +58,50 @@ def main(argv=None) -> int:
     if args.command == "check":
         print(f"{args.config}: OK, {len(settings.channels)} channel(s)")
         return 0
+    if args.describe:
+        from lorrygate.pipeline.describe import describe
+
+        print(describe(settings, args.topic))
+        return 0
     if args.command in ("status", "flush"):
         return control(settings, args.command, args.json)
     return run(settings, args.log_format or settings.gateway.log_format, args.log_level or settings.gateway.log_level)
+
+
+def inspect(arguments) -> int:
+    from lorrygate.pipeline.elements import describe_elements
+
+    try:
+        print(describe_elements(arguments[0] if arguments else None))
+    except KeyError:
+        print(f"no element {arguments[0]!r}; lorrygate inspect lists them", file=sys.stderr)
+        return EXIT_CONFIG
+    return 0
+
+
+def launch(args) -> int:
+    from lorrygate.errors import LorrygateError
+    from lorrygate.pipeline.model import parse_launch
+
+    if args.command == "relay":
+        if len(args.arguments) != 2:
+            print("usage: lorrygate relay SOURCE-URL SINK-URL", file=sys.stderr)
+            return EXIT_CONFIG
+        text = " ! ".join(args.arguments)
+    else:
+        if not args.arguments:
+            print('usage: lorrygate launch "SOURCE ! ... ! SINK"', file=sys.stderr)
+            return EXIT_CONFIG
+        text = " ".join(args.arguments)
+    try:
+        pipeline = parse_launch(text, data_dir=args.data_dir)
+    except LorrygateError as exc:
+        print(f"lorrygate {args.command}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.describe:
+        print(pipeline.describe(args.topic))
+        return 0
+    return pipeline.run(args.log_format or "text", args.log_level or "info")
 
 
 def control(settings, command: str, as_json: bool) -> int:

@@ -108,3 +108,10 @@ class Channel:
     transform: object = attrs.field(default=None, repr=False)
     #: a `lorrygate.storage.ddl.DdlTemplate` for this channel's new tables, or None
     ddl: object = attrs.field(default=None, repr=False)
+    #: more storages every record also goes to (a tee); a message is
+    #: acknowledged once all of them committed it
+    tee: tuple = ()
+
+    @property
+    def storages(self) -> tuple:
+        return (self.storage,) + tuple(self.tee)

@@ -268,9 +268,10 @@ def _check_channel(section, channel, parser, strategies, decoders, problem) -> N
     if channel.source and f"broker:{channel.source}" not in sections:
         brokers = ", ".join(sorted(x[7:] for x in sections if x.startswith("broker:"))) or "none defined"
         problem(section, "source", f"the name of a [broker:NAME] section ({brokers})", repr(channel.source))
-    if channel.storage and f"storage:{channel.storage}" not in sections:
-        storages = ", ".join(sorted(x[8:] for x in sections if x.startswith("storage:"))) or "none defined"
-        problem(section, "storage", f"the name of a [storage:NAME] section ({storages})", repr(channel.storage))
+    for name in channel.storages:
+        if name and f"storage:{name}" not in sections:
+            storages = ", ".join(sorted(x[8:] for x in sections if x.startswith("storage:"))) or "none defined"
+            problem(section, "storage", f"the name of a [storage:NAME] section ({storages})", repr(name))
     if channel.strategy not in strategies:
         problem(section, "strategy", "one of the strategies " + ", ".join(sorted(strategies)), repr(channel.strategy))
     unknown = [name for name in channel.decoders if name not in decoders]

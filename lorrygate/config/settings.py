@@ -87,6 +87,10 @@ class StorageSettings:
     timeout: float = 30.0
     spool: bool = True
     spool_max: int = 1 << 30
+    #: textsink: ndjson or csv
+    text_format: str = "ndjson"
+    #: appsink: the callable that takes the rows
+    callback: object = attrs.field(default=None, repr=False)
 
 
 @attrs.frozen
@@ -164,7 +168,7 @@ CHANNEL_KEYS = {
     "qos": Key(v.integer(0, 2), 1),
     "strategy": Key(v.nonempty, "wan"),
     "decoders": Key(v.names, ("json",)),
-    "storage": Key(v.nonempty, ""),
+    "storage": Key(v.names, ()),
     "timezone": Key(v.timezone, "UTC"),
     "retained": Key(v.choice("new", "always", "never"), "new"),
     "error_topic": Key(v.boolean, True),
@@ -252,9 +256,14 @@ def make_storage(name: str, values: dict, section: str, problem):
 
 
 def make_channel(name: str, values: dict) -> Channel:
-    """A channel; its transform keys stay in ``values`` for `make_transform`."""
+    """A channel; its transform keys stay in ``values`` for `make_transform`.
+
+    ``storage = a, b`` writes every record to both (the first also takes the
+    dead letters).
+    """
     options = {key: values[key] for key in values if key not in TRANSFORM_KEYS}
-    return Channel(name=name, **options)
+    storages = options.pop("storage") or ("",)
+    return Channel(name=name, storage=storages[0], tee=tuple(storages[1:]), **options)
 
 
 def make_transform(values: dict, source: str, hook):

@@ -19,6 +19,21 @@ from lorrygate.errors import DecodeError, TopologyError
 from lorrygate.storage.batch import DeadLetter, Entry
 
 
+class FanInAck:
+    """Acknowledges a message once every storage of a tee committed it."""
+
+    __slots__ = ("_handle", "_remaining")
+
+    def __init__(self, handle, count: int):
+        self._handle = handle
+        self._remaining = count
+
+    def ack(self) -> None:
+        self._remaining -= 1
+        if self._remaining == 0:
+            self._handle.ack()
+
+
 @attrs.define
 class ChannelStats:
     received: int = 0
@@ -80,6 +95,8 @@ class ChannelRouter:
     _complaints: Complaints = None
     #: ``publish(topic, payload)``: how error reports reach the broker
     publish: object = None
+    #: batchers of the channel's further storages (a tee)
+    tee: tuple = ()
     _routes: dict = attrs.Factory(dict)
     _owners: dict = attrs.Factory(dict)
     _pending: set = attrs.Factory(set)
@@ -159,6 +176,11 @@ class ChannelRouter:
                 self._undecodable(message, exc, stage="transform")
                 return
         self.stats.routed += 1
+        if self.tee:
+            fanned = attrs.evolve(message, ack=FanInAck(message.ack, 1 + len(self.tee)))
+            for batcher in (self.batcher,) + self.tee:
+                batcher.add(Entry(table, records, self.channel.name, fanned, decoder, address))
+            return
         self.batcher.add(Entry(table, records, self.channel.name, message, decoder, address))
 
     def _failed(self, failure, message) -> None:

@@ -31,6 +31,14 @@ def make_storage(storage, reactor, ddl: dict):
         return SQLiteStorage(storage.name, storage.path, reactor, storage.synchronous, storage.idempotent, ddl)
     if storage.kind == "postgresql":
         return PostgresStorage(storage.name, storage.url.raw, reactor, storage.idempotent, ddl)
+    if storage.kind == "file":
+        from lorrygate.storage.sinks import TextSink
+
+        return TextSink(storage.name, storage.path, reactor, storage.text_format)
+    if storage.kind == "app":
+        from lorrygate.storage.sinks import AppSink
+
+        return AppSink(storage.name, storage.callback)
     from lorrygate.storage.cratedb import CrateStorage
 
     return CrateStorage.from_settings(storage, reactor, ddl)
@@ -56,7 +64,7 @@ class Gateway:
         gateway = cls(settings, reactor)
         for name, storage in settings.storages.items():
             ddl = {"": storage.ddl} if storage.ddl is not None else {}
-            ddl.update((c.name, c.ddl) for c in settings.channels if c.storage == name and c.ddl is not None)
+            ddl.update((c.name, c.ddl) for c in settings.channels if name in c.storages and c.ddl is not None)
             backend = make_storage(storage, reactor, ddl)
             gateway.storages[name] = backend
             spool = None
@@ -93,7 +101,9 @@ class Gateway:
                 reactor,
                 retained=channel.retained,
             )
-            batcher.attach(source)
+            router.tee = tuple(gateway.batchers[name] for name in channel.tee)
+            for each in (batcher,) + router.tee:
+                each.attach(source)
             router.publish = source.publish
             gateway.routers.append(router)
             gateway.sources.append(source)

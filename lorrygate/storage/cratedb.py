@@ -102,7 +102,7 @@ DEAD_LETTER_INSERT = (
 
 
 def qualified(table) -> str:
-    return f"{quote(table.schema)}.{quote(table.table)}"
+    return f"{quote(table.schema or 'doc')}.{quote(table.table)}"
 
 
 def insert_statement(table, idempotent: bool) -> str:

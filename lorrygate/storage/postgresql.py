@@ -26,7 +26,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def qualified(table) -> str:
-    return f"{quote(table.schema)}.{quote(table.table)}"
+    return f"{quote(table.schema or 'public')}.{quote(table.table)}"
 
 
 def _time(nanos: int) -> datetime:
@@ -71,14 +71,14 @@ class PostgresDialect:
         return columns
 
     def physical(self, table) -> str:
-        return f"{table.schema}.{table.table}"
+        return f"{table.schema or 'public'}.{table.table}"
 
     def columns_of(self, conn, table) -> dict:
         with conn.cursor() as cursor:
             cursor.execute(
                 "SELECT column_name, data_type FROM information_schema.columns "
                 "WHERE table_schema = %s AND table_name = %s",
-                (table.schema, table.table),
+                (table.schema or "public", table.table),
             )
             return {row[0].lower(): row[1] for row in cursor.fetchall()}
 
@@ -100,7 +100,7 @@ class PostgresDialect:
             conn.execute(statement)
 
     def ensure_schema(self, conn, table) -> None:
-        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(table.schema)}")
+        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(table.schema or 'public')}")
 
     def create_table(self, conn, table, idempotent: bool) -> None:
         self.ensure_schema(conn, table)

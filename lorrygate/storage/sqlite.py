@@ -31,8 +31,8 @@ _TRANSIENT = ("locked", "busy", "disk i/o", "full", "unable to open", "readonly"
 
 
 def table_name(table) -> str:
-    """The SQLite table of a `TableName`."""
-    return f"{table.schema}__{table.table}"
+    """The SQLite table of a `TableName` (just the table without a schema)."""
+    return f"{table.schema}__{table.table}" if table.schema else table.table
 
 
 def _value(value):

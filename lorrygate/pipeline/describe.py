@@ -1,0 +1,69 @@
+"""
+``--describe``: the resolved pipeline, and for sample topics the address,
+schema, table and the DDL that would be issued, without connecting anywhere.
+"""
+
+from lorrygate.errors import TopologyError
+from lorrygate.storage.cratedb import default_ddl
+from lorrygate.storage.sqlite import table_name
+from lorrygate.topology.naming import quote
+
+
+def _ddl(storage, table, channel) -> list:
+    template = channel.ddl or storage.ddl
+    if template is not None:
+        return template.render(table, None)
+    if storage.kind == "sqlite":
+        return [f"CREATE TABLE IF NOT EXISTS {quote(table_name(table))} (time TEXT NOT NULL)",
+                "-- then ALTER TABLE ... ADD COLUMN per field, on its first appearance"]
+    if storage.kind == "postgresql":
+        qualified = f"{quote(table.schema or 'public')}.{quote(table.table)}"
+        return [f"CREATE SCHEMA IF NOT EXISTS {quote(table.schema or 'public')}",
+                f'CREATE TABLE IF NOT EXISTS {qualified} ("time" TIMESTAMPTZ NOT NULL)',
+                "-- then ALTER TABLE ... ADD COLUMN IF NOT EXISTS per field, on its first appearance"]
+    if storage.kind == "crate":
+        return [default_ddl(table, storage.partition, storage.shards, storage.replicas, storage.idempotent)]
+    return [f"-- {storage.kind} sink: no DDL"]
+
+
+def describe(settings, topics=()) -> str:
+    lines = [f"pipeline from {settings.source}:"]
+    for channel in settings.channels:
+        broker = settings.brokers[channel.source]
+        lines.append(f"  channel {channel.name}: mqtt {broker.host}:{broker.port} {','.join(channel.topics)} "
+                     f"(QoS {channel.qos}, MQTT {broker.protocol})")
+        lines.append(f"    ! strategy {channel.strategy} ! decode {','.join(channel.decoders)}"
+                     + (" ! transform" if channel.transform is not None else ""))
+        for name in channel.storages:
+            storage = settings.storages[name]
+            lines.append(f"    ! {storage.kind} {name} ({storage.url})")
+    for topic in topics:
+        lines.append(f"topic {topic}:")
+        for channel in settings.channels:
+            if not any(_matches(pattern, topic) for pattern in channel.topics):
+                lines.append(f"  channel {channel.name}: not subscribed")
+                continue
+            strategy = settings.strategies[channel.strategy]()
+            try:
+                address = strategy.match(topic)
+                table = strategy.table_for(address)
+            except TopologyError as exc:
+                lines.append(f"  channel {channel.name}: refused by strategy {channel.strategy}: {exc.reason}")
+                continue
+            lines.append(f"  channel {channel.name}: address realm={address.realm} network={address.network} "
+                         f"gateway={address.gateway} node={address.node} kind={address.kind}"
+                         + (f" field={address.field}" if address.field else ""))
+            for name in channel.storages:
+                storage = settings.storages[name]
+                physical = table_name(table) if storage.kind == "sqlite" else f"{table.schema}.{table.table}"
+                lines.append(f"    storage {name} ({storage.kind}): schema {table.schema}, table {table.table} "
+                             f"-> {physical}")
+                for statement in _ddl(storage, table, channel):
+                    lines.append(f"      {statement}")
+    return "\n".join(lines)
+
+
+def _matches(pattern: str, topic: str) -> bool:
+    from lorrygate.mqtt.topics import parse_filter
+
+    return parse_filter(pattern).matches(topic)

@@ -1,0 +1,98 @@
+"""
+The elements of the launch language, with their documented properties.
+``lorrygate inspect`` prints this registry.
+
+Property values parse with the same parsers as the ini keys they mirror, so
+``qos=3`` fails here exactly as ``qos = 3`` does in a config file.
+"""
+
+import attrs
+
+from lorrygate.config import values as v
+
+REQUIRED = object()
+
+
+@attrs.frozen
+class Prop:
+    parse: object
+    default: object
+    doc: str
+
+
+@attrs.frozen
+class ElementSpec:
+    name: str
+    kind: str  # source, strategy, decode, transform, tee, queue, sink
+    doc: str
+    properties: dict
+
+
+def _spec(element, kind, doc, **properties):
+    return element, ElementSpec(element, kind, doc, properties)
+
+
+ELEMENTS = dict([
+    _spec("mqttsrc", "source", "Receives from an MQTT broker (persistent session, QoS 1 by default).",
+          host=Prop(v.nonempty, "localhost", "broker host"),
+          port=Prop(v.integer(1, 65535), None, "broker port (1883, 8883 with tls)"),
+          topic=Prop(v.topic_filters, REQUIRED, "topic filters, comma-separated"),
+          qos=Prop(v.integer(0, 2), 1, "subscription QoS"),
+          **{"client-id": Prop(v.text, "", "client id (the element's channel name is appended)")},
+          username=Prop(v.text, "", "user name"),
+          password=Prop(v.text, "", "password (use ${ENV:NAME})"),
+          protocol=Prop(v.choice("3.1.1", "5"), "3.1.1", "MQTT version"),
+          tls=Prop(v.boolean, False, "TLS with certificate verification"),
+          retained=Prop(v.choice("new", "always", "never"), "new", "retained messages on (re)subscribe")),
+    _spec("strategy", "strategy", "Turns topics into addresses and tables (docs/topology.rst).",
+          name=Prop(v.nonempty, "wan", "a built-in, drop-in or declared strategy")),
+    _spec("decode", "decode", "Decodes payloads with a fallback chain (docs/decoding.rst).",
+          chain=Prop(v.names, ("json",), "decoder names, tried in order"),
+          timezone=Prop(v.timezone, "UTC", "zone of payload times without an offset")),
+    _spec("transform", "transform", "Rewrites records after decoding (docs/decoding.rst).",
+          rename=Prop(v.text, "", "old:new pairs"), drop=Prop(v.text, "", "field names"),
+          tags=Prop(v.text, "", "name=value pairs, values may use {node} and friends"),
+          convert=Prop(v.text, "", "field: expression; field: expression"),
+          metadata=Prop(v.boolean, False, "add topic, address, decoder and receive time as tags")),
+    _spec("tee", "tee", "Sends every record to each branch that starts with NAME. (all must commit).",
+          name=Prop(v.nonempty, REQUIRED, "the name branches refer to")),
+    _spec("queue", "queue", "Accepted for gst-launch habits; every storage already buffers."),
+    _spec("sqlite", "sink", "SQLite storage (docs/storage.rst).",
+          location=Prop(v.nonempty, REQUIRED, "database file"),
+          name=Prop(v.nonempty, "", "storage name")),
+    _spec("postgresql", "sink", "PostgreSQL storage.",
+          url=Prop(v.storage_url, REQUIRED, "postgresql://USER:PASSWORD@HOST/DATABASE"),
+          name=Prop(v.nonempty, "", "storage name")),
+    _spec("crate", "sink", "CrateDB storage over HTTP.",
+          url=Prop(v.storage_url, REQUIRED, "crate://HOST:4200/"),
+          shards=Prop(v.integer(1, 1000), 1, "shards per table"), replicas=Prop(v.nonempty, "0", "replicas"),
+          name=Prop(v.nonempty, "", "storage name")),
+    _spec("textsink", "sink", "Appends rows to a file as NDJSON or CSV, fsync'd per batch.",
+          location=Prop(v.nonempty, REQUIRED, "file path"),
+          format=Prop(v.choice("ndjson", "csv"), "ndjson", "ndjson or csv"),
+          name=Prop(v.nonempty, "", "storage name")),
+    _spec("appsink", "sink", "Hands rows to a Python callable, callback(rows).",
+          callback=Prop(v.callable_ref, "", "module:function (or give it to parse_launch)"),
+          name=Prop(v.nonempty, "", "the name parse_launch(callbacks=...) uses")),
+])
+
+#: URL schemes that stand for elements
+URL_KINDS = {"mqtt": "source", "mqtts": "source", "sqlite": "sink", "postgresql": "sink", "postgres": "sink",
+             "crate": "sink", "crate+http": "sink", "crate+https": "sink", "file": "sink"}
+
+
+def describe_elements(name: str | None = None) -> str:
+    """The registry as text, like gst-inspect."""
+    if name is not None and name not in ELEMENTS:
+        raise KeyError(name)
+    lines = []
+    for spec in ELEMENTS.values() if name is None else [ELEMENTS[name]]:
+        lines.append(f"{spec.name} ({spec.kind}): {spec.doc}")
+        for key, prop in spec.properties.items():
+            default = "required" if prop.default is REQUIRED else f"default {prop.default!r}"
+            lines.append(f"    {key:<10} {prop.doc} ({default})")
+    if name is None:
+        lines.append("URLs: mqtt://[user:password@]host[:port]/topic?qos=1 (a source); sqlite:///path, "
+                     "postgresql://..., crate://host:4200/, file:///path.ndjson (sinks; ?table=NAME writes every "
+                     "record into that one table)")
+    return "\n".join(lines)

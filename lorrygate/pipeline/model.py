@@ -1,0 +1,368 @@
+"""
+The pipeline model: what ``lorrygate -c FILE``, ``lorrygate launch "..."``
+and the Python API all run.
+
+A `Pipeline` is a validated `Settings` (brokers, storages, channels) with a
+way to run it. `parse_launch` builds one from the launch language, each
+chain ``source ! [strategy] ! [decode] ! [transform] ! sink-or-tee`` becoming
+a channel; `Pipeline.from_config` builds one from an ini file, each
+``[channel:...]`` section being such a chain. Both then start the same
+`Gateway`. Nothing connects until `start` or `run`.
+"""
+
+import hashlib
+import socket
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import attrs
+from twisted.internet.defer import Deferred
+
+from lorrygate.config import settings as s
+from lorrygate.config import values as v
+from lorrygate.config.values import Invalid
+from lorrygate.errors import LorrygateError
+from lorrygate.model import Address, Channel, TableName
+from lorrygate.pipeline.elements import ELEMENTS, REQUIRED, URL_KINDS
+from lorrygate.pipeline.grammar import parse
+
+
+class PipelineError(LorrygateError):
+    """A launch text that parses but does not make a pipeline; names the line and column."""
+
+    def __init__(self, message: str, text: str, loc: int):
+        import pyparsing as pp
+
+        self.lineno, self.col = pp.lineno(loc, text), pp.col(loc, text)
+        super().__init__(f"line {self.lineno}, column {self.col}: {message}\n{pp.line(loc, text)}\n{' ' * (self.col - 1)}^")
+
+
+@attrs.frozen
+class FixedTable:
+    """The strategy of a sink URL with ``?table=NAME``: every record into that one table."""
+
+    table: str
+    name: str = "fixed"
+
+    def match(self, topic: str) -> Address:
+        return Address("", None, None, None, "data", topic)
+
+    def table_for(self, address) -> TableName:
+        return TableName("", self.table)
+
+
+def _properties(element, text: str) -> dict:
+    spec = ELEMENTS.get(element.factory)
+    if spec is None:
+        raise PipelineError(f"unknown element {element.factory!r} (lorrygate inspect lists them)", text, element.loc)
+    values = {}
+    for key, raw in element.properties:
+        prop = spec.properties.get(key)
+        if prop is None:
+            known = ", ".join(spec.properties) or "none"
+            raise PipelineError(f"{element.factory} has no property {key!r} (it has: {known})", text, element.loc)
+        try:
+            values[key] = prop.parse(v.interpolate(raw, "."))
+        except Invalid as exc:
+            raise PipelineError(f"{element.factory} {key}: expected {exc.expected}, got {raw!r}", text, element.loc) from None
+    for key, prop in spec.properties.items():
+        if key not in values:
+            if prop.default is REQUIRED:
+                raise PipelineError(f"{element.factory} needs {key}=...", text, element.loc)
+            values[key] = prop.default
+    return values
+
+
+def _kind(element) -> str:
+    if element.factory == "url":
+        scheme = element.url.split("://", 1)[0].lower()
+        return URL_KINDS.get(scheme, "unknown")
+    if element.factory == "reference":
+        return "reference"
+    spec = ELEMENTS.get(element.factory)
+    return spec.kind if spec else "unknown"
+
+
+def _mqtt_url(url: str) -> dict:
+    """LorryStream-compatible MQTT URLs: the path is the topic (%23 or a raw # both work)."""
+    parts = urlsplit(url.replace("#", "%23"))
+    query = dict(parse_qsl(parts.query))
+    topic = unquote(parts.path[1:])
+    if not topic:
+        raise Invalid("an MQTT URL with a topic, such as mqtt://localhost/testdrive/%23")
+    v.topic_filters(topic)
+    return {
+        "host": parts.hostname or "localhost",
+        "port": parts.port,
+        "topic": tuple(t.strip() for t in topic.split(",")),
+        "qos": v.integer(0, 2)(query.get("qos", "1")),
+        "client-id": query.get("client-id", query.get("client_id", "")),
+        "username": unquote(parts.username or ""),
+        "password": unquote(parts.password or ""),
+        "protocol": query.get("protocol", "3.1.1"),
+        "tls": parts.scheme == "mqtts",
+        "retained": query.get("retained", "new"),
+        "content-type": query.get("content-type", "json"),
+    }
+
+
+@attrs.define
+class _Builder:
+    text: str
+    callbacks: dict
+    brokers: dict = attrs.Factory(dict)
+    storages: dict = attrs.Factory(dict)
+    strategies: dict = attrs.Factory(dict)
+    channels: list = attrs.Factory(list)
+    tees: dict = attrs.Factory(dict)  # tee name -> index into channels
+
+    def sink(self, element) -> str:
+        """Register a sink element; return its storage name."""
+        text = self.text
+        name = f"sink{len(self.storages)}"
+        table = None
+        if element.factory == "url":
+            url = element.url
+            if url.startswith("file://"):
+                path = unquote(urlsplit(url).path)
+                settings = s.StorageSettings(name, v.StorageUrl("file", url, path), "file", path, spool=False)
+            else:
+                parts = urlsplit(url)
+                query = dict(parse_qsl(parts.query))
+                table = query.pop("table", None)
+                bare = url.split("?", 1)[0] + ("?" + "&".join(f"{k}={val}" for k, val in query.items()) if query else "")
+                try:
+                    parsed = v.storage_url(bare)
+                except Invalid as exc:
+                    raise PipelineError(f"expected {exc.expected}, got {url!r}", text, element.loc) from None
+                settings = s.StorageSettings(name, parsed, parsed.kind, parsed.path, spool=parsed.kind != "sqlite")
+        else:
+            props = _properties(element, text)
+            name = props.get("name") or name
+            if name in self.storages:
+                raise PipelineError(f"a second storage named {name!r}", text, element.loc)
+            factory = element.factory
+            if factory == "sqlite":
+                settings = s.StorageSettings(name, v.storage_url("sqlite:///" + props["location"]), "sqlite",
+                                             props["location"], spool=False)
+            elif factory in ("postgresql", "crate"):
+                url = props["url"]
+                if url.kind != factory:
+                    raise PipelineError(f"{factory} url: expected a {factory} URL, got {str(url)!r}", text, element.loc)
+                extra = {"shards": props["shards"], "replicas": props["replicas"]} if factory == "crate" else {}
+                settings = s.StorageSettings(name, url, factory, **extra)
+            elif factory == "textsink":
+                path = props["location"]
+                settings = s.StorageSettings(name, v.StorageUrl("file", f"file://{path}", path), "file", path,
+                                             spool=False, text_format=props["format"])
+            else:  # appsink
+                callback = self.callbacks.get(props["name"]) if props["name"] else None
+                if callback is None and props["callback"]:
+                    callback = _import(props["callback"], text, element.loc)
+                if callback is None:
+                    raise PipelineError("appsink needs callback=module:function, or a name=... that "
+                                        "parse_launch(callbacks={...}) provides", text, element.loc)
+                settings = s.StorageSettings(name, v.StorageUrl("app", f"app:{name}"), "app", spool=False,
+                                             callback=callback)
+        self.storages[name] = settings
+        if table is not None:
+            strategy = f"fixed:{table}"
+            self.strategies[strategy] = lambda t=table: FixedTable(t)
+            return name, strategy
+        return name, None
+
+    def chain(self, chain) -> None:
+        text = self.text
+        elements = list(chain.elements)
+        head = elements[0]
+        kind = _kind(head)
+        if kind == "reference":
+            if head.reference not in self.tees:
+                raise PipelineError(f"no element is named {head.reference!r} (name a tee: tee name={head.reference})",
+                                    text, head.loc)
+            index = self.tees[head.reference]
+            sinks = [e for e in elements[1:] if _kind(e) != "queue"]
+            if len(sinks) != 1 or _kind(sinks[0]) != "sink":
+                at = sinks[0].loc if sinks else head.loc
+                raise PipelineError("a branch is: NAME. ! [queue !] sink", text, at)
+            name, strategy = self.sink(sinks[0])
+            if strategy:
+                raise PipelineError("?table= is for a chain's only sink, not for a tee branch", text, sinks[0].loc)
+            channel = self.channels[index]
+            self.channels[index] = attrs.evolve(channel, tee=channel.tee + (name,)) if channel.storage else attrs.evolve(
+                channel, storage=name)
+            return
+        if kind != "source":
+            raise PipelineError(f"a chain starts with a source (mqttsrc or mqtt://...) or a branch NAME., "
+                                f"got {head.factory if head.factory != 'url' else head.url!r}", text, head.loc)
+        source = self.source(head)
+        strategy, decoders, timezone, transform, storages, tee = "wan", source.pop("decoders"), "UTC", None, [], None
+        order = ["strategy", "decode", "transform", "queue", "sink"]
+        last = -1
+        for element in elements[1:]:
+            kind = _kind(element)
+            if kind == "unknown":
+                what = element.url if element.factory == "url" else element.factory
+                raise PipelineError(f"unknown element {what!r} (lorrygate inspect lists them)", text, element.loc)
+            if kind == "source":
+                raise PipelineError("a source only starts a chain", text, element.loc)
+            step = order.index("sink" if kind == "tee" else kind)
+            if step < last or (kind in ("sink", "tee") and (storages or tee)):
+                raise PipelineError(f"{element.factory if element.factory != 'url' else 'this sink'} is out of order: "
+                                    "source ! strategy ! decode ! transform ! sink (or tee)", text, element.loc)
+            last = step
+            if kind == "strategy":
+                strategy = _properties(element, text)["name"]
+            elif kind == "decode":
+                props = _properties(element, text)
+                decoders, timezone = props["chain"], props["timezone"]
+            elif kind == "transform":
+                transform = self.transform(element)
+            elif kind == "tee":
+                tee = _properties(element, text)["name"]
+            elif kind == "sink":
+                name, fixed = self.sink(element)
+                storages.append(name)
+                strategy = fixed or strategy
+        if not storages and tee is None:
+            raise PipelineError("this chain has no sink: end it with a storage, a textsink, an appsink or a tee",
+                                text, elements[-1].loc)
+        index = len(self.channels)
+        name = f"launch{index}"
+        self.channels.append(Channel(name=name, source=source["broker"], topics=source["topics"], qos=source["qos"],
+                                     strategy=strategy, decoders=tuple(decoders), storage=storages[0] if storages else "",
+                                     timezone=timezone, retained=source["retained"], transform=transform))
+        if tee is not None:
+            if tee in self.tees:
+                raise PipelineError(f"a second element named {tee!r}", text, elements[-1].loc)
+            self.tees[tee] = index
+
+    def source(self, element) -> dict:
+        text = self.text
+        if element.factory == "url":
+            try:
+                props = _mqtt_url(element.url)
+            except Invalid as exc:
+                raise PipelineError(f"expected {exc.expected}, got {element.url!r}", text, element.loc) from None
+            decoders = ("json",) if props.pop("content-type") in ("json", "application/json") else ("json", "csv", "kv")
+        else:
+            props = _properties(element, text)
+            decoders = ("json",)
+        name = f"source{len(self.brokers)}"
+        identity = hashlib.sha256(f"{props['host']}|{props['port']}|{props['topic']}".encode()).hexdigest()[:8]
+        client_id = props["client-id"] or f"lorrygate-{socket.gethostname()}-{identity}"
+        port = props["port"] or (8883 if props["tls"] else 1883)
+        self.brokers[name] = s.BrokerSettings(
+            name=name, host=props["host"], port=port, protocol=props["protocol"], client_id=client_id,
+            username=props["username"], password=v.Secret(props["password"]) if props["password"] else None,
+            tls=props["tls"])
+        return {"broker": name, "topics": props["topic"], "qos": props["qos"], "retained": props["retained"],
+                "decoders": decoders}
+
+    def transform(self, element):
+        props = _properties(element, self.text)
+        values = {"rename": (), "drop": (), "tags": (), "convert": (), "metadata": props["metadata"]}
+        try:
+            if props["rename"]:
+                values["rename"] = v.pairs(":", "old:new pairs")(props["rename"])
+            if props["drop"]:
+                values["drop"] = v.names(props["drop"])
+            if props["tags"]:
+                values["tags"] = v.pairs("=", "name=value pairs")(props["tags"])
+            if props["convert"]:
+                values["convert"] = v.conversions(props["convert"])
+        except Invalid as exc:
+            raise PipelineError(f"transform: expected {exc.expected}", self.text, element.loc) from None
+        return s.make_transform(values, "launch", None)
+
+
+def _import(reference: str, text: str, loc: int):
+    import importlib
+
+    module, _, function = reference.partition(":")
+    try:
+        return getattr(importlib.import_module(module), function)
+    except (ImportError, AttributeError) as exc:
+        raise PipelineError(f"appsink callback {reference!r}: {exc}", text, loc) from None
+
+
+def build_settings(text: str, callbacks=None, data_dir: str = "var", strategies_dir: str = "strategies") -> s.Settings:
+    """Settings of a launch text; raise LaunchSyntaxError or PipelineError."""
+    from lorrygate.config.loader import loads
+
+    builder = _Builder(text, dict(callbacks or {}))
+    for chain in parse(text):
+        builder.chain(chain)
+    if not builder.channels:
+        raise PipelineError("a pipeline needs a chain that starts with a source", text, 0)
+    for channel in builder.channels:
+        if not channel.storage:
+            raise PipelineError(f"tee of chain {channel.name} has no branch (add NAME. ! sink)", text, 0)
+    # Strategies and decoders come from the same registries as in ini files.
+    base = loads(f"[lorrygate]\nstrategies = {strategies_dir}\n[broker:b]\nhost = h\n[storage:s]\nurl = sqlite:///x\n"
+                 "[channel:c]\ntopics = #\n", source="<launch>")
+    registry = dict(base.strategies, **builder.strategies)
+    for channel in builder.channels:
+        if channel.strategy not in registry:
+            raise PipelineError(f"unknown strategy {channel.strategy!r} (one of {', '.join(sorted(registry))})", text, 0)
+        unknown = [name for name in channel.decoders if name not in base.decoders]
+        if unknown:
+            raise PipelineError(f"unknown decoder {unknown[0]!r} (one of {', '.join(sorted(base.decoders))})", text, 0)
+    gateway = s.GatewaySettings(data_dir=data_dir, control="off", log_format="text", strategies=strategies_dir)
+    return s.Settings("<launch>", gateway, builder.brokers, builder.storages, tuple(builder.channels), registry,
+                      base.decoders)
+
+
+@attrs.define(eq=False)
+class Pipeline:
+    """A runnable pipeline; nothing connects before `start` or `run`."""
+
+    settings: s.Settings
+    text: str | None = None
+    _gateway: object = None
+
+    @classmethod
+    def from_config(cls, path: str) -> "Pipeline":
+        from lorrygate.config import load
+
+        return cls(load(path))
+
+    @property
+    def channels(self) -> tuple:
+        return self.settings.channels
+
+    def start(self, reactor=None) -> Deferred:
+        """Start on the reactor; the Deferred fires once sources are connecting."""
+        from lorrygate.service.gateway import Gateway
+
+        if reactor is None:
+            from twisted.internet import reactor
+        self._gateway = Gateway.from_settings(self.settings, reactor)
+        return Deferred.fromCoroutine(self._gateway.start())
+
+    def stop(self) -> Deferred:
+        """Commit what is buffered, acknowledge it, disconnect."""
+        gateway, self._gateway = self._gateway, None
+        if gateway is None:
+            from twisted.internet.defer import succeed
+
+            return succeed(None)
+        return Deferred.fromCoroutine(gateway.stop())
+
+    def run(self, log_format: str = "text", log_level: str = "info") -> int:
+        """Run until SIGTERM or SIGINT (blocking); return the exit code."""
+        from lorrygate.cli import run
+
+        return run(self.settings, log_format, log_level)
+
+    def describe(self, topics=()) -> str:
+        from lorrygate.pipeline.describe import describe
+
+        return describe(self.settings, topics)
+
+
+def parse_launch(text: str, callbacks=None, data_dir: str = "var", strategies_dir: str = "strategies") -> Pipeline:
+    """A `Pipeline` from the launch language, without running it.
+
+    ``callbacks`` maps appsink names to Python callables.
+    """
+    return Pipeline(build_settings(text, callbacks, data_dir, strategies_dir), text)

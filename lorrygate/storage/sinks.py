@@ -1,0 +1,134 @@
+"""
+Sinks that are not databases: files of rows (``textsink``) and Python
+callables (``appsink``). Both are storages: they get batches through the same
+batcher, so their messages are acknowledged only after they took them.
+
+A row, as both see it::
+
+    {"time": "2024-06-01T12:00:00.000000000Z", "schema": "mqttkit_1_testdrive",
+     "table": "area_42_node_1_sensors", "topic": "mqttkit-1/...", "fields": {...}, "tags": {...}}
+
+Dead letters are rows too, with ``"dead_letter": true``, ``stage``, ``error``
+and the payload (text, or base64 with ``"payload_base64": true``).
+"""
+
+import base64
+import csv
+import io
+import json
+import os
+
+import attrs
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
+from zope.interface import implementer
+
+from lorrygate.decoding.timestamps import IsoTime, seconds_to_ns
+from lorrygate.errors import StorageError
+from lorrygate.interfaces import IStorage
+
+
+def rows_of(batch, iso=None) -> list:
+    """The rows (and dead-letter rows) of a batch, as dicts."""
+    iso = iso or IsoTime()
+    rows = []
+    for entry in batch.entries:
+        for record in entry.records:
+            rows.append({"time": iso(record.time), "schema": entry.table.schema, "table": entry.table.table,
+                         "topic": entry.message.topic, "fields": record.fields, "tags": record.tags})
+    for dead in batch.dead_letters:
+        payload = dead.message.payload
+        try:
+            text, encoded = payload.decode("utf-8"), False
+        except UnicodeDecodeError:
+            text, encoded = base64.b64encode(payload).decode("ascii"), True
+        row = {"time": iso(seconds_to_ns(dead.message.received)), "dead_letter": True, "topic": dead.message.topic,
+               "stage": dead.stage, "error": dead.error, "payload": text}
+        if encoded:
+            row["payload_base64"] = True
+        rows.append(row)
+    return rows
+
+
+def _json_default(value):
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    return str(value)
+
+
+@implementer(IStorage)
+@attrs.define(eq=False)
+class TextSink:
+    """Appends rows to a file, NDJSON or CSV, fsync'd before a batch counts as written."""
+
+    name: str
+    path: str
+    reactor: object
+    format: str = "ndjson"
+    _pool: ThreadPool | None = None
+    _iso: IsoTime = attrs.Factory(IsoTime)
+
+    def start(self) -> Deferred:
+        self._pool = ThreadPool(minthreads=1, maxthreads=1, name=f"lorrygate-textsink-{self.name}")
+        self._pool.start()
+        return self._call(os.makedirs, os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+
+    def stop(self) -> Deferred:
+        if self._pool is not None:
+            self._pool.stop()
+            self._pool = None
+        return succeed(None)
+
+    def write(self, batch) -> Deferred:
+        return self._call(self._append, rows_of(batch, self._iso))
+
+    def _call(self, function, *args, **kwargs):
+        if self._pool is None:
+            return maybeDeferred(function, *args, **kwargs)
+        return deferToThreadPool(self.reactor, self._pool, lambda: function(*args, **kwargs))
+
+    def _append(self, rows: list) -> None:
+        if self.format == "csv":
+            text = io.StringIO()
+            writer = csv.writer(text)
+            for row in rows:
+                writer.writerow([row["time"], row.get("schema", ""), row.get("table", ""), row["topic"],
+                                 json.dumps(row.get("fields", {}), default=_json_default),
+                                 json.dumps(row.get("tags", {}), default=_json_default), row.get("error", "")])
+            data = text.getvalue()
+        else:
+            data = "".join(json.dumps(row, default=_json_default, ensure_ascii=False) + "\n" for row in rows)
+        try:
+            new = not os.path.exists(self.path)
+            with open(self.path, "a", encoding="utf-8", newline="") as handle:
+                if new and self.format == "csv":
+                    handle.write("time,schema,table,topic,fields,tags,error\r\n")
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as exc:
+            raise StorageError(f"textsink {self.name}: cannot append to {self.path!r}: {exc.strerror}") from None
+
+
+@implementer(IStorage)
+@attrs.define(eq=False)
+class AppSink:
+    """Hands rows to a Python callable: ``callback(rows)``; it may return a Deferred."""
+
+    name: str
+    callback: object
+
+    def start(self) -> Deferred:
+        return succeed(None)
+
+    def stop(self) -> Deferred:
+        return succeed(None)
+
+    def write(self, batch) -> Deferred:
+        rows = rows_of(batch)
+
+        def failed(failure):
+            raise StorageError(f"appsink {self.name}: the callback raised {failure.getErrorMessage()}")
+
+        return maybeDeferred(self.callback, rows).addErrback(failed)

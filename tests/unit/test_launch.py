@@ -1,0 +1,111 @@
+"""The launch language: pipelines that parse and build, and the located errors of those that do not."""
+
+import pytest
+
+from lorrygate.errors import LorrygateError
+from lorrygate.pipeline.grammar import LaunchSyntaxError, parse
+from lorrygate.pipeline.model import PipelineError, parse_launch
+
+VALID = [
+    ("mqtt://localhost/mqttkit-1/%23 ! sqlite:///var/x.sqlite", 1, [("sink0",)]),
+    ("mqtt://localhost/mqttkit-1/# ! sqlite:///var/x.sqlite", 1, [("sink0",)]),
+    ("mqtt://user:pw@broker:1884/a/%23?qos=0 ! sqlite:///x.db", 1, [("sink0",)]),
+    ("mqtts://broker/a/%23 ! sqlite:///x.db", 1, [("sink0",)]),
+    ("mqtt://localhost/testdrive/%23?content-type=json ! sqlite:///data.db?table=testdrive", 1, [("sink0",)]),
+    ("mqttsrc topic=a/# ! sqlite location=x.db", 1, [("sink0",)]),
+    ("mqttsrc host=broker port=1884 topic=a/#,b/+ qos=2 protocol=5 ! sqlite location=x.db", 1, [("sink0",)]),
+    ("mqttsrc topic=a/# ! strategy name=lan ! sqlite location=x.db", 1, [("sink0",)]),
+    ("mqttsrc topic=a/# ! decode chain=json,csv,kv ! sqlite location=x.db", 1, [("sink0",)]),
+    ("mqttsrc topic=a/# ! decode chain=json timezone=Europe/Berlin ! sqlite location=x.db", 1, [("sink0",)]),
+    ("mqttsrc topic=a/# ! strategy name=wan ! decode chain=json ! transform rename=t:temperature ! sqlite location=x.db",
+     1, [("sink0",)]),
+    ('mqttsrc topic=a/# ! transform tags="site=berlin,node={node}" ! sqlite location=x.db', 1, [("sink0",)]),
+    ("mqttsrc topic=a/# ! transform convert='t: value * 2' ! sqlite location=x.db", 1, [("sink0",)]),
+    ("mqttsrc topic=a/# ! queue ! sqlite location=x.db", 1, [("sink0",)]),
+    ('mqttsrc topic=a/# ! sqlite location="with space.db"', 1, [("sink0",)]),
+    ("mqttsrc topic=a/# ! sqlite location=x.db name=main", 1, [("main",)]),
+    ("mqttsrc topic=a/# ! textsink location=out.ndjson", 1, [("sink0",)]),
+    ("mqttsrc topic=a/# ! textsink location=out.csv format=csv", 1, [("sink0",)]),
+    ("mqttsrc topic=a/# ! postgresql url=postgresql://u:p@db/x", 1, [("sink0",)]),
+    ("mqttsrc topic=a/# ! crate url=crate://localhost:4200/ shards=2", 1, [("sink0",)]),
+    ("mqttsrc topic=a/# ! crate://localhost:4200/", 1, [("sink0",)]),
+    ("mqttsrc topic=a/# ! appsink callback=json:dumps", 1, [("sink0",)]),
+    ("mqttsrc topic=a/# ! file:///tmp/rows.ndjson", 1, [("sink0",)]),
+    ("mqttsrc topic=a/# ! tee name=t\nt. ! sqlite location=x.db\nt. ! textsink location=out.ndjson", 1,
+     [("sink0", "sink1")]),
+    ("mqttsrc topic=a/# ! tee name=t t. ! queue ! sqlite location=x.db t. ! queue ! textsink location=o.ndjson", 1,
+     [("sink0", "sink1")]),
+    ("# a comment line\nmqttsrc topic=a/# ! sqlite location=x.db  # trailing comment", 1, [("sink0",)]),
+    ("mqttsrc topic=a/# ! sqlite location=a.db\nmqttsrc topic=b/# ! sqlite location=b.db", 2, [("sink0",), ("sink1",)]),
+    ("mqtt://localhost/a/%23 ! tee name=both\n  both. ! sqlite:///a.db\n  both. ! sqlite:///b.db\n  both. ! sqlite:///c.db",
+     1, [("sink0", "sink1", "sink2")]),
+]
+
+
+@pytest.mark.parametrize("text, channels, storages", VALID, ids=[f"valid-{i:02d}" for i in range(len(VALID))])
+def test_valid_pipelines(text, channels, storages):
+    """Each valid pipeline builds, with its channels and their storages."""
+    pipeline = parse_launch(text, callbacks={})
+    assert len(pipeline.channels) == channels
+    assert [channel.storages for channel in pipeline.channels] == storages
+
+
+INVALID = [
+    ("", 1, 1, "expected a pipeline"),
+    ("mqttsrc ! ! sqlite", 1, 11, "expected an element after '!'"),
+    ("mqttsrc topic=a/# !", 1, 20, "expected an element after '!'"),
+    ("! sqlite location=x", 1, 1, "expected an element before '!'"),
+    ("mqttsrc topic=", 1, 15, "expected a property value after '='"),
+    ('mqttsrc topic="a/#', 1, 15, "a closing \""),
+    ("mqttsrc topic=a/# ! sqlit location=x", 1, 21, "unknown element 'sqlit'"),
+    ("mqttsrc topic=a/# ! sqlite path=x", 1, 21, "sqlite has no property 'path' (it has: location, name)"),
+    ("mqttsrc topic=a/# ! sqlite", 1, 21, "sqlite needs location=..."),
+    ("mqttsrc ! sqlite location=x", 1, 1, "mqttsrc needs topic=..."),
+    ("mqttsrc topic=a/# qos=3 ! sqlite location=x", 1, 1, "mqttsrc qos: expected a whole number from 0 to 2, got '3'"),
+    ("mqttsrc topic=a/#/b ! sqlite location=x", 1, 1, "'#' must be the last level"),
+    ("sqlite location=x ! mqttsrc topic=a", 1, 1, "a chain starts with a source"),
+    ("mqttsrc topic=a/# ! decode chain=json ! strategy name=wan ! sqlite location=x", 1, 41, "out of order"),
+    ("mqttsrc topic=a/# ! strategy name=moon ! sqlite location=x", 1, 1, "unknown strategy 'moon'"),
+    ("mqttsrc topic=a/# ! decode chain=yaml ! sqlite location=x", 1, 1, "unknown decoder 'yaml'"),
+    ("mqttsrc topic=a/#", 1, 1, "this chain has no sink"),
+    ("mqttsrc topic=a/# ! sqlite location=x ! sqlite location=y", 1, 41, "out of order"),
+    ("t. ! sqlite location=x", 1, 1, "no element is named 't'"),
+    ("mqttsrc topic=a/# ! tee name=t\nt. ! mqttsrc topic=b", 2, 6, "a branch is: NAME. ! [queue !] sink"),
+    ("mqttsrc topic=a/# ! tee name=t", 1, 1, "has no branch"),
+    ("mqttsrc topic=a/# ! appsink", 1, 21, "appsink needs callback=module:function"),
+    ("mqttsrc topic=a/# ! transform convert='t: open(value)' ! sqlite location=x", 1, 21, "transform: expected"),
+    ("mqtt://localhost/ ! sqlite:///x.db", 1, 1, "an MQTT URL with a topic"),
+    ("mqttsrc topic=a/# ! mysql://db/x", 1, 21, "unknown element 'mysql://db/x'"),
+    ("mqttsrc topic=a/# ! postgresql url=crate://x:4200/", 1, 21, "postgresql url: expected a postgresql URL"),
+]
+
+
+@pytest.mark.parametrize("text, line, column, message", INVALID, ids=[f"invalid-{i:02d}" for i in range(len(INVALID))])
+def test_invalid_pipelines(text, line, column, message):
+    """Each invalid pipeline fails with its line, column and what was expected."""
+    with pytest.raises(LorrygateError) as info:
+        parse_launch(text)
+    error = info.value
+    assert isinstance(error, (LaunchSyntaxError, PipelineError))
+    assert message in str(error), str(error)
+    assert (error.lineno, error.col) == (line, column), str(error)
+
+
+def test_at_least_thirty_cases():
+    """The tables hold at least 30 pipelines, valid and invalid, tees and quoted values among them."""
+    assert len(VALID) + len(INVALID) >= 30
+    assert any("tee" in text for text, *_ in VALID) and any('"' in text for text, *_ in VALID)
+
+
+def test_properties_keep_quotes_and_spaces():
+    """Quoted values keep their spaces and escaped quotes."""
+    (chain,) = parse(r'mqttsrc topic=a/# ! textsink location="my \"rows\".ndjson"')
+    assert chain.elements[1].get("location") == 'my "rows".ndjson'
+
+
+def test_describe_prints_schema_table_and_ddl():
+    """--describe resolves a topic to address, schema, table and the DDL, without connecting."""
+    pipeline = parse_launch("mqtt://localhost/mqttkit-1/%23 ! crate://localhost:4200/")
+    text = pipeline.describe(["mqttkit-1/testdrive/area-42/node-1/data.json"])
+    assert "schema mqttkit_1_testdrive, table area_42_node_1_sensors" in text
+    assert 'CREATE TABLE IF NOT EXISTS "mqttkit_1_testdrive"."area_42_node_1_sensors"' in text
