@@ -15,6 +15,7 @@ is printed at once and the exit code is 2.
 """
 
 import argparse
+import os
 import sys
 
 from lorrygate import __version__
@@ -31,6 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-format", choices=("text", "json"), help="overrides [lorrygate] log_format")
     parser.add_argument("--log-level", choices=("debug", "info", "warn", "error"), help="overrides log_level")
     parser.add_argument("--json", action="store_true", help="status and flush: print the JSON answer")
+    parser.add_argument("--reload", action="store_true", help="reload when the config or strategies/ change")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="decode and print rows instead of writing them (from the source, or from --messages)")
+    parser.add_argument("--messages", help="--dry-run: a file of recorded messages, one JSON object a line")
     parser.add_argument("--describe", action="store_true", help="print the pipeline and where --topic goes; run nothing")
     parser.add_argument("--topic", action="append", default=[], help="a sample topic for --describe (repeatable)")
     parser.add_argument("--data-dir", default="var", help="launch and relay: where spools live (default: %(default)s)")
@@ -65,7 +70,12 @@ def main(argv=None) -> int:
         return 0
     if args.command in ("status", "flush"):
         return control(settings, args.command, args.json)
-    return run(settings, args.log_format or settings.gateway.log_format, args.log_level or settings.gateway.log_level)
+    if args.dry_run:
+        from lorrygate.pipeline.dryrun import dry_run
+
+        return dry_run(settings, args.messages)
+    return run(settings, args.log_format or settings.gateway.log_format, args.log_level or settings.gateway.log_level,
+               reload=args.reload)
 
 
 def inspect(arguments) -> int:
@@ -131,7 +141,7 @@ def control(settings, command: str, as_json: bool) -> int:
     return 0 if command == "status" or answer["flushed"] else EXIT_RUNTIME
 
 
-def run(settings, log_format: str, log_level: str) -> int:
+def run(settings, log_format: str, log_level: str, reload: bool = False) -> int:
     import gc
 
     from twisted.internet import reactor
@@ -139,15 +149,20 @@ def run(settings, log_format: str, log_level: str) -> int:
     from twisted.logger import Logger
 
     from lorrygate.logs import start_logging
-    from lorrygate.service.gateway import Gateway
+    from lorrygate.service.supervisor import Supervisor
 
     start_logging(log_format, log_level)
     log = Logger(namespace="lorrygate")
-    gateway = Gateway.from_settings(settings, reactor)
+    config_path = settings.source if os.path.exists(settings.source) else None
+    gateway = Supervisor(reactor, settings, config_path)
     outcome = {"code": 0}
 
     def started(_):
         reactor.addSystemEventTrigger("before", "shutdown", lambda: Deferred.fromCoroutine(gateway.stop()))
+        if config_path is not None:
+            gateway.listen_for_sighup()
+            if reload:
+                gateway.watch()
 
     def failed(failure):
         log.failure("lorrygate could not start: {error}", failure=failure, error=failure.getErrorMessage())

@@ -75,3 +75,28 @@ def test_ini_examples_in_docs_load(name, monkeypatch):
         text = "[broker:b]\nhost = h\n" + ("" if "[storage:" in text else "[storage:s]\nurl = sqlite:///x\n") + text
         text = text.replace("hook = mymodule:adjust\n", "")
         loads(text.replace("{realm}/sites", "{realm}/sites"))
+
+
+def test_dry_run_from_recorded_messages(tmp_path):
+    """--dry-run --messages prints the rows and the dead letters, and writes nothing."""
+    import io
+    import json
+
+    from lorrygate.config import loads
+    from lorrygate.pipeline.dryrun import dry_run
+
+    settings = loads("[broker:b]\nhost=h\n[storage:s]\nurl=sqlite:///" + str(tmp_path / "never.sqlite") +
+                     "\n[channel:c]\ntopics=r/#\n")
+    recorded = tmp_path / "messages.ndjson"
+    recorded.write_text(
+        json.dumps({"topic": "r/n/g/d/data.json", "payload": '{"t": 1, "time": 1717243200}'}) + "\n"
+        + json.dumps({"topic": "r/n//d/data.json", "payload": "{}"}) + "\n"
+        + json.dumps({"topic": "r/n/g/d/data.json", "payload_base64": "/w=="}) + "\n"
+        + json.dumps({"topic": "other/x", "payload": "{}"}) + "\n")
+    out = io.StringIO()
+    assert dry_run(settings, str(recorded), out) == 0
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert lines[0]["table"] == "g_d_sensors" and lines[0]["fields"] == {"t": 1}
+    assert lines[0]["time"] == "2024-06-01T12:00:00.000000000Z"
+    assert [line.get("stage") for line in lines[1:]] == ["topology", "decode"]
+    assert not (tmp_path / "never.sqlite").exists()

@@ -1,0 +1,77 @@
+"""Reloading: --reload and SIGHUP switch to a new valid config with nothing lost; an invalid edit changes nothing."""
+
+import json
+import signal
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from tests.faults import Stream
+from tests.gatewayproc import GatewayProcess, Publisher, count_rows, query, tables, write_config
+from tests.servers import wait_until
+
+EXTRA_CHANNEL = """
+[channel:second]
+source = test
+topics = {realm}-b/#
+storage = db
+"""
+
+
+class ReloadingGateway(GatewayProcess):
+    def start(self, *extra):
+        from tests.gatewayproc import RUNNING
+
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen([sys.executable, "-m", "lorrygate.cli", "-c", self.config, *extra],
+                                        stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        RUNNING.append(self.process)
+        wait_until(lambda: self.connected() or self.process.poll() is not None, 20, "the gateway to connect")
+        return self
+
+
+@pytest.mark.parametrize("how", ["watch", "sighup"])
+def test_adding_a_channel_with_nothing_lost(tmp_path, mosquitto, how):
+    """Editing the config to add a channel starts routing to it; the stream of the first channel loses nothing."""
+    realm = f"rl{uuid.uuid4().hex[:6]}"
+    config = write_config(str(tmp_path), mosquitto.port, client_id=f"gw-{realm}", topics=f"{realm}/#")
+    gateway = ReloadingGateway(config, str(tmp_path / "gw.log"))
+    gateway.start(*(["--reload"] if how == "watch" else []))
+    db = str(tmp_path / "gateway.sqlite")
+    stream = Stream(mosquitto.port, [f"{realm}/net/gw/node-{n}/data.json" for n in range(3)], 3000, rate=500).start()
+    wait_until(lambda: count_rows(db, realm) >= 500, 30, "the first rows")
+    with open(config, "a") as handle:
+        handle.write(EXTRA_CHANNEL.format(realm=realm))
+    if how == "sighup":
+        gateway.process.send_signal(signal.SIGHUP)
+    wait_until(lambda: any(e.get("log_format", "").startswith("reloaded") and e.get("channels") == 2
+                           for e in gateway.events()), 30, "the reload")
+    publisher = Publisher(mosquitto.port)
+    publisher.publish_many([(f"{realm}-b/net/gw/node/data.json", json.dumps({"seq": 1}))])
+    stream.finish()
+    wait_until(lambda: count_rows(db, realm) >= 3001, 60, "every message of both channels")
+    assert gateway.stop() == 0
+    publisher.close()
+    seqs = [r[0] for t in tables(db) if t.startswith(f"{realm}_net") for r in query(db, f'SELECT seq FROM "{t}"')]
+    assert set(seqs) == set(range(3000))
+    assert count_rows(db, f"{realm}_b") == 1
+
+
+def test_invalid_edit_keeps_the_running_config(tmp_path, mosquitto):
+    """An invalid edit is reported and the running gateway keeps storing."""
+    realm = f"bad{uuid.uuid4().hex[:6]}"
+    config = write_config(str(tmp_path), mosquitto.port, client_id=f"gw-{realm}", topics=f"{realm}/#")
+    gateway = ReloadingGateway(config, str(tmp_path / "gw.log")).start("--reload")
+    text = open(config).read()
+    with open(config, "w") as handle:
+        handle.write(text.replace("qos = 1", "qos = 7"))
+    wait_until(lambda: "the new configuration is invalid, the running one stays" in gateway.text(), 30, "the report")
+    assert "qos: expected a whole number from 0 to 2, got '7'" in gateway.text()
+    publisher = Publisher(mosquitto.port)
+    publisher.publish_many([(f"{realm}/net/gw/node/data.json", json.dumps({"seq": 1}))])
+    wait_until(lambda: count_rows(str(tmp_path / "gateway.sqlite"), realm) == 1, 30, "the row")
+    assert gateway.stop() == 0
+    publisher.close()
