@@ -191,6 +191,9 @@ class _Builder:
             self.channels[index] = attrs.evolve(channel, tee=channel.tee + (name,)) if channel.storage else attrs.evolve(
                 channel, storage=name)
             return
+        if head.factory == "url" and head.url.split("://", 1)[0].lower() in ("amqp", "amqps", "redis", "zmq", "kafka"):
+            raise PipelineError(f"{head.url.split('://', 1)[0]}:// sources are not supported yet; MQTT is "
+                                "(mqtt://host/topic)", text, head.loc)
         if kind != "source":
             raise PipelineError(f"a chain starts with a source (mqttsrc or mqtt://...) or a branch NAME., "
                                 f"got {head.factory if head.factory != 'url' else head.url!r}", text, head.loc)
