@@ -100,3 +100,17 @@ def test_dry_run_from_recorded_messages(tmp_path):
     assert lines[0]["time"] == "2024-06-01T12:00:00.000000000Z"
     assert [line.get("stage") for line in lines[1:]] == ["topology", "decode"]
     assert not (tmp_path / "never.sqlite").exists()
+
+
+def test_pipeline_examples_in_docs_build():
+    """Every launch and relay command in docs/pipeline.rst builds a pipeline."""
+    import shlex
+
+    from lorrygate.pipeline.model import parse_launch
+
+    commands = [block for block in literal_blocks("pipeline.rst") if block.startswith(("lorrygate launch", "lorrygate relay"))]
+    assert len(commands) >= 2
+    for block in commands:
+        words = shlex.split(block.replace("\n", " "))
+        text = words[2] if words[1] == "launch" else " ! ".join(words[2:4])
+        assert parse_launch(text).channels
