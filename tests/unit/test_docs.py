@@ -108,7 +108,7 @@ def test_pipeline_examples_in_docs_build():
 
     from lorrygate.pipeline.model import parse_launch
 
-    commands = [block for block in literal_blocks("pipeline.rst") if block.startswith(("lorrygate launch", "lorrygate relay"))]
+    commands = [block for block in literal_blocks("pipeline.rst") if block.startswith(("lorrygate launch \"", "lorrygate relay "))]
     assert len(commands) >= 2
     for block in commands:
         words = shlex.split(block.replace("\n", " "))
