@@ -153,6 +153,10 @@ class Batcher:
             dead=len(batch.dead_letters),
             seconds=self.clock.seconds() - started,
         )
+        self._next()
+
+    def _next(self) -> None:
+        """After a batch is done with: release backpressure, write what waits."""
         if self._paused and self.pending < self.max_pending // 2:
             self._set_paused(False)
         if len(self._batch):
@@ -213,12 +217,7 @@ class Batcher:
             message.ack.ack()
         self.stats.spooled += 1
         self._writing = None
-        if self._paused and self.pending < self.max_pending // 2:
-            self._set_paused(False)
-        if len(self._batch):
-            self.flush()
-        else:
-            self._check_drained()
+        self._next()
 
     def _spool_failed(self, failure, batch: Batch) -> None:
         self.log.error(
