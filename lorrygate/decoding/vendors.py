@@ -116,28 +116,17 @@ class TtnDecoder:
         decoded = uplink.get("decoded_payload")
         if not isinstance(decoded, dict):
             raise Declined("no 'uplink_message.decoded_payload' (set a payload formatter, or decode frm_payload with a JavaScript decoder)")
-        fields = flatten(decoded)
-        for key in ("f_port", "f_cnt"):
-            if key in uplink:
-                fields[key] = uplink[key]
         ids = document.get("end_device_ids") or {}
         tags = {
             "device_id": ids.get("device_id"),
             "dev_eui": ids.get("dev_eui"),
             "application_id": (ids.get("application_ids") or {}).get("application_id"),
         }
-        best = _best(uplink.get("rx_metadata") or [], "rssi", "snr")
-        if best is not None:
-            fields["rssi"] = best["rssi"]
-            if "snr" in best:
-                fields["snr"] = best["snr"]
-            tags["gateway_id"] = (best.get("gateway_ids") or {}).get("gateway_id")
-        stamp = uplink.get("received_at") or document.get("received_at")
-        try:
-            time = parse_time(stamp, self.timezone) if stamp else received_ns(message)
-        except ValueError as exc:
-            raise DecodeError(self.name, f"received_at: {exc}") from None
-        return [Record(time, fields, {key: value for key, value in tags.items() if value})]
+        return [_uplink_record(
+            self, message, decoded, {key: uplink[key] for key in ("f_port", "f_cnt") if key in uplink}, tags,
+            uplink.get("rx_metadata"), ("gateway_id", lambda g: (g.get("gateway_ids") or {}).get("gateway_id")),
+            ("received_at", uplink.get("received_at") or document.get("received_at")),
+        )]
 
 
 @implementer(IDecoder)
@@ -154,23 +143,29 @@ class ChirpStackDecoder:
         decoded = document.get("object")
         if not isinstance(decoded, dict):
             raise Declined("no decoded 'object' (set a codec in ChirpStack, or decode 'data' with a JavaScript decoder)")
-        fields = flatten(decoded)
-        for key in ("fPort", "fCnt"):
-            if key in document:
-                fields[key] = document[key]
         tags = {key: info.get(key) for key in ("devEui", "deviceName", "applicationName")}
-        best = _best(document.get("rxInfo") or [], "rssi", "snr")
-        if best is not None:
-            fields["rssi"] = best["rssi"]
-            if "snr" in best:
-                fields["snr"] = best["snr"]
-            tags["gatewayId"] = best.get("gatewayId")
-        stamp = document.get("time")
-        try:
-            time = parse_time(stamp, self.timezone) if stamp else received_ns(message)
-        except ValueError as exc:
-            raise DecodeError(self.name, f"time: {exc}") from None
-        return [Record(time, fields, {key: value for key, value in tags.items() if value})]
+        return [_uplink_record(
+            self, message, decoded, {key: document[key] for key in ("fPort", "fCnt") if key in document}, tags,
+            document.get("rxInfo"), ("gatewayId", lambda g: g.get("gatewayId")), ("time", document.get("time")),
+        )]
+
+
+def _uplink_record(decoder, message, decoded: dict, counters: dict, tags: dict, gateways, gateway_id, stamp) -> Record:
+    """A LoRaWAN uplink's record: decoded fields, port and counter, the best gateway's RSSI/SNR and id."""
+    fields = flatten(decoded)
+    fields.update(counters)
+    best = _best(gateways or [], "rssi", "snr")
+    if best is not None:
+        fields["rssi"] = best["rssi"]
+        if "snr" in best:
+            fields["snr"] = best["snr"]
+        tags[gateway_id[0]] = gateway_id[1](best)
+    key, value = stamp
+    try:
+        time = parse_time(value, decoder.timezone) if value else received_ns(message)
+    except ValueError as exc:
+        raise DecodeError(decoder.name, f"{key}: {exc}") from None
+    return Record(time, fields, {name: tag for name, tag in tags.items() if tag})
 
 
 @implementer(IDecoder)
