@@ -102,15 +102,13 @@ class PostgresDialect:
     def ensure_schema(self, conn, table) -> None:
         conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(table.schema or 'public')}")
 
-    def create_table(self, conn, table, idempotent: bool) -> None:
+    def create_table(self, conn, table, idempotent: bool, fields: list) -> None:
+        """One CREATE TABLE with the first row's columns (rather than one ALTER TABLE each)."""
         self.ensure_schema(conn, table)
+        columns = ['"time" TIMESTAMPTZ NOT NULL'] + [f"{quote(name)} {_TYPES[kind_of(value)]}" for name, value in fields]
         if idempotent:
-            conn.execute(
-                f'CREATE TABLE IF NOT EXISTS {qualified(table)} ("time" TIMESTAMPTZ NOT NULL, '
-                f"{ID_COLUMN} TEXT NOT NULL, PRIMARY KEY (\"time\", {ID_COLUMN}))"
-            )
-        else:
-            conn.execute(f'CREATE TABLE IF NOT EXISTS {qualified(table)} ("time" TIMESTAMPTZ NOT NULL)')
+            columns += [f"{ID_COLUMN} TEXT NOT NULL", f'PRIMARY KEY ("time", {ID_COLUMN})']
+        conn.execute(f"CREATE TABLE IF NOT EXISTS {qualified(table)} ({', '.join(columns)})")
 
     def add_column(self, conn, table, column: str, value) -> str:
         kind = _TYPES[kind_of(value)]

@@ -193,7 +193,13 @@ class SqlStorage:
             if template is not None:
                 dialect.ensure_schema(conn, table)
                 dialect.run_ddl(conn, template.render(table, entry))
-            dialect.create_table(conn, table, self.idempotent)
+            seen = {"time", ID_COLUMN}
+            fields = []
+            for column, value in flat.items():
+                if column.lower() not in seen:
+                    seen.add(column.lower())
+                    fields.append((column, value))
+            dialect.create_table(conn, table, self.idempotent, fields)
             pending.update(dialect.columns_of(conn, table))
         known = known or {}
         for column, value in flat.items():
