@@ -43,7 +43,7 @@ from bench.publisher import Publisher, telemetry  # noqa: E402
 from tests.servers import Mosquitto, PostgreSQL, wait_until  # noqa: E402
 
 PYTHON = sys.executable
-LORRY_VENV = os.environ.get("LORRYSTREAM_VENV", os.path.join(ROOT, ".venv-lorrystream"))
+LORRY_VENV = os.path.abspath(os.environ.get("LORRYSTREAM_VENV", os.path.join(ROOT, ".venv-lorrystream")))
 
 
 class BenchError(Exception):
@@ -233,10 +233,14 @@ def peer_scenario(work: str, count: int) -> dict | None:
     broker = Mosquitto(f"{directory}/broker").start()
     try:
         db = f"{directory}/lorrystream.sqlite"
+        # LorryStream mangles absolute sqlite://// URLs: give it a relative path from its working directory.
         relay = subprocess.Popen(
             [lorry, "relay", f"mqtt://127.0.0.1:{broker.port}/mqttkit-1/bench/%23?content-type=json",
-             f"sqlite:///{db}?table=bench"], stdout=open(f"{directory}/lorry.log", "wb"), stderr=subprocess.STDOUT)
+             "sqlite:///lorrystream.sqlite?table=bench"], stdout=open(f"{directory}/lorry.log", "wb"),
+            stderr=subprocess.STDOUT, cwd=directory)
         time.sleep(3)  # LorryStream has no readiness signal; it must be subscribed before we publish
+        if relay.poll() is not None:
+            raise BenchError(f"LorryStream exited: {open(f'{directory}/lorry.log').read()[-1500:]}")
         start = time.monotonic()
         publisher = Publisher(broker.port)
         publisher.publish_all(telemetry(topics(100, n), n) for n in range(count))
@@ -251,7 +255,7 @@ def peer_scenario(work: str, count: int) -> dict | None:
             except sqlite3.Error:
                 return 0
 
-        done = wait_rows(rows, count, 600, "LorryStream relay into SQLite")
+        done = wait_rows(rows, count, 300, "LorryStream relay into SQLite")
         relay.send_signal(signal.SIGINT)
         try:
             relay.wait(10)
