@@ -75,7 +75,7 @@ class StorageSettings:
     path: str = ""
     batch_size: int = 5000
     linger: float = 0.0
-    max_pending: int = 200_000
+    max_pending: int = 20_000
     synchronous: str = "FULL"
     idempotent: bool = False
     #: a `lorrygate.storage.ddl.DdlTemplate`, or None
@@ -140,7 +140,7 @@ STORAGE_KEYS = {
     "url": Key(v.storage_url),
     "batch_size": Key(v.integer(1, 1_000_000), 5000),
     "linger": Key(v.duration(0, 60), 0.0),
-    "max_pending": Key(v.integer(1, 100_000_000), 200_000),
+    "max_pending": Key(v.integer(1, 100_000_000), 20_000),
     "idempotent": Key(v.boolean, False),
     "spool": Key(v.boolean, True),
     "spool_max": Key(v.size, 1 << 30),

@@ -50,7 +50,7 @@ class Batcher:
     clock: object
     max_rows: int = 5000
     linger: float = 0.0
-    max_pending: int = 200_000
+    max_pending: int = 20_000
     retry_initial: float = 0.5
     retry_max: float = 30.0
     stats: BatchStats = attrs.Factory(BatchStats)
