@@ -377,7 +377,7 @@ def render_table(report: dict) -> str:
         lines.append(f"| live {row['rate']:,} msg/s | p50 {fmt(row['p50_ms'], ' ms')}, p99 {fmt(row['p99_ms'], ' ms')} | "
                      f"kept up: {'yes' if row['kept_up'] else 'NO'} | | p99 < 500 ms at 10,000 |")
     for row in report["tables"]:
-        lines.append(f"| {row['nodes']:,} tables | {fmt(row['rate'], ' msg/s')}, peak RSS {fmt(row['peak_rss_mb'], ' MB')} | "
+        lines.append(f"| {row['nodes']:,} table{'s' if row['nodes'] > 1 else ''} | {fmt(row['rate'], ' msg/s')}, peak RSS {fmt(row['peak_rss_mb'], ' MB')} | "
                      f"1 table | {row['ratio_to_single']:.2f} | >= 0.5, RSS < 200 MB |")
     peer = report["peer"]
     if "ratio" in peer:
@@ -403,13 +403,14 @@ def plot(report: dict, path: str) -> None:
         report["drain"]["mosquitto_sub"]["median"], report["drain"]["sqlite"]["median"],
         report["drain"]["postgresql"]["median"]]
     for row in report["tables"]:
-        labels.append(f"{row['nodes']:,} tables")
+        labels.append(f"{row['nodes']:,} table" + ("s" if row["nodes"] > 1 else ""))
         values.append(row["rate"]["median"])
     if "ratio" in report["peer"]:
         labels.append("LorryStream")
         values.append(report["peer"]["lorrystream"]["median"])
     left.barh(labels, values, color="#3b7dd8")
-    left.set_xlabel("messages/s (drain)")
+    left.set_xscale("log")
+    left.set_xlabel("messages/s (drain, log scale)")
     left.set_title("Throughput")
     rates = [row["rate"] for row in report["live"]]
     right.plot(rates, [row["p50_ms"]["median"] for row in report["live"]], "o-", label="p50")
