@@ -22,7 +22,6 @@ own thread, never on the reactor.
 
 import base64
 import json
-import os
 
 import attrs
 from twisted.internet.threads import deferToThreadPool
@@ -165,7 +164,3 @@ def _js_value(value):
         return list(value)
     except TypeError:
         return str(value)
-
-
-def codec_path(path: str, base: str) -> str:
-    return path if os.path.isabs(path) else os.path.join(base, path)

@@ -63,8 +63,3 @@ def plain(value):
     if isinstance(value, (list, tuple)):
         return [plain(item) for item in value]
     return value
-
-
-def text_of(payload: bytes, decoder: str) -> str:
-    """The payload as UTF-8 text; Declined (via the caller) when it is not."""
-    return payload.decode("utf-8")

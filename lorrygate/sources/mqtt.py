@@ -23,10 +23,6 @@ from lorrygate.mqtt import codec
 from lorrygate.mqtt.protocol import DISCONNECT_REASONS, MQTTClientProtocol
 from lorrygate.mqtt.topics import parse_filter
 
-#: session expiry "never" (MQTT 5, 3.1.2.11.2)
-SESSION_NEVER_EXPIRES = 0xFFFFFFFF
-
-
 def default_client_id(channel: str) -> str:
     """A client id that stays the same across restarts of this host's gateway."""
     return f"lorrygate-{socket.gethostname()}-{channel}"

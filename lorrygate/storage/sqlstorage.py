@@ -28,10 +28,6 @@ from lorrygate.storage.layout import ID_COLUMN, flatten, row_id
 DEAD_LETTER_TABLE = "lorrygate_dead_letter"
 
 
-class TransientError(Exception):
-    """The database is unwell (not the data): retry the whole batch later."""
-
-
 @implementer(IStorage)
 @attrs.define(eq=False)
 class SqlStorage:
