@@ -115,7 +115,7 @@ class FakeCrate(Resource):
             key = tuple(row.get(column) for column in target["pk"] if column in row)
             if any(tuple(r.get(c) for c in target["pk"] if c in r) == key for r in target["rows"]):
                 return {"rowcount": -2, "error": {"code": 4091,
-                                                  "message": f"DuplicateKeyException[A document with the same primary key exists already]"}}
+                                                  "message": "DuplicateKeyException[A document with the same primary key exists already]"}}
         for name, value in (row.get("fields") or {}).items():
             kind = _kind(value)
             known = target["types"].get(name)

@@ -3,8 +3,6 @@ responses (tests/fakecrate.py); and, when LORRYGATE_CRATEDB_URL is set, against 
 
 import json
 import os
-import socket
-import textwrap
 import urllib.request
 import uuid
 

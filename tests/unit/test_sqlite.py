@@ -1,6 +1,5 @@
 """SQLite storage: tables on first sample, a column per field, dead letters, bad rows isolated."""
 
-import sqlite3
 
 import pytest
 
