@@ -439,6 +439,17 @@ def _parse_publish(flags: int, buf, pos: int, end: int, v5: bool) -> Publish:
     qos = (flags >> 1) & 0b11
     if qos == 3:
         raise ProtocolError("PUBLISH with QoS 3 (both QoS bits set)")
+    if not v5:
+        # The hot path (MQTT 3.1.1): slice the fields out directly.
+        length = (buf[pos] << 8 | buf[pos + 1]) if end - pos >= 2 else -1
+        body = pos + 2 + length + (2 if qos else 0)
+        if length >= 0 and body <= end:
+            try:
+                topic = bytes(buf[pos + 2 : pos + 2 + length]).decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ProtocolError(f"malformed UTF-8 string in packet: {exc}") from None
+            packet_id = (buf[body - 2] << 8 | buf[body - 1]) if qos else None
+            return Publish(topic, bytes(buf[body:end]), qos, bool(flags & 1), bool(flags & 0b1000), packet_id, {})
     reader = _Reader(buf, pos, end)
     topic = reader.string()
     packet_id = reader.u16() if qos else None

@@ -94,11 +94,12 @@ class Batcher:
         self._added_one()
 
     def _added_one(self) -> None:
-        if len(self._batch) >= self.max_rows:
+        if self._batch.rows >= self.max_rows:
             self.flush()
         elif self._timer is None and self._writing is None:
             self._timer = self.clock.callLater(self.linger, self._tick)
-        if not self._paused and self.pending >= self.max_pending:
+        writing = self._writing
+        if not self._paused and self._batch.rows + (writing.rows if writing is not None else 0) >= self.max_pending:
             self._set_paused(True)
 
     def _tick(self) -> None:
