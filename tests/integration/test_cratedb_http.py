@@ -19,27 +19,7 @@ from lorrygate.storage.cratedb import CrateStorage, make_client
 from tests.fakecrate import FakeCrate
 from tests.gatewayproc import GatewayProcess, Publisher, write_config
 from tests.servers import free_port, wait_until
-
-
-class Ack:
-    def __init__(self):
-        self.count = 0
-
-    def ack(self):
-        self.count += 1
-
-
-class Source:
-    def __init__(self):
-        self.paused = False
-        self.pauses = 0
-
-    def pauseReading(self):
-        self.paused = True
-        self.pauses += 1
-
-    def resumeReading(self):
-        self.paused = False
+from tests.doubles import Ack, Source
 
 
 @pytest_twisted.ensureDeferred

@@ -7,27 +7,9 @@ from lorrygate.model import Message, Record, TableName
 from lorrygate.storage.batch import DeadLetter, Entry
 from lorrygate.storage.batcher import Batcher
 from lorrygate.storage.memory import MemoryStorage
+from tests.doubles import Ack, Source
 
 TABLE = TableName("s", "t")
-
-
-class Ack:
-    def __init__(self):
-        self.count = 0
-
-    def ack(self):
-        self.count += 1
-
-
-class Source:
-    def __init__(self):
-        self.paused = False
-
-    def pauseReading(self):
-        self.paused = True
-
-    def resumeReading(self):
-        self.paused = False
 
 
 def entry(n: int, ack=None) -> Entry:

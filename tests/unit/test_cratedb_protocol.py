@@ -12,17 +12,10 @@ from lorrygate.storage.batcher import Batcher
 from lorrygate.storage.cratedb import DEAD_LETTER_DDL, DEAD_LETTER_INSERT, CrateStorage, default_ddl, insert_statement
 from lorrygate.storage.ddl import DdlTemplate, crate_validator
 from tests.fakecrate import FakeCrate
+from tests.doubles import Ack
 
 T = 1_717_243_200_123_456_789
 TABLE = TableName("mqttkit_1_testdrive", "area_42_node_1_sensors")
-
-
-class Ack:
-    def __init__(self):
-        self.count = 0
-
-    def ack(self):
-        self.count += 1
 
 
 def entry(fields, table=TABLE, time=T, ack=None):

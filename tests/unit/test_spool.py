@@ -10,16 +10,9 @@ from lorrygate.storage.batch import Batch, DeadLetter, Entry
 from lorrygate.storage.batcher import Batcher
 from lorrygate.storage.memory import MemoryStorage
 from lorrygate.storage.spool import DamagedRecord, Spool, SpoolFull, decode, encode
+from tests.doubles import Ack, Source
 
 TABLE = TableName("s", "t")
-
-
-class Ack:
-    def __init__(self):
-        self.count = 0
-
-    def ack(self):
-        self.count += 1
 
 
 def entry(n, ack=None):
@@ -146,15 +139,6 @@ def test_batcher_holds_in_memory_when_the_spool_is_full(tmp_path):
     spool = Spool(str(tmp_path / "spool"), clock, max_bytes=10)
     spool.start(threaded=False)
     batcher = Batcher(storage, clock, max_rows=1, max_pending=2, spool=spool, retry_initial=1.0)
-
-    class Source:
-        paused = False
-
-        def pauseReading(self):
-            self.paused = True
-
-        def resumeReading(self):
-            self.paused = False
 
     source = Source()
     batcher.attach(source)
