@@ -30,7 +30,8 @@ from lorrygate.interfaces import IDecoder
 from lorrygate.model import Record
 
 
-def _text(payload: bytes) -> str:
+def payload_text(payload: bytes) -> str:
+    """A payload as UTF-8 text without NUL characters, or Declined."""
     try:
         text = payload.decode("utf-8")
     except UnicodeDecodeError:
@@ -47,7 +48,7 @@ class NdjsonDecoder:
     timezone: object = None
 
     def decode(self, message, address) -> list:
-        lines = [line for line in _text(message.payload).splitlines() if line.strip()]
+        lines = [line for line in payload_text(message.payload).splitlines() if line.strip()]
         if not lines:
             raise Declined("empty payload")
         records = []
@@ -77,7 +78,7 @@ class CsvDecoder:
     delimiter: str = ","
 
     def decode(self, message, address) -> list:
-        text = _text(message.payload)
+        text = payload_text(message.payload)
         lines = [line for line in text.splitlines() if line.strip()]
         if self.delimiter not in text:
             raise Declined(f"no {self.delimiter!r} delimiter")
@@ -113,7 +114,7 @@ class KeyValueDecoder:
     timezone: object = None
 
     def decode(self, message, address) -> list:
-        text = _text(message.payload).strip()
+        text = payload_text(message.payload).strip()
         if "=" not in text:
             raise Declined("no key=value pair")
         if "&" in text:
@@ -147,7 +148,7 @@ class ValueDecoder:
     def decode(self, message, address) -> list:
         if address is None or address.field is None:
             raise Declined("not a per-field topic (such as .../data/<field>)")
-        text = _text(message.payload).strip()
+        text = payload_text(message.payload).strip()
         if not text:
             raise Declined("an empty payload")
         if "\n" in text:

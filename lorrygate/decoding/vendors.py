@@ -29,6 +29,7 @@ import attrs
 from zope.interface import implementer
 
 from lorrygate.decoding.records import object_record, received_ns, scalar
+from lorrygate.decoding.text import payload_text
 from lorrygate.decoding.timestamps import parse_time
 from lorrygate.errors import Declined, DecodeError
 from lorrygate.interfaces import IDecoder
@@ -177,10 +178,7 @@ class HomieDecoder:
     def decode(self, message, address) -> list:
         if address is None or address.field is None:
             raise Declined("not a Homie property topic")
-        try:
-            text = message.payload.decode("utf-8")
-        except UnicodeDecodeError:
-            raise Declined("not UTF-8 text") from None
+        text = payload_text(message.payload)
         if text in ("true", "false"):
             value = text == "true"
         else:
