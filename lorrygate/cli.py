@@ -8,6 +8,7 @@ The ``lorrygate`` command.
     lorrygate launch "mqtt://localhost/mqttkit-1/%23 ! sqlite:///var/data.sqlite"
     lorrygate relay mqtt://localhost/testdrive/%23 sqlite:///var/data.sqlite
     lorrygate inspect [ELEMENT]             the elements of the launch language
+    lorrygate spool list|drain|discard      the disk spools of a data directory
     ... --describe [--topic TOPIC]...       print the pipeline (and where topics go), run nothing
 
 The config is validated completely before the reactor starts; every problem
@@ -25,30 +26,118 @@ EXIT_CONFIG = 2
 EXIT_RUNTIME = 1
 
 
+COMMANDS = ("run", "check", "status", "flush", "launch", "relay", "inspect", "spool")
+
+#: options that take a value, for finding the command word among the arguments
+_VALUED = ("-c", "--config", "--log-format", "--log-level", "--messages", "--topic", "--data-dir")
+
+EXAMPLES = {
+    "run": "  lorrygate -c etc/gateway.ini\n  lorrygate run -c etc/gateway.ini --reload\n"
+           "  lorrygate run -c etc/gateway.ini --dry-run --messages recorded.ndjson",
+    "check": "  lorrygate check -c etc/gateway.ini",
+    "status": "  lorrygate status -c etc/gateway.ini\n  lorrygate status -c etc/gateway.ini --json",
+    "flush": "  lorrygate flush -c etc/gateway.ini",
+    "launch": '  lorrygate launch "mqtt://localhost/mqttkit-1/%23 ! sqlite:///var/data.sqlite"\n'
+              '  lorrygate launch --describe --topic mqttkit-1/a/b/c/data.json "mqtt://localhost/%23 ! crate://localhost/"\n'
+              '  lorrygate launch "mqtt://localhost/%23 ! sqlite:///var/x.sqlite" --dry-run',
+    "relay": "  lorrygate relay mqtt://localhost/testdrive/%23 sqlite:///var/data.sqlite\n"
+             "  lorrygate relay --dry-run mqtt://localhost/testdrive/%23 crate://localhost/",
+    "inspect": "  lorrygate inspect\n  lorrygate inspect tee",
+    "spool": "  lorrygate spool list -c etc/gateway.ini\n  lorrygate spool drain db -c etc/gateway.ini --adopt\n"
+             "  lorrygate spool discard db -c etc/gateway.ini --yes",
+}
+
+
+def _common(config: bool = True, pipeline: bool = False, runtime: bool = False) -> argparse.ArgumentParser:
+    """Options shared by several commands; SUPPRESS so that a value given before
+    the command is not overwritten by the command's default."""
+    common = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    if config:
+        common.add_argument("-c", "--config", help="ini file (default: etc/gateway.ini)")
+    common.add_argument("--log-format", choices=("text", "json"), help="overrides [lorrygate] log_format")
+    common.add_argument("--log-level", choices=("debug", "info", "warn", "error"), help="overrides log_level")
+    if runtime:
+        common.add_argument("--dry-run", action="store_true",
+                            help="decode and print rows instead of writing them (from the source, or from --messages)")
+        common.add_argument("--messages", help="--dry-run: a file of recorded messages, one JSON object a line")
+        common.add_argument("--describe", action="store_true",
+                            help="print the pipeline and where --topic goes; run nothing")
+        common.add_argument("--topic", action="append", help="a sample topic for --describe (repeatable)")
+    if pipeline:
+        common.add_argument("--data-dir", help="where spools and the lock live (default: var)")
+    return common
+
+
+DEFAULTS = {"config": "etc/gateway.ini", "log_format": None, "log_level": None, "dry_run": False, "messages": None,
+            "describe": False, "topic": [], "data_dir": "var", "json": False, "reload": False, "arguments": [],
+            "adopt": False, "yes": False, "storage": None}
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lorrygate", description="Topic-routing data-acquisition gateway.")
+    parser = argparse.ArgumentParser(
+        prog="lorrygate", description="Topic-routing data-acquisition gateway.", parents=[_common(runtime=True)],
+        epilog="Without a command, lorrygate runs the gateway (lorrygate run). "
+               "Each command has its own --help with examples.",
+        formatter_class=argparse.RawDescriptionHelpFormatter, argument_default=argparse.SUPPRESS)
     parser.add_argument("--version", action="version", version=f"lorrygate {__version__}")
-    parser.add_argument("-c", "--config", default="etc/gateway.ini", help="ini file (default: %(default)s)")
-    parser.add_argument("--log-format", choices=("text", "json"), help="overrides [lorrygate] log_format")
-    parser.add_argument("--log-level", choices=("debug", "info", "warn", "error"), help="overrides log_level")
-    parser.add_argument("--json", action="store_true", help="status and flush: print the JSON answer")
-    parser.add_argument("--reload", action="store_true", help="reload when the config or strategies/ change")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="decode and print rows instead of writing them (from the source, or from --messages)")
-    parser.add_argument("--messages", help="--dry-run: a file of recorded messages, one JSON object a line")
-    parser.add_argument("--describe", action="store_true", help="print the pipeline and where --topic goes; run nothing")
-    parser.add_argument("--topic", action="append", default=[], help="a sample topic for --describe (repeatable)")
-    parser.add_argument("--data-dir", default="var", help="launch and relay: where spools live (default: %(default)s)")
-    parser.add_argument(
-        "command", nargs="?", default="run",
-        choices=("run", "check", "status", "flush", "launch", "relay", "inspect"), help="default: run",
-    )
-    parser.add_argument("arguments", nargs="*", help="launch: the pipeline; relay: SOURCE SINK; inspect: ELEMENT")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def command(name: str, help: str, parents) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help, description=help, parents=parents, epilog="examples:\n" + EXAMPLES[name],
+                                   formatter_class=argparse.RawDescriptionHelpFormatter,
+                                   argument_default=argparse.SUPPRESS)
+
+    run = command("run", "run the gateway (the default command)", [_common(runtime=True)])
+    run.add_argument("--reload", action="store_true", help="reload when the config or strategies/ change")
+    command("check", "validate a config and exit", [_common()])
+    for name, text in (("status", "what the running gateway buffers, per table"),
+                       ("flush", "make the running gateway commit everything now")):
+        command(name, text, [_common()]).add_argument("--json", action="store_true", help="print the JSON answer")
+    for name, text, what in (("launch", "run a pipeline of the launch language", "the pipeline"),
+                             ("relay", "relay from a source URL to a sink URL (LorryStream's URLs)", "SOURCE-URL SINK-URL")):
+        sub = command(name, text, [_common(config=False, pipeline=True, runtime=True)])
+        sub.add_argument("arguments", nargs="*", metavar="ARGUMENT", help=what)
+    sub = command("inspect", "the elements of the launch language", [])
+    sub.add_argument("arguments", nargs="*", metavar="ELEMENT")
+    spool = command("spool", "list, drain or discard the disk spools of a data directory", [_common(pipeline=True)])
+    spool.add_argument("action", choices=("list", "drain", "discard"))
+    spool.add_argument("storage", nargs="?", help="drain, discard: the storage whose spool it is")
+    spool.add_argument("--adopt", action="store_true",
+                       help="drain: write the batches into the configured storage although they were spooled for "
+                            "another target")
+    spool.add_argument("--yes", action="store_true", help="discard: yes, delete the spooled batches")
     return parser
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
+    """Parse the command line; without a command word, ``run`` is meant."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    skip = False
+    for token in argv:
+        if skip:
+            skip = False
+            continue
+        if token in _VALUED:
+            skip = True
+            continue
+        if token.startswith("-"):
+            continue
+        break
+    else:
+        token = None
+    if token not in COMMANDS and not any(a in ("-h", "--help", "--version") for a in argv):
+        argv = ["run"] + argv
     args = build_parser().parse_args(argv)
+    for key, value in DEFAULTS.items():
+        if not hasattr(args, key):
+            setattr(args, key, list(value) if isinstance(value, list) else value)
+    if getattr(args, "command", None) is None:
+        args.command = "run"
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     if args.command == "inspect":
         return inspect(args.arguments)
     if args.command in ("launch", "relay"):
@@ -63,6 +152,10 @@ def main(argv=None) -> int:
     if args.command == "check":
         print(f"{args.config}: OK, {len(settings.channels)} channel(s)")
         return 0
+    if args.command == "spool":
+        from lorrygate.storage.spool_admin import spool_command
+
+        return spool_command(settings, args)
     if args.describe:
         from lorrygate.pipeline.describe import describe
 
@@ -111,6 +204,10 @@ def launch(args) -> int:
     if args.describe:
         print(pipeline.describe(args.topic))
         return 0
+    if args.dry_run:
+        from lorrygate.pipeline.dryrun import dry_run
+
+        return dry_run(pipeline.settings, args.messages)
     return pipeline.run(args.log_format or "text", args.log_level or "info")
 
 
@@ -165,7 +262,12 @@ def run(settings, log_format: str, log_level: str, reload: bool = False) -> int:
                 gateway.watch()
 
     def failed(failure):
-        log.failure("lorrygate could not start: {error}", failure=failure, error=failure.getErrorMessage())
+        from lorrygate.errors import LorrygateError
+
+        if failure.check(LorrygateError):
+            log.error("lorrygate could not start: {error}", error=failure.getErrorMessage())
+        else:
+            log.failure("lorrygate could not start: {error}", failure=failure, error=failure.getErrorMessage())
         outcome["code"] = EXIT_RUNTIME
         reactor.stop()
 

@@ -57,6 +57,8 @@ def render_status(answer: dict) -> str:
         )
         if storage.get("down"):
             lines.append("  DOWN: writes fail; batches go to the spool")
+        if storage.get("failing"):
+            lines.append(f"  FAILING: the database refuses every row (kept as dead letters): {storage['failing']}")
         spool = storage.get("spool")
         if spool and spool["batches"]:
             lines.append(f"  spool: {spool['batches']} batches, {spool['bytes']} bytes, oldest {spool['oldest_age']:.1f} s")

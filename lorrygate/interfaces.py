@@ -18,11 +18,16 @@ class ISource(Interface):
 
     name = Attribute("The source's name, as in the config (str).")
 
-    def pauseReading():
-        """Stop reading from the network (backpressure): nothing is dropped."""
+    paused = Attribute("Whether anybody holds the source paused (bool).")
 
-    def resumeReading():
-        """Read again after pauseReading()."""
+    def pause(holder):
+        """Stop reading for ``holder`` (backpressure): nothing is dropped.
+
+        Each consumer holds its own pause; see `lorrygate.sources.pauses`.
+        """
+
+    def resume(holder):
+        """Let go of ``holder``'s pause; reading resumes once nobody holds one."""
 
 
 class IStrategy(Interface):

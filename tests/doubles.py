@@ -12,15 +12,20 @@ class Ack:
 
 
 class Source:
-    """A source that records whether the batcher paused it."""
+    """A source that records who holds it paused."""
 
     def __init__(self):
-        self.paused = False
+        self.holders = set()
         self.pauses = 0
 
-    def pauseReading(self):
-        self.paused = True
-        self.pauses += 1
+    @property
+    def paused(self):
+        return bool(self.holders)
 
-    def resumeReading(self):
-        self.paused = False
+    def pause(self, holder):
+        if holder not in self.holders:
+            self.pauses += 1
+        self.holders.add(holder)
+
+    def resume(self, holder):
+        self.holders.discard(holder)

@@ -139,7 +139,28 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".") -> s.Setting
         problem("channel:NAME", None, "at least one [channel:NAME] section", "none")
     if problems:
         raise ConfigError(problems)
-    return s.Settings(source, gateway, brokers, storages, tuple(built), strategies, decoders)
+    fingerprints = {section: tuple(parser[section].items()) for section in parser.sections()
+                    if section.partition(":")[0].strip() in ("strategy", "decoder")}
+    fingerprints["code"] = _code_hash(gateway.strategies, [values["file"] for _, values in decoder_sections.values()
+                                                           if values.get("file")])
+    return s.Settings(source, gateway, brokers, storages, tuple(built), strategies, decoders, fingerprints)
+
+
+def _code_hash(directory: str, files) -> str:
+    """A hash of the user code a config runs: the strategies directory and codec files."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    paths = list(files)
+    if os.path.isdir(directory):
+        paths += sorted(os.path.join(directory, name) for name in os.listdir(directory))
+    for path in paths:
+        try:
+            with open(path, "rb") as handle:
+                digest.update(path.encode() + b"\0" + handle.read() + b"\0")
+        except OSError:
+            digest.update(path.encode() + b"\0missing\0")
+    return digest.hexdigest()
 
 
 def _builtin_decoder(cls):

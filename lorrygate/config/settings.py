@@ -106,6 +106,10 @@ class Settings:
     strategies: dict = attrs.field(factory=dict, repr=False)
     #: decoder name -> a callable ``f(timezone, reactor)`` that returns an IDecoder
     decoders: dict = attrs.field(factory=dict, repr=False)
+    #: what a reload compares besides the values above: the raw items of each
+    #: ``strategy:NAME`` and ``decoder:NAME`` section, and under ``code`` a hash
+    #: of the strategies directory and the codec files
+    fingerprints: dict = attrs.field(factory=dict, repr=False)
 
 
 GATEWAY_KEYS = {

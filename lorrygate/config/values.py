@@ -161,6 +161,24 @@ class StorageUrl:
     def __str__(self) -> str:
         return mask_url(self.raw)
 
+    @property
+    def target(self) -> str:
+        """Where the data goes, without credentials: what a spool records as
+        its storage's identity (``sqlite:///abs/path``, ``postgresql://host:5432/db``)."""
+        import os
+        from urllib.parse import parse_qsl, urlencode, urlsplit
+
+        if self.kind == "sqlite":
+            return "sqlite:///" + os.path.abspath(self.path)
+        if self.kind in ("file", "app"):
+            return self.raw
+        parts = urlsplit(self.raw)
+        port = parts.port or {"postgresql": 5432, "crate": 4200}.get(self.kind)
+        query = sorted((k, v) for k, v in parse_qsl(parts.query) if "password" not in k.lower())
+        scheme = "postgresql" if self.kind == "postgresql" else parts.scheme
+        path = parts.path if self.kind == "postgresql" else (parts.path.rstrip("/") or "")
+        return f"{scheme}://{(parts.hostname or '').lower()}:{port}{path}" + (f"?{urlencode(query)}" if query else "")
+
 
 def storage_url(value: str) -> StorageUrl:
     from urllib.parse import urlsplit

@@ -196,6 +196,10 @@ class MQTTClientProtocol(Protocol):
         ``timeout`` seconds.
         """
         if self.connected and self.transport is not None:
+            # Acks already completed leave first, in the same write as the
+            # DISCONNECT: a broker ignores acks that come after it and
+            # redelivers those messages (duplicates after every stop).
+            self.flush_acks()
             self._send(Disconnect())
             self.transport.loseConnection()
             abort = self._clock.callLater(timeout, self.transport.abortConnection)
@@ -241,6 +245,13 @@ class MQTTClientProtocol(Protocol):
         # Acks completed in one go (a committed batch) leave in one write.
         if self._release_call is None and self.connected:
             self._release_call = self._clock.callLater(0, self._release_acks)
+
+    def flush_acks(self) -> None:
+        """Send every completed acknowledgement now, instead of in the next turn."""
+        call, self._release_call = self._release_call, None
+        if call is not None and call.active():
+            call.cancel()
+        self._release_acks()
 
     def _release_acks(self) -> None:
         self._release_call = None

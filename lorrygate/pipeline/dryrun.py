@@ -95,7 +95,10 @@ def _live(settings) -> int:
                 for name in settings.storages}
     brokers = {name: attrs.evolve(broker, client_id=f"{broker.client_id or 'lorrygate'}-dry-run", clean_session=True)
                for name, broker in settings.brokers.items()}
-    gateway = attrs.evolve(settings.gateway, control="off")
+    import tempfile
+
+    # Its own data directory: the running gateway holds the configured one.
+    gateway = attrs.evolve(settings.gateway, control="off", data_dir=tempfile.mkdtemp(prefix="lorrygate-dry-run-"))
     dry = attrs.evolve(settings, brokers=brokers, storages=storages, gateway=gateway,
                        channels=tuple(attrs.evolve(c, ddl=None, error_topic=False) for c in settings.channels))
     print("dry run: rows are printed, nothing is written; Ctrl-C stops", file=sys.stderr)

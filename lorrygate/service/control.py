@@ -33,6 +33,7 @@ def status(gateway) -> dict:
             "dead_letters": stats.dead_letters,
             "failures": stats.failures,
             "last_error": stats.last_error,
+            "failing": stats.failing,
             "last_flush_age": None if stats.last_flush is None else round(gateway.reactor.seconds() - stats.last_flush, 3),
             "last_flush_rows": stats.last_flush_rows,
             "down": batcher.down,
@@ -46,7 +47,8 @@ def status(gateway) -> dict:
             },
         })
     sources = [{"name": s.name, "broker": f"{s.broker.host}:{s.broker.port}", "connected": s.connected,
-                "client_id": s.client_id, "last_error": s.last_error, "retained_skipped": s.retained_skipped}
+                "client_id": s.client_id, "last_error": s.last_error, "retained_skipped": s.retained_skipped,
+                "subscribed": s.subscribed, "paused_by": list(s.paused_by)}
                for s in gateway.sources]
     channels = [dict(router.stats.asdict(), name=router.channel.name) for router in gateway.routers]
     return {"config": gateway.settings.source, "sources": sources, "storages": storages, "channels": channels}

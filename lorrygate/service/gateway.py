@@ -1,147 +1,196 @@
 """
-The gateway: storages, batchers, sources and channel routers, wired from
-validated settings, started and stopped in the order that loses nothing.
+The gateway: a Twisted service tree built from validated settings.
 
-Start: open every storage (a storage that cannot open stops start-up), then
-connect the sources. Stop: pause every source, commit everything buffered
-(acknowledging it), send DISCONNECT, close the storages.
+    Gateway (MultiService)
+      StorageService per storage: backend, batcher (every timer), spool
+      ChannelService per channel: MQTT source and router
+
+Start: lock the data directory, open every storage (a storage that cannot be
+used stops start-up; a database server that is down is an outage), lock the
+channels' client ids, then connect. The gateway is *ready* once every channel
+has subscribed (`Gateway.when_ready`); only then does it say "running" (and
+``READY=1`` to systemd).
+
+Stop: every channel stops reading, commits what it delivered, sends its acks
+and then DISCONNECT; then every storage cancels its timers, waits for its
+write in flight and closes. Nothing of the gateway runs afterwards.
+
+Reload (`Gateway.reconfigure`) changes only what changed, the way buildbot
+reconfigures: a channel whose settings, broker, storages, strategy and
+decoders are the same keeps its connection and session; a changed one is
+stopped (commit, ack, disconnect) and started again; a storage whose
+settings changed is replaced with the channels that use it. A new part
+that fails to start is stopped again, the old parts are started again, and
+the error is raised: the running configuration stays.
 """
 
+import os
+
 import attrs
-from twisted.internet.defer import DeferredList, TimeoutError as DeferredTimeout
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred, DeferredList, gatherResults
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-import os
-from zoneinfo import ZoneInfo
+from lorrygate.errors import LorrygateError
+from lorrygate.service import systemd
+from lorrygate.service.channel_service import ChannelService
+from lorrygate.service.locks import InstanceLock
+from lorrygate.service.storage_service import StorageService, make_backend, storage_ddl
 
-from lorrygate.decoding import DecoderChain
-from lorrygate.errors import StorageError
-from lorrygate.service.channel import ChannelRouter
-from lorrygate.sources.mqtt import MQTTSource
-from lorrygate.storage.batcher import Batcher
-from lorrygate.storage.spool import Spool
-from lorrygate.storage.postgresql import PostgresStorage
-from lorrygate.storage.sqlite import SQLiteStorage
+__all__ = ["Gateway", "make_backend"]
 
 
-def make_storage(storage, reactor, ddl: dict):
-    """The backend of a storage's settings."""
-    if storage.kind == "sqlite":
-        return SQLiteStorage(storage.name, storage.path, reactor, storage.synchronous, storage.idempotent, ddl)
-    if storage.kind == "postgresql":
-        return PostgresStorage(storage.name, storage.url.raw, reactor, storage.idempotent, ddl)
-    if storage.kind == "file":
-        from lorrygate.storage.sinks import TextSink
+class ReloadRefused(LorrygateError):
+    """A new configuration that cannot replace the running one."""
 
-        return TextSink(storage.name, storage.path, reactor, storage.text_format)
-    if storage.kind == "app":
-        from lorrygate.storage.sinks import AppSink
 
-        return AppSink(storage.name, storage.callback)
-    from lorrygate.storage.cratedb import CrateStorage
+def storage_spec(settings, name: str):
+    """What makes a storage the same across a reload (None: not configured)."""
+    storage = settings.storages.get(name)
+    if storage is None:
+        return None
+    ddl = storage_ddl(settings, name)
+    return (storage, tuple(sorted((key, template.text) for key, template in ddl.items())), settings.gateway.data_dir)
 
-    return CrateStorage.from_settings(storage, reactor, ddl)
+
+def channel_spec(settings, channel):
+    """What makes a channel the same across a reload, its storages aside."""
+    if channel is None:
+        return None
+    fingerprints = settings.fingerprints
+    transform = channel.transform
+    if transform is not None:
+        hook = transform.hook
+        transform = (transform.rename, transform.drop, tuple(c[:2] for c in transform.convert), transform.tags,
+                     hook and (getattr(hook, "__module__", ""), getattr(hook, "__qualname__", repr(hook))),
+                     transform.metadata, transform.source)
+    return (
+        attrs.evolve(channel, transform=None),
+        transform,
+        settings.brokers[channel.source],
+        fingerprints.get(f"strategy:{channel.strategy}"),
+        tuple(fingerprints.get(f"decoder:{name}") for name in channel.decoders),
+        fingerprints.get("code"),
+    )
 
 
 @attrs.define(eq=False)
-class Gateway:
+class Gateway(MultiService):
     settings: object
     reactor: object
-    storages: dict = attrs.Factory(dict)
-    batchers: dict = attrs.Factory(dict)
-    sources: list = attrs.Factory(list)
-    routers: list = attrs.Factory(list)
-    decoders: list = attrs.Factory(list)
-    _control: object = None
     shutdown_timeout: float = 15.0
+    storage_services: dict = attrs.Factory(dict)
+    channel_services: dict = attrs.Factory(dict)
+    _lock: InstanceLock | None = None
+    _control: object = None
     _stats_loop: LoopingCall | None = None
+    _watchdog: LoopingCall | None = None
+    _ready: Deferred | None = None
 
     log = Logger()
 
+    def __attrs_post_init__(self):
+        MultiService.__init__(self)
+
     @classmethod
     def from_settings(cls, settings, reactor) -> "Gateway":
-        gateway = cls(settings, reactor)
-        for name, storage in settings.storages.items():
-            ddl = {"": storage.ddl} if storage.ddl is not None else {}
-            ddl.update((c.name, c.ddl) for c in settings.channels if name in c.storages and c.ddl is not None)
-            backend = make_storage(storage, reactor, ddl)
-            gateway.storages[name] = backend
-            spool = None
-            if storage.spool:
-                directory = os.path.join(settings.gateway.data_dir, "spool", name)
-                spool = Spool(directory, reactor, storage.spool_max)
-            gateway.batchers[name] = Batcher(
-                backend,
-                reactor,
-                max_rows=storage.batch_size,
-                linger=storage.linger,
-                max_pending=storage.max_pending,
-                spool=spool,
-            )
-        for channel in settings.channels:
-            batcher = gateway.batchers[channel.storage]
-            timezone = ZoneInfo(channel.timezone)
-            decoders = tuple(settings.decoders[name](timezone, reactor) for name in channel.decoders)
-            gateway.decoders.extend(decoders)
-            router = ChannelRouter(
-                channel,
-                settings.strategies[channel.strategy](),
-                DecoderChain(decoders),
-                batcher,
-                reactor,
-            )
-            source = MQTTSource(
-                channel.name,
-                settings.brokers[channel.source],
-                channel.topics,
-                channel.qos,
-                router,
-                reactor,
-                reactor,
-                retained=channel.retained,
-            )
-            router.tee = tuple(gateway.batchers[name] for name in channel.tee)
-            for each in (batcher,) + router.tee:
-                each.attach(source)
-            router.publish = source.publish
-            gateway.routers.append(router)
-            gateway.sources.append(source)
-        return gateway
+        return cls(settings, reactor)
+
+    # -- what status, stats and tests look at --------------------------------------
+
+    @property
+    def storages(self) -> dict:
+        return {name: service.backend for name, service in self.storage_services.items()}
+
+    @property
+    def batchers(self) -> dict:
+        return {name: service.batcher for name, service in self.storage_services.items()}
+
+    @property
+    def sources(self) -> list:
+        return [service.source for service in self.channel_services.values()]
+
+    @property
+    def routers(self) -> list:
+        return [service.router for service in self.channel_services.values()]
+
+    # -- start -------------------------------------------------------------------
 
     async def start(self) -> None:
-        for decoder in self.decoders:
-            if hasattr(decoder, "start"):
-                decoder.start()
-        for name, storage in self.storages.items():
-            spool = self.batchers[name].spool
-            if spool is not None:
-                found = await spool.start()
-                if found:
-                    self.log.info("storage {storage}: {count} spooled batch(es) from before; draining them",
-                                  storage=name, count=found)
-            try:
-                await storage.start()
-            except StorageError as exc:
-                if self.settings.storages[name].kind == "sqlite":
-                    raise
-                # A database server that is down at start is an outage like any other.
-                self.log.error("{error}; starting anyway: batches wait (spool, backpressure) until it answers",
-                               error=str(exc))
-                self.batchers[name].storage_failed(exc)
-                continue
-            self.batchers[name]._drain_spool()
-        for source in self.sources:
-            source.startService()
+        """Open the storages and connect the channels; raise when something cannot start.
+
+        Returns once the sources are connecting; `when_ready` fires once they
+        have subscribed.
+        """
+        Service.startService(self)
+        self._lock = InstanceLock(self.settings.gateway.data_dir, self.settings.source)
+        try:
+            self._lock.acquire_data_dir()
+            await self._start_parts(self.settings, list(self.settings.storages), [c.name for c in self.settings.channels])
+        except BaseException:
+            await self.stop()
+            raise
         await self._listen_control()
+        self._start_loops()
+        self._ready = self.when_ready()
+        self._ready.addCallback(self._running)
+
+    def startService(self) -> None:
+        raise TypeError("start a Gateway with `await gateway.start()`")
+
+    async def _start_parts(self, settings, storages, channels) -> list:
+        """Start the named storages, then the named channels; return the channel services."""
+        for name in storages:
+            service = StorageService.from_settings(settings, name, self.reactor)
+            await service.start()
+            self._adopt(self.storage_services, name, service)
+        batchers = {name: service.batcher for name, service in self.storage_services.items()}
+        by_name = {channel.name: channel for channel in settings.channels}
+        built = [ChannelService.from_settings(settings, by_name[name], batchers, self.reactor, self.shutdown_timeout)
+                 for name in channels]
+        others = [s.source for n, s in self.channel_services.items() if n not in channels]
+        self._lock.acquire_clients(others + [service.source for service in built])
+        for service in built:
+            self._adopt(self.channel_services, service.channel.name, service)
+            service.startService()
+        return built
+
+    def _adopt(self, registry: dict, name: str, service) -> None:
+        registry[name] = service
+        service.parent = self
+        self.services.append(service)
+
+    def _drop(self, registry: dict, name: str):
+        service = registry.pop(name)
+        service.parent = None
+        self.services.remove(service)
+        return service
+
+    def when_ready(self, channels=None) -> Deferred:
+        """Fires once every channel (or those named) has subscribed."""
+        names = list(self.channel_services) if channels is None else channels
+        return gatherResults([self.channel_services[name].when_subscribed() for name in names], consumeErrors=True)
+
+    def _running(self, _) -> None:
+        self.log.info(
+            "lorrygate is running: {channels} channel(s) from {source}, every subscription acknowledged",
+            channels=len(self.channel_services),
+            source=self.settings.source,
+        )
+        systemd.notify("READY=1\nSTATUS=running")
+
+    def _start_loops(self) -> None:
         self._stats_loop = LoopingCall(self.log_stats)
         self._stats_loop.clock = self.reactor
         self._stats_loop.start(self.settings.gateway.stats_interval, now=False)
-        self.log.info(
-            "lorrygate is running: {channels} channel(s) from {source}",
-            channels=len(self.routers),
-            source=self.settings.source,
-        )
+        self._watchdog = systemd.start_watchdog(self.reactor)
+
+    def _stop_loops(self) -> None:
+        for loop in (self._stats_loop, self._watchdog):
+            if loop is not None and loop.running:
+                loop.stop()
+        self._stats_loop = self._watchdog = None
 
     async def _listen_control(self) -> None:
         description = self.settings.gateway.control_endpoint
@@ -153,7 +202,7 @@ class Gateway:
 
         if description.startswith("unix:"):
             path = description[5:]
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
             description = f"unix:{path}:lockfile=1:mode=600"
         try:
             self._control = await serverFromString(self.reactor, description).listen(control_site(self))
@@ -165,46 +214,98 @@ class Gateway:
                 error=str(exc),
             )
 
-    async def stop(self) -> None:
+    async def _stop_control(self) -> None:
         if self._control is not None:
-            await self._control.stopListening()
-            self._control = None
-        if self._stats_loop is not None and self._stats_loop.running:
-            self._stats_loop.stop()
-        for source in self.sources:
-            source.pauseReading()
-        settled = [router.settle() for router in self.routers]
-        for d in settled:
-            d.addTimeout(self.shutdown_timeout, self.reactor)
-        await DeferredList(settled, consumeErrors=True)
-        drains = [batcher.drain() for batcher in self.batchers.values()]
-        for d in drains:
-            d.addTimeout(self.shutdown_timeout, self.reactor)
-        for success, result in await DeferredList(drains, consumeErrors=True):
-            if not success and result.check(DeferredTimeout):
-                self.log.error(
-                    "stopping: storage did not commit within {timeout} s; the messages not "
-                    "committed stay unacknowledged and the broker delivers them again",
-                    timeout=self.shutdown_timeout,
-                )
-        await DeferredList([source.stopService() for source in self.sources], consumeErrors=True)
-        await DeferredList([storage.stop() for storage in self.storages.values()], consumeErrors=True)
-        for decoder in self.decoders:
-            if hasattr(decoder, "stop"):
-                decoder.stop()
-        for batcher in self.batchers.values():
-            if batcher.spool is not None:
-                batcher.spool.stop()
-        self.log_stats(final=True)
+            control, self._control = self._control, None
+            await control.stopListening()
 
-    def log_stats(self, final: bool = False) -> None:
-        for router in self.routers:
-            batcher = self.batchers[router.channel.storage]
+    # -- stop --------------------------------------------------------------------
+
+    async def stop(self) -> None:
+        """Stop every channel (commit, ack, disconnect), then every storage."""
+        systemd.notify("STOPPING=1")
+        await self._stop_control()
+        self._stop_loops()
+        if self._ready is not None:
+            ready, self._ready = self._ready, None
+            ready.cancel()
+        channels = list(self.channel_services.values())
+        await self._stop_parts(list(self.channel_services), list(self.storage_services))
+        Service.stopService(self)
+        if self._lock is not None:
+            self._lock.release()
+        self.log_stats(final=True, channels=channels)
+
+    def stopService(self) -> Deferred:
+        return Deferred.fromCoroutine(self.stop())
+
+    async def _stop_parts(self, channels, storages) -> None:
+        services = [self._drop(self.channel_services, name) for name in channels]
+        await DeferredList([service.stopService() for service in services], consumeErrors=True)
+        services = [self._drop(self.storage_services, name) for name in storages]
+        for success, result in await DeferredList([service.stopService() for service in services], consumeErrors=True):
+            if not success:
+                self.log.error("stopping a storage failed: {error}", error=result.getErrorMessage())
+
+    # -- reload ------------------------------------------------------------------
+
+    async def reconfigure(self, settings) -> list:
+        """Switch to new settings, changing only what changed; return the names
+        of the channels (re)started. On failure the old configuration runs
+        again and the error is raised."""
+        old = self.settings
+        if os.path.abspath(settings.gateway.data_dir) != os.path.abspath(old.gateway.data_dir):
+            raise ReloadRefused(
+                f"data_dir changed from {old.gateway.data_dir} to {settings.gateway.data_dir}: its spool and lock "
+                "move with it, so restart the gateway for that")
+        names = set(old.storages) | set(settings.storages)
+        changed = {name for name in names if storage_spec(old, name) != storage_spec(settings, name)}
+        new_channels = {channel.name: channel for channel in settings.channels}
+        stop_channels = [
+            channel.name for channel in old.channels
+            if channel_spec(old, channel) != channel_spec(settings, new_channels.get(channel.name))
+            or any(name in changed for name in channel.storages)
+            or (channel.name in new_channels and any(n in changed for n in new_channels[channel.name].storages))
+        ]
+        stop_storages = [name for name in old.storages if name in changed]
+        start_storages = [name for name in settings.storages if name in changed]
+        start_channels = [channel.name for channel in settings.channels
+                          if channel.name not in self.channel_services or channel.name in stop_channels]
+        await self._stop_parts(stop_channels, stop_storages)
+        try:
+            await self._start_parts(settings, start_storages, start_channels)
+        except BaseException as exc:
+            self.log.error("reload: the new configuration failed to start ({error}); going back to the running one",
+                           error=str(exc))
+            await self._stop_parts([n for n in start_channels if n in self.channel_services],
+                                   [n for n in start_storages if n in self.storage_services])
+            await self._start_parts(old, stop_storages, [n for n in stop_channels])
+            raise
+        self.settings = settings
+        if settings.gateway != old.gateway:
+            await self._stop_control()
+            self._stop_loops()
+            await self._listen_control()
+            self._start_loops()
+        self.log.info(
+            "reload: {changed} channel(s) and {storages} storage(s) restarted, {kept} channel(s) kept their session",
+            changed=len(start_channels), storages=len(start_storages),
+            kept=len(self.channel_services) - len(start_channels),
+        )
+        return start_channels
+
+    # -- stats -------------------------------------------------------------------
+
+    def log_stats(self, final: bool = False, channels=None) -> None:
+        for service in self.channel_services.values() if channels is None else channels:
+            router = service.router
+            batcher = service.batchers[0]
             self.log.info(
                 "channel {channel}: {received} received, {routed} routed, {unmatched} unmatched topics, "
                 "{undecodable} undecodable payloads, {collisions} table name collisions, {error_reports} "
                 "error reports; storage {storage}: {stored} rows and {dead} dead "
-                "letters committed, {pending} pending, {failures} failed writes, {spooled} batches in the spool",
+                "letters committed, {pending} pending, {failures} failed writes, {spooled} batches in the spool"
+                "{failing}",
                 event="stats",
                 final=final,
                 channel=router.channel.name,
@@ -214,5 +315,6 @@ class Gateway:
                 pending=batcher.pending,
                 failures=batcher.stats.failures,
                 spooled=batcher.spool.batches if batcher.spool is not None else 0,
+                failing=f"; FAILING: every row refused: {batcher.stats.failing}" if batcher.stats.failing else "",
                 **router.stats.asdict(),
             )

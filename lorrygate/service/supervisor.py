@@ -4,11 +4,14 @@ Running a gateway, and replacing it when its configuration changes.
 ``lorrygate -c FILE --reload`` watches the config file and the strategies
 directory (watchdog); SIGHUP asks for the same in production. A change is
 validated first: an invalid edit is reported and the running gateway stays.
-A valid one stops the running gateway the way SIGTERM would (everything
-buffered is committed and acknowledged, then it disconnects) and starts the
-new one, which resumes the same persistent sessions: nothing is dropped,
-nothing written twice; messages published during the switch wait in the
-broker.
+A valid one is applied part by part (`Gateway.reconfigure`): channels and
+storages that did not change keep running, their sessions untouched; a
+changed channel stops the way SIGTERM would stop it (everything it delivered
+is committed and acknowledged, then it disconnects) and starts again, resuming
+its persistent session: nothing is dropped, nothing written twice; messages
+published during the switch wait in the broker. A new configuration that
+fails to start is rolled back, and the running one stays. "reloaded" is
+logged once the restarted channels have subscribed.
 """
 
 import os
@@ -19,6 +22,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from lorrygate.errors import ConfigError
+from lorrygate.service import systemd
 
 
 @attrs.define(eq=False)
@@ -31,6 +35,7 @@ class Supervisor:
     _pending: object = None
     _busy: bool = False
     reloads: int = 0
+    failed_reloads: int = 0
 
     log = Logger()
 
@@ -85,7 +90,6 @@ class Supervisor:
 
     async def reload(self, why: str) -> None:
         from lorrygate.config import load
-        from lorrygate.service.gateway import Gateway
 
         if self._busy:
             self.request(why)
@@ -99,13 +103,27 @@ class Supervisor:
                                why=why, problems=exc.render())
                 return
             self.log.info("{why}: the new configuration is valid; switching", why=why)
-            old, self._gateway = self._gateway, None
-            if old is not None:
-                await old.stop()
+            systemd.notify("RELOADING=1")
+            gateway = self._gateway
+            if gateway is None:
+                return  # stopping
+            try:
+                restarted = await gateway.reconfigure(settings)
+            except Exception as exc:
+                self.failed_reloads += 1
+                self.log.error("{why}: the new configuration could not start, the running one stays: {error}",
+                               why=why, error=str(exc))
+                systemd.notify("READY=1\nSTATUS=reload failed, the running configuration stays")
+                return
             self.settings = settings
-            self._gateway = Gateway.from_settings(settings, self.reactor)
-            await self._gateway.start()
             self.reloads += 1
-            self.log.info("reloaded: {channels} channel(s) running", channels=len(settings.channels))
+            count = len(restarted)
+
+            def reloaded(_):
+                self.log.info("reloaded: {channels} channel(s) running, {restarted} of them (re)started and "
+                              "subscribed", channels=len(settings.channels), restarted=count)
+                systemd.notify("READY=1\nSTATUS=running")
+
+            self._gateway.when_ready(restarted).addCallback(reloaded).addErrback(lambda _: None)
         finally:
             self._busy = False

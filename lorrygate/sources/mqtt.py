@@ -22,6 +22,7 @@ from lorrygate.model import NO_ACK, Message
 from lorrygate.mqtt import codec
 from lorrygate.mqtt.protocol import DISCONNECT_REASONS, MQTTClientProtocol
 from lorrygate.mqtt.topics import parse_filter
+from lorrygate.sources.pauses import Pauses
 
 def default_client_id(channel: str) -> str:
     """A client id that stays the same across restarts of this host's gateway."""
@@ -108,7 +109,10 @@ class MQTTSource(Service):
     _filters: tuple = ()
     _service: ClientService | None = None
     _protocol: MQTTClientProtocol | None = None
-    _paused: bool = False
+    _pauses: Pauses = None
+    _subscribe_waiters: list = attrs.Factory(list)
+    #: whether a connection subscribed since the service started
+    subscribed: bool = False
     _failures: int = 0
     #: retained messages on (re)subscribe: "new" (only for a new
     #: subscription), "always" or "never"
@@ -129,18 +133,39 @@ class MQTTSource(Service):
             self.client_id = f"{base}-{self.name}" if base else default_client_id(self.name)
         if self._reactor is None:
             self._reactor = self._clock
+        self._pauses = Pauses(self._pause_protocol, self._resume_protocol)
 
     # -- ISource --------------------------------------------------------------
 
-    def pauseReading(self) -> None:
-        self._paused = True
+    @property
+    def paused(self) -> bool:
+        return self._pauses.paused
+
+    @property
+    def paused_by(self) -> tuple:
+        return self._pauses.holders
+
+    def pause(self, holder) -> None:
+        self._pauses.hold(holder)
+
+    def resume(self, holder) -> None:
+        self._pauses.release(holder)
+
+    def _pause_protocol(self) -> None:
         if self._protocol is not None:
             self._protocol.pauseReading()
 
-    def resumeReading(self) -> None:
-        self._paused = False
+    def _resume_protocol(self) -> None:
         if self._protocol is not None:
             self._protocol.resumeReading()
+
+    def when_subscribed(self) -> Deferred:
+        """Fires once a connection of this service has subscribed (the SUBACK came)."""
+        if self.subscribed:
+            return succeed(None)
+        d = Deferred(lambda d: self._subscribe_waiters.remove(d) if d in self._subscribe_waiters else None)
+        self._subscribe_waiters.append(d)
+        return d
 
     def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
         """Publish on this source's connection, best effort (error reports)."""
@@ -179,8 +204,9 @@ class MQTTSource(Service):
         self._service.startService()
 
     def stopService(self) -> Deferred:
-        """Send DISCONNECT (after any acks already released) and stop reconnecting."""
+        """Send the acks already released, then DISCONNECT, and stop reconnecting."""
         super().stopService()
+        self.subscribed = False
         protocol, self._protocol = self._protocol, None
         service, self._service = self._service, None
         d = protocol.disconnect() if protocol is not None and protocol.connected else succeed(None)
@@ -232,9 +258,13 @@ class MQTTSource(Service):
             protocol.transport.abortConnection()
             return
         self._failures = 0
+        if not self.running:
+            # Stopped while subscribing: this connection is not ours any more.
+            protocol.disconnect()
+            return
         self._protocol = protocol
         protocol.when_lost().addCallback(lambda _: self._lost(protocol))
-        if self._paused:
+        if self._pauses.paused:
             protocol.pauseReading()
         self.log.info(
             "MQTT source {source}: connected to {host}:{port} as {client_id} "
@@ -247,6 +277,10 @@ class MQTTSource(Service):
             session_present=connack.session_present,
             topics=",".join(self.topics),
         )
+        self.subscribed = True
+        waiters, self._subscribe_waiters = self._subscribe_waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
 
     def _lost(self, protocol) -> None:
         if not self.running:

@@ -47,6 +47,10 @@ class Batch:
     extra_dead: list = attrs.Factory(list)
     #: for a batch read back from the spool: when it was spooled
     spooled_at: float | None = None
+    #: how many rows the storage refused (their messages are in extra_dead)
+    refused_rows: int = 0
+    #: Deferreds that fire once the batch is committed or spooled (`Batcher.barrier`)
+    waiters: list = attrs.Factory(list)
 
     def add(self, entry: Entry) -> None:
         self.entries.append(entry)

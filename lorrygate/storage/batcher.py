@@ -18,12 +18,19 @@ After the delay the oldest spooled batch is tried (the probe); once it is
 written the storage counts as up, live batches go to it again, and the
 spool drains oldest first alongside them. Without a spool, or when the spool
 is full, a failed batch stays in memory and is retried with backoff. While
-``max_pending`` rows wait, the sources are paused (backpressure); nothing is
-ever dropped.
+``max_pending`` rows wait, the batcher holds its sources paused
+(backpressure; each batcher holds its own pause, see
+`lorrygate.sources.pauses`); nothing is ever dropped.
+
+`Batcher.barrier` fires once everything added so far is committed (or
+spooled) and acknowledged, however much more keeps arriving: a channel that
+stops waits on it. `Batcher.stop` cancels every timer and waits for the
+write in flight; what is not committed then stays unacknowledged, and the
+broker delivers it again.
 """
 
 import attrs
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 from twisted.logger import Logger
 
 from lorrygate.storage.batch import Batch
@@ -36,6 +43,8 @@ class BatchStats:
     dead_letters: int = 0
     failures: int = 0
     last_error: str = ""
+    #: why the last batch's rows were all refused ("" while rows get stored)
+    failing: str = ""
     #: clock time and size of the last successful write
     last_flush: float | None = None
     last_flush_rows: int = 0
@@ -61,6 +70,11 @@ class Batcher:
     _retry_delay: float = 0.0
     _paused: bool = False
     _waiters: list = attrs.Factory(list)
+    _retry: object = None
+    _drain_call: object = None
+    #: Deferreds of the writes, spool writes and spool reads in flight
+    _inflight: set = attrs.Factory(set)
+    _stopped: bool = False
     #: a `lorrygate.storage.spool.Spool`, or None
     spool: object = None
     _down_until: float | None = None
@@ -69,11 +83,21 @@ class Batcher:
 
     log = Logger()
 
+    @property
+    def pause_name(self) -> str:
+        return f"storage {self.storage.name}"
+
     def attach(self, source) -> None:
         """Pause and resume this source with the batcher's backpressure."""
         self._sources.append(source)
         if self._paused:
-            source.pauseReading()
+            source.pause(self)
+
+    def detach(self, source) -> None:
+        """Forget a source (its channel stopped); let go of its pause."""
+        if source in self._sources:
+            self._sources.remove(source)
+            source.resume(self)
 
     @property
     def paused(self) -> bool:
@@ -94,6 +118,8 @@ class Batcher:
         self._added_one()
 
     def _added_one(self) -> None:
+        if self._stopped:
+            return
         if self._batch.rows >= self.max_rows:
             self.flush()
         elif self._timer is None and self._writing is None:
@@ -113,7 +139,7 @@ class Batcher:
             if self._timer.active():
                 self._timer.cancel()
             self._timer = None
-        if self._writing is not None or not len(self._batch):
+        if self._writing is not None or not len(self._batch) or self._stopped:
             self._check_drained()
             return
         self._writing, self._batch = self._batch, Batch()
@@ -130,17 +156,25 @@ class Batcher:
     def _write(self) -> None:
         batch = self._writing
         started = self.clock.seconds()
-        d = maybeDeferred(self.storage.write, batch)
+        d = self._track(maybeDeferred(self.storage.write, batch))
         d.addCallbacks(self._written, self._failed, callbackArgs=(batch, started), errbackArgs=(batch,))
+
+    def _track(self, d: Deferred) -> Deferred:
+        """Remember a Deferred in flight until it fires (`stop` waits for them)."""
+        self._inflight.add(d)
+
+        def done(result):
+            self._inflight.discard(d)
+            return result
+
+        return d.addBoth(done)
 
     def _written(self, _, batch: Batch, started: float) -> None:
         for message in batch.messages():
             message.ack.ack()
         stats = self.stats
         stats.batches += 1
-        dead = len(batch.dead_letters) + len(batch.extra_dead)
-        stats.rows += len(batch) - len(batch.dead_letters) - len(batch.extra_dead)
-        stats.dead_letters += dead
+        self._count(batch)
         stats.last_flush = self.clock.seconds()
         stats.last_flush_rows = len(batch)
         stats.last_flush_seconds = stats.last_flush - started
@@ -154,10 +188,32 @@ class Batcher:
             dead=len(batch.dead_letters),
             seconds=self.clock.seconds() - started,
         )
+        self._done(batch)
         self._next()
+
+    def _count(self, batch: Batch) -> None:
+        """Count a committed batch's rows and dead letters as the storage stored them."""
+        stored = len(batch) - len(batch.dead_letters) - batch.refused_rows
+        self.stats.rows += stored
+        self.stats.dead_letters += len(batch.dead_letters) + len(batch.extra_dead)
+        if batch.refused_rows and not stored:
+            # Every row of the batch was refused: the storage is failing, not
+            # committing (a DDL that fails on every table, say).
+            self.stats.failing = batch.extra_dead[0].error if batch.extra_dead else "every row refused"
+        elif stored:
+            self.stats.failing = ""
+
+    @staticmethod
+    def _done(batch: Batch) -> None:
+        """Fire the barriers of a batch that is committed or spooled (and so acknowledged)."""
+        waiters, batch.waiters = batch.waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
 
     def _next(self) -> None:
         """After a batch is done with: release backpressure, write what waits."""
+        if self._stopped:
+            return
         if self._paused and self.pending < self.max_pending // 2:
             self._set_paused(False)
         if len(self._batch):
@@ -167,6 +223,8 @@ class Batcher:
 
     def _failed(self, failure, batch: Batch) -> None:
         self._mark_down(failure)
+        if self._stopped:
+            return  # not acknowledged: the broker delivers it again
         if self.spool is not None:
             self.log.error(
                 "storage {storage}: writing {rows} rows failed: {error}; spooling to disk while it is down, "
@@ -186,7 +244,7 @@ class Batcher:
             delay=self._retry_delay,
             error=self.stats.last_error,
         )
-        self.clock.callLater(self._retry_delay, self._write)
+        self._retry = self.clock.callLater(self._retry_delay, self._write)
 
     def storage_failed(self, exc: Exception) -> None:
         """The storage failed outside a write (at start): treat it as down."""
@@ -199,6 +257,8 @@ class Batcher:
         self.stats.last_error = failure.getErrorMessage()
         self._retry_delay = min(max(self._retry_delay * 2, self.retry_initial), self.retry_max)
         self._down_until = self.clock.seconds() + self._retry_delay
+        if self._stopped:
+            return
         if self.spool is not None and (self._probe is None or not self._probe.active()):
             self._probe = self.clock.callLater(self._retry_delay, self._probe_storage)
 
@@ -211,16 +271,20 @@ class Batcher:
     # -- the spool ------------------------------------------------------------
 
     def _spool(self, batch: Batch) -> None:
-        self.spool.put(batch).addCallbacks(self._spooled, self._spool_failed, (batch,), None, (batch,))
+        d = self._track(maybeDeferred(self.spool.put, batch))
+        d.addCallbacks(self._spooled, self._spool_failed, (batch,), None, (batch,))
 
     def _spooled(self, path, batch: Batch) -> None:
         for message in batch.messages():
             message.ack.ack()
         self.stats.spooled += 1
         self._writing = None
+        self._done(batch)
         self._next()
 
     def _spool_failed(self, failure, batch: Batch) -> None:
+        if self._stopped:
+            return
         self.log.error(
             "storage {storage}: cannot spool {rows} rows ({error}); holding them in memory, "
             "nothing acknowledged, retrying in {delay:.1f} s",
@@ -229,7 +293,7 @@ class Batcher:
             error=failure.getErrorMessage(),
             delay=self._retry_delay or self.retry_initial,
         )
-        self.clock.callLater(self._retry_delay or self.retry_initial, self._write)
+        self._retry = self.clock.callLater(self._retry_delay or self.retry_initial, self._write)
 
     def _probe_storage(self) -> None:
         self._probe = None
@@ -240,7 +304,7 @@ class Batcher:
 
     def _drain_spool(self, probe: bool = False) -> None:
         spool = self.spool
-        if spool is None or self._draining or not spool.batches or (self.down and not probe):
+        if spool is None or self._draining or not spool.batches or (self.down and not probe) or self._stopped:
             return
         self._draining = True
 
@@ -251,21 +315,22 @@ class Batcher:
                     self._down_until = None
                 return None
             path, batch = found
-            d = maybeDeferred(self.storage.write, batch)
+            d = self._track(maybeDeferred(self.storage.write, batch))
             d.addCallbacks(drained, failed, (path, batch), None)
             return d
 
         def drained(_, path, batch):
             self.stats.drained += 1
-            self.stats.rows += len(batch) - len(batch.dead_letters) - len(batch.extra_dead)
-            self.stats.dead_letters += len(batch.dead_letters) + len(batch.extra_dead)
+            self._count(batch)
             self._draining = False
             self._retry_delay = 0.0
-            spool.remove(path).addErrback(lambda f: self.log.error("spool: {error}", error=f.getErrorMessage()))
+            self._track(spool.remove(path)).addErrback(
+                lambda f: self.log.error("spool: {error}", error=f.getErrorMessage()))
             if self._down_until is not None:
                 self._down_until = None
                 self.log.info("storage {storage}: writing again; draining the spool", storage=self.storage.name)
-            self.clock.callLater(0, self._drain_spool)
+            if not self._stopped:
+                self._drain_call = self.clock.callLater(0, self._drain_spool)
 
         def failed(failure):
             self._draining = False
@@ -275,9 +340,11 @@ class Batcher:
             self._draining = False
             self.log.error("spool {storage}: {error}", storage=self.storage.name, error=failure.getErrorMessage())
 
-        spool.oldest().addCallback(take).addErrback(broken)
+        self._track(spool.oldest()).addCallback(take).addErrback(broken)
 
     def _set_paused(self, paused: bool) -> None:
+        if paused == self._paused:
+            return
         self._paused = paused
         self.log.info(
             "storage {storage}: {state} reading ({pending} rows pending, bound {bound})",
@@ -288,9 +355,9 @@ class Batcher:
         )
         for source in self._sources:
             if paused:
-                source.pauseReading()
+                source.pause(self)
             else:
-                source.resumeReading()
+                source.resume(self)
 
     def buffered(self) -> list:
         """Per table: rows waiting (buffered or being written) and the age of the oldest, oldest first."""
@@ -318,6 +385,32 @@ class Batcher:
         self._waiters.append(d)
         self.flush()
         return d
+
+    def barrier(self) -> Deferred:
+        """Fires once everything added until now is committed or spooled, and
+        so acknowledged; entries added later do not hold it back."""
+        if len(self._batch):
+            batch = self._batch
+        elif self._writing is not None:
+            batch = self._writing
+        else:
+            return succeed(None)
+        d = Deferred(lambda d: batch.waiters.remove(d) if d in batch.waiters else None)
+        batch.waiters.append(d)
+        self.flush()
+        return d
+
+    def stop(self) -> Deferred:
+        """Cancel every timer and wait for what is in flight; nothing new starts."""
+        self._stopped = True
+        for name in ("_timer", "_retry", "_probe", "_drain_call"):
+            call = getattr(self, name)
+            if call is not None and call.active():
+                call.cancel()
+            setattr(self, name, None)
+        for source in list(self._sources):
+            self.detach(source)
+        return DeferredList(list(self._inflight), consumeErrors=True).addCallback(lambda _: None)
 
     def _check_drained(self) -> None:
         if self._writing is None and not len(self._batch) and self._waiters:

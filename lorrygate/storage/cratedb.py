@@ -207,7 +207,7 @@ class CrateStorage:
                 groups.setdefault(entry.table, []).append((index, position, entry, record))
         retry = 0
         for table, rows in groups.items():
-            retry += await self._write_table(table, rows, progress, batch.extra_dead)
+            retry += await self._write_table(table, rows, progress, batch)
         extra = [d for d in batch.extra_dead if id(d) not in progress]
         if dead or extra:
             await self._write_dead_letters(dead + extra)
@@ -224,7 +224,7 @@ class CrateStorage:
             args.append(row_id(table, record.time, {"tags": tags, "fields": fields}))
         return args
 
-    async def _write_table(self, table, rows, progress: set, extra_dead: list) -> int:
+    async def _write_table(self, table, rows, progress: set, batch) -> int:
         """Send one table's rows; return how many must be retried."""
         statement = insert_statement(table, self.idempotent)
         bulk = [self._args(table, record) for _, _, _, record in rows]
@@ -239,7 +239,7 @@ class CrateStorage:
             elif exc.code in (4010, 4011):
                 raise StorageError(f"storage {self.name}: {exc}; check the user and its privileges") from None
             else:
-                self._reject(rows, str(exc), progress, extra_dead)
+                self._reject(rows, str(exc), progress, batch)
                 return 0
         results = answer.get("results")
         if not isinstance(results, list) or len(results) != len(rows):
@@ -258,17 +258,18 @@ class CrateStorage:
             else:
                 retry += 1
         for row, reason in refused:
-            self._reject([row], reason, progress, extra_dead)
+            self._reject([row], reason, progress, batch)
         return retry
 
-    def _reject(self, rows, reason: str, progress: set, extra_dead: list) -> None:
+    def _reject(self, rows, reason: str, progress: set, batch) -> None:
         seen = set()
+        batch.refused_rows += len(rows)
         for index, position, entry, _ in rows:
             progress.add((index, position))
             if id(entry) in seen:
                 continue
             seen.add(id(entry))
-            extra_dead.append(DeadLetter(entry.channel, entry.message, "store", reason, entry.decoder))
+            batch.extra_dead.append(DeadLetter(entry.channel, entry.message, "store", reason, entry.decoder))
         self.log.warn(
             "storage {storage}: CrateDB refused {count} row(s), kept in the dead-letter table: {reason}",
             storage=self.name,

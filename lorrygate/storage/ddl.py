@@ -71,7 +71,7 @@ def sql_literal(text: str) -> str:
 @attrs.frozen
 class DdlTemplate:
     text: str
-    qualify: object  # TableName -> qualified SQL name
+    qualify: object = attrs.field(eq=False)  # TableName -> qualified SQL name
 
     @classmethod
     def parse(cls, text: str, qualify, validate=None) -> "DdlTemplate":

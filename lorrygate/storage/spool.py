@@ -9,6 +9,13 @@ record::
 
     b"LGSP" | version (1 byte) | length (4 bytes, big-endian) | CRC-32 (4 bytes) | MessagePack body
 
+A spool knows which database it holds batches for: ``target.json`` in its
+directory records the storage's kind and target (its URL without
+credentials). A spool with batches for another target is never drained into
+the configured storage: start-up fails with `SpoolMismatch`, naming the
+directory and both targets, and ``lorrygate spool list|drain|discard`` lets
+an operator decide.
+
 Files are drained oldest first. A file that is truncated or fails its
 checksum is reported and moved to ``damaged/`` beside them, where a person
 can look at it; the drain goes on with the next file. The spool has a size
@@ -43,8 +50,47 @@ class SpoolFull(StorageError):
     """The spool has no room for a batch: hold it and apply backpressure."""
 
 
+class SpoolMismatch(StorageError):
+    """The spool holds batches for another target than the configured storage's."""
+
+
 class DamagedRecord(Exception):
     pass
+
+
+IDENTITY = "target.json"
+
+
+def read_identity(directory: str) -> dict | None:
+    """The recorded ``{"kind": ..., "target": ...}`` of a spool directory, or None."""
+    import json
+
+    try:
+        with open(os.path.join(directory, IDENTITY), encoding="utf-8") as handle:
+            identity = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    return identity if isinstance(identity, dict) else None
+
+
+def write_identity(directory: str, kind: str, target: str) -> None:
+    import json
+
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    path = os.path.join(directory, IDENTITY)
+    with open(path + ".tmp", "w", encoding="utf-8") as handle:
+        json.dump({"kind": kind, "target": target}, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.rename(path + ".tmp", path)
+
+
+def spooled_files(directory: str) -> list:
+    """The batch files of a spool directory, oldest first."""
+    try:
+        return sorted(name for name in os.listdir(directory) if name.endswith(SUFFIX))
+    except FileNotFoundError:
+        return []
 
 
 def _address(address):
@@ -110,6 +156,9 @@ class Spool:
     directory: str
     reactor: object
     max_bytes: int = 1 << 30
+    #: the storage's kind and target (`StorageUrl.target`); None: not checked
+    kind: str = ""
+    target: str | None = None
     _pool: ThreadPool | None = None
     #: (path, size, created) of the spooled files, oldest first
     _files: list = attrs.Factory(list)
@@ -155,11 +204,13 @@ class Spool:
         return deferToThreadPool(self.reactor, self._pool, function, *args)
 
     def _scan(self) -> int:
-        os.makedirs(self.directory, exist_ok=True)
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
         for name in os.listdir(self.directory):
             if name.endswith(".tmp"):
                 os.unlink(os.path.join(self.directory, name))  # a write that never completed
-        names = sorted(name for name in os.listdir(self.directory) if name.endswith(SUFFIX))
+        names = spooled_files(self.directory)
+        if self.target is not None:
+            self._check_identity(names)
         for name in names:
             path = os.path.join(self.directory, name)
             stat = os.stat(path)
@@ -167,6 +218,21 @@ class Spool:
             self._bytes += stat.st_size
             self._sequence = max(self._sequence, int(name[: -len(SUFFIX)]))
         return len(names)
+
+    def _check_identity(self, names: list) -> None:
+        recorded = read_identity(self.directory)
+        if recorded is not None and recorded.get("target") == self.target:
+            return
+        if names:
+            was = (f"{recorded.get('kind')} {recorded.get('target')}" if recorded is not None
+                   else "an unknown storage (no target.json)")
+            raise SpoolMismatch(
+                f"spool {self.directory} holds {len(names)} batch(es) for {was}, but the storage configured "
+                f"here writes to {self.kind} {self.target}; they are not drained into it. See "
+                f"`lorrygate spool list`; then `lorrygate spool drain NAME --adopt` writes them here, "
+                f"or `lorrygate spool discard NAME --yes` deletes them"
+            )
+        write_identity(self.directory, self.kind, self.target)
 
     # -- put, take, remove ---------------------------------------------------------
 

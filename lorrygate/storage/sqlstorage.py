@@ -93,7 +93,7 @@ class SqlStorage:
         if self._conn is None:
             self._connect()
         try:
-            self._transaction(batch.entries, batch.dead_letters, isolate=False)
+            self._transaction(batch, isolate=False)
         except StorageError:
             raise
         except Exception as exc:
@@ -102,7 +102,7 @@ class SqlStorage:
                 raise StorageError(f"storage {self.name}: {self.dialect.name} write failed: {exc}") from None
             # One bad entry must not hold back the rest.
             try:
-                self._transaction(batch.entries, batch.dead_letters, isolate=True)
+                self._transaction(batch, isolate=True)
             except Exception as again:
                 self._reset_after(again)
                 raise StorageError(f"storage {self.name}: {self.dialect.name} write failed: {again}") from None
@@ -111,11 +111,13 @@ class SqlStorage:
         if self.dialect.connection_lost(exc):
             self._close()
 
-    def _transaction(self, entries, dead_letters, isolate: bool) -> None:
+    def _transaction(self, batch, isolate: bool) -> None:
         conn = self._conn
         dialect = self.dialect
+        entries, dead_letters = batch.entries, batch.dead_letters
         added = {}
         extra_dead = []
+        refused = 0
         dialect.begin(conn)
         try:
             if isolate:
@@ -132,6 +134,7 @@ class SqlStorage:
                         extra_dead.append(
                             DeadLetter(entry.channel, entry.message, "store", dialect.explain(exc), entry.decoder)
                         )
+                        refused += len(entry.records)
                     dialect.execute(conn, "RELEASE SAVEPOINT lorrygate_entry")
             else:
                 self._insert(conn, entries, added)
@@ -144,6 +147,7 @@ class SqlStorage:
             raise
         for table, columns in added.items():
             self._columns.setdefault(table, {}).update(columns)
+        batch.extra_dead, batch.refused_rows = extra_dead, refused
         if extra_dead:
             self.log.warn(
                 "storage {storage}: the database refused {count} message(s), kept in {table}: {reason}",

@@ -186,3 +186,16 @@ def test_paused_reader_is_not_dropped_for_a_missing_pingresp():
         broker.clock.advance(10)
     assert not broker.transport.disconnecting
     assert broker.sent() == [codec.PingReq()] * 3
+
+
+def test_disconnect_sends_the_released_acks_first():
+    """Acks released and DISCONNECT sent in the same reactor turn arrive as [PubAck..., Disconnect]."""
+    broker = Broker()
+    broker.connect()
+    broker.reply(*(Publish("t", b"x", 1, packet_id=i) for i in (1, 2, 3)))
+    for _, handle in broker.received:
+        handle.ack()
+    broker.protocol.disconnect()
+    assert broker.sent() == [PubAck(PUBACK, 1), PubAck(PUBACK, 2), PubAck(PUBACK, 3), codec.Disconnect()]
+    broker.clock.advance(0)
+    assert broker.transport.value() == b"", "nothing may follow the DISCONNECT"

@@ -1,0 +1,92 @@
+"""
+One channel as a Twisted service: its source (an MQTT session) and its
+router, feeding the batchers of the channel's storages.
+
+Stopping a channel loses nothing and writes nothing twice: it stops reading,
+waits for the decodes in flight, waits until every message it delivered is
+committed (or spooled) and so acknowledged, and only then disconnects, the
+acknowledgements leaving before the DISCONNECT.
+"""
+
+from zoneinfo import ZoneInfo
+
+import attrs
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredList, TimeoutError as DeferredTimeout
+from twisted.logger import Logger
+
+from lorrygate.decoding import DecoderChain
+from lorrygate.service.channel import ChannelRouter
+from lorrygate.sources.mqtt import MQTTSource
+
+#: the pause a stopping channel holds on its source
+SHUTDOWN = "shutdown"
+
+
+@attrs.define(eq=False)
+class ChannelService(Service):
+    channel: object  # lorrygate.model.Channel
+    source: MQTTSource
+    router: ChannelRouter
+    batchers: tuple
+    decoders: tuple
+    reactor: object
+    #: how long stopping waits for the storages to commit what the channel delivered
+    timeout: float = 15.0
+
+    log = Logger()
+
+    @classmethod
+    def from_settings(cls, settings, channel, batchers: dict, reactor, timeout: float = 15.0) -> "ChannelService":
+        timezone = ZoneInfo(channel.timezone)
+        decoders = tuple(settings.decoders[name](timezone, reactor) for name in channel.decoders)
+        own = tuple(batchers[name] for name in channel.storages)
+        router = ChannelRouter(channel, settings.strategies[channel.strategy](), DecoderChain(decoders), own[0], reactor)
+        router.tee = own[1:]
+        source = MQTTSource(channel.name, settings.brokers[channel.source], channel.topics, channel.qos, router,
+                            reactor, reactor, retained=channel.retained)
+        router.publish = source.publish
+        service = cls(channel, source, router, own, decoders, reactor, timeout)
+        service.setName(channel.name)
+        return service
+
+    def startService(self) -> None:
+        Service.startService(self)
+        for decoder in self.decoders:
+            if hasattr(decoder, "start"):
+                decoder.start()
+        for batcher in self.batchers:
+            batcher.attach(self.source)
+        self.source.startService()
+
+    def when_subscribed(self) -> Deferred:
+        """Fires once the source's subscriptions are acknowledged by the broker."""
+        return self.source.when_subscribed()
+
+    def stopService(self) -> Deferred:
+        return Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
+        Service.stopService(self)
+        source = self.source
+        source.pause(SHUTDOWN)
+        settled = self.router.settle()
+        settled.addTimeout(self.timeout, self.reactor)
+        await DeferredList([settled], consumeErrors=True)
+        barriers = [batcher.barrier() for batcher in self.batchers]
+        for d in barriers:
+            d.addTimeout(self.timeout, self.reactor)
+        for success, result in await DeferredList(barriers, consumeErrors=True):
+            if not success and result.check(DeferredTimeout):
+                self.log.error(
+                    "channel {channel}: stopping, its storage did not commit within {timeout} s; the messages "
+                    "not committed stay unacknowledged and the broker delivers them again",
+                    channel=self.channel.name,
+                    timeout=self.timeout,
+                )
+        for batcher in self.batchers:
+            batcher.detach(source)
+        await source.stopService()
+        for decoder in self.decoders:
+            if hasattr(decoder, "stop"):
+                decoder.stop()

@@ -1,0 +1,126 @@
+"""
+One storage as a Twisted service: the backend (its connection and writer
+thread), the batcher in front of it (every timer) and its disk spool (its
+thread). Stopping it cancels every timer, waits for the write in flight and
+closes the backend; nothing of it runs afterwards.
+"""
+
+import os
+
+import attrs
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from lorrygate.errors import StorageError
+from lorrygate.storage.batcher import Batcher
+from lorrygate.storage.spool import Spool
+
+
+def make_backend(storage, reactor, ddl: dict):
+    """The backend of a storage's settings."""
+    if storage.kind == "sqlite":
+        from lorrygate.storage.sqlite import SQLiteStorage
+
+        return SQLiteStorage(storage.name, storage.path, reactor, storage.synchronous, storage.idempotent, ddl)
+    if storage.kind == "postgresql":
+        from lorrygate.storage.postgresql import PostgresStorage
+
+        return PostgresStorage(storage.name, storage.url.raw, reactor, storage.idempotent, ddl)
+    if storage.kind == "file":
+        from lorrygate.storage.sinks import TextSink
+
+        return TextSink(storage.name, storage.path, reactor, storage.text_format)
+    if storage.kind == "app":
+        from lorrygate.storage.sinks import AppSink
+
+        return AppSink(storage.name, storage.callback)
+    from lorrygate.storage.cratedb import CrateStorage
+
+    return CrateStorage.from_settings(storage, reactor, ddl)
+
+
+def storage_ddl(settings, name: str) -> dict:
+    """The DDL templates of a storage, by channel name ("" for every channel)."""
+    storage = settings.storages[name]
+    ddl = {"": storage.ddl} if storage.ddl is not None else {}
+    ddl.update((c.name, c.ddl) for c in settings.channels if name in c.storages and c.ddl is not None)
+    return ddl
+
+
+@attrs.define(eq=False)
+class StorageService(Service):
+    settings: object  # lorrygate.config.settings.StorageSettings
+    backend: object
+    batcher: Batcher
+    reactor: object
+
+    log = Logger()
+
+    @classmethod
+    def from_settings(cls, settings, name: str, reactor) -> "StorageService":
+        storage = settings.storages[name]
+        backend = make_backend(storage, reactor, storage_ddl(settings, name))
+        spool = None
+        if storage.spool:
+            spool = Spool(os.path.join(settings.gateway.data_dir, "spool", name), reactor, storage.spool_max,
+                          storage.kind, storage.url.target)
+        batcher = Batcher(backend, reactor, max_rows=storage.batch_size, linger=storage.linger,
+                          max_pending=storage.max_pending, spool=spool)
+        service = cls(storage, backend, batcher, reactor)
+        service.setName(name)
+        return service
+
+    @property
+    def spool(self):
+        return self.batcher.spool
+
+    def startService(self) -> None:
+        raise TypeError("start a StorageService with `await service.start()`")
+
+    async def start(self) -> None:
+        """Open the spool and the backend; raise StorageError when it cannot be used.
+
+        A database server that is down at start is an outage like any
+        other: the storage starts, and its batches wait in the spool.
+        """
+        Service.startService(self)
+        name = self.settings.name
+        spool = self.spool
+        try:
+            if spool is not None:
+                found = await spool.start()
+                if found:
+                    self.log.info("storage {storage}: {count} spooled batch(es) from before; draining them",
+                                  storage=name, count=found)
+            await self.backend.start()
+        except StorageError as exc:
+            if self.settings.kind in ("postgresql", "crate") and not _spool_refused(exc):
+                self.log.error("{error}; starting anyway: batches wait (spool, backpressure) until it answers",
+                               error=str(exc))
+                self.batcher.storage_failed(exc)
+                return
+            await self.stopService()
+            raise
+        except BaseException:
+            await self.stopService()
+            raise
+        self.batcher._drain_spool()
+
+    def stopService(self) -> Deferred:
+        return Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
+        Service.stopService(self)
+        await self.batcher.stop()
+        try:
+            await self.backend.stop()
+        finally:
+            if self.spool is not None:
+                self.spool.stop()
+
+
+def _spool_refused(exc) -> bool:
+    from lorrygate.storage.spool import SpoolMismatch
+
+    return isinstance(exc, SpoolMismatch)

@@ -1,0 +1,46 @@
+"""
+Who holds a source paused.
+
+Several consumers may each want a source to stop reading for their own
+reason: every storage batcher at its ``max_pending`` bound, a full spool,
+the gateway while it stops. Each holds its own pause; the source reads again
+only when nobody holds one, so one consumer can never resume a source that
+another still needs paused (a fast storage of a tee resuming a source the
+slow one holds).
+"""
+
+import attrs
+
+
+@attrs.define(eq=False)
+class Pauses:
+    """The set of holders of a source's pause.
+
+    :param on_pause: called when the first holder takes a pause.
+    :param on_resume: called when the last holder lets go.
+    """
+
+    on_pause: object
+    on_resume: object
+    _holders: dict = attrs.Factory(dict)
+
+    @property
+    def paused(self) -> bool:
+        return bool(self._holders)
+
+    @property
+    def holders(self) -> tuple:
+        """Names of the holders, for status."""
+        return tuple(self._holders.values())
+
+    def hold(self, holder) -> None:
+        if id(holder) in self._holders:
+            return
+        first = not self._holders
+        self._holders[id(holder)] = getattr(holder, "pause_name", None) or str(holder)
+        if first:
+            self.on_pause()
+
+    def release(self, holder) -> None:
+        if self._holders.pop(id(holder), None) is not None and not self._holders:
+            self.on_resume()
