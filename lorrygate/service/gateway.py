@@ -80,6 +80,8 @@ class Gateway(MultiService):
     settings: object
     reactor: object
     shutdown_timeout: float = 15.0
+    #: ``f(settings, name, reactor) -> StorageService`` (tests inject other backends)
+    storage_factory: object = StorageService.from_settings
     storage_services: dict = attrs.Factory(dict)
     channel_services: dict = attrs.Factory(dict)
     _lock: InstanceLock | None = None
@@ -142,7 +144,7 @@ class Gateway(MultiService):
     async def _start_parts(self, settings, storages, channels) -> list:
         """Start the named storages, then the named channels; return the channel services."""
         for name in storages:
-            service = StorageService.from_settings(settings, name, self.reactor)
+            service = self.storage_factory(settings, name, self.reactor)
             await service.start()
             self._adopt(self.storage_services, name, service)
         batchers = {name: service.batcher for name, service in self.storage_services.items()}

@@ -54,6 +54,8 @@ class StorageService(Service):
     backend: object
     batcher: Batcher
     reactor: object
+    #: spool file I/O on the spool's own thread (False: in the caller's, for tests on a Clock)
+    threaded: bool = True
 
     log = Logger()
 
@@ -89,7 +91,7 @@ class StorageService(Service):
         spool = self.spool
         try:
             if spool is not None:
-                found = await spool.start()
+                found = await spool.start(self.threaded)
                 if found:
                     self.log.info("storage {storage}: {count} spooled batch(es) from before; draining them",
                                   storage=name, count=found)
