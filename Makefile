@@ -16,7 +16,7 @@ STAMP    = $(VENV)/.installed
 
 LORRY_VENV ?= .venv-lorrystream
 
-.PHONY: run test test-unit test-soak bench check system-deps venv broker broker-stop clean
+.PHONY: run test test-unit test-soak bench check system-deps venv broker broker-stop clean distclean
 
 run: system-deps venv broker
 	$(VENV)/bin/lorrygate -c $(CONFIG)
@@ -75,5 +75,17 @@ broker:
 broker-stop:
 	@if [ -f var/mosquitto/mosquitto.pid ]; then kill `cat var/mosquitto/mosquitto.pid` && rm -f var/mosquitto/mosquitto.pid; fi
 
+# Build artefacts and virtualenvs only: var/ (databases, the spool with batches
+# already acknowledged to the broker, Mosquitto's persistence) is never touched.
 clean:
-	rm -rf $(VENV) $(LORRY_VENV) var build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(LORRY_VENV) build *.egg-info .pytest_cache .hypothesis
+	find . -name __pycache__ -type d -prune -not -path './var/*' -exec rm -rf {} +
+
+# Everything clean removes, and the data: asks first, unless YES=1.
+distclean: clean
+	@echo "distclean deletes var/: the SQLite databases, the disk spool (batches already"
+	@echo "acknowledged to the broker, stored nowhere else) and Mosquitto's persistence."
+	@if [ "$(YES)" != "1" ]; then \
+		read -r -p "type yes to delete var/: " answer && [ "$$answer" = yes ] || { echo "kept var/"; exit 1; }; \
+	fi
+	rm -rf var

@@ -209,6 +209,7 @@ def live_scenario(work: str, rate: int, seconds: float) -> dict:
         wait_rows(lambda: sqlite_rows(db), sent, 120, f"live at {rate} msg/s")
         caught_up = time.monotonic() - finished
         gateway.stop()
+        stored = sqlite_rows(db)
         conn = sqlite3.connect(db)
         latencies = []
         for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table' AND name LIKE 'mqttkit_1_bench%'"):
@@ -217,7 +218,7 @@ def live_scenario(work: str, rate: int, seconds: float) -> dict:
         latencies.sort()
         return {"rate": rate, "sent": sent, "p50_ms": latencies[len(latencies) // 2],
                 "p99_ms": latencies[int(len(latencies) * 0.99) - 1], "max_ms": latencies[-1],
-                "catch_up_s": caught_up, "kept_up": caught_up < 1.0}
+                "catch_up_s": caught_up, "kept_up": caught_up < 1.0, "stored": stored}
     finally:
         broker.stop()
         shutil.rmtree(directory, ignore_errors=True)
@@ -308,7 +309,9 @@ def main(argv=None) -> int:
             results = [live_scenario(work, rate, seconds) for _ in range(runs)]
             report["live"].append({"rate": rate, "p50_ms": summary([r["p50_ms"] for r in results]),
                                    "p99_ms": summary([r["p99_ms"] for r in results]),
-                                   "kept_up": all(r["kept_up"] for r in results)})
+                                   "kept_up": all(r["kept_up"] for r in results),
+                                   "sent": sum(r["sent"] for r in results),
+                                   "stored": sum(r["stored"] for r in results)})
         table_count = 2_000 if quick else 100_000
         print(f"tables: {table_count} messages over 1, 100, 10,000 nodes")
         report["tables"] = []
