@@ -1,0 +1,201 @@
+"""
+The gateway's life at its edges, with a real Mosquitto: stops, restarts and
+reloads mid-stream write nothing twice and lose nothing; a tee's slow storage
+bounds memory; a second instance is refused; a spool never drains into a
+storage it was not written for.
+"""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import psycopg
+import pytest
+
+from lorrygate.model import Message, Record, TableName
+from lorrygate.storage.batch import Batch, Entry
+from lorrygate.storage.spool import encode, write_identity
+from tests.faults import Stream, report, wait_for_rows
+from tests.gatewayproc import GatewayProcess, Publisher, count_rows, query
+from tests.integration.test_faults import broker, database, gateway_config, pg_seqs, sqlite_seqs, topics  # noqa: F401
+from tests.servers import wait_until
+
+ROWS = 20_000
+
+
+def reloaded(gateway) -> int:
+    return sum(1 for e in gateway.events() if e.get("log_format", "").startswith("reloaded"))
+
+
+@pytest.mark.parametrize("how", ["sigterm", "sighup", "sigkill"])
+def test_ten_stops_or_reloads_mid_stream(tmp_path, broker, how):  # noqa: F811
+    """20,000 QoS 1 messages, the gateway stopped (or reloaded with a changed config) 10 times mid-stream,
+    without idempotent rows: nothing lost; nothing written twice, except after SIGKILL (reported)."""
+    started = time.monotonic()
+    realm = f"lc{uuid.uuid4().hex[:8]}"
+    db = str(tmp_path / "gateway.sqlite")
+    config = gateway_config(str(tmp_path), broker.port, realm, f"sqlite:///{db}", "synchronous = NORMAL\n")
+    text = open(config).read()
+    gateway = GatewayProcess(config, str(tmp_path / "gw.log")).start()
+    stream = Stream(broker.port, topics(realm, 4), ROWS, rate=600).start()
+    for round in range(10):
+        threshold = (round + 1) * 1_500
+        wait_until(lambda: count_rows(db, realm) >= threshold, 60, f"{threshold} rows", interval=0.05)
+        if how == "sighup":
+            # Alternately a storage change (storage and channel restart) and a channel change.
+            edit = (f"linger = {0.001 * (round + 1):.3f}s\n" if round % 2 == 0
+                    else f"retained = {'never' if round % 4 == 1 else 'always'}\n")
+            section = "[storage:db]\n" if round % 2 == 0 else "[channel:main]\n"
+            with open(config, "w") as handle:
+                handle.write(text.replace(section, section + edit))
+            gateway.process.send_signal(signal.SIGHUP)
+            wait_until(lambda: reloaded(gateway) == round + 1, 30, f"reload {round + 1}")
+        else:
+            gateway.process.send_signal(signal.SIGKILL if how == "sigkill" else signal.SIGTERM)
+            assert gateway.process.wait(30) in (0, -signal.SIGKILL), gateway.text()[-2000:]
+            gateway.start()
+    stream.finish()
+    wait_for_rows(lambda: len(set(sqlite_seqs(db, realm))), ROWS, 90, f"all {ROWS} messages")
+    assert gateway.stop() == 0
+    seqs = sqlite_seqs(db, realm)
+    duplicates = report(f"{how} x10", ROWS, seqs, started)
+    assert set(seqs) == set(range(ROWS))
+    if how != "sigkill":
+        assert duplicates == 0
+
+
+def rss_peak_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as handle:
+        return int(re.search(r"VmHWM:\s+(\d+) kB", handle.read()).group(1))
+
+
+def test_a_slow_tee_branch_bounds_memory(tmp_path, broker, database):  # noqa: F811
+    """A channel teeing to SQLite and to a PostgreSQL held up by a lock for 20 s: memory stays bounded
+    by max_pending, and every message ends in both stores."""
+    realm = f"tee{uuid.uuid4().hex[:8]}"
+    db = str(tmp_path / "fast.sqlite")
+    max_pending = 1000
+    config = gateway_config(str(tmp_path), broker.port, realm, f"sqlite:///{db}",
+                            f"synchronous = NORMAL\nmax_pending = {max_pending}\n"
+                            f"[storage:slow]\nurl = {database.url}\nmax_pending = {max_pending}\n")
+    with open(config, "a") as handle:
+        handle.write("storage = db, slow\n")
+    gateway = GatewayProcess(config, str(tmp_path / "gw.log")).start()
+    topic = f"{realm}/net/gw/node/data.json"
+    publisher = Publisher(broker.port)
+    publisher.publish_many([(topic, json.dumps({"seq": -1}))])
+    wait_until(lambda: count_rows(db, realm) == 1 and len(pg_seqs(database.url, realm)) == 1, 30, "the first row")
+    base = rss_peak_kb(gateway.process.pid)
+    with psycopg.connect(database.url) as conn:
+        (schema, table), = conn.execute("SELECT table_schema, table_name FROM information_schema.tables "
+                                        "WHERE table_schema LIKE %s", (realm + "%",)).fetchall()
+    locked = threading.Event()
+
+    def hold_lock():
+        with psycopg.connect(database.url) as conn:
+            conn.execute(f'LOCK TABLE "{schema}"."{table}" IN ACCESS EXCLUSIVE MODE')
+            locked.set()
+            time.sleep(20)
+
+    holder = threading.Thread(target=hold_lock)
+    holder.start()
+    locked.wait(10)
+    padding = "x" * 1000
+    count = 30_000
+    publisher.publish_many([(topic, json.dumps({"seq": n, "pad": padding})) for n in range(count)], timeout=120)
+    assert holder.is_alive(), "the lock was held while publishing"
+    holder.join()
+    wait_until(lambda: len(set(pg_seqs(database.url, realm))) == count + 1, 120, "every message in PostgreSQL",
+               interval=0.5)
+    wait_until(lambda: count_rows(db, realm) >= count + 1, 60, "every message in SQLite", interval=0.5)
+    peak = rss_peak_kb(gateway.process.pid)
+    publisher.close()
+    assert gateway.stop() == 0
+    growth_mb = (peak - base) / 1024
+    # Unbounded, the 30 MB of payloads alone would be held; max_pending rows of ~1 KB are 1 MB.
+    bound_mb = 25 + max_pending * 8 / 1024
+    print(f"\ntee: peak RSS growth {growth_mb:.1f} MB with the slow storage locked (bound {bound_mb:.1f} MB)")
+    assert growth_mb < bound_mb
+    assert count_rows(db, realm) == count + 1 and len(pg_seqs(database.url, realm)) == count + 1
+
+
+def start_process(config, *extra, timeout=30):
+    return subprocess.run([sys.executable, "-m", "lorrygate.cli", "-c", config, *extra], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_a_second_instance_is_refused(tmp_path, broker):  # noqa: F811
+    """A second gateway with the same data directory, or with the same client id, exits non-zero naming the first."""
+    realm = f"two{uuid.uuid4().hex[:8]}"
+    config = gateway_config(str(tmp_path), broker.port, realm, f"sqlite:///{tmp_path}/gateway.sqlite")
+    gateway = GatewayProcess(config, str(tmp_path / "gw.log")).start()
+    second = start_process(config)
+    assert second.returncode != 0
+    assert f"PID {gateway.process.pid}" in second.stdout + second.stderr
+    assert "data directory" in second.stdout + second.stderr
+    other = tmp_path / "other"
+    other.mkdir()
+    same_client = gateway_config(str(other), broker.port, realm, f"sqlite:///{other}/gateway.sqlite")
+    third = start_process(same_client)
+    assert third.returncode != 0
+    assert f"PID {gateway.process.pid}" in third.stdout + third.stderr and f"gw-{realm}" in third.stdout + third.stderr
+    assert gateway.stop() == 0
+
+
+def spool_batch(directory, realm, seq):
+    table = TableName("", f"{realm}_adopted")
+    batch = Batch()
+    batch.add(Entry(table, [Record(1_717_243_200_000_000_000, {"seq": seq}, {})], "main",
+                    Message(f"{realm}/net/gw/node/data.json", b"{}", 1, False, time.time(), "x")))
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, f"{seq:020d}.batch"), "wb") as handle:
+        handle.write(encode(batch))
+
+
+def test_a_spool_for_another_target_is_refused(tmp_path, broker):  # noqa: F811
+    """A spool written for another database stops start-up with both targets named; spool list shows it,
+    spool drain --adopt writes it into the configured storage, and then the gateway starts."""
+    realm = f"sp{uuid.uuid4().hex[:8]}"
+    db = tmp_path / "gateway.sqlite"
+    config = gateway_config(str(tmp_path), broker.port, realm, f"sqlite:///{db}")
+    spool = tmp_path / "spool" / "db"
+    spool_batch(str(spool), realm, 7)
+    write_identity(str(spool), "postgresql", "postgresql://elsewhere:5432/other")
+    refused = start_process(config)
+    assert refused.returncode != 0
+    said = refused.stdout + refused.stderr
+    assert str(spool) in said and "postgresql://elsewhere:5432/other" in said and f"sqlite:///{db}" in said
+    listed = subprocess.run([sys.executable, "-m", "lorrygate.cli", "spool", "list", "-c", config],
+                            capture_output=True, text=True)
+    assert "1 batch(es)" in listed.stdout and "DIFFERS" in listed.stdout
+    drain = subprocess.run([sys.executable, "-m", "lorrygate.cli", "spool", "drain", "db", "-c", config],
+                           capture_output=True, text=True)
+    assert drain.returncode == 2 and "--adopt" in drain.stderr
+    drain = subprocess.run([sys.executable, "-m", "lorrygate.cli", "spool", "drain", "db", "-c", config, "--adopt"],
+                           capture_output=True, text=True, timeout=60)
+    assert drain.returncode == 0, drain.stderr
+    assert query(str(db), f'SELECT seq FROM "{realm}_adopted"') == [(7,)]
+    gateway = GatewayProcess(config, str(tmp_path / "gw.log")).start()
+    assert gateway.stop() == 0
+
+
+def test_launch_dry_run_writes_nothing(tmp_path):
+    """launch --dry-run prints the rows of recorded messages and creates no database, whatever the option's place."""
+    messages = tmp_path / "recorded.ndjson"
+    messages.write_text(json.dumps({"topic": "dr/net/gw/node/data.json", "payload": '{"x": 1.5}'}) + "\n")
+    db = tmp_path / "never.sqlite"
+    for place in ("before", "after"):
+        pipeline = f"mqtt://127.0.0.1:1/dr/%23 ! sqlite:///{db}"
+        args = (["--dry-run", "--messages", str(messages), pipeline] if place == "before"
+                else [pipeline, "--dry-run", "--messages", str(messages)])
+        result = subprocess.run([sys.executable, "-m", "lorrygate.cli", "launch", *args], capture_output=True,
+                                text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout.splitlines()[0])["fields"] == {"x": 1.5}
+        assert not db.exists()
