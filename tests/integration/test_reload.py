@@ -75,3 +75,40 @@ def test_invalid_edit_keeps_the_running_config(tmp_path, mosquitto):
     wait_until(lambda: count_rows(str(tmp_path / "gateway.sqlite"), realm) == 1, 30, "the row")
     assert gateway.stop() == 0
     publisher.close()
+
+
+def test_a_new_channel_receives_what_is_published_right_after_reloaded(tmp_path, mosquitto):
+    """Twenty times: a channel added by SIGHUP stores a message published as soon as "reloaded" is logged."""
+    realm = f"nw{uuid.uuid4().hex[:6]}"
+    config = write_config(str(tmp_path), mosquitto.port, client_id=f"gw-{realm}", topics=f"{realm}/#")
+    gateway = ReloadingGateway(config, str(tmp_path / "gw.log")).start()
+    db = str(tmp_path / "gateway.sqlite")
+    publisher = Publisher(mosquitto.port)
+    for n in range(20):
+        with open(config, "a") as handle:
+            handle.write(f"\n[channel:c{n}]\nsource = test\ntopics = {realm}-{n}/#\nstorage = db\n")
+        gateway.process.send_signal(signal.SIGHUP)
+        wait_until(lambda: sum(1 for e in gateway.events() if e.get("log_format", "").startswith("reloaded"))
+                   == n + 1, 30, f"reload {n + 1}")
+        publisher.publish_many([(f"{realm}-{n}/net/gw/node/data.json", json.dumps({"seq": n}))])
+        wait_until(lambda: count_rows(db, f"{realm}_{n}_") == 1, 30, f"the message of channel c{n}")
+    assert gateway.stop() == 0
+    publisher.close()
+
+
+def test_a_reload_that_cannot_start_keeps_the_running_config(tmp_path, mosquitto):
+    """A valid config whose storage cannot be opened is rolled back: the old storage keeps storing."""
+    realm = f"rb{uuid.uuid4().hex[:6]}"
+    config = write_config(str(tmp_path), mosquitto.port, client_id=f"gw-{realm}", topics=f"{realm}/#")
+    gateway = ReloadingGateway(config, str(tmp_path / "gw.log")).start()
+    text = open(config).read()
+    with open(config, "w") as handle:
+        handle.write(text.replace(f"url = sqlite:///{tmp_path}/gateway.sqlite", "url = sqlite:////proc/nope/x.sqlite"))
+    gateway.process.send_signal(signal.SIGHUP)
+    wait_until(lambda: "could not start, the running one stays" in gateway.text(), 30, "the rollback")
+    assert "/proc/nope/x.sqlite" in gateway.text()
+    publisher = Publisher(mosquitto.port)
+    publisher.publish_many([(f"{realm}/net/gw/node/data.json", json.dumps({"seq": 1}))])
+    wait_until(lambda: count_rows(str(tmp_path / "gateway.sqlite"), realm) == 1, 30, "the row in the old storage")
+    assert gateway.stop() == 0
+    publisher.close()
