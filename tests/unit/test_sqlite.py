@@ -137,3 +137,30 @@ def test_custom_ddl_runs_before_the_default(tmp_path):
     table = "mqttkit_1_testdrive__area_42_node_1_sensors"
     assert rows(store, f'SELECT a, note FROM "{table}"') == [(1, f'"{table}"')]
     store._close()
+
+
+def test_refused_rows_count_as_dead_letters_not_as_committed(tmp_path):
+    """Rows the database refuses entry by entry are counted as dead letters; a batch of only those marks the storage failing."""
+    from twisted.internet.defer import succeed
+    from twisted.internet.task import Clock
+
+    from lorrygate.config.settings import ddl_template
+    from lorrygate.storage.batcher import Batcher
+
+    ddl = {"": ddl_template("SELECT create_hypertable('{table}', 'time');", "sqlite")}
+    store = SQLiteStorage("db", str(tmp_path / "ddl.sqlite"), reactor=None, ddl=ddl)
+    store._connect()
+
+    class InThisThread:
+        name = "db"
+
+        def write(self, batch):
+            return succeed(store._commit(batch))
+
+    batcher = Batcher(InThisThread(), Clock())
+    batcher.add(entry({"x": 1.0}))
+    batcher.add(entry({"x": 2.0}, table=TableName("s", "other")))
+    batcher.flush()
+    store._close()
+    assert (batcher.stats.rows, batcher.stats.dead_letters) == (0, 2)
+    assert "create_hypertable" in batcher.stats.failing
