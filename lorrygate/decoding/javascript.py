@@ -28,6 +28,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
+from lorrygate.decoding.jsonobject import loads
 from lorrygate.decoding.records import objects_records
 from lorrygate.errors import DecodeError
 from lorrygate.interfaces import IDecoder
@@ -55,7 +56,7 @@ def load_codec(path: str) -> str:
 def _lorawan_input(message, fport: int):
     """The bytes, port and receive time of an uplink, as a codec expects them."""
     try:
-        document = json.loads(message.payload)
+        document = loads(message.payload)
     except (ValueError, UnicodeDecodeError):
         document = None
     if isinstance(document, dict):

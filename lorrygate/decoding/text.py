@@ -18,12 +18,12 @@ Numbers become int or float, ``true``/``false`` booleans; the rest stays text.
 
 import csv
 import io
-import json
 from urllib.parse import parse_qsl
 
 import attrs
 from zope.interface import implementer
 
+from lorrygate.decoding.jsonobject import loads
 from lorrygate.decoding.records import object_record, received_ns, scalar
 from lorrygate.errors import Declined, DecodeError
 from lorrygate.interfaces import IDecoder
@@ -54,7 +54,7 @@ class NdjsonDecoder:
         records = []
         for number, line in enumerate(lines, 1):
             try:
-                document = json.loads(line)
+                document = loads(line)
             except ValueError as exc:
                 if number == 1:
                     raise Declined(f"line 1 is not JSON: {exc}") from None

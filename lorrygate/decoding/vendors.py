@@ -23,11 +23,11 @@ homie          Homie property values on ``homie/<device>/<node>/<property>`` top
 "Best gateway" is the one with the highest RSSI (SNR breaks ties).
 """
 
-import json
 
 import attrs
 from zope.interface import implementer
 
+from lorrygate.decoding.jsonobject import loads
 from lorrygate.decoding.records import object_record, received_ns, scalar
 from lorrygate.decoding.text import payload_text
 from lorrygate.decoding.timestamps import parse_time
@@ -38,7 +38,7 @@ from lorrygate.model import Record
 
 def _json_object(payload: bytes, what: str) -> dict:
     try:
-        document = json.loads(payload)
+        document = loads(payload)
     except (ValueError, UnicodeDecodeError) as exc:
         raise Declined(f"not JSON: {exc}") from None
     if type(document) is not dict:

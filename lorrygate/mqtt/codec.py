@@ -559,6 +559,17 @@ def _parse_connect(reader: _Reader) -> Connect:
     )
 
 
+def frame_size(buf) -> int | None:
+    """The size of the packet at the front of ``buf`` (fixed header included),
+    or None while its fixed header is incomplete; ProtocolError if malformed."""
+    if len(buf) < 2:
+        return None
+    length, start = decode_varint(buf, 1)
+    if length is None:
+        return None
+    return start + length
+
+
 def parse(buf, version: int = MQTT_3_1_1):
     """Take the complete packets off the front of ``buf``.
 

@@ -129,6 +129,10 @@ class MQTTClientProtocol(Protocol):
         self._clock = clock
         self.version = version
         self._buffer = b""
+        #: the chunks of a packet larger than one read, and how many bytes it needs
+        self._chunks = []
+        self._have = 0
+        self._need = 0
         self._unacked = deque()
         self._waiting = {}
         self._next_id = 0
@@ -184,9 +188,10 @@ class MQTTClientProtocol(Protocol):
         if qos != 1:
             raise ValueError("publishing supports QoS 0 and 1")
         packet_id = self._allocate_id()
+        data = codec.encode(Publish(topic, payload, qos, retain, False, packet_id), self.version)
         d = Deferred()
         self._waiting[packet_id] = d
-        self._send(Publish(topic, payload, qos, retain, False, packet_id))
+        self.transport.write(data)
         return d
 
     def disconnect(self, timeout: float = 2.0) -> Deferred:
@@ -270,15 +275,32 @@ class MQTTClientProtocol(Protocol):
         self.connected = True
 
     def dataReceived(self, data: bytes) -> None:
-        buffer = self._buffer + data if self._buffer else data
+        # Linear in the bytes received, whatever the packet size: the chunks
+        # of a large packet are collected and joined once, when it is whole.
+        if self._need:
+            self._chunks.append(data)
+            self._have += len(data)
+            if self._have < self._need:
+                return
+            buffer = b"".join(self._chunks)
+            self._chunks, self._have, self._need = [], 0, 0
+        else:
+            buffer = self._buffer + data if self._buffer else data
         try:
             packets, used = codec.parse(buffer, self.version)
+            rest = buffer[used:] if used < len(buffer) else b""
+            need = codec.frame_size(rest) if rest else None
         except ProtocolError as exc:
             self.log.error("malformed MQTT from the broker, closing: {error}", error=str(exc))
             self._buffer = b""
+            self._chunks, self._have, self._need = [], 0, 0
             self.transport.abortConnection()
             return
-        self._buffer = buffer[used:]
+        if need is not None and need > len(rest):
+            self._buffer = b""
+            self._chunks, self._have, self._need = [rest], len(rest), need
+        else:
+            self._buffer = rest
         on_publish = self._on_publish
         for packet in packets:
             if type(packet) is Publish:

@@ -46,6 +46,8 @@ class ChannelStats:
     error_reports: int = 0
     #: our own reports received back (not stored)
     own_reports: int = 0
+    #: reports not published because their topic would be too long for MQTT
+    reports_skipped: int = 0
 
     def asdict(self) -> dict:
         return attrs.asdict(self)
@@ -143,6 +145,14 @@ class ChannelRouter:
             )
 
     def __call__(self, message) -> None:
+        """Route one message; nothing a message carries can make this raise."""
+        try:
+            self._route(message)
+        except Exception as exc:
+            self._reject(message, "internal", f"{type(exc).__name__}: {exc}", "broke the gateway",
+                         error_type=type(exc).__name__)
+
+    def _route(self, message) -> None:
         self.stats.received += 1
         if message.topic.endswith("error.json") and REPORT_MARK in message.payload:
             # Our own report, back through our subscription: nothing to store.
@@ -212,7 +222,9 @@ class ChannelRouter:
         self.batcher.add_dead_letter(DeadLetter(self.channel.name, message, stage, reason, decoder))
         if self.channel.error_topic and self.publish is not None:
             self._report(message, stage, reason, error_type)
-        suppressed = self._complaints.allow((stage, reason))
+        # The key leaves out the topic, which a reason may quote: 2,000 bad
+        # topics of one kind are one complaint, not 2,000.
+        suppressed = self._complaints.allow((stage, reason.replace(message.topic, "<topic>")))
         if suppressed is None:
             return
         self.log.warn(
@@ -231,6 +243,9 @@ class ChannelRouter:
         topic = error_topic(message.topic)
         if topic is None:
             return
+        if len(topic.encode("utf-8")) > MAX_TOPIC_BYTES:
+            self.stats.reports_skipped += 1
+            return
         payload = json.dumps(
             {
                 "type": error_type or "Error",
@@ -245,6 +260,9 @@ class ChannelRouter:
         self.stats.error_reports += 1
         self.publish(topic, payload)
 
+
+#: the longest topic MQTT can carry (a UTF-8 string with a 16-bit length)
+MAX_TOPIC_BYTES = 65535
 
 #: how lorrygate recognises its own error reports
 REPORT_MARK = b'"reporter": "lorrygate"'

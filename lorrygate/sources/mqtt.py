@@ -173,7 +173,13 @@ class MQTTSource(Service):
         if protocol is None or not protocol.connected:
             self.log.debug("MQTT source {source}: not connected, report to {topic} not sent", source=self.name, topic=topic)
             return
-        protocol.publish(topic, payload, qos).addErrback(
+        try:
+            d = protocol.publish(topic, payload, qos)
+        except Exception as exc:  # a packet that cannot be encoded is not worth a connection
+            self.log.warn("MQTT source {source}: report to {topic!r:.200} not sent: {error}", source=self.name,
+                          topic=topic, error=str(exc))
+            return
+        d.addErrback(
             lambda failure: self.log.debug(
                 "MQTT source {source}: report to {topic} not acknowledged: {error}",
                 source=self.name,

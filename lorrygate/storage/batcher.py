@@ -335,6 +335,14 @@ class Batcher:
         def failed(failure):
             self._draining = False
             self._mark_down(failure)
+            self.log.error(
+                "storage {storage}: still down ({error}); {batches} batch(es) wait in the spool, next try in "
+                "{delay:.1f} s",
+                storage=self.storage.name,
+                error=self.stats.last_error,
+                batches=spool.batches,
+                delay=self._retry_delay,
+            )
 
         def broken(failure):
             self._draining = False

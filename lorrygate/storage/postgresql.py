@@ -161,20 +161,38 @@ class PostgresDialect:
             )
 
     def transient(self, exc: Exception) -> bool:
+        """Whether an error says the server is unavailable (the storage is down),
+        by SQLSTATE class, not by message text. Data and schema errors (class
+        22, 23, 42, 54 program limits such as too many columns, ...) are not:
+        the offending entry becomes a dead letter and the storage keeps writing."""
         import psycopg
 
-        return isinstance(exc, (psycopg.OperationalError, psycopg.errors.AdminShutdown)) or (
-            isinstance(exc, psycopg.InterfaceError)
-        )
+        state = getattr(exc, "sqlstate", None)
+        if state is None:
+            # No answer from the server at all: the connection failed or broke.
+            return isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError))
+        return state[:2] in _TRANSIENT_CLASSES or state in _TRANSIENT_STATES
 
     def connection_lost(self, exc: Exception) -> bool:
         import psycopg
 
-        return isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError))
+        state = getattr(exc, "sqlstate", None)
+        if state is None:
+            return isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError))
+        return state[:2] in ("08", "57")
 
     def explain(self, exc: Exception) -> str:
         text = " ".join(str(exc).split())
         return f"{type(exc).__name__}: {text}"
+
+
+#: SQLSTATE classes of unavailability: connection exception, invalid
+#: authorization, transaction rollback (serialization, deadlock),
+#: insufficient resources (disk full, out of memory, too many connections),
+#: operator intervention (shutdown, cancel), system error (I/O)
+_TRANSIENT_CLASSES = frozenset({"08", "28", "40", "53", "57", "58"})
+#: single states of unavailability: read-only transaction (a standby), lock not available
+_TRANSIENT_STATES = frozenset({"25006", "55P03"})
 
 
 def PostgresStorage(name: str, url: str, reactor, idempotent: bool = False, ddl=None):

@@ -117,7 +117,10 @@ def encode(batch) -> bytes:
     dead = [[d.channel, _message(d.message), d.stage, d.error, d.decoder]
             for i, d in enumerate(list(batch.dead_letters) + list(batch.extra_dead))
             if ("dead", i) not in progress and id(d) not in progress]
-    body = msgpack.packb({"created": time.time(), "entries": entries, "dead": dead}, use_bin_type=True, default=str)
+    # surrogatepass: any str a decoder produced round-trips; a spool write
+    # never fails on what a message carried.
+    body = msgpack.packb({"created": time.time(), "entries": entries, "dead": dead}, use_bin_type=True, default=str,
+                         unicode_errors="surrogatepass")
     return _HEADER.pack(MAGIC, VERSION, len(body), zlib.crc32(body)) + body
 
 
@@ -133,7 +136,7 @@ def decode(data: bytes) -> Batch:
         raise DamagedRecord(f"truncated: {len(body)} of {length} bytes")
     if zlib.crc32(body) != checksum:
         raise DamagedRecord("checksum mismatch")
-    document = msgpack.unpackb(body, raw=False, strict_map_key=False)
+    document = msgpack.unpackb(body, raw=False, strict_map_key=False, unicode_errors="surrogatepass")
     batch = Batch()
     for table, records, channel, message, decoder, address in document["entries"]:
         entry = Entry(

@@ -26,8 +26,13 @@ from lorrygate.storage.sqlstorage import SqlStorage
 from lorrygate.topology.naming import quote
 
 _TYPES = {"bool": "INTEGER", "int": "INTEGER", "float": "REAL", "text": "TEXT", "json": "TEXT", "bytes": "BLOB"}
-#: errors that say the database itself is unwell; the batch is retried whole
-_TRANSIENT = ("locked", "busy", "disk i/o", "full", "unable to open", "readonly")
+#: primary SQLite result codes that say the database itself is unwell (the
+#: batch is retried whole, the storage is down): BUSY, LOCKED, NOMEM,
+#: READONLY, INTERRUPT, IOERR, CORRUPT, FULL, CANTOPEN, PROTOCOL, NOTADB.
+#: Every other code (ERROR, TOOBIG, CONSTRAINT, MISMATCH, RANGE, ...) is about
+#: the data: the offending entry becomes a dead letter. Classified by code,
+#: never by the message, which holds table and column names from topics.
+_TRANSIENT_CODES = frozenset({5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 26})
 
 
 def table_name(table) -> str:
@@ -141,8 +146,8 @@ class SQLiteDialect:
         )
 
     def transient(self, exc: Exception) -> bool:
-        text = str(exc).lower()
-        return isinstance(exc, sqlite3.OperationalError) and any(word in text for word in _TRANSIENT)
+        code = getattr(exc, "sqlite_errorcode", None)
+        return code is not None and (code & 0xFF) in _TRANSIENT_CODES
 
     def connection_lost(self, exc: Exception) -> bool:
         return False

@@ -199,3 +199,16 @@ def test_disconnect_sends_the_released_acks_first():
     assert broker.sent() == [PubAck(PUBACK, 1), PubAck(PUBACK, 2), PubAck(PUBACK, 3), codec.Disconnect()]
     broker.clock.advance(0)
     assert broker.transport.value() == b"", "nothing may follow the DISCONNECT"
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7, 1000, 65536], ids=lambda n: f"{n}-byte-reads")
+def test_packets_split_across_reads_arrive_whole(chunk):
+    """Packets cut into reads of any size, a large one among them, arrive whole and in order."""
+    broker = Broker()
+    broker.connect()
+    packets = [Publish("t/a", b"x" * 5, 1, packet_id=1), Publish("t/big", bytes(range(256)) * 4000, 1, packet_id=2),
+               Publish("t/c", b"", 0)]
+    data = b"".join(codec.encode(p, MQTT_3_1_1) for p in packets)
+    for start in range(0, len(data), chunk):
+        broker.protocol.dataReceived(data[start:start + chunk])
+    assert [p for p, _ in broker.received] == packets
