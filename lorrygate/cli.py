@@ -144,6 +144,15 @@ def main(argv=None) -> int:
         return launch(args)
     from lorrygate.config import load
 
+    if args.command in ("status", "flush"):
+        from lorrygate.config.loader import load_gateway
+
+        try:
+            gateway = load_gateway(args.config)
+        except ConfigError as exc:
+            print(exc.render(), file=sys.stderr)
+            return EXIT_CONFIG
+        return control(gateway, args.config, args.command, args.json)
     try:
         settings = load(args.config)
     except ConfigError as exc:
@@ -161,8 +170,6 @@ def main(argv=None) -> int:
 
         print(describe(settings, args.topic))
         return 0
-    if args.command in ("status", "flush"):
-        return control(settings, args.command, args.json)
     if args.dry_run:
         from lorrygate.pipeline.dryrun import dry_run
 
@@ -211,22 +218,23 @@ def launch(args) -> int:
     return pipeline.run(args.log_format or "text", args.log_level or "info")
 
 
-def control(settings, command: str, as_json: bool) -> int:
+def control(gateway, source: str, command: str, as_json: bool) -> int:
     import json
 
     from lorrygate.control_client import render_status, request
 
-    endpoint = settings.gateway.control_endpoint
+    endpoint = gateway.control_endpoint
     if endpoint is None:
-        print(f"{settings.source}: [lorrygate] control = off, so there is nothing to ask", file=sys.stderr)
+        print(f"{source}: [lorrygate] control = off, so there is nothing to ask", file=sys.stderr)
         return EXIT_RUNTIME
+    token = gateway.control_token.reveal() if gateway.control_token is not None else None
     try:
         if command == "status":
-            answer = request(endpoint, "GET", "/status")
+            answer = request(endpoint, "GET", "/status", token=token)
         else:
-            answer = request(endpoint, "POST", "/flush")
+            answer = request(endpoint, "POST", "/flush", token=token)
     except OSError as exc:
-        print(f"no gateway answers at {endpoint} ({exc}); is it running with {settings.source}?", file=sys.stderr)
+        print(f"no gateway answers at {endpoint} ({exc}); is it running with {source}?", file=sys.stderr)
         return EXIT_RUNTIME
     if as_json:
         print(json.dumps(answer, indent=2))

@@ -20,7 +20,7 @@ class _UnixConnection(http.client.HTTPConnection):
         self.sock.connect(self._path)
 
 
-def request(endpoint: str, method: str, path: str, timeout: float = 60.0) -> dict:
+def request(endpoint: str, method: str, path: str, timeout: float = 60.0, token: str | None = None) -> dict:
     """Send one request to a control endpoint string; return the JSON answer."""
     if endpoint.startswith("unix:"):
         connection = _UnixConnection(endpoint[5:], timeout)
@@ -29,7 +29,7 @@ def request(endpoint: str, method: str, path: str, timeout: float = 60.0) -> dic
         host = next((p.split("=", 1)[1] for p in parts[2:] if p.startswith("interface=")), "127.0.0.1")
         connection = http.client.HTTPConnection(host, int(parts[1]), timeout=timeout)
     try:
-        connection.request(method, path)
+        connection.request(method, path, headers={"Authorization": f"Bearer {token}"} if token else {})
         response = connection.getresponse()
         body = response.read()
     finally:

@@ -30,7 +30,33 @@ def load(path: str) -> s.Settings:
             text = handle.read()
     except OSError as exc:
         raise ConfigError([ConfigProblem(path, "", None, "a readable config file", exc.strerror or str(exc))])
+    except UnicodeDecodeError as exc:
+        raise ConfigError([ConfigProblem(path, "", None, "a UTF-8 text file",
+                                         f"byte 0x{exc.object[exc.start]:02x} at offset {exc.start}, which is not UTF-8")
+                           ]) from None
     return loads(text, source=path, base_dir=os.path.dirname(os.path.abspath(path)))
+
+
+def load_gateway(path: str) -> s.GatewaySettings:
+    """Only the ``[lorrygate]`` section of a config file, for ``status`` and
+    ``flush``: they need the control endpoint, not the secrets of brokers and
+    storages. Raise `ConfigError` for that section's problems."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([ConfigProblem(path, "", None, "a readable UTF-8 config file", str(exc))]) from None
+    parser = configparser.ConfigParser(interpolation=None, strict=False, default_section=_NO_DEFAULT_SECTION)
+    parser.optionxform = str
+    try:
+        parser.read_string(text, source=path)
+    except configparser.Error as exc:
+        raise ConfigError([_syntax_problem(path, exc)]) from None
+    if not parser.has_section("lorrygate"):
+        return s.GatewaySettings()
+    section = "\n".join(f"{key} = {value}" for key, value in parser["lorrygate"].items())
+    minimal = f"[lorrygate]\n{section}\n[broker:b]\nhost = h\n[storage:s]\nurl = sqlite:///x\n[channel:c]\ntopics = #\n"
+    return loads(minimal, source=path, base_dir=os.path.dirname(os.path.abspath(path))).gateway
 
 
 def loads(text: str, source: str = "<string>", base_dir: str = ".") -> s.Settings:
@@ -84,7 +110,14 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".") -> s.Setting
     brokers, storages, channels, strategy_sections, decoder_sections = {}, {}, [], {}, {}
     for section in parser.sections():
         if section == "lorrygate":
-            gateway = s.GatewaySettings(**read_section(section, s.GATEWAY_KEYS))
+            values = read_section(section, s.GATEWAY_KEYS)
+            control = values.get("control") or ""
+            interface = control.partition(":interface=")[2]
+            if control.startswith("tcp:") and interface not in ("127.0.0.1", "localhost", "::1") \
+                    and not values.get("control_token"):
+                problem(section, "control", "a loopback interface (tcp:PORT:interface=127.0.0.1), or a "
+                        "control_token (from ${FILE:path}) for an endpoint others can reach", repr(control))
+            gateway = s.GatewaySettings(**values)
             continue
         kind, _, name = section.partition(":")
         kind, name = kind.strip(), name.strip()

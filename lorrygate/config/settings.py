@@ -38,6 +38,8 @@ class GatewaySettings:
     #: the control endpoint (``lorrygate status``/``flush``): a Twisted
     #: endpoint string, "" for ``unix:<data_dir>/lorrygate.sock``, or "off"
     control: str = ""
+    #: the token a TCP control endpoint asks for (``Authorization: Bearer ...``)
+    control_token: v.Secret | None = attrs.field(default=None, repr=False)
 
     @property
     def control_endpoint(self) -> str | None:
@@ -119,6 +121,7 @@ GATEWAY_KEYS = {
     "stats_interval": Key(v.duration(1, 86400), 60.0),
     "strategies": Key(v.nonempty, DEFAULT_STRATEGIES),
     "control": Key(v.control_endpoint, ""),
+    "control_token": Key(v.text, None, secret=True),
 }
 
 BROKER_KEYS = {
@@ -238,7 +241,10 @@ def ddl_template(text: str, kind: str):
         from lorrygate.storage.sqlite import table_name
 
         return DdlTemplate.parse(text, lambda table: quote(table_name(table)))
-    qualify = lambda table: f"{quote(table.schema)}.{quote(table.table)}"  # noqa: E731
+    if kind == "postgresql":
+        from lorrygate.storage.postgresql import qualified as qualify
+    else:
+        qualify = lambda table: f"{quote(table.schema)}.{quote(table.table)}"  # noqa: E731
     return DdlTemplate.parse(text, qualify, crate_validator() if kind == "crate" else None)
 
 

@@ -265,23 +265,31 @@ def callable_ref(value: str) -> str:
 
 
 def mask_url(url: str) -> str:
-    """A URL with its password replaced by ***, for messages and logs."""
-    from urllib.parse import urlsplit, urlunsplit
+    """A URL with its passwords replaced by ***, for messages and logs: the
+    one in the user info and any query parameter named like ``password``."""
+    from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
     try:
         parts = urlsplit(url)
     except ValueError:
         return "<unparsable URL>"
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    user = (parts.username or "") + ":***"
-    return urlunsplit(parts._replace(netloc=f"{user}@{netloc[-1]}"))
+    if parts.password is not None:
+        netloc = parts.netloc.rsplit("@", 1)
+        user = (parts.username or "") + ":***"
+        parts = parts._replace(netloc=f"{user}@{netloc[-1]}")
+    if "password" in parts.query.lower() or "token" in parts.query.lower():
+        query = "&".join(f"{key}=***" if ("password" in key.lower() or "token" in key.lower())
+                         else f"{key}={quote(value, safe='/:,')}" for key, value in parse_qsl(parts.query,
+                                                                                              keep_blank_values=True))
+        parts = parts._replace(query=query)
+    return urlunsplit(parts)
 
 
 def control_endpoint(value: str) -> str:
     """``off``, ``unix:PATH`` or ``tcp:PORT[:interface=HOST]``."""
     text = value.strip()
+    if re.fullmatch(r"tcp:\d{1,5}", text):
+        return text + ":interface=127.0.0.1"  # only this machine, unless bound elsewhere on purpose
     if text == "off" or re.fullmatch(r"unix:[^:]+", text) or re.fullmatch(r"tcp:\d{1,5}(:interface=[^:]+)?", text):
         return text
     raise Invalid("off, unix:PATH or tcp:PORT:interface=127.0.0.1")

@@ -103,12 +103,21 @@ class ChannelRouter:
     _owners: dict = attrs.Factory(dict)
     _pending: set = attrs.Factory(set)
     _idle: list = attrs.Factory(list)
+    #: what marks this channel's own error reports (see `reporter_id`)
+    reporter_id: str = ""
+    mark: bytes = b""
 
     log = Logger()
 
     def __attrs_post_init__(self):
         if self._complaints is None:
             self._complaints = Complaints(self.clock)
+        self.identify(self.channel.name)
+
+    def identify(self, identity: str) -> None:
+        """Mark this channel's reports as coming from ``identity`` (its client id)."""
+        self.reporter_id = reporter_id(identity)
+        self.mark = f'"reporter_id": "{self.reporter_id}"'.encode()
 
     def route(self, topic: str):
         """Return ``(address, table, None)`` or ``(None, None, (reason, what))``."""
@@ -154,8 +163,9 @@ class ChannelRouter:
 
     def _route(self, message) -> None:
         self.stats.received += 1
-        if message.topic.endswith("error.json") and REPORT_MARK in message.payload:
-            # Our own report, back through our subscription: nothing to store.
+        if self.mark in message.payload:
+            # Our own report, back through our subscription (on whatever topic
+            # the broker delivers it): nothing to store, nothing to report.
             self.stats.own_reports += 1
             self.batcher.add(Entry(None, [], self.channel.name, message, ""))
             return
@@ -255,6 +265,7 @@ class ChannelRouter:
                 "timestamp": to_iso(seconds_to_ns(message.received)),
                 "topic": message.topic,
                 "reporter": "lorrygate",
+                "reporter_id": self.reporter_id,
             }
         ).encode("utf-8")
         self.stats.error_reports += 1
@@ -264,8 +275,14 @@ class ChannelRouter:
 #: the longest topic MQTT can carry (a UTF-8 string with a 16-bit length)
 MAX_TOPIC_BYTES = 65535
 
-#: how lorrygate recognises its own error reports
-REPORT_MARK = b'"reporter": "lorrygate"'
+def reporter_id(identity: str) -> str:
+    """The bytes that mark the reports of one channel (its client id): a
+    device's own ``error.json`` that says ``"reporter": "lorrygate"`` is not
+    taken for ours, and ours are recognised whatever a broker does to the
+    topic (RabbitMQ turns ``a/error.json`` into ``a/error/json``)."""
+    import hashlib
+
+    return "lg-" + hashlib.sha256(identity.encode("utf-8")).hexdigest()[:16]
 
 
 def error_topic(topic: str):

@@ -46,6 +46,7 @@ class ChannelService(Service):
         source = MQTTSource(channel.name, settings.brokers[channel.source], channel.topics, channel.qos, router,
                             reactor, reactor, retained=channel.retained)
         router.publish = source.publish
+        router.identify(source.client_id)
         service = cls(channel, source, router, own, decoders, reactor, timeout)
         service.setName(channel.name)
         return service

@@ -90,12 +90,34 @@ class _Flush(Resource):
         return NOT_DONE_YET
 
 
+class _Guarded(Resource):
+    """Answers 401 unless the request carries ``Authorization: Bearer <token>``."""
+
+    def __init__(self, token: str, inner: Resource):
+        super().__init__()
+        self.token = token.encode("utf-8")
+        self.inner = inner
+
+    def getChildWithDefault(self, path, request):
+        import hmac
+
+        given = request.getHeader(b"authorization") or b""
+        if not hmac.compare_digest(given, b"Bearer " + self.token):
+            from twisted.web.resource import ErrorPage
+
+            return ErrorPage(401, "Unauthorized", "the control endpoint wants its control_token")
+        return self.inner.getChildWithDefault(path, request)
+
+
 def control_site(gateway):
     from twisted.web.server import Site
 
     root = Resource()
     root.putChild(b"status", _Status(gateway))
     root.putChild(b"flush", _Flush(gateway))
+    token = gateway.settings.gateway.control_token
+    if token is not None:
+        root = _Guarded(token.reveal(), root)
     site = Site(root)
     site.noisy = False
     site.displayTracebacks = False

@@ -63,6 +63,12 @@ class Batch:
     def __len__(self) -> int:
         return self.rows
 
+    @property
+    def empty(self) -> bool:
+        """Nothing to write and nothing to acknowledge (a message without rows,
+        such as an ignored one, still waits in a non-empty batch)."""
+        return not self.entries and not self.dead_letters
+
     def messages(self):
         """Every message of the batch, for acknowledging them once committed."""
         for entry in self.entries:

@@ -130,7 +130,7 @@ class Batcher:
 
     def _tick(self) -> None:
         self._timer = None
-        if len(self._batch):
+        if not self._batch.empty:
             self.flush()
 
     def flush(self) -> None:
@@ -139,7 +139,7 @@ class Batcher:
             if self._timer.active():
                 self._timer.cancel()
             self._timer = None
-        if self._writing is not None or not len(self._batch) or self._stopped:
+        if self._writing is not None or self._batch.empty or self._stopped:
             self._check_drained()
             return
         self._writing, self._batch = self._batch, Batch()
@@ -216,7 +216,7 @@ class Batcher:
             return
         if self._paused and self.pending < self.max_pending // 2:
             self._set_paused(False)
-        if len(self._batch):
+        if not self._batch.empty:
             self.flush()
         else:
             self._check_drained()
@@ -397,7 +397,7 @@ class Batcher:
     def barrier(self) -> Deferred:
         """Fires once everything added until now is committed or spooled, and
         so acknowledged; entries added later do not hold it back."""
-        if len(self._batch):
+        if not self._batch.empty:
             batch = self._batch
         elif self._writing is not None:
             batch = self._writing
@@ -421,7 +421,7 @@ class Batcher:
         return DeferredList(list(self._inflight), consumeErrors=True).addCallback(lambda _: None)
 
     def _check_drained(self) -> None:
-        if self._writing is None and not len(self._batch) and self._waiters:
+        if self._writing is None and self._batch.empty and self._waiters:
             waiters, self._waiters = self._waiters, []
             for d in waiters:
                 d.callback(None)

@@ -25,8 +25,16 @@ _TYPES = {"bool": "BOOLEAN", "int": "BIGINT", "float": "DOUBLE PRECISION", "text
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
+def schema_name(table) -> str:
+    """The PostgreSQL schema of a `TableName`: ``public`` for none; names that
+    PostgreSQL reserves (``pg_...``, e.g. from a realm ``pg-lab``) get the
+    prefix ``lg_``, since CREATE SCHEMA refuses them."""
+    schema = table.schema or "public"
+    return "lg_" + schema if schema.lower().startswith("pg_") else schema
+
+
 def qualified(table) -> str:
-    return f"{quote(table.schema or 'public')}.{quote(table.table)}"
+    return f"{quote(schema_name(table))}.{quote(table.table)}"
 
 
 def _time(nanos: int) -> datetime:
@@ -71,14 +79,14 @@ class PostgresDialect:
         return columns
 
     def physical(self, table) -> str:
-        return f"{table.schema or 'public'}.{table.table}"
+        return f"{schema_name(table)}.{table.table}"
 
     def columns_of(self, conn, table) -> dict:
         with conn.cursor() as cursor:
             cursor.execute(
                 "SELECT column_name, data_type FROM information_schema.columns "
                 "WHERE table_schema = %s AND table_name = %s",
-                (table.schema or "public", table.table),
+                (schema_name(table), table.table),
             )
             return {row[0].lower(): row[1] for row in cursor.fetchall()}
 
@@ -100,7 +108,7 @@ class PostgresDialect:
             conn.execute(statement)
 
     def ensure_schema(self, conn, table) -> None:
-        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(table.schema or 'public')}")
+        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema_name(table))}")
 
     def create_table(self, conn, table, idempotent: bool, fields: list) -> None:
         """One CREATE TABLE with the first row's columns (rather than one ALTER TABLE each)."""

@@ -264,11 +264,19 @@ class Spool:
 
     def _write(self, path: str, data: bytes) -> None:
         temporary = path + ".tmp"
-        with open(temporary, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.rename(temporary, path)
+        try:
+            with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.rename(temporary, path)
+        except BaseException:
+            # A write that failed (ENOSPC, say) leaves no partial file behind.
+            try:
+                os.unlink(temporary)
+            except FileNotFoundError:
+                pass
+            raise
         directory = os.open(self.directory, os.O_RDONLY)
         try:
             os.fsync(directory)

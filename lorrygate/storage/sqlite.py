@@ -21,6 +21,7 @@ import sqlite3
 import attrs
 
 from lorrygate.decoding.timestamps import IsoTime, seconds_to_ns
+from lorrygate.errors import StorageError
 from lorrygate.storage.layout import ID_COLUMN, INT64, kind_of, to_json
 from lorrygate.storage.sqlstorage import SqlStorage
 from lorrygate.topology.naming import quote
@@ -51,22 +52,46 @@ def _value(value):
     return to_json(value)
 
 
+class FileReplaced(StorageError):
+    """The database file is not the one the connection has open."""
+
+
 @attrs.define(eq=False)
 class SQLiteDialect:
     path: str
     synchronous: str = "FULL"
     name: str = "sqlite"
     _iso: IsoTime = attrs.Factory(IsoTime)
+    #: (device, inode) of the file the connection has open
+    _identity: tuple | None = None
 
     def describe(self) -> str:
         return f"SQLite database {self.path!r}"
 
     def connect(self):
-        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), mode=0o700, exist_ok=True)
+        if not os.path.exists(self.path):
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
+        stat = os.stat(self.path)
+        self._identity = (stat.st_dev, stat.st_ino)
         return conn
+
+    def _check_file(self) -> None:
+        """Refuse to commit into a file that was deleted or replaced while open:
+        the rows would land in an unlinked inode and vanish."""
+        try:
+            stat = os.stat(self.path)
+            same = (stat.st_dev, stat.st_ino) == self._identity
+        except FileNotFoundError:
+            same = False
+        if not same:
+            raise FileReplaced(
+                f"the SQLite database file {self.path!r} was deleted or replaced while open; this batch is not "
+                "committed there, and the file is opened anew"
+            )
 
     def prepare(self, conn, dead_letter_table: str) -> None:
         conn.execute(
@@ -93,6 +118,7 @@ class SQLiteDialect:
         conn.execute("BEGIN")
 
     def commit(self, conn) -> None:
+        self._check_file()
         conn.execute("COMMIT")
 
     def rollback(self, conn) -> None:
@@ -150,7 +176,7 @@ class SQLiteDialect:
         return code is not None and (code & 0xFF) in _TRANSIENT_CODES
 
     def connection_lost(self, exc: Exception) -> bool:
-        return False
+        return isinstance(exc, FileReplaced)
 
     def explain(self, exc: Exception) -> str:
         return f"{type(exc).__name__}: {exc}"

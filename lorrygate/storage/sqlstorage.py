@@ -94,7 +94,8 @@ class SqlStorage:
             self._connect()
         try:
             self._transaction(batch, isolate=False)
-        except StorageError:
+        except StorageError as exc:
+            self._reset_after(exc)
             raise
         except Exception as exc:
             if self.dialect.transient(exc):

@@ -88,3 +88,55 @@ def test_complaints_are_rate_limited_per_problem():
     assert len(lines) == 3
     assert "(4 more like it since the last report)" in lines[2]
     assert len(storage.dead_letters) == 7
+
+
+def test_own_reports_are_recognised_on_any_topic_and_acknowledged():
+    """A report of this channel comes back on a rewritten topic (RabbitMQ: a/error/json): not stored,
+    not reported again, and acknowledged with the next commit although it has no rows."""
+    from tests.doubles import Ack
+
+    router, storage, clock = make()
+    reports = []
+    router.publish = lambda topic, payload: reports.append((topic, payload))
+    router(message("r/n/g/d/data.json", b"not json"))
+    clock.advance(0)
+    ((topic, payload),) = reports
+    ack = Ack()
+    echoed = Message("r/n/g/d/error/json", payload, 1, False, 2.0, "#", ack)
+    router(echoed)
+    clock.advance(0)
+    assert router.stats.own_reports == 1 and len(reports) == 1 and len(storage.dead_letters) == 1
+    assert ack.count == 1, "a message without rows is acknowledged too"
+
+
+def test_a_devices_own_report_is_not_taken_for_ours():
+    """A device's error.json that says it comes from lorrygate, without this channel's mark, is stored."""
+    router, storage, clock = make()
+    router(message("r/n/g/d/error.json", b'{"reporter": "lorrygate", "message": "from a device"}'))
+    clock.advance(0)
+    assert router.stats.own_reports == 0 and storage.tables
+
+
+def test_an_error_report_topic_too_long_for_mqtt_is_not_published():
+    """A rejected message whose report topic would pass MQTT's 65,535 bytes is counted, not published."""
+    router, storage, clock = make()
+    reports = []
+    router.publish = lambda topic, payload: reports.append(topic)
+    router(message("a/" * 33_000 + "data.json", b"not json"))
+    clock.advance(0)
+    assert reports == [] and router.stats.reports_skipped == 1 and len(storage.dead_letters) == 1
+
+
+def test_nothing_a_message_carries_makes_the_router_raise():
+    """An exception from anywhere in routing becomes a dead letter; the router does not raise."""
+    router, storage, clock = make()
+
+    class Broken:
+        def decode(self, message, address):
+            raise MemoryError("out of luck")
+
+    router.chain = Broken()
+    router(message("r/n/g/d/data.json"))
+    clock.advance(0)
+    (dead,) = storage.dead_letters
+    assert dead.stage == "internal" and "MemoryError" in dead.error

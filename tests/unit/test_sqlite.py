@@ -164,3 +164,26 @@ def test_refused_rows_count_as_dead_letters_not_as_committed(tmp_path):
     store._close()
     assert (batcher.stats.rows, batcher.stats.dead_letters) == (0, 2)
     assert "create_hypertable" in batcher.stats.failing
+
+
+def test_a_deleted_database_file_is_not_written_into(storage, tmp_path):
+    """A database file deleted while open fails the commit (nothing acknowledged); the next one reopens it."""
+    import os
+
+    from lorrygate.errors import StorageError
+
+    storage._commit(batch(entry({"x": 1.0})))
+    os.unlink(storage.dialect.path)
+    with pytest.raises(StorageError, match="deleted or replaced while open"):
+        storage._commit(batch(entry({"x": 2.0})))
+    storage._commit(batch(entry({"x": 2.0})))
+    assert rows(storage, 'SELECT x FROM "mqttkit_1_testdrive__area_42_node_1_sensors"') == [(2.0,)]
+
+
+def test_the_database_file_is_private(storage):
+    """The database file and its directory are created for the gateway's user only."""
+    import os
+    import stat
+
+    assert stat.S_IMODE(os.stat(storage.dialect.path).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(os.path.dirname(storage.dialect.path)).st_mode) == 0o700
