@@ -287,6 +287,12 @@ def run(settings, log_format: str, log_level: str, reload: bool = False) -> int:
         Deferred.fromCoroutine(gateway.start()).addCallbacks(started, failed)
 
     reactor.callWhenRunning(begin)
+    # SIGINT stops the gateway the way SIGTERM does, also when the parent left
+    # it ignored (a background job of a shell): Twisted only takes it over
+    # from Python's default handler.
+    import signal
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     reactor.run()
     return outcome["code"]
 

@@ -1,7 +1,6 @@
 """lorrygate launch and relay against a real broker: the same rows as an ini channel; a tee feeds every sink."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -87,7 +86,7 @@ def test_relay_lorrystream_urls(tmp_path, mosquitto):
                           str(tmp_path / "relay.log")).start()
     publisher = Publisher(mosquitto.port)
     publisher.publish_many((f"{realm}/sensor-{n % 3}", json.dumps({"seq": n})) for n in range(100))
-    wait_until(lambda: os.path.exists(db) and query(str(db), "SELECT count(*) FROM testdrive")[0][0] >= 100, 30, "100 rows")
+    wait_until(lambda: count_rows(str(db), "testdrive") >= 100, 30, "100 rows")
     relay.process.send_signal(signal.SIGINT)
     assert relay.process.wait(30) == 0
     publisher.close()

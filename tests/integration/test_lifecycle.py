@@ -200,3 +200,19 @@ def test_launch_dry_run_writes_nothing(tmp_path):
         assert result.returncode == 0, result.stderr
         assert json.loads(result.stdout.splitlines()[0])["fields"] == {"x": 1.5}
         assert not db.exists()
+
+
+def test_sigint_stops_the_gateway_when_the_parent_ignored_it(tmp_path, broker):  # noqa: F811
+    """A gateway started as a shell's background job (SIGINT ignored) still stops cleanly on SIGINT."""
+    realm = f"int{uuid.uuid4().hex[:8]}"
+    config = gateway_config(str(tmp_path), broker.port, realm, f"sqlite:///{tmp_path}/gateway.sqlite")
+    log = open(tmp_path / "gw.log", "ab")
+    process = subprocess.Popen([sys.executable, "-m", "lorrygate.cli", "-c", config], stdout=log,
+                               stderr=subprocess.STDOUT, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    log.close()
+    from tests.gatewayproc import RUNNING
+
+    RUNNING.append(process)
+    wait_until(lambda: "every subscription acknowledged" in (tmp_path / "gw.log").read_text(), 30, "the gateway")
+    process.send_signal(signal.SIGINT)
+    assert process.wait(30) == 0
