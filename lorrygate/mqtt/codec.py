@@ -478,7 +478,9 @@ def _parse_other(kind: int, flags: int, buf, pos: int, end: int, v5: bool):
     elif kind == CONNACK:
         ack_flags = reader.byte()
         reason = reader.byte()
-        props = reader.properties() if v5 else {}
+        # A broker that only speaks 3.1.1 answers an MQTT 5 CONNECT with a
+        # 3.1.1 CONNACK (no properties), typically code 1: read it as such.
+        props = reader.properties() if v5 and reader.remaining() else {}
         packet = Connack(bool(ack_flags & 1), reason, props)
     elif kind == SUBACK:
         packet_id = reader.u16()

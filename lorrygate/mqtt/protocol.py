@@ -36,58 +36,66 @@ from lorrygate.mqtt.codec import (
     Unsuback,
 )
 
-#: CONNACK return codes (3.1.1) and reason codes (5) that a person can act on
+#: every MQTT 5 reason code (MQTT 5.0, 2.4), named in logs
+REASON_CODES = {
+    0x00: "success", 0x01: "granted QoS 1", 0x02: "granted QoS 2", 0x04: "disconnect with will message",
+    0x10: "no matching subscribers", 0x11: "no subscription existed", 0x18: "continue authentication",
+    0x19: "re-authenticate", 0x80: "unspecified error", 0x81: "malformed packet", 0x82: "protocol error",
+    0x83: "implementation specific error", 0x84: "unsupported protocol version", 0x85: "client identifier not valid",
+    0x86: "bad user name or password", 0x87: "not authorized", 0x88: "server unavailable", 0x89: "server busy",
+    0x8A: "banned", 0x8B: "server shutting down", 0x8C: "bad authentication method", 0x8D: "keep alive timeout",
+    0x8E: "session taken over by another client with the same client id", 0x8F: "topic filter invalid",
+    0x90: "topic name invalid", 0x91: "packet identifier in use", 0x92: "packet identifier not found",
+    0x93: "receive maximum exceeded", 0x94: "topic alias invalid", 0x95: "packet too large",
+    0x96: "message rate too high", 0x97: "quota exceeded", 0x98: "administrative action",
+    0x99: "payload format invalid", 0x9A: "retain not supported", 0x9B: "QoS not supported",
+    0x9C: "use another server", 0x9D: "server moved", 0x9E: "shared subscriptions not supported",
+    0x9F: "connection rate exceeded", 0xA0: "maximum connect time", 0xA1: "subscription identifiers not supported",
+    0xA2: "wildcard subscriptions not supported",
+}
+
+#: CONNACK return codes of MQTT 3.1.1 (3.2.2.3), and MQTT 5's reason codes
 CONNACK_REASONS = {
+    **REASON_CODES,
     1: "unacceptable protocol version",
     2: "client identifier rejected",
     3: "server unavailable",
     4: "bad user name or password",
     5: "not authorized",
-    0x80: "unspecified error",
-    0x81: "malformed packet",
-    0x82: "protocol error",
-    0x84: "unsupported protocol version",
-    0x85: "client identifier not valid",
-    0x86: "bad user name or password",
-    0x87: "not authorized",
-    0x88: "server unavailable",
-    0x89: "server busy",
-    0x8A: "banned",
-    0x8C: "bad authentication method",
-    0x90: "topic name invalid",
-    0x95: "packet too large",
-    0x97: "quota exceeded",
-    0x9C: "use another server",
-    0x9D: "server moved",
-    0x9F: "connection rate exceeded",
 }
 
+#: DISCONNECT reason codes a broker sends under MQTT 5
+DISCONNECT_REASONS = REASON_CODES
+
+#: CONNACK codes that refuse the protocol version (3.1.1: 1; 5: 0x84)
+VERSION_REFUSED = (1, 0x84)
+
+
+#: own publishes that may wait for the broker's Receive Maximum
+MAX_QUEUED = 1000
 
 _u16 = struct.Struct("!H")
 #: fixed header of a success PUBACK / PUBREC (the same in 3.1.1 and 5)
 _ACK_HEADERS = {PUBACK: bytes((PUBACK << 4, 2)), PUBREC: bytes((PUBREC << 4, 2))}
 
 
-#: DISCONNECT reason codes a broker sends under MQTT 5
-DISCONNECT_REASONS = {
-    0x8B: "server shutting down",
-    0x8D: "keep alive timeout",
-    0x8E: "session taken over by another client with the same client id",
-    0x87: "not authorized",
-    0x93: "receive maximum exceeded",
-    0x97: "quota exceeded",
-    0x9C: "use another server",
-    0x9D: "server moved",
-}
 
 
 class ConnectionRefused(ProtocolError):
     """The broker answered CONNECT with a failure code."""
 
-    def __init__(self, reason: int):
+    def __init__(self, reason: int, version: int = MQTT_3_1_1):
         self.reason = reason
         text = CONNACK_REASONS.get(reason, "unknown reason")
-        super().__init__(f"broker refused the connection: {text} (code 0x{reason:02x})")
+        hint = ""
+        if reason in VERSION_REFUSED:
+            hint = ("; the broker does not speak MQTT 5: set protocol = 3.1.1" if version == codec.MQTT_5
+                    else "; the broker does not speak MQTT 3.1.1: set protocol = 5")
+        super().__init__(f"broker refused the connection: {text} (code 0x{reason:02x}){hint}")
+
+
+class PacketTooLarge(ProtocolError):
+    """A packet larger than the broker's Maximum Packet Size (MQTT 5), not sent."""
 
 
 class SubscriptionRefused(ProtocolError):
@@ -134,6 +142,9 @@ class MQTTClientProtocol(Protocol):
         self._have = 0
         self._need = 0
         self._unacked = deque()
+        #: our QoS 1 publishes in flight, and those waiting for a slot
+        self._outgoing = 0
+        self._queued = deque()
         self._waiting = {}
         self._next_id = 0
         self._connack = None
@@ -180,19 +191,56 @@ class MQTTClientProtocol(Protocol):
 
         return d.addCallback(check)
 
+    @property
+    def limits(self) -> dict:
+        """What the broker's CONNACK allows this client (MQTT 5; 3.1.1: the protocol's limits)."""
+        props = self.connack_properties
+        return {
+            "maximum_packet_size": props.get("maximum_packet_size", 268_435_460),
+            "receive_maximum": props.get("receive_maximum", 65535),
+            "maximum_qos": props.get("maximum_qos", 2),
+            "retain_available": bool(props.get("retain_available", 1)),
+            "topic_alias_maximum": props.get("topic_alias_maximum", 0),
+        }
+
     def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> Deferred:
-        """Publish a message; for QoS 1 the Deferred fires on its PUBACK."""
-        if qos == 0:
-            self._send(Publish(topic, payload, 0, retain))
-            return succeed(None)
-        if qos != 1:
+        """Publish a message within the broker's limits; for QoS 1 the Deferred
+        fires on its PUBACK. A QoS above the broker's Maximum QoS is lowered,
+        retain is dropped where the broker has none, a packet over its
+        Maximum Packet Size raises `PacketTooLarge`, and QoS 1 publishes beyond
+        its Receive Maximum wait for a free slot (at most ``MAX_QUEUED``)."""
+        if qos not in (0, 1):
             raise ValueError("publishing supports QoS 0 and 1")
-        packet_id = self._allocate_id()
-        data = codec.encode(Publish(topic, payload, qos, retain, False, packet_id), self.version)
+        limits = self.limits
+        qos = min(qos, limits["maximum_qos"])
+        retain = retain and limits["retain_available"]
+        data = codec.encode(Publish(topic, payload, qos, retain, False, 1 if qos else None), self.version)
+        if len(data) > limits["maximum_packet_size"]:
+            raise PacketTooLarge(f"a {len(data)}-byte PUBLISH is larger than the broker's Maximum Packet Size "
+                                 f"({limits['maximum_packet_size']} bytes)")
+        if qos == 0:
+            self.transport.write(data)
+            return succeed(None)
         d = Deferred()
-        self._waiting[packet_id] = d
-        self.transport.write(data)
+        if self._outgoing >= limits["receive_maximum"]:
+            if len(self._queued) >= MAX_QUEUED:
+                raise ProtocolError(f"{len(self._queued)} publishes already wait for the broker's Receive Maximum")
+            self._queued.append((topic, payload, retain, d))
+            return d
+        self._send_qos1(topic, payload, retain, d)
         return d
+
+    def _send_qos1(self, topic: str, payload: bytes, retain: bool, d: Deferred) -> None:
+        packet_id = self._allocate_id()
+        self._waiting[packet_id] = d
+        self._outgoing += 1
+        self.transport.write(codec.encode(Publish(topic, payload, 1, retain, False, packet_id), self.version))
+
+    def _outgoing_done(self) -> None:
+        self._outgoing -= 1
+        if self._queued and self.connected:
+            topic, payload, retain, d = self._queued.popleft()
+            self._send_qos1(topic, payload, retain, d)
 
     def disconnect(self, timeout: float = 2.0) -> Deferred:
         """Send DISCONNECT and close; fires once the connection is closed.
@@ -291,6 +339,8 @@ class MQTTClientProtocol(Protocol):
             rest = buffer[used:] if used < len(buffer) else b""
             need = codec.frame_size(rest) if rest else None
         except ProtocolError as exc:
+            if buffer[:2] == b"\x15\x03":
+                exc = ProtocolError("the peer answered with a TLS alert: it is a TLS listener, set tls = true")
             self.log.error("malformed MQTT from the broker, closing: {error}", error=str(exc))
             self._buffer = b""
             self._chunks, self._have, self._need = [], 0, 0
@@ -322,6 +372,7 @@ class MQTTClientProtocol(Protocol):
             elif packet.kind == PUBACK:
                 d = self._waiting.pop(packet.packet_id, None)
                 if d is not None:
+                    self._outgoing_done()
                     d.callback(packet)
         elif kind is PingResp:
             self._ping_outstanding = False
@@ -342,7 +393,7 @@ class MQTTClientProtocol(Protocol):
         if d is None:
             return
         if packet.reason != 0:
-            d.errback(ConnectionRefused(packet.reason))
+            d.errback(ConnectionRefused(packet.reason, self.version))
             return
         self.session_present = packet.session_present
         self.connack_properties = packet.properties
@@ -370,8 +421,10 @@ class MQTTClientProtocol(Protocol):
         self._ping_call = self._release_call = None
         # Acks of this connection can no longer be sent; the broker redelivers.
         self._unacked.clear()
-        pending = list(self._waiting.values())
+        pending = list(self._waiting.values()) + [item[3] for item in self._queued]
         self._waiting.clear()
+        self._queued.clear()
+        self._outgoing = 0
         if self._connack is not None:
             pending.append(self._connack)
             self._connack = None

@@ -48,6 +48,8 @@ class ChannelStats:
     own_reports: int = 0
     #: reports not published because their topic would be too long for MQTT
     reports_skipped: int = 0
+    #: reports not published because the channel sent REPORTS_PER_SECOND already
+    reports_limited: int = 0
 
     def asdict(self) -> dict:
         return attrs.asdict(self)
@@ -106,6 +108,8 @@ class ChannelRouter:
     #: what marks this channel's own error reports (see `reporter_id`)
     reporter_id: str = ""
     mark: bytes = b""
+    _report_second: int = -1
+    _reports_this_second: int = 0
 
     log = Logger()
 
@@ -256,6 +260,13 @@ class ChannelRouter:
         if len(topic.encode("utf-8")) > MAX_TOPIC_BYTES:
             self.stats.reports_skipped += 1
             return
+        second = int(self.clock.seconds())
+        if second != self._report_second:
+            self._report_second, self._reports_this_second = second, 0
+        if self._reports_this_second >= REPORTS_PER_SECOND:
+            self.stats.reports_limited += 1
+            return
+        self._reports_this_second += 1
         payload = json.dumps(
             {
                 "type": error_type or "Error",
@@ -271,6 +282,10 @@ class ChannelRouter:
         self.stats.error_reports += 1
         self.publish(topic, payload)
 
+
+#: error reports a channel publishes per second at most (a flood of bad
+#: messages is counted, not echoed)
+REPORTS_PER_SECOND = 10
 
 #: the longest topic MQTT can carry (a UTF-8 string with a 16-bit length)
 MAX_TOPIC_BYTES = 65535

@@ -20,7 +20,7 @@ from zope.interface import implementer
 from lorrygate.interfaces import ISource
 from lorrygate.model import NO_ACK, Message
 from lorrygate.mqtt import codec
-from lorrygate.mqtt.protocol import DISCONNECT_REASONS, MQTTClientProtocol
+from lorrygate.mqtt.protocol import DISCONNECT_REASONS, MQTTClientProtocol, PacketTooLarge
 from lorrygate.mqtt.topics import parse_filter
 from lorrygate.sources.pauses import Pauses
 
@@ -73,7 +73,12 @@ def explain_failure(exc: Exception, broker) -> str:
             f"check that host {broker.host!r} is a name in that certificate"
         )
     if isinstance(exc, (ConnectionDone, ConnectionLost)):
-        hint = "" if broker.tls else " (a TLS-only listener? then set tls = true)"
+        hints = []
+        if broker.protocol == "5":
+            hints.append("a broker without MQTT 5? then set protocol = 3.1.1")
+        if not broker.tls:
+            hints.append("a TLS-only listener? then set tls = true")
+        hint = f" ({'; '.join(hints)})" if hints else ""
         return f"the broker closed the connection before answering CONNECT{hint}"
     return str(exc) or type(exc).__name__
 
@@ -118,6 +123,8 @@ class MQTTSource(Service):
     #: subscription), "always" or "never"
     retained: str = "new"
     retained_skipped: int = 0
+    #: error reports larger than the broker's Maximum Packet Size, not sent
+    reports_too_large: int = 0
     last_error: str = ""
     _session_present: bool = False
     _recent_losses: list = attrs.Factory(list)
@@ -175,6 +182,11 @@ class MQTTSource(Service):
             return
         try:
             d = protocol.publish(topic, payload, qos)
+        except PacketTooLarge as exc:
+            self.reports_too_large += 1
+            self.log.debug("MQTT source {source}: report to {topic!r:.200} not sent: {error}", source=self.name,
+                           topic=topic, error=str(exc))
+            return
         except Exception as exc:  # a packet that cannot be encoded is not worth a connection
             self.log.warn("MQTT source {source}: report to {topic!r:.200} not sent: {error}", source=self.name,
                           topic=topic, error=str(exc))
@@ -294,7 +306,7 @@ class MQTTSource(Service):
         reason = protocol.lost_reason
         code = protocol.disconnect_reason
         if code is not None:
-            why = f"the broker sent DISCONNECT: {DISCONNECT_REASONS.get(code, 'reason')} (code 0x{code:02x})"
+            why = f"the broker sent DISCONNECT: {DISCONNECT_REASONS.get(code, 'unknown reason')} (code 0x{code:02x})"
         else:
             why = reason.getErrorMessage() if reason is not None else "closed"
         flapping = self._flapping()

@@ -106,11 +106,13 @@ def test_broken_ini_syntax_is_reported():
 def test_secret_from_environment_is_never_shown(monkeypatch):
     """${ENV:NAME} fills a password; its value appears in no repr and no message."""
     monkeypatch.setenv("LORRYGATE_TEST_PASSWORD", "hunter2")
-    settings = loads(GOOD.replace("host = localhost", "host = localhost\npassword = ${ENV:LORRYGATE_TEST_PASSWORD}"))
+    settings = loads(GOOD.replace("host = localhost",
+                                  "host = localhost\nusername = gw\npassword = ${ENV:LORRYGATE_TEST_PASSWORD}"))
     broker = settings.brokers["local"]
     assert broker.password.reveal() == "hunter2"
     assert "hunter2" not in repr(settings) and "hunter2" not in str(broker.password)
-    found = problems(GOOD.replace("host = localhost", "host = localhost\npassword = ${ENV:LORRYGATE_UNSET_VAR}"))
+    found = problems(GOOD.replace("host = localhost",
+                                  "host = localhost\nusername = gw\npassword = ${ENV:LORRYGATE_UNSET_VAR}"))
     assert found == [
         "gateway.ini [broker:local] password: expected environment variable LORRYGATE_UNSET_VAR to be set "
         "(referenced as ${ENV:LORRYGATE_UNSET_VAR}), got a hidden value"
@@ -120,7 +122,7 @@ def test_secret_from_environment_is_never_shown(monkeypatch):
 def test_secret_from_file(tmp_path):
     """${FILE:path} reads a secret from a file relative to the config."""
     (tmp_path / "pw").write_text("s3cret\n")
-    (tmp_path / "gw.ini").write_text(GOOD.replace("host = localhost", "host = localhost\npassword = ${FILE:pw}"))
+    (tmp_path / "gw.ini").write_text(GOOD.replace("host = localhost", "host = localhost\nusername = gw\npassword = ${FILE:pw}"))
     assert load(str(tmp_path / "gw.ini")).brokers["local"].password.reveal() == "s3cret"
 
 
@@ -155,4 +157,12 @@ def test_inline_comment_gets_a_hint():
     assert found == [
         "gateway.ini [broker:local] keepalive: expected a whole number from 0 to 65535, got '30   # seconds' "
         "(comments go on their own line, not after a value)"
+    ]
+
+
+def test_a_311_password_needs_a_username():
+    """MQTT 3.1.1 sends a password only with a user name: a password alone is a config error naming the fix."""
+    assert problems(GOOD.replace("host = localhost", "host = localhost\npassword = secret")) == [
+        "gateway.ini [broker:local] password: expected a username too: MQTT 3.1.1 sends a password only with a "
+        "user name (MQTT-3.1.2-22), or protocol = 5, got a password without a username"
     ]

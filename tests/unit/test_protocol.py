@@ -212,3 +212,54 @@ def test_packets_split_across_reads_arrive_whole(chunk):
     for start in range(0, len(data), chunk):
         broker.protocol.dataReceived(data[start:start + chunk])
     assert [p for p, _ in broker.received] == packets
+
+
+def connected(version=MQTT_5, **props):
+    broker = Broker(version)
+    d = broker.protocol.connect(codec.Connect("gw", version))
+    broker.sent()
+    broker.reply(codec.Connack(False, 0, props))
+    assert d.called
+    return broker
+
+
+def test_a_311_connack_answers_an_mqtt5_connect_with_the_fix():
+    """A 3.1.1-only broker's CONNACK (no properties) is read under MQTT 5 and says to set protocol = 3.1.1."""
+    broker = Broker(MQTT_5)
+    d = broker.protocol.connect(codec.Connect("gw", MQTT_5))
+    broker.sent()
+    broker.protocol.dataReceived(b"\x20\x02\x00\x01")  # 3.1.1: unacceptable protocol version
+    failure = []
+    d.addErrback(failure.append)
+    assert failure and failure[0].check(ConnectionRefused)
+    assert "set protocol = 3.1.1" in failure[0].getErrorMessage()
+
+
+def test_own_publish_larger_than_maximum_packet_size_is_not_sent():
+    """A PUBLISH over the broker's Maximum Packet Size raises PacketTooLarge and sends nothing."""
+    from lorrygate.mqtt.protocol import PacketTooLarge
+
+    broker = connected(maximum_packet_size=256)
+    with pytest.raises(PacketTooLarge, match="256 bytes"):
+        broker.protocol.publish("t/error.json", b"x" * 300, 1)
+    assert broker.sent() == []
+    broker.protocol.publish("t/error.json", b"x" * 100, 1)
+    assert len(broker.sent()) == 1
+
+
+def test_own_publishes_wait_for_the_receive_maximum():
+    """With Receive Maximum 2, a third QoS 1 publish waits until one of the first two is acknowledged."""
+    broker = connected(receive_maximum=2)
+    acked = [broker.protocol.publish("t", b"%d" % n, 1) for n in range(3)]
+    first, second = broker.sent()
+    assert [p.payload for p in (first, second)] == [b"0", b"1"]
+    broker.reply(PubAck(PUBACK, first.packet_id))
+    assert acked[0].called and [p.payload for p in broker.sent()] == [b"2"]
+
+
+def test_own_publishes_honour_maximum_qos():
+    """A broker with Maximum QoS 0 gets QoS 0 publishes."""
+    broker = connected(maximum_qos=0)
+    broker.protocol.publish("t", b"x", 1)
+    (packet,) = broker.sent()
+    assert packet.qos == 0
