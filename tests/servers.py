@@ -57,6 +57,8 @@ class Mosquitto:
     #: paths of the TLS files, for tests that use them
     tls: dict = attrs.Factory(dict)
     process: subprocess.Popen | None = None
+    #: unacknowledged QoS 1 messages the broker sends a client at once
+    max_inflight: int = 2000
 
     def start(self) -> "Mosquitto":
         config = os.path.join(self.directory, "mosquitto.conf")
@@ -67,7 +69,7 @@ class Mosquitto:
                 + "persistence true\n"
                 f"persistence_location {self.directory}/\n"
                 f"log_dest file {self.directory}/mosquitto.log\n"
-                "max_inflight_messages 2000\n"
+                f"max_inflight_messages {self.max_inflight}\n"
                 "max_queued_messages 1000000\n"
                 "max_queued_bytes 0\n"
                 + ("user root\n" if os.geteuid() == 0 else "")
@@ -161,3 +163,62 @@ class PostgreSQL:
                       check=False)
             shutil.rmtree(self.directory, ignore_errors=True)
             self.directory = ""
+
+
+#: Eclipse Paho's interoperability test broker, beside the project (../shared/third_party)
+PAHO_TESTING = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared",
+                            "third_party", "paho.mqtt.testing", "interoperability")
+
+
+@attrs.define
+class ChildBroker:
+    """A broker of another implementation, run as a child process on its own port;
+    its output goes to ``log`` for the tests to read."""
+
+    directory: str
+    command: list
+    port: int = attrs.Factory(free_port)
+    cwd: str | None = None
+    env: dict | None = None
+    process: subprocess.Popen | None = None
+    ready_timeout: float = 30
+
+    @property
+    def log(self) -> str:
+        return os.path.join(self.directory, "broker.log")
+
+    def start(self) -> "ChildBroker":
+        command = [part.format(port=self.port, directory=self.directory) for part in self.command]
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd,
+                                            env=dict(os.environ, **(self.env or {})), start_new_session=True)
+        wait_until(lambda: port_open(self.port) or self.process.poll() is not None, self.ready_timeout,
+                   f"{command[0]} to listen")
+        if self.process.poll() is not None:
+            raise RuntimeError(f"{command} exited with {self.process.returncode}:\n{self.text()[-2000:]}")
+        return self
+
+    def text(self) -> str:
+        with open(self.log, "rb") as handle:
+            return handle.read().decode("utf-8", "replace")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self.process = None
+
+
+def paho_broker(directory: str) -> ChildBroker:
+    """Paho's strict test broker (MQTT 3.1.1 and 5 on one port): it logs every protocol violation as ERROR."""
+    import sys
+
+    config = os.path.join(directory, "paho.conf")
+    broker = ChildBroker(directory, [sys.executable, "startbroker.py", "-c", config], cwd=PAHO_TESTING)
+    with open(config, "w") as handle:
+        handle.write(f"listener {broker.port} 127.0.0.1\n")
+    return broker

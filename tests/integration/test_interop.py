@@ -1,0 +1,77 @@
+"""
+The MQTT client against brokers that others wrote: Eclipse Paho's strict
+interoperability broker (MQTT 3.1.1 and 5), and Mosquitto with a window of
+one message. Each run: QoS 1 messages with undecodable ones among them are
+all stored or dead-lettered, reports stay few, the connection never drops and
+the broker logs no protocol violation.
+"""
+
+import json
+import os
+import uuid
+
+import pytest
+
+from tests.gatewayproc import GatewayProcess, Publisher, count_rows, last_stats, query, write_config
+from tests.servers import PAHO_TESTING, Mosquitto, paho_broker, wait_until
+
+needs_paho = pytest.mark.skipif(not os.path.isdir(PAHO_TESTING),
+                                reason=f"Paho's interoperability broker is not at {PAHO_TESTING} (../shared/third_party)")
+
+
+def dead_letters(db):
+    try:
+        return query(db, "SELECT count(*) FROM lorrygate_dead_letter")[0][0]
+    except Exception:
+        return 0
+
+
+def run_stream(tmp_path, port, protocol, count=2_000, bad_every=200, timeout=120):
+    """Publish ``count`` QoS 1 messages, every ``bad_every``-th undecodable; wait until all are stored or dead."""
+    realm = f"io{uuid.uuid4().hex[:8]}"
+    db = str(tmp_path / "gateway.sqlite")
+    config = write_config(str(tmp_path), port, client_id=f"gw-{realm}", topics=f"{realm}/#")
+    with open(config) as handle:
+        text = handle.read()
+    with open(config, "w") as handle:
+        handle.write(text.replace("keepalive = 10", f"keepalive = 10\nprotocol = {protocol}"))
+    gateway = GatewayProcess(config, str(tmp_path / "gw.log")).start()
+    publisher = Publisher(port)
+    messages = [(f"{realm}/net/gw/node-{n % 5}/data.json",
+                 "not json {" if n % bad_every == 0 else json.dumps({"seq": n}))
+                for n in range(count)]
+    publisher.publish_many(messages, timeout=120)
+    bad = count // bad_every
+    wait_until(lambda: count_rows(db, realm) == count - bad and dead_letters(db) == bad, timeout,
+               f"{count - bad} rows and {bad} dead letters", interval=0.2)
+    publisher.close()
+    assert gateway.stop() == 0
+    events = gateway.events()
+    lost = [e for e in events if "connection to" in e.get("log_format", "") and "lost" in e.get("log_format", "")]
+    assert lost == [], "the broker dropped the connection"
+    stats = last_stats(events)
+    assert stats["error_reports"] <= bad
+    return stats
+
+
+@needs_paho
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+def test_paho_interoperability_broker(tmp_path, protocol):
+    """Against Paho's strict broker: every message stored or dead-lettered, no disconnect, no violation logged."""
+    broker = paho_broker(str(tmp_path)).start()
+    try:
+        run_stream(tmp_path, broker.port, protocol)
+    finally:
+        broker.stop()
+    violations = [line for line in broker.text().splitlines() if line.startswith("ERROR")]
+    assert violations == []
+
+
+def test_a_window_of_one_never_stalls(tmp_path):
+    """Mosquitto with max_inflight_messages 1: an undecodable message, then 20 good ones, all stored at once."""
+    (tmp_path / "broker").mkdir()
+    broker = Mosquitto(str(tmp_path / "broker"), max_inflight=1).start()
+    try:
+        run_stream(tmp_path, broker.port, "3.1.1", count=21, bad_every=21, timeout=5)
+    finally:
+        broker.stop()
