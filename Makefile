@@ -16,12 +16,12 @@ STAMP    = $(VENV)/.installed
 
 LORRY_VENV ?= .venv-lorrystream
 
-.PHONY: run test test-unit test-soak bench check system-deps venv broker broker-stop clean distclean
+.PHONY: run test test-unit test-soak bench check system-deps venv node-deps broker broker-stop clean distclean
 
 run: system-deps venv broker
 	$(VENV)/bin/lorrygate -c $(CONFIG)
 
-test: system-deps venv
+test: system-deps venv node-deps
 	$(VENV)/bin/pytest
 
 test-unit: venv
@@ -46,6 +46,7 @@ system-deps:
 	command -v mosquitto_pub >/dev/null 2>&1 || missing="$$missing mosquitto-clients"; \
 	command -v sqlite3 >/dev/null 2>&1 || missing="$$missing sqlite3"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || missing="$$missing rabbitmq-server"; \
 	$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
@@ -53,6 +54,12 @@ system-deps:
 	fi
 
 venv: $(STAMP)
+
+# aedes (npm), a Node.js broker for the interoperability tests, in .node/.
+node-deps:
+	@if command -v npm >/dev/null 2>&1; then \
+		[ -d .node/node_modules/aedes ] || npm install --silent --no-audit --no-fund --prefix .node aedes@1; \
+	else echo "npm is missing: the aedes interoperability tests will be skipped"; fi
 
 $(STAMP): setup.cfg setup.py
 	[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
@@ -78,7 +85,7 @@ broker-stop:
 # Build artefacts and virtualenvs only: var/ (databases, the spool with batches
 # already acknowledged to the broker, Mosquitto's persistence) is never touched.
 clean:
-	rm -rf $(VENV) $(LORRY_VENV) build *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) $(LORRY_VENV) .node build *.egg-info .pytest_cache .hypothesis
 	find . -name __pycache__ -type d -prune -not -path './var/*' -exec rm -rf {} +
 
 # Everything clean removes, and the data: asks first, unless YES=1.

@@ -222,3 +222,46 @@ def paho_broker(directory: str) -> ChildBroker:
     with open(config, "w") as handle:
         handle.write(f"listener {broker.port} 127.0.0.1\n")
     return broker
+
+
+#: where `make test` installs aedes (npm) for the interop tests
+NODE_PREFIX = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".node")
+
+
+def aedes_broker(directory: str) -> ChildBroker:
+    """aedes, a Node.js broker (MQTT 3.1.1), from the npm package `make test` installs into .node/."""
+    script = os.path.join(NODE_PREFIX, "aedes_broker.mjs")
+    shutil.copyfile(os.path.join(os.path.dirname(os.path.abspath(__file__)), "brokers", "aedes_broker.mjs"), script)
+    return ChildBroker(directory, [shutil.which("node") or "node", script, "{port}"])
+
+
+RABBITMQ_SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
+
+
+def rabbitmq_broker(directory: str) -> ChildBroker:
+    """RabbitMQ's MQTT plugin (Debian's rabbitmq-server), a node of the test's own on its own ports."""
+    amqp, dist, epmd = free_port(), free_port(), free_port()
+    broker = ChildBroker(directory, [RABBITMQ_SERVER], ready_timeout=120)
+    with open(os.path.join(directory, "rabbitmq.conf"), "w") as handle:
+        handle.write(f"listeners.tcp.default = {amqp}\nmqtt.listeners.tcp.default = {broker.port}\n"
+                     "mqtt.allow_anonymous = true\nloopback_users = none\n")
+    with open(os.path.join(directory, "enabled_plugins"), "w") as handle:
+        handle.write("[rabbitmq_mqtt].\n")
+    broker.env = {
+        "HOME": directory, "RABBITMQ_NODENAME": f"lorrygate{broker.port}@localhost", "RABBITMQ_DIST_PORT": str(dist),
+        "ERL_EPMD_PORT": str(epmd), "RABBITMQ_MNESIA_BASE": os.path.join(directory, "mnesia"),
+        "RABBITMQ_LOG_BASE": os.path.join(directory, "log"),
+        "RABBITMQ_CONFIG_FILE": os.path.join(directory, "rabbitmq.conf"),
+        "RABBITMQ_ENABLED_PLUGINS_FILE": os.path.join(directory, "enabled_plugins"),
+        "RABBITMQ_PID_FILE": os.path.join(directory, "rabbitmq.pid"),
+    }
+    broker.cwd = directory
+    return broker
+
+
+def stop_epmd(broker: ChildBroker) -> None:
+    """Stop the Erlang port mapper a RabbitMQ broker of the tests started on its own port."""
+    epmd = shutil.which("epmd") or "/usr/lib/erlang/bin/epmd"
+    if broker.env and os.path.exists(epmd):
+        subprocess.run([epmd, "-kill"], env=dict(os.environ, ERL_EPMD_PORT=broker.env["ERL_EPMD_PORT"]),
+                       capture_output=True)

@@ -13,8 +13,13 @@ import uuid
 import pytest
 
 from tests.gatewayproc import GatewayProcess, Publisher, count_rows, last_stats, query, write_config
-from tests.servers import PAHO_TESTING, Mosquitto, paho_broker, wait_until
+from tests.servers import (NODE_PREFIX, PAHO_TESTING, RABBITMQ_SERVER, Mosquitto, aedes_broker, paho_broker,
+                           rabbitmq_broker, stop_epmd, wait_until)
 
+needs_rabbitmq = pytest.mark.skipif(not os.path.exists(RABBITMQ_SERVER),
+                                    reason="rabbitmq-server is not installed (make test installs it)")
+needs_aedes = pytest.mark.skipif(not os.path.isdir(os.path.join(NODE_PREFIX, "node_modules", "aedes")),
+                                 reason=f"aedes is not installed in {NODE_PREFIX} (make test installs it with npm)")
 needs_paho = pytest.mark.skipif(not os.path.isdir(PAHO_TESTING),
                                 reason=f"Paho's interoperability broker is not at {PAHO_TESTING} (../shared/third_party)")
 
@@ -26,11 +31,21 @@ def dead_letters(db):
         return 0
 
 
-def run_stream(tmp_path, port, protocol, count=2_000, bad_every=200, timeout=120):
+#: RabbitMQ turns the dots of a topic into levels (a/data.json arrives as a/data/json): a strategy for that
+DOTS_AS_LEVELS = """strategy = dots
+
+[strategy:dots]
+topic = {realm}/{network}/{gateway}/{node}/{kind:data}/json
+schema = {realm}_{network}
+table = {gateway}_{node}
+"""
+
+
+def run_stream(tmp_path, port, protocol, count=2_000, bad_every=200, timeout=120, extra=""):
     """Publish ``count`` QoS 1 messages, every ``bad_every``-th undecodable; wait until all are stored or dead."""
     realm = f"io{uuid.uuid4().hex[:8]}"
     db = str(tmp_path / "gateway.sqlite")
-    config = write_config(str(tmp_path), port, client_id=f"gw-{realm}", topics=f"{realm}/#")
+    config = write_config(str(tmp_path), port, client_id=f"gw-{realm}", topics=f"{realm}/#", extra=extra)
     with open(config) as handle:
         text = handle.read()
     with open(config, "w") as handle:
@@ -75,3 +90,71 @@ def test_a_window_of_one_never_stalls(tmp_path):
         run_stream(tmp_path, broker.port, "3.1.1", count=21, bad_every=21, timeout=5)
     finally:
         broker.stop()
+
+
+@needs_aedes
+def test_aedes(tmp_path):
+    """Against aedes (Node.js): every message stored or dead-lettered, no disconnect."""
+    broker = aedes_broker(str(tmp_path)).start()
+    try:
+        run_stream(tmp_path, broker.port, "3.1.1")
+    finally:
+        broker.stop()
+
+
+@needs_rabbitmq
+def test_rabbitmq_mqtt_plugin(tmp_path):
+    """Against RabbitMQ's MQTT plugin, which rewrites the dots of topics: no report loop, nothing lost."""
+    broker = rabbitmq_broker(str(tmp_path)).start()
+    try:
+        stats = run_stream(tmp_path, broker.port, "3.1.1", extra=DOTS_AS_LEVELS)
+        assert stats["own_reports"] <= stats["error_reports"]
+    finally:
+        broker.stop()
+        stop_epmd(broker)
+
+
+def refused_version(tmp_path, port) -> str:
+    """Start a gateway with protocol = 5 against a 3.1.1-only broker; return its log once it retried."""
+    import subprocess
+    import sys
+
+    from tests.gatewayproc import RUNNING
+
+    config = write_config(str(tmp_path), port, client_id=f"gw-v5-{uuid.uuid4().hex[:6]}", topics="v5/#")
+    with open(config) as handle:
+        text = handle.read()
+    with open(config, "w") as handle:
+        handle.write(text.replace("keepalive = 10", "keepalive = 10\nprotocol = 5"))
+    log = tmp_path / "gw.log"
+    with open(log, "ab") as out:
+        process = subprocess.Popen([sys.executable, "-m", "lorrygate.cli", "-c", config], stdout=out,
+                                   stderr=subprocess.STDOUT)
+    RUNNING.append(process)
+    wait_until(lambda: log.read_text().count("set protocol = 3.1.1") >= 2, 60, "two refusals naming the fix")
+    process.terminate()
+    assert process.wait(30) == 0
+    return log.read_text()
+
+
+@needs_aedes
+def test_protocol_5_against_aedes_names_the_fix(tmp_path):
+    """protocol = 5 against 3.1.1-only aedes: a log line naming the version and the fix, then retries."""
+    broker = aedes_broker(str(tmp_path)).start()
+    try:
+        text = refused_version(tmp_path, broker.port)
+    finally:
+        broker.stop()
+    assert "malformed" not in text and "TLS" not in text.split("set protocol = 3.1.1")[0][-300:]
+
+
+@needs_rabbitmq
+def test_protocol_5_against_rabbitmq_names_the_fix(tmp_path):
+    """protocol = 5 against RabbitMQ 3.10: a log line naming the version and the fix, then retries."""
+    broker = rabbitmq_broker(str(tmp_path)).start()
+    try:
+        text = refused_version(tmp_path, broker.port)
+    finally:
+        broker.stop()
+        stop_epmd(broker)
+    assert "malformed" not in text
