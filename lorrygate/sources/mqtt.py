@@ -260,6 +260,11 @@ class MQTTSource(Service):
         try:
             connack = await protocol.connect(connect)
             self._session_present = connack.session_present
+            assigned = connack.properties.get("assigned_client_identifier")
+            if assigned and assigned != self.client_id:
+                self.log.warn("MQTT source {source}: the broker assigned the client id {assigned!r} instead of "
+                              "{client_id!r}", source=self.name, assigned=assigned, client_id=self.client_id)
+                self.client_id = assigned
             await protocol.subscribe([(f.text, self._options()) for f in self._filters])
         except Exception as exc:
             self._failures += 1

@@ -82,14 +82,26 @@ def test_paho_interoperability_broker(tmp_path, protocol):
     assert violations == []
 
 
-def test_a_window_of_one_never_stalls(tmp_path):
-    """Mosquitto with max_inflight_messages 1: an undecodable message, then 20 good ones, all stored at once."""
+@pytest.mark.parametrize("kind", ["mosquitto", pytest.param("rabbitmq", marks=needs_rabbitmq)])
+def test_a_window_of_one_never_stalls(tmp_path, kind):
+    """A broker that sends one unacknowledged message at a time (Mosquitto max_inflight_messages 1, RabbitMQ
+    mqtt.prefetch 1): an undecodable message, then 20 good ones, all stored at once."""
     (tmp_path / "broker").mkdir()
-    broker = Mosquitto(str(tmp_path / "broker"), max_inflight=1).start()
+    protocol, extra = "3.1.1", ""
+    if kind == "mosquitto":
+        broker = Mosquitto(str(tmp_path / "broker"), max_inflight=1)
+    else:
+        broker, extra = rabbitmq_broker(str(tmp_path / "broker")), DOTS_AS_LEVELS
+        with open(os.path.join(broker.directory, "rabbitmq.conf"), "a") as handle:
+            handle.write("mqtt.prefetch = 1\n")
+    broker.start()
     try:
-        run_stream(tmp_path, broker.port, "3.1.1", count=21, bad_every=21, timeout=5)
+        run_stream(tmp_path, broker.port, protocol, count=21, bad_every=21, timeout=5 if kind != "rabbitmq" else 15,
+                   extra=extra)
     finally:
         broker.stop()
+        if kind == "rabbitmq":
+            stop_epmd(broker)
 
 
 @needs_aedes
@@ -158,3 +170,70 @@ def test_protocol_5_against_rabbitmq_names_the_fix(tmp_path):
         broker.stop()
         stop_epmd(broker)
     assert "malformed" not in text
+
+
+def seqs_of(db, prefix):
+    from tests.gatewayproc import tables
+
+    return [row[0] for table in tables(db) if table.startswith(prefix)
+            for row in query(db, f'SELECT seq FROM "{table}"')]
+
+
+def broker_of(kind, directory):
+    if kind == "paho":
+        return paho_broker(directory)
+    if kind == "aedes":
+        return aedes_broker(directory)
+    return rabbitmq_broker(directory)
+
+
+@pytest.mark.parametrize("kind, protocol", [
+    pytest.param("paho", "3.1.1", marks=needs_paho), pytest.param("paho", "5", marks=needs_paho),
+    pytest.param("aedes", "3.1.1", marks=needs_aedes), pytest.param("rabbitmq", "3.1.1", marks=needs_rabbitmq),
+])
+def test_every_qos_and_a_sigkill(tmp_path, kind, protocol):
+    """QoS 0, 1 and 2 are stored; after SIGKILL the persistent session resumes and no QoS 1/2 message is lost."""
+    import signal
+
+    from tests.faults import report
+
+    import time
+
+    started = time.monotonic()
+    broker = broker_of(kind, str(tmp_path)).start()
+    try:
+        realm = f"kq{uuid.uuid4().hex[:8]}"
+        db = str(tmp_path / "gateway.sqlite")
+        level = "data/json" if kind == "rabbitmq" else "data.json"
+        extra = DOTS_AS_LEVELS if kind == "rabbitmq" else ""
+        config = write_config(str(tmp_path), broker.port, client_id=f"gw-{realm}", topics=f"{realm}/#", extra=extra)
+        with open(config) as handle:
+            text = handle.read()
+        with open(config, "w") as handle:
+            handle.write(text.replace("keepalive = 10", f"keepalive = 10\nprotocol = {protocol}")
+                         .replace("qos = 1", "qos = 2"))
+        gateway = GatewayProcess(config, str(tmp_path / "gw.log")).start()
+        publisher = Publisher(broker.port)
+        for qos in (0, 1, 2):
+            infos = [publisher.client.publish(f"{realm}/net/gw/q{qos}/{level}", json.dumps({"seq": n}), qos=qos)
+                     for n in range(20)]
+            for info in infos:
+                info.wait_for_publish(30)
+        wait_until(lambda: count_rows(db, realm) == 60, 60, "20 messages of each QoS")
+        messages = [(f"{realm}/net/gw/kill/{level}", json.dumps({"seq": n})) for n in range(600)]
+        infos = publisher.start_publishing(messages)
+        wait_until(lambda: count_rows(db, f"{realm}_net__gw_kill") >= 100, 60, "the first rows")
+        gateway.process.send_signal(signal.SIGKILL)
+        gateway.process.wait()
+        Publisher.wait(infos, 60)
+        gateway.start()
+        wait_until(lambda: len(set(seqs_of(db, f"{realm}_net__gw_kill"))) == 600, 60,
+                   "every message after the restart", interval=0.2)
+        seqs = seqs_of(db, f"{realm}_net__gw_kill")
+        report(f"{kind} MQTT {protocol} SIGKILL", 600, seqs, started)
+        publisher.close()
+        assert gateway.stop() == 0
+    finally:
+        broker.stop()
+        if kind == "rabbitmq":
+            stop_epmd(broker)
