@@ -111,6 +111,8 @@ class Channel:
     #: more storages every record also goes to (a tee); a message is
     #: acknowledged once all of them committed it
     tee: tuple = ()
+    #: seconds an asynchronous decoder may take before the message is a dead letter
+    decode_timeout: float = 30.0
 
     @property
     def storages(self) -> tuple:

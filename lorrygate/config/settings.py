@@ -179,6 +179,7 @@ CHANNEL_KEYS = {
     "timezone": Key(v.timezone, "UTC"),
     "retained": Key(v.choice("new", "always", "never"), "new"),
     "error_topic": Key(v.boolean, True),
+    "decode_timeout": Key(v.duration(0.01, 3600), 30.0),
     "metadata": Key(v.boolean, False),
     "rename": Key(v.pairs(":", "old:new pairs"), ()),
     "drop": Key(v.names, ()),

@@ -11,7 +11,7 @@ returns a Deferred, otherwise it answers at once.
 import inspect
 
 import attrs
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 
 from lorrygate.errors import Declined, DecodeError, NoDecoderMatched
 
@@ -57,6 +57,8 @@ class DecoderChain:
             return decoder.name, await pending
         except Declined as exc:
             reasons.append(exc.reason)
+        except CancelledError:
+            raise  # the channel's decode timeout
         except Exception as exc:
             raise _as_decode_error(decoder, exc) from exc
         for later in self.decoders[index + 1 :]:

@@ -11,7 +11,7 @@ committed.
 import json
 
 import attrs
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, TimeoutError as DeferredTimeout
 from twisted.logger import Logger
 
 from lorrygate.decoding.timestamps import seconds_to_ns, to_iso
@@ -184,6 +184,8 @@ class ChannelRouter:
             self._undecodable(message, exc)
             return
         if type(result) is not tuple:
+            # A decoder whose Deferred never fires must not hold its channel.
+            result.addTimeout(self.channel.decode_timeout, self.clock)
             self._pending.add(result)
             result.addBoth(self._settled, result)
             result.addCallbacks(self._decoded, self._failed, (message, address, table), None, (message,))
@@ -208,7 +210,12 @@ class ChannelRouter:
         self.batcher.add(Entry(table, records, self.channel.name, message, decoder, address))
 
     def _failed(self, failure, message) -> None:
-        error = failure.value if failure.check(DecodeError) else DecodeError("chain", failure.getErrorMessage())
+        if failure.check(DeferredTimeout):
+            error = DecodeError("chain", f"no decoder answered within decode_timeout = {self.channel.decode_timeout} s")
+        elif failure.check(DecodeError):
+            error = failure.value
+        else:
+            error = DecodeError("chain", failure.getErrorMessage())
         self._undecodable(message, error)
 
     def _settled(self, result, pending):

@@ -140,3 +140,25 @@ def test_nothing_a_message_carries_makes_the_router_raise():
     clock.advance(0)
     (dead,) = storage.dead_letters
     assert dead.stage == "internal" and "MemoryError" in dead.error
+
+
+def test_a_decoder_that_never_answers_is_a_dead_letter_after_decode_timeout():
+    """A decoder whose Deferred never fires makes its message a dead letter after decode_timeout; the stream goes on."""
+    from twisted.internet.defer import Deferred
+
+    router, storage, clock = make()
+
+    class Silent:
+        name = "silent"
+
+        def decode(self, message, address):
+            return Deferred()
+
+    router.chain = DecoderChain((Silent(),))
+    router(message("r/n/g/d/data.json"))
+    clock.advance(29)
+    assert storage.dead_letters == []
+    clock.advance(2)
+    (dead,) = storage.dead_letters
+    assert "no decoder answered within decode_timeout = 30.0 s" in dead.error
+    assert router.settle().called
