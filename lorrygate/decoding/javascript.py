@@ -53,6 +53,11 @@ def load_codec(path: str) -> str:
     return source
 
 
+#: the largest payload handed to a JavaScript codec (LoRaWAN frames are at
+#: most 242 bytes; uplink envelopes a few KB)
+MAX_CODEC_PAYLOAD = 1 << 20
+
+
 def _lorawan_input(message, fport: int):
     """The bytes, port and receive time of an uplink, as a codec expects them."""
     try:
@@ -96,6 +101,11 @@ class JavaScriptDecoder:
             self._context = None
 
     def decode(self, message, address):
+        if len(message.payload) > MAX_CODEC_PAYLOAD:
+            # Refused before it is copied into the engine: V8's heap limit does
+            # not count what a codec makes of it (ArrayBuffers).
+            raise DecodeError(self.name, f"a {len(message.payload)}-byte payload is larger than the "
+                                         f"{MAX_CODEC_PAYLOAD} bytes a JavaScript codec takes")
         if self._pool is None:
             return self._run(message)
         return deferToThreadPool(self.reactor, self._pool, self._run, message)

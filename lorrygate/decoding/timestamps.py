@@ -156,7 +156,9 @@ class IsoTime:
         second, fraction = divmod(nanos, 1_000_000_000)
         if second != self._second:
             self._second = second
-            self._prefix = _time.strftime("%Y-%m-%dT%H:%M:%S", _time.gmtime(second))
+            t = _time.gmtime(second)
+            # Four-digit years always (strftime writes year 2 as "2"): the text sorts as time does.
+            self._prefix = f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
         return f"{self._prefix}.{fraction:09d}Z"
 
 

@@ -78,8 +78,10 @@ class Complaints:
         return self._suppressed.pop(key, 0)
 
 
-#: how many topics a router remembers the route of (a fleet's device count)
+#: how many topics a router remembers the route of (a fleet's device count),
+#: and how many characters of topics at most (hostile 60 KB topics)
 ROUTE_CACHE_SIZE = 100_000
+ROUTE_CACHE_BYTES = 16 * 1024 * 1024
 
 
 @attrs.define(eq=False)
@@ -102,6 +104,7 @@ class ChannelRouter:
     #: batchers of the channel's further storages (a tee)
     tee: tuple = ()
     _routes: dict = attrs.Factory(dict)
+    _route_bytes: int = 0
     _owners: dict = attrs.Factory(dict)
     _pending: set = attrs.Factory(set)
     _idle: list = attrs.Factory(list)
@@ -135,10 +138,12 @@ class ChannelRouter:
             route = (None, None, (exc.reason, "does not fit the topology"))
         except Exception as exc:
             route = (None, None, (f"strategy {self.strategy.name!r} raised {exc!r}", "broke the strategy"))
-        if len(self._routes) >= ROUTE_CACHE_SIZE:
+        if len(self._routes) >= ROUTE_CACHE_SIZE or self._route_bytes > ROUTE_CACHE_BYTES:
             self._routes.clear()
             self._owners.clear()
+            self._route_bytes = 0
         self._routes[topic] = route
+        self._route_bytes += len(topic)
         if route[1] is not None:
             self._check_collision(topic, route[0], route[1])
         return route

@@ -36,7 +36,11 @@ def tls_options(settings):
     trust = None
     if settings.tls_ca:
         with open(settings.tls_ca, "rb") as handle:
-            trust = ssl.Certificate.loadPEM(handle.read())
+            bundle = handle.read()
+        # Every certificate of a bundle (a CA and its intermediates), not only the first.
+        end = b"-----END CERTIFICATE-----"
+        pems = [part + end for part in bundle.split(end) if b"-----BEGIN CERTIFICATE-----" in part]
+        trust = ssl.trustRootFromCertificates([ssl.Certificate.loadPEM(pem) for pem in pems])
     client_cert = None
     if settings.tls_cert:
         with open(settings.tls_cert, "rb") as handle:

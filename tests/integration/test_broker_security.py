@@ -63,10 +63,21 @@ def publish_tls(broker, topic, payload):
     client.loop_stop()
 
 
-def test_tls_with_password_stores_messages(tmp_path, secure_broker, monkeypatch):
-    """Over TLS with a verified server certificate and a password from the environment, messages are stored."""
+@pytest.mark.parametrize("bundle", [False, True], ids=["ca", "ca-second-in-a-bundle"])
+def test_tls_with_password_stores_messages(tmp_path, secure_broker, monkeypatch, bundle):
+    """Over TLS with a verified server certificate and a password from the environment, messages are stored;
+    tls_ca may be a bundle whose signing CA is not the first certificate."""
+    from cryptography.hazmat.primitives import serialization
+
+    from tests.certs import make_ca
+
     monkeypatch.setenv("LORRYGATE_TEST_MQTT_PASSWORD", PASSWORD)
-    config = secure_config(tmp_path, secure_broker, secure_broker.tls["ca.pem"], "${ENV:LORRYGATE_TEST_MQTT_PASSWORD}")
+    ca = secure_broker.tls["ca.pem"]
+    if bundle:
+        other = make_ca("another CA")[1].public_bytes(serialization.Encoding.PEM)
+        (tmp_path / "bundle.pem").write_bytes(other + open(ca, "rb").read())
+        ca = str(tmp_path / "bundle.pem")
+    config = secure_config(tmp_path, secure_broker, ca, "${ENV:LORRYGATE_TEST_MQTT_PASSWORD}")
     gateway = GatewayProcess(config, str(tmp_path / "gateway.log")).start()
     publish_tls(secure_broker, "secure/n/g/node/data.json", json.dumps({"v": 1}))
     wait_until(lambda: count_rows(str(tmp_path / "gateway.sqlite"), "secure_n") == 1, 30, "the row")

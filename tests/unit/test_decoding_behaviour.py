@@ -214,3 +214,10 @@ def test_convert_on_a_non_number_is_a_decode_error():
     transform = Transform(convert=(("t", "value * 2", compile_expression("value * 2")),))
     with pytest.raises(DecodeError, match="field 't' is 'warm', not a number"):
         transform.apply([Record(R, {"t": "warm"})], message(b""), DATA, "json")
+
+
+def test_a_payload_too_large_for_a_codec_is_refused_before_the_copy():
+    """A 10 MB payload never reaches the JavaScript engine: a DecodeError names its size and the limit."""
+    decoder = JavaScriptDecoder("any", "function decode(p, t) { return {n: p.length}; }")
+    with pytest.raises(DecodeError, match="10000000-byte payload is larger than the 1048576 bytes"):
+        decoder.decode(message(b"x" * 10_000_000), DATA)
