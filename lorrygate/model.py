@@ -47,6 +47,9 @@ class Message:
     #: call ``ack.ack()`` once the message is stored: the source then
     #: acknowledges it to the broker
     ack: object = attrs.field(default=NO_ACK, eq=False, repr=False)
+    #: for a payload over the source's ``max_payload``: ``(size, sha256 hex)``;
+    #: the payload itself is empty, it was never held in memory
+    oversize: tuple | None = None
 
 
 @attrs.frozen(slots=True)
@@ -113,6 +116,8 @@ class Channel:
     tee: tuple = ()
     #: seconds an asynchronous decoder may take before the message is a dead letter
     decode_timeout: float = 30.0
+    #: records one message may make; more make it a dead letter
+    max_records: int = 100_000
 
     @property
     def storages(self) -> tuple:

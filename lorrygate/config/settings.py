@@ -67,6 +67,8 @@ class BrokerSettings:
     tls_key: str = ""
     connect_timeout: float = 10.0
     reconnect_max_delay: float = 30.0
+    #: PUBLISH packets larger than this are dead letters by reference (size and SHA-256), never held in memory
+    max_payload: int = 8 << 20
 
 
 @attrs.frozen
@@ -141,6 +143,7 @@ BROKER_KEYS = {
     "tls_key": Key(v.text, ""),
     "connect_timeout": Key(v.duration(0.1, 600), 10.0),
     "reconnect_max_delay": Key(v.duration(0.1, 3600), 30.0),
+    "max_payload": Key(v.size, 8 << 20),
 }
 
 STORAGE_KEYS = {
@@ -180,6 +183,7 @@ CHANNEL_KEYS = {
     "retained": Key(v.choice("new", "always", "never"), "new"),
     "error_topic": Key(v.boolean, True),
     "decode_timeout": Key(v.duration(0.01, 3600), 30.0),
+    "max_records": Key(v.integer(1, 100_000_000), 100_000),
     "metadata": Key(v.boolean, False),
     "rename": Key(v.pairs(":", "old:new pairs"), ()),
     "drop": Key(v.names, ()),

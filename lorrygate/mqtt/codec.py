@@ -287,6 +287,9 @@ class Publish:
     dup: bool = False
     packet_id: int | None = None
     properties: dict = _props
+    #: for a received payload over the client's limit: ``(size, sha256 hex)``
+    #: instead of the payload, which was never held in memory
+    oversize: tuple | None = None
 
 
 @attrs.frozen(slots=True)
@@ -570,6 +573,36 @@ def frame_size(buf) -> int | None:
     if length is None:
         return None
     return start + length
+
+
+def publish_head(buf, version: int = MQTT_3_1_1):
+    """The PUBLISH at the front of ``buf`` without its payload: ``(Publish with
+    an empty payload, offset of the payload)``, or None while ``buf`` does not
+    yet hold its variable header."""
+    header = buf[0]
+    length, pos = decode_varint(buf, 1)
+    if length is None or len(buf) < pos + 2:
+        return None
+    qos = (header >> 1) & 3
+    size = _u16.unpack_from(buf, pos)[0]
+    pos += 2
+    if len(buf) < pos + size + (2 if qos else 0):
+        return None
+    try:
+        topic = bytes(buf[pos : pos + size]).decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolError("a PUBLISH topic that is not UTF-8") from None
+    pos += size
+    packet_id = None
+    if qos:
+        packet_id = _u16.unpack_from(buf, pos)[0]
+        pos += 2
+    if version == MQTT_5:
+        props_length, after = decode_varint(buf, pos)
+        if props_length is None or len(buf) < after + props_length:
+            return None
+        pos = after + props_length
+    return Publish(topic, b"", qos, bool(header & 1), bool(header & 8), packet_id), pos
 
 
 def parse(buf, version: int = MQTT_3_1_1):

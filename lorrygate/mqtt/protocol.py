@@ -10,8 +10,11 @@ arrived, as MQTT requires, however the application completes them.
 Everything timed (keep-alive) runs on the clock passed in; nothing blocks.
 """
 
+import hashlib
 import struct
 from collections import deque
+
+import attrs
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.protocol import Protocol
@@ -132,10 +135,14 @@ class MQTTClientProtocol(Protocol):
 
     log = Logger()
 
-    def __init__(self, on_publish, clock, version: int = MQTT_3_1_1):
+    def __init__(self, on_publish, clock, version: int = MQTT_3_1_1, max_payload: int | None = None):
         self._on_publish = on_publish
         self._clock = clock
         self.version = version
+        #: PUBLISH packets larger than this arrive hashed, without their payload
+        self.max_payload = max_payload
+        self._oversized = False
+        self._skip = None
         self._buffer = b""
         #: the chunks of a packet larger than one read, and how many bytes it needs
         self._chunks = []
@@ -323,13 +330,24 @@ class MQTTClientProtocol(Protocol):
         self.connected = True
 
     def dataReceived(self, data: bytes) -> None:
+        while data:
+            data = self._receive(data)
+
+    def _receive(self, data: bytes) -> bytes:
+        """Take one read; return what is left of it for another round (the
+        bytes after a payload that was hashed instead of kept)."""
         # Linear in the bytes received, whatever the packet size: the chunks
-        # of a large packet are collected and joined once, when it is whole.
+        # of a large packet are collected and joined once, when it is whole;
+        # a PUBLISH over max_payload is hashed as it passes, never held.
+        if self._skip is not None:
+            return self._skip_payload(data)
         if self._need:
             self._chunks.append(data)
             self._have += len(data)
+            if self._oversized:
+                return self._begin_skip(b"".join(self._chunks))
             if self._have < self._need:
-                return
+                return b""
             buffer = b"".join(self._chunks)
             self._chunks, self._have, self._need = [], 0, 0
         else:
@@ -339,30 +357,71 @@ class MQTTClientProtocol(Protocol):
             rest = buffer[used:] if used < len(buffer) else b""
             need = codec.frame_size(rest) if rest else None
         except ProtocolError as exc:
-            if buffer[:2] == b"\x15\x03":
-                exc = ProtocolError("the peer answered with a TLS alert: it is a TLS listener, set tls = true")
-            self.log.error("malformed MQTT from the broker, closing: {error}", error=str(exc))
-            self._buffer = b""
-            self._chunks, self._have, self._need = [], 0, 0
-            self.transport.abortConnection()
-            return
+            self._malformed(buffer, exc)
+            return b""
+        left = b""
+        self._buffer = b""
         if need is not None and need > len(rest):
-            self._buffer = b""
             self._chunks, self._have, self._need = [rest], len(rest), need
+            if self.max_payload is not None and rest[0] >> 4 == codec.PUBLISH and need > self.max_payload:
+                self._oversized = True
         else:
             self._buffer = rest
-        on_publish = self._on_publish
         for packet in packets:
             if type(packet) is Publish:
-                qos = packet.qos
-                if qos == 0:
-                    on_publish(packet, None)
-                    continue
-                delivery = _Delivery(self, packet.packet_id, PUBACK if qos == 1 else PUBREC)
-                self._unacked.append(delivery)
-                on_publish(packet, delivery)
+                self._deliver(packet)
             else:
                 self._handle(packet)
+        if self._oversized:
+            left = self._begin_skip(b"".join(self._chunks))
+        return left
+
+    def _malformed(self, buffer, exc) -> None:
+        if buffer[:2] == b"\x15\x03":
+            exc = ProtocolError("the peer answered with a TLS alert: it is a TLS listener, set tls = true")
+        self.log.error("malformed MQTT from the broker, closing: {error}", error=str(exc))
+        self._buffer = b""
+        self._chunks, self._have, self._need, self._oversized, self._skip = [], 0, 0, False, None
+        self.transport.abortConnection()
+
+    def _deliver(self, packet) -> None:
+        qos = packet.qos
+        if qos == 0:
+            self._on_publish(packet, None)
+            return
+        delivery = _Delivery(self, packet.packet_id, PUBACK if qos == 1 else PUBREC)
+        self._unacked.append(delivery)
+        self._on_publish(packet, delivery)
+
+    def _begin_skip(self, buffer: bytes) -> bytes:
+        """An oversized PUBLISH starts in ``buffer``: once its head is there, hash its payload instead of keeping it."""
+        try:
+            found = codec.publish_head(buffer, self.version)
+        except ProtocolError as exc:
+            self._malformed(buffer, exc)
+            return b""
+        if found is None:
+            self._chunks, self._have = [buffer], len(buffer)  # the head is not complete yet
+            return b""
+        head, offset = found
+        end = self._need
+        self._oversized = False
+        self._chunks, self._have, self._need = [], 0, 0
+        digest = hashlib.sha256(buffer[offset:end])
+        self._skip = (head, digest, end - min(end, len(buffer)), end - offset)
+        return self._skip_payload(buffer[end:]) if len(buffer) >= end else b""
+
+    def _skip_payload(self, data: bytes) -> bytes:
+        head, digest, remaining, size = self._skip
+        taken = data[:remaining]
+        digest.update(taken)
+        remaining -= len(taken)
+        if remaining:
+            self._skip = (head, digest, remaining, size)
+            return b""
+        self._skip = None
+        self._deliver(attrs.evolve(head, oversize=(size, digest.hexdigest())))
+        return data[len(taken):]
 
     def _handle(self, packet) -> None:
         kind = type(packet)

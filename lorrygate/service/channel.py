@@ -46,6 +46,8 @@ class ChannelStats:
     error_reports: int = 0
     #: our own reports received back (not stored)
     own_reports: int = 0
+    #: messages over the broker's max_payload (dead letters by reference)
+    too_large: int = 0
     #: reports not published because their topic would be too long for MQTT
     reports_skipped: int = 0
     #: reports not published because the channel sent REPORTS_PER_SECOND already
@@ -172,6 +174,12 @@ class ChannelRouter:
 
     def _route(self, message) -> None:
         self.stats.received += 1
+        if message.oversize is not None:
+            size, digest = message.oversize
+            self.stats.too_large += 1
+            self._reject(message, "size", f"a payload of {size} bytes is larger than the broker's max_payload; kept "
+                         f"by reference, not by copy: sha256 {digest}", "is too large", error_type="PayloadTooLarge")
+            return
         if self.mark in message.payload:
             # Our own report, back through our subscription (on whatever topic
             # the broker delivers it): nothing to store, nothing to report.
@@ -199,6 +207,10 @@ class ChannelRouter:
 
     def _decoded(self, result, message, address, table) -> None:
         decoder, records = result
+        if len(records) > self.channel.max_records:
+            self._undecodable(message, DecodeError(decoder, f"{len(records)} records from one message, more than "
+                                                            f"max_records = {self.channel.max_records}"))
+            return
         transform = self.channel.transform
         if transform is not None:
             try:

@@ -94,7 +94,8 @@ class _ProtocolFactory(Factory):
         self._source = source
 
     def buildProtocol(self, addr):
-        return MQTTClientProtocol(self._source._received, self._source._clock, self._source.version)
+        return MQTTClientProtocol(self._source._received, self._source._clock, self._source.version,
+                                  self._source.broker.max_payload)
 
 
 @implementer(ISource)
@@ -373,5 +374,6 @@ class MQTTSource(Service):
                 self._clock.seconds(),
                 subscription,
                 handle if handle is not None else NO_ACK,
+                publish.oversize,
             )
         )

@@ -263,3 +263,31 @@ def test_own_publishes_honour_maximum_qos():
     broker.protocol.publish("t", b"x", 1)
     (packet,) = broker.sent()
     assert packet.qos == 0
+
+
+@pytest.mark.parametrize("version", [MQTT_3_1_1, MQTT_5], ids=["3.1.1", "5"])
+@pytest.mark.parametrize("chunk", [1, 999, 65536], ids=lambda n: f"{n}-byte-reads")
+def test_a_payload_over_max_payload_is_hashed_not_kept(version, chunk):
+    """A PUBLISH larger than max_payload arrives as its topic, size and SHA-256, without the payload;
+    the packets around it arrive whole and the acknowledgements stay in order."""
+    import hashlib
+
+    broker = Broker(version)
+    broker.protocol.max_payload = 10_000
+    broker.protocol.connect(codec.Connect("gw", version))
+    broker.sent()
+    broker.reply(codec.Connack(False, 0))
+    big = bytes(range(256)) * 4000
+    packets = [Publish("t/a", b"small", 1, packet_id=1), Publish("t/big", big, 1, packet_id=2),
+               Publish("t/c", b"after", 1, packet_id=3)]
+    data = b"".join(codec.encode(p, version) for p in packets)
+    for start in range(0, len(data), chunk):
+        broker.protocol.dataReceived(data[start:start + chunk])
+    first, oversized, last = [p for p, _ in broker.received]
+    assert first == packets[0] and last == packets[2]
+    assert oversized.topic == "t/big" and oversized.payload == b"" and oversized.packet_id == 2
+    assert oversized.oversize == (len(big), hashlib.sha256(big).hexdigest())
+    for _, handle in broker.received:
+        handle.ack()
+    broker.clock.advance(0)
+    assert [p.packet_id for p in broker.sent()] == [1, 2, 3]

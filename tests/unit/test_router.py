@@ -162,3 +162,26 @@ def test_a_decoder_that_never_answers_is_a_dead_letter_after_decode_timeout():
     (dead,) = storage.dead_letters
     assert "no decoder answered within decode_timeout = 30.0 s" in dead.error
     assert router.settle().called
+
+
+def test_an_oversized_message_is_a_dead_letter_by_reference():
+    """A message over max_payload (size and hash, no payload) is a dead letter that names both."""
+    router, storage, clock = make()
+    router(Message("r/n/g/d/data.json", b"", 1, False, 1.0, "#", oversize=(100_000_000, "ab" * 32)))
+    clock.advance(0)
+    (dead,) = storage.dead_letters
+    assert dead.stage == "size" and "100000000 bytes" in dead.error and "sha256 " + "ab" * 32 in dead.error
+    assert dead.message.payload == b"" and router.stats.too_large == 1
+
+
+def test_more_records_than_max_records_is_a_dead_letter():
+    """A payload that decodes into more than max_records records is a dead letter; none of its rows are written."""
+    import attrs
+    import json
+
+    router, storage, clock = make()
+    router.channel = attrs.evolve(router.channel, max_records=10)
+    router(message("r/n/g/d/data.json", json.dumps([{"v": n} for n in range(11)]).encode()))
+    clock.advance(0)
+    (dead,) = storage.dead_letters
+    assert "11 records from one message, more than max_records = 10" in dead.error and not storage.tables
