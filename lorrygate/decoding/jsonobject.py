@@ -31,7 +31,10 @@ def loads(payload):
     try:
         return orjson.loads(payload)
     except orjson.JSONDecodeError:
-        document = json.loads(payload)
+        try:
+            document = json.loads(payload)
+        except RecursionError:
+            raise ValueError("JSON nested too deeply (over 1,000 levels)") from None
     text = payload if isinstance(payload, str) else payload.decode("utf-8", "replace")
     if "\\u" in text.lower() and _lone_surrogate(document):
         raise ValueError("a string with a lone UTF-16 surrogate (\\ud800-\\udfff without its pair), which is not text")

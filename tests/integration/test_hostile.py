@@ -1,0 +1,258 @@
+"""
+Hostile messages and careless operators against a real Mosquitto, SQLite and
+PostgreSQL: after each bad message the stream around it is stored
+completely, the storage keeps writing, the connection stays, and the bad
+message is a dead letter with its reason (or a counted rejection).
+"""
+
+import json
+import os
+import re
+import uuid
+
+import paho.mqtt.client as paho
+import psycopg
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from tests.gatewayproc import GatewayProcess, Publisher, count_rows, last_stats, query, write_config
+from tests.servers import wait_until
+
+
+def dead_letters(db):
+    try:
+        return query(db, "SELECT topic, stage, error FROM lorrygate_dead_letter")
+    except Exception:
+        return []
+
+
+def pg_dead_letters(url):
+    with psycopg.connect(url) as conn:
+        return conn.execute("SELECT topic, stage, error FROM lorrygate_dead_letter").fetchall()
+
+
+def pg_count(url, schema_prefix):
+    with psycopg.connect(url) as conn:
+        names = conn.execute("SELECT table_schema, table_name FROM information_schema.tables WHERE table_schema LIKE %s",
+                             (schema_prefix + "%",)).fetchall()
+        return sum(conn.execute(f'SELECT count(*) FROM "{s}"."{t}"').fetchone()[0] for s, t in names)
+
+
+def start(tmp_path, port, realm, url=None, extra=""):
+    config = write_config(str(tmp_path), port, client_id=f"gw-{realm}", topics=f"{realm}/#", extra=extra)
+    if url is not None:
+        text = open(config).read().replace(f"url = sqlite:///{tmp_path}/gateway.sqlite", f"url = {url}").replace(
+            "synchronous = NORMAL\n", "")
+        open(config, "w").write(text)
+    return GatewayProcess(config, str(tmp_path / "gw.log")).start()
+
+
+def no_connection_lost(gateway):
+    lost = [e for e in gateway.events() if "connection to" in e.get("log_format", "")
+            and "lost" in e.get("log_format", "")]
+    assert lost == [], "the connection dropped"
+
+
+def around(publisher, realm, bad_topic, bad_payload, node="n"):
+    """Publish a good message, the bad one, and a good one again."""
+    good = f"{realm}/net/gw/{node}/data.json"
+    publisher.publish_many([(good, json.dumps({"seq": 1})), (bad_topic, bad_payload), (good, json.dumps({"seq": 2}))])
+
+
+#: (case id, topic level or None for the standard topic, payload, what the dead letter's reason says)
+SQLITE_CASES = [
+    ("2001-columns-on-a-door-locked-topic", "door-locked", json.dumps({f"f{n}": n for n in range(2001)}),
+     "too many columns"),
+    ("lone-surrogate", None, '{"s": "\\ud800x"}', "lone UTF-16 surrogate"),
+    ("records-per-message", None, json.dumps([{"v": n} for n in range(101)]), "more than max_records = 100"),
+    ("not-utf8", None, b"\xff\xfe\x00garbage", "no decoder"),
+    ("deep-nesting", None, "[" * 100_000 + "]" * 100_000, "JSON nested too deeply"),
+]
+
+
+@pytest.mark.parametrize("case, level, payload, reason", SQLITE_CASES, ids=[c[0] for c in SQLITE_CASES])
+def test_one_bad_message_into_sqlite(tmp_path, mosquitto, case, level, payload, reason):
+    """SQLite: the bad message is a dead letter with its reason; the messages around it are stored, nothing fails."""
+    realm = f"h{uuid.uuid4().hex[:8]}"
+    gateway = start(tmp_path, mosquitto.port, realm, extra="max_records = 100\n")
+    db = str(tmp_path / "gateway.sqlite")
+    publisher = Publisher(mosquitto.port)
+    bad_topic = f"{realm}/net/gw/{level or 'n'}/data.json"
+    around(publisher, realm, bad_topic, payload)
+    wait_until(lambda: count_rows(db, realm) >= 2 and dead_letters(db), 30, "the good rows and the dead letter")
+    publisher.close()
+    assert gateway.stop() == 0
+    ((topic, stage, error),) = dead_letters(db)
+    assert topic == bad_topic and reason in error, error
+    stats = last_stats(gateway.events())
+    assert stats["failures"] == 0, "the storage never failed a write"
+    assert count_rows(db, realm) == 2
+    no_connection_lost(gateway)
+
+
+def test_a_topic_too_long_for_its_report_keeps_the_connection(tmp_path, mosquitto):
+    """A ~65.5 KB topic whose error report cannot be addressed: a dead letter, no report, the connection stays."""
+    realm = f"h{uuid.uuid4().hex[:8]}"
+    gateway = start(tmp_path, mosquitto.port, realm)
+    db = str(tmp_path / "gateway.sqlite")
+    publisher = Publisher(mosquitto.port)
+    long_topic = f"{realm}/" + "x" * (65_530 - len(realm) - 3) + "/d"  # its error.json sibling: 65,539 bytes
+    assert len(long_topic) == 65_530
+    around(publisher, realm, long_topic, b"not json")
+    wait_until(lambda: count_rows(db, realm) >= 2 and dead_letters(db), 30, "the good rows and the dead letter")
+    publisher.close()
+    assert gateway.stop() == 0
+    stats = last_stats(gateway.events())
+    assert stats["reports_skipped"] == 1 and stats["failures"] == 0
+    no_connection_lost(gateway)
+
+
+def test_a_deleted_database_file_loses_nothing_acknowledged(tmp_path, mosquitto):
+    """The SQLite file deleted under the gateway: it stops writing into the unlinked file, and every message
+    published afterwards is in the new file."""
+    realm = f"h{uuid.uuid4().hex[:8]}"
+    gateway = start(tmp_path, mosquitto.port, realm)
+    db = str(tmp_path / "gateway.sqlite")
+    publisher = Publisher(mosquitto.port)
+    publisher.publish_many([(f"{realm}/net/gw/n/data.json", json.dumps({"seq": n})) for n in range(10)])
+    wait_until(lambda: count_rows(db, realm) == 10, 30, "the first rows")
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(db + suffix):
+            os.unlink(db + suffix)
+    publisher.publish_many([(f"{realm}/net/gw/n/data.json", json.dumps({"seq": n})) for n in range(10, 30)])
+    wait_until(lambda: count_rows(db, realm) == 20, 60, "the later rows in the new file", interval=0.2)
+    publisher.close()
+    assert gateway.stop() == 0
+    assert "deleted or replaced while open" in gateway.text()
+    assert sorted(r[0] for r in query(db, f'SELECT seq FROM "{realm}_net__gw_n_sensors"')) == list(range(10, 30))
+
+
+def rss_peak_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as handle:
+        return int(re.search(r"VmHWM:\s+(\d+) kB", handle.read()).group(1))
+
+
+def rss_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as handle:
+        return int(re.search(r"VmRSS:\s+(\d+) kB", handle.read()).group(1))
+
+
+def test_a_100_mb_payload_is_a_dead_letter_by_reference(tmp_path, mosquitto):
+    """100 MB in one message: a dead letter by size and hash, peak RSS growth under twice the payload."""
+    import hashlib
+
+    realm = f"h{uuid.uuid4().hex[:8]}"
+    gateway = start(tmp_path, mosquitto.port, realm)
+    db = str(tmp_path / "gateway.sqlite")
+    base = rss_peak_kb(gateway.process.pid)
+    payload = os.urandom(1 << 20) * 100
+    client = paho.Client(paho.CallbackAPIVersion.VERSION2)
+    client.connect("127.0.0.1", mosquitto.port)
+    client.loop_start()
+    client.publish(f"{realm}/net/gw/big/data.json", payload, qos=1).wait_for_publish(120)
+    client.disconnect()
+    client.loop_stop()
+    wait_until(lambda: dead_letters(db), 120, "the dead letter", interval=0.5)
+    growth = (rss_peak_kb(gateway.process.pid) - base) * 1024
+    assert gateway.stop() == 0
+    ((topic, stage, error),) = dead_letters(db)
+    assert stage == "size" and hashlib.sha256(payload).hexdigest() in error
+    print(f"\n100 MB payload: peak RSS growth {growth / 2**20:.1f} MB")
+    assert growth < 2 * len(payload)
+
+
+def test_4000_topics_of_60_kb_keep_memory_bounded(tmp_path, mosquitto):
+    """4,000 distinct 60 KB topics that fit no route: RSS grows by less than 50 MB (the route cache is bounded
+    by bytes, rate-limited complaints leave the topic out of their key)."""
+    realm = f"h{uuid.uuid4().hex[:8]}"
+    gateway = start(tmp_path, mosquitto.port, realm)
+    db = str(tmp_path / "gateway.sqlite")
+    publisher = Publisher(mosquitto.port)
+    publisher.publish_many([(f"{realm}/net/gw/n/data.json", json.dumps({"seq": 0}))])
+    wait_until(lambda: count_rows(db, realm) == 1, 30, "the first row")
+    base = rss_kb(gateway.process.pid)
+    padding = "p" * 60_000
+    for start_at in range(0, 4000, 500):
+        publisher.publish_many([(f"{realm}/{padding}{n}/data.json", json.dumps({"seq": n}))
+                                for n in range(start_at, start_at + 500)], timeout=120)
+    wait_until(lambda: len(dead_letters(db)) + count_rows(db, realm) >= 4001, 120, "every message", interval=0.5)
+    growth = (rss_kb(gateway.process.pid) - base) * 1024
+    publisher.close()
+    assert gateway.stop() == 0
+    print(f"\n4,000 topics of 60 KB: RSS growth {growth / 2**20:.1f} MB")
+    assert growth < 50 * 2**20
+
+
+def test_postgresql_data_errors_isolate_the_entry_and_pg_realms_are_stored(tmp_path, mosquitto, postgres):
+    """PostgreSQL: too many columns (SQLSTATE 54011) is a dead letter, not an outage; a realm "pg-lab" is stored
+    (in schema lg_pg_lab_net); the stream around both is stored."""
+    realm = f"h{uuid.uuid4().hex[:8]}"
+    gateway = start(tmp_path, mosquitto.port, realm, url=postgres.url, extra="")
+    text = open(gateway.config).read().replace(f"topics = {realm}/#", f"topics = {realm}/#, pg-{realm}/#")
+    open(gateway.config, "w").write(text)
+    gateway.stop()
+    gateway.start()
+    publisher = Publisher(mosquitto.port)
+    around(publisher, realm, f"{realm}/net/gw/wide/data.json", json.dumps({f"f{n}": n for n in range(1700)}))
+    publisher.publish_many([(f"pg-{realm}/net/gw/n/data.json", json.dumps({"seq": 3}))])
+    wait_until(lambda: pg_count(postgres.url, realm) >= 2 and pg_count(postgres.url, f"lg_pg_{realm}") == 1
+               and any(t == f"{realm}/net/gw/wide/data.json" for t, _, _ in pg_dead_letters(postgres.url)),
+               60, "the rows and the dead letter", interval=0.3)
+    publisher.close()
+    assert gateway.stop() == 0
+    (error,) = [e for t, _, e in pg_dead_letters(postgres.url) if t == f"{realm}/net/gw/wide/data.json"]
+    assert "1600" in error or "columns" in error, error
+    assert last_stats(gateway.events())["failures"] == 0
+    no_connection_lost(gateway)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(payloads=st.lists(st.binary(max_size=300), min_size=1, max_size=20),
+       levels=st.lists(st.text(alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters="/#+\x00"),
+                               min_size=1, max_size=12), min_size=1, max_size=5))
+def test_arbitrary_payloads_and_topics_never_stop_the_chain(tmp_path_factory, payloads, levels):
+    """Arbitrary bytes on arbitrary valid topics through strategy, decoders and SQLite (in process): the router
+    never raises, the storage never fails a write, and every message ends stored or dead-lettered."""
+    from twisted.internet.task import Clock
+
+    from lorrygate.decoding import DecoderChain
+    from lorrygate.model import Channel, Message
+    from lorrygate.service.channel import ChannelRouter
+    from lorrygate.storage.batcher import Batcher
+    from lorrygate.storage.sqlite import SQLiteStorage
+    from lorrygate.topology import WanStrategy
+    from tests.doubles import Ack
+
+    from lorrygate.config.loader import loads
+
+    decoders = loads("[broker:b]\nhost = h\n[storage:s]\nurl = sqlite:///x\n[channel:c]\ntopics = #\n").decoders
+    names = ("json", "ndjson", "csv", "kv", "value", "tasmota", "msgpack", "cbor")
+    chain = DecoderChain(tuple(decoders[name](None, None) for name in names if name in decoders))
+    directory = tmp_path_factory.mktemp("prop")
+    store = SQLiteStorage("db", str(directory / "p.sqlite"), reactor=None)
+    store._connect()
+
+    class InThisThread:
+        name = "db"
+
+        def write(self, batch):
+            from twisted.internet.defer import maybeDeferred
+
+            return maybeDeferred(store._commit, batch)
+
+    clock = Clock()
+    batcher = Batcher(InThisThread(), clock)
+    channel = Channel("c", "b", ("#",), 1, "wan", names, "db")
+    router = ChannelRouter(channel, WanStrategy(), chain, batcher, clock)
+    acks = []
+    for n, payload in enumerate(payloads):
+        topic = "/".join((levels * 5)[:4] + ["data.json" if n % 2 else levels[-1]])
+        ack = Ack()
+        acks.append(ack)
+        router(Message(topic, payload, 1, False, 1.0, "#", ack))
+    clock.advance(0)
+    clock.advance(1)
+    store._close()
+    assert batcher.stats.failures == 0 and not batcher.down, batcher.stats.last_error
+    assert all(ack.count == 1 for ack in acks), "every message is acknowledged: stored or dead-lettered"
+    assert batcher.stats.rows + batcher.stats.dead_letters >= len(payloads) - router.stats.own_reports
