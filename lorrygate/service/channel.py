@@ -83,7 +83,7 @@ class Complaints:
 #: how many topics a router remembers the route of (a fleet's device count),
 #: and how many characters of topics at most (hostile 60 KB topics)
 ROUTE_CACHE_SIZE = 100_000
-ROUTE_CACHE_BYTES = 16 * 1024 * 1024
+ROUTE_CACHE_BYTES = 8 * 1024 * 1024
 
 
 @attrs.define(eq=False)
