@@ -77,16 +77,16 @@ class Stream:
         self._thread.join(timeout)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            # One look under the lock: a PUBACK between two looks would make a
+            # confirmed message look missing and publish it twice.
             with self._lock:
-                missing = sorted(set(range(self.count)) - self.confirmed)
-            if not missing:
+                unconfirmed = set(range(self.count)) - self.confirmed
+                missing = sorted(unconfirmed - set(self._mids.values()))
+            if not unconfirmed:
                 break
             if self.client.is_connected():
-                with self._lock:
-                    in_flight = set(self._mids.values())
                 for seq in missing:
-                    if seq not in in_flight:
-                        self._publish(seq)
+                    self._publish(seq)
             time.sleep(0.5)
         self.client.disconnect()
         self.client.loop_stop()
