@@ -270,8 +270,21 @@ class MQTTSource(Service):
                 self.log.warn("MQTT source {source}: the broker assigned the client id {assigned!r} instead of "
                               "{client_id!r}", source=self.name, assigned=assigned, client_id=self.client_id)
                 self.client_id = assigned
+            # A persistent session delivers its queue right after the CONNACK,
+            # before the SUBACK: from here on this connection is the one that
+            # a pause and a stop (acks, then DISCONNECT) must reach.
+            if not self.running:
+                protocol.disconnect()
+                return
+            self._protocol = protocol
+            if self._pauses.paused:
+                protocol.pauseReading()
             await protocol.subscribe([(f.text, self._options()) for f in self._filters])
         except Exception as exc:
+            if self._protocol is protocol:
+                self._protocol = None
+            if not self.running:
+                return
             self._failures += 1
             self.last_error = explain_failure(exc, self.broker)
             self.log.error(
@@ -286,14 +299,9 @@ class MQTTSource(Service):
             protocol.transport.abortConnection()
             return
         self._failures = 0
-        if not self.running:
-            # Stopped while subscribing: this connection is not ours any more.
-            protocol.disconnect()
-            return
-        self._protocol = protocol
+        if not self.running or self._protocol is not protocol:
+            return  # stopped while subscribing: stopService disconnected it
         protocol.when_lost().addCallback(lambda _: self._lost(protocol))
-        if self._pauses.paused:
-            protocol.pauseReading()
         self.log.info(
             "MQTT source {source}: connected to {host}:{port} as {client_id} "
             "(MQTT {version}, session present: {session_present}), subscribed to {topics}",
