@@ -52,3 +52,30 @@ def test_status_without_a_gateway_says_so(tmp_path):
     config = write_config(str(tmp_path), 1, client_id="nobody")
     result = lorrygate(config, "status")
     assert result.returncode == 1 and "no gateway answers at unix:" in result.stderr
+
+
+def test_a_tcp_control_endpoint_wants_its_token(tmp_path, mosquitto):
+    """A control endpoint bound beyond loopback answers 401 without its token, and status with it."""
+    import http.client
+
+    from tests.gatewayproc import GatewayProcess, write_config
+    from tests.servers import free_port
+
+    port = free_port()
+    (tmp_path / "token").write_text("s3cret-token\n")
+    config = write_config(str(tmp_path), mosquitto.port, client_id=f"gw-ctl-{tmp_path.name}", topics="ctl/#")
+    text = open(config).read().replace("stats_interval = 1s",
+                                       f"stats_interval = 1s\ncontrol = tcp:{port}:interface=0.0.0.0\n"
+                                       f"control_token = ${{FILE:{tmp_path}/token}}")
+    open(config, "w").write(text)
+    gateway = GatewayProcess(config, str(tmp_path / "gw.log")).start()
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    connection.request("GET", "/status")
+    assert connection.getresponse().status == 401
+    connection.close()
+    result = subprocess.run([sys.executable, "-m", "lorrygate.cli", "status", "-c", config, "--json"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["sources"][0]["connected"] is True
+    assert "s3cret-token" not in gateway.text()
+    assert gateway.stop() == 0

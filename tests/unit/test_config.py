@@ -166,3 +166,48 @@ def test_a_311_password_needs_a_username():
         "gateway.ini [broker:local] password: expected a username too: MQTT 3.1.1 sends a password only with a "
         "user name (MQTT-3.1.2-22), or protocol = 5, got a password without a username"
     ]
+
+
+def test_a_config_that_is_not_utf8_is_one_clear_problem(tmp_path):
+    """A config file with bytes that are not UTF-8 is reported with the byte and its offset, not a traceback."""
+    (tmp_path / "gw.ini").write_bytes(GOOD.encode() + b"# caf\xe9\n")
+    with pytest.raises(ConfigError) as info:
+        load(str(tmp_path / "gw.ini"))
+    (problem,) = info.value.problems
+    assert "expected a UTF-8 text file, got byte 0xe9 at offset" in str(problem)
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("postgresql://gw:s3cret@db/x", "postgresql://gw:***@db/x"),
+    ("postgresql://gw@db/x?password=s3cret&sslmode=require", "postgresql://gw@db/x?password=***&sslmode=require"),
+    ("crate://db:4200/?schema=a", "crate://db:4200/?schema=a"),
+], ids=["user-info", "query-parameter", "no-password"])
+def test_storage_urls_never_show_a_password(url, shown):
+    """A storage URL prints with every password masked, in the user info or in the query."""
+    from lorrygate.config.values import storage_url
+
+    assert str(storage_url(url)) == shown
+
+
+def test_control_on_tcp_stays_on_this_machine_unless_it_has_a_token():
+    """control = tcp:PORT binds loopback; another interface without a control_token is a problem."""
+    settings = loads(GOOD + "[lorrygate]\ncontrol = tcp:8642\n")
+    assert settings.gateway.control_endpoint == "tcp:8642:interface=127.0.0.1"
+    assert problems(GOOD + "[lorrygate]\ncontrol = tcp:8642:interface=0.0.0.0\n") == [
+        "gateway.ini [lorrygate] control: expected a loopback interface (tcp:PORT:interface=127.0.0.1), or a "
+        "control_token (from ${FILE:path}) for an endpoint others can reach, got 'tcp:8642:interface=0.0.0.0'"
+    ]
+    token = loads(GOOD + "[lorrygate]\ncontrol = tcp:8642:interface=0.0.0.0\ncontrol_token = t0ken\n")
+    assert token.gateway.control_token.reveal() == "t0ken" and "t0ken" not in repr(token)
+
+
+def test_status_needs_only_the_lorrygate_section(tmp_path, monkeypatch):
+    """status and flush read [lorrygate] alone: a broker password from an unset variable does not stop them."""
+    from lorrygate.config.loader import load_gateway
+
+    monkeypatch.delenv("LORRYGATE_UNSET_SECRET", raising=False)
+    (tmp_path / "gw.ini").write_text("[lorrygate]\ndata_dir = /srv/lg\n" + GOOD.replace(
+        "host = localhost", "host = localhost\nusername = u\npassword = ${ENV:LORRYGATE_UNSET_SECRET}"))
+    assert load_gateway(str(tmp_path / "gw.ini")).control_endpoint == "unix:/srv/lg/lorrygate.sock"
+    with pytest.raises(ConfigError):
+        load(str(tmp_path / "gw.ini"))

@@ -106,3 +106,14 @@ def test_chain_turns_a_crashing_decoder_into_a_decode_error():
 def test_chain_names_the_decoder_that_worked():
     """decode() returns the name of the decoder that produced the records."""
     assert DecoderChain((JsonDecoder(),)).decode(message(b"{}"), ADDRESS)[0] == "json"
+
+
+@pytest.mark.parametrize("nanos, text", [
+    (0, "1970-01-01T00:00:00.000000000Z"),
+    (-62_100_000_000 * 10**9 + 5, "0002-02-17T00:00:00.000000005Z"),
+], ids=["epoch", "year-2"])
+def test_times_are_fixed_width_in_every_year(nanos, text):
+    """Time text has four-digit years, so that it sorts as time does, also before the year 1000."""
+    from lorrygate.decoding.timestamps import to_iso
+
+    assert to_iso(nanos) == text

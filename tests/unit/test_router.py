@@ -185,3 +185,18 @@ def test_more_records_than_max_records_is_a_dead_letter():
     clock.advance(0)
     (dead,) = storage.dead_letters
     assert "11 records from one message, more than max_records = 10" in dead.error and not storage.tables
+
+
+def test_complaints_about_topics_are_rate_limited_whatever_the_topic():
+    """2,000 topics that fit no route make one warning, not 2,000, though each reason quotes its topic."""
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        router, storage, clock = make()
+        for n in range(2000):
+            router(message(f"bad-{n}"))
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    warnings = [e for e in events if "does not fit the topology" in e.get("log_format", "").format(**e)
+                or e.get("stage") == "topology"]
+    assert router.stats.unmatched == 2000 and len(warnings) == 1

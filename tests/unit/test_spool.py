@@ -150,3 +150,40 @@ def test_batcher_holds_in_memory_when_the_spool_is_full(tmp_path):
     clock.advance(1.0)
     storage.complete()
     assert ack.count == 1
+
+
+def test_a_failed_spool_write_leaves_no_partial_file(tmp_path, monkeypatch):
+    """A spool write that fails (ENOSPC) fails its put and leaves no temporary file behind."""
+    import errno
+
+    spool = make_spool(tmp_path)
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    failure = put(spool, entry(1))
+    assert failure.check(OSError) and spool.batches == 0
+    assert [name for name in os.listdir(tmp_path / "spool") if name.endswith(".tmp")] == []
+
+
+def test_any_string_a_decoder_made_round_trips(tmp_path):
+    """A lone surrogate in a field (possible from a user decoder) does not stop a spool write."""
+    batch = Batch()
+    batch.add(Entry(TABLE, [Record(1, {"s": "\ud800x"})], "main", Message("t", b"x"), "user"))
+    assert decode(encode(batch)).entries[0].records[0].fields == {"s": "\ud800x"}
+
+
+def test_a_spool_for_another_target_is_refused(tmp_path):
+    """Batches spooled for one database are not drained into another: start fails naming both targets."""
+    from lorrygate.storage.spool import SpoolMismatch
+
+    first = Spool(str(tmp_path / "spool"), Clock(), kind="crate", target="crate://a:4200")
+    first.start(threaded=False)
+    put(first, entry(1))
+    second = Spool(str(tmp_path / "spool"), Clock(), kind="postgresql", target="postgresql://b:5432/db")
+    failures = []
+    second.start(threaded=False).addErrback(failures.append)
+    assert failures and failures[0].check(SpoolMismatch)
+    message = failures[0].getErrorMessage()
+    assert "crate crate://a:4200" in message and "postgresql postgresql://b:5432/db" in message
