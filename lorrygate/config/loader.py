@@ -215,7 +215,7 @@ def _user_decoder(cls):
 def _function_decoder(name, function):
     from lorrygate.decoding.functions import FunctionDecoder
 
-    return lambda timezone, reactor: FunctionDecoder(name, function, timezone)
+    return lambda timezone, reactor: FunctionDecoder(name, function, timezone, reactor)
 
 
 def build_decoders(modules: list, sections: dict, problem, problems: list, base_dir: str) -> dict:

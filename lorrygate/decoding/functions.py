@@ -11,7 +11,11 @@ In a module under ``strategies/``::
         return {"temperature": float(temperature), "humidity": float(humidity)}
 
 The function returns a dict (one record), a list of dicts or `Record`s, or
-None to decline (the chain tries the next decoder). Raising `DecodeError`
+None to decline (the chain tries the next decoder). A function that blocks
+(file or network I/O, heavy computation) is declared so,
+``@decoder("name", blocking=True)``, and then runs on the decoder's own
+bounded thread pool, never on the reactor, so that it cannot freeze the
+other channels; the channel's ``decode_timeout`` bounds it too. Raising `DecodeError`
 marks the payload as broken; any other exception is reported as a decoder
 error, never a crash. A class with ``@implementer(IDecoder)`` and a ``name``
 works too.
@@ -29,26 +33,55 @@ from lorrygate.interfaces import IDecoder
 from lorrygate.model import Record
 
 MARKER = "__lorrygate_decoder__"
+BLOCKING = "__lorrygate_decoder_blocking__"
+
+#: threads of a blocking function decoder
+BLOCKING_THREADS = 4
 
 
-def decoder(name: str):
-    """Mark a function as a decoder that chains select by ``name``."""
+def decoder(name: str, blocking: bool = False):
+    """Mark a function as a decoder that chains select by ``name``; ``blocking``
+    runs it on a thread pool of its own."""
 
     def mark(function):
         setattr(function, MARKER, name)
+        setattr(function, BLOCKING, blocking)
         return function
 
     return mark
 
 
 @implementer(IDecoder)
-@attrs.frozen
+@attrs.define(eq=False)
 class FunctionDecoder:
     name: str
     function: object
     timezone: object = None
+    reactor: object = None
+    _pool: object = None
+
+    @property
+    def blocking(self) -> bool:
+        return bool(getattr(self.function, BLOCKING, False))
+
+    def start(self) -> None:
+        if self.blocking and self._pool is None:
+            from twisted.python.threadpool import ThreadPool
+
+            self._pool = ThreadPool(minthreads=0, maxthreads=BLOCKING_THREADS, name=f"lorrygate-decoder-{self.name}")
+            self._pool.start()
+
+    def stop(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            pool.stop()
 
     def decode(self, message, address):
+        if self._pool is not None:
+            from twisted.internet.threads import deferToThreadPool
+
+            return deferToThreadPool(self.reactor, self._pool, self.function, message, address).addCallback(
+                self._records, message)
         result = self.function(message, address)
         if inspect.iscoroutine(result):
             result = Deferred.fromCoroutine(result)
