@@ -94,6 +94,9 @@ def test_a_new_channel_receives_what_is_published_right_after_reloaded(tmp_path,
         wait_until(lambda: count_rows(db, f"{realm}_{n}_") == 1, 30, f"the message of channel c{n}")
     assert gateway.stop() == 0
     publisher.close()
+    connects = [e for e in gateway.events() if "connected to" in e.get("log_format", "")]
+    assert sum(1 for e in connects if e.get("source") == "main") == 1, "the unchanged channel kept its connection"
+    assert sorted(e["source"] for e in connects if e["source"] != "main") == sorted(f"c{n}" for n in range(20))
 
 
 def test_a_reload_that_cannot_start_keeps_the_running_config(tmp_path, mosquitto):
