@@ -14,8 +14,9 @@ message: The Things Stack uplink JSON (``uplink_message.frm_payload`` and
 ``f_port``), ChirpStack uplink JSON (``data`` and ``fPort``), or else the raw
 payload with the decoder's configured ``fport``.
 
-Each call runs under a time limit and a heap limit: a codec that loops or
-allocates without end is stopped, the message becomes a dead letter with the
+Each call runs under a time limit and a memory limit (V8's heap, and the
+ArrayBuffers a call allocates, which V8's limit does not count): a codec that
+loops or allocates without end is stopped, the message becomes a dead letter with the
 reason, and the next message gets a fresh engine. Calls run on the decoder's
 own thread, never on the reactor.
 """
@@ -52,6 +53,49 @@ def load_codec(path: str) -> str:
         raise ValueError("defines neither decodeUplink(input) nor decode(payload, topic)")
     return source
 
+
+#: V8's heap limit does not count ArrayBuffer backing stores (a codec with
+#: ``memory = 32`` held 700 MB in them): every constructor that allocates one
+#: (ArrayBuffer, SharedArrayBuffer, the typed arrays, and through their
+#: species slice, map, from, ...) is replaced by a subclass that charges the
+#: bytes against the same limit, per call; WebAssembly is removed.
+_ARRAY_BUFFER_GUARD = """
+(function (limit) {
+  let used = 0;
+  const charge = (bytes) => {
+    used += bytes;
+    if (used > limit) throw new RangeError(`lorrygate: ArrayBuffer memory limit of ${limit} bytes exceeded`);
+  };
+  globalThis.__lorrygate_reset = () => { used = 0; };
+  const Base = ArrayBuffer;
+  globalThis.ArrayBuffer = class ArrayBuffer extends Base {
+    constructor(length, ...rest) { charge(Number(length) || 0); super(length, ...rest); }
+  };
+  if (typeof SharedArrayBuffer !== 'undefined') {
+    const SBase = SharedArrayBuffer;
+    globalThis.SharedArrayBuffer = class SharedArrayBuffer extends SBase {
+      constructor(length, ...rest) { charge(Number(length) || 0); super(length, ...rest); }
+    };
+  }
+  for (const name of ['Int8Array', 'Uint8Array', 'Uint8ClampedArray', 'Int16Array', 'Uint16Array', 'Int32Array',
+                      'Uint32Array', 'Float32Array', 'Float64Array', 'BigInt64Array', 'BigUint64Array']) {
+    const T = globalThis[name];
+    if (typeof T !== 'function') continue;
+    const size = T.BYTES_PER_ELEMENT;
+    globalThis[name] = ({[name]: class extends T {
+      constructor(first, ...rest) {
+        if (!(first instanceof Base) && !(typeof SharedArrayBuffer !== 'undefined' && first instanceof SharedArrayBuffer)) {
+          const length = typeof first === 'number' ? first : (first && typeof first.length === 'number' ? first.length : 0);
+          charge(length * size);
+        }
+        super(first, ...rest);
+      }
+    }})[name];
+  }
+  delete globalThis.WebAssembly;
+})
+"""
+_GUARD_TRIPPED = "lorrygate: ArrayBuffer memory limit"
 
 #: the largest payload handed to a JavaScript codec (LoRaWAN frames are at
 #: most 242 bytes; uplink envelopes a few KB)
@@ -116,6 +160,7 @@ class JavaScriptDecoder:
         if self._context is None:
             context = MiniRacer()
             context.set_hard_memory_limit(self.memory)
+            context.eval(f"{_ARRAY_BUFFER_GUARD}({int(self.memory)});")
             context.eval(self.source, timeout=self.timeout * 1000)
             self._entry = "decodeUplink" if context.eval("typeof decodeUplink") == "function" else "decode"
             self._context = context
@@ -126,6 +171,7 @@ class JavaScriptDecoder:
 
         try:
             context = self._engine()
+            context.eval("__lorrygate_reset()")
             if self._entry == "decodeUplink":
                 payload, fport, received = _lorawan_input(message, self.fport)
                 argument = {"bytes": list(payload), "fPort": fport}
@@ -139,6 +185,10 @@ class JavaScriptDecoder:
             limit = f"time limit of {self.timeout:g} s" if isinstance(exc, JSTimeoutException) else f"memory limit of {self.memory // 2**20} MiB"
             raise DecodeError(self.name, f"the codec exceeded its {limit} and was stopped") from None
         except Exception as exc:
+            if _GUARD_TRIPPED in str(exc):
+                self._reset()  # what it allocated may be held by the engine: a fresh one
+                raise DecodeError(self.name, f"the codec exceeded its memory limit of {self.memory // 2**20} MiB "
+                                             "(ArrayBuffers) and was stopped") from None
             if self._context is not None and self._context.was_hard_memory_limit_reached():
                 self._reset()
             raise DecodeError(self.name, f"the codec raised {type(exc).__name__}: {exc}") from None

@@ -221,3 +221,17 @@ def test_a_payload_too_large_for_a_codec_is_refused_before_the_copy():
     decoder = JavaScriptDecoder("any", "function decode(p, t) { return {n: p.length}; }")
     with pytest.raises(DecodeError, match="10000000-byte payload is larger than the 1048576 bytes"):
         decoder.decode(message(b"x" * 10_000_000), DATA)
+
+
+@pytest.mark.parametrize("allocation", [
+    "new ArrayBuffer(100 * 1024 * 1024)", "new Uint8Array(100 * 1024 * 1024)",
+    "Float64Array.from({length: 20 * 1024 * 1024})", "new Uint8Array(8 * 1024 * 1024).slice()",
+], ids=["ArrayBuffer", "Uint8Array", "from", "slice-species"])
+def test_array_buffers_count_against_the_memory_limit(allocation):
+    """ArrayBuffers, which V8's heap limit does not count, are charged against memory; the engine recovers."""
+    source = ("function decode(p, t) { if (p[0] === 0x78) { var keep = []; for (var i = 0; i < 8; i++) keep.push("
+              + allocation + "); } return {n: p.length}; }")
+    decoder = JavaScriptDecoder("buffers", source, timeout=10, memory=16 * 2**20)
+    with pytest.raises(DecodeError, match=r"memory limit of 16 MiB \(ArrayBuffers\)"):
+        decoder.decode(message(b"x"), DATA)
+    assert decoder.decode(message(b"ab"), DATA) == [Record(R, {"n": 2})]
