@@ -258,3 +258,74 @@ def test_arbitrary_payloads_and_topics_never_stop_the_chain(tmp_path_factory, pa
     assert batcher.stats.failures == 0 and not batcher.down, batcher.stats.last_error
     assert all(ack.count == 1 for ack in acks), "every message is acknowledged: stored or dead-lettered"
     assert batcher.stats.rows + batcher.stats.dead_letters >= len(payloads) - router.stats.own_reports
+
+
+FAULTY_MODULE = '''
+import attrs
+from zope.interface import implementer
+
+from lorrygate.decoding import decoder
+from lorrygate.decoding.jsonobject import loads
+from lorrygate.interfaces import IStrategy
+from lorrygate.topology import WanStrategy
+
+
+@implementer(IStrategy)
+@attrs.frozen
+class Faulty:
+    name: str = "faulty"
+
+    def match(self, topic):
+        if "boom-strategy" in topic:
+            raise RuntimeError("a bug in the user's strategy")
+        return WanStrategy().match(topic)
+
+    def table_for(self, address):
+        return WanStrategy().table_for(address)
+
+
+@decoder("faulty")
+def decode(message, address):
+    if message.payload == b"boom-decoder":
+        raise KeyError("a bug in the user's decoder")
+    return loads(message.payload)
+
+
+def hook(record, message, address):
+    if "boom_hook" in record.fields:
+        raise ZeroDivisionError("a bug in the user's hook")
+    return record
+'''
+
+
+def test_a_failure_at_every_stage_keeps_the_connection_and_the_stream(tmp_path, mosquitto):
+    """A strategy, a decoder, a hook and the database failing on single messages: each message is a dead letter
+    naming its stage, every other message is stored, the connection stays, the storage never fails."""
+    (tmp_path / "strategies").mkdir()
+    (tmp_path / "strategies" / "faulty.py").write_text(FAULTY_MODULE)
+    realm = f"h{uuid.uuid4().hex[:8]}"
+    config = write_config(str(tmp_path), mosquitto.port, client_id=f"gw-{realm}", topics=f"{realm}/#",
+                          extra="strategy = faulty\ndecoders = faulty\nhook = faulty:hook\n")
+    text = open(config).read().replace("[lorrygate]\n", f"[lorrygate]\nstrategies = {tmp_path}/strategies\n")
+    open(config, "w").write(text)
+    gateway = GatewayProcess(config, str(tmp_path / "gw.log")).start()
+    db = str(tmp_path / "gateway.sqlite")
+    good = f"{realm}/net/gw/n/data.json"
+    bad = [
+        (f"{realm}/net/gw/boom-strategy/data.json", json.dumps({"seq": -1}), "topology"),
+        (good, "boom-decoder", "decode"),
+        (good, json.dumps({"seq": -3, "boom_hook": 1}), "transform"),
+        (good, json.dumps({f"f{n}": n for n in range(2001)}), "store"),
+    ]
+    messages = []
+    for n, (topic, payload, _) in enumerate(bad):
+        messages += [(good, json.dumps({"seq": 2 * n})), (topic, payload), (good, json.dumps({"seq": 2 * n + 1}))]
+    publisher = Publisher(mosquitto.port)
+    publisher.publish_many(messages)
+    wait_until(lambda: count_rows(db, realm) >= 8 and len(dead_letters(db)) >= 4, 30, "the rows and dead letters")
+    publisher.close()
+    assert gateway.stop() == 0
+    assert sorted(r[0] for r in query(db, f'SELECT seq FROM "{realm}_net__gw_n_sensors"')) == list(range(8))
+    assert sorted(stage for _, stage, _ in dead_letters(db)) == sorted(stage for _, _, stage in bad)
+    assert last_stats(gateway.events())["failures"] == 0
+    no_connection_lost(gateway)
