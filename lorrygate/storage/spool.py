@@ -2,7 +2,7 @@
 A durable local spool for batches a storage cannot take right now.
 
 Each spooled batch is one file in ``<data_dir>/spool/<storage>/``, named by a
-growing sequence number, written to a temporary name, fsync'd, renamed into
+growing sequence number and the writing process's id, written to a temporary name, fsync'd, renamed into
 place and the directory fsync'd: once `Spool.put` fires, the batch survives
 a crash, and its messages may be acknowledged. A file holds a checksummed
 record::
@@ -219,7 +219,7 @@ class Spool:
             stat = os.stat(path)
             self._files.append((path, stat.st_size, stat.st_mtime))
             self._bytes += stat.st_size
-            self._sequence = max(self._sequence, int(name[: -len(SUFFIX)]))
+            self._sequence = max(self._sequence, int(name[: -len(SUFFIX)].partition("-")[0]))
         return len(names)
 
     def _check_identity(self, names: list) -> None:
@@ -248,7 +248,9 @@ class Spool:
             )
             return fail(raise_full)
         self._sequence += 1
-        path = os.path.join(self.directory, f"{self._sequence:020d}{SUFFIX}")
+        # The process id makes a name unique even if two processes ever shared
+        # the directory (the data directory's lock is there to prevent that).
+        path = os.path.join(self.directory, f"{self._sequence:020d}-{os.getpid()}{SUFFIX}")
         self._bytes += len(data)
         d = self._call(self._write, path, data)
 
