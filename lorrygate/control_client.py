@@ -42,6 +42,8 @@ def request(endpoint: str, method: str, path: str, timeout: float = 60.0, token:
 def render_status(answer: dict) -> str:
     """The status answer as text for people."""
     lines = [f"lorrygate: {answer['config']}"]
+    if answer.get("reload_error"):
+        lines.append(f"the last reload could not start, the running configuration stays: {answer['reload_error']}")
     for source in answer["sources"]:
         state = "connected" if source["connected"] else "NOT connected"
         lines.append(f"source {source['name']}: {state} to {source['broker']} as {source['client_id']}")

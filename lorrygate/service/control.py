@@ -51,7 +51,8 @@ def status(gateway) -> dict:
                 "subscribed": s.subscribed, "paused_by": list(s.paused_by)}
                for s in gateway.sources]
     channels = [dict(router.stats.asdict(), name=router.channel.name) for router in gateway.routers]
-    return {"config": gateway.settings.source, "sources": sources, "storages": storages, "channels": channels}
+    return {"config": gateway.settings.source, "sources": sources, "storages": storages, "channels": channels,
+            "reload_error": gateway.reload_error}
 
 
 class _Status(Resource):

@@ -89,6 +89,8 @@ class Gateway(MultiService):
     _stats_loop: LoopingCall | None = None
     _watchdog: LoopingCall | None = None
     _ready: Deferred | None = None
+    #: why the last reload could not start ("" after one that did), for status
+    reload_error: str = ""
 
     log = Logger()
 
@@ -282,8 +284,10 @@ class Gateway(MultiService):
             await self._stop_parts([n for n in start_channels if n in self.channel_services],
                                    [n for n in start_storages if n in self.storage_services])
             await self._start_parts(old, stop_storages, [n for n in stop_channels])
+            self.reload_error = str(exc)
             raise
         self.settings = settings
+        self.reload_error = ""
         if settings.gateway != old.gateway:
             await self._stop_control()
             self._stop_loops()

@@ -110,6 +110,9 @@ def test_a_reload_that_cannot_start_keeps_the_running_config(tmp_path, mosquitto
     gateway.process.send_signal(signal.SIGHUP)
     wait_until(lambda: "could not start, the running one stays" in gateway.text(), 30, "the rollback")
     assert "/proc/nope/x.sqlite" in gateway.text()
+    status = subprocess.run([sys.executable, "-m", "lorrygate.cli", "status", "-c", config], capture_output=True,
+                            text=True, timeout=60)
+    assert "the last reload could not start" in status.stdout and "/proc/nope/x.sqlite" in status.stdout
     publisher = Publisher(mosquitto.port)
     publisher.publish_many([(f"{realm}/net/gw/node/data.json", json.dumps({"seq": 1}))])
     wait_until(lambda: count_rows(str(tmp_path / "gateway.sqlite"), realm) == 1, 30, "the row in the old storage")

@@ -187,3 +187,13 @@ def test_a_spool_for_another_target_is_refused(tmp_path):
     assert failures and failures[0].check(SpoolMismatch)
     message = failures[0].getErrorMessage()
     assert "crate crate://a:4200" in message and "postgresql postgresql://b:5432/db" in message
+
+
+def test_spool_files_are_private(tmp_path):
+    """The spool directory is 0700 and its batch files 0600: they hold acknowledged data."""
+    import stat
+
+    spool = make_spool(tmp_path)
+    path = put(spool, entry(1))
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(tmp_path / "spool").st_mode) == 0o700
