@@ -13,6 +13,14 @@ message into a no-op.
 import hashlib
 import json
 
+#: How a field name becomes a column name that no other field of the row
+#: shares, compared the way the database compares names (``fold``): SQLite
+#: ignores ASCII case, PostgreSQL cuts names at 63 bytes. A name longer than
+#: the database allows keeps its first bytes and gets ``_`` and 8 hex digits
+#: of its SHA-256; a name that folds onto ``time``, ``lorrygate_id`` or an
+#: earlier field of the same row gets ``_2``, ``_3``, ... So no value is ever
+#: written over another in silence.
+
 INT64 = (-(2**63), 2**63 - 1)
 ID_COLUMN = "lorrygate_id"
 
@@ -56,3 +64,30 @@ def row_id(table, time: int, flat: dict) -> str:
     digest.update(f"{table.schema}\0{table.table}\0{time}\0".encode())
     digest.update(to_json(flat).encode())
     return digest.hexdigest()
+
+
+def shorten(name: str, limit: int) -> str:
+    """``name`` within ``limit`` UTF-8 bytes: its first bytes (whole characters), ``_`` and 8 hex digits of its hash."""
+    raw = name.encode("utf-8", "surrogatepass")
+    if len(raw) <= limit:
+        return name
+    head = raw[: limit - 9].decode("utf-8", "ignore")
+    return f"{head}_{hashlib.sha256(raw).hexdigest()[:8]}"
+
+
+def column_names(names: tuple, fold, reserved, limit: int | None = None) -> tuple:
+    """Distinct column names for a row's field names, in order (see the comment at the top)."""
+    used = {fold(name) for name in reserved}
+    out = []
+    for name in names:
+        candidate = shorten(name, limit) if limit else name
+        folded = fold(candidate)
+        number = 1
+        while folded in used:
+            number += 1
+            suffix = f"_{number}"
+            candidate = (shorten(name, limit - len(suffix)) if limit else name) + suffix
+            folded = fold(candidate)
+        used.add(folded)
+        out.append(candidate)
+    return tuple(out)

@@ -45,6 +45,13 @@ def _time(nanos: int) -> datetime:
 class PostgresDialect:
     url: str
     name: str = "postgresql"
+    #: PostgreSQL cuts names at 63 bytes (NAMEDATALEN - 1)
+    identifier_limit = 63
+
+    @staticmethod
+    def fold(name: str) -> str:
+        """How PostgreSQL compares quoted names: exactly (they are at most 63 bytes here)."""
+        return name
 
     def describe(self) -> str:
         from lorrygate.config.values import mask_url
@@ -74,7 +81,7 @@ class PostgresDialect:
             )
             columns = {}
             for schema, table, column, kind in cursor.fetchall():
-                columns.setdefault(f"{schema}.{table}", {})[column.lower()] = kind
+                columns.setdefault(f"{schema}.{table}", {})[column] = kind
         conn.commit()
         return columns
 
@@ -88,7 +95,7 @@ class PostgresDialect:
                 "WHERE table_schema = %s AND table_name = %s",
                 (schema_name(table), table.table),
             )
-            return {row[0].lower(): row[1] for row in cursor.fetchall()}
+            return {row[0]: row[1] for row in cursor.fetchall()}
 
     def begin(self, conn) -> None:
         pass  # psycopg opens the transaction with the first statement

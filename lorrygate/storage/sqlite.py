@@ -36,6 +36,9 @@ _TYPES = {"bool": "INTEGER", "int": "INTEGER", "float": "REAL", "text": "TEXT", 
 _TRANSIENT_CODES = frozenset({5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 26})
 
 
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
 def table_name(table) -> str:
     """The SQLite table of a `TableName` (just the table without a schema)."""
     return f"{table.schema}__{table.table}" if table.schema else table.table
@@ -64,6 +67,14 @@ class SQLiteDialect:
     _iso: IsoTime = attrs.Factory(IsoTime)
     #: (device, inode) of the file the connection has open
     _identity: tuple | None = None
+
+    #: SQLite has no limit on the length of names
+    identifier_limit = None
+
+    @staticmethod
+    def fold(name: str) -> str:
+        """How SQLite compares names: ASCII letters without case."""
+        return name.translate(_ASCII_LOWER)
 
     def describe(self) -> str:
         return f"SQLite database {self.path!r}"
@@ -106,13 +117,14 @@ class SQLiteDialect:
 
     def existing_columns(self, conn) -> dict:
         tables = [row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-        return {table: {row[1].lower(): None for row in conn.execute(f"PRAGMA table_info({quote(table)})")} for table in tables}
+        return {table: {self.fold(row[1]): None for row in conn.execute(f"PRAGMA table_info({quote(table)})")}
+                for table in tables}
 
     def physical(self, table) -> str:
         return table_name(table)
 
     def columns_of(self, conn, table) -> dict:
-        return {row[1].lower(): None for row in conn.execute(f"PRAGMA table_info({quote(table_name(table))})")}
+        return {self.fold(row[1]): None for row in conn.execute(f"PRAGMA table_info({quote(table_name(table))})")}
 
     def begin(self, conn) -> None:
         conn.execute("BEGIN")

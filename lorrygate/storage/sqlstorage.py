@@ -23,7 +23,7 @@ from zope.interface import implementer
 from lorrygate.errors import StorageError
 from lorrygate.interfaces import IStorage
 from lorrygate.storage.batch import DeadLetter
-from lorrygate.storage.layout import ID_COLUMN, flatten, row_id
+from lorrygate.storage.layout import ID_COLUMN, column_names, flatten, row_id
 
 DEAD_LETTER_TABLE = "lorrygate_dead_letter"
 
@@ -40,8 +40,10 @@ class SqlStorage:
     ddl: dict = attrs.Factory(dict)
     _pool: ThreadPool | None = None
     _conn: object = None
-    #: physical table name -> {lower-case column name: type or None}
+    #: physical table name -> {column name as the dialect folds it: type or None}
     _columns: dict = attrs.Factory(dict)
+    #: field names of a row -> the distinct column names they get (`layout.column_names`)
+    _renames: dict = attrs.Factory(dict)
     stats: dict = attrs.Factory(dict)
 
     log = Logger()
@@ -168,6 +170,15 @@ class SqlStorage:
             key_table = entry.table
             for record in entry.records:
                 flat = flatten(record.fields, record.tags)
+                names = tuple(flat)
+                renamed = self._renames.get(names)
+                if renamed is None:
+                    if len(self._renames) > 10_000:
+                        self._renames.clear()
+                    renamed = column_names(names, dialect.fold, ("time", ID_COLUMN), dialect.identifier_limit)
+                    self._renames[names] = renamed = names if renamed == names else renamed
+                if renamed is not names:
+                    flat = dict(zip(renamed, flat.values()))
                 if idempotent:
                     flat[ID_COLUMN] = row_id(key_table, record.time, flat)
                 columns = tuple(flat)
@@ -194,17 +205,18 @@ class SqlStorage:
             if template is not None:
                 dialect.ensure_schema(conn, table)
                 dialect.run_ddl(conn, template.render(table, entry))
-            seen = {"time", ID_COLUMN}
+            fold = dialect.fold
+            seen = {fold("time"), fold(ID_COLUMN)}
             fields = []
             for column, value in flat.items():
-                if column.lower() not in seen:
-                    seen.add(column.lower())
+                if fold(column) not in seen:
+                    seen.add(fold(column))
                     fields.append((column, value))
             dialect.create_table(conn, table, self.idempotent, fields)
             pending.update(dialect.columns_of(conn, table))
         known = known or {}
         for column, value in flat.items():
-            lowered = column.lower()
+            lowered = dialect.fold(column)
             if lowered in pending:
                 current = pending[lowered]
             elif lowered in known:

@@ -1,0 +1,91 @@
+"""
+Column identity against the real databases: whatever the field names of a
+row (case variants, ``Time`` beside ``time``, unicode, quotes, SQL keywords,
+names over PostgreSQL's 63 bytes with a common prefix), every value is read
+back from a column of its own.
+"""
+
+import itertools
+import string
+
+import psycopg
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from lorrygate.model import Message, Record, TableName
+from lorrygate.storage.batch import Batch, Entry
+from lorrygate.storage.postgresql import PostgresStorage, qualified
+from lorrygate.storage.sqlite import SQLiteStorage, table_name
+from lorrygate.topology.naming import quote
+
+NS = 1_717_243_200_000_000_000
+LONG = "sensor_" + "x" * 60
+names = st.one_of(
+    st.sampled_from(["time", "Time", "TIME", "tImE", "lorrygate_id", "select", "from", "Temp", "temp", "TEMP",
+                     'quo"te', "semi;colon", "ümlaut", "ÜMLAUT", "dot.ted", LONG + "a", LONG + "b", LONG + "A"]),
+    st.text(alphabet=string.ascii_letters + "_äöüÄÖÜ€ \"'", min_size=1, max_size=80),
+)
+rows = st.dictionaries(names, st.integers(-1000, 1000), min_size=1, max_size=12)
+#: a table of its own for every example
+TABLES = itertools.count()
+
+
+def commit(store, table, fields):
+    batch = Batch()
+    batch.add(Entry(table, [Record(NS, fields)], "main", Message("t", b"{}", 1, False, 1.0, "#"), "json"))
+    store._commit(batch)
+    return batch
+
+
+@pytest.fixture(scope="module")
+def sqlite_store(tmp_path_factory):
+    store = SQLiteStorage("db", str(tmp_path_factory.mktemp("identity") / "ids.sqlite"), reactor=None)
+    store._connect()
+    yield store
+    store._close()
+
+
+@pytest.fixture(scope="module")
+def pg_store(postgres):
+    store = PostgresStorage("db", postgres.url, reactor=None)
+    store._connect()
+    yield store
+    store._close()
+
+
+def stored_values(conn_rows) -> list:
+    return sorted(value for value in conn_rows if value is not None and not isinstance(value, str))
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(fields=rows)
+def test_sqlite_keeps_every_value_in_its_own_column(sqlite_store, fields):
+    """SQLite (names compared without ASCII case): every value of the row is read back."""
+    table = TableName("ids", f"t{next(TABLES)}")
+    batch = commit(sqlite_store, table, fields)
+    assert not batch.extra_dead, batch.extra_dead
+    (row,) = sqlite_store._conn.execute(f"SELECT * FROM {quote(table_name(table))}").fetchall()
+    assert stored_values(row[1:]) == sorted(fields.values())
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(fields=rows)
+def test_postgresql_keeps_every_value_in_its_own_column(pg_store, fields):
+    """PostgreSQL (names cut at 63 bytes): every value of the row is read back."""
+    table = TableName("ids", f"t{next(TABLES)}")
+    batch = commit(pg_store, table, fields)
+    assert not batch.extra_dead, batch.extra_dead
+    (row,) = pg_store._conn.execute(f"SELECT * FROM {qualified(table)}").fetchall()
+    pg_store._conn.commit()
+    assert stored_values(row[1:]) == sorted(fields.values())
+
+
+def test_time_beside_a_time_field_is_renamed_deterministically(sqlite_store):
+    """A Tasmota-style "Time" field next to the time column lands in "Time_2", every time."""
+    table = TableName("ids", "tasmota")
+    commit(sqlite_store, table, {"Time": "2024-06-01T12:00:00", "Temp": 21.5})
+    commit(sqlite_store, table, {"Time": "2024-06-01T12:01:00", "Temp": 21.6})
+    columns = [row[1] for row in sqlite_store._conn.execute(f"PRAGMA table_info({quote(table_name(table))})")]
+    assert columns == ["time", "Time_2", "Temp"]
+    assert sqlite_store._conn.execute(f'SELECT "Time_2" FROM {quote(table_name(table))}').fetchall() == [
+        ("2024-06-01T12:00:00",), ("2024-06-01T12:01:00",)]
