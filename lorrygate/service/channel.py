@@ -66,18 +66,30 @@ class Complaints:
     _last: dict = attrs.Factory(dict)
     _suppressed: dict = attrs.Factory(dict)
 
-    def allow(self, key) -> int | None:
+    _examples: dict = attrs.Factory(dict)
+
+    def allow(self, key, example: str = "") -> int | None:
         """Return how many were suppressed since the last line, or None to stay quiet."""
         now = self.clock.seconds()
         if len(self._last) > 1000:
             self._last.clear()
             self._suppressed.clear()
+            self._examples.clear()
         last = self._last.get(key)
         if last is not None and now - last < self.interval:
             self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            self._examples.setdefault(key, example)
             return None
         self._last[key] = now
+        self._examples.pop(key, None)
         return self._suppressed.pop(key, 0)
+
+    def pending(self) -> list:
+        """``(key, count, example)`` of what was suppressed and not yet mentioned; forgets them."""
+        found = [(key, count, self._examples.get(key, "")) for key, count in self._suppressed.items() if count]
+        self._suppressed.clear()
+        self._examples.clear()
+        return found
 
 
 #: how many topics a router remembers the route of (a fleet's device count),
@@ -262,7 +274,7 @@ class ChannelRouter:
             self._report(message, stage, reason, error_type)
         # The key leaves out the topic, which a reason may quote: 2,000 bad
         # topics of one kind are one complaint, not 2,000.
-        suppressed = self._complaints.allow((stage, reason.replace(message.topic, "<topic>")))
+        suppressed = self._complaints.allow((stage, reason.replace(message.topic, "<topic>")), message.topic)
         if suppressed is None:
             return
         self.log.warn(
@@ -276,6 +288,16 @@ class ChannelRouter:
             stage=stage,
             more=f" ({suppressed} more like it since the last report)" if suppressed else "",
         )
+
+    def summarize(self) -> None:
+        """Log the rejections not yet mentioned (each stats interval and at stop), one line per kind."""
+        for (stage, reason), count, example in self._complaints.pending():
+            self.log.warn(
+                "channel {channel}: {count} more message(s) rejected at {stage} since the last report: {reason} "
+                "(one of them on topic {topic!r}); kept in the dead-letter table of storage {storage}",
+                channel=self.channel.name, count=count, stage=stage, reason=reason, topic=example[:500],
+                storage=self.channel.storage,
+            )
 
     def _report(self, message, stage: str, reason: str, error_type: str) -> None:
         topic = error_topic(message.topic)

@@ -305,6 +305,7 @@ class Gateway(MultiService):
     def log_stats(self, final: bool = False, channels=None) -> None:
         for service in self.channel_services.values() if channels is None else channels:
             router = service.router
+            router.summarize()
             batcher = service.batchers[0]
             self.log.info(
                 "channel {channel}: {received} received, {routed} routed, {unmatched} unmatched topics, "

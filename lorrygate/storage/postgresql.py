@@ -124,6 +124,11 @@ class PostgresDialect:
         if idempotent:
             columns += [f"{ID_COLUMN} TEXT NOT NULL", f'PRIMARY KEY ("time", {ID_COLUMN})']
         conn.execute(f"CREATE TABLE IF NOT EXISTS {qualified(table)} ({', '.join(columns)})")
+        if not idempotent:  # the primary key of idempotent tables starts with time already
+            from lorrygate.storage.layout import shorten
+
+            index = shorten(f"{table.table}_time_idx", self.identifier_limit)
+            conn.execute(f'CREATE INDEX IF NOT EXISTS {quote(index)} ON {qualified(table)} ("time")')
 
     def add_column(self, conn, table, column: str, value) -> str:
         kind = _TYPES[kind_of(value)]

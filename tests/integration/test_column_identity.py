@@ -89,3 +89,13 @@ def test_time_beside_a_time_field_is_renamed_deterministically(sqlite_store):
     assert columns == ["time", "Time_2", "Temp"]
     assert sqlite_store._conn.execute(f'SELECT "Time_2" FROM {quote(table_name(table))}').fetchall() == [
         ("2024-06-01T12:00:00",), ("2024-06-01T12:01:00",)]
+
+
+def test_postgresql_tables_have_an_index_on_time(pg_store, postgres):
+    """A table PostgreSQL gets on the first sample has an index on time, for the queries dashboards make."""
+    table = TableName("ids", "indexed")
+    commit(pg_store, table, {"v": 1})
+    with psycopg.connect(postgres.url) as conn:
+        (definition,) = conn.execute("SELECT indexdef FROM pg_indexes WHERE schemaname = 'ids' AND tablename = "
+                                     "'indexed'").fetchone()
+    assert '("time")' in definition or "(\"time\")" in definition or "(time)" in definition

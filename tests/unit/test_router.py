@@ -200,3 +200,19 @@ def test_complaints_about_topics_are_rate_limited_whatever_the_topic():
     warnings = [e for e in events if "does not fit the topology" in e.get("log_format", "").format(**e)
                 or e.get("stage") == "topology"]
     assert router.stats.unmatched == 2000 and len(warnings) == 1
+
+
+def test_suppressed_rejections_are_summarized_with_a_count_and_an_example():
+    """Rejections the rate limit kept quiet are logged once more, with their count and one topic, when asked."""
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        router, storage, clock = make()
+        for n in range(5):
+            router(message(f"bad-{n}"))
+        router.summarize()
+        router.summarize()
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    texts = [e["log_format"].format(**e) for e in events if "more message(s) rejected" in e.get("log_format", "")]
+    assert len(texts) == 1 and "4 more message(s) rejected at topology" in texts[0] and "'bad-1'" in texts[0]
