@@ -26,6 +26,7 @@ from lorrygate.storage.batch import DeadLetter
 from lorrygate.storage.layout import ID_COLUMN, column_names, flatten, row_id
 
 DEAD_LETTER_TABLE = "lorrygate_dead_letter"
+_UNSEEN = object()
 
 
 @implementer(IStorage)
@@ -42,7 +43,7 @@ class SqlStorage:
     _conn: object = None
     #: physical table name -> {column name as the dialect folds it: type or None}
     _columns: dict = attrs.Factory(dict)
-    #: field names of a row -> the distinct column names they get (`layout.column_names`)
+    #: field names of a row -> the distinct column names they get (`layout.column_names`), None: the same
     _renames: dict = attrs.Factory(dict)
     stats: dict = attrs.Factory(dict)
 
@@ -170,18 +171,19 @@ class SqlStorage:
             key_table = entry.table
             for record in entry.records:
                 flat = flatten(record.fields, record.tags)
-                names = tuple(flat)
-                renamed = self._renames.get(names)
-                if renamed is None:
+                columns = tuple(flat)
+                renamed = self._renames.get(columns, _UNSEEN)
+                if renamed is _UNSEEN:
                     if len(self._renames) > 10_000:
                         self._renames.clear()
-                    renamed = column_names(names, dialect.fold, ("time", ID_COLUMN), dialect.identifier_limit)
-                    self._renames[names] = renamed = names if renamed == names else renamed
-                if renamed is not names:
+                    renamed = column_names(columns, dialect.fold, ("time", ID_COLUMN), dialect.identifier_limit)
+                    self._renames[columns] = renamed = None if renamed == columns else renamed
+                if renamed is not None:
                     flat = dict(zip(renamed, flat.values()))
+                    columns = renamed
                 if idempotent:
                     flat[ID_COLUMN] = row_id(key_table, record.time, flat)
-                columns = tuple(flat)
+                    columns = tuple(flat)
                 key = (key_table, columns)
                 rows = groups.get(key)
                 if rows is None:
