@@ -329,3 +329,86 @@ def test_a_failure_at_every_stage_keeps_the_connection_and_the_stream(tmp_path, 
     assert sorted(stage for _, stage, _ in dead_letters(db)) == sorted(stage for _, _, stage in bad)
     assert last_stats(gateway.events())["failures"] == 0
     no_connection_lost(gateway)
+
+
+BOUNDED_DECODERS = '''
+from twisted.internet.defer import Deferred
+
+from lorrygate.decoding import decoder
+from lorrygate.errors import Declined
+
+
+@decoder("hang")
+def hang(message, address):
+    if message.payload == b"hang":
+        return Deferred()  # never fires
+    raise Declined("not for this decoder")
+'''
+
+HUNGRY_CODEC = """
+function decode(payload, topic) {
+  if (payload[0] === 0x78) {  // "x": hold 700 MB of ArrayBuffers
+    var keep = [];
+    for (var i = 0; i < 7; i++) { keep.push(new Uint8Array(100 * 1024 * 1024)); }
+  }
+  return {size: payload.length};
+}
+"""
+
+
+def test_decoders_that_hang_or_hoard_memory_are_bounded(tmp_path, mosquitto):
+    """A Python decoder that never answers and a JavaScript codec that hoards ArrayBuffers each cost one dead
+    letter; the messages around them are stored; the gateway's memory stays far below what the codec asked for."""
+    (tmp_path / "strategies").mkdir()
+    (tmp_path / "strategies" / "bounded.py").write_text(BOUNDED_DECODERS)
+    (tmp_path / "hungry.js").write_text(HUNGRY_CODEC)
+    realm = f"h{uuid.uuid4().hex[:8]}"
+    extra = ("decoders = hang, json\ndecode_timeout = 1s\n\n"
+             f"[decoder:hungry]\ntype = javascript\nfile = {tmp_path}/hungry.js\nmemory = 32\ntimeout = 5s\n\n"
+             f"[channel:js]\nsource = test\ntopics = {realm}-js/#\nstorage = db\ndecoders = hungry\n")
+    config = write_config(str(tmp_path), mosquitto.port, client_id=f"gw-{realm}", topics=f"{realm}/#", extra=extra)
+    text = open(config).read().replace("[lorrygate]\n", f"[lorrygate]\nstrategies = {tmp_path}/strategies\n")
+    open(config, "w").write(text)
+    gateway = GatewayProcess(config, str(tmp_path / "gw.log")).start()
+    db = str(tmp_path / "gateway.sqlite")
+    publisher = Publisher(mosquitto.port)
+    around(publisher, realm, f"{realm}/net/gw/n/data.json", b"hang")
+    around(publisher, f"{realm}-js", f"{realm}-js/net/gw/n/data.json", b"x hoard")
+    wait_until(lambda: count_rows(db, realm) >= 2 and count_rows(db, f"{realm}_js") >= 2 and len(dead_letters(db)) >= 2,
+               60, "the rows and both dead letters", interval=0.2)
+    peak_mb = rss_peak_kb(gateway.process.pid) / 1024
+    publisher.close()
+    assert gateway.stop() == 0
+    errors = sorted(error for _, _, error in dead_letters(db))
+    assert any("no decoder answered within decode_timeout = 1.0 s" in error for error in errors), errors
+    assert any("memory limit of 32 MiB (ArrayBuffers)" in error for error in errors), errors
+    assert peak_mb < 400, f"the gateway peaked at {peak_mb:.0f} MB"
+    no_connection_lost(gateway)
+
+
+def test_a_lone_surrogate_during_an_outage_neither_wedges_the_spool_nor_the_storage(tmp_path, mosquitto):
+    """PostgreSQL down: good messages and one with a lone surrogate are spooled (the bad one as a dead letter);
+    once it is back everything drains: the good rows stored, the bad one a dead letter, the storage up."""
+    from tests.servers import PostgreSQL
+
+    database = PostgreSQL().start()
+    try:
+        realm = f"h{uuid.uuid4().hex[:8]}"
+        gateway = start(tmp_path, mosquitto.port, realm, url=database.url)
+        publisher = Publisher(mosquitto.port)
+        publisher.publish_many([(f"{realm}/net/gw/n/data.json", json.dumps({"seq": 0}))])
+        wait_until(lambda: pg_count(database.url, realm) == 1, 30, "the first row")
+        database.halt()
+        around(publisher, realm, f"{realm}/net/gw/n/data.json", '{"s": "\\ud800x"}')
+        wait_until(lambda: any(e.get("event") == "stats" and e.get("spooled", 0) >= 1 for e in gateway.events()),
+                   60, "batches in the spool")
+        database.resume()
+        wait_until(lambda: pg_count(database.url, realm) == 3 and len(pg_dead_letters(database.url)) == 1, 120,
+                   "the drained rows and the dead letter", interval=0.5)
+        publisher.close()
+        assert gateway.stop() == 0
+        ((_, stage, error),) = pg_dead_letters(database.url)
+        assert stage == "decode" and "lone UTF-16 surrogate" in error
+        assert not any("cannot spool" in e.get("log_format", "") for e in gateway.events())
+    finally:
+        database.stop()
