@@ -51,6 +51,12 @@ class TopologyError(LorrygateError):
         super().__init__(f"strategy {strategy!r} cannot route topic {topic!r}: {reason}")
 
 
+class Ignored(TopologyError):
+    """A topic that carries no measurement by its convention (a command such
+    as Tasmota's ``cmnd/...`` or Zigbee2MQTT's ``.../set``): acknowledged and
+    counted, never a dead letter, an error report or a log line."""
+
+
 class DecodeError(LorrygateError):
     """A decoder recognised a payload as its own but could not decode it."""
 

@@ -118,6 +118,8 @@ class Channel:
     decode_timeout: float = 30.0
     #: records one message may make; more make it a dead letter
     max_records: int = 100_000
+    #: topic filters of messages to acknowledge and count, never store (commands, say)
+    ignore: tuple = ()
 
     @property
     def storages(self) -> tuple:

@@ -184,6 +184,7 @@ CHANNEL_KEYS = {
     "error_topic": Key(v.boolean, True),
     "decode_timeout": Key(v.duration(0.01, 3600), 30.0),
     "max_records": Key(v.integer(1, 100_000_000), 100_000),
+    "ignore": Key(v.topic_filters, ()),
     "metadata": Key(v.boolean, False),
     "rename": Key(v.pairs(":", "old:new pairs"), ()),
     "drop": Key(v.names, ()),

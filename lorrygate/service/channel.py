@@ -15,7 +15,8 @@ from twisted.internet.defer import Deferred, TimeoutError as DeferredTimeout
 from twisted.logger import Logger
 
 from lorrygate.decoding.timestamps import seconds_to_ns, to_iso
-from lorrygate.errors import DecodeError, TopologyError
+from lorrygate.errors import DecodeError, Ignored, TopologyError
+from lorrygate.mqtt.topics import parse_filter
 from lorrygate.storage.batch import DeadLetter, Entry
 
 
@@ -46,6 +47,8 @@ class ChannelStats:
     error_reports: int = 0
     #: our own reports received back (not stored)
     own_reports: int = 0
+    #: commands and topics matching the channel's ignore filters (acknowledged, not stored)
+    ignored: int = 0
     #: messages over the broker's max_payload (dead letters by reference)
     too_large: int = 0
     #: reports not published because their topic would be too long for MQTT
@@ -92,6 +95,9 @@ class Complaints:
         return found
 
 
+#: the route of a topic that is ignored
+IGNORED = ("ignored", "")
+
 #: how many topics a router remembers the route of (a fleet's device count),
 #: and how many characters of topics at most (hostile 60 KB topics)
 ROUTE_CACHE_SIZE = 100_000
@@ -119,6 +125,7 @@ class ChannelRouter:
     tee: tuple = ()
     _routes: dict = attrs.Factory(dict)
     _route_bytes: int = 0
+    _ignore: tuple = ()
     _owners: dict = attrs.Factory(dict)
     _pending: set = attrs.Factory(set)
     _idle: list = attrs.Factory(list)
@@ -133,6 +140,7 @@ class ChannelRouter:
     def __attrs_post_init__(self):
         if self._complaints is None:
             self._complaints = Complaints(self.clock)
+        self._ignore = tuple(parse_filter(text) for text in self.channel.ignore)
         self.identify(self.channel.name)
 
     def identify(self, identity: str) -> None:
@@ -146,8 +154,12 @@ class ChannelRouter:
         if route is not None:
             return route
         try:
+            if any(f.matches(topic) for f in self._ignore):
+                raise Ignored("ignore", topic, "matches the channel's ignore filters")
             address = self.strategy.match(topic)
             route = (address, self.strategy.table_for(address), None)
+        except Ignored:
+            route = (None, None, IGNORED)
         except TopologyError as exc:
             route = (None, None, (exc.reason, "does not fit the topology"))
         except Exception as exc:
@@ -199,6 +211,12 @@ class ChannelRouter:
             self.batcher.add(Entry(None, [], self.channel.name, message, ""))
             return
         address, table, problem = self.route(message.topic)
+        if problem is IGNORED:
+            # A command, or a topic the channel ignores: acknowledged with the
+            # next commit, counted, and nothing else.
+            self.stats.ignored += 1
+            self.batcher.add(Entry(None, [], self.channel.name, message, ""))
+            return
         if problem is not None:
             self.stats.unmatched += 1
             self._reject(message, "topology", *problem, error_type="TopologyError")

@@ -7,8 +7,9 @@ named by the realm (and network). The full table of topics, addresses and
 tables is in ``docs/topology.rst``.
 
 Command topics (Tasmota ``cmnd/``, Homie and Zigbee2MQTT ``.../set``,
-``.../get``, TTS downlink pushes, ChirpStack ``.../command/...``) are refused:
-they carry requests, not measurements.
+``.../get``, TTS downlink pushes, ChirpStack ``.../command/...``) are
+ignored (`Ignored`): they carry requests, not measurements, so they are
+acknowledged and counted, never dead letters.
 """
 
 import re
@@ -16,7 +17,7 @@ import re
 import attrs
 from zope.interface import implementer
 
-from lorrygate.errors import TopologyError
+from lorrygate.errors import Ignored, TopologyError
 from lorrygate.interfaces import IStrategy
 from lorrygate.model import DATA, EVENT, Address, TableName
 from lorrygate.topology.naming import join, sanitize
@@ -33,6 +34,9 @@ class _Fleet:
     def _refuse(self, topic: str, expected: str):
         raise TopologyError(self.name, topic, f"expected {expected}")
 
+    def _ignore(self, topic: str, what: str):
+        raise Ignored(self.name, topic, f"{what}: a command, not a measurement")
+
 
 _TASMOTA_INFO = re.compile(r"^INFO\d+$")
 
@@ -44,6 +48,8 @@ class TasmotaStrategy(_Fleet):
 
     def match(self, topic: str) -> Address:
         levels = topic.split("/")
+        if len(levels) >= 2 and levels[0] == "cmnd":
+            self._ignore(topic, "cmnd/<device>/<command>")
         if len(levels) == 3 and levels[0] in ("tele", "stat"):
             prefix, device, last = levels
             check_levels(self.name, topic, device=device)
@@ -63,7 +69,9 @@ class HomieStrategy(_Fleet):
 
     def match(self, topic: str) -> Address:
         levels = topic.split("/")
-        if len(levels) >= 3 and levels[0] == "homie" and levels[-1] != "set":
+        if len(levels) >= 3 and levels[0] == "homie" and levels[-1] == "set":
+            self._ignore(topic, "homie/.../set")
+        if len(levels) >= 3 and levels[0] == "homie":
             device = levels[1]
             check_levels(self.name, topic, device=device)
             rest = levels[2:]
@@ -98,6 +106,8 @@ class TtnStrategy(_Fleet):
                 return Address(tenant, app, None, device, DATA, event)
             if event in _TTS_EVENTS:
                 return Address(tenant, app, None, device, EVENT, event)
+            if event in ("down/push", "down/replace"):
+                self._ignore(topic, f"v3/.../devices/<device>/{event}")
         self._refuse(topic, "v3/<app>@<tenant>/devices/<device>/up (or join, down/..., service/data, location/solved)")
 
 
@@ -113,6 +123,8 @@ class ChirpStackStrategy(_Fleet):
 
     def match(self, topic: str) -> Address:
         levels = topic.split("/")
+        if len(levels) >= 5 and levels[0] == "application" and levels[2] == "device" and levels[4] == "command":
+            self._ignore(topic, "application/<id>/device/<dev-eui>/command/...")
         if len(levels) == 6 and levels[0] == "application" and levels[2] == "device" and levels[4] == "event":
             app, dev_eui, event = levels[1], levels[3], levels[5]
             check_levels(self.name, topic, application=app, device=dev_eui)
@@ -138,7 +150,7 @@ class Zigbee2MqttStrategy(_Fleet):
             if rest[0] == "bridge":
                 return Address(self.base, None, None, "bridge", EVENT, "/".join(rest))
             if rest[-1] in ("set", "get") or len(rest) > 1 and rest[-2] in ("set", "get"):
-                self._refuse(topic, "a device state topic, not a command (.../set, .../get)")
+                self._ignore(topic, f"{self.base}/<friendly name>/set or /get")
             if rest[-1] == "availability" and len(rest) > 1:
                 name = "/".join(rest[:-1])
                 check_levels(self.name, topic, **{"friendly name": name})

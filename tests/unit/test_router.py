@@ -216,3 +216,26 @@ def test_suppressed_rejections_are_summarized_with_a_count_and_an_example():
         globalLogPublisher.removeObserver(events.append)
     texts = [e["log_format"].format(**e) for e in events if "more message(s) rejected" in e.get("log_format", "")]
     assert len(texts) == 1 and "4 more message(s) rejected at topology" in texts[0] and "'bad-1'" in texts[0]
+
+
+def test_commands_and_ignored_topics_are_acknowledged_and_counted_only():
+    """A command topic of the strategy and a topic matching the channel's ignore filters: acknowledged, counted,
+    no dead letter, no report."""
+    import attrs
+
+    from lorrygate.topology.fleets import Zigbee2MqttStrategy
+    from tests.doubles import Ack
+
+    clock = Clock()
+    storage = MemoryStorage()
+    batcher = Batcher(storage, clock)
+    channel = Channel("main", "b", ("#",), 1, "zigbee2mqtt", ("json",), "s", ignore=("zigbee2mqtt/bridge/logging",))
+    router = ChannelRouter(channel, Zigbee2MqttStrategy(), DecoderChain((JsonDecoder(),)), batcher, clock)
+    reports = []
+    router.publish = lambda topic, payload: reports.append(topic)
+    acks = [Ack(), Ack()]
+    router(Message("zigbee2mqtt/Kitchen Lamp/set", b'{"state": "ON"}', 1, False, 1.0, "#", acks[0]))
+    router(Message("zigbee2mqtt/bridge/logging", b'{"level": "info"}', 1, False, 1.0, "#", acks[1]))
+    clock.advance(0)
+    assert router.stats.ignored == 2 and not storage.dead_letters and not storage.tables and not reports
+    assert [ack.count for ack in acks] == [1, 1]

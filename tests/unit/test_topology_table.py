@@ -177,18 +177,12 @@ REFUSED = [
     ("lan", "home/data.json", "at least 3 levels"),
     ("lan", "home//data.json", "the node level is empty"),
     ("lan", "home/kitchen/what", "unknown suffix 'what'"),
-    ("tasmota", "cmnd/sonoff/POWER", "expected tele/<device>/SENSOR"),
     ("tasmota", "tele//SENSOR", "the device level is empty"),
     ("tasmota", "tele/sonoff/UPTIME", "expected tele/<device>/SENSOR"),
-    ("homie", "homie/boiler/temperature/current/set", "not .../set"),
     ("homie", "homie/boiler", "expected homie/<device>/<node>/<property>"),
     ("homie", "other/boiler/t/c", "expected homie/"),
-    ("ttn", "v3/my-app@ttn/devices/dev1/down/push", "expected v3/<app>@<tenant>/devices/<device>/up"),
     ("ttn", "v3/my-app/devices/dev1/up", "the tenant level is empty"),
-    ("chirpstack", "application/app1/device/0102/command/down", "expected application/<id>/device/<dev-eui>/event/up"),
     ("chirpstack", "application/app1/device/0102/event/up/more", "expected application/"),
-    ("zigbee2mqtt", "zigbee2mqtt/lamp/set", "not a command"),
-    ("zigbee2mqtt", "zigbee2mqtt/lamp/set/brightness", "not a command"),
     ("zigbee2mqtt", "zigbee2mqtt/a//b", "no empty levels"),
     ("zigbee2mqtt", "other/lamp", "expected zigbee2mqtt/<friendly name>"),
     ("shelly", "shellyplus1pm-a8/rpc", "expected <device-id>/status/<component>"),
@@ -218,9 +212,31 @@ def test_refuses_with_a_reason(name, topic, reason):
     assert info.value.topic == topic
 
 
+#: command topics of each convention: ignored (acknowledged and counted), never dead letters
+COMMANDS = [
+    ("tasmota", "cmnd/sonoff/POWER"),
+    ("homie", "homie/boiler/temperature/current/set"),
+    ("ttn", "v3/my-app@ttn/devices/dev1/down/push"),
+    ("ttn", "v3/my-app@ttn/devices/dev1/down/replace"),
+    ("chirpstack", "application/app1/device/0102/command/down"),
+    ("zigbee2mqtt", "zigbee2mqtt/lamp/set"),
+    ("zigbee2mqtt", "zigbee2mqtt/lamp/set/brightness"),
+    ("zigbee2mqtt", "zigbee2mqtt/lamp/get"),
+]
+
+
+@pytest.mark.parametrize("name, topic", COMMANDS, ids=[f"{c[0]}:{c[1][:40]}" for c in COMMANDS])
+def test_commands_are_ignored(name, topic):
+    """A command topic of a strategy's convention raises Ignored, which the router counts and acknowledges."""
+    from lorrygate.errors import Ignored
+
+    with pytest.raises(Ignored, match="a command, not a measurement"):
+        strategy(name).match(topic)
+
+
 def test_at_least_sixty_cases():
     """The table covers every built-in strategy with at least 60 cases in all."""
-    assert len(ROUTED) + len(REFUSED) >= 60
+    assert len(ROUTED) + len(REFUSED) + len(COMMANDS) >= 60
     covered = {case[0] for case in ROUTED} | {case[0] for case in REFUSED}
     assert set(STRATEGIES) <= covered
 
