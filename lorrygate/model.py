@@ -106,7 +106,7 @@ class Channel:
     #: retained messages on (re)subscribe: new (only for a new subscription), always, never
     retained: str = "new"
     #: publish a report of each rejected message to ``<base>/error.json``
-    error_topic: bool = True
+    error_topic: bool | None = None
     #: a `lorrygate.decoding.transform.Transform`, or None
     transform: object = attrs.field(default=None, repr=False)
     #: a `lorrygate.storage.ddl.DdlTemplate` for this channel's new tables, or None

@@ -181,7 +181,7 @@ CHANNEL_KEYS = {
     "storage": Key(v.names, ()),
     "timezone": Key(v.timezone, "UTC"),
     "retained": Key(v.choice("new", "always", "never"), "new"),
-    "error_topic": Key(v.boolean, True),
+    "error_topic": Key(v.boolean, None),
     "decode_timeout": Key(v.duration(0.01, 3600), 30.0),
     "max_records": Key(v.integer(1, 100_000_000), 100_000),
     "ignore": Key(v.topic_filters, ()),

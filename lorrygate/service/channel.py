@@ -95,6 +95,9 @@ class Complaints:
         return found
 
 
+#: strategies whose topic trees expect error reports beside the data (Kotori's)
+REPORTING_CONVENTIONS = frozenset({"wan", "lan"})
+
 #: the route of a topic that is ignored
 IGNORED = ("ignored", "")
 
@@ -142,6 +145,14 @@ class ChannelRouter:
             self._complaints = Complaints(self.clock)
         self._ignore = tuple(parse_filter(text) for text in self.channel.ignore)
         self.identify(self.channel.name)
+
+    @property
+    def reports(self) -> bool:
+        """Whether rejected messages are reported on the broker: where the channel says so, else only in topic
+        trees whose convention expects reports (Kotori's ``.../error.json``), never into a vendor's own tree."""
+        if self.channel.error_topic is not None:
+            return self.channel.error_topic
+        return self.channel.strategy in REPORTING_CONVENTIONS
 
     def identify(self, identity: str) -> None:
         """Mark this channel's reports as coming from ``identity`` (its client id)."""
@@ -288,7 +299,7 @@ class ChannelRouter:
 
     def _reject(self, message, stage: str, reason: str, what: str, decoder: str = "", error_type: str = "") -> None:
         self.batcher.add_dead_letter(DeadLetter(self.channel.name, message, stage, reason, decoder))
-        if self.channel.error_topic and self.publish is not None:
+        if self.reports and self.publish is not None:
             self._report(message, stage, reason, error_type)
         # The key leaves out the topic, which a reason may quote: 2,000 bad
         # topics of one kind are one complaint, not 2,000.

@@ -33,6 +33,7 @@ def dead_letters(db):
 
 #: RabbitMQ turns the dots of a topic into levels (a/data.json arrives as a/data/json): a strategy for that
 DOTS_AS_LEVELS = """strategy = dots
+error_topic = true
 
 [strategy:dots]
 topic = {realm}/{network}/{gateway}/{node}/{kind:data}/json

@@ -239,3 +239,21 @@ def test_commands_and_ignored_topics_are_acknowledged_and_counted_only():
     clock.advance(0)
     assert router.stats.ignored == 2 and not storage.dead_letters and not storage.tables and not reports
     assert [ack.count for ack in acks] == [1, 1]
+
+
+def test_reports_go_only_where_the_convention_expects_them():
+    """Kotori's WAN channels report rejections on the broker; vendor channels do not, unless error_topic says so."""
+    import attrs
+
+    from lorrygate.topology.fleets import TasmotaStrategy
+
+    for strategy_name, setting, expected in (("wan", None, True), ("tasmota", None, False), ("tasmota", True, True),
+                                             ("wan", False, False)):
+        router, storage, clock = make(TasmotaStrategy() if strategy_name == "tasmota" else None)
+        router.channel = attrs.evolve(router.channel, strategy=strategy_name, error_topic=setting)
+        reports = []
+        router.publish = lambda topic, payload: reports.append(topic)
+        topic = "tele/plug/SENSOR" if strategy_name == "tasmota" else "r/n/g/d/data.json"
+        router(message(topic, b"not json"))
+        clock.advance(0)
+        assert bool(reports) is expected, (strategy_name, setting)
