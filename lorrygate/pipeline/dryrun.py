@@ -25,7 +25,7 @@ import attrs
 from lorrygate.config import values as v
 from lorrygate.decoding import DecoderChain
 from lorrygate.decoding.timestamps import to_iso
-from lorrygate.errors import DecodeError, TopologyError
+from lorrygate.errors import DecodeError, Ignored, TopologyError
 from lorrygate.model import Message
 from lorrygate.mqtt.topics import parse_filter
 
@@ -42,6 +42,9 @@ def _rows(settings, channel, strategy, chain, message, out) -> None:
         decoder, records = chain.decode(message, address)
         if channel.transform is not None:
             records = channel.transform.apply(records, message, address, decoder)
+    except Ignored as exc:
+        _print({"channel": channel.name, "topic": message.topic, "ignored": True, "reason": exc.reason}, out)
+        return
     except (TopologyError, DecodeError) as exc:
         stage = "topology" if isinstance(exc, TopologyError) else "decode"
         _print({"channel": channel.name, "topic": message.topic, "dead_letter": True, "stage": stage,
