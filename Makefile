@@ -16,12 +16,12 @@ STAMP    = $(VENV)/.installed
 
 LORRY_VENV ?= .venv-lorrystream
 
-.PHONY: run test test-unit test-soak bench check system-deps venv node-deps broker broker-stop clean distclean
+.PHONY: run test test-unit test-soak bench check system-deps test-deps venv node-deps broker broker-stop clean distclean
 
 run: system-deps venv broker
 	$(VENV)/bin/lorrygate -c $(CONFIG)
 
-test: system-deps venv node-deps
+test: system-deps test-deps venv node-deps
 	$(VENV)/bin/pytest
 
 test-unit: venv
@@ -46,11 +46,17 @@ system-deps:
 	command -v mosquitto_pub >/dev/null 2>&1 || missing="$$missing mosquitto-clients"; \
 	command -v sqlite3 >/dev/null 2>&1 || missing="$$missing sqlite3"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
-	[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || missing="$$missing rabbitmq-server"; \
 	$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+# Brokers of other implementations for the interoperability tests (make test only).
+test-deps:
+	@if [ ! -x /usr/lib/rabbitmq/bin/rabbitmq-server ]; then \
+		echo "installing Debian packages: rabbitmq-server"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends rabbitmq-server; \
 	fi
 
 venv: $(STAMP)
