@@ -161,6 +161,8 @@ class MQTTClientProtocol(Protocol):
         self._paused = False
         self._release_call = None
         self.connected = False
+        #: DISCONNECT sent: nothing more goes out, publishes are not delivered
+        self._closing = False
         self.disconnect_reason = None
         self.session_present = False
         self.connack_properties = {}
@@ -249,21 +251,34 @@ class MQTTClientProtocol(Protocol):
             topic, payload, retain, d = self._queued.popleft()
             self._send_qos1(topic, payload, retain, d)
 
-    def disconnect(self, timeout: float = 2.0) -> Deferred:
-        """Send DISCONNECT and close; fires once the connection is closed.
+    def disconnect(self, timeout: float = 5.0) -> Deferred:
+        """Send the completed acks and DISCONNECT; fires once the connection is closed.
 
-        A peer that leaves a TLS connection half-closed is cut off after
-        ``timeout`` seconds.
+        The broker closes the connection once it has read the DISCONNECT, and
+        so every ack before it. Only then may a new connection take over the
+        session: a broker that reads the new CONNECT first (Mosquitto reads
+        one packet per socket and turn) drops the old connection's unread acks
+        and delivers those messages again, duplicates after every reload.
+        Publishes that arrive meanwhile are neither delivered nor acknowledged;
+        the broker keeps them for the session. A broker that has not closed
+        within ``timeout`` seconds is cut off.
         """
         if self.connected and self.transport is not None:
             # Acks already completed leave first, in the same write as the
-            # DISCONNECT: a broker ignores acks that come after it and
-            # redelivers those messages (duplicates after every stop).
+            # DISCONNECT: a broker ignores acks that come after it.
             self.flush_acks()
             self._send(Disconnect())
-            self.transport.loseConnection()
-            abort = self._clock.callLater(timeout, self.transport.abortConnection)
-            self._lost.addBoth(lambda result: (abort.active() and abort.cancel(), result)[1])
+            self.connected = False
+            self._closing = True
+            if self._ping_call is not None and self._ping_call.active():
+                self._ping_call.cancel()
+            self._ping_call = None
+            # Read on (even while paused), to see the broker close.
+            self.transport.resumeProducing()
+            transport = self.transport
+            close = self._clock.callLater(timeout, transport.loseConnection)
+            abort = self._clock.callLater(timeout + 1.0, transport.abortConnection)
+            self._lost.addBoth(lambda result: ([c.cancel() for c in (close, abort) if c.active()], result)[1])
         return self.when_lost()
 
     def when_lost(self) -> Deferred:
@@ -278,12 +293,12 @@ class MQTTClientProtocol(Protocol):
 
     def pauseReading(self) -> None:
         self._paused = True
-        if self.transport is not None:
+        if self.transport is not None and not self._closing:
             self.transport.pauseProducing()
 
     def resumeReading(self) -> None:
         self._paused = False
-        if self.transport is not None:
+        if self.transport is not None and not self._closing:
             self.transport.resumeProducing()
 
     @property
@@ -292,6 +307,8 @@ class MQTTClientProtocol(Protocol):
         return len(self._unacked)
 
     def _send(self, packet) -> None:
+        if self._closing:
+            return
         self.transport.write(codec.encode(packet, self.version))
 
     def _allocate_id(self) -> int:
@@ -385,6 +402,8 @@ class MQTTClientProtocol(Protocol):
         self.transport.abortConnection()
 
     def _deliver(self, packet) -> None:
+        if self._closing:
+            return  # after our DISCONNECT: the broker delivers it again to the session
         qos = packet.qos
         if qos == 0:
             self._on_publish(packet, None)

@@ -163,18 +163,42 @@ def test_messages_split_across_reads_are_reassembled():
     assert [p for p, _ in broker.received] == [Publish("a/b", b"payload" * 50, 1, packet_id=3)]
 
 
-def test_disconnect_sends_disconnect_and_cuts_off_a_lingering_peer():
-    """disconnect() sends DISCONNECT, closes, and aborts if the peer does not close within the timeout."""
+def test_disconnect_waits_for_the_broker_to_close_and_cuts_off_a_lingering_peer():
+    """disconnect() sends DISCONNECT and waits for the broker to close (it has read every ack then);
+    a broker that does not close within the timeout is closed on, then cut off."""
     broker = Broker()
     broker.connect()
     done = []
     broker.protocol.disconnect(timeout=2).addCallback(done.append)
     assert broker.sent() == [codec.Disconnect()]
-    assert broker.transport.disconnecting
+    assert not broker.transport.disconnecting and done == []
     broker.clock.advance(2)
+    assert broker.transport.disconnecting and not broker.transport.disconnected
+    broker.clock.advance(1)
     assert broker.transport.disconnected
     broker.protocol.connectionLost(Failure(ConnectionDone()))
     assert done == [None] and broker.protocol.lost_reason.check(ConnectionDone)
+    assert broker.clock.getDelayedCalls() == []
+
+
+def test_after_disconnect_nothing_is_delivered_or_sent():
+    """Between our DISCONNECT and the broker's close: a paused reader reads again (to see the close),
+    publishes are neither delivered nor acknowledged, and nothing follows the DISCONNECT on the wire."""
+    broker = Broker()
+    broker.connect()
+    broker.protocol.pauseReading()
+    done = []
+    broker.protocol.disconnect().addCallback(done.append)
+    assert broker.transport.producerState == "producing"
+    broker.transport.clear()
+    broker.reply(Publish("t", b"late", 1, packet_id=9), Publish("t", b"late", 0), PubAck(PUBREL, 4))
+    broker.protocol.resumeReading()
+    broker.protocol.pauseReading()
+    broker.clock.advance(1)
+    assert broker.received == [] and broker.transport.value() == b""
+    assert broker.transport.producerState == "producing"
+    broker.protocol.connectionLost(Failure(ConnectionDone()))  # the broker closed
+    assert done == [None] and broker.clock.getDelayedCalls() == []
 
 
 def test_paused_reader_is_not_dropped_for_a_missing_pingresp():
