@@ -1,12 +1,48 @@
 """
-A fake of CrateDB's HTTP endpoint, built from CrateDB's documented request and
-response shapes (shared/reference/cratedb-http.md): ``POST /_sql`` with
-``stmt``/``args``/``bulk_args``, one result per bulk row, the error codes and
-the HTTP statuses that follow them. It is not CrateDB: it checks every
-statement against CrateDB's grammar (cratedb-sqlparse), keeps rows in memory,
-fixes the type of each ``fields`` sub-column at its first value (as
-``OBJECT(DYNAMIC)`` does) and enforces primary keys. Faults are injected by
-the tests.
+A fake of CrateDB's HTTP endpoint that answers as a real CrateDB 5.10.11 or
+newer does, as read from CrateDB's source and documentation
+(../shared/reference/cratedb-http.md). It is not CrateDB: it checks every
+statement against CrateDB's grammar (cratedb-sqlparse), keeps rows in memory
+(one shard per table) and follows these behaviours, each from the CrateDB
+file named:
+
+- ``POST /_sql`` with ``stmt``/``args``/``bulk_args``; one result per bulk
+  row; errors as ``{"error": {"message", "code"}}`` with the HTTP status of
+  the code's first three digits (``rest/action/SqlHttpHandler.java``,
+  ``rest/action/HttpError.java``, ``docs/interfaces/http.rst``);
+- the JSON parser refuses ``NaN`` and ``Infinity``: 400, 4000
+  (``SqlHttpHandler.java``, Jackson's default);
+- ``OBJECT(DYNAMIC)`` sub-columns take the type of their first value (an
+  integer makes BIGINT); later values are cast where a cast exists, 21.5 into
+  BIGINT is 21, ``"21"`` is 21, numbers into TEXT are text
+  (``types/LongType.java``, ``types/DoubleType.java``,
+  ``types/StringType.java``, ``types/BooleanType.java``); a value that cannot
+  be cast to a column known before the request fails the whole request (400,
+  4000, since 5.10.11); a row that adds a column another row of the same
+  request gave another type fails by itself, code 4000 (``execution/dml/
+  Indexer.java``);
+- only the first 10 failed rows of a shard carry an ``error``, later ones are
+  a bare ``{"rowcount": -2}`` (``execution/engine/indexing/
+  ShardingUpsertExecutor.java``, ``execution/dml/ShardResponse.java``);
+- object keys with ``.``, ``[``, ``]``, tab, CR or LF fail their row with 4008
+  (``metadata/ColumnIdent.java``); at most 1,000 columns per table
+  (``mapping.total_fields.limit``), beyond that the row fails with 4000;
+- an indexed TEXT value over 32,766 bytes fails its row with 4000 (Lucene's
+  immense-term limit); ``INDEX OFF`` columns take any size;
+- ``INSERT ... ON CONFLICT DO NOTHING`` answers ``rowcount 0`` for a row whose
+  primary key is stored (``analyze/InsertAnalyzer.java``); without it the row
+  fails with 4091;
+- unknown schema 4045, unknown table 4041 (404), a column the table does not
+  have and cannot add 4043 (``exceptions/ColumnUnknownException.java``);
+- a failed authentication answers 401 in plain text, not JSON
+  (``auth/AuthenticationHandler.java`` (``HostBasedAuthentication``));
+- ``GET /`` answers the node's name and version (``rest/MainAndStaticFileHandler.java``);
+- ``sys.cluster``, ``sys.nodes`` and ``sys.shards`` for the shard budget
+  (``cluster.max_shards_per_node``, 1,000 by default).
+
+Faults are injected by the tests: whole-request errors (``fail_next``), per
+row codes (``row_faults``), and a 5002 after a partial write
+(``partial_failure``, as 5.10.0-6.4.2 answer a failed shard).
 """
 
 import json
@@ -17,7 +53,13 @@ from twisted.web.resource import Resource
 
 _CREATE = re.compile(r'CREATE TABLE IF NOT EXISTS ("[^"]+(?:""[^"]*)*")\.("[^"]+(?:""[^"]*)*")', re.S)
 _INSERT = re.compile(r'INSERT INTO ("[^"]+(?:""[^"]*)*")\.("[^"]+(?:""[^"]*)*") \(([^)]*)\)')
+_ALTER = re.compile(r'ALTER TABLE ("[^"]+(?:""[^"]*)*")\.("[^"]+(?:""[^"]*)*") ADD COLUMN ("[^"]+(?:""[^"]*)*")')
 _PRIMARY = re.compile(r"PRIMARY KEY \(([^)]*)\)")
+_COLUMN = re.compile(r'(?:\(|, )("[^"]+(?:""[^"]*)*") ([A-Z]+(?: WITH TIME ZONE)?(?:\([A-Z]+\))?)([^,]*)')
+_FORBIDDEN = re.compile(r"[.\[\]\t\r\n]")
+TEXT_LIMIT = 32_766
+COLUMN_LIMIT = 1_000
+ERRORS_PER_SHARD = 10
 
 
 def _unquote(name: str) -> str:
@@ -27,7 +69,9 @@ def _unquote(name: str) -> str:
 def _kind(value):
     if isinstance(value, bool):
         return "boolean"
-    if isinstance(value, (int, float)):
+    if isinstance(value, int):
+        return "bigint"
+    if isinstance(value, float):
         return "double precision"
     if isinstance(value, str):
         return "text"
@@ -38,15 +82,50 @@ def _kind(value):
     return None
 
 
+class CastError(Exception):
+    pass
+
+
+def _cast(value, kind):
+    """A value cast to a column type as CrateDB's types do; CastError where no cast exists."""
+    if value is None or kind is None or _kind(value) == kind:
+        return value
+    try:
+        if kind == "bigint" and not isinstance(value, (bool, dict, list)):
+            return int(float(value)) if isinstance(value, str) and "." in value else int(value)
+        if kind == "double precision" and not isinstance(value, (bool, dict, list)):
+            return float(value)
+        if kind == "text" and not isinstance(value, (dict, list)):
+            return json.dumps(value) if isinstance(value, bool) else str(value)
+        if kind == "boolean":
+            if isinstance(value, (int, float)):
+                return bool(value)
+            if isinstance(value, str) and value.lower() in ("true", "false", "t", "f"):
+                return value.lower() in ("true", "t")
+    except (TypeError, ValueError):
+        pass
+    raise CastError(f"Cannot cast value `{value}` to type `{kind}`")
+
+
+def _refuse_constant(name):
+    raise ValueError(f"Non-standard token '{name}': enable JsonReadFeature.ALLOW_NON_NUMERIC_NUMBERS")
+
+
 class FakeCrate(Resource):
     isLeaf = True
 
-    def __init__(self):
+    def __init__(self, version: str = "5.10.11", users: dict | None = None, max_shards_per_node: int = 1000):
         super().__init__()
+        self.version = version
+        self.users = users  # {"name": "password"}; None: trust every request
+        self.max_shards_per_node = max_shards_per_node
+        self.nodes = 1
         self.statements = []
-        self.tables = {}  # (schema, table) -> {"rows": [...], "pk": [...], "types": {}}
+        self.requests = 0  # INSERT requests answered
+        self.tables = {}  # (schema, table) -> {"rows", "pk", "types", "ddl", "columns", "unindexed", "shards"}
         self.faults = []  # whole-request faults: (status, code, message)
-        self.unavailable_rows = 0  # next rows answered with a per-row 5002
+        self.row_faults = []  # codes for the next rows, one each: a per-row error with that code (None: a bare -2)
+        self.partial_failure = False  # the next INSERT writes its first half, then answers 500/5002
         self.authorizations = []  # the Authorization header of each request
 
     # -- fault injection --------------------------------------------------------
@@ -57,14 +136,46 @@ class FakeCrate(Resource):
     def rows(self, schema: str, table: str) -> list:
         return self.tables[(schema, table)]["rows"]
 
+    def drop(self, schema: str, table: str) -> None:
+        del self.tables[(schema, table)]
+
     # -- HTTP ---------------------------------------------------------------------
 
+    def _authenticated(self, request) -> bool:
+        header = request.getHeader(b"authorization")
+        self.authorizations.append(header)
+        if self.users is None:
+            return True
+        import base64
+
+        if not header or not header.startswith(b"Basic "):
+            return False
+        name, _, password = base64.b64decode(header[6:]).decode("utf-8").partition(":")
+        return self.users.get(name) == password
+
+    def _unauthorized(self, request):
+        request.setResponseCode(401)
+        request.setHeader(b"content-type", b"text/plain")
+        return b"trust authentication failed for user \"crate\"\n"
+
+    def render_GET(self, request):
+        if not self._authenticated(request):
+            return self._unauthorized(request)
+        request.setHeader(b"content-type", b"application/json")
+        return json.dumps({"ok": True, "status": 200, "name": "fake", "cluster_name": "fake",
+                           "version": {"number": self.version, "build_snapshot": False}}).encode()
+
     def render_POST(self, request):
-        self.authorizations.append(request.getHeader(b"authorization"))
-        body = json.loads(request.content.read())
+        if not self._authenticated(request):
+            return self._unauthorized(request)
+        raw = request.content.read()
+        request.setHeader(b"content-type", b"application/json")
+        try:
+            body = json.loads(raw, parse_constant=_refuse_constant)
+        except ValueError as exc:
+            return self._error(request, 400, 4000, f"SQLParseException[{exc}: {raw[:2000].decode('utf-8', 'replace')}]")
         statement = body["stmt"]
         self.statements.append(statement)
-        request.setHeader(b"content-type", b"application/json")
         try:
             sqlparse(statement, raise_exception=True)
         except Exception as exc:
@@ -73,8 +184,12 @@ class FakeCrate(Resource):
             return self._error(request, *self.faults.pop(0))
         if statement.startswith("CREATE TABLE"):
             return self._create(request, statement)
+        if statement.startswith("ALTER TABLE"):
+            return self._alter(request, statement)
         if statement.startswith("INSERT INTO"):
             return self._insert(request, statement, body.get("bulk_args"), body.get("args"))
+        if statement.startswith("SELECT"):
+            return self._select(request, statement)
         return self._answer(request, {"cols": [], "rows": [], "rowcount": 0, "duration": 0.1})
 
     def _answer(self, request, document, status=200):
@@ -84,16 +199,47 @@ class FakeCrate(Resource):
     def _error(self, request, status, code, message):
         return self._answer(request, {"error": {"message": message, "code": code}}, status)
 
+    # -- statements -----------------------------------------------------------------
+
+    def _select(self, request, statement):
+        if "sys.cluster" in statement:
+            rows = [[self.max_shards_per_node]]
+        elif "sys.nodes" in statement:
+            rows = [[self.nodes]]
+        elif "sys.shards" in statement:
+            rows = [[sum(t["shards"] for t in self.tables.values())]]
+        else:
+            rows = [[]]
+        return self._answer(request, {"cols": ["x"], "rows": rows, "rowcount": 1, "duration": 0.1})
+
     def _create(self, request, statement):
         match = _CREATE.search(statement)
         key = (_unquote(match.group(1)), _unquote(match.group(2)))
         if key not in self.tables:
             primary = _PRIMARY.search(statement)
             pk = [_unquote(c.strip()) for c in primary.group(1).split(",")] if primary else []
-            self.tables[key] = {"rows": [], "pk": pk, "types": {}, "ddl": statement}
+            columns = {}
+            unindexed = set()
+            for name, kind, rest in _COLUMN.findall(statement[match.end():]):
+                columns[_unquote(name)] = kind
+                if "INDEX OFF" in rest:
+                    unindexed.add(_unquote(name))
+            shards = int(re.search(r"CLUSTERED INTO (\d+) SHARDS", statement).group(1)) \
+                if "CLUSTERED INTO" in statement else 4
+            self.tables[key] = {"rows": [], "pk": pk, "types": {}, "ddl": statement, "columns": columns,
+                                "unindexed": unindexed, "shards": shards}
+        return self._answer(request, {"cols": [], "rows": [], "rowcount": 1, "duration": 0.5})
+
+    def _alter(self, request, statement):
+        match = _ALTER.search(statement)
+        key = (_unquote(match.group(1)), _unquote(match.group(2)))
+        if key not in self.tables:
+            return self._error(request, 404, 4041, f"RelationUnknown[Relation '{key[0]}.{key[1]}' unknown]")
+        self.tables[key]["columns"][_unquote(match.group(3))] = "TEXT"
         return self._answer(request, {"cols": [], "rows": [], "rowcount": 1, "duration": 0.5})
 
     def _insert(self, request, statement, bulk_args, args):
+        self.requests += 1
         match = _INSERT.search(statement)
         schema, table = _unquote(match.group(1)), _unquote(match.group(2))
         if not any(s == schema for s, _ in self.tables):
@@ -102,29 +248,95 @@ class FakeCrate(Resource):
             return self._error(request, 404, 4041, f"RelationUnknown[Relation '{schema}.{table}' unknown]")
         target = self.tables[(schema, table)]
         columns = [_unquote(c.strip()) for c in match.group(3).split(",")]
-        if bulk_args is None:
-            bulk_args = [args]
-        results = [self._row(target, dict(zip(columns, row)), schema, table) for row in bulk_args]
+        for column in columns:
+            if target["columns"] and column not in target["columns"]:
+                return self._error(request, 404, 4043, f"ColumnUnknownException[Column {column} unknown]")
+        do_nothing = "ON CONFLICT" in statement and "DO NOTHING" in statement
+        rows = [dict(zip(columns, row)) for row in (bulk_args if bulk_args is not None else [args])]
+        # A value that cannot be cast to a column the table knows already fails the whole request.
+        for row in rows:
+            for name, value in (row.get("fields") or {}).items():
+                try:
+                    _cast(value, target["types"].get(name))
+                except CastError as exc:
+                    return self._error(request, 400, 4000, f"SQLParseException[{exc}]")
+        if self.partial_failure:
+            self.partial_failure = False
+            for row in rows[: len(rows) // 2]:
+                self._row(target, row, do_nothing)
+            return self._error(request, 500, 5002, "ShardsUnavailable[a shard failed after the first half]")
+        if bulk_args is None:  # one row: its error is the request's
+            result = self._row(target, rows[0], do_nothing)
+            if "error" in result:
+                error = result["error"]
+                return self._error(request, int(str(error["code"])[:3]), error["code"], error["message"])
+            return self._answer(request, {"cols": [], "rows": [], "rowcount": max(result["rowcount"], 0),
+                                          "duration": 1.0})
+        results = []
+        failed = 0
+        for row in rows:
+            result = self._row(target, row, do_nothing)
+            if result["rowcount"] == -2:
+                failed += 1
+                if failed > ERRORS_PER_SHARD:
+                    result = {"rowcount": -2}
+            results.append(result)
         return self._answer(request, {"cols": [], "duration": 2.2, "results": results})
 
-    def _row(self, target, row, schema, table):
-        if self.unavailable_rows:
-            self.unavailable_rows -= 1
-            return {"rowcount": -2, "error": {"code": 5002, "message": "ShardsUnavailable"}}
+    def _row(self, target, row, do_nothing: bool) -> dict:
+        if self.row_faults:
+            code = self.row_faults.pop(0)
+            if code is None:  # as a failed row beyond the first 10 of a shard
+                return {"rowcount": -2}
+            messages = {4037: "ClusterBlockException[index [t] blocked by: [TOO_MANY_REQUESTS/12/disk usage "
+                              "exceeded flood-stage watermark, index has read-only-allow-delete block]]",
+                        5000: "EsRejectedExecutionException[rejected execution]",
+                        5002: "ShardsUnavailable"}
+            return {"rowcount": -2, "error": {"code": code, "message": messages.get(code, "injected")}}
+        for name, value in _flatten(row.get("fields") or {}):
+            if _FORBIDDEN.search(name.rsplit("\x00", 1)[-1]):
+                return {"rowcount": -2, "error": {"code": 4008, "message": (
+                    f"InvalidColumnNameException[\"{name.split(chr(0))[-1]}\" conflicts with subscript pattern, "
+                    "square brackets are not allowed]")}}
+        for name, value in row.items():
+            if isinstance(value, str) and len(value.encode()) > TEXT_LIMIT and name not in target["unindexed"]:
+                return _immense(name)
+        for name, value in _flatten(row.get("fields") or {}):
+            if isinstance(value, str) and len(value.encode()) > TEXT_LIMIT:
+                return _immense(name)
+        fields = {}
+        new = {}
+        for name, value in (row.get("fields") or {}).items():
+            known = target["types"].get(name)
+            try:
+                fields[name] = _cast(value, known)
+            except CastError as exc:
+                return {"rowcount": -2, "error": {"code": 4000, "message": f"SQLParseException[{exc}]"}}
+            if value is not None and known is None:
+                new[name] = _kind(value)
+        if len(target["columns"]) + len(target["types"]) + len(new) > COLUMN_LIMIT:
+            return {"rowcount": -2, "error": {"code": 4000, "message": (
+                f"IllegalArgumentException[Limit of total columns [{COLUMN_LIMIT}] in table exceeded]")}}
         if target["pk"]:
             key = tuple(row.get(column) for column in target["pk"] if column in row)
             if any(tuple(r.get(c) for c in target["pk"] if c in r) == key for r in target["rows"]):
+                if do_nothing:
+                    return {"rowcount": 0}
                 return {"rowcount": -2, "error": {"code": 4091,
                                                   "message": "DuplicateKeyException[A document with the same primary key exists already]"}}
-        for name, value in (row.get("fields") or {}).items():
-            kind = _kind(value)
-            known = target["types"].get(name)
-            if value is not None and known is not None and kind != known:
-                return {"rowcount": -2, "error": {"code": 4003, "message": (
-                    f"ColumnValidationException[Validation failed for fields['{name}']: Cannot cast object element "
-                    f"`{name}` with value `{value}` to type `{known}`]")}}
-        for name, value in (row.get("fields") or {}).items():
-            if value is not None:
-                target["types"].setdefault(name, _kind(value))
-        target["rows"].append(row)
+        target["types"].update(new)
+        target["rows"].append(dict(row, fields=fields) if "fields" in row else row)
         return {"rowcount": 1}
+
+
+def _flatten(obj, prefix=""):
+    for key, value in obj.items():
+        yield prefix + key, value
+        if isinstance(value, dict):
+            yield from _flatten(value, prefix + key + "\x00")
+
+
+def _immense(name):
+    return {"rowcount": -2, "error": {"code": 4000, "message": (
+        f"IllegalArgumentException[Document contains at least one immense term in field=\"{name.replace(chr(0), '.')}\" "
+        f"(whose UTF8 encoding is longer than the max length {TEXT_LIMIT})]")}}

@@ -85,8 +85,8 @@ class StorageSettings:
     #: a `lorrygate.storage.ddl.DdlTemplate`, or None
     ddl: object = None
     shards: int = 1
-    replicas: str = "0"
-    partition: str = "month"
+    replicas: str = "0-1"
+    partition: str = "year"
     tls_ca: str = ""
     timeout: float = 30.0
     spool: bool = True
@@ -157,8 +157,8 @@ STORAGE_KEYS = {
     "ddl": Key(v.ddl_text, ""),
     "synchronous": Key(v.choice("OFF", "NORMAL", "FULL", "EXTRA"), "FULL"),
     "shards": Key(v.integer(1, 1000), 1),
-    "replicas": Key(v.nonempty, "0"),
-    "partition": Key(v.choice("none", "day", "week", "month", "quarter", "year"), "month"),
+    "replicas": Key(v.replicas, "0-1"),
+    "partition": Key(v.choice("none", "day", "week", "month", "quarter", "year"), "year"),
     "tls_ca": Key(v.text, ""),
     "timeout": Key(v.duration(0.1, 600), 30.0),
 }

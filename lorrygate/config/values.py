@@ -75,6 +75,16 @@ def nonempty(value: str) -> str:
     return value.strip()
 
 
+def replicas(value: str) -> str:
+    """CrateDB's number_of_replicas: a number, or a range such as ``0-1`` or ``0-all``."""
+    import re
+
+    text = value.strip()
+    if not re.fullmatch(r"\d+|\d+-(\d+|all)", text):
+        raise Invalid("a number of replicas (1) or a range (0-1, 0-all)")
+    return text
+
+
 def boolean(value: str) -> bool:
     lowered = value.strip().lower()
     if lowered in ("1", "yes", "true", "on"):

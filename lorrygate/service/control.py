@@ -37,6 +37,7 @@ def status(gateway) -> dict:
             "last_flush_age": None if stats.last_flush is None else round(gateway.reactor.seconds() - stats.last_flush, 3),
             "last_flush_rows": stats.last_flush_rows,
             "down": batcher.down,
+            "backend": batcher.storage.details() if hasattr(batcher.storage, "details") else {},
             "spool": None if batcher.spool is None else {
                 "batches": batcher.spool.batches,
                 "bytes": batcher.spool.bytes,

@@ -1,63 +1,89 @@
 """
 CrateDB storage over CrateDB's HTTP endpoint, non-blocking with treq.
 
-One bulk request per table per flush: ``POST /_sql`` with
-``{"stmt": "INSERT ...", "bulk_args": [[...], ...]}``. The answer has one
-result per row, and each row is acted on by itself (CrateDB 5.10 or newer
-reports per-row errors; older versions fail the whole request):
+CrateDB 5.10.11 or newer is needed (checked at start): older versions fail
+every row of a request for one value that cannot be cast, and 5.9 and older
+report no per-row errors. One bulk request per table per flush: ``POST
+/_sql`` with ``{"stmt": "INSERT ...", "bulk_args": [[...], ...]}``; the answer
+has one result per row, and each row is acted on by itself:
 
-==============================  ================================================
-row result                      what happens
-==============================  ================================================
-``rowcount`` 1                  stored
-error 4091 (duplicate key)      already stored (a redelivered message, with
-                                ``idempotent = true``)
-error 4003 (type validation)    the row's message goes to the dead-letter
-                                table with CrateDB's message: a type conflict
-                                is reported, never silent
-error 5002, or a bare ``-2``    retried with backoff
-==============================  ================================================
+===================================  ===========================================
+row result                           what happens
+===================================  ===========================================
+``rowcount`` 1                       stored
+``rowcount`` 0 (``idempotent``:      already stored (a redelivered message)
+``ON CONFLICT DO NOTHING``), 4091
+4030-4037 (cluster blocks, such as   retried with backoff: backpressure, never a
+the disk flood stage), 5000 and up   dead letter
+a bare ``-2`` (CrateDB gives the     sent again in requests of 10 rows, which
+reason for the first 10 failed rows  get a reason each; after 3 rounds without
+of a shard only)                     one, a dead letter saying so
+any other error (4000 a value that   the row's message goes to the dead-letter
+cannot be cast, 4008 ...)            table with CrateDB's message
+===================================  ===========================================
 
-A whole request that fails with 4041/4045 (unknown table or schema) creates
-the table and is sent again; 503x, 5002 and connection errors are retried
-with backoff (rows already stored are not sent again); any other error of a
-request (4043 unknown column, from a custom DDL without ``fields``) sends
-that request's messages to the dead-letter table with the reason.
+A whole request that fails:
+
+- 4041/4045 (unknown table or schema): the table is created (``IF NOT
+  EXISTS``, also for a table created before and dropped since) and the
+  request is sent again;
+- 4030-4037, 5000 and above, HTTP 5xx, connection errors: retried with
+  backoff (rows already stored are not sent again);
+- 401 (plain text), 4010/4011: an authentication or privilege error, retried
+  with backoff while the operator fixes it;
+- 4043 (unknown column): the ``idempotent`` column of a table created
+  without it is added, then the request is sent again; otherwise the rows
+  are dead letters (a custom DDL without ``fields``);
+- any other error, such as 4000 for a value that cannot be cast to a column
+  the table has: the request is split in halves and sent again until the
+  offending rows are alone; those are dead letters, the rest is stored.
+
+Values are converted by `lorrygate.storage.crate_values` (numbers as DOUBLE,
+so no column truncates; NaN as null; keys CrateDB refuses renamed).
 
 Layout: ``time TIMESTAMP WITH TIME ZONE`` (milliseconds), ``tags`` and
-``fields`` as ``OBJECT(DYNAMIC)`` (new fields need no DDL; nested objects stay
-nested), a generated column named after the partition period
-(``month`` by default, ``date_trunc('month', "time")``) for
-``PARTITIONED BY``, ``CLUSTERED INTO 1 SHARDS`` and ``number_of_replicas``
-from the config: within CrateDB's shard budget for thousands of per-device
-tables. ``idempotent = true`` adds ``lorrygate_id`` and the primary key
-``(time, lorrygate_id, <period>)``.
+``fields`` as ``OBJECT(DYNAMIC)``, a generated column named after the
+partition period (``year`` by default) for ``PARTITIONED BY``, ``CLUSTERED
+INTO 1 SHARDS``, ``number_of_replicas = '0-1'``. Before a table is created,
+its shards are checked against the cluster's budget
+(``cluster.max_shards_per_node`` x nodes, `shard_budget`): a table that does
+not fit is refused with the arithmetic, its messages become dead letters and
+the table is listed in the status. ``idempotent = true`` adds
+``lorrygate_id`` and the primary key ``(time, lorrygate_id, <period>)``.
 """
 
 import base64
 import json
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import attrs
 import treq
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from lorrygate.decoding.timestamps import seconds_to_ns
-from lorrygate.errors import StorageError
+from lorrygate.errors import LorrygateError, StorageError
 from lorrygate.interfaces import IStorage
 from lorrygate.storage.batch import DeadLetter
+from lorrygate.storage.crate_values import Conversions, crate_object
 from lorrygate.storage.layout import ID_COLUMN, row_id
 from lorrygate.topology.naming import quote
 
 DEAD_LETTER_TABLE = '"doc"."lorrygate_dead_letter"'
-#: the oldest CrateDB with per-row errors in bulk answers
-MINIMUM_VERSION = "5.10"
-
-RETRY_ROW_CODES = {5002}
-RETRY_REQUEST_CODES = {5002, 5030, 5031, 5032, 5033, 5034, 5035}
+#: the oldest CrateDB that fails only the offending rows of a bulk insert
+MINIMUM_VERSION = (5, 10, 11)
 CREATE_CODES = {4041, 4045}
+AUTH_CODES = {4010, 4011}
+#: whole-request errors about the statement, not about a row: no bisecting
+STATEMENT_CODES = CREATE_CODES | AUTH_CODES | {4043}
+#: rows per request when asking for the reasons of bare -2 answers (CrateDB
+#: gives the first 10 failed rows of a shard an error object)
+REASON_CHUNK = 10
+#: rounds of resending bare -2 rows before they become dead letters
+BARE_ROUNDS = 3
+#: dead-letter error texts are cut here, with a marker
+ERROR_LIMIT = 16_384
 
 
 class CrateError(Exception):
@@ -65,6 +91,16 @@ class CrateError(Exception):
         self.code = code
         self.status = status
         super().__init__(f"CrateDB error {code}: {message}")
+
+
+class UnsupportedServer(LorrygateError):
+    """The CrateDB server is too old for the writer."""
+
+
+def transient(code) -> bool:
+    """Cluster blocks (4030-4037, the disk flood stage among them) and server-side failures (5000
+    and above: rejected execution, circuit breakers, shards unavailable) pass; rows wait for them."""
+    return code is not None and (4030 <= code <= 4037 or code >= 5000)
 
 
 def default_ddl(table, partition: str, shards: int, replicas: str, idempotent: bool) -> str:
@@ -88,10 +124,14 @@ def default_ddl(table, partition: str, shards: int, replicas: str, idempotent: b
     return sql + f" WITH (number_of_replicas = {replicas_literal})"
 
 
+#: payloads and errors of any size: not indexed, no column store (an indexed
+#: TEXT value is limited to 32,766 bytes)
+_LARGE_TEXT = "TEXT INDEX OFF STORAGE WITH (columnstore = false)"
 DEAD_LETTER_DDL = (
     f"CREATE TABLE IF NOT EXISTS {DEAD_LETTER_TABLE} ("
     '"received" TIMESTAMP WITH TIME ZONE NOT NULL, "channel" TEXT, "topic" TEXT, "qos" INTEGER, '
-    '"retain" BOOLEAN, "payload" TEXT, "payload_base64" TEXT, "stage" TEXT, "error" TEXT, "decoder" TEXT'
+    f'"retain" BOOLEAN, "payload" {_LARGE_TEXT}, "payload_base64" {_LARGE_TEXT}, "stage" TEXT, '
+    f'"error" {_LARGE_TEXT}, "decoder" TEXT'
     ") CLUSTERED INTO 1 SHARDS WITH (number_of_replicas = '0-1')"
 )
 DEAD_LETTER_INSERT = (
@@ -108,10 +148,17 @@ def qualified(table) -> str:
 def insert_statement(table, idempotent: bool) -> str:
     columns = '"time", "tags", "fields"' + (f', "{ID_COLUMN}"' if idempotent else "")
     marks = "?, ?, ?" + (", ?" if idempotent else "")
-    return f"INSERT INTO {qualified(table)} ({columns}) VALUES ({marks})"
+    statement = f"INSERT INTO {qualified(table)} ({columns}) VALUES ({marks})"
+    return statement + " ON CONFLICT DO NOTHING" if idempotent else statement
 
 
-def dead_letter_row(dead: DeadLetter) -> list:
+def cut(text: str, limit: int = ERROR_LIMIT) -> str:
+    if len(text) <= limit:
+        return text
+    return text[:limit] + f" [... {len(text) - limit} more characters cut by lorrygate]"
+
+
+def dead_letter_row(dead: DeadLetter, with_payload: bool = True) -> list:
     payload = dead.message.payload
     try:
         text = payload.decode("utf-8")
@@ -123,16 +170,16 @@ def dead_letter_row(dead: DeadLetter) -> list:
         dead.message.topic,
         dead.message.qos,
         dead.message.retain,
-        text,
-        base64.b64encode(payload).decode("ascii"),
+        text if with_payload else None,
+        base64.b64encode(payload).decode("ascii") if with_payload else None,
         dead.stage,
-        dead.error,
+        cut(dead.error),
         dead.decoder,
     ]
 
 
 def _plain(value):
-    """Values CrateDB's JSON endpoint takes (bytes as base64 text)."""
+    """The JSON-able form of a row's values that its idempotent id is computed from."""
     if isinstance(value, dict):
         return {str(key): _plain(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
@@ -140,6 +187,34 @@ def _plain(value):
     if isinstance(value, bytes):
         return base64.b64encode(value).decode("ascii")
     return value
+
+
+def parse_version(text: str) -> tuple:
+    numbers = []
+    for part in str(text).split("-")[0].split(".")[:3]:
+        digits = "".join(c for c in part if c.isdigit())
+        numbers.append(int(digits) if digits else 0)
+    return tuple(numbers + [0] * (3 - len(numbers)))
+
+
+def shard_copies(replicas: str, nodes: int) -> int:
+    """Copies of each shard: 1 + replicas; a range such as ``0-1`` expands up to the nodes there are."""
+    text = replicas.strip()
+    if "-" in text:
+        low, high = text.split("-", 1)
+        high = nodes - 1 if high.strip() == "all" else int(high)
+        return 1 + max(int(low), min(high, nodes - 1))
+    return 1 + int(text)
+
+
+@attrs.define(eq=False)
+class _Row:
+    index: int
+    position: int
+    entry: object
+    args: list
+    #: rounds this row was answered with a bare -2
+    bare: int = 0
 
 
 @implementer(IStorage)
@@ -152,13 +227,21 @@ class CrateStorage:
     username: str | None = None
     password: str | None = attrs.field(default=None, repr=False)
     shards: int = 1
-    replicas: str = "0"
-    partition: str = "month"
+    replicas: str = "0-1"
+    partition: str = "year"
     idempotent: bool = False
     ddl: dict = attrs.Factory(dict)
     timeout: float = 30.0
     _created: set = attrs.Factory(set)
     _ready: bool = False
+    #: the server's version, once read
+    version: tuple | None = None
+    #: values and keys changed on the way (NaN as null, keys renamed)
+    conversions: Conversions = attrs.Factory(Conversions)
+    #: tables refused for the shard budget: name -> reason
+    refused_tables: dict = attrs.Factory(dict)
+    #: tables whose idempotent column was added
+    _altered: set = attrs.Factory(set)
 
     log = Logger()
 
@@ -173,8 +256,8 @@ class CrateStorage:
             base,
             reactor,
             http=make_client(reactor, scheme == "https", settings.tls_ca),
-            username=parts.username,
-            password=parts.password,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
             shards=settings.shards,
             replicas=settings.replicas,
             partition=settings.partition,
@@ -186,17 +269,46 @@ class CrateStorage:
     # -- IStorage -------------------------------------------------------------
 
     def start(self) -> Deferred:
-        return succeed(None)
+        """Check the server's version; a server that is down is checked at the first write."""
+        return Deferred.fromCoroutine(self._check_version())
 
     def stop(self) -> Deferred:
+        from twisted.internet.defer import succeed
+
         return succeed(None)
 
     def write(self, batch) -> Deferred:
         return Deferred.fromCoroutine(self._write(batch))
 
+    def details(self) -> dict:
+        """For the status: the server's version and what the writer changed or refused."""
+        return {
+            "version": ".".join(map(str, self.version)) if self.version else None,
+            "nonfinite_as_null": self.conversions.nonfinite,
+            "keys_renamed": self.conversions.renamed,
+            "refused_tables": dict(self.refused_tables),
+        }
+
     # -- the protocol ---------------------------------------------------------
 
+    async def _check_version(self) -> None:
+        answer = await self._request("GET", "/")
+        number = (answer.get("version") or {}).get("number") if isinstance(answer, dict) else None
+        version = parse_version(number or "0")
+        if version < MINIMUM_VERSION:
+            raise UnsupportedServer(
+                f"storage {self.name}: CrateDB {number} at {self.url} is older than "
+                f"{'.'.join(map(str, MINIMUM_VERSION))}, the oldest that fails only the offending rows of a bulk "
+                "insert (older versions fail every row for one bad value, 5.9 and older give no reason per row); "
+                "upgrade CrateDB")
+        self.version = version
+
     async def _write(self, batch) -> None:
+        if self.version is None:
+            try:
+                await self._check_version()
+            except UnsupportedServer as exc:
+                raise StorageError(str(exc)) from None
         progress = batch.progress
         dead = [d for i, d in enumerate(batch.dead_letters) if ("dead", i) not in progress]
         groups = {}
@@ -204,81 +316,113 @@ class CrateStorage:
             for position, record in enumerate(entry.records):
                 if (index, position) in progress:
                     continue
-                groups.setdefault(entry.table, []).append((index, position, entry, record))
+                groups.setdefault(entry.table, []).append(_Row(index, position, entry, self._args(entry.table, record)))
         retry = 0
         for table, rows in groups.items():
             retry += await self._write_table(table, rows, progress, batch)
-        extra = [d for d in batch.extra_dead if id(d) not in progress]
-        if dead or extra:
-            await self._write_dead_letters(dead + extra)
-            progress.update(("dead", i) for i in range(len(batch.dead_letters)))
-            progress.update(id(d) for d in extra)
+        await self._write_dead_letters(batch)
         if retry:
-            raise StorageError(f"storage {self.name}: CrateDB could not take {retry} row(s) now (shards unavailable); retrying")
+            raise StorageError(f"storage {self.name}: CrateDB could not take {retry} row(s) now; retrying")
 
     def _args(self, table, record) -> list:
-        fields = _plain(record.fields)
-        tags = _plain(record.tags)
-        args = [record.time // 1_000_000, tags, fields]
+        counts = self.conversions
+        args = [record.time // 1_000_000, crate_object(record.tags, counts), crate_object(record.fields, counts)]
         if self.idempotent:
-            args.append(row_id(table, record.time, {"tags": tags, "fields": fields}))
+            args.append(row_id(table, record.time, {"tags": _plain(record.tags), "fields": _plain(record.fields)}))
         return args
 
     async def _write_table(self, table, rows, progress: set, batch) -> int:
         """Send one table's rows; return how many must be retried."""
         statement = insert_statement(table, self.idempotent)
-        bulk = [self._args(table, record) for _, _, _, record in rows]
-        try:
-            answer = await self._sql(statement, bulk_args=bulk)
-        except CrateError as exc:
-            if exc.code in CREATE_CODES and table not in self._created:
-                await self._create(table, rows[0][2])
-                answer = await self._sql(statement, bulk_args=bulk)
-            elif exc.code in RETRY_REQUEST_CODES or exc.status >= 500:
-                raise StorageError(f"storage {self.name}: {exc}; retrying") from None
-            elif exc.code in (4010, 4011):
-                raise StorageError(f"storage {self.name}: {exc}; check the user and its privileges") from None
-            else:
-                self._reject(rows, str(exc), progress, batch)
-                return 0
-        results = answer.get("results")
-        if not isinstance(results, list) or len(results) != len(rows):
-            raise StorageError(f"storage {self.name}: CrateDB answered a bulk insert without one result per row "
-                               f"(CrateDB {MINIMUM_VERSION} or newer is needed)")
+        if str(table) in self.refused_tables:
+            self._reject(rows, self.refused_tables[str(table)], progress, batch)
+            return 0
+        queue = [rows]
+        created = False
         retry = 0
-        refused = []
-        for (index, position, entry, record), result in zip(rows, results):
+        while queue:
+            part = queue.pop(0)
+            try:
+                answer = await self._sql(statement, bulk_args=[row.args for row in part])
+            except CrateError as exc:
+                if exc.code in CREATE_CODES and not created:
+                    created = True
+                    if not await self._create(table, part[0].entry, part, progress, batch):
+                        self._reject([r for p in [part] + queue for r in p], self.refused_tables[str(table)],
+                                     progress, batch)
+                        return retry
+                    queue.insert(0, part)
+                elif transient(exc.code) or exc.status >= 500:
+                    raise StorageError(f"storage {self.name}: {exc}; retrying") from None
+                elif exc.code in AUTH_CODES:
+                    raise StorageError(f"storage {self.name}: {exc}; check the user and its privileges") from None
+                elif exc.code == 4043 and self.idempotent and ID_COLUMN in str(exc) and table not in self._altered:
+                    await self._add_id_column(table)
+                    queue.insert(0, part)
+                elif exc.code in STATEMENT_CODES or len(part) == 1:
+                    self._reject(part, cut(str(exc)), progress, batch)
+                else:
+                    # One value of the request cannot be cast: halve until the offending rows are alone.
+                    middle = len(part) // 2
+                    queue[:0] = [part[:middle], part[middle:]]
+                continue
+            retry += self._results(part, answer, queue, progress, batch)
+        return retry
+
+    def _results(self, part, answer, queue, progress, batch) -> int:
+        results = answer.get("results")
+        if not isinstance(results, list) or len(results) != len(part):
+            raise StorageError(f"storage {self.name}: CrateDB answered a bulk insert without one result per row "
+                               f"(CrateDB {'.'.join(map(str, MINIMUM_VERSION))} or newer is needed)")
+        retry = 0
+        bare = []
+        for row, result in zip(part, results):
             count = result.get("rowcount") if isinstance(result, dict) else None
             error = result.get("error") if isinstance(result, dict) else None
             code = error.get("code") if isinstance(error, dict) else None
-            if count == 1 or code == 4091:
-                progress.add((index, position))
-            elif code is not None and code not in RETRY_ROW_CODES:
-                refused.append(((index, position, entry, record), f"CrateDB error {code}: {error.get('message', '')}"))
-            else:
+            if count == 1 or code == 4091 or (count == 0 and self.idempotent):
+                progress.add((row.index, row.position))
+            elif transient(code):
                 retry += 1
-        for row, reason in refused:
-            self._reject([row], reason, progress, batch)
+            elif code is not None:
+                self._reject([row], cut(f"CrateDB error {code}: {error.get('message', '')}"), progress, batch)
+            else:
+                row.bare += 1
+                if row.bare > BARE_ROUNDS:
+                    self._reject([row], f"CrateDB refused the row {BARE_ROUNDS + 1} times without a reason (a bare "
+                                        "rowcount -2)", progress, batch)
+                else:
+                    bare.append(row)
+        # Sent again in small requests, each failed row gets its reason.
+        queue.extend(bare[i:i + REASON_CHUNK] for i in range(0, len(bare), REASON_CHUNK))
         return retry
 
     def _reject(self, rows, reason: str, progress: set, batch) -> None:
         seen = set()
         batch.refused_rows += len(rows)
-        for index, position, entry, _ in rows:
-            progress.add((index, position))
-            if id(entry) in seen:
+        for row in rows:
+            progress.add((row.index, row.position))
+            if id(row.entry) in seen:
                 continue
-            seen.add(id(entry))
+            seen.add(id(row.entry))
+            entry = row.entry
             batch.extra_dead.append(DeadLetter(entry.channel, entry.message, "store", reason, entry.decoder))
         self.log.warn(
-            "storage {storage}: CrateDB refused {count} row(s), kept in the dead-letter table: {reason}",
+            "storage {storage}: CrateDB refused {count} row(s), kept in the dead-letter table: {reason:.500}",
             storage=self.name,
             count=len(rows),
             reason=reason,
         )
 
-    async def _create(self, table, entry) -> None:
+    async def _create(self, table, entry, part, progress, batch) -> bool:
+        """Create a table (again); False when the shard budget refuses it."""
         template = self.ddl.get(entry.channel) or self.ddl.get("")
+        if template is None:
+            refused = await self._over_budget(table)
+            if refused:
+                self.refused_tables[str(table)] = refused
+                self.log.error("storage {storage}: {reason}", storage=self.name, reason=refused)
+                return False
         statements = template.render(table, entry) if template is not None else [
             default_ddl(table, self.partition, self.shards, self.replicas, self.idempotent)
         ]
@@ -288,10 +432,44 @@ class CrateStorage:
             except CrateError as exc:
                 if exc.code != 4093:  # created meanwhile by someone else
                     raise StorageError(f"storage {self.name}: creating {table} failed: {exc}") from None
+        if table not in self._created:
+            self.log.info("storage {storage}: created table {table}", storage=self.name, table=str(table))
         self._created.add(table)
-        self.log.info("storage {storage}: created table {table}", storage=self.name, table=str(table))
+        return True
 
-    async def _write_dead_letters(self, dead_letters: list) -> None:
+    async def _over_budget(self, table) -> str:
+        """Why a new default table would not fit the cluster's shard budget ("" when it fits)."""
+        try:
+            limit = int((await self._sql("SELECT settings['cluster']['max_shards_per_node'] FROM sys.cluster"))["rows"][0][0])
+            nodes = int((await self._sql("SELECT count(*) FROM sys.nodes"))["rows"][0][0])
+            used = int((await self._sql("SELECT count(*) FROM sys.shards"))["rows"][0][0])
+            needed = self.shards * shard_copies(self.replicas, nodes)
+        except (CrateError, LookupError, TypeError, ValueError) as exc:
+            self.log.warn("storage {storage}: cannot read the shard budget ({error}); creating {table} unchecked",
+                          storage=self.name, error=str(exc), table=str(table))
+            return ""
+        budget = limit * nodes
+        if used + needed <= budget:
+            return ""
+        return (f"table {table} not created: it needs {needed} shard copies and the cluster holds {used} of its "
+                f"{budget} ({limit} per node x {nodes} node(s), cluster.max_shards_per_node); its messages are dead "
+                "letters. Add nodes, drop old tables or partitions, use fewer shards or replicas, or raise "
+                "cluster.max_shards_per_node")
+
+    async def _add_id_column(self, table) -> None:
+        self._altered.add(table)
+        await self._sql(f'ALTER TABLE {qualified(table)} ADD COLUMN "{ID_COLUMN}" TEXT')
+        self.log.warn("storage {storage}: table {table} was created without the idempotent column {column}; added it "
+                      "(without a primary key: redelivered messages are not recognised in this table)",
+                      storage=self.name, table=str(table), column=ID_COLUMN)
+
+    async def _write_dead_letters(self, batch) -> None:
+        """Write the batch's dead letters, each row's success kept in the batch's progress."""
+        progress = batch.progress
+        pending = [(("dead", i), d) for i, d in enumerate(batch.dead_letters) if ("dead", i) not in progress]
+        pending += [(id(d), d) for d in batch.extra_dead if id(d) not in progress]
+        if not pending:
+            return
         if not self._ready:
             try:
                 await self._sql(DEAD_LETTER_DDL)
@@ -299,13 +477,36 @@ class CrateStorage:
                 if exc.code != 4093:
                     raise StorageError(f"storage {self.name}: creating the dead-letter table failed: {exc}") from None
             self._ready = True
+        rows = [dead_letter_row(d) for _, d in pending]
         try:
-            answer = await self._sql(DEAD_LETTER_INSERT, bulk_args=[dead_letter_row(d) for d in dead_letters])
+            answer = await self._sql(DEAD_LETTER_INSERT, bulk_args=rows)
         except CrateError as exc:
             raise StorageError(f"storage {self.name}: writing dead letters failed: {exc}") from None
-        failed = [r for r in answer.get("results", []) if not (isinstance(r, dict) and r.get("rowcount") == 1)]
-        if failed:
-            raise StorageError(f"storage {self.name}: CrateDB refused {len(failed)} dead letter(s); retrying")
+        results = answer.get("results") or []
+        failed = 0
+        for (key, dead), result in zip(pending, results):
+            error = result.get("error") if isinstance(result, dict) else None
+            code = error.get("code") if isinstance(error, dict) else None
+            if isinstance(result, dict) and result.get("rowcount") == 1:
+                progress.add(key)
+            elif code is not None and not transient(code):
+                # The row itself is refused (an old dead-letter table with indexed TEXT columns): keep
+                # the reason and the payload's size at least.
+                reason = (f"{dead.error}; the payload ({len(dead.message.payload)} bytes) could not be stored: "
+                          f"CrateDB error {code}: {error.get('message', '')}")
+                short = attrs.evolve(dead, error=reason)
+                try:
+                    again = await self._sql(DEAD_LETTER_INSERT, args=dead_letter_row(short, with_payload=False))
+                except CrateError:
+                    again = {}
+                if again.get("rowcount") == 1:
+                    progress.add(key)
+                else:
+                    failed += 1
+            else:
+                failed += 1
+        if failed or len(results) != len(pending):
+            raise StorageError(f"storage {self.name}: CrateDB did not take {failed} dead letter(s); retrying")
 
     async def _sql(self, statement: str, args=None, bulk_args=None) -> dict:
         body = {"stmt": statement}
@@ -313,17 +514,25 @@ class CrateStorage:
             body["bulk_args"] = bulk_args
         elif args is not None:
             body["args"] = args
+        return await self._request("POST", "/_sql", json.dumps(body, allow_nan=False).encode("utf-8"))
+
+    async def _request(self, method: str, path: str, data: bytes | None = None) -> dict:
         kwargs = {"headers": {"Content-Type": ["application/json"]}, "timeout": self.timeout}
         if self.username:
             kwargs["auth"] = (self.username, self.password or "")
         try:
-            response = await self.http.post(f"{self.url}/_sql", data=json.dumps(body).encode("utf-8"), **kwargs)
+            response = await self.http.request(method, f"{self.url}{path}", data=data, **kwargs)
             content = await treq.content(response)
         except Exception as exc:
             raise StorageError(f"storage {self.name}: CrateDB at {self.url} unreachable: {type(exc).__name__}: {exc}") from None
         try:
             answer = json.loads(content)
         except ValueError:
+            if response.code == 401:  # a failed authentication answers in plain text
+                raise StorageError(
+                    f"storage {self.name}: CrateDB at {self.url} refused the authentication (HTTP 401: "
+                    f"{content[:200].decode('utf-8', 'replace').strip()}); check the user and password of the "
+                    "crate:// URL (percent-encode special characters) and CrateDB's host based authentication") from None
             raise StorageError(
                 f"storage {self.name}: CrateDB answered HTTP {response.code} with something that is not JSON: "
                 f"{content[:200]!r}") from None

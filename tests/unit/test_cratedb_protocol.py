@@ -56,20 +56,23 @@ def test_new_table_is_created_with_the_default_layout_and_rows_land():
     _, failures = write(store, entry({"temperature": 21.5, "wifi": {"rssi": -60}}))
     assert failures == []
     ddl = fake.tables[(TABLE.schema, TABLE.table)]["ddl"]
-    assert 'OBJECT(DYNAMIC)' in ddl and "PARTITIONED BY (\"month\")" in ddl and "CLUSTERED INTO 1 SHARDS" in ddl
+    assert 'OBJECT(DYNAMIC)' in ddl and "PARTITIONED BY (\"year\")" in ddl and "CLUSTERED INTO 1 SHARDS" in ddl
     assert "number_of_replicas = '0-1'" in ddl
     (row,) = fake.rows(TABLE.schema, TABLE.table)
     assert row == {"time": T // 1_000_000, "tags": {"site": "b"}, "fields": {"temperature": 21.5, "wifi": {"rssi": -60}}}
     assert [s.split(" (")[0] for s in fake.statements] == [
         'INSERT INTO "mqttkit_1_testdrive"."area_42_node_1_sensors"',
+        "SELECT settings['cluster']['max_shards_per_node'] FROM sys.cluster",
+        "SELECT count(*) FROM sys.nodes",
+        "SELECT count(*) FROM sys.shards",
         'CREATE TABLE IF NOT EXISTS "mqttkit_1_testdrive"."area_42_node_1_sensors"',
         'INSERT INTO "mqttkit_1_testdrive"."area_42_node_1_sensors"',
     ]
 
 
 def test_mixed_row_results_in_one_bulk_answer():
-    """Stored, duplicate and type-error rows in one bulk answer: stored and duplicate count as stored,
-    the type error goes to the dead-letter table with CrateDB's message."""
+    """Stored, duplicate and uncastable rows in one request: stored and duplicate (rowcount 0 of ON CONFLICT
+    DO NOTHING) count as stored, the row CrateDB cannot cast goes to the dead-letter table with its message."""
     fake = FakeCrate()
     store = storage(fake, idempotent=True)
     write(store, entry({"temperature": 21.5}, time=T))
@@ -78,7 +81,7 @@ def test_mixed_row_results_in_one_bulk_answer():
     assert failures == []
     assert len(fake.rows(TABLE.schema, TABLE.table)) == 2
     (dead,) = batch.extra_dead
-    assert dead.stage == "store" and "CrateDB error 4003" in dead.error and "warm" in dead.error
+    assert dead.stage == "store" and "CrateDB error 4000" in dead.error and "warm" in dead.error
     (dead_row,) = fake.rows("doc", "lorrygate_dead_letter")
     assert dead_row["stage"] == "store" and dead_row["payload"] == "{}" and dead_row["payload_base64"] == "e30="
 
@@ -88,7 +91,7 @@ def test_unavailable_shards_retry_only_the_missing_rows():
     fake = FakeCrate()
     store = storage(fake)
     write(store, entry({"v": 0}))
-    fake.unavailable_rows = 1
+    fake.row_faults = [5002]
     batch, failures = write(store, entry({"v": 1}, time=T + 1), entry({"v": 2}, time=T + 2))
     assert failures and "retrying" in failures[0].getErrorMessage()
     failures.clear()
@@ -181,3 +184,158 @@ def test_basic_auth_from_the_url():
     write(store, entry({"v": 1}))
     assert set(fake.authorizations) == {b"Basic " + base64.b64encode(b"admin:s3cret")}
     assert "s3cret" not in repr(store)
+
+
+def test_a_flood_stage_block_applies_backpressure_and_loses_nothing():
+    """Rows answered 4037 (the disk flood stage's read-only block) or 5000 (rejected execution) are no
+    dead letters: the write fails, the source is paused, and once CrateDB takes them every row is stored
+    once and acknowledged."""
+    from tests.doubles import Source
+
+    fake = FakeCrate()
+    clock = Clock()
+    store = storage(fake)
+    write(store, entry({"v": 0}))
+    batcher = Batcher(store, clock, max_rows=3, max_pending=3)
+    source = Source()
+    batcher.attach(source)
+    fake.row_faults = [4037, 5000, 4037]
+    acks = [Ack() for _ in range(3)]
+    for n, ack in enumerate(acks):
+        batcher.add(entry({"v": n + 1}, time=T + n + 1, ack=ack))
+    assert batcher.stats.failures == 1 and "could not take 3 row(s)" in batcher.stats.last_error
+    assert source.paused and [a.count for a in acks] == [0, 0, 0]
+    clock.advance(0.5)
+    assert [a.count for a in acks] == [1, 1, 1] and not source.paused
+    assert sorted(row["fields"]["v"] for row in fake.rows(TABLE.schema, TABLE.table)) == [0, 1, 2, 3]
+    assert batcher.stats.dead_letters == 0
+
+
+def test_a_row_answered_without_a_reason_again_and_again_is_a_dead_letter_after_three_resends():
+    """A bare -2 is sent again, in requests of at most 10 rows; after 3 resends without a reason the row
+    is a dead letter saying so, in the same write (no retry loop)."""
+    fake = FakeCrate()
+    store = storage(fake)
+    write(store, entry({"v": 0}))
+    fake.row_faults = [None, None, None, None]
+    requests = fake.requests
+    batch, failures = write(store, entry({"v": 1}, time=T + 1))
+    assert failures == [] and fake.requests - requests == 4 + 1  # the first send, 3 resends, the dead letter
+    (dead,) = batch.extra_dead
+    assert "without a reason" in dead.error
+    fake.row_faults = [None, None]
+    batch, failures = write(store, entry({"v": 2}, time=T + 2))
+    assert failures == [] and batch.extra_dead == []
+    assert sorted(row["fields"]["v"] for row in fake.rows(TABLE.schema, TABLE.table)) == [0, 2]
+
+
+def test_a_5002_after_a_partial_write_duplicates_nothing_with_idempotent_rows():
+    """CrateDB 5.10.0-6.4.2 answer a failed shard with a whole-request 5002 after other rows were written:
+    the retry sends every row again, and ON CONFLICT DO NOTHING keeps one copy of each."""
+    fake = FakeCrate()
+    store = storage(fake, idempotent=True)
+    write(store, entry({"v": 0}))
+    fake.partial_failure = True
+    batch, failures = write(store, *[entry({"v": n}, time=T + n) for n in range(1, 11)])
+    assert failures and "5002" in failures[0].getErrorMessage()
+    failures.clear()
+    store.write(batch).addErrback(failures.append)
+    assert failures == []
+    assert sorted(row["fields"]["v"] for row in fake.rows(TABLE.schema, TABLE.table)) == list(range(11))
+
+
+def test_a_plain_text_401_is_an_authentication_failure():
+    """CrateDB answers a failed authentication with 401 in plain text: reported as such, not as 'not JSON'."""
+    fake = FakeCrate(users={"crate": "right"})
+    _, failures = write(storage(fake, username="crate", password="wrong"), entry({"v": 1}))
+    message = failures[0].getErrorMessage()
+    assert "refused the authentication (HTTP 401" in message and "not JSON" not in message
+    assert "wrong" not in message
+
+
+def test_percent_encoded_credentials_are_decoded():
+    """crate://us%40er:p%3Ass@host sends the user 'us@er' and the password 'p:ss'."""
+    import base64
+
+    from lorrygate.config import loads
+
+    settings = loads("[broker:b]\nhost=h\n[storage:s]\nurl=crate://us%40er:p%3Ass@crate.example/\n"
+                     "[channel:c]\ntopics=#\n")
+    store = CrateStorage.from_settings(settings.storages["s"], None, {})
+    fake = FakeCrate(users={"us@er": "p:ss"})
+    store.http = StubTreq(fake)
+    _, failures = write(store, entry({"v": 1}))
+    assert failures == [] and set(fake.authorizations) == {b"Basic " + base64.b64encode("us@er:p:ss".encode())}
+
+
+@pytest.mark.parametrize("version, accepted", [("5.9.3", False), ("5.10.10", False), ("5.10.11", True),
+                                               ("6.1.0", True)])
+def test_the_server_version_is_checked_at_start(version, accepted):
+    """CrateDB older than 5.10.11 is refused at start with a clear error (it fails every row of a request
+    for one bad value); at a write, the same reason fails the write."""
+    from lorrygate.storage.cratedb import UnsupportedServer
+
+    fake = FakeCrate(version=version)
+    store = storage(fake)
+    failures = []
+    store.start().addErrback(failures.append)
+    if accepted:
+        assert failures == [] and store.details()["version"] == version
+        return
+    assert failures[0].check(UnsupportedServer) and f"CrateDB {version}" in failures[0].getErrorMessage()
+    _, failures = write(store, entry({"v": 1}))
+    assert "upgrade CrateDB" in failures[0].getErrorMessage()
+    assert not fake.tables
+
+
+def test_a_table_beyond_the_shard_budget_is_refused_and_its_messages_kept():
+    """Before creating a table the writer reads the cluster's shard budget; a table that does not fit is
+    not created: its messages become dead letters with the arithmetic, and the status lists it."""
+    fake = FakeCrate(max_shards_per_node=2)
+    store = storage(fake, replicas="0")
+    write(store, entry({"v": 1}))
+    write(store, entry({"v": 1}, table=TableName(TABLE.schema, "second")))
+    batch, failures = write(store, entry({"v": 1}, table=TableName(TABLE.schema, "third")),
+                            entry({"v": 2}, table=TableName(TABLE.schema, "third"), time=T + 1))
+    assert failures == [] and (TABLE.schema, "third") not in fake.tables
+    assert batch.refused_rows == 2 and "needs 1 shard copies and the cluster holds 2 of its 2" in batch.extra_dead[0].error
+    assert list(store.details()["refused_tables"]) == [f"{TABLE.schema}.third"]
+
+
+def test_idempotent_on_a_table_created_without_it_adds_the_column():
+    """Turning idempotent on for an existing table: the insert's unknown column (4043) is added, and the
+    rows are stored, not dead letters."""
+    fake = FakeCrate()
+    write(storage(fake), entry({"v": 1}))
+    batch, failures = write(storage(fake, idempotent=True), entry({"v": 2}, time=T + 1))
+    assert failures == [] and batch.extra_dead == []
+    assert any(s.startswith("ALTER TABLE") for s in fake.statements)
+    assert len(fake.rows(TABLE.schema, TABLE.table)) == 2
+
+
+def test_a_dead_letter_table_of_old_with_indexed_text_keeps_the_reason_when_the_payload_does_not_fit():
+    """A dead-letter table created by an older lorrygate indexes its TEXT columns (32,766 bytes at most):
+    a larger payload is refused by its row, and the dead letter is kept without it, the reason saying so;
+    the dead letters stored before are not written again."""
+    from lorrygate.storage.cratedb import DEAD_LETTER_DDL
+
+    fake = FakeCrate()
+    old = DEAD_LETTER_DDL.replace(" INDEX OFF STORAGE WITH (columnstore = false)", "")
+    StubTreq(fake).post("http://crate.invalid:4200/_sql", json={"stmt": old})  # as an older lorrygate made it
+    small = Message("t/small", b"ok", 1, False, 1.0, "#")
+    large = Message("t/large", b"x" * 40_000, 1, False, 1.0, "#")
+    batch, failures = write(storage(fake), dead=[DeadLetter("main", small, "decode", "bad"),
+                                                 DeadLetter("main", large, "decode", "bad")])
+    assert failures == []
+    rows = fake.rows("doc", "lorrygate_dead_letter")
+    assert [r["topic"] for r in rows] == ["t/small", "t/large"]
+    assert rows[1]["payload"] is None and "40000 bytes) could not be stored" in rows[1]["error"]
+
+
+def test_dead_letter_errors_are_cut_with_a_marker():
+    """An error text of any length is stored, cut at 16 KiB with a marker saying how much was cut."""
+    fake = FakeCrate()
+    message = Message("t/x", b"x", 1, False, 1.0, "#")
+    write(storage(fake), dead=[DeadLetter("main", message, "decode", "e" * 20_000)])
+    (row,) = fake.rows("doc", "lorrygate_dead_letter")
+    assert len(row["error"]) < 16_500 and row["error"].endswith("[... 3616 more characters cut by lorrygate]")
