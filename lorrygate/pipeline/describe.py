@@ -22,7 +22,9 @@ def _ddl(storage, table, channel) -> list:
                 f'CREATE TABLE IF NOT EXISTS {qualified} ("time" TIMESTAMPTZ NOT NULL)',
                 "-- then ALTER TABLE ... ADD COLUMN IF NOT EXISTS per field, on its first appearance"]
     if storage.kind == "crate":
-        return [default_ddl(table, storage.partition, storage.shards, storage.replicas, storage.idempotent)]
+        return [default_ddl(table, storage.partition, storage.shards, storage.replicas, storage.idempotent),
+                "-- fields: every number as DOUBLE, NaN/Infinity as null, keys with . [ ] renamed with _; "
+                "the shard budget is checked first"]
     return [f"-- {storage.kind} sink: no DDL"]
 
 
