@@ -87,6 +87,8 @@ class StorageSettings:
     shards: int = 1
     replicas: str = "0-1"
     partition: str = "year"
+    flatten_depth: int = 3
+    max_columns: int = 250
     tls_ca: str = ""
     timeout: float = 30.0
     spool: bool = True
@@ -161,6 +163,8 @@ STORAGE_KEYS = {
     "partition": Key(v.choice("none", "day", "week", "month", "quarter", "year"), "year"),
     "tls_ca": Key(v.text, ""),
     "timeout": Key(v.duration(0.1, 600), 30.0),
+    "flatten_depth": Key(v.integer(1, 32), 3),
+    "max_columns": Key(v.integer(8, 1600), 250),
 }
 #: keys only some storage kinds take
 STORAGE_KIND_KEYS = {
@@ -170,6 +174,8 @@ STORAGE_KIND_KEYS = {
     "partition": ("crate",),
     "tls_ca": ("crate",),
     "timeout": ("crate",),
+    "flatten_depth": ("sqlite", "postgresql"),
+    "max_columns": ("sqlite", "postgresql"),
 }
 
 CHANNEL_KEYS = {

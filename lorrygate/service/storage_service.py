@@ -22,11 +22,15 @@ def make_backend(storage, reactor, ddl: dict):
     if storage.kind == "sqlite":
         from lorrygate.storage.sqlite import SQLiteStorage
 
-        return SQLiteStorage(storage.name, storage.path, reactor, storage.synchronous, storage.idempotent, ddl)
+        backend = SQLiteStorage(storage.name, storage.path, reactor, storage.synchronous, storage.idempotent, ddl)
+        backend.flatten_depth, backend.max_columns = storage.flatten_depth, storage.max_columns
+        return backend
     if storage.kind == "postgresql":
         from lorrygate.storage.postgresql import PostgresStorage
 
-        return PostgresStorage(storage.name, storage.url.raw, reactor, storage.idempotent, ddl)
+        backend = PostgresStorage(storage.name, storage.url.raw, reactor, storage.idempotent, ddl)
+        backend.flatten_depth, backend.max_columns = storage.flatten_depth, storage.max_columns
+        return backend
     if storage.kind == "file":
         from lorrygate.storage.sinks import TextSink
 

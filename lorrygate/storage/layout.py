@@ -25,16 +25,40 @@ INT64 = (-(2**63), 2**63 - 1)
 ID_COLUMN = "lorrygate_id"
 
 
-def flatten(fields, tags, prefix="", out=None) -> dict:
-    """Tags and fields as one flat dict: nested objects become dotted names."""
+#: the column of a table's fields beyond its column budget (a JSON object)
+EXTRA_COLUMN = "extra_fields"
+
+
+def flatten(fields, tags, prefix="", out=None, depth: int = 1_000) -> dict:
+    """Tags and fields as one flat dict: nested objects become dotted names,
+    down to ``depth`` levels; an object nested deeper stays one JSON value."""
     if out is None:
         out = dict(tags) if tags else {}
     for key, value in fields.items():
         name = f"{prefix}{key}"
-        if type(value) is dict:
-            flatten(value, None, name + ".", out)
+        if type(value) is dict and depth > 1 and value:
+            flatten(value, None, name + ".", out, depth - 1)
         else:
             out[name] = value
+    return out
+
+
+def within_budget(flat: dict, new: list, room: int) -> dict:
+    """``flat`` with the new columns beyond ``room`` moved into one JSON
+    object in `EXTRA_COLUMN` (the table keeps its column budget)."""
+    keep = set(new[:max(room, 0)])
+    out, extra = {}, {}
+    surplus = set(new) - keep
+    for name, value in flat.items():
+        if name in surplus:
+            extra[name] = value
+        else:
+            out[name] = value
+    if extra:
+        previous = out.get(EXTRA_COLUMN)
+        if isinstance(previous, dict):
+            extra = dict(previous, **extra)
+        out[EXTRA_COLUMN] = extra
     return out
 
 

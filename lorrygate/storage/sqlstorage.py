@@ -23,7 +23,7 @@ from zope.interface import implementer
 from lorrygate.errors import StorageError
 from lorrygate.interfaces import IStorage
 from lorrygate.storage.batch import DeadLetter
-from lorrygate.storage.layout import ID_COLUMN, column_names, flatten, row_id
+from lorrygate.storage.layout import EXTRA_COLUMN, ID_COLUMN, column_names, flatten, row_id, within_budget
 
 DEAD_LETTER_TABLE = "lorrygate_dead_letter"
 _UNSEEN = object()
@@ -39,6 +39,11 @@ class SqlStorage:
     #: `lorrygate.storage.ddl.DdlTemplate` by channel name ("" for every
     #: channel), run before the dialect's CREATE TABLE IF NOT EXISTS
     ddl: dict = attrs.Factory(dict)
+    #: objects nested deeper than this are stored as one JSON column
+    flatten_depth: int = 3
+    #: columns per table (time and id included); a row's fields beyond go
+    #: into one JSON column, `layout.EXTRA_COLUMN`
+    max_columns: int = 250
     _pool: ThreadPool | None = None
     _conn: object = None
     #: physical table name -> {column name as the dialect folds it: type or None}
@@ -165,12 +170,17 @@ class SqlStorage:
         dialect = self.dialect
         groups = {}
         idempotent = self.idempotent
+        depth = self.flatten_depth
         for entry in entries:
             if not entry.records:
                 continue
             key_table = entry.table
+            physical = None
             for record in entry.records:
-                flat = flatten(record.fields, record.tags)
+                flat = flatten(record.fields, record.tags, depth=depth)
+                if len(flat) > 8:  # a row of a few columns cannot break the budget of a table
+                    physical = physical or dialect.physical(key_table)
+                    flat = self._budget(physical, flat, added)
                 columns = tuple(flat)
                 renamed = self._renames.get(columns, _UNSEEN)
                 if renamed is _UNSEEN:
@@ -192,6 +202,19 @@ class SqlStorage:
                 rows.append(dialect.row(record.time, flat.values()))
         for (table, columns), rows in groups.items():
             dialect.insert(conn, table, columns, rows, idempotent)
+
+    def _budget(self, physical: str, flat: dict, added: dict) -> dict:
+        """Keep a table within ``max_columns``: fields that would add columns beyond it go into one JSON column."""
+        fold = self.dialect.fold
+        known = self._columns.get(physical) or {}
+        pending = added.get(physical) or {}
+        count = len(known) + sum(1 for name in pending if name not in known) or 1
+        new = [name for name in flat if fold(name) not in known and fold(name) not in pending]
+        room = self.max_columns - count - (0 if fold(EXTRA_COLUMN) in known or fold(EXTRA_COLUMN) in pending else 1)
+        if len(new) <= room:
+            return flat
+        self.stats["over_budget"] = self.stats.get("over_budget", 0) + 1
+        return within_budget(flat, [n for n in new if n != EXTRA_COLUMN], room)
 
     def _ensure(self, conn, entry, flat: dict, added: dict) -> None:
         """Create the table and add the columns a row needs (inside the transaction)."""

@@ -1,0 +1,102 @@
+"""
+The column budget against the real databases: a document far larger than a
+table should hold (Zigbee2MQTT's bridge/info with 600 devices) is stored in
+one row within ``max_columns``; objects nested deeper than ``flatten_depth``
+and the fields beyond the budget are JSON, nothing is lost.
+"""
+
+import json
+
+import pytest
+
+from lorrygate.model import Message, Record, TableName
+from lorrygate.storage.batch import Batch, Entry
+from lorrygate.storage.layout import EXTRA_COLUMN, flatten
+from lorrygate.storage.postgresql import PostgresStorage, qualified
+from lorrygate.storage.sqlite import SQLiteStorage, table_name
+from lorrygate.topology.naming import quote
+from tests.fleet.payloads import z2m_bridge_info
+
+NS = 1_717_243_200_000_000_000
+
+
+def commit(store, table, fields):
+    batch = Batch()
+    batch.add(Entry(table, [Record(NS, fields)], "main", Message("t", b"{}", 1, False, 1.0, "#"), "json"))
+    store._commit(batch)
+    return batch
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path):
+    if request.param == "sqlite":
+        backend = SQLiteStorage("db", str(tmp_path / "budget.sqlite"), reactor=None)
+    else:
+        backend = PostgresStorage("db", request.getfixturevalue("postgres").url, reactor=None)
+    backend._connect()
+    yield backend
+    backend._close()
+
+
+def read(store, table) -> dict:
+    if store.dialect.name == "sqlite":
+        cursor = store._conn.execute(f"SELECT * FROM {quote(table_name(table))}")
+    else:
+        cursor = store._conn.execute(f"SELECT * FROM {qualified(table)}")
+        store._conn.commit()
+    names = [d[0] for d in cursor.description]
+    (row,) = cursor.fetchall()
+    return dict(zip(names, row))
+
+
+def as_json(value):
+    """A JSON column's value (SQLite keeps JSON as text); other values as they are."""
+    if isinstance(value, str) and value[:1] in "{[":
+        return json.loads(value)
+    return value
+
+
+def test_bridge_info_of_600_devices_fits_the_budget_and_loses_nothing(store):
+    """600 devices, 2,400 leaves: one row, at most max_columns columns; an object deeper than flatten_depth
+    (each device's settings) is one JSON value, in its column or, beyond the budget, in extra_fields."""
+    table = TableName("z2m", f"bridge_events_{store.dialect.name}")
+    document = json.loads(z2m_bridge_info(600))
+    batch = commit(store, table, document)
+    assert not batch.extra_dead
+    row = read(store, table)
+    assert len(row) <= store.max_columns
+    assert row["version"] == "1.35.1" and row["config.mqtt.base_topic"] == "zigbee2mqtt"
+    extra = as_json(row[EXTRA_COLUMN])
+    stored = {name: as_json(value) for name, value in list(row.items()) + list(extra.items()) if value is not None}
+    devices = {name.split(".")[-1]: value for name, value in stored.items() if name.startswith("config.devices.")}
+    assert len(devices) == 600 and devices["0x00158d0000000257"]["friendly_name"] == "sensor 599"
+    assert stored["config.groups.1"]["friendly_name"] == "living room"
+    assert stored["network.extended_pan_id"] == [221, 221, 221, 221]
+
+
+def test_fields_beyond_max_columns_go_into_one_json_column(store):
+    """A table at its budget keeps its columns; a row's new fields beyond go into extra_fields, readable."""
+    store.max_columns = 20
+    table = TableName("z2m", f"wide_{store.dialect.name}")
+    first = {f"a{n}": n for n in range(15)}
+    commit(store, table, first)
+    second = dict(first, **{f"b{n}": n for n in range(10)})
+    batch = commit(store, table, second)
+    assert not batch.extra_dead
+    if store.dialect.name == "sqlite":
+        cursor = store._conn.execute(f"SELECT * FROM {quote(table_name(table))} ORDER BY rowid")
+    else:
+        cursor = store._conn.execute(f"SELECT * FROM {qualified(table)}")
+        store._conn.commit()
+    names = [d[0] for d in cursor.description]
+    rows = [dict(zip(names, r)) for r in cursor.fetchall()]
+    assert len(names) <= 20
+    stored = {k: v for k, v in rows[1].items() if k.startswith(("a", "b")) and v is not None}
+    stored.update(as_json(rows[1][EXTRA_COLUMN]))
+    assert stored == second
+
+
+def test_flatten_keeps_objects_deeper_than_the_depth_whole():
+    """flatten_depth = 2: {"a": {"b": {"c": 1}}} is a.b = {"c": 1}; an empty object is a value."""
+    assert flatten({"a": {"b": {"c": 1}}, "e": {}}, {}, depth=2) == {"a.b": {"c": 1}, "e": {}}
+    assert flatten({"a": {"b": {"c": 1}}}, {}, depth=3) == {"a.b.c": 1}
