@@ -183,7 +183,7 @@ CHANNEL_KEYS = {
     "topics": Key(v.topic_filters),
     "qos": Key(v.integer(0, 2), 1),
     "strategy": Key(v.nonempty, "wan"),
-    "decoders": Key(v.names, ("json",)),
+    "decoders": Key(v.names, ()),
     "storage": Key(v.names, ()),
     "timezone": Key(v.timezone, "UTC"),
     "retained": Key(v.choice("new", "always", "never"), "new"),
@@ -277,6 +277,18 @@ def make_storage(name: str, values: dict, section: str, problem):
     return StorageSettings(name=name, url=url, kind=url.kind, path=url.path, ddl=ddl, **values)
 
 
+#: a channel's decoders when it names none, by its strategy
+STRATEGY_DECODERS = {
+    "tasmota": ("tasmota", "json", "value"),
+    "homie": ("homie",),
+    "ttn": ("ttn", "json"),
+    "chirpstack": ("chirpstack", "json"),
+    "zigbee2mqtt": ("json", "value"),
+    "shelly": ("json", "value"),
+}
+DEFAULT_DECODERS = ("json", "value")
+
+
 def make_channel(name: str, values: dict) -> Channel:
     """A channel; its transform keys stay in ``values`` for `make_transform`.
 
@@ -284,6 +296,7 @@ def make_channel(name: str, values: dict) -> Channel:
     dead letters).
     """
     options = {key: values[key] for key in values if key not in TRANSFORM_KEYS}
+    options["decoders"] = options["decoders"] or STRATEGY_DECODERS.get(options["strategy"], DEFAULT_DECODERS)
     storages = options.pop("storage") or ("",)
     return Channel(name=name, storage=storages[0], tee=tuple(storages[1:]), **options)
 

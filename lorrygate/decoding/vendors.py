@@ -6,7 +6,9 @@ decoder        payload
 =============  ========================================================================
 tasmota        Tasmota ``tele/<device>/SENSOR`` and ``STATE`` JSON: nested sensor
                objects flattened to dotted names (``ENERGY.Power``), ``Time`` (device
-               local time, read in the channel's timezone) as the record time
+               local time, read in the channel's timezone) as the record time;
+               ``STATE`` fields are named as Kotori names them, under ``Device.``
+               (``Device.Vcc``, ``Device.Wifi.RSSI``)
 airrohr        airrohr / sensor.community JSON: ``sensordatavalues`` as fields,
                ``esp8266id`` and ``software_version`` as tags
 ttn            The Things Stack v3 uplink: ``uplink_message.decoded_payload`` as fields,
@@ -79,7 +81,10 @@ class TasmotaDecoder:
             time = parse_time(stamp, self.timezone)
         except ValueError as exc:
             raise DecodeError(self.name, f"field 'Time': {exc}") from None
-        return [Record(time, flatten(document))]
+        fields = flatten(document)
+        if address is not None and address.rest.endswith("STATE"):
+            fields = {f"Device.{name}": value for name, value in fields.items()}
+        return [Record(time, fields)]
 
 
 @implementer(IDecoder)

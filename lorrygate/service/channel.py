@@ -14,8 +14,11 @@ import attrs
 from twisted.internet.defer import Deferred, TimeoutError as DeferredTimeout
 from twisted.logger import Logger
 
+from lorrygate.decoding import DecoderChain
+from lorrygate.decoding.events import EventValueDecoder
 from lorrygate.decoding.timestamps import seconds_to_ns, to_iso
 from lorrygate.errors import DecodeError, Ignored, TopologyError
+from lorrygate.model import EVENT
 from lorrygate.mqtt.topics import parse_filter
 from lorrygate.storage.batch import DeadLetter, Entry
 
@@ -97,6 +100,11 @@ class Complaints:
 
 #: strategies whose topic trees expect error reports beside the data (Kotori's)
 REPORTING_CONVENTIONS = frozenset({"wan", "lan"})
+#: topic suffixes (Kotori's slots) that pick a decoder, tried before the channel's chain
+SUFFIX_DECODERS = (
+    ("data.csv", "csv"), ("data.ndjson", "ndjson"), ("data.kv", "kv"), ("data.msgpack", "msgpack"),
+    ("data.cbor", "cbor"), ("airrohr.json", "airrohr"), ("tele/SENSOR", "tasmota"), ("tele/STATE", "tasmota"),
+)
 
 #: the route of a topic that is ignored
 IGNORED = ("ignored", "")
@@ -135,6 +143,10 @@ class ChannelRouter:
     #: what marks this channel's own error reports (see `reporter_id`)
     reporter_id: str = ""
     mark: bytes = b""
+    #: decoder name -> decoder, for the decoders a topic's suffix picks (`SUFFIX_DECODERS`)
+    suffix_decoders: dict = attrs.Factory(dict)
+    #: (suffix decoder name, is an event) -> the chain for such topics
+    _chains: dict = attrs.Factory(dict)
     _report_second: int = -1
     _reports_this_second: int = 0
 
@@ -186,7 +198,8 @@ class ChannelRouter:
         return route
 
     def _check_collision(self, topic: str, address, table) -> None:
-        identity = (address.realm, address.network, address.gateway, address.node, address.labels)
+        labels = () if getattr(self.strategy, "labels_as_tags", False) else address.labels
+        identity = (address.realm, address.network, address.gateway, address.node, labels)
         owner = self._owners.setdefault(table, (identity, topic))
         if owner[0] != identity:
             self.stats.collisions += 1
@@ -233,7 +246,7 @@ class ChannelRouter:
             self._reject(message, "topology", *problem, error_type="TopologyError")
             return
         try:
-            result = self.chain.decode(message, address)
+            result = self._chain_for(address).decode(message, address)
         except DecodeError as exc:
             self._undecodable(message, exc)
             return
@@ -246,12 +259,38 @@ class ChannelRouter:
             return
         self._decoded(result, message, address, table)
 
+    def _chain_for(self, address):
+        """The channel's chain; behind the decoder a suffix picks (``data.csv``: csv), and ended by the
+        event value decoder on event topics."""
+        rest = address.rest
+        picked = None
+        for suffix, name in SUFFIX_DECODERS:
+            if rest.endswith(suffix) and name in self.suffix_decoders:
+                picked = name
+                break
+        event = address.kind == EVENT
+        if picked is None and not event:
+            return self.chain
+        key = (picked, event)
+        chain = self._chains.get(key)
+        if chain is None:
+            decoders = tuple(self.chain.decoders)
+            if picked is not None:
+                decoders = (self.suffix_decoders[picked],) + tuple(d for d in decoders if d.name != picked)
+            if event:
+                decoders += (EventValueDecoder(),)
+            self._chains[key] = chain = DecoderChain(decoders)
+        return chain
+
     def _decoded(self, result, message, address, table) -> None:
         decoder, records = result
         if len(records) > self.channel.max_records:
             self._undecodable(message, DecodeError(decoder, f"{len(records)} records from one message, more than "
                                                             f"max_records = {self.channel.max_records}"))
             return
+        if address.labels and getattr(self.strategy, "labels_as_tags", False):
+            labels = dict(address.labels)
+            records = [attrs.evolve(record, tags={**labels, **record.tags}) for record in records]
         transform = self.channel.transform
         if transform is not None:
             try:

@@ -43,6 +43,10 @@ class ChannelService(Service):
         own = tuple(batchers[name] for name in channel.storages)
         router = ChannelRouter(channel, settings.strategies[channel.strategy](), DecoderChain(decoders), own[0], reactor)
         router.tee = own[1:]
+        from lorrygate.service.channel import SUFFIX_DECODERS
+
+        router.suffix_decoders = {name: settings.decoders[name](timezone, reactor)
+                                  for _, name in SUFFIX_DECODERS if name in settings.decoders}
         source = MQTTSource(channel.name, settings.brokers[channel.source], channel.topics, channel.qos, router,
                             reactor, reactor, retained=channel.retained)
         router.publish = source.publish

@@ -56,7 +56,8 @@ class TasmotaStrategy(_Fleet):
             if prefix == "tele" and last in ("SENSOR", "STATE"):
                 return Address("tasmota", None, None, device, DATA, last)
             if prefix == "stat" and last or prefix == "tele" and (last == "LWT" or _TASMOTA_INFO.match(last)):
-                return Address("tasmota", None, None, device, EVENT, f"{prefix}/{last}")
+                # A bare value (LWT ``Online``, POWER ``OFF``) is stored in the column named after the event.
+                return Address("tasmota", None, None, device, EVENT, f"{prefix}/{last}", last)
         self._refuse(topic, "tele/<device>/SENSOR, tele/<device>/STATE, tele/<device>/LWT, tele/<device>/INFO<n> or stat/<device>/<name>")
 
 
@@ -148,34 +149,70 @@ class Zigbee2MqttStrategy(_Fleet):
         if len(levels) >= 2 and levels[0] == self.base:
             rest = levels[1:]
             if rest[0] == "bridge":
-                return Address(self.base, None, None, "bridge", EVENT, "/".join(rest))
+                if len(rest) > 1 and rest[1] == "request":
+                    self._ignore(topic, f"{self.base}/bridge/request/...")
+                if not all(rest[1:]):
+                    self._refuse(topic, f"{self.base}/bridge/<topic> with no empty levels")
+                return Address(self.base, None, None, "bridge", EVENT, "/".join(rest), rest[-1])
             if rest[-1] in ("set", "get") or len(rest) > 1 and rest[-2] in ("set", "get"):
                 self._ignore(topic, f"{self.base}/<friendly name>/set or /get")
             if rest[-1] == "availability" and len(rest) > 1:
                 name = "/".join(rest[:-1])
                 check_levels(self.name, topic, **{"friendly name": name})
-                return Address(self.base, None, None, name, EVENT, "availability")
+                return Address(self.base, None, None, name, EVENT, "availability", "availability")
             name = "/".join(rest)
             if all(rest):
                 return Address(self.base, None, None, name, DATA, "")
         self._refuse(topic, f"{self.base}/<friendly name> with no empty levels")
 
 
+_SHELLY_EVENTS = {"online", "announce", "info"}
+
+
 @implementer(IStrategy)
 @attrs.frozen
 class ShellyStrategy(_Fleet):
-    """Shelly Gen2 devices (``<device-id>/status/<component>``, ``<device-id>/events/rpc``)."""
+    """Shelly Gen1 (``shellies/<device-id>/...``, one value per topic) and Gen2
+    (``<device-id>/status/<component>``, ``<device-id>/events/rpc``); the
+    component (``switch:0``, ``relay:0``) is the ``component`` tag."""
 
     name: str = "shelly"
+    #: the router adds the address's labels to the rows as tags
+    labels_as_tags = True
 
     def match(self, topic: str) -> Address:
         levels = topic.split("/")
+        if levels[0] == "shellies" and len(levels) >= 3:
+            return self._gen1(topic, levels[1], levels[2:])
         if len(levels) >= 2:
             device = levels[0]
             rest = levels[1:]
             check_levels(self.name, topic, device=device)
+            if rest[0] in ("rpc", "command"):
+                self._ignore(topic, f"<device-id>/{rest[0]}")
             if len(rest) == 2 and rest[0] == "status" and rest[1]:
-                return Address("shelly", None, None, device, DATA, "/".join(rest))
-            if rest == ["events", "rpc"] or rest == ["online"]:
-                return Address("shelly", None, None, device, EVENT, "/".join(rest))
-        self._refuse(topic, "<device-id>/status/<component>, <device-id>/events/rpc or <device-id>/online")
+                return Address("shelly", None, None, device, DATA, "/".join(rest),
+                               labels=(("component", rest[1]),))
+            if rest == ["events", "rpc"]:
+                return Address("shelly", None, None, device, EVENT, "events/rpc")
+            if rest == ["online"]:
+                return Address("shelly", None, None, device, EVENT, "online", "online")
+        self._refuse(topic, "<device-id>/status/<component>, <device-id>/events/rpc, <device-id>/online or "
+                            "shellies/<device-id>/...")
+
+    def _gen1(self, topic: str, device: str, rest: list) -> Address:
+        check_levels(self.name, topic, device=device)
+        if "command" in rest:
+            self._ignore(topic, "shellies/<device-id>/.../command")
+        if not all(rest) or any(level in ("+", "#") for level in rest):
+            self._refuse(topic, "shellies/<device-id>/<component>/<index>[/<value>] with no empty levels")
+        joined = "/".join(rest)
+        if len(rest) == 1 and rest[0] in _SHELLY_EVENTS:
+            return Address("shelly", None, None, device, EVENT, joined, rest[0])
+        if len(rest) >= 2 and rest[1].isdigit():
+            component = f"{rest[0]}:{rest[1]}"
+            field = "_".join(rest[2:]) or "state"
+            return Address("shelly", None, None, device, DATA, joined, field, (("component", component),))
+        if len(rest) == 2:  # sensor/temperature
+            return Address("shelly", None, None, device, DATA, joined, rest[1], (("component", rest[0]),))
+        return Address("shelly", None, None, device, DATA, joined, "_".join(rest))

@@ -19,12 +19,20 @@ Suffixes (the same for every prefix):
 suffix                                              kind    payload
 ==================================================  ======  ========================
 ``data.json``, ``data/__json__``, ``message-json``  data    a JSON object
+``data.csv``, ``data.ndjson``, ``data.kv``,         data    that format (its decoder
+``data.msgpack``, ``data.cbor``                             is tried first)
 ``data/<field>``, ``measure/<field>``               data    one value of ``<field>``
 ``loop``                                            data    a WeeWX loop packet
+``airrohr.json``                                    data    an airrohr JSON object
 ``tele/SENSOR``, ``tele/STATE``                     data    a Tasmota telemetry object
 ``event.json``, ``event/__json__``                  event   a JSON object
 ``error.json``                                      error   a JSON object
 ==================================================  ======  ========================
+
+As in Kotori, the suffix is read from the end: levels between the node and a
+suffix are allowed and do not change the address
+(``realm/network/gateway/node/custom/airrohr.json``,
+``.../node/baz/data.json``).
 
 The address maps to schema ``<realm>_<network>`` and table
 ``<gateway>_<node>_sensors`` (``_events`` for events, ``_errors`` for errors),
@@ -45,6 +53,12 @@ TABLE_SUFFIXES = {DATA: "sensors", EVENT: "events", ERROR: "errors"}
 
 _ONE_LEVEL = {
     "data.json": DATA,
+    "data.csv": DATA,
+    "data.ndjson": DATA,
+    "data.kv": DATA,
+    "data.msgpack": DATA,
+    "data.cbor": DATA,
+    "airrohr.json": DATA,
     "message-json": DATA,
     "loop": DATA,
     "event.json": EVENT,
@@ -59,13 +73,15 @@ _TWO_LEVELS = {
 _FIELD_PREFIXES = ("data", "measure")
 
 SUFFIXES_HELP = (
-    "data.json, data/__json__, message-json, data/<field>, measure/<field>, loop, "
-    "tele/SENSOR, tele/STATE, event.json, event/__json__ or error.json"
+    "data.json, data.csv, data.ndjson, data.kv, data.msgpack, data.cbor, data/__json__, message-json, "
+    "data/<field>, measure/<field>, loop, airrohr.json, tele/SENSOR, tele/STATE, event.json, event/__json__ "
+    "or error.json"
 )
 
 
-def parse_suffix(levels):
-    """Return ``(kind, field)`` of Kotori suffix levels, or None."""
+def parse_suffix(levels, extra: bool = True):
+    """Return ``(kind, field)`` of Kotori suffix levels, or None; with ``extra``,
+    levels before a known suffix are allowed."""
     if len(levels) == 1:
         kind = _ONE_LEVEL.get(levels[0])
         return (kind, None) if kind else None
@@ -75,6 +91,14 @@ def parse_suffix(levels):
             return kind, None
         if levels[0] in _FIELD_PREFIXES and levels[1] and levels[1] not in ("+", "#"):
             return DATA, levels[1]
+    if extra and len(levels) > 1 and all(level not in ("+", "#") for level in levels):
+        # Kotori reads the slot by its end: levels before a known suffix are extra.
+        kind = _ONE_LEVEL.get(levels[-1])
+        if kind:
+            return kind, None
+        kind = _TWO_LEVELS.get((levels[-2], levels[-1])) if len(levels) > 2 else None
+        if kind:
+            return kind, None
     return None
 
 
@@ -119,7 +143,7 @@ class WanStrategy:
     def match(self, topic: str) -> Address:
         levels = topic.split("/")
         if len(levels) >= 4 and levels[1] in ("device", "channel"):
-            suffix = parse_suffix(levels[3:])
+            suffix = parse_suffix(levels[3:], extra=False)
             if suffix is not None:
                 return self._direct(topic, levels, suffix)
         if len(levels) < 5:

@@ -34,7 +34,7 @@ def test_good_config_gives_settings():
     settings = loads(GOOD)
     (channel,) = settings.channels
     assert (channel.name, channel.topics, channel.qos, channel.strategy, channel.decoders) == (
-        "main", ("mqttkit-1/#",), 1, "wan", ("json",))
+        "main", ("mqttkit-1/#",), 1, "wan", ("json", "value"))
     broker = settings.brokers["local"]
     assert (broker.port, broker.clean_session, broker.protocol) == (1883, False, "3.1.1")
     assert settings.storages["db"].path == "var/test.sqlite"
