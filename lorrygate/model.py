@@ -120,6 +120,8 @@ class Channel:
     max_records: int = 100_000
     #: topic filters of messages to acknowledge and count, never store (commands, say)
     ignore: tuple = ()
+    #: the value policy (`lorrygate.decoding.values`): kotori or as-sent
+    values: str = "as-sent"
 
     @property
     def storages(self) -> tuple:

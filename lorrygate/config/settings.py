@@ -189,6 +189,7 @@ CHANNEL_KEYS = {
     "retained": Key(v.choice("new", "always", "never"), "new"),
     "error_topic": Key(v.boolean, None),
     "decode_timeout": Key(v.duration(0.01, 3600), 30.0),
+    "values": Key(v.choice("kotori", "as-sent"), None),
     "max_records": Key(v.integer(1, 100_000_000), 100_000),
     "ignore": Key(v.topic_filters, ()),
     "metadata": Key(v.boolean, False),
@@ -285,6 +286,8 @@ STRATEGY_DECODERS = {
     "chirpstack": ("chirpstack", "json"),
     "zigbee2mqtt": ("json", "value"),
     "shelly": ("json", "value"),
+    # Kotori decodes a TTS uplink sent to .../data.json with its TTS decoder
+    "wan": ("ttn", "json", "value"),
 }
 DEFAULT_DECODERS = ("json", "value")
 
@@ -297,6 +300,7 @@ def make_channel(name: str, values: dict) -> Channel:
     """
     options = {key: values[key] for key in values if key not in TRANSFORM_KEYS}
     options["decoders"] = options["decoders"] or STRATEGY_DECODERS.get(options["strategy"], DEFAULT_DECODERS)
+    options["values"] = options["values"] or ("kotori" if options["strategy"] in ("wan", "lan") else "as-sent")
     storages = options.pop("storage") or ("",)
     return Channel(name=name, storage=storages[0], tee=tuple(storages[1:]), **options)
 

@@ -20,6 +20,8 @@ def object_record(document: dict, message, decoder: str, tz=None, tags=None) -> 
     for key in TIME_FIELDS:
         if key in document:
             value = document.pop(key)
+            if value is None:  # null is no time
+                break
             try:
                 stamp = parse_time(value, tz)
             except ValueError as exc:

@@ -115,6 +115,8 @@ class TtnDecoder:
     timezone: object = None
 
     def decode(self, message, address) -> list:
+        if b"uplink_message" not in message.payload:  # cheap, before parsing (it runs first on WAN channels)
+            raise Declined("no 'uplink_message' object")
         document = _json_object(message.payload, "The Things Stack uplink")
         uplink = document.get("uplink_message")
         if not isinstance(uplink, dict):

@@ -17,6 +17,7 @@ from twisted.logger import Logger
 from lorrygate.decoding import DecoderChain
 from lorrygate.decoding.events import EventValueDecoder
 from lorrygate.decoding.timestamps import seconds_to_ns, to_iso
+from lorrygate.decoding.values import KotoriValues
 from lorrygate.errors import DecodeError, Ignored, TopologyError
 from lorrygate.model import EVENT
 from lorrygate.mqtt.topics import parse_filter
@@ -58,6 +59,8 @@ class ChannelStats:
     reports_skipped: int = 0
     #: reports not published because the channel sent REPORTS_PER_SECOND already
     reports_limited: int = 0
+    #: NaN and infinities left out by the kotori value policy
+    values_dropped: int = 0
 
     def asdict(self) -> dict:
         return attrs.asdict(self)
@@ -147,6 +150,7 @@ class ChannelRouter:
     suffix_decoders: dict = attrs.Factory(dict)
     #: (suffix decoder name, is an event) -> the chain for such topics
     _chains: dict = attrs.Factory(dict)
+    _values: object = None
     _report_second: int = -1
     _reports_this_second: int = 0
 
@@ -156,6 +160,8 @@ class ChannelRouter:
         if self._complaints is None:
             self._complaints = Complaints(self.clock)
         self._ignore = tuple(parse_filter(text) for text in self.channel.ignore)
+        if self.channel.values == "kotori":
+            self._values = KotoriValues()
         self.identify(self.channel.name)
 
     @property
@@ -288,6 +294,15 @@ class ChannelRouter:
             self._undecodable(message, DecodeError(decoder, f"{len(records)} records from one message, more than "
                                                             f"max_records = {self.channel.max_records}"))
             return
+        if self._values is not None:
+            values = self._values
+            before = values.dropped
+            try:
+                records = values.apply(records, message)
+            except DecodeError as exc:
+                self._undecodable(message, exc)
+                return
+            self.stats.values_dropped += values.dropped - before
         if address.labels and getattr(self.strategy, "labels_as_tags", False):
             labels = dict(address.labels)
             records = [attrs.evolve(record, tags={**labels, **record.tags}) for record in records]

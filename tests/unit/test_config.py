@@ -34,7 +34,7 @@ def test_good_config_gives_settings():
     settings = loads(GOOD)
     (channel,) = settings.channels
     assert (channel.name, channel.topics, channel.qos, channel.strategy, channel.decoders) == (
-        "main", ("mqttkit-1/#",), 1, "wan", ("json", "value"))
+        "main", ("mqttkit-1/#",), 1, "wan", ("ttn", "json", "value"))
     broker = settings.brokers["local"]
     assert (broker.port, broker.clean_session, broker.protocol) == (1883, False, "3.1.1")
     assert settings.storages["db"].path == "var/test.sqlite"
@@ -61,7 +61,7 @@ def test_three_mistakes_are_reported_together():
     [
         (("storage = db", "storage = db\ncolour = blue"),
          "[channel:main] colour: expected one of the keys convert, ddl, decode_timeout, decoders, drop, error_topic, hook, ignore, max_records, metadata, "
-         "qos, rename, retained, source, storage, strategy, tags, timezone, topics, got unknown key 'colour'"),
+         "qos, rename, retained, source, storage, strategy, tags, timezone, topics, values, got unknown key 'colour'"),
         (("[storage:db]", "[store:db]"), "[store:db]: expected a section named [lorrygate], [broker:NAME], [storage:NAME], [strategy:NAME]"),
         (("source = local", "source = remote"),
          "[channel:main] source: expected the name of a [broker:NAME] section (local), got 'remote'"),

@@ -1,0 +1,78 @@
+"""
+Value policies: what a channel does with the values its decoders return.
+
+``as-sent`` (the default of the vendor strategies) stores values as the
+decoder returned them.
+
+``kotori`` (the default of the ``wan`` and ``lan`` strategies) does what
+Kotori does, for a fleet that migrates from it:
+
+- a string that is a decimal number becomes a number (``"21.5"`` is 21.5,
+  ``"42"`` is 42, also ``"007"``, which is 7): WeeWX sends every value of a
+  loop packet as a string;
+- NaN and the infinities (numbers or strings such as ``"NaN"``) are dropped
+  and counted (``values_dropped`` in the channel's stats);
+- a record without values (``{}``, or only NaN) is refused: the message is a
+  dead letter saying so;
+- a time of 0 means "no time": the receive time is used (a null time is no
+  time under every policy).
+"""
+
+import math
+import re
+
+import attrs
+
+from lorrygate.decoding.records import received_ns
+from lorrygate.errors import DecodeError
+
+POLICIES = ("kotori", "as-sent")
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|[+-]?(?:nan|inf|infinity)", re.IGNORECASE)
+_DROP = object()
+
+
+def _number(text: str):
+    stripped = text.strip()
+    if not _NUMBER.fullmatch(stripped):
+        return text
+    if re.fullmatch(r"[+-]?\d+", stripped):
+        return int(stripped)
+    number = float(stripped)
+    return number if math.isfinite(number) else _DROP
+
+
+def _value(value):
+    kind = type(value)
+    if kind is str:
+        return _number(value)
+    if kind is float:
+        return value if math.isfinite(value) else _DROP
+    if kind is dict:
+        return {key: item for key, item in ((k, _value(v)) for k, v in value.items()) if item is not _DROP}
+    return value
+
+
+@attrs.define
+class KotoriValues:
+    """The ``kotori`` policy; ``dropped`` counts the NaN and infinities left out."""
+
+    dropped: int = 0
+
+    def apply(self, records: list, message) -> list:
+        out = []
+        for record in records:
+            fields = {}
+            for name, value in record.fields.items():
+                converted = _value(value)
+                if converted is _DROP:
+                    self.dropped += 1
+                    continue
+                fields[name] = converted
+            if not fields:
+                continue
+            time = record.time if record.time else received_ns(message)
+            out.append(attrs.evolve(record, time=time, fields=fields))
+        if not out and records:
+            raise DecodeError("values", "no values to store (an empty object, or only NaN and infinities): "
+                                        "Kotori refuses such a payload, and so does values = kotori")
+        return out
