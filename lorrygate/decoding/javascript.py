@@ -12,7 +12,10 @@ A codec file defines either
 So that vendor codecs run unchanged, the bytes and port come from the
 message: The Things Stack uplink JSON (``uplink_message.frm_payload`` and
 ``f_port``), ChirpStack uplink JSON (``data`` and ``fPort``), or else the raw
-payload with the decoder's configured ``fport``.
+payload with the decoder's configured ``fport``. For an uplink the codec only
+decodes the bytes: the record keeps the envelope exactly as the built-in
+``ttn`` and ``chirpstack`` decoders keep it (the uplink's time, ``f_port``,
+``f_cnt``, the best gateway's ``rssi``/``snr`` and id, the device ids).
 
 Each call runs under a time limit and a memory limit (V8's heap, and the
 ArrayBuffers a call allocates, which V8's limit does not count): a codec that
@@ -31,6 +34,7 @@ from zope.interface import implementer
 
 from lorrygate.decoding.jsonobject import loads
 from lorrygate.decoding.records import objects_records
+from lorrygate.decoding.vendors import chirpstack_envelope, tts_envelope, uplink_record
 from lorrygate.errors import DecodeError
 from lorrygate.interfaces import IDecoder
 
@@ -103,7 +107,8 @@ MAX_CODEC_PAYLOAD = 1 << 20
 
 
 def _lorawan_input(message, fport: int):
-    """The bytes, port and receive time of an uplink, as a codec expects them."""
+    """The bytes, port and receive time of an uplink, as a codec expects them, and its envelope (None for
+    a raw payload)."""
     try:
         document = loads(message.payload)
     except (ValueError, UnicodeDecodeError):
@@ -111,10 +116,12 @@ def _lorawan_input(message, fport: int):
     if isinstance(document, dict):
         uplink = document.get("uplink_message")
         if isinstance(uplink, dict) and "frm_payload" in uplink:
-            return base64.b64decode(uplink["frm_payload"]), uplink.get("f_port", fport), uplink.get("received_at")
+            return (base64.b64decode(uplink["frm_payload"]), uplink.get("f_port", fport), uplink.get("received_at"),
+                    tts_envelope(document))
         if "data" in document and "fPort" in document and isinstance(document.get("deviceInfo"), dict):
-            return base64.b64decode(document["data"] or ""), document["fPort"], document.get("time")
-    return message.payload, fport, None
+            return (base64.b64decode(document["data"] or ""), document["fPort"], document.get("time"),
+                    chirpstack_envelope(document))
+    return message.payload, fport, None, None
 
 
 @implementer(IDecoder)
@@ -172,8 +179,9 @@ class JavaScriptDecoder:
         try:
             context = self._engine()
             context.eval("__lorrygate_reset()")
+            envelope = None
             if self._entry == "decodeUplink":
-                payload, fport, received = _lorawan_input(message, self.fport)
+                payload, fport, received, envelope = _lorawan_input(message, self.fport)
                 argument = {"bytes": list(payload), "fPort": fport}
                 if received:
                     argument["recvTime"] = received
@@ -192,14 +200,14 @@ class JavaScriptDecoder:
             if self._context is not None and self._context.was_hard_memory_limit_reached():
                 self._reset()
             raise DecodeError(self.name, f"the codec raised {type(exc).__name__}: {exc}") from None
-        return self._records(result, message)
+        return self._records(result, message, envelope)
 
     def _reset(self) -> None:
         if self._context is not None:
             self._context.close()
         self._context = None
 
-    def _records(self, result, message) -> list:
+    def _records(self, result, message, envelope=None) -> list:
         result = json.loads(json.dumps(result, default=_js_value))
         if self._entry == "decodeUplink":
             if not isinstance(result, dict):
@@ -208,6 +216,10 @@ class JavaScriptDecoder:
             if errors:
                 raise DecodeError(self.name, "the codec reported: " + "; ".join(map(str, errors)))
             result = result.get("data")
+        if envelope is not None:
+            items = [result] if type(result) is dict else result
+            if type(items) is list and items and all(type(item) is dict for item in items):
+                return [uplink_record(self, message, item, envelope) for item in items]
         records = objects_records(result, message, self.name, self.timezone)
         if records is None:
             raise DecodeError(self.name, f"the codec returned {type(result).__name__}, not an object or a list of objects")

@@ -124,17 +124,7 @@ class TtnDecoder:
         decoded = uplink.get("decoded_payload")
         if not isinstance(decoded, dict):
             raise Declined("no 'uplink_message.decoded_payload' (set a payload formatter, or decode frm_payload with a JavaScript decoder)")
-        ids = document.get("end_device_ids") or {}
-        tags = {
-            "device_id": ids.get("device_id"),
-            "dev_eui": ids.get("dev_eui"),
-            "application_id": (ids.get("application_ids") or {}).get("application_id"),
-        }
-        return [_uplink_record(
-            self, message, decoded, {key: uplink[key] for key in ("f_port", "f_cnt") if key in uplink}, tags,
-            uplink.get("rx_metadata"), ("gateway_id", lambda g: (g.get("gateway_ids") or {}).get("gateway_id")),
-            ("received_at", uplink.get("received_at") or document.get("received_at")),
-        )]
+        return [uplink_record(self, message, decoded, tts_envelope(document))]
 
 
 @implementer(IDecoder)
@@ -151,11 +141,35 @@ class ChirpStackDecoder:
         decoded = document.get("object")
         if not isinstance(decoded, dict):
             raise Declined("no decoded 'object' (set a codec in ChirpStack, or decode 'data' with a JavaScript decoder)")
-        tags = {key: info.get(key) for key in ("devEui", "deviceName", "applicationName")}
-        return [_uplink_record(
-            self, message, decoded, {key: document[key] for key in ("fPort", "fCnt") if key in document}, tags,
-            document.get("rxInfo"), ("gatewayId", lambda g: g.get("gatewayId")), ("time", document.get("time")),
-        )]
+        return [uplink_record(self, message, decoded, chirpstack_envelope(document))]
+
+
+def tts_envelope(document: dict) -> tuple:
+    """What a The Things Stack uplink says besides its payload: counters, ids, gateways, time."""
+    uplink = document.get("uplink_message") or {}
+    ids = document.get("end_device_ids") or {}
+    tags = {
+        "device_id": ids.get("device_id"),
+        "dev_eui": ids.get("dev_eui"),
+        "application_id": (ids.get("application_ids") or {}).get("application_id"),
+    }
+    return ({key: uplink[key] for key in ("f_port", "f_cnt") if key in uplink}, tags, uplink.get("rx_metadata"),
+            ("gateway_id", lambda g: (g.get("gateway_ids") or {}).get("gateway_id")),
+            ("received_at", uplink.get("received_at") or document.get("received_at")))
+
+
+def chirpstack_envelope(document: dict) -> tuple:
+    """What a ChirpStack uplink event says besides its payload: counters, ids, gateways, time."""
+    info = document.get("deviceInfo") or {}
+    tags = {key: info.get(key) for key in ("devEui", "deviceName", "applicationName")}
+    return ({key: document[key] for key in ("fPort", "fCnt") if key in document}, tags, document.get("rxInfo"),
+            ("gatewayId", lambda g: g.get("gatewayId")), ("time", document.get("time")))
+
+
+def uplink_record(decoder, message, decoded: dict, envelope: tuple) -> Record:
+    """A LoRaWAN uplink's record from its decoded payload and its envelope (`tts_envelope`,
+    `chirpstack_envelope`); the built-in decoders and JavaScript codecs keep the same."""
+    return _uplink_record(decoder, message, decoded, dict(envelope[0]), dict(envelope[1]), *envelope[2:])
 
 
 def _uplink_record(decoder, message, decoded: dict, counters: dict, tags: dict, gateways, gateway_id, stamp) -> Record:

@@ -144,6 +144,30 @@ def test_lht65_codec_on_a_tts_uplink_without_formatter():
     assert record.fields["TempC_SHT"] == 28.29
 
 
+def test_lht65_codec_keeps_the_uplink_envelope_like_the_built_in_decoder():
+    """Decoded by the LHT65 codec from frm_payload, an uplink keeps what the ttn decoder keeps: received_at
+    as the time, f_port, f_cnt, the best gateway's rssi/snr and id, the device ids. Same for ChirpStack."""
+    from lorrygate.decoding.vendors import ChirpStackDecoder, TtnDecoder
+    from tests.unit.test_decoder_samples import CHIRPSTACK_UP, TTN_UPLINK as TTN_UP
+
+    codec = JavaScriptDecoder("lht65", load_codec(LHT65), fport=99)
+    without_formatter = json.loads(TTN_UP)
+    del without_formatter["uplink_message"]["decoded_payload"]
+    (by_codec,) = codec.decode(message(json.dumps(without_formatter).encode()), DATA)
+    (built_in,) = TtnDecoder().decode(message(TTN_UP), DATA)
+    assert by_codec.time == built_in.time == 1_717_243_200_098_765_432
+    assert by_codec.tags == built_in.tags
+    envelope = ("f_port", "f_cnt", "rssi", "snr")
+    assert {k: by_codec.fields[k] for k in envelope} == {k: built_in.fields[k] for k in envelope} == {
+        "f_port": 2, "f_cnt": 1234, "rssi": -71, "snr": 9.5}
+    assert by_codec.fields["TempC_SHT"] == built_in.fields["TempC_SHT"] == 28.29
+    (by_codec,) = codec.decode(message(CHIRPSTACK_UP), DATA)
+    (built_in,) = ChirpStackDecoder().decode(message(CHIRPSTACK_UP), DATA)
+    assert (by_codec.time, by_codec.tags) == (built_in.time, built_in.tags)
+    assert {k: by_codec.fields[k] for k in ("fPort", "fCnt", "rssi", "snr")} == {
+        k: built_in.fields[k] for k in ("fPort", "fCnt", "rssi", "snr")}
+
+
 def test_runaway_codec_is_stopped_and_the_engine_recovers():
     """An endless loop hits the time limit (a DecodeError); the next message decodes normally."""
     source = "function decode(p, t) { if (p[0] === 0x78) { while (true) {} } return {n: p.length}; }"
