@@ -178,9 +178,8 @@ class SqlStorage:
             physical = None
             for record in entry.records:
                 flat = flatten(record.fields, record.tags, depth=depth)
-                if len(flat) > 8:  # a row of a few columns cannot break the budget of a table
-                    physical = physical or dialect.physical(key_table)
-                    flat = self._budget(physical, flat, added)
+                physical = physical or dialect.physical(key_table)
+                flat = self._budget(physical, flat, added)
                 columns = tuple(flat)
                 renamed = self._renames.get(columns, _UNSEEN)
                 if renamed is _UNSEEN:
@@ -205,9 +204,11 @@ class SqlStorage:
 
     def _budget(self, physical: str, flat: dict, added: dict) -> dict:
         """Keep a table within ``max_columns``: fields that would add columns beyond it go into one JSON column."""
-        fold = self.dialect.fold
         known = self._columns.get(physical) or {}
         pending = added.get(physical) or {}
+        if len(known) + len(pending) + len(flat) + 2 <= self.max_columns:
+            return flat  # cannot break the budget (time, id and every field counted as new)
+        fold = self.dialect.fold
         count = len(known) + sum(1 for name in pending if name not in known) or 1
         new = [name for name in flat if fold(name) not in known and fold(name) not in pending]
         room = self.max_columns - count - (0 if fold(EXTRA_COLUMN) in known or fold(EXTRA_COLUMN) in pending else 1)

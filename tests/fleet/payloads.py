@@ -25,3 +25,129 @@ def z2m_bridge_info(devices: int) -> bytes:
         },
         "config_schema": {"type": "object", "properties": {"advanced": {"type": "object"}}},
     }).encode()
+
+
+def z2m_bridge_devices(devices: int) -> bytes:
+    """Zigbee2MQTT's retained ``bridge/devices``: a JSON array, one object per device."""
+    return json.dumps([{"ieee_address": f"0x00158d00{n:08x}", "type": "EndDevice", "network_address": n,
+                        "friendly_name": f"sensor {n}", "supported": True, "interview_completed": True,
+                        "definition": {"model": "WSDCGQ11LM", "vendor": "Aqara", "description": "T/H sensor",
+                                       "exposes": [{"type": "numeric", "name": "temperature"}]},
+                        "power_source": "Battery", "model_id": "lumi.weather"} for n in range(devices)]).encode()
+
+
+TTS_UPLINK = {
+    "end_device_ids": {"device_id": "lht65-01", "application_ids": {"application_id": "climate"},
+                       "dev_eui": "A840410001812345", "join_eui": "A000000000000100", "dev_addr": "260B1234"},
+    "received_at": "2024-06-01T12:00:00.123456789Z",
+    "uplink_message": {
+        "f_port": 2, "f_cnt": 1234, "frm_payload": "y/YLDQN2AQrdf/8=",
+        "decoded_payload": {"BatV": 3.062, "Bat_status": 3, "Ext_sensor": "Temperature Sensor", "Hum_SHT": 88.6,
+                            "TempC_DS": 27.81, "TempC_SHT": 28.29},
+        "rx_metadata": [{"gateway_ids": {"gateway_id": "gw-roof"}, "rssi": -112, "snr": -4.25},
+                        {"gateway_ids": {"gateway_id": "gw-office"}, "rssi": -71, "snr": 9.5}],
+        "received_at": "2024-06-01T12:00:00.098765432Z",
+    },
+}
+TTS_JOIN = {
+    "end_device_ids": {"device_id": "lht65-01", "application_ids": {"application_id": "climate"},
+                       "dev_eui": "A840410001812345"},
+    "received_at": "2024-06-01T11:59:00.5Z",
+    "join_accept": {"session_key_id": "AYfg", "received_at": "2024-06-01T11:59:00.4Z"},
+}
+CHIRPSTACK_UP = {
+    "deduplicationId": "3ac7e3c4", "time": "2024-06-01T12:00:00.555Z",
+    "deviceInfo": {"tenantName": "ChirpStack", "applicationName": "climate", "deviceName": "lht65-02",
+                   "devEui": "a840410001812346", "tags": {}},
+    "devAddr": "00189440", "fCnt": 77, "fPort": 2, "data": "y/YLDQN2AQrdf/8=",
+    "object": {"TempC_SHT": 28.29, "Hum_SHT": 88.6},
+    "rxInfo": [{"gatewayId": "0016c001f153a14c", "rssi": -36, "snr": 10.5}],
+}
+CHIRPSTACK_JOIN = {"deduplicationId": "9a1b", "time": "2024-06-01T11:58:00Z",
+                   "deviceInfo": {"deviceName": "lht65-02", "devEui": "a840410001812346"}, "devAddr": "00189440"}
+WEEWX_LOOP = {"dateTime": "1492467300.0", "outTemp_C": "3.55555555556", "outHumidity": "90.0",
+              "barometer_mbar": "1018.35464712", "windSpeed_kph": "3.95409343049", "usUnits": "16.0"}
+
+
+def fleet(realm: str):
+    """``(topic, payload, kind)`` of a mixed fleet; kind is ``data``, ``event`` or ``command``.
+
+    Device times: Tasmota 2024-06-01T14:00:00 local (Europe/Berlin: 12:00Z),
+    TTS ``received_at`` of the uplink, ChirpStack ``time``, WeeWX ``dateTime``.
+    """
+    j = lambda document: json.dumps(document).encode()  # noqa: E731
+    out = []
+    for n in range(3):
+        dev = f"{realm}-plug-{n}"
+        out += [
+            (f"tele/{dev}/SENSOR", j({"Time": "2024-06-01T14:00:00", "ENERGY": {"Power": 12 + n, "Voltage": 230,
+                                                                                "Total": 1.5}, "TempUnit": "C"}), "data"),
+            (f"tele/{dev}/STATE", j({"Time": "2024-06-01T14:00:00", "Uptime": "0T01:00:00", "Vcc": 3.2, "POWER": "ON",
+                                     "Wifi": {"AP": 1, "SSId": "iot", "RSSI": 80, "Signal": -60}}), "data"),
+            (f"tele/{dev}/LWT", b"Online", "event"),
+            (f"stat/{dev}/POWER", b"OFF", "event"),
+            (f"stat/{dev}/RESULT", j({"POWER": "OFF"}), "event"),
+            (f"tele/{dev}/INFO1", j({"Info1": {"Module": "Sonoff Pow R2", "Version": "13.1.0"}}), "event"),
+            (f"cmnd/{dev}/POWER", b"TOGGLE", "command"),
+        ]
+    base = f"{realm}z2m"
+    out += [
+        (f"{base}/Kitchen Lamp", j({"state": "ON", "brightness": 200, "color": {"x": 0.3, "y": 0.3},
+                                    "linkquality": 120}), "data"),
+        (f"{base}/hall/motion", j({"occupancy": True, "battery": 97, "illuminance_lux": 12}), "data"),
+        (f"{base}/hall/motion/availability", b"online", "event"),
+        (f"{base}/Kitchen Lamp/availability", j({"state": "online"}), "event"),
+        (f"{base}/bridge/state", j({"state": "online"}), "event"),
+        (f"{base}/bridge/info", z2m_bridge_info(600), "event"),
+        (f"{base}/bridge/devices", z2m_bridge_devices(40), "event"),
+        (f"{base}/bridge/logging", j({"level": "info", "message": "MQTT publish"}), "event"),
+        (f"{base}/Kitchen Lamp/set", j({"state": "OFF"}), "command"),
+        (f"{base}/Kitchen Lamp/set/brightness", b"100", "command"),
+        (f"{base}/bridge/request/permit_join", j({"value": True}), "command"),
+    ]
+    gen1 = f"shelly1pm-{realm}"
+    gen2 = f"shellyplus1pm-{realm}"
+    out += [
+        (f"shellies/{gen1}/relay/0", b"on", "data"),
+        (f"shellies/{gen1}/relay/0/power", b"12.3", "data"),
+        (f"shellies/{gen1}/relay/0/energy", b"4711", "data"),
+        (f"shellies/{gen1}/temperature", b"45.2", "data"),
+        (f"shellies/{gen1}/online", b"true", "event"),
+        (f"shellies/{gen1}/announce", j({"id": gen1, "model": "SHSW-PM", "fw_ver": "20230913-112003",
+                                         "ip": "192.168.1.20"}), "event"),
+        (f"shellies/{gen1}/relay/0/command", b"on", "command"),
+        (f"{gen2}/status/switch:0", j({"id": 0, "source": "timer", "output": True, "apower": 8.9, "voltage": 237.5,
+                                       "aenergy": {"total": 6.532, "by_minute": [45.3, 0, 0], "minute_ts": 1717243200},
+                                       "temperature": {"tC": 41.2, "tF": 106.2}}), "data"),
+        (f"{gen2}/status/wifi", j({"sta_ip": "192.168.1.21", "status": "got ip", "ssid": "iot", "rssi": -58}), "data"),
+        (f"{gen2}/online", b"true", "event"),
+        (f"{gen2}/events/rpc", j({"src": gen2, "dst": f"{gen2}/events", "method": "NotifyStatus",
+                                  "params": {"ts": 1717243200.12, "switch:0": {"id": 0, "output": False}}}), "event"),
+        (f"{gen2}/rpc", j({"id": 1, "src": "user", "method": "Switch.Set", "params": {"id": 0, "on": True}}), "command"),
+    ]
+    hd = f"boiler-{realm}"
+    out += [
+        (f"homie/{hd}/temperature/current", b"61.5", "data"),
+        (f"homie/{hd}/pump/on", b"true", "data"),
+        (f"homie/{hd}/$state", b"ready", "event"),
+        (f"homie/{hd}/$name", b"Boiler", "event"),
+        (f"homie/{hd}/pump/on/set", b"false", "command"),
+    ]
+    app = f"climate-{realm}@ttn"
+    out += [
+        (f"v3/{app}/devices/lht65-01/up", j(TTS_UPLINK), "data"),
+        (f"v3/{app}/devices/lht65-01/join", j(TTS_JOIN), "event"),
+        (f"v3/{app}/devices/lht65-01/down/push", j({"downlinks": [{"f_port": 2, "frm_payload": "AQ=="}]}), "command"),
+    ]
+    out += [
+        (f"application/{realm}/device/a840410001812346/event/up", j(CHIRPSTACK_UP), "data"),
+        (f"application/{realm}/device/a840410001812346/event/join", j(CHIRPSTACK_JOIN), "event"),
+        (f"application/{realm}/device/a840410001812346/command/down", j({"devEui": "a840410001812346",
+                                                                        "data": "AQ=="}), "command"),
+    ]
+    out += [
+        (f"{realm}/home/station/vantage/loop", j(WEEWX_LOOP), "data"),
+        (f"{realm}/testdrive/area-42/node-1/data.json", j({"temperature": 21.5, "humidity": "48"}), "data"),
+        (f"{realm}/testdrive/area-42/node-1/event.json", j({"title": "door", "text": "opened"}), "event"),
+    ]
+    return out
