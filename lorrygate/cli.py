@@ -63,13 +63,15 @@ def _common(config: bool = True, pipeline: bool = False, runtime: bool = False) 
         common.add_argument("--describe", action="store_true",
                             help="print the pipeline and where --topic goes; run nothing")
         common.add_argument("--topic", action="append", help="a sample topic for --describe (repeatable)")
+        common.add_argument("--field", action="append",
+                            help="--describe: a field name, to show the column it gets in each storage (repeatable)")
     if pipeline:
         common.add_argument("--data-dir", help="where spools and the lock live (default: var)")
     return common
 
 
 DEFAULTS = {"config": "etc/gateway.ini", "log_format": None, "log_level": None, "dry_run": False, "messages": None,
-            "describe": False, "topic": [], "data_dir": "var", "json": False, "reload": False, "arguments": [],
+            "describe": False, "topic": [], "field": [], "data_dir": "var", "json": False, "reload": False, "arguments": [],
             "adopt": False, "yes": False, "storage": None}
 
 
@@ -168,7 +170,7 @@ def main(argv=None) -> int:
     if args.describe:
         from lorrygate.pipeline.describe import describe
 
-        print(describe(settings, args.topic))
+        print(describe(settings, args.topic or (), args.field or ()))
         return 0
     if args.dry_run:
         from lorrygate.pipeline.dryrun import dry_run
@@ -209,7 +211,7 @@ def launch(args) -> int:
         print(f"lorrygate {args.command}: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     if args.describe:
-        print(pipeline.describe(args.topic))
+        print(pipeline.describe(args.topic, args.field or ()))
         return 0
     if args.dry_run:
         from lorrygate.pipeline.dryrun import dry_run

@@ -28,7 +28,34 @@ def _ddl(storage, table, channel) -> list:
     return [f"-- {storage.kind} sink: no DDL"]
 
 
-def describe(settings, topics=()) -> str:
+def _columns(storage, fields) -> list:
+    """What column each field name gets in a storage (`lorrygate.storage.layout.column_names`)."""
+    from lorrygate.storage.layout import ID_COLUMN, column_names
+
+    if storage.kind == "sqlite":
+        from lorrygate.storage.sqlite import SQLiteDialect as dialect
+
+        rule = "SQLite compares names without ASCII case"
+    elif storage.kind == "postgresql":
+        from lorrygate.storage.postgresql import PostgresDialect as dialect
+
+        rule = "PostgreSQL keeps 63 bytes of a name"
+    elif storage.kind == "crate":
+        from lorrygate.storage.crate_values import FORBIDDEN, Conversions, crate_object
+
+        keys = list(crate_object(dict.fromkeys(fields), Conversions()))
+        return [f"      field {name!r} -> fields[{key!r}]" + (
+                "" if key == name else " (CrateDB refuses . [ ] tab CR LF in keys)" if FORBIDDEN.search(name)
+                else " (another key of the row took it)") for name, key in zip(fields, keys)]
+    else:
+        return []
+    names = column_names(tuple(fields), dialect.fold, ("time", ID_COLUMN), dialect.identifier_limit)
+    return [f"      field {name!r} -> column {column!r}" + ("" if column == name else f" ({rule}; another name "
+                                                                                      "of the row or time took it)")
+            for name, column in zip(fields, names)]
+
+
+def describe(settings, topics=(), fields=()) -> str:
     lines = [f"pipeline from {settings.source}:"]
     for channel in settings.channels:
         broker = settings.brokers[channel.source]
@@ -62,6 +89,7 @@ def describe(settings, topics=()) -> str:
                              f"-> {physical}")
                 for statement in _ddl(storage, table, channel):
                     lines.append(f"      {statement}")
+                lines.extend(_columns(storage, list(fields)))
     return "\n".join(lines)
 
 

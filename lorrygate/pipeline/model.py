@@ -357,10 +357,10 @@ class Pipeline:
 
         return run(self.settings, log_format, log_level)
 
-    def describe(self, topics=()) -> str:
+    def describe(self, topics=(), fields=()) -> str:
         from lorrygate.pipeline.describe import describe
 
-        return describe(self.settings, topics)
+        return describe(self.settings, topics, fields)
 
 
 def parse_launch(text: str, callbacks=None, data_dir: str = "var", strategies_dir: str = "strategies") -> Pipeline:

@@ -109,3 +109,15 @@ def test_describe_prints_schema_table_and_ddl():
     text = pipeline.describe(["mqttkit-1/testdrive/area-42/node-1/data.json"])
     assert "schema mqttkit_1_testdrive, table area_42_node_1_sensors" in text
     assert 'CREATE TABLE IF NOT EXISTS "mqttkit_1_testdrive"."area_42_node_1_sensors"' in text
+
+
+def test_describe_shows_the_column_each_field_gets():
+    """--describe --field: the column per storage, with the reason where a name had to change."""
+    from lorrygate.pipeline.model import parse_launch
+
+    text = parse_launch("mqtt://localhost/%23 ! sqlite:///x.sqlite").describe(
+        ["r/n/g/d/data.json"], ["Temp", "temp", "pm2.5"])
+    assert "field 'Temp' -> column 'Temp'" in text
+    assert "field 'temp' -> column 'temp_2' (SQLite compares names without ASCII case" in text
+    text = parse_launch("mqtt://localhost/%23 ! crate://localhost/").describe(["r/n/g/d/data.json"], ["pm2.5"])
+    assert "field 'pm2.5' -> fields['pm2_5'] (CrateDB refuses" in text
