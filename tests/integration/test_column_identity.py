@@ -99,3 +99,23 @@ def test_postgresql_tables_have_an_index_on_time(pg_store, postgres):
         (definition,) = conn.execute("SELECT indexdef FROM pg_indexes WHERE schemaname = 'ids' AND tablename = "
                                      "'indexed'").fetchone()
     assert '("time")' in definition or "(\"time\")" in definition or "(time)" in definition
+
+
+@settings(max_examples=60, deadline=None)
+@given(fields=rows, level=names)
+def test_cratedb_keys_are_distinct_and_statements_parse(fields, level):
+    """CrateDB: every field name becomes a distinct object key CrateDB takes (no . [ ] tab CR LF), and the
+    statements for a table named from a topic level parse with CrateDB's own grammar."""
+    from cratedb_sqlparse import sqlparse
+
+    from lorrygate.storage.crate_values import FORBIDDEN, Conversions, crate_object
+    from lorrygate.storage.cratedb import default_ddl, insert_statement
+    from lorrygate.topology.naming import join, sanitize
+
+    stored = crate_object(fields, Conversions())
+    assert len(stored) == len(fields) and not any(FORBIDDEN.search(key) for key in stored)
+    assert sorted(stored.values()) == sorted(float(v) for v in fields.values())
+    table = TableName(sanitize(level) or "x", join(level, "sensors"))
+    for idempotent in (False, True):
+        sqlparse(default_ddl(table, "year", 1, "0-1", idempotent), raise_exception=True)
+        sqlparse(insert_statement(table, idempotent), raise_exception=True)
