@@ -164,7 +164,7 @@ STORAGE_KEYS = {
     "tls_ca": Key(v.text, ""),
     "timeout": Key(v.duration(0.1, 600), 30.0),
     "flatten_depth": Key(v.integer(1, 32), 3),
-    "max_columns": Key(v.integer(8, 1600), 250),
+    "max_columns": Key(v.integer(8, 32767), 250),
 }
 #: keys only some storage kinds take
 STORAGE_KIND_KEYS = {

@@ -70,7 +70,7 @@ def test_thousand_messages_with_ten_percent_malformed(tmp_path, mosquitto):
     errors = {row[3] for row in dead}
     assert any("not JSON" in error for error in errors)
     assert any("field 'time': not an ISO 8601 time: 'yesterday'" in error for error in errors)
-    assert {row[2] for row in dead} == {"decode"} and {row[4] for row in dead} <= {"json"}
+    assert {row[2] for row in dead} == {"decode"} and {row[4] for row in dead} <= {"json", "ttn,json,value"}
     wait_until(lambda: len(listener.reports) == stats["error_reports"], 30, "every report published")
     topic, report = listener.reports[0]
     assert topic.endswith("/error.json") and set(report) >= {"type", "message", "description", "timestamp"}

@@ -40,11 +40,19 @@ def pg_count(url, schema_prefix):
 
 def start(tmp_path, port, realm, url=None, extra=""):
     config = write_config(str(tmp_path), port, client_id=f"gw-{realm}", topics=f"{realm}/#", extra=extra)
+    wide_budget(config)
     if url is not None:
         text = open(config).read().replace(f"url = sqlite:///{tmp_path}/gateway.sqlite", f"url = {url}").replace(
             "synchronous = NORMAL\n", "")
         open(config, "w").write(text)
     return GatewayProcess(config, str(tmp_path / "gw.log")).start()
+
+
+def wide_budget(config):
+    """A column budget beyond the databases' own limits, so that a wide payload reaches the database and its
+    refusal (a data error, not an outage) is what the test sees; by default the budget keeps it from there."""
+    text = open(config).read().replace("[storage:db]\n", "[storage:db]\nmax_columns = 5000\n")
+    open(config, "w").write(text)
 
 
 def no_connection_lost(gateway):
@@ -308,6 +316,7 @@ def test_a_failure_at_every_stage_keeps_the_connection_and_the_stream(tmp_path, 
                           extra="strategy = faulty\ndecoders = faulty\nhook = faulty:hook\n")
     text = open(config).read().replace("[lorrygate]\n", f"[lorrygate]\nstrategies = {tmp_path}/strategies\n")
     open(config, "w").write(text)
+    wide_budget(config)
     gateway = GatewayProcess(config, str(tmp_path / "gw.log")).start()
     db = str(tmp_path / "gateway.sqlite")
     good = f"{realm}/net/gw/n/data.json"
