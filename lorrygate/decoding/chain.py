@@ -1,7 +1,9 @@
 """
 A decoder chain: decoders tried in order until one returns records.
 
-A decoder that declines (raises `Declined`) passes the message on; one that
+A decoder that declines (raises `Declined`) passes the message on, and so does
+one whose ``requires`` bytes (a class attribute, checked before it is called)
+are not in the payload; one that
 raises a `DecodeError` stops the chain: the message is bad, not foreign. Any
 other exception from a decoder is turned into a `DecodeError` naming the
 decoder. Decoders may return a Deferred or a coroutine; the chain then
@@ -25,6 +27,15 @@ def _as_decode_error(decoder, exc: Exception) -> DecodeError:
 @attrs.frozen
 class DecoderChain:
     decoders: tuple
+    #: (decoder, the bytes it requires or None, the reason when they are missing), made once
+    _plan: tuple = attrs.field(init=False, repr=False, eq=False)
+
+    def __attrs_post_init__(self):
+        plan = []
+        for decoder in self.decoders:
+            marker = getattr(decoder, "requires", None)
+            plan.append((decoder, marker, f"no {marker.decode()!r} in the payload" if marker else ""))
+        object.__setattr__(self, "_plan", tuple(plan))
 
     @property
     def names(self) -> tuple:
@@ -34,7 +45,12 @@ class DecoderChain:
         """Return ``(decoder name, records)`` or a Deferred of it; raise (or
         fail with) `DecodeError` when no decoder fits."""
         reasons = []
-        for index, decoder in enumerate(self.decoders):
+        payload = message.payload
+        for index, (decoder, marker, missing) in enumerate(self._plan):
+            if marker is not None and marker not in payload:
+                # A cheap test before parsing: the format always has these bytes.
+                reasons.append(missing)
+                continue
             try:
                 records = decoder.decode(message, address)
             except Declined as exc:

@@ -59,6 +59,21 @@ class KotoriValues:
     dropped: int = 0
 
     def apply(self, records: list, message) -> list:
+        # Most records need nothing: numbers and text that is no number, a time, some values.
+        for record in records:
+            fields = record.fields
+            if not fields or not record.time:
+                return self._convert(records, message)
+            for value in fields.values():
+                kind = type(value)
+                if kind is float:
+                    if value - value != 0.0:  # NaN or an infinity
+                        return self._convert(records, message)
+                elif kind is str or kind is dict:
+                    return self._convert(records, message)
+        return records
+
+    def _convert(self, records: list, message) -> list:
         out = []
         for record in records:
             fields = {}
@@ -71,7 +86,8 @@ class KotoriValues:
             if not fields:
                 continue
             time = record.time if record.time else received_ns(message)
-            out.append(attrs.evolve(record, time=time, fields=fields))
+            out.append(record if time == record.time and fields == record.fields
+                       else attrs.evolve(record, time=time, fields=fields))
         if not out and records:
             raise DecodeError("values", "no values to store (an empty object, or only NaN and infinities): "
                                         "Kotori refuses such a payload, and so does values = kotori")

@@ -113,10 +113,10 @@ class AirrohrDecoder:
 class TtnDecoder:
     name: str = "ttn"
     timezone: object = None
+    #: checked by the chain before parsing (this decoder runs first on WAN channels)
+    requires = b"uplink_message"
 
     def decode(self, message, address) -> list:
-        if b"uplink_message" not in message.payload:  # cheap, before parsing (it runs first on WAN channels)
-            raise Declined("no 'uplink_message' object")
         document = _json_object(message.payload, "The Things Stack uplink")
         uplink = document.get("uplink_message")
         if not isinstance(uplink, dict):

@@ -103,6 +103,8 @@ class Complaints:
 
 #: strategies whose topic trees expect error reports beside the data (Kotori's)
 REPORTING_CONVENTIONS = frozenset({"wan", "lan"})
+#: a topic whose chain is the channel's own: no suffix decoder, not an event
+_PLAIN = (None, False)
 #: topic suffixes (Kotori's slots) that pick a decoder, tried before the channel's chain
 SUFFIX_DECODERS = (
     ("data.csv", "csv"), ("data.ndjson", "ndjson"), ("data.kv", "kv"), ("data.msgpack", "msgpack"),
@@ -148,8 +150,9 @@ class ChannelRouter:
     mark: bytes = b""
     #: decoder name -> decoder, for the decoders a topic's suffix picks (`SUFFIX_DECODERS`)
     suffix_decoders: dict = attrs.Factory(dict)
-    #: (suffix decoder name, is an event) -> the chain for such topics
+    #: (address rest, kind) -> (suffix decoder name, is an event); such a pair -> its chain
     _chains: dict = attrs.Factory(dict)
+    _made: dict = attrs.Factory(dict)
     _values: object = None
     _report_second: int = -1
     _reports_this_second: int = 0
@@ -268,24 +271,29 @@ class ChannelRouter:
     def _chain_for(self, address):
         """The channel's chain; behind the decoder a suffix picks (``data.csv``: csv), and ended by the
         event value decoder on event topics."""
-        rest = address.rest
-        picked = None
-        for suffix, name in SUFFIX_DECODERS:
-            if rest.endswith(suffix) and name in self.suffix_decoders:
-                picked = name
-                break
-        event = address.kind == EVENT
-        if picked is None and not event:
+        key = (address.rest, address.kind)
+        choice = self._chains.get(key)
+        if choice is None:
+            picked = None
+            for suffix, name in SUFFIX_DECODERS:
+                if address.rest.endswith(suffix) and name in self.suffix_decoders:
+                    picked = name
+                    break
+            choice = (picked, address.kind == EVENT)
+            if len(self._chains) >= 10_000:  # topics of some strategies carry ids in their rest
+                self._chains.clear()
+            self._chains[key] = choice
+        if choice == _PLAIN:
             return self.chain
-        key = (picked, event)
-        chain = self._chains.get(key)
+        chain = self._made.get(choice)
         if chain is None:
+            picked, event = choice
             decoders = tuple(self.chain.decoders)
             if picked is not None:
                 decoders = (self.suffix_decoders[picked],) + tuple(d for d in decoders if d.name != picked)
             if event:
                 decoders += (EventValueDecoder(),)
-            self._chains[key] = chain = DecoderChain(decoders)
+            self._made[choice] = chain = DecoderChain(decoders)
         return chain
 
     def _decoded(self, result, message, address, table) -> None:
