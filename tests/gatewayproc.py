@@ -86,7 +86,7 @@ class GatewayProcess:
             try:
                 events.append(json.loads(line))
             except ValueError:
-                events.append({"log_format": line, "unparsed": True})
+                events.append({"message": line, "unparsed": True})
         return events
 
     def text(self) -> str:
@@ -94,7 +94,7 @@ class GatewayProcess:
             return handle.read().decode("utf-8", "replace")
 
     def connected(self) -> bool:
-        return any("connected to" in event.get("log_format", "") for event in self.events())
+        return any("connected to" in event.get("message", "") for event in self.events())
 
     def stop(self, sig=signal.SIGTERM, timeout: float = 30) -> int:
         self.process.send_signal(sig)

@@ -111,16 +111,70 @@ class _Guarded(Resource):
         return self.inner.getChildWithDefault(path, request)
 
 
+def not_ready(gateway) -> list:
+    """Why the gateway is not ready to take data ([] when it is): a source not connected and subscribed,
+    a storage down without a spool, or down with its spool nearly full (its sources are about to pause)."""
+    reasons = []
+    for source in gateway.sources:
+        if not (source.connected and source.subscribed):
+            reasons.append(f"source {source.name}: not subscribed yet"
+                           + (f" ({source.last_error})" if source.last_error else ""))
+    for name, batcher in gateway.batchers.items():
+        if not batcher.down:
+            continue
+        spool = batcher.spool
+        if spool is None:
+            reasons.append(f"storage {name}: down and without a spool ({batcher.stats.last_error})")
+        elif batcher.spool_refused:
+            reasons.append(f"storage {name}: down and its spool takes no more ({batcher.spool_refused})")
+        elif spool.bytes >= 0.9 * spool.max_bytes:
+            reasons.append(f"storage {name}: down and its spool is {spool.bytes * 100 // spool.max_bytes}% full "
+                           f"({batcher.stats.last_error})")
+    return reasons
+
+
+class _Health(Resource):
+    """``/health``: 200 while the process answers."""
+
+    isLeaf = True
+
+    def render_GET(self, request):
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        return b"alive\n"
+
+
+class _Ready(Resource):
+    """``/ready``: 200 when every source is subscribed and every storage is up or spooling within
+    bounds, else 503 with the reasons, one a line."""
+
+    isLeaf = True
+
+    def __init__(self, gateway):
+        super().__init__()
+        self.gateway = gateway
+
+    def render_GET(self, request):
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        reasons = not_ready(self.gateway)
+        if reasons:
+            request.setResponseCode(503)
+            return ("not ready:\n" + "".join(f"- {reason}\n" for reason in reasons)).encode("utf-8")
+        return b"ready\n"
+
+
 def control_site(gateway):
     from twisted.web.server import Site
 
     root = Resource()
     root.putChild(b"status", _Status(gateway))
     root.putChild(b"flush", _Flush(gateway))
+    root.putChild(b"health", _Health())
+    root.putChild(b"ready", _Ready(gateway))
     token = gateway.settings.gateway.control_token
     if token is not None:
         root = _Guarded(token.reveal(), root)
     site = Site(root)
     site.noisy = False
     site.displayTracebacks = False
+    site.log = lambda request: None  # no access-log line per status or health request
     return site

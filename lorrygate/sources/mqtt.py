@@ -98,6 +98,17 @@ class _ProtocolFactory(Factory):
                                   self._source.broker.max_payload)
 
 
+class _Reporting:
+    """An endpoint that tells its source why a connection attempt failed (refused, DNS, TLS)."""
+
+    def __init__(self, endpoint, source):
+        self._endpoint = endpoint
+        self._source = source
+
+    def connect(self, factory):
+        return self._endpoint.connect(factory).addErrback(self._source._connect_failed)
+
+
 @implementer(ISource)
 @attrs.define(eq=False)
 class MQTTSource(Service):
@@ -120,6 +131,7 @@ class MQTTSource(Service):
     _service: ClientService | None = None
     _protocol: MQTTClientProtocol | None = None
     _pauses: Pauses = None
+    _connect_error: str = ""
     _subscribe_waiters: list = attrs.Factory(list)
     #: whether a connection subscribed since the service started
     subscribed: bool = False
@@ -218,7 +230,7 @@ class MQTTSource(Service):
         if broker.tls:
             endpoint = wrapClientTLS(tls_options(broker), endpoint)
         self._service = ClientService(
-            endpoint,
+            _Reporting(endpoint, self),
             _ProtocolFactory(self),
             retryPolicy=self._retry_delay,
             clock=self._clock,
@@ -241,7 +253,17 @@ class MQTTSource(Service):
         # A broker that accepts TCP but refuses the MQTT handshake counts as a
         # failed attempt too, so that the backoff grows for it as well.
         policy = backoffPolicy(initialDelay=0.5, maxDelay=self.broker.reconnect_max_delay)
-        return policy(max(attempts, self._failures))
+        delay = policy(max(attempts, self._failures))
+        failed, self._connect_error = self._connect_error, ""
+        if failed and self.running:
+            self.log.error("MQTT source {source}: connecting to {host}:{port} failed: {error}; next try in {delay:.1f} s",
+                           source=self.name, host=self.broker.host, port=self.broker.port, error=failed, delay=delay)
+        return delay
+
+    def _connect_failed(self, failure):
+        """A TCP or TLS connection attempt failed: keep why, for the log line of the retry and the status."""
+        self._connect_error = self.last_error = explain_failure(failure.value, self.broker)
+        return failure
 
     def _handshake(self, protocol: MQTTClientProtocol) -> Deferred:
         broker = self.broker

@@ -63,6 +63,8 @@ class Batcher:
     retry_initial: float = 0.5
     retry_max: float = 30.0
     stats: BatchStats = attrs.Factory(BatchStats)
+    #: why the spool refused the last batch while the storage was down ("" when it took it)
+    spool_refused: str = ""
     _sources: list = attrs.Factory(list)
     _batch: Batch = attrs.Factory(Batch)
     _writing: Batch | None = None
@@ -263,6 +265,7 @@ class Batcher:
             self._probe = self.clock.callLater(self._retry_delay, self._probe_storage)
 
     def _up(self) -> None:
+        self.spool_refused = ""
         if self._down_until is not None:
             self._down_until = None
             self.log.info("storage {storage}: writing again", storage=self.storage.name)
@@ -275,6 +278,7 @@ class Batcher:
         d.addCallbacks(self._spooled, self._spool_failed, (batch,), None, (batch,))
 
     def _spooled(self, path, batch: Batch) -> None:
+        self.spool_refused = ""
         for message in batch.messages():
             message.ack.ack()
         self.stats.spooled += 1
@@ -285,6 +289,7 @@ class Batcher:
     def _spool_failed(self, failure, batch: Batch) -> None:
         if self._stopped:
             return
+        self.spool_refused = failure.getErrorMessage()
         self.log.error(
             "storage {storage}: cannot spool {rows} rows ({error}); holding them in memory, "
             "nothing acknowledged, retrying in {delay:.1f} s",

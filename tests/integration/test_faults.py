@@ -125,7 +125,7 @@ def test_postgresql_down_for_20_seconds(tmp_path, broker, database):
     assert set(seqs) == set(range(12_000))
     spooled = max(e.get("spooled", 0) for e in gateway.events() if e.get("event") == "stats")
     assert spooled >= 1, "batches waited in the spool during the outage"
-    assert any("spooling to disk" in e.get("log_format", "") for e in gateway.events())
+    assert any("spooling to disk" in e.get("message", "") for e in gateway.events())
 
 
 def test_broker_restarted_mid_stream(tmp_path, broker):
@@ -203,7 +203,7 @@ def test_truncated_spool_record(tmp_path, broker, database):
     report("truncated spool record", 1_000, seqs, started, expected=expected)
     assert set(seqs) == expected
     assert (spool_dir / "damaged" / victim).exists()
-    assert any("damaged record" in e.get("log_format", "") for e in gateway.events())
+    assert any("damaged record" in e.get("message", "") for e in gateway.events())
 
 
 def test_one_failing_table_does_not_stop_the_others(tmp_path, broker, database):

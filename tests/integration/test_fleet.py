@@ -118,7 +118,7 @@ def test_a_recorded_fleet_is_stored_whole(tmp_path, mosquitto, postgres):
     watcher = Topics(mosquitto.port)
     gateway = GatewayProcess(config(str(tmp_path), mosquitto.port, realm, postgres.url), str(tmp_path / "gw.log"))
     gateway.start()
-    wait_until(lambda: sum("subscribed" in e.get("log_format", "") for e in gateway.events()) >= len(CHANNELS)
+    wait_until(lambda: sum("subscribed" in e.get("message", "") for e in gateway.events()) >= len(CHANNELS)
                or "lorrygate is running" in gateway.text(), 30, "every channel's SUBACK")
     publisher = Publisher(mosquitto.port)
     publisher.publish_many((topic, payload) for topic, payload, _ in messages)

@@ -56,8 +56,8 @@ def wide_budget(config):
 
 
 def no_connection_lost(gateway):
-    lost = [e for e in gateway.events() if "connection to" in e.get("log_format", "")
-            and "lost" in e.get("log_format", "")]
+    lost = [e for e in gateway.events() if "connection to" in e.get("message", "")
+            and "lost" in e.get("message", "")]
     assert lost == [], "the connection dropped"
 
 
@@ -418,6 +418,6 @@ def test_a_lone_surrogate_during_an_outage_neither_wedges_the_spool_nor_the_stor
         assert gateway.stop() == 0
         ((_, stage, error),) = pg_dead_letters(database.url)
         assert stage == "decode" and "lone UTF-16 surrogate" in error
-        assert not any("cannot spool" in e.get("log_format", "") for e in gateway.events())
+        assert not any("cannot spool" in e.get("message", "") for e in gateway.events())
     finally:
         database.stop()

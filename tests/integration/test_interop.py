@@ -63,7 +63,7 @@ def run_stream(tmp_path, port, protocol, count=2_000, bad_every=200, timeout=120
     publisher.close()
     assert gateway.stop() == 0
     events = gateway.events()
-    lost = [e for e in events if "connection to" in e.get("log_format", "") and "lost" in e.get("log_format", "")]
+    lost = [e for e in events if "connection to" in e.get("message", "") and "lost" in e.get("message", "")]
     assert lost == [], "the broker dropped the connection"
     stats = last_stats(events)
     assert stats["error_reports"] <= bad

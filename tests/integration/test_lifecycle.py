@@ -30,7 +30,7 @@ ROWS = 20_000
 
 
 def reloaded(gateway) -> int:
-    return sum(1 for e in gateway.events() if e.get("log_format", "").startswith("reloaded"))
+    return sum(1 for e in gateway.events() if e.get("message", "").startswith("reloaded"))
 
 
 @pytest.mark.parametrize("how", ["sigterm", "sighup", "sigkill"])

@@ -47,7 +47,7 @@ def test_adding_a_channel_with_nothing_lost(tmp_path, mosquitto, how):
         handle.write(EXTRA_CHANNEL.format(realm=realm))
     if how == "sighup":
         gateway.process.send_signal(signal.SIGHUP)
-    wait_until(lambda: any(e.get("log_format", "").startswith("reloaded") and e.get("channels") == 2
+    wait_until(lambda: any(e.get("message", "").startswith("reloaded") and e.get("channels") == 2
                            for e in gateway.events()), 30, "the reload")
     publisher = Publisher(mosquitto.port)
     publisher.publish_many([(f"{realm}-b/net/gw/node/data.json", json.dumps({"seq": 1}))])
@@ -88,13 +88,13 @@ def test_a_new_channel_receives_what_is_published_right_after_reloaded(tmp_path,
         with open(config, "a") as handle:
             handle.write(f"\n[channel:c{n}]\nsource = test\ntopics = {realm}-{n}/#\nstorage = db\n")
         gateway.process.send_signal(signal.SIGHUP)
-        wait_until(lambda: sum(1 for e in gateway.events() if e.get("log_format", "").startswith("reloaded"))
+        wait_until(lambda: sum(1 for e in gateway.events() if e.get("message", "").startswith("reloaded"))
                    == n + 1, 30, f"reload {n + 1}")
         publisher.publish_many([(f"{realm}-{n}/net/gw/node/data.json", json.dumps({"seq": n}))])
         wait_until(lambda: count_rows(db, f"{realm}_{n}_") == 1, 30, f"the message of channel c{n}")
     assert gateway.stop() == 0
     publisher.close()
-    connects = [e for e in gateway.events() if "connected to" in e.get("log_format", "")]
+    connects = [e for e in gateway.events() if "connected to" in e.get("message", "")]
     assert sum(1 for e in connects if e.get("source") == "main") == 1, "the unchanged channel kept its connection"
     assert sorted(e["source"] for e in connects if e["source"] != "main") == sorted(f"c{n}" for n in range(20))
 

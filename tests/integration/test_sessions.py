@@ -42,11 +42,11 @@ def test_gateway_reconnects_after_a_broker_restart(tmp_path):
         broker.stop()
         broker.start()
         wait_until(
-            lambda: sum("connected to" in e.get("log_format", "") for e in gateway.events()) >= 2,
+            lambda: sum("connected to" in e.get("message", "") for e in gateway.events()) >= 2,
             30,
             "the gateway to reconnect",
         )
-        assert any("connection to" in e.get("log_format", "") and "lost" in e.get("log_format", "")
+        assert any("connection to" in e.get("message", "") and "lost" in e.get("message", "")
                    for e in gateway.events())
         publisher = Publisher(broker.port)
         publisher.publish_many([("rc/n/g/a/data.json", json.dumps({"seq": 2}))])

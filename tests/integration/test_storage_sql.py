@@ -68,7 +68,7 @@ def test_20000_messages_over_200_addresses(tmp_path, mosquitto, postgres):
     realm = f"st{uuid.uuid4().hex[:8]}"
     gateway = GatewayProcess(config(str(tmp_path), mosquitto.port, postgres.url, realm), str(tmp_path / "gw.log"))
     gateway.start()
-    wait_until(lambda: sum("connected to" in e.get("log_format", "") for e in gateway.events()) >= 2, 20, "2 channels")
+    wait_until(lambda: sum("connected to" in e.get("message", "") for e in gateway.events()) >= 2, 20, "2 channels")
     publisher = Publisher(mosquitto.port)
     messages = []
     for seq in range(20_000):
@@ -121,7 +121,7 @@ def test_postgresql_idempotent_rows_and_custom_ddl(tmp_path, mosquitto, postgres
            "COMMENT ON TABLE {qualified} IS 'node {node} of {realm}'\nidempotent = true")
     path = config(str(tmp_path), mosquitto.port, postgres.url, realm, extra_storage=ddl)
     gateway = GatewayProcess(path, str(tmp_path / "gw.log")).start()
-    wait_until(lambda: sum("connected to" in e.get("log_format", "") for e in gateway.events()) >= 2, 20, "2 channels")
+    wait_until(lambda: sum("connected to" in e.get("message", "") for e in gateway.events()) >= 2, 20, "2 channels")
     publisher = Publisher(mosquitto.port)
     topic = f"{realm}/net/gw/node-7/data.json"
     same = json.dumps({"time": 1_717_243_200_000, "v": 1})

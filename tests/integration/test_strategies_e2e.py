@@ -61,7 +61,7 @@ def test_template_and_drop_in_strategies_route_messages(tmp_path, mosquitto):
     config = two_channel_config(str(tmp_path), mosquitto.port, tag, strategies)
     db = str(tmp_path / "gateway.sqlite")
     gateway = GatewayProcess(config, str(tmp_path / "gateway.log")).start()
-    wait_until(lambda: sum("connected to" in e.get("log_format", "") for e in gateway.events()) >= 2, 20, "2 channels")
+    wait_until(lambda: sum("connected to" in e.get("message", "") for e in gateway.events()) >= 2, 20, "2 channels")
     publisher = Publisher(mosquitto.port)
     line = f"line-{tag}"
     publisher.publish_many([
