@@ -64,7 +64,7 @@ def test_collisions_are_counted_and_logged():
     finally:
         globalLogPublisher.removeObserver(events.append)
     assert router.stats.collisions == 1
-    texts = [e["log_format"].format(**e) for e in events if "sanitize to the same table" in e.get("message", "")]
+    texts = [e["log_format"].format(**e) for e in events if "sanitize to the same table" in e.get("log_format", "")]
     assert texts == [
         "channel main: topic 'r/n/a_b/x/data.json' and topic 'r/n/a-b/x/data.json' are different addresses "
         "that sanitize to the same table r_n.a_b_x_sensors; their rows share it"
@@ -84,7 +84,7 @@ def test_complaints_are_rate_limited_per_problem():
         router(message("r/n/g/d/data.json", b"nope"))
     finally:
         globalLogPublisher.removeObserver(events.append)
-    lines = [e["log_format"].format(**e) for e in events if "dead-letter" in e.get("message", "")]
+    lines = [e["log_format"].format(**e) for e in events if "dead-letter" in e.get("log_format", "")]
     assert len(lines) == 3
     assert "(4 more like it since the last report)" in lines[2]
     assert len(storage.dead_letters) == 7
@@ -197,7 +197,7 @@ def test_complaints_about_topics_are_rate_limited_whatever_the_topic():
             router(message(f"bad-{n}"))
     finally:
         globalLogPublisher.removeObserver(events.append)
-    warnings = [e for e in events if "does not fit the topology" in e.get("message", "").format(**e)
+    warnings = [e for e in events if "does not fit the topology" in e.get("log_format", "").format(**e)
                 or e.get("stage") == "topology"]
     assert router.stats.unmatched == 2000 and len(warnings) == 1
 
@@ -214,7 +214,7 @@ def test_suppressed_rejections_are_summarized_with_a_count_and_an_example():
         router.summarize()
     finally:
         globalLogPublisher.removeObserver(events.append)
-    texts = [e["log_format"].format(**e) for e in events if "more message(s) rejected" in e.get("message", "")]
+    texts = [e["log_format"].format(**e) for e in events if "more message(s) rejected" in e.get("log_format", "")]
     assert len(texts) == 1 and "4 more message(s) rejected at topology" in texts[0] and "'bad-1'" in texts[0]
 
 
