@@ -255,6 +255,8 @@ def run(settings, log_format: str, log_level: str, reload: bool = False) -> int:
     from twisted.internet.defer import Deferred
     from twisted.logger import Logger
 
+    import signal
+
     from lorrygate.logs import start_logging
     from lorrygate.service.supervisor import Supervisor
 
@@ -263,6 +265,7 @@ def run(settings, log_format: str, log_level: str, reload: bool = False) -> int:
     config_path = settings.source if os.path.exists(settings.source) else None
     gateway = Supervisor(reactor, settings, config_path)
     outcome = {"code": 0}
+    stopping = []
 
     def started(_):
         reactor.addSystemEventTrigger("before", "shutdown", lambda: Deferred.fromCoroutine(gateway.stop()))
@@ -279,6 +282,18 @@ def run(settings, log_format: str, log_level: str, reload: bool = False) -> int:
         else:
             log.failure("lorrygate could not start: {error}", failure=failure, error=failure.getErrorMessage())
         outcome["code"] = EXIT_RUNTIME
+        if not stopping:
+            stopping.append("start failed")
+            reactor.stop()
+
+    def stop_once(signum):
+        # A second SIGTERM or Ctrl-C while stopping changes nothing (Twisted's
+        # own handler would call reactor.stop() again: ReactorNotRunning).
+        if stopping:
+            log.info("signal {signal} while stopping: already stopping", signal=signum)
+            return
+        stopping.append(signum)
+        log.info("signal {signal}: stopping (commit, acknowledge, disconnect)", signal=signum)
         reactor.stop()
 
     def begin():
@@ -286,15 +301,11 @@ def run(settings, log_format: str, log_level: str, reload: bool = False) -> int:
         # collect the young generation less often (measured: see issue notes).
         gc.freeze()
         gc.set_threshold(50_000, 20, 100)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda number, frame: reactor.callFromThread(stop_once, number))
         Deferred.fromCoroutine(gateway.start()).addCallbacks(started, failed)
 
     reactor.callWhenRunning(begin)
-    # SIGINT stops the gateway the way SIGTERM does, also when the parent left
-    # it ignored (a background job of a shell): Twisted only takes it over
-    # from Python's default handler.
-    import signal
-
-    signal.signal(signal.SIGINT, signal.default_int_handler)
     reactor.run()
     return outcome["code"]
 

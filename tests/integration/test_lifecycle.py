@@ -216,3 +216,26 @@ def test_sigint_stops_the_gateway_when_the_parent_ignored_it(tmp_path, broker): 
     wait_until(lambda: "every subscription acknowledged" in (tmp_path / "gw.log").read_text(), 30, "the gateway")
     process.send_signal(signal.SIGINT)
     assert process.wait(30) == 0
+
+
+def test_a_second_sigterm_while_stopping_is_harmless(tmp_path, mosquitto):
+    """SIGTERM again while the gateway is stopping (an impatient operator, a supervisor's retry): it stops
+    once, with exit code 0 and no traceback. The stop is kept busy by a storage that is down, without a
+    spool, so that the second signal arrives while the first is being handled."""
+    from tests.servers import free_port
+
+    realm = f"ds{uuid.uuid4().hex[:8]}"
+    url = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"
+    config = gateway_config(str(tmp_path), mosquitto.port, realm, url, "spool = false\n")
+    gateway = GatewayProcess(config, str(tmp_path / "gw.log")).start()
+    wait_until(lambda: "lorrygate is running" in gateway.text(), 30, "the gateway to run")
+    publisher = Publisher(mosquitto.port)
+    publisher.publish_many([(f"{realm}/net/gw/n/data.json", json.dumps({"v": 1}))])
+    publisher.close()
+    wait_until(lambda: "failed" in gateway.text() and "writing" in gateway.text(), 30, "a failed write")
+    gateway.process.send_signal(signal.SIGTERM)
+    wait_until(lambda: "stopping" in gateway.text() or "shutting down" in gateway.text(), 30, "the stop to begin")
+    gateway.process.send_signal(signal.SIGTERM)
+    assert gateway.process.wait(60) == 0
+    text = gateway.text()
+    assert "Traceback" not in text and "ReactorNotRunning" not in text and '"level": "critical"' not in text, text[-2000:]
