@@ -29,9 +29,14 @@ from lorrygate.errors import DecodeError
 POLICIES = ("kotori", "as-sent")
 _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|[+-]?(?:nan|inf|infinity)", re.IGNORECASE)
 _DROP = object()
+#: the characters a number (or NaN, inf) may start with, surrounding white space included: text that
+#: starts otherwise ("bme280", "ON") is no number, without trying the pattern
+_MAYBE_NUMBER = frozenset("+-.0123456789nNiI \t\r\n")
 
 
 def _number(text: str):
+    if text[:1] not in _MAYBE_NUMBER:
+        return text
     stripped = text.strip()
     if not _NUMBER.fullmatch(stripped):
         return text
@@ -69,7 +74,10 @@ class KotoriValues:
                 if kind is float:
                     if value - value != 0.0:  # NaN or an infinity
                         return self._convert(records, message)
-                elif kind is str or kind is dict:
+                elif kind is str:
+                    if value[:1] in _MAYBE_NUMBER:
+                        return self._convert(records, message)
+                elif kind is dict:
                     return self._convert(records, message)
         return records
 
