@@ -58,7 +58,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import attrs
 import treq
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -273,8 +273,6 @@ class CrateStorage:
         return Deferred.fromCoroutine(self._check_version())
 
     def stop(self) -> Deferred:
-        from twisted.internet.defer import succeed
-
         return succeed(None)
 
     def write(self, batch) -> Deferred:
