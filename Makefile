@@ -54,9 +54,12 @@ system-deps:
 
 # Brokers of other implementations for the interoperability tests (make test only).
 test-deps:
-	@if [ ! -x /usr/lib/rabbitmq/bin/rabbitmq-server ]; then \
-		echo "installing Debian packages: rabbitmq-server"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends rabbitmq-server; \
+	@missing=""; \
+	[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || missing="$$missing rabbitmq-server"; \
+	command -v prometheus >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
 venv: $(STAMP)

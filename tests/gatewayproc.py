@@ -106,9 +106,12 @@ class GatewayProcess:
 
 
 def last_stats(events) -> dict:
+    """The last stats line of the (only) channel, with the last stats line of its storage."""
     stats = [event for event in events if event.get("event") == "stats"]
     assert stats, "the gateway logged no stats"
-    return stats[-1]
+    storage = [event for event in events if event.get("event") == "storage_stats"
+               and event.get("storage") == stats[-1]["storage"]]
+    return {**(storage[-1] if storage else {}), **stats[-1]}
 
 
 class Publisher:

@@ -265,3 +265,62 @@ def stop_epmd(broker: ChildBroker) -> None:
     if broker.env and os.path.exists(epmd):
         subprocess.run([epmd, "-kill"], env=dict(os.environ, ERL_EPMD_PORT=broker.env["ERL_EPMD_PORT"]),
                        capture_output=True)
+
+
+@attrs.define
+class Prometheus:
+    """A Prometheus server (Debian's ``prometheus``) scraping one target every 0.5 s."""
+
+    directory: str
+    target: str
+    port: int = attrs.Factory(free_port)
+    process: subprocess.Popen | None = None
+
+    def start(self) -> "Prometheus":
+        binary = shutil.which("prometheus")
+        if binary is None:
+            raise RuntimeError("prometheus is not installed: run `make test`, which installs it")
+        config = os.path.join(self.directory, "prometheus.yml")
+        with open(config, "w") as handle:
+            handle.write("global:\n  scrape_interval: 500ms\n  scrape_timeout: 400ms\n"
+                         "scrape_configs:\n  - job_name: lorrygate\n    static_configs:\n"
+                         f"      - targets: ['{self.target}']\n")
+        self.process = subprocess.Popen(
+            [binary, f"--config.file={config}", f"--storage.tsdb.path={self.directory}/data",
+             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
+            stdout=open(os.path.join(self.directory, "prometheus.log"), "ab"), stderr=subprocess.STDOUT)
+        wait_until(lambda: self.ready() or self.process.poll() is not None, 60, "prometheus to be ready")
+        if self.process.poll() is not None:
+            raise RuntimeError(f"prometheus exited with {self.process.returncode}; see {self.directory}/prometheus.log")
+        return self
+
+    def ready(self) -> bool:
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/-/ready", timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    def query(self, expression: str) -> list:
+        """The instant vector of a PromQL expression: [(labels, float value)]."""
+        import json
+        import urllib.parse
+        import urllib.request
+
+        url = f"http://127.0.0.1:{self.port}/api/v1/query?" + urllib.parse.urlencode({"query": expression})
+        with urllib.request.urlopen(url, timeout=5) as response:
+            answer = json.load(response)
+        assert answer["status"] == "success", answer
+        return [(item["metric"], float(item["value"][1])) for item in answer["data"]["result"]]
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None

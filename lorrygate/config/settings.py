@@ -40,6 +40,8 @@ class GatewaySettings:
     control: str = ""
     #: the token a TCP control endpoint asks for (``Authorization: Bearer ...``)
     control_token: v.Secret | None = attrs.field(default=None, repr=False)
+    #: where Prometheus scrapes ``/metrics``: (host, port), or None (off)
+    metrics: tuple | None = None
 
     @property
     def control_endpoint(self) -> str | None:
@@ -126,6 +128,7 @@ GATEWAY_KEYS = {
     "strategies": Key(v.nonempty, DEFAULT_STRATEGIES),
     "control": Key(v.control_endpoint, ""),
     "control_token": Key(v.text, None, secret=True),
+    "metrics": Key(v.listen_address, None),
 }
 
 BROKER_KEYS = {

@@ -305,6 +305,22 @@ def control_endpoint(value: str) -> str:
     raise Invalid("off, unix:PATH or tcp:PORT:interface=127.0.0.1")
 
 
+def listen_address(value: str):
+    """``off`` (None), ``PORT`` (on 127.0.0.1), ``HOST:PORT`` or ``[IPv6]:PORT`` -> (host, port)."""
+    text = value.strip()
+    if text in ("", "off"):
+        return None
+    match = re.fullmatch(r"(?:(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):)?(\d{1,5})", text)
+    if not match or not 0 <= int(match.group(2)) <= 65535:
+        raise Invalid("off, PORT, HOST:PORT or [IPv6]:PORT, such as 127.0.0.1:9481")
+    from lorrygate.service.metrics import available
+
+    if not available():
+        raise Invalid("the prometheus-client package (pip install 'lorrygate[metrics]'), or off")
+    host = (match.group(1) or "127.0.0.1").strip("[]")
+    return host, int(match.group(2))
+
+
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "kib": 2**10, "mib": 2**20,
                "gib": 2**30, "tib": 2**40, None: 1}

@@ -61,6 +61,8 @@ class ChannelStats:
     reports_limited: int = 0
     #: NaN and infinities left out by the kotori value policy
     values_dropped: int = 0
+    #: dead letters by stage (``topology``, ``decode``, ``transform``, ``size``, ``internal``)
+    dead_letters: dict = attrs.Factory(dict)
 
     def asdict(self) -> dict:
         return attrs.asdict(self)
@@ -361,6 +363,8 @@ class ChannelRouter:
 
     def _reject(self, message, stage: str, reason: str, what: str, decoder: str = "", error_type: str = "") -> None:
         self.batcher.add_dead_letter(DeadLetter(self.channel.name, message, stage, reason, decoder))
+        counts = self.stats.dead_letters
+        counts[stage] = counts.get(stage, 0) + 1
         if self.reports and self.publish is not None:
             self._report(message, stage, reason, error_type)
         # The key leaves out the topic, which a reason may quote: 2,000 bad

@@ -91,6 +91,12 @@ class Gateway(MultiService):
     _ready: Deferred | None = None
     #: why the last reload could not start ("" after one that did), for status
     reload_error: str = ""
+    #: reloads applied and refused (counted by the supervisor)
+    reloads: int = 0
+    failed_reloads: int = 0
+    #: a `lorrygate.service.metrics.Metrics` while ``metrics`` is configured
+    metrics: object = None
+    _metrics_port: object = None
 
     log = Logger()
 
@@ -136,6 +142,7 @@ class Gateway(MultiService):
             await self.stop()
             raise
         await self._listen_control()
+        await self._start_metrics()
         self._start_loops()
         self._ready = self.when_ready()
         self._ready.addCallback(self._running)
@@ -149,6 +156,8 @@ class Gateway(MultiService):
             service = self.storage_factory(settings, name, self.reactor)
             await service.start()
             self._adopt(self.storage_services, name, service)
+            if self.metrics is not None:
+                self.metrics.watch(name, service.batcher)
         batchers = {name: service.batcher for name, service in self.storage_services.items()}
         by_name = {channel.name: channel for channel in settings.channels}
         built = [ChannelService.from_settings(settings, by_name[name], batchers, self.reactor, self.shutdown_timeout)
@@ -218,6 +227,36 @@ class Gateway(MultiService):
                 error=str(exc),
             )
 
+    async def _start_metrics(self) -> None:
+        address = self.settings.gateway.metrics
+        if address is None:
+            return
+        from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
+
+        from lorrygate.service.metrics import Metrics, metrics_site
+
+        self.metrics = Metrics(self)
+        for name, batcher in self.batchers.items():
+            self.metrics.watch(name, batcher)
+        host, port = address
+        endpoint = (TCP6ServerEndpoint if ":" in host else TCP4ServerEndpoint)(self.reactor, port, interface=host)
+        try:
+            self._metrics_port = await endpoint.listen(metrics_site(self, self.metrics))
+        except Exception as exc:
+            self.log.error("metrics endpoint {host}:{port} unavailable ({error}); Prometheus cannot scrape this "
+                           "gateway", host=host, port=port, error=str(exc))
+            return
+        self.log.info("metrics on http://{host}:{port}/metrics", host=host if ":" not in host else f"[{host}]",
+                      port=self._metrics_port.getHost().port)
+
+    async def _stop_metrics(self) -> None:
+        if self.metrics is not None:
+            self.metrics.unwatch_all()
+            self.metrics = None
+        if self._metrics_port is not None:
+            port, self._metrics_port = self._metrics_port, None
+            await port.stopListening()
+
     async def _stop_control(self) -> None:
         if self._control is not None:
             control, self._control = self._control, None
@@ -229,6 +268,7 @@ class Gateway(MultiService):
         """Stop every channel (commit, ack, disconnect), then every storage."""
         systemd.notify("STOPPING=1")
         await self._stop_control()
+        await self._stop_metrics()
         self._stop_loops()
         if self._ready is not None:
             ready, self._ready = self._ready, None
@@ -247,6 +287,9 @@ class Gateway(MultiService):
         services = [self._drop(self.channel_services, name) for name in channels]
         await DeferredList([service.stopService() for service in services], consumeErrors=True)
         services = [self._drop(self.storage_services, name) for name in storages]
+        if self.metrics is not None:
+            for name in storages:
+                self.metrics.unwatch(name)
         for success, result in await DeferredList([service.stopService() for service in services], consumeErrors=True):
             if not success:
                 self.log.error("stopping a storage failed: {error}", error=result.getErrorMessage())
@@ -293,6 +336,9 @@ class Gateway(MultiService):
             self._stop_loops()
             await self._listen_control()
             self._start_loops()
+        if settings.gateway.metrics != old.gateway.metrics:
+            await self._stop_metrics()
+            await self._start_metrics()
         self.log.info(
             "reload: {changed} channel(s) and {storages} storage(s) restarted, {kept} channel(s) kept their session",
             changed=len(start_channels), storages=len(start_storages),
@@ -303,25 +349,31 @@ class Gateway(MultiService):
     # -- stats -------------------------------------------------------------------
 
     def log_stats(self, final: bool = False, channels=None) -> None:
-        for service in self.channel_services.values() if channels is None else channels:
+        """One line per channel (its own counters) and one per storage (its own totals)."""
+        channels = list(self.channel_services.values()) if channels is None else channels
+        for service in channels:
             router = service.router
             router.summarize()
-            batcher = service.batchers[0]
+            counts = router.stats.asdict()
+            dead = counts.pop("dead_letters")
             self.log.info(
-                "channel {channel}: {received} received, {routed} routed, {unmatched} unmatched topics, "
-                "{undecodable} undecodable payloads, {collisions} table name collisions, {error_reports} "
-                "error reports; storage {storage}: {stored} rows and {dead} dead "
-                "letters committed, {pending} pending, {failures} failed writes, {spooled} batches in the spool"
-                "{failing}",
-                event="stats",
-                final=final,
-                channel=router.channel.name,
-                storage=router.channel.storage,
-                stored=batcher.stats.rows,
-                dead=batcher.stats.dead_letters,
-                pending=batcher.pending,
-                failures=batcher.stats.failures,
+                "channel {channel}: {received} received, {routed} routed, {ignored} ignored, {unmatched} "
+                "unmatched topics, {undecodable} undecodable payloads, {collisions} table name collisions, "
+                "{error_reports} error reports",
+                event="stats", final=final, channel=router.channel.name, storage=router.channel.storage,
+                dead_letters_by_stage=dead, **counts,
+            )
+        storages = {name: service.batcher for name, service in self.storage_services.items()}
+        for service in channels:  # the storages of stopped channels, for the final lines
+            for batcher in service.batchers:
+                storages.setdefault(batcher.storage.name, batcher)
+        for name, batcher in storages.items():
+            stats = batcher.stats
+            self.log.info(
+                "storage {storage}: {stored} rows and {dead} dead letters committed, {pending} pending, "
+                "{failures} failed writes, {spooled} batches in the spool{failing}",
+                event="storage_stats", final=final, storage=name, stored=stats.rows, dead=stats.dead_letters,
+                pending=batcher.pending, failures=stats.failures,
                 spooled=batcher.spool.batches if batcher.spool is not None else 0,
-                failing=f"; FAILING: every row refused: {batcher.stats.failing}" if batcher.stats.failing else "",
-                **router.stats.asdict(),
+                failing=f"; FAILING: every row refused: {stats.failing}" if stats.failing else "",
             )

@@ -34,8 +34,6 @@ class Supervisor:
     _observer: object = None
     _pending: object = None
     _busy: bool = False
-    reloads: int = 0
-    failed_reloads: int = 0
 
     log = Logger()
 
@@ -99,6 +97,7 @@ class Supervisor:
             try:
                 settings = load(self.config_path)
             except ConfigError as exc:
+                self._count(failed=True)
                 self.log.error("{why}: the new configuration is invalid, the running one stays:\n{problems}",
                                why=why, problems=exc.render())
                 return
@@ -110,13 +109,13 @@ class Supervisor:
             try:
                 restarted = await gateway.reconfigure(settings)
             except Exception as exc:
-                self.failed_reloads += 1
+                self._count(failed=True)
                 self.log.error("{why}: the new configuration could not start, the running one stays: {error}",
                                why=why, error=str(exc))
                 systemd.notify("READY=1\nSTATUS=reload failed, the running configuration stays")
                 return
             self.settings = settings
-            self.reloads += 1
+            self._count(failed=False)
             count = len(restarted)
 
             def reloaded(_):
@@ -127,3 +126,11 @@ class Supervisor:
             self._gateway.when_ready(restarted).addCallback(reloaded).addErrback(lambda _: None)
         finally:
             self._busy = False
+
+    def _count(self, failed: bool) -> None:
+        """Count a reload on the gateway (status and metrics read it there)."""
+        if self._gateway is not None:
+            if failed:
+                self._gateway.failed_reloads += 1
+            else:
+                self._gateway.reloads += 1

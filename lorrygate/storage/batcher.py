@@ -65,6 +65,8 @@ class Batcher:
     stats: BatchStats = attrs.Factory(BatchStats)
     #: why the spool refused the last batch while the storage was down ("" when it took it)
     spool_refused: str = ""
+    #: ``f(batch, seconds)`` called for every batch committed live (metrics)
+    observers: list = attrs.Factory(list)
     _sources: list = attrs.Factory(list)
     _batch: Batch = attrs.Factory(Batch)
     _writing: Batch | None = None
@@ -180,6 +182,8 @@ class Batcher:
         stats.last_flush = self.clock.seconds()
         stats.last_flush_rows = len(batch)
         stats.last_flush_seconds = stats.last_flush - started
+        for observe in self.observers:
+            observe(batch, stats.last_flush_seconds)
         self._retry_delay = 0.0
         self._writing = None
         self._up()

@@ -123,7 +123,7 @@ def test_postgresql_down_for_20_seconds(tmp_path, broker, database):
     seqs = pg_seqs(database.url, realm)
     report("PostgreSQL down 20 s", 12_000, seqs, started)
     assert set(seqs) == set(range(12_000))
-    spooled = max(e.get("spooled", 0) for e in gateway.events() if e.get("event") == "stats")
+    spooled = max(e.get("spooled", 0) for e in gateway.events() if e.get("event") == "storage_stats")
     assert spooled >= 1, "batches waited in the spool during the outage"
     assert any("spooling to disk" in e.get("message", "") for e in gateway.events())
 

@@ -136,7 +136,8 @@ def test_a_recorded_fleet_is_stored_whole(tmp_path, mosquitto, postgres):
     # Every command ignored and counted; nothing unmatched, undecodable or dead.
     for name, counts in expected.items():
         assert (final[name]["received"], final[name]["ignored"]) == (counts["received"], counts["ignored"]), name
-        assert (final[name]["unmatched"], final[name]["undecodable"], final[name]["dead"]) == (0, 0, 0), final[name]
+        assert (final[name]["unmatched"], final[name]["undecodable"]) == (0, 0), final[name]
+        assert final[name]["dead_letters_by_stage"] == {}, final[name]
     db = str(tmp_path / "fleet.sqlite")
     assert query(db, "SELECT count(*) FROM lorrygate_dead_letter")[0][0] == 0
     with psycopg.connect(postgres.url, autocommit=True) as conn:

@@ -171,7 +171,7 @@ def test_shutdown_commits_what_is_buffered(tmp_path, mosquitto, realm, publisher
     process = GatewayProcess(config, str(tmp_path / "gateway.log")).start()
     publisher.publish_many(telemetry(realm, 1_000, nodes=5))
     wait_until(
-        lambda: any(e.get("event") == "stats" and e.get("pending") == 1_000 for e in process.events()),
+        lambda: any(e.get("event") == "storage_stats" and e.get("pending") == 1_000 for e in process.events()),
         30,
         "1,000 rows pending in the buffer",
     )

@@ -409,7 +409,7 @@ def test_a_lone_surrogate_during_an_outage_neither_wedges_the_spool_nor_the_stor
         wait_until(lambda: pg_count(database.url, realm) == 1, 30, "the first row")
         database.halt()
         around(publisher, realm, f"{realm}/net/gw/n/data.json", '{"s": "\\ud800x"}')
-        wait_until(lambda: any(e.get("event") == "stats" and e.get("spooled", 0) >= 1 for e in gateway.events()),
+        wait_until(lambda: any(e.get("event") == "storage_stats" and e.get("spooled", 0) >= 1 for e in gateway.events()),
                    60, "batches in the spool")
         database.resume()
         wait_until(lambda: pg_count(database.url, realm) == 3 and len(pg_dead_letters(database.url)) == 1, 120,

@@ -211,3 +211,20 @@ def test_status_needs_only_the_lorrygate_section(tmp_path, monkeypatch):
     assert load_gateway(str(tmp_path / "gw.ini")).control_endpoint == "unix:/srv/lg/lorrygate.sock"
     with pytest.raises(ConfigError):
         load(str(tmp_path / "gw.ini"))
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("9481", ("127.0.0.1", 9481)),
+    ("0.0.0.0:9481", ("0.0.0.0", 9481)),
+    ("[::1]:9481", ("::1", 9481)),
+    ("metrics.example:9481", ("metrics.example", 9481)),
+    ("off", None),
+])
+def test_metrics_address(text, expected):
+    settings = loads(GOOD.replace("[broker:local]", f"[lorrygate]\nmetrics = {text}\n\n[broker:local]"))
+    assert settings.gateway.metrics == expected
+
+
+def test_a_bad_metrics_address_is_named():
+    found = problems(GOOD.replace("[broker:local]", "[lorrygate]\nmetrics = localhost:99999x\n\n[broker:local]"))
+    assert any("[lorrygate] metrics: expected off, PORT, HOST:PORT or [IPv6]:PORT" in p for p in found), found

@@ -1,0 +1,81 @@
+"""
+Prometheus metrics: a real Prometheus server (Debian's package, on its own
+port) scrapes a running gateway; its HTTP API answers with the messages the
+test published and a commit-latency histogram with observations.
+"""
+
+import http.client
+import uuid
+
+import pytest
+
+from tests.gatewayproc import GatewayProcess, Publisher, count_rows, write_config
+from tests.servers import Mosquitto, Prometheus, free_port, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def get(port, path, headers=None):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", path, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, response.getheader("content-type"), response.read().decode()
+    finally:
+        conn.close()
+
+
+def value(prometheus, expression):
+    result = prometheus.query(expression)
+    return result[0][1] if result else None
+
+
+def test_prometheus_scrapes_the_gateway(tmp_path):
+    (tmp_path / "broker").mkdir()
+    (tmp_path / "prometheus").mkdir()
+    broker = Mosquitto(str(tmp_path / "broker")).start()
+    port = free_port()
+    realm = f"pm{uuid.uuid4().hex[:6]}"
+    config = write_config(str(tmp_path), broker.port, client_id=f"gw-{realm}", topics=f"{realm}/#")
+    text = open(config).read().replace("[lorrygate]\n", f"[lorrygate]\nmetrics = 127.0.0.1:{port}\n")
+    open(config, "w").write(text)
+    gateway = GatewayProcess(config, str(tmp_path / "gw.log")).start()
+    prometheus = Prometheus(str(tmp_path / "prometheus"), f"127.0.0.1:{port}").start()
+    try:
+        wait_until(lambda: get(port, "/ready")[0] == 200, 30, "/ready on the metrics listener")
+        publisher = Publisher(broker.port)
+        messages = [(f"{realm}/net/gw/node{i % 7}/data.json", f'{{"temperature": {20 + i % 5}.5}}')
+                    for i in range(1234)]
+        messages += [(f"{realm}/net/gw/broken/data.json", "{not json") for _ in range(3)]
+        publisher.publish_many(messages)
+        publisher.close()
+        wait_until(lambda: count_rows(str(tmp_path / "gateway.sqlite"), realm) == 1234, 60,
+                   "every row committed")
+
+        received = 'lorrygate_messages_received_total{job="lorrygate",channel="main"}'
+        # What the test published, and the channel's 3 error reports (error.json), which come
+        # back through its own subscription.
+        wait_until(lambda: value(prometheus, received) == len(messages) + 3, 60,
+                   "Prometheus to scrape the received count")
+        assert value(prometheus, 'lorrygate_own_reports_total{channel="main"}') == 3
+        assert value(prometheus, 'lorrygate_messages_dead_lettered_total{stage="decode"}') == 3
+        assert value(prometheus, 'lorrygate_rows_committed_total{storage="db"}') == 1234
+        assert value(prometheus, 'lorrygate_commit_seconds_count{storage="db"}') >= 1
+        buckets = prometheus.query('lorrygate_commit_seconds_bucket{storage="db"}')
+        assert len(buckets) > 5 and max(v for _, v in buckets) >= 1
+        assert value(prometheus, 'lorrygate_commit_lag_seconds_count{storage="db"}') >= 1
+        assert value(prometheus, 'lorrygate_source_subscribed{source="main"}') == 1
+        assert value(prometheus, 'lorrygate_storage_up{storage="db"}') == 1
+        # Bounded labels: no topic or node ever becomes a label.
+        series = prometheus.query('{job="lorrygate"}')
+        labels = {key for metric, _ in series for key in metric}
+        assert labels <= {"__name__", "job", "instance", "channel", "storage", "source", "stage", "le", "version"}, labels
+
+        status, content_type, body = get(port, "/metrics", {"Accept": "application/openmetrics-text; version=1.0.0"})
+        assert status == 200 and content_type.startswith("application/openmetrics-text") and body.endswith("# EOF\n")
+        assert get(port, "/health")[0] == 200
+        assert get(port, "/nothing")[0] == 404
+    finally:
+        prometheus.stop()
+        assert gateway.stop() == 0
+        broker.stop()
