@@ -75,4 +75,7 @@ def render_status(answer: dict) -> str:
             f"channel {channel['name']}: {channel['received']} received, {channel['routed']} routed, "
             f"{channel['unmatched']} unmatched, {channel['undecodable']} undecodable"
         )
+    for hook in answer.get("hooks", ()):
+        lines.append(f"hook {hook['name']}: {hook['runs']} runs, {hook['failures']} failures, {hook['pending']} waiting"
+                     + (f"; failing: {hook['last_error']}" if hook["failing"] else ""))
     return "\n".join(lines)

@@ -107,7 +107,7 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".") -> s.Setting
         return result
 
     gateway = s.GatewaySettings()
-    brokers, storages, channels, strategy_sections, decoder_sections = {}, {}, [], {}, {}
+    brokers, storages, channels, strategy_sections, decoder_sections, hook_sections = {}, {}, [], {}, {}, {}
     for section in parser.sections():
         if section == "lorrygate":
             values = read_section(section, s.GATEWAY_KEYS)
@@ -125,7 +125,8 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".") -> s.Setting
             problem(
                 section,
                 None,
-                "a section named [lorrygate], [broker:NAME], [storage:NAME], [strategy:NAME] or [channel:NAME]",
+                "a section named [lorrygate], [broker:NAME], [storage:NAME], [strategy:NAME], [decoder:NAME], "
+                "[hook:NAME] or [channel:NAME]",
                 f"[{section}]",
             )
             continue
@@ -146,6 +147,8 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".") -> s.Setting
             strategy_sections[name] = (section, values)
         elif kind == "decoder":
             decoder_sections[name] = (section, values)
+        elif kind == "hook":
+            hook_sections[name] = (section, values)
         else:
             channels.append((section, s.make_channel(name, values), values))
 
@@ -171,6 +174,7 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".") -> s.Setting
             except ValueError as exc:
                 problem(section, "ddl", "a DDL template", f"one that fails: {exc}")
         built.append(attrs.evolve(channel, transform=s.make_transform(values, channel.source, hook), ddl=ddl))
+    hooks = build_hooks(hook_sections, storages, modules, problem)
     if not channels and not any(section.startswith("channel:") for section in parser.sections()):
         problem("channel:NAME", None, "at least one [channel:NAME] section", "none")
     if problems:
@@ -179,7 +183,32 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".") -> s.Setting
                     if section.partition(":")[0].strip() in ("strategy", "decoder")}
     fingerprints["code"] = _code_hash(gateway.strategies, [values["file"] for _, values in decoder_sections.values()
                                                            if values.get("file")])
-    return s.Settings(source, gateway, brokers, storages, tuple(built), strategies, decoders, fingerprints)
+    return s.Settings(source, gateway, brokers, storages, tuple(built), strategies, decoders, fingerprints, hooks)
+
+
+def build_hooks(sections: dict, storages: dict, modules: list, problem) -> dict:
+    """The ``[hook:NAME]`` sections, and the storages' ``hooks`` checked against them."""
+    hooks = {}
+    for name, (section, values) in sections.items():
+        hook = s.make_hook(name, values, section, problem)
+        if hook is None:
+            continue
+        if hook.type == "python":
+            function = _resolve_hook(section, hook.callable, modules, problem, key="callable")
+            if function is None:
+                continue
+            hook = attrs.evolve(hook, function=function)
+        hooks[name] = hook
+    for name, storage in storages.items():
+        for hook in storage.hooks:
+            if hook not in hooks:
+                if f"hook:{hook}" not in sections:
+                    known = ", ".join(sorted(sections)) or "none defined"
+                    problem(f"storage:{name}", "hooks", f"names of [hook:NAME] sections ({known})", repr(hook))
+            elif hooks[hook].type == "grafana" and storage.kind not in ("sqlite", "postgresql", "crate"):
+                problem(f"storage:{name}", "hooks", "a grafana hook only on a sqlite, postgresql or crate storage",
+                        f"{hook!r} on a {storage.kind} storage")
+    return hooks
 
 
 def _code_hash(directory: str, files) -> str:
@@ -246,19 +275,19 @@ def build_decoders(modules: list, sections: dict, problem, problems: list, base_
     return registry
 
 
-def _resolve_hook(section: str, reference: str, modules: list, problem):
+def _resolve_hook(section: str, reference: str, modules: list, problem, key: str = "hook"):
     module_name, _, function_name = reference.partition(":")
     module = next((m for path, m in modules if os.path.basename(path)[:-3] == module_name), None)
     if module is None:
         try:
             module = importlib.import_module(module_name)
         except Exception as exc:
-            problem(section, "hook", "module:function of a module in the strategies directory or an installed one",
+            problem(section, key, "module:function of a module in the strategies directory or an installed one",
                     f"{reference!r} ({type(exc).__name__}: {exc})")
             return None
     function = getattr(module, function_name, None)
     if not callable(function):
-        problem(section, "hook", f"a function {function_name!r} in module {module_name!r}", repr(reference))
+        problem(section, key, f"a function {function_name!r} in module {module_name!r}", repr(reference))
         return None
     return function
 

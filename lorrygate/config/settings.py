@@ -99,6 +99,8 @@ class StorageSettings:
     text_format: str = "ndjson"
     #: appsink: the callable that takes the rows
     callback: object = attrs.field(default=None, repr=False)
+    #: names of ``[hook:NAME]`` sections run on the first sample of each table
+    hooks: tuple = ()
 
 
 @attrs.frozen
@@ -118,6 +120,37 @@ class Settings:
     #: ``strategy:NAME`` and ``decoder:NAME`` section, and under ``code`` a hash
     #: of the strategies directory and the codec files
     fingerprints: dict = attrs.field(factory=dict, repr=False)
+    #: hook name -> `HookSettings`
+    hooks: dict = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class HookSettings:
+    name: str
+    type: str
+    callable: str = ""
+    command: str = ""
+    url: str = attrs.field(default="", repr=False)
+    token: v.Secret | None = attrs.field(default=None, repr=False)
+    folder: str = "lorrygate"
+    datasource_url: str = ""
+    timeout: float = 30.0
+    retry_max: float = 300.0
+    #: the resolved ``callable`` of a python hook
+    function: object = attrs.field(default=None, eq=False, repr=False)
+
+
+def make_hook(name: str, values: dict, section: str, problem):
+    required, optional = HOOK_TYPE_KEYS[values["type"]]
+    for key in ("callable", "command", "url", "token", "folder", "datasource_url"):
+        given = values[key] not in ("", None) and values[key] != HOOK_KEYS[key].default
+        if key in required and not values[key]:
+            problem(section, key, f"a value (a {values['type']} hook needs it)", "nothing")
+            return None
+        if given and key not in required and key not in optional:
+            problem(section, key, f"no {key} for a {values['type']} hook", "a value")
+            return None
+    return HookSettings(name=name, **values)
 
 
 GATEWAY_KEYS = {
@@ -168,6 +201,7 @@ STORAGE_KEYS = {
     "timeout": Key(v.duration(0.1, 600), 30.0),
     "flatten_depth": Key(v.integer(1, 32), 3),
     "max_columns": Key(v.integer(8, 32767), 250),
+    "hooks": Key(v.names, ()),
 }
 #: keys only some storage kinds take
 STORAGE_KIND_KEYS = {
@@ -234,12 +268,31 @@ STRATEGY_TYPE_KEYS = {
     "zigbee2mqtt": ("base",),
 }
 
+HOOK_KEYS = {
+    "type": Key(v.choice("python", "command", "grafana")),
+    "callable": Key(v.callable_ref, ""),
+    "command": Key(v.command, ""),
+    "url": Key(v.http_url, ""),
+    "token": Key(v.text, None, secret=True),
+    "folder": Key(v.nonempty, "lorrygate"),
+    "datasource_url": Key(v.text, ""),
+    "timeout": Key(v.duration(0.1, 3600), 30.0),
+    "retry_max": Key(v.duration(1, 86400), 300.0),
+}
+#: which hook keys each ``type`` takes, and which of them it needs
+HOOK_TYPE_KEYS = {
+    "python": (("callable",), ()),
+    "command": (("command",), ()),
+    "grafana": (("url",), ("token", "folder", "datasource_url")),
+}
+
 SECTION_KINDS = {
     "broker": BROKER_KEYS,
     "storage": STORAGE_KEYS,
     "strategy": STRATEGY_KEYS,
     "decoder": DECODER_KEYS,
     "channel": CHANNEL_KEYS,
+    "hook": HOOK_KEYS,
 }
 
 

@@ -305,6 +305,43 @@ def control_endpoint(value: str) -> str:
     raise Invalid("off, unix:PATH or tcp:PORT:interface=127.0.0.1")
 
 
+#: what a hook command's words may name in braces
+COMMAND_FIELDS = ("storage", "schema", "table", "realm", "network", "gateway", "node")
+
+
+def command(value: str) -> str:
+    """A command line for a hook: split like a shell would, {table} and the like replaced."""
+    import shlex
+
+    try:
+        words = shlex.split(value)
+    except ValueError as exc:
+        raise Invalid(f"a command line (the shell would say: {exc})")
+    if not words:
+        raise Invalid("a command line")
+    try:
+        for word in words:
+            word.format_map({name: "" for name in COMMAND_FIELDS})
+    except (KeyError, ValueError, IndexError) as exc:
+        raise Invalid(f"a command whose braces name one of {', '.join('{' + n + '}' for n in COMMAND_FIELDS)} "
+                      f"(write {{{{ and }}}} for a brace; {type(exc).__name__}: {exc})")
+    return value
+
+
+def http_url(value: str) -> str:
+    """http(s)://HOST[:PORT][/PATH]."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(value.strip())
+    try:
+        parts.port
+    except ValueError:
+        raise Invalid("an http:// or https:// URL with a valid port")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise Invalid("an http:// or https:// URL, such as http://localhost:3000")
+    return value.strip()
+
+
 def listen_address(value: str):
     """``off`` (None), ``PORT`` (on 127.0.0.1), ``HOST:PORT`` or ``[IPv6]:PORT`` -> (host, port)."""
     text = value.strip()

@@ -52,8 +52,9 @@ def status(gateway) -> dict:
                 "subscribed": s.subscribed, "paused_by": list(s.paused_by)}
                for s in gateway.sources]
     channels = [dict(router.stats.asdict(), name=router.channel.name) for router in gateway.routers]
+    hooks = [runner.status() for runner in gateway.hook_runners.values()]
     return {"config": gateway.settings.source, "sources": sources, "storages": storages, "channels": channels,
-            "reload_error": gateway.reload_error}
+            "hooks": hooks, "reload_error": gateway.reload_error}
 
 
 class _Status(Resource):

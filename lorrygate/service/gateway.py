@@ -51,7 +51,8 @@ def storage_spec(settings, name: str):
     if storage is None:
         return None
     ddl = storage_ddl(settings, name)
-    return (storage, tuple(sorted((key, template.text) for key, template in ddl.items())), settings.gateway.data_dir)
+    return (storage, tuple(sorted((key, template.text) for key, template in ddl.items())), settings.gateway.data_dir,
+            tuple(settings.hooks.get(hook) for hook in storage.hooks))
 
 
 def channel_spec(settings, channel):
@@ -97,6 +98,9 @@ class Gateway(MultiService):
     #: a `lorrygate.service.metrics.Metrics` while ``metrics`` is configured
     metrics: object = None
     _metrics_port: object = None
+    #: hook name -> `lorrygate.hooks.runner.HookRunner`
+    hook_runners: dict = attrs.Factory(dict)
+    _hook_state: object = None
 
     log = Logger()
 
@@ -152,12 +156,16 @@ class Gateway(MultiService):
 
     async def _start_parts(self, settings, storages, channels) -> list:
         """Start the named storages, then the named channels; return the channel services."""
+        started_hooks = self._sync_hooks(settings)
         for name in storages:
             service = self.storage_factory(settings, name, self.reactor)
             await service.start()
             self._adopt(self.storage_services, name, service)
             if self.metrics is not None:
                 self.metrics.watch(name, service.batcher)
+            self._track_samples(settings.storages[name], service.batcher)
+        for runner in started_hooks:
+            runner.start([name for name, storage in settings.storages.items() if runner.name in storage.hooks])
         batchers = {name: service.batcher for name, service in self.storage_services.items()}
         by_name = {channel.name: channel for channel in settings.channels}
         built = [ChannelService.from_settings(settings, by_name[name], batchers, self.reactor, self.shutdown_timeout)
@@ -227,6 +235,44 @@ class Gateway(MultiService):
                 error=str(exc),
             )
 
+    def _sync_hooks(self, settings) -> list:
+        """Make the hook runners match the settings; return the new ones."""
+        from lorrygate.hooks.runner import make_runner
+
+        started = []
+        for name in list(self.hook_runners):
+            if settings.hooks.get(name) != self.hook_runners[name].settings:
+                self.hook_runners.pop(name).stop()
+        for runner in self.hook_runners.values():
+            if hasattr(runner.hook, "storages"):
+                runner.hook.storages = settings.storages  # a grafana hook describes the storages as they are now
+        for name, hook in settings.hooks.items():
+            if name not in self.hook_runners and any(name in s.hooks for s in settings.storages.values()):
+                if self._hook_state is None:
+                    from lorrygate.hooks.samples import HookState
+
+                    self._hook_state = HookState(os.path.join(settings.gateway.data_dir, "hooks.sqlite"))
+                self.hook_runners[name] = runner = make_runner(hook, settings, self.reactor, self._hook_state)
+                started.append(runner)
+        return started
+
+    def _track_samples(self, storage, batcher) -> None:
+        if not storage.hooks:
+            return
+        from lorrygate.hooks.samples import SampleTracker
+
+        tracker = SampleTracker(storage.name, storage.kind, self._hook_state,
+                                [self.hook_runners[name] for name in storage.hooks], depth=storage.flatten_depth)
+        batcher.observers.append(tracker.observe)
+
+    def _stop_hooks(self) -> None:
+        for runner in self.hook_runners.values():
+            runner.stop()
+        self.hook_runners.clear()
+        if self._hook_state is not None:
+            self._hook_state.close()
+            self._hook_state = None
+
     async def _start_metrics(self) -> None:
         address = self.settings.gateway.metrics
         if address is None:
@@ -275,6 +321,7 @@ class Gateway(MultiService):
             ready.cancel()
         channels = list(self.channel_services.values())
         await self._stop_parts(list(self.channel_services), list(self.storage_services))
+        self._stop_hooks()
         Service.stopService(self)
         if self._lock is not None:
             self._lock.release()

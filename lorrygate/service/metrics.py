@@ -67,6 +67,17 @@ class GatewayCollector:
         yield family
         yield from self._storages(gateway, CounterMetricFamily, GaugeMetricFamily)
         yield from self._sources(gateway, GaugeMetricFamily)
+        runs = CounterMetricFamily("lorrygate_hook_runs", "First-sample hook runs that worked.", labels=["hook"])
+        failures = CounterMetricFamily("lorrygate_hook_failures", "First-sample hook runs that failed (retried).",
+                                       labels=["hook"])
+        pending = GaugeMetricFamily("lorrygate_hook_pending", "Tables waiting for a hook to run.", labels=["hook"])
+        for name, runner in gateway.hook_runners.items():
+            runs.add_metric([name], runner.stats.runs)
+            failures.add_metric([name], runner.stats.failures)
+            pending.add_metric([name], runner.pending)
+        yield runs
+        yield failures
+        yield pending
         for name, field, text in (("lorrygate_reloads", "reloads", "Configuration reloads that were applied."),
                                   ("lorrygate_reload_failures", "failed_reloads",
                                    "Reloads refused (invalid or failing configuration); the running one stayed.")):
@@ -160,6 +171,8 @@ class Metrics:
         clock = self.clock
 
         def committed(batch, seconds):
+            if seconds is None:
+                return  # drained from the spool: not a live commit
             commit.observe(seconds)
             rows.observe(len(batch))
             first = batch.entries[0].message if batch.entries else (

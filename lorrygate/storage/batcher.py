@@ -65,7 +65,8 @@ class Batcher:
     stats: BatchStats = attrs.Factory(BatchStats)
     #: why the spool refused the last batch while the storage was down ("" when it took it)
     spool_refused: str = ""
-    #: ``f(batch, seconds)`` called for every batch committed live (metrics)
+    #: ``f(batch, seconds)`` called for every committed batch (metrics, first-sample hooks);
+    #: ``seconds`` is None for a batch drained from the spool
     observers: list = attrs.Factory(list)
     _sources: list = attrs.Factory(list)
     _batch: Batch = attrs.Factory(Batch)
@@ -331,6 +332,8 @@ class Batcher:
         def drained(_, path, batch):
             self.stats.drained += 1
             self._count(batch)
+            for observe in self.observers:
+                observe(batch, None)
             self._draining = False
             self._retry_delay = 0.0
             self._track(spool.remove(path)).addErrback(
