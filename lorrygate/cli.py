@@ -1,3 +1,4 @@
+# PYTHON_ARGCOMPLETE_OK
 """
 The ``lorrygate`` command.
 
@@ -8,11 +9,15 @@ The ``lorrygate`` command.
     lorrygate launch "mqtt://localhost/mqttkit-1/%23 ! sqlite:///var/data.sqlite"
     lorrygate relay mqtt://localhost/testdrive/%23 sqlite:///var/data.sqlite
     lorrygate inspect [ELEMENT]             the elements of the launch language
+    lorrygate describe -c etc/gateway.ini --topic T   where a topic goes, per storage; runs nothing
     lorrygate spool list|drain|discard      the disk spools of a data directory
     ... --describe [--topic TOPIC]...       print the pipeline (and where topics go), run nothing
 
 The config is validated completely before the reactor starts; every problem
-is printed at once and the exit code is 2.
+is printed at once and the exit code is 2. Paths in a config file are
+relative to its folder. Options go before or after the command; ``-V`` prints
+the version. Shell completion: ``eval "$(register-python-argcomplete
+lorrygate)"`` (the argcomplete package).
 """
 
 import argparse
@@ -26,7 +31,7 @@ EXIT_CONFIG = 2
 EXIT_RUNTIME = 1
 
 
-COMMANDS = ("run", "check", "status", "flush", "launch", "relay", "inspect", "spool")
+COMMANDS = ("run", "check", "status", "flush", "launch", "relay", "inspect", "describe", "spool")
 
 #: options that take a value, for finding the command word among the arguments
 _VALUED = ("-c", "--config", "--log-format", "--log-level", "--messages", "--topic", "--data-dir")
@@ -43,6 +48,9 @@ EXAMPLES = {
     "relay": "  lorrygate relay mqtt://localhost/testdrive/%23 sqlite:///var/data.sqlite\n"
              "  lorrygate relay --dry-run mqtt://localhost/testdrive/%23 crate://localhost/",
     "inspect": "  lorrygate inspect\n  lorrygate inspect tee",
+    "describe": "  lorrygate describe -c etc/gateway.ini\n"
+                "  lorrygate describe -c etc/gateway.ini --topic mqttkit-1/testdrive/area-42/node-1/data.json\n"
+                "  lorrygate describe -c etc/fleet.ini --topic tele/plug-1/SENSOR --field ENERGY.Power",
     "spool": "  lorrygate spool list -c etc/gateway.ini\n  lorrygate spool drain db -c etc/gateway.ini --adopt\n"
              "  lorrygate spool discard db -c etc/gateway.ini --yes",
 }
@@ -81,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Without a command, lorrygate runs the gateway (lorrygate run). "
                "Each command has its own --help with examples.",
         formatter_class=argparse.RawDescriptionHelpFormatter, argument_default=argparse.SUPPRESS)
-    parser.add_argument("--version", action="version", version=f"lorrygate {__version__}")
+    parser.add_argument("-V", "--version", action="version", version=f"lorrygate {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def command(name: str, help: str, parents) -> argparse.ArgumentParser:
@@ -101,6 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("arguments", nargs="*", metavar="ARGUMENT", help=what)
     sub = command("inspect", "the elements of the launch language", [])
     sub.add_argument("arguments", nargs="*", metavar="ELEMENT")
+    sub = command("describe", "print the pipeline of a config and where --topic goes; run nothing", [_common()])
+    sub.add_argument("--topic", action="append", help="a sample topic (repeatable)")
+    sub.add_argument("--field", action="append",
+                     help="a field name, to show the column it gets in each storage (repeatable)")
     spool = command("spool", "list, drain or discard the disk spools of a data directory", [_common(pipeline=True)])
     spool.add_argument("action", choices=("list", "drain", "discard"))
     spool.add_argument("storage", nargs="?", help="drain, discard: the storage whose spool it is")
@@ -127,9 +139,16 @@ def parse_args(argv=None) -> argparse.Namespace:
         break
     else:
         token = None
-    if token not in COMMANDS and not any(a in ("-h", "--help", "--version") for a in argv):
+    if token not in COMMANDS and not any(a in ("-h", "--help", "-V", "--version") for a in argv):
         argv = ["run"] + argv
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    try:
+        import argcomplete
+    except ImportError:
+        pass
+    else:
+        argcomplete.autocomplete(parser)
+    args = parser.parse_args(argv)
     for key, value in DEFAULTS.items():
         if not hasattr(args, key):
             setattr(args, key, list(value) if isinstance(value, list) else value)
@@ -167,7 +186,7 @@ def main(argv=None) -> int:
         from lorrygate.storage.spool_admin import spool_command
 
         return spool_command(settings, args)
-    if args.describe:
+    if args.describe or args.command == "describe":
         from lorrygate.pipeline.describe import describe
 
         print(describe(settings, args.topic or (), args.field or ()))

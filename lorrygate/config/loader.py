@@ -15,6 +15,7 @@ import attrs
 
 from lorrygate import plugins
 from lorrygate.config import settings as s
+from lorrygate.config.paths import moved, resolve, resolve_value
 from lorrygate.config.values import Invalid, Secret, interpolate
 from lorrygate.decoding import DECODERS
 from lorrygate.errors import ConfigError, ConfigProblem
@@ -52,9 +53,8 @@ def load_gateway(path: str) -> s.GatewaySettings:
         parser.read_string(text, source=path)
     except configparser.Error as exc:
         raise ConfigError([_syntax_problem(path, exc)]) from None
-    if not parser.has_section("lorrygate"):
-        return s.GatewaySettings()
-    section = "\n".join(f"{key} = {value}" for key, value in parser["lorrygate"].items())
+    items = parser["lorrygate"].items() if parser.has_section("lorrygate") else ()
+    section = "\n".join(f"{key} = {value}" for key, value in items)
     minimal = f"[lorrygate]\n{section}\n[broker:b]\nhost = h\n[storage:s]\nurl = sqlite:///x\n[channel:c]\ntopics = #\n"
     return loads(minimal, source=path, base_dir=os.path.dirname(os.path.abspath(path))).gateway
 
@@ -94,8 +94,20 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".") -> s.Setting
                 continue
             value = raw[key]
             shown = "a hidden value" if spec.secret else repr(value)
+            kind = section.partition(":")[0].strip()
             try:
                 value = interpolate(value, base_dir)
+                given = value.strip()
+                value = resolve_value(kind, key, value, base_dir)
+                why = None
+                if (kind, key) == ("lorrygate", "data_dir"):
+                    why = moved(given, base_dir, "data_dir")
+                elif (kind, key) == ("storage", "url") and given.startswith("sqlite:///"):
+                    why = moved(given[len("sqlite:///"):], base_dir, "sqlite")
+                if why:
+                    problem(section, key, "a path that names lorrygate's files", why)
+                    result[key] = None
+                    continue
                 parsed = spec.parse(value)
             except Invalid as exc:
                 if not spec.secret and re.search(r"\s[#;]", raw[key]):
@@ -152,8 +164,17 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".") -> s.Setting
         else:
             channels.append((section, s.make_channel(name, values), values))
 
+    # Defaults are paths too: relative to the config's folder.
+    base = os.path.abspath(base_dir)
+    default_strategies = gateway.strategies == s.DEFAULT_STRATEGIES
+    if not (parser.has_section("lorrygate") and "data_dir" in parser["lorrygate"]):
+        why = moved("var", base, "data_dir")
+        if why:
+            problem("lorrygate", "data_dir", "a path that names lorrygate's files (data_dir is var when not given)", why)
+    gateway = attrs.evolve(gateway, data_dir=resolve(gateway.data_dir or "var", base),
+                           strategies=resolve(gateway.strategies, base))
     modules = plugins.load_modules(gateway.strategies, problems)
-    strategies = build_strategies(gateway, modules, strategy_sections, problem, problems)
+    strategies = build_strategies(gateway, modules, strategy_sections, problem, problems, default_strategies)
     decoders = build_decoders(modules, decoder_sections, problem, problems, base_dir)
     built = []
     for section, channel, values in channels:
@@ -292,14 +313,14 @@ def _resolve_hook(section: str, reference: str, modules: list, problem, key: str
     return function
 
 
-def build_strategies(gateway, modules: list, sections: dict, problem, problems: list) -> dict:
+def build_strategies(gateway, modules: list, sections: dict, problem, problems: list, default: bool = False) -> dict:
     """Every strategy a channel can name: built-in, drop-in, entry point, declared."""
     from lorrygate.interfaces import IStrategy
 
     registry = {name: factory for name, factory in STRATEGIES.items()}
     origins = {name: "built-in" for name in registry}
     directory = gateway.strategies
-    if directory != s.DEFAULT_STRATEGIES and not os.path.isdir(directory):
+    if not default and not os.path.isdir(directory):
         problem("lorrygate", "strategies", "a directory of strategy modules", repr(directory))
     loaded = plugins.load_entry_points("strategy", IStrategy, problems)
     loaded.update(plugins.collect(modules, IStrategy, "strategy", problems))

@@ -26,6 +26,8 @@ class Key:
     parse: object
     default: object = REQUIRED
     secret: bool = False
+    #: what the key is for, for the configuration reference (docs/configuration.rst)
+    doc: str = ""
 
 
 @attrs.frozen
@@ -154,54 +156,54 @@ def make_hook(name: str, values: dict, section: str, problem):
 
 
 GATEWAY_KEYS = {
-    "data_dir": Key(v.nonempty, "var"),
-    "log_format": Key(v.choice("text", "json"), "text"),
-    "log_level": Key(v.choice("debug", "info", "warn", "error"), "info"),
-    "stats_interval": Key(v.duration(1, 86400), 60.0),
-    "strategies": Key(v.nonempty, DEFAULT_STRATEGIES),
-    "control": Key(v.control_endpoint, ""),
-    "control_token": Key(v.text, None, secret=True),
-    "metrics": Key(v.listen_address, None),
+    "data_dir": Key(v.nonempty, "var", doc='Where the gateway keeps its files: the disk spools, the lock, the control socket, hooks.sqlite.'),
+    "log_format": Key(v.choice("text", "json"), "text", doc='text for people, json for log shippers (one flat object per line).'),
+    "log_level": Key(v.choice("debug", "info", "warn", "error"), "info", doc='The lowest level logged.'),
+    "stats_interval": Key(v.duration(1, 86400), 60.0, doc='How often each channel and storage logs its counters (30s, 5m, ...).'),
+    "strategies": Key(v.nonempty, DEFAULT_STRATEGIES, doc='A directory of drop-in strategy and decoder modules.'),
+    "control": Key(v.control_endpoint, "", doc='The control endpoint of lorrygate status and flush, /health and /ready: unix:PATH, tcp:PORT:interface=127.0.0.1 or off; empty for unix:<data_dir>/lorrygate.sock.'),
+    "control_token": Key(v.text, None, secret=True, doc='The bearer token a TCP control endpoint beyond loopback asks for (from ${ENV:...} or ${FILE:...}).'),
+    "metrics": Key(v.listen_address, None, doc='Where Prometheus scrapes /metrics (also /health, /ready): PORT, HOST:PORT, [IPv6]:PORT or off. Needs prometheus-client.'),
 }
 
 BROKER_KEYS = {
-    "host": Key(v.nonempty),
-    "port": Key(v.integer(1, 65535), None),
-    "protocol": Key(v.choice("3.1.1", "5"), "3.1.1"),
-    "client_id": Key(v.text, ""),
-    "username": Key(v.text, ""),
-    "password": Key(v.text, None, secret=True),
-    "keepalive": Key(v.integer(0, 65535), 60),
-    "clean_session": Key(v.boolean, False),
-    "session_expiry": Key(v.integer(0, 0xFFFFFFFF), 0xFFFFFFFF),
-    "receive_maximum": Key(v.integer(1, 65535), 65535),
-    "tls": Key(v.boolean, False),
-    "tls_ca": Key(v.text, ""),
-    "tls_cert": Key(v.text, ""),
-    "tls_key": Key(v.text, ""),
-    "connect_timeout": Key(v.duration(0.1, 600), 10.0),
-    "reconnect_max_delay": Key(v.duration(0.1, 3600), 30.0),
-    "max_payload": Key(v.size, 8 << 20),
+    "host": Key(v.nonempty, doc="The broker's host name or address."),
+    "port": Key(v.integer(1, 65535), None, doc="The broker's port; 1883, or 8883 with tls."),
+    "protocol": Key(v.choice("3.1.1", "5"), "3.1.1", doc='The MQTT version: 3.1.1 or 5.'),
+    "client_id": Key(v.text, "", doc='A stable client id keeps the persistent session across restarts; the channel name is appended. Empty: lorrygate-<hostname>.'),
+    "username": Key(v.text, "", doc='The user name, if the broker asks for one.'),
+    "password": Key(v.text, None, secret=True, doc='The password, from ${ENV:NAME} or ${FILE:path}; never written in the file itself.'),
+    "keepalive": Key(v.integer(0, 65535), 60, doc='Seconds between PINGREQs when nothing else is sent (0: off).'),
+    "clean_session": Key(v.boolean, False, doc='false keeps the session and the broker queues QoS 1 messages while the gateway is away.'),
+    "session_expiry": Key(v.integer(0, 0xFFFFFFFF), 0xFFFFFFFF, doc='MQTT 5: how long the broker keeps the session after a disconnect, in seconds.'),
+    "receive_maximum": Key(v.integer(1, 65535), 65535, doc='MQTT 5: how many unacknowledged QoS 1/2 messages the broker may send at once.'),
+    "tls": Key(v.boolean, False, doc="Connect with TLS (verifying the broker's certificate and host name)."),
+    "tls_ca": Key(v.text, "", doc="A PEM file of the CA that signed the broker's certificate (default: the system's)."),
+    "tls_cert": Key(v.text, "", doc='A PEM client certificate, for brokers that require one.'),
+    "tls_key": Key(v.text, "", doc="The client certificate's PEM private key."),
+    "connect_timeout": Key(v.duration(0.1, 600), 10.0, doc='How long a connection attempt (TCP, TLS and CONNACK) may take.'),
+    "reconnect_max_delay": Key(v.duration(0.1, 3600), 30.0, doc='The longest wait between reconnection attempts (the backoff doubles up to it).'),
+    "max_payload": Key(v.size, 8 << 20, doc='A message larger than this is a dead letter by reference (its size and SHA-256), never held in memory.'),
 }
 
 STORAGE_KEYS = {
-    "url": Key(v.storage_url),
-    "batch_size": Key(v.integer(1, 1_000_000), 5000),
-    "linger": Key(v.duration(0, 60), 0.0),
-    "max_pending": Key(v.integer(1, 100_000_000), 20_000),
-    "idempotent": Key(v.boolean, False),
-    "spool": Key(v.boolean, True),
-    "spool_max": Key(v.size, 1 << 30),
-    "ddl": Key(v.ddl_text, ""),
-    "synchronous": Key(v.choice("OFF", "NORMAL", "FULL", "EXTRA"), "FULL"),
-    "shards": Key(v.integer(1, 1000), 1),
-    "replicas": Key(v.replicas, "0-1"),
-    "partition": Key(v.choice("none", "day", "week", "month", "quarter", "year"), "year"),
-    "tls_ca": Key(v.text, ""),
-    "timeout": Key(v.duration(0.1, 600), 30.0),
-    "flatten_depth": Key(v.integer(1, 32), 3),
-    "max_columns": Key(v.integer(8, 32767), 250),
-    "hooks": Key(v.names, ()),
+    "url": Key(v.storage_url, doc='sqlite:///PATH, postgresql://USER:PASSWORD@HOST:5432/DB or crate://HOST:4200/.'),
+    "batch_size": Key(v.integer(1, 1_000_000), 5000, doc='The most rows one commit takes (group commit makes batches grow with the load).'),
+    "linger": Key(v.duration(0, 60), 0.0, doc='How long an idle storage waits for more rows before it commits (0: the next reactor turn).'),
+    "max_pending": Key(v.integer(1, 100_000_000), 20_000, doc='Rows waiting for a commit before the sources are paused (backpressure).'),
+    "idempotent": Key(v.boolean, False, doc='Rows carry a content hash as key: a message delivered twice is stored once.'),
+    "spool": Key(v.boolean, True, doc='Spool batches to disk while the storage is down (and acknowledge them once spooled).'),
+    "spool_max": Key(v.size, 1 << 30, doc='The most the disk spool holds (100MB, 1GiB); beyond it the sources are paused.'),
+    "ddl": Key(v.ddl_text, "", doc='A CREATE TABLE template for new tables ({table}), inline or @file.'),
+    "synchronous": Key(v.choice("OFF", "NORMAL", "FULL", "EXTRA"), "FULL", doc='SQLite: FULL survives power loss, as ack-after-commit promises; NORMAL is faster and can lose the last commits on power loss.'),
+    "shards": Key(v.integer(1, 1000), 1, doc='CrateDB: shards per new table.'),
+    "replicas": Key(v.replicas, "0-1", doc='CrateDB: replicas per new table: a number or a range such as 0-1.'),
+    "partition": Key(v.choice("none", "day", "week", "month", "quarter", "year"), "year", doc='CrateDB: partition new tables by the time column: none, day, week, month, quarter or year.'),
+    "tls_ca": Key(v.text, "", doc="CrateDB over https: a PEM file of the CA that signed the server's certificate."),
+    "timeout": Key(v.duration(0.1, 600), 30.0, doc='CrateDB: how long one HTTP request may take.'),
+    "flatten_depth": Key(v.integer(1, 32), 3, doc='SQL storages: nested objects become dotted column names down to this depth; deeper ones are one JSON column.'),
+    "max_columns": Key(v.integer(8, 32767), 250, doc='SQL storages: the most columns a table gets; fields beyond go into the extra_fields JSON column.'),
+    "hooks": Key(v.names, (), doc='First-sample hooks ([hook:NAME] sections) run when a table stores its first row or a new field.'),
 }
 #: keys only some storage kinds take
 STORAGE_KIND_KEYS = {
@@ -216,50 +218,50 @@ STORAGE_KIND_KEYS = {
 }
 
 CHANNEL_KEYS = {
-    "source": Key(v.nonempty, ""),
-    "topics": Key(v.topic_filters),
-    "qos": Key(v.integer(0, 2), 1),
-    "strategy": Key(v.nonempty, "wan"),
-    "decoders": Key(v.names, ()),
-    "storage": Key(v.names, ()),
-    "timezone": Key(v.timezone, "UTC"),
-    "retained": Key(v.choice("new", "always", "never"), "new"),
-    "error_topic": Key(v.boolean, None),
-    "decode_timeout": Key(v.duration(0.01, 3600), 30.0),
-    "values": Key(v.choice("kotori", "as-sent"), None),
-    "max_records": Key(v.integer(1, 100_000_000), 100_000),
-    "ignore": Key(v.topic_filters, ()),
-    "metadata": Key(v.boolean, False),
-    "rename": Key(v.pairs(":", "old:new pairs"), ()),
-    "drop": Key(v.names, ()),
-    "tags": Key(v.pairs("=", "name=value pairs"), ()),
-    "convert": Key(v.conversions, ()),
-    "hook": Key(v.callable_ref, ""),
-    "ddl": Key(v.ddl_text, ""),
+    "source": Key(v.nonempty, "", doc='The [broker:NAME] to read from (may be left out with a single broker).'),
+    "topics": Key(v.topic_filters, doc='MQTT topic filters to subscribe to, separated by commas.'),
+    "qos": Key(v.integer(0, 2), 1, doc="The subscription's QoS: 1 (at least once) is what ack-after-commit needs."),
+    "strategy": Key(v.nonempty, "wan", doc='How topics become addresses and tables: wan, lan, tasmota, homie, ttn, chirpstack, zigbee2mqtt, shelly, a [strategy:NAME] or a module.'),
+    "decoders": Key(v.names, (), doc="The decoder chain, tried in order (default: the strategy's chain)."),
+    "storage": Key(v.names, (), doc='The [storage:NAME] to write to; several names write every record to each (a tee).'),
+    "timezone": Key(v.timezone, "UTC", doc='The time zone of device times given without one (IANA name).'),
+    "retained": Key(v.choice("new", "always", "never"), "new", doc='Retained messages: new (only those published while the gateway runs), always or never.'),
+    "error_topic": Key(v.boolean, None, doc="Publish a report of each bad message to its topic's error.json sibling (default: on for wan and lan)."),
+    "decode_timeout": Key(v.duration(0.01, 3600), 30.0, doc='How long an asynchronous decoder may take before the message is a dead letter.'),
+    "values": Key(v.choice("kotori", "as-sent"), None, doc='kotori turns numeric strings into numbers and drops NaN (default for wan and lan); as-sent stores values as they came.'),
+    "max_records": Key(v.integer(1, 100_000_000), 100_000, doc='The most records one message may decode to; more is a dead letter.'),
+    "ignore": Key(v.topic_filters, (), doc='Topic filters whose messages are acknowledged and not stored (commands, say).'),
+    "metadata": Key(v.boolean, False, doc='Add the topic, QoS and receive time as tags.'),
+    "rename": Key(v.pairs(":", "old:new pairs"), (), doc='Rename fields: old:new pairs.'),
+    "drop": Key(v.names, (), doc='Fields to leave out.'),
+    "tags": Key(v.pairs("=", "name=value pairs"), (), doc='Tags to add to every record: name=value pairs.'),
+    "convert": Key(v.conversions, (), doc='Convert fields with arithmetic: name = expression pairs (docs/decoding.rst).'),
+    "hook": Key(v.callable_ref, "", doc='A module:function called with each record before it is stored.'),
+    "ddl": Key(v.ddl_text, "", doc="A CREATE TABLE template for this channel's new tables ({table}), inline or @file."),
 }
 #: channel keys that make up its transformer step
 TRANSFORM_KEYS = ("metadata", "rename", "drop", "tags", "convert", "hook", "ddl")
 
 DECODER_KEYS = {
-    "type": Key(v.nonempty),
-    "columns": Key(v.names, ()),
-    "delimiter": Key(v.choice(",", ";", "|", "tab"), ","),
-    "file": Key(v.nonempty, ""),
-    "timeout": Key(v.duration(0.001, 60), 0.5),
-    "memory": Key(v.integer(4, 4096), 64),
-    "fport": Key(v.integer(0, 255), 1),
+    "type": Key(v.nonempty, doc='javascript, or a built-in decoder to configure (csv).'),
+    "columns": Key(v.names, (), doc='csv: the column names of header-less CSV.'),
+    "delimiter": Key(v.choice(",", ";", "|", "tab"), ",", doc='csv: the delimiter: , ; | or tab.'),
+    "file": Key(v.nonempty, "", doc='javascript: the codec file (decodeUplink(input) or decode(payload, topic)).'),
+    "timeout": Key(v.duration(0.001, 60), 0.5, doc='javascript: how long one decode may run.'),
+    "memory": Key(v.integer(4, 4096), 64, doc="javascript: the codec's heap limit in MiB."),
+    "fport": Key(v.integer(0, 255), 1, doc='javascript: the LoRaWAN FPort handed to the codec when the message has none.'),
 }
 #: which decoder keys each ``type`` takes
 DECODER_TYPE_KEYS = {"csv": ("columns", "delimiter"), "javascript": ("file", "timeout", "memory", "fport")}
 
 STRATEGY_KEYS = {
-    "type": Key(v.nonempty, "template"),
-    "topic": Key(v.text, ""),
-    "schema": Key(v.text, ""),
-    "table": Key(v.text, ""),
-    "kind": Key(v.choice(*KINDS), DATA),
-    "networks": Key(v.names, ()),
-    "base": Key(v.nonempty, ""),
+    "type": Key(v.nonempty, "template", doc='template, or a built-in strategy to configure (wan, zigbee2mqtt).'),
+    "topic": Key(v.text, "", doc='template: the topic pattern, such as {realm}/{network}/{gateway}/{node}/data.json.'),
+    "schema": Key(v.text, "", doc="template: the schema (database) of the table, from the pattern's names."),
+    "table": Key(v.text, "", doc="template: the table name, from the pattern's names."),
+    "kind": Key(v.choice(*KINDS), DATA, doc='template: what the messages are: data, event or error.'),
+    "networks": Key(v.names, (), doc='wan: the networks to accept (default: any).'),
+    "base": Key(v.nonempty, "", doc='zigbee2mqtt: the base topic (default zigbee2mqtt).'),
 }
 #: which strategy keys each ``type`` takes; other keys are errors
 STRATEGY_TYPE_KEYS = {
@@ -269,15 +271,15 @@ STRATEGY_TYPE_KEYS = {
 }
 
 HOOK_KEYS = {
-    "type": Key(v.choice("python", "command", "grafana")),
-    "callable": Key(v.callable_ref, ""),
-    "command": Key(v.command, ""),
-    "url": Key(v.http_url, ""),
-    "token": Key(v.text, None, secret=True),
-    "folder": Key(v.nonempty, "lorrygate"),
-    "datasource_url": Key(v.text, ""),
-    "timeout": Key(v.duration(0.1, 3600), 30.0),
-    "retry_max": Key(v.duration(1, 86400), 300.0),
+    "type": Key(v.choice("python", "command", "grafana"), doc='python, command or grafana (docs/hooks.rst).'),
+    "callable": Key(v.callable_ref, "", doc='python: module:function called with the sample.'),
+    "command": Key(v.command, "", doc='command: the command line; {table}, {schema}, {storage}, {realm}, {network}, {gateway}, {node} are replaced; the sample comes on stdin as JSON.'),
+    "url": Key(v.http_url, "", doc="grafana: Grafana's URL, with user:password@ unless a token is given."),
+    "token": Key(v.text, None, secret=True, doc='grafana: a service account token, from ${ENV:...} or ${FILE:...}.'),
+    "folder": Key(v.nonempty, "lorrygate", doc='grafana: the folder of the dashboards.'),
+    "datasource_url": Key(v.text, "", doc='grafana: where Grafana reaches the database (host:port, or the SQLite path as Grafana sees it), if not as the storage URL says.'),
+    "timeout": Key(v.duration(0.1, 3600), 30.0, doc='How long one run may take before it counts as failed.'),
+    "retry_max": Key(v.duration(1, 86400), 300.0, doc='The longest wait between tries of a failing run.'),
 }
 #: which hook keys each ``type`` takes, and which of them it needs
 HOOK_TYPE_KEYS = {

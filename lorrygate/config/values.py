@@ -104,6 +104,7 @@ def integer(low: int, high: int):
             raise Invalid(f"a whole number from {low} to {high}")
         return number
 
+    parse.kind = f"whole number, {low} to {high}"
     return parse
 
 
@@ -121,6 +122,7 @@ def duration(low: float, high: float):
             raise Invalid(f"a duration from {low} s to {high} s")
         return seconds
 
+    parse.kind = f"duration (250ms, 5s, 2m, 1h), {low:g} s to {high:g} s"
     return parse
 
 
@@ -130,6 +132,7 @@ def choice(*options: str):
             raise Invalid("one of " + ", ".join(options))
         return value.strip()
 
+    parse.kind = "one of " + ", ".join(options)
     return parse
 
 
@@ -248,6 +251,7 @@ def pairs(separator: str, what: str):
             result.append((left.strip(), right.strip()))
         return tuple(result)
 
+    parse.kind = f"{what}, separated by commas"
     return parse
 
 

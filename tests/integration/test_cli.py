@@ -65,3 +65,78 @@ def test_check_command_validates_only(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "OK" in result.stdout
+
+
+def test_paths_are_relative_to_the_config_from_any_directory(tmp_path, mosquitto):
+    """`cd / && lorrygate check -c <abs>/etc/fleet.ini` passes; `lorrygate status -c <abs>` finds the gateway
+    from another directory, through the control socket in the data_dir next to the config."""
+    result = subprocess.run([sys.executable, "-m", "lorrygate.cli", "check", "-c", os.path.join(ROOT, "etc", "fleet.ini")],
+                            capture_output=True, text=True, timeout=60, cwd="/", env=dict(os.environ, PYTHONPATH=ROOT))
+    assert result.returncode == 0, result.stderr
+
+    site = tmp_path / "srv" / "lg"
+    (site / "strategies").mkdir(parents=True)
+    (site / "schema.sql").write_text("CREATE TABLE IF NOT EXISTS {table} (time TEXT)")
+    (site / "gateway.ini").write_text(textwrap.dedent(f"""
+        [lorrygate]
+        data_dir = state
+        log_format = json
+
+        [broker:local]
+        host = 127.0.0.1
+        port = {mosquitto.port}
+        client_id = gw-paths-{os.getpid()}
+
+        [storage:db]
+        url = sqlite:///data/lorrygate.sqlite
+
+        [channel:main]
+        topics = paths-{os.getpid()}/#
+        """))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    (site / "data").mkdir()
+    log = open(tmp_path / "gw.log", "wb")
+    process = subprocess.Popen([sys.executable, "-m", "lorrygate.cli", "-c", "srv/lg/gateway.ini"], cwd=tmp_path,
+                               stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        from tests.servers import wait_until
+
+        wait_until(lambda: (site / "state" / "lorrygate.sock").exists() or process.poll() is not None, 30,
+                   "the control socket next to the config")
+        assert process.poll() is None, (tmp_path / "gw.log").read_text()
+        status = subprocess.run([sys.executable, "-m", "lorrygate.cli", "status", "-c", str(site / "gateway.ini")],
+                                capture_output=True, text=True, timeout=60, cwd=elsewhere, env=env)
+        assert status.returncode == 0, status.stderr
+        assert "storage db" in status.stdout
+        assert not (tmp_path / "state").exists() and not (elsewhere / "state").exists()
+        assert (site / "data" / "lorrygate.sqlite").exists()
+    finally:
+        process.terminate()
+        assert process.wait(30) == 0
+        log.close()
+
+
+def test_an_upgrade_does_not_leave_a_spool_behind(tmp_path):
+    """Before 0.1.0 a relative data_dir was relative to the working directory: a spool there, and nothing
+    next to the config, is a configuration problem that says where each is."""
+    (tmp_path / "var" / "spool" / "db").mkdir(parents=True)
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "gateway.ini").write_text(textwrap.dedent("""
+        [broker:local]
+        host = 127.0.0.1
+
+        [storage:db]
+        url = sqlite:///var/x.sqlite
+
+        [channel:main]
+        topics = a/#
+        """))
+    result = subprocess.run([sys.executable, "-m", "lorrygate.cli", "check", "-c", "etc/gateway.ini"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60, env=dict(os.environ, PYTHONPATH=ROOT))
+    assert result.returncode == 2
+    assert f"[lorrygate] data_dir: expected a path that names lorrygate's files (data_dir is var when not given), " \
+           f"got 'var' is relative to the config file's folder since lorrygate 0.1.0, so {tmp_path}/etc/var, which " \
+           f"does not exist; {tmp_path}/var (relative to the working directory, as before) holds lorrygate's files" \
+           in result.stderr, result.stderr

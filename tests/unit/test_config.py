@@ -228,3 +228,47 @@ def test_metrics_address(text, expected):
 def test_a_bad_metrics_address_is_named():
     found = problems(GOOD.replace("[broker:local]", "[lorrygate]\nmetrics = localhost:99999x\n\n[broker:local]"))
     assert any("[lorrygate] metrics: expected off, PORT, HOST:PORT or [IPv6]:PORT" in p for p in found), found
+
+
+def test_relative_paths_are_relative_to_the_config_file(tmp_path, monkeypatch):
+    site = tmp_path / "site"
+    (site / "codecs").mkdir(parents=True)
+    (site / "strategies").mkdir()
+    (site / "codecs" / "c.js").write_text("function decodeUplink(input) { return {data: {}}; }")
+    (site / "table.sql").write_text("CREATE TABLE IF NOT EXISTS {table} (time TEXT)")
+    (site / "gateway.ini").write_text(textwrap.dedent("""
+        [lorrygate]
+        data_dir = state
+        strategies = strategies
+        control = unix:run/ctl.sock
+
+        [broker:local]
+        host = localhost
+
+        [storage:db]
+        url = sqlite:///data/x.sqlite
+        ddl = @table.sql
+        hooks = announce
+
+        [hook:announce]
+        type = command
+        command = bin/announce {table}
+
+        [decoder:c]
+        type = javascript
+        file = codecs/c.js
+
+        [channel:main]
+        topics = a/#
+        """))
+    monkeypatch.chdir(tmp_path)
+    settings = load("site/gateway.ini")
+    assert settings.gateway.data_dir == str(site / "state")
+    assert settings.gateway.strategies == str(site / "strategies")
+    assert settings.gateway.control_endpoint == f"unix:{site}/run/ctl.sock"
+    assert settings.storages["db"].path == str(site / "data" / "x.sqlite")
+    assert settings.storages["db"].url.target == f"sqlite:///{site}/data/x.sqlite"
+    assert settings.hooks["announce"].command == f"{site}/bin/announce '{{table}}'"
+    # Without a file, relative to the working directory, as given.
+    text = loads(GOOD.replace("[broker:local]", "[lorrygate]\ndata_dir = here\n\n[broker:local]"))
+    assert text.gateway.data_dir == str(tmp_path / "here")

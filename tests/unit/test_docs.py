@@ -114,3 +114,24 @@ def test_pipeline_examples_in_docs_build():
         words = shlex.split(block.replace("\n", " "))
         text = words[2] if words[1] == "launch" else " ! ".join(words[2:4])
         assert parse_launch(text).channels
+
+
+def test_the_configuration_reference_is_current():
+    """docs/configuration.rst is what the key tables say (regenerate: python -m lorrygate.config.reference)."""
+    from lorrygate.config.reference import render
+
+    with open(os.path.join(DOCS, "configuration.rst"), encoding="utf-8") as handle:
+        assert handle.read() == render(), "run: python -m lorrygate.config.reference > docs/configuration.rst"
+
+
+def test_every_key_is_documented_and_shown_in_the_example_config():
+    import re
+
+    from lorrygate.config.reference import SECTIONS, kind_of
+
+    with open(os.path.join(DOCS, "..", "etc", "gateway.ini"), encoding="utf-8") as handle:
+        example = handle.read()
+    for title, keys, _, _ in SECTIONS:
+        for name, key in keys.items():
+            assert key.doc and kind_of(key), f"{title} {name} has no documentation"
+            assert re.search(rf"\b{name} =", example), f"etc/gateway.ini does not show {title} {name}"

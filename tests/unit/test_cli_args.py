@@ -1,0 +1,38 @@
+"""The command line: sub-commands with their own help, options anywhere, -V."""
+
+import pytest
+
+from lorrygate import __version__
+from lorrygate.cli import COMMANDS, main, parse_args
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_each_command_has_its_own_help_with_examples(command, capsys):
+    with pytest.raises(SystemExit) as exit:
+        main([command, "--help"])
+    assert exit.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: lorrygate {command}")
+    assert "examples:\n  lorrygate" in out
+
+
+@pytest.mark.parametrize("flag", ["-V", "--version"])
+def test_version(flag, capsys):
+    with pytest.raises(SystemExit):
+        main([flag])
+    assert capsys.readouterr().out.strip() == f"lorrygate {__version__}"
+
+
+def test_options_go_before_or_after_the_command():
+    before = parse_args(["-c", "x.ini", "--log-level", "debug", "check"])
+    after = parse_args(["check", "-c", "x.ini", "--log-level", "debug"])
+    assert (before.command, before.config, before.log_level) == (after.command, after.config, after.log_level) \
+        == ("check", "x.ini", "debug")
+    assert parse_args(["-c", "x.ini"]).command == "run"  # lorrygate -c FILE keeps running the gateway
+
+
+def test_describe_is_a_command(tmp_path, capsys):
+    config = tmp_path / "g.ini"
+    config.write_text("[broker:b]\nhost = localhost\n[storage:s]\nurl = sqlite:///s.sqlite\n[channel:c]\ntopics = r/#\n")
+    assert main(["describe", "-c", str(config), "--topic", "r/n/g/x/data.json"]) == 0
+    assert "topic r/n/g/x/data.json:" in capsys.readouterr().out
