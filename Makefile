@@ -4,6 +4,8 @@
 #                listens on 1883, run the gateway with etc/gateway.ini (SQLite)
 #   make test    install what is missing and run the whole test suite; the
 #                tests start and stop their own Mosquitto on their own ports
+#   make lint    ruff and mypy;  make docs: Sphinx, warnings as errors
+#   make dist    sdist and wheel in dist/, checked with twine
 
 SHELL   := /bin/bash
 PYTHON  ?= python3
@@ -16,7 +18,7 @@ STAMP    = $(VENV)/.installed
 
 LORRY_VENV ?= .venv-lorrystream
 
-.PHONY: run test test-unit test-soak bench check system-deps test-deps venv node-deps broker broker-stop clean distclean
+.PHONY: run test test-unit test-soak bench check lint docs dist system-deps test-deps venv node-deps broker broker-stop clean distclean
 
 run: system-deps venv broker
 	$(VENV)/bin/lorrygate -c $(CONFIG)
@@ -38,6 +40,19 @@ bench: system-deps venv
 
 check: venv
 	$(VENV)/bin/lorrygate check -c $(CONFIG)
+
+lint: venv
+	$(VENV)/bin/ruff check lorrygate tests bench examples strategies
+	$(VENV)/bin/mypy
+
+docs: venv
+	$(VENV)/bin/sphinx-build -W --keep-going -q -b html docs build/docs
+	@echo "documentation in build/docs/index.html"
+
+dist: venv
+	rm -rf dist
+	$(PY) -m build --outdir dist .
+	$(VENV)/bin/twine check --strict dist/*
 
 # Debian packages, installed only when a command is missing.
 system-deps:
@@ -70,10 +85,10 @@ node-deps:
 		[ -d .node/node_modules/aedes ] || npm install --silent --no-audit --no-fund --prefix .node aedes@1; \
 	else echo "npm is missing: the aedes interoperability tests will be skipped"; fi
 
-$(STAMP): setup.cfg setup.py
+$(STAMP): pyproject.toml
 	[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e '.[test]'
+	$(PIP) install -q -e '.[dev]'
 	touch $(STAMP)
 
 # A local broker for `make run`, started only when nothing listens on 1883.
@@ -94,7 +109,7 @@ broker-stop:
 # Build artefacts and virtualenvs only: var/ (databases, the spool with batches
 # already acknowledged to the broker, Mosquitto's persistence) is never touched.
 clean:
-	rm -rf $(VENV) $(LORRY_VENV) .node build *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) $(LORRY_VENV) .node build dist *.egg-info .pytest_cache .hypothesis .mypy_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -not -path './var/*' -exec rm -rf {} +
 
 # Everything clean removes, and the data: asks first, unless YES=1.

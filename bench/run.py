@@ -293,7 +293,7 @@ def main(argv=None) -> int:
     count = 2_000 if quick else 200_000
     work = tempfile.mkdtemp(prefix="lorrygate-bench-")
     started = time.monotonic()
-    report = {"machine": machine(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(), "quick": quick}
+    report = {"machine": machine(), "date": datetime.datetime.now(datetime.UTC).isoformat(), "quick": quick}
     try:
         print(f"drain: {count} queued messages, {runs} run(s)")
         drains = [drain_scenario(work, count, with_pg=True) for _ in range(runs)]

@@ -8,11 +8,10 @@ the reactor; the appsink calls the function with each batch of rows, and the
 messages are acknowledged once it returned.
 """
 
+from _publish import PORT, publish
 from twisted.internet import defer, task, threads
 
 from lorrygate import parse_launch
-
-from _publish import PORT, publish
 
 
 async def main(reactor):

@@ -7,11 +7,10 @@ Fahrenheit from old stations becomes Celsius in a field named temperature,
 the checksum is dropped and each row is tagged with its site and station.
 """
 
+from _publish import PORT, publish
 from twisted.internet import defer, task, threads
 
 from lorrygate import parse_launch
-
-from _publish import PORT, publish
 
 PIPELINE = f"""
 mqtt://127.0.0.1:{PORT}/example-weather/%23?client-id=example-manipulate

@@ -11,11 +11,10 @@ The same as the command line
 import os
 import sqlite3
 
+from _publish import PORT, publish
 from twisted.internet import defer, task, threads
 
 from lorrygate import parse_launch
-
-from _publish import PORT, publish
 
 DATABASE = "var/example-relay/relay.sqlite"
 

@@ -195,6 +195,13 @@ def main(argv=None) -> int:
         from lorrygate.pipeline.dryrun import dry_run
 
         return dry_run(settings, args.messages)
+    if args.reload:
+        from lorrygate.config.settings import installed, needs
+
+        if not installed("watchdog"):
+            print(f"lorrygate: --reload {needs('watchdog', 'watching the config')[len('watching the config '):]}; "
+                  "SIGHUP reloads without it", file=sys.stderr)
+            return EXIT_CONFIG
     return run(settings, args.log_format or settings.gateway.log_format, args.log_level or settings.gateway.log_level,
                reload=args.reload)
 
@@ -269,12 +276,11 @@ def control(gateway, source: str, command: str, as_json: bool) -> int:
 
 def run(settings, log_format: str, log_level: str, reload: bool = False) -> int:
     import gc
+    import signal
 
     from twisted.internet import reactor
     from twisted.internet.defer import Deferred
     from twisted.logger import Logger
-
-    import signal
 
     from lorrygate.logs import start_logging
     from lorrygate.service.supervisor import Supervisor

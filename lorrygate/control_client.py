@@ -22,6 +22,7 @@ class _UnixConnection(http.client.HTTPConnection):
 
 def request(endpoint: str, method: str, path: str, timeout: float = 60.0, token: str | None = None) -> dict:
     """Send one request to a control endpoint string; return the JSON answer."""
+    connection: http.client.HTTPConnection
     if endpoint.startswith("unix:"):
         connection = _UnixConnection(endpoint[5:], timeout)
     else:

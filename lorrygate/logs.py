@@ -10,10 +10,12 @@ A JSON line holds ``time`` (ISO 8601, UTC), ``level``, ``logger``,
 
 import json
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from typing import Any, cast
 
 from twisted.logger import (
     FilteringLogObserver,
+    ILogObserver,
     LogLevel,
     LogLevelFilterPredicate,
     PredicateResult,
@@ -22,7 +24,6 @@ from twisted.logger import (
     textFileLogObserver,
 )
 from zope.interface import implementer
-from twisted.logger import ILogObserver
 
 LEVELS = {"debug": LogLevel.debug, "info": LogLevel.info, "warn": LogLevel.warn, "error": LogLevel.error}
 #: keys of Twisted's own bookkeeping (and of its legacy log system), not the event's fields
@@ -35,7 +36,7 @@ def flat_event(event: dict) -> dict:
     level = event.get("log_level")
     stamp = event.get("log_time")
     out = {
-        "time": datetime.fromtimestamp(stamp, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        "time": datetime.fromtimestamp(stamp, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         if stamp is not None else None,
         "level": level.name if level is not None else ("error" if event.get("isError") else "info"),
         "logger": event.get("log_namespace") or event.get("system") or "",
@@ -85,8 +86,8 @@ def _not_noise(event: dict) -> PredicateResult:
 def start_logging(fmt: str = "text", level: str = "info", stream=None) -> None:
     """Send every log event at ``level`` or above to ``stream`` (stdout)."""
     stream = stream or sys.stdout
-    observer = FlatJsonObserver(stream) if fmt == "json" else textFileLogObserver(stream)
+    observer: Any = FlatJsonObserver(stream) if fmt == "json" else textFileLogObserver(stream)
     predicate = LogLevelFilterPredicate(defaultLogLevel=LEVELS[level])
     globalLogBeginner.beginLoggingTo(
-        [FilteringLogObserver(observer, [_not_noise, predicate])], redirectStandardIO=False
+        [FilteringLogObserver(observer, [cast(Any, _not_noise), predicate])], redirectStandardIO=False
     )

@@ -7,6 +7,7 @@ A source produces a `Message`; a topology strategy turns its topic into an
 """
 
 from collections.abc import Mapping
+from typing import Any
 
 import attrs
 
@@ -46,7 +47,7 @@ class Message:
     subscription: str = ""
     #: call ``ack.ack()`` once the message is stored: the source then
     #: acknowledges it to the broker
-    ack: object = attrs.field(default=NO_ACK, eq=False, repr=False)
+    ack: Any = attrs.field(default=NO_ACK, eq=False, repr=False)
     #: for a payload over the source's ``max_payload``: ``(size, sha256 hex)``;
     #: the payload itself is empty, it was never held in memory
     oversize: tuple | None = None
@@ -108,9 +109,9 @@ class Channel:
     #: publish a report of each rejected message to ``<base>/error.json``
     error_topic: bool | None = None
     #: a `lorrygate.decoding.transform.Transform`, or None
-    transform: object = attrs.field(default=None, repr=False)
+    transform: Any = attrs.field(default=None, repr=False)
     #: a `lorrygate.storage.ddl.DdlTemplate` for this channel's new tables, or None
-    ddl: object = attrs.field(default=None, repr=False)
+    ddl: Any = attrs.field(default=None, repr=False)
     #: more storages every record also goes to (a tee); a message is
     #: acknowledged once all of them committed it
     tee: tuple = ()

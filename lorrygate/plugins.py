@@ -46,6 +46,8 @@ def load_modules(directory: str, problems: list) -> list:
         module_name = f"lorrygate_user_{filename[:-3]}"
         try:
             spec = importlib.util.spec_from_file_location(module_name, path)
+            if spec is None or spec.loader is None:
+                raise ImportError(f"{path} is not a Python module")
             module = importlib.util.module_from_spec(spec)
             sys.modules[module_name] = module
             spec.loader.exec_module(module)

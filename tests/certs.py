@@ -20,7 +20,7 @@ def _pem_key(key) -> bytes:
 def make_ca(name: str):
     key = _key()
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -41,7 +41,7 @@ def make_server_cert(ca_key, ca_cert, hostname: str = "localhost", ip: str | Non
 
     key = _key()
     names = [x509.DNSName(hostname)] + ([x509.IPAddress(ipaddress.ip_address(ip))] if ip else [])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)]))

@@ -293,7 +293,7 @@ class FakeCrate(Resource):
                         5000: "EsRejectedExecutionException[rejected execution]",
                         5002: "ShardsUnavailable"}
             return {"rowcount": -2, "error": {"code": code, "message": messages.get(code, "injected")}}
-        for name, value in _flatten(row.get("fields") or {}):
+        for name, _value in _flatten(row.get("fields") or {}):
             if _FORBIDDEN.search(name.rsplit("\x00", 1)[-1]):
                 return {"rowcount": -2, "error": {"code": 4008, "message": (
                     f"InvalidColumnNameException[\"{name.split(chr(0))[-1]}\" conflicts with subscript pattern, "

@@ -10,6 +10,7 @@ import configparser
 import importlib
 import os
 import re
+from typing import Any
 
 import attrs
 
@@ -30,7 +31,7 @@ def load(path: str) -> s.Settings:
         with open(path, encoding="utf-8") as handle:
             text = handle.read()
     except OSError as exc:
-        raise ConfigError([ConfigProblem(path, "", None, "a readable config file", exc.strerror or str(exc))])
+        raise ConfigError([ConfigProblem(path, "", None, "a readable config file", exc.strerror or str(exc))]) from None
     except UnicodeDecodeError as exc:
         raise ConfigError([ConfigProblem(path, "", None, "a UTF-8 text file",
                                          f"byte 0x{exc.object[exc.start]:02x} at offset {exc.start}, which is not UTF-8")
@@ -48,7 +49,7 @@ def load_gateway(path: str) -> s.GatewaySettings:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([ConfigProblem(path, "", None, "a readable UTF-8 config file", str(exc))]) from None
     parser = configparser.ConfigParser(interpolation=None, strict=False, default_section=_NO_DEFAULT_SECTION)
-    parser.optionxform = str
+    parser.optionxform = str  # type: ignore[assignment,method-assign]  # keys keep their case
     try:
         parser.read_string(text, source=path)
     except configparser.Error as exc:
@@ -68,7 +69,7 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".") -> s.Setting
         default_section=_NO_DEFAULT_SECTION,
         empty_lines_in_values=False,
     )
-    parser.optionxform = str
+    parser.optionxform = str  # type: ignore[assignment,method-assign]  # keys keep their case
     try:
         parser.read_string(text, source=source)
     except configparser.Error as exc:
@@ -185,7 +186,7 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".") -> s.Setting
                 if not only:
                     problem(section, key, f"a value (required unless exactly one [{kind}:NAME] is defined)", "nothing")
                     continue
-                channel = attrs.evolve(channel, **{key: only})
+                channel = attrs.evolve(channel, source=only) if key == "source" else attrs.evolve(channel, storage=only)
         _check_channel(section, channel, parser, strategies, decoders, problem)
         hook = _resolve_hook(section, values["hook"], modules, problem) if values["hook"] else None
         ddl = None
@@ -200,7 +201,7 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".") -> s.Setting
         problem("channel:NAME", None, "at least one [channel:NAME] section", "none")
     if problems:
         raise ConfigError(problems)
-    fingerprints = {section: tuple(parser[section].items()) for section in parser.sections()
+    fingerprints: dict[str, Any] = {section: tuple(parser[section].items()) for section in parser.sections()
                     if section.partition(":")[0].strip() in ("strategy", "decoder")}
     fingerprints["code"] = _code_hash(gateway.strategies, [values["file"] for _, values in decoder_sections.values()
                                                            if values.get("file")])

@@ -8,6 +8,7 @@ key below is documented in ``etc/gateway.ini``.
 """
 
 import functools
+from typing import Any
 
 import attrs
 
@@ -23,8 +24,8 @@ DEFAULT_STRATEGIES = "strategies"
 class Key:
     """One key of a section: how to parse it, its default, whether it is secret."""
 
-    parse: object
-    default: object = REQUIRED
+    parse: Any
+    default: Any = REQUIRED
     secret: bool = False
     #: what the key is for, for the configuration reference (docs/configuration.rst)
     doc: str = ""
@@ -78,7 +79,8 @@ class BrokerSettings:
 @attrs.frozen
 class StorageSettings:
     name: str
-    url: object  # lorrygate.config.values.StorageUrl; str() masks the password
+    #: str() masks the password
+    url: v.StorageUrl
     kind: str
     path: str = ""
     batch_size: int = 5000
@@ -87,7 +89,7 @@ class StorageSettings:
     synchronous: str = "FULL"
     idempotent: bool = False
     #: a `lorrygate.storage.ddl.DdlTemplate`, or None
-    ddl: object = None
+    ddl: Any = None
     shards: int = 1
     replicas: str = "0-1"
     partition: str = "year"
@@ -100,7 +102,7 @@ class StorageSettings:
     #: textsink: ndjson or csv
     text_format: str = "ndjson"
     #: appsink: the callable that takes the rows
-    callback: object = attrs.field(default=None, repr=False)
+    callback: Any = attrs.field(default=None, repr=False)
     #: names of ``[hook:NAME]`` sections run on the first sample of each table
     hooks: tuple = ()
 
@@ -139,7 +141,7 @@ class HookSettings:
     timeout: float = 30.0
     retry_max: float = 300.0
     #: the resolved ``callable`` of a python hook
-    function: object = attrs.field(default=None, eq=False, repr=False)
+    function: Any = attrs.field(default=None, eq=False, repr=False)
 
 
 def make_hook(name: str, values: dict, section: str, problem):
@@ -319,8 +321,29 @@ def ddl_template(text: str, kind: str):
     return DdlTemplate.parse(text, qualify, crate_validator() if kind == "crate" else None)
 
 
+def installed(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+#: optional packages: module -> (package, the extra that installs it)
+EXTRAS = {"psycopg": ("psycopg", "postgresql"), "py_mini_racer": ("mini-racer", "javascript"),
+          "cratedb_sqlparse": ("cratedb-sqlparse", "cratedb"), "watchdog": ("watchdog", "reload"),
+          "prometheus_client": ("prometheus-client", "metrics")}
+
+
+def needs(module: str, what: str) -> str:
+    """What to say when ``what`` needs an optional package that is not installed."""
+    package, extra = EXTRAS[module]
+    return f"{what} needs the {package} package: pip install 'lorrygate[{extra}]'"
+
+
 def make_storage(name: str, values: dict, section: str, problem):
     url = values.pop("url")
+    if url.kind == "postgresql" and not installed("psycopg"):
+        problem(section, "url", needs("psycopg", "a postgresql storage"), "a postgresql:// URL")
+        return None
     for key, kinds in STORAGE_KIND_KEYS.items():
         if values[key] != STORAGE_KEYS[key].default and url.kind not in kinds:
             problem(section, key, f"no {key} for a {url.kind} storage (it is for {', '.join(kinds)})", repr(values[key]))
@@ -403,6 +426,9 @@ def make_decoder(name: str, values: dict, section: str, problem, base_dir: str):
         problem(section, "file", "the path of a JavaScript codec file (this key is required for type javascript)", "nothing")
         return None
     path = values["file"]
+    if not installed("py_mini_racer"):
+        problem(section, "type", needs("py_mini_racer", "a javascript decoder"), "javascript")
+        return None
     try:
         source = load_codec(path)
     except OSError as exc:

@@ -94,6 +94,12 @@ def boolean(value: str) -> bool:
     raise Invalid("a boolean (true/false, yes/no, on/off, 1/0)")
 
 
+def described(parse, kind: str):
+    """A validator made by a factory, with the type the configuration reference shows."""
+    parse.kind = kind
+    return parse
+
+
 def integer(low: int, high: int):
     def parse(value: str) -> int:
         try:
@@ -104,8 +110,7 @@ def integer(low: int, high: int):
             raise Invalid(f"a whole number from {low} to {high}")
         return number
 
-    parse.kind = f"whole number, {low} to {high}"
-    return parse
+    return described(parse, f"whole number, {low} to {high}")
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")  # noqa
@@ -122,8 +127,7 @@ def duration(low: float, high: float):
             raise Invalid(f"a duration from {low} s to {high} s")
         return seconds
 
-    parse.kind = f"duration (250ms, 5s, 2m, 1h), {low:g} s to {high:g} s"
-    return parse
+    return described(parse, f"duration (250ms, 5s, 2m, 1h), {low:g} s to {high:g} s")
 
 
 def choice(*options: str):
@@ -132,8 +136,7 @@ def choice(*options: str):
             raise Invalid("one of " + ", ".join(options))
         return value.strip()
 
-    parse.kind = "one of " + ", ".join(options)
-    return parse
+    return described(parse, "one of " + ", ".join(options))
 
 
 def names(value: str) -> tuple:
@@ -251,8 +254,7 @@ def pairs(separator: str, what: str):
             result.append((left.strip(), right.strip()))
         return tuple(result)
 
-    parse.kind = f"{what}, separated by commas"
-    return parse
+    return described(parse, f"{what}, separated by commas")
 
 
 def conversions(value: str) -> tuple:
@@ -320,7 +322,7 @@ def command(value: str) -> str:
     try:
         words = shlex.split(value)
     except ValueError as exc:
-        raise Invalid(f"a command line (the shell would say: {exc})")
+        raise Invalid(f"a command line (the shell would say: {exc})") from None
     if not words:
         raise Invalid("a command line")
     try:
@@ -328,7 +330,7 @@ def command(value: str) -> str:
             word.format_map({name: "" for name in COMMAND_FIELDS})
     except (KeyError, ValueError, IndexError) as exc:
         raise Invalid(f"a command whose braces name one of {', '.join('{' + n + '}' for n in COMMAND_FIELDS)} "
-                      f"(write {{{{ and }}}} for a brace; {type(exc).__name__}: {exc})")
+                      f"(write {{{{ and }}}} for a brace; {type(exc).__name__}: {exc})") from None
     return value
 
 
@@ -338,9 +340,9 @@ def http_url(value: str) -> str:
 
     parts = urlsplit(value.strip())
     try:
-        parts.port
+        parts.port  # noqa: B018 - raises ValueError for a bad port
     except ValueError:
-        raise Invalid("an http:// or https:// URL with a valid port")
+        raise Invalid("an http:// or https:// URL with a valid port") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise Invalid("an http:// or https:// URL, such as http://localhost:3000")
     return value.strip()

@@ -1,5 +1,7 @@
 """Decoding: payloads become records through a chain of decoders."""
 
+from typing import Any
+
 from lorrygate.decoding.binary import CborDecoder, MessagePackDecoder, MuonDecoder
 from lorrygate.decoding.chain import DecoderChain
 from lorrygate.decoding.functions import decoder
@@ -8,7 +10,7 @@ from lorrygate.decoding.text import CsvDecoder, KeyValueDecoder, NdjsonDecoder, 
 from lorrygate.decoding.vendors import AirrohrDecoder, ChirpStackDecoder, HomieDecoder, TasmotaDecoder, TtnDecoder
 
 #: built-in decoders by the name a chain selects them with
-DECODERS = {
+DECODERS: dict[str, Any] = {
     "json": JsonDecoder,
     "ndjson": NdjsonDecoder,
     "csv": CsvDecoder,

@@ -6,6 +6,8 @@ Each accepts a document that is an object (one record) or a list of objects
 `lorrygate.decoding.timestamps`.
 """
 
+from typing import Any
+
 import attrs
 import cbor2
 import msgpack
@@ -22,7 +24,7 @@ from lorrygate.interfaces import IDecoder
 @attrs.frozen
 class MessagePackDecoder:
     name: str = "msgpack"
-    timezone: object = None
+    timezone: Any = None
 
     def decode(self, message, address) -> list:
         try:
@@ -36,7 +38,7 @@ class MessagePackDecoder:
 @attrs.frozen
 class CborDecoder:
     name: str = "cbor"
-    timezone: object = None
+    timezone: Any = None
 
     def decode(self, message, address) -> list:
         try:
@@ -60,7 +62,7 @@ def _cbor_plain(value):
 @attrs.frozen
 class MuonDecoder:
     name: str = "muon"
-    timezone: object = None
+    timezone: Any = None
 
     def decode(self, message, address) -> list:
         try:

@@ -11,6 +11,8 @@ a boolean or the text) in the column named after the event (``LWT``,
 time. An empty payload (a cleared retained message) stores nothing.
 """
 
+from typing import Any
+
 import attrs
 from zope.interface import implementer
 
@@ -24,7 +26,7 @@ from lorrygate.model import Record
 @attrs.frozen
 class EventValueDecoder:
     name: str = "event"
-    timezone: object = None
+    timezone: Any = None
 
     def decode(self, message, address) -> list:
         text = payload_text(message.payload).strip()

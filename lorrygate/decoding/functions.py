@@ -22,6 +22,7 @@ works too.
 """
 
 import inspect
+from typing import Any
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -55,10 +56,10 @@ def decoder(name: str, blocking: bool = False):
 @attrs.define(eq=False)
 class FunctionDecoder:
     name: str
-    function: object
-    timezone: object = None
-    reactor: object = None
-    _pool: object = None
+    function: Any
+    timezone: Any = None
+    reactor: Any = None
+    _pool: Any = None
 
     @property
     def blocking(self) -> bool:

@@ -26,6 +26,7 @@ own thread, never on the reactor.
 
 import base64
 import json
+from typing import Any
 
 import attrs
 from twisted.internet.threads import deferToThreadPool
@@ -129,14 +130,14 @@ def _lorawan_input(message, fport: int):
 class JavaScriptDecoder:
     name: str
     source: str
-    reactor: object = None
-    timezone: object = None
+    reactor: Any = None
+    timezone: Any = None
     path: str = ""
     fport: int = 1
     timeout: float = 0.5
     memory: int = 64 * 1024 * 1024
     _pool: ThreadPool | None = None
-    _context: object = None
+    _context: Any = None
     _entry: str = ""
 
     def start(self) -> None:

@@ -7,6 +7,7 @@ plain JSON value becomes that one field.
 """
 
 import json
+from typing import Any
 
 import attrs
 import orjson
@@ -16,7 +17,6 @@ from lorrygate.decoding.records import objects_records, received_ns
 from lorrygate.errors import Declined, DecodeError
 from lorrygate.interfaces import IDecoder
 from lorrygate.model import Record
-
 
 
 def loads(payload):
@@ -63,7 +63,7 @@ def _lone_surrogate(value) -> bool:
 @attrs.frozen
 class JsonDecoder:
     name: str = "json"
-    timezone: object = None
+    timezone: Any = None
 
     def decode(self, message, address) -> list:
         try:

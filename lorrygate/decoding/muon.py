@@ -38,6 +38,7 @@ keys use the same type without it.
 """
 
 import struct
+from typing import NoReturn
 
 from lorrygate.errors import LorrygateError
 
@@ -75,7 +76,7 @@ class _Reader:
         self.lru = []
         self.depth = 0
 
-    def fail(self, what: str):
+    def fail(self, what: str) -> NoReturn:
         raise MuonError(f"{what} at byte {self.pos}")
 
     def peek(self) -> int:

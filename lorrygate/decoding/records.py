@@ -30,7 +30,7 @@ def object_record(document: dict, message, decoder: str, tz=None, tags=None) -> 
     return Record(received_ns(message), document, tags or {})
 
 
-def objects_records(document, message, decoder: str, tz=None) -> list:
+def objects_records(document, message, decoder: str, tz=None) -> list | None:
     """An object -> one record; a non-empty list of objects -> one record each."""
     if type(document) is dict:
         return [object_record(document, message, decoder, tz)]

@@ -18,6 +18,7 @@ Numbers become int or float, ``true``/``false`` booleans; the rest stays text.
 
 import csv
 import io
+from typing import Any
 from urllib.parse import parse_qsl
 
 import attrs
@@ -45,7 +46,7 @@ def payload_text(payload: bytes) -> str:
 @attrs.frozen
 class NdjsonDecoder:
     name: str = "ndjson"
-    timezone: object = None
+    timezone: Any = None
 
     def decode(self, message, address) -> list:
         lines = [line for line in payload_text(message.payload).splitlines() if line.strip()]
@@ -73,7 +74,7 @@ class CsvDecoder:
     """CSV: a header line then data lines, or only data lines with ``columns``."""
 
     name: str = "csv"
-    timezone: object = None
+    timezone: Any = None
     columns: tuple = ()
     delimiter: str = ","
 
@@ -111,7 +112,7 @@ class KeyValueDecoder:
     """``key=value`` pairs separated by ``&``, ``,``, ``;`` or white space."""
 
     name: str = "kv"
-    timezone: object = None
+    timezone: Any = None
 
     def decode(self, message, address) -> list:
         text = payload_text(message.payload).strip()
@@ -143,7 +144,7 @@ class ValueDecoder:
     """One value on a per-field topic."""
 
     name: str = "value"
-    timezone: object = None
+    timezone: Any = None
 
     def decode(self, message, address) -> list:
         if address is None or address.field is None:

@@ -22,9 +22,9 @@ a date-time object (CBOR, MessagePack)  that instant; naive ones as above
 """
 
 import calendar
-import time as _time
 import re
-from datetime import datetime, timezone
+import time as _time
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 
 #: field names a decoder takes the record's time from, in this order
@@ -102,8 +102,8 @@ def from_iso(text: str, tz=None) -> int:
         offset = int(digits[:2]) * 3600 + int(digits[2:4] or 0) * 60
         seconds -= sign * offset
     elif not zone and tz is not None:
-        offset = moment.replace(tzinfo=tz).utcoffset()
-        seconds -= int(offset.total_seconds())
+        local = moment.replace(tzinfo=tz).utcoffset()
+        seconds -= int(local.total_seconds()) if local is not None else 0
     return seconds * 10**9 + nanos
 
 
@@ -125,13 +125,13 @@ def parse_time(value, tz=None) -> int:
         return from_epoch(value)
     if isinstance(value, datetime):
         if value.tzinfo is None:
-            value = value.replace(tzinfo=tz or timezone.utc)
+            value = value.replace(tzinfo=tz or UTC)
         delta = value - EPOCH
         return (delta.days * 86400 + delta.seconds) * 10**9 + delta.microseconds * 1000
     raise ValueError(f"not a time: {value!r}")
 
 
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def seconds_to_ns(seconds: float) -> int:

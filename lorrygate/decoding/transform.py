@@ -25,6 +25,7 @@ and a declarative strategy's captures); ``hook`` calls a Python function
 import ast
 import math
 import re
+from typing import Any
 
 import attrs
 
@@ -87,7 +88,7 @@ class Transform:
     drop: frozenset = frozenset()
     convert: tuple = ()
     tags: tuple = ()
-    hook: object = None
+    hook: Any = None
     metadata: bool = False
     source: str = ""
 

@@ -26,6 +26,8 @@ homie          Homie property values on ``homie/<device>/<node>/<property>`` top
 """
 
 
+from typing import Any
+
 import attrs
 from zope.interface import implementer
 
@@ -70,7 +72,7 @@ def _best(gateways: list, rssi: str, snr: str):
 @attrs.frozen
 class TasmotaDecoder:
     name: str = "tasmota"
-    timezone: object = None
+    timezone: Any = None
 
     def decode(self, message, address) -> list:
         document = _json_object(message.payload, "Tasmota")
@@ -91,7 +93,7 @@ class TasmotaDecoder:
 @attrs.frozen
 class AirrohrDecoder:
     name: str = "airrohr"
-    timezone: object = None
+    timezone: Any = None
 
     def decode(self, message, address) -> list:
         document = _json_object(message.payload, "airrohr")
@@ -112,7 +114,7 @@ class AirrohrDecoder:
 @attrs.frozen
 class TtnDecoder:
     name: str = "ttn"
-    timezone: object = None
+    timezone: Any = None
     #: checked by the chain before parsing (this decoder runs first on WAN channels)
     requires = b"uplink_message"
 
@@ -131,7 +133,7 @@ class TtnDecoder:
 @attrs.frozen
 class ChirpStackDecoder:
     name: str = "chirpstack"
-    timezone: object = None
+    timezone: Any = None
 
     def decode(self, message, address) -> list:
         document = _json_object(message.payload, "ChirpStack uplink")
@@ -194,12 +196,13 @@ def _uplink_record(decoder, message, decoded: dict, counters: dict, tags: dict, 
 @attrs.frozen
 class HomieDecoder:
     name: str = "homie"
-    timezone: object = None
+    timezone: Any = None
 
     def decode(self, message, address) -> list:
         if address is None or address.field is None:
             raise Declined("not a Homie property topic")
         text = payload_text(message.payload)
+        value: Any
         if text in ("true", "false"):
             value = text == "true"
         else:

@@ -24,14 +24,15 @@ it too, with Grafana's message.
 import base64
 import hashlib
 import json
+from typing import Any
 from urllib.parse import quote as quote_url
 from urllib.parse import unquote, urlsplit
 
 import attrs
 from twisted.internet.defer import Deferred
 
-from lorrygate.topology.naming import quote
 from lorrygate.storage.layout import ID_COLUMN, column_names
+from lorrygate.topology.naming import quote
 
 #: Grafana's dashboard JSON model version this generator writes (Grafana 10-11)
 SCHEMA_VERSION = 39
@@ -65,7 +66,7 @@ class DataSource:
         if storage.kind == "sqlite":
             import os
 
-            body = {"jsonData": {"path": datasource_url or os.path.abspath(storage.path)}}
+            body: dict[str, Any] = {"jsonData": {"path": datasource_url or os.path.abspath(storage.path)}}
             return cls(uid, name, SQLITE_TYPE, body)
         parts = urlsplit(storage.url.raw)
         if storage.kind == "postgresql":
@@ -195,7 +196,7 @@ class GrafanaHook:
         if token is not None:
             self.headers[b"Authorization"] = [b"Bearer " + token.encode("utf-8")]
         elif parts.username:
-            pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode("utf-8")
+            pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
             self.headers[b"Authorization"] = [b"Basic " + base64.b64encode(pair)]
         self.storages = storages
         self.reactor = reactor

@@ -11,6 +11,7 @@ the tracker only hands samples over.
 """
 
 from collections import OrderedDict
+from typing import Any
 
 import attrs
 from twisted.internet.defer import maybeDeferred
@@ -30,18 +31,18 @@ class HookStats:
 class HookRunner:
     name: str
     #: has ``run(sample) -> Deferred | None``
-    hook: object
-    clock: object
-    state: object
+    hook: Any
+    clock: Any
+    state: Any
     timeout: float = 30.0
     retry_initial: float = 1.0
     retry_max: float = 300.0
     stats: HookStats = attrs.Factory(HookStats)
     #: the `HookSettings` it was made from (a reload compares them)
-    settings: object = None
+    settings: Any = None
     _queue: OrderedDict = attrs.Factory(OrderedDict)
-    _running: object = None
-    _timer: object = None
+    _running: Any = None
+    _timer: Any = None
     #: (storage, table) -> (failed attempts, clock time before which it does not run again)
     _backoff: dict = attrs.Factory(dict)
     #: the whole queue waits until then after several tables failed in a row
@@ -98,7 +99,7 @@ class HookRunner:
         d = maybeDeferred(self.hook.run, sample)
         d.addTimeout(self.timeout, self.clock)
         self._running = d
-        d.addCallbacks(self._ran, self._failed, (sample,), None, (sample,))
+        d.addCallbacks(self._ran, self._failed, callbackArgs=(sample,), errbackArgs=(sample,))
 
     def _ran(self, _, sample) -> None:
         self._running = None
@@ -163,6 +164,7 @@ class HookRunner:
 
 def make_runner(hook, settings, reactor, state) -> HookRunner:
     """The runner of a ``[hook:NAME]`` section."""
+    kind: Any
     if hook.type == "python":
         from lorrygate.hooks.kinds import PythonHook
 

@@ -19,6 +19,7 @@ References: MQTT Version 3.1.1 (OASIS Standard, 2014) and MQTT Version 5.0
 """
 
 import struct
+from typing import Any
 
 import attrs
 
@@ -196,6 +197,7 @@ class _Reader:
                 name, kind = PROPERTIES[ident]
             except KeyError:
                 raise ProtocolError(f"unknown MQTT 5 property identifier 0x{ident:02x}") from None
+            value: Any
             if kind == _BYTE:
                 value = self.byte()
             elif kind == _U16:
@@ -470,6 +472,8 @@ def _parse_publish(flags: int, buf, pos: int, end: int, v5: bool) -> Publish:
 
 def _parse_other(kind: int, flags: int, buf, pos: int, end: int, v5: bool):
     reader = _Reader(buf, pos, end)
+    packet: Any
+    reasons: tuple
     if kind in (PUBACK, PUBREC, PUBREL, PUBCOMP):
         packet_id = reader.u16()
         reason, props = 0, {}

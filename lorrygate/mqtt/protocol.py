@@ -13,12 +13,13 @@ Everything timed (keep-alive) runs on the clock passed in; nothing blocks.
 import hashlib
 import struct
 from collections import deque
+from typing import Any
 
 import attrs
-
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from lorrygate.errors import ProtocolError
 from lorrygate.mqtt import codec
@@ -133,6 +134,9 @@ class MQTTClientProtocol(Protocol):
     :param clock: an ``IReactorTime`` for the keep-alive timer.
     """
 
+    #: a TCP or TLS transport (ITransport, IProducer and abortConnection)
+    transport: Any
+
     log = Logger()
 
     def __init__(self, on_publish, clock, version: int = MQTT_3_1_1, max_payload: int | None = None):
@@ -142,7 +146,8 @@ class MQTTClientProtocol(Protocol):
         #: PUBLISH packets larger than this arrive hashed, without their payload
         self.max_payload = max_payload
         self._oversized = False
-        self._skip = None
+        #: an oversized PUBLISH being skipped: (head, sha256, bytes remaining, size)
+        self._skip: tuple | None = None
         self._buffer = b""
         #: the chunks of a packet larger than one read, and how many bytes it needs
         self._chunks = []
@@ -154,7 +159,7 @@ class MQTTClientProtocol(Protocol):
         self._queued = deque()
         self._waiting = {}
         self._next_id = 0
-        self._connack = None
+        self._connack: Deferred | None = None
         self._keepalive = 0
         self._ping_call = None
         self._ping_outstanding = False
@@ -166,8 +171,8 @@ class MQTTClientProtocol(Protocol):
         self.disconnect_reason = None
         self.session_present = False
         self.connack_properties = {}
-        self._lost = Deferred()
-        self.lost_reason = None
+        self._lost: Deferred | None = Deferred()
+        self.lost_reason: Failure | None = None
 
     # -- outgoing -----------------------------------------------------------
 
@@ -278,7 +283,14 @@ class MQTTClientProtocol(Protocol):
             transport = self.transport
             close = self._clock.callLater(timeout, transport.loseConnection)
             abort = self._clock.callLater(timeout + 1.0, transport.abortConnection)
-            self._lost.addBoth(lambda result: ([c.cancel() for c in (close, abort) if c.active()], result)[1])
+            def cancel(result):
+                for call in (close, abort):
+                    if call.active():
+                        call.cancel()
+                return result
+
+            if self._lost is not None:
+                self._lost.addBoth(cancel)
         return self.when_lost()
 
     def when_lost(self) -> Deferred:
@@ -288,7 +300,11 @@ class MQTTClientProtocol(Protocol):
         if self._lost is None:
             d.callback(None)
         else:
-            self._lost.addBoth(lambda result: (d.callback(None), result)[1])
+            def fire(result):
+                d.callback(None)
+                return result
+
+            self._lost.addBoth(fire)
         return d
 
     def pauseReading(self) -> None:
@@ -431,6 +447,7 @@ class MQTTClientProtocol(Protocol):
         return self._skip_payload(buffer[end:]) if len(buffer) >= end else b""
 
     def _skip_payload(self, data: bytes) -> bytes:
+        assert self._skip is not None
         head, digest, remaining, size = self._skip
         taken = data[:remaining]
         digest.update(taken)
@@ -491,7 +508,7 @@ class MQTTClientProtocol(Protocol):
         self._send(PingReq())
         self._ping_call = self._clock.callLater(interval, self._ping, interval)
 
-    def connectionLost(self, reason) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.connected = False
         for call in (self._ping_call, self._release_call):
             if call is not None and call.active():
@@ -510,4 +527,5 @@ class MQTTClientProtocol(Protocol):
             d.errback(reason)
         self.lost_reason = reason
         lost, self._lost = self._lost, None
-        lost.callback(None)
+        if lost is not None:
+            lost.callback(None)

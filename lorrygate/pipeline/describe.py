@@ -3,6 +3,8 @@
 schema, table and the DDL that would be issued, without connecting anywhere.
 """
 
+from typing import Any
+
 from lorrygate.errors import TopologyError
 from lorrygate.storage.cratedb import default_ddl
 from lorrygate.storage.sqlite import table_name
@@ -32,6 +34,7 @@ def _columns(storage, fields) -> list:
     """What column each field name gets in a storage (`lorrygate.storage.layout.column_names`)."""
     from lorrygate.storage.layout import ID_COLUMN, column_names
 
+    dialect: Any
     if storage.kind == "sqlite":
         from lorrygate.storage.sqlite import SQLiteDialect as dialect
 

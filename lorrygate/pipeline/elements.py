@@ -6,6 +6,8 @@ Property values parse with the same parsers as the ini keys they mirror, so
 ``qos=3`` fails here exactly as ``qos = 3`` does in a config file.
 """
 
+from typing import Any
+
 import attrs
 
 from lorrygate.config import values as v
@@ -15,8 +17,8 @@ REQUIRED = object()
 
 @attrs.frozen
 class Prop:
-    parse: object
-    default: object
+    parse: Any
+    default: Any
     doc: str
 
 

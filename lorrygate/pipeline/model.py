@@ -12,6 +12,7 @@ a channel; `Pipeline.from_config` builds one from an ini file, each
 
 import hashlib
 import socket
+from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import attrs
@@ -115,7 +116,7 @@ class _Builder:
     channels: list = attrs.Factory(list)
     tees: dict = attrs.Factory(dict)  # tee name -> index into channels
 
-    def sink(self, element) -> str:
+    def sink(self, element) -> tuple[str, str | None]:
         """Register a sink element; return its storage name."""
         text = self.text
         name = f"sink{len(self.storages)}"
@@ -321,7 +322,7 @@ class Pipeline:
 
     settings: s.Settings
     text: str | None = None
-    _gateway: object = None
+    _gateway: Any = None
 
     @classmethod
     def from_config(cls, path: str) -> "Pipeline":

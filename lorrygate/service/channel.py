@@ -9,9 +9,11 @@ committed.
 """
 
 import json
+from typing import TYPE_CHECKING, Any
 
 import attrs
-from twisted.internet.defer import Deferred, TimeoutError as DeferredTimeout
+from twisted.internet.defer import Deferred
+from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.logger import Logger
 
 from lorrygate.decoding import DecoderChain
@@ -22,6 +24,10 @@ from lorrygate.errors import DecodeError, Ignored, TopologyError
 from lorrygate.model import EVENT
 from lorrygate.mqtt.topics import parse_filter
 from lorrygate.storage.batch import DeadLetter, Entry
+
+if TYPE_CHECKING:
+    from lorrygate.model import Channel
+
 
 
 class FanInAck:
@@ -72,7 +78,7 @@ class ChannelStats:
 class Complaints:
     """Logs each distinct problem at most once per ``interval``, counting the rest."""
 
-    clock: object
+    clock: Any
     interval: float = 5.0
     _last: dict = attrs.Factory(dict)
     _suppressed: dict = attrs.Factory(dict)
@@ -130,15 +136,16 @@ class ChannelRouter:
     reason it has none) is computed once and remembered.
     """
 
-    channel: object  # lorrygate.model.Channel
-    strategy: object
-    chain: object
-    batcher: object
-    clock: object
+    channel: "Channel"
+    strategy: Any
+    chain: Any
+    batcher: Any
+    clock: Any
     stats: ChannelStats = attrs.Factory(ChannelStats)
-    _complaints: Complaints = None
+    #: made in __attrs_post_init__
+    _complaints: Any = None
     #: ``publish(topic, payload)``: how error reports reach the broker
-    publish: object = None
+    publish: Any = None
     #: batchers of the channel's further storages (a tee)
     tee: tuple = ()
     _routes: dict = attrs.Factory(dict)
@@ -155,7 +162,7 @@ class ChannelRouter:
     #: (address rest, kind) -> (suffix decoder name, is an event); such a pair -> its chain
     _chains: dict = attrs.Factory(dict)
     _made: dict = attrs.Factory(dict)
-    _values: object = None
+    _values: Any = None
     _report_second: int = -1
     _reports_this_second: int = 0
 
@@ -254,7 +261,8 @@ class ChannelRouter:
             return
         if problem is not None:
             self.stats.unmatched += 1
-            self._reject(message, "topology", *problem, error_type="TopologyError")
+            reason, what = problem
+            self._reject(message, "topology", reason, what, error_type="TopologyError")
             return
         try:
             result = self._chain_for(address).decode(message, address)

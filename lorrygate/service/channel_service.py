@@ -8,16 +8,22 @@ committed (or spooled) and so acknowledged, and only then disconnects, the
 acknowledgements leaving before the DISCONNECT.
 """
 
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import attrs
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredList, TimeoutError as DeferredTimeout
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.logger import Logger
 
 from lorrygate.decoding import DecoderChain
 from lorrygate.service.channel import ChannelRouter
 from lorrygate.sources.mqtt import MQTTSource
+
+if TYPE_CHECKING:
+    from lorrygate.model import Channel
+
 
 #: the pause a stopping channel holds on its source
 SHUTDOWN = "shutdown"
@@ -25,12 +31,12 @@ SHUTDOWN = "shutdown"
 
 @attrs.define(eq=False)
 class ChannelService(Service):
-    channel: object  # lorrygate.model.Channel
+    channel: "Channel"
     source: MQTTSource
     router: ChannelRouter
     batchers: tuple
     decoders: tuple
-    reactor: object
+    reactor: Any
     #: how long stopping waits for the storages to commit what the channel delivered
     timeout: float = 15.0
 

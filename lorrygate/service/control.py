@@ -13,7 +13,8 @@ that ``lorrygate status`` and ``lorrygate flush`` talk to.
 
 import json
 
-from twisted.internet.defer import DeferredList, TimeoutError as DeferredTimeout
+from twisted.internet.defer import DeferredList
+from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
@@ -163,9 +164,21 @@ class _Ready(Resource):
         return b"ready\n"
 
 
-def control_site(gateway):
+def quiet_site(root):
+    """A Site that logs no access line per request and shows no tracebacks."""
     from twisted.web.server import Site
 
+    class QuietSite(Site):
+        noisy = False
+        displayTracebacks = False
+
+        def log(self, request):
+            pass
+
+    return QuietSite(root)
+
+
+def control_site(gateway):
     root = Resource()
     root.putChild(b"status", _Status(gateway))
     root.putChild(b"flush", _Flush(gateway))
@@ -174,8 +187,4 @@ def control_site(gateway):
     token = gateway.settings.gateway.control_token
     if token is not None:
         root = _Guarded(token.reveal(), root)
-    site = Site(root)
-    site.noisy = False
-    site.displayTracebacks = False
-    site.log = lambda request: None  # no access-log line per status or health request
-    return site
+    return quiet_site(root)  # no access-log line per status or health request

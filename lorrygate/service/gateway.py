@@ -25,6 +25,7 @@ the error is raised: the running configuration stays.
 """
 
 import os
+from typing import Any
 
 import attrs
 from twisted.application.service import MultiService, Service
@@ -78,15 +79,15 @@ def channel_spec(settings, channel):
 
 @attrs.define(eq=False)
 class Gateway(MultiService):
-    settings: object
-    reactor: object
+    settings: Any
+    reactor: Any
     shutdown_timeout: float = 15.0
     #: ``f(settings, name, reactor) -> StorageService`` (tests inject other backends)
-    storage_factory: object = StorageService.from_settings
+    storage_factory: Any = StorageService.from_settings
     storage_services: dict = attrs.Factory(dict)
     channel_services: dict = attrs.Factory(dict)
     _lock: InstanceLock | None = None
-    _control: object = None
+    _control: Any = None
     _stats_loop: LoopingCall | None = None
     _watchdog: LoopingCall | None = None
     _ready: Deferred | None = None
@@ -96,11 +97,11 @@ class Gateway(MultiService):
     reloads: int = 0
     failed_reloads: int = 0
     #: a `lorrygate.service.metrics.Metrics` while ``metrics`` is configured
-    metrics: object = None
-    _metrics_port: object = None
+    metrics: Any = None
+    _metrics_port: Any = None
     #: hook name -> `lorrygate.hooks.runner.HookRunner`
     hook_runners: dict = attrs.Factory(dict)
-    _hook_state: object = None
+    _hook_state: Any = None
 
     log = Logger()
 
@@ -171,6 +172,7 @@ class Gateway(MultiService):
         built = [ChannelService.from_settings(settings, by_name[name], batchers, self.reactor, self.shutdown_timeout)
                  for name in channels]
         others = [s.source for n, s in self.channel_services.items() if n not in channels]
+        assert self._lock is not None, "parts start after the data directory is locked"
         self._lock.acquire_clients(others + [service.source for service in built])
         for service in built:
             self._adopt(self.channel_services, service.channel.name, service)

@@ -217,17 +217,11 @@ class _MetricsPage(Resource):
 
 def metrics_site(gateway, metrics: Metrics):
     """``/metrics``, ``/health`` and ``/ready`` on the metrics listener."""
-    from twisted.web.server import Site
-
-    from lorrygate.service.control import _Health, _Ready
+    from lorrygate.service.control import _Health, _Ready, quiet_site
 
     root = Resource()
     root.putChild(b"metrics", _MetricsPage(metrics))
     root.putChild(b"health", _Health())
     root.putChild(b"ready", _Ready(gateway))
-    site = Site(root)
-    site.noisy = False
-    site.displayTracebacks = False
-    site.log = lambda request: None
-    return site
+    return quiet_site(root)
 

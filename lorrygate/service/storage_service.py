@@ -6,6 +6,7 @@ closes the backend; nothing of it runs afterwards.
 """
 
 import os
+from typing import TYPE_CHECKING, Any
 
 import attrs
 from twisted.application.service import Service
@@ -15,6 +16,10 @@ from twisted.logger import Logger
 from lorrygate.errors import StorageError
 from lorrygate.storage.batcher import Batcher
 from lorrygate.storage.spool import Spool
+
+if TYPE_CHECKING:
+    from lorrygate.config.settings import StorageSettings
+
 
 
 def make_backend(storage, reactor, ddl: dict):
@@ -54,10 +59,10 @@ def storage_ddl(settings, name: str) -> dict:
 
 @attrs.define(eq=False)
 class StorageService(Service):
-    settings: object  # lorrygate.config.settings.StorageSettings
-    backend: object
+    settings: "StorageSettings"
+    backend: Any
     batcher: Batcher
-    reactor: object
+    reactor: Any
     #: spool file I/O on the spool's own thread (False: in the caller's, for tests on a Clock)
     threaded: bool = True
 

@@ -16,6 +16,7 @@ logged once the restarted channels have subscribed.
 
 import os
 import signal
+from typing import Any
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -27,12 +28,12 @@ from lorrygate.service import systemd
 
 @attrs.define(eq=False)
 class Supervisor:
-    reactor: object
-    settings: object
+    reactor: Any
+    settings: Any
     config_path: str | None = None
-    _gateway: object = None
-    _observer: object = None
-    _pending: object = None
+    _gateway: Any = None
+    _observer: Any = None
+    _pending: Any = None
     _busy: bool = False
 
     log = Logger()
@@ -66,6 +67,7 @@ class Supervisor:
                 if path.endswith((".ini", ".py", ".js", ".sql")):
                     supervisor.reactor.callFromThread(supervisor.request, f"{os.path.basename(path)} changed")
 
+        assert self.config_path is not None, "watching needs a config file"
         observer = Observer()
         observer.schedule(Handler(), os.path.dirname(os.path.abspath(self.config_path)), recursive=False)
         strategies = self.settings.gateway.strategies
@@ -92,6 +94,7 @@ class Supervisor:
         if self._busy:
             self.request(why)
             return
+        assert self.config_path is not None, "reloading needs a config file"
         self._busy = True
         try:
             try:

@@ -7,12 +7,14 @@ while the gateway was away arrive when it returns) and subscribes again.
 """
 
 import socket
+from typing import TYPE_CHECKING, Any, cast
 
 import attrs
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -23,6 +25,11 @@ from lorrygate.mqtt import codec
 from lorrygate.mqtt.protocol import DISCONNECT_REASONS, MQTTClientProtocol, PacketTooLarge
 from lorrygate.mqtt.topics import parse_filter
 from lorrygate.sources.pauses import Pauses
+
+if TYPE_CHECKING:
+    from lorrygate.config.settings import BrokerSettings
+
+
 
 def default_client_id(channel: str) -> str:
     """A client id that stays the same across restarts of this host's gateway."""
@@ -55,22 +62,17 @@ def tls_options(settings):
 
 def explain_failure(exc: Exception, broker) -> str:
     """Say in words why a connection attempt failed, and what may fix it."""
+    from OpenSSL.SSL import Error as TLSError
     from twisted.internet.error import ConnectionDone, ConnectionLost
 
-    try:
-        from OpenSSL.SSL import Error as TLSError
-    except ImportError:  # pragma: no cover - pyOpenSSL is a dependency
-        TLSError = ()
     if isinstance(exc, TLSError):
         reasons = "; ".join(part[2] for part in exc.args[0] if len(part) > 2 and part[2]) if exc.args else ""
         return (
             f"TLS handshake failed: {reasons or exc}; check that tls_ca holds the CA that signed the "
             f"broker's certificate and that host {broker.host!r} is a name in that certificate"
         )
-    try:
-        from service_identity import VerificationError
-    except ImportError:  # pragma: no cover - service-identity is a dependency
-        VerificationError = ()
+    from service_identity import VerificationError
+
     if isinstance(exc, VerificationError):
         return (
             f"TLS handshake failed: the broker's certificate is not for host {broker.host!r} ({exc}); "
@@ -98,6 +100,7 @@ class _ProtocolFactory(Factory):
                                   self._source.broker.max_payload)
 
 
+@implementer(IStreamClientEndpoint)
 class _Reporting:
     """An endpoint that tells its source why a connection attempt failed (refused, DNS, TLS)."""
 
@@ -118,19 +121,20 @@ class MQTTSource(Service):
         sends its acknowledgement.
     """
 
-    name: str
-    broker: object  # lorrygate.config.settings.BrokerSettings
+    name: str  # type: ignore[assignment]  # Service.name, always set here
+    broker: "BrokerSettings"
     topics: tuple
     qos: int
-    deliver: object
-    _clock: object
-    _reactor: object = None
+    deliver: Any
+    _clock: Any
+    _reactor: Any = None
     client_id: str = ""
     version: int = codec.MQTT_3_1_1
     _filters: tuple = ()
     _service: ClientService | None = None
     _protocol: MQTTClientProtocol | None = None
-    _pauses: Pauses = None
+    #: made in __attrs_post_init__
+    _pauses: Any = None
     _connect_error: str = ""
     _subscribe_waiters: list = attrs.Factory(list)
     #: whether a connection subscribed since the service started
@@ -219,14 +223,14 @@ class MQTTSource(Service):
 
     @property
     def connected(self) -> bool:
-        return self._protocol is not None and self._protocol.connected
+        return self._protocol is not None and bool(self._protocol.connected)
 
     # -- service ------------------------------------------------------------
 
     def startService(self) -> None:
         super().startService()
         broker = self.broker
-        endpoint = HostnameEndpoint(self._reactor, broker.host, broker.port, timeout=broker.connect_timeout)
+        endpoint: Any = HostnameEndpoint(self._reactor, broker.host, broker.port, timeout=broker.connect_timeout)
         if broker.tls:
             endpoint = wrapClientTLS(tls_options(broker), endpoint)
         self._service = ClientService(
@@ -234,7 +238,7 @@ class MQTTSource(Service):
             _ProtocolFactory(self),
             retryPolicy=self._retry_delay,
             clock=self._clock,
-            prepareConnection=self._handshake,
+            prepareConnection=cast(Any, self._handshake),
         )
         self._service.startService()
 

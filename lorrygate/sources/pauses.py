@@ -9,6 +9,8 @@ another still needs paused (a fast storage of a tee resuming a source the
 slow one holds).
 """
 
+from typing import Any
+
 import attrs
 
 
@@ -20,8 +22,8 @@ class Pauses:
     :param on_resume: called when the last holder lets go.
     """
 
-    on_pause: object
-    on_resume: object
+    on_pause: Any
+    on_resume: Any
     _holders: dict = attrs.Factory(dict)
 
     @property

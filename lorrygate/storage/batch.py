@@ -3,6 +3,8 @@ What a storage commits at once: rows for tables and dead letters, each tied to
 the message it came from.
 """
 
+from typing import Any
+
 import attrs
 
 from lorrygate.model import Message, TableName
@@ -23,14 +25,14 @@ class DeadLetter:
 
 @attrs.frozen(slots=True)
 class Entry:
-    """The rows of one message for one table."""
+    """The rows of one message for one table (None: a message acknowledged without rows)."""
 
-    table: TableName
+    table: TableName | None
     records: list
     channel: str
     message: Message
     decoder: str = ""
-    address: object = None
+    address: Any = None
 
 
 @attrs.define

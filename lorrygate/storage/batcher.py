@@ -29,6 +29,8 @@ write in flight; what is not committed then stays unacknowledged, and the
 broker delivers it again.
 """
 
+from typing import Any
+
 import attrs
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 from twisted.logger import Logger
@@ -55,8 +57,8 @@ class BatchStats:
 
 @attrs.define(eq=False)
 class Batcher:
-    storage: object
-    clock: object
+    storage: Any
+    clock: Any
     max_rows: int = 5000
     linger: float = 0.0
     max_pending: int = 20_000
@@ -71,19 +73,19 @@ class Batcher:
     _sources: list = attrs.Factory(list)
     _batch: Batch = attrs.Factory(Batch)
     _writing: Batch | None = None
-    _timer: object = None
+    _timer: Any = None
     _retry_delay: float = 0.0
     _paused: bool = False
     _waiters: list = attrs.Factory(list)
-    _retry: object = None
-    _drain_call: object = None
+    _retry: Any = None
+    _drain_call: Any = None
     #: Deferreds of the writes, spool writes and spool reads in flight
     _inflight: set = attrs.Factory(set)
     _stopped: bool = False
     #: a `lorrygate.storage.spool.Spool`, or None
-    spool: object = None
+    spool: Any = None
     _down_until: float | None = None
-    _probe: object = None
+    _probe: Any = None
     _draining: bool = False
 
     log = Logger()
@@ -280,7 +282,7 @@ class Batcher:
 
     def _spool(self, batch: Batch) -> None:
         d = self._track(maybeDeferred(self.spool.put, batch))
-        d.addCallbacks(self._spooled, self._spool_failed, (batch,), None, (batch,))
+        d.addCallbacks(self._spooled, self._spool_failed, callbackArgs=(batch,), errbackArgs=(batch,))
 
     def _spooled(self, path, batch: Batch) -> None:
         self.spool_refused = ""
@@ -326,7 +328,7 @@ class Batcher:
                 return None
             path, batch = found
             d = self._track(maybeDeferred(self.storage.write, batch))
-            d.addCallbacks(drained, failed, (path, batch), None)
+            d.addCallbacks(drained, failed, callbackArgs=(path, batch))
             return d
 
         def drained(_, path, batch):

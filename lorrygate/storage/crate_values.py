@@ -30,7 +30,7 @@ import attrs
 from lorrygate.storage.layout import column_names
 
 FORBIDDEN = re.compile(r"[.\[\]\t\r\n]")
-_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 
 
 @attrs.define
@@ -79,7 +79,7 @@ def crate_value(value, counts: Conversions):
     if isinstance(value, float):
         return crate_value(float(value), counts)
     if isinstance(value, datetime.datetime):
-        moment = value if value.tzinfo is not None else value.replace(tzinfo=datetime.timezone.utc)
+        moment = value if value.tzinfo is not None else value.replace(tzinfo=datetime.UTC)
         return (moment - _EPOCH) / datetime.timedelta(milliseconds=1)
     if isinstance(value, datetime.date):
         return crate_value(datetime.datetime(value.year, value.month, value.day), counts)

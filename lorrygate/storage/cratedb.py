@@ -54,6 +54,7 @@ the table is listed in the status. ``idempotent = true`` adds
 
 import base64
 import json
+from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import attrs
@@ -202,8 +203,8 @@ def shard_copies(replicas: str, nodes: int) -> int:
     text = replicas.strip()
     if "-" in text:
         low, high = text.split("-", 1)
-        high = nodes - 1 if high.strip() == "all" else int(high)
-        return 1 + max(int(low), min(high, nodes - 1))
+        most = nodes - 1 if high.strip() == "all" else int(high)
+        return 1 + max(int(low), min(most, nodes - 1))
     return 1 + int(text)
 
 
@@ -211,7 +212,7 @@ def shard_copies(replicas: str, nodes: int) -> int:
 class _Row:
     index: int
     position: int
-    entry: object
+    entry: Any
     args: list
     #: rounds this row was answered with a bare -2
     bare: int = 0
@@ -222,8 +223,8 @@ class _Row:
 class CrateStorage:
     name: str
     url: str
-    reactor: object
-    http: object = None
+    reactor: Any
+    http: Any = None
     username: str | None = None
     password: str | None = attrs.field(default=None, repr=False)
     shards: int = 1
@@ -308,7 +309,6 @@ class CrateStorage:
             except UnsupportedServer as exc:
                 raise StorageError(str(exc)) from None
         progress = batch.progress
-        dead = [d for i, d in enumerate(batch.dead_letters) if ("dead", i) not in progress]
         groups = {}
         for index, entry in enumerate(batch.entries):
             for position, record in enumerate(entry.records):
@@ -383,7 +383,7 @@ class CrateStorage:
             elif transient(code):
                 retry += 1
             elif code is not None:
-                self._reject([row], cut(f"CrateDB error {code}: {error.get('message', '')}"), progress, batch)
+                self._reject([row], cut(f"CrateDB error {code}: {(error or {}).get('message', '')}"), progress, batch)
             else:
                 row.bare += 1
                 if row.bare > BARE_ROUNDS:
@@ -464,7 +464,8 @@ class CrateStorage:
     async def _write_dead_letters(self, batch) -> None:
         """Write the batch's dead letters, each row's success kept in the batch's progress."""
         progress = batch.progress
-        pending = [(("dead", i), d) for i, d in enumerate(batch.dead_letters) if ("dead", i) not in progress]
+        pending: list[tuple[Any, Any]] = [(("dead", i), d) for i, d in enumerate(batch.dead_letters)
+                                          if ("dead", i) not in progress]
         pending += [(id(d), d) for d in batch.extra_dead if id(d) not in progress]
         if not pending:
             return
@@ -491,7 +492,7 @@ class CrateStorage:
                 # The row itself is refused (an old dead-letter table with indexed TEXT columns): keep
                 # the reason and the payload's size at least.
                 reason = (f"{dead.error}; the payload ({len(dead.message.payload)} bytes) could not be stored: "
-                          f"CrateDB error {code}: {error.get('message', '')}")
+                          f"CrateDB error {code}: {(error or {}).get('message', '')}")
                 short = attrs.evolve(dead, error=reason)
                 try:
                     again = await self._sql(DEAD_LETTER_INSERT, args=dead_letter_row(short, with_payload=False))

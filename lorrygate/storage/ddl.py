@@ -34,6 +34,7 @@ checked against CrateDB's grammar (``cratedb-sqlparse``) at start-up.
 """
 
 import re
+from typing import Any
 
 import attrs
 
@@ -71,7 +72,7 @@ def sql_literal(text: str) -> str:
 @attrs.frozen
 class DdlTemplate:
     text: str
-    qualify: object = attrs.field(eq=False)  # TableName -> qualified SQL name
+    qualify: Any = attrs.field(eq=False)  # TableName -> qualified SQL name
 
     @classmethod
     def parse(cls, text: str, qualify, validate=None) -> "DdlTemplate":
@@ -111,7 +112,11 @@ class DdlTemplate:
 
 def crate_validator():
     """Check a statement against CrateDB's grammar; ValueError with the parser's message."""
-    from cratedb_sqlparse import sqlparse
+    try:
+        from cratedb_sqlparse import sqlparse
+    except ImportError:
+        raise ValueError("custom DDL for CrateDB is checked against its grammar with the cratedb-sqlparse "
+                         "package: pip install 'lorrygate[cratedb]'") from None
 
     def validate(statement: str) -> None:
         try:

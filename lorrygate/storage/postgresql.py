@@ -12,7 +12,7 @@ letter with PostgreSQL's reason, and the rest of the batch is committed.
 PostgreSQL keeps microseconds; the nanoseconds of a time are cut.
 """
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import attrs
 
@@ -22,7 +22,7 @@ from lorrygate.topology.naming import quote
 
 _TYPES = {"bool": "BOOLEAN", "int": "BIGINT", "float": "DOUBLE PRECISION", "text": "TEXT", "json": "JSONB",
           "bytes": "BYTEA"}
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def schema_name(table) -> str:

@@ -17,6 +17,7 @@ import csv
 import io
 import json
 import os
+from typing import Any
 
 import attrs
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
@@ -64,7 +65,7 @@ class TextSink:
 
     name: str
     path: str
-    reactor: object
+    reactor: Any
     format: str = "ndjson"
     _pool: ThreadPool | None = None
     _iso: IsoTime = attrs.Factory(IsoTime)
@@ -117,7 +118,7 @@ class AppSink:
     """Hands rows to a Python callable: ``callback(rows)``; it may return a Deferred."""
 
     name: str
-    callback: object
+    callback: Any
 
     def start(self) -> Deferred:
         return succeed(None)

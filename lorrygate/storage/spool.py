@@ -24,10 +24,12 @@ gateway holds the batch in memory and applies backpressure instead of
 dropping anything. All file I/O runs on the spool's own thread.
 """
 
+import builtins
 import os
 import struct
 import time
 import zlib
+from typing import Any
 
 import attrs
 import msgpack
@@ -145,7 +147,7 @@ def decode(data: bytes) -> Batch:
             channel,
             Message(*message),
             decoder,
-            Address(*address[:7], tuple(tuple(pair) for pair in address[7])) if address else None,
+            Address(*address[:7], tuple(tuple(pair) for pair in address[7])) if address else None,  # type: ignore[call-arg]
         )
         batch.add(entry)
     for channel, message, stage, error, decoder in document["dead"]:
@@ -157,11 +159,11 @@ def decode(data: bytes) -> Batch:
 @attrs.define(eq=False)
 class Spool:
     directory: str
-    reactor: object
+    reactor: Any
     max_bytes: int = 1 << 30
     #: the storage's kind and target (`StorageUrl.target`); None: not checked
     kind: str = ""
-    target: str | None = None
+    target: str = ""
     _pool: ThreadPool | None = None
     #: (path, size, created) of the spooled files, oldest first
     _files: list = attrs.Factory(list)
@@ -264,7 +266,7 @@ class Spool:
 
         return d.addCallbacks(written, failed)
 
-    def _write(self, path: str, data: bytes) -> None:
+    def _write(self, path: str, data: builtins.bytes) -> None:
         temporary = path + ".tmp"
         try:
             with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as handle:

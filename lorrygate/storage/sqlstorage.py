@@ -13,6 +13,8 @@ database itself is unwell fail the write, and the batcher retries it.
 A `Dialect` holds what differs between databases.
 """
 
+from typing import Any
+
 import attrs
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.threads import deferToThreadPool
@@ -33,8 +35,8 @@ _UNSEEN = object()
 @attrs.define(eq=False)
 class SqlStorage:
     name: str
-    dialect: object
-    reactor: object
+    dialect: Any
+    reactor: Any
     idempotent: bool = False
     #: `lorrygate.storage.ddl.DdlTemplate` by channel name ("" for every
     #: channel), run before the dialect's CREATE TABLE IF NOT EXISTS
@@ -45,7 +47,7 @@ class SqlStorage:
     #: into one JSON column, `layout.EXTRA_COLUMN`
     max_columns: int = 250
     _pool: ThreadPool | None = None
-    _conn: object = None
+    _conn: Any = None
     #: physical table name -> {column name as the dialect folds it: type or None}
     _columns: dict = attrs.Factory(dict)
     #: field names of a row -> the distinct column names they get (`layout.column_names`), None: the same
@@ -76,6 +78,7 @@ class SqlStorage:
         return self._call(self._commit, batch)
 
     def _call(self, function, *args) -> Deferred:
+        assert self._pool is not None, "the storage is started"
         return deferToThreadPool(self.reactor, self._pool, function, *args)
 
     # -- in the writer thread -------------------------------------------------

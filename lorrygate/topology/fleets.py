@@ -13,6 +13,7 @@ acknowledged and counted, never dead letters.
 """
 
 import re
+from typing import NoReturn
 
 import attrs
 from zope.interface import implementer
@@ -27,14 +28,16 @@ from lorrygate.topology.wan import TABLE_SUFFIXES, check_levels
 class _Fleet:
     """Shared table naming: schema from realm (and network), table from node."""
 
+    name: str
+
     def table_for(self, address: Address) -> TableName:
         schema = join(address.realm, address.network) if address.network else sanitize(address.realm)
         return TableName(schema, join(address.node, TABLE_SUFFIXES[address.kind]))
 
-    def _refuse(self, topic: str, expected: str):
+    def _refuse(self, topic: str, expected: str) -> NoReturn:
         raise TopologyError(self.name, topic, f"expected {expected}")
 
-    def _ignore(self, topic: str, what: str):
+    def _ignore(self, topic: str, what: str) -> NoReturn:
         raise Ignored(self.name, topic, f"{what}: a command, not a measurement")
 
 

@@ -56,9 +56,10 @@ def sanitize(name: str, max_length: int = MAX_LENGTH) -> str:
     return _shorten(_fold(name), name, max_length)
 
 
-def join(*parts: str, max_length: int = MAX_LENGTH) -> str:
+def join(*parts: str | None, max_length: int = MAX_LENGTH) -> str:
     """Sanitize each part and join them with ``_``, shortened as a whole."""
-    return _shorten("_".join(_fold(part) for part in parts), "/".join(parts), max_length)
+    texts = [part or "" for part in parts]
+    return _shorten("_".join(_fold(part) for part in texts), "/".join(texts), max_length)
 
 
 def quote(identifier: str) -> str:

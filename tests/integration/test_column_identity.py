@@ -10,7 +10,8 @@ import string
 
 import psycopg
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from lorrygate.model import Message, Record, TableName
 from lorrygate.storage.batch import Batch, Entry

@@ -16,10 +16,10 @@ from lorrygate.model import Message, Record, TableName
 from lorrygate.storage.batch import Entry
 from lorrygate.storage.batcher import Batcher
 from lorrygate.storage.cratedb import CrateStorage, make_client
+from tests.doubles import Ack, Source
 from tests.fakecrate import FakeCrate
 from tests.gatewayproc import GatewayProcess, Publisher, write_config
 from tests.servers import free_port, wait_until
-from tests.doubles import Ack, Source
 
 
 @pytest_twisted.ensureDeferred

@@ -126,7 +126,7 @@ async def test_nan_dates_decimals_uuids_bytes_and_a_100_kb_binary_payload(server
     async def test(case):
         ident = uuid.UUID("12345678-1234-5678-1234-567812345678")
         await case.write(case.entry({
-            "nan": math.nan, "inf": math.inf, "at": datetime.datetime(2024, 6, 1, tzinfo=datetime.timezone.utc),
+            "nan": math.nan, "inf": math.inf, "at": datetime.datetime(2024, 6, 1, tzinfo=datetime.UTC),
             "d": decimal.Decimal("1.5"), "id": ident, "raw": b"\x00\xff", "ok": 1.25}))
         (fields,) = await case.fields()
         assert fields["nan"] is None and fields["inf"] is None and fields["ok"] == 1.25

@@ -8,7 +8,6 @@ vendor's tree, every value with the device's time, no table over the column
 budget.
 """
 
-import json
 import textwrap
 import threading
 import uuid

@@ -13,7 +13,8 @@ import uuid
 import paho.mqtt.client as paho
 import psycopg
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.gatewayproc import GatewayProcess, Publisher, count_rows, last_stats, query, write_config
 from tests.servers import wait_until
@@ -225,6 +226,7 @@ def test_arbitrary_payloads_and_topics_never_stop_the_chain(tmp_path_factory, pa
     never raises, the storage never fails a write, and every message ends stored or dead-lettered."""
     from twisted.internet.task import Clock
 
+    from lorrygate.config.loader import loads
     from lorrygate.decoding import DecoderChain
     from lorrygate.model import Channel, Message
     from lorrygate.service.channel import ChannelRouter
@@ -232,8 +234,6 @@ def test_arbitrary_payloads_and_topics_never_stop_the_chain(tmp_path_factory, pa
     from lorrygate.storage.sqlite import SQLiteStorage
     from lorrygate.topology import WanStrategy
     from tests.doubles import Ack
-
-    from lorrygate.config.loader import loads
 
     decoders = loads("[broker:b]\nhost = h\n[storage:s]\nurl = sqlite:///x\n[channel:c]\ntopics = #\n").decoders
     names = ("json", "ndjson", "csv", "kv", "value", "tasmota", "msgpack", "cbor")

@@ -13,8 +13,17 @@ import uuid
 import pytest
 
 from tests.gatewayproc import GatewayProcess, Publisher, count_rows, last_stats, query, write_config
-from tests.servers import (NODE_PREFIX, PAHO_TESTING, RABBITMQ_SERVER, Mosquitto, aedes_broker, paho_broker,
-                           rabbitmq_broker, stop_epmd, wait_until)
+from tests.servers import (
+    NODE_PREFIX,
+    PAHO_TESTING,
+    RABBITMQ_SERVER,
+    Mosquitto,
+    aedes_broker,
+    paho_broker,
+    rabbitmq_broker,
+    stop_epmd,
+    wait_until,
+)
 
 needs_rabbitmq = pytest.mark.skipif(not os.path.exists(RABBITMQ_SERVER),
                                     reason="rabbitmq-server is not installed (make test installs it)")
@@ -195,10 +204,9 @@ def broker_of(kind, directory):
 def test_every_qos_and_a_sigkill(tmp_path, kind, protocol):
     """QoS 0, 1 and 2 are stored; after SIGKILL the persistent session resumes and no QoS 1/2 message is lost."""
     import signal
+    import time
 
     from tests.faults import report
-
-    import time
 
     started = time.monotonic()
     broker = broker_of(kind, str(tmp_path)).start()

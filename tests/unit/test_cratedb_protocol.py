@@ -11,8 +11,8 @@ from lorrygate.storage.batch import Batch, DeadLetter, Entry
 from lorrygate.storage.batcher import Batcher
 from lorrygate.storage.cratedb import DEAD_LETTER_DDL, DEAD_LETTER_INSERT, CrateStorage, default_ddl, insert_statement
 from lorrygate.storage.ddl import DdlTemplate, crate_validator
-from tests.fakecrate import FakeCrate
 from tests.doubles import Ack
+from tests.fakecrate import FakeCrate
 
 T = 1_717_243_200_123_456_789
 TABLE = TableName("mqttkit_1_testdrive", "area_42_node_1_sensors")
@@ -265,7 +265,7 @@ def test_percent_encoded_credentials_are_decoded():
     fake = FakeCrate(users={"us@er": "p:ss"})
     store.http = StubTreq(fake)
     _, failures = write(store, entry({"v": 1}))
-    assert failures == [] and set(fake.authorizations) == {b"Basic " + base64.b64encode("us@er:p:ss".encode())}
+    assert failures == [] and set(fake.authorizations) == {b"Basic " + base64.b64encode(b"us@er:p:ss")}
 
 
 @pytest.mark.parametrize("version, accepted", [("5.9.3", False), ("5.10.10", False), ("5.10.11", True),

@@ -2,7 +2,7 @@
 
 import base64
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import cbor2
@@ -168,11 +168,11 @@ SAMPLES = [
     ("msgpack", msgpack.packb({"temperature": 21.5, "humidity": 48, "time": 1717243200}), DATA,
      [Record(T, {"temperature": 21.5, "humidity": 48})]),
     ("msgpack", msgpack.packb([{"v": 1}, {"v": 2}]), DATA, [Record(R, {"v": 1}), Record(R, {"v": 2})]),
-    ("msgpack", msgpack.packb({"time": datetime(2024, 6, 1, 12, tzinfo=timezone.utc), "v": b"\x01"}, datetime=True),
+    ("msgpack", msgpack.packb({"time": datetime(2024, 6, 1, 12, tzinfo=UTC), "v": b"\x01"}, datetime=True),
      DATA, [Record(T, {"v": b"\x01"})]),
     # -- CBOR --
     ("cbor", cbor2.dumps({"temperature": 21.5, "humidity": 48}), DATA, [Record(R, {"temperature": 21.5, "humidity": 48})]),
-    ("cbor", cbor2.dumps({"time": datetime(2024, 6, 1, 12, tzinfo=timezone.utc), "v": 1}, datetime_as_timestamp=False),
+    ("cbor", cbor2.dumps({"time": datetime(2024, 6, 1, 12, tzinfo=UTC), "v": 1}, datetime_as_timestamp=False),
      DATA, [Record(T, {"v": 1})]),
     ("cbor", cbor2.dumps({"ts": 1717243200, "nested": {"a": [1, 2]}}), DATA, [Record(T, {"nested": {"a": [1, 2]}})]),
     # -- Muon --

@@ -148,7 +148,8 @@ def test_lht65_codec_keeps_the_uplink_envelope_like_the_built_in_decoder():
     """Decoded by the LHT65 codec from frm_payload, an uplink keeps what the ttn decoder keeps: received_at
     as the time, f_port, f_cnt, the best gateway's rssi/snr and id, the device ids. Same for ChirpStack."""
     from lorrygate.decoding.vendors import ChirpStackDecoder, TtnDecoder
-    from tests.unit.test_decoder_samples import CHIRPSTACK_UP, TTN_UPLINK as TTN_UP
+    from tests.unit.test_decoder_samples import CHIRPSTACK_UP
+    from tests.unit.test_decoder_samples import TTN_UPLINK as TTN_UP
 
     codec = JavaScriptDecoder("lht65", load_codec(LHT65), fport=99)
     without_formatter = json.loads(TTN_UP)

@@ -6,12 +6,13 @@ writes run on SQLite and parse as CrateDB SQL.
 """
 
 import sqlite3
+from datetime import UTC
 
 import attrs
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 
-from lorrygate.hooks.grafana import add_panels, column_query, new_dashboard, DataSource
+from lorrygate.hooks.grafana import DataSource, add_panels, column_query, new_dashboard
 from lorrygate.hooks.runner import HookRunner
 from lorrygate.hooks.samples import FirstSample, HookState, SampleTracker
 from lorrygate.model import Address, Message, Record, TableName
@@ -180,7 +181,7 @@ def test_a_hung_run_times_out_and_stop_leaves_it_for_the_next_start(tmp_path):
 
 
 def test_the_sqlite_panel_query_runs_on_the_stored_time_format():
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     conn = sqlite3.connect(":memory:")
     from lorrygate.storage.sqlite import table_name
@@ -193,7 +194,7 @@ def test_the_sqlite_panel_query_runs_on_the_stored_time_format():
     for i, t in enumerate(times):
         conn.execute(f'INSERT INTO "{name}" VALUES (?, ?, ?)', (t, 20 + i, i))
     sql = column_query("sqlite", TableName("r_net", "gw_n1"), "ENERGY.Power")
-    epoch = lambda text: int(datetime.fromisoformat(text).replace(tzinfo=timezone.utc).timestamp())  # noqa: E731
+    epoch = lambda text: int(datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp())  # noqa: E731
     # The plugin's macros, as it expands them: seconds since the epoch.
     expanded = sql.replace("$__unixEpochFrom()", str(epoch("2026-11-30T10:00:00"))).replace(
         "$__unixEpochTo()", str(epoch("2026-11-30T12:00:00")))

@@ -3,7 +3,6 @@ order (commit, acks, DISCONNECT), no timer left after stop, one pause holder per
 
 import os
 
-import pytest
 from twisted.internet.defer import Deferred
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 

@@ -26,7 +26,7 @@ def test_a_structured_event_is_flat_with_its_own_fields():
 def test_a_failure_has_its_traceback_and_odd_values_become_text():
     def emit(log, _):
         try:
-            1 / 0
+            1 / 0  # noqa: B018
         except ZeroDivisionError:
             log.failure("it broke: {thing}", Failure(), thing=object())
 

@@ -1,10 +1,10 @@
 """The MQTT client protocol on a StringTransport and a Clock: handshake, acks in order, keep-alive."""
 
 import pytest
+from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
-from twisted.internet.error import ConnectionDone
 
 from lorrygate.mqtt import codec
 from lorrygate.mqtt.codec import MQTT_3_1_1, MQTT_5, PUBACK, PUBCOMP, PUBREC, PUBREL, PubAck, Publish

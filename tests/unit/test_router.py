@@ -176,8 +176,9 @@ def test_an_oversized_message_is_a_dead_letter_by_reference():
 
 def test_more_records_than_max_records_is_a_dead_letter():
     """A payload that decodes into more than max_records records is a dead letter; none of its rows are written."""
-    import attrs
     import json
+
+    import attrs
 
     router, storage, clock = make()
     router.channel = attrs.evolve(router.channel, max_records=10)
@@ -221,7 +222,6 @@ def test_suppressed_rejections_are_summarized_with_a_count_and_an_example():
 def test_commands_and_ignored_topics_are_acknowledged_and_counted_only():
     """A command topic of the strategy and a topic matching the channel's ignore filters: acknowledged, counted,
     no dead letter, no report."""
-    import attrs
 
     from lorrygate.topology.fleets import Zigbee2MqttStrategy
     from tests.doubles import Ack
