@@ -123,6 +123,10 @@ class Channel:
     ignore: tuple = ()
     #: the value policy (`lorrygate.decoding.values`): kotori or as-sent
     values: str = "as-sent"
+    #: amqp sources: the exchange, the queue ("": lorrygate.<channel>) and the in-flight window
+    exchange: str = "amq.topic"
+    queue: str = ""
+    prefetch: int = 2000
 
     @property
     def storages(self) -> tuple:

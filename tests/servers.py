@@ -238,15 +238,20 @@ def aedes_broker(directory: str) -> ChildBroker:
 RABBITMQ_SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
 
 
-def rabbitmq_broker(directory: str) -> ChildBroker:
-    """RabbitMQ's MQTT plugin (Debian's rabbitmq-server), a node of the test's own on its own ports."""
+def rabbitmq_broker(directory: str, mqtt: bool = True) -> ChildBroker:
+    """A RabbitMQ node of the test's own (Debian's rabbitmq-server) on its own ports: with ``mqtt``,
+    ``port`` is its MQTT plugin's listener; without, ``port`` is AMQP's, with the user lorrygate
+    (password secret) instead of guest."""
     amqp, dist, epmd = free_port(), free_port(), free_port()
     broker = ChildBroker(directory, [RABBITMQ_SERVER], ready_timeout=120)
+    if not mqtt:
+        amqp = broker.port
     with open(os.path.join(directory, "rabbitmq.conf"), "w") as handle:
-        handle.write(f"listeners.tcp.default = {amqp}\nmqtt.listeners.tcp.default = {broker.port}\n"
-                     "mqtt.allow_anonymous = true\nloopback_users = none\n")
+        handle.write(f"listeners.tcp.default = {amqp}\nloopback_users = none\n"
+                     + (f"mqtt.listeners.tcp.default = {broker.port}\nmqtt.allow_anonymous = true\n" if mqtt else "")
+                     + ("" if mqtt else "default_user = lorrygate\ndefault_pass = secret\n"))
     with open(os.path.join(directory, "enabled_plugins"), "w") as handle:
-        handle.write("[rabbitmq_mqtt].\n")
+        handle.write("[rabbitmq_mqtt].\n" if mqtt else "[].\n")
     broker.env = {
         "HOME": directory, "RABBITMQ_NODENAME": f"lorrygate{broker.port}@localhost", "RABBITMQ_DIST_PORT": str(dist),
         "ERL_EPMD_PORT": str(epmd), "RABBITMQ_MNESIA_BASE": os.path.join(directory, "mnesia"),

@@ -151,7 +151,9 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".") -> s.Setting
             if values.get("protocol") == "3.1.1" and values.get("password") is not None and not values.get("username"):
                 problem(section, "password", "a username too: MQTT 3.1.1 sends a password only with a user name "
                         "(MQTT-3.1.2-22), or protocol = 5", "a password without a username")
-            brokers[name] = s.make_broker(name, values)
+            broker = s.make_broker(name, values, section, problem)
+            if broker is not None:
+                brokers[name] = broker
         elif kind == "storage":
             storage = s.make_storage(name, values, section, problem)
             if storage is not None:
@@ -188,6 +190,12 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".") -> s.Setting
                     continue
                 channel = attrs.evolve(channel, source=only) if key == "source" else attrs.evolve(channel, storage=only)
         _check_channel(section, channel, parser, strategies, decoders, problem)
+        broker = brokers.get(channel.source)
+        if broker is not None:
+            for key, only in s.CHANNEL_TYPE_KEYS.items():
+                if only != broker.type and key in parser[section]:
+                    problem(section, key, f"no {key} for a channel of an {broker.type} broker (it is for {only})",
+                            repr(parser[section][key]))
         hook = _resolve_hook(section, values["hook"], modules, problem) if values["hook"] else None
         ddl = None
         if values["ddl"] and channel.storage in storages:

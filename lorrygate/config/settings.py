@@ -74,6 +74,10 @@ class BrokerSettings:
     reconnect_max_delay: float = 30.0
     #: PUBLISH packets larger than this are dead letters by reference (size and SHA-256), never held in memory
     max_payload: int = 8 << 20
+    #: mqtt, or amqp (RabbitMQ, AMQP 0-9-1)
+    type: str = "mqtt"
+    #: amqp: the virtual host
+    vhost: str = "/"
 
 
 @attrs.frozen
@@ -169,6 +173,7 @@ GATEWAY_KEYS = {
 }
 
 BROKER_KEYS = {
+    "type": Key(v.choice("mqtt", "amqp"), "mqtt", doc="The protocol: mqtt, or amqp (RabbitMQ, AMQP 0-9-1)."),
     "host": Key(v.nonempty, doc="The broker's host name or address."),
     "port": Key(v.integer(1, 65535), None, doc="The broker's port; 1883, or 8883 with tls."),
     "protocol": Key(v.choice("3.1.1", "5"), "3.1.1", doc='The MQTT version: 3.1.1 or 5.'),
@@ -185,6 +190,7 @@ BROKER_KEYS = {
     "tls_key": Key(v.text, "", doc="The client certificate's PEM private key."),
     "connect_timeout": Key(v.duration(0.1, 600), 10.0, doc='How long a connection attempt (TCP, TLS and CONNACK) may take.'),
     "reconnect_max_delay": Key(v.duration(0.1, 3600), 30.0, doc='The longest wait between reconnection attempts (the backoff doubles up to it).'),
+    "vhost": Key(v.nonempty, "/", doc="amqp: the virtual host."),
     "max_payload": Key(v.size, 8 << 20, doc='A message larger than this is a dead letter by reference (its size and SHA-256), never held in memory.'),
 }
 
@@ -240,7 +246,12 @@ CHANNEL_KEYS = {
     "convert": Key(v.conversions, (), doc='Convert fields with arithmetic: name = expression pairs (docs/decoding.rst).'),
     "hook": Key(v.callable_ref, "", doc='A module:function called with each record before it is stored.'),
     "ddl": Key(v.ddl_text, "", doc="A CREATE TABLE template for this channel's new tables ({table}), inline or @file."),
+    "exchange": Key(v.nonempty, "amq.topic", doc="amqp: the topic exchange the channel's queue is bound to."),
+    "queue": Key(v.text, "", doc="amqp: the channel's durable queue (default lorrygate.<channel>)."),
+    "prefetch": Key(v.integer(1, 65535), 2000, doc="amqp: unacknowledged messages RabbitMQ sends at once."),
 }
+#: channel keys only a source of one broker type takes
+CHANNEL_TYPE_KEYS = {"qos": "mqtt", "retained": "mqtt", "exchange": "amqp", "queue": "amqp", "prefetch": "amqp"}
 #: channel keys that make up its transformer step
 TRANSFORM_KEYS = ("metadata", "rename", "drop", "tags", "convert", "hook", "ddl")
 
@@ -300,9 +311,25 @@ SECTION_KINDS = {
 }
 
 
-def make_broker(name: str, values: dict) -> BrokerSettings:
+#: broker keys only one type takes
+BROKER_TYPE_KEYS = {
+    "protocol": "mqtt", "client_id": "mqtt", "clean_session": "mqtt", "session_expiry": "mqtt",
+    "receive_maximum": "mqtt", "max_payload": "mqtt", "vhost": "amqp",
+}
+
+
+def make_broker(name: str, values: dict, section: str = "", problem=None) -> BrokerSettings | None:
+    kind = values["type"]
+    if kind == "amqp" and not installed("pika") and problem is not None:
+        problem(section, "type", needs("pika", "an amqp broker"), "amqp")
+        return None
+    for key, only in BROKER_TYPE_KEYS.items():
+        if only != kind and values[key] != BROKER_KEYS[key].default and problem is not None:
+            problem(section, key, f"no {key} for an {kind} broker (it is for {only})", repr(values[key]))
+            return None
     if values["port"] is None:
-        values["port"] = 8883 if values["tls"] else 1883
+        values["port"] = {("mqtt", False): 1883, ("mqtt", True): 8883, ("amqp", False): 5672,
+                          ("amqp", True): 5671}[kind, values["tls"]]
     return BrokerSettings(name=name, **values)
 
 
@@ -330,7 +357,7 @@ def installed(module: str) -> bool:
 #: optional packages: module -> (package, the extra that installs it)
 EXTRAS = {"psycopg": ("psycopg", "postgresql"), "py_mini_racer": ("mini-racer", "javascript"),
           "cratedb_sqlparse": ("cratedb-sqlparse", "cratedb"), "watchdog": ("watchdog", "reload"),
-          "prometheus_client": ("prometheus-client", "metrics")}
+          "prometheus_client": ("prometheus-client", "metrics"), "pika": ("pika", "amqp")}
 
 
 def needs(module: str, what: str) -> str:

@@ -1,5 +1,5 @@
 """
-One channel as a Twisted service: its source (an MQTT session) and its
+One channel as a Twisted service: its source (an MQTT session or an AMQP queue) and its
 router, feeding the batchers of the channel's storages.
 
 Stopping a channel loses nothing and writes nothing twice: it stops reading,
@@ -32,7 +32,8 @@ SHUTDOWN = "shutdown"
 @attrs.define(eq=False)
 class ChannelService(Service):
     channel: "Channel"
-    source: MQTTSource
+    #: an MQTTSource or an AMQPSource
+    source: Any
     router: ChannelRouter
     batchers: tuple
     decoders: tuple
@@ -53,8 +54,16 @@ class ChannelService(Service):
 
         router.suffix_decoders = {name: settings.decoders[name](timezone, reactor)
                                   for _, name in SUFFIX_DECODERS if name in settings.decoders}
-        source = MQTTSource(channel.name, settings.brokers[channel.source], channel.topics, channel.qos, router,
-                            reactor, reactor, retained=channel.retained)
+        broker = settings.brokers[channel.source]
+        source: Any
+        if broker.type == "amqp":
+            from lorrygate.sources.amqp import AMQPSource
+
+            source = AMQPSource(channel.name, broker, channel.topics, router, reactor, reactor,
+                                exchange=channel.exchange, queue=channel.queue, prefetch=channel.prefetch)
+        else:
+            source = MQTTSource(channel.name, broker, channel.topics, channel.qos, router, reactor, reactor,
+                                retained=channel.retained)
         router.publish = source.publish
         router.identify(source.client_id)
         service = cls(channel, source, router, own, decoders, reactor, timeout)

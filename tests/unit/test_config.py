@@ -60,8 +60,9 @@ def test_three_mistakes_are_reported_together():
     "change, expected",
     [
         (("storage = db", "storage = db\ncolour = blue"),
-         "[channel:main] colour: expected one of the keys convert, ddl, decode_timeout, decoders, drop, error_topic, hook, ignore, max_records, metadata, "
-         "qos, rename, retained, source, storage, strategy, tags, timezone, topics, values, got unknown key 'colour'"),
+         "[channel:main] colour: expected one of the keys convert, ddl, decode_timeout, decoders, drop, error_topic, exchange, hook, "
+         "ignore, max_records, metadata, prefetch, qos, queue, rename, retained, source, storage, strategy, tags, timezone, topics, "
+         "values, got unknown key 'colour'"),
         (("[storage:db]", "[store:db]"), "[store:db]: expected a section named [lorrygate], [broker:NAME], [storage:NAME], [strategy:NAME]"),
         (("source = local", "source = remote"),
          "[channel:main] source: expected the name of a [broker:NAME] section (local), got 'remote'"),

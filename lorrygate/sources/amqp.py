@@ -1,0 +1,438 @@
+"""
+An AMQP 0-9-1 source (RabbitMQ), on pika's Twisted adapter.
+
+A channel reads a durable queue of its own (``queue``, by default
+``lorrygate.<channel>``) bound to a topic exchange (``exchange``, by default
+``amq.topic``) with one binding per topic filter. Topics and routing keys map
+as RabbitMQ's MQTT plugin maps them: MQTT levels are AMQP words, ``/`` and
+``.`` swap places (the routing key ``mqttkit-1.testdrive.area-42.node-1.data/json``
+is the topic ``mqttkit-1/testdrive/area-42/node-1/data.json``), ``+`` is
+``*``. So a channel's ``topics``, its strategy and its ``ignore`` filters read
+the same whether the messages come over MQTT or AMQP.
+
+Delivery: at least once. ``prefetch`` is the in-flight window; a message is
+acknowledged (``basic.ack``, several at once with ``multiple``, in delivery
+order) only after its rows, or its dead letter, are committed or spooled.
+Nothing is ever ``nack``-ed: a message that cannot be decoded is kept in the
+dead-letter table and acknowledged like any other; what is not committed when
+the gateway stops or dies stays unacknowledged, and RabbitMQ delivers it again
+(with ``redelivered`` set) once the connection is gone. Backpressure cancels
+the consumer (messages already sent wait in the gateway, unacknowledged) and
+consumes again on resume.
+"""
+
+from collections import deque
+from typing import Any
+
+import attrs
+from twisted.application.internet import ClientService, backoffPolicy
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from lorrygate.interfaces import ISource
+from lorrygate.model import Message
+from lorrygate.mqtt.topics import parse_filter
+from lorrygate.sources.pauses import Pauses
+
+
+def topic_of(routing_key: str) -> str:
+    """The MQTT-style topic of a routing key (``.`` and ``/`` swap, as in RabbitMQ's MQTT plugin)."""
+    return routing_key.translate(_SWAP)
+
+
+def binding_of(topic_filter: str) -> str:
+    """The AMQP binding key of an MQTT topic filter."""
+    words = topic_filter.translate(_SWAP).split(".")
+    return ".".join("*" if word == "+" else word for word in words)
+
+
+_SWAP = str.maketrans("./", "/.")
+
+
+def explain_amqp_failure(exc: Exception, broker) -> str:
+    """Say in words why connecting to a RabbitMQ failed, and what may fix it."""
+    from pika import exceptions
+    from twisted.internet.error import ConnectionDone, ConnectionLost
+
+    from lorrygate.sources.mqtt import explain_failure
+
+    if isinstance(exc, (exceptions.ProbableAuthenticationError, exceptions.AuthenticationError)):
+        return (f"RabbitMQ refused the credentials of user {broker.username or 'guest'!r} ({exc}): check username "
+                "and password")
+    if isinstance(exc, exceptions.IncompatibleProtocolError):
+        return f"{broker.host}:{broker.port} does not speak AMQP 0-9-1 (an MQTT port? a TLS-only listener?)"
+    if isinstance(exc, exceptions.ProbableAccessDeniedError):
+        return f"RabbitMQ denied access to virtual host {broker.vhost!r} ({exc}): check the user's permissions"
+    if isinstance(exc, exceptions.ChannelClosedByBroker):
+        return f"RabbitMQ closed the channel: {exc.reply_text} (code {exc.reply_code})"
+    if isinstance(exc, exceptions.ConnectionClosedByBroker):
+        return f"RabbitMQ closed the connection: {exc.reply_text} (code {exc.reply_code})"
+    if isinstance(exc, exceptions.AMQPConnectionError) and not str(exc).strip("()0123456789, "):
+        return "RabbitMQ closed the connection during the handshake (wrong port, a TLS-only listener, or refused)"
+    if isinstance(exc, (ConnectionDone, ConnectionLost)):
+        return f"the connection closed ({exc.__class__.__name__})"
+    return explain_failure(exc, broker)
+
+
+@attrs.define(eq=False)
+class AmqpAck:
+    """Acknowledges one delivery of one channel (connection) generation."""
+
+    source: Any
+    generation: int
+    tag: int
+
+    def ack(self) -> None:
+        self.source._ack(self.generation, self.tag)
+
+
+@implementer(ISource)
+@attrs.define(eq=False)
+class AMQPSource(Service):
+    """Consumes a channel's queue from one RabbitMQ."""
+
+    name: str  # type: ignore[assignment]  # Service.name, always set here
+    broker: Any  # lorrygate.config.settings.BrokerSettings, type amqp
+    topics: tuple
+    deliver: Any
+    _clock: Any
+    _reactor: Any = None
+    exchange: str = "amq.topic"
+    queue: str = ""
+    prefetch: int = 2000
+    client_id: str = ""
+    _filters: tuple = ()
+    _service: ClientService | None = None
+    _protocol: Any = None
+    _channel: Any = None
+    _consumer_tag: str = ""
+    _pauses: Any = None
+    _connect_error: str = ""
+    _subscribe_waiters: list = attrs.Factory(list)
+    subscribed: bool = False
+    _failures: int = 0
+    last_error: str = ""
+    retained_skipped: int = 0
+    #: the connection (and channel) generation: acks of an older one are void
+    _generation: int = 0
+    #: delivery tags of this generation in delivery order, and those done
+    _outstanding: deque = attrs.Factory(deque)
+    _done: set = attrs.Factory(set)
+    _ack_call: Any = None
+    _acked_up_to: int = 0
+    #: deliveries that arrived while paused (sent before the cancel took effect)
+    _held: list = attrs.Factory(list)
+    _consuming: Deferred | None = None
+
+    log = Logger()
+
+    def __attrs_post_init__(self):
+        self._filters = tuple(parse_filter(topic) for topic in self.topics)
+        self.queue = self.queue or f"lorrygate.{self.name}"
+        self.client_id = self.client_id or f"{self.queue}@{self.broker.host}"
+        if self._reactor is None:
+            self._reactor = self._clock
+        self._pauses = Pauses(self._pause_consumer, self._resume_consumer)
+
+    # -- ISource ----------------------------------------------------------------
+
+    @property
+    def paused(self) -> bool:
+        return self._pauses.paused
+
+    @property
+    def paused_by(self) -> tuple:
+        return self._pauses.holders
+
+    def pause(self, holder) -> None:
+        self._pauses.hold(holder)
+
+    def resume(self, holder) -> None:
+        self._pauses.release(holder)
+
+    @property
+    def connected(self) -> bool:
+        return self._channel is not None and self._channel.is_open
+
+    def when_subscribed(self) -> Deferred:
+        if self.subscribed:
+            return succeed(None)
+        d = Deferred(lambda d: self._subscribe_waiters.remove(d) if d in self._subscribe_waiters else None)
+        self._subscribe_waiters.append(d)
+        return d
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
+        """Publish to the exchange, best effort (error reports)."""
+        channel = self._channel
+        if channel is None or not channel.is_open:
+            return
+        d = channel.basic_publish(self.exchange, topic.translate(_SWAP), payload)
+        d.addErrback(lambda failure: self.log.debug("AMQP source {source}: report to {topic} not sent: {error}",
+                                                    source=self.name, topic=topic, error=failure.getErrorMessage()))
+
+    # -- service ----------------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        broker = self.broker
+        endpoint: Any = HostnameEndpoint(self._reactor, broker.host, broker.port, timeout=broker.connect_timeout)
+        if broker.tls:
+            from lorrygate.sources.mqtt import tls_options
+
+            endpoint = wrapClientTLS(tls_options(broker), endpoint)
+        from lorrygate.sources.mqtt import _Reporting
+
+        self._service = ClientService(_Reporting(endpoint, self), _AmqpFactory(self), retryPolicy=self._retry_delay,
+                                      clock=self._clock, prepareConnection=self._handshake)
+        self._service.startService()
+
+    def stopService(self) -> Deferred:
+        """Send the acks released so far, close the channel and the connection, stop reconnecting."""
+        super().stopService()
+        self.subscribed = False
+        if self._ack_call is not None and self._ack_call.active():
+            self._ack_call.cancel()
+        self._flush_acks()
+        protocol, self._protocol = self._protocol, None
+        self._channel = None
+        service, self._service = self._service, None
+        d = succeed(None)
+        if protocol is not None:
+            d = Deferred.fromCoroutine(self._close(protocol))
+        if service is not None:
+            d.addCallback(lambda _: service.stopService())
+        return d
+
+    async def _close(self, protocol) -> None:
+        try:
+            if protocol.is_open:
+                await protocol.close()
+        except Exception as exc:  # closing a dead connection
+            self.log.debug("AMQP source {source}: closing: {error}", source=self.name, error=str(exc))
+
+    def _retry_delay(self, attempts: int) -> float:
+        delay = backoffPolicy(initialDelay=0.5, maxDelay=self.broker.reconnect_max_delay)(max(attempts, self._failures))
+        failed, self._connect_error = self._connect_error, ""
+        if failed and self.running:
+            self.log.error("AMQP source {source}: connecting to {host}:{port} failed: {error}; next try in "
+                           "{delay:.1f} s", source=self.name, host=self.broker.host, port=self.broker.port,
+                           error=failed, delay=delay)
+        return delay
+
+    def _connect_failed(self, failure):
+        self._connect_error = self.last_error = explain_amqp_failure(failure.value, self.broker)
+        return failure
+
+    def _handshake(self, protocol) -> Deferred:
+        return Deferred.fromCoroutine(self._establish(protocol))
+
+    async def _establish(self, protocol) -> None:
+        try:
+            await protocol.ready
+            channel = await protocol.channel()
+            await channel.basic_qos(prefetch_count=self.prefetch)
+            if self.exchange and not self.exchange.startswith("amq."):
+                await channel.exchange_declare(self.exchange, exchange_type="topic", durable=True)
+            await channel.queue_declare(self.queue, durable=True)
+            for topic_filter in self._filters:
+                await channel.queue_bind(self.queue, self.exchange, routing_key=binding_of(topic_filter.text))
+        except Exception as exc:
+            self._failures += 1
+            self.last_error = explain_amqp_failure(exc, self.broker)
+            if self.running:
+                self.log.error("AMQP source {source}: connecting to {host}:{port} failed: {error}; retrying",
+                               source=self.name, host=self.broker.host, port=self.broker.port, error=self.last_error)
+            if protocol.transport is not None:
+                protocol.transport.abortConnection()
+            return
+        if not self.running:
+            await self._close(protocol)
+            return
+        self._failures = 0
+        self._generation += 1
+        self._outstanding.clear()
+        self._done.clear()
+        self._acked_up_to = 0
+        self._held.clear()
+        self._protocol, self._channel = protocol, channel
+        if protocol.closed is not None:
+            protocol.closed.addBoth(lambda reason: self._lost(channel, reason))
+        if not self._pauses.paused:
+            await self._consume()
+        self.log.info("AMQP source {source}: connected to {host}:{port} vhost {vhost}, consuming queue {queue} bound "
+                      "to {exchange} with {bindings}", source=self.name, host=self.broker.host, port=self.broker.port,
+                      vhost=self.broker.vhost, queue=self.queue, exchange=self.exchange,
+                      bindings=",".join(binding_of(f.text) for f in self._filters))
+        self.subscribed = True
+        waiters, self._subscribe_waiters = self._subscribe_waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+
+    async def _consume(self) -> None:
+        channel = self._channel
+        if channel is None or self._consumer_tag:
+            return
+        queue, self._consumer_tag = await channel.basic_consume(self.queue, auto_ack=False)
+        self._read(queue, self._generation)
+
+    def _read(self, queue, generation: int) -> None:
+        """Take every delivery waiting in the adapter's queue (a DeferredQueue: its ``pending`` list),
+        then wait for the next one: one Deferred per wake-up, not per message."""
+
+        def got(item):
+            if generation == self._generation:
+                self._received(item, generation)
+                self._read(queue, generation)
+
+        def ended(failure):
+            from pika.exceptions import ConsumerCancelled
+
+            if generation == self._generation and not (failure.check(ConsumerCancelled) and self._pauses.paused):
+                self._lost(self._channel, failure.value)  # the channel closed under the consumer
+            return None
+
+        waiting = queue.pending
+        while waiting and generation == self._generation:
+            items = waiting[:]
+            del waiting[:]
+            for item in items:
+                self._received(item, generation)
+        if generation == self._generation:
+            queue.get().addCallbacks(got, ended)
+
+    def _pause_consumer(self) -> None:
+        channel, tag = self._channel, self._consumer_tag
+        if channel is not None and tag:
+            self._consumer_tag = ""
+            channel.basic_cancel(tag).addErrback(lambda failure: None)
+
+    def _resume_consumer(self) -> None:
+        held, self._held = self._held, []
+        for item, generation in held:
+            if generation == self._generation:
+                self._deliver(item, generation)
+        if self._channel is not None and not self._pauses.paused:
+            Deferred.fromCoroutine(self._consume()).addErrback(
+                lambda failure: self.log.error("AMQP source {source}: consuming again failed: {error}",
+                                               source=self.name, error=failure.getErrorMessage()))
+
+    def _lost(self, channel, reason) -> None:
+        if channel is None or channel is not self._channel:
+            return None
+        self._channel = None
+        self._consumer_tag = ""
+        self.subscribed = False
+        self._generation += 1  # acks of the lost channel are void: RabbitMQ delivers those messages again
+        if not self.running:
+            return None
+        if hasattr(reason, "value"):
+            reason = reason.value
+        reason = explain_amqp_failure(reason, self.broker) if isinstance(reason, Exception) else str(reason)
+        self.last_error = f"connection lost ({reason})"
+        self.log.warn("AMQP source {source}: connection to {host}:{port} lost ({reason}); reconnecting",
+                      source=self.name, host=self.broker.host, port=self.broker.port, reason=reason)
+        protocol, self._protocol = self._protocol, None
+        if protocol is not None and protocol.transport is not None:
+            protocol.transport.loseConnection()
+        return None
+
+    def _received(self, item, generation: int) -> None:
+        if self._pauses.paused:
+            self._held.append((item, generation))
+            return
+        self._deliver(item, generation)
+
+    def _deliver(self, item, generation: int) -> None:
+        _, method, properties, body = item
+        tag = method.delivery_tag
+        self._outstanding.append(tag)
+        topic = topic_of(method.routing_key)
+        subscription = self._filters[0].text
+        if len(self._filters) > 1:
+            for candidate in self._filters:
+                if candidate.matches(topic):
+                    subscription = candidate.text
+                    break
+        self.deliver(Message(topic, body, 1, False, self._clock.seconds(), subscription,
+                             AmqpAck(self, generation, tag)))
+
+    # -- acknowledgements ---------------------------------------------------------
+
+    def _ack(self, generation: int, tag: int) -> None:
+        if generation != self._generation:
+            return  # that channel is gone; RabbitMQ delivers the message again
+        self._done.add(tag)
+        outstanding, done = self._outstanding, self._done
+        released = 0
+        while outstanding and outstanding[0] in done:
+            released = outstanding.popleft()
+            done.discard(released)
+        if released:
+            self._acked_up_to = released
+            if self._ack_call is None:
+                self._ack_call = self._clock.callLater(0, self._flush_acks)
+
+    def _flush_acks(self) -> None:
+        """One ``basic.ack`` with ``multiple`` for every delivery released since the last."""
+        self._ack_call = None
+        tag, self._acked_up_to = self._acked_up_to, 0
+        channel = self._channel
+        if tag and channel is not None and channel.is_open:
+            channel.basic_ack(delivery_tag=tag, multiple=True)
+
+
+class _AmqpFactory(Factory):
+    noisy = False
+
+    def __init__(self, source: AMQPSource):
+        self.source = source
+
+    def buildProtocol(self, addr):
+        import pika
+        from pika.adapters.twisted_connection import TwistedProtocolConnection
+
+        broker = self.source.broker
+        credentials = pika.PlainCredentials(broker.username or "guest",
+                                            broker.password.reveal() if broker.password else "guest")
+        parameters = pika.ConnectionParameters(
+            virtual_host=broker.vhost, credentials=credentials, heartbeat=broker.keepalive,
+            client_properties={"connection_name": f"lorrygate {self.source.name}"})
+        protocol = _connection_class(TwistedProtocolConnection)(parameters, custom_reactor=self.source._reactor)
+        protocol.factory = self
+        return protocol
+
+
+def _connection_class(base):
+    """pika's Twisted connection, keeping why opening it failed (pika reports only "AMQPConnectionError(1)")."""
+
+    class Connection(base):
+        #: the handshake state when the connection was lost (pika reports a bare ConnectionDone)
+        lost_in_state = None
+
+        def connectionLost(self, reason=None):
+            self.lost_in_state = self._impl.connection_state
+            return super().connectionLost(reason)
+
+        def _on_connection_failed(self, _connection, error=None):
+            d, self.ready = self.ready, None
+            if not d:
+                return
+            from pika import exceptions
+            from pika.connection import Connection as State
+
+            # As pika itself reads a close during the handshake (pika.connection._on_stream_terminated):
+            # while authenticating, the credentials; while tuning, the virtual host.
+            state = self.lost_in_state
+            if state == State.CONNECTION_START:
+                error = exceptions.ProbableAuthenticationError("the connection closed while authenticating")
+            elif state == State.CONNECTION_TUNE:
+                error = exceptions.ProbableAccessDeniedError("the connection closed while opening the virtual host")
+            elif state == State.CONNECTION_PROTOCOL:
+                error = exceptions.IncompatibleProtocolError("the server does not speak AMQP 0-9-1")
+            d.errback(error if isinstance(error, Exception) else exceptions.AMQPConnectionError(error))
+
+    return Connection
