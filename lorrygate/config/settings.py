@@ -109,6 +109,11 @@ class StorageSettings:
     callback: Any = attrs.field(default=None, repr=False)
     #: names of ``[hook:NAME]`` sections run on the first sample of each table
     hooks: tuple = ()
+    #: mqtt sinks: the topic template, what is published, where dead letters go, and the connection
+    topic: str = "{topic}"
+    payload: str = "message"
+    dead_letter_topic: str = "lorrygate/dead-letters"
+    broker: Any = attrs.field(default=None, repr=False)
 
 
 @attrs.frozen
@@ -211,6 +216,11 @@ STORAGE_KEYS = {
     "timeout": Key(v.duration(0.1, 600), 30.0, doc='CrateDB: how long one HTTP request may take.'),
     "flatten_depth": Key(v.integer(1, 32), 3, doc='SQL storages: nested objects become dotted column names down to this depth; deeper ones are one JSON column.'),
     "max_columns": Key(v.integer(8, 32767), 250, doc='SQL storages: the most columns a table gets; fields beyond go into the extra_fields JSON column.'),
+    "topic": Key(v.nonempty, "{topic}", doc="mqtt: the topic template of what is published ({topic}, {realm}, "
+                 "{network}, {gateway}, {node}, {kind}, {rest}, {schema}, {table})."),
+    "payload": Key(v.choice("message", "records"), "message",
+                   doc="mqtt: message publishes each payload as it came; records each record as JSON."),
+    "dead_letter_topic": Key(v.nonempty, "lorrygate/dead-letters", doc="mqtt: where dead letters are published."),
     "hooks": Key(v.names, (), doc='First-sample hooks ([hook:NAME] sections) run when a table stores its first row or a new field.'),
 }
 #: keys only some storage kinds take
@@ -223,6 +233,9 @@ STORAGE_KIND_KEYS = {
     "timeout": ("crate",),
     "flatten_depth": ("sqlite", "postgresql"),
     "max_columns": ("sqlite", "postgresql"),
+    "topic": ("mqtt",),
+    "payload": ("mqtt",),
+    "dead_letter_topic": ("mqtt",),
 }
 
 CHANNEL_KEYS = {
@@ -383,7 +396,24 @@ def make_storage(name: str, values: dict, section: str, problem):
         except ValueError as exc:
             problem(section, "ddl", "a DDL template", f"one that fails: {exc}")
             return None
+    if url.kind == "mqtt":
+        values["broker"] = sink_broker(name, url.raw)
     return StorageSettings(name=name, url=url, kind=url.kind, path=url.path, ddl=ddl, **values)
+
+
+def sink_broker(name: str, url: str) -> BrokerSettings:
+    """The connection of an MQTT sink: ``mqtt[s]://[USER:PASSWORD@]HOST[:PORT]/[?protocol=5&client-id=ID]``."""
+    import socket
+    from urllib.parse import parse_qsl, unquote, urlsplit
+
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    tls = parts.scheme == "mqtts"
+    return BrokerSettings(
+        name=f"storage {name}", host=parts.hostname or "localhost", port=parts.port or (8883 if tls else 1883),
+        protocol=query.get("protocol", "3.1.1"), client_id=query.get("client-id") or f"lorrygate-{socket.gethostname()}-{name}",
+        username=unquote(parts.username or ""), password=v.Secret(unquote(parts.password)) if parts.password else None,
+        tls=tls, clean_session=True)
 
 
 #: a channel's decoders when it names none, by its strategy

@@ -162,7 +162,7 @@ def topic_filters(value: str) -> tuple:
 
 STORAGE_URL_HELP = (
     "a storage URL: sqlite:///PATH, postgresql://USER:PASSWORD@HOST:5432/DATABASE, "
-    "crate://HOST:4200/ or crate+https://USER:PASSWORD@HOST:4200/"
+    "crate://HOST:4200/, crate+https://USER:PASSWORD@HOST:4200/ or mqtt://USER:PASSWORD@HOST:1883/"
 )
 
 
@@ -189,7 +189,8 @@ class StorageUrl:
         if self.kind in ("file", "app"):
             return self.raw
         parts = urlsplit(self.raw)
-        port = parts.port or {"postgresql": 5432, "crate": 4200}.get(self.kind)
+        port = parts.port or {"postgresql": 5432, "crate": 4200, "mqtt": 8883 if parts.scheme == "mqtts" else 1883}.get(
+            self.kind)
         query = sorted((k, v) for k, v in parse_qsl(parts.query) if "password" not in k.lower())
         scheme = "postgresql" if self.kind == "postgresql" else parts.scheme
         path = parts.path if self.kind == "postgresql" else (parts.path.rstrip("/") or "")
@@ -211,6 +212,8 @@ def storage_url(value: str) -> StorageUrl:
         return StorageUrl("postgresql", value)
     if parts.scheme in ("crate", "crate+http", "crate+https") and parts.hostname:
         return StorageUrl("crate", value)
+    if parts.scheme in ("mqtt", "mqtts") and parts.hostname:
+        return StorageUrl("mqtt", value)
     raise Invalid(STORAGE_URL_HELP)
 
 

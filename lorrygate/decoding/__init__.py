@@ -6,7 +6,7 @@ from lorrygate.decoding.binary import CborDecoder, MessagePackDecoder, MuonDecod
 from lorrygate.decoding.chain import DecoderChain
 from lorrygate.decoding.functions import decoder
 from lorrygate.decoding.jsonobject import JsonDecoder
-from lorrygate.decoding.text import CsvDecoder, KeyValueDecoder, NdjsonDecoder, ValueDecoder
+from lorrygate.decoding.text import CsvDecoder, KeyValueDecoder, NdjsonDecoder, RawDecoder, ValueDecoder
 from lorrygate.decoding.vendors import AirrohrDecoder, ChirpStackDecoder, HomieDecoder, TasmotaDecoder, TtnDecoder
 
 #: built-in decoders by the name a chain selects them with
@@ -24,6 +24,7 @@ DECODERS: dict[str, Any] = {
     "msgpack": MessagePackDecoder,
     "cbor": CborDecoder,
     "muon": MuonDecoder,
+    "raw": RawDecoder,
 }
 
 __all__ = ["DECODERS", "DecoderChain", "JsonDecoder", "decoder"]

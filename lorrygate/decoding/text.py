@@ -140,6 +140,26 @@ class KeyValueDecoder:
 
 @implementer(IDecoder)
 @attrs.frozen
+class RawDecoder:
+    """Any payload as one record: ``payload`` holds its text (UTF-8), or its base64 when it is not text.
+    For relays that pass messages on as they came, and for payloads no other decoder reads."""
+
+    name: str = "raw"
+    timezone: Any = None
+
+    def decode(self, message, address) -> list:
+        import base64
+
+        payload = message.payload
+        try:
+            value = payload.decode("utf-8")
+        except UnicodeDecodeError:
+            return [Record(received_ns(message), {"payload_base64": base64.b64encode(payload).decode("ascii")})]
+        return [Record(received_ns(message), {"payload": value})]
+
+
+@implementer(IDecoder)
+@attrs.frozen
 class ValueDecoder:
     """One value on a per-field topic."""
 

@@ -62,8 +62,13 @@ def describe(settings, topics=(), fields=()) -> str:
     lines = [f"pipeline from {settings.source}:"]
     for channel in settings.channels:
         broker = settings.brokers[channel.source]
-        lines.append(f"  channel {channel.name}: mqtt {broker.host}:{broker.port} {','.join(channel.topics)} "
-                     f"(QoS {channel.qos}, MQTT {broker.protocol})")
+        if broker.type == "amqp":
+            lines.append(f"  channel {channel.name}: amqp {broker.host}:{broker.port} vhost {broker.vhost}, queue "
+                         f"{channel.queue or 'lorrygate.' + channel.name} bound to {channel.exchange} with "
+                         f"{','.join(channel.topics)} (prefetch {channel.prefetch})")
+        else:
+            lines.append(f"  channel {channel.name}: mqtt {broker.host}:{broker.port} {','.join(channel.topics)} "
+                         f"(QoS {channel.qos}, MQTT {broker.protocol})")
         lines.append(f"    ! strategy {channel.strategy} ! decode {','.join(channel.decoders)}"
                      + (" ! transform" if channel.transform is not None else ""))
         for name in channel.storages:

@@ -46,6 +46,18 @@ ELEMENTS = dict([
           protocol=Prop(v.choice("3.1.1", "5"), "3.1.1", "MQTT version"),
           tls=Prop(v.boolean, False, "TLS with certificate verification"),
           retained=Prop(v.choice("new", "always", "never"), "new", "retained messages on (re)subscribe")),
+    _spec("amqpsrc", "source", "Consumes a durable queue of a RabbitMQ (AMQP 0-9-1), bound to a topic exchange; "
+          "routing keys read as MQTT topics.",
+          host=Prop(v.nonempty, "localhost", "broker host"),
+          port=Prop(v.integer(1, 65535), None, "broker port (5672, 5671 with tls)"),
+          vhost=Prop(v.nonempty, "/", "virtual host"),
+          exchange=Prop(v.nonempty, "amq.topic", "topic exchange"),
+          topic=Prop(v.topic_filters, ("#",), "topic filters (bindings), comma-separated"),
+          queue=Prop(v.text, "", "queue name (default lorrygate.<channel>)"),
+          prefetch=Prop(v.integer(1, 65535), 2000, "unacknowledged messages at once"),
+          username=Prop(v.text, "guest", "user name"),
+          password=Prop(v.text, "guest", "password (use ${ENV:NAME})"),
+          tls=Prop(v.boolean, False, "TLS with certificate verification")),
     _spec("strategy", "strategy", "Turns topics into addresses and tables (docs/topology.rst).",
           name=Prop(v.nonempty, "wan", "a built-in, drop-in or declared strategy")),
     _spec("decode", "decode", "Decodes payloads with a fallback chain (docs/decoding.rst).",
@@ -73,13 +85,22 @@ ELEMENTS = dict([
           location=Prop(v.nonempty, REQUIRED, "file path"),
           format=Prop(v.choice("ndjson", "csv"), "ndjson", "ndjson or csv"),
           name=Prop(v.nonempty, "", "storage name")),
+    _spec("mqttsink", "sink", "Publishes to an MQTT broker, QoS 1; the source message is acknowledged after the PUBACK.",
+          host=Prop(v.nonempty, "localhost", "broker host"),
+          port=Prop(v.integer(1, 65535), None, "broker port (1883, 8883 with tls)"),
+          topic=Prop(v.nonempty, "{topic}", "topic template ({topic}, {realm}, {node}, {table}, ...)"),
+          payload=Prop(v.choice("message", "records"), "message", "the payload as it came, or each record as JSON"),
+          username=Prop(v.text, "", "user name"),
+          password=Prop(v.text, "", "password (use ${ENV:NAME})"),
+          tls=Prop(v.boolean, False, "TLS with certificate verification"),
+          name=Prop(v.nonempty, "", "storage name")),
     _spec("appsink", "sink", "Hands rows to a Python callable, callback(rows).",
           callback=Prop(v.callable_ref, "", "module:function (or give it to parse_launch)"),
           name=Prop(v.nonempty, "", "the name parse_launch(callbacks=...) uses")),
 ])
 
 #: URL schemes that stand for elements
-URL_KINDS = {"mqtt": "source", "mqtts": "source", "sqlite": "sink", "postgresql": "sink", "postgres": "sink",
+URL_KINDS = {"mqtt": "source", "mqtts": "source", "amqp": "source", "amqps": "source", "sqlite": "sink", "postgresql": "sink", "postgres": "sink",
              "crate": "sink", "crate+http": "sink", "crate+https": "sink", "file": "sink"}
 
 
@@ -94,7 +115,9 @@ def describe_elements(name: str | None = None) -> str:
             default = "required" if prop.default is REQUIRED else f"default {prop.default!r}"
             lines.append(f"    {key:<10} {prop.doc} ({default})")
     if name is None:
-        lines.append("URLs: mqtt://[user:password@]host[:port]/topic?qos=1 (a source); sqlite:///path, "
+        lines.append("URLs: mqtt://[user:password@]host[:port]/topic?qos=1 and "
+                     "amqp://[user:password@]host[:port]/[vhost]?exchange=amq.topic&topic=a/%23 (sources); sqlite:///path, "
                      "postgresql://..., crate://host:4200/, file:///path.ndjson (sinks; ?table=NAME writes every "
-                     "record into that one table)")
+                     "record into that one table), and mqtt://host/TOPIC-TEMPLATE?payload=message|records at the end "
+                     "of a chain (a sink)")
     return "\n".join(lines)

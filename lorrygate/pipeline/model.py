@@ -73,9 +73,11 @@ def _properties(element, text: str) -> dict:
     return values
 
 
-def _kind(element) -> str:
+def _kind(element, head: bool = True) -> str:
     if element.factory == "url":
         scheme = element.url.split("://", 1)[0].lower()
+        if scheme in ("mqtt", "mqtts") and not head:
+            return "sink"  # an MQTT URL after the source publishes
         return URL_KINDS.get(scheme, "unknown")
     if element.factory == "reference":
         return "reference"
@@ -106,6 +108,29 @@ def _mqtt_url(url: str) -> dict:
     }
 
 
+def _amqp_url(url: str) -> dict:
+    """``amqp[s]://USER:PASSWORD@HOST[:PORT]/[VHOST]?exchange=amq.topic&topic=a/%23&queue=NAME&prefetch=2000``
+    (the vhost percent-encoded: %2F is /, the default)."""
+    parts = urlsplit(url.replace("#", "%23"))
+    if not parts.hostname:
+        raise Invalid("an AMQP URL such as amqp://guest:guest@localhost:5672/%2F?exchange=amq.topic&topic=sensors/%23")
+    query = dict(parse_qsl(parts.query))
+    topic = query.get("topic", "#")
+    v.topic_filters(topic)
+    return {
+        "host": parts.hostname,
+        "port": parts.port,
+        "vhost": unquote(parts.path[1:]) or "/",
+        "exchange": query.get("exchange", "amq.topic"),
+        "topic": tuple(t.strip() for t in topic.split(",")),
+        "queue": query.get("queue", ""),
+        "prefetch": v.integer(1, 65535)(query.get("prefetch", "2000")),
+        "username": unquote(parts.username or "guest"),
+        "password": unquote(parts.password or "guest"),
+        "tls": parts.scheme == "amqps",
+    }
+
+
 @attrs.define
 class _Builder:
     text: str
@@ -121,7 +146,11 @@ class _Builder:
         text = self.text
         name = f"sink{len(self.storages)}"
         table = None
-        if element.factory == "url":
+        if element.factory == "mqttsink" or (element.factory == "url" and element.url.split("://", 1)[0].lower() in
+                                               ("mqtt", "mqtts")):
+            settings = self.mqtt_sink(element, name)
+            name = settings.name
+        elif element.factory == "url":
             url = element.url
             if url.startswith("file://"):
                 path = unquote(urlsplit(url).path)
@@ -171,6 +200,30 @@ class _Builder:
             return name, strategy
         return name, None
 
+    def mqtt_sink(self, element, name: str):
+        """An MQTT sink from ``mqtt[s]://[USER:PASSWORD@]HOST[:PORT]/TOPIC-TEMPLATE?payload=message|records``
+        or an mqttsink element."""
+        text = self.text
+        if element.factory == "url":
+            parts = urlsplit(element.url)
+            query = dict(parse_qsl(parts.query))
+            template = unquote(parts.path[1:]) or "{topic}"
+            payload = query.get("payload", "message")
+            if payload not in ("message", "records"):
+                raise PipelineError(f"payload: expected message or records, got {payload!r}", text, element.loc)
+            url = element.url.split("?", 1)[0]
+            url = url[: url.index("/", url.index("://") + 3)] + "/" if "/" in url[url.index("://") + 3:] else url + "/"
+        else:
+            props = _properties(element, text)
+            name = props["name"] or name
+            template, payload = props["topic"], props["payload"]
+            auth = f"{props['username']}:{props['password']}@" if props["username"] else ""
+            port = props["port"] or (8883 if props["tls"] else 1883)
+            url = f"{'mqtts' if props['tls'] else 'mqtt'}://{auth}{props['host']}:{port}/"
+        parsed = v.storage_url(url)
+        return s.StorageSettings(name, parsed, "mqtt", spool=True, topic=template, payload=payload,
+                                 broker=s.sink_broker(name, url))
+
     def chain(self, chain) -> None:
         text = self.text
         elements = list(chain.elements)
@@ -181,8 +234,8 @@ class _Builder:
                 raise PipelineError(f"no element is named {head.reference!r} (name a tee: tee name={head.reference})",
                                     text, head.loc)
             index = self.tees[head.reference]
-            sinks = [e for e in elements[1:] if _kind(e) != "queue"]
-            if len(sinks) != 1 or _kind(sinks[0]) != "sink":
+            sinks = [e for e in elements[1:] if _kind(e, False) != "queue"]
+            if len(sinks) != 1 or _kind(sinks[0], False) != "sink":
                 at = sinks[0].loc if sinks else head.loc
                 raise PipelineError("a branch is: NAME. ! [queue !] sink", text, at)
             name, strategy = self.sink(sinks[0])
@@ -192,18 +245,18 @@ class _Builder:
             self.channels[index] = attrs.evolve(channel, tee=channel.tee + (name,)) if channel.storage else attrs.evolve(
                 channel, storage=name)
             return
-        if head.factory == "url" and head.url.split("://", 1)[0].lower() in ("amqp", "amqps", "redis", "zmq", "kafka"):
+        if head.factory == "url" and head.url.split("://", 1)[0].lower() in ("redis", "zmq", "kafka"):
             raise PipelineError(f"{head.url.split('://', 1)[0]}:// sources are not supported yet; MQTT is "
                                 "(mqtt://host/topic)", text, head.loc)
         if kind != "source":
-            raise PipelineError(f"a chain starts with a source (mqttsrc or mqtt://...) or a branch NAME., "
+            raise PipelineError(f"a chain starts with a source (mqttsrc, amqpsrc, mqtt://..., amqp://...) or a branch NAME., "
                                 f"got {head.factory if head.factory != 'url' else head.url!r}", text, head.loc)
         source = self.source(head)
         strategy, decoders, timezone, transform, storages, tee = "wan", source.pop("decoders"), "UTC", None, [], None
         order = ["strategy", "decode", "transform", "queue", "sink"]
         last = -1
         for element in elements[1:]:
-            kind = _kind(element)
+            kind = _kind(element, False)
             if kind == "unknown":
                 what = element.url if element.factory == "url" else element.factory
                 raise PipelineError(f"unknown element {what!r} (lorrygate inspect lists them)", text, element.loc)
@@ -232,9 +285,16 @@ class _Builder:
                                 text, elements[-1].loc)
         index = len(self.channels)
         name = f"launch{index}"
+        relayed = [self.storages[n] for n in storages if self.storages[n].kind == "mqtt"]
+        if relayed and not any(_kind(e, False) == "strategy" for e in elements[1:]):
+            strategy = "topic"  # a relay takes any topic
+        if relayed and not any(_kind(e, False) == "decode" for e in elements[1:]) and \
+                all(sink.payload == "message" for sink in relayed):
+            decoders = ("raw",)  # passed on as it came: any payload
         self.channels.append(Channel(name=name, source=source["broker"], topics=source["topics"], qos=source["qos"],
                                      strategy=strategy, decoders=tuple(decoders), storage=storages[0] if storages else "",
-                                     timezone=timezone, retained=source["retained"], transform=transform))
+                                     timezone=timezone, retained=source["retained"], transform=transform,
+                                     **source.get("amqp", {})))
         if tee is not None:
             if tee in self.tees:
                 raise PipelineError(f"a second element named {tee!r}", text, elements[-1].loc)
@@ -242,6 +302,10 @@ class _Builder:
 
     def source(self, element) -> dict:
         text = self.text
+        is_amqp = element.factory == "amqpsrc" or (
+            element.factory == "url" and element.url.split("://", 1)[0].lower() in ("amqp", "amqps"))
+        if is_amqp:
+            return self.amqp_source(element)
         if element.factory == "url":
             try:
                 props = _mqtt_url(element.url)
@@ -261,6 +325,28 @@ class _Builder:
             tls=props["tls"])
         return {"broker": name, "topics": props["topic"], "qos": props["qos"], "retained": props["retained"],
                 "decoders": decoders}
+
+    def amqp_source(self, element) -> dict:
+        text = self.text
+        if element.factory == "url":
+            try:
+                props = _amqp_url(element.url)
+            except Invalid as exc:
+                raise PipelineError(f"expected {exc.expected}, got {element.url!r}", text, element.loc) from None
+        else:
+            props = _properties(element, text)
+        name = f"source{len(self.brokers)}"
+        port = props["port"] or (5671 if props["tls"] else 5672)
+        if not props["queue"]:
+            # stable across restarts (a durable queue keeps what arrives meanwhile), distinct per relay
+            identity = hashlib.sha256(f"{props['host']}|{port}|{props['vhost']}|{props['exchange']}|{props['topic']}"
+                                      .encode()).hexdigest()[:8]
+            props["queue"] = f"lorrygate-{socket.gethostname()}-{identity}"
+        self.brokers[name] = s.BrokerSettings(
+            name=name, host=props["host"], port=port, type="amqp", vhost=props["vhost"], username=props["username"],
+            password=v.Secret(props["password"]) if props["password"] else None, tls=props["tls"])
+        return {"broker": name, "topics": props["topic"], "qos": 1, "retained": "new", "decoders": ("json",),
+                "amqp": {"exchange": props["exchange"], "queue": props["queue"], "prefetch": props["prefetch"]}}
 
     def transform(self, element):
         props = _properties(element, self.text)

@@ -44,6 +44,10 @@ def make_backend(storage, reactor, ddl: dict):
         from lorrygate.storage.sinks import AppSink
 
         return AppSink(storage.name, storage.callback)
+    if storage.kind == "mqtt":
+        from lorrygate.storage.mqtt_sink import MqttSink
+
+        return MqttSink(storage.name, storage.broker, reactor, storage.topic, storage.payload, storage.dead_letter_topic)
     from lorrygate.storage.cratedb import CrateStorage
 
     return CrateStorage.from_settings(storage, reactor, ddl)

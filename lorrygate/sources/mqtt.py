@@ -305,7 +305,8 @@ class MQTTSource(Service):
             self._protocol = protocol
             if self._pauses.paused:
                 protocol.pauseReading()
-            await protocol.subscribe([(f.text, self._options()) for f in self._filters])
+            if self._filters:  # a client that only publishes (an MQTT sink) subscribes to nothing
+                await protocol.subscribe([(f.text, self._options()) for f in self._filters])
         except Exception as exc:
             if self._protocol is protocol:
                 self._protocol = None
@@ -330,7 +331,8 @@ class MQTTSource(Service):
         protocol.when_lost().addCallback(lambda _: self._lost(protocol))
         self.log.info(
             "MQTT source {source}: connected to {host}:{port} as {client_id} "
-            "(MQTT {version}, session present: {session_present}), subscribed to {topics}",
+            "(MQTT {version}, session present: {session_present}), subscribed to {topics}"
+            if self._filters else "MQTT {source}: connected to {host}:{port} as {client_id} (MQTT {version}), publishing",
             source=self.name,
             host=self.broker.host,
             port=self.broker.port,

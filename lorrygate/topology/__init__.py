@@ -1,5 +1,6 @@
 """Topology strategies: a topic becomes an address, an address a table."""
 
+from lorrygate.topology.anytopic import TopicStrategy
 from lorrygate.topology.fleets import (
     ChirpStackStrategy,
     HomieStrategy,
@@ -22,6 +23,7 @@ STRATEGIES = {
     "chirpstack": ChirpStackStrategy,
     "zigbee2mqtt": Zigbee2MqttStrategy,
     "shelly": ShellyStrategy,
+    "topic": TopicStrategy,
 }
 
 __all__ = ["STRATEGIES", "TemplateStrategy", "WanStrategy", "LanStrategy"]

@@ -172,6 +172,10 @@ ROUTED = [
      "factory_line_1", "press_7_sensors"),
     ("factory", "factory/line-1/press-7/alarm", A("factory", "line-1", None, "press-7", "event", "alarm"),
      "factory_line_1", "press_7_alarms"),
+    # -- any topic (relays, topic trees without a convention) --
+    ("topic", "factory/hall-2/press-7/temperature", A("factory", None, None, None, "data", "hall-2/press-7/temperature"),
+     "factory", "hall_2_press_7_temperature"),
+    ("topic", "alone", A("alone", None, None, None, "data", ""), "alone", "data"),
 ]
 
 REFUSED = [
@@ -212,6 +216,7 @@ REFUSED = [
     ("sites", "acme/other/b/p/data.json", "does not match the template"),
     ("sites", "acme/sites/+/p/data.json", "the site level is a wildcard '+'"),
     ("factory", "factory/line-1/press-7", "expected factory/<line>/<machine>/telemetry"),
+    ("topic", "/leading/slash", "first level names it"),
 ]
 
 

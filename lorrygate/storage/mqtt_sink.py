@@ -1,0 +1,145 @@
+"""
+The MQTT sink: a storage that publishes to a broker (``url = mqtt://host:1883/``).
+
+``payload = message`` (the default) publishes each message's payload as it
+came, once, to ``topic`` (a template, by default ``{topic}``: the topic it
+came with); ``payload = records`` publishes each record as a JSON object
+(``time`` in ISO 8601, then tags and fields). The template takes ``{topic}``,
+``{realm}``, ``{network}``, ``{gateway}``, ``{node}``, ``{kind}``, ``{rest}``
+(the levels after the address), ``{schema}`` and ``{table}``.
+
+Delivery: every publication is QoS 1 and a batch counts as written only once
+the broker has acknowledged (PUBACK) every message of it; only then are the
+source messages acknowledged, so a relay is at-least-once end to end. A
+connection lost mid-batch fails the batch: it is retried (or spooled) and
+published again, so duplicates are possible, never a loss. Dead letters go
+to ``dead_letter_topic`` as JSON (topic, payload in base64, stage, reason).
+
+The connection is `lorrygate.sources.mqtt.MQTTSource` without subscriptions:
+the same reconnects, TLS, credentials and failure messages as a source.
+"""
+
+import base64
+import json
+from typing import Any
+
+import attrs
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from lorrygate.decoding.timestamps import to_iso
+from lorrygate.errors import StorageError
+from lorrygate.interfaces import IStorage
+
+#: publications in flight at once within a batch (the broker's Receive Maximum may be lower)
+WINDOW = 500
+
+
+def _plain(value):
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    return str(value)
+
+
+class _Fields(dict):
+    """The values of a topic template; a placeholder without a value is empty."""
+
+    def __missing__(self, key):
+        return ""
+
+
+@implementer(IStorage)
+@attrs.define(eq=False)
+class MqttSink:
+    name: str
+    broker: Any  # lorrygate.config.settings.BrokerSettings
+    reactor: Any
+    topic: str = "{topic}"
+    payload: str = "message"
+    dead_letter_topic: str = "lorrygate/dead-letters"
+    _client: Any = None
+    published: int = 0
+
+    log = Logger()
+
+    def start(self) -> Deferred:
+        from lorrygate.sources.mqtt import MQTTSource
+
+        self._client = MQTTSource(self.name, self.broker, (), 1, None, self.reactor, self.reactor)
+        self._client.startService()
+        return succeed(None)  # a broker that is away is an outage: batches wait (spool, backpressure)
+
+    def stop(self) -> Deferred:
+        client, self._client = self._client, None
+        return client.stopService() if client is not None else succeed(None)
+
+    def details(self) -> dict:
+        client = self._client
+        return {"broker": f"{self.broker.host}:{self.broker.port}", "connected": bool(client and client.connected),
+                "published": self.published, "last_error": client.last_error if client else ""}
+
+    def topic_for(self, entry) -> str:
+        address = entry.address
+        values = _Fields(topic=entry.message.topic)
+        if address is not None:
+            values.update(realm=address.realm, network=address.network or "", gateway=address.gateway or "",
+                          node=address.node or "", kind=address.kind, rest=address.rest)
+        if entry.table is not None:
+            values.update(schema=entry.table.schema, table=entry.table.table)
+        return self.topic.format_map(values)
+
+    def write(self, batch) -> Deferred:
+        client = self._client
+        protocol = getattr(client, "_protocol", None) if client is not None else None
+        if protocol is None or not protocol.connected:
+            why = client.last_error if client is not None and client.last_error else "not connected yet"
+            return fail(StorageError(f"MQTT sink {self.name}: {self.broker.host}:{self.broker.port} is away ({why})"))
+        return Deferred.fromCoroutine(self._publish(protocol, list(self._items(batch))))
+
+    def _items(self, batch):
+        seen = set()
+        for entry in batch.entries:
+            if entry.table is None:
+                continue  # acknowledged without rows (ignored topics, own reports)
+            if self.payload == "message":
+                if id(entry.message) in seen:
+                    continue
+                seen.add(id(entry.message))
+                yield self.topic_for(entry), entry.message.payload
+            else:
+                topic = self.topic_for(entry)
+                for record in entry.records:
+                    row = {"time": to_iso(record.time), **record.tags, **record.fields}
+                    yield topic, json.dumps(row, default=_plain, ensure_ascii=False).encode("utf-8")
+        for dead in batch.dead_letters:
+            message = dead.message
+            yield self.dead_letter_topic, json.dumps({
+                "channel": dead.channel, "topic": message.topic, "stage": dead.stage, "error": dead.error,
+                "decoder": dead.decoder, "payload_base64": base64.b64encode(message.payload).decode("ascii"),
+            }).encode("utf-8")
+
+    async def _publish(self, protocol, items: list) -> None:
+        from lorrygate.mqtt.protocol import PacketTooLarge
+
+        pending: list = []
+        try:
+            for topic, payload in items:
+                if len(pending) >= WINDOW:
+                    await pending.pop(0)
+                try:
+                    pending.append(protocol.publish(topic, payload, 1))
+                except PacketTooLarge as exc:
+                    # Not worth failing the batch for: the broker would never take it.
+                    self.log.error("MQTT sink {sink}: a message to {topic} not published: {error}", sink=self.name,
+                                   topic=topic, error=str(exc))
+            for d in pending:
+                await d
+        except StorageError:
+            raise
+        except Exception as exc:
+            for d in pending:
+                d.addErrback(lambda failure: None)
+            raise StorageError(f"MQTT sink {self.name}: publishing to {self.broker.host}:{self.broker.port} "
+                               f"failed ({exc}); the batch is published again") from None
+        self.published += len(items)
