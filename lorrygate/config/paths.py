@@ -66,7 +66,11 @@ def moved(given: str, base_dir: str, what: str) -> str | None:
     if what == "sqlite":
         found = os.path.isfile(there)
     else:
-        found = os.path.isdir(os.path.join(there, "spool")) or os.path.exists(os.path.join(there, "lorrygate.lock"))
+        # lorrygate's own files, not any directory of that name (/var has a spool too)
+        import glob
+
+        found = os.path.exists(os.path.join(there, "lorrygate.lock")) or bool(
+            glob.glob(os.path.join(glob.escape(there), "spool", "*", "target.json")))
     if not found:
         return None
     return (f"{given!r} is relative to the config file's folder since lorrygate 0.1.0, so {here}, which does not "

@@ -122,6 +122,7 @@ def test_an_upgrade_does_not_leave_a_spool_behind(tmp_path):
     """Before 0.1.0 a relative data_dir was relative to the working directory: a spool there, and nothing
     next to the config, is a configuration problem that says where each is."""
     (tmp_path / "var" / "spool" / "db").mkdir(parents=True)
+    (tmp_path / "var" / "spool" / "db" / "target.json").write_text('{"kind": "sqlite", "target": "sqlite:///x"}')
     (tmp_path / "etc").mkdir()
     (tmp_path / "etc" / "gateway.ini").write_text(textwrap.dedent("""
         [broker:local]
