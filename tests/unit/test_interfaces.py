@@ -37,3 +37,14 @@ def test_mqtt_source():
     clock = Clock()
     source = MQTTSource("c", settings.brokers["b"], ("a/#",), 1, lambda m: None, clock)
     assert verifyObject(ISource, source)
+
+
+def test_amqp_source_and_mqtt_sink():
+    """The AMQP source provides ISource; the MQTT sink IStorage."""
+    from lorrygate.sources.amqp import AMQPSource
+    from lorrygate.storage.mqtt_sink import MqttSink
+
+    settings = loads("[broker:b]\ntype=amqp\nhost=h\n[storage:s]\nurl=mqtt://h/\n[channel:c]\ntopics=a/#\n")
+    clock = Clock()
+    assert verifyObject(ISource, AMQPSource("c", settings.brokers["b"], ("a/#",), lambda m: None, clock))
+    assert verifyObject(IStorage, MqttSink("s", settings.storages["s"].broker, clock))

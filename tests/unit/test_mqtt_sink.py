@@ -1,0 +1,46 @@
+"""The MQTT sink without a broker: topic templates, each message once, records as JSON, dead letters."""
+
+import json
+
+from lorrygate.config.settings import sink_broker
+from lorrygate.model import Address, Message, Record, TableName
+from lorrygate.storage.batch import Batch, DeadLetter, Entry
+from lorrygate.storage.mqtt_sink import MqttSink
+
+
+def batch():
+    made = Batch()
+    message = Message("r/net/gw/n1/data.json", b'{"t": 21.5}')
+    address = Address("r", "net", "gw", "n1", "data", "data.json")
+    made.add(Entry(TableName("r_net", "gw_n1_sensors"), [Record(1_700_000_000 * 10**9, {"t": 21.5}, {"site": "a"})],
+                   "main", message, "json", address))
+    made.add(Entry(TableName("r_net", "gw_n1_events"), [Record(1_700_000_000 * 10**9, {"e": 1})], "main", message,
+                   "json", address))  # a second table of the same message
+    made.add(Entry(None, [], "main", Message("r/net/gw/n1/cmd", b"on"), ""))  # acknowledged without rows
+    made.add_dead_letter(DeadLetter("main", Message("r/bad", b"\xff"), "topology", "no fit"))
+    return made
+
+
+def test_the_payload_as_it_came_once_per_message():
+    sink = MqttSink("out", sink_broker("out", "mqtt://h/"), None, topic="relayed/{realm}/{node}/{rest}")
+    items = list(sink._items(batch()))
+    assert items[0] == ("relayed/r/n1/data.json", b'{"t": 21.5}')
+    assert len(items) == 2  # the message once, then its dead letter
+    dead = json.loads(items[1][1])
+    assert items[1][0] == "lorrygate/dead-letters" and dead["payload_base64"] == "/w==" and dead["stage"] == "topology"
+
+
+def test_records_as_json_to_their_tables():
+    sink = MqttSink("out", sink_broker("out", "mqtt://h/"), None, topic="tables/{schema}/{table}", payload="records")
+    items = list(sink._items(batch()))
+    assert [topic for topic, _ in items[:2]] == ["tables/r_net/gw_n1_sensors", "tables/r_net/gw_n1_events"]
+    assert json.loads(items[0][1]) == {"time": "2023-11-14T22:13:20.000000000Z", "site": "a", "t": 21.5}
+
+
+def test_a_sink_that_is_not_connected_fails_the_batch_with_the_reason():
+    from lorrygate.errors import StorageError
+
+    sink = MqttSink("out", sink_broker("out", "mqtt://broker.example:1884/"), None)
+    failure = []
+    sink.write(batch()).addErrback(failure.append)
+    assert failure[0].check(StorageError) and "broker.example:1884 is away" in failure[0].getErrorMessage()
