@@ -17,6 +17,12 @@ Scenarios (each run three times; the report gives median and min-max):
    gateway's peak RSS (VmHWM).
 4. peer: LorryStream (``lorry relay``, in its own virtualenv) storing the
    same kind of stream into SQLite; reports lorrygate / LorryStream.
+5. amqp: N messages queued in a RabbitMQ (a node of its own) for three
+   queues bound to the same exchange; then drained by a minimal consumer
+   written with pika (prefetch 2000, one ``basic.ack`` with ``multiple`` per
+   1,000; there is no RabbitMQ perf-test here), by lorrygate into SQLite,
+   and by ``lorrygate relay`` into Mosquitto (until mosquitto_sub has them
+   all). Reports lorrygate / the pika consumer for both.
 
 Every scenario counts the rows it finds and fails loudly if one is missing.
 Results: a JSON file, a Markdown table and a PNG plot in ``--out``.
@@ -40,7 +46,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from bench.publisher import Publisher, telemetry  # noqa: E402
-from tests.servers import Mosquitto, PostgreSQL, wait_until  # noqa: E402
+from tests.servers import Mosquitto, PostgreSQL, rabbitmq_broker, stop_epmd, wait_until  # noqa: E402
 
 PYTHON = sys.executable
 LORRY_VENV = os.path.abspath(os.environ.get("LORRYSTREAM_VENV", os.path.join(ROOT, ".venv-lorrystream")))
@@ -186,6 +192,116 @@ def drain_scenario(work: str, count: int, nodes: int = 100, with_pg: bool = True
         broker.stop()
         if postgres:
             postgres.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+AMQP_QUEUES = ("bench-reference", "bench-sqlite", "bench-relay")
+
+
+def amqp_fill(port: int, count: int) -> None:
+    """Declare the three queues, bound to amq.topic, and publish ``count`` telemetry messages (one transaction
+    per 1,000)."""
+    import pika
+
+    connection = pika.BlockingConnection(pika.ConnectionParameters(
+        "127.0.0.1", port, credentials=pika.PlainCredentials("lorrygate", "secret")))
+    channel = connection.channel()
+    for queue in AMQP_QUEUES:
+        channel.queue_declare(queue, durable=True)
+        channel.queue_bind(queue, "amq.topic", "mqttkit-1.bench.#")
+    channel.tx_select()
+    for n in range(count):
+        topic, payload = telemetry(topics(100, n), n)
+        channel.basic_publish("amq.topic", topic.translate(str.maketrans("./", "/.")), payload.encode()
+                              if isinstance(payload, str) else payload)
+        if n % 1000 == 999:
+            channel.tx_commit()
+    channel.tx_commit()
+    connection.close()
+
+
+def amqp_reference_drain(port: int, count: int) -> float:
+    """The reference: a minimal pika consumer with manual acks, as a gateway would need them."""
+    import pika
+
+    connection = pika.BlockingConnection(pika.ConnectionParameters(
+        "127.0.0.1", port, credentials=pika.PlainCredentials("lorrygate", "secret")))
+    channel = connection.channel()
+    channel.basic_qos(prefetch_count=2000)
+    start = time.monotonic()
+    received = 0
+    for method, _, _ in channel.consume("bench-reference", auto_ack=False):
+        received += 1
+        if received % 1000 == 0 or received == count:
+            channel.basic_ack(method.delivery_tag, multiple=True)
+        if received == count:
+            break
+    rate = count / (time.monotonic() - start)
+    channel.cancel()
+    connection.close()
+    return rate
+
+
+def amqp_scenario(work: str, count: int) -> dict:
+    directory = tempfile.mkdtemp(dir=work)
+    os.makedirs(f"{directory}/rabbitmq")
+    os.makedirs(f"{directory}/broker")
+    rabbit = rabbitmq_broker(f"{directory}/rabbitmq", mqtt=False).start()
+    broker = Mosquitto(f"{directory}/broker").start()
+    try:
+        amqp_fill(rabbit.port, count)
+        result = {"count": count, "pika": amqp_reference_drain(rabbit.port, count)}
+        db = f"{directory}/amqp.sqlite"
+        config = os.path.join(directory, "amqp.ini")
+        with open(config, "w") as handle:
+            handle.write(textwrap.dedent(f"""
+                [lorrygate]
+                data_dir = {directory}/amqp-data
+                log_format = json
+                stats_interval = 60s
+                control = off
+
+                [broker:rabbit]
+                type = amqp
+                host = 127.0.0.1
+                port = {rabbit.port}
+                username = lorrygate
+                password = secret
+
+                [storage:db]
+                url = sqlite:///{db}
+
+                [channel:main]
+                topics = mqttkit-1/bench/#
+                queue = bench-sqlite
+                """))
+        start = time.monotonic()
+        gateway = Gateway(config, f"{directory}/amqp.log")
+        done = wait_rows(lambda: sqlite_rows(db), count, 600, "the AMQP drain into SQLite")
+        result["sqlite"] = count / (done - start)
+        gateway.stop()
+        subscriber = subprocess.Popen(["mosquitto_sub", "-p", str(broker.port), "-q", "1", "-t", "relayed/#",
+                                       "-C", str(count)], stdout=subprocess.DEVNULL)
+        time.sleep(0.5)  # mosquitto_sub has no readiness signal; it subscribes well within this
+        start = time.monotonic()
+        relay = subprocess.Popen(
+            [PYTHON, "-m", "lorrygate.cli", "relay",
+             f"amqp://lorrygate:secret@127.0.0.1:{rabbit.port}/%2F?topic=mqttkit-1/bench/%23&queue=bench-relay",
+             f"mqtt://127.0.0.1:{broker.port}/relayed/{{topic}}", "--data-dir", f"{directory}/relay-data"],
+            stdout=open(f"{directory}/relay.log", "ab"), stderr=subprocess.STDOUT, cwd=ROOT)
+        try:
+            subscriber.wait(600)
+        finally:
+            relay.send_signal(signal.SIGTERM)
+            relay.wait(60)
+        if subscriber.returncode != 0:
+            raise BenchError("mosquitto_sub did not receive every relayed message")
+        result["relay"] = count / (time.monotonic() - start)
+        return result
+    finally:
+        broker.stop()
+        rabbit.stop()
+        stop_epmd(rabbit)
         shutil.rmtree(directory, ignore_errors=True)
 
 
@@ -336,6 +452,12 @@ def main(argv=None) -> int:
             report["peer"]["ratio"] = report["drain"]["sqlite"]["median"] / report["peer"]["lorrystream"]["median"]
         elif "peer" not in report:
             report["peer"] = {"skipped": f"no LorryStream in {LORRY_VENV} (make bench installs it)"}
+        amqp_count = 2_000 if quick else 100_000
+        print(f"amqp: {amqp_count} queued messages, {runs} run(s)")
+        amqps = [amqp_scenario(work, amqp_count) for _ in range(runs)]
+        report["amqp"] = {key: summary([a[key] for a in amqps]) for key in ("pika", "sqlite", "relay")}
+        report["amqp"]["ratio_sqlite"] = summary([a["sqlite"] / a["pika"] for a in amqps])
+        report["amqp"]["ratio_relay"] = summary([a["relay"] / a["pika"] for a in amqps])
         if not quick and report["drain"]["ratio_sqlite"]["median"] < 0.5:
             profile = os.path.join(work, "drain.prof")
             drain_scenario(work, count, with_pg=False, profile=profile)
@@ -388,6 +510,12 @@ def render_table(report: dict) -> str:
     for row in report["tables"]:
         lines.append(f"| {row['nodes']:,} table{'s' if row['nodes'] > 1 else ''} | {fmt(row['rate'], ' msg/s')}, peak RSS {fmt(row['peak_rss_mb'], ' MB')} | "
                      f"1 table | {row['ratio_to_single']:.2f} | >= 0.5, RSS < 200 MB |")
+    a = report.get("amqp")
+    if a:
+        lines.append(f"| AMQP drain into SQLite | {fmt(a['sqlite'], ' msg/s')} | pika consumer {fmt(a['pika'], ' msg/s')} | "
+                     f"{fmt(a['ratio_sqlite'], '', 2)} | |")
+        lines.append(f"| AMQP -> MQTT relay | {fmt(a['relay'], ' msg/s')} | pika consumer | "
+                     f"{fmt(a['ratio_relay'], '', 2)} | |")
     peer = report["peer"]
     if "ratio" in peer:
         lines.append(f"| LorryStream peer | drain {d['sqlite']['median']:,.0f} msg/s | "

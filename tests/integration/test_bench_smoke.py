@@ -22,4 +22,5 @@ def test_benchmark_smoke_run(tmp_path):
     assert live["stored"] == live["sent"] > 0, "every live message stored exactly once (after a graceful stop)"
     assert 0 < live["p50_ms"]["median"] <= live["p99_ms"]["median"]
     assert [row["nodes"] for row in report["tables"]] == [1, 100]
+    assert report["amqp"]["sqlite"]["median"] > 0 and report["amqp"]["relay"]["median"] > 0
     assert glob.glob(str(tmp_path / "*-quick.md"))
