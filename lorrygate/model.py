@@ -127,6 +127,13 @@ class Channel:
     exchange: str = "amq.topic"
     queue: str = ""
     prefetch: int = 2000
+    #: redis sources
+    mode: str = "streams"
+    group: str = "lorrygate"
+    consumer: str = ""
+    topic_field: str = "topic"
+    payload_field: str = "payload"
+    claim_idle: float = 60.0
 
     @property
     def storages(self) -> tuple:

@@ -329,3 +329,42 @@ class Prometheus:
                 self.process.kill()
                 self.process.wait()
         self.process = None
+
+
+@attrs.define
+class Redis:
+    """A Redis server (Debian's redis-server) with an append-only file and a password."""
+
+    directory: str
+    port: int = attrs.Factory(free_port)
+    password: str = "secret"
+    process: subprocess.Popen | None = None
+
+    def start(self) -> "Redis":
+        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        if not os.access(binary, os.X_OK):
+            raise RuntimeError("redis-server is not installed: run `make test`, which installs it")
+        self.process = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.directory, "--save", "",
+             "--appendonly", "yes", "--appendfsync", "everysec", "--requirepass", self.password,
+             "--logfile", os.path.join(self.directory, "redis.log")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        wait_until(lambda: port_open(self.port) or self.process.poll() is not None, 30, "redis-server to listen")
+        if self.process.poll() is not None:
+            raise RuntimeError(f"redis-server exited with {self.process.returncode}; see {self.directory}/redis.log")
+        return self
+
+    def client(self):
+        import redis
+
+        return redis.Redis(host="127.0.0.1", port=self.port, password=self.password)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None

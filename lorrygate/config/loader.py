@@ -148,7 +148,8 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".") -> s.Setting
             continue
         if kind == "broker":
             _check_tls_files(section, values, problem)
-            if values.get("protocol") == "3.1.1" and values.get("password") is not None and not values.get("username"):
+            if values.get("type") == "mqtt" and values.get("protocol") == "3.1.1" and values.get("password") is not None \
+                    and not values.get("username"):
                 problem(section, "password", "a username too: MQTT 3.1.1 sends a password only with a user name "
                         "(MQTT-3.1.2-22), or protocol = 5", "a password without a username")
             broker = s.make_broker(name, values, section, problem)

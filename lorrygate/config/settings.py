@@ -74,7 +74,7 @@ class BrokerSettings:
     reconnect_max_delay: float = 30.0
     #: PUBLISH packets larger than this are dead letters by reference (size and SHA-256), never held in memory
     max_payload: int = 8 << 20
-    #: mqtt, or amqp (RabbitMQ, AMQP 0-9-1)
+    #: mqtt, amqp (RabbitMQ, AMQP 0-9-1) or redis
     type: str = "mqtt"
     #: amqp: the virtual host
     vhost: str = "/"
@@ -178,7 +178,8 @@ GATEWAY_KEYS = {
 }
 
 BROKER_KEYS = {
-    "type": Key(v.choice("mqtt", "amqp"), "mqtt", doc="The protocol: mqtt, or amqp (RabbitMQ, AMQP 0-9-1)."),
+    "type": Key(v.choice("mqtt", "amqp", "redis"), "mqtt",
+                doc="The protocol: mqtt, amqp (RabbitMQ, AMQP 0-9-1) or redis (Streams, or pub/sub)."),
     "host": Key(v.nonempty, doc="The broker's host name or address."),
     "port": Key(v.integer(1, 65535), None, doc="The broker's port; 1883, or 8883 with tls."),
     "protocol": Key(v.choice("3.1.1", "5"), "3.1.1", doc='The MQTT version: 3.1.1 or 5.'),
@@ -262,9 +263,21 @@ CHANNEL_KEYS = {
     "exchange": Key(v.nonempty, "amq.topic", doc="amqp: the topic exchange the channel's queue is bound to."),
     "queue": Key(v.text, "", doc="amqp: the channel's durable queue (default lorrygate.<channel>)."),
     "prefetch": Key(v.integer(1, 65535), 2000, doc="amqp: unacknowledged messages RabbitMQ sends at once."),
+    "mode": Key(v.choice("streams", "pubsub"), "streams",
+                doc="redis: streams (consumer groups, at least once) or pubsub (at most once)."),
+    "group": Key(v.nonempty, "lorrygate", doc="redis streams: the consumer group."),
+    "consumer": Key(v.text, "", doc="redis streams: this gateway's consumer name (default <host>-<channel>)."),
+    "topic_field": Key(v.nonempty, "topic", doc="redis streams: the entry field that holds the topic (else the "
+                                                "stream's key)."),
+    "payload_field": Key(v.nonempty, "payload", doc="redis streams: the entry field that holds the payload (else "
+                                                    "the entry's fields as a JSON object)."),
+    "claim_idle": Key(v.duration(1, 86400), 60.0, doc="redis streams: entries other consumers left pending longer "
+                                                      "than this are claimed at start."),
 }
 #: channel keys only a source of one broker type takes
-CHANNEL_TYPE_KEYS = {"qos": "mqtt", "retained": "mqtt", "exchange": "amqp", "queue": "amqp", "prefetch": "amqp"}
+CHANNEL_TYPE_KEYS = {"qos": "mqtt", "retained": "mqtt", "exchange": "amqp", "queue": "amqp", "prefetch": "amqp",
+                     "mode": "redis", "group": "redis", "consumer": "redis", "topic_field": "redis",
+                     "payload_field": "redis", "claim_idle": "redis"}
 #: channel keys that make up its transformer step
 TRANSFORM_KEYS = ("metadata", "rename", "drop", "tags", "convert", "hook", "ddl")
 
@@ -336,13 +349,16 @@ def make_broker(name: str, values: dict, section: str = "", problem=None) -> Bro
     if kind == "amqp" and not installed("pika") and problem is not None:
         problem(section, "type", needs("pika", "an amqp broker"), "amqp")
         return None
+    if kind == "redis" and not installed("redis") and problem is not None:
+        problem(section, "type", needs("redis", "a redis broker"), "redis")
+        return None
     for key, only in BROKER_TYPE_KEYS.items():
         if only != kind and values[key] != BROKER_KEYS[key].default and problem is not None:
             problem(section, key, f"no {key} for an {kind} broker (it is for {only})", repr(values[key]))
             return None
     if values["port"] is None:
         values["port"] = {("mqtt", False): 1883, ("mqtt", True): 8883, ("amqp", False): 5672,
-                          ("amqp", True): 5671}[kind, values["tls"]]
+                          ("amqp", True): 5671, ("redis", False): 6379, ("redis", True): 6379}[kind, values["tls"]]
     return BrokerSettings(name=name, **values)
 
 
@@ -370,7 +386,8 @@ def installed(module: str) -> bool:
 #: optional packages: module -> (package, the extra that installs it)
 EXTRAS = {"psycopg": ("psycopg", "postgresql"), "py_mini_racer": ("mini-racer", "javascript"),
           "cratedb_sqlparse": ("cratedb-sqlparse", "cratedb"), "watchdog": ("watchdog", "reload"),
-          "prometheus_client": ("prometheus-client", "metrics"), "pika": ("pika", "amqp")}
+          "prometheus_client": ("prometheus-client", "metrics"), "pika": ("pika", "amqp"),
+          "redis": ("redis", "redis")}
 
 
 def needs(module: str, what: str) -> str:

@@ -56,7 +56,13 @@ class ChannelService(Service):
                                   for _, name in SUFFIX_DECODERS if name in settings.decoders}
         broker = settings.brokers[channel.source]
         source: Any
-        if broker.type == "amqp":
+        if broker.type == "redis":
+            from lorrygate.sources.redis import RedisSource
+
+            source = RedisSource(channel.name, broker, channel.topics, router, reactor, mode=channel.mode,
+                                 group=channel.group, consumer=channel.consumer, topic_field=channel.topic_field,
+                                 payload_field=channel.payload_field, claim_idle=channel.claim_idle)
+        elif broker.type == "amqp":
             from lorrygate.sources.amqp import AMQPSource
 
             source = AMQPSource(channel.name, broker, channel.topics, router, reactor, reactor,

@@ -48,3 +48,11 @@ def test_amqp_source_and_mqtt_sink():
     clock = Clock()
     assert verifyObject(ISource, AMQPSource("c", settings.brokers["b"], ("a/#",), lambda m: None, clock))
     assert verifyObject(IStorage, MqttSink("s", settings.storages["s"].broker, clock))
+
+
+def test_redis_source():
+    """The Redis source provides ISource."""
+    from lorrygate.sources.redis import RedisSource
+
+    settings = loads("[broker:b]\ntype=redis\nhost=h\n[storage:s]\nurl=sqlite:///x\n[channel:c]\ntopics=s\n")
+    assert verifyObject(ISource, RedisSource("c", settings.brokers["b"], ("s",), lambda m: None, Clock()))

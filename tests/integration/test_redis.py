@@ -1,0 +1,212 @@
+"""
+The Redis source against a real Redis (Debian's redis-server, on its own
+port): Streams with a consumer group into PostgreSQL and SQLite, XACK only
+after commit, so a SIGKILL mid-stream and a database away for 20 s lose
+nothing; entries a crashed consumer left pending are claimed; pub/sub is at
+most once; a wrong password and an unreachable host are one clear line each.
+"""
+
+import json
+import os
+import signal
+import textwrap
+import threading
+import time
+import uuid
+
+import pytest
+
+from tests.faults import report, wait_for_rows
+from tests.gatewayproc import GatewayProcess, count_rows, query, tables
+from tests.integration.test_amqp import postgres_per_test  # noqa: F401 - the fixture
+from tests.servers import Redis, free_port, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    (tmp_path / "redis").mkdir()
+    server = Redis(str(tmp_path / "redis")).start()
+    yield server
+    server.stop()
+
+
+class StreamWriter:
+    """XADDs ``count`` entries {topic, payload {"seq": n}} to a stream from a thread, 500 a pipeline."""
+
+    def __init__(self, server, stream: str, topics, count: int, rate: float):
+        self.server, self.stream, self.topics, self.count, self.rate = server, stream, topics, count, rate
+        self.written = 0
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        client = self.server.client()
+        start = time.monotonic()
+        pipe = client.pipeline(transaction=False)
+        for seq in range(self.count):
+            delay = start + seq / self.rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            body = json.dumps({"seq": seq, "time": 1_717_243_200_000 + seq, "value": seq * 0.25})
+            pipe.xadd(self.stream, {"topic": self.topics[seq % len(self.topics)], "payload": body})
+            if seq % 500 == 499 or seq == self.count - 1:
+                pipe.execute()
+                self.written = seq + 1
+        client.close()
+
+    def start(self) -> "StreamWriter":
+        self._thread.start()
+        return self
+
+    def finish(self, timeout: float = 120) -> None:
+        self._thread.join(timeout)
+        assert self.written == self.count
+
+
+def config(directory, port, realm, url, channel="", storage="") -> str:
+    path = os.path.join(directory, "gateway.ini")
+    with open(path, "w") as handle:
+        handle.write(textwrap.dedent(f"""
+            [lorrygate]
+            data_dir = {directory}
+            log_format = json
+            stats_interval = 1s
+            control = tcp:{free_port()}:interface=127.0.0.1
+
+            [broker:redis]
+            type = redis
+            host = 127.0.0.1
+            port = {port}
+            password = secret
+            reconnect_max_delay = 1s
+
+            [storage:db]
+            url = {url}
+            """) + textwrap.dedent(storage) + textwrap.dedent(f"""
+            [channel:main]
+            topics = {realm}-stream
+            """) + textwrap.dedent(channel))
+    return path
+
+
+def topics(realm, nodes=10):
+    return [f"{realm}/net/gw/node-{n}/data.json" for n in range(nodes)]
+
+
+def sqlite_seqs(db, prefix):
+    return [row[0] for table in tables(db) if table.startswith(prefix) for row in query(db, f'SELECT seq FROM "{table}"')]
+
+
+def test_redis_streams_into_postgresql_survive_a_sigkill(tmp_path, redis_server, postgres):
+    from tests.integration.test_faults import pg_seqs
+
+    started = time.monotonic()
+    realm = f"s{uuid.uuid4().hex[:8]}"
+    gateway = GatewayProcess(config(str(tmp_path), redis_server.port, realm, postgres.url),
+                             str(tmp_path / "gw.log")).start()
+    writer = StreamWriter(redis_server, f"{realm}-stream", topics(realm), 20_000, rate=4000).start()
+    wait_until(lambda: len(pg_seqs(postgres.url, realm)) >= 5_000, 60, "5,000 rows", interval=0.1)
+    gateway.process.send_signal(signal.SIGKILL)
+    gateway.process.wait()
+    gateway.start()
+    writer.finish()
+    wait_for_rows(lambda: len(set(pg_seqs(postgres.url, realm))), 20_000, 120, "all 20,000 entries")
+    assert gateway.stop() == 0
+    seqs = pg_seqs(postgres.url, realm)
+    report("Redis Streams, SIGKILL", 20_000, seqs, started)
+    assert set(seqs) == set(range(20_000))
+    client = redis_server.client()
+    assert client.xpending(f"{realm}-stream", "lorrygate")["pending"] == 0, "every entry acknowledged"
+
+
+def test_redis_streams_with_the_database_away_for_20_seconds(tmp_path, redis_server, postgres_per_test):  # noqa: F811
+    from tests.integration.test_faults import pg_count, pg_seqs
+
+    database = postgres_per_test
+    started = time.monotonic()
+    realm = f"d{uuid.uuid4().hex[:8]}"
+    gateway = GatewayProcess(config(str(tmp_path), redis_server.port, realm, database.url),
+                             str(tmp_path / "gw.log")).start()
+    writer = StreamWriter(redis_server, f"{realm}-stream", topics(realm), 8_000, rate=300).start()
+    wait_for_rows(lambda: pg_count(database.url, realm), 500, 30, "the first rows")
+    database.halt()
+    time.sleep(20)
+    database.resume()
+    writer.finish()
+    wait_for_rows(lambda: len(set(pg_seqs(database.url, realm))), 8_000, 120, "all 8,000 entries")
+    assert gateway.stop() == 0
+    seqs = pg_seqs(database.url, realm)
+    report("Redis Streams, PostgreSQL down 20 s", 8_000, seqs, started)
+    assert set(seqs) == set(range(8_000))
+    assert max(e.get("spooled", 0) for e in gateway.events() if e.get("event") == "storage_stats") >= 1
+
+
+def test_entries_a_crashed_consumer_left_pending_are_claimed(tmp_path, redis_server):
+    realm = f"p{uuid.uuid4().hex[:8]}"
+    stream = f"{realm}-stream"
+    client = redis_server.client()
+    client.xgroup_create(stream, "lorrygate", id="0", mkstream=True)
+    for seq in range(50):
+        client.xadd(stream, {"topic": f"{realm}/net/gw/n/data.json", "payload": json.dumps({"seq": seq})})
+    # Another gateway read them and died before acknowledging.
+    client.xreadgroup("lorrygate", "crashed-gateway", {stream: ">"}, count=100)
+    assert client.xpending(stream, "lorrygate")["pending"] == 50
+    db = str(tmp_path / "gateway.sqlite")
+    gateway = GatewayProcess(config(str(tmp_path), redis_server.port, realm, f"sqlite:///{db}",
+                                    channel="claim_idle = 1s\n"), str(tmp_path / "gw.log")).start()
+    wait_until(lambda: count_rows(db, realm) == 50, 30, "the claimed entries stored")
+    wait_until(lambda: client.xpending(stream, "lorrygate")["pending"] == 0, 30, "the claimed entries acknowledged")
+    assert gateway.stop() == 0
+    assert any("claimed 50 entries" in e.get("message", "") for e in gateway.events())
+
+
+def test_pubsub_is_at_most_once_and_stores_what_arrives(tmp_path, redis_server):
+    realm = f"u{uuid.uuid4().hex[:8]}"
+    db = str(tmp_path / "gateway.sqlite")
+    path = config(str(tmp_path), redis_server.port, realm, f"sqlite:///{db}", channel="mode = pubsub\n")
+    text = open(path).read().replace(f"topics = {realm}-stream", f"topics = {realm}/#")
+    open(path, "w").write(text)
+    gateway = GatewayProcess(path, str(tmp_path / "gw.log")).start()
+    wait_until(lambda: any("at most once" in e.get("message", "") for e in gateway.events()), 30, "the subscription")
+    client = redis_server.client()
+    wait_until(lambda: client.pubsub_numpat() >= 1, 30, "the pattern subscription on the server")
+    for seq in range(100):
+        client.publish(f"{realm}/net/gw/node-{seq % 3}/data.json", json.dumps({"seq": seq}))
+    wait_until(lambda: count_rows(db, realm) == 100, 30, "100 rows")
+    assert gateway.stop() == 0
+
+
+@pytest.mark.parametrize("problem", ["password", "host"])
+def test_a_wrong_password_or_host_is_one_clear_line_and_a_status_entry(tmp_path, redis_server, problem):
+    import subprocess
+    import sys
+
+    from lorrygate.control_client import request
+
+    realm = f"w{uuid.uuid4().hex[:8]}"
+    port = redis_server.port if problem == "password" else free_port()
+    path = config(str(tmp_path), port, realm, f"sqlite:///{tmp_path}/x.sqlite")
+    text = open(path).read()
+    if problem == "password":
+        text = text.replace("password = secret", "password = wrong")
+    open(path, "w").write(text)
+    control = int(text.split("control = tcp:")[1].split(":")[0])
+    log = open(tmp_path / "gw.log", "wb")
+    process = subprocess.Popen([sys.executable, "-m", "lorrygate.cli", "-c", path], stdout=log,
+                               stderr=subprocess.STDOUT)
+    expected = "refused the credentials" if problem == "password" else "cannot reach redis"
+    try:
+        def failures():
+            lines = (tmp_path / "gw.log").read_text().splitlines()
+            return [json.loads(line) for line in lines if "Redis source" in line and "next try" in line]
+
+        wait_until(lambda: len(failures()) >= 3, 60, "three failed attempts")
+        assert all(expected in e["message"].lower() for e in failures()), failures()
+        assert "Traceback" not in (tmp_path / "gw.log").read_text()
+        source = request(f"tcp:{control}:interface=127.0.0.1", "GET", "/status")["sources"][0]
+        assert not source["connected"] and expected in source["last_error"].lower(), source
+    finally:
+        process.terminate()
+        assert process.wait(30) == 0
+        log.close()
