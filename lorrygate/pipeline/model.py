@@ -245,7 +245,7 @@ class _Builder:
             self.channels[index] = attrs.evolve(channel, tee=channel.tee + (name,)) if channel.storage else attrs.evolve(
                 channel, storage=name)
             return
-        if head.factory == "url" and head.url.split("://", 1)[0].lower() in ("redis", "zmq", "kafka"):
+        if head.factory == "url" and head.url.split("://", 1)[0].lower() in ("zmq", "kafka"):
             raise PipelineError(f"{head.url.split('://', 1)[0]}:// sources are not supported yet; MQTT is "
                                 "(mqtt://host/topic)", text, head.loc)
         if kind != "source":
@@ -294,7 +294,7 @@ class _Builder:
         self.channels.append(Channel(name=name, source=source["broker"], topics=source["topics"], qos=source["qos"],
                                      strategy=strategy, decoders=tuple(decoders), storage=storages[0] if storages else "",
                                      timezone=timezone, retained=source["retained"], transform=transform,
-                                     **source.get("amqp", {})))
+                                     **source.get("amqp", {})))  # source-type options (amqp, redis)
         if tee is not None:
             if tee in self.tees:
                 raise PipelineError(f"a second element named {tee!r}", text, elements[-1].loc)
@@ -306,6 +306,8 @@ class _Builder:
             element.factory == "url" and element.url.split("://", 1)[0].lower() in ("amqp", "amqps"))
         if is_amqp:
             return self.amqp_source(element)
+        if element.factory == "url" and element.url.split("://", 1)[0].lower() in ("redis", "rediss"):
+            return self.redis_source(element)
         if element.factory == "url":
             try:
                 props = _mqtt_url(element.url)
@@ -347,6 +349,25 @@ class _Builder:
             password=v.Secret(props["password"]) if props["password"] else None, tls=props["tls"])
         return {"broker": name, "topics": props["topic"], "qos": 1, "retained": "new", "decoders": ("json",),
                 "amqp": {"exchange": props["exchange"], "queue": props["queue"], "prefetch": props["prefetch"]}}
+
+    def redis_source(self, element) -> dict:
+        """``redis[s]://[USER:PASSWORD@]HOST[:PORT]/STREAM[,STREAM]?mode=streams&group=lorrygate&consumer=NAME``;
+        with ``mode=pubsub`` the path is a topic pattern (``sensors/%23``)."""
+        parts = urlsplit(element.url.replace("#", "%23"))
+        query = dict(parse_qsl(parts.query))
+        keys = unquote(parts.path[1:])
+        mode = query.get("mode", "streams")
+        if not keys or mode not in ("streams", "pubsub"):
+            raise PipelineError("expected redis://HOST/STREAM?mode=streams (or a pattern with mode=pubsub), got "
+                                f"{element.url!r}", self.text, element.loc)
+        name = f"source{len(self.brokers)}"
+        self.brokers[name] = s.BrokerSettings(
+            name=name, host=parts.hostname or "localhost", port=parts.port or 6379, type="redis",
+            username=unquote(parts.username or ""),
+            password=v.Secret(unquote(parts.password)) if parts.password else None, tls=parts.scheme == "rediss")
+        return {"broker": name, "topics": tuple(k.strip() for k in keys.split(",")), "qos": 1, "retained": "new",
+                "decoders": ("json",),
+                "amqp": {"mode": mode, "group": query.get("group", "lorrygate"), "consumer": query.get("consumer", "")}}
 
     def transform(self, element):
         props = _properties(element, self.text)

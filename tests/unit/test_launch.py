@@ -121,3 +121,25 @@ def test_describe_shows_the_column_each_field_gets():
     assert "field 'temp' -> column 'temp_2' (SQLite compares names without ASCII case" in text
     text = parse_launch("mqtt://localhost/%23 ! crate://localhost/").describe(["r/n/g/d/data.json"], ["pm2.5"])
     assert "field 'pm2.5' -> fields['pm2_5'] (CrateDB refuses" in text
+
+
+def test_bus_urls_make_sources_and_an_mqtt_url_at_the_end_a_sink():
+    """amqp:// and redis:// start a chain; mqtt:// after the source publishes (a relay: any topic, any payload)."""
+    from lorrygate.pipeline.model import parse_launch
+
+    relay = parse_launch("amqp://u:p@rabbit/%2Fprod?exchange=ex&topic=a/%23,b/%2B&prefetch=100 "
+                         "! mqtt://broker:1884/copy/{topic}?payload=message")
+    settings = relay.settings
+    channel = settings.channels[0]
+    broker = settings.brokers[channel.source]
+    assert (broker.type, broker.host, broker.port, broker.vhost) == ("amqp", "rabbit", 5672, "/prod")
+    assert (channel.exchange, channel.topics, channel.prefetch) == ("ex", ("a/#", "b/+"), 100)
+    assert channel.queue.startswith("lorrygate-")  # stable across restarts, distinct per relay
+    assert (channel.strategy, channel.decoders) == ("topic", ("raw",))
+    sink = settings.storages[channel.storage]
+    assert (sink.kind, sink.topic, sink.broker.host, sink.broker.port) == ("mqtt", "copy/{topic}", "broker", 1884)
+    streams = parse_launch("redis://:pw@cache/s1,s2?group=g ! sqlite:///x.sqlite").settings
+    assert (streams.channels[0].topics, streams.channels[0].group, streams.channels[0].strategy) == \
+        (("s1", "s2"), "g", "wan")
+    assert "redis cache:6379 streams s1,s2, consumer group g" in parse_launch(
+        "redis://:pw@cache/s1,s2?group=g ! sqlite:///x.sqlite").describe([], ())
