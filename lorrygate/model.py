@@ -127,8 +127,8 @@ class Channel:
     exchange: str = "amq.topic"
     queue: str = ""
     prefetch: int = 2000
-    #: redis sources
-    mode: str = "streams"
+    #: redis and zmq sources: streams or pubsub, sub or pull ("": the source's default)
+    mode: str = ""
     group: str = "lorrygate"
     consumer: str = ""
     topic_field: str = "topic"

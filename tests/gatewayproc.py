@@ -62,7 +62,7 @@ class GatewayProcess:
     db: str = ""
     _offset: int = 0
 
-    def start(self) -> "GatewayProcess":
+    def start(self, ready: str = "connected to") -> "GatewayProcess":
         log = open(self.log_path, "ab")
         self._offset = log.tell()
         self.process = subprocess.Popen(
@@ -72,7 +72,7 @@ class GatewayProcess:
         )
         log.close()
         RUNNING.append(self.process)
-        wait_until(lambda: self.connected() or self.process.poll() is not None, 20, "the gateway to connect")
+        wait_until(lambda: self.connected(ready) or self.process.poll() is not None, 20, "the gateway to connect")
         assert self.process.poll() is None, self.text()
         return self
 
@@ -93,8 +93,8 @@ class GatewayProcess:
         with open(self.log_path, "rb") as handle:
             return handle.read().decode("utf-8", "replace")
 
-    def connected(self) -> bool:
-        return any("connected to" in event.get("message", "") for event in self.events())
+    def connected(self, ready: str = "connected to") -> bool:
+        return any(ready in event.get("message", "") for event in self.events())
 
     def stop(self, sig=signal.SIGTERM, timeout: float = 30) -> int:
         self.process.send_signal(sig)

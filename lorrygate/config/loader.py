@@ -194,9 +194,12 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".") -> s.Setting
         broker = brokers.get(channel.source)
         if broker is not None:
             for key, only in s.CHANNEL_TYPE_KEYS.items():
-                if only != broker.type and key in parser[section]:
+                if broker.type not in only.split(", ") and key in parser[section]:
                     problem(section, key, f"no {key} for a channel of an {broker.type} broker (it is for {only})",
                             repr(parser[section][key]))
+            modes = {"redis": ("streams", "pubsub"), "zmq": ("sub", "pull")}.get(broker.type, ())
+            if channel.mode and channel.mode not in modes:
+                problem(section, "mode", f"one of {', '.join(modes)} for a {broker.type} broker", repr(channel.mode))
         hook = _resolve_hook(section, values["hook"], modules, problem) if values["hook"] else None
         ddl = None
         if values["ddl"] and channel.storage in storages:

@@ -178,8 +178,9 @@ GATEWAY_KEYS = {
 }
 
 BROKER_KEYS = {
-    "type": Key(v.choice("mqtt", "amqp", "redis"), "mqtt",
-                doc="The protocol: mqtt, amqp (RabbitMQ, AMQP 0-9-1) or redis (Streams, or pub/sub)."),
+    "type": Key(v.choice("mqtt", "amqp", "redis", "zmq"), "mqtt",
+                doc="The protocol: mqtt, amqp (RabbitMQ, AMQP 0-9-1), redis (Streams, or pub/sub) or zmq (ZeroMQ SUB "
+                    "or PULL; host = * binds)."),
     "host": Key(v.nonempty, doc="The broker's host name or address."),
     "port": Key(v.integer(1, 65535), None, doc="The broker's port; 1883, or 8883 with tls."),
     "protocol": Key(v.choice("3.1.1", "5"), "3.1.1", doc='The MQTT version: 3.1.1 or 5.'),
@@ -263,8 +264,9 @@ CHANNEL_KEYS = {
     "exchange": Key(v.nonempty, "amq.topic", doc="amqp: the topic exchange the channel's queue is bound to."),
     "queue": Key(v.text, "", doc="amqp: the channel's durable queue (default lorrygate.<channel>)."),
     "prefetch": Key(v.integer(1, 65535), 2000, doc="amqp: unacknowledged messages RabbitMQ sends at once."),
-    "mode": Key(v.choice("streams", "pubsub"), "streams",
-                doc="redis: streams (consumer groups, at least once) or pubsub (at most once)."),
+    "mode": Key(v.choice("streams", "pubsub", "sub", "pull"), "",
+                doc="redis: streams (consumer groups, at least once; the default) or pubsub (at most once); zmq: sub "
+                    "(the default) or pull (both at most once)."),
     "group": Key(v.nonempty, "lorrygate", doc="redis streams: the consumer group."),
     "consumer": Key(v.text, "", doc="redis streams: this gateway's consumer name (default <host>-<channel>)."),
     "topic_field": Key(v.nonempty, "topic", doc="redis streams: the entry field that holds the topic (else the "
@@ -276,7 +278,7 @@ CHANNEL_KEYS = {
 }
 #: channel keys only a source of one broker type takes
 CHANNEL_TYPE_KEYS = {"qos": "mqtt", "retained": "mqtt", "exchange": "amqp", "queue": "amqp", "prefetch": "amqp",
-                     "mode": "redis", "group": "redis", "consumer": "redis", "topic_field": "redis",
+                     "mode": "redis, zmq", "group": "redis", "consumer": "redis", "topic_field": "redis",
                      "payload_field": "redis", "claim_idle": "redis"}
 #: channel keys that make up its transformer step
 TRANSFORM_KEYS = ("metadata", "rename", "drop", "tags", "convert", "hook", "ddl")
@@ -352,6 +354,13 @@ def make_broker(name: str, values: dict, section: str = "", problem=None) -> Bro
     if kind == "redis" and not installed("redis") and problem is not None:
         problem(section, "type", needs("redis", "a redis broker"), "redis")
         return None
+    if kind == "zmq" and problem is not None:
+        if not installed("zmq"):
+            problem(section, "type", needs("zmq", "a zmq source"), "zmq")
+            return None
+        if values["port"] is None:
+            problem(section, "port", "the port of the ZeroMQ peer (or to bind, with host = *)", "nothing")
+            return None
     for key, only in BROKER_TYPE_KEYS.items():
         if only != kind and values[key] != BROKER_KEYS[key].default and problem is not None:
             problem(section, key, f"no {key} for an {kind} broker (it is for {only})", repr(values[key]))
@@ -387,7 +396,7 @@ def installed(module: str) -> bool:
 EXTRAS = {"psycopg": ("psycopg", "postgresql"), "py_mini_racer": ("mini-racer", "javascript"),
           "cratedb_sqlparse": ("cratedb-sqlparse", "cratedb"), "watchdog": ("watchdog", "reload"),
           "prometheus_client": ("prometheus-client", "metrics"), "pika": ("pika", "amqp"),
-          "redis": ("redis", "redis")}
+          "redis": ("redis", "redis"), "zmq": ("pyzmq", "zmq")}
 
 
 def needs(module: str, what: str) -> str:

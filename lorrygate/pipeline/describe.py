@@ -62,10 +62,14 @@ def describe(settings, topics=(), fields=()) -> str:
     lines = [f"pipeline from {settings.source}:"]
     for channel in settings.channels:
         broker = settings.brokers[channel.source]
-        if broker.type == "redis":
+        if broker.type == "zmq":
+            lines.append(f"  channel {channel.name}: zmq {(channel.mode or 'sub').upper()} "
+                         f"{'bound to' if broker.host == '*' else 'connected to'} tcp://{broker.host}:{broker.port} "
+                         f"{','.join(channel.topics)} (at most once)")
+        elif broker.type == "redis":
             lines.append(f"  channel {channel.name}: redis {broker.host}:{broker.port} "
                          + (f"streams {','.join(channel.topics)}, consumer group {channel.group}"
-                            if channel.mode == "streams" else f"pub/sub {','.join(channel.topics)} (at most once)"))
+                            if channel.mode != "pubsub" else f"pub/sub {','.join(channel.topics)} (at most once)"))
         elif broker.type == "amqp":
             lines.append(f"  channel {channel.name}: amqp {broker.host}:{broker.port} vhost {broker.vhost}, queue "
                          f"{channel.queue or 'lorrygate.' + channel.name} bound to {channel.exchange} with "

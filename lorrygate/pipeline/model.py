@@ -245,7 +245,7 @@ class _Builder:
             self.channels[index] = attrs.evolve(channel, tee=channel.tee + (name,)) if channel.storage else attrs.evolve(
                 channel, storage=name)
             return
-        if head.factory == "url" and head.url.split("://", 1)[0].lower() in ("zmq", "kafka"):
+        if head.factory == "url" and head.url.split("://", 1)[0].lower() in ("kafka",):
             raise PipelineError(f"{head.url.split('://', 1)[0]}:// sources are not supported yet; MQTT is "
                                 "(mqtt://host/topic)", text, head.loc)
         if kind != "source":
@@ -308,6 +308,8 @@ class _Builder:
             return self.amqp_source(element)
         if element.factory == "url" and element.url.split("://", 1)[0].lower() in ("redis", "rediss"):
             return self.redis_source(element)
+        if element.factory == "url" and element.url.split("://", 1)[0].lower() == "zmq+tcp":
+            return self.zmq_source(element)
         if element.factory == "url":
             try:
                 props = _mqtt_url(element.url)
@@ -368,6 +370,21 @@ class _Builder:
         return {"broker": name, "topics": tuple(k.strip() for k in keys.split(",")), "qos": 1, "retained": "new",
                 "decoders": ("json",),
                 "amqp": {"mode": mode, "group": query.get("group", "lorrygate"), "consumer": query.get("consumer", "")}}
+
+    def zmq_source(self, element) -> dict:
+        """``zmq+tcp://HOST:PORT/TOPIC-FILTER?mode=sub|pull`` (HOST ``*`` binds)."""
+        parts = urlsplit(element.url.replace("#", "%23").replace("://*:", "://0.0.0.0:"))
+        query = dict(parse_qsl(parts.query))
+        mode = query.get("mode", "sub")
+        topic = unquote(parts.path[1:]) or "#"
+        if not parts.port or mode not in ("sub", "pull"):
+            raise PipelineError(f"expected zmq+tcp://HOST:PORT/TOPIC?mode=sub|pull, got {element.url!r}", self.text,
+                                element.loc)
+        host = "*" if "://*:" in element.url else parts.hostname or "localhost"
+        name = f"source{len(self.brokers)}"
+        self.brokers[name] = s.BrokerSettings(name=name, host=host, port=parts.port, type="zmq")
+        return {"broker": name, "topics": tuple(t.strip() for t in topic.split(",")), "qos": 0, "retained": "new",
+                "decoders": ("json",), "amqp": {"mode": mode}}
 
     def transform(self, element):
         props = _properties(element, self.text)

@@ -56,10 +56,14 @@ class ChannelService(Service):
                                   for _, name in SUFFIX_DECODERS if name in settings.decoders}
         broker = settings.brokers[channel.source]
         source: Any
-        if broker.type == "redis":
+        if broker.type == "zmq":
+            from lorrygate.sources.zeromq import ZeroMQSource
+
+            source = ZeroMQSource(channel.name, broker, channel.topics, router, reactor, mode=channel.mode or "sub")
+        elif broker.type == "redis":
             from lorrygate.sources.redis import RedisSource
 
-            source = RedisSource(channel.name, broker, channel.topics, router, reactor, mode=channel.mode,
+            source = RedisSource(channel.name, broker, channel.topics, router, reactor, mode=channel.mode or "streams",
                                  group=channel.group, consumer=channel.consumer, topic_field=channel.topic_field,
                                  payload_field=channel.payload_field, claim_idle=channel.claim_idle)
         elif broker.type == "amqp":

@@ -56,3 +56,11 @@ def test_redis_source():
 
     settings = loads("[broker:b]\ntype=redis\nhost=h\n[storage:s]\nurl=sqlite:///x\n[channel:c]\ntopics=s\n")
     assert verifyObject(ISource, RedisSource("c", settings.brokers["b"], ("s",), lambda m: None, Clock()))
+
+
+def test_zeromq_source():
+    """The ZeroMQ source provides ISource."""
+    from lorrygate.sources.zeromq import ZeroMQSource
+
+    settings = loads("[broker:b]\ntype=zmq\nhost=*\nport=5555\n[storage:s]\nurl=sqlite:///x\n[channel:c]\ntopics=a/#\n")
+    assert verifyObject(ISource, ZeroMQSource("c", settings.brokers["b"], ("a/#",), lambda m: None, Clock()))

@@ -1,0 +1,197 @@
+"""
+A ZeroMQ source: a SUB or a PULL socket (``mode = sub``, the default, or ``pull``).
+
+``host`` names the peer to connect to (``tcp://HOST:PORT``); ``host = *``
+binds the port instead, for publishers that connect. A message of two or more
+frames is topic and payload (the first two frames); a single frame is split
+at its first space (``"sensors/a/b {...}"``). A SUB socket subscribes to the
+literal prefixes of the channel's topic filters (``sensors/#`` ->
+``sensors/``); the filters themselves then decide.
+
+Delivery: at most once, by the nature of ZeroMQ: nothing is acknowledged
+to the peer, a SUB socket drops what it receives beyond its high-water mark
+or while disconnected, and what the gateway holds when it dies is gone.
+Backpressure stops receiving: a PUSH peer then blocks (PULL), a PUB peer
+drops (SUB).
+
+pyzmq's socket lives in a thread of the source's own (ZeroMQ sockets belong
+to one thread); messages reach the channel in the reactor thread, up to
+1,000 at a time.
+"""
+
+import threading
+import time
+from typing import Any
+
+import attrs
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from lorrygate.interfaces import ISource
+from lorrygate.model import NO_ACK, Message
+from lorrygate.mqtt.topics import parse_filter
+from lorrygate.sources.pauses import Pauses
+
+BATCH, POLL_MS = 1000, 200
+
+
+def prefix_of(topic_filter: str) -> str:
+    """The literal prefix of an MQTT topic filter, as a ZeroMQ subscription."""
+    cut = len(topic_filter)
+    for wildcard in ("+", "#"):
+        at = topic_filter.find(wildcard)
+        if at != -1:
+            cut = min(cut, at)
+    return topic_filter[:cut]
+
+
+def split(frames: list) -> tuple:
+    """(topic, payload) of a multipart message."""
+    if len(frames) >= 2:
+        return frames[0].decode("utf-8", "replace"), bytes(frames[1])
+    head, _, rest = bytes(frames[0]).partition(b" ")
+    return head.decode("utf-8", "replace"), rest
+
+
+@implementer(ISource)
+@attrs.define(eq=False)
+class ZeroMQSource(Service):
+    name: str  # type: ignore[assignment]  # Service.name, always set here
+    broker: Any  # lorrygate.config.settings.BrokerSettings, type zmq
+    topics: tuple
+    deliver: Any
+    _reactor: Any
+    mode: str = "sub"
+    client_id: str = ""
+    _filters: tuple = ()
+    _pauses: Any = None
+    _thread: threading.Thread | None = None
+    _stop: threading.Event = attrs.Factory(threading.Event)
+    _may_read: threading.Event = attrs.Factory(threading.Event)
+    _subscribe_waiters: list = attrs.Factory(list)
+    subscribed: bool = False
+    connected: bool = False
+    last_error: str = ""
+    retained_skipped: int = 0
+    #: messages whose topic no filter matched (a SUB prefix is wider than its filter)
+    unmatched: int = 0
+
+    log = Logger()
+
+    def __attrs_post_init__(self):
+        self._filters = tuple(parse_filter(topic) for topic in self.topics)
+        self.client_id = self.client_id or self.endpoint
+        self._pauses = Pauses(self._may_read.clear, self._may_read.set)
+        self._may_read.set()
+
+    @property
+    def endpoint(self) -> str:
+        return f"tcp://{self.broker.host}:{self.broker.port}"
+
+    # -- ISource ----------------------------------------------------------------
+
+    @property
+    def paused(self) -> bool:
+        return self._pauses.paused
+
+    @property
+    def paused_by(self) -> tuple:
+        return self._pauses.holders
+
+    def pause(self, holder) -> None:
+        self._pauses.hold(holder)
+
+    def resume(self, holder) -> None:
+        self._pauses.release(holder)
+
+    def when_subscribed(self) -> Deferred:
+        if self.subscribed:
+            return succeed(None)
+        d = Deferred(lambda d: self._subscribe_waiters.remove(d) if d in self._subscribe_waiters else None)
+        self._subscribe_waiters.append(d)
+        return d
+
+    publish = None  # error reports have nowhere to go on a SUB or PULL socket
+
+    # -- service ----------------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name=f"lorrygate-zmq-{self.name}", daemon=True)
+        self._thread.start()
+
+    def stopService(self) -> Deferred:
+        super().stopService()
+        self._stop.set()
+        self._may_read.set()
+        self.subscribed = False
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return succeed(None)
+        return deferToThreadPool(self._reactor, self._reactor.getThreadPool(), thread.join, POLL_MS / 1000 + 5)
+
+    def _run(self) -> None:
+        import zmq
+
+        context = zmq.Context.instance()
+        socket = context.socket(zmq.SUB if self.mode == "sub" else zmq.PULL)
+        socket.setsockopt(zmq.LINGER, 0)
+        try:
+            if self.broker.host == "*":
+                socket.bind(self.endpoint)
+            else:
+                socket.connect(self.endpoint)
+            if self.mode == "sub":
+                for prefix in sorted({prefix_of(f.text) for f in self._filters}):
+                    socket.setsockopt(zmq.SUBSCRIBE, prefix.encode("utf-8"))
+        except zmq.ZMQError as exc:
+            socket.close()
+            self._reactor.callFromThread(self._failed, f"ZeroMQ {self.mode} socket on {self.endpoint}: {exc}")
+            return
+        self._reactor.callFromThread(self._ready)
+        poller = zmq.Poller()
+        poller.register(socket, zmq.POLLIN)
+        try:
+            while not self._stop.is_set():
+                self._may_read.wait()
+                if self._stop.is_set() or not poller.poll(POLL_MS):
+                    continue
+                batch = []
+                while len(batch) < BATCH:
+                    try:
+                        batch.append(split(socket.recv_multipart(zmq.NOBLOCK, copy=True)))
+                    except zmq.Again:
+                        break
+                if batch:
+                    self._reactor.callFromThread(self._deliver, batch, time.time())
+        finally:
+            socket.close()
+
+    def _failed(self, why: str) -> None:
+        self.last_error = why
+        self.log.error("ZeroMQ source {source}: {error}; check host and port (host = * binds)", source=self.name,
+                       error=why)
+
+    def _ready(self) -> None:
+        self.connected = True
+        how = "bound to" if self.broker.host == "*" else "connected to"
+        self.log.info("ZeroMQ source {source}: {mode} socket {how} {endpoint} (at most once)", source=self.name,
+                      mode=self.mode.upper(), how=how, endpoint=self.endpoint)
+        self.subscribed = True
+        waiters, self._subscribe_waiters = self._subscribe_waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+
+    def _deliver(self, batch, received: float) -> None:
+        filters = self._filters
+        for topic, payload in batch:
+            for candidate in filters:
+                if candidate.matches(topic):
+                    self.deliver(Message(topic, payload, 0, False, received, candidate.text, NO_ACK))
+                    break
+            else:
+                self.unmatched += 1

@@ -1,0 +1,94 @@
+"""
+The ZeroMQ source with its peers in the test process (pyzmq): a SUB socket
+connected to a PUB peer, and a PULL socket bound for PUSH peers, into SQLite.
+At most once by nature: the test checks what arrives while connected is
+stored, every message of a PUSH peer (which blocks rather than drops), and
+multipart and single-frame messages.
+"""
+
+import json
+import os
+import textwrap
+import time
+import uuid
+
+import pytest
+
+from tests.gatewayproc import GatewayProcess, count_rows
+from tests.servers import free_port, wait_until
+
+pytestmark = pytest.mark.integration
+
+zmq = pytest.importorskip("zmq")
+
+
+def config(directory, host, port, realm, mode) -> str:
+    path = os.path.join(directory, "gateway.ini")
+    with open(path, "w") as handle:
+        handle.write(textwrap.dedent(f"""
+            [lorrygate]
+            data_dir = {directory}
+            log_format = json
+            control = off
+
+            [broker:peer]
+            type = zmq
+            host = {host}
+            port = {port}
+
+            [storage:db]
+            url = sqlite:///{directory}/gateway.sqlite
+
+            [channel:main]
+            topics = {realm}/#
+            mode = {mode}
+            """))
+    return path
+
+
+def test_sub_socket_stores_what_the_publisher_sends_while_connected(tmp_path):
+    realm = f"z{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    context = zmq.Context.instance()
+    publisher = context.socket(zmq.PUB)
+    publisher.bind(f"tcp://127.0.0.1:{port}")
+    gateway = GatewayProcess(config(str(tmp_path), "127.0.0.1", port, realm, "sub"), str(tmp_path / "gw.log")).start()
+    db = str(tmp_path / "gateway.sqlite")
+    try:
+        # ZeroMQ's slow joiner: a SUB socket misses what is published before its subscription reaches the
+        # publisher. Probe until one arrives, then send the messages that count.
+        probe = 0
+        while count_rows(db, realm) == 0:
+            publisher.send_multipart([f"{realm}/probe/gw/n/data.json".encode(), json.dumps({"probe": probe}).encode()])
+            probe += 1
+            time.sleep(0.05)
+            assert probe < 400, "the SUB socket never received a probe"
+        before = count_rows(db, realm)
+        for seq in range(500):
+            publisher.send_multipart([f"{realm}/net/gw/node-{seq % 5}/data.json".encode(),
+                                      json.dumps({"seq": seq}).encode()])
+        publisher.send(f"{realm}/net/gw/single/data.json {json.dumps({'seq': 500})}".encode())  # one frame
+        publisher.send_multipart([b"other/net/gw/n/data.json", b'{"seq": -1}'])  # not subscribed
+        wait_until(lambda: count_rows(db, realm) >= before + 501, 30, "501 rows")
+        assert count_rows(db, realm) - before == 501
+        assert gateway.stop() == 0
+    finally:
+        publisher.close()
+
+
+def test_pull_socket_bound_takes_every_message_of_a_push_peer(tmp_path):
+    realm = f"y{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    gateway = GatewayProcess(config(str(tmp_path), "*", port, realm, "pull"), str(tmp_path / "gw.log"))
+    gateway.start(ready="PULL socket bound to")
+    context = zmq.Context.instance()
+    pusher = context.socket(zmq.PUSH)
+    pusher.connect(f"tcp://127.0.0.1:{port}")
+    try:
+        for seq in range(2000):
+            pusher.send_multipart([f"{realm}/net/gw/node-{seq % 4}/data.json".encode(), json.dumps({"seq": seq}).encode()])
+        db = str(tmp_path / "gateway.sqlite")
+        wait_until(lambda: count_rows(db, realm) == 2000, 30, "2,000 rows")
+        assert gateway.stop() == 0
+    finally:
+        pusher.close(linger=0)
