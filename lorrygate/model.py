@@ -134,6 +134,8 @@ class Channel:
     topic_field: str = "topic"
     payload_field: str = "payload"
     claim_idle: float = 60.0
+    #: kafka sources: where a group without a committed offset starts
+    start: str = "earliest"
 
     @property
     def storages(self) -> tuple:

@@ -178,9 +178,9 @@ GATEWAY_KEYS = {
 }
 
 BROKER_KEYS = {
-    "type": Key(v.choice("mqtt", "amqp", "redis", "zmq"), "mqtt",
-                doc="The protocol: mqtt, amqp (RabbitMQ, AMQP 0-9-1), redis (Streams, or pub/sub) or zmq (ZeroMQ SUB "
-                    "or PULL; host = * binds)."),
+    "type": Key(v.choice("mqtt", "amqp", "redis", "zmq", "kafka"), "mqtt",
+                doc="The protocol: mqtt, amqp (RabbitMQ, AMQP 0-9-1), redis (Streams, or pub/sub), zmq (ZeroMQ SUB "
+                    "or PULL; host = * binds) or kafka (a consumer group; host may list several brokers)."),
     "host": Key(v.nonempty, doc="The broker's host name or address."),
     "port": Key(v.integer(1, 65535), None, doc="The broker's port; 1883, or 8883 with tls."),
     "protocol": Key(v.choice("3.1.1", "5"), "3.1.1", doc='The MQTT version: 3.1.1 or 5.'),
@@ -235,9 +235,9 @@ STORAGE_KIND_KEYS = {
     "timeout": ("crate",),
     "flatten_depth": ("sqlite", "postgresql"),
     "max_columns": ("sqlite", "postgresql"),
-    "topic": ("mqtt",),
-    "payload": ("mqtt",),
-    "dead_letter_topic": ("mqtt",),
+    "topic": ("mqtt", "kafka"),
+    "payload": ("mqtt", "kafka"),
+    "dead_letter_topic": ("mqtt", "kafka"),
 }
 
 CHANNEL_KEYS = {
@@ -267,7 +267,9 @@ CHANNEL_KEYS = {
     "mode": Key(v.choice("streams", "pubsub", "sub", "pull"), "",
                 doc="redis: streams (consumer groups, at least once; the default) or pubsub (at most once); zmq: sub "
                     "(the default) or pull (both at most once)."),
-    "group": Key(v.nonempty, "lorrygate", doc="redis streams: the consumer group."),
+    "group": Key(v.nonempty, "lorrygate", doc="redis streams, kafka: the consumer group."),
+    "start": Key(v.choice("earliest", "latest"), "earliest",
+                 doc="kafka: where a group without a committed offset starts (earliest: nothing lost)."),
     "consumer": Key(v.text, "", doc="redis streams: this gateway's consumer name (default <host>-<channel>)."),
     "topic_field": Key(v.nonempty, "topic", doc="redis streams: the entry field that holds the topic (else the "
                                                 "stream's key)."),
@@ -278,7 +280,7 @@ CHANNEL_KEYS = {
 }
 #: channel keys only a source of one broker type takes
 CHANNEL_TYPE_KEYS = {"qos": "mqtt", "retained": "mqtt", "exchange": "amqp", "queue": "amqp", "prefetch": "amqp",
-                     "mode": "redis, zmq", "group": "redis", "consumer": "redis", "topic_field": "redis",
+                     "mode": "redis, zmq", "group": "redis, kafka", "start": "kafka", "consumer": "redis", "topic_field": "redis",
                      "payload_field": "redis", "claim_idle": "redis"}
 #: channel keys that make up its transformer step
 TRANSFORM_KEYS = ("metadata", "rename", "drop", "tags", "convert", "hook", "ddl")
@@ -354,6 +356,9 @@ def make_broker(name: str, values: dict, section: str = "", problem=None) -> Bro
     if kind == "redis" and not installed("redis") and problem is not None:
         problem(section, "type", needs("redis", "a redis broker"), "redis")
         return None
+    if kind == "kafka" and not installed("confluent_kafka") and problem is not None:
+        problem(section, "type", needs("confluent_kafka", "a kafka broker"), "kafka")
+        return None
     if kind == "zmq" and problem is not None:
         if not installed("zmq"):
             problem(section, "type", needs("zmq", "a zmq source"), "zmq")
@@ -367,7 +372,8 @@ def make_broker(name: str, values: dict, section: str = "", problem=None) -> Bro
             return None
     if values["port"] is None:
         values["port"] = {("mqtt", False): 1883, ("mqtt", True): 8883, ("amqp", False): 5672,
-                          ("amqp", True): 5671, ("redis", False): 6379, ("redis", True): 6379}[kind, values["tls"]]
+                          ("amqp", True): 5671, ("redis", False): 6379, ("redis", True): 6379,
+                          ("kafka", False): 9092, ("kafka", True): 9093}[kind, values["tls"]]
     return BrokerSettings(name=name, **values)
 
 
@@ -396,7 +402,7 @@ def installed(module: str) -> bool:
 EXTRAS = {"psycopg": ("psycopg", "postgresql"), "py_mini_racer": ("mini-racer", "javascript"),
           "cratedb_sqlparse": ("cratedb-sqlparse", "cratedb"), "watchdog": ("watchdog", "reload"),
           "prometheus_client": ("prometheus-client", "metrics"), "pika": ("pika", "amqp"),
-          "redis": ("redis", "redis"), "zmq": ("pyzmq", "zmq")}
+          "redis": ("redis", "redis"), "zmq": ("pyzmq", "zmq"), "confluent_kafka": ("confluent-kafka", "kafka")}
 
 
 def needs(module: str, what: str) -> str:
@@ -424,7 +430,28 @@ def make_storage(name: str, values: dict, section: str, problem):
             return None
     if url.kind == "mqtt":
         values["broker"] = sink_broker(name, url.raw)
+    if url.kind == "kafka":
+        if not installed("confluent_kafka"):
+            problem(section, "url", needs("confluent_kafka", "a kafka storage"), "a kafka:// URL")
+            return None
+        values["broker"] = kafka_broker(name, url.raw)
+        if values["topic"] == STORAGE_KEYS["topic"].default:
+            values["topic"] = "lorrygate"  # Kafka topics take no "/": the MQTT topic goes in the key
+        if values["dead_letter_topic"] == STORAGE_KEYS["dead_letter_topic"].default:
+            values["dead_letter_topic"] = "lorrygate-dead-letters"
     return StorageSettings(name=name, url=url, kind=url.kind, path=url.path, ddl=ddl, **values)
+
+
+def kafka_broker(name: str, url: str) -> BrokerSettings:
+    """The connection of a Kafka sink: ``kafka[s]://[USER:PASSWORD@]HOST[:PORT][,HOST:PORT...]/``."""
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(url)
+    tls = parts.scheme == "kafkas"
+    hosts = parts.netloc.rpartition("@")[2]
+    return BrokerSettings(name=f"storage {name}", host=hosts, port=9093 if tls else 9092, type="kafka",
+                          username=unquote(parts.username or ""),
+                          password=v.Secret(unquote(parts.password)) if parts.password else None, tls=tls)
 
 
 def sink_broker(name: str, url: str) -> BrokerSettings:

@@ -189,8 +189,8 @@ class StorageUrl:
         if self.kind in ("file", "app"):
             return self.raw
         parts = urlsplit(self.raw)
-        port = parts.port or {"postgresql": 5432, "crate": 4200, "mqtt": 8883 if parts.scheme == "mqtts" else 1883}.get(
-            self.kind)
+        port = parts.port or {"postgresql": 5432, "crate": 4200, "mqtt": 8883 if parts.scheme == "mqtts" else 1883,
+                              "kafka": 9092}.get(self.kind)
         query = sorted((k, v) for k, v in parse_qsl(parts.query) if "password" not in k.lower())
         scheme = "postgresql" if self.kind == "postgresql" else parts.scheme
         path = parts.path if self.kind == "postgresql" else (parts.path.rstrip("/") or "")
@@ -214,6 +214,8 @@ def storage_url(value: str) -> StorageUrl:
         return StorageUrl("crate", value)
     if parts.scheme in ("mqtt", "mqtts") and parts.hostname:
         return StorageUrl("mqtt", value)
+    if parts.scheme in ("kafka", "kafkas") and parts.hostname:
+        return StorageUrl("kafka", value)
     raise Invalid(STORAGE_URL_HELP)
 
 

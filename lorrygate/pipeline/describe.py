@@ -62,7 +62,10 @@ def describe(settings, topics=(), fields=()) -> str:
     lines = [f"pipeline from {settings.source}:"]
     for channel in settings.channels:
         broker = settings.brokers[channel.source]
-        if broker.type == "zmq":
+        if broker.type == "kafka":
+            lines.append(f"  channel {channel.name}: kafka {broker.host} topics {','.join(channel.topics)}, consumer "
+                         f"group {channel.group} (from the {channel.start} without a committed offset)")
+        elif broker.type == "zmq":
             lines.append(f"  channel {channel.name}: zmq {(channel.mode or 'sub').upper()} "
                          f"{'bound to' if broker.host == '*' else 'connected to'} tcp://{broker.host}:{broker.port} "
                          f"{','.join(channel.topics)} (at most once)")

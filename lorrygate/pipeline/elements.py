@@ -101,7 +101,7 @@ ELEMENTS = dict([
 
 #: URL schemes that stand for elements
 URL_KINDS = {"mqtt": "source", "mqtts": "source", "amqp": "source", "amqps": "source", "redis": "source",
-             "rediss": "source", "zmq+tcp": "source", "sqlite": "sink", "postgresql": "sink", "postgres": "sink",
+             "rediss": "source", "zmq+tcp": "source", "kafka": "source", "kafkas": "source", "sqlite": "sink", "postgresql": "sink", "postgres": "sink",
              "crate": "sink", "crate+http": "sink", "crate+https": "sink", "file": "sink"}
 
 
@@ -119,8 +119,9 @@ def describe_elements(name: str | None = None) -> str:
         lines.append("URLs: mqtt://[user:password@]host[:port]/topic?qos=1 and "
                      "amqp://[user:password@]host[:port]/[vhost]?exchange=amq.topic&topic=a/%23, "
                      "redis://[:password@]host[:port]/STREAM?mode=streams|pubsub, "
-                     "zmq+tcp://host:port/topic?mode=sub|pull (sources); sqlite:///path, "
+                     "zmq+tcp://host:port/topic?mode=sub|pull, kafka://host:9092/TOPIC?group=NAME (sources); "
+                     "sqlite:///path, "
                      "postgresql://..., crate://host:4200/, file:///path.ndjson (sinks; ?table=NAME writes every "
-                     "record into that one table), and mqtt://host/TOPIC-TEMPLATE?payload=message|records at the end "
-                     "of a chain (a sink)")
+                     "record into that one table), and mqtt://host/TOPIC-TEMPLATE?payload=message|records or "
+                     "kafka://host:9092/TOPIC at the end of a chain (sinks that publish)")
     return "\n".join(lines)

@@ -76,8 +76,8 @@ def _properties(element, text: str) -> dict:
 def _kind(element, head: bool = True) -> str:
     if element.factory == "url":
         scheme = element.url.split("://", 1)[0].lower()
-        if scheme in ("mqtt", "mqtts") and not head:
-            return "sink"  # an MQTT URL after the source publishes
+        if scheme in ("mqtt", "mqtts", "kafka", "kafkas") and not head:
+            return "sink"  # an MQTT or Kafka URL after the source publishes
         return URL_KINDS.get(scheme, "unknown")
     if element.factory == "reference":
         return "reference"
@@ -150,6 +150,15 @@ class _Builder:
                                                ("mqtt", "mqtts")):
             settings = self.mqtt_sink(element, name)
             name = settings.name
+        elif element.factory == "url" and element.url.split("://", 1)[0].lower() in ("kafka", "kafkas"):
+            parts = urlsplit(element.url)
+            query = dict(parse_qsl(parts.query))
+            base = element.url.split("?", 1)[0]
+            base = base[: base.index("/", base.index("://") + 3)] + "/" if "/" in base[base.index("://") + 3:] else base + "/"
+            settings = s.StorageSettings(name, v.storage_url(base), "kafka", spool=True,
+                                         topic=unquote(parts.path[1:]) or "lorrygate",
+                                         payload=query.get("payload", "message"),
+                                         dead_letter_topic="lorrygate-dead-letters", broker=s.kafka_broker(name, base))
         elif element.factory == "url":
             url = element.url
             if url.startswith("file://"):
@@ -245,9 +254,6 @@ class _Builder:
             self.channels[index] = attrs.evolve(channel, tee=channel.tee + (name,)) if channel.storage else attrs.evolve(
                 channel, storage=name)
             return
-        if head.factory == "url" and head.url.split("://", 1)[0].lower() in ("kafka",):
-            raise PipelineError(f"{head.url.split('://', 1)[0]}:// sources are not supported yet; MQTT is "
-                                "(mqtt://host/topic)", text, head.loc)
         if kind != "source":
             raise PipelineError(f"a chain starts with a source (mqttsrc, amqpsrc, mqtt://..., amqp://...) or a branch NAME., "
                                 f"got {head.factory if head.factory != 'url' else head.url!r}", text, head.loc)
@@ -285,7 +291,7 @@ class _Builder:
                                 text, elements[-1].loc)
         index = len(self.channels)
         name = f"launch{index}"
-        relayed = [self.storages[n] for n in storages if self.storages[n].kind == "mqtt"]
+        relayed = [self.storages[n] for n in storages if self.storages[n].kind in ("mqtt", "kafka")]
         if relayed and not any(_kind(e, False) == "strategy" for e in elements[1:]):
             strategy = "topic"  # a relay takes any topic
         if relayed and not any(_kind(e, False) == "decode" for e in elements[1:]) and \
@@ -310,6 +316,8 @@ class _Builder:
             return self.redis_source(element)
         if element.factory == "url" and element.url.split("://", 1)[0].lower() == "zmq+tcp":
             return self.zmq_source(element)
+        if element.factory == "url" and element.url.split("://", 1)[0].lower() in ("kafka", "kafkas"):
+            return self.kafka_source(element)
         if element.factory == "url":
             try:
                 props = _mqtt_url(element.url)
@@ -370,6 +378,21 @@ class _Builder:
         return {"broker": name, "topics": tuple(k.strip() for k in keys.split(",")), "qos": 1, "retained": "new",
                 "decoders": ("json",),
                 "amqp": {"mode": mode, "group": query.get("group", "lorrygate"), "consumer": query.get("consumer", "")}}
+
+    def kafka_source(self, element) -> dict:
+        """``kafka[s]://[USER:PASSWORD@]HOST:PORT[,HOST:PORT]/TOPIC[,TOPIC]?group=lorrygate&start=earliest``."""
+        parts = urlsplit(element.url)
+        query = dict(parse_qsl(parts.query))
+        names = unquote(parts.path[1:])
+        if not names or query.get("start", "earliest") not in ("earliest", "latest"):
+            raise PipelineError(f"expected kafka://HOST:9092/TOPIC?group=NAME, got {element.url!r}", self.text,
+                                element.loc)
+        name = f"source{len(self.brokers)}"
+        self.brokers[name] = s.kafka_broker(name, element.url.split("?", 1)[0].rsplit("/", 1)[0] + "/")
+        self.brokers[name] = attrs.evolve(self.brokers[name], name=name)
+        return {"broker": name, "topics": tuple(t.strip() for t in names.split(",")), "qos": 1, "retained": "new",
+                "decoders": ("json",), "amqp": {"group": query.get("group", "lorrygate"),
+                                                 "start": query.get("start", "earliest")}}
 
     def zmq_source(self, element) -> dict:
         """``zmq+tcp://HOST:PORT/TOPIC-FILTER?mode=sub|pull`` (HOST ``*`` binds)."""

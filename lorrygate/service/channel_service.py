@@ -56,7 +56,12 @@ class ChannelService(Service):
                                   for _, name in SUFFIX_DECODERS if name in settings.decoders}
         broker = settings.brokers[channel.source]
         source: Any
-        if broker.type == "zmq":
+        if broker.type == "kafka":
+            from lorrygate.sources.kafka import KafkaSource
+
+            source = KafkaSource(channel.name, broker, channel.topics, router, reactor, group=channel.group,
+                                 start=channel.start)
+        elif broker.type == "zmq":
             from lorrygate.sources.zeromq import ZeroMQSource
 
             source = ZeroMQSource(channel.name, broker, channel.topics, router, reactor, mode=channel.mode or "sub")

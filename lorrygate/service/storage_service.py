@@ -44,6 +44,10 @@ def make_backend(storage, reactor, ddl: dict):
         from lorrygate.storage.sinks import AppSink
 
         return AppSink(storage.name, storage.callback)
+    if storage.kind == "kafka":
+        from lorrygate.storage.kafka_sink import KafkaSink
+
+        return KafkaSink(storage.name, storage.broker, reactor, storage.topic, storage.payload, storage.dead_letter_topic)
     if storage.kind == "mqtt":
         from lorrygate.storage.mqtt_sink import MqttSink
 

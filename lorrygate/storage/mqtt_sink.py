@@ -49,6 +49,43 @@ class _Fields(dict):
         return ""
 
 
+def topic_for(template: str, entry) -> str:
+    """A topic template filled from an entry's message, address and table."""
+    address = entry.address
+    values = _Fields(topic=entry.message.topic)
+    if address is not None:
+        values.update(realm=address.realm, network=address.network or "", gateway=address.gateway or "",
+                      node=address.node or "", kind=address.kind, rest=address.rest)
+    if entry.table is not None:
+        values.update(schema=entry.table.schema, table=entry.table.table)
+    return template.format_map(values)
+
+
+def outgoing(batch, render, payload: str, dead_letter_topic: str):
+    """What a publishing sink sends for a batch: (the message's topic, the target topic, bytes) for each
+    message once (``payload = message``) or each record as JSON (``records``), then each dead letter."""
+    seen = set()
+    for entry in batch.entries:
+        if entry.table is None:
+            continue  # acknowledged without rows (ignored topics, own reports)
+        if payload == "message":
+            if id(entry.message) in seen:
+                continue
+            seen.add(id(entry.message))
+            yield entry.message.topic, render(entry), entry.message.payload
+        else:
+            topic = render(entry)
+            for record in entry.records:
+                row = {"time": to_iso(record.time), **record.tags, **record.fields}
+                yield entry.message.topic, topic, json.dumps(row, default=_plain, ensure_ascii=False).encode("utf-8")
+    for dead in batch.dead_letters:
+        message = dead.message
+        yield message.topic, dead_letter_topic, json.dumps({
+            "channel": dead.channel, "topic": message.topic, "stage": dead.stage, "error": dead.error,
+            "decoder": dead.decoder, "payload_base64": base64.b64encode(message.payload).decode("ascii"),
+        }).encode("utf-8")
+
+
 @implementer(IStorage)
 @attrs.define(eq=False)
 class MqttSink:
@@ -80,14 +117,7 @@ class MqttSink:
                 "published": self.published, "last_error": client.last_error if client else ""}
 
     def topic_for(self, entry) -> str:
-        address = entry.address
-        values = _Fields(topic=entry.message.topic)
-        if address is not None:
-            values.update(realm=address.realm, network=address.network or "", gateway=address.gateway or "",
-                          node=address.node or "", kind=address.kind, rest=address.rest)
-        if entry.table is not None:
-            values.update(schema=entry.table.schema, table=entry.table.table)
-        return self.topic.format_map(values)
+        return topic_for(self.topic, entry)
 
     def write(self, batch) -> Deferred:
         client = self._client
@@ -98,26 +128,8 @@ class MqttSink:
         return Deferred.fromCoroutine(self._publish(protocol, list(self._items(batch))))
 
     def _items(self, batch):
-        seen = set()
-        for entry in batch.entries:
-            if entry.table is None:
-                continue  # acknowledged without rows (ignored topics, own reports)
-            if self.payload == "message":
-                if id(entry.message) in seen:
-                    continue
-                seen.add(id(entry.message))
-                yield self.topic_for(entry), entry.message.payload
-            else:
-                topic = self.topic_for(entry)
-                for record in entry.records:
-                    row = {"time": to_iso(record.time), **record.tags, **record.fields}
-                    yield topic, json.dumps(row, default=_plain, ensure_ascii=False).encode("utf-8")
-        for dead in batch.dead_letters:
-            message = dead.message
-            yield self.dead_letter_topic, json.dumps({
-                "channel": dead.channel, "topic": message.topic, "stage": dead.stage, "error": dead.error,
-                "decoder": dead.decoder, "payload_base64": base64.b64encode(message.payload).decode("ascii"),
-            }).encode("utf-8")
+        for _, topic, payload in outgoing(batch, self.topic_for, self.payload, self.dead_letter_topic):
+            yield topic, payload
 
     async def _publish(self, protocol, items: list) -> None:
         from lorrygate.mqtt.protocol import PacketTooLarge

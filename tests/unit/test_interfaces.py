@@ -64,3 +64,13 @@ def test_zeromq_source():
 
     settings = loads("[broker:b]\ntype=zmq\nhost=*\nport=5555\n[storage:s]\nurl=sqlite:///x\n[channel:c]\ntopics=a/#\n")
     assert verifyObject(ISource, ZeroMQSource("c", settings.brokers["b"], ("a/#",), lambda m: None, Clock()))
+
+
+def test_kafka_source_and_sink():
+    """The Kafka source provides ISource; the Kafka sink IStorage."""
+    from lorrygate.sources.kafka import KafkaSource
+    from lorrygate.storage.kafka_sink import KafkaSink
+
+    settings = loads("[broker:b]\ntype=kafka\nhost=h\n[storage:s]\nurl=kafka://h:9092/\n[channel:c]\ntopics=t\n")
+    assert verifyObject(ISource, KafkaSource("c", settings.brokers["b"], ("t",), lambda m: None, Clock()))
+    assert verifyObject(IStorage, KafkaSink("s", settings.storages["s"].broker, Clock()))

@@ -141,6 +141,10 @@ def test_bus_urls_make_sources_and_an_mqtt_url_at_the_end_a_sink():
     streams = parse_launch("redis://:pw@cache/s1,s2?group=g ! sqlite:///x.sqlite").settings
     assert (streams.channels[0].topics, streams.channels[0].group, streams.channels[0].strategy) == \
         (("s1", "s2"), "g", "wan")
+    kafka = parse_launch("kafka://k1:9092,k2:9092/sensors?group=gw ! kafka://k3:9092/copy").settings
+    assert (kafka.brokers["source0"].type, kafka.brokers["source0"].host, kafka.channels[0].group) == \
+        ("kafka", "k1:9092,k2:9092", "gw")
+    assert (kafka.storages["sink0"].kind, kafka.storages["sink0"].topic) == ("kafka", "copy")
     zmq = parse_launch("zmq+tcp://*:5556/plant/%23?mode=pull ! sqlite:///x.sqlite").settings
     assert (zmq.brokers["source0"].host, zmq.brokers["source0"].port, zmq.channels[0].mode) == ("*", 5556, "pull")
     assert "redis cache:6379 streams s1,s2, consumer group g" in parse_launch(

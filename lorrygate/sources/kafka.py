@@ -1,0 +1,267 @@
+"""
+A Kafka source (confluent-kafka, librdkafka): a consumer group reading the
+channel's ``topics`` (Kafka topic names).
+
+A message's topic is its key (the MQTT-style topic a producer put there, as
+the Kafka sink and most MQTT bridges do), or, without a key, the Kafka
+topic's name with ``.`` read as ``/``; the channel's filters, strategy and
+ignore rules work on it as on MQTT topics.
+
+Delivery: at least once. Auto-commit is off; each partition is an in-flight
+window of its own, and a partition's offset is committed (after the last
+message of a gap-free run that is committed or spooled) only then. A
+rebalance commits what is done and forgets the revoked partitions' acks:
+their new owner reads those messages again. A group without a committed
+offset starts at the earliest message (nothing lost), unless ``start =
+latest``. A gateway that dies leaves the group after 10 s (the session
+timeout); its partitions then go to the members that remain, from the last
+committed offsets (commits go out within 0.2 s of the rows' commit).
+
+The consumer runs in a thread of the source's own (``consume`` of up to
+1,000 messages, 0.2 s at most); the reactor hands it the offsets to commit.
+Backpressure pauses the assigned partitions.
+"""
+
+import threading
+import time
+from collections import deque
+from typing import Any
+
+import attrs
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from lorrygate.interfaces import ISource
+from lorrygate.model import Message
+from lorrygate.sources.pauses import Pauses
+
+BATCH, POLL_S = 1000, 0.2
+
+
+def client_config(broker) -> dict:
+    """librdkafka settings of a broker section: bootstrap, TLS, SASL PLAIN credentials."""
+    config = {"bootstrap.servers": ",".join(f"{host.strip()}:{broker.port}" if ":" not in host else host.strip()
+                                            for host in broker.host.split(",")),
+              "socket.connection.setup.timeout.ms": int(broker.connect_timeout * 1000),
+              "reconnect.backoff.max.ms": int(broker.reconnect_max_delay * 1000)}
+    if broker.username:
+        config.update({"security.protocol": "SASL_SSL" if broker.tls else "SASL_PLAINTEXT",
+                       "sasl.mechanisms": "PLAIN", "sasl.username": broker.username,
+                       "sasl.password": broker.password.reveal() if broker.password else ""})
+    elif broker.tls:
+        config["security.protocol"] = "SSL"
+    if broker.tls and broker.tls_ca:
+        config["ssl.ca.location"] = broker.tls_ca
+    if broker.tls and broker.tls_cert:
+        config.update({"ssl.certificate.location": broker.tls_cert, "ssl.key.location": broker.tls_key})
+    return config
+
+
+@attrs.define(eq=False)
+class KafkaAck:
+    source: Any
+    generation: int
+    partition: tuple
+    offset: int
+
+    def ack(self) -> None:
+        self.source._ack(self.generation, self.partition, self.offset)
+
+
+@implementer(ISource)
+@attrs.define(eq=False)
+class KafkaSource(Service):
+    name: str  # type: ignore[assignment]  # Service.name, always set here
+    broker: Any
+    topics: tuple
+    deliver: Any
+    _reactor: Any
+    group: str = "lorrygate"
+    start: str = "earliest"
+    client_id: str = ""
+    _pauses: Any = None
+    _thread: threading.Thread | None = None
+    _stop: threading.Event = attrs.Factory(threading.Event)
+    _subscribe_waiters: list = attrs.Factory(list)
+    subscribed: bool = False
+    connected: bool = False
+    last_error: str = ""
+    retained_skipped: int = 0
+    #: bumped on every rebalance: acks of an older assignment are void
+    _generation: int = 0
+    #: (topic, partition) -> offsets delivered, in order; and those done
+    _outstanding: dict = attrs.Factory(dict)
+    _done: dict = attrs.Factory(dict)
+    #: offsets to commit, handed to the consumer thread: (topic, partition) -> next offset
+    _to_commit: dict = attrs.Factory(dict)
+    _lock: threading.Lock = attrs.Factory(threading.Lock)
+    _paused_flag: bool = False
+
+    log = Logger()
+
+    def __attrs_post_init__(self):
+        self.client_id = self.client_id or f"{self.group}@{self.broker.host}"
+        self._pauses = Pauses(lambda: self._set_paused(True), lambda: self._set_paused(False))
+
+    # -- ISource ----------------------------------------------------------------
+
+    @property
+    def paused(self) -> bool:
+        return self._pauses.paused
+
+    @property
+    def paused_by(self) -> tuple:
+        return self._pauses.holders
+
+    def pause(self, holder) -> None:
+        self._pauses.hold(holder)
+
+    def resume(self, holder) -> None:
+        self._pauses.release(holder)
+
+    def _set_paused(self, paused: bool) -> None:
+        self._paused_flag = paused  # the consumer thread pauses or resumes its partitions
+
+    def when_subscribed(self) -> Deferred:
+        if self.subscribed:
+            return succeed(None)
+        d = Deferred(lambda d: self._subscribe_waiters.remove(d) if d in self._subscribe_waiters else None)
+        self._subscribe_waiters.append(d)
+        return d
+
+    publish = None  # error reports are not produced to Kafka
+
+    # -- service ----------------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name=f"lorrygate-kafka-{self.name}", daemon=True)
+        self._thread.start()
+
+    def stopService(self) -> Deferred:
+        """Stop reading; commit what is done; leave the group."""
+        super().stopService()
+        self._stop.set()
+        self.subscribed = False
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return succeed(None)
+        return deferToThreadPool(self._reactor, self._reactor.getThreadPool(), thread.join, 30)
+
+    # -- the consumer thread ----------------------------------------------------------
+
+    def _run(self) -> None:
+        from confluent_kafka import Consumer, KafkaException
+
+        config = dict(client_config(self.broker), **{
+            "group.id": self.group, "enable.auto.commit": False, "auto.offset.reset": self.start,
+            "client.id": f"lorrygate-{self.name}", "enable.partition.eof": False,
+            # a gateway that died leaves the group within 10 s, so that its partitions move on (the default: 45 s)
+            "session.timeout.ms": 10_000, "heartbeat.interval.ms": 2_000,
+            "error_cb": lambda error: self._reactor.callFromThread(self._error, error)})
+        try:
+            consumer = Consumer(config)
+        except KafkaException as exc:
+            self._reactor.callFromThread(self._error, exc.args[0] if exc.args else exc)
+            return
+        paused = False
+        try:
+            consumer.subscribe(list(self.topics), on_assign=self._assigned, on_revoke=self._revoked)
+            while not self._stop.is_set():
+                self._commit(consumer)
+                if self._paused_flag != paused:
+                    assignment = consumer.assignment()
+                    (consumer.pause if self._paused_flag else consumer.resume)(assignment)
+                    paused = self._paused_flag
+                messages = consumer.consume(BATCH, POLL_S)
+                batch = []
+                for message in messages:
+                    error = message.error()
+                    if error is not None:
+                        self._reactor.callFromThread(self._error, error)
+                        continue
+                    batch.append((message.topic(), message.partition(), message.offset(), message.key(),
+                                  message.value()))
+                if batch:
+                    self._reactor.callFromThread(self._deliver, batch, self._generation, time.time())
+        finally:
+            self._commit(consumer)
+            consumer.close()
+
+    def _assigned(self, consumer, partitions) -> None:
+        self._reactor.callFromThread(self._ready, [f"{p.topic}[{p.partition}]" for p in partitions])
+
+    def _revoked(self, consumer, partitions) -> None:
+        self._commit(consumer)
+        with self._lock:
+            self._generation += 1
+            self._outstanding.clear()
+            self._done.clear()
+            self._to_commit.clear()
+
+    def _commit(self, consumer) -> None:
+        from confluent_kafka import KafkaException, TopicPartition
+
+        with self._lock:
+            offsets, self._to_commit = self._to_commit, {}
+        if not offsets:
+            return
+        try:
+            consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=False)
+        except KafkaException as exc:
+            # Not committed: those messages come again after a restart or a rebalance.
+            self._reactor.callFromThread(self._error, exc.args[0] if exc.args else exc)
+
+    # -- in the reactor thread ---------------------------------------------------------
+
+    def _ready(self, partitions) -> None:
+        self.connected = True
+        self.last_error = ""
+        self.log.info("Kafka source {source}: connected to {servers}, group {group}, assigned {partitions}",
+                      source=self.name, servers=client_config(self.broker)["bootstrap.servers"], group=self.group,
+                      partitions=", ".join(partitions) or "no partition yet")
+        if not self.subscribed:
+            self.subscribed = True
+            waiters, self._subscribe_waiters = self._subscribe_waiters, []
+            for waiter in waiters:
+                waiter.callback(None)
+
+    def _error(self, error) -> None:
+        text = error.str() if hasattr(error, "str") else str(error)
+        if text == self.last_error:
+            return  # librdkafka repeats itself while a broker is away
+        self.last_error = text
+        self.connected = False
+        self.log.error("Kafka source {source}: {error} (librdkafka retries by itself)", source=self.name, error=text)
+
+    def _deliver(self, batch, generation: int, received: float) -> None:
+        if generation != self._generation:
+            return  # read before a rebalance took the partition away
+        filters_topics = self.topics
+        for topic, partition, offset, key, value in batch:
+            key_text = key.decode("utf-8", "replace") if key else ""
+            message_topic = key_text or topic.replace(".", "/")
+            with self._lock:
+                self._outstanding.setdefault((topic, partition), deque()).append(offset)
+            self.deliver(Message(message_topic, value or b"", 1, False, received,
+                                 topic if topic in filters_topics else filters_topics[0],
+                                 KafkaAck(self, generation, (topic, partition), offset)))
+
+    def _ack(self, generation: int, partition: tuple, offset: int) -> None:
+        with self._lock:
+            if generation != self._generation:
+                return  # that partition was revoked; its new owner reads the message again
+            done = self._done.setdefault(partition, set())
+            done.add(offset)
+            outstanding = self._outstanding.get(partition)
+            released = None
+            while outstanding and outstanding[0] in done:
+                released = outstanding.popleft()
+                done.discard(released)
+            if released is not None:
+                self._to_commit[partition] = released + 1
+

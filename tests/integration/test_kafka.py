@@ -1,0 +1,157 @@
+"""
+Kafka: no Kafka broker can be installed here, so these tests run against
+librdkafka's MOCK CLUSTER (``test.mock.num.brokers``, in the confluent-kafka
+wheel): it speaks the Kafka protocol on real local sockets, with consumer
+groups and offset commits, but it is not Kafka. With LORRYGATE_KAFKA_BOOTSTRAP
+(``host:9092``) the same tests run against a real broker.
+
+A consumer group into SQLite survives a SIGKILL with nothing lost (offsets
+committed only after the rows); the Kafka sink produces every message of an
+MQTT stream with acks=all before the MQTT source is acknowledged.
+"""
+
+import json
+import os
+import signal
+import textwrap
+import time
+import uuid
+
+import pytest
+
+from tests.faults import report, wait_for_rows
+from tests.gatewayproc import GatewayProcess, Publisher, query, tables
+from tests.servers import wait_until
+
+pytestmark = pytest.mark.integration
+
+confluent_kafka = pytest.importorskip("confluent_kafka")
+REAL = os.environ.get("LORRYGATE_KAFKA_BOOTSTRAP", "")
+
+
+@pytest.fixture(scope="module")
+def kafka():
+    """The bootstrap address of a Kafka: a real one, or librdkafka's mock cluster held by this process."""
+    if REAL:
+        yield REAL
+        return
+    holder = confluent_kafka.Producer({"test.mock.num.brokers": 3})
+    brokers = holder.list_topics(timeout=10).brokers.values()
+    yield ",".join(f"{b.host}:{b.port}" for b in brokers)
+    holder.flush(5)
+
+
+def config(directory, bootstrap, realm, extra="", channel="") -> str:
+    path = os.path.join(directory, "gateway.ini")
+    with open(path, "w") as handle:
+        handle.write(textwrap.dedent(f"""
+            [lorrygate]
+            data_dir = {directory}
+            log_format = json
+            stats_interval = 1s
+            control = off
+
+            [broker:kafka]
+            type = kafka
+            host = {bootstrap}
+
+            [storage:db]
+            url = sqlite:///{directory}/gateway.sqlite
+            synchronous = NORMAL
+            """) + textwrap.dedent(extra) + textwrap.dedent(f"""
+            [channel:main]
+            source = kafka
+            storage = db
+            topics = {realm}-in
+            group = g-{realm}
+            """) + textwrap.dedent(channel))
+    return path
+
+
+def produce(bootstrap, topic, realm, count, start=0, rate=None):
+    producer = confluent_kafka.Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5})
+    began = time.monotonic()
+    for seq in range(start, start + count):
+        if rate:
+            delay = began + (seq - start) / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+                producer.poll(0)
+        body = json.dumps({"seq": seq, "time": 1_717_243_200_000 + seq, "value": seq * 0.25})
+        while True:
+            try:
+                producer.produce(topic, body.encode(), f"{realm}/net/gw/node-{seq % 10}/data.json".encode())
+                break
+            except BufferError:
+                producer.poll(0.1)
+    assert producer.flush(30) == 0
+
+
+def sqlite_seqs(db, prefix):
+    return [row[0] for table in tables(db) if table.startswith(prefix) for row in query(db, f'SELECT seq FROM "{table}"')]
+
+
+def test_a_consumer_group_into_sqlite_survives_a_sigkill(tmp_path, kafka):
+    import threading
+
+    started = time.monotonic()
+    realm = f"k{uuid.uuid4().hex[:8]}"
+    produce(kafka, f"{realm}-in", realm, 1)  # the topic, before the group subscribes to it
+    db = str(tmp_path / "gateway.sqlite")
+    gateway = GatewayProcess(config(str(tmp_path), kafka, realm), str(tmp_path / "gw.log")).start()
+    writer = threading.Thread(target=produce, args=(kafka, f"{realm}-in", realm, 19_999, 1, 4000), daemon=True)
+    writer.start()
+    wait_until(lambda: len(sqlite_seqs(db, realm)) >= 6_000, 60, "6,000 rows", interval=0.05)
+    gateway.process.send_signal(signal.SIGKILL)
+    gateway.process.wait()
+    gateway.start()
+    writer.join(60)
+    wait_for_rows(lambda: len(set(sqlite_seqs(db, realm))), 20_000, 120, "all 20,000 messages")
+    assert gateway.stop() == 0
+    seqs = sqlite_seqs(db, realm)
+    report("Kafka (mock cluster)" if not REAL else "Kafka", 20_000, seqs, started)
+    assert set(seqs) == set(range(20_000))
+    assert {t for t in tables(db) if t.startswith(realm)} == {f"{realm}_net__gw_node_{n}_sensors" for n in range(10)}
+
+
+def test_the_kafka_sink_produces_every_message_before_the_source_is_acknowledged(tmp_path, kafka, mosquitto):
+    realm = f"j{uuid.uuid4().hex[:8]}"
+    path = os.path.join(str(tmp_path), "gateway.ini")
+    with open(path, "w") as handle:
+        handle.write(textwrap.dedent(f"""
+            [lorrygate]
+            data_dir = {tmp_path}
+            log_format = json
+            control = off
+
+            [broker:mqtt]
+            host = 127.0.0.1
+            port = {mosquitto.port}
+            client_id = gw-{realm}
+
+            [storage:kafka]
+            url = kafka://{kafka.split(",")[0]}/
+            topic = {realm}-out
+
+            [channel:main]
+            topics = {realm}/#
+            strategy = topic
+            decoders = raw
+            """))
+    gateway = GatewayProcess(path, str(tmp_path / "gw.log")).start()
+    publisher = Publisher(mosquitto.port)
+    publisher.publish_many([(f"{realm}/site-{n % 3}/temp", json.dumps({"seq": n})) for n in range(3000)])
+    publisher.close()
+    consumer = confluent_kafka.Consumer({"bootstrap.servers": kafka, "group.id": f"check-{realm}",
+                                         "auto.offset.reset": "earliest"})
+    consumer.subscribe([f"{realm}-out"])
+    seen = {}
+    deadline = time.monotonic() + 60
+    while len(seen) < 3000 and time.monotonic() < deadline:
+        for message in consumer.consume(1000, 0.5):
+            if message.error() is None:
+                seen[json.loads(message.value())["seq"]] = message.key().decode()
+    consumer.close()
+    assert gateway.stop() == 0
+    assert set(seen) == set(range(3000))
+    assert seen[4] == f"{realm}/site-1/temp"  # the key is the MQTT topic
