@@ -402,7 +402,8 @@ def installed(module: str) -> bool:
 EXTRAS = {"psycopg": ("psycopg", "postgresql"), "py_mini_racer": ("mini-racer", "javascript"),
           "cratedb_sqlparse": ("cratedb-sqlparse", "cratedb"), "watchdog": ("watchdog", "reload"),
           "prometheus_client": ("prometheus-client", "metrics"), "pika": ("pika", "amqp"),
-          "redis": ("redis", "redis"), "zmq": ("pyzmq", "zmq"), "confluent_kafka": ("confluent-kafka", "kafka")}
+          "redis": ("redis", "redis"), "zmq": ("pyzmq", "zmq"), "confluent_kafka": ("confluent-kafka", "kafka"),
+          "autobahn": ("autobahn", "websocket")}
 
 
 def needs(module: str, what: str) -> str:
@@ -430,6 +431,11 @@ def make_storage(name: str, values: dict, section: str, problem):
             return None
     if url.kind == "mqtt":
         values["broker"] = sink_broker(name, url.raw)
+    if url.kind == "websocket":
+        if not installed("autobahn"):
+            problem(section, "url", needs("autobahn", "a websocket storage"), "a ws:// URL")
+            return None
+        values["spool"] = False  # a live view: nothing to keep for later
     if url.kind == "kafka":
         if not installed("confluent_kafka"):
             problem(section, "url", needs("confluent_kafka", "a kafka storage"), "a kafka:// URL")

@@ -162,7 +162,8 @@ def topic_filters(value: str) -> tuple:
 
 STORAGE_URL_HELP = (
     "a storage URL: sqlite:///PATH, postgresql://USER:PASSWORD@HOST:5432/DATABASE, "
-    "crate://HOST:4200/, crate+https://USER:PASSWORD@HOST:4200/ or mqtt://USER:PASSWORD@HOST:1883/"
+    "crate://HOST:4200/, crate+https://USER:PASSWORD@HOST:4200/, mqtt://USER:PASSWORD@HOST:1883/, "
+    "kafka://HOST:9092/ or ws://127.0.0.1:9482/ (a live page)"
 )
 
 
@@ -190,7 +191,7 @@ class StorageUrl:
             return self.raw
         parts = urlsplit(self.raw)
         port = parts.port or {"postgresql": 5432, "crate": 4200, "mqtt": 8883 if parts.scheme == "mqtts" else 1883,
-                              "kafka": 9092}.get(self.kind)
+                              "kafka": 9092, "websocket": 9482}.get(self.kind)
         query = sorted((k, v) for k, v in parse_qsl(parts.query) if "password" not in k.lower())
         scheme = "postgresql" if self.kind == "postgresql" else parts.scheme
         path = parts.path if self.kind == "postgresql" else (parts.path.rstrip("/") or "")
@@ -216,6 +217,8 @@ def storage_url(value: str) -> StorageUrl:
         return StorageUrl("mqtt", value)
     if parts.scheme in ("kafka", "kafkas") and parts.hostname:
         return StorageUrl("kafka", value)
+    if parts.scheme == "ws" and parts.hostname:
+        return StorageUrl("websocket", value)
     raise Invalid(STORAGE_URL_HELP)
 
 

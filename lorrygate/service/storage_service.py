@@ -44,6 +44,10 @@ def make_backend(storage, reactor, ddl: dict):
         from lorrygate.storage.sinks import AppSink
 
         return AppSink(storage.name, storage.callback)
+    if storage.kind == "websocket":
+        from lorrygate.storage.websocket_sink import WebSocketSink
+
+        return WebSocketSink(storage.name, storage.url.raw, reactor)
     if storage.kind == "kafka":
         from lorrygate.storage.kafka_sink import KafkaSink
 

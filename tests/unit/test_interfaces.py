@@ -74,3 +74,10 @@ def test_kafka_source_and_sink():
     settings = loads("[broker:b]\ntype=kafka\nhost=h\n[storage:s]\nurl=kafka://h:9092/\n[channel:c]\ntopics=t\n")
     assert verifyObject(ISource, KafkaSource("c", settings.brokers["b"], ("t",), lambda m: None, Clock()))
     assert verifyObject(IStorage, KafkaSink("s", settings.storages["s"].broker, Clock()))
+
+
+def test_websocket_sink():
+    """The WebSocket sink provides IStorage."""
+    from lorrygate.storage.websocket_sink import WebSocketSink
+
+    assert verifyObject(IStorage, WebSocketSink("live", "ws://127.0.0.1:9482/", Clock()))
