@@ -368,3 +368,36 @@ class Redis:
                 self.process.kill()
                 self.process.wait()
         self.process = None
+
+
+@attrs.define
+class Pushgateway:
+    """A Prometheus Pushgateway (Debian's prometheus-pushgateway) on its own port."""
+
+    directory: str
+    port: int = attrs.Factory(free_port)
+    process: subprocess.Popen | None = None
+
+    def start(self) -> "Pushgateway":
+        binary = shutil.which("prometheus-pushgateway")
+        if binary is None:
+            raise RuntimeError("prometheus-pushgateway is not installed: run `make test`, which installs it")
+        self.process = subprocess.Popen([binary, f"--web.listen-address=127.0.0.1:{self.port}"],
+                                        stdout=open(os.path.join(self.directory, "pushgateway.log"), "ab"),
+                                        stderr=subprocess.STDOUT)
+        wait_until(lambda: port_open(self.port) or self.process.poll() is not None, 30, "the pushgateway")
+        if self.process.poll() is not None:
+            raise RuntimeError("prometheus-pushgateway exited; see its log")
+        return self
+
+    def metrics(self) -> str:
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as response:
+            return response.read().decode()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(20)
+        self.process = None

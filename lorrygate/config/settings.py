@@ -114,6 +114,7 @@ class StorageSettings:
     payload: str = "message"
     dead_letter_topic: str = "lorrygate/dead-letters"
     broker: Any = attrs.field(default=None, repr=False)
+    max_series: int = 10_000
 
 
 @attrs.frozen
@@ -223,6 +224,8 @@ STORAGE_KEYS = {
     "payload": Key(v.choice("message", "records"), "message",
                    doc="mqtt: message publishes each payload as it came; records each record as JSON."),
     "dead_letter_topic": Key(v.nonempty, "lorrygate/dead-letters", doc="mqtt: where dead letters are published."),
+    "max_series": Key(v.integer(1, 10_000_000), 10_000,
+                      doc="prometheus: the most series (address and field) the sink exports."),
     "hooks": Key(v.names, (), doc='First-sample hooks ([hook:NAME] sections) run when a table stores its first row or a new field.'),
 }
 #: keys only some storage kinds take
@@ -238,6 +241,7 @@ STORAGE_KIND_KEYS = {
     "topic": ("mqtt", "kafka"),
     "payload": ("mqtt", "kafka"),
     "dead_letter_topic": ("mqtt", "kafka"),
+    "max_series": ("prometheus",),
 }
 
 CHANNEL_KEYS = {
@@ -431,6 +435,11 @@ def make_storage(name: str, values: dict, section: str, problem):
             return None
     if url.kind == "mqtt":
         values["broker"] = sink_broker(name, url.raw)
+    if url.kind == "prometheus":
+        if not installed("prometheus_client"):
+            problem(section, "url", needs("prometheus_client", "a prometheus storage"), repr(str(url)))
+            return None
+        values["spool"] = False  # the latest values: nothing to keep for later
     if url.kind == "websocket":
         if not installed("autobahn"):
             problem(section, "url", needs("autobahn", "a websocket storage"), "a ws:// URL")

@@ -163,7 +163,7 @@ def topic_filters(value: str) -> tuple:
 STORAGE_URL_HELP = (
     "a storage URL: sqlite:///PATH, postgresql://USER:PASSWORD@HOST:5432/DATABASE, "
     "crate://HOST:4200/, crate+https://USER:PASSWORD@HOST:4200/, mqtt://USER:PASSWORD@HOST:1883/, "
-    "kafka://HOST:9092/ or ws://127.0.0.1:9482/ (a live page)"
+    "kafka://HOST:9092/, ws://127.0.0.1:9482/ (a live page), prometheus:// or pushgateway://HOST:9091/JOB"
 )
 
 
@@ -187,7 +187,7 @@ class StorageUrl:
 
         if self.kind == "sqlite":
             return "sqlite:///" + os.path.abspath(self.path)
-        if self.kind in ("file", "app"):
+        if self.kind in ("file", "app", "prometheus"):
             return self.raw
         parts = urlsplit(self.raw)
         port = parts.port or {"postgresql": 5432, "crate": 4200, "mqtt": 8883 if parts.scheme == "mqtts" else 1883,
@@ -202,6 +202,8 @@ def storage_url(value: str) -> StorageUrl:
     from urllib.parse import urlsplit
 
     value = value.strip()
+    if value in ("prometheus://", "prometheus:"):
+        return StorageUrl("prometheus", "prometheus://")
     if value.startswith("sqlite:///") and len(value) > len("sqlite:///"):
         return StorageUrl("sqlite", value, value[len("sqlite:///") :])
     try:
@@ -219,6 +221,8 @@ def storage_url(value: str) -> StorageUrl:
         return StorageUrl("kafka", value)
     if parts.scheme == "ws" and parts.hostname:
         return StorageUrl("websocket", value)
+    if parts.scheme == "pushgateway" and parts.hostname:
+        return StorageUrl("prometheus", value)
     raise Invalid(STORAGE_URL_HELP)
 
 

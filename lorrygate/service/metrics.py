@@ -67,6 +67,9 @@ class GatewayCollector:
         yield family
         yield from self._storages(gateway, CounterMetricFamily, GaugeMetricFamily)
         yield from self._sources(gateway, GaugeMetricFamily)
+        for backend in gateway.storages.values():
+            if hasattr(backend, "collect") and not getattr(backend, "pushes", True):
+                yield from backend.collect()  # a prometheus:// sink: the latest values, scraped here
         runs = CounterMetricFamily("lorrygate_hook_runs", "First-sample hook runs that worked.", labels=["hook"])
         failures = CounterMetricFamily("lorrygate_hook_failures", "First-sample hook runs that failed (retried).",
                                        labels=["hook"])

@@ -44,6 +44,10 @@ def make_backend(storage, reactor, ddl: dict):
         from lorrygate.storage.sinks import AppSink
 
         return AppSink(storage.name, storage.callback)
+    if storage.kind == "prometheus":
+        from lorrygate.storage.prometheus_sink import PrometheusSink
+
+        return PrometheusSink(storage.name, storage.url.raw, reactor, storage.max_series)
     if storage.kind == "websocket":
         from lorrygate.storage.websocket_sink import WebSocketSink
 

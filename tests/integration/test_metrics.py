@@ -5,6 +5,7 @@ test published and a commit-latency histogram with observations.
 """
 
 import http.client
+import json
 import uuid
 
 import pytest
@@ -79,3 +80,42 @@ def test_prometheus_scrapes_the_gateway(tmp_path):
         prometheus.stop()
         assert gateway.stop() == 0
         broker.stop()
+
+
+def test_the_prometheus_sink_on_the_metrics_listener_and_a_pushgateway(tmp_path, mosquitto):
+    """The latest numeric field values as gauges: scraped from the metrics listener (prometheus://) and pushed to
+    a real Pushgateway (pushgateway://); text is left out, booleans are 0/1, series are bounded."""
+    from tests.servers import Pushgateway
+
+    (tmp_path / "pgw").mkdir()
+    pushgateway = Pushgateway(str(tmp_path / "pgw")).start()
+    port = free_port()
+    realm = f"ps{uuid.uuid4().hex[:6]}"
+    config = write_config(str(tmp_path), mosquitto.port, client_id=f"gw-{realm}", topics=f"{realm}/#")
+    text = open(config).read().replace("[lorrygate]\n", f"[lorrygate]\nmetrics = 127.0.0.1:{port}\n")
+    text = text.replace("storage = db\n", "storage = db, gauges, pushed\n") + (
+        "\n[storage:gauges]\nurl = prometheus://\nmax_series = 5\n"
+        f"\n[storage:pushed]\nurl = pushgateway://127.0.0.1:{pushgateway.port}/sensors\n")
+    open(config, "w").write(text)
+    gateway = GatewayProcess(config, str(tmp_path / "gw.log")).start()
+    try:
+        publisher = Publisher(mosquitto.port)
+        publisher.publish_many([(f"{realm}/net/gw/{node}/data.json",
+                                 json.dumps({"temperature": t, "on": True, "state": "ok"}))
+                                for node, t in (("a", 20.5), ("b", 21.5), ("a", 22.5))])
+        publisher.publish_many([(f"{realm}/net/gw/{node}/data.json", json.dumps({"temperature": 1}))
+                                for node in ("c", "d", "e", "f")])  # beyond max_series = 5 on the scraped sink
+        publisher.close()
+        wait_until(lambda: count_rows(str(tmp_path / "gateway.sqlite"), realm) == 7, 30, "the rows")
+        labels = f'gateway="gw",network="net",node="a",realm="{realm}",table="{realm}_net.gw_a_sensors"'
+        body = wait_until(lambda: (lambda b: b if f"lorrygate_field_temperature{{{labels}}} 22.5" in b else None)(
+            get(port, "/metrics")[2]), 30, "the latest value on /metrics")
+        assert f"lorrygate_field_on{{{labels}}} 1.0" in body
+        assert "lorrygate_field_state" not in body  # text is not a gauge
+        assert 'lorrygate_sink_series_refused_total{storage="gauges"} ' in body
+        pushed = wait_until(lambda: (lambda b: b if "lorrygate_field_temperature" in b and 'node="f"' in b else None)(
+            pushgateway.metrics()), 30, "the values on the pushgateway")
+        assert 'job="sensors"' in pushed and 'node="a"' in pushed
+    finally:
+        assert gateway.stop() == 0
+        pushgateway.stop()

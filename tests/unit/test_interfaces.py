@@ -81,3 +81,10 @@ def test_websocket_sink():
     from lorrygate.storage.websocket_sink import WebSocketSink
 
     assert verifyObject(IStorage, WebSocketSink("live", "ws://127.0.0.1:9482/", Clock()))
+
+
+def test_prometheus_sink():
+    """The Prometheus sink provides IStorage."""
+    from lorrygate.storage.prometheus_sink import PrometheusSink
+
+    assert verifyObject(IStorage, PrometheusSink("gauges", "prometheus://", Clock()))

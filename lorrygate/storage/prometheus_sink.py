@@ -1,0 +1,157 @@
+"""
+The Prometheus sink: the latest numeric value of every field of every
+address, as gauges (``url = prometheus://`` on the gateway's metrics
+listener, ``[lorrygate] metrics``; or ``url = pushgateway://HOST:9091/JOB``,
+pushed to a Pushgateway).
+
+A field becomes the gauge ``lorrygate_field_<field>`` (the name sanitized
+for Prometheus) with the labels ``realm``, ``network``, ``gateway``, ``node``
+and ``table``; booleans are 0 or 1, text is left out. The series are
+bounded: at most ``max_series`` (default 10,000); fields of addresses beyond
+that are not exported and are counted (``lorrygate_sink_series_refused``).
+
+Delivery: at most once, as a gauge is: it holds the latest value, and what
+changes between two scrapes (or pushes) is not seen. A batch counts as
+written once the values are updated (and, with a Pushgateway, pushed: a
+failed push fails the batch, which is retried, so the Pushgateway catches
+up; pushes are at least one second apart).
+"""
+
+import re
+import time
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import attrs
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from lorrygate.errors import StorageError
+from lorrygate.interfaces import IStorage
+
+LABELS = ("realm", "network", "gateway", "node", "table")
+_NOT_METRIC = re.compile(r"[^a-zA-Z0-9_]")
+PUSH_EVERY = 1.0
+
+
+def metric_name(field: str) -> str:
+    name = _NOT_METRIC.sub("_", field)
+    return "lorrygate_field_" + name
+
+
+class _Snapshot:
+    """The values of a sink at one moment, for a push from another thread."""
+
+    def __init__(self, sink):
+        self.name, self.values, self.refused = sink.name, dict(sink.values), sink.refused
+
+    def collect(self):
+        return PrometheusSink.collect(self)  # type: ignore[arg-type]
+
+
+@implementer(IStorage)
+@attrs.define(eq=False)
+class PrometheusSink:
+    name: str
+    url: str
+    reactor: Any
+    max_series: int = 10_000
+    #: (metric name, label values) -> latest value
+    values: dict = attrs.Factory(dict)
+    refused: int = 0
+    pushed: int = 0
+    _last_push: float = 0.0
+    _timer: Any = None
+
+    log = Logger()
+
+    @property
+    def pushes(self) -> bool:
+        return self.url.startswith("pushgateway://")
+
+    def start(self) -> Deferred:
+        return succeed(None)
+
+    def stop(self) -> Deferred:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        return self._push(force=True) if self.pushes and self.values else succeed(None)
+
+    def details(self) -> dict:
+        return {"series": len(self.values), "refused": self.refused, "pushed": self.pushed}
+
+    def write(self, batch) -> Deferred:
+        values = self.values
+        for entry in batch.entries:
+            if entry.table is None or not entry.records:
+                continue
+            address = entry.address
+            labels = (address.realm if address else "", (address.network or "") if address else "",
+                      (address.gateway or "") if address else "", (address.node or "") if address else "",
+                      str(entry.table))
+            for record in entry.records:
+                for field, value in record.fields.items():
+                    kind = type(value)
+                    if kind is bool:
+                        value = 1.0 if value else 0.0
+                    elif kind is not int and kind is not float:
+                        continue
+                    key = (metric_name(field), labels)
+                    if key not in values and len(values) >= self.max_series:
+                        self.refused += 1
+                        continue
+                    values[key] = float(value)
+        if self.pushes:
+            return self._push()
+        return succeed(None)
+
+    def _push(self, force: bool = False) -> Deferred:
+        now = time.monotonic()
+        if not force and now - self._last_push < PUSH_EVERY:
+            # pushed a moment ago: these values go with the next push, a second after the last at the latest
+            if self._timer is None or not self._timer.active():
+                self._timer = self.reactor.callLater(PUSH_EVERY - (now - self._last_push), self._push_later)
+            return succeed(None)
+        self._last_push = now
+        from prometheus_client import CollectorRegistry, push_to_gateway
+
+        parts = urlsplit(self.url)
+        job = unquote(parts.path.strip("/")) or "lorrygate"
+        address = f"http://{parts.hostname}:{parts.port or 9091}"
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_Snapshot(self))  # taken here, in the reactor thread
+
+        def push():
+            try:
+                push_to_gateway(address, job=job, registry=registry, timeout=10)
+            except Exception as exc:
+                raise StorageError(f"Prometheus sink {self.name}: pushing to {address} failed ({exc})") from None
+            self.pushed += 1
+
+        return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), push)
+
+    def _push_later(self) -> None:
+        self._push(force=True).addErrback(lambda failure: self.log.warn(
+            "Prometheus sink {sink}: {error}; the next batch pushes again", sink=self.name,
+            error=failure.getErrorMessage()))
+
+    # -- a prometheus-client collector ----------------------------------------------------
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        families = {}
+        for (name, labels), value in list(self.values.items()):
+            family = families.get(name)
+            if family is None:
+                families[name] = family = GaugeMetricFamily(name, f"The latest value of the field {name[16:]!r}.",
+                                                            labels=list(LABELS))
+            family.add_metric(list(labels), value)
+        yield from families.values()
+        refused = CounterMetricFamily("lorrygate_sink_series_refused",
+                                      "Field values not exported: the sink holds max_series series already.",
+                                      labels=["storage"])
+        refused.add_metric([self.name], self.refused)
+        yield refused
