@@ -48,7 +48,7 @@ class _Snapshot:
         self.name, self.values, self.refused = sink.name, dict(sink.values), sink.refused
 
     def collect(self):
-        return PrometheusSink.collect(self)  # type: ignore[arg-type]
+        return PrometheusSink.collect(self)
 
 
 @implementer(IStorage)
