@@ -101,7 +101,8 @@ ELEMENTS = dict([
 
 #: URL schemes that stand for elements
 URL_KINDS = {"mqtt": "source", "mqtts": "source", "amqp": "source", "amqps": "source", "redis": "source",
-             "rediss": "source", "zmq+tcp": "source", "kafka": "source", "kafkas": "source", "sqlite": "sink", "postgresql": "sink", "postgres": "sink",
+             "rediss": "source", "zmq+tcp": "source", "kafka": "source", "kafkas": "source", "ws": "sink",
+             "prometheus": "sink", "pushgateway": "sink", "sqlite": "sink", "postgresql": "sink", "postgres": "sink",
              "crate": "sink", "crate+http": "sink", "crate+https": "sink", "file": "sink"}
 
 
@@ -123,5 +124,6 @@ def describe_elements(name: str | None = None) -> str:
                      "sqlite:///path, "
                      "postgresql://..., crate://host:4200/, file:///path.ndjson (sinks; ?table=NAME writes every "
                      "record into that one table), and mqtt://host/TOPIC-TEMPLATE?payload=message|records or "
-                     "kafka://host:9092/TOPIC at the end of a chain (sinks that publish)")
+                     "kafka://host:9092/TOPIC at the end of a chain (sinks that publish), ws://127.0.0.1:9482/ (a live "
+                     "page), prometheus:// and pushgateway://host:9091/JOB (the latest values as gauges)")
     return "\n".join(lines)

@@ -173,7 +173,8 @@ class _Builder:
                     parsed = v.storage_url(bare)
                 except Invalid as exc:
                     raise PipelineError(f"expected {exc.expected}, got {url!r}", text, element.loc) from None
-                settings = s.StorageSettings(name, parsed, parsed.kind, parsed.path, spool=parsed.kind != "sqlite")
+                settings = s.StorageSettings(name, parsed, parsed.kind, parsed.path,
+                                             spool=parsed.kind not in ("sqlite", "websocket", "prometheus"))
         else:
             props = _properties(element, text)
             name = props.get("name") or name

@@ -145,6 +145,8 @@ def test_bus_urls_make_sources_and_an_mqtt_url_at_the_end_a_sink():
     assert (kafka.brokers["source0"].type, kafka.brokers["source0"].host, kafka.channels[0].group) == \
         ("kafka", "k1:9092,k2:9092", "gw")
     assert (kafka.storages["sink0"].kind, kafka.storages["sink0"].topic) == ("kafka", "copy")
+    live = parse_launch("mqtt://localhost/a/%23 ! tee name=t t. ! ws://127.0.0.1:9482/ t. ! prometheus://").settings
+    assert sorted((x.kind, x.spool) for x in live.storages.values()) == [("prometheus", False), ("websocket", False)]
     zmq = parse_launch("zmq+tcp://*:5556/plant/%23?mode=pull ! sqlite:///x.sqlite").settings
     assert (zmq.brokers["source0"].host, zmq.brokers["source0"].port, zmq.channels[0].mode) == ("*", 5556, "pull")
     assert "redis cache:6379 streams s1,s2, consumer group g" in parse_launch(
