@@ -145,6 +145,9 @@ class _Builder:
         """Register a sink element; return its storage name."""
         text = self.text
         name = f"sink{len(self.storages)}"
+        if element.factory in ("kafkasink", "wssink", "prometheussink"):
+            name = _properties(element, text).get("name") or name
+            element = self.as_url(element)
         table = None
         if element.factory == "mqttsink" or (element.factory == "url" and element.url.split("://", 1)[0].lower() in
                                                ("mqtt", "mqtts")):
@@ -307,7 +310,33 @@ class _Builder:
                 raise PipelineError(f"a second element named {tee!r}", text, elements[-1].loc)
             self.tees[tee] = index
 
+    def as_url(self, element):
+        """The URL element that a redissrc, zmqsrc, kafkasrc, kafkasink, wssink or prometheussink stands for."""
+        from urllib.parse import quote
+
+        factory = element.factory
+        if factory not in ("redissrc", "zmqsrc", "kafkasrc", "kafkasink", "wssink", "prometheussink"):
+            return element
+        props = _properties(element, self.text)
+        if factory == "redissrc":
+            auth = f":{quote(props['password'], safe='')}@" if props["password"] else ""
+            url = (f"redis://{auth}{props['host']}:{props['port']}/{quote(props['stream'], safe=',')}"
+                   f"?mode={props['mode']}&group={quote(props['group'])}&consumer={quote(props['consumer'])}")
+        elif factory == "zmqsrc":
+            url = (f"zmq+tcp://{props['host']}:{props['port']}/{quote(','.join(props['topic']), safe=',/+')}"
+                   f"?mode={props['mode']}")
+        elif factory == "kafkasrc":
+            url = f"kafka://{props['servers']}/{props['topic']}?group={quote(props['group'])}&start={props['start']}"
+        elif factory == "kafkasink":
+            url = f"kafka://{props['servers']}/{quote(props['topic'], safe='{}')}?payload={props['payload']}"
+        elif factory == "wssink":
+            url = f"ws://{props['host']}:{props['port']}/"
+        else:
+            url = f"pushgateway://{props['pushgateway']}/{props['job']}" if props["pushgateway"] else "prometheus://"
+        return attrs.evolve(element, factory="url", url=url, properties=())
+
     def source(self, element) -> dict:
+        element = self.as_url(element)
         text = self.text
         is_amqp = element.factory == "amqpsrc" or (
             element.factory == "url" and element.url.split("://", 1)[0].lower() in ("amqp", "amqps"))

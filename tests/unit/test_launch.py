@@ -151,3 +151,28 @@ def test_bus_urls_make_sources_and_an_mqtt_url_at_the_end_a_sink():
     assert (zmq.brokers["source0"].host, zmq.brokers["source0"].port, zmq.channels[0].mode) == ("*", 5556, "pull")
     assert "redis cache:6379 streams s1,s2, consumer group g" in parse_launch(
         "redis://:pw@cache/s1,s2?group=g ! sqlite:///x.sqlite").describe([], ())
+
+
+def test_every_bus_has_an_element_that_inspect_lists():
+    """The elements say in properties what the URLs say; lorrygate inspect lists them."""
+    from lorrygate.pipeline.elements import describe_elements
+    from lorrygate.pipeline.model import parse_launch
+
+    listing = describe_elements()
+    for name in ("mqttsrc", "amqpsrc", "redissrc", "zmqsrc", "kafkasrc", "mqttsink", "kafkasink", "wssink",
+                 "prometheussink"):
+        assert f"\n{name} (" in "\n" + listing, name
+    settings = parse_launch(
+        "redissrc host=cache password=pw stream=s1 group=g ! tee name=t "
+        "t. ! kafkasink servers=k:9092 topic=copy name=k "
+        "t. ! wssink port=9999 name=live "
+        "t. ! prometheussink pushgateway=pgw:9091 job=plant name=gauges").settings
+    channel = settings.channels[0]
+    assert (settings.brokers[channel.source].type, channel.topics, channel.group) == ("redis", ("s1",), "g")
+    assert {name: s.kind for name, s in settings.storages.items()} == {"k": "kafka", "live": "websocket",
+                                                                      "gauges": "prometheus"}
+    assert settings.storages["gauges"].url.raw == "pushgateway://pgw:9091/plant"
+    zmq = parse_launch("zmqsrc host=* port=5557 mode=pull ! sqlite:///x.sqlite").settings
+    assert (zmq.brokers["source0"].host, zmq.channels[0].mode) == ("*", "pull")
+    kafka = parse_launch("kafkasrc servers=a:9092,b:9092 topic=t1 ! sqlite:///x.sqlite").settings
+    assert kafka.brokers["source0"].host == "a:9092,b:9092"
