@@ -155,3 +155,68 @@ def test_the_kafka_sink_produces_every_message_before_the_source_is_acknowledged
     assert gateway.stop() == 0
     assert set(seen) == set(range(3000))
     assert seen[4] == f"{realm}/site-1/temp"  # the key is the MQTT topic
+
+
+def test_kafka_with_the_database_away_for_20_seconds(tmp_path, kafka):
+    import threading
+
+    from tests.integration.test_faults import pg_count, pg_seqs
+    from tests.servers import PostgreSQL
+
+    database = PostgreSQL().start()
+    try:
+        started = time.monotonic()
+        realm = f"q{uuid.uuid4().hex[:8]}"
+        produce(kafka, f"{realm}-in", realm, 1)
+        path = config(str(tmp_path), kafka, realm)
+        text = open(path).read().replace(f"url = sqlite:///{tmp_path}/gateway.sqlite\nsynchronous = NORMAL",
+                                         f"url = {database.url}")
+        open(path, "w").write(text)
+        gateway = GatewayProcess(path, str(tmp_path / "gw.log")).start()
+        writer = threading.Thread(target=produce, args=(kafka, f"{realm}-in", realm, 7_999, 1, 300), daemon=True)
+        writer.start()
+        wait_for_rows(lambda: pg_count(database.url, realm), 500, 30, "the first rows")
+        database.halt()
+        time.sleep(20)
+        database.resume()
+        writer.join(60)
+        wait_for_rows(lambda: len(set(pg_seqs(database.url, realm))), 8_000, 120, "all 8,000 messages")
+        assert gateway.stop() == 0
+        seqs = pg_seqs(database.url, realm)
+        report("Kafka, PostgreSQL down 20 s", 8_000, seqs, started)
+        assert set(seqs) == set(range(8_000))
+        assert max(e.get("spooled", 0) for e in gateway.events() if e.get("event") == "storage_stats") >= 1
+    finally:
+        database.stop()
+
+
+def test_an_unreachable_kafka_is_one_clear_line_and_a_status_entry(tmp_path):
+    import subprocess
+    import sys
+
+    from lorrygate.control_client import request
+    from tests.servers import free_port
+
+    realm = f"u{uuid.uuid4().hex[:8]}"
+    path = config(str(tmp_path), f"127.0.0.1:{free_port()}", realm)
+    control = free_port()
+    text = open(path).read().replace("control = off", f"control = tcp:{control}:interface=127.0.0.1")
+    open(path, "w").write(text)
+    log = open(tmp_path / "gw.log", "wb")
+    process = subprocess.Popen([sys.executable, "-m", "lorrygate.cli", "-c", path], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        def errors():
+            lines = (tmp_path / "gw.log").read_text().splitlines()
+            return [json.loads(line) for line in lines if "Kafka source" in line and '"error"' in line]
+
+        wait_until(lambda: errors(), 60, "the connection failure logged")
+        first = errors()[0]
+        assert "Connection refused" in first["message"] or "connect" in first["message"].lower(), first
+        source = wait_until(lambda: (lambda s: s if s["last_error"] else None)(
+            request(f"tcp:{control}:interface=127.0.0.1", "GET", "/status")["sources"][0]), 30, "a status entry")
+        assert not source["connected"]
+        assert "Traceback" not in (tmp_path / "gw.log").read_text()
+    finally:
+        process.terminate()
+        assert process.wait(30) == 0
+        log.close()

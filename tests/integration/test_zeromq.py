@@ -29,6 +29,7 @@ def config(directory, host, port, realm, mode) -> str:
             [lorrygate]
             data_dir = {directory}
             log_format = json
+            stats_interval = 1s
             control = off
 
             [broker:peer]
@@ -92,3 +93,41 @@ def test_pull_socket_bound_takes_every_message_of_a_push_peer(tmp_path):
         assert gateway.stop() == 0
     finally:
         pusher.close(linger=0)
+
+
+def test_pull_with_the_database_away_for_20_seconds(tmp_path):
+    """What the gateway receives while PostgreSQL is away is spooled and stored after: nothing it received is lost."""
+    from tests.faults import wait_for_rows
+    from tests.integration.test_faults import pg_count, pg_seqs
+    from tests.servers import PostgreSQL
+
+    database = PostgreSQL().start()
+    realm = f"x{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    path = config(str(tmp_path), "*", port, realm, "pull")
+    text = open(path).read().replace(f"url = sqlite:///{tmp_path}/gateway.sqlite", f"url = {database.url}")
+    open(path, "w").write(text)
+    gateway = GatewayProcess(path, str(tmp_path / "gw.log"))
+    gateway.start(ready="PULL socket bound to")
+    pusher = zmq.Context.instance().socket(zmq.PUSH)
+    pusher.connect(f"tcp://127.0.0.1:{port}")
+    try:
+        def send(first, count):
+            for seq in range(first, first + count):
+                pusher.send_multipart([f"{realm}/net/gw/node-{seq % 4}/data.json".encode(),
+                                       json.dumps({"seq": seq}).encode()])
+                time.sleep(1 / 300)
+
+        send(0, 600)
+        wait_for_rows(lambda: pg_count(database.url, realm), 600, 30, "the first rows")
+        database.halt()
+        send(600, 3000)  # 10 s of messages while the database is away
+        time.sleep(10)
+        database.resume()
+        wait_for_rows(lambda: len(set(pg_seqs(database.url, realm))), 3600, 120, "all 3,600 messages")
+        assert gateway.stop() == 0
+        assert set(pg_seqs(database.url, realm)) == set(range(3600))
+        assert max(e.get("spooled", 0) for e in gateway.events() if e.get("event") == "storage_stats") >= 1
+    finally:
+        pusher.close(linger=0)
+        database.stop()
