@@ -78,6 +78,8 @@ class ZeroMQSource(Service):
     retained_skipped: int = 0
     #: messages whose topic no filter matched (a SUB prefix is wider than its filter)
     unmatched: int = 0
+    #: whether the peer of a connecting socket is there (None: not known yet)
+    _peer_up: bool | None = None
 
     log = Logger()
 
@@ -155,10 +157,21 @@ class ZeroMQSource(Service):
         self._reactor.callFromThread(self._ready)
         poller = zmq.Poller()
         poller.register(socket, zmq.POLLIN)
+        monitor = None
+        if self.broker.host != "*":
+            # ZeroMQ connects and reconnects by itself, silently: its monitor tells whether the peer is there
+            monitor = socket.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_CONNECT_RETRIED
+                                                | zmq.EVENT_DISCONNECTED)
+            poller.register(monitor, zmq.POLLIN)
         try:
             while not self._stop.is_set():
                 self._may_read.wait()
-                if self._stop.is_set() or not poller.poll(POLL_MS):
+                if self._stop.is_set():
+                    continue
+                ready = dict(poller.poll(POLL_MS))
+                if monitor is not None and monitor in ready:
+                    self._watch(monitor)
+                if socket not in ready:
                     continue
                 batch = []
                 while len(batch) < BATCH:
@@ -169,7 +182,34 @@ class ZeroMQSource(Service):
                 if batch:
                     self._reactor.callFromThread(self._deliver, batch, time.time())
         finally:
+            if monitor is not None:
+                socket.disable_monitor()
+                monitor.close()
             socket.close()
+
+    def _watch(self, monitor) -> None:
+        import zmq
+        from zmq.utils.monitor import recv_monitor_message
+
+        while True:
+            try:
+                event = recv_monitor_message(monitor, zmq.NOBLOCK)["event"]
+            except zmq.Again:
+                return
+            up = event == zmq.EVENT_CONNECTED
+            self._reactor.callFromThread(self._peer, up)
+
+    def _peer(self, up: bool) -> None:
+        if up == self._peer_up:
+            return  # ZeroMQ retries every 100 ms or so: one line per change, not per try
+        self._peer_up = self.connected = up
+        if up:
+            self.last_error = ""
+            self.log.info("ZeroMQ source {source}: the peer at {endpoint} is there", source=self.name,
+                          endpoint=self.endpoint)
+            return
+        self.last_error = f"cannot reach {self.endpoint} (no peer listens there; ZeroMQ keeps trying)"
+        self.log.error("ZeroMQ source {source}: {error}", source=self.name, error=self.last_error)
 
     def _failed(self, why: str) -> None:
         self.last_error = why
@@ -177,7 +217,7 @@ class ZeroMQSource(Service):
                        error=why)
 
     def _ready(self) -> None:
-        self.connected = True
+        self.connected = self.broker.host == "*"  # a connecting socket is connected once its monitor says so
         how = "bound to" if self.broker.host == "*" else "connected to"
         self.log.info("ZeroMQ source {source}: {mode} socket {how} {endpoint} (at most once)", source=self.name,
                       mode=self.mode.upper(), how=how, endpoint=self.endpoint)

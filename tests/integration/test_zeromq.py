@@ -131,3 +131,31 @@ def test_pull_with_the_database_away_for_20_seconds(tmp_path):
     finally:
         pusher.close(linger=0)
         database.stop()
+
+
+def test_an_unreachable_peer_is_one_clear_line_and_a_status_entry(tmp_path):
+    import subprocess
+    import sys
+
+    from lorrygate.control_client import request
+
+    realm = f"v{uuid.uuid4().hex[:8]}"
+    control = free_port()
+    path = config(str(tmp_path), "127.0.0.1", free_port(), realm, "sub")
+    text = open(path).read().replace("control = off", f"control = tcp:{control}:interface=127.0.0.1")
+    open(path, "w").write(text)
+    log = open(tmp_path / "gw.log", "wb")
+    process = subprocess.Popen([sys.executable, "-m", "lorrygate.cli", "-c", path], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        def errors():
+            lines = (tmp_path / "gw.log").read_text().splitlines()
+            return [json.loads(line) for line in lines if "ZeroMQ source" in line and "cannot reach" in line]
+
+        wait_until(errors, 30, "the unreachable peer logged")
+        source = request(f"tcp:{control}:interface=127.0.0.1", "GET", "/status")["sources"][0]
+        assert not source["connected"] and "cannot reach tcp://127.0.0.1" in source["last_error"]
+        assert len(errors()) == 1, "one line, not one per retry"
+    finally:
+        process.terminate()
+        assert process.wait(30) == 0
+        log.close()
