@@ -23,6 +23,10 @@ Scenarios (each run three times; the report gives median and min-max):
    1,000; there is no RabbitMQ perf-test here), by lorrygate into SQLite,
    and by ``lorrygate relay`` into Mosquitto (until mosquitto_sub has them
    all). Reports lorrygate / the pika consumer for both.
+6. buses: N messages in a Redis stream, a Kafka topic (librdkafka's mock
+   cluster) and from a ZeroMQ PUSH peer, drained into SQLite by lorrygate and
+   by a minimal consumer written with the same library (acks or commits per
+   1,000, the payload parsed). Reports lorrygate / the minimal consumer.
 
 Every scenario counts the rows it finds and fails loudly if one is missing.
 Results: a JSON file, a Markdown table and a PNG plot in ``--out``.
@@ -46,7 +50,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from bench.publisher import Publisher, telemetry  # noqa: E402
-from tests.servers import Mosquitto, PostgreSQL, rabbitmq_broker, stop_epmd, wait_until  # noqa: E402
+from tests.servers import Mosquitto, PostgreSQL, Redis, free_port, rabbitmq_broker, stop_epmd, wait_until  # noqa: E402
 
 PYTHON = sys.executable
 LORRY_VENV = os.path.abspath(os.environ.get("LORRYSTREAM_VENV", os.path.join(ROOT, ".venv-lorrystream")))
@@ -305,6 +309,129 @@ def amqp_scenario(work: str, count: int) -> dict:
         shutil.rmtree(directory, ignore_errors=True)
 
 
+def bus_gateway(directory: str, name: str, broker: str, channel: str):
+    """A gateway from a bus into SQLite: (database path, process)."""
+    db = f"{directory}/{name}.sqlite"
+    config = os.path.join(directory, f"{name}.ini")
+    with open(config, "w") as handle:
+        handle.write(f"[lorrygate]\ndata_dir = {directory}/{name}-data\ncontrol = off\nstats_interval = 60s\n\n"
+                     f"{broker}\n[storage:db]\nurl = sqlite:///{db}\n\n[channel:main]\n{channel}")
+    process = subprocess.Popen([PYTHON, "-m", "lorrygate.cli", "-c", config],
+                               stdout=open(f"{directory}/{name}.log", "ab"), stderr=subprocess.STDOUT, cwd=ROOT)
+    return db, process
+
+
+def _stop(process) -> None:
+    process.send_signal(signal.SIGTERM)
+    process.wait(60)
+
+
+def bus_scenario(work: str, count: int) -> dict:
+    """Redis Streams, Kafka (mock cluster) and ZeroMQ PULL into SQLite, each against a minimal consumer."""
+    import threading
+
+    import confluent_kafka
+    import zmq
+
+    directory = tempfile.mkdtemp(dir=work)
+    result = {"count": count}
+    payloads = [telemetry(topics(100, n), n) for n in range(count)]
+    # Redis Streams
+    os.makedirs(f"{directory}/redis")
+    redis = Redis(f"{directory}/redis").start()
+    try:
+        client = redis.client()
+        pipe = client.pipeline(transaction=False)
+        for n, (topic, payload) in enumerate(payloads):
+            pipe.xadd("bench", {"topic": topic, "payload": payload})
+            if n % 1000 == 999:
+                pipe.execute()
+        pipe.execute()
+        client.xgroup_create("bench", "reference", id="0")
+        start, got = time.monotonic(), 0
+        while got < count:
+            answer = client.xreadgroup("reference", "c", {"bench": ">"}, count=1000, block=1000)
+            ids = [entry_id for _, entries in answer for entry_id, _ in entries]
+            for _, entries in answer:
+                for _, fields in entries:
+                    json.loads(fields[b"payload"])
+            client.xack("bench", "reference", *ids)
+            got += len(ids)
+        result["redis_reference"] = count / (time.monotonic() - start)
+        start = time.monotonic()
+        db, process = bus_gateway(directory, "redis", f"[broker:r]\ntype = redis\nhost = 127.0.0.1\nport = {redis.port}\n"
+                                  "password = secret\n", "topics = bench\n")
+        result["redis"] = count / (wait_rows(lambda: sqlite_rows(db), count, 600, "Redis into SQLite") - start)
+        _stop(process)
+    finally:
+        redis.stop()
+    # Kafka: librdkafka's mock cluster, held by this process
+    holder = confluent_kafka.Producer({"test.mock.num.brokers": 1})
+    bootstrap = ",".join(f"{b.host}:{b.port}" for b in holder.list_topics(timeout=10).brokers.values())
+    producer = confluent_kafka.Producer({"bootstrap.servers": bootstrap, "linger.ms": 20})
+    for topic, payload in payloads:
+        while True:
+            try:
+                producer.produce("bench", payload, topic.encode())
+                break
+            except BufferError:
+                producer.poll(0.1)
+    producer.flush(60)
+    consumer = confluent_kafka.Consumer({"bootstrap.servers": bootstrap, "group.id": "reference",
+                                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    consumer.subscribe(["bench"])
+    got, start = 0, None
+    while got < count:
+        messages = consumer.consume(1000, 1.0)
+        if messages and start is None:
+            start = time.monotonic()  # after the group join, as the gateway's figure is not
+        for message in messages:
+            json.loads(message.value())
+        got += len(messages)
+        if messages:
+            consumer.commit(asynchronous=False)
+    result["kafka_reference"] = count / (time.monotonic() - start)
+    consumer.close()
+    start = time.monotonic()
+    db, process = bus_gateway(directory, "kafka", f"[broker:k]\ntype = kafka\nhost = {bootstrap}\n",
+                              "topics = bench\ngroup = lorrygate\n")
+    result["kafka"] = count / (wait_rows(lambda: sqlite_rows(db), count, 600, "Kafka into SQLite") - start)
+    _stop(process)
+    # ZeroMQ PULL
+    context = zmq.Context.instance()
+
+    def push_all(port):
+        pusher = context.socket(zmq.PUSH)
+        pusher.connect(f"tcp://127.0.0.1:{port}")
+        for topic, payload in payloads:
+            pusher.send_multipart([topic.encode(), payload])
+        pusher.close(linger=10_000)
+
+    port = free_port()
+    pull = context.socket(zmq.PULL)
+    pull.bind(f"tcp://127.0.0.1:{port}")
+    sender = threading.Thread(target=push_all, args=(port,))
+    start = time.monotonic()
+    sender.start()
+    for _ in range(count):
+        json.loads(pull.recv_multipart()[1])
+    result["zmq_reference"] = count / (time.monotonic() - start)
+    sender.join()
+    pull.close()
+    port = free_port()
+    db, process = bus_gateway(directory, "zmq", f"[broker:z]\ntype = zmq\nhost = *\nport = {port}\n",
+                              "topics = mqttkit-1/#\nmode = pull\n")
+    wait_until(lambda: "PULL socket bound" in open(f"{directory}/zmq.log", errors="replace").read(), 30, "the bind")
+    sender = threading.Thread(target=push_all, args=(port,))
+    start = time.monotonic()
+    sender.start()
+    result["zmq"] = count / (wait_rows(lambda: sqlite_rows(db), count, 600, "ZeroMQ into SQLite") - start)
+    sender.join()
+    _stop(process)
+    shutil.rmtree(directory, ignore_errors=True)
+    return result
+
+
 LATENCY_DDL = ("CREATE TABLE IF NOT EXISTS {qualified} (time TEXT NOT NULL, "
                "committed REAL DEFAULT ((julianday('now') - 2440587.5) * 86400.0))")
 
@@ -458,6 +585,14 @@ def main(argv=None) -> int:
         report["amqp"] = {key: summary([a[key] for a in amqps]) for key in ("pika", "sqlite", "relay")}
         report["amqp"]["ratio_sqlite"] = summary([a["sqlite"] / a["pika"] for a in amqps])
         report["amqp"]["ratio_relay"] = summary([a["relay"] / a["pika"] for a in amqps])
+        bus_count = 2_000 if quick else 100_000
+        print(f"buses: {bus_count} messages each from Redis, Kafka (mock cluster), ZeroMQ")
+        buses = [bus_scenario(work, bus_count) for _ in range(runs)]
+        report["buses"] = {}
+        for bus in ("redis", "kafka", "zmq"):
+            report["buses"][bus] = summary([b[bus] for b in buses])
+            report["buses"][f"{bus}_reference"] = summary([b[f"{bus}_reference"] for b in buses])
+            report["buses"][f"{bus}_ratio"] = summary([b[bus] / b[f"{bus}_reference"] for b in buses])
         if not quick and report["drain"]["ratio_sqlite"]["median"] < 0.5:
             profile = os.path.join(work, "drain.prof")
             drain_scenario(work, count, with_pg=False, profile=profile)
@@ -516,6 +651,12 @@ def render_table(report: dict) -> str:
                      f"{fmt(a['ratio_sqlite'], '', 2)} | |")
         lines.append(f"| AMQP -> MQTT relay | {fmt(a['relay'], ' msg/s')} | pika consumer | "
                      f"{fmt(a['ratio_relay'], '', 2)} | |")
+    for bus, reference in (("redis", "redis-py consumer"), ("kafka", "confluent-kafka consumer (mock cluster)"),
+                           ("zmq", "pyzmq PULL")):
+        b = report.get("buses", {})
+        if bus in b:
+            lines.append(f"| {bus} into SQLite | {fmt(b[bus], ' msg/s')} | {reference} {fmt(b[bus + '_reference'], ' msg/s')} | "
+                         f"{fmt(b[bus + '_ratio'], '', 2)} | |")
     peer = report["peer"]
     if "ratio" in peer:
         lines.append(f"| LorryStream peer | drain {d['sqlite']['median']:,.0f} msg/s | "

@@ -23,4 +23,5 @@ def test_benchmark_smoke_run(tmp_path):
     assert 0 < live["p50_ms"]["median"] <= live["p99_ms"]["median"]
     assert [row["nodes"] for row in report["tables"]] == [1, 100]
     assert report["amqp"]["sqlite"]["median"] > 0 and report["amqp"]["relay"]["median"] > 0
+    assert all(report["buses"][bus]["median"] > 0 for bus in ("redis", "kafka", "zmq"))
     assert glob.glob(str(tmp_path / "*-quick.md"))
