@@ -121,6 +121,7 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".") -> s.Setting
 
     gateway = s.GatewaySettings()
     brokers, storages, channels, strategy_sections, decoder_sections, hook_sections = {}, {}, [], {}, {}, {}
+    sources = {}
     for section in parser.sections():
         if section == "lorrygate":
             values = read_section(section, s.GATEWAY_KEYS)
@@ -138,8 +139,8 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".") -> s.Setting
             problem(
                 section,
                 None,
-                "a section named [lorrygate], [broker:NAME], [storage:NAME], [strategy:NAME], [decoder:NAME], "
-                "[hook:NAME] or [channel:NAME]",
+                "a section named [lorrygate], [broker:NAME], [source:NAME], [storage:NAME], [strategy:NAME], "
+                "[decoder:NAME], [hook:NAME] or [channel:NAME]",
                 f"[{section}]",
             )
             continue
@@ -165,6 +166,12 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".") -> s.Setting
             decoder_sections[name] = (section, values)
         elif kind == "hook":
             hook_sections[name] = (section, values)
+        elif kind == "source":
+            made = s.make_source(name, values, section, problem)
+            if made is not None:
+                if f"broker:{name}" in parser.sections():
+                    problem(section, None, "a source name no [broker:NAME] has too", repr(name))
+                sources[name] = made
         else:
             channels.append((section, s.make_channel(name, values), values))
 
@@ -185,7 +192,7 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".") -> s.Setting
         # With a single broker or storage, a channel may leave it out.
         for key, kind in (("source", "broker"), ("storage", "storage")):
             if not getattr(channel, key):
-                only = _only(parser, kind)
+                only = _only(parser, kind) or (_only(parser, "source") if kind == "broker" else "")
                 if not only:
                     problem(section, key, f"a value (required unless exactly one [{kind}:NAME] is defined)", "nothing")
                     continue
@@ -217,7 +224,8 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".") -> s.Setting
                     if section.partition(":")[0].strip() in ("strategy", "decoder")}
     fingerprints["code"] = _code_hash(gateway.strategies, [values["file"] for _, values in decoder_sections.values()
                                                            if values.get("file")])
-    return s.Settings(source, gateway, brokers, storages, tuple(built), strategies, decoders, fingerprints, hooks)
+    return s.Settings(source, gateway, brokers, storages, tuple(built), strategies, decoders, fingerprints, hooks,
+                      sources)
 
 
 def build_hooks(sections: dict, storages: dict, modules: list, problem) -> dict:
@@ -385,9 +393,10 @@ def _only(parser, kind: str) -> str:
 
 def _check_channel(section, channel, parser, strategies, decoders, problem) -> None:
     sections = set(parser.sections())
-    if channel.source and f"broker:{channel.source}" not in sections:
-        brokers = ", ".join(sorted(x[7:] for x in sections if x.startswith("broker:"))) or "none defined"
-        problem(section, "source", f"the name of a [broker:NAME] section ({brokers})", repr(channel.source))
+    if channel.source and f"broker:{channel.source}" not in sections and f"source:{channel.source}" not in sections:
+        names = ", ".join(sorted(x.partition(":")[2] for x in sections if x.startswith(("broker:", "source:"))))
+        problem(section, "source", f"the name of a [broker:NAME] or [source:NAME] section ({names or 'none defined'})",
+                repr(channel.source))
     for name in channel.storages:
         if name and f"storage:{name}" not in sections:
             storages = ", ".join(sorted(x[8:] for x in sections if x.startswith("storage:"))) or "none defined"

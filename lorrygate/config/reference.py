@@ -22,7 +22,8 @@ KINDS = {
     v.conversions: "name = expression pairs, separated by commas",
     v.callable_ref: "module:function",
     v.control_endpoint: "off, unix:PATH or tcp:PORT[:interface=HOST]",
-    v.command: "command line",
+    v.command: "command line ({table} and the like replaced)",
+    v.command_line: "command line",
     v.http_url: "http(s) URL",
     v.listen_address: "off, PORT, HOST:PORT or [IPv6]:PORT",
     v.size: "size (4096, 100MB, 1GiB)",
@@ -39,6 +40,9 @@ SECTIONS = (
      {key: kind for kind, keys in s.STRATEGY_TYPE_KEYS.items() for key in keys}),
     ("[decoder:NAME]", s.DECODER_KEYS, "A declared decoder (docs/decoding.rst).",
      {key: kind for kind, keys in s.DECODER_TYPE_KEYS.items() for key in keys}),
+    ("[source:NAME]", s.SOURCE_KEYS, "Something on this machine read on an interval: an HTTP poll, a command, "
+     "Linux IIO sensors (docs/delivery.rst).", {key: ", ".join(k for k, keys in s.SOURCE_TYPE_KEYS.items()
+                                                               if key in keys) for key in s.SOURCE_KEYS if key != "type"}),
     ("[hook:NAME]", s.HOOK_KEYS, "A first-sample hook (docs/hooks.rst).",
      {key: kind for kind, (required, optional) in s.HOOK_TYPE_KEYS.items() for key in required + optional}),
 )

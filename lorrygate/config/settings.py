@@ -136,6 +136,36 @@ class Settings:
     fingerprints: dict = attrs.field(factory=dict, repr=False)
     #: hook name -> `HookSettings`
     hooks: dict = attrs.field(factory=dict)
+    #: source name -> `SourceSettings` (``[source:NAME]``)
+    sources: dict = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class SourceSettings:
+    """A ``[source:NAME]``: something on this machine that lorrygate reads on its own (lorrygate.sources.periodic)."""
+
+    name: str
+    type: str
+    url: str = ""
+    command: str = ""
+    root: str = "/sys/bus/iio/devices"
+    interval: float = 10.0
+    jitter: float = 0.0
+    timeout: float = 30.0
+    topic: str = ""
+
+
+def make_source(name: str, values: dict, section: str, problem):
+    kind = values["type"]
+    allowed = SOURCE_TYPE_KEYS[kind]
+    for key in SOURCE_KEYS:
+        if key != "type" and key not in allowed and values[key] != SOURCE_KEYS[key].default:
+            problem(section, key, f"no {key} for a {kind} source (it takes {', '.join(allowed)})", repr(values[key]))
+            return None
+    if kind == "poll" and bool(values["url"]) == bool(values["command"]):
+        problem(section, "url", "either a url or a command (one of them)", "both" if values["url"] else "neither")
+        return None
+    return SourceSettings(name=name, **{**values, "topic": values["topic"] or name})
 
 
 @attrs.frozen
@@ -335,6 +365,22 @@ HOOK_TYPE_KEYS = {
     "grafana": (("url",), ("token", "folder", "datasource_url")),
 }
 
+SOURCE_KEYS = {
+    "type": Key(v.choice("poll", "iio"), doc="poll: an HTTP(S) url or a command on an interval; iio: Linux IIO "
+                                             "sensors through sysfs."),
+    "url": Key(v.http_url, "", doc="poll: the URL to GET (ETag and Last-Modified are sent back)."),
+    "command": Key(v.command_line, "", doc="poll: a command whose standard output is the payload."),
+    "root": Key(v.nonempty, "/sys/bus/iio/devices", doc="iio: the sysfs directory of the IIO devices."),
+    "interval": Key(v.duration(0.01, 86400), 10.0, doc="Time between two polls."),
+    "jitter": Key(v.duration(0, 3600), 0.0, doc="Up to this much is added to each interval, at random."),
+    "timeout": Key(v.duration(0.1, 3600), 30.0, doc="poll: how long a poll may take."),
+    "topic": Key(v.text, "", doc="The topic the payloads get (iio: the prefix; the device name follows); "
+                                 "default: the source's name."),
+}
+#: which source keys each ``type`` takes
+SOURCE_TYPE_KEYS = {"poll": ("url", "command", "interval", "jitter", "timeout", "topic"),
+                    "iio": ("root", "interval", "jitter", "topic")}
+
 SECTION_KINDS = {
     "broker": BROKER_KEYS,
     "storage": STORAGE_KEYS,
@@ -342,6 +388,7 @@ SECTION_KINDS = {
     "decoder": DECODER_KEYS,
     "channel": CHANNEL_KEYS,
     "hook": HOOK_KEYS,
+    "source": SOURCE_KEYS,
 }
 
 

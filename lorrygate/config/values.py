@@ -327,6 +327,19 @@ def control_endpoint(value: str) -> str:
 COMMAND_FIELDS = ("storage", "schema", "table", "realm", "network", "gateway", "node")
 
 
+def command_line(value: str) -> str:
+    """A command line, split like a shell would (no shell runs it)."""
+    import shlex
+
+    try:
+        words = shlex.split(value)
+    except ValueError as exc:
+        raise Invalid(f"a command line (the shell would say: {exc})") from None
+    if not words:
+        raise Invalid("a command line")
+    return value
+
+
 def command(value: str) -> str:
     """A command line for a hook: split like a shell would, {table} and the like replaced."""
     import shlex

@@ -61,8 +61,13 @@ def _columns(storage, fields) -> list:
 def describe(settings, topics=(), fields=()) -> str:
     lines = [f"pipeline from {settings.source}:"]
     for channel in settings.channels:
-        broker = settings.brokers[channel.source]
-        if broker.type == "kafka":
+        broker = settings.brokers.get(channel.source)
+        if broker is None:
+            polled = settings.sources[channel.source]
+            lines.append(f"  channel {channel.name}: {polled.type} source {polled.name} "
+                         f"({polled.url or polled.command or polled.root}) every {polled.interval:g} s, topic "
+                         f"{polled.topic} (at most once)")
+        elif broker.type == "kafka":
             lines.append(f"  channel {channel.name}: kafka {broker.host} topics {','.join(channel.topics)}, consumer "
                          f"group {channel.group} (from the {channel.start} without a committed offset)")
         elif broker.type == "zmq":

@@ -140,6 +140,8 @@ class _Builder:
     strategies: dict = attrs.Factory(dict)
     channels: list = attrs.Factory(list)
     tees: dict = attrs.Factory(dict)  # tee name -> index into channels
+    #: ``[source:NAME]`` equivalents of pollsrc and iiosrc elements
+    sources: dict = attrs.Factory(dict)
 
     def sink(self, element) -> tuple[str, str | None]:
         """Register a sink element; return its storage name."""
@@ -336,6 +338,8 @@ class _Builder:
         return attrs.evolve(element, factory="url", url=url, properties=())
 
     def source(self, element) -> dict:
+        if element.factory in ("pollsrc", "iiosrc"):
+            return self.periodic_source(element)
         element = self.as_url(element)
         text = self.text
         is_amqp = element.factory == "amqpsrc" or (
@@ -408,6 +412,20 @@ class _Builder:
         return {"broker": name, "topics": tuple(k.strip() for k in keys.split(",")), "qos": 1, "retained": "new",
                 "decoders": ("json",),
                 "amqp": {"mode": mode, "group": query.get("group", "lorrygate"), "consumer": query.get("consumer", "")}}
+
+    def periodic_source(self, element) -> dict:
+        props = _properties(element, self.text)
+        name = f"source{len(self.brokers) + len(self.sources)}"
+        values = {"type": "poll" if element.factory == "pollsrc" else "iio", "interval": props["interval"],
+                  "topic": props["topic"] or name}
+        if element.factory == "pollsrc":
+            values.update(url=props["url"], command=props["command"], timeout=props["timeout"])
+            if bool(values["url"]) == bool(values["command"]):
+                raise PipelineError("pollsrc needs url=... or command=... (one of them)", self.text, element.loc)
+        else:
+            values["root"] = props["root"]
+        self.sources[name] = s.SourceSettings(name=name, **values)
+        return {"broker": name, "topics": ("#",), "qos": 0, "retained": "new", "decoders": ("json", "csv", "kv", "value")}
 
     def kafka_source(self, element) -> dict:
         """``kafka[s]://[USER:PASSWORD@]HOST:PORT[,HOST:PORT]/TOPIC[,TOPIC]?group=lorrygate&start=earliest``."""
@@ -490,7 +508,7 @@ def build_settings(text: str, callbacks=None, data_dir: str = "var", strategies_
             raise PipelineError(f"unknown decoder {unknown[0]!r} (one of {', '.join(sorted(base.decoders))})", text, 0)
     gateway = s.GatewaySettings(data_dir=data_dir, control="off", log_format="text", strategies=strategies_dir)
     return s.Settings("<launch>", gateway, builder.brokers, builder.storages, tuple(builder.channels), registry,
-                      base.decoders)
+                      base.decoders, sources=builder.sources)
 
 
 @attrs.define(eq=False)

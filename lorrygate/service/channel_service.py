@@ -54,9 +54,13 @@ class ChannelService(Service):
 
         router.suffix_decoders = {name: settings.decoders[name](timezone, reactor)
                                   for _, name in SUFFIX_DECODERS if name in settings.decoders}
-        broker = settings.brokers[channel.source]
         source: Any
-        if broker.type == "kafka":
+        broker = settings.brokers.get(channel.source)
+        if broker is None:
+            from lorrygate.sources.periodic import PeriodicSource
+
+            source = PeriodicSource(channel.name, settings.sources[channel.source], router, reactor)
+        elif broker.type == "kafka":
             from lorrygate.sources.kafka import KafkaSource
 
             source = KafkaSource(channel.name, broker, channel.topics, router, reactor, group=channel.group,

@@ -70,7 +70,7 @@ def channel_spec(settings, channel):
     return (
         attrs.evolve(channel, transform=None),
         transform,
-        settings.brokers[channel.source],
+        settings.brokers.get(channel.source) or settings.sources.get(channel.source),
         fingerprints.get(f"strategy:{channel.strategy}"),
         tuple(fingerprints.get(f"decoder:{name}") for name in channel.decoders),
         fingerprints.get("code"),

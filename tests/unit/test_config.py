@@ -65,9 +65,9 @@ def test_three_mistakes_are_reported_together():
          "[channel:main] colour: expected one of the keys claim_idle, consumer, convert, ddl, decode_timeout, decoders, drop, "
          "error_topic, exchange, group, hook, ignore, max_records, metadata, mode, payload_field, prefetch, qos, queue, rename, "
          "retained, source, start, storage, strategy, tags, timezone, topic_field, topics, values, got unknown key 'colour'"),
-        (("[storage:db]", "[store:db]"), "[store:db]: expected a section named [lorrygate], [broker:NAME], [storage:NAME], [strategy:NAME]"),
+        (("[storage:db]", "[store:db]"), "[store:db]: expected a section named [lorrygate], [broker:NAME], [source:NAME], [storage:NAME], [strategy:NAME]"),
         (("source = local", "source = remote"),
-         "[channel:main] source: expected the name of a [broker:NAME] section (local), got 'remote'"),
+         "[channel:main] source: expected the name of a [broker:NAME] or [source:NAME] section (local), got 'remote'"),
         (("storage = db", "storage = db\nstrategy = moon"),
          "[channel:main] strategy: expected one of the strategies chirpstack, "),
         (("storage = db", "storage = db\ndecoders = json, yaml"),
@@ -275,3 +275,10 @@ def test_relative_paths_are_relative_to_the_config_file(tmp_path, monkeypatch):
     # Without a file, relative to the working directory, as given.
     text = loads(GOOD.replace("[broker:local]", "[lorrygate]\ndata_dir = here\n\n[broker:local]"))
     assert text.gateway.data_dir == str(tmp_path / "here")
+
+
+def test_a_source_section_names_its_mistakes():
+    found = problems(GOOD.replace("[broker:local]", "[source:w]\ntype = poll\nroot = /x\n\n[broker:local]"))
+    assert any("[source:w] root: expected no root for a poll source" in p for p in found), found
+    found = problems(GOOD.replace("[broker:local]", "[source:w]\ntype = poll\n\n[broker:local]"))
+    assert any("[source:w] url: expected either a url or a command (one of them), got neither" in p for p in found)

@@ -88,3 +88,11 @@ def test_prometheus_sink():
     from lorrygate.storage.prometheus_sink import PrometheusSink
 
     assert verifyObject(IStorage, PrometheusSink("gauges", "prometheus://", Clock()))
+
+
+def test_periodic_source():
+    """The periodic source provides ISource."""
+    from lorrygate.sources.periodic import PeriodicSource
+
+    settings = loads("[source:w]\ntype=poll\nurl=http://h/x\n[storage:s]\nurl=sqlite:///x\n[channel:c]\ntopics=#\n")
+    assert verifyObject(ISource, PeriodicSource("c", settings.sources["w"], lambda m: None, Clock()))

@@ -174,5 +174,8 @@ def test_every_bus_has_an_element_that_inspect_lists():
     assert settings.storages["gauges"].url.raw == "pushgateway://pgw:9091/plant"
     zmq = parse_launch("zmqsrc host=* port=5557 mode=pull ! sqlite:///x.sqlite").settings
     assert (zmq.brokers["source0"].host, zmq.channels[0].mode) == ("*", "pull")
+    polled = parse_launch("pollsrc url=http://w/x.json interval=5s topic=w/net/gw/st/data.json ! sqlite:///x.sqlite")
+    assert polled.settings.sources["source0"].url == "http://w/x.json"
+    assert "poll source source0 (http://w/x.json) every 5 s" in polled.describe([], ())
     kafka = parse_launch("kafkasrc servers=a:9092,b:9092 topic=t1 ! sqlite:///x.sqlite").settings
     assert kafka.brokers["source0"].host == "a:9092,b:9092"

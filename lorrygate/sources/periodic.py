@@ -1,0 +1,257 @@
+"""
+Periodic sources: things lorrygate asks for on an interval rather than
+listens to.
+
+- ``type = poll``: an HTTP(S) URL (treq), with ``If-None-Match`` /
+  ``If-Modified-Since`` from the last answer (a 304 stores nothing), or a
+  ``command`` whose standard output is the payload. The body goes through
+  the channel's decoder chain under the source's ``topic``.
+- ``type = iio``: Linux Industrial I/O sensors through sysfs
+  (``<root>/iio:deviceN/in_<channel>_raw`` with ``_scale`` and ``_offset``,
+  per channel or shared by the channel's type), one message per device a
+  tick: ``{"<channel>": (raw + offset) * scale, ...}`` under
+  ``<topic>/<device name>``. ``root`` is a setting, so that tests read a tree
+  built like the kernel's.
+
+Every tick is ``interval`` apart, plus up to ``jitter`` at random; a tick
+whose previous poll still runs is skipped (counted), so a slow server never
+sees two polls at once. A poll that fails is logged with the reason (the
+HTTP status, the exit status) and tried again on the next tick.
+
+Delivery: at most once. What a poll returned and the gateway had not
+committed when it died is not polled again (the next poll returns what is
+current then); what is committed is committed.
+"""
+
+import glob
+import json
+import os
+import random
+import shlex
+from typing import Any
+
+import attrs
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, succeed
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from lorrygate.interfaces import ISource
+from lorrygate.model import NO_ACK, Message
+from lorrygate.sources.pauses import Pauses
+
+
+@implementer(ISource)
+@attrs.define(eq=False)
+class PeriodicSource(Service):
+    name: str  # type: ignore[assignment]  # Service.name, always set here
+    settings: Any  # lorrygate.config.settings.SourceSettings
+    deliver: Any
+    _reactor: Any
+    client_id: str = ""
+    broker: Any = None
+    _pauses: Any = None
+    _timer: Any = None
+    _running_poll: Deferred | None = None
+    subscribed: bool = False
+    connected: bool = False
+    last_error: str = ""
+    retained_skipped: int = 0
+    polls: int = 0
+    skipped: int = 0
+    failures: int = 0
+    not_modified: int = 0
+    _etag: str = ""
+    _modified: str = ""
+    _random: Any = attrs.Factory(random.Random)
+    _subscribe_waiters: list = attrs.Factory(list)
+
+    log = Logger()
+
+    def __attrs_post_init__(self):
+        self.client_id = self.client_id or self.settings.url or self.settings.command or self.settings.root
+        self._pauses = Pauses(lambda: None, lambda: None)  # a paused source skips its ticks
+        self.broker = _Where(self.settings.url or self.settings.command or self.settings.root)
+
+    @property
+    def paused(self) -> bool:
+        return self._pauses.paused
+
+    @property
+    def paused_by(self) -> tuple:
+        return self._pauses.holders
+
+    def pause(self, holder) -> None:
+        self._pauses.hold(holder)
+
+    def resume(self, holder) -> None:
+        self._pauses.release(holder)
+
+    def when_subscribed(self) -> Deferred:
+        return succeed(None)  # ready at once: it asks, nobody has to answer first
+
+    publish = None
+
+    def startService(self) -> None:
+        super().startService()
+        self.subscribed = True
+        self._schedule(0.0)
+
+    def stopService(self) -> Deferred:
+        super().stopService()
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        running, self._running_poll = self._running_poll, None
+        if running is not None:
+            running.cancel()
+        return succeed(None)
+
+    def _schedule(self, delay: float) -> None:
+        if self.running:
+            self._timer = self._reactor.callLater(delay, self._tick)
+
+    def _tick(self) -> None:
+        settings = self.settings
+        self._schedule(settings.interval + self._random.uniform(0, settings.jitter))
+        if self._running_poll is not None:
+            self.skipped += 1
+            self.log.warn("source {source}: the last poll still runs after {interval} s; this tick is skipped",
+                          source=self.name, interval=settings.interval)
+            return
+        if self._pauses.paused:
+            self.skipped += 1
+            return
+        d = Deferred.fromCoroutine(self._poll())
+        self._running_poll = d
+
+        def done(result):
+            self._running_poll = None
+            return result
+
+        d.addBoth(done).addErrback(self._failed)
+
+    async def _poll(self) -> None:
+        kind = self.settings.type
+        if kind == "iio":
+            self._deliver_iio()
+        elif self.settings.command:
+            await self._run_command()
+        else:
+            await self._get()
+        self.polls += 1
+        self.connected, self.last_error = True, ""
+
+    def _failed(self, failure) -> None:
+        from twisted.internet.defer import CancelledError
+
+        if failure.check(CancelledError):
+            return
+        self.failures += 1
+        self.connected = False
+        self.last_error = failure.getErrorMessage() or failure.type.__name__
+        self.log.error("source {source}: polling failed: {error}; the next tick tries again", source=self.name,
+                       error=self.last_error)
+
+    def _message(self, topic: str, payload: bytes) -> None:
+        self.deliver(Message(topic, payload, 0, False, self._reactor.seconds(), topic, NO_ACK))
+
+    # -- HTTP ---------------------------------------------------------------------------
+
+    async def _get(self) -> None:
+        import treq
+
+        settings = self.settings
+        from twisted.web.http_headers import Headers
+
+        headers = Headers()
+        if self._etag:
+            headers.setRawHeaders(b"If-None-Match", [self._etag.encode("latin-1")])
+        if self._modified:
+            headers.setRawHeaders(b"If-Modified-Since", [self._modified.encode("latin-1")])
+        try:
+            response = await treq.get(settings.url, headers=headers, timeout=settings.timeout, reactor=self._reactor)
+            body = await response.content()
+        except Exception as exc:
+            raise PollFailed(f"GET {settings.url}: {type(exc).__name__}: {exc}") from None
+        if response.code == 304:
+            self.not_modified += 1
+            return
+        if response.code >= 400:
+            raise PollFailed(f"GET {settings.url} answered {response.code} {response.phrase.decode('latin-1', 'replace')}")
+        self._etag = (response.headers.getRawHeaders(b"etag") or [b""])[0].decode("latin-1")
+        self._modified = (response.headers.getRawHeaders(b"last-modified") or [b""])[0].decode("latin-1")
+        self._message(settings.topic, body)
+
+    # -- a command ---------------------------------------------------------------------------
+
+    async def _run_command(self) -> None:
+        from twisted.internet.utils import getProcessOutputAndValue
+
+        settings = self.settings
+        words = shlex.split(settings.command)
+        d = getProcessOutputAndValue(words[0], words[1:], env=dict(os.environ), reactor=self._reactor)
+        d.addTimeout(settings.timeout, self._reactor)
+        out, err, code = await d
+        if code != 0:
+            lines = err.decode("utf-8", "replace").strip().splitlines()
+            raise PollFailed(f"{words[0]} exited with {code}" + (f": {lines[-1]}" if lines else ""))
+        self._message(settings.topic, out)
+
+    # -- Linux IIO ---------------------------------------------------------------------------
+
+    def _deliver_iio(self) -> None:
+        found = read_iio(self.settings.root)
+        if not found:
+            raise PollFailed(f"no IIO device under {self.settings.root}")
+        for device, values in found.items():
+            self._message(f"{self.settings.topic}/{device}", json.dumps(values).encode("utf-8"))
+
+
+class PollFailed(Exception):
+    pass
+
+
+@attrs.frozen
+class _Where:
+    """What status shows as a periodic source's "broker"."""
+
+    host: str
+    port: str = ""
+
+
+def _number(path: str) -> float | None:
+    try:
+        with open(path, encoding="ascii") as handle:
+            return float(handle.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def read_iio(root: str) -> dict:
+    """``{device name: {channel: (raw + offset) * scale}}`` of the IIO devices under ``root``."""
+    devices = {}
+    for directory in sorted(glob.glob(os.path.join(glob.escape(root), "iio:device*"))):
+        try:
+            with open(os.path.join(directory, "name"), encoding="utf-8") as handle:
+                name = handle.read().strip() or os.path.basename(directory)
+        except OSError:
+            name = os.path.basename(directory)
+        values = {}
+        for raw_path in sorted(glob.glob(os.path.join(glob.escape(directory), "in_*_raw"))):
+            channel = os.path.basename(raw_path)[3:-4]  # in_temp_raw -> temp, in_voltage0_raw -> voltage0
+            raw = _number(raw_path)
+            if raw is None:
+                continue
+            kind = channel.rstrip("0123456789").split("_")[0]
+            scale = _number(os.path.join(directory, f"in_{channel}_scale"))
+            if scale is None:
+                scale = _number(os.path.join(directory, f"in_{kind}_scale"))
+            offset = _number(os.path.join(directory, f"in_{channel}_offset"))
+            if offset is None:
+                offset = _number(os.path.join(directory, f"in_{kind}_offset"))
+            values[channel] = (raw + (offset or 0.0)) * (1.0 if scale is None else scale)
+        if values:
+            key = name if name not in devices else f"{name}_{os.path.basename(directory)}"
+            devices[key] = values
+    return devices

@@ -1,0 +1,188 @@
+"""
+Periodic sources against real peers: a local HTTP server (started by the
+test) that answers JSON, then 500s for 5 s, then JSON again, and one that
+takes 2 s to answer; a command; and Linux IIO read from a sysfs tree built
+like the kernel's.
+"""
+
+import json
+import os
+import sys
+import textwrap
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from tests.gatewayproc import GatewayProcess, count_rows, query, tables
+from tests.servers import wait_until
+
+pytestmark = pytest.mark.integration
+
+
+class Weather:
+    """An HTTP server whose answers the test switches: ok (JSON with a new ETag), fail (500), slow (2 s)."""
+
+    def __init__(self):
+        self.mode = "ok"
+        self.answered = 0
+        self.failed = 0
+        self.not_modified = 0
+        self.active = 0
+        self.most_at_once = 0
+        self._lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                with server._lock:
+                    server.active += 1
+                    server.most_at_once = max(server.most_at_once, server.active)
+                try:
+                    if server.mode == "slow":
+                        time.sleep(2)
+                    if server.mode == "fail":
+                        server.failed += 1
+                        self.send_response(500)
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return
+                    if server.mode == "same" and self.headers.get("If-None-Match") == f'"v{server.answered}"':
+                        server.not_modified += 1  # nothing changed since the ETag the client sent
+                        self.send_response(304)
+                        self.end_headers()
+                        return
+                    with server._lock:
+                        server.answered += 1
+                        n = server.answered
+                    body = json.dumps({"temperature": 20 + n / 10, "n": n}).encode()
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("ETag", f'"v{n}"')
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                finally:
+                    with server._lock:
+                        server.active -= 1
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.server.handle_error = lambda request, address: None  # a poll cut short by the gateway's stop
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/current.json"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def config(directory, source: str, realm: str) -> str:
+    path = os.path.join(directory, "gateway.ini")
+    with open(path, "w") as handle:
+        handle.write(textwrap.dedent(f"""
+            [lorrygate]
+            data_dir = {directory}
+            log_format = json
+            control = off
+
+            [source:weather]
+            """) + textwrap.dedent(source) + textwrap.dedent(f"""
+            topic = {realm}/net/gw/station/data.json
+
+            [storage:db]
+            url = sqlite:///{directory}/gateway.sqlite
+
+            [channel:main]
+            source = weather
+            topics = {realm}/#
+            """))
+    return path
+
+
+def test_http_polls_a_row_per_answer_failures_logged_then_again(tmp_path):
+    weather = Weather()
+    realm = f"h{uuid.uuid4().hex[:8]}"
+    db = str(tmp_path / "gateway.sqlite")
+    gateway = GatewayProcess(config(str(tmp_path), f"type = poll\nurl = {weather.url}\ninterval = 250ms\n", realm),
+                             str(tmp_path / "gw.log"))
+    gateway.start(ready="lorrygate is running")
+    try:
+        wait_until(lambda: count_rows(db, realm) >= 5, 30, "five polls stored")
+        weather.mode = "fail"
+        failed_from = time.monotonic()
+        wait_until(lambda: time.monotonic() - failed_from >= 5, 10, "5 s of 500s", interval=0.1)
+        weather.mode = "ok"
+        stored_during_failure = count_rows(db, realm)
+        wait_until(lambda: count_rows(db, realm) >= stored_during_failure + 5, 30, "polls stored again")
+        weather.mode = "same"  # from now on the server answers 304 to the ETag it gave last
+        wait_until(lambda: weather.not_modified >= 4, 30, "four polls answered 304")
+        assert gateway.stop() == 0
+    finally:
+        weather.stop()
+    rows = count_rows(db, realm)
+    assert rows == weather.answered, "a row for every successful answer, none for a failure"
+    failures = [e["message"] for e in gateway.events() if "polling failed" in e.get("message", "")]
+    assert len(failures) == weather.failed >= 10 and all("answered 500" in line for line in failures), failures[:2]
+
+
+def test_a_slow_server_never_sees_two_polls_at_once(tmp_path):
+    weather = Weather()
+    weather.mode = "slow"
+    realm = f"l{uuid.uuid4().hex[:8]}"
+    db = str(tmp_path / "gateway.sqlite")
+    gateway = GatewayProcess(config(str(tmp_path), f"type = poll\nurl = {weather.url}\ninterval = 250ms\n"
+                                    "timeout = 10s\n", realm), str(tmp_path / "gw.log"))
+    gateway.start(ready="lorrygate is running")
+    try:
+        wait_until(lambda: count_rows(db, realm) >= 3, 30, "three slow polls stored")
+        assert gateway.stop() == 0
+    finally:
+        weather.stop()
+    assert weather.most_at_once == 1
+    assert any("this tick is skipped" in e.get("message", "") for e in gateway.events())
+
+
+def test_a_command_and_linux_iio(tmp_path):
+    realm = f"c{uuid.uuid4().hex[:8]}"
+    command = f"{sys.executable} -c \"print('{{\\\"load\\\": 0.5}}')\""
+    db = str(tmp_path / "gateway.sqlite")
+    gateway = GatewayProcess(config(str(tmp_path), f"type = poll\ncommand = {command}\ninterval = 200ms\n", realm),
+                             str(tmp_path / "gw.log"))
+    gateway.start(ready="lorrygate is running")
+    wait_until(lambda: count_rows(db, realm) >= 2, 30, "two command polls")
+    assert gateway.stop() == 0
+    table = next(t for t in tables(db) if t.startswith(realm))
+    assert query(db, f'SELECT load FROM "{table}" LIMIT 1')[0][0] == 0.5
+
+    # A sysfs tree as the kernel builds it: per-channel scale/offset, and a scale shared by a channel type.
+    root = tmp_path / "iio"
+    bme = root / "iio:device0"
+    ads = root / "iio:device1"
+    for directory, files in ((bme, {"name": "bme280", "in_temp_raw": "2150", "in_temp_scale": "10",
+                                    "in_humidityrelative_raw": "48123", "in_humidityrelative_scale": "0.001"}),
+                             (ads, {"name": "ads1015", "in_voltage0_raw": "1000", "in_voltage1_raw": "-20",
+                                    "in_voltage_scale": "3.0", "in_voltage_offset": "10"})):
+        directory.mkdir(parents=True)
+        for name, text in files.items():
+            (directory / name).write_text(text + "\n")
+    (tmp_path / "iio-data").mkdir()
+    path = config(str(tmp_path / "iio-data"), f"type = iio\nroot = {root}\ninterval = 200ms\n", realm + "i")
+    text = open(path).read().replace(f"topic = {realm}i/net/gw/station/data.json", f"topic = {realm}i/net/board")
+    text = text.replace("topics = ", "strategy = topic\ntopics = ")
+    open(path, "w").write(text)
+    db = str(tmp_path / "iio-data" / "gateway.sqlite")
+    gateway = GatewayProcess(path, str(tmp_path / "iio.log"))
+    gateway.start(ready="lorrygate is running")
+    wait_until(lambda: len([t for t in tables(db) if "board" in t]) == 2, 30, "both devices stored")
+    assert gateway.stop() == 0
+    values = {t: query(db, f'SELECT * FROM "{t}" LIMIT 1') for t in tables(db) if "board" in t}
+    bme_row = next(v for t, v in values.items() if t.endswith("bme280"))
+    ads_row = next(v for t, v in values.items() if t.endswith("ads1015"))
+    assert 21500.0 in bme_row[0] and pytest.approx(48.123) in bme_row[0]
+    assert 3030.0 in ads_row[0] and -30.0 in ads_row[0]
