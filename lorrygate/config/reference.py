@@ -24,6 +24,7 @@ KINDS = {
     v.control_endpoint: "off, unix:PATH or tcp:PORT[:interface=HOST]",
     v.command: "command line ({table} and the like replaced)",
     v.command_line: "command line",
+    v.octal_mode: "octal file mode (660)",
     v.http_url: "http(s) URL",
     v.listen_address: "off, PORT, HOST:PORT or [IPv6]:PORT",
     v.size: "size (4096, 100MB, 1GiB)",

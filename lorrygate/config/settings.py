@@ -153,6 +153,10 @@ class SourceSettings:
     jitter: float = 0.0
     timeout: float = 30.0
     topic: str = ""
+    path: str = ""
+    framing: str = "lines"
+    mode: str = "660"
+    group: str = ""
 
 
 def make_source(name: str, values: dict, section: str, problem):
@@ -165,6 +169,17 @@ def make_source(name: str, values: dict, section: str, problem):
     if kind == "poll" and bool(values["url"]) == bool(values["command"]):
         problem(section, "url", "either a url or a command (one of them)", "both" if values["url"] else "neither")
         return None
+    if kind == "socket" and not values["path"]:
+        problem(section, "path", "the path of the socket file (a socket source needs it)", "nothing")
+        return None
+    if kind == "socket" and values["group"]:
+        import grp
+
+        try:
+            grp.getgrnam(values["group"])
+        except KeyError:
+            problem(section, "group", "a group of this machine", repr(values["group"]))
+            return None
     return SourceSettings(name=name, **{**values, "topic": values["topic"] or name})
 
 
@@ -366,8 +381,15 @@ HOOK_TYPE_KEYS = {
 }
 
 SOURCE_KEYS = {
-    "type": Key(v.choice("poll", "iio"), doc="poll: an HTTP(S) url or a command on an interval; iio: Linux IIO "
-                                             "sensors through sysfs."),
+    "type": Key(v.choice("poll", "iio", "socket"),
+                doc="poll: an HTTP(S) url or a command on an interval; iio: Linux IIO sensors through sysfs; socket: "
+                    "a Unix socket local programs write to."),
+    "path": Key(v.text, "", doc="socket: the socket file."),
+    "framing": Key(v.choice("lines", "length", "datagram"), "lines",
+                   doc="socket: lines (one message a line), length (a 4-byte big-endian length before each) or "
+                       "datagram (a datagram socket)."),
+    "mode": Key(v.octal_mode, "660", doc="socket: the socket file's permissions (octal)."),
+    "group": Key(v.text, "", doc="socket: the group the socket file belongs to."),
     "url": Key(v.http_url, "", doc="poll: the URL to GET (ETag and Last-Modified are sent back)."),
     "command": Key(v.command_line, "", doc="poll: a command whose standard output is the payload."),
     "root": Key(v.nonempty, "/sys/bus/iio/devices", doc="iio: the sysfs directory of the IIO devices."),
@@ -379,7 +401,8 @@ SOURCE_KEYS = {
 }
 #: which source keys each ``type`` takes
 SOURCE_TYPE_KEYS = {"poll": ("url", "command", "interval", "jitter", "timeout", "topic"),
-                    "iio": ("root", "interval", "jitter", "topic")}
+                    "iio": ("root", "interval", "jitter", "topic"),
+                    "socket": ("path", "framing", "mode", "group", "topic")}
 
 SECTION_KINDS = {
     "broker": BROKER_KEYS,

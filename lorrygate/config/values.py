@@ -327,6 +327,14 @@ def control_endpoint(value: str) -> str:
 COMMAND_FIELDS = ("storage", "schema", "table", "realm", "network", "gateway", "node")
 
 
+def octal_mode(value: str) -> str:
+    """File permissions in octal, such as 660."""
+    text = value.strip()
+    if not re.fullmatch(r"0?[0-7]{3}", text):
+        raise Invalid("permissions in octal, such as 660")
+    return text
+
+
 def command_line(value: str) -> str:
     """A command line, split like a shell would (no shell runs it)."""
     import shlex

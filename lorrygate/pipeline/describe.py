@@ -64,9 +64,13 @@ def describe(settings, topics=(), fields=()) -> str:
         broker = settings.brokers.get(channel.source)
         if broker is None:
             polled = settings.sources[channel.source]
-            lines.append(f"  channel {channel.name}: {polled.type} source {polled.name} "
-                         f"({polled.url or polled.command or polled.root}) every {polled.interval:g} s, topic "
-                         f"{polled.topic} (at most once)")
+            if polled.type == "socket":
+                lines.append(f"  channel {channel.name}: socket source {polled.name} ({polled.path}, {polled.framing}), "
+                             f"topic {polled.topic} (at most once)")
+            else:
+                lines.append(f"  channel {channel.name}: {polled.type} source {polled.name} "
+                             f"({polled.url or polled.command or polled.root}) every {polled.interval:g} s, topic "
+                             f"{polled.topic} (at most once)")
         elif broker.type == "kafka":
             lines.append(f"  channel {channel.name}: kafka {broker.host} topics {','.join(channel.topics)}, consumer "
                          f"group {channel.group} (from the {channel.start} without a committed offset)")

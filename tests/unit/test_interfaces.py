@@ -96,3 +96,11 @@ def test_periodic_source():
 
     settings = loads("[source:w]\ntype=poll\nurl=http://h/x\n[storage:s]\nurl=sqlite:///x\n[channel:c]\ntopics=#\n")
     assert verifyObject(ISource, PeriodicSource("c", settings.sources["w"], lambda m: None, Clock()))
+
+
+def test_socket_source():
+    """The Unix socket source provides ISource."""
+    from lorrygate.sources.unixsocket import SocketSource
+
+    settings = loads("[source:w]\ntype=socket\npath=/tmp/x.sock\n[storage:s]\nurl=sqlite:///x\n[channel:c]\ntopics=#\n")
+    assert verifyObject(ISource, SocketSource("c", settings.sources["w"], lambda m: None, Clock()))

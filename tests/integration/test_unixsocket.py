@@ -1,0 +1,72 @@
+"""The Unix socket source: local writers, lines, length-prefixed frames and datagrams, into SQLite."""
+
+import json
+import os
+import socket
+import stat
+import struct
+import textwrap
+import uuid
+
+import pytest
+
+from tests.gatewayproc import GatewayProcess, count_rows
+from tests.servers import wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def config(directory, realm, framing) -> str:
+    path = os.path.join(directory, "gateway.ini")
+    with open(path, "w") as handle:
+        handle.write(textwrap.dedent(f"""
+            [lorrygate]
+            data_dir = {directory}
+            log_format = json
+            control = off
+
+            [source:local]
+            type = socket
+            path = run/sensors.sock
+            framing = {framing}
+            mode = 600
+            topic = {realm}/net/gw/local/data.json
+
+            [storage:db]
+            url = sqlite:///{directory}/gateway.sqlite
+
+            [channel:main]
+            source = local
+            topics = {realm}/#
+            """))
+    return path
+
+
+@pytest.mark.parametrize("framing", ["lines", "length", "datagram"])
+def test_local_writers_are_stored(tmp_path, framing):
+    realm = f"u{uuid.uuid4().hex[:8]}"
+    # a stale socket file from a gateway that died is replaced
+    (tmp_path / "run").mkdir()
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(tmp_path / "run" / "sensors.sock"))
+    stale.close()
+    gateway = GatewayProcess(config(str(tmp_path), realm, framing), str(tmp_path / "gw.log"))
+    gateway.start(ready="listening on")
+    path = str(tmp_path / "run" / "sensors.sock")  # relative to the config's folder
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    documents = [json.dumps({"seq": n, "temperature": 20 + n % 7}).encode() for n in range(1000)]
+    if framing == "datagram":
+        client = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        for document in documents:
+            client.sendto(document, path)
+    else:
+        client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        client.connect(path)
+        if framing == "lines":
+            client.sendall(b"".join(document + b"\n" for document in documents))
+        else:
+            client.sendall(b"".join(struct.pack(">I", len(document)) + document for document in documents))
+    client.close()
+    db = str(tmp_path / "gateway.sqlite")
+    wait_until(lambda: count_rows(db, realm) == 1000, 30, "1,000 rows")
+    assert gateway.stop() == 0
