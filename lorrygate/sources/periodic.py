@@ -64,6 +64,9 @@ class PeriodicSource(Service):
     _etag: str = ""
     _modified: str = ""
     _random: Any = attrs.Factory(random.Random)
+    #: IIO devices read at the last tick
+    _devices: set = attrs.Factory(set)
+    _seen_once: bool = False
     _subscribe_waiters: list = attrs.Factory(list)
 
     log = Logger()
@@ -202,6 +205,15 @@ class PeriodicSource(Service):
 
     def _deliver_iio(self) -> None:
         found = read_iio(self.settings.root)
+        gone = self._devices - set(found)
+        back = set(found) - self._devices
+        for device in sorted(gone):
+            self.log.warn("source {source}: IIO device {device} disappeared from {root}; it is read again when it "
+                          "returns", source=self.name, device=device, root=self.settings.root)
+        for device in sorted(back):
+            if self._seen_once:
+                self.log.info("source {source}: IIO device {device} is there (again)", source=self.name, device=device)
+        self._devices, self._seen_once = set(found), True
         if not found:
             raise PollFailed(f"no IIO device under {self.settings.root}")
         for device, values in found.items():

@@ -55,6 +55,7 @@ class _Lines(LineOnlyReceiver):
             self.factory.source._message(line)
 
     def lineLengthExceeded(self, line):
+        self.transport.write(f"error: a line longer than {MAX_MESSAGE} bytes; closing\n".encode())
         self.factory.source._too_long(self)
 
 
@@ -71,6 +72,7 @@ class _Framed(Int32StringReceiver):
         self.factory.source._message(data)
 
     def lengthLimitExceeded(self, length):
+        self.transport.write(f"error: a message of {length} bytes, more than {MAX_MESSAGE}; closing\n".encode())
         self.factory.source._too_long(self)
 
 

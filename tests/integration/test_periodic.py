@@ -186,3 +186,38 @@ def test_a_command_and_linux_iio(tmp_path):
     ads_row = next(v for t, v in values.items() if t.endswith("ads1015"))
     assert 21500.0 in bme_row[0] and pytest.approx(48.123) in bme_row[0]
     assert 3030.0 in ads_row[0] and -30.0 in ads_row[0]
+
+
+def test_iio_an_accelerometer_and_a_temperature_sensor_one_going_away_and_back(tmp_path):
+    import shutil
+
+    realm = f"i{uuid.uuid4().hex[:8]}"
+    root = tmp_path / "iio"
+    accel = root / "iio:device0"
+    temp = root / "iio:device1"
+    for directory, files in ((accel, {"name": "adxl345", "in_accel_x_raw": "100", "in_accel_y_raw": "-50",
+                                      "in_accel_z_raw": "256", "in_accel_scale": "0.038307"}),
+                             (temp, {"name": "tmp117", "in_temp_raw": "3200", "in_temp_scale": "7.8125",
+                                     "in_temp_offset": "0"})):
+        directory.mkdir(parents=True)
+        for name, text in files.items():
+            (directory / name).write_text(text + "\n")
+    path = config(str(tmp_path), f"type = iio\nroot = {root}\ninterval = 100ms\n", realm)
+    text = open(path).read().replace(f"topic = {realm}/net/gw/station/data.json", f"topic = {realm}/net/board")
+    open(path, "w").write(text.replace("topics = ", "strategy = topic\ntopics = "))
+    db = str(tmp_path / "gateway.sqlite")
+    gateway = GatewayProcess(path, str(tmp_path / "gw.log"))
+    gateway.start(ready="lorrygate is running")
+    wait_until(lambda: len([t for t in tables(db) if t.startswith(realm)]) == 2, 30, "a table per device")
+    saved = tmp_path / "saved"
+    shutil.move(str(temp), str(saved))
+    wait_until(lambda: any("tmp117 disappeared" in e.get("message", "") for e in gateway.events()), 30, "logged")
+    before = query(db, f'SELECT count(*) FROM "{realm}__net_board_tmp117"')[0][0]
+    shutil.move(str(saved), str(temp))
+    wait_until(lambda: query(db, f'SELECT count(*) FROM "{realm}__net_board_tmp117"')[0][0] > before, 30,
+               "read again once back")
+    assert gateway.stop() == 0
+    assert any("tmp117 is there (again)" in e.get("message", "") for e in gateway.events())
+    x, y, z = query(db, f'SELECT accel_x, accel_y, accel_z FROM "{realm}__net_board_adxl345" LIMIT 1')[0]
+    assert (round(x, 4), round(y, 4), round(z, 4)) == (3.8307, -1.9154, 9.8066)
+    assert query(db, f'SELECT temp FROM "{realm}__net_board_tmp117" LIMIT 1')[0][0] == 25000.0

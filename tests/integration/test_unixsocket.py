@@ -70,3 +70,44 @@ def test_local_writers_are_stored(tmp_path, framing):
     db = str(tmp_path / "gateway.sqlite")
     wait_until(lambda: count_rows(db, realm) == 1000, 30, "1,000 rows")
     assert gateway.stop() == 0
+
+
+def test_three_writers_at_once_and_one_that_sends_a_10_mb_line(tmp_path):
+    import threading
+
+    realm = f"m{uuid.uuid4().hex[:8]}"
+    gateway = GatewayProcess(config(str(tmp_path), realm, "lines"), str(tmp_path / "gw.log"))
+    gateway.start(ready="listening on")
+    path = str(tmp_path / "run" / "sensors.sock")
+    answers = {}
+
+    def writer(n):
+        client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        client.connect(path)
+        client.sendall(b"".join(json.dumps({"writer": n, "seq": i}).encode() + b"\n" for i in range(10_000)))
+        client.close()
+
+    def flooder():
+        client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        client.connect(path)
+        try:
+            client.sendall(b"x" * (10 << 20) + b"\n")
+        except OSError:
+            pass  # the gateway closed the connection
+        client.settimeout(10)
+        try:
+            answers["flooder"] = client.recv(200)
+        except OSError as exc:
+            answers["flooder"] = repr(exc).encode()
+        client.close()
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(3)] + [threading.Thread(target=flooder)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    db = str(tmp_path / "gateway.sqlite")
+    wait_until(lambda: count_rows(db, realm) == 30_000, 60, "30,000 rows")
+    assert gateway.stop() == 0
+    assert answers["flooder"].startswith(b"error: a line longer than 8388608 bytes; closing"), answers
+    assert any("over 8388608 bytes; its connection is closed" in e.get("message", "") for e in gateway.events())
