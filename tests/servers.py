@@ -118,6 +118,8 @@ class PostgreSQL:
     directory: str = ""
     port: int = attrs.Factory(free_port)
     user: str = "postgres"
+    #: more server settings, such as "-c wal_level=logical"
+    options: str = ""
 
     def _run(self, *args, check=True):
         command = list(args)
@@ -135,7 +137,7 @@ class PostgreSQL:
         self._run(find_pg_bin("initdb"), "-D", data, "-U", self.user, "--auth=trust", "-E", "UTF8", "--no-sync")
         self._run(
             find_pg_bin("pg_ctl"), "-D", data, "-l", os.path.join(self.directory, "server.log"), "-w", "-t", "60",
-            "-o", f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off",
+            "-o", f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off {self.options}",
             "start",
         )
         wait_until(lambda: port_open(self.port), 30, "PostgreSQL to listen")
@@ -154,7 +156,7 @@ class PostgreSQL:
         self._run(
             find_pg_bin("pg_ctl"), "-D", os.path.join(self.directory, "data"), "-l",
             os.path.join(self.directory, "server.log"), "-w", "-t", "60",
-            "-o", f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off", "start",
+            "-o", f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off {self.options}", "start",
         )
 
     def stop(self) -> None:

@@ -157,18 +157,32 @@ class SourceSettings:
     framing: str = "lines"
     mode: str = "660"
     group: str = ""
+    #: pgcdc: the source database URL (a Secret), the slot, the tables
+    database: Any = attrs.field(default=None, repr=False)
+    slot: str = "lorrygate"
+    tables: tuple = ()
+    create_slot: bool = True
 
 
 def make_source(name: str, values: dict, section: str, problem):
     kind = values["type"]
     allowed = SOURCE_TYPE_KEYS[kind]
     for key in SOURCE_KEYS:
-        if key != "type" and key not in allowed and values[key] != SOURCE_KEYS[key].default:
+        if key != "type" and key not in allowed and values[key] not in (SOURCE_KEYS[key].default, None):
             problem(section, key, f"no {key} for a {kind} source (it takes {', '.join(allowed)})", repr(values[key]))
             return None
     if kind == "poll" and bool(values["url"]) == bool(values["command"]):
         problem(section, "url", "either a url or a command (one of them)", "both" if values["url"] else "neither")
         return None
+    if kind == "pgcdc":
+        if not values["database"] or not values["database"].reveal().startswith(("postgresql://", "postgres://")):
+            problem(section, "database", "the source database as postgresql://USER@HOST/DATABASE", "nothing else")
+            return None
+        if not installed("psycopg"):
+            problem(section, "type", needs("psycopg", "a pgcdc source"), "pgcdc")
+            return None
+        if values["interval"] == SOURCE_KEYS["interval"].default:
+            values["interval"] = 0.2  # how long to wait when the slot has nothing new
     if kind == "socket" and not values["path"]:
         problem(section, "path", "the path of the socket file (a socket source needs it)", "nothing")
         return None
@@ -381,9 +395,14 @@ HOOK_TYPE_KEYS = {
 }
 
 SOURCE_KEYS = {
-    "type": Key(v.choice("poll", "iio", "socket"),
+    "type": Key(v.choice("poll", "iio", "socket", "pgcdc"),
                 doc="poll: an HTTP(S) url or a command on an interval; iio: Linux IIO sensors through sysfs; socket: "
-                    "a Unix socket local programs write to."),
+                    "a Unix socket local programs write to; pgcdc: PostgreSQL change data capture (wal2json)."),
+    "database": Key(v.text, None, secret=True, doc="pgcdc: the source database, postgresql://USER:PASSWORD@HOST/DB "
+                                                   "(from ${ENV:...} or ${FILE:...} when it has a password)."),
+    "slot": Key(v.nonempty, "lorrygate", doc="pgcdc: the logical replication slot (wal2json)."),
+    "tables": Key(v.names, (), doc="pgcdc: the tables to capture, schema.table, comma-separated (default: all)."),
+    "create_slot": Key(v.boolean, True, doc="pgcdc: create the slot when it is missing (it is never dropped)."),
     "path": Key(v.text, "", doc="socket: the socket file."),
     "framing": Key(v.choice("lines", "length", "datagram"), "lines",
                    doc="socket: lines (one message a line), length (a 4-byte big-endian length before each) or "
@@ -402,7 +421,8 @@ SOURCE_KEYS = {
 #: which source keys each ``type`` takes
 SOURCE_TYPE_KEYS = {"poll": ("url", "command", "interval", "jitter", "timeout", "topic"),
                     "iio": ("root", "interval", "jitter", "topic"),
-                    "socket": ("path", "framing", "mode", "group", "topic")}
+                    "socket": ("path", "framing", "mode", "group", "topic"),
+                    "pgcdc": ("database", "slot", "tables", "create_slot", "interval", "topic")}
 
 SECTION_KINDS = {
     "broker": BROKER_KEYS,

@@ -56,7 +56,11 @@ class ChannelService(Service):
                                   for _, name in SUFFIX_DECODERS if name in settings.decoders}
         source: Any
         broker = settings.brokers.get(channel.source)
-        if broker is None and settings.sources[channel.source].type == "socket":
+        if broker is None and settings.sources[channel.source].type == "pgcdc":
+            from lorrygate.sources.pgcdc import CdcSource
+
+            source = CdcSource(channel.name, settings.sources[channel.source], router, reactor)
+        elif broker is None and settings.sources[channel.source].type == "socket":
             from lorrygate.sources.unixsocket import SocketSource
 
             source = SocketSource(channel.name, settings.sources[channel.source], router, reactor)

@@ -104,3 +104,12 @@ def test_socket_source():
 
     settings = loads("[source:w]\ntype=socket\npath=/tmp/x.sock\n[storage:s]\nurl=sqlite:///x\n[channel:c]\ntopics=#\n")
     assert verifyObject(ISource, SocketSource("c", settings.sources["w"], lambda m: None, Clock()))
+
+
+def test_cdc_source():
+    """The CDC source provides ISource."""
+    from lorrygate.sources.pgcdc import CdcSource
+
+    settings = loads("[source:p]\ntype=pgcdc\ndatabase=postgresql://u@h/db\n[storage:s]\nurl=sqlite:///x\n"
+                     "[channel:c]\ntopics=#\n")
+    assert verifyObject(ISource, CdcSource("c", settings.sources["p"], lambda m: None, Clock()))

@@ -1,0 +1,276 @@
+"""
+PostgreSQL change data capture (``[source:NAME] type = pgcdc``): inserts,
+updates and deletes of chosen tables, read from a logical replication slot
+with the ``wal2json`` output plugin (Debian: ``postgresql-15-wal2json``).
+
+Each change becomes a message under ``<topic>/<schema>/<table>`` whose
+payload is the row as JSON with its operation: ``{"op": "insert", "id": 7,
+"value": 1.5}`` (a delete carries the replica identity, usually the key).
+The slot is read with ``pg_logical_slot_peek_changes`` (SQL, psycopg) and
+advanced with ``pg_replication_slot_advance`` only to the commit of a
+transaction all of whose changes are committed (or spooled) downstream, in
+order: a gateway that dies replays from the last advance and loses nothing.
+At least once (a change committed downstream but not yet advanced past comes
+again).
+
+The slot is created on request (``create_slot = true``, the default) and is
+never dropped by lorrygate: a slot keeps WAL on the server until it is read,
+so drop it yourself (``SELECT pg_drop_replication_slot('...')``) when the
+gateway goes away for good. The server needs ``wal_level = logical``.
+"""
+
+import json
+import threading
+import time
+from collections import OrderedDict
+from typing import Any
+
+import attrs
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from lorrygate.interfaces import ISource
+from lorrygate.model import Message
+from lorrygate.sources.pauses import Pauses
+
+#: changes one peek returns at most (whole transactions: it may be more)
+PEEK = 2000
+OPERATIONS = {"I": "insert", "U": "update", "D": "delete"}
+
+
+def lsn_int(text: str) -> int:
+    high, _, low = text.partition("/")
+    return (int(high, 16) << 32) | int(low, 16)
+
+
+def lsn_text(value: int) -> str:
+    return f"{value >> 32:X}/{value & 0xFFFFFFFF:X}"
+
+
+@attrs.define(eq=False)
+class CdcAck:
+    source: Any
+    xid: int
+
+    def ack(self) -> None:
+        self.source._ack(self.xid)
+
+
+@implementer(ISource)
+@attrs.define(eq=False)
+class CdcSource(Service):
+    name: str  # type: ignore[assignment]  # Service.name, always set here
+    settings: Any  # lorrygate.config.settings.SourceSettings, type pgcdc
+    deliver: Any
+    _reactor: Any
+    client_id: str = ""
+    broker: Any = None
+    _pauses: Any = None
+    _thread: threading.Thread | None = None
+    _stop: threading.Event = attrs.Factory(threading.Event)
+    _may_read: threading.Event = attrs.Factory(threading.Event)
+    subscribed: bool = False
+    connected: bool = False
+    last_error: str = ""
+    retained_skipped: int = 0
+    #: xid -> [changes not yet committed downstream, commit LSN], in commit order
+    _transactions: OrderedDict = attrs.Factory(OrderedDict)
+    #: the highest commit LSN handed to the channel (a peek returns what is not advanced past yet)
+    _delivered: int = 0
+    #: the commit LSN to advance the slot to (set in the reactor thread, done in the reading thread)
+    _advance_to: int = 0
+    _lock: threading.Lock = attrs.Factory(threading.Lock)
+    _subscribe_waiters: list = attrs.Factory(list)
+    changes: int = 0
+
+    log = Logger()
+
+    def __attrs_post_init__(self):
+        from urllib.parse import urlsplit
+
+        from lorrygate.sources.periodic import _Where
+
+        parts = urlsplit(self._url())
+        self.client_id = self.client_id or f"slot {self.settings.slot}"
+        self.broker = _Where(parts.hostname or "localhost", str(parts.port or 5432))
+        self._pauses = Pauses(self._may_read.clear, self._may_read.set)
+        self._may_read.set()
+
+    def _url(self) -> str:
+        database = self.settings.database
+        return database.reveal() if hasattr(database, "reveal") else database
+
+    @property
+    def paused(self) -> bool:
+        return self._pauses.paused
+
+    @property
+    def paused_by(self) -> tuple:
+        return self._pauses.holders
+
+    def pause(self, holder) -> None:
+        self._pauses.hold(holder)
+
+    def resume(self, holder) -> None:
+        self._pauses.release(holder)
+
+    def when_subscribed(self) -> Deferred:
+        if self.subscribed:
+            return succeed(None)
+        d = Deferred(lambda d: self._subscribe_waiters.remove(d) if d in self._subscribe_waiters else None)
+        self._subscribe_waiters.append(d)
+        return d
+
+    publish = None
+
+    def startService(self) -> None:
+        super().startService()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name=f"lorrygate-cdc-{self.name}", daemon=True)
+        self._thread.start()
+
+    def stopService(self) -> Deferred:
+        super().stopService()
+        self._stop.set()
+        self._may_read.set()
+        self.subscribed = False
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return succeed(None)
+        return deferToThreadPool(self._reactor, self._reactor.getThreadPool(), thread.join, 30)
+
+    # -- the reading thread ---------------------------------------------------------------
+
+    def _run(self) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                self._read()
+            except Exception as exc:
+                if self._stop.is_set():
+                    return
+                failures += 1
+                delay = min(0.5 * 2 ** (failures - 1), 30.0)
+                self._reactor.callFromThread(self._failed, f"{type(exc).__name__}: {exc}".strip(), delay)
+                self._stop.wait(delay)
+
+    def _read(self) -> None:
+        import psycopg
+
+        settings = self.settings
+        with psycopg.connect(self._url(), autocommit=True, connect_timeout=10) as conn:
+            self._ensure_slot(conn)
+            self._reactor.callFromThread(self._ready)
+            options = ["format-version", "2", "include-lsn", "true", "include-transaction", "true"]
+            if settings.tables:
+                options += ["add-tables", ",".join(settings.tables)]
+            marks = ", ".join(["%s"] * len(options))
+            while not self._stop.is_set():
+                self._advance(conn)
+                if not self._may_read.wait(0.5):
+                    continue
+                rows = conn.execute(
+                    f"SELECT lsn::text, xid::text::bigint, data FROM pg_logical_slot_peek_changes(%s, NULL, %s, "
+                    f"{marks})", [settings.slot, PEEK, *options]).fetchall()
+                batch = self._new_changes(rows)
+                if batch:
+                    self._reactor.callFromThread(self._deliver, batch, time.time())
+                else:
+                    self._stop.wait(settings.interval)
+
+    def _ensure_slot(self, conn) -> None:
+        settings = self.settings
+        found = conn.execute("SELECT plugin FROM pg_replication_slots WHERE slot_name = %s", [settings.slot]).fetchone()
+        if found is None:
+            if not settings.create_slot:
+                raise RuntimeError(f"the replication slot {settings.slot!r} does not exist (create_slot = true makes "
+                                   f"it)")
+            conn.execute("SELECT pg_create_logical_replication_slot(%s, 'wal2json')", [settings.slot])
+            self._reactor.callFromThread(self.log.info, "source {source}: created the replication slot {slot}; "
+                                         "drop it when this gateway goes away for good", source=self.name,
+                                         slot=settings.slot)
+        elif found[0] != "wal2json":
+            raise RuntimeError(f"the replication slot {settings.slot!r} uses the plugin {found[0]!r}, not wal2json")
+
+    def _new_changes(self, rows) -> list:
+        """The changes of transactions not handed over yet: [(xid, commit lsn, [(topic, payload), ...])]."""
+        out, changes = [], []
+        for lsn, xid, data in rows:
+            record = json.loads(data)
+            action = record.get("action")
+            if action == "B":
+                changes = []
+            elif action in OPERATIONS:
+                changes.append(self._change(record))
+            elif action == "C":
+                commit = lsn_int(lsn)
+                if commit > self._delivered:
+                    out.append((xid, commit, changes))
+                    self._delivered = commit
+                changes = []
+        return out
+
+    def _change(self, record) -> tuple:
+        operation = OPERATIONS[record["action"]]
+        columns = record.get("columns") or record.get("identity") or []
+        row = {"op": operation}
+        row.update((column["name"], column.get("value")) for column in columns)
+        return f"{self.settings.topic}/{record['schema']}/{record['table']}", json.dumps(row, default=str).encode()
+
+    def _advance(self, conn) -> None:
+        with self._lock:
+            target, self._advance_to = self._advance_to, 0
+        if target:
+            conn.execute("SELECT pg_replication_slot_advance(%s, %s::pg_lsn)", [self.settings.slot, lsn_text(target)])
+
+    # -- in the reactor thread --------------------------------------------------------------
+
+    def _ready(self) -> None:
+        self.connected, self.last_error = True, ""
+        self.log.info("source {source}: reading the replication slot {slot} ({tables}; at least once)",
+                      source=self.name, slot=self.settings.slot, tables=", ".join(self.settings.tables) or "every table")
+        if not self.subscribed:
+            self.subscribed = True
+            waiters, self._subscribe_waiters = self._subscribe_waiters, []
+            for waiter in waiters:
+                waiter.callback(None)
+
+    def _failed(self, why: str, delay: float) -> None:
+        self.connected = False
+        if why != self.last_error:
+            self.log.error("source {source}: {error}; next try in {delay:.1f} s", source=self.name, error=why,
+                           delay=delay)
+        self.last_error = why
+        # What was handed over and not advanced past comes again after the reconnection.
+        self._transactions.clear()
+        self._delivered = 0
+
+    def _deliver(self, batch, received: float) -> None:
+        for xid, commit, changes in batch:
+            self._transactions[xid] = [len(changes), commit]
+            for topic, payload in changes:
+                self.changes += 1
+                self.deliver(Message(topic, payload, 1, False, received, topic, CdcAck(self, xid)))
+        self._release()
+
+    def _ack(self, xid: int) -> None:
+        pending = self._transactions.get(xid)
+        if pending is not None:
+            pending[0] -= 1
+            self._release()
+
+    def _release(self) -> None:
+        """Advance past every transaction at the head whose changes are all committed downstream."""
+        target = 0
+        while self._transactions:
+            xid, (left, commit) = next(iter(self._transactions.items()))
+            if left > 0:
+                break
+            self._transactions.popitem(last=False)
+            target = commit
+        if target:
+            with self._lock:
+                self._advance_to = max(self._advance_to, target)
