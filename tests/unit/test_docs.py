@@ -135,3 +135,25 @@ def test_every_key_is_documented_and_shown_in_the_example_config():
         for name, key in keys.items():
             assert key.doc and kind_of(key), f"{title} {name} has no documentation"
             assert re.search(rf"\b{name} =", example), f"etc/gateway.ini does not show {title} {name}"
+
+
+def source_examples():
+    text = open(os.path.join(DOCS, "sources.rst"), encoding="utf-8").read()
+    return [block.replace("\n   ", "\n").strip() for block in
+            re.findall(r"\.\. code-block:: ini\n\n((?:   [^\n]*\n|\n)+)", text)]
+
+
+@pytest.mark.parametrize("example", source_examples(), ids=lambda text: text.splitlines()[0])
+def test_source_examples_are_valid_configurations(example, monkeypatch):
+    """Each example of docs/sources.rst, with a storage, is a configuration lorrygate accepts."""
+    monkeypatch.setenv("RABBIT_PASSWORD", "x")
+    monkeypatch.setenv("REDIS_PASSWORD", "x")
+    monkeypatch.setenv("PLANT_DATABASE_URL", "postgresql://lorrygate@db.example/plant")
+    settings = loads(example + "\n\n[storage:db]\nurl = sqlite:///x.sqlite\n")
+    assert settings.channels
+
+
+def test_every_source_kind_has_an_example():
+    kinds = {line.split("=", 1)[1].strip() for example in source_examples() for line in example.splitlines()
+             if line.startswith("type =")}
+    assert kinds == {"amqp", "redis", "zmq", "kafka", "poll", "iio", "socket", "pgcdc"}
