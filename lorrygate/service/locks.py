@@ -77,14 +77,17 @@ class InstanceLock:
 
     def acquire_clients(self, sources) -> None:
         """Lock the client ids of ``sources``; let go of ids no longer used. All or nothing."""
-        wanted = {("client", s.broker.host, s.broker.port, s.client_id): s for s in sources}
+        # Competing consumers are fine for some sources (AMQP queues, Kafka groups, polls): only the others
+        # (an MQTT session, a Redis consumer, a replication slot, a socket) are this process's alone.
+        wanted = {("client", s.broker.host, s.broker.port, s.client_id): s for s in sources
+                  if not getattr(s, "shared", False)}
         taken = []
         try:
             for key, source in wanted.items():
                 if key in self._fds:
                     continue
                 path = client_lock_path(*key[1:])
-                what = f"MQTT client id {source.client_id!r} at {source.broker.host}:{source.broker.port}"
+                what = f"the client id {source.client_id!r} at {source.broker.host}:{source.broker.port}"
                 self._fds[key] = _take(path, self._description(), what)
                 taken.append(key)
         except AlreadyRunning:

@@ -94,6 +94,8 @@ class AmqpAck:
 @attrs.define(eq=False)
 class AMQPSource(Service):
     """Consumes a channel's queue from one RabbitMQ."""
+    #: other gateways may read the same (competing consumers): no client-id lock
+    shared = True
 
     name: str  # type: ignore[assignment]  # Service.name, always set here
     broker: Any  # lorrygate.config.settings.BrokerSettings, type amqp

@@ -74,6 +74,8 @@ class KafkaAck:
 @implementer(ISource)
 @attrs.define(eq=False)
 class KafkaSource(Service):
+    #: other gateways may read the same (competing consumers): no client-id lock
+    shared = True
     name: str  # type: ignore[assignment]  # Service.name, always set here
     broker: Any
     topics: tuple

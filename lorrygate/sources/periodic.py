@@ -44,6 +44,8 @@ from lorrygate.sources.pauses import Pauses
 @implementer(ISource)
 @attrs.define(eq=False)
 class PeriodicSource(Service):
+    #: other gateways may read the same (competing consumers): no client-id lock
+    shared = True
     name: str  # type: ignore[assignment]  # Service.name, always set here
     settings: Any  # lorrygate.config.settings.SourceSettings
     deliver: Any
