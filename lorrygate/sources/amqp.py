@@ -36,7 +36,7 @@ from zope.interface import implementer
 from lorrygate.interfaces import ISource
 from lorrygate.model import Message
 from lorrygate.mqtt.topics import parse_filter
-from lorrygate.sources.pauses import Pauses
+from lorrygate.sources.pauses import Pauses, SourcePlumbing
 
 
 def topic_of(routing_key: str) -> str:
@@ -92,7 +92,7 @@ class AmqpAck:
 
 @implementer(ISource)
 @attrs.define(eq=False)
-class AMQPSource(Service):
+class AMQPSource(SourcePlumbing, Service):
     """Consumes a channel's queue from one RabbitMQ."""
     #: other gateways may read the same (competing consumers): no client-id lock
     shared = True
@@ -142,30 +142,11 @@ class AMQPSource(Service):
 
     # -- ISource ----------------------------------------------------------------
 
-    @property
-    def paused(self) -> bool:
-        return self._pauses.paused
-
-    @property
-    def paused_by(self) -> tuple:
-        return self._pauses.holders
-
-    def pause(self, holder) -> None:
-        self._pauses.hold(holder)
-
-    def resume(self, holder) -> None:
-        self._pauses.release(holder)
 
     @property
     def connected(self) -> bool:
         return self._channel is not None and self._channel.is_open
 
-    def when_subscribed(self) -> Deferred:
-        if self.subscribed:
-            return succeed(None)
-        d = Deferred(lambda d: self._subscribe_waiters.remove(d) if d in self._subscribe_waiters else None)
-        self._subscribe_waiters.append(d)
-        return d
 
     def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
         """Publish to the exchange, best effort (error reports)."""
@@ -269,10 +250,7 @@ class AMQPSource(Service):
                       "to {exchange} with {bindings}", source=self.name, host=self.broker.host, port=self.broker.port,
                       vhost=self.broker.vhost, queue=self.queue, exchange=self.exchange,
                       bindings=",".join(binding_of(f.text) for f in self._filters))
-        self.subscribed = True
-        waiters, self._subscribe_waiters = self._subscribe_waiters, []
-        for waiter in waiters:
-            waiter.callback(None)
+        self._subscribed()
 
     async def _consume(self) -> None:
         channel = self._channel

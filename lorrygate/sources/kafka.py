@@ -36,7 +36,7 @@ from zope.interface import implementer
 
 from lorrygate.interfaces import ISource
 from lorrygate.model import Message
-from lorrygate.sources.pauses import Pauses
+from lorrygate.sources.pauses import Pauses, SourcePlumbing
 
 BATCH, POLL_S = 1000, 0.2
 
@@ -73,7 +73,7 @@ class KafkaAck:
 
 @implementer(ISource)
 @attrs.define(eq=False)
-class KafkaSource(Service):
+class KafkaSource(SourcePlumbing, Service):
     #: other gateways may read the same (competing consumers): no client-id lock
     shared = True
     name: str  # type: ignore[assignment]  # Service.name, always set here
@@ -110,29 +110,10 @@ class KafkaSource(Service):
 
     # -- ISource ----------------------------------------------------------------
 
-    @property
-    def paused(self) -> bool:
-        return self._pauses.paused
-
-    @property
-    def paused_by(self) -> tuple:
-        return self._pauses.holders
-
-    def pause(self, holder) -> None:
-        self._pauses.hold(holder)
-
-    def resume(self, holder) -> None:
-        self._pauses.release(holder)
 
     def _set_paused(self, paused: bool) -> None:
         self._paused_flag = paused  # the consumer thread pauses or resumes its partitions
 
-    def when_subscribed(self) -> Deferred:
-        if self.subscribed:
-            return succeed(None)
-        d = Deferred(lambda d: self._subscribe_waiters.remove(d) if d in self._subscribe_waiters else None)
-        self._subscribe_waiters.append(d)
-        return d
 
     publish = None  # error reports are not produced to Kafka
 
@@ -227,10 +208,7 @@ class KafkaSource(Service):
                       source=self.name, servers=client_config(self.broker)["bootstrap.servers"], group=self.group,
                       partitions=", ".join(partitions) or "no partition yet")
         if not self.subscribed:
-            self.subscribed = True
-            waiters, self._subscribe_waiters = self._subscribe_waiters, []
-            for waiter in waiters:
-                waiter.callback(None)
+            self._subscribed()
 
     def _error(self, error) -> None:
         text = error.str() if hasattr(error, "str") else str(error)

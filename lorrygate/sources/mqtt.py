@@ -24,7 +24,7 @@ from lorrygate.model import NO_ACK, Message
 from lorrygate.mqtt import codec
 from lorrygate.mqtt.protocol import DISCONNECT_REASONS, MQTTClientProtocol, PacketTooLarge
 from lorrygate.mqtt.topics import parse_filter
-from lorrygate.sources.pauses import Pauses
+from lorrygate.sources.pauses import Pauses, SourcePlumbing
 
 if TYPE_CHECKING:
     from lorrygate.config.settings import BrokerSettings
@@ -114,7 +114,7 @@ class _Reporting:
 
 @implementer(ISource)
 @attrs.define(eq=False)
-class MQTTSource(Service):
+class MQTTSource(SourcePlumbing, Service):
     """Receives the messages of a channel's subscriptions from one broker.
 
     :param deliver: called with every `Message`; the message's ``ack`` handle
@@ -165,19 +165,6 @@ class MQTTSource(Service):
 
     # -- ISource --------------------------------------------------------------
 
-    @property
-    def paused(self) -> bool:
-        return self._pauses.paused
-
-    @property
-    def paused_by(self) -> tuple:
-        return self._pauses.holders
-
-    def pause(self, holder) -> None:
-        self._pauses.hold(holder)
-
-    def resume(self, holder) -> None:
-        self._pauses.release(holder)
 
     def _pause_protocol(self) -> None:
         if self._protocol is not None:
@@ -187,13 +174,6 @@ class MQTTSource(Service):
         if self._protocol is not None:
             self._protocol.resumeReading()
 
-    def when_subscribed(self) -> Deferred:
-        """Fires once a connection of this service has subscribed (the SUBACK came)."""
-        if self.subscribed:
-            return succeed(None)
-        d = Deferred(lambda d: self._subscribe_waiters.remove(d) if d in self._subscribe_waiters else None)
-        self._subscribe_waiters.append(d)
-        return d
 
     def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
         """Publish on this source's connection, best effort (error reports)."""
@@ -341,10 +321,7 @@ class MQTTSource(Service):
             session_present=connack.session_present,
             topics=",".join(self.topics),
         )
-        self.subscribed = True
-        waiters, self._subscribe_waiters = self._subscribe_waiters, []
-        for waiter in waiters:
-            waiter.callback(None)
+        self._subscribed()
 
     def _lost(self, protocol) -> None:
         if not self.running:

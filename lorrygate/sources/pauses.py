@@ -46,3 +46,45 @@ class Pauses:
     def release(self, holder) -> None:
         if self._holders.pop(id(holder), None) is not None and not self._holders:
             self.on_resume()
+
+
+class SourcePlumbing:
+    """What every source does alike: pauses by holder, and ``when_subscribed``.
+
+    A source class sets ``self._pauses`` (a `Pauses`), and has ``subscribed``
+    (bool) and ``_subscribe_waiters`` (list) fields; `_subscribed` marks it ready.
+    """
+
+    _pauses: Any
+    subscribed: bool
+    _subscribe_waiters: list
+
+    @property
+    def paused(self) -> bool:
+        return self._pauses.paused
+
+    @property
+    def paused_by(self) -> tuple:
+        return self._pauses.holders
+
+    def pause(self, holder) -> None:
+        self._pauses.hold(holder)
+
+    def resume(self, holder) -> None:
+        self._pauses.release(holder)
+
+    def when_subscribed(self):
+        """Fires once the source is ready: subscribed, bound, or reading."""
+        from twisted.internet.defer import Deferred, succeed
+
+        if self.subscribed:
+            return succeed(None)
+        d = Deferred(lambda d: self._subscribe_waiters.remove(d) if d in self._subscribe_waiters else None)
+        self._subscribe_waiters.append(d)
+        return d
+
+    def _subscribed(self) -> None:
+        self.subscribed = True
+        waiters, self._subscribe_waiters = self._subscribe_waiters, []
+        for waiter in waiters:
+            waiter.callback(None)

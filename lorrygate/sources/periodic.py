@@ -38,12 +38,12 @@ from zope.interface import implementer
 
 from lorrygate.interfaces import ISource
 from lorrygate.model import NO_ACK, Message
-from lorrygate.sources.pauses import Pauses
+from lorrygate.sources.pauses import Pauses, SourcePlumbing
 
 
 @implementer(ISource)
 @attrs.define(eq=False)
-class PeriodicSource(Service):
+class PeriodicSource(SourcePlumbing, Service):
     #: other gateways may read the same (competing consumers): no client-id lock
     shared = True
     name: str  # type: ignore[assignment]  # Service.name, always set here
@@ -78,19 +78,6 @@ class PeriodicSource(Service):
         self._pauses = Pauses(lambda: None, lambda: None)  # a paused source skips its ticks
         self.broker = _Where(self.settings.url or self.settings.command or self.settings.root)
 
-    @property
-    def paused(self) -> bool:
-        return self._pauses.paused
-
-    @property
-    def paused_by(self) -> tuple:
-        return self._pauses.holders
-
-    def pause(self, holder) -> None:
-        self._pauses.hold(holder)
-
-    def resume(self, holder) -> None:
-        self._pauses.release(holder)
 
     def when_subscribed(self) -> Deferred:
         return succeed(None)  # ready at once: it asks, nobody has to answer first

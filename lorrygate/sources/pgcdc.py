@@ -34,7 +34,7 @@ from zope.interface import implementer
 
 from lorrygate.interfaces import ISource
 from lorrygate.model import Message
-from lorrygate.sources.pauses import Pauses
+from lorrygate.sources.pauses import Pauses, SourcePlumbing
 
 #: changes one peek returns at most (whole transactions: it may be more)
 PEEK = 2000
@@ -61,7 +61,7 @@ class CdcAck:
 
 @implementer(ISource)
 @attrs.define(eq=False)
-class CdcSource(Service):
+class CdcSource(SourcePlumbing, Service):
     name: str  # type: ignore[assignment]  # Service.name, always set here
     settings: Any  # lorrygate.config.settings.SourceSettings, type pgcdc
     deliver: Any
@@ -103,26 +103,7 @@ class CdcSource(Service):
         database = self.settings.database
         return database.reveal() if hasattr(database, "reveal") else database
 
-    @property
-    def paused(self) -> bool:
-        return self._pauses.paused
 
-    @property
-    def paused_by(self) -> tuple:
-        return self._pauses.holders
-
-    def pause(self, holder) -> None:
-        self._pauses.hold(holder)
-
-    def resume(self, holder) -> None:
-        self._pauses.release(holder)
-
-    def when_subscribed(self) -> Deferred:
-        if self.subscribed:
-            return succeed(None)
-        d = Deferred(lambda d: self._subscribe_waiters.remove(d) if d in self._subscribe_waiters else None)
-        self._subscribe_waiters.append(d)
-        return d
 
     publish = None
 
@@ -233,10 +214,7 @@ class CdcSource(Service):
         self.log.info("source {source}: reading the replication slot {slot} ({tables}; at least once)",
                       source=self.name, slot=self.settings.slot, tables=", ".join(self.settings.tables) or "every table")
         if not self.subscribed:
-            self.subscribed = True
-            waiters, self._subscribe_waiters = self._subscribe_waiters, []
-            for waiter in waiters:
-                waiter.callback(None)
+            self._subscribed()
 
     def _failed(self, why: str, delay: float) -> None:
         self.connected = False

@@ -40,7 +40,7 @@ from zope.interface import implementer
 from lorrygate.interfaces import ISource
 from lorrygate.model import Message
 from lorrygate.mqtt.topics import parse_filter
-from lorrygate.sources.pauses import Pauses
+from lorrygate.sources.pauses import Pauses, SourcePlumbing
 
 #: entries one XREADGROUP takes at most, and how long it blocks (ms)
 READ_COUNT, READ_BLOCK_MS = 1000, 1000
@@ -70,7 +70,7 @@ class RedisAck:
 
 @implementer(ISource)
 @attrs.define(eq=False)
-class RedisSource(Service):
+class RedisSource(SourcePlumbing, Service):
     name: str  # type: ignore[assignment]  # Service.name, always set here
     broker: Any  # lorrygate.config.settings.BrokerSettings, type redis
     topics: tuple
@@ -109,26 +109,7 @@ class RedisSource(Service):
 
     # -- ISource ----------------------------------------------------------------
 
-    @property
-    def paused(self) -> bool:
-        return self._pauses.paused
 
-    @property
-    def paused_by(self) -> tuple:
-        return self._pauses.holders
-
-    def pause(self, holder) -> None:
-        self._pauses.hold(holder)
-
-    def resume(self, holder) -> None:
-        self._pauses.release(holder)
-
-    def when_subscribed(self) -> Deferred:
-        if self.subscribed:
-            return succeed(None)
-        d = Deferred(lambda d: self._subscribe_waiters.remove(d) if d in self._subscribe_waiters else None)
-        self._subscribe_waiters.append(d)
-        return d
 
     def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
         """Error reports: added to a stream named after the report's topic (streams), or published (pub/sub)."""
@@ -217,10 +198,7 @@ class RedisSource(Service):
         self.last_error = ""
         self.log.info("Redis source {source}: connected to {host}:{port}, {what}", source=self.name,
                       host=self.broker.host, port=self.broker.port, what=what)
-        self.subscribed = True
-        waiters, self._subscribe_waiters = self._subscribe_waiters, []
-        for waiter in waiters:
-            waiter.callback(None)
+        self._subscribed()
 
     def _read_streams(self) -> None:
         import redis

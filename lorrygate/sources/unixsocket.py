@@ -32,7 +32,7 @@ from zope.interface import implementer
 
 from lorrygate.interfaces import ISource
 from lorrygate.model import NO_ACK, Message
-from lorrygate.sources.pauses import Pauses
+from lorrygate.sources.pauses import Pauses, SourcePlumbing
 
 #: the longest message a stream client may send
 MAX_MESSAGE = 8 << 20
@@ -108,7 +108,7 @@ def _stale(path: str) -> bool:
 
 @implementer(ISource)
 @attrs.define(eq=False)
-class SocketSource(Service):
+class SocketSource(SourcePlumbing, Service):
     name: str  # type: ignore[assignment]  # Service.name, always set here
     settings: Any  # lorrygate.config.settings.SourceSettings, type socket
     deliver: Any
@@ -134,19 +134,6 @@ class SocketSource(Service):
         self.broker = _Where(self.settings.path)
         self._pauses = Pauses(self._pause_clients, self._resume_clients)
 
-    @property
-    def paused(self) -> bool:
-        return self._pauses.paused
-
-    @property
-    def paused_by(self) -> tuple:
-        return self._pauses.holders
-
-    def pause(self, holder) -> None:
-        self._pauses.hold(holder)
-
-    def resume(self, holder) -> None:
-        self._pauses.release(holder)
 
     def when_subscribed(self) -> Deferred:
         return succeed(None)

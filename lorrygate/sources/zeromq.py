@@ -33,7 +33,7 @@ from zope.interface import implementer
 from lorrygate.interfaces import ISource
 from lorrygate.model import NO_ACK, Message
 from lorrygate.mqtt.topics import parse_filter
-from lorrygate.sources.pauses import Pauses
+from lorrygate.sources.pauses import Pauses, SourcePlumbing
 
 BATCH, POLL_MS = 1000, 200
 
@@ -58,7 +58,7 @@ def split(frames: list) -> tuple:
 
 @implementer(ISource)
 @attrs.define(eq=False)
-class ZeroMQSource(Service):
+class ZeroMQSource(SourcePlumbing, Service):
     name: str  # type: ignore[assignment]  # Service.name, always set here
     broker: Any  # lorrygate.config.settings.BrokerSettings, type zmq
     topics: tuple
@@ -95,26 +95,7 @@ class ZeroMQSource(Service):
 
     # -- ISource ----------------------------------------------------------------
 
-    @property
-    def paused(self) -> bool:
-        return self._pauses.paused
 
-    @property
-    def paused_by(self) -> tuple:
-        return self._pauses.holders
-
-    def pause(self, holder) -> None:
-        self._pauses.hold(holder)
-
-    def resume(self, holder) -> None:
-        self._pauses.release(holder)
-
-    def when_subscribed(self) -> Deferred:
-        if self.subscribed:
-            return succeed(None)
-        d = Deferred(lambda d: self._subscribe_waiters.remove(d) if d in self._subscribe_waiters else None)
-        self._subscribe_waiters.append(d)
-        return d
 
     publish = None  # error reports have nowhere to go on a SUB or PULL socket
 
@@ -221,10 +202,7 @@ class ZeroMQSource(Service):
         how = "bound to" if self.broker.host == "*" else "connected to"
         self.log.info("ZeroMQ source {source}: {mode} socket {how} {endpoint} (at most once)", source=self.name,
                       mode=self.mode.upper(), how=how, endpoint=self.endpoint)
-        self.subscribed = True
-        waiters, self._subscribe_waiters = self._subscribe_waiters, []
-        for waiter in waiters:
-            waiter.callback(None)
+        self._subscribed()
 
     def _deliver(self, batch, received: float) -> None:
         filters = self._filters
