@@ -51,6 +51,10 @@ class Message:
     #: for a payload over the source's ``max_payload``: ``(size, sha256 hex)``;
     #: the payload itself is empty, it was never held in memory
     oversize: tuple | None = None
+    #: for sources that read a stream at known offsets (files):
+    #: ``(stream, start, end)``; storages that keep positions store a message
+    #: once, however often it is read (`lorrygate.storage.positions`)
+    position: tuple | None = None
 
 
 @attrs.frozen(slots=True)

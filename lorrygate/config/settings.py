@@ -8,6 +8,7 @@ key below is documented in ``etc/gateway.ini``.
 """
 
 import functools
+import os
 from typing import Any
 
 import attrs
@@ -162,6 +163,12 @@ class SourceSettings:
     slot: str = "lorrygate"
     tables: tuple = ()
     create_slot: bool = True
+    #: files: names to leave out, where to begin, a header line, lines in flight, the longest line
+    exclude: str = ""
+    start: str = "beginning"
+    header: bool = False
+    window: int = 10_000
+    max_line: int = 8 << 20
 
 
 def make_source(name: str, values: dict, section: str, problem):
@@ -183,6 +190,16 @@ def make_source(name: str, values: dict, section: str, problem):
             return None
         if values["interval"] == SOURCE_KEYS["interval"].default:
             values["interval"] = 0.2  # how long to wait when the slot has nothing new
+    if kind == "files":
+        if not values["path"]:
+            problem(section, "path", "the file or glob to read (a files source needs it)", "nothing")
+            return None
+        if not os.path.isabs(values["path"]):
+            problem(section, "path", "an absolute path or glob (relative ones are read from the config's directory "
+                                     "when written in a config file)", repr(values["path"]))
+            return None
+        if values["interval"] == SOURCE_KEYS["interval"].default:
+            values["interval"] = 1.0  # how often the glob is looked at for new and rotated files
     if kind == "socket" and not values["path"]:
         problem(section, "path", "the path of the socket file (a socket source needs it)", "nothing")
         return None
@@ -194,7 +211,8 @@ def make_source(name: str, values: dict, section: str, problem):
         except KeyError:
             problem(section, "group", "a group of this machine", repr(values["group"]))
             return None
-    return SourceSettings(name=name, **{**values, "topic": values["topic"] or name})
+    default_topic = f"{name}/{{stem}}" if kind == "files" else name
+    return SourceSettings(name=name, **{**values, "topic": values["topic"] or default_topic})
 
 
 @attrs.frozen
@@ -395,15 +413,23 @@ HOOK_TYPE_KEYS = {
 }
 
 SOURCE_KEYS = {
-    "type": Key(v.choice("poll", "iio", "socket", "pgcdc"),
+    "type": Key(v.choice("poll", "iio", "socket", "pgcdc", "files"),
                 doc="poll: an HTTP(S) url or a command on an interval; iio: Linux IIO sensors through sysfs; socket: "
-                    "a Unix socket local programs write to; pgcdc: PostgreSQL change data capture (wal2json)."),
+                    "a Unix socket local programs write to; pgcdc: PostgreSQL change data capture (wal2json); "
+                    "files: the lines of files, followed across rotation."),
     "database": Key(v.text, None, secret=True, doc="pgcdc: the source database, postgresql://USER:PASSWORD@HOST/DB "
                                                    "(from ${ENV:...} or ${FILE:...} when it has a password)."),
     "slot": Key(v.nonempty, "lorrygate", doc="pgcdc: the logical replication slot (wal2json)."),
     "tables": Key(v.names, (), doc="pgcdc: the tables to capture, schema.table, comma-separated (default: all)."),
     "create_slot": Key(v.boolean, True, doc="pgcdc: create the slot when it is missing (it is never dropped)."),
-    "path": Key(v.text, "", doc="socket: the socket file."),
+    "path": Key(v.text, "", doc="socket: the socket file; files: a file or a glob (** for subdirectories)."),
+    "exclude": Key(v.text, "", doc="files: a glob of file names to leave out (such as *.gz)."),
+    "start": Key(v.choice("beginning", "end"), "beginning",
+                 doc="files: where files that exist at the first start are read from (later ones: their start)."),
+    "header": Key(v.boolean, False, doc="files: each file's first line is a header (CSV) put before every line."),
+    "window": Key(v.integer(1, 1_000_000), 10_000, doc="files: lines read but not yet committed, at most."),
+    "max_line": Key(v.size, 8 << 20, doc="files: the longest line; a longer one is a dead letter (kept by "
+                                                 "its size and SHA-256)."),
     "framing": Key(v.choice("lines", "length", "datagram"), "lines",
                    doc="socket: lines (one message a line), length (a 4-byte big-endian length before each) or "
                        "datagram (a datagram socket)."),
@@ -412,17 +438,21 @@ SOURCE_KEYS = {
     "url": Key(v.http_url, "", doc="poll: the URL to GET (ETag and Last-Modified are sent back)."),
     "command": Key(v.command_line, "", doc="poll: a command whose standard output is the payload."),
     "root": Key(v.nonempty, "/sys/bus/iio/devices", doc="iio: the sysfs directory of the IIO devices."),
-    "interval": Key(v.duration(0.01, 86400), 10.0, doc="Time between two polls."),
+    "interval": Key(v.duration(0.01, 86400), 10.0, doc="Time between two polls (files: between two looks at the "
+                                                        "glob for new and rotated files, default 1 s)."),
     "jitter": Key(v.duration(0, 3600), 0.0, doc="Up to this much is added to each interval, at random."),
     "timeout": Key(v.duration(0.1, 3600), 30.0, doc="poll: how long a poll may take."),
-    "topic": Key(v.text, "", doc="The topic the payloads get (iio: the prefix; the device name follows); "
+    "topic": Key(v.text, "", doc="The topic the payloads get (iio: the prefix; the device name follows; files: "
+                                 "{stem}, {name}, {dir}, {path} are filled in, default <source>/{stem}); "
                                  "default: the source's name."),
 }
 #: which source keys each ``type`` takes
 SOURCE_TYPE_KEYS = {"poll": ("url", "command", "interval", "jitter", "timeout", "topic"),
                     "iio": ("root", "interval", "jitter", "topic"),
                     "socket": ("path", "framing", "mode", "group", "topic"),
-                    "pgcdc": ("database", "slot", "tables", "create_slot", "interval", "topic")}
+                    "pgcdc": ("database", "slot", "tables", "create_slot", "interval", "topic"),
+                    "files": ("path", "exclude", "start", "header", "interval", "jitter", "topic", "window",
+                              "max_line")}
 
 SECTION_KINDS = {
     "broker": BROKER_KEYS,
@@ -497,7 +527,7 @@ EXTRAS = {"psycopg": ("psycopg", "postgresql"), "py_mini_racer": ("mini-racer", 
           "cratedb_sqlparse": ("cratedb-sqlparse", "cratedb"), "watchdog": ("watchdog", "reload"),
           "prometheus_client": ("prometheus-client", "metrics"), "pika": ("pika", "amqp"),
           "redis": ("redis", "redis"), "zmq": ("pyzmq", "zmq"), "confluent_kafka": ("confluent-kafka", "kafka"),
-          "autobahn": ("autobahn", "websocket")}
+          "autobahn": ("autobahn", "websocket"), "zstandard": ("zstandard", "files")}
 
 
 def needs(module: str, what: str) -> str:

@@ -60,6 +60,11 @@ class ChannelService(Service):
             from lorrygate.sources.pgcdc import CdcSource
 
             source = CdcSource(channel.name, settings.sources[channel.source], router, reactor)
+        elif broker is None and settings.sources[channel.source].type == "files":
+            from lorrygate.sources.files import FilesSource
+
+            source = FilesSource(channel.name, settings.sources[channel.source], router, reactor,
+                                 data_dir=settings.gateway.data_dir)
         elif broker is None and settings.sources[channel.source].type == "socket":
             from lorrygate.sources.unixsocket import SocketSource
 

@@ -50,7 +50,8 @@ def status(gateway) -> dict:
         })
     sources = [{"name": s.name, "broker": f"{s.broker.host}:{s.broker.port}", "connected": s.connected,
                 "client_id": s.client_id, "last_error": s.last_error, "retained_skipped": s.retained_skipped,
-                "subscribed": s.subscribed, "paused_by": list(s.paused_by)}
+                "subscribed": s.subscribed, "paused_by": list(s.paused_by),
+                **({"details": s.status()} if hasattr(s, "status") else {})}
                for s in gateway.sources]
     channels = [dict(router.stats.asdict(), name=router.channel.name) for router in gateway.routers]
     hooks = [runner.status() for runner in gateway.hook_runners.values()]

@@ -53,14 +53,20 @@ class Batch:
     refused_rows: int = 0
     #: Deferreds that fire once the batch is committed or spooled (`Batcher.barrier`)
     waiters: list = attrs.Factory(list)
+    #: whether a message of the batch has a ``position`` (a files source's)
+    positioned: bool = False
 
     def add(self, entry: Entry) -> None:
         self.entries.append(entry)
         self.rows += len(entry.records)
+        if entry.message.position is not None:
+            self.positioned = True
 
     def add_dead_letter(self, dead_letter: DeadLetter) -> None:
         self.dead_letters.append(dead_letter)
         self.rows += 1
+        if dead_letter.message.position is not None:
+            self.positioned = True
 
     def __len__(self) -> int:
         return self.rows

@@ -73,6 +73,21 @@ class PostgresDialect:
             )
         conn.commit()
 
+    def read_positions(self, conn, table: str) -> list:
+        with conn.cursor() as cursor:
+            cursor.execute(f"CREATE TABLE IF NOT EXISTS public.{quote(table)} (stream TEXT PRIMARY KEY, "
+                           "ranges TEXT NOT NULL, updated TIMESTAMPTZ NOT NULL)")
+            cursor.execute(f"SELECT stream, ranges FROM public.{quote(table)}")
+            rows = cursor.fetchall()
+        conn.commit()
+        return rows
+
+    def write_positions(self, conn, table: str, rows: list) -> None:
+        with conn.cursor() as cursor:
+            cursor.executemany(
+                f"INSERT INTO public.{quote(table)} (stream, ranges, updated) VALUES (%s, %s, now()) "
+                "ON CONFLICT (stream) DO UPDATE SET ranges = excluded.ranges, updated = excluded.updated", rows)
+
     def existing_columns(self, conn) -> dict:
         with conn.cursor() as cursor:
             cursor.execute(

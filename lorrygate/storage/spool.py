@@ -103,7 +103,14 @@ def _address(address):
 
 
 def _message(message):
-    return [message.topic, message.payload, message.qos, message.retain, message.received, message.subscription]
+    fields = [message.topic, message.payload, message.qos, message.retain, message.received, message.subscription]
+    return fields + [list(message.position)] if message.position is not None else fields
+
+
+def _unmessage(fields) -> Message:
+    """A spooled message back (six fields, and a position when it had one)."""
+    position = tuple(fields[6]) if len(fields) > 6 else None
+    return Message(*fields[:6], position=position)
 
 
 def encode(batch) -> bytes:
@@ -145,13 +152,13 @@ def decode(data: bytes) -> Batch:
             TableName(*table) if table is not None else None,
             [Record(t, fields, tags) for t, fields, tags in records],
             channel,
-            Message(*message),
+            _unmessage(message),
             decoder,
             Address(*address[:7], tuple(tuple(pair) for pair in address[7])) if address else None,  # type: ignore[call-arg]
         )
         batch.add(entry)
     for channel, message, stage, error, decoder in document["dead"]:
-        batch.add_dead_letter(DeadLetter(channel, Message(*message), stage, error, decoder))
+        batch.add_dead_letter(DeadLetter(channel, _unmessage(message), stage, error, decoder))
     batch.spooled_at = document["created"]
     return batch
 

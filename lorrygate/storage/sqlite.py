@@ -115,6 +115,16 @@ class SQLiteDialect:
         if "decoder" not in columns:
             conn.execute(f"ALTER TABLE {quote(dead_letter_table)} ADD COLUMN decoder TEXT")
 
+    def read_positions(self, conn, table: str) -> list:
+        conn.execute(f"CREATE TABLE IF NOT EXISTS {quote(table)} (stream TEXT PRIMARY KEY, ranges TEXT NOT NULL, "
+                     "updated TEXT NOT NULL)")
+        return conn.execute(f"SELECT stream, ranges FROM {quote(table)}").fetchall()
+
+    def write_positions(self, conn, table: str, rows: list) -> None:
+        conn.executemany(
+            f"INSERT INTO {quote(table)} (stream, ranges, updated) VALUES (?, ?, strftime('%Y-%m-%dT%H:%M:%fZ')) "
+            "ON CONFLICT (stream) DO UPDATE SET ranges = excluded.ranges, updated = excluded.updated", rows)
+
     def existing_columns(self, conn) -> dict:
         tables = [row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
         return {table: {self.fold(row[1]): None for row in conn.execute(f"PRAGMA table_info({quote(table)})")}

@@ -26,6 +26,7 @@ from lorrygate.errors import StorageError
 from lorrygate.interfaces import IStorage
 from lorrygate.storage.batch import DeadLetter
 from lorrygate.storage.layout import EXTRA_COLUMN, ID_COLUMN, column_names, flatten, row_id, within_budget
+from lorrygate.storage.positions import POSITIONS_TABLE, Positions, encode
 
 DEAD_LETTER_TABLE = "lorrygate_dead_letter"
 _UNSEEN = object()
@@ -53,6 +54,8 @@ class SqlStorage:
     #: field names of a row -> the distinct column names they get (`layout.column_names`), None: the same
     _renames: dict = attrs.Factory(dict)
     stats: dict = attrs.Factory(dict)
+    #: what of each positioned stream (a files source's) is stored (`lorrygate.storage.positions`)
+    _positions: Positions = attrs.Factory(Positions)
 
     log = Logger()
 
@@ -76,6 +79,10 @@ class SqlStorage:
 
     def write(self, batch) -> Deferred:
         return self._call(self._commit, batch)
+
+    def details(self) -> dict:
+        """For the status: messages left out as held already, and the positioned streams known."""
+        return {"held_already": self.stats.get("held_already", 0), "streams": len(self._positions.streams)}
 
     def _call(self, function, *args) -> Deferred:
         assert self._pool is not None, "the storage is started"
@@ -103,6 +110,13 @@ class SqlStorage:
     def _commit(self, batch) -> None:
         if self._conn is None:
             self._connect()
+        if batch.positioned and not self._positions.loaded:
+            try:
+                self._positions.load(self.dialect.read_positions(self._conn, POSITIONS_TABLE))
+            except Exception as exc:
+                self.dialect.rollback(self._conn)
+                self._reset_after(exc)
+                raise StorageError(f"storage {self.name}: cannot read {POSITIONS_TABLE}: {exc}") from None
         try:
             self._transaction(batch, isolate=False)
         except StorageError as exc:
@@ -127,11 +141,18 @@ class SqlStorage:
         conn = self._conn
         dialect = self.dialect
         entries, dead_letters = batch.entries, batch.dead_letters
+        changed: dict = {}
+        skipped = 0
+        if batch.positioned:
+            entries, dead_letters, changed, skipped = self._positions.select(entries, dead_letters)
         added = {}
         extra_dead = []
         refused = 0
         dialect.begin(conn)
         try:
+            if changed:
+                dialect.write_positions(conn, POSITIONS_TABLE, [(stream, encode(ranges))
+                                                               for stream, ranges in changed.items()])
             if isolate:
                 for entry in entries:
                     dialect.execute(conn, "SAVEPOINT lorrygate_entry")
@@ -159,6 +180,9 @@ class SqlStorage:
             raise
         for table, columns in added.items():
             self._columns.setdefault(table, {}).update(columns)
+        self._positions.apply(changed)
+        if skipped:
+            self.stats["held_already"] = self.stats.get("held_already", 0) + skipped
         batch.extra_dead, batch.refused_rows = extra_dead, refused
         if extra_dead:
             self.log.warn(

@@ -1,0 +1,322 @@
+"""
+The files source on a Clock, against real files in a temporary directory:
+lines and their byte ranges, acknowledgements and the offsets file,
+rotation by rename and by truncation, archives, over-long lines, the
+in-flight window.
+"""
+
+import gzip
+import hashlib
+import json
+import os
+
+import pytest
+from twisted.internet.task import Clock
+
+from lorrygate.config.settings import SourceSettings
+from lorrygate.sources.files import LINGER, FilesSource
+
+
+class Collector:
+    def __init__(self):
+        self.messages = []
+
+    def __call__(self, message):
+        self.messages.append(message)
+
+    def ack_all(self):
+        for message in self.messages:
+            message.ack.ack()
+
+    def lines(self):
+        return [m.payload for m in self.messages]
+
+
+def make(tmp_path, pattern="logs/*.ndjson", clock=None, **options):
+    settings = SourceSettings(name="logs", type="files", path=str(tmp_path / pattern), interval=1.0, **options)
+    collector = Collector()
+    source = FilesSource("main", settings, collector, clock or Clock(), data_dir=str(tmp_path / "var"), watch=False)
+    return source, collector
+
+
+def write(path, *lines, mode="a"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, mode + "b") as handle:
+        for line in lines:
+            handle.write(line if isinstance(line, bytes) else line.encode() + b"\n")
+
+
+def turn(source, clock, seconds=0.0):
+    """Let the source run: its pump (callLater 0) and timers up to ``seconds``."""
+    for _ in range(50):
+        clock.advance(0)
+    if seconds:
+        clock.advance(seconds)
+        for _ in range(50):
+            clock.advance(0)
+
+
+def state(tmp_path):
+    with open(tmp_path / "var" / "files" / "main.json") as handle:
+        return json.load(handle)["streams"]
+
+
+@pytest.fixture
+def clock():
+    return Clock()
+
+
+def test_lines_become_messages_with_their_byte_ranges_and_topic(tmp_path, clock):
+    write(tmp_path / "logs/node-1.ndjson", '{"a": 1}', "", '{"a": 2}')
+    source, got = make(tmp_path, clock=clock, topic="testdrive/{stem}")
+    source.startService()
+    turn(source, clock)
+    assert got.lines() == [b'{"a": 1}', b'{"a": 2}']
+    first, second = got.messages
+    assert first.topic == "testdrive/node-1"
+    stream = first.position[0]
+    # a blank line goes with the line after it: the ranges meet
+    assert first.position == (stream, 0, 9) and second.position == (stream, 9, 19)
+    assert stream.startswith("files:main:")
+    source.stopService()
+
+
+def test_default_topic_is_the_channel_and_the_stem_and_crlf_is_cut(tmp_path, clock):
+    write(tmp_path / "logs/a.b.ndjson", b"x=1\r\n")
+    source, got = make(tmp_path, clock=clock)
+    source.startService()
+    turn(source, clock)
+    assert got.messages[0].topic == "logs/a" and got.lines() == [b"x=1"]
+    source.stopService()
+
+
+def test_the_offset_is_noted_only_up_to_the_first_line_not_acknowledged(tmp_path, clock):
+    write(tmp_path / "logs/n.ndjson", *[f'{{"i": {i}}}' for i in range(5)])
+    source, got = make(tmp_path, clock=clock)
+    source.startService()
+    turn(source, clock)
+    got.messages[0].ack.ack()
+    got.messages[2].ack.ack()  # out of order: the third line waits for the second
+    turn(source, clock, 1.0)
+    (entry,) = state(tmp_path).values()
+    assert entry["offset"] == got.messages[0].position[2]
+    got.messages[1].ack.ack()
+    turn(source, clock, 1.0)
+    (entry,) = state(tmp_path).values()
+    assert entry["offset"] == got.messages[2].position[2]
+    source.stopService()
+
+
+def test_a_restart_reads_on_from_the_noted_offset(tmp_path, clock):
+    path = tmp_path / "logs/n.ndjson"
+    write(path, "one", "two")
+    source, got = make(tmp_path, clock=clock)
+    source.startService()
+    turn(source, clock)
+    got.ack_all()
+    source.stopService()  # notes the offsets
+    write(path, "three")
+    again, got2 = make(tmp_path, clock=clock)
+    again.startService()
+    turn(again, clock)
+    assert got2.lines() == [b"three"]
+    assert got2.messages[0].position[0] == got.messages[0].position[0]  # the same stream
+    again.stopService()
+
+
+def test_without_acknowledgements_a_restart_reads_the_same_lines_with_the_same_ranges(tmp_path, clock):
+    write(tmp_path / "logs/n.ndjson", "one", "two")
+    source, got = make(tmp_path, clock=clock)
+    source.startService()
+    turn(source, clock)
+    source.stopService()
+    again, got2 = make(tmp_path, clock=clock)
+    again.startService()
+    turn(again, clock)
+    assert [m.position for m in got2.messages] == [m.position for m in got.messages]
+    again.stopService()
+
+
+def test_start_end_skips_what_files_hold_at_the_first_start_only(tmp_path, clock):
+    write(tmp_path / "logs/old.ndjson", "old 1", "old 2")
+    source, got = make(tmp_path, clock=clock, start="end")
+    source.startService()
+    turn(source, clock)
+    assert got.lines() == []
+    write(tmp_path / "logs/old.ndjson", "new 1")
+    write(tmp_path / "logs/later.ndjson", "later 1")
+    turn(source, clock, 1.0)
+    assert sorted(got.lines()) == [b"later 1", b"new 1"]
+    source.stopService()
+
+
+def test_a_renamed_file_is_read_to_its_end_and_the_new_one_from_its_start(tmp_path, clock):
+    live = tmp_path / "logs/app.ndjson"
+    write(live, "a1", "a2")
+    source, got = make(tmp_path, "logs/app.ndjson", clock=clock)
+    source.startService()
+    turn(source, clock)
+    write(live, "a3")  # the writer still writes to the old file, then rotates
+    os.rename(live, tmp_path / "logs/app.ndjson.1")
+    write(tmp_path / "logs/app.ndjson.1", "a4")  # until it reopens
+    write(live, "b1")
+    turn(source, clock, 1.0)
+    assert got.lines() == [b"a1", b"a2", b"a3", b"a4", b"b1"]
+    assert len({m.position[0] for m in got.messages}) == 2
+    assert all(m.topic == "logs/app" for m in got.messages)
+    got.ack_all()
+    turn(source, clock, LINGER + 1)
+    turn(source, clock, 1.0)
+    assert [f["path"] for f in source.status()["files"]] == [str(live)]
+    assert len(state(tmp_path)) == 1
+    source.stopService()
+
+
+def test_a_rename_within_the_glob_continues_the_stream(tmp_path, clock):
+    live = tmp_path / "logs/app.ndjson"
+    write(live, "a1")
+    source, got = make(tmp_path, "logs/app.ndjson*", clock=clock)
+    source.startService()
+    turn(source, clock)
+    os.rename(live, tmp_path / "logs/app.ndjson.1")
+    write(tmp_path / "logs/app.ndjson.1", "a2")
+    turn(source, clock, 1.0)
+    assert got.lines() == [b"a1", b"a2"]
+    assert got.messages[0].position[0] == got.messages[1].position[0]
+    assert got.messages[1].position[1] == got.messages[0].position[2]
+    assert source.rotations == 1
+    source.stopService()
+
+
+def test_a_file_renamed_away_before_it_was_read_is_found_again_after_a_restart(tmp_path, clock):
+    live = tmp_path / "logs/app.ndjson"
+    write(live, "a1", "a2")
+    source, got = make(tmp_path, "logs/app.ndjson", clock=clock)
+    source.startService()
+    turn(source, clock)
+    got.messages[0].ack.ack()
+    source.stopService()  # a2 not acknowledged
+    os.rename(live, tmp_path / "logs/app.ndjson.1")
+    write(tmp_path / "logs/app.ndjson.1", "a3")
+    write(live, "b1")
+    again, got2 = make(tmp_path, "logs/app.ndjson", clock=clock)
+    again.startService()
+    turn(again, clock)
+    assert sorted(got2.lines()) == [b"a2", b"a3", b"b1"]
+    a2 = next(m for m in got2.messages if m.payload == b"a2")
+    assert a2.position == got.messages[1].position
+    again.stopService()
+
+
+def test_a_truncated_file_is_a_new_stream_read_from_its_start(tmp_path, clock):
+    live = tmp_path / "logs/app.ndjson"
+    write(live, "header", "a1", "a2")
+    source, got = make(tmp_path, clock=clock)
+    source.startService()
+    turn(source, clock)
+    got.ack_all()
+    write(live, "header", "b1", mode="w")  # copytruncate: the same first line, shorter
+    turn(source, clock, 1.0)
+    assert got.lines()[3:] == [b"header", b"b1"]
+    old, new = got.messages[0].position[0], got.messages[3].position[0]
+    assert old != new and new.endswith("-1")
+    assert got.messages[3].position[1] == 0
+    source.stopService()
+
+
+def test_a_header_goes_before_every_line(tmp_path, clock):
+    write(tmp_path / "logs/room.csv", "temperature,humidity", "21.5,40", "22.0,41")
+    source, got = make(tmp_path, "logs/*.csv", clock=clock, header=True)
+    source.startService()
+    turn(source, clock)
+    assert got.lines() == [b"temperature,humidity\n21.5,40", b"temperature,humidity\n22.0,41"]
+    assert got.messages[0].position[1] == 0  # the header's bytes go with the first line
+    got.messages[0].ack.ack()
+    source.stopService()
+    write(tmp_path / "logs/room.csv", "23.0,42")
+    again, got2 = make(tmp_path, "logs/*.csv", clock=clock, header=True)
+    again.startService()
+    turn(again, clock)
+    assert got2.lines() == [b"temperature,humidity\n22.0,41", b"temperature,humidity\n23.0,42"]
+    again.stopService()
+
+
+def test_archives_are_read_once_and_remembered(tmp_path, clock):
+    zstandard = pytest.importorskip("zstandard")
+    (tmp_path / "logs").mkdir()
+    with gzip.open(tmp_path / "logs/old.ndjson.gz", "wb") as handle:
+        handle.write(b"g1\ng2\n")
+    (tmp_path / "logs/older.ndjson.zst").write_bytes(zstandard.ZstdCompressor().compress(b"z1\nz2\n"))
+    source, got = make(tmp_path, "logs/*", clock=clock)
+    source.startService()
+    turn(source, clock)
+    assert sorted(got.lines()) == [b"g1", b"g2", b"z1", b"z2"]
+    assert {m.topic for m in got.messages} == {"logs/old", "logs/older"}
+    got.ack_all()
+    turn(source, clock, 1.0)
+    assert all(entry["done"] for entry in state(tmp_path).values())
+    source.stopService()
+    again, got2 = make(tmp_path, "logs/*", clock=clock)
+    again.startService()
+    turn(again, clock, 1.0)
+    assert got2.lines() == []
+    again.stopService()
+
+
+def test_an_archive_resumes_in_the_middle(tmp_path, clock):
+    (tmp_path / "logs").mkdir()
+    with gzip.open(tmp_path / "logs/old.ndjson.gz", "wb") as handle:
+        handle.write(b"".join(b"line %d\n" % i for i in range(1000)))
+    source, got = make(tmp_path, "logs/*.gz", clock=clock, window=10)
+    source.startService()
+    turn(source, clock)
+    assert len(got.messages) == 10  # the window
+    got.ack_all()
+    turn(source, clock)
+    assert len(got.messages) == 20  # ten more, not acknowledged
+    source.stopService()
+    again, got2 = make(tmp_path, "logs/*.gz", clock=clock)
+    again.startService()
+    turn(again, clock)
+    assert got2.lines() == [b"line %d" % i for i in range(10, 1000)]
+    again.stopService()
+
+
+def test_a_line_over_max_line_is_passed_by_its_hash_and_the_rest_flows(tmp_path, clock):
+    long = b"x" * 300_000
+    write(tmp_path / "logs/n.ndjson", b"before\n" + long + b"\nafter\n")
+    source, got = make(tmp_path, clock=clock, max_line=100_000)
+    source.startService()
+    turn(source, clock)
+    assert [m.payload for m in got.messages] == [b"before", b"", b"after"]
+    assert got.messages[1].oversize == (300_000, hashlib.sha256(long).hexdigest())
+    assert got.messages[1].position[1:] == (7, 7 + 300_001)
+    assert source.oversized == 1
+    source.stopService()
+
+
+def test_the_window_bounds_lines_in_flight_and_pauses_stop_reading(tmp_path, clock):
+    write(tmp_path / "logs/n.ndjson", *[f"l{i}" for i in range(100)])
+    source, got = make(tmp_path, clock=clock, window=30)
+    source.startService()
+    turn(source, clock)
+    assert len(got.messages) == 30
+    source.pause("storage")
+    got.ack_all()
+    turn(source, clock, 1.0)
+    assert len(got.messages) == 30 and source.paused_by == ("storage",)
+    source.resume("storage")
+    turn(source, clock)
+    assert len(got.messages) == 60
+    source.stopService()
+
+
+def test_an_unreadable_offsets_file_is_an_error_that_says_where(tmp_path, clock):
+    (tmp_path / "var/files").mkdir(parents=True)
+    (tmp_path / "var/files/main.json").write_text("{broken")
+    write(tmp_path / "logs/n.ndjson", "x")
+    source, got = make(tmp_path, clock=clock)
+    source.startService()
+    turn(source, clock)
+    assert got.messages == [] and "main.json" in source.last_error and not source.subscribed
+    source.stopService()
