@@ -418,11 +418,13 @@ class Gateway(MultiService):
                 storages.setdefault(batcher.storage.name, batcher)
         for name, batcher in storages.items():
             stats = batcher.stats
+            held = batcher.storage.details().get("held_already", 0) if hasattr(batcher.storage, "details") else 0
             self.log.info(
                 "storage {storage}: {stored} rows and {dead} dead letters committed, {pending} pending, "
-                "{failures} failed writes, {spooled} batches in the spool{failing}",
+                "{failures} failed writes, {spooled} batches in the spool{again}{failing}",
                 event="storage_stats", final=final, storage=name, stored=stats.rows, dead=stats.dead_letters,
                 pending=batcher.pending, failures=stats.failures,
-                spooled=batcher.spool.batches if batcher.spool is not None else 0,
+                spooled=batcher.spool.batches if batcher.spool is not None else 0, held_already=held,
+                again=f", {held} messages read again and left out (held already)" if held else "",
                 failing=f"; FAILING: every row refused: {stats.failing}" if stats.failing else "",
             )

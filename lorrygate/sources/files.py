@@ -242,6 +242,7 @@ class FilesSource(SourcePlumbing, Service):
     _state: dict = attrs.Factory(dict)
     _state_found: bool = False
     _dirty: bool = False
+    _new_streams: bool = False
     _save_call: Any = None
     _pump_call: Any = None
     _scan_call: Any = None
@@ -371,6 +372,12 @@ class FilesSource(SourcePlumbing, Service):
         if first:
             self._recover_moved(seen)
         self._forget_vanished()
+        if self._new_streams:
+            # A file is noted before its first line is read: should it be
+            # renamed out of the glob before a restart, the restart finds
+            # it by its inode (its offset may lag; the storage's positions do not).
+            self._new_streams = False
+            self._save()
         self._schedule()
         self._scan_call = self._reactor.callLater(self._interval(), self._scan)
 
@@ -428,7 +435,7 @@ class FilesSource(SourcePlumbing, Service):
                 file.mark = 0
         self._files[file.key] = file
         self._state[file.key] = file.state()
-        self._dirty = True
+        self._dirty = self._new_streams = True
         self.log.info("source {source}: reading {path} from byte {offset}{archive}", source=self.name, path=path,
                       offset=file.offset, archive=" (an archive, read once)" if reader.archive else "")
         return file
@@ -678,7 +685,7 @@ class FilesSource(SourcePlumbing, Service):
             file.skipping = [len(file.buffer), hashlib.sha256(file.buffer)]
             file.offset += len(file.buffer)
             file.buffer = b""
-        return len(chunk)
+        return used or position
 
     def _skip(self, file, chunk: bytes):
         """Pass over an over-long line; the rest of ``chunk`` after it, or None."""

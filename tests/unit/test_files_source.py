@@ -308,6 +308,10 @@ def test_the_window_bounds_lines_in_flight_and_pauses_stop_reading(tmp_path, clo
     source.resume("storage")
     turn(source, clock)
     assert len(got.messages) == 60
+    for _ in range(3):
+        got.ack_all()
+        turn(source, clock)
+    assert got.lines() == [b"l%d" % i for i in range(100)]
     source.stopService()
 
 
@@ -320,3 +324,19 @@ def test_an_unreadable_offsets_file_is_an_error_that_says_where(tmp_path, clock)
     turn(source, clock)
     assert got.messages == [] and "main.json" in source.last_error and not source.subscribed
     source.stopService()
+
+
+def test_a_new_file_is_noted_before_it_is_read_so_a_crash_and_a_rename_lose_nothing(tmp_path, clock):
+    live = tmp_path / "logs/app.ndjson"
+    write(live, "a1", "a2")
+    source, got = make(tmp_path, "logs/app.ndjson", clock=clock)
+    source.startService()
+    turn(source, clock)  # read, nothing acknowledged, no stop: the process dies here
+    assert list(state(tmp_path).values())[0]["offset"] == 0
+    os.rename(live, tmp_path / "logs/app.ndjson.1")
+    write(live, "b1")
+    again, got2 = make(tmp_path, "logs/app.ndjson", clock=clock)
+    again.startService()
+    turn(again, clock)
+    assert sorted(got2.lines()) == [b"a1", b"a2", b"b1"]
+    again.stopService()
