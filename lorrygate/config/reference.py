@@ -41,8 +41,8 @@ SECTIONS = (
      {key: kind for kind, keys in s.STRATEGY_TYPE_KEYS.items() for key in keys}),
     ("[decoder:NAME]", s.DECODER_KEYS, "A declared decoder (docs/decoding.rst).",
      {key: kind for kind, keys in s.DECODER_TYPE_KEYS.items() for key in keys}),
-    ("[source:NAME]", s.SOURCE_KEYS, "Something on this machine read on an interval: an HTTP poll, a command, "
-     "Linux IIO sensors (docs/delivery.rst).", {key: ", ".join(k for k, keys in s.SOURCE_TYPE_KEYS.items()
+    ("[source:NAME]", s.SOURCE_KEYS, "Something on this machine: an HTTP poll or a command on an interval, "
+     "Linux IIO sensors, a Unix socket, PostgreSQL change data capture, followed files (docs/sources.rst).", {key: ", ".join(k for k, keys in s.SOURCE_TYPE_KEYS.items()
                                                                if key in keys) for key in s.SOURCE_KEYS if key != "type"}),
     ("[hook:NAME]", s.HOOK_KEYS, "A first-sample hook (docs/hooks.rst).",
      {key: kind for kind, (required, optional) in s.HOOK_TYPE_KEYS.items() for key in required + optional}),
@@ -96,7 +96,7 @@ def render() -> str:
             if name in only:
                 detail += f"; only for {only[name]}"
             lines.append(f"   *{detail}*.")
-            lines.append(f"   {key.doc}")
+            lines.append("   " + key.doc.replace("*", "\\*"))  # globs are not emphasis
             lines.append("")
     return "\n".join(lines)
 

@@ -64,7 +64,14 @@ def describe(settings, topics=(), fields=()) -> str:
         broker = settings.brokers.get(channel.source)
         if broker is None:
             polled = settings.sources[channel.source]
-            if polled.type == "socket":
+            if polled.type == "files":
+                lines.append(f"  channel {channel.name}: files source {polled.name} ({polled.path}, from the "
+                             f"{polled.start}), topic {polled.topic} (exactly once into SQLite and PostgreSQL, at "
+                             "least once elsewhere)")
+            elif polled.type == "pgcdc":
+                lines.append(f"  channel {channel.name}: pgcdc source {polled.name} (slot {polled.slot}), topic "
+                             f"{polled.topic} (at least once)")
+            elif polled.type == "socket":
                 lines.append(f"  channel {channel.name}: socket source {polled.name} ({polled.path}, {polled.framing}), "
                              f"topic {polled.topic} (at most once)")
             else:

@@ -11,6 +11,7 @@ a channel; `Pipeline.from_config` builds one from an ini file, each
 """
 
 import hashlib
+import os
 import socket
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -25,6 +26,9 @@ from lorrygate.errors import LorrygateError
 from lorrygate.model import Address, Channel, TableName
 from lorrygate.pipeline.elements import ELEMENTS, REQUIRED, URL_KINDS
 from lorrygate.pipeline.grammar import parse
+
+#: launch elements of ``[source:NAME]`` kinds, by their type
+LOCAL_SOURCES = {"filesrc": "files", "socketsrc": "socket", "pgcdcsrc": "pgcdc"}
 
 
 class PipelineError(LorrygateError):
@@ -340,6 +344,8 @@ class _Builder:
     def source(self, element) -> dict:
         if element.factory in ("pollsrc", "iiosrc"):
             return self.periodic_source(element)
+        if element.factory in LOCAL_SOURCES:
+            return self.local_source(element)
         element = self.as_url(element)
         text = self.text
         is_amqp = element.factory == "amqpsrc" or (
@@ -426,6 +432,25 @@ class _Builder:
             values["root"] = props["root"]
         self.sources[name] = s.SourceSettings(name=name, **values)
         return {"broker": name, "topics": ("#",), "qos": 0, "retained": "new", "decoders": ("json", "csv", "kv", "value")}
+
+    def local_source(self, element) -> dict:
+        """A filesrc, socketsrc or pgcdcsrc: a ``[source:NAME]`` checked as a config section would be."""
+        props = _properties(element, self.text)
+        name = f"source{len(self.brokers) + len(self.sources)}"
+        values = {key: key_spec.default for key, key_spec in s.SOURCE_KEYS.items()}
+        values["type"] = LOCAL_SOURCES[element.factory]
+        for key, value in props.items():
+            values[{"location": "path"}.get(key, key)] = value
+        if values["database"] is not None:
+            values["database"] = v.Secret(values["database"])
+        if values["type"] == "files":
+            values["path"] = os.path.abspath(values["path"])
+
+        def problem(section, key, expected, got):
+            raise PipelineError(f"{element.factory} {key}: expected {expected}, got {got}", self.text, element.loc)
+
+        self.sources[name] = s.make_source(name, values, element.factory, problem)
+        return {"broker": name, "topics": ("#",), "qos": 1, "retained": "new", "decoders": ("json", "csv", "kv", "value")}
 
     def kafka_source(self, element) -> dict:
         """``kafka[s]://[USER:PASSWORD@]HOST:PORT[,HOST:PORT]/TOPIC[,TOPIC]?group=lorrygate&start=earliest``."""

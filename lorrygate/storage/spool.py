@@ -109,8 +109,9 @@ def _message(message):
 
 def _unmessage(fields) -> Message:
     """A spooled message back (six fields, and a position when it had one)."""
+    topic, payload, qos, retain, received, subscription = fields[:6]
     position = tuple(fields[6]) if len(fields) > 6 else None
-    return Message(*fields[:6], position=position)
+    return Message(topic, payload, qos, retain, received, subscription, position=position)
 
 
 def encode(batch) -> bytes:

@@ -106,3 +106,76 @@ def test_every_line_stored_exactly_once_through_rotations_and_two_sigkills(tmp_p
     again = max((event.get("held_already", 0) for event in gateway.events()), default=0)
     print(f"files through two SIGKILLs and two rotations: {count} rows for {LINES} lines; "
           f"positions: {query(db, 'SELECT count(*) FROM lorrygate_positions')[0][0]} streams; read again: {again}")
+
+
+def test_csv_into_postgresql_exactly_once_through_a_sigkill_and_a_copytruncate(tmp_path, postgres):
+    """CSV with a header into a real PostgreSQL: the gateway SIGKILLed while
+    reading, then the file truncated in place (copytruncate, the copy not in
+    the glob) and written on: each row once."""
+    import uuid
+
+    import psycopg
+
+    realm = f"f{uuid.uuid4().hex[:6]}"
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    live = logs / "meter.csv"
+    config = tmp_path / "gateway.ini"
+    config.write_text(textwrap.dedent(f"""
+        [lorrygate]
+        data_dir = {tmp_path}/var
+        log_format = json
+        control = off
+
+        [source:meters]
+        type = files
+        path = {logs}/*.csv
+        header = true
+        topic = {realm}/{{stem}}
+
+        [storage:pg]
+        url = {postgres.url}
+
+        [channel:main]
+        source = meters
+        strategy = topic
+        decoders = csv
+        topics = #
+        storage = pg
+        """))
+
+    def append(start, end):
+        with open(live, "a") as handle:
+            if start == 0 or live.stat().st_size == 0:
+                handle.write("n,kwh\n")
+            handle.writelines(f"{n},{n * 0.25}\n" for n in range(start, end))
+
+    def rows():
+        with psycopg.connect(postgres.url) as conn:
+            found = conn.execute("SELECT table_schema, table_name FROM information_schema.tables "
+                                 "WHERE table_schema = %s", [realm]).fetchall()
+            if not found:
+                return []
+            schema, table = found[0]
+            return conn.execute(f'SELECT n FROM "{schema}"."{table}"').fetchall()
+
+    append(0, 10_000)
+    gateway = GatewayProcess(str(config), str(tmp_path / "gw.log"))
+    gateway.start(ready="following")
+    try:
+        wait_until(lambda: len(rows()) >= 3_000, 60, "3,000 rows")
+        gateway.process.send_signal(signal.SIGKILL)
+        gateway.process.wait()
+        append(10_000, 15_000)
+        gateway.start(ready="following")
+        wait_until(lambda: len(rows()) >= 15_000, 60, "15,000 rows")
+        os.link(live, logs / "meter.csv.1")  # copytruncate: the copy (here a link) is not in the glob
+        os.truncate(live, 0)
+        append(15_000, 20_000)
+        wait_until(lambda: len(rows()) >= 20_000, 60, "20,000 rows")
+        assert gateway.stop() == 0
+    finally:
+        if gateway.process.poll() is None:
+            gateway.process.kill()
+    found = [n for (n,) in rows()]
+    assert len(found) == 20_000 and set(found) == set(range(20_000))

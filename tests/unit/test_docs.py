@@ -156,4 +156,4 @@ def test_source_examples_are_valid_configurations(example, monkeypatch):
 def test_every_source_kind_has_an_example():
     kinds = {line.split("=", 1)[1].strip() for example in source_examples() for line in example.splitlines()
              if line.startswith("type =")}
-    assert kinds == {"amqp", "redis", "zmq", "kafka", "poll", "iio", "socket", "pgcdc"}
+    assert kinds == {"amqp", "redis", "zmq", "kafka", "poll", "iio", "socket", "pgcdc", "files"}

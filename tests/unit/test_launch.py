@@ -1,5 +1,7 @@
 """The launch language: pipelines that parse and build, and the located errors of those that do not."""
 
+import os
+
 import pytest
 
 from lorrygate.errors import LorrygateError
@@ -179,3 +181,21 @@ def test_every_bus_has_an_element_that_inspect_lists():
     assert "poll source source0 (http://w/x.json) every 5 s" in polled.describe([], ())
     kafka = parse_launch("kafkasrc servers=a:9092,b:9092 topic=t1 ! sqlite:///x.sqlite").settings
     assert kafka.brokers["source0"].host == "a:9092,b:9092"
+
+
+def test_local_source_elements_are_checked_like_their_config_sections(tmp_path):
+    files = parse_launch(f"filesrc location={tmp_path}/*.ndjson start=end topic=lab/{{stem}} ! sqlite:///x.sqlite")
+    source = files.settings.sources["source0"]
+    assert (source.type, source.path, source.start, source.topic) == ("files", f"{tmp_path}/*.ndjson", "end",
+                                                                      "lab/{stem}")
+    assert "files source source0" in files.describe([], ())
+    default = parse_launch("filesrc location=logs/a.ndjson ! sqlite:///x.sqlite").settings.sources["source0"]
+    assert os.path.isabs(default.path) and default.topic == "source0/{stem}"
+    sock = parse_launch("socketsrc path=/tmp/x.sock framing=length ! sqlite:///x.sqlite").settings.sources["source0"]
+    assert (sock.type, sock.framing) == ("socket", "length")
+    cdc = parse_launch("pgcdcsrc database=postgresql://u@h/db tables=public.t ! sqlite:///x.sqlite")
+    assert cdc.settings.sources["source0"].database.reveal() == "postgresql://u@h/db"
+    with pytest.raises(PipelineError, match="pgcdcsrc database"):
+        parse_launch("pgcdcsrc database=mysql://h/db ! sqlite:///x.sqlite")
+    with pytest.raises(PipelineError, match="filesrc needs location"):
+        parse_launch("filesrc ! sqlite:///x.sqlite")

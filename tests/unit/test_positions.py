@@ -6,7 +6,6 @@ is stored once, in whatever order the commits come.
 
 import sqlite3
 
-import pytest
 import pytest_twisted
 from hypothesis import given
 from hypothesis import strategies as st
