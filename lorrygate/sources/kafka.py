@@ -22,6 +22,7 @@ The consumer runs in a thread of the source's own (``consume`` of up to
 Backpressure pauses the assigned partitions.
 """
 
+import re
 import threading
 import time
 from collections import deque
@@ -58,6 +59,25 @@ def client_config(broker) -> dict:
     if broker.tls and broker.tls_cert:
         config.update({"ssl.certificate.location": broker.tls_cert, "ssl.key.location": broker.tls_key})
     return config
+
+
+#: librdkafka's timing suffix, "(after 12ms in state AUTH_REQ)", which differs on every retry
+_TIMING = re.compile(r"\s*\(after \d+ms in state [A-Z_]+(?:, \d+ identical error\(s\) suppressed)?\)")
+
+
+def explain(error, broker) -> str:
+    """One stable sentence for a librdkafka error: a refused login says which user and where to fix it."""
+    text = _TIMING.sub("", error.str() if hasattr(error, "str") else str(error))
+    try:
+        from confluent_kafka import KafkaError
+
+        refused = error.code() in (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED)
+    except (ImportError, AttributeError):
+        refused = False
+    if refused:
+        return (f"the broker refused the credentials of user {broker.username!r} (SASL PLAIN): {text}; fix "
+                f"the username and password of broker {broker.name}")
+    return text
 
 
 @attrs.define(eq=False)
@@ -211,7 +231,7 @@ class KafkaSource(SourcePlumbing, Service):
             self._subscribed()
 
     def _error(self, error) -> None:
-        text = error.str() if hasattr(error, "str") else str(error)
+        text = explain(error, self.broker)
         if text == self.last_error:
             return  # librdkafka repeats itself while a broker is away
         self.last_error = text

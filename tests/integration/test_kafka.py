@@ -220,3 +220,32 @@ def test_an_unreachable_kafka_is_one_clear_line_and_a_status_entry(tmp_path):
         process.terminate()
         assert process.wait(30) == 0
         log.close()
+
+
+SASL = os.environ.get("LORRYGATE_KAFKA_SASL_BOOTSTRAP", "")
+
+
+@pytest.mark.skipif(not SASL, reason="needs a real Kafka with a SASL PLAIN listener (LORRYGATE_KAFKA_SASL_BOOTSTRAP); "
+                                     "the mock cluster accepts any credentials (our side: tests/unit/test_kafka_errors.py)")
+def test_a_wrong_password_is_one_clear_line_and_a_status_entry(tmp_path):
+    from lorrygate.control_client import request
+    from tests.servers import free_port
+
+    realm = f"w{uuid.uuid4().hex[:8]}"
+    control = free_port()
+    path = config(str(tmp_path), SASL, realm)
+    text = open(path).read().replace("control = off", f"control = tcp:{control}:interface=127.0.0.1")
+    text = text.replace("type = kafka\n", "type = kafka\nusername = lorrygate\npassword = certainly-wrong\n", 1)
+    open(path, "w").write(text)
+    gateway = GatewayProcess(path, str(tmp_path / "gw.log"))
+    gateway.start(ready="refused the credentials")
+    try:
+        def refused():
+            return [e for e in gateway.events() if "refused the credentials" in e.get("message", "")]
+
+        time.sleep(5)  # a window in which librdkafka retries the login: it must stay one line
+        assert len(refused()) == 1 and "certainly-wrong" not in open(tmp_path / "gw.log").read()
+        source = request(f"tcp:{control}:interface=127.0.0.1", "GET", "/status")["sources"][0]
+        assert not source["connected"] and "refused the credentials" in source["last_error"]
+    finally:
+        assert gateway.stop() == 0
