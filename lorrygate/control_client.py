@@ -47,7 +47,8 @@ def render_status(answer: dict) -> str:
         lines.append(f"the last reload could not start, the running configuration stays: {answer['reload_error']}")
     for source in answer["sources"]:
         state = "connected" if source["connected"] else "NOT connected"
-        lines.append(f"source {source['name']}: {state} to {source['broker']} as {source['client_id']}")
+        lines.append(f"source {source['name']}: {state} to {source['broker']} as {source['client_id']}"
+                     + (f", in group {source['group']}" if source.get("group") else ""))
         if source.get("last_error"):
             lines.append(f"  last error: {source['last_error']}")
     for storage in answer["storages"]:

@@ -133,7 +133,8 @@ class Channel:
     prefetch: int = 2000
     #: redis and zmq sources: streams or pubsub, sub or pull ("": the source's default)
     mode: str = ""
-    group: str = "lorrygate"
+    #: mqtt: the gateway group (shared subscriptions), "" for none; redis, kafka: the consumer group ("": lorrygate)
+    group: str = ""
     consumer: str = ""
     topic_field: str = "topic"
     payload_field: str = "payload"

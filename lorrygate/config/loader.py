@@ -204,6 +204,9 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".") -> s.Setting
                 if broker.type not in only.split(", ") and key in parser[section]:
                     problem(section, key, f"no {key} for a channel of an {broker.type} broker (it is for {only})",
                             repr(parser[section][key]))
+            if broker.type == "mqtt" and channel.group and any(c in channel.group for c in "/+#"):
+                problem(section, "group", "a group name without / + or # (it becomes $share/<group>/<filter>)",
+                        repr(channel.group))
             modes = {"redis": ("streams", "pubsub"), "zmq": ("sub", "pull")}.get(broker.type, ())
             if channel.mode and channel.mode not in modes:
                 problem(section, "mode", f"one of {', '.join(modes)} for a {broker.type} broker", repr(channel.mode))

@@ -348,7 +348,9 @@ CHANNEL_KEYS = {
     "mode": Key(v.choice("streams", "pubsub", "sub", "pull"), "",
                 doc="redis: streams (consumer groups, at least once; the default) or pubsub (at most once); zmq: sub "
                     "(the default) or pull (both at most once)."),
-    "group": Key(v.nonempty, "lorrygate", doc="redis streams, kafka: the consumer group."),
+    "group": Key(v.text, "", doc="mqtt: a gateway group: the channel subscribes through shared subscriptions "
+                                 "($share/NAME/<filter>), and the gateways of one group split the stream (docs/"
+                                 "scaling.rst); redis streams, kafka: the consumer group (default lorrygate)."),
     "start": Key(v.choice("earliest", "latest"), "earliest",
                  doc="kafka: where a group without a committed offset starts (earliest: nothing lost)."),
     "consumer": Key(v.text, "", doc="redis streams: this gateway's consumer name (default <host>-<channel>)."),
@@ -361,7 +363,7 @@ CHANNEL_KEYS = {
 }
 #: channel keys only a source of one broker type takes
 CHANNEL_TYPE_KEYS = {"qos": "mqtt", "retained": "mqtt", "exchange": "amqp", "queue": "amqp", "prefetch": "amqp",
-                     "mode": "redis, zmq", "group": "redis, kafka", "start": "kafka", "consumer": "redis", "topic_field": "redis",
+                     "mode": "redis, zmq", "group": "mqtt, redis, kafka", "start": "kafka", "consumer": "redis", "topic_field": "redis",
                      "payload_field": "redis", "claim_idle": "redis"}
 #: channel keys that make up its transformer step
 TRANSFORM_KEYS = ("metadata", "rename", "drop", "tags", "convert", "hook", "ddl")

@@ -80,14 +80,14 @@ def describe(settings, topics=(), fields=()) -> str:
                              f"{polled.topic} (at most once)")
         elif broker.type == "kafka":
             lines.append(f"  channel {channel.name}: kafka {broker.host} topics {','.join(channel.topics)}, consumer "
-                         f"group {channel.group} (from the {channel.start} without a committed offset)")
+                         f"group {channel.group or 'lorrygate'} (from the {channel.start} without a committed offset)")
         elif broker.type == "zmq":
             lines.append(f"  channel {channel.name}: zmq {(channel.mode or 'sub').upper()} "
                          f"{'bound to' if broker.host == '*' else 'connected to'} tcp://{broker.host}:{broker.port} "
                          f"{','.join(channel.topics)} (at most once)")
         elif broker.type == "redis":
             lines.append(f"  channel {channel.name}: redis {broker.host}:{broker.port} "
-                         + (f"streams {','.join(channel.topics)}, consumer group {channel.group}"
+                         + (f"streams {','.join(channel.topics)}, consumer group {channel.group or 'lorrygate'}"
                             if channel.mode != "pubsub" else f"pub/sub {','.join(channel.topics)} (at most once)"))
         elif broker.type == "amqp":
             lines.append(f"  channel {channel.name}: amqp {broker.host}:{broker.port} vhost {broker.vhost}, queue "
@@ -95,7 +95,9 @@ def describe(settings, topics=(), fields=()) -> str:
                          f"{','.join(channel.topics)} (prefetch {channel.prefetch})")
         else:
             lines.append(f"  channel {channel.name}: mqtt {broker.host}:{broker.port} {','.join(channel.topics)} "
-                         f"(QoS {channel.qos}, MQTT {broker.protocol})")
+                         f"(QoS {channel.qos}, MQTT {broker.protocol}"
+                         + (f", gateway group {channel.group}: $share/{channel.group}/..." if channel.group else "")
+                         + ")")
         lines.append(f"    ! strategy {channel.strategy} ! decode {','.join(channel.decoders)}"
                      + (" ! transform" if channel.transform is not None else ""))
         for name in channel.storages:

@@ -76,7 +76,7 @@ class ChannelService(Service):
         elif broker.type == "kafka":
             from lorrygate.sources.kafka import KafkaSource
 
-            source = KafkaSource(channel.name, broker, channel.topics, router, reactor, group=channel.group,
+            source = KafkaSource(channel.name, broker, channel.topics, router, reactor, group=channel.group or "lorrygate",
                                  start=channel.start)
         elif broker.type == "zmq":
             from lorrygate.sources.zeromq import ZeroMQSource
@@ -86,7 +86,7 @@ class ChannelService(Service):
             from lorrygate.sources.redis import RedisSource
 
             source = RedisSource(channel.name, broker, channel.topics, router, reactor, mode=channel.mode or "streams",
-                                 group=channel.group, consumer=channel.consumer, topic_field=channel.topic_field,
+                                 group=channel.group or "lorrygate", consumer=channel.consumer, topic_field=channel.topic_field,
                                  payload_field=channel.payload_field, claim_idle=channel.claim_idle)
         elif broker.type == "amqp":
             from lorrygate.sources.amqp import AMQPSource
@@ -95,7 +95,7 @@ class ChannelService(Service):
                                 exchange=channel.exchange, queue=channel.queue, prefetch=channel.prefetch)
         else:
             source = MQTTSource(channel.name, broker, channel.topics, channel.qos, router, reactor, reactor,
-                                retained=channel.retained)
+                                retained=channel.retained, group=channel.group)
         router.publish = source.publish
         router.identify(source.client_id)
         service = cls(channel, source, router, own, decoders, reactor, timeout)

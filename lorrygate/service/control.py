@@ -51,7 +51,8 @@ def status(gateway) -> dict:
     sources = [{"name": s.name, "broker": f"{s.broker.host}:{s.broker.port}", "connected": s.connected,
                 "client_id": s.client_id, "last_error": s.last_error, "retained_skipped": s.retained_skipped,
                 "subscribed": s.subscribed, "paused_by": list(s.paused_by),
-                **({"details": s.status()} if hasattr(s, "status") else {})}
+                **({"details": s.status()} if hasattr(s, "status") else {}),
+                **({"group": s.group} if isinstance(getattr(s, "group", None), str) and s.group else {})}
                for s in gateway.sources]
     channels = [dict(router.stats.asdict(), name=router.channel.name) for router in gateway.routers]
     hooks = [runner.status() for runner in gateway.hook_runners.values()]

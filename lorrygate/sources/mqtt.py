@@ -147,6 +147,8 @@ class MQTTSource(SourcePlumbing, Service):
     #: error reports larger than the broker's Maximum Packet Size, not sent
     reports_too_large: int = 0
     last_error: str = ""
+    #: a gateway group: subscribe through shared subscriptions, ``$share/<group>/<filter>``
+    group: str = ""
     _session_present: bool = False
     _recent_losses: list = attrs.Factory(list)
 
@@ -286,7 +288,7 @@ class MQTTSource(SourcePlumbing, Service):
             if self._pauses.paused:
                 protocol.pauseReading()
             if self._filters:  # a client that only publishes (an MQTT sink) subscribes to nothing
-                await protocol.subscribe([(f.text, self._options()) for f in self._filters])
+                await protocol.subscribe([(self._shared(f.text), self._options()) for f in self._filters])
         except Exception as exc:
             if self._protocol is protocol:
                 self._protocol = None
@@ -319,7 +321,7 @@ class MQTTSource(SourcePlumbing, Service):
             client_id=self.client_id,
             version=self.broker.protocol,
             session_present=connack.session_present,
-            topics=",".join(self.topics),
+            topics=",".join(self._shared(topic) for topic in self.topics),
         )
         self._subscribed()
 
@@ -351,6 +353,10 @@ class MQTTSource(SourcePlumbing, Service):
         now = self._clock.seconds()
         self._recent_losses = [t for t in self._recent_losses if now - t < 60] + [now]
         return len(self._recent_losses) >= 5
+
+    def _shared(self, text: str) -> str:
+        """A filter as this source subscribes to it: through ``$share/<group>/`` in a gateway group."""
+        return f"$share/{self.group}/{text}" if self.group else text
 
     def _options(self) -> int:
         """SUBSCRIBE options: the QoS, and under MQTT 5 the retain handling."""
