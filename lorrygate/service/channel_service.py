@@ -29,6 +29,20 @@ if TYPE_CHECKING:
 SHUTDOWN = "shutdown"
 
 
+def make_router(settings, channel, batchers: tuple, reactor) -> tuple:
+    """A channel's router into ``batchers`` (its storage's, then its tee's), and the decoders it made."""
+    timezone = ZoneInfo(channel.timezone)
+    decoders = tuple(settings.decoders[name](timezone, reactor) for name in channel.decoders)
+    router = ChannelRouter(channel, settings.strategies[channel.strategy](), DecoderChain(decoders), batchers[0],
+                           reactor)
+    router.tee = tuple(batchers[1:])
+    from lorrygate.service.channel import SUFFIX_DECODERS
+
+    router.suffix_decoders = {name: settings.decoders[name](timezone, reactor)
+                              for _, name in SUFFIX_DECODERS if name in settings.decoders}
+    return router, decoders
+
+
 @attrs.define(eq=False)
 class ChannelService(Service):
     channel: "Channel"
@@ -45,15 +59,8 @@ class ChannelService(Service):
 
     @classmethod
     def from_settings(cls, settings, channel, batchers: dict, reactor, timeout: float = 15.0) -> "ChannelService":
-        timezone = ZoneInfo(channel.timezone)
-        decoders = tuple(settings.decoders[name](timezone, reactor) for name in channel.decoders)
         own = tuple(batchers[name] for name in channel.storages)
-        router = ChannelRouter(channel, settings.strategies[channel.strategy](), DecoderChain(decoders), own[0], reactor)
-        router.tee = own[1:]
-        from lorrygate.service.channel import SUFFIX_DECODERS
-
-        router.suffix_decoders = {name: settings.decoders[name](timezone, reactor)
-                                  for _, name in SUFFIX_DECODERS if name in settings.decoders}
+        router, decoders = make_router(settings, channel, own, reactor)
         source: Any
         broker = settings.brokers.get(channel.source)
         if broker is None and settings.sources[channel.source].type == "pgcdc":
