@@ -31,10 +31,11 @@ EXIT_CONFIG = 2
 EXIT_RUNTIME = 1
 
 
-COMMANDS = ("run", "check", "status", "flush", "launch", "relay", "inspect", "describe", "spool")
+COMMANDS = ("run", "check", "status", "flush", "launch", "relay", "inspect", "describe", "spool", "dead-letters")
 
 #: options that take a value, for finding the command word among the arguments
-_VALUED = ("-c", "--config", "--log-format", "--log-level", "--messages", "--topic", "--data-dir")
+_VALUED = ("-c", "--config", "--log-format", "--log-level", "--messages", "--topic", "--data-dir", "--channel",
+           "--stage", "--since", "--until", "--storage", "--limit")
 
 EXAMPLES = {
     "run": "  lorrygate -c etc/gateway.ini\n  lorrygate run -c etc/gateway.ini --reload\n"
@@ -53,6 +54,9 @@ EXAMPLES = {
                 "  lorrygate describe -c etc/fleet.ini --topic tele/plug-1/SENSOR --field ENERGY.Power",
     "spool": "  lorrygate spool list -c etc/gateway.ini\n  lorrygate spool drain db -c etc/gateway.ini --adopt\n"
              "  lorrygate spool discard db -c etc/gateway.ini --yes",
+    "dead-letters": "  lorrygate dead-letters list -c etc/gateway.ini --since 1d\n"
+                    "  lorrygate dead-letters replay -c etc/gateway.ini --channel mqttkit --stage decode\n"
+                    "  lorrygate dead-letters purge -c etc/gateway.ini --replayed --yes",
 }
 
 
@@ -80,7 +84,8 @@ def _common(config: bool = True, pipeline: bool = False, runtime: bool = False) 
 
 DEFAULTS = {"config": "etc/gateway.ini", "log_format": None, "log_level": None, "dry_run": False, "messages": None,
             "describe": False, "topic": [], "field": [], "data_dir": "var", "json": False, "reload": False, "arguments": [],
-            "adopt": False, "yes": False, "storage": None}
+            "adopt": False, "yes": False, "storage": None, "channel": None, "stage": None, "since": None,
+            "until": None, "limit": 20, "replayed": False}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -120,6 +125,19 @@ def build_parser() -> argparse.ArgumentParser:
                        help="drain: write the batches into the configured storage although they were spooled for "
                             "another target")
     spool.add_argument("--yes", action="store_true", help="discard: yes, delete the spooled batches")
+    dead = command("dead-letters", "list, replay (after a fix) or purge the dead letters of the SQL storages",
+                   [_common(pipeline=True)])
+    dead.add_argument("action", choices=("list", "replay", "purge"))
+    dead.add_argument("--channel", help="only this channel's")
+    dead.add_argument("--stage", choices=("topology", "decode", "transform", "store", "size", "internal"),
+                      help="only those rejected at this stage")
+    dead.add_argument("--topic", help="only those whose topic matches this MQTT filter")
+    dead.add_argument("--since", help="received at or after: ISO 8601, or a duration back from now (2h, 1d)")
+    dead.add_argument("--until", help="received before: ISO 8601, or a duration back from now")
+    dead.add_argument("--storage", help="only this storage's (default: every SQLite and PostgreSQL storage)")
+    dead.add_argument("--limit", type=int, default=20, help="list: show the latest this many (default 20)")
+    dead.add_argument("--replayed", action="store_true", help="purge: only those already replayed")
+    dead.add_argument("--yes", action="store_true", help="purge: yes, delete them")
     return parser
 
 
@@ -186,6 +204,10 @@ def main(argv=None) -> int:
         from lorrygate.storage.spool_admin import spool_command
 
         return spool_command(settings, args)
+    if args.command == "dead-letters":
+        from lorrygate.storage.dead_letters import dead_letters_command
+
+        return dead_letters_command(settings, args)
     if args.describe or args.command == "describe":
         from lorrygate.pipeline.describe import describe
 

@@ -55,6 +55,8 @@ class Batch:
     waiters: list = attrs.Factory(list)
     #: whether a message of the batch has a ``position`` (a files source's)
     positioned: bool = False
+    #: ids of dead letters this batch replays: marked replayed in its transaction
+    replayed: list = attrs.Factory(list)
 
     def add(self, entry: Entry) -> None:
         self.entries.append(entry)

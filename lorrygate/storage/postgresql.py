@@ -71,7 +71,12 @@ class PostgresDialect:
                     topic TEXT NOT NULL, qos SMALLINT, retain BOOLEAN, payload BYTEA, stage TEXT NOT NULL,
                     error TEXT NOT NULL, decoder TEXT)"""
             )
+            cursor.execute(f"ALTER TABLE public.{quote(dead_letter_table)} ADD COLUMN IF NOT EXISTS replayed TIMESTAMPTZ")
         conn.commit()
+
+    def mark_replayed(self, conn, table: str, ids: list) -> None:
+        with conn.cursor() as cursor:
+            cursor.executemany(f"UPDATE public.{quote(table)} SET replayed = now() WHERE id = %s", [(i,) for i in ids])
 
     def read_positions(self, conn, table: str) -> list:
         with conn.cursor() as cursor:

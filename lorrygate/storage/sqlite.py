@@ -109,11 +109,16 @@ class SQLiteDialect:
             f"""CREATE TABLE IF NOT EXISTS {quote(dead_letter_table)} (
                 id INTEGER PRIMARY KEY AUTOINCREMENT, received TEXT NOT NULL, channel TEXT NOT NULL,
                 topic TEXT NOT NULL, qos INTEGER, retain INTEGER, payload BLOB, stage TEXT NOT NULL,
-                error TEXT NOT NULL, decoder TEXT)"""
+                error TEXT NOT NULL, decoder TEXT, replayed TEXT)"""
         )
         columns = {row[1] for row in conn.execute(f"PRAGMA table_info({quote(dead_letter_table)})")}
-        if "decoder" not in columns:
-            conn.execute(f"ALTER TABLE {quote(dead_letter_table)} ADD COLUMN decoder TEXT")
+        for column in ("decoder", "replayed"):
+            if column not in columns:
+                conn.execute(f"ALTER TABLE {quote(dead_letter_table)} ADD COLUMN {column} TEXT")
+
+    def mark_replayed(self, conn, table: str, ids: list) -> None:
+        conn.executemany(f"UPDATE {quote(table)} SET replayed = strftime('%Y-%m-%dT%H:%M:%fZ') WHERE id = ?",
+                         [(i,) for i in ids])
 
     def read_positions(self, conn, table: str) -> list:
         conn.execute(f"CREATE TABLE IF NOT EXISTS {quote(table)} (stream TEXT PRIMARY KEY, ranges TEXT NOT NULL, "

@@ -174,6 +174,8 @@ class SqlStorage:
             all_dead = list(dead_letters) + extra_dead
             if all_dead:
                 dialect.insert_dead_letters(conn, DEAD_LETTER_TABLE, all_dead)
+            if batch.replayed:
+                dialect.mark_replayed(conn, DEAD_LETTER_TABLE, batch.replayed)
             dialect.commit(conn)
         except BaseException:
             dialect.rollback(conn)

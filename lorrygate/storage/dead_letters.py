@@ -1,0 +1,337 @@
+"""
+``lorrygate dead-letters list|replay|purge``: what an operator does with
+the messages a storage kept in ``lorrygate_dead_letter``.
+
+- ``list``: the dead letters that match the filters, counted by channel,
+  stage and reason, and the latest of them.
+- ``replay``: each matching dead letter not yet replayed goes through its
+  channel again as the config now says (strategy, decoder chain,
+  transform): what now decodes is written into its tables and marked
+  ``replayed`` in the same transaction (so a second replay finds nothing to
+  do); what still fails stays as it is, counted by reason. Rows for a
+  channel's tee storages are written first, with positions, so a replay
+  that is interrupted and run again stores them once too.
+- ``purge --yes``: delete the matching dead letters (``--replayed``: only
+  those already replayed).
+
+Filters: ``--channel``, ``--stage``, ``--topic`` (an MQTT filter),
+``--since`` and ``--until`` (ISO 8601, or a duration back from now such
+as ``2h``), ``--storage`` (default: every SQLite and PostgreSQL storage).
+CrateDB's dead letters are read with SQL in CrateDB itself (docs/storage.rst).
+"""
+
+import datetime
+import sys
+import time
+
+import attrs
+
+from lorrygate.config import values as v
+from lorrygate.mqtt.topics import parse_filter
+from lorrygate.storage.sqlstorage import DEAD_LETTER_TABLE
+
+EXIT_USAGE = 2
+EXIT_RUNTIME = 1
+#: dead letters replayed in one transaction
+CHUNK = 1000
+COLUMNS = "id, received, channel, topic, qos, retain, payload, stage, error, decoder, replayed"
+
+
+@attrs.frozen
+class Filters:
+    channel: str = ""
+    stage: str = ""
+    topic: str = ""
+    since: float | None = None
+    until: float | None = None
+
+    def where(self, mark: str, iso) -> tuple:
+        """SQL conditions and parameters (the topic filter is applied afterwards, in Python)."""
+        clauses, params = [], []
+        if self.channel:
+            clauses.append(f"channel = {mark}")
+            params.append(self.channel)
+        if self.stage:
+            clauses.append(f"stage = {mark}")
+            params.append(self.stage)
+        if self.since is not None:
+            clauses.append(f"received >= {mark}")
+            params.append(iso(self.since))
+        if self.until is not None:
+            clauses.append(f"received < {mark}")
+            params.append(iso(self.until))
+        return clauses, params
+
+    def matches(self, topic: str) -> bool:
+        return not self.topic or parse_filter(self.topic).matches(topic)
+
+
+def parse_time(text: str, now: float) -> float:
+    """ISO 8601 (UTC when it has no offset), or a duration back from ``now`` (``90s``, ``2h``)."""
+    try:
+        return now - v.duration(0, 10 * 365 * 86400)(text)
+    except v.Invalid:
+        pass
+    try:
+        moment = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise v.Invalid("an ISO 8601 time or a duration back from now such as 2h") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    return moment.timestamp()
+
+
+class Table:
+    """The dead-letter table of one SQLite or PostgreSQL storage, for the admin commands."""
+
+    def __init__(self, storage):
+        self.storage = storage
+        self.kind = storage.kind
+        if self.kind == "sqlite":
+            import sqlite3
+
+            from lorrygate.decoding.timestamps import IsoTime
+
+            self.conn = sqlite3.connect(storage.path, timeout=30)
+            self.mark, self.table = "?", f'"{DEAD_LETTER_TABLE}"'
+            iso = IsoTime()
+            self.iso = lambda seconds: iso(int(seconds * 1e9))
+        else:
+            import psycopg
+
+            self.conn = psycopg.connect(storage.url.raw, connect_timeout=10)
+            self.mark, self.table = "%s", f'public."{DEAD_LETTER_TABLE}"'
+            self.iso = lambda seconds: datetime.datetime.fromtimestamp(seconds, datetime.UTC)
+
+    def exists(self) -> bool:
+        if self.kind == "sqlite":
+            return self.conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (DEAD_LETTER_TABLE,)).fetchone() \
+                is not None
+        row = self.conn.execute("SELECT to_regclass(%s)", (f'public."{DEAD_LETTER_TABLE}"',)).fetchone()
+        self.conn.commit()
+        return row[0] is not None
+
+    def prepare(self) -> None:
+        """The ``replayed`` column (tables written by lorrygate before 0.2 have none)."""
+        if self.kind == "sqlite":
+            columns = {row[1] for row in self.conn.execute(f"PRAGMA table_info({self.table})")}
+            if "replayed" not in columns:
+                self.conn.execute(f"ALTER TABLE {self.table} ADD COLUMN replayed TEXT")
+                self.conn.commit()
+        else:
+            self.conn.execute(f"ALTER TABLE {self.table} ADD COLUMN IF NOT EXISTS replayed TIMESTAMPTZ")
+            self.conn.commit()
+
+    def select(self, filters: Filters, replayed: bool | None = None) -> list:
+        clauses, params = filters.where(self.mark, self.iso)
+        if replayed is not None:
+            clauses.append("replayed IS NOT NULL" if replayed else "replayed IS NULL")
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self.conn.execute(f"SELECT {COLUMNS} FROM {self.table}{where} ORDER BY id", params).fetchall()
+        if self.kind != "sqlite":
+            self.conn.commit()
+        return [row for row in rows if filters.matches(row[3])]
+
+    def delete(self, ids: list) -> None:
+        cursor = self.conn.cursor()
+        cursor.executemany(f"DELETE FROM {self.table} WHERE id = {self.mark}", [(i,) for i in ids])
+        self.conn.commit()
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def received_seconds(value) -> float:
+    """A dead letter's ``received`` as seconds since the epoch (ISO text in SQLite, a datetime in PostgreSQL)."""
+    if isinstance(value, datetime.datetime):
+        return value.timestamp()
+    text = str(value)
+    whole, _, rest = text.rstrip("Z").partition(".")
+    moment = datetime.datetime.fromisoformat(whole).replace(tzinfo=datetime.UTC)
+    return moment.timestamp() + (float("0." + rest) if rest else 0.0)
+
+
+def tables_for(settings, name: str | None, err) -> list | None:
+    names = [name] if name else [n for n, s in settings.storages.items() if s.kind in ("sqlite", "postgresql")]
+    chosen = []
+    for storage_name in names:
+        storage = settings.storages.get(storage_name)
+        if storage is None or storage.kind not in ("sqlite", "postgresql"):
+            print(f"lorrygate dead-letters: {settings.source} has no SQLite or PostgreSQL storage {storage_name!r} "
+                  "(CrateDB's dead letters are read in CrateDB with SQL)", file=err)
+            return None
+        chosen.append(storage)
+    return chosen
+
+
+def dead_letters_command(settings, args, out=None, err=None) -> int:
+    out, err = out or sys.stdout, err or sys.stderr
+    now = time.time()
+    try:
+        filters = Filters(args.channel or "", args.stage or "", args.topic or "",
+                          parse_time(args.since, now) if args.since else None,
+                          parse_time(args.until, now) if args.until else None)
+        if filters.topic:
+            parse_filter(filters.topic)
+    except (v.Invalid, ValueError) as exc:
+        print(f"lorrygate dead-letters: a filter: expected {getattr(exc, 'expected', exc)}", file=err)
+        return EXIT_USAGE
+    storages = tables_for(settings, args.storage, err)
+    if storages is None:
+        return EXIT_USAGE
+    if args.action == "purge" and not args.yes:
+        print("lorrygate dead-letters purge: this deletes the matching dead letters and their payloads; "
+              "add --yes to do it (lorrygate dead-letters list shows them)", file=err)
+        return EXIT_USAGE
+    if args.action == "replay":
+        return _replay(settings, storages, filters, out, err)
+    for storage in storages:
+        try:
+            table = Table(storage)
+        except Exception as exc:
+            print(f"lorrygate dead-letters: cannot open storage {storage.name}: {exc}", file=err)
+            return EXIT_RUNTIME
+        try:
+            if not table.exists():
+                print(f"storage {storage.name}: no dead letters", file=out)
+                continue
+            table.prepare()
+            if args.action == "list":
+                _list(storage.name, table.select(filters), out, args.limit)
+            else:
+                rows = table.select(filters, replayed=True if args.replayed else None)
+                table.delete([row[0] for row in rows])
+                print(f"storage {storage.name}: purged {len(rows)} dead letter(s)", file=out)
+        finally:
+            table.close()
+    return 0
+
+
+def _list(name: str, rows: list, out, limit: int) -> None:
+    waiting = [row for row in rows if row[10] is None]
+    print(f"storage {name}: {len(rows)} dead letter(s), {len(waiting)} not replayed", file=out)
+    groups: dict = {}
+    for row in rows:
+        key = (row[2], row[7], str(row[8]).split("\n")[0][:160], row[10] is not None)
+        groups[key] = groups.get(key, 0) + 1
+    for (channel, stage, error, replayed), count in sorted(groups.items(), key=lambda item: -item[1]):
+        print(f"  {count:>7}  channel {channel}, {stage}{' (replayed)' if replayed else ''}: {error}", file=out)
+    for row in rows[-limit:] if limit else []:
+        payload = bytes(row[6] or b"")
+        shown = payload[:80].decode("utf-8", "replace") + ("..." if len(payload) > 80 else "")
+        print(f"  #{row[0]} {row[1]} {row[3]!r} {row[7]}: {shown!r}", file=out)
+
+
+def _replay(settings, storages, filters, out, err) -> int:
+    from twisted.internet import task
+    from twisted.internet.defer import Deferred
+
+    outcome: dict = {}
+
+    async def run(reactor):
+        for storage in storages:
+            outcome[storage.name] = await replay_storage(settings, storage, filters, reactor)
+
+    try:
+        task.react(lambda reactor: Deferred.fromCoroutine(run(reactor)))
+    except SystemExit as exc:
+        if exc.code:
+            print("lorrygate dead-letters replay: stopped (see above); what was replayed is marked, the rest "
+                  "stays; run it again", file=err)
+            return EXIT_RUNTIME
+    for name, counts in outcome.items():
+        print(f"storage {name}: {counts['replayed']} replayed ({counts['rows']} rows), {counts['failing']} still "
+              f"failing, {counts['unknown']} of channels not in the config", file=out)
+        for reason, count in sorted(counts["reasons"].items(), key=lambda item: -item[1]):
+            print(f"  {count:>7}  still failing: {reason}", file=out)
+    return 0
+
+
+class _Collector:
+    """Stands in for a batcher: what a router makes of the replayed messages."""
+
+    def __init__(self):
+        self.entries, self.dead = [], []
+
+    def add(self, entry) -> None:
+        self.entries.append(entry)
+
+    def add_dead_letter(self, dead_letter) -> None:
+        self.dead.append(dead_letter)
+
+
+async def replay_storage(settings, storage, filters, reactor) -> dict:
+    """Replay the matching dead letters of one storage; counts."""
+    from lorrygate.model import Message
+    from lorrygate.service.channel_service import make_router
+    from lorrygate.service.storage_service import make_backend, storage_ddl
+    from lorrygate.storage.batch import Batch
+
+    table = Table(storage)
+    counts = {"replayed": 0, "rows": 0, "failing": 0, "unknown": 0, "reasons": {}}
+    backends: dict = {}
+    try:
+        if not table.exists():
+            return counts
+        table.prepare()
+        rows = table.select(filters, replayed=False)
+        channels = {channel.name: channel for channel in settings.channels}
+        for start in range(0, len(rows), CHUNK):
+            by_channel: dict = {}
+            for row in rows[start:start + CHUNK]:
+                channel = channels.get(row[2])
+                if channel is None or channel.storage != storage.name:
+                    counts["unknown"] += 1
+                    continue
+                by_channel.setdefault(channel.name, []).append(row)
+            for channel_name, chunk in by_channel.items():
+                channel = channels[channel_name]
+                collectors = tuple(_Collector() for _ in channel.storages)
+                router, decoders = make_router(settings, channel, collectors, reactor)
+                for decoder in decoders:
+                    if hasattr(decoder, "start"):
+                        decoder.start()
+                try:
+                    for row in chunk:
+                        router(Message(row[3], bytes(row[6] or b""), row[4] or 0, bool(row[5]),
+                                       received_seconds(row[1]), row[3],
+                                       position=(f"dead-letter:{storage.name}:{row[0]}", 0, 1)))
+                    await router.settle()
+                finally:
+                    for decoder in decoders:
+                        if hasattr(decoder, "stop"):
+                            decoder.stop()
+                failed = {dead.message.position[0] for dead in collectors[0].dead}
+                for dead in collectors[0].dead:
+                    counts["failing"] += 1
+                    reason = f"{dead.stage}: {dead.error.splitlines()[0][:160] if dead.error else ''}"
+                    counts["reasons"][reason] = counts["reasons"].get(reason, 0) + 1
+                # the tee's storages first (with positions: written once however often this runs), then the
+                # dead letters' own storage, which marks them replayed in the same transaction
+                for name, collector in reversed(list(zip(channel.storages, collectors))):
+                    batch = Batch()
+                    for entry in collector.entries:
+                        if entry.message.position[0] in failed:
+                            continue
+                        if name == storage.name:
+                            entry = attrs.evolve(entry, message=attrs.evolve(entry.message, position=None))
+                        batch.add(entry)
+                    if name == storage.name:
+                        batch.replayed = sorted({int(e.message.position[0].rsplit(":", 1)[1])
+                                                 for e in collector.entries} - {int(p.rsplit(":", 1)[1])
+                                                                                for p in failed})
+                        counts["replayed"] += len(batch.replayed)
+                        counts["rows"] += batch.rows
+                    if batch.empty and not batch.replayed:
+                        continue
+                    backend = backends.get(name)
+                    if backend is None:
+                        backend = backends[name] = make_backend(settings.storages[name], reactor,
+                                                                storage_ddl(settings, name))
+                        await backend.start()
+                    await backend.write(batch)
+    finally:
+        table.close()
+        for backend in backends.values():
+            await backend.stop()
+    return counts

@@ -1,0 +1,128 @@
+"""
+``lorrygate dead-letters``: messages dead-lettered by a missing decoder
+(through a real Mosquitto) are replayed once the decoder is configured: the
+right rows appear in the right tables, the dead letters are marked
+replayed, a second replay does nothing, what still fails stays; into
+SQLite, and into PostgreSQL with a SQLite tee.
+"""
+
+import json
+import subprocess
+import sys
+import textwrap
+import uuid
+
+import psycopg
+import pytest
+
+from tests.gatewayproc import GatewayProcess, Publisher, query, tables
+from tests.servers import wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def write_config(path, port, realm, decoders, storage, tee=False):
+    path.write_text(textwrap.dedent(f"""
+        [lorrygate]
+        data_dir = {path.parent}/var
+        log_format = json
+        control = off
+
+        [broker:test]
+        host = 127.0.0.1
+        port = {port}
+        client_id = dl-{realm}
+
+        [storage:db]
+        url = {storage}
+
+        [storage:copy]
+        url = sqlite:///{path.parent}/copy.sqlite
+
+        [channel:main]
+        source = test
+        topics = {realm}/#
+        qos = 1
+        decoders = {decoders}
+        storage = {"db, copy" if tee else "db"}
+        """))
+    return str(path)
+
+
+def cli(*args) -> str:
+    done = subprocess.run([sys.executable, "-m", "lorrygate.cli", *args], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def publish_mixed(port, realm):
+    """300 JSON messages, 200 key=value ones (not decodable without kv), 5 that nothing decodes."""
+    messages = [(f"{realm}/net/gw/node-{i % 3}/data.json", json.dumps({"seq": i, "t": 20.5})) for i in range(300)]
+    messages += [(f"{realm}/net/gw/node-{i % 3}/data.json", f"seq={i} t=21.5") for i in range(300, 500)]
+    messages += [(f"{realm}/net/gw/node-9/data.json", b"\xff\xfe garbage") for _ in range(5)]
+    publisher = Publisher(port)
+    publisher.publish_many(messages)
+    publisher.close()
+
+
+def test_replay_after_the_decoder_is_configured_into_sqlite(tmp_path, mosquitto):
+    realm = f"d{uuid.uuid4().hex[:6]}"
+    db = str(tmp_path / "db.sqlite")
+    config = write_config(tmp_path / "gateway.ini", mosquitto.port, realm, "json", f"sqlite:///{db}")
+    gateway = GatewayProcess(config, str(tmp_path / "gw.log")).start(ready="subscribed to")
+    publish_mixed(mosquitto.port, realm)
+
+    def stored():
+        rows = sum(query(db, f'SELECT count(*) FROM "{t}"')[0][0] for t in tables(db) if t.startswith(realm))
+        dead = query(db, "SELECT count(*) FROM lorrygate_dead_letter")[0][0] if "lorrygate_dead_letter" in tables(db) else 0
+        return rows, dead
+
+    wait_until(lambda: stored() == (300, 205), 60, "300 rows and 205 dead letters")
+    assert gateway.stop() == 0
+    listed = cli("dead-letters", "list", "-c", config)
+    assert "205 dead letter(s), 205 not replayed" in listed
+
+    write_config(tmp_path / "gateway.ini", mosquitto.port, realm, "json, kv", f"sqlite:///{db}")
+    replayed = cli("dead-letters", "replay", "-c", config, "--stage", "decode")
+    assert "200 replayed (200 rows), 5 still failing" in replayed, replayed
+    seqs = sorted(seq for t in tables(db) if t.startswith(realm) for (seq,) in query(db, f'SELECT seq FROM "{t}"'))
+    assert seqs == list(range(500))
+    # each row in its node's table, at the time the gateway received it
+    node0 = f"{realm}_net__gw_node_0_sensors"
+    assert sorted(s for (s,) in query(db, f'SELECT seq FROM "{node0}"')) == list(range(0, 500, 3))
+    assert query(db, "SELECT count(*) FROM lorrygate_dead_letter WHERE replayed IS NOT NULL") == [(200,)]
+    again = cli("dead-letters", "replay", "-c", config)
+    assert "0 replayed (0 rows), 5 still failing" in again, again
+    assert len(seqs) == sum(query(db, f'SELECT count(*) FROM "{t}"')[0][0] for t in tables(db) if t.startswith(realm))
+    assert "purged 200" in cli("dead-letters", "purge", "-c", config, "--replayed", "--yes")
+    assert query(db, "SELECT count(*) FROM lorrygate_dead_letter") == [(5,)]
+
+
+def test_replay_into_postgresql_with_a_tee(tmp_path, mosquitto, postgres):
+    realm = f"d{uuid.uuid4().hex[:6]}"
+    config = write_config(tmp_path / "gateway.ini", mosquitto.port, realm, "json", postgres.url, tee=True)
+    gateway = GatewayProcess(config, str(tmp_path / "gw.log")).start(ready="subscribed to")
+    publish_mixed(mosquitto.port, realm)
+
+    def pg(sql, params=()):
+        with psycopg.connect(postgres.url) as conn:
+            return conn.execute(sql, params).fetchall()
+
+    def pg_seqs():
+        found = pg("SELECT table_schema, table_name FROM information_schema.tables WHERE table_schema = %s", [realm + "_net"])
+        return sorted(seq for schema, table in found for (seq,) in pg(f'SELECT seq FROM "{schema}"."{table}"'))
+
+    def dead():
+        return pg("SELECT count(*) FROM lorrygate_dead_letter WHERE channel = 'main' AND topic LIKE %s",
+                  [realm + "/%"])[0][0]
+
+    wait_until(lambda: (len(pg_seqs()), dead()) == (300, 205), 60, "300 rows and 205 dead letters")
+    assert gateway.stop() == 0
+    write_config(tmp_path / "gateway.ini", mosquitto.port, realm, "json, kv", postgres.url, tee=True)
+    out = cli("dead-letters", "replay", "-c", config, "--topic", f"{realm}/#")
+    assert "200 replayed (200 rows), 5 still failing" in out, out
+    assert pg_seqs() == list(range(500))
+    copy = str(tmp_path / "copy.sqlite")
+    copied = sorted(seq for t in tables(copy) if t.startswith(realm) for (seq,) in query(copy, f'SELECT seq FROM "{t}"'))
+    assert copied == list(range(500))
+    assert "0 replayed" in cli("dead-letters", "replay", "-c", config, "--topic", f"{realm}/#")
