@@ -268,7 +268,7 @@ async def replay_storage(settings, storage, filters, reactor) -> dict:
     from lorrygate.storage.batch import Batch
 
     table = Table(storage)
-    counts = {"replayed": 0, "rows": 0, "failing": 0, "unknown": 0, "reasons": {}}
+    counts: dict = {"replayed": 0, "rows": 0, "failing": 0, "unknown": 0, "reasons": {}}
     backends: dict = {}
     try:
         if not table.exists():
