@@ -189,6 +189,9 @@ class StorageUrl:
             return "sqlite:///" + os.path.abspath(self.path)
         if self.kind in ("file", "app", "prometheus"):
             return self.raw
+        if self.kind == "crate":
+            _, nodes = crate_nodes(self.raw)
+            return f"{self.raw.split(':', 1)[0]}://" + ",".join(f"{host.lower()}:{port}" for host, port in nodes)
         parts = urlsplit(self.raw)
         port = parts.port or {"postgresql": 5432, "crate": 4200, "mqtt": 8883 if parts.scheme == "mqtts" else 1883,
                               "kafka": 9092, "websocket": 9482}.get(self.kind)
@@ -198,10 +201,32 @@ class StorageUrl:
         return f"{scheme}://{(parts.hostname or '').lower()}:{port}{path}" + (f"?{urlencode(query)}" if query else "")
 
 
+def crate_nodes(value: str) -> tuple:
+    """The nodes of a crate:// URL, which may name several: ``crate://USER:PASSWORD@h1:4200,h2,[::1]:4201/``;
+    ``(https, ((host, port), ...))``. Raises Invalid."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(value)
+    if parts.scheme not in ("crate", "crate+http", "crate+https"):
+        raise Invalid(STORAGE_URL_HELP)
+    hosts = parts.netloc.rpartition("@")[2]
+    nodes = []
+    for item in hosts.split(","):
+        item = item.strip()
+        match = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)(?::(\d{1,5}))?", item)
+        if not match or (match.group(2) and not 0 < int(match.group(2)) < 65536):
+            raise Invalid(f"crate://HOST:4200/ or several nodes, crate://HOST1:4200,HOST2:4200/ (not {item!r})")
+        nodes.append((match.group(1), int(match.group(2) or 4200)))
+    return parts.scheme == "crate+https", tuple(nodes)
+
+
 def storage_url(value: str) -> StorageUrl:
     from urllib.parse import urlsplit
 
     value = value.strip()
+    if value.startswith(("crate://", "crate+http://", "crate+https://")):
+        crate_nodes(value)
+        return StorageUrl("crate", value)
     if value in ("prometheus://", "prometheus:"):
         return StorageUrl("prometheus", "prometheus://")
     if value.startswith("sqlite:///") and len(value) > len("sqlite:///"):

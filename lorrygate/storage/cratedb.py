@@ -243,19 +243,36 @@ class CrateStorage:
     refused_tables: dict = attrs.Factory(dict)
     #: tables whose idempotent column was added
     _altered: set = attrs.Factory(set)
+    #: the base URLs of every node of the cluster (default: ``url`` alone); requests go round them
+    nodes: tuple = ()
+    #: per node: until when it counts as down, its backoff, its last error
+    _health: dict = attrs.Factory(dict)
+    _turn: int = 0
+    #: writes whose node failed after it got them, to be sent again (their rows may be stored twice
+    #: unless ``idempotent``)
+    resent_unsure: int = 0
+    failovers: int = 0
 
     log = Logger()
 
+    def __attrs_post_init__(self):
+        self.nodes = tuple(self.nodes) or (self.url,)
+        self.url = self.nodes[0]
+        self._health = {node: {"down_until": 0.0, "delay": 0.0, "error": ""} for node in self.nodes}
+
     @classmethod
     def from_settings(cls, settings, reactor, ddl: dict) -> "CrateStorage":
+        from lorrygate.config.values import crate_nodes
+
         parts = urlsplit(settings.url.raw)
-        scheme = "https" if parts.scheme == "crate+https" else "http"
-        host = parts.hostname if ":" not in (parts.hostname or "") else f"[{parts.hostname}]"
-        base = urlunsplit((scheme, f"{host}:{parts.port or 4200}", "", "", ""))
+        https, hosts = crate_nodes(settings.url.raw)
+        scheme = "https" if https else "http"
+        nodes = tuple(urlunsplit((scheme, f"{host}:{port}", "", "", "")) for host, port in hosts)
         return cls(
             settings.name,
-            base,
+            nodes[0],
             reactor,
+            nodes=nodes,
             http=make_client(reactor, scheme == "https", settings.tls_ca),
             username=unquote(parts.username) if parts.username else None,
             password=unquote(parts.password) if parts.password else None,
@@ -271,6 +288,10 @@ class CrateStorage:
 
     def start(self) -> Deferred:
         """Check the server's version; a server that is down is checked at the first write."""
+        if len(self.nodes) > 1 and not self.idempotent:
+            self.log.warn("storage {storage}: {count} CrateDB nodes without idempotent = true: a node that dies "
+                          "after it got a write makes it sent again, and its rows may be stored twice",
+                          storage=self.name, count=len(self.nodes))
         return Deferred.fromCoroutine(self._check_version())
 
     def stop(self) -> Deferred:
@@ -280,9 +301,14 @@ class CrateStorage:
         return Deferred.fromCoroutine(self._write(batch))
 
     def details(self) -> dict:
-        """For the status: the server's version and what the writer changed or refused."""
+        """For the status: the server's version, its nodes, and what the writer changed or refused."""
+        now = self._now()
         return {
             "version": ".".join(map(str, self.version)) if self.version else None,
+            "nodes": [{"url": node, "up": self._health[node]["down_until"] <= now,
+                       "last_error": self._health[node]["error"]} for node in self.nodes],
+            "failovers": self.failovers,
+            "resent_unsure": self.resent_unsure,
             "nonfinite_as_null": self.conversions.nonfinite,
             "keys_renamed": self.conversions.renamed,
             "refused_tables": dict(self.refused_tables),
@@ -515,15 +541,59 @@ class CrateStorage:
             body["args"] = args
         return await self._request("POST", "/_sql", json.dumps(body, allow_nan=False).encode("utf-8"))
 
+    def _now(self) -> float:
+        import time
+
+        return self.reactor.seconds() if self.reactor is not None else time.monotonic()
+
+    def _order(self) -> list:
+        """The nodes to try, in turn: those up, starting with the next one round the cluster, then
+        those down (soonest back first), so that a request is tried everywhere before it fails."""
+        count = len(self.nodes)
+        if count == 1:
+            return list(self.nodes)
+        now = self._now()
+        self._turn = (self._turn + 1) % count
+        turned = [self.nodes[(self._turn + i) % count] for i in range(count)]
+        up = [node for node in turned if self._health[node]["down_until"] <= now]
+        down = sorted((node for node in turned if node not in up), key=lambda node: self._health[node]["down_until"])
+        return up + down
+
+    def _failed(self, node: str, exc: Exception) -> None:
+        health = self._health[node]
+        health["delay"] = min(30.0, health["delay"] * 2 or 1.0)
+        health["down_until"] = self._now() + health["delay"]
+        health["error"] = f"{type(exc).__name__}: {exc}"
+
     async def _request(self, method: str, path: str, data: bytes | None = None) -> dict:
         kwargs = {"headers": {"Content-Type": ["application/json"]}, "timeout": self.timeout}
         if self.username:
             kwargs["auth"] = (self.username, self.password or "")
-        try:
-            response = await self.http.request(method, f"{self.url}{path}", data=data, **kwargs)
-            content = await treq.content(response)
-        except Exception as exc:
-            raise StorageError(f"storage {self.name}: CrateDB at {self.url} unreachable: {type(exc).__name__}: {exc}") from None
+        errors = []
+        for attempt, node in enumerate(self._order()):
+            try:
+                response = await self.http.request(method, f"{node}{path}", data=data, **kwargs)
+                content = await treq.content(response)
+            except Exception as exc:
+                self._failed(node, exc)
+                errors.append(f"{node}: {type(exc).__name__}: {exc}")
+                if not never_sent(exc) and not safe_again(method, data):
+                    self.resent_unsure += 1
+                    self.log.warn(
+                        "storage {storage}: CrateDB node {node} failed after it got a write ({error}); the write is "
+                        "sent again: its rows may be stored twice (idempotent = true prevents it)",
+                        storage=self.name, node=node, error=f"{type(exc).__name__}: {exc}")
+                if attempt + 1 < len(self.nodes):
+                    self.failovers += 1
+                continue
+            self.url = node
+            health = self._health[node]
+            if health["delay"]:
+                health.update(down_until=0.0, delay=0.0)
+            break
+        else:
+            where = f"CrateDB at {self.url}" if len(self.nodes) == 1 else f"every CrateDB node ({len(self.nodes)})"
+            raise StorageError(f"storage {self.name}: {where} unreachable: {'; '.join(errors)}") from None
         try:
             answer = json.loads(content)
         except ValueError:
@@ -541,6 +611,24 @@ class CrateStorage:
         if response.code >= 400:
             raise CrateError(response.code * 10, f"HTTP {response.code}", response.code)
         return answer
+
+
+def never_sent(exc: Exception) -> bool:
+    """Whether a request surely did not reach the node (no connection, or the request not sent whole)."""
+    from twisted.internet.error import ConnectError
+    from twisted.web.client import RequestTransmissionFailed
+
+    return isinstance(exc, (ConnectError, RequestTransmissionFailed))
+
+
+def safe_again(method: str, data: bytes | None) -> bool:
+    """Whether sending a request twice does no harm: reads, CREATE ... IF NOT EXISTS, and
+    inserts that leave a stored primary key alone (idempotent rows)."""
+    if method == "GET" or not data:
+        return True
+    head = data[:200]
+    return (b'"stmt": "SELECT' in head or b'"stmt": "CREATE TABLE IF NOT EXISTS' in head
+            or b"ON CONFLICT DO NOTHING" in data[:4000])
 
 
 def make_client(reactor, https: bool, ca_path: str):
