@@ -31,11 +31,11 @@ EXIT_CONFIG = 2
 EXIT_RUNTIME = 1
 
 
-COMMANDS = ("run", "check", "status", "flush", "launch", "relay", "inspect", "describe", "spool", "dead-letters")
+COMMANDS = ("run", "check", "status", "flush", "launch", "relay", "inspect", "describe", "spool", "dead-letters", "backfill")
 
 #: options that take a value, for finding the command word among the arguments
 _VALUED = ("-c", "--config", "--log-format", "--log-level", "--messages", "--topic", "--data-dir", "--channel",
-           "--stage", "--since", "--until", "--storage", "--limit")
+           "--stage", "--since", "--until", "--storage", "--limit", "--source", "--scheduler", "--workers")
 
 EXAMPLES = {
     "run": "  lorrygate -c etc/gateway.ini\n  lorrygate run -c etc/gateway.ini --reload\n"
@@ -57,6 +57,8 @@ EXAMPLES = {
     "dead-letters": "  lorrygate dead-letters list -c etc/gateway.ini --since 1d\n"
                     "  lorrygate dead-letters replay -c etc/gateway.ini --channel mqttkit --stage decode\n"
                     "  lorrygate dead-letters purge -c etc/gateway.ini --replayed --yes",
+    "backfill": "  lorrygate backfill -c etc/archive.ini --source '/srv/recordings/2026-*/*.ndjson.gz'\n"
+                "  lorrygate backfill -c etc/archive.ini --source '/srv/rec/*.csv' --scheduler tcp://dask:8786",
 }
 
 
@@ -85,7 +87,7 @@ def _common(config: bool = True, pipeline: bool = False, runtime: bool = False) 
 DEFAULTS = {"config": "etc/gateway.ini", "log_format": None, "log_level": None, "dry_run": False, "messages": None,
             "describe": False, "topic": [], "field": [], "data_dir": "var", "json": False, "reload": False, "arguments": [],
             "adopt": False, "yes": False, "storage": None, "channel": None, "stage": None, "since": None,
-            "until": None, "limit": 20, "replayed": False}
+            "until": None, "limit": 20, "replayed": False, "source": None, "scheduler": None, "workers": 2}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -138,6 +140,14 @@ def build_parser() -> argparse.ArgumentParser:
     dead.add_argument("--limit", type=int, default=20, help="list: show the latest this many (default 20)")
     dead.add_argument("--replayed", action="store_true", help="purge: only those already replayed")
     dead.add_argument("--yes", action="store_true", help="purge: yes, delete them")
+    back = command("backfill", "load recorded files through a channel on a Dask cluster (PostgreSQL, CrateDB)",
+                   [_common(pipeline=True)])
+    back.add_argument("--source", help="a glob of recorded files (plain, .gz, .zst), one line a message")
+    back.add_argument("--channel", help="the channel whose strategy, decoders and storages are used")
+    back.add_argument("--topic", help="the topic of each file's lines: {stem} {name} {dir} {path} filled in "
+                                      "(default: the channel's files source's topic, else <channel>/{stem})")
+    back.add_argument("--scheduler", help="a running Dask scheduler, tcp://HOST:8786 (default: a local cluster)")
+    back.add_argument("--workers", type=int, default=2, help="worker processes of the local cluster (default 2)")
     return parser
 
 
@@ -204,6 +214,10 @@ def main(argv=None) -> int:
         from lorrygate.storage.spool_admin import spool_command
 
         return spool_command(settings, args)
+    if args.command == "backfill":
+        from lorrygate.backfill import backfill_command
+
+        return backfill_command(settings, args)
     if args.command == "dead-letters":
         from lorrygate.storage.dead_letters import dead_letters_command
 

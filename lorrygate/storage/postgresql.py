@@ -79,13 +79,20 @@ class PostgresDialect:
             cursor.executemany(f"UPDATE public.{quote(table)} SET replayed = now() WHERE id = %s", [(i,) for i in ids])
 
     def read_positions(self, conn, table: str) -> list:
-        with conn.cursor() as cursor:
-            cursor.execute(f"CREATE TABLE IF NOT EXISTS public.{quote(table)} (stream TEXT PRIMARY KEY, "
-                           "ranges TEXT NOT NULL, updated TIMESTAMPTZ NOT NULL)")
-            cursor.execute(f"SELECT stream, ranges FROM public.{quote(table)}")
-            rows = cursor.fetchall()
-        conn.commit()
-        return rows
+        for attempt in range(3):
+            try:
+                with conn.cursor() as cursor:
+                    cursor.execute(f"CREATE TABLE IF NOT EXISTS public.{quote(table)} (stream TEXT PRIMARY KEY, "
+                                   "ranges TEXT NOT NULL, updated TIMESTAMPTZ NOT NULL)")
+                    cursor.execute(f"SELECT stream, ranges FROM public.{quote(table)}")
+                    rows = cursor.fetchall()
+                conn.commit()
+                return rows
+            except Exception as exc:
+                conn.rollback()
+                if attempt == 2 or not self.transient(exc):
+                    raise
+        raise AssertionError("unreachable")
 
     def write_positions(self, conn, table: str, rows: list) -> None:
         with conn.cursor() as cursor:
@@ -211,6 +218,10 @@ class PostgresDialect:
         if state is None:
             # No answer from the server at all: the connection failed or broke.
             return isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError))
+        if state == "23505" and (getattr(getattr(exc, "diag", None), "constraint_name", "") or "").startswith("pg_"):
+            # Another writer created the same table at the same moment (CREATE TABLE IF NOT EXISTS
+            # races in PostgreSQL's catalog): the next try finds it.
+            return True
         return state[:2] in _TRANSIENT_CLASSES or state in _TRANSIENT_STATES
 
     def connection_lost(self, exc: Exception) -> bool:
