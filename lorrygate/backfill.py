@@ -82,12 +82,12 @@ async def _load(reactor, config_text, config_path, channel_name, topic, path) ->
     from lorrygate.model import Message
     from lorrygate.service.channel_service import make_router
     from lorrygate.service.storage_service import make_backend, storage_ddl
-    from lorrygate.sources.files import _Reader, first_line, fingerprint, fixed_part, topic_for
+    from lorrygate.sources.files import Reader, fingerprint, first_line, fixed_part, topic_for
 
     settings = loads(config_text, config_path, os.path.dirname(os.path.abspath(config_path)))
     channel = next(c for c in settings.channels if c.name == channel_name)
     stat = os.stat(path)
-    reader = _Reader(path)
+    reader = Reader(path)
     head = first_line(reader) or b""
     stream = f"files:{channel.name}:{stat.st_ino}-{fingerprint(head)}-0"
     message_topic = topic_for(topic, path, fixed_part(path))

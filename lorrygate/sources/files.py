@@ -94,7 +94,7 @@ def is_archive(path: str) -> bool:
     return path.endswith(ARCHIVES)
 
 
-class _Reader:
+class Reader:
     """Reads a plain file at offsets (pread), or an archive from its start."""
 
     def __init__(self, path: str):
@@ -148,11 +148,11 @@ class _Reader:
             pass
 
 
-def first_line(reader: _Reader) -> bytes | None:
+def first_line(reader: Reader) -> bytes | None:
     """The first line (up to `FINGERPRINT` bytes), or None while it is incomplete."""
     head = reader.read(0, FINGERPRINT) if not reader.archive else None
     if reader.archive:
-        probe = _Reader(reader.path)
+        probe = Reader(reader.path)
         try:
             head = probe.read(0, FINGERPRINT)
         finally:
@@ -387,7 +387,7 @@ class FilesSource(SourcePlumbing, Service):
 
     def _open(self, path: str, stat, first: bool, moved: bool = False):
         try:
-            reader = _Reader(path)
+            reader = Reader(path)
         except ImportError:
             self._complain(path, f"{path} is a .zst archive and the zstandard package is not installed "
                                  "(pip install 'lorrygate[files]')")
