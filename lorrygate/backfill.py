@@ -226,12 +226,27 @@ def backfill_command(settings, args, out=None, err=None) -> int:
         print(f"lorrygate backfill: {why}", file=err)
         return EXIT_USAGE
     if not args.source:
-        print("lorrygate backfill: --source GLOB names the recorded files", file=err)
+        print("lorrygate backfill: --source GLOB names the recorded files (or --source dead-letters)", file=err)
         return EXIT_USAGE
-    paths = sorted(path for path in glob.glob(os.path.abspath(args.source), recursive=True) if os.path.isfile(path))
-    if not paths:
+    replaying = args.source == "dead-letters"
+    paths = [] if replaying else sorted(path for path in glob.glob(os.path.abspath(args.source), recursive=True)
+                                        if os.path.isfile(path))
+    if not replaying and not paths:
         print(f"lorrygate backfill: no file matches {args.source!r}", file=err)
         return EXIT_USAGE
+    if replaying and settings.storages[channel.storage].kind != "postgresql":
+        print(f"lorrygate backfill --source dead-letters: the dead letters of storage {channel.storage} are "
+              "replayed on a cluster from PostgreSQL only (lorrygate dead-letters replay does it in one process)",
+              file=err)
+        return EXIT_USAGE
+    if replaying and args.topic:
+        from lorrygate.mqtt.topics import parse_filter
+
+        try:
+            parse_filter(args.topic)
+        except ValueError as exc:
+            print(f"lorrygate backfill: --topic {args.topic!r} is not an MQTT topic filter: {exc}", file=err)
+            return EXIT_USAGE
     topic = args.topic or _topic_of(settings, channel)
     try:
         from distributed import Client, LocalCluster, as_completed
@@ -246,6 +261,13 @@ def backfill_command(settings, args, out=None, err=None) -> int:
     else:
         cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=":0")
         client = Client(cluster)
+    if replaying:
+        try:
+            return _replay_on(client, settings, text, channel, out, err, args.topic or "")
+        finally:
+            client.close()
+            if cluster is not None:
+                cluster.close()
     total = sum(os.path.getsize(path) for path in paths)
     print(f"backfill: {len(paths)} file(s), {total:,} bytes, channel {channel.name} into "
           f"{', '.join(channel.storages)}; Dask dashboard: {client.dashboard_link}", file=out, flush=True)
@@ -278,6 +300,73 @@ def backfill_command(settings, args, out=None, err=None) -> int:
           + (f"; {again:,} lines of tasks run again were stored already and left out" if again else ""), file=out)
     if failed:
         print("lorrygate backfill: these files failed (run it again: what is stored is not stored twice):\n  "
+              + "\n  ".join(failed), file=err)
+        return EXIT_RUNTIME
+    return 0
+
+
+def replay_range(config_text: str, config_path: str, storage_name: str, filters, low: int, high: int) -> dict:
+    """One task: the dead letters of ``storage_name`` with ids in [low, high) replayed; counts. Runs on a worker."""
+    import attrs
+    from twisted.internet.defer import Deferred
+    from twisted.internet.threads import blockingCallFromThread
+
+    from lorrygate.config.loader import loads
+    from lorrygate.storage.dead_letters import replay_storage
+
+    reactor = running_reactor()
+    settings = loads(config_text, config_path, os.path.dirname(os.path.abspath(config_path)))
+    part = attrs.evolve(filters, ids=(low, high))
+    return blockingCallFromThread(
+        reactor, lambda: Deferred.fromCoroutine(replay_storage(settings, settings.storages[storage_name], part,
+                                                               reactor)))
+
+
+def _dead_letter_tasks(client, settings, text, channel, filters, per_task: int) -> list:
+    from lorrygate.storage.dead_letters import Table
+
+    table = Table(settings.storages[channel.storage])
+    try:
+        if not table.exists():
+            return []
+        table.prepare()
+        low, high = table.id_range(filters)
+    finally:
+        table.close()
+    if low is None:
+        return []
+    return [client.submit(replay_range, text, os.path.abspath(settings.source), channel.storage, filters, start,
+                          min(start + per_task, high + 1), key=f"lorrygate-replay-{start}", pure=False, retries=2)
+            for start in range(low, high + 1, per_task)]
+
+
+def _replay_on(client, settings, text, channel, out, err, topic: str = "", per_task: int = 10_000) -> int:
+    """Replay a channel's dead letters (those whose topic matches ``topic``) on the cluster, in tasks of
+    ``per_task`` ids."""
+    from distributed import as_completed
+
+    from lorrygate.storage.dead_letters import Filters
+
+    filters = Filters(channel=channel.name, topic=topic)
+    futures = _dead_letter_tasks(client, settings, text, channel, filters, per_task)
+    print(f"backfill: the dead letters of channel {channel.name} in {len(futures)} task(s); Dask dashboard: "
+          f"{client.dashboard_link}", file=out, flush=True)
+    totals = {"replayed": 0, "rows": 0, "failing": 0}
+    failed = []
+    for count, future in enumerate(as_completed(futures), 1):
+        try:
+            result = future.result()
+        except Exception as exc:
+            failed.append(f"{future.key}: {type(exc).__name__}: {exc}")
+            continue
+        for key in totals:
+            totals[key] += result[key]
+        print(f"  [{count}/{len(futures)}] {totals['replayed']:,} replayed, {totals['failing']:,} still failing",
+              file=out, flush=True)
+    print(f"backfill: {totals['replayed']:,} dead letters replayed ({totals['rows']:,} rows), {totals['failing']:,} "
+          "still failing", file=out)
+    if failed:
+        print("lorrygate backfill: these tasks failed (run it again: what is replayed is marked):\n  "
               + "\n  ".join(failed), file=err)
         return EXIT_RUNTIME
     return 0

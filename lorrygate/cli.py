@@ -142,10 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
     dead.add_argument("--yes", action="store_true", help="purge: yes, delete them")
     back = command("backfill", "load recorded files through a channel on a Dask cluster (PostgreSQL, CrateDB)",
                    [_common(pipeline=True)])
-    back.add_argument("--source", help="a glob of recorded files (plain, .gz, .zst), one line a message")
+    back.add_argument("--source", help="a glob of recorded files (plain, .gz, .zst), one line a message; or "
+                                       "dead-letters: the channel's dead letters (PostgreSQL), replayed")
     back.add_argument("--channel", help="the channel whose strategy, decoders and storages are used")
-    back.add_argument("--topic", help="the topic of each file's lines: {stem} {name} {dir} {path} filled in "
-                                      "(default: the channel's files source's topic, else <channel>/{stem})")
+    back.add_argument("--topic", help="files: the topic of each file's lines, {stem} {name} {dir} {path} filled "
+                                      "in (default: the channel's files source's topic, else <channel>/{stem}); "
+                                      "dead-letters: only those whose topic matches this MQTT filter")
     back.add_argument("--scheduler", help="a running Dask scheduler, tcp://HOST:8786 (default: a local cluster)")
     back.add_argument("--workers", type=int, default=2, help="worker processes of the local cluster (default 2)")
     return parser

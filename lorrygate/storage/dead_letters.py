@@ -44,6 +44,8 @@ class Filters:
     topic: str = ""
     since: float | None = None
     until: float | None = None
+    #: a range of ids, [low, high) (a backfill's partition)
+    ids: tuple | None = None
 
     def where(self, mark: str, iso) -> tuple:
         """SQL conditions and parameters (the topic filter is applied afterwards, in Python)."""
@@ -60,6 +62,9 @@ class Filters:
         if self.until is not None:
             clauses.append(f"received < {mark}")
             params.append(iso(self.until))
+        if self.ids is not None:
+            clauses.append(f"id >= {mark} AND id < {mark}")
+            params.extend(self.ids)
         return clauses, params
 
     def matches(self, topic: str) -> bool:
@@ -131,6 +136,16 @@ class Table:
         if self.kind != "sqlite":
             self.conn.commit()
         return [row for row in rows if filters.matches(row[3])]
+
+    def id_range(self, filters: "Filters") -> tuple:
+        """The smallest and largest id of the matching dead letters not yet replayed ((None, None): none)."""
+        clauses, params = filters.where(self.mark, self.iso)
+        clauses.append("replayed IS NULL")
+        row = self.conn.execute(f"SELECT min(id), max(id) FROM {self.table} WHERE {' AND '.join(clauses)}",
+                                params).fetchone()
+        if self.kind != "sqlite":
+            self.conn.commit()
+        return row[0], row[1]
 
     def delete(self, ids: list) -> None:
         cursor = self.conn.cursor()

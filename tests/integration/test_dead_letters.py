@@ -126,3 +126,31 @@ def test_replay_into_postgresql_with_a_tee(tmp_path, mosquitto, postgres):
     copied = sorted(seq for t in tables(copy) if t.startswith(realm) for (seq,) in query(copy, f'SELECT seq FROM "{t}"'))
     assert copied == list(range(500))
     assert "0 replayed" in cli("dead-letters", "replay", "-c", config, "--topic", f"{realm}/#")
+
+
+def test_replay_on_a_dask_cluster_from_postgresql(tmp_path, mosquitto, postgres):
+    """``lorrygate backfill --source dead-letters``: the same replay in tasks of id ranges on a local Dask cluster."""
+    pytest.importorskip("distributed")
+    realm = f"d{uuid.uuid4().hex[:6]}"
+    config = write_config(tmp_path / "gateway.ini", mosquitto.port, realm, "json", postgres.url)
+    gateway = GatewayProcess(config, str(tmp_path / "gw.log")).start(ready="subscribed to")
+    publish_mixed(mosquitto.port, realm)
+
+    def pg(sql, params=()):
+        with psycopg.connect(postgres.url) as conn:
+            return conn.execute(sql, params).fetchall()
+
+    def seqs():
+        found = pg("SELECT table_name FROM information_schema.tables WHERE table_schema = %s", [realm + "_net"])
+        return sorted(seq for (table,) in found for (seq,) in pg(f'SELECT seq FROM "{realm}_net"."{table}"'))
+
+    def waiting():
+        return pg("SELECT count(*) FROM lorrygate_dead_letter WHERE topic LIKE %s AND replayed IS NULL",
+                  [realm + "/%"])[0][0]
+
+    wait_until(lambda: (len(seqs()), waiting()) == (300, 205), 60, "300 rows and 205 dead letters")
+    assert gateway.stop() == 0
+    write_config(tmp_path / "gateway.ini", mosquitto.port, realm, "json, kv", postgres.url)
+    out = cli("backfill", "-c", config, "--source", "dead-letters", "--topic", f"{realm}/#", "--workers", "1")
+    assert "dead letters replayed" in out and "Dask dashboard" in out, out
+    assert seqs() == list(range(500)) and waiting() == 5
