@@ -64,7 +64,7 @@ def topics(nodes: int, n: int) -> str:
     return f"mqttkit-1/bench/area-{n % nodes // 100}/node-{n % nodes}/data.json"
 
 
-def gateway_config(directory: str, port: int, name: str, url: str, extra: str = "") -> str:
+def gateway_config(directory: str, port: int, name: str, url: str, extra: str = "", channel: str = "") -> str:
     path = os.path.join(directory, f"{name}.ini")
     with open(path, "w") as handle:
         handle.write(textwrap.dedent(f"""
@@ -81,7 +81,7 @@ def gateway_config(directory: str, port: int, name: str, url: str, extra: str = 
 
             [storage:db]
             url = {url}
-            """) + textwrap.dedent(extra) + "\n[channel:main]\ntopics = mqttkit-1/bench/#\n")
+            """) + textwrap.dedent(extra) + "\n[channel:main]\ntopics = mqttkit-1/bench/#\n" + channel)
     return path
 
 
@@ -208,8 +208,7 @@ def group_scenario(work: str, count: int, members: int) -> dict:
     try:
         names = [f"member{i}" for i in range(members)]
         configs = {name: gateway_config(directory, broker.port, name, f"sqlite:///{directory}/{name}.sqlite",
-                                        extra="") .replace("topics = mqttkit-1/bench/#\n",
-                                                           "topics = mqttkit-1/bench/#\ngroup = bench\n")
+                                        channel="group = bench\n")
                    for name in names}
         for name, config in configs.items():  # each member's session and shared subscription
             gateway = Gateway(config, f"{directory}/{name}.log")
@@ -222,6 +221,9 @@ def group_scenario(work: str, count: int, members: int) -> dict:
         gateways = [Gateway(config, f"{directory}/{name}.log") for name, config in configs.items()]
         done = wait_rows(lambda: sum(sqlite_rows(f"{directory}/{name}.sqlite") for name in names), count, 600,
                          f"a group of {members} draining")
+        shares = [sqlite_rows(f"{directory}/{name}.sqlite") for name in names]
+        if members > 1 and not all(0 < share < count for share in shares):
+            raise BenchError(f"the group did not split the stream: rows per member {shares}")
         for gateway in gateways:
             gateway.stop()
         return {"members": members, "rate": count / (done - start)}
