@@ -289,8 +289,9 @@ def backfill_command(settings, args, out=None, err=None) -> int:
             again += result.get("again", 0)
             elapsed = max(time.monotonic() - started, 1e-6)
             eta = elapsed * (total - done_bytes) / done_bytes if done_bytes else float("nan")
-            print(f"  [{count}/{len(paths)}] {os.path.basename(result['path'])}: {result['rows']:,} rows; "
-                  f"{rows:,} rows in all, {rows / elapsed:,.0f} rows/s, ETA {eta:.0f} s", file=out, flush=True)
+            print(f"  {bar(done_bytes / total if total else 1.0)} {count}/{len(paths)} files, {rows:,} rows, "
+                  f"{rows / elapsed:,.0f} rows/s, ETA {eta:.0f} s ({os.path.basename(result['path'])}: "
+                  f"{result['rows']:,} rows)", file=out, flush=True)
     finally:
         client.close()
         if cluster is not None:
@@ -370,6 +371,12 @@ def _replay_on(client, settings, text, channel, out, err, topic: str = "", per_t
               + "\n  ".join(failed), file=err)
         return EXIT_RUNTIME
     return 0
+
+
+def bar(fraction: float, width: int = 24) -> str:
+    """A text progress bar: ``[#########---------------]  38%``."""
+    filled = int(round(max(0.0, min(1.0, fraction)) * width))
+    return f"[{'#' * filled}{'-' * (width - filled)}] {fraction:4.0%}"
 
 
 def _topic_of(settings, channel) -> str:
