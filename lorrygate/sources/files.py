@@ -69,6 +69,8 @@ FINGERPRINT = 1024
 #: for a writer that has not yet reopened
 LINGER = 5.0
 ARCHIVES = (".gz", ".zst")
+#: files open at once; more wait until archives are done or renamed-away files closed
+MAX_OPEN = 512
 
 
 def fixed_part(pattern: str) -> str:
@@ -243,6 +245,7 @@ class FilesSource(SourcePlumbing, Service):
     _state_found: bool = False
     _dirty: bool = False
     _new_streams: bool = False
+    _waiting: int = 0
     _save_call: Any = None
     _pump_call: Any = None
     _scan_call: Any = None
@@ -336,6 +339,7 @@ class FilesSource(SourcePlumbing, Service):
         for file in self._files.values():
             by_inode.setdefault(file.inode, []).append(file)
         done = {(entry.get("inode"), entry.get("path")) for entry in self._state.values() if entry.get("done")}
+        waiting = 0
         for path in self._matches():
             try:
                 stat = os.stat(path)
@@ -359,6 +363,9 @@ class FilesSource(SourcePlumbing, Service):
                 continue
             if (stat.st_ino, path) in done:
                 continue  # an archive read once
+            if len(self._files) >= MAX_OPEN:
+                waiting += 1
+                continue
             file = self._open(path, stat, first)
             if file is not None:
                 seen.add(file.key)
@@ -369,6 +376,11 @@ class FilesSource(SourcePlumbing, Service):
                 self.rotations += 1
                 self.log.info("source {source}: {path} was renamed away or deleted; reading it to its end",
                               source=self.name, path=file.path)
+        if waiting and self._waiting != waiting:
+            self.log.warn("source {source}: {count} more file(s) match {pattern} than the {limit} read at once; "
+                          "they are read as others are done (archives) or closed (renamed away)",
+                          source=self.name, count=waiting, pattern=self.settings.path, limit=MAX_OPEN)
+        self._waiting = waiting
         if first:
             self._recover_moved(seen)
         self._forget_vanished()

@@ -340,3 +340,22 @@ def test_a_new_file_is_noted_before_it_is_read_so_a_crash_and_a_rename_lose_noth
     turn(again, clock)
     assert sorted(got2.lines()) == [b"a1", b"a2", b"b1"]
     again.stopService()
+
+
+def test_more_archives_than_may_be_open_are_read_one_after_another(tmp_path, clock, monkeypatch):
+    import lorrygate.sources.files as files
+
+    monkeypatch.setattr(files, "MAX_OPEN", 1)
+    (tmp_path / "logs").mkdir()
+    for name in ("a", "b", "c"):
+        with gzip.open(tmp_path / f"logs/{name}.ndjson.gz", "wb") as handle:
+            handle.write(f"{name}1\n{name}2\n".encode())
+    source, got = make(tmp_path, "logs/*.gz", clock=clock)
+    source.startService()
+    for _ in range(4):
+        turn(source, clock)
+        got.ack_all()
+        turn(source, clock, 1.0)
+    assert sorted(got.lines()) == [b"a1", b"a2", b"b1", b"b2", b"c1", b"c2"]
+    assert len(got.messages) == 6  # each once
+    source.stopService()
