@@ -83,6 +83,7 @@ async def _load(reactor, config_text, config_path, channel_name, topic, path) ->
     from lorrygate.service.channel_service import make_router
     from lorrygate.service.storage_service import make_backend, storage_ddl
     from lorrygate.sources.files import Reader, fingerprint, first_line, fixed_part, topic_for
+    from lorrygate.storage.batch import Collector
 
     settings = loads(config_text, config_path, os.path.dirname(os.path.abspath(config_path)))
     channel = next(c for c in settings.channels if c.name == channel_name)
@@ -97,7 +98,7 @@ async def _load(reactor, config_text, config_path, channel_name, topic, path) ->
     counts = {"path": path, "lines": 0, "rows": 0, "dead": 0, "bytes": 0}
     for backend in backends.values():
         await Deferred.fromCoroutine(_started(backend))
-    collectors = tuple(_Collector() for _ in channel.storages)
+    collectors = tuple(Collector() for _ in channel.storages)
     router, decoders = make_router(settings, channel, collectors, reactor)
     for decoder in decoders:
         if hasattr(decoder, "start"):
@@ -183,29 +184,6 @@ async def _write(backend, batch, reactor, attempts: int = 5) -> None:
             await deferLater(reactor, 0.2 * 2**attempt, lambda: None)
 
 
-class _Collector:
-    """Stands in for a batcher: what the router makes of a batch of lines."""
-
-    def __init__(self):
-        self.entries, self.dead = [], []
-
-    def add(self, entry) -> None:
-        self.entries.append(entry)
-
-    def add_dead_letter(self, dead_letter) -> None:
-        self.dead.append(dead_letter)
-
-    def batch(self):
-        from lorrygate.storage.batch import Batch
-
-        batch = Batch()
-        for entry in self.entries:
-            batch.add(entry)
-        for dead in self.dead:
-            batch.add_dead_letter(dead)
-        return batch
-
-
 def backfill_command(settings, args, out=None, err=None) -> int:
     out, err = out or sys.stdout, err or sys.stderr
     channels = {channel.name: channel for channel in settings.channels}
@@ -249,7 +227,7 @@ def backfill_command(settings, args, out=None, err=None) -> int:
             return EXIT_USAGE
     topic = args.topic or _topic_of(settings, channel)
     try:
-        from distributed import Client, LocalCluster, as_completed
+        from distributed import Client, LocalCluster
     except ImportError:
         print("lorrygate backfill: needs dask.distributed (pip install 'lorrygate[dask]')", file=err)
         return EXIT_USAGE
@@ -278,12 +256,7 @@ def backfill_command(settings, args, out=None, err=None) -> int:
         futures = [client.submit(load_file, text, os.path.abspath(settings.source), channel.name, topic, path,
                                  key=f"lorrygate-backfill-{index}-{os.path.basename(path)}", pure=False, retries=2)
                    for index, path in enumerate(paths)]
-        for count, future in enumerate(as_completed(futures), 1):
-            try:
-                result = future.result()
-            except Exception as exc:
-                failed.append(f"{future.key}: {type(exc).__name__}: {exc}")
-                continue
+        for count, result in finished(futures, failed):
             done_bytes += os.path.getsize(result["path"])
             rows, lines, dead = rows + result["rows"], lines + result["lines"], dead + result["dead"]
             again += result.get("again", 0)
@@ -344,8 +317,6 @@ def _dead_letter_tasks(client, settings, text, channel, filters, per_task: int) 
 def _replay_on(client, settings, text, channel, out, err, topic: str = "", per_task: int = 10_000) -> int:
     """Replay a channel's dead letters (those whose topic matches ``topic``) on the cluster, in tasks of
     ``per_task`` ids."""
-    from distributed import as_completed
-
     from lorrygate.storage.dead_letters import Filters
 
     filters = Filters(channel=channel.name, topic=topic)
@@ -354,12 +325,7 @@ def _replay_on(client, settings, text, channel, out, err, topic: str = "", per_t
           f"{client.dashboard_link}", file=out, flush=True)
     totals = {"replayed": 0, "rows": 0, "failing": 0}
     failed = []
-    for count, future in enumerate(as_completed(futures), 1):
-        try:
-            result = future.result()
-        except Exception as exc:
-            failed.append(f"{future.key}: {type(exc).__name__}: {exc}")
-            continue
+    for count, result in finished(futures, failed):
         for key in totals:
             totals[key] += result[key]
         print(f"  [{count}/{len(futures)}] {totals['replayed']:,} replayed, {totals['failing']:,} still failing",
@@ -371,6 +337,17 @@ def _replay_on(client, settings, text, channel, out, err, topic: str = "", per_t
               + "\n  ".join(failed), file=err)
         return EXIT_RUNTIME
     return 0
+
+
+def finished(futures, failed: list):
+    """``(count, result)`` of each task as it finishes; a task that failed goes into ``failed``."""
+    from distributed import as_completed
+
+    for count, future in enumerate(as_completed(futures), 1):
+        try:
+            yield count, future.result()
+        except Exception as exc:
+            failed.append(f"{future.key}: {type(exc).__name__}: {exc}")
 
 
 def bar(fraction: float, width: int = 24) -> str:

@@ -162,6 +162,10 @@ class FakeCrate(Resource):
         if not self._authenticated(request):
             return self._unauthorized(request)
         request.setHeader(b"content-type", b"application/json")
+        if request.path == b"/_fake/rows":  # not CrateDB's: how a test in another process reads the rows back
+            schema, table = request.args[b"schema"][0].decode(), request.args[b"table"][0].decode()
+            found = self.tables.get((schema, table))
+            return json.dumps([row["fields"] for row in found["rows"]] if found else []).encode()
         return json.dumps({"ok": True, "status": 200, "name": "fake", "cluster_name": "fake",
                            "version": {"number": self.version, "build_snapshot": False}}).encode()
 
@@ -340,3 +344,18 @@ def _immense(name):
     return {"rowcount": -2, "error": {"code": 4000, "message": (
         f"IllegalArgumentException[Document contains at least one immense term in field=\"{name.replace(chr(0), '.')}\" "
         f"(whose UTF8 encoding is longer than the max length {TEXT_LIMIT})]")}}
+
+
+def serve(port: int) -> None:
+    """The fake on ``port`` in a process of its own (``python -m tests.fakecrate PORT``)."""
+    from twisted.internet import reactor
+    from twisted.web.server import Site
+
+    reactor.listenTCP(port, Site(FakeCrate()), interface="127.0.0.1")
+    reactor.run()
+
+
+if __name__ == "__main__":
+    import sys
+
+    serve(int(sys.argv[1]))

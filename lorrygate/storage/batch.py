@@ -85,3 +85,26 @@ class Batch:
             yield entry.message
         for dead_letter in self.dead_letters:
             yield dead_letter.message
+
+
+class Collector:
+    """Stands in for a batcher where a router runs offline (replays, backfills): what it made."""
+
+    def __init__(self):
+        self.entries: list = []
+        self.dead: list = []
+
+    def add(self, entry: Entry) -> None:
+        self.entries.append(entry)
+
+    def add_dead_letter(self, dead_letter: DeadLetter) -> None:
+        self.dead.append(dead_letter)
+
+    def batch(self) -> Batch:
+        """Everything collected as one batch."""
+        batch = Batch()
+        for entry in self.entries:
+            batch.add(entry)
+        for dead in self.dead:
+            batch.add_dead_letter(dead)
+        return batch

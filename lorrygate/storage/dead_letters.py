@@ -262,25 +262,12 @@ def _replay(settings, storages, filters, out, err) -> int:
     return 0
 
 
-class _Collector:
-    """Stands in for a batcher: what a router makes of the replayed messages."""
-
-    def __init__(self):
-        self.entries, self.dead = [], []
-
-    def add(self, entry) -> None:
-        self.entries.append(entry)
-
-    def add_dead_letter(self, dead_letter) -> None:
-        self.dead.append(dead_letter)
-
-
 async def replay_storage(settings, storage, filters, reactor) -> dict:
     """Replay the matching dead letters of one storage; counts."""
     from lorrygate.model import Message
     from lorrygate.service.channel_service import make_router
     from lorrygate.service.storage_service import make_backend, storage_ddl
-    from lorrygate.storage.batch import Batch
+    from lorrygate.storage.batch import Batch, Collector
 
     table = Table(storage)
     counts: dict = {"replayed": 0, "rows": 0, "failing": 0, "unknown": 0, "reasons": {}}
@@ -301,7 +288,7 @@ async def replay_storage(settings, storage, filters, reactor) -> dict:
                 by_channel.setdefault(channel.name, []).append(row)
             for channel_name, chunk in by_channel.items():
                 channel = channels[channel_name]
-                collectors = tuple(_Collector() for _ in channel.storages)
+                collectors = tuple(Collector() for _ in channel.storages)
                 router, decoders = make_router(settings, channel, collectors, reactor)
                 for decoder in decoders:
                     if hasattr(decoder, "start"):

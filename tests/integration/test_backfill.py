@@ -96,3 +96,51 @@ def test_sqlite_is_refused_for_a_distributed_backfill(tmp_path):
     done = subprocess.run([sys.executable, "-m", "lorrygate.cli", "backfill", "-c", path, "--source",
                            str(tmp_path / "*.ndjson")], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "SQLite, which takes one writer" in done.stderr
+
+
+def test_a_backfill_into_cratedb_with_idempotent_rows(tmp_path):
+    """Into CrateDB (the fake of CrateDB's documented HTTP answers, in a process of its own, since the
+    workers are other processes), which needs idempotent rows; without them it is refused."""
+    import json as json_
+    import urllib.request
+
+    from tests.servers import free_port
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "tests.fakecrate", str(port)])
+    try:
+        wait_until(lambda: _answers(f"http://127.0.0.1:{port}/"), 30, "the CrateDB fake")
+        realm = "bcrate"
+        (tmp_path / "recordings").mkdir()
+        for f in range(2):
+            (tmp_path / "recordings" / f"node-{f}.ndjson").write_text(
+                "".join(json.dumps({"n": f * 2_000 + i, "time": 1_717_243_200_000 + i}) + "\n" for i in range(2_000)))
+        path = config(tmp_path / "gateway.ini", f"crate://127.0.0.1:{port}/", realm)
+        refused = subprocess.run([sys.executable, "-m", "lorrygate.cli", "backfill", "-c", path, "--source",
+                                  str(tmp_path / "recordings" / "*")], capture_output=True, text=True, timeout=60)
+        assert refused.returncode == 2 and "idempotent = true" in refused.stderr
+        text = open(path).read().replace(f"url = crate://127.0.0.1:{port}/", f"url = crate://127.0.0.1:{port}/\n"
+                                         "idempotent = true\nreplicas = 0")
+        open(path, "w").write(text)
+        done = subprocess.run([sys.executable, "-m", "lorrygate.cli", "backfill", "-c", path, "--source",
+                               str(tmp_path / "recordings" / "*"), "--workers", "1"],
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+        numbers = []
+        for f in range(2):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_fake/rows?schema={realm}&table=node_{f}") as answer:
+                numbers += [row["n"] for row in json_.loads(answer.read())]
+        assert sorted(numbers) == list(range(4_000))
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def _answers(url: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=2):
+            return True
+    except OSError:
+        return False
