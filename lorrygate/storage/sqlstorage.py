@@ -218,12 +218,20 @@ class SqlStorage:
             key_table = entry.table
             physical = None
             for record in entry.records:
-                flat = flatten(record.fields, record.tags, depth=depth)
+                fields = record.fields
+                if record.tags or dict in map(type, fields.values()) or idempotent:
+                    flat = flatten(fields, record.tags, depth=depth)
+                else:
+                    flat = fields  # flat already, and not changed below (0.65 -> 0.24 us a row)
                 physical = physical or dialect.physical(key_table)
                 flat = self._budget(physical, flat, added)
                 columns = tuple(flat)
                 renamed = self._renames.get(columns, _UNSEEN)
                 if renamed is _UNSEEN:
+                    if flat is fields and not all(type(name) is str for name in columns):
+                        # a user decoder's non-text keys: names as flatten() writes them
+                        flat = self._budget(physical, flatten(fields, None, depth=depth), added)
+                        columns = tuple(flat)
                     if len(self._renames) > 10_000:
                         self._renames.clear()
                     renamed = column_names(columns, dialect.fold, ("time", ID_COLUMN), dialect.identifier_limit)

@@ -63,6 +63,16 @@ def test_nested_objects_become_dotted_columns_and_lists_json(storage):
     ]
 
 
+def test_flat_fields_and_a_user_decoders_non_text_keys(storage):
+    """Flat fields go in as they are; keys that are not text (a user decoder's) are named as text, twice over."""
+    storage._commit(batch(entry({"a": 1.5, "s": "x"}), entry({1: 2.5, "a": 3.0})))
+    storage._commit(batch(entry({1: 4.5})))
+    table = "mqttkit_1_testdrive__area_42_node_1_sensors"
+    assert rows(storage, f'SELECT a, s, "1" FROM "{table}" ORDER BY rowid') == [
+        (1.5, "x", None), (3.0, None, 2.5), (None, None, 4.5)
+    ]
+
+
 def test_dead_letters_keep_the_raw_message(storage):
     """A dead letter keeps topic, raw payload, stage and reason."""
     message = Message("a//b", b"\x00\xff raw", 1, True, 1_717_243_200.5, "#")
