@@ -19,6 +19,8 @@ class Publisher:
         self.sock.sendall(codec.encode(codec.Connect(client_id, keepalive=0)))
         self._buffer = b""
         self.acked = 0
+        #: publications sent over this connection (a second publish_* call waits for its own)
+        self.sent = 0
         self._packet_id = 0
         self._wait_for(codec.Connack)
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -58,7 +60,7 @@ class Publisher:
         for topic, payload in messages:
             batch.append(self.packet(topic, payload))
             if len(batch) >= chunk:
-                while sent - self.acked > window:
+                while self.sent + sent - self.acked > window:
                     time.sleep(0.001)
                 self.sock.sendall(b"".join(batch))
                 sent += len(batch)
@@ -66,7 +68,8 @@ class Publisher:
         if batch:
             self.sock.sendall(b"".join(batch))
             sent += len(batch)
-        self.wait_acked(sent)
+        self.sent += sent
+        self.wait_acked(self.sent)
 
     def publish_steady(self, make_message, rate: float, seconds: float) -> int:
         """Publish ``rate`` messages per second for ``seconds``, in 10 ms ticks; return how many."""
@@ -79,7 +82,8 @@ class Publisher:
                 self.sock.sendall(b"".join(self.packet(*make_message(n)) for n in range(sent, due)))
                 sent = due
             time.sleep(0.005)
-        self.wait_acked(sent)
+        self.sent += sent
+        self.wait_acked(self.sent)
         return sent
 
     def wait_acked(self, count: int, timeout: float = 300) -> None:
