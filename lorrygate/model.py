@@ -116,6 +116,8 @@ class Channel:
     transform: Any = attrs.field(default=None, repr=False)
     #: a `lorrygate.storage.ddl.DdlTemplate` for this channel's new tables, or None
     ddl: Any = attrs.field(default=None, repr=False)
+    #: a `lorrygate.decoding.dataflow.DataflowSettings` (``transform = NAME``), or None
+    dataflow: Any = attrs.field(default=None, repr=False)
     #: more storages every record also goes to (a tee); a message is
     #: acknowledged once all of them committed it
     tee: tuple = ()

@@ -121,7 +121,7 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".") -> s.Setting
 
     gateway = s.GatewaySettings()
     brokers, storages, channels, strategy_sections, decoder_sections, hook_sections = {}, {}, [], {}, {}, {}
-    sources = {}
+    sources, dataflows = {}, {}
     for section in parser.sections():
         if section == "lorrygate":
             values = read_section(section, s.GATEWAY_KEYS)
@@ -140,7 +140,7 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".") -> s.Setting
                 section,
                 None,
                 "a section named [lorrygate], [broker:NAME], [source:NAME], [storage:NAME], [strategy:NAME], "
-                "[decoder:NAME], [hook:NAME] or [channel:NAME]",
+                "[decoder:NAME], [hook:NAME], [transform:NAME] or [channel:NAME]",
                 f"[{section}]",
             )
             continue
@@ -166,6 +166,10 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".") -> s.Setting
             decoder_sections[name] = (section, values)
         elif kind == "hook":
             hook_sections[name] = (section, values)
+        elif kind == "transform":
+            dataflow = s.make_dataflow(name, values, section, problem, base_dir)
+            if dataflow is not None:
+                dataflows[name] = dataflow
         elif kind == "source":
             made = s.make_source(name, values, section, problem)
             if made is not None:
@@ -217,16 +221,34 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".") -> s.Setting
                 ddl = s.ddl_template(values["ddl"], storages[channel.storage].kind)
             except ValueError as exc:
                 problem(section, "ddl", "a DDL template", f"one that fails: {exc}")
-        built.append(attrs.evolve(channel, transform=s.make_transform(values, channel.source, hook), ddl=ddl))
+        dataflow = None
+        if values["transform"]:
+            dataflow = dataflows.get(values["transform"])
+            if dataflow is None and f"transform:{values['transform']}" not in parser.sections():
+                known = ", ".join(sorted(dataflows)) or "none defined"
+                problem(section, "transform", f"the name of a [transform:NAME] section ({known})",
+                        repr(values["transform"]))
+        built.append(attrs.evolve(channel, transform=s.make_transform(values, channel.source, hook), ddl=ddl,
+                                  dataflow=dataflow))
     hooks = build_hooks(hook_sections, storages, modules, problem)
+    # Tributary graphs: module:function of the strategies directory or an installed module
+    for name, made in list(sources.items()):
+        if made.type == "tributary":
+            function = _resolve_hook(f"source:{name}", made.graph, modules, problem, key="graph")
+            sources[name] = attrs.evolve(made, function=function)
+    for name, storage in list(storages.items()):
+        if storage.kind == "tributary":
+            function = _resolve_hook(f"storage:{name}", storage.graph, modules, problem, key="graph")
+            storages[name] = attrs.evolve(storage, callback=function)
     if not channels and not any(section.startswith("channel:") for section in parser.sections()):
         problem("channel:NAME", None, "at least one [channel:NAME] section", "none")
     if problems:
         raise ConfigError(problems)
     fingerprints: dict[str, Any] = {section: tuple(parser[section].items()) for section in parser.sections()
-                    if section.partition(":")[0].strip() in ("strategy", "decoder")}
+                    if section.partition(":")[0].strip() in ("strategy", "decoder", "transform")}
     fingerprints["code"] = _code_hash(gateway.strategies, [values["file"] for _, values in decoder_sections.values()
-                                                           if values.get("file")])
+                                                           if values.get("file")]
+                                      + [m for d in dataflows.values() for m in d.modules if m.endswith(".py")])
     return s.Settings(source, gateway, brokers, storages, tuple(built), strategies, decoders, fingerprints, hooks,
                       sources)
 

@@ -106,8 +106,9 @@ class StorageSettings:
     spool_max: int = 1 << 30
     #: textsink: ndjson or csv
     text_format: str = "ndjson"
-    #: appsink: the callable that takes the rows
+    #: appsink: the callable that takes the rows; tributary: the graph's function (``graph``), once resolved
     callback: Any = attrs.field(default=None, repr=False)
+    graph: str = ""
     #: names of ``[hook:NAME]`` sections run on the first sample of each table
     hooks: tuple = ()
     #: mqtt sinks: the topic template, what is published, where dead letters go, and the connection
@@ -169,6 +170,9 @@ class SourceSettings:
     header: bool = False
     window: int = 10_000
     max_line: int = 8 << 20
+    #: tributary: "module:function", and the function once the loader resolved it
+    graph: str = ""
+    function: Any = attrs.field(default=None, repr=False, eq=False)
 
 
 def make_source(name: str, values: dict, section: str, problem):
@@ -200,6 +204,15 @@ def make_source(name: str, values: dict, section: str, problem):
             return None
         if values["interval"] == SOURCE_KEYS["interval"].default:
             values["interval"] = 1.0  # how often the glob is looked at for new and rotated files
+    if kind == "tributary":
+        if not values["graph"]:
+            problem(section, "graph", "module:function that returns the graph's last node", "nothing")
+            return None
+        if not installed("tributary"):
+            problem(section, "type", needs("tributary", "a tributary source"), "tributary")
+            return None
+        if values["window"] == SOURCE_KEYS["window"].default:
+            values["window"] = 1_000
     if kind == "socket" and not values["path"]:
         problem(section, "path", "the path of the socket file (a socket source needs it)", "nothing")
         return None
@@ -304,6 +317,8 @@ STORAGE_KEYS = {
     "max_series": Key(v.integer(1, 10_000_000), 10_000,
                       doc="prometheus: the most series (address and field) the sink exports."),
     "hooks": Key(v.names, (), doc='First-sample hooks ([hook:NAME] sections) run when a table stores its first row or a new field.'),
+    "graph": Key(v.callable_ref, "", doc="tributary: module:function that takes the node of the records and "
+                                         "returns the streaming graph's last node."),
 }
 #: keys only some storage kinds take
 STORAGE_KIND_KEYS = {
@@ -319,6 +334,7 @@ STORAGE_KIND_KEYS = {
     "payload": ("mqtt", "kafka"),
     "dead_letter_topic": ("mqtt", "kafka"),
     "max_series": ("prometheus",),
+    "graph": ("tributary",),
 }
 
 CHANNEL_KEYS = {
@@ -342,6 +358,8 @@ CHANNEL_KEYS = {
     "convert": Key(v.conversions, (), doc='Convert fields with arithmetic: name = expression pairs (docs/decoding.rst).'),
     "hook": Key(v.callable_ref, "", doc='A module:function called with each record before it is stored.'),
     "ddl": Key(v.ddl_text, "", doc="A CREATE TABLE template for this channel's new tables ({table}), inline or @file."),
+    "transform": Key(v.text, "", doc="A [transform:NAME] dataflow the records go through before they are stored "
+                                     "(after the keys above)."),
     "exchange": Key(v.nonempty, "amq.topic", doc="amqp: the topic exchange the channel's queue is bound to."),
     "queue": Key(v.text, "", doc="amqp: the channel's durable queue (default lorrygate.<channel>)."),
     "prefetch": Key(v.integer(1, 65535), 2000, doc="amqp: unacknowledged messages RabbitMQ sends at once."),
@@ -366,7 +384,7 @@ CHANNEL_TYPE_KEYS = {"qos": "mqtt", "retained": "mqtt", "exchange": "amqp", "que
                      "mode": "redis, zmq", "group": "mqtt, redis, kafka", "start": "kafka", "consumer": "redis", "topic_field": "redis",
                      "payload_field": "redis", "claim_idle": "redis"}
 #: channel keys that make up its transformer step
-TRANSFORM_KEYS = ("metadata", "rename", "drop", "tags", "convert", "hook", "ddl")
+TRANSFORM_KEYS = ("metadata", "rename", "drop", "tags", "convert", "hook", "ddl", "transform")
 
 DECODER_KEYS = {
     "type": Key(v.nonempty, doc='javascript, or a built-in decoder to configure (csv).'),
@@ -415,10 +433,13 @@ HOOK_TYPE_KEYS = {
 }
 
 SOURCE_KEYS = {
-    "type": Key(v.choice("poll", "iio", "socket", "pgcdc", "files"),
+    "type": Key(v.choice("poll", "iio", "socket", "pgcdc", "files", "tributary"),
                 doc="poll: an HTTP(S) url or a command on an interval; iio: Linux IIO sensors through sysfs; socket: "
                     "a Unix socket local programs write to; pgcdc: PostgreSQL change data capture (wal2json); "
-                    "files: the lines of files, followed across rotation."),
+                    "files: the lines of files, followed across rotation; tributary: the values of a Tributary "
+                    "streaming graph."),
+    "graph": Key(v.callable_ref, "", doc="tributary: module:function that returns the streaming graph's last node "
+                                         "(a module of the strategies directory or an installed one)."),
     "database": Key(v.text, None, secret=True, doc="pgcdc: the source database, postgresql://USER:PASSWORD@HOST/DB "
                                                    "(from ${ENV:...} or ${FILE:...} when it has a password)."),
     "slot": Key(v.nonempty, "lorrygate", doc="pgcdc: the logical replication slot (wal2json)."),
@@ -429,7 +450,8 @@ SOURCE_KEYS = {
     "start": Key(v.choice("beginning", "end"), "beginning",
                  doc="files: where files that exist at the first start are read from (later ones: their start)."),
     "header": Key(v.boolean, False, doc="files: each file's first line is a header (CSV) put before every line."),
-    "window": Key(v.integer(1, 1_000_000), 10_000, doc="files: lines read but not yet committed, at most."),
+    "window": Key(v.integer(1, 1_000_000), 10_000, doc="files: lines read but not yet committed, at most; "
+                                                       "tributary: values taken from the graph but not yet committed."),
     "max_line": Key(v.size, 8 << 20, doc="files: the longest line; a longer one is a dead letter (kept by "
                                                  "its size and SHA-256)."),
     "framing": Key(v.choice("lines", "length", "datagram"), "lines",
@@ -454,7 +476,27 @@ SOURCE_TYPE_KEYS = {"poll": ("url", "command", "interval", "jitter", "timeout", 
                     "socket": ("path", "framing", "mode", "group", "topic"),
                     "pgcdc": ("database", "slot", "tables", "create_slot", "interval", "topic"),
                     "files": ("path", "exclude", "start", "header", "interval", "jitter", "topic", "window",
-                              "max_line")}
+                              "max_line"),
+                    "tributary": ("graph", "topic", "window")}
+
+DATAFLOW_KEYS = {
+    "type": Key(v.choice("hamilton"), doc="hamilton: a Hamilton dataflow (apache-hamilton) over each batch of an "
+                                          "address's records (docs/transform.rst)."),
+    "modules": Key(v.names, doc="The dataflow's Python files (relative to the config's directory) or importable "
+                                "module names, comma-separated."),
+    "inputs": Key(v.names, doc="The record fields the dataflow reads: each a pandas Series over the rows."),
+    "outputs": Key(v.names, doc="The dataflow's functions whose values are stored."),
+    "constants": Key(v.pairs("=", "name=value pairs"), (), doc="Scalar inputs of the dataflow: name=value pairs."),
+    "history": Key(v.integer(0, 1_000_000), 0, doc="Rows of each address handed to the dataflow before the new "
+                                                   "ones (rolling computations across messages); only new rows are "
+                                                   "stored."),
+    "into": Key(v.choice("fields", "table"), "fields", doc="fields: the outputs become fields of the stored rows; "
+                                                           "table: rows of a derived table <table>_<transform>."),
+    "timeout": Key(v.duration(0.01, 3600), 10.0, doc="How long one run may take before its messages are dead "
+                                                     "letters."),
+    "max_pending": Key(v.integer(1, 10_000_000), 10_000, doc="Messages waiting for the dataflow at which the "
+                                                             "channel's source pauses."),
+}
 
 SECTION_KINDS = {
     "broker": BROKER_KEYS,
@@ -464,6 +506,7 @@ SECTION_KINDS = {
     "channel": CHANNEL_KEYS,
     "hook": HOOK_KEYS,
     "source": SOURCE_KEYS,
+    "transform": DATAFLOW_KEYS,
 }
 
 
@@ -529,7 +572,8 @@ EXTRAS = {"psycopg": ("psycopg", "postgresql"), "py_mini_racer": ("mini-racer", 
           "cratedb_sqlparse": ("cratedb-sqlparse", "cratedb"), "watchdog": ("watchdog", "reload"),
           "prometheus_client": ("prometheus-client", "metrics"), "pika": ("pika", "amqp"),
           "redis": ("redis", "redis"), "zmq": ("pyzmq", "zmq"), "confluent_kafka": ("confluent-kafka", "kafka"),
-          "autobahn": ("autobahn", "websocket"), "zstandard": ("zstandard", "files")}
+          "autobahn": ("autobahn", "websocket"), "zstandard": ("zstandard", "files"),
+          "hamilton": ("apache-hamilton", "hamilton"), "tributary": ("tributary", "tributary")}
 
 
 def needs(module: str, what: str) -> str:
@@ -567,6 +611,13 @@ def make_storage(name: str, values: dict, section: str, problem):
             problem(section, "url", needs("autobahn", "a websocket storage"), "a ws:// URL")
             return None
         values["spool"] = False  # a live view: nothing to keep for later
+    if url.kind == "tributary":
+        if not installed("tributary"):
+            problem(section, "url", needs("tributary", "a tributary storage"), "tributary://")
+            return None
+        if not values["graph"]:
+            problem(section, "graph", "module:function that builds the graph on the records' node", "nothing")
+            return None
     if url.kind == "kafka":
         if not installed("confluent_kafka"):
             problem(section, "url", needs("confluent_kafka", "a kafka storage"), "a kafka:// URL")
@@ -646,6 +697,33 @@ def make_transform(values: dict, source: str, hook):
         source=source,
     )
     return transform if transform.active else None
+
+
+def make_dataflow(name: str, values: dict, section: str, problem, base_dir: str):
+    """A ``[transform:NAME]`` section's `DataflowSettings`, its DAG validated; None after reporting problems."""
+    from lorrygate.decoding.dataflow import DataflowSettings, build_driver, load_modules
+    from lorrygate.decoding.records import scalar
+
+    if not installed("hamilton"):
+        problem(section, "type", needs("hamilton", "a hamilton transform"), "hamilton")
+        return None
+    modules = tuple(os.path.join(base_dir, m) if m.endswith(".py") and not os.path.isabs(m) else m
+                    for m in values["modules"])
+    settings = DataflowSettings(name, values["type"], modules, values["inputs"], values["outputs"],
+                                tuple((key, scalar(text)) for key, text in values["constants"]), values["history"],
+                                values["into"], values["timeout"], values["max_pending"])
+    try:
+        modules = load_modules(settings)
+    except ValueError as exc:
+        problem(section, "modules", "Python files or module names that import cleanly", str(exc))
+        return None
+    try:
+        build_driver(settings, modules)
+    except ValueError as exc:
+        key = "modules" if str(exc).startswith("Hamilton cannot build") else "outputs"
+        problem(section, key, "a dataflow that computes the outputs from the inputs", str(exc))
+        return None
+    return settings
 
 
 def make_decoder(name: str, values: dict, section: str, problem, base_dir: str):

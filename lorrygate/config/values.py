@@ -163,7 +163,8 @@ def topic_filters(value: str) -> tuple:
 STORAGE_URL_HELP = (
     "a storage URL: sqlite:///PATH, postgresql://USER:PASSWORD@HOST:5432/DATABASE, "
     "crate://HOST:4200/, crate+https://USER:PASSWORD@HOST:4200/, mqtt://USER:PASSWORD@HOST:1883/, "
-    "kafka://HOST:9092/, ws://127.0.0.1:9482/ (a live page), prometheus:// or pushgateway://HOST:9091/JOB"
+    "kafka://HOST:9092/, ws://127.0.0.1:9482/ (a live page), prometheus://, pushgateway://HOST:9091/JOB "
+    "or tributary:// (a Tributary graph)"
 )
 
 
@@ -187,7 +188,7 @@ class StorageUrl:
 
         if self.kind == "sqlite":
             return "sqlite:///" + os.path.abspath(self.path)
-        if self.kind in ("file", "app", "prometheus"):
+        if self.kind in ("file", "app", "prometheus", "tributary"):
             return self.raw
         if self.kind == "crate":
             _, nodes = crate_nodes(self.raw)
@@ -229,6 +230,8 @@ def storage_url(value: str) -> StorageUrl:
         return StorageUrl("crate", value)
     if value in ("prometheus://", "prometheus:"):
         return StorageUrl("prometheus", "prometheus://")
+    if value in ("tributary://", "tributary:"):
+        return StorageUrl("tributary", "tributary://")
     if value.startswith("sqlite:///") and len(value) > len("sqlite:///"):
         return StorageUrl("sqlite", value, value[len("sqlite:///") :])
     try:

@@ -17,6 +17,7 @@ from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.logger import Logger
 
 from lorrygate.decoding import DecoderChain
+from lorrygate.decoding.dataflow import apply_outputs, derived_table
 from lorrygate.decoding.events import EventValueDecoder
 from lorrygate.decoding.timestamps import seconds_to_ns, to_iso
 from lorrygate.decoding.values import KotoriValues
@@ -165,6 +166,8 @@ class ChannelRouter:
     _values: Any = None
     _report_second: int = -1
     _reports_this_second: int = 0
+    #: the channel's dataflow step (`lorrygate.decoding.dataflow.DataflowStep`), or None
+    dataflow: Any = None
 
     log = Logger()
 
@@ -331,13 +334,37 @@ class ChannelRouter:
             except DecodeError as exc:
                 self._undecodable(message, exc, stage="transform")
                 return
-        self.stats.routed += 1
-        if self.tee:
-            fanned = attrs.evolve(message, ack=FanInAck(message.ack, 1 + len(self.tee)))
-            for batcher in (self.batcher,) + self.tee:
-                batcher.add(Entry(table, records, self.channel.name, fanned, decoder, address))
+        if self.dataflow is not None and records:
+            pending = self.dataflow.submit(records, table)
+            self._pending.add(pending)
+            pending.addBoth(self._settled, pending)
+            pending.addCallbacks(self._dataflowed, self._dataflow_failed, (records, message, address, table, decoder),
+                                 None, (message,))
             return
-        self.batcher.add(Entry(table, records, self.channel.name, message, decoder, address))
+        self._store(records, message, address, table, decoder)
+
+    def _dataflowed(self, outputs, records, message, address, table, decoder) -> None:
+        records, derived = apply_outputs(self.dataflow.settings, records, outputs)
+        extra = ((derived_table(table, self.dataflow.settings.name), derived),) if derived else ()
+        self._store(records, message, address, table, decoder, extra)
+
+    def _dataflow_failed(self, failure, message) -> None:
+        error = failure.value
+        if not isinstance(error, DecodeError):
+            error = DecodeError(self.dataflow.name, f"{type(error).__name__}: {error}")
+        self._undecodable(message, error, stage="transform")
+
+    def _store(self, records, message, address, table, decoder, extra: tuple = ()) -> None:
+        """Hand a message's rows to the storage (and the tee's); ``extra``: (table, records) pairs of the same
+        message for other tables (a dataflow's derived table). The message is acknowledged once all are stored."""
+        self.stats.routed += 1
+        batchers = (self.batcher,) + self.tee
+        parts = ((table, records),) + extra
+        if len(batchers) * len(parts) > 1:
+            message = attrs.evolve(message, ack=FanInAck(message.ack, len(batchers) * len(parts)))
+        for batcher in batchers:
+            for part_table, part_records in parts:
+                batcher.add(Entry(part_table, part_records, self.channel.name, message, decoder, address))
 
     def _failed(self, failure, message) -> None:
         if failure.check(DeferredTimeout):

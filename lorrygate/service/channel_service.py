@@ -40,6 +40,12 @@ def make_router(settings, channel, batchers: tuple, reactor) -> tuple:
 
     router.suffix_decoders = {name: settings.decoders[name](timezone, reactor)
                               for _, name in SUFFIX_DECODERS if name in settings.decoders}
+    if channel.dataflow is not None:
+        from lorrygate.decoding.dataflow import DataflowStep
+
+        # started and stopped with the decoders
+        router.dataflow = DataflowStep(channel.dataflow, reactor, channel.name)
+        decoders += (router.dataflow,)
     return router, decoders
 
 
@@ -72,6 +78,10 @@ class ChannelService(Service):
 
             source = FilesSource(channel.name, settings.sources[channel.source], router, reactor,
                                  data_dir=settings.gateway.data_dir)
+        elif broker is None and settings.sources[channel.source].type == "tributary":
+            from lorrygate.sources.tributary import TributarySource
+
+            source = TributarySource(channel.name, settings.sources[channel.source], router, reactor)
         elif broker is None and settings.sources[channel.source].type == "socket":
             from lorrygate.sources.unixsocket import SocketSource
 
@@ -114,6 +124,8 @@ class ChannelService(Service):
         for decoder in self.decoders:
             if hasattr(decoder, "start"):
                 decoder.start()
+            if hasattr(decoder, "attach"):
+                decoder.attach(self.source)  # a dataflow's backpressure
         for batcher in self.batchers:
             batcher.attach(self.source)
         self.source.startService()
@@ -145,6 +157,9 @@ class ChannelService(Service):
                 )
         for batcher in self.batchers:
             batcher.detach(source)
+        for decoder in self.decoders:
+            if hasattr(decoder, "detach"):
+                decoder.detach(source)
         await source.stopService()
         for decoder in self.decoders:
             if hasattr(decoder, "stop"):

@@ -52,6 +52,10 @@ def make_backend(storage, reactor, ddl: dict):
         from lorrygate.storage.websocket_sink import WebSocketSink
 
         return WebSocketSink(storage.name, storage.url.raw, reactor)
+    if storage.kind == "tributary":
+        from lorrygate.storage.tributary_sink import TributarySink
+
+        return TributarySink(storage.name, storage.callback, reactor)
     if storage.kind == "kafka":
         from lorrygate.storage.kafka_sink import KafkaSink
 
