@@ -42,8 +42,11 @@ SECTIONS = (
     ("[decoder:NAME]", s.DECODER_KEYS, "A declared decoder (docs/decoding.rst).",
      {key: kind for kind, keys in s.DECODER_TYPE_KEYS.items() for key in keys}),
     ("[source:NAME]", s.SOURCE_KEYS, "Something on this machine: an HTTP poll or a command on an interval, "
-     "Linux IIO sensors, a Unix socket, PostgreSQL change data capture, followed files (docs/sources.rst).", {key: ", ".join(k for k, keys in s.SOURCE_TYPE_KEYS.items()
+     "Linux IIO sensors, a Unix socket, PostgreSQL change data capture, followed files, a Tributary graph "
+     "(docs/sources.rst).", {key: ", ".join(k for k, keys in s.SOURCE_TYPE_KEYS.items()
                                                                if key in keys) for key in s.SOURCE_KEYS if key != "type"}),
+    ("[transform:NAME]", s.DATAFLOW_KEYS, "A dataflow a channel's records go through before they are stored "
+     "(``transform = NAME`` in the channel): a Hamilton module (docs/transform.rst).", {}),
     ("[hook:NAME]", s.HOOK_KEYS, "A first-sample hook (docs/hooks.rst).",
      {key: kind for kind, (required, optional) in s.HOOK_TYPE_KEYS.items() for key in required + optional}),
 )

@@ -707,9 +707,9 @@ def make_dataflow(name: str, values: dict, section: str, problem, base_dir: str)
     if not installed("hamilton"):
         problem(section, "type", needs("hamilton", "a hamilton transform"), "hamilton")
         return None
-    modules = tuple(os.path.join(base_dir, m) if m.endswith(".py") and not os.path.isabs(m) else m
-                    for m in values["modules"])
-    settings = DataflowSettings(name, values["type"], modules, values["inputs"], values["outputs"],
+    references = tuple(os.path.join(base_dir, m) if m.endswith(".py") and not os.path.isabs(m) else m
+                       for m in values["modules"])
+    settings = DataflowSettings(name, values["type"], references, values["inputs"], values["outputs"],
                                 tuple((key, scalar(text)) for key, text in values["constants"]), values["history"],
                                 values["into"], values["timeout"], values["max_pending"])
     try:

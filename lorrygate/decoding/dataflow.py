@@ -43,7 +43,8 @@ import traceback
 from typing import Any
 
 import attrs
-from twisted.internet.defer import Deferred, TimeoutError as DeferredTimeout
+from twisted.internet.defer import Deferred
+from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
@@ -115,7 +116,7 @@ def build_driver(settings: DataflowSettings, modules: list | None = None):
     try:
         dr = driver.Builder().with_modules(*modules).with_adapters(base.DictResult()).build()
     except Exception as exc:
-        raise ValueError(f"Hamilton cannot build the dataflow: {type(exc).__name__}: {' '.join(str(exc).split())}")
+        raise ValueError(f"Hamilton cannot build the dataflow: {type(exc).__name__}: {' '.join(str(exc).split())}") from None
     sample = {name: pd.Series([1.0], index=pd.DatetimeIndex([0], tz="UTC")) for name in settings.inputs}
     sample.update(dict(settings.constants))
     try:

@@ -71,6 +71,9 @@ def describe(settings, topics=(), fields=()) -> str:
             elif polled.type == "pgcdc":
                 lines.append(f"  channel {channel.name}: pgcdc source {polled.name} (slot {polled.slot}), topic "
                              f"{polled.topic} (at least once)")
+            elif polled.type == "tributary":
+                lines.append(f"  channel {channel.name}: tributary source {polled.name} (graph {polled.graph}, window "
+                             f"{polled.window}), topic {polled.topic} (at most once)")
             elif polled.type == "socket":
                 lines.append(f"  channel {channel.name}: socket source {polled.name} ({polled.path}, {polled.framing}), "
                              f"topic {polled.topic} (at most once)")
@@ -99,10 +102,13 @@ def describe(settings, topics=(), fields=()) -> str:
                          + (f", gateway group {channel.group}: $share/{channel.group}/..." if channel.group else "")
                          + ")")
         lines.append(f"    ! strategy {channel.strategy} ! decode {','.join(channel.decoders)}"
-                     + (" ! transform" if channel.transform is not None else ""))
+                     + (" ! transform" if channel.transform is not None else "")
+                     + (f" ! hamilton {channel.dataflow.name} ({', '.join(channel.dataflow.outputs)})"
+                        if channel.dataflow is not None else ""))
         for name in channel.storages:
             storage = settings.storages[name]
-            lines.append(f"    ! {storage.kind} {name} ({storage.url})")
+            lines.append(f"    ! {storage.kind} {name} ({storage.url})" if storage.kind != "tributary"
+                         else f"    ! tributary {name} (graph {storage.graph}, at least once)")
     for topic in topics:
         lines.append(f"topic {topic}:")
         for channel in settings.channels:

@@ -28,7 +28,7 @@ from lorrygate.pipeline.elements import ELEMENTS, REQUIRED, URL_KINDS
 from lorrygate.pipeline.grammar import parse
 
 #: launch elements of ``[source:NAME]`` kinds, by their type
-LOCAL_SOURCES = {"filesrc": "files", "socketsrc": "socket", "pgcdcsrc": "pgcdc"}
+LOCAL_SOURCES = {"filesrc": "files", "socketsrc": "socket", "pgcdcsrc": "pgcdc", "tributarysrc": "tributary"}
 
 
 class PipelineError(LorrygateError):
@@ -203,6 +203,11 @@ class _Builder:
                 path = props["location"]
                 settings = s.StorageSettings(name, v.StorageUrl("file", f"file://{path}", path), "file", path,
                                              spool=False, text_format=props["format"])
+            elif factory == "tributarysink":
+                graph = props["graph"]
+                settings = s.StorageSettings(name, v.StorageUrl("tributary", "tributary://"), "tributary",
+                                             spool=False, graph=graph,
+                                             callback=_import(graph, text, element.loc, "tributarysink graph"))
             else:  # appsink
                 callback = self.callbacks.get(props["name"]) if props["name"] else None
                 if callback is None and props["callback"]:
@@ -269,7 +274,8 @@ class _Builder:
                                 f"got {head.factory if head.factory != 'url' else head.url!r}", text, head.loc)
         source = self.source(head)
         strategy, decoders, timezone, transform, storages, tee = "wan", source.pop("decoders"), "UTC", None, [], None
-        order = ["strategy", "decode", "transform", "queue", "sink"]
+        dataflow = None
+        order = ["strategy", "decode", "transform", "dataflow", "queue", "sink"]
         last = -1
         for element in elements[1:]:
             kind = _kind(element, False)
@@ -290,6 +296,8 @@ class _Builder:
                 decoders, timezone = props["chain"], props["timezone"]
             elif kind == "transform":
                 transform = self.transform(element)
+            elif kind == "dataflow":
+                dataflow = self.dataflow(element, len(self.channels))
             elif kind == "tee":
                 tee = _properties(element, text)["name"]
             elif kind == "sink":
@@ -310,7 +318,7 @@ class _Builder:
         self.channels.append(Channel(name=name, source=source["broker"], topics=source["topics"], qos=source["qos"],
                                      strategy=strategy, decoders=tuple(decoders), storage=storages[0] if storages else "",
                                      timezone=timezone, retained=source["retained"], transform=transform,
-                                     **source.get("amqp", {})))  # source-type options (amqp, redis)
+                                     dataflow=dataflow, **source.get("amqp", {})))  # source-type options (amqp, redis)
         if tee is not None:
             if tee in self.tees:
                 raise PipelineError(f"a second element named {tee!r}", text, elements[-1].loc)
@@ -449,7 +457,10 @@ class _Builder:
         def problem(section, key, expected, got):
             raise PipelineError(f"{element.factory} {key}: expected {expected}, got {got}", self.text, element.loc)
 
-        self.sources[name] = s.make_source(name, values, element.factory, problem)
+        made = s.make_source(name, values, element.factory, problem)
+        if made.type == "tributary":
+            made = attrs.evolve(made, function=_import(made.graph, self.text, element.loc, "tributarysrc graph"))
+        self.sources[name] = made
         return {"broker": name, "topics": ("#",), "qos": 1, "retained": "new", "decoders": ("json", "csv", "kv", "value")}
 
     def kafka_source(self, element) -> dict:
@@ -482,6 +493,19 @@ class _Builder:
         return {"broker": name, "topics": tuple(t.strip() for t in topic.split(",")), "qos": 0, "retained": "new",
                 "decoders": ("json",), "amqp": {"mode": mode}}
 
+    def dataflow(self, element, index: int):
+        """A hamilton element: its dataflow validated as a ``[transform:NAME]`` section would be."""
+        props = _properties(element, self.text)
+        values = {key: props[key] for key in ("modules", "inputs", "outputs", "constants", "history", "into",
+                                              "timeout")}
+        values["type"], values["max_pending"] = "hamilton", s.DATAFLOW_KEYS["max_pending"].default
+        values["modules"] = tuple(os.path.abspath(m) if m.endswith(".py") else m for m in values["modules"])
+
+        def problem(section, key, expected, got):
+            raise PipelineError(f"hamilton {key}: expected {expected}, got {got}", self.text, element.loc)
+
+        return s.make_dataflow(f"launch{index}", values, "hamilton", problem, os.getcwd())
+
     def transform(self, element):
         props = _properties(element, self.text)
         values = {"rename": (), "drop": (), "tags": (), "convert": (), "metadata": props["metadata"]}
@@ -499,14 +523,14 @@ class _Builder:
         return s.make_transform(values, "launch", None)
 
 
-def _import(reference: str, text: str, loc: int):
+def _import(reference: str, text: str, loc: int, what: str = "appsink callback"):
     import importlib
 
     module, _, function = reference.partition(":")
     try:
         return getattr(importlib.import_module(module), function)
     except (ImportError, AttributeError) as exc:
-        raise PipelineError(f"appsink callback {reference!r}: {exc}", text, loc) from None
+        raise PipelineError(f"{what} {reference!r}: {exc}", text, loc) from None
 
 
 def build_settings(text: str, callbacks=None, data_dir: str = "var", strategies_dir: str = "strategies") -> s.Settings:

@@ -42,7 +42,6 @@ from lorrygate.interfaces import ISource
 from lorrygate.model import Message
 from lorrygate.sources.pauses import Pauses, SourcePlumbing
 
-
 #: seconds a stop waits for a graph's thread
 STOP_TIMEOUT = 5.0
 
@@ -58,7 +57,7 @@ class GraphRunner:
         self.loop = asyncio.new_event_loop()
         self.reactor = reactor
         self.on_end = on_end
-        self.graph = None
+        self.graph: Any = None
         self.finished = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"lorrygate-tributary-{name}", daemon=True)
 
@@ -69,8 +68,8 @@ class GraphRunner:
         asyncio.set_event_loop(self.loop)
         error = None
         try:
-            self.graph = self.node.constructGraph()
-            self.loop.run_until_complete(self.graph._run())
+            graph = self.graph = self.node.constructGraph()
+            self.loop.run_until_complete(graph._run())
         except BaseException as exc:  # the user's graph: whatever it raises is reported, never a crash
             error = exc
         finally:

@@ -51,7 +51,7 @@ def test_three_mistakes_are_reported_together():
         "gateway.ini [broker:local] port: expected a whole number from 1 to 65535, got '99999'",
         "gateway.ini [storage:db] url: expected a storage URL: sqlite:///PATH, postgresql://USER:PASSWORD@HOST:5432/"
         "DATABASE, crate://HOST:4200/, crate+https://USER:PASSWORD@HOST:4200/, mqtt://USER:PASSWORD@HOST:1883/, "
-        "kafka://HOST:9092/, ws://127.0.0.1:9482/ (a live page), prometheus:// or pushgateway://HOST:9091/JOB, "
+        "kafka://HOST:9092/, ws://127.0.0.1:9482/ (a live page), prometheus://, pushgateway://HOST:9091/JOB or tributary:// (a Tributary graph), "
         "got 'mysql://nope'",
         "gateway.ini [channel:main] topics: expected valid MQTT topic filters ('mqttkit-1/#/x': '#' must be "
         "the last level of a topic filter), got 'mqttkit-1/#/x'",
