@@ -276,8 +276,9 @@ class ChannelRouter:
             # A decoder whose Deferred never fires must not hold its channel.
             result.addTimeout(self.channel.decode_timeout, self.clock)
             self._pending.add(result)
-            result.addBoth(self._settled, result)
             result.addCallbacks(self._decoded, self._failed, (message, address, table), None, (message,))
+            # settled after the rows are with the batcher: a stop's barrier then covers them
+            result.addBoth(self._settled, result)
             return
         self._decoded(result, message, address, table)
 
@@ -337,9 +338,9 @@ class ChannelRouter:
         if self.dataflow is not None and records:
             pending = self.dataflow.submit(records, table)
             self._pending.add(pending)
-            pending.addBoth(self._settled, pending)
             pending.addCallbacks(self._dataflowed, self._dataflow_failed, (records, message, address, table, decoder),
                                  None, (message,))
+            pending.addBoth(self._settled, pending)
             return
         self._store(records, message, address, table, decoder)
 

@@ -168,6 +168,8 @@ class TributarySource(SourcePlumbing, Service):
     _stop_waiters: list = attrs.Factory(list)
     #: non-empty once the gateway stops the graph (a list: the graph's thread reads it)
     _stopping: list = attrs.Factory(list)
+    #: the value the graph holds while the source is paused
+    _held: list = attrs.Factory(list)
 
     log = Logger()
     publish = None
@@ -179,6 +181,11 @@ class TributarySource(SourcePlumbing, Service):
 
     def when_subscribed(self) -> Deferred:
         return succeed(None)
+
+    @property
+    def held_back(self) -> int:
+        """Values the graph waits to hand over while the source is paused."""
+        return len(self._held)
 
     def startService(self) -> None:
         super().startService()
@@ -192,14 +199,17 @@ class TributarySource(SourcePlumbing, Service):
             self._ended(exc)
             return
         reactor = self._reactor
-        window, is_open, stopping = self._window, self._open, self._stopping
+        window, is_open, stopping, held = self._window, self._open, self._stopping, self._held
 
         async def take(value):
             from tributary.base import StreamEnd, StreamNone, StreamRepeat
 
             if isinstance(value, (StreamEnd, StreamNone, StreamRepeat)):
                 return value
-            await is_open.wait()
+            if not is_open.is_set():
+                held.append(value)  # the graph waits for the source's resume (status: held_back)
+                await is_open.wait()
+                held.clear()
             await window.acquire()
             if not stopping:
                 reactor.callFromThread(self._deliver, value)

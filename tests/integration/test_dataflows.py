@@ -1,0 +1,245 @@
+"""
+Dataflows of other frameworks in a running gateway (docs/transform.rst):
+
+- a Hamilton module (examples/dataflows/weather.py) computes the dew point
+  and a rolling mean per node for 10,000 messages through a real Mosquitto;
+  the derived columns are stored next to the raw ones, and are what the
+  formulas give for each node's stream in order;
+- a module with a missing input fails ``lorrygate check`` naming the function;
+- a Tributary graph (examples/tributary/livegraph.py) as a source: 1,000
+  values stored;
+- a slow Tributary graph as a storage holds the channel's source paused
+  (backpressure) and still receives every message.
+"""
+
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+import uuid
+
+import pytest
+
+from tests.gatewayproc import GatewayProcess, Publisher, count_rows, query, tables
+from tests.servers import wait_until
+
+pytestmark = pytest.mark.integration
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+WEATHER = os.path.join(ROOT, "examples", "dataflows", "weather.py")
+GRAPHS = os.path.join(ROOT, "examples", "tributary")
+
+
+def dew_point(temperature: float, humidity: float) -> float:
+    gamma = math.log(humidity / 100.0) + 17.62 * temperature / (243.12 + temperature)
+    return round(243.12 * gamma / (17.62 - gamma), 2)
+
+
+def write(directory, text: str) -> str:
+    path = directory / "gateway.ini"
+    path.write_text(textwrap.dedent(text))
+    return str(path)
+
+
+def test_a_hamilton_dataflow_stores_derived_columns_next_to_the_raw_ones(tmp_path, mosquitto):
+    realm = f"h{uuid.uuid4().hex[:6]}"
+    db = str(tmp_path / "gateway.sqlite")
+    config = write(tmp_path, f"""
+        [lorrygate]
+        data_dir = {tmp_path}
+        log_format = json
+        control = off
+        stats_interval = 1s
+
+        [broker:test]
+        host = 127.0.0.1
+        port = {mosquitto.port}
+        client_id = {realm}
+
+        [storage:db]
+        url = sqlite:///{db}
+        synchronous = NORMAL
+
+        [transform:weather]
+        type = hamilton
+        modules = {WEATHER}
+        inputs = temperature, humidity
+        outputs = dew_point, temperature_mean
+        constants = window=5
+        history = 4
+
+        [channel:main]
+        source = test
+        topics = {realm}/#
+        transform = weather
+        """)
+    gateway = GatewayProcess(config, str(tmp_path / "gw.log"))
+    gateway.start(ready="subscribed to")
+    total, nodes = 10_000, 10
+    messages = []
+    for seq in range(total):
+        temperature = round(15 + 10 * math.sin(seq / 97), 2)
+        humidity = round(55 + 30 * math.cos(seq / 61), 1)
+        messages.append((f"{realm}/net/gw/node-{seq % nodes}/data.json",
+                         json.dumps({"seq": seq, "temperature": temperature, "humidity": humidity})))
+    publisher = Publisher(mosquitto.port)
+    try:
+        publisher.publish_many(messages)
+        wait_until(lambda: count_rows(db, realm) == total, 120, "every row stored")
+    finally:
+        publisher.close()
+        assert gateway.stop() == 0
+    checked = 0
+    for table in sorted(t for t in tables(db) if t.startswith(realm)):
+        rows = query(db, f'SELECT seq, temperature, humidity, dew_point, temperature_mean FROM "{table}" ORDER BY seq')
+        assert len(rows) == total // nodes
+        window = []
+        for seq, temperature, humidity, stored_dew_point, mean in rows:
+            window = (window + [temperature])[-5:]
+            assert stored_dew_point == pytest.approx(dew_point(temperature, humidity), abs=0.011), (table, seq)
+            assert mean == pytest.approx(round(sum(window) / len(window), 3), abs=0.0011), (table, seq)
+            checked += 1
+    assert checked == total
+    assert not query(db, "SELECT count(*) FROM lorrygate_dead_letter")[0][0]
+
+
+def test_a_dataflow_with_a_missing_input_fails_check_with_the_functions_name(tmp_path):
+    module = tmp_path / "broken.py"
+    module.write_text(textwrap.dedent("""
+        import pandas as pd
+
+        def dew_point(temperature: pd.Series, humidty: pd.Series) -> pd.Series:
+            return temperature - humidty
+        """))
+    config = write(tmp_path, f"""
+        [broker:b]
+        host = 127.0.0.1
+
+        [storage:db]
+        url = sqlite:///{tmp_path}/x.sqlite
+
+        [transform:weather]
+        type = hamilton
+        modules = broken.py
+        inputs = temperature, humidity
+        outputs = dew_point
+
+        [channel:main]
+        topics = x/#
+        transform = weather
+        """)
+    result = subprocess.run([sys.executable, "-m", "lorrygate.cli", "check", "-c", config], capture_output=True,
+                            text=True, timeout=120, cwd=ROOT)
+    assert result.returncode == 2, result.stdout + result.stderr
+    output = result.stdout + result.stderr
+    assert "[transform:weather] outputs" in output
+    assert "humidty" in output and "dew_point" in output, output
+
+
+def test_a_tributary_graph_is_a_source_of_stored_messages(tmp_path):
+    db = str(tmp_path / "gateway.sqlite")
+    config = write(tmp_path, f"""
+        [lorrygate]
+        data_dir = {tmp_path}
+        log_format = json
+        control = off
+        strategies = {GRAPHS}
+        stats_interval = 1s
+
+        [source:model]
+        type = tributary
+        graph = livegraph:readings
+        topic = mqttkit-1/model/lab/{{node}}/data.json
+        window = 100
+
+        [storage:db]
+        url = sqlite:///{db}
+        synchronous = NORMAL
+
+        [transform:weather]
+        type = hamilton
+        modules = {WEATHER}
+        inputs = temperature, humidity
+        outputs = dew_point
+
+        [channel:main]
+        source = model
+        topics = mqttkit-1/model/#
+        transform = weather
+        """)
+    gateway = GatewayProcess(config, str(tmp_path / "gw.log"))
+    gateway.start(ready="channel main")
+    try:
+        wait_until(lambda: count_rows(db, "mqttkit_1_model") == 1_000, 120, "1,000 values of the graph stored")
+    finally:
+        assert gateway.stop() == 0
+    seqs = sorted(seq for table in tables(db) if table.startswith("mqttkit_1_model")
+                  for (seq,) in query(db, f'SELECT seq FROM "{table}"'))
+    assert seqs == list(range(1_000))
+    assert len([t for t in tables(db) if t.startswith("mqttkit_1_model")]) == 4
+    assert query(db, 'SELECT count(dew_point) FROM "mqttkit_1_model__lab_node_0_sensors"')[0][0] == 250
+    assert any("the Tributary graph ended after 1000 values" in e.get("message", "") for e in gateway.events())
+
+
+def test_a_slow_tributary_graph_holds_the_source_and_loses_nothing(tmp_path, mosquitto):
+    realm = f"t{uuid.uuid4().hex[:6]}"
+    seen = tmp_path / "seen.txt"
+    strategies = tmp_path / "graphs"
+    strategies.mkdir()
+    (strategies / "slowsink.py").write_text(textwrap.dedent(f"""
+        import time
+
+        def slow(records):
+            handle = open({str(seen)!r}, "a")
+
+            def take(record):
+                time.sleep(0.002)  # a consumer slower than the broker
+                handle.write(str(record["fields"]["seq"]) + "\\n")
+                handle.flush()
+                return record
+
+            return records.apply(take)
+        """))
+    config = write(tmp_path, f"""
+        [lorrygate]
+        data_dir = {tmp_path}
+        log_format = json
+        control = off
+        strategies = {strategies}
+        stats_interval = 1s
+
+        [broker:test]
+        host = 127.0.0.1
+        port = {mosquitto.port}
+        client_id = {realm}
+
+        [storage:graph]
+        url = tributary://
+        graph = slowsink:slow
+        batch_size = 50
+        max_pending = 200
+
+        [channel:main]
+        source = test
+        topics = {realm}/#
+        """)
+    gateway = GatewayProcess(config, str(tmp_path / "gw.log"))
+    gateway.start(ready="subscribed to")
+    total = 3_000
+    publisher = Publisher(mosquitto.port)
+
+    def received():
+        return [int(line) for line in seen.read_text().split()] if seen.exists() else []
+
+    try:
+        publisher.publish_many([(f"{realm}/net/gw/node-{seq % 3}/data.json", json.dumps({"seq": seq}))
+                                for seq in range(total)])
+        wait_until(lambda: len(set(received())) == total, 120, "every message in the graph")
+    finally:
+        publisher.close()
+        assert gateway.stop() == 0
+    assert sorted(set(received())) == list(range(total))
+    pauses = [e for e in gateway.events() if e.get("state") == "pausing"]
+    assert pauses, "the storage's backpressure paused the source"
