@@ -369,3 +369,73 @@ def test_a_tributary_sink_writes_once_the_graph_took_the_records(tmp_path):
     with pytest.raises(StorageError, match="the graph failed"):
         yield sink.write(batch)
     yield sink.stop()
+
+
+# -- docs/transform.rst -------------------------------------------------------------------------------
+
+DOCS = os.path.join(os.path.dirname(__file__), "..", "..", "docs")
+EXAMPLES = os.path.join(DOCS, "..", "examples")
+
+
+def transform_doc_blocks():
+    import re
+
+    text = open(os.path.join(DOCS, "transform.rst"), encoding="utf-8").read()
+    ini = [block.replace("\n   ", "\n").strip() for block in
+           re.findall(r"\.\. code-block:: ini\n\n((?:   [^\n]*\n|\n)+)", text)]
+    launches = [" ".join(block.split()) for block in re.findall(r"::\n\n    (lorrygate launch [^\n]+)\n", text)]
+    return ini, launches
+
+
+def test_the_transform_docs_ini_examples_load(monkeypatch):
+    """Each ini example of docs/transform.rst (with a broker and a storage) is a configuration lorrygate accepts."""
+    monkeypatch.syspath_prepend(os.path.join(EXAMPLES, "tributary"))
+    ini, _ = transform_doc_blocks()
+    assert len(ini) == 3
+    hamilton, source, sink = ini
+    base = "[broker:b]\nhost = h\n[storage:db]\nurl = sqlite:///x.sqlite\n"
+    settings = loads(base + hamilton.replace("[channel:sensors]", "[channel:sensors]\nstorage = db"), base_dir=DOCS)
+    (channel,) = settings.channels
+    assert channel.dataflow.outputs == ("dew_point", "temperature_mean") and channel.dataflow.history == 4
+    settings = loads(base + hamilton.split("[channel:sensors]")[0] + source + "\nstorage = db\n", base_dir=DOCS)
+    assert settings.sources["model"].function.__name__ == "readings"
+    settings = loads(base + sink + "\n[channel:c]\nsource = b\ntopics = #\nstorage = db, alarms\n", base_dir=DOCS)
+    assert settings.storages["alarms"].callback.__name__ == "alarms"
+
+
+def test_the_transform_docs_launch_lines_build(monkeypatch):
+    import shlex
+
+    from lorrygate.pipeline.model import parse_launch
+
+    monkeypatch.syspath_prepend(os.path.join(EXAMPLES, "tributary"))
+    monkeypatch.chdir(os.path.join(DOCS, ".."))
+    _, launches = transform_doc_blocks()
+    assert len(launches) == 2
+    for line in launches:
+        (channel,) = parse_launch(shlex.split(line)[2]).channels
+    assert channel.source  # the tributary source's
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_docs_alarm_graph_sees_the_hot_records(monkeypatch):
+    """examples/tributary/livegraph.py's alarms, as a storage's graph, keeps the records over 30 °C."""
+    from twisted.internet import reactor
+
+    from lorrygate.storage.batch import Batch, Entry
+    from lorrygate.storage.tributary_sink import TributarySink
+
+    monkeypatch.syspath_prepend(os.path.join(EXAMPLES, "tributary"))
+    import livegraph
+
+    del livegraph.ALARMS[:]
+    sink = TributarySink("alarms", livegraph.alarms, reactor)
+    yield sink.start()
+    batch = Batch()
+    message = Message("t", b"{}", 1, False, 1.0, "#")
+    table = TableName("mqttkit_1_model", "lab_node_0_sensors")
+    batch.add(Entry(table, records(25.0, 35.5, 31.0), "main", message, "json"))
+    yield sink.write(batch)
+    yield sink.stop()
+    assert [(t, temperature) for t, _, temperature in livegraph.ALARMS] == [("lab_node_0_sensors", 35.5),
+                                                                            ("lab_node_0_sensors", 31.0)]

@@ -146,6 +146,7 @@ def source_examples():
 @pytest.mark.parametrize("example", source_examples(), ids=lambda text: text.splitlines()[0])
 def test_source_examples_are_valid_configurations(example, monkeypatch):
     """Each example of docs/sources.rst, with a storage, is a configuration lorrygate accepts."""
+    monkeypatch.syspath_prepend(os.path.join(DOCS, "..", "examples", "tributary"))
     monkeypatch.setenv("RABBIT_PASSWORD", "x")
     monkeypatch.setenv("REDIS_PASSWORD", "x")
     monkeypatch.setenv("PLANT_DATABASE_URL", "postgresql://lorrygate@db.example/plant")
@@ -156,4 +157,4 @@ def test_source_examples_are_valid_configurations(example, monkeypatch):
 def test_every_source_kind_has_an_example():
     kinds = {line.split("=", 1)[1].strip() for example in source_examples() for line in example.splitlines()
              if line.startswith("type =")}
-    assert kinds == {"amqp", "redis", "zmq", "kafka", "poll", "iio", "socket", "pgcdc", "files"}
+    assert kinds == {"amqp", "redis", "zmq", "kafka", "poll", "iio", "socket", "pgcdc", "files", "tributary"}
