@@ -51,6 +51,7 @@ from twisted.python.threadpool import ThreadPool
 
 from lorrygate.errors import DecodeError
 from lorrygate.model import Record
+from lorrygate.sources.pauses import SourceHolder
 
 #: addresses whose history a step keeps at most (the least recently seen go first)
 MAX_ADDRESSES = 100_000
@@ -202,7 +203,7 @@ class Run:
 
 
 @attrs.define(eq=False)
-class DataflowStep:
+class DataflowStep(SourceHolder):
     """A channel's dataflow: batches records per address, runs them on its thread, hands back records."""
 
     settings: DataflowSettings
@@ -244,17 +245,6 @@ class DataflowStep:
         if self._pool is not None:
             pool, self._pool = self._pool, None
             pool.stop()
-
-    def attach(self, source) -> None:
-        """Pause and resume ``source`` with this step's backpressure."""
-        self._sources.append(source)
-        if self._paused:
-            source.pause(self)
-
-    def detach(self, source) -> None:
-        if source in self._sources:
-            self._sources.remove(source)
-            source.resume(self)
 
     def submit(self, records: list, key) -> Deferred:
         """A Deferred of each record's output fields (a list of dicts, in order), or a DecodeError."""
@@ -317,15 +307,10 @@ class DataflowStep:
         return DecodeError(self.name, f"{type(failure_value).__name__}: {failure_value}")
 
     def _set_paused(self, paused: bool) -> None:
-        self._paused = paused
         self.log.info("channel {channel}: {state} its source, {pending} messages wait for {step}",
                       channel=self.channel, state="pausing" if paused else "resuming", pending=self.pending,
                       step=self.name)
-        for source in self._sources:
-            if paused:
-                source.pause(self)
-            else:
-                source.resume(self)
+        self._hold_sources(paused)
 
 
 def derived_table(table, name: str):

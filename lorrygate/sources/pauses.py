@@ -88,3 +88,38 @@ class SourcePlumbing:
         waiters, self._subscribe_waiters = self._subscribe_waiters, []
         for waiter in waiters:
             waiter.callback(None)
+
+
+class SourceHolder:
+    """What holds its sources paused for a reason of its own: a storage's batcher at its
+    ``max_pending``, a channel's dataflow with too much waiting.
+
+    The class has ``_sources`` (list) and ``_paused`` (bool) fields and a ``pause_name``.
+    """
+
+    _sources: list
+    _paused: bool
+
+    def attach(self, source) -> None:
+        """Pause and resume ``source`` with this holder's backpressure."""
+        self._sources.append(source)
+        if self._paused:
+            source.pause(self)
+
+    def detach(self, source) -> None:
+        """Forget a source (its channel stopped); let go of its pause."""
+        if source in self._sources:
+            self._sources.remove(source)
+            source.resume(self)
+
+    def _hold_sources(self, paused: bool) -> bool:
+        """Pause (or resume) every attached source; False if that was so already."""
+        if paused == self._paused:
+            return False
+        self._paused = paused
+        for source in self._sources:
+            if paused:
+                source.pause(self)
+            else:
+                source.resume(self)
+        return True

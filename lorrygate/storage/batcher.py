@@ -35,6 +35,7 @@ import attrs
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 from twisted.logger import Logger
 
+from lorrygate.sources.pauses import SourceHolder
 from lorrygate.storage.batch import Batch
 
 
@@ -56,7 +57,7 @@ class BatchStats:
 
 
 @attrs.define(eq=False)
-class Batcher:
+class Batcher(SourceHolder):
     storage: Any
     clock: Any
     max_rows: int = 5000
@@ -93,18 +94,6 @@ class Batcher:
     @property
     def pause_name(self) -> str:
         return f"storage {self.storage.name}"
-
-    def attach(self, source) -> None:
-        """Pause and resume this source with the batcher's backpressure."""
-        self._sources.append(source)
-        if self._paused:
-            source.pause(self)
-
-    def detach(self, source) -> None:
-        """Forget a source (its channel stopped); let go of its pause."""
-        if source in self._sources:
-            self._sources.remove(source)
-            source.resume(self)
 
     @property
     def paused(self) -> bool:
@@ -367,7 +356,6 @@ class Batcher:
     def _set_paused(self, paused: bool) -> None:
         if paused == self._paused:
             return
-        self._paused = paused
         self.log.info(
             "storage {storage}: {state} reading ({pending} rows pending, bound {bound})",
             storage=self.storage.name,
@@ -375,11 +363,7 @@ class Batcher:
             pending=self.pending,
             bound=self.max_pending,
         )
-        for source in self._sources:
-            if paused:
-                source.pause(self)
-            else:
-                source.resume(self)
+        self._hold_sources(paused)
 
     def buffered(self) -> list:
         """Per table: rows waiting (buffered or being written) and the age of the oldest, oldest first."""

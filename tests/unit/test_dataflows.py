@@ -136,6 +136,17 @@ def test_scalar_outputs_go_to_every_row_and_nan_leaves_a_field_out(step, tmp_pat
 
 
 @pytest_twisted.inlineCallbacks
+def test_a_row_without_an_input_field_gets_nan_there_and_no_output_from_it(step):
+    flow = step(history=0)
+    rows = [Record(10**18, {"temperature": 20.0, "humidity": 50.0}), Record(10**18 + 1, {"temperature": 22.0}),
+            Record(10**18 + 2, {"humidity": 40, "other": "x"})]
+    out = yield flow.submit(rows, TableName("r", "a"))
+    assert set(out[0]) == {"dew_point", "temperature_mean"}
+    assert "dew_point" not in out[1] and out[1]["temperature_mean"] == 21.0
+    assert "dew_point" not in out[2] and out[2]["temperature_mean"] == 21.0  # the mean of what is there
+
+
+@pytest_twisted.inlineCallbacks
 def test_waiting_messages_past_max_pending_pause_the_source(step, tmp_path):
     path = module(tmp_path, """
         import time
