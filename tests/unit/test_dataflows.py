@@ -450,3 +450,21 @@ def test_the_docs_alarm_graph_sees_the_hot_records(monkeypatch):
     yield sink.stop()
     assert [(t, temperature) for t, _, temperature in livegraph.ALARMS] == [("lab_node_0_sensors", 35.5),
                                                                             ("lab_node_0_sensors", 31.0)]
+
+
+def test_inspect_lists_the_dataflow_elements_and_describe_shows_them(monkeypatch):
+    from lorrygate.pipeline.elements import describe_elements
+    from lorrygate.pipeline.model import parse_launch
+
+    listing = "\n" + describe_elements()
+    for name in ("hamilton (dataflow)", "tributarysrc (source)", "tributarysink (sink)"):
+        assert f"\n{name}" in listing, name
+    monkeypatch.syspath_prepend(os.path.join(EXAMPLES, "tributary"))
+    pipeline = parse_launch(f"tributarysrc graph=livegraph:readings window=50 ! hamilton modules={WEATHER} "
+                            "inputs=temperature,humidity outputs=dew_point ! tributarysink graph=livegraph:alarms")
+    text = pipeline.describe([], ())
+    assert "tributary source source0 (graph livegraph:readings, window 50)" in text
+    assert "! hamilton launch0 (dew_point)" in text and "! tributary sink0 (graph livegraph:alarms" in text
+    with pytest.raises(Exception, match="hamilton outputs: expected a dataflow"):
+        parse_launch(f"tributarysrc graph=livegraph:readings ! hamilton modules={WEATHER} inputs=temperature "
+                     "outputs=dew_point ! sqlite location=x.sqlite")
