@@ -117,11 +117,11 @@ class TributarySink:
     def _graph_ended(self, error) -> None:
         self._ended = (f"the graph failed: {type(error).__name__}: {error}" if error is not None
                        else "the graph ended")
+        writes, self._writes = self._writes, []
+        for d in writes:  # never left waiting: the batcher retries them (or spools them)
+            d.errback(StorageError(f"tributary sink {self.name}: {self._ended}"))
         if self._stopped is not None:
             self._stopped.callback(None)
             return
         self.log.error("tributary sink {storage}: {what}; writes fail (and wait in the spool) until a restart",
                        storage=self.name, what=self._ended)
-        writes, self._writes = self._writes, []
-        for d in writes:
-            d.errback(StorageError(f"tributary sink {self.name}: {self._ended}"))
