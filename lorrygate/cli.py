@@ -330,8 +330,17 @@ def run(settings, log_format: str, log_level: str, reload: bool = False) -> int:
     outcome = {"code": 0}
     stopping = []
 
+    def stopped(result):
+        outcome["stopped"] = True
+        return result
+
+    def stop_failed(failure):
+        log.failure("stopping failed: {error}", failure=failure, error=failure.getErrorMessage())
+
     def started(_):
-        reactor.addSystemEventTrigger("before", "shutdown", lambda: Deferred.fromCoroutine(gateway.stop()))
+        outcome["started"] = True
+        reactor.addSystemEventTrigger("before", "shutdown", lambda: Deferred.fromCoroutine(gateway.stop())
+                                      .addCallbacks(stopped, stop_failed))
         if config_path is not None:
             gateway.listen_for_sighup()
             if reload:
@@ -370,6 +379,15 @@ def run(settings, log_format: str, log_level: str, reload: bool = False) -> int:
 
     reactor.callWhenRunning(begin)
     reactor.run()
+    if stopping and not outcome.get("stopped") and outcome.get("started", stopping != ["start failed"]):
+        # The reactor ended without the graceful stop (it failed, or the gateway had not finished
+        # starting): the storages' threads would keep the process alive for ever. Exit instead; what
+        # was not committed was not acknowledged, and the broker delivers it again.
+        log.error("lorrygate stopped without its graceful stop; exiting now (what was not committed is "
+                  "delivered again)")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_RUNTIME)
     return outcome["code"]
 
 

@@ -47,6 +47,11 @@ def render_status(answer: dict) -> str:
         lines.append(f"the last reload could not start, the running configuration stays: {answer['reload_error']}")
     for source in answer["sources"]:
         state = "connected" if source["connected"] else "NOT connected"
+        details = source.get("details") or {}
+        if details.get("finished"):
+            lines.append(f"source {source['name']}: finished: the graph {details['graph']} ended after "
+                         f"{details['produced']} values")
+            continue
         lines.append(f"source {source['name']}: {state} to {source['broker']} as {source['client_id']}"
                      + (f", in group {source['group']}" if source.get("group") else ""))
         if source.get("last_error"):

@@ -182,6 +182,11 @@ class TributarySource(SourcePlumbing, Service):
     def when_subscribed(self) -> Deferred:
         return succeed(None)
 
+    def status(self) -> dict:
+        """For ``lorrygate status``: the graph's values so far, and whether it ended."""
+        return {"graph": self.settings.graph, "finished": self.finished, "produced": self.produced,
+                "committed": self.committed, "in_flight": self.in_flight, "held_back": self.held_back}
+
     @property
     def held_back(self) -> int:
         """Values the graph waits to hand over while the source is paused."""

@@ -141,3 +141,56 @@ def test_an_upgrade_does_not_leave_a_spool_behind(tmp_path):
            f"got 'var' is relative to the config file's folder since lorrygate 0.1.0, so {tmp_path}/etc/var, which " \
            f"does not exist; {tmp_path}/var (relative to the working directory, as before) holds lorrygate's files" \
            in result.stderr, result.stderr
+
+
+def test_a_failing_stop_exits_instead_of_hanging_on_the_storage_threads(tmp_path):
+    """If the graceful stop fails, the storages' threads would keep the process alive for ever: it exits, saying so."""
+    import signal
+    import time
+
+    config = tmp_path / "gateway.ini"
+    config.write_text(textwrap.dedent(f"""
+        [lorrygate]
+        data_dir = {tmp_path}
+        control = off
+
+        [source:tick]
+        type = poll
+        command = echo 1
+        interval = 1s
+        topic = a/b/c/d/data.json
+
+        [storage:db]
+        url = sqlite:///{tmp_path}/db.sqlite
+
+        [channel:main]
+        source = tick
+        topics = #
+        """))
+    script = textwrap.dedent(f"""
+        import sys
+        from lorrygate.service.gateway import Gateway
+
+        async def broken_stop(self):
+            raise RuntimeError("a stop that breaks")
+
+        Gateway.stop = broken_stop
+        from lorrygate.cli import main
+        sys.exit(main(["-c", {str(config)!r}]))
+        """)
+    log = tmp_path / "gw.log"
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=open(log, "wb"), stderr=subprocess.STDOUT,
+                               cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 30
+        while "lorrygate is running" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "lorrygate is running" in log.read_text(), log.read_text()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 1
+    finally:
+        if process.poll() is None:
+            process.kill()
+    text = log.read_text()
+    assert "stopping failed: a stop that breaks" in text
+    assert "lorrygate stopped without its graceful stop; exiting now" in text
