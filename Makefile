@@ -32,7 +32,7 @@ test-unit: venv
 test-soak: system-deps venv
 	$(VENV)/bin/pytest -m soak
 
-# The benchmark: its own Mosquitto and PostgreSQL, about 10 minutes; results in bench/results/.
+# The benchmark: its own Mosquitto and PostgreSQL, about 16 minutes; results in bench/results/.
 bench: system-deps venv
 	$(PIP) install -q -e '.[bench]'
 	[ -x $(LORRY_VENV)/bin/lorry ] || { $(PYTHON) -m venv $(LORRY_VENV) && $(LORRY_VENV)/bin/pip install -q lorrystream; }
