@@ -359,6 +359,9 @@ class ChannelRouter:
         """Hand a message's rows to the storage (and the tee's); ``extra``: (table, records) pairs of the same
         message for other tables (a dataflow's derived table). The message is acknowledged once all are stored."""
         self.stats.routed += 1
+        if not self.tee and not extra:  # the hot path: one storage, one table
+            self.batcher.add(Entry(table, records, self.channel.name, message, decoder, address))
+            return
         batchers = (self.batcher,) + self.tee
         parts = ((table, records),) + extra
         if len(batchers) * len(parts) > 1:
