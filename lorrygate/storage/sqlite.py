@@ -17,6 +17,7 @@ lists are JSON text. Messages that could not be routed or decoded land in
 
 import os
 import sqlite3
+from itertools import chain
 
 import attrs
 
@@ -67,6 +68,18 @@ STATEMENTS = 12_000
 #: writes at least a page of each table it touches (10,000 existing tables: 19.5k msg/s with 4 KiB
 #: pages, 21.3k with 2 KiB; one table the same within the noise; 1 KiB cost large tables more)
 PAGE_SIZE = 2048
+#: rows per INSERT at most: a batch's rows of one table shape go in multi-row ``VALUES`` statements of
+#: power-of-two sizes (so a shape needs at most 11 prepared statements), not one statement step per
+#: row; measured on 200,000 rows: 1.74 -> 0.6 us of CPU a row, and with the reactor thread busy
+#: beside it (the sqlite3 module lets go of the GIL at every step, and gets it back only when the
+#: reactor thread lets go) 1,700 -> 4 us a row of wall time
+ROWS_PER_STATEMENT = 1024
+
+
+def _statement_rows(columns: int, variables: int) -> int:
+    """The most rows one INSERT of ``columns`` values a row takes: a power of two, within the variable limit."""
+    most = max(1, min(ROWS_PER_STATEMENT, variables // columns))
+    return 1 << (most.bit_length() - 1)
 
 
 @attrs.define(eq=False)
@@ -77,8 +90,11 @@ class SQLiteDialect:
     _iso: IsoTime = attrs.Factory(IsoTime)
     #: (device, inode) of the file the connection has open
     _identity: tuple | None = None
-    #: INSERT statements by (table, columns, idempotent)
+    #: INSERT statements by (table, columns, idempotent): [head, values of one row, tail, most rows,
+    #: {rows: statement}, whether values need `_value`]
     _statements: dict = attrs.Factory(dict)
+    #: the connection's limit on ``?`` parameters in one statement
+    _variables: int = 999
 
     #: SQLite has no limit on the length of names
     identifier_limit = None
@@ -104,6 +120,8 @@ class SQLiteDialect:
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
         stat = os.stat(self.path)
         self._identity = (stat.st_dev, stat.st_ino)
+        self._variables = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+        self._statements.clear()
         return conn
 
     def _check_file(self) -> None:
@@ -192,21 +210,41 @@ class SQLiteDialect:
     def widen(self, conn, table, column: str, current, value):
         return None  # SQLite columns take any type
 
-    def row(self, time: int, values) -> list:
-        return [self._iso(time), *map(_value, values)]
+    def row(self, time: int, values) -> tuple:
+        """A row's parameters; values the sqlite3 module cannot bind are made storable in `insert`."""
+        return (self._iso(time), *values)
 
     def insert(self, conn, table, columns: tuple, rows: list, idempotent: bool) -> None:
         key = (table, columns, idempotent)
-        statement = self._statements.get(key)
-        if statement is None:
+        plan = self._statements.get(key)
+        if plan is None:
             if len(self._statements) > STATEMENTS:
                 self._statements.clear()
             names = ", ".join(quote(column) for column in ("time",) + columns)
-            marks = ", ".join("?" * (len(columns) + 1))
+            one = f"({', '.join('?' * (len(columns) + 1))})"
             conflict = " ON CONFLICT DO NOTHING" if idempotent else ""
-            statement = f"INSERT INTO {quote(table_name(table))} ({names}) VALUES ({marks}){conflict}"
-            self._statements[key] = statement
-        conn.executemany(statement, rows)
+            most = _statement_rows(len(columns) + 1, self._variables)
+            plan = [f"INSERT INTO {quote(table_name(table))} ({names}) VALUES ", one, conflict, most, {}, False]
+            self._statements[key] = plan
+        head, one, tail, most, statements, adapt = plan
+        start, total = 0, len(rows)
+        while start < total:
+            count = min(most, 1 << ((total - start).bit_length() - 1))
+            statement = statements.get(count)
+            if statement is None:
+                statements[count] = statement = head + ",".join([one] * count) + tail
+            part = rows[start : start + count]
+            if adapt:
+                conn.execute(statement, list(map(_value, chain.from_iterable(part))))
+            else:
+                try:
+                    conn.execute(statement, list(chain.from_iterable(part)))
+                except (sqlite3.ProgrammingError, OverflowError):
+                    # a value the module does not bind (a list, an integer past 64 bits): this shape's
+                    # values go through `_value` from now on; nothing of the failed statement was written
+                    plan[5] = adapt = True
+                    conn.execute(statement, list(map(_value, chain.from_iterable(part))))
+            start += count
 
     def insert_dead_letters(self, conn, table: str, dead_letters: list) -> None:
         conn.executemany(

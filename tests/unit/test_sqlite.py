@@ -73,6 +73,26 @@ def test_flat_fields_and_a_user_decoders_non_text_keys(storage):
     ]
 
 
+@pytest.mark.parametrize("count", [1, 2, 3, 1023, 1024, 1025, 2999])
+def test_many_rows_of_one_shape_go_in_multi_row_statements_in_order(storage, count):
+    """A batch's rows of one table go in multi-row INSERTs of power-of-two sizes: every row once, in order."""
+    storage._commit(batch(*(entry({"seq": n, "v": n / 2}, time=NS + n) for n in range(count))))
+    table = "mqttkit_1_testdrive__area_42_node_1_sensors"
+    assert rows(storage, f'SELECT seq, v FROM "{table}" ORDER BY rowid') == [(n, n / 2) for n in range(count)]
+    assert len(storage.dialect._statements) == 1
+
+
+def test_values_the_module_cannot_bind_are_stored_as_text_within_a_statement(storage):
+    """A list or a 70-bit integer among plain values of the same columns: stored as JSON or text, nothing lost."""
+    values = [1, [1, 2], 2**70, 3, True, None, ["x"], 4]
+    storage._commit(batch(*(entry({"v": value}, time=NS + n) for n, value in enumerate(values))))
+    storage._commit(batch(entry({"v": 5})))  # the shape keeps converting, and plain values stay plain
+    table = "mqttkit_1_testdrive__area_42_node_1_sensors"
+    stored = [row[0] for row in rows(storage, f'SELECT v FROM "{table}" ORDER BY rowid')]
+    # the 70-bit integer goes in as text, which the INTEGER column's affinity reads as a number
+    assert stored == [1, "[1, 2]", float(2**70), 3, 1, None, '["x"]', 4, 5]
+
+
 def test_dead_letters_keep_the_raw_message(storage):
     """A dead letter keeps topic, raw payload, stage and reason."""
     message = Message("a//b", b"\x00\xff raw", 1, True, 1_717_243_200.5, "#")
