@@ -1,6 +1,10 @@
 """The JSON decoder, the decoder chain and time parsing."""
 
+from decimal import Decimal
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lorrygate.decoding import DecoderChain, JsonDecoder
 from lorrygate.decoding.timestamps import parse_time
@@ -73,6 +77,17 @@ def test_json_with_a_broken_time_is_an_error():
 def test_times(value, nanos):
     """Epoch numbers of every magnitude and ISO 8601 texts give exact nanoseconds."""
     assert parse_time(value) == nanos
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.integers(10**5, 10**11 - 1), st.integers(0, 10**9 - 1), st.sampled_from([0, 1, 2, 3, 4, 5, 6, 7, 9]))
+def test_epoch_seconds_as_floats_keep_the_decimal_the_sender_wrote(whole, nanos, places):
+    """A float of epoch seconds gives the nanoseconds of the shortest decimal that reads back as it (what the
+    sender wrote, as far as a float holds it), whatever the number of decimal places."""
+    text = f"{whole}.{nanos:09d}"[: len(str(whole)) + 1 + places].rstrip(".")
+    number = float(text)
+    shortest = Decimal(repr(number))
+    assert parse_time(number) == int(shortest * 10**9)
 
 
 @pytest.mark.parametrize("value", ["2024-02-30T00:00:00Z", "noon", True, None, float("nan")],
