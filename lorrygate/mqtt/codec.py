@@ -280,7 +280,9 @@ class Connack:
     properties: dict = _props
 
 
-@attrs.frozen(slots=True)
+#: not frozen, and its properties taken as given (a dict): one is made for every message received, and a
+#: frozen attrs class costs 0.45 us more to make (measured); treat it as immutable all the same
+@attrs.define(slots=True, unsafe_hash=True)
 class Publish:
     topic: str
     payload: bytes
@@ -288,7 +290,7 @@ class Publish:
     retain: bool = False
     dup: bool = False
     packet_id: int | None = None
-    properties: dict = _props
+    properties: dict = attrs.field(factory=dict, hash=False)
     #: for a received payload over the client's limit: ``(size, sha256 hex)``
     #: instead of the payload, which was never held in memory
     oversize: tuple | None = None

@@ -23,7 +23,7 @@ class DeadLetter:
     decoder: str = ""
 
 
-@attrs.frozen(slots=True)
+@attrs.define(slots=True)  # not frozen: one per message on the hot path (see `lorrygate.model.Message`)
 class Entry:
     """The rows of one message for one table (None: a message acknowledged without rows)."""
 
