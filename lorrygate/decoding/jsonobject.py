@@ -14,9 +14,14 @@ import orjson
 from zope.interface import implementer
 
 from lorrygate.decoding.records import objects_records, received_ns
+from lorrygate.decoding.timestamps import TIME_FIELDS, from_epoch
 from lorrygate.errors import Declined, DecodeError
 from lorrygate.interfaces import IDecoder
 from lorrygate.model import Record
+
+_orjson_loads = orjson.loads
+_NO_TIME = object()
+_OTHER_TIME_FIELDS = TIME_FIELDS[1:]
 
 
 def loads(payload):
@@ -67,9 +72,23 @@ class JsonDecoder:
 
     def decode(self, message, address) -> list:
         try:
-            document = loads(message.payload)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise Declined(f"not JSON: {exc}") from None
+            document = _orjson_loads(message.payload)
+        except orjson.JSONDecodeError:
+            try:
+                document = loads(message.payload)
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise Declined(f"not JSON: {exc}") from None
+        if type(document) is dict:
+            # the common case in one step: an object with its time as epoch seconds, or without a time
+            value = document.get("time", _NO_TIME)
+            if type(value) is float:
+                del document["time"]
+                try:
+                    return [Record(from_epoch(value), document, {})]
+                except ValueError as exc:
+                    raise DecodeError(self.name, f"field 'time': {exc}") from None
+            if value is _NO_TIME and not any(key in document for key in _OTHER_TIME_FIELDS):
+                return [Record(received_ns(message), document, {})]
         records = objects_records(document, message, self.name, self.timezone)
         if records is not None:
             return records
