@@ -61,6 +61,8 @@ class SqlStorage:
     #: a third of the writer's own time)
     _verified: set = attrs.Factory(set)
     _pending_verified: list = attrs.Factory(list)
+    #: id of a TableName -> (that TableName, its physical name)
+    _physical: dict = attrs.Factory(dict)
 
     log = Logger()
 
@@ -209,49 +211,64 @@ class SqlStorage:
 
     def _insert(self, conn, entries, added: dict) -> None:
         dialect = self.dialect
-        groups = {}
+        groups: dict = {}
         idempotent = self.idempotent
         depth = self.flatten_depth
+        renames = self._renames
+        row = dialect.row
+        known = self._columns
+        room = self.max_columns - 2  # time and id
+        physical_names = self._physical
         for entry in entries:
-            if not entry.records:
+            records = entry.records
+            if not records:
                 continue
             key_table = entry.table
-            physical = None
-            for record in entry.records:
+            # the physical name by the table object's identity (the router hands out the same object for a
+            # topic): no Python-level hash of a TableName per row
+            cached = physical_names.get(id(key_table))
+            if cached is not None and cached[0] is key_table:
+                physical = cached[1]
+            else:
+                if len(physical_names) > 100_000:
+                    physical_names.clear()
+                physical = dialect.physical(key_table)
+                physical_names[id(key_table)] = (key_table, physical)
+            for record in records:
                 fields = record.fields
-                if record.tags or dict in map(type, fields.values()) or idempotent:
+                if record.tags or idempotent or dict in map(type, fields.values()):
                     flat = flatten(fields, record.tags, depth=depth)
                 else:
                     flat = fields  # flat already, and not changed below (0.65 -> 0.24 us a row)
-                physical = physical or dialect.physical(key_table)
-                flat = self._budget(physical, flat, added)
+                if len(flat) + len(known.get(physical) or ()) + len(added.get(physical) or ()) > room:
+                    flat = self._budget(physical, flat, added)
                 columns = tuple(flat)
-                renamed = self._renames.get(columns, _UNSEEN)
+                renamed = renames.get(columns, _UNSEEN)
                 if renamed is _UNSEEN:
                     if flat is fields and not all(type(name) is str for name in columns):
                         # a user decoder's non-text keys: names as flatten() writes them
                         flat = self._budget(physical, flatten(fields, None, depth=depth), added)
                         columns = tuple(flat)
-                    if len(self._renames) > 10_000:
-                        self._renames.clear()
+                    if len(renames) > 10_000:
+                        renames.clear()
                     renamed = column_names(columns, dialect.fold, ("time", ID_COLUMN), dialect.identifier_limit)
-                    self._renames[columns] = renamed = None if renamed == columns else renamed
+                    renames[columns] = renamed = None if renamed == columns else renamed
                 if renamed is not None:
                     flat = dict(zip(renamed, flat.values()))
                     columns = renamed
                 if idempotent:
                     flat[ID_COLUMN] = row_id(key_table, record.time, flat)
                     columns = tuple(flat)
-                key = (key_table, columns)
-                rows = groups.get(key)
-                if rows is None:
-                    groups[key] = rows = []
+                key = (physical, columns)
+                group = groups.get(key)
+                if group is None:
+                    groups[key] = group = (key_table, [])
                     shape = (physical, columns, tuple(map(type, flat.values())))
                     if shape not in self._verified:
                         self._ensure(conn, entry, flat, added)
                         self._pending_verified.append(shape)
-                rows.append(dialect.row(record.time, flat.values()))
-        for (table, columns), rows in groups.items():
+                group[1].append(row(record.time, flat.values()))
+        for (_, columns), (table, rows) in groups.items():
             dialect.insert(conn, table, columns, rows, idempotent)
 
     def _budget(self, physical: str, flat: dict, added: dict) -> dict:
