@@ -57,15 +57,15 @@ def from_epoch(number) -> int:
             # Seconds written with at most 3 (or 6) decimals, told by arithmetic (0.96 -> 0.31 us): the
             # candidate decimal reads back as this float, and within this range no other decimal of as
             # many places does (a float's spacing is below 1 ms here, below 1 us under 2**32 s).
-            whole = int(number)
-            part = number - whole
+            seconds = int(number)
+            part = number - seconds
             ms = round(part * 1000)
-            if whole + ms / 1000 == number:
-                return whole * 1_000_000_000 + ms * 1_000_000
+            if seconds + ms / 1000 == number:
+                return seconds * 1_000_000_000 + ms * 1_000_000
             if number < 4294967296.0:
                 us = round(part * 1_000_000)
-                if whole + us / 1_000_000 == number:
-                    return whole * 1_000_000_000 + us * 1_000
+                if seconds + us / 1_000_000 == number:
+                    return seconds * 1_000_000_000 + us * 1_000
         # The exact decimal the sender wrote, without Decimal: repr() gives the
         # shortest text that reads back as this float (measured 3x faster).
         text = repr(number)

@@ -268,8 +268,28 @@ class SqlStorage:
                         self._ensure(conn, entry, flat, added)
                         self._pending_verified.append(shape)
                 group[1].append(row(record.time, flat.values()))
+        insert_all = getattr(dialect, "insert_all", None)
+        if insert_all is not None and len(groups) > 1:
+            # the dialect writes several tables at once (PostgreSQL: one COPY for the tables of a shape)
+            insert_all(conn, [(table, physical, columns, rows) for (physical, columns), (table, rows) in groups.items()],
+                       idempotent, lambda physical, columns: self._types(physical, columns, added))
+            return
         for (_, columns), (table, rows) in groups.items():
             dialect.insert(conn, table, columns, rows, idempotent)
+
+    def _types(self, physical: str, columns: tuple, added: dict) -> tuple | None:
+        """The database's types of a table's time column and ``columns`` as this writer knows them, or None."""
+        known = self._columns.get(physical) or {}
+        pending = added.get(physical) or {}
+        fold = self.dialect.fold
+        types = []
+        for column in ("time",) + columns:
+            name = fold(column)
+            kind = pending.get(name) or known.get(name)
+            if kind is None:
+                return None
+            types.append(kind)
+        return tuple(types)
 
     def _budget(self, physical: str, flat: dict, added: dict) -> dict:
         """Keep a table within ``max_columns``: fields that would add columns beyond it go into one JSON column."""
