@@ -111,3 +111,20 @@ def test_a_rolled_back_transaction_forgets_the_temporary_table_it_made(store, po
     store._commit(second)
     assert sorted(v for t in fleet for (v,) in read(postgres.url, t, "v")) == [0, 1, 2, 3, 10, 11, 12, 13]
     assert store.dialect._stages and set(store.dialect._stages.values()) != set(made.values())
+
+
+def test_a_temporary_table_used_twice_in_a_transaction_does_not_move_rows_twice(store, postgres):
+    """Two shared COPYs of one shape in one transaction (the table's rows of the first are gone before the second)."""
+    run = next(RUN)
+    fleet = tables(f"{run}_f", 3)
+    for k in range(3):
+        first = Batch()
+        first.add(entry(fleet[k], {"v": k}, k))
+        store._commit(first)
+    conn, dialect = store._conn, store.dialect
+    for base in (10, 20):
+        dialect.insert_all(conn, [(t, dialect.physical(t), ("v",), [[f"2024-06-01T12:00:{base + k}Z", base + k]])
+                                  for k, t in enumerate(fleet)], False,
+                           lambda physical, columns: store._types(physical, columns, {}))
+    dialect.commit(conn)
+    assert sorted(v for t in fleet for (v,) in read(postgres.url, t, "v")) == [0, 1, 2, 10, 11, 12, 20, 21, 22]
