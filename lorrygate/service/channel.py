@@ -163,6 +163,8 @@ class ChannelRouter:
     #: (address rest, kind) -> (suffix decoder name, is an event); such a pair -> its chain
     _chains: dict = attrs.Factory(dict)
     _made: dict = attrs.Factory(dict)
+    #: topic -> its chain (`_chain_for` of its address), beside the route cache
+    _route_chains: dict = attrs.Factory(dict)
     _values: Any = None
     _report_second: int = -1
     _reports_this_second: int = 0
@@ -210,6 +212,7 @@ class ChannelRouter:
             route = (None, None, (f"strategy {self.strategy.name!r} raised {exc!r}", "broke the strategy"))
         if len(self._routes) >= ROUTE_CACHE_SIZE or self._route_bytes > ROUTE_CACHE_BYTES:
             self._routes.clear()
+            self._route_chains.clear()
             self._owners.clear()
             self._route_bytes = 0
         self._routes[topic] = route
@@ -255,7 +258,8 @@ class ChannelRouter:
             self.stats.own_reports += 1
             self.batcher.add(Entry(None, [], self.channel.name, message, ""))
             return
-        address, table, problem = self.route(message.topic)
+        route = self._routes.get(message.topic) or self.route(message.topic)
+        address, table, problem = route
         if problem is IGNORED:
             # A command, or a topic the channel ignores: acknowledged with the
             # next commit, counted, and nothing else.
@@ -267,8 +271,12 @@ class ChannelRouter:
             reason, what = problem
             self._reject(message, "topology", reason, what, error_type="TopologyError")
             return
+        chain = self._route_chains.get(message.topic)
+        if chain is None:
+            chain = self._chain_for(address)
+            self._route_chains[message.topic] = chain  # bounded with the route cache, cleared with it
         try:
-            result = self._chain_for(address).decode(message, address)
+            result = chain.decode(message, address)
         except DecodeError as exc:
             self._undecodable(message, exc)
             return
