@@ -628,6 +628,10 @@ def parse(buf, version: int = MQTT_3_1_1):
         length = buf[pos + 1]
         if length < 0x80:
             start = pos + 2
+        elif size - pos > 2 and buf[pos + 2] < 0x80:
+            # two length bytes: 128 B to 16 KiB, a telemetry message's size
+            length = (length & 0x7F) | buf[pos + 2] << 7
+            start = pos + 3
         else:
             length, start = decode_varint(buf, pos + 1)
             if length is None:
