@@ -69,11 +69,13 @@ STATEMENTS = 12_000
 #: pages, 21.3k with 2 KiB; one table the same within the noise; 1 KiB cost large tables more)
 PAGE_SIZE = 2048
 #: rows per INSERT at most: a batch's rows of one table shape go in multi-row ``VALUES`` statements of
-#: power-of-two sizes (so a shape needs at most 11 prepared statements), not one statement step per
+#: power-of-two sizes (so a shape needs at most 7 prepared statements), not one statement step per
 #: row; measured on 200,000 rows: 1.74 -> 0.6 us of CPU a row, and with the reactor thread busy
 #: beside it (the sqlite3 module lets go of the GIL at every step, and gets it back only when the
-#: reactor thread lets go) 1,700 -> 4 us a row of wall time
-ROWS_PER_STATEMENT = 1024
+#: reactor thread lets go) 1,700 -> 17 us a row of wall time with 500 rows a statement. Not more than
+#: 64: a prepared statement's memory grows with its rows (measured, 6 columns: 11 KB at 16 rows,
+#: 78 KB at 128, 589 KB at 1,024), and up to `STATEMENTS` of them stay prepared
+ROWS_PER_STATEMENT = 64
 
 
 def _statement_rows(columns: int, variables: int) -> int:
