@@ -59,6 +59,8 @@ class PostgresDialect:
     _made: int = 0
     #: temporary tables written in the open transaction
     _used: set = attrs.Factory(set)
+    #: temporary tables kept at most per connection
+    max_stages: int = 64
     #: PostgreSQL cuts names at 63 bytes (NAMEDATALEN - 1)
     identifier_limit = 63
 
@@ -261,6 +263,12 @@ class PostgresDialect:
         key = (columns, types)
         stage = self._stages.get(key)
         if stage is None:
+            if len(self._stages) >= self.max_stages:
+                # shapes come and go (a new field makes a new one): the oldest temporary table goes
+                oldest = next(iter(self._stages))
+                conn.execute(f"DROP TABLE IF EXISTS {self._stages.pop(oldest)}")
+                if oldest in self._fresh:
+                    self._fresh.remove(oldest)
             self._made += 1
             stage = f"lorrygate_stage_{self._made}"  # never reused in a session
             definition = ", ".join(f"{quote(column)} {kind}" for column, kind in zip(("time",) + columns, types))

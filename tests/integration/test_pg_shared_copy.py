@@ -128,3 +128,23 @@ def test_a_temporary_table_used_twice_in_a_transaction_does_not_move_rows_twice(
                            lambda physical, columns: store._types(physical, columns, {}))
     dialect.commit(conn)
     assert sorted(v for t in fleet for (v,) in read(postgres.url, t, "v")) == [0, 1, 2, 10, 11, 12, 20, 21, 22]
+
+
+def test_the_temporary_tables_are_bounded_as_shapes_come_and_go(store, postgres):
+    """At most max_stages temporary tables: a new shape's table replaces the oldest, and rows still land."""
+    store.dialect.max_stages = 2
+    run = next(RUN)
+    fleet = tables(f"{run}_g", 3)
+    for shape in range(4):
+        batch = Batch()
+        for k, table in enumerate(fleet):
+            batch.add(entry(table, {f"f{shape}": k}, shape * 10 + k))
+        store._commit(batch)  # the first makes the tables, the later add a column each
+    assert store.dialect._made == 4 and len(store.dialect._stages) == 2  # each shape shared a COPY
+    for k, table in enumerate(fleet):
+        assert read(postgres.url, table, "f0, f1, f2, f3") == [(k, None, None, None), (None, k, None, None),
+                                                                (None, None, k, None), (None, None, None, k)]
+    temporary = store._conn.execute("SELECT count(*) FROM pg_class WHERE relname LIKE 'lorrygate_stage_%' "
+                                    "AND relkind = 'r' AND relpersistence = 't' AND pg_table_is_visible(oid)")
+    assert temporary.fetchone()[0] == 2
+    store._conn.rollback()
