@@ -10,7 +10,6 @@ from lorrygate.topology.fleets import (
     Zigbee2MqttStrategy,
 )
 from lorrygate.topology.lan import LanStrategy
-from lorrygate.topology.template import TemplateStrategy
 from lorrygate.topology.wan import WanStrategy
 
 #: built-in strategies by the name a channel selects them with
@@ -27,3 +26,12 @@ STRATEGIES = {
 }
 
 __all__ = ["STRATEGIES", "TemplateStrategy", "WanStrategy", "LanStrategy"]
+
+
+def __getattr__(name: str):
+    # templates (and pyparsing, ~40 ms at every start) only where a configuration uses them
+    if name == "TemplateStrategy":
+        from lorrygate.topology.template import TemplateStrategy
+
+        return TemplateStrategy
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
