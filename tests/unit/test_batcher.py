@@ -114,6 +114,26 @@ def test_backpressure_pauses_and_resumes_sources(clock):
     assert not source.paused
 
 
+def test_the_next_batch_gathers_while_a_large_one_is_written(clock):
+    """A source paused at max_pending resumes as soon as the waiting batch goes to the writer, however large:
+    the batch after it gathers during that write (paused through it, the writer would then idle)."""
+    storage, batcher = make(clock, max_rows=1000, max_pending=12)
+    source = Source()
+    batcher.attach(source)
+    batcher.add(entry(0))
+    clock.advance(0.1)
+    for n in range(1, 12):
+        batcher.add(entry(n))
+    assert source.paused and storage.in_flight == 1
+    storage.complete()  # the 11 waiting rows go to the writer: more than half the bound still pending
+    assert storage.in_flight == 1 and len(storage.writes[-1]) == 11
+    assert not source.paused
+    batcher.add(entry(12))  # gathers for the next write; the bound still holds
+    assert source.paused and batcher.pending == 12
+    storage.complete()
+    assert len(storage.writes[-1]) == 1 and not source.paused
+
+
 def test_drain_commits_everything(clock):
     """drain() writes what is buffered and fires once it is committed."""
     storage, batcher = make(clock)
