@@ -182,6 +182,7 @@ class Batcher(SourceHolder):
         self._up()
         self.log.debug(
             "storage {storage}: committed {rows} rows and {dead} dead letters in {seconds:.3f} s",
+            event="batch_committed",
             storage=self.storage.name,
             rows=len(batch) - len(batch.dead_letters),
             dead=len(batch.dead_letters),
