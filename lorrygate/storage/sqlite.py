@@ -19,6 +19,8 @@ import os
 import sqlite3
 from itertools import chain
 
+from typing import Any
+
 import attrs
 
 from lorrygate.decoding.timestamps import IsoTime, seconds_to_ns
@@ -97,6 +99,8 @@ class SQLiteDialect:
     _statements: dict = attrs.Factory(dict)
     #: the connection's limit on ``?`` parameters in one statement
     _variables: int = 999
+    #: one cursor of the connection for every INSERT (``conn.execute`` makes a cursor a statement)
+    _cursor: Any = None
 
     #: SQLite has no limit on the length of names
     identifier_limit = None
@@ -124,6 +128,7 @@ class SQLiteDialect:
         self._identity = (stat.st_dev, stat.st_ino)
         self._variables = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
         self._statements.clear()
+        self._cursor = conn.cursor()
         return conn
 
     def _check_file(self) -> None:
@@ -233,6 +238,7 @@ class SQLiteDialect:
             plan = [f"INSERT INTO {quote(table_name(table))} ({names}) VALUES ", one, conflict, most, {}, False]
             self._statements[key] = plan
         head, one, tail, most, statements, adapt = plan
+        cursor = self._cursor
         start, total = 0, len(rows)
         while start < total:
             count = min(most, 1 << ((total - start).bit_length() - 1))
@@ -241,15 +247,15 @@ class SQLiteDialect:
                 statements[count] = statement = head + ",".join([one] * count) + tail
             part = rows[start : start + count]
             if adapt:
-                conn.execute(statement, list(map(_value, chain.from_iterable(part))))
+                cursor.execute(statement, list(map(_value, chain.from_iterable(part))))
             else:
                 try:
-                    conn.execute(statement, list(chain.from_iterable(part)))
+                    cursor.execute(statement, list(chain.from_iterable(part)))
                 except (sqlite3.ProgrammingError, OverflowError):
                     # a value the module does not bind (a list, an integer past 64 bits): this shape's
                     # values go through `_value` from now on; nothing of the failed statement was written
                     plan[5] = adapt = True
-                    conn.execute(statement, list(map(_value, chain.from_iterable(part))))
+                    cursor.execute(statement, list(map(_value, chain.from_iterable(part))))
             start += count
 
     def insert_dead_letters(self, conn, table: str, dead_letters: list) -> None:
