@@ -87,7 +87,7 @@ class JsonDecoder:
                     return [Record(from_epoch(value), document, {})]
                 except ValueError as exc:
                     raise DecodeError(self.name, f"field 'time': {exc}") from None
-            if value is _NO_TIME and not any(key in document for key in _OTHER_TIME_FIELDS):
+            if value is _NO_TIME and document.keys().isdisjoint(_OTHER_TIME_FIELDS):
                 return [Record(received_ns(message), document, {})]
         records = objects_records(document, message, self.name, self.timezone)
         if records is not None:

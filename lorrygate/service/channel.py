@@ -196,9 +196,11 @@ class ChannelRouter:
 
     def route(self, topic: str):
         """Return ``(address, table, None)`` or ``(None, None, (reason, what))``."""
-        route = self._routes.get(topic)
-        if route is not None:
-            return route
+        return self._routes.get(topic) or self._resolve(topic)
+
+    def _resolve(self, topic: str):
+        """`route` for a topic not in the cache: ask the strategy, and cache the answer."""
+        route: tuple
         try:
             if any(f.matches(topic) for f in self._ignore):
                 raise Ignored("ignore", topic, "matches the channel's ignore filters")
@@ -258,7 +260,7 @@ class ChannelRouter:
             self.stats.own_reports += 1
             self.batcher.add(Entry(None, [], self.channel.name, message, ""))
             return
-        route = self._routes.get(message.topic) or self.route(message.topic)
+        route = self._routes.get(message.topic) or self._resolve(message.topic)
         address, table, problem = route
         if problem is IGNORED:
             # A command, or a topic the channel ignores: acknowledged with the

@@ -18,7 +18,6 @@ lists are JSON text. Messages that could not be routed or decoded land in
 import os
 import sqlite3
 from itertools import chain
-
 from typing import Any
 
 import attrs
@@ -86,6 +85,34 @@ def _statement_rows(columns: int, variables: int) -> int:
     return 1 << (most.bit_length() - 1)
 
 
+@attrs.define(slots=True)
+class _Plan:
+    """How the rows of one table shape go in: multi-row INSERTs of power-of-two sizes, made when first needed."""
+
+    #: ``INSERT INTO "t" ("time", ...) VALUES ``
+    head: str
+    #: the values of one row, ``(?, ?, ...)``
+    one: str
+    #: after the values (``ON CONFLICT DO NOTHING`` for idempotent tables)
+    tail: str
+    #: rows in one statement at most
+    most: int
+    #: statement by rows
+    statements: dict = attrs.Factory(dict)
+    #: whether values go through `_value` first (a value of this shape was one the module does not bind)
+    adapt: bool = False
+
+    @classmethod
+    def of(cls, table: str, columns: tuple, idempotent: bool, variables: int) -> "_Plan":
+        names = ", ".join(quote(column) for column in ("time",) + columns)
+        return cls(f"INSERT INTO {quote(table)} ({names}) VALUES ", f"({', '.join('?' * (len(columns) + 1))})",
+                   " ON CONFLICT DO NOTHING" if idempotent else "", _statement_rows(len(columns) + 1, variables))
+
+    def statement(self, rows: int) -> str:
+        statement = self.statements[rows] = self.head + ",".join([self.one] * rows) + self.tail
+        return statement
+
+
 @attrs.define(eq=False)
 class SQLiteDialect:
     path: str
@@ -94,8 +121,7 @@ class SQLiteDialect:
     _iso: IsoTime = attrs.Factory(IsoTime)
     #: (device, inode) of the file the connection has open
     _identity: tuple | None = None
-    #: INSERT statements by (table, columns, idempotent): [head, values of one row, tail, most rows,
-    #: {rows: statement}, whether values need `_value`]
+    #: a `_Plan` by (table, columns, idempotent)
     _statements: dict = attrs.Factory(dict)
     #: the connection's limit on ``?`` parameters in one statement
     _variables: int = 999
@@ -231,22 +257,14 @@ class SQLiteDialect:
         if plan is None:
             if len(self._statements) > STATEMENTS:
                 self._statements.clear()
-            names = ", ".join(quote(column) for column in ("time",) + columns)
-            one = f"({', '.join('?' * (len(columns) + 1))})"
-            conflict = " ON CONFLICT DO NOTHING" if idempotent else ""
-            most = _statement_rows(len(columns) + 1, self._variables)
-            plan = [f"INSERT INTO {quote(table_name(table))} ({names}) VALUES ", one, conflict, most, {}, False]
-            self._statements[key] = plan
-        head, one, tail, most, statements, adapt = plan
+            plan = self._statements[key] = _Plan.of(table_name(table), columns, idempotent, self._variables)
         cursor = self._cursor
-        start, total = 0, len(rows)
+        start, total, most = 0, len(rows), plan.most
         while start < total:
             count = min(most, 1 << ((total - start).bit_length() - 1))
-            statement = statements.get(count)
-            if statement is None:
-                statements[count] = statement = head + ",".join([one] * count) + tail
+            statement = plan.statements.get(count) or plan.statement(count)
             part = rows[start : start + count]
-            if adapt:
+            if plan.adapt:
                 cursor.execute(statement, list(map(_value, chain.from_iterable(part))))
             else:
                 try:
@@ -254,7 +272,7 @@ class SQLiteDialect:
                 except (sqlite3.ProgrammingError, OverflowError):
                     # a value the module does not bind (a list, an integer past 64 bits): this shape's
                     # values go through `_value` from now on; nothing of the failed statement was written
-                    plan[5] = adapt = True
+                    plan.adapt = True
                     cursor.execute(statement, list(map(_value, chain.from_iterable(part))))
             start += count
 

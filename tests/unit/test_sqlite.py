@@ -81,7 +81,7 @@ def test_many_rows_of_one_shape_go_in_multi_row_statements_in_order(storage, cou
     assert rows(storage, f'SELECT seq, v FROM "{table}" ORDER BY rowid') == [(n, n / 2) for n in range(count)]
     (plan,) = storage.dialect._statements.values()
     # few statements per shape, none over 64 rows (a prepared statement's memory grows with its rows)
-    assert set(plan[4]) <= {1, 2, 4, 8, 16, 32, 64}
+    assert set(plan.statements) <= {1, 2, 4, 8, 16, 32, 64}
 
 
 def test_values_the_module_cannot_bind_are_stored_as_text_within_a_statement(storage):
