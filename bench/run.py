@@ -495,8 +495,9 @@ def bus_scenario(work: str, count: int) -> dict:
             got += len(ids)
         result["redis_reference"] = count / (time.monotonic() - start)
         start = time.monotonic()
-        db, process, log = bus_gateway(directory, "redis", f"[broker:r]\ntype = redis\nhost = 127.0.0.1\nport = {redis.port}\n"
-                                  "password = secret\n", "topics = bench\n")
+        db, process, log = bus_gateway(directory, "redis",
+                                       f"[broker:r]\ntype = redis\nhost = 127.0.0.1\nport = {redis.port}\n"
+                                       "password = secret\n", "topics = bench\n")
         result["redis"] = count / (wait_committed([log], lambda: sqlite_rows(db), count, 600, "Redis into SQLite")
                                    - start)
         _stop(process)
@@ -531,7 +532,7 @@ def bus_scenario(work: str, count: int) -> dict:
     consumer.close()
     start = time.monotonic()
     db, process, log = bus_gateway(directory, "kafka", f"[broker:k]\ntype = kafka\nhost = {bootstrap}\n",
-                              "topics = bench\ngroup = lorrygate\n")
+                                   "topics = bench\ngroup = lorrygate\n")
     result["kafka"] = count / (wait_committed([log], lambda: sqlite_rows(db), count, 600, "Kafka into SQLite") - start)
     _stop(process)
     # ZeroMQ PULL
@@ -557,7 +558,7 @@ def bus_scenario(work: str, count: int) -> dict:
     pull.close()
     port = free_port()
     db, process, log = bus_gateway(directory, "zmq", f"[broker:z]\ntype = zmq\nhost = *\nport = {port}\n",
-                              "topics = mqttkit-1/#\nmode = pull\n")
+                                   "topics = mqttkit-1/#\nmode = pull\n")
     wait_until(lambda: "PULL socket bound" in open(f"{directory}/zmq.log", errors="replace").read(), 30, "the bind")
     sender = threading.Thread(target=push_all, args=(port,))
     start = time.monotonic()
