@@ -211,7 +211,7 @@ class Batcher(SourceHolder):
             waiter.callback(None)
 
     def _next(self) -> None:
-        """After a batch is done with: release backpressure, write what waits."""
+        """After a batch is done with: write what waits, then release backpressure."""
         if self._stopped:
             return
         if not self._batch.empty:
