@@ -57,6 +57,9 @@ class Batch:
     positioned: bool = False
     #: ids of dead letters this batch replays: marked replayed in its transaction
     replayed: list = attrs.Factory(list)
+    #: tables the storage put this batch's rows into, set by a storage that knows (0: not said); the
+    #: batcher tells a wide write by it (`lorrygate.storage.batcher`)
+    tables: int = 0
 
     def add(self, entry: Entry) -> None:
         self.entries.append(entry)

@@ -54,7 +54,10 @@ class MemoryStorage:
         d.errback(StorageError(reason))
 
     def _store(self, batch) -> None:
+        tables = set()
         for entry in batch.entries:
             if entry.records:
                 self.tables.setdefault(entry.table, []).extend(entry.records)
+                tables.add(entry.table)
+        batch.tables = len(tables)
         self.dead_letters.extend(batch.dead_letters)

@@ -181,7 +181,7 @@ class SqlStorage:
                         refused += len(entry.records)
                     dialect.execute(conn, "RELEASE SAVEPOINT lorrygate_entry")
             else:
-                self._insert(conn, entries, added)
+                batch.tables = self._insert(conn, entries, added)
             all_dead = list(dead_letters) + extra_dead
             if all_dead:
                 dialect.insert_dead_letters(conn, DEAD_LETTER_TABLE, all_dead)
@@ -209,7 +209,8 @@ class SqlStorage:
                 reason=extra_dead[0].error,
             )
 
-    def _insert(self, conn, entries, added: dict) -> None:
+    def _insert(self, conn, entries, added: dict) -> int:
+        """Insert the rows of ``entries`` grouped by table and columns; returns the number of groups."""
         dialect = self.dialect
         groups: dict = {}
         idempotent = self.idempotent
@@ -273,9 +274,10 @@ class SqlStorage:
             # the dialect writes several tables at once (PostgreSQL: one COPY for the tables of a shape)
             insert_all(conn, [(table, physical, columns, rows) for (physical, columns), (table, rows) in groups.items()],
                        idempotent, lambda physical, columns: self._types(physical, columns, added))
-            return
+            return len(groups)
         for (_, columns), (table, rows) in groups.items():
             dialect.insert(conn, table, columns, rows, idempotent)
+        return len(groups)
 
     def _types(self, physical: str, columns: tuple, added: dict) -> tuple | None:
         """The database's types of a table's time column and ``columns`` as this writer knows them, or None."""

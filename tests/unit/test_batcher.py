@@ -134,6 +134,131 @@ def test_the_next_batch_gathers_while_a_large_one_is_written(clock):
     assert len(storage.writes[-1]) == 1 and not source.paused
 
 
+def spread(first: int, count: int) -> list:
+    """Entries for ``count`` tables, one row each: a wide batch."""
+    return [Entry(TableName("s", f"t{n}"), [Record(n, {"n": n})], "main", Message("t", b"{}", 1, False, 0.0, "#",
+                                                                                   Ack()), "json")
+            for n in range(first, first + count)]
+
+
+def wide(clock, storage, batcher, took: float = 0.5) -> None:
+    """Write one wide batch (4 tables, a row each) that takes ``took`` seconds."""
+    for item in spread(0, 4):
+        batcher.add(item)
+    assert storage.in_flight == 1
+    clock.advance(took)
+    storage.complete()
+
+
+def test_after_a_wide_write_the_next_batch_gathers_while_rows_come_and_is_written_with_reading_held(clock):
+    """A write into many tables with few rows each makes the next batch gather past max_rows while rows keep
+    coming; once they stop for 10 ms it is written, with the sources held paused meanwhile."""
+    storage, batcher = make(clock, max_rows=4, max_pending=40, wide_tables=3)
+    source = Source()
+    batcher.attach(source)
+    wide(clock, storage, batcher, took=1.0)
+    assert not source.paused
+    for item in spread(10, 8):
+        batcher.add(item)
+        clock.advance(0.049)
+    assert storage.in_flight == 0  # past max_rows, gathering
+    clock.advance(0.051)
+    assert storage.in_flight == 1 and len(storage.writes[-1]) == 8
+    assert source.paused  # reading and the wide write take turns
+    storage.complete()
+    assert not source.paused
+
+
+def test_a_wide_batch_gathers_no_longer_than_twice_the_last_write(clock):
+    """Rows that keep coming do not hold a wide batch back longer than twice what the last write took."""
+    storage, batcher = make(clock, max_rows=4, max_pending=1000, wide_tables=3)
+    wide(clock, storage, batcher, took=0.1)
+    for item in spread(10, 60):
+        batcher.add(item)
+        clock.advance(0.005)
+        if storage.in_flight:
+            break
+    assert storage.in_flight == 1 and len(storage.writes[-1]) == 40  # 40 rows in twice 0.1 s
+
+
+def test_a_small_write_between_wide_ones_keeps_them_wide(clock):
+    """A few rows written in a lull (fewer than max_rows, fewer tables than a wide write) say nothing about
+    the fleet: the batch after them still gathers, and still holds reading while it is written."""
+    storage, batcher = make(clock, max_rows=4, max_pending=40, wide_tables=3, linger=0.0)
+    source = Source()
+    batcher.attach(source)
+    wide(clock, storage, batcher, took=1.0)
+    batcher.add(entry(1))
+    clock.advance(0.051)  # quiet: written
+    assert storage.in_flight == 1 and source.paused
+    clock.advance(0.01)
+    storage.complete()
+    for item in spread(10, 6):
+        batcher.add(item)
+    assert storage.in_flight == 0  # gathering, past max_rows
+    clock.advance(0.021)  # twice as long as the last write took
+    assert storage.in_flight == 1 and source.paused
+
+
+def test_a_wide_batch_is_written_once_the_bound_is_reached(clock):
+    """Gathering ends at max_pending: the batch is written at once, and the bound holds reading meanwhile."""
+    storage, batcher = make(clock, max_rows=4, max_pending=12, wide_tables=3)
+    source = Source()
+    batcher.attach(source)
+    wide(clock, storage, batcher)
+    for item in spread(10, 12):
+        batcher.add(item)
+    assert storage.in_flight == 1 and len(storage.writes[-1]) == 12 and source.paused
+    storage.complete()
+    assert not source.paused and batcher.pending == 0
+
+
+def test_a_write_with_many_rows_a_table_keeps_the_group_commit(clock):
+    """Many tables with several rows each, or few tables: not wide; max_rows writes, reading goes on."""
+    storage, batcher = make(clock, max_rows=16, max_pending=80, wide_tables=3)
+    source = Source()
+    batcher.attach(source)
+    for _ in range(4):
+        for item in spread(0, 4):  # 16 rows into 4 tables: four a table, the threshold
+            batcher.add(item)
+    storage.complete()
+    for n in range(16):
+        batcher.add(entry(n))
+    assert storage.in_flight == 1 and not source.paused
+
+
+def test_a_barrier_does_not_wait_for_a_wide_batch_to_gather(clock):
+    """A stop's barrier writes what waits at once, gathering or not."""
+    storage, batcher = make(clock, max_rows=4, max_pending=40, wide_tables=3)
+    wide(clock, storage, batcher, took=5.0)
+    for item in spread(10, 2):
+        batcher.add(item)
+    done = []
+    batcher.barrier().addCallback(done.append)
+    assert storage.in_flight == 1
+    storage.complete()
+    assert done == [None]
+
+
+def test_a_failed_wide_write_lets_reading_go_on(clock):
+    """Reading held for a wide write only is let go when the write fails; the retry is not wide."""
+    storage, batcher = make(clock, max_rows=4, max_pending=40, wide_tables=3, retry_initial=1.0)
+    source = Source()
+    batcher.attach(source)
+    wide(clock, storage, batcher)
+    for item in spread(10, 4):
+        batcher.add(item)
+    clock.advance(0.051)  # the rows came after the first look at them
+    clock.advance(0.051)  # none since: quiet
+    assert storage.in_flight == 1 and source.paused
+    storage.fail()
+    assert not source.paused and storage.in_flight == 0
+    clock.advance(1.0)
+    assert storage.in_flight == 1 and not source.paused
+    storage.complete()
+    assert len(storage.writes[-1]) == 4 and batcher.pending == 0
+
+
 def test_drain_commits_everything(clock):
     """drain() writes what is buffered and fires once it is committed."""
     storage, batcher = make(clock)

@@ -219,3 +219,11 @@ def test_the_database_file_is_private(storage):
 
     assert stat.S_IMODE(os.stat(storage.dialect.path).st_mode) == 0o600
     assert stat.S_IMODE(os.stat(os.path.dirname(storage.dialect.path)).st_mode) == 0o700
+
+
+def test_a_commit_tells_how_many_tables_it_wrote(storage):
+    """The batcher tells a wide write (a few rows into each of many tables) by what the storage reports."""
+    tables = [TableName("mqttkit_1_testdrive", f"area_42_node_{n}_sensors") for n in range(3)]
+    written = batch(*(entry({"v": n}, table=tables[n % 3], time=NS + n) for n in range(7)))
+    storage._commit(written)
+    assert written.tables == 3
