@@ -54,6 +54,7 @@ def test_tables_of_one_shape_share_a_copy_and_every_row_lands_once_in_its_table(
                 batch.add(entry(odd, {"temperature": 1.5, "seq": k + 0.5, "sensor": "x"}, round_ * 1000 + n))
                 n += 1
         store._commit(batch)
+        assert batch.tables == 15  # what the batcher tells a wide write by
     assert store.dialect._stages, "the fleet's tables shared a COPY"
     for i, table in enumerate(fleet):
         expected = [(k / 2, k, "bme280") for k in range(i, 60, 12)] * 2
