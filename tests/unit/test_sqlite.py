@@ -73,6 +73,18 @@ def test_flat_fields_and_a_user_decoders_non_text_keys(storage):
     ]
 
 
+
+def test_a_row_of_known_fields_with_an_object_or_tags_is_still_flattened(storage):
+    """After a flat row, a row of the same field names whose value is an object, or that has tags, is not taken
+    for one of the same shape: its object becomes dotted columns, its tags columns."""
+    tagged = Entry(T1, [Record(NS, {"a": 4, "b": 5}, {"site": "x"})], "main", Message("t", b"{}", 1, False, 1.5, "#"),
+                   "json")
+    storage._commit(batch(entry({"a": 1, "b": 2}), entry({"a": 3, "b": {"c": 6}}), tagged, entry({"a": 7, "b": 8})))
+    table = "mqttkit_1_testdrive__area_42_node_1_sensors"
+    assert rows(storage, f'SELECT a, b, "b.c", site FROM "{table}" ORDER BY a') == [
+        (1, 2, None, None), (3, None, 6, None), (4, 5, None, "x"), (7, 8, None, None)
+    ]
+
 @pytest.mark.parametrize("count", [1, 2, 3, 1023, 1024, 1025, 2999])
 def test_many_rows_of_one_shape_go_in_multi_row_statements_in_order(storage, count):
     """A batch's rows of one table go in multi-row INSERTs of power-of-two sizes: every row once, in order."""
