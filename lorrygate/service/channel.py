@@ -163,8 +163,6 @@ class ChannelRouter:
     #: (address rest, kind) -> (suffix decoder name, is an event); such a pair -> its chain
     _chains: dict = attrs.Factory(dict)
     _made: dict = attrs.Factory(dict)
-    #: topic -> its chain (`_chain_for` of its address), beside the route cache
-    _route_chains: dict = attrs.Factory(dict)
     _values: Any = None
     _report_second: int = -1
     _reports_this_second: int = 0
@@ -196,10 +194,11 @@ class ChannelRouter:
 
     def route(self, topic: str):
         """Return ``(address, table, None)`` or ``(None, None, (reason, what))``."""
-        return self._routes.get(topic) or self._resolve(topic)
+        return (self._routes.get(topic) or self._resolve(topic))[:3]
 
     def _resolve(self, topic: str):
-        """`route` for a topic not in the cache: ask the strategy, and cache the answer."""
+        """`route` for a topic not in the cache: ask the strategy, and cache the answer with the topic's
+        decoder chain (`_chain_for`) and the topic itself, which the messages of the topic then share."""
         route: tuple
         try:
             if any(f.matches(topic) for f in self._ignore):
@@ -212,9 +211,9 @@ class ChannelRouter:
             route = (None, None, (exc.reason, "does not fit the topology"))
         except Exception as exc:
             route = (None, None, (f"strategy {self.strategy.name!r} raised {exc!r}", "broke the strategy"))
+        route += (self._chain_for(route[0]) if route[2] is None else None, topic)
         if len(self._routes) >= ROUTE_CACHE_SIZE or self._route_bytes > ROUTE_CACHE_BYTES:
             self._routes.clear()
-            self._route_chains.clear()
             self._owners.clear()
             self._route_bytes = 0
         self._routes[topic] = route
@@ -260,8 +259,8 @@ class ChannelRouter:
             self.stats.own_reports += 1
             self.batcher.add(Entry(None, [], self.channel.name, message, ""))
             return
-        route = self._routes.get(message.topic) or self._resolve(message.topic)
-        address, table, problem = route
+        topic = message.topic
+        address, table, problem, chain, message.topic = self._routes.get(topic) or self._resolve(topic)
         if problem is IGNORED:
             # A command, or a topic the channel ignores: acknowledged with the
             # next commit, counted, and nothing else.
@@ -273,10 +272,6 @@ class ChannelRouter:
             reason, what = problem
             self._reject(message, "topology", reason, what, error_type="TopologyError")
             return
-        chain = self._route_chains.get(message.topic)
-        if chain is None:
-            chain = self._chain_for(address)
-            self._route_chains[message.topic] = chain  # bounded with the route cache, cleared with it
         try:
             result = chain.decode(message, address)
         except DecodeError as exc:
