@@ -78,9 +78,10 @@ VERSION_REFUSED = (1, 0x84)
 #: own publishes that may wait for the broker's Receive Maximum
 MAX_QUEUED = 1000
 
-_u16 = struct.Struct("!H")
 #: fixed header of a success PUBACK / PUBREC (the same in 3.1.1 and 5)
-_ACK_HEADERS = {PUBACK: bytes((PUBACK << 4, 2)), PUBREC: bytes((PUBREC << 4, 2))}
+#: a PUBACK or PUBREC (MQTT 3.1.1, and 5 with reason 0 and no properties) as one big-endian 32-bit word:
+#: type and flags, remaining length 2, and the packet id in the low 16 bits
+_ACK_WORDS = {PUBACK: (PUBACK << 28) | (2 << 16), PUBREC: (PUBREC << 28) | (2 << 16)}
 
 
 
@@ -349,13 +350,13 @@ class MQTTClientProtocol(Protocol):
     def _release_acks(self) -> None:
         self._release_call = None
         unacked = self._unacked
-        out = []
-        pack = _u16.pack
+        words = []
         while unacked and unacked[0].done:
             delivery = unacked.popleft()
-            out.append(_ACK_HEADERS[delivery.kind] + pack(delivery.packet_id))
-        if out and self.connected:
-            self.transport.write(b"".join(out))
+            words.append(_ACK_WORDS[delivery.kind] | delivery.packet_id)
+        if words and self.connected:
+            # one struct call for all of them (a byte string a packet cost 0.7 us a message)
+            self.transport.write(struct.pack(f"!{len(words)}I", *words))
 
     # -- incoming -----------------------------------------------------------
 
