@@ -189,14 +189,16 @@ def test_a_shared_copy_stores_the_times_and_values_a_tables_own_copy_stores(stor
 
 def test_a_shared_binary_copy_stores_and_refuses_what_a_tables_own_copy_does(store, postgres):
     """Rows whose values fit their columns go in binary (an integer into a DOUBLE PRECISION column too); a
-    batch with a value that text would refuse (a bool in a BIGINT column) goes as text, and only that message
-    is a dead letter: the fleet's tables (a shared COPY) end as the table alone (its own COPY) does."""
+    batch with a value that text would refuse (a bool in a BIGINT column) goes as text, one with an integer
+    beyond 64 bits fails the binary COPY: either way only that message is a dead letter, and the fleet's
+    tables (a shared COPY) end as the table alone (its own COPY) does."""
     run = next(RUN)
     fleet, alone = tables(f"{run}_i", 3), TableName(f"shared_{run}_i", "alone")
     batches = [
         [{"n": 1, "x": 1.5, "s": "a", "b": True}],
         [{"n": 2, "x": 3, "s": "b", "b": False}, {"n": None, "x": None, "s": None, "b": None}],
         [{"n": 4, "x": 4.5, "s": "d", "b": True}, {"n": True, "x": 5.5, "s": "e", "b": False}],
+        [{"n": 2**70, "x": 6.5, "s": "f", "b": True}, {"n": 7, "x": 7.5, "s": "g", "b": False}],
     ]
     refused = {}
     for target in (fleet, [alone]):
@@ -208,9 +210,10 @@ def test_a_shared_binary_copy_stores_and_refuses_what_a_tables_own_copy_does(sto
             store._commit(batch)
             refused.setdefault(len(target), []).extend(sorted(d.message.topic for d in batch.extra_dead))
     assert store.dialect._fitting, "rows went in binary"
-    assert refused[1] == ["alone/2/1"]
-    assert refused[3] == [f"node_{i}/2/1" for i in range(3)]
+    assert refused[1] == ["alone/2/1", "alone/3/0"]
+    assert refused[3] == [f"node_{i}/2/1" for i in range(3)] + [f"node_{i}/3/0" for i in range(3)]
     expected = read(postgres.url, alone, "n, x, s, b")
-    assert expected == [(1, 1.5, "a", True), (2, 3.0, "b", False), (None, None, None, None), (4, 4.5, "d", True)]
+    assert expected == [(1, 1.5, "a", True), (2, 3.0, "b", False), (None, None, None, None), (4, 4.5, "d", True),
+                        (7, 7.5, "g", False)]
     for table in fleet:
         assert read(postgres.url, table, "n, x, s, b") == expected
