@@ -78,8 +78,7 @@ VERSION_REFUSED = (1, 0x84)
 #: own publishes that may wait for the broker's Receive Maximum
 MAX_QUEUED = 1000
 
-#: fixed header of a success PUBACK / PUBREC (the same in 3.1.1 and 5)
-#: a PUBACK or PUBREC (MQTT 3.1.1, and 5 with reason 0 and no properties) as one big-endian 32-bit word:
+#: a success PUBACK or PUBREC (MQTT 3.1.1, and 5 with reason 0 and no properties) as one big-endian 32-bit word:
 #: type and flags, remaining length 2, and the packet id in the low 16 bits
 _ACK_WORDS = {PUBACK: (PUBACK << 28) | (2 << 16), PUBREC: (PUBREC << 28) | (2 << 16)}
 

@@ -217,3 +217,28 @@ def test_a_shared_binary_copy_stores_and_refuses_what_a_tables_own_copy_does(sto
                         (7, 7.5, "g", False)]
     for table in fleet:
         assert read(postgres.url, table, "n, x, s, b") == expected
+
+
+def test_a_time_column_without_time_zone_from_custom_ddl_gets_the_same_time(store, postgres):
+    """Tables made beforehand with a TIMESTAMP (without time zone) time column: the shared COPY stores the UTC
+    wall time there, as a table's own COPY of the ISO text does."""
+    run = next(RUN)
+    fleet, alone = tables(f"{run}_j", 3), TableName(f"shared_{run}_j", "alone")
+    with psycopg.connect(postgres.url) as conn:
+        conn.execute(f'CREATE SCHEMA IF NOT EXISTS "shared_{run}_j"')
+        for table in fleet + [alone]:
+            conn.execute(f'CREATE TABLE {qualified(table)} ("time" TIMESTAMP NOT NULL, v BIGINT)')
+    for target in (fleet, [alone]):
+        batch = Batch()
+        for table in target:
+            for k, time in enumerate(EDGE_TIMES[:7]):
+                batch.add(Entry(table, [Record(time, {"v": k})], "main", Message("t", b"{}", 1, False, 1.0, "#"),
+                                "json"))
+        store._commit(batch)
+        assert not batch.extra_dead
+    assert store.dialect._stages, "the fleet's rows went through a shared COPY"
+    expected = read(postgres.url, alone, "time, v")
+    epoch = datetime(1970, 1, 1)
+    assert [row[0] for row in expected] == sorted(epoch + timedelta(microseconds=t // 1000) for t in EDGE_TIMES[:7])
+    for table in fleet:
+        assert read(postgres.url, table, "time, v") == expected
