@@ -242,18 +242,19 @@ class SqlStorage:
                 physical_names[id(key_table)] = (key_table, physical)
             for record in records:
                 fields = record.fields
-                if not record.tags and not idempotent:
-                    rows = plain.get((physical, tuple(fields)))
-                    if rows is not None and dict not in map(type, fields.values()):
-                        rows.append(row(record.time, fields.values()))
-                        continue
+                names = None
                 if record.tags or idempotent or dict in map(type, fields.values()):
                     flat = flatten(fields, record.tags, depth=depth)
                 else:
+                    names = tuple(fields)
+                    rows = plain.get((physical, names))
+                    if rows is not None:
+                        rows.append(row(record.time, fields.values()))
+                        continue
                     flat = fields  # flat already, and not changed below (0.65 -> 0.24 us a row)
                 if len(flat) + len(known.get(physical) or ()) + len(added.get(physical) or ()) > room:
                     flat = self._budget(physical, flat, added)
-                columns = tuple(flat)
+                columns = names if flat is fields else tuple(flat)
                 renamed = renames.get(columns, _UNSEEN)
                 if renamed is _UNSEEN:
                     if flat is fields and not all(type(name) is str for name in columns):
