@@ -260,6 +260,7 @@ class ChannelRouter:
             self.batcher.add(Entry(None, [], self.channel.name, message, ""))
             return
         topic = message.topic
+        # (the message takes the cached text of its topic: one string for all the topic's waiting messages)
         address, table, problem, chain, message.topic = self._routes.get(topic) or self._resolve(topic)
         if problem is IGNORED:
             # A command, or a topic the channel ignores: acknowledged with the
