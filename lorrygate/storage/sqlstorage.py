@@ -254,7 +254,7 @@ class SqlStorage:
                     flat = fields  # flat already, and not changed below (0.65 -> 0.24 us a row)
                 if len(flat) + len(known.get(physical) or ()) + len(added.get(physical) or ()) > room:
                     flat = self._budget(physical, flat, added)
-                columns = names if flat is fields else tuple(flat)
+                columns = names if names is not None and flat is fields else tuple(flat)
                 renamed = renames.get(columns, _UNSEEN)
                 if renamed is _UNSEEN:
                     if flat is fields and not all(type(name) is str for name in columns):
