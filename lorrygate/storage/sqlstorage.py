@@ -358,9 +358,9 @@ class SqlStorage:
         physical = dialect.physical(table)
         known = self._columns.get(physical)
         pending = added.get(physical)
-        if pending is None:
-            pending = added[physical] = {}
-        if known is None and "time" not in pending:
+        if known is None and (pending is None or "time" not in pending):
+            if pending is None:
+                pending = added[physical] = {}
             template = self.ddl.get(entry.channel) or self.ddl.get("")
             if template is not None:
                 dialect.ensure_schema(conn, table)
@@ -374,16 +374,23 @@ class SqlStorage:
                     fields.append((column, value))
             dialect.create_table(conn, table, self.idempotent, fields)
             pending.update(dialect.columns_of(conn, table))
+        # a table known and a row of its columns (the common case) leaves ``added`` as it is: no empty
+        # entry for each of 10,000 tables
         known = known or {}
+        fold = dialect.fold
         for column, value in flat.items():
-            lowered = dialect.fold(column)
-            if lowered in pending:
+            lowered = fold(column)
+            if pending is not None and lowered in pending:
                 current = pending[lowered]
             elif lowered in known:
                 current = known[lowered]
             else:
+                if pending is None:
+                    pending = added[physical] = {}
                 pending[lowered] = dialect.add_column(conn, table, column, value)
                 continue
             widened = dialect.widen(conn, table, column, current, value)
             if widened is not None:
+                if pending is None:
+                    pending = added[physical] = {}
                 pending[lowered] = widened
