@@ -239,3 +239,37 @@ def test_a_commit_tells_how_many_tables_it_wrote(storage):
     written = batch(*(entry({"v": n}, table=tables[n % 3], time=NS + n) for n in range(7)))
     storage._commit(written)
     assert written.tables == 3
+
+
+def test_a_write_after_a_start_knows_the_tables_columns(storage):
+    """The start leaves the columns to be read after it (`_connect(False)`): the first write reads them
+    before it looks at a row, so a table at its column budget still gets no column beyond it."""
+    storage.max_columns = 4  # time and id, and two fields
+    storage._commit(batch(entry({"a": 1, "b": 2})))
+    storage._close()
+    storage._columns.clear()
+    storage._connect(False)
+    assert not storage._columns_read
+    storage._commit(batch(entry({"c": 3}, time=NS + 1)))
+    table = "mqttkit_1_testdrive__area_42_node_1_sensors"
+    names = [row[1] for row in rows(storage, f'PRAGMA table_info("{table}")')]
+    assert names == ["time", "a", "b", "extra_fields"]
+
+
+def test_columns_that_cannot_be_read_fail_the_write_and_the_next_one_reads_them(storage, monkeypatch):
+    """A failed read of the columns is a StorageError that says so (the batcher retries the batch)."""
+    from lorrygate.errors import StorageError
+
+    storage._commit(batch(entry({"a": 1})))
+    storage._close()
+    storage._connect(False)
+    dialect = type(storage.dialect)
+    real = dialect.existing_columns
+    monkeypatch.setattr(dialect, "existing_columns", lambda self, conn: (_ for _ in ()).throw(
+        __import__("sqlite3").OperationalError("disk I/O error")))
+    with pytest.raises(StorageError, match="cannot read the tables of SQLite database .*disk I/O error"):
+        storage._commit(batch(entry({"a": 2}, time=NS + 1)))
+    monkeypatch.setattr(dialect, "existing_columns", real)
+    storage._commit(batch(entry({"a": 2}, time=NS + 1)))
+    table = "mqttkit_1_testdrive__area_42_node_1_sensors"
+    assert rows(storage, f'SELECT a FROM "{table}" ORDER BY time') == [(1,), (2,)]
