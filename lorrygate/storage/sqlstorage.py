@@ -79,7 +79,9 @@ class SqlStorage:
         channels connect (10,000 tables: ~90 ms that a start no longer waits for). The writer has one
         thread, so a write queued later finds them read; should this read fail, that write reads
         them again and says why."""
-        self._call(self._read_columns).addErrback(lambda failure: None)
+        self._call(self._read_columns).addErrback(
+            lambda failure: self.log.debug("storage {storage}: {error} (the next write reads them again)",
+                                           storage=self.name, error=failure.getErrorMessage()))
         return result
 
     def stop(self) -> Deferred:

@@ -1,7 +1,10 @@
 """SQLite storage: tables on first sample, a column per field, dead letters, bad rows isolated."""
 
 
+import sqlite3
+
 import pytest
+import pytest_twisted
 
 from lorrygate.model import Message, Record, TableName
 from lorrygate.storage.batch import Batch, DeadLetter, Entry
@@ -273,3 +276,47 @@ def test_columns_that_cannot_be_read_fail_the_write_and_the_next_one_reads_them(
     storage._commit(batch(entry({"a": 2}, time=NS + 1)))
     table = "mqttkit_1_testdrive__area_42_node_1_sensors"
     assert rows(storage, f'SELECT a FROM "{table}" ORDER BY time') == [(1,), (2,)]
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_start_returns_before_the_columns_are_read_and_a_failed_read_fails_only_a_write(tmp_path, monkeypatch):
+    """`start` opens the database; the columns are read on the writer thread after it. When that read
+    fails, the start has still succeeded and a write reads them again; when that fails too, the write
+    fails saying why, and the next one works."""
+    from twisted.internet import reactor
+
+    from lorrygate.errors import StorageError
+    from lorrygate.storage.sqlite import SQLiteDialect
+
+    path = str(tmp_path / "db.sqlite")
+    store = SQLiteStorage("db", path, reactor)
+    store.max_columns = 4
+    yield store.start()
+    yield store.write(batch(entry({"a": 1, "b": 2})))
+    yield store.stop()
+
+    reads = []
+    real = SQLiteDialect.existing_columns
+
+    def existing_columns(self, conn):
+        reads.append(1)
+        if len(reads) <= 2:
+            raise sqlite3.OperationalError("disk I/O error")
+        return real(self, conn)
+
+    monkeypatch.setattr(SQLiteDialect, "existing_columns", existing_columns)
+    store = SQLiteStorage("db", path, reactor)
+    store.max_columns = 4
+    yield store.start()
+    try:
+        with pytest.raises(StorageError, match="cannot read the tables of SQLite database .*: disk I/O error"):
+            yield store.write(batch(entry({"c": 3}, time=NS + 1)))
+        yield store.write(batch(entry({"c": 3}, time=NS + 1)))
+    finally:
+        yield store.stop()
+    assert len(reads) == 3
+    with sqlite3.connect(path) as conn:
+        table = "mqttkit_1_testdrive__area_42_node_1_sensors"
+        assert [row[1] for row in conn.execute(f'PRAGMA table_info("{table}")')] == ["time", "a", "b", "extra_fields"]
+        assert conn.execute(f'SELECT a, extra_fields FROM "{table}" ORDER BY time').fetchall() == [
+            (1, None), (None, '{"c": 3}')]
