@@ -92,15 +92,32 @@ def gateway_config(directory: str, port: int, name: str, url: str, extra: str = 
     return path
 
 
+#: every gateway process the benchmark started: a scenario that fails half-way leaves none running
+_STARTED: list = []
+
+
+def _stop_leftovers() -> None:
+    for process in _STARTED:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+    _STARTED.clear()
+
+
 class Gateway:
     def __init__(self, config: str, log: str, profile: str | None = None):
         command = [PYTHON, "-m", "lorrygate.cli", "-c", config]
         self.sampler = None
         if profile and profile.endswith(".txt"):
             # py-spy samples every thread (the writer's too) at little cost; collapsed stacks
+            spy = os.path.join(os.path.dirname(PYTHON), "py-spy")
+            if not os.access(spy, os.X_OK):
+                # said before the gateway starts: it would outlive a failed sampler
+                raise BenchError(f"--profile {profile}: no py-spy at {spy} (pip install -e '.[bench]')")
             self.log = log
             self.process = subprocess.Popen(command, stdout=open(log, "ab"), stderr=subprocess.STDOUT, cwd=ROOT)
-            self.sampler = subprocess.Popen([os.path.join(os.path.dirname(PYTHON), "py-spy"), "record", "--pid",
+            _STARTED.append(self.process)
+            self.sampler = subprocess.Popen([spy, "record", "--pid",
                                              str(self.process.pid), "-f", "raw", "-o", profile, "-r", "250",
                                              "--threads"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             return
@@ -108,6 +125,7 @@ class Gateway:
             command = [PYTHON, "-m", "cProfile", "-o", profile, "-m", "lorrygate.cli", "-c", config]
         self.log = log
         self.process = subprocess.Popen(command, stdout=open(log, "ab"), stderr=subprocess.STDOUT, cwd=ROOT)
+        _STARTED.append(self.process)
 
     def wait_connected(self) -> None:
         wait_until(lambda: "connected to" in open(self.log, errors="replace").read() or self.process.poll() is not None,
@@ -1030,4 +1048,7 @@ def plot(report: dict, path: str) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    finally:
+        _stop_leftovers()
