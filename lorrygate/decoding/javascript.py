@@ -190,7 +190,7 @@ class JavaScriptDecoder:
             else:
                 result = context.call("decode", list(message.payload), message.topic, timeout=self.timeout * 1000)
         except (JSTimeoutException, JSOOMException) as exc:
-            self._reset()
+            self._reset(settle=isinstance(exc, JSTimeoutException))
             limit = f"time limit of {self.timeout:g} s" if isinstance(exc, JSTimeoutException) else f"memory limit of {self.memory // 2**20} MiB"
             raise DecodeError(self.name, f"the codec exceeded its {limit} and was stopped") from None
         except Exception as exc:
@@ -203,8 +203,16 @@ class JavaScriptDecoder:
             raise DecodeError(self.name, f"the codec raised {type(exc).__name__}: {exc}") from None
         return self._records(result, message, envelope)
 
-    def _reset(self) -> None:
+    def _reset(self, settle: bool = False) -> None:
         if self._context is not None:
+            if settle:
+                # V8 answers a call stopped at its time limit after the stop; a trivial call after it
+                # returns once that answer is out, before the engine is closed (closed first, the answer
+                # met a closed event loop inside py_mini_racer: "Exception ignored ... Event loop is closed")
+                try:
+                    self._context.eval("0", timeout=self.timeout * 1000)
+                except Exception:
+                    pass
             self._context.close()
         self._context = None
 

@@ -169,8 +169,11 @@ def test_lht65_codec_keeps_the_uplink_envelope_like_the_built_in_decoder():
         k: built_in.fields[k] for k in ("fPort", "fCnt", "rssi", "snr")}
 
 
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
 def test_runaway_codec_is_stopped_and_the_engine_recovers():
-    """An endless loop hits the time limit (a DecodeError); the next message decodes normally."""
+    """An endless loop hits the time limit (a DecodeError); the next message decodes normally. The
+    stopped engine is closed only after V8's answer to the stopped call is out (closed first, that
+    answer met a closed event loop inside py_mini_racer, in 3 of 20 runs)."""
     source = "function decode(p, t) { if (p[0] === 0x78) { while (true) {} } return {n: p.length}; }"
     decoder = JavaScriptDecoder("loop", source, timeout=0.2)
     with pytest.raises(DecodeError, match="exceeded its time limit of 0.2 s"):
