@@ -63,6 +63,8 @@ class SqlStorage:
     #: a third of the writer's own time)
     _verified: set = attrs.Factory(set)
     _pending_verified: list = attrs.Factory(list)
+    #: the last reason a checkpoint failed, logged once ("" while they work)
+    _checkpoint_error: str = ""
     #: id of a TableName -> (that TableName, its physical name)
     _physical: dict = attrs.Factory(dict)
 
@@ -97,11 +99,30 @@ class SqlStorage:
         return d.addBoth(stop_pool)
 
     def write(self, batch) -> Deferred:
-        return self._call(self._commit, batch)
+        d = self._call(self._commit, batch)
+        if hasattr(self.dialect, "checkpoint"):
+            # after the write, as a job of its own: its Deferred fires (the acknowledgements leave, the
+            # sources read on) while the writer thread copies the WAL (`SQLiteDialect.checkpoint`)
+            self._call(self._checkpoint).addCallbacks(self._checkpointed, self._checkpoint_failed)
+        return d
 
     def details(self) -> dict:
         """For the status: messages left out as held already, and the positioned streams known."""
         return {"held_already": self.stats.get("held_already", 0), "streams": len(self._positions.streams)}
+
+    def _checkpointed(self, _) -> None:
+        if self._checkpoint_error:
+            self._checkpoint_error = ""
+            self.log.info("storage {storage}: checkpointing works again", storage=self.name)
+
+    def _checkpoint_failed(self, failure) -> None:
+        error = failure.getErrorMessage()
+        if error != self._checkpoint_error:
+            self._checkpoint_error = error
+            self.log.warn(
+                "storage {storage}: copying the WAL of {database} into the database failed: {error}; the rows "
+                "are committed (in the WAL) and the copy is tried again after the next write",
+                storage=self.name, database=self.dialect.describe(), error=error)
 
     def _call(self, function, *args) -> Deferred:
         assert self._pool is not None, "the storage is started"
@@ -137,6 +158,10 @@ class SqlStorage:
                                ) from None
         self._columns_read = True
 
+    def _checkpoint(self) -> None:
+        if self._conn is not None:
+            self.dialect.checkpoint(self._conn)
+
     def _close(self) -> None:
         if self._conn is not None:
             try:
@@ -144,6 +169,9 @@ class SqlStorage:
             except Exception:
                 pass
             self._conn = None
+            closed = getattr(self.dialect, "closed", None)
+            if closed is not None:
+                closed()
 
     def _commit(self, batch) -> None:
         if self._conn is None:

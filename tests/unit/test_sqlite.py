@@ -1,6 +1,7 @@
 """SQLite storage: tables on first sample, a column per field, dead letters, bad rows isolated."""
 
 
+import os
 import sqlite3
 
 import pytest
@@ -320,3 +321,89 @@ def test_a_start_returns_before_the_columns_are_read_and_a_failed_read_fails_onl
         assert [row[1] for row in conn.execute(f'PRAGMA table_info("{table}")')] == ["time", "a", "b", "extra_fields"]
         assert conn.execute(f'SELECT a, extra_fields FROM "{table}" ORDER BY time').fetchall() == [
             (1, None), (None, '{"c": 3}')]
+
+
+def _big_rows(count, start=0):
+    """Rows of ~2 KB each: a page or more apiece at the 2 KiB page size."""
+    return batch(*(entry({"blob": "x" * 2000}, time=NS + n) for n in range(start, start + count)))
+
+
+def test_a_commit_leaves_the_copy_of_the_wal_to_the_checkpoint_after_it(storage):
+    """COMMIT only appends to the WAL; `SQLiteDialect.checkpoint` copies it into the database once
+    `CHECKPOINT_PAGES` wait there, and not before."""
+    from lorrygate.storage.sqlite import CHECKPOINT_PAGES
+
+    path = storage.dialect.path
+    storage._commit(_big_rows(10))
+    assert storage.dialect.checkpoint(storage._conn) == 0  # a few pages: they wait in the WAL
+    before = os.path.getsize(path)
+    storage._commit(_big_rows(CHECKPOINT_PAGES, start=10))
+    assert os.path.getsize(path) == before, "COMMIT copied the WAL into the database itself"
+    copied = storage.dialect.checkpoint(storage._conn)
+    assert copied >= CHECKPOINT_PAGES
+    assert os.path.getsize(path) >= before + CHECKPOINT_PAGES * 2048
+    assert storage.dialect.checkpoint(storage._conn) == 0  # nothing waits now
+    assert rows(storage, 'SELECT count(*) FROM "mqttkit_1_testdrive__area_42_node_1_sensors"') == [
+        (CHECKPOINT_PAGES + 10,)]
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_write_is_followed_by_its_checkpoint_on_the_writer_thread(tmp_path):
+    """`write` fires once the rows are committed; the checkpoint runs after it on the same thread, so
+    the next job there finds the WAL copied, with the connection still open."""
+    from twisted.internet import reactor
+
+    from lorrygate.storage.sqlite import CHECKPOINT_PAGES
+
+    path = str(tmp_path / "db.sqlite")
+    store = SQLiteStorage("db", path, reactor)
+    yield store.start()
+    try:
+        yield store.write(_big_rows(10))
+        before = os.path.getsize(path)
+        yield store.write(_big_rows(CHECKPOINT_PAGES, start=10))
+        yield store._call(lambda: None)  # the writer thread's queue, up to the checkpoint
+        assert os.path.exists(path + "-wal")
+        assert os.path.getsize(path) >= before + CHECKPOINT_PAGES * 2048
+    finally:
+        yield store.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_failing_checkpoint_is_said_once_and_fails_no_write(tmp_path, monkeypatch):
+    """The rows are committed in the WAL either way: a checkpoint that fails is a warning, once for
+    the same reason, and once more when it works again."""
+    from twisted.internet import reactor
+    from twisted.logger import globalLogPublisher
+
+    from lorrygate.storage.sqlite import SQLiteDialect
+
+    failing = [True]
+    real = SQLiteDialect.checkpoint
+
+    def checkpoint(self, conn):
+        if failing[0]:
+            raise sqlite3.OperationalError("disk I/O error")
+        return real(self, conn)
+
+    monkeypatch.setattr(SQLiteDialect, "checkpoint", checkpoint)
+    events: list = []
+    globalLogPublisher.addObserver(events.append)
+    path = str(tmp_path / "db.sqlite")
+    store = SQLiteStorage("db", path, reactor)
+    yield store.start()
+    try:
+        for n in range(3):
+            yield store.write(batch(entry({"a": n}, time=NS + n)))
+        failing[0] = False
+        yield store.write(batch(entry({"a": 3}, time=NS + 3)))
+        yield store._call(lambda: None)
+    finally:
+        yield store.stop()
+        globalLogPublisher.removeObserver(events.append)
+    said = [e for e in events if e.get("log_namespace", "").endswith("SqlStorage")
+            and e.get("log_level").name in ("warn", "info")]
+    assert [e["log_level"].name for e in said] == ["warn", "info"]
+    assert "disk I/O error" in said[0]["error"] and "rows are committed" in said[0]["log_format"]
+    with sqlite3.connect(path) as conn:
+        assert conn.execute('SELECT count(*) FROM "mqttkit_1_testdrive__area_42_node_1_sensors"').fetchone() == (4,)
