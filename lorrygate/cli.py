@@ -316,6 +316,12 @@ def run(settings, log_format: str, log_level: str, reload: bool = False) -> int:
     import gc
     import signal
 
+    from lorrygate.storage.sqlite_schema import read_ahead
+
+    for storage in settings.storages.values():
+        if storage.kind == "sqlite":
+            read_ahead(storage.path)  # while the rest imports (10,000 tables: ~0.15 s)
+
     from twisted.internet import reactor
     from twisted.internet.defer import Deferred
     from twisted.logger import Logger

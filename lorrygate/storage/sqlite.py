@@ -25,7 +25,9 @@ import attrs
 
 from lorrygate.decoding.timestamps import IsoTime, seconds_to_ns
 from lorrygate.errors import StorageError
+from lorrygate.storage import sqlite_schema
 from lorrygate.storage.layout import ID_COLUMN, INT64, kind_of, to_json
+from lorrygate.storage.sqlite_schema import STATEMENTS
 from lorrygate.storage.sqlstorage import SqlStorage
 from lorrygate.topology.naming import quote
 
@@ -37,9 +39,6 @@ _TYPES = {"bool": "INTEGER", "int": "INTEGER", "float": "REAL", "text": "TEXT", 
 #: the data: the offending entry becomes a dead letter. Classified by code,
 #: never by the message, which holds table and column names from topics.
 _TRANSIENT_CODES = frozenset({5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 26})
-
-
-_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
 def table_name(table) -> str:
@@ -62,10 +61,6 @@ class FileReplaced(StorageError):
     """The database file is not the one the connection has open."""
 
 
-#: prepared statements kept per connection, one INSERT per table shape: with 10,000 tables each
-#: commit prepared thousands again (measured in `make bench`, 10,000 existing tables: 17.9k ->
-#: 21.3k msg/s with 2 KiB pages, for ~50 MB of memory; beyond this many tables they are prepared again)
-STATEMENTS = 12_000
 #: the page size of a new database file: per-address tables are many small b-trees, and a commit
 #: writes at least a page of each table it touches (10,000 existing tables: 19.5k msg/s with 4 KiB
 #: pages, 21.3k with 2 KiB; one table the same within the noise; 1 KiB cost large tables more)
@@ -144,15 +139,13 @@ class SQLiteDialect:
     _cursor: Any = None
     #: the ``-shm`` file, read for `checkpoint` (None: not open yet); False: SQLite checkpoints itself
     _shm: Any = None
+    #: (connection, columns) read ahead of the start, until `existing_columns` hands them over
+    _ahead: tuple | None = None
 
     #: SQLite has no limit on the length of names
     identifier_limit = None
 
-    @staticmethod
-    def fold(name: str) -> str:
-        """How SQLite compares names: ASCII letters without case."""
-        # for ASCII text ``lower`` is that fold, and 7x faster than ``translate`` (40 against 285 ns)
-        return name.lower() if name.isascii() else name.translate(_ASCII_LOWER)
+    fold = staticmethod(sqlite_schema.fold)
 
     def describe(self) -> str:
         return f"SQLite database {self.path!r}"
@@ -162,8 +155,13 @@ class SQLiteDialect:
         if not os.path.exists(self.path):
             os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
         new = os.path.getsize(self.path) == 0
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                               cached_statements=STATEMENTS)
+        ahead = sqlite_schema.take(self.path)
+        if ahead is not None:
+            conn, identity, columns = ahead
+            self._ahead = (conn, columns)
+        else:
+            conn = sqlite_schema.connect(self.path)
+            identity = None
         if new:
             conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
         conn.execute("PRAGMA journal_mode=WAL")
@@ -171,8 +169,7 @@ class SQLiteDialect:
         # the WAL is copied into the database by `checkpoint`, after the write's acknowledgement, not in COMMIT
         conn.execute("PRAGMA wal_autocheckpoint=0")
         self.closed()
-        stat = os.stat(self.path)
-        self._identity = (stat.st_dev, stat.st_ino)
+        self._identity = identity or sqlite_schema.identity(self.path)
         self._variables = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
         self._statements.clear()
         self._cursor = conn.cursor()
@@ -219,13 +216,11 @@ class SQLiteDialect:
             "ON CONFLICT (stream) DO UPDATE SET ranges = excluded.ranges, updated = excluded.updated", rows)
 
     def existing_columns(self, conn) -> dict:
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead[0] is conn:
+            return ahead[1]  # read ahead, while the gateway started (`sqlite_schema.read_ahead`)
         # one query for every table (10,000 tables: 0.17 -> 0.08 s at each start, measured)
-        columns: dict = {}
-        fold = self.fold
-        for table, column in conn.execute("SELECT m.name, p.name FROM sqlite_master AS m, pragma_table_info(m.name) "
-                                          "AS p WHERE m.type = 'table'"):
-            columns.setdefault(table, {})[fold(column)] = None
-        return columns
+        return sqlite_schema.read_columns(conn)
 
     def physical(self, table) -> str:
         return table_name(table)

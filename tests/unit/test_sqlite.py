@@ -407,3 +407,100 @@ def test_a_failing_checkpoint_is_said_once_and_fails_no_write(tmp_path, monkeypa
     assert "disk I/O error" in said[0]["error"] and "rows are committed" in said[0]["log_format"]
     with sqlite3.connect(path) as conn:
         assert conn.execute('SELECT count(*) FROM "mqttkit_1_testdrive__area_42_node_1_sensors"').fetchone() == (4,)
+
+
+def _database(path, *tables):
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA journal_mode=WAL")
+        for table in tables:
+            conn.execute(f'CREATE TABLE "{table}" (time TEXT, "Temp" REAL, "Ünit" TEXT)')
+    conn.close()
+
+
+def test_a_start_adopts_the_tables_read_ahead(tmp_path, monkeypatch):
+    """`read_ahead` reads the tables and columns while the gateway starts; the storage then takes
+    that connection and those columns instead of reading them again."""
+    from lorrygate.storage import sqlite_schema
+
+    path = str(tmp_path / "db.sqlite")
+    _database(path, "a__one", "a__two")
+    reads = []
+    real = sqlite_schema.read_columns
+    monkeypatch.setattr(sqlite_schema, "read_columns", lambda conn: reads.append(1) or real(conn))
+    sqlite_schema.read_ahead(path)
+    store = SQLiteStorage("db", path, reactor=None)
+    store._connect()
+    try:
+        assert len(reads) == 1
+        assert store._columns["a__one"] == store._columns["a__two"] == {"time": None, "temp": None, "Ünit": None}
+        assert sqlite_schema.take(path) is None  # taken once
+        store._commit(batch(entry({"temp": 1.5}, table=TableName("a", "one"))))
+        assert rows(store, 'SELECT "Temp" FROM a__one') == [(1.5,)]
+    finally:
+        store._close()
+    store = SQLiteStorage("db", path, reactor=None)
+    store._connect()  # nothing read ahead this time: the storage reads itself
+    store._close()
+    assert len(reads) == 2
+
+
+def test_a_read_ahead_only_reads_and_a_file_replaced_after_it_is_read_anew(tmp_path):
+    """The read ahead changes nothing in the file; when the file is replaced before the storage
+    starts, the storage opens the new one and reads its tables."""
+    from lorrygate.storage import sqlite_schema
+
+    path, other = str(tmp_path / "db.sqlite"), str(tmp_path / "other.sqlite")
+    _database(path, "a__old")
+    _database(other, "a__new")
+    with open(path, "rb") as file:
+        before = file.read()
+    sqlite_schema.read_ahead(path)
+    sqlite_schema._ahead[os.path.abspath(path)].thread.join()
+    with open(path, "rb") as file:
+        assert file.read() == before
+    os.replace(other, path)
+    store = SQLiteStorage("db", path, reactor=None)
+    store._connect()
+    try:
+        assert "a__new" in store._columns and "a__old" not in store._columns
+    finally:
+        store._close()
+
+
+def test_a_read_ahead_of_a_broken_file_leaves_the_error_to_the_start(tmp_path):
+    from lorrygate.errors import StorageError
+    from lorrygate.storage import sqlite_schema
+
+    path = str(tmp_path / "db.sqlite")
+    with open(path, "wb") as file:
+        file.write(b"not a database, but a text file of some length" * 100)
+    sqlite_schema.read_ahead(path)
+    sqlite_schema.read_ahead(str(tmp_path / "missing.sqlite"))  # nothing to read: nothing done
+    assert sqlite_schema.take(str(tmp_path / "missing.sqlite")) is None
+    store = SQLiteStorage("db", path, reactor=None)
+    with pytest.raises(StorageError, match="cannot use SQLite database .*: file is not a database"):
+        store._connect()
+
+
+def test_the_columns_are_read_without_sqlites_json_functions_too(tmp_path):
+    """An SQLite built without its JSON functions: the columns come as rows instead."""
+    from lorrygate.storage import sqlite_schema
+
+    path = str(tmp_path / "db.sqlite")
+    _database(path, "a__one")
+
+    class WithoutJson:
+        def __init__(self, conn):
+            self.conn = conn
+
+        def execute(self, sql):
+            if "json_group_object" in sql:
+                raise sqlite3.OperationalError("no such function: json_group_object")
+            return self.conn.execute(sql)
+
+    conn = sqlite3.connect(path)
+    try:
+        assert sqlite_schema.read_columns(WithoutJson(conn)) == sqlite_schema.read_columns(conn) == {
+            "a__one": {"time": None, "temp": None, "Ünit": None}}
+    finally:
+        conn.close()
