@@ -141,6 +141,13 @@ def spread(first: int, count: int) -> list:
             for n in range(first, first + count)]
 
 
+def elapse(clock, seconds: float) -> None:
+    """Advance in 5 ms steps: the gathering looks every 10 ms at what came since (one `Clock.advance` runs
+    every call due in it at its end time)."""
+    for _ in range(round(seconds / 0.005)):
+        clock.advance(0.005)
+
+
 def wide(clock, storage, batcher, took: float = 0.5) -> None:
     """Write one wide batch (4 tables, a row each) that takes ``took`` seconds."""
     for item in spread(0, 4):
@@ -167,6 +174,20 @@ def test_after_a_wide_write_the_next_batch_gathers_while_rows_come_and_is_writte
     assert source.paused  # reading and the wide write take turns
     storage.complete()
     assert not source.paused
+
+
+def test_a_gathering_wide_batch_is_written_soon_after_its_last_row(clock):
+    """Quiet is counted from the last row seen, not from the last look: rows that come every 40 ms keep a
+    wide batch gathering, and once they stop it is written 50 ms after a look saw the last one (looking
+    every 50 ms, that had been up to 100 ms)."""
+    storage, batcher = make(clock, max_rows=4, max_pending=1000, wide_tables=3)
+    wide(clock, storage, batcher, took=1.0)
+    for item in spread(10, 10):
+        batcher.add(item)
+        elapse(clock, 0.04 if item.table.table != "t19" else 0.045)
+    assert storage.in_flight == 0  # 0.4 s, never 50 ms without a row; 45 ms since the last one
+    elapse(clock, 0.03)  # 75 ms: (this clock looks every 15 ms, at 5 ms steps)
+    assert storage.in_flight == 1 and len(storage.writes[-1]) == 10
 
 
 def test_a_wide_batch_gathers_no_longer_than_twice_the_last_write(clock):
@@ -248,8 +269,7 @@ def test_a_failed_wide_write_lets_reading_go_on(clock):
     wide(clock, storage, batcher)
     for item in spread(10, 4):
         batcher.add(item)
-    clock.advance(0.051)  # the rows came after the first look at them
-    clock.advance(0.051)  # none since: quiet
+    elapse(clock, 0.065)  # none for 50 ms since the first look saw them: quiet
     assert storage.in_flight == 1 and source.paused
     storage.fail()
     assert not source.paused and storage.in_flight == 0
