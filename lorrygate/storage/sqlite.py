@@ -17,7 +17,6 @@ lists are JSON text. Messages that could not be routed or decoded land in
 
 import os
 import sqlite3
-import sys
 from itertools import chain
 from typing import Any
 
@@ -25,7 +24,7 @@ import attrs
 
 from lorrygate.decoding.timestamps import IsoTime, seconds_to_ns
 from lorrygate.errors import StorageError
-from lorrygate.storage import sqlite_schema
+from lorrygate.storage import sqlite_schema, sqlite_wal
 from lorrygate.storage.layout import ID_COLUMN, INT64, kind_of, to_json
 from lorrygate.storage.sqlite_schema import STATEMENTS
 from lorrygate.storage.sqlstorage import SqlStorage
@@ -68,9 +67,6 @@ PAGE_SIZE = 2048
 #: WAL frames (pages) not yet copied into the database at which a write is followed by a checkpoint,
 #: as SQLite's own ``wal_autocheckpoint`` default
 CHECKPOINT_PAGES = 1000
-#: the WAL-index format this checkpoint test reads (https://www.sqlite.org/walformat.html: the ``-shm``
-#: file's header, in the host's byte order: ``iVersion`` at 0, ``mxFrame`` at 16, ``nBackfill`` at 96)
-_WAL_INDEX_VERSION = 3007000
 #: rows per INSERT at most: a batch's rows of one table shape go in multi-row ``VALUES`` statements of
 #: power-of-two sizes (so a shape needs at most 7 prepared statements), not one statement step per
 #: row; measured on 200,000 rows: 1.74 -> 0.6 us of CPU a row, and with the reactor thread busy
@@ -137,8 +133,8 @@ class SQLiteDialect:
     _variables: int = 999
     #: one cursor of the connection for every INSERT (``conn.execute`` makes a cursor a statement)
     _cursor: Any = None
-    #: the ``-shm`` file, read for `checkpoint` (None: not open yet); False: SQLite checkpoints itself
-    _shm: Any = None
+    #: whether `checkpoint` leaves checkpoints to SQLite (a WAL index of a format it does not know)
+    _autocheckpoint: bool = False
     #: (connection, columns) read ahead of the start, until `existing_columns` hands them over
     _ahead: tuple | None = None
 
@@ -168,7 +164,7 @@ class SQLiteDialect:
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
         # the WAL is copied into the database by `checkpoint`, after the write's acknowledgement, not in COMMIT
         conn.execute("PRAGMA wal_autocheckpoint=0")
-        self.closed()
+        self._autocheckpoint = False
         self._identity = identity or sqlite_schema.identity(self.path)
         self._variables = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
         self._statements.clear()
@@ -240,31 +236,18 @@ class SQLiteDialect:
         for a write into 10,000 tables, the sources too: a third of such a commit's time. A PASSIVE
         checkpoint never waits for readers or blocks a writer; what it cannot copy now, the next copies.
         """
-        if self._shm is False:
+        if self._autocheckpoint:
             return 0
-        try:
-            if self._shm is None:
-                self._shm = os.open(self.path + "-shm", os.O_RDONLY | os.O_CLOEXEC)
-            header = os.pread(self._shm, 100, 0)
-        except FileNotFoundError:
-            return 0  # (SQLite makes the -shm file with the first transaction)
-        if len(header) < 100 or int.from_bytes(header[0:4], sys.byteorder) != _WAL_INDEX_VERSION:
+        waiting = sqlite_wal.waiting_pages(self.path)
+        if waiting is None:
             # a WAL index this code does not know: SQLite checkpoints itself, in COMMIT, as it did before
-            self.closed()
-            self._shm = False
+            self._autocheckpoint = True
             conn.execute(f"PRAGMA wal_autocheckpoint={CHECKPOINT_PAGES}")
             return 0
-        waiting = int.from_bytes(header[16:20], sys.byteorder) - int.from_bytes(header[96:100], sys.byteorder)
         if waiting < CHECKPOINT_PAGES:
             return 0
         (_, _, copied), = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         return max(copied, 0)
-
-    def closed(self) -> None:
-        """The connection is closed (or opened anew): forget the ``-shm`` file."""
-        shm, self._shm = self._shm, None
-        if shm is not None and shm is not False:
-            os.close(shm)
 
     def commit(self, conn) -> None:
         self._check_file()

@@ -169,9 +169,6 @@ class SqlStorage:
             except Exception:
                 pass
             self._conn = None
-            closed = getattr(self.dialect, "closed", None)
-            if closed is not None:
-                closed()
 
     def _commit(self, batch) -> None:
         if self._conn is None:

@@ -504,3 +504,33 @@ def test_the_columns_are_read_without_sqlites_json_functions_too(tmp_path):
             "a__one": {"time": None, "temp": None, "Ünit": None}}
     finally:
         conn.close()
+
+
+def test_the_wal_index_is_read_through_one_descriptor_kept_while_its_file_lives(tmp_path):
+    """Closing a descriptor of the -shm file would drop SQLite's POSIX locks on it: one descriptor per
+    file stays open, and is closed only once SQLite deleted that file (its last connection closed)."""
+    from lorrygate.storage import sqlite_wal
+
+    path = str(tmp_path / "db.sqlite")
+    counts = []
+    for n in range(3):
+        store = SQLiteStorage("db", path, reactor=None)
+        store._connect()
+        store._commit(batch(entry({"a": n}, time=NS + n)))
+        assert store.dialect.checkpoint(store._conn) == 0  # a page or two wait: no checkpoint
+        assert sqlite_wal.waiting_pages(path) > 0
+        shm = os.stat(path + "-shm")
+        assert any(os.fstat(fd).st_ino == shm.st_ino for fd in sqlite_wal._open.values())
+        counts.append(sqlite_wal.open_descriptors())
+        store._close()
+        assert not os.path.exists(path + "-shm")  # SQLite deleted it with the last connection
+    assert counts[1] == counts[2] <= counts[0]  # the deleted files' descriptors were closed, not kept
+
+
+def test_a_wal_index_of_another_format_leaves_checkpoints_to_sqlite(storage, monkeypatch):
+    from lorrygate.storage import sqlite_wal
+
+    monkeypatch.setattr(sqlite_wal, "WAL_INDEX_VERSION", 1)
+    storage._commit(batch(entry({"a": 1})))
+    assert storage.dialect.checkpoint(storage._conn) == 0
+    assert rows(storage, "PRAGMA wal_autocheckpoint") == [(1000,)]
