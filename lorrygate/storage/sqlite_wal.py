@@ -17,6 +17,7 @@ connection uses it after that.
 """
 
 import os
+import stat as stat_module
 import sys
 import threading
 
@@ -28,6 +29,7 @@ _lock = threading.Lock()
 
 
 def _descriptor(path: str) -> int | None:
+    """An open descriptor of the file at ``path``; None when there is none, -1 when it is no regular file."""
     try:
         stat = os.stat(path)
     except FileNotFoundError:
@@ -42,10 +44,14 @@ def _descriptor(path: str) -> int | None:
                 os.close(descriptor)
                 del _open[other]
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            # (not blocking: a FIFO planted there must not hold the writer thread)
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
         except FileNotFoundError:
             return None
         opened = os.fstat(fd)
+        if not stat_module.S_ISREG(opened.st_mode):
+            os.close(fd)  # (no SQLite lock is on what is not a file)
+            return -1
         key = (opened.st_dev, opened.st_ino)
         if key in _open:  # (replaced between the stat and the open by one already open)
             os.close(fd)
@@ -56,10 +62,12 @@ def _descriptor(path: str) -> int | None:
 
 def waiting_pages(database: str) -> int | None:
     """Pages in the WAL of ``database`` not yet copied into it: 0 without a WAL index yet, None for a WAL
-    index of a format other than the one described above."""
+    index of a format other than the one described above (or one that is not a regular file)."""
     fd = _descriptor(database + "-shm")
     if fd is None:
         return 0
+    if fd < 0:
+        return None  # not a file: not a WAL index this code reads
     header = os.pread(fd, 100, 0)
     if len(header) < 100:
         return 0  # (being made)

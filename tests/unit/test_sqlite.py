@@ -477,6 +477,11 @@ def test_a_read_ahead_of_a_broken_file_leaves_the_error_to_the_start(tmp_path):
     sqlite_schema.read_ahead(path)
     sqlite_schema.read_ahead(str(tmp_path / "missing.sqlite"))  # nothing to read: nothing done
     assert sqlite_schema.take(str(tmp_path / "missing.sqlite")) is None
+    os.mkfifo(tmp_path / "fifo.sqlite")
+    os.mkdir(tmp_path / "directory.sqlite")
+    for odd in ("fifo.sqlite", "directory.sqlite"):  # neither blocks nor is adopted
+        sqlite_schema.read_ahead(str(tmp_path / odd))
+        assert sqlite_schema.take(str(tmp_path / odd)) is None
     store = SQLiteStorage("db", path, reactor=None)
     with pytest.raises(StorageError, match="cannot use SQLite database .*: file is not a database"):
         store._connect()
@@ -534,3 +539,15 @@ def test_a_wal_index_of_another_format_leaves_checkpoints_to_sqlite(storage, mon
     storage._commit(batch(entry({"a": 1})))
     assert storage.dialect.checkpoint(storage._conn) == 0
     assert rows(storage, "PRAGMA wal_autocheckpoint") == [(1000,)]
+
+
+def test_a_wal_index_that_is_no_file_is_not_read(tmp_path):
+    """A FIFO where the -shm file belongs neither blocks the writer thread nor is read as a WAL index."""
+    from lorrygate.storage import sqlite_wal
+
+    path = str(tmp_path / "db.sqlite")
+    os.mkfifo(path + "-shm")
+    assert sqlite_wal.waiting_pages(path) is None
+    os.unlink(path + "-shm")
+    os.mkdir(path + "-shm")
+    assert sqlite_wal.waiting_pages(path) is None
