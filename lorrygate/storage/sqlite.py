@@ -175,8 +175,7 @@ class SQLiteDialect:
         """Refuse to commit into a file that was deleted or replaced while open:
         the rows would land in an unlinked inode and vanish."""
         try:
-            stat = os.stat(self.path)
-            same = (stat.st_dev, stat.st_ino) == self._identity
+            same = sqlite_schema.identity(self.path) == self._identity
         except FileNotFoundError:
             same = False
         if not same:

@@ -25,6 +25,8 @@ WAL_INDEX_VERSION = 3007000
 
 #: open descriptors of ``-shm`` files by (device, inode)
 _open: dict = {}
+#: more descriptors of files in `_open`, from a race between a stat and an open, closed as those are
+_spare: list = []
 _lock = threading.Lock()
 
 
@@ -43,6 +45,9 @@ def _descriptor(path: str) -> int | None:
             if os.fstat(descriptor).st_nlink == 0:
                 os.close(descriptor)
                 del _open[other]
+        for descriptor in [d for d in _spare if os.fstat(d).st_nlink == 0]:
+            os.close(descriptor)
+            _spare.remove(descriptor)
         try:
             # (not blocking: a FIFO planted there must not hold the writer thread)
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
@@ -53,8 +58,10 @@ def _descriptor(path: str) -> int | None:
             os.close(fd)  # (no SQLite lock is on what is not a file)
             return -1
         key = (opened.st_dev, opened.st_ino)
-        if key in _open:  # (replaced between the stat and the open by one already open)
-            os.close(fd)
+        if key in _open:
+            # replaced between the stat and the open by a file already open here: this second descriptor
+            # is kept as well (closing it would drop SQLite's locks on that file too)
+            _spare.append(fd)
             return _open[key]
         _open[key] = fd
         return fd

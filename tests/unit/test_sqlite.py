@@ -551,3 +551,24 @@ def test_a_wal_index_that_is_no_file_is_not_read(tmp_path):
     os.unlink(path + "-shm")
     os.mkdir(path + "-shm")
     assert sqlite_wal.waiting_pages(path) is None
+
+
+def test_a_second_descriptor_of_a_wal_index_in_use_is_kept_open(storage, monkeypatch):
+    """Should a stat and the open after it disagree (the file replaced in between by one already
+    open here), the second descriptor is kept too: closing it would drop SQLite's locks on that file."""
+    from lorrygate.storage import sqlite_wal
+
+    storage._commit(batch(entry({"a": 1})))
+    path = storage.dialect.path
+    sqlite_wal.waiting_pages(path)
+    first = sqlite_wal._descriptor(path + "-shm")
+    real = os.stat
+
+    class Other:
+        st_dev, st_ino = -1, -1
+
+    monkeypatch.setattr(sqlite_wal.os, "stat", lambda p, *a, **k: Other() if p.endswith("-shm") else real(p, *a, **k))
+    assert sqlite_wal._descriptor(path + "-shm") == first
+    monkeypatch.setattr(sqlite_wal.os, "stat", real)
+    spare = sqlite_wal._spare[-1]
+    assert os.fstat(spare).st_ino == os.fstat(first).st_ino  # still open
