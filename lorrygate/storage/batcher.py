@@ -42,6 +42,7 @@ write in flight; what is not committed then stays unacknowledged, and the
 broker delivers it again.
 """
 
+from operator import attrgetter
 from typing import Any
 
 import attrs
@@ -70,6 +71,12 @@ WIDE_GATHER_QUIET = 0.05
 #: much after ``WIDE_GATHER_QUIET`` without rows (looking every 50 ms, 50 to 100 ms passed: the end of a
 #: drain into 10,000 tables waited ~75 ms for its last rows, 4 % of the drain, measured)
 WIDE_GATHER_LOOK = 0.01
+#: rows that came at every look and then not for this long (two looks) have stopped: the gathering batch is
+#: written (the last batch of a drain into 10,000 tables waited the 50 ms of `WIDE_GATHER_QUIET`, ~3 % of it)
+WIDE_GATHER_STOPPED = 0.02
+
+_table_of = attrgetter("table")
+_records_of = attrgetter("records")
 
 
 @attrs.define
@@ -136,6 +143,10 @@ class Batcher(SourceHolder):
     _gather_grew: float = 0.0
     #: whether the sources are held for a wide write only (not at the ``max_pending`` bound)
     _exclusive: bool = False
+    #: whether the write in flight is wide by itself, not gathered as wide (`_spans_tables`)
+    _sampled: bool = False
+    #: whether rows came at (nearly) every look of the gathering: a flowing stream
+    _gather_flowing: bool = False
 
     log = Logger()
 
@@ -182,7 +193,7 @@ class Batcher(SourceHolder):
         wait = max(self.linger, min(2 * self._gather, WIDE_GATHER_MAX))
         now = self.clock.seconds()
         self._gather_until = now + wait
-        self._gather_rows, self._gather_grew = len(self._batch), now
+        self._gather_rows, self._gather_grew, self._gather_flowing = len(self._batch), now, False
         self._timer = self.clock.callLater(min(WIDE_GATHER_LOOK, wait), self._gathering)
 
     def _tick(self) -> None:
@@ -197,12 +208,15 @@ class Batcher(SourceHolder):
             return
         now = self.clock.seconds()
         if len(self._batch) != self._gather_rows:
+            # rows at (nearly) every look: a stream that flows, and a pause of two looks means it stopped
+            self._gather_flowing = now - self._gather_grew <= 2 * WIDE_GATHER_LOOK
             self._gather_rows, self._gather_grew = len(self._batch), now
-        if now - self._gather_grew >= WIDE_GATHER_QUIET or now >= self._gather_until:
+        quiet = WIDE_GATHER_STOPPED if self._gather_flowing else WIDE_GATHER_QUIET
+        if now - self._gather_grew >= quiet or now >= self._gather_until:
             self.flush()
             return
         self._timer = self.clock.callLater(
-            min(WIDE_GATHER_LOOK, self._gather_until - now, self._gather_grew + WIDE_GATHER_QUIET - now), self._gathering)
+            min(WIDE_GATHER_LOOK, self._gather_until - now, self._gather_grew + quiet - now), self._gathering)
 
     def flush(self) -> None:
         """Write what is buffered now (or as soon as the current write ends)."""
@@ -226,11 +240,29 @@ class Batcher(SourceHolder):
 
     def _write(self) -> None:
         batch = self._writing
+        assert batch is not None
         started = self.clock.seconds()
-        if self._wide and not self._paused:
+        # a batch wide by itself (the first of a fleet's drain: the broker's in-flight window, one row for each
+        # of ~2,000 tables) is written with reading held as well; not a retry after a failure
+        self._sampled = not self._wide and not self._retry_delay and self._spans_tables(batch)
+        if (self._wide or self._sampled) and not self._paused:
             self._set_paused(True, exclusive=True)
         d = self._track(maybeDeferred(self.storage.write, batch))
         d.addCallbacks(self._written, self._failed, callbackArgs=(batch, started), errbackArgs=(batch,))
+
+    def _spans_tables(self, batch: Batch) -> bool:
+        """Whether ``batch`` is wide by itself: at least `wide_tables` tables among its first entries, with
+        fewer than `wide_rows_per_table` rows a table (a look at 4,000 entries at most, ~0.1 ms)."""
+        if len(batch) < self.wide_tables:
+            return False
+        entries = batch.entries[: self.wide_tables * self.wide_rows_per_table]
+        named = list(map(_table_of, entries))
+        # by identity first (a channel hands out one object a topic), then by value
+        objects = dict(zip(map(id, named), named))
+        if len(objects) < self.wide_tables:
+            return False
+        tables = len(set(objects.values()))
+        return tables >= self.wide_tables and sum(map(len, map(_records_of, entries))) < self.wide_rows_per_table * tables
 
     def _track(self, d: Deferred) -> Deferred:
         """Remember a Deferred in flight until it fires (`stop` waits for them)."""
@@ -258,7 +290,10 @@ class Batcher(SourceHolder):
         if len(batch) >= self.max_rows or batch.tables >= self.wide_tables:
             # (a small write says little: the few rows that came in a lull between two wide writes)
             self._wide = batch.tables >= self.wide_tables and len(batch) < self.wide_rows_per_table * batch.tables
-        self._gather = stats.last_flush_seconds
+        # a gathered wide write bounds the next gathering; a first one (not gathered, smaller) tells the cost of
+        # a row: the next gathers up to twice what ``max_pending`` rows at that cost take (after a 50 ms write of
+        # 2,000 rows: 100 ms bounded a batch that took ~150 ms to read, and cost a write more a drain)
+        self._gather = stats.last_flush_seconds * (max(1.0, self.max_pending / max(1, len(batch))) if self._sampled else 1.0)
         self._up()
         self.log.debug(
             "storage {storage}: committed {rows} rows and {dead} dead letters in {seconds:.3f} s",
@@ -304,7 +339,7 @@ class Batcher(SourceHolder):
         # next batch then gathers while it runs. Counting the write as well kept a source paused through a
         # large write, after which the writer idled on a trickle (measured: 400-row commits after every
         # 15,000-row one in a drain; with 10,000 tables the writer was busy 3.5 s of a 4.4 s drain).
-        if self._paused and len(self._batch) < self.max_pending // 2 and not (self._wide and self._writing is not None):
+        if self._paused and len(self._batch) < self.max_pending // 2 and not ((self._wide or self._exclusive) and self._writing is not None):
             self._set_paused(False)
 
     def _failed(self, failure, batch: Batch) -> None:

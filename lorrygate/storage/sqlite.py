@@ -18,6 +18,7 @@ lists are JSON text. Messages that could not be routed or decoded land in
 import os
 import sqlite3
 from itertools import chain
+from operator import length_hint
 from typing import Any
 
 import attrs
@@ -75,6 +76,13 @@ CHECKPOINT_PAGES = 1000
 #: 64: a prepared statement's memory grows with its rows (measured, 6 columns: 11 KB at 16 rows,
 #: 78 KB at 128, 589 KB at 1,024), and up to `STATEMENTS` of them stay prepared
 ROWS_PER_STATEMENT = 64
+#: a group of fewer rows than this (and what is left of a larger one after its multi-row INSERTs) goes in
+#: with the one-row INSERT, one step a row (``executemany``): the statement of two, three, ... rows costs
+#: more to bind and to prepare than the steps it saves, and a table then keeps one statement for its
+#: small groups, not one per size. Measured with 10,000 tables, the writer alone: 2 rows a table per
+#: commit 140 -> 133 ms a commit of 20,000 rows, 3 rows a table a third less time a row than 2 (one
+#: statement instead of a two- and a one-row one), 4 rows a table the same and 8 rows within the noise
+FEW_ROWS = 8
 
 
 def _statement_rows(columns: int, variables: int) -> int:
@@ -170,6 +178,17 @@ class SQLiteDialect:
         self._statements.clear()
         self._cursor = conn.cursor()
         return conn
+
+    def close(self, conn) -> None:
+        """Close the connection, the INSERT cursor first: its last ``executemany`` statement is not reset, and
+        a connection with such a statement open stays open (and its WAL and ``-shm`` stay) until the
+        statement goes."""
+        cursor, self._cursor = self._cursor, None
+        try:
+            if cursor is not None:
+                cursor.close()
+        finally:
+            conn.close()
 
     def _check_file(self) -> None:
         """Refuse to commit into a file that was deleted or replaced while open:
@@ -294,7 +313,7 @@ class SQLiteDialect:
                                                      self._column_texts)
         cursor = self._cursor
         start, total, most = 0, len(rows), plan.most
-        while start < total:
+        while total - start >= FEW_ROWS and most > 1:
             count = min(most, 1 << ((total - start).bit_length() - 1))
             statement = plan.statements.get(count) or plan.statement(count)
             part = rows[start : start + count]
@@ -309,6 +328,25 @@ class SQLiteDialect:
                     plan.adapt = True
                     cursor.execute(statement, list(map(_value, chain.from_iterable(part))))
             start += count
+        if start < total:
+            self._insert_few(cursor, plan, rows[start:] if start else rows)
+
+    @staticmethod
+    def _insert_few(cursor, plan: "_Plan", rows: list) -> None:
+        """The last rows of a group (fewer than `FEW_ROWS`), one step each of the one-row INSERT."""
+        statement = plan.statements.get(1) or plan.statement(1)
+        if plan.adapt:
+            cursor.executemany(statement, [tuple(map(_value, row)) for row in rows])
+            return
+        left = iter(rows)
+        try:
+            cursor.executemany(statement, left)
+        except (sqlite3.ProgrammingError, OverflowError):
+            # the module binds a row just before its step: the rows before the one it could not bind are
+            # written, that row and the rest are not (the iterator holds the rest)
+            plan.adapt = True
+            failed = len(rows) - length_hint(left) - 1
+            cursor.executemany(statement, [tuple(map(_value, row)) for row in rows[failed:]])
 
     def insert_dead_letters(self, conn, table: str, dead_letters: list) -> None:
         conn.executemany(

@@ -165,7 +165,8 @@ class SqlStorage:
     def _close(self) -> None:
         if self._conn is not None:
             try:
-                self._conn.close()
+                close = getattr(self.dialect, "close", None)
+                close(self._conn) if close is not None else self._conn.close()
             except Exception:
                 pass
             self._conn = None

@@ -191,15 +191,86 @@ def test_a_gathering_wide_batch_is_written_soon_after_its_last_row(clock):
 
 
 def test_a_wide_batch_gathers_no_longer_than_twice_the_last_write(clock):
-    """Rows that keep coming do not hold a wide batch back longer than twice what the last write took."""
+    """Rows that keep coming do not hold a wide batch back longer than twice what the last (gathered) write
+    took."""
     storage, batcher = make(clock, max_rows=4, max_pending=1000, wide_tables=3)
-    wide(clock, storage, batcher, took=0.1)
+    wide(clock, storage, batcher, took=1.0)
+    for item in spread(10, 4):
+        batcher.add(item)
+    while not storage.in_flight:
+        clock.advance(0.005)  # until quiet: written, gathered as wide
+    clock.advance(0.1)
+    storage.complete()
+    for item in spread(20, 60):
+        batcher.add(item)
+        clock.advance(0.005)
+        if storage.in_flight:
+            break
+    assert storage.in_flight == 1 and len(storage.writes[-1]) in (40, 41)  # in twice 0.1 s (float steps)
+
+
+def test_a_batch_wide_by_itself_is_written_with_reading_held(clock):
+    """The first wide batch of a drain (the broker's in-flight window, a row for each of many tables) is
+    written with the sources held, as a gathered one is: beside reading, each of its statements waits for
+    the GIL. A batch of as many rows in a few tables is not held."""
+    storage, batcher = make(clock, max_rows=4, max_pending=40, wide_tables=3)
+    source = Source()
+    batcher.attach(source)
+    for item in [entry(n) for n in range(4)]:  # four rows, one table
+        batcher.add(item)
+    assert storage.in_flight == 1 and not source.paused
+    storage.complete()
+    batcher.add(entry(9))
+    clock.advance(0.1)
+    assert storage.in_flight == 1 and not source.paused
+    for item in spread(10, 4):  # four rows, four tables, behind the write in flight
+        batcher.add(item)
+    storage.complete()
+    assert storage.in_flight == 1 and len(storage.writes[-1]) == 4 and source.paused
+    storage.complete()
+    assert not source.paused
+
+
+def test_a_batch_with_many_rows_a_table_is_not_wide_by_itself(clock):
+    """Wide by itself takes many tables with few rows each: four rows in each of three tables are not."""
+    storage, batcher = make(clock, max_rows=12, max_pending=100, wide_tables=3)
+    source = Source()
+    batcher.attach(source)
+    for n in range(12):
+        batcher.add(Entry(TableName("s", f"t{n % 3}"), [Record(n, {"n": n})], "main", Message("t", b"{}"), "json"))
+    assert storage.in_flight == 1 and not source.paused
+    storage.complete()
+    for item in spread(10, 12):
+        batcher.add(item)
+    assert storage.in_flight == 1 and source.paused
+
+
+def test_after_a_first_wide_write_the_next_gathers_for_what_a_full_batch_would_take(clock):
+    """A first wide write is smaller than a gathered one: the next batch gathers up to twice what max_pending
+    rows take at its cost a row, not twice its own time (that wrote a drain's next batch half full)."""
+    storage, batcher = make(clock, max_rows=4, max_pending=100, wide_tables=3)
+    wide(clock, storage, batcher, took=0.004)  # 1 ms a row: 100 rows in 0.1 s
     for item in spread(10, 60):
         batcher.add(item)
         clock.advance(0.005)
         if storage.in_flight:
             break
-    assert storage.in_flight == 1 and len(storage.writes[-1]) == 40  # 40 rows in twice 0.1 s
+    assert storage.in_flight == 1 and len(storage.writes[-1]) == 40  # 40 rows in twice 0.1 s, not 2 in 8 ms
+
+
+def test_a_flowing_stream_that_stops_is_written_after_two_quiet_looks(clock):
+    """Rows that came at every look and then stop are written 20 ms after the last one, not 50: the end of
+    a drain. A stream with longer gaps keeps the 50 ms (the test above)."""
+    storage, batcher = make(clock, max_rows=4, max_pending=1000, wide_tables=3)
+    wide(clock, storage, batcher, took=1.0)
+    for item in spread(10, 20):
+        batcher.add(item)
+        elapse(clock, 0.005)
+    assert storage.in_flight == 0
+    elapse(clock, 0.015)
+    assert storage.in_flight == 0
+    elapse(clock, 0.015)  # 30 ms since the last row: the look after 20 ms wrote it
+    assert storage.in_flight == 1 and len(storage.writes[-1]) == 20
 
 
 def test_a_small_write_between_wide_ones_keeps_them_wide(clock):

@@ -9,7 +9,7 @@ import pytest_twisted
 
 from lorrygate.model import Message, Record, TableName
 from lorrygate.storage.batch import Batch, DeadLetter, Entry
-from lorrygate.storage.sqlite import SQLiteStorage
+from lorrygate.storage.sqlite import FEW_ROWS, SQLiteStorage
 
 T1 = TableName("mqttkit_1_testdrive", "area_42_node_1_sensors")
 NS = 1_717_243_200_123_456_789
@@ -109,6 +109,28 @@ def test_values_the_module_cannot_bind_are_stored_as_text_within_a_statement(sto
     stored = [row[0] for row in rows(storage, f'SELECT v FROM "{table}" ORDER BY rowid')]
     # the 70-bit integer goes in as text, which the INTEGER column's affinity reads as a number
     assert stored == [1, "[1, 2]", float(2**70), 3, 1, None, '["x"]', 4, 5]
+
+
+@pytest.mark.parametrize("count, bad", [(3, 1), (3, 0), (3, 2), (10, 9), (10, 8), (10, 3)])
+def test_a_value_the_module_cannot_bind_among_the_last_few_rows_is_stored_once(storage, count, bad):
+    """The last rows of a group (fewer than FEW_ROWS) go in one step a row; when one of them cannot be bound,
+    the rows before it are written already: they are not written again, and that row and the rest are."""
+    storage._commit(batch(entry({"v": -1}, time=NS - 1)))  # an INTEGER column
+    values = [[n] if n == bad else n for n in range(count)]
+    storage._commit(batch(*(entry({"v": value}, time=NS + n) for n, value in enumerate(values))))
+    table = "mqttkit_1_testdrive__area_42_node_1_sensors"
+    stored = [row[0] for row in rows(storage, f'SELECT v FROM "{table}" ORDER BY rowid')]
+    assert stored == [-1] + [f"[{n}]" if n == bad else n for n in range(count)]
+
+
+def test_groups_of_few_rows_share_the_one_row_statement(storage):
+    """A table that gets one, two, ... seven rows a commit keeps one prepared statement for them."""
+    for count in range(1, FEW_ROWS):
+        storage._commit(batch(*(entry({"v": n}, time=NS + 100 * count + n) for n in range(count))))
+    (plan,) = storage.dialect._statements.values()
+    assert set(plan.statements) == {1}
+    table = "mqttkit_1_testdrive__area_42_node_1_sensors"
+    assert rows(storage, f'SELECT count(*) FROM "{table}"') == [(sum(range(1, FEW_ROWS)),)]
 
 
 def test_dead_letters_keep_the_raw_message(storage):
