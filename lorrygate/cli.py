@@ -204,8 +204,9 @@ def main(argv=None) -> int:
             print(exc.render(), file=sys.stderr)
             return EXIT_CONFIG
         return control(gateway, args.config, args.command, args.json)
+    runs = args.command in (None, "run") and not args.describe and not args.dry_run
     try:
-        settings = load(args.config)
+        settings = load(args.config, on_storage=_read_ahead if runs else None)
     except ConfigError as exc:
         print(exc.render(), file=sys.stderr)
         return EXIT_CONFIG
@@ -312,15 +313,22 @@ def control(gateway, source: str, command: str, as_json: bool) -> int:
     return 0 if command == "status" or answer["flushed"] else EXIT_RUNTIME
 
 
+def _read_ahead(storage) -> None:
+    """Start reading an SQLite storage's tables and columns while the rest of the configuration is checked and
+    the gateway imports (10,000 tables: ~0.13 s; started once its section is read, the first write no longer
+    waits ~50 ms for it)."""
+    if storage.kind == "sqlite":
+        from lorrygate.storage.sqlite_schema import read_ahead
+
+        read_ahead(storage.path)
+
+
 def run(settings, log_format: str, log_level: str, reload: bool = False) -> int:
     import gc
     import signal
 
-    from lorrygate.storage.sqlite_schema import read_ahead
-
     for storage in settings.storages.values():
-        if storage.kind == "sqlite":
-            read_ahead(storage.path)  # while the rest imports (10,000 tables: ~0.15 s)
+        _read_ahead(storage)  # (a second call for a path is a no-op)
 
     from twisted.internet import reactor
     from twisted.internet.defer import Deferred

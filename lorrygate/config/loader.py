@@ -14,19 +14,20 @@ from typing import Any
 
 import attrs
 
-from lorrygate import plugins
 from lorrygate.config import settings as s
 from lorrygate.config.paths import moved, resolve, resolve_value
 from lorrygate.config.values import Invalid, Secret, interpolate
-from lorrygate.decoding import DECODERS
 from lorrygate.errors import ConfigError, ConfigProblem
-from lorrygate.topology import STRATEGIES
 
 _NO_DEFAULT_SECTION = "\0lorrygate-no-default-section"
 
 
-def load(path: str) -> s.Settings:
-    """Load and validate a config file; raise `ConfigError` listing every problem."""
+def load(path: str, on_storage=None) -> s.Settings:
+    """Load and validate a config file; raise `ConfigError` listing every problem.
+
+    ``on_storage(storage)`` is called with each valid storage section as soon as it is read, before the
+    decoders and strategies are imported and the channels checked (``lorrygate run`` starts reading an
+    SQLite database's schema then, `lorrygate.storage.sqlite_schema.read_ahead`)."""
     try:
         with open(path, encoding="utf-8") as handle:
             text = handle.read()
@@ -36,7 +37,7 @@ def load(path: str) -> s.Settings:
         raise ConfigError([ConfigProblem(path, "", None, "a UTF-8 text file",
                                          f"byte 0x{exc.object[exc.start]:02x} at offset {exc.start}, which is not UTF-8")
                            ]) from None
-    return loads(text, source=path, base_dir=os.path.dirname(os.path.abspath(path)))
+    return loads(text, source=path, base_dir=os.path.dirname(os.path.abspath(path)), on_storage=on_storage)
 
 
 def load_gateway(path: str) -> s.GatewaySettings:
@@ -60,8 +61,8 @@ def load_gateway(path: str) -> s.GatewaySettings:
     return loads(minimal, source=path, base_dir=os.path.dirname(os.path.abspath(path))).gateway
 
 
-def loads(text: str, source: str = "<string>", base_dir: str = ".") -> s.Settings:
-    """Validate config text; ``source`` names it in messages."""
+def loads(text: str, source: str = "<string>", base_dir: str = ".", on_storage=None) -> s.Settings:
+    """Validate config text; ``source`` names it in messages (``on_storage``: see `load`)."""
     problems = []
     parser = configparser.ConfigParser(
         interpolation=None,
@@ -160,6 +161,8 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".") -> s.Setting
             storage = s.make_storage(name, values, section, problem)
             if storage is not None:
                 storages[name] = storage
+                if on_storage is not None:
+                    on_storage(storage)
         elif kind == "strategy":
             strategy_sections[name] = (section, values)
         elif kind == "decoder":
@@ -188,6 +191,9 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".") -> s.Setting
             problem("lorrygate", "data_dir", "a path that names lorrygate's files (data_dir is var when not given)", why)
     gateway = attrs.evolve(gateway, data_dir=resolve(gateway.data_dir or "var", base),
                            strategies=resolve(gateway.strategies, base))
+    # imported here, not with this module: the storages above are read first (see `load`)
+    from lorrygate import plugins
+
     modules = plugins.load_modules(gateway.strategies, problems)
     strategies = build_strategies(gateway, modules, strategy_sections, problem, problems, default_strategies)
     decoders = build_decoders(modules, decoder_sections, problem, problems, base_dir)
@@ -316,6 +322,8 @@ def _function_decoder(name, function):
 
 def build_decoders(modules: list, sections: dict, problem, problems: list, base_dir: str) -> dict:
     """Every decoder a chain can name: built-in, drop-in class or function, entry point, declared."""
+    from lorrygate import plugins
+    from lorrygate.decoding import DECODERS
     from lorrygate.decoding.functions import MARKER
     from lorrygate.interfaces import IDecoder
 
@@ -361,7 +369,9 @@ def _resolve_hook(section: str, reference: str, modules: list, problem, key: str
 
 def build_strategies(gateway, modules: list, sections: dict, problem, problems: list, default: bool = False) -> dict:
     """Every strategy a channel can name: built-in, drop-in, entry point, declared."""
+    from lorrygate import plugins
     from lorrygate.interfaces import IStrategy
+    from lorrygate.topology import STRATEGIES
 
     registry = {name: factory for name, factory in STRATEGIES.items()}
     origins = {name: "built-in" for name in registry}

@@ -70,3 +70,41 @@ def test_crate_ddl_template_accepted():
         ddl = CREATE TABLE IF NOT EXISTS {qualified} ("time" TIMESTAMP WITH TIME ZONE NOT NULL, tags OBJECT(DYNAMIC), fields OBJECT(DYNAMIC), month TIMESTAMP WITH TIME ZONE GENERATED ALWAYS AS date_trunc('month', "time")) CLUSTERED INTO 3 SHARDS PARTITIONED BY (month) WITH (number_of_replicas = '0-1')
         """).storages["s"]
     assert storage.ddl is not None
+
+
+def test_each_storage_is_handed_out_as_soon_as_its_section_is_read(tmp_path):
+    """``load(on_storage=...)`` hands each valid storage over before the decoders and strategies are
+    imported (``lorrygate run`` starts reading an SQLite database's schema then), and none that is invalid."""
+    import subprocess
+    import sys
+
+    config = tmp_path / "gw.ini"
+    config.write_text(textwrap.dedent("""
+        [broker:b]
+        host = localhost
+
+        [storage:good]
+        url = sqlite:///var/a.sqlite
+
+        [storage:bad]
+        url = nosuch://x
+
+        [channel:c]
+        topics = #
+        storage = good
+        """))
+    script = (
+        "import sys\n"
+        "from lorrygate.config import load\n"
+        "from lorrygate.errors import ConfigError\n"
+        "seen = []\n"
+        "def handed(storage):\n"
+        "    seen.append((storage.name, 'lorrygate.decoding' in sys.modules, 'twisted.internet.defer' in sys.modules))\n"
+        "try:\n"
+        f"    load({str(config)!r}, on_storage=handed)\n"
+        "except ConfigError:\n"
+        "    pass\n"
+        "print(seen)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[('good', False, False)]"
