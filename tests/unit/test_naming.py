@@ -35,3 +35,19 @@ def test_non_latin_names(raw, pattern):
     """Accents fold to their letter; names that lose letters get a hash so they stay apart."""
     assert re.match(pattern, sanitize(raw))
     assert sanitize("传感器") != sanitize("网关")
+
+
+def test_join_is_each_part_sanitized_and_joined():
+    """`join` folds ASCII text in one go: the same name as sanitizing each part and joining them with ``_``,
+    shortened as a whole, for any parts (upper case, unsafe characters, empty, non-Latin, very long)."""
+    import random
+
+    from lorrygate.topology.naming import _fold, _shorten
+
+    alphabet = "aZ09_-. /#+\"'\\é传ü\x00"
+    rng = random.Random(18)
+    for _ in range(2000):
+        parts = ["".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 40))) for _ in range(rng.randrange(1, 4))]
+        parts.append(rng.choice([None, "", "sensors"]))
+        texts = [part or "" for part in parts]
+        assert join(*parts) == _shorten("_".join(_fold(text) for text in texts), "/".join(texts), 63)
