@@ -978,7 +978,8 @@ def render_table(report: dict) -> str:
                      f"{'p99 < 100 ms' if row['rate'] <= 10_000 else 'p99 < 500 ms, keeps up'} |")
     for row in report["tables"]:
         lines.append(f"| {row['nodes']:,} table{'s' if row['nodes'] > 1 else ''}, created in the run | {fmt(row['rate'], ' msg/s')}, peak RSS {fmt(row['peak_rss_mb'], ' MB')} | "
-                     f"1 table | {row['ratio_to_single']:.2f} | >= 0.5, RSS < 200 MB |")
+                     f"1 table | {row['ratio_to_single']:.2f} | RSS < 200 MB; rate reported (CREATE TABLE grows with the "
+                     "schema in SQLite, bench/README.md); the rate target is the existing tables' row |")
         if "existing" in row:
             lines.append(f"| {row['nodes']:,} table{'s' if row['nodes'] > 1 else ''}, existing | {fmt(row['existing'], ' msg/s')}, peak RSS {fmt(row['existing_peak_rss_mb'], ' MB')} | "
                          f"1 existing table | {row['existing_ratio']:.2f} | >= 0.5, RSS < 200 MB |")
