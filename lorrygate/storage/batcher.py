@@ -74,6 +74,8 @@ WIDE_GATHER_LOOK = 0.01
 #: rows that came at every look and then not for this long (two looks) have stopped: the gathering batch is
 #: written (the last batch of a drain into 10,000 tables waited the 50 ms of `WIDE_GATHER_QUIET`, ~3 % of it)
 WIDE_GATHER_STOPPED = 0.02
+#: a gathering batch found quiet is looked at once more this much later, after the reactor polled its sockets
+WIDE_GATHER_CONFIRM = 0.001
 
 _table_of = attrgetter("table")
 _records_of = attrgetter("records")
@@ -210,24 +212,23 @@ class Batcher(SourceHolder):
         if self._batch.empty:
             return
         now = self.clock.seconds()
-        # a look held up (the reactor thread waited for a core on a loaded machine) says nothing of the stream
-        late = now - self._gather_looked > 2 * WIDE_GATHER_LOOK
-        self._gather_looked = now
         if len(self._batch) != self._gather_rows:
-            # rows at every look on time: a stream that flows, and a pause of two looks means it stopped
-            self._gather_flowing = not late and now - self._gather_grew <= 2 * WIDE_GATHER_LOOK
+            # rows at every look: a stream that flows, and a pause of two looks means it stopped
+            self._gather_flowing = now - self._gather_grew <= 2 * WIDE_GATHER_LOOK
             self._gather_rows, self._gather_grew = len(self._batch), now
-        elif late:
+        elif now - self._gather_looked > 2 * WIDE_GATHER_LOOK:
+            # a look held up: on a loaded machine the broker may be held up as well, and 20 ms say little
             self._gather_flowing = False
+        self._gather_looked = now
         quiet = WIDE_GATHER_STOPPED if self._gather_flowing else WIDE_GATHER_QUIET
         if now >= self._gather_until or (confirming and now - self._gather_grew >= quiet):
             self.flush()
             return
         if now - self._gather_grew >= quiet:
-            # once more after the reactor read what waits in its sockets: it runs timed calls before it reads,
+            # once more after the reactor read what waits in its sockets (it runs timed calls before it reads),
             # and a look held up took the rows that came meanwhile for a stream that had stopped (under load, a
             # drain into 10,000 tables wrote batches of 207, 1,178 and 5,889 rows between full ones)
-            self._timer = self.clock.callLater(0, self._gathering, True)
+            self._timer = self.clock.callLater(WIDE_GATHER_CONFIRM, self._gathering, True)
             return
         self._timer = self.clock.callLater(
             min(WIDE_GATHER_LOOK, self._gather_until - now, self._gather_grew + quiet - now), self._gathering)

@@ -5,7 +5,7 @@ from twisted.internet.task import Clock
 
 from lorrygate.model import Message, Record, TableName
 from lorrygate.storage.batch import DeadLetter, Entry
-from lorrygate.storage.batcher import Batcher
+from lorrygate.storage.batcher import WIDE_GATHER_CONFIRM, Batcher
 from lorrygate.storage.memory import MemoryStorage
 from tests.doubles import Ack, Source
 
@@ -170,6 +170,7 @@ def test_after_a_wide_write_the_next_batch_gathers_while_rows_come_and_is_writte
         clock.advance(0.049)
     assert storage.in_flight == 0  # past max_rows, gathering
     clock.advance(0.051)
+    clock.advance(WIDE_GATHER_CONFIRM)  # the look after the reactor read: still nothing
     assert storage.in_flight == 1 and len(storage.writes[-1]) == 8
     assert source.paused  # reading and the wide write take turns
     storage.complete()
@@ -269,8 +270,46 @@ def test_a_flowing_stream_that_stops_is_written_after_two_quiet_looks(clock):
     assert storage.in_flight == 0
     elapse(clock, 0.015)
     assert storage.in_flight == 0
-    elapse(clock, 0.015)  # 30 ms since the last row: the look after 20 ms wrote it
+    elapse(clock, 0.02)  # 35 ms since the last row: the look after 20 ms (and its second look) wrote it
     assert storage.in_flight == 1 and len(storage.writes[-1]) == 20
+
+
+def test_a_look_held_up_reads_what_waits_before_it_takes_the_stream_for_stopped(clock):
+    """On a loaded machine the reactor thread can wait for a core while rows wait in its socket; it runs timed
+    calls before it reads, so a look that finds the stream quiet looks once more 1 ms later, after the reactor
+    read: rows then keep the batch gathering. With none, the batch is written at that second look."""
+    storage, batcher = make(clock, max_rows=4, max_pending=1000, wide_tables=3)
+    wide(clock, storage, batcher, took=1.0)
+    for item in spread(10, 10):
+        batcher.add(item)
+        elapse(clock, 0.005)
+    elapse(clock, 0.01)  # a look saw the last row
+    clock.advance(0.06)  # held up for 60 ms: the look comes late and finds nothing new
+    assert storage.in_flight == 0
+    for item in spread(20, 5):  # what waited in the socket, read before the look after it
+        batcher.add(item)
+    clock.advance(WIDE_GATHER_CONFIRM)
+    assert storage.in_flight == 0  # still gathering
+    elapse(clock, 0.06)
+    assert storage.in_flight == 1 and len(storage.writes[-1]) == 15
+
+
+def test_after_a_look_held_up_a_stream_needs_the_50_ms_quiet_again(clock):
+    """A look held up (a loaded machine, where the broker waits for a core as well) ends the 20 ms rule: rows
+    that come 30 ms after the last still join the batch."""
+    storage, batcher = make(clock, max_rows=4, max_pending=1000, wide_tables=3)
+    wide(clock, storage, batcher, took=1.0)
+    for item in spread(10, 10):
+        batcher.add(item)
+        elapse(clock, 0.005)
+    elapse(clock, 0.01)  # a look saw the last row
+    clock.advance(0.025)  # held up: the next look comes 25-30 ms after that one, and nothing came
+    clock.advance(WIDE_GATHER_CONFIRM)
+    assert storage.in_flight == 0
+    for item in spread(20, 5):
+        batcher.add(item)
+    elapse(clock, 0.1)
+    assert storage.in_flight == 1 and len(storage.writes[-1]) == 15
 
 
 def test_a_small_write_between_wide_ones_keeps_them_wide(clock):
@@ -281,7 +320,8 @@ def test_a_small_write_between_wide_ones_keeps_them_wide(clock):
     batcher.attach(source)
     wide(clock, storage, batcher, took=1.0)
     batcher.add(entry(1))
-    clock.advance(0.051)  # quiet: written
+    clock.advance(0.051)  # quiet: written after one more look
+    clock.advance(WIDE_GATHER_CONFIRM)
     assert storage.in_flight == 1 and source.paused
     clock.advance(0.01)
     storage.complete()
