@@ -274,16 +274,22 @@ def test_a_flowing_stream_that_stops_is_written_after_two_quiet_looks(clock):
     assert storage.in_flight == 1 and len(storage.writes[-1]) == 20
 
 
-def test_a_look_held_up_reads_what_waits_before_it_takes_the_stream_for_stopped(clock):
-    """On a loaded machine the reactor thread can wait for a core while rows wait in its socket; it runs timed
-    calls before it reads, so a look that finds the stream quiet looks once more 1 ms later, after the reactor
-    read: rows then keep the batch gathering. With none, the batch is written at that second look."""
+def flowing(clock):
+    """A wide batch gathering ten rows that came every 5 ms, the last one seen by a look."""
     storage, batcher = make(clock, max_rows=4, max_pending=1000, wide_tables=3)
     wide(clock, storage, batcher, took=1.0)
     for item in spread(10, 10):
         batcher.add(item)
         elapse(clock, 0.005)
-    elapse(clock, 0.01)  # a look saw the last row
+    elapse(clock, 0.01)
+    return storage, batcher
+
+
+def test_a_look_held_up_reads_what_waits_before_it_takes_the_stream_for_stopped(clock):
+    """On a loaded machine the reactor thread can wait for a core while rows wait in its socket; it runs timed
+    calls before it reads, so a look that finds the stream quiet looks once more 1 ms later, after the reactor
+    read: rows then keep the batch gathering. With none, the batch is written at that second look."""
+    storage, batcher = flowing(clock)
     clock.advance(0.06)  # held up for 60 ms: the look comes late and finds nothing new
     assert storage.in_flight == 0
     for item in spread(20, 5):  # what waited in the socket, read before the look after it
@@ -297,12 +303,7 @@ def test_a_look_held_up_reads_what_waits_before_it_takes_the_stream_for_stopped(
 def test_after_a_look_held_up_a_stream_needs_the_50_ms_quiet_again(clock):
     """A look held up (a loaded machine, where the broker waits for a core as well) ends the 20 ms rule: rows
     that come 30 ms after the last still join the batch."""
-    storage, batcher = make(clock, max_rows=4, max_pending=1000, wide_tables=3)
-    wide(clock, storage, batcher, took=1.0)
-    for item in spread(10, 10):
-        batcher.add(item)
-        elapse(clock, 0.005)
-    elapse(clock, 0.01)  # a look saw the last row
+    storage, batcher = flowing(clock)
     clock.advance(0.025)  # held up: the next look comes 25-30 ms after that one, and nothing came
     clock.advance(WIDE_GATHER_CONFIRM)
     assert storage.in_flight == 0
