@@ -653,7 +653,7 @@ class DiskWatch:
             os.close(fd)
 
 
-def live_scenario(work: str, rate: int, seconds: float, storage: str = "sqlite") -> dict:
+def live_scenario(work: str, rate: int, seconds: float, storage: str = "sqlite", nodes: int = 100) -> dict:
     directory = tempfile.mkdtemp(dir=work)
     os.makedirs(f"{directory}/broker")
     broker = Mosquitto(f"{directory}/broker").start()
@@ -668,17 +668,17 @@ def live_scenario(work: str, rate: int, seconds: float, storage: str = "sqlite")
         publisher = Publisher(broker.port)
         # warm-up: one message per node creates the tables (a running fleet's tables exist; the
         # creation's latency is the tables scenario's business), then the measured stream
-        publisher.publish_all(telemetry(topics(100, n), n, time.time()) for n in range(100))
-        wait_rows(count_rows, 100, 60, "the warm-up rows")
+        publisher.publish_all(telemetry(topics(nodes, n), n, time.time()) for n in range(nodes))
+        wait_rows(count_rows, nodes, 120, "the warm-up rows")
         measured_from = time.time()
         with DiskWatch(directory) as disk:
-            sent = publisher.publish_steady(lambda n: telemetry(topics(100, n), n, time.time()), rate, seconds)
+            sent = publisher.publish_steady(lambda n: telemetry(topics(nodes, n), n, time.time()), rate, seconds)
         publisher.close()
         finished = time.monotonic()
-        wait_rows(count_rows, sent + 100, 120, f"live at {rate} msg/s into {storage}")
+        wait_rows(count_rows, sent + nodes, 120, f"live at {rate} msg/s into {storage}")
         caught_up = time.monotonic() - finished
         gateway.stop()
-        stored = count_rows() - 100
+        stored = count_rows() - nodes
         latencies = sorted((c - s) * 1000 for c, s in latency_rows(storage, postgres.url if postgres else db,
                                                                     measured_from))
         if len(latencies) != sent:

@@ -205,6 +205,12 @@ class PostgresDialect:
         conn.execute(f"ALTER TABLE {qualified(table)} ADD COLUMN IF NOT EXISTS {quote(column)} {kind}")
         return kind.lower()
 
+    def add_pending_columns(self, conn) -> None:
+        pass  # `add_column` added it at once: PostgreSQL's ALTER TABLE costs the same beside many tables
+
+    def discard_pending_columns(self) -> None:
+        pass
+
     def widen(self, conn, table, column: str, current, value):
         """A float into a BIGINT column widens it to DOUBLE PRECISION (21, then 21.5)."""
         if current == "bigint" and type(value) is float:

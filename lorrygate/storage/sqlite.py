@@ -27,6 +27,7 @@ from lorrygate.decoding.timestamps import IsoTime, seconds_to_ns
 from lorrygate.errors import StorageError
 from lorrygate.storage import sqlite_schema, sqlite_wal
 from lorrygate.storage.layout import ID_COLUMN, INT64, kind_of, to_json
+from lorrygate.storage.sqlite_alter import ColumnAdder
 from lorrygate.storage.sqlite_schema import STATEMENTS
 from lorrygate.storage.sqlstorage import SqlStorage
 from lorrygate.topology.naming import quote
@@ -145,6 +146,9 @@ class SQLiteDialect:
     _autocheckpoint: bool = False
     #: (connection, columns) read ahead of the start, until `existing_columns` hands them over
     _ahead: tuple | None = None
+    #: the columns the write in progress adds, (table, definition), until `add_pending_columns`
+    _adding: list = attrs.Factory(list)
+    _adder: ColumnAdder = attrs.Factory(ColumnAdder)
 
     #: SQLite has no limit on the length of names
     identifier_limit = None
@@ -184,6 +188,7 @@ class SQLiteDialect:
         a connection with such a statement open stays open (and its WAL and ``-shm`` stay) until the
         statement goes."""
         cursor, self._cursor = self._cursor, None
+        self._adder.close()
         try:
             if cursor is not None:
                 cursor.close()
@@ -243,6 +248,7 @@ class SQLiteDialect:
         return {self.fold(row[1]): None for row in conn.execute(f"PRAGMA table_info({quote(table_name(table))})")}
 
     def begin(self, conn) -> None:
+        self._adding.clear()
         conn.execute("BEGIN")
 
     def checkpoint(self, conn) -> int:
@@ -293,8 +299,19 @@ class SQLiteDialect:
             columns += [f"{ID_COLUMN} TEXT NOT NULL", f"PRIMARY KEY (time, {ID_COLUMN})"]
         conn.execute(f"CREATE TABLE IF NOT EXISTS {quote(table_name(table))} ({', '.join(columns)})")
 
-    def add_column(self, conn, table, column: str, value):
-        conn.execute(f"ALTER TABLE {quote(table_name(table))} ADD COLUMN {quote(column)} {_TYPES[kind_of(value)]}")
+    def add_column(self, conn, table, column: str, value) -> None:
+        """Note the column; `add_pending_columns` adds it, with the write's other new columns at once."""
+        self._adding.append((table_name(table), f"{quote(column)} {_TYPES[kind_of(value)]}"))
+
+    def add_pending_columns(self, conn) -> None:
+        """Add the columns noted since the last call (before the rows that need them go in): one schema
+        re-read for all of them, not one per column (`lorrygate.storage.sqlite_alter`)."""
+        adding, self._adding = self._adding, []
+        if adding:
+            self._adder.add_columns(conn, adding)
+
+    def discard_pending_columns(self) -> None:
+        self._adding.clear()
 
     def widen(self, conn, table, column: str, current, value):
         return None  # SQLite columns take any type

@@ -233,6 +233,7 @@ class SqlStorage:
                         dialect.execute(conn, "ROLLBACK TO SAVEPOINT lorrygate_entry")
                         added = before
                         del self._pending_verified[verified:]
+                        dialect.discard_pending_columns()  # noted for this entry's rows, which are not written
                         extra_dead.append(
                             DeadLetter(entry.channel, entry.message, "store", dialect.explain(exc), entry.decoder)
                         )
@@ -340,6 +341,8 @@ class SqlStorage:
                 group[1].append(row(record.time, flat.values()))
                 if flat is fields and renamed is None and not idempotent:
                     plain[key] = group[1]
+        # the columns that rows need, all at once before the rows (SQLite: one schema re-read for all of them)
+        dialect.add_pending_columns(conn)
         insert_all = getattr(dialect, "insert_all", None)
         if insert_all is not None and len(groups) > 1:
             # the dialect writes several tables at once (PostgreSQL: one COPY for the tables of a shape)
