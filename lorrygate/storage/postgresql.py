@@ -206,7 +206,7 @@ class PostgresDialect:
         return kind.lower()
 
     def add_pending_columns(self, conn) -> None:
-        pass  # `add_column` added it at once: PostgreSQL's ALTER TABLE costs the same beside many tables
+        pass  # `add_column` added it: an ADD COLUMN took ~0.06 ms beside 100 tables, ~0.1 ms beside 10,000 (measured)
 
     def discard_pending_columns(self) -> None:
         pass
@@ -363,6 +363,25 @@ class PostgresDialect:
                     for d in dead_letters
                 ],
             )
+
+    def lock_budget(self, conn) -> int:
+        """Half of the server's lock table (``max_locks_per_transaction`` x (``max_connections`` +
+        ``max_prepared_transactions``), 6,400 by default), which all its sessions share: what one transaction
+        of this writer may take (`lorrygate.storage.sqlstorage.LOCKS_NEW_TABLE`)."""
+        from lorrygate.storage.sqlstorage import LOCKS_NEW_TABLE
+
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT current_setting('max_locks_per_transaction')::int * "
+                           "(current_setting('max_connections')::int + current_setting('max_prepared_transactions')::int)")
+            (capacity,) = cursor.fetchone()
+        conn.rollback()
+        return max(LOCKS_NEW_TABLE, capacity // 2)
+
+    def out_of_locks(self, exc: Exception) -> bool:
+        """"out of shared memory" with the hint to raise ``max_locks_per_transaction`` (SQLSTATE 53200)."""
+        diag = getattr(exc, "diag", None)
+        return getattr(exc, "sqlstate", None) == "53200" and "max_locks_per_transaction" in (
+            getattr(diag, "message_hint", None) or "")
 
     def transient(self, exc: Exception) -> bool:
         """Whether an error says the server is unavailable (the storage is down),

@@ -244,6 +244,12 @@ class SQLiteDialect:
     def physical(self, table) -> str:
         return table_name(table)
 
+    def lock_budget(self, conn) -> None:
+        return None  # one lock for the whole database: a transaction takes any number of tables
+
+    def out_of_locks(self, exc: Exception) -> bool:
+        return False
+
     def columns_of(self, conn, table) -> dict:
         return {self.fold(row[1]): None for row in conn.execute(f"PRAGMA table_info({quote(table_name(table))})")}
 

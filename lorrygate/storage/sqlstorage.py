@@ -30,6 +30,13 @@ from lorrygate.storage.positions import POSITIONS_TABLE, Positions, encode
 
 DEAD_LETTER_TABLE = "lorrygate_dead_letter"
 _UNSEEN = object()
+#: locks of the database's lock table that one transaction takes for a table it creates (the table, its index,
+#: its TOAST table and index, ...: 7.1 measured in PostgreSQL 15) and for a table that exists (1, and a new
+#: column 2), rounded up; a transaction writes tables for at most `SqlStorage.lock_budget` of them
+LOCKS_NEW_TABLE = 8
+LOCKS_KNOWN_TABLE = 2
+#: in ``Batch.progress``: the batch's dead letters (and replays) are committed, with its first part
+_DEAD_WRITTEN = ("dead", "written")
 
 
 @implementer(IStorage)
@@ -58,6 +65,9 @@ class SqlStorage:
     stats: dict = attrs.Factory(dict)
     #: what of each positioned stream (a files source's) is stored (`lorrygate.storage.positions`)
     _positions: Positions = attrs.Factory(Positions)
+    #: locks one transaction may take for its tables (None: no limit), from the dialect at each connection;
+    #: a batch over more tables is written in several transactions (`_parts`)
+    lock_budget: int | None = None
     #: (physical table, columns, value types) whose table and columns a committed transaction made
     #: sure of: a row of that shape needs no look at the schema (with 10,000 tables, that look was
     #: a third of the writer's own time)
@@ -139,6 +149,9 @@ class SqlStorage:
             raise StorageError(f"storage {self.name}: cannot use {self.dialect.describe()}: {exc}") from None
         self._columns_read = False
         self._verified.clear()
+        budget = self.dialect.lock_budget(self._conn)
+        # (a budget halved after the database ran out of locks stays halved)
+        self.lock_budget = budget if self.lock_budget is None or budget is None else min(self.lock_budget, budget)
         if columns:
             self._read_columns()
 
@@ -183,12 +196,82 @@ class SqlStorage:
                 self.dialect.rollback(self._conn)
                 self._reset_after(exc)
                 raise StorageError(f"storage {self.name}: cannot read {POSITIONS_TABLE}: {exc}") from None
+        parts = self._parts(batch)
+        if parts is None:
+            self._commit_whole(batch)
+        else:
+            self._commit_parts(batch, parts)
+
+    def _parts(self, batch) -> list | None:
+        """The batch's entries (indices) in parts whose tables fit `lock_budget`, or None when one transaction
+        takes the whole batch. PostgreSQL's lock table is shared by all its sessions, 6,400 locks by default:
+        one transaction that created 8,000 tables ran out of it ("out of shared memory"), as does one that
+        writes into 10,000 existing tables, and such a batch never succeeded."""
+        budget = self.lock_budget
+        entries = batch.entries
+        progress = batch.progress
+        if budget is None or (not progress and len(entries) * LOCKS_NEW_TABLE <= budget):
+            return None
+        tables: dict = {}
+        for index, entry in enumerate(entries):
+            if progress and entry.records and (index, len(entry.records) - 1) in progress:
+                continue  # committed by an earlier part of this batch (a part marks all of an entry's records)
+            tables.setdefault(entry.table, []).append(index)
+        known = self._columns
+        physical = self.dialect.physical
+        parts: list = []
+        part: list = []
+        locks = 0
+        for table, indices in tables.items():
+            cost = 0 if table is None else LOCKS_KNOWN_TABLE if physical(table) in known else LOCKS_NEW_TABLE
+            if part and locks + cost > budget:
+                parts.append(part)
+                part, locks = [], 0
+            part += indices
+            locks += cost
+        if not progress and not parts:
+            return None
+        parts.append(part)
+        return parts
+
+    def _commit_parts(self, batch, parts: list) -> None:
+        """Write the parts of a batch in a transaction each; what each commits is marked in ``batch.progress``, so
+        that a retry after a later part failed (or the spool) writes the rest only. The dead letters go with
+        the first part."""
+        from lorrygate.storage.batch import Batch
+
+        entries = batch.entries
+        progress = batch.progress
+        tables = 0
+        for number, indices in enumerate(parts):
+            part = Batch()
+            for index in indices:
+                part.add(entries[index])
+            dead = number == 0 and _DEAD_WRITTEN not in progress
+            if dead:
+                part.dead_letters, part.replayed = batch.dead_letters, batch.replayed
+            self._commit_whole(part)
+            for index in indices:
+                progress.update((index, position) for position in range(len(entries[index].records)))
+            if dead:
+                # (the spool counts the dead letters and then the extra ones as ("dead", i))
+                progress.update(("dead", i) for i in range(len(batch.dead_letters)))
+                progress.add(_DEAD_WRITTEN)
+            batch.extra_dead.extend(part.extra_dead)
+            progress.update(id(d) for d in part.extra_dead)
+            batch.refused_rows += part.refused_rows
+            tables += part.tables
+        batch.tables = tables
+
+    def _commit_whole(self, batch) -> None:
         try:
             self._transaction(batch, isolate=False)
         except StorageError as exc:
             self._reset_after(exc)
             raise
         except Exception as exc:
+            if self.dialect.out_of_locks(exc):
+                self._lock_budget_exceeded(exc)
             if self.dialect.transient(exc):
                 self._reset_after(exc)
                 raise StorageError(f"storage {self.name}: {self.dialect.name} write failed: {exc}") from None
@@ -198,6 +281,19 @@ class SqlStorage:
             except Exception as again:
                 self._reset_after(again)
                 raise StorageError(f"storage {self.name}: {self.dialect.name} write failed: {again}") from None
+
+    def _lock_budget_exceeded(self, exc) -> None:
+        """The database ran out of locks (other sessions hold some, or its lock table is small): the next
+        transactions take half as many tables."""
+        if self.lock_budget is None:
+            return
+        halved = max(LOCKS_NEW_TABLE, self.lock_budget // 2)
+        self.log.warn(
+            "storage {storage}: {database} ran out of locks for one transaction ({error}); writing at most "
+            "{budget} locks' worth of tables a transaction from now on (raise max_locks_per_transaction to "
+            "write more at once)", storage=self.name, database=self.dialect.name, error=str(exc).splitlines()[0],
+            budget=halved)
+        self.lock_budget = halved
 
     def _reset_after(self, exc) -> None:
         if self.dialect.connection_lost(exc):
