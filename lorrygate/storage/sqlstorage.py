@@ -13,6 +13,7 @@ database itself is unwell fail the write, and the batcher retries it.
 A `Dialect` holds what differs between databases.
 """
 
+from operator import attrgetter
 from typing import Any
 
 import attrs
@@ -30,6 +31,7 @@ from lorrygate.storage.positions import POSITIONS_TABLE, Positions, encode
 
 DEAD_LETTER_TABLE = "lorrygate_dead_letter"
 _UNSEEN = object()
+_table_of = attrgetter("table")
 #: locks of the database's lock table that one transaction takes for a table it creates (the table, its index,
 #: its TOAST table and index, ...: 7.1 measured in PostgreSQL 15) and for a table that exists (1, and a new
 #: column 2), rounded up; a transaction writes tables for at most `SqlStorage.lock_budget` of them
@@ -212,6 +214,8 @@ class SqlStorage:
         progress = batch.progress
         if budget is None or (not progress and len(entries) * LOCKS_NEW_TABLE <= budget):
             return None
+        if not progress and len(set(map(id, map(_table_of, entries)))) * LOCKS_NEW_TABLE <= budget:
+            return None  # few tables (one object a topic): ~50 ns an entry, not a TableName's hash
         tables: dict = {}
         for index, entry in enumerate(entries):
             if progress and entry.records and (index, len(entry.records) - 1) in progress:
