@@ -160,6 +160,7 @@ class Gateway(MultiService):
         started_hooks = self._sync_hooks(settings)
         for name in storages:
             service = self.storage_factory(settings, name, self.reactor)
+            service.timeout = self.shutdown_timeout
             await service.start()
             self._adopt(self.storage_services, name, service)
             if self.metrics is not None:

@@ -85,6 +85,9 @@ class StorageService(Service):
     reactor: Any
     #: spool file I/O on the spool's own thread (False: in the caller's, for tests on a Clock)
     threaded: bool = True
+    #: how long a stop waits for the write in flight before it interrupts it (`_stop`)
+    timeout: float = 15.0
+    _interrupting: Any = None
 
     log = Logger()
 
@@ -143,12 +146,38 @@ class StorageService(Service):
 
     async def _stop(self) -> None:
         Service.stopService(self)
-        await self.batcher.stop()
+        stopped = self.batcher.stop()
+        interrupt = getattr(self.backend, "interrupt", None)
+        self._interrupting = None
+        if interrupt is not None:
+            self._interrupting = self.reactor.callLater(self.timeout, self._interrupt, interrupt, True)
+        try:
+            await stopped
+        finally:
+            if self._interrupting is not None and self._interrupting.active():
+                self._interrupting.cancel()
+            self._interrupting = None
         try:
             await self.backend.stop()
         finally:
             if self.spool is not None:
                 self.spool.stop()
+
+
+    def _interrupt(self, interrupt, first: bool) -> None:
+        """A write still in flight ``timeout`` seconds into the stop: a stop waited for it however long it took
+        (a write that created thousands of SQLite tables took minutes before their columns went in at once),
+        and a write that committed after the channels had disconnected was delivered again. Interrupted, it
+        rolls back, and its messages, never acknowledged, come again from the broker."""
+        if first:
+            self.log.warn(
+                "storage {storage}: the write in flight did not end within {timeout} s of the stop; interrupting it "
+                "(rolled back, its messages stay unacknowledged and come again)", storage=self.name,
+                timeout=self.timeout)
+        interrupt()
+        # an interrupt reaches only the statement running at that moment (none, while the writer runs Python
+        # between two): once a second until the write ends
+        self._interrupting = self.reactor.callLater(1.0, self._interrupt, interrupt, False)
 
 
 def _spool_refused(exc) -> bool:

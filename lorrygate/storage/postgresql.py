@@ -364,6 +364,9 @@ class PostgresDialect:
                 ],
             )
 
+    def interrupt(self, conn) -> None:
+        conn.cancel()  # safe from another thread: the server cancels the running statement
+
     def lock_budget(self, conn) -> int:
         """Half of the server's lock table (``max_locks_per_transaction`` x (``max_connections`` +
         ``max_prepared_transactions``), 6,400 by default), which all its sessions share: what one transaction

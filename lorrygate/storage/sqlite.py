@@ -244,6 +244,9 @@ class SQLiteDialect:
     def physical(self, table) -> str:
         return table_name(table)
 
+    def interrupt(self, conn) -> None:
+        conn.interrupt()  # safe from another thread: the statement fails with SQLITE_INTERRUPT
+
     def lock_budget(self, conn) -> None:
         return None  # one lock for the whole database: a transaction takes any number of tables
 

@@ -98,6 +98,13 @@ class SqlStorage:
                                            storage=self.name, error=failure.getErrorMessage()))
         return result
 
+    def interrupt(self) -> None:
+        """Abort the statement the writer thread runs now, from another thread (a stop that waited long
+        enough): the write fails and rolls back."""
+        conn = self._conn
+        if conn is not None:
+            self.dialect.interrupt(conn)
+
     def stop(self) -> Deferred:
         if self._pool is None:
             return succeed(None)
