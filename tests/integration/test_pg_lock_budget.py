@@ -15,8 +15,9 @@ from lorrygate.errors import StorageError
 from lorrygate.model import Message, Record, TableName
 from lorrygate.storage import spool
 from lorrygate.storage.batch import Batch, DeadLetter, Entry
-from lorrygate.storage.postgresql import PostgresDialect, PostgresStorage, qualified
+from lorrygate.storage.postgresql import PostgresDialect, qualified
 from lorrygate.storage.sqlstorage import LOCKS_KNOWN_TABLE, LOCKS_NEW_TABLE
+from tests.integration.pgstore import connected
 from tests.servers import PostgreSQL
 
 NS = 1_717_243_200_000_000_000
@@ -33,10 +34,8 @@ def small():
 
 @pytest.fixture
 def store(small):
-    storage = PostgresStorage("db", small.url, reactor=None)
-    storage._connect()
-    yield storage
-    storage._close()
+    with connected(small.url) as storage:
+        yield storage
 
 
 def message(topic="t"):
@@ -73,13 +72,11 @@ def dead_letters(url, schema):
 
 
 def test_the_budget_is_half_the_servers_lock_table(postgres):
-    storage = PostgresStorage("db", postgres.url, reactor=None)
-    storage._connect()
     with psycopg.connect(postgres.url, autocommit=True) as conn:
         per_transaction, connections, prepared = (int(conn.execute(f"SHOW {name}").fetchone()[0]) for name in (
             "max_locks_per_transaction", "max_connections", "max_prepared_transactions"))
-    assert storage.lock_budget == per_transaction * (connections + prepared) // 2
-    storage._close()
+    with connected(postgres.url) as storage:
+        assert storage.lock_budget == per_transaction * (connections + prepared) // 2
 
 
 def test_more_new_tables_than_the_lock_table_takes_are_written_in_several_transactions(store, small):

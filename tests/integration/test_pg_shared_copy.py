@@ -12,7 +12,8 @@ import pytest
 
 from lorrygate.model import Message, Record, TableName
 from lorrygate.storage.batch import Batch, Entry
-from lorrygate.storage.postgresql import PostgresStorage, qualified
+from lorrygate.storage.postgresql import qualified
+from tests.integration.pgstore import connected
 
 NS = 1_717_243_200_000_000_000
 RUN = itertools.count()
@@ -20,10 +21,8 @@ RUN = itertools.count()
 
 @pytest.fixture
 def store(postgres):
-    storage = PostgresStorage("db", postgres.url, reactor=None)
-    storage._connect()
-    yield storage
-    storage._close()
+    with connected(postgres.url) as storage:
+        yield storage
 
 
 def entry(table, fields, n, topic="t"):
