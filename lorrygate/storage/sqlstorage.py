@@ -290,6 +290,8 @@ class SqlStorage:
             try:
                 self._transaction(batch, isolate=True)
             except Exception as again:
+                if self.dialect.out_of_locks(again):
+                    self._lock_budget_exceeded(again)  # (the entry by entry write takes the same locks, and more)
                 self._reset_after(again)
                 raise StorageError(f"storage {self.name}: {self.dialect.name} write failed: {again}") from None
 

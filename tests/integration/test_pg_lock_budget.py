@@ -170,3 +170,24 @@ def test_known_tables_count_as_fewer_locks(store, small):
     store._commit(fleet_batch(schema, 40, n=10))  # 40 known ones
     _, transactions = stored(small.url, schema, 40)
     assert 10 * LOCKS_NEW_TABLE // LOCKS_KNOWN_TABLE == 40 and len(transactions) == 4 + 1
+
+
+def test_running_out_of_locks_while_writing_entry_by_entry_halves_the_budget_too(store, small):
+    """A refused entry first, then more new tables than the lock table takes: the batch is written entry by
+    entry (a savepoint each), runs out of locks there, and that halves the budget as well."""
+    schema = f"locks_{next(RUN)}"
+    store.lock_budget = 8 * 300 * LOCKS_NEW_TABLE
+    batch = fleet_batch(schema, 300)
+    batch.entries.insert(0, Entry(TableName(schema, "node_0"), [Record(NS + 5, {"bad\0name": 1})], "main",
+                                  message(f"bad/{schema}/refused"), "json"))
+    for _attempt in range(10):
+        try:
+            store._commit(batch)
+            break
+        except StorageError as exc:
+            assert "out of shared memory" in str(exc)
+    else:
+        pytest.fail(f"never written; the budget stayed {store.lock_budget}")
+    rows, _ = stored(small.url, schema, 300)
+    assert rows == [[i + 0.5, i + 1.5] for i in range(300)]
+    assert dead_letters(small.url, schema) == 1
