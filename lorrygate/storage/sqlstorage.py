@@ -103,7 +103,10 @@ class SqlStorage:
         enough): the write fails and rolls back."""
         conn = self._conn
         if conn is not None:
-            self.dialect.interrupt(conn)
+            try:
+                self.dialect.interrupt(conn)
+            except Exception as exc:  # closed meanwhile (the write ended): nothing to interrupt
+                self.log.debug("storage {storage}: nothing to interrupt ({error})", storage=self.name, error=exc)
 
     def stop(self) -> Deferred:
         if self._pool is None:
