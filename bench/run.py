@@ -13,7 +13,9 @@ Scenarios (each run three times; the report gives median and min-max):
 2. live: steady 2,000, 10,000 and 20,000 msg/s for 20 s each, after one
    warm-up message per node (the tables exist, as in a running fleet);
    publish-to-commit latency p50/p99 (the payload carries the publish time,
-   the table a commit-time default) and whether the gateway kept up.
+   the table a commit-time default) and whether the gateway kept up; then
+   10,000 msg/s over 10,000 existing tables (a fleet's case, reported), into
+   a gateway started after the one that created them.
 3. tables: the drain over 1, 100 and 10,000 nodes (tables); rate and the
    gateway's peak RSS (VmHWM).
 4. peer: LorryStream (``lorry relay``, in its own virtualenv) storing the
@@ -750,6 +752,13 @@ def peer_scenario(work: str, count: int) -> dict | None:
         shutil.rmtree(directory, ignore_errors=True)
 
 
+def live_row(storage: str, rate: int, nodes: int, results: list) -> dict:
+    return {"storage": storage, "rate": rate, "nodes": nodes, "p50_ms": summary([r["p50_ms"] for r in results]),
+            "p99_ms": summary([r["p99_ms"] for r in results]), "kept_up": all(r["kept_up"] for r in results),
+            "fsync_max_ms": summary([r["fsync_max_ms"] for r in results]), "sent": sum(r["sent"] for r in results),
+            "stored": sum(r["stored"] for r in results)}
+
+
 def summary(values) -> dict:
     values = [v for v in values if v == v]
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "runs": values}
@@ -852,13 +861,16 @@ def main(argv=None) -> int:
         for storage, rate in [(storage, rate) for storage in ("sqlite", "postgresql")
                               for rate in (rates[:1] if quick else rates)]:
             results = [live_scenario(work, rate, seconds, storage) for _ in range(runs)]
-            report["live"].append({"storage": storage, "rate": rate, "p50_ms": summary([r["p50_ms"] for r in results]),
-                                   "p99_ms": summary([r["p99_ms"] for r in results]),
-                                   "kept_up": all(r["kept_up"] for r in results),
-                                   "fsync_max_ms": summary([r["fsync_max_ms"] for r in results]),
-                                   "sent": sum(r["sent"] for r in results),
-                                   "stored": sum(r["stored"] for r in results)})
+            report["live"].append(live_row(storage, rate, 100, results))
+        # a fleet's case: 10,000 tables that exist (a gateway started after the one that created them), one run
+        # each; reported beside the targets, which the 100-node rows above carry
+        fleet = [("sqlite", 2_000, 200)] if quick else [("sqlite", 10_000, 10_000), ("postgresql", 10_000, 10_000)]
+        for storage, rate, nodes in fleet:
+            print(f"live: {rate} msg/s into {storage} over {nodes} tables")
+            report["live"].append(live_row(storage, rate, nodes, [
+                live_scenario(work, rate, seconds, storage, nodes=nodes, restart=True)]))
         report["tables"] = tables_figures(work, quick, runs)
+
         peer_count = 500 if quick else 3_000
         print(f"peer: LorryStream on {peer_count} messages")
         try:
@@ -981,10 +993,14 @@ def render_table(report: dict) -> str:
              f"| drain into PostgreSQL | {fmt(d['postgresql'], ' msg/s')}, CPU {fmt(d['postgresql_cpu'], ' s', 2)} "
              f"per 100k | mosquitto_sub | {fmt(d['ratio_postgresql'], '', 2)} | >= 0.5 |"]
     for row in report["live"]:
-        lines.append(f"| live {row['rate']:,} msg/s into {row.get('storage', 'sqlite')} | p50 {fmt(row['p50_ms'], ' ms')}, p99 {fmt(row['p99_ms'], ' ms')} | "
+        nodes = row.get("nodes", 100)
+        over = "" if nodes == 100 else f" over {nodes:,} existing tables"
+        target = ("reported: a fleet's tables (the targets are the 100-node rows; the catch-up that 'kept up' "
+                  "judges includes counting every table's rows)" if nodes != 100 else 'p99 < 100 ms' if row['rate'] <= 10_000 else
+                  'p99 < 500 ms, keeps up')
+        lines.append(f"| live {row['rate']:,} msg/s into {row.get('storage', 'sqlite')}{over} | p50 {fmt(row['p50_ms'], ' ms')}, p99 {fmt(row['p99_ms'], ' ms')} | "
                      f"kept up: {'yes' if row['kept_up'] else 'NO'} | "
-                     f"slowest fsync beside it {fmt(row['fsync_max_ms'], ' ms')} | "
-                     f"{'p99 < 100 ms' if row['rate'] <= 10_000 else 'p99 < 500 ms, keeps up'} |")
+                     f"slowest fsync beside it {fmt(row['fsync_max_ms'], ' ms')} | {target} |")
     for row in report["tables"]:
         lines.append(f"| {row['nodes']:,} table{'s' if row['nodes'] > 1 else ''}, created in the run | {fmt(row['rate'], ' msg/s')}, peak RSS {fmt(row['peak_rss_mb'], ' MB')} | "
                      f"1 table | {row['ratio_to_single']:.2f} | RSS < 200 MB; rate reported (CREATE TABLE grows with the "
@@ -1043,7 +1059,7 @@ def plot(report: dict, path: str) -> None:
     left.set_xlabel("messages/s (drain, log scale)")
     left.set_title("Throughput")
     for storage in ("sqlite", "postgresql"):
-        rows = [row for row in report["live"] if row.get("storage", "sqlite") == storage]
+        rows = [row for row in report["live"] if row.get("storage", "sqlite") == storage and row.get("nodes", 100) == 100]
         if rows:
             rates = [row["rate"] for row in rows]
             right.plot(rates, [row["p50_ms"]["median"] for row in rows], "o-", label=f"p50 {storage}")

@@ -21,6 +21,8 @@ def test_benchmark_smoke_run(tmp_path):
     live = report["live"][0]
     assert live["stored"] == live["sent"] > 0, "every live message stored exactly once (after a graceful stop)"
     assert 0 < live["p50_ms"]["median"] <= live["p99_ms"]["median"]
+    fleet = report["live"][-1]
+    assert fleet["nodes"] == 200 and fleet["stored"] == fleet["sent"] > 0, "a fleet's tables, restarted gateway"
     assert [row["nodes"] for row in report["tables"]] == [1, 100]
     assert report["amqp"]["sqlite"]["median"] > 0 and report["amqp"]["relay"]["median"] > 0
     assert all(report["buses"][bus]["median"] > 0 for bus in ("redis", "kafka", "zmq"))
