@@ -247,3 +247,23 @@ def test_tables_of_one_shape_that_add_different_columns_get_their_own(tmp_path):
         assert stored[physical(n)] == f'CREATE TABLE "{physical(n)}" (time TEXT NOT NULL, "a" INTEGER, "{column}" INTEGER)'
         assert store._conn.execute(f'SELECT {column} FROM "{physical(n)}" ORDER BY time').fetchall() == [(None,), (n,)]
     store._close()
+
+
+def test_hostile_field_names_added_at_once_stay_identifiers(tmp_path):
+    """Quotes, SQL, non-Latin letters, a case variant of an existing column and a 300-character name, added to
+    many tables at once: each is a column of its own, quoted, and the database stays whole."""
+    store = open_storage(tmp_path / "fleet.sqlite")
+    store._commit(batch(*(entry(node(n), {"temperature": 1.0}) for n in range(10))))
+    hostile = {'x"; DROP TABLE lorrygate_dead_letter; --': 1, "Ünïcödé ✓": "u", "TEMPERATURE": 2.0,
+               "n" * 300: 3, "with space": 4.5, ")": 5}
+    store._commit(batch(*(entry(node(n), dict(hostile, temperature=n + 0.5), NS + 1) for n in range(10))))
+    columns = [row[1] for row in store._conn.execute(f'PRAGMA table_info("{physical(7)}")')]
+    assert columns[:2] == ["time", "temperature"] and len(columns) == 2 + len(hostile)
+    assert 'x"; DROP TABLE lorrygate_dead_letter; --' in columns and "n" * 300 in columns and ")" in columns
+    ((count,),) = store._conn.execute(f'SELECT count(*) FROM "{physical(7)}" WHERE "Ünïcödé ✓" = \'u\'').fetchall()
+    assert count == 1
+    names = {row[0] for row in store._conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert "lorrygate_dead_letter" in names
+    assert store._conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    assert store._conn.execute("SELECT count(*) FROM lorrygate_dead_letter").fetchone() == (0,)
+    store._close()
