@@ -25,7 +25,7 @@ from zope.interface import implementer
 
 from lorrygate.errors import StorageError
 from lorrygate.interfaces import IStorage
-from lorrygate.storage.batch import DeadLetter
+from lorrygate.storage.batch import Batch, DeadLetter
 from lorrygate.storage.layout import EXTRA_COLUMN, ID_COLUMN, column_names, flatten, row_id, within_budget
 from lorrygate.storage.positions import POSITIONS_TABLE, Positions, encode
 
@@ -252,8 +252,6 @@ class SqlStorage:
         """Write the parts of a batch in a transaction each; what each commits is marked in ``batch.progress``, so
         that a retry after a later part failed (or the spool) writes the rest only. The dead letters go with
         the first part."""
-        from lorrygate.storage.batch import Batch
-
         entries = batch.entries
         progress = batch.progress
         tables = 0
