@@ -29,3 +29,15 @@ class Source:
 
     def resume(self, holder):
         self.holders.discard(holder)
+
+
+class Peer(Source):
+    """A source that tells how many bytes its peer sent wait unread (`unread`): ``waiting``, or None when it
+    cannot tell."""
+
+    def __init__(self, waiting=0):
+        super().__init__()
+        self.waiting = waiting
+
+    def unread(self):
+        return self.waiting

@@ -25,6 +25,7 @@ from lorrygate.mqtt import codec
 from lorrygate.mqtt.protocol import DISCONNECT_REASONS, MQTTClientProtocol, PacketTooLarge
 from lorrygate.mqtt.topics import parse_filter
 from lorrygate.sources.pauses import Pauses, SourcePlumbing
+from lorrygate.sources.unread import unread_bytes
 
 if TYPE_CHECKING:
     from lorrygate.config.settings import BrokerSettings
@@ -167,6 +168,13 @@ class MQTTSource(SourcePlumbing, Service):
 
     # -- ISource --------------------------------------------------------------
 
+
+    def unread(self) -> int | None:
+        """Bytes the broker sent that wait unread in the connection's socket (0 without a connection)."""
+        protocol = self._protocol
+        if protocol is None or protocol.transport is None:
+            return 0
+        return unread_bytes(protocol.transport)
 
     def _pause_protocol(self) -> None:
         if self._protocol is not None:

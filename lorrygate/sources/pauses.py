@@ -70,6 +70,10 @@ class SourcePlumbing:
     def pause(self, holder) -> None:
         self._pauses.hold(holder)
 
+    def unread(self) -> int | None:
+        """Bytes the peer sent that wait unread, or None when the source cannot tell (the default)."""
+        return None
+
     def resume(self, holder) -> None:
         self._pauses.release(holder)
 

@@ -31,7 +31,10 @@ After such a write the next batch therefore gathers up to ``max_pending``
 rows (or until rows stop coming for 50 ms, or for twice as long as the last
 write took, at most a second), and the sources stay paused while it is
 written: reading and writing take turns, each at full speed, and each table
-gets more rows a statement. A write of ``max_rows`` rows or more that is
+gets more rows a statement. Gathering is for a queue worked off (a drain):
+a look (every 10 ms) that finds every source read up, nothing of what the
+broker sent waiting in its socket, writes the batch at once, for a live
+stream gains nothing by waiting (`lorrygate.sources.unread`). A write of ``max_rows`` rows or more that is
 not wide (fewer tables, or more rows a table) returns to the group commit
 above.
 
@@ -76,6 +79,13 @@ WIDE_GATHER_LOOK = 0.01
 WIDE_GATHER_STOPPED = 0.02
 #: a gathering batch found quiet is looked at once more this much later, after the reactor polled its sockets
 WIDE_GATHER_CONFIRM = 0.001
+
+#: a gathering wide batch is written at a look that finds less than this many bytes unread in every source
+#: (`lorrygate.sources.unread`): the stream is live, and the reactor keeps up with it. Measured at every look
+#: (10 ms): draining into 10,000 tables 100-500 KB waited, and 0 only once the queue was empty; a live
+#: stream of 20,000 msg/s over 10,000 tables left 0-600 bytes after the first look (which found what came
+#: while the write held reading: 40-130 KB). One read of the reactor takes up to 64 KB.
+WIDE_GATHER_BACKLOG = 65536
 
 _table_of = attrgetter("table")
 _records_of = attrgetter("records")
@@ -221,7 +231,7 @@ class Batcher(SourceHolder):
             self._gather_flowing = False
         self._gather_looked = now
         quiet = WIDE_GATHER_STOPPED if self._gather_flowing else WIDE_GATHER_QUIET
-        if now >= self._gather_until or (confirming and now - self._gather_grew >= quiet):
+        if now >= self._gather_until or (confirming and now - self._gather_grew >= quiet) or self._read_up():
             self.flush()
             return
         if now - self._gather_grew >= quiet:
@@ -232,6 +242,18 @@ class Batcher(SourceHolder):
             return
         self._timer = self.clock.callLater(
             min(WIDE_GATHER_LOOK, self._gather_until - now, self._gather_grew + quiet - now), self._gathering)
+
+    def _read_up(self) -> bool:
+        """Whether every source has read what its peer sent: a live stream, not a queue worked off (a
+        source that cannot tell counts as behind)."""
+        if not self._sources:
+            return False
+        for source in self._sources:
+            unread = getattr(source, "unread", None)
+            waiting = unread() if unread is not None else None
+            if waiting is None or waiting >= WIDE_GATHER_BACKLOG:
+                return False
+        return True
 
     def flush(self) -> None:
         """Write what is buffered now (or as soon as the current write ends)."""

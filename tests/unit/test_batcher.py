@@ -5,9 +5,9 @@ from twisted.internet.task import Clock
 
 from lorrygate.model import Message, Record, TableName
 from lorrygate.storage.batch import DeadLetter, Entry
-from lorrygate.storage.batcher import WIDE_GATHER_CONFIRM, Batcher
+from lorrygate.storage.batcher import WIDE_GATHER_BACKLOG, WIDE_GATHER_CONFIRM, Batcher
 from lorrygate.storage.memory import MemoryStorage
-from tests.doubles import Ack, Source
+from tests.doubles import Ack, Peer, Source
 
 TABLE = TableName("s", "t")
 
@@ -311,6 +311,59 @@ def test_after_a_look_held_up_a_stream_needs_the_50_ms_quiet_again(clock):
         batcher.add(item)
     elapse(clock, 0.1)
     assert storage.in_flight == 1 and len(storage.writes[-1]) == 15
+
+
+def live(clock, *sources, rows=30, every=0.002):
+    """A wide write, then a stream of a row every 2 ms from ``sources``: what the batch gathered when the
+    next write began (None: still gathering after ``rows`` rows)."""
+    storage, batcher = make(clock, max_rows=4, max_pending=1000, wide_tables=3)
+    for source in sources:
+        batcher.attach(source)
+    wide(clock, storage, batcher, took=1.0)
+    for item in spread(10, rows):
+        batcher.add(item)
+        clock.advance(every)
+        if storage.in_flight:
+            return len(storage.writes[-1])
+    return None
+
+
+def test_a_live_stream_is_written_at_the_first_look_that_finds_nothing_unread(clock):
+    """After a wide write the next batch gathers only while the broker has more waiting: a look (every
+    10 ms) that finds every source read up writes it, however fast the rows come (a live stream of 20,000
+    msg/s over 10,000 tables gathered a second's worth before, p99 523 ms)."""
+    assert live(clock, Peer(0), Peer(100)) == 5  # the look at 10 ms
+
+
+def test_a_drain_keeps_gathering_while_bytes_wait(clock):
+    """A source with a backlog (a queue worked off) keeps the batch gathering up to its bound, as before."""
+    assert live(clock, Peer(0), Peer(WIDE_GATHER_BACKLOG)) is None
+    assert live(Clock(), Peer(5 * WIDE_GATHER_BACKLOG)) is None
+
+
+def test_a_source_that_cannot_tell_keeps_the_gathering_as_it_was(clock):
+    """Without a word from every source (one that cannot tell, none attached), the rows decide, as before."""
+    assert live(clock, Peer(0), Peer(None)) is None
+    assert live(Clock(), Source()) is None
+    assert live(Clock()) is None
+
+
+def test_what_came_during_the_held_write_is_read_before_the_batch_is_written(clock):
+    """The first look finds what the broker sent while the write held reading; the batch is written at the
+    first look after the source read it."""
+    source = Peer(3 * WIDE_GATHER_BACKLOG)
+    storage, batcher = make(clock, max_rows=4, max_pending=1000, wide_tables=3)
+    batcher.attach(source)
+    wide(clock, storage, batcher, took=1.0)
+    for item in spread(10, 8):
+        batcher.add(item)
+    clock.advance(0.01)
+    assert storage.in_flight == 0
+    source.waiting = 200
+    for item in spread(20, 2):
+        batcher.add(item)
+    clock.advance(0.01)
+    assert storage.in_flight == 1 and len(storage.writes[-1]) == 10 and source.paused
 
 
 def test_a_small_write_between_wide_ones_keeps_them_wide(clock):
