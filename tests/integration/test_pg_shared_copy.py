@@ -1,7 +1,9 @@
 """
-PostgreSQL writes the tables of one shape with one COPY (into a temporary table, then one round trip of
-INSERT ... SELECT), against a real server: every row in its own table once, in order; a refused value still
-makes only its message a dead letter; a rolled-back transaction's temporary table is made again.
+PostgreSQL writes the tables of one shape together, against a real server: with one COPY (into a temporary
+table, then one round trip of INSERT ... SELECT), or, for tables with a few rows each, with an INSERT a
+table in one pipeline. Either way every row lands in its own table once, in order, with the time and the
+values a table's own COPY stores; a refused value still makes only its message a dead letter; a rolled-back
+transaction's temporary table is made again.
 """
 
 import itertools
@@ -19,10 +21,30 @@ NS = 1_717_243_200_000_000_000
 RUN = itertools.count()
 
 
-@pytest.fixture
-def store(postgres):
+@pytest.fixture(params=["shared", "pipelined"])
+def store(request, postgres):
+    """Tables of one shape with up to 8 rows each go in a pipeline (`PIPELINE_ROWS`), with more share a COPY:
+    each test that does not care runs both ways."""
     with connected(postgres.url) as storage:
+        if request.param == "shared":
+            storage.dialect.pipeline_rows = 0
         yield storage
+
+
+@pytest.fixture
+def shared(postgres):
+    """A store whose tables of one shape always share a COPY (the temporary tables' own tests)."""
+    with connected(postgres.url) as storage:
+        storage.dialect.pipeline_rows = 0
+        yield storage
+
+
+def together(store, tables) -> bool:
+    """Whether the rows of ``tables`` went in together as the store's way has it: through a temporary table
+    (shared), or an INSERT each in a pipeline (whose statements the dialect keeps by table)."""
+    if not store.dialect.pipeline_rows:
+        return bool(store.dialect._stages)
+    return all(any(key[0] == table and key[2] is None for key in store.dialect._statements) for table in tables)
 
 
 def entry(table, fields, n, topic="t"):
@@ -55,7 +77,7 @@ def test_tables_of_one_shape_share_a_copy_and_every_row_lands_once_in_its_table(
                 n += 1
         store._commit(batch)
         assert batch.tables == 15  # what the batcher tells a wide write by
-    assert store.dialect._stages, "the fleet's tables shared a COPY"
+    assert together(store, fleet), "the fleet's tables went in together"
     for i, table in enumerate(fleet):
         expected = [(k / 2, k, "bme280") for k in range(i, 60, 12)] * 2
         assert read(postgres.url, table, "temperature, seq, sensor") == expected
@@ -86,69 +108,69 @@ def test_a_value_its_column_refuses_is_one_dead_letter_and_the_shared_copy_goes_
     store._commit(after)
     stored = sorted(seq for table in fleet for (seq,) in read(postgres.url, table, "seq"))
     assert stored == sorted(list(range(6)) + [100 + k for k in range(30) if k != 7] + [200 + k for k in range(6)])
-    assert store.dialect._stages
+    assert together(store, fleet)
 
 
-def test_a_rolled_back_transaction_forgets_the_temporary_table_it_made(store, postgres):
+def test_a_rolled_back_transaction_forgets_the_temporary_table_it_made(shared, postgres):
     """The temporary table made in a transaction that rolls back is gone with it: the next batch makes another."""
     run = next(RUN)
     fleet = tables(f"{run}_e", 4)
     for k in range(4):  # one table a batch: no shared COPY yet
         first = Batch()
         first.add(entry(fleet[k], {"v": k}, k))
-        store._commit(first)
-    assert not store.dialect._stages
-    conn = store._conn
-    store.dialect.insert_all(conn, [(t, store.dialect.physical(t), ("v",), [store.dialect.row(NS + k * 10**9, [k])])
+        shared._commit(first)
+    assert not shared.dialect._stages
+    conn = shared._conn
+    shared.dialect.insert_all(conn, [(t, shared.dialect.physical(t), ("v",), [shared.dialect.row(NS + k * 10**9, [k])])
                                     for k, t in enumerate(fleet)], False,
-                             lambda physical, columns: store._types(physical, columns, {}))
-    made = dict(store.dialect._stages)
+                             lambda physical, columns: shared._types(physical, columns, {}))
+    made = dict(shared.dialect._stages)
     assert made
-    store.dialect.rollback(conn)
-    assert not store.dialect._stages
+    shared.dialect.rollback(conn)
+    assert not shared.dialect._stages
     second = Batch()
     for k in range(4):
         second.add(entry(fleet[k], {"v": 10 + k}, 10 + k))
-    store._commit(second)
+    shared._commit(second)
     assert sorted(v for t in fleet for (v,) in read(postgres.url, t, "v")) == [0, 1, 2, 3, 10, 11, 12, 13]
-    assert store.dialect._stages and set(store.dialect._stages.values()) != set(made.values())
+    assert shared.dialect._stages and set(shared.dialect._stages.values()) != set(made.values())
 
 
-def test_a_temporary_table_used_twice_in_a_transaction_does_not_move_rows_twice(store, postgres):
+def test_a_temporary_table_used_twice_in_a_transaction_does_not_move_rows_twice(shared, postgres):
     """Two shared COPYs of one shape in one transaction (the table's rows of the first are gone before the second)."""
     run = next(RUN)
     fleet = tables(f"{run}_f", 3)
     for k in range(3):
         first = Batch()
         first.add(entry(fleet[k], {"v": k}, k))
-        store._commit(first)
-    conn, dialect = store._conn, store.dialect
+        shared._commit(first)
+    conn, dialect = shared._conn, shared.dialect
     for base in (10, 20):
         dialect.insert_all(conn, [(t, dialect.physical(t), ("v",), [dialect.row(NS + (base + k) * 10**9, [base + k])])
                                   for k, t in enumerate(fleet)], False,
-                           lambda physical, columns: store._types(physical, columns, {}))
+                           lambda physical, columns: shared._types(physical, columns, {}))
     dialect.commit(conn)
     assert sorted(v for t in fleet for (v,) in read(postgres.url, t, "v")) == [0, 1, 2, 10, 11, 12, 20, 21, 22]
 
 
-def test_the_temporary_tables_are_bounded_as_shapes_come_and_go(store, postgres):
+def test_the_temporary_tables_are_bounded_as_shapes_come_and_go(shared, postgres):
     """At most max_stages temporary tables: a new shape's table replaces the oldest, and rows still land."""
-    store.dialect.max_stages = 2
+    shared.dialect.max_stages = 2
     run = next(RUN)
     fleet = tables(f"{run}_g", 3)
     for shape in range(4):
         batch = Batch()
         for k, table in enumerate(fleet):
             batch.add(entry(table, {f"f{shape}": k}, shape * 10 + k))
-        store._commit(batch)  # the first makes the tables, the later add a column each
-    assert store.dialect._made == 4 and len(store.dialect._stages) == 2  # each shape shared a COPY
+        shared._commit(batch)  # the first makes the tables, the later add a column each
+    assert shared.dialect._made == 4 and len(shared.dialect._stages) == 2  # each shape shared a COPY
     for k, table in enumerate(fleet):
         assert read(postgres.url, table, "f0, f1, f2, f3") == [(k, None, None, None), (None, k, None, None),
                                                                 (None, None, k, None), (None, None, None, k)]
-    temporary = store._conn.execute("SELECT count(*) FROM pg_class WHERE relname LIKE 'lorrygate_stage_%' "
+    temporary = shared._conn.execute("SELECT count(*) FROM pg_class WHERE relname LIKE 'lorrygate_stage_%' "
                                     "AND relkind = 'r' AND relpersistence = 't' AND pg_table_is_visible(oid)")
     assert temporary.fetchone()[0] == 2
-    store._conn.rollback()
+    shared._conn.rollback()
 
 
 #: times a shared COPY carries as nanoseconds and the database makes timestamps of: cut to microseconds as a
@@ -184,6 +206,37 @@ def test_a_shared_copy_stores_the_times_and_values_a_tables_own_copy_stores(stor
     assert [row[0] for row in expected] == sorted(epoch + timedelta(microseconds=t // 1000) for t in [NS] + EDGE_TIMES)
     for table in fleet:
         assert read(postgres.url, table, columns) == expected
+
+
+def test_rows_of_many_tables_store_the_times_and_plain_values_a_tables_own_copy_stores(store, postgres):
+    """The edge times with values of every plain type (text with tabs, newlines and backslashes, NaN, NULLs)
+    into three tables and into one alone, at most 8 rows a table a batch: the same rows, shared or
+    pipelined."""
+    run = next(RUN)
+    fleet, alone = tables(f"{run}_k", 3), TableName(f"shared_{run}_k", "alone")
+    values = [{"n": -(2**63), "x": float("nan"), "s": EDGE_VALUES["name"], "b": True},
+              {"n": 2**63 - 1, "x": -0.0, "s": "", "b": False},
+              {"n": None, "x": 1e308, "s": None, "b": None}]
+    for target in (fleet, [alone]):
+        first = Batch()
+        for table in target:
+            first.add(entry(table, dict(values[0]), 0))
+        store._commit(first)  # makes the tables and their columns
+        for times in (EDGE_TIMES[:5], EDGE_TIMES[5:]):
+            batch = Batch()
+            for table in target:
+                for k, time in enumerate(times):
+                    batch.add(Entry(table, [Record(time, dict(values[k % 3]))], "main",
+                                    Message("t", b"{}", 1, False, 1.0, "#"), "json"))
+            store._commit(batch)
+            assert not batch.extra_dead
+    assert together(store, fleet), "the fleet's rows went in together"
+    expected = read(postgres.url, alone, "time, n, x::text, s, b")
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    assert [row[0] for row in expected] == sorted(epoch + timedelta(microseconds=t // 1000)
+                                                  for t in [NS] + EDGE_TIMES)
+    for table in fleet:
+        assert read(postgres.url, table, "time, n, x::text, s, b") == expected
 
 
 def test_a_shared_binary_copy_stores_and_refuses_what_a_tables_own_copy_does(store, postgres):
@@ -235,7 +288,7 @@ def test_a_time_column_without_time_zone_from_custom_ddl_gets_the_same_time(stor
                                 "json"))
         store._commit(batch)
         assert not batch.extra_dead
-    assert store.dialect._stages, "the fleet's rows went through a shared COPY"
+    assert together(store, fleet), "the fleet's rows went in together"
     expected = read(postgres.url, alone, "time, v")
     epoch = datetime(1970, 1, 1)
     assert [row[0] for row in expected] == sorted(epoch + timedelta(microseconds=t // 1000) for t in EDGE_TIMES[:7])
