@@ -13,7 +13,8 @@ Scenarios (each run three times; the report gives median and min-max):
 2. live: steady 2,000, 10,000 and 20,000 msg/s for 20 s each, after one
    warm-up message per node (the tables exist, as in a running fleet);
    publish-to-commit latency p50/p99 (the payload carries the publish time,
-   the table a commit-time default) and whether the gateway kept up; then
+   the table a commit-time default) and whether the gateway kept up (its
+   last commit within a second of the last publication); then
    10,000 msg/s over 10,000 existing tables (a fleet's case, reported), into
    a gateway started after the one that created them.
 3. tables: the drain over 1, 100 and 10,000 nodes (tables); rate and the
@@ -685,15 +686,17 @@ def live_scenario(work: str, rate: int, seconds: float, storage: str = "sqlite",
         with DiskWatch(directory) as disk:
             sent = publisher.publish_steady(lambda n: telemetry(topics(nodes, n), n, time.time()), rate, seconds)
         publisher.close()
-        finished = time.monotonic()
+        finished = time.time()
         wait_rows(count_rows, sent + nodes, 120, f"live at {rate} msg/s into {storage}")
-        caught_up = time.monotonic() - finished
         gateway.stop()
         stored = count_rows() - nodes
-        latencies = sorted((c - s) * 1000 for c, s in latency_rows(storage, postgres.url if postgres else db,
-                                                                    measured_from))
-        if len(latencies) != sent:
-            raise BenchError(f"live at {rate} msg/s: {len(latencies)} measured rows for {sent} sent")
+        rows = latency_rows(storage, postgres.url if postgres else db, measured_from)
+        if len(rows) != sent:
+            raise BenchError(f"live at {rate} msg/s: {len(rows)} measured rows for {sent} sent")
+        latencies = sorted((c - s) * 1000 for c, s in rows)
+        # from the last publication to the last commit, by the rows' own times (counting the rows of 10,000
+        # tables to see them there took ~1.4 s of its own)
+        caught_up = max(0.0, max(c for c, _ in rows) - finished)
         return {"storage": storage, "rate": rate, "sent": sent, "p50_ms": latencies[len(latencies) // 2],
                 "p99_ms": latencies[int(len(latencies) * 0.99) - 1], "max_ms": latencies[-1],
                 "catch_up_s": caught_up, "fsync_max_ms": disk.worst_ms, "fsync_slow": disk.slow, "kept_up": caught_up < 1.0, "stored": stored}
@@ -995,8 +998,7 @@ def render_table(report: dict) -> str:
     for row in report["live"]:
         nodes = row.get("nodes", 100)
         over = "" if nodes == 100 else f" over {nodes:,} existing tables"
-        target = ("reported: a fleet's tables (the targets are the 100-node rows; the catch-up that 'kept up' "
-                  "judges includes counting every table's rows)" if nodes != 100 else 'p99 < 100 ms' if row['rate'] <= 10_000 else
+        target = ("reported: a fleet's tables (the targets are the 100-node rows)" if nodes != 100 else 'p99 < 100 ms' if row['rate'] <= 10_000 else
                   'p99 < 500 ms, keeps up')
         lines.append(f"| live {row['rate']:,} msg/s into {row.get('storage', 'sqlite')}{over} | p50 {fmt(row['p50_ms'], ' ms')}, p99 {fmt(row['p99_ms'], ' ms')} | "
                      f"kept up: {'yes' if row['kept_up'] else 'NO'} | "
