@@ -26,10 +26,13 @@ _TYPES = {"bool": "BOOLEAN", "int": "BIGINT", "float": "DOUBLE PRECISION", "text
           "bytes": "BYTEA"}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 #: rows a table up to which tables of one shape go in pipelined INSERTs instead of a shared COPY
-#: (`PostgresDialect._insert_pipelined`). Measured, 8,000 rows into tables out of 10,000 with an index on
-#: time, ms a write, pipelined / shared: a row a table 26 / 46, 2 rows 30 / 52, 4 rows 52 / 56, 8 rows
-#: 53 / 64, 16 rows 45 / 42, 64 rows 34 / 31
+#: (`PostgresDialect._insert_pipelined`). Measured, 8,000 rows into tables out of 10,000 (an index on time),
+#: ms a write, pipelined / shared: a row a table 338 / 481 (5,000 rows: 136 / 247), 2 rows a table
+#: 147 / 216, 4 rows 91 / 117, 8 rows 69 / 70, 16 rows 50 / 47
 PIPELINE_ROWS = 8
+#: tables, and parameters, at most in one statement of pipelined INSERTs (PostgreSQL takes 65,535 parameters)
+WITH_TABLES = 100
+WITH_PARAMETERS = 30_000
 
 
 def _json_text():
@@ -80,8 +83,6 @@ class PostgresDialect:
     max_stages: int = 64
     #: rows a table up to which tables of one shape go in pipelined INSERTs (`PIPELINE_ROWS`)
     pipeline_rows: int = PIPELINE_ROWS
-    #: the VALUES of pipelined INSERTs by (column types, rows) (`_tuples`)
-    _placeholders: dict = attrs.Factory(dict)
     #: column types of a shape -> the value types of rows known to fit its binary COPY (`_binary`)
     _fitting: dict = attrs.Factory(dict)
     #: PostgreSQL cuts names at 63 bytes (NAMEDATALEN - 1)
@@ -321,44 +322,43 @@ class PostgresDialect:
 
     def _insert_pipelined(self, conn, columns: tuple, types: tuple, binary: list, members: list) -> None:
         """Write the rows of tables with a few rows each (`PIPELINE_ROWS`): an ``INSERT ... VALUES`` a table,
-        all in one pipeline (one round trip), the values as parameters typed as the binary COPY would type
-        them, the time as the ISO text a table's own COPY sends. What the shared COPY costs the server is its
-        ``INSERT ... SELECT`` a table, most of all the time's arithmetic from nanoseconds; the statements
-        here have PostgreSQL's own placeholders (``$1``), for psycopg's conversion of ``%s`` keeps 128 of
-        them and cost ~12 us a statement when a batch has thousands (measured, with the figures at
-        `PIPELINE_ROWS`)."""
+        up to `WITH_TABLES` of them in one statement (data-modifying ``WITH`` clauses), the statements in one
+        pipeline (one round trip); the values are parameters typed as the binary COPY types them, the time
+        the ISO text a table's own COPY sends. What the shared COPY costs the server is its ``INSERT ...
+        SELECT`` a table, most of all the time's arithmetic from nanoseconds. The statements have
+        PostgreSQL's own placeholders (``$1``): psycopg's conversion of ``%s`` keeps 128 statements and cost
+        ~12 us each when a batch had thousands. Measured, 5,000 rows into as many tables out of 10,000,
+        us a row, wall / the gateway's CPU: an INSERT statement a table 32 / 31, 100 tables a statement
+        27 / 21, the shared COPY 49 / 19 (the CPU with the batch's making, ~10 us)."""
         from psycopg import RawCursor
 
         names = ", ".join(quote(column) for column in ("time",) + columns)
-        kinds = (_PIPELINED_TIMES[types[0]], *binary[2:])
+        casts = [f"::{kind}" for kind in (_PIPELINED_TIMES[types[0]], *binary[2:])]
+        width = len(casts)
         iso = self._iso
-        statements = self._statements
+        heads = self._statements
         with conn.pipeline(), RawCursor(conn) as cursor:
+            parts: list = []
+            params: list = []
             for table, _, _, rows in members:
+                if parts and (len(parts) >= WITH_TABLES or len(params) + len(rows) * width > WITH_PARAMETERS):
+                    cursor.execute(f"WITH {', '.join(parts)} SELECT 1", params, prepare=False)
+                    parts, params = [], []
                 key = (table, columns, None)  # (an INSERT's or COPY's key ends in idempotent, a bool)
-                head = statements.get(key)
+                head = heads.get(key)
                 if head is None:
-                    if len(statements) > 20_000:
-                        statements.clear()
-                    head = statements[key] = f"INSERT INTO {qualified(table)} ({names}) VALUES "
-                params = []
+                    if len(heads) > 20_000:
+                        heads.clear()
+                    head = heads[key] = f"INSERT INTO {qualified(table)} ({names}) VALUES "
+                tuples = []
                 for time, *values in rows:
+                    first = len(params) + 1
                     params.append(iso(time - time % 1000))  # microseconds, cut (as `_text_row`)
                     params += values
-                cursor.execute(head + self._tuples(kinds, len(rows)), params, prepare=False)
-
-    def _tuples(self, kinds: tuple, count: int) -> str:
-        """``($1::timestamptz, $2::float8), ($3::timestamptz, $4::float8)`` for ``count`` rows of ``kinds``."""
-        key = (kinds, count)
-        text = self._placeholders.get(key)
-        if text is None:
-            if len(self._placeholders) > 1000:
-                self._placeholders.clear()
-            width = len(kinds)
-            text = self._placeholders[key] = ", ".join(
-                "(" + ", ".join(f"${row * width + index + 1}::{kind}" for index, kind in enumerate(kinds)) + ")"
-                for row in range(count))
-        return text
+                    tuples.append("(" + ", ".join(f"${first + index}{cast}" for index, cast in enumerate(casts)) + ")")
+                parts.append(f"w{len(parts)} AS ({head}{', '.join(tuples)})")
+            if parts:
+                cursor.execute(f"WITH {', '.join(parts)} SELECT 1", params, prepare=False)
 
     def _binary(self, types: tuple, members: list) -> list | None:
         """The types of a binary COPY for the rows of a shape, or None for text: binary when every column

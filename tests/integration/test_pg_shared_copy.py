@@ -239,6 +239,55 @@ def test_rows_of_many_tables_store_the_times_and_plain_values_a_tables_own_copy_
         assert read(postgres.url, table, "time, n, x::text, s, b") == expected
 
 
+def test_pipelined_inserts_go_in_statements_of_bounded_tables_and_parameters(postgres, monkeypatch):
+    """Tables with a few rows go in statements of at most WITH_TABLES tables and WITH_PARAMETERS parameters
+    (PostgreSQL takes 65,535): 30 tables of 1-3 rows, statements of 7 tables or 20 parameters, each row in
+    its table once; and a table with more rows than a statement's parameters still goes in alone."""
+    import lorrygate.storage.postgresql as postgresql
+
+    monkeypatch.setattr(postgresql, "WITH_TABLES", 7)
+    monkeypatch.setattr(postgresql, "WITH_PARAMETERS", 20)
+    run = next(RUN)
+    fleet = tables(f"{run}_m", 30)
+    with connected(postgres.url) as store:
+        for round_ in range(2):  # the first creates the tables, the second finds them
+            batch = Batch()
+            for i, table in enumerate(fleet):
+                for k in range(1 + i % 3 if round_ else 1):
+                    batch.add(entry(table, {"v": i * 10 + k, "w": 0.5 + k, "s": f"{i}"}, round_ * 100 + k))
+            store._commit(batch)
+            assert not batch.extra_dead
+        assert together(store, fleet)
+        crowded = Batch()
+        for k in range(8):  # 8 rows of 4 parameters: 32, beyond the 20
+            for table in fleet[:3]:
+                crowded.add(entry(table, {"v": 1000 + k, "w": 1.5, "s": "x"}, 500 + k))
+        store._commit(crowded)
+        assert not crowded.extra_dead
+    for i, table in enumerate(fleet):
+        extra = [(1000 + k,) for k in range(8)] if i < 3 else []
+        assert read(postgres.url, table, "v") == [(i * 10,)] + [(i * 10 + k,) for k in range(1 + i % 3)] + extra
+
+
+def test_pipelined_inserts_stay_within_postgresqls_parameters(postgres):
+    """50 tables of 8 rows with 200 fields each: 80,400 parameters, beyond the 65,535 one statement takes;
+    every row lands."""
+    run = next(RUN)
+    fleet = tables(f"{run}_n", 50)
+    fields = {f"f{c}": float(c) for c in range(200)}
+    with connected(postgres.url) as store:
+        for round_ in range(2):
+            batch = Batch()
+            for table in fleet:
+                for k in range(8 if round_ else 1):
+                    batch.add(entry(table, dict(fields, k=k), round_ * 100 + k))
+            store._commit(batch)
+            assert not batch.extra_dead
+        assert together(store, fleet)
+    for table in fleet:
+        assert read(postgres.url, table, "k, f199") == [(0, 199.0)] + [(k, 199.0) for k in range(8)]
+
+
 def test_a_shared_binary_copy_stores_and_refuses_what_a_tables_own_copy_does(store, postgres):
     """Rows whose values fit their columns go in binary (an integer into a DOUBLE PRECISION column too); a
     batch with a value that text would refuse (a bool in a BIGINT column) goes as text, one with an integer
