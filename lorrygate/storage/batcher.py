@@ -34,9 +34,9 @@ written: reading and writing take turns, each at full speed, and each table
 gets more rows a statement. Gathering is for a queue worked off (a drain):
 a look (every 10 ms) that finds every source read up, nothing of what the
 broker sent waiting in its socket, writes the batch at once, for a live
-stream gains nothing by waiting (`lorrygate.sources.unread`). A write of ``max_rows`` rows or more that is
-not wide (fewer tables, or more rows a table) returns to the group commit
-above.
+stream gains nothing by waiting (`lorrygate.sources.unread`). A write of
+``max_rows`` rows or more that is not wide (fewer tables, or more rows a
+table) returns to the group commit above.
 
 `Batcher.barrier` fires once everything added so far is committed (or
 spooled) and acknowledged, however much more keeps arriving: a channel that
