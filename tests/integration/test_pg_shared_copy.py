@@ -15,6 +15,7 @@ import pytest
 from lorrygate.model import Message, Record, TableName
 from lorrygate.storage.batch import Batch, Entry
 from lorrygate.storage.postgresql import qualified
+from lorrygate.topology.naming import quote
 from tests.integration.pgstore import connected
 
 NS = 1_717_243_200_000_000_000
@@ -286,6 +287,33 @@ def test_pipelined_inserts_stay_within_postgresqls_parameters(postgres):
         assert together(store, fleet)
     for table in fleet:
         assert read(postgres.url, table, "k, f199") == [(0, 199.0)] + [(k, 199.0) for k in range(8)]
+
+
+#: field names that are SQL, placeholders of either style, or differ only in case
+HOSTILE = {'a"; DROP TABLE x; --': 1, "$1": 2, "%s": 3, "100%": 4, "Zählwerk": 5, "Case": 6, "case": 7,
+           "w0 AS (SELECT 1)": 8, ")": 9}
+
+
+def test_hostile_field_names_of_many_tables_stay_columns_of_their_own(store, postgres):
+    """Names with quotes and SQL, `$1` and `%s`, a lone `)`, case variants: five tables of that shape, a row
+    each, every value in its own column, shared or pipelined."""
+    run = next(RUN)
+    fleet = tables(f"{run}_o", 5)
+    for round_ in range(2):
+        batch = Batch()
+        for i, table in enumerate(fleet):
+            batch.add(entry(table, {name: value * 10 + i + round_ * 100 for name, value in HOSTILE.items()}, round_))
+        store._commit(batch)
+        assert not batch.extra_dead
+    assert together(store, fleet)
+    with psycopg.connect(postgres.url) as conn:
+        for i, table in enumerate(fleet):
+            columns = conn.execute("SELECT column_name FROM information_schema.columns WHERE table_schema = %s "
+                                   "AND table_name = %s", (table.schema, table.table)).fetchall()
+            assert {name for (name,) in columns} >= set(HOSTILE)
+            for name, value in HOSTILE.items():
+                found = conn.execute(f'SELECT {quote(name)} FROM {qualified(table)} ORDER BY time').fetchall()
+                assert found == [(value * 10 + i,), (value * 10 + i + 100,)]
 
 
 def test_a_shared_binary_copy_stores_and_refuses_what_a_tables_own_copy_does(store, postgres):
