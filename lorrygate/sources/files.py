@@ -479,14 +479,7 @@ class FilesSource(SourcePlumbing, Service):
         for key, entry in list(self._state.items()):
             if key in seen or key in self._files or entry.get("done"):
                 continue
-            directory = os.path.dirname(entry.get("path", ""))
-            try:
-                candidates = [item.path for item in os.scandir(directory)
-                              if item.inode() == entry.get("inode") and item.is_file()]
-            except OSError:
-                candidates = []
-            for path in candidates:
-                stat = os.stat(path)
+            for path, stat in self._by_inode(os.path.dirname(entry.get("path", "")), entry.get("inode")):
                 file = self._open(path, stat, False, moved=True)
                 if file is not None and file.key == key:
                     self.log.info("source {source}: {old} was renamed to {new} before it was read to its end; "
@@ -494,6 +487,22 @@ class FilesSource(SourcePlumbing, Service):
                     break
                 if file is not None:  # the inode now holds another file
                     self._close(file, forget=True)
+
+    @staticmethod
+    def _by_inode(directory: str, inode) -> list:
+        """(path, stat) of the files in ``directory`` with ``inode``. A writer may rotate on between the
+        listing and the stat (a gateway died at start on that, under load): the directory is listed again,
+        three times at most."""
+        for _ in range(3):
+            try:
+                paths = [item.path for item in os.scandir(directory) if item.inode() == inode and item.is_file()]
+            except OSError:
+                return []
+            try:
+                return [(path, os.stat(path)) for path in paths]
+            except OSError:
+                continue
+        return []
 
     def _forget_vanished(self) -> None:
         """Drop the state of streams not open whose file is no longer where it was

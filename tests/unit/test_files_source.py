@@ -359,3 +359,27 @@ def test_more_archives_than_may_be_open_are_read_one_after_another(tmp_path, clo
     assert sorted(got.lines()) == [b"a1", b"a2", b"b1", b"b2", b"c1", b"c2"]
     assert len(got.messages) == 6  # each once
     source.stopService()
+
+
+def test_a_file_renamed_on_between_listing_and_stat_is_found_again(tmp_path, monkeypatch):
+    """At a restart a file not read to its end is looked for by its inode; a writer that rotates it on between
+    the directory's listing and the stat (readings.1 -> readings.2) made the gateway die at start. The
+    directory is listed again and the file found under its new name."""
+    import lorrygate.sources.files as files
+
+    path = tmp_path / "readings.ndjson.1"
+    path.write_text("x\n")
+    inode = path.stat().st_ino
+    real, rotated = os.stat, []
+
+    def racing(name, *args, **kwargs):
+        if str(name) == str(path) and not rotated:
+            os.rename(path, tmp_path / "readings.ndjson.2")
+            rotated.append(name)
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(files.os, "stat", racing)
+    found = files.FilesSource._by_inode(str(tmp_path), inode)
+    assert rotated and [name for name, _ in found] == [str(tmp_path / "readings.ndjson.2")]
+    assert found[0][1].st_ino == inode
+    assert files.FilesSource._by_inode(str(tmp_path / "gone"), inode) == []
