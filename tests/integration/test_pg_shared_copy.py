@@ -242,12 +242,24 @@ def test_rows_of_many_tables_store_the_times_and_plain_values_a_tables_own_copy_
 
 def test_pipelined_inserts_go_in_statements_of_bounded_tables_and_parameters(postgres, monkeypatch):
     """Tables with a few rows go in statements of at most WITH_TABLES tables and WITH_PARAMETERS parameters
-    (PostgreSQL takes 65,535): 30 tables of 1-3 rows, statements of 7 tables or 20 parameters, each row in
-    its table once; and a table with more rows than a statement's parameters still goes in alone."""
+    (PostgreSQL takes 65,535): 30 tables of 1-3 rows, statements of 3 tables or 20 parameters, each row in
+    its table once; and a table with more rows than a statement's parameters still goes in alone. The
+    statements are seen on their way to the server (a spy: each still goes)."""
+    import psycopg
+
     import lorrygate.storage.postgresql as postgresql
 
-    monkeypatch.setattr(postgresql, "WITH_TABLES", 7)
+    monkeypatch.setattr(postgresql, "WITH_TABLES", 3)
     monkeypatch.setattr(postgresql, "WITH_PARAMETERS", 20)
+    sent: list = []
+    execute = psycopg.RawCursor.execute
+
+    def spy(cursor, query, params=None, **kwargs):
+        if isinstance(query, str) and query.startswith("WITH "):
+            sent.append((query.count(" AS (INSERT INTO "), len(params)))
+        return execute(cursor, query, params, **kwargs)
+
+    monkeypatch.setattr(psycopg.RawCursor, "execute", spy)
     run = next(RUN)
     fleet = tables(f"{run}_m", 30)
     with connected(postgres.url) as store:
@@ -265,6 +277,10 @@ def test_pipelined_inserts_go_in_statements_of_bounded_tables_and_parameters(pos
                 crowded.add(entry(table, {"v": 1000 + k, "w": 1.5, "s": "x"}, 500 + k))
         store._commit(crowded)
         assert not crowded.extra_dead
+    assert max(tables_ for tables_, _ in sent) == 3  # the bound of tables is reached, never passed
+    assert any(tables_ < 3 and parameters > 12 for tables_, parameters in sent)  # the bound of parameters
+    assert all(parameters <= 20 for tables_, parameters in sent if tables_ > 1)
+    assert (1, 32) in sent  # the crowded table alone
     for i, table in enumerate(fleet):
         extra = [(1000 + k,) for k in range(8)] if i < 3 else []
         assert read(postgres.url, table, "v") == [(i * 10,)] + [(i * 10 + k,) for k in range(1 + i % 3)] + extra
