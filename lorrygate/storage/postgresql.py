@@ -77,6 +77,8 @@ class PostgresDialect:
     #: shapes whose temporary table the open transaction made, and how many were made in this session
     _fresh: list = attrs.Factory(list)
     _made: int = 0
+    #: temporary tables of earlier transactions the open one dropped, (shape, name): a rollback brings them back
+    _dropped: list = attrs.Factory(list)
     #: temporary tables written in the open transaction
     _used: set = attrs.Factory(set)
     #: temporary tables kept at most per connection
@@ -103,6 +105,7 @@ class PostgresDialect:
 
         self._stages.clear()
         self._fresh.clear()
+        self._dropped.clear()
         self._used.clear()
         conn = psycopg.connect(self.url, autocommit=False, connect_timeout=10)
         dumper = _json_text()
@@ -177,12 +180,16 @@ class PostgresDialect:
     def commit(self, conn) -> None:
         conn.commit()
         self._fresh.clear()
+        self._dropped.clear()
         self._used.clear()
 
     def rollback(self, conn) -> None:
         for key in self._fresh:  # made in the transaction that is rolled back
             self._stages.pop(key, None)
+        for key, stage in self._dropped:  # its DROP TABLE is rolled back too: the table is there again
+            self._stages.setdefault(key, stage)
         self._fresh.clear()
+        self._dropped.clear()
         self._used.clear()
         if not conn.closed:
             conn.rollback()
@@ -394,9 +401,12 @@ class PostgresDialect:
             if len(self._stages) >= self.max_stages:
                 # shapes come and go (a new field makes a new one): the oldest temporary table goes
                 oldest = next(iter(self._stages))
-                conn.execute(f"DROP TABLE IF EXISTS {self._stages.pop(oldest)}")
+                dropped = self._stages.pop(oldest)
+                conn.execute(f"DROP TABLE IF EXISTS {dropped}")
                 if oldest in self._fresh:
                     self._fresh.remove(oldest)
+                else:
+                    self._dropped.append((oldest, dropped))
             self._made += 1
             stage = f"lorrygate_stage_{self._made}"  # never reused in a session
             # the time as the row has it, nanoseconds (bigint), made a timestamp by the INSERT ... SELECT

@@ -174,6 +174,45 @@ def test_the_temporary_tables_are_bounded_as_shapes_come_and_go(shared, postgres
     shared._conn.rollback()
 
 
+def test_a_temporary_table_dropped_in_a_rolled_back_transaction_is_kept_again(shared, postgres):
+    """A new shape's temporary table replaced the oldest in a transaction that rolls back: the DROP is rolled
+    back too, so the old table is there again and is used again, and the bound still holds (it used to be
+    there untracked, one more a connection at each such rollback)."""
+    shared.dialect.max_stages = 1
+    run = next(RUN)
+    fleet = tables(f"{run}_h", 3)
+    conn, dialect = shared._conn, shared.dialect
+
+    def staged():
+        return conn.execute("SELECT relname FROM pg_class WHERE relname LIKE 'lorrygate_stage_%' AND "
+                            "relkind = 'r' AND relpersistence = 't' AND pg_table_is_visible(oid)").fetchall()
+
+    for shape in range(2):
+        batch = Batch()
+        for k, table in enumerate(fleet):
+            batch.add(entry(table, {f"f{shape}": k}, shape * 10 + k))
+        shared._commit(batch)  # the first makes the tables, the second adds a column and replaces the stage
+    kept = dict(dialect._stages)
+    assert len(kept) == 1 and dialect._made == 2
+    other = lambda physical, columns: shared._types(physical, columns, {})  # noqa: E731
+    dialect.insert_all(conn, [(t, dialect.physical(t), ("f0",), [dialect.row(NS + (20 + k) * 10**9, [20 + k])])
+                              for k, t in enumerate(fleet)], False, other)
+    assert dialect._made == 3 and dialect._stages != kept
+    dialect.rollback(conn)
+    assert dialect._stages == kept
+    assert staged() == [(name,) for name in kept.values()]
+    conn.rollback()
+    batch = Batch()
+    for k, table in enumerate(fleet):
+        batch.add(entry(table, {"f1": 30 + k}, 30 + k))
+    shared._commit(batch)
+    assert dialect._made == 3 and dialect._stages == kept  # the old table again, no new one
+    assert staged() == [(name,) for name in kept.values()]
+    conn.rollback()
+    for k, table in enumerate(fleet):
+        assert read(postgres.url, table, "f0, f1") == [(k, None), (None, k), (None, 30 + k)]
+
+
 #: times a shared COPY carries as nanoseconds and the database makes timestamps of: cut to microseconds as a
 #: table's own COPY cuts them (floor), before 1970 as well, and at the ends of what 64 bits of nanoseconds hold
 EDGE_TIMES = [NS + 123_456_789, NS + 999, NS - 1, 0, -1, -1_500, -86_400 * 10**9 - 1, 2**63 - 1, -(2**63)]
