@@ -18,7 +18,10 @@ dead-letter table and acknowledged like any other; what is not committed when
 the gateway stops or dies stays unacknowledged, and RabbitMQ delivers it again
 (with ``redelivered`` set) once the connection is gone. Backpressure cancels
 the consumer (messages already sent wait in the gateway, unacknowledged) and
-consumes again on resume.
+consumes again on resume, one consumer at a time; the end of a consumer the
+source cancelled is not a lost channel, even when a resume came before
+RabbitMQ confirmed the cancel. A consumer RabbitMQ cancels itself (its queue
+deleted) is: the source connects again and declares its queue anew.
 """
 
 from collections import deque
@@ -253,26 +256,40 @@ class AMQPSource(SourcePlumbing, Service):
         self._subscribed()
 
     async def _consume(self) -> None:
+        """Consume, unless a consumer is there or on its way (``basic.consume`` sent, no answer yet)."""
         channel = self._channel
-        if channel is None or self._consumer_tag:
+        if channel is None or self._consumer_tag or self._consuming is not None:
             return
-        queue, self._consumer_tag = await channel.basic_consume(self.queue, auto_ack=False)
-        self._read(queue, self._generation)
+        self._consuming = consuming = channel.basic_consume(self.queue, auto_ack=False)
+        try:
+            queue, tag = await consuming
+        finally:
+            if self._consuming is consuming:
+                self._consuming = None
+        if channel is not self._channel:
+            return  # the channel was lost meanwhile: its consumer went with it
+        self._consumer_tag = tag
+        self._read(queue, self._generation, tag)
+        if self._pauses.paused:  # paused while the consumer was on its way
+            self._pause_consumer()
 
-    def _read(self, queue, generation: int) -> None:
+    def _read(self, queue, generation: int, tag: str) -> None:
         """Take every delivery waiting in the adapter's queue (a DeferredQueue: its ``pending`` list),
         then wait for the next one: one Deferred per wake-up, not per message."""
 
         def got(item):
             if generation == self._generation:
                 self._received(item, generation)
-                self._read(queue, generation)
+                self._read(queue, generation, tag)
 
         def ended(failure):
             from pika.exceptions import ConsumerCancelled
 
-            if generation == self._generation and not (failure.check(ConsumerCancelled) and self._pauses.paused):
-                self._lost(self._channel, failure.value)  # the channel closed under the consumer
+            if generation != self._generation:
+                return None
+            if failure.check(ConsumerCancelled) and tag != self._consumer_tag:
+                return None  # a consumer we cancelled (a pause), whether or not it was resumed since
+            self._lost(self._channel, failure.value)  # the channel closed, or RabbitMQ cancelled the consumer
             return None
 
         waiting = queue.pending
@@ -305,6 +322,7 @@ class AMQPSource(SourcePlumbing, Service):
             return None
         self._channel = None
         self._consumer_tag = ""
+        self._consuming = None
         self.subscribed = False
         self._generation += 1  # acks of the lost channel are void: RabbitMQ delivers those messages again
         if not self.running:

@@ -15,6 +15,8 @@ import time
 import uuid
 
 import pytest
+import pytest_twisted
+from twisted.internet import threads
 
 from tests.faults import report, wait_for_rows
 from tests.gatewayproc import GatewayProcess, query, tables
@@ -199,3 +201,102 @@ def test_a_wrong_password_or_host_is_one_clear_line_and_a_status_entry(tmp_path,
         process.terminate()
         assert process.wait(30) == 0
         log.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_pausing_and_resuming_at_once_keeps_the_connection_and_delivers_each_message_once(tmp_path, rabbitmq):
+    """Backpressure that lets go before RabbitMQ confirmed the cancel (a batcher at its bound writes and
+    reads again within a round trip): the cancelled consumer's end is ours, not a lost channel. It was read
+    as one: the connection closed, every unacknowledged message came again, and a stream under backpressure
+    stored duplicates and reconnected every second or two."""
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    from lorrygate.config.loader import load
+    from lorrygate.sources.amqp import AMQPSource
+
+    realm = f"p{uuid.uuid4().hex[:8]}"
+    settings = load(config(str(tmp_path), rabbitmq.port, realm, f"sqlite:///{tmp_path}/x.sqlite"))
+    received: list = []
+    holder = "storage db"
+
+    def deliver(message):
+        received.append(json.loads(message.payload)["seq"])
+        reactor.callLater(0.001, message.ack.ack)
+        if len(received) % 50 == 0:  # at its bound: paused, and free again a moment later
+            source.pause(holder)
+            reactor.callLater(0, source.resume, holder)
+
+    async def until(condition, what: str, timeout: float = 60.0) -> None:
+        for _ in range(int(timeout / 0.01)):
+            if condition():
+                return
+            await deferLater(reactor, 0.01, lambda: None)
+        pytest.fail(f"{what} not within {timeout} s")
+
+    count = 3000
+    source = AMQPSource("main", settings.brokers["rabbit"], (f"{realm}/#",), deliver, reactor, reactor,
+                        queue=f"q-{realm}", prefetch=200)
+    source.startService()
+    try:
+        await source.when_subscribed()
+        connection, generation = source._protocol, source._generation
+        stream = AmqpStream(rabbitmq.port, keys(realm), count, 1e9)
+        await threads.deferToThread(lambda: stream.start().finish())
+        await until(lambda: len(received) >= count, f"{count} messages")
+        await until(lambda: not source._outstanding and not source._held, "every message acknowledged")
+        assert (source._protocol, source._generation) == (connection, generation), (
+            f"the connection was lost and opened again: {source.last_error}")
+        assert sorted(received) == list(range(count))  # each once
+    finally:
+        await source.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_consumer_rabbitmq_cancels_is_consumed_again(tmp_path, rabbitmq):
+    """RabbitMQ cancels a consumer itself when its queue is deleted (or a node of a cluster goes): the
+    source connects again, declares and binds its queue anew, and reads what comes next."""
+    import pika
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    from lorrygate.config.loader import load
+    from lorrygate.sources.amqp import AMQPSource
+
+    realm = f"c{uuid.uuid4().hex[:8]}"
+    settings = load(config(str(tmp_path), rabbitmq.port, realm, f"sqlite:///{tmp_path}/x.sqlite"))
+    received: list = []
+
+    def deliver(message):
+        received.append(json.loads(message.payload)["seq"])
+        message.ack.ack()
+
+    async def until(condition, what: str, timeout: float = 60.0) -> None:
+        for _ in range(int(timeout / 0.01)):
+            if condition():
+                return
+            await deferLater(reactor, 0.01, lambda: None)
+        pytest.fail(f"{what} not within {timeout} s")
+
+    def delete_queue():
+        connection = pika.BlockingConnection(pika.ConnectionParameters(
+            "127.0.0.1", rabbitmq.port, credentials=pika.PlainCredentials("lorrygate", "secret")))
+        connection.channel().queue_delete(f"q-{realm}")
+        connection.close()
+
+    source = AMQPSource("main", settings.brokers["rabbit"], (f"{realm}/#",), deliver, reactor, reactor,
+                        queue=f"q-{realm}")
+    source.startService()
+    try:
+        await source.when_subscribed()
+        generation = source._generation
+        await threads.deferToThread(delete_queue)
+        await until(lambda: source._generation > generation + 1 and source.connected,
+                    f"connected again (generation {source._generation}, last error {source.last_error!r})")
+        assert "ConsumerCancelled" in source.last_error
+        stream = AmqpStream(rabbitmq.port, keys(realm), 100, 1e9)
+        await threads.deferToThread(lambda: stream.start().finish())
+        await until(lambda: len(received) >= 100, f"100 messages (got {len(received)})")
+        assert sorted(received) == list(range(100))
+    finally:
+        await source.stopService()

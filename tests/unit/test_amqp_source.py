@@ -83,3 +83,46 @@ def test_deliveries_wait_while_paused():
     made._channel = None  # so that resuming does not consume on the fake channel
     made.resume("storage db")
     assert [m.topic for m in delivered] == ["a/x"]
+
+
+class SlowChannel(Channel):
+    """A channel whose ``basic.consume`` waits for the test to answer it."""
+
+    def __init__(self):
+        super().__init__()
+        self.consumes = []
+        self.cancelled = None
+
+    def basic_consume(self, queue, auto_ack):
+        from twisted.internet.defer import Deferred
+
+        self.consumes.append(Deferred())
+        return self.consumes[-1]
+
+
+def consumer_queue():
+    from twisted.internet.defer import DeferredQueue
+
+    return DeferredQueue()
+
+
+def test_one_consumer_at_a_time_while_its_consume_is_on_the_way():
+    made, clock, delivered = source()
+    made._channel = channel = SlowChannel()
+    made.pause("storage db")
+    made.resume("storage db")  # basic.consume sent, no answer yet
+    made.pause("storage db")  # no consumer to cancel yet
+    made.resume("storage db")
+    assert len(channel.consumes) == 1  # not a second consumer beside the first
+    channel.consumes[0].callback((consumer_queue(), "ctag-1"))
+    assert made._consumer_tag == "ctag-1" and channel.cancelled is None
+
+
+def test_a_consumer_that_arrives_while_paused_is_cancelled():
+    made, clock, delivered = source()
+    made._channel = channel = SlowChannel()
+    made.pause("storage db")
+    made.resume("storage db")
+    made.pause("storage db")  # paused before RabbitMQ answered the consume
+    channel.consumes[0].callback((consumer_queue(), "ctag-1"))
+    assert channel.cancelled == "ctag-1" and made._consumer_tag == ""
