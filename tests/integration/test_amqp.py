@@ -237,6 +237,18 @@ def test_a_wrong_password_or_host_is_one_clear_line_and_a_status_entry(tmp_path,
         log.close()
 
 
+async def until(condition, what: str, timeout: float = 60.0) -> None:
+    """In a test on the reactor: wait until ``condition()`` holds, looking every 10 ms."""
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    for _ in range(int(timeout / 0.01)):
+        if condition():
+            return
+        await deferLater(reactor, 0.01, lambda: None)
+    pytest.fail(f"{what} not within {timeout} s")
+
+
 @pytest_twisted.ensureDeferred
 async def test_pausing_and_resuming_at_once_keeps_the_connection_and_delivers_each_message_once(tmp_path, rabbitmq):
     """Backpressure that lets go before RabbitMQ confirmed the cancel (a batcher at its bound writes and
@@ -244,7 +256,6 @@ async def test_pausing_and_resuming_at_once_keeps_the_connection_and_delivers_ea
     as one: the connection closed, every unacknowledged message came again, and a stream under backpressure
     stored duplicates and reconnected every second or two."""
     from twisted.internet import reactor
-    from twisted.internet.task import deferLater
 
     from lorrygate.config.loader import load
     from lorrygate.sources.amqp import AMQPSource
@@ -260,13 +271,6 @@ async def test_pausing_and_resuming_at_once_keeps_the_connection_and_delivers_ea
         if len(received) % 50 == 0:  # at its bound: paused, and free again a moment later
             source.pause(holder)
             reactor.callLater(0, source.resume, holder)
-
-    async def until(condition, what: str, timeout: float = 60.0) -> None:
-        for _ in range(int(timeout / 0.01)):
-            if condition():
-                return
-            await deferLater(reactor, 0.01, lambda: None)
-        pytest.fail(f"{what} not within {timeout} s")
 
     count = 3000
     source = AMQPSource("main", settings.brokers["rabbit"], (f"{realm}/#",), deliver, reactor, reactor,
@@ -292,7 +296,6 @@ async def test_a_consumer_rabbitmq_cancels_is_consumed_again(tmp_path, rabbitmq)
     source connects again, declares and binds its queue anew, and reads what comes next."""
     import pika
     from twisted.internet import reactor
-    from twisted.internet.task import deferLater
 
     from lorrygate.config.loader import load
     from lorrygate.sources.amqp import AMQPSource
@@ -304,13 +307,6 @@ async def test_a_consumer_rabbitmq_cancels_is_consumed_again(tmp_path, rabbitmq)
     def deliver(message):
         received.append(json.loads(message.payload)["seq"])
         message.ack.ack()
-
-    async def until(condition, what: str, timeout: float = 60.0) -> None:
-        for _ in range(int(timeout / 0.01)):
-            if condition():
-                return
-            await deferLater(reactor, 0.01, lambda: None)
-        pytest.fail(f"{what} not within {timeout} s")
 
     def delete_queue():
         connection = pika.BlockingConnection(pika.ConnectionParameters(
