@@ -377,7 +377,8 @@ CHANNEL_KEYS = {
     "payload_field": Key(v.nonempty, "payload", doc="redis streams: the entry field that holds the payload (else "
                                                     "the entry's fields as a JSON object)."),
     "claim_idle": Key(v.duration(1, 86400), 60.0, doc="redis streams: entries other consumers left pending longer "
-                                                      "than this are claimed at start."),
+                                                      "than this are claimed (at start and every claim_idle); "
+                                                      "the entries this one holds are kept its own."),
 }
 #: channel keys only a source of one broker type takes
 CHANNEL_TYPE_KEYS = {"qos": "mqtt", "retained": "mqtt", "exchange": "amqp", "queue": "amqp", "prefetch": "amqp",

@@ -10,6 +10,16 @@ On start it first reads its own pending entries (those it had read and not
 acknowledged before a crash), then claims the entries other consumers left
 pending for longer than ``claim_idle`` (``XAUTOCLAIM``, again every
 ``claim_idle`` while it runs), then reads new ones.
+
+An entry handed to the channel is *in flight* until its ``XACK`` succeeds.
+Pending in Redis all that time, it is never handed over again by this source:
+not by the reading of its own pending entries after a reconnection, nor by a
+claim. And it stays this consumer's: every ``claim_idle / 3`` an ``XCLAIM
+... JUSTID`` of the entries in flight resets their idle time (their delivery
+count unchanged), so that a storage slower than ``claim_idle`` (a pause, a
+database away) does not let another consumer of the group take them and
+store them a second time. An ``XACK`` that fails on a lost connection is
+sent again; the entries stay in flight until it goes through.
 An entry's topic is its ``topic`` field (``topic_field``), or the stream's
 key; its payload the ``payload`` field (``payload_field``), or, without one,
 its fields as a JSON object.
@@ -96,6 +106,11 @@ class RedisSource(SourcePlumbing, Service):
     retained_skipped: int = 0
     _acks: dict = attrs.Factory(dict)
     _ack_call: Any = None
+    #: (stream, entry id) -> when it was handed over (monotonic), until its XACK succeeded; read by the
+    #: reading thread, changed under `_inflight_lock`
+    _inflight: dict = attrs.Factory(dict)
+    _inflight_lock: threading.Lock = attrs.Factory(threading.Lock)
+    _keep_call: Any = None
     _pubsub: Any = None
 
     log = Logger()
@@ -140,6 +155,12 @@ class RedisSource(SourcePlumbing, Service):
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name=f"lorrygate-redis-{self.name}", daemon=True)
         self._thread.start()
+        if self.mode == "streams":
+            from twisted.internet.task import LoopingCall
+
+            self._keep_call = LoopingCall(self._keep_claims)
+            self._keep_call.clock = self._reactor
+            self._keep_call.start(self.claim_idle / 3, now=False)
 
     def stopService(self) -> Deferred:
         """Stop reading; send the acks released so far; close."""
@@ -149,6 +170,8 @@ class RedisSource(SourcePlumbing, Service):
         self.subscribed = False
         if self._ack_call is not None and self._ack_call.active():
             self._ack_call.cancel()
+        if self._keep_call is not None and self._keep_call.running:
+            self._keep_call.stop()
         d = self._flush_acks()
         thread, client = self._thread, self._client
         self._thread = None
@@ -229,17 +252,24 @@ class RedisSource(SourcePlumbing, Service):
                 claimed = time.monotonic()
             answer = client.xreadgroup(self.group, self.consumer, {s: ">" for s in streams}, count=READ_COUNT,
                                        block=READ_BLOCK_MS)
-            self._hand_over(answer)
+            if answer:
+                with self._inflight_lock:
+                    answer = [(stream, self._take(stream, entries)) for stream, entries in answer]
+                self._hand_over(answer)
 
     def _drain_own(self, stream: str) -> None:
         last = "0"
         while not self._stop.is_set():
             self._may_read.wait()
-            answer = self._client.xreadgroup(self.group, self.consumer, {stream: last}, count=READ_COUNT)
-            entries = answer[0][1] if answer else []
+            # Under the lock, so that an XACK that lands between this read and the check below is not taken
+            # for an entry no longer in flight (it would be handed over a second time).
+            with self._inflight_lock:
+                answer = self._client.xreadgroup(self.group, self.consumer, {stream: last}, count=READ_COUNT)
+                entries = answer[0][1] if answer else []
+                fresh = self._take(stream, entries)
             if not entries:
                 return
-            self._hand_over(answer)
+            self._hand_over([(stream, fresh)])
             last = _text(entries[-1][0])
 
     def _claim(self, stream: str) -> None:
@@ -247,9 +277,11 @@ class RedisSource(SourcePlumbing, Service):
         idle = int(self.claim_idle * 1000)
         while not self._stop.is_set():
             self._may_read.wait()
-            reply = self._client.xautoclaim(stream, self.group, self.consumer, idle, start_id=start, count=READ_COUNT)
-            start, entries = _text(reply[0]), reply[1]
-            entries = [entry for entry in entries if entry is not None and entry[1] is not None]
+            with self._inflight_lock:
+                reply = self._client.xautoclaim(stream, self.group, self.consumer, idle, start_id=start,
+                                                count=READ_COUNT)
+                start = _text(reply[0])
+                entries = self._take(stream, [entry for entry in reply[1] if entry is not None and entry[1] is not None])
             if entries:
                 self._reactor.callFromThread(self.log.info, "Redis source {source}: claimed {count} entries of "
                                              "{stream} another consumer left pending", source=self.name,
@@ -258,10 +290,21 @@ class RedisSource(SourcePlumbing, Service):
             if start == "0-0":
                 return
 
+    def _take(self, stream, entries) -> list:
+        """Of ``entries`` of ``stream``, those not in flight, now marked in flight (with `_inflight_lock` held)."""
+        stream, now, inflight = _text(stream), time.monotonic(), self._inflight
+        fresh = []
+        for entry in entries:
+            key = (stream, _text(entry[0]))
+            if key not in inflight:
+                inflight[key] = now
+                fresh.append(entry)
+        return fresh
+
     def _hand_over(self, answer) -> None:
+        answer = [(stream, entries) for stream, entries in answer or () if entries]
         if answer:
-            received = time.time()
-            self._reactor.callFromThread(self._deliver_streams, answer, received)
+            self._reactor.callFromThread(self._deliver_streams, answer, time.time())
 
     def _subscribe_and_listen(self) -> None:
         pubsub = self._client.pubsub(ignore_subscribe_messages=True)
@@ -323,13 +366,70 @@ class RedisSource(SourcePlumbing, Service):
             return succeed(None)
 
         def send():
-            for stream, entries in acks.items():
-                client.xack(stream, self.group, *entries)
+            import redis
+
+            gone = []
+            for stream, entries in list(acks.items()):
+                try:
+                    client.xack(stream, self.group, *entries)
+                except redis.ResponseError as exc:
+                    # the stream or the group is gone (a Redis that lost its data): nothing left to acknowledge
+                    gone.append(f"{stream}: {exc}")
+                with self._inflight_lock:
+                    for entry in entries:
+                        self._inflight.pop((stream, entry), None)
+                del acks[stream]
+            return gone
+
+        def sent(gone):
+            for what in gone:
+                self.log.warn("Redis source {source}: XACK refused ({error}); the entries are no longer pending",
+                              source=self.name, error=what)
 
         def failed(failure):
-            # Not acknowledged: the entries stay pending and are read again (this consumer's own first).
-            self.log.warn("Redis source {source}: XACK failed ({error}); the entries come again",
-                          source=self.name, error=failure.getErrorMessage())
+            # Still pending and still in flight: sent again in a second, or, once stopped, read again at the
+            # next start (this consumer's own pending entries first).
+            for stream, entries in acks.items():
+                self._acks.setdefault(stream, [])[:0] = entries
+            if self.running:
+                self.log.warn("Redis source {source}: XACK failed ({error}); sent again in 1 s",
+                              source=self.name, error=failure.getErrorMessage())
+                if self._ack_call is None:
+                    self._ack_call = self._reactor.callLater(1.0, self._flush_acks)
+            else:
+                self.log.warn("Redis source {source}: XACK failed ({error}); the entries come again at the next "
+                              "start", source=self.name, error=failure.getErrorMessage())
+
+        return self._in_pool(send).addCallbacks(sent, failed)
+
+    def _keep_claims(self) -> Deferred:
+        """Reset the idle time of the entries in flight longer than a third of ``claim_idle`` (``XCLAIM ...
+        JUSTID`` to this consumer), so that no other consumer of the group claims what this one still holds."""
+        client = self._client
+        if client is None or not self._inflight:
+            return succeed(None)
+
+        def send():
+            due = time.monotonic() - self.claim_idle / 3
+            with self._inflight_lock:  # in the pool: the reading thread holds it across a read
+                old = [key for key, since in self._inflight.items() if since <= due]
+            streams: dict = {}
+            for stream, entry in old:
+                streams.setdefault(stream, []).append(entry)
+            for stream, entries in streams.items():
+                for start in range(0, len(entries), READ_COUNT):
+                    chunk = entries[start:start + READ_COUNT]
+                    client.xclaim(stream, self.group, self.consumer, 0, chunk, justid=True)
+                    now = time.monotonic()
+                    with self._inflight_lock:
+                        for entry in chunk:
+                            if (stream, entry) in self._inflight:
+                                self._inflight[(stream, entry)] = now
+
+        def failed(failure):
+            self.log.warn("Redis source {source}: keeping the entries in flight claimed failed ({error}); tried "
+                          "again in {delay:.0f} s", source=self.name, error=failure.getErrorMessage(),
+                          delay=self.claim_idle / 3)
 
         return self._in_pool(send).addErrback(failed)
 

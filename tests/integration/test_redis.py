@@ -6,6 +6,7 @@ nothing; entries a crashed consumer left pending are claimed; pub/sub is at
 most once; a wrong password and an unreachable host are one clear line each.
 """
 
+import collections
 import json
 import os
 import signal
@@ -15,10 +16,12 @@ import time
 import uuid
 
 import pytest
+import pytest_twisted
+from twisted.internet.task import deferLater
 
 from tests.faults import report, wait_for_rows
 from tests.gatewayproc import GatewayProcess, count_rows, query, tables
-from tests.integration.test_amqp import postgres_per_test  # noqa: F401 - the fixture
+from tests.integration.test_amqp import postgres_per_test, until  # noqa: F401 - the fixture
 from tests.servers import Redis, free_port, wait_until
 
 pytestmark = pytest.mark.integration
@@ -210,3 +213,100 @@ def test_a_wrong_password_or_host_is_one_clear_line_and_a_status_entry(tmp_path,
         process.terminate()
         assert process.wait(30) == 0
         log.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_entries_in_flight_are_handed_over_once_across_a_lost_connection_and_a_claiming_peer(redis_server):
+    """Entries held longer than ``claim_idle`` (a storage paused or slow) while the connection is killed and a
+    second consumer of the group claims what is idle: each is handed over once. The source used to hand them
+    over again to itself (its own claim, and the reading of its pending entries after the reconnection), and
+    the peer took them too: every entry stored up to four times."""
+    from twisted.internet import reactor
+
+    from lorrygate.config import values as v
+    from lorrygate.config.settings import BrokerSettings
+    from lorrygate.sources.redis import RedisSource
+
+    stream = f"f{uuid.uuid4().hex[:8]}-stream"
+    client = redis_server.client()
+    for seq in range(200):
+        client.xadd(stream, {"topic": "r/net/gw/n/data.json", "payload": json.dumps({"seq": seq})})
+    broker = BrokerSettings(name="redis", host="127.0.0.1", port=redis_server.port, type="redis",
+                            password=v.Secret(redis_server.password), reconnect_max_delay=0.2)
+    held, seen = [], []
+
+    def hold(message):
+        held.append(message)
+        seen.append(message.ack.entry)
+
+    def store(message):
+        seen.append(message.ack.entry)
+        message.ack.ack()
+
+    ours = RedisSource("held", broker, (stream,), hold, reactor, consumer="ours", claim_idle=1.5)
+    peer = RedisSource("peer", broker, (stream,), store, reactor, consumer="peer", claim_idle=1.0)
+    ours.startService()
+    try:
+        await until(lambda: len(held) == 200, "the first consumer to read the 200 entries")
+        peer.startService()
+        await until(lambda: peer.connected, "the peer to connect")
+        for entry in client.client_list():
+            if entry.get("name") == "lorrygate-held":
+                client.client_kill_filter(_id=entry["id"])
+        for seq in range(200, 250):
+            client.xadd(stream, {"topic": "r/net/gw/n/data.json", "payload": json.dumps({"seq": seq})})
+        await until(lambda: len(seen) >= 250, "the 50 entries written after the kill")
+        # Held past the peer's claim_idle three times over and the first consumer's own twice over.
+        await deferLater(reactor, 3.5, lambda: None)
+        for message in held:
+            message.ack.ack()
+        await until(lambda: client.xpending(stream, "lorrygate")["pending"] == 0, "every entry acknowledged")
+    finally:
+        await ours.stopService()
+        if peer.running:
+            await peer.stopService()
+    repeated = {entry: count for entry, count in collections.Counter(seen).items() if count > 1}
+    assert len(seen) == 250 and not repeated, f"{len(repeated)} entries handed over more than once"
+
+
+@pytest_twisted.ensureDeferred
+async def test_entries_held_across_a_redis_restart_are_not_handed_over_again(redis_server):
+    """Redis restarted (append-only file) while entries are in flight: after the reconnection the consumer
+    reads its pending entries again, and those it still holds are not handed over a second time (they
+    were: every held entry stored twice after a broker restart)."""
+    from twisted.internet import reactor
+
+    from lorrygate.config import values as v
+    from lorrygate.config.settings import BrokerSettings
+    from lorrygate.sources.redis import RedisSource
+
+    stream = f"r{uuid.uuid4().hex[:8]}-stream"
+    client = redis_server.client()
+    for seq in range(100):
+        client.xadd(stream, {"topic": "r/net/gw/n/data.json", "payload": json.dumps({"seq": seq})})
+    broker = BrokerSettings(name="redis", host="127.0.0.1", port=redis_server.port, type="redis",
+                            password=v.Secret(redis_server.password), reconnect_max_delay=0.2, connect_timeout=1)
+    held, seen = [], []
+
+    def hold(message):
+        held.append(message)
+        seen.append(message.ack.entry)
+
+    source = RedisSource("restart", broker, (stream,), hold, reactor, consumer="ours")
+    source.startService()
+    try:
+        await until(lambda: len(held) == 100, "the 100 entries read")
+        redis_server.stop()
+        await until(lambda: not source.connected, "the source to see Redis gone")
+        redis_server.start()
+        client = redis_server.client()
+        for seq in range(100, 120):
+            client.xadd(stream, {"topic": "r/net/gw/n/data.json", "payload": json.dumps({"seq": seq})})
+        # New entries come after the consumer's own pending ones: once they are here, those were read.
+        await until(lambda: len(set(seen)) >= 120, "the 20 entries written after the restart")
+        for message in held:
+            message.ack.ack()
+        await until(lambda: client.xpending(stream, "lorrygate")["pending"] == 0, "every entry acknowledged")
+    finally:
+        await source.stopService()
+    assert len(seen) == len(set(seen)) == 120, f"{len(seen) - len(set(seen))} entries handed over twice"

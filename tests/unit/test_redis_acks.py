@@ -1,0 +1,70 @@
+"""
+The Redis source's acknowledgements, on a stand-in client and a Clock: an XACK that fails on a lost
+connection is sent again and its entries stay in flight (never handed over twice) until it goes through;
+one Redis refuses (the stream or group gone) is dropped. Against a real Redis:
+tests/integration/test_redis.py.
+"""
+
+import pytest
+from twisted.internet.defer import maybeDeferred
+from twisted.internet.task import Clock
+
+pytest.importorskip("redis")
+
+
+class Client:
+    """Answers XACK as told: an exception to raise, or None for success."""
+
+    def __init__(self, *answers):
+        self.answers = list(answers)
+        self.acked = []
+
+    def xack(self, stream, group, *entries):
+        answer = self.answers.pop(0) if self.answers else None
+        if answer is not None:
+            raise answer
+        self.acked.append((stream, entries))
+        return len(entries)
+
+
+def source(client, clock):
+    from lorrygate.config.settings import BrokerSettings
+    from lorrygate.sources.redis import RedisSource
+
+    broker = BrokerSettings(name="redis", host="127.0.0.1", port=1, type="redis")
+    made = RedisSource("s", broker, ("stream",), lambda message: None, clock)
+    made._client = client
+    made._in_pool = lambda function, *args: maybeDeferred(function, *args)
+    made.running = 1
+    with made._inflight_lock:
+        made._take("stream", [(b"1-0", {}), (b"1-1", {})])
+    return made
+
+
+def test_an_xack_lost_with_the_connection_is_sent_again_and_its_entries_stay_in_flight():
+    import redis
+
+    clock = Clock()
+    client = Client(redis.ConnectionError("Connection reset by peer"))
+    made = source(client, clock)
+    made._ack("stream", "1-0")
+    made._ack("stream", "1-1")
+    clock.advance(0)
+    assert client.acked == []
+    assert made._take("stream", [(b"1-0", {}), (b"1-1", {})]) == [], "still in flight: not handed over again"
+    clock.advance(1.0)
+    assert client.acked == [("stream", ("1-0", "1-1"))]
+    assert made._inflight == {}
+    assert not clock.getDelayedCalls()
+
+
+def test_an_xack_redis_refuses_is_dropped():
+    import redis
+
+    clock = Clock()
+    client = Client(redis.ResponseError("NOGROUP No such key 'stream' or consumer group 'lorrygate'"))
+    made = source(client, clock)
+    made._ack("stream", "1-0")
+    clock.advance(0)
+    assert client.acked == [] and not clock.getDelayedCalls()
+    assert ("stream", "1-0") not in made._inflight and ("stream", "1-1") in made._inflight
