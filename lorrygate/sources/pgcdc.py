@@ -11,7 +11,9 @@ advanced with ``pg_replication_slot_advance`` only to the commit of a
 transaction all of whose changes are committed (or spooled) downstream, in
 order: a gateway that dies replays from the last advance and loses nothing.
 At least once (a change committed downstream but not yet advanced past comes
-again).
+again). A lost connection is not a replay: the transactions handed over are
+still on their way downstream, so the new connection's peek skips them and
+their acknowledgements advance the slot as before.
 
 The slot is created on request (``create_slot = true``, the default) and is
 never dropped by lorrygate: a slot keeps WAL on the server until it is read,
@@ -205,7 +207,13 @@ class CdcSource(SourcePlumbing, Service):
         with self._lock:
             target, self._advance_to = self._advance_to, 0
         if target:
-            conn.execute("SELECT pg_replication_slot_advance(%s, %s::pg_lsn)", [self.settings.slot, lsn_text(target)])
+            try:
+                conn.execute("SELECT pg_replication_slot_advance(%s, %s::pg_lsn)",
+                             [self.settings.slot, lsn_text(target)])
+            except BaseException:
+                with self._lock:  # done on the next connection instead
+                    self._advance_to = max(self._advance_to, target)
+                raise
 
     # -- in the reactor thread --------------------------------------------------------------
 
@@ -222,9 +230,8 @@ class CdcSource(SourcePlumbing, Service):
             self.log.error("source {source}: {error}; next try in {delay:.1f} s", source=self.name, error=why,
                            delay=delay)
         self.last_error = why
-        # What was handed over and not advanced past comes again after the reconnection.
-        self._transactions.clear()
-        self._delivered = 0
+        # What was handed over is still on its way downstream: the reconnection's peek returns it again (the
+        # slot is not advanced past it) and `_new_changes` leaves it out; its acks advance the slot as before.
 
     def _deliver(self, batch, received: float) -> None:
         for xid, commit, changes in batch:

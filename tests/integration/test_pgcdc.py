@@ -7,6 +7,7 @@ in the slot afterwards.
 """
 
 import glob
+import json
 import signal
 import textwrap
 import threading
@@ -14,6 +15,7 @@ import uuid
 
 import psycopg
 import pytest
+import pytest_twisted
 
 from tests.gatewayproc import GatewayProcess, query, tables
 from tests.servers import PostgreSQL, wait_until
@@ -110,3 +112,52 @@ def test_inserts_and_updates_replicated_through_a_sigkill(tmp_path, source_db):
     with psycopg.connect(source_db.url, autocommit=True) as conn:
         assert conn.execute("SELECT count(*) FROM pg_replication_slots WHERE slot_name = %s", [slot]).fetchone()[0] == 1
     print(f"CDC through a SIGKILL: {len(found)} rows for 11,000 changes ({len(found) - 11_000} again)")
+
+
+@pytest_twisted.ensureDeferred
+async def test_changes_in_flight_are_not_handed_over_again_after_a_lost_connection(source_db):
+    """The source's connection killed (a PostgreSQL restart, a network cut) while changes are in flight:
+    after the reconnection the slot, not advanced past them, returns them again, and those the gateway
+    still holds are not handed over a second time (they were: every change in flight stored twice). Once
+    they are committed downstream, the slot is advanced past them on the new connection."""
+    from twisted.internet import reactor
+
+    from lorrygate.config.settings import SourceSettings
+    from lorrygate.sources.pgcdc import CdcSource
+    from tests.integration.test_amqp import until
+
+    slot = f"lg_{uuid.uuid4().hex[:6]}"
+    with psycopg.connect(source_db.url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE held (id integer PRIMARY KEY)")
+    settings = SourceSettings(name="plant", type="pgcdc", database=source_db.url, slot=slot, tables=("public.held",),
+                              topic="t", interval=0.05)
+    held, seen = [], []
+
+    def hold(message):
+        held.append(message)
+        seen.append(json.loads(message.payload)["id"])
+
+    source = CdcSource("cdc", settings, hold, reactor)
+    source.startService()
+    try:
+        await until(lambda: source.connected, "the slot read")
+        with psycopg.connect(source_db.url, autocommit=True) as conn:
+            for start in range(0, 100, 10):
+                with conn.transaction():
+                    for n in range(start, start + 10):
+                        conn.execute("INSERT INTO held VALUES (%s)", [n])
+        await until(lambda: len(held) == 100, "the 100 changes")
+        with psycopg.connect(source_db.url, autocommit=True) as conn:
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
+                         "AND backend_type = 'client backend'")
+            await until(lambda: not source.connected, "the source to see its connection gone")
+            await until(lambda: source.connected, "the source to connect again")
+            conn.execute("INSERT INTO held VALUES (100)")
+        # A later transaction comes after the ones in the slot before it: once it is here, those were read.
+        await until(lambda: 100 in seen, "the change made after the reconnection")
+        for message in held:
+            message.ack.ack()
+        await until(lambda: pending_changes(source_db.url, slot) == 0, "the slot advanced past every change")
+    finally:
+        await source.stopService()
+    assert sorted(seen) == list(range(101)), f"{len(seen) - len(set(seen))} changes handed over twice"
