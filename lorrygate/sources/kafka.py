@@ -9,13 +9,19 @@ ignore rules work on it as on MQTT topics.
 
 Delivery: at least once. Auto-commit is off; each partition is an in-flight
 window of its own, and a partition's offset is committed (after the last
-message of a gap-free run that is committed or spooled) only then. A
-rebalance commits what is done and forgets the revoked partitions' acks:
-their new owner reads those messages again. A group without a committed
-offset starts at the earliest message (nothing lost), unless ``start =
-latest``. A gateway that dies leaves the group after 10 s (the session
-timeout); its partitions then go to the members that remain, from the last
-committed offsets (commits go out within 0.2 s of the rows' commit).
+message of a gap-free run that is committed or spooled) only then. A group
+without a committed offset starts at the earliest message (nothing lost),
+unless ``start = latest``. A gateway that dies leaves the group after 10 s
+(the session timeout); its partitions then go to the members that remain,
+from the last committed offsets (commits go out within 0.2 s of the rows'
+commit).
+
+A rebalance (a gateway joining or leaving the group) first waits, up to
+``REVOKE_WAIT_S``, for the messages in flight of the partitions it takes
+away to be committed or spooled, and commits their offsets: the new owner
+starts after them instead of reading them again (each message in flight was
+stored twice at every rebalance). What is still in flight after that wait is
+read again by the new owner, and a warning says how much.
 
 The consumer runs in a thread of the source's own (``consume`` of up to
 1,000 messages, 0.2 s at most); the reactor hands it the offsets to commit.
@@ -40,6 +46,8 @@ from lorrygate.model import Message
 from lorrygate.sources.pauses import Pauses, SourcePlumbing
 
 BATCH, POLL_S = 1000, 0.2
+#: how long a rebalance waits for the messages in flight of the partitions it takes away
+REVOKE_WAIT_S = 10.0
 
 
 def client_config(broker) -> dict:
@@ -120,11 +128,18 @@ class KafkaSource(SourcePlumbing, Service):
     #: offsets to commit, handed to the consumer thread: (topic, partition) -> next offset
     _to_commit: dict = attrs.Factory(dict)
     _lock: threading.Lock = attrs.Factory(threading.Lock)
+    #: notified on `_lock` when a partition's in-flight window empties while a rebalance waits for it
+    _emptied: threading.Condition = attrs.field(init=False)
+    _revoking: frozenset = frozenset()
     _paused_flag: bool = False
+    #: rebalances that took partitions away, and the messages that were still in flight after the wait
+    revocations: int = 0
+    redelivered_after_rebalance: int = 0
 
     log = Logger()
 
     def __attrs_post_init__(self):
+        self._emptied = threading.Condition(self._lock)
         self.client_id = self.client_id or f"{self.group}@{self.broker.host}"
         self._pauses = Pauses(lambda: self._set_paused(True), lambda: self._set_paused(False))
 
@@ -199,12 +214,35 @@ class KafkaSource(SourcePlumbing, Service):
         self._reactor.callFromThread(self._ready, [f"{p.topic}[{p.partition}]" for p in partitions])
 
     def _revoked(self, consumer, partitions) -> None:
+        """Wait (up to `REVOKE_WAIT_S`) for the messages in flight of the partitions taken away, commit, and
+        void the acks still to come: their partitions' new owner reads those messages again."""
+        revoked = frozenset((p.topic, p.partition) for p in partitions)
+        deadline = time.monotonic() + REVOKE_WAIT_S
+        with self._emptied:
+            self._revoking = revoked
+            while not self._stop.is_set() and any(self._outstanding.get(key) for key in revoked):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._emptied.wait(min(left, POLL_S))
+            self._revoking = frozenset()
+            # at a stop the channel has waited for its storages already; what is left comes again at the next start
+            still = 0 if self._stop.is_set() else sum(len(self._outstanding.get(key) or ()) for key in revoked)
         self._commit(consumer)
         with self._lock:
             self._generation += 1
             self._outstanding.clear()
             self._done.clear()
             self._to_commit.clear()
+        self._reactor.callFromThread(self._rebalanced, len(revoked), still)
+
+    def _rebalanced(self, partitions: int, still: int) -> None:
+        self.revocations += 1
+        self.redelivered_after_rebalance += still
+        if still:
+            self.log.warn("Kafka source {source}: a rebalance took {partitions} partition(s) while {count} messages "
+                          "were still in flight after {wait:.0f} s; their new owner reads them again",
+                          source=self.name, partitions=partitions, count=still, wait=REVOKE_WAIT_S)
 
     def _commit(self, consumer) -> None:
         from confluent_kafka import KafkaException, TopicPartition
@@ -264,4 +302,6 @@ class KafkaSource(SourcePlumbing, Service):
                 done.discard(released)
             if released is not None:
                 self._to_commit[partition] = released + 1
+                if not outstanding and partition in self._revoking:
+                    self._emptied.notify_all()
 

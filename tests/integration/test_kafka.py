@@ -18,6 +18,7 @@ import time
 import uuid
 
 import pytest
+import pytest_twisted
 
 from tests.faults import report, wait_for_rows
 from tests.gatewayproc import GatewayProcess, Publisher, query, tables
@@ -249,3 +250,59 @@ def test_a_wrong_password_is_one_clear_line_and_a_status_entry(tmp_path):
         assert not source["connected"] and "refused the credentials" in source["last_error"]
     finally:
         assert gateway.stop() == 0
+
+
+@pytest.mark.skipif(not REAL, reason="librdkafka's mock cluster refuses offset commits while a group is joining "
+                                     "(Kafka accepts them from the current generation): set LORRYGATE_KAFKA_BOOTSTRAP; "
+                                     "our side: tests/unit/test_kafka_rebalance.py")
+@pytest_twisted.ensureDeferred
+async def test_a_gateway_joining_the_group_does_not_read_again_what_the_first_holds(kafka):
+    """A second member joins while the first holds 400 messages in flight: the rebalance waits for them to
+    be committed downstream and commits their offsets, so that neither member reads them again (every one
+    was read twice, the revoked partitions' acks voided)."""
+    import collections
+
+    from confluent_kafka.admin import AdminClient, NewTopic
+    from twisted.internet import reactor
+
+    from lorrygate.config.settings import BrokerSettings
+    from lorrygate.sources.kafka import KafkaSource
+    from tests.integration.test_amqp import until
+
+    realm = f"j{uuid.uuid4().hex[:8]}"
+    topic = f"{realm}-in"
+    if REAL:
+        admin = AdminClient({"bootstrap.servers": kafka})
+        admin.create_topics([NewTopic(topic, 4, 1)])[topic].result(30)
+    produce(kafka, topic, realm, 400)
+    broker = BrokerSettings(name="kafka", host=kafka, type="kafka")
+    held, seen = [], []
+
+    def hold(message):
+        held.append(message)
+        seen.append(json.loads(message.payload)["seq"])
+
+    def store(message):
+        seen.append(json.loads(message.payload)["seq"])
+        message.ack.ack()
+
+    first = KafkaSource("first", broker, (topic,), hold, reactor, group=f"g-{realm}")
+    second = KafkaSource("second", broker, (topic,), store, reactor, group=f"g-{realm}")
+    first.startService()
+    try:
+        await until(lambda: len(held) == 400, "the first member to read the 400 messages")
+        second.startService()
+        await until(lambda: first._revoking, "the rebalance to take the first member's partitions")
+        for message in list(held):
+            message.ack.ack()
+        await until(lambda: second.connected, "the second member's assignment")
+        held.clear()
+        produce(kafka, topic, realm, 100, start=400)
+        await until(lambda: len(set(seen)) >= 500, "the 100 messages after the rebalance")
+        for message in list(held):
+            message.ack.ack()
+    finally:
+        await first.stopService()
+        await second.stopService()
+    repeated = [seq for seq, count in collections.Counter(seen).items() if count > 1]
+    assert not repeated and first.redelivered_after_rebalance == 0, f"{len(repeated)} read again"
