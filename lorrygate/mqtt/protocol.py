@@ -122,8 +122,29 @@ class _Delivery:
             self.done = True
             self._protocol._schedule_release()
 
+    def forward(self, to: "_Delivery") -> None:
+        """This delivery's connection closed before its ack, and the broker sent the message again as ``to``:
+        acknowledge that copy once this one is (now, if it already is)."""
+        if self.done:
+            to.ack()
+        else:
+            self._protocol = Forward(to)
+
     def __repr__(self) -> str:
         return f"<Delivery {self.packet_id} done={self.done}>"
+
+
+class Forward:
+    """Stands in for the closed connection of a delivery whose message the broker sent again on a new one
+    (`lorrygate.sources.mqtt`): the delivery's ack acknowledges the new copy instead."""
+
+    __slots__ = ("_to",)
+
+    def __init__(self, to: _Delivery):
+        self._to = to
+
+    def _schedule_release(self) -> None:
+        self._to.ack()
 
 
 class MQTTClientProtocol(Protocol):
@@ -173,6 +194,8 @@ class MQTTClientProtocol(Protocol):
         self.connack_properties = {}
         self._lost: Deferred | None = Deferred()
         self.lost_reason: Failure | None = None
+        #: the deliveries not acknowledged when the connection closed (their messages come again in the session)
+        self.orphaned: list = []
 
     # -- outgoing -----------------------------------------------------------
 
@@ -515,6 +538,7 @@ class MQTTClientProtocol(Protocol):
                 call.cancel()
         self._ping_call = self._release_call = None
         # Acks of this connection can no longer be sent; the broker redelivers.
+        self.orphaned = list(self._unacked)
         self._unacked.clear()
         pending = list(self._waiting.values()) + [item[3] for item in self._queued]
         self._waiting.clear()

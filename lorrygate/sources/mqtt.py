@@ -4,6 +4,16 @@ The MQTT source: one persistent session per channel, reconnecting for ever.
 Reconnects are a Twisted `ClientService` with a jittered exponential backoff;
 each new connection sends CONNECT (clean session off, so that messages queued
 while the gateway was away arrive when it returns) and subscribes again.
+
+A connection that closes (a broker restart, a network cut) while messages are
+in flight leaves them unacknowledged in the session, and the broker sends them
+again on the next connection, with their packet ids and the DUP flag
+(MQTT-4.4.0-1). The source keeps the deliveries of the closed connection by
+packet id: a copy that comes again while its first delivery is still on its
+way to the storage is not handed over a second time; its PUBACK (or PUBREC)
+goes out when the first one is committed, or at once if that already was.
+Without a session on the new connection (CONNACK's session present unset)
+nothing comes again and they are forgotten.
 """
 
 import socket
@@ -152,6 +162,10 @@ class MQTTSource(SourcePlumbing, Service):
     group: str = ""
     _session_present: bool = False
     _recent_losses: list = attrs.Factory(list)
+    #: packet id -> the delivery of a closed connection not acknowledged on it (the broker sends it again)
+    _away: dict = attrs.Factory(dict)
+    #: messages the broker sent again while their first delivery was still held, not handed over twice
+    redelivered_in_flight: int = 0
 
     log = Logger()
 
@@ -232,10 +246,14 @@ class MQTTSource(SourcePlumbing, Service):
         )
         self._service.startService()
 
+    def status(self) -> dict:
+        return {"redelivered_in_flight": self.redelivered_in_flight}
+
     def stopService(self) -> Deferred:
         """Send the acks already released, then DISCONNECT, and stop reconnecting."""
         super().stopService()
         self.subscribed = False
+        self._away.clear()
         protocol, self._protocol = self._protocol, None
         service, self._service = self._service, None
         d = protocol.disconnect() if protocol is not None and protocol.connected else succeed(None)
@@ -281,6 +299,8 @@ class MQTTSource(SourcePlumbing, Service):
         try:
             connack = await protocol.connect(connect)
             self._session_present = connack.session_present
+            if not connack.session_present:
+                self._away.clear()  # a new session: nothing comes again, and its packet ids start afresh
             assigned = connack.properties.get("assigned_client_identifier")
             if assigned and assigned != self.client_id:
                 self.log.warn("MQTT source {source}: the broker assigned the client id {assigned!r} instead of "
@@ -293,6 +313,7 @@ class MQTTSource(SourcePlumbing, Service):
                 protocol.disconnect()
                 return
             self._protocol = protocol
+            protocol.when_lost().addCallback(lambda _: self._orphaned(protocol))
             if self._pauses.paused:
                 protocol.pauseReading()
             if self._filters:  # a client that only publishes (an MQTT sink) subscribes to nothing
@@ -356,6 +377,13 @@ class MQTTSource(SourcePlumbing, Service):
             hint=hint,
         )
 
+    def _orphaned(self, protocol) -> None:
+        """Keep the deliveries a closed connection left unacknowledged, for the copies the broker sends again."""
+        if self.running:
+            for delivery in protocol.orphaned:
+                self._away[delivery.packet_id] = delivery
+        protocol.orphaned = []
+
     def _flapping(self) -> bool:
         """Record a loss; whether connections keep dropping (typical of a client id clash)."""
         now = self._clock.seconds()
@@ -379,6 +407,14 @@ class MQTTSource(SourcePlumbing, Service):
         return self.retained == "never" or (self.retained == "new" and self._session_present)
 
     def _received(self, publish: codec.Publish, handle) -> None:
+        if self._away and handle is not None:
+            # A packet id of the session's messages in flight is not reused before their ack: a DUP copy with
+            # one is that message again; a new message with one means the broker gave the old one up.
+            held = self._away.pop(publish.packet_id, None)
+            if held is not None and publish.dup:
+                self.redelivered_in_flight += 1
+                held.forward(handle)
+                return
         if publish.retain and self._skip_retained():
             self.retained_skipped += 1
             if handle is not None:

@@ -315,3 +315,76 @@ def test_a_payload_over_max_payload_is_hashed_not_kept(version, chunk):
         handle.ack()
     broker.clock.advance(0)
     assert [p.packet_id for p in broker.sent()] == [1, 2, 3]
+
+
+def test_a_delivery_of_a_closed_connection_acknowledges_the_copy_sent_again_on_the_next():
+    """Forwarded, the first delivery's ack releases the copy's PUBACK on the new connection, in its order;
+    one that was done before the copy came acknowledges it at once."""
+    first, second = Broker(), Broker()
+    first.connect()
+    first.reply(Publish("t", b"a", 1, packet_id=1), Publish("t", b"b", 1, packet_id=2))
+    (_, held), (_, done) = first.received
+    first.protocol.connectionLost(Failure(ConnectionDone()))
+    done.ack()  # committed after the cut: its PUBACK went nowhere
+    assert first.protocol.orphaned == [held, done]
+    second.connect()
+    second.reply(Publish("t", b"a", 1, dup=True, packet_id=1), Publish("t", b"b", 1, dup=True, packet_id=2))
+    (_, copy_held), (_, copy_done) = second.received
+    held.forward(copy_held)
+    done.forward(copy_done)
+    second.clock.advance(0)
+    assert second.sent() == [], "the copy of 1 waits for the first delivery; 2 waits behind it"
+    held.ack()
+    second.clock.advance(0)
+    assert second.sent() == [PubAck(PUBACK, 1), PubAck(PUBACK, 2)]
+    assert second.protocol.unacked == 0
+
+
+def source_after_a_cut():
+    """An MQTT source whose first connection closed with packet 7 in flight, and a second connection."""
+    from lorrygate.config.settings import BrokerSettings
+    from lorrygate.sources.mqtt import MQTTSource
+
+    handed = []
+    source = MQTTSource("main", BrokerSettings(name="b", host="127.0.0.1"), ("t/#",), 1, handed.append, Clock())
+    source.running = 1
+    first, second = Broker(), Broker()
+    first.connect()
+    first.reply(Publish("t/x", b"a", 1, packet_id=7))
+    _, held = first.received[0]
+    first.protocol.connectionLost(Failure(ConnectionDone()))
+    source._orphaned(first.protocol)
+    second.connect()
+    return source, held, second, handed
+
+
+def test_the_copy_the_broker_sends_again_is_not_handed_over_twice():
+    source, held, second, handed = source_after_a_cut()
+    second.reply(Publish("t/x", b"a", 1, dup=True, packet_id=7))
+    source._received(*second.received[0])
+    assert handed == [] and source.redelivered_in_flight == 1 and source._away == {}
+    held.ack()
+    second.clock.advance(0)
+    assert second.sent() == [PubAck(PUBACK, 7)]
+
+
+def test_a_new_message_with_the_packet_id_of_one_in_flight_is_handed_over():
+    """Without DUP it is not the message again (the broker gave that one up): handed over, and the id forgotten."""
+    source, held, second, handed = source_after_a_cut()
+    second.reply(Publish("t/x", b"new", 1, packet_id=7))
+    source._received(*second.received[0])
+    assert [message.payload for message in handed] == [b"new"] and source._away == {}
+
+
+def test_a_connection_without_the_session_forgets_the_messages_in_flight():
+    """CONNACK without session present: nothing comes again, and the packet ids start afresh."""
+    from twisted.internet.defer import Deferred
+
+    source, held, second, handed = source_after_a_cut()
+    third = Broker()
+    d = Deferred.fromCoroutine(source._establish(third.protocol, codec.Connect("gw", MQTT_3_1_1, clean_start=False)))
+    third.sent()
+    third.reply(codec.Connack(False, 0))
+    (subscribe,) = third.sent()
+    third.reply(codec.Suback(subscribe.packet_id, (1,)))
+    assert d.called and source._away == {}
