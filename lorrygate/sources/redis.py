@@ -14,12 +14,14 @@ pending for longer than ``claim_idle`` (``XAUTOCLAIM``, again every
 An entry handed to the channel is *in flight* until its ``XACK`` succeeds.
 Pending in Redis all that time, it is never handed over again by this source:
 not by the reading of its own pending entries after a reconnection, nor by a
-claim. And it stays this consumer's: every ``claim_idle / 3`` an ``XCLAIM
-... JUSTID`` of the entries in flight resets their idle time (their delivery
-count unchanged), so that a storage slower than ``claim_idle`` (a pause, a
-database away) does not let another consumer of the group take them and
-store them a second time. An ``XACK`` that fails on a lost connection is
-sent again; the entries stay in flight until it goes through.
+claim. And it stays this consumer's: every ``claim_idle / 4`` an ``XCLAIM
+... JUSTID`` of the entries in flight longer than that resets their idle time
+(their delivery count unchanged), which so stays under ``claim_idle / 2``: a
+storage slower than ``claim_idle`` (a pause, a database away) does not let
+another consumer of the group take them and store them a second time. An
+``XACK`` that fails on a lost connection is sent again; the entries stay in
+flight until it goes through.
+
 An entry's topic is its ``topic`` field (``topic_field``), or the stream's
 key; its payload the ``payload`` field (``payload_field``), or, without one,
 its fields as a JSON object.
@@ -160,7 +162,7 @@ class RedisSource(SourcePlumbing, Service):
 
             self._keep_call = LoopingCall(self._keep_claims)
             self._keep_call.clock = self._reactor
-            self._keep_call.start(self.claim_idle / 3, now=False)
+            self._keep_call.start(self.claim_idle / 4, now=False)
 
     def stopService(self) -> Deferred:
         """Stop reading; send the acks released so far; close."""
@@ -403,14 +405,14 @@ class RedisSource(SourcePlumbing, Service):
         return self._in_pool(send).addCallbacks(sent, failed)
 
     def _keep_claims(self) -> Deferred:
-        """Reset the idle time of the entries in flight longer than a third of ``claim_idle`` (``XCLAIM ...
+        """Reset the idle time of the entries in flight longer than a quarter of ``claim_idle`` (``XCLAIM ...
         JUSTID`` to this consumer), so that no other consumer of the group claims what this one still holds."""
         client = self._client
         if client is None or not self._inflight:
             return succeed(None)
 
         def send():
-            due = time.monotonic() - self.claim_idle / 3
+            due = time.monotonic() - self.claim_idle / 4
             with self._inflight_lock:  # in the pool: the reading thread holds it across a read
                 old = [key for key, since in self._inflight.items() if since <= due]
             streams: dict = {}
@@ -429,7 +431,7 @@ class RedisSource(SourcePlumbing, Service):
         def failed(failure):
             self.log.warn("Redis source {source}: keeping the entries in flight claimed failed ({error}); tried "
                           "again in {delay:.0f} s", source=self.name, error=failure.getErrorMessage(),
-                          delay=self.claim_idle / 3)
+                          delay=self.claim_idle / 4)
 
         return self._in_pool(send).addErrback(failed)
 

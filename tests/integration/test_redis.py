@@ -243,8 +243,9 @@ async def test_entries_in_flight_are_handed_over_once_across_a_lost_connection_a
         seen.append(message.ack.entry)
         message.ack.ack()
 
-    ours = RedisSource("held", broker, (stream,), hold, reactor, consumer="ours", claim_idle=1.5)
-    peer = RedisSource("peer", broker, (stream,), store, reactor, consumer="peer", claim_idle=1.0)
+    # Both claim what is idle for 2 s; the first keeps what it holds under 1 s idle (a margin of 1 s).
+    ours = RedisSource("held", broker, (stream,), hold, reactor, consumer="ours", claim_idle=2.0)
+    peer = RedisSource("peer", broker, (stream,), store, reactor, consumer="peer", claim_idle=2.0)
     ours.startService()
     try:
         await until(lambda: len(held) == 200, "the first consumer to read the 200 entries")
@@ -256,8 +257,8 @@ async def test_entries_in_flight_are_handed_over_once_across_a_lost_connection_a
         for seq in range(200, 250):
             client.xadd(stream, {"topic": "r/net/gw/n/data.json", "payload": json.dumps({"seq": seq})})
         await until(lambda: len(seen) >= 250, "the 50 entries written after the kill")
-        # Held past the peer's claim_idle three times over and the first consumer's own twice over.
-        await deferLater(reactor, 3.5, lambda: None)
+        # Held past claim_idle twice over: the peer claims every 2 s, and so does the first consumer itself.
+        await deferLater(reactor, 4.5, lambda: None)
         for message in held:
             message.ack.ack()
         await until(lambda: client.xpending(stream, "lorrygate")["pending"] == 0, "every entry acknowledged")
