@@ -12,32 +12,11 @@ import pytest
 import pytest_twisted
 from twisted.internet import threads
 
-from lorrygate.config.loader import loads
+from lorrygate.config.settings import BrokerSettings
 from lorrygate.sources.mqtt import MQTTSource
 from tests.integration.test_unread import until
 
 pytestmark = pytest.mark.integration
-
-CONFIG = """
-[lorrygate]
-data_dir = {data_dir}
-control = off
-
-[broker:b]
-host = 127.0.0.1
-port = {port}
-client_id = redelivery-{name}
-reconnect_max_delay = 0.5s
-
-[storage:db]
-url = sqlite:///{data_dir}/x.sqlite
-
-[channel:main]
-source = b
-topics = redelivery/#
-storage = db
-"""
-
 
 def publish(broker, topic: str, payloads) -> None:
     """QoS 1 publishes, each acknowledged by the broker."""
@@ -54,12 +33,12 @@ def publish(broker, topic: str, payloads) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_messages_in_flight_across_a_cut_connection_are_handed_over_once(tmp_path, mosquitto):
+async def test_messages_in_flight_across_a_cut_connection_are_handed_over_once(mosquitto):
     from twisted.internet import reactor
 
     name = uuid.uuid4().hex[:8]
-    settings = loads(CONFIG.format(data_dir=tmp_path, port=mosquitto.port, name=name), source="redelivery.ini")
-    broker = settings.brokers["b"]
+    broker = BrokerSettings(name="b", host="127.0.0.1", port=mosquitto.port, client_id=f"redelivery-{name}",
+                            reconnect_max_delay=0.5)
     topic = f"redelivery/{name}"
     held, seen = [], []
 
