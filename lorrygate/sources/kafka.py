@@ -146,6 +146,9 @@ class KafkaSource(SourcePlumbing, Service):
     # -- ISource ----------------------------------------------------------------
 
 
+    def status(self) -> dict:
+        return {"rebalances": self.revocations, "redelivered_after_rebalance": self.redelivered_after_rebalance}
+
     def _set_paused(self, paused: bool) -> None:
         self._paused_flag = paused  # the consumer thread pauses or resumes its partitions
 

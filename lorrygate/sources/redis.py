@@ -140,6 +140,9 @@ class RedisSource(SourcePlumbing, Service):
                                        maxlen=10_000, approximate=True)
         self._in_pool(call).addErrback(lambda failure: None)
 
+    def status(self) -> dict:
+        return {"in_flight": len(self._inflight)} if self.mode == "streams" else {}
+
     # -- service ----------------------------------------------------------------
 
     def startService(self) -> None:

@@ -52,9 +52,10 @@ def test_an_xack_lost_with_the_connection_is_sent_again_and_its_entries_stay_in_
     clock.advance(0)
     assert client.acked == []
     assert made._take("stream", [(b"1-0", {}), (b"1-1", {})]) == [], "still in flight: not handed over again"
+    assert made.status() == {"in_flight": 2}
     clock.advance(1.0)
     assert client.acked == [("stream", ("1-0", "1-1"))]
-    assert made._inflight == {}
+    assert made._inflight == {} and made.status() == {"in_flight": 0}
     assert not clock.getDelayedCalls()
 
 
