@@ -275,10 +275,12 @@ def test_a_command_hook_gets_the_sample_on_stdin(tmp_path, mosquitto, postgres):
     try:
         publisher.publish_many([(f"{realm}/net/gw/a/data.json", json.dumps({"temperature": 21.5, "place": "attic"}))
                                 for _ in range(5)])
-        wait_until(lambda: (marks / "gw_a_sensors.json").exists(), 30, "the command's run")
+        mark = marks / "gw_a_sensors.json"
+        # the file exists from the script's open(), its line only once written: wait for the line
+        wait_until(lambda: mark.exists() and mark.read_text().endswith("\n"), 30, "the command's run")
         failed = hooks_status(gateway)["failed"]
         assert failed and "not yet: the announcement service is starting" in failed[0]["error"], failed
-        lines = (marks / "gw_a_sensors.json").read_text().splitlines()
+        lines = mark.read_text().splitlines()
         sample = json.loads(lines[0])
         assert sample["schema"] == f"{realm}_net" and sample["table"] == "gw_a_sensors" and sample["first"] is True
         assert sample["fields"] == {"temperature": "number", "place": "text"}
