@@ -22,6 +22,17 @@ consumes again on resume, one consumer at a time; the end of a consumer the
 source cancelled is not a lost channel, even when a resume came before
 RabbitMQ confirmed the cancel. A consumer RabbitMQ cancels itself (its queue
 deleted) is: the source connects again and declares its queue anew.
+
+A lost connection voids the acks of the messages still in flight, and
+RabbitMQ delivers them again under new delivery tags, as it does the latest
+ones acknowledged whose ``basic.ack`` it had not read. A message whose
+publisher gave it a ``message_id`` is recognised when it comes back: a
+delivery with ``redelivered`` set and the same ``message_id``, routing key
+and body as one in flight on the lost connection, or one of its last
+``2 * prefetch`` acknowledged, is not handed over a second time; it is
+acknowledged once the first delivery is committed (`_Away`).
+Without a ``message_id`` nothing identifies a message across deliveries, and
+those come back as new (stored twice unless the storage is ``idempotent``).
 """
 
 from collections import deque
@@ -93,6 +104,22 @@ class AmqpAck:
         self.source._ack(self.generation, self.tag)
 
 
+@attrs.define(eq=False)
+class _Away:
+    """A delivery with a ``message_id`` that a lost connection left in flight: whether its commit came,
+    and the delivery of the same message on a later connection that waits for it (generation, tag)."""
+
+    identity: tuple
+    #: (generation, tag) of the first delivery
+    key: tuple
+    committed: bool = False
+    forward: tuple | None = None
+
+
+#: the most such deliveries remembered (the oldest are forgotten first: at worst stored twice, as without)
+AWAY_LIMIT = 100_000
+
+
 @implementer(ISource)
 @attrs.define(eq=False)
 class AMQPSource(SourcePlumbing, Service):
@@ -132,12 +159,26 @@ class AMQPSource(SourcePlumbing, Service):
     #: deliveries that arrived while paused (sent before the cancel took effect)
     _held: list = attrs.Factory(list)
     _consuming: Deferred | None = None
+    #: delivery tag -> (message_id, routing key, body) of this generation's deliveries in flight that have one
+    _identities: dict = attrs.Factory(dict)
+    #: identities of this generation's latest deliveries acknowledged (their ``basic.ack`` may not have reached
+    #: RabbitMQ when the connection is lost)
+    _recent: deque = attrs.Factory(deque)
+    #: delivery tag -> `_Away`, of this generation's deliveries that are copies of one in flight before
+    _copies: dict = attrs.Factory(dict)
+    #: identity -> [`_Away`, ...] of deliveries lost connections left in flight, oldest first
+    _away: dict = attrs.Factory(dict)
+    #: (generation, tag) of such a delivery -> its `_Away`, for its late ack (oldest first)
+    _away_acks: dict = attrs.Factory(dict)
+    #: deliveries not handed over again: RabbitMQ sent them again while the first was in flight
+    redelivered_in_flight: int = 0
 
     log = Logger()
 
     def __attrs_post_init__(self):
         self._filters = tuple(parse_filter(topic) for topic in self.topics)
         self.queue = self.queue or f"lorrygate.{self.name}"
+        self._recent = deque(maxlen=max(2 * self.prefetch, 1000))
         self.client_id = self.client_id or f"{self.queue}@{self.broker.host}"
         if self._reactor is None:
             self._reactor = self._clock
@@ -149,6 +190,9 @@ class AMQPSource(SourcePlumbing, Service):
     @property
     def connected(self) -> bool:
         return self._channel is not None and self._channel.is_open
+
+    def status(self) -> dict:
+        return {"redelivered_in_flight": self.redelivered_in_flight, "in_flight": len(self._outstanding)}
 
 
     def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
@@ -239,6 +283,7 @@ class AMQPSource(SourcePlumbing, Service):
             await self._close(protocol)
             return
         self._failures = 0
+        self._keep_away()
         self._generation += 1
         self._outstanding.clear()
         self._done.clear()
@@ -324,6 +369,7 @@ class AMQPSource(SourcePlumbing, Service):
         self._consumer_tag = ""
         self._consuming = None
         self.subscribed = False
+        self._keep_away()
         self._generation += 1  # acks of the lost channel are void: RabbitMQ delivers those messages again
         if not self.running:
             return None
@@ -348,6 +394,12 @@ class AMQPSource(SourcePlumbing, Service):
         _, method, properties, body = item
         tag = method.delivery_tag
         self._outstanding.append(tag)
+        message_id = properties.message_id
+        if message_id:
+            identity = (message_id, method.routing_key, body)
+            if method.redelivered and identity in self._away and self._copy(identity, generation, tag):
+                return
+            self._identities[tag] = identity
         topic = topic_of(method.routing_key)
         subscription = self._filters[0].text
         if len(self._filters) > 1:
@@ -362,17 +414,89 @@ class AMQPSource(SourcePlumbing, Service):
 
     def _ack(self, generation: int, tag: int) -> None:
         if generation != self._generation:
-            return  # that channel is gone; RabbitMQ delivers the message again
+            # that channel is gone; RabbitMQ delivers the message again, and a copy may wait for this commit
+            away = self._away_acks.get((generation, tag))
+            if away is not None:
+                away.committed = True
+                if away.forward is not None:
+                    self._settle(away)
+            return
         self._done.add(tag)
         outstanding, done = self._outstanding, self._done
+        identities = self._identities
         released = 0
         while outstanding and outstanding[0] in done:
             released = outstanding.popleft()
             done.discard(released)
+            if identities:
+                identity = identities.pop(released, None)
+                if identity is not None:
+                    self._recent.append(identity)
         if released:
             self._acked_up_to = released
             if self._ack_call is None:
                 self._ack_call = self._clock.callLater(0, self._flush_acks)
+
+    # -- deliveries a lost connection left in flight --------------------------------
+
+    def _keep_away(self) -> None:
+        """The channel of this generation is gone: remember its deliveries in flight that have a
+        ``message_id``, so that their copies on the next channel are recognised (`_copy`)."""
+        done, identities, copies = self._done, self._identities, self._copies
+        away, acks, generation = self._away, self._away_acks, self._generation
+        for number, identity in enumerate(self._recent):  # committed: a copy is acknowledged at once
+            acks[(generation, -1 - number)] = record = _Away(identity, (generation, -1 - number), committed=True)
+            away.setdefault(identity, []).append(record)
+        self._recent.clear()
+        for tag in self._outstanding:
+            if tag in done:
+                continue
+            copied = copies.get(tag)
+            if copied is not None:
+                copied.forward = None  # the copy is lost as well; the first delivery's commit is still to come
+                continue
+            identity = identities.get(tag)
+            if identity is not None:
+                acks[(generation, tag)] = record = _Away(identity, (generation, tag))
+                away.setdefault(identity, []).append(record)
+        identities.clear()
+        copies.clear()
+        self._outstanding.clear()
+        done.clear()
+        if len(acks) > AWAY_LIMIT:  # the oldest whose copy never came (another consumer's, say)
+            for record in [r for r in acks.values() if r.forward is None][:len(acks) - AWAY_LIMIT]:
+                self._forget(record)
+
+    def _forget(self, record: _Away) -> None:
+        self._away_acks.pop(record.key, None)
+        records = self._away.get(record.identity)
+        if records is not None and record in records:
+            records.remove(record)
+            if not records:
+                del self._away[record.identity]
+
+    def _copy(self, identity, generation: int, tag: int) -> bool:
+        """Whether a redelivery is a copy of a delivery in flight on a lost channel; if so, it is acknowledged
+        once that delivery commits (at once if it has), and not handed over."""
+        record = next((r for r in self._away[identity] if r.forward is None), None)
+        if record is None:
+            return False
+        self.redelivered_in_flight += 1
+        record.forward = (generation, tag)
+        if record.committed:
+            self._settle(record)
+        else:
+            self._copies[tag] = record
+        return True
+
+    def _settle(self, record: _Away) -> None:
+        """The first delivery is committed and its copy is here: acknowledge the copy, forget both."""
+        assert record.forward is not None
+        generation, tag = record.forward
+        self._forget(record)
+        if self._copies.get(tag) is record:
+            del self._copies[tag]
+        self._ack(generation, tag)
 
     def _flush_acks(self) -> None:
         """One ``basic.ack`` with ``multiple`` for every delivery released since the last."""

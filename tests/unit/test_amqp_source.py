@@ -1,5 +1,6 @@
 """The AMQP source without a broker: topics and routing keys, acknowledgements in delivery order with
-``multiple``, acks of a lost channel dropped, deliveries held while paused."""
+``multiple``, acks of a lost channel dropped, deliveries held while paused, copies of deliveries a lost
+channel left in flight recognised by their ``message_id``."""
 
 from types import SimpleNamespace
 
@@ -41,8 +42,9 @@ def source():
     return made, clock, delivered
 
 
-def delivery(tag, key):
-    return (None, SimpleNamespace(delivery_tag=tag, routing_key=key), None, b"{}")
+def delivery(tag, key, message_id=None, redelivered=False, body=b"{}"):
+    return (None, SimpleNamespace(delivery_tag=tag, routing_key=key, redelivered=redelivered),
+            SimpleNamespace(message_id=message_id), body)
 
 
 def test_acks_go_out_in_delivery_order_several_at_once():
@@ -126,3 +128,85 @@ def test_a_consumer_that_arrives_while_paused_is_cancelled():
     made.pause("storage db")  # paused before RabbitMQ answered the consume
     channel.consumes[0].callback((consumer_queue(), "ctag-1"))
     assert channel.cancelled == "ctag-1" and made._consumer_tag == ""
+
+
+def lose_channel(made):
+    """The connection closes and a new channel opens (generation + 1)."""
+    made._lost(made._channel, "cut")
+    made._channel = Channel()
+
+
+def test_a_copy_of_a_delivery_in_flight_is_acknowledged_once_the_first_commits():
+    made, clock, delivered = source()
+    made._received(delivery(1, "a.x", "id-1", body=b"1"), 1)
+    made._received(delivery(2, "a.x", "id-2", body=b"2"), 1)
+    lose_channel(made)
+    # RabbitMQ sends both again under new tags, redelivered; the first delivery of id-1 commits meanwhile
+    delivered[0].ack.ack()
+    made._received(delivery(1, "a.x", "id-1", redelivered=True, body=b"1"), 2)
+    made._received(delivery(2, "a.x", "id-2", redelivered=True, body=b"2"), 2)
+    assert len(delivered) == 2  # neither handed over again
+    assert made.redelivered_in_flight == 2
+    clock.advance(0)
+    assert made._channel.acks == [(1, True)]  # id-1 was committed: its copy is acknowledged at once
+    delivered[1].ack.ack()  # the first delivery of id-2 commits: its copy is acknowledged
+    clock.advance(0)
+    assert made._channel.acks == [(1, True), (2, True)]
+    assert made._away == {} and made._away_acks == {} and made._copies == {}
+
+
+def test_only_a_redelivered_copy_with_the_same_id_key_and_body_is_held_back():
+    made, clock, delivered = source()
+    made._received(delivery(1, "a.x", "id-1", body=b"1"), 1)
+    lose_channel(made)
+    made._received(delivery(1, "a.x", "id-1", redelivered=False, body=b"1"), 2)  # a new message
+    made._received(delivery(2, "a.x", "id-1", redelivered=True, body=b"other"), 2)  # another body
+    made._received(delivery(3, "a.y", "id-1", redelivered=True, body=b"1"), 2)  # another routing key
+    made._received(delivery(4, "a.x", None, redelivered=True, body=b"1"), 2)  # no id
+    assert len(delivered) == 5 and made.redelivered_in_flight == 0
+    made._received(delivery(5, "a.x", "id-1", redelivered=True, body=b"1"), 2)
+    assert len(delivered) == 5 and made.redelivered_in_flight == 1
+    made._received(delivery(6, "a.x", "id-1", redelivered=True, body=b"1"), 2)  # one copy per delivery in flight
+    assert len(delivered) == 6
+
+
+def test_a_copy_lost_with_the_next_channel_waits_for_the_next_copy():
+    made, clock, delivered = source()
+    made._received(delivery(1, "a.x", "id-1"), 1)
+    lose_channel(made)
+    made._received(delivery(7, "a.x", "id-1", redelivered=True), 2)
+    lose_channel(made)  # the copy (unacknowledged: the first is still in flight) is lost too
+    made._received(delivery(3, "a.x", "id-1", redelivered=True), 3)
+    assert len(delivered) == 1 and made.redelivered_in_flight == 2
+    delivered[0].ack.ack()
+    clock.advance(0)
+    assert made._channel.acks == [(3, True)]
+
+
+def test_a_copy_of_a_delivery_acknowledged_just_before_the_loss_is_acknowledged_at_once():
+    """RabbitMQ had not read the ``basic.ack`` when the connection closed: it sends the message again."""
+    made, clock, delivered = source()
+    made._received(delivery(1, "a.x", "id-1"), 1)
+    made._received(delivery(2, "a.x"), 1)  # no id: nothing to recognise it by
+    delivered[0].ack.ack()
+    delivered[1].ack.ack()
+    clock.advance(0)
+    lose_channel(made)
+    assert made._identities == {}
+    made._received(delivery(1, "a.x", "id-1", redelivered=True), 2)
+    made._received(delivery(2, "a.x", redelivered=True), 2)
+    assert len(delivered) == 3 and delivered[2].ack.tag == 2  # only the one without an id again
+    clock.advance(0)
+    assert made._channel.acks == [(1, True)]
+    assert made._away == {} and made._away_acks == {}
+
+
+def test_the_latest_acknowledged_are_remembered_up_to_twice_the_window():
+    made, clock, delivered = source()
+    window = made._recent.maxlen
+    assert window == max(2 * made.prefetch, 1000)
+    for tag in range(1, window + 11):
+        made._received(delivery(tag, "a.x", f"id-{tag}"), 1)
+        delivered[-1].ack.ack()
+    lose_channel(made)
+    assert len(made._away) == window and "id-10" not in {identity[0] for identity in made._away}
