@@ -38,7 +38,10 @@ file named:
   (``auth/AuthenticationHandler.java`` (``HostBasedAuthentication``));
 - ``GET /`` answers the node's name and version (``rest/MainAndStaticFileHandler.java``);
 - ``sys.cluster``, ``sys.nodes`` and ``sys.shards`` for the shard budget
-  (``cluster.max_shards_per_node``, 1,000 by default).
+  (``cluster.max_shards_per_node``, 1,000 by default);
+- ``CREATE OR REPLACE VIEW`` replaces a view, and fails with 4093 where a
+  table of that name exists (``exceptions/RelationAlreadyExists.java``);
+  ``information_schema.views`` lists the views.
 
 Faults are injected by the tests: whole-request errors (``fail_next``), per
 row codes (``row_faults``), and a 5002 after a partial write
@@ -53,6 +56,8 @@ from twisted.web.resource import Resource
 
 _CREATE = re.compile(r'CREATE TABLE IF NOT EXISTS ("[^"]+(?:""[^"]*)*")\.("[^"]+(?:""[^"]*)*")', re.S)
 _INSERT = re.compile(r'INSERT INTO ("[^"]+(?:""[^"]*)*")\.("[^"]+(?:""[^"]*)*") \(([^)]*)\)')
+_VIEW = re.compile(r'CREATE OR REPLACE VIEW ("[^"]+(?:""[^"]*)*")\.("[^"]+(?:""[^"]*)*") AS SELECT (.*) FROM '
+                   r'("[^"]+(?:""[^"]*)*")\.("[^"]+(?:""[^"]*)*") WHERE "address" = \'((?:[^\']|\'\')*)\'$', re.S)
 _ALTER = re.compile(r'ALTER TABLE ("[^"]+(?:""[^"]*)*")\.("[^"]+(?:""[^"]*)*") ADD COLUMN ("[^"]+(?:""[^"]*)*")')
 _PRIMARY = re.compile(r"PRIMARY KEY \(([^)]*)\)")
 _COLUMN = re.compile(r'(?:\(|, )("[^"]+(?:""[^"]*)*") ([A-Z]+(?: WITH TIME ZONE)?(?:\([A-Z]+\))?)([^,]*)')
@@ -123,6 +128,7 @@ class FakeCrate(Resource):
         self.statements = []
         self.requests = 0  # INSERT requests answered
         self.tables = {}  # (schema, table) -> {"rows", "pk", "types", "ddl", "columns", "unindexed", "shards"}
+        self.views = {}  # (schema, view) -> ((schema, table), columns, address)
         self.faults = []  # whole-request faults: (status, code, message)
         self.row_faults = []  # codes for the next rows, one each: a per-row error with that code (None: a bare -2)
         self.partial_failure = False  # the next INSERT writes its first half, then answers 500/5002
@@ -138,6 +144,11 @@ class FakeCrate(Resource):
 
     def drop(self, schema: str, table: str) -> None:
         del self.tables[(schema, table)]
+
+    def view_rows(self, schema: str, view: str) -> list:
+        """What ``SELECT * FROM`` the view answers: the table's rows of its address, with its columns."""
+        table, columns, address = self.views[(schema, view)]
+        return [{c: row.get(c) for c in columns} for row in self.tables[table]["rows"] if row.get("address") == address]
 
     # -- HTTP ---------------------------------------------------------------------
 
@@ -188,6 +199,8 @@ class FakeCrate(Resource):
             return self._error(request, *self.faults.pop(0))
         if statement.startswith("CREATE TABLE"):
             return self._create(request, statement)
+        if statement.startswith("CREATE OR REPLACE VIEW"):
+            return self._view(request, statement)
         if statement.startswith("ALTER TABLE"):
             return self._alter(request, statement)
         if statement.startswith("INSERT INTO"):
@@ -212,6 +225,8 @@ class FakeCrate(Resource):
             rows = [[self.nodes]]
         elif "sys.shards" in statement:
             rows = [[sum(t["shards"] for t in self.tables.values())]]
+        elif "information_schema.views" in statement:
+            rows = [list(key) for key in self.views]
         else:
             rows = [[]]
         return self._answer(request, {"cols": ["x"], "rows": rows, "rowcount": 1, "duration": 0.1})
@@ -232,6 +247,18 @@ class FakeCrate(Resource):
                 if "CLUSTERED INTO" in statement else 4
             self.tables[key] = {"rows": [], "pk": pk, "types": {}, "ddl": statement, "columns": columns,
                                 "unindexed": unindexed, "shards": shards}
+        return self._answer(request, {"cols": [], "rows": [], "rowcount": 1, "duration": 0.5})
+
+    def _view(self, request, statement):
+        match = _VIEW.search(statement)
+        key = (_unquote(match.group(1)), _unquote(match.group(2)))
+        if key in self.tables:
+            return self._error(request, 409, 4093, f"RelationAlreadyExists[Relation '{key[0]}.{key[1]}' already exists.]")
+        table = (_unquote(match.group(4)), _unquote(match.group(5)))
+        if table not in self.tables:
+            return self._error(request, 404, 4041, f"RelationUnknown[Relation '{table[0]}.{table[1]}' unknown]")
+        columns = [_unquote(c.strip()) for c in match.group(3).split(",")]
+        self.views[key] = (table, columns, match.group(6).replace("''", "'"))
         return self._answer(request, {"cols": [], "rows": [], "rowcount": 1, "duration": 0.5})
 
     def _alter(self, request, statement):

@@ -11,7 +11,16 @@ from lorrygate.storage.sqlite import table_name
 from lorrygate.topology.naming import quote
 
 
-def _ddl(storage, table, channel) -> list:
+def _ddl(storage, table, channel, address=None) -> list:
+    if storage.kind == "crate" and storage.layout == "per-network":
+        from lorrygate.storage.crate_layout import shared_table, view_statement
+
+        shared = shared_table(table, address)
+        if shared is not None:
+            template = channel.ddl or storage.ddl
+            create = template.render(shared, None) if template is not None else [
+                default_ddl(shared, storage.partition, storage.shards, storage.replicas, storage.idempotent, True)]
+            return create + ([view_statement(table, shared)] if shared != table else [])
     template = channel.ddl or storage.ddl
     if template is not None:
         return template.render(table, None)
@@ -130,7 +139,7 @@ def describe(settings, topics=(), fields=()) -> str:
                 physical = table_name(table) if storage.kind == "sqlite" else f"{table.schema}.{table.table}"
                 lines.append(f"    storage {name} ({storage.kind}): schema {table.schema}, table {table.table} "
                              f"-> {physical}")
-                for statement in _ddl(storage, table, channel):
+                for statement in _ddl(storage, table, channel, address):
                     lines.append(f"      {statement}")
                 lines.extend(_columns(storage, list(fields)))
     return "\n".join(lines)

@@ -137,6 +137,8 @@ ELEMENTS = dict([
     _spec("crate", "sink", "CrateDB storage over HTTP.",
           url=Prop(v.storage_url, REQUIRED, "crate://HOST:4200/"),
           shards=Prop(v.integer(1, 1000), 1, "shards per table"), replicas=Prop(v.nonempty, "0", "replicas"),
+          layout=Prop(v.choice("per-address", "per-network"), "per-address",
+                      "per-address, or per-network: a table per network and kind, a view per address"),
           name=Prop(v.nonempty, "", "storage name")),
     _spec("textsink", "sink", "Appends rows to a file as NDJSON or CSV, fsync'd per batch.",
           location=Prop(v.nonempty, REQUIRED, "file path"),

@@ -197,7 +197,8 @@ class _Builder:
                 url = props["url"]
                 if url.kind != factory:
                     raise PipelineError(f"{factory} url: expected a {factory} URL, got {str(url)!r}", text, element.loc)
-                extra = {"shards": props["shards"], "replicas": props["replicas"]} if factory == "crate" else {}
+                extra = ({"shards": props["shards"], "replicas": props["replicas"], "layout": props["layout"]}
+                         if factory == "crate" else {})
                 settings = s.StorageSettings(name, url, factory, **extra)
             elif factory == "textsink":
                 path = props["location"]

@@ -50,6 +50,8 @@ its shards are checked against the cluster's budget
 not fit is refused with the arithmetic, its messages become dead letters and
 the table is listed in the status. ``idempotent = true`` adds
 ``lorrygate_id`` and the primary key ``(time, lorrygate_id, <period>)``.
+``layout = per-network``: one table per network and kind, with the address
+in columns, and a view per address (`lorrygate.storage.crate_layout`).
 """
 
 import base64
@@ -66,7 +68,9 @@ from zope.interface import implementer
 from lorrygate.decoding.timestamps import seconds_to_ns
 from lorrygate.errors import LorrygateError, StorageError
 from lorrygate.interfaces import IStorage
+from lorrygate.model import TableName
 from lorrygate.storage.batch import DeadLetter
+from lorrygate.storage.crate_layout import ADDRESS_COLUMNS, address_values, shared_table, view_statement
 from lorrygate.storage.crate_values import Conversions, crate_object
 from lorrygate.storage.layout import ID_COLUMN, row_id
 from lorrygate.topology.naming import quote
@@ -104,9 +108,13 @@ def transient(code) -> bool:
     return code is not None and (4030 <= code <= 4037 or code >= 5000)
 
 
-def default_ddl(table, partition: str, shards: int, replicas: str, idempotent: bool) -> str:
-    """The CREATE TABLE of a new per-address table."""
-    columns = ['"time" TIMESTAMP WITH TIME ZONE NOT NULL', '"tags" OBJECT(DYNAMIC)', '"fields" OBJECT(DYNAMIC)']
+def default_ddl(table, partition: str, shards: int, replicas: str, idempotent: bool, shared: bool = False) -> str:
+    """The CREATE TABLE of a new per-address table (``shared``: of a per-network one, with the address columns,
+    `lorrygate.storage.crate_layout`)."""
+    columns = ['"time" TIMESTAMP WITH TIME ZONE NOT NULL']
+    if shared:
+        columns += ['"address" TEXT NOT NULL', '"gateway" TEXT', '"node" TEXT']
+    columns += ['"tags" OBJECT(DYNAMIC)', '"fields" OBJECT(DYNAMIC)']
     key = ['"time"']
     if partition != "none":
         columns.append(
@@ -146,9 +154,10 @@ def qualified(table) -> str:
     return f"{quote(table.schema or 'doc')}.{quote(table.table)}"
 
 
-def insert_statement(table, idempotent: bool) -> str:
-    columns = '"time", "tags", "fields"' + (f', "{ID_COLUMN}"' if idempotent else "")
-    marks = "?, ?, ?" + (", ?" if idempotent else "")
+def insert_statement(table, idempotent: bool, shared: bool = False) -> str:
+    named = ("time",) + (ADDRESS_COLUMNS if shared else ()) + ("tags", "fields") + ((ID_COLUMN,) if idempotent else ())
+    columns = ", ".join(f'"{name}"' for name in named)
+    marks = ", ".join("?" * len(named))
     statement = f"INSERT INTO {qualified(table)} ({columns}) VALUES ({marks})"
     return statement + " ON CONFLICT DO NOTHING" if idempotent else statement
 
@@ -243,6 +252,13 @@ class CrateStorage:
     refused_tables: dict = attrs.Factory(dict)
     #: tables whose idempotent column was added
     _altered: set = attrs.Factory(set)
+    #: per-address (one table per address) or per-network (`lorrygate.storage.crate_layout`)
+    layout: str = "per-address"
+    #: per-network: the shared tables written so far, and the views known to exist (None: not read yet)
+    _shared: set = attrs.Factory(set)
+    _views: set | None = None
+    #: per-network: views not made, by name, with the reason (a per-address table of that name, say)
+    refused_views: dict = attrs.Factory(dict)
     #: the base URLs of every node of the cluster (default: ``url`` alone); requests go round them
     nodes: tuple = ()
     #: per node: until when it counts as down, its backoff, its last error
@@ -282,6 +298,7 @@ class CrateStorage:
             idempotent=settings.idempotent,
             ddl=ddl,
             timeout=settings.timeout,
+            layout=settings.layout,
         )
 
     # -- IStorage -------------------------------------------------------------
@@ -312,6 +329,9 @@ class CrateStorage:
             "nonfinite_as_null": self.conversions.nonfinite,
             "keys_renamed": self.conversions.renamed,
             "refused_tables": dict(self.refused_tables),
+            "layout": self.layout,
+            **({"views": len(self._views or ()), "refused_views": dict(self.refused_views)}
+               if self.layout == "per-network" else {}),
         }
 
     # -- the protocol ---------------------------------------------------------
@@ -335,29 +355,46 @@ class CrateStorage:
             except UnsupportedServer as exc:
                 raise StorageError(str(exc)) from None
         progress = batch.progress
-        groups = {}
+        groups: dict = {}
+        views: dict = {}
+        per_network = self.layout == "per-network"
         for index, entry in enumerate(batch.entries):
+            table = entry.table
+            shared = shared_table(table, entry.address) if per_network and entry.records else None
+            if shared is not None:
+                self._shared.add(shared)
+                if shared != table:
+                    views[table] = shared
+                where = address_values(table, entry.address)
             for position, record in enumerate(entry.records):
                 if (index, position) in progress:
                     continue
-                groups.setdefault(entry.table, []).append(_Row(index, position, entry, self._args(entry.table, record)))
+                if shared is None:
+                    groups.setdefault(table, []).append(_Row(index, position, entry, self._args(table, record)))
+                else:
+                    groups.setdefault(shared, []).append(_Row(index, position, entry, self._args(table, record, where)))
         retry = 0
         for table, rows in groups.items():
             retry += await self._write_table(table, rows, progress, batch)
+        if views:
+            await self._make_views(views)
         await self._write_dead_letters(batch)
         if retry:
             raise StorageError(f"storage {self.name}: CrateDB could not take {retry} row(s) now; retrying")
 
-    def _args(self, table, record) -> list:
+    def _args(self, table, record, where: list | None = None) -> list:
+        """A row's values; ``where``: the values of the address columns (a shared table's row)."""
         counts = self.conversions
         args = [record.time // 1_000_000, crate_object(record.tags, counts), crate_object(record.fields, counts)]
+        if where is not None:
+            args[1:1] = where
         if self.idempotent:
             args.append(row_id(table, record.time, {"tags": _plain(record.tags), "fields": _plain(record.fields)}))
         return args
 
     async def _write_table(self, table, rows, progress: set, batch) -> int:
         """Send one table's rows; return how many must be retried."""
-        statement = insert_statement(table, self.idempotent)
+        statement = insert_statement(table, self.idempotent, table in self._shared)
         if str(table) in self.refused_tables:
             self._reject(rows, self.refused_tables[str(table)], progress, batch)
             return 0
@@ -448,7 +485,7 @@ class CrateStorage:
                 self.log.error("storage {storage}: {reason}", storage=self.name, reason=refused)
                 return False
         statements = template.render(table, entry) if template is not None else [
-            default_ddl(table, self.partition, self.shards, self.replicas, self.idempotent)
+            default_ddl(table, self.partition, self.shards, self.replicas, self.idempotent, table in self._shared)
         ]
         for statement in statements:
             try:
@@ -460,6 +497,43 @@ class CrateStorage:
             self.log.info("storage {storage}: created table {table}", storage=self.name, table=str(table))
         self._created.add(table)
         return True
+
+    async def _make_views(self, views: dict) -> None:
+        """Make the views of per-address tables whose rows went into a shared table (`crate_layout`), those
+        not made yet. The rows are stored whatever happens here: a view that fails is logged, and tried
+        again with the next rows of its address, unless CrateDB refused it for good."""
+        if self._views is None:
+            try:
+                answer = await self._sql("SELECT table_schema, table_name FROM information_schema.views")
+                self._views = {TableName(schema, name) for schema, name in answer.get("rows") or ()}
+            except (CrateError, StorageError) as exc:
+                self.log.warn("storage {storage}: cannot read CrateDB's views ({error}); trying again with the next "
+                              "rows", storage=self.name, error=str(exc))
+                return
+        for view, shared in views.items():
+            if view in self._views or str(view) in self.refused_views or str(shared) in self.refused_tables:
+                continue
+            try:
+                await self._sql(view_statement(view, shared))
+            except CrateError as exc:
+                if transient(exc.code) or exc.status >= 500:
+                    self.log.warn("storage {storage}: view {view} not made now ({error}); trying again with the next "
+                                  "rows", storage=self.name, view=str(view), error=str(exc))
+                    continue
+                reason = (f"a table {view} exists (the per-address layout's): its rows stay there, the new ones "
+                          f"are in {shared} (address = '{view.table}'); rename or drop it to get the view"
+                          if exc.code == 4093 else f"CrateDB refused it: {cut(str(exc), 500)}")
+                self.refused_views[str(view)] = reason
+                self.log.warn("storage {storage}: no view {view} over {shared}: {reason}", storage=self.name,
+                              view=str(view), shared=str(shared), reason=reason)
+                continue
+            except StorageError as exc:
+                self.log.warn("storage {storage}: view {view} not made now ({error}); trying again with the next rows",
+                              storage=self.name, view=str(view), error=str(exc))
+                return
+            self._views.add(view)
+            self.log.info("storage {storage}: created view {view} over {shared}", storage=self.name, view=str(view),
+                          shared=str(shared))
 
     async def _over_budget(self, table) -> str:
         """Why a new default table would not fit the cluster's shard budget ("" when it fits)."""
@@ -628,6 +702,7 @@ def safe_again(method: str, data: bytes | None) -> bool:
         return True
     head = data[:200]
     return (b'"stmt": "SELECT' in head or b'"stmt": "CREATE TABLE IF NOT EXISTS' in head
+            or b'"stmt": "CREATE OR REPLACE VIEW' in head
             or b"ON CONFLICT DO NOTHING" in data[:4000])
 
 

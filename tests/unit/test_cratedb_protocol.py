@@ -9,6 +9,7 @@ from twisted.internet.task import Clock
 from lorrygate.model import Message, Record, TableName
 from lorrygate.storage.batch import Batch, DeadLetter, Entry
 from lorrygate.storage.batcher import Batcher
+from lorrygate.storage.crate_layout import view_statement
 from lorrygate.storage.cratedb import DEAD_LETTER_DDL, DEAD_LETTER_INSERT, CrateStorage, default_ddl, insert_statement
 from lorrygate.storage.ddl import DdlTemplate, crate_validator
 from tests.doubles import Ack
@@ -45,8 +46,20 @@ def test_generated_statements_parse_as_cratedb_sql(partition, idempotent):
     evil = TableName('we"ird schema', "t; DROP TABLE x")
     for statement in (default_ddl(TABLE, partition, 1, "0-1", idempotent), default_ddl(evil, partition, 3, "1", idempotent),
                       insert_statement(TABLE, idempotent), insert_statement(evil, idempotent), DEAD_LETTER_DDL,
-                      DEAD_LETTER_INSERT):
+                      DEAD_LETTER_INSERT, default_ddl(evil, partition, 6, "1", idempotent, shared=True),
+                      insert_statement(evil, idempotent, shared=True),
+                      view_statement(TableName("s", "it's -- a \\ view; DROP"), evil)):
         sqlparse(statement, raise_exception=True)
+
+
+def test_a_view_takes_only_its_address_whatever_the_name_holds():
+    """The view's filter is one string literal: a quote in the name is doubled, a backslash is no escape."""
+    from tests.fakecrate import _VIEW
+
+    name = "it's -- a \\' view"
+    statement = view_statement(TableName("s", name), TableName("s", "sensors"))
+    assert statement.endswith("WHERE \"address\" = 'it''s -- a \\'' view'")
+    assert _VIEW.search(statement).group(6).replace("''", "'") == name
 
 
 def test_new_table_is_created_with_the_default_layout_and_rows_land():

@@ -113,6 +113,15 @@ def test_describe_prints_schema_table_and_ddl():
     assert 'CREATE TABLE IF NOT EXISTS "mqttkit_1_testdrive"."area_42_node_1_sensors"' in text
 
 
+def test_describe_shows_the_shared_table_and_the_view_of_the_per_network_layout():
+    pipeline = parse_launch('mqtt://localhost/mqttkit-1/%23 ! crate url=crate://localhost:4200/ layout=per-network')
+    text = pipeline.describe(["mqttkit-1/testdrive/area-42/node-1/data.json"])
+    assert 'CREATE TABLE IF NOT EXISTS "mqttkit_1_testdrive"."sensors" ("time" TIMESTAMP WITH TIME ZONE NOT NULL, ' \
+           '"address" TEXT NOT NULL, "gateway" TEXT, "node" TEXT' in text
+    assert ('CREATE OR REPLACE VIEW "mqttkit_1_testdrive"."area_42_node_1_sensors" AS SELECT "time", "tags", '
+            '"fields" FROM "mqttkit_1_testdrive"."sensors" WHERE "address" = \'area_42_node_1_sensors\'') in text
+
+
 def test_describe_shows_the_column_each_field_gets():
     """--describe --field: the column per storage, with the reason where a name had to change."""
     from lorrygate.pipeline.model import parse_launch
