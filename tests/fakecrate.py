@@ -130,14 +130,19 @@ class FakeCrate(Resource):
         self.tables = {}  # (schema, table) -> {"rows", "pk", "types", "ddl", "columns", "unindexed", "shards"}
         self.views = {}  # (schema, view) -> ((schema, table), columns, address)
         self.faults = []  # whole-request faults: (status, code, message)
+        self.statement_faults = []  # (statement prefix, fault) for the next statement of that prefix
         self.row_faults = []  # codes for the next rows, one each: a per-row error with that code (None: a bare -2)
         self.partial_failure = False  # the next INSERT writes its first half, then answers 500/5002
         self.authorizations = []  # the Authorization header of each request
 
     # -- fault injection --------------------------------------------------------
 
-    def fail_next(self, status: int, code: int, message: str) -> None:
-        self.faults.append((status, code, message))
+    def fail_next(self, status: int, code: int, message: str, statement: str = "") -> None:
+        """The next request fails so; with ``statement``, the next one whose statement starts with it."""
+        if statement:
+            self.statement_faults.append((statement, (status, code, message)))
+        else:
+            self.faults.append((status, code, message))
 
     def rows(self, schema: str, table: str) -> list:
         return self.tables[(schema, table)]["rows"]
@@ -197,6 +202,10 @@ class FakeCrate(Resource):
             return self._error(request, 400, 4000, f"SQLParseException[{exc}]")
         if self.faults:
             return self._error(request, *self.faults.pop(0))
+        for index, (prefix, fault) in enumerate(self.statement_faults):
+            if statement.startswith(prefix):
+                del self.statement_faults[index]
+                return self._error(request, *fault)
         if statement.startswith("CREATE TABLE"):
             return self._create(request, statement)
         if statement.startswith("CREATE OR REPLACE VIEW"):

@@ -63,6 +63,7 @@ import attrs
 import treq
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from lorrygate.decoding.timestamps import seconds_to_ns
@@ -257,6 +258,10 @@ class CrateStorage:
     #: per-network: the shared tables written so far, and the views known to exist (None: not read yet)
     _shared: set = attrs.Factory(set)
     _views: set | None = None
+    #: per-network: views to make (view -> shared table), what makes them, and who waits for that
+    _views_wanted: dict = attrs.Factory(dict)
+    _view_maker: Deferred | None = None
+    _view_waiters: list = attrs.Factory(list)
     #: per-network: views not made, by name, with the reason (a per-address table of that name, say)
     refused_views: dict = attrs.Factory(dict)
     #: the base URLs of every node of the cluster (default: ``url`` alone); requests go round them
@@ -312,7 +317,17 @@ class CrateStorage:
         return Deferred.fromCoroutine(self._check_version())
 
     def stop(self) -> Deferred:
-        return succeed(None)
+        """Stop making views (the one on its way is waited for: a request, at most ``timeout``)."""
+        self._views_wanted.clear()
+        return self.views_made()
+
+    def views_made(self) -> Deferred:
+        """A Deferred that fires once the views wanted so far are made, or tried (per-network layout)."""
+        if self._view_maker is None:
+            return succeed(None)
+        d: Deferred = Deferred()
+        self._view_waiters.append(d)
+        return d
 
     def write(self, batch) -> Deferred:
         return Deferred.fromCoroutine(self._write(batch))
@@ -377,7 +392,7 @@ class CrateStorage:
         for table, rows in groups.items():
             retry += await self._write_table(table, rows, progress, batch)
         if views:
-            await self._make_views(views)
+            self._want_views(views)
         await self._write_dead_letters(batch)
         if retry:
             raise StorageError(f"storage {self.name}: CrateDB could not take {retry} row(s) now; retrying")
@@ -498,10 +513,29 @@ class CrateStorage:
         self._created.add(table)
         return True
 
-    async def _make_views(self, views: dict) -> None:
-        """Make the views of per-address tables whose rows went into a shared table (`crate_layout`), those
-        not made yet. The rows are stored whatever happens here: a view that fails is logged, and tried
-        again with the next rows of its address, unless CrateDB refused it for good."""
+    def _want_views(self, views: dict) -> None:
+        """Have the views of per-address tables whose rows went into a shared table made (`crate_layout`), those
+        not made yet, one after the other beside the writes: a first run of 10,000 devices makes 10,000 views,
+        each a change of the cluster's state, and the rows (and their acknowledgements) must not wait for that.
+        A view that fails for a passing reason is tried again with the next rows of its address."""
+        known, wanted = self._views, self._views_wanted
+        for view, shared in views.items():
+            if (known is None or view not in known) and str(view) not in self.refused_views:
+                wanted[view] = shared
+        if wanted and self._view_maker is None:
+            self._view_maker = Deferred.fromCoroutine(self._make_views())
+            self._view_maker.addBoth(self._views_done)
+
+    def _views_done(self, result) -> None:
+        self._view_maker = None
+        if isinstance(result, Failure):  # (`_make_views` handles what CrateDB answers; this is a bug)
+            self.log.failure("storage {storage}: making views failed", result, storage=self.name)
+        waiters, self._view_waiters = self._view_waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+
+    async def _make_views(self) -> None:
+        wanted = self._views_wanted
         if self._views is None:
             try:
                 answer = await self._sql("SELECT table_schema, table_name FROM information_schema.views")
@@ -509,8 +543,11 @@ class CrateStorage:
             except (CrateError, StorageError) as exc:
                 self.log.warn("storage {storage}: cannot read CrateDB's views ({error}); trying again with the next "
                               "rows", storage=self.name, error=str(exc))
+                wanted.clear()
                 return
-        for view, shared in views.items():
+        while wanted:
+            view = next(iter(wanted))
+            shared = wanted.pop(view)
             if view in self._views or str(view) in self.refused_views or str(shared) in self.refused_tables:
                 continue
             try:
@@ -519,7 +556,8 @@ class CrateStorage:
                 if transient(exc.code) or exc.status >= 500:
                     self.log.warn("storage {storage}: view {view} not made now ({error}); trying again with the next "
                                   "rows", storage=self.name, view=str(view), error=str(exc))
-                    continue
+                    wanted.clear()
+                    return
                 reason = (f"a table {view} exists (the per-address layout's): its rows stay there, the new ones "
                           f"are in {shared} (address = '{view.table}'); rename or drop it to get the view"
                           if exc.code == 4093 else f"CrateDB refused it: {cut(str(exc), 500)}")
@@ -530,6 +568,7 @@ class CrateStorage:
             except StorageError as exc:
                 self.log.warn("storage {storage}: view {view} not made now ({error}); trying again with the next rows",
                               storage=self.name, view=str(view), error=str(exc))
+                wanted.clear()
                 return
             self._views.add(view)
             self.log.info("storage {storage}: created view {view} over {shared}", storage=self.name, view=str(view),

@@ -70,6 +70,8 @@ async def test_a_fleet_goes_into_one_table_per_network_and_kind_with_a_view_per_
     store = storage(fake.port)
     await store.start()
     await store.write(batch_of(FLEET))
+    assert views_made(fake) == []  # the rows (and their acknowledgements) do not wait for the views
+    await store.views_made()
     assert set(fake.tables) == {("r_net1", "sensors"), ("r_net1", "events"), ("r_net2", "sensors"),
                                 ("r_net1", "gw_node_1_sensors_hourly")}
     assert '"address" TEXT NOT NULL, "gateway" TEXT, "node" TEXT' in fake.tables[("r_net1", "sensors")]["ddl"]
@@ -90,6 +92,7 @@ async def test_a_fleet_goes_into_one_table_per_network_and_kind_with_a_view_per_
 
     # more rows of the same addresses make no view again; a new address makes its own
     await store.write(batch_of(FLEET[:2] + [(table("net1", "node-9"), address("net1", "node-9"), 7)]))
+    await store.views_made()
     assert len(views_made(fake)) == 5
     assert [row["fields"]["n"] for row in fake.view_rows("r_net1", "gw_node_9_sensors")] == [7]
 
@@ -97,7 +100,9 @@ async def test_a_fleet_goes_into_one_table_per_network_and_kind_with_a_view_per_
     again = storage(fake.port)
     await again.start()
     await again.write(batch_of(FLEET))
+    await again.views_made()
     await again.write(batch_of(FLEET))
+    await again.stop()
     assert len(views_made(fake)) == 5
     assert sum("information_schema.views" in s for s in fake.statements) == 2
     assert len(fake.rows("r_net1", "sensors")) == 3 + 3 + 2 * 3
@@ -113,7 +118,9 @@ async def test_a_table_of_the_per_address_layout_keeps_its_rows_and_gets_no_view
     store = storage(fake.port)
     await store.start()
     await store.write(batch_of(FLEET[:2]))
+    await store.views_made()
     await store.write(batch_of(FLEET[:2]))
+    await store.stop()
     assert len(fake.rows("r_net1", "gw_node_1_sensors")) == 1  # the old rows, untouched
     assert [row["node"] for row in fake.rows("r_net1", "sensors")] == ["node-1", "node-2"] * 2
     refused = store.details()["refused_views"]
@@ -148,6 +155,7 @@ async def test_real_cratedb_views_read_as_the_per_address_tables():
     await store.start()
     rows = [(table(network, f"node-{n % 3}"), address(network, f"node-{n % 3}"), n) for n in range(30)]
     await store.write(batch_of(rows))
+    await store.views_made()
     schema = f"r_{network}"
     crate_sql(f'REFRESH TABLE "{schema}"."sensors"')
     answer = crate_sql(f'SELECT fields[\'n\'] FROM "{schema}"."gw_node_1_sensors" ORDER BY 1')
@@ -158,3 +166,20 @@ async def test_real_cratedb_views_read_as_the_per_address_tables():
     crate_sql(f'DROP VIEW "{schema}"."gw_node_0_sensors", "{schema}"."gw_node_1_sensors", '
               f'"{schema}"."gw_node_2_sensors"')
     crate_sql(f'DROP TABLE "{schema}"."sensors"')
+
+
+@pytest_twisted.ensureDeferred
+async def test_rows_do_not_wait_for_their_views_and_a_view_that_failed_for_now_is_made_with_the_next_rows(fake):
+    store = storage(fake.port)
+    await store.start()
+    await store.write(batch_of(FLEET[:1]))  # the shared table exists; its view is on its way
+    await store.views_made()
+    fake.fail_next(503, 5000, "EsRejectedExecutionException[rejected execution]", statement="CREATE OR REPLACE VIEW")
+    new = [(table("net1", "node-7"), address("net1", "node-7"), 8)]
+    await store.write(batch_of(new))  # the rows are stored: the write is done before the view is tried
+    assert [row["node"] for row in fake.rows("r_net1", "sensors")][-1] == "node-7"
+    await store.views_made()
+    assert ("r_net1", "gw_node_7_sensors") not in fake.views and not store.details()["refused_views"]
+    await store.write(batch_of(new))
+    await store.stop()
+    assert ("r_net1", "gw_node_7_sensors") in fake.views

@@ -352,3 +352,19 @@ def test_dead_letter_errors_are_cut_with_a_marker():
     write(storage(fake), dead=[DeadLetter("main", message, "decode", "e" * 20_000)])
     (row,) = fake.rows("doc", "lorrygate_dead_letter")
     assert len(row["error"]) < 16_500 and row["error"].endswith("[... 3616 more characters cut by lorrygate]")
+
+
+def test_the_layout_comes_from_the_storage_section_and_only_crate_takes_it():
+    from lorrygate.config import loads
+    from lorrygate.errors import ConfigError
+
+    text = "[broker:b]\nhost=h\n[storage:s]\nurl={url}\nlayout=per-network\n[channel:c]\ntopics=#\n"
+    settings = loads(text.format(url="crate://localhost:4200/"))
+    assert CrateStorage.from_settings(settings.storages["s"], None, {}).layout == "per-network"
+    for url in ("sqlite:///x.sqlite", "postgresql://u:p@h/db"):
+        with pytest.raises(ConfigError) as raised:
+            loads(text.format(url=url))
+        assert "no layout for a" in str(raised.value) and "every table costs shards" in str(raised.value)
+    with pytest.raises(ConfigError) as raised:
+        loads(text.format(url="crate://localhost:4200/").replace("per-network", "per-node"))
+    assert "per-address" in str(raised.value)
