@@ -483,6 +483,7 @@ class AMQPSource(SourcePlumbing, Service):
             return False
         self.redelivered_in_flight += 1
         record.forward = (generation, tag)
+        self._identities[tag] = identity  # once acknowledged, among the latest (a third delivery is a copy too)
         if record.committed:
             self._settle(record)
         else:

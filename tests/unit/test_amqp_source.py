@@ -210,3 +210,17 @@ def test_the_latest_acknowledged_are_remembered_up_to_twice_the_window():
         delivered[-1].ack.ack()
     lose_channel(made)
     assert len(made._away) == window and "id-10" not in {identity[0] for identity in made._away}
+
+
+def test_a_copy_acknowledged_just_before_the_next_loss_is_recognised_again():
+    made, clock, delivered = source()
+    made._received(delivery(1, "a.x", "id-1"), 1)
+    lose_channel(made)
+    delivered[0].ack.ack()
+    made._received(delivery(4, "a.x", "id-1", redelivered=True), 2)  # acknowledged at once
+    clock.advance(0)
+    lose_channel(made)  # before RabbitMQ read that ack
+    made._received(delivery(2, "a.x", "id-1", redelivered=True), 3)
+    clock.advance(0)
+    assert len(delivered) == 1 and made.redelivered_in_flight == 2
+    assert made._channel.acks == [(2, True)]
