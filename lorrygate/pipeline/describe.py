@@ -5,6 +5,8 @@ schema, table and the DDL that would be issued, without connecting anywhere.
 
 from typing import Any
 
+import attrs
+
 from lorrygate.errors import TopologyError
 from lorrygate.storage.cratedb import default_ddl
 from lorrygate.storage.sqlite import table_name
@@ -12,15 +14,25 @@ from lorrygate.topology.naming import quote
 
 
 def _ddl(storage, table, channel, address=None) -> list:
-    if storage.kind == "crate" and storage.layout == "per-network":
-        from lorrygate.storage.crate_layout import shared_table, view_statement
+    if storage.layout == "per-network":
+        from lorrygate.storage.shared_layout import shared_table, sqlite_view_statement, view_statement
 
         shared = shared_table(table, address)
         if shared is not None:
-            template = channel.ddl or storage.ddl
-            create = template.render(shared, None) if template is not None else [
-                default_ddl(shared, storage.partition, storage.shards, storage.replicas, storage.idempotent, True)]
-            return create + ([view_statement(table, shared)] if shared != table else [])
+            # the shared table's DDL: as a per-address table's, with the address columns
+            create = _ddl(attrs.evolve(storage, layout="per-address"), shared, channel)
+            custom = (channel.ddl or storage.ddl) is not None
+            if storage.kind == "crate":
+                if not custom:
+                    create[0] = default_ddl(shared, storage.partition, storage.shards, storage.replicas,
+                                            storage.idempotent, shared=True)
+                view = view_statement(table, shared)
+            else:
+                if not custom:
+                    create[0] = create[0].replace("(time TEXT NOT NULL)",
+                                                  "(time TEXT NOT NULL, address TEXT, gateway TEXT, node TEXT)")
+                view = sqlite_view_statement(table_name(table), table_name(shared), table.table)
+            return create + ([view] if shared != table else [])
     template = channel.ddl or storage.ddl
     if template is not None:
         return template.render(table, None)

@@ -130,6 +130,8 @@ ELEMENTS = dict([
     _spec("queue", "queue", "Accepted for gst-launch habits; every storage already buffers."),
     _spec("sqlite", "sink", "SQLite storage (docs/storage.rst).",
           location=Prop(v.nonempty, REQUIRED, "database file"),
+          layout=Prop(v.choice("per-address", "per-network"), "per-address",
+                      "per-address, or per-network: a table per network and kind, a view per address"),
           name=Prop(v.nonempty, "", "storage name")),
     _spec("postgresql", "sink", "PostgreSQL storage.",
           url=Prop(v.storage_url, REQUIRED, "postgresql://USER:PASSWORD@HOST/DATABASE"),

@@ -192,7 +192,7 @@ class _Builder:
             factory = element.factory
             if factory == "sqlite":
                 settings = s.StorageSettings(name, v.storage_url("sqlite:///" + props["location"]), "sqlite",
-                                             props["location"], spool=False)
+                                             props["location"], spool=False, layout=props["layout"])
             elif factory in ("postgresql", "crate"):
                 url = props["url"]
                 if url.kind != factory:

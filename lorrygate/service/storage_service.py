@@ -29,6 +29,7 @@ def make_backend(storage, reactor, ddl: dict):
 
         backend = SQLiteStorage(storage.name, storage.path, reactor, storage.synchronous, storage.idempotent, ddl)
         backend.flatten_depth, backend.max_columns = storage.flatten_depth, storage.max_columns
+        backend.layout = storage.layout
         return backend
     if storage.kind == "postgresql":
         from lorrygate.storage.postgresql import PostgresStorage

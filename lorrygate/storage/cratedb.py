@@ -51,7 +51,7 @@ not fit is refused with the arithmetic, its messages become dead letters and
 the table is listed in the status. ``idempotent = true`` adds
 ``lorrygate_id`` and the primary key ``(time, lorrygate_id, <period>)``.
 ``layout = per-network``: one table per network and kind, with the address
-in columns, and a view per address (`lorrygate.storage.crate_layout`).
+in columns, and a view per address (`lorrygate.storage.shared_layout`).
 """
 
 import base64
@@ -71,9 +71,9 @@ from lorrygate.errors import LorrygateError, StorageError
 from lorrygate.interfaces import IStorage
 from lorrygate.model import TableName
 from lorrygate.storage.batch import DeadLetter
-from lorrygate.storage.crate_layout import ADDRESS_COLUMNS, address_values, shared_table, view_statement
 from lorrygate.storage.crate_values import Conversions, crate_object
 from lorrygate.storage.layout import ID_COLUMN, row_id
+from lorrygate.storage.shared_layout import ADDRESS_COLUMNS, address_values, shared_table, view_statement
 from lorrygate.topology.naming import quote
 
 DEAD_LETTER_TABLE = '"doc"."lorrygate_dead_letter"'
@@ -111,7 +111,7 @@ def transient(code) -> bool:
 
 def default_ddl(table, partition: str, shards: int, replicas: str, idempotent: bool, shared: bool = False) -> str:
     """The CREATE TABLE of a new per-address table (``shared``: of a per-network one, with the address columns,
-    `lorrygate.storage.crate_layout`)."""
+    `lorrygate.storage.shared_layout`)."""
     columns = ['"time" TIMESTAMP WITH TIME ZONE NOT NULL']
     if shared:
         columns += ['"address" TEXT NOT NULL', '"gateway" TEXT', '"node" TEXT']
@@ -253,7 +253,7 @@ class CrateStorage:
     refused_tables: dict = attrs.Factory(dict)
     #: tables whose idempotent column was added
     _altered: set = attrs.Factory(set)
-    #: per-address (one table per address) or per-network (`lorrygate.storage.crate_layout`)
+    #: per-address (one table per address) or per-network (`lorrygate.storage.shared_layout`)
     layout: str = "per-address"
     #: per-network: the shared tables written so far, and the views known to exist (None: not read yet)
     _shared: set = attrs.Factory(set)
@@ -514,7 +514,7 @@ class CrateStorage:
         return True
 
     def _want_views(self, views: dict) -> None:
-        """Have the views of per-address tables whose rows went into a shared table made (`crate_layout`), those
+        """Have the views of per-address tables whose rows went into a shared table made (`shared_layout`), those
         not made yet, one after the other beside the writes: a first run of 10,000 devices makes 10,000 views,
         each a change of the cluster's state, and the rows (and their acknowledgements) must not wait for that.
         A view that fails for a passing reason is tried again with the next rows of its address."""

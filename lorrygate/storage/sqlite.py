@@ -244,6 +244,9 @@ class SQLiteDialect:
     def physical(self, table) -> str:
         return table_name(table)
 
+    def existing_views(self, conn) -> set:
+        return {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'view'")}
+
     def interrupt(self, conn) -> None:
         conn.interrupt()  # safe from another thread: the statement fails with SQLITE_INTERRUPT
 

@@ -25,11 +25,14 @@ from zope.interface import implementer
 
 from lorrygate.errors import StorageError
 from lorrygate.interfaces import IStorage
+from lorrygate.model import Record
 from lorrygate.storage.batch import Batch, DeadLetter
 from lorrygate.storage.layout import EXTRA_COLUMN, ID_COLUMN, column_names, flatten, row_id, within_budget
 from lorrygate.storage.positions import POSITIONS_TABLE, Positions, encode
+from lorrygate.storage.shared_layout import ADDRESS_COLUMNS, address_values, shared_table, sqlite_view_statement
 
 DEAD_LETTER_TABLE = "lorrygate_dead_letter"
+_ADDRESS_COLUMNS = frozenset(ADDRESS_COLUMNS)
 _UNSEEN = object()
 _table_of = attrgetter("table")
 #: locks of the database's lock table that one transaction takes for a table it creates (the table, its index,
@@ -79,6 +82,17 @@ class SqlStorage:
     _checkpoint_error: str = ""
     #: id of a TableName -> (that TableName, its physical name)
     _physical: dict = attrs.Factory(dict)
+    #: per-address, or per-network (`lorrygate.storage.shared_layout`; SQLite only, the config says)
+    layout: str = "per-address"
+    #: per-network: id of a per-address TableName -> (it, its shared TableName or None); one object per shared table
+    _shared_of: dict = attrs.Factory(dict)
+    _shared_tables: dict = attrs.Factory(dict)
+    #: per-network: the views of this connection's database (physical names; None: not read yet), those this
+    #: transaction wants (view -> (shared table, address)) and makes, and those refused with the reason
+    _views: set | None = None
+    _wanted_views: dict = attrs.Factory(dict)
+    _made_views: list = attrs.Factory(list)
+    refused_views: dict = attrs.Factory(dict)
 
     log = Logger()
 
@@ -129,8 +143,12 @@ class SqlStorage:
         return d
 
     def details(self) -> dict:
-        """For the status: messages left out as held already, and the positioned streams known."""
-        return {"held_already": self.stats.get("held_already", 0), "streams": len(self._positions.streams)}
+        """For the status: messages left out as held already, the positioned streams known, and the views of
+        the per-network layout."""
+        details = {"held_already": self.stats.get("held_already", 0), "streams": len(self._positions.streams)}
+        if self.layout == "per-network":
+            details.update(layout=self.layout, views=len(self._views or ()), refused_views=dict(self.refused_views))
+        return details
 
     def _checkpointed(self, _) -> None:
         if self._checkpoint_error:
@@ -161,6 +179,7 @@ class SqlStorage:
             raise StorageError(f"storage {self.name}: cannot use {self.dialect.describe()}: {exc}") from None
         self._columns_read = False
         self._verified.clear()
+        self._views = None
         budget = self.dialect.lock_budget(self._conn)
         # (a budget halved after the database ran out of locks stays halved)
         self.lock_budget = budget if self.lock_budget is None or budget is None else min(self.lock_budget, budget)
@@ -325,6 +344,8 @@ class SqlStorage:
         extra_dead = []
         refused = 0
         self._pending_verified = []
+        self._wanted_views.clear()
+        self._made_views = []
         dialect.begin(conn)
         try:
             if changed:
@@ -351,6 +372,8 @@ class SqlStorage:
                     dialect.execute(conn, "RELEASE SAVEPOINT lorrygate_entry")
             else:
                 batch.tables = self._insert(conn, entries, added)
+            if self._wanted_views:
+                self._make_views(conn)
             all_dead = list(dead_letters) + extra_dead
             if all_dead:
                 dialect.insert_dead_letters(conn, DEAD_LETTER_TABLE, all_dead)
@@ -365,6 +388,11 @@ class SqlStorage:
         if len(self._verified) > 200_000:
             self._verified.clear()
         self._verified.update(self._pending_verified)
+        if self._made_views:
+            assert self._views is not None
+            self._views.update(self._made_views)
+            self.log.info("storage {storage}: created {count} view(s) over shared tables, such as {view}",
+                          storage=self.name, count=len(self._made_views), view=self._made_views[0])
         self._positions.apply(changed)
         if skipped:
             self.stats["held_already"] = self.stats.get("held_already", 0) + skipped
@@ -381,6 +409,8 @@ class SqlStorage:
     def _insert(self, conn, entries, added: dict) -> int:
         """Insert the rows of ``entries`` grouped by table and columns; returns the number of groups."""
         dialect = self.dialect
+        if self.layout == "per-network":
+            entries = self._to_shared(entries)
         groups: dict = {}
         idempotent = self.idempotent
         depth = self.flatten_depth
@@ -463,6 +493,58 @@ class SqlStorage:
             dialect.insert(conn, table, columns, rows, idempotent)
         return len(groups)
 
+    def _to_shared(self, entries) -> list:
+        """Per-network: the entries whose tables have a shared one, as rows of it with the address in their first
+        columns (a field or tag of such a name gets ``_2``); the views their addresses need are noted for this
+        transaction (`_make_views`)."""
+        out = []
+        cache, tables, wanted = self._shared_of, self._shared_tables, self._wanted_views
+        views, refused = self._views or (), self.refused_views
+        physical, fold = self.dialect.physical, self.dialect.fold
+        for entry in entries:
+            table = entry.table
+            if not entry.records or table is None or entry.address is None:
+                out.append(entry)
+                continue
+            cached = cache.get(id(table))
+            if cached is None or cached[0] is not table:
+                shared = shared_table(table, entry.address)
+                if shared is not None:
+                    shared = tables.setdefault(shared, shared)
+                if len(cache) > 100_000:
+                    cache.clear()
+                cache[id(table)] = cached = (table, shared)
+            shared = cached[1]
+            if shared is None:
+                out.append(entry)
+                continue
+            head = dict(zip(ADDRESS_COLUMNS, address_values(table, entry.address)))
+            out.append(attrs.evolve(entry, table=shared, records=[
+                Record(r.time, {**head, **_clear(r.fields, fold)}, _clear(r.tags, fold)) for r in entry.records]))
+            if shared != table:
+                view = physical(table)
+                if view not in views and view not in refused:
+                    wanted[view] = (physical(shared), table.table)
+        return out
+
+    def _make_views(self, conn) -> None:
+        """Make the views this transaction's rows of shared tables need (inside the transaction)."""
+        dialect = self.dialect
+        if self._views is None:
+            self._views = dialect.existing_views(conn)
+        for view, (shared, address) in self._wanted_views.items():
+            if view in self._views or view in self.refused_views:
+                continue
+            if view in self._columns:
+                reason = (f"a table {view} exists (the per-address layout's): its rows stay there, the new ones are "
+                          f"in {shared} (address = '{address}'); rename or drop it to get the view")
+                self.refused_views[view] = reason
+                self.log.warn("storage {storage}: no view {view}: {reason}", storage=self.name, view=view,
+                              reason=reason)
+                continue
+            dialect.execute(conn, sqlite_view_statement(view, shared, address))
+            self._made_views.append(view)
+
     def _types(self, physical: str, columns: tuple, added: dict) -> tuple | None:
         """The database's types of a table's time column and ``columns`` as this writer knows them, or None."""
         known = self._columns.get(physical) or {}
@@ -535,3 +617,20 @@ class SqlStorage:
                 if pending is None:
                     pending = added[physical] = {}
                 pending[lowered] = widened
+
+
+def _clear(values, fold):
+    """``values`` with the keys that fold onto an address column renamed ``<key>_2`` (``_3``, ...)."""
+    if not values or not any(type(key) is str and fold(key) in _ADDRESS_COLUMNS for key in values):
+        return values
+    used = {fold(key) for key in values if type(key) is str} | _ADDRESS_COLUMNS
+    out = {}
+    for key, value in values.items():
+        if type(key) is str and fold(key) in _ADDRESS_COLUMNS:
+            number = 2
+            while fold(f"{key}_{number}") in used:
+                number += 1
+            key = f"{key}_{number}"
+            used.add(fold(key))
+        out[key] = value
+    return out

@@ -1,4 +1,4 @@
-"""CrateDB's per-network layout (``layout = per-network``, `lorrygate.storage.crate_layout`) over real HTTP
+"""CrateDB's per-network layout (``layout = per-network``, `lorrygate.storage.shared_layout`) over real HTTP
 sockets against the fake that follows CrateDB's documented responses (tests/fakecrate.py: every statement
 checked against CrateDB's grammar); and, when LORRYGATE_CRATEDB_URL is set, against a real CrateDB, where
 the views are queried."""

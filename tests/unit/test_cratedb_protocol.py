@@ -9,9 +9,9 @@ from twisted.internet.task import Clock
 from lorrygate.model import Message, Record, TableName
 from lorrygate.storage.batch import Batch, DeadLetter, Entry
 from lorrygate.storage.batcher import Batcher
-from lorrygate.storage.crate_layout import view_statement
 from lorrygate.storage.cratedb import DEAD_LETTER_DDL, DEAD_LETTER_INSERT, CrateStorage, default_ddl, insert_statement
 from lorrygate.storage.ddl import DdlTemplate, crate_validator
+from lorrygate.storage.shared_layout import view_statement
 from tests.doubles import Ack
 from tests.fakecrate import FakeCrate
 
@@ -354,17 +354,19 @@ def test_dead_letter_errors_are_cut_with_a_marker():
     assert len(row["error"]) < 16_500 and row["error"].endswith("[... 3616 more characters cut by lorrygate]")
 
 
-def test_the_layout_comes_from_the_storage_section_and_only_crate_takes_it():
+def test_the_layout_comes_from_the_storage_section_and_postgresql_does_not_take_it():
     from lorrygate.config import loads
     from lorrygate.errors import ConfigError
+    from lorrygate.service.storage_service import make_backend
 
     text = "[broker:b]\nhost=h\n[storage:s]\nurl={url}\nlayout=per-network\n[channel:c]\ntopics=#\n"
     settings = loads(text.format(url="crate://localhost:4200/"))
     assert CrateStorage.from_settings(settings.storages["s"], None, {}).layout == "per-network"
-    for url in ("sqlite:///x.sqlite", "postgresql://u:p@h/db"):
-        with pytest.raises(ConfigError) as raised:
-            loads(text.format(url=url))
-        assert "no layout for a" in str(raised.value) and "every table costs shards" in str(raised.value)
+    settings = loads(text.format(url="sqlite:///x.sqlite"))
+    assert make_backend(settings.storages["s"], None, {}).layout == "per-network"
+    with pytest.raises(ConfigError) as raised:
+        loads(text.format(url="postgresql://u:p@h/db"))
+    assert "no layout for a postgresql storage" in str(raised.value) and "widening" in str(raised.value)
     with pytest.raises(ConfigError) as raised:
         loads(text.format(url="crate://localhost:4200/").replace("per-network", "per-node"))
     assert "per-address" in str(raised.value)

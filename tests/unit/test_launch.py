@@ -60,7 +60,7 @@ INVALID = [
     ("mqttsrc topic=", 1, 15, "expected a property value after '='"),
     ('mqttsrc topic="a/#', 1, 15, "a closing \""),
     ("mqttsrc topic=a/# ! sqlit location=x", 1, 21, "unknown element 'sqlit'"),
-    ("mqttsrc topic=a/# ! sqlite path=x", 1, 21, "sqlite has no property 'path' (it has: location, name)"),
+    ("mqttsrc topic=a/# ! sqlite path=x", 1, 21, "sqlite has no property 'path' (it has: location, layout, name)"),
     ("mqttsrc topic=a/# ! sqlite", 1, 21, "sqlite needs location=..."),
     ("mqttsrc ! sqlite location=x", 1, 1, "mqttsrc needs topic=..."),
     ("mqttsrc topic=a/# qos=3 ! sqlite location=x", 1, 1, "mqttsrc qos: expected a whole number from 0 to 2, got '3'"),
@@ -120,6 +120,15 @@ def test_describe_shows_the_shared_table_and_the_view_of_the_per_network_layout(
            '"address" TEXT NOT NULL, "gateway" TEXT, "node" TEXT' in text
     assert ('CREATE OR REPLACE VIEW "mqttkit_1_testdrive"."area_42_node_1_sensors" AS SELECT "time", "tags", '
             '"fields" FROM "mqttkit_1_testdrive"."sensors" WHERE "address" = \'area_42_node_1_sensors\'') in text
+
+
+def test_describe_shows_the_shared_sqlite_table_and_its_view():
+    pipeline = parse_launch("mqtt://localhost/mqttkit-1/%23 ! sqlite location=x.sqlite layout=per-network")
+    text = pipeline.describe(["mqttkit-1/testdrive/area-42/node-1/data.json"])
+    assert ('CREATE TABLE IF NOT EXISTS "mqttkit_1_testdrive__sensors" (time TEXT NOT NULL, address TEXT, gateway '
+            'TEXT, node TEXT)') in text
+    assert ('CREATE VIEW IF NOT EXISTS "mqttkit_1_testdrive__area_42_node_1_sensors" AS SELECT * FROM '
+            '"mqttkit_1_testdrive__sensors" WHERE "address" = \'area_42_node_1_sensors\'') in text
 
 
 def test_describe_shows_the_column_each_field_gets():

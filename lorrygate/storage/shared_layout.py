@@ -1,0 +1,74 @@
+"""
+The shared-table layout (``layout = per-network``, CrateDB and SQLite): one
+table per network and kind instead of one per address.
+
+Every CrateDB table costs shards, and a node holds
+``cluster.max_shards_per_node`` of them (1,000 by default): a fleet of
+thousands of devices with a table each outgrows its cluster
+(docs/storage.rst). In SQLite, a fleet's queries across its devices read one
+table instead of thousands. With this layout the rows of a per-address table
+named ``<name>_<suffix>`` (``sensors``, ``events``, ``errors`` by the
+address's kind: every built-in strategy's names, and a declarative
+strategy's that end with ``{suffix}``) go into the table ``<suffix>`` of the
+same schema (the realm and network), with three more columns: ``address``
+(the per-address table's name), ``gateway`` and ``node`` (as the topic gave
+them, for queries). A view named as the per-address table keeps the queries
+of the per-address layout working:
+
+    CREATE OR REPLACE VIEW "schema"."<name>_<suffix>" AS                -- CrateDB
+        SELECT "time", "tags", "fields" FROM "schema"."<suffix>" WHERE "address" = '<name>_<suffix>'
+    CREATE VIEW IF NOT EXISTS "schema__<name>_<suffix>" AS              -- SQLite
+        SELECT * FROM "schema__<suffix>" WHERE "address" = '<name>_<suffix>'
+
+A new field never changes a CrateDB view's columns (``tags`` and
+``fields`` are objects), and SQLite expands a view's ``*`` when it is
+queried, so a SQLite view shows the columns added since. (PostgreSQL expands
+it once, when the view is made, as the SQL standard says, and refuses to
+widen a column a view uses: it keeps one table per address.) Tables of other
+names (a dataflow's derived table, a declarative strategy's own naming) are
+written per address.
+"""
+
+from lorrygate.model import TableName
+from lorrygate.topology.naming import quote
+from lorrygate.topology.wan import TABLE_SUFFIXES
+
+LAYOUTS = ("per-address", "per-network")
+#: the columns a shared table has beyond those of a per-address one, in the order rows carry them
+ADDRESS_COLUMNS = ("address", "gateway", "node")
+
+
+def shared_table(table: TableName, address) -> TableName | None:
+    """The shared table of a per-address table, or None when its name does not end with its kind's suffix (a
+    table named as the suffix alone is the shared table itself)."""
+    kind = getattr(address, "kind", None)
+    suffix = TABLE_SUFFIXES.get(kind) if kind else None
+    if suffix is None or not (table.table.endswith("_" + suffix) or table.table == suffix):
+        return None
+    return TableName(table.schema, suffix)
+
+
+def literal(text: str) -> str:
+    """A string literal of CrateDB and SQLite (a standard one: ``'`` doubled, no backslash escapes)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def qualified(table: TableName) -> str:
+    return f"{quote(table.schema or 'doc')}.{quote(table.table)}"
+
+
+def view_statement(view: TableName, shared: TableName) -> str:
+    """CrateDB: the view that shows a per-address table's rows of a shared table as the per-address table had
+    them."""
+    return (f'CREATE OR REPLACE VIEW {qualified(view)} AS SELECT "time", "tags", "fields" FROM {qualified(shared)} '
+            f'WHERE "address" = {literal(view.table)}')
+
+
+def sqlite_view_statement(view: str, shared: str, address: str) -> str:
+    """SQLite: the view ``view`` of the rows of ``address`` in the table ``shared`` (physical names)."""
+    return f'CREATE VIEW IF NOT EXISTS {quote(view)} AS SELECT * FROM {quote(shared)} WHERE "address" = {literal(address)}'
+
+
+def address_values(table: TableName, address) -> list:
+    """The values of `ADDRESS_COLUMNS` for the rows of a per-address table."""
+    return [table.table, address.gateway, address.node]
