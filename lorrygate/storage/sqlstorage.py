@@ -26,7 +26,7 @@ from zope.interface import implementer
 from lorrygate.errors import StorageError
 from lorrygate.interfaces import IStorage
 from lorrygate.model import Record
-from lorrygate.storage.batch import Batch, DeadLetter
+from lorrygate.storage.batch import Batch, DeadLetter, Entry
 from lorrygate.storage.layout import EXTRA_COLUMN, ID_COLUMN, column_names, flatten, row_id, within_budget
 from lorrygate.storage.positions import POSITIONS_TABLE, Positions, encode
 from lorrygate.storage.shared_layout import ADDRESS_COLUMNS, address_values, shared_table, sqlite_view_statement
@@ -87,6 +87,8 @@ class SqlStorage:
     #: per-network: id of a per-address TableName -> (it, its shared TableName or None); one object per shared table
     _shared_of: dict = attrs.Factory(dict)
     _shared_tables: dict = attrs.Factory(dict)
+    #: per-network: the keys of a row's fields (or tags) -> whether none is named as an address column
+    _free_keys: dict = attrs.Factory(dict)
     #: per-network: the views of this connection's database (physical names; None: not read yet), those this
     #: transaction wants (view -> (shared table, address)) and makes, and those refused with the reason
     _views: set | None = None
@@ -519,13 +521,31 @@ class SqlStorage:
                 out.append(entry)
                 continue
             head = dict(zip(ADDRESS_COLUMNS, address_values(table, entry.address)))
-            out.append(attrs.evolve(entry, table=shared, records=[
-                Record(r.time, {**head, **_clear(r.fields, fold)}, _clear(r.tags, fold)) for r in entry.records]))
+            records = []
+            for record in entry.records:
+                fields, tags = record.fields, record.tags
+                if not self._free(fields):
+                    fields = _clear(fields, fold)
+                if tags and not self._free(tags):
+                    tags = _clear(tags, fold)
+                records.append(Record(record.time, {**head, **fields}, tags))
+            out.append(Entry(shared, records, entry.channel, entry.message, entry.decoder, entry.address))
             if shared != table:
                 view = physical(table)
                 if view not in views and view not in refused:
                     wanted[view] = (physical(shared), table.table)
         return out
+
+    def _free(self, values) -> bool:
+        """Whether no key of ``values`` folds onto an address column (cached by the keys: one look a row)."""
+        keys = tuple(values)
+        free = self._free_keys.get(keys)
+        if free is None:
+            if len(self._free_keys) > 10_000:
+                self._free_keys.clear()
+            fold = self.dialect.fold
+            self._free_keys[keys] = free = not any(type(key) is str and fold(key) in _ADDRESS_COLUMNS for key in keys)
+        return free
 
     def _make_views(self, conn) -> None:
         """Make the views this transaction's rows of shared tables need (inside the transaction)."""
