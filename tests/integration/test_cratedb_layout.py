@@ -10,21 +10,14 @@ import pytest_twisted
 from twisted.internet import reactor
 from twisted.web.server import Site
 
-from lorrygate.model import Address, Message, Record, TableName
+from lorrygate.model import Message, Record, TableName
 from lorrygate.storage.batch import Batch, Entry
 from lorrygate.storage.cratedb import CrateStorage, make_client
 from tests.fakecrate import FakeCrate
 from tests.integration.test_cratedb_http import CRATE_URL, crate_sql
+from tests.unit.test_sqlite_layout import address, table
 
 T0 = 1_717_243_200_000_000_000
-
-
-def address(network: str, node: str, kind: str = "data") -> Address:
-    return Address("r", network, "gw", node, kind)
-
-
-def table(network: str, node: str, suffix: str = "sensors") -> TableName:
-    return TableName(f"r_{network}", f"gw_{node.replace('-', '_')}_{suffix}")
 
 
 def batch_of(rows) -> Batch:
