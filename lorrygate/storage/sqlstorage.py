@@ -640,9 +640,8 @@ class SqlStorage:
 
 
 def _clear(values, fold):
-    """``values`` with the keys that fold onto an address column renamed ``<key>_2`` (``_3``, ...)."""
-    if not values or not any(type(key) is str and fold(key) in _ADDRESS_COLUMNS for key in values):
-        return values
+    """``values`` with the keys that fold onto an address column renamed ``<key>_2`` (``_3``, ...); called for
+    the rows `SqlStorage._free` found such a key in."""
     used = {fold(key) for key in values if type(key) is str} | _ADDRESS_COLUMNS
     out = {}
     for key, value in values.items():
