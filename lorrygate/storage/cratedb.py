@@ -73,7 +73,7 @@ from lorrygate.model import TableName
 from lorrygate.storage.batch import DeadLetter
 from lorrygate.storage.crate_values import Conversions, crate_object
 from lorrygate.storage.layout import ID_COLUMN, row_id
-from lorrygate.storage.shared_layout import ADDRESS_COLUMNS, address_values, shared_table, view_statement
+from lorrygate.storage.shared_layout import ADDRESS_COLUMNS, address_values, qualified, shared_table, view_statement
 from lorrygate.topology.naming import quote
 
 DEAD_LETTER_TABLE = '"doc"."lorrygate_dead_letter"'
@@ -149,10 +149,6 @@ DEAD_LETTER_INSERT = (
     '("received", "channel", "topic", "qos", "retain", "payload", "payload_base64", "stage", "error", "decoder") '
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-
-
-def qualified(table) -> str:
-    return f"{quote(table.schema or 'doc')}.{quote(table.table)}"
 
 
 def insert_statement(table, idempotent: bool, shared: bool = False) -> str:

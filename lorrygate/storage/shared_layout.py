@@ -54,6 +54,7 @@ def literal(text: str) -> str:
 
 
 def qualified(table: TableName) -> str:
+    """A CrateDB table's quoted name (``doc`` the schema of a table without one)."""
     return f"{quote(table.schema or 'doc')}.{quote(table.table)}"
 
 
