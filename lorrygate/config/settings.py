@@ -15,6 +15,7 @@ import attrs
 
 from lorrygate.config import values as v
 from lorrygate.model import DATA, KINDS, Channel
+from lorrygate.storage.shared_layout import LAYOUTS
 from lorrygate.topology.naming import quote
 
 REQUIRED = object()
@@ -307,7 +308,7 @@ STORAGE_KEYS = {
     "shards": Key(v.integer(1, 1000), 1, doc='CrateDB: shards per new table.'),
     "replicas": Key(v.replicas, "0-1", doc='CrateDB: replicas per new table: a number or a range such as 0-1.'),
     "partition": Key(v.choice("none", "day", "week", "month", "quarter", "year"), "year", doc='CrateDB: partition new tables by the time column: none, day, week, month, quarter or year.'),
-    "layout": Key(v.choice("per-address", "per-network"), "per-address", doc='CrateDB and SQLite: per-address makes a table per address; per-network one table per network (schema) and kind, with the address in columns and a view per address (docs/storage.rst).'),
+    "layout": Key(v.choice(*LAYOUTS), "per-address", doc='CrateDB and SQLite: per-address makes a table per address; per-network one table per network (schema) and kind, with the address in columns and a view per address (docs/storage.rst).'),
     "tls_ca": Key(v.text, "", doc="CrateDB over https: a PEM file of the CA that signed the server's certificate."),
     "timeout": Key(v.duration(0.1, 600), 30.0, doc='CrateDB: how long one HTTP request may take.'),
     "flatten_depth": Key(v.integer(1, 32), 3, doc='SQL storages: nested objects become dotted column names down to this depth; deeper ones are one JSON column.'),

@@ -11,6 +11,7 @@ from typing import Any
 import attrs
 
 from lorrygate.config import values as v
+from lorrygate.storage.shared_layout import LAYOUTS
 
 REQUIRED = object()
 
@@ -130,7 +131,7 @@ ELEMENTS = dict([
     _spec("queue", "queue", "Accepted for gst-launch habits; every storage already buffers."),
     _spec("sqlite", "sink", "SQLite storage (docs/storage.rst).",
           location=Prop(v.nonempty, REQUIRED, "database file"),
-          layout=Prop(v.choice("per-address", "per-network"), "per-address",
+          layout=Prop(v.choice(*LAYOUTS), "per-address",
                       "per-address, or per-network: a table per network and kind, a view per address"),
           name=Prop(v.nonempty, "", "storage name")),
     _spec("postgresql", "sink", "PostgreSQL storage.",
@@ -139,7 +140,7 @@ ELEMENTS = dict([
     _spec("crate", "sink", "CrateDB storage over HTTP.",
           url=Prop(v.storage_url, REQUIRED, "crate://HOST:4200/"),
           shards=Prop(v.integer(1, 1000), 1, "shards per table"), replicas=Prop(v.nonempty, "0", "replicas"),
-          layout=Prop(v.choice("per-address", "per-network"), "per-address",
+          layout=Prop(v.choice(*LAYOUTS), "per-address",
                       "per-address, or per-network: a table per network and kind, a view per address"),
           name=Prop(v.nonempty, "", "storage name")),
     _spec("textsink", "sink", "Appends rows to a file as NDJSON or CSV, fsync'd per batch.",
