@@ -14,6 +14,10 @@ PY       = $(VENV)/bin/python
 PIP      = $(VENV)/bin/pip
 CONFIG  ?= etc/gateway.ini
 STAMP    = $(VENV)/.installed
+# Test files run on this many worker processes (pytest-xdist), each with its
+# own Mosquitto and PostgreSQL; most integration tests wait on services and
+# outages, so two workers halve the suite's time even on two cores.
+TEST_WORKERS ?= 2
 
 
 LORRY_VENV ?= .venv-lorrystream
@@ -24,7 +28,7 @@ run: system-deps venv broker
 	$(VENV)/bin/lorrygate -c $(CONFIG)
 
 test: system-deps test-deps venv node-deps
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile
 
 test-unit: venv
 	$(VENV)/bin/pytest -m "not integration"
