@@ -24,9 +24,12 @@ A new field never changes a CrateDB view's columns (``tags`` and
 ``fields`` are objects), and SQLite expands a view's ``*`` when it is
 queried, so a SQLite view shows the columns added since. (PostgreSQL expands
 it once, when the view is made, as the SQL standard says, and refuses to
-widen a column a view uses: it keeps one table per address.) Tables of other
-names (a dataflow's derived table, a declarative strategy's own naming) are
-written per address.
+widen a column a view uses: it keeps one table per address.)
+
+A dataflow's derived table (``into = table``: ``<name>_<suffix>_<transform>``)
+goes the same way into ``<suffix>_<transform>``, with a view per address
+named as the derived table. Tables of other names (a declarative strategy's
+own naming without ``{suffix}``) are written per address.
 """
 
 from lorrygate.model import TableName
@@ -39,13 +42,21 @@ ADDRESS_COLUMNS = ("address", "gateway", "node")
 
 
 def shared_table(table: TableName, address) -> TableName | None:
-    """The shared table of a per-address table, or None when its name does not end with its kind's suffix (a
-    table named as the suffix alone is the shared table itself)."""
+    """The shared table of a per-address table: ``<suffix>`` for ``<name>_<suffix>`` (a table named as the
+    suffix alone is the shared table itself), ``<suffix>_<transform>`` for a dataflow's derived table
+    ``<name>_<suffix>_<transform>``; None for a table of another name."""
     kind = getattr(address, "kind", None)
     suffix = TABLE_SUFFIXES.get(kind) if kind else None
-    if suffix is None or not (table.table.endswith("_" + suffix) or table.table == suffix):
+    if suffix is None:
         return None
-    return TableName(table.schema, suffix)
+    name = table.table
+    if name.endswith("_" + suffix) or name == suffix:
+        return TableName(table.schema, suffix)
+    # a dataflow's derived rows (`lorrygate.decoding.dataflow.derived_table`): their own shared table
+    head, separator, transform = name.rpartition("_" + suffix + "_")
+    if separator and head and transform:
+        return TableName(table.schema, suffix + "_" + transform)
+    return None
 
 
 def literal(text: str) -> str:

@@ -35,8 +35,10 @@ FLEET = [
     (table("net1", "node-1"), address("net1", "node-1"), 3),
     (table("net2", "node-3"), address("net2", "node-3"), 4),
     (table("net1", "node-1", "events"), address("net1", "node-1", "event"), 5),
-    # a dataflow's derived table: not named <address>_<suffix>, so written per address
+    # a dataflow's derived table (<address>_<suffix>_<transform>): shared per network and transform
     (TableName("r_net1", "gw_node_1_sensors_hourly"), address("net1", "node-1"), 6),
+    # a declarative strategy's own name, without the suffix: written per address
+    (TableName("r_net1", "gw_node_1_raw"), address("net1", "node-1"), 8),
 ]
 
 
@@ -66,27 +68,30 @@ async def test_a_fleet_goes_into_one_table_per_network_and_kind_with_a_view_per_
     assert views_made(fake) == []  # the rows (and their acknowledgements) do not wait for the views
     await store.views_made()
     assert set(fake.tables) == {("r_net1", "sensors"), ("r_net1", "events"), ("r_net2", "sensors"),
-                                ("r_net1", "gw_node_1_sensors_hourly")}
+                                ("r_net1", "sensors_hourly"), ("r_net1", "gw_node_1_raw")}
     assert '"address" TEXT NOT NULL, "gateway" TEXT, "node" TEXT' in fake.tables[("r_net1", "sensors")]["ddl"]
     shared = fake.rows("r_net1", "sensors")
     assert [(row["address"], row["gateway"], row["node"], row["fields"]["n"]) for row in shared] == [
         ("gw_node_1_sensors", "gw", "node-1", 1), ("gw_node_2_sensors", "gw", "node-2", 2),
         ("gw_node_1_sensors", "gw", "node-1", 3)]
-    assert "address" not in fake.rows("r_net1", "gw_node_1_sensors_hourly")[0]
+    assert [row["address"] for row in fake.rows("r_net1", "sensors_hourly")] == ["gw_node_1_sensors_hourly"]
+    assert "address" not in fake.rows("r_net1", "gw_node_1_raw")[0]
     # the views read as the per-address tables did
     assert set(fake.views) == {("r_net1", "gw_node_1_sensors"), ("r_net1", "gw_node_2_sensors"),
-                               ("r_net2", "gw_node_3_sensors"), ("r_net1", "gw_node_1_events")}
+                               ("r_net2", "gw_node_3_sensors"), ("r_net1", "gw_node_1_events"),
+                               ("r_net1", "gw_node_1_sensors_hourly")}
+    assert [row["fields"]["n"] for row in fake.view_rows("r_net1", "gw_node_1_sensors_hourly")] == [6]
     assert [row["fields"]["n"] for row in fake.view_rows("r_net1", "gw_node_1_sensors")] == [1, 3]
     assert fake.view_rows("r_net1", "gw_node_1_sensors")[0] == {"time": T0 // 1_000_000 + 1, "tags": {"site": "x"},
                                                                  "fields": {"n": 1}}
     assert [row["fields"]["n"] for row in fake.view_rows("r_net1", "gw_node_1_events")] == [5]
-    assert len(views_made(fake)) == 4
-    assert store.details()["views"] == 4
+    assert len(views_made(fake)) == 5
+    assert store.details()["views"] == 5
 
     # more rows of the same addresses make no view again; a new address makes its own
     await store.write(batch_of(FLEET[:2] + [(table("net1", "node-9"), address("net1", "node-9"), 7)]))
     await store.views_made()
-    assert len(views_made(fake)) == 5
+    assert len(views_made(fake)) == 6
     assert [row["fields"]["n"] for row in fake.view_rows("r_net1", "gw_node_9_sensors")] == [7]
 
     # a restarted gateway reads the views CrateDB has, once, and makes none of them again
@@ -96,7 +101,7 @@ async def test_a_fleet_goes_into_one_table_per_network_and_kind_with_a_view_per_
     await again.views_made()
     await again.write(batch_of(FLEET))
     await again.stop()
-    assert len(views_made(fake)) == 5
+    assert len(views_made(fake)) == 6
     assert sum("information_schema.views" in s for s in fake.statements) == 2
     assert len(fake.rows("r_net1", "sensors")) == 3 + 3 + 2 * 3
 

@@ -105,6 +105,68 @@ def test_a_hamilton_dataflow_stores_derived_columns_next_to_the_raw_ones(tmp_pat
     assert not query(db, "SELECT count(*) FROM lorrygate_dead_letter")[0][0]
 
 
+def test_derived_rows_of_a_fleet_share_one_table_in_the_per_network_layout(tmp_path, mosquitto):
+    """``into = table`` with ``layout = per-network``: 20 nodes' derived rows go into one table per network
+    and transform, with a view per node named as its derived table would have been."""
+    realm = f"d{uuid.uuid4().hex[:6]}"
+    db = str(tmp_path / "gateway.sqlite")
+    config = write(tmp_path, f"""
+        [lorrygate]
+        data_dir = {tmp_path}
+        log_format = json
+        control = off
+
+        [broker:test]
+        host = 127.0.0.1
+        port = {mosquitto.port}
+        client_id = {realm}
+
+        [storage:db]
+        url = sqlite:///{db}
+        synchronous = NORMAL
+        layout = per-network
+
+        [transform:weather]
+        type = hamilton
+        modules = {WEATHER}
+        inputs = temperature, humidity
+        outputs = dew_point
+        into = table
+
+        [channel:main]
+        source = test
+        topics = {realm}/#
+        transform = weather
+        """)
+    gateway = GatewayProcess(config, str(tmp_path / "gw.log"))
+    gateway.start(ready="subscribed to")
+    nodes, total = 20, 400
+    publisher = Publisher(mosquitto.port)
+    shared, derived = f"{realm}_net__sensors", f"{realm}_net__sensors_weather"
+
+    def stored() -> bool:
+        names = set(tables(db))
+        return {shared, derived} <= names and query(db, f'SELECT count(*) FROM "{derived}"') == [(total,)]
+
+    try:
+        publisher.publish_many((f"{realm}/net/gw/node-{seq % nodes}/data.json",
+                                json.dumps({"seq": seq, "temperature": 20.0 + seq % 7, "humidity": 60.0}))
+                               for seq in range(total))
+        wait_until(lambda: stored() and query(db, f'SELECT count(*) FROM "{shared}"') == [(total,)], 120,
+                   "every row and every derived row")
+    finally:
+        publisher.close()
+        assert gateway.stop() == 0
+    assert {name for name in tables(db) if name.startswith(realm)} == {shared, derived}
+    views = {row[0] for row in query(db, "SELECT name FROM sqlite_master WHERE type = 'view'")}
+    assert {f"{realm}_net__gw_node_{n}_sensors_weather" for n in range(nodes)} <= views
+    assert {f"{realm}_net__gw_node_{n}_sensors" for n in range(nodes)} <= views
+    # a node's derived view reads its own rows only
+    rows = query(db, f'SELECT node, dew_point FROM "{realm}_net__gw_node_3_sensors_weather"')
+    assert len(rows) == total // nodes and {node for node, _ in rows} == {"node-3"}
+    assert all(isinstance(value, float) for _, value in rows)
+
+
 def test_a_dataflow_with_a_missing_input_fails_check_with_the_functions_name(tmp_path):
     module = tmp_path / "broken.py"
     module.write_text(textwrap.dedent("""

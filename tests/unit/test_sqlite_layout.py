@@ -56,17 +56,21 @@ FLEET = [
     (table("net1", "node-1"), address("net1", "node-1"), {"n": 3}),
     (table("net2", "node-3"), address("net2", "node-3"), {"n": 4}),
     (table("net1", "node-1", "events"), address("net1", "node-1", "event"), {"event": "boot"}),
-    # a dataflow's derived table: not named <address>_<suffix>, so written per address
+    # a dataflow's derived table (<address>_<suffix>_<transform>): shared per network and transform
     (TableName("r_net1", "gw_node_1_sensors_hourly"), address("net1", "node-1"), {"mean": 2.0}),
+    (TableName("r_net1", "gw_node_2_sensors_hourly"), address("net1", "node-2"), {"mean": 3.0}),
+    # a declarative strategy's own name, without the suffix: written per address
+    (TableName("r_net1", "gw_node_1_raw"), address("net1", "node-1"), {"raw": 1}),
 ]
 
 
 def test_a_fleet_goes_into_one_table_per_network_and_kind_with_a_view_per_address(store):
     store._commit(batch_of(FLEET))
     assert [t for t in objects(store, "table") if t.startswith("r_")] == [
-        "r_net1__events", "r_net1__gw_node_1_sensors_hourly", "r_net1__sensors", "r_net2__sensors"]
+        "r_net1__events", "r_net1__gw_node_1_raw", "r_net1__sensors", "r_net1__sensors_hourly", "r_net2__sensors"]
     assert objects(store, "view") == ["r_net1__gw_node_1_events", "r_net1__gw_node_1_sensors",
-                                      "r_net1__gw_node_2_sensors", "r_net2__gw_node_3_sensors"]
+                                      "r_net1__gw_node_1_sensors_hourly", "r_net1__gw_node_2_sensors",
+                                      "r_net1__gw_node_2_sensors_hourly", "r_net2__gw_node_3_sensors"]
     assert rows(store, 'SELECT address, gateway, node, n FROM "r_net1__sensors" ORDER BY time') == [
         ("gw_node_1_sensors", "gw", "node-1", 1), ("gw_node_2_sensors", "gw", "node-2", 2),
         ("gw_node_1_sensors", "gw", "node-1", 3)]
@@ -75,7 +79,10 @@ def test_a_fleet_goes_into_one_table_per_network_and_kind_with_a_view_per_addres
         ("2024-06-01T12:00:00.000000000Z", 1), ("2024-06-01T12:00:00.002000000Z", 3)]
     assert rows(store, 'SELECT event FROM "r_net1__gw_node_1_events"') == [("boot",)]
     assert rows(store, 'SELECT mean FROM "r_net1__gw_node_1_sensors_hourly"') == [(2.0,)]
-    assert store.details()["views"] == 4
+    assert rows(store, 'SELECT address, node, mean FROM "r_net1__sensors_hourly" ORDER BY mean') == [
+        ("gw_node_1_sensors_hourly", "node-1", 2.0), ("gw_node_2_sensors_hourly", "node-2", 3.0)]
+    assert rows(store, 'SELECT raw FROM "r_net1__gw_node_1_raw"') == [(1,)]
+    assert store.details()["views"] == 6
 
     # a field that comes later is a column of the shared table, and the views show it
     store._commit(batch_of([(table("net1", "node-2"), address("net1", "node-2"), {"n": 5, "rssi": -60})]))
@@ -90,7 +97,7 @@ def test_a_restarted_gateway_knows_the_views_and_makes_only_the_new_ones(tmp_pat
     again = open_storage(tmp_path / "fleet.sqlite")
     try:
         again._commit(batch_of(FLEET[:2]))
-        assert again._made_views == [] and again._views is not None and len(again._views) == 4
+        assert again._made_views == [] and again._views is not None and len(again._views) == 6
         again._commit(batch_of([(table("net1", "node-9"), address("net1", "node-9"), {"n": 9})]))
         assert again._made_views == ["r_net1__gw_node_9_sensors"]
         assert rows(again, 'SELECT n FROM "r_net1__gw_node_9_sensors"') == [(9,)]
@@ -150,3 +157,21 @@ def test_the_per_address_layout_is_unchanged(tmp_path):
     finally:
         store._close()
 
+
+
+@pytest.mark.parametrize(("name", "kind", "shared"), [
+    ("gw_node_1_sensors", "data", "sensors"),
+    ("sensors", "data", "sensors"),
+    ("gw_node_1_sensors_hourly", "data", "sensors_hourly"),
+    ("gw_node_1_events_count", "event", "events_count"),
+    # the last suffix names the transform: a node named like a kind does not split the name there
+    ("gw_my_sensors_box_sensors_dew_point", "data", "sensors_dew_point"),
+    ("gw_node_1_raw", "data", None),
+    ("gw_node_1_sensors_", "data", None),
+    ("gw_node_1_events", "data", None),
+])
+def test_shared_table_names(name, kind, shared):
+    from lorrygate.storage.shared_layout import shared_table
+
+    found = shared_table(TableName("r_n", name), address("n", "node", kind))
+    assert (found.table if found else None) == shared
