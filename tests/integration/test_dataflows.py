@@ -43,10 +43,12 @@ def write(directory, text: str) -> str:
     return str(path)
 
 
-def test_a_hamilton_dataflow_stores_derived_columns_next_to_the_raw_ones(tmp_path, mosquitto):
-    realm = f"h{uuid.uuid4().hex[:6]}"
-    db = str(tmp_path / "gateway.sqlite")
-    config = write(tmp_path, f"""
+def weather_config(tmp_path, port: int, realm: str, db: str, storage: tuple = (), transform: tuple = ()) -> str:
+    """A gateway of one channel through the weather dataflow into SQLite; ``storage`` and ``transform``: more
+    lines of those sections."""
+    more = "\n" + " " * 8  # the lines' indent below, which dedent removes
+    storage_lines, transform_lines = more.join(storage), more.join(transform)
+    return write(tmp_path, f"""
         [lorrygate]
         data_dir = {tmp_path}
         log_format = json
@@ -55,26 +57,32 @@ def test_a_hamilton_dataflow_stores_derived_columns_next_to_the_raw_ones(tmp_pat
 
         [broker:test]
         host = 127.0.0.1
-        port = {mosquitto.port}
+        port = {port}
         client_id = {realm}
 
         [storage:db]
         url = sqlite:///{db}
         synchronous = NORMAL
+        {storage_lines}
 
         [transform:weather]
         type = hamilton
         modules = {WEATHER}
         inputs = temperature, humidity
-        outputs = dew_point, temperature_mean
-        constants = window=5
-        history = 4
+        {transform_lines}
 
         [channel:main]
         source = test
         topics = {realm}/#
         transform = weather
         """)
+
+
+def test_a_hamilton_dataflow_stores_derived_columns_next_to_the_raw_ones(tmp_path, mosquitto):
+    realm = f"h{uuid.uuid4().hex[:6]}"
+    db = str(tmp_path / "gateway.sqlite")
+    config = weather_config(tmp_path, mosquitto.port, realm, db,
+                            transform=("outputs = dew_point, temperature_mean", "constants = window=5", "history = 4"))
     gateway = GatewayProcess(config, str(tmp_path / "gw.log"))
     gateway.start(ready="subscribed to")
     total, nodes = 10_000, 10
@@ -110,34 +118,8 @@ def test_derived_rows_of_a_fleet_share_one_table_in_the_per_network_layout(tmp_p
     and transform, with a view per node named as its derived table would have been."""
     realm = f"d{uuid.uuid4().hex[:6]}"
     db = str(tmp_path / "gateway.sqlite")
-    config = write(tmp_path, f"""
-        [lorrygate]
-        data_dir = {tmp_path}
-        log_format = json
-        control = off
-
-        [broker:test]
-        host = 127.0.0.1
-        port = {mosquitto.port}
-        client_id = {realm}
-
-        [storage:db]
-        url = sqlite:///{db}
-        synchronous = NORMAL
-        layout = per-network
-
-        [transform:weather]
-        type = hamilton
-        modules = {WEATHER}
-        inputs = temperature, humidity
-        outputs = dew_point
-        into = table
-
-        [channel:main]
-        source = test
-        topics = {realm}/#
-        transform = weather
-        """)
+    config = weather_config(tmp_path, mosquitto.port, realm, db, storage=("layout = per-network",),
+                            transform=("outputs = dew_point", "into = table"))
     gateway = GatewayProcess(config, str(tmp_path / "gw.log"))
     gateway.start(ready="subscribed to")
     nodes, total = 20, 400
