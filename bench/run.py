@@ -858,8 +858,9 @@ def main(argv=None) -> int:
     try:
         report["calibration_ms"] = calibration()
         report["fsync"] = fsync_latency(work)
+        report["syscall_us"] = syscall_cost()
         print(f"machine: {report['machine']}; calibration {report['calibration_ms']:.0f} ms; "
-              f"fsync median {report['fsync']['median_us']:.0f} us")
+              f"fsync median {report['fsync']['median_us']:.0f} us; send+recv {report['syscall_us']:.1f} us")
         print(f"drain: {count} queued messages, {runs} run(s)")
         drains = [drain_scenario(work, count, with_pg=True) for _ in range(runs)]
         report["drain"] = {key: summary([d[key] for d in drains])
@@ -971,6 +972,31 @@ def fsync_latency(directory: str, count: int = 200) -> dict:
     return {"median_us": times[len(times) // 2], "p99_us": times[int(len(times) * 0.99) - 1]}
 
 
+def syscall_cost(count: int = 20_000, rounds: int = 3) -> float:
+    """Microseconds of a 64-byte send and its recv over TCP on 127.0.0.1 (two system calls, best of
+    ``rounds``): what the broker and `mosquitto_sub` spend per message, so that the drain's reference, which
+    is cheap where system calls are, can be compared across machines."""
+    import socket
+
+    server = socket.create_server(("127.0.0.1", 0))
+    sender = socket.create_connection(server.getsockname())
+    receiver, _ = server.accept()
+    sender.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    payload = b"x" * 64
+    best = float("inf")
+    try:
+        for _ in range(rounds):
+            start = time.perf_counter()
+            for _ in range(count):
+                sender.send(payload)
+                receiver.recv(64)
+            best = min(best, time.perf_counter() - start)
+    finally:
+        for one in (sender, receiver, server):
+            one.close()
+    return best / count * 1e6
+
+
 def write_results(report: dict, out: str) -> None:
     os.makedirs(out, exist_ok=True)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S") + ("-quick" if report["quick"] else "")
@@ -996,7 +1022,10 @@ def render_table(report: dict) -> str:
     if "calibration_ms" in report:
         lines += [f"Single-core Python calibration (`bench/run.py` calibration(), best of 5; lower is faster): "
                   f"{report['calibration_ms']:.0f} ms. fsync of 4 KiB in the work directory: median "
-                  f"{report['fsync']['median_us']:.0f} us, p99 {report['fsync']['p99_us']:.0f} us.", ""]
+                  f"{report['fsync']['median_us']:.0f} us, p99 {report['fsync']['p99_us']:.0f} us."
+                  + (f" A 64-byte send and its recv over TCP on 127.0.0.1 (`syscall_cost()`, best of 3): "
+                     f"{report['syscall_us']:.1f} us; the drain's reference is mostly such calls."
+                     if "syscall_us" in report else ""), ""]
     lines += [
              "Median of the runs (min-max).", "",
              "| scenario | lorrygate | reference | ratio | target |", "|---|---|---|---|---|",

@@ -26,4 +26,6 @@ def test_benchmark_smoke_run(tmp_path):
     assert [row["nodes"] for row in report["tables"]] == [1, 100]
     assert report["amqp"]["sqlite"]["median"] > 0 and report["amqp"]["relay"]["median"] > 0
     assert all(report["buses"][bus]["median"] > 0 for bus in ("redis", "kafka", "zmq"))
-    assert glob.glob(str(tmp_path / "*-quick.md"))
+    assert report["syscall_us"] > 0, "the machine's system-call cost, beside the Python calibration"
+    (table,) = glob.glob(str(tmp_path / "*-quick.md"))
+    assert "A 64-byte send and its recv over TCP" in open(table).read()
