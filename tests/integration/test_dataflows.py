@@ -127,15 +127,14 @@ def test_derived_rows_of_a_fleet_share_one_table_in_the_per_network_layout(tmp_p
     shared, derived = f"{realm}_net__sensors", f"{realm}_net__sensors_weather"
 
     def stored() -> bool:
-        names = set(tables(db))
-        return {shared, derived} <= names and query(db, f'SELECT count(*) FROM "{derived}"') == [(total,)]
+        return {shared, derived} <= tables(db) and all(
+            query(db, f'SELECT count(*) FROM "{name}"') == [(total,)] for name in (shared, derived))
 
     try:
         publisher.publish_many((f"{realm}/net/gw/node-{seq % nodes}/data.json",
                                 json.dumps({"seq": seq, "temperature": 20.0 + seq % 7, "humidity": 60.0}))
                                for seq in range(total))
-        wait_until(lambda: stored() and query(db, f'SELECT count(*) FROM "{shared}"') == [(total,)], 120,
-                   "every row and every derived row")
+        wait_until(stored, 120, "every row and every derived row")
     finally:
         publisher.close()
         assert gateway.stop() == 0
