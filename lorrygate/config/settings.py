@@ -99,7 +99,7 @@ class StorageSettings:
     shards: int = 1
     replicas: str = "0-1"
     partition: str = "year"
-    #: CrateDB and SQLite: per-address or per-network (`lorrygate.storage.shared_layout`)
+    #: CrateDB, PostgreSQL and SQLite: per-address or per-network (`lorrygate.storage.shared_layout`)
     layout: str = "per-address"
     flatten_depth: int = 3
     max_columns: int = 250
@@ -308,7 +308,7 @@ STORAGE_KEYS = {
     "shards": Key(v.integer(1, 1000), 1, doc='CrateDB: shards per new table.'),
     "replicas": Key(v.replicas, "0-1", doc='CrateDB: replicas per new table: a number or a range such as 0-1.'),
     "partition": Key(v.choice("none", "day", "week", "month", "quarter", "year"), "year", doc='CrateDB: partition new tables by the time column: none, day, week, month, quarter or year.'),
-    "layout": Key(v.choice(*LAYOUTS), "per-address", doc='CrateDB and SQLite: per-address makes a table per address; per-network one table per network (schema) and kind, with the address in columns and a view per address (docs/storage.rst).'),
+    "layout": Key(v.choice(*LAYOUTS), "per-address", doc='CrateDB, PostgreSQL and SQLite: per-address makes a table per address; per-network one table per network (schema) and kind, with the address in columns and a view per address (docs/storage.rst).'),
     "tls_ca": Key(v.text, "", doc="CrateDB over https: a PEM file of the CA that signed the server's certificate."),
     "timeout": Key(v.duration(0.1, 600), 30.0, doc='CrateDB: how long one HTTP request may take.'),
     "flatten_depth": Key(v.integer(1, 32), 3, doc='SQL storages: nested objects become dotted column names down to this depth; deeper ones are one JSON column.'),
@@ -330,7 +330,7 @@ STORAGE_KIND_KEYS = {
     "shards": ("crate",),
     "replicas": ("crate",),
     "partition": ("crate",),
-    "layout": ("crate", "sqlite"),
+    "layout": ("crate", "sqlite", "postgresql"),
     "tls_ca": ("crate",),
     "timeout": ("crate",),
     "flatten_depth": ("sqlite", "postgresql"),
@@ -595,10 +595,8 @@ def make_storage(name: str, values: dict, section: str, problem):
         return None
     for key, kinds in STORAGE_KIND_KEYS.items():
         if values[key] != STORAGE_KEYS[key].default and url.kind not in kinds:
-            why = (" (it is for CrateDB and SQLite: a PostgreSQL view keeps the columns it was made with, as the SQL "
-                   "standard says, and blocks the widening of a column; PostgreSQL keeps one table per address, "
-                   "docs/storage.rst)" if key == "layout" else f" (it is for {', '.join(kinds)})")
-            problem(section, key, f"no {key} for a {url.kind} storage{why}", repr(values[key]))
+            problem(section, key, f"no {key} for a {url.kind} storage (it is for {', '.join(kinds)})",
+                    repr(values[key]))
             return None
     text = values.pop("ddl")
     ddl = None

@@ -27,6 +27,17 @@ def _ddl(storage, table, channel, address=None) -> list:
                     create[0] = default_ddl(shared, storage.partition, storage.shards, storage.replicas,
                                             storage.idempotent, shared=True)
                 view = view_statement(table, shared)
+            elif storage.kind == "postgresql":
+                from lorrygate.storage.postgresql import view_statement as pg_view_statement
+
+                if not custom:
+                    create[1] = create[1].replace('("time" TIMESTAMPTZ NOT NULL)', '("time" TIMESTAMPTZ NOT NULL, '
+                                                  '"address" TEXT, "gateway" TEXT, "node" TEXT)')
+                    create.insert(2, f'CREATE INDEX IF NOT EXISTS "{shared.table}_address_time_idx" ON '
+                                     f'{create[1].split()[5]} ("address", "time")')
+                view = (pg_view_statement(table, shared, ["time", "..."]).replace('"..."', "...") +
+                        "  -- the shared table's columns but address, gateway and node; made beside the writes, "
+                        "and again when a field adds a column")
             else:
                 if not custom:
                     create[0] = create[0].replace("(time TEXT NOT NULL)",

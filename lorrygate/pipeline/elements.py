@@ -136,6 +136,8 @@ ELEMENTS = dict([
           name=Prop(v.nonempty, "", "storage name")),
     _spec("postgresql", "sink", "PostgreSQL storage.",
           url=Prop(v.storage_url, REQUIRED, "postgresql://USER:PASSWORD@HOST/DATABASE"),
+          layout=Prop(v.choice(*LAYOUTS), "per-address",
+                      "per-address, or per-network: a table per network and kind, a view per address"),
           name=Prop(v.nonempty, "", "storage name")),
     _spec("crate", "sink", "CrateDB storage over HTTP.",
           url=Prop(v.storage_url, REQUIRED, "crate://HOST:4200/"),

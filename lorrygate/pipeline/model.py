@@ -198,7 +198,7 @@ class _Builder:
                 if url.kind != factory:
                     raise PipelineError(f"{factory} url: expected a {factory} URL, got {str(url)!r}", text, element.loc)
                 extra = ({"shards": props["shards"], "replicas": props["replicas"], "layout": props["layout"]}
-                         if factory == "crate" else {})
+                         if factory == "crate" else {"layout": props["layout"]})
                 settings = s.StorageSettings(name, url, factory, **extra)
             elif factory == "textsink":
                 path = props["location"]

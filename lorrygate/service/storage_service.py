@@ -36,6 +36,7 @@ def make_backend(storage, reactor, ddl: dict):
 
         backend = PostgresStorage(storage.name, storage.url.raw, reactor, storage.idempotent, ddl)
         backend.flatten_depth, backend.max_columns = storage.flatten_depth, storage.max_columns
+        backend.layout = storage.layout
         return backend
     if storage.kind == "file":
         from lorrygate.storage.sinks import TextSink

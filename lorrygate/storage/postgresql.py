@@ -59,6 +59,17 @@ def qualified(table) -> str:
     return f"{quote(schema_name(table))}.{quote(table.table)}"
 
 
+def view_statement(view, shared, columns: list) -> str:
+    """Per-network: the view that shows a per-address table's rows of a shared table with the columns the
+    per-address table would have (all the shared table's but the address columns, in its order: a new
+    column makes the view again with it at the end, which ``CREATE OR REPLACE VIEW`` takes)."""
+    from lorrygate.storage.shared_layout import literal
+
+    names = ", ".join(quote(column) for column in columns)
+    return (f"CREATE OR REPLACE VIEW {qualified(view)} AS SELECT {names} FROM {qualified(shared)} "
+            f'WHERE "address" = {literal(view.table)}')
+
+
 def _time(nanos: int) -> datetime:
     return _EPOCH + timedelta(microseconds=nanos // 1000)
 
@@ -89,6 +100,9 @@ class PostgresDialect:
     _fitting: dict = attrs.Factory(dict)
     #: PostgreSQL cuts names at 63 bytes (NAMEDATALEN - 1)
     identifier_limit = 63
+    #: per-network layout: the views are made beside the writes, in transactions of their own
+    #: (`lorrygate.storage.sqlstorage.SqlStorage._views_round`), not in the rows' transaction
+    views_beside = True
 
     @staticmethod
     def fold(name: str) -> str:
@@ -216,6 +230,82 @@ class PostgresDialect:
 
             index = shorten(f"{table.table}_time_idx", self.identifier_limit)
             conn.execute(f'CREATE INDEX IF NOT EXISTS {quote(index)} ON {qualified(table)} ("time")')
+
+    def index_addresses(self, conn, table) -> None:
+        """Per-network: the index a view's ``WHERE "address" = ...`` and its time range read by (and the
+        start's list of addresses, `addresses`)."""
+        from lorrygate.storage.layout import shorten
+
+        index = shorten(f"{table.table}_address_time_idx", self.identifier_limit)
+        conn.execute(f'CREATE INDEX IF NOT EXISTS {quote(index)} ON {qualified(table)} ("address", "time")')
+
+    # -- the per-network layout's views (`lorrygate.storage.shared_layout`) --------------------------------
+
+    def shared_tables(self, conn) -> list:
+        """The tables that have the address columns and a shared table's name (``sensors``,
+        ``sensors_hourly``), as `TableName` s of their physical schema."""
+        from lorrygate.model import TableName
+        from lorrygate.storage.shared_layout import is_shared_name
+
+        with conn.cursor() as cursor:
+            cursor.execute(
+                "SELECT c.table_schema, c.table_name FROM information_schema.columns c "
+                "JOIN information_schema.tables t ON t.table_schema = c.table_schema AND t.table_name = c.table_name "
+                "WHERE t.table_type = 'BASE TABLE' AND c.column_name IN ('address', 'gateway', 'node') "
+                "AND c.table_schema NOT IN ('pg_catalog', 'information_schema') "
+                "GROUP BY 1, 2 HAVING count(*) = 3")
+            return [TableName(schema, name) for schema, name in cursor.fetchall() if is_shared_name(name)]
+
+    def shared_views(self, conn, table=None) -> list:
+        """The views of the per-network layout that the database has (over ``table``, or any), as (view, its
+        shared table): views over
+        a table with the address columns whose name ends in ``_<that table>`` and that select its rows
+        ``WHERE address = '<the view's name>'`` (what `view_statement` makes; other views are the user's)."""
+        from lorrygate.model import TableName
+        from lorrygate.storage.shared_layout import is_shared_name, literal
+
+        where, params = (("u.table_schema = %s AND u.table_name = %s", (schema_name(table), table.table))
+                         if table is not None else ("u.view_schema NOT IN ('pg_catalog', 'information_schema')", ()))
+        with conn.cursor() as cursor:
+            cursor.execute(
+                "SELECT u.view_schema, u.view_name, u.table_schema, u.table_name, "
+                "pg_get_viewdef(format('%%I.%%I', u.view_schema, u.view_name)::regclass) "
+                f"FROM information_schema.view_table_usage u WHERE {where}", params)
+            rows = cursor.fetchall()
+        return [(TableName(schema, name), TableName(table_schema, table))
+                for schema, name, table_schema, table, definition in rows
+                if schema == table_schema and is_shared_name(table) and name.endswith("_" + table)
+                and f"address = {literal(name)}" in " ".join(definition.split())]
+
+    def addresses(self, conn, table) -> list:
+        """The addresses that have rows in a shared table: one probe of its address index per address (a loose
+        index scan), not a scan of its rows."""
+        name = qualified(table)
+        with conn.cursor() as cursor:
+            cursor.execute(
+                f'WITH RECURSIVE a AS ((SELECT "address" FROM {name} WHERE "address" IS NOT NULL ORDER BY 1 LIMIT 1) '
+                f'UNION ALL SELECT (SELECT "address" FROM {name} WHERE "address" > a."address" ORDER BY 1 LIMIT 1) '
+                'FROM a WHERE a."address" IS NOT NULL) SELECT "address" FROM a WHERE "address" IS NOT NULL')
+            return [row[0] for row in cursor.fetchall()]
+
+    def view_columns(self, conn, table) -> list:
+        """A shared table's columns but the address columns, in the table's order: a view's columns."""
+        from lorrygate.storage.shared_layout import ADDRESS_COLUMNS
+
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND "
+                           "table_name = %s ORDER BY ordinal_position", (schema_name(table), table.table))
+            return [row[0] for row in cursor.fetchall() if row[0] not in ADDRESS_COLUMNS]
+
+    def make_view(self, conn, view, shared, columns: list) -> None:
+        conn.execute(view_statement(view, shared, columns))
+
+    def drop_view(self, conn, view) -> None:
+        conn.execute(f"DROP VIEW IF EXISTS {qualified(view)}")
+
+    def blocked_by_views(self, exc: Exception) -> bool:
+        """Whether PostgreSQL refused to change a column's type because views use it (SQLSTATE 0A000)."""
+        return getattr(exc, "sqlstate", None) == "0A000" and "used by a view" in str(exc)
 
     def add_column(self, conn, table, column: str, value) -> str:
         kind = _TYPES[kind_of(value)]

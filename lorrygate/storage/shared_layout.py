@@ -1,6 +1,6 @@
 """
-The shared-table layout (``layout = per-network``, CrateDB and SQLite): one
-table per network and kind instead of one per address.
+The shared-table layout (``layout = per-network``, CrateDB, PostgreSQL and
+SQLite): one table per network and kind instead of one per address.
 
 Every CrateDB table costs shards, and a node holds
 ``cluster.max_shards_per_node`` of them (1,000 by default): a fleet of
@@ -22,9 +22,11 @@ of the per-address layout working:
 
 A new field never changes a CrateDB view's columns (``tags`` and
 ``fields`` are objects), and SQLite expands a view's ``*`` when it is
-queried, so a SQLite view shows the columns added since. (PostgreSQL expands
+queried, so a SQLite view shows the columns added since. PostgreSQL expands
 it once, when the view is made, as the SQL standard says, and refuses to
-widen a column a view uses: it keeps one table per address.)
+widen a column a view uses: its views list their columns
+(`lorrygate.storage.postgresql.view_statement`) and are made, made again
+and dropped beside the writes (`lorrygate.storage.sqlstorage`).
 
 A dataflow's derived table (``into = table``: ``<name>_<suffix>_<transform>``)
 goes the same way into ``<suffix>_<transform>``, with a view per address
@@ -57,6 +59,11 @@ def shared_table(table: TableName, address) -> TableName | None:
     if separator and head and transform:
         return TableName(table.schema, suffix + "_" + transform)
     return None
+
+
+def is_shared_name(name: str) -> bool:
+    """Whether a table's name is one `shared_table` gives (``sensors``, ``sensors_hourly``)."""
+    return any(name == suffix or name.startswith(suffix + "_") for suffix in TABLE_SUFFIXES.values())
 
 
 def literal(text: str) -> str:

@@ -354,7 +354,7 @@ def test_dead_letter_errors_are_cut_with_a_marker():
     assert len(row["error"]) < 16_500 and row["error"].endswith("[... 3616 more characters cut by lorrygate]")
 
 
-def test_the_layout_comes_from_the_storage_section_and_postgresql_does_not_take_it():
+def test_the_layout_comes_from_the_storage_section_and_a_prometheus_sink_does_not_take_it():
     from lorrygate.config import loads
     from lorrygate.errors import ConfigError
     from lorrygate.service.storage_service import make_backend
@@ -364,9 +364,11 @@ def test_the_layout_comes_from_the_storage_section_and_postgresql_does_not_take_
     assert CrateStorage.from_settings(settings.storages["s"], None, {}).layout == "per-network"
     settings = loads(text.format(url="sqlite:///x.sqlite"))
     assert make_backend(settings.storages["s"], None, {}).layout == "per-network"
+    settings = loads(text.format(url="postgresql://u:p@h/db"))
+    assert make_backend(settings.storages["s"], None, {}).layout == "per-network"
     with pytest.raises(ConfigError) as raised:
-        loads(text.format(url="postgresql://u:p@h/db"))
-    assert "no layout for a postgresql storage" in str(raised.value) and "widening" in str(raised.value)
+        loads(text.format(url="prometheus://"))
+    assert "no layout for a prometheus storage (it is for crate, sqlite, postgresql)" in str(raised.value)
     with pytest.raises(ConfigError) as raised:
         loads(text.format(url="crate://localhost:4200/").replace("per-network", "per-node"))
     assert "per-address" in str(raised.value)

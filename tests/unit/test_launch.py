@@ -217,3 +217,15 @@ def test_local_source_elements_are_checked_like_their_config_sections(tmp_path):
         parse_launch("pgcdcsrc database=mysql://h/db ! sqlite:///x.sqlite")
     with pytest.raises(PipelineError, match="filesrc needs location"):
         parse_launch("filesrc ! sqlite:///x.sqlite")
+
+
+def test_describe_shows_the_shared_postgresql_table_its_index_and_the_view():
+    pipeline = parse_launch("mqtt://localhost/mqttkit-1/%23 ! postgresql url=postgresql://u:p@localhost/db "
+                            "layout=per-network")
+    text = pipeline.describe(["mqttkit-1/testdrive/area-42/node-1/data.json"])
+    assert ('CREATE TABLE IF NOT EXISTS "mqttkit_1_testdrive"."sensors" ("time" TIMESTAMPTZ NOT NULL, "address" TEXT, '
+            '"gateway" TEXT, "node" TEXT)') in text
+    assert 'CREATE INDEX IF NOT EXISTS "sensors_address_time_idx" ON "mqttkit_1_testdrive"."sensors" ("address", ' \
+           '"time")' in text
+    assert ('CREATE OR REPLACE VIEW "mqttkit_1_testdrive"."area_42_node_1_sensors" AS SELECT "time", ... FROM '
+            '"mqttkit_1_testdrive"."sensors" WHERE "address" = \'area_42_node_1_sensors\'') in text
