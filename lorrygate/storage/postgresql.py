@@ -303,6 +303,11 @@ class PostgresDialect:
     def drop_view(self, conn, view) -> None:
         conn.execute(f"DROP VIEW IF EXISTS {qualified(view)}")
 
+    def name_taken(self, exc: Exception) -> bool:
+        """Whether a view could not be made because its name is another object's: a table (42809, "is not a
+        view"), or a view of other columns (42P16, "cannot drop columns from view" and the like)."""
+        return getattr(exc, "sqlstate", None) in ("42809", "42P16")
+
     def blocked_by_views(self, exc: Exception) -> bool:
         """Whether PostgreSQL refused to change a column's type because views use it (SQLSTATE 0A000)."""
         return getattr(exc, "sqlstate", None) == "0A000" and "used by a view" in str(exc)

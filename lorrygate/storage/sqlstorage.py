@@ -408,6 +408,7 @@ class SqlStorage:
                     dialect.execute(conn, "SAVEPOINT lorrygate_entry")
                     before = {table: dict(columns) for table, columns in added.items()}
                     verified = len(self._pending_verified)
+                    wanted = dict(self._wanted_views)
                     try:
                         self._insert(conn, [entry], added)
                     except Exception as exc:
@@ -416,6 +417,8 @@ class SqlStorage:
                         dialect.execute(conn, "ROLLBACK TO SAVEPOINT lorrygate_entry")
                         added = before
                         del self._pending_verified[verified:]
+                        self._wanted_views.clear()  # (the views of the entry's rows, which are not written)
+                        self._wanted_views.update(wanted)
                         dialect.discard_pending_columns()  # noted for this entry's rows, which are not written
                         extra_dead.append(
                             DeadLetter(entry.channel, entry.message, "store", dialect.explain(exc), entry.decoder)
@@ -699,8 +702,12 @@ class SqlStorage:
                         raise
                     dialect.execute(conn, "ROLLBACK TO SAVEPOINT lorrygate_view")
                     self._view_queue.pop(view, None)
-                    self._refuse_view(view, dialect.physical(shared), table.table,
-                                      f"{dialect.name} refused it: {dialect.explain(exc)}")
+                    reason = f"{dialect.name} refused it: {dialect.explain(exc)}"
+                    if dialect.name_taken(exc):
+                        self._refuse_view(view, dialect.physical(shared), table.table, reason)
+                    else:
+                        self.log.warn("storage {storage}: no view {view} yet: {reason}; the address's next rows "
+                                      "try again", storage=self.name, view=view, reason=reason)
                     continue
                 dialect.execute(conn, "RELEASE SAVEPOINT lorrygate_view")
                 made.append((view, (table, shared)))
@@ -837,7 +844,8 @@ class SqlStorage:
         physical = dialect.physical(table)
         known = self._columns.get(physical)
         pending = added.get(physical)
-        if known is None and (pending is None or "time" not in pending):
+        created = known is None and (pending is None or "time" not in pending)
+        if created:
             if pending is None:
                 pending = added[physical] = {}
             template = self.ddl.get(entry.channel) or self.ddl.get("")
@@ -852,8 +860,6 @@ class SqlStorage:
                     seen.add(fold(column))
                     fields.append((column, value))
             dialect.create_table(conn, table, self.idempotent, fields)
-            if self.layout == "per-network" and table in self._shared_tables and hasattr(dialect, "index_addresses"):
-                dialect.index_addresses(conn, table)
             pending.update(dialect.columns_of(conn, table))
         # a table known and a row of its columns (the common case) leaves ``added`` as it is: no empty
         # entry for each of 10,000 tables
@@ -880,6 +886,9 @@ class SqlStorage:
                 if pending is None:
                     pending = added[physical] = {}
                 pending[lowered] = widened
+        if created and self.layout == "per-network" and hasattr(dialect, "index_addresses") \
+                and table in self._shared_tables:
+            dialect.index_addresses(conn, table)  # (after the columns: a custom DDL's table gets them above)
 
 
 def _clear(values, fold):

@@ -239,3 +239,43 @@ def test_a_gateway_with_the_per_network_layout_stores_a_fleet_in_one_postgresql_
     assert relations(postgres.url, realm)["sensors"] == "BASE TABLE" and len(relations(postgres.url, realm)) == 31
     assert sql(postgres.url, f'SELECT n FROM "{schema}".gw_node_7_sensors ORDER BY n') == [
         (n,) for n in range(7, 300, 30)]
+
+
+def test_a_custom_ddl_without_the_address_columns_gets_them_and_the_index(postgres, realm):
+    """A ``ddl`` written for the per-address tables (no address columns): the shared table gets them, and the
+    index, after the DDL made it; no row is refused."""
+    from lorrygate.config.settings import ddl_template
+
+    template = ddl_template('CREATE TABLE IF NOT EXISTS {qualified} ("time" TIMESTAMPTZ NOT NULL, '
+                            "committed DOUBLE PRECISION DEFAULT extract(epoch FROM clock_timestamp()))", "postgresql")
+    store = PostgresStorage("db", postgres.url, reactor=None, ddl={"": template})
+    store.layout = "per-network"
+    store._connect()
+    try:
+        batch = batch_of(realm, [("node-1", {"n": 1}), ("node-2", {"n": 2})])
+        store._commit(batch)
+        assert batch.extra_dead == []
+        rounds(store)
+        assert columns(postgres.url, f"{realm}_net", "sensors") == ["time", "committed", "address", "gateway", "node",
+                                                                    "n"]
+        assert columns(postgres.url, f"{realm}_net", "gw_node_2_sensors") == ["time", "committed", "n"]
+        assert sql(postgres.url, "SELECT count(*) FROM pg_indexes WHERE schemaname = %s AND indexdef LIKE "
+                                 "'%%(address, \"time\")'", (f"{realm}_net",)) == [(1,)]
+    finally:
+        store._close()
+
+
+def test_a_refused_message_of_a_new_address_wants_no_view(store, postgres, realm):
+    """A message the database refuses (text in a BIGINT column) is a dead letter, and its address, which has no
+    rows, gets no view (nor is it refused one: its next rows make it)."""
+    store._commit(batch_of(realm, [("node-1", {"n": 1})]))
+    rounds(store)
+    batch = batch_of(realm, [("node-2", {"n": "many"}), ("node-3", {"n": 3})])
+    store._commit(batch)
+    assert len(batch.extra_dead) == 1
+    assert list(store._view_queue) == [f"{realm}_net.gw_node_3_sensors"]
+    rounds(store)
+    assert not [view for view in store.refused_views if view.startswith(realm)]
+    store._commit(batch_of(realm, [("node-2", {"n": 2})]))
+    rounds(store)
+    assert sql(postgres.url, f'SELECT n FROM "{realm}_net".gw_node_2_sensors') == [(2,)]
