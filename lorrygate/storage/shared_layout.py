@@ -26,7 +26,7 @@ queried, so a SQLite view shows the columns added since. PostgreSQL expands
 it once, when the view is made, as the SQL standard says, and refuses to
 widen a column a view uses: its views list their columns
 (`lorrygate.storage.postgresql.view_statement`) and are made, made again
-and dropped beside the writes (`lorrygate.storage.sqlstorage`).
+and dropped beside the writes (`lorrygate.storage.view_rounds`).
 
 A dataflow's derived table (``into = table``: ``<name>_<suffix>_<transform>``)
 goes the same way into ``<suffix>_<transform>``, with a view per address

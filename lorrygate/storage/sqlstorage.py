@@ -25,11 +25,12 @@ from zope.interface import implementer
 
 from lorrygate.errors import StorageError
 from lorrygate.interfaces import IStorage
-from lorrygate.model import Record, TableName
+from lorrygate.model import Record
 from lorrygate.storage.batch import Batch, DeadLetter, Entry
 from lorrygate.storage.layout import EXTRA_COLUMN, ID_COLUMN, column_names, flatten, row_id, within_budget
 from lorrygate.storage.positions import POSITIONS_TABLE, Positions, encode
 from lorrygate.storage.shared_layout import ADDRESS_COLUMNS, address_values, shared_table, sqlite_view_statement
+from lorrygate.storage.view_rounds import ViewRounds, ViewsInTheWay
 
 DEAD_LETTER_TABLE = "lorrygate_dead_letter"
 _ADDRESS_COLUMNS = frozenset(ADDRESS_COLUMNS)
@@ -42,20 +43,9 @@ LOCKS_NEW_TABLE = 8
 LOCKS_KNOWN_TABLE = 2
 #: in ``Batch.progress``: the batch's dead letters (and replays) are committed, with its first part
 _DEAD_WRITTEN = ("dead", "written")
-#: per-network, PostgreSQL: views made (or dropped) at most in one transaction of their own; measured,
-#: PostgreSQL 15: ~0.5 ms a view, so a round holds the writer ~0.1 s
-VIEW_ROUND = 200
 #: per-network, PostgreSQL: times a batch is written again after dropping the views that kept a column of
-#: its shared table from widening (`_ViewsInTheWay`)
+#: its shared table from widening (`ViewsInTheWay`)
 WIDEN_ATTEMPTS = 3
-
-
-class _ViewsInTheWay(Exception):
-    """PostgreSQL refused to widen a column of a shared table because views use it (per-network layout)."""
-
-    def __init__(self, table, error):
-        super().__init__(error)
-        self.table = table
 
 
 @implementer(IStorage)
@@ -110,15 +100,8 @@ class SqlStorage:
     _wanted_views: dict = attrs.Factory(dict)
     _made_views: list = attrs.Factory(list)
     refused_views: dict = attrs.Factory(dict)
-    #: per-network, a dialect that makes views beside the writes (PostgreSQL): views to make or make again
-    #: (as `_wanted_views`), the views over each shared table (its physical name -> {view's: TableName}),
-    #: the shared tables a view of another's keeps from widening, whether this connection looked at what the
-    #: database has (`_reconcile_views`), and whether a round is queued (`_schedule_views`)
-    _view_queue: dict = attrs.Factory(dict)
-    _views_of: dict = attrs.Factory(dict)
-    _foreign_views: set = attrs.Factory(set)
-    _views_reconciled: bool = False
-    _views_scheduled: bool = False
+    #: per-network, a dialect that makes views beside the writes (PostgreSQL): their rounds
+    _rounds: ViewRounds = attrs.Factory(lambda self: ViewRounds(self), takes_self=True)
 
     log = Logger()
 
@@ -136,7 +119,7 @@ class SqlStorage:
         self._call(self._read_columns).addErrback(
             lambda failure: self.log.debug("storage {storage}: {error} (the next write reads them again)",
                                            storage=self.name, error=failure.getErrorMessage()))
-        self._schedule_views()
+        self._rounds.schedule()
         return result
 
     @property
@@ -169,7 +152,7 @@ class SqlStorage:
         d = self._call(self._commit, batch)
         if self._views_beside:
             # after the write, as a job of its own: the acknowledgements never wait for views
-            d.addBoth(self._views_after)
+            d.addBoth(self._rounds.after)
         if hasattr(self.dialect, "checkpoint"):
             # after the write, as a job of its own: its Deferred fires (the acknowledgements leave, the
             # sources read on) while the writer thread copies the WAL (`SQLiteDialect.checkpoint`)
@@ -183,7 +166,7 @@ class SqlStorage:
         if self.layout == "per-network":
             details.update(layout=self.layout, views=len(self._views or ()), refused_views=dict(self.refused_views))
             if self._views_beside:
-                details["views_to_make"] = len(self._view_queue) if self._views_reconciled else None
+                details["views_to_make"] = self._rounds.to_make()
         return details
 
     def _checkpointed(self, _) -> None:
@@ -216,8 +199,7 @@ class SqlStorage:
         self._columns_read = False
         self._verified.clear()
         self._views = None
-        self._views_reconciled = False
-        self._foreign_views.clear()
+        self._rounds.connected()
         budget = self.dialect.lock_budget(self._conn)
         # (a budget halved after the database ran out of locks stays halved)
         self.lock_budget = budget if self.lock_budget is None or budget is None else min(self.lock_budget, budget)
@@ -336,16 +318,16 @@ class SqlStorage:
         for _ in range(WIDEN_ATTEMPTS):
             try:
                 return self._commit_once(batch)
-            except _ViewsInTheWay as exc:
+            except ViewsInTheWay as exc:
                 # (the transaction is rolled back) the views go, the column widens, the views come back
-                self._drop_views(exc.table, str(exc).splitlines()[0])
+                self._rounds.drop(exc.table, str(exc).splitlines()[0])
         raise StorageError(f"storage {self.name}: {self.dialect.name} write failed: views kept a column from widening "
                            f"{WIDEN_ATTEMPTS} times")
 
     def _commit_once(self, batch) -> None:
         try:
             self._transaction(batch, isolate=False)
-        except _ViewsInTheWay:
+        except ViewsInTheWay:
             raise
         except StorageError as exc:
             self._reset_after(exc)
@@ -359,7 +341,7 @@ class SqlStorage:
             # One bad entry must not hold back the rest.
             try:
                 self._transaction(batch, isolate=True)
-            except _ViewsInTheWay:
+            except ViewsInTheWay:
                 raise
             except Exception as again:
                 if self.dialect.out_of_locks(again):
@@ -412,7 +394,7 @@ class SqlStorage:
                     try:
                         self._insert(conn, [entry], added)
                     except Exception as exc:
-                        if dialect.transient(exc) or isinstance(exc, _ViewsInTheWay):
+                        if dialect.transient(exc) or isinstance(exc, ViewsInTheWay):
                             raise
                         dialect.execute(conn, "ROLLBACK TO SAVEPOINT lorrygate_entry")
                         added = before
@@ -444,7 +426,7 @@ class SqlStorage:
             self._verified.clear()
         self._verified.update(self._pending_verified)
         if self._views_beside:
-            self._queue_views(added)
+            self._rounds.committed(self._wanted_views, added)
         if self._made_views:
             assert self._views is not None
             self._views.update(self._made_views)
@@ -614,194 +596,13 @@ class SqlStorage:
             if view in self._views or view in self.refused_views:
                 continue
             if view in self._columns:
-                self._refuse_view(view, dialect.physical(shared), table.table)
+                self.refuse_view(view, dialect.physical(shared), table.table)
                 continue
             dialect.execute(conn, sqlite_view_statement(view, dialect.physical(shared), table.table))
             self._made_views.append(view)
 
-    # -- per-network views beside the writes (PostgreSQL) ---------------------------------------------------
-    #
-    # A PostgreSQL view lists its columns when it is made, and a transaction that makes 10,000 of them runs out
-    # of the lock table: the views are derived state, made in rounds of `VIEW_ROUND` in transactions of their
-    # own on the writer thread, between the writes, and the rows never wait for them. Each connection first
-    # looks at what the database has (`_reconcile_views`): views missing for addresses with rows (a stop
-    # before they were made) or lacking columns are queued. A new column of a shared table queues its views
-    # again; a column that must widen drops them first (`_drop_views`).
-
-    def _views_after(self, result):
-        self._schedule_views()
-        return result
-
-    def _schedule_views(self) -> None:
-        """Queue a round of views on the writer thread, unless one is queued or nothing waits (reactor thread)."""
-        if not self._views_beside or self._views_scheduled or self._pool is None:
-            return
-        if self._views_reconciled and not self._view_queue:
-            return
-        self._views_scheduled = True
-
-        def done(more):
-            self._views_scheduled = False
-            if more:
-                self._schedule_views()
-
-        def failed(failure):
-            self._views_scheduled = False
-            self.log.info("storage {storage}: making views failed ({error}); the next write tries again",
-                          storage=self.name, error=failure.getErrorMessage())
-
-        self._call(self._views_round).addCallbacks(done, failed)
-
-    def _views_round(self) -> bool:
-        """Make (or make again) up to `VIEW_ROUND` queued views in a transaction; True while more wait."""
-        conn = self._conn
-        if conn is None:
-            return False  # the next write connects, and schedules a round
-        dialect = self.dialect
-        try:
-            if not self._views_reconciled:
-                self._read_columns()
-                self._reconcile_views(conn)
-            chunk = list(self._view_queue.items())[:VIEW_ROUND]
-            if not chunk:
-                return False
-            columns: dict = {}
-            for _, (view, shared) in chunk:
-                if shared not in columns:
-                    columns[shared] = dialect.view_columns(conn, shared)
-                dialect.make_view(conn, view, shared, columns[shared])
-            dialect.commit(conn)
-            made = chunk
-        except Exception as exc:
-            dialect.rollback(conn)
-            if dialect.transient(exc) or not self._views_reconciled:
-                self._reset_after(exc)
-                raise
-            made = self._views_one_by_one(conn, chunk)
-        for view, (table, shared) in made:
-            self._view_queue.pop(view, None)
-            self._views.add(view)  # type: ignore[union-attr]
-            self._views_of.setdefault(dialect.physical(shared), {})[view] = (table, shared)
-        if made:
-            self.log.info("storage {storage}: made {count} view(s) over shared tables, such as {view} ({left} to "
-                          "make)", storage=self.name, count=len(made), view=made[0][0], left=len(self._view_queue))
-        return bool(self._view_queue)
-
-    def _views_one_by_one(self, conn, chunk: list) -> list:
-        """A round the database refused: each view in a savepoint; those it refuses are refused for good, with
-        its reason (a view of the user's of that name, say)."""
-        dialect = self.dialect
-        made = []
-        try:
-            for view, (table, shared) in chunk:
-                dialect.execute(conn, "SAVEPOINT lorrygate_view")
-                try:
-                    dialect.make_view(conn, table, shared, dialect.view_columns(conn, shared))
-                except Exception as exc:
-                    if dialect.transient(exc):
-                        raise
-                    dialect.execute(conn, "ROLLBACK TO SAVEPOINT lorrygate_view")
-                    self._view_queue.pop(view, None)
-                    reason = f"{dialect.name} refused it: {dialect.explain(exc)}"
-                    if dialect.name_taken(exc):
-                        self._refuse_view(view, dialect.physical(shared), table.table, reason)
-                    else:
-                        self.log.warn("storage {storage}: no view {view} yet: {reason}; the address's next rows "
-                                      "try again", storage=self.name, view=view, reason=reason)
-                    continue
-                dialect.execute(conn, "RELEASE SAVEPOINT lorrygate_view")
-                made.append((view, (table, shared)))
-            dialect.commit(conn)
-        except Exception as exc:
-            dialect.rollback(conn)
-            self._reset_after(exc)
-            raise
-        return made
-
-    def _reconcile_views(self, conn) -> None:
-        """What views the database has: those lacking a column of their shared table, and those missing for
-        addresses with rows, are queued."""
-        dialect = self.dialect
-        physical = dialect.physical
-        known = self._columns
-        self._views, self._views_of = set(), {}
-        queue = self._view_queue
-        try:
-            for view, shared in dialect.shared_views(conn):
-                name, table = physical(view), physical(shared)
-                self._views.add(name)
-                self._views_of.setdefault(table, {})[name] = (view, shared)
-                wanted = {column for column in known.get(table) or () if column not in _ADDRESS_COLUMNS}
-                if set(known.get(name) or ()) != wanted:
-                    queue[name] = (view, shared)  # it lacks a column the table got after it was made
-                else:
-                    queue.pop(name, None)
-            for shared in dialect.shared_tables(conn):
-                for address in dialect.addresses(conn, shared):
-                    view = TableName(shared.schema, address)
-                    name = physical(view)
-                    if name in self._views or name in queue or name in self.refused_views:
-                        continue
-                    if name in known:
-                        self._refuse_view(name, physical(shared), address)
-                    else:
-                        queue[name] = (view, shared)
-            dialect.commit(conn)
-        except Exception:
-            dialect.rollback(conn)
-            self._views = None
-            raise
-        self._views_reconciled = True
-
-    def _queue_views(self, added: dict) -> None:
-        """After a commit: the views its rows want, and the views of shared tables that got a column."""
-        queue = self._view_queue
-        for view, wanted in self._wanted_views.items():
-            queue.setdefault(view, wanted)
-        for table in added:
-            for view, wanted in (self._views_of.get(table) or {}).items():
-                queue.setdefault(view, wanted)
-
-    def _drop_views(self, table, error: str) -> None:
-        """PostgreSQL refused to widen a column of the shared ``table`` that views use: the layout's views over
-        it go, in transactions of `VIEW_ROUND`, and are queued to come back (a query of them fails meanwhile).
-        When none of them is left, a view of the user's keeps the column as it is: the rows that need it
-        become dead letters with PostgreSQL's reason."""
-        conn = self._conn
-        dialect = self.dialect
-        shared_name = dialect.physical(table)
-        dropped = 0
-        try:
-            views = dialect.shared_views(conn, table)
-            dialect.commit(conn)
-            for start in range(0, len(views), VIEW_ROUND):
-                chunk = views[start:start + VIEW_ROUND]
-                for view, _ in chunk:
-                    dialect.drop_view(conn, view)
-                dialect.commit(conn)
-                for view, shared in chunk:
-                    name = dialect.physical(view)
-                    if self._views is not None:
-                        self._views.discard(name)
-                    self._views_of.get(shared_name, {}).pop(name, None)
-                    self._view_queue[name] = (view, shared)
-                dropped += len(chunk)
-        except Exception as exc:
-            dialect.rollback(conn)
-            self._reset_after(exc)
-            raise StorageError(f"storage {self.name}: cannot drop the views over {shared_name} to widen a column "
-                               f"({dropped} dropped): {exc}") from None
-        if dropped:
-            self.log.info("storage {storage}: {error}: dropped the {count} view(s) over {table} to widen the column; "
-                          "they are made again beside the writes", storage=self.name, error=error, count=dropped,
-                          table=shared_name)
-        else:
-            self._foreign_views.add(shared_name)
-            self.log.warn("storage {storage}: {error}: a view that is not this layout's uses a column of {table} that "
-                          "must widen; the rows that need it become dead letters until that view is dropped",
-                          storage=self.name, error=error, table=shared_name)
-
-    def _refuse_view(self, view: str, shared: str, address: str, reason: str = "") -> None:
+    def refuse_view(self, view: str, shared: str, address: str, reason: str = "") -> None:
+        """No view ``view`` of the per-network layout, for good (`refused_views`, in the status)."""
         reason = reason or (f"a table {view} exists (the per-address layout's, or a view of yours): its rows stay "
                             f"there, the new ones are in {shared} (address = '{address}'); rename or drop it to "
                             "get the view")
@@ -879,8 +680,8 @@ class SqlStorage:
             try:
                 widened = dialect.widen(conn, table, column, current, value)
             except Exception as exc:
-                if self._views_beside and physical not in self._foreign_views and dialect.blocked_by_views(exc):
-                    raise _ViewsInTheWay(table, dialect.explain(exc)) from None
+                if self._views_beside and not self._rounds.foreign(physical) and dialect.blocked_by_views(exc):
+                    raise ViewsInTheWay(table, dialect.explain(exc)) from None
                 raise
             if widened is not None:
                 if pending is None:

@@ -2,7 +2,7 @@
 PostgreSQL's per-network layout (``layout = per-network``) against a real server: a fleet's rows go into one
 table per network and kind with the address in columns, and each address gets a view with the columns its
 per-address table would have. The views are made beside the writes, in rounds of their own
-(`SqlStorage._views_round`): the rows never wait for them, a new column makes them again, a column that
+(`lorrygate.storage.view_rounds`): the rows never wait for them, a new column makes them again, a column that
 must widen drops them first, and a new connection makes those a stop left missing or behind.
 """
 
@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from lorrygate.model import Address, Message, Record, TableName
-from lorrygate.storage import sqlstorage
+from lorrygate.storage import view_rounds
 from lorrygate.storage.batch import Batch, Entry
 from lorrygate.storage.postgresql import PostgresStorage
 
@@ -62,7 +62,7 @@ def store(postgres):
 def rounds(store) -> int:
     """Run the rounds of views until none waits (as the writer thread does between writes)."""
     count = 1
-    while store._views_round():
+    while store._rounds.round():
         count += 1
     return count
 
@@ -102,7 +102,7 @@ def test_a_fleet_goes_into_one_table_with_a_view_per_address_made_after_the_rows
     # a new address after the first round: its view comes with the next round
     store._commit(batch_of(realm, [("node-3", {"n": 4})]))
     assert "gw_node_3_sensors" not in relations(postgres.url, realm)
-    assert list(store._view_queue) == [f"{realm}_net.gw_node_3_sensors"]
+    assert list(store._rounds.queue) == [f"{realm}_net.gw_node_3_sensors"]
     assert rounds(store) == 1
     assert sql(postgres.url, f'SELECT n FROM "{realm}_net".gw_node_3_sensors') == [(4,)]
     assert store.details()["views_to_make"] == 0
@@ -112,7 +112,7 @@ def test_a_new_field_makes_the_views_again_with_its_column(store, postgres, real
     store._commit(batch_of(realm, [("node-1", {"n": 1}), ("node-2", {"n": 2})]))
     rounds(store)
     store._commit(batch_of(realm, [("node-1", {"n": 3, "rssi": -70})]))
-    assert sorted(store._view_queue) == [f"{realm}_net.gw_node_1_sensors", f"{realm}_net.gw_node_2_sensors"]
+    assert sorted(store._rounds.queue) == [f"{realm}_net.gw_node_1_sensors", f"{realm}_net.gw_node_2_sensors"]
     rounds(store)
     assert sql(postgres.url, f'SELECT n, rssi FROM "{realm}_net".gw_node_1_sensors ORDER BY time') == [
         (1, None), (3, -70)]
@@ -163,7 +163,7 @@ def test_a_new_connection_makes_the_views_a_stop_left_missing_or_behind(store, p
     sql(postgres.url, f'UPDATE "{realm}_net".sensors SET rssi = -60')
     again = open_storage(postgres.url)
     try:
-        assert again._views_round() is False
+        assert again._rounds.round() is False
         assert again.details()["views_to_make"] == 0
         assert sum(kind == "VIEW" for kind in relations(postgres.url, realm).values()) == 3
         for node in (1, 2, 3):
@@ -193,9 +193,9 @@ def test_a_table_of_a_views_name_keeps_its_rows_and_the_view_is_refused(store, p
 def test_views_are_made_in_rounds_of_their_own_transaction(store, postgres, realm, monkeypatch):
     """Many addresses at once: a round makes `VIEW_ROUND` views in one transaction (10,000 in one ran out of
     PostgreSQL's lock table), and the next round the rest."""
-    monkeypatch.setattr(sqlstorage, "VIEW_ROUND", 40)
+    monkeypatch.setattr(view_rounds, "VIEW_ROUND", 40)
     store._commit(batch_of(realm, [(f"node-{n}", {"n": n}) for n in range(100)]))
-    assert store._views_round() is True
+    assert store._rounds.round() is True
     assert sum(kind == "VIEW" for kind in relations(postgres.url, realm).values()) == 40
     assert rounds(store) == 2
     assert sum(kind == "VIEW" for kind in relations(postgres.url, realm).values()) == 100
@@ -273,9 +273,31 @@ def test_a_refused_message_of_a_new_address_wants_no_view(store, postgres, realm
     batch = batch_of(realm, [("node-2", {"n": "many"}), ("node-3", {"n": 3})])
     store._commit(batch)
     assert len(batch.extra_dead) == 1
-    assert list(store._view_queue) == [f"{realm}_net.gw_node_3_sensors"]
+    assert list(store._rounds.queue) == [f"{realm}_net.gw_node_3_sensors"]
     rounds(store)
     assert not [view for view in store.refused_views if view.startswith(realm)]
     store._commit(batch_of(realm, [("node-2", {"n": 2})]))
     rounds(store)
     assert sql(postgres.url, f'SELECT n FROM "{realm}_net".gw_node_2_sensors') == [(2,)]
+
+
+def test_a_view_of_the_users_of_an_addresss_name_is_left_alone(store, postgres, realm):
+    """A view the user made with an address's name (and the columns a layout's view would have) is neither
+    replaced nor dropped: the address is refused its view, and the user's view stays as it was."""
+    store._commit(batch_of(realm, [("node-1", {"n": 1})]))
+    rounds(store)
+    sql(postgres.url, f'CREATE VIEW "{realm}_net".gw_node_2_sensors AS SELECT "time", n FROM "{realm}_net".sensors '
+                      "WHERE n > 100")
+    store._close()
+    store._connect()
+    store._commit(batch_of(realm, [("node-2", {"n": 2})]))
+    rounds(store)
+    assert f"{realm}_net.gw_node_2_sensors" in store.refused_views
+    assert sql(postgres.url, f'SELECT n FROM "{realm}_net".gw_node_2_sensors') == []
+    # a column that must widen drops the layout's views, not the user's (which then keeps it from widening)
+    batch = batch_of(realm, [("node-1", {"n": 1.5})])
+    store._commit(batch)
+    assert len(batch.extra_dead) == 1
+    assert relations(postgres.url, realm)["gw_node_2_sensors"] == "VIEW"
+    rounds(store)
+    assert relations(postgres.url, realm)["gw_node_1_sensors"] == "VIEW"
