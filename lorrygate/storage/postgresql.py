@@ -235,6 +235,12 @@ class PostgresDialect:
             index = shorten(f"{table.table}_time_idx", self.identifier_limit)
             conn.execute(f'CREATE INDEX IF NOT EXISTS {quote(index)} ON {qualified(table)} ("time")')
 
+    def connect_aside(self):
+        """A connection of its own, for reads beside the writer's (`lorrygate.storage.view_rounds`)."""
+        import psycopg
+
+        return psycopg.connect(self.url, autocommit=True, connect_timeout=10)
+
     def index_addresses(self, conn, table) -> None:
         """Per-network: the index a view's ``WHERE "address" = ...`` and its time range read by (and the
         start's list of addresses, `addresses`)."""

@@ -538,10 +538,9 @@ class SqlStorage:
         transaction (`_make_views`)."""
         out = []
         cache, tables, wanted = self._shared_of, self._shared_tables, self._wanted_views
-        refused = self.refused_views
-        # SQLite reads the views in the transaction (`_make_views`); PostgreSQL's round finds the addresses of
-        # the rows committed before it looked (`_reconcile_views`)
-        views: set | tuple | None = self._views if self._views is not None or self._views_beside else ()
+        # (None: not read yet; SQLite reads them in the transaction, `_make_views`, and PostgreSQL's views
+        # wanted meanwhile are told from those it has when its look arrives, `view_rounds`)
+        views, refused = self._views or (), self.refused_views
         physical, fold = self.dialect.physical, self.dialect.fold
         for entry in entries:
             table = entry.table
@@ -570,7 +569,7 @@ class SqlStorage:
                     tags = _clear(tags, fold)
                 records.append(Record(record.time, {**head, **fields}, tags))
             out.append(Entry(shared, records, entry.channel, entry.message, entry.decoder, entry.address))
-            if shared != table and views is not None:
+            if shared != table:
                 view = physical(table)
                 if view not in views and view not in refused:
                     wanted[view] = (table, shared)

@@ -8,10 +8,11 @@ the views are derived state: made in rounds of `VIEW_ROUND`, each a
 transaction of its own on the storage's writer thread, between the writes;
 the rows and their acknowledgements never wait for them.
 
-- Each connection first looks at what the database has (`ViewRounds._reconcile`):
-  views lacking a column of their shared table (a stop during the rounds)
-  and views missing for addresses with rows (a stop before they were made)
-  are queued.
+- Each connection first looks at what the database has (`ViewRounds.look`, on
+  a connection of its own beside the writer's, so that the writes go on
+  meanwhile): views lacking a column of their shared table (a stop during
+  the rounds) and views missing for addresses with rows (a stop before
+  they were made) are queued (`ViewRounds._reconcile`).
 - After a commit, the views its rows want, and every view of a shared table
   that got a column, are queued (`ViewRounds.committed`).
 - A column that must widen drops its table's views first, in rounds too,
@@ -27,6 +28,7 @@ in 100 rounds, 3.3 s (a statement each: 6.0 s), the longest round 123 ms; a new 
 from typing import Any
 
 import attrs
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from lorrygate.errors import StorageError
@@ -59,6 +61,9 @@ class ViewRounds:
     #: whether this connection looked at what the database has, and whether a round is queued
     _reconciled: bool = False
     _scheduled: bool = False
+    #: what a look beside the writer found (`look`), for the next round to take in; whether one runs
+    _found: Any = None
+    _looking: bool = False
 
     log = Logger()
 
@@ -82,9 +87,16 @@ class ViewRounds:
         return result
 
     def schedule(self) -> None:
-        """Queue a round on the writer thread, unless one is queued or nothing waits."""
+        """Queue a round on the writer thread, unless one is queued or nothing waits; before the first of a
+        connection, look at what the database has beside it."""
         storage = self.storage
         if not storage._views_beside or self._scheduled or storage._pool is None:
+            return
+        if not self._reconciled and self._found is None:
+            if not self._looking:
+                self._looking = True
+                pool = storage.reactor.getThreadPool()
+                deferToThreadPool(storage.reactor, pool, self.look).addCallbacks(self._looked, self._look_failed)
             return
         if self._reconciled and not self.queue:
             return
@@ -102,6 +114,40 @@ class ViewRounds:
 
         storage._call(self.round).addCallbacks(done, failed)
 
+    def _looked(self, found) -> None:
+        self._looking = False
+        self._found = found
+        self.schedule()
+
+    def _look_failed(self, failure) -> None:
+        self._looking = False
+        self.log.info("storage {storage}: looking at the views failed ({error}); the next write tries again",
+                      storage=self.storage.name, error=failure.getErrorMessage())
+
+    # -- on a thread of the reactor's pool ---------------------------------------------------------------
+
+    def look(self, conn=None) -> tuple:
+        """What the database has: the layout's views (`shared_views`), and each shared table with the addresses
+        that have rows in it. On a connection of its own (10,000 views: ~0.4 s that the writer does not
+        wait for), or ``conn``."""
+        dialect = self.storage.dialect
+        aside = conn is None
+        if aside:
+            conn = dialect.connect_aside()
+        try:
+            found = (dialect.shared_views(conn),
+                     [(shared, dialect.addresses(conn, shared)) for shared in dialect.shared_tables(conn)])
+            if not aside:
+                dialect.commit(conn)
+            return found
+        except Exception:
+            if not aside:
+                dialect.rollback(conn)
+            raise
+        finally:
+            if aside:
+                conn.close()
+
     # -- on the writer thread ----------------------------------------------------------------------------
 
     def round(self) -> bool:
@@ -115,7 +161,8 @@ class ViewRounds:
         try:
             if not self._reconciled:
                 storage._read_columns()
-                self._reconcile(conn)
+                found, self._found = self._found, None
+                self._reconcile(self.look(conn) if found is None else found)
             chunk = []
             for view, entry in list(self.queue.items())[:VIEW_ROUND]:
                 if view in storage._columns and view not in storage._views:
@@ -181,40 +228,36 @@ class ViewRounds:
             raise
         return made
 
-    def _reconcile(self, conn) -> None:
-        """What views the database has: those lacking a column of their shared table, and those missing for
-        addresses with rows, are queued."""
+    def _reconcile(self, found: tuple) -> None:
+        """Take in what a look found: views lacking a column of their shared table, and those missing for
+        addresses with rows, are queued; of those the rows of this connection wanted meanwhile, the views
+        that exist are not."""
         storage = self.storage
-        dialect = storage.dialect
-        physical = dialect.physical
+        physical = storage.dialect.physical
         known = storage._columns
         views: set = set()
         self._of = {}
         queue = self.queue
-        try:
-            for view, shared in dialect.shared_views(conn):
-                name, table = physical(view), physical(shared)
-                views.add(name)
-                self._of.setdefault(table, {})[name] = (view, shared)
-                wanted = {column for column in known.get(table) or () if column not in ADDRESS_COLUMNS}
-                if set(known.get(name) or ()) != wanted:
-                    queue[name] = (view, shared)  # it lacks a column the table got after it was made
+        existing, addresses = found
+        for view, shared in existing:
+            name, table = physical(view), physical(shared)
+            views.add(name)
+            self._of.setdefault(table, {})[name] = (view, shared)
+            wanted = {column for column in known.get(table) or () if column not in ADDRESS_COLUMNS}
+            if set(known.get(name) or ()) != wanted:
+                queue[name] = (view, shared)  # it lacks a column the table got after it was made
+            else:
+                queue.pop(name, None)
+        for shared, names in addresses:
+            for address in names:
+                view = TableName(shared.schema, address)
+                name = physical(view)
+                if name in views or name in queue or name in storage.refused_views:
+                    continue
+                if name in known:
+                    storage.refuse_view(name, physical(shared), address)
                 else:
-                    queue.pop(name, None)
-            for shared in dialect.shared_tables(conn):
-                for address in dialect.addresses(conn, shared):
-                    view = TableName(shared.schema, address)
-                    name = physical(view)
-                    if name in views or name in queue or name in storage.refused_views:
-                        continue
-                    if name in known:
-                        storage.refuse_view(name, physical(shared), address)
-                    else:
-                        queue[name] = (view, shared)
-            dialect.commit(conn)
-        except Exception:
-            dialect.rollback(conn)
-            raise
+                    queue[name] = (view, shared)
         storage._views = views
         self._reconciled = True
 

@@ -301,3 +301,23 @@ def test_a_view_of_the_users_of_an_addresss_name_is_left_alone(store, postgres, 
     assert relations(postgres.url, realm)["gw_node_2_sensors"] == "VIEW"
     rounds(store)
     assert relations(postgres.url, realm)["gw_node_1_sensors"] == "VIEW"
+
+
+def test_the_look_beside_the_writer_and_the_rows_committed_meanwhile(store, postgres, realm):
+    """A new connection looks at the views on a connection of its own while the writer goes on: the views of
+    rows committed meanwhile are made, and those the look found are not made again."""
+    store._commit(batch_of(realm, [("node-1", {"n": 1}), ("node-2", {"n": 2})]))
+    rounds(store)
+    store._close()
+    again = open_storage(postgres.url)
+    try:
+        found = again._rounds.look()  # (as on a thread of the reactor's pool, on its own connection)
+        again._commit(batch_of(realm, [("node-1", {"n": 3}), ("node-3", {"n": 4})]))
+        again._rounds._found = found
+        assert again._rounds.round() is False
+        assert sql(postgres.url, f'SELECT n FROM "{realm}_net".gw_node_3_sensors') == [(4,)]
+        assert sql(postgres.url, f'SELECT n FROM "{realm}_net".gw_node_1_sensors ORDER BY time') == [(1,), (3,)]
+        assert {f"{realm}_net.gw_node_{n}_sensors" for n in (1, 2, 3)} <= again._views
+        assert again.details()["views_to_make"] == 0
+    finally:
+        again._close()
