@@ -390,7 +390,7 @@ class SqlStorage:
                     dialect.execute(conn, "SAVEPOINT lorrygate_entry")
                     before = {table: dict(columns) for table, columns in added.items()}
                     verified = len(self._pending_verified)
-                    wanted = dict(self._wanted_views)
+                    wanted = len(self._wanted_views)
                     try:
                         self._insert(conn, [entry], added)
                     except Exception as exc:
@@ -399,8 +399,8 @@ class SqlStorage:
                         dialect.execute(conn, "ROLLBACK TO SAVEPOINT lorrygate_entry")
                         added = before
                         del self._pending_verified[verified:]
-                        self._wanted_views.clear()  # (the views of the entry's rows, which are not written)
-                        self._wanted_views.update(wanted)
+                        for view in list(self._wanted_views)[wanted:]:  # (a dict keeps the order of insertion)
+                            del self._wanted_views[view]  # the views of the entry's rows, which are not written
                         dialect.discard_pending_columns()  # noted for this entry's rows, which are not written
                         extra_dead.append(
                             DeadLetter(entry.channel, entry.message, "store", dialect.explain(exc), entry.decoder)
