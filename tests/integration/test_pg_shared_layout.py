@@ -9,6 +9,7 @@ must widen drops them first, and a new connection makes those a stop left missin
 import itertools
 import uuid
 
+import attrs
 import psycopg
 import pytest
 
@@ -321,3 +322,24 @@ def test_the_look_beside_the_writer_and_the_rows_committed_meanwhile(store, post
         assert again.details()["views_to_make"] == 0
     finally:
         again._close()
+
+
+def test_idempotent_rows_are_told_apart_by_their_address(postgres, realm):
+    """``idempotent = true``: the same reading of two devices is two rows, the same message again none."""
+    store = PostgresStorage("db", postgres.url, reactor=None, idempotent=True)
+    store.layout = "per-network"
+    store._connect()
+    try:
+        rows = [("node-1", {"n": 1}), ("node-2", {"n": 1})]
+        first, again = batch_of(realm, rows), batch_of(realm, rows)
+        again.entries[:] = [attrs.evolve(entry, records=[attrs.evolve(entry.records[0], time=record.time)])
+                            for entry, record in zip(again.entries, (e.records[0] for e in first.entries))]
+        store._commit(first)
+        store._commit(again)
+        rounds(store)
+        assert sql(postgres.url, f'SELECT address, n FROM "{realm}_net".sensors ORDER BY address') == [
+            ("gw_node_1_sensors", 1), ("gw_node_2_sensors", 1)]
+        assert sql(postgres.url, f'SELECT n FROM "{realm}_net".gw_node_2_sensors') == [(1,)]
+        assert "lorrygate_id" in columns(postgres.url, f"{realm}_net", "gw_node_2_sensors")
+    finally:
+        store._close()
