@@ -271,9 +271,10 @@ def mosquitto_sub_drain(port: int, client_id: str, count: int, cpu: dict | None 
 
 
 def drain_scenario(work: str, count: int, nodes: int = 100, with_pg: bool = True, profile: str | None = None,
-                   existing: bool = False, layout: str = "per-address") -> dict:
+                   existing: bool = False, layout: str = "per-address", existing_profile: str | None = None) -> dict:
     """One drain run: returns rates (msg/s) of mosquitto_sub, lorrygate/SQLite (and /PostgreSQL), peak RSS;
-    ``layout``: the SQLite storage's (per-network: one shared table and a view per node)."""
+    ``layout``: the SQLite storage's (per-network: one shared table and a view per node); ``profile`` and
+    ``existing_profile``: of the first SQLite drain, and of the one into the tables it made."""
     directory = tempfile.mkdtemp(dir=work)
     os.makedirs(f"{directory}/broker")
     broker = Mosquitto(f"{directory}/broker").start()
@@ -316,7 +317,7 @@ def drain_scenario(work: str, count: int, nodes: int = 100, with_pg: bool = True
             publisher.close()
             start = time.monotonic()
             log = CommitLog(f"{directory}/sqlite.log")
-            gateway = Gateway(lite, f"{directory}/sqlite.log")
+            gateway = Gateway(lite, f"{directory}/sqlite.log", existing_profile)
             done = wait_committed([log], lambda: sqlite_rows(db) - count, count, 600, "drain into existing tables")
             result["sqlite_existing"] = count / (done - start)
             result["sqlite_existing_peak_rss_mb"] = gateway.peak_rss_mb()
