@@ -738,14 +738,6 @@ def peer_scenario(work: str, count: int) -> dict | None:
             [lorry, "relay", f"mqtt://127.0.0.1:{broker.port}/mqttkit-1/bench/%23?content-type=json",
              "sqlite:///lorrystream.sqlite?table=bench"], stdout=open(f"{directory}/lorry.log", "wb"),
             stderr=subprocess.STDOUT, cwd=directory)
-        time.sleep(3)  # LorryStream has no readiness signal; it must be subscribed before we publish
-        if relay.poll() is not None:
-            raise BenchError(f"LorryStream exited: {open(f'{directory}/lorry.log').read()[-1500:]}")
-        start = time.monotonic()
-        publisher = Publisher(broker.port)
-        publisher.publish_all(telemetry(topics(100, n), n) for n in range(count))
-        publisher.close()
-
         def rows():
             if not os.path.exists(db):
                 return 0
@@ -755,8 +747,23 @@ def peer_scenario(work: str, count: int) -> dict | None:
             except sqlite3.Error:
                 return 0
 
+        # LorryStream has no readiness signal (it took over 3 s to import and subscribe on a slow host, and
+        # missed the stream): a probe message a second until one is stored says it is subscribed
+        publisher = Publisher(broker.port)
+        probes = 0
+        deadline = time.monotonic() + 60
+        while rows() == 0:
+            if relay.poll() is not None or time.monotonic() > deadline:
+                raise BenchError(f"LorryStream stored no probe: {open(f'{directory}/lorry.log').read()[-1500:]}")
+            publisher.publish_all([telemetry(topics(100, probes), probes)])
+            probes += 1
+            time.sleep(1)
+        stored = rows()  # (the probes before it subscribed are lost: no session)
+        start = time.monotonic()
+        publisher.publish_all(telemetry(topics(100, n), n) for n in range(count))
+        publisher.close()
         # LorryStream stores a few hundred messages a second: a stall, not its pace, fails this
-        done = wait_rows(rows, count, max(60, count / 20), "LorryStream relay into SQLite")
+        done = wait_rows(rows, count + stored, max(60, count / 20), "LorryStream relay into SQLite")
         return {"count": count, "lorrystream": count / (done - start)}
     finally:
         if relay is not None and relay.poll() is None:  # never left running, whatever failed
