@@ -236,10 +236,13 @@ class PostgresDialect:
             conn.execute(f'CREATE INDEX IF NOT EXISTS {quote(index)} ON {qualified(table)} ("time")')
 
     def connect_aside(self):
-        """A connection of its own, for reads beside the writer's (`lorrygate.storage.view_rounds`)."""
+        """A connection of its own, for reads beside the writer's (`lorrygate.storage.view_rounds`); its
+        statements end within 30 s, so that a stop never waits longer for the thread that reads."""
         import psycopg
 
-        return psycopg.connect(self.url, autocommit=True, connect_timeout=10)
+        conn = psycopg.connect(self.url, autocommit=True, connect_timeout=10)
+        conn.execute("SET statement_timeout = '30s'")
+        return conn
 
     def index_addresses(self, conn, table) -> None:
         """Per-network: the index a view's ``WHERE "address" = ...`` and its time range read by (and the
