@@ -43,6 +43,7 @@ Results: a JSON file, a Markdown table and a PNG plot in ``--out``.
 """
 
 import argparse
+import atexit
 import datetime
 import json
 import os
@@ -106,6 +107,11 @@ def _stop_leftovers() -> None:
             process.kill()
             process.wait(10)
     _STARTED.clear()
+
+
+# at the interpreter's exit, however the module is used (a scenario called from a script of one's own left
+# its gateway running when it failed)
+atexit.register(_stop_leftovers)
 
 
 class Gateway:
@@ -1147,7 +1153,4 @@ def plot(report: dict, path: str) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    finally:
-        _stop_leftovers()
+    sys.exit(main())
