@@ -63,11 +63,13 @@ def qualified(table) -> str:
 VIEW_COMMENT = "lorrygate: a view of the per-network layout, the rows of one address of a shared table"
 
 
-def view_statement(view, shared, columns: list) -> str:
+def view_statement(view, shared, columns: list, literal=None) -> str:
     """Per-network: the view that shows a per-address table's rows of a shared table with the columns the
     per-address table would have (all the shared table's but the address columns, in its order: a new
-    column makes the view again with it at the end, which ``CREATE OR REPLACE VIEW`` takes)."""
-    from lorrygate.storage.shared_layout import literal
+    column makes the view again with it at the end, which ``CREATE OR REPLACE VIEW`` takes). ``literal``
+    makes the address a string literal (the connection's own quoting; a standard literal without)."""
+    if literal is None:
+        from lorrygate.storage.shared_layout import literal
 
     names = ", ".join(quote(column) for column in columns)
     return (f"CREATE OR REPLACE VIEW {qualified(view)} AS SELECT {names} FROM {qualified(shared)} "
@@ -315,11 +317,14 @@ class PostgresDialect:
     def make_views(self, conn, views: list) -> None:
         """Views, (view, shared table, its columns), each with the comment that tells it from the user's views
         (`shared_views`), in one round trip."""
-        from lorrygate.storage.shared_layout import literal
+        from psycopg import sql
+
+        def literal(text: str) -> str:  # as the server reads it, whatever its standard_conforming_strings
+            return sql.Literal(text).as_string(conn)
 
         comment = literal(VIEW_COMMENT)
-        conn.execute("; ".join(f"{view_statement(view, shared, columns)}; COMMENT ON VIEW {qualified(view)} IS "
-                               f"{comment}" for view, shared, columns in views))
+        conn.execute("; ".join(f"{view_statement(view, shared, columns, literal)}; COMMENT ON VIEW "
+                               f"{qualified(view)} IS {comment}" for view, shared, columns in views))
 
     def drop_views(self, conn, views: list) -> None:
         conn.execute(f"DROP VIEW IF EXISTS {', '.join(qualified(view) for view in views)}")

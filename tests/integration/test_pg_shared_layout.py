@@ -343,3 +343,25 @@ def test_idempotent_rows_are_told_apart_by_their_address(postgres, realm):
         assert "lorrygate_id" in columns(postgres.url, f"{realm}_net", "gw_node_2_sensors")
     finally:
         store._close()
+
+
+@pytest.mark.parametrize("conforming", ["on", "off"])
+def test_a_view_of_an_address_with_quotes_backslashes_and_dashes(postgres, realm, conforming):
+    """An address whose name has ``'``, ``\\`` and ``--`` (a declarative strategy's names are the user's):
+    the view selects exactly its rows, whatever the server's standard_conforming_strings."""
+    store = PostgresStorage("db", postgres.url, reactor=None)
+    store.layout = "per-network"
+    store._connect()
+    try:
+        store._conn.execute(f"SET standard_conforming_strings = {conforming}")
+        store._conn.commit()
+        odd = TableName(f"{realm}_net", "o'k\\ -- x_sensors")
+        batch = batch_of(realm, [("node-1", {"n": 1})])
+        batch.add(Entry(odd, [Record(NS, {"n": 2})], "main", Message("t", b"{}", 1, False, 1.0, "#"), "json",
+                        address(realm, "o'k")))
+        store._commit(batch)
+        rounds(store)
+        assert sql(postgres.url, f'SELECT n FROM "{realm}_net"."o\'k\\ -- x_sensors"') == [(2,)]
+        assert sql(postgres.url, f'SELECT n FROM "{realm}_net".gw_node_1_sensors') == [(1,)]
+    finally:
+        store._close()
