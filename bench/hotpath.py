@@ -1,0 +1,116 @@
+"""
+The reactor thread's path of a message, in-process: PUBLISH frames fed to the
+MQTT protocol of a real channel (its source, router, decoder chain and
+batcher, built from a configuration as the gateway builds them) in socket-sized
+reads, into a storage that commits at once and keeps nothing. No broker, no
+database, no second thread: what it reports is the Python cost a message of
+the reactor thread, the part of the drain `make bench` cannot split out.
+
+    python -m bench.hotpath [--messages 200000] [--nodes 100] [--rounds 5] [--profile out.prof]
+
+Prints microseconds a message (best and median of the rounds) as JSON.
+"""
+
+import argparse
+import cProfile
+import gc
+import json
+import statistics
+import sys
+import tempfile
+import textwrap
+import time
+
+from twisted.internet.defer import succeed
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+
+from bench.publisher import telemetry
+from lorrygate.config.loader import loads
+from lorrygate.mqtt import codec
+from lorrygate.service.channel_service import make_router
+from lorrygate.sources.mqtt import MQTTSource, _ProtocolFactory
+from lorrygate.storage.batcher import Batcher
+
+READ = 65536
+
+
+class NullStorage:
+    """Commits every batch at once and keeps nothing."""
+
+    name = "null"
+    rows = 0
+
+    def write(self, batch):
+        self.rows += sum(len(entry.records) for entry in batch.entries)
+        return succeed(None)
+
+
+def frames(count: int, nodes: int) -> list:
+    """The stream as the socket would hand it over: 64 KiB reads of QoS 1 PUBLISH frames."""
+    stream = b"".join(
+        codec.encode(codec.Publish(topic, payload, 1, packet_id=n % 65535 + 1))
+        for n, (topic, payload) in enumerate(telemetry(f"mqttkit-1/bench/area-{n % nodes // 100}/node-{n % nodes}"
+                                                       "/data.json", n) for n in range(count)))
+    return [stream[i:i + READ] for i in range(0, len(stream), READ)]
+
+
+def channel(clock):
+    directory = tempfile.mkdtemp()
+    settings = loads(textwrap.dedent(f"""
+        [lorrygate]
+        data_dir = {directory}
+        [broker:bench]
+        host = 127.0.0.1
+        [storage:db]
+        url = sqlite:///{directory}/x.sqlite
+        [channel:main]
+        topics = mqttkit-1/bench/#
+        """))
+    (spec,) = settings.channels
+    storage = NullStorage()
+    batcher = Batcher(storage, clock, max_rows=5000)
+    router, _ = make_router(settings, spec, (batcher,), clock)
+    source = MQTTSource(spec.name, settings.brokers[spec.source], spec.topics, spec.qos, router, clock, clock)
+    protocol = _ProtocolFactory(source).buildProtocol(None)
+    protocol.makeConnection(StringTransport())
+    source._protocol = protocol
+    return protocol, storage, batcher
+
+
+def one_round(reads: list, count: int) -> float:
+    clock = Clock()
+    protocol, storage, batcher = channel(clock)
+    started = time.perf_counter()
+    for data in reads:
+        protocol.dataReceived(data)
+    batcher.flush()
+    clock.advance(1)
+    took = time.perf_counter() - started
+    if storage.rows != count:
+        raise SystemExit(f"{storage.rows} rows of {count}: the path lost messages")
+    return took / count * 1e6
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=200_000)
+    parser.add_argument("--nodes", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--profile", help="write a cProfile of one more round here")
+    args = parser.parse_args(argv)
+    reads = frames(args.messages, args.nodes)
+    gc.freeze()
+    gc.set_threshold(200_000, 20, 100)  # as the gateway runs (lorrygate/cli.py)
+    figures = [one_round(reads, args.messages) for _ in range(args.rounds)]
+    if args.profile:
+        profiler = cProfile.Profile()
+        profiler.runcall(one_round, reads, args.messages)
+        profiler.dump_stats(args.profile)
+    print(json.dumps({"messages": args.messages, "nodes": args.nodes, "us_per_message_best": round(min(figures), 3),
+                      "us_per_message_median": round(statistics.median(figures), 3)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
