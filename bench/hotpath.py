@@ -55,9 +55,9 @@ def frames(count: int, nodes: int) -> list:
     return [stream[i:i + READ] for i in range(0, len(stream), READ)]
 
 
-def channel(clock):
+def settings():
     directory = tempfile.mkdtemp()
-    settings = loads(textwrap.dedent(f"""
+    return loads(textwrap.dedent(f"""
         [lorrygate]
         data_dir = {directory}
         [broker:bench]
@@ -67,6 +67,9 @@ def channel(clock):
         [channel:main]
         topics = mqttkit-1/bench/#
         """))
+
+
+def channel(clock, settings):
     (spec,) = settings.channels
     storage = NullStorage()
     batcher = Batcher(storage, clock, max_rows=5000)
@@ -78,9 +81,9 @@ def channel(clock):
     return protocol, storage, batcher
 
 
-def one_round(reads: list, count: int) -> float:
+def one_round(reads: list, count: int, config) -> float:
     clock = Clock()
-    protocol, storage, batcher = channel(clock)
+    protocol, storage, batcher = channel(clock, config)
     started = time.perf_counter()
     for data in reads:
         protocol.dataReceived(data)
@@ -100,12 +103,13 @@ def main(argv=None) -> int:
     parser.add_argument("--profile", help="write a cProfile of one more round here")
     args = parser.parse_args(argv)
     reads = frames(args.messages, args.nodes)
+    config = settings()
     gc.freeze()
     gc.set_threshold(200_000, 20, 100)  # as the gateway runs (lorrygate/cli.py)
-    figures = [one_round(reads, args.messages) for _ in range(args.rounds)]
+    figures = [one_round(reads, args.messages, config) for _ in range(args.rounds)]
     if args.profile:
         profiler = cProfile.Profile()
-        profiler.runcall(one_round, reads, args.messages)
+        profiler.runcall(one_round, reads, args.messages, config)
         profiler.dump_stats(args.profile)
     print(json.dumps({"messages": args.messages, "nodes": args.nodes, "us_per_message_best": round(min(figures), 3),
                       "us_per_message_median": round(statistics.median(figures), 3)}))

@@ -47,7 +47,7 @@ class DecoderChain:
         reasons = []
         payload = message.payload
         for index, (decoder, marker, missing) in enumerate(self._plan):
-            if marker is not None and marker not in payload:
+            if marker is not None and payload.find(marker) < 0:  # find(): see ChannelRouter._route
                 # A cheap test before parsing: the format always has these bytes.
                 reasons.append(missing)
                 continue
