@@ -74,7 +74,7 @@ def channel(clock, settings):
     storage = NullStorage()
     batcher = Batcher(storage, clock, max_rows=5000)
     router, _ = make_router(settings, spec, (batcher,), clock)
-    source = MQTTSource(spec.name, settings.brokers[spec.source], spec.topics, spec.qos, router, clock, clock)
+    source = MQTTSource(spec.name, settings.brokers[spec.source], spec.topics, spec.qos, router.deliver, clock, clock)
     protocol = _ProtocolFactory(source).buildProtocol(None)
     protocol.makeConnection(StringTransport())
     source._protocol = protocol

@@ -120,7 +120,10 @@ class _Delivery:
     def ack(self) -> None:
         if not self.done:
             self.done = True
-            self._protocol._schedule_release()
+            protocol = self._protocol
+            # (the acks of a batch after its first find the release scheduled: no call for them)
+            if protocol._release_call is None:
+                protocol._schedule_release()
 
     def forward(self, to: "_Delivery") -> None:
         """This delivery's connection closed before its ack, and the broker sent the message again as ``to``:
@@ -139,6 +142,8 @@ class Forward:
     (`lorrygate.sources.mqtt`): the delivery's ack acknowledges the new copy instead."""
 
     __slots__ = ("_to",)
+    #: never scheduled: a delivery's ack reaches `_schedule_release` (`_Delivery.ack`)
+    _release_call = None
 
     def __init__(self, to: _Delivery):
         self._to = to

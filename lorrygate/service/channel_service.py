@@ -67,51 +67,52 @@ class ChannelService(Service):
     def from_settings(cls, settings, channel, batchers: dict, reactor, timeout: float = 15.0) -> "ChannelService":
         own = tuple(batchers[name] for name in channel.storages)
         router, decoders = make_router(settings, channel, own, reactor)
+        deliver = router.deliver  # the sources call a bound method (`ChannelRouter.deliver`)
         source: Any
         broker = settings.brokers.get(channel.source)
         if broker is None and settings.sources[channel.source].type == "pgcdc":
             from lorrygate.sources.pgcdc import CdcSource
 
-            source = CdcSource(channel.name, settings.sources[channel.source], router, reactor)
+            source = CdcSource(channel.name, settings.sources[channel.source], deliver, reactor)
         elif broker is None and settings.sources[channel.source].type == "files":
             from lorrygate.sources.files import FilesSource
 
-            source = FilesSource(channel.name, settings.sources[channel.source], router, reactor,
+            source = FilesSource(channel.name, settings.sources[channel.source], deliver, reactor,
                                  data_dir=settings.gateway.data_dir)
         elif broker is None and settings.sources[channel.source].type == "tributary":
             from lorrygate.sources.tributary import TributarySource
 
-            source = TributarySource(channel.name, settings.sources[channel.source], router, reactor)
+            source = TributarySource(channel.name, settings.sources[channel.source], deliver, reactor)
         elif broker is None and settings.sources[channel.source].type == "socket":
             from lorrygate.sources.unixsocket import SocketSource
 
-            source = SocketSource(channel.name, settings.sources[channel.source], router, reactor)
+            source = SocketSource(channel.name, settings.sources[channel.source], deliver, reactor)
         elif broker is None:
             from lorrygate.sources.periodic import PeriodicSource
 
-            source = PeriodicSource(channel.name, settings.sources[channel.source], router, reactor)
+            source = PeriodicSource(channel.name, settings.sources[channel.source], deliver, reactor)
         elif broker.type == "kafka":
             from lorrygate.sources.kafka import KafkaSource
 
-            source = KafkaSource(channel.name, broker, channel.topics, router, reactor, group=channel.group or "lorrygate",
+            source = KafkaSource(channel.name, broker, channel.topics, deliver, reactor, group=channel.group or "lorrygate",
                                  start=channel.start)
         elif broker.type == "zmq":
             from lorrygate.sources.zeromq import ZeroMQSource
 
-            source = ZeroMQSource(channel.name, broker, channel.topics, router, reactor, mode=channel.mode or "sub")
+            source = ZeroMQSource(channel.name, broker, channel.topics, deliver, reactor, mode=channel.mode or "sub")
         elif broker.type == "redis":
             from lorrygate.sources.redis import RedisSource
 
-            source = RedisSource(channel.name, broker, channel.topics, router, reactor, mode=channel.mode or "streams",
+            source = RedisSource(channel.name, broker, channel.topics, deliver, reactor, mode=channel.mode or "streams",
                                  group=channel.group or "lorrygate", consumer=channel.consumer, topic_field=channel.topic_field,
                                  payload_field=channel.payload_field, claim_idle=channel.claim_idle)
         elif broker.type == "amqp":
             from lorrygate.sources.amqp import AMQPSource
 
-            source = AMQPSource(channel.name, broker, channel.topics, router, reactor, reactor,
+            source = AMQPSource(channel.name, broker, channel.topics, deliver, reactor, reactor,
                                 exchange=channel.exchange, queue=channel.queue, prefetch=channel.prefetch)
         else:
-            source = MQTTSource(channel.name, broker, channel.topics, channel.qos, router, reactor, reactor,
+            source = MQTTSource(channel.name, broker, channel.topics, channel.qos, deliver, reactor, reactor,
                                 retained=channel.retained, group=channel.group)
         router.publish = source.publish
         router.identify(source.client_id)
