@@ -6,15 +6,19 @@ reads, into a storage that commits at once and keeps nothing. No broker, no
 database, no second thread: what it reports is the Python cost a message of
 the reactor thread, the part of the drain `make bench` cannot split out.
 
-    python -m bench.hotpath [--messages 200000] [--nodes 100] [--rounds 5] [--profile out.prof]
+    python -m bench.hotpath [--messages 200000] [--nodes 100] [--rounds 5] [--profile out.prof] [--writer]
 
-Prints microseconds a message (best and median of the rounds) as JSON.
+Prints microseconds a message (best and median of the rounds) as JSON. With ``--writer``, the rounds time
+the SQLite writer instead: the batches of the path committed one after the other into the tables of a
+first, untimed round, on this thread (the writer thread's part of a drain, its Python and SQLite's;
+``synchronous = OFF``, so that the disk does not count).
 """
 
 import argparse
 import cProfile
 import gc
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -31,18 +35,24 @@ from lorrygate.mqtt import codec
 from lorrygate.service.channel_service import make_router
 from lorrygate.sources.mqtt import MQTTSource, _ProtocolFactory
 from lorrygate.storage.batcher import Batcher
+from lorrygate.storage.sqlite import SQLiteStorage
 
 READ = 65536
 
 
 class NullStorage:
-    """Commits every batch at once and keeps nothing."""
+    """Commits every batch at once and keeps nothing (``keep``: but the batches)."""
 
     name = "null"
-    rows = 0
+
+    def __init__(self, keep: bool = False):
+        self.rows = 0
+        self.batches: list | None = [] if keep else None
 
     def write(self, batch):
         self.rows += sum(len(entry.records) for entry in batch.entries)
+        if self.batches is not None:
+            self.batches.append(batch)
         return succeed(None)
 
 
@@ -69,9 +79,9 @@ def settings():
         """))
 
 
-def channel(clock, settings):
+def channel(clock, settings, keep: bool = False):
     (spec,) = settings.channels
-    storage = NullStorage()
+    storage = NullStorage(keep)
     batcher = Batcher(storage, clock, max_rows=5000)
     router, _ = make_router(settings, spec, (batcher,), clock)
     source = MQTTSource(spec.name, settings.brokers[spec.source], spec.topics, spec.qos, router.deliver, clock, clock)
@@ -95,22 +105,47 @@ def one_round(reads: list, count: int, config) -> float:
     return took / count * 1e6
 
 
+def writer_round(storage, batches: list, count: int) -> float:
+    """The SQLite writer's time for the batches (into the tables of the rounds before, but the first)."""
+    started = time.perf_counter()
+    for batch in batches:
+        storage._commit(batch)
+    return (time.perf_counter() - started) / count * 1e6
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=200_000)
     parser.add_argument("--nodes", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--profile", help="write a cProfile of one more round here")
+    parser.add_argument("--writer", action="store_true", help="time the SQLite writer, not the reactor's path")
     args = parser.parse_args(argv)
     reads = frames(args.messages, args.nodes)
     config = settings()
     gc.freeze()
     gc.set_threshold(200_000, 20, 100)  # as the gateway runs (lorrygate/cli.py)
-    figures = [one_round(reads, args.messages, config) for _ in range(args.rounds)]
+    if args.writer:
+        clock = Clock()
+        protocol, storage, batcher = channel(clock, config, keep=True)
+        for data in reads:
+            protocol.dataReceived(data)
+        batcher.flush()
+        directory = tempfile.mkdtemp()
+        writer = SQLiteStorage("bench", f"{directory}/bench.sqlite", Clock(), synchronous="OFF")
+        writer._connect()
+        writer_round(writer, storage.batches, args.messages)  # the tables made, the statements prepared
+        run, arguments = writer_round, (writer, storage.batches, args.messages)
+    else:
+        run, arguments = one_round, (reads, args.messages, config)
+    figures = [run(*arguments) for _ in range(args.rounds)]
     if args.profile:
         profiler = cProfile.Profile()
-        profiler.runcall(one_round, reads, args.messages, config)
+        profiler.runcall(run, *arguments)
         profiler.dump_stats(args.profile)
+    if args.writer:
+        writer._close()
+        shutil.rmtree(directory)
     print(json.dumps({"messages": args.messages, "nodes": args.nodes, "us_per_message_best": round(min(figures), 3),
                       "us_per_message_median": round(statistics.median(figures), 3)}))
     return 0

@@ -86,7 +86,7 @@ class PostgresDialect:
     name: str = "postgresql"
     #: row times as ISO 8601 text, which COPY parses (a datetime per row cost twice the Python time:
     #: 0.70 s against 0.38 s per 200,000 rows, measured)
-    _iso: Any = attrs.Factory(IsoTime)
+    _iso: Any = attrs.Factory(lambda: IsoTime().__call__)  # (a bound method: see SQLiteDialect._iso)
     #: COPY and INSERT statements by (table, columns, idempotent)
     _statements: dict = attrs.Factory(dict)
     #: temporary tables for rows of many tables of one shape, by (columns, types), in this connection

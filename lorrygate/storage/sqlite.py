@@ -131,7 +131,8 @@ class SQLiteDialect:
     path: str
     synchronous: str = "FULL"
     name: str = "sqlite"
-    _iso: IsoTime = attrs.Factory(IsoTime)
+    #: row times as text (the bound method: calling an IsoTime object itself costs ~800 instructions more a row)
+    _iso: Any = attrs.Factory(lambda: IsoTime().__call__)
     #: (device, inode) of the file the connection has open
     _identity: tuple | None = None
     #: a `_Plan` by (table, columns, idempotent)
@@ -349,8 +350,11 @@ class SQLiteDialect:
             if plan.adapt:
                 cursor.execute(statement, list(map(_value, chain.from_iterable(part))))
             else:
+                values: list = []
+                for row in part:  # (faster than list(chain.from_iterable(part)): 3.4 -> 1.6 us for 64 rows of 6 values)
+                    values += row
                 try:
-                    cursor.execute(statement, list(chain.from_iterable(part)))
+                    cursor.execute(statement, values)
                 except (sqlite3.ProgrammingError, OverflowError):
                     # a value the module does not bind (a list, an integer past 64 bits): this shape's
                     # values go through `_value` from now on; nothing of the failed statement was written
