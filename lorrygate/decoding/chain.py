@@ -27,14 +27,14 @@ def _as_decode_error(decoder, exc: Exception) -> DecodeError:
 @attrs.frozen
 class DecoderChain:
     decoders: tuple
-    #: (decoder, the bytes it requires or None, the reason when they are missing), made once
+    #: (index, decoder, the bytes it requires or None, the reason when they are missing), made once
     _plan: tuple = attrs.field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self):
         plan = []
-        for decoder in self.decoders:
+        for index, decoder in enumerate(self.decoders):
             marker = getattr(decoder, "requires", None)
-            plan.append((decoder, marker, f"no {marker.decode()!r} in the payload" if marker else ""))
+            plan.append((index, decoder, marker, f"no {marker.decode()!r} in the payload" if marker else ""))
         object.__setattr__(self, "_plan", tuple(plan))
 
     @property
@@ -46,7 +46,7 @@ class DecoderChain:
         fail with) `DecodeError` when no decoder fits."""
         reasons = []
         payload = message.payload
-        for index, (decoder, marker, missing) in enumerate(self._plan):
+        for index, decoder, marker, missing in self._plan:
             if marker is not None and payload.find(marker) < 0:  # find(): see ChannelRouter._route
                 # A cheap test before parsing: the format always has these bytes.
                 reasons.append(missing)

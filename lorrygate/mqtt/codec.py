@@ -451,12 +451,13 @@ def _parse_publish(flags: int, buf, pos: int, end: int, v5: bool) -> Publish:
         length = (buf[pos] << 8 | buf[pos + 1]) if end - pos >= 2 else -1
         body = pos + 2 + length + (2 if qos else 0)
         if length >= 0 and body <= end:
+            # (``buf`` is bytes, `parse` sees to it: its slices are bytes, no bytes() call a field)
             try:
-                topic = bytes(buf[pos + 2 : pos + 2 + length]).decode("utf-8")
+                topic = buf[pos + 2 : pos + 2 + length].decode("utf-8")
             except UnicodeDecodeError as exc:
                 raise ProtocolError(f"malformed UTF-8 string in packet: {exc}") from None
             packet_id = (buf[body - 2] << 8 | buf[body - 1]) if qos else None
-            return Publish(topic, bytes(buf[body:end]), qos, bool(flags & 1), bool(flags & 0b1000), packet_id, {})
+            return Publish(topic, buf[body:end], qos, bool(flags & 1), bool(flags & 0b1000), packet_id, {})
     reader = _Reader(buf, pos, end)
     topic = reader.string()
     packet_id = reader.u16() if qos else None
@@ -618,6 +619,8 @@ def parse(buf, version: int = MQTT_3_1_1):
     ``buf`` they used; an incomplete packet at the end stays for the next call.
     Raise `ProtocolError` for bytes that are not MQTT.
     """
+    if type(buf) is not bytes:
+        buf = bytes(buf)  # a bytearray or memoryview: the fields are sliced as bytes (`_parse_publish`)
     v5 = version == MQTT_5
     packets = []
     append = packets.append
