@@ -100,6 +100,18 @@ def test_a_stream_of_packets_parses_in_order(stream):
     assert codec.parse(wire, MQTT_5) == (stream, len(wire))
 
 
+@settings(max_examples=100, deadline=None)
+@given(st.lists(packets(MQTT_3_1_1), min_size=1, max_size=10), st.sampled_from([bytearray, memoryview]))
+def test_a_bytearray_or_memoryview_parses_as_bytes(stream, kind):
+    """A buffer that is not bytes gives the same packets, their topics str and their payloads bytes."""
+    wire = b"".join(codec.encode(p, MQTT_3_1_1) for p in stream)
+    packets_, used = codec.parse(kind(wire), MQTT_3_1_1)
+    assert (packets_, used) == (stream, len(wire))
+    for packet in packets_:
+        if isinstance(packet, codec.Publish):
+            assert type(packet.payload) is bytes and type(packet.topic) is str
+
+
 @settings(max_examples=500, deadline=None)
 @given(st.binary(max_size=200), st.sampled_from([MQTT_3_1_1, MQTT_5]))
 def test_arbitrary_bytes_raise_only_protocol_error(data, version):
