@@ -11,7 +11,8 @@ the reactor thread, the part of the drain `make bench` cannot split out.
 Prints microseconds a message (best and median of the rounds) as JSON. With ``--writer``, the rounds time
 the SQLite writer instead: the batches of the path committed one after the other into the tables of a
 first, untimed round, on this thread (the writer thread's part of a drain, its Python and SQLite's;
-``synchronous = OFF``, so that the disk does not count).
+``synchronous = OFF``, so that the disk does not count), or with ``--postgresql URL`` the PostgreSQL
+writer into that database (its client side: callgrind does not count the server's time).
 """
 
 import argparse
@@ -35,6 +36,7 @@ from lorrygate.mqtt import codec
 from lorrygate.service.channel_service import make_router
 from lorrygate.sources.mqtt import MQTTSource, _ProtocolFactory
 from lorrygate.storage.batcher import Batcher
+from lorrygate.storage.postgresql import PostgresStorage
 from lorrygate.storage.sqlite import SQLiteStorage
 
 READ = 65536
@@ -120,6 +122,7 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--profile", help="write a cProfile of one more round here")
     parser.add_argument("--writer", action="store_true", help="time the SQLite writer, not the reactor's path")
+    parser.add_argument("--postgresql", metavar="URL", help="with --writer: the PostgreSQL writer, into this database")
     args = parser.parse_args(argv)
     reads = frames(args.messages, args.nodes)
     config = settings()
@@ -132,7 +135,8 @@ def main(argv=None) -> int:
             protocol.dataReceived(data)
         batcher.flush()
         directory = tempfile.mkdtemp()
-        writer = SQLiteStorage("bench", f"{directory}/bench.sqlite", Clock(), synchronous="OFF")
+        writer = (PostgresStorage("bench", args.postgresql, Clock()) if args.postgresql else
+                  SQLiteStorage("bench", f"{directory}/bench.sqlite", Clock(), synchronous="OFF"))
         writer._connect()
         writer_round(writer, storage.batches, args.messages)  # the tables made, the statements prepared
         run, arguments = writer_round, (writer, storage.batches, args.messages)
