@@ -62,6 +62,7 @@ class Batch:
     tables: int = 0
 
     def add(self, entry: Entry) -> None:
+        # (`Batcher.add` writes this out for the hot path: a change here goes there too)
         self.entries.append(entry)
         self.rows += len(entry.records)
         if entry.message.position is not None:
@@ -98,6 +99,7 @@ class Collector:
         self.dead: list = []
 
     def add(self, entry: Entry) -> None:
+        # (`Batcher.add` writes this out for the hot path: a change here goes there too)
         self.entries.append(entry)
 
     def add_dead_letter(self, dead_letter: DeadLetter) -> None:
