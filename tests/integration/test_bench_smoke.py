@@ -29,3 +29,13 @@ def test_benchmark_smoke_run(tmp_path):
     assert report["syscall_us"] > 0, "the machine's system-call cost, beside the Python calibration"
     (table,) = glob.glob(str(tmp_path / "*-quick.md"))
     assert "A 64-byte send and its recv over TCP" in open(table).read()
+
+
+def test_hotpath_harness_runs(tmp_path):
+    """bench/hotpath.py (the reactor thread's path in-process, and the SQLite writer) runs and reports."""
+    for extra in ([], ["--writer"]):
+        result = subprocess.run([sys.executable, "-m", "bench.hotpath", "--messages", "2000", "--rounds", "1", *extra],
+                                capture_output=True, text=True, timeout=300, cwd=ROOT)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        figures = json.loads(result.stdout)
+        assert figures["messages"] == 2000 and figures["us_per_message_best"] > 0
