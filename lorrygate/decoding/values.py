@@ -32,6 +32,7 @@ _DROP = object()
 #: the characters a number (or NaN, inf) may start with, surrounding white space included: text that
 #: starts otherwise ("bme280", "ON") is no number, without trying the pattern
 _MAYBE_NUMBER = frozenset("+-.0123456789nNiI \t\r\n")
+_isfinite = math.isfinite
 
 
 def _number(text: str):
@@ -72,7 +73,7 @@ class KotoriValues:
             for value in fields.values():
                 kind = type(value)
                 if kind is float:
-                    if value - value != 0.0:  # NaN or an infinity
+                    if not _isfinite(value):  # NaN or an infinity
                         return self._convert(records, message)
                 elif kind is str:
                     if value[:1] in _MAYBE_NUMBER:
