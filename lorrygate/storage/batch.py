@@ -99,7 +99,6 @@ class Collector:
         self.dead: list = []
 
     def add(self, entry: Entry) -> None:
-        # (`Batcher.add` writes this out for the hot path: a change here goes there too)
         self.entries.append(entry)
 
     def add_dead_letter(self, dead_letter: DeadLetter) -> None:
