@@ -148,6 +148,15 @@ def main(argv=None) -> int:
         profiler.runcall(run, *arguments)
         profiler.dump_stats(args.profile)
     if args.writer:
+        if not args.postgresql:
+            # every round's rows are in the database (the untimed first round's too), else the figure is a lie
+            conn = writer._conn
+            tables = [name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
+                                                        "AND name NOT LIKE 'lorrygate%'")]
+            rows = sum(conn.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0] for name in tables)
+            wanted = args.messages * (1 + args.rounds + (1 if args.profile else 0))
+            if rows != wanted:
+                raise SystemExit(f"{rows} rows in the database, {wanted} written: the writer lost rows")
         writer._close()
         shutil.rmtree(directory)
     print(json.dumps({"messages": args.messages, "nodes": args.nodes, "us_per_message_best": round(min(figures), 3),
