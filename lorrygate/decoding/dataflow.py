@@ -51,7 +51,7 @@ from twisted.python.threadpool import ThreadPool
 
 from lorrygate.errors import DecodeError
 from lorrygate.model import Record
-from lorrygate.sources.pauses import SourceHolder
+from lorrygate.sources.pauses import PauseLog, SourceHolder
 
 #: addresses whose history a step keeps at most (the least recently seen go first)
 MAX_ADDRESSES = 100_000
@@ -222,6 +222,8 @@ class DataflowStep(SourceHolder):
     failures: int = 0
     _paused: bool = False
     _sources: list = attrs.Factory(list)
+    #: the lines of its pauses: a backlog's first, and a summary (`lorrygate.sources.pauses.PauseLog`)
+    _pause_log: PauseLog | None = None
 
     log = Logger()
 
@@ -240,6 +242,8 @@ class DataflowStep(SourceHolder):
         self._pool.start()
 
     def stop(self) -> None:
+        if self._pause_log is not None:
+            self._pause_log.end()
         if self._kick is not None and self._kick.active():
             self._kick.cancel()
         if self._pool is not None:
@@ -307,9 +311,11 @@ class DataflowStep(SourceHolder):
         return DecodeError(self.name, f"{type(failure_value).__name__}: {failure_value}")
 
     def _set_paused(self, paused: bool) -> None:
-        self.log.info("channel {channel}: {state} its source, {pending} messages wait for {step}",
-                      channel=self.channel, state="pausing" if paused else "resuming", pending=self.pending,
-                      step=self.name)
+        if self._pause_log is None:
+            self._pause_log = PauseLog(f"channel {self.channel}, {self.name}", self.reactor, self.log)
+        say = self._pause_log.changed(paused, self.pending)
+        say("channel {channel}: {state} its source, {pending} messages wait for {step}",
+            channel=self.channel, state="pausing" if paused else "resuming", pending=self.pending, step=self.name)
         self._hold_sources(paused)
 
 

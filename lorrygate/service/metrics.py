@@ -101,6 +101,8 @@ class GatewayCollector:
             "spooled": Counter("lorrygate_spooled_batches", "Batches written to the disk spool.", labels=["storage"]),
             "drained": Counter("lorrygate_drained_batches", "Spooled batches written to the storage.",
                                labels=["storage"]),
+            "pauses": Counter("lorrygate_storage_pauses", "Times the storage paused its sources (backpressure: its "
+                              "max_pending bound, or a wide write).", labels=["storage"]),
         }
         gauges = {
             "up": Gauge("lorrygate_storage_up", "1 while the storage takes writes, 0 while it is down.",

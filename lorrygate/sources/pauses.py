@@ -127,3 +127,66 @@ class SourceHolder:
             else:
                 source.resume(self)
         return True
+
+
+#: seconds without a pause after which a backlog's pauses are over (`PauseLog`)
+QUIET = 10.0
+
+
+@attrs.define(eq=False)
+class PauseLog:
+    """The log lines of one holder's pauses. Draining a backlog pauses and resumes reading many times a second
+    (a drain of 200,000 queued messages into SQLite: ~13 pauses a second, each at the ``max_pending`` bound),
+    and an info line each made the log of every catch-up a flood. So the first pause of a backlog and its
+    resume are info lines; the pauses after them, debug lines; and once reading has not paused for `QUIET`
+    seconds (or the holder stops), one info line says how many pauses the backlog took, over how long, and
+    the most that waited."""
+
+    #: who pauses, as the lines name it ("storage db")
+    what: str
+    clock: Any
+    log: Any
+    quiet: float = QUIET
+    _since: float | None = None
+    #: when reading last resumed (None: paused now)
+    _resumed: float | None = None
+    _pauses: int = 0
+    _most: int = 0
+    _ended: Any = None
+
+    def changed(self, paused: bool, pending: int) -> Any:
+        """Note a pause (or resume) with ``pending`` waiting; returns the log method for its line."""
+        if paused:
+            self._cancel()
+            self._resumed = None
+            if self._since is None:
+                self._since, self._pauses, self._most = self.clock.seconds(), 1, pending
+                return self.log.info
+            self._pauses += 1
+            self._most = max(self._most, pending)
+            return self.log.debug
+        if self._since is None:
+            return self.log.info  # (no pause of this holder began it: a resume of its own, said as it is)
+        self._cancel()
+        self._resumed = self.clock.seconds()
+        self._ended = self.clock.callLater(self.quiet, self.end)
+        return self.log.info if self._pauses == 1 else self.log.debug
+
+    def end(self) -> None:
+        """The backlog is over (reading went on for `quiet` seconds, or the holder stops): its summary, when it
+        paused more than once."""
+        self._cancel()
+        if self._since is None:
+            return
+        if self._pauses > 1:
+            until = self.clock.seconds() if self._resumed is None else self._resumed
+            self.log.info(
+                "{what}: a backlog paused reading {pauses} times in {seconds:.1f} s (at most {most} waiting); the "
+                "pauses after the first were logged at debug level", what=self.what, pauses=self._pauses,
+                seconds=until - self._since, most=self._most, event="backlog_paused")
+        self._since = None
+
+    def _cancel(self) -> None:
+        ended, self._ended = self._ended, None
+        if ended is not None and ended.active():
+            ended.cancel()

@@ -52,7 +52,7 @@ import attrs
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 from twisted.logger import Logger
 
-from lorrygate.sources.pauses import SourceHolder
+from lorrygate.sources.pauses import PauseLog, SourceHolder
 from lorrygate.storage.batch import Batch
 
 #: a write is wide when it put rows into at least this many tables, with fewer than `WIDE_ROWS_PER_TABLE`
@@ -106,6 +106,8 @@ class BatchStats:
     last_flush_seconds: float = 0.0
     spooled: int = 0
     drained: int = 0
+    #: times the storage paused its sources (its ``max_pending`` bound, a wide write)
+    pauses: int = 0
 
 
 @attrs.define(eq=False)
@@ -161,6 +163,8 @@ class Batcher(SourceHolder):
     _gather_flowing: bool = False
     #: when the gathering last looked
     _gather_looked: float = 0.0
+    #: the lines of its pauses: a backlog's first, and a summary (`lorrygate.sources.pauses.PauseLog`)
+    _pause_log: PauseLog | None = None
 
     log = Logger()
 
@@ -526,8 +530,15 @@ class Batcher(SourceHolder):
     def _set_paused(self, paused: bool, exclusive: bool = False) -> None:
         if paused == self._paused:
             return
-        # a pause for a wide write comes with every write of a big fleet: not worth an info line each
-        (self.log.debug if exclusive or self._exclusive else self.log.info)(
+        if paused:
+            self.stats.pauses += 1
+        if exclusive or self._exclusive:
+            say = self.log.debug  # a pause for a wide write comes with every write of a big fleet
+        else:
+            if self._pause_log is None:
+                self._pause_log = PauseLog(self.pause_name, self.clock, self.log)
+            say = self._pause_log.changed(paused, self.pending)
+        say(
             "storage {storage}: {state} reading ({pending} rows pending, bound {bound}{why})",
             storage=self.storage.name,
             state="pausing" if paused else "resuming",
@@ -582,6 +593,8 @@ class Batcher(SourceHolder):
     def stop(self) -> Deferred:
         """Cancel every timer and wait for what is in flight; nothing new starts."""
         self._stopped = True
+        if self._pause_log is not None:
+            self._pause_log.end()
         for name in ("_timer", "_retry", "_probe", "_drain_call"):
             call = getattr(self, name)
             if call is not None and call.active():

@@ -67,6 +67,7 @@ def test_prometheus_scrapes_the_gateway(tmp_path):
         assert value(prometheus, 'lorrygate_commit_lag_seconds_count{storage="db"}') >= 1
         assert value(prometheus, 'lorrygate_source_subscribed{source="main"}') == 1
         assert value(prometheus, 'lorrygate_storage_up{storage="db"}') == 1
+        assert value(prometheus, 'lorrygate_storage_pauses_total{storage="db"}') == 0  # 1,237 of 20,000
         # Bounded labels: no topic or node ever becomes a label.
         series = prometheus.query('{job="lorrygate"}')
         labels = {key for metric, _ in series for key in metric}

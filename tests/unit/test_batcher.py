@@ -2,8 +2,10 @@
 
 import pytest
 from twisted.internet.task import Clock
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 
 from lorrygate.model import Message, Record, TableName
+from lorrygate.sources.pauses import QUIET
 from lorrygate.storage.batch import DeadLetter, Entry
 from lorrygate.storage.batcher import WIDE_GATHER_BACKLOG, WIDE_GATHER_CONFIRM, Batcher
 from lorrygate.storage.memory import MemoryStorage
@@ -112,6 +114,69 @@ def test_backpressure_pauses_and_resumes_sources(clock):
     storage.complete()
     storage.complete()
     assert not source.paused
+
+
+@pytest.fixture
+def logged():
+    events: list = []
+    globalLogPublisher.addObserver(events.append)
+    yield events
+    globalLogPublisher.removeObserver(events.append)
+
+
+def pause_lines(events, batcher, level=None) -> list:
+    return [(event["state"], event["log_level"]) for event in events
+            if event.get("log_source") is batcher and "state" in event and level in (None, event["log_level"])]
+
+
+def drain(storage, batcher, source, cycles: int, start: int = 0) -> int:
+    """Fill to the bound and write until reading resumes, ``cycles`` times (a backlog's drain); the next n."""
+    n = start
+    for _ in range(cycles):
+        while not source.paused:
+            batcher.add(entry(n))
+            n += 1
+        while source.paused:
+            storage.complete()
+    return n
+
+
+def test_a_backlog_logs_its_first_pause_and_one_summary_not_every_pause(clock, logged):
+    """Draining a backlog pauses and resumes reading many times a second: the first pause and its resume are
+    info lines, the others debug lines, and once reading has not paused for QUIET seconds one info line says
+    how many pauses the backlog took. A backlog after that quiet starts over with an info line."""
+    storage, batcher = make(clock)
+    source = Source()
+    batcher.attach(source)
+    n = drain(storage, batcher, source, 2)
+    clock.advance(0.5)
+    n = drain(storage, batcher, source, 3, n)
+    assert pause_lines(logged, batcher, LogLevel.info) == [("pausing", LogLevel.info), ("resuming", LogLevel.info)]
+    assert len(pause_lines(logged, batcher, LogLevel.debug)) == 8
+    assert batcher.stats.pauses == 5
+    clock.advance(QUIET - 0.01)
+    assert not [event for event in logged if event.get("event") == "backlog_paused"]
+    clock.advance(0.02)
+    (summary,) = [event for event in logged if event.get("event") == "backlog_paused"]
+    assert summary["log_level"] == LogLevel.info and summary["pauses"] == 5 and summary["most"] == 6
+    assert formatEvent(summary).startswith("storage memory: a backlog paused reading 5 times in 0.5 s")
+    del logged[:]
+    drain(storage, batcher, source, 1, n)
+    assert pause_lines(logged, batcher) == [("pausing", LogLevel.info), ("resuming", LogLevel.info)]
+    clock.advance(QUIET)
+    assert not [event for event in logged if event.get("event") == "backlog_paused"], "one pause: no summary"
+    assert batcher.stats.pauses == 6
+
+
+def test_a_stop_in_a_backlog_says_what_it_paused(clock, logged):
+    storage, batcher = make(clock)
+    source = Source()
+    batcher.attach(source)
+    drain(storage, batcher, source, 3)
+    batcher.stop()
+    (summary,) = [event for event in logged if event.get("event") == "backlog_paused"]
+    assert summary["pauses"] == 3
+    assert not clock.getDelayedCalls()
 
 
 def test_the_next_batch_gathers_while_a_large_one_is_written(clock):
