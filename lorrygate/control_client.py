@@ -63,6 +63,7 @@ def render_status(answer: dict) -> str:
             f"{storage['rows']} rows and {storage['dead_letters']} dead letters committed, "
             f"{storage['failures']} failed writes, last flush {last}"
             + (", sources paused (backpressure)" if storage["paused_sources"] else "")
+            + (f", reading paused {storage['pauses']} times since the start" if storage.get("pauses") else "")
         )
         if storage.get("down"):
             lines.append("  DOWN: writes fail; batches go to the spool")

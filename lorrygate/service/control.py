@@ -28,6 +28,7 @@ def status(gateway) -> dict:
             "kind": gateway.settings.storages[name].kind,
             "pending": batcher.pending,
             "paused_sources": batcher.paused,
+            "pauses": stats.pauses,
             "tables": batcher.buffered(),
             "batches": stats.batches,
             "rows": stats.rows,

@@ -169,6 +169,7 @@ def test_spool_full_applies_backpressure(tmp_path, broker, database):
     held = wait_until(lambda: (lambda s: s if s and s["paused_sources"] and s["spool"]["batches"] else None)(status(config)),
                       60, "the spool to fill and the sources to pause")
     assert held["spool"]["bytes"] <= 64_000
+    assert held["pauses"] >= 1
     database.resume()
     wait_for_rows(lambda: len(set(pg_seqs(database.url, realm))), 5_000, 120, "all 5,000 messages")
     assert gateway.stop() == 0
