@@ -422,10 +422,13 @@ class Gateway(MultiService):
             held = batcher.storage.details().get("held_already", 0) if hasattr(batcher.storage, "details") else 0
             self.log.info(
                 "storage {storage}: {stored} rows and {dead} dead letters committed, {pending} pending, "
-                "{failures} failed writes, {spooled} batches in the spool{again}{failing}",
+                "{failures} failed writes, {spooled} batches in the spool{paused}{again}{failing}",
                 event="storage_stats", final=final, storage=name, stored=stats.rows, dead=stats.dead_letters,
                 pending=batcher.pending, failures=stats.failures,
                 spooled=batcher.spool.batches if batcher.spool is not None else 0, held_already=held,
+                pauses=stats.pauses,
+                # (a storage that cannot keep up pauses without end: its backlog's summary never comes, this does)
+                paused=f", reading paused {stats.pauses} times since the start" if stats.pauses else "",
                 again=f", {held} messages read again and left out (held already)" if held else "",
                 failing=f"; FAILING: every row refused: {stats.failing}" if stats.failing else "",
             )
