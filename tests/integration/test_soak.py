@@ -38,6 +38,7 @@ def reloaded(gateway) -> int:
     return sum(event.get("message", "").startswith("reloaded:") for event in gateway.events())
 
 
+@pytest.mark.timeout(int(SECONDS) + 900)  # the stream, then its last backlog and the checks
 def test_a_stream_through_rounds_of_faults_is_stored_once(tmp_path, broker, database):  # noqa: F811
     """In turn, every ~10 s: PostgreSQL stops for 5 s (the spool takes the batches), the gateway stops
     gracefully and starts again, Mosquitto restarts (persistence keeps the queue), and the channel's
