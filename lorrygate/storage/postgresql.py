@@ -100,6 +100,11 @@ class PostgresDialect:
     _used: set = attrs.Factory(set)
     #: temporary tables kept at most per connection
     max_stages: int = 64
+    #: schemas this connection made or found, committed (a table's ``CREATE SCHEMA IF NOT EXISTS`` cost
+    #: 0.5-0.9 ms, measured), and those the open transaction made. A rollback forgets them all: a failed
+    #: write (a schema dropped meanwhile, say) makes them again, if not exists
+    _schemas: set = attrs.Factory(set)
+    _new_schemas: set = attrs.Factory(set)
     #: rows a table up to which tables of one shape go in pipelined INSERTs (`PIPELINE_ROWS`)
     pipeline_rows: int = PIPELINE_ROWS
     #: PostgreSQL cuts names at 63 bytes (NAMEDATALEN - 1)
@@ -125,6 +130,8 @@ class PostgresDialect:
         self._fresh.clear()
         self._dropped.clear()
         self._used.clear()
+        self._schemas.clear()  # (another server, perhaps: a failover)
+        self._new_schemas.clear()
         conn = psycopg.connect(self.url, autocommit=False, connect_timeout=10)
         dumper = _json_text()
         for kind in (dict, list, tuple):  # a shared COPY's values as they come (see `row`)
@@ -197,6 +204,8 @@ class PostgresDialect:
 
     def commit(self, conn) -> None:
         conn.commit()
+        self._schemas |= self._new_schemas
+        self._new_schemas.clear()
         self._fresh.clear()
         self._dropped.clear()
         self._used.clear()
@@ -209,6 +218,8 @@ class PostgresDialect:
         self._fresh.clear()
         self._dropped.clear()
         self._used.clear()
+        self._schemas.clear()
+        self._new_schemas.clear()
         if not conn.closed:
             conn.rollback()
 
@@ -220,20 +231,28 @@ class PostgresDialect:
             conn.execute(statement)
 
     def ensure_schema(self, conn, table) -> None:
-        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema_name(table))}")
+        schema = schema_name(table)
+        if schema not in self._schemas and schema not in self._new_schemas:
+            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
+            self._new_schemas.add(schema)
 
     def create_table(self, conn, table, idempotent: bool, fields: list) -> None:
-        """One CREATE TABLE with the first row's columns (rather than one ALTER TABLE each)."""
+        """One CREATE TABLE with the first row's columns (rather than one ALTER TABLE each), and its index on
+        time in the same round trip (two statements in one string, which psycopg sends as a simple query
+        when there are no parameters). Measured, 100 new tables a transaction, alternating: 3.2-5.2 ms a
+        table with a CREATE SCHEMA each and a round trip a statement, 2.4-3.9 ms now; the client's CPU
+        0.5-0.8 -> 0.2-0.44 ms a table."""
         self.ensure_schema(conn, table)
         columns = ['"time" TIMESTAMPTZ NOT NULL'] + [f"{quote(name)} {_TYPES[kind_of(value)]}" for name, value in fields]
         if idempotent:
             columns += [f"{ID_COLUMN} TEXT NOT NULL", f'PRIMARY KEY ("time", {ID_COLUMN})']
-        conn.execute(f"CREATE TABLE IF NOT EXISTS {qualified(table)} ({', '.join(columns)})")
+        statement = f"CREATE TABLE IF NOT EXISTS {qualified(table)} ({', '.join(columns)})"
         if not idempotent:  # the primary key of idempotent tables starts with time already
             from lorrygate.storage.layout import shorten
 
             index = shorten(f"{table.table}_time_idx", self.identifier_limit)
-            conn.execute(f'CREATE INDEX IF NOT EXISTS {quote(index)} ON {qualified(table)} ("time")')
+            statement += f'; CREATE INDEX IF NOT EXISTS {quote(index)} ON {qualified(table)} ("time")'
+        conn.execute(statement)
 
     def connect_aside(self):
         """A connection of its own, for reads beside the writer's (`lorrygate.storage.view_rounds`); its
@@ -344,8 +363,11 @@ class PostgresDialect:
     def add_pending_columns(self, conn) -> None:
         pass  # `add_column` added it: an ADD COLUMN took ~0.06 ms beside 100 tables, ~0.1 ms beside 10,000 (measured)
 
-    def discard_pending_columns(self) -> None:
-        pass
+    def entry_rolled_back(self) -> None:
+        """An entry's statements were rolled back to its savepoint: a schema it made is gone again (the next
+        entries make theirs again, if not exists)."""
+        self._schemas.clear()
+        self._new_schemas.clear()
 
     def widen(self, conn, table, column: str, current, value):
         """A float into a BIGINT column widens it to DOUBLE PRECISION (21, then 21.5)."""

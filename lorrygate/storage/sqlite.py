@@ -323,7 +323,8 @@ class SQLiteDialect:
         if adding:
             self._adder.add_columns(conn, adding)
 
-    def discard_pending_columns(self) -> None:
+    def entry_rolled_back(self) -> None:
+        """An entry's statements were rolled back to its savepoint: the columns noted for its rows are not added."""
         self._adding.clear()
 
     def widen(self, conn, table, column: str, current, value):

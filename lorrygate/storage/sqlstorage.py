@@ -405,7 +405,7 @@ class SqlStorage:
                         del self._pending_verified[verified:]
                         for view in list(self._wanted_views)[wanted:]:  # (a dict keeps the order of insertion)
                             del self._wanted_views[view]  # the views of the entry's rows, which are not written
-                        dialect.discard_pending_columns()  # noted for this entry's rows, which are not written
+                        dialect.entry_rolled_back()  # (columns noted for its rows, schemas it made)
                         extra_dead.append(
                             DeadLetter(entry.channel, entry.message, "store", dialect.explain(exc), entry.decoder)
                         )

@@ -1,0 +1,106 @@
+"""
+PostgreSQL makes a network's schema once and a new table with its time index in one round trip, against a
+real server: the statements sent are seen on their way (a spy: each still goes). A schema made by an entry
+that is then rolled back (to its savepoint, or the whole transaction) is made again for the next table.
+"""
+
+import itertools
+
+import psycopg
+import pytest
+
+from lorrygate.model import Message, Record, TableName
+from lorrygate.storage.batch import Batch, Entry
+from lorrygate.storage.postgresql import qualified
+from tests.integration.pgstore import connected
+
+NS = 1_717_243_200_000_000_000
+RUN = itertools.count()
+
+
+@pytest.fixture
+def sent(monkeypatch):
+    """The statements the dialect executes on its connection (``Connection.execute``), in order."""
+    statements: list = []
+    execute = psycopg.Connection.execute
+
+    def spy(conn, query, params=None, **kwargs):
+        statements.append(str(query))
+        return execute(conn, query, params, **kwargs)
+
+    monkeypatch.setattr(psycopg.Connection, "execute", spy)
+    return statements
+
+
+def entry(table, fields, n, topic="t"):
+    return Entry(table, [Record(NS + n * 1000, fields)], "main", Message(topic, b"{}", 1, False, 1.0, "#"), "json")
+
+
+def count(url, table) -> int:
+    with psycopg.connect(url) as conn:
+        return conn.execute(f"SELECT count(*) FROM {qualified(table)}").fetchone()[0]
+
+
+def time_indexes(url, schema) -> set:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("SELECT tablename, indexdef FROM pg_indexes WHERE schemaname = %s", (schema,)).fetchall()
+    return {table for table, definition in rows if definition.endswith('("time")')}
+
+
+def test_a_networks_tables_make_its_schema_once_and_each_its_index_in_the_same_round_trip(postgres, sent):
+    """Five new tables in one batch, three more in the next: one CREATE SCHEMA in all; each table's CREATE TABLE
+    and CREATE INDEX go as one statement string, and every table has its rows and its index on time."""
+    schema = f"schemas_{next(RUN)}"
+    fleet = [TableName(schema, f"node_{i}") for i in range(8)]
+    with connected(postgres.url) as store:
+        for members in (fleet[:5], fleet[5:]):
+            batch = Batch()
+            for k, table in enumerate(members):
+                batch.add(entry(table, {"temperature": 20.5 + k, "seq": k}, k))
+            store._commit(batch)
+    made = [s for s in sent if s.startswith("CREATE SCHEMA")]
+    assert made == [f'CREATE SCHEMA IF NOT EXISTS "{schema}"']
+    tables = [s for s in sent if s.startswith("CREATE TABLE")]
+    assert len(tables) == 8
+    assert all("; CREATE INDEX IF NOT EXISTS" in s for s in tables)
+    assert time_indexes(postgres.url, schema) == {table.table for table in fleet}
+    assert [count(postgres.url, table) for table in fleet] == [1] * 8
+
+
+def test_a_schema_made_by_a_refused_entry_is_made_again_for_the_next_one(postgres, sent):
+    """The first entry of a new network makes its schema and table, then its row is refused (a NUL character,
+    which PostgreSQL's text cannot hold): rolled back to the entry's savepoint, the schema is gone, and the
+    next entry of that network makes it again instead of failing on a schema that is not there."""
+    schema = f"schemas_{next(RUN)}"
+    wide, fine = TableName(schema, "wide"), TableName(schema, "fine")
+    with connected(postgres.url) as store:
+        batch = Batch()
+        batch.add(entry(wide, {"note": "a\x00b"}, 0, topic="wide"))
+        batch.add(entry(fine, {"seq": 1}, 1, topic="fine"))
+        store._commit(batch)
+        assert [d.message.topic for d in batch.extra_dead] == ["wide"]
+        assert count(postgres.url, fine) == 1
+        later = Batch()  # and the next transaction finds the schema made (no CREATE SCHEMA)
+        later.add(entry(TableName(schema, "later"), {"seq": 2}, 2))
+        before = len([s for s in sent if s.startswith("CREATE SCHEMA")])
+        store._commit(later)
+    assert len([s for s in sent if s.startswith("CREATE SCHEMA")]) == before
+    assert count(postgres.url, TableName(schema, "later")) == 1
+
+
+def test_a_schema_dropped_while_running_is_made_again_after_the_failed_write(postgres):
+    """Someone drops a network's schema while the gateway writes: the next new table of it fails the batch
+    once, the rollback forgets the schemas known, and the entry-by-entry retry makes the schema again: the
+    row is stored, not a dead letter."""
+    schema = f"schemas_{next(RUN)}"
+    with connected(postgres.url) as store:
+        first = Batch()
+        first.add(entry(TableName(schema, "a"), {"seq": 1}, 1))
+        store._commit(first)
+        with psycopg.connect(postgres.url, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        again = Batch()
+        again.add(entry(TableName(schema, "b"), {"seq": 2}, 2))
+        store._commit(again)
+        assert again.extra_dead == []
+    assert count(postgres.url, TableName(schema, "b")) == 1
