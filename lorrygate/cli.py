@@ -172,12 +172,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     if token not in COMMANDS and not any(a in ("-h", "--help", "-V", "--version") for a in argv):
         argv = ["run"] + argv
     parser = build_parser()
-    try:
-        import argcomplete
-    except ImportError:
-        pass
-    else:
-        argcomplete.autocomplete(parser)
+    if "_ARGCOMPLETE" in os.environ:  # a shell asks for completions (argcomplete's hook sets it); 6 ms to import
+        try:
+            import argcomplete
+        except ImportError:
+            pass
+        else:
+            argcomplete.autocomplete(parser)
     args = parser.parse_args(argv)
     for key, value in DEFAULTS.items():
         if not hasattr(args, key):

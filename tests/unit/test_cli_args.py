@@ -36,3 +36,20 @@ def test_describe_is_a_command(tmp_path, capsys):
     config.write_text("[broker:b]\nhost = localhost\n[storage:s]\nurl = sqlite:///s.sqlite\n[channel:c]\ntopics = r/#\n")
     assert main(["describe", "-c", str(config), "--topic", "r/n/g/x/data.json"]) == 0
     assert "topic r/n/g/x/data.json:" in capsys.readouterr().out
+
+
+def test_shell_completion_completes_commands_and_options(tmp_path):
+    """``eval "$(register-python-argcomplete lorrygate)"``: the shell runs lorrygate with argcomplete's variables
+    set, and gets the words that complete the line (argcomplete is imported only then)."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("argcomplete")
+    out = tmp_path / "completions"
+    for line, expected in (("lorrygate sta", {"status"}), ("lorrygate run --log-", {"--log-format", "--log-level"})):
+        env = dict(os.environ, _ARGCOMPLETE="1", COMP_LINE=line, COMP_POINT=str(len(line)),
+                   _ARGCOMPLETE_STDOUT_FILENAME=str(out))
+        done = subprocess.run([sys.executable, "-m", "lorrygate.cli"], env=env, cwd=tmp_path, timeout=60)
+        assert done.returncode == 0
+        assert set(out.read_text().replace("\x0b", " ").split()) == expected
