@@ -1,7 +1,9 @@
 """
 PostgreSQL makes a network's schema once and a new table with its time index in one round trip, against a
 real server: the statements sent are seen on their way (a spy: each still goes). A schema made by an entry
-that is then rolled back (to its savepoint, or the whole transaction) is made again for the next table.
+that is then rolled back (to its savepoint, or the whole transaction) is made again for the next table. A
+write's many new tables are made half on a connection of their own, beside the rows' transaction: never in a
+schema that transaction made, and by the writer's connection when that connection fails.
 """
 
 import itertools
@@ -11,11 +13,13 @@ import pytest
 
 from lorrygate.model import Message, Record, TableName
 from lorrygate.storage.batch import Batch, Entry
-from lorrygate.storage.postgresql import qualified
+from lorrygate.storage.postgresql import PostgresDialect, qualified
 from tests.integration.pgstore import connected
 
 NS = 1_717_243_200_000_000_000
 RUN = itertools.count()
+#: the `sent` fixture's statements by connection (``id(conn)``), in a list of one
+statements_by_connection: list = []
 
 
 @pytest.fixture
@@ -26,7 +30,12 @@ def sent(monkeypatch):
 
     def spy(conn, query, params=None, **kwargs):
         statements.append(str(query))
+        by_connection.setdefault(id(conn), []).append(str(query))
         return execute(conn, query, params, **kwargs)
+
+    by_connection: dict = {}
+    statements_by_connection.clear()
+    statements_by_connection.append(by_connection)
 
     monkeypatch.setattr(psycopg.Connection, "execute", spy)
     return statements
@@ -53,6 +62,7 @@ def test_a_networks_tables_make_its_schema_once_and_each_its_index_in_the_same_r
     schema = f"schemas_{next(RUN)}"
     fleet = [TableName(schema, f"node_{i}") for i in range(8)]
     with connected(postgres.url) as store:
+        store.beside_min_tables = None  # (the writer's connection makes them all: one CREATE SCHEMA in all)
         for members in (fleet[:5], fleet[5:]):
             batch = Batch()
             for k, table in enumerate(members):
@@ -104,3 +114,80 @@ def test_a_schema_dropped_while_running_is_made_again_after_the_failed_write(pos
         store._commit(again)
         assert again.extra_dead == []
     assert count(postgres.url, TableName(schema, "b")) == 1
+
+
+def creates(statements, schema) -> list:
+    return [s for s in statements if s.startswith("CREATE TABLE") and f'"{schema}".' in s]
+
+
+def test_a_writes_new_tables_are_made_half_on_a_connection_of_their_own(postgres, sent):
+    """40 new tables in one batch: 20 made by the writer's connection in the rows' transaction, 20 beside it on a
+    connection of its own; every table has its row and its index on time, and the next batch makes none."""
+    schema = f"beside_{next(RUN)}"
+    fleet = [TableName(schema, f"node_{i}") for i in range(40)]
+    with connected(postgres.url) as store:
+        for n in range(2):
+            batch = Batch()
+            for k, table in enumerate(fleet):
+                batch.add(entry(table, {"temperature": 20.5 + k, "seq": k}, n * 100 + k))
+            store._commit(batch)
+        assert store.dialect._beside is not None and not store.dialect._beside.closed
+    (by_connection,) = statements_by_connection
+    made = sorted(len(creates(statements, schema)) for statements in by_connection.values())
+    assert made[-2:] == [20, 20] and sum(made) == 40
+    assert time_indexes(postgres.url, schema) == {table.table for table in fleet}
+    assert [count(postgres.url, table) for table in fleet] == [2] * 40
+
+
+def test_tables_made_beside_a_transaction_that_fails_stay_and_its_rows_go_in_entry_by_entry(postgres):
+    """20 new tables, one row of them refused (a NUL character): the whole transaction rolls back, the tables
+    made beside it stay (empty, as a concurrent gateway could have made them), and the entry-by-entry retry
+    stores every other row, once; the refused one is a dead letter."""
+    schema = f"beside_{next(RUN)}"
+    fleet = [TableName(schema, f"node_{i}") for i in range(20)]
+    with connected(postgres.url) as store:
+        batch = Batch()
+        for k, table in enumerate(fleet):
+            fields = {"note": "a\x00b"} if k == 7 else {"note": f"n{k}"}
+            batch.add(entry(table, fields, k, topic=f"t/{k}"))
+        store._commit(batch)
+        assert [d.message.topic for d in batch.extra_dead] == ["t/7"]
+    assert [count(postgres.url, table) for table in fleet] == [0 if k == 7 else 1 for k in range(20)]
+
+
+def test_a_schema_the_rows_transaction_made_is_not_made_beside_it(postgres, sent):
+    """A new table with rows of two shapes makes its schema in the rows' transaction (the table first, then the
+    second shape's column); the 20 new tables after it in that schema are made by the writer's connection
+    alone: the other connection would wait for that transaction's schema, and the transaction for it."""
+    schema = f"beside_{next(RUN)}"
+    first = TableName(schema, "first")
+    fleet = [TableName(schema, f"node_{i}") for i in range(20)]
+    with connected(postgres.url) as store:
+        batch = Batch()
+        batch.add(entry(first, {"a": 1}, 0))
+        batch.add(entry(first, {"a": 2, "b": 3}, 1))
+        for k, table in enumerate(fleet):
+            batch.add(entry(table, {"seq": k}, 10 + k))
+        store._commit(batch)
+    (by_connection,) = statements_by_connection
+    naming = [statements for statements in by_connection.values() if any(f'"{schema}"' in s for s in statements)]
+    assert len(naming) == 1 and len(creates(naming[0], schema)) == 21  # (not even a CREATE SCHEMA beside)
+    assert [count(postgres.url, table) for table in [first] + fleet] == [2] + [1] * 20
+
+
+def test_when_the_connection_beside_fails_the_writers_connection_makes_every_table(postgres, monkeypatch):
+    """The connection of its own cannot connect: the writer's connection makes all 20 tables, every row stored."""
+    schema = f"beside_{next(RUN)}"
+    fleet = [TableName(schema, f"node_{i}") for i in range(20)]
+
+    def refused(self):
+        raise psycopg.OperationalError("connection refused")
+
+    monkeypatch.setattr(PostgresDialect, "connect_aside", refused)
+    with connected(postgres.url) as store:
+        batch = Batch()
+        for k, table in enumerate(fleet):
+            batch.add(entry(table, {"seq": k}, k))
+        store._commit(batch)
+        assert batch.extra_dead == [] and store.dialect._beside is None
+    assert [count(postgres.url, table) for table in fleet] == [1] * 20
