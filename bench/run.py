@@ -883,7 +883,8 @@ def main(argv=None) -> int:
     count = 2_000 if quick else 200_000
     work = tempfile.mkdtemp(prefix="lorrygate-bench-")
     started = time.monotonic()
-    report = {"machine": machine(), "date": datetime.datetime.now(datetime.UTC).isoformat(), "quick": quick}
+    report = {"machine": machine(), "date": datetime.datetime.now(datetime.UTC).isoformat(), "quick": quick,
+              "tree": tree()}
     try:
         report["calibration_ms"] = calibration()
         report["fsync"] = fsync_latency(work)
@@ -957,6 +958,22 @@ def main(argv=None) -> int:
         shutil.rmtree(work, ignore_errors=True)
     write_results(report, args.out)
     return 0
+
+
+def tree() -> str:
+    """The commit the benchmark measures, and whether the working tree differed from it ("+ changes"): which
+    code a results file is of (the committed files did not say, and finding it took their commits' dates)."""
+    def git(*args):
+        return subprocess.run(["git", *args], capture_output=True, text=True, cwd=ROOT, timeout=30)
+
+    try:
+        head = git("rev-parse", "--short", "HEAD")
+        if head.returncode != 0:
+            return "unknown (not a git checkout)"
+        changed = git("status", "--porcelain", "--untracked-files=no", "--", "lorrygate", "bench").stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (no git)"
+    return head.stdout.strip() + (" + changes to lorrygate/ or bench/" if changed else "")
 
 
 def machine() -> str:
@@ -1050,7 +1067,8 @@ def fmt(s: dict, unit: str = "", digits: int = 0) -> str:
 
 def render_table(report: dict) -> str:
     d = report["drain"]
-    lines = [f"# lorrygate benchmark, {report['date'][:19]}Z", "", f"Machine: {report['machine']}", ""]
+    lines = [f"# lorrygate benchmark, {report['date'][:19]}Z", "", f"Machine: {report['machine']}", "",
+             f"Tree: {report.get('tree', 'unknown')}", ""]
     if "calibration_ms" in report:
         lines += [f"Single-core Python calibration (`bench/run.py` calibration(), best of 5; lower is faster): "
                   f"{report['calibration_ms']:.0f} ms. fsync of 4 KiB in the work directory: median "

@@ -27,8 +27,11 @@ def test_benchmark_smoke_run(tmp_path):
     assert report["amqp"]["sqlite"]["median"] > 0 and report["amqp"]["relay"]["median"] > 0
     assert all(report["buses"][bus]["median"] > 0 for bus in ("redis", "kafka", "zmq"))
     assert report["syscall_us"] > 0, "the machine's system-call cost, beside the Python calibration"
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    assert report["tree"].split()[0] == (head or "unknown"), "which commit the run measured"
     (table,) = glob.glob(str(tmp_path / "*-quick.md"))
-    assert "A 64-byte send and its recv over TCP" in open(table).read()
+    text = open(table).read()
+    assert "A 64-byte send and its recv over TCP" in text and f"Tree: {report['tree']}" in text
 
 
 def test_hotpath_harness_runs(tmp_path):
