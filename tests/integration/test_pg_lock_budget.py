@@ -41,6 +41,20 @@ def store(small):
         yield storage
 
 
+@pytest.fixture
+def fresh():
+    """A small server of the test's own, for the tests that need 300 new tables to overflow its lock table:
+    they do on a fresh server, but fitted in one transaction after another test's writes on the same server
+    (seen when this module's tests were spread over two pytest workers)."""
+    server = PostgreSQL(options="-c max_locks_per_transaction=10 -c max_connections=20").start()
+    try:
+        with connected(server.url) as storage:
+            storage.beside_min_tables = None
+            yield storage, server
+    finally:
+        server.stop()
+
+
 def message(topic="t"):
     return Message(topic, b"{}", 1, False, 1.0, "#")
 
@@ -82,9 +96,10 @@ def test_the_budget_is_half_the_servers_lock_table(postgres):
         assert storage.lock_budget == per_transaction * (connections + prepared) // 2
 
 
-def test_more_new_tables_than_the_lock_table_takes_are_written_in_several_transactions(store, small):
+def test_more_new_tables_than_the_lock_table_takes_are_written_in_several_transactions(fresh):
     """300 new tables run out of the small server's lock table in one transaction; with the budget every row
     is stored once, in transactions of half the lock table's worth of tables, the dead letters with them."""
+    store, small = fresh
     schema = f"locks_{next(RUN)}"
     budget, store.lock_budget = store.lock_budget, None
     with pytest.raises(StorageError, match="out of shared memory"):
@@ -144,10 +159,11 @@ def test_a_part_that_fails_leaves_the_parts_before_it_committed_and_the_retry_wr
     assert len(stored(small.url, schema, 30, start=10)[1]) == 2
 
 
-def test_a_server_with_fewer_free_locks_halves_the_budget_until_a_batch_fits(store, small):
+def test_a_server_with_fewer_free_locks_halves_the_budget_until_a_batch_fits(fresh):
     """A budget larger than what the server has (other sessions hold locks, or a small lock table): the write
     fails with "out of shared memory", is retried as the batcher retries, and goes in with half the tables
     a transaction, then a quarter, ..."""
+    store, small = fresh
     schema = f"locks_{next(RUN)}"
     store.lock_budget = 8 * 300 * LOCKS_NEW_TABLE
     batch = fleet_batch(schema, 300)
@@ -175,9 +191,10 @@ def test_known_tables_count_as_fewer_locks(store, small):
     assert 10 * LOCKS_NEW_TABLE // LOCKS_KNOWN_TABLE == 40 and len(transactions) == 4 + 1
 
 
-def test_running_out_of_locks_while_writing_entry_by_entry_halves_the_budget_too(store, small):
+def test_running_out_of_locks_while_writing_entry_by_entry_halves_the_budget_too(fresh):
     """A refused entry first, then more new tables than the lock table takes: the batch is written entry by
     entry (a savepoint each), runs out of locks there, and that halves the budget as well."""
+    store, small = fresh
     schema = f"locks_{next(RUN)}"
     store.lock_budget = 8 * 300 * LOCKS_NEW_TABLE
     batch = fleet_batch(schema, 300)
