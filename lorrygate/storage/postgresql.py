@@ -108,8 +108,6 @@ class PostgresDialect:
     #: the connection of its own that makes part of a batch's new tables beside the rows' transaction
     #: (`create_tables_beside`), opened when first needed
     _beside: Any = None
-    #: why the last `create_tables_beside` failed, for the storage's log ("" once told)
-    beside_failed: str = ""
     #: rows a table up to which tables of one shape go in pipelined INSERTs (`PIPELINE_ROWS`)
     pipeline_rows: int = PIPELINE_ROWS
     #: PostgreSQL cuts names at 63 bytes (NAMEDATALEN - 1)
@@ -182,14 +180,7 @@ class PostgresDialect:
                 "ON CONFLICT (stream) DO UPDATE SET ranges = excluded.ranges, updated = excluded.updated", rows)
 
     def existing_columns(self, conn) -> dict:
-        with conn.cursor() as cursor:
-            cursor.execute(
-                "SELECT table_schema, table_name, column_name, data_type FROM information_schema.columns "
-                "WHERE table_schema NOT IN ('pg_catalog', 'information_schema')"
-            )
-            columns = {}
-            for schema, table, column, kind in cursor.fetchall():
-                columns.setdefault(f"{schema}.{table}", {})[column] = kind
+        columns = self._read_columns(conn, "table_schema NOT IN ('pg_catalog', 'information_schema')")
         conn.commit()
         return columns
 
@@ -197,13 +188,23 @@ class PostgresDialect:
         return f"{schema_name(table)}.{table.table}"
 
     def columns_of(self, conn, table) -> dict:
+        return self._read_columns(conn, "table_schema = %s AND table_name = %s",
+                                  (schema_name(table), table.table)).get(self.physical(table), {})
+
+    @staticmethod
+    def _read_columns(conn, where: str, params: tuple = ()) -> dict:
+        """The columns of the tables ``where`` selects in ``information_schema.columns``: ``{physical: {column:
+        type}}``, the physical name as `physical` writes it."""
+        from psycopg.types.array import ListDumper
+
+        columns: dict = {}
         with conn.cursor() as cursor:
-            cursor.execute(
-                "SELECT column_name, data_type FROM information_schema.columns "
-                "WHERE table_schema = %s AND table_name = %s",
-                (schema_name(table), table.table),
-            )
-            return {row[0]: row[1] for row in cursor.fetchall()}
+            cursor.adapters.register_dumper(list, ListDumper)  # (the connection's writes a list as JSON: see `connect`)
+            cursor.execute("SELECT table_schema, table_name, column_name, data_type FROM information_schema.columns "
+                           f"WHERE {where}", params)
+            for schema, table, column, kind in cursor.fetchall():
+                columns.setdefault(f"{schema}.{table}", {})[column] = kind
+        return columns
 
     def begin(self, conn) -> None:
         pass  # psycopg opens the transaction with the first statement
@@ -271,26 +272,16 @@ class PostgresDialect:
         return self._columns_of_tables(conn, tables) if tables else {}
 
     def _columns_of_tables(self, conn, tables: list) -> dict:
-        from psycopg.types.array import ListDumper
-
-        wanted = {(schema_name(table), table.table) for table, _ in tables}
-        found: dict = {}
-        with conn.cursor() as cursor:
-            cursor.adapters.register_dumper(list, ListDumper)  # (the connection's writes a list as JSON: see `connect`)
-            cursor.execute("SELECT table_schema, table_name, column_name, data_type FROM information_schema.columns "
-                           "WHERE table_schema = ANY(%s) AND table_name = ANY(%s)",
-                           (sorted({schema for schema, _ in wanted}), sorted({name for _, name in wanted})))
-            for schema, name, column, kind in cursor.fetchall():
-                if (schema, name) in wanted:
-                    found.setdefault(f"{schema}.{name}", {})[column] = kind
-        return found
+        pairs = sorted({(schema_name(table), table.table) for table, _ in tables})
+        return self._read_columns(conn, "(table_schema, table_name) IN (SELECT * FROM unnest(%s::text[], %s::text[]))",
+                                  ([schema for schema, _ in pairs], [name for _, name in pairs]))
 
     def beside_schemas(self, tables: list) -> list:
         """Of ``[(table, fields)]``, those `create_tables_beside` may make: not in a schema that the open
         transaction made (uncommitted, a connection of its own would wait for it, and this one for that)."""
         return [item for item in tables if schema_name(item[0]) not in self._new_schemas]  # (the items themselves)
 
-    def create_tables_beside(self, tables: list, idempotent: bool, ready) -> dict:
+    def create_tables_beside(self, tables: list, idempotent: bool, ready) -> tuple:
         """Make ``[(table, fields)]`` on a connection of its own, each table committed by itself (made also
         when the rows' transaction rolls back: an empty table, as a concurrent gateway could have made it),
         while the writer's connection makes a batch's other new tables: PostgreSQL makes a table's catalog
@@ -298,9 +289,10 @@ class PostgresDialect:
         the time (200 tables, measured: 1.0-2.1 -> 0.4-1.7 ms a table). Runs in a thread of its own; sets
         ``ready`` once their schemas are made (the writer's connection then finds them: it would otherwise
         make one too, and the two would wait for each other). Returns the columns of the tables made or
-        found, ``{physical: {column: type}}`` (`columns_of`); what failed is left to the writer's
-        connection, which makes it in the transaction as it makes any new table."""
+        found, ``{physical: {column: type}}`` (`columns_of`), and why it failed ("" if it did not): what failed
+        is left to the writer's connection, which makes it in the transaction as it makes any new table."""
         made: dict = {}
+        failed = ""
         try:
             conn = self._beside
             if conn is None or conn.closed:
@@ -315,10 +307,10 @@ class PostgresDialect:
         except Exception as exc:
             self._close_beside()  # (the next batch connects anew; the writer's connection makes what is missing)
             made.clear()
-            self.beside_failed = self.explain(exc)
+            failed = self.explain(exc)
         finally:
             ready.set()
-        return made
+        return made, failed
 
     def _close_beside(self) -> None:
         conn, self._beside = self._beside, None

@@ -506,7 +506,6 @@ class SqlStorage:
                         len(waiting[1]) if waiting is not None else 0) > room:
                     if waiting is not None and new is not None:
                         self._make_new(conn, new, added)  # (the budget counts the columns the table has)
-                        new.clear()
                     flat = self._budget(physical, flat, added)
                 columns = names if names is not None and flat is fields else tuple(flat)
                 renamed = renames.get(columns, _UNSEEN)
@@ -536,7 +535,6 @@ class SqlStorage:
                         elif physical in new:
                             # a table still to make gets rows of another shape: the tables first, then its columns
                             self._make_new(conn, new, added)
-                            new.clear()
                             self._ensure(conn, entry, flat, added)
                         elif physical not in known and physical not in added:
                             new[physical] = (entry, flat)
@@ -684,22 +682,25 @@ class SqlStorage:
         into new tables, waited for a hundred tables made one after the other, two queries each: measured,
         2,000 rows into 100 new tables (a fresh server, in-process, six runs) 415-551 ms, 317-359 ms with the
         one query, 271-318 ms with the connection beside. Then `_ensure` checks each row's columns against
-        what the tables have."""
+        what the tables have. Empties ``new``."""
         dialect = self.dialect
         items = list(new.values())
+        new.clear()
         tables = [(entry.table, self._new_columns(flat)) for entry, flat in items]
         there = []
         if self.beside_min_tables is not None and len(items) >= self.beside_min_tables:
             there = dialect.beside_schemas(tables[1::2])
         beside = {id(item) for item in there}  # (`beside_schemas` returns the items themselves)
-        made: dict = {}
+        beside_result: list = [{}, ""]  # (the columns made, why it failed)
         thread = None
         if there:
             import threading
 
+            def make_beside():
+                beside_result[:] = dialect.create_tables_beside(there, self.idempotent, ready)
+
             ready = threading.Event()
-            thread = threading.Thread(target=lambda: made.update(dialect.create_tables_beside(there, self.idempotent, ready)),
-                                      name=f"lorrygate-{self.name}-tables", daemon=True)
+            thread = threading.Thread(target=make_beside, name=f"lorrygate-{self.name}-tables", daemon=True)
             thread.start()
             ready.wait()
         try:
@@ -707,11 +708,10 @@ class SqlStorage:
         finally:
             if thread is not None:
                 thread.join()
-        if getattr(dialect, "beside_failed", ""):
+        made, failed = beside_result
+        if failed:
             self.log.warn("storage {storage}: making {count} new tables on a connection of their own failed ({error}); "
-                          "the writer's connection makes them", storage=self.name, count=len(there),
-                          error=dialect.beside_failed)
-            dialect.beside_failed = ""
+                          "the writer's connection makes them", storage=self.name, count=len(there), error=failed)
         for physical, columns in {**made, **here}.items():
             added.setdefault(physical, columns)  # (known to this transaction as if it had made the table)
         for entry, flat in items:
