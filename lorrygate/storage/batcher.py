@@ -321,18 +321,12 @@ class Batcher(SourceHolder):
         return d.addBoth(done)
 
     def _written(self, _, batch: Batch, started: float) -> None:
-        for entry in batch.entries:  # (not batch.messages(): a generator's step a message costs more)
-            entry.message.ack.ack()
-        for dead_letter in batch.dead_letters:
-            dead_letter.message.ack.ack()
         stats = self.stats
         stats.batches += 1
         self._count(batch)
         stats.last_flush = self.clock.seconds()
         stats.last_flush_rows = len(batch)
         stats.last_flush_seconds = stats.last_flush - started
-        for observe in self.observers:
-            observe(batch, stats.last_flush_seconds)
         self._retry_delay = 0.0
         self._writing = None
         if len(batch) >= self.max_rows or batch.tables >= self.wide_tables:
@@ -343,13 +337,23 @@ class Batcher(SourceHolder):
         # 2,000 rows: 100 ms bounded a batch that took ~150 ms to read, and cost a write more a drain)
         self._gather = stats.last_flush_seconds * (max(1.0, self.max_pending / max(1, len(batch))) if self._sampled else 1.0)
         self._up()
+        if not self._stopped and not self._batch.empty and self._flush_due():
+            # the next write starts before this one is acknowledged: its thread writes while this one sends the
+            # acknowledgements and lets the batch go (~8 ms for 10,000 messages, measured, in which it idled)
+            self.flush()
+        for entry in batch.entries:  # (not batch.messages(): a generator's step a message costs more)
+            entry.message.ack.ack()
+        for dead_letter in batch.dead_letters:
+            dead_letter.message.ack.ack()
+        for observe in self.observers:
+            observe(batch, stats.last_flush_seconds)
         self.log.debug(
             "storage {storage}: committed {rows} rows and {dead} dead letters in {seconds:.3f} s",
             event="batch_committed",
             storage=self.storage.name,
             rows=len(batch) - len(batch.dead_letters),
             dead=len(batch.dead_letters),
-            seconds=self.clock.seconds() - started,
+            seconds=stats.last_flush_seconds,
         )
         self._done(batch)
         self._next()
@@ -373,14 +377,19 @@ class Batcher(SourceHolder):
         for waiter in waiters:
             waiter.callback(None)
 
+    def _flush_due(self) -> bool:
+        """Whether what waits is written as soon as the writer is free: a wide batch gathers first, up to half
+        the bound (from there the sources stay paused: nothing more would come) or until a barrier waits."""
+        return not self._wide or len(self._batch) >= self.max_pending // 2 or bool(self._waiters or self._batch.waiters)
+
     def _next(self) -> None:
         """After a batch is done with: write what waits, then release backpressure."""
         if self._stopped:
             return
         if self._batch.empty:
             self._check_drained()
-        elif not self._wide or len(self._batch) >= self.max_pending // 2 or self._waiters or self._batch.waiters:
-            self.flush()  # (from half the bound on the sources stay paused: nothing more would come)
+        elif self._flush_due():
+            self.flush()
         elif self._timer is None:
             self._start_timer()  # a wide batch gathers first
         # Resume once what waits behind the write is below half the bound, however large the write: the

@@ -75,6 +75,29 @@ def test_ack_only_after_commit(clock):
     assert [a.count for a in acks] == [1, 1, 1]
 
 
+def test_the_next_write_starts_before_the_last_one_is_acknowledged(clock):
+    """A batch that waits behind a write goes to the storage before the write's messages are acknowledged: the
+    writer's thread starts on it while the reactor sends the acknowledgements. Nothing waits: its messages go
+    after, the storage drained, and the barrier of a stop fires once every write is acknowledged."""
+    storage, batcher = make(clock)
+    writes_at_ack = []
+
+    class Seen(Ack):
+        def ack(self):
+            super().ack()
+            writes_at_ack.append(len(storage.writes))
+
+    for n in range(6):
+        batcher.add(entry(n, Seen()))
+    assert len(storage.writes) == 1 and len(batcher._batch) == 3
+    storage.complete()
+    assert writes_at_ack == [2, 2, 2]  # the second write had started when the first's were acknowledged
+    drained = batcher.drain()
+    storage.complete()
+    assert writes_at_ack == [2, 2, 2, 2, 2, 2]
+    assert drained.called and storage.in_flight == 0
+
+
 def test_failed_write_is_retried_and_never_acked_before(clock):
     """A failed write keeps its messages unacknowledged and is retried with backoff."""
     storage, batcher = make(clock)
