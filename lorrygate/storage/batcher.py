@@ -351,8 +351,8 @@ class Batcher(SourceHolder):
             "storage {storage}: committed {rows} rows and {dead} dead letters in {seconds:.3f} s",
             event="batch_committed",
             storage=self.storage.name,
-            rows=len(batch) - len(batch.dead_letters),
-            dead=len(batch.dead_letters),
+            rows=len(batch) - len(batch.dead_letters) - batch.refused_rows,
+            dead=len(batch.dead_letters) + len(batch.extra_dead),
             seconds=stats.last_flush_seconds,
         )
         self._done(batch)

@@ -191,6 +191,21 @@ def test_a_backlog_logs_its_first_pause_and_one_summary_not_every_pause(clock, l
     assert batcher.stats.pauses == 6
 
 
+def test_the_commit_line_counts_refused_rows_as_dead_letters(clock, logged):
+    """Rows the storage refused (into the dead-letter table) are not told as committed rows: a write whose every
+    row the database refused said "committed 3 rows and 0 dead letters" (the benchmark adds these lines up)."""
+    storage, batcher = make(clock)
+    for n in range(3):
+        batcher.add(entry(n))
+    (batch,) = storage.writes
+    batch.refused_rows = 2
+    batch.extra_dead = [DeadLetter("main", e.message, "store", "refused", "json") for e in batch.entries[:2]]
+    storage.complete()
+    (line,) = [event for event in logged if event.get("event") == "batch_committed"]
+    assert (line["rows"], line["dead"]) == (1, 2)
+    assert formatEvent(line).startswith("storage memory: committed 1 rows and 2 dead letters in ")
+
+
 def test_a_stop_in_a_backlog_says_what_it_paused(clock, logged):
     storage, batcher = make(clock)
     source = Source()
