@@ -29,6 +29,7 @@ from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
 from lorrygate.decoding.records import objects_records
+from lorrygate.decoding.timestamps import check_time
 from lorrygate.errors import Declined, DecodeError
 from lorrygate.interfaces import IDecoder
 from lorrygate.model import Record
@@ -93,10 +94,15 @@ class FunctionDecoder:
     def _records(self, result, message) -> list:
         if result is None:
             raise Declined("the function returned None")
-        if isinstance(result, list) and all(isinstance(item, Record) for item in result):
-            return result
         if isinstance(result, Record):
-            return [result]
+            result = [result]
+        if isinstance(result, list) and all(isinstance(item, Record) for item in result):
+            for record in result:
+                try:
+                    check_time(record.time)
+                except ValueError as exc:
+                    raise DecodeError(self.name, f"a returned Record's time: {exc}") from None
+            return result
         if isinstance(result, dict):
             result = dict(result)
         elif isinstance(result, list):

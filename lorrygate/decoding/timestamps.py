@@ -37,6 +37,30 @@ _ISO = re.compile(
 )
 
 
+#: the times a record may have, in nanoseconds: the years 1 to 9999 (ISO 8601's four digits, so that the
+#: text of a time sorts as the time does; what Python's datetime and the storages' time types hold). A
+#: number past them (a broken clock's 1e29 read as nanoseconds, -1e20 as year -1199) is refused, not stored
+#: as a time no one sent
+MIN_NS = -62_135_596_800 * 10**9
+MAX_NS = 253_402_300_800 * 10**9 - 1
+
+
+def out_of_range(ns: int, value) -> ValueError:
+    """The error for a time past `MIN_NS` .. `MAX_NS`, saying what ``value`` was read as."""
+    seconds = ns // 10**9
+    return ValueError(f"{value!r} is outside the years 1 to 9999 (read as {seconds} seconds since 1970); send "
+                      f"epoch seconds, milliseconds, microseconds or nanoseconds, or ISO 8601 text")
+
+
+def check_time(ns) -> int:
+    """``ns`` if it is a record's time (integer nanoseconds within the years 1 to 9999); ValueError if not."""
+    if type(ns) is not int:
+        raise ValueError(f"a record's time must be integer nanoseconds since 1970, got {type(ns).__name__} {ns!r}")
+    if not MIN_NS <= ns <= MAX_NS:
+        raise out_of_range(ns, ns)
+    return ns
+
+
 def _scale(magnitude) -> int:
     if magnitude < 10**11:
         return 10**9
@@ -51,7 +75,10 @@ def from_epoch(number) -> int:
     """Epoch seconds, ms, us or ns (told apart by magnitude) -> nanoseconds."""
     kind = type(number)
     if kind is int:
-        return number * _scale(abs(number))
+        ns = number * _scale(abs(number))
+        if MIN_NS <= ns <= MAX_NS:
+            return ns
+        raise out_of_range(ns, number)
     if kind is float and 0 < number < 1e17:
         if 1e5 <= number < 1e11:
             # Seconds written with at most 3 (or 6) decimals, told by arithmetic (0.96 -> 0.31 us): the
@@ -99,7 +126,10 @@ def from_epoch(number) -> int:
         scale = 10**3
     else:
         scale = 1
-    return int(exact * scale)
+    ns = int(exact * scale)
+    if MIN_NS <= ns <= MAX_NS:
+        return ns
+    raise out_of_range(ns, number)
 
 
 def from_iso(text: str, tz=None) -> int:
@@ -122,7 +152,10 @@ def from_iso(text: str, tz=None) -> int:
     elif not zone and tz is not None:
         local = moment.replace(tzinfo=tz).utcoffset()
         seconds -= int(local.total_seconds()) if local is not None else 0
-    return seconds * 10**9 + nanos
+    ns = seconds * 10**9 + nanos
+    if MIN_NS <= ns <= MAX_NS:
+        return ns
+    raise out_of_range(ns, text)  # (an offset past the first or the last day)
 
 
 def parse_time(value, tz=None) -> int:
@@ -145,7 +178,7 @@ def parse_time(value, tz=None) -> int:
         if value.tzinfo is None:
             value = value.replace(tzinfo=tz or UTC)
         delta = value - EPOCH
-        return (delta.days * 86400 + delta.seconds) * 10**9 + delta.microseconds * 1000
+        return check_time((delta.days * 86400 + delta.seconds) * 10**9 + delta.microseconds * 1000)
     raise ValueError(f"not a time: {value!r}")
 
 
@@ -173,10 +206,11 @@ class IsoTime:
     def __call__(self, nanos: int) -> str:
         second, fraction = divmod(nanos, 1_000_000_000)
         if second != self._second:
-            self._second = second
             t = _time.gmtime(second)
             # Four-digit years always (strftime writes year 2 as "2"): the text sorts as time does.
             self._prefix = f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}."
+            # (remembered only once its text is made: a second gmtime() refused must not take the last one's)
+            self._second = second
         # the nine digits of the fraction by str() of a ten-digit number: a format spec (":09d") costs more
         return f"{self._prefix}{str(fraction + 1_000_000_000)[1:]}Z"
 

@@ -7,7 +7,7 @@ from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from lorrygate.decoding import DecoderChain, JsonDecoder
-from lorrygate.decoding.timestamps import parse_time
+from lorrygate.decoding.timestamps import MAX_NS, MIN_NS, IsoTime, parse_time
 from lorrygate.errors import Declined, DecodeError, NoDecoderMatched
 from lorrygate.model import Address, Message, Record
 
@@ -98,6 +98,44 @@ def test_bad_times(value):
     """Values that are no time raise ValueError."""
     with pytest.raises(ValueError):
         parse_time(value)
+
+
+@pytest.mark.parametrize("value", [10**29, 1e30, -(10**20), -(10**11) + 1, "99999999999999999999999999999",
+                                   "9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00"],
+                         ids=["ns-1e29", "float-1e30", "ns-minus-1e20", "seconds-year-minus-1199", "text-1e28",
+                              "past-9999", "before-year-1"])
+def test_times_past_the_years_1_to_9999_are_refused(value):
+    """A broken clock's number is refused with what it was read as, not stored as year -1199 or past 9999 (a
+    storage's time text could not hold it, and 1e29 made the SQLite writer's time text fail)."""
+    with pytest.raises(ValueError, match="outside the years 1 to 9999 .*seconds since 1970"):
+        parse_time(value)
+
+
+def test_the_first_and_the_last_instant_of_the_years_1_to_9999_are_times():
+    assert parse_time("0001-01-01T00:00:00Z") == MIN_NS
+    assert parse_time("9999-12-31T23:59:59.999999999Z") == MAX_NS
+    assert parse_time(-62_135_596_800) == MIN_NS
+    iso = IsoTime()
+    assert (iso(MIN_NS), iso(MAX_NS)) == ("0001-01-01T00:00:00.000000000Z", "9999-12-31T23:59:59.999999999Z")
+
+
+def test_a_time_text_refused_once_is_refused_again_not_given_the_last_seconds_text():
+    """IsoTime caches the text of the last second: a second that gmtime() refuses must not be remembered with
+    the text of the one before (a retry then stored 1e29 ns as the previous message's second)."""
+    iso = IsoTime()
+    assert iso(1_717_243_200_000_000_000) == "2024-06-01T12:00:00.000000000Z"
+    for _ in range(2):
+        with pytest.raises((OverflowError, ValueError, OSError)):
+            iso(10**29)
+    assert iso(1_717_243_200_500_000_000) == "2024-06-01T12:00:00.500000000Z"
+
+
+def test_a_json_time_past_the_years_is_a_decode_error_that_says_what_to_send():
+    chain = DecoderChain([JsonDecoder()])
+    for payload in (b'{"time": 1e30, "v": 1}', b'{"time": 99999999999999999999999999999, "v": 1}',
+                    b'[{"ts": -99999999999999999999, "v": 1}]'):
+        with pytest.raises(DecodeError, match="outside the years 1 to 9999.*ISO 8601 text"):
+            chain.decode(Message("t/data.json", payload), None)
 
 
 class Raising:

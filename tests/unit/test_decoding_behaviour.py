@@ -118,6 +118,17 @@ def test_function_decoder_contract():
     assert out == [[Record(R, {"v": 3})]]
 
 
+@pytest.mark.parametrize("time", [10**29, -(10**20), 1.5e18, "2024-06-01", True],
+                         ids=["past-9999", "before-year-1", "float", "text", "bool"])
+def test_a_function_decoders_record_with_a_time_that_is_none_is_a_decode_error(time):
+    """A Record a user function returns goes to the storages as it is: its time must be integer nanoseconds
+    within the years 1 to 9999, or the message is a dead letter that says so."""
+    decoder = FunctionDecoder("f", lambda m, a: [Record(R, {"v": 1}), Record(time, {"v": 2})])
+    with pytest.raises(DecodeError, match="decoder 'f': a returned Record's time"):
+        decoder.decode(message(b""), DATA)
+    assert FunctionDecoder("f", lambda m, a: Record(R, {"v": 1})).decode(message(b""), DATA) == [Record(R, {"v": 1})]
+
+
 LHT65 = os.path.join(ROOT, "strategies", "dragino_lht65.js")
 
 
