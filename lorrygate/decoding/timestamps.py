@@ -45,20 +45,40 @@ MIN_NS = -62_135_596_800 * 10**9
 MAX_NS = 253_402_300_800 * 10**9 - 1
 
 
-def out_of_range(ns: int, value) -> ValueError:
-    """The error for a time past `MIN_NS` .. `MAX_NS`, saying what ``value`` was read as."""
-    seconds = ns // 10**9
-    return ValueError(f"{value!r} is outside the years 1 to 9999 (read as {seconds} seconds since 1970); send "
+#: a number of this magnitude or more is past `MAX_NS` in any unit (nanoseconds are the smallest): refused
+#: before it is scaled or made an integer (``"1e999999999"`` overflows the decimal context, and an integer of
+#: 100,000 digits takes a quarter of a second to print)
+_TOO_LARGE = Decimal(10) ** 21
+
+
+def out_of_range(ns: int | None, value) -> ValueError:
+    """The error for a time past `MIN_NS` .. `MAX_NS`, saying what ``value`` was read as (``ns`` None: a
+    magnitude of `_TOO_LARGE` or more)."""
+    if type(value) is int and abs(value) >= 10**30:  # (repr() of 4,300 digits and more raises)
+        shown = f"an integer of ~{int(value.bit_length() * 0.30103) + 1} digits"
+    else:
+        shown = f"'{value}'" if isinstance(value, Decimal) else repr(value)
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    if ns is not None and -(10**21) < ns < 10**21:
+        read = f"{ns // 10**9} seconds since 1970"
+    else:
+        read = "more than 10**12 seconds from 1970"
+    return ValueError(f"{shown} is outside the years 1 to 9999 (read as {read}); send "
                       f"epoch seconds, milliseconds, microseconds or nanoseconds, or ISO 8601 text")
+
+
+def _ranged(ns: int, value) -> int:
+    """``ns`` if within the years 1 to 9999, else the error that says what ``value`` was read as."""
+    if MIN_NS <= ns <= MAX_NS:
+        return ns
+    raise out_of_range(ns, value)
 
 
 def check_time(ns) -> int:
     """``ns`` if it is a record's time (integer nanoseconds within the years 1 to 9999); ValueError if not."""
     if type(ns) is not int:
         raise ValueError(f"a record's time must be integer nanoseconds since 1970, got {type(ns).__name__} {ns!r}")
-    if not MIN_NS <= ns <= MAX_NS:
-        raise out_of_range(ns, ns)
-    return ns
+    return _ranged(ns, ns)
 
 
 def _scale(magnitude) -> int:
@@ -117,7 +137,9 @@ def from_epoch(number) -> int:
         exact = Decimal(number)
     else:
         exact = number
-    magnitude = abs(exact)
+    magnitude = exact.copy_abs() if isinstance(exact, Decimal) else abs(exact)  # (abs() rounds: may overflow)
+    if magnitude >= _TOO_LARGE:
+        raise out_of_range(None, number)
     if magnitude < Decimal(10) ** 11:
         scale = 10**9
     elif magnitude < Decimal(10) ** 14:
@@ -126,10 +148,7 @@ def from_epoch(number) -> int:
         scale = 10**3
     else:
         scale = 1
-    ns = int(exact * scale)
-    if MIN_NS <= ns <= MAX_NS:
-        return ns
-    raise out_of_range(ns, number)
+    return _ranged(int(exact * scale), number)
 
 
 def from_iso(text: str, tz=None) -> int:
@@ -152,10 +171,7 @@ def from_iso(text: str, tz=None) -> int:
     elif not zone and tz is not None:
         local = moment.replace(tzinfo=tz).utcoffset()
         seconds -= int(local.total_seconds()) if local is not None else 0
-    ns = seconds * 10**9 + nanos
-    if MIN_NS <= ns <= MAX_NS:
-        return ns
-    raise out_of_range(ns, text)  # (an offset past the first or the last day)
+    return _ranged(seconds * 10**9 + nanos, text)  # (an offset can reach past the first or the last day)
 
 
 def parse_time(value, tz=None) -> int:
