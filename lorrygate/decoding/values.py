@@ -10,10 +10,11 @@ Kotori does, for a fleet that migrates from it:
 - a string that is a decimal number becomes a number (``"21.5"`` is 21.5,
   ``"42"`` is 42, also ``"007"``, which is 7): WeeWX sends every value of a
   loop packet as a string;
-- NaN and the infinities (numbers or strings such as ``"NaN"``) are dropped
-  and counted (``values_dropped`` in the channel's stats);
-- a record without values (``{}``, or only NaN) is refused: the message is a
-  dead letter saying so;
+- null, NaN and the infinities (numbers or strings such as ``"NaN"``) are
+  no values: dropped and counted (``values_dropped`` in the channel's stats),
+  as Kotori's InfluxDB client leaves a null field out;
+- a record without values (``{}``, or only nulls and NaN) is refused: the
+  message is a dead letter saying so;
 - a time of 0 means "no time": the receive time is used (a null time is no
   time under every policy).
 """
@@ -49,6 +50,8 @@ def _number(text: str):
 
 def _value(value):
     kind = type(value)
+    if value is None:
+        return _DROP
     if kind is str:
         return _number(value)
     if kind is float:
@@ -60,7 +63,7 @@ def _value(value):
 
 @attrs.define
 class KotoriValues:
-    """The ``kotori`` policy; ``dropped`` counts the NaN and infinities left out."""
+    """The ``kotori`` policy; ``dropped`` counts the nulls, NaN and infinities left out."""
 
     dropped: int = 0
 
@@ -78,7 +81,7 @@ class KotoriValues:
                 elif kind is str:
                     if value[:1] in _MAYBE_NUMBER:
                         return self._convert(records, message)
-                elif kind is dict:
+                elif kind is dict or value is None:
                     return self._convert(records, message)
         return records
 
@@ -98,6 +101,6 @@ class KotoriValues:
             out.append(record if time == record.time and fields == record.fields
                        else attrs.evolve(record, time=time, fields=fields))
         if not out and records:
-            raise DecodeError("values", "no values to store (an empty object, or only NaN and infinities): "
+            raise DecodeError("values", "no values to store (an empty object, or only nulls, NaN and infinities): "
                                         "Kotori refuses such a payload, and so does values = kotori")
         return out

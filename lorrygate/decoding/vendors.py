@@ -12,14 +12,17 @@ tasmota        Tasmota ``tele/<device>/SENSOR`` and ``STATE`` JSON: nested senso
 airrohr        airrohr / sensor.community JSON: ``sensordatavalues`` as fields,
                ``esp8266id`` and ``software_version`` as tags
 ttn            The Things Stack v3 uplink: ``uplink_message.decoded_payload`` as fields,
-               plus ``f_port``, ``f_cnt``, and ``rssi``/``snr`` of the best gateway;
+               plus ``f_port``, ``f_cnt``, and ``rssi``/``snr`` of the best gateway
+               (``rssi_2`` where the decoded payload has its own ``rssi``, ...);
                device, application, DevEUI and best gateway ids as tags; the time is
                ``uplink_message.received_at`` (nanoseconds kept)
 chirpstack     ChirpStack v4 uplink event: ``object`` as fields, plus ``fPort``,
                ``fCnt`` and the best gateway's ``rssi``/``snr``; ``devEui``,
                ``deviceName``, ``applicationName`` and gateway id as tags; ``time``
 homie          Homie property values on ``homie/<device>/<node>/<property>`` topics:
-               ``true``/``false``, integers, floats, everything else as text
+               ``true``/``false``, integers, floats, everything else as text; an
+               empty payload (a retained message cleared: a device removed) stores
+               nothing, a single NUL byte is the empty text (Homie 5)
 =============  ========================================================================
 
 "Best gateway" is the one with the highest RSSI (SNR breaks ties).
@@ -38,6 +41,7 @@ from lorrygate.decoding.timestamps import parse_time
 from lorrygate.errors import Declined, DecodeError
 from lorrygate.interfaces import IDecoder
 from lorrygate.model import Record
+from lorrygate.storage.layout import unused_name
 
 
 def _json_object(payload: bytes, what: str) -> dict:
@@ -51,13 +55,14 @@ def _json_object(payload: bytes, what: str) -> dict:
 
 
 def flatten(document: dict, prefix: str = "", out=None) -> dict:
+    """Nested objects as dotted names; a name an earlier one has (``{"a.b": 1, "a": {"b": 2}}``) gets ``_2``."""
     out = {} if out is None else out
     for key, value in document.items():
         name = f"{prefix}{key}"
         if type(value) is dict:
             flatten(value, name + ".", out)
         else:
-            out[name] = value
+            out[unused_name(out, name)] = value
     return out
 
 
@@ -177,12 +182,15 @@ def uplink_record(decoder, message, decoded: dict, envelope: tuple) -> Record:
 def _uplink_record(decoder, message, decoded: dict, counters: dict, tags: dict, gateways, gateway_id, stamp) -> Record:
     """A LoRaWAN uplink's record: decoded fields, port and counter, the best gateway's RSSI/SNR and id."""
     fields = flatten(decoded)
-    fields.update(counters)
+    # the envelope's values after the device's: a name the decoded payload has (a field tester's own ``rssi``)
+    # keeps the device's value, and the envelope's gets ``_2``
+    for name, value in counters.items():
+        fields[unused_name(fields, name)] = value
     best = _best(gateways or [], "rssi", "snr")
     if best is not None:
-        fields["rssi"] = best["rssi"]
+        fields[unused_name(fields, "rssi")] = best["rssi"]
         if "snr" in best:
-            fields["snr"] = best["snr"]
+            fields[unused_name(fields, "snr")] = best["snr"]
         tags[gateway_id[0]] = gateway_id[1](best)
     key, value = stamp
     try:
@@ -201,7 +209,10 @@ class HomieDecoder:
     def decode(self, message, address) -> list:
         if address is None or address.field is None:
             raise Declined("not a Homie property topic")
-        text = payload_text(message.payload)
+        payload = message.payload
+        if not payload:
+            return []  # a cleared retained message, no value (Homie clears a removed device's topics so)
+        text = "" if payload == b"\0" else payload_text(payload)
         value: Any
         if text in ("true", "false"):
             value = text == "true"

@@ -172,7 +172,8 @@ class SampleTracker:
                     self._top[table] = top = set()
                     self._fields[table] = {}
                     self._address[table] = _address(entry.address)
-                top.update(record.fields)
+                # (a field with a null in it is not noted as whole: its column comes with a later value)
+                top.update(name for name, value in record.fields.items() if _valued(value))
                 known = self._fields[table]
                 new = {name: kind_of(value)
                        for name, value in flatten(record.fields, None, depth=self.depth).items() if name not in known}
@@ -195,3 +196,12 @@ def _address(address) -> dict:
     if address is None:
         return {}
     return {"realm": address.realm, "network": address.network, "gateway": address.gateway, "node": address.node}
+
+
+def _valued(value) -> bool:
+    """Whether a field's value holds no null (`flatten` leaves nulls out: they make no column)."""
+    if value is None:
+        return False
+    if type(value) is dict:
+        return all(_valued(item) for item in value.values())
+    return True

@@ -29,18 +29,65 @@ ID_COLUMN = "lorrygate_id"
 EXTRA_COLUMN = "extra_fields"
 
 
-def flatten(fields, tags, prefix="", out=None, depth: int = 1_000) -> dict:
+def flatten(fields, tags, depth: int = 1_000) -> dict:
     """Tags and fields as one flat dict: nested objects become dotted names,
-    down to ``depth`` levels; an object nested deeper stays one JSON value."""
-    if out is None:
-        out = dict(tags) if tags else {}
+    down to ``depth`` levels; an object nested deeper stays one JSON value.
+
+    A null is no value: it makes no column and is left out of the row (a null
+    first value made a TEXT column, and a sensor's later readings were stored
+    in it as text), which stores what a NULL would. A field takes the name of
+    a tag (fields win); a field whose dotted name an earlier field of the row
+    has (``{"a.b": 1, "a": {"b": 2}}``) gets ``_2``, ``_3``, ..., as the
+    column names of `column_names` do: no value is written over another."""
+    out = dict(tags) if tags else {}  # (tags are text: a tag of null is a TEXT column's null, as it was)
+    expected = len(out) + _leaves(out, fields, "", depth)
+    if len(out) == expected:
+        return out
+    # a name written twice (rare): a field onto a tag, or onto an earlier field's dotted name
+    out = dict(tags) if tags else {}
+    _distinct_leaves(out, fields, "", depth, tags or {}, [])
+    return out
+
+
+def _leaves(out: dict, fields, prefix: str, depth: int) -> int:
+    """Write the values of ``fields`` into ``out`` by their dotted names; returns how many were written (more than
+    ``out`` grew by when a name came twice). Counted by what is not written: nothing more to do for a value."""
+    count = len(fields)
     for key, value in fields.items():
+        if value is None:
+            count -= 1
+        elif type(value) is dict and depth > 1 and value:
+            count += _leaves(out, value, f"{prefix}{key}.", depth - 1) - 1
+        else:
+            out[f"{prefix}{key}"] = value
+    return count
+
+
+def _distinct_leaves(out: dict, fields, prefix: str, depth: int, tags, taken: list) -> None:
+    """`_leaves`, giving a name that is taken ``_2``, ``_3``, ... (a field wins over a tag of its name, once)."""
+    for key, value in fields.items():
+        if value is None:
+            continue
         name = f"{prefix}{key}"
         if type(value) is dict and depth > 1 and value:
-            flatten(value, None, name + ".", out, depth - 1)
-        else:
-            out[name] = value
-    return out
+            _distinct_leaves(out, value, name + ".", depth - 1, tags, taken)
+            continue
+        if name in out:
+            if name in tags and name not in taken:
+                taken.append(name)  # the field wins over the tag
+            else:
+                name = unused_name(out, name)
+        out[name] = value
+
+
+def unused_name(names, name: str) -> str:
+    """``name``, or if ``names`` has it ``name_2``, ``name_3``, ... (the first that ``names`` has not)."""
+    if name not in names:
+        return name
+    number = 2
+    while f"{name}_{number}" in names:
+        number += 1
+    return f"{name}_{number}"
 
 
 def within_budget(flat: dict, new: list, room: int) -> dict:

@@ -49,9 +49,10 @@ _DEAD_WRITTEN = ("dead", "written")
 #: its shared table from widening (`ViewsInTheWay`)
 WIDEN_ATTEMPTS = 3
 
-#: whether a row's values include an object (a dict), by set lookups of their types: `dict in map(type, ...)`
-#: compared the types (~1,600 instructions a row, callgrind)
-_NESTED = frozenset((dict,))
+#: whether a row's values include an object (a dict) or a null, by set lookups of their types: `dict in
+#: map(type, ...)` compared the types (~1,600 instructions a row, callgrind); such a row goes through
+#: `flatten` (dotted names; a null is left out, so that it makes no column)
+_NESTED = frozenset((dict, type(None)))
 
 
 @implementer(IStorage)

@@ -81,6 +81,83 @@ def test_postgresql_keeps_every_value_in_its_own_column(pg_store, fields):
     assert stored_values(row[1:]) == sorted(fields.values())
 
 
+#: nested objects of dotted and plain keys, nulls among the values, within the default flatten_depth (3)
+NESTED_KEYS = st.sampled_from(["a", "b", "a.b", "b.a", "a.b.a", "A", "time"])
+nested = st.dictionaries(
+    NESTED_KEYS,
+    st.one_of(st.integers(-1000, 1000), st.none(),
+              st.dictionaries(NESTED_KEYS, st.one_of(st.integers(-1000, 1000), st.none(),
+                                                     st.dictionaries(NESTED_KEYS, st.integers(-1000, 1000),
+                                                                     min_size=1, max_size=3)),
+                              min_size=1, max_size=3)),
+    min_size=1, max_size=5)
+
+
+def leaves(document) -> list:
+    """The numbers of a document, nulls not counted."""
+    out = []
+    for value in document.values():
+        if type(value) is dict:
+            out += leaves(value)
+        elif value is not None:
+            out.append(value)
+    return out
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(fields=nested)
+def test_sqlite_keeps_every_value_of_nested_objects(sqlite_store, fields):
+    """SQLite: a key with a dot beside an object that flattens onto the same name ({"a.b": 1, "a": {"b": 2}})
+    keeps both values; a null makes no column."""
+    table = TableName("ids", f"t{next(TABLES)}")
+    batch = commit(sqlite_store, table, fields)
+    assert not batch.extra_dead, batch.extra_dead
+    (row,) = sqlite_store._conn.execute(f"SELECT * FROM {quote(table_name(table))}").fetchall()
+    assert stored_values(row[1:]) == sorted(leaves(fields))
+    assert None not in row  # no column of a null
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(fields=nested)
+def test_postgresql_keeps_every_value_of_nested_objects(pg_store, fields):
+    """PostgreSQL: the same."""
+    table = TableName("ids", f"t{next(TABLES)}")
+    batch = commit(pg_store, table, fields)
+    assert not batch.extra_dead, batch.extra_dead
+    (row,) = pg_store._conn.execute(f"SELECT * FROM {qualified(table)}").fetchall()
+    pg_store._conn.commit()
+    assert stored_values(row[1:]) == sorted(leaves(fields))
+    assert None not in row
+
+
+def test_a_null_first_value_leaves_the_type_to_the_first_value(sqlite_store, pg_store):
+    """Zigbee2MQTT sends ``"battery": null`` until a device reports: the column comes with the first number and
+    has its type (a null made a TEXT column before, and the readings were stored as text)."""
+    for store in (sqlite_store, pg_store):
+        table = TableName("ids", f"nulls{next(TABLES)}")
+        commit(store, table, {"battery": None, "linkquality": 60, "update": {"state": None, "installed": 1}})
+        commit(store, table, {"battery": 87.5, "linkquality": 61, "update": {"state": "idle", "installed": 1}})
+        commit(store, table, {"battery": None, "linkquality": 62, "update": {"state": None, "installed": 2}})
+        if store is sqlite_store:
+            name = quote(table_name(table))
+            types = dict(store._conn.execute(f"SELECT name, type FROM pragma_table_info('{table_name(table)}')"))
+            stored = store._conn.execute(f'SELECT battery, typeof(battery), "update.state" FROM {name} '
+                                         "ORDER BY linkquality").fetchall()
+            assert types == {"time": "TEXT", "linkquality": "INTEGER", "update.installed": "INTEGER",
+                             "battery": "REAL", "update.state": "TEXT"}
+            assert stored == [(None, "null", None), (87.5, "real", "idle"), (None, "null", None)]
+        else:
+            types = dict(store._conn.execute(
+                "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = %s "
+                "AND table_name = %s", (table.schema, table.table)))
+            stored = store._conn.execute(f'SELECT battery, "update.state" FROM {qualified(table)} '
+                                         "ORDER BY linkquality").fetchall()
+            store._conn.commit()
+            assert types == {"time": "timestamp with time zone", "linkquality": "bigint",
+                             "update.installed": "bigint", "battery": "double precision", "update.state": "text"}
+            assert stored == [(None, None), (87.5, "idle"), (None, None)]
+
+
 def test_time_beside_a_time_field_is_renamed_deterministically(sqlite_store):
     """A Tasmota-style "Time" field next to the time column lands in "Time_2", every time."""
     table = TableName("ids", "tasmota")

@@ -166,6 +166,20 @@ def test_nan_is_dropped_and_counted(channel):
     assert channel.router.stats.values_dropped == 1
 
 
+def test_a_null_is_no_value(channel):
+    """{"t": null, "u": 2}: Kotori's InfluxDB client leaves a null field out; so does values = kotori (counted)."""
+    row = only_row(send(channel, f"{TOPIC}/data.json", {"t": None, "u": 2, "o": {"x": None, "y": 1}}))
+    assert "t" not in row and row["u"] == 2 and row["o"] == {"y": 1}
+    assert channel.router.stats.values_dropped == 1
+
+
+def test_only_nulls_are_refused(channel):
+    """{"t": null}: no value to store, refused as {} is."""
+    storage = send(channel, f"{TOPIC}/data.json", {"t": None})
+    (dead,) = storage.dead_letters
+    assert "no values to store" in dead.error and "nulls" in dead.error
+
+
 def test_an_empty_payload_is_refused(channel):
     """{} holds no value: refused like Kotori, as a dead letter saying why."""
     storage = send(channel, f"{TOPIC}/data.json", {})

@@ -1,0 +1,109 @@
+"""
+No value lost to a name another value has, or to a null: dotted names of
+nested objects beside keys with dots, a LoRaWAN envelope beside a decoded
+payload of the same names, Homie's cleared topics, and a first-sample hook
+for a field whose first value was null.
+"""
+
+import json
+
+from lorrygate.decoding.vendors import ChirpStackDecoder, HomieDecoder, TasmotaDecoder, TtnDecoder
+from lorrygate.hooks.samples import HookState, SampleTracker
+from lorrygate.model import Address, Message, Record, TableName
+from lorrygate.storage.batch import Batch, Entry
+from lorrygate.storage.layout import flatten, unused_name
+
+RECEIVED = 1_717_243_200.5
+DATA = Address("r", "n", "g", "d", "data", "data.json")
+
+
+def message(payload: bytes, topic="r/n/g/d/data.json") -> Message:
+    return Message(topic, payload, 1, False, RECEIVED, "#")
+
+
+def test_flatten_keeps_a_dotted_key_beside_the_object_of_the_same_name():
+    """{"a.b": 1, "a": {"b": 2}}: both values, the later one as a.b_2, in either order."""
+    assert flatten({"a.b": 1, "a": {"b": 2}}, None) == {"a.b": 1, "a.b_2": 2}
+    assert flatten({"a": {"b": 2}, "a.b": 1}, None) == {"a.b": 2, "a.b_2": 1}
+    assert flatten({"a.b": 1, "a.b_2": 3, "a": {"b": 2}}, None) == {"a.b": 1, "a.b_2": 3, "a.b_3": 2}
+
+
+def test_flatten_leaves_nulls_out_and_a_field_wins_over_a_tag_once():
+    """A null field makes no column (also in an object); a field takes its tag's name, and a second field of that
+    name gets _2."""
+    assert flatten({"a": None, "o": {"x": None, "y": 1}}, {"room": "attic"}) == {"room": "attic", "o.y": 1}
+    assert flatten({"site": 5}, {"site": "x"}) == {"site": 5}
+    assert flatten({"site": {"a": 1}, "site.a": 2}, {"site.a": "x"}) == {"site.a": 1, "site.a_2": 2}
+    assert unused_name({"v": 1}, "w") == "w" and unused_name({"v": 1, "v_2": 2}, "v") == "v_3"
+
+
+def uplink(decoded: dict) -> bytes:
+    return json.dumps({
+        "end_device_ids": {"device_id": "ftd-1", "dev_eui": "0004A30B001C0530",
+                           "application_ids": {"application_id": "survey"}},
+        "uplink_message": {"f_port": 1, "f_cnt": 7, "decoded_payload": decoded,
+                           "rx_metadata": [{"gateway_ids": {"gateway_id": "gw-a"}, "rssi": -101, "snr": 7.5}],
+                           "received_at": "2024-06-01T12:00:00Z"}}).encode()
+
+
+def test_a_decoded_payload_keeps_its_own_rssi_beside_the_gateways():
+    """A field test device reports the RSSI and SNR of its downlink, and its own frame counter: its values keep
+    their names, the envelope's get _2 (they overwrote the device's before)."""
+    (record,) = TtnDecoder().decode(message(uplink({"rssi": -60, "snr": 9, "f_cnt": 99, "t": 21.5})), DATA)
+    assert record.fields == {"rssi": -60, "snr": 9, "f_cnt": 99, "t": 21.5, "f_port": 1, "f_cnt_2": 7,
+                             "rssi_2": -101, "snr_2": 7.5}
+    (plain,) = TtnDecoder().decode(message(uplink({"t": 21.5})), DATA)
+    assert plain.fields == {"t": 21.5, "f_port": 1, "f_cnt": 7, "rssi": -101, "snr": 7.5}
+
+
+def test_chirpstack_keeps_a_decoded_rssi_too():
+    payload = json.dumps({"deviceInfo": {"devEui": "0101010101010101", "deviceName": "d1"}, "fPort": 2, "fCnt": 3,
+                          "object": {"rssi": -50}, "rxInfo": [{"gatewayId": "g1", "rssi": -90, "snr": 3}]}).encode()
+    (record,) = ChirpStackDecoder().decode(message(payload), DATA)
+    assert record.fields == {"rssi": -50, "fPort": 2, "fCnt": 3, "rssi_2": -90, "snr": 3}
+
+
+def test_tasmota_keeps_a_dotted_key_beside_its_object():
+    payload = b'{"Time": "2024-06-01T12:00:00", "ENERGY": {"Power": 5}, "ENERGY.Power": 7}'
+    (record,) = TasmotaDecoder().decode(message(payload), DATA)
+    assert record.fields == {"ENERGY.Power": 5, "ENERGY.Power_2": 7}
+
+
+def test_homie_cleared_topics_store_nothing_and_a_nul_byte_is_the_empty_text():
+    """A zero-length payload clears a retained topic (a removed device's): no row. Homie 5 sends an empty string
+    as one NUL byte."""
+    prop = Address("homie", None, None, "dev1_node", "data", "prop", "prop")
+    assert HomieDecoder().decode(message(b"", "homie/dev1/node/prop"), prop) == []
+    (record,) = HomieDecoder().decode(message(b"\0", "homie/dev1/node/prop"), prop)
+    assert record.fields == {"prop": ""}
+    (record,) = HomieDecoder().decode(message(b"21.5", "homie/dev1/node/prop"), prop)
+    assert record.fields == {"prop": 21.5}
+
+
+class Recorder:
+    def __init__(self):
+        self.samples = []
+
+    def submit(self, sample):
+        self.samples.append(sample)
+
+
+def test_a_field_first_sent_as_null_reaches_the_hooks_with_its_first_value(tmp_path):
+    """Its column comes with its first value, and so does its panel: the hook hears of it then, with its type."""
+    state = HookState(str(tmp_path / "hooks.sqlite"))
+    runner = Recorder()
+    tracker = SampleTracker("db", "sqlite", state, [runner])
+    table = TableName("z2m", "sensor1_sensors")
+
+    def observe(fields):
+        batch = Batch()
+        batch.add(Entry(table, [Record(1, fields)], "main", message(b"{}"), "json", DATA))
+        tracker.observe(batch, 0.01)
+
+    observe({"battery": None, "linkquality": 60, "update": {"state": None, "installed": 1}})
+    observe({"battery": None, "linkquality": 61, "update": {"state": None, "installed": 1}})
+    observe({"battery": 87, "linkquality": 62, "update": {"state": "idle", "installed": 1}})
+    assert [(s.first, s.new) for s in runner.samples] == [(True, ("linkquality", "update.installed")),
+                                                          (False, ("battery", "update.state"))]
+    assert runner.samples[-1].fields["battery"] == "number"
+    state.close()
