@@ -22,6 +22,8 @@ from lorrygate.model import Record
 _orjson_loads = orjson.loads
 _NO_TIME = object()
 _OTHER_TIME_FIELDS = TIME_FIELDS[1:]
+#: what JSON calls the values the parser returns, for errors
+_JSON_NAMES = {type(None): "null", bool: "boolean", int: "number", float: "number", str: "string", list: "array"}
 
 
 def loads(payload):
@@ -98,4 +100,4 @@ class JsonDecoder:
             if document is None:
                 raise DecodeError(self.name, f"null is no value for field {address.field!r}")
             return [Record(received_ns(message), {address.field: document})]
-        raise Declined(f"a JSON {type(document).__name__}, not an object")
+        raise Declined(f"a JSON {_JSON_NAMES.get(type(document), 'value')}, not an object")

@@ -20,8 +20,8 @@ def object_record(document: dict, message, decoder: str, tz=None, tags=None) -> 
     for key in TIME_FIELDS:
         if key in document:
             value = document.pop(key)
-            if value is None:  # null is no time
-                break
+            if value is None or (type(value) is str and not value.strip()):
+                break  # null, or empty text, is no time (a device whose clock is not set yet): the receive time
             try:
                 stamp = parse_time(value, tz)
             except ValueError as exc:

@@ -29,6 +29,7 @@ from lorrygate.decoding.records import object_record, received_ns, scalar
 from lorrygate.errors import Declined, DecodeError
 from lorrygate.interfaces import IDecoder
 from lorrygate.model import Record
+from lorrygate.storage.layout import unused_name
 
 
 def payload_text(payload: bytes) -> str:
@@ -134,7 +135,9 @@ class KeyValueDecoder:
                 pairs.append((key.strip(), value.strip()))
         if any(not key for key, _ in pairs):
             raise Declined("a pair with an empty key")
-        document = {key: scalar(value) for key, value in pairs}
+        document: dict = {}
+        for key, value in pairs:  # a key given twice (``a=1&a=2``) keeps both values: the second as ``a_2``
+            document[unused_name(document, key)] = scalar(value)
         return [object_record(document, message, self.name, self.timezone)]
 
 

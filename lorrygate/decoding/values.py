@@ -15,8 +15,8 @@ Kotori does, for a fleet that migrates from it:
   as Kotori's InfluxDB client leaves a null field out;
 - a record without values (``{}``, or only nulls and NaN) is refused: the
   message is a dead letter saying so;
-- a time of 0 means "no time": the receive time is used (a null time is no
-  time under every policy).
+- a time of 0 means "no time": the receive time is used (a null time, or an
+  empty text, is no time under every policy).
 """
 
 import math

@@ -43,13 +43,35 @@ def test_json_records(payload, address, records):
 @pytest.mark.parametrize(
     "payload, reason",
     [(b"not json", "not JSON"), (b"\xff\xfe", "not JSON"), (b"[]", "non-empty list of objects"),
-     (b"[1, 2]", "non-empty list of objects"), (b"42", "a JSON int, not an object")],
+     (b"[1, 2]", "non-empty list of objects"), (b"42", "a JSON number, not an object")],
     ids=["text", "binary", "empty-array", "array-of-numbers", "number-on-json-topic"],
 )
 def test_json_declines_foreign_payloads(payload, reason):
     """Payloads that are not JSON objects are declined (the next decoder may take them)."""
     with pytest.raises(Declined, match=reason):
         JsonDecoder().decode(message(payload), ADDRESS)
+
+
+@pytest.mark.parametrize("payload", [b'{"time": "", "a": 1}', b'{"time": "  ", "a": 1}', b'{"time": null, "a": 1}',
+                                     b'[{"ts": "", "a": 1}]'])
+def test_an_empty_or_null_time_is_no_time(payload):
+    """A device whose clock is not set yet sends "time": "" (Kotori took the receive time): no time, as null is."""
+    assert JsonDecoder().decode(message(payload), ADDRESS) == [Record(RECEIVED_NS, {"a": 1})]
+
+
+def test_a_json_null_is_named_so_when_declined():
+    with pytest.raises(Declined, match="a JSON null, not an object"):
+        JsonDecoder().decode(message(b"null"), ADDRESS)
+
+
+def test_a_key_given_twice_in_key_value_pairs_keeps_both_values():
+    """a=1&a=2: the second value as a_2 (a dict kept the last one only)."""
+    from lorrygate.decoding.text import KeyValueDecoder
+
+    (record,) = KeyValueDecoder().decode(message(b"a=1&a=2&a=3&b=x"), ADDRESS)
+    assert record.fields == {"a": 1, "a_2": 2, "a_3": 3, "b": "x"}
+    (record,) = KeyValueDecoder().decode(message(b"a=1,a=2,time="), ADDRESS)
+    assert record == Record(RECEIVED_NS, {"a": 1, "a_2": 2})
 
 
 def test_json_with_a_broken_time_is_an_error():
