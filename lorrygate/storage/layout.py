@@ -10,8 +10,10 @@ values, and the primary key ``(time, lorrygate_id)`` turns a redelivered
 message into a no-op.
 """
 
+import base64
 import hashlib
 import json
+import math
 
 #: How a field name becomes a column name that no other field of the row
 #: shares, compared the way the database compares names (``fold``): SQLite
@@ -126,7 +128,39 @@ def kind_of(value) -> str:
 
 
 def to_json(value) -> str:
-    return json.dumps(value, ensure_ascii=False, default=str, sort_keys=True)
+    """JSON text of a list or an object (keys sorted: the same value is the same text). NaN and the infinities,
+    which JSON has not (PostgreSQL's JSONB refused the row, SQLite's JSON functions the text), are null, as
+    CrateDB stores them; keys that are not text (a decoder of your own) are their text."""
+    try:
+        return json.dumps(value, ensure_ascii=False, default=str, sort_keys=True, allow_nan=False)
+    except (ValueError, TypeError):  # a float that is not finite; keys that do not sort (1 and "a")
+        return json.dumps(_json_safe(value), ensure_ascii=False, default=str, sort_keys=True, allow_nan=False)
+
+
+def json_text(value) -> str:
+    """JSON text of a row for a sink that is not a database (an MQTT or Kafka topic, a file, a live page):
+    strict JSON, which any reader parses (NaN and the infinities are null, as in `to_json`), bytes as base64,
+    other objects (date-times, decimals) as their text."""
+    try:
+        return json.dumps(value, ensure_ascii=False, default=_json_default, allow_nan=False)
+    except (ValueError, TypeError):
+        return json.dumps(_json_safe(value), ensure_ascii=False, default=_json_default, allow_nan=False)
+
+
+def _json_default(value):
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    return str(value)
+
+
+def _json_safe(value):
+    if type(value) is float:
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(key): _json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(item) for item in value]
+    return value
 
 
 def row_id(table, time: int, flat: dict) -> str:

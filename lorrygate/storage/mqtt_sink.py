@@ -31,15 +31,10 @@ from zope.interface import implementer
 from lorrygate.decoding.timestamps import to_iso
 from lorrygate.errors import StorageError
 from lorrygate.interfaces import IStorage
+from lorrygate.storage.layout import json_text
 
 #: publications in flight at once within a batch (the broker's Receive Maximum may be lower)
 WINDOW = 500
-
-
-def _plain(value):
-    if isinstance(value, bytes):
-        return base64.b64encode(value).decode("ascii")
-    return str(value)
 
 
 class _Fields(dict):
@@ -77,7 +72,7 @@ def outgoing(batch, render, payload: str, dead_letter_topic: str):
             topic = render(entry)
             for record in entry.records:
                 row = {"time": to_iso(record.time), **record.tags, **record.fields}
-                yield entry.message.topic, topic, json.dumps(row, default=_plain, ensure_ascii=False).encode("utf-8")
+                yield entry.message.topic, topic, json_text(row).encode("utf-8")
     for dead in batch.dead_letters:
         message = dead.message
         yield message.topic, dead_letter_topic, json.dumps({

@@ -15,7 +15,6 @@ and the payload (text, or base64 with ``"payload_base64": true``).
 import base64
 import csv
 import io
-import json
 import os
 from typing import Any
 
@@ -28,6 +27,7 @@ from zope.interface import implementer
 from lorrygate.decoding.timestamps import IsoTime, seconds_to_ns
 from lorrygate.errors import StorageError
 from lorrygate.interfaces import IStorage
+from lorrygate.storage.layout import json_text
 
 
 def rows_of(batch, iso=None) -> list:
@@ -50,12 +50,6 @@ def rows_of(batch, iso=None) -> list:
             row["payload_base64"] = True
         rows.append(row)
     return rows
-
-
-def _json_default(value):
-    if isinstance(value, bytes):
-        return base64.b64encode(value).decode("ascii")
-    return str(value)
 
 
 @implementer(IStorage)
@@ -95,11 +89,11 @@ class TextSink:
             writer = csv.writer(text)
             for row in rows:
                 writer.writerow([row["time"], row.get("schema", ""), row.get("table", ""), row["topic"],
-                                 json.dumps(row.get("fields", {}), default=_json_default),
-                                 json.dumps(row.get("tags", {}), default=_json_default), row.get("error", "")])
+                                 json_text(row.get("fields", {})), json_text(row.get("tags", {})),
+                                 row.get("error", "")])
             data = text.getvalue()
         else:
-            data = "".join(json.dumps(row, default=_json_default, ensure_ascii=False) + "\n" for row in rows)
+            data = "".join(json_text(row) + "\n" for row in rows)
         try:
             new = not os.path.exists(self.path)
             with open(self.path, "a", encoding="utf-8", newline="") as handle:

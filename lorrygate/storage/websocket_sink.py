@@ -31,6 +31,7 @@ from zope.interface import implementer
 
 from lorrygate.decoding.timestamps import to_iso
 from lorrygate.interfaces import IStorage
+from lorrygate.storage.layout import json_text
 
 #: a client whose unsent data exceeds this loses messages instead of growing memory
 CLIENT_BUFFER = 4 << 20
@@ -137,7 +138,7 @@ class _Latest(Resource):
 
     def render_GET(self, request):
         request.setHeader(b"content-type", b"application/json")
-        return json.dumps(list(self.sink.latest.values()), default=str).encode("utf-8")
+        return json_text(list(self.sink.latest.values())).encode("utf-8")
 
 
 @implementer(IStorage)
@@ -198,7 +199,7 @@ class WebSocketSink:
                 continue
             for record in entry.records:
                 message = record_message(entry, record)
-                messages.append((message["table"], json.dumps(message, default=str).encode("utf-8")))
+                messages.append((message["table"], json_text(message).encode("utf-8")))
             table = str(entry.table)
             if table in self.latest or len(self.latest) < MAX_TABLES:
                 self.latest[table] = message

@@ -158,6 +158,25 @@ def test_a_null_first_value_leaves_the_type_to_the_first_value(sqlite_store, pg_
             assert stored == [(None, None), (87.5, "idle"), (None, None)]
 
 
+def test_lists_and_objects_with_nan_or_keys_of_two_kinds_are_stored_as_json(sqlite_store, pg_store):
+    """JSON has no NaN: a list holding one (a MessagePack or NaN-literal payload, values = as-sent) made
+    PostgreSQL's JSONB refuse the row, and SQLite's JSON functions the text; now it is null, as in CrateDB. An
+    object of a decoder of your own with keys 1 and "a" failed to sort."""
+    fields = {"l": [float("nan"), 1.5, float("inf")], "o": {"p": {"q": {1: 2, "a": float("-inf")}}}}
+    for store in (sqlite_store, pg_store):
+        table = TableName("ids", f"json{next(TABLES)}")
+        batch = commit(store, table, fields)
+        assert not batch.extra_dead, batch.extra_dead
+        if store is sqlite_store:
+            (row,) = store._conn.execute(f"""SELECT json_extract(l, '$[1]'), l, "o.p.q" FROM """
+                                         f"{quote(table_name(table))}").fetchall()
+            assert row == (1.5, "[null, 1.5, null]", '{"1": 2, "a": null}')
+        else:
+            (row,) = store._conn.execute(f'SELECT l, "o.p.q" FROM {qualified(table)}').fetchall()
+            store._conn.commit()
+            assert row == ([None, 1.5, None], {"1": 2, "a": None})
+
+
 def test_time_beside_a_time_field_is_renamed_deterministically(sqlite_store):
     """A Tasmota-style "Time" field next to the time column lands in "Time_2", every time."""
     table = TableName("ids", "tasmota")

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from lorrygate.config.settings import sink_broker
 from lorrygate.model import Address, Message, Record, TableName
 from lorrygate.storage.batch import Batch, DeadLetter, Entry
@@ -44,3 +46,16 @@ def test_a_sink_that_is_not_connected_fails_the_batch_with_the_reason():
     failure = []
     sink.write(batch()).addErrback(failure.append)
     assert failure[0].check(StorageError) and "broker.example:1884 is away" in failure[0].getErrorMessage()
+
+
+def test_records_with_nan_or_bytes_are_strict_json():
+    """A value that is NaN or an infinity (values = as-sent) is null: "NaN" is no JSON, and a reader such as a
+    browser's or another service's parser refused the whole record. Bytes are base64."""
+    made = Batch()
+    made.add(Entry(TableName("r_net", "gw_n1_sensors"),
+                   [Record(1_700_000_000 * 10**9, {"t": float("nan"), "l": [float("inf"), 1], "b": b"\x00\xff"})],
+                   "main", Message("r/net/gw/n1/data.msgpack", b"..."), "msgpack"))
+    sink = MqttSink("out", sink_broker("out", "mqtt://h/"), None, topic="tables/{table}", payload="records")
+    ((_, payload),) = sink._items(made)
+    assert json.loads(payload, parse_constant=lambda name: pytest.fail(f"{name} in {payload!r}")) == {
+        "time": "2023-11-14T22:13:20.000000000Z", "t": None, "l": [None, 1], "b": "AP8="}
