@@ -29,7 +29,9 @@ _JSON_NAMES = {type(None): "null", bool: "boolean", int: "number", float: "numbe
 def loads(payload):
     """orjson (7x faster on telemetry-sized objects, measured), with the
     standard library for what orjson refuses but JSON writers send: NaN,
-    Infinity and integers beyond 64 bits.
+    Infinity, a byte order mark, nesting past 1,024 levels. orjson reads an
+    integer below -2**63 or from 2**64 on as the nearest float, without an
+    error (so the standard library never sees it); docs/decoding.rst says so.
 
     Strings with a lone UTF-16 surrogate (``"\\ud800"``), which no database
     and no UTF-8 encoder takes, are refused with ValueError, whichever
