@@ -117,12 +117,24 @@ def _lorawan_input(message, fport: int):
     if isinstance(document, dict):
         uplink = document.get("uplink_message")
         if isinstance(uplink, dict) and "frm_payload" in uplink:
-            return (base64.b64decode(uplink["frm_payload"]), uplink.get("f_port", fport), uplink.get("received_at"),
-                    tts_envelope(document))
+            return (_frame(uplink["frm_payload"], "uplink_message.frm_payload"), uplink.get("f_port", fport),
+                    uplink.get("received_at"), tts_envelope(document))
         if "data" in document and "fPort" in document and isinstance(document.get("deviceInfo"), dict):
-            return (base64.b64decode(document["data"] or ""), document["fPort"], document.get("time"),
+            return (_frame(document["data"] or "", "data"), document["fPort"], document.get("time"),
                     chirpstack_envelope(document))
     return message.payload, fport, None, None
+
+
+class _NoFrame(ValueError):
+    """An uplink whose frame is not base64: the message's fault, not the codec's."""
+
+
+def _frame(text, where: str) -> bytes:
+    """An uplink's frame from its base64 text."""
+    try:
+        return base64.b64decode(text, validate=True)
+    except (TypeError, ValueError) as exc:  # (binascii.Error is a ValueError)
+        raise _NoFrame(f"the uplink's {where} is not base64 ({exc}): {str(text)[:40]!r}") from None
 
 
 @implementer(IDecoder)
@@ -189,6 +201,8 @@ class JavaScriptDecoder:
                 result = context.call("decodeUplink", argument, timeout=self.timeout * 1000)
             else:
                 result = context.call("decode", list(message.payload), message.topic, timeout=self.timeout * 1000)
+        except _NoFrame as exc:
+            raise DecodeError(self.name, str(exc)) from None
         except (JSTimeoutException, JSOOMException) as exc:
             self._reset(settle=isinstance(exc, JSTimeoutException))
             limit = f"time limit of {self.timeout:g} s" if isinstance(exc, JSTimeoutException) else f"memory limit of {self.memory // 2**20} MiB"

@@ -155,6 +155,16 @@ def test_lht65_codec_on_a_tts_uplink_without_formatter():
     assert record.fields["TempC_SHT"] == 28.29
 
 
+@pytest.mark.parametrize("frame", ["!!notb64", "y/YLDQN2AQrdf/8", 42])
+def test_an_uplink_frame_that_is_not_base64_is_the_messages_error_not_the_codecs(frame):
+    """A dead letter that says where: "the codec raised Error: Incorrect padding" blamed the codec."""
+    uplink = {"uplink_message": {"f_port": 2, "frm_payload": frame}}
+    decoder = JavaScriptDecoder("lht65", load_codec(LHT65))
+    with pytest.raises(DecodeError, match=r"decoder 'lht65': the uplink's uplink_message.frm_payload is not base64"):
+        decoder.decode(message(json.dumps(uplink).encode()), DATA)
+    decoder.stop()
+
+
 def test_lht65_codec_keeps_the_uplink_envelope_like_the_built_in_decoder():
     """Decoded by the LHT65 codec from frm_payload, an uplink keeps what the ttn decoder keeps: received_at
     as the time, f_port, f_cnt, the best gateway's rssi/snr and id, the device ids. Same for ChirpStack."""
