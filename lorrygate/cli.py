@@ -212,7 +212,10 @@ def main(argv=None) -> int:
         print(exc.render(), file=sys.stderr)
         return EXIT_CONFIG
     if args.command == "check":
-        print(f"{args.config}: OK, {len(settings.channels)} channel(s)")
+        for warning in settings.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        print(f"{args.config}: OK, {len(settings.channels)} channel(s)"
+              + (f", {len(settings.warnings)} warning(s)" if settings.warnings else ""))
         return 0
     if args.command == "spool":
         from lorrygate.storage.spool_admin import spool_command

@@ -257,7 +257,42 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".", on_storage=N
                                                            if values.get("file")]
                                       + [m for d in dataflows.values() for m in d.modules if m.endswith(".py")])
     return s.Settings(source, gateway, brokers, storages, tuple(built), strategies, decoders, fingerprints, hooks,
-                      sources)
+                      sources, tuple(doubled_routes(source, built, brokers)))
+
+
+def doubled_routes(source: str, channels, brokers: dict) -> list:
+    """Warnings for two channels that store the same MQTT messages twice: they subscribe overlapping topic filters
+    on one broker (each gets its own copy of a message), outside a gateway group they share, and hand them to the
+    same strategy and a storage they share, so that each message becomes its rows twice in the same tables (a
+    channel section copied and its topics not changed). Overlaps that an ``ignore`` filter of either channel
+    covers are none."""
+    from lorrygate.mqtt.topics import covers, intersection, parse_filter
+
+    warnings = []
+    for index, first in enumerate(channels):
+        broker = brokers.get(first.source)
+        if broker is None or broker.type != "mqtt":
+            continue
+        for second in channels[index + 1:]:
+            if second.source != first.source or second.strategy != first.strategy:
+                continue
+            if first.group and first.group == second.group:
+                continue  # members of one group: the broker gives each message to one of them
+            shared = [name for name in first.storages if name in second.storages]
+            if not shared:
+                continue
+            ignores = [parse_filter(f).pattern for f in first.ignore + second.ignore]
+            for a in first.topics:
+                for b in second.topics:
+                    both = intersection(parse_filter(a).pattern, parse_filter(b).pattern)
+                    if both is None or any(covers(ignore, both) for ignore in ignores):
+                        continue
+                    warnings.append(
+                        f"{source} [channel:{first.name}] and [channel:{second.name}]: both subscribe {both!r} on "
+                        f"broker {first.source} ({a!r}, {b!r}) and store into {shared[0]} with the strategy "
+                        f"{first.strategy}: each such message is stored twice. Give one of them other topics, or an "
+                        f"ignore filter")
+    return warnings
 
 
 def build_hooks(sections: dict, storages: dict, modules: list, problem) -> dict:

@@ -143,6 +143,9 @@ class Settings:
     hooks: dict = attrs.field(factory=dict)
     #: source name -> `SourceSettings` (``[source:NAME]``)
     sources: dict = attrs.field(factory=dict)
+    #: what is allowed but most likely a mistake (`lorrygate.config.loader.doubled_routes`): printed by ``check``,
+    #: logged at the start
+    warnings: tuple = ()
 
 
 @attrs.frozen

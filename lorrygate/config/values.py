@@ -290,7 +290,7 @@ def pairs(separator: str, what: str):
         for item in _items(value):
             left, found, right = item.partition(separator)
             if not found or not left.strip() or not right.strip():
-                raise Invalid(f"{what} separated by commas, got {item!r}")
+                raise Invalid(f"{what} separated by commas ({item!r} is not one)")
             result.append((left.strip(), right.strip()))
         return tuple(result)
 
@@ -305,7 +305,7 @@ def conversions(value: str) -> tuple:
     for item in _items(value, ";\n"):
         name, found, expression = item.partition(":")
         if not found or not name.strip() or not expression.strip():
-            raise Invalid(f"lines of 'field: expression', got {item!r}")
+            raise Invalid(f"lines of 'field: expression' ({item!r} is not one)")
         try:
             result.append((name.strip(), expression.strip(), compile_expression(expression)))
         except ValueError as exc:

@@ -66,3 +66,37 @@ def topic_matches(pattern: str, topic: str) -> bool:
         if level != "+" and level != topic_levels[index]:
             return False
     return len(filter_levels) == len(topic_levels)
+
+
+def intersection(first: str, second: str) -> str | None:
+    """A filter of the topics that both (non-shared) filters match, or None when no topic matches both
+    (``a/+/c`` and ``a/b/#`` -> ``a/b/c``; ``a/#`` and ``a`` -> ``a``, as ``#`` takes its parent level)."""
+    x, y = first.split("/"), second.split("/")
+    out: list = []
+    for index in range(max(len(x), len(y))):
+        p = x[index] if index < len(x) else None
+        q = y[index] if index < len(y) else None
+        if p == "#":
+            return "/".join(out + y[index:])
+        if q == "#":
+            return "/".join(out + x[index:])
+        if p is None or q is None:
+            return None
+        if p == "+":
+            out.append(q)
+        elif q == "+" or p == q:
+            out.append(p)
+        else:
+            return None
+    return "/".join(out)
+
+
+def covers(outer: str, inner: str) -> bool:
+    """Whether every topic that the filter ``inner`` matches, the filter ``outer`` matches."""
+    o, i = outer.split("/"), inner.split("/")
+    for index, level in enumerate(o):
+        if level == "#":
+            return True
+        if index >= len(i) or i[index] == "#" or (level != "+" and level != i[index]):
+            return False
+    return len(o) == len(i)

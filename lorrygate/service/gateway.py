@@ -139,6 +139,8 @@ class Gateway(MultiService):
         have subscribed.
         """
         Service.startService(self)
+        for warning in self.settings.warnings:
+            self.log.warn("{warning}", warning=warning, event="config_warning")
         self._lock = InstanceLock(self.settings.gateway.data_dir, self.settings.source)
         try:
             self._lock.acquire_data_dir()

@@ -105,6 +105,8 @@ class Supervisor:
                                why=why, problems=exc.render())
                 return
             self.log.info("{why}: the new configuration is valid; switching", why=why)
+            for warning in settings.warnings:
+                self.log.warn("{warning}", warning=warning, event="config_warning")
             systemd.notify("RELOADING=1")
             gateway = self._gateway
             if gateway is None:

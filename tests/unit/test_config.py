@@ -282,3 +282,46 @@ def test_a_source_section_names_its_mistakes():
     assert any("[source:w] root: expected no root for a poll source" in p for p in found), found
     found = problems(GOOD.replace("[broker:local]", "[source:w]\ntype = poll\n\n[broker:local]"))
     assert any("[source:w] url: expected either a url or a command (one of them), got neither" in p for p in found)
+
+
+def test_channels_that_store_the_same_messages_twice_are_warned_of():
+    """A channel section copied and its topics not changed: both channels get each message of a/# from the broker
+    and store it into the same tables. Allowed (an error would stop a running fleet's reload), but said by check
+    and at the start. An ignore filter that covers the overlap, another strategy, another storage or a shared
+    gateway group make no warning."""
+    text = GOOD + textwrap.dedent("""
+        [channel:copy]
+        topics = mqttkit-1/+/gw/#, other/#
+        storage = db
+        [channel:split]
+        topics = sites/#
+        ignore = sites/attic/#
+        [channel:attic]
+        topics = sites/attic/#
+        [channel:lan]
+        topics = mqttkit-1/#
+        strategy = lan
+        [channel:g1]
+        topics = fleet/#
+        group = fleet
+        [channel:g2]
+        topics = fleet/#
+        group = fleet
+        """)
+    settings = loads(text, source="gateway.ini")
+    assert settings.warnings == (
+        "gateway.ini [channel:main] and [channel:copy]: both subscribe 'mqttkit-1/+/gw/#' on broker local "
+        "('mqttkit-1/#', 'mqttkit-1/+/gw/#') and store into db with the strategy wan: each such message is stored "
+        "twice. Give one of them other topics, or an ignore filter",)
+    assert loads(GOOD).warnings == ()
+
+
+def test_check_prints_the_warnings(tmp_path, capsys):
+    from lorrygate.cli import main
+
+    path = tmp_path / "gateway.ini"
+    path.write_text(GOOD + "\n[channel:copy]\ntopics = mqttkit-1/#\n")
+    assert main(["check", "-c", str(path)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip().endswith("OK, 2 channel(s), 1 warning(s)")
+    assert "warning: " in captured.err and "[channel:main] and [channel:copy]" in captured.err

@@ -152,7 +152,7 @@ def test_channel_transform_and_hook(tmp_path):
     ("hook = nowhere:fn", "hook: expected module:function of a module in the strategies directory or an installed one"),
     ("hook = not-a-reference", "hook: expected module:function"),
     ("timezone = Mars/Olympus", "timezone: expected an IANA time zone"),
-    ("rename = temp", "rename: expected old:new pairs separated by commas, got 'temp'"),
+    ("rename = temp", "rename: expected old:new pairs separated by commas ('temp' is not one), got 'temp'"),
 ], ids=["unsafe-convert", "missing-hook-module", "bad-hook", "bad-timezone", "bad-rename"])
 def test_bad_channel_transforms(tmp_path, line, expected):
     """Each broken transform key names the key and the problem."""

@@ -50,3 +50,26 @@ def test_shared_subscription_matches_like_its_filter():
     shared = parse_filter("$share/gateways/mqttkit-1/#")
     assert shared.share_group == "gateways"
     assert shared.matches("mqttkit-1/a/b/c/data.json")
+
+
+@pytest.mark.parametrize("first, second, both", [
+    ("a/+/c", "a/b/#", "a/b/c"), ("a/#", "a", "a"), ("a/#", "b/#", None), ("#", "x/y", "x/y"),
+    ("a/+", "a/b/c", None), ("+/+", "a/#", "a/+"), ("a/b", "a/b", "a/b"), ("a/b", "a/c", None),
+])
+def test_the_topics_two_filters_both_match(first, second, both):
+    from lorrygate.mqtt.topics import intersection
+
+    assert intersection(first, second) == both and intersection(second, first) == both
+    if both is not None:  # a topic of the intersection (wildcards made levels) matches both filters
+        topic = both.replace("#", "x").replace("+", "y")
+        assert topic_matches(first, topic) and topic_matches(second, topic)
+
+
+@pytest.mark.parametrize("outer, inner, covered", [
+    ("a/#", "a/b/c", True), ("a/+/c", "a/b/c", True), ("a/b/c", "a/+/c", False), ("a/#", "a/#", True),
+    ("a/+", "a/#", False), ("#", "a", True), ("a/#", "a", True), ("a/b", "a/b/c", False),
+])
+def test_a_filter_that_covers_another(outer, inner, covered):
+    from lorrygate.mqtt.topics import covers
+
+    assert covers(outer, inner) is covered
