@@ -65,6 +65,8 @@ def _properties(element, text: str) -> dict:
         if prop is None:
             known = ", ".join(spec.properties) or "none"
             raise PipelineError(f"{element.factory} has no property {key!r} (it has: {known})", text, element.loc)
+        if key in values:
+            raise PipelineError(f"{element.factory} has {key}= twice: which one is meant?", text, element.loc)
         try:
             values[key] = prop.parse(v.interpolate(raw, "."))
         except Invalid as exc:

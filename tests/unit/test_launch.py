@@ -79,6 +79,7 @@ INVALID = [
     ("mqtt://localhost/ ! sqlite:///x.db", 1, 1, "an MQTT URL with a topic"),
     ("mqttsrc topic=a/# ! mysql://db/x", 1, 21, "unknown element 'mysql://db/x'"),
     ("mqttsrc topic=a/# ! postgresql url=crate://x:4200/", 1, 21, "postgresql url: expected a postgresql URL"),
+    ("mqttsrc topic=a/# ! sqlite location=x.db location=y.db", 1, 21, "sqlite has location= twice"),
 ]
 
 
