@@ -85,7 +85,8 @@ class TasmotaDecoder:
             raise Declined("no Tasmota 'Time' field")
         stamp = document.pop("Time")
         try:
-            time = parse_time(stamp, self.timezone)
+            # (null, or empty text, is no time, as for every decoder: the receive time)
+            time = received_ns(message) if stamp is None or stamp == "" else parse_time(stamp, self.timezone)
         except ValueError as exc:
             raise DecodeError(self.name, f"field 'Time': {exc}") from None
         fields = flatten(document)
@@ -229,4 +230,9 @@ def object_or_decline(payload, message, decoder, tz):
         return [object_record(payload, message, decoder, tz)]
     if type(payload) is list and payload and all(type(item) is dict for item in payload):
         return [object_record(item, message, decoder, tz) for item in payload]
-    raise Declined(f"a {type(payload).__name__}, not an object")
+    raise Declined(f"{_KINDS.get(type(payload)) or 'a ' + type(payload).__name__}, not an object")
+
+
+#: what a decoded value is, for errors ("a int" was Python's name)
+_KINDS = {type(None): "null", bool: "a boolean", int: "a number", float: "a number", str: "a text", list: "a list",
+          bytes: "bytes"}
