@@ -21,7 +21,9 @@ import math
 #: the database allows keeps its first bytes and gets ``_`` and 8 hex digits
 #: of its SHA-256; a name that folds onto ``time``, ``lorrygate_id`` or an
 #: earlier field of the same row gets ``_2``, ``_3``, ... So no value is ever
-#: written over another in silence.
+#: written over another in silence. An empty name (``{"": 1}``) is ``_``:
+#: PostgreSQL has no empty identifier (the row was refused), and tools trip on
+#: one elsewhere.
 
 INT64 = (-(2**63), 2**63 - 1)
 ID_COLUMN = "lorrygate_id"
@@ -185,6 +187,7 @@ def column_names(names: tuple, fold, reserved, limit: int | None = None) -> tupl
     used = {fold(name) for name in reserved}
     out = []
     for name in names:
+        name = name or "_"
         candidate = shorten(name, limit) if limit else name
         folded = fold(candidate)
         number = 1

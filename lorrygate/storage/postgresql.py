@@ -497,7 +497,12 @@ class PostgresDialect:
         shapes: dict = {}
         for group in groups:
             table, physical, columns, rows = group
-            types = None if idempotent else types_of(physical, columns)
+            types = types_of(physical, columns)
+            if types is not None and not _JSON_TYPES.isdisjoint(types):
+                rows = _as_json(rows, [index for index, kind in enumerate(types) if kind in _JSON_TYPES])
+                group = (table, physical, columns, rows)
+            if idempotent:
+                types = None
             if types is None or types[0] not in _STAGED_TIMES or not all(kind in _STAGED_TYPES for kind in types):
                 self.insert(conn, table, columns, rows, idempotent)
                 continue
@@ -719,6 +724,25 @@ _STAGED_TIMES = {
 }
 #: the time's type in a pipelined INSERT (`PostgresDialect._insert_pipelined`), as ISO 8601 text
 _PIPELINED_TIMES = {"timestamp with time zone": "timestamptz", "timestamp without time zone": "timestamp"}
+#: column types that hold JSON: any value goes into them as its JSON text (`_as_json`)
+_JSON_TYPES = frozenset({"jsonb", "json"})
+
+
+def _as_json(rows: list, positions: list) -> list:
+    """Rows whose values at ``positions`` (a JSON column's) are JSON text: a value that is no list or object (a
+    number, a text, a boolean) is a JSON value too, and went in as its bare text, which a JSONB column refused
+    (``abc``, ``t``: the row a dead letter) when a field's first value had been a list."""
+    out = []
+    for row in rows:
+        row = list(row)
+        for index in positions:
+            value = row[index]
+            if value is not None:
+                row[index] = to_json(value)
+        out.append(row)
+    return out
+
+
 #: column types (information_schema's names) a shared COPY's temporary table takes as they are; a
 #: column of another type (an array, a user-defined type from custom DDL) makes its table's own COPY
 _STAGED_TYPES = frozenset({

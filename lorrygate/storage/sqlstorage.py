@@ -550,8 +550,9 @@ class SqlStorage:
         # the columns that rows need, all at once before the rows (SQLite: one schema re-read for all of them)
         dialect.add_pending_columns(conn)
         insert_all = getattr(dialect, "insert_all", None)
-        if insert_all is not None and len(groups) > 1:
-            # the dialect writes several tables at once (PostgreSQL: one COPY for the tables of a shape)
+        if insert_all is not None:
+            # the dialect writes several tables at once (PostgreSQL: one COPY for the tables of a shape; the
+            # values of its JSON columns as JSON text)
             insert_all(conn, [(table, physical, columns, rows) for (physical, columns), (table, rows) in groups.items()],
                        idempotent, lambda physical, columns: self._types(physical, columns, added))
             return len(groups)

@@ -18,6 +18,7 @@ from lorrygate.storage.batch import Batch, Entry
 from lorrygate.storage.postgresql import PostgresStorage, qualified
 from lorrygate.storage.sqlite import SQLiteStorage, table_name
 from lorrygate.topology.naming import quote
+from tests.integration.pgstore import connected
 
 NS = 1_717_243_200_000_000_000
 LONG = "sensor_" + "x" * 60
@@ -175,6 +176,46 @@ def test_lists_and_objects_with_nan_or_keys_of_two_kinds_are_stored_as_json(sqli
             (row,) = store._conn.execute(f'SELECT l, "o.p.q" FROM {qualified(table)}').fetchall()
             store._conn.commit()
             assert row == ([None, 1.5, None], {"1": 2, "a": None})
+
+
+def test_a_json_column_takes_any_later_value_as_json(pg_store, postgres):
+    """A field whose first value was a list has a JSONB column; a later number, text, boolean, list or NaN is a
+    JSON value too (the text and the boolean went in bare, ``abc`` and ``t``, and the row was refused), in one
+    table's COPY and in the shared COPY of many tables of a shape, and with idempotent rows."""
+    values = [[1, "x"], 5, "abc", True, [{"k": None}], 2.5, float("nan"), None, ""]
+    expected = [[1, "x"], 5, "abc", True, [{"k": None}], 2.5, None, None, ""]
+    tables = [TableName("ids", f"jsonany{next(TABLES)}") for _ in range(3)]
+    for index, value in enumerate(values):
+        batch = Batch()
+        for table in tables:  # (three tables of one shape: the shared COPY from the second value on)
+            batch.add(Entry(table, [Record(NS + index, {"v": value, "n": index})], "main",
+                            Message("t", b"{}", 1, False, 1.0, "#"), "json"))
+        pg_store._commit(batch)
+        assert not batch.extra_dead, batch.extra_dead
+    for table in tables:
+        stored = pg_store._conn.execute(f"SELECT v FROM {qualified(table)} ORDER BY n").fetchall()
+        pg_store._conn.commit()
+        assert [row[0] for row in stored] == expected
+    with connected(postgres.url, idempotent=True) as store:
+        table = TableName("ids", f"jsonany{next(TABLES)}")
+        for index, value in enumerate(values):
+            batch = commit(store, table, {"v": value, "n": index})
+            assert not batch.extra_dead, batch.extra_dead
+        stored = store._conn.execute(f"SELECT v FROM {qualified(table)} ORDER BY n").fetchall()
+        store._conn.commit()
+        assert [row[0] for row in stored] == expected
+
+
+def test_a_field_with_an_empty_name_is_stored_as_underscore(sqlite_store, pg_store):
+    """{"": 1}: PostgreSQL has no empty identifier ("zero-length delimited identifier": a dead letter)."""
+    for store in (sqlite_store, pg_store):
+        table = TableName("ids", f"empty{next(TABLES)}")
+        batch = commit(store, table, {"": 1, "_": 2, "a": 3})
+        assert not batch.extra_dead, batch.extra_dead
+        name = quote(table_name(table)) if store is sqlite_store else qualified(table)
+        row = store._conn.execute(f'SELECT "_", "__2", a FROM {name}').fetchone()  # (the field "_" came second)
+        store._conn.commit()
+        assert row == (1, 2, 3)
 
 
 def test_time_beside_a_time_field_is_renamed_deterministically(sqlite_store):
