@@ -6,7 +6,9 @@ pushed to a Pushgateway).
 
 A field becomes the gauge ``lorrygate_field_<field>`` (the name sanitized
 for Prometheus) with the labels ``realm``, ``network``, ``gateway``, ``node``
-and ``table``; booleans are 0 or 1, text is left out. The series are
+and ``table``; a field of a nested object by its dotted name, as the SQL
+storages' column (``{"wifi": {"rssi": -60}}`` is
+``lorrygate_field_wifi_rssi``); booleans are 0 or 1, text is left out. The series are
 bounded: at most ``max_series`` (default 10,000); fields of addresses beyond
 that are not exported and are counted (``lorrygate_sink_series_refused``).
 
@@ -30,10 +32,12 @@ from zope.interface import implementer
 
 from lorrygate.errors import StorageError
 from lorrygate.interfaces import IStorage
+from lorrygate.storage.layout import flatten
 
 LABELS = ("realm", "network", "gateway", "node", "table")
 _NOT_METRIC = re.compile(r"[^a-zA-Z0-9_]")
 PUSH_EVERY = 1.0
+_NESTED = frozenset((dict,))
 
 
 def metric_name(field: str) -> str:
@@ -92,7 +96,10 @@ class PrometheusSink:
                       (address.gateway or "") if address else "", (address.node or "") if address else "",
                       str(entry.table))
             for record in entry.records:
-                for field, value in record.fields.items():
+                fields = record.fields
+                if not _NESTED.isdisjoint(map(type, fields.values())):
+                    fields = flatten(fields, None)  # (nested values were left out)
+                for field, value in fields.items():
                     kind = type(value)
                     if kind is bool:
                         value = 1.0 if value else 0.0

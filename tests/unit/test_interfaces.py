@@ -113,3 +113,22 @@ def test_cdc_source():
     settings = loads("[source:p]\ntype=pgcdc\ndatabase=postgresql://u@h/db\n[storage:s]\nurl=sqlite:///x\n"
                      "[channel:c]\ntopics=#\n")
     assert verifyObject(ISource, CdcSource("c", settings.sources["p"], lambda m: None, Clock()))
+
+
+def test_the_prometheus_sink_exports_the_values_of_nested_objects():
+    """{"wifi": {"rssi": -60}}: the gauge lorrygate_field_wifi_rssi, as the SQL storages' column "wifi.rssi" (it was
+    left out); text and nulls are not gauges."""
+    from lorrygate.model import Address, Message, Record, TableName
+    from lorrygate.storage.batch import Batch, Entry
+    from lorrygate.storage.prometheus_sink import PrometheusSink
+
+    sink = PrometheusSink("gauges", "prometheus://", Clock())
+    batch = Batch()
+    batch.add(Entry(TableName("r_net", "gw_n1_sensors"),
+                    [Record(1, {"t": 21.5, "wifi": {"rssi": -60, "ssid": "x", "ap": {"ch": 6, "up": True}},
+                                "gone": None})],
+                    "main", Message("r/net/gw/n1/data.json", b"{}"), "json", Address("r", "net", "gw", "n1", "data")))
+    sink.write(batch)
+    labels = ("r", "net", "gw", "n1", "r_net.gw_n1_sensors")
+    assert sink.values == {("lorrygate_field_t", labels): 21.5, ("lorrygate_field_wifi_rssi", labels): -60.0,
+                           ("lorrygate_field_wifi_ap_ch", labels): 6.0, ("lorrygate_field_wifi_ap_up", labels): 1.0}
