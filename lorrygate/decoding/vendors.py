@@ -86,7 +86,8 @@ class TasmotaDecoder:
         stamp = document.pop("Time")
         try:
             # (null, or empty text, is no time, as for every decoder: the receive time)
-            time = received_ns(message) if stamp is None or stamp == "" else parse_time(stamp, self.timezone)
+            no_time = stamp is None or (type(stamp) is str and not stamp.strip())
+            time = received_ns(message) if no_time else parse_time(stamp, self.timezone)
         except ValueError as exc:
             raise DecodeError(self.name, f"field 'Time': {exc}") from None
         fields = flatten(document)

@@ -111,7 +111,7 @@ def test_a_field_first_sent_as_null_reaches_the_hooks_with_its_first_value(tmp_p
 
 def test_a_tasmota_time_of_null_is_no_time():
     """null is no time for every decoder: the receive time (it was "not a time: None")."""
-    for stamp in ("null", '""'):
+    for stamp in ("null", '""', '" "'):
         (record,) = TasmotaDecoder().decode(message(b'{"Time": %s, "ENERGY": {"Power": 5}}' % stamp.encode()), DATA)
         assert record.time == 1_717_243_200_500_000_000 and record.fields == {"ENERGY.Power": 5}
 
