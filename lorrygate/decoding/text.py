@@ -8,7 +8,8 @@ ndjson     one JSON object per line                             one per line
 csv        a header line and data lines, or data lines when     one per data line
            ``columns`` are configured
 kv         ``a=1&b=2`` (URL-encoded), ``a=1,b=2``, ``a=1;b=2``  one
-           or ``a=1 b=2``
+           or ``a=1 b=2``: the separator that keeps keys and
+           values whole (``loc=52.1,13.4;t=21``)
 value      a single number, boolean or text on a per-field      one, with that field
            topic (``.../data/temperature`` with ``21.5``)
 =========  ===================================================  ==================================
@@ -18,6 +19,7 @@ Numbers become int or float, ``true``/``false`` booleans; the rest stays text.
 
 import csv
 import io
+import re
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -125,20 +127,47 @@ class KeyValueDecoder:
             except ValueError as exc:
                 raise Declined(f"not URL-encoded pairs: {exc}") from None
         else:
-            separator = "," if "," in text else ";" if ";" in text else None
-            parts = text.split(separator) if separator else text.split()
-            pairs = []
-            for part in parts:
-                key, equals, value = part.partition("=")
-                if not equals:
-                    raise Declined(f"{part.strip()!r} is not key=value")
-                pairs.append((key.strip(), value.strip()))
+            pairs = _split_pairs(text)
         if any(not key for key, _ in pairs):
             raise Declined("a pair with an empty key")
         document: dict = {}
         for key, value in pairs:  # a key given twice (``a=1&a=2``) keeps both values: the second as ``a_2``
             document[unused_name(document, key)] = scalar(value)
         return [object_record(document, message, self.name, self.timezone)]
+
+
+#: for a split at each separator, the others: a key with one in it, or a value with one followed by a key and
+#: ``=`` (a pair that the split left inside the value), says that the text was not written so
+_OTHERS = {",": (re.compile(";"), re.compile(r";[^,;\s=]+=")), ";": (re.compile(","), re.compile(r",[^,;\s=]+=")),
+           None: (re.compile("[,;]"), re.compile(r"[,;][^,;\s=]+="))}
+
+
+def _split_pairs(text: str) -> list:
+    """``a=1,b=2``, ``a=1;b=2`` or ``a=1 b=2`` as pairs, by the separator that leaves no pair inside a value and no
+    separator in a key: ``loc=52.1,13.4;t=21`` is split at ``;``. A text that no separator splits so
+    (``a=1;b=2,c=3``) is declined: the first one in it made a column ``13.4;t``, or put ``b=2`` in ``a``'s value."""
+    reason = ""
+    spaced = len(text.split()) > 1
+    for separator in (",", ";", None):
+        if separator is not None and separator not in text:
+            continue
+        if separator is None and not spaced and ("," in text or ";" in text):
+            break  # (one word with a separator in it: not a value of its own)
+        pairs = []
+        for part in text.split(separator):
+            key, equals, value = part.partition("=")
+            key, value = key.strip(), value.strip()
+            if not equals:
+                reason = f"{part.strip()!r} is not key=value"
+                break
+            in_key, in_value = _OTHERS[separator]
+            if in_key.search(key) or in_value.search(value):
+                reason = "pairs separated by more than one of ',', ';' and white space"
+                break
+            pairs.append((key, value))
+        else:
+            return pairs
+    raise Declined(reason)
 
 
 @implementer(IDecoder)

@@ -74,6 +74,32 @@ def test_a_key_given_twice_in_key_value_pairs_keeps_both_values():
     assert record == Record(RECEIVED_NS, {"a": 1, "a_2": 2})
 
 
+@pytest.mark.parametrize("payload, fields", [
+    (b"loc=52.1,13.4;t=21", {"loc": "52.1,13.4", "t": 21}),
+    (b"msg=hello, world;t=1", {"msg": "hello, world", "t": 1}),
+    (b"room temp=21,hum=40", {"room temp": 21, "hum": 40}),
+    (b"data=YWJjZA==,t=1", {"data": "YWJjZA==", "t": 1}),
+    (b"a = 1 ; b = 2", {"a": 1, "b": 2}),
+])
+def test_key_value_pairs_are_split_at_the_separator_that_keeps_keys_and_values_whole(payload, fields):
+    """A comma inside a value of pairs separated by semicolons: the comma was taken for the separator, and the
+    column '13.4;t' got 21."""
+    from lorrygate.decoding.text import KeyValueDecoder
+
+    (record,) = KeyValueDecoder().decode(message(payload), ADDRESS)
+    assert record.fields == fields
+
+
+@pytest.mark.parametrize("payload", [b"a=1;b=2,c=3", b"a=1,b", b"a=x;y"])
+def test_key_value_pairs_that_no_separator_splits_whole_are_declined(payload):
+    """a=1;b=2,c=3 stored a = "1;b=2" (or b = "2,c=3"): a pair lost inside a value. Declined: the next decoder
+    of the chain may take it, or the message is a dead letter that says why."""
+    from lorrygate.decoding.text import KeyValueDecoder
+
+    with pytest.raises(Declined):
+        KeyValueDecoder().decode(message(payload), ADDRESS)
+
+
 def test_json_with_a_broken_time_is_an_error():
     """A JSON object whose time cannot be read is a decode error naming the field."""
     with pytest.raises(DecodeError, match="field 'time': not an ISO 8601 time"):
