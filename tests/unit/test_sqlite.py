@@ -101,7 +101,8 @@ def test_many_rows_of_one_shape_go_in_multi_row_statements_in_order(storage, cou
 
 
 def test_values_the_module_cannot_bind_are_stored_as_text_within_a_statement(storage):
-    """A list or a 70-bit integer among plain values of the same columns: stored as JSON or text, nothing lost."""
+    """A list or a 70-bit integer among plain values of the same columns: stored as JSON or text; the INTEGER
+    column's affinity makes the integer's text the nearest REAL (exact for 2**70; docs/storage.rst says so)."""
     values = [1, [1, 2], 2**70, 3, True, ["x"], 4]
     storage._commit(batch(*(entry({"v": value}, time=NS + n) for n, value in enumerate(values))))
     storage._commit(batch(entry({"v": 5})))  # the shape keeps converting, and plain values stay plain
