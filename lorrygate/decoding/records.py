@@ -45,6 +45,8 @@ def scalar(text: str):
     lowered = stripped.lower()
     if lowered in ("true", "false"):
         return lowered == "true"
+    if "_" in stripped or not stripped.isascii():
+        return stripped  # Python reads "1_000" as 1000 and "٣" as 3: no number a device writes so
     try:
         return int(stripped, 10)
     except ValueError:

@@ -125,3 +125,11 @@ def test_a_binary_payload_that_is_no_object_is_named_so():
 
     with pytest.raises(Declined, match="a number, not an object"):
         DECODERS["cbor"]().decode(message(cbor2.dumps(5)), DATA)
+
+
+def test_text_values_are_numbers_only_as_a_device_writes_them():
+    """key=value, CSV and single values: "1_000" and "٣" are text (Python's int() read them as 1000 and 3)."""
+    from lorrygate.decoding.records import scalar
+
+    assert [scalar(text) for text in ("1_000", "1_000.5", "٣", " 12 ", "1e3", "0x10", "+5", ".5", "nan", "TRUE")] == [
+        "1_000", "1_000.5", "٣", 12, 1000.0, "0x10", 5, 0.5, "nan", True]
