@@ -28,7 +28,9 @@ from lorrygate.decoding.records import received_ns
 from lorrygate.errors import DecodeError
 
 POLICIES = ("kotori", "as-sent")
-_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|[+-]?(?:nan|inf|infinity)", re.IGNORECASE)
+#: (ASCII digits only: Python's \d and int() take "١" for 1)
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|[+-]?(?:nan|inf|infinity)", re.IGNORECASE | re.ASCII)
+_INTEGER = re.compile(r"[+-]?\d+", re.ASCII)
 _DROP = object()
 #: the characters a number (or NaN, inf) may start with, surrounding white space included: text that
 #: starts otherwise ("bme280", "ON") is no number, without trying the pattern
@@ -42,7 +44,7 @@ def _number(text: str):
     stripped = text.strip()
     if not _NUMBER.fullmatch(stripped):
         return text
-    if re.fullmatch(r"[+-]?\d+", stripped):
+    if _INTEGER.fullmatch(stripped):
         return int(stripped)
     number = float(stripped)
     return number if math.isfinite(number) else _DROP

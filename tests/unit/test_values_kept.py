@@ -133,3 +133,9 @@ def test_text_values_are_numbers_only_as_a_device_writes_them():
 
     assert [scalar(text) for text in ("1_000", "1_000.5", "٣", " 12 ", "1e3", "0x10", "+5", ".5", "nan", "TRUE")] == [
         "1_000", "1_000.5", "٣", 12, 1000.0, "0x10", 5, 0.5, "nan", True]
+
+
+def test_kotori_values_take_ascii_digits_only():
+    from lorrygate.decoding.values import _number
+
+    assert [_number(text) for text in ("1١", "١", "21.5", "007", " 3 ")] == ["1١", "١", 21.5, 7, 3]
