@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from lorrygate.model import Message, Record, TableName
 from lorrygate.storage.batch import Batch, Entry
-from lorrygate.storage.postgresql import PostgresStorage, qualified
+from lorrygate.storage.postgresql import PostgresDialect, PostgresStorage, qualified
 from lorrygate.storage.sqlite import SQLiteStorage, table_name
 from lorrygate.topology.naming import quote
 from tests.integration.pgstore import connected
@@ -55,6 +55,17 @@ def pg_store(postgres):
     store._close()
 
 
+def stored_row(store, fields) -> tuple:
+    """The one row that ``fields`` became in a table of its own (refused by nothing)."""
+    table = TableName("ids", f"t{next(TABLES)}")
+    batch = commit(store, table, fields)
+    assert not batch.extra_dead, batch.extra_dead
+    name = qualified(table) if isinstance(store.dialect, PostgresDialect) else quote(table_name(table))
+    (row,) = store._conn.execute(f"SELECT * FROM {name}").fetchall()
+    store._conn.commit()
+    return row
+
+
 def stored_values(conn_rows) -> list:
     return sorted(value for value in conn_rows if value is not None and not isinstance(value, str))
 
@@ -63,23 +74,14 @@ def stored_values(conn_rows) -> list:
 @given(fields=rows)
 def test_sqlite_keeps_every_value_in_its_own_column(sqlite_store, fields):
     """SQLite (names compared without ASCII case): every value of the row is read back."""
-    table = TableName("ids", f"t{next(TABLES)}")
-    batch = commit(sqlite_store, table, fields)
-    assert not batch.extra_dead, batch.extra_dead
-    (row,) = sqlite_store._conn.execute(f"SELECT * FROM {quote(table_name(table))}").fetchall()
-    assert stored_values(row[1:]) == sorted(fields.values())
+    assert stored_values(stored_row(sqlite_store, fields)[1:]) == sorted(fields.values())
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(fields=rows)
 def test_postgresql_keeps_every_value_in_its_own_column(pg_store, fields):
     """PostgreSQL (names cut at 63 bytes): every value of the row is read back."""
-    table = TableName("ids", f"t{next(TABLES)}")
-    batch = commit(pg_store, table, fields)
-    assert not batch.extra_dead, batch.extra_dead
-    (row,) = pg_store._conn.execute(f"SELECT * FROM {qualified(table)}").fetchall()
-    pg_store._conn.commit()
-    assert stored_values(row[1:]) == sorted(fields.values())
+    assert stored_values(stored_row(pg_store, fields)[1:]) == sorted(fields.values())
 
 
 #: nested objects of dotted and plain keys, nulls among the values, within the default flatten_depth (3)
@@ -110,10 +112,7 @@ def leaves(document) -> list:
 def test_sqlite_keeps_every_value_of_nested_objects(sqlite_store, fields):
     """SQLite: a key with a dot beside an object that flattens onto the same name ({"a.b": 1, "a": {"b": 2}})
     keeps both values; a null makes no column."""
-    table = TableName("ids", f"t{next(TABLES)}")
-    batch = commit(sqlite_store, table, fields)
-    assert not batch.extra_dead, batch.extra_dead
-    (row,) = sqlite_store._conn.execute(f"SELECT * FROM {quote(table_name(table))}").fetchall()
+    row = stored_row(sqlite_store, fields)
     assert stored_values(row[1:]) == sorted(leaves(fields))
     assert None not in row  # no column of a null
 
@@ -122,11 +121,7 @@ def test_sqlite_keeps_every_value_of_nested_objects(sqlite_store, fields):
 @given(fields=nested)
 def test_postgresql_keeps_every_value_of_nested_objects(pg_store, fields):
     """PostgreSQL: the same."""
-    table = TableName("ids", f"t{next(TABLES)}")
-    batch = commit(pg_store, table, fields)
-    assert not batch.extra_dead, batch.extra_dead
-    (row,) = pg_store._conn.execute(f"SELECT * FROM {qualified(table)}").fetchall()
-    pg_store._conn.commit()
+    row = stored_row(pg_store, fields)
     assert stored_values(row[1:]) == sorted(leaves(fields))
     assert None not in row
 
