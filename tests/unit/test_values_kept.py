@@ -12,6 +12,7 @@ from lorrygate.hooks.samples import HookState, SampleTracker
 from lorrygate.model import Address, Message, Record, TableName
 from lorrygate.storage.batch import Batch, Entry
 from lorrygate.storage.layout import flatten, unused_name
+from tests.unit.test_hooks import Recorder
 
 RECEIVED = 1_717_243_200.5
 DATA = Address("r", "n", "g", "d", "data", "data.json")
@@ -78,14 +79,6 @@ def test_homie_cleared_topics_store_nothing_and_a_nul_byte_is_the_empty_text():
     assert record.fields == {"prop": ""}
     (record,) = HomieDecoder().decode(message(b"21.5", "homie/dev1/node/prop"), prop)
     assert record.fields == {"prop": 21.5}
-
-
-class Recorder:
-    def __init__(self):
-        self.samples = []
-
-    def submit(self, sample):
-        self.samples.append(sample)
 
 
 def test_a_field_first_sent_as_null_reaches_the_hooks_with_its_first_value(tmp_path):
