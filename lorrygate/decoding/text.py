@@ -95,9 +95,13 @@ class CsvDecoder:
         else:
             if len(rows) < 2:
                 raise Declined("a header line and at least one data line are needed (or configure columns)")
-            header, data = [name.strip() for name in rows[0]], rows[1:]
-            if not all(header) or len(set(header)) != len(header):
-                raise Declined("the header line needs distinct, non-empty column names")
+            header, data = [], rows[1:]
+            for name in rows[0]:
+                # a column without a name (a spreadsheet's trailing comma) is "_", a name given twice gets
+                # "_2": their values are kept, as the SQL storages' column names do
+                header.append(unused_name(header, name.strip() or "_"))
+            if not any(name.strip() for name in rows[0]):
+                raise Declined("a header line of column names is needed (or configure columns)")
         records = []
         for number, row in enumerate(data, 1 if self.columns else 2):
             if len(row) != len(header):

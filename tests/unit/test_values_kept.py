@@ -132,3 +132,14 @@ def test_kotori_values_take_ascii_digits_only():
     from lorrygate.decoding.values import _number
 
     assert [_number(text) for text in ("1١", "١", "21.5", "007", " 3 ")] == ["1١", "١", 21.5, 7, 3]
+
+
+def test_a_csv_header_with_a_name_twice_or_a_trailing_comma_keeps_every_value():
+    """A spreadsheet's export ends its lines with a comma, and a header may name a column twice: the message was
+    declined (a dead letter, "distinct, non-empty column names"); the values are kept, as key=value's are."""
+    from lorrygate.decoding.text import CsvDecoder
+
+    decode = CsvDecoder().decode
+    assert [r.fields for r in decode(message(b"a,b,\n1,2,\n3,4,5\n"), DATA)] == [{"a": 1, "b": 2},
+                                                                              {"a": 3, "b": 4, "_": 5}]
+    assert [r.fields for r in decode(message(b"t,t,h\n1,2,3\n"), DATA)] == [{"t": 1, "t_2": 2, "h": 3}]
