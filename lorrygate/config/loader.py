@@ -261,23 +261,27 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".", on_storage=N
 
 
 def doubled_routes(source: str, channels, brokers: dict) -> list:
-    """Warnings for two channels that store the same MQTT messages twice: they subscribe overlapping topic filters
-    on one broker (each gets its own copy of a message), outside a gateway group they share, and hand them to the
-    same strategy and a storage they share, so that each message becomes its rows twice in the same tables (a
-    channel section copied and its topics not changed). Overlaps that an ``ignore`` filter of either channel
-    covers are none."""
+    """Warnings for two channels that store the same messages twice: they subscribe overlapping topic filters on one
+    MQTT broker (each gets its own copy of a message) outside a gateway group they share, or bind queues of their
+    own to one AMQP exchange with overlapping filters, and hand them to the same strategy and a storage they share,
+    so that each message becomes its rows twice in the same tables (a channel section copied and its topics not
+    changed). Overlaps that an ``ignore`` filter of either channel covers are none."""
     from lorrygate.mqtt.topics import covers, intersection, parse_filter
 
     warnings = []
     for index, first in enumerate(channels):
         broker = brokers.get(first.source)
-        if broker is None or broker.type != "mqtt":
+        if broker is None or broker.type not in ("mqtt", "amqp"):
             continue
         for second in channels[index + 1:]:
             if second.source != first.source or second.strategy != first.strategy:
                 continue
-            if first.group and first.group == second.group:
+            if broker.type == "mqtt" and first.group and first.group == second.group:
                 continue  # members of one group: the broker gives each message to one of them
+            if broker.type == "amqp" and ((first.queue or f"lorrygate.{first.name}")
+                                          == (second.queue or f"lorrygate.{second.name}")
+                                          or first.exchange != second.exchange):
+                continue  # one queue: its consumers take turns; another exchange: other messages
             shared = [name for name in first.storages if name in second.storages]
             if not shared:
                 continue

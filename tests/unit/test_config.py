@@ -325,3 +325,33 @@ def test_check_prints_the_warnings(tmp_path, capsys):
     captured = capsys.readouterr()
     assert captured.out.strip().endswith("OK, 2 channel(s), 1 warning(s)")
     assert "warning: " in captured.err and "[channel:main] and [channel:copy]" in captured.err
+
+
+def test_amqp_channels_with_queues_of_their_own_on_one_exchange_are_warned_of_too():
+    """Each queue bound to the exchange gets its own copy of a message; one queue shared is taken in turns."""
+    text = textwrap.dedent("""
+        [broker:rabbit]
+        type = amqp
+        host = localhost
+        [storage:db]
+        url = sqlite:///var/test.sqlite
+        [channel:a]
+        topics = mqttkit-1/#
+        [channel:b]
+        topics = mqttkit-1/+/gw/#
+        [channel:c]
+        topics = mqttkit-1/#
+        queue = shared
+        [channel:d]
+        topics = mqttkit-1/#
+        queue = shared
+        [channel:e]
+        topics = mqttkit-1/#
+        exchange = other
+        queue = e
+        """)
+    import re
+
+    warnings = loads(text, source="gateway.ini").warnings
+    pairs = [re.match(r"gateway.ini \[channel:(\w)\] and \[channel:(\w)\]", w).groups() for w in warnings]
+    assert pairs == [("a", "b"), ("a", "c"), ("a", "d"), ("b", "c"), ("b", "d")]
