@@ -288,7 +288,10 @@ def doubled_routes(source: str, channels, brokers: dict) -> list:
             ignores = [parse_filter(f).pattern for f in first.ignore + second.ignore]
             for a in first.topics:
                 for b in second.topics:
-                    both = intersection(parse_filter(a).pattern, parse_filter(b).pattern)
+                    fa, fb = parse_filter(a), parse_filter(b)
+                    if fa.share_group is not None and fa.share_group == fb.share_group:
+                        continue  # written as $share/<group>/...: one group, as above
+                    both = intersection(fa.pattern, fb.pattern)
                     if both is None or any(covers(ignore, both) for ignore in ignores):
                         continue
                     warnings.append(

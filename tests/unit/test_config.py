@@ -307,6 +307,10 @@ def test_channels_that_store_the_same_messages_twice_are_warned_of():
         [channel:g2]
         topics = fleet/#
         group = fleet
+        [channel:s1]
+        topics = $share/north/plant/#
+        [channel:s2]
+        topics = $share/north/plant/#
         """)
     settings = loads(text, source="gateway.ini")
     assert settings.warnings == (
