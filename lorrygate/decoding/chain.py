@@ -21,6 +21,8 @@ from lorrygate.errors import Declined, DecodeError, NoDecoderMatched
 def _as_decode_error(decoder, exc: Exception) -> DecodeError:
     if isinstance(exc, DecodeError):
         return exc
+    if isinstance(exc, RecursionError):
+        return DecodeError(decoder.name, "the payload is nested too deeply to decode (about 1,000 levels)")
     return DecodeError(decoder.name, f"{type(exc).__name__}: {exc}")
 
 

@@ -50,7 +50,12 @@ def _number(text: str):
     return number if math.isfinite(number) else _DROP
 
 
-def _value(value):
+#: objects nested deeper than this are left as they came (a payload nested 1,000 levels deep made the
+#: conversion's recursion fail)
+_DEPTH = 32
+
+
+def _value(value, depth: int = 0):
     kind = type(value)
     if value is None:
         return _DROP
@@ -58,8 +63,9 @@ def _value(value):
         return _number(value)
     if kind is float:
         return value if math.isfinite(value) else _DROP
-    if kind is dict:
-        return {key: item for key, item in ((k, _value(v)) for k, v in value.items()) if item is not _DROP}
+    if kind is dict and depth < _DEPTH:
+        return {key: item for key, item in ((k, _value(v, depth + 1)) for k, v in value.items())
+                if item is not _DROP}
     return value
 
 

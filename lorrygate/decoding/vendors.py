@@ -54,13 +54,14 @@ def _json_object(payload: bytes, what: str) -> dict:
     return document
 
 
-def flatten(document: dict, prefix: str = "", out=None) -> dict:
-    """Nested objects as dotted names; a name an earlier one has (``{"a.b": 1, "a": {"b": 2}}``) gets ``_2``."""
+def flatten(document: dict, prefix: str = "", out=None, depth: int = 32) -> dict:
+    """Nested objects as dotted names, down to ``depth`` levels (an object nested deeper stays one value); a name
+    an earlier one has (``{"a.b": 1, "a": {"b": 2}}``) gets ``_2``."""
     out = {} if out is None else out
     for key, value in document.items():
         name = f"{prefix}{key}"
-        if type(value) is dict:
-            flatten(value, name + ".", out)
+        if type(value) is dict and depth > 1:
+            flatten(value, name + ".", out, depth - 1)
         else:
             out[unused_name(out, name)] = value
     return out

@@ -173,7 +173,7 @@ class SampleTracker:
                     self._fields[table] = {}
                     self._address[table] = _address(entry.address)
                 # (a field with a null in it is not noted as whole: its column comes with a later value)
-                top.update(name for name, value in record.fields.items() if _valued(value))
+                top.update(name for name, value in record.fields.items() if _valued(value, self.depth))
                 known = self._fields[table]
                 new = {name: kind_of(value)
                        for name, value in flatten(record.fields, None, depth=self.depth).items() if name not in known}
@@ -198,10 +198,11 @@ def _address(address) -> dict:
     return {"realm": address.realm, "network": address.network, "gateway": address.gateway, "node": address.node}
 
 
-def _valued(value) -> bool:
-    """Whether a field's value holds no null (`flatten` leaves nulls out: they make no column)."""
+def _valued(value, depth: int) -> bool:
+    """Whether a field's value holds no null down to ``depth`` levels (`flatten` leaves nulls out: they make no
+    column; an object deeper is one value)."""
     if value is None:
         return False
-    if type(value) is dict:
-        return all(_valued(item) for item in value.values())
+    if type(value) is dict and depth > 1:
+        return all(_valued(item, depth - 1) for item in value.values())
     return True

@@ -135,6 +135,8 @@ def to_json(value) -> str:
     CrateDB stores them; keys that are not text (a decoder of your own) are their text."""
     try:
         return json.dumps(value, ensure_ascii=False, default=str, sort_keys=True, allow_nan=False)
+    except RecursionError:
+        raise ValueError(_TOO_DEEP) from None
     except (ValueError, TypeError):  # a float that is not finite; keys that do not sort (1 and "a")
         return json.dumps(_json_safe(value), ensure_ascii=False, default=str, sort_keys=True, allow_nan=False)
 
@@ -145,8 +147,13 @@ def json_text(value) -> str:
     other objects (date-times, decimals) as their text."""
     try:
         return json.dumps(value, ensure_ascii=False, default=_json_default, allow_nan=False)
+    except RecursionError:
+        raise ValueError(_TOO_DEEP) from None
     except (ValueError, TypeError):
         return json.dumps(_json_safe(value), ensure_ascii=False, default=_json_default, allow_nan=False)
+
+
+_TOO_DEEP = "a list or an object nested too deeply to be JSON text (about 1,000 levels)"
 
 
 def _json_default(value):

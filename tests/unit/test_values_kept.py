@@ -143,3 +143,46 @@ def test_a_csv_header_with_a_name_twice_or_a_trailing_comma_keeps_every_value():
     assert [r.fields for r in decode(message(b"a,b,\n1,2,\n3,4,5\n"), DATA)] == [{"a": 1, "b": 2},
                                                                               {"a": 3, "b": 4, "_": 5}]
     assert [r.fields for r in decode(message(b"t,t,h\n1,2,3\n"), DATA)] == [{"t": 1, "t_2": 2, "h": 3}]
+
+
+def nested(levels: int) -> dict:
+    document: dict = {"v": 1}
+    for _ in range(levels):
+        document = {"k": document}
+    return document
+
+
+def test_a_payload_nested_a_thousand_levels_deep_is_a_clear_dead_letter_not_a_broken_gateway():
+    """orjson reads up to 1,024 levels; the kotori values' recursion failed on such an object ("internal": the
+    gateway broke), a vendor flatten's too, and the writers' JSON text ("RecursionError")."""
+    import pytest
+
+    from lorrygate.decoding.values import KotoriValues
+    from lorrygate.storage.layout import json_text, to_json
+
+    deep = nested(1000)
+    (record,) = KotoriValues().apply([Record(1, {"a": "21.5", "deep": deep})], message(b"{}"))
+    assert record.fields["a"] == 21.5 and record.fields["deep"] is not deep  # converted down to its 32nd level
+    (record,) = TasmotaDecoder().decode(message(b'{"Time": "2024-06-01T12:00:00", "deep": %s}'
+                                                % json_text(nested(900)).encode()), DATA)
+    (name,) = record.fields
+    assert name.startswith("deep.k.k") and name.count(".") == 31  # 32 levels of names; deeper, one value
+    for write in (to_json, json_text):
+        with pytest.raises(ValueError, match="nested too deeply to be JSON text"):
+            write(deep)
+
+
+def test_a_decoder_that_recursed_too_deep_says_so():
+    import pytest
+
+    from lorrygate.decoding import DecoderChain
+    from lorrygate.errors import DecodeError
+
+    class Recursing:
+        name = "mine"
+
+        def decode(self, message, address):
+            raise RecursionError("maximum recursion depth exceeded")
+
+    with pytest.raises(DecodeError, match="decoder 'mine': the payload is nested too deeply to decode"):
+        DecoderChain((Recursing(),)).decode(message(b"{}"), DATA)
