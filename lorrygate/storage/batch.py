@@ -74,6 +74,20 @@ class Batch:
         if dead_letter.message.position is not None:
             self.positioned = True
 
+    def refuse(self, entry: Entry, position: int, error: str) -> DeadLetter:
+        """The record at ``position`` of ``entry`` is one the storage cannot take (a sink's JSON cannot hold it):
+        its message is a dead letter, once, also when the batch is written again."""
+        key = ("refused", id(entry), position)
+        if key not in self.progress:
+            self.progress.add(key)
+            self.refused_rows += 1
+        for dead in self.extra_dead:
+            if dead.message is entry.message:
+                return dead
+        dead = DeadLetter(entry.channel, entry.message, "store", error, entry.decoder)
+        self.extra_dead.append(dead)
+        return dead
+
     def __len__(self) -> int:
         return self.rows
 

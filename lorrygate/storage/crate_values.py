@@ -46,16 +46,23 @@ def crate_key(name) -> str:
     return FORBIDDEN.sub("_", name) if FORBIDDEN.search(name) else name
 
 
-def crate_object(obj: dict, counts: Conversions) -> dict:
+#: lists and objects nested deeper than this are refused (ValueError): the row's message becomes a dead letter
+#: (a payload nested 1,000 levels deep failed every write of the storage, for good)
+MAX_DEPTH = 100
+
+
+def crate_object(obj: dict, counts: Conversions, depth: int = 0) -> dict:
+    if depth >= MAX_DEPTH:
+        raise ValueError(f"an object nested more than {MAX_DEPTH} levels deep")
     keys = [str(key) for key in obj]
     safe = [crate_key(key) for key in keys]
     if safe != keys or len(set(safe)) != len(safe):
         counts.renamed += sum(1 for a, b in zip(keys, safe) if a != b)
         safe = list(column_names(tuple(safe), lambda s: s, ()))
-    return {key: crate_value(value, counts) for key, value in zip(safe, obj.values())}
+    return {key: crate_value(value, counts, depth + 1) for key, value in zip(safe, obj.values())}
 
 
-def crate_value(value, counts: Conversions):
+def crate_value(value, counts: Conversions, depth: int = 0):
     kind = type(value)
     if kind is float:
         if math.isfinite(value):
@@ -67,9 +74,11 @@ def crate_value(value, counts: Conversions):
     if kind is int:
         return float(value)
     if isinstance(value, dict):
-        return crate_object(value, counts)
+        return crate_object(value, counts, depth)
     if isinstance(value, (list, tuple, set, frozenset)):
-        return [crate_value(item, counts) for item in value]
+        if depth >= MAX_DEPTH:
+            raise ValueError(f"a list nested more than {MAX_DEPTH} levels deep")
+        return [crate_value(item, counts, depth + 1) for item in value]
     if isinstance(value, (bytes, bytearray, memoryview)):
         return base64.b64encode(bytes(value)).decode("ascii")
     if isinstance(value, bool):

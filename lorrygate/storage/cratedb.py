@@ -380,10 +380,15 @@ class CrateStorage:
             for position, record in enumerate(entry.records):
                 if (index, position) in progress:
                     continue
-                if shared is None:
-                    groups.setdefault(table, []).append(_Row(index, position, entry, self._args(table, record)))
-                else:
-                    groups.setdefault(shared, []).append(_Row(index, position, entry, self._args(table, record, where)))
+                try:
+                    args = self._args(table, record) if shared is None else self._args(table, record, where)
+                except (ValueError, TypeError, RecursionError) as exc:
+                    # a value no JSON request carries (nested 1,000 levels deep): this message is a dead letter,
+                    # not every write of the storage a failure
+                    self._reject([_Row(index, position, entry, [])], f"a value CrateDB cannot be sent: {exc}",
+                                 progress, batch)
+                    continue
+                groups.setdefault(table if shared is None else shared, []).append(_Row(index, position, entry, args))
         retry = 0
         for table, rows in groups.items():
             retry += await self._write_table(table, rows, progress, batch)

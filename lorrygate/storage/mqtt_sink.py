@@ -70,15 +70,25 @@ def outgoing(batch, render, payload: str, dead_letter_topic: str):
             yield entry.message.topic, render(entry), entry.message.payload
         else:
             topic = render(entry)
-            for record in entry.records:
+            for position, record in enumerate(entry.records):
                 row = {"time": to_iso(record.time), **record.tags, **record.fields}
-                yield entry.message.topic, topic, json_text(row).encode("utf-8")
+                try:
+                    text = json_text(row)
+                except ValueError as exc:  # (nested too deeply): the message is a dead letter, the batch goes on
+                    dead = batch.refuse(entry, position, f"a record that JSON text cannot hold: {exc}")
+                    yield entry.message.topic, dead_letter_topic, _dead_letter_json(dead)
+                    continue
+                yield entry.message.topic, topic, text.encode("utf-8")
     for dead in batch.dead_letters:
-        message = dead.message
-        yield message.topic, dead_letter_topic, json.dumps({
-            "channel": dead.channel, "topic": message.topic, "stage": dead.stage, "error": dead.error,
-            "decoder": dead.decoder, "payload_base64": base64.b64encode(message.payload).decode("ascii"),
-        }).encode("utf-8")
+        yield dead.message.topic, dead_letter_topic, _dead_letter_json(dead)
+
+
+def _dead_letter_json(dead) -> bytes:
+    message = dead.message
+    return json.dumps({
+        "channel": dead.channel, "topic": message.topic, "stage": dead.stage, "error": dead.error,
+        "decoder": dead.decoder, "payload_base64": base64.b64encode(message.payload).decode("ascii"),
+    }).encode("utf-8")
 
 
 @implementer(IStorage)

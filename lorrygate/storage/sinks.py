@@ -30,26 +30,34 @@ from lorrygate.interfaces import IStorage
 from lorrygate.storage.layout import json_text
 
 
-def rows_of(batch, iso=None) -> list:
-    """The rows (and dead-letter rows) of a batch, as dicts."""
+def rows_of(batch, iso=None, sources: list | None = None) -> list:
+    """The rows (and dead-letter rows) of a batch, as dicts; ``sources`` gets the (entry, position) of each data
+    row, in order."""
     iso = iso or IsoTime()
     rows = []
     for entry in batch.entries:
-        for record in entry.records:
+        for position, record in enumerate(entry.records):
             rows.append({"time": iso(record.time), "schema": entry.table.schema, "table": entry.table.table,
                          "topic": entry.message.topic, "fields": record.fields, "tags": record.tags})
+            if sources is not None:
+                sources.append((entry, position))
     for dead in batch.dead_letters:
-        payload = dead.message.payload
-        try:
-            text, encoded = payload.decode("utf-8"), False
-        except UnicodeDecodeError:
-            text, encoded = base64.b64encode(payload).decode("ascii"), True
-        row = {"time": iso(seconds_to_ns(dead.message.received)), "dead_letter": True, "topic": dead.message.topic,
-               "stage": dead.stage, "error": dead.error, "payload": text}
-        if encoded:
-            row["payload_base64"] = True
-        rows.append(row)
+        rows.append(dead_letter_row(dead, iso))
     return rows
+
+
+def dead_letter_row(dead, iso) -> dict:
+    """A dead letter as a row of a file: its payload as text, or base64."""
+    payload = dead.message.payload
+    try:
+        text, encoded = payload.decode("utf-8"), False
+    except UnicodeDecodeError:
+        text, encoded = base64.b64encode(payload).decode("ascii"), True
+    row = {"time": iso(seconds_to_ns(dead.message.received)), "dead_letter": True, "topic": dead.message.topic,
+           "stage": dead.stage, "error": dead.error, "payload": text}
+    if encoded:
+        row["payload_base64"] = True
+    return row
 
 
 @implementer(IStorage)
@@ -76,24 +84,24 @@ class TextSink:
         return succeed(None)
 
     def write(self, batch) -> Deferred:
-        return self._call(self._append, rows_of(batch, self._iso))
+        sources: list = []
+        return self._call(self._append, rows_of(batch, self._iso, sources), sources, batch)
 
     def _call(self, function, *args, **kwargs):
         if self._pool is None:
             return maybeDeferred(function, *args, **kwargs)
         return deferToThreadPool(self.reactor, self._pool, lambda: function(*args, **kwargs))
 
-    def _append(self, rows: list) -> None:
-        if self.format == "csv":
-            text = io.StringIO()
-            writer = csv.writer(text)
-            for row in rows:
-                writer.writerow([row["time"], row.get("schema", ""), row.get("table", ""), row["topic"],
-                                 json_text(row.get("fields", {})), json_text(row.get("tags", {})),
-                                 row.get("error", "")])
-            data = text.getvalue()
-        else:
-            data = "".join(json_text(row) + "\n" for row in rows)
+    def _append(self, rows: list, sources: list, batch) -> None:
+        lines = []
+        for index, row in enumerate(rows):
+            try:
+                lines.append(self._line(row))
+            except ValueError as exc:  # (nested too deeply): the row's message is a dead letter, in the file too
+                entry, position = sources[index]
+                dead = batch.refuse(entry, position, f"a record that JSON text cannot hold: {exc}")
+                lines.append(self._line(dead_letter_row(dead, IsoTime())))  # (a time text of this thread's own)
+        data = "".join(lines)
         try:
             new = not os.path.exists(self.path)
             with open(self.path, "a", encoding="utf-8", newline="") as handle:
@@ -104,6 +112,15 @@ class TextSink:
                 os.fsync(handle.fileno())
         except OSError as exc:
             raise StorageError(f"textsink {self.name}: cannot append to {self.path!r}: {exc.strerror}") from None
+
+    def _line(self, row: dict) -> str:
+        if self.format == "csv":
+            text = io.StringIO()
+            csv.writer(text).writerow([row["time"], row.get("schema", ""), row.get("table", ""), row["topic"],
+                                       json_text(row.get("fields", {})), json_text(row.get("tags", {})),
+                                       row.get("error", "")])
+            return text.getvalue()
+        return json_text(row) + "\n"
 
 
 @implementer(IStorage)

@@ -197,12 +197,18 @@ class WebSocketSink:
         for entry in batch.entries:
             if entry.table is None or not entry.records:
                 continue
+            shown = None
             for record in entry.records:
                 message = record_message(entry, record)
-                messages.append((message["table"], json_text(message).encode("utf-8")))
+                try:
+                    messages.append((message["table"], json_text(message).encode("utf-8")))
+                except ValueError:  # (nested too deeply for JSON text): not shown, as a page too slow is not
+                    self.dropped += 1
+                    continue
+                shown = message
             table = str(entry.table)
-            if table in self.latest or len(self.latest) < MAX_TABLES:
-                self.latest[table] = message
+            if shown is not None and (table in self.latest or len(self.latest) < MAX_TABLES):
+                self.latest[table] = shown
         for client in list(self.clients):
             transport = client.transport
             for table, data in messages:

@@ -372,3 +372,21 @@ def test_the_layout_comes_from_the_storage_section_and_a_prometheus_sink_does_no
     with pytest.raises(ConfigError) as raised:
         loads(text.format(url="crate://localhost:4200/").replace("per-network", "per-node"))
     assert "per-address" in str(raised.value)
+
+
+def test_a_record_nested_too_deeply_for_a_request_is_a_dead_letter_not_a_storage_down():
+    """A payload nested 1,000 levels deep (orjson reads 1,024) failed every write of the storage with a
+    RecursionError: the storage was down, and every message behind it waited. Now its message is a dead letter
+    that says why, and the rows beside it land."""
+    deep: dict = {"v": 1}
+    for _ in range(1000):
+        deep = {"k": deep}
+    fake = FakeCrate()
+    store = storage(fake)
+    batch, failures = write(store, entry({"temperature": 21.5}), entry({"deep": deep}, time=T + 1),
+                            entry({"temperature": 22.5}, time=T + 2))
+    assert failures == []
+    assert sorted(row["fields"]["temperature"] for row in fake.rows(TABLE.schema, TABLE.table)) == [21.5, 22.5]
+    (dead,) = batch.extra_dead
+    assert dead.stage == "store" and "nested more than 100 levels deep" in dead.error
+    assert batch.refused_rows == 1

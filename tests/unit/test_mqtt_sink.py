@@ -59,3 +59,22 @@ def test_records_with_nan_or_bytes_are_strict_json():
     ((_, payload),) = sink._items(made)
     assert json.loads(payload, parse_constant=lambda name: pytest.fail(f"{name} in {payload!r}")) == {
         "time": "2023-11-14T22:13:20.000000000Z", "t": None, "l": [None, 1], "b": "AP8="}
+
+
+def test_a_record_nested_too_deeply_for_json_text_is_a_dead_letter_and_the_batch_goes_on():
+    """A payload nested 1,000 levels deep failed the batch on every retry (the sink was down for good); its
+    message is a dead letter now (published to the dead-letter topic, counted once however often the batch is
+    sent), the records beside it are published."""
+    deep: dict = {"v": 1}
+    for _ in range(1000):
+        deep = {"k": deep}
+    made = Batch()
+    message = Message("r/net/gw/n1/data.json", b'{"deep": "..."}')
+    made.add(Entry(TableName("r_net", "gw_n1_sensors"), [Record(1, {"t": 1}), Record(2, {"deep": deep}),
+                                                         Record(3, {"t": 3})], "main", message, "json"))
+    sink = MqttSink("out", sink_broker("out", "mqtt://h/"), None, topic="tables/{table}", payload="records")
+    for _ in range(2):  # (sent again after a failed publish)
+        items = list(sink._items(made))
+        assert [topic for topic, _ in items] == ["tables/gw_n1_sensors", "lorrygate/dead-letters", "tables/gw_n1_sensors"]
+        assert "nested too deeply to be JSON text" in json.loads(items[1][1])["error"]
+    assert len(made.extra_dead) == 1 and made.refused_rows == 1

@@ -186,3 +186,29 @@ def test_a_decoder_that_recursed_too_deep_says_so():
 
     with pytest.raises(DecodeError, match="decoder 'mine': the payload is nested too deeply to decode"):
         DecoderChain((Recursing(),)).decode(message(b"{}"), DATA)
+
+
+def test_a_text_sink_keeps_a_record_nested_too_deeply_as_a_dead_letter_row(tmp_path):
+    """NDJSON and CSV: the row of a payload nested 1,000 levels deep made every write fail (the sink down for
+    good); it is a dead-letter row of the file now, with the payload, and the rows beside it are written."""
+    import json as std_json
+
+    from lorrygate.storage.sinks import TextSink
+
+    for form in ("ndjson", "csv"):
+        path = tmp_path / f"rows.{form}"
+        sink = TextSink("file", str(path), None, format=form)
+        batch = Batch()
+        batch.add(Entry(TableName("r_net", "gw_n1_sensors"), [Record(1, {"t": 1}), Record(2, {"deep": nested(1000)}),
+                                                            Record(3, {"t": 3})], "main", message(b'{"deep": 1}'),
+                        "json", DATA))
+        failures = []
+        sink.write(batch).addErrback(failures.append)
+        assert failures == [] and len(batch.extra_dead) == 1
+        lines = path.read_text().splitlines()
+        if form == "ndjson":
+            rows = [std_json.loads(line) for line in lines]
+            assert [row.get("fields", {}).get("t") for row in rows] == [1, None, 3]
+            assert rows[1]["dead_letter"] and rows[1]["payload"] == '{"deep": 1}'
+        else:
+            assert len(lines) == 4 and "nested too deeply" in lines[2]
