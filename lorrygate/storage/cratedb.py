@@ -386,7 +386,7 @@ class CrateStorage:
                     # a value no JSON request carries (nested 1,000 levels deep): this message is a dead letter,
                     # not every write of the storage a failure
                     self._reject([_Row(index, position, entry, [])], f"a value CrateDB cannot be sent: {exc}",
-                                 progress, batch)
+                                 progress, batch, who="could not send")
                     continue
                 groups.setdefault(table if shared is None else shared, []).append(_Row(index, position, entry, args))
         retry = 0
@@ -474,7 +474,7 @@ class CrateStorage:
         queue.extend(bare[i:i + REASON_CHUNK] for i in range(0, len(bare), REASON_CHUNK))
         return retry
 
-    def _reject(self, rows, reason: str, progress: set, batch) -> None:
+    def _reject(self, rows, reason: str, progress: set, batch, who: str = "CrateDB refused") -> None:
         seen = set()
         batch.refused_rows += len(rows)
         for row in rows:
@@ -485,8 +485,9 @@ class CrateStorage:
             entry = row.entry
             batch.extra_dead.append(DeadLetter(entry.channel, entry.message, "store", reason, entry.decoder))
         self.log.warn(
-            "storage {storage}: CrateDB refused {count} row(s), kept in the dead-letter table: {reason:.500}",
+            "storage {storage}: {who} {count} row(s), kept in the dead-letter table: {reason:.500}",
             storage=self.name,
+            who=who,
             count=len(rows),
             reason=reason,
         )
