@@ -35,14 +35,15 @@ from lorrygate.storage.layout import unused_name
 
 
 def payload_text(payload: bytes) -> str:
-    """A payload as UTF-8 text without NUL characters, or Declined."""
+    """A payload as UTF-8 text without NUL characters, or Declined. A byte order mark at its start (Windows'
+    editors and spreadsheet exports write one) is left out: it is no part of the first key, name or value."""
     try:
         text = payload.decode("utf-8")
     except UnicodeDecodeError:
         raise Declined("not UTF-8 text") from None
     if "\0" in text:
         raise Declined("text with NUL characters")
-    return text
+    return text.removeprefix("\ufeff")
 
 
 @implementer(IDecoder)

@@ -21,7 +21,7 @@ from lorrygate.decoding.dataflow import apply_outputs, derived_table
 from lorrygate.decoding.events import EventValueDecoder
 from lorrygate.decoding.timestamps import seconds_to_ns, to_iso
 from lorrygate.decoding.values import KotoriValues
-from lorrygate.errors import DecodeError, Ignored, TopologyError
+from lorrygate.errors import DecodeError, Ignored, NoDecoderMatched, TopologyError
 from lorrygate.model import EVENT
 from lorrygate.mqtt.topics import parse_filter
 from lorrygate.storage.batch import DeadLetter, Entry
@@ -68,6 +68,8 @@ class ChannelStats:
     reports_limited: int = 0
     #: NaN and infinities left out by the kotori value policy
     values_dropped: int = 0
+    #: empty or blank payloads that no decoder took (a cleared retained message): acknowledged, nothing stored
+    empty: int = 0
     #: dead letters by stage (``topology``, ``decode``, ``transform``, ``size``, ``internal``)
     dead_letters: dict = attrs.Factory(dict)
 
@@ -120,6 +122,8 @@ SUFFIX_DECODERS = (
     ("data.cbor", "cbor"), ("airrohr.json", "airrohr"), ("tele/SENSOR", "tasmota"), ("tele/STATE", "tasmota"),
 )
 
+#: the UTF-8 byte order mark
+BOM = b"\xef\xbb\xbf"
 #: the route of a topic that is ignored
 IGNORED = ("ignored", "")
 
@@ -409,6 +413,14 @@ class ChannelRouter:
         return d
 
     def _undecodable(self, message, exc: DecodeError, stage: str = "decode") -> None:
+        if type(exc) is NoDecoderMatched and not message.payload.strip().removeprefix(BOM).strip():
+            # Nothing to store, and nothing wrong: clearing a retained message publishes an empty payload to
+            # every subscriber (MQTT 3.3.1.3), and with MQTT 3.1.1 it comes without the retain flag. Telegraf's
+            # parsers, too, read an empty payload as no metrics. A decoder that takes empty payloads (raw, a
+            # user's) still gets them first.
+            self.stats.empty += 1
+            self.batcher.add(Entry(None, [], self.channel.name, message, ""))
+            return
         self.stats.undecodable += 1
         self._reject(message, stage, str(exc), "could not be decoded", decoder=exc.decoder, error_type=type(exc).__name__)
 

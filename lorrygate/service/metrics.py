@@ -29,7 +29,8 @@ CHANNEL_COUNTERS = (
     ("lorrygate_own_reports", "own_reports", "The channel's own error reports received back (not stored)."),
     ("lorrygate_error_reports", "error_reports", "Reports published to error topics."),
     ("lorrygate_table_collisions", "collisions", "Addresses whose table name another address already uses."),
-    ("lorrygate_values_dropped", "values_dropped", "NaN and infinite values left out by the kotori value policy."),
+    ("lorrygate_values_dropped", "values_dropped", "Nulls, NaN and infinite values left out by the kotori value policy."),
+    ("lorrygate_messages_empty", "empty", "Empty payloads no decoder took (cleared retained messages): not stored."),
 )
 
 

@@ -6,7 +6,7 @@ import uuid
 import paho.mqtt.client as paho
 import pytest
 
-from tests.gatewayproc import GatewayProcess, count_rows, write_config
+from tests.gatewayproc import GatewayProcess, count_rows, last_stats, query, tables, write_config
 from tests.servers import wait_until
 
 
@@ -42,3 +42,25 @@ def test_retained_policy(tmp_path, mosquitto, protocol, retained, rows_after_res
     assert gateway.stop() == 0
     assert count_rows(db, schema) == rows_after_restart
     publish_retained(mosquitto.port, topic, b"")  # clear the retained message
+
+
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+def test_clearing_a_retained_message_stores_nothing_and_is_no_dead_letter(tmp_path, mosquitto, protocol):
+    """Mosquitto sends the empty payload that clears a retained message to every subscriber (with MQTT 3.1.1
+    without the retain flag): acknowledged and counted as empty, not a dead letter; the stream goes on."""
+    realm = f"clr-{uuid.uuid4().hex[:8]}"
+    topic = f"{realm}/net/gw/node/data.json"
+    config = write_config(str(tmp_path), mosquitto.port, client_id=f"gw-{realm}", topics=f"{realm}/#")
+    text = open(config).read().replace("keepalive = 10", f"keepalive = 10\nprotocol = {protocol}")
+    open(config, "w").write(text)
+    db = str(tmp_path / "gateway.sqlite")
+    schema = realm.replace("-", "_")
+    gateway = GatewayProcess(config, str(tmp_path / "gw.log")).start("every subscription acknowledged")
+    publish_retained(mosquitto.port, topic, json.dumps({"v": 1}))
+    publish_retained(mosquitto.port, topic, b"")
+    publish_retained(mosquitto.port, topic.replace("/node/", "/other/"), json.dumps({"v": 2}))
+    wait_until(lambda: count_rows(db, schema) == 2, 20, "the value after the cleared one")
+    assert gateway.stop() == 0
+    assert "lorrygate_dead_letter" not in tables(db) or query(db, "SELECT count(*) FROM lorrygate_dead_letter") == [(0,)]
+    assert last_stats(gateway.events())["empty"] == 1
+    publish_retained(mosquitto.port, topic.replace("/node/", "/other/"), b"")

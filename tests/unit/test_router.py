@@ -21,12 +21,12 @@ class Exploding:
         raise AssertionError("unreachable")
 
 
-def make(strategy=None):
+def make(strategy=None, chain=None):
     clock = Clock()
     storage = MemoryStorage()
     batcher = Batcher(storage, clock, max_rows=1)
     channel = Channel("main", "b", ("#",), 1, "wan", ("json",), "s")
-    router = ChannelRouter(channel, strategy or WanStrategy(), DecoderChain((JsonDecoder(),)), batcher, clock)
+    router = ChannelRouter(channel, strategy or WanStrategy(), chain or DecoderChain((JsonDecoder(),)), batcher, clock)
     return router, storage, clock
 
 
@@ -257,3 +257,28 @@ def test_reports_go_only_where_the_convention_expects_them():
         router(message(topic, b"not json"))
         clock.advance(0)
         assert bool(reports) is expected, (strategy_name, setting)
+
+
+def test_an_empty_payload_is_acknowledged_and_counted_not_a_dead_letter():
+    """Clearing a retained message sends every subscriber an empty payload (MQTT 3.1.1: without the retain flag):
+    no data, not bad input. A blank payload too; a payload that is not empty is still a dead letter."""
+    from lorrygate.decoding import RawDecoder
+    from tests.doubles import Ack
+
+    router, storage, clock = make()
+    reports = []
+    router.publish = lambda topic, payload: reports.append(topic)
+    acks = [Ack(), Ack(), Ack(), Ack()]
+    for ack, payload in zip(acks, (b"", b" \r\n", b"\xef\xbb\xbf", b"x")):
+        router(Message("r/n/g/d/data.json", payload, 1, False, 1.0, "#", ack))
+    clock.advance(0)
+    assert router.stats.empty == 3 and router.stats.undecodable == 1
+    assert [dead.message.payload for dead in storage.dead_letters] == [b"x"] and not storage.tables
+    assert reports == ["r/n/g/d/error.json"]
+    assert [ack.count for ack in acks] == [1, 1, 1, 1]
+
+    # a decoder that takes an empty payload still gets it
+    router, storage, clock = make(chain=DecoderChain((JsonDecoder(), RawDecoder())))
+    router(message("r/n/g/d/data.json", b""))
+    clock.advance(0)
+    assert router.stats.empty == 0 and [str(table) for table in storage.tables] == ["r_n.g_d_sensors"]

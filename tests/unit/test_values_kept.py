@@ -145,6 +145,23 @@ def test_a_csv_header_with_a_name_twice_or_a_trailing_comma_keeps_every_value():
     assert [r.fields for r in decode(message(b"t,t,h\n1,2,3\n"), DATA)] == [{"t": 1, "t_2": 2, "h": 3}]
 
 
+
+def test_a_byte_order_mark_is_no_part_of_the_first_name_or_value():
+    """A Windows editor's or a spreadsheet's UTF-8 export starts with a byte order mark: key=value kept it in the
+    first column's name ("\ufefftemp"), the CSV decoder in the first value (a time that was "not an ISO 8601
+    time"), and NDJSON declined the first line."""
+    from lorrygate.decoding.text import CsvDecoder, KeyValueDecoder, NdjsonDecoder, ValueDecoder
+
+    bom = b"\xef\xbb\xbf"
+    assert [r.fields for r in KeyValueDecoder().decode(message(bom + b"temp=3"), DATA)] == [{"temp": 3}]
+    (record,) = CsvDecoder().decode(message(bom + b"time,t\n2024-06-01T12:00:00Z,21.5\n"), DATA)
+    assert record.fields == {"t": 21.5} and record.time == 1_717_243_200 * 10**9
+    assert [r.fields for r in NdjsonDecoder().decode(message(bom + b'{"a": 1}\n{"a": 2}\n'), DATA)] == [{"a": 1},
+                                                                                                        {"a": 2}]
+    field = Address("r", "n", "g", "d", "data", "data/t", field="t")
+    assert [r.fields for r in ValueDecoder().decode(message(bom + b"21.5"), field)] == [{"t": 21.5}]
+
+
 def nested(levels: int) -> dict:
     document: dict = {"v": 1}
     for _ in range(levels):
