@@ -15,17 +15,17 @@ time, fields and tags; a message that would be a dead letter as
 """
 
 import base64
+import binascii
 import json
 import sys
 import time
-from zoneinfo import ZoneInfo
+from typing import Any
 
 import attrs
 
 from lorrygate.config import values as v
-from lorrygate.decoding import DecoderChain
 from lorrygate.decoding.timestamps import to_iso
-from lorrygate.errors import DecodeError, Ignored, TopologyError
+from lorrygate.errors import Ignored
 from lorrygate.model import Message
 from lorrygate.mqtt.topics import parse_filter
 
@@ -35,54 +35,113 @@ def _print(document, out) -> None:
                          else str(value), ensure_ascii=False) + "\n")
 
 
-def _rows(settings, channel, strategy, chain, message, out) -> None:
-    try:
-        address = strategy.match(message.topic)
-        table = strategy.table_for(address)
-        decoder, records = chain.decode(message, address)
-        if channel.transform is not None:
-            records = channel.transform.apply(records, message, address, decoder)
-    except Ignored as exc:
-        _print({"channel": channel.name, "topic": message.topic, "ignored": True, "reason": exc.reason}, out)
-        return
-    except (TopologyError, DecodeError) as exc:
-        stage = "topology" if isinstance(exc, TopologyError) else "decode"
-        _print({"channel": channel.name, "topic": message.topic, "dead_letter": True, "stage": stage,
-                "error": getattr(exc, "reason", str(exc)) if stage == "topology" else str(exc)}, out)
-        return
-    for record in records:
-        _print({"channel": channel.name, "topic": message.topic, "storage": ",".join(channel.storages),
-                "schema": table.schema, "table": table.table, "decoder": decoder, "time": to_iso(record.time),
-                "fields": record.fields, "tags": record.tags}, out)
+@attrs.define(eq=False)
+class _Printer:
+    """Stands for a channel's batcher: prints what the router hands it, as the gateway would store it."""
+
+    channel: Any
+    out: Any
+
+    def add(self, entry) -> None:
+        for record in entry.records:
+            _print({"channel": self.channel.name, "topic": entry.message.topic,
+                    "storage": ",".join(self.channel.storages), "schema": entry.table.schema,
+                    "table": entry.table.table, "decoder": entry.decoder, "time": to_iso(record.time),
+                    "fields": record.fields, "tags": record.tags}, self.out)
+
+    def add_dead_letter(self, dead) -> None:
+        _print({"channel": self.channel.name, "topic": dead.message.topic, "dead_letter": True, "stage": dead.stage,
+                "error": dead.error}, self.out)
+
+
+def _routers(settings, out) -> list:
+    """Each channel's router, made as the gateway makes it (suffix decoders, event values, ignore filters,
+    ``values``, transforms), printing instead of storing; decoders run on the calling thread."""
+    from twisted.internet.task import Clock
+
+    from lorrygate.service.channel_service import make_router
+
+    routers = []
+    for channel in settings.channels:
+        router, _ = make_router(settings, channel, (_Printer(channel, out),), None)
+        router.clock = router._complaints.clock = Clock()
+        if router.dataflow is not None:
+            print(f"channel {channel.name}: its dataflow does not run in a dry run from --messages; the rows are "
+                  f"those before it", file=sys.stderr)
+            router.dataflow = None
+        routers.append((router, [parse_filter(topic) for topic in channel.topics]))
+    return routers
+
+
+def _route(router, message, out) -> None:
+    """Route one message and say what became of a message that left no row and no dead letter."""
+    before = (router.stats.ignored, router.stats.empty, router.stats.own_reports)
+    router.deliver(message)
+    ignored, empty, own = (after - first for after, first in zip(
+        (router.stats.ignored, router.stats.empty, router.stats.own_reports), before))
+    if ignored:
+        try:
+            reason = "matches the channel's ignore filters"
+            if not any(f.matches(message.topic) for f in router._ignore):
+                router.strategy.match(message.topic)
+        except Ignored as exc:
+            reason = exc.reason
+        _print({"channel": router.channel.name, "topic": message.topic, "ignored": True, "reason": reason}, out)
+    elif empty:
+        _print({"channel": router.channel.name, "topic": message.topic, "empty": True,
+                "reason": "an empty payload (a cleared retained message): acknowledged, nothing stored"}, out)
+    elif own:
+        _print({"channel": router.channel.name, "topic": message.topic, "own_report": True}, out)
+
+
+def _recorded(line: str) -> Message:
+    recorded = json.loads(line)
+    if type(recorded) is not dict:
+        raise TypeError(f"a JSON {type(recorded).__name__}, not an object")
+    if "payload_base64" in recorded:
+        try:
+            payload = base64.b64decode(recorded["payload_base64"], validate=True)
+        except binascii.Error as exc:
+            raise ValueError(f"payload_base64 is not base64: {exc}") from None
+    elif isinstance(recorded["payload"], str):
+        payload = recorded["payload"].encode("utf-8")
+    else:
+        payload = json.dumps(recorded["payload"]).encode("utf-8")
+    topic = recorded["topic"]
+    if not isinstance(topic, str):
+        raise TypeError(f"the topic is a JSON {type(topic).__name__}, not a string")
+    return Message(topic, payload, 1, False, float(recorded.get("received", time.time())), "")
 
 
 def dry_run(settings, messages_path: str | None, out=None) -> int:
+    """Print what each message would become; 2 when lines of the file are no recorded messages (each is named,
+    and the lines after it still run)."""
     out = out or sys.stdout
     if messages_path is None:
         return _live(settings)
-    pipelines = []
-    for channel in settings.channels:
-        decoders = tuple(settings.decoders[name](ZoneInfo(channel.timezone), None) for name in channel.decoders)
-        filters = [parse_filter(topic) for topic in channel.topics]
-        pipelines.append((channel, settings.strategies[channel.strategy](), DecoderChain(decoders), filters))
-    with open(messages_path, encoding="utf-8") as handle:
+    routers = _routers(settings, out)
+    bad = 0
+    with open(messages_path, encoding="utf-8", errors="surrogateescape") as handle:
         for number, line in enumerate(handle, 1):
             if not line.strip():
                 continue
             try:
-                recorded = json.loads(line)
-                payload = (base64.b64decode(recorded["payload_base64"]) if "payload_base64" in recorded
-                           else recorded["payload"].encode("utf-8") if isinstance(recorded["payload"], str)
-                           else json.dumps(recorded["payload"]).encode("utf-8"))
-                message = Message(recorded["topic"], payload, 1, False, recorded.get("received", time.time()), "")
+                message = _recorded(line)
             except (ValueError, KeyError, TypeError) as exc:
-                print(f"{messages_path} line {number}: expected {{\"topic\": ..., \"payload\": ...}}, got {line.strip()[:80]!r} "
-                      f"({type(exc).__name__}: {exc})", file=sys.stderr)
-                return 2
-            for channel, strategy, chain, filters in pipelines:
+                bad += 1
+                what = f"no {exc}" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {exc}"
+                print(f"{messages_path} line {number}: expected {{\"topic\": ..., \"payload\": ...}} (or "
+                      f"\"payload_base64\"), got {line.strip()[:80]!r} ({what}); skipped", file=sys.stderr)
+                continue
+            matched = False
+            for router, filters in routers:
                 if any(f.matches(message.topic) for f in filters):
-                    _rows(settings, channel, strategy, chain, message, out)
-    return 0
+                    matched = True
+                    _route(router, message, out)
+            if not matched:
+                _print({"topic": message.topic, "channel": None, "unmatched": True,
+                        "reason": "no channel subscribes to this topic"}, out)
+    return 2 if bad else 0
 
 
 def _live(settings) -> int:

@@ -98,8 +98,42 @@ def test_dry_run_from_recorded_messages(tmp_path):
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
     assert lines[0]["table"] == "g_d_sensors" and lines[0]["fields"] == {"t": 1}
     assert lines[0]["time"] == "2024-06-01T12:00:00.000000000Z"
-    assert [line.get("stage") for line in lines[1:]] == ["topology", "decode"]
+    assert [line.get("stage") for line in lines[1:3]] == ["topology", "decode"]
+    assert lines[3] == {"topic": "other/x", "channel": None, "unmatched": True,
+                        "reason": "no channel subscribes to this topic"}
     assert not (tmp_path / "never.sqlite").exists()
+
+
+def test_a_dry_run_from_recorded_messages_routes_as_the_gateway_does(tmp_path, capsys):
+    """The suffix's decoder (data.csv), event values, empty payloads and ignore filters: the dry run said "dead
+    letter" for what the gateway stores, because it had a router of its own. A line that is no recorded message
+    is named, and the lines after it still run (exit status 2)."""
+    import io
+    import json
+
+    from lorrygate.config import loads
+    from lorrygate.pipeline.dryrun import dry_run
+
+    settings = loads("[broker:b]\nhost=h\n[storage:s]\nurl=sqlite:///" + str(tmp_path / "never.sqlite") +
+                     "\n[channel:c]\ntopics=r/#\nignore=r/n/g/cmd/#\nvalues=kotori\n")
+    recorded = tmp_path / "messages.ndjson"
+    lines = [{"topic": "r/n/g/d/data.csv", "payload": "a,b\n1,2\n"},
+             {"topic": "r/n/g/d/event.json", "payload": "reboot"},
+             {"topic": "r/n/g/d/data.json", "payload": ""},
+             {"topic": "r/n/g/cmd/x/data.json", "payload": "{}"},
+             {"topic": "r/n/g/d/data.json", "payload": '{"v": "21.5"}'}]
+    recorded.write_text("\n".join(json.dumps(line) for line in lines[:2]) + "\n[1]\n"
+                        + "\n".join(json.dumps(line) for line in lines[2:]) + "\n")
+    out = io.StringIO()
+    assert dry_run(settings, str(recorded), out) == 2
+    printed = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [(line.get("decoder"), line.get("fields")) for line in printed[:2]] == [
+        ("csv", {"a": 1, "b": 2}), ("event", {"value": "reboot"})]
+    assert printed[1]["table"] == "g_d_events"
+    assert printed[2]["empty"] and printed[3] == {"channel": "c", "topic": "r/n/g/cmd/x/data.json", "ignored": True,
+                                                   "reason": "matches the channel's ignore filters"}
+    assert printed[4]["fields"] == {"v": 21.5}  # values = kotori
+    assert "messages.ndjson line 3: " in capsys.readouterr().err
 
 
 def test_pipeline_examples_in_docs_build():
