@@ -329,6 +329,8 @@ def mask_url(url: str) -> str:
         parts = urlsplit(url)
     except ValueError:
         return "<unparsable URL>"
+    if parts.password is None and "password" not in parts.query.lower() and "token" not in parts.query.lower():
+        return url  # as written: urlunsplit makes sqlite:////abs/path sqlite://abs/path
     if parts.password is not None:
         netloc = parts.netloc.rsplit("@", 1)
         user = (parts.username or "") + ":***"

@@ -7,7 +7,6 @@ from typing import Any
 
 import attrs
 
-from lorrygate.errors import TopologyError
 from lorrygate.storage.cratedb import default_ddl
 from lorrygate.storage.sqlite import table_name
 from lorrygate.topology.naming import quote
@@ -141,22 +140,26 @@ def describe(settings, topics=(), fields=()) -> str:
             storage = settings.storages[name]
             lines.append(f"    ! {storage.kind} {name} ({storage.url})" if storage.kind != "tributary"
                          else f"    ! tributary {name} (graph {storage.graph}, at least once)")
+    routers: dict = {}
     for topic in topics:
         lines.append(f"topic {topic}:")
         for channel in settings.channels:
             if not any(_matches(pattern, topic) for pattern in channel.topics):
                 lines.append(f"  channel {channel.name}: not subscribed")
                 continue
-            strategy = settings.strategies[channel.strategy]()
-            try:
-                address = strategy.match(topic)
-                table = strategy.table_for(address)
-            except TopologyError as exc:
-                lines.append(f"  channel {channel.name}: refused by strategy {channel.strategy}: {exc.reason}")
+            if channel.name not in routers:
+                routers[channel.name] = _router(settings, channel)
+            address, table, problem, decoders = routers[channel.name].explain(topic)
+            if problem is not None:
+                reason, what = problem
+                lines.append(f"  channel {channel.name}: ignored (acknowledged, not stored): {what}"
+                             if reason == "ignored" else
+                             f"  channel {channel.name}: refused by strategy {channel.strategy}: {reason} (a dead letter)")
                 continue
             lines.append(f"  channel {channel.name}: address realm={address.realm} network={address.network} "
                          f"gateway={address.gateway} node={address.node} kind={address.kind}"
                          + (f" field={address.field}" if address.field else ""))
+            lines.append(f"    decoders {','.join(decoders)}")
             for name in channel.storages:
                 storage = settings.storages[name]
                 physical = table_name(table) if storage.kind == "sqlite" else f"{table.schema}.{table.table}"
@@ -166,6 +169,13 @@ def describe(settings, topics=(), fields=()) -> str:
                     lines.append(f"      {statement}")
                 lines.extend(_columns(storage, list(fields)))
     return "\n".join(lines)
+
+
+def _router(settings, channel):
+    """The channel's router, made as the gateway makes it (its decoders are made, never started)."""
+    from lorrygate.service.channel_service import make_router
+
+    return make_router(settings, channel, (None,), None)[0]
 
 
 def _matches(pattern: str, topic: str) -> bool:

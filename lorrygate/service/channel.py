@@ -200,6 +200,20 @@ class ChannelRouter:
         """Return ``(address, table, None)`` or ``(None, None, (reason, what))``."""
         return (self._routes.get(topic) or self._resolve(topic))[:3]
 
+    def explain(self, topic: str) -> tuple:
+        """``(address, table, problem, decoder names)`` of a topic, as its messages are routed: problem is None,
+        ``("ignored", why)`` or ``(reason, what)``; for ``describe``."""
+        address, table, problem, chain, _ = self._resolve(topic)
+        if problem is IGNORED:
+            why = "matches the channel's ignore filters"
+            if not any(f.matches(topic) for f in self._ignore):
+                try:
+                    self.strategy.match(topic)
+                except Ignored as exc:
+                    why = exc.reason
+            problem = ("ignored", why)
+        return address, table, problem, chain.names if chain is not None else ()
+
     def _resolve(self, topic: str):
         """`route` for a topic not in the cache: ask the strategy, and cache the answer with the topic's
         decoder chain (`_chain_for`) and the topic itself, which the messages of the topic then share."""

@@ -184,9 +184,12 @@ def test_a_config_that_is_not_utf8_is_one_clear_problem(tmp_path):
     ("postgresql://gw:s3cret@db/x", "postgresql://gw:***@db/x"),
     ("postgresql://gw@db/x?password=s3cret&sslmode=require", "postgresql://gw@db/x?password=***&sslmode=require"),
     ("crate://db:4200/?schema=a", "crate://db:4200/?schema=a"),
-], ids=["user-info", "query-parameter", "no-password"])
+    ("sqlite:////var/lib/lorrygate/gw.sqlite", "sqlite:////var/lib/lorrygate/gw.sqlite"),
+    ("sqlite:///var/gw.sqlite", "sqlite:///var/gw.sqlite"),
+], ids=["user-info", "query-parameter", "no-password", "sqlite-absolute", "sqlite-relative"])
 def test_storage_urls_never_show_a_password(url, shown):
-    """A storage URL prints with every password masked, in the user info or in the query."""
+    """A storage URL prints with every password masked, in the user info or in the query; otherwise as written
+    (a SQLite URL printed as sqlite://var/lib/..., sqlite:/var/..., which name other files)."""
     from lorrygate.config.values import storage_url
 
     assert str(storage_url(url)) == shown

@@ -114,6 +114,23 @@ def test_describe_prints_schema_table_and_ddl():
     assert 'CREATE TABLE IF NOT EXISTS "mqttkit_1_testdrive"."area_42_node_1_sensors"' in text
 
 
+
+def test_describe_says_which_decoders_a_topic_gets_and_what_is_ignored():
+    """describe routes as the gateway does: the suffix's decoder first, event values last, the channel's ignore
+    filters and the strategy's commands are "ignored", not "refused"."""
+    from lorrygate.config import loads
+    from lorrygate.pipeline.describe import describe
+
+    settings = loads("[broker:b]\nhost=h\n[storage:s]\nurl=sqlite:///x.sqlite\n[channel:c]\ntopics=r/#\n"
+                     "ignore=r/n/g/cmd/#\n[channel:z]\ntopics=zigbee2mqtt/#\nstrategy=zigbee2mqtt\n")
+    text = describe(settings, ["r/n/g/d/data.csv", "r/n/g/d/event.json", "r/n/g/cmd/x/data.json", "r//g/d/data.json",
+                               "zigbee2mqtt/lamp/set"])
+    assert "    decoders csv,ttn,json,value\n" in text and "    decoders ttn,json,value,event\n" in text
+    assert "  channel c: ignored (acknowledged, not stored): matches the channel's ignore filters" in text
+    assert "  channel c: refused by strategy wan: the network level is empty (a dead letter)" in text
+    assert ("  channel z: ignored (acknowledged, not stored): zigbee2mqtt/<friendly name>/set or /get: a command, not "
+            "a measurement") in text
+
 def test_describe_shows_the_shared_table_and_the_view_of_the_per_network_layout():
     pipeline = parse_launch('mqtt://localhost/mqttkit-1/%23 ! crate url=crate://localhost:4200/ layout=per-network')
     text = pipeline.describe(["mqttkit-1/testdrive/area-42/node-1/data.json"])
