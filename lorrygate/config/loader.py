@@ -208,6 +208,12 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".", on_storage=N
                     problem(section, key, f"a value (required unless exactly one [{kind}:NAME] is defined)", "nothing")
                     continue
                 channel = attrs.evolve(channel, source=only) if key == "source" else attrs.evolve(channel, storage=only)
+        if not channel.topics:
+            if channel.source in sources:  # files, a poll, a socket, ...: every message of its source
+                channel = attrs.evolve(channel, topics=("#",))
+            elif channel.source:
+                problem(section, "topics", "a value (required for a channel of a broker: the filters to subscribe "
+                        "to, such as mqttkit-1/#)", "nothing")
         _check_channel(section, channel, parser, strategies, decoders, problem)
         broker = brokers.get(channel.source)
         if broker is not None:
@@ -257,7 +263,38 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".", on_storage=N
                                                            if values.get("file")]
                                       + [m for d in dataflows.values() for m in d.modules if m.endswith(".py")])
     return s.Settings(source, gateway, brokers, storages, tuple(built), strategies, decoders, fingerprints, hooks,
-                      sources, tuple(doubled_routes(source, built, brokers)))
+                      sources, tuple(doubled_routes(source, built, brokers)
+                                     + unfit_source_topics(source, built, sources, strategies)))
+
+
+def unfit_source_topics(source: str, channels, sources: dict, strategies: dict) -> list:
+    """Warnings for a channel of a [source:NAME] whose topics its strategy refuses: every message of the source
+    would be a dead letter (a files source's default topic, ``<source>/{stem}``, under the default strategy, wan,
+    which wants realm/network/gateway/node/data.json). The topic is tried with each placeholder filled in."""
+    from lorrygate.errors import Ignored, TopologyError
+
+    warnings = []
+    for channel in channels:
+        made = sources.get(channel.source)
+        if made is None or channel.strategy not in strategies:
+            continue
+        template = {"iio": "{topic}/{{device}}", "pgcdc": "{topic}/{{schema}}/{{table}}"}.get(
+            made.type, "{topic}").format(topic=made.topic)
+        if "{path}" in template:
+            continue  # as many levels as the directories below the glob
+        topic = re.sub(r"\{[^{}]*\}", "x", template)
+        try:
+            strategies[channel.strategy]().match(topic)
+        except Ignored:
+            continue
+        except TopologyError as exc:
+            warnings.append(f"{source} [channel:{channel.name}]: the strategy {channel.strategy} refuses the topics of "
+                            f"source {made.name} ({template}: {exc.reason}), so every message of it is a dead letter. "
+                            f"Set [source:{made.name}] topic to one it takes, or the channel's strategy (such as "
+                            f"strategy = topic)")
+        except Exception:  # noqa: S112 - a user's strategy: what it does with a made-up topic proves nothing
+            continue
+    return warnings
 
 
 def doubled_routes(source: str, channels, brokers: dict) -> list:

@@ -347,7 +347,7 @@ STORAGE_KIND_KEYS = {
 
 CHANNEL_KEYS = {
     "source": Key(v.nonempty, "", doc='The [broker:NAME] to read from (may be left out with a single broker).'),
-    "topics": Key(v.topic_filters, doc='MQTT topic filters to subscribe to, separated by commas.'),
+    "topics": Key(v.topic_filters, (), doc="MQTT topic filters to subscribe to, separated by commas (required for a broker; a channel of a [source:NAME] takes every message of it when left out)."),
     "qos": Key(v.integer(0, 2), 1, doc="The subscription's QoS: 1 (at least once) is what ack-after-commit needs."),
     "strategy": Key(v.nonempty, "wan", doc='How topics become addresses and tables: wan, lan, tasmota, homie, ttn, chirpstack, zigbee2mqtt, shelly, a [strategy:NAME] or a module.'),
     "decoders": Key(v.names, (), doc="The decoder chain, tried in order (default: the strategy's chain)."),

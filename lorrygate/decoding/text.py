@@ -72,10 +72,24 @@ class NdjsonDecoder:
         return records
 
 
+#: a number with a decimal comma: "21,5"
+_DECIMAL_COMMA = re.compile(r"\s*[+-]?[0-9]+,[0-9]+\s*")
+
+
+def _decimal_comma(value: str):
+    """A value of a CSV separated by ";": a spreadsheet separates with ";" where the decimal mark is the comma
+    (German, French, ...), so "21,5" is 21.5; "1.234,5" (a thousands separator) stays text. (A tab says nothing
+    of the locale: "1,234" in a tab-separated file may be a thousand.)"""
+    if _DECIMAL_COMMA.fullmatch(value):
+        return float(value.replace(",", "."))
+    return scalar(value)
+
+
 @implementer(IDecoder)
 @attrs.frozen
 class CsvDecoder:
-    """CSV: a header line then data lines, or only data lines with ``columns``."""
+    """CSV: a header line then data lines, or only data lines with ``columns``. A header line without the
+    ``delimiter`` but with ``;`` or a tab is split at that; in a CSV separated by ";", "21,5" is 21.5."""
 
     name: str = "csv"
     timezone: Any = None
@@ -85,10 +99,15 @@ class CsvDecoder:
     def decode(self, message, address) -> list:
         text = payload_text(message.payload)
         lines = [line for line in text.splitlines() if line.strip()]
-        if self.delimiter not in text:
-            raise Declined(f"no {self.delimiter!r} delimiter")
+        delimiter = self.delimiter
+        if not self.columns and lines and delimiter not in lines[0]:
+            # A header without the delimiter: a spreadsheet's export in a locale whose decimal mark is the comma
+            # separates with ";", and its values hold commas ("21,5"); or a tab-separated file
+            delimiter = next((other for other in ";\t" if other in lines[0]), delimiter)
+        if delimiter not in text:
+            raise Declined(f"no {delimiter!r} delimiter")
         try:
-            rows = list(csv.reader(io.StringIO("\n".join(lines)), delimiter=self.delimiter, strict=True))
+            rows = list(csv.reader(io.StringIO("\n".join(lines)), delimiter=delimiter, strict=True))
         except csv.Error as exc:
             raise Declined(f"not CSV: {exc}") from None
         if self.columns:
@@ -103,13 +122,18 @@ class CsvDecoder:
                 header.append(unused_name(header, name.strip() or "_"))
             if not any(name.strip() for name in rows[0]):
                 raise Declined("a header line of column names is needed (or configure columns)")
+            if all("=" in name for name in rows[0]):
+                raise Declined("key=value pairs, not a header line of column names")
         records = []
         for number, row in enumerate(data, 1 if self.columns else 2):
             if len(row) != len(header):
                 raise DecodeError(
                     self.name, f"line {number} has {len(row)} values for {len(header)} columns ({', '.join(header)})"
                 )
-            document = {name: scalar(value) for name, value in zip(header, row) if value.strip() != ""}
+            if delimiter != ";":
+                document = {name: scalar(value) for name, value in zip(header, row) if value.strip() != ""}
+            else:
+                document = {name: _decimal_comma(value) for name, value in zip(header, row) if value.strip() != ""}
             records.append(object_record(document, message, self.name, self.timezone))
         return records
 
@@ -141,9 +165,10 @@ class KeyValueDecoder:
         return [object_record(document, message, self.name, self.timezone)]
 
 
-#: for a split at each separator, the others: a key with one in it, or a value with one followed by a key and
-#: ``=`` (a pair that the split left inside the value), says that the text was not written so
-_OTHERS = {",": (re.compile(";"), re.compile(r";[^,;\s=]+=")), ";": (re.compile(","), re.compile(r",[^,;\s=]+=")),
+#: for a split at each separator, the others: a key with one in it, or a value with one (or white space, a line
+#: break) followed by a key and ``=`` (a pair that the split left inside the value), says that the text was not
+#: written so
+_OTHERS = {",": (re.compile(";"), re.compile(r"[;\s][^,;\s=]+=")), ";": (re.compile(","), re.compile(r"[,\s][^,;\s=]+=")),
            None: (re.compile("[,;]"), re.compile(r"[,;][^,;\s=]+="))}
 
 

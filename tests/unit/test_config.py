@@ -362,3 +362,31 @@ def test_amqp_channels_with_queues_of_their_own_on_one_exchange_are_warned_of_to
     warnings = loads(text, source="gateway.ini").warnings
     pairs = [re.match(r"gateway.ini \[channel:(\w)\] and \[channel:(\w)\]", w).groups() for w in warnings]
     assert pairs == [("a", "b"), ("a", "c"), ("a", "d"), ("b", "c"), ("b", "d")]
+
+
+def test_a_channel_of_a_local_source_takes_all_of_it_and_is_warned_when_its_strategy_refuses_the_topics():
+    """A channel of a [source:NAME] needs no topics (it takes every message of its source: the config said "topics
+    is required"); one of a broker does. A files source's default topic (<source>/{stem}) under the default strategy,
+    wan, made every line a dead letter: `check` warns and says what to set."""
+    base = textwrap.dedent("""
+        [storage:db]
+        url = sqlite:///var/test.sqlite
+        [source:logs]
+        type = files
+        path = /var/log/sensors/*.csv
+        [channel:c]
+        """)
+    settings = loads(base, source="gateway.ini")
+    (channel,) = settings.channels
+    assert channel.topics == ("#",)
+    assert settings.warnings == (
+        "gateway.ini [channel:c]: the strategy wan refuses the topics of source logs (logs/{stem}: expected "
+        "realm/network/gateway/node/<suffix> (at least 5 levels), got 2 level(s)), so every message of it is a dead "
+        "letter. Set [source:logs] topic to one it takes, or the channel's strategy (such as strategy = topic)",)
+    assert loads(base + "strategy = topic\n").warnings == ()
+    fitting = base.replace("path = ", "topic = mqttkit-1/net/{dir}/{stem}/data.json\npath = ")
+    assert loads(fitting).warnings == ()
+    assert loads(base.replace("path = ", "topic = a/{path}\npath = ")).warnings == ()  # levels unknown
+    assert problems("[broker:b]\nhost = h\n[storage:db]\nurl = sqlite:///x\n[channel:c]\n") == [
+        "gateway.ini [channel:c] topics: expected a value (required for a channel of a broker: the filters to "
+        "subscribe to, such as mqttkit-1/#), got nothing"]

@@ -80,6 +80,8 @@ def test_a_key_given_twice_in_key_value_pairs_keeps_both_values():
     (b"room temp=21,hum=40", {"room temp": 21, "hum": 40}),
     (b"data=YWJjZA==,t=1", {"data": "YWJjZA==", "t": 1}),
     (b"a = 1 ; b = 2", {"a": 1, "b": 2}),
+    (b"name=Living Room,t=21", {"name": "Living Room", "t": 21}),
+    (b"a=1\nb=2\n", {"a": 1, "b": 2}),
 ])
 def test_key_value_pairs_are_split_at_the_separator_that_keeps_keys_and_values_whole(payload, fields):
     """A comma inside a value of pairs separated by semicolons: the comma was taken for the separator, and the
@@ -90,9 +92,11 @@ def test_key_value_pairs_are_split_at_the_separator_that_keeps_keys_and_values_w
     assert record.fields == fields
 
 
-@pytest.mark.parametrize("payload", [b"a=1;b=2,c=3", b"a=1,b", b"a=x;y"])
+@pytest.mark.parametrize("payload", [b"a=1;b=2,c=3", b"a=1,b", b"a=x;y", b"a=1 b=2;c=3", b"a=1;b=2\nc=3;d=4\n",
+                                     b"a=1,b=2\nc=3,d=4"])
 def test_key_value_pairs_that_no_separator_splits_whole_are_declined(payload):
-    """a=1;b=2,c=3 stored a = "1;b=2" (or b = "2,c=3"): a pair lost inside a value. Declined: the next decoder
+    """a=1;b=2,c=3 stored a = "1;b=2" (or b = "2,c=3"), a=1;b=2<line break>c=3;d=4 b = "2<line break>c=3": a pair
+    lost inside a value. Declined: the next decoder
     of the chain may take it, or the message is a dead letter that says why."""
     from lorrygate.decoding.text import KeyValueDecoder
 

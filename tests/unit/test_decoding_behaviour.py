@@ -68,7 +68,10 @@ def test_fallback_chain_sends_each_message_to_the_right_decoder():
         (b"21.5", field, "json", [{"temperature": 21.5}]),
         (b"on", field, "value", [{"temperature": "on"}]),
         (b'[{"t": 1}, {"t": 2}]', DATA, "json", [{"t": 1}, {"t": 2}]),
-        (b"a;b\n1;2\n", DATA, "kv", None),
+        (b"a;b\n1;2\n", DATA, "csv", [{"a": 1, "b": 2}]),
+        (b"a=1;b=2\nc=3;d=4\n", DATA, "kv", None),
+        (b"a=1,b=2\nc=3,d=4\n", DATA, "kv", None),
+        (b"a b\n1 2\n", DATA, "kv", None),
     ]
     for payload, address, expected_decoder, expected_fields in stream:
         if expected_fields is None:

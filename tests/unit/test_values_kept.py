@@ -162,6 +162,27 @@ def test_a_byte_order_mark_is_no_part_of_the_first_name_or_value():
     assert [r.fields for r in ValueDecoder().decode(message(bom + b"21.5"), field)] == [{"t": 21.5}]
 
 
+
+def test_a_spreadsheets_csv_separated_by_semicolons_or_tabs_is_read_by_the_built_in_csv_decoder():
+    """Excel where the decimal mark is the comma exports "time;temp" and "21,5": the built-in decoder (a comma)
+    declined it, or made one column "time;temp" (a files source's header); a tab-separated file too. With ";",
+    "21,5" is 21.5; "1.234,5" stays text; a tab-separated "1,234" is no decimal."""
+    from lorrygate.decoding.text import CsvDecoder
+
+    decode = CsvDecoder().decode
+    (a, b) = decode(message(b"\xef\xbb\xbftime;temp;hum;note\r\n2026-01-01T00:00:00Z;21,5;40;1.234,5\r\n"
+                            b"2026-01-01T00:01:00Z;-0,25;41;x,y\r\n"), DATA)
+    assert a.fields == {"temp": 21.5, "hum": 40, "note": "1.234,5"} and b.fields == {"temp": -0.25, "hum": 41,
+                                                                                      "note": "x,y"}
+    assert a.time == 1_767_225_600 * 10**9
+    (c,) = decode(message(b"t\th\n1,234\t2\n"), DATA)
+    assert c.fields == {"t": "1,234", "h": 2}
+    # a comma-separated header keeps the comma, and configured columns their delimiter
+    assert decode(message(b"a,b\n1;2,3\n"), DATA)[0].fields == {"a": "1;2", "b": 3}
+    columns = CsvDecoder(columns=("a", "b"), delimiter=";").decode
+    assert columns(message(b"1,5;2\n"), DATA)[0].fields == {"a": 1.5, "b": 2}
+
+
 def nested(levels: int) -> dict:
     document: dict = {"v": 1}
     for _ in range(levels):
