@@ -12,7 +12,6 @@ ignored (`Ignored`): they carry requests, not measurements, so they are
 acknowledged and counted, never dead letters.
 """
 
-import re
 from typing import NoReturn
 
 import attrs
@@ -41,7 +40,6 @@ class _Fleet:
         raise Ignored(self.name, topic, f"{what}: a command, not a measurement")
 
 
-_TASMOTA_INFO = re.compile(r"^INFO\d+$")
 
 
 @implementer(IStrategy)
@@ -58,10 +56,13 @@ class TasmotaStrategy(_Fleet):
             check_levels(self.name, topic, device=device)
             if prefix == "tele" and last in ("SENSOR", "STATE"):
                 return Address("tasmota", None, None, device, DATA, last)
-            if prefix == "stat" and last or prefix == "tele" and (last == "LWT" or _TASMOTA_INFO.match(last)):
-                # A bare value (LWT ``Online``, POWER ``OFF``) is stored in the column named after the event.
+            if last:
+                # A bare value (LWT ``Online``, POWER ``OFF``) is stored in the column named after the event, and so
+                # is what else a device tells: tele/RESULT (an RF bridge's or an IR receiver's codes), MARGINS,
+                # UPTIME, HASS_STATE; they were dead letters, a tele/RESULT a press of a remote.
                 return Address("tasmota", None, None, device, EVENT, f"{prefix}/{last}", last)
-        self._refuse(topic, "tele/<device>/SENSOR, tele/<device>/STATE, tele/<device>/LWT, tele/<device>/INFO<n> or stat/<device>/<name>")
+        self._refuse(topic, "tele/<device>/SENSOR or STATE (data), tele/<device>/<name> or stat/<device>/<name> "
+                            "(events)")
 
 
 @implementer(IStrategy)
@@ -176,7 +177,8 @@ _SHELLY_EVENTS = {"online", "announce", "info"}
 @attrs.frozen
 class ShellyStrategy(_Fleet):
     """Shelly Gen1 (``shellies/<device-id>/...``, one value per topic) and Gen2
-    (``<device-id>/status/<component>``, ``<device-id>/events/rpc``); the
+    (``<prefix>/status/<component>``, ``<prefix>/events/rpc``, ``<prefix>/online``, ``<prefix>/debug/log``; the
+    prefix is the device id unless set on the device, and may have levels); the
     component (``switch:0``, ``relay:0``) is the ``component`` tag."""
 
     name: str = "shelly"
@@ -185,23 +187,40 @@ class ShellyStrategy(_Fleet):
 
     def match(self, topic: str) -> Address:
         levels = topic.split("/")
+        gen2 = self._gen2(topic, levels)
+        if gen2 is not None:
+            return gen2
         if levels[0] == "shellies" and len(levels) >= 3:
             return self._gen1(topic, levels[1], levels[2:])
-        if len(levels) >= 2:
-            device = levels[0]
-            rest = levels[1:]
-            check_levels(self.name, topic, device=device)
-            if rest[0] in ("rpc", "command"):
-                self._ignore(topic, f"<device-id>/{rest[0]}")
-            if len(rest) == 2 and rest[0] == "status" and rest[1]:
-                return Address("shelly", None, None, device, DATA, "/".join(rest),
-                               labels=(("component", rest[1]),))
-            if rest == ["events", "rpc"]:
-                return Address("shelly", None, None, device, EVENT, "events/rpc")
-            if rest == ["online"]:
-                return Address("shelly", None, None, device, EVENT, "online", "online")
-        self._refuse(topic, "<device-id>/status/<component>, <device-id>/events/rpc, <device-id>/online or "
-                            "shellies/<device-id>/...")
+        if levels[0] == "shellies" and levels[1:] in (["announce"], ["command"]):
+            # every Gen1 device announces itself here (its id in the payload); the command asks them to
+            if levels[1] == "command":
+                self._ignore(topic, "shellies/command")
+            return Address("shelly", None, None, "shellies", EVENT, "announce", "announce")
+        self._refuse(topic, "<prefix>/status/<component>, <prefix>/events/rpc, <prefix>/online, <prefix>/debug/log "
+                            "(Gen2; the prefix is the device id unless set) or shellies/<device-id>/...")
+
+    def _gen2(self, topic: str, levels: list) -> Address | None:
+        """Gen2 topics after the device's MQTT prefix: its id, or any prefix set on the device
+        (``home/kitchen/plug``), whose levels name the device; None for what is no Gen2 topic."""
+        if len(levels) >= 3 and levels[-2] == "status":
+            size, kind, field = 2, DATA, None
+        elif len(levels) >= 3 and levels[-2:] in (["events", "rpc"], ["debug", "log"]):
+            size, kind, field = 2, EVENT, None if levels[-2] == "events" else "debug_log"
+        elif len(levels) >= 2 and levels[-1] == "online" and not (levels[0] == "shellies" and len(levels) == 3):
+            size, kind, field = 1, EVENT, "online"  # (shellies/<device-id>/online is Gen1's)
+        elif len(levels) >= 2 and (levels[-1] in ("rpc", "command") or levels[-2] == "command"):
+            self._ignore(topic, "<prefix>/rpc, <prefix>/command")
+        else:
+            return None
+        prefix, rest = levels[:-size], levels[-size:]
+        device = "/".join(prefix)
+        check_levels(self.name, topic, device=device)
+        if not all(prefix) or not all(rest):
+            self._refuse(topic, "a Gen2 topic with no empty levels")
+        if kind is DATA:
+            return Address("shelly", None, None, device, DATA, "/".join(rest), labels=(("component", rest[1]),))
+        return Address("shelly", None, None, device, EVENT, "/".join(rest), field)
 
     def _gen1(self, topic: str, device: str, rest: list) -> Address:
         check_levels(self.name, topic, device=device)
