@@ -150,3 +150,14 @@ class Channel:
     @property
     def storages(self) -> tuple:
         return (self.storage,) + tuple(self.tee)
+
+
+def unused_name(names, name: str) -> str:
+    """``name``, or if ``names`` has it ``name_2``, ``name_3``, ... (the first that ``names`` has not): how a
+    second value of one name keeps its value, in the decoders and in the storages' columns alike."""
+    if name not in names:
+        return name
+    number = 2
+    while f"{name}_{number}" in names:
+        number += 1
+    return f"{name}_{number}"

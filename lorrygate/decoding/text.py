@@ -30,8 +30,7 @@ from lorrygate.decoding.jsonobject import loads
 from lorrygate.decoding.records import object_record, received_ns, scalar
 from lorrygate.errors import Declined, DecodeError
 from lorrygate.interfaces import IDecoder
-from lorrygate.model import Record
-from lorrygate.storage.layout import unused_name
+from lorrygate.model import Record, unused_name
 
 
 def payload_text(payload: bytes) -> str:

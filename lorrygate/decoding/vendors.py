@@ -40,8 +40,7 @@ from lorrygate.decoding.text import payload_text
 from lorrygate.decoding.timestamps import parse_time
 from lorrygate.errors import Declined, DecodeError
 from lorrygate.interfaces import IDecoder
-from lorrygate.model import Record
-from lorrygate.storage.layout import unused_name
+from lorrygate.model import Record, unused_name
 
 
 def _json_object(payload: bytes, what: str) -> dict:

@@ -15,6 +15,8 @@ import hashlib
 import json
 import math
 
+from lorrygate.model import unused_name
+
 #: How a field name becomes a column name that no other field of the row
 #: shares, compared the way the database compares names (``fold``): SQLite
 #: ignores ASCII case, PostgreSQL cuts names at 63 bytes. A name longer than
@@ -82,16 +84,6 @@ def _distinct_leaves(out: dict, fields, prefix: str, depth: int, tags, taken: li
             else:
                 name = unused_name(out, name)
         out[name] = value
-
-
-def unused_name(names, name: str) -> str:
-    """``name``, or if ``names`` has it ``name_2``, ``name_3``, ... (the first that ``names`` has not)."""
-    if name not in names:
-        return name
-    number = 2
-    while f"{name}_{number}" in names:
-        number += 1
-    return f"{name}_{number}"
 
 
 def within_budget(flat: dict, new: list, room: int) -> dict:

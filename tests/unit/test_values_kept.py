@@ -11,7 +11,8 @@ from lorrygate.decoding.vendors import ChirpStackDecoder, HomieDecoder, TasmotaD
 from lorrygate.hooks.samples import HookState, SampleTracker
 from lorrygate.model import Address, Message, Record, TableName
 from lorrygate.storage.batch import Batch, Entry
-from lorrygate.storage.layout import flatten, unused_name
+from lorrygate.model import unused_name
+from lorrygate.storage.layout import flatten
 from tests.unit.test_hooks import Recorder
 
 RECEIVED = 1_717_243_200.5
