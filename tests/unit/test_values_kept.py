@@ -9,9 +9,8 @@ import json
 
 from lorrygate.decoding.vendors import ChirpStackDecoder, HomieDecoder, TasmotaDecoder, TtnDecoder
 from lorrygate.hooks.samples import HookState, SampleTracker
-from lorrygate.model import Address, Message, Record, TableName
+from lorrygate.model import Address, Message, Record, TableName, unused_name
 from lorrygate.storage.batch import Batch, Entry
-from lorrygate.model import unused_name
 from lorrygate.storage.layout import flatten
 from tests.unit.test_hooks import Recorder
 
