@@ -31,7 +31,7 @@ class ErrorTopicListener:
         self.client.loop_stop()
 
 
-MALFORMED = [b"\xff\xfe\x00 binary junk", b'{"temperature": 21.5', b"[1, 2, 3]", b'{"time": "yesterday", "v": 1}', b""]
+MALFORMED = [b"\xff\xfe\x00 binary junk", b'{"temperature": 21.5', b"[1, 2, 3]", b'{"time": "yesterday", "v": 1}', b"{}{}"]
 
 
 def test_thousand_messages_with_ten_percent_malformed(tmp_path, mosquitto):
