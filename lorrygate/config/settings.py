@@ -674,7 +674,7 @@ STRATEGY_DECODERS = {
     "ttn": ("ttn", "json"),
     "chirpstack": ("chirpstack", "json"),
     "zigbee2mqtt": ("json", "value"),
-    "shelly": ("json", "value"),
+    "shelly": ("shelly", "json", "value"),
     # Kotori decodes a TTS uplink sent to .../data.json with its TTS decoder
     "wan": ("ttn", "json", "value"),
 }

@@ -7,7 +7,14 @@ from lorrygate.decoding.chain import DecoderChain
 from lorrygate.decoding.functions import decoder
 from lorrygate.decoding.jsonobject import JsonDecoder
 from lorrygate.decoding.text import CsvDecoder, KeyValueDecoder, NdjsonDecoder, RawDecoder, ValueDecoder
-from lorrygate.decoding.vendors import AirrohrDecoder, ChirpStackDecoder, HomieDecoder, TasmotaDecoder, TtnDecoder
+from lorrygate.decoding.vendors import (
+                                       AirrohrDecoder,
+                                       ChirpStackDecoder,
+                                       HomieDecoder,
+                                       ShellyDecoder,
+                                       TasmotaDecoder,
+                                       TtnDecoder,
+)
 
 #: built-in decoders by the name a chain selects them with
 DECODERS: dict[str, Any] = {
@@ -21,6 +28,7 @@ DECODERS: dict[str, Any] = {
     "ttn": TtnDecoder,
     "chirpstack": ChirpStackDecoder,
     "homie": HomieDecoder,
+    "shelly": ShellyDecoder,
     "msgpack": MessagePackDecoder,
     "cbor": CborDecoder,
     "muon": MuonDecoder,

@@ -37,7 +37,7 @@ from zope.interface import implementer
 from lorrygate.decoding.jsonobject import loads
 from lorrygate.decoding.records import object_record, received_ns, scalar
 from lorrygate.decoding.text import payload_text
-from lorrygate.decoding.timestamps import parse_time
+from lorrygate.decoding.timestamps import from_epoch, parse_time
 from lorrygate.errors import Declined, DecodeError
 from lorrygate.interfaces import IDecoder
 from lorrygate.model import Record, unused_name
@@ -223,6 +223,55 @@ class HomieDecoder:
             if isinstance(value, bool):  # Homie booleans are lower case only
                 value = text
         return [Record(received_ns(message), {address.field: value})]
+
+
+#: the RPC notifications a Shelly Gen2 device sends of its status (changes, or all of it)
+_SHELLY_STATUS = ("NotifyStatus", "NotifyFullStatus")
+
+
+@implementer(IDecoder)
+@attrs.frozen
+class ShellyDecoder:
+    """Shelly Gen2 RPC notifications on ``<prefix>/events/rpc``, the way a device reports unless "generic status
+    update over MQTT" is set: ``NotifyStatus`` (what changed) and ``NotifyFullStatus`` as one record a component
+    (``switch:0``, ``wifi``; its name in the ``component`` tag), as ``<prefix>/status/<component>`` gives them;
+    ``NotifyEvent`` as one record an event (``{"event": "single_push"}`` of ``input:0``). Each at the device's
+    ``ts``. Other methods are declined (the next decoder, json, stores them whole)."""
+
+    name: str = "shelly"
+    timezone: Any = None
+
+    def decode(self, message, address) -> list:
+        if address is None or not address.rest.endswith("events/rpc"):
+            raise Declined("not a Shelly Gen2 <prefix>/events/rpc topic")
+        document = _json_object(message.payload, "Shelly RPC notification")
+        method, params = document.get("method"), document.get("params")
+        if type(params) is not dict or (method not in _SHELLY_STATUS and method != "NotifyEvent"):
+            raise Declined(f"not a status or event notification (method {method!r})")
+        time = self._time(params.get("ts"), message)
+        if method == "NotifyEvent":
+            events = params.get("events")
+            if type(events) is not list or not all(type(event) is dict for event in events):
+                raise DecodeError(self.name, "a NotifyEvent whose params.events is not a list of objects")
+            records = []
+            for event in events:
+                fields = flatten({key: value for key, value in event.items() if key not in ("component", "ts")})
+                component = event.get("component")
+                tags = {"component": str(component)} if component is not None else {}
+                records.append(Record(self._time(event["ts"], message) if "ts" in event else time, fields, tags))
+            return records
+        return [Record(time, flatten(status), {"component": component})
+                for component, status in params.items() if type(status) is dict]
+
+    def _time(self, stamp, message) -> int:
+        if stamp is None:
+            return received_ns(message)
+        if type(stamp) not in (int, float):
+            raise DecodeError(self.name, f"ts {stamp!r} is not epoch seconds")
+        try:
+            return from_epoch(stamp)
+        except ValueError as exc:
+            raise DecodeError(self.name, f"ts: {exc}") from None
 
 
 def object_or_decline(payload, message, decoder, tz):

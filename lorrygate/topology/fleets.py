@@ -205,8 +205,11 @@ class ShellyStrategy(_Fleet):
         (``home/kitchen/plug``), whose levels name the device; None for what is no Gen2 topic."""
         if len(levels) >= 3 and levels[-2] == "status":
             size, kind, field = 2, DATA, None
-        elif len(levels) >= 3 and levels[-2:] in (["events", "rpc"], ["debug", "log"]):
-            size, kind, field = 2, EVENT, None if levels[-2] == "events" else "debug_log"
+        elif len(levels) >= 3 and levels[-2:] == ["events", "rpc"]:
+            # data: the device's status, as NotifyStatus (the shelly decoder), unless status/<component> is set
+            size, kind, field = 2, DATA, None
+        elif len(levels) >= 3 and levels[-2:] == ["debug", "log"]:
+            size, kind, field = 2, EVENT, "debug_log"
         elif len(levels) >= 2 and levels[-1] == "online" and not (levels[0] == "shellies" and len(levels) == 3):
             size, kind, field = 1, EVENT, "online"  # (shellies/<device-id>/online is Gen1's)
         elif len(levels) >= 2 and (levels[-1] in ("rpc", "command") or levels[-2] == "command"):
@@ -219,7 +222,8 @@ class ShellyStrategy(_Fleet):
         if not all(prefix) or not all(rest):
             self._refuse(topic, "a Gen2 topic with no empty levels")
         if kind is DATA:
-            return Address("shelly", None, None, device, DATA, "/".join(rest), labels=(("component", rest[1]),))
+            labels = (("component", rest[1]),) if rest[0] == "status" else ()
+            return Address("shelly", None, None, device, DATA, "/".join(rest), labels=labels)
         return Address("shelly", None, None, device, EVENT, "/".join(rest), field)
 
     def _gen1(self, topic: str, device: str, rest: list) -> Address:

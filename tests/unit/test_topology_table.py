@@ -140,7 +140,7 @@ ROUTED = [
      A("shelly", None, None, "shellyplus1pm-a8032ab12345", "data", "status/switch:0", labels=(("component", "switch:0"),)),
      "shelly", "shellyplus1pm_a8032ab12345_sensors"),
     ("shelly", "shellyplus1pm-a8032ab12345/events/rpc",
-     A("shelly", None, None, "shellyplus1pm-a8032ab12345", "event", "events/rpc"), "shelly", "shellyplus1pm_a8032ab12345_events"),
+     A("shelly", None, None, "shellyplus1pm-a8032ab12345", "data", "events/rpc"), "shelly", "shellyplus1pm_a8032ab12345_sensors"),
     ("shelly", "shellyplus1pm-a8032ab12345/online",
      A("shelly", None, None, "shellyplus1pm-a8032ab12345", "event", "online", "online"), "shelly", "shellyplus1pm_a8032ab12345_events"),
     # -- Shelly Gen1 --
@@ -150,7 +150,7 @@ ROUTED = [
      A("shelly", None, None, "home/kitchen/plug", "data", "status/switch:0", labels=(("component", "switch:0"),)),
      "shelly", "home_kitchen_plug_sensors"),
     ("shelly", "home/kitchen/plug/events/rpc",
-     A("shelly", None, None, "home/kitchen/plug", "event", "events/rpc"), "shelly", "home_kitchen_plug_events"),
+     A("shelly", None, None, "home/kitchen/plug", "data", "events/rpc"), "shelly", "home_kitchen_plug_sensors"),
     ("shelly", "home/kitchen/plug/online",
      A("shelly", None, None, "home/kitchen/plug", "event", "online", "online"), "shelly", "home_kitchen_plug_events"),
     ("shelly", "shellyplus1pm-a8/debug/log",

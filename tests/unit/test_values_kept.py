@@ -250,3 +250,35 @@ def test_a_text_sink_keeps_a_record_nested_too_deeply_as_a_dead_letter_row(tmp_p
             assert rows[1]["dead_letter"] and rows[1]["payload"] == '{"deep": 1}'
         else:
             assert len(lines) == 4 and "nested too deeply" in lines[2]
+
+
+def test_shelly_gen2_rpc_notifications_are_rows_of_components_at_the_devices_time():
+    """A Gen2 device reports its status as NotifyStatus on <prefix>/events/rpc unless "generic status update" is
+    set: it was one event row of dotted names (params.switch:0.apower), at the receive time."""
+    from lorrygate.decoding.vendors import ShellyDecoder
+    from lorrygate.errors import Declined, DecodeError
+
+    rpc = Address("shelly", None, None, "plug", "data", "events/rpc")
+    decode = ShellyDecoder().decode
+    status = {"src": "plug", "dst": "plug/events", "method": "NotifyStatus",
+              "params": {"ts": 1717243200.25, "switch:0": {"id": 0, "apower": 12.5, "temperature": {"tC": 40.1}},
+                         "sys": {"uptime": 10}}}
+    switch, system = decode(message(json.dumps(status).encode()), rpc)
+    assert (switch.time, switch.fields, switch.tags) == (
+        1_717_243_200_250_000_000, {"id": 0, "apower": 12.5, "temperature.tC": 40.1}, {"component": "switch:0"})
+    assert (system.fields, system.tags) == ({"uptime": 10}, {"component": "sys"})
+    event = {"method": "NotifyEvent", "params": {"ts": 1717243201.0, "events": [
+        {"component": "input:0", "id": 0, "event": "single_push", "ts": 1717243200.5}]}}
+    (push,) = decode(message(json.dumps(event).encode()), rpc)
+    assert (push.time, push.fields, push.tags) == (1_717_243_200_500_000_000, {"id": 0, "event": "single_push"},
+                                                   {"component": "input:0"})
+    import pytest
+
+    with pytest.raises(Declined):
+        decode(message(b'{"method": "NotifyWakeup", "params": {}}'), rpc)
+    with pytest.raises(Declined):
+        decode(message(json.dumps(status).encode()), Address("shelly", None, None, "plug", "data", "status/switch:0"))
+    with pytest.raises(DecodeError, match="ts 'soon' is not epoch seconds"):
+        decode(message(b'{"method": "NotifyStatus", "params": {"ts": "soon", "sys": {}}}'), rpc)
+    with pytest.raises(DecodeError, match="not a list of objects"):
+        decode(message(b'{"method": "NotifyEvent", "params": {"events": 5}}'), rpc)
