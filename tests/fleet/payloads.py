@@ -122,7 +122,7 @@ def fleet(realm: str):
         (f"{gen2}/status/wifi", j({"sta_ip": "192.168.1.21", "status": "got ip", "ssid": "iot", "rssi": -58}), "data"),
         (f"{gen2}/online", b"true", "event"),
         (f"{gen2}/events/rpc", j({"src": gen2, "dst": f"{gen2}/events", "method": "NotifyStatus",
-                                  "params": {"ts": 1717243200.12, "switch:0": {"id": 0, "output": False}}}), "event"),
+                                  "params": {"ts": 1717243200.12, "switch:0": {"id": 0, "output": False}}}), "data"),
         (f"{gen2}/rpc", j({"id": 1, "src": "user", "method": "Switch.Set", "params": {"id": 0, "on": True}}), "command"),
     ]
     hd = f"boiler-{realm}"

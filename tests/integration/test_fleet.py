@@ -173,6 +173,10 @@ def test_a_recorded_fleet_is_stored_whole(tmp_path, mosquitto, postgres):
         gen2 = query(db, f'SELECT component, apower FROM "shelly__shellyplus1pm_{realm}_sensors" '
                          "WHERE apower IS NOT NULL")
         assert gen2 == [("switch:0", 8.9)]
+        # Gen2's status notification: a row of its component at the device's ts
+        notified = query(db, f'SELECT time, component, output FROM "shelly__shellyplus1pm_{realm}_sensors" '
+                             "WHERE apower IS NULL AND output IS NOT NULL")
+        assert notified == [("2024-06-01T12:00:00.120000000Z", "switch:0", 0)]
         state = query(db, f'SELECT "Device.Vcc", "Device.Wifi.RSSI" FROM "tasmota__{realm}_plug_0_sensors" '
                           'WHERE "Device.Vcc" IS NOT NULL')
         assert state == [(3.2, 80)]
