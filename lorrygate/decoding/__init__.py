@@ -8,12 +8,12 @@ from lorrygate.decoding.functions import decoder
 from lorrygate.decoding.jsonobject import JsonDecoder
 from lorrygate.decoding.text import CsvDecoder, KeyValueDecoder, NdjsonDecoder, RawDecoder, ValueDecoder
 from lorrygate.decoding.vendors import (
-                                       AirrohrDecoder,
-                                       ChirpStackDecoder,
-                                       HomieDecoder,
-                                       ShellyDecoder,
-                                       TasmotaDecoder,
-                                       TtnDecoder,
+    AirrohrDecoder,
+    ChirpStackDecoder,
+    HomieDecoder,
+    ShellyDecoder,
+    TasmotaDecoder,
+    TtnDecoder,
 )
 
 #: built-in decoders by the name a chain selects them with

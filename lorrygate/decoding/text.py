@@ -123,16 +123,14 @@ class CsvDecoder:
                 raise Declined("a header line of column names is needed (or configure columns)")
             if all("=" in name for name in rows[0]):
                 raise Declined("key=value pairs, not a header line of column names")
+        value_of = _decimal_comma if delimiter == ";" else scalar
         records = []
         for number, row in enumerate(data, 1 if self.columns else 2):
             if len(row) != len(header):
                 raise DecodeError(
                     self.name, f"line {number} has {len(row)} values for {len(header)} columns ({', '.join(header)})"
                 )
-            if delimiter != ";":
-                document = {name: scalar(value) for name, value in zip(header, row) if value.strip() != ""}
-            else:
-                document = {name: _decimal_comma(value) for name, value in zip(header, row) if value.strip() != ""}
+            document = {name: value_of(value) for name, value in zip(header, row) if value.strip() != ""}
             records.append(object_record(document, message, self.name, self.timezone))
         return records
 

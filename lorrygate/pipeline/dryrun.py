@@ -25,7 +25,6 @@ import attrs
 
 from lorrygate.config import values as v
 from lorrygate.decoding.timestamps import to_iso
-from lorrygate.errors import Ignored
 from lorrygate.model import Message
 from lorrygate.mqtt.topics import parse_filter
 
@@ -80,12 +79,7 @@ def _route(router, message, out) -> None:
     ignored, empty, own = (after - first for after, first in zip(
         (router.stats.ignored, router.stats.empty, router.stats.own_reports), before))
     if ignored:
-        try:
-            reason = "matches the channel's ignore filters"
-            if not any(f.matches(message.topic) for f in router._ignore):
-                router.strategy.match(message.topic)
-        except Ignored as exc:
-            reason = exc.reason
+        _, _, (_, reason), _ = router.explain(message.topic)
         _print({"channel": router.channel.name, "topic": message.topic, "ignored": True, "reason": reason}, out)
     elif empty:
         _print({"channel": router.channel.name, "topic": message.topic, "empty": True,
