@@ -68,14 +68,21 @@ class TasmotaStrategy(_Fleet):
 @implementer(IStrategy)
 @attrs.frozen
 class HomieStrategy(_Fleet):
-    """Homie 3 and 4: property values are data, ``$`` attributes are events."""
+    """Homie 3, 4 and 5 (``homie/5/<device>/...``): property values are data, ``$`` attributes and
+    ``$broadcast`` messages are events."""
 
     name: str = "homie"
 
     def match(self, topic: str) -> Address:
         levels = topic.split("/")
+        if len(levels) >= 4 and levels[:2] == ["homie", "5"]:
+            levels = ["homie"] + levels[2:]  # Homie 5: homie/5/<device>/..., else as Homie 3 and 4
         if len(levels) >= 3 and levels[0] == "homie" and levels[-1] == "set":
             self._ignore(topic, "homie/.../set")
+        if len(levels) >= 3 and levels[:2] == ["homie", "$broadcast"] and all(levels[2:]):
+            # a message to every device (an alert): an event, in the table of the device "broadcast"
+            subtopic = "/".join(levels[2:])
+            return Address("homie", None, None, "broadcast", EVENT, f"$broadcast/{subtopic}", subtopic)
         if len(levels) >= 3 and levels[0] == "homie":
             device = levels[1]
             check_levels(self.name, topic, device=device)
@@ -87,7 +94,8 @@ class HomieStrategy(_Fleet):
                 node, prop = rest
                 check_levels(self.name, topic, node=node, property=prop)
                 return Address("homie", None, None, f"{device}_{node}", DATA, prop, prop)
-        self._refuse(topic, "homie/<device>/<node>/<property> or a $-attribute below homie/<device>/ (not .../set)")
+        self._refuse(topic, "homie/[5/]<device>/<node>/<property> or a $-attribute below homie/[5/]<device>/ (not "
+                            ".../set)")
 
 
 _TTS_EVENTS = {"join", "down/queued", "down/sent", "down/ack", "down/nack", "down/failed", "service/data",
