@@ -697,6 +697,35 @@ class PostgresDialect:
         text = " ".join(str(exc).split())
         return f"{type(exc).__name__}: {text}"
 
+    def explain_refusal(self, exc: Exception, tables: list, columns_of) -> str:
+        """`explain`, and for a value that its column's type refuses in a COPY (a data exception, SQLSTATE
+        class 22: ``"warm"`` in a DOUBLE PRECISION column), which column of which table, and how to store
+        such values: change the column's type, or convert them in the channel, then replay the dead
+        letters. ``tables``: the `TableName` objects the rows may have gone to; ``columns_of``: a physical
+        name's columns and their types, as the storage knows them."""
+        text = self.explain(exc)
+        state = getattr(exc, "sqlstate", None) or ""
+        context = getattr(getattr(exc, "diag", None), "context", None) or ""
+        if state[:2] != "22":
+            return text
+        for table in tables:
+            head = f"COPY {table.table}, line "
+            if not context.startswith(head):
+                continue
+            _, found, rest = context[len(head):].partition(", column ")
+            columns = columns_of(self.physical(table))
+            # the longest known name that the context names: a column's name may hold ": " itself
+            named = [column for column in columns if rest.startswith(column + ": ") or rest.rstrip() == column]
+            if not found or not named:
+                return text
+            column = max(named, key=len)
+            kind = (columns[column] or "").upper()
+            wider = "NUMERIC" if state == "22003" else "TEXT"  # (22003: out of range, a BIGINT's 64 bits)
+            return (f"{text} -- column {column} of {qualified(table)} is {kind}: to store such values, change its "
+                    f"type (ALTER TABLE {qualified(table)} ALTER COLUMN {quote(column)} TYPE {wider}) or convert "
+                    "them in the channel (convert =), then run lorrygate dead-letters replay --stage store")
+        return text
+
 
 #: tables of one shape in a batch from which they share a COPY
 STAGE_MIN_TABLES = 3

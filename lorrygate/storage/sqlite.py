@@ -403,6 +403,9 @@ class SQLiteDialect:
     def explain(self, exc: Exception) -> str:
         return f"{type(exc).__name__}: {exc}"
 
+    def explain_refusal(self, exc: Exception, tables: list, columns_of) -> str:
+        return self.explain(exc)  # (SQLite takes any value in any column: no type to change)
+
 
 def SQLiteStorage(name: str, path: str, reactor, synchronous: str = "FULL", idempotent: bool = False, ddl=None):
     """The SQLite storage: a `SqlStorage` with the SQLite dialect."""

@@ -411,9 +411,8 @@ class SqlStorage:
                         for view in list(self._wanted_views)[wanted:]:  # (a dict keeps the order of insertion)
                             del self._wanted_views[view]  # the views of the entry's rows, which are not written
                         dialect.entry_rolled_back()  # (columns noted for its rows, schemas it made)
-                        extra_dead.append(
-                            DeadLetter(entry.channel, entry.message, "store", dialect.explain(exc), entry.decoder)
-                        )
+                        extra_dead.append(DeadLetter(entry.channel, entry.message, "store",
+                                                     self._refusal(exc, entry, before), entry.decoder))
                         refused += len(entry.records)
                     dialect.execute(conn, "RELEASE SAVEPOINT lorrygate_entry")
             else:
@@ -453,6 +452,20 @@ class SqlStorage:
                 table=DEAD_LETTER_TABLE,
                 reason=extra_dead[0].error,
             )
+
+    def _refusal(self, exc: Exception, entry, added: dict) -> str:
+        """Why the database refused an entry's rows; for a value its column's type refuses, the dialect says
+        how to store such values (`explain_refusal`). ``added``: the columns this transaction had added."""
+        tables = [entry.table]
+        if self.layout == "per-network":
+            shared = shared_table(entry.table, entry.address)
+            if shared is not None:
+                tables.insert(0, shared)
+
+        def columns_of(physical: str) -> dict:
+            return {**self._columns.get(physical, {}), **added.get(physical, {})}
+
+        return self.dialect.explain_refusal(exc, tables, columns_of)
 
     def _insert(self, conn, entries, added: dict) -> int:
         """Insert the rows of ``entries`` grouped by table and columns; returns the number of groups."""

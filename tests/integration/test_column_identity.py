@@ -252,3 +252,22 @@ def test_cratedb_keys_are_distinct_and_statements_parse(fields, level):
     for idempotent in (False, True):
         sqlparse(default_ddl(table, "year", 1, "0-1", idempotent), raise_exception=True)
         sqlparse(insert_statement(table, idempotent), raise_exception=True)
+
+
+def test_postgresql_says_which_column_refused_a_value_and_how_to_store_such_values(pg_store):
+    """A value its column's type refuses: the dead letter names the column (whatever its name holds) and its
+    type, and the statement that makes the column take such values; a value out of a BIGINT's range gets
+    NUMERIC. Other refusals keep PostgreSQL's message as it is."""
+    table = TableName("ids", f"t{next(TABLES)}")
+    assert not commit(pg_store, table, {"a: b": 1.5, "n": 1, "flag": True}).extra_dead
+    (dead,) = commit(pg_store, table, {"a: b": "warm"}).extra_dead
+    assert f'column a: b of {qualified(table)} is DOUBLE PRECISION' in dead.error, dead.error
+    assert f'(ALTER TABLE {qualified(table)} ALTER COLUMN "a: b" TYPE TEXT)' in dead.error, dead.error
+    assert dead.error.endswith("then run lorrygate dead-letters replay --stage store")
+    (dead,) = commit(pg_store, table, {"n": 2**64}).extra_dead
+    assert "out of range for type bigint" in dead.error and 'ALTER COLUMN "n" TYPE NUMERIC' in dead.error, dead.error
+    (dead,) = commit(pg_store, table, {"flag": "maybe"}).extra_dead
+    assert "is BOOLEAN" in dead.error and 'ALTER COLUMN "flag" TYPE TEXT' in dead.error, dead.error
+    pg_store._conn.execute(f'ALTER TABLE {qualified(table)} ALTER COLUMN "a: b" TYPE TEXT')  # the fix it names works
+    pg_store._conn.commit()
+    assert not commit(pg_store, table, {"a: b": "warm"}).extra_dead

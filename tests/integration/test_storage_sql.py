@@ -1,6 +1,8 @@
 """PostgreSQL and SQLite through the whole gateway: per-address tables, new columns, type conflicts."""
 
 import json
+import subprocess
+import sys
 import textwrap
 import uuid
 
@@ -66,7 +68,8 @@ def pg_count(url, prefix):
 def test_20000_messages_over_200_addresses(tmp_path, mosquitto, postgres):
     """20,000 messages over 200 addresses land in 200 PostgreSQL and 200 SQLite tables with the right values."""
     realm = f"st{uuid.uuid4().hex[:8]}"
-    gateway = GatewayProcess(config(str(tmp_path), mosquitto.port, postgres.url, realm), str(tmp_path / "gw.log"))
+    path = config(str(tmp_path), mosquitto.port, postgres.url, realm)
+    gateway = GatewayProcess(path, str(tmp_path / "gw.log"))
     gateway.start()
     wait_until(lambda: sum("connected to" in e.get("message", "") for e in gateway.events()) >= 2, 20, "2 channels")
     publisher = Publisher(mosquitto.port)
@@ -110,7 +113,18 @@ def test_20000_messages_over_200_addresses(tmp_path, mosquitto, postgres):
     ((stage, error, payload),) = pg_rows(
         postgres.url, f"SELECT stage, error, payload FROM public.lorrygate_dead_letter WHERE topic = '{topic}'")
     assert stage == "store" and "invalid input syntax for type double precision" in error and b"warm" in bytes(payload)
+    # the error says how to fix it, and that fix works: the column's type changed, the dead letter replayed
+    alter = f'ALTER TABLE "{realm}_north"."gw_node_1_sensors" ALTER COLUMN "temperature" TYPE TEXT'
+    assert 'column temperature of' in error and "is DOUBLE PRECISION" in error, error
+    assert alter in error and "lorrygate dead-letters replay --stage store" in error, error
     assert query(db, f'SELECT temperature FROM "{realm}_north__gw_node_1_sensors" WHERE seq = 20003') == [("warm",)]
+    with psycopg.connect(postgres.url, autocommit=True) as conn:
+        conn.execute(alter)
+    out = subprocess.run([sys.executable, "-m", "lorrygate.cli", "dead-letters", "replay", "-c", path, "--stage", "store",
+                          "--topic", topic], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "1 replayed" in out.stdout, out.stdout + out.stderr
+    assert pg_rows(postgres.url, f'SELECT temperature FROM "{realm}_north"."gw_node_1_sensors" WHERE seq = 20003') == [
+        ("warm",)]
 
 
 def test_postgresql_idempotent_rows_and_custom_ddl(tmp_path, mosquitto, postgres):
