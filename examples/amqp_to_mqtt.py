@@ -46,18 +46,21 @@ async def main(reactor):
         if len(received) == 5:
             done.set()
 
+    subscribed = threading.Event()
     subscriber = paho.Client(paho.CallbackAPIVersion.VERSION2)
     subscriber.on_message = on_message
+    subscriber.on_subscribe = lambda *_: subscribed.set()  # the broker's SUBACK
     subscriber.connect("127.0.0.1", PORT)
     subscriber.subscribe("relayed/example-amqp/#", qos=1)
     subscriber.loop_start()
+    assert await threads.deferToThread(subscribed.wait, 30), "no SUBACK from the MQTT broker"
     pipeline = parse_launch(
         f"amqp://{USER}:{PASSWORD}@127.0.0.1:{AMQP_PORT}/%2F?exchange=amq.topic&topic=example-amqp/%23"
         f"&queue=example-amqp-to-mqtt ! mqtt://127.0.0.1:{PORT}/relayed/{{topic}}",
         data_dir="var/example-amqp",
     )
     await pipeline.start(reactor)
-    await task.deferLater(reactor, 0.5, lambda: None)
+    await pipeline.when_ready()  # every subscription acknowledged: what is published now arrives
     await threads.deferToThread(publish_to_rabbitmq, 5)
     arrived = await threads.deferToThread(done.wait, 30)
     await pipeline.stop()

@@ -22,7 +22,7 @@ async def main(reactor):
         data_dir="var/example-appsink",
     )
     await pipeline.start(reactor)
-    await task.deferLater(reactor, 0.5, lambda: None)  # subscribed
+    await pipeline.when_ready()  # every subscription acknowledged: what is published now arrives
     await threads.deferToThread(publish, [
         ("example-appsink/site/gw/pump-1/data.json", {"rpm": 1200, "temperature": 61.5}),
         ("example-appsink/site/gw/pump-2/data.json", {"rpm": 900, "temperature": 58.0}),

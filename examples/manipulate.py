@@ -26,7 +26,7 @@ async def main(reactor):
     rows = []
     pipeline = parse_launch(PIPELINE, callbacks={"out": rows.extend}, data_dir="var/example-manipulate")
     await pipeline.start(reactor)
-    await task.deferLater(reactor, 0.5, lambda: None)
+    await pipeline.when_ready()  # every subscription acknowledged: what is published now arrives
     await threads.deferToThread(publish, [
         ("example-weather/berlin/roof/station-1/data.json", {"temp_f": 71.6, "humidity": 40, "checksum": "a1"}),
     ])

@@ -29,7 +29,7 @@ async def main(reactor):
         data_dir="var/example-relay",
     )
     await pipeline.start(reactor)
-    await task.deferLater(reactor, 0.5, lambda: None)
+    await pipeline.when_ready()  # every subscription acknowledged: what is published now arrives
     await threads.deferToThread(publish, [(f"example-relay/sensor-{n}", {"value": n}) for n in range(5)])
 
     def count():

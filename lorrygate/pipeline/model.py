@@ -590,6 +590,14 @@ class Pipeline:
         self._gateway = Gateway.from_settings(self.settings, reactor)
         return Deferred.fromCoroutine(self._gateway.start())
 
+    def when_ready(self) -> Deferred:
+        """After `start`: fires once every source has subscribed (MQTT: the broker acknowledged every
+        subscription; AMQP: the queue is bound), so that what is published from then on reaches the pipeline.
+        `start` fires earlier, while the sources are still connecting."""
+        if self._gateway is None:
+            raise RuntimeError("when_ready() is for a started pipeline: call start() first")
+        return self._gateway.when_ready()
+
     def stop(self) -> Deferred:
         """Commit what is buffered, acknowledge it, disconnect."""
         gateway, self._gateway = self._gateway, None

@@ -60,10 +60,15 @@ def dead_letter_row(dead, iso) -> dict:
     return row
 
 
+#: the first line of a CSV file of rows
+CSV_HEADER = b"time,schema,table,topic,fields,tags,error\r\n"
+
+
 @implementer(IStorage)
 @attrs.define(eq=False)
 class TextSink:
-    """Appends rows to a file, NDJSON or CSV, fsync'd before a batch counts as written."""
+    """Appends rows to a file, NDJSON or CSV, fsync'd before a batch counts as written; a write that fails
+    leaves the file as it was (at least once: a batch is written whole, once or, after a crash, again)."""
 
     name: str
     path: str
@@ -101,17 +106,32 @@ class TextSink:
                 entry, position = sources[index]
                 dead = batch.refuse(entry, position, f"a record that JSON text cannot hold: {exc}")
                 lines.append(self._line(dead_letter_row(dead, IsoTime())))  # (a time text of this thread's own)
-        data = "".join(lines)
+        data = "".join(lines).encode("utf-8")
         try:
-            new = not os.path.exists(self.path)
-            with open(self.path, "a", encoding="utf-8", newline="") as handle:
-                if new and self.format == "csv":
-                    handle.write("time,schema,table,topic,fields,tags,error\r\n")
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         except OSError as exc:
             raise StorageError(f"textsink {self.name}: cannot append to {self.path!r}: {exc.strerror}") from None
+        try:
+            end = os.lseek(fd, 0, os.SEEK_END)
+            if end == 0 and self.format == "csv":
+                data = CSV_HEADER + data
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            except OSError as exc:
+                # A disk that filled up mid-batch (or a file size limit) left part of it, a line cut short:
+                # the retry would append the batch behind that, and a reader would lose the line it joins.
+                # The file is cut back to where the batch began.
+                try:
+                    os.ftruncate(fd, end)
+                except OSError:
+                    pass
+                raise StorageError(f"textsink {self.name}: cannot append to {self.path!r}: {exc.strerror} "
+                                   "(the batch is written again)") from None
+        finally:
+            os.close(fd)
 
     def _line(self, row: dict) -> str:
         if self.format == "csv":
