@@ -18,7 +18,9 @@ ttn            The Things Stack v3 uplink: ``uplink_message.decoded_payload`` as
                ``uplink_message.received_at`` (nanoseconds kept)
 chirpstack     ChirpStack v4 uplink event: ``object`` as fields, plus ``fPort``,
                ``fCnt`` and the best gateway's ``rssi``/``snr``; ``devEui``,
-               ``deviceName``, ``applicationName`` and gateway id as tags; ``time``
+               ``deviceName``, ``applicationName`` and gateway id as tags; ``time``.
+               ChirpStack v3 and LoRa App Server v2 uplinks the same (``object`` or
+               ``objectJSON``, ``loRaSNR``, ids in hex; ``publishedAt``)
 homie          Homie property values on ``homie/<device>/<node>/<property>`` topics:
                ``true``/``false``, integers, floats, everything else as text; an
                empty payload (a retained message cleared: a device removed) stores
@@ -29,6 +31,7 @@ homie          Homie property values on ``homie/<device>/<node>/<property>`` top
 """
 
 
+import base64
 from typing import Any
 
 import attrs
@@ -146,11 +149,49 @@ class ChirpStackDecoder:
         document = _json_object(message.payload, "ChirpStack uplink")
         info = document.get("deviceInfo")
         if not isinstance(info, dict):
-            raise Declined("no 'deviceInfo' object")
+            if "devEUI" not in document or "applicationID" not in document:
+                raise Declined("no 'deviceInfo' object (ChirpStack v4), nor 'devEUI' and 'applicationID' (v3)")
+            document = chirpstack_v3_as_v4(document, self.name)
         decoded = document.get("object")
         if not isinstance(decoded, dict):
             raise Declined("no decoded 'object' (set a codec in ChirpStack, or decode 'data' with a JavaScript decoder)")
         return [uplink_record(self, message, decoded, chirpstack_envelope(document))]
+
+
+def chirpstack_v3_as_v4(document: dict, decoder: str) -> dict:
+    """A ChirpStack v3 (or LoRa App Server v2) uplink in v4's shape, for `chirpstack_envelope`. v3's "json_v3"
+    marshaler writes ids in hex and the decoded payload as ``object``; its "json" marshaler (protobuf's JSON)
+    writes ids in base64 and the decoded payload as the text ``objectJSON``. The time is ``publishedAt`` (the
+    application server's), else the best gateway's ``time``; gateways have ``loRaSNR`` for v4's ``snr``."""
+    decoded = document.get("object")
+    text = document.get("objectJSON")
+    if decoded is None and isinstance(text, str) and text:
+        try:
+            decoded = loads(text.encode())
+        except ValueError as exc:
+            raise DecodeError(decoder, f"objectJSON is not JSON ({exc}): {text[:80]!r}") from None
+    gateways = [{"gatewayId": _eui(g.get("gatewayID") or g.get("mac")), "rssi": g.get("rssi"), "snr": g.get("loRaSNR"),
+                 "time": g.get("time")} for g in document.get("rxInfo") or () if isinstance(g, dict)]
+    for gateway in gateways:
+        if gateway["snr"] is None:
+            del gateway["snr"]
+    best = _best(gateways, "rssi", "snr")
+    return {**{key: document[key] for key in ("fPort", "fCnt") if key in document}, "object": decoded,
+            "deviceInfo": {"devEui": _eui(document.get("devEUI")), "deviceName": document.get("deviceName"),
+                           "applicationName": document.get("applicationName")},
+            "rxInfo": gateways, "time": document.get("publishedAt") or (best or {}).get("time")}
+
+
+def _eui(value):
+    """An EUI as v4 writes it, lower-case hex: protobuf's JSON writes bytes in base64 (``AgICAgICAgI=``)."""
+    if not isinstance(value, str):
+        return value
+    if len(value) == 12 and value.endswith("="):
+        try:
+            return base64.b64decode(value, validate=True).hex()
+        except ValueError:
+            return value
+    return value.lower() if len(value) == 16 else value
 
 
 def tts_envelope(document: dict) -> tuple:

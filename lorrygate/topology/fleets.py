@@ -124,13 +124,17 @@ class TtnStrategy(_Fleet):
         self._refuse(topic, "v3/<app>@<tenant>/devices/<device>/up (or join, down/..., service/data, location/solved)")
 
 
-_CHIRPSTACK_EVENTS = {"join", "ack", "txack", "log", "status", "location", "integration"}
+_CHIRPSTACK_EVENTS = {"join", "ack", "txack", "log", "status", "location", "integration", "error"}
+#: the topics of LoRa App Server v2 and of ChirpStack v3 before its event topic template
+#: (``application/<id>/device/<dev-eui>/<type>``): ``rx`` the uplink, ``tx`` the downlink (a command)
+_CHIRPSTACK_V2_EVENTS = {"join", "ack", "txack", "status", "location", "error"}
 
 
 @implementer(IStrategy)
 @attrs.frozen
 class ChirpStackStrategy(_Fleet):
-    """ChirpStack v4 MQTT integration (``application/<id>/device/<dev-eui>/event/<type>``)."""
+    """ChirpStack's MQTT integration: v4 and v3 (``application/<id>/device/<dev-eui>/event/<type>``), and the
+    topics of v3's first releases and LoRa App Server v2 (``.../<dev-eui>/rx``, ``.../status``, ...)."""
 
     name: str = "chirpstack"
 
@@ -138,6 +142,8 @@ class ChirpStackStrategy(_Fleet):
         levels = topic.split("/")
         if len(levels) >= 5 and levels[0] == "application" and levels[2] == "device" and levels[4] == "command":
             self._ignore(topic, "application/<id>/device/<dev-eui>/command/...")
+        if len(levels) == 5 and levels[0] == "application" and levels[2] == "device" and levels[4] == "tx":
+            self._ignore(topic, "application/<id>/device/<dev-eui>/tx")
         if len(levels) == 6 and levels[0] == "application" and levels[2] == "device" and levels[4] == "event":
             app, dev_eui, event = levels[1], levels[3], levels[5]
             check_levels(self.name, topic, application=app, device=dev_eui)
@@ -145,7 +151,13 @@ class ChirpStackStrategy(_Fleet):
                 return Address("chirpstack", app, None, dev_eui, DATA, f"event/{event}")
             if event in _CHIRPSTACK_EVENTS:
                 return Address("chirpstack", app, None, dev_eui, EVENT, f"event/{event}")
-        self._refuse(topic, "application/<id>/device/<dev-eui>/event/up (or join, ack, txack, log, status, location, integration)")
+        if len(levels) == 5 and levels[0] == "application" and levels[2] == "device":
+            app, dev_eui, kind = levels[1], levels[3], levels[4]
+            if kind == "rx" or kind in _CHIRPSTACK_V2_EVENTS:
+                check_levels(self.name, topic, application=app, device=dev_eui)
+                return Address("chirpstack", app, None, dev_eui, DATA if kind == "rx" else EVENT, kind)
+        self._refuse(topic, "application/<id>/device/<dev-eui>/event/up (or join, ack, txack, log, status, location, "
+                            "integration, error), or v3's first topics .../<dev-eui>/rx (or join, ack, ...)")
 
 
 @implementer(IStrategy)

@@ -65,6 +65,21 @@ CHIRPSTACK_UP = {
 }
 CHIRPSTACK_JOIN = {"deduplicationId": "9a1b", "time": "2024-06-01T11:58:00Z",
                    "deviceInfo": {"deviceName": "lht65-02", "devEui": "a840410001812346"}, "devAddr": "00189440"}
+#: ChirpStack v3, "json" marshaler: ids in base64, the decoded payload as text
+CHIRPSTACK_V3_UP = {
+    "applicationID": "7", "applicationName": "garden", "deviceName": "soil-1", "devEUI": "AgICAgICAgI=",
+    "rxInfo": [{"gatewayID": "AwMDAwMDAwM=", "time": "2024-06-01T12:00:00.25Z", "rssi": -57, "loRaSNR": 10}],
+    "txInfo": {"frequency": 868100000, "modulation": "LORA"}, "adr": True, "dr": 1, "fCnt": 10, "fPort": 5,
+    "data": "AQ==", "objectJSON": '{"temperature":19.5,"moisture":31}', "tags": {}, "confirmedUplink": False,
+    "devAddr": "AFE5Qg==", "publishedAt": "2024-06-01T12:00:00.5Z",
+}
+#: LoRa App Server v2 (and ChirpStack v3's first topics): ``.../rx``, ids in hex, the decoded ``object``
+CHIRPSTACK_V2_RX = {
+    "applicationID": "7", "applicationName": "garden", "deviceName": "soil-2", "devEUI": "0303030303030303",
+    "rxInfo": [{"gatewayID": "0303030303030303", "time": "2024-06-01T12:00:01Z", "rssi": -60, "loRaSNR": 7.5}],
+    "txInfo": {"frequency": 868100000, "dr": 5}, "adr": False, "fCnt": 3, "fPort": 5, "data": "AQ==",
+    "object": {"temperature": 18.5, "moisture": 40},
+}
 WEEWX_LOOP = {"dateTime": "1492467300.0", "outTemp_C": "3.55555555556", "outHumidity": "90.0",
               "barometer_mbar": "1018.35464712", "windSpeed_kph": "3.95409343049", "usUnits": "16.0"}
 
@@ -144,6 +159,11 @@ def fleet(realm: str):
         (f"application/{realm}/device/a840410001812346/event/join", j(CHIRPSTACK_JOIN), "event"),
         (f"application/{realm}/device/a840410001812346/command/down", j({"devEui": "a840410001812346",
                                                                         "data": "AQ=="}), "command"),
+        (f"application/{realm}/device/0202020202020202/event/up", j(CHIRPSTACK_V3_UP), "data"),
+        (f"application/{realm}/device/0303030303030303/rx", j(CHIRPSTACK_V2_RX), "data"),
+        (f"application/{realm}/device/0303030303030303/status", j({"battery": 200, "margin": 10}), "event"),
+        (f"application/{realm}/device/0303030303030303/tx", j({"confirmed": False, "fPort": 2, "data": "AQ=="}),
+         "command"),
     ]
     out += [
         (f"{realm}/home/station/vantage/loop", j(WEEWX_LOOP), "data"),

@@ -159,6 +159,11 @@ def test_a_recorded_fleet_is_stored_whole(tmp_path, mosquitto, postgres):
         assert lite == ["2024-06-01T12:00:00.098765432Z"] and pg == ["2024-06-01T12:00:00.098765+00:00"]
         lite, _ = times(f"chirpstack_{realm}__a840410001812346_sensors", f"chirpstack_{realm}", "a840410001812346_sensors")
         assert lite == ["2024-06-01T12:00:00.555000000Z"]
+        # ChirpStack v3 ("json" marshaler: the values in objectJSON) and v2 topics: values as columns
+        v3 = query(db, f'SELECT time, temperature, moisture, "fPort" FROM "chirpstack_{realm}__0202020202020202_sensors"')
+        assert v3 == [("2024-06-01T12:00:00.500000000Z", 19.5, 31, 5)]
+        v2 = query(db, f'SELECT time, temperature, moisture FROM "chirpstack_{realm}__0303030303030303_sensors"')
+        assert v2 == [("2024-06-01T12:00:01.000000000Z", 18.5, 40)]
         lite, _ = times(f"{realm}_home__station_vantage_sensors", f"{realm}_home", "station_vantage_sensors")
         assert lite == ["2017-04-17T22:15:00.000000000Z"]
 

@@ -72,6 +72,28 @@ CHIRPSTACK_UP = json.dumps({
     "txInfo": {"frequency": 868100000, "modulation": {"lora": {"bandwidth": 125000, "spreadingFactor": 7}}},
 }).encode()
 
+#: ChirpStack v3 (and LoRa App Server v2) uplinks: "json_v3" marshaler (ids in hex, the decoded ``object``) and
+#: "json" (protobuf's JSON: ids in base64, the decoded object as the text ``objectJSON``)
+CHIRPSTACK_V3_RX = [{"gatewayID": "0303030303030303", "name": "rooftop", "time": "2024-06-01T12:00:00.25Z", "rssi": -57,
+                     "loRaSNR": 10, "location": {"latitude": 52.37, "longitude": 4.91, "altitude": 10.5}},
+                    {"gatewayID": "0404040404040404", "rssi": -90, "loRaSNR": 1.5}]
+CHIRPSTACK_V3_UP = json.dumps({
+    "applicationID": "123", "applicationName": "climate", "deviceName": "garden-sensor", "devEUI": "0202020202020202",
+    "rxInfo": CHIRPSTACK_V3_RX, "txInfo": {"frequency": 868100000, "dr": 5}, "adr": False, "fCnt": 10, "fPort": 5,
+    "data": "AQ==", "object": {"temperatureSensor": {"1": 25}, "humiditySensor": {"1": 32}}, "tags": {"site": "a"},
+}).encode()
+CHIRPSTACK_V3_JSON_UP = json.dumps({
+    "applicationID": "123", "applicationName": "climate", "deviceName": "garden-sensor", "devEUI": "AgICAgICAgI=",
+    "rxInfo": [{**CHIRPSTACK_V3_RX[0], "gatewayID": "AwMDAwMDAwM=", "uplinkID": "jhMh8Gq6RAOChSKbi83RHQ=="},
+               {**CHIRPSTACK_V3_RX[1], "gatewayID": "BAQEBAQEBAQ="}],
+    "txInfo": {"frequency": 868100000, "modulation": "LORA"}, "adr": True, "dr": 1, "fCnt": 10, "fPort": 5, "data": "AQ==",
+    "objectJSON": '{"temperatureSensor":{"1":25},"humiditySensor":{"1":32}}', "tags": {}, "confirmedUplink": False,
+    "devAddr": "AFE5Qg==", "publishedAt": "2024-06-01T12:00:00.5Z",
+}).encode()
+CHIRPSTACK_V3_FIELDS = {"temperatureSensor.1": 25, "humiditySensor.1": 32, "fPort": 5, "fCnt": 10, "rssi": -57, "snr": 10}
+CHIRPSTACK_V3_TAGS = {"devEui": "0202020202020202", "deviceName": "garden-sensor", "applicationName": "climate",
+                      "gatewayId": "0303030303030303"}
+
 
 def muon_dict(*pairs):
     return b"\x92" + b"".join(pairs) + b"\x93"
@@ -159,6 +181,10 @@ SAMPLES = [
         "snr": 10.5},
         {"devEui": "a840410001812346", "deviceName": "lht65-02", "applicationName": "climate",
          "gatewayId": "0016c001f153a14c"})]),
+    # -- ChirpStack v3 and LoRa App Server v2: the time is publishedAt, else the best gateway's --
+    ("chirpstack", CHIRPSTACK_V3_UP, DATA, [Record(1_717_243_200_250_000_000, CHIRPSTACK_V3_FIELDS, CHIRPSTACK_V3_TAGS)]),
+    ("chirpstack", CHIRPSTACK_V3_JSON_UP, DATA,
+     [Record(1_717_243_200_500_000_000, CHIRPSTACK_V3_FIELDS, CHIRPSTACK_V3_TAGS)]),
     # -- Homie --
     ("homie", b"21.5", field("temperature"), [Record(R, {"temperature": 21.5})]),
     ("homie", b"true", field("on"), [Record(R, {"on": True})]),
