@@ -5,7 +5,8 @@ Vendor payload formats.
 decoder        payload
 =============  ========================================================================
 tasmota        Tasmota ``tele/<device>/SENSOR`` and ``STATE`` JSON: nested sensor
-               objects flattened to dotted names (``ENERGY.Power``), ``Time`` (device
+               objects flattened to dotted names (``ENERGY.Power``), a list of numbers
+               (one a channel or phase) one field a channel (``ENERGY.Power.0``), ``Time`` (device
                local time, read in the channel's timezone) as the record time;
                ``STATE`` fields are named as Kotori names them, under ``Device.``
                (``Device.Vcc``, ``Device.Wifi.RSSI``)
@@ -93,10 +94,26 @@ class TasmotaDecoder:
             time = received_ns(message) if no_time else parse_time(stamp, self.timezone)
         except ValueError as exc:
             raise DecodeError(self.name, f"field 'Time': {exc}") from None
-        fields = flatten(document)
+        fields = _per_channel(flatten(document))
         if address is not None and address.rest.endswith("STATE"):
             fields = {f"Device.{name}": value for name, value in fields.items()}
         return [Record(time, fields)]
+
+
+def _per_channel(fields: dict) -> dict:
+    """A list of numbers, one a channel or phase (a two-channel or three-phase device's ``"Power": [12, 0]``),
+    as one field a channel from 0 (``ENERGY.Power.0``, ``ENERGY.Power.1``), as Telegraf's JSON parser names
+    them: numbers that a database keeps as numbers, not one JSON text. Other lists stay as they are."""
+    if not any(type(value) is list for value in fields.values()):
+        return fields
+    out: dict = {}
+    for name, value in fields.items():
+        if type(value) is list and value and all(type(item) in (int, float) for item in value):
+            for index, item in enumerate(value):
+                out[unused_name(out, f"{name}.{index}")] = item
+        else:
+            out[unused_name(out, name)] = value
+    return out
 
 
 @implementer(IDecoder)

@@ -31,6 +31,11 @@ TASMOTA_SENSOR = b"""{"Time":"2024-06-01T14:00:00","ENERGY":{"TotalStartTime":"2
 "Yesterday":0.512,"Today":0.128,"Power":42,"ApparentPower":50,"ReactivePower":27,"Factor":0.84,"Voltage":231,
 "Current":0.216}}"""
 TASMOTA_DS18B20 = b'{"Time":"2024-06-01T14:00:00","DS18B20":{"Id":"0316A279B1FF","Temperature":21.4},"TempUnit":"C"}'
+#: a two-channel device (a Shelly 2.5 on Tasmota; three-phase meters the same): ENERGY values a channel as lists
+TASMOTA_TWO_CHANNELS = (b'{"Time":"2024-06-01T14:00:00","Switch1":"ON","Switch2":"OFF","ANALOG":{"Temperature":45.2},'
+                        b'"ENERGY":{"TotalStartTime":"2023-01-01T00:00:00","Total":0.019,"Today":0.019,"Period":[0,0],'
+                        b'"Power":[12,0],"Factor":[0.86,0.00],"Frequency":50,"Voltage":231,"Current":[0.060,0.000]},'
+                        b'"Names":["a","b"],"TempUnit":"C"}')
 TASMOTA_STATE = b"""{"Time":"2024-06-01T14:00:00","Uptime":"0T01:02:03","UptimeSec":3723,"Heap":25,"SleepMode":"Dynamic",
 "Sleep":50,"LoadAvg":19,"MqttCount":1,"POWER":"ON","Wifi":{"AP":1,"SSId":"iot","BSSId":"AA:BB:CC:DD:EE:FF",
 "Channel":6,"Mode":"11n","RSSI":76,"Signal":-62,"LinkCount":1,"Downtime":"0T00:00:03"}}"""
@@ -157,6 +162,12 @@ SAMPLES = [
         "ENERGY.Factor": 0.84, "ENERGY.Voltage": 231, "ENERGY.Current": 0.216})]),
     ("tasmota", TASMOTA_DS18B20, DATA,
      [Record(T + 2 * 3600 * 10**9, {"DS18B20.Id": "0316A279B1FF", "DS18B20.Temperature": 21.4, "TempUnit": "C"})]),
+    ("tasmota", TASMOTA_TWO_CHANNELS, DATA, [Record(T + 2 * 3600 * 10**9, {
+        "Switch1": "ON", "Switch2": "OFF", "ANALOG.Temperature": 45.2, "ENERGY.TotalStartTime": "2023-01-01T00:00:00",
+        "ENERGY.Total": 0.019, "ENERGY.Today": 0.019, "ENERGY.Period.0": 0, "ENERGY.Period.1": 0,
+        "ENERGY.Power.0": 12, "ENERGY.Power.1": 0, "ENERGY.Factor.0": 0.86, "ENERGY.Factor.1": 0.0,
+        "ENERGY.Frequency": 50, "ENERGY.Voltage": 231, "ENERGY.Current.0": 0.06, "ENERGY.Current.1": 0.0,
+        "Names": ["a", "b"], "TempUnit": "C"})]),
     ("tasmota", TASMOTA_STATE, DATA, [Record(T + 2 * 3600 * 10**9, {
         "Uptime": "0T01:02:03", "UptimeSec": 3723, "Heap": 25, "SleepMode": "Dynamic", "Sleep": 50, "LoadAvg": 19,
         "MqttCount": 1, "POWER": "ON", "Wifi.AP": 1, "Wifi.SSId": "iot", "Wifi.BSSId": "AA:BB:CC:DD:EE:FF",
