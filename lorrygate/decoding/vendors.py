@@ -6,8 +6,9 @@ decoder        payload
 =============  ========================================================================
 tasmota        Tasmota ``tele/<device>/SENSOR`` and ``STATE`` JSON: nested sensor
                objects flattened to dotted names (``ENERGY.Power``), a list of numbers
-               (one a channel or phase) one field a channel (``ENERGY.Power.0``), ``Time`` (device
-               local time, read in the channel's timezone) as the record time;
+               (one a channel or phase) one field a channel (``ENERGY.Power.0``), ``Time``
+               (device local time, read in the channel's timezone) as the record time
+               (before 2016, a clock not set yet: the receive time);
                ``STATE`` fields are named as Kotori names them, under ``Device.``
                (``Device.Vcc``, ``Device.Wifi.RSSI``)
 airrohr        airrohr / sensor.community JSON: ``sensordatavalues`` as fields,
@@ -94,10 +95,17 @@ class TasmotaDecoder:
             time = received_ns(message) if no_time else parse_time(stamp, self.timezone)
         except ValueError as exc:
             raise DecodeError(self.name, f"field 'Time': {exc}") from None
+        if time < _TASMOTA_VALID_TIME:
+            time = received_ns(message)  # the time since boot, as 1970: the clock is not set yet
         fields = _per_channel(flatten(document))
         if address is not None and address.rest.endswith("STATE"):
             fields = {f"Device.{name}": value for name, value in fields.items()}
         return [Record(time, fields)]
+
+
+#: Tasmota's START_VALID_TIME (2016-01-01T00:00:00+01:00): a device whose clock NTP has not set yet reports the
+#: time since its boot as 1970, and its time counts as valid from this one on
+_TASMOTA_VALID_TIME = 1_451_602_800 * 10**9
 
 
 def _per_channel(fields: dict) -> dict:

@@ -262,3 +262,13 @@ def test_ttn_without_decoded_payload_is_declined_with_a_hint():
     with pytest.raises(Declined, match="set a payload formatter"):
         decode("ttn", TTN_NO_FORMATTER)
     assert base64.b64decode("AQI=") == b"\x01\x02"
+
+
+def test_a_tasmota_device_without_a_valid_clock_gets_the_receive_time():
+    """Tasmota reports the time since boot as 1970 until NTP synchronised its clock (its START_VALID_TIME,
+    2016-01-01): such a time is no time (rows in 1970, a CrateDB partition for January 1970), the receive
+    time is. A time from 2016 on is the device's."""
+    berlin = ZoneInfo("Europe/Berlin")
+    assert decode("tasmota", b'{"Time": "1970-01-01T00:00:42", "v": 1}', tz=berlin) == [Record(R, {"v": 1})]
+    assert decode("tasmota", b'{"Time": "2015-12-31T22:59:59", "v": 1}') == [Record(R, {"v": 1})]
+    assert decode("tasmota", b'{"Time": "2016-01-01T00:00:00", "v": 1}') == [Record(1_451_606_400 * 10**9, {"v": 1})]
