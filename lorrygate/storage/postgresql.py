@@ -697,6 +697,22 @@ class PostgresDialect:
         text = " ".join(str(exc).split())
         return f"{type(exc).__name__}: {text}"
 
+    #: what `unstorable_text` recognises
+    unstorable_text_is = "the character NUL, U+0000, in text or JSON"
+
+    def unstorable_text(self, exc: Exception) -> bool:
+        """Whether the database refused text for the character NUL, which PostgreSQL stores in no text or JSONB
+        value: psycopg's own refusal of a text value (no SQLSTATE), or the server's of ``\u0000`` in JSON
+        (22P05, "unsupported Unicode escape sequence")."""
+        state = getattr(exc, "sqlstate", None)
+        text = str(exc)
+        return (state is None and "NUL (0x00)" in text) or (state == "22P05" and "\\u0000" in text)
+
+    @staticmethod
+    def scrub_row(row: tuple) -> tuple:
+        """A row without the character NUL in its text, also inside objects and lists (`unstorable_text`)."""
+        return tuple(_without_nul(value) for value in row)
+
     def explain_refusal(self, exc: Exception, tables: list, columns_of) -> str:
         """`explain`, and for a value that its column's type refuses in a COPY (a data exception, SQLSTATE
         class 22: ``"warm"`` in a DOUBLE PRECISION column), which column of which table, and how to store
@@ -725,6 +741,18 @@ class PostgresDialect:
                     f"type (ALTER TABLE {qualified(table)} ALTER COLUMN {quote(column)} TYPE {wider}) or convert "
                     "them in the channel (convert =), then run lorrygate dead-letters replay --stage store")
         return text
+
+
+def _without_nul(value):
+    """``value`` without the character NUL in its text (a C string's padding: ``"1.2.3\0\0"`` is ``"1.2.3"``)."""
+    kind = type(value)
+    if kind is str:
+        return value.replace("\0", "") if "\0" in value else value
+    if kind is dict:
+        return {_without_nul(key): _without_nul(item) for key, item in value.items()}
+    if kind is list or kind is tuple:
+        return [_without_nul(item) for item in value]
+    return value
 
 
 #: tables of one shape in a batch from which they share a COPY

@@ -406,6 +406,16 @@ class SQLiteDialect:
     def explain_refusal(self, exc: Exception, tables: list, columns_of) -> str:
         return self.explain(exc)  # (SQLite takes any value in any column: no type to change)
 
+    #: SQLite stores any text, the character NUL too
+    unstorable_text_is = ""
+
+    def unstorable_text(self, exc: Exception) -> bool:
+        return False
+
+    @staticmethod
+    def scrub_row(row: tuple) -> tuple:
+        return row
+
 
 def SQLiteStorage(name: str, path: str, reactor, synchronous: str = "FULL", idempotent: bool = False, ddl=None):
     """The SQLite storage: a `SqlStorage` with the SQLite dialect."""

@@ -78,6 +78,9 @@ class SqlStorage:
     _columns_read: bool = False
     #: field names of a row -> the distinct column names they get (`layout.column_names`), None: the same
     _renames: dict = attrs.Factory(dict)
+    #: physical tables whose rows had text the database cannot store (`_scrub_from_now`): their rows go
+    #: through the dialect's ``scrub_row`` first
+    _scrubbed: set = attrs.Factory(set)
     stats: dict = attrs.Factory(dict)
     #: what of each positioned stream (a files source's) is stored (`lorrygate.storage.positions`)
     _positions: Positions = attrs.Factory(Positions)
@@ -396,25 +399,13 @@ class SqlStorage:
                                                                for stream, ranges in changed.items()])
             if isolate:
                 for entry in entries:
-                    dialect.execute(conn, "SAVEPOINT lorrygate_entry")
-                    before = {table: dict(columns) for table, columns in added.items()}
-                    verified = len(self._pending_verified)
-                    wanted = len(self._wanted_views)
-                    try:
-                        self._insert(conn, [entry], added)
-                    except Exception as exc:
-                        if dialect.transient(exc) or isinstance(exc, ViewsInTheWay):
-                            raise
-                        dialect.execute(conn, "ROLLBACK TO SAVEPOINT lorrygate_entry")
-                        added = before
-                        del self._pending_verified[verified:]
-                        for view in list(self._wanted_views)[wanted:]:  # (a dict keeps the order of insertion)
-                            del self._wanted_views[view]  # the views of the entry's rows, which are not written
-                        dialect.entry_rolled_back()  # (columns noted for its rows, schemas it made)
+                    failed = self._entry_in_savepoint(conn, entry, added)
+                    if failed is not None and dialect.unstorable_text(failed[0]) and self._scrub_from_now(entry):
+                        failed = self._entry_in_savepoint(conn, entry, added)  # its text without what was refused
+                    if failed is not None:
                         extra_dead.append(DeadLetter(entry.channel, entry.message, "store",
-                                                     self._refusal(exc, entry, before), entry.decoder))
+                                                     self._refusal(failed[0], entry, failed[1]), entry.decoder))
                         refused += len(entry.records)
-                    dialect.execute(conn, "RELEASE SAVEPOINT lorrygate_entry")
             else:
                 batch.tables = self._insert(conn, entries, added)
             if self._wanted_views and not self._views_beside:
@@ -452,6 +443,50 @@ class SqlStorage:
                 table=DEAD_LETTER_TABLE,
                 reason=extra_dead[0].error,
             )
+
+    def _entry_in_savepoint(self, conn, entry, added: dict) -> tuple | None:
+        """Write one entry in a savepoint of the transaction; when the database refuses it, roll back to the
+        savepoint (``added``, the columns the transaction added, as before it) and return the error and those
+        columns. An error that says the database is unwell is raised."""
+        dialect = self.dialect
+        dialect.execute(conn, "SAVEPOINT lorrygate_entry")
+        before = {table: dict(columns) for table, columns in added.items()}
+        verified = len(self._pending_verified)
+        wanted = len(self._wanted_views)
+        failed = None
+        try:
+            self._insert(conn, [entry], added)
+        except Exception as exc:
+            if dialect.transient(exc) or isinstance(exc, ViewsInTheWay):
+                raise
+            dialect.execute(conn, "ROLLBACK TO SAVEPOINT lorrygate_entry")
+            added.clear()
+            added.update(before)
+            del self._pending_verified[verified:]
+            for view in list(self._wanted_views)[wanted:]:  # (a dict keeps the order of insertion)
+                del self._wanted_views[view]  # the views of the entry's rows, which are not written
+            dialect.entry_rolled_back()  # (columns noted for its rows, schemas it made)
+            failed = (exc, before)
+        dialect.execute(conn, "RELEASE SAVEPOINT lorrygate_entry")
+        return failed
+
+    def _scrub_from_now(self, entry) -> bool:
+        """The database refused text of the entry's rows that it cannot store (PostgreSQL: the character NUL,
+        as firmware pads C strings): its table's text goes without it from now on (`_insert`). False when the
+        table's text was scrubbed already (the refusal is something else)."""
+        tables = [entry.table]
+        if self.layout == "per-network":
+            shared = shared_table(entry.table, entry.address)
+            if shared is not None:
+                tables.insert(0, shared)
+        physical = {self.dialect.physical(table) for table in tables}
+        if physical <= self._scrubbed:
+            return False
+        self._scrubbed.update(physical)
+        self.log.warn("storage {storage}: {table} got text that {database} cannot store ({what}); it is left out of "
+                      "the table's text values from now on", storage=self.name, table=sorted(physical)[0],
+                      database=self.dialect.name, what=self.dialect.unstorable_text_is)
+        return True
 
     def _refusal(self, exc: Exception, entry, added: dict) -> str:
         """Why the database refused an entry's rows; for a value its column's type refuses, the dialect says
@@ -560,6 +595,11 @@ class SqlStorage:
                     plain[key] = group[1]
         if new:
             self._make_new(conn, new, added)
+        if self._scrubbed:
+            scrub = dialect.scrub_row
+            for (physical, _), (_, rows) in groups.items():
+                if physical in self._scrubbed:
+                    rows[:] = [scrub(one) for one in rows]
         # the columns that rows need, all at once before the rows (SQLite: one schema re-read for all of them)
         dialect.add_pending_columns(conn)
         insert_all = getattr(dialect, "insert_all", None)

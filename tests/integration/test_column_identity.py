@@ -271,3 +271,29 @@ def test_postgresql_says_which_column_refused_a_value_and_how_to_store_such_valu
     pg_store._conn.execute(f'ALTER TABLE {qualified(table)} ALTER COLUMN "a: b" TYPE TEXT')  # the fix it names works
     pg_store._conn.commit()
     assert not commit(pg_store, table, {"a: b": "warm"}).extra_dead
+
+
+def test_postgresql_stores_text_without_the_nul_character_it_cannot_store(pg_store):
+    """Firmware pads C strings with NUL, which PostgreSQL stores in no text or JSONB value: every message of
+    such a device was a dead letter. Its rows are stored with the NULs left out (in text, in JSON, in tags), from
+    then on up front; rows of other tables are left as they are."""
+    table, other = TableName("ids", f"t{next(TABLES)}"), TableName("ids", f"t{next(TABLES)}")
+    batch = Batch()
+    message = Message("t", b"{}", 1, False, 1.0, "#")
+    batch.add(Entry(table, [Record(NS, {"fw": "1.2.3\0\0", "v": 1, "names": ["a\0b"]}, {"site": "x\0"})], "main",
+                    message, "json"))
+    batch.add(Entry(other, [Record(NS, {"v": 2})], "main", message, "json"))
+    pg_store._commit(batch)
+    assert not batch.extra_dead, batch.extra_dead
+    assert pg_store._conn.execute(f"SELECT fw, v, names, site FROM {qualified(table)}").fetchall() == [
+        ("1.2.3", 1, ["ab"], "x")]
+    assert commit(pg_store, table, {"fw": "2.0\0", "doc": [{"k": "v\0"}]}).extra_dead == []
+    assert pg_store._conn.execute(f"SELECT fw, doc FROM {qualified(table)} WHERE fw = '2.0'").fetchall() == [
+        ("2.0", [{"k": "v"}])]
+    third = TableName("ids", f"t{next(TABLES)}")  # JSON first: the server's refusal of \u0000 (22P05)
+    assert commit(pg_store, third, {"doc": ["x\0"], "v": 1}).extra_dead == []
+    assert commit(pg_store, third, {"doc": ["y\0"], "v": 2}).extra_dead == []
+    assert pg_store._conn.execute(f"SELECT doc FROM {qualified(third)} ORDER BY v").fetchall() == [(["x"],), (["y"],)]
+    (dead,) = commit(pg_store, other, {"v": "warm"}).extra_dead  # another refusal of a scrubbed table's kind stays one
+    assert "is BIGINT" in dead.error
+    pg_store._conn.commit()
