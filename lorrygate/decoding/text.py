@@ -153,13 +153,39 @@ class KeyValueDecoder:
             except ValueError as exc:
                 raise Declined(f"not URL-encoded pairs: {exc}") from None
         else:
-            pairs = _split_pairs(text)
+            lines = _pairs_a_line(text)
+            if lines is not None and _key_on_two_lines(lines):
+                # a series, a record a line (``t=21.5 h=48`` and ``t=21.6 h=47``)
+                return [self._record(line, message) for line in lines]
+            pairs = [pair for line in lines for pair in line] if lines is not None else _split_pairs(text)
+        return [self._record(pairs, message)]
+
+    def _record(self, pairs: list, message) -> Record:
         if any(not key for key, _ in pairs):
             raise Declined("a pair with an empty key")
         document: dict = {}
         for key, value in pairs:  # a key given twice (``a=1&a=2``) keeps both values: the second as ``a_2``
             document[unused_name(document, key)] = scalar(value)
-        return [object_record(document, message, self.name, self.timezone)]
+        return object_record(document, message, self.name, self.timezone)
+
+
+def _key_on_two_lines(lines: list) -> bool:
+    seen: set = set()
+    for line in lines:
+        keys = {key for key, _ in line}
+        if not seen.isdisjoint(keys):
+            return True
+        seen |= keys
+    return False
+
+
+def _pairs_a_line(text: str) -> list | None:
+    """The pairs of each line, each line split by itself (``a=1;b=2`` and ``c=3;d=4``), or None when a line
+    splits no way whole (then the text as one)."""
+    try:
+        return [_split_pairs(line) for line in text.splitlines() if line.strip()]
+    except Declined:
+        return None
 
 
 #: for a split at each separator, the others: a key with one in it, or a value with one (or white space, a line

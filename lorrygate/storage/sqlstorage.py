@@ -474,12 +474,7 @@ class SqlStorage:
         """The database refused text of the entry's rows that it cannot store (PostgreSQL: the character NUL,
         as firmware pads C strings): its table's text goes without it from now on (`_insert`). False when the
         table's text was scrubbed already (the refusal is something else)."""
-        tables = [entry.table]
-        if self.layout == "per-network":
-            shared = shared_table(entry.table, entry.address)
-            if shared is not None:
-                tables.insert(0, shared)
-        physical = {self.dialect.physical(table) for table in tables}
+        physical = {self.dialect.physical(table) for table in self._tables_of(entry)}
         if physical <= self._scrubbed:
             return False
         self._scrubbed.update(physical)
@@ -491,16 +486,16 @@ class SqlStorage:
     def _refusal(self, exc: Exception, entry, added: dict) -> str:
         """Why the database refused an entry's rows; for a value its column's type refuses, the dialect says
         how to store such values (`explain_refusal`). ``added``: the columns this transaction had added."""
-        tables = [entry.table]
-        if self.layout == "per-network":
-            shared = shared_table(entry.table, entry.address)
-            if shared is not None:
-                tables.insert(0, shared)
 
         def columns_of(physical: str) -> dict:
             return {**self._columns.get(physical, {}), **added.get(physical, {})}
 
-        return self.dialect.explain_refusal(exc, tables, columns_of)
+        return self.dialect.explain_refusal(exc, self._tables_of(entry), columns_of)
+
+    def _tables_of(self, entry) -> list:
+        """The tables an entry's rows go to: its own, and first its shared table (per-network layout)."""
+        shared = shared_table(entry.table, entry.address) if self.layout == "per-network" else None
+        return [entry.table] if shared is None else [shared, entry.table]
 
     def _insert(self, conn, entries, added: dict) -> int:
         """Insert the rows of ``entries`` grouped by table and columns; returns the number of groups."""

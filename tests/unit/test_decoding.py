@@ -92,16 +92,33 @@ def test_key_value_pairs_are_split_at_the_separator_that_keeps_keys_and_values_w
     assert record.fields == fields
 
 
-@pytest.mark.parametrize("payload", [b"a=1;b=2,c=3", b"a=1,b", b"a=x;y", b"a=1 b=2;c=3", b"a=1;b=2\nc=3;d=4\n",
-                                     b"a=1,b=2\nc=3,d=4"])
+@pytest.mark.parametrize("payload", [b"a=1;b=2,c=3", b"a=1,b", b"a=x;y", b"a=1 b=2;c=3", b"a=1;b=2,c=3\nd=4\n"])
 def test_key_value_pairs_that_no_separator_splits_whole_are_declined(payload):
-    """a=1;b=2,c=3 stored a = "1;b=2" (or b = "2,c=3"), a=1;b=2<line break>c=3;d=4 b = "2<line break>c=3": a pair
-    lost inside a value. Declined: the next decoder
+    """a=1;b=2,c=3 stored a = "1;b=2" (or b = "2,c=3"): a pair lost inside a value. Declined: the next decoder
     of the chain may take it, or the message is a dead letter that says why."""
     from lorrygate.decoding.text import KeyValueDecoder
 
     with pytest.raises(Declined):
         KeyValueDecoder().decode(message(payload), ADDRESS)
+
+
+@pytest.mark.parametrize("payload, records", [
+    # several pairs a line, each line split by itself (it stored b = "2<line break>c=3", then was declined)
+    (b"a=1;b=2\nc=3;d=4\n", [{"a": 1, "b": 2, "c": 3, "d": 4}]),
+    (b"a=1,b=2\r\nc=3,d=4", [{"a": 1, "b": 2, "c": 3, "d": 4}]),
+    (b"a=1\nb=2\n", [{"a": 1, "b": 2}]),
+    # a key on more than one line: a series, one record a line (it made t, h, t_2, h_2)
+    (b"t=21.5 h=48\nt=21.6 h=47\n", [{"t": 21.5, "h": 48}, {"t": 21.6, "h": 47}]),
+    (b"ts=1717243200;t=1\nts=1717243260;t=2", [{"t": 1}, {"t": 2}]),
+    (b"a=1&a=2", [{"a": 1, "a_2": 2}]),
+])
+def test_key_value_lines(payload, records):
+    from lorrygate.decoding.text import KeyValueDecoder
+
+    decoded = KeyValueDecoder().decode(message(payload), ADDRESS)
+    assert [record.fields for record in decoded] == records
+    if payload.startswith(b"ts="):
+        assert [record.time for record in decoded] == [1_717_243_200 * 10**9, 1_717_243_260 * 10**9]
 
 
 def test_json_with_a_broken_time_is_an_error():

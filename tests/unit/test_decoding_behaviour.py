@@ -69,8 +69,8 @@ def test_fallback_chain_sends_each_message_to_the_right_decoder():
         (b"on", field, "value", [{"temperature": "on"}]),
         (b'[{"t": 1}, {"t": 2}]', DATA, "json", [{"t": 1}, {"t": 2}]),
         (b"a;b\n1;2\n", DATA, "csv", [{"a": 1, "b": 2}]),
-        (b"a=1;b=2\nc=3;d=4\n", DATA, "kv", None),
-        (b"a=1,b=2\nc=3,d=4\n", DATA, "kv", None),
+        (b"a=1;b=2\nc=3;d=4\n", DATA, "kv", [{"a": 1, "b": 2, "c": 3, "d": 4}]),
+        (b"t=1 h=2\nt=3 h=4\n", DATA, "kv", [{"t": 1, "h": 2}, {"t": 3, "h": 4}]),
         (b"a b\n1 2\n", DATA, "kv", None),
     ]
     for payload, address, expected_decoder, expected_fields in stream:
