@@ -103,6 +103,7 @@ class StorageSettings:
     layout: str = "per-address"
     flatten_depth: int = 3
     max_columns: int = 250
+    max_tables: int = 100_000
     tls_ca: str = ""
     timeout: float = 30.0
     spool: bool = True
@@ -316,6 +317,10 @@ STORAGE_KEYS = {
     "timeout": Key(v.duration(0.1, 600), 30.0, doc='CrateDB: how long one HTTP request may take.'),
     "flatten_depth": Key(v.integer(1, 32), 3, doc='SQL storages: nested objects become dotted column names down to this depth; deeper ones are one JSON column.'),
     "max_columns": Key(v.integer(8, 32767), 250, doc='SQL storages: the most columns a table gets; fields beyond go into the extra_fields JSON column.'),
+    "max_tables": Key(v.integer(0, 100_000_000), 100_000,
+                      doc="SQL storages: the most tables the storage holds (all of its database's, ~4 KB of the "
+                          "gateway's memory each); a new table beyond is not made and its messages are dead letters "
+                          "(a runaway topic level). 0: no limit."),
     "topic": Key(v.nonempty, "{topic}", doc="mqtt: the topic template of what is published ({topic}, {realm}, "
                  "{network}, {gateway}, {node}, {kind}, {rest}, {schema}, {table})."),
     "payload": Key(v.choice("message", "records"), "message",
@@ -338,6 +343,7 @@ STORAGE_KIND_KEYS = {
     "timeout": ("crate",),
     "flatten_depth": ("sqlite", "postgresql"),
     "max_columns": ("sqlite", "postgresql"),
+    "max_tables": ("sqlite", "postgresql"),
     "topic": ("mqtt", "kafka"),
     "payload": ("mqtt", "kafka"),
     "dead_letter_topic": ("mqtt", "kafka"),

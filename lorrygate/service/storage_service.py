@@ -29,6 +29,7 @@ def make_backend(storage, reactor, ddl: dict):
 
         backend = SQLiteStorage(storage.name, storage.path, reactor, storage.synchronous, storage.idempotent, ddl)
         backend.flatten_depth, backend.max_columns = storage.flatten_depth, storage.max_columns
+        backend.max_tables = storage.max_tables
         backend.layout = storage.layout
         return backend
     if storage.kind == "postgresql":
@@ -36,6 +37,7 @@ def make_backend(storage, reactor, ddl: dict):
 
         backend = PostgresStorage(storage.name, storage.url.raw, reactor, storage.idempotent, ddl)
         backend.flatten_depth, backend.max_columns = storage.flatten_depth, storage.max_columns
+        backend.max_tables = storage.max_tables
         backend.layout = storage.layout
         return backend
     if storage.kind == "file":

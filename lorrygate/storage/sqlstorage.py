@@ -23,7 +23,7 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
-from lorrygate.errors import StorageError
+from lorrygate.errors import LorrygateError, StorageError
 from lorrygate.interfaces import IStorage
 from lorrygate.model import Record
 from lorrygate.storage.batch import Batch, DeadLetter, Entry
@@ -55,6 +55,10 @@ WIDEN_ATTEMPTS = 3
 _NESTED = frozenset((dict, type(None)))
 
 
+class TableBudgetExceeded(LorrygateError):
+    """A new table would take a storage beyond its ``max_tables``: the entry's message is a dead letter."""
+
+
 @implementer(IStorage)
 @attrs.define(eq=False)
 class SqlStorage:
@@ -70,6 +74,9 @@ class SqlStorage:
     #: columns per table (time and id included); a row's fields beyond go
     #: into one JSON column, `layout.EXTRA_COLUMN`
     max_columns: int = 250
+    #: tables the storage holds at most (those of the database it knows, in all); a new table beyond is not
+    #: made and its messages are dead letters (`TableBudgetExceeded`); 0: no limit
+    max_tables: int = 100_000
     _pool: ThreadPool | None = None
     _conn: Any = None
     #: physical table name -> {column name as the dialect folds it: type or None}
@@ -437,7 +444,7 @@ class SqlStorage:
         batch.extra_dead, batch.refused_rows = extra_dead, refused
         if extra_dead:
             self.log.warn(
-                "storage {storage}: the database refused {count} message(s), kept in {table}: {reason}",
+                "storage {storage}: {count} message(s) refused, kept in {table}: {reason}",
                 storage=self.name,
                 count=len(extra_dead),
                 table=DEAD_LETTER_TABLE,
@@ -491,6 +498,21 @@ class SqlStorage:
             return {**self._columns.get(physical, {}), **added.get(physical, {})}
 
         return self.dialect.explain_refusal(exc, self._tables_of(entry), columns_of)
+
+    def _check_table_budget(self, physical: str, added: dict, new: dict | None) -> None:
+        """Raise `TableBudgetExceeded` when a new table would take the storage beyond ``max_tables``: the
+        tables it knows, those this transaction made and those it is about to make."""
+        known = self._columns
+        count = len(known) + len(added) + len(new or ())
+        if count < self.max_tables:
+            return
+        count = len(known) + sum(1 for table in added if table not in known) + len(new or ())
+        if count >= self.max_tables:
+            raise TableBudgetExceeded(
+                f"storage {self.name} holds {count} tables, its max_tables: {physical} is not made. For a fleet "
+                f"this large, raise max_tables in [storage:{self.name}] (a table costs the gateway ~4 KB of memory), "
+                "then run lorrygate dead-letters replay --stage store; a counter or a time in a topic level makes "
+                "a table a message: fix that publisher")
 
     def _tables_of(self, entry) -> list:
         """The tables an entry's rows go to: its own, and first its shared table (per-network layout)."""
@@ -574,6 +596,9 @@ class SqlStorage:
                     groups[key] = group = (key_table, [])
                     shape = (physical, columns, tuple(map(type, flat.values())))
                     if shape not in self._verified:
+                        if self.max_tables and physical not in known and physical not in added and (
+                                new is None or physical not in new):
+                            self._check_table_budget(physical, added, new)
                         if new is None:
                             self._ensure(conn, entry, flat, added)
                         elif physical in new:

@@ -297,3 +297,19 @@ def test_postgresql_stores_text_without_the_nul_character_it_cannot_store(pg_sto
     (dead,) = commit(pg_store, other, {"v": "warm"}).extra_dead  # another refusal of a scrubbed table's kind stays one
     assert "is BIGINT" in dead.error
     pg_store._conn.commit()
+
+
+def test_postgresql_max_tables_refuses_a_new_table_beyond_it(pg_store):
+    """max_tables counts the tables of the database the storage knows: one more is made, the next is a dead letter
+    that says so, and a known table keeps getting rows."""
+    made, beyond = TableName("ids", f"t{next(TABLES)}"), TableName("ids", f"t{next(TABLES)}")
+    pg_store.max_tables = len(pg_store._columns) + 1
+    try:
+        assert commit(pg_store, made, {"v": 1}).extra_dead == []
+        (dead,) = commit(pg_store, beyond, {"v": 2}).extra_dead
+        assert "TableBudgetExceeded" in dead.error and "its max_tables" in dead.error, dead.error
+        assert commit(pg_store, made, {"v": 3, "w": 4}).extra_dead == []
+    finally:
+        pg_store.max_tables = 0
+    assert pg_store._conn.execute(f"SELECT count(*) FROM {qualified(made)}").fetchone() == (2,)
+    pg_store._conn.commit()

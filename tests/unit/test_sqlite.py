@@ -595,3 +595,28 @@ def test_a_second_descriptor_of_a_wal_index_in_use_is_kept_open(storage, monkeyp
     monkeypatch.setattr(sqlite_wal.os, "stat", real)
     spare = sqlite_wal._spare[-1]
     assert os.fstat(spare).st_ino == os.fstat(first).st_ino  # still open
+
+
+def test_max_tables_keeps_a_runaway_topic_from_making_a_table_a_message(storage):
+    """A publisher that puts a counter or a time into a topic level makes a table a message; each costs the
+    gateway memory for good (~4 KB, also after a restart), until it runs out. Beyond ``max_tables`` a new table
+    is not made: its messages are dead letters that say so and how to go on; known tables keep their rows."""
+    storage._commit(batch(entry({"v": 8})))
+    storage.max_tables = len(storage._columns) + 3
+    first = batch(*[entry({"v": n}, table=TableName("runaway", f"node_{n}_sensors"), topic=f"t/{n}") for n in range(5)],
+                  entry({"v": 9}))
+    storage._commit(first)
+    assert [d.message.topic for d in first.extra_dead] == ["t/3", "t/4"]
+    error = first.extra_dead[0].error
+    assert f"storage db holds {storage.max_tables} tables, its max_tables: runaway__node_3_sensors" in error, error
+    assert "raise max_tables in [storage:db]" in error and "lorrygate dead-letters replay --stage store" in error
+    names = {row[0] for row in rows(storage, "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {f"runaway__node_{n}_sensors" for n in range(3)} <= names and "runaway__node_3_sensors" not in names
+    assert rows(storage, 'SELECT v FROM "mqttkit_1_testdrive__area_42_node_1_sensors"') == [(8,), (9,)]
+    later = batch(entry({"v": 10}, table=TableName("runaway", "node_0_sensors")), entry({"v": 11, "new": 1}))
+    storage._commit(later)  # known tables: rows and new columns as ever
+    assert later.extra_dead == []
+    storage.max_tables = 0  # no limit
+    again = batch(entry({"v": 3}, table=TableName("runaway", "node_3_sensors")))
+    storage._commit(again)
+    assert again.extra_dead == [] and rows(storage, 'SELECT v FROM "runaway__node_3_sensors"') == [(3,)]
