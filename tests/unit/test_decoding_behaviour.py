@@ -287,3 +287,18 @@ def test_array_buffers_count_against_the_memory_limit(allocation):
     with pytest.raises(DecodeError, match=r"memory limit of 16 MiB \(ArrayBuffers\)"):
         decoder.decode(message(b"x"), DATA)
     assert decoder.decode(message(b"ab"), DATA) == [Record(R, {"n": 2})]
+
+
+def test_the_topic_strategy_stores_a_plain_value_as_the_field_value():
+    """Topic trees without a convention (ESPHome's <node>/sensor/<name>/state, home/kitchen/temperature) carry one
+    value a topic, which Telegraf's value parser stores as the field ``value``: the topic strategy's chain did not
+    take them (a dead letter each). A JSON object is still its fields."""
+    from lorrygate.topology.anytopic import TopicStrategy
+
+    chain = DecoderChain(tuple(DECODERS[name]() for name in ("json", "value")))
+    address = TopicStrategy().match("livingroom/sensor/temperature/state")
+    for payload, decoder, fields in ((b"21.5", "json", {"value": 21.5}), (b"ON", "value", {"value": "ON"}),
+                                     (b"online", "value", {"value": "online"}), (b"true", "json", {"value": True}),
+                                     (b'{"state": "ON", "brightness": 255}', "json", {"state": "ON", "brightness": 255})):
+        used, (record,) = chain.decode(message(payload), address)
+        assert (used, record.fields) == (decoder, fields), payload

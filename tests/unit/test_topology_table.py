@@ -211,9 +211,10 @@ ROUTED = [
     ("factory", "factory/line-1/press-7/alarm", A("factory", "line-1", None, "press-7", "event", "alarm"),
      "factory_line_1", "press_7_alarms"),
     # -- any topic (relays, topic trees without a convention) --
-    ("topic", "factory/hall-2/press-7/temperature", A("factory", None, None, None, "data", "hall-2/press-7/temperature"),
+    ("topic", "factory/hall-2/press-7/temperature", A("factory", None, None, None, "data", "hall-2/press-7/temperature",
+                                                       "value"),
      "factory", "hall_2_press_7_temperature"),
-    ("topic", "alone", A("alone", None, None, None, "data", ""), "alone", "data"),
+    ("topic", "alone", A("alone", None, None, None, "data", "", "value"), "alone", "data"),
 ]
 
 REFUSED = [
