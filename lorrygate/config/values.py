@@ -113,15 +113,15 @@ def integer(low: int, high: int):
     return described(parse, f"whole number, {low} to {high}")
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")  # noqa
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")  # noqa
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 
 
 def duration(low: float, high: float):
     def parse(value: str) -> float:
         match = _DURATION.match(value)
         if not match:
-            raise Invalid(f"a duration such as 250ms, 5s, 2m or 0.5 (seconds), from {low} s to {high} s")
+            raise Invalid(f"a duration such as 250ms, 5s, 2m, 1h, 1d or 0.5 (seconds), from {low} s to {high} s")
         seconds = float(match.group(1)) * _UNITS[match.group(2)]
         if not low <= seconds <= high:
             raise Invalid(f"a duration from {low} s to {high} s")

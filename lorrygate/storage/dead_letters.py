@@ -72,7 +72,7 @@ class Filters:
 
 
 def parse_time(text: str, now: float) -> float:
-    """ISO 8601 (UTC when it has no offset), or a duration back from ``now`` (``90s``, ``2h``)."""
+    """ISO 8601 (UTC when it has no offset), or a duration back from ``now`` (``90s``, ``2h``, ``30d``)."""
     try:
         return now - v.duration(0, 10 * 365 * 86400)(text)
     except v.Invalid:
@@ -80,7 +80,7 @@ def parse_time(text: str, now: float) -> float:
     try:
         moment = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise v.Invalid("an ISO 8601 time or a duration back from now such as 2h") from None
+        raise v.Invalid("an ISO 8601 time or a duration back from now such as 2h or 30d") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=datetime.UTC)
     return moment.timestamp()

@@ -53,3 +53,20 @@ def test_shell_completion_completes_commands_and_options(tmp_path):
         done = subprocess.run([sys.executable, "-m", "lorrygate.cli"], env=env, cwd=tmp_path, timeout=60)
         assert done.returncode == 0
         assert set(out.read_text().replace("\x0b", " ").split()) == expected
+
+
+@pytest.mark.parametrize("text, back", [("90s", 90), ("2h", 7200), ("1d", 86400), ("30d", 30 * 86400), ("1.5d", 129600)])
+def test_dead_letter_filters_take_durations_in_days(text, back):
+    """``--since 1d`` (the help's and the docs' example) and ``--until 30d`` (a retention: purge what is older)
+    were refused: durations knew no days."""
+    from lorrygate.storage.dead_letters import parse_time
+
+    assert parse_time(text, 1_000_000_000.0) == 1_000_000_000.0 - back
+
+
+def test_dead_letter_filters_say_what_they_take():
+    from lorrygate.config.values import Invalid
+    from lorrygate.storage.dead_letters import parse_time
+
+    with pytest.raises(Invalid, match="such as 2h or 30d"):
+        parse_time("yesterday", 0.0)
