@@ -71,6 +71,9 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".", on_storage=N
         empty_lines_in_values=False,
     )
     parser.optionxform = str  # type: ignore[assignment,method-assign]  # keys keep their case
+    unclosed = _unclosed_header(source, text)
+    if unclosed is not None:
+        raise ConfigError([unclosed])
     try:
         parser.read_string(text, source=source)
     except configparser.Error as exc:
@@ -479,6 +482,16 @@ def build_strategies(gateway, modules: list, sections: dict, problem, problems: 
         registry[name] = s.make_strategy(name, values, section, problem)
         origins[name] = f"defined in [{section}]"
     return registry
+
+
+def _unclosed_header(source: str, text: str) -> ConfigProblem | None:
+    """A line that opens a section header and does not close it (``[channel:b``): configparser reads it as the
+    key ``[channel`` of the section before it (``:`` separates keys from values too)."""
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.startswith("[") and "]" not in line:
+            return ConfigProblem(f"{source} line {number}", "", None, "a [section] header closed by ']'",
+                                 repr(line.strip()))
+    return None
 
 
 def _syntax_problem(source: str, exc: configparser.Error) -> ConfigProblem:

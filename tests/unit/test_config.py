@@ -104,6 +104,13 @@ def test_broken_ini_syntax_is_reported():
     assert problems(GOOD + "no equals sign here\n") == [
         "gateway.ini line 12: expected 'key = value' or a [section] header, got 'no equals sign here'"
     ]
+    # a header without its closing bracket was read as a key "[channel" (":" separates keys too) of the
+    # section before it: "unknown key '[channel'"
+    assert problems(GOOD + "[channel:second\ntopics = b/#\n") == [
+        "gateway.ini line 12: expected a [section] header closed by ']', got '[channel:second'"
+    ]
+    assert loads(GOOD + "[channel:second]   # a comment after it\nsource = local\ntopics = b/#\n"
+                 ).channels[1].name == "second"
 
 
 def test_secret_from_environment_is_never_shown(monkeypatch):
