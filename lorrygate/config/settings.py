@@ -532,6 +532,17 @@ BROKER_TYPE_KEYS = {
 }
 
 
+def _host_problem(host: str) -> str:
+    """What a broker's host is expected to be, when it is a URL or carries a port (``localhost:1883`` was
+    taken for a host name, which no resolver finds); "" when it looks like a host name or an address."""
+    if "://" in host:
+        return "a host name or address, not a URL (the port, tls and the credentials are keys of their own)"
+    name, colon, port = host.rpartition(":")
+    if colon and port.isdigit() and (name.count(":") == 0 or name.endswith("]")):
+        return f"a host name or address without a port (host = {name.strip('[]')}, port = {port})"
+    return ""
+
+
 def make_broker(name: str, values: dict, section: str = "", problem=None) -> BrokerSettings | None:
     kind = values["type"]
     if kind == "amqp" and not installed("pika") and problem is not None:
@@ -549,6 +560,11 @@ def make_broker(name: str, values: dict, section: str = "", problem=None) -> Bro
             return None
         if values["port"] is None:
             problem(section, "port", "the port of the ZeroMQ peer (or to bind, with host = *)", "nothing")
+            return None
+    if kind in ("mqtt", "amqp", "redis") and problem is not None:
+        wrong = _host_problem(values["host"])
+        if wrong:
+            problem(section, "host", wrong, repr(values["host"]))
             return None
     for key, only in BROKER_TYPE_KEYS.items():
         if only != kind and values[key] != BROKER_KEYS[key].default and problem is not None:

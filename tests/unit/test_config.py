@@ -397,3 +397,17 @@ def test_a_channel_of_a_local_source_takes_all_of_it_and_is_warned_when_its_stra
     assert problems("[broker:b]\nhost = h\n[storage:db]\nurl = sqlite:///x\n[channel:c]\n") == [
         "gateway.ini [channel:c] topics: expected a value (required for a channel of a broker: the filters to "
         "subscribe to, such as mqttkit-1/#), got nothing"]
+
+
+@pytest.mark.parametrize("host, expected", [
+    ("localhost:1883", "expected a host name or address without a port (host = localhost, port = 1883)"),
+    ("10.0.0.7:8883", "expected a host name or address without a port (host = 10.0.0.7, port = 8883)"),
+    ("[::1]:1883", "expected a host name or address without a port (host = ::1, port = 1883)"),
+    ("mqtt://broker.example.com", "expected a host name or address, not a URL"),
+])
+def test_a_broker_host_with_a_port_or_a_scheme_is_named(host, expected):
+    """``host = localhost:1883`` passed the check and the gateway then retried a host name no resolver knows,
+    for good; it is a config problem now. IPv6 addresses keep their colons."""
+    (found,) = problems(GOOD.replace("host = localhost", f"host = {host}"))
+    assert found.startswith("gateway.ini [broker:local] host: " + expected), found
+    assert loads(GOOD.replace("host = localhost", "host = 2001:db8::7")).brokers["local"].host == "2001:db8::7"
