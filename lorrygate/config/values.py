@@ -234,6 +234,9 @@ def storage_url(value: str) -> StorageUrl:
         return StorageUrl("tributary", "tributary://")
     if value.startswith("sqlite:///") and len(value) > len("sqlite:///"):
         return StorageUrl("sqlite", value, value[len("sqlite:///") :])
+    if value.startswith("sqlite:"):
+        raise Invalid("sqlite:/// and the file's path: three slashes before a relative path (sqlite:///var/x.sqlite, "
+                      "relative to the config file's folder), four before an absolute one (sqlite:////var/lib/x.sqlite)")
     try:
         parts = urlsplit(value)
         parts.port  # noqa: B018 - raises ValueError for a bad port

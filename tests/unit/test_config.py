@@ -411,3 +411,9 @@ def test_a_broker_host_with_a_port_or_a_scheme_is_named(host, expected):
     (found,) = problems(GOOD.replace("host = localhost", f"host = {host}"))
     assert found.startswith("gateway.ini [broker:local] host: " + expected), found
     assert loads(GOOD.replace("host = localhost", "host = 2001:db8::7")).brokers["local"].host == "2001:db8::7"
+
+
+@pytest.mark.parametrize("url", ["sqlite://var/x.sqlite", "sqlite:/var/x.sqlite", "sqlite:///"])
+def test_a_sqlite_url_without_its_three_slashes_says_how_to_write_it(url):
+    (found,) = problems(GOOD.replace("url = sqlite:///var/test.sqlite", f"url = {url}"))
+    assert "expected sqlite:/// and the file's path: three slashes before a relative path" in found, found
