@@ -699,6 +699,8 @@ STRATEGY_DECODERS = {
     "shelly": ("shelly", "json", "value"),
     # Kotori decodes a TTS uplink sent to .../data.json with its TTS decoder
     "wan": ("ttn", "json", "value"),
+    # topic trees as Telegraf's mqtt_consumer reads them: its own format too
+    "topic": ("json", "influx", "value"),
 }
 DEFAULT_DECODERS = ("json", "value")
 

@@ -6,6 +6,7 @@ from lorrygate.decoding.binary import CborDecoder, MessagePackDecoder, MuonDecod
 from lorrygate.decoding.chain import DecoderChain
 from lorrygate.decoding.functions import decoder
 from lorrygate.decoding.jsonobject import JsonDecoder
+from lorrygate.decoding.lineprotocol import InfluxDecoder
 from lorrygate.decoding.text import CsvDecoder, KeyValueDecoder, NdjsonDecoder, RawDecoder, ValueDecoder
 from lorrygate.decoding.vendors import (
     AirrohrDecoder,
@@ -22,6 +23,7 @@ DECODERS: dict[str, Any] = {
     "ndjson": NdjsonDecoder,
     "csv": CsvDecoder,
     "kv": KeyValueDecoder,
+    "influx": InfluxDecoder,
     "value": ValueDecoder,
     "tasmota": TasmotaDecoder,
     "airrohr": AirrohrDecoder,

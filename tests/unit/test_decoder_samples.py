@@ -22,6 +22,10 @@ def field(name):
     return Address("r", "n", "g", "d", "data", f"data/{name}", name)
 
 
+def message(payload):
+    return Message("r/n/g/d/data.json", payload, 1, False, RECEIVED, "#")
+
+
 def decode(name, payload, address=DATA, tz=None):
     decoder = DECODERS[name](timezone=tz)
     return decoder.decode(Message("r/n/g/d/data.json", payload, 1, False, RECEIVED, "#"), address)
@@ -196,6 +200,13 @@ SAMPLES = [
     ("chirpstack", CHIRPSTACK_V3_UP, DATA, [Record(1_717_243_200_250_000_000, CHIRPSTACK_V3_FIELDS, CHIRPSTACK_V3_TAGS)]),
     ("chirpstack", CHIRPSTACK_V3_JSON_UP, DATA,
      [Record(1_717_243_200_500_000_000, CHIRPSTACK_V3_FIELDS, CHIRPSTACK_V3_TAGS)]),
+    # -- InfluxDB line protocol (Telegraf's own format) --
+    ("influx", b"weather,site=roof temperature=21.5,humidity=48i,ok=t,note=\"a b\" 1717243200000000000", DATA,
+     [Record(T, {"humidity": 48, "note": "a b", "ok": True, "temperature": 21.5},
+             {"measurement": "weather", "site": "roof"})]),
+    ("influx", b"# Telegraf\ncpu,host=gw-1 usage_idle=97.5 1717243200\nmem,host=gw-1 used_percent=41.2\n", DATA,
+     [Record(T, {"usage_idle": 97.5}, {"measurement": "cpu", "host": "gw-1"}),
+      Record(R, {"used_percent": 41.2}, {"measurement": "mem", "host": "gw-1"})]),
     # -- Homie --
     ("homie", b"21.5", field("temperature"), [Record(R, {"temperature": 21.5})]),
     ("homie", b"true", field("on"), [Record(R, {"on": True})]),
@@ -232,7 +243,7 @@ def test_samples(name, payload, address, records):
 def test_at_least_forty_samples():
     """The table holds at least 40 samples across the vendor and binary formats."""
     assert len(SAMPLES) >= 40
-    assert {"tasmota", "airrohr", "ttn", "chirpstack", "csv", "ndjson", "kv", "msgpack", "cbor", "muon"} <= {
+    assert {"tasmota", "airrohr", "ttn", "chirpstack", "csv", "ndjson", "kv", "msgpack", "cbor", "muon", "influx"} <= {
         s[0] for s in SAMPLES}
 
 
@@ -272,3 +283,24 @@ def test_a_tasmota_device_without_a_valid_clock_gets_the_receive_time():
     assert decode("tasmota", b'{"Time": "1970-01-01T00:00:42", "v": 1}', tz=berlin) == [Record(R, {"v": 1})]
     assert decode("tasmota", b'{"Time": "2015-12-31T22:59:59", "v": 1}') == [Record(R, {"v": 1})]
     assert decode("tasmota", b'{"Time": "2016-01-01T00:00:00", "v": 1}') == [Record(1_451_606_400 * 10**9, {"v": 1})]
+
+
+@pytest.mark.parametrize("payload", [b"temp=21 hum=48", b"21.5", b"ON", b"{\"t\": 1}", b"a,b\n1,2", b""])
+def test_what_is_no_line_protocol_is_declined(payload):
+    """key=value pairs (line protocol would read ``temp=21`` as a measurement), single values, JSON, CSV: declined,
+    for the next decoder of the chain."""
+    from lorrygate.decoding.lineprotocol import InfluxDecoder
+    from lorrygate.errors import Declined
+
+    with pytest.raises(Declined):
+        InfluxDecoder().decode(message(payload), DATA)
+
+
+def test_a_broken_line_after_good_ones_is_a_decode_error_that_names_it():
+    from lorrygate.decoding.lineprotocol import InfluxDecoder
+    from lorrygate.errors import DecodeError
+
+    with pytest.raises(DecodeError, match="line 2: .*'cpu usage='"):
+        InfluxDecoder().decode(message(b"cpu usage=1\ncpu usage=\n"), DATA)
+    with pytest.raises(DecodeError, match="line 1: a time -99999999999 is outside the years 1 to 9999"):
+        InfluxDecoder().decode(message(b"cpu usage=1 -99999999999"), DATA)

@@ -293,11 +293,14 @@ def test_the_topic_strategy_stores_a_plain_value_as_the_field_value():
     """Topic trees without a convention (ESPHome's <node>/sensor/<name>/state, home/kitchen/temperature) carry one
     value a topic, which Telegraf's value parser stores as the field ``value``: the topic strategy's chain did not
     take them (a dead letter each). A JSON object is still its fields."""
+    from lorrygate.config.settings import STRATEGY_DECODERS
     from lorrygate.topology.anytopic import TopicStrategy
 
-    chain = DecoderChain(tuple(DECODERS[name]() for name in ("json", "value")))
+    chain = DecoderChain(tuple(DECODERS[name]() for name in STRATEGY_DECODERS["topic"]))
     address = TopicStrategy().match("livingroom/sensor/temperature/state")
     for payload, decoder, fields in ((b"21.5", "json", {"value": 21.5}), (b"ON", "value", {"value": "ON"}),
+                                     (b"state,room=living temperature=21.5", "influx", {"temperature": 21.5}),
+                                     (b"temp=21 hum=48", "value", {"value": "temp=21 hum=48"}),
                                      (b"online", "value", {"value": "online"}), (b"true", "json", {"value": True}),
                                      (b'{"state": "ON", "brightness": 255}', "json", {"state": "ON", "brightness": 255})):
         used, (record,) = chain.decode(message(payload), address)
