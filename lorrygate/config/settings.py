@@ -564,7 +564,7 @@ def make_broker(name: str, values: dict, section: str = "", problem=None) -> Bro
     if kind in ("mqtt", "amqp", "redis") and problem is not None:
         wrong = _host_problem(values["host"])
         if wrong:
-            problem(section, "host", wrong, repr(values["host"]))
+            problem(section, "host", wrong, repr(v.mask_url(values["host"])))  # (a URL may carry a password)
             return None
     for key, only in BROKER_TYPE_KEYS.items():
         if only != kind and values[key] != BROKER_KEYS[key].default and problem is not None:

@@ -411,6 +411,8 @@ def test_a_broker_host_with_a_port_or_a_scheme_is_named(host, expected):
     (found,) = problems(GOOD.replace("host = localhost", f"host = {host}"))
     assert found.startswith("gateway.ini [broker:local] host: " + expected), found
     assert loads(GOOD.replace("host = localhost", "host = 2001:db8::7")).brokers["local"].host == "2001:db8::7"
+    (found,) = problems(GOOD.replace("host = localhost", "host = mqtt://gw:hunter2@broker.example.com"))
+    assert "hunter2" not in found and "'mqtt://gw:***@broker.example.com'" in found, found
 
 
 @pytest.mark.parametrize("url", ["sqlite://var/x.sqlite", "sqlite:/var/x.sqlite", "sqlite:///"])
