@@ -16,7 +16,7 @@ import attrs
 
 from lorrygate.config import settings as s
 from lorrygate.config.paths import moved, resolve, resolve_value
-from lorrygate.config.values import Invalid, Secret, interpolate
+from lorrygate.config.values import Invalid, Secret, interpolate, mask_url
 from lorrygate.errors import ConfigError, ConfigProblem
 
 _NO_DEFAULT_SECTION = "\0lorrygate-no-default-section"
@@ -98,7 +98,8 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".", on_storage=N
                     result[key] = spec.default
                 continue
             value = raw[key]
-            shown = "a hidden value" if spec.secret else repr(value)
+            # (a URL may carry a password in its user info or its query: shown masked)
+            shown = "a hidden value" if spec.secret else repr(mask_url(value) if "://" in value else value)
             kind = section.partition(":")[0].strip()
             try:
                 value = interpolate(value, base_dir)

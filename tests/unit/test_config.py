@@ -419,3 +419,11 @@ def test_a_broker_host_with_a_port_or_a_scheme_is_named(host, expected):
 def test_a_sqlite_url_without_its_three_slashes_says_how_to_write_it(url):
     (found,) = problems(GOOD.replace("url = sqlite:///var/test.sqlite", f"url = {url}"))
     assert "expected sqlite:/// and the file's path: three slashes before a relative path" in found, found
+
+
+@pytest.mark.parametrize("url", ["postgresql://gw:hunter2@db:notaport/x", "crate://gw:hunter2@:4200/",
+                                 "mqtt://gw:hunter2@"])
+def test_a_storage_url_that_is_refused_is_shown_without_its_password(url):
+    """The config problem quoted the URL as written, password and all, into the terminal and the log."""
+    (found,) = problems(GOOD.replace("url = sqlite:///var/test.sqlite", f"url = {url}"))
+    assert "hunter2" not in found and "gw:***@" in found, found
