@@ -27,6 +27,8 @@ pipeline model to check and build; a syntax error is a `LaunchSyntaxError`
 with the line, the column and what was expected there.
 """
 
+import re
+
 import attrs
 import pyparsing as pp
 
@@ -41,8 +43,21 @@ class LaunchSyntaxError(LorrygateError):
         self.lineno = pp.lineno(loc, text)
         self.col = pp.col(loc, text)
         line = pp.line(loc, text)
-        self.explain = f"{line}\n{' ' * (self.col - 1)}^"
-        super().__init__(f"line {self.lineno}, column {self.col}: {message}\n{self.explain}")
+        self.explain = hide_passwords(f"{line}\n{' ' * (self.col - 1)}^")
+        super().__init__(hide_passwords(f"line {self.lineno}, column {self.col}: {message}\n{self.explain}"))
+
+
+_USER_INFO_PASSWORD = re.compile(r"(://[^:/@\s'\"]*:)([^@\s'\"]*)(@)")
+_QUERY_SECRET = re.compile(r"((?:password|token)[^=&\s'\"]*=)([^&\s'\"]*)", re.IGNORECASE)
+
+
+def hide_passwords(text: str) -> str:
+    """``text`` with the passwords of the URLs in it as ``*``, as many as it has characters."""
+    def stars(found) -> str:
+        secret = found[2] if found[2] == "PASSWORD" else "*" * len(found[2])  # (the help's placeholder stays)
+        return found[1] + secret + (found[3] if found.lastindex == 3 else "")
+
+    return _QUERY_SECRET.sub(stars, _USER_INFO_PASSWORD.sub(stars, text))
 
 
 @attrs.frozen

@@ -13,6 +13,7 @@ a channel; `Pipeline.from_config` builds one from an ini file, each
 import hashlib
 import os
 import socket
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -25,20 +26,35 @@ from lorrygate.config.values import Invalid
 from lorrygate.errors import LorrygateError
 from lorrygate.model import Address, Channel, TableName
 from lorrygate.pipeline.elements import ELEMENTS, REQUIRED, URL_KINDS
-from lorrygate.pipeline.grammar import parse
+from lorrygate.pipeline.grammar import hide_passwords, parse
 
 #: launch elements of ``[source:NAME]`` kinds, by their type
 LOCAL_SOURCES = {"filesrc": "files", "socketsrc": "socket", "pgcdcsrc": "pgcdc", "tributarysrc": "tributary"}
 
 
 class PipelineError(LorrygateError):
-    """A launch text that parses but does not make a pipeline; names the line and column."""
+    """A launch text that parses but does not make a pipeline; names the line and column. Passwords in it (of a
+    URL's user info or a ``password=``/``token=`` query) are shown as ``*``, one for each character, so that
+    the caret still points where it should."""
 
     def __init__(self, message: str, text: str, loc: int):
         import pyparsing as pp
 
         self.lineno, self.col = pp.lineno(loc, text), pp.col(loc, text)
-        super().__init__(f"line {self.lineno}, column {self.col}: {message}\n{pp.line(loc, text)}\n{' ' * (self.col - 1)}^")
+        shown = f"line {self.lineno}, column {self.col}: {message}\n{pp.line(loc, text)}\n{' ' * (self.col - 1)}^"
+        super().__init__(hide_passwords(shown))
+
+
+
+
+@contextmanager
+def _url_errors(text: str, element):
+    """urllib's ValueError for a URL it cannot split (a port that is no number or out of range, a broken IPv6
+    address) as a `PipelineError` that points at the element (it was a traceback)."""
+    try:
+        yield
+    except ValueError as exc:
+        raise PipelineError(f"a URL that cannot be read: {exc}", text, element.loc) from None
 
 
 @attrs.frozen
@@ -265,7 +281,8 @@ class _Builder:
             if len(sinks) != 1 or _kind(sinks[0], False) != "sink":
                 at = sinks[0].loc if sinks else head.loc
                 raise PipelineError("a branch is: NAME. ! [queue !] sink", text, at)
-            name, strategy = self.sink(sinks[0])
+            with _url_errors(text, sinks[0]):
+                name, strategy = self.sink(sinks[0])
             if strategy:
                 raise PipelineError("?table= is for a chain's only sink, not for a tee branch", text, sinks[0].loc)
             channel = self.channels[index]
@@ -275,7 +292,8 @@ class _Builder:
         if kind != "source":
             raise PipelineError(f"a chain starts with a source (mqttsrc, amqpsrc, mqtt://..., amqp://...) or a branch NAME., "
                                 f"got {head.factory if head.factory != 'url' else head.url!r}", text, head.loc)
-        source = self.source(head)
+        with _url_errors(text, head):
+            source = self.source(head)
         strategy, decoders, timezone, transform, storages, tee = "wan", source.pop("decoders"), "UTC", None, [], None
         dataflow = None
         order = ["strategy", "decode", "transform", "dataflow", "queue", "sink"]
@@ -304,7 +322,8 @@ class _Builder:
             elif kind == "tee":
                 tee = _properties(element, text)["name"]
             elif kind == "sink":
-                name, fixed = self.sink(element)
+                with _url_errors(text, element):
+                    name, fixed = self.sink(element)
                 storages.append(name)
                 strategy = fixed or strategy
         if not storages and tee is None:

@@ -80,6 +80,12 @@ INVALID = [
     ("mqttsrc topic=a/# ! mysql://db/x", 1, 21, "unknown element 'mysql://db/x'"),
     ("mqttsrc topic=a/# ! postgresql url=crate://x:4200/", 1, 21, "postgresql url: expected a postgresql URL"),
     ("mqttsrc topic=a/# ! sqlite location=x.db location=y.db", 1, 21, "sqlite has location= twice"),
+    # URLs that urllib cannot split were a traceback
+    ("mqtt://h:notaport/x ! sqlite location=x", 1, 1, "a URL that cannot be read: Port could not be cast"),
+    ("mqtt://h:99999/x ! sqlite location=x", 1, 1, "a URL that cannot be read: Port out of range"),
+    ("mqtt://[::1/x ! sqlite location=x", 1, 1, "a URL that cannot be read: Invalid IPv6 URL"),
+    ("amqp://h:x/%2F?exchange=e&topic=t ! sqlite location=x", 1, 1, "a URL that cannot be read"),
+    ("mqtt://h/x ! mqtt://h:port/out", 1, 14, "a URL that cannot be read"),
 ]
 
 
@@ -247,3 +253,20 @@ def test_describe_shows_the_shared_postgresql_table_its_index_and_the_view():
            '"time")' in text
     assert ('CREATE OR REPLACE VIEW "mqttkit_1_testdrive"."area_42_node_1_sensors" AS SELECT "time", ... FROM '
             '"mqttkit_1_testdrive"."sensors" WHERE "address" = \'area_42_node_1_sensors\'') in text
+
+
+@pytest.mark.parametrize("text", [
+    "mqtt://gw:hunter2@h:bad/x ! sqlite location=x",  # the URL is refused
+    "mqtt://gw:hunter2@h/x ! bogus=1",  # the grammar refuses another part of the line
+    "mqtt://h/x ! postgresql://gw:hunter2@h:bad/db",
+    "mqtt://h/x?password=hunter2&qos=7 ! sqlite location=x",
+])
+def test_an_invalid_pipeline_is_shown_without_its_passwords(text):
+    """The error quoted the line as written, the password of its URLs with it; shown as one * a character, the
+    caret still points at the same column."""
+    with pytest.raises(LorrygateError) as info:
+        parse_launch(text)
+    shown = str(info.value)
+    assert "hunter2" not in shown and "*******" in shown, shown
+    line, caret = shown.splitlines()[-2:]
+    assert len(line) == len(text) and caret.index("^") == info.value.col - 1
