@@ -113,9 +113,15 @@ def dry_run(settings, messages_path: str | None, out=None) -> int:
     out = out or sys.stdout
     if messages_path is None:
         return _live(settings)
+    try:
+        handle = open(messages_path, encoding="utf-8", errors="surrogateescape")
+    except OSError as exc:
+        print(f"lorrygate --dry-run: cannot read the recorded messages {messages_path!r}: {exc.strerror}",
+              file=sys.stderr)
+        return 2
     routers = _routers(settings, out)
     bad = 0
-    with open(messages_path, encoding="utf-8", errors="surrogateescape") as handle:
+    with handle:
         for number, line in enumerate(handle, 1):
             if not line.strip():
                 continue

@@ -192,3 +192,15 @@ def test_every_source_kind_has_an_example():
     kinds = {line.split("=", 1)[1].strip() for example in source_examples() for line in example.splitlines()
              if line.startswith("type =")}
     assert kinds == {"amqp", "redis", "zmq", "kafka", "poll", "iio", "socket", "pgcdc", "files", "tributary"}
+
+
+def test_a_dry_run_of_a_file_that_cannot_be_read_says_so(tmp_path, capsys):
+    """--dry-run --messages with a path that is not there ended in a traceback."""
+    from lorrygate.config import loads
+    from lorrygate.pipeline.dryrun import dry_run
+
+    settings = loads("[broker:b]\nhost=h\n[storage:s]\nurl=sqlite:///" + str(tmp_path / "never.sqlite") +
+                     "\n[channel:c]\ntopics=r/#\n")
+    assert dry_run(settings, str(tmp_path / "missing.ndjson")) == 2
+    assert "cannot read the recorded messages" in capsys.readouterr().err
+    assert not (tmp_path / "never.sqlite").exists()
