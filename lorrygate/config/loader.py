@@ -543,3 +543,5 @@ def _check_channel(section, channel, parser, strategies, decoders, problem) -> N
             "decoder names from " + ", ".join(sorted(decoders)),
             ", ".join(repr(name) for name in unknown),
         )
+    if "influx" in channel.decoders and not s.installed("line_protocol_parser"):
+        problem(section, "decoders", s.needs("line_protocol_parser", "the influx decoder"), "influx")

@@ -604,7 +604,8 @@ EXTRAS = {"psycopg": ("psycopg", "postgresql"), "py_mini_racer": ("mini-racer", 
           "prometheus_client": ("prometheus-client", "metrics"), "pika": ("pika", "amqp"),
           "redis": ("redis", "redis"), "zmq": ("pyzmq", "zmq"), "confluent_kafka": ("confluent-kafka", "kafka"),
           "autobahn": ("autobahn", "websocket"), "zstandard": ("zstandard", "files"),
-          "hamilton": ("apache-hamilton", "hamilton"), "tributary": ("tributary", "tributary")}
+          "hamilton": ("apache-hamilton", "hamilton"), "tributary": ("tributary", "tributary"),
+          "line_protocol_parser": ("line-protocol-parser", "influx")}
 
 
 def needs(module: str, what: str) -> str:
@@ -699,10 +700,19 @@ STRATEGY_DECODERS = {
     "shelly": ("shelly", "json", "value"),
     # Kotori decodes a TTS uplink sent to .../data.json with its TTS decoder
     "wan": ("ttn", "json", "value"),
-    # topic trees as Telegraf's mqtt_consumer reads them: its own format too
+    # topic trees as Telegraf's mqtt_consumer reads them: its own format too (where line-protocol-parser is
+    # installed, `strategy_decoders`)
     "topic": ("json", "influx", "value"),
 }
 DEFAULT_DECODERS = ("json", "value")
+
+
+def strategy_decoders(strategy: str) -> tuple:
+    """A strategy's chain, without the decoders whose optional package is not installed."""
+    chain = STRATEGY_DECODERS.get(strategy, DEFAULT_DECODERS)
+    if "influx" in chain and not installed("line_protocol_parser"):
+        chain = tuple(name for name in chain if name != "influx")
+    return chain
 
 
 def make_channel(name: str, values: dict) -> Channel:
@@ -712,7 +722,7 @@ def make_channel(name: str, values: dict) -> Channel:
     dead letters).
     """
     options = {key: values[key] for key in values if key not in TRANSFORM_KEYS}
-    options["decoders"] = options["decoders"] or STRATEGY_DECODERS.get(options["strategy"], DEFAULT_DECODERS)
+    options["decoders"] = options["decoders"] or strategy_decoders(options["strategy"])
     options["values"] = options["values"] or ("kotori" if options["strategy"] in ("wan", "lan") else "as-sent")
     storages = options.pop("storage") or ("",)
     return Channel(name=name, storage=storages[0], tee=tuple(storages[1:]), **options)

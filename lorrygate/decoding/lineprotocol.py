@@ -15,13 +15,13 @@ A payload whose first line is no line protocol is declined, and so is one
 whose measurement has a ``=`` in it (``temp=21 hum=48`` is line protocol of
 the measurement ``temp=21``, but written as key=value pairs); a line after
 that which is no line protocol makes the message a dead letter that names it.
-Parsed by line-protocol-parser (C, the InfluxDB 1.x grammar with its escapes).
+Parsed by line-protocol-parser (C, the InfluxDB 1.x grammar with its escapes;
+``pip install 'lorrygate[influx]'``).
 """
 
 from typing import Any
 
 import attrs
-from line_protocol_parser import LineFormatError, parse_line
 from zope.interface import implementer
 
 from lorrygate.decoding.records import received_ns
@@ -39,6 +39,11 @@ class InfluxDecoder:
     timezone: Any = None
 
     def decode(self, message, address) -> list:
+        try:
+            from line_protocol_parser import LineFormatError, parse_line
+        except ImportError:
+            raise DecodeError(self.name, "the influx decoder needs the line-protocol-parser package: "
+                                         "pip install 'lorrygate[influx]'") from None
         records: list = []
         for number, line in enumerate(payload_text(message.payload).splitlines(), 1):
             if not line.strip():

@@ -52,7 +52,8 @@ def test_the_wheel_installs_small_and_runs_the_readme_example(core_venv, tmp_pat
     # The core is small: none of the extras came with it.
     listed = subprocess.run([str(core_venv / "bin" / "pip"), "list", "--format=freeze"], capture_output=True,
                             text=True, timeout=60).stdout.lower()
-    for extra in ("psycopg", "mini-racer", "cratedb-sqlparse", "watchdog", "prometheus-client", "argcomplete"):
+    for extra in ("psycopg", "mini-racer", "cratedb-sqlparse", "watchdog", "prometheus-client", "argcomplete",
+                  "line-protocol-parser"):
         assert f"{extra}==" not in listed, f"{extra} is installed without its extra"
     # An extra that is missing is a clear configuration problem, not a traceback.
     (tmp_path / "pg.ini").write_text("[broker:b]\nhost = localhost\n[storage:s]\nurl = postgresql://u@h/db\n"

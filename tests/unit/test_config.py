@@ -427,3 +427,19 @@ def test_a_storage_url_that_is_refused_is_shown_without_its_password(url):
     """The config problem quoted the URL as written, password and all, into the terminal and the log."""
     (found,) = problems(GOOD.replace("url = sqlite:///var/test.sqlite", f"url = {url}"))
     assert "hunter2" not in found and "gw:***@" in found, found
+
+
+def test_the_influx_decoder_without_its_package_is_a_config_problem_and_leaves_the_topic_chain(monkeypatch):
+    """line-protocol-parser is an extra (a C extension without wheels for 32-bit ARM): a channel that names the
+    influx decoder says how to install it; the topic strategy's own chain goes without it."""
+    from lorrygate.config import settings
+
+    real = settings.installed
+    monkeypatch.setattr(settings, "installed", lambda module: module != "line_protocol_parser" and real(module))
+    (found,) = problems(GOOD.replace("storage = db", "storage = db\ndecoders = json, influx"))
+    assert "the influx decoder needs the line-protocol-parser package: pip install 'lorrygate[influx]'" in found
+    channel = loads(GOOD.replace("storage = db", "storage = db\nstrategy = topic")).channels[0]
+    assert channel.decoders == ("json", "value")
+    monkeypatch.setattr(settings, "installed", real)
+    assert loads(GOOD.replace("storage = db", "storage = db\nstrategy = topic")).channels[0].decoders == (
+        "json", "influx", "value")
