@@ -421,12 +421,15 @@ STRATEGY_KEYS = {
     "kind": Key(v.choice(*KINDS), DATA, doc='template: what the messages are: data, event or error.'),
     "networks": Key(v.names, (), doc='wan: the networks to accept (default: any).'),
     "base": Key(v.nonempty, "", doc='zigbee2mqtt: the base topic (default zigbee2mqtt).'),
+    "output": Key(v.choice("json", "attribute"), "json",
+                  doc="zigbee2mqtt: its advanced.output: json (a device's state as one JSON object) or attribute "
+                      "(a topic a value, <friendly name>/<attribute>)."),
 }
 #: which strategy keys each ``type`` takes; other keys are errors
 STRATEGY_TYPE_KEYS = {
     "template": ("topic", "schema", "table", "kind"),
     "wan": ("networks",),
-    "zigbee2mqtt": ("base",),
+    "zigbee2mqtt": ("base", "output"),
 }
 
 HOOK_KEYS = {

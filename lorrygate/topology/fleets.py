@@ -163,10 +163,15 @@ class ChirpStackStrategy(_Fleet):
 @implementer(IStrategy)
 @attrs.frozen
 class Zigbee2MqttStrategy(_Fleet):
-    """Zigbee2MQTT under its default base topic ``zigbee2mqtt``."""
+    """Zigbee2MQTT under its default base topic ``zigbee2mqtt``. With ``output = attribute`` (Zigbee2MQTT's
+    ``advanced.output: attribute``) a device publishes a topic a value, ``<base>/<friendly name>/<attribute>``,
+    nested values joined by ``-`` (``color-x``): the last level is the field (``color.x``, as the JSON output
+    flattens it) of the device the levels before it name."""
 
     name: str = "zigbee2mqtt"
     base: str = "zigbee2mqtt"
+    #: Zigbee2MQTT's advanced.output: json (a device's state as one object) or attribute (a topic a value)
+    output: str = "json"
 
     def match(self, topic: str) -> Address:
         levels = topic.split("/")
@@ -184,6 +189,8 @@ class Zigbee2MqttStrategy(_Fleet):
                 name = "/".join(rest[:-1])
                 check_levels(self.name, topic, **{"friendly name": name})
                 return Address(self.base, None, None, name, EVENT, "availability", "availability")
+            if all(rest) and self.output == "attribute" and len(rest) > 1:
+                return Address(self.base, None, None, "/".join(rest[:-1]), DATA, rest[-1], rest[-1].replace("-", "."))
             name = "/".join(rest)
             if all(rest):
                 return Address(self.base, None, None, name, DATA, "")

@@ -24,6 +24,9 @@ def strategy(name):
         return TEMPLATE_REST
     if name == "wan-allow":
         return WanStrategy(networks=("itest", "acme"))
+    if name == "z2m-attribute":
+        return loads("[broker:b]\nhost=h\n[storage:s]\nurl=sqlite:///x\n[strategy:z2m]\ntype=zigbee2mqtt\n"
+                     "output=attribute\n[channel:c]\nsource=b\ntopics=#\nstorage=s\nstrategy=z2m\n").strategies["z2m"]()
     if name == "factory":
         return loads(
             "[broker:b]\nhost=h\n[storage:s]\nurl=sqlite:///x\n[channel:c]\nsource=b\ntopics=#\nstorage=s\n"
@@ -145,6 +148,17 @@ ROUTED = [
      A("chirpstack", "123", None, "0202020202020202", "event", "status"), "chirpstack_123", "0202020202020202_events"),
     ("chirpstack", "application/123/device/0202020202020202/join",
      A("chirpstack", "123", None, "0202020202020202", "event", "join"), "chirpstack_123", "0202020202020202_events"),
+    # -- Zigbee2MQTT with output: attribute (one topic a value; nested values joined by "-") --
+    ("z2m-attribute", "zigbee2mqtt/kitchen_sensor/temperature",
+     A("zigbee2mqtt", None, None, "kitchen_sensor", "data", "temperature", "temperature"),
+     "zigbee2mqtt", "kitchen_sensor_sensors"),
+    ("z2m-attribute", "zigbee2mqtt/floor1/hall/motion/occupancy",
+     A("zigbee2mqtt", None, None, "floor1/hall/motion", "data", "occupancy", "occupancy"),
+     "zigbee2mqtt", "floor1_hall_motion_sensors"),
+    ("z2m-attribute", "zigbee2mqtt/lamp/color-x", A("zigbee2mqtt", None, None, "lamp", "data", "color-x", "color.x"),
+     "zigbee2mqtt", "lamp_sensors"),
+    ("z2m-attribute", "zigbee2mqtt/lamp/availability",
+     A("zigbee2mqtt", None, None, "lamp", "event", "availability", "availability"), "zigbee2mqtt", "lamp_events"),
     # -- Zigbee2MQTT --
     ("zigbee2mqtt", "zigbee2mqtt/living_room_sensor", A("zigbee2mqtt", None, None, "living_room_sensor", "data", ""),
      "zigbee2mqtt", "living_room_sensor_sensors"),
@@ -292,6 +306,7 @@ COMMANDS = [
     ("zigbee2mqtt", "zigbee2mqtt/lamp/set"),
     ("zigbee2mqtt", "zigbee2mqtt/lamp/set/brightness"),
     ("zigbee2mqtt", "zigbee2mqtt/lamp/get"),
+    ("z2m-attribute", "zigbee2mqtt/lamp/set/brightness"),
     ("zigbee2mqtt", "zigbee2mqtt/bridge/request/permit_join"),
     ("shelly", "shellyplus1pm-a8/rpc"),
     ("shelly", "shellies/shelly1pm-84CCA8A1B2C3/relay/0/command"),
