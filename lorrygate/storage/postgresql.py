@@ -701,7 +701,7 @@ class PostgresDialect:
     unstorable_text_is = "the character NUL, U+0000, in text or JSON"
 
     def unstorable_text(self, exc: Exception) -> bool:
-        """Whether the database refused text for the character NUL, which PostgreSQL stores in no text or JSONB
+        r"""Whether the database refused text for the character NUL, which PostgreSQL stores in no text or JSONB
         value: psycopg's own refusal of a text value (no SQLSTATE), or the server's of ``\u0000`` in JSON
         (22P05, "unsupported Unicode escape sequence")."""
         state = getattr(exc, "sqlstate", None)
@@ -744,7 +744,7 @@ class PostgresDialect:
 
 
 def _without_nul(value):
-    """``value`` without the character NUL in its text (a C string's padding: ``"1.2.3\0\0"`` is ``"1.2.3"``)."""
+    r"""``value`` without the character NUL in its text (a C string's padding: ``"1.2.3\0\0"`` is ``"1.2.3"``)."""
     kind = type(value)
     if kind is str:
         return value.replace("\0", "") if "\0" in value else value
