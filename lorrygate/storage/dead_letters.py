@@ -199,6 +199,12 @@ def dead_letters_command(settings, args, out=None, err=None) -> int:
               "add --yes to do it (lorrygate dead-letters list shows them)", file=err)
         return EXIT_USAGE
     if args.action == "replay":
+        known = [channel.name for channel in settings.channels]
+        if filters.channel and filters.channel not in known:
+            print(f"lorrygate dead-letters replay: {settings.source} has no channel {filters.channel!r} "
+                  f"({', '.join(known)}): a dead letter goes through its channel again, so those of a channel "
+                  "no longer in the config cannot be replayed (list or purge them)", file=err)
+            return EXIT_USAGE
         return _replay(settings, storages, filters, out, err)
     for storage in storages:
         try:

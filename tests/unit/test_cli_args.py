@@ -70,3 +70,21 @@ def test_dead_letter_filters_say_what_they_take():
 
     with pytest.raises(Invalid, match="such as 2h or 30d"):
         parse_time("yesterday", 0.0)
+
+
+def test_replaying_the_dead_letters_of_a_channel_not_in_the_config_says_so(tmp_path):
+    """It printed "0 replayed": a dead letter goes through its channel again, which that channel no longer is."""
+    import argparse
+    import io
+
+    from lorrygate.config import loads
+    from lorrygate.storage.dead_letters import dead_letters_command
+
+    settings = loads(f"[broker:b]\nhost = h\n[storage:s]\nurl = sqlite:///{tmp_path}/x.sqlite\n"
+                     "[channel:kit]\ntopics = a/#\n")
+    args = argparse.Namespace(action="replay", channel="gone", stage=None, topic=None, since=None, until=None,
+                              storage=None, yes=False, replayed=False, limit=10)
+    err = io.StringIO()
+    assert dead_letters_command(settings, args, io.StringIO(), err) == 2
+    assert "has no channel 'gone' (kit)" in err.getvalue() and "list or purge them" in err.getvalue()
+    assert not (tmp_path / "x.sqlite").exists()
