@@ -697,6 +697,11 @@ class PostgresDialect:
         text = " ".join(str(exc).split())
         return f"{type(exc).__name__}: {text}"
 
+    @staticmethod
+    def unwell(exc: Exception) -> str:
+        """What a write that failed for the server's state says: psycopg's message."""
+        return str(exc)
+
     #: what `unstorable_text` recognises
     unstorable_text_is = "the character NUL, U+0000, in text or JSON"
 

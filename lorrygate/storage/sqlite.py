@@ -406,6 +406,16 @@ class SQLiteDialect:
     def explain_refusal(self, exc: Exception, tables: list, columns_of) -> str:
         return self.explain(exc)  # (SQLite takes any value in any column: no type to change)
 
+    @staticmethod
+    def unwell(exc: Exception) -> str:
+        """What a write that failed for the database's state says: SQLite's message, and for BUSY and LOCKED
+        who may hold the lock (SQLite's own message names no one)."""
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code is not None and (code & 0xFF) in (5, 6):
+            return (f"{exc} (another connection holds the file's write lock: a sqlite3 shell in a transaction, "
+                    "a backup, another program; the writes wait in the spool until it lets go)")
+        return str(exc)
+
     #: SQLite stores any text, the character NUL too
     unstorable_text_is = ""
 

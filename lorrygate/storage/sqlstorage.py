@@ -356,7 +356,8 @@ class SqlStorage:
                 self._lock_budget_exceeded(exc)
             if self.dialect.transient(exc):
                 self._reset_after(exc)
-                raise StorageError(f"storage {self.name}: {self.dialect.name} write failed: {exc}") from None
+                raise StorageError(f"storage {self.name}: {self.dialect.name} write failed: {self.dialect.unwell(exc)}"
+                                   ) from None
             # One bad entry must not hold back the rest.
             try:
                 self._transaction(batch, isolate=True)
@@ -366,7 +367,8 @@ class SqlStorage:
                 if self.dialect.out_of_locks(again):
                     self._lock_budget_exceeded(again)  # (the entry by entry write takes the same locks, and more)
                 self._reset_after(again)
-                raise StorageError(f"storage {self.name}: {self.dialect.name} write failed: {again}") from None
+                raise StorageError(f"storage {self.name}: {self.dialect.name} write failed: "
+                                   f"{self.dialect.unwell(again)}") from None
 
     def _lock_budget_exceeded(self, exc) -> None:
         """The database ran out of locks (other sessions hold some, or its lock table is small): the next

@@ -620,3 +620,24 @@ def test_max_tables_keeps_a_runaway_topic_from_making_a_table_a_message(storage)
     again = batch(entry({"v": 3}, table=TableName("runaway", "node_3_sensors")))
     storage._commit(again)
     assert again.extra_dead == [] and rows(storage, 'SELECT v FROM "runaway__node_3_sensors"') == [(3,)]
+
+
+def test_a_write_lock_held_by_another_connection_is_named_in_the_error(storage, tmp_path):
+    """A sqlite3 shell left in a transaction (or a backup) holds the file's write lock: the write fails after the
+    busy timeout and is retried from the spool; the error said only "database is locked"."""
+    from lorrygate.errors import StorageError
+
+    storage._commit(batch(entry({"v": 1})))
+    storage._conn.execute("PRAGMA busy_timeout = 50")  # (the storage's own: 5 s)
+    other = sqlite3.connect(storage.dialect.path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(StorageError) as info:
+            storage._commit(batch(entry({"v": 2})))
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert "database is locked" in str(info.value)
+    assert "another connection holds the file's write lock" in str(info.value), str(info.value)
+    storage._commit(batch(entry({"v": 3})))  # once it lets go
+    assert rows(storage, 'SELECT v FROM "mqttkit_1_testdrive__area_42_node_1_sensors"') == [(1,), (3,)]
