@@ -92,3 +92,8 @@ class ProtocolError(LorrygateError):
 
 class StorageError(LorrygateError):
     """A storage target refused or failed a write."""
+
+
+class TableBudgetExceeded(LorrygateError):
+    """A new table would take a SQL storage beyond its ``max_tables``: the entry's message is a dead letter
+    (not a `StorageError`: the storage itself is well, and the rest of the batch is written)."""

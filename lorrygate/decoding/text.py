@@ -170,6 +170,7 @@ class KeyValueDecoder:
 
 
 def _key_on_two_lines(lines: list) -> bool:
+    """Whether a key stands on more than one line (the lines are a series of records, not one)."""
     seen: set = set()
     for line in lines:
         keys = {key for key, _ in line}

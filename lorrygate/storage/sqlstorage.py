@@ -23,7 +23,7 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
-from lorrygate.errors import LorrygateError, StorageError
+from lorrygate.errors import StorageError, TableBudgetExceeded
 from lorrygate.interfaces import IStorage
 from lorrygate.model import Record
 from lorrygate.storage.batch import Batch, DeadLetter, Entry
@@ -53,10 +53,6 @@ WIDEN_ATTEMPTS = 3
 #: map(type, ...)` compared the types (~1,600 instructions a row, callgrind); such a row goes through
 #: `flatten` (dotted names; a null is left out, so that it makes no column)
 _NESTED = frozenset((dict, type(None)))
-
-
-class TableBudgetExceeded(LorrygateError):
-    """A new table would take a storage beyond its ``max_tables``: the entry's message is a dead letter."""
 
 
 @implementer(IStorage)
