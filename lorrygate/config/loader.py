@@ -545,3 +545,5 @@ def _check_channel(section, channel, parser, strategies, decoders, problem) -> N
         )
     if "influx" in channel.decoders and not s.installed("line_protocol_parser"):
         problem(section, "decoders", s.needs("line_protocol_parser", "the influx decoder"), "influx")
+    if "sparkplug" in channel.decoders and not s.installed("google.protobuf"):
+        problem(section, "decoders", s.needs("google.protobuf", "the sparkplug decoder"), "sparkplug")

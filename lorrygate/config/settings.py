@@ -355,7 +355,7 @@ CHANNEL_KEYS = {
     "source": Key(v.nonempty, "", doc='The [broker:NAME] to read from (may be left out with a single broker).'),
     "topics": Key(v.topic_filters, (), doc="MQTT topic filters to subscribe to, separated by commas (required for a broker; a channel of a [source:NAME] takes every message of it when left out)."),
     "qos": Key(v.integer(0, 2), 1, doc="The subscription's QoS: 1 (at least once) is what ack-after-commit needs."),
-    "strategy": Key(v.nonempty, "wan", doc='How topics become addresses and tables: wan, lan, tasmota, homie, ttn, chirpstack, zigbee2mqtt, shelly, a [strategy:NAME] or a module.'),
+    "strategy": Key(v.nonempty, "wan", doc='How topics become addresses and tables: wan, lan, tasmota, homie, ttn, chirpstack, zigbee2mqtt, shelly, sparkplug, a [strategy:NAME] or a module.'),
     "decoders": Key(v.names, (), doc="The decoder chain, tried in order (default: the strategy's chain)."),
     "storage": Key(v.names, (), doc='The [storage:NAME] to write to; several names write every record to each (a tee).'),
     "timezone": Key(v.timezone, "UTC", doc='The time zone of device times given without one (IANA name).'),
@@ -409,9 +409,13 @@ DECODER_KEYS = {
     "timeout": Key(v.duration(0.001, 60), 0.5, doc='javascript: how long one decode may run.'),
     "memory": Key(v.integer(4, 4096), 64, doc="javascript: the codec's heap limit in MiB."),
     "fport": Key(v.integer(0, 255), 1, doc='javascript: the LoRaWAN FPort handed to the codec when the message has none.'),
+    "rebirth": Key(v.boolean, False, doc="sparkplug: ask an edge node whose aliases no birth declared (it was born "
+                                         "before the gateway subscribed) for a rebirth, with an NCMD on the channel's "
+                                         "connection, as a Sparkplug host application does."),
 }
 #: which decoder keys each ``type`` takes
-DECODER_TYPE_KEYS = {"csv": ("columns", "delimiter"), "javascript": ("file", "timeout", "memory", "fport")}
+DECODER_TYPE_KEYS = {"csv": ("columns", "delimiter"), "javascript": ("file", "timeout", "memory", "fport"),
+                     "sparkplug": ("rebirth",)}
 
 STRATEGY_KEYS = {
     "type": Key(v.nonempty, "template", doc='template, or a built-in strategy to configure (wan, zigbee2mqtt).'),
@@ -598,7 +602,10 @@ def ddl_template(text: str, kind: str):
 def installed(module: str) -> bool:
     import importlib.util
 
-    return importlib.util.find_spec(module) is not None
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # the parent of a dotted name (``google`` of ``google.protobuf``)
+        return False
 
 
 #: optional packages: module -> (package, the extra that installs it)
@@ -608,7 +615,7 @@ EXTRAS = {"psycopg": ("psycopg", "postgresql"), "py_mini_racer": ("mini-racer", 
           "redis": ("redis", "redis"), "zmq": ("pyzmq", "zmq"), "confluent_kafka": ("confluent-kafka", "kafka"),
           "autobahn": ("autobahn", "websocket"), "zstandard": ("zstandard", "files"),
           "hamilton": ("apache-hamilton", "hamilton"), "tributary": ("tributary", "tributary"),
-          "line_protocol_parser": ("line-protocol-parser", "influx")}
+          "line_protocol_parser": ("line-protocol-parser", "influx"), "google.protobuf": ("protobuf", "sparkplug")}
 
 
 def needs(module: str, what: str) -> str:
@@ -701,6 +708,8 @@ STRATEGY_DECODERS = {
     "chirpstack": ("chirpstack", "json"),
     "zigbee2mqtt": ("json", "value"),
     "shelly": ("shelly", "json", "value"),
+    # a host application's STATE is JSON (3.0) or text (2.2)
+    "sparkplug": ("sparkplug", "json", "value"),
     # Kotori decodes a TTS uplink sent to .../data.json with its TTS decoder
     "wan": ("ttn", "json", "value"),
     # topic trees as Telegraf's mqtt_consumer reads them: its own format too (where line-protocol-parser is
@@ -792,6 +801,9 @@ def make_decoder(name: str, values: dict, section: str, problem, base_dir: str):
     if kind == "csv":
         delimiter = "\t" if values["delimiter"] == "tab" else values["delimiter"]
         return lambda timezone, reactor: DECODERS["csv"](name=name, timezone=timezone, columns=values["columns"], delimiter=delimiter)
+    if kind == "sparkplug":
+        return lambda timezone, reactor: DECODERS[kind](name=name, timezone=timezone, rebirth=values["rebirth"],
+                                                        clock=reactor)
     if kind != "javascript":
         return lambda timezone, reactor: DECODERS[kind](name=name, timezone=timezone)
     if not values["file"]:

@@ -7,6 +7,7 @@ from lorrygate.decoding.chain import DecoderChain
 from lorrygate.decoding.functions import decoder
 from lorrygate.decoding.jsonobject import JsonDecoder
 from lorrygate.decoding.lineprotocol import InfluxDecoder
+from lorrygate.decoding.sparkplug import SparkplugDecoder
 from lorrygate.decoding.text import CsvDecoder, KeyValueDecoder, NdjsonDecoder, RawDecoder, ValueDecoder
 from lorrygate.decoding.vendors import (
     AirrohrDecoder,
@@ -31,6 +32,7 @@ DECODERS: dict[str, Any] = {
     "chirpstack": ChirpStackDecoder,
     "homie": HomieDecoder,
     "shelly": ShellyDecoder,
+    "sparkplug": SparkplugDecoder,
     "msgpack": MessagePackDecoder,
     "cbor": CborDecoder,
     "muon": MuonDecoder,

@@ -115,6 +115,9 @@ class ChannelService(Service):
             source = MQTTSource(channel.name, broker, channel.topics, channel.qos, deliver, reactor, reactor,
                                 retained=channel.retained, group=channel.group)
         router.publish = source.publish
+        for decoder in decoders:
+            if getattr(decoder, "rebirth", False):  # Sparkplug: a rebirth request goes on the channel's connection
+                decoder.publish = source.publish
         router.identify(source.client_id)
         service = cls(channel, source, router, own, decoders, reactor, timeout)
         service.setName(channel.name)

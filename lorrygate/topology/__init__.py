@@ -5,6 +5,7 @@ from lorrygate.topology.fleets import (
     ChirpStackStrategy,
     HomieStrategy,
     ShellyStrategy,
+    SparkplugStrategy,
     TasmotaStrategy,
     TtnStrategy,
     Zigbee2MqttStrategy,
@@ -22,6 +23,7 @@ STRATEGIES = {
     "chirpstack": ChirpStackStrategy,
     "zigbee2mqtt": Zigbee2MqttStrategy,
     "shelly": ShellyStrategy,
+    "sparkplug": SparkplugStrategy,
     "topic": TopicStrategy,
 }
 

@@ -7,7 +7,7 @@ named by the realm (and network). The full table of topics, addresses and
 tables is in ``docs/topology.rst``.
 
 Command topics (Tasmota ``cmnd/``, Homie and Zigbee2MQTT ``.../set``,
-``.../get``, TTS downlink pushes, ChirpStack ``.../command/...``) are
+``.../get``, TTS downlink pushes, ChirpStack ``.../command/...``, Sparkplug ``NCMD`` and ``DCMD``) are
 ignored (`Ignored`): they carry requests, not measurements, so they are
 acknowledged and counted, never dead letters.
 """
@@ -269,3 +269,46 @@ class ShellyStrategy(_Fleet):
         if len(rest) == 2:  # sensor/temperature
             return Address("shelly", None, None, device, DATA, joined, rest[1], (("component", rest[0]),))
         return Address("shelly", None, None, device, DATA, joined, "_".join(rest))
+
+
+#: Sparkplug B message types, by where they come from (an edge node, a device) and what they are
+_SPARKPLUG_NODE = {"NBIRTH": DATA, "NDATA": DATA, "NDEATH": EVENT}
+_SPARKPLUG_DEVICE = {"DBIRTH": DATA, "DDATA": DATA, "DDEATH": EVENT}
+
+
+@implementer(IStrategy)
+@attrs.frozen
+class SparkplugStrategy(_Fleet):
+    """Sparkplug B (3.0 and 2.2): ``spBv1.0/<group>/<type>/<edge node>[/<device>]``. Births and data are data,
+    deaths events, in the schema ``sparkplug_<group>``, the table ``<edge node>_sensors`` (an edge node's own
+    metrics) or ``<edge node>_<device>_sensors``; commands (``NCMD``, ``DCMD``) are ignored. A host
+    application's ``STATE`` (``spBv1.0/STATE/<host>``, 2.2: ``STATE/<host>``) is an event of the table
+    ``<host>_events`` in the schema ``sparkplug``."""
+
+    name: str = "sparkplug"
+
+    def table_for(self, address: Address) -> TableName:
+        if address.network is None:
+            return super().table_for(address)
+        return TableName(join("sparkplug", address.network),
+                         join(address.gateway, address.node, TABLE_SUFFIXES[address.kind]) if address.node
+                         else join(address.gateway, TABLE_SUFFIXES[address.kind]))
+
+    def match(self, topic: str) -> Address:
+        levels = topic.split("/")
+        if len(levels) == 3 and levels[:2] == ["spBv1.0", "STATE"] or len(levels) == 2 and levels[0] == "STATE":
+            host = levels[-1]
+            check_levels(self.name, topic, **{"host application": host})
+            return Address("sparkplug", None, None, host, EVENT, "STATE", "state")
+        if len(levels) in (4, 5) and levels[0] == "spBv1.0":
+            group, kind, edge = levels[1:4]
+            if kind in ("NCMD", "DCMD"):
+                self._ignore(topic, f"spBv1.0/<group>/{kind}/...")
+            types = _SPARKPLUG_NODE if len(levels) == 4 else _SPARKPLUG_DEVICE
+            if kind in types:
+                device = levels[4] if len(levels) == 5 else None
+                check_levels(self.name, topic, group=group, **{"edge node": edge},
+                             **({"device": device} if len(levels) == 5 else {}))
+                return Address("sparkplug", group, edge, device, types[kind], kind)
+        self._refuse(topic, "spBv1.0/<group>/NBIRTH|NDATA|NDEATH/<edge node>, "
+                            "spBv1.0/<group>/DBIRTH|DDATA|DDEATH/<edge node>/<device> or spBv1.0/STATE/<host>")

@@ -1,7 +1,7 @@
 """
 Realistic payloads of a mixed fleet, in the shapes the vendors' firmware and
 servers send (Tasmota, Zigbee2MQTT, Shelly Gen1 and Gen2, Homie, The Things
-Stack, ChirpStack, WeeWX, Kotori WAN), for the fleet tests.
+Stack, ChirpStack, WeeWX, Kotori WAN, Sparkplug B), for the fleet tests.
 """
 
 import json
@@ -82,6 +82,33 @@ CHIRPSTACK_V2_RX = {
 }
 WEEWX_LOOP = {"dateTime": "1492467300.0", "outTemp_C": "3.55555555556", "outHumidity": "90.0",
               "barometer_mbar": "1018.35464712", "windSpeed_kph": "3.95409343049", "usUnits": "16.0"}
+
+
+#: Sparkplug B payloads of an edge node (``Edge-7``) and its device (``PLC1``), encoded by an independent
+#: encoder: pysparkplug 0.6.1's compiled schema (the Eclipse Tahu ``sparkplug_b.proto``) through Google's
+#: protobuf 7.36, not lorrygate's own schema, so that they check that the schema declared in
+#: lorrygate/decoding/sparkplug_schema.py reads what other Sparkplug software writes. Integers are on the wire
+#: as Tahu's Java writes them (two's complement in 32 or 64 bits), except the Int16 ``Inputs/A`` (-3 as 65533,
+#: pysparkplug's 16-bit form). Times from 2024-06-01T12:00:00Z. The births declare aliases that the data
+#: messages use alone (no names, no datatypes).
+SPARKPLUG = {
+    "nbirth": "088084af9dfd31120b0a05626453657120085803121a0a144e6f646520436f6e74726f6c2f52656269727468200b700012270a"
+              "1850726f706572746965732f4861726477617265204d616b651001200c7a075369656d656e7312160a0b54656d706572617475"
+              "72651002200965cdcca84112170a0850726573737572651003200a690000000000aa8f4012130a07436f756e7465721004200350"
+              "fbffffff0f120f0a0752756e6e696e671005200b700112140a034269671006200458feffffffffffffffff0112140a0753746172"
+              "7465641007200d5880d095ffbc311800",
+    "ndata": "08e88baf9dfd3112071002653333b3411208100450f9ffffff0f1212100318f487af9dfd31690000000000448f40120410053801"
+             "1801",
+    "dbirth": "08d093af9dfd3112120a08496e707574732f41100a200250fdff0312170a064c6576656c73100b201e8201080000c03f00001040"
+              "12130a05466c616773100c202082010503000000a012120a054e616d6573100d202182010461006200123f0a06526563697065"
+              "100e20108a01300802120473746570120474656d7018031809220b0a0208010a051d0000a142220f0a0608ffffffff0f0a051d"
+              "cdcccc3d12390a054d6f746f72100f201392012b12120a055370656564200a690000000000a8964012080a024f6e200b700122"
+              "094d6f746f725479706528001802",
+    "ddata": "08b89baf9dfd311208100a50fcffffff0f1212100b18a0afab9dfd3128018201049a99993e120a100c82010501000000001209100d"
+             "300182010263001803",
+    "ndeath": "120b0a05626453657120085803",
+    "ddeath": "08a0a3af9dfd311804",
+}
 
 
 def fleet(realm: str):
@@ -169,5 +196,16 @@ def fleet(realm: str):
         (f"{realm}/home/station/vantage/loop", j(WEEWX_LOOP), "data"),
         (f"{realm}/testdrive/area-42/node-1/data.json", j({"temperature": 21.5, "humidity": "48"}), "data"),
         (f"{realm}/testdrive/area-42/node-1/event.json", j({"title": "door", "text": "opened"}), "event"),
+    ]
+    node, device = f"spBv1.0/{realm}/{{}}/Edge-7", f"spBv1.0/{realm}/{{}}/Edge-7/PLC1"
+    out += [
+        (f"spBv1.0/STATE/host-{realm}", j({"online": True, "timestamp": 1717243199000}), "event"),
+        (node.format("NBIRTH"), bytes.fromhex(SPARKPLUG["nbirth"]), "data"),
+        (device.format("DBIRTH"), bytes.fromhex(SPARKPLUG["dbirth"]), "data"),
+        (node.format("NDATA"), bytes.fromhex(SPARKPLUG["ndata"]), "data"),
+        (device.format("DDATA"), bytes.fromhex(SPARKPLUG["ddata"]), "data"),
+        (device.format("DCMD"), bytes.fromhex(SPARKPLUG["ddeath"]), "command"),
+        (device.format("DDEATH"), bytes.fromhex(SPARKPLUG["ddeath"]), "event"),
+        (node.format("NDEATH"), bytes.fromhex(SPARKPLUG["ndeath"]), "event"),
     ]
     return out

@@ -1,7 +1,7 @@
 """
 A recorded mixed fleet (tests/fleet/payloads.py: Tasmota, Zigbee2MQTT with a
 600-device bridge/info, Shelly Gen1 and Gen2, Homie, The Things Stack uplinks
-and join events, ChirpStack, WeeWX, Kotori WAN) published through a real
+and join events, ChirpStack, WeeWX, Kotori WAN, a Sparkplug B edge node and device) published through a real
 Mosquitto into SQLite and PostgreSQL at once: no dead letter for valid vendor
 traffic, every command ignored and counted, no error report published into a
 vendor's tree, every value with the device's time, no table over the column
@@ -28,12 +28,14 @@ CHANNELS = {
     "ttn": ("ttn", "v3/climate-{realm}@ttn/#"),
     "chirpstack": ("chirpstack", "application/{realm}/#"),
     "wan": ("wan", "{realm}/#"),
+    "sparkplug": ("sparkplug", "spBv1.0/{realm}/#, spBv1.0/STATE/host-{realm}"),
 }
 
 
 def channel_of(topic: str, realm: str) -> str:
     for name, prefix in (("z2m", f"{realm}z2m/"), ("shelly", "shellies/"), ("shelly", "shellyplus1pm-"),
-                         ("homie", "homie/"), ("ttn", "v3/"), ("chirpstack", "application/"), ("wan", f"{realm}/")):
+                         ("homie", "homie/"), ("ttn", "v3/"), ("chirpstack", "application/"), ("wan", f"{realm}/"),
+                         ("sparkplug", "spBv1.0/")):
         if topic.startswith(prefix):
             return name
     return "tasmota"
@@ -187,6 +189,25 @@ def test_a_recorded_fleet_is_stored_whole(tmp_path, mosquitto, postgres):
         assert state == [(3.2, 80)]
         weewx = query(db, f'SELECT "outTemp_C", typeof("outTemp_C") FROM "{realm}_home__station_vantage_sensors"')
         assert weewx == [(3.55555555556, "real")]
+
+        # Sparkplug B: births and data (aliases only) as rows at the metrics' times, deaths and a host's STATE
+        # as events
+        node = query(db, f'SELECT time, "Temperature", "Counter", "Pressure", "Properties/Hardware Make" '
+                         f'FROM "sparkplug_{realm}__edge_7_sensors" ORDER BY time')
+        assert node == [("2024-06-01T12:00:00.000000000Z", 21.1, -5, 1013.25, "Siemens"),
+                        ("2024-06-01T12:00:00.500000000Z", None, None, 1000.5, None),
+                        ("2024-06-01T12:00:01.000000000Z", 22.4, -7, None, None)]
+        plc = conn.execute(f'SELECT time, "Inputs/A", "Levels", "Flags", "Recipe", "Motor/Speed" '
+                           f'FROM "sparkplug_{realm}"."edge_7_plc1_sensors" ORDER BY time').fetchall()
+        assert [(row[0].isoformat(),) + row[1:] for row in plc] == [
+            ("2024-06-01T11:59:00+00:00", None, [0.3], None, None, None),
+            ("2024-06-01T12:00:02+00:00", -3, [1.5, 2.25], [True, False, True],
+             [{"step": 1, "temp": 80.5}, {"step": -1, "temp": 0.1}], 1450.0),
+            ("2024-06-01T12:00:03+00:00", -4, None, [False], None, None)]
+        assert query(db, f'SELECT event, "bdSeq" FROM "sparkplug_{realm}__edge_7_events"') == [("NDEATH", 3)]
+        assert query(db, f'SELECT event FROM "sparkplug_{realm}__edge_7_plc1_events"') == [("DDEATH",)]
+        assert query(db, f'SELECT time, online FROM "sparkplug__host_{realm}_events"') == [
+            ("2024-06-01T11:59:59.000000000Z", 1)]
 
         # No table over the column budget, in either database.
         ours = [t for t in tables(db) if realm in t]

@@ -443,3 +443,22 @@ def test_the_influx_decoder_without_its_package_is_a_config_problem_and_leaves_t
     monkeypatch.setattr(settings, "installed", real)
     assert loads(GOOD.replace("storage = db", "storage = db\nstrategy = topic")).channels[0].decoders == (
         "json", "influx", "value")
+
+
+def test_the_sparkplug_strategy_without_protobuf_is_a_config_problem_that_says_how_to_install_it(monkeypatch):
+    from lorrygate.config import settings
+
+    real = settings.installed
+    assert real("google.protobuf") and not real("google.no_such_module") and not real("nosuchparent.module")
+    monkeypatch.setattr(settings, "installed", lambda module: module != "google.protobuf" and real(module))
+    (found,) = problems(GOOD.replace("storage = db", "storage = db\nstrategy = sparkplug"))
+    assert "the sparkplug decoder needs the protobuf package: pip install 'lorrygate[sparkplug]'" in found
+
+
+def test_rebirth_is_an_option_of_sparkplug_decoders_only():
+    config = GOOD + "\n[decoder:spb]\ntype = sparkplug\nrebirth = yes\n"
+    decoder = loads(config.replace("storage = db", "storage = db\nstrategy = sparkplug\ndecoders = spb, json")
+                    ).decoders["spb"](None, None)
+    assert (decoder.name, decoder.rebirth) == ("spb", True)
+    (found,) = problems(GOOD + "\n[decoder:c]\ntype = csv\nrebirth = yes\n")
+    assert "no rebirth for type csv (it takes: columns, delimiter)" in found

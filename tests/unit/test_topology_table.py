@@ -211,6 +211,23 @@ ROUTED = [
     ("shelly", "shellies/shelly1pm-84CCA8A1B2C3/announce",
      A("shelly", None, None, "shelly1pm-84CCA8A1B2C3", "event", "announce", "announce"),
      "shelly", "shelly1pm_84cca8a1b2c3_events"),
+    # -- Sparkplug B: an edge node's own metrics, its devices', a host application's STATE --
+    ("sparkplug", "spBv1.0/Plant 1/NBIRTH/Edge-7", A("sparkplug", "Plant 1", "Edge-7", None, "data", "NBIRTH"),
+     "sparkplug_plant_1", "edge_7_sensors"),
+    ("sparkplug", "spBv1.0/Plant 1/NDATA/Edge-7", A("sparkplug", "Plant 1", "Edge-7", None, "data", "NDATA"),
+     "sparkplug_plant_1", "edge_7_sensors"),
+    ("sparkplug", "spBv1.0/Plant 1/NDEATH/Edge-7", A("sparkplug", "Plant 1", "Edge-7", None, "event", "NDEATH"),
+     "sparkplug_plant_1", "edge_7_events"),
+    ("sparkplug", "spBv1.0/Plant 1/DBIRTH/Edge-7/PLC1", A("sparkplug", "Plant 1", "Edge-7", "PLC1", "data", "DBIRTH"),
+     "sparkplug_plant_1", "edge_7_plc1_sensors"),
+    ("sparkplug", "spBv1.0/Plant 1/DDATA/Edge-7/PLC1", A("sparkplug", "Plant 1", "Edge-7", "PLC1", "data", "DDATA"),
+     "sparkplug_plant_1", "edge_7_plc1_sensors"),
+    ("sparkplug", "spBv1.0/Plant 1/DDEATH/Edge-7/PLC1", A("sparkplug", "Plant 1", "Edge-7", "PLC1", "event", "DDEATH"),
+     "sparkplug_plant_1", "edge_7_plc1_events"),
+    ("sparkplug", "spBv1.0/STATE/scada-host", A("sparkplug", None, None, "scada-host", "event", "STATE", "state"),
+     "sparkplug", "scada_host_events"),
+    ("sparkplug", "STATE/scada-host", A("sparkplug", None, None, "scada-host", "event", "STATE", "state"),
+     "sparkplug", "scada_host_events"),
     # -- declarative templates --
     ("sites", "acme/sites/Berlin-1/pump-7/data.json",
      A("acme", None, None, "pump-7", "data", "acme/sites/Berlin-1/pump-7/data.json", labels=(("site", "Berlin-1"),)),
@@ -232,6 +249,12 @@ ROUTED = [
 ]
 
 REFUSED = [
+    ("sparkplug", "spBv1.0/Plant 1/NDATA", "expected spBv1.0/<group>/NBIRTH|NDATA|NDEATH/<edge node>"),
+    ("sparkplug", "spBv1.0/Plant 1/DDATA/Edge-7", "expected"),  # a device's type without the device
+    ("sparkplug", "spBv1.0/Plant 1/NDATA/Edge-7/PLC1", "expected"),  # an edge node's type with a device
+    ("sparkplug", "spBv1.0//NDATA/Edge-7", "the group level is empty"),
+    ("sparkplug", "spBv1.0/Plant 1/DDATA/Edge-7/+", "the device level is a wildcard"),
+    ("sparkplug", "spAv1.0/Plant 1/NDATA/Edge-7", "expected"),
     ("wan", "weewx//loop", "at least 5 levels"),
     ("wan", "one", "got 1 level"),
     ("wan", "", "got 1 level"),
@@ -296,6 +319,8 @@ def test_refuses_with_a_reason(name, topic, reason):
 
 #: command topics of each convention: ignored (acknowledged and counted), never dead letters
 COMMANDS = [
+    ("sparkplug", "spBv1.0/Plant 1/NCMD/Edge-7"),
+    ("sparkplug", "spBv1.0/Plant 1/DCMD/Edge-7/PLC1"),
     ("tasmota", "cmnd/sonoff/POWER"),
     ("homie", "homie/boiler/temperature/current/set"),
     ("homie", "homie/5/boiler/temperature/current/set"),
