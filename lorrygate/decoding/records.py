@@ -39,9 +39,19 @@ def objects_records(document, message, decoder: str, tz=None) -> list | None:
     return None
 
 
+#: how devices write a reading that is no number (C's printf, JavaScript): ESPHome publishes ``nan`` for a
+#: sensor that has no reading yet, at every boot. It is no value (null): as text it made a TEXT column, and
+#: every reading after it was stored as text; as a float NaN, PostgreSQL stores it and every avg() over it is
+#: NaN. Other spellings that Python's float() takes (``Nan``, ``iNf``) are words, and stay text.
+NOT_A_NUMBER = frozenset({"nan", "-nan", "+nan", "NaN", "-NaN", "NAN", "-NAN", "inf", "-inf", "+inf", "INF", "-INF",
+                          "+INF", "Infinity", "-Infinity", "+Infinity"})
+
+
 def scalar(text: str):
     """Text of a single value -> int, float, bool or the text itself."""
     stripped = text.strip()
+    if stripped in NOT_A_NUMBER:
+        return None
     lowered = stripped.lower()
     if lowered in ("true", "false"):
         return lowered == "true"

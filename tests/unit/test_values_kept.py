@@ -124,8 +124,34 @@ def test_text_values_are_numbers_only_as_a_device_writes_them():
     """key=value, CSV and single values: "1_000" and "٣" are text (Python's int() read them as 1000 and 3)."""
     from lorrygate.decoding.records import scalar
 
-    assert [scalar(text) for text in ("1_000", "1_000.5", "٣", " 12 ", "1e3", "0x10", "+5", ".5", "nan", "TRUE")] == [
-        "1_000", "1_000.5", "٣", 12, 1000.0, "0x10", 5, 0.5, "nan", True]
+    assert [scalar(text) for text in ("1_000", "1_000.5", "٣", " 12 ", "1e3", "0x10", "+5", ".5", "Nan", "TRUE")] == [
+        "1_000", "1_000.5", "٣", 12, 1000.0, "0x10", 5, 0.5, "Nan", True]
+
+
+def test_a_reading_written_as_nan_or_inf_is_no_value_and_the_column_is_made_by_the_first_number(tmp_path):
+    """ESPHome publishes ``nan`` for a sensor without a reading yet (at every boot): as text it made the value
+    column TEXT, and every reading after it was stored as text ('100' < '20' in a WHERE). It is no value now."""
+    from lorrygate.decoding.records import scalar
+    from lorrygate.storage.sqlite import SQLiteStorage
+
+    assert [scalar(text) for text in ("nan", "NaN", "NAN", " -nan ", "inf", "-inf", "Infinity", "INF")] == [None] * 8
+    assert [scalar(text) for text in ("Nan", "iNf", "nano", "info")] == ["Nan", "iNf", "nano", "info"]  # words
+    from lorrygate.decoding import DECODERS
+
+    address = Address("home", None, None, None, "data", "esp/sensor/temperature/state", "value")
+    storage = SQLiteStorage("db", str(tmp_path / "esp.sqlite"), reactor=None)
+    storage._connect()
+    try:
+        for payload in (b"nan", b"21.5", b"100", b"19"):
+            [record] = DECODERS["value"]().decode(message(payload, "home/esp/sensor/temperature/state"), address)
+            batch = Batch()
+            batch.add(Entry(TableName("home", "esp"), [record], "esp", message(payload), "value"))
+            storage._commit(batch)
+        stored = storage._conn.execute('SELECT value, typeof(value) FROM "home__esp"').fetchall()
+        assert stored == [(None, "null"), (21.5, "real"), (100.0, "real"), (19.0, "real")]  # nan: no reading
+        assert storage._conn.execute('SELECT value FROM "home__esp" WHERE value > 20').fetchall() == [(21.5,), (100,)]
+    finally:
+        storage._close()
 
 
 def test_kotori_values_take_ascii_digits_only():
