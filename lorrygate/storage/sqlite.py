@@ -10,8 +10,8 @@ named ``<schema>__<table>``, e.g. ``mqttkit_1_testdrive__area_42_node_1_sensors`
 Each table has a ``time`` column (TEXT, ISO 8601 UTC with nanoseconds:
 ``2024-06-01T17:00:00.123456789Z``, which sorts as it reads and which SQLite's
 date functions understand) and one column per field (see
-`lorrygate.storage.layout`), typed INTEGER, REAL or TEXT by its first value;
-lists are JSON text. Messages that could not be routed or decoded land in
+`lorrygate.storage.layout`), typed INTEGER or REAL by its first value, or of
+no type (any value as it is) when that is text; lists are JSON text. Messages that could not be routed or decoded land in
 ``lorrygate_dead_letter`` with their raw payload (a BLOB) and the reason.
 """
 
@@ -32,7 +32,19 @@ from lorrygate.storage.sqlite_schema import STATEMENTS
 from lorrygate.storage.sqlstorage import SqlStorage
 from lorrygate.topology.naming import quote
 
-_TYPES = {"bool": "INTEGER", "int": "INTEGER", "float": "REAL", "text": "TEXT", "json": "TEXT", "bytes": "BLOB"}
+#: a column's declared type by its first value. A column made by text (or JSON text) has none, so no affinity:
+#: each value is stored as it is. TEXT's affinity stored every number after a first text as text (Home
+#: Assistant's ``unavailable`` before a sensor's first state made its readings text); a type of another name
+#: has NUMERIC affinity, which reads text such as ``1.10`` or ``007`` as a number.
+_TYPES = {"bool": "INTEGER", "int": "INTEGER", "float": "REAL", "text": "", "json": "", "bytes": "BLOB"}
+
+
+def _column(name: str, value) -> str:
+    """A column's definition, typed by its first value (as ALTER TABLE writes one of no type: the name alone)."""
+    kind = _TYPES[kind_of(value)]
+    return f"{quote(name)} {kind}" if kind else quote(name)
+
+
 #: primary SQLite result codes that say the database itself is unwell (the
 #: batch is retried whole, the storage is down): BUSY, LOCKED, NOMEM,
 #: READONLY, INTERRUPT, IOERR, CORRUPT, FULL, CANTOPEN, PROTOCOL, NOTADB.
@@ -307,14 +319,14 @@ class SQLiteDialect:
     def create_table(self, conn, table, idempotent: bool, fields: list) -> None:
         """One CREATE TABLE with the first row's columns: in SQLite every ALTER TABLE rewrites and
         re-reads the whole schema, which made 10,000 tables quadratic (measured)."""
-        columns = ["time TEXT NOT NULL"] + [f"{quote(name)} {_TYPES[kind_of(value)]}" for name, value in fields]
+        columns = ["time TEXT NOT NULL"] + [_column(name, value) for name, value in fields]
         if idempotent:
             columns += [f"{ID_COLUMN} TEXT NOT NULL", f"PRIMARY KEY (time, {ID_COLUMN})"]
         conn.execute(f"CREATE TABLE IF NOT EXISTS {quote(table_name(table))} ({', '.join(columns)})")
 
     def add_column(self, conn, table, column: str, value) -> None:
         """Note the column; `add_pending_columns` adds it, with the write's other new columns at once."""
-        self._adding.append((table_name(table), f"{quote(column)} {_TYPES[kind_of(value)]}"))
+        self._adding.append((table_name(table), _column(column, value)))
 
     def add_pending_columns(self, conn) -> None:
         """Add the columns noted since the last call (before the rows that need them go in): one schema

@@ -2,6 +2,7 @@
 order (commit, acks, DISCONNECT), no timer left after stop, one pause holder per consumer."""
 
 import os
+import uuid
 
 from twisted.internet.defer import Deferred
 from twisted.internet.testing import MemoryReactorClock, StringTransport
@@ -18,6 +19,10 @@ from lorrygate.storage.batcher import Batcher
 from lorrygate.storage.memory import MemoryStorage
 from lorrygate.storage.spool import Spool
 
+#: the client ids are locked machine-wide (one gateway a client id): two suites run at once on one machine
+#: (a developer's and a CI checkout's) must not take the same ones
+RUN = uuid.uuid4().hex[:8]
+
 CONFIG = """
 [lorrygate]
 data_dir = {data_dir}
@@ -25,7 +30,7 @@ control = off
 
 [broker:b]
 host = 127.0.0.1
-client_id = unit-{name}
+client_id = unit-{name}-{run}
 
 [storage:db]
 url = sqlite:///{data_dir}/x.sqlite
@@ -87,7 +92,7 @@ def memory_storages(storages: dict):
 
 def start_gateway(tmp_path, spool="true"):
     reactor = MemoryReactorClock()
-    settings = loads(CONFIG.format(data_dir=tmp_path, name=tmp_path.name, spool=spool), source="unit.ini")
+    settings = loads(CONFIG.format(run=RUN, data_dir=tmp_path, name=tmp_path.name, spool=spool), source="unit.ini")
     storages = {}
     gateway = Gateway(settings, reactor, storage_factory=memory_storages(storages))
     started = Deferred.fromCoroutine(gateway.start())
@@ -174,7 +179,7 @@ def test_no_timer_survives_stop_without_spool(tmp_path):
 def test_a_second_gateway_on_one_data_dir_is_refused(tmp_path):
     """A second gateway with the same data directory fails to start and names the first."""
     reactor, gateway, broker, _ = start_gateway(tmp_path)
-    settings = loads(CONFIG.format(data_dir=tmp_path, name="other", spool="true"), source="unit.ini")
+    settings = loads(CONFIG.format(run=RUN, data_dir=tmp_path, name="other", spool="true"), source="unit.ini")
     second = Gateway(settings, MemoryReactorClock(), storage_factory=memory_storages({}))
     failure = []
     Deferred.fromCoroutine(second.start()).addErrback(failure.append)
@@ -192,7 +197,7 @@ def test_a_fast_tee_branch_cannot_resume_what_the_slow_one_paused(tmp_path):
     from twisted.internet.task import Clock
 
     clock = Clock()
-    settings = loads(CONFIG.format(data_dir=tmp_path, name="tee", spool="false"), source="unit.ini")
+    settings = loads(CONFIG.format(run=RUN, data_dir=tmp_path, name="tee", spool="false"), source="unit.ini")
     source = MQTTSource("main", settings.brokers["b"], ("unit/#",), 1, lambda m: None, clock)
     fast_storage, slow_storage = MemoryStorage("fast", manual=True), MemoryStorage("slow", manual=True)
     fast, slow = Batcher(fast_storage, clock, max_pending=4), Batcher(slow_storage, clock, max_pending=4)

@@ -45,9 +45,27 @@ def test_first_sample_creates_the_table(storage):
     storage._commit(batch(entry({"temperature": 21.5, "count": 3, "name": "bme280", "ok": True})))
     table = "mqttkit_1_testdrive__area_42_node_1_sensors"
     columns = [(row[1], row[2]) for row in rows(storage, f'PRAGMA table_info("{table}")')]
-    assert columns == [("time", "TEXT"), ("temperature", "REAL"), ("count", "INTEGER"), ("name", "TEXT"), ("ok", "INTEGER")]
+    assert columns == [("time", "TEXT"), ("temperature", "REAL"), ("count", "INTEGER"), ("name", ""), ("ok", "INTEGER")]
     assert rows(storage, f'SELECT * FROM "{table}"') == [("2024-06-01T12:00:00.123456789Z", 21.5, 3, "bme280", 1)]
     assert rows(storage, f"SELECT julianday(time) > 0 FROM \"{table}\"") == [(1,)]
+
+
+def test_a_column_made_by_text_keeps_the_numbers_after_it_as_numbers(storage):
+    """Home Assistant's statestream publishes ``unavailable`` until a sensor has a state: that first value made a
+    TEXT column, whose affinity stored every reading after it as text ('100' < '20' in a WHERE, strings in a
+    dashboard). A column made by text (or JSON) has no type: each value is stored as it is."""
+    for value in ("unavailable", 21.5, 100, "unknown", 19):
+        storage._commit(batch(entry({"value": value})))
+    storage._commit(batch(entry({"value": 1, "fw": "1.10", "tags": ["a"]})))
+    storage._commit(batch(entry({"value": 2, "fw": 2, "tags": 3})))
+    table = "mqttkit_1_testdrive__area_42_node_1_sensors"
+    assert rows(storage, f'SELECT value, typeof(value) FROM "{table}" LIMIT 5') == [
+        ("unavailable", "text"), (21.5, "real"), (100, "integer"), ("unknown", "text"), (19, "integer")]
+    assert rows(storage, f'SELECT value FROM "{table}" WHERE typeof(value) != \'text\' AND value > 20') == [
+        (21.5,), (100,)]
+    # text stays text as it was written (no numeric affinity reads "1.10" as 1.1), and a later number a number
+    assert rows(storage, f'SELECT fw, typeof(fw), tags, typeof(tags) FROM "{table}" WHERE fw IS NOT NULL') == [
+        ("1.10", "text", '["a"]', "text"), (2, "integer", 3, "integer")]
 
 
 def test_new_field_adds_a_column(storage):

@@ -70,9 +70,9 @@ def test_a_fleet_wide_new_field_changes_the_schema_twice_not_once_a_column(tmp_p
     reference = sqlite3.connect(":memory:", isolation_level=None)
     stored = texts(store._conn)
     for n in range(40):
-        reference.execute(stored[physical(n)].replace(', "rssi" INTEGER, "fw.v" TEXT', ""))
+        reference.execute(stored[physical(n)].replace(', "rssi" INTEGER, "fw.v"', ""))
         reference.execute(f'ALTER TABLE "{physical(n)}" ADD COLUMN "rssi" INTEGER')
-        reference.execute(f'ALTER TABLE "{physical(n)}" ADD COLUMN "fw.v" TEXT')
+        reference.execute(f'ALTER TABLE "{physical(n)}" ADD COLUMN "fw.v"')
     expected = texts(reference)
     assert {name: stored[name] for name in expected} == expected
 
