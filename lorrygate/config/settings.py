@@ -727,6 +727,11 @@ def strategy_decoders(strategy: str) -> tuple:
     return chain
 
 
+def strategy_values(strategy: str) -> str:
+    """A strategy's values policy: Kotori's for Kotori's conventions, the values as sent for the others."""
+    return "kotori" if strategy in ("wan", "lan") else "as-sent"
+
+
 def make_channel(name: str, values: dict) -> Channel:
     """A channel; its transform keys stay in ``values`` for `make_transform`.
 
@@ -735,7 +740,7 @@ def make_channel(name: str, values: dict) -> Channel:
     """
     options = {key: values[key] for key in values if key not in TRANSFORM_KEYS}
     options["decoders"] = options["decoders"] or strategy_decoders(options["strategy"])
-    options["values"] = options["values"] or ("kotori" if options["strategy"] in ("wan", "lan") else "as-sent")
+    options["values"] = options["values"] or strategy_values(options["strategy"])
     storages = options.pop("storage") or ("",)
     return Channel(name=name, storage=storages[0], tee=tuple(storages[1:]), **options)
 

@@ -50,6 +50,23 @@ def test_template_strategy_routes(tmp_path):
     assert (table.schema, table.table) == ("acme_b", "p_events")
 
 
+@pytest.mark.parametrize("kind, decoders, values", [
+    ("wan", ("ttn", "json", "value"), "kotori"),
+    ("zigbee2mqtt", ("json", "value"), "as-sent"),
+])
+def test_a_declared_strategy_of_a_built_in_type_has_its_types_chain_and_values(tmp_path, kind, decoders, values):
+    """A wan strategy that accepts some networks only had the chain and the values of any other name (json,
+    value; as-sent): naming the networks lost Kotori's numbers from text ("48" stayed text) and its TTS uplinks.
+    Given ones win, wherever the strategy section stands in the file."""
+    options = "networks = testdrive" if kind == "wan" else "base = z2m"
+    section = f"\n[strategy:mine]\ntype = {kind}\n{options}\n"
+    channel = loads(config(tmp_path, "mine", section)).channels[0]
+    assert (channel.decoders, channel.values) == (decoders, values)
+    given = config(tmp_path, "mine", section).replace("strategy = mine", "strategy = mine\ndecoders = json\nvalues = "
+                                                      "as-sent")
+    assert (lambda c: (c.decoders, c.values))(loads(given).channels[0]) == (("json",), "as-sent")
+
+
 def test_bad_template_shows_the_position(tmp_path):
     """A template that does not parse is a config error pointing at the character."""
     (found,) = problems(config(tmp_path, "sites", """
