@@ -54,7 +54,9 @@ class TopologyError(LorrygateError):
 class Ignored(TopologyError):
     """A topic that carries no measurement by its convention (a command such
     as Tasmota's ``cmnd/...`` or Zigbee2MQTT's ``.../set``): acknowledged and
-    counted, never a dead letter, an error report or a log line."""
+    counted, never a dead letter, an error report or a log line. A decoder
+    raises it (``Ignored(decoder name, topic, reason)``) for a message that its
+    payload tells is none (Zigbee2MQTT's copy of a value in its own topic)."""
 
 
 class DecodeError(LorrygateError):

@@ -212,15 +212,18 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".", on_storage=N
                     problem(section, key, f"a value (required unless exactly one [{kind}:NAME] is defined)", "nothing")
                     continue
                 channel = attrs.evolve(channel, source=only) if key == "source" else attrs.evolve(channel, storage=only)
-        kind = strategy_sections[channel.strategy][1]["type"] if channel.strategy in strategy_sections else None
-        if kind is not None:
+        strategy_type = strategy_sections[channel.strategy][1]["type"] if channel.strategy in strategy_sections else None
+        if strategy_type is not None:
             # a declared strategy of a built-in type (a wan strategy that accepts some networks only) has the
             # chain and the values policy of its type: it had the defaults of any other name (json, value;
             # as-sent), so Kotori's numbers from text were lost by naming the networks
             if not values["decoders"]:
-                channel = attrs.evolve(channel, decoders=s.strategy_decoders(kind))
+                chain = s.strategy_decoders(strategy_type)
+                if strategy_type == "zigbee2mqtt" and strategy_sections[channel.strategy][1]["output"] == "attribute_and_json":
+                    chain = ("zigbee2mqtt",) + chain  # it ignores the copies of the values
+                channel = attrs.evolve(channel, decoders=chain)
             if not values["values"]:
-                channel = attrs.evolve(channel, values=s.strategy_values(kind))
+                channel = attrs.evolve(channel, values=s.strategy_values(strategy_type))
         if not channel.topics:
             if channel.source in sources:  # files, a poll, a socket, ...: every message of its source
                 channel = attrs.evolve(channel, topics=("#",))

@@ -425,9 +425,10 @@ STRATEGY_KEYS = {
     "kind": Key(v.choice(*KINDS), DATA, doc='template: what the messages are: data, event or error.'),
     "networks": Key(v.names, (), doc='wan: the networks to accept (default: any).'),
     "base": Key(v.nonempty, "", doc='zigbee2mqtt: the base topic (default zigbee2mqtt).'),
-    "output": Key(v.choice("json", "attribute"), "json",
-                  doc="zigbee2mqtt: its advanced.output: json (a device's state as one JSON object) or attribute "
-                      "(a topic a value, <friendly name>/<attribute>)."),
+    "output": Key(v.choice("json", "attribute", "attribute_and_json"), "json",
+                  doc="zigbee2mqtt: its advanced.output: json (a device's state as one JSON object), attribute "
+                      "(a topic a value, <friendly name>/<attribute>) or attribute_and_json (both: the JSON is "
+                      "stored, the copies ignored)."),
 }
 #: which strategy keys each ``type`` takes; other keys are errors
 STRATEGY_TYPE_KEYS = {

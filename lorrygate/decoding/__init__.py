@@ -16,6 +16,7 @@ from lorrygate.decoding.vendors import (
     ShellyDecoder,
     TasmotaDecoder,
     TtnDecoder,
+    Zigbee2MqttDecoder,
 )
 
 #: built-in decoders by the name a chain selects them with
@@ -32,6 +33,7 @@ DECODERS: dict[str, Any] = {
     "chirpstack": ChirpStackDecoder,
     "homie": HomieDecoder,
     "shelly": ShellyDecoder,
+    "zigbee2mqtt": Zigbee2MqttDecoder,
     "sparkplug": SparkplugDecoder,
     "msgpack": MessagePackDecoder,
     "cbor": CborDecoder,

@@ -4,7 +4,9 @@ A decoder chain: decoders tried in order until one returns records.
 A decoder that declines (raises `Declined`) passes the message on, and so does
 one whose ``requires`` bytes (a class attribute, checked before it is called)
 are not in the payload; one that
-raises a `DecodeError` stops the chain: the message is bad, not foreign. Any
+raises a `DecodeError` stops the chain: the message is bad, not foreign; one
+that raises `Ignored` stops it too: the message is known to carry no
+measurement (the router acknowledges and counts it). Any
 other exception from a decoder is turned into a `DecodeError` naming the
 decoder. Decoders may return a Deferred or a coroutine; the chain then
 returns a Deferred, otherwise it answers at once.
@@ -15,7 +17,7 @@ import inspect
 import attrs
 from twisted.internet.defer import CancelledError, Deferred
 
-from lorrygate.errors import Declined, DecodeError, NoDecoderMatched
+from lorrygate.errors import Declined, DecodeError, Ignored, NoDecoderMatched
 
 
 def _as_decode_error(decoder, exc: Exception) -> DecodeError:
@@ -58,6 +60,8 @@ class DecoderChain:
             except Declined as exc:
                 reasons.append(exc.reason)
                 continue
+            except Ignored:
+                raise
             except Exception as exc:
                 raise _as_decode_error(decoder, exc) from exc
             if type(records) is list:
@@ -75,8 +79,8 @@ class DecoderChain:
             return decoder.name, await pending
         except Declined as exc:
             reasons.append(exc.reason)
-        except CancelledError:
-            raise  # the channel's decode timeout
+        except (CancelledError, Ignored):
+            raise  # (CancelledError: the channel's decode timeout)
         except Exception as exc:
             raise _as_decode_error(decoder, exc) from exc
         for later in self.decoders[index + 1 :]:
@@ -87,6 +91,8 @@ class DecoderChain:
             except Declined as exc:
                 reasons.append(exc.reason)
                 continue
+            except Ignored:
+                raise
             except Exception as exc:
                 raise _as_decode_error(later, exc) from exc
             return later.name, records

@@ -43,7 +43,7 @@ from lorrygate.decoding.jsonobject import loads
 from lorrygate.decoding.records import object_record, received_ns, scalar
 from lorrygate.decoding.text import payload_text
 from lorrygate.decoding.timestamps import from_epoch, parse_time
-from lorrygate.errors import Declined, DecodeError
+from lorrygate.errors import Declined, DecodeError, Ignored
 from lorrygate.interfaces import IDecoder
 from lorrygate.model import Record, unused_name
 
@@ -338,6 +338,26 @@ class ShellyDecoder:
             return from_epoch(stamp)
         except ValueError as exc:
             raise DecodeError(self.name, f"ts: {exc}") from None
+
+
+@implementer(IDecoder)
+@attrs.frozen
+class Zigbee2MqttDecoder:
+    """Zigbee2MQTT with ``advanced.output: attribute_and_json``: on a topic of several levels below the base
+    (the strategy's ``attribute_or_state``), a payload of one value is the copy of a device's value in a topic of
+    its own (``zigbee2mqtt/kitchen/temperature`` = ``21.5`` beside ``zigbee2mqtt/kitchen``'s JSON, which is
+    stored): ignored. An object is a device's state (a friendly name with ``/``): declined, for ``json``."""
+
+    name: str = "zigbee2mqtt"
+    timezone: Any = None
+
+    def decode(self, message, address) -> list:
+        if address is None or address.rest != "attribute_or_state":
+            raise Declined("not a Zigbee2MQTT topic of output = attribute_and_json")
+        if message.payload.lstrip()[:1] == b"{":
+            raise Declined("a device's JSON state")
+        raise Ignored(self.name, message.topic, "a copy of a device's value in a topic of its own (Zigbee2MQTT's "
+                                                "advanced.output: attribute_and_json): its JSON state is stored")
 
 
 def object_or_decline(payload, message, decoder, tz):

@@ -79,7 +79,8 @@ def _route(router, message, out) -> None:
     ignored, empty, own = (after - first for after, first in zip(
         (router.stats.ignored, router.stats.empty, router.stats.own_reports), before))
     if ignored:
-        _, _, (_, reason), _ = router.explain(message.topic)
+        _, _, problem, _ = router.explain(message.topic)
+        reason = problem[1] if problem is not None else router.last_ignored  # (a decoder's)
         _print({"channel": router.channel.name, "topic": message.topic, "ignored": True, "reason": reason}, out)
     elif empty:
         _print({"channel": router.channel.name, "topic": message.topic, "empty": True,

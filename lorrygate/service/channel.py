@@ -153,6 +153,8 @@ class ChannelRouter:
     publish: Any = None
     #: batchers of the channel's further storages (a tee)
     tee: tuple = ()
+    #: why a decoder last ignored a message (the dry run says it)
+    last_ignored: str = ""
     _routes: dict = attrs.Factory(dict)
     _route_bytes: int = 0
     _ignore: tuple = ()
@@ -293,6 +295,9 @@ class ChannelRouter:
             except DecodeError as exc:
                 self._undecodable(message, exc)
                 return
+            except Ignored as exc:
+                self._ignored(message, exc)
+                return
             if type(result) is not tuple:
                 # A decoder whose Deferred never fires must not hold its channel.
                 result.addTimeout(self.channel.decode_timeout, self.clock)
@@ -400,7 +405,16 @@ class ChannelRouter:
             for part_table, part_records in parts:
                 batcher.add(Entry(part_table, part_records, self.channel.name, message, decoder, address))
 
+    def _ignored(self, message, exc: Ignored) -> None:
+        """A decoder told the message carries no measurement: acknowledged with the next commit, and counted."""
+        self.stats.ignored += 1
+        self.last_ignored = exc.reason
+        self.batcher.add(Entry(None, [], self.channel.name, message, ""))
+
     def _failed(self, failure, message) -> None:
+        if failure.check(Ignored):
+            self._ignored(message, failure.value)
+            return
         if failure.check(DeferredTimeout):
             error = DecodeError("chain", f"no decoder answered within decode_timeout = {self.channel.decode_timeout} s")
         elif failure.check(DecodeError):

@@ -166,7 +166,10 @@ class Zigbee2MqttStrategy(_Fleet):
     """Zigbee2MQTT under its default base topic ``zigbee2mqtt``. With ``output = attribute`` (Zigbee2MQTT's
     ``advanced.output: attribute``) a device publishes a topic a value, ``<base>/<friendly name>/<attribute>``,
     nested values joined by ``-`` (``color-x``): the last level is the field (``color.x``, as the JSON output
-    flattens it) of the device the levels before it name."""
+    flattens it) of the device the levels before it name. With ``output = attribute_and_json`` it publishes
+    both: the device's JSON state is stored, and the copies of its values in topics of their own are ignored;
+    since a friendly name may have ``/`` in it, only the payload tells a copy (one value) from a device's state
+    (an object), so the ``zigbee2mqtt`` decoder (first in such a channel's chain) ignores them."""
 
     name: str = "zigbee2mqtt"
     base: str = "zigbee2mqtt"
@@ -191,11 +194,18 @@ class Zigbee2MqttStrategy(_Fleet):
                 return Address(self.base, None, None, name, EVENT, "availability", "availability")
             if all(rest) and self.output == "attribute" and len(rest) > 1:
                 return Address(self.base, None, None, "/".join(rest[:-1]), DATA, rest[-1], rest[-1].replace("-", "."))
+            if all(rest) and self.output == "attribute_and_json" and len(rest) > 1:
+                # a device with / in its friendly name, or a copy of a value of the device before the last level
+                return Address(self.base, None, None, "/".join(rest), DATA, ATTRIBUTE_OR_STATE)
             name = "/".join(rest)
             if all(rest):
                 return Address(self.base, None, None, name, DATA, "")
         self._refuse(topic, f"{self.base}/<friendly name> with no empty levels")
 
+
+#: the rest of a Zigbee2MQTT topic of several levels under ``output = attribute_and_json``: a device's state or a
+#: copy of one of its values (the ``zigbee2mqtt`` decoder tells them apart)
+ATTRIBUTE_OR_STATE = "attribute_or_state"
 
 _SHELLY_EVENTS = {"online", "announce", "info"}
 

@@ -282,3 +282,31 @@ def test_an_empty_payload_is_acknowledged_and_counted_not_a_dead_letter():
     router(message("r/n/g/d/data.json", b""))
     clock.advance(0)
     assert router.stats.empty == 0 and [str(table) for table in storage.tables] == ["r_n.g_d_sensors"]
+
+
+def test_zigbee2mqtts_attribute_and_json_stores_the_state_and_ignores_the_copies_of_its_values():
+    """advanced.output: attribute_and_json publishes a device's JSON state and each value again in a topic of
+    its own: every copy was a dead letter (one a value an update). A friendly name may have a /, so the payload
+    tells a copy from a device's state."""
+    from lorrygate.config import loads
+    from lorrygate.service.channel_service import make_router
+    from lorrygate.storage.batch import Collector
+
+    settings = loads("[broker:b]\nhost=h\n[storage:s]\nurl=sqlite:///x\n[strategy:z2m]\ntype = zigbee2mqtt\n"
+                     "output = attribute_and_json\n[channel:c]\nsource=b\ntopics=#\nstorage=s\nstrategy=z2m\n")
+    collector = Collector()
+    router, _ = make_router(settings, settings.channels[0], (collector,), Clock())
+    for topic, payload in [("zigbee2mqtt/kitchen", b'{"temperature": 21.5, "humidity": 48}'),
+                           ("zigbee2mqtt/kitchen/temperature", b"21.5"),
+                           ("zigbee2mqtt/kitchen/humidity", b"48"),
+                           ("zigbee2mqtt/floor 1/hall/motion", b'{"occupancy": true}'),  # a name with /
+                           ("zigbee2mqtt/floor 1/hall/motion/occupancy", b"true"),
+                           ("zigbee2mqtt/lamp/color-x", b"0.3"),
+                           ("zigbee2mqtt/lamp/state", b"ON")]:
+        router.deliver(message(topic, payload))
+    stored = [(str(entry.table), [record.fields for record in entry.records]) for entry in collector.entries
+              if entry.table is not None]
+    assert stored == [("zigbee2mqtt.kitchen_sensors", [{"temperature": 21.5, "humidity": 48}]),
+                      ("zigbee2mqtt.floor_1_hall_motion_sensors", [{"occupancy": True}])]
+    assert (router.stats.ignored, collector.dead) == (5, [])
+    assert router.last_ignored.startswith("a copy of a device's value in a topic of its own")

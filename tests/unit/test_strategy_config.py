@@ -53,12 +53,14 @@ def test_template_strategy_routes(tmp_path):
 @pytest.mark.parametrize("kind, decoders, values", [
     ("wan", ("ttn", "json", "value"), "kotori"),
     ("zigbee2mqtt", ("json", "value"), "as-sent"),
+    ("zigbee2mqtt-both", ("zigbee2mqtt", "json", "value"), "as-sent"),
 ])
 def test_a_declared_strategy_of_a_built_in_type_has_its_types_chain_and_values(tmp_path, kind, decoders, values):
     """A wan strategy that accepts some networks only had the chain and the values of any other name (json,
     value; as-sent): naming the networks lost Kotori's numbers from text ("48" stayed text) and its TTS uplinks.
     Given ones win, wherever the strategy section stands in the file."""
-    options = "networks = testdrive" if kind == "wan" else "base = z2m"
+    options = {"wan": "networks = testdrive", "zigbee2mqtt": "base = z2m"}.get(kind, "output = attribute_and_json")
+    kind = kind.removesuffix("-both")
     section = f"\n[strategy:mine]\ntype = {kind}\n{options}\n"
     channel = loads(config(tmp_path, "mine", section)).channels[0]
     assert (channel.decoders, channel.values) == (decoders, values)

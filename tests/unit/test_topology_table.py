@@ -27,6 +27,10 @@ def strategy(name):
     if name == "z2m-attribute":
         return loads("[broker:b]\nhost=h\n[storage:s]\nurl=sqlite:///x\n[strategy:z2m]\ntype=zigbee2mqtt\n"
                      "output=attribute\n[channel:c]\nsource=b\ntopics=#\nstorage=s\nstrategy=z2m\n").strategies["z2m"]()
+    if name == "z2m-both":
+        return loads("[broker:b]\nhost=h\n[storage:s]\nurl=sqlite:///x\n[strategy:z2m]\ntype=zigbee2mqtt\n"
+                     "output=attribute_and_json\n[channel:c]\nsource=b\ntopics=#\nstorage=s\nstrategy=z2m\n"
+                     ).strategies["z2m"]()
     if name == "factory":
         return loads(
             "[broker:b]\nhost=h\n[storage:s]\nurl=sqlite:///x\n[channel:c]\nsource=b\ntopics=#\nstorage=s\n"
@@ -157,6 +161,14 @@ ROUTED = [
      "zigbee2mqtt", "floor1_hall_motion_sensors"),
     ("z2m-attribute", "zigbee2mqtt/lamp/color-x", A("zigbee2mqtt", None, None, "lamp", "data", "color-x", "color.x"),
      "zigbee2mqtt", "lamp_sensors"),
+    # -- output: attribute_and_json (a device's state, or a copy of a value: the zigbee2mqtt decoder tells) --
+    ("z2m-both", "zigbee2mqtt/kitchen", A("zigbee2mqtt", None, None, "kitchen", "data", ""), "zigbee2mqtt",
+     "kitchen_sensors"),
+    ("z2m-both", "zigbee2mqtt/kitchen/temperature",
+     A("zigbee2mqtt", None, None, "kitchen/temperature", "data", "attribute_or_state"), "zigbee2mqtt",
+     "kitchen_temperature_sensors"),
+    ("z2m-both", "zigbee2mqtt/lamp/availability",
+     A("zigbee2mqtt", None, None, "lamp", "event", "availability", "availability"), "zigbee2mqtt", "lamp_events"),
     ("z2m-attribute", "zigbee2mqtt/lamp/availability",
      A("zigbee2mqtt", None, None, "lamp", "event", "availability", "availability"), "zigbee2mqtt", "lamp_events"),
     # -- Zigbee2MQTT --
@@ -332,6 +344,7 @@ COMMANDS = [
     ("zigbee2mqtt", "zigbee2mqtt/lamp/set/brightness"),
     ("zigbee2mqtt", "zigbee2mqtt/lamp/get"),
     ("z2m-attribute", "zigbee2mqtt/lamp/set/brightness"),
+    ("z2m-both", "zigbee2mqtt/lamp/set"),
     ("zigbee2mqtt", "zigbee2mqtt/bridge/request/permit_join"),
     ("shelly", "shellyplus1pm-a8/rpc"),
     ("shelly", "shellies/shelly1pm-84CCA8A1B2C3/relay/0/command"),
