@@ -23,6 +23,9 @@ chirpstack     ChirpStack v4 uplink event: ``object`` as fields, plus ``fPort``,
                ``deviceName``, ``applicationName`` and gateway id as tags; ``time``.
                ChirpStack v3 and LoRa App Server v2 uplinks the same (``object`` or
                ``objectJSON``, ``loRaSNR``, ids in hex; ``publishedAt``)
+homeassistant  Home Assistant's MQTT Statestream: a state as numbers are read,
+               ``unavailable`` and ``unknown`` as no value, the timestamps as text,
+               attributes as JSON
 homie          Homie property values on ``homie/<device>/<node>/<property>`` topics:
                ``true``/``false``, integers, floats, everything else as text; an
                empty payload (a retained message cleared: a device removed) stores
@@ -338,6 +341,45 @@ class ShellyDecoder:
             return from_epoch(stamp)
         except ValueError as exc:
             raise DecodeError(self.name, f"ts: {exc}") from None
+
+
+#: the states Home Assistant gives an entity that has no state: no value
+_HA_NO_STATE = ("unavailable", "unknown")
+
+
+@implementer(IDecoder)
+@attrs.frozen
+class HomeAssistantDecoder:
+    """Home Assistant's MQTT Statestream, on the ``homeassistant`` strategy's topics: the state as text is read
+    as numbers are (``21.5``; ``on`` stays text), ``unavailable`` and ``unknown`` are no value (a row without the
+    state, at the time the entity lost it; as text they made a numeric sensor's column TEXT, or a dead letter in
+    PostgreSQL); ``last_changed`` and ``last_updated`` are ISO text; an attribute is JSON (``"°C"``, ``[1, 2]``,
+    an object as dotted fields)."""
+
+    name: str = "homeassistant"
+    timezone: Any = None
+
+    def decode(self, message, address) -> list:
+        if address is None or address.field is None:
+            raise Declined("not a Home Assistant statestream topic")
+        key, payload = address.field, message.payload
+        if not payload.strip():
+            raise Declined("an empty payload")
+        value: Any
+        if key == "state":
+            text = payload_text(payload).strip()
+            value = None if text in _HA_NO_STATE else scalar(text)
+        elif key in ("last_changed", "last_updated"):
+            value = payload_text(payload).strip()
+        else:
+            try:
+                value = loads(payload)
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise DecodeError(self.name, f"attribute {key!r} is not JSON, as Statestream writes attributes: "
+                                             f"{exc}") from None
+            if type(value) is dict:
+                return [Record(received_ns(message), flatten({key: value}))]
+        return [Record(received_ns(message), {key: value})]
 
 
 @implementer(IDecoder)

@@ -3,6 +3,7 @@
 from lorrygate.topology.anytopic import TopicStrategy
 from lorrygate.topology.fleets import (
     ChirpStackStrategy,
+    HomeAssistantStrategy,
     HomieStrategy,
     ShellyStrategy,
     SparkplugStrategy,
@@ -23,6 +24,7 @@ STRATEGIES = {
     "chirpstack": ChirpStackStrategy,
     "zigbee2mqtt": Zigbee2MqttStrategy,
     "shelly": ShellyStrategy,
+    "homeassistant": HomeAssistantStrategy,
     "sparkplug": SparkplugStrategy,
     "topic": TopicStrategy,
 }

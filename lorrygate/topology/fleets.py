@@ -322,3 +322,28 @@ class SparkplugStrategy(_Fleet):
                 return Address("sparkplug", group, edge, device, types[kind], kind)
         self._refuse(topic, "spBv1.0/<group>/NBIRTH|NDATA|NDEATH/<edge node>, "
                             "spBv1.0/<group>/DBIRTH|DDATA|DDEATH/<edge node>/<device> or spBv1.0/STATE/<host>")
+
+
+@implementer(IStrategy)
+@attrs.frozen
+class HomeAssistantStrategy(_Fleet):
+    """Home Assistant's MQTT Statestream (``mqtt_statestream``): ``<base>/<domain>/<object id>/state`` (the state),
+    ``.../last_changed``, ``.../last_updated`` (``publish_timestamps``) and ``.../<attribute>``
+    (``publish_attributes``, JSON) are data of the entity ``<domain>.<object id>``, the field the last level; the
+    table ``<domain>_<object id>_sensors`` in the schema of the base topic (which may have levels). MQTT discovery
+    configurations (``.../config``, where discovery shares the base ``homeassistant``) are ignored."""
+
+    name: str = "homeassistant"
+    base: str = "homeassistant"
+
+    def match(self, topic: str) -> Address:
+        levels = topic.split("/")
+        prefix = self.base.split("/")
+        rest = levels[len(prefix):]
+        if levels[:len(prefix)] == prefix and len(rest) in (3, 4) and rest[-1] == "config":
+            raise Ignored(self.name, topic, "an MQTT discovery configuration, not a state")
+        if levels[:len(prefix)] == prefix and len(rest) == 3:
+            domain, object_id, key = rest
+            check_levels(self.name, topic, domain=domain, **{"object id": object_id, "state or attribute": key})
+            return Address(self.base, None, None, f"{domain}.{object_id}", DATA, key, key)
+        self._refuse(topic, f"{self.base}/<domain>/<object id>/state (or last_changed, last_updated, <attribute>)")

@@ -1,7 +1,8 @@
 """
 Realistic payloads of a mixed fleet, in the shapes the vendors' firmware and
 servers send (Tasmota, Zigbee2MQTT, Shelly Gen1 and Gen2, Homie, The Things
-Stack, ChirpStack, WeeWX, Kotori WAN, Sparkplug B), for the fleet tests.
+Stack, ChirpStack, WeeWX, Kotori WAN, Sparkplug B, Home Assistant's Statestream), for the
+fleet tests.
 """
 
 import json
@@ -196,6 +197,17 @@ def fleet(realm: str):
         (f"{realm}/home/station/vantage/loop", j(WEEWX_LOOP), "data"),
         (f"{realm}/testdrive/area-42/node-1/data.json", j({"temperature": 21.5, "humidity": "48"}), "data"),
         (f"{realm}/testdrive/area-42/node-1/event.json", j({"title": "door", "text": "opened"}), "event"),
+    ]
+    ha = f"{realm}ha/sensor/kitchen_temperature"  # Home Assistant's mqtt_statestream, base_topic <realm>ha
+    out += [
+        (f"{ha}/state", b"unavailable", "data"),
+        (f"{ha}/state", b"21.5", "data"),
+        (f"{ha}/unit_of_measurement", '"°C"'.encode(), "data"),
+        (f"{ha}/last_updated", b"2024-06-01T12:00:00.123456+00:00", "data"),
+        (f"{ha}/state", b"unknown", "data"),
+        (f"{ha}/state", b"22", "data"),
+        (f"{realm}ha/switch/kettle/state", b"on", "data"),
+        (f"{realm}ha/sensor/kitchen_temperature/config", j({"name": "Kitchen", "state_topic": "x"}), "command"),
     ]
     node, device = f"spBv1.0/{realm}/{{}}/Edge-7", f"spBv1.0/{realm}/{{}}/Edge-7/PLC1"
     out += [

@@ -29,13 +29,14 @@ CHANNELS = {
     "chirpstack": ("chirpstack", "application/{realm}/#"),
     "wan": ("wan", "{realm}/#"),
     "sparkplug": ("sparkplug", "spBv1.0/{realm}/#, spBv1.0/STATE/host-{realm}"),
+    "ha": ("ha", "{realm}ha/#"),
 }
 
 
 def channel_of(topic: str, realm: str) -> str:
     for name, prefix in (("z2m", f"{realm}z2m/"), ("shelly", "shellies/"), ("shelly", "shellyplus1pm-"),
                          ("homie", "homie/"), ("ttn", "v3/"), ("chirpstack", "application/"), ("wan", f"{realm}/"),
-                         ("sparkplug", "spBv1.0/")):
+                         ("sparkplug", "spBv1.0/"), ("ha", f"{realm}ha/")):
         if topic.startswith(prefix):
             return name
     return "tasmota"
@@ -73,6 +74,10 @@ def config(directory, port, realm, pg_url) -> str:
             [strategy:z2m]
             type = zigbee2mqtt
             base = {realm}z2m
+
+            [strategy:ha]
+            type = homeassistant
+            base = {realm}ha
             """) + sections)
     return path
 
@@ -208,6 +213,17 @@ def test_a_recorded_fleet_is_stored_whole(tmp_path, mosquitto, postgres):
         assert query(db, f'SELECT event FROM "sparkplug_{realm}__edge_7_plc1_events"') == [("DDEATH",)]
         assert query(db, f'SELECT time, online FROM "sparkplug__host_{realm}_events"') == [
             ("2024-06-01T11:59:59.000000000Z", 1)]
+
+        # Home Assistant: the state a number, unavailable and unknown no value (not text, not a dead letter)
+        ha = query(db, f'SELECT state, typeof(state), unit_of_measurement, last_updated '
+                       f'FROM "{realm}ha__sensor_kitchen_temperature_sensors"')
+        assert sorted(ha, key=repr) == sorted([(None, "null", None, None), (21.5, "real", None, None),
+                                               (None, "null", "°C", None),
+                                               (None, "null", None, "2024-06-01T12:00:00.123456+00:00"),
+                                               (None, "null", None, None), (22.0, "real", None, None)], key=repr)
+        ha_pg = conn.execute(f'SELECT state FROM "{realm}ha"."sensor_kitchen_temperature_sensors" '
+                             "WHERE state IS NOT NULL ORDER BY time").fetchall()
+        assert ha_pg == [(21.5,), (22.0,)]
 
         # No table over the column budget, in either database.
         ours = [t for t in tables(db) if realm in t]

@@ -310,3 +310,37 @@ def test_zigbee2mqtts_attribute_and_json_stores_the_state_and_ignores_the_copies
                       ("zigbee2mqtt.floor_1_hall_motion_sensors", [{"occupancy": True}])]
     assert (router.stats.ignored, collector.dead) == (5, [])
     assert router.last_ignored.startswith("a copy of a device's value in a topic of its own")
+
+
+def test_home_assistants_statestream_stores_states_as_numbers_and_unavailable_as_no_value():
+    """mqtt_statestream publishes an entity's state as text, its attributes as JSON. A numeric sensor is
+    ``unavailable`` until its first state (and whenever its device is away): as text that made the column TEXT
+    (SQLite) and each later "unavailable" a dead letter (PostgreSQL)."""
+    from lorrygate.config import loads
+    from lorrygate.service.channel_service import make_router
+    from lorrygate.storage.batch import Collector
+
+    settings = loads("[broker:b]\nhost=h\n[storage:s]\nurl=sqlite:///x\n[channel:c]\nsource=b\ntopics=#\nstorage=s\n"
+                     "strategy=homeassistant\n")
+    collector = Collector()
+    router, _ = make_router(settings, settings.channels[0], (collector,), Clock())
+    base = "homeassistant/sensor/kitchen_temperature"
+    for topic, payload in [(f"{base}/state", b"unavailable"), (f"{base}/state", b"21.5"),
+                           (f"{base}/unit_of_measurement", '"°C"'.encode()), (f"{base}/friendly_name", b'"Kitchen"'),
+                           (f"{base}/last_updated", b"2024-06-01T12:00:00.123456+00:00"),
+                           (f"{base}/forecast", b'{"high": 24, "low": 12}'), (f"{base}/state", b"unknown"),
+                           ("homeassistant/switch/kettle/state", b"on"),
+                           ("homeassistant/sensor/kitchen_temperature/config", b'{"name": "Kitchen"}')]:
+        router.deliver(message(topic, payload))
+    stored = [(str(entry.table), record.fields) for entry in collector.entries if entry.table is not None
+              for record in entry.records]
+    table = "homeassistant.sensor_kitchen_temperature_sensors"
+    assert stored == [(table, {"state": None}), (table, {"state": 21.5}), (table, {"unit_of_measurement": "°C"}),
+                      (table, {"friendly_name": "Kitchen"}),
+                      (table, {"last_updated": "2024-06-01T12:00:00.123456+00:00"}),
+                      (table, {"forecast.high": 24, "forecast.low": 12}), (table, {"state": None}),
+                      ("homeassistant.switch_kettle_sensors", {"state": "on"})]
+    assert (router.stats.ignored, collector.dead) == (1, [])
+    router.deliver(message(f"{base}/icon", b"mdi:thermometer"))  # not JSON, as Statestream writes attributes
+    [dead] = collector.dead
+    assert "attribute 'icon' is not JSON, as Statestream writes attributes" in dead.error

@@ -31,6 +31,8 @@ def strategy(name):
         return loads("[broker:b]\nhost=h\n[storage:s]\nurl=sqlite:///x\n[strategy:z2m]\ntype=zigbee2mqtt\n"
                      "output=attribute_and_json\n[channel:c]\nsource=b\ntopics=#\nstorage=s\nstrategy=z2m\n"
                      ).strategies["z2m"]()
+    if name == "ha-statestream":
+        return STRATEGIES["homeassistant"](base="home/statestream")
     if name == "factory":
         return loads(
             "[broker:b]\nhost=h\n[storage:s]\nurl=sqlite:///x\n[channel:c]\nsource=b\ntopics=#\nstorage=s\n"
@@ -240,6 +242,19 @@ ROUTED = [
      "sparkplug", "scada_host_events"),
     ("sparkplug", "STATE/scada-host", A("sparkplug", None, None, "scada-host", "event", "STATE", "state"),
      "sparkplug", "scada_host_events"),
+    # -- Home Assistant's MQTT Statestream: an entity's state, timestamps and attributes --
+    ("homeassistant", "homeassistant/sensor/kitchen_temperature/state",
+     A("homeassistant", None, None, "sensor.kitchen_temperature", "data", "state", "state"), "homeassistant",
+     "sensor_kitchen_temperature_sensors"),
+    ("homeassistant", "homeassistant/binary_sensor/door/last_changed",
+     A("homeassistant", None, None, "binary_sensor.door", "data", "last_changed", "last_changed"), "homeassistant",
+     "binary_sensor_door_sensors"),
+    ("homeassistant", "homeassistant/sensor/kitchen_temperature/unit_of_measurement",
+     A("homeassistant", None, None, "sensor.kitchen_temperature", "data", "unit_of_measurement",
+       "unit_of_measurement"), "homeassistant", "sensor_kitchen_temperature_sensors"),
+    ("ha-statestream", "home/statestream/switch/kettle/state",
+     A("home/statestream", None, None, "switch.kettle", "data", "state", "state"), "home_statestream",
+     "switch_kettle_sensors"),
     # -- declarative templates --
     ("sites", "acme/sites/Berlin-1/pump-7/data.json",
      A("acme", None, None, "pump-7", "data", "acme/sites/Berlin-1/pump-7/data.json", labels=(("site", "Berlin-1"),)),
@@ -261,6 +276,9 @@ ROUTED = [
 ]
 
 REFUSED = [
+    ("homeassistant", "homeassistant/sensor/state", "expected homeassistant/<domain>/<object id>/state"),
+    ("homeassistant", "homeassistant/sensor//state", "the object id level is empty"),
+    ("ha-statestream", "homeassistant/sensor/x/state", "expected home/statestream/<domain>"),
     ("sparkplug", "spBv1.0/Plant 1/NDATA", "expected spBv1.0/<group>/NBIRTH|NDATA|NDEATH/<edge node>"),
     ("sparkplug", "spBv1.0/Plant 1/DDATA/Edge-7", "expected"),  # a device's type without the device
     ("sparkplug", "spBv1.0/Plant 1/NDATA/Edge-7/PLC1", "expected"),  # an edge node's type with a device
@@ -362,6 +380,15 @@ def test_commands_are_ignored(name, topic):
 
     with pytest.raises(Ignored, match="a command, not a measurement"):
         strategy(name).match(topic)
+
+
+@pytest.mark.parametrize("topic", ["homeassistant/sensor/kitchen_temperature/config",
+                                   "homeassistant/sensor/esp32/kitchen_temperature/config"])
+def test_home_assistants_discovery_configurations_under_the_same_prefix_are_ignored(topic):
+    from lorrygate.errors import Ignored
+
+    with pytest.raises(Ignored, match="an MQTT discovery configuration, not a state"):
+        strategy("homeassistant").match(topic)
 
 
 def test_at_least_sixty_cases():
