@@ -355,7 +355,7 @@ CHANNEL_KEYS = {
     "source": Key(v.nonempty, "", doc='The [broker:NAME] to read from (may be left out with a single broker).'),
     "topics": Key(v.topic_filters, (), doc="MQTT topic filters to subscribe to, separated by commas (required for a broker; a channel of a [source:NAME] takes every message of it when left out)."),
     "qos": Key(v.integer(0, 2), 1, doc="The subscription's QoS: 1 (at least once) is what ack-after-commit needs."),
-    "strategy": Key(v.nonempty, "wan", doc='How topics become addresses and tables: wan, lan, tasmota, homie, ttn, chirpstack, zigbee2mqtt, shelly, sparkplug, homeassistant, a [strategy:NAME] or a module.'),
+    "strategy": Key(v.nonempty, "wan", doc='How topics become addresses and tables: wan, lan, tasmota, homie, ttn, chirpstack, zigbee2mqtt, shelly, sparkplug, homeassistant, owntracks, a [strategy:NAME] or a module.'),
     "decoders": Key(v.names, (), doc="The decoder chain, tried in order (default: the strategy's chain)."),
     "storage": Key(v.names, (), doc='The [storage:NAME] to write to; several names write every record to each (a tee).'),
     "timezone": Key(v.timezone, "UTC", doc='The time zone of device times given without one (IANA name).'),
@@ -418,14 +418,15 @@ DECODER_TYPE_KEYS = {"csv": ("columns", "delimiter"), "javascript": ("file", "ti
                      "sparkplug": ("rebirth",)}
 
 STRATEGY_KEYS = {
-    "type": Key(v.nonempty, "template", doc='template, or a built-in strategy to configure (wan, zigbee2mqtt, homeassistant).'),
+    "type": Key(v.nonempty, "template", doc='template, or a built-in strategy to configure (wan, zigbee2mqtt, homeassistant, owntracks).'),
     "topic": Key(v.text, "", doc='template: the topic pattern, such as {realm}/{network}/{gateway}/{node}/data.json.'),
     "schema": Key(v.text, "", doc="template: the schema (database) of the table, from the pattern's names."),
     "table": Key(v.text, "", doc="template: the table name, from the pattern's names."),
     "kind": Key(v.choice(*KINDS), DATA, doc='template: what the messages are: data, event or error.'),
     "networks": Key(v.names, (), doc='wan: the networks to accept (default: any).'),
-    "base": Key(v.nonempty, "", doc='zigbee2mqtt, homeassistant: the base topic (default zigbee2mqtt; '
-                                    'homeassistant: the base_topic of mqtt_statestream, default homeassistant).'),
+    "base": Key(v.nonempty, "", doc='zigbee2mqtt, homeassistant, owntracks: the base topic (default zigbee2mqtt; '
+                                    'homeassistant: the base_topic of mqtt_statestream, default homeassistant; '
+                                    'owntracks: the app\'s topic prefix, default owntracks).'),
     "output": Key(v.choice("json", "attribute", "attribute_and_json"), "json",
                   doc="zigbee2mqtt: its advanced.output: json (a device's state as one JSON object), attribute "
                       "(a topic a value, <friendly name>/<attribute>) or attribute_and_json (both: the JSON is "
@@ -437,6 +438,7 @@ STRATEGY_TYPE_KEYS = {
     "wan": ("networks",),
     "zigbee2mqtt": ("base", "output"),
     "homeassistant": ("base",),
+    "owntracks": ("base",),
 }
 
 HOOK_KEYS = {
@@ -712,6 +714,7 @@ STRATEGY_DECODERS = {
     "zigbee2mqtt": ("json", "value"),
     "shelly": ("shelly", "json", "value"),
     "homeassistant": ("homeassistant",),
+    "owntracks": ("owntracks", "json"),
     # a host application's STATE is JSON (3.0) or text (2.2)
     "sparkplug": ("sparkplug", "json", "value"),
     # Kotori decodes a TTS uplink sent to .../data.json with its TTS decoder

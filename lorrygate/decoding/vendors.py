@@ -23,6 +23,7 @@ chirpstack     ChirpStack v4 uplink event: ``object`` as fields, plus ``fPort``,
                ``deviceName``, ``applicationName`` and gateway id as tags; ``time``.
                ChirpStack v3 and LoRa App Server v2 uplinks the same (``object`` or
                ``objectJSON``, ``loRaSNR``, ids in hex; ``publishedAt``)
+owntracks      OwnTracks JSON: ``tst`` as the time, ``_type`` kept but for locations
 homeassistant  Home Assistant's MQTT Statestream: a state as numbers are read,
                ``unavailable`` and ``unknown`` as no value, the timestamps as text,
                attributes as JSON
@@ -341,6 +342,40 @@ class ShellyDecoder:
             return from_epoch(stamp)
         except ValueError as exc:
             raise DecodeError(self.name, f"ts: {exc}") from None
+
+
+@implementer(IDecoder)
+@attrs.frozen
+class OwnTracksDecoder:
+    """OwnTracks JSON (``_type`` location, transition, lwt, card, waypoint, ...): the record's time is ``tst``
+    (epoch seconds: when the phone took the location, which it may send hours later, after a time offline),
+    else the receive time; ``_type`` is kept but for locations. An encrypted payload (``_type`` encrypted: a
+    secret key set in the app) is a dead letter that says so."""
+
+    name: str = "owntracks"
+    timezone: Any = None
+
+    def decode(self, message, address) -> list:
+        document = _json_object(message.payload, "OwnTracks")
+        kind = document.get("_type")
+        if type(kind) is not str:
+            raise Declined("no OwnTracks _type")
+        if kind == "encrypted":
+            raise DecodeError(self.name, "an encrypted OwnTracks payload (a secret key is set in the app): lorrygate "
+                                         "cannot read it; clear the key in the app's settings to store the locations")
+        if kind == "location":
+            del document["_type"]
+        stamp = document.pop("tst", None)
+        if stamp is None:
+            return [Record(received_ns(message), document)]
+        if type(stamp) is str and stamp.isdigit() and stamp.isascii():
+            stamp = int(stamp)  # (the waypoints of older apps' dumps: milliseconds as text)
+        if type(stamp) is not int or stamp <= 0:
+            raise DecodeError(self.name, f"tst {stamp!r} is not epoch seconds")
+        try:
+            return [Record(from_epoch(stamp), document)]
+        except ValueError as exc:
+            raise DecodeError(self.name, f"tst: {exc}") from None
 
 
 #: the states Home Assistant gives an entity that has no state: no value

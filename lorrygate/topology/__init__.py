@@ -5,6 +5,7 @@ from lorrygate.topology.fleets import (
     ChirpStackStrategy,
     HomeAssistantStrategy,
     HomieStrategy,
+    OwnTracksStrategy,
     ShellyStrategy,
     SparkplugStrategy,
     TasmotaStrategy,
@@ -25,6 +26,7 @@ STRATEGIES = {
     "zigbee2mqtt": Zigbee2MqttStrategy,
     "shelly": ShellyStrategy,
     "homeassistant": HomeAssistantStrategy,
+    "owntracks": OwnTracksStrategy,
     "sparkplug": SparkplugStrategy,
     "topic": TopicStrategy,
 }

@@ -347,3 +347,38 @@ class HomeAssistantStrategy(_Fleet):
             check_levels(self.name, topic, domain=domain, **{"object id": object_id, "state or attribute": key})
             return Address(self.base, None, None, f"{domain}.{object_id}", DATA, key, key)
         self._refuse(topic, f"{self.base}/<domain>/<object id>/state (or last_changed, last_updated, <attribute>)")
+
+
+#: OwnTracks topics after ``<base>/<user>/<device>``: events (``cmd``, a command to the device, is ignored)
+_OWNTRACKS_EVENTS = {"event", "info", "waypoint", "waypoints", "step", "beacon", "dump", "status"}
+
+
+@implementer(IStrategy)
+@attrs.frozen
+class OwnTracksStrategy(_Fleet):
+    """OwnTracks (``owntracks/<user>/<device>``): locations (and the app's last will) are data of the table
+    ``<user>_<device>_sensors`` in the schema ``owntracks``; ``.../event`` (entering and leaving regions),
+    ``.../info`` (a card), ``.../waypoint[s]``, ``.../step``, ``.../beacon``, ``.../dump`` and ``.../status`` are
+    events; ``.../cmd`` (a command to the app) is ignored. ``base`` is the app's topic prefix."""
+
+    name: str = "owntracks"
+    base: str = "owntracks"
+
+    def match(self, topic: str) -> Address:
+        levels = topic.split("/")
+        prefix = self.base.split("/")
+        rest = levels[len(prefix):]
+        if levels[:len(prefix)] == prefix and len(rest) in (2, 3):
+            user, device = rest[0], rest[1]
+            check_levels(self.name, topic, user=user, device=device)
+            if len(rest) == 2:
+                return Address(self.base, None, user, device, DATA, "")
+            if rest[2] == "cmd":
+                self._ignore(topic, f"{self.base}/<user>/<device>/cmd")
+            if rest[2] in _OWNTRACKS_EVENTS:
+                return Address(self.base, None, user, device, EVENT, rest[2])
+        self._refuse(topic, f"{self.base}/<user>/<device> (locations) or {self.base}/<user>/<device>/event (or info, "
+                            "waypoint, waypoints, step, beacon, dump, status)")
+
+    def table_for(self, address: Address) -> TableName:
+        return TableName(sanitize(address.realm), join(address.gateway, address.node, TABLE_SUFFIXES[address.kind]))

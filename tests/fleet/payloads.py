@@ -1,8 +1,8 @@
 """
 Realistic payloads of a mixed fleet, in the shapes the vendors' firmware and
 servers send (Tasmota, Zigbee2MQTT, Shelly Gen1 and Gen2, Homie, The Things
-Stack, ChirpStack, WeeWX, Kotori WAN, Sparkplug B, Home Assistant's Statestream), for the
-fleet tests.
+Stack, ChirpStack, WeeWX, Kotori WAN, Sparkplug B, Home Assistant's Statestream, OwnTracks), for
+the fleet tests.
 """
 
 import json
@@ -208,6 +208,14 @@ def fleet(realm: str):
         (f"{ha}/state", b"22", "data"),
         (f"{realm}ha/switch/kettle/state", b"on", "data"),
         (f"{realm}ha/sensor/kitchen_temperature/config", j({"name": "Kitchen", "state_topic": "x"}), "command"),
+    ]
+    ot = f"{realm}ot/jane/phone"  # OwnTracks with the topic prefix <realm>ot; a location taken an hour before it came
+    out += [
+        (ot, j({"_type": "location", "tid": "JP", "lat": 52.52, "lon": 13.405, "acc": 12, "batt": 81,
+                "tst": 1717243200, "created_at": 1717246800}), "data"),
+        (f"{ot}/event", j({"_type": "transition", "event": "enter", "desc": "Home", "lat": 52.52, "lon": 13.405,
+                           "tst": 1717243260, "wtst": 1700000000}), "event"),
+        (f"{ot}/cmd", j({"_type": "cmd", "action": "reportLocation"}), "command"),
     ]
     node, device = f"spBv1.0/{realm}/{{}}/Edge-7", f"spBv1.0/{realm}/{{}}/Edge-7/PLC1"
     out += [

@@ -30,13 +30,15 @@ CHANNELS = {
     "wan": ("wan", "{realm}/#"),
     "sparkplug": ("sparkplug", "spBv1.0/{realm}/#, spBv1.0/STATE/host-{realm}"),
     "ha": ("ha", "{realm}ha/#"),
+    "owntracks": ("ot", "{realm}ot/#"),
 }
 
 
 def channel_of(topic: str, realm: str) -> str:
     for name, prefix in (("z2m", f"{realm}z2m/"), ("shelly", "shellies/"), ("shelly", "shellyplus1pm-"),
                          ("homie", "homie/"), ("ttn", "v3/"), ("chirpstack", "application/"), ("wan", f"{realm}/"),
-                         ("sparkplug", "spBv1.0/"), ("ha", f"{realm}ha/")):
+                         ("sparkplug", "spBv1.0/"), ("ha", f"{realm}ha/"),
+                         ("owntracks", f"{realm}ot/")):
         if topic.startswith(prefix):
             return name
     return "tasmota"
@@ -78,6 +80,10 @@ def config(directory, port, realm, pg_url) -> str:
             [strategy:ha]
             type = homeassistant
             base = {realm}ha
+
+            [strategy:ot]
+            type = owntracks
+            base = {realm}ot
             """) + sections)
     return path
 
@@ -224,6 +230,11 @@ def test_a_recorded_fleet_is_stored_whole(tmp_path, mosquitto, postgres):
         ha_pg = conn.execute(f'SELECT state FROM "{realm}ha"."sensor_kitchen_temperature_sensors" '
                              "WHERE state IS NOT NULL ORDER BY time").fetchall()
         assert ha_pg == [(21.5,), (22.0,)]
+
+        # OwnTracks: at the time the phone took the location, not when it came
+        lite, pg = times(f"{realm}ot__jane_phone_sensors", f"{realm}ot", "jane_phone_sensors")
+        assert lite == ["2024-06-01T12:00:00.000000000Z"] and pg == ["2024-06-01T12:00:00+00:00"]
+        assert query(db, f'SELECT event, "desc" FROM "{realm}ot__jane_phone_events"') == [("enter", "Home")]
 
         # No table over the column budget, in either database.
         ours = [t for t in tables(db) if realm in t]

@@ -344,3 +344,38 @@ def test_home_assistants_statestream_stores_states_as_numbers_and_unavailable_as
     router.deliver(message(f"{base}/icon", b"mdi:thermometer"))  # not JSON, as Statestream writes attributes
     [dead] = collector.dead
     assert "attribute 'icon' is not JSON, as Statestream writes attributes" in dead.error
+
+
+def test_owntracks_locations_are_stored_at_the_time_the_phone_took_them():
+    """The app queues locations while the phone is offline and sends them later: ``tst`` is when each was
+    taken (it was a field, and every row had the time the gateway received it, hours later)."""
+    from lorrygate.config import loads
+    from lorrygate.service.channel_service import make_router
+    from lorrygate.storage.batch import Collector
+
+    settings = loads("[broker:b]\nhost=h\n[storage:s]\nurl=sqlite:///x\n[channel:c]\nsource=b\ntopics=#\nstorage=s\n"
+                     "strategy=owntracks\n")
+    collector = Collector()
+    router, _ = make_router(settings, settings.channels[0], (collector,), Clock())
+    for topic, payload in [
+        ("owntracks/jane/phone", b'{"_type": "location", "tid": "JP", "lat": 52.52, "lon": 13.405, "acc": 12, '
+                                 b'"batt": 81, "conn": "m", "tst": 1717243200, "created_at": 1717250400}'),
+        ("owntracks/jane/phone/event", b'{"_type": "transition", "event": "enter", "desc": "Home", "lat": 52.52, '
+                                       b'"lon": 13.405, "tst": 1717243260, "wtst": 1700000000, "t": "c"}'),
+        ("owntracks/jane/phone", b'{"_type": "lwt", "tst": 1717243300}'),
+        ("owntracks/jane/phone/cmd", b'{"_type": "cmd", "action": "reportLocation"}'),
+    ]:
+        router.deliver(message(topic, payload))
+    stored = [(str(entry.table), record.time // 10**9, record.fields) for entry in collector.entries
+              if entry.table is not None for record in entry.records]
+    assert stored == [
+        ("owntracks.jane_phone_sensors", 1717243200, {"tid": "JP", "lat": 52.52, "lon": 13.405, "acc": 12, "batt": 81,
+                                                      "conn": "m", "created_at": 1717250400}),
+        ("owntracks.jane_phone_events", 1717243260, {"_type": "transition", "event": "enter", "desc": "Home",
+                                                     "lat": 52.52, "lon": 13.405, "wtst": 1700000000, "t": "c"}),
+        ("owntracks.jane_phone_sensors", 1717243300, {"_type": "lwt"}),
+    ]
+    assert router.stats.ignored == 1
+    router.deliver(message("owntracks/jane/phone", b'{"_type": "encrypted", "data": "AbCd"}'))
+    [dead] = collector.dead
+    assert "an encrypted OwnTracks payload" in dead.error and "clear the key in the app" in dead.error

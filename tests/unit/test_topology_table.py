@@ -255,6 +255,13 @@ ROUTED = [
     ("ha-statestream", "home/statestream/switch/kettle/state",
      A("home/statestream", None, None, "switch.kettle", "data", "state", "state"), "home_statestream",
      "switch_kettle_sensors"),
+    # -- OwnTracks: locations, and events of the app --
+    ("owntracks", "owntracks/jane/phone", A("owntracks", None, "jane", "phone", "data", ""), "owntracks",
+     "jane_phone_sensors"),
+    ("owntracks", "owntracks/jane/phone/event", A("owntracks", None, "jane", "phone", "event", "event"), "owntracks",
+     "jane_phone_events"),
+    ("owntracks", "owntracks/jane/phone/waypoints", A("owntracks", None, "jane", "phone", "event", "waypoints"),
+     "owntracks", "jane_phone_events"),
     # -- declarative templates --
     ("sites", "acme/sites/Berlin-1/pump-7/data.json",
      A("acme", None, None, "pump-7", "data", "acme/sites/Berlin-1/pump-7/data.json", labels=(("site", "Berlin-1"),)),
@@ -276,6 +283,9 @@ ROUTED = [
 ]
 
 REFUSED = [
+    ("owntracks", "owntracks/jane", "expected owntracks/<user>/<device> (locations)"),
+    ("owntracks", "owntracks/jane/phone/selfie", "expected owntracks/<user>/<device>"),
+    ("owntracks", "owntracks//phone", "the user level is empty"),
     ("homeassistant", "homeassistant/sensor/state", "expected homeassistant/<domain>/<object id>/state"),
     ("homeassistant", "homeassistant/sensor//state", "the object id level is empty"),
     ("ha-statestream", "homeassistant/sensor/x/state", "expected home/statestream/<domain>"),
@@ -349,6 +359,7 @@ def test_refuses_with_a_reason(name, topic, reason):
 
 #: command topics of each convention: ignored (acknowledged and counted), never dead letters
 COMMANDS = [
+    ("owntracks", "owntracks/jane/phone/cmd"),
     ("sparkplug", "spBv1.0/Plant 1/NCMD/Edge-7"),
     ("sparkplug", "spBv1.0/Plant 1/DCMD/Edge-7/PLC1"),
     ("tasmota", "cmnd/sonoff/POWER"),
