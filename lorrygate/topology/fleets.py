@@ -40,6 +40,12 @@ class _Fleet:
         raise Ignored(self.name, topic, f"{what}: a command, not a measurement")
 
 
+def below(base: str, topic: str) -> list | None:
+    """The levels of ``topic`` after the levels of ``base`` (which may have several), or None if it is not below."""
+    levels, prefix = topic.split("/"), base.split("/")
+    return levels[len(prefix):] if levels[:len(prefix)] == prefix else None
+
+
 
 
 @implementer(IStrategy)
@@ -337,12 +343,10 @@ class HomeAssistantStrategy(_Fleet):
     base: str = "homeassistant"
 
     def match(self, topic: str) -> Address:
-        levels = topic.split("/")
-        prefix = self.base.split("/")
-        rest = levels[len(prefix):]
-        if levels[:len(prefix)] == prefix and len(rest) in (3, 4) and rest[-1] == "config":
+        rest = below(self.base, topic) or []
+        if len(rest) in (3, 4) and rest[-1] == "config":
             raise Ignored(self.name, topic, "an MQTT discovery configuration, not a state")
-        if levels[:len(prefix)] == prefix and len(rest) == 3:
+        if len(rest) == 3:
             domain, object_id, key = rest
             check_levels(self.name, topic, domain=domain, **{"object id": object_id, "state or attribute": key})
             return Address(self.base, None, None, f"{domain}.{object_id}", DATA, key, key)
@@ -365,10 +369,8 @@ class OwnTracksStrategy(_Fleet):
     base: str = "owntracks"
 
     def match(self, topic: str) -> Address:
-        levels = topic.split("/")
-        prefix = self.base.split("/")
-        rest = levels[len(prefix):]
-        if levels[:len(prefix)] == prefix and len(rest) in (2, 3):
+        rest = below(self.base, topic) or []
+        if len(rest) in (2, 3):
             user, device = rest[0], rest[1]
             check_levels(self.name, topic, user=user, device=device)
             if len(rest) == 2:

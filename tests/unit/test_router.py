@@ -284,18 +284,25 @@ def test_an_empty_payload_is_acknowledged_and_counted_not_a_dead_letter():
     assert router.stats.empty == 0 and [str(table) for table in storage.tables] == ["r_n.g_d_sensors"]
 
 
-def test_zigbee2mqtts_attribute_and_json_stores_the_state_and_ignores_the_copies_of_its_values():
-    """advanced.output: attribute_and_json publishes a device's JSON state and each value again in a topic of
-    its own: every copy was a dead letter (one a value an update). A friendly name may have a /, so the payload
-    tells a copy from a device's state."""
+def configured(strategy: str, sections: str = ""):
+    """A router made as the gateway makes it, from a configuration of one channel of ``strategy``, into a
+    collector."""
     from lorrygate.config import loads
     from lorrygate.service.channel_service import make_router
     from lorrygate.storage.batch import Collector
 
-    settings = loads("[broker:b]\nhost=h\n[storage:s]\nurl=sqlite:///x\n[strategy:z2m]\ntype = zigbee2mqtt\n"
-                     "output = attribute_and_json\n[channel:c]\nsource=b\ntopics=#\nstorage=s\nstrategy=z2m\n")
+    settings = loads(f"[broker:b]\nhost=h\n[storage:s]\nurl=sqlite:///x\n{sections}[channel:c]\nsource=b\ntopics=#\n"
+                     f"storage=s\nstrategy={strategy}\n")
     collector = Collector()
     router, _ = make_router(settings, settings.channels[0], (collector,), Clock())
+    return router, collector
+
+
+def test_zigbee2mqtts_attribute_and_json_stores_the_state_and_ignores_the_copies_of_its_values():
+    """advanced.output: attribute_and_json publishes a device's JSON state and each value again in a topic of
+    its own: every copy was a dead letter (one a value an update). A friendly name may have a /, so the payload
+    tells a copy from a device's state."""
+    router, collector = configured("z2m", "[strategy:z2m]\ntype = zigbee2mqtt\noutput = attribute_and_json\n")
     for topic, payload in [("zigbee2mqtt/kitchen", b'{"temperature": 21.5, "humidity": 48}'),
                            ("zigbee2mqtt/kitchen/temperature", b"21.5"),
                            ("zigbee2mqtt/kitchen/humidity", b"48"),
@@ -316,14 +323,7 @@ def test_home_assistants_statestream_stores_states_as_numbers_and_unavailable_as
     """mqtt_statestream publishes an entity's state as text, its attributes as JSON. A numeric sensor is
     ``unavailable`` until its first state (and whenever its device is away): as text that made the column TEXT
     (SQLite) and each later "unavailable" a dead letter (PostgreSQL)."""
-    from lorrygate.config import loads
-    from lorrygate.service.channel_service import make_router
-    from lorrygate.storage.batch import Collector
-
-    settings = loads("[broker:b]\nhost=h\n[storage:s]\nurl=sqlite:///x\n[channel:c]\nsource=b\ntopics=#\nstorage=s\n"
-                     "strategy=homeassistant\n")
-    collector = Collector()
-    router, _ = make_router(settings, settings.channels[0], (collector,), Clock())
+    router, collector = configured("homeassistant")
     base = "homeassistant/sensor/kitchen_temperature"
     for topic, payload in [(f"{base}/state", b"unavailable"), (f"{base}/state", b"21.5"),
                            (f"{base}/unit_of_measurement", '"°C"'.encode()), (f"{base}/friendly_name", b'"Kitchen"'),
@@ -349,14 +349,7 @@ def test_home_assistants_statestream_stores_states_as_numbers_and_unavailable_as
 def test_owntracks_locations_are_stored_at_the_time_the_phone_took_them():
     """The app queues locations while the phone is offline and sends them later: ``tst`` is when each was
     taken (it was a field, and every row had the time the gateway received it, hours later)."""
-    from lorrygate.config import loads
-    from lorrygate.service.channel_service import make_router
-    from lorrygate.storage.batch import Collector
-
-    settings = loads("[broker:b]\nhost=h\n[storage:s]\nurl=sqlite:///x\n[channel:c]\nsource=b\ntopics=#\nstorage=s\n"
-                     "strategy=owntracks\n")
-    collector = Collector()
-    router, _ = make_router(settings, settings.channels[0], (collector,), Clock())
+    router, collector = configured("owntracks")
     for topic, payload in [
         ("owntracks/jane/phone", b'{"_type": "location", "tid": "JP", "lat": 52.52, "lon": 13.405, "acc": 12, '
                                  b'"batt": 81, "conn": "m", "tst": 1717243200, "created_at": 1717250400}'),
