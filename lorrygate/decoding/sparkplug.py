@@ -43,6 +43,7 @@ import attrs
 from zope.interface import implementer
 
 from lorrygate.decoding.records import received_ns
+from lorrygate.decoding.timestamps import MAX_NS
 from lorrygate.errors import Declined, DecodeError
 from lorrygate.interfaces import IDecoder
 from lorrygate.model import Record
@@ -169,7 +170,7 @@ class SparkplugDecoder:
             # bytes that happen to parse as fields of no meaning here (a JSON or text payload can): not a payload
             # of this topic, whose births and data always have a timestamp
             raise DecodeError(self.name, f"the {kind} payload is no Sparkplug B protobuf (no timestamp, no metrics)")
-        stamp = payload.timestamp * 1_000_000 if payload.timestamp else received_ns(message)
+        stamp = self._ns(payload.timestamp, kind) if payload.timestamp else received_ns(message)
         edge = (address.network, address.gateway)
         if kind in DEATHS:
             death: dict = {"event": kind}
@@ -185,7 +186,7 @@ class SparkplugDecoder:
             name, datatype = self._declared(metric, births, kind, address)
             if metric.is_transient or name.startswith("Node Control/") or (name == "bdSeq" and kind == "NBIRTH"):
                 continue
-            when = metric.timestamp * 1_000_000 if metric.timestamp else stamp
+            when = self._ns(metric.timestamp, f"metric {name!r}") if metric.timestamp else stamp
             fields = by_time.get(when)
             if fields is None:
                 fields = by_time[when] = {}
@@ -194,6 +195,13 @@ class SparkplugDecoder:
                 continue
             self._value(metric, datatype, name, fields)
         return [Record(when, fields) for when, fields in by_time.items() if fields]
+
+    def _ns(self, milliseconds: int, what: str) -> int:
+        """A Sparkplug timestamp (milliseconds since the epoch, unsigned) in nanoseconds, if it is a time."""
+        ns = milliseconds * 1_000_000
+        if ns > MAX_NS:
+            raise DecodeError(self.name, f"the timestamp of the {what}, {milliseconds} ms, is past the year 9999")
+        return ns
 
     def _declared(self, metric, births: _Births, kind: str, address) -> tuple:
         """The metric's name and datatype, declaring them if it comes in a birth."""

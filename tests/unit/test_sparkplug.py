@@ -185,3 +185,13 @@ def test_a_datetime_past_the_years_names_its_metric():
     payload.metrics.add(name="Serviced", datatype=13, long_value=2**63)
     with pytest.raises(DecodeError, match="metric 'Serviced' \\(datatype 13\\)"):
         decode(SparkplugDecoder(), NODE.format("NBIRTH"), payload.SerializeToString())
+
+
+@pytest.mark.parametrize("on_metric", [False, True])
+def test_a_timestamp_past_the_years_is_a_dead_letter_not_a_row_no_storage_can_write(on_metric):
+    payload = Payload(timestamp=2**63 if not on_metric else T)
+    metric = payload.metrics.add(name="Temperature", datatype=10, double_value=21.5)
+    if on_metric:
+        metric.timestamp = 2**64 - 1
+    with pytest.raises(DecodeError, match="ms, is past the year 9999"):
+        decode(SparkplugDecoder(), NODE.format("NBIRTH"), payload.SerializeToString())
