@@ -719,9 +719,9 @@ STRATEGY_DECODERS = {
     "sparkplug": ("sparkplug", "json", "value"),
     # Kotori decodes a TTS uplink sent to .../data.json with its TTS decoder
     "wan": ("ttn", "json", "value"),
-    # topic trees as Telegraf's mqtt_consumer reads them: its own format too (where line-protocol-parser is
-    # installed, `strategy_decoders`)
-    "topic": ("json", "influx", "value"),
+    # topic trees as Telegraf's mqtt_consumer reads them: its own formats too (influx where line-protocol-parser
+    # is installed, `strategy_decoders`)
+    "topic": ("telegraf", "json", "influx", "value"),
 }
 DEFAULT_DECODERS = ("json", "value")
 

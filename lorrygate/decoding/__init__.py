@@ -6,7 +6,7 @@ from lorrygate.decoding.binary import CborDecoder, MessagePackDecoder, MuonDecod
 from lorrygate.decoding.chain import DecoderChain
 from lorrygate.decoding.functions import decoder
 from lorrygate.decoding.jsonobject import JsonDecoder
-from lorrygate.decoding.lineprotocol import InfluxDecoder
+from lorrygate.decoding.lineprotocol import InfluxDecoder, TelegrafJsonDecoder
 from lorrygate.decoding.sparkplug import SparkplugDecoder
 from lorrygate.decoding.text import CsvDecoder, KeyValueDecoder, NdjsonDecoder, RawDecoder, ValueDecoder
 from lorrygate.decoding.vendors import (
@@ -28,6 +28,7 @@ DECODERS: dict[str, Any] = {
     "csv": CsvDecoder,
     "kv": KeyValueDecoder,
     "influx": InfluxDecoder,
+    "telegraf": TelegrafJsonDecoder,
     "value": ValueDecoder,
     "tasmota": TasmotaDecoder,
     "airrohr": AirrohrDecoder,

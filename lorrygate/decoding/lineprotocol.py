@@ -1,4 +1,6 @@
 """
+Telegraf's formats: InfluxDB line protocol and Telegraf's JSON.
+
 InfluxDB line protocol, Telegraf's own format (its MQTT output publishes it,
 its ``mqtt_consumer`` reads it by default)::
 
@@ -17,6 +19,18 @@ the measurement ``temp=21``, but written as key=value pairs); a line after
 that which is no line protocol makes the message a dead letter that names it.
 Parsed by line-protocol-parser (C, the InfluxDB 1.x grammar with its escapes;
 ``pip install 'lorrygate[influx]'``).
+
+Telegraf's JSON serializer (``data_format = "json"``), one metric or a batch
+(``{"metrics": [...]}``)::
+
+    {"fields": {"usage_idle": 97.2}, "name": "cpu", "tags": {"host": "h1"}, "timestamp": 1717243200}
+
+One record a metric, as the line protocol's: the fields as fields, the name
+and the tags as tags (``measurement``, ``host``), the time from
+``timestamp`` (the units of ``json_timestamp_units`` told apart by
+magnitude; a text one as the JSON decoder reads times). An object that is
+not of that shape is declined (the ``json`` decoder takes it); a batch with
+an item that is not is a dead letter that names it.
 """
 
 from typing import Any
@@ -24,9 +38,10 @@ from typing import Any
 import attrs
 from zope.interface import implementer
 
+from lorrygate.decoding.jsonobject import loads
 from lorrygate.decoding.records import received_ns
 from lorrygate.decoding.text import payload_text
-from lorrygate.decoding.timestamps import from_epoch
+from lorrygate.decoding.timestamps import from_epoch, parse_time
 from lorrygate.errors import Declined, DecodeError
 from lorrygate.interfaces import IDecoder
 from lorrygate.model import Record, unused_name
@@ -70,4 +85,47 @@ class InfluxDecoder:
             records.append(Record(time, point["fields"], tags))
         if not records:
             raise Declined("no line of line protocol")
+        return records
+
+
+def _is_metric(item) -> bool:
+    return (type(item) is dict and type(item.get("fields")) is dict and type(item.get("name")) is str
+            and "timestamp" in item and type(item.get("tags", {})) is dict)
+
+
+@implementer(IDecoder)
+@attrs.frozen
+class TelegrafJsonDecoder:
+    name: str = "telegraf"
+    timezone: Any = None
+    #: every metric of Telegraf's JSON has it (the chain skips a payload without it, unparsed)
+    requires = b'"fields"'
+
+    def decode(self, message, address) -> list:
+        try:
+            document = loads(message.payload)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise Declined(f"not JSON: {exc}") from None
+        metrics = document.get("metrics") if type(document) is dict else None
+        if type(metrics) is list and metrics and len(document) == 1:
+            items = metrics
+        elif _is_metric(document):
+            items = [document]
+        else:
+            raise Declined("not Telegraf's JSON (fields, name, tags, timestamp)")
+        records = []
+        for number, item in enumerate(items, 1):
+            if not _is_metric(item):
+                if number == 1:
+                    raise Declined("not a batch of Telegraf's JSON metrics (fields, name, tags, timestamp)")
+                raise DecodeError(self.name, f"metric {number} of the batch is no Telegraf metric (fields, name, "
+                                             f"tags, timestamp): {str(item)[:80]!r}")
+            tags = {"measurement": item["name"]}
+            for key, value in item.get("tags", {}).items():
+                tags[unused_name(tags, str(key))] = value if type(value) is str else str(value)
+            try:
+                time = parse_time(item["timestamp"], self.timezone)
+            except ValueError as exc:
+                raise DecodeError(self.name, f"metric {number}: timestamp: {exc}") from None
+            records.append(Record(time, item["fields"], tags))
         return records

@@ -207,6 +207,15 @@ SAMPLES = [
     ("influx", b"# Telegraf\ncpu,host=gw-1 usage_idle=97.5 1717243200\nmem,host=gw-1 used_percent=41.2\n", DATA,
      [Record(T, {"usage_idle": 97.5}, {"measurement": "cpu", "host": "gw-1"}),
       Record(R, {"used_percent": 41.2}, {"measurement": "mem", "host": "gw-1"})]),
+    # -- Telegraf's JSON (its MQTT output with data_format = "json"; one metric, or a batch) --
+    ("telegraf", b'{"fields":{"usage_idle":97.2,"usage_user":1.5},"name":"cpu","tags":{"cpu":"cpu-total",'
+                 b'"host":"gw-1"},"timestamp":1717243200}', DATA,
+     [Record(T, {"usage_idle": 97.2, "usage_user": 1.5}, {"measurement": "cpu", "cpu": "cpu-total", "host": "gw-1"})]),
+    ("telegraf", b'{"metrics":[{"fields":{"used_percent":41.2},"name":"mem","tags":{"host":"gw-1"},'
+                 b'"timestamp":1717243200000},{"fields":{"load1":0.4},"name":"system","tags":{},'
+                 b'"timestamp":1717243200500}]}', DATA,
+     [Record(T, {"used_percent": 41.2}, {"measurement": "mem", "host": "gw-1"}),
+      Record(R, {"load1": 0.4}, {"measurement": "system"})]),
     # -- Homie --
     ("homie", b"21.5", field("temperature"), [Record(R, {"temperature": 21.5})]),
     ("homie", b"true", field("on"), [Record(R, {"on": True})]),
@@ -243,7 +252,8 @@ def test_samples(name, payload, address, records):
 def test_at_least_forty_samples():
     """The table holds at least 40 samples across the vendor and binary formats."""
     assert len(SAMPLES) >= 40
-    assert {"tasmota", "airrohr", "ttn", "chirpstack", "csv", "ndjson", "kv", "msgpack", "cbor", "muon", "influx"} <= {
+    assert {"tasmota", "airrohr", "ttn", "chirpstack", "csv", "ndjson", "kv", "msgpack", "cbor", "muon", "influx",
+            "telegraf"} <= {
         s[0] for s in SAMPLES}
 
 
@@ -294,6 +304,27 @@ def test_what_is_no_line_protocol_is_declined(payload):
 
     with pytest.raises(Declined):
         InfluxDecoder().decode(message(payload), DATA)
+
+
+@pytest.mark.parametrize("payload", [b'{"fields": {"a": 1}}', b'{"fields": 1, "name": "x", "timestamp": 1}',
+                                     b'{"metrics": [{"a": 1}]}', b'[{"fields": {}}]', b'"fields"'])
+def test_what_is_no_telegraf_json_is_declined_for_the_json_decoder(payload):
+    from lorrygate.decoding.lineprotocol import TelegrafJsonDecoder
+    from lorrygate.errors import Declined
+
+    with pytest.raises(Declined):
+        TelegrafJsonDecoder().decode(message(payload), DATA)
+
+
+def test_a_telegraf_batch_with_an_item_that_is_no_metric_is_a_decode_error_that_names_it():
+    from lorrygate.decoding.lineprotocol import TelegrafJsonDecoder
+    from lorrygate.errors import DecodeError
+
+    good = '{"fields": {"a": 1}, "name": "x", "timestamp": 1717243200}'
+    with pytest.raises(DecodeError, match="metric 2 of the batch is no Telegraf metric"):
+        TelegrafJsonDecoder().decode(message(f'{{"metrics": [{good}, {{"a": 1}}]}}'.encode()), DATA)
+    with pytest.raises(DecodeError, match="metric 1: timestamp"):
+        TelegrafJsonDecoder().decode(message(b'{"fields": {"a": 1}, "name": "x", "timestamp": "noon"}'), DATA)
 
 
 def test_a_broken_line_after_good_ones_is_a_decode_error_that_names_it():
