@@ -370,7 +370,7 @@ class OwnTracksDecoder:
             return [Record(received_ns(message), document)]
         if type(stamp) is str and stamp.isdigit() and stamp.isascii():
             stamp = int(stamp)  # (the waypoints of older apps' dumps: milliseconds as text)
-        if type(stamp) is not int or stamp <= 0:
+        if type(stamp) not in (int, float) or not stamp > 0:
             raise DecodeError(self.name, f"tst {stamp!r} is not epoch seconds")
         try:
             return [Record(from_epoch(stamp), document)]
