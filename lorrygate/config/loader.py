@@ -260,6 +260,16 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".", on_storage=N
         built.append(attrs.evolve(channel, transform=s.make_transform(values, channel.source, hook), ddl=ddl,
                                   dataflow=dataflow))
     hooks = build_hooks(hook_sections, storages, modules, problem)
+    # a source that listens (a Unix socket, an HTTP port) serves one channel: a second would listen there too
+    listeners: dict = {}
+    for channel in built:
+        made = sources.get(channel.source)
+        if made is not None and made.type in ("socket", "http"):
+            if channel.source in listeners:
+                problem(f"channel:{channel.name}", "source", f"a source no other channel reads (a {made.type} source "
+                        f"listens for one channel; {listeners[channel.source]!r} reads {channel.source!r})",
+                        repr(channel.source))
+            listeners.setdefault(channel.source, channel.name)
     # Tributary graphs: module:function of the strategies directory or an installed module
     for name, made in list(sources.items()):
         if made.type == "tributary":

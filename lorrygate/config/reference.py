@@ -27,6 +27,7 @@ KINDS = {
     v.octal_mode: "octal file mode (660)",
     v.http_url: "http(s) URL",
     v.listen_address: "off, PORT, HOST:PORT or [IPv6]:PORT",
+    v.listen: "PORT, HOST:PORT or [IPv6]:PORT",
     v.size: "size (4096, 100MB, 1GiB)",
     v.replicas: "number, or a range such as 0-1",
 }
@@ -42,7 +43,7 @@ SECTIONS = (
     ("[decoder:NAME]", s.DECODER_KEYS, "A declared decoder (docs/decoding.rst).",
      {key: kind for kind, keys in s.DECODER_TYPE_KEYS.items() for key in keys}),
     ("[source:NAME]", s.SOURCE_KEYS, "Something on this machine: an HTTP poll or a command on an interval, "
-     "Linux IIO sensors, a Unix socket, PostgreSQL change data capture, followed files, a Tributary graph "
+     "Linux IIO sensors, a Unix socket, Kotori's HTTP API, PostgreSQL change data capture, followed files, a Tributary graph "
      "(docs/sources.rst).", {key: ", ".join(k for k, keys in s.SOURCE_TYPE_KEYS.items()
                                                                if key in keys) for key in s.SOURCE_KEYS if key != "type"}),
     ("[transform:NAME]", s.DATAFLOW_KEYS, "A dataflow a channel's records go through before they are stored "
@@ -63,6 +64,8 @@ def default_of(key) -> str:
         return "(none)"
     if key.default is True or key.default is False:
         return str(key.default).lower()
+    if key.parse is v.listen:
+        return "{}:{}".format(*key.default)
     if isinstance(key.default, tuple):
         return ", ".join(map(str, key.default))
     if kind_of(key).startswith("duration"):

@@ -177,6 +177,9 @@ class SourceSettings:
     header: bool = False
     window: int = 10_000
     max_line: int = 8 << 20
+    #: http: where it listens, (host, port); the token its clients send (a Secret), or None
+    listen: tuple = ("127.0.0.1", 24642)
+    token: Any = attrs.field(default=None, repr=False)
     #: tributary: "module:function", and the function once the loader resolved it
     graph: str = ""
     function: Any = attrs.field(default=None, repr=False, eq=False)
@@ -460,11 +463,17 @@ HOOK_TYPE_KEYS = {
 }
 
 SOURCE_KEYS = {
-    "type": Key(v.choice("poll", "iio", "socket", "pgcdc", "files", "tributary"),
+    "type": Key(v.choice("poll", "iio", "socket", "http", "pgcdc", "files", "tributary"),
                 doc="poll: an HTTP(S) url or a command on an interval; iio: Linux IIO sensors through sysfs; socket: "
-                    "a Unix socket local programs write to; pgcdc: PostgreSQL change data capture (wal2json); "
+                    "a Unix socket local programs write to; http: devices POST their payloads to /api/<topic> "
+                    "(Kotori's HTTP API); pgcdc: PostgreSQL change data capture (wal2json); "
                     "files: the lines of files, followed across rotation; tributary: the values of a Tributary "
                     "streaming graph."),
+    "listen": Key(v.listen, ("127.0.0.1", 24642),
+                  doc="http: where it listens: PORT (on 127.0.0.1), HOST:PORT or [IPv6]:PORT (0.0.0.0:24642 for "
+                      "every interface)."),
+    "token": Key(v.text, None, secret=True,
+                 doc="http: clients must send Authorization: Bearer <token> (from ${ENV:...} or ${FILE:...})."),
     "graph": Key(v.callable_ref, "", doc="tributary: module:function that returns the streaming graph's last node "
                                          "(a module of the strategies directory or an installed one)."),
     "database": Key(v.text, None, secret=True, doc="pgcdc: the source database, postgresql://USER:PASSWORD@HOST/DB "
@@ -480,7 +489,7 @@ SOURCE_KEYS = {
     "window": Key(v.integer(1, 1_000_000), 10_000, doc="files: lines read but not yet committed, at most; "
                                                        "tributary: values taken from the graph but not yet committed."),
     "max_line": Key(v.size, 8 << 20, doc="files: the longest line; a longer one is a dead letter (kept by "
-                                                 "its size and SHA-256)."),
+                                                 "its size and SHA-256); http: the largest body (413 beyond)."),
     "framing": Key(v.choice("lines", "length", "datagram"), "lines",
                    doc="socket: lines (one message a line), length (a 4-byte big-endian length before each) or "
                        "datagram (a datagram socket)."),
@@ -492,7 +501,8 @@ SOURCE_KEYS = {
     "interval": Key(v.duration(0.01, 86400), 10.0, doc="Time between two polls (files: between two looks at the "
                                                         "glob for new and rotated files, default 1 s)."),
     "jitter": Key(v.duration(0, 3600), 0.0, doc="Up to this much is added to each interval, at random."),
-    "timeout": Key(v.duration(0.1, 3600), 30.0, doc="poll: how long a poll may take."),
+    "timeout": Key(v.duration(0.1, 3600), 30.0, doc="poll: how long a poll may take; http: how long a request "
+                                                    "waits for its message to be stored (503 after)."),
     "topic": Key(v.text, "", doc="The topic the payloads get (iio: the prefix; the device name follows; files: "
                                  "{stem}, {name}, {dir}, {path} are filled in, default <source>/{stem}); "
                                  "default: the source's name."),
@@ -501,6 +511,7 @@ SOURCE_KEYS = {
 SOURCE_TYPE_KEYS = {"poll": ("url", "command", "interval", "jitter", "timeout", "topic"),
                     "iio": ("root", "interval", "jitter", "topic"),
                     "socket": ("path", "framing", "mode", "group", "topic"),
+                    "http": ("listen", "token", "timeout", "max_line"),
                     "pgcdc": ("database", "slot", "tables", "create_slot", "interval", "topic"),
                     "files": ("path", "exclude", "start", "header", "interval", "jitter", "topic", "window",
                               "max_line"),

@@ -414,7 +414,7 @@ def http_url(value: str) -> str:
     return value.strip()
 
 
-def listen_address(value: str):
+def host_port(value: str):
     """``off`` (None), ``PORT`` (on 127.0.0.1), ``HOST:PORT`` or ``[IPv6]:PORT`` -> (host, port)."""
     text = value.strip()
     if text in ("", "off"):
@@ -422,12 +422,28 @@ def listen_address(value: str):
     match = re.fullmatch(r"(?:(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):)?(\d{1,5})", text)
     if not match or not 0 <= int(match.group(2)) <= 65535:
         raise Invalid("off, PORT, HOST:PORT or [IPv6]:PORT, such as 127.0.0.1:9481")
+    host = (match.group(1) or "127.0.0.1").strip("[]")
+    return host, int(match.group(2))
+
+
+def listen(value: str) -> tuple:
+    """`host_port` of something that must listen: ``off`` is refused."""
+    address = host_port(value)
+    if address is None:
+        raise Invalid("PORT, HOST:PORT or [IPv6]:PORT, where it listens")
+    return address
+
+
+def listen_address(value: str):
+    """`host_port`, for the metrics endpoint: prometheus-client must be installed."""
+    address = host_port(value)
+    if address is None:
+        return None
     from lorrygate.service.metrics import available
 
     if not available():
         raise Invalid("the prometheus-client package (pip install 'lorrygate[metrics]'), or off")
-    host = (match.group(1) or "127.0.0.1").strip("[]")
-    return host, int(match.group(2))
+    return address
 
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)?\s*$", re.IGNORECASE)

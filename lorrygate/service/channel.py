@@ -453,6 +453,9 @@ class ChannelRouter:
         self._reject(message, stage, str(exc), "could not be decoded", decoder=exc.decoder, error_type=type(exc).__name__)
 
     def _reject(self, message, stage: str, reason: str, what: str, decoder: str = "", error_type: str = "") -> None:
+        rejected = getattr(message.ack, "rejected", None)
+        if rejected is not None:  # a source that answers its sender (HTTP) says why
+            rejected(stage, reason)
         self.batcher.add_dead_letter(DeadLetter(self.channel.name, message, stage, reason, decoder))
         counts = self.stats.dead_letters
         counts[stage] = counts.get(stage, 0) + 1

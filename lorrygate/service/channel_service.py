@@ -83,6 +83,10 @@ class ChannelService(Service):
             from lorrygate.sources.tributary import TributarySource
 
             source = TributarySource(channel.name, settings.sources[channel.source], deliver, reactor)
+        elif broker is None and settings.sources[channel.source].type == "http":
+            from lorrygate.sources.http import HttpSource
+
+            source = HttpSource(channel.name, settings.sources[channel.source], deliver, reactor)
         elif broker is None and settings.sources[channel.source].type == "socket":
             from lorrygate.sources.unixsocket import SocketSource
 

@@ -462,3 +462,25 @@ def test_rebirth_is_an_option_of_sparkplug_decoders_only():
     assert (decoder.name, decoder.rebirth) == ("spb", True)
     (found,) = problems(GOOD + "\n[decoder:c]\ntype = csv\nrebirth = yes\n")
     assert "no rebirth for type csv (it takes: columns, delimiter)" in found
+
+
+def test_a_listening_source_serves_one_channel_and_an_http_source_listens():
+    """Two channels of one socket or HTTP source each listened on its path or port: the second failed at start."""
+    base = "[storage:s]\nurl=sqlite:///x\n[source:web]\ntype = http\n{extra}[channel:a]\nsource=web\nstorage=s\n"
+    (found,) = problems(base.format(extra="") + "[channel:b]\nsource=web\nstorage=s\n")
+    assert "[channel:b] source: expected a source no other channel reads (a http source listens for one channel; " \
+           "'a' reads 'web')" in found
+    found = problems(base.format(extra="listen = off\n"))[0]
+    assert "[source:web] listen: expected PORT, HOST:PORT or [IPv6]:PORT, where it listens, got 'off'" in found
+    assert loads(base.format(extra="listen = 0.0.0.0:8080\n")).sources["web"].listen == ("0.0.0.0", 8080)
+
+
+def test_an_http_requests_topic_is_its_path_with_kotoris_suffix_by_content_type():
+    from lorrygate.sources.http import form_as_json, topic_of
+
+    assert topic_of(b"/api/mqttkit-1/testdrive/area-42/node-1/data", "application/json") == \
+        "mqttkit-1/testdrive/area-42/node-1/data.json"
+    assert topic_of(b"/api/r/n/g/node/event", "text/csv") == "r/n/g/node/event.csv"
+    assert topic_of(b"/api/r/n/g/node/data/", "text/plain") == "r/n/g/node/data"
+    assert topic_of(b"/api/home/kitchen%20sensor/state", "application/json") == "home/kitchen sensor/state"
+    assert form_as_json(b"temperature=21.5&humidity=48&temperature=22") == b'{"temperature": "22", "humidity": "48"}'

@@ -184,6 +184,7 @@ def test_source_examples_are_valid_configurations(example, monkeypatch):
     monkeypatch.setenv("RABBIT_PASSWORD", "x")
     monkeypatch.setenv("REDIS_PASSWORD", "x")
     monkeypatch.setenv("PLANT_DATABASE_URL", "postgresql://lorrygate@db.example/plant")
+    monkeypatch.setenv("LORRYGATE_HTTP_TOKEN", "x")
     settings = loads(example + "\n\n[storage:db]\nurl = sqlite:///x.sqlite\n")
     assert settings.channels
 
@@ -191,7 +192,7 @@ def test_source_examples_are_valid_configurations(example, monkeypatch):
 def test_every_source_kind_has_an_example():
     kinds = {line.split("=", 1)[1].strip() for example in source_examples() for line in example.splitlines()
              if line.startswith("type =")}
-    assert kinds == {"amqp", "redis", "zmq", "kafka", "poll", "iio", "socket", "pgcdc", "files", "tributary"}
+    assert kinds == {"amqp", "redis", "zmq", "kafka", "poll", "iio", "socket", "http", "pgcdc", "files", "tributary"}
 
 
 def test_a_dry_run_of_a_file_that_cannot_be_read_says_so(tmp_path, capsys):

@@ -1,0 +1,239 @@
+"""
+An HTTP source (``[source:NAME] type = http``): devices and services that
+speak HTTP, not MQTT, send their readings as to Kotori's HTTP API.
+
+``POST`` (or ``PUT``) ``/api/<topic>`` with the payload as the body: the
+message's topic is the path after ``/api/``, percent-decoded, and the channel
+routes it by its strategy as any topic. As Kotori does, a path that ends in
+``data`` or ``event`` gets the suffix of its ``Content-Type``:
+``application/json`` -> ``data.json``, ``text/csv`` -> ``data.csv``; a form
+(``application/x-www-form-urlencoded``) becomes a JSON object of its fields
+(each its last value). So ``curl -d '{"temperature": 21.5}' -H 'Content-Type:
+application/json' http://localhost:24642/api/mqttkit-1/testdrive/area-42/node-1/data``
+stores as the MQTT message on ``.../node-1/data.json`` would.
+
+The answer comes when the message is stored: ``200`` once its rows are
+committed or durably spooled, ``422`` once it is kept as a dead letter (the
+body says why), ``503`` with ``Retry-After`` while the storage holds the
+source back, or when the message is not stored within ``timeout`` (it may
+still be: ``idempotent = true`` makes the client's retry store nothing new).
+``401`` without the ``token`` (``Authorization: Bearer <token>``) when one is
+set, ``413`` for a body over ``max_line`` (it is read and dropped, never
+held), ``404`` off ``/api/``, ``405`` for other methods.
+
+Delivery: at least once, for a client that sends again until it gets a
+``2xx``: nothing is answered ``200`` before it is stored or spooled.
+TLS: put a reverse proxy in front (the token travels in clear otherwise).
+"""
+
+import hmac
+import json
+from typing import Any
+from urllib.parse import parse_qsl, unquote
+
+import attrs
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, succeed
+from twisted.logger import Logger
+from twisted.web import resource, server
+from zope.interface import implementer
+
+from lorrygate.interfaces import ISource
+from lorrygate.model import Message
+from lorrygate.sources.pauses import Pauses, SourcePlumbing
+
+#: the path below which a POST is a message (Kotori's)
+PREFIX = b"/api/"
+#: the slot words of Kotori's topics that take a suffix by Content-Type
+_SLOTS = ("data", "event")
+_SUFFIXES = {"application/json": ".json", "text/csv": ".csv", "application/x-www-form-urlencoded": ".json"}
+
+
+def topic_of(path: bytes, content_type: str) -> str:
+    """The topic of a request's path (after /api/), with Kotori's suffix for ``.../data`` and ``.../event``."""
+    topic = unquote(path[len(PREFIX):].decode("utf-8", "surrogateescape"), errors="surrogateescape").strip("/")
+    if topic.rsplit("/", 1)[-1] in _SLOTS:
+        topic += _SUFFIXES.get(content_type, "")
+    return topic
+
+
+def form_as_json(body: bytes) -> bytes:
+    """A form's fields as a JSON object (a field given twice: its last value)."""
+    return json.dumps(dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))).encode()
+
+
+@attrs.define(eq=False)
+class _Answer:
+    """A message's acknowledgement: answers its request once the message is stored (or kept as a dead letter)."""
+
+    source: Any
+    request: Any
+    timer: Any = None
+    dead_letter: str = ""
+    answered: bool = False
+
+    def rejected(self, stage: str, reason: str) -> None:
+        """The router kept the message as a dead letter (called before it is committed)."""
+        self.dead_letter = f"{stage}: {reason}"
+
+    def ack(self) -> None:
+        if self.dead_letter:
+            self._answer(422, {"stored": False, "dead_letter": True, "error": self.dead_letter})
+        else:
+            self._answer(200, {"stored": True})
+
+    def expire(self) -> None:
+        self.timer = None
+        self.source.timed_out += 1
+        self._answer(503, {"stored": False, "error": f"not stored within {self.source.settings.timeout:g} s (the "
+                                                     "storage is slow or away); it may still be: send it again"},
+                     retry=True)
+
+    def _answer(self, code: int, body: dict, retry: bool = False) -> None:
+        if self.answered:
+            return
+        self.answered = True
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+        self.source.pending.discard(self)
+        _respond(self.request, code, body, retry)
+
+
+def _respond(request, code: int, body: dict, retry: bool = False) -> None:
+    if request.finished or request._disconnected:
+        return
+    request.setResponseCode(code)
+    request.setHeader(b"content-type", b"application/json")
+    if retry:
+        request.setHeader(b"retry-after", b"1")
+    request.write(json.dumps(body).encode() + b"\n")
+    request.finish()
+
+
+class _Request(server.Request):
+    """A request whose body is dropped past the source's limit (kept neither in memory nor on disk)."""
+
+    received = 0
+    too_large = False
+
+    def handleContentChunk(self, data: bytes) -> None:
+        self.received += len(data)
+        if self.received > self.channel.site.source.settings.max_line:  # type: ignore[attr-defined]
+            self.too_large = True
+            return
+        super().handleContentChunk(data)
+
+
+class _Api(resource.Resource):
+    isLeaf = True
+
+    def __init__(self, source):
+        super().__init__()
+        self.source = source
+
+    def render(self, request):
+        if request.method in (b"POST", b"PUT"):
+            return self.source.handle(request)
+        request.setHeader(b"allow", b"POST, PUT")
+        return self.source._refuse(request, 405, "POST (or PUT) the payload to /api/<topic>")
+
+
+@implementer(ISource)
+@attrs.define(eq=False)
+class HttpSource(SourcePlumbing, Service):
+    name: str  # type: ignore[assignment]  # Service.name, always set here
+    settings: Any  # lorrygate.config.settings.SourceSettings, type http
+    deliver: Any
+    _reactor: Any
+    client_id: str = ""
+    broker: Any = None
+    _pauses: Any = None
+    _port: Any = None
+    pending: set = attrs.Factory(set)
+    subscribed: bool = False
+    connected: bool = False
+    last_error: str = ""
+    retained_skipped: int = 0
+    received: int = 0
+    refused: int = 0
+    timed_out: int = 0
+
+    log = Logger()
+
+    def __attrs_post_init__(self):
+        from lorrygate.sources.periodic import _Where
+
+        host, port = self.settings.listen
+        self.client_id = self.client_id or f"http://{host}:{port}/api/"
+        self.broker = _Where(self.client_id)
+        self._pauses = Pauses(lambda: None, lambda: None)  # a held source answers 503; nothing to stop reading
+
+    def when_subscribed(self) -> Deferred:
+        return succeed(None)
+
+    publish = None
+
+    @property
+    def port(self) -> int:
+        """The port listened on (a config's port 0: the one the system chose)."""
+        return self._port.getHost().port
+
+    def startService(self) -> None:
+        super().startService()
+        host, port = self.settings.listen
+        site = server.Site(_Api(self), timeout=60)
+        site.requestFactory = _Request
+        site.noisy = False
+        site.source = self  # type: ignore[attr-defined]  # read by _Request
+        site.displayTracebacks = False
+        try:
+            self._port = self._reactor.listenTCP(port, site, interface=host)
+        except Exception as exc:
+            self.last_error = f"cannot listen on {host}:{port}: {exc}"
+            self.log.error("source {source}: {error}", source=self.name, error=self.last_error)
+            return
+        self.subscribed = self.connected = True
+        self.log.info("source {source}: listening on http://{host}:{port}/api/ (at least once: answered after "
+                      "commit)", source=self.name, host=host, port=self.port)
+
+    def stopService(self) -> Deferred:
+        super().stopService()
+        port, self._port = self._port, None
+        if port is None:
+            return succeed(None)
+        d = port.stopListening()
+        return d if d is not None else succeed(None)
+
+    def handle(self, request):
+        """A POST or PUT below /api/: a message, answered when it is stored (`_Answer`)."""
+        if not request.path.startswith(PREFIX) or request.path == PREFIX:
+            return self._refuse(request, 404, "POST the payload to /api/<topic>")
+        token = self.settings.token
+        if token is not None:
+            given = request.getHeader(b"authorization") or b""
+            if not hmac.compare_digest(given, b"Bearer " + str(token.reveal()).encode()):
+                request.setHeader(b"www-authenticate", b'Bearer realm="lorrygate"')
+                return self._refuse(request, 401, "a token is needed: Authorization: Bearer <token>")
+        if request.too_large:
+            return self._refuse(request, 413, f"a body over max_line = {self.settings.max_line} bytes")
+        if self._pauses.paused:
+            request.setHeader(b"retry-after", b"1")
+            return self._refuse(request, 503, "the storage holds this source back: send it again")
+        content_type = (request.getHeader(b"content-type") or b"").decode("latin-1").split(";")[0].strip().lower()
+        topic = topic_of(request.path, content_type)
+        request.content.seek(0)
+        payload = request.content.read()
+        if content_type == "application/x-www-form-urlencoded":
+            payload = form_as_json(payload)
+        answer = _Answer(self, request)
+        self.pending.add(answer)
+        answer.timer = self._reactor.callLater(self.settings.timeout, answer.expire)
+        self.received += 1
+        self.deliver(Message(topic, payload, 1, False, self._reactor.seconds(), "#", answer))
+        return server.NOT_DONE_YET
+
+    def _refuse(self, request, code: int, why: str) -> bytes:
+        self.refused += 1
+        request.setResponseCode(code)
+        request.setHeader(b"content-type", b"application/json")
+        return json.dumps({"stored": False, "error": why}).encode() + b"\n"

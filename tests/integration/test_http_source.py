@@ -1,0 +1,126 @@
+"""
+The HTTP source (Kotori's HTTP API) in a running gateway: each answer comes
+after the message's commit (its row is there when the 200 is), a dead
+letter is a 422 that says why, a storage that cannot take the message is a
+503 and never a 200, and the client's retry stores it.
+"""
+
+import http.client
+import json
+import re
+import sqlite3
+import textwrap
+
+from tests.gatewayproc import GatewayProcess, query
+from tests.servers import wait_until
+
+NODE = "/api/mqttkit-1/testdrive/area-42/node-1/data"
+TABLE = "mqttkit_1_testdrive__area_42_node_1_sensors"
+
+
+def config(directory, extra_source="", extra_storage="") -> str:
+    path = f"{directory}/http.ini"
+    with open(path, "w") as handle:
+        handle.write(textwrap.dedent(f"""
+            [lorrygate]
+            data_dir = {directory}
+            log_format = json
+
+            [source:web]
+            type = http
+            listen = 127.0.0.1:0
+            """) + extra_source + textwrap.dedent(f"""
+            [storage:db]
+            url = sqlite:///{directory}/http.sqlite
+            synchronous = NORMAL
+            """) + extra_storage + textwrap.dedent("""
+            [channel:api]
+            source = web
+            storage = db
+            """))
+    return path
+
+
+def started(tmp_path, **extra) -> tuple:
+    gateway = GatewayProcess(config(str(tmp_path), **extra), str(tmp_path / "gw.log"))
+    gateway.start(ready="listening on http://")
+    line = next(e["message"] for e in gateway.events() if "listening on http://" in e.get("message", ""))
+    return gateway, int(re.search(r"127\.0\.0\.1:(\d+)/api/", line).group(1))
+
+
+def post(port, path, body: bytes, content_type="application/json", headers=None, method="POST", timeout=30):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, path, body, {"Content-Type": content_type, **(headers or {})})
+        response = conn.getresponse()
+        text = response.read()
+        return response.status, json.loads(text) if text.strip() else None, dict(response.getheaders())
+    finally:
+        conn.close()
+
+
+def test_kotoris_http_api_stores_json_csv_and_forms_and_answers_after_the_commit(tmp_path):
+    gateway, port = started(tmp_path)
+    db = str(tmp_path / "http.sqlite")
+    try:
+        status, body, _ = post(port, NODE, b'{"temperature": 21.5, "humidity": 48}')
+        assert (status, body) == (200, {"stored": True})
+        # answered after the commit: the row is there when the answer is
+        assert query(db, f'SELECT temperature, humidity FROM "{TABLE}"') == [(21.5, 48)]
+        status, _, _ = post(port, NODE, b"time,temperature\n2024-06-01T12:00:00Z,22.5\n", "text/csv")
+        assert status == 200
+        status, _, _ = post(port, NODE, b"temperature=23.5&humidity=47", "application/x-www-form-urlencoded")
+        assert status == 200
+        assert sorted(query(db, f'SELECT temperature FROM "{TABLE}"')) == [(21.5,), (22.5,), (23.5,)]
+
+        # a dead letter: 422, with the reason; the message kept with its payload
+        status, body, _ = post(port, NODE, b'{"time": "garbage", "temperature": 1}')
+        assert status == 422 and body["dead_letter"] and "not an ISO 8601 time: 'garbage'" in body["error"], body
+        assert query(db, "SELECT topic, payload FROM lorrygate_dead_letter") == [
+            ("mqttkit-1/testdrive/area-42/node-1/data.json", b'{"time": "garbage", "temperature": 1}')]
+
+        assert post(port, "/elsewhere", b"{}")[0] == 404
+        assert post(port, NODE, b"", method="GET")[0] == 405
+    finally:
+        assert gateway.stop() == 0, gateway.text()[-3000:]
+
+
+def test_a_token_and_a_body_limit_are_enforced_and_the_token_is_never_logged(tmp_path):
+    gateway, port = started(tmp_path, extra_source="token = s3cret-t0ken\nmax_line = 1KB\n")
+    try:
+        status, body, headers = post(port, NODE, b'{"temperature": 21.5}')
+        assert status == 401 and "Bearer" in headers.get("WWW-Authenticate", ""), (status, body)
+        assert post(port, NODE, b'{"temperature": 21.5}', headers={"Authorization": "Bearer wrong"})[0] == 401
+        good = {"Authorization": "Bearer s3cret-t0ken"}
+        assert post(port, NODE, b'{"temperature": 21.5}', headers=good)[0] == 200
+        status, body, _ = post(port, NODE, b'{"x": "' + b"a" * 5000 + b'"}', headers=good)
+        assert status == 413 and "max_line" in body["error"]
+        assert post(port, NODE, b'{"temperature": 22.5}', headers=good)[0] == 200
+    finally:
+        assert gateway.stop() == 0, gateway.text()[-3000:]
+    assert "s3cret-t0ken" not in gateway.text()
+
+
+def test_no_200_before_the_commit_a_503_while_the_database_is_held_and_the_retry_stores_it(tmp_path):
+    """At least once for a client that sends again until a 2xx: with the SQLite file's write lock held by
+    another connection (and no spool), the request is answered 503 after the source's timeout, never 200;
+    once the lock is let go, the client's retry is stored (the first copy too: idempotent rows make it one)."""
+    gateway, port = started(tmp_path, extra_source="timeout = 1s\n", extra_storage="spool = false\nidempotent = true\n")
+    db = str(tmp_path / "http.sqlite")
+    try:
+        assert post(port, NODE, b'{"temperature": 20.5, "time": "2024-06-01T12:00:00Z"}')[0] == 200
+        holder = sqlite3.connect(db, isolation_level=None, timeout=10)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            payload = b'{"temperature": 21.5, "time": "2024-06-01T12:00:01Z"}'
+            status, body, headers = post(port, NODE, payload)
+            assert status == 503 and headers.get("Retry-After") == "1" and "send it again" in body["error"], body
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        # the client sends again until it gets a 2xx
+        wait_until(lambda: post(port, NODE, payload)[0] == 200, 60, "a 200 for the retry")
+        rows = query(db, f'SELECT time, temperature FROM "{TABLE}" ORDER BY time')
+        assert rows == [("2024-06-01T12:00:00.000000000Z", 20.5), ("2024-06-01T12:00:01.000000000Z", 21.5)]
+    finally:
+        assert gateway.stop() == 0, gateway.text()[-3000:]
