@@ -5,7 +5,7 @@ speak HTTP, not MQTT, send their readings as to Kotori's HTTP API.
 ``POST`` (or ``PUT``) ``/api/<topic>`` with the payload as the body: the
 message's topic is the path after ``/api/``, percent-decoded, and the channel
 routes it by its strategy as any topic. As Kotori does, a path that ends in
-``data`` or ``event`` gets the suffix of its ``Content-Type``:
+``data``, ``event`` or ``airrohr`` gets the suffix of its ``Content-Type``:
 ``application/json`` -> ``data.json``, ``text/csv`` -> ``data.csv``; a form
 (``application/x-www-form-urlencoded``) becomes a JSON object of its fields
 (each its last value). So ``curl -d '{"temperature": 21.5}' -H 'Content-Type:
@@ -44,8 +44,9 @@ from lorrygate.sources.pauses import Pauses, SourcePlumbing
 
 #: the path below which a POST is a message (Kotori's)
 PREFIX = b"/api/"
-#: the slot words of Kotori's topics that take a suffix by Content-Type
-_SLOTS = ("data", "event")
+#: the slot words of Kotori's topics that take a suffix by Content-Type (``custom/airrohr``: what the airrohr
+#: firmware's "send to own API" posts, as Kotori's airrohr forwarder takes it)
+_SLOTS = ("data", "event", "airrohr")
 _SUFFIXES = {"application/json": ".json", "text/csv": ".csv", "application/x-www-form-urlencoded": ".json"}
 
 

@@ -481,6 +481,8 @@ def test_an_http_requests_topic_is_its_path_with_kotoris_suffix_by_content_type(
     assert topic_of(b"/api/mqttkit-1/testdrive/area-42/node-1/data", "application/json") == \
         "mqttkit-1/testdrive/area-42/node-1/data.json"
     assert topic_of(b"/api/r/n/g/node/event", "text/csv") == "r/n/g/node/event.csv"
+    assert topic_of(b"/api/luftdaten/testdrive/area-42/node-1/custom/airrohr", "application/json") == \
+        "luftdaten/testdrive/area-42/node-1/custom/airrohr.json"
     assert topic_of(b"/api/r/n/g/node/data/", "text/plain") == "r/n/g/node/data"
     assert topic_of(b"/api/home/kitchen%20sensor/state", "application/json") == "home/kitchen sensor/state"
     assert form_as_json(b"temperature=21.5&humidity=48&temperature=22") == b'{"temperature": "22", "humidity": "48"}'
