@@ -79,6 +79,13 @@ def test_kotoris_http_api_stores_json_csv_and_forms_and_answers_after_the_commit
         assert query(db, "SELECT topic, payload FROM lorrygate_dead_letter") == [
             ("mqttkit-1/testdrive/area-42/node-1/data.json", b'{"time": "garbage", "temperature": 1}')]
 
+        # the airrohr firmware's "send to own API", as Kotori's airrohr forwarder takes it
+        airrohr = (b'{"esp8266id": "12345678", "software_version": "NRZ-2020-129", "sensordatavalues": '
+                   b'[{"value_type": "SDS_P1", "value": "12.30"}, {"value_type": "temperature", "value": "21.50"}]}')
+        assert post(port, "/api/luftdaten/testdrive/area-42/node-1/custom/airrohr", airrohr)[0] == 200
+        assert query(db, 'SELECT "SDS_P1", temperature FROM "luftdaten_testdrive__area_42_node_1_sensors"') == [
+            (12.3, 21.5)]
+
         assert post(port, "/elsewhere", b"{}")[0] == 404
         assert post(port, NODE, b"", method="GET")[0] == 405
     finally:
