@@ -178,6 +178,7 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".", on_storage=N
             if dataflow is not None:
                 dataflows[name] = dataflow
         elif kind == "source":
+            _check_tls_files(section, values, problem)
             made = s.make_source(name, values, section, problem)
             if made is not None:
                 if f"broker:{name}" in parser.sections():
@@ -302,8 +303,8 @@ def unfit_source_topics(source: str, channels, sources: dict, strategies: dict) 
     warnings = []
     for channel in channels:
         made = sources.get(channel.source)
-        if made is None or channel.strategy not in strategies:
-            continue
+        if made is None or channel.strategy not in strategies or made.type == "http":
+            continue  # (an HTTP source's topics are its clients' paths)
         template = {"iio": "{topic}/{{device}}", "pgcdc": "{topic}/{{schema}}/{{table}}"}.get(
             made.type, "{topic}").format(topic=made.topic)
         if "{path}" in template:

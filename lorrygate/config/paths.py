@@ -24,7 +24,7 @@ PATH_KEYS = {
     "broker": ("tls_ca", "tls_cert", "tls_key"),
     "storage": ("tls_ca",),
     "decoder": ("file",),
-    "source": ("root", "path"),
+    "source": ("root", "path", "tls_cert", "tls_key"),
 }
 
 

@@ -180,6 +180,8 @@ class SourceSettings:
     #: http: where it listens, (host, port); the token its clients send (a Secret), or None
     listen: tuple = ("127.0.0.1", 24642)
     token: Any = attrs.field(default=None, repr=False)
+    tls_cert: str = ""
+    tls_key: str = ""
     #: tributary: "module:function", and the function once the loader resolved it
     graph: str = ""
     function: Any = attrs.field(default=None, repr=False, eq=False)
@@ -192,6 +194,10 @@ def make_source(name: str, values: dict, section: str, problem):
         if key != "type" and key not in allowed and values[key] not in (SOURCE_KEYS[key].default, None):
             problem(section, key, f"no {key} for a {kind} source (it takes {', '.join(allowed)})", repr(values[key]))
             return None
+    if kind == "http" and bool(values["tls_cert"]) != bool(values["tls_key"]):
+        missing = "tls_key" if values["tls_cert"] else "tls_cert"
+        problem(section, missing, "a PEM file (HTTPS needs tls_cert and tls_key)", "nothing")
+        return None
     if kind == "poll" and bool(values["url"]) == bool(values["command"]):
         problem(section, "url", "either a url or a command (one of them)", "both" if values["url"] else "neither")
         return None
@@ -474,6 +480,8 @@ SOURCE_KEYS = {
                       "every interface)."),
     "token": Key(v.text, None, secret=True,
                  doc="http: clients must send Authorization: Bearer <token> (from ${ENV:...} or ${FILE:...})."),
+    "tls_cert": Key(v.text, "", doc="http: the server's PEM certificate (with its chain): HTTPS, with tls_key."),
+    "tls_key": Key(v.text, "", doc="http: the PEM private key of tls_cert."),
     "graph": Key(v.callable_ref, "", doc="tributary: module:function that returns the streaming graph's last node "
                                          "(a module of the strategies directory or an installed one)."),
     "database": Key(v.text, None, secret=True, doc="pgcdc: the source database, postgresql://USER:PASSWORD@HOST/DB "
@@ -511,7 +519,7 @@ SOURCE_KEYS = {
 SOURCE_TYPE_KEYS = {"poll": ("url", "command", "interval", "jitter", "timeout", "topic"),
                     "iio": ("root", "interval", "jitter", "topic"),
                     "socket": ("path", "framing", "mode", "group", "topic"),
-                    "http": ("listen", "token", "timeout", "max_line"),
+                    "http": ("listen", "token", "tls_cert", "tls_key", "timeout", "max_line"),
                     "pgcdc": ("database", "slot", "tables", "create_slot", "interval", "topic"),
                     "files": ("path", "exclude", "start", "header", "interval", "jitter", "topic", "window",
                               "max_line"),

@@ -23,7 +23,9 @@ held), ``404`` off ``/api/``, ``405`` for other methods.
 
 Delivery: at least once, for a client that sends again until it gets a
 ``2xx``: nothing is answered ``200`` before it is stored or spooled.
-TLS: put a reverse proxy in front (the token travels in clear otherwise).
+HTTPS with ``tls_cert`` (the server's PEM certificate, its chain after it)
+and ``tls_key``; without them the token travels in clear: use HTTPS, or a
+reverse proxy in front, beyond loopback.
 """
 
 import hmac
@@ -56,6 +58,12 @@ def topic_of(path: bytes, content_type: str) -> str:
     if topic.rsplit("/", 1)[-1] in _SLOTS:
         topic += _SUFFIXES.get(content_type, "")
     return topic
+
+
+def _pem_blocks(text: bytes) -> list:
+    """The certificates of a PEM file, each with its BEGIN and END lines."""
+    end = b"-----END CERTIFICATE-----"
+    return [part.strip() + b"\n" + end + b"\n" for part in text.split(end) if b"-----BEGIN CERTIFICATE-----" in part]
 
 
 def form_as_json(body: bytes) -> bytes:
@@ -188,14 +196,36 @@ class HttpSource(SourcePlumbing, Service):
         site.source = self  # type: ignore[attr-defined]  # read by _Request
         site.displayTracebacks = False
         try:
-            self._port = self._reactor.listenTCP(port, site, interface=host)
+            if self.settings.tls_cert:
+                self._port = self._reactor.listenSSL(port, site, self._tls(), interface=host)
+            else:
+                self._port = self._reactor.listenTCP(port, site, interface=host)
         except Exception as exc:
             self.last_error = f"cannot listen on {host}:{port}: {exc}"
-            self.log.error("source {source}: {error}", source=self.name, error=self.last_error)
+            self.log.error("source {source}: {error}", source=self.settings.name, error=self.last_error)
             return
         self.subscribed = self.connected = True
-        self.log.info("source {source}: listening on http://{host}:{port}/api/ (at least once: answered after "
-                      "commit)", source=self.name, host=host, port=self.port)
+        scheme = "https" if self.settings.tls_cert else "http"
+        self.log.info("source {source}: listening on {scheme}://{host}:{port}/api/ (at least once: answered after "
+                      "commit)", source=self.settings.name, scheme=scheme, host=host, port=self.port)
+
+    def _tls(self):
+        """The server's TLS options from its PEM certificate (and chain) and key."""
+        from twisted.internet import ssl
+
+        with open(self.settings.tls_cert, "rb") as handle:
+            chain = handle.read()
+        with open(self.settings.tls_key, "rb") as handle:
+            key = handle.read()
+        blocks = _pem_blocks(chain)
+        if not blocks:
+            raise ValueError(f"no certificate in {self.settings.tls_cert}")
+        private = ssl.PrivateCertificate.loadPEM(blocks[0] + key)
+        certificates = [ssl.Certificate.loadPEM(block) for block in blocks]
+        options = ssl.CertificateOptions(privateKey=private.privateKey.original, certificate=private.original,
+                                         extraCertChain=[c.original for c in certificates[1:]])
+        options.getContext()  # a key that is not the certificate's fails here, at the start, not at each client
+        return options
 
     def stopService(self) -> Deferred:
         super().stopService()

@@ -108,6 +108,43 @@ def test_a_token_and_a_body_limit_are_enforced_and_the_token_is_never_logged(tmp
     assert "s3cret-t0ken" not in gateway.text()
 
 
+def test_https_with_the_servers_certificate_and_the_token(tmp_path):
+    import ssl
+
+    from tests.certs import write_tls_files
+
+    tls = write_tls_files(str(tmp_path))
+    gateway = GatewayProcess(config(str(tmp_path), extra_source=f"token = t0ken\ntls_cert = {tls['server.pem']}\n"
+                                    f"tls_key = {tls['server.key']}\n"), str(tmp_path / "gw.log"))
+    gateway.start(ready="listening on https://")
+    line = next(e["message"] for e in gateway.events() if "listening on https://" in e.get("message", ""))
+    port = int(re.search(r"127\.0\.0\.1:(\d+)/api/", line).group(1))
+    try:
+        context = ssl.create_default_context(cafile=tls["ca.pem"])
+        conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=30)
+        conn.request("POST", NODE, b'{"temperature": 21.5}', {"Content-Type": "application/json",
+                                                                "Authorization": "Bearer t0ken"})
+        response = conn.getresponse()
+        assert (response.status, json.loads(response.read())) == (200, {"stored": True})
+        conn.close()
+        assert query(str(tmp_path / "http.sqlite"), f'SELECT temperature FROM "{TABLE}"') == [(21.5,)]
+    finally:
+        assert gateway.stop() == 0, gateway.text()[-3000:]
+
+
+def test_a_key_that_is_not_the_certificates_is_said_at_the_start(tmp_path):
+    from tests.certs import write_tls_files
+
+    tls = write_tls_files(str(tmp_path))
+    gateway = GatewayProcess(config(str(tmp_path), extra_source=f"tls_cert = {tls['server.pem']}\n"
+                                    f"tls_key = {tls['client.key']}\n"), str(tmp_path / "gw.log"))
+    gateway.start(ready="cannot listen on 127.0.0.1:0")
+    try:
+        assert "source web: cannot listen on 127.0.0.1:0:" in gateway.text()
+    finally:
+        assert gateway.stop() == 0, gateway.text()[-3000:]
+
+
 def test_no_200_before_the_commit_a_503_while_the_database_is_held_and_the_retry_stores_it(tmp_path):
     """At least once for a client that sends again until a 2xx: with the SQLite file's write lock held by
     another connection (and no spool), the request is answered 503 after the source's timeout, never 200;

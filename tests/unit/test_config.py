@@ -486,3 +486,11 @@ def test_an_http_requests_topic_is_its_path_with_kotoris_suffix_by_content_type(
     assert topic_of(b"/api/r/n/g/node/data/", "text/plain") == "r/n/g/node/data"
     assert topic_of(b"/api/home/kitchen%20sensor/state", "application/json") == "home/kitchen sensor/state"
     assert form_as_json(b"temperature=21.5&humidity=48&temperature=22") == b'{"temperature": "22", "humidity": "48"}'
+
+
+def test_https_needs_both_the_certificate_and_its_key():
+    base = "[storage:s]\nurl=sqlite:///x\n[source:web]\ntype = http\n{extra}[channel:a]\nsource=web\nstorage=s\n"
+    found = problems(base.format(extra="tls_cert = /etc/hostname\n"))[0]
+    assert "[source:web] tls_key: expected a PEM file (HTTPS needs tls_cert and tls_key), got nothing" in found
+    found = problems(base.format(extra="tls_cert = /nonexistent.pem\ntls_key = /etc/hostname\n"))[0]
+    assert "[source:web] tls_cert: expected a readable PEM file, got '/nonexistent.pem'" in found
