@@ -76,6 +76,13 @@ def view_statement(view, shared, columns: list, literal=None) -> str:
             f'WHERE "address" = {literal(view.table)}')
 
 
+def _shown(text):
+    """Text of a dead letter (a topic, an error) with the character NUL, which PostgreSQL stores in no text, shown as
+    ``\\0``: an HTTP path (``%00``), a Redis field or a Kafka key can carry it into a topic, and the refused row
+    failed its whole batch at every retry from the spool. (The payload is bytes, kept as it came.)"""
+    return text.replace("\0", "\\0") if text and "\0" in text else text
+
+
 def _time(nanos: int) -> datetime:
     return _EPOCH + timedelta(microseconds=nanos // 1000)
 
@@ -640,8 +647,8 @@ class PostgresDialect:
                 f"INSERT INTO public.{quote(table)} (received, channel, topic, qos, retain, payload, stage, error, decoder) "
                 "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 [
-                    (_time(seconds_to_ns(d.message.received)), d.channel, d.message.topic, d.message.qos,
-                     d.message.retain, d.message.payload, d.stage, d.error, d.decoder)
+                    (_time(seconds_to_ns(d.message.received)), _shown(d.channel), _shown(d.message.topic),
+                     d.message.qos, d.message.retain, d.message.payload, d.stage, _shown(d.error), _shown(d.decoder))
                     for d in dead_letters
                 ],
             )

@@ -299,6 +299,26 @@ def test_postgresql_stores_text_without_the_nul_character_it_cannot_store(pg_sto
     pg_store._conn.commit()
 
 
+def test_postgresql_keeps_a_dead_letter_whose_topic_has_the_nul_character(pg_store):
+    """An HTTP path (``/api/a%00b``), a Redis field or a Kafka key can carry NUL into a topic, and a message that
+    no strategy routes is a dead letter with that topic: PostgreSQL refused the dead-letter row, and the whole
+    batch with it, at every retry from the spool, for good. The topic and the error are kept with NUL shown as
+    ``\\0``; the payload (bytes) as it came, and the batch's rows beside it."""
+    from lorrygate.storage.batch import DeadLetter
+
+    table = TableName("ids", f"t{next(TABLES)}")
+    batch = Batch()
+    hostile = Message("a\0b/c", b"{\"t\": \"\0\"}", 1, False, 1.0, "#")
+    batch.add(Entry(table, [Record(NS, {"v": 1})], "main", Message("t", b"{}", 1, False, 1.0, "#"), "json"))
+    batch.add_dead_letter(DeadLetter("main", hostile, "topology", "no route for 'a\0b/c'", ""))
+    pg_store._commit(batch)
+    assert pg_store._conn.execute(f"SELECT v FROM {qualified(table)}").fetchall() == [(1,)]
+    assert pg_store._conn.execute("SELECT topic, payload, error FROM lorrygate_dead_letter WHERE topic LIKE 'a%' "
+                                  "AND stage = 'topology'").fetchall() == [("a\\0b/c", b'{"t": "\0"}',
+                                                                           "no route for 'a\\0b/c'")]
+    pg_store._conn.commit()
+
+
 def test_postgresql_max_tables_refuses_a_new_table_beyond_it(pg_store):
     """max_tables counts the tables of the database the storage knows: one more is made, the next is a dead letter
     that says so, and a known table keeps getting rows."""
