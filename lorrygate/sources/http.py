@@ -17,7 +17,8 @@ committed or durably spooled, ``422`` once it is kept as a dead letter (the
 body says why), ``503`` with ``Retry-After`` while the storage holds the
 source back, or when the message is not stored within ``timeout`` (it may
 still be: ``idempotent = true`` makes the client's retry store nothing new).
-``401`` without the ``token`` (``Authorization: Bearer <token>``) when one is
+``400`` for a path that is no topic (not UTF-8, or with NUL, as MQTT
+forbids), ``401`` without the ``token`` (``Authorization: Bearer <token>``) when one is
 set, ``413`` for a body over ``max_line`` (it is read and dropped, never
 held), ``404`` off ``/api/``, ``405`` for other methods.
 
@@ -53,8 +54,9 @@ _SUFFIXES = {"application/json": ".json", "text/csv": ".csv", "application/x-www
 
 
 def topic_of(path: bytes, content_type: str) -> str:
-    """The topic of a request's path (after /api/), with Kotori's suffix for ``.../data`` and ``.../event``."""
-    topic = unquote(path[len(PREFIX):].decode("utf-8", "surrogateescape"), errors="surrogateescape").strip("/")
+    """The topic of a request's path (after /api/), with Kotori's suffix for ``.../data`` and ``.../event``;
+    UnicodeDecodeError for a path that is no UTF-8 (also percent-encoded)."""
+    topic = unquote(path[len(PREFIX):].decode("utf-8"), errors="strict").strip("/")
     if topic.rsplit("/", 1)[-1] in _SLOTS:
         topic += _SUFFIXES.get(content_type, "")
     return topic
@@ -251,7 +253,13 @@ class HttpSource(SourcePlumbing, Service):
             request.setHeader(b"retry-after", b"1")
             return self._refuse(request, 503, "the storage holds this source back: send it again")
         content_type = (request.getHeader(b"content-type") or b"").decode("latin-1").split(";")[0].strip().lower()
-        topic = topic_of(request.path, content_type)
+        try:
+            topic = topic_of(request.path, content_type)
+        except UnicodeDecodeError:
+            return self._refuse(request, 400, "the path after /api/ is not UTF-8 text (a topic is, as in MQTT)")
+        if "\0" in topic:
+            return self._refuse(request, 400, "the path after /api/ has the character NUL (%00), which no topic has "
+                                              "(as in MQTT)")
         request.content.seek(0)
         payload = request.content.read()
         if content_type == "application/x-www-form-urlencoded":

@@ -86,6 +86,10 @@ def test_kotoris_http_api_stores_json_csv_and_forms_and_answers_after_the_commit
         assert query(db, 'SELECT "SDS_P1", temperature FROM "luftdaten_testdrive__area_42_node_1_sensors"') == [
             (12.3, 21.5)]
 
+        # a path that is no topic: not UTF-8, or with NUL (MQTT forbids both)
+        status, body, _ = post(port, "/api/%ff%fe/data", b"{}")
+        assert status == 400 and "not UTF-8" in body["error"]
+        assert post(port, "/api/a%00b/data", b"{}")[0] == 400
         assert post(port, "/elsewhere", b"{}")[0] == 404
         assert post(port, NODE, b"", method="GET")[0] == 405
     finally:
