@@ -52,6 +52,15 @@ def render_status(answer: dict) -> str:
             lines.append(f"source {source['name']}: finished: the graph {details['graph']} ended after "
                          f"{details['produced']} values")
             continue
+        if "listening" in details:
+            counts = ", ".join(f"{details[key]} {what}" for key, what in (("received", "received"),
+                               ("refused", "refused"), ("timed_out", "answered 503 after timeout")) if key in details)
+            lines.append(f"source {source['name']}: "
+                         + (f"listening on {details['listening']}" if source["connected"] else "NOT listening")
+                         + (f" ({counts})" if counts else ""))
+            if source.get("last_error"):
+                lines.append(f"  last error: {source['last_error']}")
+            continue
         lines.append(f"source {source['name']}: {state} to {source['broker']} as {source['client_id']}"
                      + (f", in group {source['group']}" if source.get("group") else ""))
         if source.get("last_error"):

@@ -190,6 +190,8 @@ class HttpSource(SourcePlumbing, Service):
         return self._port.getHost().port
 
     def startService(self) -> None:
+        from lorrygate.sources.periodic import _Where
+
         super().startService()
         host, port = self.settings.listen
         site = server.Site(_Api(self), timeout=60)
@@ -208,8 +210,15 @@ class HttpSource(SourcePlumbing, Service):
             return
         self.subscribed = self.connected = True
         scheme = "https" if self.settings.tls_cert else "http"
-        self.log.info("source {source}: listening on {scheme}://{host}:{port}/api/ (at least once: answered after "
-                      "commit)", source=self.settings.name, scheme=scheme, host=host, port=self.port)
+        self.client_id = f"{scheme}://{host}:{self.port}/api/"  # (the port the system chose for a port 0)
+        self.broker = _Where(self.client_id)
+        self.log.info("source {source}: listening on {url} (at least once: answered after commit)",
+                      source=self.settings.name, url=self.client_id)
+
+    def status(self) -> dict:
+        """What ``lorrygate status`` shows of it."""
+        return {"listening": self.client_id, "received": self.received, "refused": self.refused,
+                "timed_out": self.timed_out}
 
     def _tls(self):
         """The server's TLS options from its PEM certificate (and chain) and key."""

@@ -138,6 +138,10 @@ class SocketSource(SourcePlumbing, Service):
     def when_subscribed(self) -> Deferred:
         return succeed(None)
 
+    def status(self) -> dict:
+        """What ``lorrygate status`` shows of it."""
+        return {"listening": self.settings.path, "received": self.received}
+
     publish = None
 
     def startService(self) -> None:
