@@ -127,6 +127,7 @@ def _mqtt_url(url: str) -> dict:
         "tls": parts.scheme == "mqtts",
         "retained": query.get("retained", "new"),
         "content-type": query.get("content-type", "json"),
+        "content-type-given": "content-type" in query,
     }
 
 
@@ -295,6 +296,7 @@ class _Builder:
         with _url_errors(text, head):
             source = self.source(head)
         strategy, decoders, timezone, transform, storages, tee = "wan", source.pop("decoders"), "UTC", None, [], None
+        chosen = source.pop("chosen", False)
         dataflow = None
         order = ["strategy", "decode", "transform", "dataflow", "queue", "sink"]
         last = -1
@@ -337,9 +339,16 @@ class _Builder:
         if relayed and not any(_kind(e, False) == "decode" for e in elements[1:]) and \
                 all(sink.payload == "message" for sink in relayed):
             decoders = ("raw",)  # passed on as it came: any payload
+        values = "as-sent"
+        if any(_kind(e, False) == "strategy" for e in elements[1:]):
+            # a strategy element brings its chain (unless a decode element or the source URL chose one) and its
+            # values policy, as a channel of an ini file that names it: strategy name=sparkplug decoded JSON only
+            values = s.strategy_values(strategy)
+            if not chosen and not any(_kind(e, False) == "decode" for e in elements[1:]):
+                decoders = s.strategy_decoders(strategy)
         self.channels.append(Channel(name=name, source=source["broker"], topics=source["topics"], qos=source["qos"],
                                      strategy=strategy, decoders=tuple(decoders), storage=storages[0] if storages else "",
-                                     timezone=timezone, retained=source["retained"], transform=transform,
+                                     timezone=timezone, retained=source["retained"], transform=transform, values=values,
                                      dataflow=dataflow, **source.get("amqp", {})))  # source-type options (amqp, redis)
         if tee is not None:
             if tee in self.tees:
@@ -393,10 +402,12 @@ class _Builder:
                 props = _mqtt_url(element.url)
             except Invalid as exc:
                 raise PipelineError(f"expected {exc.expected}, got {element.url!r}", text, element.loc) from None
+            # a content-type the URL gives chooses the decoders (a strategy element's chain does not replace them)
+            chosen = props.pop("content-type-given")
             decoders = ("json",) if props.pop("content-type") in ("json", "application/json") else ("json", "csv", "kv")
         else:
             props = _properties(element, text)
-            decoders = ("json",)
+            decoders, chosen = ("json",), False
         name = f"source{len(self.brokers)}"
         identity = hashlib.sha256(f"{props['host']}|{props['port']}|{props['topic']}".encode()).hexdigest()[:8]
         client_id = props["client-id"] or f"lorrygate-{socket.gethostname()}-{identity}"
@@ -406,7 +417,7 @@ class _Builder:
             username=props["username"], password=v.Secret(props["password"]) if props["password"] else None,
             tls=props["tls"])
         return {"broker": name, "topics": props["topic"], "qos": props["qos"], "retained": props["retained"],
-                "decoders": decoders}
+                "decoders": decoders, "chosen": chosen}
 
     def amqp_source(self, element) -> dict:
         text = self.text

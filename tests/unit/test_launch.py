@@ -270,3 +270,22 @@ def test_an_invalid_pipeline_is_shown_without_its_passwords(text):
     assert "hunter2" not in shown and "*******" in shown, shown
     line, caret = shown.splitlines()[-2:]
     assert len(line) == len(text) and caret.index("^") == info.value.col - 1
+
+
+@pytest.mark.parametrize("text, decoders, values", [
+    # a strategy element brings its chain and values policy, as a channel of an ini file that names it
+    ("mqtt://h/spBv1.0/%23 ! strategy name=sparkplug ! sqlite:///x.sqlite", ("sparkplug", "json", "value"), "as-sent"),
+    ("mqtt://h/tele/%23 ! strategy name=tasmota ! sqlite:///x.sqlite", ("tasmota", "json", "value"), "as-sent"),
+    ("mqtt://h/weewx/%23 ! strategy name=wan ! sqlite:///x.sqlite", ("ttn", "json", "value"), "kotori"),
+    # unless a decode element or the URL's content-type chooses
+    ("mqtt://h/tele/%23 ! strategy name=tasmota ! decode chain=json ! sqlite:///x.sqlite", ("json",), "as-sent"),
+    ("mqtt://h/a/%23?content-type=csv ! strategy name=tasmota ! sqlite:///x.sqlite", ("json", "csv", "kv"),
+     "as-sent"),
+    # without one, as before
+    ("mqtt://h/a/%23 ! sqlite:///x.sqlite", ("json",), "as-sent"),
+])
+def test_a_strategy_element_brings_its_chain_and_values_policy(text, decoders, values):
+    """``strategy name=sparkplug`` decoded JSON only (every Sparkplug payload a dead letter), and ``strategy
+    name=wan`` stored Kotori's numbers in text as text: a launch text is to run what an ini file runs."""
+    channel = parse_launch(text).settings.channels[0]
+    assert (channel.decoders, channel.values) == (decoders, values)
