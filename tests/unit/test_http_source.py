@@ -1,0 +1,91 @@
+"""The HTTP source's answers, on requests made in memory: held back (503), a dead letter's 422 with the router's
+reason, the timeout's 503, and one answer only, whatever comes after."""
+
+import io
+import json
+
+from twisted.internet.task import Clock
+
+from lorrygate.config.settings import SourceSettings
+from lorrygate.sources.http import HttpSource
+
+
+class Request:
+    """What the source reads of a twisted.web request, and what it answers."""
+
+    def __init__(self, path=b"/api/r/n/g/node/data", body=b'{"v": 1}', content_type=b"application/json"):
+        self.path, self.method, self.content = path, b"POST", io.BytesIO(body)
+        self.headers = {b"content-type": content_type}
+        self.too_large = self.finished = self._disconnected = False
+        self.code, self.sent, self.answers = None, {}, []
+
+    def getHeader(self, name):
+        return self.headers.get(name)
+
+    def setHeader(self, name, value):
+        self.sent[name] = value
+
+    def setResponseCode(self, code):
+        self.code = code
+
+    def write(self, data):
+        self.answers.append((self.code, json.loads(data)))
+
+    def finish(self):
+        self.finished = True
+
+
+def source(delivered, timeout=30.0):
+    clock = Clock()
+    settings = SourceSettings(name="web", type="http", listen=("127.0.0.1", 0), timeout=timeout)
+    return HttpSource("api", settings, delivered.append, clock), clock
+
+
+def test_a_source_the_storage_holds_back_answers_503_and_delivers_nothing():
+    delivered = []
+    web, _ = source(delivered)
+    web.pause("storage db")
+    request = Request()
+    body = web.handle(request)
+    assert (request.code, request.sent[b"retry-after"], json.loads(body)["error"]) == (
+        503, b"1", "the storage holds this source back: send it again")
+    assert delivered == []
+    web.resume("storage db")
+    web.handle(Request())
+    assert [m.topic for m in delivered] == ["r/n/g/node/data.json"]
+
+
+def test_the_answer_waits_for_the_acknowledgement_and_says_why_a_dead_letter_is_one():
+    delivered = []
+    web, _ = source(delivered)
+    stored, dead = Request(), Request()
+    web.handle(stored)
+    web.handle(dead)
+    assert stored.answers == dead.answers == []  # nothing before the commit
+    first, second = delivered
+    second.ack.rejected("decode", "decoder 'json': field 'time': not an ISO 8601 time: 'noon'")
+    second.ack.ack()
+    first.ack.ack()
+    assert stored.answers == [(200, {"stored": True})]
+    assert dead.answers == [(422, {"stored": False, "dead_letter": True,
+                                   "error": "decode: decoder 'json': field 'time': not an ISO 8601 time: 'noon'"})]
+    assert web.pending == set()
+
+
+def test_past_the_timeout_a_503_and_a_late_commit_answers_nothing_more():
+    delivered = []
+    web, clock = source(delivered, timeout=5)
+    request = Request()
+    web.handle(request)
+    clock.advance(5)
+    assert request.answers[0][0] == 503 and "send it again" in request.answers[0][1]["error"]
+    delivered[0].ack.ack()  # stored after all: the client's retry may store it twice (idempotent = true: once)
+    assert len(request.answers) == 1 and web.timed_out == 1
+
+
+def test_a_form_becomes_a_json_object_on_the_data_json_topic():
+    delivered = []
+    web, _ = source(delivered)
+    web.handle(Request(body=b"temperature=21.5&humidity=48", content_type=b"application/x-www-form-urlencoded"))
+    assert (delivered[0].topic, json.loads(delivered[0].payload)) == (
+        "r/n/g/node/data.json", {"temperature": "21.5", "humidity": "48"})
