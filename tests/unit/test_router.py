@@ -372,3 +372,30 @@ def test_owntracks_locations_are_stored_at_the_time_the_phone_took_them():
     router.deliver(message("owntracks/jane/phone", b'{"_type": "encrypted", "data": "AbCd"}'))
     [dead] = collector.dead
     assert "an encrypted OwnTracks payload" in dead.error and "clear the key in the app" in dead.error
+
+
+def test_a_decoder_of_your_own_may_ignore_a_message_its_payload_tells_carries_no_measurement():
+    """A heartbeat on a data topic: ``raise Ignored(...)`` in a function decoder (also an async one) acknowledges
+    and counts it, as a command topic is; no dead letter."""
+    from twisted.internet.defer import succeed
+
+    from lorrygate.decoding.functions import FunctionDecoder
+    from lorrygate.errors import Ignored
+
+    def heartbeats(message, address):
+        if message.payload == b"ping":
+            raise Ignored("heartbeats", message.topic, "a heartbeat, no reading")
+        return None
+
+    async def later(message, address):
+        return heartbeats(message, address)
+
+    for function in (heartbeats, later):
+        chain = DecoderChain((FunctionDecoder("heartbeats", function), JsonDecoder()))
+        router, storage, clock = make(chain=chain)
+        router(message("r/n/g/d/data.json", b"ping"))
+        router(message("r/n/g/d/data.json", b'{"v": 1}'))
+        clock.advance(1)
+        assert (router.stats.ignored, router.stats.routed, router.stats.undecodable) == (1, 1, 0), function
+        assert router.last_ignored == "a heartbeat, no reading"
+        assert not storage.dead_letters
