@@ -48,7 +48,8 @@ NOT_A_NUMBER = frozenset({"nan", "-nan", "+nan", "NaN", "-NaN", "NAN", "-NAN", "
 
 
 def scalar(text: str):
-    """Text of a single value -> int, float, bool or the text itself."""
+    """Text of a single value -> int, float, bool or the text itself; None (no value) for a reading written as
+    ``nan`` or ``inf`` (`NOT_A_NUMBER`)."""
     stripped = text.strip()
     if stripped in NOT_A_NUMBER:
         return None
