@@ -54,8 +54,8 @@ _SUFFIXES = {"application/json": ".json", "text/csv": ".csv", "application/x-www
 
 
 def topic_of(path: bytes, content_type: str) -> str:
-    """The topic of a request's path (after /api/), with Kotori's suffix for ``.../data`` and ``.../event``;
-    UnicodeDecodeError for a path that is no UTF-8 (also percent-encoded)."""
+    """The topic of a request's path (after /api/), with Kotori's suffix for ``.../data``, ``.../event`` and
+    ``.../airrohr``; UnicodeDecodeError for a path that is no UTF-8 (also percent-encoded)."""
     topic = unquote(path[len(PREFIX):].decode("utf-8"), errors="strict").strip("/")
     if topic.rsplit("/", 1)[-1] in _SLOTS:
         topic += _SUFFIXES.get(content_type, "")
@@ -69,7 +69,10 @@ def _pem_blocks(text: bytes) -> list:
 
 
 def form_as_json(body: bytes) -> bytes:
-    """A form's fields as a JSON object (a field given twice: its last value)."""
+    """A form's fields as a JSON object (a field given twice: its last value). A body that is JSON already is
+    left as it is: ``curl -d '{"temperature": 21.5}'`` without a Content-Type sends a form's type."""
+    if body.lstrip()[:1] in (b"{", b"["):
+        return body
     return json.dumps(dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))).encode()
 
 

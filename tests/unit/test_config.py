@@ -486,6 +486,8 @@ def test_an_http_requests_topic_is_its_path_with_kotoris_suffix_by_content_type(
     assert topic_of(b"/api/r/n/g/node/data/", "text/plain") == "r/n/g/node/data"
     assert topic_of(b"/api/home/kitchen%20sensor/state", "application/json") == "home/kitchen sensor/state"
     assert form_as_json(b"temperature=21.5&humidity=48&temperature=22") == b'{"temperature": "22", "humidity": "48"}'
+    # curl -d '{...}' without -H sends JSON as a form's type
+    assert form_as_json(b' {"temperature": 21.5}') == b' {"temperature": 21.5}'
 
 
 def test_https_needs_both_the_certificate_and_its_key():
