@@ -45,6 +45,8 @@ from lorrygate.interfaces import ISource
 from lorrygate.model import Message
 from lorrygate.sources.pauses import Pauses, SourcePlumbing
 
+#: seconds between two tries to listen on a port that could not be listened on
+RETRY = 10.0
 #: the path below which a POST is a message (Kotori's)
 PREFIX = b"/api/"
 #: the slot words of Kotori's topics that take a suffix by Content-Type (``custom/airrohr``: what the airrohr
@@ -163,6 +165,7 @@ class HttpSource(SourcePlumbing, Service):
     broker: Any = None
     _pauses: Any = None
     _port: Any = None
+    _retry: Any = None
     pending: set = attrs.Factory(set)
     subscribed: bool = False
     connected: bool = False
@@ -193,9 +196,17 @@ class HttpSource(SourcePlumbing, Service):
         return self._port.getHost().port
 
     def startService(self) -> None:
+        super().startService()
+        self._listen()
+
+    def _listen(self) -> None:
+        """Listen; a port another program holds (or a certificate to fix) is tried again every `RETRY` seconds,
+        as a broker is connected to again: the gateway's other channels run meanwhile."""
         from lorrygate.sources.periodic import _Where
 
-        super().startService()
+        self._retry = None
+        if not self.running:
+            return
         host, port = self.settings.listen
         site = server.Site(_Api(self), timeout=60)
         site.requestFactory = _Request
@@ -208,9 +219,14 @@ class HttpSource(SourcePlumbing, Service):
             else:
                 self._port = self._reactor.listenTCP(port, site, interface=host)
         except Exception as exc:
-            self.last_error = f"cannot listen on {host}:{port}: {exc}"
-            self.log.error("source {source}: {error}", source=self.settings.name, error=self.last_error)
+            error = f"cannot listen on {host}:{port}: {exc}"
+            if error != self.last_error:  # (said once, not at every try)
+                self.log.error("source {source}: {error}; trying again every {retry:g} s", source=self.settings.name,
+                               error=error, retry=RETRY)
+            self.last_error = error
+            self._retry = self._reactor.callLater(RETRY, self._listen)
             return
+        self.last_error = ""
         self.subscribed = self.connected = True
         scheme = "https" if self.settings.tls_cert else "http"
         self.client_id = f"{scheme}://{host}:{self.port}/api/"  # (the port the system chose for a port 0)
@@ -243,6 +259,8 @@ class HttpSource(SourcePlumbing, Service):
 
     def stopService(self) -> Deferred:
         super().stopService()
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
         port, self._port = self._port, None
         if port is None:
             return succeed(None)

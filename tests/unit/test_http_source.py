@@ -89,3 +89,29 @@ def test_a_form_becomes_a_json_object_on_the_data_json_topic():
     web.handle(Request(body=b"temperature=21.5&humidity=48", content_type=b"application/x-www-form-urlencoded"))
     assert (delivered[0].topic, json.loads(delivered[0].payload)) == (
         "r/n/g/node/data.json", {"temperature": "21.5", "humidity": "48"})
+
+
+def test_a_port_another_program_holds_is_tried_again_until_it_is_free():
+    """As a broker is connected to again: the other channels run meanwhile, the error is said once."""
+    from twisted.internet.error import CannotListenError
+    from twisted.internet.testing import MemoryReactorClock
+
+    class Busy(MemoryReactorClock):
+        tries = 0
+
+        def listenTCP(self, port, factory, backlog=50, interface=""):
+            self.tries += 1
+            if self.tries <= 2:
+                raise CannotListenError(interface, port, OSError(98, "Address already in use"))
+            return super().listenTCP(port, factory, backlog, interface)
+
+    reactor = Busy()
+    settings = SourceSettings(name="web", type="http", listen=("127.0.0.1", 24642))
+    web = HttpSource("api", settings, [].append, reactor)
+    web.startService()
+    assert (web.connected, reactor.tries) == (False, 1) and "Address already in use" in web.last_error
+    reactor.advance(10)
+    assert (web.connected, reactor.tries) == (False, 2)
+    reactor.advance(10)
+    assert (web.connected, reactor.tries, web.last_error) == (True, 3, "")
+    web.stopService()
