@@ -228,6 +228,8 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".", on_storage=N
         if not channel.topics:
             if channel.source in sources:  # files, a poll, a socket, ...: every message of its source
                 channel = attrs.evolve(channel, topics=("#",))
+            elif channel.source and f"source:{channel.source}" in parser.sections():
+                pass  # a [source:NAME] whose own problems were said: no broker's topics to ask for
             elif channel.source:
                 problem(section, "topics", "a value (required for a channel of a broker: the filters to subscribe "
                         "to, such as mqttkit-1/#)", "nothing")

@@ -470,7 +470,7 @@ def test_a_listening_source_serves_one_channel_and_an_http_source_listens():
     (found,) = problems(base.format(extra="") + "[channel:b]\nsource=web\nstorage=s\n")
     assert "[channel:b] source: expected a source no other channel reads (a http source listens for one channel; " \
            "'a' reads 'web')" in found
-    found = problems(base.format(extra="listen = off\n"))[0]
+    (found,) = problems(base.format(extra="listen = off\n"))  # (not also "topics: required for a broker")
     assert "[source:web] listen: expected PORT, HOST:PORT or [IPv6]:PORT, where it listens, got 'off'" in found
     assert loads(base.format(extra="listen = 0.0.0.0:8080\n")).sources["web"].listen == ("0.0.0.0", 8080)
 
