@@ -31,6 +31,7 @@ reverse proxy in front, beyond loopback.
 
 import hmac
 import json
+import zlib
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
@@ -68,6 +69,21 @@ def _pem_blocks(text: bytes) -> list:
     """The certificates of a PEM file, each with its BEGIN and END lines."""
     end = b"-----END CERTIFICATE-----"
     return [part.strip() + b"\n" + end + b"\n" for part in text.split(end) if b"-----BEGIN CERTIFICATE-----" in part]
+
+
+def gunzip(body: bytes, limit: int) -> bytes:
+    """A gzip body inflated, at most ``limit`` bytes of it (a small body may inflate to gigabytes); ValueError
+    for one that is no gzip or inflates beyond the limit."""
+    inflater = zlib.decompressobj(wbits=31)
+    try:
+        data = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise ValueError(f"Content-Encoding gzip, but the body is no gzip: {exc}") from None
+    if len(data) > limit:
+        raise ValueError(f"a gzip body that inflates beyond max_line = {limit} bytes")
+    if not inflater.eof:
+        raise ValueError("Content-Encoding gzip, but the body ends before its gzip stream does")
+    return data
 
 
 def form_as_json(body: bytes) -> bytes:
@@ -292,6 +308,14 @@ class HttpSource(SourcePlumbing, Service):
                                               "(as in MQTT)")
         request.content.seek(0)
         payload = request.content.read()
+        encoding = (request.getHeader(b"content-encoding") or b"identity").strip().lower()
+        if encoding == b"gzip":  # (Telegraf's http output with content_encoding = "gzip")
+            try:
+                payload = gunzip(payload, self.settings.max_line)
+            except ValueError as exc:
+                return self._refuse(request, 413 if "max_line" in str(exc) else 400, str(exc))
+        elif encoding != b"identity":
+            return self._refuse(request, 415, f"Content-Encoding {encoding.decode('latin-1')!r}: gzip or none")
         if content_type == "application/x-www-form-urlencoded":
             payload = form_as_json(payload)
         answer = _Answer(self, request)

@@ -115,3 +115,29 @@ def test_a_port_another_program_holds_is_tried_again_until_it_is_free():
     reactor.advance(10)
     assert (web.connected, reactor.tries, web.last_error) == (True, 3, "")
     web.stopService()
+
+
+def test_a_gzip_body_is_inflated_within_the_limit_and_a_bomb_is_refused():
+    """Telegraf's http output gzips its bodies (content_encoding = "gzip"); a body of a few KB may inflate to
+    gigabytes: at most max_line bytes are inflated."""
+    import gzip
+
+    delivered = []
+    web, _ = source(delivered)
+    request = Request(body=gzip.compress(b'{"v": 1}'))
+    request.headers[b"content-encoding"] = b"gzip"
+    web.handle(request)
+    assert delivered[0].payload == b'{"v": 1}'
+    bomb = Request(body=gzip.compress(b"0" * (9 << 20)))  # 9 MiB of zeros, ~9 KB compressed
+    bomb.headers[b"content-encoding"] = b"gzip"
+    assert len(bomb.content.getvalue()) < 20_000
+    body = web.handle(bomb)
+    assert (bomb.code, json.loads(body)["error"]) == (413, "a gzip body that inflates beyond max_line = 8388608 bytes")
+    broken = Request(body=b"not gzip")
+    broken.headers[b"content-encoding"] = b"gzip"
+    assert json.loads(web.handle(broken))["error"].startswith("Content-Encoding gzip, but the body is no gzip")
+    assert broken.code == 400
+    other = Request()
+    other.headers[b"content-encoding"] = b"br"
+    web.handle(other)
+    assert other.code == 415 and len(delivered) == 1

@@ -377,7 +377,6 @@ def test_owntracks_locations_are_stored_at_the_time_the_phone_took_them():
 def test_a_decoder_of_your_own_may_ignore_a_message_its_payload_tells_carries_no_measurement():
     """A heartbeat on a data topic: ``raise Ignored(...)`` in a function decoder (also an async one) acknowledges
     and counts it, as a command topic is; no dead letter."""
-    from twisted.internet.defer import succeed
 
     from lorrygate.decoding.functions import FunctionDecoder
     from lorrygate.errors import Ignored
