@@ -156,6 +156,14 @@ class _Request(server.Request):
         super().handleContentChunk(data)
 
 
+class _Site(server.Site):
+    """No access log: a fleet that posts every few seconds filled the gateway's log with a line a request (MQTT
+    messages get none); what was received and refused is counted (``lorrygate status``)."""
+
+    def log(self, request) -> None:
+        pass
+
+
 class _Api(resource.Resource):
     isLeaf = True
 
@@ -224,7 +232,7 @@ class HttpSource(SourcePlumbing, Service):
         if not self.running:
             return
         host, port = self.settings.listen
-        site = server.Site(_Api(self), timeout=60)
+        site = _Site(_Api(self), timeout=60)
         site.requestFactory = _Request
         site.noisy = False
         site.source = self  # type: ignore[attr-defined]  # read by _Request

@@ -94,6 +94,7 @@ def test_kotoris_http_api_stores_json_csv_and_forms_and_answers_after_the_commit
         assert post(port, "/api/a%00b/data", b"{}")[0] == 400
         assert post(port, "/elsewhere", b"{}")[0] == 404
         assert post(port, NODE, b"", method="GET")[0] == 405
+        assert "POST /api" not in gateway.text()  # no access log: a line a request filled the log
         status = subprocess.run([sys.executable, "-m", "lorrygate.cli", "-c", gateway.config, "status"],
                                 capture_output=True, text=True, timeout=60).stdout
         assert f"source api: listening on http://127.0.0.1:{port}/api/ (5 received, 4 refused, 0 answered 503 after " \
