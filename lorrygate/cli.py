@@ -338,9 +338,11 @@ def run(settings, log_format: str, log_level: str, reload: bool = False) -> int:
     from twisted.internet.defer import Deferred
     from twisted.logger import Logger
 
+    from lorrygate.clock import steady
     from lorrygate.logs import start_logging
     from lorrygate.service.supervisor import Supervisor
 
+    steady(reactor)  # timers that a step of the system clock does not move (before anything is scheduled)
     start_logging(log_format, log_level)
     log = Logger(namespace="lorrygate")
     config_path = settings.source if os.path.exists(settings.source) else None

@@ -61,14 +61,19 @@ class GatewayProcess:
     process: subprocess.Popen | None = None
     db: str = ""
     _offset: int = 0
+    #: the module that runs the gateway (``tests.steppedclock``: under a system clock the test steps)
+    module: str = "lorrygate.cli"
+    #: the environment of the process (None: the test's)
+    env: dict | None = None
 
     def start(self, ready: str = "connected to") -> "GatewayProcess":
         log = open(self.log_path, "ab")
         self._offset = log.tell()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "lorrygate.cli", "-c", self.config],
+            [sys.executable, "-m", self.module, "-c", self.config],
             stdout=log,
             stderr=subprocess.STDOUT,
+            env=self.env,
         )
         log.close()
         RUNNING.append(self.process)

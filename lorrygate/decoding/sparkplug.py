@@ -42,6 +42,7 @@ from typing import Any
 import attrs
 from zope.interface import implementer
 
+from lorrygate.clock import time_of_day
 from lorrygate.decoding.records import received_ns
 from lorrygate.decoding.timestamps import MAX_NS
 from lorrygate.errors import Declined, DecodeError
@@ -241,7 +242,7 @@ class SparkplugDecoder:
             return f"Node Control/Rebirth on {topic}, {now - last:.0f} s ago"
         from lorrygate.decoding.sparkplug_schema import Payload
 
-        command = Payload(timestamp=int(now * 1000))
+        command = Payload(timestamp=int(time_of_day(self.clock)() * 1000))
         command.metrics.add(name="Node Control/Rebirth", datatype=BOOLEAN, boolean_value=True)
         self.asked[(group, edge)] = now
         self.publish(topic, command.SerializeToString(), 0)  # commands go at QoS 0, as the specification says

@@ -18,6 +18,8 @@ from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
+from lorrygate.clock import time_of_day
+
 
 def status(gateway) -> dict:
     storages = []
@@ -43,7 +45,7 @@ def status(gateway) -> dict:
             "spool": None if batcher.spool is None else {
                 "batches": batcher.spool.batches,
                 "bytes": batcher.spool.bytes,
-                "oldest_age": batcher.spool.oldest_age(gateway.reactor.seconds()),
+                "oldest_age": batcher.spool.oldest_age(time_of_day(gateway.reactor)()),
                 "damaged": batcher.spool.damaged,
                 "spooled": stats.spooled,
                 "drained": stats.drained,

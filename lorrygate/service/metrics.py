@@ -16,6 +16,7 @@ configuration, never from a topic or a node.
 from twisted.web.resource import Resource
 
 from lorrygate import __version__
+from lorrygate.clock import time_of_day
 
 COMMIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 ROWS_BUCKETS = (1, 10, 100, 500, 1000, 5000, 10_000, 50_000, 100_000)
@@ -91,7 +92,7 @@ class GatewayCollector:
 
     @staticmethod
     def _storages(gateway, Counter, Gauge):
-        now = gateway.reactor.seconds()
+        now = time_of_day(gateway.reactor)()  # (the spool's files are stamped with the time of day)
         counters = {
             "rows": Counter("lorrygate_rows_committed", "Rows committed to the storage.", labels=["storage"]),
             "dead_letters": Counter("lorrygate_dead_letters_committed",
@@ -174,7 +175,7 @@ class Metrics:
         commit = self.commit_seconds.labels(name)
         rows = self.batch_rows.labels(name)
         lag = self.lag_seconds.labels(name)
-        clock = self.clock
+        now = time_of_day(self.clock)
 
         def committed(batch, seconds):
             if seconds is None:
@@ -184,7 +185,7 @@ class Metrics:
             first = batch.entries[0].message if batch.entries else (
                 batch.dead_letters[0].message if batch.dead_letters else None)
             if first is not None and first.received:
-                lag.observe(max(0.0, clock.seconds() - first.received))
+                lag.observe(max(0.0, now() - first.received))
 
         self.unwatch(name)
         batcher.observers.append(committed)

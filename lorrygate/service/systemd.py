@@ -24,7 +24,9 @@ def notify(state: str, environ=None) -> bool:
         address = "\0" + address[1:]
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
         try:
-            sock.sendto(state.encode("utf-8"), address)
+            # without waiting: a reader that does not keep up (its queue holds 10 datagrams) held the reactor
+            # for good; a keep-alive it cannot take now is dropped, the next one comes
+            sock.sendto(state.encode("utf-8"), socket.MSG_DONTWAIT, address)
         except OSError:
             return False
     return True

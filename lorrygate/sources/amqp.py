@@ -47,6 +47,7 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from lorrygate.clock import time_of_day
 from lorrygate.interfaces import ISource
 from lorrygate.model import Message
 from lorrygate.mqtt.topics import parse_filter
@@ -407,7 +408,7 @@ class AMQPSource(SourcePlumbing, Service):
                 if candidate.matches(topic):
                     subscription = candidate.text
                     break
-        self.deliver(Message(topic, body, 1, False, self._clock.seconds(), subscription,
+        self.deliver(Message(topic, body, 1, False, time_of_day(self._clock)(), subscription,
                              AmqpAck(self, generation, tag)))
 
     # -- acknowledgements ---------------------------------------------------------

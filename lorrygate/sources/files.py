@@ -55,6 +55,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from lorrygate.clock import time_of_day
 from lorrygate.interfaces import ISource
 from lorrygate.model import Message
 from lorrygate.sources.pauses import Pauses, SourcePlumbing
@@ -736,7 +737,7 @@ class FilesSource(SourcePlumbing, Service):
         self.received += 1
         position = (file.stream, file.mark, end)
         file.mark = end
-        self.deliver(Message(file.topic, payload, 1, False, self._reactor.seconds(), file.path, _LineAck(file, cell),
+        self.deliver(Message(file.topic, payload, 1, False, time_of_day(self._reactor)(), file.path, _LineAck(file, cell),
                              oversize, position))
 
     # -- acknowledgements and the state file ---------------------------------------

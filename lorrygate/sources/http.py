@@ -42,6 +42,7 @@ from twisted.logger import Logger
 from twisted.web import resource, server
 from zope.interface import implementer
 
+from lorrygate.clock import time_of_day
 from lorrygate.interfaces import ISource
 from lorrygate.model import Message
 from lorrygate.sources.pauses import Pauses, SourcePlumbing
@@ -209,6 +210,12 @@ class HttpSource(SourcePlumbing, Service):
         self.broker = _Where(self.client_id)
         self._pauses = Pauses(lambda: None, lambda: None)  # a held source answers 503; nothing to stop reading
 
+    @property
+    def shared(self) -> bool:
+        """Whether other gateways may serve the same listen address (no lock): a port the system chooses
+        (``:0``) is a different port for each; a second gateway of a fixed port is refused at the start."""
+        return self.settings.listen[1] == 0
+
     def when_subscribed(self) -> Deferred:
         return succeed(None)
 
@@ -330,7 +337,7 @@ class HttpSource(SourcePlumbing, Service):
         self.pending.add(answer)
         answer.timer = self._reactor.callLater(self.settings.timeout, answer.expire)
         self.received += 1
-        self.deliver(Message(topic, payload, 1, False, self._reactor.seconds(), "#", answer))
+        self.deliver(Message(topic, payload, 1, False, time_of_day(self._reactor)(), "#", answer))
         return server.NOT_DONE_YET
 
     def _refuse(self, request, code: int, why: str) -> bytes:

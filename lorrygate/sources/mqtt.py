@@ -29,6 +29,7 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from lorrygate.clock import time_of_day
 from lorrygate.interfaces import ISource
 from lorrygate.model import NO_ACK, Message
 from lorrygate.mqtt import codec
@@ -166,6 +167,8 @@ class MQTTSource(SourcePlumbing, Service):
     _away: dict = attrs.Factory(dict)
     #: messages the broker sent again while their first delivery was still held, not handed over twice
     redelivered_in_flight: int = 0
+    #: tells the time of day a message is received at (`lorrygate.clock.time_of_day`)
+    _time_of_day: Any = None
 
     log = Logger()
 
@@ -178,6 +181,7 @@ class MQTTSource(SourcePlumbing, Service):
             self.client_id = f"{base}-{self.name}" if base else default_client_id(self.name)
         if self._reactor is None:
             self._reactor = self._clock
+        self._time_of_day = time_of_day(self._clock)
         self._pauses = Pauses(self._pause_protocol, self._resume_protocol)
 
     # -- ISource --------------------------------------------------------------
@@ -434,7 +438,7 @@ class MQTTSource(SourcePlumbing, Service):
                 publish.payload,
                 publish.qos,
                 publish.retain,
-                self._clock.seconds(),
+                self._time_of_day(),
                 subscription,
                 handle if handle is not None else NO_ACK,
                 publish.oversize,

@@ -36,6 +36,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from lorrygate.clock import time_of_day
 from lorrygate.interfaces import ISource
 from lorrygate.model import NO_ACK, Message
 from lorrygate.sources.pauses import Pauses, SourcePlumbing
@@ -146,7 +147,7 @@ class PeriodicSource(SourcePlumbing, Service):
                        error=self.last_error)
 
     def _message(self, topic: str, payload: bytes) -> None:
-        self.deliver(Message(topic, payload, 0, False, self._reactor.seconds(), topic, NO_ACK))
+        self.deliver(Message(topic, payload, 0, False, time_of_day(self._reactor)(), topic, NO_ACK))
 
     # -- HTTP ---------------------------------------------------------------------------
 

@@ -38,6 +38,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from lorrygate.clock import time_of_day
 from lorrygate.interfaces import ISource
 from lorrygate.model import Message
 from lorrygate.sources.pauses import Pauses, SourcePlumbing
@@ -254,7 +255,7 @@ class TributarySource(SourcePlumbing, Service):
         self.produced += 1
         self.in_flight += 1
         topic, payload = made
-        self.deliver(Message(topic, payload, 0, False, self._reactor.seconds(), self.name, _Ack(self)))
+        self.deliver(Message(topic, payload, 0, False, time_of_day(self._reactor)(), self.name, _Ack(self)))
 
     def _acked(self) -> None:
         self.committed += 1

@@ -30,6 +30,7 @@ from twisted.logger import Logger
 from twisted.protocols.basic import Int32StringReceiver, LineOnlyReceiver
 from zope.interface import implementer
 
+from lorrygate.clock import time_of_day
 from lorrygate.interfaces import ISource
 from lorrygate.model import NO_ACK, Message
 from lorrygate.sources.pauses import Pauses, SourcePlumbing
@@ -204,4 +205,4 @@ class SocketSource(SourcePlumbing, Service):
     def _message(self, payload: bytes) -> None:
         self.received += 1
         topic = self.settings.topic
-        self.deliver(Message(topic, payload, 0, False, self._reactor.seconds(), topic, NO_ACK))
+        self.deliver(Message(topic, payload, 0, False, time_of_day(self._reactor)(), topic, NO_ACK))

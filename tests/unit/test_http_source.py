@@ -4,6 +4,7 @@ reason, the timeout's 503, and one answer only, whatever comes after."""
 import io
 import json
 
+import pytest
 from twisted.internet.task import Clock
 
 from lorrygate.config.settings import SourceSettings
@@ -141,3 +142,23 @@ def test_a_gzip_body_is_inflated_within_the_limit_and_a_bomb_is_refused():
     other.headers[b"content-encoding"] = b"br"
     web.handle(other)
     assert other.code == 415 and len(delivered) == 1
+
+
+def test_two_gateways_may_listen_on_ports_the_system_chooses_not_on_one_fixed_port(tmp_path):
+    """A port of :0 is a different port for each gateway (no lock); a fixed port is one gateway's alone."""
+    from lorrygate.service.locks import AlreadyRunning, InstanceLock
+
+    def http(port):
+        settings = SourceSettings(name="web", type="http", listen=("127.0.0.1", port), timeout=30.0)
+        return HttpSource("api", settings, [].append, Clock())
+
+    first, second = InstanceLock(str(tmp_path / "a")), InstanceLock(str(tmp_path / "b"))
+    try:
+        first.acquire_clients([http(0)])
+        second.acquire_clients([http(0)])
+        first.acquire_clients([http(48_123)])
+        with pytest.raises(AlreadyRunning, match="http://127.0.0.1:48123/api/"):
+            second.acquire_clients([http(48_123)])
+    finally:
+        first.release()
+        second.release()

@@ -41,3 +41,11 @@ def test_watchdog_pings_every_half_interval(tmp_path):
     assert clock.getDelayedCalls() == []
     assert systemd.start_watchdog(clock, dict(environ, WATCHDOG_PID="1")) is None, "another process's watchdog"
     sock.close()
+
+
+def test_a_reader_that_does_not_keep_up_never_holds_the_sender(tmp_path):
+    """Past what the socket's queue holds, notify() says False at once instead of waiting for the reader."""
+    sock, path = listening(tmp_path)
+    sent = [systemd.notify("WATCHDOG=1", {"NOTIFY_SOCKET": path}) for _ in range(200)]
+    assert sent[0] is True and sent[-1] is False
+    sock.close()
