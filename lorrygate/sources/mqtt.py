@@ -17,6 +17,8 @@ nothing comes again and they are forgotten.
 """
 
 import socket
+import time
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
 
 import attrs
@@ -72,13 +74,25 @@ def tls_options(settings):
     return ssl.optionsForClientTLS(settings.host, trustRoot=trust, clientCertificate=client_cert)
 
 
-def explain_failure(exc: Exception, broker) -> str:
-    """Say in words why a connection attempt failed, and what may fix it."""
+#: a time of day before this (2025-01-01) is a clock not set yet: no certificate of a broker is valid by it
+CLOCK_SET_AFTER = 1_735_689_600
+
+
+def explain_failure(exc: Exception, broker, now: float | None = None) -> str:
+    """Say in words why a connection attempt failed, and what may fix it. ``now``: the time of day (the
+    system clock's)."""
     from OpenSSL.SSL import Error as TLSError
     from twisted.internet.error import ConnectionDone, ConnectionLost
 
     if isinstance(exc, TLSError):
         reasons = "; ".join(part[2] for part in exc.args[0] if len(part) > 2 and part[2]) if exc.args else ""
+        now = time.time() if now is None else now
+        if now < CLOCK_SET_AFTER:
+            # an edge box without a real-time clock, before its NTP client set the clock: every certificate is
+            # "not yet valid"; the attempts go on, and the one after the clock is set connects
+            shown = datetime.fromtimestamp(max(now, 0), UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+            return (f"TLS handshake failed: {reasons or exc}; this machine's clock says {shown}, before any "
+                    "certificate of the broker is valid: set the clock (NTP); the gateway connects at its next try")
         return (
             f"TLS handshake failed: {reasons or exc}; check that tls_ca holds the CA that signed the "
             f"broker's certificate and that host {broker.host!r} is a name in that certificate"
@@ -278,7 +292,7 @@ class MQTTSource(SourcePlumbing, Service):
 
     def _connect_failed(self, failure):
         """A TCP or TLS connection attempt failed: keep why, for the log line of the retry and the status."""
-        self._connect_error = self.last_error = explain_failure(failure.value, self.broker)
+        self._connect_error = self.last_error = explain_failure(failure.value, self.broker, self._time_of_day())
         return failure
 
     def _handshake(self, protocol: MQTTClientProtocol) -> Deferred:

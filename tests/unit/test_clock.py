@@ -86,3 +86,19 @@ def test_a_reactor_left_alone_and_a_test_clock_tell_the_time_of_day_with_seconds
         assert time_of_day(plain) == plain.seconds
     finally:
         plain.waker.connectionLost(None)
+
+
+@pytest.mark.parametrize("now, says", [
+    (12.0, "this machine's clock says 1970-01-01 00:00:12 UTC, before any certificate of the broker is valid"),
+    (1_796_000_000.0, "check that tls_ca holds the CA that signed the broker's certificate"),
+])
+def test_a_tls_failure_under_a_clock_not_yet_set_says_so(now, says):
+    """An edge box before NTP set its clock: every certificate is "not yet valid"; the error names the clock."""
+    from OpenSSL.SSL import Error as TLSError
+
+    from lorrygate.config.settings import BrokerSettings
+    from lorrygate.sources.mqtt import explain_failure
+
+    failure = TLSError([("SSL routines", "", "certificate verify failed")])
+    text = explain_failure(failure, BrokerSettings(name="b", host="broker.example"), now)
+    assert text.startswith("TLS handshake failed: certificate verify failed; ") and says in text
