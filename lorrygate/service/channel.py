@@ -283,7 +283,7 @@ class ChannelRouter:
                 # A command, or a topic the channel ignores: acknowledged with the
                 # next commit, counted, and nothing else.
                 self.stats.ignored += 1
-                self.batcher.add(Entry(None, [], self.channel.name, message, ""))
+                self._nothing_to_store(message, IGNORED)
                 return
             if problem is not None:
                 self.stats.unmatched += 1
@@ -409,6 +409,14 @@ class ChannelRouter:
         """A decoder told the message carries no measurement: acknowledged with the next commit, and counted."""
         self.stats.ignored += 1
         self.last_ignored = exc.reason
+        self._nothing_to_store(message, f"ignored: {exc.reason}")
+
+    def _nothing_to_store(self, message, why) -> None:
+        """Acknowledge ``message`` with the next commit, storing nothing; a source that answers its sender (HTTP)
+        is told ``why`` (`IGNORED`: the topic's reason, looked up only then)."""
+        told = getattr(message.ack, "not_stored", None)
+        if told is not None:
+            told(f"ignored: {self.explain(message.topic)[2][1]}" if why is IGNORED else why)
         self.batcher.add(Entry(None, [], self.channel.name, message, ""))
 
     def _failed(self, failure, message) -> None:
@@ -447,7 +455,7 @@ class ChannelRouter:
             # parsers, too, read an empty payload as no metrics. A decoder that takes empty payloads (raw, a
             # user's) still gets them first.
             self.stats.empty += 1
-            self.batcher.add(Entry(None, [], self.channel.name, message, ""))
+            self._nothing_to_store(message, "an empty payload: nothing to store")
             return
         self.stats.undecodable += 1
         self._reject(message, stage, str(exc), "could not be decoded", decoder=exc.decoder, error_type=type(exc).__name__)

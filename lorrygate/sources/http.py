@@ -13,7 +13,9 @@ application/json' http://localhost:24642/api/mqttkit-1/testdrive/area-42/node-1/
 stores as the MQTT message on ``.../node-1/data.json`` would.
 
 The answer comes when the message is stored: ``200`` once its rows are
-committed or durably spooled, ``422`` once it is kept as a dead letter (the
+committed or durably spooled (``{"stored": true}``; ``{"stored": false,
+"ignored": "..."}`` for a message with nothing to store: an ignored topic, a
+command, an empty body), ``422`` once it is kept as a dead letter (the
 body says why), ``503`` with ``Retry-After`` while the storage holds the
 source back, or when the message is not stored within ``timeout`` (it may
 still be: ``idempotent = true`` makes the client's retry store nothing new).
@@ -103,15 +105,22 @@ class _Answer:
     request: Any
     timer: Any = None
     dead_letter: str = ""
+    nothing: str = ""
     answered: bool = False
 
     def rejected(self, stage: str, reason: str) -> None:
         """The router kept the message as a dead letter (called before it is committed)."""
         self.dead_letter = f"{stage}: {reason}"
 
+    def not_stored(self, why: str) -> None:
+        """The router found nothing to store (an ignored topic, a decoder's `Ignored`, an empty body)."""
+        self.nothing = why
+
     def ack(self) -> None:
         if self.dead_letter:
             self._answer(422, {"stored": False, "dead_letter": True, "error": self.dead_letter})
+        elif self.nothing:
+            self._answer(200, {"stored": False, "ignored": self.nothing})  # (nothing to send again)
         else:
             self._answer(200, {"stored": True})
 

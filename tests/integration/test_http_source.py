@@ -88,6 +88,9 @@ def test_kotoris_http_api_stores_json_csv_and_forms_and_answers_after_the_commit
         assert query(db, 'SELECT "SDS_P1", temperature FROM "luftdaten_testdrive__area_42_node_1_sensors"') == [
             (12.3, 21.5)]
 
+        # nothing to store: 200 (nothing to send again), saying so
+        assert post(port, NODE, b"")[:2] == (200, {"stored": False, "ignored": "an empty payload: nothing to store"})
+
         # a path that is no topic: not UTF-8, or with NUL (MQTT forbids both)
         status, body, _ = post(port, "/api/%ff%fe/data", b"{}")
         assert status == 400 and "not UTF-8" in body["error"]
@@ -97,7 +100,7 @@ def test_kotoris_http_api_stores_json_csv_and_forms_and_answers_after_the_commit
         assert "POST /api" not in gateway.text()  # no access log: a line a request filled the log
         status = subprocess.run([sys.executable, "-m", "lorrygate.cli", "-c", gateway.config, "status"],
                                 capture_output=True, text=True, timeout=60).stdout
-        assert f"source api: listening on http://127.0.0.1:{port}/api/ (5 received, 4 refused, 0 answered 503 after " \
+        assert f"source api: listening on http://127.0.0.1:{port}/api/ (6 received, 4 refused, 0 answered 503 after " \
                "timeout)" in status, status
     finally:
         assert gateway.stop() == 0, gateway.text()[-3000:]

@@ -162,3 +162,18 @@ def test_two_gateways_may_listen_on_ports_the_system_chooses_not_on_one_fixed_po
     finally:
         first.release()
         second.release()
+
+
+def test_a_message_with_nothing_to_store_is_answered_so_not_stored_true():
+    """An ignored topic or an empty body: 200 (nothing to send again), and the body says it was not stored."""
+    delivered = []
+    web, _ = source(delivered)
+    ignored, stored = Request(), Request()
+    web.handle(ignored)
+    web.handle(stored)
+    first, second = delivered
+    first.ack.not_stored("ignored: a command, not a measurement")
+    first.ack.ack()
+    second.ack.ack()
+    assert ignored.answers == [(200, {"stored": False, "ignored": "ignored: a command, not a measurement"})]
+    assert stored.answers == [(200, {"stored": True})]

@@ -398,3 +398,46 @@ def test_a_decoder_of_your_own_may_ignore_a_message_its_payload_tells_carries_no
         assert (router.stats.ignored, router.stats.routed, router.stats.undecodable) == (1, 1, 0), function
         assert router.last_ignored == "a heartbeat, no reading"
         assert not storage.dead_letters
+
+
+def test_a_source_that_answers_its_sender_is_told_why_nothing_was_stored():
+    """A command topic, a topic of the channel's ignore filters, a decoder's Ignored and an empty payload tell
+    an acknowledgement that listens (the HTTP source's) why nothing was stored; a stored message tells nothing."""
+    from lorrygate.decoding.functions import FunctionDecoder
+    from lorrygate.errors import Ignored
+    from lorrygate.topology.fleets import Zigbee2MqttStrategy
+    from tests.doubles import Ack
+
+    class Telling(Ack):
+        def __init__(self):
+            super().__init__()
+            self.why = None
+
+        def not_stored(self, why):
+            self.why = why
+
+    def heartbeats(message, address):
+        if message.payload == b"ping":
+            raise Ignored("heartbeats", message.topic, "a heartbeat, no reading")
+        return None
+
+    clock = Clock()
+    batcher = Batcher(MemoryStorage(), clock)
+    channel = Channel("main", "b", ("#",), 1, "zigbee2mqtt", ("json",), "s", ignore=("zigbee2mqtt/bridge/logging",))
+    chain = DecoderChain((FunctionDecoder("heartbeats", heartbeats), JsonDecoder()))
+    router = ChannelRouter(channel, Zigbee2MqttStrategy(), chain, batcher, clock)
+    sent = [("zigbee2mqtt/Kitchen Lamp/set", b'{"state": "ON"}'), ("zigbee2mqtt/bridge/logging", b"{}"),
+            ("zigbee2mqtt/Kitchen Lamp", b"ping"), ("zigbee2mqtt/Kitchen Lamp", b""),
+            ("zigbee2mqtt/Kitchen Lamp", b'{"state": "ON"}')]
+    acks = [Telling() for _ in sent]
+    for (topic, payload), ack in zip(sent, acks):
+        router(Message(topic, payload, 1, False, 1.0, "#", ack))
+    clock.advance(0)
+    assert [ack.why for ack in acks] == [
+        "ignored: zigbee2mqtt/<friendly name>/set or /get: a command, not a measurement",
+        "ignored: matches the channel's ignore filters",
+        "ignored: a heartbeat, no reading",
+        "an empty payload: nothing to store",
+        None,
+    ]
+    assert [ack.count for ack in acks] == [1, 1, 1, 1, 1]
