@@ -40,6 +40,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import attrs
+from twisted.logger import Logger
 from zope.interface import implementer
 
 from lorrygate.clock import time_of_day
@@ -135,6 +136,8 @@ class _Births:
 
     aliases: dict = attrs.field(factory=dict)
     types: dict = attrs.field(factory=dict)
+    #: the sequence number (``seq``, 0-255) of the edge node's last message, None before one had it
+    seq: int | None = None
 
 
 @implementer(IDecoder)
@@ -152,6 +155,12 @@ class SparkplugDecoder:
     births: dict = attrs.field(factory=dict, repr=False)
     #: (group, edge node) -> when it was last asked for a rebirth
     asked: dict = attrs.field(factory=dict, repr=False)
+    #: messages of an edge node whose ``seq`` said that messages before them never came (lost upstream)
+    seq_gaps: int = 0
+    #: (group, edge node) -> when a gap of its ``seq`` was last logged
+    _gap_said: dict = attrs.field(factory=dict, repr=False)
+
+    log = Logger()
 
     def decode(self, message, address) -> list:
         kind = address.rest if address is not None else None
@@ -174,6 +183,8 @@ class SparkplugDecoder:
         stamp = self._ns(payload.timestamp, kind) if payload.timestamp else received_ns(message)
         edge = (address.network, address.gateway)
         if kind in DEATHS:
+            if kind == "DDEATH":  # (an NDEATH, the will set at connect, has no seq)
+                self._sequence(payload, kind, address, self.births.get(edge))
             death: dict = {"event": kind}
             for metric in payload.metrics:
                 if metric.name == "bdSeq" and metric.WhichOneof("value") in ("long_value", "int_value"):
@@ -182,6 +193,7 @@ class SparkplugDecoder:
         births = self.births.get(edge)
         if kind == "NBIRTH" or births is None:
             births = self.births[edge] = _Births()
+        self._sequence(payload, kind, address, births)
         by_time: dict = {}
         for metric in payload.metrics:
             name, datatype = self._declared(metric, births, kind, address)
@@ -196,6 +208,33 @@ class SparkplugDecoder:
                 continue
             self._value(metric, datatype, name, fields)
         return [Record(when, fields) for when, fields in by_time.items() if fields]
+
+    def _sequence(self, payload, kind: str, address, births: _Births | None) -> None:
+        """Follow the edge node's ``seq`` (0-255, one more a message, from its NBIRTH on): a number skipped says
+        that messages never came (Sparkplug's data goes at QoS 0: a broker drops them under load), a device's
+        birth among them perhaps, whose aliases would then name later metrics wrongly. The message is still
+        read; the gap is counted (`seq_gaps`) and logged, at most once in REBIRTH_INTERVAL an edge node. No
+        rebirth is asked for on a gap: a channel that subscribes to some of an edge node's devices sees gaps
+        that are none, and an edge node asked every few seconds would do little else."""
+        if births is None or not payload.HasField("seq"):
+            return
+        seq, last = payload.seq % 256, births.seq
+        births.seq = seq
+        if kind == "NBIRTH" or last is None or seq == (last + 1) % 256:
+            return
+        edge = (address.network, address.gateway)
+        self.seq_gaps += 1
+        now = self.clock.seconds() if self.clock is not None else None
+        said = self._gap_said.get(edge)
+        if now is None or said is None or now - said >= REBIRTH_INTERVAL:
+            if now is not None:
+                self._gap_said[edge] = now
+            self.log.warn(
+                "sparkplug: {kind} of edge node {edge} has seq {seq} after {last}: {lost} message(s) never came "
+                "(lost before the gateway; if a device's birth was among them, its aliases name other metrics "
+                "now: restart the edge node or send it Node Control/Rebirth)",
+                kind=kind, edge="/".join(part for part in edge if part), seq=seq, last=last, lost=(seq - last - 1) % 256,
+                event="sparkplug_seq_gap")
 
     def _ns(self, milliseconds: int, what: str) -> int:
         """A Sparkplug timestamp (milliseconds since the epoch, unsigned) in nanoseconds, if it is a time."""

@@ -195,3 +195,39 @@ def test_a_timestamp_past_the_years_is_a_dead_letter_not_a_row_no_storage_can_wr
         metric.timestamp = 2**64 - 1
     with pytest.raises(DecodeError, match="ms, is past the year 9999"):
         decode(SparkplugDecoder(), NODE.format("NBIRTH"), payload.SerializeToString())
+
+
+def test_a_gap_in_an_edge_nodes_seq_is_counted_and_logged_once_in_a_while_and_the_data_still_read():
+    """seq counts an edge node's messages (0-255, wrapping) from its NBIRTH: a number skipped means messages lost
+    upstream (QoS 0); the message is read all the same, the gap counted, and said at most every 10 s."""
+    from twisted.internet.task import Clock
+    from twisted.logger import globalLogPublisher
+
+    def payload(seq, value=None):
+        made = Payload(timestamp=T, seq=seq)
+        made.metrics.add(name="Temperature", datatype=10, double_value=value if value is not None else 20.0 + seq)
+        return made.SerializeToString()
+
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        clock = Clock()
+        decoder = SparkplugDecoder(clock=clock)
+        decode(decoder, NODE.format("NBIRTH"), payload(254))
+        for seq in (255, 0, 1):  # wraps from 255 to 0
+            decode(decoder, NODE.format("NDATA"), payload(seq))
+        decode(decoder, DEVICE.format("DDATA"), payload(2))  # a device's message counts in its edge node's seq
+        assert decoder.seq_gaps == 0
+        assert decode(decoder, NODE.format("NDATA"), payload(6)) == [Record(T * NS, {"Temperature": 26.0})]
+        decode(decoder, NODE.format("NDATA"), payload(9))
+        assert decoder.seq_gaps == 2
+        clock.advance(10)
+        decode(decoder, DEVICE.format("DDEATH"), payload(20))
+        decode(decoder, NODE.format("NBIRTH"), payload(77))  # a birth starts the count afresh: no gap
+        decode(decoder, NODE.format("NDATA"), payload(78))
+        assert decoder.seq_gaps == 3
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    said = [e for e in events if e.get("event") == "sparkplug_seq_gap"]
+    assert [(e["kind"], e["last"], e["seq"], e["lost"]) for e in said] == [("NDATA", 2, 6, 3), ("DDEATH", 9, 20, 10)]
+    assert "3 message(s) never came" in said[0]["log_format"].format(**said[0])
