@@ -340,11 +340,16 @@ def run(settings, log_format: str, log_level: str, reload: bool = False) -> int:
 
     from lorrygate.clock import steady
     from lorrygate.logs import start_logging
+    from lorrygate.service.openfiles import raise_open_files
     from lorrygate.service.supervisor import Supervisor
 
     steady(reactor)  # timers that a step of the system clock does not move (before anything is scheduled)
     start_logging(log_format, log_level)
     log = Logger(namespace="lorrygate")
+    before, after = raise_open_files()
+    if after != before:
+        log.debug("open files: the soft limit raised from {before} to {after} (the hard limit)", before=before,
+                  after=after)
     config_path = settings.source if os.path.exists(settings.source) else None
     gateway = Supervisor(reactor, settings, config_path)
     outcome = {"code": 0}

@@ -54,7 +54,9 @@ def render_status(answer: dict) -> str:
             continue
         if "listening" in details:
             counts = ", ".join(f"{details[key]} {what}" for key, what in (("received", "received"),
-                               ("refused", "refused"), ("timed_out", "answered 503 after timeout")) if key in details)
+                               ("refused", "refused"), ("timed_out", "answered 503 after timeout"),
+                               ("turned_away", "connections closed past max_connections"))
+                               if key in details and (details[key] or key != "turned_away"))
             lines.append(f"source {source['name']}: "
                          + (f"listening on {details['listening']}" if source["connected"] else "NOT listening")
                          + (f" ({counts})" if counts else ""))

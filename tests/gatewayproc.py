@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+from typing import Any
 
 import attrs
 import paho.mqtt.client as paho
@@ -65,6 +66,8 @@ class GatewayProcess:
     module: str = "lorrygate.cli"
     #: the environment of the process (None: the test's)
     env: dict | None = None
+    #: called in the child before the gateway runs (limits, say)
+    preexec: Any = None
 
     def start(self, ready: str = "connected to") -> "GatewayProcess":
         log = open(self.log_path, "ab")
@@ -74,6 +77,7 @@ class GatewayProcess:
             stdout=log,
             stderr=subprocess.STDOUT,
             env=self.env,
+            preexec_fn=self.preexec,
         )
         log.close()
         RUNNING.append(self.process)

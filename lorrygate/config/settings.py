@@ -182,6 +182,7 @@ class SourceSettings:
     token: Any = attrs.field(default=None, repr=False)
     tls_cert: str = ""
     tls_key: str = ""
+    max_connections: int = 1000
     #: tributary: "module:function", and the function once the loader resolved it
     graph: str = ""
     function: Any = attrs.field(default=None, repr=False, eq=False)
@@ -482,6 +483,10 @@ SOURCE_KEYS = {
                  doc="http: clients must send Authorization: Bearer <token> (from ${ENV:...} or ${FILE:...})."),
     "tls_cert": Key(v.text, "", doc="http: the server's PEM certificate (with its chain): HTTPS, with tls_key."),
     "tls_key": Key(v.text, "", doc="http: the PEM private key of tls_cert."),
+    "max_connections": Key(v.integer(1, 1_000_000), 1000,
+                           doc="http: connections open at once, at most; one more is closed at once (its client "
+                               "tries again), so that clients holding connections open cannot take the file "
+                               "descriptors the storages and brokers need."),
     "graph": Key(v.callable_ref, "", doc="tributary: module:function that returns the streaming graph's last node "
                                          "(a module of the strategies directory or an installed one)."),
     "database": Key(v.text, None, secret=True, doc="pgcdc: the source database, postgresql://USER:PASSWORD@HOST/DB "
@@ -519,7 +524,7 @@ SOURCE_KEYS = {
 SOURCE_TYPE_KEYS = {"poll": ("url", "command", "interval", "jitter", "timeout", "topic"),
                     "iio": ("root", "interval", "jitter", "topic"),
                     "socket": ("path", "framing", "mode", "group", "topic"),
-                    "http": ("listen", "token", "tls_cert", "tls_key", "timeout", "max_line"),
+                    "http": ("listen", "token", "tls_cert", "tls_key", "timeout", "max_line", "max_connections"),
                     "pgcdc": ("database", "slot", "tables", "create_slot", "interval", "topic"),
                     "files": ("path", "exclude", "start", "header", "interval", "jitter", "topic", "window",
                               "max_line"),

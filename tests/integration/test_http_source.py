@@ -182,3 +182,69 @@ def test_no_200_before_the_commit_a_503_while_the_database_is_held_and_the_retry
         assert rows == [("2024-06-01T12:00:00.000000000Z", 20.5), ("2024-06-01T12:00:01.000000000Z", 21.5)]
     finally:
         assert gateway.stop() == 0, gateway.text()[-3000:]
+
+
+def test_clients_that_hold_connections_open_cannot_take_the_gateways_file_descriptors(tmp_path, mosquitto):
+    """Past max_connections one more connection is closed at once and the MQTT channel goes on; a POST gets
+    through once a connection is free; and the gateway raised its soft limit of open files (systemd gives a
+    service 1,024) to the hard one."""
+    import resource
+    import socket
+
+    from tests.gatewayproc import Publisher, count_rows
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    path = config(str(tmp_path), extra_source="max_connections = 20\n")
+    text = open(path).read() + textwrap.dedent(f"""
+        [broker:b]
+        host = 127.0.0.1
+        port = {mosquitto.port}
+        client_id = fds-{tmp_path.name}
+
+        [channel:mqtt]
+        source = b
+        topics = fds/#
+        qos = 1
+        storage = db
+        """)
+    open(path, "w").write(text)
+    gateway = GatewayProcess(path, str(tmp_path / "gw.log"),
+                             preexec=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard)))
+    gateway.start(ready="lorrygate is running")
+    line = next(e["message"] for e in gateway.events() if "listening on http://" in e.get("message", ""))
+    port = int(re.search(r"127\.0\.0\.1:(\d+)/api/", line).group(1))
+    held = []
+    try:
+        limits = open(f"/proc/{gateway.process.pid}/limits").read()
+        soft = re.search(r"Max open files\s+(\d+)\s+(\d+)", limits)
+        assert soft and int(soft.group(1)) == min(hard, 1 << 20) > 256, limits
+
+        held = [socket.create_connection(("127.0.0.1", port), timeout=20) for _ in range(20)]
+        one_more = socket.create_connection(("127.0.0.1", port), timeout=20)
+        try:
+            assert one_more.recv(1) == b""  # closed as soon as it was accepted
+        except ConnectionResetError:
+            pass
+        one_more.close()
+
+        publisher = Publisher(mosquitto.port)
+        publisher.publish_many([("fds/net/gw/node/data.json", json.dumps({"v": 1}))])
+        publisher.close()
+        wait_until(lambda: count_rows(str(tmp_path / "http.sqlite"), "fds_") == 1, 30, "the MQTT message stored")
+
+        held.pop().close()
+
+        def posted():
+            try:
+                return post(port, NODE, b'{"temperature": 21.5}', timeout=5)[:2] == (200, {"stored": True})
+            except (ConnectionError, http.client.HTTPException, OSError):
+                return False  # (turned away before the freed connection was let go)
+
+        wait_until(posted, 30, "a POST once a connection is free")
+        status = subprocess.run([sys.executable, "-m", "lorrygate.cli", "-c", path, "status"],
+                                capture_output=True, text=True, timeout=60).stdout
+        assert re.search(r"source api: listening on .*\d+ connections closed past max_connections\)", status), status
+    finally:
+        for sock in held:
+            sock.close()
+        assert gateway.stop() == 0, gateway.text()[-3000:]
