@@ -19,6 +19,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from lorrygate.clock import time_of_day
+from lorrygate.service.connections import ENDPOINT_CONNECTIONS, LimitedFactory
 
 
 def status(gateway) -> dict:
@@ -169,8 +170,9 @@ class _Ready(Resource):
         return b"ready\n"
 
 
-def quiet_site(root):
-    """A Site that logs no access line per request and shows no tracebacks."""
+def quiet_site(root, limit: int = ENDPOINT_CONNECTIONS):
+    """A Site that logs no access line per request and shows no tracebacks, keeping at most ``limit``
+    connections open (`LimitedFactory`)."""
     from twisted.web.server import Site
 
     class QuietSite(Site):
@@ -180,7 +182,7 @@ def quiet_site(root):
         def log(self, request):
             pass
 
-    return QuietSite(root)
+    return LimitedFactory(QuietSite(root), limit)
 
 
 def control_site(gateway):

@@ -41,7 +41,6 @@ import attrs
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
-from twisted.protocols.policies import WrappingFactory
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.web import resource, server
 from zope.interface import implementer
@@ -49,6 +48,7 @@ from zope.interface import implementer
 from lorrygate.clock import time_of_day
 from lorrygate.interfaces import ISource
 from lorrygate.model import Message
+from lorrygate.service.connections import LimitedFactory
 from lorrygate.sources.pauses import Pauses, SourcePlumbing
 
 #: seconds between two tries to listen on a port that could not be listened on
@@ -168,25 +168,6 @@ class _Request(server.Request):
         super().handleContentChunk(data)
 
 
-class _Limited(WrappingFactory):
-    """At most ``limit`` connections open at once, outermost (below TLS too): one more is closed as soon as it is
-    accepted (its client tries again), so that clients that hold connections open (a script that never closes,
-    a slow client on purpose) cannot take the file descriptors the gateway's storages, spool and brokers
-    need."""
-
-    noisy = False
-
-    def __init__(self, factory, limit: int, source):
-        super().__init__(factory)
-        self.limit, self.source = limit, source
-
-    def buildProtocol(self, addr):
-        if len(self.protocols) >= self.limit:
-            self.source.turned_away += 1
-            return None  # (the port closes the socket)
-        return super().buildProtocol(addr)
-
-
 class _Site(server.Site):
     """No access log: a fleet that posts every few seconds filled the gateway's log with a line a request (MQTT
     messages get none); what was received and refused is counted (``lorrygate status``)."""
@@ -229,8 +210,8 @@ class HttpSource(SourcePlumbing, Service):
     received: int = 0
     refused: int = 0
     timed_out: int = 0
-    #: connections closed at once, past ``max_connections``
-    turned_away: int = 0
+    #: the listening factory, which closes connections past ``max_connections`` (`LimitedFactory`)
+    _limited: Any = None
 
     log = Logger()
 
@@ -278,8 +259,8 @@ class HttpSource(SourcePlumbing, Service):
         site.displayTracebacks = False
         try:
             factory = TLSMemoryBIOFactory(self._tls(), False, site) if self.settings.tls_cert else site
-            self._port = self._reactor.listenTCP(port, _Limited(factory, self.settings.max_connections, self),
-                                                 interface=host)
+            self._limited = LimitedFactory(factory, self.settings.max_connections)
+            self._port = self._reactor.listenTCP(port, self._limited, interface=host)
         except Exception as exc:
             error = f"cannot listen on {host}:{port}: {exc}"
             if error != self.last_error:  # (said once, not at every try)
@@ -299,7 +280,8 @@ class HttpSource(SourcePlumbing, Service):
     def status(self) -> dict:
         """What ``lorrygate status`` shows of it."""
         return {"listening": self.client_id, "received": self.received, "refused": self.refused,
-                "timed_out": self.timed_out, "turned_away": self.turned_away}
+                "timed_out": self.timed_out,
+                "turned_away": self._limited.turned_away if self._limited is not None else 0}
 
     def _tls(self):
         """The server's TLS options from its PEM certificate (and chain) and key."""
