@@ -238,3 +238,50 @@ def test_one_failing_table_does_not_stop_the_others(tmp_path, broker, database):
     assert set(stored) == {s for s in range(5_000) if s % 10 != 3}
     assert set(dead) == {s for s in range(5_000) if s % 10 == 3}
     assert all("this table takes no rows today" in error for error in errors)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A filesystem of its own with little room (a tmpfs), grown later by a remount: a full disk, for real."""
+    import subprocess
+
+    path = tmp_path / "disk"
+    path.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(path)], capture_output=True,
+                             text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small filesystem here ({mounted.stderr.strip()}): a full disk needs one")
+    yield path
+    subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def test_a_full_disk_holds_the_acknowledgements_and_loses_nothing(tmp_path, broker, small_disk):
+    """The database and the spool on a disk that fills up (an edge box's SD card): SQLite says the disk is full,
+    the spool cannot take the batch either, so nothing is acknowledged and the broker keeps the rest; once the
+    disk has room again, every message is stored."""
+    import subprocess
+
+    started = time.monotonic()
+    realm = f"f{uuid.uuid4().hex[:8]}"
+    config = gateway_config(str(small_disk), broker.port, realm, f"sqlite:///{small_disk}/gw.sqlite",
+                            "synchronous = NORMAL\nmax_pending = 2000\n")
+    disk = os.statvfs(small_disk)
+    with open(small_disk / "filler", "wb") as handle:  # leave some 300 KB
+        handle.write(b"\0" * (disk.f_bavail * disk.f_frsize - 300_000))
+    gateway = GatewayProcess(config, str(tmp_path / "gw.log")).start()
+    stream = Stream(broker.port, topics(realm), 5_000, rate=2500).start()
+    stream.finish()
+    full = wait_until(lambda: (lambda s: s if s and s["failures"] and "full" in s["last_error"] else None)(
+        status(config)), 60, "the disk to fill up")
+    assert "database or disk is full" in full["last_error"], full
+    assert len(sqlite_seqs(str(small_disk / "gw.sqlite"), realm.lower())) < 5_000
+    assert any("cannot spool" in e.get("message", "") and "No space left on device" in e.get("message", "")
+               for e in gateway.events())
+
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
+    wait_for_rows(lambda: len(set(sqlite_seqs(str(small_disk / "gw.sqlite"), realm.lower()))), 5_000, 120,
+                  "all 5,000 messages once the disk has room")
+    assert gateway.stop() == 0
+    seqs = sqlite_seqs(str(small_disk / "gw.sqlite"), realm.lower())
+    report("disk full", 5_000, seqs, started)
+    assert set(seqs) == set(range(5_000))
