@@ -416,7 +416,12 @@ class ChannelRouter:
         is told ``why`` (`IGNORED`: the topic's reason, looked up only then)."""
         told = getattr(message.ack, "not_stored", None)
         if told is not None:
-            told(f"ignored: {self.explain(message.topic)[2][1]}" if why is IGNORED else why)
+            if why is IGNORED:
+                try:
+                    why = f"ignored: {self.explain(message.topic)[2][1]}"
+                except Exception:  # (a strategy of your own that ignored the topic and now raises)
+                    why = "ignored"
+            told(why)
         self.batcher.add(Entry(None, [], self.channel.name, message, ""))
 
     def _failed(self, failure, message) -> None:
