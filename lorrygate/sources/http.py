@@ -155,15 +155,30 @@ def _respond(request, code: int, body: dict, retry: bool = False) -> None:
 
 
 class _Request(server.Request):
-    """A request whose body is dropped past the source's limit (kept neither in memory nor on disk)."""
+    """A request whose body is read and dropped (kept neither in memory nor in a temporary file) past the source's
+    limit, and from a client without the token: it is told so (401, 413) once the body is read, as HTTP wants,
+    but a client that may not post cannot have megabytes of its body kept for it meanwhile."""
 
     received = 0
     too_large = False
+    dropping = False
+
+    def gotLength(self, length) -> None:
+        # the headers are all there (not yet the body): twisted.web would keep a body of unknown or over 100 KB
+        # length in a temporary file
+        source = self.channel.site.source  # type: ignore[attr-defined]
+        if not source.authorized(self):
+            self.dropping = True
+        elif length is not None and length > source.settings.max_line:
+            self.dropping = self.too_large = True
+        super().gotLength(0 if self.dropping else length)
 
     def handleContentChunk(self, data: bytes) -> None:
+        if self.dropping:
+            return
         self.received += len(data)
         if self.received > self.channel.site.source.settings.max_line:  # type: ignore[attr-defined]
-            self.too_large = True
+            self.dropping = self.too_large = True
             return
         super().handleContentChunk(data)
 
@@ -311,16 +326,21 @@ class HttpSource(SourcePlumbing, Service):
         d = port.stopListening()
         return d if d is not None else succeed(None)
 
+    def authorized(self, request) -> bool:
+        """Whether the request has the ``token`` (any request, without one), compared in constant time."""
+        token = self.settings.token
+        if token is None:
+            return True
+        given = request.getHeader(b"authorization") or b""
+        return hmac.compare_digest(given, b"Bearer " + str(token.reveal()).encode())
+
     def handle(self, request):
         """A POST or PUT below /api/: a message, answered when it is stored (`_Answer`)."""
         if not request.path.startswith(PREFIX) or request.path == PREFIX:
             return self._refuse(request, 404, "POST the payload to /api/<topic>")
-        token = self.settings.token
-        if token is not None:
-            given = request.getHeader(b"authorization") or b""
-            if not hmac.compare_digest(given, b"Bearer " + str(token.reveal()).encode()):
-                request.setHeader(b"www-authenticate", b'Bearer realm="lorrygate"')
-                return self._refuse(request, 401, "a token is needed: Authorization: Bearer <token>")
+        if not self.authorized(request):
+            request.setHeader(b"www-authenticate", b'Bearer realm="lorrygate"')
+            return self._refuse(request, 401, "a token is needed: Authorization: Bearer <token>")
         if request.too_large:
             return self._refuse(request, 413, f"a body over max_line = {self.settings.max_line} bytes")
         if self._pauses.paused:

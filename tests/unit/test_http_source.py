@@ -177,3 +177,31 @@ def test_a_message_with_nothing_to_store_is_answered_so_not_stored_true():
     second.ack.ack()
     assert ignored.answers == [(200, {"stored": False, "ignored": "ignored: a command, not a measurement"})]
     assert stored.answers == [(200, {"stored": True})]
+
+
+@pytest.mark.parametrize("authorization, length, kept", [
+    (b"Bearer s3cret", 5_000_000, True),  # a client with the token: as twisted.web keeps a large body
+    (b"Bearer wrong", 5_000_000, False),  # without it: read and dropped, no temporary file, no memory
+    (b"Bearer s3cret", 9_000_000, False),  # past max_line
+])
+def test_a_body_that_will_be_refused_is_read_and_dropped_not_kept(authorization, length, kept):
+    """A client without the token, or a body over max_line: the body is neither held in memory nor written into a
+    temporary file while it comes (the answer, 401 or 413, comes once it was read)."""
+    from twisted.web.test.requesthelper import DummyChannel
+
+    from lorrygate.config.values import Secret
+    from lorrygate.sources.http import _Request
+
+    settings = SourceSettings(name="web", type="http", listen=("127.0.0.1", 0), token=Secret("s3cret"),
+                              max_line=8_000_000)
+    channel = DummyChannel()
+    channel.site.source = HttpSource("api", settings, [].append, Clock())
+    request = _Request(channel)
+    request.requestHeaders.setRawHeaders(b"authorization", [authorization])
+    request.gotLength(length)
+    for _ in range(length // 100_000):
+        request.handleContentChunk(b"x" * 100_000)
+    assert request.dropping is not kept
+    held = request.content.seek(0, io.SEEK_END)
+    assert held == (length if kept else 0)
+    assert isinstance(request.content, io.BytesIO) or kept  # (no temporary file for a body to drop)
