@@ -709,6 +709,11 @@ class PostgresDialect:
         """What a write that failed for the server's state says: psycopg's message."""
         return str(exc)
 
+    @staticmethod
+    def unusable(exc: Exception) -> str:
+        """Why a connection cannot be used: psycopg's message."""
+        return str(exc)
+
     #: what `unstorable_text` recognises
     unstorable_text_is = "the character NUL, U+0000, in text or JSON"
 

@@ -418,14 +418,34 @@ class SQLiteDialect:
     def explain_refusal(self, exc: Exception, tables: list, columns_of) -> str:
         return self.explain(exc)  # (SQLite takes any value in any column: no type to change)
 
-    @staticmethod
-    def unwell(exc: Exception) -> str:
-        """What a write that failed for the database's state says: SQLite's message, and for BUSY and LOCKED
-        who may hold the lock (SQLite's own message names no one)."""
+    def unwell(self, exc: Exception) -> str:
+        """What a write that failed for the database's state says: SQLite's message, and what to do where SQLite's
+        own message says neither who nor what (BUSY and LOCKED: who may hold the lock; a full disk, a file
+        that cannot be written, a damaged file)."""
         code = getattr(exc, "sqlite_errorcode", None)
-        if code is not None and (code & 0xFF) in (5, 6):
+        primary = code & 0xFF if code is not None else None
+        if primary in (5, 6):
             return (f"{exc} (another connection holds the file's write lock: a sqlite3 shell in a transaction, "
                     "a backup, another program; the writes wait in the spool until it lets go)")
+        if primary == 13:
+            return (f"{exc} (the disk of {self.path} is full: free some room there; nothing is acknowledged "
+                    "meanwhile, the broker keeps the rest, and the writes go on once there is room)")
+        if primary in (8, 11, 26):
+            return f"{self.unusable(exc)}; the writes wait in the spool meanwhile"
+        return str(exc)
+
+    def unusable(self, exc: Exception) -> str:
+        """Why the file cannot be used, and what to do, for a file that cannot be written or is damaged (at the
+        start, or in a write); else SQLite's message."""
+        code = getattr(exc, "sqlite_errorcode", None)
+        primary = code & 0xFF if code is not None else None
+        if primary == 8:
+            return (f"{exc} ({self.path}, its directory or its -wal and -shm files cannot be written: a file "
+                    "system mounted read-only, as an SD card's after errors, or a file of another owner)")
+        if primary in (11, 26):
+            return (f"{exc} ({self.path} is damaged or no SQLite database: with lorrygate stopped, move it and "
+                    "its -wal and -shm files aside (sqlite3 OLD .recover | sqlite3 NEW saves what it can); the "
+                    "start makes a new one)")
         return str(exc)
 
     #: SQLite stores any text, the character NUL too

@@ -210,7 +210,8 @@ class SqlStorage:
             self.dialect.prepare(self._conn, DEAD_LETTER_TABLE)
         except Exception as exc:
             self._close()
-            raise StorageError(f"storage {self.name}: cannot use {self.dialect.describe()}: {exc}") from None
+            raise StorageError(f"storage {self.name}: cannot use {self.dialect.describe()}: "
+                               f"{self.dialect.unusable(exc)}") from None
         self._columns_read = False
         self._verified.clear()
         self._views = None

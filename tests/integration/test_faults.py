@@ -273,7 +273,7 @@ def test_a_full_disk_holds_the_acknowledgements_and_loses_nothing(tmp_path, brok
     stream.finish()
     full = wait_until(lambda: (lambda s: s if s and s["failures"] and "full" in s["last_error"] else None)(
         status(config)), 60, "the disk to fill up")
-    assert "database or disk is full" in full["last_error"], full
+    assert "database or disk is full" in full["last_error"] and "is full: free some room there" in full["last_error"]
     assert len(sqlite_seqs(str(small_disk / "gw.sqlite"), realm.lower())) < 5_000
     assert any("cannot spool" in e.get("message", "") and "No space left on device" in e.get("message", "")
                for e in gateway.events())

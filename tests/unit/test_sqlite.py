@@ -659,3 +659,29 @@ def test_a_write_lock_held_by_another_connection_is_named_in_the_error(storage, 
     assert "another connection holds the file's write lock" in str(info.value), str(info.value)
     storage._commit(batch(entry({"v": 3})))  # once it lets go
     assert rows(storage, 'SELECT v FROM "mqttkit_1_testdrive__area_42_node_1_sensors"') == [(1,), (3,)]
+
+
+def test_a_full_disk_a_read_only_file_and_a_damaged_file_say_what_to_do(tmp_path):
+    """SQLite's own messages name neither the file nor a remedy: the storage's do, from SQLite's result codes."""
+    import sqlite3
+
+    from lorrygate.storage.sqlite import SQLiteDialect
+
+    full = tmp_path / "full.sqlite"
+    conn = sqlite3.connect(full)
+    conn.execute("CREATE TABLE t (x)")
+    conn.execute("PRAGMA max_page_count = 2")  # (the database cannot grow: SQLITE_FULL, as on a full disk)
+    with pytest.raises(sqlite3.OperationalError) as filled:
+        conn.executemany("INSERT INTO t VALUES (?)", [("x" * 1000,)] * 100)
+    conn.close()
+    said = SQLiteDialect(str(full)).unwell(filled.value)
+    assert said.startswith("database or disk is full (the disk of ") and "free some room there" in said
+
+    junk = tmp_path / "junk.sqlite"
+    junk.write_bytes(b"not a database " * 1000)
+    with pytest.raises(sqlite3.DatabaseError) as damaged:
+        sqlite3.connect(junk).execute("SELECT * FROM sqlite_master").fetchall()
+    said = SQLiteDialect(str(junk)).unusable(damaged.value)
+    assert said.startswith(f"file is not a database ({junk} is damaged or no SQLite database: with lorrygate "
+                           "stopped, move it and its -wal and -shm files aside")
+    assert SQLiteDialect(str(junk)).unwell(damaged.value).endswith("; the writes wait in the spool meanwhile")
