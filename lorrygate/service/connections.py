@@ -1,6 +1,6 @@
 """
-A bound on the connections a listening socket of the gateway keeps open (the HTTP source, the control and
-metrics endpoints, the WebSocket sink).
+A bound on the connections a listening socket of the gateway keeps open (the HTTP source, a socket source,
+the control and metrics endpoints, the WebSocket sink).
 
 Clients that hold connections open (a script that never closes them, a slow client on purpose, a scanner) would
 otherwise take file descriptors and memory without bound, until the storages, the spool and the brokers had
@@ -11,6 +11,8 @@ from twisted.protocols.policies import WrappingFactory
 
 #: the bound of the control and metrics endpoints and of the WebSocket sink
 ENDPOINT_CONNECTIONS = 100
+#: the bound of a socket source's stream socket (local programs)
+SOCKET_CONNECTIONS = 1000
 
 
 class LimitedFactory(WrappingFactory):

@@ -33,6 +33,7 @@ from zope.interface import implementer
 from lorrygate.clock import time_of_day
 from lorrygate.interfaces import ISource
 from lorrygate.model import NO_ACK, Message
+from lorrygate.service.connections import SOCKET_CONNECTIONS, LimitedFactory
 from lorrygate.sources.pauses import Pauses, SourcePlumbing
 
 #: the longest message a stream client may send
@@ -160,7 +161,8 @@ class SocketSource(SourcePlumbing, Service):
                 factory = Factory.forProtocol(_Lines if settings.framing == "lines" else _Framed)
                 factory.noisy = False
                 factory.source = self  # type: ignore[attr-defined]  # read by the protocols
-                self._port = self._reactor.listenUNIX(path, factory, mode=mode)
+                # (local programs, but one that leaks connections would take the gateway's file descriptors)
+                self._port = self._reactor.listenUNIX(path, LimitedFactory(factory, SOCKET_CONNECTIONS), mode=mode)
             if settings.group:
                 os.chown(path, -1, grp.getgrnam(settings.group).gr_gid)
         except Exception as exc:
