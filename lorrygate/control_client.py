@@ -46,10 +46,14 @@ def render_status(answer: dict) -> str:
     if answer.get("reload_error"):
         lines.append(f"the last reload could not start, the running configuration stays: {answer['reload_error']}")
     for source in answer["sources"]:
+        # a [source:NAME] source is named as its log lines name it, with the channel it serves (whose name the
+        # status carries for every source)
+        named = (f"source {source['section']} (channel {source['name']})"
+                 if source.get("section") and source["section"] != source["name"] else f"source {source['name']}")
         state = "connected" if source["connected"] else "NOT connected"
         details = source.get("details") or {}
         if details.get("finished"):
-            lines.append(f"source {source['name']}: finished: the graph {details['graph']} ended after "
+            lines.append(f"{named}: finished: the graph {details['graph']} ended after "
                          f"{details['produced']} values")
             continue
         if "listening" in details:
@@ -57,13 +61,13 @@ def render_status(answer: dict) -> str:
                                ("refused", "refused"), ("timed_out", "answered 503 after timeout"),
                                ("turned_away", "connections closed past max_connections"))
                                if key in details and (details[key] or key != "turned_away"))
-            lines.append(f"source {source['name']}: "
+            lines.append(f"{named}: "
                          + (f"listening on {details['listening']}" if source["connected"] else "NOT listening")
                          + (f" ({counts})" if counts else ""))
             if source.get("last_error"):
                 lines.append(f"  last error: {source['last_error']}")
             continue
-        lines.append(f"source {source['name']}: {state} to {source['broker']} as {source['client_id']}"
+        lines.append(f"{named}: {state} to {source['broker']} as {source['client_id']}"
                      + (f", in group {source['group']}" if source.get("group") else ""))
         if source.get("last_error"):
             lines.append(f"  last error: {source['last_error']}")

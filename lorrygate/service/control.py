@@ -22,6 +22,13 @@ from lorrygate.clock import time_of_day
 from lorrygate.service.connections import ENDPOINT_CONNECTIONS, LimitedFactory
 
 
+def _section(source) -> dict:
+    """The ``[source:NAME]`` a source of a channel was made from (its log lines name it so), where it has one."""
+    settings = getattr(source, "settings", None)
+    section = getattr(settings, "name", None)
+    return {"section": section} if isinstance(section, str) and section else {}
+
+
 def status(gateway) -> dict:
     storages = []
     for name, batcher in gateway.batchers.items():
@@ -52,7 +59,7 @@ def status(gateway) -> dict:
                 "drained": stats.drained,
             },
         })
-    sources = [{"name": s.name, "broker": f"{s.broker.host}:{s.broker.port}", "connected": s.connected,
+    sources = [{"name": s.name, **_section(s), "broker": f"{s.broker.host}:{s.broker.port}", "connected": s.connected,
                 "client_id": s.client_id, "last_error": s.last_error, "retained_skipped": s.retained_skipped,
                 "subscribed": s.subscribed, "paused_by": list(s.paused_by),
                 **({"details": s.status()} if hasattr(s, "status") else {}),

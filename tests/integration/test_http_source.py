@@ -100,7 +100,7 @@ def test_kotoris_http_api_stores_json_csv_and_forms_and_answers_after_the_commit
         assert "POST /api" not in gateway.text()  # no access log: a line a request filled the log
         status = subprocess.run([sys.executable, "-m", "lorrygate.cli", "-c", gateway.config, "status"],
                                 capture_output=True, text=True, timeout=60).stdout
-        assert f"source api: listening on http://127.0.0.1:{port}/api/ (6 received, 4 refused, 0 answered 503 after " \
+        assert f"source web (channel api): listening on http://127.0.0.1:{port}/api/ (6 received, 4 refused, 0 answered 503 after " \
                "timeout)" in status, status
     finally:
         assert gateway.stop() == 0, gateway.text()[-3000:]
@@ -243,7 +243,7 @@ def test_clients_that_hold_connections_open_cannot_take_the_gateways_file_descri
         wait_until(posted, 30, "a POST once a connection is free")
         status = subprocess.run([sys.executable, "-m", "lorrygate.cli", "-c", path, "status"],
                                 capture_output=True, text=True, timeout=60).stdout
-        assert re.search(r"source api: listening on .*\d+ connections closed past max_connections\)", status), status
+        assert re.search(r"source web \(channel api\): listening on .*\d+ connections closed past max_connections\)", status), status
     finally:
         for sock in held:
             sock.close()
