@@ -308,3 +308,22 @@ def test_shelly_gen2_rpc_notifications_are_rows_of_components_at_the_devices_tim
         decode(message(b'{"method": "NotifyStatus", "params": {"ts": "soon", "sys": {}}}'), rpc)
     with pytest.raises(DecodeError, match="not a list of objects"):
         decode(message(b'{"method": "NotifyEvent", "params": {"events": 5}}'), rpc)
+
+
+def test_an_integer_past_64_bits_is_kept_exact_where_kotoris_values_apply():
+    """A 20-digit ICCID sent as a JSON number, which the parser reads as the nearest float
+    (8.988228066602759e+19), is the integer the payload wrote, on a wan channel; a float of that size written as
+    one stays a float, and as-sent channels keep what the decoder returned."""
+    from tests.unit.test_router import configured
+
+    router, collector = configured("wan")
+    payload = (b'{"iccid": 89882280666027595366, "negative": -9223372036854775809, "big": 1e20, '
+               b'"fraction": 100000000000000000000.5, "temperature": 21.5}')
+    router(message(payload, "r/n/g/d/data.json"))
+    [entry] = collector.entries
+    assert entry.records[0].fields == {"iccid": 89882280666027595366, "negative": -9223372036854775809,
+                                       "big": 1e20, "fraction": 1e20, "temperature": 21.5}
+
+    router, collector = configured("tasmota")
+    router(message(b'{"iccid": 89882280666027595366}', "tele/plug/SENSOR"))
+    assert collector.entries[0].records[0].fields["iccid"] == 8.988228066602759e19
