@@ -43,8 +43,9 @@ _isfinite = math.isfinite
 #: integer may have come as the nearest float
 _LARGE = 9.223372036854775808e18
 _SMALL = -_LARGE
-#: an integer literal of 19 digits or more, not part of a decimal fraction or an exponent
-_LONG_INTEGER = re.compile(rb"(?<![\d.eE+-])-?\d{19,}(?![\d.eE])")
+#: an integer literal of 19 to 310 digits (more is past what a float holds, and past 4,300 int() refuses), not part
+#: of a decimal fraction, an exponent or a longer run of digits
+_LONG_INTEGER = re.compile(rb"(?<![\d.eE+-])-?\d{19,310}(?![\d.eE])")
 
 
 def _number(text: str):
@@ -54,7 +55,10 @@ def _number(text: str):
     if not _NUMBER.fullmatch(stripped):
         return text
     if _INTEGER.fullmatch(stripped):
-        return int(stripped)
+        try:
+            return int(stripped)
+        except ValueError:  # past the 4,300 digits int() converts: no number a column holds, the text it is
+            return text
     number = float(stripped)
     return number if math.isfinite(number) else _DROP
 
