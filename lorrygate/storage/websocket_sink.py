@@ -37,6 +37,8 @@ from lorrygate.storage.layout import json_text
 CLIENT_BUFFER = 4 << 20
 #: tables whose latest record the page and /latest show
 MAX_TABLES = 10_000
+#: the largest message a browser may send (a subscription)
+MAX_CLIENT_MESSAGE = 1 << 20
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>lorrygate live</title>
@@ -113,7 +115,11 @@ def _protocol_class():
                 wanted = json.loads(payload).get("subscribe")
             except (ValueError, AttributeError):
                 return
-            self.subscribed = set(wanted) if wanted else None
+            if wanted is None or wanted == []:
+                self.subscribed = None
+            elif isinstance(wanted, list) and all(isinstance(table, str) for table in wanted):
+                self.subscribed = set(wanted)
+            # (anything else, a text or an object: not a subscription, nothing changes)
 
         def onClose(self, wasClean, code, reason):
             self.factory.sink.clients.discard(self)
@@ -170,6 +176,9 @@ class WebSocketSink:
         parts = urlsplit(self.url)
         factory = WebSocketServerFactory(self.url.replace("http", "ws", 1))
         factory.protocol = _protocol_class()
+        # what a browser sends is a subscription of a few table names: a larger message closes its connection
+        # (1009) instead of being gathered in memory (autobahn's default has no bound)
+        factory.setProtocolOptions(maxMessagePayloadSize=MAX_CLIENT_MESSAGE, maxFramePayloadSize=MAX_CLIENT_MESSAGE)
         factory.sink = self  # type: ignore[attr-defined]  # read by the protocols
         root = Resource()
         root.putChild(b"", _Page())

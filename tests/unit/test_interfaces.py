@@ -132,3 +132,18 @@ def test_the_prometheus_sink_exports_the_values_of_nested_objects():
     labels = ("r", "net", "gw", "n1", "r_net.gw_n1_sensors")
     assert sink.values == {("lorrygate_field_t", labels): 21.5, ("lorrygate_field_wifi_rssi", labels): -60.0,
                            ("lorrygate_field_wifi_ap_ch", labels): 6.0, ("lorrygate_field_wifi_ap_up", labels): 1.0}
+
+
+def test_a_websocket_client_subscribes_with_a_list_of_table_names_and_nothing_else():
+    """{"subscribe": [...]} of names subscribes, [] or null all again; a text, an object or a list of lists (which
+    raised in the protocol) changes nothing."""
+    from lorrygate.storage.websocket_sink import _protocol_class
+
+    client = _protocol_class()()
+    client.onMessage(b'{"subscribe": ["a.b", "c.d"]}', False)
+    assert client.subscribed == {"a.b", "c.d"}
+    for other in (b'{"subscribe": "a.b"}', b'{"subscribe": {"a": 1}}', b'{"subscribe": [["a"]]}', b"[1]", b"x"):
+        client.onMessage(other, False)
+        assert client.subscribed == {"a.b", "c.d"}, other
+    client.onMessage(b'{"subscribe": []}', False)
+    assert client.subscribed is None
