@@ -93,7 +93,10 @@ class ProtocolError(LorrygateError):
 
 
 class StorageError(LorrygateError):
-    """A storage target refused or failed a write."""
+    """A storage target refused or failed a write. ``passing``: the cause is the database's state, which passes
+    (a full disk, a lock another program holds, a server away), not a file or a setting to fix."""
+
+    passing: bool = False
 
 
 class TableBudgetExceeded(LorrygateError):

@@ -120,7 +120,9 @@ class StorageService(Service):
         """Open the spool and the backend; raise StorageError when it cannot be used.
 
         A database server that is down at start is an outage like any
-        other: the storage starts, and its batches wait in the spool.
+        other: the storage starts, and its batches wait in the spool; so
+        does an SQLite database whose disk is full or whose file another
+        program holds locked (a state that passes), not a damaged file.
         """
         Service.startService(self)
         name = self.settings.name
@@ -133,7 +135,7 @@ class StorageService(Service):
                                   storage=name, count=found)
             await self.backend.start()
         except StorageError as exc:
-            if self.settings.kind in ("postgresql", "crate") and not _spool_refused(exc):
+            if (self.settings.kind in ("postgresql", "crate") or exc.passing) and not _spool_refused(exc):
                 self.log.error("{error}; starting anyway: batches wait (spool, backpressure) until it answers",
                                error=str(exc))
                 self.batcher.storage_failed(exc)

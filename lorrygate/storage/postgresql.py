@@ -714,6 +714,10 @@ class PostgresDialect:
         """Why a connection cannot be used: psycopg's message."""
         return str(exc)
 
+    def passing(self, exc: Exception) -> bool:
+        """Whether the server cannot be used for a state that passes (`transient`: it is away, starting, full)."""
+        return self.transient(exc)
+
     #: what `unstorable_text` recognises
     unstorable_text_is = "the character NUL, U+0000, in text or JSON"
 

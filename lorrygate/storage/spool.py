@@ -178,6 +178,8 @@ class Spool:
     _bytes: int = 0
     _sequence: int = 0
     damaged: int = 0
+    #: the identity (target.json) could not be written at the start (a full disk): written before the first batch
+    _unnamed: bool = False
 
     log = Logger()
 
@@ -245,7 +247,12 @@ class Spool:
                 f"`lorrygate spool list`; then `lorrygate spool drain NAME --adopt` writes them here, "
                 f"or `lorrygate spool discard NAME --yes` deletes them"
             )
-        write_identity(self.directory, self.kind, self.target)
+        try:
+            write_identity(self.directory, self.kind, self.target)
+        except OSError:
+            # a full disk at the start (an edge box's SD card): an empty spool has nothing to mix up; the first
+            # batch to spool writes the identity first (`_write`), or fails as the batch itself would
+            self._unnamed = True
 
     # -- put, take, remove ---------------------------------------------------------
 
@@ -275,6 +282,9 @@ class Spool:
         return d.addCallbacks(written, failed)
 
     def _write(self, path: str, data: builtins.bytes) -> None:
+        if self._unnamed:
+            write_identity(self.directory, self.kind, self.target)
+            self._unnamed = False
         temporary = path + ".tmp"
         try:
             with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as handle:

@@ -412,6 +412,14 @@ class SQLiteDialect:
     def connection_lost(self, exc: Exception) -> bool:
         return isinstance(exc, FileReplaced)
 
+    @staticmethod
+    def passing(exc: Exception) -> bool:
+        """Whether a database that cannot be used at the start is so for a state that passes: a full disk, a lock
+        another program holds, memory (the gateway starts, and its batches wait); not a damaged file, a path
+        that cannot be opened or a read-only file, which need someone to fix them."""
+        code = getattr(exc, "sqlite_errorcode", None)
+        return code is not None and (code & 0xFF) in (5, 6, 7, 13)
+
     def explain(self, exc: Exception) -> str:
         return f"{type(exc).__name__}: {exc}"
 

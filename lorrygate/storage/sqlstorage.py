@@ -210,8 +210,10 @@ class SqlStorage:
             self.dialect.prepare(self._conn, DEAD_LETTER_TABLE)
         except Exception as exc:
             self._close()
-            raise StorageError(f"storage {self.name}: cannot use {self.dialect.describe()}: "
-                               f"{self.dialect.unusable(exc)}") from None
+            error = StorageError(f"storage {self.name}: cannot use {self.dialect.describe()}: "
+                                 f"{self.dialect.unusable(exc)}")
+            error.passing = self.dialect.passing(exc)
+            raise error from None
         self._columns_read = False
         self._verified.clear()
         self._views = None

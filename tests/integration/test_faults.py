@@ -285,3 +285,36 @@ def test_a_full_disk_holds_the_acknowledgements_and_loses_nothing(tmp_path, brok
     seqs = sqlite_seqs(str(small_disk / "gw.sqlite"), realm.lower())
     report("disk full", 5_000, seqs, started)
     assert set(seqs) == set(range(5_000))
+
+
+def test_a_gateway_that_starts_on_a_full_disk_starts_and_stores_everything_once_there_is_room(tmp_path, broker,
+                                                                                               small_disk):
+    """An edge box that boots with its SD card full: no lock description, no spool identity, no SQLite file can
+    be written. The gateway starts all the same (it refused with a traceback: "No space left on device"),
+    acknowledges nothing, and stores every message once the disk has room."""
+    import subprocess
+
+    started = time.monotonic()
+    realm = f"f{uuid.uuid4().hex[:8]}"
+    config = gateway_config(str(small_disk), broker.port, realm, f"sqlite:///{small_disk}/gw.sqlite",
+                            "synchronous = NORMAL\n")
+    disk = os.statvfs(small_disk)
+    with open(small_disk / "filler", "wb") as handle:
+        try:
+            handle.write(b"\0" * (disk.f_bavail * disk.f_frsize))
+        except OSError:
+            pass  # (full)
+    gateway = GatewayProcess(config, str(tmp_path / "gw.log")).start(ready="lorrygate is running")
+    assert any("database or disk is full" in e.get("message", "") and "starting anyway" in e.get("message", "")
+               for e in gateway.events())
+    stream = Stream(broker.port, topics(realm), 1_000, rate=1000).start()
+    stream.finish()
+    wait_until(lambda: (lambda s: s and s["pending"] > 0 and s["failures"])(status(config)), 60,
+               "messages waiting for room")
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
+    wait_for_rows(lambda: len(set(sqlite_seqs(str(small_disk / "gw.sqlite"), realm.lower()))), 1_000, 120,
+                  "all 1,000 messages once the disk has room")
+    assert gateway.stop() == 0
+    seqs = sqlite_seqs(str(small_disk / "gw.sqlite"), realm.lower())
+    report("started on a full disk", 1_000, seqs, started)
+    assert set(seqs) == set(range(1_000))

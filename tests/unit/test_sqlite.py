@@ -685,3 +685,33 @@ def test_a_full_disk_a_read_only_file_and_a_damaged_file_say_what_to_do(tmp_path
     assert said.startswith(f"file is not a database ({junk} is damaged or no SQLite database: with lorrygate "
                            "stopped, move it and its -wal and -shm files aside")
     assert SQLiteDialect(str(junk)).unwell(damaged.value).endswith("; the writes wait in the spool meanwhile")
+
+
+def test_a_database_that_cannot_be_used_at_the_start_passes_for_a_full_disk_or_a_lock_not_a_damaged_file(tmp_path):
+    """The gateway starts anyway (its batches wait) for a state that passes: a full disk, a lock another program
+    holds; a damaged file is for someone to fix and stops the start, as before."""
+    import sqlite3
+
+    from lorrygate.errors import StorageError
+    from lorrygate.storage.sqlite import SQLiteDialect
+
+    junk = tmp_path / "junk.sqlite"
+    junk.write_bytes(b"not a database " * 1000)
+    with pytest.raises(StorageError) as damaged:
+        SQLiteStorage("db", str(junk), reactor=None)._connect()
+    assert damaged.value.passing is False
+
+    full = tmp_path / "full.sqlite"
+    conn = sqlite3.connect(full)
+    conn.execute("CREATE TABLE t (x)")
+    conn.execute("PRAGMA max_page_count = 2")
+    with pytest.raises(sqlite3.OperationalError) as filled:
+        conn.executemany("INSERT INTO t VALUES (?)", [("x" * 1000,)] * 100)
+    other = sqlite3.connect(full, timeout=0, isolation_level=None)
+    conn.execute("BEGIN EXCLUSIVE")
+    with pytest.raises(sqlite3.OperationalError) as locked:
+        other.execute("BEGIN EXCLUSIVE")
+    conn.rollback()
+    conn.close()
+    other.close()
+    assert SQLiteDialect(str(full)).passing(filled.value) and SQLiteDialect(str(full)).passing(locked.value)
