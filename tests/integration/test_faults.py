@@ -255,11 +255,23 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(path)], capture_output=True)
 
 
+def stored_once_there_is_room(disk, realm: str, count: int, gateway, what: str, started: float) -> None:
+    """Grow the small disk; every message is stored, once, and the gateway stops cleanly."""
+    import subprocess
+
+    subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)
+    wait_for_rows(lambda: len(set(sqlite_seqs(str(disk / "gw.sqlite"), realm.lower()))), count, 120,
+                  f"all {count:,} messages once the disk has room")
+    assert gateway.stop() == 0
+    seqs = sqlite_seqs(str(disk / "gw.sqlite"), realm.lower())
+    report(what, count, seqs, started)
+    assert set(seqs) == set(range(count))
+
+
 def test_a_full_disk_holds_the_acknowledgements_and_loses_nothing(tmp_path, broker, small_disk):
     """The database and the spool on a disk that fills up (an edge box's SD card): SQLite says the disk is full,
     the spool cannot take the batch either, so nothing is acknowledged and the broker keeps the rest; once the
     disk has room again, every message is stored."""
-    import subprocess
 
     started = time.monotonic()
     realm = f"f{uuid.uuid4().hex[:8]}"
@@ -278,13 +290,7 @@ def test_a_full_disk_holds_the_acknowledgements_and_loses_nothing(tmp_path, brok
     assert any("cannot spool" in e.get("message", "") and "No space left on device" in e.get("message", "")
                for e in gateway.events())
 
-    subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
-    wait_for_rows(lambda: len(set(sqlite_seqs(str(small_disk / "gw.sqlite"), realm.lower()))), 5_000, 120,
-                  "all 5,000 messages once the disk has room")
-    assert gateway.stop() == 0
-    seqs = sqlite_seqs(str(small_disk / "gw.sqlite"), realm.lower())
-    report("disk full", 5_000, seqs, started)
-    assert set(seqs) == set(range(5_000))
+    stored_once_there_is_room(small_disk, realm, 5_000, gateway, "disk full", started)
 
 
 def test_a_gateway_that_starts_on_a_full_disk_starts_and_stores_everything_once_there_is_room(tmp_path, broker,
@@ -292,7 +298,6 @@ def test_a_gateway_that_starts_on_a_full_disk_starts_and_stores_everything_once_
     """An edge box that boots with its SD card full: no lock description, no spool identity, no SQLite file can
     be written. The gateway starts all the same (it refused with a traceback: "No space left on device"),
     acknowledges nothing, and stores every message once the disk has room."""
-    import subprocess
 
     started = time.monotonic()
     realm = f"f{uuid.uuid4().hex[:8]}"
@@ -311,10 +316,4 @@ def test_a_gateway_that_starts_on_a_full_disk_starts_and_stores_everything_once_
     stream.finish()
     wait_until(lambda: (lambda s: s and s["pending"] > 0 and s["failures"])(status(config)), 60,
                "messages waiting for room")
-    subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
-    wait_for_rows(lambda: len(set(sqlite_seqs(str(small_disk / "gw.sqlite"), realm.lower()))), 1_000, 120,
-                  "all 1,000 messages once the disk has room")
-    assert gateway.stop() == 0
-    seqs = sqlite_seqs(str(small_disk / "gw.sqlite"), realm.lower())
-    report("started on a full disk", 1_000, seqs, started)
-    assert set(seqs) == set(range(1_000))
+    stored_once_there_is_room(small_disk, realm, 1_000, gateway, "started on a full disk", started)
