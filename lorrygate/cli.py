@@ -29,6 +29,9 @@ from lorrygate.errors import ConfigError
 
 EXIT_CONFIG = 2
 EXIT_RUNTIME = 1
+#: how long a SIGTERM or Ctrl-C during the start waits for it to finish before the gateway stops without it
+#: (a storage connecting takes up to its connect timeout; with the graceful stop after it, below systemd's 90 s)
+START_WAIT = 60.0
 
 
 COMMANDS = ("run", "check", "status", "flush", "launch", "relay", "inspect", "describe", "spool", "dead-letters", "backfill")
@@ -366,8 +369,16 @@ def run(settings, log_format: str, log_level: str, reload: bool = False) -> int:
         outcome["started"] = True
         reactor.addSystemEventTrigger("before", "shutdown", lambda: Deferred.fromCoroutine(gateway.stop())
                                       .addCallbacks(stopped, stop_failed))
+        if stopping:
+            # a signal came while starting: stop now, the graceful way (what was delivered meanwhile is
+            # committed and acknowledged)
+            log.info("started; stopping as signal {signal} asked", signal=stopping[0])
+            reactor.stop()
+            return
         if config_path is not None:
             gateway.listen_for_sighup()
+            if hangups:
+                gateway.request("SIGHUP")  # (asked for while starting: the file may have changed since it was read)
             if reload:
                 gateway.watch()
 
@@ -379,9 +390,24 @@ def run(settings, log_format: str, log_level: str, reload: bool = False) -> int:
         else:
             log.failure("lorrygate could not start: {error}", failure=failure, error=failure.getErrorMessage())
         outcome["code"] = EXIT_RUNTIME
+        outcome["start failed"] = True  # (the start stopped what it had started)
         if not stopping:
             stopping.append("start failed")
+        if reactor.running:
             reactor.stop()
+
+    def give_up_waiting(signum):
+        if not outcome.get("started") and not outcome.get("start failed") and reactor.running:
+            log.warn("signal {signal}: the start has not finished in {seconds:.0f} s; stopping without it",
+                     signal=signum, seconds=START_WAIT)
+            reactor.stop()
+
+    hangups: list = []
+
+    def hangup_while_starting():
+        if not hangups:
+            log.info("SIGHUP while starting: reloading once started")
+        hangups.append(True)
 
     def stop_once(signum):
         # A second SIGTERM or Ctrl-C while stopping changes nothing (Twisted's
@@ -390,6 +416,13 @@ def run(settings, log_format: str, log_level: str, reload: bool = False) -> int:
             log.info("signal {signal} while stopping: already stopping", signal=signum)
             return
         stopping.append(signum)
+        if not outcome.get("started") and not outcome.get("start failed"):
+            # Still starting (a storage connecting, a schema read): stopping now would leave what has started
+            # without its graceful stop. The stop follows the start, or START_WAIT seconds, whichever is first.
+            log.info("signal {signal}: stopping once the gateway has started (commit, acknowledge, disconnect)",
+                     signal=signum)
+            reactor.callLater(START_WAIT, give_up_waiting, signum)
+            return
         log.info("signal {signal}: stopping (commit, acknowledge, disconnect)", signal=signum)
         reactor.stop()
 
@@ -405,11 +438,14 @@ def run(settings, log_format: str, log_level: str, reload: bool = False) -> int:
         gc.set_threshold(200_000, 20, 100)
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda number, frame: reactor.callFromThread(stop_once, number))
+        if config_path is not None:
+            # SIGHUP's default action ends the process: until the gateway has started, a reload is noted
+            signal.signal(signal.SIGHUP, lambda number, frame: reactor.callFromThread(hangup_while_starting))
         Deferred.fromCoroutine(gateway.start()).addCallbacks(started, failed)
 
     reactor.callWhenRunning(begin)
     reactor.run()
-    if stopping and not outcome.get("stopped") and outcome.get("started", stopping != ["start failed"]):
+    if stopping and not outcome.get("stopped") and not outcome.get("start failed"):
         # The reactor ended without the graceful stop (it failed, or the gateway had not finished
         # starting): the storages' threads would keep the process alive for ever. Exit instead; what
         # was not committed was not acknowledged, and the broker delivers it again.

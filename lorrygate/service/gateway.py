@@ -323,6 +323,7 @@ class Gateway(MultiService):
         self._stop_loops()
         if self._ready is not None:
             ready, self._ready = self._ready, None
+            ready.addErrback(lambda _: None)  # (stopped before every channel subscribed: not running, no error)
             ready.cancel()
         channels = list(self.channel_services.values())
         await self._stop_parts(list(self.channel_services), list(self.storage_services))

@@ -240,3 +240,59 @@ def test_a_second_sigterm_while_stopping_is_harmless(tmp_path, mosquitto):
     assert gateway.process.wait(60) == 0
     text = gateway.text()
     assert "Traceback" not in text and "ReactorNotRunning" not in text and '"level": "critical"' not in text, text[-2000:]
+
+
+def test_sigterm_while_starting_stops_gracefully_once_started(tmp_path, mosquitto):
+    """SIGTERM while the gateway is still starting (`systemctl stop` while a storage connects) stops it the
+    graceful way once the start has finished: exit code 0 and the final statistics, not "stopped without its
+    graceful stop" and exit code 1. The PostgreSQL server here is a socket that takes the connection and says
+    nothing, so the start waits in the storage's connect until the test closes it."""
+    import socket
+
+    realm = f"st{uuid.uuid4().hex[:8]}"
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(4)
+    silent.settimeout(30)
+    url = f"postgresql://postgres@127.0.0.1:{silent.getsockname()[1]}/postgres"
+    config = gateway_config(str(tmp_path), mosquitto.port, realm, url)
+    gateway = GatewayProcess(config, str(tmp_path / "gw.log")).start(ready=None)
+    try:
+        held, _ = silent.accept()  # the storage is connecting: the gateway is inside its start
+        gateway.process.send_signal(signal.SIGTERM)
+        wait_until(lambda: "stopping once the gateway has started" in gateway.text(), 30, "the signal to be handled")
+        held.close()  # the connect fails now; the storage starts without its server, as it does when it is away
+        assert gateway.process.wait(60) == 0, gateway.text()[-3000:]
+    finally:
+        silent.close()
+    finals = [e for e in gateway.events() if e.get("event") == "storage_stats" and e.get("final")]
+    assert finals, gateway.text()[-3000:]
+    text = gateway.text()
+    assert "without its graceful stop" not in text and "Traceback" not in text, text[-3000:]
+    assert '"level": "critical"' not in text, text[-3000:]
+
+
+def test_sighup_while_starting_reloads_once_started(tmp_path, mosquitto):
+    """SIGHUP while the gateway is still starting (`kill -HUP` right after the start) did what SIGHUP does to a
+    process that has not asked for it: ended it, without the graceful stop. It is a reload once started."""
+    import socket
+
+    realm = f"sh{uuid.uuid4().hex[:8]}"
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(4)
+    silent.settimeout(30)
+    url = f"postgresql://postgres@127.0.0.1:{silent.getsockname()[1]}/postgres"
+    config = gateway_config(str(tmp_path), mosquitto.port, realm, url)
+    gateway = GatewayProcess(config, str(tmp_path / "gw.log")).start(ready=None)
+    try:
+        held, _ = silent.accept()  # the storage is connecting: the gateway is inside its start
+        gateway.process.send_signal(signal.SIGHUP)
+        wait_until(lambda: "reloading once started" in gateway.text() or gateway.process.poll() is not None, 30,
+                   "the signal to be handled")
+        held.close()
+        wait_until(lambda: reloaded(gateway) or gateway.process.poll() is not None, 60, "the reload")
+        assert gateway.process.poll() is None, gateway.text()[-3000:]
+        assert gateway.stop() == 0, gateway.text()[-3000:]
+    finally:
+        silent.close()
