@@ -128,7 +128,7 @@ def to_json(value) -> str:
     try:
         return json.dumps(value, ensure_ascii=False, default=str, sort_keys=True, allow_nan=False)
     except RecursionError:
-        raise ValueError(_TOO_DEEP) from None
+        raise ValueError(TOO_DEEP) from None
     except (ValueError, TypeError):  # a float that is not finite; keys that do not sort (1 and "a")
         return json.dumps(_json_safe(value), ensure_ascii=False, default=str, sort_keys=True, allow_nan=False)
 
@@ -140,12 +140,12 @@ def json_text(value) -> str:
     try:
         return json.dumps(value, ensure_ascii=False, default=_json_default, allow_nan=False)
     except RecursionError:
-        raise ValueError(_TOO_DEEP) from None
+        raise ValueError(TOO_DEEP) from None
     except (ValueError, TypeError):
         return json.dumps(_json_safe(value), ensure_ascii=False, default=_json_default, allow_nan=False)
 
 
-_TOO_DEEP = "a list or an object nested too deeply to be JSON text (about 1,000 levels)"
+TOO_DEEP = "a list or an object nested too deeply to be JSON text (about 1,000 levels)"
 
 
 def _json_default(value):

@@ -41,6 +41,7 @@ from twisted.python.threadpool import ThreadPool
 from lorrygate.errors import StorageError
 from lorrygate.model import Address, Message, Record, TableName
 from lorrygate.storage.batch import Batch, DeadLetter, Entry
+from lorrygate.storage.layout import TOO_DEEP
 
 MAGIC = b"LGSP"
 VERSION = 1
@@ -129,9 +130,24 @@ def encode(batch) -> bytes:
             if ("dead", i) not in progress and id(d) not in progress]
     # surrogatepass: any str a decoder produced round-trips; a spool write
     # never fails on what a message carried.
-    body = msgpack.packb({"created": time.time(), "entries": entries, "dead": dead}, use_bin_type=True, default=str,
-                         unicode_errors="surrogatepass")
+    try:
+        body = _pack({"created": time.time(), "entries": entries, "dead": dead})
+    except ValueError:
+        # a record nested past msgpack's limit (~1,020 levels, from a decoder of your own): its message is a dead
+        # letter, as the database would make it (no JSON text holds it either), so that the rest is spooled
+        kept = []
+        for item in entries:
+            try:
+                _pack(item)
+                kept.append(item)
+            except ValueError:
+                dead.append([item[2], item[3], "store", f"{TOO_DEEP}; not spooled", item[4]])
+        body = _pack({"created": time.time(), "entries": kept, "dead": dead})
     return _HEADER.pack(MAGIC, VERSION, len(body), zlib.crc32(body)) + body
+
+
+def _pack(document) -> bytes:
+    return msgpack.packb(document, use_bin_type=True, default=str, unicode_errors="surrogatepass")
 
 
 def decode(data: bytes) -> Batch:

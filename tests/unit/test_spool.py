@@ -34,6 +34,25 @@ def test_record_round_trip():
     assert again.dead_letters == batch.dead_letters
 
 
+def test_a_record_too_deep_to_spool_is_a_dead_letter_and_the_rest_is_spooled():
+    """A decoder of your own made a record nested past msgpack's limit (~1,020 levels): the batch could not be
+    spooled at all, so while the database was away every later batch waited in memory behind it. Its message
+    is a dead letter in the spool record, as the database would make it; the batch's other rows are kept."""
+    deep: object = 1
+    for _ in range(1_100):
+        deep = {"a": deep}
+    batch = Batch()
+    batch.add(entry(1))
+    message = Message("r/n/g/deep/data.json", b"(a decoder's input)", 1, False, 2.5, "#", Ack())
+    batch.add(Entry(TABLE, [Record(2, {"deep": deep}, {})], "main", message, "mine"))
+    batch.add(entry(3))
+    again = decode(encode(batch))
+    assert [e.records for e in again.entries] == [batch.entries[0].records, batch.entries[2].records]
+    [dead] = again.dead_letters
+    assert (dead.channel, dead.message.topic, dead.stage, dead.decoder) == ("main", message.topic, "store", "mine")
+    assert dead.message.payload == message.payload and "nested too deeply" in dead.error
+
+
 def test_committed_rows_are_not_spooled_again():
     """Rows a storage already committed (progress) are left out of the record."""
     batch = Batch()
