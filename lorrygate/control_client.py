@@ -97,6 +97,8 @@ def render_status(answer: dict) -> str:
         lines.append(
             f"channel {channel['name']}: {channel['received']} received, {channel['routed']} routed, "
             f"{channel['unmatched']} unmatched, {channel['undecodable']} undecodable"
+            + (f", {channel['seq_gaps']} sequence gaps (messages lost before the gateway)"
+               if channel.get("seq_gaps") else "")
         )
     for hook in answer.get("hooks", ()):
         lines.append(f"hook {hook['name']}: {hook['runs']} runs, {hook['failures']} failures, {hook['pending']} waiting"

@@ -157,6 +157,8 @@ class SparkplugDecoder:
     asked: dict = attrs.field(factory=dict, repr=False)
     #: messages of an edge node whose ``seq`` said that messages before them never came (lost upstream)
     seq_gaps: int = 0
+    #: the channel's counters (`ChannelStats`), which count the gaps too (status, /metrics); set by the channel
+    stats: Any = None
     #: (group, edge node) -> when a gap of its ``seq`` was last logged
     _gap_said: dict = attrs.field(factory=dict, repr=False)
 
@@ -224,6 +226,8 @@ class SparkplugDecoder:
             return
         edge = (address.network, address.gateway)
         self.seq_gaps += 1
+        if self.stats is not None:
+            self.stats.seq_gaps += 1
         now = self.clock.seconds() if self.clock is not None else None
         said = self._gap_said.get(edge)
         if now is None or said is None or now - said >= REBIRTH_INTERVAL:

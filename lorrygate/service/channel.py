@@ -70,6 +70,9 @@ class ChannelStats:
     values_dropped: int = 0
     #: empty or blank payloads that no decoder took (a cleared retained message): acknowledged, nothing stored
     empty: int = 0
+    #: messages whose sequence number says that messages before them never came (lost before the gateway;
+    #: Sparkplug B's ``seq``)
+    seq_gaps: int = 0
     #: dead letters by stage (``topology``, ``decode``, ``transform``, ``size``, ``internal``)
     dead_letters: dict = attrs.Factory(dict)
 

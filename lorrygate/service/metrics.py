@@ -32,6 +32,8 @@ CHANNEL_COUNTERS = (
     ("lorrygate_table_collisions", "collisions", "Addresses whose table name another address already uses."),
     ("lorrygate_values_dropped", "values_dropped", "Nulls, NaN and infinite values left out by the kotori value policy."),
     ("lorrygate_messages_empty", "empty", "Empty payloads no decoder took (cleared retained messages): not stored."),
+    ("lorrygate_sequence_gaps", "seq_gaps",
+     "Messages whose sequence number says that messages before them never came (Sparkplug B seq): lost upstream."),
 )
 
 

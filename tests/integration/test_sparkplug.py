@@ -73,3 +73,40 @@ def test_a_gateway_that_missed_the_birth_asks_for_a_rebirth_and_stores_what_foll
     [(topic, payload, error)] = query(db, "SELECT topic, payload, error FROM lorrygate_dead_letter")
     assert (topic, bytes(payload)) == (f"spBv1.0/{group}/NDATA/Edge-7", bytes.fromhex(SPARKPLUG["ndata"]))
     assert f"the gateway asked it to (Node Control/Rebirth on spBv1.0/{group}/NCMD/Edge-7)" in error
+
+
+def test_a_gap_in_an_edge_nodes_seq_is_counted_in_the_status(tmp_path, mosquitto):
+    """Messages of an edge node lost before the gateway (Sparkplug's data goes at QoS 0) show in `lorrygate
+    status` and in the channel's final statistics, not only in a log line: NBIRTH seq 0, NDATA seq 1, then an
+    NDATA with seq 5 (three never came)."""
+    import json
+    import subprocess
+    import sys
+
+    group = f"g{uuid.uuid4().hex[:6]}"
+    config = write_config(str(tmp_path), mosquitto.port, client_id=f"gw-{group}", topics=f"spBv1.0/{group}/#",
+                          extra="strategy = sparkplug\ndecoders = spb\n\n[decoder:spb]\ntype = sparkplug\n")
+    gateway = GatewayProcess(config, str(tmp_path / "gw.log"))
+    gateway.start(ready="subscribed")
+    later = Payload.FromString(bytes.fromhex(SPARKPLUG["ndata"]))
+    later.seq = 5
+    publisher = Publisher(mosquitto.port)
+    publisher.publish_many([(f"spBv1.0/{group}/NBIRTH/Edge-7", bytes.fromhex(SPARKPLUG["nbirth"])),
+                            (f"spBv1.0/{group}/NDATA/Edge-7", bytes.fromhex(SPARKPLUG["ndata"])),
+                            (f"spBv1.0/{group}/NDATA/Edge-7", later.SerializeToString())])
+    publisher.close()
+
+    def status(*args):
+        result = subprocess.run([sys.executable, "-m", "lorrygate.cli", "-c", config, "status", *args],
+                                capture_output=True, text=True, timeout=30)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    try:
+        wait_until(lambda: json.loads(status("--json"))["channels"][0]["received"] == 3, 30, "the three messages")
+        assert json.loads(status("--json"))["channels"][0]["seq_gaps"] == 1
+        assert "1 sequence gaps (messages lost before the gateway)" in status()
+    finally:
+        assert gateway.stop() == 0, gateway.text()[-3000:]
+    [final] = [e for e in gateway.events() if e.get("event") == "stats" and e.get("final")]
+    assert final["seq_gaps"] == 1
