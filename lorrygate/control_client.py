@@ -59,8 +59,9 @@ def render_status(answer: dict) -> str:
         if "listening" in details:
             counts = ", ".join(f"{details[key]} {what}" for key, what in (("received", "received"),
                                ("refused", "refused"), ("timed_out", "answered 503 after timeout"),
-                               ("turned_away", "connections closed past max_connections"))
-                               if key in details and (details[key] or key != "turned_away"))
+                               ("turned_away", "connections closed past max_connections"),
+                               ("exports", "exports"), ("exporting", "exporting now"))
+                               if key in details and (details[key] or key not in ("turned_away", "exporting")))
             lines.append(f"{named}: "
                          + (f"listening on {details['listening']}" if source["connected"] else "NOT listening")
                          + (f" ({counts})" if counts else ""))

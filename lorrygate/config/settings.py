@@ -183,6 +183,9 @@ class SourceSettings:
     tls_cert: str = ""
     tls_key: str = ""
     max_connections: int = 1000
+    #: http: Kotori's data export (GET /api/<topic>.csv), and the token it wants (a Secret; None: ``token``)
+    export: bool = False
+    export_token: Any = attrs.field(default=None, repr=False)
     #: tributary: "module:function", and the function once the loader resolved it
     graph: str = ""
     function: Any = attrs.field(default=None, repr=False, eq=False)
@@ -487,6 +490,13 @@ SOURCE_KEYS = {
                            doc="http: connections open at once, at most; one more is closed at once (its client "
                                "tries again), so that clients holding connections open cannot take the file "
                                "descriptors the storages and brokers need."),
+    "export": Key(v.boolean, False,
+                  doc="http: Kotori's data export: GET /api/<topic> with the suffix .csv, .txt, .json or .ndjson "
+                      "answers that topic's rows from the channel's storage (SQLite or PostgreSQL), from= and "
+                      "to= Kotori's times (default the last 10 days), include= and exclude= columns."),
+    "export_token": Key(v.text, None, secret=True,
+                        doc="http: the token an export needs (Authorization: Bearer <token>; default: token): "
+                            "the devices that post need not be able to read the fleet's data."),
     "graph": Key(v.callable_ref, "", doc="tributary: module:function that returns the streaming graph's last node "
                                          "(a module of the strategies directory or an installed one)."),
     "database": Key(v.text, None, secret=True, doc="pgcdc: the source database, postgresql://USER:PASSWORD@HOST/DB "
@@ -524,7 +534,8 @@ SOURCE_KEYS = {
 SOURCE_TYPE_KEYS = {"poll": ("url", "command", "interval", "jitter", "timeout", "topic"),
                     "iio": ("root", "interval", "jitter", "topic"),
                     "socket": ("path", "framing", "mode", "group", "topic"),
-                    "http": ("listen", "token", "tls_cert", "tls_key", "timeout", "max_line", "max_connections"),
+                    "http": ("listen", "token", "tls_cert", "tls_key", "timeout", "max_line", "max_connections",
+                             "export", "export_token"),
                     "pgcdc": ("database", "slot", "tables", "create_slot", "interval", "topic"),
                     "files": ("path", "exclude", "start", "header", "interval", "jitter", "topic", "window",
                               "max_line"),

@@ -201,6 +201,12 @@ class _Api(resource.Resource):
     def render(self, request):
         if request.method in (b"POST", b"PUT"):
             return self.source.handle(request)
+        if request.method == b"GET" and self.source.exporter is not None:
+            return self.source.export(request)
+        if self.source.exporter is not None:
+            request.setHeader(b"allow", b"GET, POST, PUT")
+            return self.source._refuse(request, 405, "POST (or PUT) the payload to /api/<topic>; GET /api/<topic>."
+                                                     "csv exports")
         request.setHeader(b"allow", b"POST, PUT")
         return self.source._refuse(request, 405, "POST (or PUT) the payload to /api/<topic>")
 
@@ -227,6 +233,8 @@ class HttpSource(SourcePlumbing, Service):
     timed_out: int = 0
     #: the listening factory, which closes connections past ``max_connections`` (`LimitedFactory`)
     _limited: Any = None
+    #: Kotori's data export (``export = yes``): `lorrygate.sources.export.Exporter`, set by the channel
+    exporter: Any = None
 
     log = Logger()
 
@@ -296,7 +304,9 @@ class HttpSource(SourcePlumbing, Service):
         """What ``lorrygate status`` shows of it."""
         return {"listening": self.client_id, "received": self.received, "refused": self.refused,
                 "timed_out": self.timed_out,
-                "turned_away": self._limited.turned_away if self._limited is not None else 0}
+                "turned_away": self._limited.turned_away if self._limited is not None else 0,
+                **({"exports": self.exporter.exports, "exporting": self.exporter.running,
+                    "exports_waiting": self.exporter.waiting} if self.exporter is not None else {})}
 
     def _tls(self):
         """The server's TLS options from its PEM certificate (and chain) and key."""
@@ -318,6 +328,8 @@ class HttpSource(SourcePlumbing, Service):
 
     def stopService(self) -> Deferred:
         super().stopService()
+        if self.exporter is not None:
+            self.exporter.stop()
         if self._retry is not None and self._retry.active():
             self._retry.cancel()
         port, self._port = self._port, None
@@ -371,6 +383,37 @@ class HttpSource(SourcePlumbing, Service):
         answer.timer = self._reactor.callLater(self.settings.timeout, answer.expire)
         self.received += 1
         self.deliver(Message(topic, payload, 1, False, time_of_day(self._reactor)(), "#", answer))
+        return server.NOT_DONE_YET
+
+    def export(self, request):
+        """A GET below /api/: the rows of the topic's table (`lorrygate.sources.export`)."""
+        from lorrygate.sources.export import ExportRefused, split_format
+
+        def refuse(code: int, why: str) -> bytes:
+            self.refused += 1
+            request.setResponseCode(code)
+            request.setHeader(b"content-type", b"application/json")
+            return json.dumps({"error": why}).encode() + b"\n"
+
+        if not request.path.startswith(PREFIX) or request.path == PREFIX:
+            return refuse(404, "GET /api/<topic>.csv (or .txt, .json, .ndjson) exports")
+        token = self.settings.export_token or self.settings.token
+        if token is not None and not hmac.compare_digest(request.getHeader(b"authorization") or b"",
+                                                         b"Bearer " + str(token.reveal()).encode()):
+            request.setHeader(b"www-authenticate", b'Bearer realm="lorrygate"')
+            return refuse(401, "a token is needed: Authorization: Bearer <token>")
+        try:
+            topic = unquote(request.path[len(PREFIX):].decode("utf-8"), errors="strict").strip("/")
+            args = {key.decode("utf-8"): values[-1].decode("utf-8") for key, values in request.args.items()}
+        except UnicodeDecodeError:
+            return refuse(400, "the path and the query are UTF-8 text")
+        try:
+            topic, kind = split_format(topic)
+            self.exporter.begin(request, topic, kind, args, time_of_day(self._reactor)())
+        except ExportRefused as exc:
+            if exc.code == 503:
+                request.setHeader(b"retry-after", b"1")
+            return refuse(exc.code, str(exc))
         return server.NOT_DONE_YET
 
     def _refuse(self, request, code: int, why: str) -> bytes:

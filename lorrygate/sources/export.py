@@ -1,0 +1,426 @@
+"""
+Kotori's data export on the HTTP source (``export = yes``): ``GET
+/api/<topic>`` answers the rows of the table the channel's strategy routes
+that topic to, read from the channel's storage (SQLite or PostgreSQL):
+
+    GET /api/mqttkit-1/testdrive/area-42/node-1/data.csv?from=now-2h&exclude=weight
+
+The topic's suffix is the format: ``.csv`` (``.txt``: the same as text),
+``.json`` (an array of objects), ``.ndjson`` (an object a line). ``from`` and
+``to`` take Kotori's times: ISO 8601 (``2016-06-25T22:00:00.000Z``, an offset,
+``2016-06-25``, ``20160626T124259+0200``, ``20160625``; UTC without an offset;
+a ``to`` of a date alone is the end of that day) or ``now`` less a span
+(``now-4h``, ``now-8d5h3m``; units ``w d h m s``); they default to
+``now-10d`` and ``now``. ``include`` and ``exclude`` take column names,
+comma-separated. Rows come oldest first, streamed as they are read (a
+client that reads slowly holds the read, not the gateway's memory), at most
+``MAX_EXPORTS`` exports at once (``503`` beyond).
+
+Errors: ``400`` for a time that is none or a suffix of no format (the answer
+lists them), ``404`` for a topic the strategy stores nowhere or whose table
+does not exist yet, ``501`` for a storage that cannot be read here (CrateDB:
+query it with its SQL; the sinks keep nothing).
+"""
+
+import base64
+import csv
+import datetime as dt
+import io
+import re
+import threading
+from typing import Any
+
+import orjson
+from twisted.internet import threads
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IPushProducer
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+from zope.interface import implementer
+
+#: formats by the topic's suffix: (content type, renderer name)
+FORMATS = {"csv": (b"text/csv; charset=utf-8", "csv"), "txt": (b"text/plain; charset=utf-8", "csv"),
+           "json": (b"application/json", "json"), "ndjson": (b"application/x-ndjson", "ndjson")}
+#: exports running at once, at most (each holds a database connection and a thread)
+MAX_EXPORTS = 4
+#: rows read and written at a time
+CHUNK = 2000
+DEFAULT_FROM = "now-10d"
+_SPAN = re.compile(r"(\d+)([wdhms])")
+_SPANS = re.compile(r"(\d+[wdhms])+")
+#: an offset whose "+" a query string made a space (``...T00:00:00.000 02:00``: Kotori asks for %2B)
+_SPACED_OFFSET = re.compile(r"(T[\d:.]+) (\d{2}:?\d{2})$")
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_UNITS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
+_DATE_ONLY = re.compile(r"^\d{4}-?\d{2}-?\d{2}$")
+
+
+class ExportRefused(Exception):
+    """An export that cannot be answered with rows: ``code`` and why."""
+
+    def __init__(self, code: int, why: str):
+        super().__init__(why)
+        self.code = code
+
+
+def split_format(topic: str) -> tuple:
+    """``(topic, format)`` of an export's path: the format is the suffix of its last level."""
+    last = topic.rsplit("/", 1)[-1]
+    if "." not in last:
+        raise ExportRefused(400, f"no format: end the path with one of {_format_list()} (data.csv, data.json)")
+    suffix = last.rsplit(".", 1)[1].lower()
+    if suffix not in FORMATS:
+        raise ExportRefused(400, f"no format {suffix!r}: end the path with one of {_format_list()}")
+    return topic, suffix
+
+
+def _format_list() -> str:
+    return ", ".join("." + name for name in FORMATS)
+
+
+def parse_time(text: str, now: float, end: bool = False) -> int:
+    """Kotori's ``from``/``to``: nanoseconds since the epoch; ExportRefused(400) for text that is no time.
+    ``end``: a date alone is the last nanosecond of that day."""
+    value = text.strip()
+    if value.startswith("now"):
+        rest = value[3:]
+        seconds = 0
+        if rest:
+            if rest[0] not in "+-" or not _SPANS.fullmatch(rest[1:]):
+                raise ExportRefused(400, f"time {text!r}: now, or now-<span> as now-4h or now-8d5h3m (w d h m s)")
+            seconds = sum(int(n) * _UNITS[unit] for n, unit in _SPAN.findall(rest[1:]))
+            seconds = -seconds if rest[0] == "-" else seconds
+        return int(round((now + seconds) * 1_000_000)) * 1000
+    try:
+        when = dt.datetime.fromisoformat(_SPACED_OFFSET.sub(r"\1+\2", value))
+    except ValueError:
+        raise ExportRefused(400, f"time {text!r}: ISO 8601 (2016-06-25T22:00:00Z, 2016-06-25, 20160625T220000Z, "
+                                 "an offset as +02:00) or now-<span> (now-4h)") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    delta = when - _EPOCH
+    nanos = (delta.days * 86400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
+    if end and _DATE_ONLY.match(value):
+        nanos += 86_400_000_000_000 - 1
+    return nanos
+
+
+def names(text: str | None) -> list:
+    return [name.strip() for name in (text or "").split(",") if name.strip()]
+
+
+def choose(columns: list, include: list, exclude: list) -> list:
+    """The columns to export: ``time`` first, then the table's (those of ``include`` where given), less
+    ``exclude``; names the table does not have are left out (as Kotori does)."""
+    rest = [c for c in columns if c != "time"]
+    if include:
+        rest = [c for c in rest if c in include]
+    return ["time"] + [c for c in rest if c not in exclude]
+
+
+def _text(value) -> Any:
+    """A value as a CSV cell or a JSON value."""
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    return value
+
+
+def _cell(value) -> Any:
+    value = _text(value)
+    if isinstance(value, (dict, list)):
+        return orjson.dumps(value).decode()
+    return "" if value is None else value
+
+
+class Renderer:
+    """Rows as the bytes of a format, a chunk at a time."""
+
+    def __init__(self, kind: str, columns: list):
+        self.kind, self.columns, self._first = kind, columns, True
+
+    def head(self) -> bytes:
+        if self.kind == "csv":
+            return self._csv([self.columns])
+        return b"[" if self.kind == "json" else b""
+
+    def rows(self, rows: list) -> bytes:
+        if self.kind == "csv":
+            return self._csv([[_cell(v) for v in row] for row in rows])
+        objects = [orjson.dumps(dict(zip(self.columns, map(_text, row))), default=str,
+                                option=orjson.OPT_NON_STR_KEYS) for row in rows]
+        if self.kind == "ndjson":
+            return b"".join(o + b"\n" for o in objects)
+        text = (b"\n" if self._first else b",\n") + b",\n".join(objects)
+        self._first = False
+        return text
+
+    def tail(self) -> bytes:
+        return b"\n]\n" if self.kind == "json" else b""
+
+    @staticmethod
+    def _csv(rows: list) -> bytes:
+        out = io.StringIO()
+        csv.writer(out, lineterminator="\n").writerows(rows)
+        return out.getvalue().encode("utf-8", "surrogatepass")
+
+
+class _SQLiteReader:
+    mark = "?"
+
+    def __init__(self, dialect):
+        from lorrygate.decoding.timestamps import IsoTime
+        from lorrygate.storage.sqlite import table_name
+
+        self.path, self._iso, self._name = dialect.path, IsoTime(), table_name
+
+    def connect(self):
+        import sqlite3
+
+        conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30, check_same_thread=False)
+        return conn
+
+    def relation(self, table) -> str:
+        from lorrygate.topology.naming import quote
+
+        return quote(self._name(table))
+
+    def exists(self, conn, table) -> bool:
+        return conn.execute("SELECT 1 FROM sqlite_master WHERE name = ? AND type IN ('table', 'view')",
+                            (self._name(table),)).fetchone() is not None
+
+    def time(self, nanos: int):
+        return self._iso(nanos)
+
+    def cursor(self, conn):
+        return conn.cursor()
+
+
+class _PostgresReader:
+    mark = "%s"
+
+    def __init__(self, dialect):
+        self.url = dialect.url
+
+    def connect(self):
+        import psycopg
+
+        return psycopg.connect(self.url, connect_timeout=10, application_name="lorrygate export")
+
+    def relation(self, table) -> str:
+        from lorrygate.storage.postgresql import qualified
+
+        return qualified(table)
+
+    def exists(self, conn, table) -> bool:
+        from lorrygate.storage.postgresql import qualified
+
+        return conn.execute("SELECT to_regclass(%s)", (qualified(table),)).fetchone()[0] is not None
+
+    def time(self, nanos: int):
+        return _EPOCH + dt.timedelta(microseconds=nanos // 1000)
+
+    def cursor(self, conn):
+        return conn.cursor(name="lorrygate_export")  # server side: the rows come as they are fetched
+
+
+def reader_of(backend):
+    """The reader of a storage's backend, or ExportRefused(501)."""
+    dialect = getattr(backend, "dialect", None)
+    name = getattr(dialect, "name", None)
+    if name == "sqlite":
+        return _SQLiteReader(dialect)
+    if name == "postgresql":
+        return _PostgresReader(dialect)
+    raise ExportRefused(501, f"storage {getattr(backend, 'name', '?')} cannot be read here: the export reads "
+                             "SQLite and PostgreSQL (CrateDB: query it with its SQL; a sink keeps nothing)")
+
+
+@implementer(IPushProducer)
+class _Stream:
+    """An export's rows written to its request as the client reads them: the reading thread waits while the
+    request's transport is paused (the client reads slower than the rows come) and stops once it is gone."""
+
+    def __init__(self, request) -> None:
+        self.request = request
+        self.paused = False
+        self.gone = False
+        self._resumed: Deferred | None = None
+        request.registerProducer(self, True)
+        request.notifyFinish().addBoth(self._finished)
+
+    def _finished(self, _) -> None:
+        self.gone = True
+        self.resumeProducing()
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        resumed, self._resumed = self._resumed, None
+        if resumed is not None:
+            resumed.callback(None)
+
+    def stopProducing(self) -> None:
+        self.gone = True
+        self.resumeProducing()
+
+    def write(self, data: bytes):
+        """On the reactor: write; a Deferred while the transport is paused. False once the client is gone."""
+        if self.gone or self.request._disconnected:
+            return False
+        if data:
+            self.request.write(data)
+        if self.paused:
+            self._resumed = Deferred()
+            return self._resumed.addCallback(lambda _: not self.gone)
+        return True
+
+    def finish(self) -> None:
+        if not self.gone and not self.request._disconnected:
+            self.request.unregisterProducer()
+            self.request.finish()
+
+
+class _Pool(ThreadPool):
+    """Daemon threads: an export still reading when the gateway exits does not hold the process."""
+
+    def threadFactory(self, *args, **kwargs):
+        return threading.Thread(*args, daemon=True, **kwargs)
+
+
+class Exporter:
+    """The HTTP source's exports: a topic's table from the channel's storage, on threads of its own."""
+
+    log = Logger()
+
+    def __init__(self, reactor, router, backend, source_name: str):
+        self.reactor, self.router, self.backend, self.source_name = reactor, router, backend, source_name
+        self._pool: ThreadPool | None = None
+        self.running = 0
+        self.exports = 0
+        self._stopping = threading.Event()
+        self._streams: set = set()
+
+    @property
+    def waiting(self) -> int:
+        """Exports waiting for their clients to read (the transport's buffer is full)."""
+        return sum(1 for stream in self._streams if stream.paused)
+
+    def stop(self) -> None:
+        """Cut the exports running (their clients see an answer cut short) and let their threads end; the
+        gateway's stop does not wait for a read."""
+        self._stopping.set()
+        for stream in list(self._streams):
+            stream.stopProducing()
+            if not stream.request.finished and not stream.request._disconnected:
+                stream.request.loseConnection()
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            threading.Thread(target=pool.stop, daemon=True, name="lorrygate-export-stop").start()
+
+    def table_of(self, topic: str):
+        """The table a topic's data goes to, as the channel routes it; ExportRefused(404) for none. The format's
+        suffix picks no table (``data.txt`` and ``data.csv`` are the table of ``data.json``)."""
+        base = topic.rsplit(".", 1)[0]
+        for candidate in (topic, base + ".json", base):
+            address, table, problem, _ = self.router.explain(candidate)
+            if problem is None and table is not None:
+                return table
+        address, table, problem, _ = self.router.explain(topic)
+        if problem is not None or table is None:
+            what = problem[1] if problem is not None and len(problem) > 1 else "no table"
+            raise ExportRefused(404, f"the channel stores nothing for the topic {topic!r} ({what})")
+        return table
+
+    def begin(self, request, topic: str, kind: str, args: dict, now: float):
+        """Start the export of ``topic`` (its format ``kind``); raise ExportRefused for one that cannot be."""
+        reader = reader_of(self.backend)
+        start = parse_time(args.get("from") or DEFAULT_FROM, now)
+        end = parse_time(args.get("to") or "now", now, end=True)
+        table = self.table_of(topic)
+        if self.running >= MAX_EXPORTS:
+            raise ExportRefused(503, f"{MAX_EXPORTS} exports are running: send it again")
+        if self._stopping.is_set():
+            raise ExportRefused(503, "the gateway is stopping: send it again")
+        if self._pool is None:
+            self._pool = _Pool(minthreads=0, maxthreads=MAX_EXPORTS, name=f"lorrygate-export-{self.source_name}")
+            self._pool.start()
+        self.running += 1
+        self.exports += 1
+        stream = _Stream(request)
+        self._streams.add(stream)
+        content_type, renderer = FORMATS[kind]
+        include, exclude = names(args.get("include")), names(args.get("exclude"))
+        d = threads.deferToThreadPool(self.reactor, self._pool, self._run, reader, table, start, end, include,
+                                      exclude, renderer, content_type, stream, request)
+        d.addErrback(self._failed, request, topic)
+        d.addBoth(self._ended, stream)
+
+    def _ended(self, _, stream) -> None:
+        self.running -= 1
+        self._streams.discard(stream)
+
+    def _failed(self, failure, request, topic: str) -> None:
+        error = failure.value
+        code = error.code if isinstance(error, ExportRefused) else 500
+        why = str(error) if isinstance(error, ExportRefused) else \
+            f"reading the storage failed: {type(error).__name__}: {error}"
+        if code == 500:
+            self.log.error("source {source}: export of {topic} failed: {error}", source=self.source_name,
+                           topic=topic, error=why)
+        if request.startedWriting or request.finished or request._disconnected:
+            if not request.finished and not request._disconnected:
+                request.loseConnection()  # (a cut answer, not one that looks whole)
+            return
+        from lorrygate.sources.http import _respond
+
+        request.unregisterProducer()
+        _respond(request, code, {"error": why})
+
+    # -- on the export's thread --------------------------------------------------
+
+    def _run(self, reader, table, start: int, end: int, include: list, exclude: list, renderer: str,
+             content_type: bytes, stream: _Stream, request) -> None:
+        conn = reader.connect()
+        try:
+            if not reader.exists(conn, table):
+                raise ExportRefused(404, f"no data yet: the table {reader.relation(table)} does not exist")
+            probe = conn.cursor()
+            probe.execute(f"SELECT * FROM {reader.relation(table)} WHERE 1 = 0")
+            columns = choose([d[0] for d in probe.description], include, exclude)
+            probe.close()
+            from lorrygate.topology.naming import quote
+
+            statement = (f"SELECT {', '.join(quote(c) for c in columns)} FROM {reader.relation(table)} "
+                         f"WHERE {quote('time')} >= {reader.mark} AND {quote('time')} <= {reader.mark} "
+                         f"ORDER BY {quote('time')}")
+            cursor = reader.cursor(conn)
+            cursor.execute(statement, (reader.time(start), reader.time(end)))
+            render = Renderer(renderer, columns)
+
+            def headers():
+                request.setResponseCode(200)
+                request.setHeader(b"content-type", content_type)
+
+            threads.blockingCallFromThread(self.reactor, headers)
+            if not self._write(stream, render.head()):
+                return
+            while not self._stopping.is_set():
+                rows = cursor.fetchmany(CHUNK)
+                if not rows:
+                    break
+                if not self._write(stream, render.rows(rows)):
+                    return
+            if self._stopping.is_set():
+                threads.blockingCallFromThread(self.reactor, request.loseConnection)
+                return
+            self._write(stream, render.tail())
+            threads.blockingCallFromThread(self.reactor, stream.finish)
+        finally:
+            conn.close()
+
+    def _write(self, stream: _Stream, data: bytes) -> bool:
+        return bool(threads.blockingCallFromThread(self.reactor, stream.write, data))

@@ -1,0 +1,147 @@
+"""
+Kotori's data export on the HTTP source (``export = yes``), in a running gateway: what was posted comes back
+as CSV, JSON and NDJSON from SQLite and from a real PostgreSQL, within Kotori's ``from``/``to`` and with its
+``include``/``exclude``; a client that goes away mid-export ends the read; the export wants its own token.
+"""
+
+import http.client
+import json
+import socket
+import subprocess
+import sys
+import uuid
+
+from tests.gatewayproc import GatewayProcess
+from tests.integration.test_http_source import config, post, started
+from tests.servers import wait_until
+
+NODE = "/api/mqttkit-1/testdrive/area-42/node-1/data"
+
+
+def get(port, path, headers=None):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("GET", path, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, response.read().decode(), dict(response.getheaders())
+    finally:
+        conn.close()
+
+
+def test_what_was_posted_comes_back_as_csv_json_and_ndjson_within_from_and_to(tmp_path):
+    gateway, port = started(tmp_path, extra_source="export = yes\n")
+    try:
+        for n, when in enumerate(["2024-06-01T12:00:00Z", "2024-06-01T13:00:00Z", "2024-06-02T09:30:00.25Z"]):
+            body = json.dumps({"time": when, "temperature": 21.5 + n, "humidity": 40 + n, "weight": 10000,
+                               "label": f"a,\"b\" {n}"}).encode()
+            assert post(port, NODE, body)[0] == 200
+        status, text, headers = get(port, f"{NODE}.csv?from=2024-06-01&to=2024-06-30")
+        assert status == 200 and headers["Content-Type"].startswith("text/csv"), text
+        assert text.splitlines() == [
+            "time,temperature,humidity,weight,label",
+            '2024-06-01T12:00:00.000000000Z,21.5,40,10000,"a,""b"" 0"',
+            '2024-06-01T13:00:00.000000000Z,22.5,41,10000,"a,""b"" 1"',
+            '2024-06-02T09:30:00.250000000Z,23.5,42,10000,"a,""b"" 2"',
+        ]
+        # Kotori's exclude, and a "to" of a date alone is the end of that day
+        status, text, headers = get(port, f"{NODE}.json?from=20240601&to=2024-06-01&exclude=weight,label")
+        assert status == 200 and headers["Content-Type"] == "application/json"
+        assert json.loads(text) == [{"time": "2024-06-01T12:00:00.000000000Z", "temperature": 21.5, "humidity": 40},
+                                    {"time": "2024-06-01T13:00:00.000000000Z", "temperature": 22.5, "humidity": 41}]
+        # an offset ("+" sent as %2B, or as a space as a query string makes it), include
+        status, text, _ = get(port, f"{NODE}.ndjson?from=2024-06-01T14:30:00%2B02:00&include=humidity")
+        assert status == 200
+        assert [json.loads(line) for line in text.splitlines()] == [
+            {"time": "2024-06-01T13:00:00.000000000Z", "humidity": 41},
+            {"time": "2024-06-02T09:30:00.250000000Z", "humidity": 42}]
+        status, text, _ = get(port, f"{NODE}.txt?from=2024-06-01T14:30:00+02:00&include=humidity")
+        assert status == 200 and len(text.splitlines()) == 3
+        # the default range is the last ten days: rows of 2024 are not in it; now-<span>
+        assert get(port, f"{NODE}.csv")[1].splitlines() == ["time,temperature,humidity,weight,label"]
+        assert post(port, NODE, b'{"temperature": 30.5}')[0] == 200
+        status, text, _ = get(port, f"{NODE}.csv?from=now-5m&include=temperature")
+        assert status == 200 and text.splitlines()[1:] and text.splitlines()[1].endswith(",30.5"), text
+
+        # what cannot be answered says why
+        status, text, _ = get(port, f"{NODE}.xlsx")
+        assert status == 400 and ".csv, .txt, .json, .ndjson" in json.loads(text)["error"]
+        status, text, _ = get(port, f"{NODE}.csv?from=yesterday")
+        assert status == 400 and "time 'yesterday'" in json.loads(text)["error"]
+        status, text, _ = get(port, "/api/mqttkit-1/testdrive/area-42/node-9/data.csv")
+        assert status == 404 and "does not exist" in json.loads(text)["error"]
+        status, text, _ = get(port, "/api/nothing.csv")
+        assert status == 404 and "stores nothing for the topic 'nothing.csv'" in json.loads(text)["error"]
+    finally:
+        assert gateway.stop() == 0, gateway.text()[-3000:]
+
+
+def test_an_export_from_postgresql(tmp_path, postgres):
+    realm = f"ex{uuid.uuid4().hex[:8]}"
+    node = f"/api/{realm}/testdrive/area-42/node-1/data"
+    gateway = GatewayProcess(config(str(tmp_path), extra_source="export = yes\n"), str(tmp_path / "gw.log"))
+    path = gateway.config
+    with open(path) as handle:
+        text = handle.read().replace(f"url = sqlite:///{tmp_path}/http.sqlite\nsynchronous = NORMAL",
+                                     f"url = {postgres.url}")
+    with open(path, "w") as handle:
+        handle.write(text)
+    gateway.start(ready="listening on http://")
+    port = int(next(e["message"] for e in gateway.events() if "listening on http://" in e.get("message", ""))
+               .split("127.0.0.1:")[1].split("/")[0])
+    try:
+        body = {"time": "2024-06-01T12:00:00.123456Z", "temperature": 21.5, "wifi": {"rssi": -60}, "on": True}
+        assert post(port, node, json.dumps(body).encode())[0] == 200
+        assert post(port, node, json.dumps({**body, "time": "2024-06-01T12:00:01Z"}).encode())[0] == 200
+        status, text, _ = get(port, f"{node}.json?from=2024-06-01T12:00:00.5Z&to=2024-06-02")
+        assert status == 200, text
+        [row] = json.loads(text)
+        assert row == {"time": "2024-06-01T12:00:01.000000Z", "temperature": 21.5, "wifi.rssi": -60, "on": True}
+        status, text, _ = get(port, f"{node}.csv?from=2024-06-01&to=2024-06-01")
+        assert text.splitlines() == ["time,temperature,wifi.rssi,on",
+                                     "2024-06-01T12:00:00.123456Z,21.5,-60,True",
+                                     "2024-06-01T12:00:01.000000Z,21.5,-60,True"], text
+    finally:
+        assert gateway.stop() == 0, gateway.text()[-3000:]
+
+
+def test_a_client_that_goes_away_ends_its_export_and_the_export_wants_its_token(tmp_path):
+    """An export of 20 MB to a client that reads a little and closes: the export waits for the client meanwhile
+    (the status says one runs), and ends once it is gone; the gateway keeps storing. The devices' token does not export; the export's does."""
+    extra = "export = yes\ntoken = device-secret\nexport_token = reader-secret\n"
+    gateway, port = started(tmp_path, extra_source=extra)
+    device = {"Authorization": "Bearer device-secret"}
+    reader = {"Authorization": "Bearer reader-secret"}
+    try:
+        pad = "x" * 1000
+        for part in range(4):
+            rows = "\n".join(f"2024-06-01T{n // 3600:02d}:{n // 60 % 60:02d}:{n % 60:02d}Z,{n},{pad}"
+                             for n in range(part * 5000, part * 5000 + 5000))
+            status, body, _ = post(port, NODE, ("time,value,pad\n" + rows + "\n").encode(), "text/csv",
+                                   headers=device)
+            assert status == 200, body
+        assert get(port, f"{NODE}.csv?from=2024-06-01", device)[0] == 401
+        assert get(port, f"{NODE}.csv?from=2024-06-01")[0] == 401
+        status, text, _ = get(port, f"{NODE}.csv?from=2024-06-01&include=value", reader)
+        assert status == 200 and [line.split(",")[1] for line in text.splitlines()[1:]] == [str(n) for n in range(20_000)]
+
+        client = socket.socket()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.connect(("127.0.0.1", port))
+        client.sendall(f"GET {NODE}.csv?from=2024-06-01 HTTP/1.1\r\nHost: x\r\n"
+                       "Authorization: Bearer reader-secret\r\n\r\n".encode())
+        assert client.recv(1024).startswith(b"HTTP/1.1 200")
+
+        def exports():
+            result = subprocess.run([sys.executable, "-m", "lorrygate.cli", "-c", gateway.config, "status", "--json"],
+                                    capture_output=True, text=True, timeout=30)
+            [source] = json.loads(result.stdout)["sources"]
+            return source["details"]
+
+        # the client reads nothing more: the export waits for it (20 MB are more than the sockets' buffers hold)
+        wait_until(lambda: exports()["exports_waiting"] == 1, 30, "the export to wait for its client")
+        assert exports()["exporting"] == 1
+        client.close()
+        wait_until(lambda: exports()["exporting"] == 0, 30, "the export to end after its client went away")
+        assert post(port, NODE, b'{"temperature": 1.5}', headers=device)[0] == 200
+    finally:
+        assert gateway.stop() == 0, gateway.text()[-3000:]

@@ -1,0 +1,86 @@
+"""Kotori's export: its times, its columns, and the formats' bytes."""
+
+import datetime as dt
+import json
+
+import pytest
+
+from lorrygate.sources.export import ExportRefused, Renderer, choose, parse_time, split_format
+
+NOW = 1_700_000_000.0
+
+
+def ns(text: str) -> int:
+    when = dt.datetime.fromisoformat(text)
+    return int(when.timestamp()) * 1_000_000_000 + when.microsecond * 1000
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("2016-06-25T22:00:00.000Z", ns("2016-06-25T22:00:00+00:00")),
+    ("2016-06-26T00:00:00.000+02:00", ns("2016-06-25T22:00:00+00:00")),
+    ("2016-06-26T00:00:00.000 02:00", ns("2016-06-25T22:00:00+00:00")),  # (the "+" a query string made a space)
+    ("2016-06-25", ns("2016-06-25T00:00:00+00:00")),
+    ("20160625", ns("2016-06-25T00:00:00+00:00")),
+    ("20160626T124259+0200", ns("2016-06-26T10:42:59+00:00")),
+    ("20160626T124259Z", ns("2016-06-26T12:42:59+00:00")),
+    ("2016-06-26 12:42:59", ns("2016-06-26T12:42:59+00:00")),
+    ("2016-06-26T12:42:59.123456", ns("2016-06-26T12:42:59.123456+00:00")),
+    ("now", int(NOW) * 1_000_000_000),
+    ("now-4h", int(NOW - 4 * 3600) * 1_000_000_000),
+    ("now-8d5h3m", int(NOW - 8 * 86400 - 5 * 3600 - 3 * 60) * 1_000_000_000),
+    ("now-1w", int(NOW - 7 * 86400) * 1_000_000_000),
+    ("now+30s", int(NOW + 30) * 1_000_000_000),
+])
+def test_kotoris_times(text, expected):
+    assert parse_time(text, NOW) == expected
+
+
+def test_a_to_of_a_date_alone_is_the_end_of_that_day():
+    assert parse_time("2016-06-25", NOW, end=True) == ns("2016-06-26T00:00:00+00:00") - 1
+    assert parse_time("20160625", NOW, end=True) == ns("2016-06-26T00:00:00+00:00") - 1
+    assert parse_time("2016-06-25T12:00:00Z", NOW, end=True) == ns("2016-06-25T12:00:00+00:00")
+
+
+@pytest.mark.parametrize("text", ["yesterday", "now-", "now-4", "now-4x", "now*2h", "2016-13-01", "", "1466892179"])
+def test_what_is_no_time_is_a_400_that_says_what_is(text):
+    with pytest.raises(ExportRefused) as caught:
+        parse_time(text, NOW)
+    assert caught.value.code == 400 and "now-4h" in str(caught.value)
+
+
+def test_the_suffix_is_the_format():
+    assert split_format("a/b/data.CSV") == ("a/b/data.CSV", "csv")
+    for topic in ("a/b/data", "a/b/data.xlsx", "a.csv/b"):
+        with pytest.raises(ExportRefused) as caught:
+            split_format(topic)
+        assert caught.value.code == 400 and ".csv, .txt, .json, .ndjson" in str(caught.value)
+
+
+def test_columns_time_first_include_and_exclude_and_unknown_names_left_out():
+    columns = ["time", "temperature", "humidity", "weight"]
+    assert choose(columns, [], []) == columns
+    assert choose(columns, [], ["weight", "nothing"]) == ["time", "temperature", "humidity"]
+    assert choose(columns, ["humidity", "nothing"], []) == ["time", "humidity"]
+    assert choose(columns, ["humidity", "weight"], ["weight", "time"]) == ["time", "humidity"]
+
+
+def test_the_formats_bytes_chunk_by_chunk():
+    rows = [("2024-06-01T12:00:00.000000000Z", 21.5, None, b"\x00\x01", '{"a": 1}'),
+            (dt.datetime(2024, 6, 1, 14, 0, 1, 5, tzinfo=dt.timezone(dt.timedelta(hours=2))), -1, "a,\"b\"\nc",
+             None, {"a": [1, 2]})]
+    columns = ["time", "t", "text", "raw", "nested"]
+    csv = Renderer("csv", columns)
+    assert (csv.head() + csv.rows(rows[:1]) + csv.rows(rows[1:]) + csv.tail()).decode() == (
+        "time,t,text,raw,nested\n"
+        '2024-06-01T12:00:00.000000000Z,21.5,,AAE=,"{""a"": 1}"\n'
+        '2024-06-01T12:00:01.000005Z,-1,"a,""b""\nc",,"{""a"":[1,2]}"\n')
+    as_json = Renderer("json", columns)
+    text = as_json.head() + as_json.rows(rows[:1]) + as_json.rows(rows[1:]) + as_json.tail()
+    assert json.loads(text) == [
+        {"time": "2024-06-01T12:00:00.000000000Z", "t": 21.5, "text": None, "raw": "AAE=", "nested": '{"a": 1}'},
+        {"time": "2024-06-01T12:00:01.000005Z", "t": -1, "text": 'a,"b"\nc', "raw": None, "nested": {"a": [1, 2]}}]
+    empty = Renderer("json", columns)
+    assert json.loads(empty.head() + empty.tail()) == []
+    ndjson = Renderer("ndjson", columns)
+    lines = (ndjson.head() + ndjson.rows(rows) + ndjson.tail()).decode().splitlines()
+    assert [json.loads(line)["t"] for line in lines] == [21.5, -1]
