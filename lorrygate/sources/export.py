@@ -365,10 +365,12 @@ class Exporter:
 
     def _failed(self, failure, request, topic: str) -> None:
         error = failure.value
-        code = error.code if isinstance(error, ExportRefused) else 500
+        # a database away or busy (both drivers call it OperationalError): a 503 to try again, not a 500
+        away = type(error).__name__ == "OperationalError"
+        code = error.code if isinstance(error, ExportRefused) else 503 if away else 500
         why = str(error) if isinstance(error, ExportRefused) else \
-            f"reading the storage failed: {type(error).__name__}: {error}"
-        if code == 500:
+            f"reading the storage failed: {type(error).__name__}: {error}" + ("; send it again" if away else "")
+        if not isinstance(error, ExportRefused):
             self.log.error("source {source}: export of {topic} failed: {error}", source=self.source_name,
                            topic=topic, error=why)
         if request.startedWriting or request.finished or request._disconnected:
@@ -378,7 +380,7 @@ class Exporter:
         from lorrygate.sources.http import _respond
 
         request.unregisterProducer()
-        _respond(request, code, {"error": why})
+        _respond(request, code, {"error": why}, retry=code == 503)
 
     # -- on the export's thread --------------------------------------------------
 

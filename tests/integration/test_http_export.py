@@ -28,6 +28,18 @@ def get(port, path, headers=None):
         conn.close()
 
 
+def with_postgresql(tmp_path, url: str) -> tuple:
+    """A gateway of `config` whose storage is the PostgreSQL at ``url``, and its port."""
+    gateway = GatewayProcess(config(str(tmp_path), extra_source="export = yes\n"), str(tmp_path / "gw.log"))
+    with open(gateway.config) as handle:
+        text = handle.read().replace(f"url = sqlite:///{tmp_path}/http.sqlite\nsynchronous = NORMAL", f"url = {url}")
+    with open(gateway.config, "w") as handle:
+        handle.write(text)
+    gateway.start(ready="listening on http://")
+    line = next(e["message"] for e in gateway.events() if "listening on http://" in e.get("message", ""))
+    return gateway, int(line.split("127.0.0.1:")[1].split("/")[0])
+
+
 def test_what_was_posted_comes_back_as_csv_json_and_ndjson_within_from_and_to(tmp_path):
     gateway, port = started(tmp_path, extra_source="export = yes\n")
     try:
@@ -78,16 +90,7 @@ def test_what_was_posted_comes_back_as_csv_json_and_ndjson_within_from_and_to(tm
 def test_an_export_from_postgresql(tmp_path, postgres):
     realm = f"ex{uuid.uuid4().hex[:8]}"
     node = f"/api/{realm}/testdrive/area-42/node-1/data"
-    gateway = GatewayProcess(config(str(tmp_path), extra_source="export = yes\n"), str(tmp_path / "gw.log"))
-    path = gateway.config
-    with open(path) as handle:
-        text = handle.read().replace(f"url = sqlite:///{tmp_path}/http.sqlite\nsynchronous = NORMAL",
-                                     f"url = {postgres.url}")
-    with open(path, "w") as handle:
-        handle.write(text)
-    gateway.start(ready="listening on http://")
-    port = int(next(e["message"] for e in gateway.events() if "listening on http://" in e.get("message", ""))
-               .split("127.0.0.1:")[1].split("/")[0])
+    gateway, port = with_postgresql(tmp_path, postgres.url)
     try:
         body = {"time": "2024-06-01T12:00:00.123456Z", "temperature": 21.5, "wifi": {"rssi": -60}, "on": True}
         assert post(port, node, json.dumps(body).encode())[0] == 200
@@ -143,5 +146,17 @@ def test_a_client_that_goes_away_ends_its_export_and_the_export_wants_its_token(
         client.close()
         wait_until(lambda: exports()["exporting"] == 0, 30, "the export to end after its client went away")
         assert post(port, NODE, b'{"temperature": 1.5}', headers=device)[0] == 200
+    finally:
+        assert gateway.stop() == 0, gateway.text()[-3000:]
+
+
+def test_an_export_while_postgresql_is_away_is_a_503_to_send_again(tmp_path):
+    from tests.servers import free_port
+
+    gateway, port = with_postgresql(tmp_path, f"postgresql://postgres@127.0.0.1:{free_port()}/postgres")
+    try:
+        status, text, headers = get(port, f"{NODE}.csv")
+        assert status == 503 and headers.get("Retry-After") == "1", (status, text)
+        assert "reading the storage failed" in json.loads(text)["error"]
     finally:
         assert gateway.stop() == 0, gateway.text()[-3000:]
