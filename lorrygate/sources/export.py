@@ -326,14 +326,11 @@ class Exporter:
         suffix picks no table (``data.txt`` and ``data.csv`` are the table of ``data.json``)."""
         base = topic.rsplit(".", 1)[0]
         for candidate in (topic, base + ".json", base):
-            address, table, problem, _ = self.router.explain(candidate)
-            if problem is None and table is not None:
+            table, why = self.router.table_for_topic(candidate)
+            if table is not None:
                 return table
-        address, table, problem, _ = self.router.explain(topic)
-        if problem is not None or table is None:
-            what = problem[1] if problem is not None and len(problem) > 1 else "no table"
-            raise ExportRefused(404, f"the channel stores nothing for the topic {topic!r} ({what})")
-        return table
+        _, why = self.router.table_for_topic(topic)
+        raise ExportRefused(404, f"the channel stores nothing for the topic {topic!r} ({why or 'no table'})")
 
     def begin(self, request, topic: str, kind: str, args: dict, now: float):
         """Start the export of ``topic`` (its format ``kind``); raise ExportRefused for one that cannot be."""

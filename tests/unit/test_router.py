@@ -71,6 +71,18 @@ def test_collisions_are_counted_and_logged():
     ]
 
 
+def test_a_readers_look_at_a_topics_table_is_not_a_message():
+    """The HTTP source's export asks which table a topic's rows are in: nothing is cached, no collision is
+    counted (a GET of another spelling of an address must not make the fleet's real topic look like one)."""
+    router, storage, _ = make()
+    router(message("r/n/a-b/x/data.json"))
+    routes = dict(router._routes)
+    table, why = router.table_for_topic("r/n/a_b/x/data.json")
+    assert (str(table), why) == ("r_n.a_b_x_sensors", None)
+    assert router.table_for_topic("r/n") == (None, "it does not fit the topology")
+    assert router._routes == routes and router.stats.collisions == 0 and router.stats.received == 1
+
+
 def test_complaints_are_rate_limited_per_problem():
     """The same problem is logged once per interval; different problems each get their line."""
     events = []
