@@ -441,6 +441,10 @@ def run(settings, log_format: str, log_level: str, reload: bool = False) -> int:
         if config_path is not None:
             # SIGHUP's default action ends the process: until the gateway has started, a reload is noted
             signal.signal(signal.SIGHUP, lambda number, frame: reactor.callFromThread(hangup_while_starting))
+        elif signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+            # a pipeline (`lorrygate launch`) has no file to read again: the terminal it ran in closed, so stop
+            # the graceful way rather than die (SIGHUP's default); ``nohup`` (SIGHUP ignored) keeps it running
+            signal.signal(signal.SIGHUP, lambda number, frame: reactor.callFromThread(stop_once, number))
         Deferred.fromCoroutine(gateway.start()).addCallbacks(started, failed)
 
     reactor.callWhenRunning(begin)

@@ -77,6 +77,21 @@ def test_tee_writes_every_message_to_both_sinks(tmp_path, mosquitto):
     assert sorted(r[0] for r in query(str(db), f'SELECT seq FROM "{schema}_net__gw_node_sensors"')) == list(range(300))
 
 
+def test_a_hangup_stops_a_launched_pipeline_gracefully(tmp_path, mosquitto):
+    """The terminal of `lorrygate launch` closes (SIGHUP): the pipeline commits, acknowledges and exits 0, as on
+    SIGTERM; before, SIGHUP's default action ended it without the graceful stop."""
+    realm = f"hup-{uuid.uuid4().hex[:8]}"
+    db = tmp_path / "hup.sqlite"
+    launch = LaunchProcess(["launch", f"mqtt://127.0.0.1:{mosquitto.port}/{realm}/%23 ! sqlite:///{db}",
+                            "--data-dir", str(tmp_path)], str(tmp_path / "launch.log")).start()
+    publisher = Publisher(mosquitto.port)
+    publisher.publish_many((f"{realm}/net/gw/node/data.json", json.dumps({"seq": n})) for n in range(100))
+    publisher.close()
+    wait_until(lambda: count_rows(str(db), realm.replace("-", "_")) >= 100, 30, "100 rows")
+    assert launch.stop(signal.SIGHUP) == 0, launch.text()[-3000:]
+    assert "100 rows and 0 dead letters committed" in launch.text(), launch.text()[-3000:]  # (the final statistics)
+
+
 def test_relay_lorrystream_urls(tmp_path, mosquitto):
     """relay with LorryStream's URLs (%23 and ?table=) writes every message into that one table."""
     realm = f"relay-{uuid.uuid4().hex[:8]}"
