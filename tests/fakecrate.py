@@ -67,6 +67,11 @@ COLUMN_LIMIT = 1_000
 ERRORS_PER_SHARD = 10
 
 
+_READ = re.compile(r'SELECT "time", (.*) FROM ("[^"]+(?:""[^"]*)*")\.("[^"]+(?:""[^"]*)*") WHERE "time" >= \? AND '
+                   r'"time" <= \?( AND "address" = \?)? ORDER BY "time" LIMIT \? OFFSET \?$', re.S)
+_EXPRESSION = re.compile(r'"(tags|fields)"((?:\[\'(?:[^\']|\'\')*\'\])+)')
+
+
 def _unquote(name: str) -> str:
     return name[1:-1].replace('""', '"')
 
@@ -215,7 +220,7 @@ class FakeCrate(Resource):
         if statement.startswith("INSERT INTO"):
             return self._insert(request, statement, body.get("bulk_args"), body.get("args"))
         if statement.startswith("SELECT"):
-            return self._select(request, statement)
+            return self._select(request, statement, body.get("args") or [])
         return self._answer(request, {"cols": [], "rows": [], "rowcount": 0, "duration": 0.1})
 
     def _answer(self, request, document, status=200):
@@ -227,7 +232,11 @@ class FakeCrate(Resource):
 
     # -- statements -----------------------------------------------------------------
 
-    def _select(self, request, statement):
+    def _select(self, request, statement, args):
+        if "information_schema.columns" in statement:
+            return self._columns(request, *args)
+        if _READ.match(statement):
+            return self._read(request, statement, args)
         if "sys.cluster" in statement:
             rows = [[self.max_shards_per_node]]
         elif "sys.nodes" in statement:
@@ -239,6 +248,51 @@ class FakeCrate(Resource):
         else:
             rows = [[]]
         return self._answer(request, {"cols": ["x"], "rows": rows, "rowcount": 1, "duration": 0.1})
+
+    def _columns(self, request, schema, table):
+        """``information_schema.columns``: a table's columns, and the sub-columns of its objects as paths
+        (``fields['wifi']['rssi']``), each typed by its first value (``docs/general/information-schema.rst``:
+        "For fields in object columns this is not an identifier but a path")."""
+        target = self.tables.get((schema, table))
+        if target is None:
+            return self._answer(request, {"cols": ["column_name", "data_type"], "rows": [], "rowcount": 0,
+                                          "duration": 0.1})
+        kinds = {}
+        for row in target["rows"]:
+            for top in ("tags", "fields"):
+                for path, value in _paths(row.get(top) or {}, top):
+                    if value is not None:
+                        kinds.setdefault(path, _kind(value))
+        rows = [[c, "timestamp with time zone" if c == "time" else "object" if c in ("tags", "fields") else "text"]
+                for c in target["columns"]] + sorted([path, kind] for path, kind in kinds.items())
+        rows.sort()
+        return self._answer(request, {"cols": ["column_name", "data_type"], "rows": rows, "rowcount": len(rows),
+                                      "duration": 0.1})
+
+    def _read(self, request, statement, args):
+        """``SELECT "time", <sub-columns> FROM t WHERE "time" >= ? AND "time" <= ? [AND "address" = ?] ORDER BY
+        "time" LIMIT ? OFFSET ?``: timestamps as epoch milliseconds, as CrateDB answers over HTTP."""
+        match = _READ.match(statement)
+        key = (_unquote(match.group(2)), _unquote(match.group(3)))
+        if key not in self.tables:
+            return self._error(request, 404, 4041, f"RelationUnknown[Relation '{key[0]}.{key[1]}' unknown]")
+        expressions = _EXPRESSION.findall(match.group(1))
+        start, end = args[0], args[1]
+        address = args[2] if match.group(4) else None
+        limit, offset = args[-2], args[-1]
+        rows = sorted((r for r in self.tables[key]["rows"] if start <= r["time"] <= end
+                       and (address is None or r.get("address") == address)), key=lambda r: r["time"])
+        answer = []
+        for row in rows[offset:offset + limit]:
+            values = [row["time"]]
+            for top, path in expressions:
+                value = row.get(top) or {}
+                for part in re.findall(r"\['((?:[^']|'')*)'\]", path):
+                    value = value.get(part.replace("''", "'")) if isinstance(value, dict) else None
+                values.append(value)
+            answer.append(values)
+        return self._answer(request, {"cols": ["time"] + [t + p for t, p in expressions], "rows": answer,
+                                      "rowcount": len(answer), "duration": 0.1})
 
     def _create(self, request, statement):
         match = _CREATE.search(statement)
@@ -367,6 +421,15 @@ class FakeCrate(Resource):
         target["types"].update(new)
         target["rows"].append(dict(row, fields=fields) if "fields" in row else row)
         return {"rowcount": 1}
+
+
+def _paths(obj, prefix):
+    """The sub-columns of an object as CrateDB names them: ``fields['wifi']``, ``fields['wifi']['rssi']``."""
+    for key, value in obj.items():
+        path = f"{prefix}['{key.replace(chr(39), chr(39) * 2)}']"
+        yield path, value
+        if isinstance(value, dict):
+            yield from _paths(value, path)
 
 
 def _flatten(obj, prefix=""):

@@ -492,7 +492,7 @@ SOURCE_KEYS = {
                                "descriptors the storages and brokers need."),
     "export": Key(v.boolean, False,
                   doc="http: Kotori's data export: GET /api/<topic> with the suffix .csv, .txt, .json or .ndjson "
-                      "answers that topic's rows from the channel's storage (SQLite or PostgreSQL), from= and "
+                      "answers that topic's rows from the channel's storage (SQLite, PostgreSQL, CrateDB), from= and "
                       "to= Kotori's times (default the last 10 days), include= and exclude= columns."),
     "export_token": Key(v.text, None, secret=True,
                         doc="http: the token an export needs (Authorization: Bearer <token>; default: token): "

@@ -220,18 +220,19 @@ class ChannelRouter:
         return address, table, problem, chain.names if chain is not None else ()
 
     def table_for_topic(self, topic: str) -> tuple:
-        """``(table, None)`` of the topic as its messages would be stored, or ``(None, why not)``; for a reader
-        (the HTTP source's export): nothing is cached, counted or logged."""
+        """``(address, table, None)`` of the topic as its messages would be stored, or ``(None, None, why not)``;
+        for a reader (the HTTP source's export): nothing is cached, counted or logged."""
         if any(f.matches(topic) for f in self._ignore):
-            return None, "it matches the channel's ignore filters"
+            return None, None, "it matches the channel's ignore filters"
         try:
-            return self.strategy.table_for(self.strategy.match(topic)), None
+            address = self.strategy.match(topic)
+            return address, self.strategy.table_for(address), None
         except Ignored as exc:
-            return None, exc.reason
+            return None, None, exc.reason
         except TopologyError:
-            return None, "it does not fit the topology"
+            return None, None, "it does not fit the topology"
         except Exception as exc:
-            return None, f"strategy {self.strategy.name!r} raised {exc!r}"
+            return None, None, f"strategy {self.strategy.name!r} raised {exc!r}"
 
     def _resolve(self, topic: str):
         """`route` for a topic not in the cache: ask the strategy, and cache the answer with the topic's

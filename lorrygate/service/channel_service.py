@@ -87,13 +87,11 @@ class ChannelService(Service):
             from lorrygate.sources.http import HttpSource
 
             source = HttpSource(channel.name, settings.sources[channel.source], deliver, reactor)
-            if source.settings.export:  # (Kotori's data export: GET /api/<topic>.csv from the first SQL storage)
-                from lorrygate.sources.export import Exporter
+            if source.settings.export:  # (Kotori's data export: GET /api/<topic>.csv, from the first SQL storage)
+                from lorrygate.sources.export import Exporter, preferred
 
-                backends = [batcher.storage for batcher in own]
-                readable = [b for b in backends if getattr(getattr(b, "dialect", None), "name", "")
-                            in ("sqlite", "postgresql")]
-                source.exporter = Exporter(reactor, router, (readable or backends)[0], source.settings.name)
+                source.exporter = Exporter(reactor, router, preferred([batcher.storage for batcher in own]),
+                                           source.settings.name)
         elif broker is None and settings.sources[channel.source].type == "socket":
             from lorrygate.sources.unixsocket import SocketSource
 

@@ -1,7 +1,8 @@
 """
 Kotori's data export on the HTTP source (``export = yes``): ``GET
 /api/<topic>`` answers the rows of the table the channel's strategy routes
-that topic to, read from the channel's storage (SQLite or PostgreSQL):
+that topic to, read from the channel's storage (SQLite or PostgreSQL on a
+thread a read, CrateDB over its HTTP endpoint a page at a time):
 
     GET /api/mqttkit-1/testdrive/area-42/node-1/data.csv?from=now-2h&exclude=weight
 
@@ -18,8 +19,8 @@ client that reads slowly holds the read, not the gateway's memory), at most
 
 Errors: ``400`` for a time that is none or a suffix of no format (the answer
 lists them), ``404`` for a topic the strategy stores nowhere or whose table
-does not exist yet, ``501`` for a storage that cannot be read here (CrateDB:
-query it with its SQL; the sinks keep nothing).
+does not exist yet, ``501`` for a storage that keeps nothing to read (a sink),
+``503`` while the database is away.
 """
 
 import base64
@@ -45,6 +46,8 @@ FORMATS = {"csv": (b"text/csv; charset=utf-8", "csv"), "txt": (b"text/plain; cha
 MAX_EXPORTS = 4
 #: rows read and written at a time
 CHUNK = 2000
+#: rows a CrateDB query answers at a time
+PAGE = 10_000
 DEFAULT_FROM = "now-10d"
 _SPAN = re.compile(r"(\d+)([wdhms])")
 _SPANS = re.compile(r"(\d+[wdhms])+")
@@ -116,6 +119,14 @@ def choose(columns: list, include: list, exclude: list) -> list:
     if include:
         rest = [c for c in rest if c in include]
     return ["time"] + [c for c in rest if c not in exclude]
+
+
+def _from_millis(millis) -> str:
+    """CrateDB's timestamp (epoch milliseconds over HTTP) as ISO 8601 UTC."""
+    if not isinstance(millis, int):
+        return millis
+    seconds, rest = divmod(millis, 1000)
+    return (_EPOCH + dt.timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S.") + f"{rest:03d}Z"
 
 
 def _text(value) -> Any:
@@ -225,6 +236,10 @@ class _PostgresReader:
         return conn.cursor(name="lorrygate_export")  # server side: the rows come as they are fetched
 
 
+#: the reader of a CrateDB storage: its HTTP endpoint, on the reactor (`Exporter._crate`)
+CRATEDB = "cratedb"
+
+
 def reader_of(backend):
     """The reader of a storage's backend, or ExportRefused(501)."""
     dialect = getattr(backend, "dialect", None)
@@ -233,8 +248,44 @@ def reader_of(backend):
         return _SQLiteReader(dialect)
     if name == "postgresql":
         return _PostgresReader(dialect)
-    raise ExportRefused(501, f"storage {getattr(backend, 'name', '?')} cannot be read here: the export reads "
-                             "SQLite and PostgreSQL (CrateDB: query it with its SQL; a sink keeps nothing)")
+    if type(backend).__name__ == "CrateStorage":
+        return CRATEDB
+    raise ExportRefused(501, f"storage {getattr(backend, 'name', '?')} keeps nothing to read: the export reads "
+                             "SQLite, PostgreSQL and CrateDB")
+
+
+def preferred(backends: list):
+    """The storage of a channel an export reads: its first SQLite or PostgreSQL, else its first CrateDB, else its
+    first (a sink: the export says it keeps nothing)."""
+    def rank(backend) -> int:
+        try:
+            return 1 if reader_of(backend) is CRATEDB else 0
+        except ExportRefused:
+            return 2
+    return min(backends, key=rank)
+
+
+def crate_columns(rows: list) -> list:
+    """``(name, expression)`` of the leaves of a CrateDB table's ``fields`` and ``tags`` objects, from its
+    ``information_schema.columns`` rows (``column_name``, ``data_type``): ``fields['wifi']['rssi']`` is the
+    column ``wifi.rssi`` (as the SQL storages name it); a tag named as a field is ``tags.<name>``. Objects are
+    left out (their leaves are listed on their own)."""
+    from lorrygate.storage.shared_layout import literal
+    from lorrygate.topology.naming import quote
+
+    fields, tags = [], []
+    for path, kind in rows:
+        top, bracket, _ = path.partition("[")
+        if top not in ("fields", "tags") or not bracket or kind == "object":
+            continue
+        keys = [key.replace("''", "'") for key in _KEYS.findall(path)]
+        expression = quote(top) + "".join(f"[{literal(key)}]" for key in keys)
+        (fields if top == "fields" else tags).append((".".join(keys), expression))
+    named = {name for name, _ in fields}
+    return fields + [(f"tags.{name}" if name in named else name, expression) for name, expression in tags]
+
+
+_KEYS = re.compile(r"\['((?:[^']|'')*)'\]")
 
 
 @implementer(IPushProducer)
@@ -321,15 +372,15 @@ class Exporter:
         if pool is not None:
             threading.Thread(target=pool.stop, daemon=True, name="lorrygate-export-stop").start()
 
-    def table_of(self, topic: str):
-        """The table a topic's data goes to, as the channel routes it; ExportRefused(404) for none. The format's
-        suffix picks no table (``data.txt`` and ``data.csv`` are the table of ``data.json``)."""
+    def table_of(self, topic: str) -> tuple:
+        """``(address, table)`` of a topic's data, as the channel routes it; ExportRefused(404) for none. The
+        format's suffix picks no table (``data.txt`` and ``data.csv`` are the table of ``data.json``)."""
         base = topic.rsplit(".", 1)[0]
         for candidate in (topic, base + ".json", base):
-            table, why = self.router.table_for_topic(candidate)
+            address, table, why = self.router.table_for_topic(candidate)
             if table is not None:
-                return table
-        _, why = self.router.table_for_topic(topic)
+                return address, table
+        _, _, why = self.router.table_for_topic(topic)
         raise ExportRefused(404, f"the channel stores nothing for the topic {topic!r} ({why or 'no table'})")
 
     def begin(self, request, topic: str, kind: str, args: dict, now: float):
@@ -337,22 +388,26 @@ class Exporter:
         reader = reader_of(self.backend)
         start = parse_time(args.get("from") or DEFAULT_FROM, now)
         end = parse_time(args.get("to") or "now", now, end=True)
-        table = self.table_of(topic)
+        address, table = self.table_of(topic)
         if self.running >= MAX_EXPORTS:
             raise ExportRefused(503, f"{MAX_EXPORTS} exports are running: send it again")
         if self._stopping.is_set():
             raise ExportRefused(503, "the gateway is stopping: send it again")
-        if self._pool is None:
-            self._pool = _Pool(minthreads=0, maxthreads=MAX_EXPORTS, name=f"lorrygate-export-{self.source_name}")
-            self._pool.start()
         self.running += 1
         self.exports += 1
         stream = _Stream(request)
         self._streams.add(stream)
         content_type, renderer = FORMATS[kind]
         include, exclude = names(args.get("include")), names(args.get("exclude"))
-        d = threads.deferToThreadPool(self.reactor, self._pool, self._run, reader, table, start, end, include,
-                                      exclude, renderer, content_type, stream, request)
+        if reader is CRATEDB:
+            d = Deferred.fromCoroutine(self._crate(table, address, start, end, include, exclude, renderer,
+                                                   content_type, stream, request))
+        else:
+            if self._pool is None:
+                self._pool = _Pool(minthreads=0, maxthreads=MAX_EXPORTS, name=f"lorrygate-export-{self.source_name}")
+                self._pool.start()
+            d = threads.deferToThreadPool(self.reactor, self._pool, self._run, reader, table, start, end, include,
+                                          exclude, renderer, content_type, stream, request)
         d.addErrback(self._failed, request, topic)
         d.addBoth(self._ended, stream)
 
@@ -362,8 +417,10 @@ class Exporter:
 
     def _failed(self, failure, request, topic: str) -> None:
         error = failure.value
-        # a database away or busy (both drivers call it OperationalError): a 503 to try again, not a 500
-        away = type(error).__name__ == "OperationalError"
+        # a database away or busy (both drivers call it OperationalError; CrateDB unreachable is a StorageError, a
+        # cluster that cannot answer now a CrateError 5000 or over): a 503 to try again, not a 500
+        away = type(error).__name__ in ("OperationalError", "StorageError") or (
+            type(error).__name__ == "CrateError" and getattr(error, "code", 0) >= 5000)
         code = error.code if isinstance(error, ExportRefused) else 503 if away else 500
         why = str(error) if isinstance(error, ExportRefused) else \
             f"reading the storage failed: {type(error).__name__}: {error}" + ("; send it again" if away else "")
@@ -378,6 +435,49 @@ class Exporter:
 
         request.unregisterProducer()
         _respond(request, code, {"error": why}, retry=code == 503)
+
+    async def _crate(self, table, address, start: int, end: int, include: list, exclude: list, renderer: str,
+                     content_type: bytes, stream: _Stream, request) -> None:
+        """CrateDB: the table's columns from ``information_schema.columns``, then its rows a page at a time
+        (``LIMIT``/``OFFSET``, oldest first), each page written once the client has read the one before."""
+        from lorrygate.storage.shared_layout import qualified, shared_table
+
+        backend = self.backend
+        shared = shared_table(table, address) if backend.layout == "per-network" else None
+        source = shared or table
+        found = await backend._sql("SELECT column_name, data_type FROM information_schema.columns "
+                                   "WHERE table_schema = ? AND table_name = ? ORDER BY column_name",
+                                   args=[source.schema or "doc", source.table])
+        if not found.get("rows"):
+            raise ExportRefused(404, f"no data yet: the table {qualified(source)} does not exist")
+        leaves = dict(crate_columns(found["rows"]))
+        columns = choose(["time", *leaves], include, exclude)
+        where = '"time" >= ? AND "time" <= ?' + (' AND "address" = ?' if shared is not None else "")
+        statement = (f'SELECT "time", {", ".join(leaves[c] for c in columns[1:]) or "1"} FROM {qualified(source)} '
+                     f'WHERE {where} ORDER BY "time" LIMIT ? OFFSET ?')
+        args = [start // 1_000_000, end // 1_000_000] + ([table.table] if shared is not None else [])
+        render = Renderer(renderer, columns)
+        request.setResponseCode(200)
+        request.setHeader(b"content-type", content_type)
+        if not await self._written(stream, render.head()):
+            return
+        offset = 0
+        while not self._stopping.is_set():
+            page = (await backend._sql(statement, args=args + [PAGE, offset]))["rows"]
+            rows = [(_from_millis(row[0]), *row[1:len(columns)]) for row in page]
+            if rows and not await self._written(stream, render.rows(rows)):
+                return
+            if len(page) < PAGE:
+                await self._written(stream, render.tail())
+                stream.finish()
+                return
+            offset += PAGE
+        request.loseConnection()
+
+    @staticmethod
+    async def _written(stream: _Stream, data: bytes) -> bool:
+        done = stream.write(data)
+        return bool(await done if isinstance(done, Deferred) else done)
 
     # -- on the export's thread --------------------------------------------------
 

@@ -28,7 +28,7 @@ def get(port, path, headers=None):
         conn.close()
 
 
-def with_postgresql(tmp_path, url: str) -> tuple:
+def with_storage(tmp_path, url: str) -> tuple:
     """A gateway of `config` whose storage is the PostgreSQL at ``url``, and its port."""
     gateway = GatewayProcess(config(str(tmp_path), extra_source="export = yes\n"), str(tmp_path / "gw.log"))
     with open(gateway.config) as handle:
@@ -90,7 +90,7 @@ def test_what_was_posted_comes_back_as_csv_json_and_ndjson_within_from_and_to(tm
 def test_an_export_from_postgresql(tmp_path, postgres):
     realm = f"ex{uuid.uuid4().hex[:8]}"
     node = f"/api/{realm}/testdrive/area-42/node-1/data"
-    gateway, port = with_postgresql(tmp_path, postgres.url)
+    gateway, port = with_storage(tmp_path, postgres.url)
     try:
         body = {"time": "2024-06-01T12:00:00.123456Z", "temperature": 21.5, "wifi": {"rssi": -60}, "on": True}
         assert post(port, node, json.dumps(body).encode())[0] == 200
@@ -153,10 +153,128 @@ def test_a_client_that_goes_away_ends_its_export_and_the_export_wants_its_token(
 def test_an_export_while_postgresql_is_away_is_a_503_to_send_again(tmp_path):
     from tests.servers import free_port
 
-    gateway, port = with_postgresql(tmp_path, f"postgresql://postgres@127.0.0.1:{free_port()}/postgres")
+    gateway, port = with_storage(tmp_path, f"postgresql://postgres@127.0.0.1:{free_port()}/postgres")
     try:
         status, text, headers = get(port, f"{NODE}.csv")
         assert status == 503 and headers.get("Retry-After") == "1", (status, text)
         assert "reading the storage failed" in json.loads(text)["error"]
     finally:
         assert gateway.stop() == 0, gateway.text()[-3000:]
+
+
+def _crate_export(tmp_path, url: str) -> None:
+    """What was posted comes back from CrateDB: its objects' leaves as columns (``wifi.rssi``; numbers as the
+    writer sent them, floats under values = kotori), the time in milliseconds as CrateDB keeps it."""
+    realm = f"ex{uuid.uuid4().hex[:8]}"
+    node = f"/api/{realm}/testdrive/area-42/node-1/data"
+    gateway, port = with_storage(tmp_path, url)  # (any storage URL)
+    try:
+        for n in range(3):
+            body = {"time": f"2024-06-01T12:00:0{n}.250Z", "temperature": 21.5 + n, "wifi": {"rssi": -60 - n},
+                    "label": f"it's {n}"}
+            assert post(port, node, json.dumps(body).encode())[0] == 200
+        status, text, _ = get(port, f"{node}.csv?from=2024-06-01&to=2024-06-01")
+        assert status == 200, text
+        assert text.splitlines() == ["time,label,temperature,wifi.rssi",
+                                     "2024-06-01T12:00:00.250Z,it's 0,21.5,-60.0",
+                                     "2024-06-01T12:00:01.250Z,it's 1,22.5,-61.0",
+                                     "2024-06-01T12:00:02.250Z,it's 2,23.5,-62.0"], text
+        status, text, _ = get(port, f"{node}.json?from=2024-06-01T12:00:01Z&to=2024-06-02&include=wifi.rssi")
+        assert status == 200 and json.loads(text) == [{"time": "2024-06-01T12:00:01.250Z", "wifi.rssi": -61.0},
+                                                      {"time": "2024-06-01T12:00:02.250Z", "wifi.rssi": -62.0}], text
+    finally:
+        assert gateway.stop() == 0, gateway.text()[-3000:]
+
+
+def test_an_export_from_cratedb_of_the_fake(tmp_path):
+    """Against the fake that follows CrateDB's documented answers (tests/fakecrate.py), in a process of its own."""
+    import urllib.request
+
+    from tests.servers import free_port
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "tests.fakecrate", str(port)])
+
+    def answers():
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5):
+                return True
+        except OSError:
+            return False
+
+    try:
+        wait_until(answers, 30, "the CrateDB fake")
+        _crate_export(tmp_path, f"crate://127.0.0.1:{port}/\nreplicas = 0")
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+def test_an_export_from_a_real_cratedb(tmp_path):
+    import os
+
+    import pytest
+
+    url = os.environ.get("LORRYGATE_CRATEDB_URL")
+    if not url:
+        pytest.skip("LORRYGATE_CRATEDB_URL is not set: no real CrateDB to export from")
+    _crate_export(tmp_path, url.replace("http://", "crate://").replace("https://", "crate://") + "\nreplicas = 0")
+
+
+@__import__("pytest_twisted").ensureDeferred
+async def test_a_cratedb_export_goes_a_page_at_a_time(monkeypatch):
+    """25 rows in pages of 10 (LIMIT/OFFSET, oldest first): every row once, in order; in-process, against the
+    fake's documented answers over a real socket, the export's request a real twisted.web one."""
+    import treq
+    from twisted.internet import reactor
+    from twisted.web.resource import Resource
+    from twisted.web.server import NOT_DONE_YET, Site
+
+    from lorrygate.model import Message, Record, TableName
+    from lorrygate.sources import export
+    from lorrygate.storage.batch import Batch, Entry
+    from lorrygate.storage.cratedb import CrateStorage, make_client
+    from tests.fakecrate import FakeCrate
+    from tests.servers import free_port
+
+    monkeypatch.setattr(export, "PAGE", 10)
+    fake = FakeCrate()
+    crate_port = free_port()
+    crate = reactor.listenTCP(crate_port, Site(fake), interface="127.0.0.1")
+    store = CrateStorage("crate", f"http://127.0.0.1:{crate_port}", reactor, http=make_client(reactor, False, ""),
+                         replicas="0")
+    table = TableName("paged", "node_sensors")
+    batch = Batch()
+    for n in range(25):
+        batch.add(Entry(table, [Record(1_717_243_200_000_000_000 + n * 1_000_000, {"n": n})], "main",
+                        Message("t", b"{}", 1)))
+    await store.start()
+    await store.write(batch)
+
+    class Topics:
+        @staticmethod
+        def table_for_topic(topic):
+            return None, table, None
+
+    exporter = export.Exporter(reactor, Topics(), store, "web")
+
+    class Export(Resource):
+        isLeaf = True
+
+        def render_GET(self, request):
+            exporter.begin(request, "paged/node/data.csv", "csv", {"from": "2024-06-01"}, 1_717_300_000.0)
+            return NOT_DONE_YET
+
+    site = reactor.listenTCP(0, Site(Export()), interface="127.0.0.1")
+    try:
+        response = await treq.get(f"http://127.0.0.1:{site.getHost().port}/")
+        text = (await treq.content(response)).decode()
+    finally:
+        await site.stopListening()
+        await crate.stopListening()
+        await store.stop()
+    assert response.code == 200, text
+    assert [line.split(",")[1] for line in text.splitlines()[1:]] == [str(float(n)) for n in range(25)], text
+    assert text.splitlines()[1].startswith("2024-06-01T12:00:00.000Z,")
+    pages = [s for s in fake.statements if s.startswith('SELECT "time"')]
+    assert len(pages) == 3, pages

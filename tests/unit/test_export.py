@@ -84,3 +84,37 @@ def test_the_formats_bytes_chunk_by_chunk():
     ndjson = Renderer("ndjson", columns)
     lines = (ndjson.head() + ndjson.rows(rows) + ndjson.tail()).decode().splitlines()
     assert [json.loads(line)["t"] for line in lines] == [21.5, -1]
+
+
+def test_cratedb_columns_are_the_leaves_of_fields_and_tags():
+    from lorrygate.sources.export import crate_columns
+
+    rows = [["fields", "object"], ["fields['it''s']", "double precision"], ["fields['site']", "text"],
+            ["fields['wifi']", "object"], ["fields['wifi']['rssi']", "bigint"], ["tags", "object"],
+            ["tags['site']", "text"], ["tags['zone']", "text"], ["time", "timestamp with time zone"]]
+    assert crate_columns(rows) == [("it's", "\"fields\"['it''s']"), ("site", "\"fields\"['site']"),
+                                   ("wifi.rssi", "\"fields\"['wifi']['rssi']"), ("tags.site", "\"tags\"['site']"),
+                                   ("zone", "\"tags\"['zone']")]
+
+
+def test_an_export_reads_a_database_before_a_sink():
+    from lorrygate.sources.export import preferred
+
+    class Dialect:
+        def __init__(self, name):
+            self.name, self.path, self.url = name, "x.sqlite", "postgresql://"
+
+    class Sql:
+        def __init__(self, name):
+            self.dialect = Dialect(name)
+
+    class CrateStorage:
+        pass
+
+    class Sink:
+        pass
+
+    sink, crate, sqlite = Sink(), CrateStorage(), Sql("sqlite")
+    assert preferred([sink, crate, sqlite]) is sqlite
+    assert preferred([sink, crate]) is crate
+    assert preferred([sink]) is sink

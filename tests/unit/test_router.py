@@ -77,9 +77,9 @@ def test_a_readers_look_at_a_topics_table_is_not_a_message():
     router, storage, _ = make()
     router(message("r/n/a-b/x/data.json"))
     routes = dict(router._routes)
-    table, why = router.table_for_topic("r/n/a_b/x/data.json")
-    assert (str(table), why) == ("r_n.a_b_x_sensors", None)
-    assert router.table_for_topic("r/n") == (None, "it does not fit the topology")
+    address, table, why = router.table_for_topic("r/n/a_b/x/data.json")
+    assert (address.gateway, str(table), why) == ("a_b", "r_n.a_b_x_sensors", None)
+    assert router.table_for_topic("r/n") == (None, None, "it does not fit the topology")
     assert router._routes == routes and router.stats.collisions == 0 and router.stats.received == 1
 
 
