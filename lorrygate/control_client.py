@@ -60,8 +60,9 @@ def render_status(answer: dict) -> str:
             counts = ", ".join(f"{details[key]} {what}" for key, what in (("received", "received"),
                                ("refused", "refused"), ("timed_out", "answered 503 after timeout"),
                                ("turned_away", "connections closed past max_connections"),
+                               ("busy", "answered 503 while bodies held the 64 MiB budget"),
                                ("exports", "exports"), ("exporting", "exporting now"))
-                               if key in details and (details[key] or key not in ("turned_away", "exporting")))
+                               if key in details and (details[key] or key not in ("turned_away", "exporting", "busy")))
             lines.append(f"{named}: "
                          + (f"listening on {details['listening']}" if source["connected"] else "NOT listening")
                          + (f" ({counts})" if counts else ""))

@@ -53,6 +53,8 @@ from lorrygate.sources.pauses import Pauses, SourcePlumbing
 
 #: seconds between two tries to listen on a port that could not be listened on
 RETRY = 10.0
+#: bytes all the bodies arriving at once may take (at least twice max_line), beyond which a request is answered 503
+READING_BUDGET = 64 << 20
 #: the path below which a POST is a message (Kotori's)
 PREFIX = b"/api/"
 #: the slot words of Kotori's topics that take a suffix by Content-Type (``custom/airrohr``: what the airrohr
@@ -156,21 +158,29 @@ def _respond(request, code: int, body: dict, retry: bool = False) -> None:
 
 class _Request(server.Request):
     """A request whose body is read and dropped (kept neither in memory nor in a temporary file) past the source's
-    limit, and from a client without the token: it is told so (401, 413) once the body is read, as HTTP wants,
-    but a client that may not post cannot have megabytes of its body kept for it meanwhile."""
+    limit, from a client without the token, and past the bytes all bodies arriving at once may take
+    (`HttpSource.reading`): it is told so (401, 413, 503) once the body is read, as HTTP wants, but a client that
+    may not post, or one client too many, cannot have megabytes of its body kept for it meanwhile."""
 
     received = 0
     too_large = False
     dropping = False
+    #: dropped because the bodies arriving at once hold the source's budget (answered 503)
+    busy = False
+    #: the bytes of the source's budget this request holds while its body arrives
+    held = 0
+    _source: Any = None
 
     def gotLength(self, length) -> None:
         # the headers are all there (not yet the body): twisted.web would keep a body of unknown or over 100 KB
         # length in a temporary file
-        source = self.channel.site.source  # type: ignore[attr-defined]
+        source = self._source = self.channel.site.source  # type: ignore[attr-defined]
         if not source.authorized(self):
             self.dropping = True
         elif length is not None and length > source.settings.max_line:
             self.dropping = self.too_large = True
+        elif length and not self._hold(length):
+            self.dropping = self.busy = True
         super().gotLength(0 if self.dropping else length)
 
     def handleContentChunk(self, data: bytes) -> None:
@@ -179,8 +189,35 @@ class _Request(server.Request):
         self.received += len(data)
         if self.received > self.channel.site.source.settings.max_line:  # type: ignore[attr-defined]
             self.dropping = self.too_large = True
+            self._release()
+            return
+        if self.received > self.held and not self._hold(self.received - self.held):  # (a chunked body)
+            self.dropping = self.busy = True
+            self._release()
             return
         super().handleContentChunk(data)
+
+    def _hold(self, count: int) -> bool:
+        """Take ``count`` more bytes of the source's budget for this body; False when they are not there."""
+        source = self._source
+        if source.reading + count > source.reading_budget:
+            return False
+        source.reading += count
+        self.held += count
+        return True
+
+    def _release(self) -> None:
+        if self.held:
+            self._source.reading -= self.held
+            self.held = 0
+
+    def requestReceived(self, command, path, version) -> None:
+        self._release()  # (the body is all there: it is the message's now, bounded by max_pending and timeout)
+        super().requestReceived(command, path, version)
+
+    def connectionLost(self, reason) -> None:
+        self._release()  # (a client gone while its body came)
+        super().connectionLost(reason)
 
 
 class _Site(server.Site):
@@ -235,6 +272,15 @@ class HttpSource(SourcePlumbing, Service):
     _limited: Any = None
     #: Kotori's data export (``export = yes``): `lorrygate.sources.export.Exporter`, set by the channel
     exporter: Any = None
+    #: bytes of the bodies arriving now (declared by Content-Length, or received of a chunked one), and how many
+    #: they may be: a thousand clients each sending max_line bytes slowly would otherwise fill the disk with
+    #: twisted.web's temporary files (a body over 100 KB is kept in one while it comes)
+    reading: int = 0
+    busy: int = 0
+
+    @property
+    def reading_budget(self) -> int:
+        return max(READING_BUDGET, 2 * self.settings.max_line)
 
     log = Logger()
 
@@ -303,7 +349,7 @@ class HttpSource(SourcePlumbing, Service):
     def status(self) -> dict:
         """What ``lorrygate status`` shows of it."""
         return {"listening": self.client_id, "received": self.received, "refused": self.refused,
-                "timed_out": self.timed_out,
+                "timed_out": self.timed_out, "busy": self.busy, "reading": self.reading,
                 "turned_away": self._limited.turned_away if self._limited is not None else 0,
                 **({"exports": self.exporter.exports, "exporting": self.exporter.running,
                     "exports_waiting": self.exporter.waiting} if self.exporter is not None else {})}
@@ -355,6 +401,11 @@ class HttpSource(SourcePlumbing, Service):
             return self._refuse(request, 401, "a token is needed: Authorization: Bearer <token>")
         if request.too_large:
             return self._refuse(request, 413, f"a body over max_line = {self.settings.max_line} bytes")
+        if request.busy:
+            self.busy += 1
+            request.setHeader(b"retry-after", b"1")
+            return self._refuse(request, 503, f"the bodies arriving at once hold {self.reading_budget} bytes, all "
+                                              "this source takes: send it again")
         if self._pauses.paused:
             request.setHeader(b"retry-after", b"1")
             return self._refuse(request, 503, "the storage holds this source back: send it again")

@@ -248,3 +248,35 @@ def test_clients_that_hold_connections_open_cannot_take_the_gateways_file_descri
         for sock in held:
             sock.close()
         assert gateway.stop() == 0, gateway.text()[-3000:]
+
+
+def test_clients_sending_bodies_slowly_cannot_fill_the_disk_one_more_gets_a_503(tmp_path):
+    """Eight clients declare 8 MiB bodies and send them slowly (a few bytes): together they hold the 64 MiB that
+    bodies arriving at once may take, so the next POST is read, dropped and answered 503 (before, a thousand such
+    clients had twisted.web keep 8 GB in temporary files); once one of them gives up, a POST is stored."""
+    import socket
+
+    gateway, port = started(tmp_path)
+    slow = []
+    try:
+        for _ in range(8):
+            client = socket.create_connection(("127.0.0.1", port))
+            client.sendall(f"POST {NODE} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                           f"Content-Length: {8 << 20}\r\n\r\n{{".encode())
+            slow.append(client)
+
+        def reading():
+            result = subprocess.run([sys.executable, "-m", "lorrygate.cli", "-c", gateway.config, "status", "--json"],
+                                    capture_output=True, text=True, timeout=30)
+            return json.loads(result.stdout)["sources"][0]["details"]["reading"]
+
+        wait_until(lambda: reading() == 64 << 20, 30, "the eight bodies to hold the budget")
+        status, body, headers = post(port, NODE, b'{"temperature": 21.5}')
+        assert (status, headers.get("Retry-After")) == (503, "1") and "send it again" in body["error"], body
+        slow.pop().close()
+        wait_until(lambda: reading() == 56 << 20, 30, "the bytes of the client gone to be given back")
+        assert post(port, NODE, b'{"temperature": 21.5}')[:2] == (200, {"stored": True})
+    finally:
+        for client in slow:
+            client.close()
+        assert gateway.stop() == 0, gateway.text()[-3000:]

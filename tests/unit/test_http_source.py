@@ -17,7 +17,7 @@ class Request:
     def __init__(self, path=b"/api/r/n/g/node/data", body=b'{"v": 1}', content_type=b"application/json"):
         self.path, self.method, self.content = path, b"POST", io.BytesIO(body)
         self.headers = {b"content-type": content_type}
-        self.too_large = self.finished = self._disconnected = False
+        self.too_large = self.busy = self.finished = self._disconnected = False
         self.code, self.sent, self.answers = None, {}, []
 
     def getHeader(self, name):
@@ -205,3 +205,53 @@ def test_a_body_that_will_be_refused_is_read_and_dropped_not_kept(authorization,
     held = request.content.seek(0, io.SEEK_END)
     assert held == (length if kept else 0)
     assert isinstance(request.content, io.BytesIO) or kept  # (no temporary file for a body to drop)
+
+
+def test_bodies_arriving_at_once_take_at_most_the_sources_budget_and_give_it_back():
+    """A thousand clients each sending max_line bytes slowly would fill the disk with twisted.web's temporary
+    files: past READING_BUDGET the next body is read and dropped and answered 503; a body read whole, or a client
+    gone, gives its bytes back. Declared by Content-Length or counted as a chunked body comes."""
+    from twisted.python.failure import Failure
+    from twisted.web.test.requesthelper import DummyChannel
+
+    from lorrygate.sources.http import READING_BUDGET, _Request
+
+    settings = SourceSettings(name="web", type="http", listen=("127.0.0.1", 0), max_line=8 << 20)
+    channel = DummyChannel()
+    web = channel.site.source = HttpSource("api", settings, [].append, Clock())
+    assert web.reading_budget == READING_BUDGET == 64 << 20
+    slow = []
+    for _ in range(8):  # 8 x 8 MiB declared: the whole budget
+        request = _Request(channel)
+        request.gotLength(8 << 20)
+        assert not request.dropping
+        slow.append(request)
+    assert web.reading == 64 << 20
+    one_more = _Request(channel)
+    one_more.gotLength(1000)
+    assert one_more.dropping and one_more.busy and web.reading == 64 << 20
+    chunked = _Request(channel)
+    chunked.gotLength(None)
+    chunked.handleContentChunk(b"x" * 10)
+    assert chunked.busy and web.reading == 64 << 20
+
+    slow[0].connectionLost(Failure(ConnectionError("gone")))  # a client gone gives its bytes back
+    assert web.reading == 56 << 20
+    again = _Request(channel)
+    again.gotLength(None)
+    for _ in range(3):
+        again.handleContentChunk(b"x" * 100_000)
+    assert not again.dropping and web.reading == (56 << 20) + 300_000
+    again.requestReceived(b"POST", b"/api/r/n/g/node/data", b"HTTP/1.1")  # read whole: the message's now
+    assert web.reading == 56 << 20 and again.held == 0
+    again.connectionLost(Failure(ConnectionError("gone")))  # (given back once only)
+    assert web.reading == 56 << 20
+
+
+def test_a_body_dropped_for_the_budget_is_answered_503_to_send_again():
+    web, _ = source([])
+    request = Request()
+    request.busy = True
+    assert json.loads(web.handle(request)) == {"stored": False, "error": "the bodies arriving at once hold 67108864 "
+                                                                     "bytes, all this source takes: send it again"}
+    assert request.code == 503 and request.sent[b"retry-after"] == b"1" and web.busy == 1
