@@ -212,12 +212,21 @@ def test_bodies_arriving_at_once_take_at_most_the_sources_budget_and_give_it_bac
     files: past READING_BUDGET the next body is read and dropped and answered 503; a body read whole, or a client
     gone, gives its bytes back. Declared by Content-Length or counted as a chunked body comes."""
     from twisted.python.failure import Failure
+    from twisted.web.resource import Resource
+    from twisted.web.server import Site
     from twisted.web.test.requesthelper import DummyChannel
 
     from lorrygate.sources.http import READING_BUDGET, _Request
 
+    class Leaf(Resource):
+        isLeaf = True
+
+        def render(self, request):
+            return b""
+
     settings = SourceSettings(name="web", type="http", listen=("127.0.0.1", 0), max_line=8 << 20)
     channel = DummyChannel()
+    channel.site = Site(Leaf())  # (what a request read whole is rendered by)
     web = channel.site.source = HttpSource("api", settings, [].append, Clock())
     assert web.reading_budget == READING_BUDGET == 64 << 20
     slow = []
