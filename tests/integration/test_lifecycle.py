@@ -296,3 +296,30 @@ def test_sighup_while_starting_reloads_once_started(tmp_path, mosquitto):
         assert gateway.stop() == 0, gateway.text()[-3000:]
     finally:
         silent.close()
+
+
+def test_a_start_that_does_not_finish_after_sigterm_is_given_up(tmp_path, mosquitto):
+    """A start still running START_WAIT seconds after SIGTERM (a database server that takes the connection and
+    never answers) is not waited for longer: the gateway says so and exits 1, without its graceful stop (nothing
+    had been acknowledged). The wait is 1 s here (tests/shortstart.py), 60 s in the product."""
+    import socket
+
+    realm = f"gu{uuid.uuid4().hex[:8]}"
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(4)
+    silent.settimeout(30)
+    url = f"postgresql://postgres@127.0.0.1:{silent.getsockname()[1]}/postgres"
+    config = gateway_config(str(tmp_path), mosquitto.port, realm, url)
+    gateway = GatewayProcess(config, str(tmp_path / "gw.log"), module="tests.shortstart",
+                             env={**os.environ, "LORRYGATE_TEST_START_WAIT": "1"}).start(ready=None)
+    try:
+        held, _ = silent.accept()  # the storage is connecting (up to its 10 s connect timeout)
+        gateway.process.send_signal(signal.SIGTERM)
+        assert gateway.process.wait(30) == 1, gateway.text()[-3000:]
+        held.close()
+    finally:
+        silent.close()
+    text = gateway.text()
+    assert "the start has not finished in 1 s; stopping without it" in text, text[-3000:]
+    assert "stopped without its graceful stop" in text, text[-3000:]
