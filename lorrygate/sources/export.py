@@ -93,7 +93,7 @@ def parse_time(text: str, now: float, end: bool = False) -> int:
                 raise ExportRefused(400, f"time {text!r}: now, or now-<span> as now-4h or now-8d5h3m (w d h m s)")
             seconds = sum(int(n) * _UNITS[unit] for n, unit in _SPAN.findall(rest[1:]))
             seconds = -seconds if rest[0] == "-" else seconds
-        return int(round((now + seconds) * 1_000_000)) * 1000
+        return _bounded(int(round((now + seconds) * 1_000_000)) * 1000)
     try:
         when = dt.datetime.fromisoformat(_SPACED_OFFSET.sub(r"\1+\2", value))
     except ValueError:
@@ -105,7 +105,16 @@ def parse_time(text: str, now: float, end: bool = False) -> int:
     nanos = (delta.days * 86400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
     if end and _DATE_ONLY.match(value):
         nanos += 86_400_000_000_000 - 1
-    return nanos
+    return _bounded(nanos)
+
+
+#: the times a database takes (years 1 to 9999): a span beyond them (now-99999999w) is the first or last
+_FIRST_NS = -62_135_596_800 * 1_000_000_000
+_LAST_NS = 253_402_300_800 * 1_000_000_000 - 1
+
+
+def _bounded(nanos: int) -> int:
+    return min(max(nanos, _FIRST_NS), _LAST_NS)
 
 
 def names(text: str | None) -> list:
@@ -229,7 +238,8 @@ class _PostgresReader:
 
         return conn.execute("SELECT to_regclass(%s)", (qualified(table),)).fetchone()[0] is not None
 
-    def time(self, nanos: int):
+    @staticmethod
+    def time(nanos: int):
         return _EPOCH + dt.timedelta(microseconds=nanos // 1000)
 
     def cursor(self, conn):

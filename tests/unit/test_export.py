@@ -118,3 +118,13 @@ def test_an_export_reads_a_database_before_a_sink():
     assert preferred([sink, crate, sqlite]) is sqlite
     assert preferred([sink, crate]) is crate
     assert preferred([sink]) is sink
+
+
+def test_a_span_past_the_years_a_database_takes_is_the_first_or_the_last_time():
+    from lorrygate.decoding.timestamps import IsoTime
+    from lorrygate.sources.export import _PostgresReader
+
+    first, last = parse_time("now-99999999w", NOW), parse_time("now+99999999w", NOW)
+    assert IsoTime()(first) == "0001-01-01T00:00:00.000000000Z" and IsoTime()(last) == "9999-12-31T23:59:59.999999999Z"
+    assert str(_PostgresReader.time(first)) == "0001-01-01 00:00:00+00:00"
+    assert str(_PostgresReader.time(last)) == "9999-12-31 23:59:59.999999+00:00"
