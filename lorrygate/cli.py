@@ -405,6 +405,9 @@ def run(settings, log_format: str, log_level: str, reload: bool = False) -> int:
     hangups: list = []
 
     def hangup_while_starting():
+        if stopping:
+            log.info("SIGHUP while stopping: no reload")
+            return
         if not hangups:
             log.info("SIGHUP while starting: reloading once started")
         hangups.append(True)
