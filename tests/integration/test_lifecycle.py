@@ -242,29 +242,56 @@ def test_a_second_sigterm_while_stopping_is_harmless(tmp_path, mosquitto):
     assert "Traceback" not in text and "ReactorNotRunning" not in text and '"level": "critical"' not in text, text[-2000:]
 
 
+class SilentServer:
+    """A "PostgreSQL server" that takes the connection and says nothing: a storage's connect waits in the start
+    until `answer` (its connection closed: the connect fails, and the storage starts without its server, as it
+    does when one is away)."""
+
+    def __init__(self):
+        import socket
+
+        self.socket = socket.socket()
+        self.socket.bind(("127.0.0.1", 0))
+        self.socket.listen(4)
+        self.socket.settimeout(30)
+        self.url = f"postgresql://postgres@127.0.0.1:{self.socket.getsockname()[1]}/postgres"
+        self.held = None
+
+    def connected(self) -> None:
+        """Wait for the gateway's storage to connect: the gateway is inside its start."""
+        self.held, _ = self.socket.accept()
+
+    def answer(self) -> None:
+        if self.held is not None:
+            self.held.close()
+
+    def close(self) -> None:
+        self.answer()
+        self.socket.close()
+
+
+def starting(tmp_path, port, prefix, **options) -> tuple:
+    """A gateway whose start waits in its PostgreSQL storage's connect, and the silent server it waits for."""
+    server = SilentServer()
+    config = gateway_config(str(tmp_path), port, f"{prefix}{uuid.uuid4().hex[:8]}", server.url)
+    gateway = GatewayProcess(config, str(tmp_path / "gw.log"), **options).start(ready=None)
+    server.connected()
+    return gateway, server
+
+
 def test_sigterm_while_starting_stops_gracefully_once_started(tmp_path, mosquitto):
     """SIGTERM while the gateway is still starting (`systemctl stop` while a storage connects) stops it the
     graceful way once the start has finished: exit code 0 and the final statistics, not "stopped without its
     graceful stop" and exit code 1. The PostgreSQL server here is a socket that takes the connection and says
-    nothing, so the start waits in the storage's connect until the test closes it."""
-    import socket
-
-    realm = f"st{uuid.uuid4().hex[:8]}"
-    silent = socket.socket()
-    silent.bind(("127.0.0.1", 0))
-    silent.listen(4)
-    silent.settimeout(30)
-    url = f"postgresql://postgres@127.0.0.1:{silent.getsockname()[1]}/postgres"
-    config = gateway_config(str(tmp_path), mosquitto.port, realm, url)
-    gateway = GatewayProcess(config, str(tmp_path / "gw.log")).start(ready=None)
+    nothing, so the start waits in the storage's connect until the test lets it go on."""
+    gateway, server = starting(tmp_path, mosquitto.port, "st")
     try:
-        held, _ = silent.accept()  # the storage is connecting: the gateway is inside its start
         gateway.process.send_signal(signal.SIGTERM)
         wait_until(lambda: "stopping once the gateway has started" in gateway.text(), 30, "the signal to be handled")
-        held.close()  # the connect fails now; the storage starts without its server, as it does when it is away
+        server.answer()
         assert gateway.process.wait(60) == 0, gateway.text()[-3000:]
     finally:
-        silent.close()
+        server.close()
     finals = [e for e in gateway.events() if e.get("event") == "storage_stats" and e.get("final")]
     assert finals, gateway.text()[-3000:]
     text = gateway.text()
@@ -275,51 +302,30 @@ def test_sigterm_while_starting_stops_gracefully_once_started(tmp_path, mosquitt
 def test_sighup_while_starting_reloads_once_started(tmp_path, mosquitto):
     """SIGHUP while the gateway is still starting (`kill -HUP` right after the start) did what SIGHUP does to a
     process that has not asked for it: ended it, without the graceful stop. It is a reload once started."""
-    import socket
-
-    realm = f"sh{uuid.uuid4().hex[:8]}"
-    silent = socket.socket()
-    silent.bind(("127.0.0.1", 0))
-    silent.listen(4)
-    silent.settimeout(30)
-    url = f"postgresql://postgres@127.0.0.1:{silent.getsockname()[1]}/postgres"
-    config = gateway_config(str(tmp_path), mosquitto.port, realm, url)
-    gateway = GatewayProcess(config, str(tmp_path / "gw.log")).start(ready=None)
+    gateway, server = starting(tmp_path, mosquitto.port, "sh")
     try:
-        held, _ = silent.accept()  # the storage is connecting: the gateway is inside its start
         gateway.process.send_signal(signal.SIGHUP)
         wait_until(lambda: "reloading once started" in gateway.text() or gateway.process.poll() is not None, 30,
                    "the signal to be handled")
-        held.close()
+        server.answer()
         wait_until(lambda: reloaded(gateway) or gateway.process.poll() is not None, 60, "the reload")
         assert gateway.process.poll() is None, gateway.text()[-3000:]
         assert gateway.stop() == 0, gateway.text()[-3000:]
     finally:
-        silent.close()
+        server.close()
 
 
 def test_a_start_that_does_not_finish_after_sigterm_is_given_up(tmp_path, mosquitto):
     """A start still running START_WAIT seconds after SIGTERM (a database server that takes the connection and
     never answers) is not waited for longer: the gateway says so and exits 1, without its graceful stop (nothing
     had been acknowledged). The wait is 1 s here (tests/shortstart.py), 60 s in the product."""
-    import socket
-
-    realm = f"gu{uuid.uuid4().hex[:8]}"
-    silent = socket.socket()
-    silent.bind(("127.0.0.1", 0))
-    silent.listen(4)
-    silent.settimeout(30)
-    url = f"postgresql://postgres@127.0.0.1:{silent.getsockname()[1]}/postgres"
-    config = gateway_config(str(tmp_path), mosquitto.port, realm, url)
-    gateway = GatewayProcess(config, str(tmp_path / "gw.log"), module="tests.shortstart",
-                             env={**os.environ, "LORRYGATE_TEST_START_WAIT": "1"}).start(ready=None)
+    gateway, server = starting(tmp_path, mosquitto.port, "gu", module="tests.shortstart",
+                               env={**os.environ, "LORRYGATE_TEST_START_WAIT": "1"})
     try:
-        held, _ = silent.accept()  # the storage is connecting (up to its 10 s connect timeout)
-        gateway.process.send_signal(signal.SIGTERM)
+        gateway.process.send_signal(signal.SIGTERM)  # (the connect would wait for its 10 s timeout)
         assert gateway.process.wait(30) == 1, gateway.text()[-3000:]
-        held.close()
     finally:
-        silent.close()
+        server.close()
     text = gateway.text()
     assert "the start has not finished in 1 s; stopping without it" in text, text[-3000:]
     assert "stopped without its graceful stop" in text, text[-3000:]
