@@ -11,16 +11,19 @@ from tests.servers import wait_until
 
 
 class LaunchProcess(GatewayProcess):
-    def __init__(self, arguments, log_path):
+    def __init__(self, arguments, log_path, hangup=signal.SIG_DFL):
         super().__init__("", log_path)
         self.arguments = arguments
+        #: SIGHUP's disposition in the child: the default, as in a terminal, whatever the test's was (a test run
+        #: under nohup has it ignored); SIG_IGN: as under nohup
+        self.preexec = lambda: signal.signal(signal.SIGHUP, hangup)
 
     def start(self):
         from tests.gatewayproc import RUNNING
 
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen([sys.executable, "-m", "lorrygate.cli", *self.arguments], stdout=log,
-                                        stderr=subprocess.STDOUT)
+                                        stderr=subprocess.STDOUT, preexec_fn=self.preexec)
         log.close()
         RUNNING.append(self.process)
         wait_until(lambda: "connected to" in self.text() or self.process.poll() is not None, 20, "launch to connect")
@@ -90,6 +93,22 @@ def test_a_hangup_stops_a_launched_pipeline_gracefully(tmp_path, mosquitto):
     wait_until(lambda: count_rows(str(db), realm.replace("-", "_")) >= 100, 30, "100 rows")
     assert launch.stop(signal.SIGHUP) == 0, launch.text()[-3000:]
     assert "100 rows and 0 dead letters committed" in launch.text(), launch.text()[-3000:]  # (the final statistics)
+
+
+def test_under_nohup_a_hangup_leaves_a_launched_pipeline_running(tmp_path, mosquitto):
+    """With SIGHUP ignored (``nohup lorrygate launch ...``) the pipeline does not take it over: a hang-up changes
+    nothing, SIGTERM later stops it (and the log shows no stop for signal 1)."""
+    realm = f"nohup-{uuid.uuid4().hex[:8]}"
+    db = tmp_path / "nohup.sqlite"
+    launch = LaunchProcess(["launch", f"mqtt://127.0.0.1:{mosquitto.port}/{realm}/%23 ! sqlite:///{db}",
+                            "--data-dir", str(tmp_path)], str(tmp_path / "launch.log"), hangup=signal.SIG_IGN).start()
+    launch.process.send_signal(signal.SIGHUP)
+    publisher = Publisher(mosquitto.port)
+    publisher.publish_many((f"{realm}/net/gw/node/data.json", json.dumps({"seq": n})) for n in range(10))
+    publisher.close()
+    wait_until(lambda: count_rows(str(db), realm.replace("-", "_")) >= 10, 30, "10 rows after the hang-up")
+    assert launch.stop() == 0, launch.text()[-3000:]
+    assert "signal 1:" not in launch.text() and "signal 15: stopping" in launch.text(), launch.text()[-3000:]
 
 
 def test_relay_lorrystream_urls(tmp_path, mosquitto):
