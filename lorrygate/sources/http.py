@@ -384,9 +384,10 @@ class HttpSource(SourcePlumbing, Service):
         d = port.stopListening()
         return d if d is not None else succeed(None)
 
-    def authorized(self, request) -> bool:
-        """Whether the request has the ``token`` (any request, without one), compared in constant time."""
-        token = self.settings.token
+    def authorized(self, request, export: bool = False) -> bool:
+        """Whether the request has the ``token`` (any request, without one), compared in constant time; ``export``:
+        the ``export_token``, where there is one."""
+        token = (self.settings.export_token if export else None) or self.settings.token
         if token is None:
             return True
         given = request.getHeader(b"authorization") or b""
@@ -448,9 +449,7 @@ class HttpSource(SourcePlumbing, Service):
 
         if not request.path.startswith(PREFIX) or request.path == PREFIX:
             return refuse(404, "GET /api/<topic>.csv (or .txt, .json, .ndjson) exports")
-        token = self.settings.export_token or self.settings.token
-        if token is not None and not hmac.compare_digest(request.getHeader(b"authorization") or b"",
-                                                         b"Bearer " + str(token.reveal()).encode()):
+        if not self.authorized(request, export=True):
             request.setHeader(b"www-authenticate", b'Bearer realm="lorrygate"')
             return refuse(401, "a token is needed: Authorization: Bearer <token>")
         try:
