@@ -186,6 +186,7 @@ class SourceSettings:
     #: http: Kotori's data export (GET /api/<topic>.csv), and the token it wants (a Secret; None: ``token``)
     export: bool = False
     export_token: Any = attrs.field(default=None, repr=False)
+    export_stall: float = 300.0
     #: tributary: "module:function", and the function once the loader resolved it
     graph: str = ""
     function: Any = attrs.field(default=None, repr=False, eq=False)
@@ -497,6 +498,10 @@ SOURCE_KEYS = {
     "export_token": Key(v.text, None, secret=True,
                         doc="http: the token an export needs (Authorization: Bearer <token>; default: token): "
                             "the devices that post need not be able to read the fleet's data."),
+    "export_stall": Key(v.duration(1, 86400), 300.0,
+                        doc="http: an export whose client takes none of the answer for this long is cut (the "
+                            "export holds a read of the storage: SQLite's WAL cannot be checkpointed past it, "
+                            "PostgreSQL cannot vacuum past it); the client may send it again."),
     "graph": Key(v.callable_ref, "", doc="tributary: module:function that returns the streaming graph's last node "
                                          "(a module of the strategies directory or an installed one)."),
     "database": Key(v.text, None, secret=True, doc="pgcdc: the source database, postgresql://USER:PASSWORD@HOST/DB "
@@ -535,7 +540,7 @@ SOURCE_TYPE_KEYS = {"poll": ("url", "command", "interval", "jitter", "timeout", 
                     "iio": ("root", "interval", "jitter", "topic"),
                     "socket": ("path", "framing", "mode", "group", "topic"),
                     "http": ("listen", "token", "tls_cert", "tls_key", "timeout", "max_line", "max_connections",
-                             "export", "export_token"),
+                             "export", "export_token", "export_stall"),
                     "pgcdc": ("database", "slot", "tables", "create_slot", "interval", "topic"),
                     "files": ("path", "exclude", "start", "header", "interval", "jitter", "topic", "window",
                               "max_line"),

@@ -91,7 +91,7 @@ class ChannelService(Service):
                 from lorrygate.sources.export import Exporter, preferred
 
                 source.exporter = Exporter(reactor, router, preferred([batcher.storage for batcher in own]),
-                                           source.settings.name)
+                                           source.settings.name, source.settings.export_stall)
         elif broker is None and settings.sources[channel.source].type == "socket":
             from lorrygate.sources.unixsocket import SocketSource
 

@@ -301,13 +301,19 @@ _KEYS = re.compile(r"\['((?:[^']|'')*)'\]")
 @implementer(IPushProducer)
 class _Stream:
     """An export's rows written to its request as the client reads them: the reading thread waits while the
-    request's transport is paused (the client reads slower than the rows come) and stops once it is gone."""
+    request's transport is paused (the client reads slower than the rows come) and stops once it is gone.
 
-    def __init__(self, request) -> None:
-        self.request = request
+    A client that reads nothing for ``stall`` seconds is cut (``on_stall`` is told): its export holds a read of
+    the storage (SQLite's WAL cannot be checkpointed past it, PostgreSQL cannot vacuum past its snapshot), and a
+    client that stopped reading, or a peer gone without a word, would hold it for good."""
+
+    def __init__(self, request, reactor, stall: float, on_stall) -> None:
+        self.request, self._reactor, self._stall, self._on_stall = request, reactor, stall, on_stall
         self.paused = False
         self.gone = False
+        self.stalled = False
         self._resumed: Deferred | None = None
+        self._timer = None
         request.registerProducer(self, True)
         request.notifyFinish().addBoth(self._finished)
 
@@ -317,9 +323,14 @@ class _Stream:
 
     def pauseProducing(self) -> None:
         self.paused = True
+        if self._timer is None and not self.gone:
+            self._timer = self._reactor.callLater(self._stall, self._stalled)
 
     def resumeProducing(self) -> None:
         self.paused = False
+        timer, self._timer = self._timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
         resumed, self._resumed = self._resumed, None
         if resumed is not None:
             resumed.callback(None)
@@ -327,6 +338,15 @@ class _Stream:
     def stopProducing(self) -> None:
         self.gone = True
         self.resumeProducing()
+
+    def _stalled(self) -> None:
+        self._timer = None
+        self.stalled = True
+        self._on_stall(self)
+        self.stopProducing()
+        transport = getattr(self.request.channel, "transport", None)
+        if transport is not None:
+            transport.abortConnection()  # (a close would wait for the buffer the client does not read)
 
     def write(self, data: bytes):
         """On the reactor: write; a Deferred while the transport is paused. False once the client is gone."""
@@ -357,11 +377,13 @@ class Exporter:
 
     log = Logger()
 
-    def __init__(self, reactor, router, backend, source_name: str):
+    def __init__(self, reactor, router, backend, source_name: str, stall: float = 300.0):
         self.reactor, self.router, self.backend, self.source_name = reactor, router, backend, source_name
+        self.stall = stall
         self._pool: ThreadPool | None = None
         self.running = 0
         self.exports = 0
+        self.stalls = 0
         self._stopping = threading.Event()
         self._streams: set = set()
 
@@ -405,7 +427,7 @@ class Exporter:
             raise ExportRefused(503, "the gateway is stopping: send it again")
         self.running += 1
         self.exports += 1
-        stream = _Stream(request)
+        stream = _Stream(request, self.reactor, self.stall, lambda _: self._stalled(topic))
         self._streams.add(stream)
         content_type, renderer = FORMATS[kind]
         include, exclude = names(args.get("include")), names(args.get("exclude"))
@@ -420,6 +442,12 @@ class Exporter:
                                           exclude, renderer, content_type, stream, request)
         d.addErrback(self._failed, request, topic)
         d.addBoth(self._ended, stream)
+
+    def _stalled(self, topic: str) -> None:
+        self.stalls += 1
+        self.log.warn("source {source}: export of {topic} cut: its client read nothing for {stall:g} s (an export "
+                      "holds a read of the storage meanwhile); the client may send it again (export_stall)",
+                      source=self.source_name, topic=topic, stall=self.stall)
 
     def _ended(self, _, stream) -> None:
         self.running -= 1

@@ -352,7 +352,8 @@ class HttpSource(SourcePlumbing, Service):
                 "timed_out": self.timed_out, "busy": self.busy, "reading": self.reading,
                 "turned_away": self._limited.turned_away if self._limited is not None else 0,
                 **({"exports": self.exporter.exports, "exporting": self.exporter.running,
-                    "exports_waiting": self.exporter.waiting} if self.exporter is not None else {})}
+                    "exports_waiting": self.exporter.waiting,
+                    "exports_stalled": self.exporter.stalls} if self.exporter is not None else {})}
 
     def _tls(self):
         """The server's TLS options from its PEM certificate (and chain) and key."""

@@ -7,6 +7,7 @@ as CSV, JSON and NDJSON from SQLite and from a real PostgreSQL, within Kotori's 
 import http.client
 import json
 import socket
+import sqlite3
 import subprocess
 import sys
 import uuid
@@ -107,6 +108,34 @@ def test_an_export_from_postgresql(tmp_path, postgres):
         assert gateway.stop() == 0, gateway.text()[-3000:]
 
 
+def post_20_mb(port, headers) -> None:
+    """20,000 rows of ~1 kB (more than the sockets' buffers hold) into the node's table."""
+    pad = "x" * 1000
+    for part in range(4):
+        rows = "\n".join(f"2024-06-01T{n // 3600:02d}:{n // 60 % 60:02d}:{n % 60:02d}Z,{n},{pad}"
+                         for n in range(part * 5000, part * 5000 + 5000))
+        status, body, _ = post(port, NODE, ("time,value,pad\n" + rows + "\n").encode(), "text/csv", headers=headers)
+        assert status == 200, body
+
+
+def reading_slowly(port, token: str | None) -> socket.socket:
+    """A client of the node's export that has its answer's status line and reads no more."""
+    client = socket.socket()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    client.connect(("127.0.0.1", port))
+    authorization = f"Authorization: Bearer {token}\r\n" if token else ""
+    client.sendall(f"GET {NODE}.csv?from=2024-06-01 HTTP/1.1\r\nHost: x\r\n{authorization}\r\n".encode())
+    assert client.recv(1024).startswith(b"HTTP/1.1 200")
+    return client
+
+
+def export_status(gateway) -> dict:
+    result = subprocess.run([sys.executable, "-m", "lorrygate.cli", "-c", gateway.config, "status", "--json"],
+                            capture_output=True, text=True, timeout=30)
+    [source] = json.loads(result.stdout)["sources"]
+    return source["details"]
+
+
 def test_a_client_that_goes_away_ends_its_export_and_the_export_wants_its_token(tmp_path):
     """An export of 20 MB to a client that reads a little and closes: the export waits for the client meanwhile
     (the status says one runs), and ends once it is gone; the gateway keeps storing. The devices' token does not export; the export's does."""
@@ -115,37 +144,48 @@ def test_a_client_that_goes_away_ends_its_export_and_the_export_wants_its_token(
     device = {"Authorization": "Bearer device-secret"}
     reader = {"Authorization": "Bearer reader-secret"}
     try:
-        pad = "x" * 1000
-        for part in range(4):
-            rows = "\n".join(f"2024-06-01T{n // 3600:02d}:{n // 60 % 60:02d}:{n % 60:02d}Z,{n},{pad}"
-                             for n in range(part * 5000, part * 5000 + 5000))
-            status, body, _ = post(port, NODE, ("time,value,pad\n" + rows + "\n").encode(), "text/csv",
-                                   headers=device)
-            assert status == 200, body
+        post_20_mb(port, device)
         assert get(port, f"{NODE}.csv?from=2024-06-01", device)[0] == 401
         assert get(port, f"{NODE}.csv?from=2024-06-01")[0] == 401
         status, text, _ = get(port, f"{NODE}.csv?from=2024-06-01&include=value", reader)
         assert status == 200 and [line.split(",")[1] for line in text.splitlines()[1:]] == [str(n) for n in range(20_000)]
 
-        client = socket.socket()
-        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        client.connect(("127.0.0.1", port))
-        client.sendall(f"GET {NODE}.csv?from=2024-06-01 HTTP/1.1\r\nHost: x\r\n"
-                       "Authorization: Bearer reader-secret\r\n\r\n".encode())
-        assert client.recv(1024).startswith(b"HTTP/1.1 200")
-
-        def exports():
-            result = subprocess.run([sys.executable, "-m", "lorrygate.cli", "-c", gateway.config, "status", "--json"],
-                                    capture_output=True, text=True, timeout=30)
-            [source] = json.loads(result.stdout)["sources"]
-            return source["details"]
-
+        client = reading_slowly(port, "reader-secret")
         # the client reads nothing more: the export waits for it (20 MB are more than the sockets' buffers hold)
-        wait_until(lambda: exports()["exports_waiting"] == 1, 30, "the export to wait for its client")
-        assert exports()["exporting"] == 1
+        wait_until(lambda: export_status(gateway)["exports_waiting"] == 1, 30, "the export to wait for its client")
+        assert export_status(gateway)["exporting"] == 1
         client.close()
-        wait_until(lambda: exports()["exporting"] == 0, 30, "the export to end after its client went away")
+        wait_until(lambda: export_status(gateway)["exporting"] == 0, 30, "the export to end after its client went away")
+        assert export_status(gateway)["exports_stalled"] == 0
         assert post(port, NODE, b'{"temperature": 1.5}', headers=device)[0] == 200
+    finally:
+        assert gateway.stop() == 0, gateway.text()[-3000:]
+
+
+def test_a_client_that_stops_reading_is_cut_after_export_stall_and_the_wal_checkpoints_again(tmp_path):
+    """A client that takes none of its export for ``export_stall`` while keeping its connection: the export is
+    cut (a warning, the status counts it), its read of SQLite ends, and the WAL, written meanwhile, can be
+    checkpointed to nothing again. Without the cut, the read would hold the WAL for as long as the client lives."""
+    gateway, port = started(tmp_path, extra_source="export = yes\nexport_stall = 2\n")
+    try:
+        post_20_mb(port, {})
+        client = reading_slowly(port, None)
+        wait_until(lambda: export_status(gateway)["exports_stalled"] == 1, 60, "the stalled export to be cut")
+        wait_until(lambda: export_status(gateway)["exporting"] == 0, 30, "the cut export's read to end")
+        assert post(port, NODE, b'{"temperature": 1.5}')[0] == 200  # (written after the export's snapshot)
+        with sqlite3.connect(tmp_path / "http.sqlite", timeout=30) as db:
+            busy, _, _ = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        assert busy == 0  # (1 while a read holds the WAL)
+        client.settimeout(30)
+        taken = 0
+        try:
+            while chunk := client.recv(1 << 16):
+                taken += len(chunk)
+        except ConnectionResetError:
+            pass  # (the gateway aborts the connection: what the client's buffers held may be dropped)
+        client.close()
+        assert taken < 20_000_000  # a cut answer, not a whole one
+        assert any("read nothing for 2 s" in event.get("message", "") for event in gateway.events())
     finally:
         assert gateway.stop() == 0, gateway.text()[-3000:]
 

@@ -4,8 +4,10 @@ import datetime as dt
 import json
 
 import pytest
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
 
-from lorrygate.sources.export import ExportRefused, Renderer, choose, parse_time, split_format
+from lorrygate.sources.export import ExportRefused, Renderer, _Stream, choose, parse_time, split_format
 
 NOW = 1_700_000_000.0
 
@@ -128,3 +130,58 @@ def test_a_span_past_the_years_a_database_takes_is_the_first_or_the_last_time():
     assert IsoTime()(first) == "0001-01-01T00:00:00.000000000Z" and IsoTime()(last) == "9999-12-31T23:59:59.999999999Z"
     assert str(_PostgresReader.time(first)) == "0001-01-01 00:00:00+00:00"
     assert str(_PostgresReader.time(last)) == "9999-12-31 23:59:59.999999+00:00"
+
+
+class _Transport:
+    aborted = False
+
+    def abortConnection(self):
+        self.aborted = True
+
+
+class _Request:
+    """What `_Stream` asks of its request (twisted.web's Request) and of its channel's transport."""
+
+    def __init__(self):
+        self.channel = type("Channel", (), {"transport": _Transport()})()
+        self._disconnected = False
+        self.producer = None
+        self.finished = Deferred()
+        self.written = []
+
+    def write(self, data):
+        self.written.append(data)
+
+    def registerProducer(self, producer, streaming):
+        self.producer = producer
+
+    def notifyFinish(self):
+        return self.finished
+
+
+def test_a_client_that_takes_nothing_for_the_stall_is_cut_and_one_that_reads_is_not():
+    clock, stalls = Clock(), []
+    request = _Request()
+    stream = _Stream(request, clock, 300.0, stalls.append)
+    stream.pauseProducing()
+    clock.advance(299)
+    stream.resumeProducing()  # the client took the buffer: its time starts again at the next pause
+    stream.pauseProducing()
+    stream.pauseProducing()  # (one timer however often the transport says it)
+    clock.advance(299)
+    assert not stream.gone and not request.channel.transport.aborted and stalls == []
+    waiting = stream.write(b"rows")  # the reading thread waits for the client
+    assert isinstance(waiting, Deferred) and not waiting.called
+    clock.advance(1)
+    assert stalls == [stream] and stream.stalled and stream.gone and request.channel.transport.aborted
+    assert waiting.result is False  # the reading thread ends its read
+    assert clock.getDelayedCalls() == []
+
+
+def test_an_export_that_ends_leaves_no_stall_timer():
+    clock = Clock()
+    request = _Request()
+    stream = _Stream(request, clock, 300.0, lambda _: None)
+    stream.pauseProducing()
+    request.finished.callback(None)  # the client went away, or the answer is whole
+    assert clock.getDelayedCalls() == [] and stream.gone and not stream.stalled
