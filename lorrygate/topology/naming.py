@@ -72,5 +72,7 @@ def join(*parts: str | None, max_length: int = MAX_LENGTH) -> str:
 def quote(identifier: str) -> str:
     """Quote a string as one SQL identifier (standard double quotes)."""
     if "\0" in identifier:
-        raise ValueError("an SQL identifier cannot contain the NUL character")
+        raise ValueError(f"the name {identifier[:80]!r} holds the character NUL (\\x00), which no SQL name may: a "
+                         "field or tag of that name cannot be a column; rename it in the publisher or in a decoder "
+                         "of your own (docs/decoding.rst)")
     return '"' + identifier.replace('"', '""') + '"'

@@ -333,3 +333,22 @@ def test_postgresql_max_tables_refuses_a_new_table_beyond_it(pg_store):
         pg_store.max_tables = 0
     assert pg_store._conn.execute(f"SELECT count(*) FROM {qualified(made)}").fetchone() == (2,)
     pg_store._conn.commit()
+
+
+@pytest.mark.parametrize("store_name", ["sqlite_store", "pg_store"])
+def test_a_field_named_with_nul_is_a_dead_letter_that_says_which_and_the_batch_is_stored(request, store_name):
+    """No SQL name may hold NUL: a field or a nested key of such a name makes its message a dead letter whose
+    error names the field and says how to fix it; the rows beside it in the batch are stored."""
+    store = request.getfixturevalue(store_name)
+    table, other = TableName("ids", f"t{next(TABLES)}"), TableName("ids", f"t{next(TABLES)}")
+    batch = Batch()
+    for fields in ({"a\0b": 1}, {"wifi": {"rs\0si": -60}}):
+        batch.add(Entry(table, [Record(NS, fields)], "main", Message("t", b"{}", 1, False, 1.0, "#"), "json"))
+    batch.add(Entry(other, [Record(NS, {"v": 1})], "main", Message("t", b"{}", 1, False, 1.0, "#"), "json"))
+    store._commit(batch)
+    errors = [dead.error for dead in batch.extra_dead]
+    assert len(errors) == 2 and all("holds the character NUL" in error and "rename it" in error for error in errors)
+    assert "'a\\x00b'" in errors[0] and "rs\\x00si" in errors[1], errors
+    name = qualified(other) if isinstance(store.dialect, PostgresDialect) else quote(table_name(other))
+    assert store._conn.execute(f"SELECT v FROM {name}").fetchall() == [(1,)]
+    store._conn.commit()
