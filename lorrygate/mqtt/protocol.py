@@ -152,6 +152,23 @@ class Forward:
         self._to.ack()
 
 
+class Receipts:
+    """A session's QoS 2 messages whose PUBREC went out and whose PUBREL has not come (MQTT 3.1.1 and 5.0,
+    4.3.3): until it comes, a PUBLISH with such a packet id is the same message again (its PUBREC was written
+    but never read when a connection closed, and the broker sent it anew) and MUST NOT be handed over twice.
+
+    The session's, not a connection's: a source keeps one across its connections, and forgets it where the
+    broker starts a new session (CONNACK without session present)."""
+
+    __slots__ = ("ids", "copies")
+
+    def __init__(self):
+        #: packet ids of QoS 2 messages received, acknowledged with PUBREC, their PUBREL not yet come
+        self.ids: set = set()
+        #: copies of such messages that were acknowledged again and not handed over
+        self.copies = 0
+
+
 class MQTTClientProtocol(Protocol):
     """One connection to a broker, from CONNECT to DISCONNECT.
 
@@ -165,8 +182,11 @@ class MQTTClientProtocol(Protocol):
 
     log = Logger()
 
-    def __init__(self, on_publish, clock, version: int = MQTT_3_1_1, max_payload: int | None = None):
+    def __init__(self, on_publish, clock, version: int = MQTT_3_1_1, max_payload: int | None = None,
+                 receipts: Receipts | None = None):
         self._on_publish = on_publish
+        #: the session's QoS 2 messages waiting for their PUBREL (`Receipts`)
+        self.receipts = receipts if receipts is not None else Receipts()
         self._clock = clock
         self.version = version
         #: PUBLISH packets larger than this arrive hashed, without their payload
@@ -381,6 +401,8 @@ class MQTTClientProtocol(Protocol):
         while unacked and unacked[0].done:
             delivery = unacked.popleft()
             words.append(_ACK_WORDS[delivery.kind] | delivery.packet_id)
+            if delivery.kind == PUBREC:
+                self.receipts.ids.add(delivery.packet_id)  # (the message is the broker's to release now)
         if words and self.connected:
             # one struct call for all of them (a byte string a packet cost 0.7 us a message)
             self.transport.write(struct.pack(f"!{len(words)}I", *words))
@@ -454,6 +476,12 @@ class MQTTClientProtocol(Protocol):
             return
         delivery = _Delivery(self, packet.packet_id, PUBACK if qos == 1 else PUBREC)
         self._unacked.append(delivery)
+        if qos == 2 and packet.packet_id in self.receipts.ids:
+            # its PUBREC went out before, its PUBREL has not come: the same message again, acknowledged again
+            # (in order with the rest) and not handed over twice
+            self.receipts.copies += 1
+            delivery.ack()
+            return
         self._on_publish(packet, delivery)
 
     def _begin_skip(self, buffer: bytes) -> bytes:
@@ -491,6 +519,7 @@ class MQTTClientProtocol(Protocol):
         kind = type(packet)
         if kind is PubAck:
             if packet.kind == PUBREL:
+                self.receipts.ids.discard(packet.packet_id)  # (the broker may give the id to a new message now)
                 self._send(PubAck(PUBCOMP, packet.packet_id))
             elif packet.kind == PUBACK:
                 d = self._waiting.pop(packet.packet_id, None)

@@ -35,7 +35,7 @@ from lorrygate.clock import time_of_day
 from lorrygate.interfaces import ISource
 from lorrygate.model import NO_ACK, Message
 from lorrygate.mqtt import codec
-from lorrygate.mqtt.protocol import DISCONNECT_REASONS, MQTTClientProtocol, PacketTooLarge
+from lorrygate.mqtt.protocol import DISCONNECT_REASONS, MQTTClientProtocol, PacketTooLarge, Receipts
 from lorrygate.mqtt.topics import parse_filter
 from lorrygate.sources.pauses import Pauses, SourcePlumbing
 from lorrygate.sources.unread import unread_bytes
@@ -123,7 +123,7 @@ class _ProtocolFactory(Factory):
 
     def buildProtocol(self, addr):
         return MQTTClientProtocol(self._source._received, self._source._clock, self._source.version,
-                                  self._source.broker.max_payload)
+                                  self._source.broker.max_payload, self._source._receipts)
 
 
 @implementer(IStreamClientEndpoint)
@@ -181,6 +181,8 @@ class MQTTSource(SourcePlumbing, Service):
     _away: dict = attrs.Factory(dict)
     #: messages the broker sent again while their first delivery was still held, not handed over twice
     redelivered_in_flight: int = 0
+    #: the session's QoS 2 messages whose PUBREC went out, their PUBREL not yet come (`Receipts`)
+    _receipts: Receipts = attrs.Factory(Receipts)
     #: tells the time of day a message is received at (`lorrygate.clock.time_of_day`)
     _time_of_day: Any = None
 
@@ -265,7 +267,7 @@ class MQTTSource(SourcePlumbing, Service):
         self._service.startService()
 
     def status(self) -> dict:
-        return {"redelivered_in_flight": self.redelivered_in_flight}
+        return {"redelivered_in_flight": self.redelivered_in_flight, "qos2_copies": self._receipts.copies}
 
     def stopService(self) -> Deferred:
         """Send the acks already released, then DISCONNECT, and stop reconnecting."""
@@ -319,6 +321,7 @@ class MQTTSource(SourcePlumbing, Service):
             self._session_present = connack.session_present
             if not connack.session_present:
                 self._away.clear()  # a new session: nothing comes again, and its packet ids start afresh
+                self._receipts.ids.clear()
             assigned = connack.properties.get("assigned_client_identifier")
             if assigned and assigned != self.client_id:
                 self.log.warn("MQTT source {source}: the broker assigned the client id {assigned!r} instead of "

@@ -99,6 +99,35 @@ def test_qos2_is_acknowledged_with_pubrec_then_pubcomp():
     assert broker.sent() == [PubAck(PUBCOMP, 9)]
 
 
+def test_a_qos2_message_sent_again_before_its_pubrel_is_acknowledged_again_not_handed_over_twice():
+    """MQTT 4.3.3: until PUBREL, a PUBLISH with the packet id of a QoS 2 message already acknowledged with PUBREC
+    is that message again (a PUBREC the broker never read, on a connection that closed): PUBREC again, in order
+    with the other acks, and no second delivery. After PUBREL the id is a new message's."""
+    first = Broker(MQTT_5)
+    first.connect()
+    first.reply(Publish("t", b"x", 2, packet_id=9))
+    first.received[0][1].ack()
+    first.clock.advance(0)
+    assert first.sent() == [PubAck(PUBREC, 9)]
+    first.protocol.connectionLost(Failure(ConnectionDone()))  # (the broker never read that PUBREC)
+
+    again = Broker(MQTT_5)
+    again.protocol.receipts = first.protocol.receipts  # the session's, as a source keeps it
+    again.connect()
+    again.reply(Publish("t", b"y", 1, packet_id=3), Publish("t", b"x", 2, dup=True, packet_id=9))
+    assert [packet.payload for packet, _ in again.received] == [b"y"]
+    again.clock.advance(0)
+    assert again.sent() == []  # the copy's PUBREC waits for the message before it
+    again.received[0][1].ack()
+    again.clock.advance(0)
+    assert again.sent() == [PubAck(PUBACK, 3), PubAck(PUBREC, 9)]
+    assert again.protocol.receipts.copies == 1
+    again.reply(PubAck(PUBREL, 9))
+    assert again.sent() == [PubAck(PUBCOMP, 9)]
+    again.reply(Publish("t", b"new", 2, packet_id=9))  # the id is free again: a new message
+    assert [packet.payload for packet, _ in again.received] == [b"y", b"new"]
+
+
 def test_subscribe_refusal_names_the_filter():
     """A SUBACK failure code fails subscribe() naming the refused filter."""
     broker = Broker()
