@@ -67,8 +67,8 @@ COLUMN_LIMIT = 1_000
 ERRORS_PER_SHARD = 10
 
 
-_READ = re.compile(r'SELECT "time", (.*) FROM ("[^"]+(?:""[^"]*)*")\.("[^"]+(?:""[^"]*)*") WHERE "time" >= \? AND '
-                   r'"time" <= \?( AND "address" = \?)? ORDER BY "time" LIMIT \? OFFSET \?$', re.S)
+_READ = re.compile(r'SELECT "time", (.*) FROM ("[^"]+(?:""[^"]*)*")\.("[^"]+(?:""[^"]*)*") WHERE "time" (>=|>|=) \?'
+                   r'( AND "time" <= \?)?( AND "address" = \?)? ORDER BY "time" LIMIT \? OFFSET \?$', re.S)
 _EXPRESSION = re.compile(r'"(tags|fields)"((?:\[\'(?:[^\']|\'\')*\'\])+)')
 
 
@@ -271,16 +271,20 @@ class FakeCrate(Resource):
 
     def _read(self, request, statement, args):
         """``SELECT "time", <sub-columns> FROM t WHERE "time" >= ? AND "time" <= ? [AND "address" = ?] ORDER BY
-        "time" LIMIT ? OFFSET ?``: timestamps as epoch milliseconds, as CrateDB answers over HTTP."""
+        "time" LIMIT ? OFFSET ?`` (or ``"time" > ?``, or ``"time" = ?`` alone): timestamps as epoch
+        milliseconds, as CrateDB answers over HTTP."""
         match = _READ.match(statement)
         key = (_unquote(match.group(2)), _unquote(match.group(3)))
         if key not in self.tables:
             return self._error(request, 404, 4041, f"RelationUnknown[Relation '{key[0]}.{key[1]}' unknown]")
         expressions = _EXPRESSION.findall(match.group(1))
-        start, end = args[0], args[1]
-        address = args[2] if match.group(4) else None
+        op, bounded, by_address = match.group(4), match.group(5), match.group(6)
+        lower = args[0]
+        end = args[1] if bounded else lower
+        address = args[2 if bounded else 1] if by_address else None
         limit, offset = args[-2], args[-1]
-        rows = sorted((r for r in self.tables[key]["rows"] if start <= r["time"] <= end
+        after = {">=": lambda t: t >= lower, ">": lambda t: t > lower, "=": lambda t: t == lower}[op]
+        rows = sorted((r for r in self.tables[key]["rows"] if after(r["time"]) and r["time"] <= end
                        and (address is None or r.get("address") == address)), key=lambda r: r["time"])
         answer = []
         for row in rows[offset:offset + limit]:

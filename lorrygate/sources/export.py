@@ -476,8 +476,14 @@ class Exporter:
 
     async def _crate(self, table, address, start: int, end: int, include: list, exclude: list, renderer: str,
                      content_type: bytes, stream: _Stream, request) -> None:
-        """CrateDB: the table's columns from ``information_schema.columns``, then its rows a page at a time
-        (``LIMIT``/``OFFSET``, oldest first), each page written once the client has read the one before."""
+        """CrateDB: the table's columns from ``information_schema.columns``, then its rows a page at a time, oldest
+        first, each page written once the client has read the one before.
+
+        Pages by time, not by ``OFFSET`` over the range: each page starts past the last time of the one before
+        (a deep ``OFFSET`` makes every shard sort all the rows before it again, quadratic in the export, and
+        rows written into the range meanwhile would shift the pages). The rows of a page's last time are read
+        whole with a query of their own (``"time" = ?``, by ``OFFSET`` only among them), since rows may share
+        a time and the next page starts after it."""
         from lorrygate.storage.shared_layout import qualified, shared_table
 
         backend = self.backend
@@ -490,26 +496,46 @@ class Exporter:
             raise ExportRefused(404, f"no data yet: the table {qualified(source)} does not exist")
         leaves = dict(crate_columns(found["rows"]))
         columns = choose(["time", *leaves], include, exclude)
-        where = '"time" >= ? AND "time" <= ?' + (' AND "address" = ?' if shared is not None else "")
-        statement = (f'SELECT "time", {", ".join(leaves[c] for c in columns[1:]) or "1"} FROM {qualified(source)} '
-                     f'WHERE {where} ORDER BY "time" LIMIT ? OFFSET ?')
-        args = [start // 1_000_000, end // 1_000_000] + ([table.table] if shared is not None else [])
+        selected = ", ".join(leaves[c] for c in columns[1:]) or "1"
+        by_address = ' AND "address" = ?' if shared is not None else ""
+        address_arg = [table.table] if shared is not None else []
+
+        def select(condition: str) -> str:
+            return (f'SELECT "time", {selected} FROM {qualified(source)} WHERE {condition}{by_address} '
+                    f'ORDER BY "time" LIMIT ? OFFSET ?')
+
+        first, after, at = select('"time" >= ? AND "time" <= ?'), select('"time" > ? AND "time" <= ?'), \
+            select('"time" = ?')
         render = Renderer(renderer, columns)
         request.setResponseCode(200)
         request.setHeader(b"content-type", content_type)
         if not await self._written(stream, render.head()):
             return
-        offset = 0
-        while not self._stopping.is_set():
-            page = (await backend._sql(statement, args=args + [PAGE, offset]))["rows"]
+
+        async def send(page: list) -> bool:
             rows = [(_from_millis(row[0]), *row[1:len(columns)]) for row in page]
-            if rows and not await self._written(stream, render.rows(rows)):
-                return
+            return not rows or await self._written(stream, render.rows(rows))
+
+        statement, lower, high = first, start // 1_000_000, end // 1_000_000
+        while not self._stopping.is_set():
+            page = (await backend._sql(statement, args=[lower, high, *address_arg, PAGE, 0]))["rows"]
             if len(page) < PAGE:
-                await self._written(stream, render.tail())
-                stream.finish()
+                if await send(page):
+                    await self._written(stream, render.tail())
+                    stream.finish()
                 return
-            offset += PAGE
+            last = page[-1][0]
+            if not await send([row for row in page if row[0] != last]):
+                return
+            offset = 0
+            while not self._stopping.is_set():  # every row of the page's last time
+                same = (await backend._sql(at, args=[last, *address_arg, PAGE, offset]))["rows"]
+                if not await send(same):
+                    return
+                if len(same) < PAGE:
+                    break
+                offset += PAGE
+            statement, lower = after, last
         request.loseConnection()
 
     @staticmethod
