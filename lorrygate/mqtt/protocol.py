@@ -187,6 +187,8 @@ class MQTTClientProtocol(Protocol):
         self._on_publish = on_publish
         #: the session's QoS 2 messages waiting for their PUBREL (`Receipts`)
         self.receipts = receipts if receipts is not None else Receipts()
+        #: a QoS 2 message came on this connection: its PUBRECs are noted in ``receipts``
+        self._qos2 = False
         self._clock = clock
         self.version = version
         #: PUBLISH packets larger than this arrive hashed, without their payload
@@ -401,8 +403,8 @@ class MQTTClientProtocol(Protocol):
         while unacked and unacked[0].done:
             delivery = unacked.popleft()
             words.append(_ACK_WORDS[delivery.kind] | delivery.packet_id)
-            if delivery.kind == PUBREC:
-                self.receipts.ids.add(delivery.packet_id)  # (the message is the broker's to release now)
+        if self._qos2:  # (the PUBRECs' messages are the broker's to release now; QoS 1 streams skip the look)
+            self.receipts.ids.update(word & 0xFFFF for word in words if word >> 28 == PUBREC)
         if words and self.connected:
             # one struct call for all of them (a byte string a packet cost 0.7 us a message)
             self.transport.write(struct.pack(f"!{len(words)}I", *words))
@@ -474,14 +476,19 @@ class MQTTClientProtocol(Protocol):
         if qos == 0:
             self._on_publish(packet, None)
             return
-        delivery = _Delivery(self, packet.packet_id, PUBACK if qos == 1 else PUBREC)
-        self._unacked.append(delivery)
-        if qos == 2 and packet.packet_id in self.receipts.ids:
-            # its PUBREC went out before, its PUBREL has not come: the same message again, acknowledged again
-            # (in order with the rest) and not handed over twice
-            self.receipts.copies += 1
-            delivery.ack()
-            return
+        if qos == 1:
+            delivery = _Delivery(self, packet.packet_id, PUBACK)
+            self._unacked.append(delivery)
+        else:
+            self._qos2 = True
+            delivery = _Delivery(self, packet.packet_id, PUBREC)
+            self._unacked.append(delivery)
+            if packet.packet_id in self.receipts.ids:
+                # its PUBREC went out before, its PUBREL has not come: the same message again, acknowledged again
+                # (in order with the rest) and not handed over twice
+                self.receipts.copies += 1
+                delivery.ack()
+                return
         self._on_publish(packet, delivery)
 
     def _begin_skip(self, buffer: bytes) -> bytes:
