@@ -48,17 +48,18 @@ class DecoderChain:
     def decode(self, message, address):
         """Return ``(decoder name, records)`` or a Deferred of it; raise (or
         fail with) `DecodeError` when no decoder fits."""
-        reasons = []
+        declined = None  # the reasons of decoders that declined, by index: made only when one declines
         payload = message.payload
-        for index, decoder, marker, missing in self._plan:
+        for index, decoder, marker, _missing in self._plan:
             if marker is not None and payload.find(marker) < 0:  # find(): see ChannelRouter._route
                 # A cheap test before parsing: the format always has these bytes.
-                reasons.append(missing)
                 continue
             try:
                 records = decoder.decode(message, address)
             except Declined as exc:
-                reasons.append(exc.reason)
+                if declined is None:
+                    declined = {}
+                declined[index] = exc.reason
                 continue
             except Ignored:
                 raise
@@ -69,9 +70,15 @@ class DecoderChain:
             if inspect.iscoroutine(records):
                 records = Deferred.fromCoroutine(records)
             if isinstance(records, Deferred):
-                return Deferred.fromCoroutine(self._finish(records, index, message, address, reasons))
+                return Deferred.fromCoroutine(self._finish(records, index, message, address, self._reasons(declined, index)))
             return decoder.name, records
-        raise NoDecoderMatched(self.names, reasons)
+        raise NoDecoderMatched(self.names, self._reasons(declined, len(self._plan)))
+
+    def _reasons(self, declined, stop: int) -> list:
+        """Why each decoder before ``stop`` passed the message on, in the chain's order (made only when needed:
+        most messages are taken by a decoder and need no reasons)."""
+        declined = declined or {}
+        return [declined.get(index, missing) for index, _decoder, _marker, missing in self._plan[:stop]]
 
     async def _finish(self, pending, index, message, address, reasons):
         decoder = self.decoders[index]

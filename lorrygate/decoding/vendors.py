@@ -27,6 +27,15 @@ owntracks      OwnTracks JSON: ``tst`` as the time, ``_type`` kept but for locat
 homeassistant  Home Assistant's MQTT Statestream: a state as numbers are read,
                ``unavailable`` and ``unknown`` as no value, the timestamps as text,
                attributes as JSON
+ecowitt        Fine Offset weather stations (Ecowitt, Ambient Weather, Froggit and others
+               of that maker) in their "Ecowitt" upload protocol: a form with
+               ``PASSKEY`` and ``stationtype``, which the HTTP source makes a JSON
+               object; picked by the ``ecowitt.json`` slot (``/api/<...>/ecowitt``).
+               ``PASSKEY`` (the station's key, derived from its MAC address) is never
+               stored; ``dateutc`` (``2023-02-20 16:02:19``, UTC; ``now``: the receive
+               time) is the record time; ``stationtype``, ``model`` and ``freq`` tags;
+               every other field a value as the station sends it (imperial units:
+               ``tempf``, ``baromrelin``, ``windspeedmph``)
 homie          Homie property values on ``homie/<device>/<node>/<property>`` topics:
                ``true``/``false``, integers, floats, everything else as text; an
                empty payload (a retained message cleared: a device removed) stores
@@ -38,6 +47,7 @@ homie          Homie property values on ``homie/<device>/<node>/<property>`` top
 
 
 import base64
+from datetime import UTC
 from typing import Any
 
 import attrs
@@ -166,6 +176,39 @@ class TtnDecoder:
         if not isinstance(decoded, dict):
             raise Declined("no 'uplink_message.decoded_payload' (set a payload formatter, or decode frm_payload with a JavaScript decoder)")
         return [uplink_record(self, message, decoded, tts_envelope(document))]
+
+
+#: what a Fine Offset station's upload carries that is no reading: its key (never stored) and its time
+_ECOWITT_KEY, _ECOWITT_TIME = "PASSKEY", "dateutc"
+#: what names the station, not a reading: tags
+_ECOWITT_TAGS = ("stationtype", "model", "freq")
+
+
+@implementer(IDecoder)
+@attrs.frozen
+class EcowittDecoder:
+    name: str = "ecowitt"
+    timezone: Any = None
+    #: checked by the chain before parsing: every upload of the protocol has it
+    requires = b"PASSKEY"
+
+    def decode(self, message, address) -> list:
+        document = _json_object(message.payload, "Fine Offset upload")
+        if _ECOWITT_KEY not in document:
+            raise Declined("no field 'PASSKEY' (not a Fine Offset station's upload in its Ecowitt protocol)")
+        stamp = document.get(_ECOWITT_TIME)
+        if stamp is None or (isinstance(stamp, str) and stamp.strip().lower() in ("", "now")):
+            time = received_ns(message)
+        else:
+            try:
+                time = parse_time(stamp, UTC)
+            except (ValueError, TypeError, OverflowError):
+                raise DecodeError(self.name, f"dateutc {str(stamp)[:40]!r} is no time: the station sends its UTC "
+                                             "time as 2023-02-20 16:02:19 (set its clock, or its time server)") from None
+        tags = {key: str(document[key]) for key in _ECOWITT_TAGS if key in document}
+        fields = {key: scalar(value) if isinstance(value, str) else value for key, value in document.items()
+                  if key != _ECOWITT_KEY and key != _ECOWITT_TIME and key not in tags}
+        return [Record(time, fields, tags)]
 
 
 @implementer(IDecoder)

@@ -122,7 +122,8 @@ _PLAIN = (None, False)
 #: topic suffixes (Kotori's slots) that pick a decoder, tried before the channel's chain
 SUFFIX_DECODERS = (
     ("data.csv", "csv"), ("data.ndjson", "ndjson"), ("data.kv", "kv"), ("data.msgpack", "msgpack"),
-    ("data.cbor", "cbor"), ("airrohr.json", "airrohr"), ("tele/SENSOR", "tasmota"), ("tele/STATE", "tasmota"),
+    ("data.cbor", "cbor"), ("airrohr.json", "airrohr"), ("ecowitt.json", "ecowitt"),
+    ("tele/SENSOR", "tasmota"), ("tele/STATE", "tasmota"),
 )
 
 #: the UTF-8 byte order mark

@@ -8,7 +8,9 @@ routes it by its strategy as any topic. As Kotori does, a path that ends in
 ``data``, ``event`` or ``airrohr`` gets the suffix of its ``Content-Type``:
 ``application/json`` -> ``data.json``, ``text/csv`` -> ``data.csv``; a form
 (``application/x-www-form-urlencoded``) becomes a JSON object of its fields
-(each its last value). So ``curl -d '{"temperature": 21.5}' -H 'Content-Type:
+(each its last value); a Fine Offset weather station's form (with ``PASSKEY``)
+to ``.../data`` is taken from ``.../ecowitt.json`` (the ``ecowitt`` decoder:
+its key is not stored, ``dateutc`` is the time). So ``curl -d '{"temperature": 21.5}' -H 'Content-Type:
 application/json' http://localhost:24642/api/mqttkit-1/testdrive/area-42/node-1/data``
 stores as the MQTT message on ``.../node-1/data.json`` would.
 
@@ -60,6 +62,8 @@ PREFIX = b"/api/"
 #: the slot words of Kotori's topics that take a suffix by Content-Type (``custom/airrohr``: what the airrohr
 #: firmware's "send to own API" posts, as Kotori's airrohr forwarder takes it)
 _SLOTS = ("data", "event", "airrohr")
+#: a Kotori data slot with a form's suffix
+_DATA_SLOT = "/data.json"
 _SUFFIXES = {"application/json": ".json", "text/csv": ".csv", "application/x-www-form-urlencoded": ".json"}
 
 
@@ -91,6 +95,14 @@ def gunzip(body: bytes, limit: int) -> bytes:
     if not inflater.eof:
         raise ValueError("Content-Encoding gzip, but the body ends before its gzip stream does")
     return data
+
+
+def fine_offset_topic(topic: str, payload: bytes) -> str:
+    """A Fine Offset weather station's form (it has ``PASSKEY``) posted to a ``data`` slot, as Kotori takes it:
+    on ``.../ecowitt.json``, whose decoder keeps the station's key out of the table (`EcowittDecoder`)."""
+    if topic.endswith(_DATA_SLOT) and b'"PASSKEY"' in payload:
+        return topic[: -len(_DATA_SLOT)] + "/ecowitt.json"
+    return topic
 
 
 def form_as_json(body: bytes) -> bytes:
@@ -431,6 +443,7 @@ class HttpSource(SourcePlumbing, Service):
             return self._refuse(request, 415, f"Content-Encoding {encoding.decode('latin-1')!r}: gzip or none")
         if content_type == "application/x-www-form-urlencoded":
             payload = form_as_json(payload)
+            topic = fine_offset_topic(topic, payload)
         answer = _Answer(self, request)
         self.pending.add(answer)
         answer.timer = self._reactor.callLater(self.settings.timeout, answer.expire)

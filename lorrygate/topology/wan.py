@@ -24,6 +24,7 @@ suffix                                              kind    payload
 ``data/<field>``, ``measure/<field>``               data    one value of ``<field>``
 ``loop``                                            data    a WeeWX loop packet
 ``airrohr.json``                                    data    an airrohr JSON object
+``ecowitt.json``                                    data    a Fine Offset station's upload
 ``tele/SENSOR``, ``tele/STATE``                     data    a Tasmota telemetry object
 ``event.json``, ``event/__json__``                  event   a JSON object
 ``error.json``                                      error   a JSON object
@@ -59,6 +60,7 @@ _ONE_LEVEL = {
     "data.msgpack": DATA,
     "data.cbor": DATA,
     "airrohr.json": DATA,
+    "ecowitt.json": DATA,
     "message-json": DATA,
     "loop": DATA,
     "event.json": EVENT,
@@ -74,7 +76,7 @@ _FIELD_PREFIXES = ("data", "measure")
 
 SUFFIXES_HELP = (
     "data.json, data.csv, data.ndjson, data.kv, data.msgpack, data.cbor, data/__json__, message-json, "
-    "data/<field>, measure/<field>, loop, airrohr.json, tele/SENSOR, tele/STATE, event.json, event/__json__ "
+    "data/<field>, measure/<field>, loop, airrohr.json, ecowitt.json, tele/SENSOR, tele/STATE, event.json, event/__json__ "
     "or error.json"
 )
 

@@ -88,6 +88,18 @@ def test_kotoris_http_api_stores_json_csv_and_forms_and_answers_after_the_commit
         assert query(db, 'SELECT "SDS_P1", temperature FROM "luftdaten_testdrive__area_42_node_1_sensors"') == [
             (12.3, 21.5)]
 
+        # a Fine Offset weather station's "customized upload" to .../data, as Kotori takes it: its PASSKEY is
+        # never stored, its dateutc is the row's time
+        station = (b"PASSKEY=B950C0FFEE&stationtype=EasyWeatherPro_V5.0.6&dateutc=2023-02-20+16%3A02%3A19&"
+                   b"tempf=48.4&humidity=80&freq=868M&model=HP1000SE-PRO_Pro_V1.8.5")
+        assert post(port, "/api/mqttkit-1/testdrive/area-42/station-1/data", station,
+                    "application/x-www-form-urlencoded")[:2] == (200, {"stored": True})
+        weather = "mqttkit_1_testdrive__area_42_station_1_sensors"
+        columns = [row[1] for row in query(db, f'PRAGMA table_info("{weather}")')]
+        assert "PASSKEY" not in columns and "B950C0FFEE" not in repr(query(db, f'SELECT * FROM "{weather}"'))
+        assert query(db, f'SELECT "time", tempf, humidity, model FROM "{weather}"') == [
+            ("2023-02-20T16:02:19.000000000Z", 48.4, 80, "HP1000SE-PRO_Pro_V1.8.5")]
+
         # nothing to store: 200 (nothing to send again), saying so
         assert post(port, NODE, b"")[:2] == (200, {"stored": False, "ignored": "an empty payload: nothing to store"})
 
@@ -100,7 +112,7 @@ def test_kotoris_http_api_stores_json_csv_and_forms_and_answers_after_the_commit
         assert "POST /api" not in gateway.text()  # no access log: a line a request filled the log
         status = subprocess.run([sys.executable, "-m", "lorrygate.cli", "-c", gateway.config, "status"],
                                 capture_output=True, text=True, timeout=60).stdout
-        assert f"source web (channel api): listening on http://127.0.0.1:{port}/api/ (6 received, 4 refused, 0 answered 503 after " \
+        assert f"source web (channel api): listening on http://127.0.0.1:{port}/api/ (7 received, 4 refused, 0 answered 503 after " \
                "timeout)" in status, status
     finally:
         assert gateway.stop() == 0, gateway.text()[-3000:]

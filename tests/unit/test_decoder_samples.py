@@ -48,6 +48,13 @@ AIRROHR = b"""{"esp8266id": "12345678", "software_version": "NRZ-2020-129", "sen
 {"value_type":"BME280_temperature","value":"21.84"},{"value_type":"BME280_pressure","value":"100513.56"},
 {"value_type":"BME280_humidity","value":"48.12"},{"value_type":"samples","value":"868472"},
 {"value_type":"signal","value":"-67"}]}"""
+#: a Fine Offset (Froggit DP1500, GW1000 firmware) station's "customized upload" form, as the HTTP source makes
+#: it JSON: every value text
+ECOWITT = json.dumps({
+    "PASSKEY": "6BB1A3F0C2D4E5F60718293A4B5C6D7E", "stationtype": "GW1000A_V1.6.8", "dateutc": "2024-06-01 12:00:00",
+    "tempinf": "64.6", "humidityin": "59", "baromrelin": "28.993", "tempf": "39.6", "humidity": "90",
+    "winddir": "237", "windspeedmph": "1.12", "rainratein": "0.000", "wh65batt": "0", "freq": "868M",
+    "model": "GW1000_Pro"}).encode()
 TTN_UPLINK = json.dumps({
     "end_device_ids": {"device_id": "lht65-01", "application_ids": {"application_id": "climate"},
                        "dev_eui": "A840410001812345", "join_eui": "A000000000000100", "dev_addr": "260B1234"},
@@ -184,6 +191,13 @@ SAMPLES = [
         {"esp8266id": "12345678", "software_version": "NRZ-2020-129"})]),
     ("airrohr", b'{"sensordatavalues":[{"value_type":"temperature","value":21.5}]}', DATA,
      [Record(R, {"temperature": 21.5})]),
+    # -- Fine Offset (Ecowitt protocol): no PASSKEY stored, dateutc the time (UTC), "now" the receive time --
+    ("ecowitt", ECOWITT, DATA, [Record(T, {
+        "tempinf": 64.6, "humidityin": 59, "baromrelin": 28.993, "tempf": 39.6, "humidity": 90, "winddir": 237,
+        "windspeedmph": 1.12, "rainratein": 0.0, "wh65batt": 0},
+        {"stationtype": "GW1000A_V1.6.8", "model": "GW1000_Pro", "freq": "868M"})]),
+    ("ecowitt", b'{"PASSKEY": "6BB1", "stationtype": "EasyWeatherV1.6.4", "dateutc": "now", "tempf": "48.4"}', DATA,
+     [Record(R, {"tempf": 48.4}, {"stationtype": "EasyWeatherV1.6.4"})]),
     # -- The Things Stack v3 --
     ("ttn", TTN_UPLINK, DATA, [Record(1_717_243_200_098_765_432, {
         "BatV": 3.062, "Bat_status": 3, "Ext_sensor": "Temperature Sensor", "Hum_SHT": 88.6, "TempC_DS": 27.81,
@@ -252,7 +266,7 @@ def test_samples(name, payload, address, records):
 def test_at_least_forty_samples():
     """The table holds at least 40 samples across the vendor and binary formats."""
     assert len(SAMPLES) >= 40
-    assert {"tasmota", "airrohr", "ttn", "chirpstack", "csv", "ndjson", "kv", "msgpack", "cbor", "muon", "influx",
+    assert {"tasmota", "airrohr", "ecowitt", "ttn", "chirpstack", "csv", "ndjson", "kv", "msgpack", "cbor", "muon", "influx",
             "telegraf"} <= {
         s[0] for s in SAMPLES}
 
@@ -335,3 +349,14 @@ def test_a_broken_line_after_good_ones_is_a_decode_error_that_names_it():
         InfluxDecoder().decode(message(b"cpu usage=1\ncpu usage=\n"), DATA)
     with pytest.raises(DecodeError, match="line 1: a time -99999999999 is outside the years 1 to 9999"):
         InfluxDecoder().decode(message(b"cpu usage=1 -99999999999"), DATA)
+
+
+def test_a_fine_offset_upload_with_a_bad_time_is_an_error_that_says_how_to_fix_it_and_others_are_passed_on():
+    """A station whose clock sends no time: a clear error (a dead letter); an upload without PASSKEY (a user's
+    own JSON on the slot) is passed on to the chain's next decoder."""
+    from lorrygate.errors import Declined, DecodeError
+
+    with pytest.raises(DecodeError, match="dateutc '2024-13-45 99:00:00' is no time: .*set its clock"):
+        decode("ecowitt", b'{"PASSKEY": "6BB1", "dateutc": "2024-13-45 99:00:00", "tempf": "48.4"}')
+    with pytest.raises(Declined, match="no field 'PASSKEY'"):
+        decode("ecowitt", b'{"passkey_like": "PASSKEY", "tempf": "48.4"}')

@@ -146,6 +146,25 @@ def test_airrohr(channel, suffix):
         "SDS_P1": 35.67, "SDS_P2": 17.0, "BME280_temperature": -2.83, "samples": 3016882, "signal": -66}
 
 
+#: Kotori's test_ecowitt (an EasyWeatherPro station's form, as the HTTP source makes it JSON), shortened
+ECOWITT = {"PASSKEY": "B950C...[obliterated]", "stationtype": "EasyWeatherPro_V5.0.6", "runtime": "456128",
+           "dateutc": "2023-02-20 16:02:19", "tempinf": "69.8", "humidityin": "47", "baromrelin": "29.713",
+           "tempf": "48.4", "humidity": "80", "windspeedmph": "1.12", "soilbatt1": "1.6", "wh65batt": "0",
+           "freq": "868M", "model": "HP1000SE-PRO_Pro_V1.8.5"}
+
+
+def test_ecowitt(channel):
+    """test_ecowitt: tempf 48.4, humidity 80, the model kept, PASSKEY never stored. A difference: the station's
+    dateutc is the row's time (Kotori stamps the receive time) and model, stationtype and freq are tags."""
+    storage = send(channel, f"{TOPIC}/ecowitt.json", ECOWITT)
+    (rows,) = storage.tables.values()
+    (record,) = rows
+    assert (record.fields["tempf"], record.fields["humidity"], record.fields["soilbatt1"]) == (48.4, 80, 1.6)
+    assert record.tags["model"] == "HP1000SE-PRO_Pro_V1.8.5"
+    assert "PASSKEY" not in record.fields and "PASSKEY" not in record.tags
+    assert to_iso(record.time) == "2023-02-20T16:02:19.000000000Z"
+
+
 def test_tts_uplink_on_data_json(channel):
     """test_tts_ttn (minimal): a TTS uplink on data.json is decoded as one."""
     payload = {"uplink_message": {"decoded_payload": {"temperature_1": 53.3, "voltage_4": 3.3}}}
