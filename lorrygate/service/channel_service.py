@@ -87,6 +87,7 @@ class ChannelService(Service):
             from lorrygate.sources.http import HttpSource
 
             source = HttpSource(channel.name, settings.sources[channel.source], deliver, reactor)
+            source.table_of = lambda topic: router.table_for_topic(topic)[1]
             if source.settings.export:  # (Kotori's data export: GET /api/<topic>.csv, from the first SQL storage)
                 from lorrygate.sources.export import Exporter, preferred
 

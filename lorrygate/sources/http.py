@@ -97,11 +97,19 @@ def gunzip(body: bytes, limit: int) -> bytes:
     return data
 
 
-def fine_offset_topic(topic: str, payload: bytes) -> str:
+def fine_offset_topic(topic: str, payload: bytes, table_of=None) -> str:
     """A Fine Offset weather station's form (it has ``PASSKEY``) posted to a ``data`` slot, as Kotori takes it:
-    on ``.../ecowitt.json``, whose decoder keeps the station's key out of the table (`EcowittDecoder`)."""
+    on ``.../ecowitt.json``, whose decoder keeps the station's key out of the table (`EcowittDecoder`). With
+    ``table_of`` (topic -> its table, or None), only where the channel's strategy stores both topics in one
+    table (Kotori's ``wan`` and ``lan`` do; a strategy of one's own that knows no ``ecowitt.json`` keeps the
+    topic as it is)."""
     if topic.endswith(_DATA_SLOT) and b'"PASSKEY"' in payload:
-        return topic[: -len(_DATA_SLOT)] + "/ecowitt.json"
+        station = topic[: -len(_DATA_SLOT)] + "/ecowitt.json"
+        if table_of is None:
+            return station
+        table = table_of(station)
+        if table is not None and table == table_of(topic):
+            return station
     return topic
 
 
@@ -284,6 +292,8 @@ class HttpSource(SourcePlumbing, Service):
     _limited: Any = None
     #: Kotori's data export (``export = yes``): `lorrygate.sources.export.Exporter`, set by the channel
     exporter: Any = None
+    #: a topic's table by the channel's strategy, or None (`fine_offset_topic`); set by the channel
+    table_of: Any = None
     #: bytes of the bodies arriving now (declared by Content-Length, or received of a chunked one), and how many
     #: they may be: a thousand clients each sending max_line bytes slowly would otherwise fill the disk with
     #: twisted.web's temporary files (a body over 100 KB is kept in one while it comes)
@@ -443,7 +453,7 @@ class HttpSource(SourcePlumbing, Service):
             return self._refuse(request, 415, f"Content-Encoding {encoding.decode('latin-1')!r}: gzip or none")
         if content_type == "application/x-www-form-urlencoded":
             payload = form_as_json(payload)
-            topic = fine_offset_topic(topic, payload)
+            topic = fine_offset_topic(topic, payload, self.table_of)
         answer = _Answer(self, request)
         self.pending.add(answer)
         answer.timer = self._reactor.callLater(self.settings.timeout, answer.expire)

@@ -490,6 +490,31 @@ def test_an_http_requests_topic_is_its_path_with_kotoris_suffix_by_content_type(
     assert form_as_json(b' {"temperature": 21.5}') == b' {"temperature": 21.5}'
 
 
+@pytest.mark.parametrize("strategy, taken", [("", True), ("strategy = lan\n", True), ("strategy = sites\n", False)])
+def test_a_fine_offset_form_goes_to_ecowitt_json_only_where_the_strategy_stores_it_with_the_data(strategy, taken):
+    """The HTTP source moves a form with PASSKEY from .../data.json to .../ecowitt.json where the channel's
+    strategy stores both in one table (wan, lan); a declarative strategy that knows only data.json keeps it."""
+    from twisted.internet.task import Clock
+
+    from lorrygate.service.channel_service import ChannelService
+    from lorrygate.sources.http import fine_offset_topic, form_as_json
+    from lorrygate.storage.batcher import Batcher
+    from lorrygate.storage.memory import MemoryStorage
+
+    settings = loads("[storage:s]\nurl=sqlite:///x\n[source:web]\ntype = http\n"
+                     "[strategy:sites]\ntopic = {realm}/{site}/{node}/{kind:data|event}.json\n"
+                     "schema = {realm}_{site}\ntable = {node}_{suffix}\n"
+                     f"[channel:a]\nsource=web\nstorage=s\n{strategy}")
+    clock = Clock()
+    service = ChannelService.from_settings(settings, settings.channels[0], {"s": Batcher(MemoryStorage(), clock)},
+                                           clock)
+    topic = "r/s/n/data.json" if "sites" in strategy else ("r/n/data.json" if "lan" in strategy else "r/n/g/d/data.json")
+    station = form_as_json(b"PASSKEY=6BB1&stationtype=GW1000&tempf=48.4")
+    moved = fine_offset_topic(topic, station, service.source.table_of)
+    assert moved == (topic.replace("data.json", "ecowitt.json") if taken else topic)
+    assert fine_offset_topic(topic, form_as_json(b"tempf=48.4"), service.source.table_of) == topic
+
+
 def test_https_needs_both_the_certificate_and_its_key():
     base = "[storage:s]\nurl=sqlite:///x\n[source:web]\ntype = http\n{extra}[channel:a]\nsource=web\nstorage=s\n"
     found = problems(base.format(extra="tls_cert = /etc/hostname\n"))[0]
