@@ -90,7 +90,11 @@ class DecoderChain:
             raise  # (CancelledError: the channel's decode timeout)
         except Exception as exc:
             raise _as_decode_error(decoder, exc) from exc
-        for later in self.decoders[index + 1 :]:
+        payload = message.payload
+        for _index, later, marker, missing in self._plan[index + 1 :]:
+            if marker is not None and payload.find(marker) < 0:
+                reasons.append(missing)
+                continue
             try:
                 records = later.decode(message, address)
                 if inspect.iscoroutine(records) or isinstance(records, Deferred):

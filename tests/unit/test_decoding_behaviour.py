@@ -107,6 +107,30 @@ def test_chain_with_an_asynchronous_decoder():
     assert failures[0].check(DecodeError) and "decoder 'later': KeyError" in str(failures[0].value)
 
 
+def test_after_an_asynchronous_decline_the_chain_still_skips_a_decoder_whose_bytes_are_missing():
+    """The Ecowitt decoder requires PASSKEY: after a user decoder that answers later and declines, a JSON
+    payload goes past it to json, as it does when the user decoder declines at once."""
+
+    class Later:
+        name = "later"
+        pending = Deferred()
+
+        def decode(self, message, address):
+            return self.pending
+
+    chain = DecoderChain((Later(), DECODERS["ecowitt"](), DECODERS["json"]()))
+    out = []
+    chain.decode(message(b'{"tempf": 48.4}', topic="r/n/g/d/data.json"), DATA).addBoth(out.append)
+    Later.pending.errback(Declined("not mine"))
+    assert out == [("json", [Record(R, {"tempf": 48.4})])]
+    failures = []
+    chain = DecoderChain((Later(), DECODERS["ecowitt"]()))
+    Later.pending = Deferred()
+    chain.decode(message(b"x=1"), DATA).addErrback(failures.append)
+    Later.pending.errback(Declined("not mine"))
+    assert "no 'PASSKEY' in the payload" in str(failures[0].value)
+
+
 def test_function_decoder_contract():
     """A decorated function may return a dict, a list, Records, None (decline) or a Deferred."""
     assert FunctionDecoder("f", lambda m, a: {"v": 1}).decode(message(b""), DATA) == [Record(R, {"v": 1})]
