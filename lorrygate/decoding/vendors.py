@@ -49,6 +49,7 @@ homie          Homie property values on ``homie/<device>/<node>/<property>`` top
 import base64
 from datetime import UTC
 from typing import Any
+from urllib.parse import parse_qsl
 
 import attrs
 from zope.interface import implementer
@@ -193,7 +194,11 @@ class EcowittDecoder:
     requires = b"PASSKEY"
 
     def decode(self, message, address) -> list:
-        document = _json_object(message.payload, "Fine Offset upload")
+        payload = message.payload
+        if payload.lstrip()[:1] == b"{":  # (the HTTP source's JSON of the form)
+            document = _json_object(payload, "Fine Offset upload")
+        else:  # the form as the station posts it, published as it came
+            document = _form(payload)
         if _ECOWITT_KEY not in document:
             raise Declined("no field 'PASSKEY' (not a Fine Offset station's upload in its Ecowitt protocol)")
         stamp = document.get(_ECOWITT_TIME)
@@ -209,6 +214,16 @@ class EcowittDecoder:
         fields = {key: scalar(value) if isinstance(value, str) else value for key, value in document.items()
                   if key != _ECOWITT_KEY and key != _ECOWITT_TIME and key not in tags}
         return [Record(time, fields, tags)]
+
+
+def _form(payload: bytes) -> dict:
+    """An ``application/x-www-form-urlencoded`` body as a dict of its fields (each its last value, as the HTTP
+    source takes a form)."""
+    try:
+        return dict(parse_qsl(payload.decode("utf-8"), keep_blank_values=True, strict_parsing=True,
+                              errors="strict"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise Declined(f"neither a JSON object nor a form (name=value&...): {exc}") from None
 
 
 @implementer(IDecoder)

@@ -15,6 +15,7 @@ from lorrygate.model import Address, Message, Record
 RECEIVED = 1_717_243_200.5  # 2024-06-01T12:00:00.5Z
 R = 1_717_243_200_500_000_000
 T = 1_717_243_200_000_000_000  # 2024-06-01T12:00:00Z
+T2 = 1_676_908_939_000_000_000  # 2023-02-20T16:02:19Z
 DATA = Address("r", "n", "g", "d", "data", "data.json")
 
 
@@ -198,6 +199,9 @@ SAMPLES = [
         {"stationtype": "GW1000A_V1.6.8", "model": "GW1000_Pro", "freq": "868M"})]),
     ("ecowitt", b'{"PASSKEY": "6BB1", "stationtype": "EasyWeatherV1.6.4", "dateutc": "now", "tempf": "48.4"}', DATA,
      [Record(R, {"tempf": 48.4}, {"stationtype": "EasyWeatherV1.6.4"})]),
+    # the form itself, as the station posts it (a form-to-MQTT bridge publishes it as it came)
+    ("ecowitt", b"PASSKEY=6BB1&stationtype=EasyWeatherV1.6.4&dateutc=2023-02-20+16%3A02%3A19&tempf=48.4&model=", DATA,
+     [Record(T2, {"tempf": 48.4}, {"stationtype": "EasyWeatherV1.6.4", "model": ""})]),
     # -- The Things Stack v3 --
     ("ttn", TTN_UPLINK, DATA, [Record(1_717_243_200_098_765_432, {
         "BatV": 3.062, "Bat_status": 3, "Ext_sensor": "Temperature Sensor", "Hum_SHT": 88.6, "TempC_DS": 27.81,
@@ -360,3 +364,9 @@ def test_a_fine_offset_upload_with_a_bad_time_is_an_error_that_says_how_to_fix_i
         decode("ecowitt", b'{"PASSKEY": "6BB1", "dateutc": "2024-13-45 99:00:00", "tempf": "48.4"}')
     with pytest.raises(Declined, match="no field 'PASSKEY'"):
         decode("ecowitt", b'{"passkey_like": "PASSKEY", "tempf": "48.4"}')
+    with pytest.raises(Declined, match="no field 'PASSKEY'"):
+        decode("ecowitt", b"passkey_like=PASSKEY&tempf=48.4")
+    with pytest.raises(Declined, match="neither a JSON object nor a form"):
+        decode("ecowitt", b"PASSKEY: 6BB1, tempf: 48.4")
+    with pytest.raises(Declined, match="neither a JSON object nor a form"):
+        decode("ecowitt", b"PASSKEY=6BB1&\xff=1")
