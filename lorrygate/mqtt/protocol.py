@@ -211,6 +211,8 @@ class MQTTClientProtocol(Protocol):
         self._keepalive = 0
         self._ping_call = None
         self._ping_outstanding = False
+        #: reading was paused since the outstanding PINGREQ went out: its PINGRESP may wait unread
+        self._ping_unreadable = False
         self._paused = False
         self._release_call = None
         self.connected = False
@@ -359,6 +361,7 @@ class MQTTClientProtocol(Protocol):
 
     def pauseReading(self) -> None:
         self._paused = True
+        self._ping_unreadable = True
         if self.transport is not None and not self._closing:
             self.transport.pauseProducing()
 
@@ -563,12 +566,15 @@ class MQTTClientProtocol(Protocol):
 
     def _ping(self, interval: float) -> None:
         # While reading is paused (backpressure) the PINGRESP cannot be read:
-        # keep pinging, so the broker knows we are alive, but do not count it.
-        if self._ping_outstanding and not self._paused:
+        # keep pinging, so the broker knows we are alive, but do not count it;
+        # nor once reading resumed, until a ping sent while reading is due (the
+        # timer may fire before the reactor read the PINGRESP waiting since).
+        if self._ping_outstanding and not self._ping_unreadable:
             self.log.warn("no PINGRESP within {interval} s: dropping the connection", interval=interval)
             self.transport.abortConnection()
             return
         self._ping_outstanding = True
+        self._ping_unreadable = self._paused
         self._send(PingReq())
         self._ping_call = self._clock.callLater(interval, self._ping, interval)
 

@@ -241,6 +241,24 @@ def test_paused_reader_is_not_dropped_for_a_missing_pingresp():
     assert broker.sent() == [codec.PingReq()] * 3
 
 
+def test_a_reader_resumed_just_before_the_timer_is_not_dropped_for_the_pingresp_it_could_not_read():
+    """Resumed (a slow storage committed) a moment before the keep-alive timer fires: the PINGRESP of the ping
+    sent while paused is still unread in the socket, and the timer must not count it (a tee's duplicates came
+    from such a drop: the acks just released were cut off with the connection). A broker silent for a whole
+    interval after the resume is still dropped."""
+    broker = Broker()
+    broker.connect()
+    broker.protocol.pauseReading()
+    broker.clock.advance(10)  # a PINGREQ while paused
+    broker.clock.advance(9.9)
+    broker.protocol.resumeReading()
+    broker.clock.advance(0.1)  # the timer, before the reactor read the PINGRESP
+    assert not broker.transport.disconnecting
+    assert broker.sent() == [codec.PingReq()] * 2
+    broker.clock.advance(10)  # no PINGRESP to the ping sent while reading
+    assert broker.transport.disconnecting or broker.transport.disconnected
+
+
 def test_disconnect_sends_the_released_acks_first():
     """Acks released and DISCONNECT sent in the same reactor turn arrive as [PubAck..., Disconnect]."""
     broker = Broker()
