@@ -153,6 +153,8 @@ class SQLiteDialect:
     _column_texts: dict = attrs.Factory(dict)
     #: the connection's limit on ``?`` parameters in one statement
     _variables: int = 999
+    #: the most columns a table can have (SQLITE_MAX_COLUMN as the library was built; 2,000 by default)
+    column_limit: int = 2000
     #: one cursor of the connection for every INSERT (``conn.execute`` makes a cursor a statement)
     _cursor: Any = None
     #: whether `checkpoint` leaves checkpoints to SQLite (a WAL index of a format it does not know)
@@ -192,6 +194,7 @@ class SQLiteDialect:
         self._autocheckpoint = False
         self._identity = identity or sqlite_schema.identity(self.path)
         self._variables = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+        self.column_limit = conn.getlimit(sqlite3.SQLITE_LIMIT_COLUMN)
         self._statements.clear()
         self._cursor = conn.cursor()
         return conn

@@ -531,7 +531,7 @@ class SqlStorage:
         renames = self._renames
         row = dialect.row
         known = self._columns
-        room = self.max_columns - 2  # time and id
+        room = self.column_budget - 2  # time and id
         physical_names = self._physical
         #: new tables whose making waits for the end of the loop (`_make_new`): ``{physical: (entry, row)}``
         new: dict | None = {} if (self.layout == "per-address" and not self.ddl
@@ -724,16 +724,24 @@ class SqlStorage:
             types.append(kind)
         return tuple(types)
 
+    @property
+    def column_budget(self) -> int:
+        """``max_columns``, held to the most columns a table of the database can have: beyond, a wide row went
+        to the database, which added columns up to its limit (one by one: seconds, while nothing else was
+        stored) and then refused the row."""
+        return min(self.max_columns, getattr(self.dialect, "column_limit", self.max_columns))
+
     def _budget(self, physical: str, flat: dict, added: dict) -> dict:
         """Keep a table within ``max_columns``: fields that would add columns beyond it go into one JSON column."""
         known = self._columns.get(physical) or {}
         pending = added.get(physical) or {}
-        if len(known) + len(pending) + len(flat) + 2 <= self.max_columns:
+        budget = self.column_budget
+        if len(known) + len(pending) + len(flat) + 2 <= budget:
             return flat  # cannot break the budget (time, id and every field counted as new)
         fold = self.dialect.fold
         count = len(known) + sum(1 for name in pending if name not in known) or 1
         new = [name for name in flat if fold(name) not in known and fold(name) not in pending]
-        room = self.max_columns - count - (0 if fold(EXTRA_COLUMN) in known or fold(EXTRA_COLUMN) in pending else 1)
+        room = budget - count - (0 if fold(EXTRA_COLUMN) in known or fold(EXTRA_COLUMN) in pending else 1)
         if len(new) <= room:
             return flat
         self.stats["over_budget"] = self.stats.get("over_budget", 0) + 1

@@ -100,3 +100,21 @@ def test_flatten_keeps_objects_deeper_than_the_depth_whole():
     """flatten_depth = 2: {"a": {"b": {"c": 1}}} is a.b = {"c": 1}; an empty object is a value."""
     assert flatten({"a": {"b": {"c": 1}}, "e": {}}, {}, depth=2) == {"a.b": {"c": 1}, "e": {}}
     assert flatten({"a": {"b": {"c": 1}}}, {}, depth=3) == {"a.b.c": 1}
+
+
+def test_a_budget_beyond_the_databases_limit_is_held_to_it(store):
+    """max_columns above what a table of the database can have (SQLite 2,000 as built, PostgreSQL 1,600): a
+    row of more fields is stored within that limit, the rest in extra_fields, at once. (It went to the
+    database, which added columns one by one up to its limit, 8 s with SQLite while nothing else was stored,
+    and then refused the row.)"""
+    store.max_columns = 32767
+    limit = store.dialect.column_limit
+    assert limit == (1600 if store.dialect.name == "postgresql" else 2000)
+    table = TableName("budget", "beyond")
+    fields = {f"f{n}": str(n) for n in range(limit + 1)}  # (text: 1,600 numbers are too big for a PostgreSQL row)
+    batch = commit(store, table, fields)
+    assert batch.extra_dead == []
+    row = read(store, table)
+    assert len(row) == limit
+    extra = as_json(row[EXTRA_COLUMN])
+    assert {**{k: v for k, v in row.items() if k.startswith("f")}, **extra} == fields

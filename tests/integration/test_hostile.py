@@ -50,7 +50,7 @@ def start(tmp_path, port, realm, url=None, extra=""):
 
 
 def wide_budget(config):
-    """A column budget beyond the databases' own limits, so that a wide payload reaches the database and its
+    """A column budget as wide as the databases' own limits, so that a wide payload reaches the database and its
     refusal (a data error, not an outage) is what the test sees; by default the budget keeps it from there."""
     text = open(config).read().replace("[storage:db]\n", "[storage:db]\nmax_columns = 5000\n")
     open(config, "w").write(text)
@@ -70,8 +70,8 @@ def around(publisher, realm, bad_topic, bad_payload, node="n"):
 
 #: (case id, topic level or None for the standard topic, payload, what the dead letter's reason says)
 SQLITE_CASES = [
-    ("2001-columns-on-a-door-locked-topic", "door-locked", json.dumps({f"f{n}": n for n in range(2001)}),
-     "too many columns"),
+    ("nul-in-a-field-name-on-a-door-locked-topic", "door-locked", json.dumps({"a\u0000b": 1}),
+     "holds the character NUL"),
     ("lone-surrogate", None, '{"s": "\\ud800x"}', "lone UTF-16 surrogate"),
     ("records-per-message", None, json.dumps([{"v": n} for n in range(101)]), "more than max_records = 100"),
     ("not-utf8", None, b"\xff\xfe\x00garbage", "no decoder"),
@@ -195,7 +195,8 @@ def test_4000_topics_of_60_kb_keep_memory_bounded(tmp_path, mosquitto):
 
 
 def test_postgresql_data_errors_isolate_the_entry_and_pg_realms_are_stored(tmp_path, mosquitto, postgres):
-    """PostgreSQL: too many columns (SQLSTATE 54011) is a dead letter, not an outage; a realm "pg-lab" is stored
+    """PostgreSQL: a row too wide (1,599 numbers within its 1,600 columns: SQLSTATE 54000, row is too big) is a
+    dead letter, not an outage; a realm "pg-lab" is stored
     (in schema lg_pg_lab_net); the stream around both is stored."""
     realm = f"h{uuid.uuid4().hex[:8]}"
     gateway = start(tmp_path, mosquitto.port, realm, url=postgres.url, extra="")
@@ -212,7 +213,7 @@ def test_postgresql_data_errors_isolate_the_entry_and_pg_realms_are_stored(tmp_p
     publisher.close()
     assert gateway.stop() == 0
     (error,) = [e for t, _, e in pg_dead_letters(postgres.url) if t == f"{realm}/net/gw/wide/data.json"]
-    assert "1600" in error or "columns" in error, error
+    assert "row is too big" in error, error
     assert last_stats(gateway.events())["failures"] == 0
     no_connection_lost(gateway)
 
@@ -324,7 +325,7 @@ def test_a_failure_at_every_stage_keeps_the_connection_and_the_stream(tmp_path, 
         (f"{realm}/net/gw/boom-strategy/data.json", json.dumps({"seq": -1}), "topology"),
         (good, "boom-decoder", "decode"),
         (good, json.dumps({"seq": -3, "boom_hook": 1}), "transform"),
-        (good, json.dumps({f"f{n}": n for n in range(2001)}), "store"),
+        (good, json.dumps({"a\u0000b": 1}), "store"),
     ]
     messages = []
     for n, (topic, payload, _) in enumerate(bad):
