@@ -137,19 +137,13 @@ class AMQPSource(SourcePlumbing, Service):
     exchange: str = "amq.topic"
     queue: str = ""
     prefetch: int = 2000
-    client_id: str = ""
     _filters: tuple = ()
     _service: ClientService | None = None
     _protocol: Any = None
     _channel: Any = None
     _consumer_tag: str = ""
-    _pauses: Any = None
     _connect_error: str = ""
-    _subscribe_waiters: list = attrs.Factory(list)
-    subscribed: bool = False
     _failures: int = 0
-    last_error: str = ""
-    retained_skipped: int = 0
     #: the connection (and channel) generation: acks of an older one are void
     _generation: int = 0
     #: delivery tags of this generation in delivery order, and those done

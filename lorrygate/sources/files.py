@@ -236,9 +236,7 @@ class FilesSource(SourcePlumbing, Service):
     data_dir: str = "var"
     #: change notification through watchdog when installed (tests on a Clock turn it off)
     watch: bool = True
-    client_id: str = ""
     broker: Any = None
-    _pauses: Any = None
     #: open streams by key
     _files: dict = attrs.Factory(dict)
     #: state read from disk (and kept for streams not open): key -> dict
@@ -252,13 +250,9 @@ class FilesSource(SourcePlumbing, Service):
     _scan_call: Any = None
     _observer: Any = None
     _woken: Any = attrs.Factory(threading.Event)
-    _subscribe_waiters: list = attrs.Factory(list)
     _inflight: int = 0
     _running: bool = False
-    subscribed: bool = False
     connected: bool = False
-    last_error: str = ""
-    retained_skipped: int = 0
     received: int = 0
     dropped: int = 0
     oversized: int = 0

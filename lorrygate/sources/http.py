@@ -275,16 +275,11 @@ class HttpSource(SourcePlumbing, Service):
     settings: Any  # lorrygate.config.settings.SourceSettings, type http
     deliver: Any
     _reactor: Any
-    client_id: str = ""
     broker: Any = None
-    _pauses: Any = None
     _port: Any = None
     _retry: Any = None
     pending: set = attrs.Factory(set)
-    subscribed: bool = False
     connected: bool = False
-    last_error: str = ""
-    retained_skipped: int = 0
     received: int = 0
     refused: int = 0
     timed_out: int = 0

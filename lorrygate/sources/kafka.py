@@ -111,15 +111,9 @@ class KafkaSource(SourcePlumbing, Service):
     _reactor: Any
     group: str = "lorrygate"
     start: str = "earliest"
-    client_id: str = ""
-    _pauses: Any = None
     _thread: threading.Thread | None = None
     _stop: threading.Event = attrs.Factory(threading.Event)
-    _subscribe_waiters: list = attrs.Factory(list)
-    subscribed: bool = False
     connected: bool = False
-    last_error: str = ""
-    retained_skipped: int = 0
     #: bumped on every rebalance: acks of an older assignment are void
     _generation: int = 0
     #: (topic, partition) -> offsets delivered, in order; and those done

@@ -154,25 +154,17 @@ class MQTTSource(SourcePlumbing, Service):
     deliver: Any
     _clock: Any
     _reactor: Any = None
-    client_id: str = ""
     version: int = codec.MQTT_3_1_1
     _filters: tuple = ()
     _service: ClientService | None = None
     _protocol: MQTTClientProtocol | None = None
-    #: made in __attrs_post_init__
-    _pauses: Any = None
     _connect_error: str = ""
-    _subscribe_waiters: list = attrs.Factory(list)
-    #: whether a connection subscribed since the service started
-    subscribed: bool = False
     _failures: int = 0
     #: retained messages on (re)subscribe: "new" (only for a new
     #: subscription), "always" or "never"
     retained: str = "new"
-    retained_skipped: int = 0
     #: error reports larger than the broker's Maximum Packet Size, not sent
     reports_too_large: int = 0
-    last_error: str = ""
     #: a gateway group: subscribe through shared subscriptions, ``$share/<group>/<filter>``
     group: str = ""
     _session_present: bool = False

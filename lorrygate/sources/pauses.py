@@ -48,16 +48,25 @@ class Pauses:
             self.on_resume()
 
 
+@attrs.define(eq=False)
 class SourcePlumbing:
-    """What every source does alike: pauses by holder, and ``when_subscribed``.
+    """What every source does alike: pauses by holder, and ``when_subscribed``; the fields every source has.
 
-    A source class sets ``self._pauses`` (a `Pauses`), and has ``subscribed``
-    (bool) and ``_subscribe_waiters`` (list) fields; `_subscribed` marks it ready.
+    A source class sets ``self._pauses`` (a `Pauses`) in ``__attrs_post_init__``; `_subscribed` marks it
+    ready. The fields are keyword-only: each source's own fields come in its order before them.
     """
 
-    _pauses: Any
-    subscribed: bool
-    _subscribe_waiters: list
+    #: the client id it gives its broker (or its consumer name), where it has one
+    client_id: str = attrs.field(default="", kw_only=True)
+    #: who holds it paused (`Pauses`), made by the source
+    _pauses: Any = attrs.field(default=None, init=False)
+    #: whether it subscribed (or listens, or reads) since it started
+    subscribed: bool = attrs.field(default=False, init=False)
+    _subscribe_waiters: list = attrs.field(factory=list, init=False)
+    #: why it last failed to connect or read, for the status
+    last_error: str = attrs.field(default="", init=False)
+    #: retained messages it left out (``retained = new``)
+    retained_skipped: int = attrs.field(default=0, init=False)
 
     @property
     def paused(self) -> bool:

@@ -51,15 +51,10 @@ class PeriodicSource(SourcePlumbing, Service):
     settings: Any  # lorrygate.config.settings.SourceSettings
     deliver: Any
     _reactor: Any
-    client_id: str = ""
     broker: Any = None
-    _pauses: Any = None
     _timer: Any = None
     _running_poll: Deferred | None = None
-    subscribed: bool = False
     connected: bool = False
-    last_error: str = ""
-    retained_skipped: int = 0
     polls: int = 0
     skipped: int = 0
     failures: int = 0
@@ -70,7 +65,6 @@ class PeriodicSource(SourcePlumbing, Service):
     #: IIO devices read at the last tick
     _devices: set = attrs.Factory(set)
     _seen_once: bool = False
-    _subscribe_waiters: list = attrs.Factory(list)
 
     log = Logger()
 

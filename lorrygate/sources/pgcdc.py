@@ -68,16 +68,11 @@ class CdcSource(SourcePlumbing, Service):
     settings: Any  # lorrygate.config.settings.SourceSettings, type pgcdc
     deliver: Any
     _reactor: Any
-    client_id: str = ""
     broker: Any = None
-    _pauses: Any = None
     _thread: threading.Thread | None = None
     _stop: threading.Event = attrs.Factory(threading.Event)
     _may_read: threading.Event = attrs.Factory(threading.Event)
-    subscribed: bool = False
     connected: bool = False
-    last_error: str = ""
-    retained_skipped: int = 0
     #: xid -> [changes not yet committed downstream, commit LSN], in commit order
     _transactions: OrderedDict = attrs.Factory(OrderedDict)
     #: the highest commit LSN handed to the channel (a peek returns what is not advanced past yet)
@@ -85,7 +80,6 @@ class CdcSource(SourcePlumbing, Service):
     #: the commit LSN to advance the slot to (set in the reactor thread, done in the reading thread)
     _advance_to: int = 0
     _lock: threading.Lock = attrs.Factory(threading.Lock)
-    _subscribe_waiters: list = attrs.Factory(list)
     changes: int = 0
 
     log = Logger()

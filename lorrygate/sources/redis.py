@@ -94,18 +94,12 @@ class RedisSource(SourcePlumbing, Service):
     topic_field: str = "topic"
     payload_field: str = "payload"
     claim_idle: float = 60.0
-    client_id: str = ""
     _filters: tuple = ()
-    _pauses: Any = None
     _client: Any = None
     _thread: threading.Thread | None = None
     _stop: threading.Event = attrs.Factory(threading.Event)
     _may_read: threading.Event = attrs.Factory(threading.Event)
-    _subscribe_waiters: list = attrs.Factory(list)
-    subscribed: bool = False
     connected: bool = False
-    last_error: str = ""
-    retained_skipped: int = 0
     _acks: dict = attrs.Factory(dict)
     _ack_call: Any = None
     #: (stream, entry id) -> when it was handed over (monotonic), until its XACK succeeded; read by the

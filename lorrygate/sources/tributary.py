@@ -151,21 +151,15 @@ class TributarySource(SourcePlumbing, Service):
     settings: Any  # lorrygate.config.settings.SourceSettings
     deliver: Any
     _reactor: Any
-    client_id: str = ""
     broker: Any = None
-    _pauses: Any = None
     _runner: GraphRunner | None = None
     _window: Any = None
     _open: Any = None
-    subscribed: bool = False
     connected: bool = False
     finished: bool = False
-    last_error: str = ""
-    retained_skipped: int = 0
     produced: int = 0
     committed: int = 0
     in_flight: int = 0
-    _subscribe_waiters: list = attrs.Factory(list)
     _stop_waiters: list = attrs.Factory(list)
     #: non-empty once the gateway stops the graph (a list: the graph's thread reads it)
     _stopping: list = attrs.Factory(list)

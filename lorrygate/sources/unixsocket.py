@@ -115,15 +115,10 @@ class SocketSource(SourcePlumbing, Service):
     settings: Any  # lorrygate.config.settings.SourceSettings, type socket
     deliver: Any
     _reactor: Any
-    client_id: str = ""
     broker: Any = None
-    _pauses: Any = None
     _port: Any = None
     _clients: set = attrs.Factory(set)
-    subscribed: bool = False
     connected: bool = False
-    last_error: str = ""
-    retained_skipped: int = 0
     received: int = 0
     dropped: int = 0
 

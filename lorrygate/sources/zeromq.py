@@ -65,17 +65,11 @@ class ZeroMQSource(SourcePlumbing, Service):
     deliver: Any
     _reactor: Any
     mode: str = "sub"
-    client_id: str = ""
     _filters: tuple = ()
-    _pauses: Any = None
     _thread: threading.Thread | None = None
     _stop: threading.Event = attrs.Factory(threading.Event)
     _may_read: threading.Event = attrs.Factory(threading.Event)
-    _subscribe_waiters: list = attrs.Factory(list)
-    subscribed: bool = False
     connected: bool = False
-    last_error: str = ""
-    retained_skipped: int = 0
     #: messages whose topic no filter matched (a SUB prefix is wider than its filter)
     unmatched: int = 0
     #: whether the peer of a connecting socket is there (None: not known yet)
