@@ -1,5 +1,6 @@
 """Decoders in the config: [decoder:NAME] sections, drop-in Python decoders, channel transforms."""
 
+import os
 import textwrap
 from zoneinfo import ZoneInfo
 
@@ -9,6 +10,7 @@ from lorrygate.config import loads
 from lorrygate.errors import ConfigError
 from lorrygate.model import Address, Message, Record
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BASE = """
 [lorrygate]
 strategies = {strategies}
@@ -73,7 +75,7 @@ def test_javascript_section(tmp_path):
         fport = 2
         timeout = 200ms
         memory = 32
-        """))
+        """), base_dir=ROOT)
     (record,) = make(settings, "lht65").decode(msg(bytes.fromhex("CBF60B0D0376010ADD7FFF")), DATA)
     assert record.fields["TempC_DS"] == 27.81
 

@@ -74,7 +74,7 @@ def test_ini_examples_in_docs_load(name, monkeypatch):
             text += "topics = #\n"
         text = "[broker:b]\nhost = h\n" + ("" if "[storage:" in text else "[storage:s]\nurl = sqlite:///x\n") + text
         text = text.replace("hook = mymodule:adjust\n", "")
-        loads(text.replace("{realm}/sites", "{realm}/sites"))
+        loads(text.replace("{realm}/sites", "{realm}/sites"), base_dir=os.path.dirname(DOCS))
 
 
 def test_dry_run_from_recorded_messages(tmp_path):

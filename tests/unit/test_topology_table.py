@@ -1,5 +1,7 @@
 """Every strategy, table-driven: topic -> (address, schema, table), or the reason it is refused."""
 
+import os
+
 import pytest
 
 from lorrygate.config import loads
@@ -9,6 +11,7 @@ from lorrygate.topology import STRATEGIES
 from lorrygate.topology.template import TemplateStrategy
 from lorrygate.topology.wan import WanStrategy
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LONG = "x" * 300
 
 TEMPLATE = TemplateStrategy.from_texts(
@@ -35,8 +38,8 @@ def strategy(name):
         return STRATEGIES["homeassistant"](base="home/statestream")
     if name == "factory":
         return loads(
-            "[broker:b]\nhost=h\n[storage:s]\nurl=sqlite:///x\n[channel:c]\nsource=b\ntopics=#\nstorage=s\n"
-        ).strategies["factory"]()
+            "[broker:b]\nhost=h\n[storage:s]\nurl=sqlite:///x\n[channel:c]\nsource=b\ntopics=#\nstorage=s\n",
+            base_dir=ROOT).strategies["factory"]()
     return STRATEGIES[name]()
 
 
