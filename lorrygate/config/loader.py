@@ -293,7 +293,34 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".", on_storage=N
                                       + [m for d in dataflows.values() for m in d.modules if m.endswith(".py")])
     return s.Settings(source, gateway, brokers, storages, tuple(built), strategies, decoders, fingerprints, hooks,
                       sources, tuple(doubled_routes(source, built, brokers)
-                                     + unfit_source_topics(source, built, sources, strategies)))
+                                     + unfit_source_topics(source, built, sources, strategies)
+                                     + budgets_beyond_limits(source, storages)))
+
+
+def column_limit(kind: str) -> int | None:
+    """The most columns a table of a storage of this kind can have (None: no such limit that lorrygate knows)."""
+    if kind == "sqlite":
+        import sqlite3
+
+        conn = sqlite3.connect(":memory:")
+        try:
+            return conn.getlimit(sqlite3.SQLITE_LIMIT_COLUMN)
+        finally:
+            conn.close()
+    return 1600 if kind == "postgresql" else None
+
+
+def budgets_beyond_limits(source: str, storages: dict) -> list:
+    """Warnings for a ``max_columns`` above what a table of the database can have: the storage holds it to that."""
+    warnings = []
+    for storage in storages.values():
+        limit = column_limit(storage.kind)
+        if limit is not None and storage.max_columns > limit:
+            database = "SQLite" if storage.kind == "sqlite" else "PostgreSQL"
+            warnings.append(f"{source} [storage:{storage.name}] max_columns: {storage.max_columns} is more columns than "
+                            f"a {database} table can have ({limit}): a table gets at most {limit}, the fields beyond "
+                            f"go into extra_fields. Set max_columns = {limit} or less")
+    return warnings
 
 
 def unfit_source_topics(source: str, channels, sources: dict, strategies: dict) -> list:

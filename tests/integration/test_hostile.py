@@ -50,9 +50,9 @@ def start(tmp_path, port, realm, url=None, extra=""):
 
 
 def wide_budget(config):
-    """A column budget as wide as the databases' own limits, so that a wide payload reaches the database and its
+    """A column budget as wide as PostgreSQL's own limit, so that a wide payload reaches the database and its
     refusal (a data error, not an outage) is what the test sees; by default the budget keeps it from there."""
-    text = open(config).read().replace("[storage:db]\n", "[storage:db]\nmax_columns = 5000\n")
+    text = open(config).read().replace("[storage:db]\n", "[storage:db]\nmax_columns = 1600\n")
     open(config, "w").write(text)
 
 

@@ -330,6 +330,19 @@ def test_channels_that_store_the_same_messages_twice_are_warned_of():
     assert loads(GOOD).warnings == ()
 
 
+def test_a_column_budget_beyond_the_databases_limit_is_warned_of():
+    """max_columns is held to what a table can have: a budget above it says so (SQLite as built, PostgreSQL)."""
+    import sqlite3
+
+    limit = sqlite3.connect(":memory:").getlimit(sqlite3.SQLITE_LIMIT_COLUMN)
+    (warning,) = loads(GOOD.replace("[storage:db]\n", "[storage:db]\nmax_columns = 5000\n")).warnings
+    assert f"[storage:db] max_columns: 5000 is more columns than a SQLite table can have ({limit})" in warning
+    (warning,) = loads(GOOD.replace("url = sqlite:///var/test.sqlite", "url = postgresql://u@h/d\nmax_columns = 1601")
+                       ).warnings
+    assert "1601 is more columns than a PostgreSQL table can have (1600)" in warning and "extra_fields" in warning
+    assert loads(GOOD.replace("[storage:db]\n", f"[storage:db]\nmax_columns = {limit}\n")).warnings == ()
+
+
 def test_check_prints_the_warnings(tmp_path, capsys):
     from lorrygate.cli import main
 
