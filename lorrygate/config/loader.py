@@ -307,7 +307,9 @@ def column_limit(kind: str) -> int | None:
             return conn.getlimit(sqlite3.SQLITE_LIMIT_COLUMN)
         finally:
             conn.close()
-    return 1600 if kind == "postgresql" else None
+    from lorrygate.storage.layout import POSTGRESQL_COLUMN_LIMIT
+
+    return POSTGRESQL_COLUMN_LIMIT if kind == "postgresql" else None
 
 
 def budgets_beyond_limits(source: str, storages: dict) -> list:

@@ -33,6 +33,8 @@ ID_COLUMN = "lorrygate_id"
 
 #: the column of a table's fields beyond its column budget (a JSON object)
 EXTRA_COLUMN = "extra_fields"
+#: the most columns a PostgreSQL table can have (MaxHeapAttributeNumber)
+POSTGRESQL_COLUMN_LIMIT = 1600
 
 
 def flatten(fields, tags, depth: int = 1_000) -> dict:

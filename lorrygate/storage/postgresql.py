@@ -18,7 +18,8 @@ from typing import Any
 import attrs
 
 from lorrygate.decoding.timestamps import IsoTime
-from lorrygate.storage.layout import ID_COLUMN, INT64, kind_of, to_json
+from lorrygate.storage.layout import ID_COLUMN, INT64, POSTGRESQL_COLUMN_LIMIT, kind_of, to_json
+from lorrygate.storage.row_size import SAFE_FIELDS
 from lorrygate.storage.sqlstorage import SqlStorage
 from lorrygate.topology.naming import quote
 
@@ -91,8 +92,10 @@ def _time(nanos: int) -> datetime:
 class PostgresDialect:
     url: str
     name: str = "postgresql"
-    #: the most columns a table can have (MaxHeapAttributeNumber)
-    column_limit: int = 1600
+    #: the most columns a table can have
+    column_limit: int = POSTGRESQL_COLUMN_LIMIT
+    #: a row of more fields than this may be more bytes than a row can have: `SqlStorage._fit_row`
+    row_fields: int = SAFE_FIELDS
     #: row times as ISO 8601 text, which COPY parses (a datetime per row cost twice the Python time:
     #: 0.70 s against 0.38 s per 200,000 rows, measured)
     _iso: Any = attrs.Factory(lambda: IsoTime().__call__)  # (a bound method: see SQLiteDialect._iso)

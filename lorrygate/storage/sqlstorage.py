@@ -532,6 +532,8 @@ class SqlStorage:
         row = dialect.row
         known = self._columns
         room = self.column_budget - 2  # time and id
+        #: fields from which a row may be beyond the bytes a row can have (PostgreSQL: `lorrygate.storage.row_size`)
+        wide = getattr(dialect, "row_fields", None) or 1 << 62
         physical_names = self._physical
         #: new tables whose making waits for the end of the loop (`_make_new`): ``{physical: (entry, row)}``
         new: dict | None = {} if (self.layout == "per-address" and not self.ddl
@@ -574,6 +576,8 @@ class SqlStorage:
                     if waiting is not None and new is not None:
                         self._make_new(conn, new, added)  # (the budget counts the columns the table has)
                     flat = self._budget(physical, flat, added)
+                if len(flat) > wide:
+                    flat = self._fit_row(physical, flat, added)
                 columns = names if names is not None and flat is fields else tuple(flat)
                 renamed = renames.get(columns, _UNSEEN)
                 if renamed is _UNSEEN:
@@ -612,7 +616,7 @@ class SqlStorage:
                             self._ensure(conn, entry, flat, added)
                         self._pending_verified.append(shape)
                 group[1].append(row(record.time, flat.values()))
-                if flat is fields and renamed is None and not idempotent:
+                if flat is fields and renamed is None and not idempotent and len(flat) <= wide:
                     plain[key] = group[1]
         if new:
             self._make_new(conn, new, added)
@@ -746,6 +750,17 @@ class SqlStorage:
             return flat
         self.stats["over_budget"] = self.stats.get("over_budget", 0) + 1
         return within_budget(flat, [n for n in new if n != EXTRA_COLUMN], room)
+
+    def _fit_row(self, physical: str, flat: dict, added: dict) -> dict:
+        """A row within the bytes a row of the database can have (PostgreSQL's 8 kB page, `row_size.fit`): the
+        fields it has no room for go into `EXTRA_COLUMN`, as those beyond the column budget do."""
+        from lorrygate.storage import row_size
+
+        fitted = row_size.fit(flat, self._columns.get(physical) or {}, added.get(physical) or {}, self.dialect.fold)
+        if fitted is None:
+            return flat
+        self.stats["over_row_size"] = self.stats.get("over_row_size", 0) + 1
+        return self._budget(physical, fitted, added)  # (the JSON column may be one column more)
 
     def _new_columns(self, flat: dict) -> list:
         """A new table's columns, ``[(name, first value)]``: the row's, but time and the id column, each once."""

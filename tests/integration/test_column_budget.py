@@ -6,6 +6,7 @@ and the fields beyond the budget are JSON, nothing is lost.
 """
 
 import json
+import uuid
 
 import pytest
 
@@ -118,3 +119,62 @@ def test_a_budget_beyond_the_databases_limit_is_held_to_it(store):
     assert len(row) == limit
     extra = as_json(row[EXTRA_COLUMN])
     assert {**{k: v for k, v in row.items() if k.startswith("f")}, **extra} == fields
+
+
+@pytest.fixture
+def pg(postgres):
+    backend = PostgresStorage("db", postgres.url, reactor=None)
+    backend.max_columns = 1600
+    backend._connect()
+    yield backend
+    backend._close()
+
+
+def test_a_row_beyond_postgresqls_page_keeps_the_fields_that_fit_and_loses_none(pg):
+    """PostgreSQL keeps a row in one 8 kB page, and TOAST moves no numbers out of it: 1,500 numbers within the
+    1,600 columns were refused (row is too big, a dead letter). The row keeps the numbers it has room for, the
+    rest goes into extra_fields; the next row of them keeps the same columns."""
+    table = TableName("budget", "numbers")
+    first = {f"f{n}": n + 0.5 for n in range(1500)}
+    second = {name: value + 1 for name, value in first.items()}
+    for fields in (first, second):
+        assert commit(pg, table, fields).extra_dead == []
+    rows = read_all(pg, table)
+    assert len(rows) == 2
+    for row in rows:
+        stored = {name: value for name, value in row.items() if name.startswith("f")}
+        assert 900 < len(stored) < 1000  # (~990 doubles a row)
+        assert {**stored, **as_json(row[EXTRA_COLUMN])} in (first, second)
+    assert {tuple(name for name in row if name.startswith("f")) for row in rows} == {tuple(
+        name for name in rows[0] if name.startswith("f"))}
+    assert pg.stats["over_row_size"] == 2
+
+
+def _alternating(one, other):
+    return lambda n: {f"v{i}": (one if i % 2 else other)(i) for i in range(n)}
+
+
+@pytest.mark.parametrize("make", [
+    lambda n: {f"v{i}": i + 0.25 for i in range(n)},
+    lambda n: {f"v{i}": i for i in range(n)},
+    _alternating(lambda i: i % 3 == 0, lambda i: i * 1.5),  # a padding before each number
+    _alternating(lambda i: f"{i:023d}", lambda i: i * 1.5),  # text of 23 bytes: stays in the row
+    _alternating(lambda i: "é" * 12, lambda i: i),  # 24 bytes of UTF-8 in 12 characters
+    _alternating(lambda i: f"{i}" * 100, lambda i: i * 1.5),  # long text: TOAST moves it out
+    _alternating(lambda i: [i, i + 1, str(i)], lambda i: i),  # JSONB
+    lambda n: {f"v{i}": i % 2 == 0 for i in range(n)},
+], ids=["floats", "ints", "bools-floats", "text23-floats", "utf8-ints", "longtext-floats", "json-ints", "bools"])
+def test_the_row_size_bound_holds_against_postgresql(pg, make):
+    """The most fields of each kind of value that `row_size.fit` lets through as they are: PostgreSQL takes
+    that row (the bound is from above), and a row of more, fitted, too."""
+    from lorrygate.storage import row_size
+
+    most = max(n for n in range(1, 1599) if row_size.fit(make(n), {}, {}, str) is None)
+    assert most >= row_size.SAFE_FIELDS
+    table = TableName("bound", f"t{uuid.uuid4().hex[:12]}")
+    assert commit(pg, table, make(most)).extra_dead == []
+    row = read(pg, table)
+    assert EXTRA_COLUMN not in row and sum(1 for name in row if name.startswith("v")) == most
+    if most < 1598:
+        wider = make(min(most + 200, 1598))
+        assert commit(pg, TableName("bound", f"t{uuid.uuid4().hex[:12]}"), wider).extra_dead == []
