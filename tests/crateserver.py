@@ -29,9 +29,9 @@ class FakeServer:
         self._port = reactor.listenTCP(0, Site(self.fake), interface="127.0.0.1")
         self.url = f"http://127.0.0.1:{self._port.getHost().port}"
 
-    async def rows(self, schema: str, table: str) -> list:
+    async def rows(self, schema: str, table: str, columns=("time", "tags", "fields")) -> list:
         found = self.fake.tables.get((schema, table))
-        return [{k: row.get(k) for k in ("time", "tags", "fields")} for row in found["rows"]] if found else []
+        return [{k: row.get(k) for k in columns} for row in found["rows"]] if found else []
 
     async def dead_letters(self, topic_prefix: str) -> list:
         found = self.fake.tables.get(("doc", "lorrygate_dead_letter"))
@@ -59,14 +59,14 @@ class RealServer:
             raise RuntimeError(answer["error"])
         return answer
 
-    async def rows(self, schema: str, table: str) -> list:
+    async def rows(self, schema: str, table: str, columns=("time", "tags", "fields")) -> list:
         name = f"{_quoted(schema)}.{_quoted(table)}"
         try:
             await self.sql(f"REFRESH TABLE {name}")
         except RuntimeError:
             return []
-        answer = await self.sql(f'SELECT "time", "tags", "fields" FROM {name}')
-        return [dict(zip(("time", "tags", "fields"), row)) for row in answer["rows"]]
+        answer = await self.sql(f"SELECT {', '.join(map(_quoted, columns))} FROM {name}")
+        return [dict(zip(columns, row)) for row in answer["rows"]]
 
     async def dead_letters(self, topic_prefix: str) -> list:
         try:

@@ -25,8 +25,12 @@ file named:
   a bare ``{"rowcount": -2}`` (``execution/engine/indexing/
   ShardingUpsertExecutor.java``, ``execution/dml/ShardResponse.java``);
 - object keys with ``.``, ``[``, ``]``, tab, CR or LF fail their row with 4008
-  (``metadata/ColumnIdent.java``); at most 1,000 columns per table
-  (``mapping.total_fields.limit``), beyond that the row fails with 4000;
+  (``metadata/ColumnIdent.java``); at most 1,000 columns per table, the
+  sub-columns of objects counted (``mapping.total_fields.limit``,
+  ``metadata/doc/DocTableInfo.java``), beyond that the row fails with 4000;
+  an ``OBJECT(IGNORED)`` column added by ``ALTER TABLE ... ADD COLUMN``
+  takes any keys and values, neither counted nor indexed
+  (``docs/general/ddl/data-types.rst``);
 - an indexed TEXT value over 32,766 bytes fails its row with 4000 (Lucene's
   immense-term limit); ``INDEX OFF`` columns take any size;
 - ``INSERT ... ON CONFLICT DO NOTHING`` answers ``rowcount 0`` for a row whose
@@ -58,7 +62,7 @@ _CREATE = re.compile(r'CREATE TABLE IF NOT EXISTS ("[^"]+(?:""[^"]*)*")\.("[^"]+
 _INSERT = re.compile(r'INSERT INTO ("[^"]+(?:""[^"]*)*")\.("[^"]+(?:""[^"]*)*") \(([^)]*)\)')
 _VIEW = re.compile(r'CREATE OR REPLACE VIEW ("[^"]+(?:""[^"]*)*")\.("[^"]+(?:""[^"]*)*") AS SELECT (.*) FROM '
                    r'("[^"]+(?:""[^"]*)*")\.("[^"]+(?:""[^"]*)*") WHERE "address" = \'((?:[^\']|\'\')*)\'$', re.S)
-_ALTER = re.compile(r'ALTER TABLE ("[^"]+(?:""[^"]*)*")\.("[^"]+(?:""[^"]*)*") ADD COLUMN ("[^"]+(?:""[^"]*)*")')
+_ALTER = re.compile(r'ALTER TABLE ("[^"]+(?:""[^"]*)*")\.("[^"]+(?:""[^"]*)*") ADD COLUMN ("[^"]+(?:""[^"]*)*") (.+)$')
 _PRIMARY = re.compile(r"PRIMARY KEY \(([^)]*)\)")
 _COLUMN = re.compile(r'(?:\(|, )("[^"]+(?:""[^"]*)*") ([A-Z]+(?: WITH TIME ZONE)?(?:\([A-Z]+\))?)([^,]*)')
 _FORBIDDEN = re.compile(r"[.\[\]\t\r\n]")
@@ -313,7 +317,8 @@ class FakeCrate(Resource):
             shards = int(re.search(r"CLUSTERED INTO (\d+) SHARDS", statement).group(1)) \
                 if "CLUSTERED INTO" in statement else 4
             self.tables[key] = {"rows": [], "pk": pk, "types": {}, "ddl": statement, "columns": columns,
-                                "unindexed": unindexed, "shards": shards}
+                                "unindexed": unindexed, "shards": shards, "paths": set(),
+                                "name": f"{key[0]}.{key[1]}"}
         return self._answer(request, {"cols": [], "rows": [], "rowcount": 1, "duration": 0.5})
 
     def _view(self, request, statement):
@@ -333,7 +338,10 @@ class FakeCrate(Resource):
         key = (_unquote(match.group(1)), _unquote(match.group(2)))
         if key not in self.tables:
             return self._error(request, 404, 4041, f"RelationUnknown[Relation '{key[0]}.{key[1]}' unknown]")
-        self.tables[key]["columns"][_unquote(match.group(3))] = "TEXT"
+        column = _unquote(match.group(3))
+        if column in self.tables[key]["columns"]:
+            return self._error(request, 409, 4098, f"IllegalArgumentException[Column '{column}' already exists]")
+        self.tables[key]["columns"][column] = match.group(4)
         return self._answer(request, {"cols": [], "rows": [], "rowcount": 1, "duration": 0.5})
 
     def _insert(self, request, statement, bulk_args, args):
@@ -412,9 +420,12 @@ class FakeCrate(Resource):
                 return {"rowcount": -2, "error": {"code": 4000, "message": f"SQLParseException[{exc}]"}}
             if value is not None and known is None:
                 new[name] = _kind(value)
-        if len(target["columns"]) + len(target["types"]) + len(new) > COLUMN_LIMIT:
+        paths = {path for top in ("tags", "fields") for path, value in _paths(row.get(top) or {}, top)
+                 if value is not None} - target["paths"]
+        if len(target["columns"]) + len(target["paths"]) + len(paths) > COLUMN_LIMIT:
             return {"rowcount": -2, "error": {"code": 4000, "message": (
-                f"IllegalArgumentException[Limit of total columns [{COLUMN_LIMIT}] in table exceeded]")}}
+                f"IllegalArgumentException[Limit of total columns [{COLUMN_LIMIT}] in table [{target['name']}] "
+                "exceeded]")}}
         if target["pk"]:
             key = tuple(row.get(column) for column in target["pk"] if column in row)
             if any(tuple(r.get(c) for c in target["pk"] if c in r) == key for r in target["rows"]):
@@ -423,6 +434,7 @@ class FakeCrate(Resource):
                 return {"rowcount": -2, "error": {"code": 4091,
                                                   "message": "DuplicateKeyException[A document with the same primary key exists already]"}}
         target["types"].update(new)
+        target["paths"] |= paths
         target["rows"].append(dict(row, fields=fields) if "fields" in row else row)
         return {"rowcount": 1}
 

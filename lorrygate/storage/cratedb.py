@@ -70,9 +70,10 @@ from lorrygate.decoding.timestamps import seconds_to_ns
 from lorrygate.errors import LorrygateError, StorageError
 from lorrygate.interfaces import IStorage
 from lorrygate.model import TableName
+from lorrygate.storage import crate_extra
 from lorrygate.storage.batch import DeadLetter
 from lorrygate.storage.crate_values import Conversions, crate_object
-from lorrygate.storage.layout import ID_COLUMN, row_id
+from lorrygate.storage.layout import EXTRA_COLUMN, ID_COLUMN, row_id
 from lorrygate.storage.shared_layout import ADDRESS_COLUMNS, address_values, qualified, shared_table, view_statement
 from lorrygate.topology.naming import quote
 
@@ -151,8 +152,11 @@ DEAD_LETTER_INSERT = (
 )
 
 
-def insert_statement(table, idempotent: bool, shared: bool = False) -> str:
-    named = ("time",) + (ADDRESS_COLUMNS if shared else ()) + ("tags", "fields") + ((ID_COLUMN,) if idempotent else ())
+def insert_statement(table, idempotent: bool, shared: bool = False, extra: bool = False) -> str:
+    """The INSERT of a table's rows; ``extra``: with the column of the fields CrateDB does not index, last
+    (`lorrygate.storage.crate_extra`)."""
+    named = ("time",) + (ADDRESS_COLUMNS if shared else ()) + ("tags", "fields") + ((ID_COLUMN,) if idempotent else ()) \
+        + ((EXTRA_COLUMN,) if extra else ())
     columns = ", ".join(f'"{name}"' for name in named)
     marks = ", ".join("?" * len(named))
     statement = f"INSERT INTO {qualified(table)} ({columns}) VALUES ({marks})"
@@ -222,6 +226,10 @@ class _Row:
     args: list
     #: rounds this row was answered with a bare -2
     bare: int = 0
+    #: the fields moved into the column CrateDB does not index (`crate_extra`), once they are
+    extra: dict | None = None
+    #: CrateDB's refusal that moved them
+    refused: str = ""
 
 
 @implementer(IStorage)
@@ -269,6 +277,12 @@ class CrateStorage:
     #: unless ``idempotent``)
     resent_unsure: int = 0
     failovers: int = 0
+    #: tables with the column of fields CrateDB does not index, and the top-level keys that go there
+    #: (`crate_extra`): a key moved once stays there, so that it is in one place
+    _extra_tables: set = attrs.Factory(set)
+    _extra_keys: dict = attrs.Factory(dict)
+    #: rows whose fields went partly into that column
+    rows_with_extra: int = 0
 
     log = Logger()
 
@@ -339,6 +353,7 @@ class CrateStorage:
             "resent_unsure": self.resent_unsure,
             "nonfinite_as_null": self.conversions.nonfinite,
             "keys_renamed": self.conversions.renamed,
+            "rows_with_extra_fields": self.rows_with_extra,
             "refused_tables": dict(self.refused_tables),
             "layout": self.layout,
             **({"views": len(self._views or ()), "refused_views": dict(self.refused_views)}
@@ -410,7 +425,6 @@ class CrateStorage:
 
     async def _write_table(self, table, rows, progress: set, batch) -> int:
         """Send one table's rows; return how many must be retried."""
-        statement = insert_statement(table, self.idempotent, table in self._shared)
         if str(table) in self.refused_tables:
             self._reject(rows, self.refused_tables[str(table)], progress, batch)
             return 0
@@ -419,8 +433,13 @@ class CrateStorage:
         retry = 0
         while queue:
             part = queue.pop(0)
+            extra = table in self._extra_tables
+            if extra:
+                self._move_known(table, part)
+            statement = insert_statement(table, self.idempotent, table in self._shared, extra)
             try:
-                answer = await self._sql(statement, bulk_args=[row.args for row in part])
+                answer = await self._sql(statement, bulk_args=[row.args + [row.extra] for row in part] if extra
+                                         else [row.args for row in part])
             except CrateError as exc:
                 if exc.code in CREATE_CODES and not created:
                     created = True
@@ -443,10 +462,73 @@ class CrateStorage:
                     middle = len(part) // 2
                     queue[:0] = [part[:middle], part[middle:]]
                 continue
-            retry += self._results(part, answer, queue, progress, batch)
+            mend: list = []
+            retry += self._results(part, answer, queue, progress, batch, mend)
+            if mend:
+                await self._mend(table, mend, queue, progress, batch)
         return retry
 
-    def _results(self, part, answer, queue, progress, batch) -> int:
+    def _fields_at(self, row) -> int:
+        """Where a row's fields are in its values (before the idempotent id, if any)."""
+        return len(row.args) - (2 if self.idempotent else 1)
+
+    def _move_known(self, table, rows) -> None:
+        """Rows of a table with the column CrateDB does not index: the keys moved for earlier rows, and texts
+        over its limit, go there at once (not after a refusal each)."""
+        moved = self._extra_keys.get(table) or set()
+        for row in rows:
+            if row.extra is None:
+                at = self._fields_at(row)
+                fields = row.args[at]
+                if not moved.isdisjoint(fields) or crate_extra.has_long_text(fields):
+                    row.args[at], row.extra = crate_extra.split(fields, set(), None, moved)
+                    self.rows_with_extra += 1
+
+    async def _mend(self, table, rows, queue, progress, batch) -> None:
+        """Rows CrateDB refused for its column limit or a text too long to index: their fields that do not fit
+        go into the column it does not index (`crate_extra`), added to the table if it has none, and they are
+        sent again; where that fails, they are dead letters with CrateDB's reason."""
+        try:
+            columns = await self._columns(table)
+            if EXTRA_COLUMN not in columns:
+                try:
+                    await self._sql(f"ALTER TABLE {qualified(table)} ADD COLUMN {crate_extra.EXTRA_DDL}")
+                except CrateError as exc:
+                    if EXTRA_COLUMN not in await self._columns(table):  # (not added meanwhile by another gateway)
+                        for row in rows:
+                            self._reject([row], cut(f"{row.refused}; adding the column {EXTRA_COLUMN} for such fields "
+                                                    f"failed: {exc}"), progress, batch)
+                        return
+                self.log.info("storage {storage}: added the column {column} to {table}, for fields beyond CrateDB's "
+                              "column limit or too long to index", storage=self.name, column=EXTRA_COLUMN,
+                              table=str(table))
+        except CrateError as exc:
+            raise StorageError(f"storage {self.name}: reading the columns of {table} failed: {exc}; retrying") from None
+        self._extra_tables.add(table)
+        moved = self._extra_keys.setdefault(table, set())
+        for row in rows:
+            kind, limit = crate_extra.refusal(row.refused) or ("text", None)
+            at = self._fields_at(row)
+            fields = row.args[at]
+            if row.extra:  # (moved before: put together again, to be split anew)
+                fields = {**fields, **row.extra}
+            kept, extra = crate_extra.split(fields, columns, limit, moved)
+            if not extra:  # (nothing of the fields to move: a text too long elsewhere, say)
+                self._reject([row], cut(row.refused), progress, batch)
+                continue
+            moved.update(extra)
+            if row.extra is None:
+                self.rows_with_extra += 1
+            row.args[at], row.extra = kept, extra
+            columns |= crate_extra.paths(kept, "fields", set())
+        queue.append([row for row in rows if row.extra])
+
+    async def _columns(self, table) -> set:
+        answer = await self._sql("SELECT column_name FROM information_schema.columns WHERE table_schema = ? AND "
+                                 "table_name = ?", args=[table.schema or "doc", table.table])
+        return {row[0] for row in answer.get("rows") or ()}
+
+    def _results(self, part, answer, queue, progress, batch, mend: list | None = None) -> int:
         results = answer.get("results")
         if not isinstance(results, list) or len(results) != len(part):
             raise StorageError(f"storage {self.name}: CrateDB answered a bulk insert without one result per row "
@@ -462,7 +544,12 @@ class CrateStorage:
             elif transient(code):
                 retry += 1
             elif code is not None:
-                self._reject([row], cut(f"CrateDB error {code}: {(error or {}).get('message', '')}"), progress, batch)
+                reason = f"CrateDB error {code}: {(error or {}).get('message', '')}"
+                if mend is not None and not row.refused and crate_extra.refusal(reason):
+                    row.refused = reason  # (once: a row refused again so is a dead letter)
+                    mend.append(row)
+                else:
+                    self._reject([row], cut(reason), progress, batch)
             else:
                 row.bare += 1
                 if row.bare > BARE_ROUNDS:

@@ -165,14 +165,35 @@ async def test_keys_cratedb_refuses_are_renamed(server):
 
 @pytest_twisted.ensureDeferred
 async def test_rows_refused_beyond_the_first_ten_get_their_reason(server):
-    """25 rows refused in one request (a text value over CrateDB's 32,766-byte limit): CrateDB gives the
-    first 10 a reason and the rest a bare -2; those are sent again in small requests, so every dead
-    letter carries CrateDB's reason, within the one write."""
+    """25 rows refused in one request (an object for a column that the request's first row made a number):
+    CrateDB gives the first 10 a reason and the rest a bare -2; those are sent again in small requests, so
+    every dead letter carries CrateDB's reason, within the one write."""
     async def test(case):
         await case.write(case.entry({"note": "short"}))
-        entries = [case.entry({"note": "x" * 40_000, "n": n}, time=T + (n + 1) * 10**6) for n in range(25)]
-        batch = await case.write(*entries, case.entry({"note": "fine"}, time=T + 10**9))
+        entries = [case.entry({"level": {"n": n}}, time=T + (n + 2) * 10**6) for n in range(25)]
+        batch = await case.write(case.entry({"level": 1.5}, time=T + 10**6), *entries)
         assert batch.refused_rows == 25
         assert all("CrateDB error" in dead.error and "bare" not in dead.error for dead in batch.extra_dead)
         assert len(await case.fields()) == 2
+    await run(server, test)
+
+
+@pytest_twisted.ensureDeferred
+async def test_fields_beyond_the_column_limit_or_too_long_to_index_are_kept_unindexed(server):
+    """Zigbee2MQTT's bridge/info of 300 devices (1,500 sub-columns, beyond the 1,000 of a table) and a text of
+    40,000 bytes (beyond the 32,766 of an indexed text): CrateDB refuses both rows; the writer adds
+    extra_fields OBJECT(IGNORED) to the table and sends them again with the keys that do not fit there.
+    Nothing is a dead letter, every value reads back."""
+    async def test(case):
+        devices = {f"0x{n:016x}": {"friendly_name": f"sensor {n}", "retain": False, "qos": 1.0, "optimistic": True}
+                   for n in range(300)}
+        image = "A" * 40_000
+        batch = await case.write(case.entry({"version": "1.35.1", "config": {"devices": devices}}),
+                                 case.entry({"temperature": 21.5, "snapshot": image}, time=T + 10**9))
+        assert batch.extra_dead == [] and await server.dead_letters(case.schema) == []
+        rows = sorted(await server.rows(case.schema, case.table.table, ("time", "fields", "extra_fields")),
+                      key=lambda row: row["time"])
+        assert [row["fields"] for row in rows] == [{"version": "1.35.1"}, {"temperature": 21.5}]
+        assert rows[0]["extra_fields"] == {"config": {"devices": devices}}
+        assert rows[1]["extra_fields"] == {"snapshot": image}
     await run(server, test)

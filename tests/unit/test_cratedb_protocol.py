@@ -9,9 +9,10 @@ from twisted.internet.task import Clock
 from lorrygate.model import Message, Record, TableName
 from lorrygate.storage.batch import Batch, DeadLetter, Entry
 from lorrygate.storage.batcher import Batcher
+from lorrygate.storage.crate_extra import EXTRA_DDL
 from lorrygate.storage.cratedb import DEAD_LETTER_DDL, DEAD_LETTER_INSERT, CrateStorage, default_ddl, insert_statement
 from lorrygate.storage.ddl import DdlTemplate, crate_validator
-from lorrygate.storage.shared_layout import view_statement
+from lorrygate.storage.shared_layout import qualified, view_statement
 from tests.doubles import Ack
 from tests.fakecrate import FakeCrate
 
@@ -47,7 +48,9 @@ def test_generated_statements_parse_as_cratedb_sql(partition, idempotent):
     for statement in (default_ddl(TABLE, partition, 1, "0-1", idempotent), default_ddl(evil, partition, 3, "1", idempotent),
                       insert_statement(TABLE, idempotent), insert_statement(evil, idempotent), DEAD_LETTER_DDL,
                       DEAD_LETTER_INSERT, default_ddl(evil, partition, 6, "1", idempotent, shared=True),
-                      insert_statement(evil, idempotent, shared=True),
+                      insert_statement(evil, idempotent, shared=True), insert_statement(evil, idempotent, extra=True),
+                      insert_statement(evil, idempotent, shared=True, extra=True),
+                      f"ALTER TABLE {qualified(evil)} ADD COLUMN {EXTRA_DDL}",
                       view_statement(TableName("s", "it's -- a \\ view; DROP"), evil)):
         sqlparse(statement, raise_exception=True)
 
@@ -390,3 +393,67 @@ def test_a_record_nested_too_deeply_for_a_request_is_a_dead_letter_not_a_storage
     (dead,) = batch.extra_dead
     assert dead.stage == "store" and "nested more than 100 levels deep" in dead.error
     assert batch.refused_rows == 1
+
+
+def bridge_info(devices: int) -> dict:
+    """Zigbee2MQTT's bridge/info of a network: four leaves a device, under config.devices."""
+    return {"version": "1.35.1", "coordinator": {"type": "zStack3x0"},
+            "config": {"devices": {f"0x{n:016x}": {"friendly_name": f"sensor {n}", "retain": False,
+                                                   "qos": 1, "optimistic": True} for n in range(devices)}}}
+
+
+@pytest.mark.parametrize("idempotent", [False, True], ids=["plain", "idempotent"])
+def test_a_row_beyond_the_column_limit_keeps_its_fields_in_a_column_cratedb_does_not_index(idempotent):
+    """CrateDB holds 1,000 columns a table, sub-columns counted: bridge/info of 300 devices (1,500 of them) was
+    a dead letter. The keys that fit stay in fields, the rest goes whole into extra_fields OBJECT(IGNORED),
+    added to the table once; a later such row goes there at once; nothing is lost, nothing is a dead letter."""
+    fake = FakeCrate()
+    store = storage(fake, idempotent=idempotent)
+    table = TableName("z2m", "bridge_events")
+    document = bridge_info(300)
+    batch, failures = write(store, entry(document, table=table))
+    assert failures == [] and batch.extra_dead == []
+    (row,) = fake.rows("z2m", "bridge_events")
+    assert row["fields"] == {"version": "1.35.1", "coordinator": {"type": "zStack3x0"}}
+    assert row["extra_fields"]["config"]["devices"]["0x000000000000012b"]["friendly_name"] == "sensor 299"
+    assert {**row["fields"], **row["extra_fields"]} == {**document, "config": {"devices": {
+        key: {**device, "qos": 1.0} for key, device in
+        document["config"]["devices"].items()}}}
+    assert fake.tables[("z2m", "bridge_events")]["columns"]["extra_fields"] == "OBJECT(IGNORED)"
+    before = len(fake.statements)
+    batch, failures = write(store, entry(dict(document, version="1.36.0"), table=table, time=T + 10**9))
+    assert failures == [] and batch.extra_dead == []
+    assert [s.split(" (")[0] for s in fake.statements[before:]] == ['INSERT INTO "z2m"."bridge_events"']
+    assert sorted(row["fields"]["version"] for row in fake.rows("z2m", "bridge_events")) == ["1.35.1", "1.36.0"]
+    assert store.rows_with_extra == 2
+    for statement in fake.statements:
+        sqlparse(statement, raise_exception=True)
+
+
+def test_a_text_too_long_to_index_goes_into_the_column_cratedb_does_not_index():
+    """A text of 40,000 bytes (an image as base64, a log) in a field, nested or not: its key goes into
+    extra_fields; the other fields stay columns; rows without such text are written as before."""
+    fake = FakeCrate()
+    store = storage(fake)
+    image = "A" * 40_000
+    batch, failures = write(store, entry({"temperature": 21.5}),
+                            entry({"temperature": 21.0, "snapshot": {"jpeg": image, "size": 40000}}, time=T + 10**9),
+                            entry({"temperature": 20.5}, time=T + 2 * 10**9))
+    assert failures == [] and batch.extra_dead == []
+    rows = sorted(fake.rows(TABLE.schema, TABLE.table), key=lambda row: row["time"])
+    assert [row["fields"] for row in rows] == [{"temperature": 21.5}, {"temperature": 21.0}, {"temperature": 20.5}]
+    assert rows[1]["extra_fields"] == {"snapshot": {"jpeg": image, "size": 40000.0}}
+    assert rows[0].get("extra_fields") is None and rows[2].get("extra_fields") is None
+
+
+def test_a_table_that_takes_no_new_column_keeps_the_rows_as_dead_letters_with_both_reasons():
+    """A custom table whose ALTER fails (a strict policy, a missing privilege): the row is a dead letter
+    saying why CrateDB refused it and why the column could not be added."""
+    fake = FakeCrate()
+    store = storage(fake)
+    write(store, entry({"temperature": 21.5}))
+    fake.fail_next(403, 4031, "UnauthorizedException[Missing privilege DDL]", statement="ALTER TABLE")
+    batch, failures = write(store, entry({"note": "x" * 40_000}, time=T + 1))
+    assert failures == []
+    (dead,) = batch.extra_dead
+    assert "immense term" in dead.error and "adding the column extra_fields" in dead.error and "4031" in dead.error
