@@ -73,7 +73,7 @@ ERRORS_PER_SHARD = 10
 
 _READ = re.compile(r'SELECT "time", (.*) FROM ("[^"]+(?:""[^"]*)*")\.("[^"]+(?:""[^"]*)*") WHERE "time" (>=|>|=) \?'
                    r'( AND "time" <= \?)?( AND "address" = \?)? ORDER BY "time" LIMIT \? OFFSET \?$', re.S)
-_EXPRESSION = re.compile(r'"(tags|fields)"((?:\[\'(?:[^\']|\'\')*\'\])+)')
+_EXPRESSION = re.compile(r'"(tags|fields|extra_fields)"((?:\[\'(?:[^\']|\'\')*\'\])*)')
 
 
 def _unquote(name: str) -> str:
@@ -267,7 +267,7 @@ class FakeCrate(Resource):
                 for path, value in _paths(row.get(top) or {}, top):
                     if value is not None:
                         kinds.setdefault(path, _kind(value))
-        rows = [[c, "timestamp with time zone" if c == "time" else "object" if c in ("tags", "fields") else "text"]
+        rows = [[c, "timestamp with time zone" if c == "time" else "object" if c in ("tags", "fields") or str(target["columns"][c]).startswith("OBJECT") else "text"]
                 for c in target["columns"]] + sorted([path, kind] for path, kind in kinds.items())
         rows.sort()
         return self._answer(request, {"cols": ["column_name", "data_type"], "rows": rows, "rowcount": len(rows),
@@ -294,7 +294,7 @@ class FakeCrate(Resource):
         for row in rows[offset:offset + limit]:
             values = [row["time"]]
             for top, path in expressions:
-                value = row.get(top) or {}
+                value = row.get(top) if not path else row.get(top) or {}
                 for part in re.findall(r"\['((?:[^']|'')*)'\]", path):
                     value = value.get(part.replace("''", "'")) if isinstance(value, dict) else None
                 values.append(value)

@@ -279,12 +279,18 @@ def crate_columns(rows: list) -> list:
     """``(name, expression)`` of the leaves of a CrateDB table's ``fields`` and ``tags`` objects, from its
     ``information_schema.columns`` rows (``column_name``, ``data_type``): ``fields['wifi']['rssi']`` is the
     column ``wifi.rssi`` (as the SQL storages name it); a tag named as a field is ``tags.<name>``. Objects are
-    left out (their leaves are listed on their own)."""
+    left out (their leaves are listed on their own), but ``extra_fields``, whose keys CrateDB does not list
+    (`lorrygate.storage.crate_extra`): one column of objects, as in the SQL storages."""
+    from lorrygate.storage.layout import EXTRA_COLUMN
     from lorrygate.storage.shared_layout import literal
     from lorrygate.topology.naming import quote
 
     fields, tags = [], []
+    extra = []
     for path, kind in rows:
+        if path == EXTRA_COLUMN:
+            extra.append((EXTRA_COLUMN, quote(EXTRA_COLUMN)))
+            continue
         top, bracket, _ = path.partition("[")
         if top not in ("fields", "tags") or not bracket or kind == "object":
             continue
@@ -292,7 +298,9 @@ def crate_columns(rows: list) -> list:
         expression = quote(top) + "".join(f"[{literal(key)}]" for key in keys)
         (fields if top == "fields" else tags).append((".".join(keys), expression))
     named = {name for name, _ in fields}
-    return fields + [(f"tags.{name}" if name in named else name, expression) for name, expression in tags]
+    tags = [(f"tags.{name}" if name in named else name, expression) for name, expression in tags]
+    named |= {name for name, _ in tags}
+    return fields + tags + [(f"{name}_2" if name in named else name, expression) for name, expression in extra]
 
 
 _KEYS = re.compile(r"\['((?:[^']|'')*)'\]")

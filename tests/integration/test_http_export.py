@@ -222,6 +222,14 @@ def _crate_export(tmp_path, url: str) -> None:
         status, text, _ = get(port, f"{node}.json?from=2024-06-01T12:00:01Z&to=2024-06-02&include=wifi.rssi")
         assert status == 200 and json.loads(text) == [{"time": "2024-06-01T12:00:01.250Z", "wifi.rssi": -61.0},
                                                       {"time": "2024-06-01T12:00:02.250Z", "wifi.rssi": -62.0}], text
+        # a text too long for CrateDB to index is kept in extra_fields, and exported with it
+        snapshot = "A" * 40_000
+        body = {"time": "2024-06-01T12:00:03.250Z", "temperature": 20.5, "snapshot": snapshot}
+        assert post(port, node, json.dumps(body).encode())[0] == 200
+        status, text, _ = get(port, f"{node}.json?from=2024-06-01T12:00:03Z&to=2024-06-02")
+        assert status == 200, text
+        (row,) = json.loads(text)
+        assert row["temperature"] == 20.5 and row["extra_fields"] == {"snapshot": snapshot}, text[:500]
     finally:
         assert gateway.stop() == 0, gateway.text()[-3000:]
 

@@ -93,10 +93,13 @@ def test_cratedb_columns_are_the_leaves_of_fields_and_tags():
 
     rows = [["fields", "object"], ["fields['it''s']", "double precision"], ["fields['site']", "text"],
             ["fields['wifi']", "object"], ["fields['wifi']['rssi']", "bigint"], ["tags", "object"],
-            ["tags['site']", "text"], ["tags['zone']", "text"], ["time", "timestamp with time zone"]]
+            ["tags['site']", "text"], ["tags['zone']", "text"], ["time", "timestamp with time zone"],
+            ["extra_fields", "object"]]
     assert crate_columns(rows) == [("it's", "\"fields\"['it''s']"), ("site", "\"fields\"['site']"),
                                    ("wifi.rssi", "\"fields\"['wifi']['rssi']"), ("tags.site", "\"tags\"['site']"),
-                                   ("zone", "\"tags\"['zone']")]
+                                   ("zone", "\"tags\"['zone']"), ("extra_fields", '"extra_fields"')]
+    # (a field of that name keeps it; the column of the fields CrateDB does not index is extra_fields_2)
+    assert crate_columns([["fields['extra_fields']", "text"], ["extra_fields", "object"]])[1][0] == "extra_fields_2"
 
 
 def test_an_export_reads_a_database_before_a_sink():
