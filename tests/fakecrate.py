@@ -33,6 +33,9 @@ file named:
   (``docs/general/ddl/data-types.rst``);
 - an indexed TEXT value over 32,766 bytes fails its row with 4000 (Lucene's
   immense-term limit); ``INDEX OFF`` columns take any size;
+- a list of lists, or of values of different types, in ``fields`` fails its
+  row with 4000 (``types/DataTypes.java``, ``guessType``); an
+  ``OBJECT(IGNORED)`` column takes them (crate/crate issue 14451);
 - ``INSERT ... ON CONFLICT DO NOTHING`` answers ``rowcount 0`` for a row whose
   primary key is stored (``analyze/InsertAnalyzer.java``); without it the row
   fails with 4091;
@@ -410,6 +413,10 @@ class FakeCrate(Resource):
         for name, value in _flatten(row.get("fields") or {}):
             if isinstance(value, str) and len(value.encode()) > TEXT_LIMIT:
                 return _immense(name)
+            if isinstance(value, list):
+                refused = _list_refused(value)
+                if refused:
+                    return {"rowcount": -2, "error": {"code": 4000, "message": f"IllegalArgumentException[{refused}]"}}
         fields = {}
         new = {}
         for name, value in (row.get("fields") or {}).items():
@@ -453,6 +460,21 @@ def _flatten(obj, prefix=""):
         yield prefix + key, value
         if isinstance(value, dict):
             yield from _flatten(value, prefix + key + "\x00")
+
+
+def _list_refused(value: list) -> str:
+    """Why a list cannot make a column (``types/DataTypes.java`` ``guessType``), or ""."""
+    kinds = []
+    for item in value:
+        if item is None:
+            continue
+        if isinstance(item, list):
+            return "Dynamic nested arrays are not supported"
+        kind = "double precision" if isinstance(item, (int, float)) and not isinstance(item, bool) else _kind(item)
+        if kinds and kind != kinds[0]:
+            return f"Mixed dataTypes inside a list are not supported. Found {kinds[0]} and {kind}"
+        kinds.append(kind)
+    return ""
 
 
 def _immense(name):

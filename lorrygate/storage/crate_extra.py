@@ -3,18 +3,20 @@ Fields that CrateDB would refuse to index, kept in a column it does not index.
 
 A CrateDB table holds at most ``mapping.total_fields.limit`` columns (1,000 by
 default), and every sub-column of an object counts. An indexed text holds at
-most 32,766 bytes (Lucene's term limit). A row beyond either limit was a dead
-letter. Zigbee2MQTT's ``bridge/info`` of a network of 600 devices is such a
-row, and it is stored in SQLite and PostgreSQL within their column budget.
+most 32,766 bytes (Lucene's term limit). A new column takes no list of lists
+(a GeoJSON line's coordinates, a matrix) and no list of values of different
+types (``[1, "a"]``). A row with any of these was a dead letter. Zigbee2MQTT's
+``bridge/info`` of a network of 600 devices is such a row, and it is stored
+in SQLite and PostgreSQL within their column budget, as lists are (JSON).
 
 When CrateDB refuses a row for one of these reasons, the row keeps in
 ``fields`` the top-level keys that fit, in the row's order (the table's
 columns first), and the rest goes whole into ``extra_fields
 OBJECT(IGNORED)``. The storage adds that column to the table once, and
 CrateDB neither indexes that column's values nor adds them to the table's
-schema, so they take any size and any number of keys. ``SELECT
-extra_fields['config']`` reads them back. A text over the limit goes there
-with its key, wherever it was nested.
+schema, so they take any size, any number of keys and any lists. ``SELECT
+extra_fields['config']`` reads them back. A text over the limit, or such a
+list, goes there with its key, wherever it was nested.
 """
 
 import re
@@ -26,15 +28,18 @@ TEXT_LIMIT = 32_766
 EXTRA_DDL = f'"{EXTRA_COLUMN}" OBJECT(IGNORED)'
 _COLUMNS = re.compile(r"Limit of total columns \[(\d+)\]")
 _IMMENSE = "immense term"
+#: CrateDB's refusals of a list for a new column (``DataTypes.guessType``; ``Dynamic nested arrays are not
+#: supported``, ``Mixed dataTypes inside a list are not supported. Found ... and ...``)
+_LISTS = ("nested arrays are not supported", "Mixed dataTypes inside a list")
 
 
 def refusal(message: str) -> tuple | None:
-    """``("columns", limit)`` or ``("text", None)`` for an error of a row that `split` can mend, else None."""
+    """``("columns", limit)`` or ``("value", None)`` for an error of a row that `split` can mend, else None."""
     found = _COLUMNS.search(message)
     if found:
         return "columns", int(found.group(1))
-    if _IMMENSE in message:
-        return "text", None
+    if _IMMENSE in message or any(text in message for text in _LISTS):
+        return "value", None
     return None
 
 
@@ -54,29 +59,36 @@ def paths(value, prefix: str, out: set) -> set:
     return out
 
 
-def has_long_text(value) -> bool:
-    """A text over `TEXT_LIMIT` bytes anywhere in ``value``."""
-    if type(value) is str:
+def unindexable(value) -> bool:
+    """A text over `TEXT_LIMIT` bytes, a list of lists or a list of values of different types anywhere in
+    ``value`` (numbers are one type: the writer sends them all as floats)."""
+    kind = type(value)
+    if kind is str:
         return len(value) * 4 > TEXT_LIMIT and len(value.encode("utf-8", "surrogatepass")) > TEXT_LIMIT
-    if isinstance(value, dict):
-        return any(has_long_text(item) for item in value.values())
-    if isinstance(value, list):
-        return any(has_long_text(item) for item in value)
+    if kind is dict:
+        return any(unindexable(item) for item in value.values())
+    if kind is list:
+        kinds = {_KINDS.get(type(item), item.__class__) for item in value if item is not None}
+        return list in kinds or len(kinds) > 1 or any(unindexable(item) for item in value)
     return False
+
+
+#: the types of the values of a list that CrateDB takes as one
+_KINDS = {int: float, float: float}
 
 
 def split(fields: dict, columns: set, limit: int | None, moved: set) -> tuple:
     """``(kept, extra)``: the top-level keys of ``fields`` that a table of ``columns`` (its columns as
     information_schema.columns names them) can take within ``limit`` columns (None: no limit to keep), and
     the others: those in ``moved`` (moved for an earlier row, so that a key stays in one place), those with a
-    text over `TEXT_LIMIT`, and those whose new sub-columns the limit has no room for."""
+    value CrateDB does not index (`unindexable`), and those whose new sub-columns the limit has no room for."""
     room = None if limit is None else limit - len(columns) - (0 if EXTRA_COLUMN in columns else 1)
     out = set()
     first = [key for key in fields if paths({key: 0}, "fields", set()) <= columns]  # (the table's columns)
     taken = set(first)
     for key in first + [key for key in fields if key not in taken]:
         value = fields[key]
-        if key in moved or has_long_text(value):
+        if key in moved or unindexable(value):
             out.add(key)
         elif room is not None and value is not None:
             new = paths({key: value}, "fields", set()) - columns

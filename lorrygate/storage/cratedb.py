@@ -473,19 +473,20 @@ class CrateStorage:
         return len(row.args) - (2 if self.idempotent else 1)
 
     def _move_known(self, table, rows) -> None:
-        """Rows of a table with the column CrateDB does not index: the keys moved for earlier rows, and texts
-        over its limit, go there at once (not after a refusal each)."""
+        """Rows of a table with the column CrateDB does not index: the keys moved for earlier rows, and values it
+        does not take for a new column (`crate_extra.unindexable`), go there at once (not after a refusal each)."""
         moved = self._extra_keys.get(table) or set()
         for row in rows:
             if row.extra is None:
                 at = self._fields_at(row)
                 fields = row.args[at]
-                if not moved.isdisjoint(fields) or crate_extra.has_long_text(fields):
+                if not moved.isdisjoint(fields) or any(map(crate_extra.unindexable, fields.values())):
                     row.args[at], row.extra = crate_extra.split(fields, set(), None, moved)
                     self.rows_with_extra += 1
 
     async def _mend(self, table, rows, queue, progress, batch) -> None:
-        """Rows CrateDB refused for its column limit or a text too long to index: their fields that do not fit
+        """Rows CrateDB refused for its column limit or a value it does not index (a text too long, a list of lists,
+        a list of mixed types): their fields that do not fit
         go into the column it does not index (`crate_extra`), added to the table if it has none, and they are
         sent again; where that fails, they are dead letters with CrateDB's reason."""
         try:
@@ -507,7 +508,7 @@ class CrateStorage:
         self._extra_tables.add(table)
         moved = self._extra_keys.setdefault(table, set())
         for row in rows:
-            kind, limit = crate_extra.refusal(row.refused) or ("text", None)
+            kind, limit = crate_extra.refusal(row.refused) or ("value", None)
             at = self._fields_at(row)
             fields = row.args[at]
             if row.extra:  # (moved before: put together again, to be split anew)

@@ -180,20 +180,24 @@ async def test_rows_refused_beyond_the_first_ten_get_their_reason(server):
 
 @pytest_twisted.ensureDeferred
 async def test_fields_beyond_the_column_limit_or_too_long_to_index_are_kept_unindexed(server):
-    """Zigbee2MQTT's bridge/info of 300 devices (1,500 sub-columns, beyond the 1,000 of a table) and a text of
-    40,000 bytes (beyond the 32,766 of an indexed text): CrateDB refuses both rows; the writer adds
+    """Zigbee2MQTT's bridge/info of 300 devices (1,500 sub-columns, beyond the 1,000 of a table), a text of
+    40,000 bytes (beyond the 32,766 of an indexed text), a list of lists and one of mixed types: CrateDB refuses
+    the rows; the writer adds
     extra_fields OBJECT(IGNORED) to the table and sends them again with the keys that do not fit there.
     Nothing is a dead letter, every value reads back."""
     async def test(case):
         devices = {f"0x{n:016x}": {"friendly_name": f"sensor {n}", "retain": False, "qos": 1.0, "optimistic": True}
                    for n in range(300)}
         image = "A" * 40_000
+        track = {"type": "LineString", "coordinates": [[7.1, 50.7], [7.2, 50.8]]}
         batch = await case.write(case.entry({"version": "1.35.1", "config": {"devices": devices}}),
-                                 case.entry({"temperature": 21.5, "snapshot": image}, time=T + 10**9))
+                                 case.entry({"temperature": 21.5, "snapshot": image}, time=T + 10**9),
+                                 case.entry({"speed": 3.5, "track": track, "status": ["ok", 3.0]}, time=T + 2 * 10**9))
         assert batch.extra_dead == [] and await server.dead_letters(case.schema) == []
         rows = sorted(await server.rows(case.schema, case.table.table, ("time", "fields", "extra_fields")),
                       key=lambda row: row["time"])
-        assert [row["fields"] for row in rows] == [{"version": "1.35.1"}, {"temperature": 21.5}]
+        assert [row["fields"] for row in rows] == [{"version": "1.35.1"}, {"temperature": 21.5}, {"speed": 3.5}]
         assert rows[0]["extra_fields"] == {"config": {"devices": devices}}
         assert rows[1]["extra_fields"] == {"snapshot": image}
+        assert rows[2]["extra_fields"] == {"track": track, "status": ["ok", 3.0]}
     await run(server, test)

@@ -457,3 +457,21 @@ def test_a_table_that_takes_no_new_column_keeps_the_rows_as_dead_letters_with_bo
     assert failures == []
     (dead,) = batch.extra_dead
     assert "immense term" in dead.error and "adding the column extra_fields" in dead.error and "4031" in dead.error
+
+
+def test_lists_of_lists_and_of_mixed_types_go_into_the_column_cratedb_does_not_index():
+    """A GeoJSON line's coordinates (a list of lists) and a list of a text and a number: CrateDB makes no
+    column of them (a dead letter before); their keys go into extra_fields, the rest stays in fields, and the
+    next such row of the table goes in one request."""
+    fake = FakeCrate()
+    store = storage(fake)
+    document = {"temperature": 21.5, "track": {"type": "LineString", "coordinates": [[7.1, 50.7], [7.2, 50.8]]},
+                "status": ["ok", 3]}
+    batch, failures = write(store, entry(document))
+    assert failures == [] and batch.extra_dead == []
+    (row,) = fake.rows(TABLE.schema, TABLE.table)
+    assert row["fields"] == {"temperature": 21.5}
+    assert row["extra_fields"] == {"track": document["track"], "status": ["ok", 3.0]}
+    before = len(fake.statements)
+    batch, failures = write(store, entry(dict(document, temperature=22.0), time=T + 10**9))
+    assert failures == [] and batch.extra_dead == [] and len(fake.statements) == before + 1
