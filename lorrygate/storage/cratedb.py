@@ -283,6 +283,8 @@ class CrateStorage:
     _extra_keys: dict = attrs.Factory(dict)
     #: rows whose fields went partly into that column
     rows_with_extra: int = 0
+    #: per-network: the views made with that column (a shared table that got it later makes its views again)
+    _views_extra: set = attrs.Factory(set)
 
     log = Logger()
 
@@ -608,9 +610,10 @@ class CrateStorage:
         not made yet, one after the other beside the writes: a first run of 10,000 devices makes 10,000 views,
         each a change of the cluster's state, and the rows (and their acknowledgements) must not wait for that.
         A view that fails for a passing reason is tried again with the next rows of its address."""
-        known, wanted = self._views, self._views_wanted
+        known, wanted, extra = self._views, self._views_wanted, self._extra_tables
         for view, shared in views.items():
-            if (known is None or view not in known) and str(view) not in self.refused_views:
+            if (known is None or view not in known or (shared in extra and view not in self._views_extra)) \
+                    and str(view) not in self.refused_views:
                 wanted[view] = shared
         if wanted and self._view_maker is None:
             self._view_maker = Deferred.fromCoroutine(self._make_views())
@@ -638,10 +641,12 @@ class CrateStorage:
         while wanted:
             view = next(iter(wanted))
             shared = wanted.pop(view)
-            if view in self._views or str(view) in self.refused_views or str(shared) in self.refused_tables:
+            extra = shared in self._extra_tables
+            if (view in self._views and (not extra or view in self._views_extra)) or str(view) in self.refused_views \
+                    or str(shared) in self.refused_tables:
                 continue
             try:
-                await self._sql(view_statement(view, shared))
+                await self._sql(view_statement(view, shared, extra))
             except CrateError as exc:
                 if transient(exc.code) or exc.status >= 500:
                     self.log.warn("storage {storage}: view {view} not made now ({error}); trying again with the next "
@@ -661,6 +666,8 @@ class CrateStorage:
                 wanted.clear()
                 return
             self._views.add(view)
+            if extra:
+                self._views_extra.add(view)
             self.log.info("storage {storage}: created view {view} over {shared}", storage=self.name, view=str(view),
                           shared=str(shared))
 

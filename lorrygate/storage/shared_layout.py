@@ -76,10 +76,11 @@ def qualified(table: TableName) -> str:
     return f"{quote(table.schema or 'doc')}.{quote(table.table)}"
 
 
-def view_statement(view: TableName, shared: TableName) -> str:
+def view_statement(view: TableName, shared: TableName, extra: bool = False) -> str:
     """CrateDB: the view that shows a per-address table's rows of a shared table as the per-address table had
-    them."""
-    return (f'CREATE OR REPLACE VIEW {qualified(view)} AS SELECT "time", "tags", "fields" FROM {qualified(shared)} '
+    them; ``extra``: with the column of the fields CrateDB does not index (`lorrygate.storage.crate_extra`)."""
+    columns = '"time", "tags", "fields", "extra_fields"' if extra else '"time", "tags", "fields"'
+    return (f'CREATE OR REPLACE VIEW {qualified(view)} AS SELECT {columns} FROM {qualified(shared)} '
             f'WHERE "address" = {literal(view.table)}')
 
 

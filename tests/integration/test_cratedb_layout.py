@@ -181,3 +181,29 @@ async def test_rows_do_not_wait_for_their_views_and_a_view_that_failed_for_now_i
     await store.write(batch_of(new))
     await store.stop()
     assert ("r_net1", "gw_node_7_sensors") in fake.views
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_shared_table_that_gets_extra_fields_makes_its_views_again_with_them(fake):
+    """A per-network table gets extra_fields for a text too long to index: the view of each address is made
+    again with that column (once), so that the per-address view reads the row whole, as its table would."""
+    store = storage(fake.port)
+    await store.start()
+    await store.write(batch_of(FLEET[:2]))
+    await store.views_made()
+    assert len(views_made(fake)) == 2
+    long = Batch()
+    message = Message("t", b"{}", 1, False, 1.0, "#")
+    long.add(Entry(table("net1", "node-1"), [Record(T0 + 9_000_000, {"n": 9, "log": "x" * 40_000})], "main", message,
+                   "json", address("net1", "node-1")))
+    await store.write(long)
+    await store.write(batch_of(FLEET[:2]))
+    await store.views_made()
+    remade = views_made(fake)[2:]
+    assert len(remade) == 2 and all('"extra_fields" FROM' in statement for statement in remade)
+    rows = fake.view_rows("r_net1", "gw_node_1_sensors")
+    assert [row["extra_fields"] for row in rows if row["fields"]["n"] == 9] == [{"log": "x" * 40_000}]
+    await store.write(batch_of(FLEET[:2]))
+    await store.views_made()
+    assert len(views_made(fake)) == 4  # (made again once)
+    await store.stop()

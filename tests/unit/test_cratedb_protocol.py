@@ -51,7 +51,8 @@ def test_generated_statements_parse_as_cratedb_sql(partition, idempotent):
                       insert_statement(evil, idempotent, shared=True), insert_statement(evil, idempotent, extra=True),
                       insert_statement(evil, idempotent, shared=True, extra=True),
                       f"ALTER TABLE {qualified(evil)} ADD COLUMN {EXTRA_DDL}",
-                      view_statement(TableName("s", "it's -- a \\ view; DROP"), evil)):
+                      view_statement(TableName("s", "it's -- a \\ view; DROP"), evil),
+                      view_statement(TableName("s", "v"), evil, extra=True)):
         sqlparse(statement, raise_exception=True)
 
 
