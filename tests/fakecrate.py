@@ -43,6 +43,9 @@ file named:
   have and cannot add 4043 (``exceptions/ColumnUnknownException.java``);
 - a failed authentication answers 401 in plain text, not JSON
   (``auth/AuthenticationHandler.java`` (``HostBasedAuthentication``));
+- a request larger than ``http.max_content_length`` (100 MB by default) is
+  answered 413 without a body (``http/netty4/Netty4HttpServerTransport.java``,
+  Netty's ``HttpObjectAggregator``);
 - ``GET /`` answers the node's name and version (``rest/MainAndStaticFileHandler.java``);
 - ``sys.cluster``, ``sys.nodes`` and ``sys.shards`` for the shard budget
   (``cluster.max_shards_per_node``, 1,000 by default);
@@ -146,6 +149,8 @@ class FakeCrate(Resource):
         self.row_faults = []  # codes for the next rows, one each: a per-row error with that code (None: a bare -2)
         self.partial_failure = False  # the next INSERT writes its first half, then answers 500/5002
         self.authorizations = []  # the Authorization header of each request
+        self.max_content_length = 100 << 20  # http.max_content_length: a larger request is answered 413
+        self.sizes = []  # the bytes of each POST
 
     # -- fault injection --------------------------------------------------------
 
@@ -201,6 +206,10 @@ class FakeCrate(Resource):
         if not self._authenticated(request):
             return self._unauthorized(request)
         raw = request.content.read()
+        self.sizes.append(len(raw))
+        if len(raw) > self.max_content_length:  # Netty's HttpObjectAggregator: 413, no body
+            request.setResponseCode(413)
+            return b""
         request.setHeader(b"content-type", b"application/json")
         try:
             body = json.loads(raw, parse_constant=_refuse_constant)

@@ -476,3 +476,72 @@ def test_lists_of_lists_and_of_mixed_types_go_into_the_column_cratedb_does_not_i
     before = len(fake.statements)
     batch, failures = write(store, entry(dict(document, temperature=22.0), time=T + 10**9))
     assert failures == [] and batch.extra_dead == [] and len(fake.statements) == before + 1
+
+
+def big_rows(count: int, numbers: int, table=TABLE) -> list:
+    """Rows of ``numbers`` floats each (~5 bytes of JSON a number), a second apart."""
+    return [entry({"spectrum": [n + 0.5] * numbers}, table=table, time=T + n * 10**9) for n in range(count)]
+
+
+def test_a_batch_larger_than_a_request_goes_in_requests_of_bounded_size():
+    """40 rows of ~300 KB (a spectrum each): 12 MB, more than a request carries (max_request, 16 MB by default,
+    4 MB here): requests of at most that, every row stored once, none a dead letter."""
+    fake = FakeCrate()
+    store = storage(fake)
+    store.max_request = 4 << 20
+    batch, failures = write(store, *big_rows(40, 60_000))
+    assert failures == [] and batch.extra_dead == []
+    assert len(fake.rows(TABLE.schema, TABLE.table)) == 40
+    inserts = [size for size, statement in zip(fake.sizes, fake.statements) if statement.startswith("INSERT")]
+    assert len(inserts) >= 4 and max(inserts) <= (4 << 20) + 1024
+
+
+def test_a_request_refused_as_too_large_is_split_and_the_limit_learned_and_a_row_too_large_is_a_dead_letter():
+    """CrateDB (or a proxy) takes 1 MB a request: HTTP 413 without a body (a storage error for good before).
+    The request is halved until it fits, later requests carry at most half the refused size, and a row
+    larger than 1 MB on its own is a dead letter that says which limit to raise."""
+    fake = FakeCrate()
+    fake.max_content_length = 1 << 20
+    store = storage(fake)
+    write(store, entry({"spectrum": [0.5]}))  # (the table)
+    batch, failures = write(store, *big_rows(10, 60_000)[1:], entry({"spectrum": [0.25] * 300_000}, time=T + 99 * 10**9))
+    assert failures == []
+    assert len(fake.rows(TABLE.schema, TABLE.table)) == 1 + 9
+    (dead,) = batch.extra_dead
+    assert "HTTP 413" in dead.error and "http.max_content_length" in dead.error and "replay" in dead.error
+    assert store.max_request < 1 << 20
+    refused = sum(1 for size in fake.sizes if size > fake.max_content_length)
+    batch, failures = write(store, *big_rows(10, 60_000)[1:])
+    assert failures == [] and sum(1 for size in fake.sizes if size > fake.max_content_length) == refused
+
+
+def test_dead_letters_go_in_requests_of_bounded_size_and_one_too_large_keeps_its_reason():
+    """Dead letters of 300 KB payloads (text and base64: ~700 KB of JSON each) in requests within the limit;
+    one whose payload alone is beyond it is kept without the payload, its reason and size kept."""
+    fake = FakeCrate()
+    fake.max_content_length = 2 << 20
+    store = storage(fake)
+    store.max_request = 1 << 20
+
+    def dead(size, n):
+        message = Message(f"t/{n}", b"x" * size, 1, False, 1.0, "#", Ack())
+        return DeadLetter("main", message, "decode", "no decoder of the chain accepted it", "json")
+
+    batch, failures = write(store, dead=[dead(300_000, n) for n in range(8)] + [dead(1_500_000, 8)])
+    assert failures == []
+    rows = fake.rows("doc", "lorrygate_dead_letter")
+    assert len(rows) == 9
+    (large,) = [row for row in rows if row["topic"] == "t/8"]
+    assert large["payload"] is None and "1500000 bytes" in large["error"] and "HTTP 413" in large["error"]
+    assert all(row["payload"] == "x" * 300_000 for row in rows if row["topic"] != "t/8")
+
+
+def test_a_text_orjson_does_not_write_goes_as_the_json_module_writes_it():
+    """A lone surrogate (a decoder of your own can make one): orjson refuses it, the request is written by the
+    json module instead, as before; the row is sent, not a storage error."""
+    fake = FakeCrate()
+    store = storage(fake)
+    batch, failures = write(store, entry({"label": "\ud800x", "t": 1.5}))
+    assert failures == [] and batch.extra_dead == []
+    (row,) = fake.rows(TABLE.schema, TABLE.table)
+    assert row["fields"] == {"label": "\ud800x", "t": 1.5}
