@@ -13,6 +13,12 @@ Delivery: a batch counts as written once librdkafka reported every message
 of it delivered (``flush`` and the delivery reports, in the reactor's thread
 pool); only then is the source acknowledged: at least once end to end. A
 failed delivery fails the batch, which is produced again (or spooled).
+
+A message larger than Kafka takes (the producer's ``message.max.bytes``,
+1,000,000 bytes, or the topic's ``max.message.bytes``) can never be
+delivered: it was produced again and again, and the sink wrote nothing more.
+In its place a reference goes to the dead-letter topic (its MQTT topic, size
+and SHA-256, and why), counted as ``too_large``.
 """
 
 import re
@@ -26,7 +32,7 @@ from zope.interface import implementer
 
 from lorrygate.errors import StorageError
 from lorrygate.interfaces import IStorage
-from lorrygate.storage.mqtt_sink import outgoing, topic_for
+from lorrygate.storage.mqtt_sink import outgoing, too_large_reference, topic_for
 
 _NOT_KAFKA = re.compile(r"[^A-Za-z0-9._-]")
 
@@ -42,6 +48,8 @@ class KafkaSink:
     dead_letter_topic: str = "lorrygate-dead-letters"
     timeout: float = 30.0
     published: int = 0
+    #: messages too large for Kafka, a reference to each produced to the dead-letter topic instead
+    too_large: int = 0
     _producer: Any = None
 
     log = Logger()
@@ -63,7 +71,7 @@ class KafkaSink:
         return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), producer.flush, 10)
 
     def details(self) -> dict:
-        return {"published": self.published}
+        return {"published": self.published, "too_large": self.too_large}
 
     def write(self, batch) -> Deferred:
         # the same items as the MQTT sink; the key is the message's own topic
@@ -72,31 +80,65 @@ class KafkaSink:
         return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), self._produce, items)
 
     def _produce(self, items) -> None:
-        """In a pool thread: produce everything, wait for every delivery report."""
-        from confluent_kafka import KafkaException
+        """In a pool thread: produce everything, wait for every delivery report; a message too large for Kafka
+        is a reference in the dead-letter topic instead (`reference`)."""
+        from confluent_kafka import KafkaError, KafkaException
 
         producer = self._producer
         if producer is None:
             raise StorageError(f"Kafka sink {self.name}: stopped")
-        failures = []
+        failures: list = []
+        too_large: list = []  # (Kafka topic, key, payload)
 
         def report(error, message):
-            if error is not None:
+            if error is None:
+                return
+            if error.code() == KafkaError.MSG_SIZE_TOO_LARGE:  # (the broker's limit, below the producer's)
+                too_large.append((message.topic(), (message.key() or b"").decode("utf-8", "replace"),
+                                  message.value() or b""))
+            else:
                 failures.append(error.str())
 
+        def produce(topic, key, payload) -> None:
+            while True:
+                try:
+                    producer.produce(topic, payload, key.encode("utf-8"), on_delivery=report)
+                    return
+                except BufferError:
+                    producer.poll(0.1)  # the local queue is full: let deliveries drain it
+                except KafkaException as exc:
+                    if exc.args and exc.args[0].code() == KafkaError.MSG_SIZE_TOO_LARGE:
+                        too_large.append((topic, key, payload))
+                        return
+                    raise
+
+        dead_topic = _NOT_KAFKA.sub("_", self.dead_letter_topic) or "lorrygate-dead-letters"
         try:
             for topic, key, payload in items:
-                while True:
-                    try:
-                        producer.produce(topic, payload, key.encode("utf-8"), on_delivery=report)
-                        break
-                    except BufferError:
-                        producer.poll(0.1)  # the local queue is full: let deliveries drain it
+                produce(topic, key, payload)
             left = producer.flush(self.timeout)
+            if too_large and not left and not failures:
+                refused, too_large[:] = list(too_large), []
+                for topic, key, payload in refused:
+                    self.log.error("Kafka sink {sink}: a message of {size} bytes from {topic} is larger than Kafka "
+                                   "takes (message.max.bytes); a reference to it goes to {dead}", sink=self.name,
+                                   size=len(payload), topic=key, dead=dead_topic)
+                    produce(dead_topic, key, reference(topic, key, payload, dead_topic))
+                left = producer.flush(self.timeout)
+                self.too_large += len(refused)
         except KafkaException as exc:
             raise StorageError(f"Kafka sink {self.name}: {exc}") from None
-        if left or failures:
-            raise StorageError(f"Kafka sink {self.name}: {left or len(failures)} message(s) not delivered"
-                               + (f" ({failures[0]})" if failures else " within the timeout")
+        if left or failures or too_large:
+            raise StorageError(f"Kafka sink {self.name}: {left or len(failures) or len(too_large)} message(s) not "
+                               "delivered" + (f" ({failures[0]})" if failures else " within the timeout" if left else
+                                              " (their references too large for the dead-letter topic)")
                                + "; the batch is produced again")
         self.published += len(items)
+
+
+def reference(topic: str, key: str, payload: bytes, dead_topic: str) -> bytes:
+    """The dead letter that stands for a message too large for Kafka (`too_large_reference`)."""
+    return too_large_reference(key, payload, (
+        f"more than Kafka takes (the producer's message.max.bytes, 1,000,000 by default, or the topic's "
+        f"max.message.bytes); not produced to {topic}, this reference is in {dead_topic}. Raise both limits to "
+        "carry such messages, or lower max_payload"))

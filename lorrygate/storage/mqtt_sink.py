@@ -83,6 +83,15 @@ def outgoing(batch, render, payload: str, dead_letter_topic: str):
         yield dead.message.topic, dead_letter_topic, _dead_letter_json(dead)
 
 
+def too_large_reference(topic: str, payload: bytes, why: str) -> bytes:
+    """The dead letter that stands for a message a publishing sink cannot send: its topic, size and SHA-256."""
+    import hashlib
+
+    return json.dumps({"topic": topic, "stage": "size", "size": len(payload), "payload_base64": None,
+                       "sha256": hashlib.sha256(payload).hexdigest(),
+                       "error": f"{len(payload)} bytes, {why}"}).encode("utf-8")
+
+
 def _dead_letter_json(dead) -> bytes:
     message = dead.message
     return json.dumps({
@@ -102,6 +111,8 @@ class MqttSink:
     dead_letter_topic: str = "lorrygate/dead-letters"
     _client: Any = None
     published: int = 0
+    #: messages larger than the broker takes, a reference to each published to the dead-letter topic instead
+    too_large: int = 0
 
     log = Logger()
 
@@ -119,7 +130,8 @@ class MqttSink:
     def details(self) -> dict:
         client = self._client
         return {"broker": f"{self.broker.host}:{self.broker.port}", "connected": bool(client and client.connected),
-                "published": self.published, "last_error": client.last_error if client else ""}
+                "published": self.published, "too_large": self.too_large,
+                "last_error": client.last_error if client else ""}
 
     def topic_for(self, entry) -> str:
         return topic_for(self.topic, entry)
@@ -147,9 +159,14 @@ class MqttSink:
                 try:
                     pending.append(protocol.publish(topic, payload, 1))
                 except PacketTooLarge as exc:
-                    # Not worth failing the batch for: the broker would never take it.
-                    self.log.error("MQTT sink {sink}: a message to {topic} not published: {error}", sink=self.name,
-                                   topic=topic, error=str(exc))
+                    # The broker would never take it (failing the batch for it stopped the sink for good): a
+                    # reference to it goes to the dead-letter topic instead, as a message over max_payload is kept.
+                    self.too_large += 1
+                    self.log.error("MQTT sink {sink}: a message to {topic} not published: {error}; a reference to it "
+                                   "goes to {dead}", sink=self.name, topic=topic, error=str(exc),
+                                   dead=self.dead_letter_topic)
+                    pending.append(protocol.publish(self.dead_letter_topic, too_large_reference(
+                        topic, payload, f"more than the broker takes: {exc}"), 1))
             for d in pending:
                 await d
         except StorageError:

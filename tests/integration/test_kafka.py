@@ -158,6 +158,64 @@ def test_the_kafka_sink_produces_every_message_before_the_source_is_acknowledged
     assert seen[4] == f"{realm}/site-1/temp"  # the key is the MQTT topic
 
 
+def test_a_message_too_large_for_kafka_is_a_reference_in_the_dead_letter_topic(tmp_path, kafka, mosquitto):
+    """A message of 1.2 MB, more than a producer sends (message.max.bytes, 1,000,000): it was produced again
+    and again and the sink wrote nothing more. Its reference (topic, size, SHA-256) goes to the dead-letter
+    topic, and the messages around it to their topic."""
+    import hashlib
+
+    realm = f"j{uuid.uuid4().hex[:8]}"
+    path = os.path.join(str(tmp_path), "gateway.ini")
+    with open(path, "w") as handle:
+        handle.write(textwrap.dedent(f"""
+            [lorrygate]
+            data_dir = {tmp_path}
+            log_format = json
+            control = off
+
+            [broker:mqtt]
+            host = 127.0.0.1
+            port = {mosquitto.port}
+            client_id = gw-{realm}
+
+            [storage:kafka]
+            url = kafka://{kafka.split(",")[0]}/
+            topic = {realm}-out
+            dead_letter_topic = {realm}-dead
+
+            [channel:main]
+            topics = {realm}/#
+            strategy = topic
+            decoders = raw
+            """))
+    gateway = GatewayProcess(path, str(tmp_path / "gw.log")).start()
+    publisher = Publisher(mosquitto.port)
+    large = b"x" * 1_200_000
+    publisher.publish_many([(f"{realm}/a", json.dumps({"seq": n})) for n in range(5)] + [(f"{realm}/big", large)]
+                           + [(f"{realm}/a", json.dumps({"seq": n})) for n in range(5, 10)])
+    publisher.close()
+    consumer = confluent_kafka.Consumer({"bootstrap.servers": kafka, "group.id": f"check-{realm}",
+                                         "auto.offset.reset": "earliest"})
+    consumer.subscribe([f"{realm}-out", f"{realm}-dead"])
+    seen, dead = set(), []
+    deadline = time.monotonic() + 60
+    while (len(seen) < 10 or not dead) and time.monotonic() < deadline:
+        for message in consumer.consume(100, 0.5):
+            if message.error() is None:
+                if message.topic() == f"{realm}-dead":
+                    dead.append(json.loads(message.value()))
+                else:
+                    seen.add(json.loads(message.value())["seq"])
+    consumer.close()
+    assert gateway.stop() == 0
+    assert seen == set(range(10))
+    (reference,) = {json.dumps(d, sort_keys=True) for d in dead}  # (the same reference, if produced again)
+    reference = json.loads(reference)
+    assert reference["topic"] == f"{realm}/big" and reference["size"] == len(large)
+    assert reference["sha256"] == hashlib.sha256(large).hexdigest() and "message.max.bytes" in reference["error"]
+    assert reference["stage"] == "size" and reference["payload_base64"] is None
+
+
 def test_kafka_with_the_database_away_for_20_seconds(tmp_path, kafka):
     import threading
 
