@@ -151,6 +151,7 @@ class FakeCrate(Resource):
         self.authorizations = []  # the Authorization header of each request
         self.max_content_length = 100 << 20  # http.max_content_length: a larger request is answered 413
         self.sizes = []  # the bytes of each POST
+        self.limit_fails_request = False  # a row beyond the column limit fails the whole request, not itself
 
     # -- fault injection --------------------------------------------------------
 
@@ -371,6 +372,10 @@ class FakeCrate(Resource):
                 return self._error(request, 404, 4043, f"ColumnUnknownException[Column {column} unknown]")
         do_nothing = "ON CONFLICT" in statement and "DO NOTHING" in statement
         rows = [dict(zip(columns, row)) for row in (bulk_args if bulk_args is not None else [args])]
+        if self.limit_fails_request and any(
+                len(target["columns"]) + len(target["paths"]) + len(_new_paths(target, row)) > COLUMN_LIMIT
+                for row in rows):
+            return self._error(request, 400, 4000, _limit_message(target))
         # A value that cannot be cast to a column the table knows already fails the whole request.
         for row in rows:
             for name, value in (row.get("fields") or {}).items():
@@ -436,12 +441,9 @@ class FakeCrate(Resource):
                 return {"rowcount": -2, "error": {"code": 4000, "message": f"SQLParseException[{exc}]"}}
             if value is not None and known is None:
                 new[name] = _kind(value)
-        paths = {path for top in ("tags", "fields") for path, value in _paths(row.get(top) or {}, top)
-                 if value is not None} - target["paths"]
+        paths = _new_paths(target, row)
         if len(target["columns"]) + len(target["paths"]) + len(paths) > COLUMN_LIMIT:
-            return {"rowcount": -2, "error": {"code": 4000, "message": (
-                f"IllegalArgumentException[Limit of total columns [{COLUMN_LIMIT}] in table [{target['name']}] "
-                "exceeded]")}}
+            return {"rowcount": -2, "error": {"code": 4000, "message": _limit_message(target)}}
         if target["pk"]:
             key = tuple(row.get(column) for column in target["pk"] if column in row)
             if any(tuple(r.get(c) for c in target["pk"] if c in r) == key for r in target["rows"]):
@@ -469,6 +471,16 @@ def _flatten(obj, prefix=""):
         yield prefix + key, value
         if isinstance(value, dict):
             yield from _flatten(value, prefix + key + "\x00")
+
+
+def _new_paths(target, row) -> set:
+    """The sub-columns a row would add to a table."""
+    return {path for top in ("tags", "fields") for path, value in _paths(row.get(top) or {}, top)
+            if value is not None} - target["paths"]
+
+
+def _limit_message(target) -> str:
+    return f"IllegalArgumentException[Limit of total columns [{COLUMN_LIMIT}] in table [{target['name']}] exceeded]"
 
 
 def _list_refused(value: list) -> str:

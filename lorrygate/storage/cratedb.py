@@ -479,6 +479,11 @@ class CrateStorage:
                 elif exc.code == 4043 and self.idempotent and ID_COLUMN in str(exc) and table not in self._altered:
                     await self._add_id_column(table)
                     queue.insert(0, part)
+                elif len(part) == 1 and not part[0].refused and crate_extra.refusal(str(exc)):
+                    # a refusal of the whole request that the row's fields mend (a CrateDB that fails the
+                    # request, not the row, for its column limit): as a refused row's
+                    part[0].refused = str(exc)
+                    await self._mend(table, part, queue, progress, batch)
                 elif exc.code in STATEMENT_CODES or len(part) == 1:
                     self._reject(part, cut(str(exc)), progress, batch)
                 else:

@@ -547,3 +547,18 @@ def test_a_text_orjson_does_not_write_goes_as_the_json_module_writes_it():
     assert bulk_body("INSERT", args) == json.dumps({"stmt": "INSERT", "bulk_args": args}).encode()
     assert json.loads(bulk_body("INSERT", [[1, {}, {"t": 1.5, "é": "ü"}]])) == {
         "stmt": "INSERT", "bulk_args": [[1, {}, {"t": 1.5, "é": "ü"}]]}
+
+
+def test_a_whole_request_refused_for_the_column_limit_is_bisected_and_the_row_mended():
+    """Should CrateDB fail the whole request, not the row, for its column limit: the request is halved until
+    the row is alone, and then its fields are moved as a refused row's are; the rows beside it are stored."""
+    fake = FakeCrate()
+    store = storage(fake)
+    table = TableName("z2m", "bridge_events")
+    write(store, entry({"version": "1"}, table=table))
+    fake.limit_fails_request = True
+    entries = [entry({"version": str(n)}, table=table, time=T + n * 10**9) for n in range(1, 4)]
+    batch, failures = write(store, *entries, entry(bridge_info(300), table=table, time=T + 9 * 10**9))
+    assert failures == [] and batch.extra_dead == []
+    rows = fake.rows("z2m", "bridge_events")
+    assert len(rows) == 5 and sum(1 for row in rows if row.get("extra_fields")) == 1
