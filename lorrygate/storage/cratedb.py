@@ -515,9 +515,9 @@ class CrateStorage:
 
     async def _mend(self, table, rows, queue, progress, batch) -> None:
         """Rows CrateDB refused for its column limit or a value it does not index (a text too long, a list of lists,
-        a list of mixed types): their fields that do not fit
-        go into the column it does not index (`crate_extra`), added to the table if it has none, and they are
-        sent again; where that fails, they are dead letters with CrateDB's reason."""
+        a list of mixed types): their fields that do not fit go into the column it does not index (`crate_extra`),
+        added to the table if it has none, and they are sent again; where that fails, they are dead letters with
+        CrateDB's reason."""
         try:
             columns = await self._columns(table)
             if EXTRA_COLUMN not in columns:
@@ -537,7 +537,7 @@ class CrateStorage:
         self._extra_tables.add(table)
         moved = self._extra_keys.setdefault(table, set())
         for row in rows:
-            kind, limit = crate_extra.refusal(row.refused) or ("value", None)
+            _, limit = crate_extra.refusal(row.refused) or ("value", None)
             at = self._fields_at(row)
             fields = row.args[at]
             if row.extra:  # (moved before: put together again, to be split anew)
