@@ -384,7 +384,10 @@ class Pushgateway:
         binary = shutil.which("prometheus-pushgateway")
         if binary is None:
             raise RuntimeError("prometheus-pushgateway is not installed: run `make test`, which installs it")
-        self.process = subprocess.Popen([binary, f"--web.listen-address=127.0.0.1:{self.port}"],
+        # (Debian's build persists to /var/lib/prometheus/pushgateway.data by default: every test run, and the
+        # system's own Pushgateway, shared the metrics pushed before)
+        self.process = subprocess.Popen([binary, f"--web.listen-address=127.0.0.1:{self.port}",
+                                         f"--persistence.file={self.directory}/pushgateway.data"],
                                         stdout=open(os.path.join(self.directory, "pushgateway.log"), "ab"),
                                         stderr=subprocess.STDOUT)
         wait_until(lambda: port_open(self.port) or self.process.poll() is not None, 30, "the pushgateway")

@@ -16,7 +16,12 @@ Delivery: at most once, as a gauge is: it holds the latest value, and what
 changes between two scrapes (or pushes) is not seen. A batch counts as
 written once the values are updated (and, with a Pushgateway, pushed: a
 failed push fails the batch, which is retried, so the Pushgateway catches
-up; pushes are at least one second apart).
+up; pushes are at least one second apart). A push the Pushgateway refuses
+for what it holds (HTTP 400: metrics inconsistent with those another job
+pushed under the same name, say) does not fail the batch: every push would
+be refused the same, and the channel would wait for this sink for good. It
+is counted (``push_refused``) and its reason logged and kept
+(``last_refusal``), and the next push tries again.
 """
 
 import re
@@ -66,6 +71,9 @@ class PrometheusSink:
     values: dict = attrs.Factory(dict)
     refused: int = 0
     pushed: int = 0
+    #: pushes the Pushgateway refused for their content (HTTP 400), and the reason of the last
+    push_refused: int = 0
+    last_refusal: str = ""
     _last_push: float = 0.0
     _timer: Any = None
 
@@ -84,7 +92,8 @@ class PrometheusSink:
         return self._push(force=True) if self.pushes and self.values else succeed(None)
 
     def details(self) -> dict:
-        return {"series": len(self.values), "refused": self.refused, "pushed": self.pushed}
+        return {"series": len(self.values), "refused": self.refused, "pushed": self.pushed,
+                "push_refused": self.push_refused, "last_refusal": self.last_refusal}
 
     def write(self, batch) -> Deferred:
         values = self.values
@@ -131,13 +140,29 @@ class PrometheusSink:
         registry.register(_Snapshot(self))  # taken here, in the reactor thread
 
         def push():
+            from urllib.error import HTTPError
+
             try:
                 push_to_gateway(address, job=job, registry=registry, timeout=10)
+            except HTTPError as exc:
+                if exc.code != 400:
+                    raise StorageError(f"Prometheus sink {self.name}: pushing to {address} failed ({exc})") from None
+                return exc.read()[:1000].decode("utf-8", "replace").strip() or "HTTP 400"
             except Exception as exc:
                 raise StorageError(f"Prometheus sink {self.name}: pushing to {address} failed ({exc})") from None
             self.pushed += 1
 
-        return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), push)
+        def refused(reason):
+            if reason is None:
+                return
+            self.push_refused += 1
+            if reason != self.last_refusal:  # (once a reason, not once a second)
+                self.log.error("Prometheus sink {sink}: {address} refused the push (HTTP 400): {reason}; the batch is "
+                               "not held for it, the next push tries again. Another job may push metrics of these "
+                               "names: rename them there", sink=self.name, address=address, reason=reason)
+            self.last_refusal = reason
+
+        return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), push).addCallback(refused)
 
     def _push_later(self) -> None:
         self._push(force=True).addErrback(lambda failure: self.log.warn(

@@ -9,6 +9,7 @@ import json
 import uuid
 
 import pytest
+import pytest_twisted
 
 from tests.gatewayproc import GatewayProcess, Publisher, count_rows, write_config
 from tests.servers import Mosquitto, Prometheus, free_port, wait_until
@@ -119,4 +120,40 @@ def test_the_prometheus_sink_on_the_metrics_listener_and_a_pushgateway(tmp_path,
         assert 'job="sensors"' in pushed and 'node="a"' in pushed
     finally:
         assert gateway.stop() == 0
+        pushgateway.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_push_the_pushgateway_refuses_for_its_content_does_not_hold_the_batch(tmp_path):
+    """Another job pushed lorrygate_field_temperature as a counter: the Pushgateway refuses every push of our
+    gauge of that name (HTTP 400, "inconsistent with existing metrics"). Failing the batch for it held the
+    channel for good; the batch is written, the refusal counted and its reason kept, logged once."""
+    import urllib.request
+
+    from twisted.internet import reactor
+
+    from lorrygate.model import Address, Message, Record, TableName
+    from lorrygate.storage.batch import Batch, Entry
+    from lorrygate.storage.prometheus_sink import PrometheusSink
+    from tests.servers import Pushgateway
+
+    (tmp_path / "pgw").mkdir()
+    pushgateway = Pushgateway(str(tmp_path / "pgw")).start()
+    try:
+        foreign = b"# TYPE lorrygate_field_temperature counter\nlorrygate_field_temperature 3\n"
+        request = urllib.request.Request(f"http://127.0.0.1:{pushgateway.port}/metrics/job/other", data=foreign)
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 200
+        sink = PrometheusSink("pushed", f"pushgateway://127.0.0.1:{pushgateway.port}/sensors", reactor)
+        batch = Batch()
+        batch.add(Entry(TableName("r_net", "gw_n1_sensors"), [Record(0, {"temperature": 21.5})], "main",
+                        Message("r/net/gw/n1/data.json", b"{}"), "json", Address("r", "net", "gw", "n1", "data",
+                                                                                 "data.json")))
+        await sink.write(batch)  # (it failed with a StorageError, and so did every write after it)
+        assert sink.push_refused == 1 and sink.pushed == 0
+        await sink._push(force=True)  # the next push: refused the same, counted
+        assert sink.push_refused == 2 and sink.pushed == 0
+        assert "inconsistent with existing metrics" in sink.last_refusal
+        assert "lorrygate_field_temperature" in sink.last_refusal
+    finally:
         pushgateway.stop()
