@@ -115,31 +115,37 @@ def test_a_consumer_group_into_sqlite_survives_a_sigkill(tmp_path, kafka):
     assert {t for t in tables(db) if t.startswith(realm)} == {f"{realm}_net__gw_node_{n}_sensors" for n in range(10)}
 
 
-def test_the_kafka_sink_produces_every_message_before_the_source_is_acknowledged(tmp_path, kafka, mosquitto):
-    realm = f"j{uuid.uuid4().hex[:8]}"
-    path = os.path.join(str(tmp_path), "gateway.ini")
+def sink_config(directory, port: int, kafka: str, realm: str, storage: str = "") -> str:
+    """A gateway from a Mosquitto's ``realm/#`` into a Kafka sink (topic ``<realm>-out``; ``storage``: more lines
+    of its section), payloads as they came."""
+    path = os.path.join(str(directory), "gateway.ini")
     with open(path, "w") as handle:
         handle.write(textwrap.dedent(f"""
             [lorrygate]
-            data_dir = {tmp_path}
+            data_dir = {directory}
             log_format = json
             control = off
 
             [broker:mqtt]
             host = 127.0.0.1
-            port = {mosquitto.port}
+            port = {port}
             client_id = gw-{realm}
 
             [storage:kafka]
             url = kafka://{kafka.split(",")[0]}/
             topic = {realm}-out
-
+            """) + storage + textwrap.dedent("""
             [channel:main]
             topics = {realm}/#
             strategy = topic
             decoders = raw
-            """))
-    gateway = GatewayProcess(path, str(tmp_path / "gw.log")).start()
+            """).replace("{realm}", realm))
+    return path
+
+
+def test_the_kafka_sink_produces_every_message_before_the_source_is_acknowledged(tmp_path, kafka, mosquitto):
+    realm = f"j{uuid.uuid4().hex[:8]}"
+    gateway = GatewayProcess(sink_config(tmp_path, mosquitto.port, kafka, realm), str(tmp_path / "gw.log")).start()
     publisher = Publisher(mosquitto.port)
     publisher.publish_many([(f"{realm}/site-{n % 3}/temp", json.dumps({"seq": n})) for n in range(3000)])
     publisher.close()
@@ -165,30 +171,8 @@ def test_a_message_too_large_for_kafka_is_a_reference_in_the_dead_letter_topic(t
     import hashlib
 
     realm = f"j{uuid.uuid4().hex[:8]}"
-    path = os.path.join(str(tmp_path), "gateway.ini")
-    with open(path, "w") as handle:
-        handle.write(textwrap.dedent(f"""
-            [lorrygate]
-            data_dir = {tmp_path}
-            log_format = json
-            control = off
-
-            [broker:mqtt]
-            host = 127.0.0.1
-            port = {mosquitto.port}
-            client_id = gw-{realm}
-
-            [storage:kafka]
-            url = kafka://{kafka.split(",")[0]}/
-            topic = {realm}-out
-            dead_letter_topic = {realm}-dead
-
-            [channel:main]
-            topics = {realm}/#
-            strategy = topic
-            decoders = raw
-            """))
-    gateway = GatewayProcess(path, str(tmp_path / "gw.log")).start()
+    config = sink_config(tmp_path, mosquitto.port, kafka, realm, f"dead_letter_topic = {realm}-dead\n")
+    gateway = GatewayProcess(config, str(tmp_path / "gw.log")).start()
     publisher = Publisher(mosquitto.port)
     large = b"x" * 1_200_000
     publisher.publish_many([(f"{realm}/a", json.dumps({"seq": n})) for n in range(5)] + [(f"{realm}/big", large)]
