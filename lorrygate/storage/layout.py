@@ -102,7 +102,9 @@ def within_budget(flat: dict, new: list, room: int) -> dict:
     if extra:
         previous = out.get(EXTRA_COLUMN)
         if isinstance(previous, dict):
-            extra = dict(previous, **extra)
+            extra = {**previous, **extra}
+        elif previous is not None:
+            extra = {EXTRA_COLUMN: previous, **extra}  # (a field of that name: kept in the object, not written over)
         out[EXTRA_COLUMN] = extra
     return out
 

@@ -17,7 +17,7 @@ of padding before each value that is aligned, as many as the values that are
 not (a padding needs an unaligned value before it).
 """
 
-from lorrygate.storage.layout import EXTRA_COLUMN, INT64, POSTGRESQL_COLUMN_LIMIT
+from lorrygate.storage.layout import EXTRA_COLUMN, INT64, POSTGRESQL_COLUMN_LIMIT, within_budget
 
 #: the most bytes a row can have (MaxHeapTupleSize of 8 kB pages)
 ROW_BYTES = 8160
@@ -105,16 +105,4 @@ def fit(flat: dict, known: dict, pending: dict, fold) -> dict | None:
         total += size
         aligned, unaligned = after
         keep.add(name)
-    out, extra = {}, {}
-    for name, value in flat.items():
-        if name in keep:
-            out[name] = value
-        else:
-            extra[name] = value
-    previous = out.get(EXTRA_COLUMN)
-    if isinstance(previous, dict):
-        extra = {**previous, **extra}
-    elif previous is not None:
-        extra = {EXTRA_COLUMN: previous, **extra}  # (a field of that name: kept in the object)
-    out[EXTRA_COLUMN] = extra
-    return out
+    return within_budget(flat, [name for name in flat if name not in keep], 0)

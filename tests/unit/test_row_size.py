@@ -49,3 +49,12 @@ def test_a_json_column_of_the_row_is_merged_and_a_field_of_its_name_kept():
     assert fitted[EXTRA_COLUMN]["deep"] == 1 and "f1199" in fitted[EXTRA_COLUMN]
     fitted = fit({**numbers, EXTRA_COLUMN: 5}, {}, {}, str)
     assert fitted[EXTRA_COLUMN][EXTRA_COLUMN] == 5
+
+
+def test_a_field_named_as_the_json_column_is_kept_inside_it_beyond_the_column_budget():
+    """within_budget (the column budget, and `fit`): a field named extra_fields that is not an object was
+    written over by the fields moved there; it is kept under its name in the object."""
+    from lorrygate.storage.layout import within_budget
+
+    assert within_budget({"a": 1, "b": 2, EXTRA_COLUMN: "x"}, ["a", "b"], 1) == {
+        "a": 1, EXTRA_COLUMN: {EXTRA_COLUMN: "x", "b": 2}}
