@@ -452,8 +452,9 @@ class CrateStorage:
             args = [row.args + [row.extra] for row in part] if extra else [row.args for row in part]
             body = bulk_body(statement, args)
             size = len(body)
-            if size > self.max_request and len(part) > 1:
-                queue[:0] = by_size(part, [len(bulk_body("", [one])) for one in args], self.max_request)
+            runs = self._runs(part, args, size)
+            if runs:
+                queue[:0] = runs
                 continue
             try:
                 answer = await self._request("POST", "/_sql", body)
@@ -739,16 +740,22 @@ class CrateStorage:
                 if exc.code != 4093:
                     raise StorageError(f"storage {self.name}: creating the dead-letter table failed: {exc}") from None
             self._ready = True
-        encoded = [json.dumps(dead_letter_row(d), allow_nan=False) for _, d in pending]
+        rows = [dead_letter_row(d) for _, d in pending]
         failed = 0
-        queue = by_size(list(range(len(pending))), [len(text) for text in encoded], self.max_request)
+        queue = [list(range(len(pending)))]
         while queue:
             part = queue.pop(0)
+            args = [rows[i] for i in part]
+            body = bulk_body(DEAD_LETTER_INSERT, args)
+            runs = self._runs(part, args, len(body))
+            if runs:
+                queue[:0] = runs
+                continue
             try:
-                answer = await self._bulk(DEAD_LETTER_INSERT, [encoded[i] for i in part])
+                answer = await self._request("POST", "/_sql", body)
             except CrateError as exc:
                 if exc.status == 413 and len(part) > 1:
-                    self._lower_max_request(sum(len(encoded[i]) for i in part))
+                    self._lower_max_request(len(body))
                     queue[:0] = [part[:len(part) // 2], part[len(part) // 2:]]
                     continue
                 if exc.status == 413:
@@ -792,10 +799,12 @@ class CrateStorage:
             body["args"] = args
         return await self._request("POST", "/_sql", json.dumps(body, allow_nan=False).encode("utf-8"))
 
-    async def _bulk(self, statement: str, encoded: list) -> dict:
-        """A bulk request of rows encoded as JSON already (each measured: `by_size`)."""
-        body = f'{{"stmt": {json.dumps(statement)}, "bulk_args": [{", ".join(encoded)}]}}'
-        return await self._request("POST", "/_sql", body.encode("utf-8"))
+    def _runs(self, part: list, args: list, size: int) -> list | None:
+        """A request of ``size`` bytes over `max_request`: ``part`` (whose values are ``args``) in runs within it,
+        each row measured (`by_size`); None when it fits, or is a single row."""
+        if size <= self.max_request or len(part) < 2:
+            return None
+        return by_size(part, [len(bulk_body("", [one])) for one in args], self.max_request)
 
     def _lower_max_request(self, size: int) -> None:
         """A request of ``size`` bytes was answered with HTTP 413: requests from now on carry at most half."""
