@@ -77,11 +77,20 @@ class KafkaSink:
         # the same items as the MQTT sink; the key is the message's own topic
         items = [(_NOT_KAFKA.sub("_", target) or "lorrygate", key, payload) for key, target, payload in
                  outgoing(batch, lambda entry: topic_for(self.topic, entry), self.payload, self.dead_letter_topic)]
-        return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), self._produce, items)
+        return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), self._produce, items).addCallback(
+            self._referred)
 
-    def _produce(self, items) -> None:
+    def _referred(self, refused: list) -> None:
+        """In the reactor thread: count and log the messages too large for Kafka, ``[(key, size)]``."""
+        self.too_large += len(refused)
+        for key, size in refused:
+            self.log.error("Kafka sink {sink}: a message of {size} bytes from {topic} is larger than Kafka takes "
+                           "(message.max.bytes); a reference to it went to the dead-letter topic {dead}",
+                           sink=self.name, size=size, topic=key, dead=self.dead_letter_topic)
+
+    def _produce(self, items) -> list:
         """In a pool thread: produce everything, wait for every delivery report; a message too large for Kafka
-        is a reference in the dead-letter topic instead (`reference`)."""
+        is a reference in the dead-letter topic instead (`reference`). Returns those, ``[(key, size)]``."""
         from confluent_kafka import KafkaError, KafkaException
 
         producer = self._producer
@@ -113,6 +122,7 @@ class KafkaSink:
                     raise
 
         dead_topic = _NOT_KAFKA.sub("_", self.dead_letter_topic) or "lorrygate-dead-letters"
+        referred: list = []
         try:
             for topic, key, payload in items:
                 produce(topic, key, payload)
@@ -120,12 +130,9 @@ class KafkaSink:
             if too_large and not left and not failures:
                 refused, too_large[:] = list(too_large), []
                 for topic, key, payload in refused:
-                    self.log.error("Kafka sink {sink}: a message of {size} bytes from {topic} is larger than Kafka "
-                                   "takes (message.max.bytes); a reference to it goes to {dead}", sink=self.name,
-                                   size=len(payload), topic=key, dead=dead_topic)
                     produce(dead_topic, key, reference(topic, key, payload, dead_topic))
+                    referred.append((key, len(payload)))
                 left = producer.flush(self.timeout)
-                self.too_large += len(refused)
         except KafkaException as exc:
             raise StorageError(f"Kafka sink {self.name}: {exc}") from None
         if left or failures or too_large:
@@ -134,6 +141,7 @@ class KafkaSink:
                                               " (their references too large for the dead-letter topic)")
                                + "; the batch is produced again")
         self.published += len(items)
+        return referred
 
 
 def reference(topic: str, key: str, payload: bytes, dead_topic: str) -> bytes:

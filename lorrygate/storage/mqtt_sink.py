@@ -159,8 +159,8 @@ class MqttSink:
                 try:
                     pending.append(protocol.publish(topic, payload, 1))
                 except PacketTooLarge as exc:
-                    # The broker would never take it (failing the batch for it stopped the sink for good): a
-                    # reference to it goes to the dead-letter topic instead, as a message over max_payload is kept.
+                    # The broker would never take it, and failing the batch for it would stop the sink for good:
+                    # a reference to it goes to the dead-letter topic instead, as a message over max_payload is kept.
                     self.too_large += 1
                     self.log.error("MQTT sink {sink}: a message to {topic} not published: {error}; a reference to it "
                                    "goes to {dead}", sink=self.name, topic=topic, error=str(exc),
