@@ -791,11 +791,10 @@ class CrateStorage:
         if failed:
             raise StorageError(f"storage {self.name}: CrateDB did not take {failed} dead letter(s); retrying")
 
-    async def _sql(self, statement: str, args=None, bulk_args=None) -> dict:
-        body = {"stmt": statement}
-        if bulk_args is not None:
-            body["bulk_args"] = bulk_args
-        elif args is not None:
+    async def _sql(self, statement: str, args=None) -> dict:
+        """One statement; bulk inserts go as `bulk_body`."""
+        body: dict = {"stmt": statement}
+        if args is not None:
             body["args"] = args
         return await self._request("POST", "/_sql", json.dumps(body, allow_nan=False).encode("utf-8"))
 
