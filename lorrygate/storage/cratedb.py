@@ -104,6 +104,8 @@ class CrateError(Exception):
     def __init__(self, code: int, message: str, status: int):
         self.code = code
         self.status = status
+        #: the bytes of the request CrateDB answered so (a bulk insert's, `CrateStorage._send`)
+        self.size = 0
         super().__init__(f"CrateDB error {code}: {message}")
 
 
@@ -450,20 +452,14 @@ class CrateStorage:
                 self._move_known(table, part)
             statement = insert_statement(table, self.idempotent, table in self._shared, extra)
             args = [row.args + [row.extra] for row in part] if extra else [row.args for row in part]
-            body = bulk_body(statement, args)
-            size = len(body)
-            runs = self._runs(part, args, size)
-            if runs:
-                queue[:0] = runs
-                continue
             try:
-                answer = await self._request("POST", "/_sql", body)
+                answer = await self._send(statement, part, args, queue)
             except CrateError as exc:
                 if exc.status == 413:
                     if len(part) == 1:
-                        self._reject(part, self._too_large(size), progress, batch)
+                        self._reject(part, self._too_large(exc.size), progress, batch)
                     else:
-                        self._lower_max_request(size)
+                        self._lower_max_request(exc.size)
                         middle = len(part) // 2
                         queue[:0] = [part[:middle], part[middle:]]
                 elif exc.code in CREATE_CODES and not created:
@@ -491,6 +487,8 @@ class CrateStorage:
                     # One value of the request cannot be cast: halve until the offending rows are alone.
                     middle = len(part) // 2
                     queue[:0] = [part[:middle], part[middle:]]
+                continue
+            if answer is None:  # (more than a request carries: back in the queue in runs)
                 continue
             mend: list = []
             retry += self._results(part, answer, queue, progress, batch, mend)
@@ -746,22 +744,19 @@ class CrateStorage:
         while queue:
             part = queue.pop(0)
             args = [rows[i] for i in part]
-            body = bulk_body(DEAD_LETTER_INSERT, args)
-            runs = self._runs(part, args, len(body))
-            if runs:
-                queue[:0] = runs
-                continue
             try:
-                answer = await self._request("POST", "/_sql", body)
+                answer = await self._send(DEAD_LETTER_INSERT, part, args, queue)
             except CrateError as exc:
                 if exc.status == 413 and len(part) > 1:
-                    self._lower_max_request(len(body))
+                    self._lower_max_request(exc.size)
                     queue[:0] = [part[:len(part) // 2], part[len(part) // 2:]]
                     continue
                 if exc.status == 413:
                     answer = {"results": [{"rowcount": -2, "error": {"code": exc.code, "message": str(exc)}}]}
                 else:
                     raise StorageError(f"storage {self.name}: writing dead letters failed: {exc}") from None
+            if answer is None:
+                continue
             results = answer.get("results") or []
             if len(results) != len(part):
                 failed += len(part)
@@ -798,12 +793,19 @@ class CrateStorage:
             body["args"] = args
         return await self._request("POST", "/_sql", json.dumps(body, allow_nan=False).encode("utf-8"))
 
-    def _runs(self, part: list, args: list, size: int) -> list | None:
-        """A request of ``size`` bytes over `max_request`: ``part`` (whose values are ``args``) in runs within it,
-        each row measured (`by_size`); None when it fits, or is a single row."""
-        if size <= self.max_request or len(part) < 2:
+    async def _send(self, statement: str, part: list, args: list, queue: list) -> dict | None:
+        """The bulk insert of ``part`` (its values ``args``); None when it is more than a request carries
+        (`max_request`): ``part`` goes back to the front of ``queue`` in runs within that, each row measured. A
+        CrateError tells the request's bytes (``size``)."""
+        body = bulk_body(statement, args)
+        if len(body) > self.max_request and len(part) > 1:
+            queue[:0] = by_size(part, [len(bulk_body("", [one])) for one in args], self.max_request)
             return None
-        return by_size(part, [len(bulk_body("", [one])) for one in args], self.max_request)
+        try:
+            return await self._request("POST", "/_sql", body)
+        except CrateError as exc:
+            exc.size = len(body)
+            raise
 
     def _lower_max_request(self, size: int) -> None:
         """A request of ``size`` bytes was answered with HTTP 413: requests from now on carry at most half."""
