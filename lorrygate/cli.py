@@ -130,7 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="drain: write the batches into the configured storage although they were spooled for "
                             "another target")
     spool.add_argument("--yes", action="store_true", help="discard: yes, delete the spooled batches")
-    dead = command("dead-letters", "list, replay (after a fix) or purge the dead letters of the SQL storages",
+    dead = command("dead-letters", "list, replay (after a fix) or purge the dead letters of the SQLite, PostgreSQL "
+                                   "and CrateDB storages",
                    [_common(pipeline=True)])
     dead.add_argument("action", choices=("list", "replay", "purge"))
     dead.add_argument("--channel", help="only this channel's")
@@ -139,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     dead.add_argument("--topic", help="only those whose topic matches this MQTT filter")
     dead.add_argument("--since", help="received at or after: ISO 8601, or a duration back from now (2h, 1d)")
     dead.add_argument("--until", help="received before: ISO 8601, or a duration back from now")
-    dead.add_argument("--storage", help="only this storage's (default: every SQLite and PostgreSQL storage)")
+    dead.add_argument("--storage", help="only this storage's (default: every SQLite, PostgreSQL and CrateDB storage)")
     dead.add_argument("--limit", type=int, default=20, help="list: show the latest this many (default 20)")
     dead.add_argument("--replayed", action="store_true", help="purge: only those already replayed")
     dead.add_argument("--yes", action="store_true", help="purge: yes, delete them")

@@ -51,7 +51,14 @@ file named:
   (``cluster.max_shards_per_node``, 1,000 by default);
 - ``CREATE OR REPLACE VIEW`` replaces a view, and fails with 4093 where a
   table of that name exists (``exceptions/RelationAlreadyExists.java``);
-  ``information_schema.views`` lists the views.
+  ``information_schema.views`` lists the views;
+- every row has an ``_id``: its primary key's values, or a random text
+  (``docs/general/ddl/system-columns.rst``); ``SELECT``, ``UPDATE`` and
+  ``DELETE`` of plain columns with ``WHERE`` conditions joined by ``AND``
+  (``=``, ``<``, ``>=``, ``IS [NOT] NULL``, ``= ANY(?)``); a search sees the
+  table as of its last ``REFRESH TABLE`` (CrateDB refreshes once a second
+  by default, ``docs/general/ddl/refresh.rst``), a lookup by ``_id`` sees it
+  as it is (a real-time get).
 
 Faults are injected by the tests: whole-request errors (``fail_next``), per
 row codes (``row_faults``), and a 5002 after a partial write
@@ -80,6 +87,13 @@ ERRORS_PER_SHARD = 10
 _READ = re.compile(r'SELECT "time", (.*) FROM ("[^"]+(?:""[^"]*)*")\.("[^"]+(?:""[^"]*)*") WHERE "time" (>=|>|=) \?'
                    r'( AND "time" <= \?)?( AND "address" = \?)? ORDER BY "time" LIMIT \? OFFSET \?$', re.S)
 _EXPRESSION = re.compile(r'"(tags|fields|extra_fields)"((?:\[\'(?:[^\']|\'\')*\'\])*)')
+_NAME = r'"[^"]+(?:""[^"]*)*"'
+_PLAIN_SELECT = re.compile(rf'SELECT ((?:{_NAME}, )*{_NAME}) FROM ({_NAME})\.({_NAME})(?: WHERE (.+?))?'
+                           rf'(?: ORDER BY ({_NAME}))?$', re.S)
+_UPDATE = re.compile(rf'UPDATE ({_NAME})\.({_NAME}) SET ({_NAME}) = \? WHERE (.+)$', re.S)
+_DELETE = re.compile(rf'DELETE FROM ({_NAME})\.({_NAME}) WHERE (.+)$', re.S)
+_REFRESH = re.compile(rf'REFRESH TABLE ({_NAME})\.({_NAME})$')
+_CONDITION = re.compile(r'"?([a-z_]+)"? (?:(=|<|>=) (ANY\(\?\)|\?)|IS (NOT )?NULL)$')
 
 
 def _unquote(name: str) -> str:
@@ -152,6 +166,7 @@ class FakeCrate(Resource):
         self.max_content_length = 100 << 20  # http.max_content_length: a larger request is answered 413
         self.sizes = []  # the bytes of each POST
         self.limit_fails_request = False  # a row beyond the column limit fails the whole request, not itself
+        self._ids = 0  # the random _id of rows of tables without a primary key
 
     # -- fault injection --------------------------------------------------------
 
@@ -238,6 +253,8 @@ class FakeCrate(Resource):
             return self._insert(request, statement, body.get("bulk_args"), body.get("args"))
         if statement.startswith("SELECT"):
             return self._select(request, statement, body.get("args") or [])
+        if statement.startswith(("UPDATE", "DELETE", "REFRESH")):
+            return self._change(request, statement, body.get("args") or [])
         return self._answer(request, {"cols": [], "rows": [], "rowcount": 0, "duration": 0.1})
 
     def _answer(self, request, document, status=200):
@@ -254,6 +271,8 @@ class FakeCrate(Resource):
             return self._columns(request, *args)
         if _READ.match(statement):
             return self._read(request, statement, args)
+        if _PLAIN_SELECT.match(statement):
+            return self._plain_select(request, statement, args)
         if "sys.cluster" in statement:
             rows = [[self.max_shards_per_node]]
         elif "sys.nodes" in statement:
@@ -285,6 +304,73 @@ class FakeCrate(Resource):
         rows.sort()
         return self._answer(request, {"cols": ["column_name", "data_type"], "rows": rows, "rowcount": len(rows),
                                       "duration": 0.1})
+
+    def _plain_select(self, request, statement, args):
+        """Plain columns of a table's rows that match the ``WHERE`` conditions: those of its last refresh, or
+        (``"_id" = ANY(?)``) as they are."""
+        match = _PLAIN_SELECT.match(statement)
+        key = (_unquote(match.group(2)), _unquote(match.group(3)))
+        target = self.tables.get(key)
+        if target is None:
+            return self._error(request, 404, 4041, f"RelationUnknown[Relation '{key[0]}.{key[1]}' unknown]")
+        columns = [_unquote(c) for c in match.group(1).split(", ")]
+        where = match.group(4) or ""
+        live = where.startswith('"_id" = ANY')
+        rows = self._where(self._with_ids(target) if live else target["searchable"], where, args)
+        if match.group(5):
+            order = _unquote(match.group(5))
+            rows = sorted(rows, key=lambda row: (row.get(order) is None, row.get(order)))
+        return self._answer(request, {"cols": columns, "rows": [[row.get(c) for c in columns] for row in rows],
+                                      "rowcount": len(rows), "duration": 0.1})
+
+    def _change(self, request, statement, args):
+        """``UPDATE``, ``DELETE`` (of the rows as they are) and ``REFRESH TABLE``."""
+        match = _UPDATE.match(statement) or _DELETE.match(statement) or _REFRESH.match(statement)
+        key = (_unquote(match.group(1)), _unquote(match.group(2)))
+        target = self.tables.get(key)
+        if target is None:
+            return self._error(request, 404, 4041, f"RelationUnknown[Relation '{key[0]}.{key[1]}' unknown]")
+        if statement.startswith("REFRESH"):
+            target["searchable"] = self._with_ids(target)
+            return self._answer(request, {"cols": [], "rows": [], "rowcount": 1, "duration": 0.1})
+        by_id = {target["ids"][id(row)]: row for row in target["rows"]}
+        if statement.startswith("UPDATE"):
+            column = _unquote(match.group(3))
+            if column not in target["columns"]:
+                return self._error(request, 404, 4043, f"ColumnUnknownException[Column {column} unknown]")
+            chosen = [by_id[view["_id"]] for view in self._where(self._with_ids(target), match.group(4), args[1:])]
+            for row in chosen:
+                row[column] = args[0]
+        else:
+            chosen = [by_id[view["_id"]] for view in self._where(self._with_ids(target), match.group(3), args)]
+            gone = {id(row) for row in chosen}
+            target["rows"][:] = [row for row in target["rows"] if id(row) not in gone]
+        return self._answer(request, {"cols": [], "rows": [], "rowcount": len(chosen), "duration": 0.1})
+
+    @staticmethod
+    def _with_ids(target) -> list:
+        """Copies of a table's rows as they are, each with its ``_id``."""
+        return [dict(row, _id=target["ids"][id(row)]) for row in target["rows"]]
+
+    @staticmethod
+    def _where(rows, where: str, args) -> list:
+        args = list(args)
+        tests = []
+        for condition in where.split(" AND ") if where else []:
+            match = _CONDITION.match(condition.strip())
+            if match is None:
+                raise AssertionError(f"the fake does not take the condition {condition!r}")
+            column, op, mark, negated = match.groups()
+            if op is None:
+                tests.append(lambda row, c=column, n=negated: (row.get(c) is not None) == bool(n))
+                continue
+            value = args.pop(0)
+            if mark.startswith("ANY"):
+                tests.append(lambda row, c=column, v=value: row.get(c) in v)
+            else:
+                compare = {"=": lambda a, b: a == b, "<": lambda a, b: a < b, ">=": lambda a, b: a >= b}[op]
+                tests.append(lambda row, c=column, v=value, f=compare: row.get(c) is not None and f(row[c], v))
+        return [row for row in rows if all(test(row) for test in tests)]
 
     def _read(self, request, statement, args):
         """``SELECT "time", <sub-columns> FROM t WHERE "time" >= ? AND "time" <= ? [AND "address" = ?] ORDER BY
@@ -329,7 +415,7 @@ class FakeCrate(Resource):
                     unindexed.add(_unquote(name))
             shards = int(re.search(r"CLUSTERED INTO (\d+) SHARDS", statement).group(1)) \
                 if "CLUSTERED INTO" in statement else 4
-            self.tables[key] = {"rows": [], "pk": pk, "types": {}, "ddl": statement, "columns": columns,
+            self.tables[key] = {"rows": [], "ids": {}, "searchable": [], "pk": pk, "types": {}, "ddl": statement, "columns": columns,
                                 "unindexed": unindexed, "shards": shards, "paths": set(),
                                 "name": f"{key[0]}.{key[1]}"}
         return self._answer(request, {"cols": [], "rows": [], "rowcount": 1, "duration": 0.5})
@@ -453,7 +539,11 @@ class FakeCrate(Resource):
                                                   "message": "DuplicateKeyException[A document with the same primary key exists already]"}}
         target["types"].update(new)
         target["paths"] |= paths
-        target["rows"].append(dict(row, fields=fields) if "fields" in row else row)
+        stored = dict(row, fields=fields) if "fields" in row else row
+        self._ids += 1
+        target["ids"][id(stored)] = "/".join(str(stored.get(c)) for c in target["pk"]) if target["pk"] \
+            else f"fake{self._ids:06d}"
+        target["rows"].append(stored)
         return {"rowcount": 1}
 
 

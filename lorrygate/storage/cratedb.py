@@ -151,7 +151,7 @@ DEAD_LETTER_DDL = (
     f"CREATE TABLE IF NOT EXISTS {DEAD_LETTER_TABLE} ("
     '"received" TIMESTAMP WITH TIME ZONE NOT NULL, "channel" TEXT, "topic" TEXT, "qos" INTEGER, '
     f'"retain" BOOLEAN, "payload" {_LARGE_TEXT}, "payload_base64" {_LARGE_TEXT}, "stage" TEXT, '
-    f'"error" {_LARGE_TEXT}, "decoder" TEXT'
+    f'"error" {_LARGE_TEXT}, "decoder" TEXT, "replayed" TIMESTAMP WITH TIME ZONE'
     ") CLUSTERED INTO 1 SHARDS WITH (number_of_replicas = '0-1')"
 )
 DEAD_LETTER_INSERT = (
@@ -373,6 +373,16 @@ class CrateStorage:
             **({"views": len(self._views or ()), "refused_views": dict(self.refused_views)}
                if self.layout == "per-network" else {}),
         }
+
+    # -- for the admin commands (`lorrygate.storage.crate_dead_letters`) ------
+
+    def query(self, statement: str, args=None) -> Deferred:
+        """One SQL statement through this writer's client (its nodes, user and TLS): CrateDB's answer."""
+        return Deferred.fromCoroutine(self._sql(statement, args))
+
+    def columns(self, table: TableName) -> Deferred:
+        """The columns of ``table``, sub-columns as paths (empty: no such table)."""
+        return Deferred.fromCoroutine(self._columns(table))
 
     # -- the protocol ---------------------------------------------------------
 

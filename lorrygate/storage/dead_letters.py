@@ -16,11 +16,13 @@ the messages a storage kept in ``lorrygate_dead_letter``.
 
 Filters: ``--channel``, ``--stage``, ``--topic`` (an MQTT filter),
 ``--since`` and ``--until`` (ISO 8601, or a duration back from now such
-as ``2h``), ``--storage`` (default: every SQLite and PostgreSQL storage).
-CrateDB's dead letters are read with SQL in CrateDB itself (docs/storage.rst).
+as ``2h``), ``--storage`` (default: every SQLite, PostgreSQL and CrateDB
+storage). CrateDB has no transactions: its dead letters are marked after
+their rows are written (`lorrygate.storage.crate_dead_letters`).
 """
 
 import datetime
+import inspect
 import sys
 import time
 
@@ -156,6 +158,24 @@ class Table:
         self.conn.close()
 
 
+KINDS = ("sqlite", "postgresql", "crate")
+
+
+def open_table(storage, reactor=None):
+    """The dead-letter table of a SQLite or PostgreSQL storage (`Table`, its methods plain calls) or of a CrateDB
+    storage (`lorrygate.storage.crate_dead_letters.CrateTable`, its methods coroutines: run them in a reactor)."""
+    if storage.kind == "crate":
+        from lorrygate.storage.crate_dead_letters import CrateTable
+
+        return CrateTable(storage, reactor)
+    return Table(storage)
+
+
+async def settle(value):
+    """What a table's method gave: awaited when it is a coroutine (CrateDB's), as it is otherwise."""
+    return await value if inspect.isawaitable(value) else value
+
+
 def received_seconds(value) -> float:
     """A dead letter's ``received`` as seconds since the epoch (ISO text in SQLite, a datetime in PostgreSQL)."""
     if isinstance(value, datetime.datetime):
@@ -167,13 +187,14 @@ def received_seconds(value) -> float:
 
 
 def tables_for(settings, name: str | None, err) -> list | None:
-    names = [name] if name else [n for n, s in settings.storages.items() if s.kind in ("sqlite", "postgresql")]
+    names = [name] if name else [n for n, s in settings.storages.items() if s.kind in KINDS]
     chosen = []
     for storage_name in names:
         storage = settings.storages.get(storage_name)
-        if storage is None or storage.kind not in ("sqlite", "postgresql"):
-            print(f"lorrygate dead-letters: {settings.source} has no SQLite or PostgreSQL storage {storage_name!r} "
-                  "(CrateDB's dead letters are read in CrateDB with SQL)", file=err)
+        if storage is None or storage.kind not in KINDS:
+            known = [n for n, s in settings.storages.items() if s.kind in KINDS]
+            print(f"lorrygate dead-letters: {settings.source} has no SQLite, PostgreSQL or CrateDB storage "
+                  f"{storage_name!r} ({', '.join(known) or 'none'}); only those keep dead letters", file=err)
             return None
         chosen.append(storage)
     return chosen
@@ -206,26 +227,79 @@ def dead_letters_command(settings, args, out=None, err=None) -> int:
                   "no longer in the config cannot be replayed (list or purge them)", file=err)
             return EXIT_USAGE
         return _replay(settings, storages, filters, out, err)
+    return _run(lambda reactor: _list_or_purge(storages, args, filters, reactor, out, err), err,
+                in_reactor=any(storage.kind == "crate" for storage in storages))
+
+
+async def _list_or_purge(storages, args, filters, reactor, out, err) -> int:
     for storage in storages:
         try:
-            table = Table(storage)
+            table = open_table(storage, reactor)
         except Exception as exc:
             print(f"lorrygate dead-letters: cannot open storage {storage.name}: {exc}", file=err)
             return EXIT_RUNTIME
         try:
-            if not table.exists():
+            if not await settle(table.exists()):
                 print(f"storage {storage.name}: no dead letters", file=out)
                 continue
-            table.prepare()
+            await settle(table.prepare())
             if args.action == "list":
-                _list(storage.name, table.select(filters), out, args.limit)
+                _list(storage.name, await settle(table.select(filters)), out, args.limit)
             else:
-                rows = table.select(filters, replayed=True if args.replayed else None)
-                table.delete([row[0] for row in rows])
+                rows = await settle(table.select(filters, replayed=True if args.replayed else None))
+                await settle(table.delete([row[0] for row in rows]))
                 print(f"storage {storage.name}: purged {len(rows)} dead letter(s)", file=out)
+        except Exception as exc:
+            if not told(exc):
+                raise
+            print(f"lorrygate dead-letters {args.action}: {said(storage, exc)}", file=err)
+            return EXIT_RUNTIME
         finally:
             table.close()
     return 0
+
+
+def told(exc: Exception) -> bool:
+    """Whether ``exc`` is a storage's own error, which its message explains (a server down, a refused
+    statement), rather than a bug that needs its traceback."""
+    from lorrygate.errors import LorrygateError
+
+    return isinstance(exc, (LorrygateError, OSError)) or type(exc).__module__.split(".")[0] in (
+        "psycopg", "sqlite3", "lorrygate")
+
+
+def said(storage, exc: Exception) -> str:
+    text = str(exc)
+    return text if text.startswith(f"storage {storage.name}:") else f"storage {storage.name}: {text}"
+
+
+def _run(work, err, in_reactor: bool) -> int:
+    """``work(reactor)``, a coroutine: in a reactor when ``in_reactor`` (a CrateDB storage's client is
+    Twisted's, and so is every storage's writer), else at once (SQLite and PostgreSQL are read with blocking
+    calls)."""
+    from twisted.internet.defer import Deferred
+
+    if not in_reactor:
+        done: list = []
+        Deferred.fromCoroutine(work(None)).addBoth(done.append)
+        if hasattr(done[0], "raiseException"):
+            done[0].raiseException()
+        return done[0]
+    from twisted.internet import task
+
+    code: list = []
+
+    async def main(reactor):
+        code.append(await work(reactor))
+
+    try:
+        task.react(lambda reactor: Deferred.fromCoroutine(main(reactor)))
+    except SystemExit as exc:
+        if exc.code:
+            print("lorrygate dead-letters: stopped by the error above; run it again (what a replay marked stays "
+                  "marked)", file=err)
+            return EXIT_RUNTIME
+    return code[0]
 
 
 def _list(name: str, rows: list, out, limit: int) -> None:
@@ -244,28 +318,30 @@ def _list(name: str, rows: list, out, limit: int) -> None:
 
 
 def _replay(settings, storages, filters, out, err) -> int:
-    from twisted.internet import task
-    from twisted.internet.defer import Deferred
-
     outcome: dict = {}
 
-    async def run(reactor):
+    async def run(reactor) -> int:
         for storage in storages:
-            outcome[storage.name] = await replay_storage(settings, storage, filters, reactor)
+            try:
+                outcome[storage.name] = await replay_storage(settings, storage, filters, reactor)
+            except Exception as exc:
+                if not told(exc):
+                    raise
+                print(f"lorrygate dead-letters replay: {said(storage, exc).rstrip('.')}; stopped: what was replayed is marked, "
+                      "the rest stays; run it again", file=err)
+                return EXIT_RUNTIME
+        return 0
 
-    try:
-        task.react(lambda reactor: Deferred.fromCoroutine(run(reactor)))
-    except SystemExit as exc:
-        if exc.code:
-            print("lorrygate dead-letters replay: stopped (see above); what was replayed is marked, the rest "
-                  "stays; run it again", file=err)
-            return EXIT_RUNTIME
+    code = _run(run, err, in_reactor=True)
     for name, counts in outcome.items():
         print(f"storage {name}: {counts['replayed']} replayed ({counts['rows']} rows), {counts['failing']} still "
               f"failing, {counts['unknown']} of channels not in the config", file=out)
+        if counts["refused"]:
+            print(f"  {counts['refused']:>7}  of those replayed decoded, but a storage refused their rows: kept as "
+                  "new dead letters (stage store) with its reason", file=out)
         for reason, count in sorted(counts["reasons"].items(), key=lambda item: -item[1]):
             print(f"  {count:>7}  still failing: {reason}", file=out)
-    return 0
+    return code
 
 
 async def replay_storage(settings, storage, filters, reactor) -> dict:
@@ -275,14 +351,19 @@ async def replay_storage(settings, storage, filters, reactor) -> dict:
     from lorrygate.service.storage_service import make_backend, storage_ddl
     from lorrygate.storage.batch import Batch, Collector
 
-    table = Table(storage)
-    counts: dict = {"replayed": 0, "rows": 0, "failing": 0, "unknown": 0, "reasons": {}}
+    table = open_table(storage, reactor)
+    counts: dict = {"replayed": 0, "rows": 0, "failing": 0, "unknown": 0, "refused": 0, "reasons": {}}
     backends: dict = {}
+
+    def still_failing(reason: str) -> None:
+        counts["failing"] += 1
+        counts["reasons"][reason] = counts["reasons"].get(reason, 0) + 1
+
     try:
-        if not table.exists():
+        if not await settle(table.exists()):
             return counts
-        table.prepare()
-        rows = table.select(filters, replayed=False)
+        await settle(table.prepare())
+        rows = await settle(table.select(filters, replayed=False))
         channels = {channel.name: channel for channel in settings.channels}
         for start in range(0, len(rows), CHUNK):
             by_channel: dict = {}
@@ -290,6 +371,10 @@ async def replay_storage(settings, storage, filters, reactor) -> dict:
                 channel = channels.get(row[2])
                 if channel is None or channel.storage != storage.name:
                     counts["unknown"] += 1
+                    continue
+                if row[6] is None:  # (CrateDB: a dead letter too large for a request was kept without it)
+                    still_failing("its payload was not kept (the dead letter's error says why); it cannot be "
+                                  "replayed")
                     continue
                 by_channel.setdefault(channel.name, []).append(row)
             for channel_name, chunk in by_channel.items():
@@ -299,11 +384,13 @@ async def replay_storage(settings, storage, filters, reactor) -> dict:
                 for decoder in decoders:
                     if hasattr(decoder, "start"):
                         decoder.start()
+                ids = {}
                 try:
                     for row in chunk:
-                        router(Message(row[3], bytes(row[6] or b""), row[4] or 0, bool(row[5]),
-                                       received_seconds(row[1]), row[3],
-                                       position=(f"dead-letter:{storage.name}:{row[0]}", 0, 1)))
+                        stream = f"dead-letter:{storage.name}:{row[0]}"
+                        ids[stream] = row[0]
+                        router(Message(row[3], bytes(row[6]), row[4] or 0, bool(row[5]), received_seconds(row[1]),
+                                       row[3], position=(stream, 0, 1)))
                     await router.settle()
                 finally:
                     for decoder in decoders:
@@ -311,11 +398,9 @@ async def replay_storage(settings, storage, filters, reactor) -> dict:
                             decoder.stop()
                 failed = {dead.message.position[0] for dead in collectors[0].dead}
                 for dead in collectors[0].dead:
-                    counts["failing"] += 1
-                    reason = f"{dead.stage}: {dead.error.splitlines()[0][:160] if dead.error else ''}"
-                    counts["reasons"][reason] = counts["reasons"].get(reason, 0) + 1
+                    still_failing(f"{dead.stage}: {dead.error.splitlines()[0][:160] if dead.error else ''}")
                 # the tee's storages first (with positions: written once however often this runs), then the
-                # dead letters' own storage, which marks them replayed in the same transaction
+                # dead letters' own storage, which marks them replayed in the same transaction (CrateDB: after)
                 for name, collector in reversed(list(zip(channel.storages, collectors))):
                     batch = Batch()
                     for entry in collector.entries:
@@ -325,9 +410,8 @@ async def replay_storage(settings, storage, filters, reactor) -> dict:
                             entry = attrs.evolve(entry, message=attrs.evolve(entry.message, position=None))
                         batch.add(entry)
                     if name == storage.name:
-                        batch.replayed = sorted({int(e.message.position[0].rsplit(":", 1)[1])
-                                                 for e in collector.entries} - {int(p.rsplit(":", 1)[1])
-                                                                                for p in failed})
+                        batch.replayed = sorted({ids[e.message.position[0]] for e in collector.entries
+                                                 if e.message.position[0] not in failed})
                         counts["replayed"] += len(batch.replayed)
                         counts["rows"] += batch.rows
                     if batch.empty and not batch.replayed:
@@ -338,6 +422,9 @@ async def replay_storage(settings, storage, filters, reactor) -> dict:
                                                                 storage_ddl(settings, name))
                         await backend.start()
                     await backend.write(batch)
+                    counts["refused"] += len({id(dead.message) for dead in batch.extra_dead})
+                    if name == storage.name and storage.kind == "crate":
+                        await table.mark_replayed(batch.replayed, reactor.seconds())
     finally:
         table.close()
         for backend in backends.values():
