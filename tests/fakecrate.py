@@ -90,7 +90,7 @@ _EXPRESSION = re.compile(r'"(tags|fields|extra_fields)"((?:\[\'(?:[^\']|\'\')*\'
 _NAME = r'"[^"]+(?:""[^"]*)*"'
 _PLAIN_SELECT = re.compile(rf'SELECT ((?:{_NAME}, )*{_NAME}) FROM ({_NAME})\.({_NAME})(?: WHERE (.+?))?'
                            rf'(?: ORDER BY ({_NAME}))?$', re.S)
-_UPDATE = re.compile(rf'UPDATE ({_NAME})\.({_NAME}) SET ({_NAME}) = \? WHERE (.+)$', re.S)
+_UPDATE = re.compile(rf'UPDATE ({_NAME})\.({_NAME}) SET ((?:{_NAME} = \?, )*{_NAME} = \?) WHERE (.+)$', re.S)
 _DELETE = re.compile(rf'DELETE FROM ({_NAME})\.({_NAME}) WHERE (.+)$', re.S)
 _REFRESH = re.compile(rf'REFRESH TABLE ({_NAME})\.({_NAME})$')
 _CONDITION = re.compile(r'"?([a-z_]+)"? (?:(=|<|>=) (ANY\(\?\)|\?)|IS (NOT )?NULL)$')
@@ -335,12 +335,14 @@ class FakeCrate(Resource):
             return self._answer(request, {"cols": [], "rows": [], "rowcount": 1, "duration": 0.1})
         by_id = {target["ids"][id(row)]: row for row in target["rows"]}
         if statement.startswith("UPDATE"):
-            column = _unquote(match.group(3))
-            if column not in target["columns"]:
-                return self._error(request, 404, 4043, f"ColumnUnknownException[Column {column} unknown]")
-            chosen = [by_id[view["_id"]] for view in self._where(self._with_ids(target), match.group(4), args[1:])]
+            columns = [_unquote(part[:-len(" = ?")]) for part in match.group(3).split(", ")]
+            for column in columns:
+                if column not in target["columns"]:
+                    return self._error(request, 404, 4043, f"ColumnUnknownException[Column {column} unknown]")
+            chosen = [by_id[view["_id"]]
+                      for view in self._where(self._with_ids(target), match.group(4), args[len(columns):])]
             for row in chosen:
-                row[column] = args[0]
+                row.update(zip(columns, args))
         else:
             chosen = [by_id[view["_id"]] for view in self._where(self._with_ids(target), match.group(3), args)]
             gone = {id(row) for row in chosen}

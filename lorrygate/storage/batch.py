@@ -55,8 +55,20 @@ class Batch:
     waiters: list = attrs.Factory(list)
     #: whether a message of the batch has a ``position`` (a files source's)
     positioned: bool = False
-    #: ids of dead letters this batch replays: marked replayed in its transaction
-    replayed: list = attrs.Factory(list)
+    #: a replay's (`lorrygate.storage.dead_letters`): id() of each message of the batch -> the id of the dead
+    #: letter it came from. Its dead letter is marked replayed in the transaction that writes its rows; a
+    #: message whose rows the storage refuses again keeps its dead letter, with the new stage and reason, and
+    #: is not a new one
+    replaying: dict = attrs.Factory(dict)
+
+    def refused_again(self) -> list:
+        """The storage's refusals of a replay's messages: ``(dead letter id, DeadLetter)``, one a message."""
+        seen: dict = {}
+        for dead in self.extra_dead:
+            key = self.replaying.get(id(dead.message))
+            if key is not None:
+                seen.setdefault(key, dead)
+        return list(seen.items())
     #: tables the storage put this batch's rows into, set by a storage that knows (0: not said); the
     #: batcher tells a wide write by it (`lorrygate.storage.batcher`)
     tables: int = 0

@@ -106,6 +106,15 @@ class CrateTable:
                                    [self.iso(now), ids[start:start + CHUNK]])
         await self.refresh()
 
+    async def fail_again(self, refused: list) -> None:
+        """Replayed dead letters whose rows CrateDB refused again: ``(id, DeadLetter)``, the new stage and
+        reason (not marked replayed)."""
+        from lorrygate.storage.cratedb import cut
+
+        for _id, dead in refused:
+            await self.crate.query(f'UPDATE {DEAD_LETTER_TABLE} SET "stage" = ?, "error" = ? WHERE "_id" = ?',
+                                   [dead.stage, cut(dead.error), _id])
+
     async def delete(self, ids: list) -> None:
         for start in range(0, len(ids), CHUNK):
             await self.crate.query(f'DELETE FROM {DEAD_LETTER_TABLE} WHERE "_id" = ANY(?)', [ids[start:start + CHUNK]])

@@ -738,7 +738,9 @@ class CrateStorage:
         progress = batch.progress
         pending: list[tuple[Any, Any]] = [(("dead", i), d) for i, d in enumerate(batch.dead_letters)
                                           if ("dead", i) not in progress]
-        pending += [(id(d), d) for d in batch.extra_dead if id(d) not in progress]
+        # (a replay's message refused again keeps its dead letter: `lorrygate.storage.crate_dead_letters`)
+        pending += [(id(d), d) for d in batch.extra_dead if id(d) not in progress and id(d.message) not in
+                    batch.replaying]
         if not pending:
             return
         if not self._ready:

@@ -8,7 +8,9 @@ the messages a storage kept in ``lorrygate_dead_letter``.
   channel again as the config now says (strategy, decoder chain,
   transform): what now decodes is written into its tables and marked
   ``replayed`` in the same transaction (so a second replay finds nothing to
-  do); what still fails stays as it is, counted by reason. Rows for a
+  do); what still fails stays as it is, counted by reason, and a message
+  whose rows the storage refuses keeps its one dead letter, with the
+  storage's reason (``Batch.replaying``). Rows for a
   channel's tee storages are written first, with positions, so a replay
   that is interrupted and run again stores them once too.
 - ``purge --yes``: delete the matching dead letters (``--replayed``: only
@@ -336,9 +338,6 @@ def _replay(settings, storages, filters, out, err) -> int:
     for name, counts in outcome.items():
         print(f"storage {name}: {counts['replayed']} replayed ({counts['rows']} rows), {counts['failing']} still "
               f"failing, {counts['unknown']} of channels not in the config", file=out)
-        if counts["refused"]:
-            print(f"  {counts['refused']:>7}  of those replayed decoded, but a storage refused their rows: kept as "
-                  "new dead letters (stage store) with its reason", file=out)
         for reason, count in sorted(counts["reasons"].items(), key=lambda item: -item[1]):
             print(f"  {count:>7}  still failing: {reason}", file=out)
     return code
@@ -352,7 +351,7 @@ async def replay_storage(settings, storage, filters, reactor) -> dict:
     from lorrygate.storage.batch import Batch, Collector
 
     table = open_table(storage, reactor)
-    counts: dict = {"replayed": 0, "rows": 0, "failing": 0, "unknown": 0, "refused": 0, "reasons": {}}
+    counts: dict = {"replayed": 0, "rows": 0, "failing": 0, "unknown": 0, "reasons": {}}
     backends: dict = {}
 
     def still_failing(reason: str) -> None:
@@ -403,18 +402,20 @@ async def replay_storage(settings, storage, filters, reactor) -> dict:
                 # dead letters' own storage, which marks them replayed in the same transaction (CrateDB: after)
                 for name, collector in reversed(list(zip(channel.storages, collectors))):
                     batch = Batch()
+                    own = name == storage.name
+                    stripped: dict = {}
                     for entry in collector.entries:
-                        if entry.message.position[0] in failed:
+                        stream = entry.message.position[0]
+                        if stream in failed:
                             continue
-                        if name == storage.name:
-                            entry = attrs.evolve(entry, message=attrs.evolve(entry.message, position=None))
+                        if own:
+                            message = stripped.get(stream)
+                            if message is None:
+                                message = stripped[stream] = attrs.evolve(entry.message, position=None)
+                                batch.replaying[id(message)] = ids[stream]
+                            entry = attrs.evolve(entry, message=message)
                         batch.add(entry)
-                    if name == storage.name:
-                        batch.replayed = sorted({ids[e.message.position[0]] for e in collector.entries
-                                                 if e.message.position[0] not in failed})
-                        counts["replayed"] += len(batch.replayed)
-                        counts["rows"] += batch.rows
-                    if batch.empty and not batch.replayed:
+                    if batch.empty:
                         continue
                     backend = backends.get(name)
                     if backend is None:
@@ -422,9 +423,18 @@ async def replay_storage(settings, storage, filters, reactor) -> dict:
                                                                 storage_ddl(settings, name))
                         await backend.start()
                     await backend.write(batch)
-                    counts["refused"] += len({id(dead.message) for dead in batch.extra_dead})
-                    if name == storage.name and storage.kind == "crate":
-                        await table.mark_replayed(batch.replayed, reactor.seconds())
+                    if not own:
+                        continue
+                    again = batch.refused_again()
+                    for _, dead in again:
+                        still_failing(f"{dead.stage}: {dead.error.splitlines()[0][:160] if dead.error else ''}")
+                    kept = {key for key, _ in again}
+                    replayed = sorted(key for key in batch.replaying.values() if key not in kept)
+                    counts["replayed"] += len(replayed)
+                    counts["rows"] += batch.rows - batch.refused_rows
+                    if storage.kind == "crate":
+                        await table.fail_again(again)
+                        await table.mark_replayed(replayed, reactor.seconds())
     finally:
         table.close()
         for backend in backends.values():

@@ -169,6 +169,12 @@ class PostgresDialect:
         with conn.cursor() as cursor:
             cursor.executemany(f"UPDATE public.{quote(table)} SET replayed = now() WHERE id = %s", [(i,) for i in ids])
 
+    def fail_again(self, conn, table: str, refused: list) -> None:
+        """Replayed dead letters whose rows were refused again: ``(id, DeadLetter)``, the new stage and reason."""
+        with conn.cursor() as cursor:
+            cursor.executemany(f"UPDATE public.{quote(table)} SET stage = %s, error = %s, replayed = NULL WHERE id = %s",
+                               [(d.stage, _shown(d.error), i) for i, d in refused])
+
     def read_positions(self, conn, table: str) -> list:
         for attempt in range(3):
             try:

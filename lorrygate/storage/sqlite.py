@@ -240,6 +240,11 @@ class SQLiteDialect:
         conn.executemany(f"UPDATE {quote(table)} SET replayed = strftime('%Y-%m-%dT%H:%M:%fZ') WHERE id = ?",
                          [(i,) for i in ids])
 
+    def fail_again(self, conn, table: str, refused: list) -> None:
+        """Replayed dead letters whose rows were refused again: ``(id, DeadLetter)``, the new stage and reason."""
+        conn.executemany(f"UPDATE {quote(table)} SET stage = ?, error = ?, replayed = NULL WHERE id = ?",
+                         [(d.stage, d.error, i) for i, d in refused])
+
     def read_positions(self, conn, table: str) -> list:
         conn.execute(f"CREATE TABLE IF NOT EXISTS {quote(table)} (stream TEXT PRIMARY KEY, ranges TEXT NOT NULL, "
                      "updated TEXT NOT NULL)")

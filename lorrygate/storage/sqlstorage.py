@@ -312,13 +312,17 @@ class SqlStorage:
         entries = batch.entries
         progress = batch.progress
         tables = 0
+        refused: set = set()  # (a replay: messages refused in an earlier part, not marked in a later one)
         for number, indices in enumerate(parts):
             part = Batch()
             for index in indices:
                 part.add(entries[index])
+                key = id(entries[index].message)
+                if key in batch.replaying and key not in refused:
+                    part.replaying[key] = batch.replaying[key]
             dead = number == 0 and _DEAD_WRITTEN not in progress
             if dead:
-                part.dead_letters, part.replayed = batch.dead_letters, batch.replayed
+                part.dead_letters = batch.dead_letters
             self._commit_whole(part)
             for index in indices:
                 progress.update((index, position) for position in range(len(entries[index].records)))
@@ -327,6 +331,7 @@ class SqlStorage:
                 progress.update(("dead", i) for i in range(len(batch.dead_letters)))
                 progress.add(_DEAD_WRITTEN)
             batch.extra_dead.extend(part.extra_dead)
+            refused.update(id(d.message) for d in part.extra_dead)
             progress.update(id(d) for d in part.extra_dead)
             batch.refused_rows += part.refused_rows
             tables += part.tables
@@ -418,11 +423,19 @@ class SqlStorage:
                 batch.tables = self._insert(conn, entries, added)
             if self._wanted_views and not self._views_beside:
                 self._make_views(conn)
-            all_dead = list(dead_letters) + extra_dead
+            replaying = batch.replaying
+            all_dead = list(dead_letters) + [d for d in extra_dead if id(d.message) not in replaying]
             if all_dead:
                 dialect.insert_dead_letters(conn, DEAD_LETTER_TABLE, all_dead)
-            if batch.replayed:
-                dialect.mark_replayed(conn, DEAD_LETTER_TABLE, batch.replayed)
+            if replaying:
+                batch.extra_dead = extra_dead
+                again = batch.refused_again()
+                if again:
+                    dialect.fail_again(conn, DEAD_LETTER_TABLE, again)
+                kept = {key for key, _ in again}
+                replayed = sorted({key for key in replaying.values() if key not in kept})
+                if replayed:
+                    dialect.mark_replayed(conn, DEAD_LETTER_TABLE, replayed)
             dialect.commit(conn)
         except BaseException:
             dialect.rollback(conn)

@@ -70,7 +70,8 @@ def write_config(tmp_path, url: str, realm: str, channel: str, decoders: str) ->
 @pytest_twisted.ensureDeferred
 async def test_dead_letters_of_cratedb_are_listed_replayed_once_and_purged(server, tmp_path):
     """CrateDB is the first storage, and its dead letters could only be read with SQL by hand: a decoder fixed in
-    the config left them dead, and the writer's own hint to run ``lorrygate dead-letters replay`` was refused."""
+    the config left them dead, and the writer's own hint to run ``lorrygate dead-letters replay`` was refused. A
+    message that decodes now but whose row CrateDB refuses keeps its one dead letter, with the new reason."""
     realm = f"lgd{uuid.uuid4().hex[:8]}"
     channel = f"main{uuid.uuid4().hex[:6]}"
     topic = f"{realm}/net/gw/node-1/data.json"
@@ -79,6 +80,8 @@ async def test_dead_letters_of_cratedb_are_listed_replayed_once_and_purged(serve
     for seq in range(3):
         message = Message(topic, f"seq={seq} t=21.5".encode(), 1, False, RECEIVED + seq, "#", Ack())
         batch.add_dead_letter(DeadLetter(channel, message, "decode", "no decoder took it: json", "json"))
+    text = Message(topic, b"seq=abc", 1, False, RECEIVED + 5, "#", Ack())  # decodes, but seq is a DOUBLE column
+    batch.add_dead_letter(DeadLetter(channel, text, "decode", "no decoder took it: json", "json"))
     garbage = Message(topic, b"\xff\xfe garbage", 1, False, RECEIVED, "#", Ack())
     batch.add_dead_letter(DeadLetter(channel, garbage, "decode", "no decoder took it: json", "json"))
     other = Message(topic, b"seq=9", 1, False, RECEIVED, "#", Ack())
@@ -94,31 +97,33 @@ async def test_dead_letters_of_cratedb_are_listed_replayed_once_and_purged(serve
 
         code, out, err = await lorrygate("dead-letters", "list", "-c", json_only, "--channel", channel)
         assert code == 0, err
-        assert "storage db: 5 dead letter(s), 5 not replayed" in out
-        assert f"4  channel {channel}, decode: no decoder took it: json" in out
+        assert "storage db: 6 dead letter(s), 6 not replayed" in out
+        assert f"5  channel {channel}, decode: no decoder took it: json" in out
 
         code, out, err = await lorrygate("dead-letters", "replay", "-c", fixed, "--channel", channel)
         assert code == 0, err
-        assert "storage db: 3 replayed (3 rows), 2 still failing" in out
+        assert "storage db: 3 replayed (3 rows), 3 still failing" in out
         assert "its payload was not kept" in out and "decode:" in out
+        assert "1  still failing: store: " in out  # seq=abc decodes now, but CrateDB refuses its text
         rows = await server.rows(f"{realm}_net", "gw_node_1_sensors")
         assert sorted((row["time"], row["fields"]["seq"]) for row in rows) == [
             (1_717_243_200_125, 0.0), (1_717_243_201_125, 1.0), (1_717_243_202_125, 2.0)]
 
         code, out, err = await lorrygate("dead-letters", "replay", "-c", fixed, "--channel", channel)
         assert code == 0, err
-        assert "storage db: 0 replayed (0 rows), 2 still failing" in out
+        assert "storage db: 0 replayed (0 rows), 3 still failing" in out
         assert len(await server.rows(f"{realm}_net", "gw_node_1_sensors")) == 3
 
         code, out, err = await lorrygate("dead-letters", "list", "-c", fixed, "--channel", channel)
-        assert "5 dead letter(s), 2 not replayed" in out and "decode (replayed)" in out
+        assert "6 dead letter(s), 3 not replayed" in out and "decode (replayed)" in out
+        assert f"1  channel {channel}, store: " in out  # seq=abc: its dead letter, with CrateDB's reason
 
         code, out, err = await lorrygate("dead-letters", "purge", "-c", fixed, "--channel", channel, "--replayed",
                                          "--yes")
         assert code == 0, err
         assert "storage db: purged 3 dead letter(s)" in out
         code, out, err = await lorrygate("dead-letters", "list", "-c", fixed, "--channel", channel)
-        assert "2 dead letter(s), 2 not replayed" in out
+        assert "3 dead letter(s), 3 not replayed" in out
         code, out, err = await lorrygate("dead-letters", "list", "-c", fixed, "--channel", f"gone{channel}")
         assert "1 dead letter(s), 1 not replayed" in out
     finally:

@@ -154,3 +154,33 @@ def test_replay_on_a_dask_cluster_from_postgresql(tmp_path, mosquitto, postgres)
     out = cli("backfill", "-c", config, "--source", "dead-letters", "--topic", f"{realm}/#", "--workers", "1")
     assert "dead letters replayed" in out and "Dask dashboard" in out, out
     assert seqs() == list(range(500)) and waiting() == 5
+
+
+def test_a_replayed_message_refused_again_keeps_its_one_dead_letter(tmp_path, mosquitto, postgres):
+    """A dead letter that decodes now but whose row PostgreSQL refuses (text into a DOUBLE column) was marked
+    replayed and kept anew: every replay added one more dead letter of the same message."""
+    realm = f"d{uuid.uuid4().hex[:6]}"
+    config = write_config(tmp_path / "gateway.ini", mosquitto.port, realm, "json", postgres.url)
+    gateway = GatewayProcess(config, str(tmp_path / "gw.log")).start(ready="subscribed to")
+    topic = f"{realm}/net/gw/node-1/data.json"
+    publisher = Publisher(mosquitto.port)
+    publisher.publish_many([(topic, json.dumps({"seq": 1, "t": 20.5})), (topic, "seq=2 t=abc"), (topic, "seq=3 t=21.5")])
+    publisher.close()
+
+    def pg(sql, params=()):
+        with psycopg.connect(postgres.url) as conn:
+            return conn.execute(sql, params).fetchall()
+
+    def dead():
+        return pg("SELECT stage, replayed IS NOT NULL FROM lorrygate_dead_letter WHERE topic = %s ORDER BY id", [topic])
+
+    wait_until(lambda: len(dead()) == 2, 60, "2 dead letters")
+    assert gateway.stop() == 0
+    write_config(tmp_path / "gateway.ini", mosquitto.port, realm, "json, kv", postgres.url)
+    out = cli("dead-letters", "replay", "-c", config, "--topic", topic)
+    assert "1 replayed (1 rows), 1 still failing" in out and "still failing: store: " in out, out
+    assert dead() == [("store", False), ("decode", True)]
+    assert sorted(pg(f'SELECT seq FROM "{realm}_net"."gw_node_1_sensors"')) == [(1,), (3,)]
+    again = cli("dead-letters", "replay", "-c", config, "--topic", topic)
+    assert "0 replayed (0 rows), 1 still failing" in again, again
+    assert dead() == [("store", False), ("decode", True)]
