@@ -234,12 +234,17 @@ def dead_letters_command(settings, args, out=None, err=None) -> int:
 
 
 async def _list_or_purge(storages, args, filters, reactor, out, err) -> int:
+    """Each storage in turn; one that fails is reported, and the others are still listed or purged."""
+    code = 0
     for storage in storages:
         try:
             table = open_table(storage, reactor)
         except Exception as exc:
-            print(f"lorrygate dead-letters: cannot open storage {storage.name}: {exc}", file=err)
-            return EXIT_RUNTIME
+            if not told(exc):
+                raise
+            print(f"lorrygate dead-letters {args.action}: cannot open storage {storage.name}: {exc}", file=err)
+            code = EXIT_RUNTIME
+            continue
         try:
             if not await settle(table.exists()):
                 print(f"storage {storage.name}: no dead letters", file=out)
@@ -255,10 +260,10 @@ async def _list_or_purge(storages, args, filters, reactor, out, err) -> int:
             if not told(exc):
                 raise
             print(f"lorrygate dead-letters {args.action}: {said(storage, exc)}", file=err)
-            return EXIT_RUNTIME
+            code = EXIT_RUNTIME
         finally:
             table.close()
-    return 0
+    return code
 
 
 def told(exc: Exception) -> bool:

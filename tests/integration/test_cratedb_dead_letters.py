@@ -58,6 +58,9 @@ def write_config(tmp_path, url: str, realm: str, channel: str, decoders: str) ->
         url = {url.replace("http://", "crate://").replace("https://", "crate+https://")}
         replicas = 0
 
+        [storage:local]
+        url = sqlite:///{tmp_path}/local.sqlite
+
         [channel:{channel}]
         source = test
         topics = {realm}/#
@@ -136,7 +139,8 @@ async def test_dead_letters_of_cratedb_are_listed_replayed_once_and_purged(serve
 @pytest_twisted.ensureDeferred
 @pytest.mark.parametrize("action", ["list", "replay"])
 async def test_an_unreachable_cratedb_is_one_line_naming_the_storage(tmp_path, action):
-    """A CrateDB that is down stopped a replay with a traceback of Twisted's internals."""
+    """A CrateDB that is down stopped a replay with a traceback of Twisted's internals; a list goes on with the
+    other storages."""
     from twisted.internet.protocol import Factory
 
     port = reactor.listenTCP(0, Factory(), interface="127.0.0.1")
@@ -147,3 +151,5 @@ async def test_an_unreachable_cratedb_is_one_line_naming_the_storage(tmp_path, a
     assert code == 1
     assert f"lorrygate dead-letters {action}: storage db: CrateDB at {url} unreachable" in err
     assert "Traceback" not in err
+    if action == "list":  # the other storages are listed all the same
+        assert "storage local: no dead letters" in out
