@@ -60,15 +60,6 @@ class Batch:
     #: message whose rows the storage refuses again keeps its dead letter, with the new stage and reason, and
     #: is not a new one
     replaying: dict = attrs.Factory(dict)
-
-    def refused_again(self) -> list:
-        """The storage's refusals of a replay's messages: ``(dead letter id, DeadLetter)``, one a message."""
-        seen: dict = {}
-        for dead in self.extra_dead:
-            key = self.replaying.get(id(dead.message))
-            if key is not None:
-                seen.setdefault(key, dead)
-        return list(seen.items())
     #: tables the storage put this batch's rows into, set by a storage that knows (0: not said); the
     #: batcher tells a wide write by it (`lorrygate.storage.batcher`)
     tables: int = 0
@@ -99,6 +90,15 @@ class Batch:
         dead = DeadLetter(entry.channel, entry.message, "store", error, entry.decoder)
         self.extra_dead.append(dead)
         return dead
+
+    def refused_again(self) -> list:
+        """The storage's refusals of a replay's messages: ``(dead letter id, DeadLetter)``, one a message."""
+        seen: dict = {}
+        for dead in self.extra_dead:
+            key = self.replaying.get(id(dead.message))
+            if key is not None:
+                seen.setdefault(key, dead)
+        return list(seen.items())
 
     def __len__(self) -> int:
         return self.rows

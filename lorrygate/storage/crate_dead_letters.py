@@ -21,7 +21,7 @@ import datetime
 from typing import Any
 
 from lorrygate.model import TableName
-from lorrygate.storage.cratedb import DEAD_LETTER_TABLE, CrateError, CrateStorage
+from lorrygate.storage.cratedb import DEAD_LETTER_TABLE, CrateError, CrateStorage, cut
 
 NAME = TableName("doc", "lorrygate_dead_letter")
 #: the columns a dead letter is read with, in the order of the SQL storages' rows (`dead_letters.COLUMNS`)
@@ -109,8 +109,6 @@ class CrateTable:
     async def fail_again(self, refused: list) -> None:
         """Replayed dead letters whose rows CrateDB refused again: ``(id, DeadLetter)``, the new stage and
         reason (not marked replayed)."""
-        from lorrygate.storage.cratedb import cut
-
         for _id, dead in refused:
             await self.crate.query(f'UPDATE {DEAD_LETTER_TABLE} SET "stage" = ?, "error" = ? WHERE "_id" = ?',
                                    [dead.stage, cut(dead.error), _id])
