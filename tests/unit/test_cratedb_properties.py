@@ -1,0 +1,58 @@
+"""
+The CrateDB writer against arbitrary field values, through the fake that follows CrateDB's refusals
+(tests/fakecrate.py): whatever a fleet sends, a write never fails (a failed write is retried for ever and
+the storage stops), and every message ends stored or a dead letter.
+"""
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from treq.testing import StubTreq
+
+from lorrygate.model import Message, Record, TableName
+from lorrygate.storage.batch import Batch, Entry
+from lorrygate.storage.cratedb import CrateStorage
+from tests.doubles import Ack
+from tests.fakecrate import FakeCrate
+
+T = 1_717_243_200_123_456_789
+keys = st.sampled_from(["t", "T", "a.b", "list", "x[0]", "tab\tkey", "", "fields", "extra_fields", "n"]) | st.text(
+    max_size=6)
+scalars = (st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70)
+           | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=8)
+           | st.sampled_from(["x" * 40_000, "é" * 20_000]))
+values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(keys, inner, max_size=3),
+                      max_leaves=8)
+records = st.dictionaries(keys, values, min_size=1, max_size=5)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batches=st.lists(st.lists(st.tuples(st.integers(0, 1), records), min_size=1, max_size=6), min_size=1,
+                        max_size=3),
+       idempotent=st.booleans())
+def test_arbitrary_fields_never_fail_a_write_and_each_message_is_stored_or_a_dead_letter(batches, idempotent):
+    fake = FakeCrate()
+    store = CrateStorage("crate", "http://crate.invalid:4200", None, http=StubTreq(fake), replicas="0",
+                         idempotent=idempotent)
+    tables = [TableName("net", "gw_node_1_sensors"), TableName("net", "gw_node_2_sensors")]
+    sent = []
+    for number, items in enumerate(batches):
+        batch = Batch()
+        for seq, (which, fields) in enumerate(items):
+            payload = f"{number}/{seq}".encode()
+            message = Message("net/gw/node/data.json", payload, 1, False, 1.0, "#", Ack())
+            # (a millisecond of its own: CrateDB keeps milliseconds, and idempotent rows of one time and equal
+            # fields would be one row)
+            batch.add(Entry(tables[which], [Record(T + (number * 1000 + seq) * 1_000_000, fields, {})],
+                            "main", message, "json"))
+            sent.append(payload)
+        failures: list = []
+        store.write(batch).addErrback(failures.append)
+        assert failures == [], failures[0].getTraceback()
+    stored = {row["time"] for table in tables if (table.schema, table.table) in fake.tables
+              for row in fake.rows(table.schema, table.table)}
+    dead = {row["payload"] for row in fake.tables.get(("doc", "lorrygate_dead_letter"), {"rows": []})["rows"]}
+    for number, items in enumerate(batches):
+        for seq, _ in enumerate(items):
+            millis = T // 1_000_000 + number * 1000 + seq
+            assert millis in stored or f"{number}/{seq}" in dead, f"message {number}/{seq} is lost"
+
