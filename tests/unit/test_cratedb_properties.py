@@ -11,24 +11,15 @@ from treq.testing import StubTreq
 from lorrygate.model import Message, Record, TableName
 from lorrygate.storage.batch import Batch, Entry
 from lorrygate.storage.cratedb import CrateStorage
+from tests import anyvalues
 from tests.doubles import Ack
 from tests.fakecrate import FakeCrate
 
 T = 1_717_243_200_123_456_789
-keys = st.sampled_from(["t", "T", "a.b", "list", "x[0]", "tab\tkey", "", "fields", "extra_fields", "n"]) | st.text(
-    max_size=6)
-scalars = (st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70)
-           | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=8)
-           | st.sampled_from(["x" * 40_000, "é" * 20_000]))
-values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(keys, inner, max_size=3),
-                      max_leaves=8)
-records = st.dictionaries(keys, values, min_size=1, max_size=5)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(batches=st.lists(st.lists(st.tuples(st.integers(0, 1), records), min_size=1, max_size=6), min_size=1,
-                        max_size=3),
-       idempotent=st.booleans())
+@given(batches=anyvalues.batches, idempotent=st.booleans())
 def test_arbitrary_fields_never_fail_a_write_and_each_message_is_stored_or_a_dead_letter(batches, idempotent):
     fake = FakeCrate()
     store = CrateStorage("crate", "http://crate.invalid:4200", None, http=StubTreq(fake), replicas="0",
