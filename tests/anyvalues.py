@@ -14,5 +14,8 @@ scalars = (st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value
 values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(keys, inner, max_size=3),
                       max_leaves=8)
 records = st.dictionaries(keys, values, min_size=1, max_size=5)
-#: batches of (which of two tables, fields)
-batches = st.lists(st.lists(st.tuples(st.integers(0, 1), records), min_size=1, max_size=6), min_size=1, max_size=3)
+#: tags are texts (topic levels, a decoder's metadata), or null
+tags = st.dictionaries(keys, st.none() | st.text(max_size=8) | st.just("x" * 40_000), max_size=2)
+#: batches of (which of two tables, fields, tags)
+batches = st.lists(st.lists(st.tuples(st.integers(0, 1), records, tags), min_size=1, max_size=6), min_size=1,
+                   max_size=3)

@@ -73,9 +73,9 @@ def each_message_stored_or_dead(store, batches) -> None:
     dead = 0
     for number, items in enumerate(batches):
         batch = Batch()
-        for seq, (which, fields) in enumerate(items):
+        for seq, (which, fields, tags) in enumerate(items):
             message = Message("net/gw/node/data.json", f"{number}/{seq}".encode(), 1, False, 1.0, "#")
-            batch.add(Entry(tables[which], [Record(T + (number * 1000 + seq) * 1_000_000, fields, {})], "main",
+            batch.add(Entry(tables[which], [Record(T + (number * 1000 + seq) * 1_000_000, fields, tags)], "main",
                             message, "json"))
             sent[which] += 1
         store._commit(batch)  # (raises: the batch failed)

@@ -28,12 +28,12 @@ def test_arbitrary_fields_never_fail_a_write_and_each_message_is_stored_or_a_dea
     sent = []
     for number, items in enumerate(batches):
         batch = Batch()
-        for seq, (which, fields) in enumerate(items):
+        for seq, (which, fields, tags) in enumerate(items):
             payload = f"{number}/{seq}".encode()
             message = Message("net/gw/node/data.json", payload, 1, False, 1.0, "#", Ack())
             # (a millisecond of its own: CrateDB keeps milliseconds, and idempotent rows of one time and equal
             # fields would be one row)
-            batch.add(Entry(tables[which], [Record(T + (number * 1000 + seq) * 1_000_000, fields, {})],
+            batch.add(Entry(tables[which], [Record(T + (number * 1000 + seq) * 1_000_000, fields, tags)],
                             "main", message, "json"))
             sent.append(payload)
         failures: list = []
