@@ -102,6 +102,9 @@ async def test_dead_letters_of_cratedb_are_listed_replayed_once_and_purged(serve
         assert code == 0, err
         assert "storage db: 6 dead letter(s), 6 not replayed" in out
         assert f"5  channel {channel}, decode: no decoder took it: json" in out
+        code, out, err = await lorrygate("dead-letters", "list", "-c", json_only, "--channel", channel, "--since",
+                                         "2024-06-01T12:00:01Z", "--until", "2024-06-01T12:00:03Z")
+        assert "storage db: 2 dead letter(s), 2 not replayed" in out, out  # seq=1 and seq=2
 
         code, out, err = await lorrygate("dead-letters", "replay", "-c", fixed, "--channel", channel)
         assert code == 0, err
