@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 
 from lorrygate.model import Message, Record, TableName
 from lorrygate.storage.batch import Batch, Entry
-from lorrygate.storage.postgresql import PostgresDialect, PostgresStorage, qualified
-from lorrygate.storage.sqlite import SQLiteStorage, table_name
+from lorrygate.storage.postgresql import PostgresDialect, qualified
+from lorrygate.storage.sqlite import table_name
 from lorrygate.topology.naming import quote
 from tests.integration.pgstore import connected
 
@@ -37,22 +37,6 @@ def commit(store, table, fields):
     batch.add(Entry(table, [Record(NS, fields)], "main", Message("t", b"{}", 1, False, 1.0, "#"), "json"))
     store._commit(batch)
     return batch
-
-
-@pytest.fixture(scope="module")
-def sqlite_store(tmp_path_factory):
-    store = SQLiteStorage("db", str(tmp_path_factory.mktemp("identity") / "ids.sqlite"), reactor=None)
-    store._connect()
-    yield store
-    store._close()
-
-
-@pytest.fixture(scope="module")
-def pg_store(postgres):
-    store = PostgresStorage("db", postgres.url, reactor=None)
-    store._connect()
-    yield store
-    store._close()
 
 
 def stored_row(store, fields) -> tuple:

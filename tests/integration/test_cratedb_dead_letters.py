@@ -19,21 +19,11 @@ from twisted.internet import reactor, utils
 from lorrygate.model import Message
 from lorrygate.storage.batch import Batch, DeadLetter
 from lorrygate.storage.cratedb import DEAD_LETTER_INSERT, CrateStorage, dead_letter_row, make_client
-from tests.crateserver import REAL_URL, FakeServer, RealServer
 from tests.doubles import Ack
 
 pytestmark = pytest.mark.integration
 
 RECEIVED = 1_717_243_200.125  # 2024-06-01T12:00:00.125Z
-
-
-@pytest.fixture(params=["fake", "real"])
-def server(request):
-    if request.param == "real":
-        if not REAL_URL:
-            pytest.skip("LORRYGATE_CRATEDB_URL is not set (see docs/storage.rst: docker compose up)")
-        return RealServer(reactor)
-    return FakeServer(reactor)
 
 
 async def lorrygate(*args) -> tuple:

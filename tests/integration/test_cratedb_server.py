@@ -10,26 +10,15 @@ import decimal
 import math
 import uuid
 
-import pytest
 import pytest_twisted
 from twisted.internet import reactor
 
 from lorrygate.model import Message, Record, TableName
 from lorrygate.storage.batch import Batch, DeadLetter, Entry
 from lorrygate.storage.cratedb import CrateStorage, make_client
-from tests.crateserver import REAL_URL, FakeServer, RealServer
 from tests.doubles import Ack
 
 T = 1_717_243_200_000_000_000  # 2024-06-01T12:00:00Z
-
-
-@pytest.fixture(params=["fake", "real"])
-def server(request):
-    if request.param == "real":
-        if not REAL_URL:
-            pytest.skip("LORRYGATE_CRATEDB_URL is not set (see docs/storage.rst: docker compose up)")
-        return RealServer(reactor)
-    return FakeServer(reactor)
 
 
 class Case:

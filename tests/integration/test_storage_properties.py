@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 
 from lorrygate.model import Message, Record, TableName
 from lorrygate.storage.batch import Batch, Entry
-from lorrygate.storage.postgresql import PostgresDialect, PostgresStorage, qualified
-from lorrygate.storage.sqlite import SQLiteStorage, table_name
+from lorrygate.storage.postgresql import PostgresDialect, qualified
+from lorrygate.storage.sqlite import table_name
 from lorrygate.topology.naming import quote
 from tests import anyvalues
 
@@ -21,22 +21,6 @@ pytestmark = pytest.mark.integration
 T = 1_717_243_200_000_000_000
 #: tables of their own for every example
 EXAMPLES = itertools.count()
-
-
-@pytest.fixture(scope="module")
-def sqlite_store(tmp_path_factory):
-    store = SQLiteStorage("db", str(tmp_path_factory.mktemp("properties") / "p.sqlite"), reactor=None)
-    store._connect()
-    yield store
-    store._close()
-
-
-@pytest.fixture(scope="module")
-def pg_store(postgres):
-    store = PostgresStorage("db", postgres.url, reactor=None)
-    store._connect()
-    yield store
-    store._close()
 
 
 def count_rows(store, table) -> int:
