@@ -85,3 +85,7 @@ class RealServer:
         answer = await self.sql("SELECT table_name FROM information_schema.tables WHERE table_schema = ?", [schema])
         for (table,) in answer["rows"]:
             await self.drop(schema, table)
+        try:
+            await self.sql('DELETE FROM doc.lorrygate_extra_keys WHERE table_schema = ?', [schema])
+        except RuntimeError:
+            pass  # (no keys moved: no such table)

@@ -67,12 +67,14 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from lorrygate.clock import time_of_day
 from lorrygate.decoding.timestamps import seconds_to_ns
 from lorrygate.errors import LorrygateError, StorageError
 from lorrygate.interfaces import IStorage
 from lorrygate.model import TableName
 from lorrygate.storage import crate_extra
 from lorrygate.storage.batch import DeadLetter
+from lorrygate.storage.crate_moved_keys import MovedKeys, place
 from lorrygate.storage.crate_values import Conversions, crate_object
 from lorrygate.storage.layout import EXTRA_COLUMN, ID_COLUMN, row_id
 from lorrygate.storage.shared_layout import ADDRESS_COLUMNS, address_values, qualified, shared_table, view_statement
@@ -117,6 +119,11 @@ def transient(code) -> bool:
     """Cluster blocks (4030-4037, the disk flood stage among them) and server-side failures (5000
     and above: rejected execution, circuit breakers, shards unavailable) pass; rows wait for them."""
     return code is not None and (4030 <= code <= 4037 or code >= 5000)
+
+
+def _passing(exc: CrateError) -> bool:
+    """An error that a later request may not get: a cluster block, a server-side failure, a node down."""
+    return transient(exc.code) or exc.status >= 500
 
 
 def default_ddl(table, partition: str, shards: int, replicas: str, idempotent: bool, shared: bool = False) -> str:
@@ -292,6 +299,8 @@ class CrateStorage:
     _extra_keys: dict = attrs.Factory(dict)
     #: rows whose fields went partly into that column
     rows_with_extra: int = 0
+    #: those keys as kept in CrateDB, for a restart and other gateways (`crate_moved_keys`)
+    _moves: MovedKeys = attrs.field(init=False)
     #: per-network: the views made with that column (a shared table that got it later makes its views again)
     _views_extra: set = attrs.Factory(set)
     #: the most bytes of rows a request carries: `MAX_REQUEST`, lowered to half a request CrateDB (or a proxy
@@ -304,6 +313,7 @@ class CrateStorage:
         self.nodes = tuple(self.nodes) or (self.url,)
         self.url = self.nodes[0]
         self._health = {node: {"down_until": 0.0, "delay": 0.0, "error": ""} for node in self.nodes}
+        self._moves = MovedKeys(self._sql, self._bulk, CrateError, _passing, self._now, self.name)
 
     @classmethod
     def from_settings(cls, settings, reactor, ddl: dict) -> "CrateStorage":
@@ -404,6 +414,8 @@ class CrateStorage:
                 await self._check_version()
             except UnsupportedServer as exc:
                 raise StorageError(str(exc)) from None
+        if self._moves.due():
+            await self._moves.read()
         progress = batch.progress
         groups: dict = {}
         views: dict = {}
@@ -452,6 +464,10 @@ class CrateStorage:
         if str(table) in self.refused_tables:
             self._reject(rows, self.refused_tables[str(table)], progress, batch)
             return 0
+        stored = self._moves.known.get(place(table))
+        if stored:  # (keys moved before a restart, or by another gateway)
+            self._extra_tables.add(table)
+            self._extra_keys.setdefault(table, set()).update(stored)
         queue = [rows]
         created = False
         retry = 0
@@ -459,7 +475,7 @@ class CrateStorage:
             part = queue.pop(0)
             extra = table in self._extra_tables
             if extra:
-                self._move_known(table, part)
+                await self._move_known(table, part)
             statement = insert_statement(table, self.idempotent, table in self._shared, extra)
             args = [row.args + [row.extra] for row in part] if extra else [row.args for row in part]
             try:
@@ -510,17 +526,21 @@ class CrateStorage:
         """Where a row's fields are in its values (before the idempotent id, if any)."""
         return len(row.args) - (2 if self.idempotent else 1)
 
-    def _move_known(self, table, rows) -> None:
+    async def _move_known(self, table, rows) -> None:
         """Rows of a table with the column CrateDB does not index: the keys moved for earlier rows, and values it
-        does not take for a new column (`crate_extra.unindexable`), go there at once (not after a refusal each)."""
-        moved = self._extra_keys.get(table) or set()
+        does not take for a new column (`crate_extra.unindexable`), go there at once (not after a refusal each);
+        a key moved so for the first time goes there for the later rows too, and is kept (`crate_moved_keys`)."""
+        moved = self._extra_keys.setdefault(table, set())
         for row in rows:
             if row.extra is None:
                 at = self._fields_at(row)
                 fields = row.args[at]
                 if not moved.isdisjoint(fields) or any(map(crate_extra.unindexable, fields.values())):
                     row.args[at], row.extra = crate_extra.split(fields, set(), None, moved)
+                    moved.update(row.extra)
                     self.rows_with_extra += 1
+        if moved:
+            await self._moves.remember(place(table), moved, int(self._time_of_day() * 1000))
 
     async def _mend(self, table, rows, queue, progress, batch) -> None:
         """Rows CrateDB refused for its column limit or a value it does not index (a text too long, a list of lists,
@@ -560,6 +580,7 @@ class CrateStorage:
                 self.rows_with_extra += 1
             row.args[at], row.extra = kept, extra
             columns |= crate_extra.paths(kept, "fields", set())
+        await self._moves.remember(place(table), moved, int(self._time_of_day() * 1000))
         queue.append([row for row in rows if row.extra])
 
     async def _columns(self, table) -> set:
@@ -619,7 +640,16 @@ class CrateStorage:
         )
 
     async def _create(self, table, entry, part, progress, batch) -> bool:
-        """Create a table (again); False when the shard budget refuses it."""
+        """Create a table (again); False when the shard budget refuses it. A table made anew forgets the keys
+        moved into extra_fields for the one before it (dropped meanwhile), which its rows had."""
+        if table in self._extra_tables or place(table) in self._moves.known:
+            self._extra_tables.discard(table)
+            self._extra_keys.pop(table, None)
+            for row in part:
+                if row.extra:
+                    row.args[self._fields_at(row)] = {**row.args[self._fields_at(row)], **row.extra}
+                    row.extra = None
+            await self._moves.forget(place(table))
         template = self.ddl.get(entry.channel) or self.ddl.get("")
         if template is None:
             refused = await self._over_budget(table)
@@ -805,6 +835,10 @@ class CrateStorage:
             body["args"] = args
         return await self._request("POST", "/_sql", json.dumps(body, allow_nan=False).encode("utf-8"))
 
+    async def _bulk(self, statement: str, args: list) -> dict:
+        """One statement with many sets of values (``bulk_args``): one result each."""
+        return await self._request("POST", "/_sql", bulk_body(statement, args))
+
     async def _send(self, statement: str, part: list, args: list, queue: list) -> dict | None:
         """The bulk insert of ``part`` (its values ``args``); None when it is more than a request carries
         (`max_request`): ``part`` goes back to the front of ``queue`` in runs within that, each row measured. A
@@ -833,6 +867,11 @@ class CrateStorage:
         return (f"the row is {size:,} bytes of JSON, more than CrateDB (or a proxy before it) takes in one request "
                 f"(HTTP 413): raise CrateDB's http.max_content_length (100 MB by default) or the proxy's limit, "
                 "then run lorrygate dead-letters replay; or lower max_payload")
+
+    def _time_of_day(self) -> float:
+        import time
+
+        return time_of_day(self.reactor)() if self.reactor is not None else time.time()
 
     def _now(self) -> float:
         import time

@@ -137,7 +137,9 @@ async def test_requests_go_round_the_nodes_and_a_stopped_node_is_passed_over():
         numbers = sorted(row["fields"]["n"] for row in cluster.state.rows("crate_cluster", "spread_sensors"))
         assert numbers == list(range(1200))
         nodes = store.details()["nodes"]
-        assert [n["up"] for n in nodes] == [True, False, True] and "ConnectionRefused" in nodes[1]["last_error"]
+        assert [n["up"] for n in nodes] == [True, False, True]
+        # (refused, or lost: a kept-alive connection to it that its death cut, taken before the client saw that)
+        assert "ConnectionRefused" in nodes[1]["last_error"] or "ConnectionLost" in nodes[1]["last_error"]
         await batcher.stop()
     finally:
         await cluster.close()

@@ -190,3 +190,19 @@ async def test_fields_beyond_the_column_limit_or_too_long_to_index_are_kept_unin
         assert rows[1]["extra_fields"] == {"snapshot": image}
         assert rows[2]["extra_fields"] == {"track": track, "status": ["ok", 3.0]}
     await run(server, test)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_key_moved_into_extra_fields_stays_there_after_a_restart(server):
+    """A key moved for a text too long to index: a short value of it, written after the gateway restarted (a
+    new writer), goes into extra_fields too, where the key's other values are (doc.lorrygate_extra_keys)."""
+    async def test(case):
+        await case.write(case.entry({"temperature": 21.5, "log": "x" * 40_000}))
+        case.store = CrateStorage("crate", server.url, reactor, http=make_client(reactor, False, ""), replicas="0")
+        batch = await case.write(case.entry({"temperature": 21.0, "log": "short"}, time=T + 10**9))
+        assert batch.extra_dead == []
+        rows = sorted(await server.rows(case.schema, case.table.table, ("time", "fields", "extra_fields")),
+                      key=lambda row: row["time"])
+        assert [row["fields"] for row in rows] == [{"temperature": 21.5}, {"temperature": 21.0}]
+        assert [row["extra_fields"] for row in rows] == [{"log": "x" * 40_000}, {"log": "short"}]
+    await run(server, test)

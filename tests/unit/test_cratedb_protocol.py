@@ -5,11 +5,13 @@ import pytest
 from cratedb_sqlparse import sqlparse
 from treq.testing import StubTreq
 from twisted.internet.task import Clock
+from twisted.logger import formatEvent, globalLogPublisher
 
 from lorrygate.model import Message, Record, TableName
 from lorrygate.storage.batch import Batch, DeadLetter, Entry
 from lorrygate.storage.batcher import Batcher
 from lorrygate.storage.crate_extra import EXTRA_DDL
+from lorrygate.storage.crate_moved_keys import READ_EVERY
 from lorrygate.storage.cratedb import DEAD_LETTER_DDL, DEAD_LETTER_INSERT, CrateStorage, default_ddl, insert_statement
 from lorrygate.storage.ddl import DdlTemplate, crate_validator
 from lorrygate.storage.shared_layout import qualified, view_statement
@@ -78,6 +80,7 @@ def test_new_table_is_created_with_the_default_layout_and_rows_land():
     (row,) = fake.rows(TABLE.schema, TABLE.table)
     assert row == {"time": T // 1_000_000, "tags": {"site": "b"}, "fields": {"temperature": 21.5, "wifi": {"rssi": -60}}}
     assert [s.split(" (")[0] for s in fake.statements] == [
+        'REFRESH TABLE "doc"."lorrygate_extra_keys"',  # (no such table: no keys moved yet)
         'INSERT INTO "mqttkit_1_testdrive"."area_42_node_1_sensors"',
         "SELECT settings['cluster']['max_shards_per_node'] FROM sys.cluster",
         "SELECT count(*) FROM sys.nodes",
@@ -147,7 +150,7 @@ def test_unknown_column_sends_the_request_to_the_dead_letter_table():
 def test_authentication_failure_is_a_clear_storage_error():
     """4010 fails the write with a hint about the user and its privileges."""
     fake = FakeCrate()
-    fake.fail_next(401, 4010, "AuthenticationException[authentication failed]")
+    fake.fail_next(401, 4010, "AuthenticationException[authentication failed]", statement="INSERT INTO")
     _, failures = write(storage(fake), entry({"v": 1}))
     assert "check the user and its privileges" in failures[0].getErrorMessage()
 
@@ -562,3 +565,100 @@ def test_a_whole_request_refused_for_the_column_limit_is_bisected_and_the_row_me
     assert failures == [] and batch.extra_dead == []
     rows = fake.rows("z2m", "bridge_events")
     assert len(rows) == 5 and sum(1 for row in rows if row.get("extra_fields")) == 1
+
+
+def test_a_key_moved_into_extra_fields_stays_there_after_a_restart():
+    """A key moved for a text too long to index goes into extra_fields for every later row of the table: also
+    after the gateway restarts (a new writer), where a short value of it went into fields again, a field then in
+    two places. The moved keys are kept in CrateDB, in lorrygate_extra_keys: those moved after a refusal (log)
+    and those moved at once, the table having the column (note)."""
+    fake = FakeCrate()
+    store = storage(fake)
+    write(store, entry({"temperature": 21.5, "log": "x" * 40_000}))
+    write(store, entry({"temperature": 21.0, "note": "y" * 40_000}, time=T + 10**9))
+    batch, failures = write(storage(fake), entry({"temperature": 20.5, "log": "short", "note": "brief"},
+                                                 time=T + 2 * 10**9))
+    assert failures == [] and batch.extra_dead == []
+    rows = sorted(fake.rows(TABLE.schema, TABLE.table), key=lambda row: row["time"])
+    assert [row["fields"] for row in rows] == [{"temperature": 21.5}, {"temperature": 21.0}, {"temperature": 20.5}]
+    assert [row["extra_fields"] for row in rows] == [{"log": "x" * 40_000}, {"note": "y" * 40_000},
+                                                     {"log": "short", "note": "brief"}]
+    assert sorted(row["key"] for row in fake.rows("doc", "lorrygate_extra_keys")) == ["log", "note"]
+
+
+def test_a_second_gateway_learns_the_keys_another_moved_within_read_every():
+    """Two gateways write one table (MQTT shared subscriptions): the keys one moved reach the other within
+    READ_EVERY seconds."""
+    fake = FakeCrate()
+    clock = Clock()
+    first, second = storage(fake), CrateStorage("crate", "http://crate.invalid:4200", clock, http=StubTreq(fake))
+    write(second, entry({"temperature": 20.0}))
+    write(first, entry({"temperature": 21.5, "log": "x" * 40_000}, time=T + 10**9))
+    write(second, entry({"temperature": 21.0, "log": "before"}, time=T + 2 * 10**9))
+    clock.advance(READ_EVERY)
+    batch, failures = write(second, entry({"temperature": 22.0, "log": "after"}, time=T + 3 * 10**9))
+    assert failures == [] and batch.extra_dead == []
+    rows = sorted(fake.rows(TABLE.schema, TABLE.table), key=lambda row: row["time"])
+    assert [row.get("extra_fields") for row in rows] == [None, {"log": "x" * 40_000}, None, {"log": "after"}]
+    assert rows[2]["fields"] == {"temperature": 21.0, "log": "before"}  # (within READ_EVERY: not known yet)
+
+
+def test_a_table_made_anew_forgets_the_keys_moved_for_the_one_before():
+    """The table was dropped (and its extra_fields column with it): its rows go into the new table's fields
+    again, and the keys kept for it are deleted."""
+    fake = FakeCrate()
+    write(storage(fake), entry({"temperature": 21.5, "log": "x" * 40_000}))
+    fake.drop(TABLE.schema, TABLE.table)
+    batch, failures = write(storage(fake), entry({"temperature": 21.0, "log": "short"}, time=T + 10**9))
+    assert failures == [] and batch.extra_dead == []
+    (row,) = fake.rows(TABLE.schema, TABLE.table)
+    assert row["fields"] == {"temperature": 21.0, "log": "short"} and "extra_fields" not in row
+    assert "extra_fields" not in fake.tables[(TABLE.schema, TABLE.table)]["columns"]
+    assert fake.rows("doc", "lorrygate_extra_keys") == []
+
+
+def test_keys_that_cannot_be_kept_in_cratedb_are_moved_all_the_same_and_told_once():
+    """A user without the privilege to make lorrygate_extra_keys: the rows are stored as before, a key moved
+    stays moved in this process (one moved at once, the table having the column, too), and one warning says
+    what a restart may then do and which privileges it needs."""
+    events: list = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        fake = FakeCrate()
+        store = storage(fake)
+        fake.fail_next(401, 4011, "MissingPrivilegeException[Missing 'DDL' privilege for user 'writer']",
+                       statement='CREATE TABLE IF NOT EXISTS "doc"."lorrygate_extra_keys"')
+        write(store, entry({"temperature": 21.5, "log": "x" * 40_000}))
+        write(store, entry({"temperature": 21.0, "log": "short", "note": "y" * 40_000}, time=T + 10**9))
+        batch, failures = write(store, entry({"temperature": 20.5, "note": "brief"}, time=T + 2 * 10**9))
+        assert failures == [] and batch.extra_dead == []
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    rows = sorted(fake.rows(TABLE.schema, TABLE.table), key=lambda row: row["time"])
+    assert [row["extra_fields"] for row in rows] == [{"log": "x" * 40_000}, {"log": "short", "note": "y" * 40_000},
+                                                     {"note": "brief"}]
+    told = [event for event in events if "lorrygate_extra_keys" in formatEvent(event)]
+    assert len(told) == 1 and "4011" in told[0]["error"] and "DDL" in formatEvent(told[0])
+
+
+def test_keys_not_kept_for_now_fail_the_write_and_are_kept_when_it_is_retried():
+    """CrateDB cannot take the moved keys for now (a node down): the write fails and is retried, as for rows,
+    and the retry keeps them, so that a restart still finds them; a read that fails so is made again too."""
+    fake = FakeCrate()
+    store = storage(fake)
+    write(store, entry({"temperature": 20.0}))
+    fake.fail_next(503, 5030, "ClusterUnavailable", statement='INSERT INTO "doc"."lorrygate_extra_keys"')
+    batch, failures = write(store, entry({"temperature": 21.0, "log": "x" * 40_000}, time=T + 10**9))
+    assert len(failures) == 1 and "lorrygate_extra_keys\" failed" in failures[0].getErrorMessage()
+    again: list = []
+    store.write(batch).addErrback(again.append)
+    assert again == [] and batch.extra_dead == []
+    assert [row["key"] for row in fake.rows("doc", "lorrygate_extra_keys")] == ["log"]
+    restarted = storage(fake)
+    fake.fail_next(503, 5030, "ClusterUnavailable", statement='REFRESH TABLE "doc"."lorrygate_extra_keys"')
+    batch, failures = write(restarted, entry({"temperature": 22.0, "log": "short"}, time=T + 2 * 10**9))
+    assert len(failures) == 1 and "retrying" in failures[0].getErrorMessage()
+    restarted.write(batch).addErrback(again.append)
+    assert again == []
+    rows = sorted(fake.rows(TABLE.schema, TABLE.table), key=lambda row: row["time"])
+    assert [row.get("extra_fields") for row in rows] == [None, {"log": "x" * 40_000}, {"log": "short"}]
