@@ -58,7 +58,9 @@ file named:
   (``=``, ``<``, ``>=``, ``IS [NOT] NULL``, ``= ANY(?)``); a search sees the
   table as of its last ``REFRESH TABLE`` (CrateDB refreshes once a second
   by default, ``docs/general/ddl/refresh.rst``), a lookup by ``_id`` sees it
-  as it is (a real-time get).
+  as it is (a real-time get); ``UPDATE`` and ``DELETE`` with ``bulk_args``
+  answer a row count per set of values (``docs/interfaces/http.rst``, bulk
+  operations).
 
 Faults are injected by the tests: whole-request errors (``fail_next``), per
 row codes (``row_faults``), and a 5002 after a partial write
@@ -253,6 +255,8 @@ class FakeCrate(Resource):
             return self._insert(request, statement, body.get("bulk_args"), body.get("args"))
         if statement.startswith("SELECT"):
             return self._select(request, statement, body.get("args") or [])
+        if statement.startswith(("UPDATE", "DELETE")) and body.get("bulk_args") is not None:
+            return self._bulk_change(request, statement, body["bulk_args"])
         if statement.startswith(("UPDATE", "DELETE", "REFRESH")):
             return self._change(request, statement, body.get("args") or [])
         return self._answer(request, {"cols": [], "rows": [], "rowcount": 0, "duration": 0.1})
@@ -322,6 +326,18 @@ class FakeCrate(Resource):
             rows = sorted(rows, key=lambda row: (row.get(order) is None, row.get(order)))
         return self._answer(request, {"cols": columns, "rows": [[row.get(c) for c in columns] for row in rows],
                                       "rowcount": len(rows), "duration": 0.1})
+
+    def _bulk_change(self, request, statement, bulk_args):
+        """``UPDATE`` or ``DELETE`` with ``bulk_args``: one result (its row count) per set of values
+        (``docs/interfaces/http.rst``, bulk operations)."""
+        results = []
+        for args in bulk_args:
+            answer = json.loads(self._change(request, statement, args))
+            if "error" in answer:
+                return self._answer(request, answer, request.code)
+            results.append({"rowcount": answer["rowcount"]})
+        request.setResponseCode(200)
+        return self._answer(request, {"cols": [], "duration": 0.3, "results": results})
 
     def _change(self, request, statement, args):
         """``UPDATE``, ``DELETE`` (of the rows as they are) and ``REFRESH TABLE``."""

@@ -109,9 +109,9 @@ class CrateTable:
     async def fail_again(self, refused: list) -> None:
         """Replayed dead letters whose rows CrateDB refused again: ``(id, DeadLetter)``, the new stage and
         reason (not marked replayed)."""
-        for _id, dead in refused:
-            await self.crate.query(f'UPDATE {DEAD_LETTER_TABLE} SET "stage" = ?, "error" = ? WHERE "_id" = ?',
-                                   [dead.stage, cut(dead.error), _id])
+        for start in range(0, len(refused), CHUNK):
+            await self.crate.query_many(f'UPDATE {DEAD_LETTER_TABLE} SET "stage" = ?, "error" = ? WHERE "_id" = ?',
+                                        [[dead.stage, cut(dead.error), _id] for _id, dead in refused[start:start + CHUNK]])
 
     async def delete(self, ids: list) -> None:
         for start in range(0, len(ids), CHUNK):

@@ -390,6 +390,11 @@ class CrateStorage:
         """One SQL statement through this writer's client (its nodes, user and TLS): CrateDB's answer."""
         return Deferred.fromCoroutine(self._sql(statement, args))
 
+    def query_many(self, statement: str, bulk_args: list) -> Deferred:
+        """One statement with many sets of values (``bulk_args``) in one request: CrateDB's answer, a result
+        per set."""
+        return Deferred.fromCoroutine(self._bulk(statement, bulk_args))
+
     def columns(self, table: TableName) -> Deferred:
         """The columns of ``table``, sub-columns as paths (empty: no such table)."""
         return Deferred.fromCoroutine(self._columns(table))

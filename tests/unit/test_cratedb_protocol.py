@@ -4,6 +4,7 @@ responses (tests/fakecrate.py), and every generated statement against CrateDB's 
 import pytest
 from cratedb_sqlparse import sqlparse
 from treq.testing import StubTreq
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.logger import formatEvent, globalLogPublisher
 
@@ -662,3 +663,26 @@ def test_keys_not_kept_for_now_fail_the_write_and_are_kept_when_it_is_retried():
     assert again == []
     rows = sorted(fake.rows(TABLE.schema, TABLE.table), key=lambda row: row["time"])
     assert [row.get("extra_fields") for row in rows] == [None, {"log": "x" * 40_000}, {"log": "short"}]
+
+
+def test_dead_letters_refused_again_by_a_replay_are_updated_in_one_request():
+    """The replay's update of the dead letters whose rows CrateDB refused again: one bulk UPDATE for them all,
+    not a request each (a chunk of 1,000 such letters was 1,000 requests); each gets its new stage and reason."""
+    from lorrygate.storage.crate_dead_letters import CrateTable
+
+    fake = FakeCrate()
+    store = storage(fake)
+    message = Message("a/b", b"seq=abc", 1, False, 1_717_243_200.0, "#")
+    dead = [DeadLetter("main", message, "decode", f"no decoder took it {n}", "json") for n in range(3)]
+    write(store, dead=dead)
+    table = CrateTable(None, None, crate=store)
+    ids = [fake.tables[("doc", "lorrygate_dead_letter")]["ids"][id(row)]
+           for row in fake.rows("doc", "lorrygate_dead_letter")]
+    again = [DeadLetter("main", message, "store", f"CrateDB error 4000: cannot cast {n}", "json") for n in range(3)]
+    before = len(fake.statements)
+    done: list = []
+    Deferred.fromCoroutine(table.fail_again(list(zip(ids, again)))).addBoth(done.append)
+    assert done == [None]
+    assert [s.split(" SET")[0] for s in fake.statements[before:]] == ['UPDATE "doc"."lorrygate_dead_letter"']
+    assert [(row["stage"], row["error"]) for row in fake.rows("doc", "lorrygate_dead_letter")] == [
+        ("store", f"CrateDB error 4000: cannot cast {n}") for n in range(3)]
