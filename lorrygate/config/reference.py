@@ -17,6 +17,7 @@ KINDS = {
     v.names: "names, separated by commas",
     v.topic_filters: "MQTT topic filters, separated by commas",
     v.storage_url: "storage URL",
+    v.section_storage_url: "storage URL",
     v.ddl_text: "SQL text, or @file",
     v.timezone: "IANA time zone (Europe/Berlin, UTC)",
     v.conversions: "name = expression pairs, separated by commas",

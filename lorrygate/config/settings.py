@@ -314,7 +314,7 @@ BROKER_KEYS = {
 }
 
 STORAGE_KEYS = {
-    "url": Key(v.storage_url, doc='sqlite:///PATH, postgresql://USER:PASSWORD@HOST:5432/DB or crate://HOST:4200/.'),
+    "url": Key(v.section_storage_url, doc='sqlite:///PATH, postgresql://USER:PASSWORD@HOST:5432/DB or crate://HOST:4200/.'),
     "batch_size": Key(v.integer(1, 1_000_000), 5000, doc='The most rows one commit takes (group commit makes batches grow with the load).'),
     "linger": Key(v.duration(0, 60), 0.0, doc='How long an idle storage waits for more rows before it commits (0: the next reactor turn).'),
     "max_pending": Key(v.integer(1, 100_000_000), 20_000, doc='Rows waiting for a commit before the sources are paused (backpressure).'),

@@ -242,7 +242,7 @@ def storage_url(value: str) -> StorageUrl:
         parts.port  # noqa: B018 - raises ValueError for a bad port
     except ValueError:
         raise Invalid(STORAGE_URL_HELP) from None
-    if parts.scheme in ("postgresql", "postgres") and parts.hostname:
+    if parts.scheme in ("postgresql", "postgres"):  # (no host: libpq's default, the local Unix socket)
         return StorageUrl("postgresql", value)
     if parts.scheme in ("crate", "crate+http", "crate+https") and parts.hostname:
         return StorageUrl("crate", value)
@@ -255,6 +255,86 @@ def storage_url(value: str) -> StorageUrl:
     if parts.scheme == "pushgateway" and parts.hostname:
         return StorageUrl("prometheus", value)
     raise Invalid(STORAGE_URL_HELP)
+
+
+#: the options a [storage:NAME] url takes in its query, by kind, and their values (empty: any): an MQTT sink's
+#: protocol and client id
+_URL_OPTIONS: dict[str, dict[str, tuple]] = {"mqtt": {"protocol": ("3.1.1", "5"), "client-id": ()}}
+#: what libpq takes as sslmode (libpq-connect: "sslmode")
+_SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
+def section_storage_url(value: str) -> StorageUrl:
+    """The url of a ``[storage:NAME]`` section: `storage_url`, and nothing in it that its storage would not
+    read. A path or an option it has no use for was left unread in silence (``crate://db:4200/?shards=3``
+    made tables of one shard, ``sqlite:///gw.sqlite?mode=ro`` a file of that name); the section's keys say
+    these things. (The pipeline language reads paths and options of its own: `storage_url`.)"""
+    from urllib.parse import parse_qsl, urlsplit
+
+    url = storage_url(value)
+    kind = url.kind
+    if kind == "sqlite":
+        if "?" in url.path or "#" in url.path:
+            raise Invalid("sqlite:/// and the file's path alone, without ?options or a #: SQLite's settings are keys "
+                          "of the section (synchronous = ...); a file whose name has a ? or # needs another name")
+        return url
+    if url.raw in ("prometheus://", "tributary://"):
+        return url
+    parts = urlsplit(url.raw)
+    if kind == "postgresql":
+        _libpq_options(url.raw, parts.query)
+        return url
+    path_taken = kind in ("websocket", "prometheus")  # (a live page's path, a Pushgateway job)
+    if parts.path not in ("", "/") and not path_taken:
+        what = {"crate": "the table's schema and name come from the topology",
+                "mqtt": "the topic is the key topic = ...", "kafka": "the topic is the key topic = ..."}[kind]
+        raise Invalid(f"a {parts.scheme}:// URL without a path ({what}), not {parts.path!r}")
+    allowed = _URL_OPTIONS.get(kind, {})
+    for key, option in parse_qsl(parts.query, keep_blank_values=True):
+        if key not in allowed:
+            if allowed:
+                raise Invalid(f"a {parts.scheme}:// URL with the options {' and '.join(sorted(allowed))} only (the rest "
+                              f"are keys of the section, docs/configuration.rst), not {key!r}")
+            raise Invalid(f"a {parts.scheme}:// URL without ?options (they are keys of the section, "
+                          f"docs/configuration.rst), not {key!r}")
+        if allowed[key] and option not in allowed[key]:
+            raise Invalid(f"{key} = {' or '.join(allowed[key])} in the {parts.scheme}:// URL, not {option!r}")
+    if parts.fragment:
+        raise Invalid(f"a {parts.scheme}:// URL without a #fragment, not {'#' + parts.fragment!r}")
+    return url
+
+
+def _libpq_options(url: str, query: str) -> None:
+    """libpq's own check of a PostgreSQL URL's option names (where psycopg is installed), and of sslmode."""
+    from urllib.parse import parse_qsl
+
+    try:
+        from psycopg.conninfo import conninfo_to_dict
+    except ImportError:  # (a config check without the postgresql extra: libpq checks at the first connection)
+        pass
+    else:
+        try:
+            conninfo_to_dict(url)
+        except Exception as exc:  # (psycopg.ProgrammingError: libpq's message, which quotes a bad token as written)
+            said = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise Invalid(f"a PostgreSQL URL that libpq takes ({_unsaid(said, url)}; see libpq's connection "
+                          "parameters)") from None
+    for key, option in parse_qsl(query, keep_blank_values=True):
+        if key == "sslmode" and option not in _SSLMODES:
+            raise Invalid(f"sslmode = {', '.join(_SSLMODES)} in the postgresql:// URL, not {option!r}")
+
+
+def _unsaid(text: str, url: str) -> str:
+    """``text`` without the URL's passwords (in the user info, in a query parameter named like password), as
+    written and decoded: libpq's message about a bad percent-encoding quotes the password."""
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(url)
+    secrets = [parts.password or ""] + [item.partition("=")[2] for item in parts.query.split("&")
+                                        if "password" in item.partition("=")[0].lower()]
+    for secret in sorted({*secrets, *map(unquote, secrets)} - {""}, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
 
 
 def ddl_text(value: str) -> str:

@@ -190,7 +190,7 @@ def test_a_config_that_is_not_utf8_is_one_clear_problem(tmp_path):
 @pytest.mark.parametrize("url, shown", [
     ("postgresql://gw:s3cret@db/x", "postgresql://gw:***@db/x"),
     ("postgresql://gw@db/x?password=s3cret&sslmode=require", "postgresql://gw@db/x?password=***&sslmode=require"),
-    ("crate://db:4200/?schema=a", "crate://db:4200/?schema=a"),
+    ("crate://db1:4200,db2:4200/", "crate://db1:4200,db2:4200/"),
     ("sqlite:////var/lib/lorrygate/gw.sqlite", "sqlite:////var/lib/lorrygate/gw.sqlite"),
     ("sqlite:///var/gw.sqlite", "sqlite:///var/gw.sqlite"),
 ], ids=["user-info", "query-parameter", "no-password", "sqlite-absolute", "sqlite-relative"])
@@ -434,12 +434,48 @@ def test_a_sqlite_url_without_its_three_slashes_says_how_to_write_it(url):
     assert "expected sqlite:/// and the file's path: three slashes before a relative path" in found, found
 
 
-@pytest.mark.parametrize("url", ["postgresql://gw:hunter2@db:notaport/x", "crate://gw:hunter2@:4200/",
-                                 "mqtt://gw:hunter2@"])
-def test_a_storage_url_that_is_refused_is_shown_without_its_password(url):
-    """The config problem quoted the URL as written, password and all, into the terminal and the log."""
+@pytest.mark.parametrize("url, expected", [
+    ("crate://db:4200/?shards=3", "a crate:// URL without ?options (they are keys of the section"),
+    ("crate://db:4200/doc", "a crate:// URL without a path (the table's schema and name come from the topology), "
+                            "not '/doc'"),
+    ("sqlite:///var/gw.sqlite?mode=ro", "sqlite:/// and the file's path alone, without ?options or a #"),
+    ("postgresql://gw@db/x?sslmode=requre", "sslmode = disable, allow, prefer, require, verify-ca, verify-full in "
+                                            "the postgresql:// URL, not 'requre'"),
+    ("postgresql://gw@db/x?schema=a", 'a PostgreSQL URL that libpq takes (invalid URI query parameter: "schema"'),
+    ("mqtt://broker:1883/?qos=2", "a mqtt:// URL with the options client-id and protocol only"),
+    ("mqtt://broker:1883/?protocol=3", "protocol = 3.1.1 or 5 in the mqtt:// URL, not '3'"),
+    ("mqtt://broker:1883/copy/{topic}", "a mqtt:// URL without a path (the topic is the key topic = ...)"),
+    ("kafka://k1:9092/?acks=all", "a kafka:// URL without ?options"),
+    ("pushgateway://pg:9091/job?grouping=a", "a pushgateway:// URL without ?options"),
+], ids=["crate-option", "crate-path", "sqlite-option", "sslmode", "libpq-option", "mqtt-option", "mqtt-protocol",
+        "mqtt-path", "kafka-option", "pushgateway-option"])
+def test_a_storage_url_part_its_storage_would_not_read_is_a_problem(url, expected):
+    """An option or a path of a storage URL that its storage does not read was left unread in silence:
+    crate://db:4200/?shards=3 made tables of one shard, ?mode=ro a SQLite file of that name, a misspelt
+    sslmode failed only at the first connection."""
     (found,) = problems(GOOD.replace("url = sqlite:///var/test.sqlite", f"url = {url}"))
-    assert "hunter2" not in found and "gw:***@" in found, found
+    assert found.startswith(f"gateway.ini [storage:db] url: expected {expected}"), found
+
+
+@pytest.mark.parametrize("url", ["postgresql:///lorrygate", "postgresql://gw@/lorrygate?host=/var/run/postgresql",
+                                 "postgresql://gw@db/x?sslmode=verify-full&application_name=gw",
+                                 "mqtt://broker:1883/?protocol=5&client-id=gw-1", "crate://db1,db2:4201/",
+                                 "ws://127.0.0.1:9482/live", "pushgateway://pg:9091/lorrygate"])
+def test_storage_urls_with_what_their_storage_reads_are_taken(url):
+    """A PostgreSQL URL without a host is libpq's local Unix socket (it was refused); the options and paths
+    that their storages read are taken."""
+    settings = loads(GOOD.replace("url = sqlite:///var/test.sqlite", f"url = {url}"))
+    assert settings.storages["db"].url.raw == url
+
+
+@pytest.mark.parametrize("url", ["postgresql://gw:hunter2@db:notaport/x", "crate://gw:hunter2@:4200/",
+                                 "mqtt://gw:hunter2@", "postgresql://gw:hunter2%zz@db/x",
+                                 "postgresql://gw@db/x?password=hunter2%zz"])
+def test_a_storage_url_that_is_refused_is_shown_without_its_password(url):
+    """The config problem quoted the URL as written, password and all, into the terminal and the log; libpq's
+    message about a bad percent-encoding quotes the password too."""
+    (found,) = problems(GOOD.replace("url = sqlite:///var/test.sqlite", f"url = {url}"))
+    assert "hunter2" not in found and ("gw:***@" in found or "password=***" in found), found
 
 
 def test_the_influx_decoder_without_its_package_is_a_config_problem_and_leaves_the_topic_chain(monkeypatch):
