@@ -146,3 +146,34 @@ def test_postgresql_idempotent_rows_and_custom_ddl(tmp_path, mosquitto, postgres
     assert sorted(r[0] for r in pg_rows(postgres.url, f'SELECT v FROM "{realm}_net"."gw_node_7_sensors"')) == [1, 2]
     ((comment,),) = pg_rows(postgres.url, f"SELECT obj_description('\"{realm}_net\".\"gw_node_7_sensors\"'::regclass)")
     assert comment == f"node node_7 of {realm}"
+
+
+def test_a_postgresql_url_without_a_host_writes_over_the_unix_socket(postgres):
+    """``postgresql:///DATABASE`` is libpq's local Unix socket (an edge box's PostgreSQL, peer authentication, no
+    TCP): the config refused a URL without a host. Taken, it writes through the socket."""
+    from lorrygate.config.loader import loads
+    from lorrygate.model import Message, Record, TableName
+    from lorrygate.storage.batch import Batch, Entry
+    from tests.integration.pgstore import connected
+
+    url = f"postgresql://{postgres.user}@/postgres?host={postgres.directory}&port={postgres.port}"
+    settings = loads(textwrap.dedent(f"""
+        [broker:local]
+        host = localhost
+
+        [storage:db]
+        url = {url}
+
+        [channel:main]
+        source = local
+        topics = a/#
+        storage = db
+        """), source="gateway.ini")
+    realm = f"us{uuid.uuid4().hex[:8]}"
+    batch = Batch()
+    message = Message(f"{realm}/net/gw/node-1/data.json", b'{"v": 1}', 1, False, 1.0, "#")
+    batch.add(Entry(TableName(f"{realm}_net", "gw_node_1_sensors"), [Record(1_717_243_200 * 10**9, {"v": 1.5}, {})],
+                    "main", message, "json"))
+    with connected(settings.storages["db"].url.raw) as store:
+        store._commit(batch)
+    assert pg_rows(postgres.url, f'SELECT v FROM "{realm}_net"."gw_node_1_sensors"') == [(1.5,)]
