@@ -198,7 +198,7 @@ class _Builder:
                 table = query.pop("table", None)
                 bare = url.split("?", 1)[0] + ("?" + "&".join(f"{k}={val}" for k, val in query.items()) if query else "")
                 try:
-                    parsed = v.storage_url(bare)
+                    parsed = v.section_storage_url(bare)  # (an option it does not read is an error, not ignored)
                 except Invalid as exc:
                     raise PipelineError(f"expected {exc.expected}, got {url!r}", text, element.loc) from None
                 settings = s.StorageSettings(name, parsed, parsed.kind, parsed.path,

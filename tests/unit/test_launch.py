@@ -289,3 +289,17 @@ def test_a_strategy_element_brings_its_chain_and_values_policy(text, decoders, v
     name=wan`` stored Kotori's numbers in text as text: a launch text is to run what an ini file runs."""
     channel = parse_launch(text).settings.channels[0]
     assert (channel.decoders, channel.values) == (decoders, values)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("mqtt://h/a/%23 ! crate://db:4200/?table=t&shards=3", "expected a crate:// URL without ?options"),
+    ("mqtt://h/a/%23 ! crate://db:4200/doc", "expected a crate:// URL without a path"),
+    ("mqtt://h/a/%23 ! sqlite:///x.sqlite?table=t&mode=ro", "expected sqlite:/// and the file's path alone"),
+    ("mqtt://h/a/%23 ! postgresql://gw@db/x?table=t&sslmode=requre", "expected sslmode = disable"),
+])
+def test_a_sink_url_option_the_sink_does_not_read_is_an_error(text, expected):
+    """Beside ``table``, a sink URL's options were passed on and left unread (crate's ``shards=3`` made tables of
+    one shard): the launch line is refused as an ini file's url is."""
+    with pytest.raises(PipelineError) as info:
+        parse_launch(text)
+    assert expected in str(info.value), str(info.value)
