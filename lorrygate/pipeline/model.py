@@ -107,10 +107,28 @@ def _kind(element, head: bool = True) -> str:
     return spec.kind if spec else "unknown"
 
 
+def _options(query: str, what: str, allowed: dict) -> dict:
+    """A URL's ``?options``, each one that ``what`` reads (``allowed``: its name and values, empty: any value);
+    Invalid for another, which was left unread in silence (``?client_id=`` read, ``?clientid=`` not: each start
+    then had another MQTT session)."""
+    options = dict(parse_qsl(query, keep_blank_values=True))
+    for key, value in options.items():
+        if key not in allowed:
+            known = ", ".join(sorted(allowed)) or "none"
+            raise Invalid(f"{what} with the options it reads ({known}), not {key!r}")
+        if allowed[key] and value not in allowed[key]:
+            raise Invalid(f"{key}={' or '.join(allowed[key])} in {what}, not {value!r}")
+    return options
+
+
+_MQTT_OPTIONS = {"qos": (), "client-id": (), "client_id": (), "protocol": ("3.1.1", "5"),
+                 "retained": ("new", "always", "never"), "content-type": ()}
+
+
 def _mqtt_url(url: str) -> dict:
     """LorryStream-compatible MQTT URLs: the path is the topic (%23 or a raw # both work)."""
     parts = urlsplit(url.replace("#", "%23"))
-    query = dict(parse_qsl(parts.query))
+    query = _options(parts.query, "an mqtt:// source URL", _MQTT_OPTIONS)
     topic = unquote(parts.path[1:])
     if not topic:
         raise Invalid("an MQTT URL with a topic, such as mqtt://localhost/testdrive/%23")
@@ -137,7 +155,8 @@ def _amqp_url(url: str) -> dict:
     parts = urlsplit(url.replace("#", "%23"))
     if not parts.hostname:
         raise Invalid("an AMQP URL such as amqp://guest:guest@localhost:5672/%2F?exchange=amq.topic&topic=sensors/%23")
-    query = dict(parse_qsl(parts.query))
+    query = _options(parts.query, "an amqp:// URL",
+                     {"exchange": (), "topic": (), "queue": (), "prefetch": ()})
     topic = query.get("topic", "#")
     v.topic_filters(topic)
     return {
@@ -166,6 +185,13 @@ class _Builder:
     #: ``[source:NAME]`` equivalents of pollsrc and iiosrc elements
     sources: dict = attrs.Factory(dict)
 
+    def options(self, element, what: str, allowed: dict) -> dict:
+        """The ``?options`` of an element's URL (`_options`), a PipelineError at the element for one not read."""
+        try:
+            return _options(urlsplit(element.url.replace("#", "%23")).query, what, allowed)
+        except Invalid as exc:
+            raise PipelineError(f"expected {exc.expected}", self.text, element.loc) from None
+
     def sink(self, element) -> tuple[str, str | None]:
         """Register a sink element; return its storage name."""
         text = self.text
@@ -180,7 +206,7 @@ class _Builder:
             name = settings.name
         elif element.factory == "url" and element.url.split("://", 1)[0].lower() in ("kafka", "kafkas"):
             parts = urlsplit(element.url)
-            query = dict(parse_qsl(parts.query))
+            query = self.options(element, "a kafka:// sink URL", {"payload": ("message", "records")})
             base = element.url.split("?", 1)[0]
             base = base[: base.index("/", base.index("://") + 3)] + "/" if "/" in base[base.index("://") + 3:] else base + "/"
             settings = s.StorageSettings(name, v.storage_url(base), "kafka", spool=True,
@@ -250,7 +276,7 @@ class _Builder:
         text = self.text
         if element.factory == "url":
             parts = urlsplit(element.url)
-            query = dict(parse_qsl(parts.query))
+            query = self.options(element, "an mqtt:// sink URL", {"payload": ()})
             template = unquote(parts.path[1:]) or "{topic}"
             payload = query.get("payload", "message")
             if payload not in ("message", "records"):
@@ -445,7 +471,7 @@ class _Builder:
         """``redis[s]://[USER:PASSWORD@]HOST[:PORT]/STREAM[,STREAM]?mode=streams&group=lorrygate&consumer=NAME``;
         with ``mode=pubsub`` the path is a topic pattern (``sensors/%23``)."""
         parts = urlsplit(element.url.replace("#", "%23"))
-        query = dict(parse_qsl(parts.query))
+        query = self.options(element, "a redis:// URL", {"mode": (), "group": (), "consumer": ()})
         keys = unquote(parts.path[1:])
         mode = query.get("mode", "streams")
         if not keys or mode not in ("streams", "pubsub"):
@@ -499,7 +525,7 @@ class _Builder:
     def kafka_source(self, element) -> dict:
         """``kafka[s]://[USER:PASSWORD@]HOST:PORT[,HOST:PORT]/TOPIC[,TOPIC]?group=lorrygate&start=earliest``."""
         parts = urlsplit(element.url)
-        query = dict(parse_qsl(parts.query))
+        query = self.options(element, "a kafka:// source URL", {"group": (), "start": ()})
         names = unquote(parts.path[1:])
         if not names or query.get("start", "earliest") not in ("earliest", "latest"):
             raise PipelineError(f"expected kafka://HOST:9092/TOPIC?group=NAME, got {element.url!r}", self.text,
@@ -514,7 +540,7 @@ class _Builder:
     def zmq_source(self, element) -> dict:
         """``zmq+tcp://HOST:PORT/TOPIC-FILTER?mode=sub|pull`` (HOST ``*`` binds)."""
         parts = urlsplit(element.url.replace("#", "%23").replace("://*:", "://0.0.0.0:"))
-        query = dict(parse_qsl(parts.query))
+        query = self.options(element, "a zmq+tcp:// URL", {"mode": ()})
         mode = query.get("mode", "sub")
         topic = unquote(parts.path[1:]) or "#"
         if not parts.port or mode not in ("sub", "pull"):

@@ -303,3 +303,33 @@ def test_a_sink_url_option_the_sink_does_not_read_is_an_error(text, expected):
     with pytest.raises(PipelineError) as info:
         parse_launch(text)
     assert expected in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("mqtt://h/a/%23?clientid=gw ! sqlite:///x.sqlite", "an mqtt:// source URL with the options it reads "
+                                                          "(client-id, client_id, content-type, protocol, qos, "
+                                                          "retained), not 'clientid'"),
+    ("mqtt://h/a/%23?protocol=5.0 ! sqlite:///x.sqlite", "protocol=3.1.1 or 5 in an mqtt:// source URL, not '5.0'"),
+    ("mqtt://h/a/%23?retained=yes ! sqlite:///x.sqlite", "retained=new or always or never"),
+    ("amqp://h/%2F?exchange=x&prefetch_count=10 ! sqlite:///x.sqlite", "not 'prefetch_count'"),
+    ("redis://h/s?group_name=g ! sqlite:///x.sqlite", "a redis:// URL with the options it reads"),
+    ("kafka://h:9092/t?offset=latest ! sqlite:///x.sqlite", "a kafka:// source URL with the options it reads"),
+    ("zmq+tcp://h:5555/t?bind=1 ! sqlite:///x.sqlite", "a zmq+tcp:// URL with the options it reads (mode)"),
+    ("mqtt://h/a/%23 ! mqtt://h2/copy/{topic}?qos=2", "an mqtt:// sink URL with the options it reads (payload)"),
+    ("mqtt://h/a/%23 ! kafka://k:9092/t?payload=json", "payload=message or records in a kafka:// sink URL"),
+])
+def test_a_bus_url_option_its_element_does_not_read_is_an_error(text, expected):
+    """A URL option the element does not read was ignored in silence: ``?clientid=`` (for client-id) gave each
+    start another MQTT session, so what the broker kept for the last one was never delivered; ``?protocol=5.0``
+    and ``?retained=yes`` were passed on as they were."""
+    with pytest.raises(PipelineError) as info:
+        parse_launch(text)
+    assert expected in str(info.value), str(info.value)
+
+
+def test_the_options_bus_urls_read_are_taken():
+    settings = parse_launch("mqtt://h/a/%23?qos=0&client-id=gw&protocol=5&retained=never&content-type=csv "
+                            "! mqtt://h2/copy/{topic}?payload=records").settings
+    (channel,) = settings.channels
+    broker = settings.brokers[channel.source]
+    assert (channel.qos, channel.retained, broker.client_id, broker.protocol) == (0, "never", "gw", "5")
