@@ -11,9 +11,10 @@ went into ``fields`` again, and a query had to look in both.
 The keys are kept in ``"doc"."lorrygate_extra_keys"``, one row per table
 and key (its primary key), written before the rows that moved them are sent
 again. A writer reads that small table (only tables with ``extra_fields``
-have rows) at its first write and every `READ_EVERY` seconds after: two
-gateways may differ for that long. A table made anew (dropped meanwhile)
-forgets its keys.
+have rows) at its first write and every `READ_EVERY` seconds after, then
+only the keys moved since its last read (less `CLOCKS_APART`, for the
+clocks of other gateways): two gateways may differ for that long. A table
+made anew (dropped meanwhile) forgets its keys.
 """
 
 from collections.abc import Callable
@@ -35,9 +36,13 @@ KEYS_INSERT = (f'INSERT INTO {KEYS_TABLE} ("table_schema", "table_name", "key", 
                "ON CONFLICT DO NOTHING")
 KEYS_REFRESH = f"REFRESH TABLE {KEYS_TABLE}"
 KEYS_SELECT = f'SELECT "table_schema", "table_name", "key" FROM {KEYS_TABLE}'
+KEYS_SINCE = f'{KEYS_SELECT} WHERE "moved" >= ?'
 KEYS_FORGET = f'DELETE FROM {KEYS_TABLE} WHERE "table_schema" = ? AND "table_name" = ?'
 #: seconds between two reads of the whole table (what other gateways moved)
 READ_EVERY = 30.0
+#: how far apart the clocks of gateways that write the same tables may be (a key's "moved" is its gateway's
+#: time of day), in seconds
+CLOCKS_APART = 300.0
 #: codes of a table (or schema) that does not exist
 _UNKNOWN = {4041, 4045}
 
@@ -56,12 +61,15 @@ class MovedKeys:
     error: type[Exception]
     #: whether such an error passes (a cluster block, a node down): the write fails and is retried, as for rows
     passing: Callable[[Any], bool]
-    #: the writer's clock, in seconds
+    #: the writer's clock, and the time of day (what "moved" holds), in seconds
     now: Callable
+    wall: Callable
     storage: str
     #: as read and written: (schema, name) -> keys
     known: dict = attrs.Factory(dict)
     _read_at: float | None = None
+    #: the time of day of the last read that was made, in epoch milliseconds (the next reads what was moved since)
+    _read_ms: int | None = None
     _made: bool = False
     #: the keys table could not be read or written (no privilege, say): told once
     _told: bool = False
@@ -72,15 +80,20 @@ class MovedKeys:
         return self._read_at is None or self.now() - self._read_at >= READ_EVERY
 
     async def read(self) -> None:
-        """Read every table's moved keys (what this and other gateways moved)."""
+        """Read every table's moved keys (what this and other gateways moved), at first all of them."""
+        started = int(self.wall() * 1000)
         try:
             await self.sql(KEYS_REFRESH)
-            answer = await self.sql(KEYS_SELECT)
+            if self._read_ms is None:
+                answer = await self.sql(KEYS_SELECT)
+            else:
+                answer = await self.sql(KEYS_SINCE, [self._read_ms - int(CLOCKS_APART * 1000)])
         except self.error as exc:
             self._failed("reading", exc)  # (raises where it passes: read again when the write is retried)
             self._read_at = self.now()
             return
         self._read_at = self.now()
+        self._read_ms = started
         self._made = True
         for schema, name, key in answer.get("rows") or ():
             self.known.setdefault((schema, name), set()).add(key)

@@ -313,7 +313,7 @@ class CrateStorage:
         self.nodes = tuple(self.nodes) or (self.url,)
         self.url = self.nodes[0]
         self._health = {node: {"down_until": 0.0, "delay": 0.0, "error": ""} for node in self.nodes}
-        self._moves = MovedKeys(self._sql, self._bulk, CrateError, _passing, self._now, self.name)
+        self._moves = MovedKeys(self._sql, self._bulk, CrateError, _passing, self._now, self._time_of_day, self.name)
 
     @classmethod
     def from_settings(cls, settings, reactor, ddl: dict) -> "CrateStorage":

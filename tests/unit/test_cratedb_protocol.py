@@ -12,7 +12,7 @@ from lorrygate.model import Message, Record, TableName
 from lorrygate.storage.batch import Batch, DeadLetter, Entry
 from lorrygate.storage.batcher import Batcher
 from lorrygate.storage.crate_extra import EXTRA_DDL
-from lorrygate.storage.crate_moved_keys import READ_EVERY
+from lorrygate.storage.crate_moved_keys import KEYS_SINCE, KEYS_TABLE, READ_EVERY
 from lorrygate.storage.cratedb import DEAD_LETTER_DDL, DEAD_LETTER_INSERT, CrateStorage, default_ddl, insert_statement
 from lorrygate.storage.ddl import DdlTemplate, crate_validator
 from lorrygate.storage.shared_layout import qualified, view_statement
@@ -592,7 +592,8 @@ def test_a_second_gateway_learns_the_keys_another_moved_within_read_every():
     READ_EVERY seconds."""
     fake = FakeCrate()
     clock = Clock()
-    first, second = storage(fake), CrateStorage("crate", "http://crate.invalid:4200", clock, http=StubTreq(fake))
+    clock.advance(1_717_243_200)
+    first, second = (CrateStorage("crate", "http://crate.invalid:4200", clock, http=StubTreq(fake)) for _ in "12")
     write(second, entry({"temperature": 20.0}))
     write(first, entry({"temperature": 21.5, "log": "x" * 40_000}, time=T + 10**9))
     write(second, entry({"temperature": 21.0, "log": "before"}, time=T + 2 * 10**9))
@@ -602,6 +603,14 @@ def test_a_second_gateway_learns_the_keys_another_moved_within_read_every():
     rows = sorted(fake.rows(TABLE.schema, TABLE.table), key=lambda row: row["time"])
     assert [row.get("extra_fields") for row in rows] == [None, {"log": "x" * 40_000}, None, {"log": "after"}]
     assert rows[2]["fields"] == {"temperature": 21.0, "log": "before"}  # (within READ_EVERY: not known yet)
+    # once it read the table, a gateway asks only for what was moved since (less CLOCKS_APART), not all again
+    write(first, entry({"temperature": 21.5, "note": "y" * 40_000}, time=T + 4 * 10**9))
+    clock.advance(READ_EVERY)
+    before = len(fake.statements)
+    write(second, entry({"temperature": 22.5, "note": "brief"}, time=T + 5 * 10**9))
+    assert fake.statements[before:before + 2] == [f"REFRESH TABLE {KEYS_TABLE}", KEYS_SINCE]
+    last = max(fake.rows(TABLE.schema, TABLE.table), key=lambda row: row["time"])
+    assert last["extra_fields"] == {"note": "brief"}
 
 
 def test_a_table_made_anew_forgets_the_keys_moved_for_the_one_before():
