@@ -89,7 +89,10 @@ def render() -> str:
         "",
         "An ini file of sections; ``etc/gateway.ini`` shows every key with a comment.",
         "Values may take ``${ENV:NAME}`` and ``${FILE:path}``. Paths are relative to",
-        "the folder of the config file (before 0.1.0: the working directory).",
+        "the folder of the config file (before 0.1.0: the working directory). In the",
+        "user info and the query of a URL (``postgresql://gw:${ENV:PGPASSWORD}@db/x``)",
+        "the value goes in percent-encoded: put a password there as it is, whatever its",
+        "characters (``@``, ``/``, ``:``, ``%``).",
         "Durations take ``ms``, ``s``, ``m`` or ``h``; sizes ``KB``, ``MB``, ``GiB``.",
         "",
     ]

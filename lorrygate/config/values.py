@@ -8,6 +8,7 @@ and what arrived.
 
 import os
 import re
+from urllib.parse import quote
 
 import attrs
 
@@ -44,25 +45,66 @@ _REFERENCE = re.compile(r"\$\{(ENV|FILE):([^}]*)\}")
 def interpolate(text: str, base_dir: str) -> str:
     """Replace ``${ENV:NAME}`` and ``${FILE:path}`` references.
 
+    In a URL's user info and query (``postgresql://gw:${ENV:PGPASSWORD}@db/x``) a value goes in
+    percent-encoded: a generated password with ``@``, ``/``, ``:``, ``?``, ``#`` or ``%`` made another URL
+    (``p@ss/w:rd`` put the host ``ss`` and the database ``w:rd@db/x``, and the logs showed the rest of the
+    password there). Elsewhere (a host, a path, a URL that is the whole value) it goes in as it is.
+
     Raise `Invalid` naming the variable or file that is missing.
     """
+    values: list = []
 
-    def replace(match):
-        kind, name = match.group(1), match.group(2).strip()
-        if not name:
-            raise Invalid(f"a name inside ${{{kind}:...}}")
-        if kind == "ENV":
-            if name not in os.environ:
-                raise Invalid(f"environment variable {name} to be set (referenced as ${{ENV:{name}}})")
-            return os.environ[name]
-        path = name if os.path.isabs(name) else os.path.join(base_dir, name)
-        try:
-            with open(path, encoding="utf-8") as handle:
-                return handle.read().rstrip("\r\n")
-        except OSError as exc:
-            raise Invalid(f"a readable file at {path} (referenced as ${{FILE:{name}}}): {exc.strerror}") from None
+    def hold(match):
+        values.append(_resolve(match, base_dir))
+        return f"\x00{len(values) - 1}\x00"
 
-    return _REFERENCE.sub(replace, text)
+    held = _REFERENCE.sub(hold, text)
+    if not values:
+        return text
+    encoded = _encoded_parts(held)
+
+    def put(match):
+        value = values[int(match.group(1))]
+        return quote(value, safe="") if any(start <= match.start() < end for start, end in encoded) else value
+
+    return re.sub("\x00(\\d+)\x00", put, held)
+
+
+def _encoded_parts(text: str) -> list:
+    """Where in a URL the values of references go percent-encoded: ``[(start, end)]`` of its user info and its
+    query (none where ``text`` is no URL)."""
+    scheme = re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", text)
+    if scheme is None:
+        return []
+    start = scheme.end()
+    ends = [index for index in (text.find(mark, start) for mark in "/?#") if index >= 0]
+    netloc_end = min(ends) if ends else len(text)
+    parts = []
+    at = text.rfind("@", start, netloc_end)
+    if at >= 0:
+        parts.append((start, at))
+    query = text.find("?", netloc_end)
+    if query >= 0:
+        fragment = text.find("#", query)
+        parts.append((query, fragment if fragment >= 0 else len(text)))
+    return parts
+
+
+def _resolve(match, base_dir: str) -> str:
+    """The value of one reference."""
+    kind, name = match.group(1), match.group(2).strip()
+    if not name:
+        raise Invalid(f"a name inside ${{{kind}:...}}")
+    if kind == "ENV":
+        if name not in os.environ:
+            raise Invalid(f"environment variable {name} to be set (referenced as ${{ENV:{name}}})")
+        return os.environ[name]
+    path = name if os.path.isabs(name) else os.path.join(base_dir, name)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read().rstrip("\r\n")
+    except OSError as exc:
+        raise Invalid(f"a readable file at {path} (referenced as ${{FILE:{name}}}): {exc.strerror}") from None
 
 
 def text(value: str) -> str:

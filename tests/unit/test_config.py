@@ -202,6 +202,48 @@ def test_storage_urls_never_show_a_password(url, shown):
     assert str(storage_url(url)) == shown
 
 
+GENERATED = "p@ss/w:rd?#%x+1"  # a generated password, with every character a URL gives a meaning
+
+
+@pytest.mark.parametrize("url", ["postgresql://gw:${ENV:LORRYGATE_TEST_PASSWORD}@db:5432/telemetry",
+                                 "postgresql://gw@db:5432/telemetry?password=${ENV:LORRYGATE_TEST_PASSWORD}",
+                                 "crate+https://gw:${ENV:LORRYGATE_TEST_PASSWORD}@db:4200/",
+                                 "mqtt://gw:${ENV:LORRYGATE_TEST_PASSWORD}@db:1883/"])
+def test_a_password_from_a_reference_goes_into_a_url_as_it_is(monkeypatch, url):
+    """docs/storage.rst puts the password in the environment: url = postgresql://gw:${ENV:PGPASSWORD}@db/x. A
+    generated password with @ / : ? # % made another URL (p@ss/w:rd: the host ss, the database w:rd@db/x, and
+    the rest of the password shown in the logs as part of them). In the user info and the query, a reference's
+    value now goes in percent-encoded: the host, the port and the password are the ones meant."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    from lorrygate.storage.cratedb import CrateStorage
+
+    monkeypatch.setenv("LORRYGATE_TEST_PASSWORD", GENERATED)
+    storage = loads(GOOD.replace("url = sqlite:///var/test.sqlite", f"url = {url}")).storages["db"]
+    assert GENERATED not in str(storage.url) and "p@ss" not in repr(storage)
+    if storage.kind == "postgresql":
+        found = conninfo_to_dict(storage.url.raw)
+        assert (found["host"], found["port"], found["dbname"], found["password"]) == ("db", "5432", "telemetry",
+                                                                                     GENERATED)
+    elif storage.kind == "crate":
+        crate = CrateStorage.from_settings(storage, None, {})
+        assert (crate.nodes, crate.username, crate.password) == (("https://db:4200",), "gw", GENERATED)
+    else:
+        assert (storage.broker.host, storage.broker.port, storage.broker.password.reveal()) == ("db", 1883, GENERATED)
+
+
+def test_a_reference_elsewhere_in_a_url_or_outside_one_goes_in_as_it_is(monkeypatch):
+    """A host from the environment, a whole URL from a file: taken as written (only the user info and the query
+    are encoded)."""
+    from lorrygate.config.values import interpolate
+
+    monkeypatch.setenv("LORRYGATE_TEST_HOST", "db.example:5433")
+    monkeypatch.setenv("LORRYGATE_TEST_URL", "postgresql://gw:s3cr%40t@db/x")
+    assert interpolate("postgresql://gw@${ENV:LORRYGATE_TEST_HOST}/x", ".") == "postgresql://gw@db.example:5433/x"
+    assert interpolate("${ENV:LORRYGATE_TEST_URL}", ".") == "postgresql://gw:s3cr%40t@db/x"
+    assert interpolate("a ${ENV:LORRYGATE_TEST_HOST} b", ".") == "a db.example:5433 b"
+
+
 def test_control_on_tcp_stays_on_this_machine_unless_it_has_a_token():
     """control = tcp:PORT binds loopback; another interface without a control_token is a problem."""
     settings = loads(GOOD + "[lorrygate]\ncontrol = tcp:8642\n")
