@@ -213,6 +213,11 @@ def make_source(name: str, values: dict, section: str, problem):
         if not installed("psycopg"):
             problem(section, "type", needs("psycopg", "a pgcdc source"), "pgcdc")
             return None
+        try:
+            v.section_storage_url(values["database"].reveal())  # (libpq's check of its options, as a storage's)
+        except v.Invalid as exc:
+            problem(section, "database", exc.expected, repr(v.mask_url(values["database"].reveal())))
+            return None
         if values["interval"] == SOURCE_KEYS["interval"].default:
             values["interval"] = 0.2  # how long to wait when the slot has nothing new
     if kind == "files":

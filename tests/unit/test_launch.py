@@ -239,6 +239,9 @@ def test_local_source_elements_are_checked_like_their_config_sections(tmp_path):
     assert cdc.settings.sources["source0"].database.reveal() == "postgresql://u@h/db"
     with pytest.raises(PipelineError, match="pgcdcsrc database"):
         parse_launch("pgcdcsrc database=mysql://h/db ! sqlite:///x.sqlite")
+    # libpq's options checked as a storage URL's: a misspelt sslmode failed only at the first connection
+    with pytest.raises(PipelineError, match="pgcdcsrc database: expected sslmode = disable, allow, prefer"):
+        parse_launch("pgcdcsrc database=postgresql://u:hunter2@h/db?sslmode=verify tables=public.t ! sqlite:///x.sqlite")
     with pytest.raises(PipelineError, match="filesrc needs location"):
         parse_launch("filesrc ! sqlite:///x.sqlite")
 
