@@ -70,7 +70,8 @@ def render_status(answer: dict) -> str:
                 lines.append(f"  last error: {source['last_error']}")
             continue
         lines.append(f"{named}: {state} to {source['broker']} as {source['client_id']}"
-                     + (f", in group {source['group']}" if source.get("group") else ""))
+                     + (f", in group {source['group']}" if source.get("group") else "")
+                     + (f", lag {details['lag']:,} messages" if details.get("lag") is not None else ""))
         if source.get("last_error"):
             lines.append(f"  last error: {source['last_error']}")
     for storage in answer["storages"]:

@@ -143,13 +143,18 @@ class GatewayCollector:
                            labels=["source"])
         paused = Gauge("lorrygate_source_paused", "1 while a storage holds the source paused (backpressure).",
                        labels=["source"])
+        lag = Gauge("lorrygate_source_lag", "Messages the broker holds for the source beyond what it stored or "
+                    "spooled (Kafka: the group's lag over the partitions assigned here).", labels=["source"])
         for source in gateway.sources:
             connected.add_metric([source.name], 1 if source.connected else 0)
             subscribed.add_metric([source.name], 1 if source.subscribed else 0)
             paused.add_metric([source.name], 1 if source.paused_by else 0)
+            if getattr(source, "lag", None) is not None:
+                lag.add_metric([source.name], source.lag)
         yield connected
         yield subscribed
         yield paused
+        yield lag
 
 
 class Metrics:

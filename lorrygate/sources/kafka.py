@@ -26,8 +26,14 @@ read again by the new owner, and a warning says how much.
 The consumer runs in a thread of the source's own (``consume`` of up to
 1,000 messages, 0.2 s at most); the reactor hands it the offsets to commit.
 Backpressure pauses the assigned partitions.
+
+The status and ``lorrygate_source_lag`` tell the group's lag: of the
+partitions assigned to this gateway, the messages the brokers hold beyond the
+group's committed offsets (not yet stored or spooled), from librdkafka's
+statistics every `STATS_S` seconds.
 """
 
+import json
 import re
 import threading
 import time
@@ -48,6 +54,30 @@ from lorrygate.sources.pauses import Pauses, SourcePlumbing
 BATCH, POLL_S = 1000, 0.2
 #: how long a rebalance waits for the messages in flight of the partitions it takes away
 REVOKE_WAIT_S = 10.0
+#: seconds between librdkafka's statistics (the lag)
+STATS_S = 5
+
+
+def lag_of(statistics: str) -> dict:
+    """From librdkafka's statistics (JSON), the lag of each assigned partition, ``{"topic[partition]": n}``:
+    the high watermark less the group's committed offset (less the start of the log where the group has
+    committed nothing yet). Partitions it does not know yet are left out."""
+    try:
+        document = json.loads(statistics)
+    except ValueError:
+        return {}
+    lags = {}
+    for topic, info in (document.get("topics") or {}).items():
+        for number, partition in (info.get("partitions") or {}).items():
+            if number == "-1" or partition.get("fetch_state") in (None, "none", "stopped"):
+                continue  # (librdkafka's internal partition, and those not assigned to this consumer)
+            high = partition.get("hi_offset", -1)
+            committed = partition.get("committed_offset", -1)
+            if committed < 0:
+                committed = partition.get("lo_offset", -1)
+            if high >= 0 and committed >= 0:
+                lags[f"{topic}[{number}]"] = max(high - committed, 0)
+    return lags
 
 
 def client_config(broker) -> dict:
@@ -129,6 +159,9 @@ class KafkaSource(SourcePlumbing, Service):
     #: rebalances that took partitions away, and the messages that were still in flight after the wait
     revocations: int = 0
     redelivered_after_rebalance: int = 0
+    #: the group's lag over the partitions assigned here (`lag_of`); None until librdkafka's first statistics
+    lag: int | None = None
+    lag_by_partition: dict = attrs.Factory(dict)
 
     log = Logger()
 
@@ -141,7 +174,8 @@ class KafkaSource(SourcePlumbing, Service):
 
 
     def status(self) -> dict:
-        return {"rebalances": self.revocations, "redelivered_after_rebalance": self.redelivered_after_rebalance}
+        return {"rebalances": self.revocations, "redelivered_after_rebalance": self.redelivered_after_rebalance,
+                "lag": self.lag, "lag_by_partition": dict(self.lag_by_partition)}
 
     def _set_paused(self, paused: bool) -> None:
         self._paused_flag = paused  # the consumer thread pauses or resumes its partitions
@@ -177,6 +211,8 @@ class KafkaSource(SourcePlumbing, Service):
             "client.id": f"lorrygate-{self.name}", "enable.partition.eof": False,
             # a gateway that died leaves the group within 10 s, so that its partitions move on (the default: 45 s)
             "session.timeout.ms": 10_000, "heartbeat.interval.ms": 2_000,
+            "statistics.interval.ms": STATS_S * 1000,
+            "stats_cb": lambda statistics: self._reactor.callFromThread(self._lagged, lag_of(statistics)),
             "error_cb": lambda error: self._reactor.callFromThread(self._error, error)})
         try:
             consumer = Consumer(config)
@@ -264,6 +300,10 @@ class KafkaSource(SourcePlumbing, Service):
                       partitions=", ".join(partitions) or "no partition yet")
         if not self.subscribed:
             self._subscribed()
+
+    def _lagged(self, lags: dict) -> None:
+        self.lag_by_partition = lags
+        self.lag = sum(lags.values()) if lags else (0 if self.connected else None)
 
     def _error(self, error) -> None:
         text = explain(error, self.broker)

@@ -348,3 +348,43 @@ async def test_a_gateway_joining_the_group_does_not_read_again_what_the_first_ho
         await second.stopService()
     repeated = [seq for seq, count in collections.Counter(seen).items() if count > 1]
     assert not repeated and first.redelivered_after_rebalance == 0, f"{len(repeated)} read again"
+
+
+def test_the_groups_lag_is_in_the_status_and_goes_back_to_zero(tmp_path, kafka):
+    """The lag an operator of a consumer group watches: while the database is away (no spool), the messages the
+    brokers hold beyond the committed offsets show in the status, by partition; once they are stored, none."""
+    import urllib.request
+
+    from lorrygate.control_client import request
+    from tests.servers import PostgreSQL, free_port
+
+    database = PostgreSQL().start()
+    try:
+        realm = f"l{uuid.uuid4().hex[:8]}"
+        produce(kafka, f"{realm}-in", realm, 1)  # the topic, before the group subscribes to it
+        control, metrics = free_port(), free_port()
+        path = config(str(tmp_path), kafka, realm)
+        text = open(path).read().replace(f"url = sqlite:///{tmp_path}/gateway.sqlite\nsynchronous = NORMAL",
+                                         f"url = {database.url}\nspool = false")
+        open(path, "w").write(text.replace("control = off", f"control = tcp:{control}:interface=127.0.0.1\n"
+                                                            f"metrics = 127.0.0.1:{metrics}"))
+        endpoint = f"tcp:{control}:interface=127.0.0.1"
+        gateway = GatewayProcess(path, str(tmp_path / "gw.log")).start()
+
+        def source() -> dict:
+            return request(endpoint, "GET", "/status")["sources"][0]["details"]
+
+        wait_until(lambda: source()["lag"] == 0, 60, "the first message stored: no lag")
+        database.halt()
+        produce(kafka, f"{realm}-in", realm, 299, start=1)
+        held = wait_until(lambda: (lambda s: s if s["lag"] == 299 else None)(source()), 60, "a lag of 299")
+        assert sum(held["lag_by_partition"].values()) == 299
+        assert all(name.startswith(f"{realm}-in[") for name in held["lag_by_partition"])
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=10) as response:
+            exposed = response.read().decode()
+        assert 'lorrygate_source_lag{source="main"} 299.0' in exposed, exposed
+        database.resume()
+        wait_until(lambda: source()["lag"] == 0, 90, "the lag back to 0 once the database is back")
+        assert gateway.stop() == 0
+    finally:
+        database.stop()

@@ -51,3 +51,33 @@ def test_a_broker_away_keeps_librdkafkas_reason():
     reader = source()
     reader._error(kafka.KafkaError(kafka.KafkaError._ALL_BROKERS_DOWN, "1/1 brokers are down"))
     assert reader.last_error == "1/1 brokers are down"
+
+
+STATISTICS = """{"name": "rdkafka#consumer-1", "type": "consumer", "topics": {"readings": {"topic": "readings",
+ "partitions": {
+  "0": {"partition": 0, "fetch_state": "active", "hi_offset": 10, "lo_offset": 0, "committed_offset": 3},
+  "1": {"partition": 1, "fetch_state": "active", "hi_offset": 5, "lo_offset": 2, "committed_offset": -1001},
+  "2": {"partition": 2, "fetch_state": "none", "hi_offset": 90, "lo_offset": 0, "committed_offset": 10},
+  "3": {"partition": 3, "fetch_state": "offset-query", "hi_offset": -1001, "lo_offset": -1001,
+        "committed_offset": -1001},
+  "-1": {"partition": -1, "fetch_state": "none", "hi_offset": -1001, "lo_offset": -1001,
+         "committed_offset": -1001}}}}}"""
+
+
+def test_the_lag_is_what_the_brokers_hold_beyond_the_groups_committed_offsets():
+    """Per partition assigned here (fetching): the high watermark less the committed offset, or less the start of
+    the log where the group committed nothing yet (what start = earliest reads); a partition another member has,
+    one whose offsets are not known yet and librdkafka's internal one are left out. The status and the text of
+    ``lorrygate status`` tell the sum."""
+    from lorrygate.control_client import render_status
+    from lorrygate.sources.kafka import lag_of
+
+    assert lag_of(STATISTICS) == {"readings[0]": 7, "readings[1]": 3}
+    assert lag_of("not json") == {}
+    reader = source()
+    reader._lagged(lag_of(STATISTICS))
+    assert (reader.status()["lag"], reader.status()["lag_by_partition"]) == (10, {"readings[0]": 7, "readings[1]": 3})
+    text = render_status({"config": "gw.ini", "sources": [{"name": "main", "connected": True, "broker": "bus",
+                                                           "client_id": "c", "group": "g", "details": reader.status()}],
+                          "storages": [], "channels": []})
+    assert "source main: connected to bus as c, in group g, lag 10 messages" in text
