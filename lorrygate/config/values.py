@@ -329,7 +329,8 @@ def section_storage_url(value: str) -> StorageUrl:
     path_taken = kind in ("websocket", "prometheus")  # (a live page's path, a Pushgateway job)
     if parts.path not in ("", "/") and not path_taken:
         what = {"crate": "the table's schema and name come from the topology",
-                "mqtt": "the topic is the key topic = ...", "kafka": "the topic is the key topic = ..."}[kind]
+                "mqtt": "the topic is the key topic = ...", "kafka": "the topic is the key topic = ..."}.get(
+                    kind, "it reads none")
         raise Invalid(f"a {parts.scheme}:// URL without a path ({what}), not {parts.path!r}")
     allowed = _URL_OPTIONS.get(kind, {})
     for key, option in parse_qsl(parts.query, keep_blank_values=True):
