@@ -148,15 +148,13 @@ def test_postgresql_idempotent_rows_and_custom_ddl(tmp_path, mosquitto, postgres
     assert comment == f"node node_7 of {realm}"
 
 
-def test_a_postgresql_url_without_a_host_writes_over_the_unix_socket(postgres):
-    """``postgresql:///DATABASE`` is libpq's local Unix socket (an edge box's PostgreSQL, peer authentication, no
-    TCP): the config refused a URL without a host. Taken, it writes through the socket."""
+def stored_through_config(url: str, admin_url: str) -> list:
+    """A storage section of ``url`` read by the config loader commits one row: what the database then has."""
     from lorrygate.config.loader import loads
     from lorrygate.model import Message, Record, TableName
     from lorrygate.storage.batch import Batch, Entry
     from tests.integration.pgstore import connected
 
-    url = f"postgresql://{postgres.user}@/postgres?host={postgres.directory}&port={postgres.port}"
     settings = loads(textwrap.dedent(f"""
         [broker:local]
         host = localhost
@@ -176,36 +174,19 @@ def test_a_postgresql_url_without_a_host_writes_over_the_unix_socket(postgres):
                     "main", message, "json"))
     with connected(settings.storages["db"].url.raw) as store:
         store._commit(batch)
-    assert pg_rows(postgres.url, f'SELECT v FROM "{realm}_net"."gw_node_1_sensors"') == [(1.5,)]
+    return pg_rows(admin_url, f'SELECT v FROM "{realm}_net"."gw_node_1_sensors"')
+
+
+def test_a_postgresql_url_without_a_host_writes_over_the_unix_socket(postgres):
+    """``postgresql:///DATABASE`` is libpq's local Unix socket (an edge box's PostgreSQL, peer authentication, no
+    TCP): the config refused a URL without a host. Taken, it writes through the socket."""
+    url = f"postgresql://{postgres.user}@/postgres?host={postgres.directory}&port={postgres.port}"
+    assert stored_through_config(url, postgres.url) == [(1.5,)]
 
 
 def test_a_generated_password_from_the_environment_reaches_postgresql(postgres, monkeypatch):
     """url = postgresql://USER:${ENV:PGPASSWORD}@HOST/DB with a password of @ / : ? # %: the URL kept its host
     (it went to the host "ss" before). The test server trusts every password: what this proves is the URL."""
-    from lorrygate.config.loader import loads
-    from lorrygate.model import Message, Record, TableName
-    from lorrygate.storage.batch import Batch, Entry
-    from tests.integration.pgstore import connected
-
     monkeypatch.setenv("LORRYGATE_TEST_PGPASSWORD", "p@ss/w:rd?#%x")
     url = f"postgresql://{postgres.user}:${{ENV:LORRYGATE_TEST_PGPASSWORD}}@127.0.0.1:{postgres.port}/postgres"
-    settings = loads(textwrap.dedent(f"""
-        [broker:local]
-        host = localhost
-
-        [storage:db]
-        url = {url}
-
-        [channel:main]
-        source = local
-        topics = a/#
-        storage = db
-        """), source="gateway.ini")
-    realm = f"pw{uuid.uuid4().hex[:8]}"
-    batch = Batch()
-    message = Message(f"{realm}/net/gw/node-1/data.json", b'{"v": 1}', 1, False, 1.0, "#")
-    batch.add(Entry(TableName(f"{realm}_net", "gw_node_1_sensors"), [Record(1_717_243_200 * 10**9, {"v": 2.5}, {})],
-                    "main", message, "json"))
-    with connected(settings.storages["db"].url.raw) as store:
-        store._commit(batch)
-    assert pg_rows(postgres.url, f'SELECT v FROM "{realm}_net"."gw_node_1_sensors"') == [(2.5,)]
+    assert stored_through_config(url, postgres.url) == [(1.5,)]
