@@ -144,7 +144,8 @@ class GatewayCollector:
         paused = Gauge("lorrygate_source_paused", "1 while a storage holds the source paused (backpressure).",
                        labels=["source"])
         lag = Gauge("lorrygate_source_lag", "Messages the broker holds for the source beyond what it stored or "
-                    "spooled (Kafka: the group's lag over the partitions assigned here).", labels=["source"])
+                    "spooled (Kafka: the group's lag over the partitions assigned here; AMQP: the queue's ready messages "
+                    "and those in flight).", labels=["source"])
         for source in gateway.sources:
             connected.add_metric([source.name], 1 if source.connected else 0)
             subscribed.add_metric([source.name], 1 if source.subscribed else 0)

@@ -33,6 +33,11 @@ and body as one in flight on the lost connection, or one of its last
 acknowledged once the first delivery is committed (`_Away`).
 Without a ``message_id`` nothing identifies a message across deliveries, and
 those come back as new (stored twice unless the storage is ``idempotent``).
+
+The status and ``lorrygate_source_lag`` tell the queue's lag every
+`COUNT_S` seconds: the messages ready in it (a passive ``queue.declare`` on
+a channel opened for that, so that an error there cannot close the
+consumer's) and those delivered here and not yet acknowledged.
 """
 
 from collections import deque
@@ -119,6 +124,8 @@ class _Away:
 
 #: the most such deliveries remembered (the oldest are forgotten first: at worst stored twice, as without)
 AWAY_LIMIT = 100_000
+#: seconds between two counts of the queue's messages (the lag)
+COUNT_S = 5.0
 
 
 @implementer(ISource)
@@ -167,6 +174,10 @@ class AMQPSource(SourcePlumbing, Service):
     _away_acks: dict = attrs.Factory(dict)
     #: deliveries not handed over again: RabbitMQ sent them again while the first was in flight
     redelivered_in_flight: int = 0
+    #: the queue's messages ready and those in flight here, counted every `COUNT_S` seconds (None: not known)
+    lag: int | None = None
+    _counter: Any = None
+    _counting: bool = False
 
     log = Logger()
 
@@ -187,7 +198,8 @@ class AMQPSource(SourcePlumbing, Service):
         return self._channel is not None and self._channel.is_open
 
     def status(self) -> dict:
-        return {"redelivered_in_flight": self.redelivered_in_flight, "in_flight": len(self._outstanding)}
+        return {"redelivered_in_flight": self.redelivered_in_flight, "in_flight": len(self._outstanding),
+                "lag": self.lag}
 
 
     def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
@@ -214,11 +226,19 @@ class AMQPSource(SourcePlumbing, Service):
         self._service = ClientService(_Reporting(endpoint, self), _AmqpFactory(self), retryPolicy=self._retry_delay,
                                       clock=self._clock, prepareConnection=self._handshake)
         self._service.startService()
+        from twisted.internet.task import LoopingCall
+
+        self._counter = LoopingCall(self._count)
+        self._counter.clock = self._clock
+        self._counter.start(COUNT_S, now=False)
 
     def stopService(self) -> Deferred:
         """Send the acks released so far, close the channel and the connection, stop reconnecting."""
         super().stopService()
         self.subscribed = False
+        counter, self._counter = self._counter, None
+        if counter is not None and counter.running:
+            counter.stop()
         if self._ack_call is not None and self._ack_call.active():
             self._ack_call.cancel()
         self._flush_acks()
@@ -356,6 +376,33 @@ class AMQPSource(SourcePlumbing, Service):
             Deferred.fromCoroutine(self._consume()).addErrback(
                 lambda failure: self.log.error("AMQP source {source}: consuming again failed: {error}",
                                                source=self.name, error=failure.getErrorMessage()))
+
+    def _count(self) -> None:
+        """Count the queue's messages (one count at a time)."""
+        if self._counting:
+            return
+        self._counting = True
+        d = Deferred.fromCoroutine(self._count_queue())
+        d.addBoth(lambda _: setattr(self, "_counting", False))
+
+    async def _count_queue(self) -> None:
+        protocol = self._protocol
+        if protocol is None or not self.connected:
+            self.lag = None
+            return
+        try:
+            counting = await protocol.channel()
+            try:
+                answer = await counting.queue_declare(self.queue, passive=True)
+            finally:
+                if counting.is_open:
+                    counting.close()  # (pika's close is not awaited: the count is in)
+        except Exception as exc:  # (the connection going away, the queue deleted: its channel closed, not ours)
+            self.lag = None
+            self.log.debug("AMQP source {source}: counting queue {queue}: {error}", source=self.name,
+                           queue=self.queue, error=str(exc))
+            return
+        self.lag = answer.method.message_count + len(self._outstanding)
 
     def _lost(self, channel, reason) -> None:
         if channel is None or channel is not self._channel:
