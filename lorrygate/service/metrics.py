@@ -145,7 +145,8 @@ class GatewayCollector:
                        labels=["source"])
         lag = Gauge("lorrygate_source_lag", "Messages the broker holds for the source beyond what it stored or "
                     "spooled (Kafka: the group's lag over the partitions assigned here; AMQP: the queue's ready messages "
-                    "and those in flight).", labels=["source"])
+                    "and those in flight; Redis Streams: the group's entries not read and those pending).",
+                    labels=["source"])
         for source in gateway.sources:
             connected.add_metric([source.name], 1 if source.connected else 0)
             subscribed.add_metric([source.name], 1 if source.subscribed else 0)

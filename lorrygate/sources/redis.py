@@ -34,6 +34,11 @@ the gateway is away or reconnecting is lost. At most once, said so.
 redis-py's blocking client runs in a thread of the source's own (reads) and
 in the reactor's thread pool (acks); messages reach the channel in the
 reactor thread, a read's worth at a time. Backpressure stops reading.
+
+The status and ``lorrygate_source_lag`` tell the group's lag every `COUNT_S`
+seconds (streams): over its streams, the entries not yet delivered to the
+group and those delivered and not yet acknowledged (``XINFO GROUPS``: its
+``lag``, Redis 7 or newer, and its ``pending``).
 """
 
 import json
@@ -56,6 +61,24 @@ from lorrygate.sources.pauses import Pauses, SourcePlumbing
 
 #: entries one XREADGROUP takes at most, and how long it blocks (ms)
 READ_COUNT, READ_BLOCK_MS = 1000, 1000
+#: seconds between two counts of the group's lag
+COUNT_S = 5.0
+
+
+def _field(info: dict, name: str):
+    """A field of ``XINFO GROUPS``' answer, whether redis-py gave its keys as text or as bytes."""
+    return info.get(name, info.get(name.encode()))
+
+
+def group_lag(groups: list, group: str) -> int | None:
+    """The entries of one stream that ``group`` has not acknowledged: those not delivered to it yet (``lag``;
+    None where Redis cannot tell, or is older than 7) and those pending."""
+    for info in groups:
+        name = _field(info, "name")
+        if (name.decode() if isinstance(name, bytes) else name) == group:
+            lag = _field(info, "lag")
+            return None if lag is None else int(lag) + int(_field(info, "pending") or 0)
+    return None
 
 
 def explain_redis_failure(exc: Exception, broker) -> str:
@@ -108,6 +131,10 @@ class RedisSource(SourcePlumbing, Service):
     _inflight_lock: threading.Lock = attrs.Factory(threading.Lock)
     _keep_call: Any = None
     _pubsub: Any = None
+    #: the group's lag over its streams (`group_lag`), counted every `COUNT_S` seconds; None: not known
+    lag: int | None = None
+    _count_call: Any = None
+    _counting: bool = False
 
     log = Logger()
 
@@ -135,7 +162,7 @@ class RedisSource(SourcePlumbing, Service):
         self._in_pool(call).addErrback(lambda failure: None)
 
     def status(self) -> dict:
-        return {"in_flight": len(self._inflight)} if self.mode == "streams" else {}
+        return {"in_flight": len(self._inflight), "lag": self.lag} if self.mode == "streams" else {}
 
     # -- service ----------------------------------------------------------------
 
@@ -160,6 +187,9 @@ class RedisSource(SourcePlumbing, Service):
             self._keep_call = LoopingCall(self._keep_claims)
             self._keep_call.clock = self._reactor
             self._keep_call.start(self.claim_idle / 4, now=False)
+            self._count_call = LoopingCall(self._count)
+            self._count_call.clock = self._reactor
+            self._count_call.start(COUNT_S, now=False)
 
     def stopService(self) -> Deferred:
         """Stop reading; send the acks released so far; close."""
@@ -169,8 +199,9 @@ class RedisSource(SourcePlumbing, Service):
         self.subscribed = False
         if self._ack_call is not None and self._ack_call.active():
             self._ack_call.cancel()
-        if self._keep_call is not None and self._keep_call.running:
-            self._keep_call.stop()
+        for call in (self._keep_call, self._count_call):
+            if call is not None and call.running:
+                call.stop()
         d = self._flush_acks()
         thread, client = self._thread, self._client
         self._thread = None
@@ -184,6 +215,30 @@ class RedisSource(SourcePlumbing, Service):
                 client.close()
 
         return d.addBoth(lambda _: deferToThreadPool(self._reactor, self._reactor.getThreadPool(), close, None))
+
+    def _count(self) -> None:
+        """Count the group's lag in the thread pool (one count at a time; a reader paused by backpressure,
+        when the lag matters most, does not hold it)."""
+        client = self._client
+        if self._counting or client is None or not self.connected:
+            return
+        self._counting = True
+        streams = [f.text for f in self._filters]
+
+        def count():
+            lags = [group_lag(client.xinfo_groups(stream), self.group) for stream in streams]
+            return None if None in lags else sum(lags)
+
+        def counted(lag):
+            self.lag = lag
+
+        def failed(failure):
+            self.lag = None
+            self.log.debug("Redis source {source}: counting the group's lag: {error}", source=self.name,
+                           error=failure.getErrorMessage())
+
+        d = self._in_pool(count).addCallbacks(counted, failed)
+        d.addBoth(lambda _: setattr(self, "_counting", False))
 
     def _in_pool(self, function, *args) -> Deferred:
         return deferToThreadPool(self._reactor, self._reactor.getThreadPool(), function, *args)

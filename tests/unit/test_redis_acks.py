@@ -52,10 +52,10 @@ def test_an_xack_lost_with_the_connection_is_sent_again_and_its_entries_stay_in_
     clock.advance(0)
     assert client.acked == []
     assert made._take("stream", [(b"1-0", {}), (b"1-1", {})]) == [], "still in flight: not handed over again"
-    assert made.status() == {"in_flight": 2}
+    assert made.status()["in_flight"] == 2
     clock.advance(1.0)
     assert client.acked == [("stream", ("1-0", "1-1"))]
-    assert made._inflight == {} and made.status() == {"in_flight": 0}
+    assert made._inflight == {} and made.status()["in_flight"] == 0
     assert not clock.getDelayedCalls()
 
 
@@ -69,3 +69,16 @@ def test_an_xack_redis_refuses_is_dropped():
     clock.advance(0)
     assert client.acked == [] and not clock.getDelayedCalls()
     assert ("stream", "1-0") not in made._inflight and ("stream", "1-1") in made._inflight
+
+
+def test_the_groups_lag_is_what_it_has_not_read_and_what_is_pending():
+    """``XINFO GROUPS`` per stream, keys as text or as bytes (as redis-py gives them): the group's ``lag`` plus
+    its ``pending``; unknown where Redis cannot tell the lag (older than 7, or a stream trimmed past it)."""
+    from lorrygate.sources.redis import group_lag
+
+    groups = [{"name": "other", "lag": 99, "pending": 1}, {"name": "lorrygate", "lag": 7, "pending": 3}]
+    assert group_lag(groups, "lorrygate") == 10
+    assert group_lag([{b"name": b"lorrygate", b"lag": 0, b"pending": 2}], "lorrygate") == 2
+    assert group_lag([{"name": "lorrygate", "lag": None, "pending": 2}], "lorrygate") is None
+    assert group_lag([{"name": "lorrygate", "pending": 2}], "lorrygate") is None  # (Redis 6)
+    assert group_lag(groups, "missing") is None
