@@ -112,3 +112,36 @@ def report(name: str, published: int, seqs, started: float, expected=None) -> in
 
 def wait_for_rows(count_function, total: int, timeout: float, what: str) -> None:
     wait_until(lambda: count_function() >= total, timeout, what, interval=0.5)
+
+
+def lag_held_and_released(path: str, log: str, database, produce, count: int, seqs) -> None:
+    """The lag of a gateway's first source (the config at ``path``, a storage at ``database`` without a spool):
+    0 once counted; ``count`` while the database is away and ``produce()`` wrote that many messages, in the
+    status and in ``lorrygate_source_lag``; 0 again once the database is back and ``seqs()`` has them all."""
+    import urllib.request
+
+    from lorrygate.control_client import request
+    from tests.gatewayproc import GatewayProcess
+    from tests.servers import free_port
+
+    metrics = free_port()
+    text = open(path).read()
+    open(path, "w").write(text.replace("[lorrygate]\n", f"[lorrygate]\nmetrics = 127.0.0.1:{metrics}\n", 1))
+    endpoint = [line.split(" = ", 1)[1] for line in text.splitlines() if line.startswith("control = ")][0]
+    gateway = GatewayProcess(path, log).start()
+
+    def lag():
+        return request(endpoint, "GET", "/status")["sources"][0]["details"]["lag"]
+
+    try:
+        wait_until(lambda: lag() == 0, 60, "the source counted: no lag")
+        database.halt()
+        produce()
+        wait_until(lambda: lag() == count, 60, f"a lag of {count}")
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=10) as response:
+            assert f'lorrygate_source_lag{{source="main"}} {count}.0' in response.read().decode()
+        database.resume()
+        wait_until(lambda: lag() == 0, 90, "the lag back to 0 once the database is back")
+        wait_for_rows(lambda: len(set(seqs())), count, 60, f"the {count} messages")
+    finally:
+        assert gateway.stop() == 0

@@ -316,32 +316,12 @@ async def test_entries_held_across_a_redis_restart_are_not_handed_over_again(red
 def test_the_groups_lag_is_in_the_status_and_goes_back_to_zero(tmp_path, redis_server, postgres_per_test):  # noqa: F811
     """While the database is away (no spool), the entries the group has not acknowledged (pending here, or not
     read yet) show in the status and in lorrygate_source_lag; once stored, none."""
-    import urllib.request
-
-    from lorrygate.control_client import request
+    from tests.faults import lag_held_and_released
     from tests.integration.test_faults import pg_seqs
 
     database = postgres_per_test
     realm = f"g{uuid.uuid4().hex[:8]}"
-    metrics = free_port()
     path = config(str(tmp_path), redis_server.port, realm, database.url, storage="spool = false\n")
-    text = open(path).read()
-    open(path, "w").write(text.replace("[lorrygate]\n", f"[lorrygate]\nmetrics = 127.0.0.1:{metrics}\n"))
-    endpoint = [line.split(" = ", 1)[1] for line in text.splitlines() if line.startswith("control = ")][0]
-    gateway = GatewayProcess(path, str(tmp_path / "gw.log")).start()
-
-    def source() -> dict:
-        return request(endpoint, "GET", "/status")["sources"][0]["details"]
-
-    try:
-        wait_until(lambda: source()["lag"] == 0, 60, "the group counted: no lag")
-        database.halt()
-        StreamWriter(redis_server, f"{realm}-stream", topics(realm), 300, rate=1000).start().finish()
-        wait_until(lambda: source()["lag"] == 300, 60, "a lag of 300")
-        with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=10) as response:
-            assert 'lorrygate_source_lag{source="main"} 300.0' in response.read().decode()
-        database.resume()
-        wait_until(lambda: source()["lag"] == 0, 90, "the lag back to 0 once the database is back")
-        wait_for_rows(lambda: len(set(pg_seqs(database.url, realm))), 300, 60, "the 300 entries")
-    finally:
-        assert gateway.stop() == 0
+    writer = StreamWriter(redis_server, f"{realm}-stream", topics(realm), 300, rate=1000)
+    lag_held_and_released(path, str(tmp_path / "gw.log"), database, lambda: writer.start().finish(), 300,
+                          lambda: pg_seqs(database.url, realm))
