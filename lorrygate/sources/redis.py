@@ -220,7 +220,10 @@ class RedisSource(SourcePlumbing, Service):
         """Count the group's lag in the thread pool (one count at a time; a reader paused by backpressure,
         when the lag matters most, does not hold it)."""
         client = self._client
-        if self._counting or client is None or not self.connected:
+        if client is None or not self.connected:
+            self.lag = None  # (a count from before the connection went is no longer what Redis holds)
+            return
+        if self._counting:
             return
         self._counting = True
         streams = [f.text for f in self._filters]

@@ -82,3 +82,21 @@ def test_the_groups_lag_is_what_it_has_not_read_and_what_is_pending():
     assert group_lag([{"name": "lorrygate", "lag": None, "pending": 2}], "lorrygate") is None
     assert group_lag([{"name": "lorrygate", "pending": 2}], "lorrygate") is None  # (Redis 6)
     assert group_lag(groups, "missing") is None
+
+
+def test_the_lag_is_counted_while_connected_and_unknown_once_the_connection_is_gone():
+    """The count runs in the thread pool even while reading is paused; a lost connection makes it unknown
+    (the last count is no longer what Redis holds)."""
+
+    class Counting(Client):
+        def xinfo_groups(self, stream):
+            return [{"name": "lorrygate", "lag": 4, "pending": 2}]
+
+    made = source(Counting(), Clock())
+    made.connected = True
+    made._pauses.hold("storage")
+    made._count()
+    assert made.status()["lag"] == 6
+    made.connected = False
+    made._count()
+    assert made.status()["lag"] is None
