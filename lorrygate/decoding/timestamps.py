@@ -157,12 +157,20 @@ def from_iso(text: str, tz=None) -> int:
     if not match:
         raise ValueError(f"not an ISO 8601 time: {text!r}")
     year, month, day, hour, minute, second, fraction, zone = match.groups()
+    nanos = int((fraction or "").ljust(9, "0"))
+    # ISO 8601 and RFC 3339 write a leap second as :60 (GPS-disciplined clocks send it) and the end of a day
+    # as 24:00:00; both are read as PostgreSQL reads them, as the second after, so that no such row is refused
+    late = 0
+    if second == "60":
+        second, late = "59", 1
+    if hour == "24" and int(minute or 0) == int(second or 0) == nanos == 0:
+        hour, late = "23", 1
+        minute = second = "59"
     try:
         moment = datetime(int(year), int(month), int(day), int(hour or 0), int(minute or 0), int(second or 0))
     except ValueError as exc:
         raise ValueError(f"not a valid date-time: {text!r} ({exc})") from None
-    seconds = calendar.timegm(moment.timetuple())
-    nanos = int((fraction or "").ljust(9, "0"))
+    seconds = calendar.timegm(moment.timetuple()) + late
     if zone and zone not in ("Z", "z"):
         sign = -1 if zone[0] == "-" else 1
         digits = zone[1:].replace(":", "")

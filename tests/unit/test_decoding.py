@@ -161,8 +161,29 @@ def test_epoch_seconds_as_floats_keep_the_decimal_the_sender_wrote(whole, nanos,
     assert parse_time(number) == int(shortest * 10**9)
 
 
-@pytest.mark.parametrize("value", ["2024-02-30T00:00:00Z", "noon", True, None, float("nan")],
-                         ids=["feb-30", "word", "bool", "none", "nan"])
+@pytest.mark.parametrize(
+    "value, same_as",
+    [
+        ("2016-12-31T23:59:60Z", "2017-01-01T00:00:00Z"),
+        ("2016-12-31T23:59:60.25Z", "2017-01-01T00:00:00.25Z"),
+        ("2016-12-31T20:59:60-03:00", "2017-01-01T00:00:00Z"),
+        ("2024-06-01T24:00:00Z", "2024-06-02T00:00:00Z"),
+        ("2024-12-31T24:00Z", "2025-01-01T00:00:00Z"),
+        ("2024-06-01T24:00:00.000+02:00", "2024-06-01T22:00:00Z"),
+    ],
+    ids=["leap-second", "leap-second-fraction", "leap-second-offset", "end-of-day", "end-of-year", "end-of-day-offset"],
+)
+def test_a_leap_second_and_the_end_of_a_day_are_the_second_after(value, same_as):
+    """ISO 8601's 23:59:60 (a leap second, as GPS-disciplined clocks send it) and 24:00:00 (the end of a day)
+    are read as PostgreSQL reads them, as the instant after, not refused as no time."""
+    assert parse_time(value) == parse_time(same_as)
+
+
+@pytest.mark.parametrize("value", ["2024-02-30T00:00:00Z", "noon", True, None, float("nan"), "2024-06-01T24:00:01Z",
+                                   "2024-06-01T24:00:00.5Z", "2024-06-01T23:59:61Z", "2024-06-01T24:00:60Z",
+                                   "9999-12-31T23:59:60Z"],
+                         ids=["feb-30", "word", "bool", "none", "nan", "past-24h", "past-24h-fraction", "second-61",
+                              "24h-leap", "leap-past-9999"])
 def test_bad_times(value):
     """Values that are no time raise ValueError."""
     with pytest.raises(ValueError):
