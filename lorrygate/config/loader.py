@@ -282,6 +282,9 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".", on_storage=N
         if storage.kind == "tributary":
             function = _resolve_hook(f"storage:{name}", storage.graph, modules, problem, key="graph")
             storages[name] = attrs.evolve(storage, callback=function)
+    for channel_name, _, what in feedback_loops(built, brokers, storages):
+        problem(f"channel:{channel_name}", "storage", "storages that do not feed the channel its own messages",
+                what)
     if not channels and not any(section.startswith("channel:") for section in parser.sections()):
         problem("channel:NAME", None, "at least one [channel:NAME] section", "none")
     if problems:
@@ -395,6 +398,71 @@ def doubled_routes(source: str, channels, brokers: dict) -> list:
                         f"{first.strategy}: each such message is stored twice. Give one of them other topics, or an "
                         f"ignore filter")
     return warnings
+
+
+#: host names that are this machine, one broker whichever a URL names
+_THIS_MACHINE = frozenset({"", "localhost", "127.0.0.1", "::1", "ip6-localhost", "localhost.localdomain"})
+
+
+def _same_broker(first, second) -> bool:
+    def where(broker) -> tuple:
+        host = broker.host.lower().strip("[]")
+        return "localhost" if host in _THIS_MACHINE else host, broker.port
+
+    return where(first) == where(second)
+
+
+def _looping_topic(template: str, filters: list, ignores: list) -> tuple[str, str] | None:
+    """(a topic ``template`` gives for a message of one of ``filters``, the filter that matches it again), if
+    there is one that no ``ignores`` filter matches; the placeholders are tried with each level of a topic of
+    the filter (and ``x``), ``#`` as one to five levels."""
+    import itertools
+    import string
+
+    from lorrygate.mqtt.topics import topic_matches
+
+    names = list(dict.fromkeys(field for _, field, _, _ in string.Formatter().parse(template) if field))
+    others = [name for name in names if name != "topic"]
+    samples = [pattern.replace("+", "x").replace("#", "/".join(["x"] * depth))
+               for pattern in filters for depth in ((1, 2, 3, 5) if pattern.endswith("#") else (1,))]
+    for sample in samples:
+        levels = sorted(set(sample.split("/")) | {"x"})
+        for combination in itertools.islice(itertools.product(levels, repeat=len(others)), 10_000):
+            topic = template.format_map(dict(zip(others, combination), topic=sample))
+            again = next((other for other in filters if topic_matches(other, topic)), None)
+            if again is not None and not any(topic_matches(ignore, topic) for ignore in ignores):
+                return topic, again
+    return None
+
+
+def feedback_loops(channels, brokers: dict, storages: dict) -> list:
+    """(channel, storage, what) for each MQTT sink of a channel that publishes, on the broker the channel
+    subscribes, to a topic the channel's own filters match: each message it publishes would come back to it
+    and be published again, without end (``loop/#`` relayed to ``loop/relayed/{topic}`` went on until the
+    topic had 200 levels and the broker closed the connection)."""
+    from lorrygate.mqtt.topics import parse_filter
+
+    found = []
+    for channel in channels:
+        broker = brokers.get(channel.source)
+        if broker is None or broker.type != "mqtt":
+            continue
+        filters = [parse_filter(text).pattern for text in channel.topics]
+        ignores = [parse_filter(text).pattern for text in channel.ignore]
+        for name in channel.storages:
+            storage = storages.get(name)
+            if storage is None or storage.kind != "mqtt" or storage.broker is None:
+                continue
+            if not _same_broker(storage.broker, broker):
+                continue
+            loop = _looping_topic(storage.topic, filters, ignores)
+            if loop is not None:
+                found.append((channel.name, name, (
+                    f"storage {name!r} publishes {storage.topic!r} to the broker this channel subscribes "
+                    f"({broker.host}:{broker.port}), and a message it publishes there, such as {loop[0]!r}, "
+                    f"matches this channel's {loop[1]!r}: it would come back and be published again, without end. "
+                    f"Publish outside the channel's topics, or add an ignore filter for them")))
+    return found
 
 
 def build_hooks(sections: dict, storages: dict, modules: list, problem) -> dict:

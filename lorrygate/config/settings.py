@@ -9,6 +9,7 @@ key below is documented in ``etc/gateway.ini``.
 
 import functools
 import os
+import string
 from typing import Any
 
 import attrs
@@ -692,8 +693,19 @@ def make_storage(name: str, values: dict, section: str, problem):
         except ValueError as exc:
             problem(section, "ddl", "a DDL template", f"one that fails: {exc}")
             return None
+    if url.kind in ("mqtt", "kafka"):
+        invalid = topic_template_problem(values["topic"], url.kind)
+        if invalid is not None:
+            problem(section, "topic", *invalid)
+            return None
     if url.kind == "mqtt":
+        from lorrygate.storage.mqtt_sink import topic_problem
+
         values["broker"] = sink_broker(name, url.raw)
+        why = topic_problem(values["dead_letter_topic"])
+        if why is not None:
+            problem(section, "dead_letter_topic", "an MQTT topic name to publish to", f"one where {why}")
+            return None
     if url.kind == "prometheus":
         if not installed("prometheus_client"):
             problem(section, "url", needs("prometheus_client", "a prometheus storage"), repr(str(url)))
@@ -721,6 +733,29 @@ def make_storage(name: str, values: dict, section: str, problem):
         if values["dead_letter_topic"] == STORAGE_KEYS["dead_letter_topic"].default:
             values["dead_letter_topic"] = "lorrygate-dead-letters"
     return StorageSettings(name=name, url=url, kind=url.kind, path=url.path, ddl=ddl, **values)
+
+
+#: what a publishing sink's topic template may name (lorrygate.storage.mqtt_sink.topic_for)
+TOPIC_PLACEHOLDERS = ("topic", "realm", "network", "gateway", "node", "kind", "rest", "schema", "table")
+
+
+def topic_template_problem(template: str, kind: str) -> tuple[str, str] | None:
+    """(expected, got) if a publishing sink's topic template could give no topic: a placeholder of no value
+    (which gave an empty level in silence), ``{node.x}`` or a lone ``{`` (which failed every batch, and so
+    stopped the sink), or text no MQTT topic name may hold; None if it is fine."""
+    from lorrygate.storage.mqtt_sink import topic_problem
+
+    try:
+        literal = "".join(text for text, *_ in string.Formatter().parse(template))
+        template.format_map({name: "x" for name in TOPIC_PLACEHOLDERS})
+    except (ValueError, KeyError, AttributeError, IndexError) as exc:
+        return ("a topic template of the placeholders " + ", ".join(f"{{{name}}}" for name in TOPIC_PLACEHOLDERS),
+                f"{template!r}: {type(exc).__name__}: {exc}")
+    why = topic_problem(literal) if literal and kind == "mqtt" else None
+    if why is not None:
+        return ("a topic template whose own text may be in a topic name (the placeholders fill in the rest)",
+                f"{template!r}: {why}")
+    return None
 
 
 def kafka_broker(name: str, url: str) -> BrokerSettings:

@@ -209,6 +209,9 @@ class _Builder:
             query = self.options(element, "a kafka:// sink URL", {"payload": ("message", "records")})
             base = element.url.split("?", 1)[0]
             base = base[: base.index("/", base.index("://") + 3)] + "/" if "/" in base[base.index("://") + 3:] else base + "/"
+            invalid = s.topic_template_problem(unquote(parts.path[1:]), "kafka")
+            if invalid is not None:
+                raise PipelineError(f"expected {invalid[0]}, got {invalid[1]}", text, element.loc)
             settings = s.StorageSettings(name, v.storage_url(base), "kafka", spool=True,
                                          topic=unquote(parts.path[1:]) or "lorrygate",
                                          payload=query.get("payload", "message"),
@@ -290,6 +293,9 @@ class _Builder:
             auth = f"{props['username']}:{props['password']}@" if props["username"] else ""
             port = props["port"] or (8883 if props["tls"] else 1883)
             url = f"{'mqtts' if props['tls'] else 'mqtt'}://{auth}{props['host']}:{port}/"
+        invalid = s.topic_template_problem(template, "mqtt")
+        if invalid is not None:
+            raise PipelineError(f"expected {invalid[0]}, got {invalid[1]}", text, element.loc)
         parsed = v.storage_url(url)
         return s.StorageSettings(name, parsed, "mqtt", spool=True, topic=template, payload=payload,
                                  broker=s.sink_broker(name, url))
@@ -614,6 +620,10 @@ def build_settings(text: str, callbacks=None, data_dir: str = "var", strategies_
         unknown = [name for name in channel.decoders if name not in base.decoders]
         if unknown:
             raise PipelineError(f"unknown decoder {unknown[0]!r} (one of {', '.join(sorted(base.decoders))})", text, 0)
+    from lorrygate.config.loader import feedback_loops
+
+    for _, _, what in feedback_loops(builder.channels, builder.brokers, builder.storages):
+        raise PipelineError(f"a sink that feeds its source: {what}", text, 0)
     gateway = s.GatewaySettings(data_dir=data_dir, control="off", log_format="text", strategies=strategies_dir)
     return s.Settings("<launch>", gateway, builder.brokers, builder.storages, tuple(builder.channels), registry,
                       base.decoders, sources=builder.sources)

@@ -15,12 +15,27 @@ connection lost mid-batch fails the batch: it is retried (or spooled) and
 published again, so duplicates are possible, never a loss. Dead letters go
 to ``dead_letter_topic`` as JSON (topic, payload in base64, stage, reason).
 
+A message the broker would refuse never stops the sink: one whose topic is no
+MQTT topic name (empty, ``+`` or ``#``, U+0000, control characters or
+non-characters, more than 65,535 bytes: MQTT 4.7.3 and 1.5.4; Mosquitto
+closes the connection for them) is not sent, one the broker refuses with a
+PUBACK reason code (MQTT 5: not authorized, topic name invalid, ...) is not
+sent again, and one for which the broker closes the connection each time
+(Mosquitto: a topic of more than 200 levels) is found by sending the
+messages that were in flight one at a time on the next try and, if the
+broker closes the connection again for the same one, twice, set aside. Each
+goes to ``dead_letter_topic`` as a dead letter with the reason instead. A
+broker that refuses the dead letter too fails the batch (the reason in the
+status): nothing is acknowledged that was not published somewhere.
+
 The connection is `lorrygate.sources.mqtt.MQTTSource` without subscriptions:
 the same reconnects, TLS, credentials and failure messages as a source.
 """
 
 import base64
 import json
+import re
+from collections import deque
 from typing import Any
 
 import attrs
@@ -35,6 +50,33 @@ from lorrygate.storage.layout import json_text
 
 #: publications in flight at once within a batch (the broker's Receive Maximum may be lower)
 WINDOW = 500
+
+#: PUBACK reason codes (MQTT 5, 3.4.2.1) after which the same message may be taken later: the batch is tried again
+TRY_AGAIN = frozenset({0x97})  # quota exceeded
+
+#: times the broker closed the connection while a message was the only one in flight before it is set aside
+STRIKES = 2
+
+#: what no topic name may hold (MQTT 1.5.4, 4.7.3): U+0000, wildcards, and what Mosquitto refuses by closing the
+#: connection, the control characters and the non-characters (U+FDD0-U+FDEF and the last two of every plane)
+_NOT_IN_TOPICS = re.compile("[\x00-\x1f\x7f-\x9f+#\ufdd0-\ufdef\ud800-\udfff"
+                            + "".join(f"{chr(plane << 16 | 0xFFFE)}{chr(plane << 16 | 0xFFFF)}" for plane in range(17))
+                            + "]")
+
+
+def topic_problem(topic: str) -> str | None:
+    """Why ``topic`` cannot be a topic name to publish to (MQTT 4.7.3, 1.5.4), or None."""
+    if not topic:
+        return "the topic is empty"
+    bad = _NOT_IN_TOPICS.search(topic)
+    if bad is not None:
+        char = bad.group()
+        what = "a wildcard" if char in "+#" else f"U+{ord(char):04X}, which no MQTT topic may hold"
+        return f"the topic holds {char!r} at character {bad.start()} ({what})"
+    size = len(topic.encode("utf-8"))
+    if size > 65535:
+        return f"the topic is {size} bytes long, more than MQTT's 65,535"
+    return None
 
 
 class _Fields(dict):
@@ -111,6 +153,13 @@ class MqttSink:
     dead_letter_topic: str = "lorrygate/dead-letters"
     _client: Any = None
     published: int = 0
+    #: messages set aside as dead letters: a topic no broker takes, or one this broker refused
+    refused: int = 0
+    #: (the first message in flight when the broker last closed the connection, how many were), if it did
+    _suspect: Any = None
+    #: how often the broker closed the connection while a message was alone in flight
+    _strikes: dict = attrs.Factory(dict)
+    _refusing: int = 0
     #: messages larger than the broker takes, a reference to each published to the dead-letter topic instead
     too_large: int = 0
 
@@ -130,7 +179,7 @@ class MqttSink:
     def details(self) -> dict:
         client = self._client
         return {"broker": f"{self.broker.host}:{self.broker.port}", "connected": bool(client and client.connected),
-                "published": self.published, "too_large": self.too_large,
+                "published": self.published, "too_large": self.too_large, "refused": self.refused,
                 "last_error": client.last_error if client else ""}
 
     def topic_for(self, entry) -> str:
@@ -142,22 +191,76 @@ class MqttSink:
         if protocol is None or not protocol.connected:
             why = client.last_error if client is not None and client.last_error else "not connected yet"
             return fail(StorageError(f"MQTT sink {self.name}: {self.broker.host}:{self.broker.port} is away ({why})"))
-        return Deferred.fromCoroutine(self._publish(protocol, list(self._items(batch))))
+        items = list(outgoing(batch, self.topic_for, self.payload, self.dead_letter_topic))
+        return Deferred.fromCoroutine(self._publish(protocol, items))
 
     def _items(self, batch):
         for _, topic, payload in outgoing(batch, self.topic_for, self.payload, self.dead_letter_topic):
             yield topic, payload
 
+    def _set_aside(self, protocol, source: str, topic: str, payload: bytes, why: str) -> Deferred:
+        """Publish a dead letter for a message the broker will not take, instead of it."""
+        self._refusing += 1
+        self.log.error("MQTT sink {sink}: a message to {topic!r:.300} (from {source!r:.300}) not published: {why}; "
+                       "it goes to {dead} as a dead letter", sink=self.name, topic=topic, source=source, why=why,
+                       dead=self.dead_letter_topic)
+        from lorrygate.mqtt.protocol import PacketTooLarge
+
+        letter = {"topic": source, "target": topic, "stage": "store", "error": why,
+                  "payload_base64": base64.b64encode(payload).decode("ascii")}
+        try:
+            return protocol.publish(self.dead_letter_topic, json.dumps(letter).encode("utf-8"), 1)
+        except PacketTooLarge:  # (the payload in base64 is more than the broker takes): its size and SHA-256
+            import hashlib
+
+            letter.update(payload_base64=None, size=len(payload), sha256=hashlib.sha256(payload).hexdigest())
+            return protocol.publish(self.dead_letter_topic, json.dumps(letter).encode("utf-8"), 1)
+
+    async def _settle(self, protocol, entry) -> None:
+        """Wait for one publication's PUBACK; a refused message goes to the dead-letter topic (MQTT 5)."""
+        d, source, topic, payload, dead = entry
+        ack = await d
+        reason = getattr(ack, "reason", 0)
+        if reason < 0x80:
+            return
+        from lorrygate.mqtt.protocol import REASON_CODES
+
+        why = f"the broker refused it: {REASON_CODES.get(reason, 'reason')} (PUBACK reason code 0x{reason:02x})"
+        if dead:
+            raise StorageError(f"MQTT sink {self.name}: {why} for the dead letter to {topic!r}; let the sink's "
+                               f"client publish to dead_letter_topic = {topic}")
+        if reason in TRY_AGAIN:
+            raise StorageError(f"MQTT sink {self.name}: publishing to {topic!r:.300}: {why}; the batch is tried again")
+        await self._settle(protocol, (self._set_aside(protocol, source, topic, payload, why), source,
+                                      self.dead_letter_topic, b"", True))
+
     async def _publish(self, protocol, items: list) -> None:
         from lorrygate.mqtt.protocol import PacketTooLarge
 
-        pending: list = []
+        pending: deque = deque()  # (Deferred, source topic, topic, payload, whether a dead letter), in order
+        # the messages that were in flight when the broker last closed the connection go one at a time
+        suspect, alone = self._suspect, 0
+        self._refusing = 0
         try:
-            for topic, payload in items:
-                if len(pending) >= WINDOW:
-                    await pending.pop(0)
+            for source, topic, payload in items:
+                dead = topic == self.dead_letter_topic
+                key = (topic, len(payload), hash(payload)) if suspect is not None or self._strikes else None
+                if suspect is not None and key == suspect[0]:
+                    alone, suspect = suspect[1], None
+                while len(pending) >= (1 if alone else WINDOW):
+                    await self._settle(protocol, pending[0])
+                    pending.popleft()
+                alone = max(alone - 1, 0)
+                why = None if dead else topic_problem(topic)
+                if why is None and key is not None and self._strikes.get(key, 0) >= STRIKES:
+                    why = (f"the broker closed the connection each time this message was the only one in flight "
+                           f"({STRIKES} times): it refuses it (Mosquitto does so for a topic of more than 200 levels)")
+                if why is not None:
+                    pending.append((self._set_aside(protocol, source, topic, payload, why), source,
+                                    self.dead_letter_topic, b"", True))
+                    continue
                 try:
-                    pending.append(protocol.publish(topic, payload, 1))
+                    pending.append((protocol.publish(topic, payload, 1), source, topic, payload, dead))
                 except PacketTooLarge as exc:
                     # The broker would never take it, and failing the batch for it would stop the sink for good:
                     # a reference to it goes to the dead-letter topic instead, as a message over max_payload is kept.
@@ -165,15 +268,38 @@ class MqttSink:
                     self.log.error("MQTT sink {sink}: a message to {topic} not published: {error}; a reference to it "
                                    "goes to {dead}", sink=self.name, topic=topic, error=str(exc),
                                    dead=self.dead_letter_topic)
-                    pending.append(protocol.publish(self.dead_letter_topic, too_large_reference(
-                        topic, payload, f"more than the broker takes: {exc}"), 1))
-            for d in pending:
-                await d
+                    pending.append((protocol.publish(self.dead_letter_topic, too_large_reference(
+                        topic, payload, f"more than the broker takes: {exc}"), 1), source, self.dead_letter_topic,
+                        b"", True))
+            while pending:
+                await self._settle(protocol, pending[0])
+                pending.popleft()
         except StorageError:
+            for entry in pending:
+                entry[0].addErrback(lambda failure: None)
             raise
         except Exception as exc:
-            for d in pending:
-                d.addErrback(lambda failure: None)
+            for entry in pending:
+                entry[0].addErrback(lambda failure: None)
+            self._suspected(pending, alone)
             raise StorageError(f"MQTT sink {self.name}: publishing to {self.broker.host}:{self.broker.port} "
                                f"failed ({exc}); the batch is published again") from None
-        self.published += len(items)
+        self._suspect = None
+        self._strikes.clear()
+        self.published += len(items) - self._refusing
+        self.refused += self._refusing
+
+    def _suspected(self, pending: deque, alone: int) -> None:
+        """The connection was lost with ``pending`` in flight: the next try sends those messages one at a time
+        (and those that were to go alone after them), and a message that was the only one in flight gets a
+        strike; with `STRIKES` it is set aside."""
+        outstanding = [entry for entry in pending if not entry[4]]
+        if not outstanding:
+            return
+        _, _, topic, payload, _ = outstanding[0]
+        key = (topic, len(payload), hash(payload))
+        if len(pending) == 1:
+            if len(self._strikes) >= 1000:
+                self._strikes.clear()
+            self._strikes[key] = self._strikes.get(key, 0) + 1
+        self._suspect = (key, len(outstanding) + alone)

@@ -336,3 +336,47 @@ def test_the_options_bus_urls_read_are_taken():
     (channel,) = settings.channels
     broker = settings.brokers[channel.source]
     assert (channel.qos, channel.retained, broker.client_id, broker.protocol) == (0, "never", "gw", "5")
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("mqtt://h/a/%23 ! mqtt://h2/copy/{realm}/{node:>4}/{topic}?payload=records", None),
+    ("mqtt://h/a/%23 ! mqtt://h/out/{", "got 'out/{': ValueError: Single '{' encountered in format string"),
+    ("mqtt://h/a/%23 ! mqtt://h/out/{nodes}", "got 'out/{nodes}': KeyError: 'nodes'"),
+    ("mqtt://h/a/%23 ! mqtt://h/out/%2B/{topic}", "the topic holds '+' at character 4 (a wildcard)"),
+    ("mqtt://h/a/%23 ! kafka://k:9092/t-{table.x}", "AttributeError"),
+], ids=["fine", "lone-brace", "unknown", "wildcard", "kafka"])
+def test_a_sink_topic_template_that_gives_no_topic_is_an_error(text, expected):
+    """``{nodes}`` gave an empty level in silence, and ``{`` failed every batch, so the sink stopped for good."""
+    if expected is None:
+        assert parse_launch(text).settings.storages["sink0"].topic == "copy/{realm}/{node:>4}/{topic}"
+        return
+    if "kafka" in text:
+        pytest.importorskip("confluent_kafka")
+    with pytest.raises(PipelineError) as info:
+        parse_launch(text)
+    assert expected in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize("text", [
+    "mqtt://localhost/loop/%23 ! mqtt://127.0.0.1:1883/loop/relayed/{topic}",
+    "mqtt://h:1884/%23 ! mqtt://h:1884/{topic}",
+    "mqtt://h/mqttkit-1/%23 ! strategy name=wan ! mqtt://h/{realm}/copies/{node}",
+    "mqtt://h/a/%2B/data ! mqtt://h/a/{node}/data",
+], ids=["relayed-below", "everything", "a-placeholder-is-a-level-of-the-filter", "single-level"])
+def test_a_sink_that_publishes_into_its_own_sources_topics_is_an_error(text):
+    """A relay whose sink published, on the broker its source subscribes, to topics the source's filter matches
+    got each message back and published it again, without end (``loop/#`` to ``loop/relayed/{topic}`` until the
+    topic had 200 levels and Mosquitto closed the connection, which then stopped the sink)."""
+    with pytest.raises(PipelineError, match="a sink that feeds its source: .* it would come back and be published "
+                                            "again, without end"):
+        parse_launch(text)
+
+
+@pytest.mark.parametrize("text", [
+    "mqtt://h/loop/%23 ! mqtt://h2/loop/relayed/{topic}",
+    "mqtt://h/loop/%23 ! mqtt://h:1884/loop/relayed/{topic}",
+    "mqtt://h/loop/%23 ! mqtt://h/copy/{topic}",
+    "mqtt://h/a/%2B/data ! mqtt://h/a/{node}/copy",
+], ids=["another-host", "another-port", "outside", "another-level"])
+def test_a_sink_that_publishes_elsewhere_is_no_loop(text):
+    assert parse_launch(text).settings.storages

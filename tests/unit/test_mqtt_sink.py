@@ -78,3 +78,33 @@ def test_a_record_nested_too_deeply_for_json_text_is_a_dead_letter_and_the_batch
         assert [topic for topic, _ in items] == ["tables/gw_n1_sensors", "lorrygate/dead-letters", "tables/gw_n1_sensors"]
         assert "nested too deeply to be JSON text" in json.loads(items[1][1])["error"]
     assert len(made.extra_dead) == 1 and made.refused_rows == 1
+
+
+@pytest.mark.parametrize("topic, why", [
+    ("", "the topic is empty"),
+    ("a/+/b", "'+' at character 2 (a wildcard)"),
+    ("a/#", "'#' at character 2 (a wildcard)"),
+    ("a\x00b", "U+0000"),
+    ("a/\x1fb", "U+001F"),
+    ("a/\x7f", "U+007F"),
+    ("a/\x9f", "U+009F"),
+    ("a/\ufdd0", "U+FDD0"),
+    ("a/\uffff", "U+FFFF"),
+    ("a/\U0010fffe", "U+10FFFE"),
+    ("a/\ud800", "U+D800"),
+    ("x" * 65536, "65536 bytes long"),
+    ("ü" * 32768, "65536 bytes long"),
+], ids=["empty", "plus", "hash", "nul", "control", "delete", "c1", "nonchar", "ffff", "plane-16", "surrogate",
+        "long", "long-utf8"])
+def test_what_no_topic_name_may_hold(topic, why):
+    """MQTT 4.7.3 and 1.5.4 (what Mosquitto closes the connection for): said before the sink publishes."""
+    from lorrygate.storage.mqtt_sink import topic_problem
+
+    assert why in topic_problem(topic)
+
+
+@pytest.mark.parametrize("topic", ["a", "a/b/c", "/", "a//b", "$data/x", "ü/€/𝄞", "x" * 65535, "a b/ c"])
+def test_topic_names_that_are_fine(topic):
+    from lorrygate.storage.mqtt_sink import topic_problem
+
+    assert topic_problem(topic) is None

@@ -108,3 +108,64 @@ def test_each_storage_is_handed_out_as_soon_as_its_section_is_read(tmp_path):
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[('good', False, False)]"
+
+
+@pytest.mark.parametrize("storage, expected", [
+    ("url = mqtt://h/\ntopic = out/{nodes}", "got 'out/{nodes}': KeyError: 'nodes'"),
+    ("url = mqtt://h/\ntopic = out/{node.id}", "AttributeError: 'str' object has no attribute 'id'"),
+    ("url = mqtt://h/\ntopic = out/{", "Single '{' encountered"),
+    ("url = mqtt://h/\ntopic = out/{0}", "positional fields"),
+    ("url = mqtt://h/\ntopic = out/+/{node}", "the topic holds '+' at character 4 (a wildcard)"),
+    ("url = mqtt://h/\ndead_letter_topic = dead/#", "dead_letter_topic: expected an MQTT topic name to publish to"),
+    ("url = kafka://h:9092/\ntopic = t-{table", "expected '}' before end of string"),
+], ids=["unknown-placeholder", "attribute", "lone-brace", "positional", "wildcard", "dead-letter-wildcard", "kafka"])
+def test_a_publishing_sinks_topic_template_is_checked(storage, expected):
+    """A topic template that could never give a topic is a configuration problem: an unknown placeholder gave
+    an empty level in silence, and ``{node.id}`` or a lone ``{`` failed every batch, so the sink stopped."""
+    if "kafka" in storage:
+        pytest.importorskip("confluent_kafka")
+    found = problems(storage)
+    assert any(expected in problem for problem in found), found
+
+
+def test_a_publishing_sinks_topic_template_may_use_every_placeholder_and_a_format():
+    storage = load("url = mqtt://h/\ntopic = {realm}/{network}/{gateway}/{node:>4}/{kind}/{rest}/{schema}/{table}/"
+                   "{topic}").storages["s"]
+    assert storage.topic.startswith("{realm}/")
+
+
+LOOP = """
+[broker:b]
+host = localhost
+port = 1884
+
+[storage:out]
+url = mqtt://127.0.0.1:1884/
+{more}
+
+[channel:c]
+topics = sensors/#
+storage = out
+{ignore}
+"""
+
+
+@pytest.mark.parametrize("more, ignore, loops", [
+    ("topic = {topic}/relayed", "", True),
+    ("topic = {topic}/relayed", "ignore = sensors/+/relayed, sensors/+/+/relayed", True),  # (and deeper topics?)
+    ("topic = sensors/relayed/{node}", "ignore = sensors/relayed/#", False),
+    ("topic = {topic}/relayed", "ignore = +/+/+/relayed", True),
+    ("topic = processed/{topic}", "", False),
+], ids=["loops", "ignored-not-deep-enough", "ignored", "ignored-too-narrow", "elsewhere"])
+def test_a_channel_whose_mqtt_storage_publishes_into_its_own_topics_is_a_problem(more, ignore, loops):
+    """Each message the storage published came back through the channel's subscription, on the same broker, and
+    was published again, without end; an ignore filter for what it publishes ends the loop."""
+    text = textwrap.dedent(LOOP).replace("{more}", more).replace("{ignore}", ignore)
+    if not loops:
+        assert loads(text, source="gw.ini").channels
+        return
+    with pytest.raises(ConfigError) as info:
+        loads(text, source="gw.ini")
+    (problem,) = [str(p) for p in info.value.problems]
+    assert "[channel:c] storage: expected storages that do not feed the channel its own messages" in problem
+    assert "matches this channel's 'sensors/#'" in problem and "/relayed'" in problem
