@@ -18,9 +18,13 @@ A message larger than Kafka takes (the producer's ``message.max.bytes``,
 1,000,000 bytes, or the topic's ``max.message.bytes``) can never be
 delivered: it was produced again and again, and the sink wrote nothing more.
 In its place a reference goes to the dead-letter topic (its MQTT topic, size
-and SHA-256, and why), counted as ``too_large``.
+and SHA-256, and why), counted as ``too_large``. A message whose topic Kafka
+does not take (more than 249 characters, or ``.``) goes there as a dead
+letter with its payload, counted as ``refused``.
 """
 
+import base64
+import json
 import re
 from typing import Any
 
@@ -36,6 +40,18 @@ from lorrygate.storage.mqtt_sink import outgoing, too_large_reference, topic_for
 
 _NOT_KAFKA = re.compile(r"[^A-Za-z0-9._-]")
 
+#: the longest topic name Kafka takes (org.apache.kafka.common.internals.Topic.MAX_NAME_LENGTH)
+MAX_TOPIC = 249
+
+
+def topic_problem(topic: str) -> str | None:
+    """Why Kafka refuses ``topic`` (of its legal characters already) as a topic name, or None."""
+    if topic in (".", ".."):
+        return f"Kafka takes no topic named {topic!r}"
+    if len(topic) > MAX_TOPIC:
+        return f"the topic is {len(topic)} characters long, more than Kafka's {MAX_TOPIC}"
+    return None
+
 
 @implementer(IStorage)
 @attrs.define(eq=False)
@@ -50,6 +66,8 @@ class KafkaSink:
     published: int = 0
     #: messages too large for Kafka, a reference to each produced to the dead-letter topic instead
     too_large: int = 0
+    #: messages whose topic Kafka refuses (`topic_problem`), each produced to the dead-letter topic instead
+    refused: int = 0
     _producer: Any = None
 
     log = Logger()
@@ -71,17 +89,32 @@ class KafkaSink:
         return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), producer.flush, 10)
 
     def details(self) -> dict:
-        return {"published": self.published, "too_large": self.too_large}
+        return {"published": self.published, "too_large": self.too_large, "refused": self.refused}
 
     def write(self, batch) -> Deferred:
         # the same items as the MQTT sink; the key is the message's own topic
-        items = [(_NOT_KAFKA.sub("_", target) or "lorrygate", key, payload) for key, target, payload in
-                 outgoing(batch, lambda entry: topic_for(self.topic, entry), self.payload, self.dead_letter_topic)]
+        items = []
+        refused = 0
+        dead_topic = _NOT_KAFKA.sub("_", self.dead_letter_topic) or "lorrygate-dead-letters"
+        for key, target, payload in outgoing(batch, lambda entry: topic_for(self.topic, entry), self.payload,
+                                             self.dead_letter_topic):
+            topic = _NOT_KAFKA.sub("_", target) or "lorrygate"
+            why = topic_problem(topic)
+            if why is not None:  # Kafka would refuse it each time the batch is produced: a dead letter instead
+                refused += 1
+                self.log.error("Kafka sink {sink}: a message from {key!r:.300} not produced: {why}; it goes to {dead} "
+                               "as a dead letter", sink=self.name, key=key, why=why, dead=dead_topic)
+                topic, payload = dead_topic, json.dumps({
+                    "topic": key, "target": topic, "stage": "store", "error": why,
+                    "payload_base64": base64.b64encode(payload).decode("ascii")}).encode("utf-8")
+            items.append((topic, key, payload))
         return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), self._produce, items).addCallback(
-            self._referred)
+            self._referred, refused)
 
-    def _referred(self, refused: list) -> None:
-        """In the reactor thread: count and log the messages too large for Kafka, ``[(key, size)]``."""
+    def _referred(self, refused: list, topics_refused: int = 0) -> None:
+        """In the reactor thread: count and log the messages too large for Kafka, ``[(key, size)]``, and count
+        those whose topic Kafka refuses."""
+        self.refused += topics_refused
         self.too_large += len(refused)
         for key, size in refused:
             self.log.error("Kafka sink {sink}: a message of {size} bytes from {topic} is larger than Kafka takes "

@@ -206,8 +206,8 @@ class MqttSink:
                        dead=self.dead_letter_topic)
         from lorrygate.mqtt.protocol import PacketTooLarge
 
-        letter = {"topic": source, "target": topic, "stage": "store", "error": why,
-                  "payload_base64": base64.b64encode(payload).decode("ascii")}
+        letter: dict[str, Any] = {"topic": source, "target": topic, "stage": "store", "error": why,
+                                  "payload_base64": base64.b64encode(payload).decode("ascii")}
         try:
             return protocol.publish(self.dead_letter_topic, json.dumps(letter).encode("utf-8"), 1)
         except PacketTooLarge:  # (the payload in base64 is more than the broker takes): its size and SHA-256

@@ -388,3 +388,44 @@ def test_the_groups_lag_is_in_the_status_and_goes_back_to_zero(tmp_path, kafka):
         assert gateway.stop() == 0
     finally:
         database.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_message_whose_topic_kafka_refuses_is_a_dead_letter(kafka):
+    """A topic of more than 249 characters (Kafka's limit; librdkafka's mock cluster does not check it, a real
+    Kafka refuses each produce) failed the batch again and again: it is a dead letter with its payload now, and
+    the messages beside it go to their topics."""
+    import base64
+
+    from twisted.internet import reactor
+
+    from lorrygate.config.settings import kafka_broker
+    from lorrygate.model import Message, Record, TableName
+    from lorrygate.storage.batch import Batch, Entry
+    from lorrygate.storage.kafka_sink import KafkaSink
+
+    realm = f"j{uuid.uuid4().hex[:8]}"
+    long_topic = f"{realm}/" + "x" * 300
+    sink = KafkaSink("k", kafka_broker("k", f"kafka://{kafka.split(',')[0]}/"), reactor, topic="{topic}",
+                     dead_letter_topic=f"{realm}-dead")
+    batch = Batch()
+    for n, topic in enumerate([f"{realm}/a", long_topic, f"{realm}/a"]):
+        batch.add(Entry(TableName("s", "t"), [Record(n, {"n": n})], "main", Message(topic, b'{"n": %d}' % n), "raw"))
+    await sink.start()
+    try:
+        await sink.write(batch)
+    finally:
+        await sink.stop()
+    assert sink.details()["refused"] == 1
+    consumer = confluent_kafka.Consumer({"bootstrap.servers": kafka, "group.id": f"check-{realm}",
+                                         "auto.offset.reset": "earliest"})
+    consumer.subscribe([f"{realm}_a", f"{realm}-dead"])
+    seen: list = []
+    deadline = time.monotonic() + 60
+    while len(seen) < 3 and time.monotonic() < deadline:
+        seen += [(m.topic(), m.value()) for m in consumer.consume(10, 0.5) if m.error() is None]
+    consumer.close()
+    assert sorted(value for topic, value in seen if topic == f"{realm}_a") == [b'{"n": 0}', b'{"n": 2}']
+    (letter,) = [json.loads(value) for topic, value in seen if topic == f"{realm}-dead"]
+    assert letter["topic"] == long_topic and "more than Kafka's 249" in letter["error"]
+    assert base64.b64decode(letter["payload_base64"]) == b'{"n": 1}'
