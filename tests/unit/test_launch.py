@@ -357,26 +357,24 @@ def test_a_sink_topic_template_that_gives_no_topic_is_an_error(text, expected):
     assert expected in str(info.value), str(info.value)
 
 
-@pytest.mark.parametrize("text", [
-    "mqtt://localhost/loop/%23 ! mqtt://127.0.0.1:1883/loop/relayed/{topic}",
-    "mqtt://h:1884/%23 ! mqtt://h:1884/{topic}",
-    "mqtt://h/mqttkit-1/%23 ! strategy name=wan ! mqtt://h/{realm}/copies/{node}",
-    "mqtt://h/a/%2B/data ! mqtt://h/a/{node}/data",
-], ids=["relayed-below", "everything", "a-placeholder-is-a-level-of-the-filter", "single-level"])
-def test_a_sink_that_publishes_into_its_own_sources_topics_is_an_error(text):
+@pytest.mark.parametrize("text, loops", [
+    ("mqtt://localhost/loop/%23 ! mqtt://127.0.0.1:1883/loop/relayed/{topic}", True),
+    ("mqtt://h:1884/%23 ! mqtt://h:1884/{topic}", True),
+    ("mqtt://h/mqttkit-1/%23 ! strategy name=wan ! mqtt://h/{realm}/copies/{node}", True),
+    ("mqtt://h/a/%2B/data ! mqtt://h/a/{node}/data", True),
+    ("mqtt://h/loop/%23 ! mqtt://h2/loop/relayed/{topic}", False),
+    ("mqtt://h/loop/%23 ! mqtt://h:1884/loop/relayed/{topic}", False),
+    ("mqtt://h/loop/%23 ! mqtt://h/copy/{topic}", False),
+    ("mqtt://h/a/%2B/data ! mqtt://h/a/{node}/copy", False),
+], ids=["relayed-below", "everything", "a-placeholder-is-a-level-of-the-filter", "single-level", "another-host",
+        "another-port", "outside", "another-level"])
+def test_a_sink_that_publishes_into_its_own_sources_topics_is_an_error(text, loops):
     """A relay whose sink published, on the broker its source subscribes, to topics the source's filter matches
     got each message back and published it again, without end (``loop/#`` to ``loop/relayed/{topic}`` until the
     topic had 200 levels and Mosquitto closed the connection, which then stopped the sink)."""
+    if not loops:
+        assert parse_launch(text).settings.storages
+        return
     with pytest.raises(PipelineError, match="a sink that feeds its source: .* it would come back and be published "
                                             "again, without end"):
         parse_launch(text)
-
-
-@pytest.mark.parametrize("text", [
-    "mqtt://h/loop/%23 ! mqtt://h2/loop/relayed/{topic}",
-    "mqtt://h/loop/%23 ! mqtt://h:1884/loop/relayed/{topic}",
-    "mqtt://h/loop/%23 ! mqtt://h/copy/{topic}",
-    "mqtt://h/a/%2B/data ! mqtt://h/a/{node}/copy",
-], ids=["another-host", "another-port", "outside", "another-level"])
-def test_a_sink_that_publishes_elsewhere_is_no_loop(text):
-    assert parse_launch(text).settings.storages
