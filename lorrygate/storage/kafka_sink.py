@@ -23,7 +23,6 @@ does not take (more than 249 characters, or ``.``) goes there as a dead
 letter with its payload, counted as ``refused``.
 """
 
-import base64
 import json
 import re
 from typing import Any
@@ -36,7 +35,7 @@ from zope.interface import implementer
 
 from lorrygate.errors import StorageError
 from lorrygate.interfaces import IStorage
-from lorrygate.storage.mqtt_sink import outgoing, too_large_reference, topic_for
+from lorrygate.storage.mqtt_sink import outgoing, refused_letter, too_large_reference, topic_for
 
 _NOT_KAFKA = re.compile(r"[^A-Za-z0-9._-]")
 
@@ -104,9 +103,7 @@ class KafkaSink:
                 refused += 1
                 self.log.error("Kafka sink {sink}: a message from {key!r:.300} not produced: {why}; it goes to {dead} "
                                "as a dead letter", sink=self.name, key=key, why=why, dead=dead_topic)
-                topic, payload = dead_topic, json.dumps({
-                    "topic": key, "target": topic, "stage": "store", "error": why,
-                    "payload_base64": base64.b64encode(payload).decode("ascii")}).encode("utf-8")
+                topic, payload = dead_topic, json.dumps(refused_letter(key, topic, why, payload)).encode("utf-8")
             items.append((topic, key, payload))
         return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), self._produce, items).addCallback(
             self._referred, refused)

@@ -134,6 +134,13 @@ def too_large_reference(topic: str, payload: bytes, why: str) -> bytes:
                        "error": f"{len(payload)} bytes, {why}"}).encode("utf-8")
 
 
+def refused_letter(source: str, target: str, why: str, payload: bytes) -> dict:
+    """The dead letter of a message a publishing sink's broker will not take (to be JSON): the topic it came
+    with, the one it was to go to, why, and its payload in base64."""
+    return {"topic": source, "target": target, "stage": "store", "error": why,
+            "payload_base64": base64.b64encode(payload).decode("ascii")}
+
+
 def _dead_letter_json(dead) -> bytes:
     message = dead.message
     return json.dumps({
@@ -206,8 +213,7 @@ class MqttSink:
                        dead=self.dead_letter_topic)
         from lorrygate.mqtt.protocol import PacketTooLarge
 
-        letter: dict[str, Any] = {"topic": source, "target": topic, "stage": "store", "error": why,
-                                  "payload_base64": base64.b64encode(payload).decode("ascii")}
+        letter = refused_letter(source, topic, why, payload)
         try:
             return protocol.publish(self.dead_letter_topic, json.dumps(letter).encode("utf-8"), 1)
         except PacketTooLarge:  # (the payload in base64 is more than the broker takes): its size and SHA-256
