@@ -70,6 +70,7 @@ class GatewayCollector:
                 family.add_metric([router.channel.name, stage], count)
         yield family
         yield from self._storages(gateway, CounterMetricFamily, GaugeMetricFamily)
+        yield from self._sinks(gateway, CounterMetricFamily)
         yield from self._sources(gateway, GaugeMetricFamily)
         for backend in gateway.storages.values():
             if hasattr(backend, "collect") and not getattr(backend, "pushes", True):
@@ -134,6 +135,26 @@ class GatewayCollector:
                 gauges["spool_age"].add_metric([name], spool.oldest_age(now) or 0.0)
         yield from counters.values()
         yield from gauges.values()
+
+    @staticmethod
+    def _sinks(gateway, Counter):
+        """What the MQTT and Kafka sinks published, and the messages they set aside as dead letters on their
+        dead-letter topic (they have no table for them: ``lorrygate_dead_letters_committed`` does not count them)."""
+        published = Counter("lorrygate_sink_published", "Messages a broker sink (MQTT, Kafka) published "
+                            "and its broker acknowledged.", labels=["storage"])
+        set_aside = Counter("lorrygate_sink_set_aside",
+                            "Messages a broker sink published to its dead-letter topic instead of their own: "
+                            "reason refused (a topic the broker does not take, or the broker refused the message) "
+                            "or too_large (more than the broker takes; a reference is published).",
+                            labels=["storage", "reason"])
+        for name, backend in sorted(gateway.storages.items()):
+            if not hasattr(backend, "too_large"):
+                continue
+            published.add_metric([name], backend.published)
+            set_aside.add_metric([name, "refused"], backend.refused)
+            set_aside.add_metric([name, "too_large"], backend.too_large)
+        yield published
+        yield set_aside
 
     @staticmethod
     def _sources(gateway, Gauge):

@@ -106,11 +106,12 @@ class KafkaSink:
                 topic, payload = dead_topic, json.dumps(refused_letter(key, topic, why, payload)).encode("utf-8")
             items.append((topic, key, payload))
         return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), self._produce, items).addCallback(
-            self._referred, refused)
+            self._referred, len(items), refused)
 
-    def _referred(self, refused: list, topics_refused: int = 0) -> None:
-        """In the reactor thread: count and log the messages too large for Kafka, ``[(key, size)]``, and count
-        those whose topic Kafka refuses."""
+    def _referred(self, refused: list, produced: int = 0, topics_refused: int = 0) -> None:
+        """In the reactor thread: count what was produced (the messages set aside not among them), count and log
+        the messages too large for Kafka, ``[(key, size)]``, and count those whose topic Kafka refuses."""
+        self.published += produced - topics_refused - len(refused)
         self.refused += topics_refused
         self.too_large += len(refused)
         for key, size in refused:
@@ -170,7 +171,6 @@ class KafkaSink:
                                "delivered" + (f" ({failures[0]})" if failures else " within the timeout" if left else
                                               " (their references too large for the dead-letter topic)")
                                + "; the batch is produced again")
-        self.published += len(items)
         return referred
 
 

@@ -246,7 +246,7 @@ class MqttSink:
         pending: deque = deque()  # (Deferred, source topic, topic, payload, whether a dead letter), in order
         # the messages that were in flight when the broker last closed the connection go one at a time
         suspect, alone = self._suspect, 0
-        self._refusing = 0
+        self._refusing = too_large = 0
         try:
             for source, topic, payload in items:
                 dead = topic == self.dead_letter_topic
@@ -270,7 +270,7 @@ class MqttSink:
                 except PacketTooLarge as exc:
                     # The broker would never take it, and failing the batch for it would stop the sink for good:
                     # a reference to it goes to the dead-letter topic instead, as a message over max_payload is kept.
-                    self.too_large += 1
+                    too_large += 1
                     self.log.error("MQTT sink {sink}: a message to {topic} not published: {error}; a reference to it "
                                    "goes to {dead}", sink=self.name, topic=topic, error=str(exc),
                                    dead=self.dead_letter_topic)
@@ -292,8 +292,9 @@ class MqttSink:
                                f"failed ({exc}); the batch is published again") from None
         self._suspect = None
         self._strikes.clear()
-        self.published += len(items) - self._refusing
+        self.published += len(items) - self._refusing - too_large
         self.refused += self._refusing
+        self.too_large += too_large
 
     def _suspected(self, pending: deque, alone: int) -> None:
         """The connection was lost with ``pending`` in flight: the next try sends those messages one at a time
