@@ -42,14 +42,14 @@ from typing import Any
 
 import attrs
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, succeed
-from twisted.internet.threads import deferToThreadPool
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from lorrygate.interfaces import ISource
 from lorrygate.model import Message
 from lorrygate.sources.pauses import Pauses, SourcePlumbing
+from lorrygate.sources.threaded import ReadingThread
 
 BATCH, POLL_S = 1000, 0.2
 #: how long a rebalance waits for the messages in flight of the partitions it takes away
@@ -131,7 +131,7 @@ class KafkaAck:
 
 @implementer(ISource)
 @attrs.define(eq=False)
-class KafkaSource(SourcePlumbing, Service):
+class KafkaSource(ReadingThread, SourcePlumbing, Service):
     #: other gateways may read the same (competing consumers): no client-id lock
     shared = True
     name: str  # type: ignore[assignment]  # Service.name, always set here
@@ -185,21 +185,16 @@ class KafkaSource(SourcePlumbing, Service):
 
     # -- service ----------------------------------------------------------------
 
+    thread_kind = "kafka"
+
     def startService(self) -> None:
         super().startService()
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name=f"lorrygate-kafka-{self.name}", daemon=True)
-        self._thread.start()
+        self._start_thread()
 
     def stopService(self) -> Deferred:
         """Stop reading; commit what is done; leave the group."""
         super().stopService()
-        self._stop.set()
-        self.subscribed = False
-        thread, self._thread = self._thread, None
-        if thread is None:
-            return succeed(None)
-        return deferToThreadPool(self._reactor, self._reactor.getThreadPool(), thread.join, 30)
+        return self._stop_thread()
 
     # -- the consumer thread ----------------------------------------------------------
 

@@ -29,14 +29,14 @@ from typing import Any
 
 import attrs
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, succeed
-from twisted.internet.threads import deferToThreadPool
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from lorrygate.interfaces import ISource
 from lorrygate.model import Message
 from lorrygate.sources.pauses import Pauses, SourcePlumbing
+from lorrygate.sources.threaded import ReadingThread
 
 #: changes one peek returns at most (whole transactions: it may be more)
 PEEK = 2000
@@ -63,7 +63,7 @@ class CdcAck:
 
 @implementer(ISource)
 @attrs.define(eq=False)
-class CdcSource(SourcePlumbing, Service):
+class CdcSource(ReadingThread, SourcePlumbing, Service):
     name: str  # type: ignore[assignment]  # Service.name, always set here
     settings: Any  # lorrygate.config.settings.SourceSettings, type pgcdc
     deliver: Any
@@ -103,21 +103,15 @@ class CdcSource(SourcePlumbing, Service):
 
     publish = None
 
+    thread_kind = "cdc"
+
     def startService(self) -> None:
         super().startService()
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name=f"lorrygate-cdc-{self.name}", daemon=True)
-        self._thread.start()
+        self._start_thread()
 
     def stopService(self) -> Deferred:
         super().stopService()
-        self._stop.set()
-        self._may_read.set()
-        self.subscribed = False
-        thread, self._thread = self._thread, None
-        if thread is None:
-            return succeed(None)
-        return deferToThreadPool(self._reactor, self._reactor.getThreadPool(), thread.join, 30)
+        return self._stop_thread()
 
     # -- the reading thread ---------------------------------------------------------------
 

@@ -25,8 +25,7 @@ from typing import Any
 
 import attrs
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, succeed
-from twisted.internet.threads import deferToThreadPool
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -34,6 +33,7 @@ from lorrygate.interfaces import ISource
 from lorrygate.model import NO_ACK, Message
 from lorrygate.mqtt.topics import parse_filter
 from lorrygate.sources.pauses import Pauses, SourcePlumbing
+from lorrygate.sources.threaded import ReadingThread
 
 BATCH, POLL_MS = 1000, 200
 
@@ -58,7 +58,7 @@ def split(frames: list) -> tuple:
 
 @implementer(ISource)
 @attrs.define(eq=False)
-class ZeroMQSource(SourcePlumbing, Service):
+class ZeroMQSource(ReadingThread, SourcePlumbing, Service):
     name: str  # type: ignore[assignment]  # Service.name, always set here
     broker: Any  # lorrygate.config.settings.BrokerSettings, type zmq
     topics: tuple
@@ -95,21 +95,16 @@ class ZeroMQSource(SourcePlumbing, Service):
 
     # -- service ----------------------------------------------------------------
 
+    thread_kind = "zmq"
+    join_seconds = POLL_MS / 1000 + 5
+
     def startService(self) -> None:
         super().startService()
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name=f"lorrygate-zmq-{self.name}", daemon=True)
-        self._thread.start()
+        self._start_thread()
 
     def stopService(self) -> Deferred:
         super().stopService()
-        self._stop.set()
-        self._may_read.set()
-        self.subscribed = False
-        thread, self._thread = self._thread, None
-        if thread is None:
-            return succeed(None)
-        return deferToThreadPool(self._reactor, self._reactor.getThreadPool(), thread.join, POLL_MS / 1000 + 5)
+        return self._stop_thread()
 
     def _run(self) -> None:
         import zmq
