@@ -12,7 +12,9 @@ each record as JSON. Dead letters go to ``dead_letter_topic``
 Delivery: a batch counts as written once librdkafka reported every message
 of it delivered (``flush`` and the delivery reports, in the reactor's thread
 pool); only then is the source acknowledged: at least once end to end. A
-failed delivery fails the batch, which is produced again (or spooled).
+failed delivery fails the batch, which is tried again (or spooled): the
+messages already delivered are not produced again (the batch's progress),
+those whose delivery was not reported are.
 
 A message larger than Kafka takes (the producer's ``message.max.bytes``,
 1,000,000 bytes, or the topic's ``max.message.bytes``) can never be
@@ -93,75 +95,82 @@ class KafkaSink:
     def write(self, batch) -> Deferred:
         # the same items as the MQTT sink; the key is the message's own topic
         items = []
-        refused = 0
         dead_topic = _NOT_KAFKA.sub("_", self.dead_letter_topic) or "lorrygate-dead-letters"
-        for key, target, payload in outgoing(batch, lambda entry: topic_for(self.topic, entry), self.payload,
-                                             self.dead_letter_topic):
+        for key, target, payload, keys in outgoing(batch, lambda entry: topic_for(self.topic, entry), self.payload,
+                                                   self.dead_letter_topic):
             topic = _NOT_KAFKA.sub("_", target) or "lorrygate"
             why = topic_problem(topic)
+            counter = "published"
             if why is not None:  # Kafka would refuse it each time the batch is produced: a dead letter instead
-                refused += 1
+                counter = "refused"
                 self.log.error("Kafka sink {sink}: a message from {key!r:.300} not produced: {why}; it goes to {dead} "
                                "as a dead letter", sink=self.name, key=key, why=why, dead=dead_topic)
                 topic, payload = dead_topic, json.dumps(refused_letter(key, topic, why, payload)).encode("utf-8")
-            items.append((topic, key, payload))
-        return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), self._produce, items).addCallback(
-            self._referred, len(items), refused)
+            items.append((topic, key, payload, keys, counter))
+        counts = {"published": 0, "refused": 0, "too_large": 0}
+        return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), self._produce, items, batch.progress,
+                                 counts).addBoth(self._counted, counts)
 
-    def _referred(self, refused: list, produced: int = 0, topics_refused: int = 0) -> None:
-        """In the reactor thread: count what was produced (the messages set aside not among them), count and log
-        the messages too large for Kafka, ``[(key, size)]``, and count those whose topic Kafka refuses."""
-        self.published += produced - topics_refused - len(refused)
-        self.refused += topics_refused
-        self.too_large += len(refused)
-        for key, size in refused:
-            self.log.error("Kafka sink {sink}: a message of {size} bytes from {topic} is larger than Kafka takes "
-                           "(message.max.bytes); a reference to it went to the dead-letter topic {dead}",
-                           sink=self.name, size=size, topic=key, dead=self.dead_letter_topic)
+    def _counted(self, result, counts: dict):
+        """In the reactor thread: count what was delivered, also of a try that failed (it is not produced again),
+        and log the messages too large for Kafka (``result``, ``[(key, size)]``)."""
+        self.published += counts["published"]
+        self.refused += counts["refused"]
+        self.too_large += counts["too_large"]
+        if isinstance(result, list):
+            for key, size in result:
+                self.log.error("Kafka sink {sink}: a message of {size} bytes from {topic} is larger than Kafka takes "
+                               "(message.max.bytes); a reference to it went to the dead-letter topic {dead}",
+                               sink=self.name, size=size, topic=key, dead=self.dead_letter_topic)
+        return result
 
-    def _produce(self, items) -> list:
+    def _produce(self, items, progress: set, counts: dict) -> list:
         """In a pool thread: produce everything, wait for every delivery report; a message too large for Kafka
-        is a reference in the dead-letter topic instead (`reference`). Returns those, ``[(key, size)]``."""
+        is a reference in the dead-letter topic instead (`reference`). Returns those, ``[(key, size)]``. Each
+        message delivered puts its keys into the batch's ``progress`` (a retry of the batch, or the spool,
+        leaves it out) and is counted in ``counts``."""
         from confluent_kafka import KafkaError, KafkaException
 
         producer = self._producer
         if producer is None:
             raise StorageError(f"Kafka sink {self.name}: stopped")
         failures: list = []
-        too_large: list = []  # (Kafka topic, key, payload)
+        too_large: list = []  # (Kafka topic, key, payload, keys)
 
-        def report(error, message):
+        def report(error, message, keys, counter):
             if error is None:
-                return
-            if error.code() == KafkaError.MSG_SIZE_TOO_LARGE:  # (the broker's limit, below the producer's)
+                progress.update(keys)
+                counts[counter] += 1
+            elif error.code() == KafkaError.MSG_SIZE_TOO_LARGE:  # (the broker's limit, below the producer's)
                 too_large.append((message.topic(), (message.key() or b"").decode("utf-8", "replace"),
-                                  message.value() or b""))
+                                  message.value() or b"", keys))
             else:
                 failures.append(error.str())
 
-        def produce(topic, key, payload) -> None:
+        def produce(topic, key, payload, keys, counter) -> None:
             while True:
                 try:
-                    producer.produce(topic, payload, key.encode("utf-8"), on_delivery=report)
+                    producer.produce(topic, payload, key.encode("utf-8"),
+                                     on_delivery=lambda error, message: report(error, message, keys, counter))
                     return
                 except BufferError:
                     producer.poll(0.1)  # the local queue is full: let deliveries drain it
                 except KafkaException as exc:
                     if exc.args and exc.args[0].code() == KafkaError.MSG_SIZE_TOO_LARGE:
-                        too_large.append((topic, key, payload))
+                        too_large.append((topic, key, payload, keys))
                         return
                     raise
 
         dead_topic = _NOT_KAFKA.sub("_", self.dead_letter_topic) or "lorrygate-dead-letters"
         referred: list = []
         try:
-            for topic, key, payload in items:
-                produce(topic, key, payload)
+            for item in items:
+                produce(*item)
             left = producer.flush(self.timeout)
             if too_large and not left and not failures:
                 refused, too_large[:] = list(too_large), []
-                for topic, key, payload in refused:
-                    produce(dead_topic, key, reference(topic, key, payload, dead_topic))
+                for topic, key, payload, keys in refused:
+                    produce(dead_topic, key, reference(topic, key, payload, dead_topic), keys, "too_large")
                     referred.append((key, len(payload)))
                 left = producer.flush(self.timeout)
         except KafkaException as exc:
@@ -170,7 +179,7 @@ class KafkaSink:
             raise StorageError(f"Kafka sink {self.name}: {left or len(failures) or len(too_large)} message(s) not "
                                "delivered" + (f" ({failures[0]})" if failures else " within the timeout" if left else
                                               " (their references too large for the dead-letter topic)")
-                               + "; the batch is produced again")
+                               + "; what was not delivered is produced again")
         return referred
 
 

@@ -11,8 +11,10 @@ came with); ``payload = records`` publishes each record as a JSON object
 Delivery: every publication is QoS 1 and a batch counts as written only once
 the broker has acknowledged (PUBACK) every message of it; only then are the
 source messages acknowledged, so a relay is at-least-once end to end. A
-connection lost mid-batch fails the batch: it is retried (or spooled) and
-published again, so duplicates are possible, never a loss. Dead letters go
+connection lost mid-batch fails the batch: it is retried (or spooled), and
+what the broker acknowledged before is not published again (the batch's
+progress, which the spool honours too); the messages in flight when the
+connection was lost are, so duplicates are possible (those), never a loss. Dead letters go
 to ``dead_letter_topic`` as JSON (topic, payload in base64, stage, reason).
 
 A message the broker would refuse never stops the sink: one whose topic is no
@@ -41,6 +43,7 @@ from typing import Any
 import attrs
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from lorrygate.decoding.timestamps import to_iso
@@ -99,30 +102,49 @@ def topic_for(template: str, entry) -> str:
 
 
 def outgoing(batch, render, payload: str, dead_letter_topic: str):
-    """What a publishing sink sends for a batch: (the message's topic, the target topic, bytes) for each
-    message once (``payload = message``) or each record as JSON (``records``), then each dead letter."""
-    seen = set()
-    for entry in batch.entries:
+    """What a publishing sink sends for a batch: (the message's topic, the target topic, bytes, keys) for each
+    message once (``payload = message``) or each record as JSON (``records``), then each dead letter. ``keys``
+    are what the item adds to the batch's ``progress`` once published (the keys `lorrygate.storage.spool`
+    leaves out): an item whose keys the progress holds already was published by an earlier try of the batch
+    and is not yielded again."""
+    progress = batch.progress
+    entries = batch.entries
+    if payload == "message":
+        # a message is published once, for all its entries (one a table it has rows in)
+        indices: dict = {}
+        for index, entry in enumerate(entries):
+            if entry.table is not None:
+                indices.setdefault(id(entry.message), []).append(index)
+    for index, entry in enumerate(entries):
         if entry.table is None:
             continue  # acknowledged without rows (ignored topics, own reports)
         if payload == "message":
-            if id(entry.message) in seen:
+            same = indices.pop(id(entry.message), None)
+            if same is None:
                 continue
-            seen.add(id(entry.message))
-            yield entry.message.topic, render(entry), entry.message.payload
+            keys = tuple((i, p) for i in same for p in range(len(entries[i].records))) or (("message", index),)
+            if progress.issuperset(keys):
+                continue
+            yield entry.message.topic, render(entry), entry.message.payload, keys
         else:
             topic = render(entry)
             for position, record in enumerate(entry.records):
+                if (index, position) in progress:
+                    continue
                 row = {"time": to_iso(record.time), **record.tags, **record.fields}
                 try:
                     text = json_text(row)
                 except ValueError as exc:  # (nested too deeply): the message is a dead letter, the batch goes on
                     dead = batch.refuse(entry, position, f"a record that JSON text cannot hold: {exc}")
-                    yield entry.message.topic, dead_letter_topic, _dead_letter_json(dead)
+                    if id(dead) in progress:  # (published for another of its records)
+                        progress.add((index, position))
+                        continue
+                    yield entry.message.topic, dead_letter_topic, _dead_letter_json(dead), ((index, position), id(dead))
                     continue
-                yield entry.message.topic, topic, text.encode("utf-8")
-    for dead in batch.dead_letters:
-        yield dead.message.topic, dead_letter_topic, _dead_letter_json(dead)
+                yield entry.message.topic, topic, text.encode("utf-8"), ((index, position),)
+    for index, dead in enumerate(batch.dead_letters):
+        if ("dead", index) not in progress:
+            yield dead.message.topic, dead_letter_topic, _dead_letter_json(dead), (("dead", index),)
 
 
 def too_large_reference(topic: str, payload: bytes, why: str) -> bytes:
@@ -166,7 +188,6 @@ class MqttSink:
     _suspect: Any = None
     #: how often the broker closed the connection while a message was alone in flight
     _strikes: dict = attrs.Factory(dict)
-    _refusing: int = 0
     #: messages larger than the broker takes, a reference to each published to the dead-letter topic instead
     too_large: int = 0
 
@@ -199,15 +220,14 @@ class MqttSink:
             why = client.last_error if client is not None and client.last_error else "not connected yet"
             return fail(StorageError(f"MQTT sink {self.name}: {self.broker.host}:{self.broker.port} is away ({why})"))
         items = list(outgoing(batch, self.topic_for, self.payload, self.dead_letter_topic))
-        return Deferred.fromCoroutine(self._publish(protocol, items))
+        return Deferred.fromCoroutine(self._publish(protocol, items, batch.progress))
 
     def _items(self, batch):
-        for _, topic, payload in outgoing(batch, self.topic_for, self.payload, self.dead_letter_topic):
+        for _, topic, payload, _keys in outgoing(batch, self.topic_for, self.payload, self.dead_letter_topic):
             yield topic, payload
 
     def _set_aside(self, protocol, source: str, topic: str, payload: bytes, why: str) -> Deferred:
         """Publish a dead letter for a message the broker will not take, instead of it."""
-        self._refusing += 1
         self.log.error("MQTT sink {sink}: a message to {topic!r:.300} (from {source!r:.300}) not published: {why}; "
                        "it goes to {dead} as a dead letter", sink=self.name, topic=topic, source=source, why=why,
                        dead=self.dead_letter_topic)
@@ -222,12 +242,15 @@ class MqttSink:
             letter.update(payload_base64=None, size=len(payload), sha256=hashlib.sha256(payload).hexdigest())
             return protocol.publish(self.dead_letter_topic, json.dumps(letter).encode("utf-8"), 1)
 
-    async def _settle(self, protocol, entry) -> None:
-        """Wait for one publication's PUBACK; a refused message goes to the dead-letter topic (MQTT 5)."""
-        d, source, topic, payload, dead = entry
+    async def _settle(self, protocol, entry, progress: set) -> None:
+        """Wait for one publication's PUBACK, then count it and put its keys into the batch's progress (a retry
+        of the batch does not publish it again); a refused message goes to the dead-letter topic (MQTT 5)."""
+        d, source, topic, payload, dead, keys, counter = entry
         ack = await d
         reason = getattr(ack, "reason", 0)
         if reason < 0x80:
+            progress.update(keys)
+            setattr(self, counter, getattr(self, counter) + 1)
             return
         from lorrygate.mqtt.protocol import REASON_CODES
 
@@ -238,23 +261,23 @@ class MqttSink:
         if reason in TRY_AGAIN:
             raise StorageError(f"MQTT sink {self.name}: publishing to {topic!r:.300}: {why}; the batch is tried again")
         await self._settle(protocol, (self._set_aside(protocol, source, topic, payload, why), source,
-                                      self.dead_letter_topic, b"", True))
+                                      self.dead_letter_topic, b"", True, keys, "refused"), progress)
 
-    async def _publish(self, protocol, items: list) -> None:
+    async def _publish(self, protocol, items: list, progress: set) -> None:
         from lorrygate.mqtt.protocol import PacketTooLarge
 
-        pending: deque = deque()  # (Deferred, source topic, topic, payload, whether a dead letter), in order
+        # (Deferred, source topic, topic, payload, whether a dead letter, progress keys, counter), in order
+        pending: deque = deque()
         # the messages that were in flight when the broker last closed the connection go one at a time
         suspect, alone = self._suspect, 0
-        self._refusing = too_large = 0
         try:
-            for source, topic, payload in items:
+            for source, topic, payload, keys in items:
                 dead = topic == self.dead_letter_topic
                 key = (topic, len(payload), hash(payload)) if suspect is not None or self._strikes else None
                 if suspect is not None and key == suspect[0]:
                     alone, suspect = suspect[1], None
                 while len(pending) >= (1 if alone else WINDOW):
-                    await self._settle(protocol, pending[0])
+                    await self._settle(protocol, pending[0], progress)
                     pending.popleft()
                 alone = max(alone - 1, 0)
                 why = None if dead else topic_problem(topic)
@@ -263,38 +286,44 @@ class MqttSink:
                            f"({STRIKES} times): it refuses it (Mosquitto does so for a topic of more than 200 levels)")
                 if why is not None:
                     pending.append((self._set_aside(protocol, source, topic, payload, why), source,
-                                    self.dead_letter_topic, b"", True))
+                                    self.dead_letter_topic, b"", True, keys, "refused"))
                     continue
                 try:
-                    pending.append((protocol.publish(topic, payload, 1), source, topic, payload, dead))
+                    pending.append((protocol.publish(topic, payload, 1), source, topic, payload, dead, keys,
+                                    "published"))
                 except PacketTooLarge as exc:
                     # The broker would never take it, and failing the batch for it would stop the sink for good:
                     # a reference to it goes to the dead-letter topic instead, as a message over max_payload is kept.
-                    too_large += 1
                     self.log.error("MQTT sink {sink}: a message to {topic} not published: {error}; a reference to it "
                                    "goes to {dead}", sink=self.name, topic=topic, error=str(exc),
                                    dead=self.dead_letter_topic)
                     pending.append((protocol.publish(self.dead_letter_topic, too_large_reference(
                         topic, payload, f"more than the broker takes: {exc}"), 1), source, self.dead_letter_topic,
-                        b"", True))
+                        b"", True, keys, "too_large"))
             while pending:
-                await self._settle(protocol, pending[0])
+                await self._settle(protocol, pending[0], progress)
                 pending.popleft()
         except StorageError:
-            for entry in pending:
-                entry[0].addErrback(lambda failure: None)
+            self._acknowledged(pending, progress)
             raise
         except Exception as exc:
-            for entry in pending:
-                entry[0].addErrback(lambda failure: None)
+            self._acknowledged(pending, progress)
             self._suspected(pending, alone)
             raise StorageError(f"MQTT sink {self.name}: publishing to {self.broker.host}:{self.broker.port} "
-                               f"failed ({exc}); the batch is published again") from None
+                               f"failed ({exc}); what the broker did not acknowledge is published again") from None
         self._suspect = None
         self._strikes.clear()
-        self.published += len(items) - self._refusing - too_large
-        self.refused += self._refusing
-        self.too_large += too_large
+
+    def _acknowledged(self, pending: deque, progress: set) -> None:
+        """The batch failed with ``pending`` not yet settled: those whose PUBACK came (and took them) count as
+        published and go into the progress, so that the next try does not send them again; the rest is
+        let go (their Deferreds fail with the lost connection)."""
+        for entry in pending:
+            d = entry[0]
+            if d.called and not isinstance(d.result, Failure) and getattr(d.result, "reason", 0) < 0x80:
+                progress.update(entry[5])
+                setattr(self, entry[6], getattr(self, entry[6]) + 1)
+            d.addErrback(lambda failure: None)
 
     def _suspected(self, pending: deque, alone: int) -> None:
         """The connection was lost with ``pending`` in flight: the next try sends those messages one at a time
@@ -303,7 +332,7 @@ class MqttSink:
         outstanding = [entry for entry in pending if not entry[4]]
         if not outstanding:
             return
-        _, _, topic, payload, _ = outstanding[0]
+        topic, payload = outstanding[0][2:4]
         key = (topic, len(payload), hash(payload))
         if len(pending) == 1:
             if len(self._strikes) >= 1000:

@@ -177,3 +177,38 @@ async def test_a_message_the_broker_does_not_authorize_is_a_dead_letter_under_mq
     assert reference["topic"] == "secret/big" and reference["payload_base64"] is None
     assert reference["size"] == 1_800 and reference["sha256"] == hashlib.sha256(big).hexdigest()
     assert sink.refused == 2 and walled.details()["refused"] == 0  # (its dead letter was refused too)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_lost_connection_publishes_again_only_what_the_broker_did_not_acknowledge(tmp_path):
+    """The connection to the broker breaks in the middle of a batch of 5,000 (a proxy cuts it once the broker
+    acknowledged 2,000): the retry published the whole batch again, and every message acknowledged before the
+    cut came twice. Now what the broker acknowledged is in the batch's progress and not sent again: at most the
+    messages in flight at the cut (the sink's window) come twice, and each is counted once."""
+    from lorrygate.storage.mqtt_sink import WINDOW
+    from tests.tcpproxy import Proxy
+
+    broker = Mosquitto(str(tmp_path)).start()
+    proxy = await Proxy("127.0.0.1", broker.port).start(reactor)
+    watcher = Watcher(broker.port, ["out/#"])
+    sink = MqttSink("out", sink_broker("out", f"mqtt://127.0.0.1:{proxy.listening}/"), reactor, topic="out/{topic}")
+    count = 5_000
+    try:
+        await sink.start()
+        await until(lambda: sink.details()["connected"], 10, "the sink's connection")
+        batch = batch_of([f"dev/{n}" for n in range(count)])
+        proxy.cut_after(2_000 * 4)  # 2,000 PUBACKs of MQTT 3.1.1 from the broker, then the connection breaks
+        with pytest.raises(StorageError):
+            await sink.write(batch)
+        assert await written(sink, batch, attempts=3) <= 3
+        await until(lambda: {t for t, _ in watcher.received} >= {f"out/dev/{n}" for n in range(count)}, 30,
+                    "every message")
+    finally:
+        await sink.stop()
+        await proxy.stop()
+        watcher.stop()
+        broker.stop()
+    twice = len(watcher.received) - count
+    print(f"\n{twice} of {count} messages came twice (in flight at the cut)")
+    assert 0 <= twice <= WINDOW, twice
+    assert sink.published == count

@@ -108,3 +108,27 @@ def test_topic_names_that_are_fine(topic):
     from lorrygate.storage.mqtt_sink import topic_problem
 
     assert topic_problem(topic) is None
+
+
+@pytest.mark.parametrize("payload", ["message", "records"])
+def test_what_a_try_published_is_neither_sent_again_nor_spooled(payload):
+    """The keys of what the broker acknowledged go into the batch's progress (`MqttSink._settle`): a retry
+    leaves those out, and so does the spool, where a failed batch goes."""
+    from lorrygate.storage import spool
+    from lorrygate.storage.mqtt_sink import outgoing
+
+    made = batch()
+    sink = MqttSink("out", sink_broker("out", "mqtt://h/"), None, payload=payload)
+    items = list(outgoing(made, sink.topic_for, payload, sink.dead_letter_topic))
+    made.progress.update(items[0][3])  # the first message (and in records, its first record) acknowledged
+    again = list(outgoing(made, sink.topic_for, payload, sink.dead_letter_topic))
+    assert again == items[1:]
+    kept = spool.decode(spool.encode(made))
+    if payload == "message":  # the message of both entries was published: neither is spooled
+        assert [entry.table for entry in kept.entries] == [None]
+    else:
+        assert [entry.table and entry.table.table for entry in kept.entries] == ["gw_n1_events", None]
+    assert len(kept.dead_letters) == 1
+    made.progress.update(key for item in again for key in item[3])
+    assert list(outgoing(made, sink.topic_for, payload, sink.dead_letter_topic)) == []
+    assert not spool.decode(spool.encode(made)).dead_letters
