@@ -307,23 +307,26 @@ class MqttSink:
             self._acknowledged(pending, progress)
             raise
         except Exception as exc:
-            self._acknowledged(pending, progress)
-            self._suspected(pending, alone)
+            self._suspected(self._acknowledged(pending, progress), alone)
             raise StorageError(f"MQTT sink {self.name}: publishing to {self.broker.host}:{self.broker.port} "
                                f"failed ({exc}); what the broker did not acknowledge is published again") from None
         self._suspect = None
         self._strikes.clear()
 
-    def _acknowledged(self, pending: deque, progress: set) -> None:
+    def _acknowledged(self, pending: deque, progress: set) -> deque:
         """The batch failed with ``pending`` not yet settled: those whose PUBACK came (and took them) count as
-        published and go into the progress, so that the next try does not send them again; the rest is
-        let go (their Deferreds fail with the lost connection)."""
+        published and go into the progress, so that the next try does not send them again. Returns the rest,
+        the messages the next try sends again (their Deferreds fail with the lost connection)."""
+        rest: deque = deque()
         for entry in pending:
             d = entry[0]
             if d.called and not isinstance(d.result, Failure) and getattr(d.result, "reason", 0) < 0x80:
                 progress.update(entry[5])
                 setattr(self, entry[6], getattr(self, entry[6]) + 1)
+            else:
+                rest.append(entry)
             d.addErrback(lambda failure: None)
+        return rest
 
     def _suspected(self, pending: deque, alone: int) -> None:
         """The connection was lost with ``pending`` in flight: the next try sends those messages one at a time

@@ -132,3 +132,29 @@ def test_what_a_try_published_is_neither_sent_again_nor_spooled(payload):
     made.progress.update(key for item in again for key in item[3])
     assert list(outgoing(made, sink.topic_for, payload, sink.dead_letter_topic)) == []
     assert not spool.decode(spool.encode(made)).dead_letters
+
+
+def test_after_a_lost_connection_the_suspect_is_the_first_message_the_broker_did_not_acknowledge():
+    """A message acknowledged but not yet settled when the connection went is in the progress and not sent
+    again: the message to send alone on the next try (`MqttSink._suspected`) is the first one the broker did
+    not acknowledge, or the one it closes the connection for would never be found."""
+    from collections import deque
+
+    from twisted.internet.defer import Deferred
+    from twisted.python.failure import Failure
+
+    from lorrygate.mqtt.codec import PUBACK, PubAck
+
+    sink = MqttSink("out", sink_broker("out", "mqtt://h/"), None)
+    letter, acked, poison = Deferred(), Deferred(), Deferred()
+    acked.callback(PubAck(PUBACK, 2))
+    pending = deque([(letter, "r/bad", "lorrygate/dead-letters", b"", True, (("dead", 0),), "published"),
+                     (acked, "a", "out/a", b"1", False, ((0, 0),), "published"),
+                     (poison, "p", "out/" + "d/" * 201, b"2", False, ((1, 0),), "published")])
+    progress: set = set()
+    rest = sink._acknowledged(pending, progress)
+    for d in (letter, poison):
+        d.errback(Failure(ConnectionError("lost")))
+    sink._suspected(rest, 0)
+    assert progress == {(0, 0)} and sink.published == 1
+    assert sink._suspect == (("out/" + "d/" * 201, 1, hash(b"2")), 1)
