@@ -199,6 +199,7 @@ class _Builder:
         if element.factory in ("kafkasink", "wssink", "prometheussink"):
             name = _properties(element, text).get("name") or name
             element = self.as_url(element)
+        element = self.resolved(element)
         table = None
         if element.factory == "mqttsink" or (element.factory == "url" and element.url.split("://", 1)[0].lower() in
                                                ("mqtt", "mqtts")):
@@ -387,6 +388,18 @@ class _Builder:
                 raise PipelineError(f"a second element named {tee!r}", text, elements[-1].loc)
             self.tees[tee] = index
 
+    def resolved(self, element):
+        """A URL element with the ``${ENV:NAME}`` and ``${FILE:path}`` references of its URL replaced (in the user
+        info and the query percent-encoded), as a config's values are: a password kept in the environment,
+        not on a command line every user of the machine sees in ``ps``. The launch text, which errors show
+        (passwords masked), keeps the references."""
+        if element.factory != "url" or "${" not in element.url:
+            return element
+        try:
+            return attrs.evolve(element, url=v.interpolate(element.url, "."))
+        except Invalid as exc:
+            raise PipelineError(f"expected {exc.expected}", self.text, element.loc) from None
+
     def as_url(self, element):
         """The URL element that a redissrc, zmqsrc, kafkasrc, kafkasink, wssink or prometheussink stands for."""
         from urllib.parse import quote
@@ -417,7 +430,7 @@ class _Builder:
             return self.periodic_source(element)
         if element.factory in LOCAL_SOURCES:
             return self.local_source(element)
-        element = self.as_url(element)
+        element = self.resolved(self.as_url(element))
         text = self.text
         is_amqp = element.factory == "amqpsrc" or (
             element.factory == "url" and element.url.split("://", 1)[0].lower() in ("amqp", "amqps"))

@@ -378,3 +378,26 @@ def test_a_sink_that_publishes_into_its_own_sources_topics_is_an_error(text, loo
     with pytest.raises(PipelineError, match="a sink that feeds its source: .* it would come back and be published "
                                             "again, without end"):
         parse_launch(text)
+
+
+def test_a_url_takes_its_password_from_the_environment(monkeypatch):
+    """``${ENV:NAME}`` in a URL, as in a config's values: a password on the command line is in ``ps`` for every
+    user of the machine. In the user info it goes in percent-encoded (a password with ``@``, ``/`` or ``:``
+    stays a password); the error of one unset names it."""
+    monkeypatch.setenv("LG_MQTT_PW", "p@ss/w:rd")
+    monkeypatch.setenv("LG_PG_PW", "s3cr%t")
+    monkeypatch.setenv("LG_KAFKA_PW", "k@fka")
+    settings = parse_launch("mqtt://gw:${ENV:LG_MQTT_PW}@broker:1884/plant/%23 "
+                            "! postgresql://gw:${ENV:LG_PG_PW}@db/telemetry").settings
+    broker = settings.brokers[settings.channels[0].source]
+    assert (broker.host, broker.port, broker.username, broker.password.reveal()) == ("broker", 1884, "gw", "p@ss/w:rd")
+    assert "s3cr%25t@db/telemetry" in settings.storages["sink0"].url.raw
+    relayed = parse_launch("amqp://gw:${ENV:LG_MQTT_PW}@rabbit/plant/%23 ! tee name=t "
+                           "t. ! mqtt://gw:${ENV:LG_MQTT_PW}@other/copy/{topic} "
+                           "t. ! kafka://gw:${ENV:LG_KAFKA_PW}@k:9092/copy").settings
+    assert relayed.brokers["source0"].password.reveal() == "p@ss/w:rd"
+    assert relayed.storages["sink0"].broker.password.reveal() == "p@ss/w:rd"
+    assert relayed.storages["sink1"].broker.password.reveal() == "k@fka"
+    with pytest.raises(PipelineError, match="environment variable LG_UNSET to be set") as info:
+        parse_launch("mqtt://gw:${ENV:LG_UNSET}@broker/a ! sqlite:///x.sqlite")
+    assert info.value.col == 1
