@@ -157,6 +157,9 @@ ELEMENTS = dict([
           username=Prop(v.text, "", "user name"),
           password=Prop(v.text, "", "password (use ${ENV:NAME})"),
           tls=Prop(v.boolean, False, "TLS with certificate verification"),
+          protocol=Prop(v.choice("3.1.1", "5"), "3.1.1", "MQTT version (5: a message the broker refuses, for its "
+                        "ACL, say, is a dead letter; 3.1.1 brokers acknowledge and drop it)"),
+          **{"client-id": Prop(v.text, "", "client id (empty: lorrygate-<host>-<storage>)")},
           name=Prop(v.nonempty, "", "storage name")),
     _spec("kafkasink", "sink", "Produces to Kafka (acks=all); the MQTT topic is the key.",
           servers=Prop(v.nonempty, "localhost:9092", "bootstrap servers, comma-separated"),

@@ -15,7 +15,7 @@ import os
 import socket
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -280,26 +280,31 @@ class _Builder:
         text = self.text
         if element.factory == "url":
             parts = urlsplit(element.url)
-            query = self.options(element, "an mqtt:// sink URL", {"payload": ()})
+            query = self.options(element, "an mqtt:// sink URL", {"payload": ("message", "records"),
+                                                                  "protocol": ("3.1.1", "5"), "client-id": (),
+                                                                  "client_id": ()})
             template = unquote(parts.path[1:]) or "{topic}"
             payload = query.get("payload", "message")
-            if payload not in ("message", "records"):
-                raise PipelineError(f"payload: expected message or records, got {payload!r}", text, element.loc)
+            connection = {"protocol": query.get("protocol", "3.1.1"),
+                          "client-id": query.get("client-id") or query.get("client_id", "")}
             url = element.url.split("?", 1)[0]
             url = url[: url.index("/", url.index("://") + 3)] + "/" if "/" in url[url.index("://") + 3:] else url + "/"
         else:
             props = _properties(element, text)
             name = props["name"] or name
             template, payload = props["topic"], props["payload"]
-            auth = f"{props['username']}:{props['password']}@" if props["username"] else ""
+            auth = f"{quote(props['username'], safe='')}:{quote(props['password'], safe='')}@" if props["username"] \
+                else ""
             port = props["port"] or (8883 if props["tls"] else 1883)
             url = f"{'mqtts' if props['tls'] else 'mqtt'}://{auth}{props['host']}:{port}/"
+            connection = {"protocol": props["protocol"], "client-id": props["client-id"]}
         invalid = s.topic_template_problem(template, "mqtt")
         if invalid is not None:
             raise PipelineError(f"expected {invalid[0]}, got {invalid[1]}", text, element.loc)
         parsed = v.storage_url(url)
+        options = urlencode({key: value for key, value in connection.items() if value and value != "3.1.1"})
         return s.StorageSettings(name, parsed, "mqtt", spool=True, topic=template, payload=payload,
-                                 broker=s.sink_broker(name, url))
+                                 broker=s.sink_broker(name, url + ("?" + options if options else "")))
 
     def chain(self, chain) -> None:
         text = self.text

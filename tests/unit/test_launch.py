@@ -318,7 +318,7 @@ def test_a_sink_url_option_the_sink_does_not_read_is_an_error(text, expected):
     ("redis://h/s?group_name=g ! sqlite:///x.sqlite", "a redis:// URL with the options it reads"),
     ("kafka://h:9092/t?offset=latest ! sqlite:///x.sqlite", "a kafka:// source URL with the options it reads"),
     ("zmq+tcp://h:5555/t?bind=1 ! sqlite:///x.sqlite", "a zmq+tcp:// URL with the options it reads (mode)"),
-    ("mqtt://h/a/%23 ! mqtt://h2/copy/{topic}?qos=2", "an mqtt:// sink URL with the options it reads (payload)"),
+    ("mqtt://h/a/%23 ! mqtt://h2/copy/{topic}?qos=2", "an mqtt:// sink URL with the options it reads (client-id, client_id, payload, protocol)"),
     ("mqtt://h/a/%23 ! kafka://k:9092/t?payload=json", "payload=message or records in a kafka:// sink URL"),
 ])
 def test_a_bus_url_option_its_element_does_not_read_is_an_error(text, expected):
@@ -401,3 +401,20 @@ def test_a_url_takes_its_password_from_the_environment(monkeypatch):
     with pytest.raises(PipelineError, match="environment variable LG_UNSET to be set") as info:
         parse_launch("mqtt://gw:${ENV:LG_UNSET}@broker/a ! sqlite:///x.sqlite")
     assert info.value.col == 1
+
+
+def test_an_mqtt_sink_takes_the_protocol_and_client_id_its_config_section_takes():
+    """``?protocol=5`` (a message the broker's ACL refuses is a dead letter, not acknowledged and dropped) and
+    ``?client-id=`` were refused in a launch's mqtt:// sink, which a ``[storage:NAME]`` URL takes; an mqttsink
+    element's password with ``@`` or ``/`` made another URL."""
+    url = parse_launch("mqtt://h/a ! mqtt://gw:pw@h2/out/{topic}?protocol=5&client-id=relay-1&payload=records")
+    sink = url.settings.storages["sink0"]
+    assert (sink.broker.protocol, sink.broker.client_id, sink.broker.password.reveal(), sink.payload) == (
+        "5", "relay-1", "pw", "records")
+    element = parse_launch("mqtt://h/a ! mqttsink host=h2 username=gw password=p@ss/w:rd protocol=5 client-id=c")
+    broker = element.settings.storages["sink0"].broker
+    assert (broker.host, broker.protocol, broker.client_id, broker.password.reveal()) == ("h2", "5", "c", "p@ss/w:rd")
+    default = parse_launch("mqtt://h/a ! mqtt://h2/out").settings.storages["sink0"].broker
+    assert default.protocol == "3.1.1" and default.client_id.startswith("lorrygate-")
+    with pytest.raises(PipelineError, match="protocol=3.1.1 or 5 in an mqtt:// sink URL, not '4'"):
+        parse_launch("mqtt://h/a ! mqtt://h2/out?protocol=4")
