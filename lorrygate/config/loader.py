@@ -162,6 +162,7 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".", on_storage=N
             if broker is not None:
                 brokers[name] = broker
         elif kind == "storage":
+            _check_tls_files(section, values, problem)
             storage = s.make_storage(name, values, section, problem)
             if storage is not None:
                 storages[name] = storage

@@ -22,7 +22,7 @@ import shlex
 PATH_KEYS = {
     "lorrygate": ("data_dir", "strategies"),
     "broker": ("tls_ca", "tls_cert", "tls_key"),
-    "storage": ("tls_ca",),
+    "storage": ("tls_ca", "tls_cert", "tls_key"),
     "decoder": ("file",),
     "source": ("root", "path", "tls_cert", "tls_key"),
 }

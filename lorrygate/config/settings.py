@@ -106,6 +106,9 @@ class StorageSettings:
     max_columns: int = 250
     max_tables: int = 100_000
     tls_ca: str = ""
+    #: mqtts:// and kafkas:// sinks: a client certificate and its key
+    tls_cert: str = ""
+    tls_key: str = ""
     timeout: float = 30.0
     spool: bool = True
     spool_max: int = 1 << 30
@@ -333,7 +336,11 @@ STORAGE_KEYS = {
     "replicas": Key(v.replicas, "0-1", doc='CrateDB: replicas per new table: a number or a range such as 0-1.'),
     "partition": Key(v.choice("none", "day", "week", "month", "quarter", "year"), "year", doc='CrateDB: partition new tables by the time column: none, day, week, month, quarter or year.'),
     "layout": Key(v.choice(*LAYOUTS), "per-address", doc='CrateDB, PostgreSQL and SQLite: per-address makes a table per address; per-network one table per network (schema) and kind, with the address in columns and a view per address (docs/storage.rst).'),
-    "tls_ca": Key(v.text, "", doc="CrateDB over https: a PEM file of the CA that signed the server's certificate."),
+    "tls_ca": Key(v.text, "", doc="CrateDB over https, mqtts:// and kafkas:// sinks: a PEM file of the CA that signed "
+                                  "the server's certificate (default: the system's)."),
+    "tls_cert": Key(v.text, "", doc="mqtts:// and kafkas:// sinks: a PEM client certificate, for brokers that require "
+                                    "one."),
+    "tls_key": Key(v.text, "", doc="mqtts:// and kafkas:// sinks: the client certificate's PEM private key."),
     "timeout": Key(v.duration(0.1, 600), 30.0, doc='CrateDB: how long one HTTP request may take.'),
     "flatten_depth": Key(v.integer(1, 32), 3, doc='SQL storages: nested objects become dotted column names down to this depth; deeper ones are one JSON column.'),
     "max_columns": Key(v.integer(8, 32767), 250, doc='SQL storages: the most columns a table gets; fields beyond go into the extra_fields JSON column.'),
@@ -359,7 +366,9 @@ STORAGE_KIND_KEYS = {
     "replicas": ("crate",),
     "partition": ("crate",),
     "layout": ("crate", "sqlite", "postgresql"),
-    "tls_ca": ("crate",),
+    "tls_ca": ("crate", "mqtt", "kafka"),
+    "tls_cert": ("mqtt", "kafka"),
+    "tls_key": ("mqtt", "kafka"),
     "timeout": ("crate",),
     "flatten_depth": ("sqlite", "postgresql"),
     "max_columns": ("sqlite", "postgresql"),
@@ -685,6 +694,14 @@ def make_storage(name: str, values: dict, section: str, problem):
             problem(section, key, f"no {key} for a {url.kind} storage (it is for {', '.join(kinds)})",
                     repr(values[key]))
             return None
+    if url.kind in ("mqtt", "kafka"):
+        given = [key for key in ("tls_ca", "tls_cert", "tls_key") if values[key]]
+        if given and not url.raw.lower().startswith(f"{url.kind}s://"):
+            problem(section, given[0], f"{url.kind}s:// in the URL ({given[0]} is for TLS connections)", repr(str(url)))
+            return None
+        if values["tls_key"] and not values["tls_cert"]:
+            problem(section, "tls_cert", "the client certificate tls_key belongs to", "nothing")
+            return None
     text = values.pop("ddl")
     ddl = None
     if text:
@@ -701,7 +718,7 @@ def make_storage(name: str, values: dict, section: str, problem):
     if url.kind == "mqtt":
         from lorrygate.storage.mqtt_sink import topic_problem
 
-        values["broker"] = sink_broker(name, url.raw)
+        values["broker"] = sink_broker(name, url.raw, values["tls_ca"], values["tls_cert"], values["tls_key"])
         why = topic_problem(values["dead_letter_topic"])
         if why is not None:
             problem(section, "dead_letter_topic", "an MQTT topic name to publish to", f"one where {why}")
@@ -727,7 +744,7 @@ def make_storage(name: str, values: dict, section: str, problem):
         if not installed("confluent_kafka"):
             problem(section, "url", needs("confluent_kafka", "a kafka storage"), "a kafka:// URL")
             return None
-        values["broker"] = kafka_broker(name, url.raw)
+        values["broker"] = kafka_broker(name, url.raw, values["tls_ca"], values["tls_cert"], values["tls_key"])
         if values["topic"] == STORAGE_KEYS["topic"].default:
             values["topic"] = "lorrygate"  # Kafka topics take no "/": the MQTT topic goes in the key
         if values["dead_letter_topic"] == STORAGE_KEYS["dead_letter_topic"].default:
@@ -758,8 +775,9 @@ def topic_template_problem(template: str, kind: str) -> tuple[str, str] | None:
     return None
 
 
-def kafka_broker(name: str, url: str) -> BrokerSettings:
-    """The connection of a Kafka sink: ``kafka[s]://[USER:PASSWORD@]HOST[:PORT][,HOST:PORT...]/``."""
+def kafka_broker(name: str, url: str, tls_ca: str = "", tls_cert: str = "", tls_key: str = "") -> BrokerSettings:
+    """The connection of a Kafka sink: ``kafka[s]://[USER:PASSWORD@]HOST[:PORT][,HOST:PORT...]/``; with
+    ``kafkas``, the CA (default: the system's) and the client certificate and key, if any."""
     from urllib.parse import unquote, urlsplit
 
     parts = urlsplit(url)
@@ -767,11 +785,13 @@ def kafka_broker(name: str, url: str) -> BrokerSettings:
     hosts = parts.netloc.rpartition("@")[2]
     return BrokerSettings(name=f"storage {name}", host=hosts, port=9093 if tls else 9092, type="kafka",
                           username=unquote(parts.username or ""),
-                          password=v.Secret(unquote(parts.password)) if parts.password else None, tls=tls)
+                          password=v.Secret(unquote(parts.password)) if parts.password else None, tls=tls,
+                          tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key)
 
 
-def sink_broker(name: str, url: str) -> BrokerSettings:
-    """The connection of an MQTT sink: ``mqtt[s]://[USER:PASSWORD@]HOST[:PORT]/[?protocol=5&client-id=ID]``."""
+def sink_broker(name: str, url: str, tls_ca: str = "", tls_cert: str = "", tls_key: str = "") -> BrokerSettings:
+    """The connection of an MQTT sink: ``mqtt[s]://[USER:PASSWORD@]HOST[:PORT]/[?protocol=5&client-id=ID]``;
+    with ``mqtts``, the CA (default: the system's) and the client certificate and key, if any."""
     import socket
     from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -782,7 +802,7 @@ def sink_broker(name: str, url: str) -> BrokerSettings:
         name=f"storage {name}", host=parts.hostname or "localhost", port=parts.port or (8883 if tls else 1883),
         protocol=query.get("protocol", "3.1.1"), client_id=query.get("client-id") or f"lorrygate-{socket.gethostname()}-{name}",
         username=unquote(parts.username or ""), password=v.Secret(unquote(parts.password)) if parts.password else None,
-        tls=tls, clean_session=True)
+        tls=tls, clean_session=True, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key)
 
 
 #: a channel's decoders when it names none, by its strategy

@@ -46,6 +46,10 @@ ELEMENTS = dict([
           password=Prop(v.text, "", "password (use ${ENV:NAME})"),
           protocol=Prop(v.choice("3.1.1", "5"), "3.1.1", "MQTT version"),
           tls=Prop(v.boolean, False, "TLS with certificate verification"),
+          **{"tls-ca": Prop(v.text, "", "with tls: a PEM file of the CA that signed the broker's certificate "
+                                        "(default: the system's)"),
+             "tls-cert": Prop(v.text, "", "with tls: a PEM client certificate"),
+             "tls-key": Prop(v.text, "", "with tls: the client certificate's PEM private key")},
           retained=Prop(v.choice("new", "always", "never"), "new", "retained messages on (re)subscribe")),
     _spec("amqpsrc", "source", "Consumes a durable queue of a RabbitMQ (AMQP 0-9-1), bound to a topic exchange; "
           "routing keys read as MQTT topics.",
@@ -157,6 +161,10 @@ ELEMENTS = dict([
           username=Prop(v.text, "", "user name"),
           password=Prop(v.text, "", "password (use ${ENV:NAME})"),
           tls=Prop(v.boolean, False, "TLS with certificate verification"),
+          **{"tls-ca": Prop(v.text, "", "with tls: a PEM file of the CA that signed the broker's certificate "
+                                        "(default: the system's)"),
+             "tls-cert": Prop(v.text, "", "with tls: a PEM client certificate"),
+             "tls-key": Prop(v.text, "", "with tls: the client certificate's PEM private key")},
           protocol=Prop(v.choice("3.1.1", "5"), "3.1.1", "MQTT version (5: a message the broker refuses, for its "
                         "ACL, say, is a dead letter; 3.1.1 brokers acknowledge and drop it)"),
           **{"client-id": Prop(v.text, "", "client id (empty: lorrygate-<host>-<storage>)")},

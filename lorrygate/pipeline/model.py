@@ -121,8 +121,26 @@ def _options(query: str, what: str, allowed: dict) -> dict:
     return options
 
 
+#: a TLS URL's files, as a [broker:NAME] section's keys
+_TLS_OPTIONS = {"tls_ca": (), "tls_cert": (), "tls_key": ()}
 _MQTT_OPTIONS = {"qos": (), "client-id": (), "client_id": (), "protocol": ("3.1.1", "5"),
-                 "retained": ("new", "always", "never"), "content-type": ()}
+                 "retained": ("new", "always", "never"), "content-type": (), **_TLS_OPTIONS}
+
+
+def tls_files(given: dict, secure: bool) -> dict:
+    """``tls_ca``, ``tls_cert`` and ``tls_key`` of a URL's options or an element's properties (``tls-ca``, ...),
+    as absolute paths; Invalid for one without TLS, a file that cannot be read, or a key without its
+    certificate (checked here: the connection found it only when it was first made)."""
+    files = {key: os.path.abspath(given[name]) for key in _TLS_OPTIONS
+             for name in (key, key.replace("_", "-")) if given.get(name)}
+    if files and not secure:
+        raise Invalid(f"TLS for {', '.join(files)} (mqtts://, kafkas://, or tls=true)")
+    for key, path in files.items():
+        if not os.access(path, os.R_OK):
+            raise Invalid(f"a readable PEM file for {key}, not {path!r}")
+    if "tls_key" in files and "tls_cert" not in files:
+        raise Invalid("tls_cert, the client certificate tls_key belongs to")
+    return files
 
 
 def _mqtt_url(url: str) -> dict:
@@ -143,6 +161,7 @@ def _mqtt_url(url: str) -> dict:
         "password": unquote(parts.password or ""),
         "protocol": query.get("protocol", "3.1.1"),
         "tls": parts.scheme == "mqtts",
+        **tls_files(query, parts.scheme == "mqtts"),
         "retained": query.get("retained", "new"),
         "content-type": query.get("content-type", "json"),
         "content-type-given": "content-type" in query,
@@ -207,7 +226,11 @@ class _Builder:
             name = settings.name
         elif element.factory == "url" and element.url.split("://", 1)[0].lower() in ("kafka", "kafkas"):
             parts = urlsplit(element.url)
-            query = self.options(element, "a kafka:// sink URL", {"payload": ("message", "records")})
+            query = self.options(element, "a kafka:// sink URL", {"payload": ("message", "records"), **_TLS_OPTIONS})
+            try:
+                files = tls_files(query, parts.scheme == "kafkas")
+            except Invalid as exc:
+                raise PipelineError(f"expected {exc.expected}", text, element.loc) from None
             base = element.url.split("?", 1)[0]
             base = base[: base.index("/", base.index("://") + 3)] + "/" if "/" in base[base.index("://") + 3:] else base + "/"
             invalid = s.topic_template_problem(unquote(parts.path[1:]), "kafka")
@@ -216,7 +239,8 @@ class _Builder:
             settings = s.StorageSettings(name, v.storage_url(base), "kafka", spool=True,
                                          topic=unquote(parts.path[1:]) or "lorrygate",
                                          payload=query.get("payload", "message"),
-                                         dead_letter_topic="lorrygate-dead-letters", broker=s.kafka_broker(name, base))
+                                         dead_letter_topic="lorrygate-dead-letters",
+                                         broker=s.kafka_broker(name, base, **files))
         elif element.factory == "url":
             url = element.url
             if url.startswith("file://"):
@@ -282,7 +306,8 @@ class _Builder:
             parts = urlsplit(element.url)
             query = self.options(element, "an mqtt:// sink URL", {"payload": ("message", "records"),
                                                                   "protocol": ("3.1.1", "5"), "client-id": (),
-                                                                  "client_id": ()})
+                                                                  "client_id": (), **_TLS_OPTIONS})
+            secure, given = parts.scheme == "mqtts", query
             template = unquote(parts.path[1:]) or "{topic}"
             payload = query.get("payload", "message")
             connection = {"protocol": query.get("protocol", "3.1.1"),
@@ -298,13 +323,18 @@ class _Builder:
             port = props["port"] or (8883 if props["tls"] else 1883)
             url = f"{'mqtts' if props['tls'] else 'mqtt'}://{auth}{props['host']}:{port}/"
             connection = {"protocol": props["protocol"], "client-id": props["client-id"]}
+            secure, given = props["tls"], props
+        try:
+            files = tls_files(given, secure)
+        except Invalid as exc:
+            raise PipelineError(f"expected {exc.expected}", text, element.loc) from None
         invalid = s.topic_template_problem(template, "mqtt")
         if invalid is not None:
             raise PipelineError(f"expected {invalid[0]}, got {invalid[1]}", text, element.loc)
         parsed = v.storage_url(url)
         options = urlencode({key: value for key, value in connection.items() if value and value != "3.1.1"})
         return s.StorageSettings(name, parsed, "mqtt", spool=True, topic=template, payload=payload,
-                                 broker=s.sink_broker(name, url + ("?" + options if options else "")))
+                                 broker=s.sink_broker(name, url + ("?" + options if options else ""), **files))
 
     def chain(self, chain) -> None:
         text = self.text
@@ -458,6 +488,10 @@ class _Builder:
         else:
             props = _properties(element, text)
             decoders, chosen = ("json",), False
+            try:
+                props.update(tls_files(props, props["tls"]))
+            except Invalid as exc:
+                raise PipelineError(f"mqttsrc: expected {exc.expected}", text, element.loc) from None
         name = f"source{len(self.brokers)}"
         identity = hashlib.sha256(f"{props['host']}|{props['port']}|{props['topic']}".encode()).hexdigest()[:8]
         client_id = props["client-id"] or f"lorrygate-{socket.gethostname()}-{identity}"
@@ -465,7 +499,8 @@ class _Builder:
         self.brokers[name] = s.BrokerSettings(
             name=name, host=props["host"], port=port, protocol=props["protocol"], client_id=client_id,
             username=props["username"], password=v.Secret(props["password"]) if props["password"] else None,
-            tls=props["tls"])
+            tls=props["tls"], tls_ca=props.get("tls_ca", ""), tls_cert=props.get("tls_cert", ""),
+            tls_key=props.get("tls_key", ""))
         return {"broker": name, "topics": props["topic"], "qos": props["qos"], "retained": props["retained"],
                 "decoders": decoders, "chosen": chosen}
 
@@ -549,13 +584,17 @@ class _Builder:
     def kafka_source(self, element) -> dict:
         """``kafka[s]://[USER:PASSWORD@]HOST:PORT[,HOST:PORT]/TOPIC[,TOPIC]?group=lorrygate&start=earliest``."""
         parts = urlsplit(element.url)
-        query = self.options(element, "a kafka:// source URL", {"group": (), "start": ()})
+        query = self.options(element, "a kafka:// source URL", {"group": (), "start": (), **_TLS_OPTIONS})
+        try:
+            files = tls_files(query, parts.scheme == "kafkas")
+        except Invalid as exc:
+            raise PipelineError(f"expected {exc.expected}", self.text, element.loc) from None
         names = unquote(parts.path[1:])
         if not names or query.get("start", "earliest") not in ("earliest", "latest"):
             raise PipelineError(f"expected kafka://HOST:9092/TOPIC?group=NAME, got {element.url!r}", self.text,
                                 element.loc)
         name = f"source{len(self.brokers)}"
-        self.brokers[name] = s.kafka_broker(name, element.url.split("?", 1)[0].rsplit("/", 1)[0] + "/")
+        self.brokers[name] = s.kafka_broker(name, element.url.split("?", 1)[0].rsplit("/", 1)[0] + "/", **files)
         self.brokers[name] = attrs.evolve(self.brokers[name], name=name)
         return {"broker": name, "topics": tuple(t.strip() for t in names.split(",")), "qos": 1, "retained": "new",
                 "decoders": ("json",), "amqp": {"group": query.get("group", "lorrygate"),

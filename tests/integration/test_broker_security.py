@@ -154,3 +154,56 @@ def test_client_certificate_and_host_name_checks(tmp_path):
         gateway.stop()
     finally:
         other.stop()
+
+
+def test_a_relay_reads_from_and_publishes_to_a_broker_of_a_private_ca_with_client_certificates(tmp_path):
+    """A broker whose certificate a private CA signed and that requires client certificates: an mqtts:// URL
+    of ``lorrygate relay`` takes ``?tls_ca=``, ``?tls_cert=`` and ``?tls_key=`` as a [broker:NAME] section
+    takes its keys, for its source and for its sink (the sink's could not be given at all, in a launch or in a
+    [storage:NAME] section: an MQTT sink spoke TLS only to brokers of a CA the system trusts)."""
+    import subprocess
+    import sys
+    import threading
+
+    import paho.mqtt.client as paho
+
+    directory = str(tmp_path)
+    tls = write_tls_files(directory)
+    strict = Mosquitto(directory, extra=(
+        f"cafile {tls['ca.pem']}\ncertfile {tls['server.pem']}\nkeyfile {tls['server.key']}\n"
+        "require_certificate true\nallow_anonymous true\n")).start()
+    files = f"tls_ca={tls['ca.pem']}&tls_cert={tls['client.pem']}&tls_key={tls['client.key']}"
+    received: list = []
+    subscribed = threading.Event()
+    watcher = paho.Client(paho.CallbackAPIVersion.VERSION2)
+    watcher.tls_set(ca_certs=tls["ca.pem"], certfile=tls["client.pem"], keyfile=tls["client.key"])
+    watcher.on_message = lambda client, userdata, message: received.append((message.topic, message.payload))
+    watcher.on_connect = lambda client, userdata, flags, rc, properties: client.subscribe("out/#", qos=1)
+    watcher.on_subscribe = lambda *args: subscribed.set()
+    watcher.connect("localhost", strict.port)
+    watcher.loop_start()
+    log = tmp_path / "relay.log"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lorrygate.cli", "relay", f"mqtts://localhost:{strict.port}/in/%23?{files}",
+         f"mqtts://localhost:{strict.port}/out/{{topic}}?{files}", "--data-dir", str(tmp_path / "state")],
+        stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+    try:
+        assert subscribed.wait(10), "no SUBACK for the watcher"
+        wait_until(lambda: "every subscription acknowledged" in log.read_text() or process.poll() is not None, 60,
+                   "the relay's subscription")
+        assert process.poll() is None, log.read_text()
+        publisher = paho.Client(paho.CallbackAPIVersion.VERSION2)
+        publisher.tls_set(ca_certs=tls["ca.pem"], certfile=tls["client.pem"], keyfile=tls["client.key"])
+        publisher.connect("localhost", strict.port)
+        publisher.loop_start()
+        for n in range(20):
+            publisher.publish(f"in/dev{n}", b'{"n": %d}' % n, qos=1).wait_for_publish(10)
+        publisher.disconnect()
+        publisher.loop_stop()
+        wait_until(lambda: len({topic for topic, _ in received}) == 20, 30, "the 20 messages relayed")
+    finally:
+        process.terminate()
+        process.wait(30)
+        watcher.loop_stop()
+        strict.stop()
+    assert sorted(received) == sorted((f"out/in/dev{n}", b'{"n": %d}' % n) for n in range(20))

@@ -311,14 +311,15 @@ def test_a_sink_url_option_the_sink_does_not_read_is_an_error(text, expected):
 @pytest.mark.parametrize("text, expected", [
     ("mqtt://h/a/%23?clientid=gw ! sqlite:///x.sqlite", "an mqtt:// source URL with the options it reads "
                                                           "(client-id, client_id, content-type, protocol, qos, "
-                                                          "retained), not 'clientid'"),
+                                                          "retained, tls_ca, tls_cert, tls_key), not 'clientid'"),
     ("mqtt://h/a/%23?protocol=5.0 ! sqlite:///x.sqlite", "protocol=3.1.1 or 5 in an mqtt:// source URL, not '5.0'"),
     ("mqtt://h/a/%23?retained=yes ! sqlite:///x.sqlite", "retained=new or always or never"),
     ("amqp://h/%2F?exchange=x&prefetch_count=10 ! sqlite:///x.sqlite", "not 'prefetch_count'"),
     ("redis://h/s?group_name=g ! sqlite:///x.sqlite", "a redis:// URL with the options it reads"),
     ("kafka://h:9092/t?offset=latest ! sqlite:///x.sqlite", "a kafka:// source URL with the options it reads"),
     ("zmq+tcp://h:5555/t?bind=1 ! sqlite:///x.sqlite", "a zmq+tcp:// URL with the options it reads (mode)"),
-    ("mqtt://h/a/%23 ! mqtt://h2/copy/{topic}?qos=2", "an mqtt:// sink URL with the options it reads (client-id, client_id, payload, protocol)"),
+    ("mqtt://h/a/%23 ! mqtt://h2/copy/{topic}?qos=2", "an mqtt:// sink URL with the options it reads (client-id, client_id, payload, protocol, "
+                                                      "tls_ca, tls_cert, tls_key)"),
     ("mqtt://h/a/%23 ! kafka://k:9092/t?payload=json", "payload=message or records in a kafka:// sink URL"),
 ])
 def test_a_bus_url_option_its_element_does_not_read_is_an_error(text, expected):
@@ -418,3 +419,29 @@ def test_an_mqtt_sink_takes_the_protocol_and_client_id_its_config_section_takes(
     assert default.protocol == "3.1.1" and default.client_id.startswith("lorrygate-")
     with pytest.raises(PipelineError, match="protocol=3.1.1 or 5 in an mqtt:// sink URL, not '4'"):
         parse_launch("mqtt://h/a ! mqtt://h2/out?protocol=4")
+
+
+def test_tls_urls_and_elements_take_the_ca_and_a_client_certificate(tmp_path):
+    """``?tls_ca=``, ``?tls_cert=``, ``?tls_key=`` (and ``tls-ca=``... of mqttsrc and mqttsink), as a
+    [broker:NAME] section's keys, checked at once."""
+    pem = tmp_path / "ca.pem"
+    pem.write_text("-----BEGIN CERTIFICATE-----\n")
+    settings = parse_launch(f"mqtts://b:8883/in/%23?tls_ca={pem}&tls_cert={pem}&tls_key={pem} "
+                            f"! mqtts://c/out/{{topic}}?tls_ca={pem}").settings
+    source, sink = settings.brokers["source0"], settings.storages["sink0"].broker
+    assert (source.tls, source.tls_ca, source.tls_cert, source.tls_key) == (True, str(pem), str(pem), str(pem))
+    assert (sink.tls, sink.tls_ca, sink.tls_cert) == (True, str(pem), "")
+    elements = parse_launch(f"mqttsrc host=b topic=in/# tls=true tls-ca={pem} "
+                            f"! mqttsink host=c tls=true tls-ca={pem} tls-cert={pem} tls-key={pem}").settings
+    assert elements.brokers["source0"].tls_ca == str(pem)
+    assert elements.storages["sink0"].broker.tls_key == str(pem)
+    kafka = parse_launch(f"kafkas://k:9093/t?tls_ca={pem} ! sqlite:///x.sqlite").settings
+    assert kafka.brokers["source0"].tls_ca == str(pem)
+    for text, expected in [
+        (f"mqtt://b/in?tls_ca={pem} ! sqlite:///x.sqlite", "TLS for tls_ca"),
+        (f"mqtts://b/in?tls_ca={tmp_path}/none.pem ! sqlite:///x.sqlite", "a readable PEM file for tls_ca"),
+        (f"mqtt://b/in ! mqttsink host=c tls-key={pem} tls=true", "tls_cert, the client certificate tls_key"),
+        (f"mqttsrc host=b topic=in tls-ca={pem} ! sqlite:///x.sqlite", "mqttsrc: expected TLS for tls_ca"),
+    ]:
+        with pytest.raises(PipelineError, match=expected):
+            parse_launch(text)

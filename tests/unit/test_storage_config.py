@@ -169,3 +169,25 @@ def test_a_channel_whose_mqtt_storage_publishes_into_its_own_topics_is_a_problem
     (problem,) = [str(p) for p in info.value.problems]
     assert "[channel:c] storage: expected storages that do not feed the channel its own messages" in problem
     assert "matches this channel's 'sensors/#'" in problem and "/relayed'" in problem
+
+
+def test_mqtts_and_kafkas_sinks_take_the_ca_and_a_client_certificate(tmp_path):
+    """A sink to a broker of a private CA, or one that requires client certificates, could not be configured:
+    ``tls_ca`` was for CrateDB only. The files are checked before the reactor runs."""
+    pem = tmp_path / "ca.pem"
+    pem.write_text("-----BEGIN CERTIFICATE-----\n")
+    files = f"tls_ca = {pem}\ntls_cert = {pem}\ntls_key = {pem}"
+    mqtt = load(f"url = mqtts://broker:8883/\n{files}").storages["s"].broker
+    assert (mqtt.tls, mqtt.tls_ca, mqtt.tls_cert, mqtt.tls_key) == (True, str(pem), str(pem), str(pem))
+    pytest.importorskip("confluent_kafka")
+    kafka = load(f"url = kafkas://k1:9093/\ntls_ca = {pem}").storages["s"].broker
+    assert (kafka.tls, kafka.tls_ca) == (True, str(pem))
+    assert problems(f"url = mqtt://broker/\ntls_ca = {pem}") == [
+        "gw.ini [storage:s] tls_ca: expected mqtts:// in the URL (tls_ca is for TLS connections), got "
+        "'mqtt://broker/'"]
+    assert problems(f"url = mqtts://broker/\ntls_key = {pem}") == [
+        "gw.ini [storage:s] tls_cert: expected the client certificate tls_key belongs to, got nothing"]
+    assert problems(f"url = mqtts://broker/\ntls_ca = {tmp_path}/none.pem") == [
+        f"gw.ini [storage:s] tls_ca: expected a readable PEM file, got '{tmp_path}/none.pem'"]
+    assert problems(f"url = sqlite:///x.sqlite\ntls_cert = {pem}")[0].startswith(
+        "gw.ini [storage:s] tls_cert: expected no tls_cert for a sqlite storage (it is for mqtt, kafka)")
