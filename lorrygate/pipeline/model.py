@@ -175,7 +175,7 @@ def _amqp_url(url: str) -> dict:
     if not parts.hostname:
         raise Invalid("an AMQP URL such as amqp://guest:guest@localhost:5672/%2F?exchange=amq.topic&topic=sensors/%23")
     query = _options(parts.query, "an amqp:// URL",
-                     {"exchange": (), "topic": (), "queue": (), "prefetch": ()})
+                     {"exchange": (), "topic": (), "queue": (), "prefetch": (), **_TLS_OPTIONS})
     topic = query.get("topic", "#")
     v.topic_filters(topic)
     return {
@@ -189,6 +189,7 @@ def _amqp_url(url: str) -> dict:
         "username": unquote(parts.username or "guest"),
         "password": unquote(parts.password or "guest"),
         "tls": parts.scheme == "amqps",
+        **tls_files(query, parts.scheme == "amqps"),
     }
 
 
@@ -522,7 +523,8 @@ class _Builder:
             props["queue"] = f"lorrygate-{socket.gethostname()}-{identity}"
         self.brokers[name] = s.BrokerSettings(
             name=name, host=props["host"], port=port, type="amqp", vhost=props["vhost"], username=props["username"],
-            password=v.Secret(props["password"]) if props["password"] else None, tls=props["tls"])
+            password=v.Secret(props["password"]) if props["password"] else None, tls=props["tls"],
+            tls_ca=props.get("tls_ca", ""), tls_cert=props.get("tls_cert", ""), tls_key=props.get("tls_key", ""))
         return {"broker": name, "topics": props["topic"], "qos": 1, "retained": "new", "decoders": ("json",),
                 "amqp": {"exchange": props["exchange"], "queue": props["queue"], "prefetch": props["prefetch"]}}
 
@@ -530,7 +532,11 @@ class _Builder:
         """``redis[s]://[USER:PASSWORD@]HOST[:PORT]/STREAM[,STREAM]?mode=streams&group=lorrygate&consumer=NAME``;
         with ``mode=pubsub`` the path is a topic pattern (``sensors/%23``)."""
         parts = urlsplit(element.url.replace("#", "%23"))
-        query = self.options(element, "a redis:// URL", {"mode": (), "group": (), "consumer": ()})
+        query = self.options(element, "a redis:// URL", {"mode": (), "group": (), "consumer": (), **_TLS_OPTIONS})
+        try:
+            files = tls_files(query, parts.scheme == "rediss")
+        except Invalid as exc:
+            raise PipelineError(f"expected {exc.expected}", self.text, element.loc) from None
         keys = unquote(parts.path[1:])
         mode = query.get("mode", "streams")
         if not keys or mode not in ("streams", "pubsub"):
@@ -540,7 +546,8 @@ class _Builder:
         self.brokers[name] = s.BrokerSettings(
             name=name, host=parts.hostname or "localhost", port=parts.port or 6379, type="redis",
             username=unquote(parts.username or ""),
-            password=v.Secret(unquote(parts.password)) if parts.password else None, tls=parts.scheme == "rediss")
+            password=v.Secret(unquote(parts.password)) if parts.password else None, tls=parts.scheme == "rediss",
+            **files)
         return {"broker": name, "topics": tuple(k.strip() for k in keys.split(",")), "qos": 1, "retained": "new",
                 "decoders": ("json",),
                 "amqp": {"mode": mode, "group": query.get("group", "lorrygate"), "consumer": query.get("consumer", "")}}

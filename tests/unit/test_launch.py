@@ -435,8 +435,9 @@ def test_tls_urls_and_elements_take_the_ca_and_a_client_certificate(tmp_path):
                             f"! mqttsink host=c tls=true tls-ca={pem} tls-cert={pem} tls-key={pem}").settings
     assert elements.brokers["source0"].tls_ca == str(pem)
     assert elements.storages["sink0"].broker.tls_key == str(pem)
-    kafka = parse_launch(f"kafkas://k:9093/t?tls_ca={pem} ! sqlite:///x.sqlite").settings
-    assert kafka.brokers["source0"].tls_ca == str(pem)
+    for url in (f"kafkas://k:9093/t?tls_ca={pem}", f"amqps://r/%2F?topic=a/%23&tls_ca={pem}",
+                f"rediss://c/s1?tls_ca={pem}"):
+        assert parse_launch(f"{url} ! sqlite:///x.sqlite").settings.brokers["source0"].tls_ca == str(pem), url
     for text, expected in [
         (f"mqtt://b/in?tls_ca={pem} ! sqlite:///x.sqlite", "TLS for tls_ca"),
         (f"mqtts://b/in?tls_ca={tmp_path}/none.pem ! sqlite:///x.sqlite", "a readable PEM file for tls_ca"),
