@@ -43,7 +43,6 @@ from typing import Any
 import attrs
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from lorrygate.decoding.timestamps import to_iso
@@ -171,6 +170,36 @@ def _dead_letter_json(dead) -> bytes:
     }).encode("utf-8")
 
 
+@attrs.define(slots=True, eq=False)
+class _Flight:
+    """One publication in flight: what it stands for, and its PUBACK once it came (a Deferred's result is gone
+    once it was awaited, so the acknowledgement is noted here as it comes)."""
+
+    d: Deferred
+    #: the message's own topic, the topic published to, the payload
+    source: str
+    topic: str
+    payload: bytes
+    #: whether it is a dead letter (the batch's, or one that stands for a message set aside)
+    dead: bool
+    #: what it adds to the batch's progress once acknowledged, and the counter it counts in
+    keys: tuple
+    counter: str
+    ack: Any = None
+
+    def __attrs_post_init__(self) -> None:
+        self.d.addCallback(self._noted)
+
+    def _noted(self, ack):
+        self.ack = ack
+        return ack
+
+    @property
+    def taken(self) -> bool:
+        """Whether the broker's PUBACK came and took the message (MQTT 5: a reason code below 0x80)."""
+        return self.ack is not None and getattr(self.ack, "reason", 0) < 0x80
+
+
 @implementer(IStorage)
 @attrs.define(eq=False)
 class MqttSink:
@@ -242,32 +271,32 @@ class MqttSink:
             letter.update(payload_base64=None, size=len(payload), sha256=hashlib.sha256(payload).hexdigest())
             return protocol.publish(self.dead_letter_topic, json.dumps(letter).encode("utf-8"), 1)
 
-    async def _settle(self, protocol, entry, progress: set) -> None:
+    async def _settle(self, protocol, flight: _Flight, progress: set) -> None:
         """Wait for one publication's PUBACK, then count it and put its keys into the batch's progress (a retry
         of the batch does not publish it again); a refused message goes to the dead-letter topic (MQTT 5)."""
-        d, source, topic, payload, dead, keys, counter = entry
-        ack = await d
+        ack = await flight.d
         reason = getattr(ack, "reason", 0)
         if reason < 0x80:
-            progress.update(keys)
-            setattr(self, counter, getattr(self, counter) + 1)
+            progress.update(flight.keys)
+            setattr(self, flight.counter, getattr(self, flight.counter) + 1)
             return
         from lorrygate.mqtt.protocol import REASON_CODES
 
         why = f"the broker refused it: {REASON_CODES.get(reason, 'reason')} (PUBACK reason code 0x{reason:02x})"
-        if dead:
-            raise StorageError(f"MQTT sink {self.name}: {why} for the dead letter to {topic!r}; let the sink's "
-                               f"client publish to dead_letter_topic = {topic}")
+        if flight.dead:
+            raise StorageError(f"MQTT sink {self.name}: {why} for the dead letter to {flight.topic!r}; let the "
+                               f"sink's client publish to dead_letter_topic = {flight.topic}")
         if reason in TRY_AGAIN:
-            raise StorageError(f"MQTT sink {self.name}: publishing to {topic!r:.300}: {why}; the batch is tried again")
-        await self._settle(protocol, (self._set_aside(protocol, source, topic, payload, why), source,
-                                      self.dead_letter_topic, b"", True, keys, "refused"), progress)
+            raise StorageError(f"MQTT sink {self.name}: publishing to {flight.topic!r:.300}: {why}; the batch is "
+                               "tried again")
+        await self._settle(protocol, _Flight(self._set_aside(protocol, flight.source, flight.topic, flight.payload,
+                                                             why), flight.source, self.dead_letter_topic, b"", True,
+                                             flight.keys, "refused"), progress)
 
     async def _publish(self, protocol, items: list, progress: set) -> None:
         from lorrygate.mqtt.protocol import PacketTooLarge
 
-        # (Deferred, source topic, topic, payload, whether a dead letter, progress keys, counter), in order
-        pending: deque = deque()
+        pending: deque = deque()  # the `_Flight` of each publication not yet settled, in order
         # the messages that were in flight when the broker last closed the connection go one at a time
         suspect, alone = self._suspect, 0
         try:
@@ -285,19 +314,19 @@ class MqttSink:
                     why = (f"the broker closed the connection each time this message was the only one in flight "
                            f"({STRIKES} times): it refuses it (Mosquitto does so for a topic of more than 200 levels)")
                 if why is not None:
-                    pending.append((self._set_aside(protocol, source, topic, payload, why), source,
-                                    self.dead_letter_topic, b"", True, keys, "refused"))
+                    pending.append(_Flight(self._set_aside(protocol, source, topic, payload, why), source,
+                                           self.dead_letter_topic, b"", True, keys, "refused"))
                     continue
                 try:
-                    pending.append((protocol.publish(topic, payload, 1), source, topic, payload, dead, keys,
-                                    "published"))
+                    pending.append(_Flight(protocol.publish(topic, payload, 1), source, topic, payload, dead, keys,
+                                           "published"))
                 except PacketTooLarge as exc:
                     # The broker would never take it, and failing the batch for it would stop the sink for good:
                     # a reference to it goes to the dead-letter topic instead, as a message over max_payload is kept.
                     self.log.error("MQTT sink {sink}: a message to {topic} not published: {error}; a reference to it "
                                    "goes to {dead}", sink=self.name, topic=topic, error=str(exc),
                                    dead=self.dead_letter_topic)
-                    pending.append((protocol.publish(self.dead_letter_topic, too_large_reference(
+                    pending.append(_Flight(protocol.publish(self.dead_letter_topic, too_large_reference(
                         topic, payload, f"more than the broker takes: {exc}"), 1), source, self.dead_letter_topic,
                         b"", True, keys, "too_large"))
             while pending:
@@ -318,24 +347,23 @@ class MqttSink:
         published and go into the progress, so that the next try does not send them again. Returns the rest,
         the messages the next try sends again (their Deferreds fail with the lost connection)."""
         rest: deque = deque()
-        for entry in pending:
-            d = entry[0]
-            if d.called and not isinstance(d.result, Failure) and getattr(d.result, "reason", 0) < 0x80:
-                progress.update(entry[5])
-                setattr(self, entry[6], getattr(self, entry[6]) + 1)
+        for flight in pending:
+            if flight.taken:
+                progress.update(flight.keys)
+                setattr(self, flight.counter, getattr(self, flight.counter) + 1)
             else:
-                rest.append(entry)
-            d.addErrback(lambda failure: None)
+                rest.append(flight)
+            flight.d.addErrback(lambda failure: None)
         return rest
 
     def _suspected(self, pending: deque, alone: int) -> None:
         """The connection was lost with ``pending`` in flight: the next try sends those messages one at a time
         (and those that were to go alone after them), and a message that was the only one in flight gets a
         strike; with `STRIKES` it is set aside."""
-        outstanding = [entry for entry in pending if not entry[4]]
+        outstanding = [flight for flight in pending if not flight.dead]
         if not outstanding:
             return
-        topic, payload = outstanding[0][2:4]
+        topic, payload = outstanding[0].topic, outstanding[0].payload
         key = (topic, len(payload), hash(payload))
         if len(pending) == 1:
             if len(self._strikes) >= 1000:

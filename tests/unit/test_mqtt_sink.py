@@ -134,27 +134,58 @@ def test_what_a_try_published_is_neither_sent_again_nor_spooled(payload):
     assert not spool.decode(spool.encode(made)).dead_letters
 
 
-def test_after_a_lost_connection_the_suspect_is_the_first_message_the_broker_did_not_acknowledge():
-    """A message acknowledged but not yet settled when the connection went is in the progress and not sent
-    again: the message to send alone on the next try (`MqttSink._suspected`) is the first one the broker did
-    not acknowledge, or the one it closes the connection for would never be found."""
-    from collections import deque
+class Protocol:
+    """The sink's side of a connection: each publish a Deferred the test fires (a PUBACK, or the loss)."""
 
-    from twisted.internet.defer import Deferred
+    def __init__(self):
+        from twisted.internet.defer import Deferred
+
+        self.published: list = []
+        self._made = Deferred
+
+    def publish(self, topic, payload, qos):
+        d = self._made()
+        self.published.append((topic, d))
+        return d
+
+
+def test_after_a_lost_connection_only_what_the_broker_acknowledged_is_kept_and_the_suspect_is_the_first_other():
+    """What the broker acknowledged is in the progress and not sent again; the message whose PUBACK the sink was
+    waiting for when the connection went is not, nor one the broker asked to send again (quota exceeded), in
+    whatever order the PUBACKs and the loss come (each noted as it comes, `_Flight`, not read back from a
+    Deferred an awaiting coroutine may have taken the result of). The message to send alone on the next try is
+    the first one the broker did not acknowledge."""
+    from twisted.internet.defer import ensureDeferred
     from twisted.python.failure import Failure
 
+    from lorrygate.errors import StorageError
     from lorrygate.mqtt.codec import PUBACK, PubAck
 
     sink = MqttSink("out", sink_broker("out", "mqtt://h/"), None)
-    letter, acked, poison = Deferred(), Deferred(), Deferred()
-    acked.callback(PubAck(PUBACK, 2))
-    pending = deque([(letter, "r/bad", "lorrygate/dead-letters", b"", True, (("dead", 0),), "published"),
-                     (acked, "a", "out/a", b"1", False, ((0, 0),), "published"),
-                     (poison, "p", "out/" + "d/" * 201, b"2", False, ((1, 0),), "published")])
+    protocol = Protocol()
+    items = [("a", "out/a", b"1", ((0, 0),)), ("b", "out/b", b"2", ((1, 0),)), ("c", "out/c", b"3", ((2, 0),)),
+             ("d", "out/d", b"4", ((3, 0),))]
     progress: set = set()
-    rest = sink._acknowledged(pending, progress)
-    for d in (letter, poison):
-        d.errback(Failure(ConnectionError("lost")))
-    sink._suspected(rest, 0)
-    assert progress == {(0, 0)} and sink.published == 1
-    assert sink._suspect == (("out/" + "d/" * 201, 1, hash(b"2")), 1)
+    failures: list = []
+    ensureDeferred(sink._publish(protocol, items, progress)).addErrback(failures.append)
+    (_, a), (_, b), (_, c), (_, d) = protocol.published
+    c.callback(PubAck(PUBACK, 3))  # acknowledged while the sink waits for a
+    b.errback(Failure(ConnectionError("lost")))  # the loss, seen by b before the sink awaits it
+    a.callback(PubAck(PUBACK, 1))  # the sink settles a, then finds b failed, its result gone once awaited
+    d.errback(Failure(ConnectionError("lost")))
+    (failure,) = failures
+    assert failure.check(StorageError)
+    assert progress == {(0, 0), (2, 0)} and sink.published == 2
+    assert sink._suspect == (("out/b", 1, hash(b"2")), 2)  # b, then d, each alone
+
+    for first in (True, False):
+        sink, refused, progress = MqttSink("out", sink_broker("out", "mqtt://h/"), None), Protocol(), set()
+        ensureDeferred(sink._publish(refused, items[:2], progress)).addErrback(failures.append)
+        (_, a), (_, b) = refused.published
+        if first:
+            b.callback(PubAck(PUBACK, 2, 0x97))  # quota exceeded, before a settles: the batch is tried again
+            a.callback(PubAck(PUBACK, 1))
+        else:
+            a.callback(PubAck(PUBACK, 1))
+            b.callback(PubAck(PUBACK, 2, 0x97))
+        assert "tried again" in str(failures[-1].value) and progress == {(0, 0)}
