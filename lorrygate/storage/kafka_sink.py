@@ -21,8 +21,12 @@ A message larger than Kafka takes (the producer's ``message.max.bytes``,
 delivered: it was produced again and again, and the sink wrote nothing more.
 In its place a reference goes to the dead-letter topic (its MQTT topic, size
 and SHA-256, and why), counted as ``too_large``. A message whose topic Kafka
-does not take (more than 249 characters, or ``.``) goes there as a dead
-letter with its payload, counted as ``refused``.
+does not take (more than 249 characters, or ``.``), or one whose delivery
+the cluster refuses for its topic (not authorized for this client; unknown,
+where topics are not created on first use) goes there as a dead letter with
+its payload and the reason, counted as ``refused``: it was produced again
+for ever, and no later message got through. A dead-letter topic that
+refuses the dead letters fails the batch.
 """
 
 import json
@@ -43,6 +47,13 @@ _NOT_KAFKA = re.compile(r"[^A-Za-z0-9._-]")
 
 #: the longest topic name Kafka takes (org.apache.kafka.common.internals.Topic.MAX_NAME_LENGTH)
 MAX_TOPIC = 249
+
+
+#: delivery errors that say the cluster will not take the message's topic, however often it is produced: a
+#: topic the client is not authorized for, one that does not exist where topics are not created on first use,
+#: a name the cluster refuses
+_REFUSING = frozenset({29, 3, -188, 17})  # TOPIC_AUTHORIZATION_FAILED, UNKNOWN_TOPIC_OR_PART, _UNKNOWN_TOPIC,
+#                                            TOPIC_EXCEPTION (confluent_kafka.KafkaError; not imported at start)
 
 
 def topic_problem(topic: str) -> str | None:
@@ -113,20 +124,28 @@ class KafkaSink:
 
     def _counted(self, result, counts: dict):
         """In the reactor thread: count what was delivered, also of a try that failed (it is not produced again),
-        and log the messages too large for Kafka (``result``, ``[(key, size)]``)."""
+        and log the messages set aside (``result``: those too large for Kafka, ``[(key, size)]``, and those whose
+        topic Kafka refused, ``[(key, topic, why)]``)."""
         self.published += counts["published"]
         self.refused += counts["refused"]
         self.too_large += counts["too_large"]
-        if isinstance(result, list):
-            for key, size in result:
+        if isinstance(result, tuple):
+            large, aside = result
+            for key, size in large:
                 self.log.error("Kafka sink {sink}: a message of {size} bytes from {topic} is larger than Kafka takes "
                                "(message.max.bytes); a reference to it went to the dead-letter topic {dead}",
                                sink=self.name, size=size, topic=key, dead=self.dead_letter_topic)
+            for key, topic, why in aside:
+                self.log.error("Kafka sink {sink}: a message from {key!r:.300} to {topic!r} not produced: {why}; it "
+                               "went to the dead-letter topic {dead}", sink=self.name, key=key, topic=topic, why=why,
+                               dead=self.dead_letter_topic)
+            return None
         return result
 
-    def _produce(self, items, progress: set, counts: dict) -> list:
+    def _produce(self, items, progress: set, counts: dict) -> tuple:
         """In a pool thread: produce everything, wait for every delivery report; a message too large for Kafka
-        is a reference in the dead-letter topic instead (`reference`). Returns those, ``[(key, size)]``. Each
+        is a reference in the dead-letter topic instead (`reference`), one whose topic the cluster refuses a
+        dead letter there (`refused_letter`). Returns those, ``([(key, size)], [(key, topic, why)])``. Each
         message delivered puts its keys into the batch's ``progress`` (a retry of the batch, or the spool,
         leaves it out) and is counted in ``counts``."""
         from confluent_kafka import KafkaError, KafkaException
@@ -136,16 +155,23 @@ class KafkaSink:
             raise StorageError(f"Kafka sink {self.name}: stopped")
         failures: list = []
         too_large: list = []  # (Kafka topic, key, payload, keys)
+        refused: list = []  # (Kafka topic, key, payload, keys, why): a topic the cluster will not take
+        dead_topic = _NOT_KAFKA.sub("_", self.dead_letter_topic) or "lorrygate-dead-letters"
 
         def report(error, message, keys, counter):
             if error is None:
                 progress.update(keys)
                 counts[counter] += 1
-            elif error.code() == KafkaError.MSG_SIZE_TOO_LARGE:  # (the broker's limit, below the producer's)
-                too_large.append((message.topic(), (message.key() or b"").decode("utf-8", "replace"),
-                                  message.value() or b"", keys))
+                return
+            code, topic = error.code(), message.topic()
+            item = (topic, (message.key() or b"").decode("utf-8", "replace"), message.value() or b"", keys)
+            if code == KafkaError.MSG_SIZE_TOO_LARGE:  # (the broker's limit, below the producer's)
+                too_large.append(item)
+            elif code in _REFUSING and topic != dead_topic:
+                refused.append((*item, f"Kafka refused it: {error.str()} (the topic is not authorized for this "
+                                       "client, or does not exist and the cluster does not create topics)"))
             else:
-                failures.append(error.str())
+                failures.append(error.str() + (f" (dead_letter_topic = {dead_topic})" if topic == dead_topic else ""))
 
         def produce(topic, key, payload, keys, counter) -> None:
             while True:
@@ -161,26 +187,33 @@ class KafkaSink:
                         return
                     raise
 
-        dead_topic = _NOT_KAFKA.sub("_", self.dead_letter_topic) or "lorrygate-dead-letters"
         referred: list = []
+        set_aside: list = []
         try:
             for item in items:
                 produce(*item)
             left = producer.flush(self.timeout)
-            if too_large and not left and not failures:
-                refused, too_large[:] = list(too_large), []
-                for topic, key, payload, keys in refused:
+            if (too_large or refused) and not left and not failures:
+                large, too_large[:] = list(too_large), []
+                for topic, key, payload, keys in large:
                     produce(dead_topic, key, reference(topic, key, payload, dead_topic), keys, "too_large")
                     referred.append((key, len(payload)))
+                aside, refused[:] = list(refused), []
+                for topic, key, payload, keys, why in aside:
+                    letter = json.dumps(refused_letter(key, topic, why, payload)).encode("utf-8")
+                    produce(dead_topic, key, letter, keys, "refused")
+                    set_aside.append((key, topic, why))
                 left = producer.flush(self.timeout)
         except KafkaException as exc:
             raise StorageError(f"Kafka sink {self.name}: {exc}") from None
-        if left or failures or too_large:
-            raise StorageError(f"Kafka sink {self.name}: {left or len(failures) or len(too_large)} message(s) not "
-                               "delivered" + (f" ({failures[0]})" if failures else " within the timeout" if left else
-                                              " (their references too large for the dead-letter topic)")
+        if left or failures or too_large or refused:
+            raise StorageError(f"Kafka sink {self.name}: {left or len(failures) or len(too_large) or len(refused)} "
+                               "message(s) not delivered" + (
+                                   f" ({failures[0]})" if failures else " within the timeout" if left else
+                                   " (their dead letters too large for the dead-letter topic)" if too_large else
+                                   " (the dead-letter topic refused their dead letters)")
                                + "; what was not delivered is produced again")
-        return referred
+        return referred, set_aside
 
 
 def reference(topic: str, key: str, payload: bytes, dead_topic: str) -> bytes:
