@@ -17,6 +17,11 @@ text of digits (``"1717243200123"``)   a number, as above
 ISO 8601 text with ``Z`` or an offset  that instant (up to 9 fractional digits)
 ISO 8601 text without an offset        local time in the channel's
                                        ``timezone`` (default UTC)
+ISO 8601's basic format                as ISO 8601 (``20240601T120000Z``)
+RFC 2822 and JavaScript dates          that instant (``Sat, 01 Jun 2024
+                                       12:00:00 GMT``, ``Sat Jun 01 2024
+                                       12:00:00 GMT+0200 (...)``); without a
+                                       zone, in the channel's ``timezone``
 a date-time object (CBOR, MessagePack)  that instant; naive ones as above
 =====================================  =========================================
 """
@@ -151,11 +156,51 @@ def from_epoch(number) -> int:
     return _ranged(int(exact * scale), number)
 
 
+#: the other ways devices write a time, each read as the ISO 8601 text it stands for (`_other_form`): ISO
+#: 8601's basic format (``20240601T120000Z``), RFC 2822's and HTTP's (``Sat, 01 Jun 2024 12:00:00 GMT``, what
+#: JavaScript's ``toUTCString()`` writes) and JavaScript's ``Date.toString()`` (``Sat Jun 01 2024 12:00:00
+#: GMT+0200 (Central European Summer Time)``)
+_BASIC = re.compile(r"^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(?:(\d{2})(?:[.,](\d{1,9})\d*)?)?(Z|z|[+-]\d{2}(?:\d{2})?)?$")
+_RFC_2822 = re.compile(r"^(?:[A-Za-z]{3},?\s+)?(\d{1,2})\s+([A-Za-z]{3})\s+(\d{4})\s+(\d{2}):(\d{2})(?::(\d{2}))?"
+                       r"(?:\s+(GMT|UTC|UT|Z|[+-]\d{4}))?$")
+_JAVASCRIPT = re.compile(r"^[A-Za-z]{3}\s+([A-Za-z]{3})\s+(\d{1,2})\s+(\d{4})\s+(\d{2}):(\d{2}):(\d{2})\s+GMT([+-]\d{4})"
+                         r"(?:\s+\(.*\))?$")
+_MONTHS = {name: number for number, name in enumerate(
+    ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1)}
+
+
+def _other_form(text: str) -> str | None:
+    """The ISO 8601 text of a time written in one of the other forms devices use, or None."""
+    match = _BASIC.match(text)
+    if match:
+        year, month, day, hour, minute, second, fraction, zone = match.groups()
+        zone = zone if not zone or zone in "Zz" or len(zone) == 3 else f"{zone[:3]}:{zone[3:]}"
+        return (f"{year}-{month}-{day}T{hour}:{minute}" + (f":{second}" if second else "")
+                + (f".{fraction}" if fraction else "") + (zone or ""))
+    match = _RFC_2822.match(text)
+    if match:
+        day, month, year, hour, minute, second, zone = match.groups()
+        zone = "Z" if zone in ("GMT", "UTC", "UT", "Z", "-0000") else zone
+    else:
+        match = _JAVASCRIPT.match(text)
+        if match is None:
+            return None
+        month, day, year, hour, minute, second, zone = match.groups()
+    number = _MONTHS.get(month.lower())
+    if number is None:
+        return None
+    return f"{year}-{number:02d}-{int(day):02d}T{hour}:{minute}:{second or '00'}{zone or ''}"
+
+
 def from_iso(text: str, tz=None) -> int:
-    """ISO 8601 date-time text -> nanoseconds; no offset means ``tz`` (UTC)."""
+    """ISO 8601 date-time text -> nanoseconds; no offset means ``tz`` (UTC). ISO 8601's basic format, RFC
+    2822's and JavaScript's ``Date.toString()`` are read too (`_other_form`)."""
     match = _ISO.match(text.strip())
     if not match:
-        raise ValueError(f"not an ISO 8601 time: {text!r}")
+        other = _other_form(text.strip())
+        match = _ISO.match(other) if other is not None else None
+        if not match:
+            raise ValueError(f"not an ISO 8601 time: {text!r}")
     year, month, day, hour, minute, second, fraction, zone = match.groups()
     nanos = int((fraction or "").ljust(9, "0"))
     # ISO 8601 and RFC 3339 write a leap second as :60 (GPS-disciplined clocks send it) and the end of a day

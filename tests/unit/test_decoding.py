@@ -179,11 +179,41 @@ def test_a_leap_second_and_the_end_of_a_day_are_the_second_after(value, same_as)
     assert parse_time(value) == parse_time(same_as)
 
 
+@pytest.mark.parametrize(
+    "value, same_as",
+    [
+        ("20240601T120000Z", "2024-06-01T12:00:00Z"),
+        ("20240601T120000.125+0200", "2024-06-01T10:00:00.125Z"),
+        ("20240601T1200-05", "2024-06-01T17:00:00Z"),
+        ("20240601T120000", "2024-06-01T12:00:00"),
+        ("Sat, 01 Jun 2024 12:00:00 GMT", "2024-06-01T12:00:00Z"),
+        ("1 Jun 2024 12:00 +0200", "2024-06-01T10:00:00Z"),
+        ("Sat, 01 Jun 2024 12:00:00 -0000", "2024-06-01T12:00:00Z"),
+        ("Sat, 01 Jun 2024 12:00:00", "2024-06-01T12:00:00"),
+        ("Sat Jun 01 2024 12:00:00 GMT+0200 (Central European Summer Time)", "2024-06-01T10:00:00Z"),
+        ("Sat Jun 01 2024 12:00:00 GMT-0530", "2024-06-01T17:30:00Z"),
+    ],
+    ids=["basic", "basic-fraction-offset", "basic-minutes", "basic-local", "rfc-2822-gmt", "rfc-2822-offset",
+         "rfc-2822-unknown-zone", "rfc-2822-local", "javascript", "javascript-west"],
+)
+def test_the_other_forms_devices_write_a_time_in(value, same_as):
+    """ISO 8601's basic format, RFC 2822's (HTTP's, JavaScript's ``toUTCString()``) and JavaScript's
+    ``Date.toString()``, as Node-RED flows and HTTP-minded devices send them: they were dead letters. Without a
+    zone, the channel's ``timezone`` applies, as to ISO 8601 text."""
+    from zoneinfo import ZoneInfo
+
+    assert parse_time(value) == parse_time(same_as)
+    berlin = ZoneInfo("Europe/Berlin")
+    assert parse_time(value, berlin) == parse_time(same_as, berlin)
+
+
 @pytest.mark.parametrize("value", ["2024-02-30T00:00:00Z", "noon", True, None, float("nan"), "2024-06-01T24:00:01Z",
                                    "2024-06-01T24:00:00.5Z", "2024-06-01T23:59:61Z", "2024-06-01T24:00:60Z",
-                                   "9999-12-31T23:59:60Z"],
+                                   "9999-12-31T23:59:60Z", "Sat, 32 Jun 2024 12:00:00 GMT",
+                                   "Sat, 01 Foo 2024 12:00:00 GMT", "12:00:00", "20241301T000000Z"],
                          ids=["feb-30", "word", "bool", "none", "nan", "past-24h", "past-24h-fraction", "second-61",
-                              "24h-leap", "leap-past-9999"])
+                              "24h-leap", "leap-past-9999", "rfc-2822-day-32", "rfc-2822-no-month", "time-of-day",
+                              "basic-month-13"])
 def test_bad_times(value):
     """Values that are no time raise ValueError."""
     with pytest.raises(ValueError):
