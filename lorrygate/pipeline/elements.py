@@ -62,7 +62,11 @@ ELEMENTS = dict([
           prefetch=Prop(v.integer(1, 65535), 2000, "unacknowledged messages at once"),
           username=Prop(v.text, "guest", "user name"),
           password=Prop(v.text, "guest", "password (use ${ENV:NAME})"),
-          tls=Prop(v.boolean, False, "TLS with certificate verification")),
+          tls=Prop(v.boolean, False, "TLS with certificate verification"),
+          **{"tls-ca": Prop(v.text, "", "with tls: a PEM file of the CA that signed the broker's certificate "
+                                        "(default: the system's)"),
+             "tls-cert": Prop(v.text, "", "with tls: a PEM client certificate"),
+             "tls-key": Prop(v.text, "", "with tls: the client certificate's PEM private key")}),
     _spec("redissrc", "source", "Reads Redis Streams with a consumer group (at least once), or pub/sub (at most once).",
           host=Prop(v.nonempty, "localhost", "server host"),
           port=Prop(v.integer(1, 65535), 6379, "server port"),

@@ -514,6 +514,10 @@ class _Builder:
                 raise PipelineError(f"expected {exc.expected}, got {element.url!r}", text, element.loc) from None
         else:
             props = _properties(element, text)
+            try:
+                props.update(tls_files(props, props["tls"]))
+            except Invalid as exc:
+                raise PipelineError(f"amqpsrc: expected {exc.expected}", text, element.loc) from None
         name = f"source{len(self.brokers)}"
         port = props["port"] or (5671 if props["tls"] else 5672)
         if not props["queue"]:

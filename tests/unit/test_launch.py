@@ -434,6 +434,8 @@ def test_tls_urls_and_elements_take_the_ca_and_a_client_certificate(tmp_path):
     elements = parse_launch(f"mqttsrc host=b topic=in/# tls=true tls-ca={pem} "
                             f"! mqttsink host=c tls=true tls-ca={pem} tls-cert={pem} tls-key={pem}").settings
     assert elements.brokers["source0"].tls_ca == str(pem)
+    amqp = parse_launch(f"amqpsrc host=r tls=true tls-ca={pem} ! sqlite:///x.sqlite").settings
+    assert amqp.brokers["source0"].tls_ca == str(pem)
     assert elements.storages["sink0"].broker.tls_key == str(pem)
     for url in (f"kafkas://k:9093/t?tls_ca={pem}", f"amqps://r/%2F?topic=a/%23&tls_ca={pem}",
                 f"rediss://c/s1?tls_ca={pem}"):
