@@ -297,6 +297,7 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".", on_storage=N
                                       + [m for d in dataflows.values() for m in d.modules if m.endswith(".py")])
     return s.Settings(source, gateway, brokers, storages, tuple(built), strategies, decoders, fingerprints, hooks,
                       sources, tuple(doubled_routes(source, built, brokers)
+                                     + feedback_cycles(source, built, brokers, storages)
                                      + unfit_source_topics(source, built, sources, strategies)
                                      + budgets_beyond_limits(source, storages)))
 
@@ -413,10 +414,10 @@ def _same_broker(first, second) -> bool:
     return where(first) == where(second)
 
 
-def _looping_topic(template: str, filters: list, ignores: list) -> tuple[str, str] | None:
-    """(a topic ``template`` gives for a message of one of ``filters``, the filter that matches it again), if
-    there is one that no ``ignores`` filter matches; the placeholders are tried with each level of a topic of
-    the filter (and ``x``), ``#`` as one to five levels."""
+def _looping_topic(template: str, filters: list, ignores: list, inputs: list | None = None) -> tuple[str, str] | None:
+    """(a topic ``template`` gives for a message of one of ``inputs`` (default: ``filters``), the filter of
+    ``filters`` that matches it), if there is one that no ``ignores`` filter matches; the placeholders are tried
+    with each level of a topic of the input filter (and ``x``), ``#`` as one to five levels."""
     import itertools
     import string
 
@@ -425,7 +426,7 @@ def _looping_topic(template: str, filters: list, ignores: list) -> tuple[str, st
     names = list(dict.fromkeys(field for _, field, _, _ in string.Formatter().parse(template) if field))
     others = [name for name in names if name != "topic"]
     samples = [pattern.replace("+", "x").replace("#", "/".join(["x"] * depth))
-               for pattern in filters for depth in ((1, 2, 3, 5) if pattern.endswith("#") else (1,))]
+               for pattern in (inputs or filters) for depth in ((1, 2, 3, 5) if pattern.endswith("#") else (1,))]
     for sample in samples:
         levels = sorted(set(sample.split("/")) | {"x"})
         # (at most ~2,000 topics in all: a template of every placeholder over five filters took 0.8 s a load)
@@ -465,6 +466,56 @@ def feedback_loops(channels, brokers: dict, storages: dict) -> list:
                     f"matches this channel's {loop[1]!r}: it would come back and be published again, without end. "
                     f"Publish outside the channel's topics, or add an ignore filter for them")))
     return found
+
+
+def feedback_cycles(source: str, channels, brokers: dict, storages: dict) -> list:
+    """Warnings for channels that feed each other round (channel A's MQTT sink publishes to topics channel B
+    subscribes on that broker, and B's to A's, maybe through more channels): a message can go round without
+    end, a topic longer each time. A warning, not an error as a channel that feeds itself is: the topics are
+    sampled from the templates and the filters, and whether a message really comes back can depend on
+    values a sample does not have."""
+    from lorrygate.mqtt.topics import parse_filter
+
+    mqtt = [channel for channel in channels if getattr(brokers.get(channel.source), "type", "") == "mqtt"]
+    feeds: dict = {}  # channel name -> [(channel name it feeds, storage, a topic that does, the filter)]
+    for channel in mqtt:
+        inputs = [parse_filter(text).pattern for text in channel.topics]
+        for name in channel.storages:
+            storage = storages.get(name)
+            if storage is None or storage.kind != "mqtt" or storage.broker is None:
+                continue
+            for other in mqtt:
+                if other is channel or not _same_broker(storage.broker, brokers[other.source]):
+                    continue
+                filters = [parse_filter(text).pattern for text in other.topics]
+                ignores = [parse_filter(text).pattern for text in other.ignore]
+                loop = _looping_topic(storage.topic, filters, ignores, inputs)
+                if loop is not None:
+                    feeds.setdefault(channel.name, []).append((other.name, name, *loop))
+    warnings: list = []
+    seen: set = set()
+
+    def walk(path: list) -> None:
+        for target, storage, topic, matched in feeds.get(path[-1][0], ()):
+            names = [step[0] for step in path]
+            if target == names[0] and len(path) > 1:
+                cycle = frozenset(names)
+                if cycle not in seen:
+                    seen.add(cycle)
+                    # each step of the path is (a channel, and the storage, topic and filter it was reached by)
+                    steps = path[1:] + [(target, storage, topic, matched)]
+                    hops = [f"[channel:{before}] publishes through storage {via!r} such as {example!r}, which "
+                            f"[channel:{after}] subscribes ({f!r})"
+                            for before, (after, via, example, f) in zip(names, steps)]
+                    warnings.append(f"{source}: {'; '.join(hops)}: a message can go round these channels without "
+                                    "end, a topic longer each time. Give one of them an ignore filter for what the "
+                                    "other publishes, or publish outside its topics")
+            elif target not in names and len(path) < len(mqtt):
+                walk(path + [(target, storage, topic, matched)])
+
+    for channel in mqtt:
+        walk([(channel.name, "", "", "")])
+    return warnings
 
 
 def build_hooks(sections: dict, storages: dict, modules: list, problem) -> dict:

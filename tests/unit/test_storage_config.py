@@ -191,3 +191,56 @@ def test_mqtts_and_kafkas_sinks_take_the_ca_and_a_client_certificate(tmp_path):
         f"gw.ini [storage:s] tls_ca: expected a readable PEM file, got '{tmp_path}/none.pem'"]
     assert problems(f"url = sqlite:///x.sqlite\ntls_cert = {pem}")[0].startswith(
         "gw.ini [storage:s] tls_cert: expected no tls_cert for a sqlite storage (it is for mqtt, kafka)")
+
+
+CYCLE = """
+[broker:local]
+host = 127.0.0.1
+port = 1884
+
+[broker:other]
+host = 10.0.0.9
+port = 1883
+
+[storage:archive]
+url = mqtt://localhost:1884/
+topic = archive/{topic}
+
+[storage:back]
+url = {back}
+topic = {template}
+
+[channel:a]
+source = local
+topics = plant/#
+strategy = topic
+storage = archive
+{ignore}
+
+[channel:b]
+source = local
+topics = archive/#
+strategy = topic
+storage = back
+"""
+
+
+@pytest.mark.parametrize("back, template, ignore, warned", [
+    ("mqtt://127.0.0.1:1884/", "plant/copy/{node}", "", True),
+    ("mqtt://127.0.0.1:1884/", "plant/copy/{node}", "ignore = plant/copy/#", False),
+    ("mqtt://127.0.0.1:1884/", "plant2/copy/{node}", "", False),
+    ("mqtt://10.0.0.9:1883/", "plant/copy/{node}", "", False),
+], ids=["round", "ignored", "elsewhere", "another-broker"])
+def test_channels_that_feed_each_other_round_are_warned_of(back, template, ignore, warned):
+    """Channel a relays plant/# to archive/..., channel b archive/# back to plant/...: a message went round the two
+    without end, a topic longer each time (a channel that feeds itself is an error; through another channel, a
+    warning: the topics are sampled)."""
+    text = textwrap.dedent(CYCLE).replace("{back}", back).replace("{template}", template).replace("{ignore}", ignore)
+    warnings = [w for w in loads(text, source="gw.ini").warnings if "round these channels" in w]
+    if not warned:
+        assert warnings == []
+        return
+    (warning,) = warnings
+    assert ("[channel:a] publishes through storage 'archive' such as 'archive/plant/x', which [channel:b] "
+            "subscribes ('archive/#'); [channel:b] publishes through storage 'back'") in warning
+    assert "which [channel:a] subscribes ('plant/#')" in warning
