@@ -16,7 +16,8 @@ def received_ns(message) -> int:
 
 
 def object_record(document: dict, message, decoder: str, tz=None, tags=None) -> Record:
-    """A record of a decoded object; its time field (see TIME_FIELDS) becomes the time."""
+    """A record of a decoded object; its time field (see TIME_FIELDS) becomes the time. ``Time`` (Tasmota's,
+    which Kotori takes too) only when it reads as a time: a field of that name that is none stays a field."""
     for key in TIME_FIELDS:
         if key in document:
             value = document.pop(key)
@@ -25,6 +26,9 @@ def object_record(document: dict, message, decoder: str, tz=None, tags=None) -> 
             try:
                 stamp = parse_time(value, tz)
             except ValueError as exc:
+                if key == "Time":
+                    document[key] = value
+                    break
                 raise DecodeError(decoder, f"field {key!r}: {exc}") from None
             return Record(stamp, document, tags or {})
     return Record(received_ns(message), document, tags or {})

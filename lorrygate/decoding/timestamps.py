@@ -2,7 +2,8 @@
 Times in payloads, to integer nanoseconds since the epoch (UTC), losslessly.
 
 The record's time comes from the first of the fields ``time``,
-``timestamp``, ``datetime``, ``dateTime`` and ``ts`` that a payload has (the
+``timestamp``, ``datetime``, ``dateTime``, ``ts`` and ``Time`` (Tasmota's,
+taken by Kotori too; only when it reads as a time) that a payload has (the
 field is then not stored as a column); without one, from the receive time.
 
 =====================================  =========================================
@@ -33,7 +34,7 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 
 #: field names a decoder takes the record's time from, in this order
-TIME_FIELDS = ("time", "timestamp", "datetime", "dateTime", "ts")
+TIME_FIELDS = ("time", "timestamp", "datetime", "dateTime", "ts", "Time")
 
 _ISO = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})"

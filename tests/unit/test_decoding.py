@@ -121,6 +121,19 @@ def test_key_value_lines(payload, records):
         assert [record.time for record in decoded] == [1_717_243_200 * 10**9, 1_717_243_260 * 10**9]
 
 
+@pytest.mark.parametrize("payload, records", [
+    (b'{"Time": "2024-06-01T12:00:00", "v": 1}', [Record(1_717_243_200_000_000_000, {"v": 1})]),
+    (b'{"Time": 1717243200, "v": 1}', [Record(1_717_243_200_000_000_000, {"v": 1})]),
+    (b'{"Time": "12:34", "v": 1}', [Record(RECEIVED_NS, {"Time": "12:34", "v": 1})]),
+    (b'{"time": 1717243200, "Time": "2000-01-01T00:00:00", "v": 1}',
+     [Record(1_717_243_200_000_000_000, {"Time": "2000-01-01T00:00:00", "v": 1})]),
+], ids=["iso", "epoch", "no-time-a-field", "time-first"])
+def test_a_json_objects_time_field_Time_is_its_time_as_kotori_reads_it(payload, records):
+    """Kotori takes ``Time`` (Tasmota's) from any JSON payload as the time; it was a column, and the row had the
+    receive time. Only when it reads as a time: a field of that name that is none stays a field."""
+    assert JsonDecoder().decode(message(payload), ADDRESS) == records
+
+
 def test_json_with_a_broken_time_is_an_error():
     """A JSON object whose time cannot be read is a decode error naming the field."""
     with pytest.raises(DecodeError, match="field 'time': not an ISO 8601 time"):
