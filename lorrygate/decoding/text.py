@@ -28,6 +28,7 @@ from zope.interface import implementer
 
 from lorrygate.decoding.jsonobject import loads
 from lorrygate.decoding.records import object_record, received_ns, scalar
+from lorrygate.decoding.timestamps import TIME_FIELDS
 from lorrygate.errors import Declined, DecodeError
 from lorrygate.interfaces import IDecoder
 from lorrygate.model import Record, unused_name
@@ -98,6 +99,8 @@ class CsvDecoder:
     def decode(self, message, address) -> list:
         text = payload_text(message.payload)
         lines = [line for line in text.splitlines() if line.strip()]
+        if lines and lines[0].startswith("##"):
+            lines[0] = lines[0].lstrip("#").strip()  # Kotori's header line: "## temperature,humidity"
         delimiter = self.delimiter
         if not self.columns and lines and delimiter not in lines[0]:
             # A header without the delimiter: a spreadsheet's export in a locale whose decimal mark is the comma
@@ -124,15 +127,47 @@ class CsvDecoder:
             if all("=" in name for name in rows[0]):
                 raise Declined("key=value pairs, not a header line of column names")
         value_of = _decimal_comma if delimiter == ";" else scalar
+        names, fused = _logger_columns(header)
         records = []
         for number, row in enumerate(data, 1 if self.columns else 2):
             if len(row) != len(header):
                 raise DecodeError(
                     self.name, f"line {number} has {len(row)} values for {len(header)} columns ({', '.join(header)})"
                 )
-            document = {name: value_of(value) for name, value in zip(header, row) if value.strip() != ""}
+            document = {name: value_of(value) for name, value in zip(names, row) if value.strip() != ""}
+            if fused is not None:
+                date, time = (document.pop(name, None) for name in fused)
+                if date is not None:
+                    # (in UTC, as Kotori reads them, unless the time of day says otherwise)
+                    document["time"] = f"{date} {time}{'' if _ZONED.search(str(time)) else 'Z'}" \
+                        if time is not None else str(date)
             records.append(object_record(document, message, self.name, self.timezone))
         return records
+
+
+_ZONED = re.compile(r"(Z|[+-]\d{2}:?\d{2})$")
+#: the date columns of the loggers whose CSV Kotori takes (Open Hive's ``Date/Time`` or ``Datum/Zeit``, and
+#: ``Date``), read as the time
+_DATE_COLUMNS = ("Date/Time", "Datum/Zeit", "Date")
+#: a date column and a time-of-day column beside it (a Variometer's ``Date;Time``, a Beelogger's
+#: ``Datum,Uhrzeit``): together, the time
+_DATE_AND_TIME = (("Date", "Time"), ("Datum", "Uhrzeit"))
+
+
+def _logger_columns(header: list) -> tuple[list, tuple | None]:
+    """The column names a CSV's rows are read with, and the (date, time of day) columns to join into the
+    time, as Kotori reads a data logger's CSV: a date column is the time (a local time, in the channel's
+    ``timezone``), and a date and a time-of-day column together are (in UTC, as Kotori takes them). Only
+    where the header has no time column of its own."""
+    if any(name in TIME_FIELDS and name != "Time" for name in header):
+        return header, None
+    for pair in _DATE_AND_TIME:
+        if all(name in header for name in pair):
+            return header, pair
+    for name in _DATE_COLUMNS:
+        if name in header:
+            return ["time" if column == name else column for column in header], None
+    return header, None
 
 
 @implementer(IDecoder)

@@ -19,6 +19,9 @@ ISO 8601 text with ``Z`` or an offset  that instant (up to 9 fractional digits)
 ISO 8601 text without an offset        local time in the channel's
                                        ``timezone`` (default UTC)
 ISO 8601's basic format                as ISO 8601 (``20240601T120000Z``)
+a logger's date (``2016/08/14 21:02``,  a local time, as ISO 8601 text without
+``14.08.2016``, ``21/09/21``)           an offset (``05/09/21``, May or
+                                       September, is refused)
 RFC 2822 and JavaScript dates          that instant (``Sat, 01 Jun 2024
                                        12:00:00 GMT``, ``Sat Jun 01 2024
                                        12:00:00 GMT+0200 (...)``); without a
@@ -168,10 +171,27 @@ _JAVASCRIPT = re.compile(r"^[A-Za-z]{3}\s+([A-Za-z]{3})\s+(\d{1,2})\s+(\d{4})\s+
                          r"(?:\s+\(.*\))?$")
 _MONTHS = {name: number for number, name in enumerate(
     ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1)}
+#: dates as loggers' CSV files write them (Open Hive's ``2016/08/14 21:02:06``, a German ``14.08.2016``), and
+#: ``21/09/21``, day first, only where the day says so (past 12): ``05/09/21`` could be May or September
+_CLOCK = r"(?:[ T](\d{1,2}):(\d{2})(?::(\d{2}))?(Z|[+-]\d{2}:?\d{2})?)?$"
+_SLASHED = re.compile(r"^(\d{4})/(\d{1,2})/(\d{1,2})" + _CLOCK)
+_DOTTED = re.compile(r"^(\d{1,2})\.(\d{1,2})\.(\d{4})" + _CLOCK)
+_DAY_FIRST = re.compile(r"^(1[3-9]|2\d|3[01])/(\d{1,2})/(\d{2})" + _CLOCK)
+
+
+def _dated(year: str, month: str, day: str, hour, minute, second, zone) -> str:
+    return (f"{year}-{int(month):02d}-{int(day):02d}"
+            + (f"T{int(hour):02d}:{minute}:{second or '00'}{zone or ''}" if hour is not None else ""))
 
 
 def _other_form(text: str) -> str | None:
     """The ISO 8601 text of a time written in one of the other forms devices use, or None."""
+    for pattern, order in ((_SLASHED, (0, 1, 2)), (_DOTTED, (2, 1, 0)), (_DAY_FIRST, (2, 1, 0))):
+        match = pattern.match(text)
+        if match:
+            parts = match.groups()
+            year, month, day = (parts[index] for index in order)
+            return _dated(year if len(year) == 4 else f"20{year}", month, day, *parts[3:])
     match = _BASIC.match(text)
     if match:
         year, month, day, hour, minute, second, fraction, zone = match.groups()

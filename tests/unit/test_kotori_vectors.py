@@ -218,3 +218,46 @@ def test_a_csv_suffix_picks_the_csv_decoder(channel):
     assert storage.dead_letters == []
     (rows,) = storage.tables.values()
     assert [r.fields for r in rows] == [{"temperature": 21.5, "humidity": 40}, {"temperature": 21.6, "humidity": 41}]
+
+
+def test_http_csv_comma_valid(channel):
+    """test_http_csv_comma_valid: Kotori's HTTP CSV client announces its header with ``## `` (the marker was
+    part of the first column's name, ``## temperature``)."""
+    row = only_row(send(channel, f"{TOPIC}/data.csv", b"## temperature,humidity\n25.26,51.8\n"))
+    del row["time"]
+    assert row == {"temperature": 25.26, "humidity": 51.8}
+
+
+def test_http_csv_semicolon_valid(channel):
+    """test_http_csv_semicolon_valid: a Variometer's CSV, its Date and Time columns joined into the time, in
+    UTC (they were two text columns, and the rows had the receive time). Kotori stores every number as a
+    float (Runtime 5.0); lorrygate keeps integers (docs/topology.rst)."""
+    payload = b"""Runtime;BatVolt;batPercent;Date;Time;Startflag;alt[ft];Pressure[hpa];SensorTemp[Deg];QNH[hpa];VAR[m/s];Envelope Temp[Deg];HDG[deg];GS[kt];GPS_Alt[m];Lat[deg];Lon[deg];
+05;4.0;75.67;21/09/21;07:21:55;0;2213.7;934.79;17.03;1013.25; +0.0;0.00;  0;0.0;  0;0.000000;0.000000;
+06;4.0;75.23;21/09/21;07:21:56;0;2213.5;934.80;17.15;1013.25; +0.0;0.00;  0;0.0;  0;0.000000;0.000000;"""
+    storage = send(channel, f"{TOPIC}/data.csv", payload)
+    assert storage.dead_letters == []
+    (rows,) = storage.tables.values()
+    assert [to_iso(record.time) for record in rows] == ["2021-09-21T07:21:55.000000000Z",
+                                                         "2021-09-21T07:21:56.000000000Z"]
+    assert rows[0].fields == {
+        "BatVolt": 4.0, "Envelope Temp[Deg]": 0.0, "GPS_Alt[m]": 0, "GS[kt]": 0.0, "HDG[deg]": 0, "Lat[deg]": 0.0,
+        "Lon[deg]": 0.0, "Pressure[hpa]": 934.79, "QNH[hpa]": 1013.25, "Runtime": 5, "SensorTemp[Deg]": 17.03,
+        "Startflag": 0, "VAR[m/s]": 0.0, "alt[ft]": 2213.7, "batPercent": 75.67}
+
+
+@pytest.mark.parametrize("payload, time", [
+    # Open Hive (docs/source/gallery/openhive.rst): Date/Time or Datum/Zeit, a local time (the channel's zone)
+    (b"Datum/Zeit,Gewicht,Aussen-Temperatur\n2016/08/14 21:02:06,  58.697, 19.6\n", "2016-08-14T19:02:06"),
+    (b"Date/Time,Weight,Outside Temp\n2016/08/14 21:02:06,58.697,19.6\n", "2016-08-14T19:02:06"),
+    # Beelogger: Datum and Uhrzeit joined, in UTC
+    (b"Datum,Uhrzeit,Gewicht,Aussen-Temperatur\n2016/08/14,21:02:06,58.697,19.6\n", "2016-08-14T21:02:06"),
+    (b"Datum,Uhrzeit,Gewicht,Aussen-Temperatur\n14.08.2016,21:02:06,58.697,19.6\n", "2016-08-14T21:02:06"),
+], ids=["open-hive-german", "open-hive", "beelogger", "beelogger-german-date"])
+def test_the_csv_of_the_loggers_kotori_takes_has_their_time(channel, payload, time):
+    """Kotori's HTTP API takes the CSV of Open Hive boxes and Beelogger loggers with their own date columns
+    as the time; they were text columns, and a year of a hive's readings imported at once had the import's
+    receive time."""
+    row = only_row(send(channel, f"{TOPIC}/data.csv", payload))
+    assert row.pop("time") == time + ".000000000Z"
+    assert set(row) == ({"Gewicht", "Aussen-Temperatur"} if b"Gewicht" in payload else {"Weight", "Outside Temp"})
