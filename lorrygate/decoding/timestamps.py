@@ -19,9 +19,8 @@ ISO 8601 text with ``Z`` or an offset  that instant (up to 9 fractional digits)
 ISO 8601 text without an offset        local time in the channel's
                                        ``timezone`` (default UTC)
 ISO 8601's basic format                as ISO 8601 (``20240601T120000Z``)
-a logger's date (``2016/08/14 21:02``,  a local time, as ISO 8601 text without
-``14.08.2016``, ``21/09/21``)           an offset (``05/09/21``, May or
-                                       September, is refused)
+a logger's date, ``2016/08/14``,       as ISO 8601 text; ``05/09/21`` (May
+``14.08.2016`` or ``21/09/21``         or September?) is refused
 RFC 2822 and JavaScript dates          that instant (``Sat, 01 Jun 2024
                                        12:00:00 GMT``, ``Sat Jun 01 2024
                                        12:00:00 GMT+0200 (...)``); without a
