@@ -25,7 +25,7 @@ RFC 2822 and JavaScript dates          that instant (``Sat, 01 Jun 2024
                                        12:00:00 GMT``, ``Sat Jun 01 2024
                                        12:00:00 GMT+0200 (...)``); without a
                                        zone, in the channel's ``timezone``
-a date-time object (CBOR, MessagePack)  that instant; naive ones as above
+a date-time (CBOR, MessagePack)        that instant; naive ones as above
 =====================================  =========================================
 """
 
