@@ -28,7 +28,7 @@ from zope.interface import implementer
 
 from lorrygate.decoding.jsonobject import loads
 from lorrygate.decoding.records import object_record, received_ns, scalar
-from lorrygate.decoding.timestamps import TIME_FIELDS
+from lorrygate.decoding.timestamps import TIME_FIELDS, parse_time
 from lorrygate.errors import Declined, DecodeError
 from lorrygate.interfaces import IDecoder
 from lorrygate.model import Record, unused_name
@@ -127,20 +127,16 @@ class CsvDecoder:
             if all("=" in name for name in rows[0]):
                 raise Declined("key=value pairs, not a header line of column names")
         value_of = _decimal_comma if delimiter == ";" else scalar
-        names, fused = _logger_columns(header)
+        dated = _logger_columns(header)
         records = []
         for number, row in enumerate(data, 1 if self.columns else 2):
             if len(row) != len(header):
                 raise DecodeError(
                     self.name, f"line {number} has {len(row)} values for {len(header)} columns ({', '.join(header)})"
                 )
-            document = {name: value_of(value) for name, value in zip(names, row) if value.strip() != ""}
-            if fused is not None:
-                date, time = (document.pop(name, None) for name in fused)
-                if date is not None:
-                    # (in UTC, as Kotori reads them, unless the time of day says otherwise)
-                    document["time"] = f"{date} {time}{'' if _ZONED.search(str(time)) else 'Z'}" \
-                        if time is not None else str(date)
+            document = {name: value_of(value) for name, value in zip(header, row) if value.strip() != ""}
+            if dated is not None:
+                _logger_time(document, dated, self.timezone)
             records.append(object_record(document, message, self.name, self.timezone))
         return records
 
@@ -154,20 +150,33 @@ _DATE_COLUMNS = ("Date/Time", "Datum/Zeit", "Date")
 _DATE_AND_TIME = (("Date", "Time"), ("Datum", "Uhrzeit"))
 
 
-def _logger_columns(header: list) -> tuple[list, tuple | None]:
-    """The column names a CSV's rows are read with, and the (date, time of day) columns to join into the
-    time, as Kotori reads a data logger's CSV: a date column is the time (a local time, in the channel's
-    ``timezone``), and a date and a time-of-day column together are (in UTC, as Kotori takes them). Only
-    where the header has no time column of its own."""
+def _logger_columns(header: list) -> tuple | None:
+    """The date column, or the date and time-of-day columns, that are a row's time as Kotori reads a data
+    logger's CSV, or None; only where the header has no time column of its own."""
     if any(name in TIME_FIELDS and name != "Time" for name in header):
-        return header, None
+        return None
     for pair in _DATE_AND_TIME:
         if all(name in header for name in pair):
-            return header, pair
-    for name in _DATE_COLUMNS:
-        if name in header:
-            return ["time" if column == name else column for column in header], None
-    return header, None
+            return pair
+    return next(((name,) for name in _DATE_COLUMNS if name in header), None)
+
+
+def _logger_time(document: dict, columns: tuple, tz) -> None:
+    """The time a logger's row gives in its date column (a local time, in the channel's ``timezone``), or in
+    its date and time-of-day columns (in UTC, as Kotori takes them, unless the time of day has a zone), as the
+    row's ``time``; a row whose columns do not read as a time keeps them as fields."""
+    values = [document.get(name) for name in columns]
+    if not all(type(value) is str for value in values):
+        return  # (a number is no logger's date: 20240601 would be read as epoch seconds)
+    date, *clock = (str(value) for value in values)
+    text = date if not clock else f"{date} {clock[0]}{'' if _ZONED.search(clock[0]) else 'Z'}"
+    try:
+        parse_time(text, tz)
+    except ValueError:
+        return
+    for name in columns:
+        del document[name]
+    document["time"] = text
 
 
 @implementer(IDecoder)

@@ -261,3 +261,15 @@ def test_the_csv_of_the_loggers_kotori_takes_has_their_time(channel, payload, ti
     row = only_row(send(channel, f"{TOPIC}/data.csv", payload))
     assert row.pop("time") == time + ".000000000Z"
     assert set(row) == ({"Gewicht", "Aussen-Temperatur"} if b"Gewicht" in payload else {"Weight", "Outside Temp"})
+
+
+@pytest.mark.parametrize("payload, field", [
+    (b"Date,v\nMonday,1\n", "Date"),
+    (b"Date,v\n20240601,1\n", "Date"),
+    (b"Datum,Uhrzeit,v\n2016/08/14,late,1\n", "Uhrzeit"),
+], ids=["a-word", "a-number", "no-time-of-day"])
+def test_a_loggers_date_column_that_is_no_date_stays_a_field(channel, payload, field):
+    """Only a row whose date columns read as a time gets them as its time: a ``Date`` column of words or
+    numbers (20240601 would be read as epoch seconds) stays a column, and the row has the receive time."""
+    row = only_row(send(channel, f"{TOPIC}/data.csv", payload))
+    assert field in row and row["time"].startswith("2023-11-14")
