@@ -228,10 +228,7 @@ class _Builder:
         elif element.factory == "url" and element.url.split("://", 1)[0].lower() in ("kafka", "kafkas"):
             parts = urlsplit(element.url)
             query = self.options(element, "a kafka:// sink URL", {"payload": ("message", "records"), **_TLS_OPTIONS})
-            try:
-                files = tls_files(query, parts.scheme == "kafkas")
-            except Invalid as exc:
-                raise PipelineError(f"expected {exc.expected}", text, element.loc) from None
+            files = self.tls(query, parts.scheme == "kafkas", element)
             base = element.url.split("?", 1)[0]
             base = base[: base.index("/", base.index("://") + 3)] + "/" if "/" in base[base.index("://") + 3:] else base + "/"
             invalid = s.topic_template_problem(unquote(parts.path[1:]), "kafka")
@@ -325,10 +322,7 @@ class _Builder:
             url = f"{'mqtts' if props['tls'] else 'mqtt'}://{auth}{props['host']}:{port}/"
             connection = {"protocol": props["protocol"], "client-id": props["client-id"]}
             secure, given = props["tls"], props
-        try:
-            files = tls_files(given, secure)
-        except Invalid as exc:
-            raise PipelineError(f"expected {exc.expected}", text, element.loc) from None
+        files = self.tls(given, secure, element)
         invalid = s.topic_template_problem(template, "mqtt")
         if invalid is not None:
             raise PipelineError(f"expected {invalid[0]}, got {invalid[1]}", text, element.loc)
@@ -436,6 +430,13 @@ class _Builder:
         except Invalid as exc:
             raise PipelineError(f"expected {exc.expected}", self.text, element.loc) from None
 
+    def tls(self, given: dict, secure: bool, element, what: str = "") -> dict:
+        """`tls_files` of a URL's options or an element's properties, or a PipelineError at the element."""
+        try:
+            return tls_files(given, secure)
+        except Invalid as exc:
+            raise PipelineError(f"{what}expected {exc.expected}", self.text, element.loc) from None
+
     def as_url(self, element):
         """The URL element that a redissrc, zmqsrc, kafkasrc, kafkasink, wssink or prometheussink stands for."""
         from urllib.parse import quote
@@ -489,10 +490,7 @@ class _Builder:
         else:
             props = _properties(element, text)
             decoders, chosen = ("json",), False
-            try:
-                props.update(tls_files(props, props["tls"]))
-            except Invalid as exc:
-                raise PipelineError(f"mqttsrc: expected {exc.expected}", text, element.loc) from None
+            props.update(self.tls(props, props["tls"], element, "mqttsrc: "))
         name = f"source{len(self.brokers)}"
         identity = hashlib.sha256(f"{props['host']}|{props['port']}|{props['topic']}".encode()).hexdigest()[:8]
         client_id = props["client-id"] or f"lorrygate-{socket.gethostname()}-{identity}"
@@ -514,10 +512,7 @@ class _Builder:
                 raise PipelineError(f"expected {exc.expected}, got {element.url!r}", text, element.loc) from None
         else:
             props = _properties(element, text)
-            try:
-                props.update(tls_files(props, props["tls"]))
-            except Invalid as exc:
-                raise PipelineError(f"amqpsrc: expected {exc.expected}", text, element.loc) from None
+            props.update(self.tls(props, props["tls"], element, "amqpsrc: "))
         name = f"source{len(self.brokers)}"
         port = props["port"] or (5671 if props["tls"] else 5672)
         if not props["queue"]:
@@ -537,10 +532,7 @@ class _Builder:
         with ``mode=pubsub`` the path is a topic pattern (``sensors/%23``)."""
         parts = urlsplit(element.url.replace("#", "%23"))
         query = self.options(element, "a redis:// URL", {"mode": (), "group": (), "consumer": (), **_TLS_OPTIONS})
-        try:
-            files = tls_files(query, parts.scheme == "rediss")
-        except Invalid as exc:
-            raise PipelineError(f"expected {exc.expected}", self.text, element.loc) from None
+        files = self.tls(query, parts.scheme == "rediss", element)
         keys = unquote(parts.path[1:])
         mode = query.get("mode", "streams")
         if not keys or mode not in ("streams", "pubsub"):
@@ -596,10 +588,7 @@ class _Builder:
         """``kafka[s]://[USER:PASSWORD@]HOST:PORT[,HOST:PORT]/TOPIC[,TOPIC]?group=lorrygate&start=earliest``."""
         parts = urlsplit(element.url)
         query = self.options(element, "a kafka:// source URL", {"group": (), "start": (), **_TLS_OPTIONS})
-        try:
-            files = tls_files(query, parts.scheme == "kafkas")
-        except Invalid as exc:
-            raise PipelineError(f"expected {exc.expected}", self.text, element.loc) from None
+        files = self.tls(query, parts.scheme == "kafkas", element)
         names = unquote(parts.path[1:])
         if not names or query.get("start", "earliest") not in ("earliest", "latest"):
             raise PipelineError(f"expected kafka://HOST:9092/TOPIC?group=NAME, got {element.url!r}", self.text,
