@@ -76,7 +76,8 @@ def _common(config: bool = True, pipeline: bool = False, runtime: bool = False) 
     if runtime:
         common.add_argument("--dry-run", action="store_true",
                             help="decode and print rows instead of writing them (from the source, or from --messages)")
-        common.add_argument("--messages", help="--dry-run: a file of recorded messages, one JSON object a line")
+        common.add_argument("--messages", help="--dry-run: a file of recorded messages, one JSON object a line "
+                                                        "(mosquitto_sub -F %%j), or mosquitto_sub -v lines")
         common.add_argument("--describe", action="store_true",
                             help="print the pipeline and where --topic goes; run nothing")
         common.add_argument("--topic", action="append", help="a sample topic for --describe (repeatable)")

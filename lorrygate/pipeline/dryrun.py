@@ -3,8 +3,9 @@
 writing nothing.
 
 - With ``--messages FILE``: a file of recorded messages, one JSON object a
-  line: ``{"topic": "...", "payload": "..."}`` (or ``"payload_base64"``).
-  No network, no reactor.
+  line: ``{"topic": "...", "payload": "..."}`` (or ``"payload_base64"``;
+  ``mosquitto_sub -F %J`` writes such lines), or a topic and a payload as
+  ``mosquitto_sub -v`` prints them. No network, no reactor.
 - Without: from the configured brokers, under a separate client id with a
   clean session (the gateway's own persistent session is not touched),
   until Ctrl-C.
@@ -90,6 +91,13 @@ def _route(router, message, out) -> None:
 
 
 def _recorded(line: str) -> Message:
+    if not line.lstrip().startswith("{"):
+        # as `mosquitto_sub -v` prints a message: the topic, a space, the payload (a payload with a line break
+        # in it is not one line there: record those with -F %J)
+        topic, space, rest = line.rstrip("\r\n").partition(" ")
+        if not topic or not space:
+            raise ValueError("neither a JSON object nor a topic and a payload")
+        return Message(topic, rest.encode("utf-8", "surrogateescape"), 1, False, time.time(), "")
     recorded = json.loads(line)
     if type(recorded) is not dict:
         raise TypeError(f"a JSON {type(recorded).__name__}, not an object")
@@ -132,7 +140,8 @@ def dry_run(settings, messages_path: str | None, out=None) -> int:
                 bad += 1
                 what = f"no {exc}" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {exc}"
                 print(f"{messages_path} line {number}: expected {{\"topic\": ..., \"payload\": ...}} (or "
-                      f"\"payload_base64\"), got {line.strip()[:80]!r} ({what}); skipped", file=sys.stderr)
+                      f"\"payload_base64\"), or a topic and a payload as mosquitto_sub -v prints them, got "
+                      f"{line.strip()[:80]!r} ({what}); skipped", file=sys.stderr)
                 continue
             matched = False
             for router, filters in routers:

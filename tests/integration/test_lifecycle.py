@@ -203,6 +203,34 @@ def test_launch_dry_run_writes_nothing(tmp_path):
         assert not db.exists()
 
 
+def test_dry_run_takes_what_mosquitto_sub_recorded(tmp_path, mosquitto):
+    """``mosquitto_sub -v`` (a topic, a space, the payload: how people record a broker's traffic) and
+    ``-F %j`` recordings go into ``--dry-run --messages`` as they are; the -v lines were refused as no JSON."""
+    realm = f"rec{uuid.uuid4().hex[:6]}"
+    port = str(mosquitto.port)
+    for node, payload in (("a", '{"v": 1.5}'), ("b", "21.5")):  # retained: mosquitto_sub gets them at once
+        subprocess.run(["mosquitto_pub", "-p", port, "-r", "-q", "1", "-t", f"{realm}/n/g/{node}/data/t",
+                        "-m", payload], check=True, timeout=30)
+    recorded = {}
+    for form, args in (("v", ["-v"]), ("j", ["-F", "%j"])):
+        recorded[form] = subprocess.run(["mosquitto_sub", "-p", port, *args, "-C", "2", "-t", f"{realm}/#"],
+                                        capture_output=True, text=True, check=True, timeout=30).stdout
+    config = tmp_path / "gw.ini"
+    config.write_text(f"[broker:b]\nhost = 127.0.0.1\nport = {port}\n[storage:s]\nurl = sqlite:///{tmp_path}/x.sqlite\n"
+                      f"[channel:c]\ntopics = {realm}/#\n")
+    for form, text in recorded.items():
+        (tmp_path / f"{form}.txt").write_text(text)
+        result = subprocess.run([sys.executable, "-m", "lorrygate.cli", "-c", str(config), "--dry-run", "--messages",
+                                 str(tmp_path / f"{form}.txt")], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, (form, text, result.stderr)
+        rows = sorted((json.loads(line)["table"], json.loads(line)["fields"]) for line in result.stdout.splitlines())
+        assert rows == [("g_a_sensors", {"v": 1.5}), ("g_b_sensors", {"t": 21.5})], (form, rows)
+    assert not (tmp_path / "x.sqlite").exists()
+    for node in ("a", "b"):  # (the retained messages cleared)
+        subprocess.run(["mosquitto_pub", "-p", port, "-r", "-n", "-t", f"{realm}/n/g/{node}/data/t"], check=True,
+                       timeout=30)
+
+
 def test_sigint_stops_the_gateway_when_the_parent_ignored_it(tmp_path, broker):  # noqa: F811
     """A gateway started as a shell's background job (SIGINT ignored) still stops cleanly on SIGINT."""
     realm = f"int{uuid.uuid4().hex[:8]}"
