@@ -10,6 +10,7 @@ import configparser
 import importlib
 import os
 import re
+from collections import deque
 from typing import Any
 
 import attrs
@@ -494,27 +495,38 @@ def feedback_cycles(source: str, channels, brokers: dict, storages: dict) -> lis
                     feeds.setdefault(channel.name, []).append((other.name, name, *loop))
     warnings: list = []
     seen: set = set()
-
-    def walk(path: list) -> None:
-        for target, storage, topic, matched in feeds.get(path[-1][0], ()):
-            names = [step[0] for step in path]
-            if target == names[0] and len(path) > 1:
-                cycle = frozenset(names)
-                if cycle not in seen:
-                    seen.add(cycle)
-                    # each step of the path is (a channel, and the storage, topic and filter it was reached by)
-                    steps = path[1:] + [(target, storage, topic, matched)]
-                    hops = [f"[channel:{before}] publishes through storage {via!r} such as {example!r}, which "
-                            f"[channel:{after}] subscribes ({f!r})"
-                            for before, (after, via, example, f) in zip(names, steps)]
-                    warnings.append(f"{source}: {'; '.join(hops)}: a message can go round these channels without "
-                                    "end, a topic longer each time. Give one of them an ignore filter for what the "
-                                    "other publishes, or publish outside its topics")
-            elif target not in names and len(path) < len(mqtt):
-                walk(path + [(target, storage, topic, matched)])
-
     for channel in mqtt:
-        walk([(channel.name, "", "", "")])
+        # the shortest way round from this channel back to it (breadth first: every path of a config of many
+        # channels that feed each other would be too many to walk)
+        reached: dict = {channel.name: None}  # channel -> (the channel before, storage, topic, filter)
+        queue = deque([channel.name])
+        back = None
+        while queue and back is None:
+            current = queue.popleft()
+            for target, storage, topic, matched in feeds.get(current, ()):
+                if target == channel.name:
+                    back = (current, storage, topic, matched)
+                    break
+                if target not in reached:
+                    reached[target] = (current, storage, topic, matched)
+                    queue.append(target)
+        if back is None:
+            continue
+        hops: list = []  # (before, storage, topic, filter, after), from the channel round to it
+        after, step = channel.name, back
+        while step is not None:
+            before, storage, topic, matched = step
+            hops.insert(0, (before, storage, topic, matched, after))
+            after, step = before, reached[before]
+        cycle = frozenset(hop[0] for hop in hops)
+        if cycle in seen:
+            continue
+        seen.add(cycle)
+        said = "; ".join(f"[channel:{before}] publishes through storage {via!r} such as {example!r}, which "
+                         f"[channel:{after}] subscribes ({f!r})" for before, via, example, f, after in hops)
+        warnings.append(f"{source}: {said}: a message can go round these channels without end, a topic longer "
+                        "each time. Give one of them an ignore filter for what the other publishes, or publish "
+                        "outside its topics")
     return warnings
 
 

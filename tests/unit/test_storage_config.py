@@ -244,3 +244,15 @@ def test_channels_that_feed_each_other_round_are_warned_of(back, template, ignor
     assert ("[channel:a] publishes through storage 'archive' such as 'archive/plant/x', which [channel:b] "
             "subscribes ('archive/#'); [channel:b] publishes through storage 'back'") in warning
     assert "which [channel:a] subscribes ('plant/#')" in warning
+
+
+def test_a_ring_of_three_channels_is_one_warning_naming_each_hop():
+    """a -> b -> c -> a: the shortest way round from each channel is the same ring, warned of once."""
+    sections = ["[broker:local]\nhost = 127.0.0.1\nport = 1884\n"]
+    for name, after in (("a", "b"), ("b", "c"), ("c", "a")):
+        sections.append(f"[storage:to_{after}]\nurl = mqtt://127.0.0.1:1884/\ntopic = {after}/{{node}}\n")
+        sections.append(f"[channel:{name}]\nsource = local\ntopics = {name}/#\nstrategy = topic\nstorage = to_{after}\n")
+    (warning,) = [w for w in loads("\n".join(sections), source="gw.ini").warnings if "round these channels" in w]
+    assert warning.count("publishes through storage") == 3
+    for name, after in (("a", "b"), ("b", "c"), ("c", "a")):
+        assert f"[channel:{name}] publishes through storage 'to_{after}'" in warning
