@@ -20,18 +20,23 @@ Numbers become int or float, ``true``/``false`` booleans; the rest stays text.
 import csv
 import io
 import re
+import sqlite3
 from typing import Any
 from urllib.parse import parse_qsl
 
 import attrs
+from twisted.logger import Logger
 from zope.interface import implementer
 
+from lorrygate.decoding.csvheaders import MAX_COLUMNS, Announced, StoreFull
 from lorrygate.decoding.jsonobject import loads
 from lorrygate.decoding.records import object_record, received_ns, scalar
 from lorrygate.decoding.timestamps import TIME_FIELDS, parse_time
-from lorrygate.errors import Declined, DecodeError
+from lorrygate.errors import Declined, DecodeError, Ignored
 from lorrygate.interfaces import IDecoder
 from lorrygate.model import Record, unused_name
+
+_log = Logger()
 
 
 def payload_text(payload: bytes) -> str:
@@ -88,18 +93,22 @@ def _decimal_comma(value: str):
 @implementer(IDecoder)
 @attrs.frozen
 class CsvDecoder:
-    """CSV: a header line then data lines, or only data lines with ``columns``. A header line without the
-    ``delimiter`` but with ``;`` or a tab is split at that; in a CSV separated by ";", "21,5" is 21.5."""
+    """CSV: a header line then data lines, or only data lines with ``columns`` or with the header announced for
+    the address before (`lorrygate.decoding.csvheaders`). A header line without the ``delimiter`` but with ``;``
+    or a tab is split at that; in a CSV separated by ";", "21,5" is 21.5."""
 
     name: str = "csv"
     timezone: Any = None
     columns: tuple = ()
     delimiter: str = ","
+    #: where announced headers are remembered (a `HeaderStore`), or None
+    headers: Any = None
 
     def decode(self, message, address) -> list:
         text = payload_text(message.payload)
         lines = [line for line in text.splitlines() if line.strip()]
-        if lines and lines[0].startswith("##"):
+        announced = bool(lines) and lines[0].startswith("##")
+        if announced:
             lines[0] = lines[0].lstrip("#").strip()  # Kotori's header line: "## temperature,humidity"
         delimiter = self.delimiter
         if not self.columns and lines and delimiter not in lines[0]:
@@ -108,28 +117,30 @@ class CsvDecoder:
             delimiter = next((other for other in ";\t" if other in lines[0]), delimiter)
         if delimiter not in text:
             raise Declined(f"no {delimiter!r} delimiter")
-        try:
-            rows = list(csv.reader(io.StringIO("\n".join(lines)), delimiter=delimiter, strict=True))
-        except csv.Error as exc:
-            raise Declined(f"not CSV: {exc}") from None
+        rows = _rows(lines, delimiter)
         if self.columns:
             header, data = list(self.columns), rows
+        elif not announced and _values(rows[0], delimiter):
+            header, data, delimiter, rows = self._remembered(message, address, lines, rows, delimiter)
         else:
-            if len(rows) < 2:
-                raise Declined("a header line and at least one data line are needed (or configure columns)")
+            if not any(name.strip() for name in rows[0]):
+                raise Declined("a header line of column names is needed (or configure columns)")
+            if all("=" in name for name in rows[0]):
+                raise Declined("key=value pairs, not a header line of column names")
             header, data = [], rows[1:]
             for name in rows[0]:
                 # a column without a name (a spreadsheet's trailing comma) is "_", a name given twice gets
                 # "_2": their values are kept, as the SQL storages' column names do
                 header.append(unused_name(header, name.strip() or "_"))
-            if not any(name.strip() for name in rows[0]):
-                raise Declined("a header line of column names is needed (or configure columns)")
-            if all("=" in name for name in rows[0]):
-                raise Declined("key=value pairs, not a header line of column names")
+            if announced or _logger_header(header):
+                self._announce(message, address, header, delimiter, data)
+            elif not data:
+                raise Declined("a header line and at least one data line are needed (or configure columns)")
         value_of = _decimal_comma if delimiter == ";" else scalar
         dated = _logger_columns(header)
+        first = 1 if len(data) == len(rows) else 2
         records = []
-        for number, row in enumerate(data, 1 if self.columns else 2):
+        for number, row in enumerate(data, first):
             if len(row) != len(header):
                 raise DecodeError(
                     self.name, f"line {number} has {len(row)} values for {len(header)} columns ({', '.join(header)})"
@@ -139,6 +150,75 @@ class CsvDecoder:
                 _logger_time(document, dated, self.timezone)
             records.append(object_record(document, message, self.name, self.timezone))
         return records
+
+    def _remembered(self, message, address, lines, rows, delimiter) -> tuple:
+        """``(header, data, delimiter, rows)`` of a message of data lines only, by the header announced for its
+        address; Declined when none was (another decoder may know the payload)."""
+        remembered = None
+        if self.headers is not None and address is not None:
+            try:
+                remembered = self.headers.get(address)
+            except sqlite3.Error as exc:
+                raise DecodeError(self.name, f"could not read the announced CSV headers ({self.headers.path}): {exc}") from None
+        if remembered is None:
+            raise Declined(
+                f"line 1 holds values ({', '.join(rows[0])[:80]}), not column names, and no header was announced for "
+                f"this address: send the column names once as '## name{delimiter}name' (or configure columns in "
+                f"a [decoder:NAME] section of type csv), then replay the dead letters"
+            )
+        if remembered.delimiter != delimiter and remembered.delimiter in lines[0]:
+            delimiter = remembered.delimiter
+            rows = _rows(lines, delimiter)
+        return list(remembered.columns), rows, delimiter, rows
+
+    def _announce(self, message, address, header: list, delimiter: str, data: list) -> None:
+        """Remember an announced header for the address (before the message is acknowledged); a header
+        announced alone is acknowledged without rows (`Ignored`)."""
+        if self.headers is None or address is None:
+            if not data:
+                raise Declined("a header line and at least one data line are needed (or configure columns)")
+            return
+        announcement = Announced(tuple(header), delimiter, message.received, message.topic)
+        try:
+            if len(header) > MAX_COLUMNS:
+                raise StoreFull(f"an announced header of {len(header):,} columns; at most {MAX_COLUMNS:,} are remembered")
+            self.headers.remember(address, announcement)
+        except (StoreFull, sqlite3.Error) as exc:
+            if not data:
+                raise DecodeError(self.name, f"could not remember the announced CSV header: {exc}") from None
+            _log.warn("csv: could not remember the header announced on {topic} ({error}); its data lines are "
+                      "stored, later data-only messages become dead letters", topic=message.topic, error=str(exc))
+            return
+        if not data:
+            raise Ignored(self.name, message.topic, f"CSV header announced: {', '.join(header)[:200]}")
+
+
+def _rows(lines: list, delimiter: str) -> list:
+    try:
+        return list(csv.reader(io.StringIO("\n".join(lines)), delimiter=delimiter, strict=True))
+    except csv.Error as exc:
+        raise Declined(f"not CSV: {exc}") from None
+
+
+def _values(row: list, delimiter: str) -> bool:
+    """Whether a first line holds values, not column names: a number among them (a column named by a number
+    alone is announced with ``##``)."""
+    value_of = _decimal_comma if delimiter == ";" else scalar
+    for cell in row:
+        value = value_of(cell)
+        if type(value) is int or type(value) is float:
+            return True
+    return False
+
+
+def _logger_header(header: list) -> bool:
+    """A data logger's header line, which Kotori remembers as an announcement: Open Hive's (``Date/Time``,
+    ``Datum/Zeit``), a Beelogger's (``Datum,Uhrzeit``), a Variometer's (``Date;Time``), luftdaten's archive
+    (``sensor_id``)."""
+    first = header[0]
+    if first in ("Date/Time", "Datum/Zeit", "sensor_id") or header[:2] == ["Datum", "Uhrzeit"]:
+        return True
+    return ("Date", "Time") in zip(header, header[1:])
 
 
 _ZONED = re.compile(r"(Z|[+-]\d{2}:?\d{2})$")

@@ -18,6 +18,8 @@ from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.logger import Logger
 
 from lorrygate.decoding import DecoderChain
+from lorrygate.decoding.csvheaders import HeaderStore
+from lorrygate.decoding.text import CsvDecoder
 from lorrygate.service.channel import ChannelRouter
 from lorrygate.sources.mqtt import MQTTSource
 
@@ -32,14 +34,22 @@ SHUTDOWN = "shutdown"
 def make_router(settings, channel, batchers: tuple, reactor) -> tuple:
     """A channel's router into ``batchers`` (its storage's, then its tee's), and the decoders it made."""
     timezone = ZoneInfo(channel.timezone)
-    decoders = tuple(settings.decoders[name](timezone, reactor) for name in channel.decoders)
+    headers = HeaderStore(settings.gateway.data_dir)  # (opened on first use, closed with the decoders)
+
+    def made(name):
+        decoder = settings.decoders[name](timezone, reactor)
+        if isinstance(decoder, CsvDecoder) and decoder.headers is None:
+            decoder = attrs.evolve(decoder, headers=headers)  # a header announced once holds for later data lines
+        return decoder
+
+    decoders = tuple(made(name) for name in channel.decoders)
     router = ChannelRouter(channel, settings.strategies[channel.strategy](), DecoderChain(decoders), batchers[0],
                            reactor)
     router.tee = tuple(batchers[1:])
     from lorrygate.service.channel import SUFFIX_DECODERS
 
-    router.suffix_decoders = {name: settings.decoders[name](timezone, reactor)
-                              for _, name in SUFFIX_DECODERS if name in settings.decoders}
+    router.suffix_decoders = {name: made(name) for _, name in SUFFIX_DECODERS if name in settings.decoders}
+    decoders += (headers,)
     if channel.dataflow is not None:
         from lorrygate.decoding.dataflow import DataflowStep
 

@@ -292,3 +292,30 @@ def test_clients_sending_bodies_slowly_cannot_fill_the_disk_one_more_gets_a_503(
         for client in slow:
             client.close()
         assert gateway.stop() == 0, gateway.text()[-3000:]
+
+
+def test_a_csv_header_announced_once_holds_after_a_restart_and_for_a_replay(tmp_path):
+    """Kotori's header-once CSV: readings before any header are a 422 dead letter that says how to announce
+    one; ``## temperature,humidity`` alone is a 200 that stores nothing; later readings are stored by it, after
+    a restart too, and the early readings by ``dead-letters replay``."""
+    db = str(tmp_path / "http.sqlite")
+    gateway, port = started(tmp_path)
+    try:
+        status, body, _ = post(port, NODE, b"25.26,51.8\n", "text/csv")
+        assert status == 422 and "no header was announced" in body["error"] and "'## name,name'" in body["error"], body
+        assert post(port, NODE, b"## temperature,humidity\n", "text/csv")[:2] == (
+            200, {"stored": False, "ignored": "ignored: CSV header announced: temperature, humidity"})
+        assert post(port, NODE, b"25.3,51.9\n", "text/csv")[:2] == (200, {"stored": True})
+        assert query(db, f'SELECT temperature, humidity FROM "{TABLE}"') == [(25.3, 51.9)]
+    finally:
+        assert gateway.stop() == 0, gateway.text()[-3000:]
+    gateway, port = started(tmp_path)
+    try:
+        assert post(port, NODE, b"25.4,52.0\n25.5,52.1\n", "text/csv")[:2] == (200, {"stored": True})
+    finally:
+        assert gateway.stop() == 0, gateway.text()[-3000:]
+    done = subprocess.run([sys.executable, "-m", "lorrygate.cli", "dead-letters", "replay", "-c", gateway.config],
+                          capture_output=True, text=True, timeout=120)
+    assert "1 replayed (1 rows), 0 still failing" in done.stdout, done.stdout + done.stderr
+    assert sorted(query(db, f'SELECT temperature, humidity FROM "{TABLE}"')) == [
+        (25.26, 51.8), (25.3, 51.9), (25.4, 52.0), (25.5, 52.1)]
