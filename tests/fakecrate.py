@@ -87,7 +87,7 @@ ERRORS_PER_SHARD = 10
 
 
 _READ = re.compile(r'SELECT "time", (.*) FROM ("[^"]+(?:""[^"]*)*")\.("[^"]+(?:""[^"]*)*") WHERE "time" (>=|>|=) \?'
-                   r'( AND "time" <= \?)?( AND "address" = \?)? ORDER BY "time" LIMIT \? OFFSET \?$', re.S)
+                   r'( AND "time" (<=|<) \?)?( AND "address" = \?)? ORDER BY "time"( DESC)? LIMIT \? OFFSET \?$', re.S)
 _EXPRESSION = re.compile(r'"(tags|fields|extra_fields)"((?:\[\'(?:[^\']|\'\')*\'\])*)')
 _NAME = r'"[^"]+(?:""[^"]*)*"'
 _PLAIN_SELECT = re.compile(rf'SELECT ((?:{_NAME}, )*{_NAME}) FROM ({_NAME})\.({_NAME})(?: WHERE (.+?))?'
@@ -392,21 +392,23 @@ class FakeCrate(Resource):
 
     def _read(self, request, statement, args):
         """``SELECT "time", <sub-columns> FROM t WHERE "time" >= ? AND "time" <= ? [AND "address" = ?] ORDER BY
-        "time" LIMIT ? OFFSET ?`` (or ``"time" > ?``, or ``"time" = ?`` alone): timestamps as epoch
-        milliseconds, as CrateDB answers over HTTP."""
+        "time" [DESC] LIMIT ? OFFSET ?`` (or ``"time" > ?``, ``"time" < ?``, or ``"time" = ?`` alone):
+        timestamps as epoch milliseconds, as CrateDB answers over HTTP."""
         match = _READ.match(statement)
         key = (_unquote(match.group(2)), _unquote(match.group(3)))
         if key not in self.tables:
             return self._error(request, 404, 4041, f"RelationUnknown[Relation '{key[0]}.{key[1]}' unknown]")
         expressions = _EXPRESSION.findall(match.group(1))
-        op, bounded, by_address = match.group(4), match.group(5), match.group(6)
+        op, bounded, upper, by_address = match.group(4), match.group(5), match.group(6), match.group(7)
         lower = args[0]
         end = args[1] if bounded else lower
         address = args[2 if bounded else 1] if by_address else None
         limit, offset = args[-2], args[-1]
         after = {">=": lambda t: t >= lower, ">": lambda t: t > lower, "=": lambda t: t == lower}[op]
-        rows = sorted((r for r in self.tables[key]["rows"] if after(r["time"]) and r["time"] <= end
-                       and (address is None or r.get("address") == address)), key=lambda r: r["time"])
+        before = (lambda t: t < end) if upper == "<" else (lambda t: t <= end)
+        rows = sorted((r for r in self.tables[key]["rows"] if after(r["time"]) and before(r["time"])
+                       and (address is None or r.get("address") == address)), key=lambda r: r["time"],
+                      reverse=bool(match.group(8)))
         answer = []
         for row in rows[offset:offset + limit]:
             values = [row["time"]]

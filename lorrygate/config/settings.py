@@ -507,9 +507,10 @@ SOURCE_KEYS = {
                                "tries again), so that clients holding connections open cannot take the file "
                                "descriptors the storages and brokers need."),
     "export": Key(v.boolean, False,
-                  doc="http: Kotori's data export: GET /api/<topic> with the suffix .csv, .txt, .json or .ndjson "
-                      "answers that topic's rows from the channel's storage (SQLite, PostgreSQL, CrateDB), from= and "
-                      "to= Kotori's times (default the last 10 days), include= and exclude= columns."),
+                  doc="http: Kotori's data export: GET /api/<topic> with the suffix .csv, .txt, .tsv, .json or "
+                      ".ndjson answers that topic's rows from the channel's storage (SQLite, PostgreSQL, CrateDB), "
+                      "from= and to= Kotori's times (default the last 10 days), include= and exclude= columns, "
+                      "sort=, direction=, limit=, scalar= and pad= as Kotori's."),
     "export_token": Key(v.text, None, secret=True,
                         doc="http: the token an export needs (Authorization: Bearer <token>; default: token): "
                             "the devices that post need not be able to read the fleet's data."),

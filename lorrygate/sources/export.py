@@ -13,7 +13,9 @@ The topic's suffix is the format: ``.csv`` (``.txt``: the same as text),
 a ``to`` of a date alone is the end of that day) or ``now`` less a span
 (``now-4h``, ``now-8d5h3m``; units ``w d h m s``); they default to
 ``now-10d`` and ``now``. ``include`` and ``exclude`` take column names,
-comma-separated. Rows come oldest first, streamed as they are read (a
+comma-separated; ``sort``, ``direction``, ``limit``, ``scalar`` and ``pad`` as
+Kotori reads them (`Query`); ``.tsv`` is CSV separated by tabs. Rows come oldest first
+(unless ``direction=descending``), streamed as they are read (a
 client that reads slowly holds the read, not the gateway's memory), at most
 ``MAX_EXPORTS`` exports at once (``503`` beyond).
 
@@ -31,6 +33,7 @@ import re
 import threading
 from typing import Any
 
+import attrs
 import orjson
 from twisted.internet import threads
 from twisted.internet.defer import Deferred
@@ -41,6 +44,7 @@ from zope.interface import implementer
 
 #: formats by the topic's suffix: (content type, renderer name)
 FORMATS = {"csv": (b"text/csv; charset=utf-8", "csv"), "txt": (b"text/plain; charset=utf-8", "csv"),
+           "tsv": (b"text/tab-separated-values; charset=utf-8", "tsv"),
            "json": (b"application/json", "json"), "ndjson": (b"application/x-ndjson", "ndjson")}
 #: exports running at once, at most (each holds a database connection and a thread)
 MAX_EXPORTS = 4
@@ -121,6 +125,90 @@ def names(text: str | None) -> list:
     return [name.strip() for name in (text or "").split(",") if name.strip()]
 
 
+_TRUE, _FALSE = ("true", "yes", "on", "y", "t", "1"), ("false", "no", "off", "n", "f", "0", "")
+
+
+@attrs.frozen
+class Query:
+    """What an export's query string asks besides its range, as Kotori's HTTP API reads it."""
+
+    include: list = attrs.Factory(list)
+    exclude: list = attrs.Factory(list)
+    #: the columns to order by before the time (Kotori's ``sort``), and the direction of all of them
+    sort: list = attrs.Factory(list)
+    descending: bool = False
+    #: the most rows to answer (``limit``), or None
+    limit: int | None = None
+    #: the column whose value in the first row is the whole answer, as text (``scalar``), or None
+    scalar: str | None = None
+    #: a row's empty value is the last value of its column before it (``pad``)
+    pad: bool = False
+
+    def order(self, quote) -> str:
+        """The ORDER BY of a SQL reader: the ``sort`` columns, then the time, in the direction asked."""
+        way = " DESC" if self.descending else ""
+        names = [name for name in self.sort if name != "time"] + ["time"]
+        return ", ".join(f"{quote(name)}{way}" for name in names)
+
+    def checked(self, columns: list, chosen: list) -> None:
+        """ExportRefused(400) for a ``sort`` column the table lacks, or a ``scalar`` column not exported."""
+        for name in self.sort:
+            if name not in columns and name != "time":
+                raise ExportRefused(400, f"sort={name}: no such column (the table has: {', '.join(columns)})")
+        if self.scalar is not None and self.scalar not in chosen:
+            raise ExportRefused(400, f"scalar={self.scalar}: no such column exported (there are: {', '.join(chosen)})")
+
+
+def query_of(args: dict) -> Query:
+    """The `Query` of an export's arguments; ExportRefused(400) for one that says what is not understood
+    (arguments of no meaning here are left alone: a client's cache buster)."""
+    def flag(name: str) -> bool:
+        value = args.get(name, "").strip().lower()
+        if value not in _TRUE + _FALSE:
+            raise ExportRefused(400, f"{name}={args[name]}: true or false")
+        return value in _TRUE
+
+    direction = args.get("direction", "ascending").strip().lower() or "ascending"
+    if not direction.startswith(("asc", "desc")):
+        raise ExportRefused(400, f"direction={args['direction']}: ascending or descending (asc, desc)")
+    limit = None
+    if args.get("limit", "").strip():
+        text = args["limit"].strip()
+        if not text.isdigit() or not text.isascii():
+            raise ExportRefused(400, f"limit={text}: a count of rows, 0 or more")
+        limit = int(text)
+    for name in ("backfill", "interpolate"):
+        if flag(name):
+            raise ExportRefused(400, f"{name}=true is not offered: it needs the whole answer in memory, which an "
+                                     f"export streams; fill the gaps where you read it (pandas: "
+                                     f"{'bfill()' if name == 'backfill' else 'interpolate()'}); pad=true is offered")
+    return Query(names(args.get("include")), names(args.get("exclude")), names(args.get("sort")),
+                 direction.startswith("desc"), limit, (args.get("scalar") or "").strip() or None, flag("pad"))
+
+
+def padded(rows: list, last: list) -> list:
+    """Rows whose empty values (after the time) are the last value of their column before them; ``last``
+    holds each column's last value across the chunks of one export."""
+    out = []
+    for row in rows:
+        row = list(row)
+        for index in range(1, len(row)):
+            if row[index] is None:
+                row[index] = last[index]
+            else:
+                last[index] = row[index]
+        out.append(row)
+    return out
+
+
+def scalar_text(value) -> bytes:
+    """A ``scalar`` answer: the value as text (a time in ISO 8601, an empty value empty)."""
+    value = _cell(value)
+    if isinstance(value, bool):
+        return b"true" if value else b"false"
+    return str(value).encode("utf-8", "surrogatepass")
+
+
 def choose(columns: list, include: list, exclude: list) -> list:
     """The columns to export: ``time`` first, then the table's (those of ``include`` where given), less
     ``exclude``; names the table does not have are left out (as Kotori does)."""
@@ -161,13 +249,13 @@ class Renderer:
         self.kind, self.columns, self._first = kind, columns, True
 
     def head(self) -> bytes:
-        if self.kind == "csv":
-            return self._csv([self.columns])
+        if self.kind in ("csv", "tsv"):
+            return self._csv([self.columns], self.kind)
         return b"[" if self.kind == "json" else b""
 
     def rows(self, rows: list) -> bytes:
-        if self.kind == "csv":
-            return self._csv([[_cell(v) for v in row] for row in rows])
+        if self.kind in ("csv", "tsv"):
+            return self._csv([[_cell(v) for v in row] for row in rows], self.kind)
         objects = [orjson.dumps(dict(zip(self.columns, map(_text, row))), default=str,
                                 option=orjson.OPT_NON_STR_KEYS) for row in rows]
         if self.kind == "ndjson":
@@ -180,9 +268,9 @@ class Renderer:
         return b"\n]\n" if self.kind == "json" else b""
 
     @staticmethod
-    def _csv(rows: list) -> bytes:
+    def _csv(rows: list, kind: str) -> bytes:
         out = io.StringIO()
-        csv.writer(out, lineterminator="\n").writerows(rows)
+        csv.writer(out, lineterminator="\n", delimiter="\t" if kind == "tsv" else ",").writerows(rows)
         return out.getvalue().encode("utf-8", "surrogatepass")
 
 
@@ -428,6 +516,10 @@ class Exporter:
         reader = reader_of(self.backend)
         start = parse_time(args.get("from") or DEFAULT_FROM, now)
         end = parse_time(args.get("to") or "now", now, end=True)
+        query = query_of(args)
+        if reader is CRATEDB and any(name != "time" for name in query.sort):
+            raise ExportRefused(400, f"sort={','.join(query.sort)}: an export from CrateDB is sorted by time only "
+                                     "(sort=time, direction=descending); it reads in pages by time")
         address, table = self.table_of(topic)
         if self.running >= MAX_EXPORTS:
             raise ExportRefused(503, f"{MAX_EXPORTS} exports are running: send it again")
@@ -438,16 +530,17 @@ class Exporter:
         stream = _Stream(request, self.reactor, self.stall, lambda _: self._stalled(topic))
         self._streams.add(stream)
         content_type, renderer = FORMATS[kind]
-        include, exclude = names(args.get("include")), names(args.get("exclude"))
+        if query.scalar is not None:
+            content_type = b"text/plain; charset=utf-8"
         if reader is CRATEDB:
-            d = Deferred.fromCoroutine(self._crate(table, address, start, end, include, exclude, renderer,
-                                                   content_type, stream, request))
+            d = Deferred.fromCoroutine(self._crate(table, address, start, end, query, renderer, content_type, stream,
+                                                   request))
         else:
             if self._pool is None:
                 self._pool = _Pool(minthreads=0, maxthreads=MAX_EXPORTS, name=f"lorrygate-export-{self.source_name}")
                 self._pool.start()
-            d = threads.deferToThreadPool(self.reactor, self._pool, self._run, reader, table, start, end, include,
-                                          exclude, renderer, content_type, stream, request)
+            d = threads.deferToThreadPool(self.reactor, self._pool, self._run, reader, table, start, end, query,
+                                          renderer, content_type, stream, request)
         d.addErrback(self._failed, request, topic)
         d.addBoth(self._ended, stream)
 
@@ -482,10 +575,11 @@ class Exporter:
         request.unregisterProducer()
         _respond(request, code, {"error": why}, retry=code == 503)
 
-    async def _crate(self, table, address, start: int, end: int, include: list, exclude: list, renderer: str,
-                     content_type: bytes, stream: _Stream, request) -> None:
-        """CrateDB: the table's columns from ``information_schema.columns``, then its rows a page at a time, oldest
-        first, each page written once the client has read the one before.
+    async def _crate(self, table, address, start: int, end: int, query: Query, renderer: str, content_type: bytes,
+                     stream: _Stream, request) -> None:
+        """CrateDB: the table's columns from ``information_schema.columns``, then its rows a page at a time, in
+        time order (oldest first, or newest with ``direction=descending``), each page written once the client
+        has read the one before.
 
         Pages by time, not by ``OFFSET`` over the range: each page starts past the last time of the one before
         (a deep ``OFFSET`` makes every shard sort all the rows before it again, quadratic in the export, and
@@ -503,48 +597,82 @@ class Exporter:
         if not found.get("rows"):
             raise ExportRefused(404, f"no data yet: the table {qualified(source)} does not exist")
         leaves = dict(crate_columns(found["rows"]))
-        columns = choose(["time", *leaves], include, exclude)
+        columns = choose(["time", *leaves], query.include, query.exclude)
+        query.checked(["time", *leaves], columns)
         selected = ", ".join(leaves[c] for c in columns[1:]) or "1"
         by_address = ' AND "address" = ?' if shared is not None else ""
         address_arg = [table.table] if shared is not None else []
+        way = " DESC" if query.descending else ""
 
         def select(condition: str) -> str:
             return (f'SELECT "time", {selected} FROM {qualified(source)} WHERE {condition}{by_address} '
-                    f'ORDER BY "time" LIMIT ? OFFSET ?')
+                    f'ORDER BY "time"{way} LIMIT ? OFFSET ?')
 
-        first, after, at = select('"time" >= ? AND "time" <= ?'), select('"time" > ? AND "time" <= ?'), \
-            select('"time" = ?')
+        # the first page, the pages past the last time of the one before (later, or earlier when descending),
+        # and the rows of one time
+        first, at = select('"time" >= ? AND "time" <= ?'), select('"time" = ?')
+        after = select('"time" >= ? AND "time" < ?') if query.descending else select('"time" > ? AND "time" <= ?')
+        left = 1 if query.scalar is not None else query.limit
         render = Renderer(renderer, columns)
-        request.setResponseCode(200)
-        request.setHeader(b"content-type", content_type)
-        if not await self._written(stream, render.head()):
-            return
+        last_values = [None] * len(columns)
+        if query.scalar is None:
+            request.setResponseCode(200)
+            request.setHeader(b"content-type", content_type)
+            if not await self._written(stream, render.head()):
+                return
 
         async def send(page: list) -> bool:
+            nonlocal left
             rows = [(_from_millis(row[0]), *row[1:len(columns)]) for row in page]
+            if left is not None:
+                rows, left = rows[:left], left - min(left, len(rows))
+            if query.pad:
+                rows = padded(rows, last_values)
+            if query.scalar is not None:
+                await self._scalar(stream, request, rows, columns.index(query.scalar))
+                return False
             return not rows or await self._written(stream, render.rows(rows))
+
+        async def done() -> None:
+            if query.scalar is not None:
+                await self._scalar(stream, request, [], 0)
+            elif await self._written(stream, render.tail()):
+                stream.finish()
 
         statement, lower, high = first, start // 1_000_000, end // 1_000_000
         while not self._stopping.is_set():
-            page = (await backend._sql(statement, args=[lower, high, *address_arg, PAGE, 0]))["rows"]
-            if len(page) < PAGE:
+            if left == 0:
+                return await done()
+            page = (await backend._sql(statement, args=[lower, high, *address_arg, min(PAGE, left or PAGE), 0]))["rows"]
+            if len(page) < min(PAGE, left or PAGE) or (left is not None and len(page) >= left):
                 if await send(page):
-                    await self._written(stream, render.tail())
-                    stream.finish()
+                    await done()
                 return
             last = page[-1][0]
             if not await send([row for row in page if row[0] != last]):
                 return
             offset = 0
-            while not self._stopping.is_set():  # every row of the page's last time
+            while not self._stopping.is_set() and left != 0:  # every row of the page's last time
                 same = (await backend._sql(at, args=[last, *address_arg, PAGE, offset]))["rows"]
                 if not await send(same):
                     return
                 if len(same) < PAGE:
                     break
                 offset += PAGE
-            statement, lower = after, last
+            if query.descending:
+                statement, high = after, last
+            else:
+                statement, lower = after, last
         request.loseConnection()
+
+    async def _scalar(self, stream: _Stream, request, rows: list, index: int) -> None:
+        """A ``scalar`` answer from CrateDB: the value of the first row, or 404 for none."""
+        if not rows:
+            raise ExportRefused(404, "no data in the range: no value for scalar")
+        request.setResponseCode(200)
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        if await self._written(stream, scalar_text(rows[0][index])):
+            stream.finish()
 
     @staticmethod
     async def _written(stream: _Stream, data: bytes) -> bool:
@@ -553,23 +681,31 @@ class Exporter:
 
     # -- on the export's thread --------------------------------------------------
 
-    def _run(self, reader, table, start: int, end: int, include: list, exclude: list, renderer: str,
-             content_type: bytes, stream: _Stream, request) -> None:
+    def _run(self, reader, table, start: int, end: int, query: Query, renderer: str, content_type: bytes,
+             stream: _Stream, request) -> None:
         conn = reader.connect()
         try:
             if not reader.exists(conn, table):
                 raise ExportRefused(404, f"no data yet: the table {reader.relation(table)} does not exist")
             probe = conn.cursor()
             probe.execute(f"SELECT * FROM {reader.relation(table)} WHERE 1 = 0")
-            columns = choose([d[0] for d in probe.description], include, exclude)
+            present = [d[0] for d in probe.description]
+            columns = choose(present, query.include, query.exclude)
+            query.checked(present, columns)
             probe.close()
             from lorrygate.topology.naming import quote
 
+            limit = 1 if query.scalar is not None else query.limit
             statement = (f"SELECT {', '.join(quote(c) for c in columns)} FROM {reader.relation(table)} "
                          f"WHERE {quote('time')} >= {reader.mark} AND {quote('time')} <= {reader.mark} "
-                         f"ORDER BY {quote('time')}")
+                         f"ORDER BY {query.order(quote)}" + (f" LIMIT {int(limit)}" if limit is not None else ""))
             cursor = reader.cursor(conn)
             cursor.execute(statement, (reader.time(start), reader.time(end)))
+            if query.scalar is not None:
+                row = cursor.fetchone()
+                if row is None:
+                    raise ExportRefused(404, "no data in the range: no value for scalar")
+                answer = scalar_text(row[columns.index(query.scalar)])
             render = Renderer(renderer, columns)
 
             def headers():
@@ -577,12 +713,19 @@ class Exporter:
                 request.setHeader(b"content-type", content_type)
 
             threads.blockingCallFromThread(self.reactor, headers)
+            if query.scalar is not None:
+                if self._write(stream, answer):
+                    threads.blockingCallFromThread(self.reactor, stream.finish)
+                return
             if not self._write(stream, render.head()):
                 return
+            last = [None] * len(columns)
             while not self._stopping.is_set():
                 rows = cursor.fetchmany(CHUNK)
                 if not rows:
                     break
+                if query.pad:
+                    rows = padded(rows, last)
                 if not self._write(stream, render.rows(rows)):
                     return
             if self._stopping.is_set():

@@ -77,13 +77,14 @@ def test_what_was_posted_comes_back_as_csv_json_and_ndjson_within_from_and_to(tm
 
         # what cannot be answered says why
         status, text, _ = get(port, f"{NODE}.xlsx")
-        assert status == 400 and ".csv, .txt, .json, .ndjson" in json.loads(text)["error"]
+        assert status == 400 and ".csv, .txt, .tsv, .json, .ndjson" in json.loads(text)["error"]
         status, text, _ = get(port, f"{NODE}.csv?from=yesterday")
         assert status == 400 and "time 'yesterday'" in json.loads(text)["error"]
         status, text, _ = get(port, "/api/mqttkit-1/testdrive/area-42/node-9/data.csv")
         assert status == 404 and "does not exist" in json.loads(text)["error"]
         status, text, _ = get(port, "/api/nothing.csv")
         assert status == 404 and "the topic 'nothing.csv' (it does not fit the topology)" in json.loads(text)["error"]
+        kotoris_query_options(port, "/api/mqttkit-1/testdrive/area-42/node-2/data")
     finally:
         assert gateway.stop() == 0, gateway.text()[-3000:]
 
@@ -104,8 +105,50 @@ def test_an_export_from_postgresql(tmp_path, postgres):
         assert text.splitlines() == ["time,temperature,wifi.rssi,on",
                                      "2024-06-01T12:00:00.123456Z,21.5,-60,True",
                                      "2024-06-01T12:00:01.000000Z,21.5,-60,True"], text
+        kotoris_query_options(port, f"/api/{realm}/testdrive/area-42/node-2/data")
     finally:
         assert gateway.stop() == 0, gateway.text()[-3000:]
+
+
+def kotoris_query_options(port, node, sql: bool = True) -> None:
+    """Kotori's sort, direction, limit, scalar and pad, and the .tsv format, on four rows posted to ``node``; what
+    is not offered (backfill, interpolate; a sort by other columns than the time from CrateDB) is a 400."""
+    for n, (temperature, humidity) in enumerate([(20.5, 40), (21.5, None), (19.5, 42), (22.5, None)]):
+        body = {"time": f"2024-06-01T12:00:0{n}Z", "temperature": temperature}
+        if humidity is not None:
+            body["humidity"] = humidity
+        assert post(port, node, json.dumps(body).encode())[0] == 200
+    day = "from=2024-06-01&to=2024-06-01"
+
+    def column(query: str) -> list:
+        status, text, _ = get(port, f"{node}.csv?{day}&{query}")
+        assert status == 200, text
+        return [float(line.split(",")[1]) if line.split(",")[1] else None for line in text.splitlines()[1:]]
+
+    assert column("include=temperature&direction=descending&limit=2") == [22.5, 19.5]
+    assert column("include=temperature&limit=0") == []
+    assert column("include=humidity") == [40, None, 42, None]
+    assert column("include=humidity&pad=true") == [40, 40, 42, 42]  # the last known value
+    status, text, headers = get(port, f"{node}.csv?{day}&scalar=temperature&direction=desc")
+    assert (status, text) == (200, "22.5") and headers["Content-Type"] == "text/plain; charset=utf-8"
+    assert get(port, f"{node}.csv?{day}&scalar=temperature")[1] == "20.5"
+    status, text, _ = get(port, f"{node}.tsv?{day}&include=temperature&limit=1")
+    assert status == 200 and text.splitlines()[0] == "time\ttemperature" and text.splitlines()[1].endswith("\t20.5")
+    if sql:
+        assert column("include=temperature&sort=temperature") == [19.5, 20.5, 21.5, 22.5]
+        assert column("include=temperature&sort=temperature&direction=desc&limit=1") == [22.5]
+        status, text, _ = get(port, f"{node}.csv?{day}&sort=nope")
+        assert status == 400 and "sort=nope: no such column" in json.loads(text)["error"]
+    else:
+        status, text, _ = get(port, f"{node}.csv?{day}&sort=temperature")
+        assert status == 400 and "sorted by time only" in json.loads(text)["error"]
+    for query, why in [("limit=ten", "limit=ten: a count of rows"), ("backfill=true", "backfill=true is not offered"),
+                       ("interpolate=yes", "interpolate=true is not offered"), ("direction=up", "direction=up"),
+                       ("scalar=nope", "scalar=nope: no such column exported")]:
+        status, text, _ = get(port, f"{node}.csv?{day}&{query}")
+        assert status == 400 and why in json.loads(text)["error"], (query, text)
+    status, text, _ = get(port, f"{node}.csv?from=2020-01-01&to=2020-01-02&scalar=temperature")
+    assert status == 404 and "no data in the range" in json.loads(text)["error"]
 
 
 def post_20_mb(port, headers) -> None:
@@ -230,6 +273,7 @@ def _crate_export(tmp_path, url: str) -> None:
         assert status == 200, text
         (row,) = json.loads(text)
         assert row["temperature"] == 20.5 and row["extra_fields"] == {"snapshot": snapshot}, text[:500]
+        kotoris_query_options(port, f"/api/{realm}/testdrive/area-42/node-2/data", sql=False)
     finally:
         assert gateway.stop() == 0, gateway.text()[-3000:]
 
@@ -269,7 +313,7 @@ def test_an_export_from_a_real_cratedb(tmp_path):
     _crate_export(tmp_path, url.replace("http://", "crate://").replace("https://", "crate://") + "\nreplicas = 0")
 
 
-async def crate_export_in_pages(monkeypatch, millis: list, page: int, meanwhile=None) -> tuple:
+async def crate_export_in_pages(monkeypatch, millis: list, page: int, meanwhile=None, args=None) -> tuple:
     """Rows ``n`` at ``millis[n]`` (ms after 2024-06-01T12:00Z) in CrateDB's fake, exported as CSV in pages of
     ``page`` rows, in-process against the fake's documented answers over a real socket, the export's request
     a real twisted.web one: the CSV's ``n`` column and the fake's SELECT statements. ``meanwhile(rows)`` is
@@ -321,7 +365,8 @@ async def crate_export_in_pages(monkeypatch, millis: list, page: int, meanwhile=
         isLeaf = True
 
         def render_GET(self, request):
-            exporter.begin(request, "paged/node/data.csv", "csv", {"from": "2024-06-01"}, 1_717_300_000.0)
+            exporter.begin(request, "paged/node/data.csv", "csv", {"from": "2024-06-01", **(args or {})},
+                           1_717_300_000.0)
             return NOT_DONE_YET
 
     site = reactor.listenTCP(0, Site(Export()), interface="127.0.0.1")
@@ -369,3 +414,15 @@ async def test_rows_written_into_the_range_while_an_export_runs_shift_no_page(mo
 
     numbers, _ = await crate_export_in_pages(monkeypatch, list(range(25)), 10, late_row)
     assert [n for n in numbers if n != 99] == list(range(25))
+
+
+@__import__("pytest_twisted").ensureDeferred
+async def test_a_descending_cratedb_export_with_a_limit_goes_a_page_at_a_time(monkeypatch):
+    """Newest first (direction=descending), in pages of 5, rows sharing a time across the pages' boundaries:
+    each row once, newest first; with limit=17 the first 17 of them, and no page read past them."""
+    millis = [0, 1, 2] + [3] * 12 + list(range(4, 14))
+    numbers, pages = await crate_export_in_pages(monkeypatch, millis, 5, args={"direction": "desc"})
+    assert sorted(numbers) == list(range(25)) and [millis[n] for n in numbers] == sorted(millis, reverse=True)
+    assert '"time" < ?' in pages[-1] and all('ORDER BY "time" DESC' in p for p in pages)
+    limited, fewer = await crate_export_in_pages(monkeypatch, millis, 5, args={"direction": "desc", "limit": "17"})
+    assert limited == numbers[:17] and len(fewer) < len(pages)

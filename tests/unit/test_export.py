@@ -7,7 +7,18 @@ import pytest
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
-from lorrygate.sources.export import ExportRefused, Renderer, _Stream, choose, parse_time, split_format
+from lorrygate.sources.export import (
+    ExportRefused,
+    Query,
+    Renderer,
+    _Stream,
+    choose,
+    padded,
+    parse_time,
+    query_of,
+    scalar_text,
+    split_format,
+)
 
 NOW = 1_700_000_000.0
 
@@ -55,7 +66,7 @@ def test_the_suffix_is_the_format():
     for topic in ("a/b/data", "a/b/data.xlsx", "a.csv/b"):
         with pytest.raises(ExportRefused) as caught:
             split_format(topic)
-        assert caught.value.code == 400 and ".csv, .txt, .json, .ndjson" in str(caught.value)
+        assert caught.value.code == 400 and ".csv, .txt, .tsv, .json, .ndjson" in str(caught.value)
 
 
 def test_columns_time_first_include_and_exclude_and_unknown_names_left_out():
@@ -188,3 +199,30 @@ def test_an_export_that_ends_leaves_no_stall_timer():
     stream.pauseProducing()
     request.finished.callback(None)  # the client went away, or the answer is whole
     assert clock.getDelayedCalls() == [] and stream.gone and not stream.stalled
+
+
+def test_kotoris_query_options_read_and_checked():
+    assert query_of({}) == Query()
+    assert query_of({"sort": "weight, time", "direction": "DESCENDING", "limit": "10", "scalar": "weight",
+                     "pad": "yes", "backfill": "false", "_": "1717243200"}) == Query(
+        [], [], ["weight", "time"], True, 10, "weight", True)
+    assert query_of({"direction": "asc"}).descending is False
+    for args, why in [({"limit": "-1"}, "limit=-1"), ({"limit": "\u0661"}, "limit="), ({"pad": "maybe"}, "pad=maybe"),
+                      ({"direction": "sideways"}, "direction=sideways"), ({"interpolate": "1"}, "interpolate")]:
+        with pytest.raises(ExportRefused, match=why) as caught:
+            query_of(args)
+        assert caught.value.code == 400
+    quote = lambda name: f'"{name}"'  # noqa: E731
+    assert Query(sort=["weight"], descending=True).order(quote) == '"weight" DESC, "time" DESC'
+    assert Query().order(quote) == '"time"'
+    with pytest.raises(ExportRefused, match="sort=nope: no such column"):
+        Query(sort=["nope"]).checked(["time", "weight"], ["time", "weight"])
+    with pytest.raises(ExportRefused, match="scalar=weight: no such column exported"):
+        Query(scalar="weight").checked(["time", "weight"], ["time"])
+
+
+def test_pad_carries_the_last_value_across_chunks_and_a_scalar_is_text():
+    last = [None, None, None]
+    assert padded([("t1", None, 1), ("t2", 5, None)], last) == [["t1", None, 1], ["t2", 5, 1]]
+    assert padded([("t3", None, None)], last) == [["t3", 5, 1]]
+    assert [scalar_text(v) for v in (21.5, None, True, "a,b", {"x": 1})] == [b"21.5", b"", b"true", b"a,b", b'{"x":1}']
