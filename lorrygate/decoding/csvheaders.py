@@ -47,6 +47,21 @@ def address_key(address) -> str:
     return json.dumps([address.realm, address.network, address.gateway, address.node, list(address.labels)])
 
 
+def copy_headers(data_dir: str, target_dir: str) -> None:
+    """Copy the headers remembered in ``data_dir`` into ``target_dir`` (a dry run's own directory: it reads what
+    the gateway was told, and an announcement among its messages changes nothing of the gateway's)."""
+    path = os.path.join(data_dir, FILE)
+    if not os.path.exists(path):
+        return
+    source = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    target = sqlite3.connect(os.path.join(target_dir, FILE))
+    try:
+        source.backup(target)
+    finally:
+        source.close()
+        target.close()
+
+
 class HeaderStore:
     """The remembered headers of one data directory; the file is opened on first use (so a router made only
     to describe a topic creates nothing) and closed by `stop`."""

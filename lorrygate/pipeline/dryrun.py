@@ -54,6 +54,18 @@ class _Printer:
                 "error": dead.error}, self.out)
 
 
+def _own_data_dir(settings):
+    """``settings`` with a data directory of the dry run's own, holding a copy of the CSV headers announced to
+    the gateway: a dry run writes nothing of the gateway's."""
+    import tempfile
+
+    from lorrygate.decoding.csvheaders import copy_headers
+
+    directory = tempfile.mkdtemp(prefix="lorrygate-dry-run-")
+    copy_headers(settings.gateway.data_dir, directory)
+    return attrs.evolve(settings, gateway=attrs.evolve(settings.gateway, data_dir=directory))
+
+
 def _routers(settings, out) -> list:
     """Each channel's router, made as the gateway makes it (suffix decoders, event values, ignore filters,
     ``values``, transforms), printing instead of storing; decoders run on the calling thread."""
@@ -128,7 +140,7 @@ def dry_run(settings, messages_path: str | None, out=None) -> int:
         print(f"lorrygate --dry-run: cannot read the recorded messages {messages_path!r}: {exc.strerror}",
               file=sys.stderr)
         return 2
-    routers = _routers(settings, out)
+    routers = _routers(_own_data_dir(settings), out)
     bad = 0
     with handle:
         for number, line in enumerate(handle, 1):
@@ -167,10 +179,8 @@ def _live(settings) -> int:
                 for name in settings.storages}
     brokers = {name: attrs.evolve(broker, client_id=f"{broker.client_id or 'lorrygate'}-dry-run", clean_session=True)
                for name, broker in settings.brokers.items()}
-    import tempfile
-
     # Its own data directory: the running gateway holds the configured one.
-    gateway = attrs.evolve(settings.gateway, control="off", data_dir=tempfile.mkdtemp(prefix="lorrygate-dry-run-"))
+    gateway = attrs.evolve(_own_data_dir(settings).gateway, control="off")
     dry = attrs.evolve(settings, brokers=brokers, storages=storages, gateway=gateway,
                        channels=tuple(attrs.evolve(c, ddl=None, error_topic=False) for c in settings.channels))
     print("dry run: rows are printed, nothing is written; Ctrl-C stops", file=sys.stderr)

@@ -194,3 +194,28 @@ def test_a_decoder_without_a_store_declines_data_lines():
     with pytest.raises(Declined, match="holds values"):
         CsvDecoder().decode(message, Address("r", "n", "g", "node", "data"))
     assert [r.fields for r in CsvDecoder(columns=("a", "b")).decode(message, None)] == [{"a": 1, "b": 2}, {"a": 3, "b": 4}]
+
+
+def test_a_dry_run_reads_the_gateways_headers_and_writes_none(tmp_path):
+    """``--dry-run --messages``: data lines are read with the headers announced to the gateway; an announcement
+    among the recorded messages holds for the later ones there, and the gateway's own store is not changed."""
+    import io
+
+    from lorrygate.pipeline.dryrun import dry_run
+
+    data_dir = tmp_path / "var"
+    settings = loads(f"[lorrygate]\ndata_dir = {data_dir}\n[broker:b]\nhost = localhost\n[storage:db]\n"
+                     f"url = sqlite:///{tmp_path}/db.sqlite\n[channel:main]\ntopics = mqttkit-1/#\n")
+    store = HeaderStore(str(data_dir))
+    store.remember(Address("mqttkit-1", "itest", "foo", "bar", "data"), Announced(("t", "h"), ",", 1.0, "x"))
+    recorded = tmp_path / "messages.txt"
+    recorded.write_text("mqttkit-1/itest/foo/bar/data.csv 21.5,40\n"
+                        "mqttkit-1/itest/foo/baz/data.csv ## a,b\n"
+                        "mqttkit-1/itest/foo/baz/data.csv 1,2\n")
+    out = io.StringIO()
+    assert dry_run(settings, str(recorded), out) == 0
+    printed = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [p.get("fields") or p.get("reason") for p in printed] == [
+        {"t": 21.5, "h": 40}, "CSV header announced: a, b", {"a": 1, "b": 2}]
+    assert [json.loads(key)[3] for key, _ in store.all()] == ["bar"]  # nothing of the dry run's
+    assert not (tmp_path / "db.sqlite").exists()
