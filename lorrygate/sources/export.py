@@ -155,6 +155,8 @@ class Query:
         for name in self.sort:
             if name not in columns and name != "time":
                 raise ExportRefused(400, f"sort={name}: no such column (the table has: {', '.join(columns)})")
+        if "time" in self.exclude:
+            chosen = chosen[1:]
         if self.scalar is not None and self.scalar not in chosen:
             raise ExportRefused(400, f"scalar={self.scalar}: no such column exported (there are: {', '.join(chosen)})")
 
@@ -210,8 +212,9 @@ def scalar_text(value) -> bytes:
 
 
 def choose(columns: list, include: list, exclude: list) -> list:
-    """The columns to export: ``time`` first, then the table's (those of ``include`` where given), less
-    ``exclude``; names the table does not have are left out (as Kotori does)."""
+    """The columns to read: ``time`` first, then the table's (those of ``include`` where given), less
+    ``exclude``; names the table does not have are left out (as Kotori does). The time is read even where
+    ``exclude`` names it (the pages go by it; `Renderer` leaves it out)."""
     rest = [c for c in columns if c != "time"]
     if include:
         rest = [c for c in rest if c in include]
@@ -245,8 +248,12 @@ def _cell(value) -> Any:
 class Renderer:
     """Rows as the bytes of a format, a chunk at a time."""
 
-    def __init__(self, kind: str, columns: list):
-        self.kind, self.columns, self._first = kind, columns, True
+    def __init__(self, kind: str, columns: list, without_time: bool = False):
+        """``columns``: the time first, then the others; ``without_time``: the time is read (the rows come with
+        it) but not answered (Kotori's ``exclude=time``)."""
+        self.kind, self._first = kind, True
+        self.columns = columns[1:] if without_time else columns
+        self._without_time = without_time
 
     def head(self) -> bytes:
         if self.kind in ("csv", "tsv"):
@@ -254,6 +261,8 @@ class Renderer:
         return b"[" if self.kind == "json" else b""
 
     def rows(self, rows: list) -> bytes:
+        if self._without_time:
+            rows = [row[1:] for row in rows]
         if self.kind in ("csv", "tsv"):
             return self._csv([[_cell(v) for v in row] for row in rows], self.kind)
         objects = [orjson.dumps(dict(zip(self.columns, map(_text, row))), default=str,
@@ -613,7 +622,7 @@ class Exporter:
         first, at = select('"time" >= ? AND "time" <= ?'), select('"time" = ?')
         after = select('"time" >= ? AND "time" < ?') if query.descending else select('"time" > ? AND "time" <= ?')
         left = 1 if query.scalar is not None else query.limit
-        render = Renderer(renderer, columns)
+        render = Renderer(renderer, columns, "time" in query.exclude)
         last_values = [None] * len(columns)
         if query.scalar is None:
             request.setResponseCode(200)
@@ -706,7 +715,7 @@ class Exporter:
                 if row is None:
                     raise ExportRefused(404, "no data in the range: no value for scalar")
                 answer = scalar_text(row[columns.index(query.scalar)])
-            render = Renderer(renderer, columns)
+            render = Renderer(renderer, columns, "time" in query.exclude)
 
             def headers():
                 request.setResponseCode(200)

@@ -126,6 +126,8 @@ def kotoris_query_options(port, node, sql: bool = True) -> None:
         return [float(line.split(",")[1]) if line.split(",")[1] else None for line in text.splitlines()[1:]]
 
     assert column("include=temperature&direction=descending&limit=2") == [22.5, 19.5]
+    status, text, _ = get(port, f"{node}.json?{day}&exclude=time,humidity&limit=2")  # Kotori's exclude of the time
+    assert status == 200 and json.loads(text) == [{"temperature": 20.5}, {"temperature": 21.5}], text
     assert column("include=temperature&limit=0") == []
     assert column("include=humidity") == [40, None, 42, None]
     assert column("include=humidity&pad=true") == [40, 40, 42, 42]  # the last known value
@@ -426,3 +428,22 @@ async def test_a_descending_cratedb_export_with_a_limit_goes_a_page_at_a_time(mo
     assert '"time" < ?' in pages[-1] and all('ORDER BY "time" DESC' in p for p in pages)
     limited, fewer = await crate_export_in_pages(monkeypatch, millis, 5, args={"direction": "desc", "limit": "17"})
     assert limited == numbers[:17] and len(fewer) < len(pages)
+
+
+def test_kotoris_test_export_sorting_limit_scalar(tmp_path):
+    """Kotori's own test_export_sorting_limit_scalar (test/test_export.py), its requests and answers as they are."""
+    gateway, port = started(tmp_path, extra_source="export = yes\n")
+    try:
+        for data in ({"time": 1583810982, "temperature": 25.26, "humidity": 51.8},
+                     {"time": 1583810993, "temperature": 32.26, "humidity": 64.8}):
+            assert post(port, NODE, json.dumps(data).encode())[0] == 200
+        span = "from=2020-03-10&to=2020-03-10"
+        status, text, _ = get(port, f"{NODE}.json?{span}&exclude=time,humidity&sort=temperature&direction=descending")
+        assert status == 200 and json.loads(text) == [{"temperature": 32.26}, {"temperature": 25.26}], text
+        status, text, _ = get(port, f"{NODE}.json?{span}&exclude=time,humidity&sort=temperature&direction=descending"
+                                    f"&limit=1")
+        assert json.loads(text) == [{"temperature": 32.26}]
+        status, text, _ = get(port, f"{NODE}.txt?{span}&sort=temperature&direction=descending&scalar=temperature")
+        assert (status, text) == (200, "32.26")
+    finally:
+        assert gateway.stop() == 0, gateway.text()[-3000:]
