@@ -160,6 +160,8 @@ def describe(settings, topics=(), fields=()) -> str:
                          f"gateway={address.gateway} node={address.node} kind={address.kind}"
                          + (f" field={address.field}" if address.field else ""))
             lines.append(f"    decoders {','.join(decoders)}")
+            if "csv" in decoders:
+                lines.append(f"    {_announced(settings, address)}")
             for name in channel.storages:
                 storage = settings.storages[name]
                 physical = table_name(table) if storage.kind == "sqlite" else f"{table.schema}.{table.table}"
@@ -169,6 +171,27 @@ def describe(settings, topics=(), fields=()) -> str:
                     lines.append(f"      {statement}")
                 lines.extend(_columns(storage, list(fields)))
     return "\n".join(lines)
+
+
+def _announced(settings, address) -> str:
+    """The CSV header announced for an address (`lorrygate.decoding.csvheaders`), as a line of the description."""
+    import datetime as dt
+    import sqlite3
+
+    from lorrygate.decoding.csvheaders import HeaderStore
+
+    store = HeaderStore(settings.gateway.data_dir)
+    try:
+        announced = store.get(address)
+    except sqlite3.Error as exc:
+        return f"csv header announced: unknown ({store.path}: {exc})"
+    finally:
+        store.stop()
+    if announced is None:
+        return "csv header announced: none (data lines alone are a dead letter until one is: '## name,name')"
+    when = dt.datetime.fromtimestamp(announced.received, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return (f"csv header announced: {', '.join(announced.columns)} (delimiter {announced.delimiter!r}; on {when} "
+            f"by {announced.topic})")
 
 
 def _router(settings, channel):

@@ -219,3 +219,18 @@ def test_a_dry_run_reads_the_gateways_headers_and_writes_none(tmp_path):
         {"t": 21.5, "h": 40}, "CSV header announced: a, b", {"a": 1, "b": 2}]
     assert [json.loads(key)[3] for key, _ in store.all()] == ["bar"]  # nothing of the dry run's
     assert not (tmp_path / "db.sqlite").exists()
+
+
+def test_describe_shows_the_header_announced_for_a_topics_address(tmp_path):
+    from lorrygate.pipeline.describe import describe
+
+    settings = loads(f"[lorrygate]\ndata_dir = {tmp_path}\n[broker:b]\nhost = localhost\n[storage:db]\n"
+                     f"url = sqlite:///{tmp_path}/db.sqlite\n[channel:main]\ntopics = mqttkit-1/#\n")
+    topic = "mqttkit-1/itest/foo/bar/data.csv"
+    assert "csv header announced: none (data lines alone are a dead letter" in describe(settings, [topic], ())
+    assert not (tmp_path / "csv-headers.sqlite").exists()  # a description writes nothing
+    store = HeaderStore(str(tmp_path))
+    store.remember(Address("mqttkit-1", "itest", "foo", "bar", "data"), Announced(("t", "h"), ";", RECEIVED, topic))
+    text = describe(settings, [topic], ())
+    assert f"csv header announced: t, h (delimiter ';'; on 2023-11-14T22:13:20Z by {topic})" in text
+    assert "csv header announced" not in describe(settings, ["mqttkit-1/itest/foo/bar/data.json"], ())
