@@ -178,7 +178,7 @@ def query_of(args: dict) -> Query:
         text = args["limit"].strip()
         if not text.isdigit() or not text.isascii():
             raise ExportRefused(400, f"limit={text}: a count of rows, 0 or more")
-        limit = int(text)
+        limit = min(int(text), 2**62)  # (more rows than any table has: a 64-bit LIMIT)
     for name in ("backfill", "interpolate"):
         if flag(name):
             raise ExportRefused(400, f"{name}=true is not offered: it needs the whole answer in memory, which an "

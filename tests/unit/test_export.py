@@ -207,6 +207,7 @@ def test_kotoris_query_options_read_and_checked():
                      "pad": "yes", "backfill": "false", "_": "1717243200"}) == Query(
         [], [], ["weight", "time"], True, 10, "weight", True)
     assert query_of({"direction": "asc"}).descending is False
+    assert query_of({"limit": "9" * 40}).limit == 2**62  # SQLite refuses a LIMIT past 64 bits
     for args, why in [({"limit": "-1"}, "limit=-1"), ({"limit": "\u0661"}, "limit="), ({"pad": "maybe"}, "pad=maybe"),
                       ({"direction": "sideways"}, "direction=sideways"), ({"interpolate": "1"}, "interpolate")]:
         with pytest.raises(ExportRefused, match=why) as caught:
