@@ -677,13 +677,15 @@ def build_settings(text: str, callbacks=None, data_dir: str = "var", strategies_
         unknown = [name for name in channel.decoders if name not in base.decoders]
         if unknown:
             raise PipelineError(f"unknown decoder {unknown[0]!r} (one of {', '.join(sorted(base.decoders))})", text, 0)
-    from lorrygate.config.loader import feedback_loops
+    from lorrygate.config.loader import feedback_cycles, feedback_loops
 
     for _, _, what in feedback_loops(builder.channels, builder.brokers, builder.storages):
         raise PipelineError(f"a sink that feeds its source: {what}", text, 0)
     gateway = s.GatewaySettings(data_dir=data_dir, control="off", log_format="text", strategies=strategies_dir)
+    # chains that feed each other round: a warning, as in a config
+    warnings = tuple(feedback_cycles("<launch>", builder.channels, builder.brokers, builder.storages))
     return s.Settings("<launch>", gateway, builder.brokers, builder.storages, tuple(builder.channels), registry,
-                      base.decoders, sources=builder.sources)
+                      base.decoders, sources=builder.sources, warnings=warnings)
 
 
 @attrs.define(eq=False)

@@ -381,6 +381,16 @@ def test_a_sink_that_publishes_into_its_own_sources_topics_is_an_error(text, loo
         parse_launch(text)
 
 
+def test_chains_that_feed_each_other_round_are_a_warning():
+    """Two chains of one launch text, each relaying into the other's topics on one broker: a warning naming
+    both hops, as for the channels of a config (it was not looked for in launch texts)."""
+    settings = parse_launch("mqtt://h/a/%23 ! mqtt://h/b/{topic}  mqtt://h/b/%23 ! mqtt://h/a/{topic}").settings
+    (warning,) = settings.warnings
+    assert warning.startswith("<launch>: [channel:") and "go round these channels without end" in warning
+    assert warning.count("publishes through storage") == 2
+    assert parse_launch("mqtt://h/a/%23 ! mqtt://h/b/{topic}  mqtt://h/c/%23 ! mqtt://h/a/{topic}").settings.warnings == ()
+
+
 def test_a_url_takes_its_password_from_the_environment(monkeypatch):
     """``${ENV:NAME}`` in a URL, as in a config's values: a password on the command line is in ``ps`` for every
     user of the machine. In the user info it goes in percent-encoded (a password with ``@``, ``/`` or ``:``
