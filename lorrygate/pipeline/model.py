@@ -445,17 +445,23 @@ class _Builder:
         if factory not in ("redissrc", "zmqsrc", "kafkasrc", "kafkasink", "wssink", "prometheussink"):
             return element
         props = _properties(element, self.text)
+        secure = "s" if props.get("tls") else ""
+        # the TLS files as the URL's options (checked there, as a URL's are)
+        files = "".join(f"&{key.replace('-', '_')}={quote(props[key], safe='/')}"
+                        for key in ("tls-ca", "tls-cert", "tls-key") if props.get(key))
         if factory == "redissrc":
             auth = f":{quote(props['password'], safe='')}@" if props["password"] else ""
-            url = (f"redis://{auth}{props['host']}:{props['port']}/{quote(props['stream'], safe=',')}"
-                   f"?mode={props['mode']}&group={quote(props['group'])}&consumer={quote(props['consumer'])}")
+            url = (f"redis{secure}://{auth}{props['host']}:{props['port']}/{quote(props['stream'], safe=',')}"
+                   f"?mode={props['mode']}&group={quote(props['group'])}&consumer={quote(props['consumer'])}{files}")
         elif factory == "zmqsrc":
             url = (f"zmq+tcp://{props['host']}:{props['port']}/{quote(','.join(props['topic']), safe=',/+')}"
                    f"?mode={props['mode']}")
         elif factory == "kafkasrc":
-            url = f"kafka://{props['servers']}/{props['topic']}?group={quote(props['group'])}&start={props['start']}"
+            url = (f"kafka{secure}://{props['servers']}/{props['topic']}?group={quote(props['group'])}"
+                   f"&start={props['start']}{files}")
         elif factory == "kafkasink":
-            url = f"kafka://{props['servers']}/{quote(props['topic'], safe='{}')}?payload={props['payload']}"
+            url = (f"kafka{secure}://{props['servers']}/{quote(props['topic'], safe='{}')}?payload={props['payload']}"
+                   f"{files}")
         elif factory == "wssink":
             url = f"ws://{props['host']}:{props['port']}/"
         else:

@@ -448,13 +448,19 @@ def test_tls_urls_and_elements_take_the_ca_and_a_client_certificate(tmp_path):
     assert amqp.brokers["source0"].tls_ca == str(pem)
     assert elements.storages["sink0"].broker.tls_key == str(pem)
     for url in (f"kafkas://k:9093/t?tls_ca={pem}", f"amqps://r/%2F?topic=a/%23&tls_ca={pem}",
-                f"rediss://c/s1?tls_ca={pem}"):
-        assert parse_launch(f"{url} ! sqlite:///x.sqlite").settings.brokers["source0"].tls_ca == str(pem), url
+                f"rediss://c/s1?tls_ca={pem}", f"redissrc host=c stream=s1 tls=true tls-ca={pem}",
+                f"kafkasrc servers=k:9093 topic=t tls=true tls-ca={pem} tls-cert={pem} tls-key={pem}"):
+        broker = parse_launch(f"{url} ! sqlite:///x.sqlite").settings.brokers["source0"]
+        assert (broker.tls, broker.tls_ca) == (True, str(pem)), url
+    kafka = parse_launch(f"mqtt://b/in ! kafkasink servers=k:9093 tls=true tls-ca={pem}").settings
+    assert (kafka.storages["sink0"].broker.tls, kafka.storages["sink0"].broker.tls_ca) == (True, str(pem))
     for text, expected in [
         (f"mqtt://b/in?tls_ca={pem} ! sqlite:///x.sqlite", "TLS for tls_ca"),
         (f"mqtts://b/in?tls_ca={tmp_path}/none.pem ! sqlite:///x.sqlite", "a readable PEM file for tls_ca"),
         (f"mqtt://b/in ! mqttsink host=c tls-key={pem} tls=true", "tls_cert, the client certificate tls_key"),
         (f"mqttsrc host=b topic=in tls-ca={pem} ! sqlite:///x.sqlite", "mqttsrc: expected TLS for tls_ca"),
+        (f"redissrc host=c stream=s1 tls-ca={pem} ! sqlite:///x.sqlite", "expected TLS for tls_ca"),
+        (f"kafkasrc topic=t tls=true tls-ca={tmp_path}/none.pem ! sqlite:///x.sqlite", "a readable PEM file"),
     ]:
         with pytest.raises(PipelineError, match=expected):
             parse_launch(text)
