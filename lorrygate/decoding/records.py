@@ -4,6 +4,7 @@ plain values.
 """
 
 import math
+import re
 from datetime import datetime
 
 from lorrygate.decoding.timestamps import TIME_FIELDS, parse_time, seconds_to_ns
@@ -26,12 +27,36 @@ def object_record(document: dict, message, decoder: str, tz=None, tags=None) -> 
             try:
                 stamp = parse_time(value, tz)
             except ValueError as exc:
+                stamp = _dated(document, value, tz)
+                if stamp is not None:
+                    return Record(stamp, document, tags or {})
                 if key == "Time":
                     document[key] = value
                     break
                 raise DecodeError(decoder, f"field {key!r}: {exc}") from None
             return Record(stamp, document, tags or {})
     return Record(received_ns(message), document, tags or {})
+
+
+_CLOCK = re.compile(r"\d{1,2}:\d{2}(:\d{2}([.,]\d{1,9})?)?")
+
+
+def _dated(document: dict, clock, tz) -> int | None:
+    """The time of a time of day (``"time": "12:00:00"``) and a ``date`` or ``Date`` field beside it (a GPS
+    tracker's, a logger's), read together as a local time of the channel's zone; the date field is taken out.
+    None where there is no such pair (the time of day alone is no time)."""
+    if type(clock) is not str or not _CLOCK.fullmatch(clock.strip()):
+        return None
+    for name in ("date", "Date"):
+        date = document.get(name)
+        if type(date) is str:
+            try:
+                stamp = parse_time(f"{date.strip()} {clock.strip()}", tz)
+            except ValueError:
+                return None
+            del document[name]
+            return stamp
+    return None
 
 
 def objects_records(document, message, decoder: str, tz=None) -> list | None:

@@ -134,6 +134,20 @@ def test_a_json_objects_time_field_Time_is_its_time_as_kotori_reads_it(payload, 
     assert JsonDecoder().decode(message(payload), ADDRESS) == records
 
 
+@pytest.mark.parametrize("payload, records", [
+    (b'{"date": "2024-06-01", "time": "12:00:00", "lat": 52.5}', [Record(1_717_243_200_000_000_000, {"lat": 52.5})]),
+    (b'{"Date": "01.06.2024", "Time": "12:00", "v": 1}', [Record(1_717_243_200_000_000_000, {"v": 1})]),
+    (b'{"date": "2024-06-01", "time": "12:00:00.25"}', [Record(1_717_243_200_250_000_000, {})]),
+    (b'{"Date": "someday", "Time": "12:00", "v": 1}', [Record(RECEIVED_NS, {"Date": "someday", "Time": "12:00", "v": 1})]),
+], ids=["gps-tracker", "logger", "fraction", "no-date-time-a-field"])
+def test_a_json_time_of_day_beside_a_date_is_read_with_it(payload, records):
+    """A GPS tracker's or a logger's separate date and time of day were a dead letter ("not an ISO 8601 time:
+    '12:00:00'"); read together they are the record's time, and the date is not stored as a column."""
+    assert JsonDecoder().decode(message(payload), ADDRESS) == records
+    with pytest.raises(DecodeError, match="field 'time': not an ISO 8601 time: '12:00:00'"):
+        JsonDecoder().decode(message(b'{"time": "12:00:00", "v": 1}'), ADDRESS)  # a time of day alone is no time
+
+
 def test_json_with_a_broken_time_is_an_error():
     """A JSON object whose time cannot be read is a decode error naming the field."""
     with pytest.raises(DecodeError, match="field 'time': not an ISO 8601 time"):
