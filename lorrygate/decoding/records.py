@@ -27,9 +27,9 @@ def object_record(document: dict, message, decoder: str, tz=None, tags=None) -> 
             try:
                 stamp = parse_time(value, tz)
             except ValueError as exc:
-                stamp = _dated(document, value, tz)
-                if stamp is not None:
-                    return Record(stamp, document, tags or {})
+                dated = _dated(document, value, tz)
+                if dated is not None:
+                    return Record(dated, document, tags or {})
                 if key == "Time":
                     document[key] = value
                     break
