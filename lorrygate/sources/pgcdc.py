@@ -61,6 +61,10 @@ class CdcAck:
         self.source._ack(self.xid)
 
 
+#: the column types whose values wal2json writes as JSON text
+_JSON_TYPES = ("json", "jsonb")
+
+
 @implementer(ISource)
 @attrs.define(eq=False)
 class CdcSource(ReadingThread, SourcePlumbing, Service):
@@ -189,7 +193,22 @@ class CdcSource(ReadingThread, SourcePlumbing, Service):
         columns = record.get("columns") or record.get("identity") or []
         row = {"op": operation}
         row.update((column["name"], column.get("value")) for column in columns)
-        return f"{self.settings.topic}/{record['schema']}/{record['table']}", json.dumps(row, default=str).encode()
+        topic = f"{self.settings.topic}/{record['schema']}/{record['table']}"
+        if any(column.get("type") in _JSON_TYPES for column in columns):
+            # wal2json writes a json or jsonb value as its text: the value itself, so that its keys become
+            # fields (``payload.temperature``) as those of any JSON payload do, not one column of JSON text
+            parsed = dict(row)
+            for column in columns:
+                if column.get("type") in _JSON_TYPES and isinstance(column.get("value"), str):
+                    try:
+                        parsed[column["name"]] = json.loads(column["value"])
+                    except (ValueError, RecursionError):
+                        pass  # (kept as the text it is)
+            try:
+                return topic, json.dumps(parsed, default=str).encode()
+            except (ValueError, RecursionError):
+                pass  # a value nested too deeply to write again: the text as it came
+        return topic, json.dumps(row, default=str).encode()
 
     def _advance(self, conn) -> None:
         with self._lock:

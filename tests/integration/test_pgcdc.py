@@ -161,3 +161,43 @@ async def test_changes_in_flight_are_not_handed_over_again_after_a_lost_connecti
     finally:
         await source.stopService()
     assert sorted(seen) == list(range(101)), f"{len(seen) - len(set(seen))} changes handed over twice"
+
+
+@pytest_twisted.ensureDeferred
+async def test_json_and_jsonb_values_come_as_json_not_as_text(source_db):
+    """wal2json writes a json or jsonb column's value as its text: it came into the payload as a string, one
+    TEXT column of JSON; now the value itself, so its keys are fields as any JSON payload's are. A NaN of a
+    numeric or float column is null (no value), as wal2json writes it."""
+    from twisted.internet import reactor
+
+    from lorrygate.config.settings import SourceSettings
+    from lorrygate.sources.pgcdc import CdcSource
+    from tests.integration.test_amqp import until
+
+    slot = f"lg_{uuid.uuid4().hex[:6]}"
+    with psycopg.connect(source_db.url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE docs (id integer PRIMARY KEY, body jsonb, raw json, f double precision, note text)")
+    settings = SourceSettings(name="plant", type="pgcdc", database=source_db.url, slot=slot, tables=("public.docs",),
+                              topic="t", interval=0.05)
+    seen = []
+
+    def hold(message):
+        seen.append(json.loads(message.payload))
+        message.ack.ack()
+
+    source = CdcSource("cdc", settings, hold, reactor)
+    source.startService()
+    try:
+        await until(lambda: source.connected, "the slot read")
+        with psycopg.connect(source_db.url, autocommit=True) as conn:
+            conn.execute("""INSERT INTO docs VALUES (1, '{"wifi": {"rssi": -60}, "on": true}', '[1, 2]', 'NaN',"""
+                         """ '{"not": "json typed"}')""")
+            conn.execute("INSERT INTO docs VALUES (2, 'null', '\"x\"', 1.5, NULL)")
+        await until(lambda: len(seen) == 2, "the two inserts")
+    finally:
+        await source.stopService()
+    assert seen == [
+        {"op": "insert", "id": 1, "body": {"wifi": {"rssi": -60}, "on": True}, "raw": [1, 2], "f": None,
+         "note": '{"not": "json typed"}'},
+        {"op": "insert", "id": 2, "body": None, "raw": "x", "f": 1.5, "note": None},
+    ]
