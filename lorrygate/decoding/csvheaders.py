@@ -69,6 +69,9 @@ class HeaderStore:
     def __init__(self, data_dir: str):
         self.path = os.path.join(data_dir, FILE)
         self._conn: sqlite3.Connection | None = None
+        #: address key -> (columns, delimiter) this store wrote or found last: a logger's header that comes with
+        #: every upload (or before every line of a file, ``header = true``) costs no query after the first
+        self._known: dict = {}
 
     def _connection(self, create: bool = True) -> sqlite3.Connection | None:
         """The open file; None where it does not exist and ``create`` is false (a read makes no file)."""
@@ -99,15 +102,18 @@ class HeaderStore:
     def remember(self, address, announced: Announced) -> bool:
         """Keep ``announced`` for ``address`` unless a later announcement is kept; True when it is now the
         address's header. Raises `StoreFull`, or `sqlite3.Error` (a full disk, a read-only directory)."""
-        conn = self._connection()
-        assert conn is not None
         key = address_key(address)
         columns = json.dumps(list(announced.columns))
+        if self._known.get(key) == (columns, announced.delimiter):
+            return True
+        conn = self._connection()
+        assert conn is not None
         row = conn.execute("SELECT columns, delimiter, received FROM headers WHERE address = ?", (key,)).fetchone()
         if row is not None:
             if announced.received < row[2]:
                 return False
             if (row[0], row[1]) == (columns, announced.delimiter):
+                self._remember_known(key, columns, announced.delimiter)
                 return True  # (a logger that sends its header with every upload: no write)
         elif conn.execute("SELECT count(*) FROM headers").fetchone()[0] >= MAX_ADDRESSES:
             raise StoreFull(f"{self.path} already remembers the headers of {MAX_ADDRESSES:,} addresses")
@@ -117,7 +123,13 @@ class HeaderStore:
             "received = excluded.received, topic = excluded.topic",
             (key, columns, announced.delimiter, announced.received, announced.topic),
         )
+        self._remember_known(key, columns, announced.delimiter)
         return True
+
+    def _remember_known(self, key: str, columns: str, delimiter: str) -> None:
+        if len(self._known) >= 10_000:
+            self._known.clear()
+        self._known[key] = (columns, delimiter)
 
     def all(self) -> list:
         """``(address key, Announced)`` of every remembered header, by address."""

@@ -234,3 +234,20 @@ def test_describe_shows_the_header_announced_for_a_topics_address(tmp_path):
     text = describe(settings, [topic], ())
     assert f"csv header announced: t, h (delimiter ';'; on 2023-11-14T22:13:20Z by {topic})" in text
     assert "csv header announced" not in describe(settings, ["mqttkit-1/itest/foo/bar/data.json"], ())
+
+
+def test_a_header_sent_with_every_message_costs_no_query_after_the_first(tmp_path, monkeypatch):
+    """A logger's header before every upload, or before every line of a file (``header = true``): the store
+    knows it wrote it and asks the file no more; a different header is written."""
+    store = HeaderStore(str(tmp_path))
+    address = Address("r", "n", "g", "node", "data")
+    assert store.remember(address, Announced(("a", "b"), ",", 1.0, "t"))
+
+    def no_file(create=True):
+        raise AssertionError("the file was asked")
+
+    monkeypatch.setattr(store, "_connection", no_file)
+    assert store.remember(address, Announced(("a", "b"), ",", 2.0, "t"))
+    monkeypatch.undo()
+    assert store.remember(address, Announced(("a", "c"), ",", 3.0, "t"))
+    assert store.get(address).columns == ("a", "c")
