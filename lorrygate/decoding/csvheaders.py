@@ -7,7 +7,9 @@ decoder does the same through a `HeaderStore`: an announcement is written (and s
 message that carried it is acknowledged, so a header announced alone is not lost to a restart, and the
 gateway and ``lorrygate dead-letters replay`` (another process) read the same file. Nothing is cached:
 each data-only message reads its address's header (a primary-key lookup), so an announcement made
-through one channel or process holds at once for the others.
+through one channel or process holds at once for the others. The reads and writes run on a thread of
+the store's own, one at a time in the order they were asked (an announcement is written before the data
+lines after it are read), never on the reactor's.
 
 A replayed dead letter that announced a header does not replace a header announced later: each header
 keeps the receive time of the message that announced it.
@@ -16,8 +18,12 @@ keeps the receive time of the message that announced it.
 import json
 import os
 import sqlite3
+import threading
 
 import attrs
+from twisted.internet import threads
+from twisted.internet.interfaces import IReactorThreads
+from twisted.python.threadpool import ThreadPool
 
 #: the file in the data directory
 FILE = "csv-headers.sqlite"
@@ -66,12 +72,26 @@ class HeaderStore:
     """The remembered headers of one data directory; the file is opened on first use (so a router made only
     to describe a topic creates nothing) and closed by `stop`."""
 
-    def __init__(self, data_dir: str):
+    def __init__(self, data_dir: str, reactor=None):
         self.path = os.path.join(data_dir, FILE)
         self._conn: sqlite3.Connection | None = None
+        #: the reactor whose threads run the store's reads and writes; None: they run when asked (a dry run, a
+        #: description, a test's clock)
+        self._reactor = reactor if IReactorThreads.providedBy(reactor) else None
+        self._pool: ThreadPool | None = None
         #: address key -> (columns, delimiter) this store wrote or found last: a logger's header that comes with
         #: every upload (or before every line of a file, ``header = true``) costs no query after the first
         self._known: dict = {}
+
+    def ask(self, method, *args):
+        """``method(*args)`` (`get`, `remember`) on the store's thread, after what was asked before, as a
+        Deferred; or its result at once where the store has no reactor's threads."""
+        if self._reactor is None:
+            return method(*args)
+        if self._pool is None:
+            self._pool = _OneThread(minthreads=1, maxthreads=1, name="lorrygate-csv-headers")
+            self._pool.start()
+        return threads.deferToThreadPool(self._reactor, self._pool, method, *args)
 
     def _connection(self, create: bool = True) -> sqlite3.Connection | None:
         """The open file; None where it does not exist and ``create`` is false (a read makes no file)."""
@@ -142,6 +162,17 @@ class HeaderStore:
                 for key, columns, delimiter, received, topic in rows]
 
     def stop(self) -> None:
+        """Let the store's thread finish what it was asked, then close the file."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.stop()
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+class _OneThread(ThreadPool):
+    """A daemon thread: a store's write still running when the process exits does not hold it."""
+
+    def threadFactory(self, *args, **kwargs):
+        return threading.Thread(*args, daemon=True, **kwargs)

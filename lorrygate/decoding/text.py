@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import attrs
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -104,7 +105,8 @@ class CsvDecoder:
     #: where announced headers are remembered (a `HeaderStore`), or None
     headers: Any = None
 
-    def decode(self, message, address) -> list:
+    def decode(self, message, address) -> Any:
+        """The records of the message; a coroutine where the announced headers are asked (on their thread)."""
         text = payload_text(message.payload)
         lines = [line for line in text.splitlines() if line.strip()]
         announced = bool(lines) and lines[0].startswith("##")
@@ -119,26 +121,49 @@ class CsvDecoder:
             raise Declined(f"no {delimiter!r} delimiter")
         rows = _rows(lines, delimiter)
         if self.columns:
-            header, data = list(self.columns), rows
-        elif not announced and _values(rows[0], delimiter):
-            header, data, delimiter, rows = self._remembered(message, address, lines, rows, delimiter)
-        else:
-            if not any(name.strip() for name in rows[0]):
-                raise Declined("a header line of column names is needed (or configure columns)")
-            if all("=" in name for name in rows[0]):
-                raise Declined("key=value pairs, not a header line of column names")
-            header, data = [], rows[1:]
-            for name in rows[0]:
-                # a column without a name (a spreadsheet's trailing comma) is "_", a name given twice gets
-                # "_2": their values are kept, as the SQL storages' column names do
-                header.append(unused_name(header, name.strip() or "_"))
-            if announced or _logger_header(header):
-                self._announce(message, address, header, delimiter, data)
-            elif not data:
-                raise Declined("a header line and at least one data line are needed (or configure columns)")
+            return self._records(message, list(self.columns), rows, delimiter, 1)
+        if not announced and _values(rows[0], delimiter):
+            if self.headers is None or address is None:
+                raise self._no_header(rows, delimiter)
+            try:
+                found = self.headers.ask(self.headers.get, address)
+            except sqlite3.Error as exc:
+                raise self._unreadable(exc) from None
+            if isinstance(found, Deferred):
+                return self._remembered_later(found, message, lines, rows, delimiter)
+            return self._remembered(found, message, lines, rows, delimiter)
+        if not any(name.strip() for name in rows[0]):
+            raise Declined("a header line of column names is needed (or configure columns)")
+        if all("=" in name for name in rows[0]):
+            raise Declined("key=value pairs, not a header line of column names")
+        header: list = []
+        for name in rows[0]:
+            # a column without a name (a spreadsheet's trailing comma) is "_", a name given twice gets "_2":
+            # their values are kept, as the SQL storages' column names do
+            header.append(unused_name(header, name.strip() or "_"))
+        data = rows[1:]
+        if (announced or _logger_header(header)) and self.headers is not None and address is not None:
+            if len(header) > MAX_COLUMNS:
+                self._not_kept(message, data, f"an announced header of {len(header):,} columns; at most "
+                                              f"{MAX_COLUMNS:,} are remembered")
+            else:
+                announcement = Announced(tuple(header), delimiter, message.received, message.topic)
+                try:
+                    kept = self.headers.ask(self.headers.remember, address, announcement)
+                except (StoreFull, sqlite3.Error) as exc:
+                    self._not_kept(message, data, exc)
+                else:
+                    if isinstance(kept, Deferred):
+                        return self._announced_later(kept, message, header, data, delimiter)
+                    self._kept(message, header, data)
+        elif not data:
+            raise Declined("a header line and at least one data line are needed (or configure columns)")
+        return self._records(message, header, data, delimiter, 2)
+
+    def _records(self, message, header: list, data: list, delimiter: str, first: int) -> list:
+        """A record of each data line (``first``: the number of the first), by the header's names."""
         value_of = _decimal_comma if delimiter == ";" else scalar
         dated = _logger_columns(header)
-        first = 1 if len(data) == len(rows) else 2
         records = []
         for number, row in enumerate(data, first):
             if len(row) != len(header):
@@ -151,46 +176,53 @@ class CsvDecoder:
             records.append(object_record(document, message, self.name, self.timezone))
         return records
 
-    def _remembered(self, message, address, lines, rows, delimiter) -> tuple:
-        """``(header, data, delimiter, rows)`` of a message of data lines only, by the header announced for its
-        address; Declined when none was (another decoder may know the payload)."""
-        remembered = None
-        if self.headers is not None and address is not None:
-            try:
-                remembered = self.headers.get(address)
-            except sqlite3.Error as exc:
-                raise DecodeError(self.name, f"could not read the announced CSV headers ({self.headers.path}): {exc}") from None
+    def _remembered(self, remembered, message, lines, rows, delimiter) -> list:
+        """The records of data lines only, by the header announced for their address; Declined for none."""
         if remembered is None:
-            raise Declined(
-                f"line 1 holds values ({', '.join(rows[0])[:80]}), not column names, and no header was announced for "
-                f"this address: send the column names once as '## name{delimiter}name' (or configure columns in "
-                f"a [decoder:NAME] section of type csv), then replay the dead letters"
-            )
+            raise self._no_header(rows, delimiter)
         if remembered.delimiter != delimiter and remembered.delimiter in lines[0]:
             delimiter = remembered.delimiter
             rows = _rows(lines, delimiter)
-        return list(remembered.columns), rows, delimiter, rows
+        return self._records(message, list(remembered.columns), rows, delimiter, 1)
 
-    def _announce(self, message, address, header: list, delimiter: str, data: list) -> None:
-        """Remember an announced header for the address (before the message is acknowledged); a header
-        announced alone is acknowledged without rows (`Ignored`)."""
-        if self.headers is None or address is None:
-            if not data:
-                raise Declined("a header line and at least one data line are needed (or configure columns)")
-            return
-        announcement = Announced(tuple(header), delimiter, message.received, message.topic)
+    async def _remembered_later(self, found, message, lines, rows, delimiter) -> list:
         try:
-            if len(header) > MAX_COLUMNS:
-                raise StoreFull(f"an announced header of {len(header):,} columns; at most {MAX_COLUMNS:,} are remembered")
-            self.headers.remember(address, announcement)
+            remembered = await found
+        except sqlite3.Error as exc:
+            raise self._unreadable(exc) from None
+        return self._remembered(remembered, message, lines, rows, delimiter)
+
+    async def _announced_later(self, kept, message, header: list, data: list, delimiter: str) -> list:
+        try:
+            await kept
         except (StoreFull, sqlite3.Error) as exc:
-            if not data:
-                raise DecodeError(self.name, f"could not remember the announced CSV header: {exc}") from None
-            _log.warn("csv: could not remember the header announced on {topic} ({error}); its data lines are "
-                      "stored, later data-only messages become dead letters", topic=message.topic, error=str(exc))
-            return
+            self._not_kept(message, data, exc)
+        else:
+            self._kept(message, header, data)
+        return self._records(message, header, data, delimiter, 2)
+
+    def _kept(self, message, header: list, data: list) -> None:
+        """An announcement is remembered: alone, it is acknowledged without rows (`Ignored`)."""
         if not data:
             raise Ignored(self.name, message.topic, f"CSV header announced: {', '.join(header)[:200]}")
+
+    def _not_kept(self, message, data: list, why) -> None:
+        """An announcement that could not be remembered: alone, a dead letter (to replay once it can be); with
+        data lines, those are stored, and later data-only messages become dead letters."""
+        if not data:
+            raise DecodeError(self.name, f"could not remember the announced CSV header: {why}")
+        _log.warn("csv: could not remember the header announced on {topic} ({error}); its data lines are "
+                  "stored, later data-only messages become dead letters", topic=message.topic, error=str(why))
+
+    def _no_header(self, rows: list, delimiter: str) -> Declined:
+        return Declined(
+            f"line 1 holds values ({', '.join(rows[0])[:80]}), not column names, and no header was announced for "
+            f"this address: send the column names once as '## name{delimiter}name' (or configure columns in "
+            f"a [decoder:NAME] section of type csv), then replay the dead letters"
+        )
+
+    def _unreadable(self, exc) -> DecodeError:
+        return DecodeError(self.name, f"could not read the announced CSV headers ({self.headers.path}): {exc}")
 
 
 def _rows(lines: list, delimiter: str) -> list:

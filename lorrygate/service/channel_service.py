@@ -34,7 +34,7 @@ SHUTDOWN = "shutdown"
 def make_router(settings, channel, batchers: tuple, reactor) -> tuple:
     """A channel's router into ``batchers`` (its storage's, then its tee's), and the decoders it made."""
     timezone = ZoneInfo(channel.timezone)
-    headers = HeaderStore(settings.gateway.data_dir)  # (opened on first use, closed with the decoders)
+    headers = HeaderStore(settings.gateway.data_dir, reactor)  # (opened on first use, stopped with the decoders)
 
     def made(name):
         decoder = settings.decoders[name](timezone, reactor)
