@@ -120,9 +120,9 @@ class CsvDecoder:
         if delimiter not in text:
             raise Declined(f"no {delimiter!r} delimiter")
         rows = _rows(lines, delimiter)
-        if self.columns:
+        if self.columns and not announced:
             return self._records(message, list(self.columns), rows, delimiter, 1)
-        if not announced and _values(rows[0], delimiter):
+        if not self.columns and not announced and _values(rows[0], delimiter):
             if self.headers is None or address is None:
                 raise self._no_header(rows, delimiter)
             try:
@@ -142,7 +142,13 @@ class CsvDecoder:
             # their values are kept, as the SQL storages' column names do
             header.append(unused_name(header, name.strip() or "_"))
         data = rows[1:]
-        if (announced or _logger_header(header)) and self.headers is not None and address is not None:
+        if self.columns:
+            # an announcement to a decoder of configured columns: the names of this message's lines (not a
+            # data row of them), not remembered (the configured columns are the header of lines alone)
+            if not data:
+                raise Ignored(self.name, message.topic, "a CSV header line alone; the decoder has columns "
+                                                        "configured, it is not remembered")
+        elif (announced or _logger_header(header)) and self.headers is not None and address is not None:
             if len(header) > MAX_COLUMNS:
                 self._not_kept(message, data, f"an announced header of {len(header):,} columns; at most "
                                               f"{MAX_COLUMNS:,} are remembered")

@@ -251,3 +251,17 @@ def test_a_header_sent_with_every_message_costs_no_query_after_the_first(tmp_pat
     monkeypatch.undo()
     assert store.remember(address, Announced(("a", "c"), ",", 3.0, "t"))
     assert store.get(address).columns == ("a", "c")
+
+
+def test_an_announcement_to_a_decoder_of_configured_columns_names_its_own_lines_only():
+    """With ``columns`` configured, a ``## a,b`` line was a data row of the texts "a" and "b"; now it names
+    the lines of its message, and lines alone keep the configured columns."""
+    from lorrygate.errors import Ignored
+
+    decoder = CsvDecoder(columns=("x", "y"))
+    address = Address("r", "n", "g", "node", "data")
+    rows = decoder.decode(Message("t", b"## b,a\n1,2\n", received=RECEIVED), address)
+    assert [r.fields for r in rows] == [{"b": 1, "a": 2}]
+    assert [r.fields for r in decoder.decode(Message("t", b"1,2\n", received=RECEIVED), address)] == [{"x": 1, "y": 2}]
+    with pytest.raises(Ignored, match="header line alone"):
+        decoder.decode(Message("t", b"## b,a\n", received=RECEIVED), address)
