@@ -238,13 +238,17 @@ def _rows(lines: list, delimiter: str) -> list:
         raise Declined(f"not CSV: {exc}") from None
 
 
+#: a cell that starts with a date (ISO 8601, a logger's 2016/08/14 or 14.08.2016): a value, never a name
+_DATED = re.compile(r"\s*(\d{4}[-/]\d{2}[-/]\d{2}|\d{2}\.\d{2}\.\d{4})")
+
+
 def _values(row: list, delimiter: str) -> bool:
-    """Whether a first line holds values, not column names: a number among them (a column named by a number
-    alone is announced with ``##``)."""
+    """Whether a first line holds values, not column names: a number or a date among them (a column named by
+    a number alone is announced with ``##``)."""
     value_of = _decimal_comma if delimiter == ";" else scalar
     for cell in row:
         value = value_of(cell)
-        if type(value) is int or type(value) is float:
+        if type(value) is int or type(value) is float or _DATED.match(cell):
             return True
     return False
 

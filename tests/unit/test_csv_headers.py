@@ -265,3 +265,11 @@ def test_an_announcement_to_a_decoder_of_configured_columns_names_its_own_lines_
     assert [r.fields for r in decoder.decode(Message("t", b"1,2\n", received=RECEIVED), address)] == [{"x": 1, "y": 2}]
     with pytest.raises(Ignored, match="header line alone"):
         decoder.decode(Message("t", b"## b,a\n", received=RECEIVED), address)
+
+
+def test_a_data_line_of_a_time_and_words_is_data_not_a_header(tmp_path):
+    """A line that starts with a date holds values although none is a number (``2024-06-01T12:00:00Z,on``)."""
+    (channel,) = gateway(tmp_path)
+    send(channel, b"## time,state\n")
+    storage = send(channel, b"2024-06-01T12:00:00Z,on\n")
+    assert storage.dead_letters == [] and rows(storage) == [{"state": "on", "time": "2024-06-01T12:00:00.000000000Z"}]
