@@ -183,8 +183,22 @@ def _dated(year: str, month: str, day: str, hour, minute, second, zone) -> str:
             + (f"T{int(hour):02d}:{minute}:{second or '00'}{zone or ''}" if hour is not None else ""))
 
 
+#: the offsets of the zone names devices print after a time (``2024-06-01 12:00:00 CEST``; Kotori takes CET
+#: and CEST)
+_ZONE_OFFSETS = {"UTC": "Z", "GMT": "Z", "UT": "Z", "CET": "+01:00", "MEZ": "+01:00", "CEST": "+02:00",
+                 "MESZ": "+02:00"}
+
+
 def _other_form(text: str) -> str | None:
     """The ISO 8601 text of a time written in one of the other forms devices use, or None."""
+    head, space, zone = text.rpartition(" ")
+    head = head.rstrip()
+    if space and head[-1:].isdigit() and zone.upper() in _ZONE_OFFSETS:
+        inner = head if _ISO.match(head) else _other_form(head)
+        found = _ISO.match(inner) if inner is not None else None
+        if found is None or found.group(8) is not None:
+            return None  # (no time before the name, or one with an offset of its own as well)
+        return inner + _ZONE_OFFSETS[zone.upper()]
     for pattern, order in ((_SLASHED, (0, 1, 2)), (_DOTTED, (2, 1, 0)), (_DAY_FIRST, (2, 1, 0))):
         match = pattern.match(text)
         if match:

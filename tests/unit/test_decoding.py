@@ -219,13 +219,19 @@ def test_a_leap_second_and_the_end_of_a_day_are_the_second_after(value, same_as)
         ("Sat, 01 Jun 2024 12:00:00", "2024-06-01T12:00:00"),
         ("Sat Jun 01 2024 12:00:00 GMT+0200 (Central European Summer Time)", "2024-06-01T10:00:00Z"),
         ("Sat Jun 01 2024 12:00:00 GMT-0530", "2024-06-01T17:30:00Z"),
+        ("2024-06-01 12:00:00 CEST", "2024-06-01T10:00:00Z"),
+        ("2024-01-01 12:00:00 CET", "2024-01-01T11:00:00Z"),
+        ("2024-06-01 12:00:00.5 UTC", "2024-06-01T12:00:00.5Z"),
+        ("2016/08/14 21:02:06 MESZ", "2016-08-14T19:02:06Z"),
     ],
     ids=["basic", "basic-fraction-offset", "basic-minutes", "basic-local", "rfc-2822-gmt", "rfc-2822-offset",
-         "rfc-2822-unknown-zone", "rfc-2822-local", "javascript", "javascript-west"],
+         "rfc-2822-unknown-zone", "rfc-2822-local", "javascript", "javascript-west", "named-cest", "named-cet",
+         "named-utc", "logger-named-mesz"],
 )
 def test_the_other_forms_devices_write_a_time_in(value, same_as):
-    """ISO 8601's basic format, RFC 2822's (HTTP's, JavaScript's ``toUTCString()``) and JavaScript's
-    ``Date.toString()``, as Node-RED flows and HTTP-minded devices send them: they were dead letters. Without a
+    """ISO 8601's basic format, RFC 2822's (HTTP's, JavaScript's ``toUTCString()``), JavaScript's
+    ``Date.toString()``, and a time followed by its zone's name (UTC, GMT, CET, CEST, MEZ, MESZ; Kotori takes
+    CET and CEST), as Node-RED flows and HTTP-minded devices send them: they were dead letters. Without a
     zone, the channel's ``timezone`` applies, as to ISO 8601 text."""
     from zoneinfo import ZoneInfo
 
@@ -237,10 +243,11 @@ def test_the_other_forms_devices_write_a_time_in(value, same_as):
 @pytest.mark.parametrize("value", ["2024-02-30T00:00:00Z", "noon", True, None, float("nan"), "2024-06-01T24:00:01Z",
                                    "2024-06-01T24:00:00.5Z", "2024-06-01T23:59:61Z", "2024-06-01T24:00:60Z",
                                    "9999-12-31T23:59:60Z", "Sat, 32 Jun 2024 12:00:00 GMT",
-                                   "Sat, 01 Foo 2024 12:00:00 GMT", "12:00:00", "20241301T000000Z"],
+                                   "Sat, 01 Foo 2024 12:00:00 GMT", "12:00:00", "20241301T000000Z",
+                                   "2024-06-01 12:00:00+02:00 CEST", "12:00 UTC", "2024-06-01 12:00:00 PST"],
                          ids=["feb-30", "word", "bool", "none", "nan", "past-24h", "past-24h-fraction", "second-61",
                               "24h-leap", "leap-past-9999", "rfc-2822-day-32", "rfc-2822-no-month", "time-of-day",
-                              "basic-month-13"])
+                              "basic-month-13", "offset-and-name", "named-time-of-day", "unknown-name"])
 def test_bad_times(value):
     """Values that are no time raise ValueError."""
     with pytest.raises(ValueError):
