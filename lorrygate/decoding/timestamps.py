@@ -196,7 +196,7 @@ def _other_form(text: str) -> str | None:
     if space and head[-1:].isdigit() and zone.upper() in _ZONE_OFFSETS:
         inner = head if _ISO.match(head) else _other_form(head)
         found = _ISO.match(inner) if inner is not None else None
-        if found is None or found.group(8) is not None:
+        if inner is None or found is None or found.group(8) is not None:
             return None  # (no time before the name, or one with an offset of its own as well)
         return inner + _ZONE_OFFSETS[zone.upper()]
     for pattern, order in ((_SLASHED, (0, 1, 2)), (_DOTTED, (2, 1, 0)), (_DAY_FIRST, (2, 1, 0))):
