@@ -117,7 +117,8 @@ class CsvDecoder:
             # A header without the delimiter: a spreadsheet's export in a locale whose decimal mark is the comma
             # separates with ";", and its values hold commas ("21,5"); or a tab-separated file
             delimiter = next((other for other in ";\t" if other in lines[0]), delimiter)
-        if delimiter not in text:
+        single = delimiter not in text
+        if single and not self._one_column(lines, announced, address, delimiter):
             raise Declined(f"no {delimiter!r} delimiter")
         rows = _rows(lines, delimiter)
         if self.columns and not announced:
@@ -129,9 +130,10 @@ class CsvDecoder:
                 found = self.headers.ask(self.headers.get, address)
             except sqlite3.Error as exc:
                 raise self._unreadable(exc) from None
+            then = self._one_value_each if single else self._remembered
             if isinstance(found, Deferred):
-                return self._remembered_later(found, message, lines, rows, delimiter)
-            return self._remembered(found, message, lines, rows, delimiter)
+                return self._remembered_later(found, then, message, lines, rows, delimiter)
+            return then(found, message, lines, rows, delimiter)
         if not any(name.strip() for name in rows[0]):
             raise Declined("a header line of column names is needed (or configure columns)")
         if all("=" in name for name in rows[0]):
@@ -174,13 +176,37 @@ class CsvDecoder:
         for number, row in enumerate(data, first):
             if len(row) != len(header):
                 raise DecodeError(
-                    self.name, f"line {number} has {len(row)} values for {len(header)} columns ({', '.join(header)})"
+                    self.name, f"line {number} has {len(row)} value{'s' * (len(row) != 1)} for {len(header)} "
+                               f"column{'s' * (len(header) != 1)} ({', '.join(header)})"
                 )
             document = {name: value_of(value) for name, value in zip(header, row) if value.strip() != ""}
             if dated is not None:
                 _logger_time(document, dated, self.timezone)
             records.append(object_record(document, message, self.name, self.timezone))
         return records
+
+    def _one_column(self, lines: list, announced: bool, address, delimiter: str) -> bool:
+        """Whether a text without the delimiter may be a CSV of one column (Kotori takes ``## weight`` and then
+        ``42.3``): an announcement of one name, or a value (a number or a date) for one configured column or for
+        an address whose announced header may have one column (asked of the store after this)."""
+        if not lines or not lines[0]:
+            return False
+        if announced:
+            return True
+        if self.columns:
+            return len(self.columns) == 1 and _values([lines[0]], delimiter)
+        return self.headers is not None and address is not None and _values([lines[0]], delimiter)
+
+    def _one_value_each(self, remembered, message, lines, rows, delimiter) -> list:
+        """Lines of one value each (no delimiter): data of the header announced for the address if it has one
+        column."""
+        if remembered is not None and len(remembered.columns) != 1:
+            # declined, not a count mismatch: the decoders after csv in the chain may take a lone value
+            raise Declined(f"no {delimiter!r} delimiter, and the header announced for this address has "
+                           f"{len(remembered.columns)} columns")
+        if remembered is None:
+            raise Declined(f"no {delimiter!r} delimiter")
+        return self._remembered(remembered, message, lines, rows, delimiter)
 
     def _remembered(self, remembered, message, lines, rows, delimiter) -> list:
         """The records of data lines only, by the header announced for their address; Declined for none."""
@@ -191,12 +217,12 @@ class CsvDecoder:
             rows = _rows(lines, delimiter)
         return self._records(message, list(remembered.columns), rows, delimiter, 1)
 
-    async def _remembered_later(self, found, message, lines, rows, delimiter) -> list:
+    async def _remembered_later(self, found, then, message, lines, rows, delimiter) -> list:
         try:
             remembered = await found
         except sqlite3.Error as exc:
             raise self._unreadable(exc) from None
-        return self._remembered(remembered, message, lines, rows, delimiter)
+        return then(remembered, message, lines, rows, delimiter)
 
     async def _announced_later(self, kept, message, header: list, data: list, delimiter: str) -> list:
         try:

@@ -273,3 +273,38 @@ def test_a_data_line_of_a_time_and_words_is_data_not_a_header(tmp_path):
     send(channel, b"## time,state\n")
     storage = send(channel, b"2024-06-01T12:00:00Z,on\n")
     assert storage.dead_letters == [] and rows(storage) == [{"state": "on", "time": "2024-06-01T12:00:00.000000000Z"}]
+
+
+def test_a_device_of_one_column_announces_it_and_sends_single_values(tmp_path):
+    """Kotori takes ``## weight`` and then ``42.3``: a CSV of one column has no delimiter. It was refused ("no ','
+    delimiter"), the announcement and every reading after it a dead letter."""
+    (channel,) = gateway(tmp_path)
+    storage = send(channel, b"## weight\n")
+    assert storage.dead_letters == [] and channel.router.stats.ignored == 1
+    send(channel, b"42.3\n")
+    send(channel, b"42.5\n42.6\n")
+    send(channel, b"## weight\n43.1\n")  # the header with its readings, as a logger's file sends it
+    assert storage.dead_letters == []
+    assert [r["weight"] for r in rows(storage)] == [42.3, 42.5, 42.6, 43.1]
+
+
+def test_a_value_without_the_delimiter_where_the_announced_header_has_more_columns_is_no_csv(tmp_path):
+    """Without a one-column header, a line without the delimiter is still declined, so that the decoders after
+    csv in the chain get it; the dead letter says why."""
+    (channel,) = gateway(tmp_path)
+    storage = send(channel, b"## temperature,humidity\n")
+    send(channel, b"25.26\n")
+    (letter,) = storage.dead_letters
+    assert "csv: no ',' delimiter, and the header announced for this address has 2 columns" in letter.error
+    send(channel, b"21.5\n", topic="mqttkit-1/itest/foo/other/data.csv")  # no header announced: as before
+    assert "csv: no ',' delimiter" in storage.dead_letters[-1].error
+    send(channel, b"##\n")  # an announcement of no name
+    assert "csv: no ',' delimiter" in storage.dead_letters[-1].error
+
+
+def test_a_decoder_of_one_configured_column_takes_single_values_and_leaves_other_text_to_the_chain():
+    decoder = CsvDecoder(columns=("weight",))
+    message = Message(TOPIC, b"42.3\n42.5\n", 1, False, RECEIVED, "mqttkit-1/#")
+    assert [record.fields for record in decoder.decode(message, None)] == [{"weight": 42.3}, {"weight": 42.5}]
+    with pytest.raises(Declined, match="no ',' delimiter"):
+        decoder.decode(Message(TOPIC, b'{"weight": 42.3}', 1, False, RECEIVED, "mqttkit-1/#"), None)
