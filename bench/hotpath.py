@@ -123,6 +123,7 @@ def main(argv=None) -> int:
     parser.add_argument("--profile", help="write a cProfile of one more round here")
     parser.add_argument("--writer", action="store_true", help="time the SQLite writer, not the reactor's path")
     parser.add_argument("--postgresql", metavar="URL", help="with --writer: the PostgreSQL writer, into this database")
+    parser.add_argument("--time-index", action="store_true", help="with --writer: SQLite's time_index = true")
     args = parser.parse_args(argv)
     reads = frames(args.messages, args.nodes)
     config = settings()
@@ -137,6 +138,7 @@ def main(argv=None) -> int:
         directory = tempfile.mkdtemp()
         writer = (PostgresStorage("bench", args.postgresql, Clock()) if args.postgresql else
                   SQLiteStorage("bench", f"{directory}/bench.sqlite", Clock(), synchronous="OFF"))
+        writer.time_index = args.time_index
         writer._connect()
         writer_round(writer, storage.batches, args.messages)  # the tables made, the statements prepared
         run, arguments = writer_round, (writer, storage.batches, args.messages)

@@ -8,8 +8,15 @@ from typing import Any
 import attrs
 
 from lorrygate.storage.cratedb import default_ddl
-from lorrygate.storage.sqlite import table_name
+from lorrygate.storage.sqlite import index_statement, table_name
 from lorrygate.topology.naming import quote
+
+
+def _time_index(storage, table, shared: bool) -> list:
+    """SQLite's ``time_index``: the index made with the table (not with an idempotent table's key, which is one)."""
+    if storage.kind != "sqlite" or not storage.time_index or (storage.idempotent and not shared):
+        return []
+    return [index_statement(table_name(table), shared)]
 
 
 def _ddl(storage, table, channel, address=None) -> list:
@@ -19,7 +26,7 @@ def _ddl(storage, table, channel, address=None) -> list:
         shared = shared_table(table, address)
         if shared is not None:
             # the shared table's DDL: as a per-address table's, with the address columns
-            create = _ddl(attrs.evolve(storage, layout="per-address"), shared, channel)
+            create = _ddl(attrs.evolve(storage, layout="per-address", time_index=False), shared, channel)
             custom = (channel.ddl or storage.ddl) is not None
             if storage.kind == "crate":
                 if not custom:
@@ -42,12 +49,14 @@ def _ddl(storage, table, channel, address=None) -> list:
                     create[0] = create[0].replace("(time TEXT NOT NULL)",
                                                   "(time TEXT NOT NULL, address TEXT, gateway TEXT, node TEXT)")
                 view = sqlite_view_statement(table_name(table), table_name(shared), table.table)
+                create += _time_index(storage, shared, True)
             return create + ([view] if shared != table else [])
     template = channel.ddl or storage.ddl
     if template is not None:
-        return template.render(table, None)
+        return template.render(table, None) + _time_index(storage, table, False)
     if storage.kind == "sqlite":
         return [f"CREATE TABLE IF NOT EXISTS {quote(table_name(table))} (time TEXT NOT NULL)",
+                *_time_index(storage, table, False),
                 "-- then ALTER TABLE ... ADD COLUMN per field, on its first appearance"]
     if storage.kind == "postgresql":
         qualified = f"{quote(table.schema or 'public')}.{quote(table.table)}"

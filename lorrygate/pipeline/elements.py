@@ -151,6 +151,7 @@ ELEMENTS = dict([
           location=Prop(v.nonempty, REQUIRED, "database file"),
           layout=Prop(v.choice(*LAYOUTS), "per-address",
                       "per-address, or per-network: a table per network and kind, a view per address"),
+          **{"time-index": Prop(v.boolean, False, "an index on each table's time, for reads of a time range")},
           name=Prop(v.nonempty, "", "storage name")),
     _spec("postgresql", "sink", "PostgreSQL storage.",
           url=Prop(v.storage_url, REQUIRED, "postgresql://USER:PASSWORD@HOST/DATABASE"),

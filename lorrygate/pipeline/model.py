@@ -263,7 +263,8 @@ class _Builder:
             factory = element.factory
             if factory == "sqlite":
                 settings = s.StorageSettings(name, v.storage_url("sqlite:///" + props["location"]), "sqlite",
-                                             props["location"], spool=False, layout=props["layout"])
+                                             props["location"], spool=False, layout=props["layout"],
+                                             time_index=props["time-index"])
             elif factory in ("postgresql", "crate"):
                 url = props["url"]
                 if url.kind != factory:

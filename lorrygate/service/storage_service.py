@@ -31,6 +31,7 @@ def make_backend(storage, reactor, ddl: dict):
         backend.flatten_depth, backend.max_columns = storage.flatten_depth, storage.max_columns
         backend.max_tables = storage.max_tables
         backend.layout = storage.layout
+        backend.time_index = storage.time_index
         return backend
     if storage.kind == "postgresql":
         from lorrygate.storage.postgresql import PostgresStorage

@@ -265,6 +265,16 @@ class SQLiteDialect:
     def physical(self, table) -> str:
         return table_name(table)
 
+    @staticmethod
+    def time_indexes(conn) -> set:
+        """The tables that have their time index (`index_statement`)."""
+        return {row[0] for row in conn.execute(
+            "SELECT tbl_name FROM sqlite_master WHERE type = 'index' AND name = tbl_name || ?", (TIME_INDEX,))}
+
+    @staticmethod
+    def index_time(conn, table, shared: bool) -> None:
+        conn.execute(index_statement(table_name(table), shared))
+
     def existing_views(self, conn) -> set:
         return {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'view'")}
 
@@ -473,6 +483,17 @@ class SQLiteDialect:
     @staticmethod
     def scrub_row(row: tuple) -> tuple:
         return row
+
+
+#: the name of a table's time index: the table's name and this (no table of lorrygate's has a colon in its name)
+TIME_INDEX = ":time"
+
+
+def index_statement(table: str, shared: bool) -> str:
+    """The time index of a table (``time_index = true``): on (address, time) for a shared table of the
+    per-network layout, whose views read one address."""
+    columns = "address, time" if shared else "time"
+    return f"CREATE INDEX IF NOT EXISTS {quote(table + TIME_INDEX)} ON {quote(table)} ({columns})"
 
 
 def SQLiteStorage(name: str, path: str, reactor, synchronous: str = "FULL", idempotent: bool = False, ddl=None):

@@ -101,6 +101,11 @@ class SqlStorage:
     _physical: dict = attrs.Factory(dict)
     #: per-address, or per-network (`lorrygate.storage.shared_layout`; SQLite only, the config says)
     layout: str = "per-address"
+    #: SQLite: an index on each table's time, made at the first write into a table without one
+    time_index: bool = False
+    #: time_index: the tables that have it (read with the columns), and those this transaction indexed
+    _indexed: set = attrs.Factory(set)
+    _indexing: set = attrs.Factory(set)
     #: new tables in a write from which some are made on a connection of their own (None: never)
     beside_min_tables: int | None = BESIDE_MIN_TABLES
     #: per-network: id of a per-address TableName -> (it, its shared TableName or None); one object per shared table
@@ -230,6 +235,8 @@ class SqlStorage:
             return
         try:
             self._columns = self.dialect.existing_columns(self._conn)
+            if self.time_index:
+                self._indexed = self.dialect.time_indexes(self._conn)
         except Exception as exc:
             try:
                 self.dialect.rollback(self._conn)
@@ -405,6 +412,7 @@ class SqlStorage:
         self._pending_verified = []
         self._wanted_views.clear()
         self._made_views = []
+        self._indexing = set()
         dialect.begin(conn)
         try:
             if changed:
@@ -442,6 +450,7 @@ class SqlStorage:
             raise
         for table, columns in added.items():
             self._columns.setdefault(table, {}).update(columns)
+        self._indexed |= self._indexing
         if len(self._verified) > 200_000:
             self._verified.clear()
         self._verified.update(self._pending_verified)
@@ -474,6 +483,7 @@ class SqlStorage:
         before = {table: dict(columns) for table, columns in added.items()}
         verified = len(self._pending_verified)
         wanted = len(self._wanted_views)
+        indexing = set(self._indexing)
         failed = None
         try:
             self._insert(conn, [entry], added)
@@ -487,6 +497,7 @@ class SqlStorage:
             for view in list(self._wanted_views)[wanted:]:  # (a dict keeps the order of insertion)
                 del self._wanted_views[view]  # the views of the entry's rows, which are not written
             dialect.entry_rolled_back()  # (columns noted for its rows, schemas it made)
+            self._indexing = indexing  # (the time index its table got)
             failed = (exc, before)
         dialect.execute(conn, "RELEASE SAVEPOINT lorrygate_entry")
         return failed
@@ -647,9 +658,23 @@ class SqlStorage:
             insert_all(conn, [(table, physical, columns, rows) for (physical, columns), (table, rows) in groups.items()],
                        idempotent, lambda physical, columns: self._types(physical, columns, added))
             return len(groups)
+        if self.time_index:
+            self._index_times(conn, groups)
         for (_, columns), (table, rows) in groups.items():
             dialect.insert(conn, table, columns, rows, idempotent)
         return len(groups)
+
+    def _index_times(self, conn, groups: dict) -> None:
+        """``time_index``: the time index of each table written that has none yet (a new table's, or an
+        existing table's at its first write: SQLite reads its rows once for that, in this transaction)."""
+        indexed, indexing = self._indexed, self._indexing
+        for (physical, _), (table, _) in groups.items():
+            if physical in indexed or physical in indexing:
+                continue
+            shared = table in self._shared_tables
+            if shared or not self.idempotent:  # (an idempotent table's key, (time, lorrygate_id), is one)
+                self.dialect.index_time(conn, table, shared)
+            indexing.add(physical)
 
     def _to_shared(self, entries) -> list:
         """Per-network: the entries whose tables have a shared one, as rows of it with the address in their first
