@@ -114,6 +114,13 @@ def describe(settings, topics=(), fields=()) -> str:
             elif polled.type == "tributary":
                 lines.append(f"  channel {channel.name}: tributary source {polled.name} (graph {polled.graph}, window "
                              f"{polled.window}), topic {polled.topic} (at most once)")
+            elif polled.type == "http":
+                host, port = polled.listen
+                lines.append(f"  channel {channel.name}: http source {polled.name} "
+                             f"({'https' if polled.tls_cert else 'http'}://{host}:{port}/api/<topic>, "
+                             f"{'a token asked' if polled.token is not None else 'no token'}"
+                             f"{', export' if polled.export else ''}) (at least once for a client that sends again "
+                             "until a 2xx)")
             elif polled.type == "socket":
                 lines.append(f"  channel {channel.name}: socket source {polled.name} ({polled.path}, {polled.framing}), "
                              f"topic {polled.topic} (at most once)")

@@ -264,3 +264,15 @@ def test_a_body_dropped_for_the_budget_is_answered_503_to_send_again():
     assert json.loads(web.handle(request)) == {"stored": False, "error": "the bodies arriving at once hold 67108864 "
                                                                      "bytes, all this source takes: send it again"}
     assert request.code == 503 and request.sent[b"retry-after"] == b"1" and web.busy == 1
+
+
+def test_describe_says_where_the_http_source_listens_not_an_iio_root_and_an_interval():
+    from lorrygate.config import loads
+    from lorrygate.pipeline.describe import describe
+
+    settings = loads("[source:api]\ntype = http\nlisten = 127.0.0.1:24642\ntoken = secret\nexport = yes\n"
+                     "[storage:db]\nurl = sqlite:///x.sqlite\n[channel:http]\nsource = api\nstrategy = wan\n")
+    text = describe(settings)
+    assert ("channel http: http source api (http://127.0.0.1:24642/api/<topic>, a token asked, export) (at least "
+            "once for a client that sends again until a 2xx)") in text
+    assert "iio" not in text and "secret" not in text
