@@ -131,6 +131,8 @@ class _Answer:
     dead_letter: str = ""
     nothing: str = ""
     answered: bool = False
+    #: why a path of Kotori's slot words (``.../data``) got no suffix: its Content-Type (said with a refused topic)
+    hint: str = ""
 
     def rejected(self, stage: str, reason: str) -> None:
         """The router kept the message as a dead letter (called before it is committed)."""
@@ -142,7 +144,10 @@ class _Answer:
 
     def ack(self) -> None:
         if self.dead_letter:
-            self._answer(422, {"stored": False, "dead_letter": True, "error": self.dead_letter})
+            body = {"stored": False, "dead_letter": True, "error": self.dead_letter}
+            if self.hint and self.dead_letter.startswith("topology:"):
+                body["hint"] = self.hint
+            self._answer(422, body)
         elif self.nothing:
             self._answer(200, {"stored": False, "ignored": self.nothing})  # (nothing to send again)
         else:
@@ -450,6 +455,11 @@ class HttpSource(SourcePlumbing, Service):
             payload = form_as_json(payload)
             topic = fine_offset_topic(topic, payload, self.table_of)
         answer = _Answer(self, request)
+        slot = topic.rsplit("/", 1)[-1]
+        if slot in _SLOTS:
+            answer.hint = (f"the Content-Type {content_type or '(none)'!r} gives .../{slot} no suffix: send "
+                           f"application/json, text/csv or application/x-www-form-urlencoded, or post to "
+                           f".../{slot}.json (or .csv)")
         self.pending.add(answer)
         answer.timer = self._reactor.callLater(self.settings.timeout, answer.expire)
         self.received += 1

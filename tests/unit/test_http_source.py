@@ -276,3 +276,24 @@ def test_describe_says_where_the_http_source_listens_not_an_iio_root_and_an_inte
     assert ("channel http: http source api (http://127.0.0.1:24642/api/<topic>, a token asked, export) (at least "
             "once for a client that sends again until a 2xx)") in text
     assert "iio" not in text and "secret" not in text
+
+
+def test_a_data_path_whose_content_type_gives_no_suffix_is_told_so_with_the_refused_topic():
+    """Kotori answers 415 for an unknown Content-Type; here the message is still kept (a strategy of one's own may
+    take ``.../data``), and the 422 of a refused topic says what the Content-Type had to do with it."""
+    delivered = []
+    web, _ = source(delivered)
+    unknown, decoded = Request(content_type=b"foo/bar"), Request(content_type=b"foo/bar")
+    web.handle(unknown)
+    web.handle(decoded)
+    first, second = delivered
+    assert first.topic == "r/n/g/node/data"
+    first.ack.rejected("topology", "unknown suffix 'data': expected data.json, ...")
+    first.ack.ack()
+    assert unknown.answers == [(422, {
+        "stored": False, "dead_letter": True, "error": "topology: unknown suffix 'data': expected data.json, ...",
+        "hint": "the Content-Type 'foo/bar' gives .../data no suffix: send application/json, text/csv or "
+                "application/x-www-form-urlencoded, or post to .../data.json (or .csv)"})]
+    second.ack.rejected("decode", "no decoder ...")  # (a strategy of one's own took the topic)
+    second.ack.ack()
+    assert "hint" not in decoded.answers[0][1]
