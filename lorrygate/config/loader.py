@@ -577,10 +577,12 @@ def _builtin_decoder(cls):
 
 
 def _user_decoder(cls):
+    from lorrygate.decoding.functions import LimitedDecoder
+
     def make(timezone, reactor):
         if any(field.name == "timezone" for field in getattr(cls, "__attrs_attrs__", ())):
-            return cls(timezone=timezone)
-        return cls()
+            return LimitedDecoder(cls(timezone=timezone))
+        return LimitedDecoder(cls())
 
     return make
 

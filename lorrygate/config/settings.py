@@ -40,6 +40,8 @@ class GatewaySettings:
     log_format: str = "text"
     log_level: str = "info"
     stats_interval: float = 60.0
+    #: seconds the user's code may run on the reactor thread at a time (`lorrygate.time_limit`)
+    code_time_limit: float = 5.0
     strategies: str = DEFAULT_STRATEGIES
     #: the control endpoint (``lorrygate status``/``flush``): a Twisted
     #: endpoint string, "" for ``unix:<data_dir>/lorrygate.sock``, or "off"
@@ -294,6 +296,10 @@ GATEWAY_KEYS = {
     "log_format": Key(v.choice("text", "json"), "text", doc='text for people, json for log shippers (one flat object per line).'),
     "log_level": Key(v.choice("debug", "info", "warn", "error"), "info", doc='The lowest level logged.'),
     "stats_interval": Key(v.duration(1, 86400), 60.0, doc='How often each channel and storage logs its counters (30s, 5m, ...).'),
+    "code_time_limit": Key(v.duration(0.01, 10), 5.0,
+                           doc="How long a strategy, a decoder not declared blocking, or a channel's hook or convert "
+                               "may run at a time on the reactor thread, which it holds for every channel: past it, "
+                               "the code is stopped and the message is a dead letter."),
     "strategies": Key(v.nonempty, DEFAULT_STRATEGIES, doc='A directory of drop-in strategy and decoder modules.'),
     "control": Key(v.control_endpoint, "", doc='The control endpoint of lorrygate status and flush, /health and /ready: unix:PATH, tcp:PORT:interface=127.0.0.1 or off; empty for unix:<data_dir>/lorrygate.sock.'),
     "control_token": Key(v.text, None, secret=True, doc='The bearer token a TCP control endpoint beyond loopback asks for (from ${ENV:...} or ${FILE:...}).'),

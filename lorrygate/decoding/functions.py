@@ -15,7 +15,8 @@ None to decline (the chain tries the next decoder). A function that blocks
 (file or network I/O, heavy computation) is declared so,
 ``@decoder("name", blocking=True)``, and then runs on the decoder's own
 bounded thread pool, never on the reactor, so that it cannot freeze the
-other channels; the channel's ``decode_timeout`` bounds it too. Raising `DecodeError`
+other channels; the channel's ``decode_timeout`` bounds it too. One that is
+not runs on the reactor under the time limit of `lorrygate.time_limit`. Raising `DecodeError`
 marks the payload as broken; any other exception is reported as a decoder
 error, never a crash. A class with ``@implementer(IDecoder)`` and a ``name``
 works too.
@@ -28,6 +29,7 @@ import attrs
 from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
+from lorrygate import time_limit
 from lorrygate.decoding.records import objects_records
 from lorrygate.decoding.timestamps import check_time
 from lorrygate.errors import Declined, DecodeError
@@ -84,12 +86,15 @@ class FunctionDecoder:
 
             return deferToThreadPool(self.reactor, self._pool, self.function, message, address).addCallback(
                 self._records, message)
-        result = self.function(message, address)
-        if inspect.iscoroutine(result):
-            result = Deferred.fromCoroutine(result)
+        result = time_limit.call(f"decoder {self.name!r}", self._call, message, address)
         if isinstance(result, Deferred):
             return result.addCallback(self._records, message)
         return self._records(result, message)
+
+    def _call(self, message, address):
+        """The function's result; a coroutine's first step is run (`Deferred.fromCoroutine`)."""
+        result = self.function(message, address)
+        return Deferred.fromCoroutine(result) if inspect.iscoroutine(result) else result
 
     def _records(self, result, message) -> list:
         if result is None:
@@ -111,3 +116,18 @@ class FunctionDecoder:
         if records is None:
             raise DecodeError(self.name, f"returned {type(result).__name__}; expected a dict, a list of dicts or Records, or None")
         return records
+
+
+@implementer(IDecoder)
+class LimitedDecoder:
+    """A drop-in decoder class's instance, whose ``decode`` runs under the time limit of the user's code
+    (`lorrygate.time_limit`); everything else is the instance's own."""
+
+    def __init__(self, decoder):
+        self._decoder = decoder
+
+    def __getattr__(self, name: str):
+        return getattr(self._decoder, name)
+
+    def decode(self, message, address):
+        return time_limit.call(f"decoder {self._decoder.name!r}", self._decoder.decode, message, address)

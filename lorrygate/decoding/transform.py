@@ -29,6 +29,7 @@ from typing import Any
 
 import attrs
 
+from lorrygate import time_limit
 from lorrygate.decoding.timestamps import seconds_to_ns, to_iso
 from lorrygate.errors import DecodeError
 from lorrygate.model import Record
@@ -97,7 +98,16 @@ class Transform:
         return bool(self.rename or self.drop or self.convert or self.tags or self.hook or self.metadata)
 
     def apply(self, records: list, message, address, decoder: str) -> list:
-        """Transform each record; raise DecodeError when a step fails."""
+        """Transform each record; raise DecodeError when a step fails. The ``hook`` (the user's code) and
+        ``convert`` (``2 ** value`` of a large value runs for ever) run under the time limit of the user's code."""
+        if self.hook is None and not self.convert:
+            return self._apply(records, message, address, decoder)
+        try:
+            return time_limit.call("the channel's hook and convert", self._apply, records, message, address, decoder)
+        except time_limit.TimeLimitExceeded as exc:
+            raise DecodeError("hook" if self.hook is not None else "convert", str(exc)) from None
+
+    def _apply(self, records: list, message, address, decoder: str) -> list:
         values = address_values(message, address) if (self.tags or self.metadata) else {}
         out = []
         for record in records:

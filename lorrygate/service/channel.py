@@ -16,6 +16,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.logger import Logger
 
+from lorrygate import time_limit
 from lorrygate.decoding import DecoderChain
 from lorrygate.decoding.dataflow import apply_outputs, derived_table
 from lorrygate.decoding.events import EventValueDecoder
@@ -214,7 +215,7 @@ class ChannelRouter:
             why = "matches the channel's ignore filters"
             if not any(f.matches(topic) for f in self._ignore):
                 try:
-                    self.strategy.match(topic)
+                    time_limit.call(f"strategy {self.strategy.name!r}", self.strategy.match, topic)
                 except Ignored as exc:
                     why = exc.reason
             problem = ("ignored", why)
@@ -226,8 +227,7 @@ class ChannelRouter:
         if any(f.matches(topic) for f in self._ignore):
             return None, None, "it matches the channel's ignore filters"
         try:
-            address = self.strategy.match(topic)
-            return address, self.strategy.table_for(address), None
+            return (*time_limit.call(f"strategy {self.strategy.name!r}", self._match, topic), None)
         except Ignored as exc:
             return None, None, exc.reason
         except TopologyError:
@@ -242,8 +242,7 @@ class ChannelRouter:
         try:
             if any(f.matches(topic) for f in self._ignore):
                 raise Ignored("ignore", topic, "matches the channel's ignore filters")
-            address = self.strategy.match(topic)
-            route = (address, self.strategy.table_for(address), None)
+            route = (*time_limit.call(f"strategy {self.strategy.name!r}", self._match, topic), None)
         except Ignored:
             route = (None, None, IGNORED)
         except TopologyError as exc:
@@ -260,6 +259,11 @@ class ChannelRouter:
         if route[1] is not None:
             self._check_collision(topic, route[0], route[1])
         return route
+
+    def _match(self, topic: str) -> tuple:
+        """(address, table) of a topic, by the strategy (under the time limit of the user's code)."""
+        address = self.strategy.match(topic)
+        return address, self.strategy.table_for(address)
 
     def _check_collision(self, topic: str, address, table) -> None:
         labels = () if getattr(self.strategy, "labels_as_tags", False) else address.labels

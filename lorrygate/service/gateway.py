@@ -33,6 +33,7 @@ from twisted.internet.defer import Deferred, DeferredList, gatherResults
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from lorrygate import time_limit
 from lorrygate.errors import LorrygateError
 from lorrygate.service import systemd
 from lorrygate.service.channel_service import ChannelService
@@ -139,6 +140,7 @@ class Gateway(MultiService):
         have subscribed.
         """
         Service.startService(self)
+        time_limit.configure(self.settings.gateway.code_time_limit)
         for warning in self.settings.warnings:
             self.log.warn("{warning}", warning=warning, event="config_warning")
         self._lock = InstanceLock(self.settings.gateway.data_dir, self.settings.source)
@@ -384,6 +386,7 @@ class Gateway(MultiService):
             raise
         self.settings = settings
         self.reload_error = ""
+        time_limit.configure(settings.gateway.code_time_limit)
         if settings.gateway != old.gateway:
             await self._stop_control()
             self._stop_loops()

@@ -362,6 +362,13 @@ def hang(message, address):
     if message.payload == b"hang":
         return Deferred()  # never fires
     raise Declined("not for this decoder")
+
+
+@decoder("spin")
+def spin(message, address):
+    while message.payload == b"spin":  # never returns, on the reactor thread
+        pass
+    raise Declined("not for this decoder")
 '''
 
 HUNGRY_CODEC = """
@@ -376,30 +383,35 @@ function decode(payload, topic) {
 
 
 def test_decoders_that_hang_or_hoard_memory_are_bounded(tmp_path, mosquitto):
-    """A Python decoder that never answers and a JavaScript codec that hoards ArrayBuffers each cost one dead
-    letter; the messages around them are stored; the gateway's memory stays far below what the codec asked for."""
+    """A Python decoder that never answers, one that never returns (on the reactor thread) and a JavaScript codec
+    that hoards ArrayBuffers each cost one dead letter; the messages around them are stored; the gateway's memory
+    stays far below what the codec asked for."""
     (tmp_path / "strategies").mkdir()
     (tmp_path / "strategies" / "bounded.py").write_text(BOUNDED_DECODERS)
     (tmp_path / "hungry.js").write_text(HUNGRY_CODEC)
     realm = f"h{uuid.uuid4().hex[:8]}"
-    extra = ("decoders = hang, json\ndecode_timeout = 1s\n\n"
+    extra = ("decoders = hang, spin, json\ndecode_timeout = 1s\n\n"
              f"[decoder:hungry]\ntype = javascript\nfile = {tmp_path}/hungry.js\nmemory = 32\ntimeout = 5s\n\n"
              f"[channel:js]\nsource = test\ntopics = {realm}-js/#\nstorage = db\ndecoders = hungry\n")
     config = write_config(str(tmp_path), mosquitto.port, client_id=f"gw-{realm}", topics=f"{realm}/#", extra=extra)
-    text = open(config).read().replace("[lorrygate]\n", f"[lorrygate]\nstrategies = {tmp_path}/strategies\n")
+    text = open(config).read().replace("[lorrygate]\n", f"[lorrygate]\nstrategies = {tmp_path}/strategies\n"
+                                                          "code_time_limit = 500ms\n")
     open(config, "w").write(text)
     gateway = GatewayProcess(config, str(tmp_path / "gw.log")).start()
     db = str(tmp_path / "gateway.sqlite")
     publisher = Publisher(mosquitto.port)
     around(publisher, realm, f"{realm}/net/gw/n/data.json", b"hang")
+    around(publisher, realm, f"{realm}/net/gw/n/data.json", b"spin")
     around(publisher, f"{realm}-js", f"{realm}-js/net/gw/n/data.json", b"x hoard")
-    wait_until(lambda: count_rows(db, realm) >= 2 and count_rows(db, f"{realm}_js") >= 2 and len(dead_letters(db)) >= 2,
-               60, "the rows and both dead letters", interval=0.2)
+    wait_until(lambda: count_rows(db, f"{realm}_net") >= 4 and count_rows(db, f"{realm}_js") >= 2
+               and len(dead_letters(db)) >= 3,
+               60, "the rows and the three dead letters", interval=0.2)
     peak_mb = rss_peak_kb(gateway.process.pid) / 1024
     publisher.close()
     assert gateway.stop() == 0
     errors = sorted(error for _, _, error in dead_letters(db))
     assert any("no decoder answered within decode_timeout = 1.0 s" in error for error in errors), errors
+    assert any("decoder 'spin' still ran after 0.5 s on the reactor thread" in error for error in errors), errors
     assert any("memory limit of 32 MiB (ArrayBuffers)" in error for error in errors), errors
     assert peak_mb < 400, f"the gateway peaked at {peak_mb:.0f} MB"
     no_connection_lost(gateway)
