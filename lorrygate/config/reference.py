@@ -31,6 +31,7 @@ KINDS = {
     v.listen: "PORT, HOST:PORT or [IPv6]:PORT",
     v.size: "size (4096, 100MB, 1GiB)",
     v.replicas: "number, or a range such as 0-1",
+    v.tasmota_full_topic: "Tasmota FullTopic (%prefix%/%topic%/)",
 }
 
 SECTIONS = (

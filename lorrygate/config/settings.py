@@ -460,7 +460,7 @@ DECODER_TYPE_KEYS = {"csv": ("columns", "delimiter"), "javascript": ("file", "ti
                      "sparkplug": ("rebirth",)}
 
 STRATEGY_KEYS = {
-    "type": Key(v.nonempty, "template", doc='template, or a built-in strategy to configure (wan, zigbee2mqtt, homeassistant, owntracks).'),
+    "type": Key(v.nonempty, "template", doc='template, or a built-in strategy to configure (wan, zigbee2mqtt, homeassistant, owntracks, tasmota).'),
     "topic": Key(v.text, "", doc='template: the topic pattern, such as {realm}/{network}/{gateway}/{node}/data.json.'),
     "schema": Key(v.text, "", doc="template: the schema (database) of the table, from the pattern's names."),
     "table": Key(v.text, "", doc="template: the table name, from the pattern's names."),
@@ -469,6 +469,10 @@ STRATEGY_KEYS = {
     "base": Key(v.nonempty, "", doc='zigbee2mqtt, homeassistant, owntracks: the base topic (default zigbee2mqtt; '
                                     'homeassistant: the base_topic of mqtt_statestream, default homeassistant; '
                                     'owntracks: the app\'s topic prefix, default owntracks).'),
+    "full_topic": Key(v.tasmota_full_topic, "%prefix%/%topic%/",
+                      doc="tasmota: the devices' FullTopic, its levels %prefix% (tele, stat, cmnd), %topic% (or "
+                          "%hostname%, %id%: the device) and literal text, such as %topic%/%prefix%/ or "
+                          "tasmota/%topic%/%prefix%/."),
     "output": Key(v.choice("json", "attribute", "attribute_and_json"), "json",
                   doc="zigbee2mqtt: its advanced.output: json (a device's state as one JSON object), attribute "
                       "(a topic a value, <friendly name>/<attribute>) or attribute_and_json (both: the JSON is "
@@ -481,6 +485,7 @@ STRATEGY_TYPE_KEYS = {
     "zigbee2mqtt": ("base", "output"),
     "homeassistant": ("base",),
     "owntracks": ("base",),
+    "tasmota": ("full_topic",),
 }
 
 HOOK_KEYS = {

@@ -581,3 +581,14 @@ def size(value: str) -> int:
         raise Invalid("a size such as 100MB, 1GiB or 4096 (bytes)")
     unit = match.group(2).lower() if match.group(2) else None
     return int(float(match.group(1)) * _SIZE_UNITS[unit])
+
+
+def tasmota_full_topic(value: str) -> str:
+    """Tasmota's FullTopic, such as ``%topic%/%prefix%/``."""
+    from lorrygate.topology.fleets import full_topic_levels
+
+    try:
+        full_topic_levels(value)
+    except ValueError as exc:
+        raise Invalid(str(exc).split(", got ")[0]) from None
+    return value.strip()

@@ -48,17 +48,67 @@ def below(base: str, topic: str) -> list | None:
 
 
 
+#: Tasmota's default FullTopic
+DEFAULT_FULL_TOPIC = "%prefix%/%topic%/"
+#: the FullTopic's names of a device (``%topic%`` first where there are several)
+_DEVICE_LEVELS = ("%topic%", "%hostname%", "%id%")
+
+
+def full_topic_levels(text) -> tuple:
+    """A Tasmota FullTopic (``%prefix%/%topic%/``) as its levels; ValueError for one without ``%prefix%`` and a
+    device (``%topic%``, ``%hostname%`` or ``%id%``), or with an empty level or an MQTT wildcard."""
+    if isinstance(text, tuple):
+        return text
+    levels = tuple(text.strip().strip("/").split("/"))
+    if "%prefix%" not in levels or not any(level in _DEVICE_LEVELS for level in levels):
+        raise ValueError(f"a Tasmota FullTopic with %prefix% and %topic% (or %hostname%, %id%) as levels of their "
+                         f"own, such as %prefix%/%topic%/ or %topic%/%prefix%/, got {text!r}")
+    if not all(levels) or any(mark in level for level in levels for mark in "+#"):
+        raise ValueError(f"a Tasmota FullTopic without empty levels and wildcards, got {text!r}")
+    return levels
+
+
+def _show(shown: str, prefix: str, last: str) -> str:
+    for device in _DEVICE_LEVELS:
+        shown = shown.replace(device, "<device>")
+    return shown.replace("%prefix%", prefix) + "/" + last
+
+
 @implementer(IStrategy)
 @attrs.frozen
 class TasmotaStrategy(_Fleet):
+    """Tasmota's topics by its FullTopic (``full_topic``, default ``%prefix%/%topic%/``): ``tele/<device>/SENSOR``
+    and ``STATE`` are data, the other ``tele`` and ``stat`` topics events, ``cmnd`` commands (ignored), as is its
+    discovery for Home Assistant (``tasmota/discovery/<MAC>/config`` and ``sensors``, retained device metadata)."""
+
     name: str = "tasmota"
+    #: Tasmota's FullTopic: levels of ``%prefix%``, ``%topic%`` (or ``%hostname%``, ``%id%``) and literal text
+    full_topic: str = attrs.field(default=DEFAULT_FULL_TOPIC, converter=lambda text: full_topic_levels(text))
 
     def match(self, topic: str) -> Address:
         levels = topic.split("/")
-        if len(levels) >= 2 and levels[0] == "cmnd":
+        if levels[:2] == ["tasmota", "discovery"]:
+            raise Ignored(self.name, topic, "tasmota/discovery/...: Tasmota's discovery for Home Assistant, device "
+                                            "metadata, not a measurement")
+        pattern = self.full_topic
+        prefix = device = None
+        if len(levels) == len(pattern) + 1:
+            names = {}
+            for want, level in zip(pattern, levels):
+                if want == "%prefix%":
+                    prefix = level
+                elif want in _DEVICE_LEVELS:
+                    names[want] = level
+                elif want != level:
+                    prefix = None
+                    break
+            device = next((names[want] for want in _DEVICE_LEVELS if want in names), None)
+        elif len(levels) > pattern.index("%prefix%") and levels[pattern.index("%prefix%")] == "cmnd":
+            prefix = "cmnd"  # (a command of another length: a group topic's, say)
+        if prefix == "cmnd":
             self._ignore(topic, "cmnd/<device>/<command>")
-        if len(levels) == 3 and levels[0] in ("tele", "stat"):
-            prefix, device, last = levels
+        if prefix in ("tele", "stat") and device is not None:
+            last = levels[-1]
             check_levels(self.name, topic, device=device)
             if prefix == "tele" and last in ("SENSOR", "STATE"):
                 return Address("tasmota", None, None, device, DATA, last)
@@ -67,8 +117,9 @@ class TasmotaStrategy(_Fleet):
                 # is what else a device tells: tele/RESULT (an RF bridge's or an IR receiver's codes), MARGINS,
                 # UPTIME, HASS_STATE; they were dead letters, a tele/RESULT a press of a remote.
                 return Address("tasmota", None, None, device, EVENT, f"{prefix}/{last}", last)
-        self._refuse(topic, "tele/<device>/SENSOR or STATE (data), tele/<device>/<name> or stat/<device>/<name> "
-                            "(events)")
+        shown = "/".join(pattern)
+        self._refuse(topic, f"{_show(shown, 'tele', 'SENSOR')} or STATE (data), {_show(shown, 'tele', '<name>')} or "
+                            f"{_show(shown, 'stat', '<name>')} (events), by the FullTopic {shown}/")
 
 
 @implementer(IStrategy)

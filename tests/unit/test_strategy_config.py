@@ -186,3 +186,41 @@ def test_entry_point_strategy(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(package))
     chosen = loads(config(tmp_path, "acme")).strategies["acme"]()
     assert chosen.table_for(chosen.match("x/dev9")).table == "dev9"
+
+
+@pytest.mark.parametrize("full_topic, topics", [
+    ("%prefix%/%topic%/", ("tele/plug-1/SENSOR", "tele/plug-1/LWT", "stat/plug-1/POWER", "cmnd/plug-1/POWER")),
+    ("%topic%/%prefix%/", ("plug-1/tele/SENSOR", "plug-1/tele/LWT", "plug-1/stat/POWER", "plug-1/cmnd/POWER")),
+    ("home/%prefix%/%hostname%", ("home/tele/plug-1/SENSOR", "home/tele/plug-1/LWT", "home/stat/plug-1/POWER",
+                                  "home/cmnd/plug-1/POWER")),
+])
+def test_a_tasmota_fleet_of_another_full_topic_routes_as_the_default_one(tmp_path, full_topic, topics):
+    """Tasmota's FullTopic (%prefix%/%topic%/ by default) is often set otherwise: every message was a dead letter."""
+    from lorrygate.errors import Ignored
+
+    text = config(tmp_path, "plugs", f"[strategy:plugs]\ntype = tasmota\nfull_topic = {full_topic}\n")
+    chosen = loads(text).strategies["plugs"]()
+    sensor, lwt, power, command = topics
+    assert [(a.node, a.kind, a.field) for a in map(chosen.match, (sensor, lwt, power))] == [
+        ("plug-1", "data", None), ("plug-1", "event", "LWT"), ("plug-1", "event", "POWER")]
+    assert str(chosen.table_for(chosen.match(sensor))) == "tasmota.plug_1_sensors"
+    with pytest.raises(Ignored, match="a command"):
+        chosen.match(command)
+    with pytest.raises(Ignored, match="Tasmota's discovery for Home Assistant"):
+        chosen.match("tasmota/discovery/A8032AB12345/config")
+
+
+def test_a_tasmota_topic_of_another_full_topic_says_the_one_expected(tmp_path):
+    from lorrygate.errors import TopologyError
+
+    text = config(tmp_path, "plugs", "[strategy:plugs]\ntype = tasmota\nfull_topic = %topic%/%prefix%/\n")
+    chosen = loads(text).strategies["plugs"]()
+    with pytest.raises(TopologyError, match=r"expected <device>/tele/SENSOR or STATE \(data\), <device>/tele/<name> "
+                                            r"or <device>/stat/<name> \(events\), by the FullTopic %topic%/%prefix%/"):
+        chosen.match("tele/plug-1/SENSOR")
+
+
+@pytest.mark.parametrize("full_topic", ["%topic%/tele/", "%prefix%/", "%prefix%//%topic%/", "%prefix%/+/%topic%/"])
+def test_a_tasmota_full_topic_without_its_levels_is_refused_at_start(tmp_path, full_topic):
+    found = problems(config(tmp_path, "plugs", f"[strategy:plugs]\ntype = tasmota\nfull_topic = {full_topic}\n"))
+    assert any("[strategy:plugs] full_topic: expected a Tasmota FullTopic" in problem for problem in found), found
