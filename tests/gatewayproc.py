@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 from typing import Any
 
 import attrs
@@ -133,8 +134,14 @@ class Publisher:
         self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="", protocol=paho.MQTTv311)
         self.client.max_inflight_messages_set(1000)
         self.client.max_queued_messages_set(0)
+        connected = threading.Event()
+        self.client.on_connect = lambda *args: connected.set()
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
+        # publish only after the CONNACK: aedes drops a client that sends more than 42 packets before its session
+        # is set up ("Client queue limit reached"), as a loaded machine makes it happen
+        if not connected.wait(30):
+            raise AssertionError(f"no CONNACK from the broker on port {port} within 30 s")
 
     def publish_many(self, messages, timeout: float = 60) -> None:
         """Publish and wait for every PUBACK, in chunks (paho's ids wrap at 65535)."""
