@@ -60,7 +60,7 @@ from lorrygate.decoding.text import payload_text
 from lorrygate.decoding.timestamps import from_epoch, parse_time
 from lorrygate.errors import Declined, DecodeError, Ignored
 from lorrygate.interfaces import IDecoder
-from lorrygate.model import Record, unused_name
+from lorrygate.model import EVENT, Record, unused_name
 
 
 def _json_object(payload: bytes, what: str) -> dict:
@@ -462,7 +462,8 @@ class HomeAssistantDecoder:
         if key == "state":
             text = payload_text(payload).strip()
             value = None if text in _HA_NO_STATE else scalar(text)
-        elif key in ("last_changed", "last_updated"):
+        elif key in ("last_changed", "last_updated") or address.kind == EVENT:
+            # (an event: Home Assistant's birth and last will, homeassistant/status, online or offline)
             value = payload_text(payload).strip()
         else:
             try:

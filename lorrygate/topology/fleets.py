@@ -388,7 +388,9 @@ class HomeAssistantStrategy(_Fleet):
     ``.../last_changed``, ``.../last_updated`` (``publish_timestamps``) and ``.../<attribute>``
     (``publish_attributes``, JSON) are data of the entity ``<domain>.<object id>``, the field the last level; the
     table ``<domain>_<object id>_sensors`` in the schema of the base topic (which may have levels). MQTT discovery
-    configurations (``.../config``, where discovery shares the base ``homeassistant``) are ignored."""
+    configurations (``.../config``, where discovery shares the base ``homeassistant``) are ignored; Home
+    Assistant's own birth and last will there (``homeassistant/status``: ``online``, ``offline``) is an event of
+    the table ``status_events``."""
 
     name: str = "homeassistant"
     base: str = "homeassistant"
@@ -397,6 +399,8 @@ class HomeAssistantStrategy(_Fleet):
         rest = below(self.base, topic) or []
         if len(rest) in (3, 4) and rest[-1] == "config":
             raise Ignored(self.name, topic, "an MQTT discovery configuration, not a state")
+        if rest == ["status"]:
+            return Address(self.base, None, None, "status", EVENT, "status", "status")
         if len(rest) == 3:
             domain, object_id, key = rest
             check_levels(self.name, topic, domain=domain, **{"object id": object_id, "state or attribute": key})

@@ -453,3 +453,16 @@ def test_a_source_that_answers_its_sender_is_told_why_nothing_was_stored():
         None,
     ]
     assert [ack.count for ack in acks] == [1, 1, 1, 1, 1]
+
+
+def test_home_assistants_birth_and_last_will_beside_its_statestream_is_an_event():
+    """Home Assistant publishes ``online`` to ``homeassistant/status`` at each start (``offline`` as it stops), the
+    prefix its Statestream shares by default: each was a dead letter ("expected homeassistant/<domain>/...")."""
+    router, collector = configured("homeassistant")
+    router.deliver(message("homeassistant/status", b"online"))
+    router.deliver(message("homeassistant/status", b"offline"))
+    stored = [(str(entry.table), record.fields) for entry in collector.entries if entry.table is not None
+              for record in entry.records]
+    assert stored == [("homeassistant.status_events", {"status": "online"}),
+                      ("homeassistant.status_events", {"status": "offline"})]
+    assert collector.dead == []
