@@ -322,8 +322,9 @@ class ShellyStrategy(_Fleet):
 
     def _gen1(self, topic: str, device: str, rest: list) -> Address:
         check_levels(self.name, topic, device=device)
-        if "command" in rest:
-            self._ignore(topic, "shellies/<device-id>/.../command")
+        if "command" in rest or rest[-1] == "set":
+            # (a dimmer's, an RGBW2's or a bulb's JSON command: light/<i>/set, color/<i>/set, white/<i>/set)
+            self._ignore(topic, "shellies/<device-id>/.../command or .../set")
         if not all(rest) or any(level in ("+", "#") for level in rest):
             self._refuse(topic, "shellies/<device-id>/<component>/<index>[/<value>] with no empty levels")
         joined = "/".join(rest)

@@ -384,6 +384,9 @@ COMMANDS = [
     ("shelly", "home/kitchen/plug/rpc"),
     ("shelly", "shellyplus1pm-a8/command/switch:0"),
     ("shelly", "shellies/command"),
+    ("shelly", "shellies/shellydimmer-EE1234/light/0/set"),  # a Gen1 dimmer's JSON command: it was stored as data
+    ("shelly", "shellies/shellyrgbw2-EE1234/color/0/set"),
+    ("shelly", "shellies/shellyrgbw2-EE1234/white/2/set"),
 ]
 
 
