@@ -103,9 +103,10 @@ class SqlStorage:
     layout: str = "per-address"
     #: SQLite: an index on each table's time, made at the first write into a table without one
     time_index: bool = False
-    #: time_index: the tables that have it (read with the columns), and those this transaction indexed
+    #: time_index: the tables that have it (read with the columns), and those this transaction indexed (a dict:
+    #: in the order indexed, so that an entry rolled back to its savepoint takes back its own)
     _indexed: set = attrs.Factory(set)
-    _indexing: set = attrs.Factory(set)
+    _indexing: dict = attrs.Factory(dict)
     #: new tables in a write from which some are made on a connection of their own (None: never)
     beside_min_tables: int | None = BESIDE_MIN_TABLES
     #: per-network: id of a per-address TableName -> (it, its shared TableName or None); one object per shared table
@@ -412,7 +413,7 @@ class SqlStorage:
         self._pending_verified = []
         self._wanted_views.clear()
         self._made_views = []
-        self._indexing = set()
+        self._indexing = {}
         dialect.begin(conn)
         try:
             if changed:
@@ -450,7 +451,7 @@ class SqlStorage:
             raise
         for table, columns in added.items():
             self._columns.setdefault(table, {}).update(columns)
-        self._indexed |= self._indexing
+        self._indexed.update(self._indexing)
         if len(self._verified) > 200_000:
             self._verified.clear()
         self._verified.update(self._pending_verified)
@@ -483,7 +484,7 @@ class SqlStorage:
         before = {table: dict(columns) for table, columns in added.items()}
         verified = len(self._pending_verified)
         wanted = len(self._wanted_views)
-        indexing = set(self._indexing)
+        indexed = len(self._indexing)
         failed = None
         try:
             self._insert(conn, [entry], added)
@@ -497,7 +498,8 @@ class SqlStorage:
             for view in list(self._wanted_views)[wanted:]:  # (a dict keeps the order of insertion)
                 del self._wanted_views[view]  # the views of the entry's rows, which are not written
             dialect.entry_rolled_back()  # (columns noted for its rows, schemas it made)
-            self._indexing = indexing  # (the time index its table got)
+            for physical in list(self._indexing)[indexed:]:
+                del self._indexing[physical]  # (the time index its table got)
             failed = (exc, before)
         dialect.execute(conn, "RELEASE SAVEPOINT lorrygate_entry")
         return failed
@@ -674,7 +676,7 @@ class SqlStorage:
             shared = table in self._shared_tables
             if shared or not self.idempotent:  # (an idempotent table's key, (time, lorrygate_id), is one)
                 self.dialect.index_time(conn, table, shared)
-            indexing.add(physical)
+            indexing[physical] = None
 
     def _to_shared(self, entries) -> list:
         """Per-network: the entries whose tables have a shared one, as rows of it with the address in their first
