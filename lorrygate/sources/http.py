@@ -17,12 +17,12 @@ stores as the MQTT message on ``.../node-1/data.json`` would.
 The answer comes when the message is stored: ``200`` once its rows are
 committed or durably spooled (``{"stored": true}``; ``{"stored": false,
 "ignored": "..."}`` for a message with nothing to store: an ignored topic, a
-command, an empty body), ``422`` once it is kept as a dead letter (the
+command), ``422`` once it is kept as a dead letter (the
 body says why), ``503`` with ``Retry-After`` while the storage holds the
 source back, or when the message is not stored within ``timeout`` (it may
 still be: ``idempotent = true`` makes the client's retry store nothing new).
-``400`` for a path that is no topic (not UTF-8, or with NUL, as MQTT
-forbids), ``401`` without the ``token`` (``Authorization: Bearer <token>``) when one is
+``400`` for an empty body (as Kotori) and for a path that is no topic (not
+UTF-8, or with NUL, as MQTT forbids), ``401`` without the ``token`` (``Authorization: Bearer <token>``) when one is
 set, ``413`` for a body over ``max_line`` (it is read and dropped, never
 held), ``404`` off ``/api/``, ``405`` for other methods.
 
@@ -139,7 +139,7 @@ class _Answer:
         self.dead_letter = f"{stage}: {reason}"
 
     def not_stored(self, why: str) -> None:
-        """The router found nothing to store (an ignored topic, a decoder's `Ignored`, an empty body)."""
+        """The router found nothing to store (an ignored topic, a command, a decoder's `Ignored`)."""
         self.nothing = why
 
     def ack(self) -> None:
@@ -451,6 +451,9 @@ class HttpSource(SourcePlumbing, Service):
                 return self._refuse(request, 413 if "max_line" in str(exc) else 400, str(exc))
         elif encoding != b"identity":
             return self._refuse(request, 415, f"Content-Encoding {encoding.decode('latin-1')!r}: gzip or none")
+        if not payload.strip():  # (as Kotori: "Empty request body"; most likely a client's mistake)
+            return self._refuse(request, 400, "an empty body: the payload is the request's body (curl -d "
+                                              "'{\"temperature\": 21.5}' -H 'Content-Type: application/json')")
         if content_type == "application/x-www-form-urlencoded":
             payload = form_as_json(payload)
             topic = fine_offset_topic(topic, payload, self.table_of)

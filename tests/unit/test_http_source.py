@@ -164,8 +164,21 @@ def test_two_gateways_may_listen_on_ports_the_system_chooses_not_on_one_fixed_po
         second.release()
 
 
+@pytest.mark.parametrize("body, content_type", [
+    (b"", b"application/json"), (b" \r\n", b"text/csv"), (b"", b"application/x-www-form-urlencoded"), (b"", None)])
+def test_an_empty_body_is_refused_400_and_nothing_is_delivered(body, content_type):
+    """As Kotori answers ("Empty request body"): a client that posts nothing has it wrong, and is told how (it was
+    answered 200 with "ignored", which such a client takes for done)."""
+    delivered = []
+    web, _ = source(delivered)
+    request = Request(body=body, content_type=content_type)
+    answer = json.loads(web.handle(request))
+    assert (request.code, delivered, web.refused) == (400, [], 1)
+    assert answer["error"].startswith("an empty body: the payload is the request's body (curl -d")
+
+
 def test_a_message_with_nothing_to_store_is_answered_so_not_stored_true():
-    """An ignored topic or an empty body: 200 (nothing to send again), and the body says it was not stored."""
+    """An ignored topic or a command: 200 (nothing to send again), and the body says it was not stored."""
     delivered = []
     web, _ = source(delivered)
     ignored, stored = Request(), Request()
