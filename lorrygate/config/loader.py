@@ -227,6 +227,8 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".", on_storage=N
                 channel = attrs.evolve(channel, decoders=chain)
             if not values["values"]:
                 channel = attrs.evolve(channel, values=s.strategy_values(strategy_type))
+            if not values["retained"]:
+                channel = attrs.evolve(channel, retained=s.strategy_retained(strategy_type))
         if not channel.topics:
             if channel.source in sources:  # files, a poll, a socket, ...: every message of its source
                 channel = attrs.evolve(channel, topics=("#",))
@@ -573,6 +575,8 @@ def _code_hash(directory: str, files) -> str:
 
 
 def _builtin_decoder(cls):
+    if any(field.name == "clock" for field in getattr(cls, "__attrs_attrs__", ())):  # (timers: victron keep-alive)
+        return lambda timezone, reactor: cls(timezone=timezone, clock=reactor)
     return lambda timezone, reactor: cls(timezone=timezone)
 
 

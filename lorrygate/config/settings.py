@@ -401,7 +401,10 @@ CHANNEL_KEYS = {
     "decoders": Key(v.names, (), doc="The decoder chain, tried in order (default: the strategy's chain)."),
     "storage": Key(v.names, (), doc='The [storage:NAME] to write to; several names write every record to each (a tee).'),
     "timezone": Key(v.timezone, "UTC", doc='The time zone of device times given without one (IANA name).'),
-    "retained": Key(v.choice("new", "always", "never"), "new", doc='Retained messages: new (only those published while the gateway runs), always or never.'),
+    "retained": Key(v.choice("new", "always", "never"), "",
+                    doc='Retained messages: new (only those published while the gateway runs), always or never. '
+                        'Default: new; always for the victron strategy, whose installations are known by a '
+                        'retained message (N/<portal ID>/system/0/Serial).'),
     "error_topic": Key(v.boolean, None, doc="Publish a report of each bad message to its topic's error.json sibling (default: on for wan and lan)."),
     "decode_timeout": Key(v.duration(0.01, 3600), 30.0, doc='How long an asynchronous decoder may take before the message is a dead letter.'),
     "values": Key(v.choice("kotori", "as-sent"), None, doc='kotori turns numeric strings into numbers and drops nulls and NaN (default for wan and lan); as-sent stores values as they came.'),
@@ -451,13 +454,17 @@ DECODER_KEYS = {
     "timeout": Key(v.duration(0.001, 60), 0.5, doc='javascript: how long one decode may run.'),
     "memory": Key(v.integer(4, 4096), 64, doc="javascript: the codec's heap limit in MiB."),
     "fport": Key(v.integer(0, 255), 1, doc='javascript: the LoRaWAN FPort handed to the codec when the message has none.'),
+    "keepalive": Key(v.duration(0, 50), 30.0,
+                     doc="victron: how often each Venus OS installation heard from is sent a keep-alive (R/<portal "
+                         "ID>/keepalive) on the channel's connection, without which it publishes nothing; 0: never "
+                         "(another client keeps it alive)."),
     "rebirth": Key(v.boolean, False, doc="sparkplug: ask an edge node whose aliases no birth declared (it was born "
                                          "before the gateway subscribed) for a rebirth, with an NCMD on the channel's "
                                          "connection, as a Sparkplug host application does."),
 }
 #: which decoder keys each ``type`` takes
 DECODER_TYPE_KEYS = {"csv": ("columns", "delimiter"), "javascript": ("file", "timeout", "memory", "fport"),
-                     "sparkplug": ("rebirth",)}
+                     "sparkplug": ("rebirth",), "victron": ("keepalive",)}
 
 STRATEGY_KEYS = {
     "type": Key(v.nonempty, "template", doc='template, or a built-in strategy to configure (wan, zigbee2mqtt, homeassistant, owntracks, tasmota).'),
@@ -834,6 +841,8 @@ STRATEGY_DECODERS = {
     "shelly": ("shelly", "json", "value"),
     "homeassistant": ("homeassistant",),
     "owntracks": ("owntracks", "json"),
+    # Venus OS: {"value": ...}; N/<portal ID>/keepalive's 1 is JSON
+    "victron": ("victron", "json", "value"),
     # a host application's STATE is JSON (3.0) or text (2.2)
     "sparkplug": ("sparkplug", "json", "value"),
     # Kotori decodes a TTS uplink sent to .../data.json with its TTS decoder
@@ -853,6 +862,12 @@ def strategy_decoders(strategy: str) -> tuple:
     return chain
 
 
+def strategy_retained(strategy: str) -> str:
+    """A strategy's retained messages: Venus OS installations are heard from at every subscription by their retained
+    ``N/<portal ID>/system/0/Serial`` (they publish nothing else until kept alive: `VictronDecoder`)."""
+    return "always" if strategy == "victron" else "new"
+
+
 def strategy_values(strategy: str) -> str:
     """A strategy's values policy: Kotori's for Kotori's conventions, the values as sent for the others."""
     return "kotori" if strategy in ("wan", "lan") else "as-sent"
@@ -867,6 +882,7 @@ def make_channel(name: str, values: dict) -> Channel:
     options = {key: values[key] for key in values if key not in TRANSFORM_KEYS}
     options["decoders"] = options["decoders"] or strategy_decoders(options["strategy"])
     options["values"] = options["values"] or strategy_values(options["strategy"])
+    options["retained"] = options["retained"] or strategy_retained(options["strategy"])
     storages = options.pop("storage") or ("",)
     return Channel(name=name, storage=storages[0], tee=tuple(storages[1:]), **options)
 
@@ -934,6 +950,9 @@ def make_decoder(name: str, values: dict, section: str, problem, base_dir: str):
         return lambda timezone, reactor: DECODERS["csv"](name=name, timezone=timezone, columns=values["columns"], delimiter=delimiter)
     if kind == "sparkplug":
         return lambda timezone, reactor: DECODERS[kind](name=name, timezone=timezone, rebirth=values["rebirth"],
+                                                        clock=reactor)
+    if kind == "victron":
+        return lambda timezone, reactor: DECODERS[kind](name=name, timezone=timezone, keepalive=values["keepalive"],
                                                         clock=reactor)
     if kind != "javascript":
         return lambda timezone, reactor: DECODERS[kind](name=name, timezone=timezone)

@@ -21,6 +21,7 @@ from lorrygate.decoding.vendors import (
     TtnDecoder,
     Zigbee2MqttDecoder,
 )
+from lorrygate.decoding.victron import VictronDecoder
 
 #: built-in decoders by the name a chain selects them with
 DECODERS: dict[str, Any] = {
@@ -42,6 +43,7 @@ DECODERS: dict[str, Any] = {
     "shelly": ShellyDecoder,
     "zigbee2mqtt": Zigbee2MqttDecoder,
     "sparkplug": SparkplugDecoder,
+    "victron": VictronDecoder,
     "msgpack": MessagePackDecoder,
     "cbor": CborDecoder,
     "muon": MuonDecoder,

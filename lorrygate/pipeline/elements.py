@@ -50,7 +50,8 @@ ELEMENTS = dict([
                                         "(default: the system's)"),
              "tls-cert": Prop(v.text, "", "with tls: a PEM client certificate"),
              "tls-key": Prop(v.text, "", "with tls: the client certificate's PEM private key")},
-          retained=Prop(v.choice("new", "always", "never"), "new", "retained messages on (re)subscribe")),
+          retained=Prop(v.choice("new", "always", "never"), "", "retained messages on (re)subscribe: new "
+                                                                 "(always for strategy victron), always or never")),
     _spec("amqpsrc", "source", "Consumes a durable queue of a RabbitMQ (AMQP 0-9-1), bound to a topic exchange; "
           "routing keys read as MQTT topics.",
           host=Prop(v.nonempty, "localhost", "broker host"),

@@ -162,7 +162,7 @@ def _mqtt_url(url: str) -> dict:
         "protocol": query.get("protocol", "3.1.1"),
         "tls": parts.scheme == "mqtts",
         **tls_files(query, parts.scheme == "mqtts"),
-        "retained": query.get("retained", "new"),
+        "retained": query.get("retained", ""),  # (by the strategy: `strategy_retained`)
         "content-type": query.get("content-type", "json"),
         "content-type-given": "content-type" in query,
     }
@@ -412,7 +412,8 @@ class _Builder:
                 decoders = s.strategy_decoders(strategy)
         self.channels.append(Channel(name=name, source=source["broker"], topics=source["topics"], qos=source["qos"],
                                      strategy=strategy, decoders=tuple(decoders), storage=storages[0] if storages else "",
-                                     timezone=timezone, retained=source["retained"], transform=transform, values=values,
+                                     timezone=timezone, retained=source["retained"] or s.strategy_retained(strategy),
+                                     transform=transform, values=values,
                                      dataflow=dataflow, **source.get("amqp", {})))  # source-type options (amqp, redis)
         if tee is not None:
             if tee in self.tees:

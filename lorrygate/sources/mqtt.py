@@ -175,6 +175,8 @@ class MQTTSource(SourcePlumbing, Service):
     redelivered_in_flight: int = 0
     #: the session's QoS 2 messages whose PUBREC went out, their PUBREL not yet come (`Receipts`)
     _receipts: Receipts = attrs.Factory(Receipts)
+    #: connections made (CONNACK received): a decoder that asks devices for their values tells a new one by it
+    connections: int = 0
     #: tells the time of day a message is received at (`lorrygate.clock.time_of_day`)
     _time_of_day: Any = None
 
@@ -326,6 +328,7 @@ class MQTTSource(SourcePlumbing, Service):
                 protocol.disconnect()
                 return
             self._protocol = protocol
+            self.connections += 1
             protocol.when_lost().addCallback(lambda _: self._orphaned(protocol))
             if self._pauses.paused:
                 protocol.pauseReading()

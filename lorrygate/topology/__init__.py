@@ -13,6 +13,7 @@ from lorrygate.topology.fleets import (
     Zigbee2MqttStrategy,
 )
 from lorrygate.topology.lan import LanStrategy
+from lorrygate.topology.victron import VictronStrategy
 from lorrygate.topology.wan import WanStrategy
 
 #: built-in strategies by the name a channel selects them with
@@ -28,6 +29,7 @@ STRATEGIES = {
     "homeassistant": HomeAssistantStrategy,
     "owntracks": OwnTracksStrategy,
     "sparkplug": SparkplugStrategy,
+    "victron": VictronStrategy,
     "topic": TopicStrategy,
 }
 

@@ -265,6 +265,12 @@ ROUTED = [
      "jane_phone_events"),
     ("owntracks", "owntracks/jane/phone/waypoints", A("owntracks", None, "jane", "phone", "event", "waypoints"),
      "owntracks", "jane_phone_events"),
+    # -- Venus OS (Victron GX devices), dbus-flashmq --
+    ("victron", "N/c0619ab1234/battery/512/Dc/0/Voltage",
+     A("victron", None, "c0619ab1234", "battery/512", "data", "Dc/0/Voltage", "Dc/0/Voltage"), "victron",
+     "c0619ab1234_battery_512_sensors"),
+    ("victron", "N/c0619ab1234/keepalive", A("victron", None, "c0619ab1234", None, "event", "keepalive", "keepalive"),
+     "victron", "c0619ab1234_events"),
     # -- declarative templates --
     ("sites", "acme/sites/Berlin-1/pump-7/data.json",
      A("acme", None, None, "pump-7", "data", "acme/sites/Berlin-1/pump-7/data.json", labels=(("site", "Berlin-1"),)),
@@ -286,6 +292,9 @@ ROUTED = [
 ]
 
 REFUSED = [
+    ("victron", "N/c0619ab1234/vebus/276", "expected N/<portal ID>/<service type>/<device instance>/<D-Bus path>"),
+    ("victron", "N//battery/512/Soc", "the portal ID level is empty"),
+    ("victron", "N/c0619ab1234/battery/512/Dc//Voltage", "the D-Bus path has an empty level"),
     ("owntracks", "owntracks/jane", "expected owntracks/<user>/<device> (locations)"),
     ("owntracks", "owntracks/jane/phone/selfie", "expected owntracks/<user>/<device>"),
     ("owntracks", "owntracks//phone", "the user level is empty"),
@@ -362,6 +371,8 @@ def test_refuses_with_a_reason(name, topic, reason):
 
 #: command topics of each convention: ignored (acknowledged and counted), never dead letters
 COMMANDS = [
+    ("victron", "W/c0619ab1234/vebus/257/Hub4/L1/AcPowerSetpoint"),
+    ("victron", "R/c0619ab1234/keepalive"),
     ("owntracks", "owntracks/jane/phone/cmd"),
     ("sparkplug", "spBv1.0/Plant 1/NCMD/Edge-7"),
     ("sparkplug", "spBv1.0/Plant 1/DCMD/Edge-7/PLC1"),
