@@ -466,6 +466,9 @@ DECODER_KEYS = {
 DECODER_TYPE_KEYS = {"csv": ("columns", "delimiter"), "javascript": ("file", "timeout", "memory", "fport"),
                      "sparkplug": ("rebirth",), "victron": ("keepalive",)}
 
+#: the values of a strategy's ``output`` by its type
+OUTPUTS = {"zigbee2mqtt": ("json", "attribute", "attribute_and_json"), "rtl_433": ("events", "devices")}
+
 STRATEGY_KEYS = {
     "type": Key(v.nonempty, "template", doc='template, or a built-in strategy to configure (wan, zigbee2mqtt, homeassistant, owntracks, tasmota).'),
     "topic": Key(v.text, "", doc='template: the topic pattern, such as {realm}/{network}/{gateway}/{node}/data.json.'),
@@ -473,17 +476,19 @@ STRATEGY_KEYS = {
     "table": Key(v.text, "", doc="template: the table name, from the pattern's names."),
     "kind": Key(v.choice(*KINDS), DATA, doc='template: what the messages are: data, event or error.'),
     "networks": Key(v.names, (), doc='wan: the networks to accept (default: any).'),
-    "base": Key(v.nonempty, "", doc='zigbee2mqtt, homeassistant, owntracks: the base topic (default zigbee2mqtt; '
+    "base": Key(v.nonempty, "", doc='zigbee2mqtt, homeassistant, owntracks, rtl_433: the base topic (default zigbee2mqtt; '
                                     'homeassistant: the base_topic of mqtt_statestream, default homeassistant; '
-                                    'owntracks: the app\'s topic prefix, default owntracks).'),
+                                    'owntracks: the app\'s topic prefix, default owntracks; rtl_433: the topics\' '
+                                    'levels before the hostname, default rtl_433).'),
     "full_topic": Key(v.tasmota_full_topic, "%prefix%/%topic%/",
                       doc="tasmota: the devices' FullTopic, its levels %prefix% (tele, stat, cmnd), %topic% (or "
                           "%hostname%, %id%: the device) and literal text, such as %topic%/%prefix%/ or "
                           "tasmota/%topic%/%prefix%/."),
-    "output": Key(v.choice("json", "attribute", "attribute_and_json"), "json",
-                  doc="zigbee2mqtt: its advanced.output: json (a device's state as one JSON object), attribute "
-                      "(a topic a value, <friendly name>/<attribute>) or attribute_and_json (both: the JSON is "
-                      "stored, the copies ignored)."),
+    "output": Key(v.choice(*OUTPUTS["zigbee2mqtt"], *OUTPUTS["rtl_433"]), "",
+                  doc="zigbee2mqtt: its advanced.output: json (a device's state as one JSON object; the default), "
+                      "attribute (a topic a value, <friendly name>/<attribute>) or attribute_and_json (both: the "
+                      "JSON is stored, the copies ignored); rtl_433: which of its outputs of the same readings is "
+                      "stored, events (the default) or devices (a topic a value)."),
 }
 #: which strategy keys each ``type`` takes; other keys are errors
 STRATEGY_TYPE_KEYS = {
@@ -493,6 +498,7 @@ STRATEGY_TYPE_KEYS = {
     "homeassistant": ("base",),
     "owntracks": ("base",),
     "tasmota": ("full_topic",),
+    "rtl_433": ("base", "output"),
 }
 
 HOOK_KEYS = {
@@ -841,6 +847,8 @@ STRATEGY_DECODERS = {
     "shelly": ("shelly", "json", "value"),
     "homeassistant": ("homeassistant",),
     "owntracks": ("owntracks", "json"),
+    # rtl_433: its events; the values of devices/... topics (output = devices), one a topic
+    "rtl_433": ("rtl_433", "json", "value"),
     # Venus OS: {"value": ...}; N/<portal ID>/keepalive's 1 is JSON
     "victron": ("victron", "json", "value"),
     # a host application's STATE is JSON (3.0) or text (2.2)
@@ -991,6 +999,9 @@ def make_strategy(name: str, values: dict, section: str, problem):
     for key in bad:
         problem(section, key, f"no {key} for type {kind} (it takes: {', '.join(allowed) or 'no options'})", repr(values[key]))
     if bad:
+        return None
+    if "output" in given and values["output"] not in OUTPUTS[kind]:
+        problem(section, "output", f"one of {', '.join(OUTPUTS[kind])} for type {kind}", repr(values["output"]))
         return None
     if kind != "template":
         options = {key: values[key] for key in given}

@@ -7,6 +7,7 @@ from lorrygate.decoding.chain import DecoderChain
 from lorrygate.decoding.functions import decoder
 from lorrygate.decoding.jsonobject import JsonDecoder
 from lorrygate.decoding.lineprotocol import InfluxDecoder, TelegrafJsonDecoder
+from lorrygate.decoding.rtl433 import Rtl433Decoder
 from lorrygate.decoding.sparkplug import SparkplugDecoder
 from lorrygate.decoding.text import CsvDecoder, KeyValueDecoder, NdjsonDecoder, RawDecoder, ValueDecoder
 from lorrygate.decoding.vendors import (
@@ -44,6 +45,7 @@ DECODERS: dict[str, Any] = {
     "zigbee2mqtt": Zigbee2MqttDecoder,
     "sparkplug": SparkplugDecoder,
     "victron": VictronDecoder,
+    "rtl_433": Rtl433Decoder,
     "msgpack": MessagePackDecoder,
     "cbor": CborDecoder,
     "muon": MuonDecoder,

@@ -13,6 +13,7 @@ from lorrygate.topology.fleets import (
     Zigbee2MqttStrategy,
 )
 from lorrygate.topology.lan import LanStrategy
+from lorrygate.topology.rtl433 import Rtl433Strategy
 from lorrygate.topology.victron import VictronStrategy
 from lorrygate.topology.wan import WanStrategy
 
@@ -30,6 +31,7 @@ STRATEGIES = {
     "owntracks": OwnTracksStrategy,
     "sparkplug": SparkplugStrategy,
     "victron": VictronStrategy,
+    "rtl_433": Rtl433Strategy,
     "topic": TopicStrategy,
 }
 

@@ -271,6 +271,9 @@ ROUTED = [
      "c0619ab1234_battery_512_sensors"),
     ("victron", "N/c0619ab1234/keepalive", A("victron", None, "c0619ab1234", None, "event", "keepalive", "keepalive"),
      "victron", "c0619ab1234_events"),
+    # -- rtl_433 (433 MHz sensors through a software-defined radio) --
+    ("rtl_433", "rtl_433/pi4/events", A("rtl_433", None, "pi4", None, "data", "events"), "rtl_433", "pi4_sensors"),
+    ("rtl_433", "rtl_433/pi4/states", A("rtl_433", None, "pi4", None, "event", "states"), "rtl_433", "pi4_events"),
     # -- declarative templates --
     ("sites", "acme/sites/Berlin-1/pump-7/data.json",
      A("acme", None, None, "pump-7", "data", "acme/sites/Berlin-1/pump-7/data.json", labels=(("site", "Berlin-1"),)),
@@ -292,6 +295,8 @@ ROUTED = [
 ]
 
 REFUSED = [
+    ("rtl_433", "rtl_433/pi4/other", "expected rtl_433/<hostname>/events"),
+    ("rtl_433", "rtl_433//events", "the hostname level is empty"),
     ("victron", "N/c0619ab1234/vebus/276", "expected N/<portal ID>/<service type>/<device instance>/<D-Bus path>"),
     ("victron", "N//battery/512/Soc", "the portal ID level is empty"),
     ("victron", "N/c0619ab1234/battery/512/Dc//Voltage", "the D-Bus path has an empty level"),
