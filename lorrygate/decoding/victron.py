@@ -45,6 +45,9 @@ KEEPALIVE = 30.0
 #: the installations one channel keeps alive at most (their portal ids come from topics: a bound on what a
 #: publisher of odd topics can make the gateway send)
 MAX_PORTALS = 10_000
+#: the longest portal id kept alive (VRM's are 12 hex digits, the GX device's MAC address): with MAX_PORTALS, what
+#: the keep-alive may hold in memory
+MAX_PORTAL_ID = 64
 #: a keep-alive that asks for no full publication (each full one makes the GX device send all its values)
 SUPPRESS = json.dumps({"keepalive-options": ["suppress-republish"]}).encode()
 
@@ -119,7 +122,7 @@ class VictronDecoder:
         portal = parts[1]
         if portal in self.portals and not (len(parts) == 3 and parts[2] == "keepalive"):
             return
-        if not portal or portal in ("+", "#"):
+        if not portal or portal in ("+", "#") or len(portal) > MAX_PORTAL_ID:
             return
         if portal not in self.portals and len(self.portals) >= MAX_PORTALS:
             if not self._full_warned:

@@ -172,6 +172,9 @@ def test_the_installations_kept_alive_are_bounded(monkeypatch):
         decode(decoder, f"N/{portal}/battery/512/Soc", '{"value": 80}')
     assert sorted(decoder.portals) == ["a1", "b2"]
     assert [topic for topic, _, _ in source.sent] == ["R/a1/keepalive", "R/b2/keepalive"]
+    decoder.portals.clear()
+    decode(decoder, f"N/{'x' * 65}/battery/512/Soc", '{"value": 80}')  # (stored, not kept alive: no such portal id)
+    assert decoder.portals == {}
 
 
 BASE = """
