@@ -575,9 +575,16 @@ def _code_hash(directory: str, files) -> str:
 
 
 def _builtin_decoder(cls):
-    if any(field.name == "clock" for field in getattr(cls, "__attrs_attrs__", ())):  # (timers: victron keep-alive)
-        return lambda timezone, reactor: cls(timezone=timezone, clock=reactor)
-    return lambda timezone, reactor: cls(timezone=timezone)
+    fields = {field.name: field for field in getattr(cls, "__attrs_attrs__", ())}
+    if "clock" not in fields:
+        return lambda timezone, reactor: cls(timezone=timezone)
+
+    def make(timezone, reactor):  # (timers: the victron keep-alive)
+        return cls(timezone=timezone, clock=reactor)
+
+    if "keepalive" in fields:
+        make.keepalive = fields["keepalive"].default  # (for describe)
+    return make
 
 
 def _user_decoder(cls):

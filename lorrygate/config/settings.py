@@ -960,8 +960,11 @@ def make_decoder(name: str, values: dict, section: str, problem, base_dir: str):
         return lambda timezone, reactor: DECODERS[kind](name=name, timezone=timezone, rebirth=values["rebirth"],
                                                         clock=reactor)
     if kind == "victron":
-        return lambda timezone, reactor: DECODERS[kind](name=name, timezone=timezone, keepalive=values["keepalive"],
-                                                        clock=reactor)
+        def victron(timezone, reactor):
+            return DECODERS[kind](name=name, timezone=timezone, keepalive=values["keepalive"], clock=reactor)
+
+        victron.keepalive = values["keepalive"]  # type: ignore[attr-defined]  # (for describe)
+        return victron
     if kind != "javascript":
         return lambda timezone, reactor: DECODERS[kind](name=name, timezone=timezone)
     if not values["file"]:

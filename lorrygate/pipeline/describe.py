@@ -147,8 +147,10 @@ def describe(settings, topics=(), fields=()) -> str:
             lines.append(f"  channel {channel.name}: mqtt {broker.host}:{broker.port} {','.join(channel.topics)} "
                          f"(QoS {channel.qos}, MQTT {broker.protocol}"
                          + (f", gateway group {channel.group}: $share/{channel.group}/..." if channel.group else "")
+                         + (f", retained {channel.retained}" if channel.retained != "new" else "")
                          + ")")
         lines.append(f"    ! strategy {channel.strategy} ! decode {','.join(channel.decoders)}"
+                     + "".join(_keeps_alive(settings, name) for name in channel.decoders)
                      + (" ! transform" if channel.transform is not None else "")
                      + (f" ! hamilton {channel.dataflow.name} ({', '.join(channel.dataflow.outputs)})"
                         if channel.dataflow is not None else ""))
@@ -208,6 +210,14 @@ def _announced(settings, address) -> str:
     when = dt.datetime.fromtimestamp(announced.received, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return (f"csv header announced: {', '.join(announced.columns)} (delimiter {announced.delimiter!r}; on {when} "
             f"by {announced.topic})")
+
+
+def _keeps_alive(settings, name: str) -> str:
+    """What a decoder that keeps devices publishing sends on the channel's connection (victron)."""
+    every = getattr(settings.decoders.get(name), "keepalive", None)  # (told by its factory: none is made here)
+    if every is None:
+        return ""
+    return f" (keep-alive R/<portal ID>/keepalive every {every:g} s)" if every else " (no keep-alive)"
 
 
 def _router(settings, channel):

@@ -229,3 +229,15 @@ def test_a_launch_pipeline_with_the_victron_strategy_takes_retained_messages():
     assert given.retained == "never"
     [element] = parse_launch("mqttsrc topic=N/# retained=new ! strategy name=victron ! sqlite:///x.sqlite").channels
     assert element.retained == "new"
+
+
+def test_describe_shows_the_keepalive_and_the_retained_messages():
+    from lorrygate.pipeline.describe import describe
+    from lorrygate.pipeline.model import parse_launch
+
+    pipeline = parse_launch("mqtt://localhost/N/%23 ! strategy name=victron ! sqlite:///x.sqlite")
+    text = pipeline.describe([])
+    assert "(QoS 1, MQTT 3.1.1, retained always)" in text
+    assert "decode victron,json,value (keep-alive R/<portal ID>/keepalive every 30 s)" in text
+    declared = loads(textwrap.dedent(BASE) + "decoders = vic, json\n\n[decoder:vic]\ntype = victron\nkeepalive = 0\n")
+    assert "decode vic,json (no keep-alive)" in describe(declared, [])
