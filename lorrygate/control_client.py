@@ -102,6 +102,7 @@ def render_status(answer: dict) -> str:
             f"{channel['unmatched']} unmatched, {channel['undecodable']} undecodable"
             + (f", {channel['seq_gaps']} sequence gaps (messages lost before the gateway)"
                if channel.get("seq_gaps") else "")
+            + (f", {channel['keepalives']} keep-alives sent" if channel.get("keepalives") else "")
         )
     for hook in answer.get("hooks", ()):
         lines.append(f"hook {hook['name']}: {hook['runs']} runs, {hook['failures']} failures, {hook['pending']} waiting"

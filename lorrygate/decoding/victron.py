@@ -67,6 +67,8 @@ class VictronDecoder:
     portals: dict = attrs.field(factory=dict, repr=False)
     #: keep-alives sent (a full publication asked for, and not)
     keepalives_sent: int = 0
+    #: the channel's counters (`ChannelStats`), which count the keep-alives too (status); set by the channel
+    stats: Any = attrs.field(default=None, repr=False)
     _loop: Any = attrs.field(default=None, repr=False)
     _full_warned: bool = attrs.field(default=False, repr=False)
 
@@ -154,5 +156,7 @@ class VictronDecoder:
             return
         publish(f"R/{portal}/keepalive", b"" if full else SUPPRESS, 0)
         self.keepalives_sent += 1
+        if self.stats is not None:
+            self.stats.keepalives += 1
         if full:
             self.portals[portal] = connection

@@ -74,6 +74,8 @@ class ChannelStats:
     #: messages whose sequence number says that messages before them never came (lost before the gateway;
     #: Sparkplug B's ``seq``)
     seq_gaps: int = 0
+    #: keep-alives sent to devices that publish only while kept alive (Venus OS: the victron decoder)
+    keepalives: int = 0
     #: dead letters by stage (``topology``, ``decode``, ``transform``, ``size``, ``internal``)
     dead_letters: dict = attrs.Factory(dict)
 

@@ -138,7 +138,7 @@ class ChannelService(Service):
         for decoder in decoders:
             if getattr(decoder, "rebirth", False):  # Sparkplug: a rebirth request goes on the channel's connection
                 decoder.publish = source.publish
-            if hasattr(decoder, "seq_gaps"):  # (counted with the channel's: status and /metrics show them)
+            if hasattr(decoder, "seq_gaps") or hasattr(decoder, "keepalives_sent"):  # (counted with the channel's: status and /metrics show them)
                 decoder.stats = router.stats
         router.identify(source.client_id)
         service = cls(channel, source, router, own, decoders, reactor, timeout)

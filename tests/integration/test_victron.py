@@ -6,6 +6,9 @@ alive, stores its values, and after a restart (a persistent session: the subscri
 """
 
 import json
+import re
+import subprocess
+import sys
 import threading
 import uuid
 
@@ -66,6 +69,9 @@ def test_a_gx_device_is_kept_alive_and_its_values_stored_also_after_a_restart(tm
         wait_until(lambda: battery in tables(db) and len(query(db, f'SELECT * FROM "{battery}" WHERE '
                                                                    '"Dc/0/Current" IS NOT NULL')) >= 3, 30,
                    "the values that changed while kept alive")
+        status = subprocess.run([sys.executable, "-m", "lorrygate.cli", "-c", config, "status"], capture_output=True,
+                                text=True, timeout=60).stdout
+        assert re.search(r"channel main: .* \d+ keep-alives sent", status), status
         assert gateway.stop() == 0, gateway.text()[-3000:]
         assert [json.loads(p) for p in gx.keepalives[1:]] == [{"keepalive-options": ["suppress-republish"]}] * (
             len(gx.keepalives) - 1)
