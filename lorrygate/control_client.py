@@ -40,6 +40,15 @@ def request(endpoint: str, method: str, path: str, timeout: float = 60.0, token:
     return json.loads(body)
 
 
+def _ago(source: dict) -> str:
+    """How long ago a source's last error was, said beside it: `` (3 min ago, connected again since)``."""
+    age = source.get("last_error_age")
+    if age is None:
+        return ""
+    when = f"{age:.0f} s" if age < 120 else f"{age / 60:.0f} min" if age < 7200 else f"{age / 3600:.1f} h"
+    return f" ({when} ago" + (", connected again since)" if source.get("connected") else ")")
+
+
 def render_status(answer: dict) -> str:
     """The status answer as text for people."""
     lines = [f"lorrygate: {answer['config']}"]
@@ -67,13 +76,13 @@ def render_status(answer: dict) -> str:
                          + (f"listening on {details['listening']}" if source["connected"] else "NOT listening")
                          + (f" ({counts})" if counts else ""))
             if source.get("last_error"):
-                lines.append(f"  last error: {source['last_error']}")
+                lines.append(f"  last error{_ago(source)}: {source['last_error']}")
             continue
         lines.append(f"{named}: {state} to {source['broker']} as {source['client_id']}"
                      + (f", in group {source['group']}" if source.get("group") else "")
                      + (f", lag {details['lag']:,} messages" if details.get("lag") is not None else ""))
         if source.get("last_error"):
-            lines.append(f"  last error: {source['last_error']}")
+            lines.append(f"  last error{_ago(source)}: {source['last_error']}")
     for storage in answer["storages"]:
         last = "never" if storage["last_flush_age"] is None else f"{storage['last_flush_age']:.1f} s ago ({storage['last_flush_rows']} rows)"
         lines.append(

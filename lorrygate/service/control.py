@@ -12,6 +12,7 @@ that ``lorrygate status`` and ``lorrygate flush`` talk to.
 """
 
 import json
+import time
 
 from twisted.internet.defer import DeferredList
 from twisted.internet.defer import TimeoutError as DeferredTimeout
@@ -60,7 +61,8 @@ def status(gateway) -> dict:
             },
         })
     sources = [{"name": s.name, **_section(s), "broker": f"{s.broker.host}:{s.broker.port}", "connected": s.connected,
-                "client_id": s.client_id, "last_error": s.last_error, "retained_skipped": s.retained_skipped,
+                "client_id": s.client_id, "last_error": s.last_error,
+                "last_error_age": _age(getattr(s, "last_error_at", None)), "retained_skipped": s.retained_skipped,
                 "subscribed": s.subscribed, "paused_by": list(s.paused_by),
                 **({"details": s.status()} if hasattr(s, "status") else {}),
                 **({"group": s.group} if isinstance(getattr(s, "group", None), str) and s.group else {})}
@@ -69,6 +71,11 @@ def status(gateway) -> dict:
     hooks = [runner.status() for runner in gateway.hook_runners.values()]
     return {"config": gateway.settings.source, "sources": sources, "storages": storages, "channels": channels,
             "hooks": hooks, "reload_error": gateway.reload_error}
+
+
+def _age(at: float | None) -> float | None:
+    """Seconds since ``at`` (``time.monotonic``), or None."""
+    return None if at is None else round(time.monotonic() - at, 1)
 
 
 class _Status(Resource):
