@@ -64,18 +64,25 @@ class SourcePlumbing:
     #: whether it subscribed (or listens, or reads) since it started
     subscribed: bool = attrs.field(default=False, init=False)
     _subscribe_waiters: list = attrs.field(factory=list, init=False)
-    #: why it last failed to connect or read, for the status (`_noted`)
-    last_error: str = attrs.field(default="", init=False, on_setattr=lambda self, _, value: self._noted(value))
+    #: why it last failed to connect or read, for the status (`last_error`)
+    _last_error: str = attrs.field(default="", init=False)
     #: when ``last_error`` was set (``time.monotonic``): the status says how long ago, so that the error of a
     #: connection lost hours ago is not read as the state of one that is up
     last_error_at: float | None = attrs.field(default=None, init=False)
     #: retained messages it left out (``retained = new``)
     retained_skipped: int = attrs.field(default=0, init=False)
 
-    def _noted(self, error: str) -> str:
+    @property
+    def last_error(self) -> str:
+        """Why it last failed to connect or read, for the status; setting it times it (a property, not attrs'
+        ``on_setattr``, which would give the class a ``__setattr__`` of Python that every attribute set pays)."""
+        return self._last_error
+
+    @last_error.setter
+    def last_error(self, error: str) -> None:
+        self._last_error = error
         if error:
             self.last_error_at = time.monotonic()
-        return error
 
     @property
     def paused(self) -> bool:
