@@ -12,6 +12,7 @@ receive time. An object without ``model`` (a report of the receiver's own) is
 declined, for ``json``.
 """
 
+import json
 from typing import Any
 
 import attrs
@@ -24,6 +25,11 @@ from lorrygate.interfaces import IDecoder
 
 #: the keys rtl_433's InfluxDB output makes tags (and the model, its measurement there)
 TAGS = ("model", "type", "subtype", "id", "channel", "mic", "protocol")
+
+
+def _text(value) -> str:
+    """A tag's text: a number as rtl_433 prints it (``1234``), anything else (never seen) as JSON."""
+    return value if type(value) is str else json.dumps(value)
 
 
 @implementer(IDecoder)
@@ -41,7 +47,7 @@ class Rtl433Decoder:
             raise Declined(f"not JSON: {exc}") from None
         if type(document) is not dict or "model" not in document:
             raise Declined("no rtl_433 event (no model)")
-        tags = {key: str(document.pop(key)) for key in TAGS if document.get(key) is not None}
+        tags = {key: _text(document.pop(key)) for key in TAGS if document.get(key) is not None}
         stamp = document.get("time")
         if type(stamp) is str and stamp.startswith("@"):
             del document["time"]  # (relative to the start of a file rtl_433 read: no time of day)

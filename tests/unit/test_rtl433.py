@@ -71,6 +71,11 @@ def test_rtl_433s_time_formats(time, expected):
     assert (record.time, record.tags) == (expected, {"model": "Toyota", "type": "TPMS"})
 
 
+def test_tags_are_text_as_rtl_433_prints_them():
+    [record] = decode(b'{"model": "X", "id": 7, "channel": 1.5, "subtype": true, "type": {"a": [1]}, "v": 1}')
+    assert record.tags == {"model": "X", "id": "7", "channel": "1.5", "subtype": "true", "type": '{"a": [1]}'}
+
+
 @pytest.mark.parametrize("payload", [b'{"time": "2026-12-05 13:00:00", "enabled": 200}', b"[1]", b"21.5", b"{x"])
 def test_what_is_no_devices_event_is_declined(payload):
     with pytest.raises(Declined):
