@@ -31,7 +31,7 @@ class MessagePackDecoder:
             document = msgpack.unpackb(message.payload, raw=False, strict_map_key=False, timestamp=3)
         except Exception as exc:  # msgpack raises many types for bad input
             raise Declined(f"not MessagePack: {type(exc).__name__}: {exc}") from None
-        return object_or_decline(plain(document), message, self.name, self.timezone)
+        return object_or_decline(plain(document), message, self.name, self.timezone, address)
 
 
 @implementer(IDecoder)
@@ -45,7 +45,7 @@ class CborDecoder:
             document = cbor2.loads(message.payload)
         except Exception as exc:  # cbor2 raises CBORDecodeError and friends
             raise Declined(f"not CBOR: {type(exc).__name__}: {exc}") from None
-        return object_or_decline(_cbor_plain(document), message, self.name, self.timezone)
+        return object_or_decline(_cbor_plain(document), message, self.name, self.timezone, address)
 
 
 def _cbor_plain(value):
@@ -71,4 +71,4 @@ class MuonDecoder:
             raise Declined(f"not Muon: {exc}") from None
         if isinstance(document, dict):
             document = {str(key): value for key, value in document.items()}
-        return object_or_decline(document, message, self.name, self.timezone)
+        return object_or_decline(document, message, self.name, self.timezone, address)

@@ -3,7 +3,8 @@ The JSON decoder: an object becomes one record, an array of objects one each.
 
 The record's time comes from a time field (see `lorrygate.decoding.timestamps`),
 else from the receive time. On a per-field topic (``.../data/temperature``) a
-plain JSON value becomes that one field.
+plain JSON value becomes that one field, and so does the ``value`` of an
+object (`lorrygate.decoding.records.named_value`).
 """
 
 import json
@@ -13,7 +14,7 @@ import attrs
 import orjson
 from zope.interface import implementer
 
-from lorrygate.decoding.records import objects_records, received_ns
+from lorrygate.decoding.records import VALUE, named_value, named_values, objects_records, received_ns
 from lorrygate.decoding.timestamps import TIME_FIELDS, from_epoch
 from lorrygate.errors import Declined, DecodeError
 from lorrygate.interfaces import IDecoder
@@ -83,6 +84,8 @@ class JsonDecoder:
             except (ValueError, UnicodeDecodeError) as exc:
                 raise Declined(f"not JSON: {exc}") from None
         if type(document) is dict:
+            if VALUE in document and address is not None and address.field is not None and address.field != VALUE:
+                document = named_value(document, address.field)
             # the common case in one step: an object with its time as epoch seconds, or without a time
             value = document.get("time", _NO_TIME)
             if type(value) is float:
@@ -93,6 +96,8 @@ class JsonDecoder:
                     raise DecodeError(self.name, f"field 'time': {exc}") from None
             if value is _NO_TIME and document.keys().isdisjoint(_OTHER_TIME_FIELDS):
                 return [Record(received_ns(message), document, {})]
+        if type(document) is list:
+            document = named_values(document, address)
         records = objects_records(document, message, self.name, self.timezone)
         if records is not None:
             return records

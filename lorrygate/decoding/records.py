@@ -59,6 +59,39 @@ def _dated(document: dict, clock, tz) -> int | None:
     return None
 
 
+#: the key of a value object, and the field name of a payload of one value where the topic names none
+VALUE = "value"
+
+
+def named_value(document: dict, field: str) -> dict:
+    """A value object on a topic that names its field (``.../data/temperature``, a template's ``{field}``):
+    ``{"value": 21.5, "time": ..., "unit": "°C"}`` as Z-Wave JS UI, Node-RED flows and many devices send it.
+    ``value`` is the topic's field, a time field stays the time, every other key is ``<field>.<key>``. (Its keys
+    as the fields made every per-field topic of a table write into one column ``value``.)"""
+    named = {}
+    for key, item in document.items():
+        if key == VALUE:
+            named[field] = item
+        elif key in TIME_FIELDS:
+            named[key] = item
+        else:
+            named[f"{field}.{key}"] = item
+    return named
+
+
+def named_values(document, address):
+    """`named_value` for an object, or each object of a list, with a ``value`` key on a topic that names a field
+    other than ``value``; anything else as it is."""
+    field = address.field if address is not None else None
+    if field is None or field == VALUE:
+        return document
+    if type(document) is dict:
+        return named_value(document, field) if VALUE in document else document
+    if type(document) is list:
+        return [named_value(item, field) if type(item) is dict and VALUE in item else item for item in document]
+    return document
+
+
 def objects_records(document, message, decoder: str, tz=None) -> list | None:
     """An object -> one record; a non-empty list of objects -> one record each."""
     if type(document) is dict:

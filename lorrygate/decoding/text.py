@@ -31,7 +31,7 @@ from zope.interface import implementer
 
 from lorrygate.decoding.csvheaders import MAX_COLUMNS, Announced, StoreFull
 from lorrygate.decoding.jsonobject import loads
-from lorrygate.decoding.records import object_record, received_ns, scalar
+from lorrygate.decoding.records import named_values, object_record, received_ns, scalar
 from lorrygate.decoding.timestamps import TIME_FIELDS, parse_time
 from lorrygate.errors import Declined, DecodeError, Ignored
 from lorrygate.interfaces import IDecoder
@@ -74,7 +74,7 @@ class NdjsonDecoder:
                 if number == 1:
                     raise Declined("line 1 is not a JSON object")
                 raise DecodeError(self.name, f"line {number} is not a JSON object")
-            records.append(object_record(document, message, self.name, self.timezone))
+            records.append(object_record(named_values(document, address), message, self.name, self.timezone))
         return records
 
 

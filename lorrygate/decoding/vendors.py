@@ -55,7 +55,7 @@ import attrs
 from zope.interface import implementer
 
 from lorrygate.decoding.jsonobject import loads
-from lorrygate.decoding.records import object_record, received_ns, scalar
+from lorrygate.decoding.records import named_values, object_record, received_ns, scalar
 from lorrygate.decoding.text import payload_text
 from lorrygate.decoding.timestamps import from_epoch, parse_time
 from lorrygate.errors import Declined, DecodeError, Ignored
@@ -496,8 +496,10 @@ class Zigbee2MqttDecoder:
                                                 "advanced.output: attribute_and_json): its JSON state is stored")
 
 
-def object_or_decline(payload, message, decoder, tz):
-    """Shared by the binary decoders: an object or a list of objects, else Declined."""
+def object_or_decline(payload, message, decoder, tz, address=None):
+    """Shared by the binary decoders: an object or a list of objects, else Declined. A value object on a topic
+    that names its field is that field (`named_values`)."""
+    payload = named_values(payload, address)
     if type(payload) is dict:
         return [object_record(payload, message, decoder, tz)]
     if type(payload) is list and payload and all(type(item) is dict for item in payload):

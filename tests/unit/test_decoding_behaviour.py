@@ -329,3 +329,38 @@ def test_the_topic_strategy_stores_a_plain_value_as_the_field_value():
                                      (b'{"state": "ON", "brightness": 255}', "json", {"state": "ON", "brightness": 255})):
         used, (record,) = chain.decode(message(payload), address)
         assert (used, record.fields) == (decoder, fields), payload
+
+
+def test_a_value_object_on_a_topic_that_names_its_field_is_that_field():
+    """Z-Wave JS UI, Node-RED flows and many devices publish a value a topic as {"value": ..., "time": ...}. On a
+    topic that names its field, its keys were the fields: every topic of a table wrote into one column ``value``
+    (a temperature and a battery level in the same column). ``value`` is the field now, a time field the time,
+    the other keys ``<field>.<key>``; in JSON, NDJSON, MessagePack and CBOR alike."""
+    import cbor2
+    import msgpack
+
+    from lorrygate.topology.template import TemplateStrategy
+
+    strategy = TemplateStrategy.from_texts("zwave", "zwave/{node}/{field:#}", "zwave", "{node}")
+    temperature = strategy.match("zwave/kitchen/sensor_multilevel/0/Air_temperature")
+    battery = strategy.match("zwave/kitchen/battery/0/level")
+    reading = {"time": 1733400000000, "value": 21.5, "unit": "°C"}
+    expected = Record(1733400000 * R, {"sensor_multilevel/0/Air_temperature": 21.5,
+                                       "sensor_multilevel/0/Air_temperature.unit": "°C"})
+    for name, payload in (("json", json.dumps(reading).encode()), ("ndjson", json.dumps(reading).encode()),
+                          ("msgpack", msgpack.packb(reading)), ("cbor", cbor2.dumps(reading))):
+        assert DECODERS[name]().decode(message(payload, "zwave/kitchen/x"), temperature) == [expected], name
+    (record,) = DECODERS["json"]().decode(message(b'{"time": 1733400000000, "value": 87}'), battery)
+    assert record.fields == {"battery/0/level": 87}
+    # a list of them: each is the field; an object without "value" is its fields, as before
+    records = DECODERS["json"]().decode(message(b'[{"value": 1, "ts": 1}, {"value": 2, "ts": 2}]'), battery)
+    assert [(r.time, r.fields) for r in records] == [(R, {"battery/0/level": 1}), (2 * R, {"battery/0/level": 2})]
+    (record,) = DECODERS["json"]().decode(message(b'{"x": 0.3, "y": 0.4}'), battery)
+    assert record.fields == {"x": 0.3, "y": 0.4}
+    # Kotori's data/<field> alike; the topic strategy's field "value" is no name from the topic: its keys stay
+    wan = Address("r", "n", "g", "d", "data", "data/temperature", "temperature")
+    (record,) = DECODERS["json"]().decode(message(b'{"value": 21.5, "unit": "C"}'), wan)
+    assert record.fields == {"temperature": 21.5, "temperature.unit": "C"}
+    anytopic = Address("home", None, None, None, "data", "kitchen", "value")
+    (record,) = DECODERS["json"]().decode(message(b'{"value": 21.5, "unit": "C"}'), anytopic)
+    assert record.fields == {"value": 21.5, "unit": "C"}
