@@ -8,6 +8,7 @@ from lorrygate.decoding.functions import decoder
 from lorrygate.decoding.jsonobject import JsonDecoder
 from lorrygate.decoding.lineprotocol import InfluxDecoder, TelegrafJsonDecoder
 from lorrygate.decoding.rtl433 import Rtl433Decoder
+from lorrygate.decoding.senml import SenmlDecoder
 from lorrygate.decoding.sparkplug import SparkplugDecoder
 from lorrygate.decoding.text import CsvDecoder, KeyValueDecoder, NdjsonDecoder, RawDecoder, ValueDecoder
 from lorrygate.decoding.vendors import (
@@ -46,6 +47,7 @@ DECODERS: dict[str, Any] = {
     "sparkplug": SparkplugDecoder,
     "victron": VictronDecoder,
     "rtl_433": Rtl433Decoder,
+    "senml": SenmlDecoder,
     "msgpack": MessagePackDecoder,
     "cbor": CborDecoder,
     "muon": MuonDecoder,

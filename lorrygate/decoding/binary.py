@@ -15,6 +15,8 @@ from zope.interface import implementer
 
 from lorrygate.decoding import muon
 from lorrygate.decoding.records import plain
+from lorrygate.decoding.senml import cbor_pack
+from lorrygate.decoding.senml import records as senml_records
 from lorrygate.decoding.vendors import object_or_decline
 from lorrygate.errors import Declined
 from lorrygate.interfaces import IDecoder
@@ -45,6 +47,9 @@ class CborDecoder:
             document = cbor2.loads(message.payload)
         except Exception as exc:  # cbor2 raises CBORDecodeError and friends
             raise Declined(f"not CBOR: {type(exc).__name__}: {exc}") from None
+        pack = cbor_pack(document)
+        if pack is not None:  # SenML (application/senml+cbor)
+            return senml_records(pack, message, self.name)
         return object_or_decline(_cbor_plain(document), message, self.name, self.timezone, address)
 
 

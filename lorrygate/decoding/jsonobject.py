@@ -15,6 +15,8 @@ import orjson
 from zope.interface import implementer
 
 from lorrygate.decoding.records import VALUE, named_value, named_values, objects_records, received_ns
+from lorrygate.decoding.senml import is_pack
+from lorrygate.decoding.senml import records as senml_records
 from lorrygate.decoding.timestamps import TIME_FIELDS, from_epoch
 from lorrygate.errors import Declined, DecodeError
 from lorrygate.interfaces import IDecoder
@@ -97,6 +99,8 @@ class JsonDecoder:
             if value is _NO_TIME and document.keys().isdisjoint(_OTHER_TIME_FIELDS):
                 return [Record(received_ns(message), document, {})]
         if type(document) is list:
+            if is_pack(document):
+                return senml_records(document, message, self.name)
             document = named_values(document, address)
         records = objects_records(document, message, self.name, self.timezone)
         if records is not None:

@@ -64,7 +64,9 @@ PREFIX = b"/api/"
 _SLOTS = ("data", "event", "airrohr")
 #: a Kotori data slot with a form's suffix
 _DATA_SLOT = "/data.json"
-_SUFFIXES = {"application/json": ".json", "text/csv": ".csv", "application/x-www-form-urlencoded": ".json"}
+_SUFFIXES = {"application/json": ".json", "text/csv": ".csv", "application/x-www-form-urlencoded": ".json",
+             # SenML (RFC 8428), which the json and cbor decoders read
+             "application/senml+json": ".json", "application/senml+cbor": ".cbor", "application/cbor": ".cbor"}
 
 
 def topic_of(path: bytes, content_type: str) -> str:

@@ -205,3 +205,22 @@ def test_a_dry_run_of_a_file_that_cannot_be_read_says_so(tmp_path, capsys):
     assert dry_run(settings, str(tmp_path / "missing.ndjson")) == 2
     assert "cannot read the recorded messages" in capsys.readouterr().err
     assert not (tmp_path / "never.sqlite").exists()
+
+
+def test_the_senml_example_decodes_as_docs_decoding_says():
+    import json
+    import re
+
+    from lorrygate.decoding import DECODERS
+    from lorrygate.model import Message
+
+    text = open(os.path.join(DOCS, "decoding.rst"), encoding="utf-8").read()
+    block = re.search(r"\.\. code-block:: json\n\n((?:    [^\n]*\n)+)", text[text.index("SenML (Sensor"):]).group(1)
+    rows = DECODERS["json"]().decode(Message("r/n/g/d/data.json", block.encode(), 1, False, 1.0, "#"), None)
+    assert json.loads(block)[0]["bn"] == "urn:dev:ow:10e2073a01080063:"
+    assert [(row.time, row.fields, row.tags) for row in rows] == [
+        (1_276_020_076_001_000_000, {"voltage": 120.1, "voltage.unit": "V", "current": 1.7, "current.unit": "A"},
+         {"base_name": "urn:dev:ow:10e2073a01080063:"}),
+        (1_276_020_071_001_000_000, {"current": 1.2, "current.unit": "A"},
+         {"base_name": "urn:dev:ow:10e2073a01080063:"})]
+    assert "a row at 2010-06-08T18:01:16.001Z with ``voltage`` 120.1" in " ".join(text.split())

@@ -1,0 +1,147 @@
+"""SenML (RFC 8428) packs in JSON and CBOR: base fields, resolved names, times and values, rows a time and base
+name, and what a pack that breaks the RFC gets."""
+
+import json
+
+import cbor2
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lorrygate.config.settings import STRATEGY_DECODERS
+from lorrygate.decoding import DECODERS, DecoderChain
+from lorrygate.decoding.senml import LABELS, is_pack
+from lorrygate.errors import Declined, DecodeError
+from lorrygate.model import Message, Record
+from lorrygate.sources.http import topic_of
+from lorrygate.topology.wan import WanStrategy
+
+R = 10**9
+NOW = 1_764_900_000  # the receive time, in seconds
+#: Mainflux's (Magistrala's) example, RFC 8428 5.1.3's shape: a base name, a base time with decimals, a base unit
+MAINFLUX = [{"bn": "some-base-name:", "bt": 1.276020076001e+09, "bu": "A", "bver": 5, "n": "voltage", "u": "V",
+             "v": 120.1}, {"n": "current", "t": -5, "v": 1.2}, {"n": "current", "t": -4, "v": 1.3},
+            {"n": "current", "v": 1.7}]
+BT = 1_276_020_076_001_000_000
+
+
+def message(payload: bytes, topic="mqttkit-1/testdrive/area-42/node-1/data.json"):
+    return Message(topic, payload, 1, False, float(NOW), "#")
+
+
+def decode(pack, decoder="json"):
+    payload = json.dumps(pack).encode() if decoder != "cbor" else cbor2.dumps(pack)
+    return DECODERS[decoder]().decode(message(payload), None)
+
+
+def as_cbor(pack):
+    return [{LABELS[key]: value for key, value in record.items()} for record in pack]
+
+
+def test_a_pack_is_a_row_a_time_each_name_a_field_the_base_name_a_tag():
+    tags = {"base_name": "some-base-name:"}
+    assert decode(MAINFLUX) == [
+        Record(BT, {"voltage": 120.1, "voltage.unit": "V", "current": 1.7, "current.unit": "A"}, tags),
+        Record(BT - 5 * R, {"current": 1.2, "current.unit": "A"}, tags),
+        Record(BT - 4 * R, {"current": 1.3, "current.unit": "A"}, tags)]
+
+
+def test_the_same_pack_in_cbor_and_by_the_senml_decoder_is_the_same_rows():
+    """RFC 8428 section 6: CBOR's integer labels; a data value (vd) is bytes there, base64url text in JSON."""
+    expected = decode(MAINFLUX)
+    cbor = cbor2.dumps(as_cbor(MAINFLUX))
+    assert DECODERS["cbor"]().decode(message(cbor), None) == expected
+    assert DECODERS["senml"]().decode(message(cbor), None) == expected
+    assert DECODERS["senml"]().decode(message(json.dumps(MAINFLUX).encode()), None) == expected
+    (row,) = DECODERS["cbor"]().decode(message(cbor2.dumps([{0: "blob", 8: b"\x01\x02\xff"}])), None)
+    assert row.fields == {"blob": "AQL_"}
+    (row,) = decode([{"n": "blob", "vd": "AQL_"}])
+    assert row.fields == {"blob": "AQL_"}
+
+
+def test_lwm2m_object_instances_share_their_columns_told_apart_by_the_base_name():
+    rows = decode([{"bn": "/3303/0/", "n": "5700", "v": 25.5}, {"n": "5701", "vs": "Cel"},
+                   {"bn": "/3304/0/", "n": "5700", "v": 48}])
+    assert rows == [Record(NOW * R, {"5700": 25.5, "5701": "Cel"}, {"base_name": "/3303/0/"}),
+                    Record(NOW * R, {"5700": 48}, {"base_name": "/3304/0/"})]
+
+
+def test_times_below_2_to_the_28_are_relative_to_now():
+    rows = decode([{"n": "temp", "v": 21.5, "t": -60}, {"n": "temp", "v": 21.7}, {"n": "temp", "v": 21.9, "t": 0.5}])
+    assert [(row.time, row.fields) for row in rows] == [((NOW - 60) * R, {"temp": 21.5}), (NOW * R, {"temp": 21.7}),
+                                                        (NOW * R + R // 2, {"temp": 21.9})]
+
+
+def test_base_values_and_sums_are_added_and_hold_until_given_again():
+    rows = decode([{"bn": "meter:", "bv": 1000, "bs": 50, "bt": 1_700_000_000, "n": "energy", "v": 5, "s": 2,
+                    "u": "Wh"}, {"n": "energy", "t": 60, "v": 7}, {"bv": 0, "bn": "", "n": "flag", "vb": True,
+                                                                      "t": 60}])
+    assert rows == [
+        Record(1_700_000_000 * R, {"energy": 1005, "energy.sum": 52, "energy.unit": "Wh"}, {"base_name": "meter:"}),
+        Record(1_700_000_060 * R, {"energy": 1007}, {"base_name": "meter:"}),
+        Record(1_700_000_060 * R, {"flag": True}, {})]
+
+
+def test_a_name_twice_at_one_time_is_a_second_row_and_a_record_of_base_fields_only_sets_them():
+    rows = decode([{"bn": "dev:", "bt": 1_700_000_000}, {"n": "a", "v": 1}, {"n": "a", "v": 2}, {"n": "b", "v": 3},
+                   {"n": "ut", "v": 4, "ut": 300}])
+    assert [(row.time, row.fields) for row in rows] == [
+        (1_700_000_000 * R, {"a": 1}), (1_700_000_000 * R, {"a": 2, "b": 3, "ut": 4, "ut.update_time": 300})]
+    # a record without n is the base name itself (RFC 8428's examples of one sensor)
+    (row,) = decode([{"bn": "urn:dev:ow:10e2073a01080063", "u": "Cel", "v": 23.1}])
+    assert (row.fields, row.tags) == ({"urn:dev:ow:10e2073a01080063": 23.1,
+                                       "urn:dev:ow:10e2073a01080063.unit": "Cel"}, {})
+
+
+@pytest.mark.parametrize(("pack", "error"), [
+    ([{"n": "a", "v": 1, "x_": 1}], "record 1 of the SenML pack: the field 'x_' must be understood"),
+    ([{"n": "a", "v": 1}, {"n": "b", "v": 1, "vs": "x"}], "record 2 of the SenML pack: more than one value (v, vs)"),
+    ([{"n": "a", "v": 1}, {"n": "b", "u": "V"}], "record 2 of the SenML pack: no value (v, vs, vb or vd) and no sum"),
+    ([{"n": "a", "v": "21.5"}], "v '21.5' is no number"),
+    ([{"n": "a", "vb": "true"}], "vb 'true' is no boolean"),
+    ([{"n": 5, "v": 1}], "n 5 is no text"),
+    ([{"n": "a", "v": 1, "t": "now"}], "t 'now' is no number"),
+    ([{"n": "a", "v": 1, "bt": 1e30}], "the time bt + t = 1e+30 is outside the years 1 to 9999"),
+    ([{"bver": 0, "n": "a", "v": 1}], "bver 0 is no version"),
+])
+def test_a_pack_that_breaks_the_rfc_is_a_decode_error_that_says_where(pack, error):
+    with pytest.raises(DecodeError, match=error.replace("(", r"\(").replace(")", r"\)").replace("+", r"\+")):
+        decode(pack)
+
+
+def test_what_is_no_pack_is_left_to_the_other_decoders():
+    assert not is_pack([{"a": 1}]) and not is_pack([{"n": "a"}]) and not is_pack([]) and not is_pack({"n": "a"})
+    assert decode([{"a": 1, "time": 1_700_000_000}]) == [Record(1_700_000_000 * R, {"a": 1}, {})]
+    assert decode({"n": "temp", "v": 21.5}) == [Record(NOW * R, {"n": "temp", "v": 21.5}, {})]
+    for payload in (b'{"n": "a", "v": 1}', b'[{"a": 1}]', b"\xa1\x00\x01", b"21.5"):
+        with pytest.raises(Declined):
+            DECODERS["senml"]().decode(message(payload), None)
+
+
+def test_kotoris_topics_and_http_content_types_take_senml():
+    chain = DecoderChain(tuple(DECODERS[name]() for name in STRATEGY_DECODERS["wan"]))
+    address = WanStrategy().match("mqttkit-1/testdrive/area-42/node-1/data.json")
+    used, records = chain.decode(message(json.dumps(MAINFLUX).encode()), address)
+    assert (used, records) == ("json", decode(MAINFLUX))
+    assert topic_of(b"/api/mqttkit-1/testdrive/area-42/node-1/data", "application/senml+json").endswith("/data.json")
+    assert topic_of(b"/api/mqttkit-1/testdrive/area-42/node-1/data", "application/senml+cbor").endswith("/data.cbor")
+
+
+_values = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(), st.text(max_size=5),
+                    st.binary(max_size=4), st.lists(st.integers(), max_size=2))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.dictionaries(st.sampled_from(sorted(LABELS) + ["x_"]), _values, max_size=6), min_size=1,
+                max_size=5))
+def test_any_pack_of_senml_labels_gives_rows_or_a_decode_error(pack):
+    for decoder, payload in (("senml", cbor2.dumps(as_cbor([{k: v for k, v in r.items() if k in LABELS}
+                                                              for r in pack]))),
+                             ("json", json.dumps(pack, default=lambda value: value.hex()).encode())):
+        try:
+            rows = DECODERS[decoder]().decode(message(payload), None)
+        except (Declined, DecodeError):
+            continue
+        assert rows and all(isinstance(row, Record) for row in rows)
+        if decoder == "senml" or is_pack(pack):
+            assert all(row.fields for row in rows)
