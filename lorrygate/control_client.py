@@ -103,6 +103,11 @@ def render_status(answer: dict) -> str:
             lines.append(f"  spool: {spool['damaged']} damaged record(s) moved aside")
         if storage["last_error"]:
             lines.append(f"  last error: {storage['last_error']}")
+        backend = storage.get("backend") or {}
+        if backend.get("retention"):
+            lines.append(f"  retention {backend['retention'] / 86400:g} days: {backend['expired']:,} older rows "
+                         f"deleted since the start"
+                         + (f"; the last run failed: {backend['expiry_error']}" if backend.get("expiry_error") else ""))
         for table in storage["tables"]:
             lines.append(f"  {table['rows']:>8} rows buffered, oldest {table['oldest_age']:.1f} s  {table['table']}")
     for channel in answer["channels"]:

@@ -98,6 +98,8 @@ class StorageSettings:
     synchronous: str = "FULL"
     #: SQLite: an index on each table's time (PostgreSQL's tables always have one)
     time_index: bool = False
+    #: SQLite: seconds after which rows are deleted (0: kept)
+    retention: float = 0.0
     idempotent: bool = False
     #: a `lorrygate.storage.ddl.DdlTemplate`, or None
     ddl: Any = None
@@ -343,6 +345,11 @@ STORAGE_KEYS = {
                                             "table), made with a new table and at the first write into one that has "
                                             "none: a time range (Grafana, the export) reads only its rows; the writer "
                                             "takes about a third more time a row (more over thousands of tables)."),
+    "retention": Key(v.retention, 0.0,
+                     doc="SQLite: rows whose time is older than this (90d) are deleted, an hour after the start "
+                         "and every hour, a few thousand rows a transaction between the writes; 0: every row is "
+                         "kept (the default). Every table of the database but lorrygate's own (the dead letters: "
+                         "lorrygate dead-letters purge)."),
     "synchronous": Key(v.choice("OFF", "NORMAL", "FULL", "EXTRA"), "FULL", doc='SQLite: FULL survives power loss, as ack-after-commit promises; NORMAL is faster and can lose the last commits on power loss.'),
     "shards": Key(v.integer(1, 1000), 1, doc='CrateDB: shards per new table.'),
     "replicas": Key(v.replicas, "0-1", doc='CrateDB: replicas per new table: a number or a range such as 0-1.'),
@@ -375,6 +382,7 @@ STORAGE_KEYS = {
 STORAGE_KIND_KEYS = {
     "synchronous": ("sqlite",),
     "time_index": ("sqlite",),
+    "retention": ("sqlite",),
     "shards": ("crate",),
     "replicas": ("crate",),
     "partition": ("crate",),

@@ -172,6 +172,17 @@ def duration(low: float, high: float):
     return described(parse, f"duration (250ms, 5s, 2m, 1h), {low:g} s to {high:g} s")
 
 
+def _retention(value: str) -> float:
+    seconds = duration(0, 100 * 366 * 86400)(value)
+    if 0 < seconds < 3600:
+        raise Invalid("a retention of at least 1h (rows are deleted every hour), or 0: every row is kept")
+    return seconds
+
+
+#: a storage's retention: 0 (every row kept), or 1h and more
+retention = described(_retention, "duration (90d, 365d): 0 (every row is kept) or 1h and more")
+
+
 def choice(*options: str):
     def parse(value: str) -> str:
         if value.strip() not in options:

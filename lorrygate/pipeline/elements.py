@@ -153,6 +153,7 @@ ELEMENTS = dict([
           layout=Prop(v.choice(*LAYOUTS), "per-address",
                       "per-address, or per-network: a table per network and kind, a view per address"),
           **{"time-index": Prop(v.boolean, False, "an index on each table's time, for reads of a time range")},
+          retention=Prop(v.retention, 0.0, "rows older than this (90d) are deleted every hour; 0: kept"),
           name=Prop(v.nonempty, "", "storage name")),
     _spec("postgresql", "sink", "PostgreSQL storage.",
           url=Prop(v.storage_url, REQUIRED, "postgresql://USER:PASSWORD@HOST/DATABASE"),

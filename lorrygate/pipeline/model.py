@@ -264,7 +264,7 @@ class _Builder:
             if factory == "sqlite":
                 settings = s.StorageSettings(name, v.storage_url("sqlite:///" + props["location"]), "sqlite",
                                              props["location"], spool=False, layout=props["layout"],
-                                             time_index=props["time-index"])
+                                             time_index=props["time-index"], retention=props["retention"])
             elif factory in ("postgresql", "crate"):
                 url = props["url"]
                 if url.kind != factory:

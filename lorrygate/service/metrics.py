@@ -135,6 +135,12 @@ class GatewayCollector:
                 gauges["spool_age"].add_metric([name], spool.oldest_age(now) or 0.0)
         yield from counters.values()
         yield from gauges.values()
+        expired = Counter("lorrygate_rows_expired", "Rows older than the storage's retention that it deleted "
+                          "(SQLite's retention).", labels=["storage"])
+        for name, backend in sorted(gateway.storages.items()):
+            if getattr(backend, "expired_rows", None) is not None:
+                expired.add_metric([name], backend.expired_rows)
+        yield expired
 
     @staticmethod
     def _sinks(gateway, Counter):

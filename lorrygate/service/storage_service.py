@@ -32,6 +32,7 @@ def make_backend(storage, reactor, ddl: dict):
         backend.max_tables = storage.max_tables
         backend.layout = storage.layout
         backend.time_index = storage.time_index
+        backend.retention = storage.retention
         return backend
     if storage.kind == "postgresql":
         from lorrygate.storage.postgresql import PostgresStorage

@@ -27,9 +27,10 @@ from lorrygate.decoding.timestamps import IsoTime, seconds_to_ns
 from lorrygate.errors import StorageError
 from lorrygate.storage import sqlite_schema, sqlite_wal
 from lorrygate.storage.layout import ID_COLUMN, INT64, kind_of, to_json
+from lorrygate.storage.positions import POSITIONS_TABLE
 from lorrygate.storage.sqlite_alter import ColumnAdder
 from lorrygate.storage.sqlite_schema import STATEMENTS
-from lorrygate.storage.sqlstorage import SqlStorage
+from lorrygate.storage.sqlstorage import DEAD_LETTER_TABLE, SqlStorage
 from lorrygate.topology.naming import quote
 
 #: a column's declared type by its first value. A column made by text (or JSON text) has none, so no affinity:
@@ -274,6 +275,31 @@ class SQLiteDialect:
     @staticmethod
     def index_time(conn, table, shared: bool) -> None:
         conn.execute(index_statement(table_name(table), shared))
+
+    @staticmethod
+    def expiry_tables(conn) -> list:
+        """The tables whose old rows a retention deletes: every table with a ``time`` column but lorrygate's own
+        (dead letters, positions) and SQLite's."""
+        return [row[0] for row in conn.execute(
+            "SELECT m.name FROM sqlite_master AS m WHERE m.type = 'table' AND m.name NOT IN (?, ?) "
+            "AND m.name NOT LIKE 'sqlite\\_%' ESCAPE '\\' "
+            "AND EXISTS (SELECT 1 FROM pragma_table_info(m.name) WHERE name = 'time') ORDER BY m.name",
+            (DEAD_LETTER_TABLE, POSITIONS_TABLE))]
+
+    @staticmethod
+    def expire(conn, table: str, cutoff: str, limit: int) -> int:
+        """Delete at most ``limit`` rows of ``table`` whose time (ISO text, which sorts as time does) is before
+        ``cutoff``: by the time index where the table has one, else in the table's order (the oldest rows first,
+        as they came), so that a chunk reads only as far as its rows, and a table with none left once a run. A table of a DDL template WITHOUT
+        ROWID: its old rows at once."""
+        name = quote(table)
+        try:
+            return conn.execute(f"DELETE FROM {name} WHERE rowid IN (SELECT rowid FROM {name} WHERE time < ? "
+                                f"LIMIT ?)", (cutoff, limit)).rowcount
+        except sqlite3.OperationalError as exc:
+            if "rowid" not in str(exc):
+                raise
+            return conn.execute(f"DELETE FROM {name} WHERE time < ?", (cutoff,)).rowcount
 
     def existing_views(self, conn) -> set:
         return {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'view'")}

@@ -17,7 +17,7 @@ from operator import attrgetter
 from typing import Any
 
 import attrs
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
@@ -29,6 +29,7 @@ from lorrygate.model import Record
 from lorrygate.storage.batch import Batch, DeadLetter, Entry
 from lorrygate.storage.layout import EXTRA_COLUMN, ID_COLUMN, column_names, flatten, row_id, within_budget
 from lorrygate.storage.positions import POSITIONS_TABLE, Positions, encode
+from lorrygate.storage.retention import Retention
 from lorrygate.storage.shared_layout import ADDRESS_COLUMNS, address_values, shared_table, sqlite_view_statement
 from lorrygate.storage.view_rounds import ViewRounds, ViewsInTheWay
 
@@ -97,6 +98,9 @@ class SqlStorage:
     _pending_verified: list = attrs.Factory(list)
     #: the last reason a checkpoint failed, logged once ("" while they work)
     _checkpoint_error: str = ""
+    #: SQLite: rows older than this many seconds are deleted (`lorrygate.storage.retention`); 0: kept
+    retention: float = 0.0
+    _expiry: Retention | None = None
     #: id of a TableName -> (that TableName, its physical name)
     _physical: dict = attrs.Factory(dict)
     #: per-address, or per-network (`lorrygate.storage.shared_layout`; SQLite only, the config says)
@@ -130,6 +134,9 @@ class SqlStorage:
         """Start the writer thread and connect; fails with `StorageError`."""
         self._pool = ThreadPool(minthreads=1, maxthreads=1, name=f"lorrygate-{self.dialect.name}-{self.name}")
         self._pool.start()
+        if self.retention:
+            self._expiry = Retention(self, self.retention)
+            self._expiry.start()
         return self._call(self._connect, False).addCallback(self._read_columns_soon)
 
     def _read_columns_soon(self, result):
@@ -158,6 +165,8 @@ class SqlStorage:
                 self.log.debug("storage {storage}: nothing to interrupt ({error})", storage=self.name, error=exc)
 
     def stop(self) -> Deferred:
+        if self._expiry is not None:
+            self._expiry.stop()
         if self._pool is None:
             return succeed(None)
         pool, d = self._pool, self._call(self._close)
@@ -184,11 +193,18 @@ class SqlStorage:
         """For the status: messages left out as held already, the positioned streams known, and the views of
         the per-network layout."""
         details = {"held_already": self.stats.get("held_already", 0), "streams": len(self._positions.streams)}
+        if self._expiry is not None:
+            details.update(self._expiry.details())
         if self.layout == "per-network":
             details.update(layout=self.layout, views=len(self._views or ()), refused_views=dict(self.refused_views))
             if self._views_beside:
                 details["views_to_make"] = self._rounds.to_make()
         return details
+
+    @property
+    def expired_rows(self) -> int | None:
+        """Rows the retention deleted since the start (None: the storage has none)."""
+        return None if self._expiry is None else self._expiry.expired
 
     def _checkpointed(self, _) -> None:
         if self._checkpoint_error:
@@ -207,6 +223,30 @@ class SqlStorage:
     def _call(self, function, *args) -> Deferred:
         assert self._pool is not None, "the storage is started"
         return deferToThreadPool(self.reactor, self._pool, function, *args)
+
+    def call_writer(self, function, *args) -> Deferred:
+        """``function(conn, *args)`` on the writer thread, after the jobs queued before it; fails with
+        StorageError while the storage is stopped or has no connection (it is down)."""
+        if self._pool is None:
+            return fail(StorageError(f"storage {self.name} is stopped"))
+        return self._call(self._with_connection, function, args)
+
+    def _with_connection(self, function, args):
+        if self._conn is None:
+            raise StorageError(f"storage {self.name}: no connection to {self.dialect.describe()} (it is down)")
+        return function(self._conn, *args)
+
+    def expire_rows(self, conn, table: str, cutoff: str, limit: int) -> int:
+        """In the writer thread: delete at most ``limit`` rows of ``table`` older than ``cutoff`` in a
+        transaction of their own; the rows deleted."""
+        try:
+            self.dialect.begin(conn)
+            count = self.dialect.expire(conn, table, cutoff, limit)
+            self.dialect.commit(conn)
+        except Exception:
+            self.dialect.rollback(conn)
+            raise
+        return count
 
     # -- in the writer thread -------------------------------------------------
 

@@ -60,7 +60,7 @@ INVALID = [
     ("mqttsrc topic=", 1, 15, "expected a property value after '='"),
     ('mqttsrc topic="a/#', 1, 15, "a closing \""),
     ("mqttsrc topic=a/# ! sqlit location=x", 1, 21, "unknown element 'sqlit'"),
-    ("mqttsrc topic=a/# ! sqlite path=x", 1, 21, "sqlite has no property 'path' (it has: location, layout, time-index, name)"),
+    ("mqttsrc topic=a/# ! sqlite path=x", 1, 21, "sqlite has no property 'path' (it has: location, layout, time-index, retention, name)"),
     ("mqttsrc topic=a/# ! sqlite", 1, 21, "sqlite needs location=..."),
     ("mqttsrc ! sqlite location=x", 1, 1, "mqttsrc needs topic=..."),
     ("mqttsrc topic=a/# qos=3 ! sqlite location=x", 1, 1, "mqttsrc qos: expected a whole number from 0 to 2, got '3'"),
