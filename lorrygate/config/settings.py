@@ -346,8 +346,8 @@ STORAGE_KEYS = {
                                             "none: a time range (Grafana, the export) reads only its rows; the writer "
                                             "takes about a third more time a row (more over thousands of tables)."),
     "retention": Key(v.retention, 0.0,
-                     doc="SQLite: rows whose time is older than this (90d) are deleted, an hour after the start "
-                         "and every hour, a few thousand rows a transaction between the writes; 0: every row is "
+                     doc="SQLite: rows whose time is older than this (90d) are deleted, five minutes after the "
+                         "start and every hour, a few thousand rows a transaction between the writes; 0: every row is "
                          "kept (the default). Every table of the database but lorrygate's own (the dead letters: "
                          "lorrygate dead-letters purge)."),
     "synchronous": Key(v.choice("OFF", "NORMAL", "FULL", "EXTRA"), "FULL", doc='SQLite: FULL survives power loss, as ack-after-commit promises; NORMAL is faster and can lose the last commits on power loss.'),

@@ -1,7 +1,8 @@
 """
-A storage's ``retention`` (SQLite): rows whose time is older are deleted, an
-hour after the start and every hour after, so that an edge box's database
-stops growing at what the retention holds.
+A storage's ``retention`` (SQLite): rows whose time is older are deleted,
+five minutes after the start (an edge box powered a while at a time gets its
+runs too) and every hour after, so that its database stops growing at what
+the retention holds.
 
 A run lists the database's tables (every table with a ``time`` column but
 lorrygate's own: the dead letters have ``lorrygate dead-letters purge``) on
@@ -23,8 +24,9 @@ from lorrygate.decoding.timestamps import seconds_to_ns, to_iso
 
 #: rows one transaction deletes at most
 CHUNK = 5000
-#: seconds between runs (the first an interval after the start)
+#: seconds between runs, and from the start to the first
 INTERVAL = 3600.0
+FIRST = 300.0
 
 
 @attrs.define(eq=False)
@@ -34,6 +36,7 @@ class Retention:
     #: rows older than this many seconds are deleted
     seconds: float
     interval: float = INTERVAL
+    first: float = FIRST
     #: rows deleted since the start
     expired: int = 0
     #: the time of day of the last run that completed, and the error of the last that failed ("": none)
@@ -47,7 +50,7 @@ class Retention:
     def start(self) -> None:
         self._stopped = False
         if self.seconds and self._call is None:
-            self._call = self.storage.reactor.callLater(self.interval, self._run)
+            self._call = self.storage.reactor.callLater(self.first, self._run)
 
     def stop(self) -> None:
         self._stopped = True

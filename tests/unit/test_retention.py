@@ -104,20 +104,22 @@ class FakeStorage:
         raise AssertionError("called on the writer thread only")
 
 
-def test_runs_are_an_hour_apart_from_the_start_and_a_failed_one_is_tried_again():
+def test_runs_are_an_hour_apart_from_five_minutes_after_the_start_and_a_failed_one_is_tried_again():
     clock = Clock()
     clock.advance(1_800_000_000)
     storage = FakeStorage(clock, [["t"], 3, ConnectionError("database is locked"), ["t"], 0])
     retention = Retention(storage, 7 * DAY)
     retention.start()
-    clock.advance(3599)
-    assert storage.results[0] == ["t"]  # nothing ran before the hour
+    clock.advance(299)
+    assert storage.results[0] == ["t"]  # nothing ran before five minutes
     clock.advance(1)
-    assert (retention.expired, retention.last_run, retention.last_error) == (3, 1_800_003_600, "")
+    assert (retention.expired, retention.last_run, retention.last_error) == (3, 1_800_000_300, "")
+    clock.advance(3599)
+    assert retention.last_error == ""
+    clock.advance(1)
+    assert retention.last_error == "database is locked" and retention.last_run == 1_800_000_300
     clock.advance(3600)
-    assert retention.last_error == "database is locked" and retention.last_run == 1_800_003_600
-    clock.advance(3600)
-    assert (retention.expired, retention.last_run, retention.last_error) == (3, 1_800_010_800, "")
+    assert (retention.expired, retention.last_run, retention.last_error) == (3, 1_800_007_500, "")
     retention.stop()
     assert clock.getDelayedCalls() == []
 
@@ -187,7 +189,7 @@ def test_the_status_says_the_retention_and_what_it_deleted(tmp_path):
 
 
 @pytest_twisted.inlineCallbacks
-def test_a_configured_retention_reaches_the_storage_and_its_first_run_is_an_hour_after_the_start(tmp_path):
+def test_a_configured_retention_reaches_the_storage_and_its_first_run_is_five_minutes_after_the_start(tmp_path):
     from twisted.internet import reactor
 
     from lorrygate.config import loads
@@ -198,7 +200,7 @@ def test_a_configured_retention_reaches_the_storage_and_its_first_run_is_an_hour
     yield storage.start()
     try:
         call = storage._expiry._call
-        assert call.active() and 3590 < call.getTime() - reactor.seconds() <= 3600
+        assert call.active() and 290 < call.getTime() - reactor.seconds() <= 300
     finally:
         yield storage.stop()
     assert not call.active() and storage._expiry._call is None
