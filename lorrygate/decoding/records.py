@@ -92,6 +92,27 @@ def named_values(document, address):
     return document
 
 
+def unfold(record: Record, before: int, tz) -> None:
+    """A logger's rows in order through the hour that the end of summer time repeats: a local time written
+    twice (02:30 in Europe/Berlin on the last Sunday of October) is read as its first occurrence, so the
+    second hour's rows went back an hour, among the first's. A row whose local time is ambiguous and falls
+    before the row ``before`` it is moved to the second occurrence, where that is not before it either."""
+    if record.time >= before:
+        return
+    seconds, nanos = divmod(record.time, 10**9)
+    try:
+        first = datetime.fromtimestamp(seconds, tz)
+    except (OverflowError, OSError, ValueError):
+        return
+    second = first.replace(fold=1)
+    earlier, later = first.utcoffset(), second.utcoffset()
+    if earlier is None or later is None or earlier <= later:
+        return  # not ambiguous (or a zone whose repeated hour is the other way round, which none has)
+    moved = record.time + int((earlier - later).total_seconds()) * 10**9
+    if moved >= before:
+        record.time = moved
+
+
 def objects_records(document, message, decoder: str, tz=None) -> list | None:
     """An object -> one record; a non-empty list of objects -> one record each."""
     if type(document) is dict:

@@ -31,7 +31,7 @@ from zope.interface import implementer
 
 from lorrygate.decoding.csvheaders import MAX_COLUMNS, Announced, StoreFull
 from lorrygate.decoding.jsonobject import loads
-from lorrygate.decoding.records import named_values, object_record, received_ns, scalar
+from lorrygate.decoding.records import named_values, object_record, received_ns, scalar, unfold
 from lorrygate.decoding.timestamps import TIME_FIELDS, parse_time
 from lorrygate.errors import Declined, DecodeError, Ignored
 from lorrygate.interfaces import IDecoder
@@ -182,7 +182,10 @@ class CsvDecoder:
             document = {name: value_of(value) for name, value in zip(header, row) if value.strip() != ""}
             if dated is not None:
                 _logger_time(document, dated, self.timezone)
+            local = self.timezone is not None and _local_time(document)
             records.append(object_record(document, message, self.name, self.timezone))
+            if local and len(records) > 1:
+                unfold(records[-1], records[-2].time, self.timezone)
         return records
 
     def _one_column(self, lines: list, announced: bool, address, delimiter: str) -> bool:
@@ -307,6 +310,18 @@ def _logger_columns(header: list) -> tuple | None:
         if all(name in header for name in pair):
             return pair
     return next(((name,) for name in _DATE_COLUMNS if name in header), None)
+
+
+def _local_time(document: dict) -> bool:
+    """Whether a row's time is text of a local time (no offset, no epoch number), read in the channel's zone."""
+    for key in TIME_FIELDS:
+        if key in document:
+            value = document[key]
+            return type(value) is str and not _ZONED.search(value.strip()) and not _EPOCH_TEXT.fullmatch(value.strip())
+    return False
+
+
+_EPOCH_TEXT = re.compile(r"[+-]?\d+(\.\d*)?([eE][+-]?\d+)?")
 
 
 def _logger_time(document: dict, columns: tuple, tz) -> None:

@@ -370,3 +370,26 @@ def test_a_fine_offset_upload_with_a_bad_time_is_an_error_that_says_how_to_fix_i
         decode("ecowitt", b"PASSKEY: 6BB1, tempf: 48.4")
     with pytest.raises(Declined, match="neither a JSON object nor a form"):
         decode("ecowitt", b"PASSKEY=6BB1&\xff=1")
+
+
+def test_a_loggers_csv_through_the_repeated_hour_of_the_end_of_summer_time_keeps_its_order():
+    """Europe/Berlin, 2026-10-25: 02:00-03:00 comes twice (CEST, then CET). Read as its first occurrence each
+    time, the second hour's rows went back an hour; in order, a repeated time before the row above is the
+    second. A time with an offset, an unambiguous one and one only out of order stay as written."""
+    from zoneinfo import ZoneInfo
+
+    from lorrygate.decoding import DECODERS
+    from lorrygate.decoding.timestamps import to_iso
+    from lorrygate.model import Message
+
+    csv = (b"Date/Time,temp\n2026-10-25 01:50:00,1\n2026-10-25 02:20:00,2\n2026-10-25 02:50:00,3\n"
+           b"2026-10-25 02:10:00,4\n2026-10-25 02:40:00,5\n2026-10-25 03:05:00,6\n2026-10-25 02:30:00+02:00,7\n"
+           b"2026-06-01 12:00:00,8\n")
+    decoder = DECODERS["csv"](timezone=ZoneInfo("Europe/Berlin"))
+    records = decoder.decode(Message("a/b/c/d/data.csv", csv, 1, False, 1.0, "#"), None)
+    assert [(to_iso(r.time)[:16], r.fields["temp"]) for r in records] == [
+        ("2026-10-24T23:50", 1), ("2026-10-25T00:20", 2), ("2026-10-25T00:50", 3), ("2026-10-25T01:10", 4),
+        ("2026-10-25T01:40", 5), ("2026-10-25T02:05", 6), ("2026-10-25T00:30", 7), ("2026-06-01T10:00", 8)]
+    # without a zone of its own (UTC) nothing repeats
+    utc = DECODERS["csv"]().decode(Message("a/b/c/d/data.csv", csv, 1, False, 1.0, "#"), None)
+    assert to_iso(utc[3].time)[:16] == "2026-10-25T02:10"
