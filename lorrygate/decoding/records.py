@@ -92,6 +92,24 @@ def named_values(document, address):
     return document
 
 
+#: a time text that ends in its zone (``Z``, ``+02:00``)
+ZONED = re.compile(r"(Z|[+-]\d{2}:?\d{2})$")
+_EPOCH_TEXT = re.compile(r"[+-]?\d+(\.\d*)?([eE][+-]?\d+)?")
+
+
+def local_time(document: dict) -> bool:
+    """Whether an object's time is text of a local time (no offset, no epoch number), read in the channel's
+    zone."""
+    for key in TIME_FIELDS:
+        if key in document:
+            value = document[key]
+            if type(value) is not str:
+                return False
+            text = value.strip()
+            return bool(text) and not ZONED.search(text) and not _EPOCH_TEXT.fullmatch(text)
+    return False
+
+
 def unfold(record: Record, before: int, tz) -> None:
     """A logger's rows in order through the hour that the end of summer time repeats: a local time written
     twice (02:30 in Europe/Berlin on the last Sunday of October) is read as its first occurrence, so the
@@ -118,7 +136,15 @@ def objects_records(document, message, decoder: str, tz=None) -> list | None:
     if type(document) is dict:
         return [object_record(document, message, decoder, tz)]
     if type(document) is list and document and all(type(item) is dict for item in document):
-        return [object_record(item, message, decoder, tz) for item in document]
+        if tz is None:
+            return [object_record(item, message, decoder, tz) for item in document]
+        records: list = []
+        for item in document:  # (in order, through the hour the end of summer time repeats: `unfold`)
+            local = local_time(item)
+            records.append(object_record(item, message, decoder, tz))
+            if local and len(records) > 1:
+                unfold(records[-1], records[-2].time, tz)
+        return records
     return None
 
 

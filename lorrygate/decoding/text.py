@@ -31,7 +31,7 @@ from zope.interface import implementer
 
 from lorrygate.decoding.csvheaders import MAX_COLUMNS, Announced, StoreFull
 from lorrygate.decoding.jsonobject import loads
-from lorrygate.decoding.records import named_values, object_record, received_ns, scalar, unfold
+from lorrygate.decoding.records import ZONED, local_time, named_values, object_record, received_ns, scalar, unfold
 from lorrygate.decoding.timestamps import TIME_FIELDS, parse_time
 from lorrygate.errors import Declined, DecodeError, Ignored
 from lorrygate.interfaces import IDecoder
@@ -74,7 +74,11 @@ class NdjsonDecoder:
                 if number == 1:
                     raise Declined("line 1 is not a JSON object")
                 raise DecodeError(self.name, f"line {number} is not a JSON object")
-            records.append(object_record(named_values(document, address), message, self.name, self.timezone))
+            document = named_values(document, address)
+            local = self.timezone is not None and local_time(document)
+            records.append(object_record(document, message, self.name, self.timezone))
+            if local and len(records) > 1:
+                unfold(records[-1], records[-2].time, self.timezone)
         return records
 
 
@@ -182,7 +186,7 @@ class CsvDecoder:
             document = {name: value_of(value) for name, value in zip(header, row) if value.strip() != ""}
             if dated is not None:
                 _logger_time(document, dated, self.timezone)
-            local = self.timezone is not None and _local_time(document)
+            local = self.timezone is not None and local_time(document)
             records.append(object_record(document, message, self.name, self.timezone))
             if local and len(records) > 1:
                 unfold(records[-1], records[-2].time, self.timezone)
@@ -292,7 +296,6 @@ def _logger_header(header: list) -> bool:
     return ("Date", "Time") in zip(header, header[1:])
 
 
-_ZONED = re.compile(r"(Z|[+-]\d{2}:?\d{2})$")
 #: the date columns of the loggers whose CSV Kotori takes (Open Hive's ``Date/Time`` or ``Datum/Zeit``, and
 #: ``Date``), read as the time
 _DATE_COLUMNS = ("Date/Time", "Datum/Zeit", "Date")
@@ -312,18 +315,6 @@ def _logger_columns(header: list) -> tuple | None:
     return next(((name,) for name in _DATE_COLUMNS if name in header), None)
 
 
-def _local_time(document: dict) -> bool:
-    """Whether a row's time is text of a local time (no offset, no epoch number), read in the channel's zone."""
-    for key in TIME_FIELDS:
-        if key in document:
-            value = document[key]
-            return type(value) is str and not _ZONED.search(value.strip()) and not _EPOCH_TEXT.fullmatch(value.strip())
-    return False
-
-
-_EPOCH_TEXT = re.compile(r"[+-]?\d+(\.\d*)?([eE][+-]?\d+)?")
-
-
 def _logger_time(document: dict, columns: tuple, tz) -> None:
     """The time a logger's row gives in its date column (a local time, in the channel's ``timezone``), or in
     its date and time-of-day columns (in UTC, as Kotori takes them, unless the time of day has a zone), as the
@@ -332,7 +323,7 @@ def _logger_time(document: dict, columns: tuple, tz) -> None:
     if not all(type(value) is str for value in values):
         return  # (a number is no logger's date: 20240601 would be read as epoch seconds)
     date, *clock = (str(value) for value in values)
-    text = date if not clock else f"{date} {clock[0]}{'' if _ZONED.search(clock[0]) else 'Z'}"
+    text = date if not clock else f"{date} {clock[0]}{'' if ZONED.search(clock[0]) else 'Z'}"
     try:
         parse_time(text, tz)
     except ValueError:

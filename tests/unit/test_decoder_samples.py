@@ -393,3 +393,9 @@ def test_a_loggers_csv_through_the_repeated_hour_of_the_end_of_summer_time_keeps
     # without a zone of its own (UTC) nothing repeats
     utc = DECODERS["csv"]().decode(Message("a/b/c/d/data.csv", csv, 1, False, 1.0, "#"), None)
     assert to_iso(utc[3].time)[:16] == "2026-10-25T02:10"
+    # NDJSON and a JSON array of objects alike
+    tz = ZoneInfo("Europe/Berlin")
+    for name, payload in (("json", b'[{"time": "2026-10-25 02:50:00", "a": 1}, {"time": "2026-10-25 02:10", "a": 2}]'),
+                          ("ndjson", b'{"time": "2026-10-25 02:50:00", "a": 1}\n{"time": "2026-10-25 02:10", "a": 2}')):
+        records = DECODERS[name](timezone=tz).decode(Message("a/b/c/d/data.json", payload, 1, False, 1.0, "#"), None)
+        assert [to_iso(r.time)[:16] for r in records] == ["2026-10-25T00:50", "2026-10-25T01:10"], name
