@@ -140,6 +140,18 @@ ROUTE_CACHE_SIZE = 100_000
 ROUTE_CACHE_BYTES = 8 * 1024 * 1024
 
 
+def _topic_tags(records: list, address, names: frozenset) -> list:
+    """The records with the topic's ``names`` (labels, or parts of the address) as tags; a record's own tag of
+    the same name wins."""
+    labels = dict(address.labels)
+    tags = {}
+    for name in names:
+        value = labels[name] if name in labels else getattr(address, name, None)
+        if value is not None:
+            tags[name] = value
+    return [attrs.evolve(record, tags={**tags, **record.tags}) for record in records] if tags else records
+
+
 @attrs.define(eq=False)
 class ChannelRouter:
     """Routes one channel's messages.
@@ -181,6 +193,8 @@ class ChannelRouter:
     _reports_this_second: int = 0
     #: the channel's dataflow step (`lorrygate.decoding.dataflow.DataflowStep`), or None
     dataflow: Any = None
+    #: the names of a topic that its strategy stores as tags (`TemplateStrategy.tag_names`); empty: none
+    _tag_names: frozenset = frozenset()
 
     log = Logger()
 
@@ -188,6 +202,7 @@ class ChannelRouter:
         if self._complaints is None:
             self._complaints = Complaints(self.clock)
         self._ignore = tuple(parse_filter(text) for text in self.channel.ignore)
+        self._tag_names = frozenset(getattr(self.strategy, "tag_names", ()))
         if self.channel.values == "kotori":
             self._values = KotoriValues()
         self.identify(self.channel.name)
@@ -268,8 +283,12 @@ class ChannelRouter:
         return address, self.strategy.table_for(address)
 
     def _check_collision(self, topic: str, address, table) -> None:
-        labels = () if getattr(self.strategy, "labels_as_tags", False) else address.labels
-        identity = (address.realm, address.network, address.gateway, address.node, labels)
+        if getattr(self.strategy, "labels_as_tags", False):
+            labels: tuple = ()
+        else:
+            labels = tuple(pair for pair in address.labels if pair[0] not in self._tag_names)
+        identity = tuple(None if name in self._tag_names else getattr(address, name)
+                         for name in ("realm", "network", "gateway", "node")) + (labels,)
         owner = self._owners.setdefault(table, (identity, topic))
         if owner[0] != identity:
             self.stats.collisions += 1
@@ -384,6 +403,8 @@ class ChannelRouter:
         if address.labels and getattr(self.strategy, "labels_as_tags", False):
             labels = dict(address.labels)
             records = [attrs.evolve(record, tags={**labels, **record.tags}) for record in records]
+        elif self._tag_names:
+            records = _topic_tags(records, address, self._tag_names)
         transform = self.channel.transform
         if transform is not None:
             try:

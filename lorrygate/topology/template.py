@@ -190,6 +190,11 @@ class NameTemplate:
                 )
         return cls(text, pieces)
 
+    @property
+    def names(self) -> frozenset:
+        """The captures this template names."""
+        return frozenset(value for kind, value, _, _ in self.pieces if kind == "capture")
+
     def render(self, values: dict) -> str:
         name = "".join(sanitize(values[value]) if kind == "capture" else value for kind, value, _, _ in self.pieces)
         return sanitize(name) if len(name) > MAX_LENGTH else name
@@ -205,6 +210,12 @@ class TemplateStrategy:
     schema: NameTemplate
     table: NameTemplate
     kind: str = DATA
+    #: the topic's captures that name no part of the schema or the table (nor the field or the kind): tags of
+    #: the rows, so that what the topic says is kept (as Telegraf's topic_parsing tags them). Without them,
+    #: ``plant/{line}/{node}/{field}`` into a table ``{node}`` stored line-1's and line-2's press-7 as one.
+    tag_names: frozenset = attrs.field(init=False, default=attrs.Factory(
+        lambda self: frozenset(self.topic.names) - self.schema.names - self.table.names - {"field", "kind"},
+        takes_self=True))
 
     @classmethod
     def from_texts(cls, name: str, topic: str, schema: str, table: str, kind: str = DATA) -> "TemplateStrategy":

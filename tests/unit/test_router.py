@@ -466,3 +466,32 @@ def test_home_assistants_birth_and_last_will_beside_its_statestream_is_an_event(
     assert stored == [("homeassistant.status_events", {"status": "online"}),
                       ("homeassistant.status_events", {"status": "offline"})]
     assert collector.dead == []
+
+
+def test_a_templates_captures_that_name_no_table_are_tags_of_the_rows():
+    """``plant/{line}/{node}/{field}`` into a table ``{node}``: line-1's and line-2's press-7 were one table with
+    nothing to tell them apart (a collision warning, and the line lost). The captures the schema and table do
+    not name are tags, as Telegraf's topic_parsing tags them (a field of the record's own keeps its name); no
+    collision is counted, since the tag tells them apart. A capture that names the table is no tag."""
+    from lorrygate.decoding import ValueDecoder
+    from lorrygate.topology.template import TemplateStrategy
+
+    strategy = TemplateStrategy.from_texts("plant", "plant/{site}/{line}/{node}/{field}", "plant_{site}", "{node}")
+    assert strategy.tag_names == {"line"}
+    router, storage, _ = make(strategy, DecoderChain((JsonDecoder(), ValueDecoder())))
+    router(message("plant/north/line-1/press-7/temperature", b"21.5"))
+    router(message("plant/north/line-2/press-7/temperature", b"22.5"))
+    router(message("plant/north/line-2/press-7/state", b'{"state": "ok", "line": "L2 (renamed)"}'))
+    ((table, records),) = storage.tables.items()
+    assert str(table) == "plant_north.press_7"
+    assert [(record.fields, record.tags) for record in records] == [
+        ({"temperature": 21.5}, {"line": "line-1"}), ({"temperature": 22.5}, {"line": "line-2"}),
+        ({"state": "ok", "line": "L2 (renamed)"}, {"line": "line-2"})]
+    assert router.stats.collisions == 0
+    # an unnamed part of the address alike
+    strategy = TemplateStrategy.from_texts("lan", "{realm}/{node}/{field}", "sensors", "{node}")
+    assert strategy.tag_names == {"realm"}
+    router, storage, _ = make(strategy, DecoderChain((ValueDecoder(),)))
+    router(message("home/kitchen/temperature", b"21.5"))
+    ((_, (record,)),) = storage.tables.items()
+    assert record.tags == {"realm": "home"}
