@@ -178,6 +178,12 @@ def describe(settings, topics=(), fields=()) -> str:
                          f"gateway={address.gateway} node={address.node} kind={address.kind}"
                          + (f" field={address.field}" if address.field else ""))
             lines.append(f"    decoders {','.join(decoders)}")
+            tag_names = getattr(routers[channel.name].strategy, "tag_names", ())
+            if tag_names:
+                labels = dict(address.labels)
+                lines.append("    tags from the topic: " + ", ".join(
+                    f"{name}={labels[name] if name in labels else getattr(address, name, None)}"
+                    for name in sorted(tag_names)))
             if "csv" in decoders:
                 lines.append(f"    {_announced(settings, address)}")
             for name in channel.storages:

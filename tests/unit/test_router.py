@@ -495,3 +495,15 @@ def test_a_templates_captures_that_name_no_table_are_tags_of_the_rows():
     router(message("home/kitchen/temperature", b"21.5"))
     ((_, (record,)),) = storage.tables.items()
     assert record.tags == {"realm": "home"}
+
+
+def test_describe_names_the_tags_a_topic_gives(tmp_path):
+    from lorrygate.config import loads
+    from lorrygate.pipeline.describe import describe
+
+    settings = loads(f"[broker:b]\nhost = localhost\n[storage:db]\nurl = sqlite:///{tmp_path}/db.sqlite\n"
+                     "[strategy:plant]\ntopic = plant/{line}/{node}/{field}\nschema = plant\ntable = {node}\n"
+                     "[channel:main]\ntopics = plant/#\nstrategy = plant\n")
+    text = describe(settings, ["plant/line-1/press-7/temperature"], ())
+    assert "    tags from the topic: line=line-1" in text.splitlines()
+    assert "tags from the topic" not in describe(settings, ["plant/x"], ())
