@@ -58,6 +58,8 @@ class Message:
     #: ``(stream, start, end)``; storages that keep positions store a message
     #: once, however often it is read (`lorrygate.storage.positions`)
     position: tuple | None = None
+    #: the media type the publisher gave the payload (MQTT 5's Content Type), or None
+    content_type: str | None = None
 
 
 @attrs.frozen(slots=True)

@@ -129,6 +129,19 @@ SUFFIX_DECODERS = (
     ("tele/SENSOR", "tasmota"), ("tele/STATE", "tasmota"),
 )
 
+#: media types (MQTT 5's Content Type) that pick a decoder, tried before the channel's chain (whose decoders
+#: follow it: a payload the type does not fit is still stored)
+CONTENT_TYPES = {
+    "application/json": "json", "text/json": "json", "application/senml+json": "json",
+    "application/x-ndjson": "ndjson", "application/ndjson": "ndjson", "application/jsonl": "ndjson",
+    "text/csv": "csv", "application/x-www-form-urlencoded": "kv",
+    "application/cbor": "cbor", "application/senml+cbor": "cbor",
+    "application/msgpack": "msgpack", "application/x-msgpack": "msgpack", "application/vnd.msgpack": "msgpack",
+    "application/muon": "muon",
+}
+#: most distinct Content Types a router remembers a chain for
+MAX_TYPED_CHAINS = 1000
+
 #: the UTF-8 byte order mark
 BOM = b"\xef\xbb\xbf"
 #: the route of a topic that is ignored
@@ -183,8 +196,11 @@ class ChannelRouter:
     #: what marks this channel's own error reports (see `reporter_id`)
     reporter_id: str = ""
     mark: bytes = b""
-    #: decoder name -> decoder, for the decoders a topic's suffix picks (`SUFFIX_DECODERS`)
+    #: decoder name -> decoder, for the decoders a topic's suffix (`SUFFIX_DECODERS`) or a Content Type
+    #: (`CONTENT_TYPES`) picks
     suffix_decoders: dict = attrs.Factory(dict)
+    #: (id of a chain, Content Type) -> (that chain, the chain with the type's decoder first)
+    _typed: dict = attrs.Factory(dict)
     #: (address rest, kind) -> (suffix decoder name, is an event); such a pair -> its chain
     _chains: dict = attrs.Factory(dict)
     _made: dict = attrs.Factory(dict)
@@ -334,6 +350,8 @@ class ChannelRouter:
                 reason, what = problem
                 self._reject(message, "topology", reason, what, error_type="TopologyError")
                 return
+            if message.content_type is not None:
+                chain = self._typed_chain(chain, message.content_type)
             try:
                 result = chain.decode(message, address)
             except DecodeError as exc:
@@ -356,6 +374,24 @@ class ChannelRouter:
                          error_type=type(exc).__name__)
 
     __call__ = deliver
+
+    def _typed_chain(self, chain, content_type: str):
+        """``chain`` with the decoder of the payload's Content Type first (``application/cbor; x=y``: cbor),
+        where the channel has it; else ``chain``."""
+        key = (id(chain), content_type)
+        made = self._typed.get(key)
+        if made is None:
+            name = CONTENT_TYPES.get(content_type.split(";", 1)[0].strip().lower())
+            decoder = self.suffix_decoders.get(name) if name is not None else None
+            if decoder is None:
+                decoder = next((d for d in chain.decoders if d.name == name), None) if name else None
+            typed = chain
+            if decoder is not None and chain.decoders[:1] != (decoder,):
+                typed = DecoderChain((decoder,) + tuple(d for d in chain.decoders if d.name != name))
+            if len(self._typed) >= MAX_TYPED_CHAINS:  # (a hostile publisher's ever new types)
+                self._typed.clear()
+            self._typed[key] = made = (chain, typed)
+        return made[1]
 
     def _chain_for(self, address):
         """The channel's chain; behind the decoder a suffix picks (``data.csv``: csv), and ended by the

@@ -46,9 +46,10 @@ def make_router(settings, channel, batchers: tuple, reactor) -> tuple:
     router = ChannelRouter(channel, settings.strategies[channel.strategy](), DecoderChain(decoders), batchers[0],
                            reactor)
     router.tee = tuple(batchers[1:])
-    from lorrygate.service.channel import SUFFIX_DECODERS
+    from lorrygate.service.channel import CONTENT_TYPES, SUFFIX_DECODERS
 
-    router.suffix_decoders = {name: made(name) for _, name in SUFFIX_DECODERS if name in settings.decoders}
+    picked = {name for _, name in SUFFIX_DECODERS} | set(CONTENT_TYPES.values())
+    router.suffix_decoders = {name: made(name) for name in sorted(picked) if name in settings.decoders}
     decoders += (headers,)
     if channel.dataflow is not None:
         from lorrygate.decoding.dataflow import DataflowStep

@@ -454,5 +454,7 @@ class MQTTSource(SourcePlumbing, Service):
                 subscription,
                 handle if handle is not None else NO_ACK,
                 publish.oversize,
+                None,
+                publish.properties.get("content_type") if publish.properties else None,
             )
         )

@@ -507,3 +507,28 @@ def test_describe_names_the_tags_a_topic_gives(tmp_path):
     text = describe(settings, ["plant/line-1/press-7/temperature"], ())
     assert "    tags from the topic: line=line-1" in text.splitlines()
     assert "tags from the topic" not in describe(settings, ["plant/x"], ())
+
+
+def test_an_mqtt5_content_type_picks_its_decoder_first():
+    """A CBOR payload on a tree without a convention (the ``topic`` strategy's chain has no cbor) was a dead
+    letter; its publisher's Content Type (MQTT 5) puts the type's decoder first. A type the payload does not
+    fit, or one no decoder has, leaves the rest of the chain to read it."""
+    import cbor2
+
+    from lorrygate.decoding import DECODERS, ValueDecoder
+    from lorrygate.topology.anytopic import TopicStrategy
+
+    router, storage, _ = make(TopicStrategy(), DecoderChain((JsonDecoder(), ValueDecoder())))
+    router.suffix_decoders = {"cbor": DECODERS["cbor"](), "json": JsonDecoder()}
+    payload = cbor2.dumps({"temperature": 21.5})
+    for content_type in ("application/cbor", "Application/CBOR; charset=binary", None, "text/plain"):
+        msg = message("home/kitchen", payload)
+        msg.content_type = content_type
+        router(msg)
+    msg = message("home/kitchen", b'{"humidity": 48}')
+    msg.content_type = "application/cbor"  # wrong: json, behind it, reads it
+    router(msg)
+    ((_, records),) = storage.tables.items()
+    assert [record.fields for record in records] == [{"temperature": 21.5}, {"temperature": 21.5}, {"humidity": 48}]
+    assert len(storage.dead_letters) == 2  # no type, and text/plain: as before
+    assert len(router._typed) == 3
