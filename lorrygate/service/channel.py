@@ -139,7 +139,7 @@ CONTENT_TYPES = {
     "application/msgpack": "msgpack", "application/x-msgpack": "msgpack", "application/vnd.msgpack": "msgpack",
     "application/muon": "muon",
 }
-#: most distinct Content Types a router remembers a chain for
+#: most chains with a Content Type's decoder first a router remembers
 MAX_TYPED_CHAINS = 1000
 
 #: the UTF-8 byte order mark
@@ -199,7 +199,7 @@ class ChannelRouter:
     #: decoder name -> decoder, for the decoders a topic's suffix (`SUFFIX_DECODERS`) or a Content Type
     #: (`CONTENT_TYPES`) picks
     suffix_decoders: dict = attrs.Factory(dict)
-    #: (id of a chain, Content Type) -> (that chain, the chain with the type's decoder first)
+    #: (id of a chain, a Content Type's decoder name) -> (that chain, the chain with that decoder first)
     _typed: dict = attrs.Factory(dict)
     #: (address rest, kind) -> (suffix decoder name, is an event); such a pair -> its chain
     _chains: dict = attrs.Factory(dict)
@@ -377,18 +377,19 @@ class ChannelRouter:
 
     def _typed_chain(self, chain, content_type: str):
         """``chain`` with the decoder of the payload's Content Type first (``application/cbor; x=y``: cbor),
-        where the channel has it; else ``chain``."""
-        key = (id(chain), content_type)
+        where the channel has it; else ``chain``. Remembered by the decoder's name, not by the type's text (a
+        hostile publisher's ever new types of 64 KB each held memory)."""
+        name = CONTENT_TYPES.get(content_type.split(";", 1)[0].strip().lower())
+        if name is None:
+            return chain
+        key = (id(chain), name)
         made = self._typed.get(key)
         if made is None:
-            name = CONTENT_TYPES.get(content_type.split(";", 1)[0].strip().lower())
-            decoder = self.suffix_decoders.get(name) if name is not None else None
-            if decoder is None:
-                decoder = next((d for d in chain.decoders if d.name == name), None) if name else None
+            decoder = self.suffix_decoders.get(name) or next((d for d in chain.decoders if d.name == name), None)
             typed = chain
             if decoder is not None and chain.decoders[:1] != (decoder,):
                 typed = DecoderChain((decoder,) + tuple(d for d in chain.decoders if d.name != name))
-            if len(self._typed) >= MAX_TYPED_CHAINS:  # (a hostile publisher's ever new types)
+            if len(self._typed) >= MAX_TYPED_CHAINS:
                 self._typed.clear()
             self._typed[key] = made = (chain, typed)
         return made[1]
