@@ -405,7 +405,7 @@ CHANNEL_KEYS = {
     "source": Key(v.nonempty, "", doc='The [broker:NAME] to read from (may be left out with a single broker).'),
     "topics": Key(v.topic_filters, (), doc="MQTT topic filters to subscribe to, separated by commas (required for a broker; a channel of a [source:NAME] takes every message of it when left out)."),
     "qos": Key(v.integer(0, 2), 1, doc="The subscription's QoS: 1 (at least once) is what ack-after-commit needs."),
-    "strategy": Key(v.nonempty, "wan", doc='How topics become addresses and tables: wan, lan, tasmota, homie, ttn, chirpstack, zigbee2mqtt, shelly, sparkplug, homeassistant, owntracks, a [strategy:NAME] or a module.'),
+    "strategy": Key(v.nonempty, "wan", doc='How topics become addresses and tables: wan, lan, tasmota, homie, ttn, chirpstack, zigbee2mqtt, shelly, sparkplug, homeassistant, esphome, owntracks, a [strategy:NAME] or a module.'),
     "decoders": Key(v.names, (), doc="The decoder chain, tried in order (default: the strategy's chain)."),
     "storage": Key(v.names, (), doc='The [storage:NAME] to write to; several names write every record to each (a tee).'),
     "timezone": Key(v.timezone, "UTC", doc='The time zone of device times given without one (IANA name).'),
@@ -854,6 +854,8 @@ STRATEGY_DECODERS = {
     "zigbee2mqtt": ("json", "value"),
     "shelly": ("shelly", "json", "value"),
     "homeassistant": ("homeassistant",),
+    # ESPHome: a light's JSON state under its name; values as text
+    "esphome": ("esphome", "json", "value"),
     "owntracks": ("owntracks", "json"),
     # rtl_433: its events; the values of devices/... topics (output = devices), one a topic
     "rtl_433": ("rtl_433", "json", "value"),

@@ -478,6 +478,32 @@ class HomeAssistantDecoder:
 
 @implementer(IDecoder)
 @attrs.frozen
+class EsphomeDecoder:
+    """ESPHome's states, on the ``esphome`` strategy's topics: a JSON object (a light's ``{"state": "ON",
+    "brightness": 255}``, an event's ``{"event_type": "press"}``, an update's) is the field's dotted fields
+    (``ceiling.state``, ``ceiling.brightness``: the keys alone made every light of a device share one ``state``
+    column). Anything else is declined, for ``json`` and ``value`` (``21.5``; ``ON``; ``nan`` before a sensor's
+    first reading is no value)."""
+
+    name: str = "esphome"
+    timezone: Any = None
+
+    def decode(self, message, address) -> list:
+        if address is None or address.field is None or address.kind == EVENT:
+            raise Declined("not an ESPHome state topic")
+        if message.payload.lstrip()[:1] != b"{":
+            raise Declined("not a JSON object")
+        try:
+            document = loads(message.payload)
+        except (ValueError, UnicodeDecodeError):
+            raise Declined("not JSON") from None  # (a text sensor's text that starts with "{": value keeps it)
+        if type(document) is not dict:
+            raise Declined("not a JSON object")
+        return [Record(received_ns(message), flatten({address.field: document}))]
+
+
+@implementer(IDecoder)
+@attrs.frozen
 class Zigbee2MqttDecoder:
     """Zigbee2MQTT with ``advanced.output: attribute_and_json``: on a topic of several levels below the base
     (the strategy's ``attribute_or_state``), a payload of one value is the copy of a device's value in a topic of

@@ -3,6 +3,7 @@
 from lorrygate.topology.anytopic import TopicStrategy
 from lorrygate.topology.fleets import (
     ChirpStackStrategy,
+    EsphomeStrategy,
     HomeAssistantStrategy,
     HomieStrategy,
     OwnTracksStrategy,
@@ -28,6 +29,7 @@ STRATEGIES = {
     "zigbee2mqtt": Zigbee2MqttStrategy,
     "shelly": ShellyStrategy,
     "homeassistant": HomeAssistantStrategy,
+    "esphome": EsphomeStrategy,
     "owntracks": OwnTracksStrategy,
     "sparkplug": SparkplugStrategy,
     "victron": VictronStrategy,

@@ -440,3 +440,57 @@ class OwnTracksStrategy(_Fleet):
 
     def table_for(self, address: Address) -> TableName:
         return TableName(sanitize(address.realm), join(address.gateway, address.node, TABLE_SUFFIXES[address.kind]))
+
+
+#: the component types ESPHome's MQTT client publishes states of (``<prefix>/<component>/<object id>/state``)
+ESPHOME_COMPONENTS = frozenset({
+    "sensor", "binary_sensor", "text_sensor", "switch", "light", "fan", "cover", "climate", "number", "select",
+    "text", "button", "lock", "valve", "alarm_control_panel", "date", "time", "datetime", "event", "update",
+})
+
+
+@implementer(IStrategy)
+@attrs.frozen
+class EsphomeStrategy(_Fleet):
+    """ESPHome's MQTT client: ``<prefix>/<component>/<object id>/state`` is the field ``<object id>`` of the
+    device's table ``<prefix>_sensors`` in the schema ``esphome`` (the component, ``sensor`` or
+    ``binary_sensor``, in the ``component`` column), a row a message; a climate's, cover's, fan's or valve's
+    ``<prefix>/<component>/<object id>/<property>/state`` (``current_temperature``, ``position``) is the field
+    ``<object id>.<property>``. The device's birth and last will (``<prefix>/status``: ``online``,
+    ``offline``) and its log lines (``<prefix>/debug``) are events; commands (``.../command``) and Home
+    Assistant discovery configurations (``.../config``) are ignored. The prefix (``topic_prefix``, the node's
+    name unless set) may have levels."""
+
+    name: str = "esphome"
+    #: the router adds the address's labels to the rows as tags
+    labels_as_tags = True
+
+    def match(self, topic: str) -> Address:
+        levels = topic.split("/")
+        if len(levels) >= 2 and levels[-1] == "command" or len(levels) >= 3 and levels[-2] == "command":
+            # (a light's command/brightness_pct and the like: a command's parts)
+            self._ignore(topic, "<prefix>/<component>/<object id>/command")
+        if len(levels) >= 4 and levels[-1] == "config":
+            raise Ignored(self.name, topic, "a Home Assistant discovery configuration, not a state")
+        if len(levels) >= 2 and levels[-1] in ("status", "debug"):
+            device = "/".join(levels[:-1])
+            check_levels(self.name, topic, device=device)
+            return Address("esphome", None, None, device, EVENT, levels[-1], levels[-1])
+        if len(levels) >= 4 and levels[-1] == "state":
+            if levels[-3] in ESPHOME_COMPONENTS:
+                size, field = 3, levels[-2]
+            elif len(levels) >= 5 and levels[-4] in ESPHOME_COMPONENTS:
+                size, field = 4, f"{levels[-3]}.{levels[-2]}"
+            else:
+                size = 0
+            if size:
+                prefix, component, object_id = levels[:-size], levels[-size], levels[-size + 1]
+                device = "/".join(prefix)
+                check_levels(self.name, topic, device=device, **{"object id": object_id})
+                if not all(prefix) or not all(levels[-size:]):
+                    self._refuse(topic, "a topic with no empty levels")
+                return Address("esphome", None, None, device, DATA, "/".join(levels[-size:]), field,
+                               (("component", component),))
+        self._refuse(topic, "<prefix>/<component>/<object id>/state (component: sensor, binary_sensor, text_sensor, "
+                            "switch, light, climate, ...), <prefix>/<component>/<object id>/<property>/state, "
+                            "<prefix>/status or <prefix>/debug")

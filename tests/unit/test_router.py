@@ -455,6 +455,37 @@ def test_a_source_that_answers_its_sender_is_told_why_nothing_was_stored():
     assert [ack.count for ack in acks] == [1, 1, 1, 1, 1]
 
 
+def test_esphome_states_are_fields_of_the_devices_table_and_a_lights_json_is_under_its_name():
+    """ESPHome's MQTT client publishes a state a topic: under ``topic`` every sensor was a table of its own
+    (``livingroom.sensor_temperature_state``) and a light's JSON state's keys were the fields, so two lights
+    shared one ``state`` column. ``nan`` before a sensor's first reading is no value; commands and discovery are
+    ignored; the birth and the log lines are events."""
+    router, collector = configured("esphome")
+    for topic, payload in [("livingroom/status", b"online"),
+                           ("livingroom/sensor/temperature/state", b"nan"),
+                           ("livingroom/sensor/temperature/state", b"21.5"),
+                           ("livingroom/binary_sensor/motion/state", b"ON"),
+                           ("livingroom/light/ceiling/state", b'{"state": "ON", "brightness": 255}'),
+                           ("livingroom/light/desk/state", b'{"state": "OFF"}'),
+                           ("livingroom/light/desk/command", b'{"state": "ON"}'),
+                           ("livingroom/climate/thermostat/mode/state", b"heat"),
+                           ("livingroom/text_sensor/note/state", b"{not json"),
+                           ("homeassistant/sensor/livingroom/temperature/config", b'{"name": "Temperature"}')]:
+        router.deliver(message(topic, payload))
+    stored = [(str(entry.table), record.fields, record.tags) for entry in collector.entries
+              if entry.table is not None for record in entry.records]
+    table = "esphome.livingroom_sensors"
+    assert stored == [("esphome.livingroom_events", {"status": "online"}, {}),
+                      (table, {"temperature": None}, {"component": "sensor"}),
+                      (table, {"temperature": 21.5}, {"component": "sensor"}),
+                      (table, {"motion": "ON"}, {"component": "binary_sensor"}),
+                      (table, {"ceiling.state": "ON", "ceiling.brightness": 255}, {"component": "light"}),
+                      (table, {"desk.state": "OFF"}, {"component": "light"}),
+                      (table, {"thermostat.mode": "heat"}, {"component": "climate"}),
+                      (table, {"note": "{not json"}, {"component": "text_sensor"})]
+    assert (router.stats.ignored, collector.dead) == (2, [])
+
+
 def test_home_assistants_birth_and_last_will_beside_its_statestream_is_an_event():
     """Home Assistant publishes ``online`` to ``homeassistant/status`` at each start (``offline`` as it stops), the
     prefix its Statestream shares by default: each was a dead letter ("expected homeassistant/<domain>/...")."""

@@ -258,6 +258,23 @@ ROUTED = [
     ("ha-statestream", "home/statestream/switch/kettle/state",
      A("home/statestream", None, None, "switch.kettle", "data", "state", "state"), "home_statestream",
      "switch_kettle_sensors"),
+    # -- ESPHome: a state a topic, the object id the field; a climate's properties; prefixes with levels --
+    ("esphome", "livingroom/sensor/temperature/state",
+     A("esphome", None, None, "livingroom", "data", "sensor/temperature/state", "temperature",
+       (("component", "sensor"),)), "esphome", "livingroom_sensors"),
+    ("esphome", "livingroom/binary_sensor/motion/state",
+     A("esphome", None, None, "livingroom", "data", "binary_sensor/motion/state", "motion",
+       (("component", "binary_sensor"),)), "esphome", "livingroom_sensors"),
+    ("esphome", "livingroom/climate/thermostat/current_temperature/state",
+     A("esphome", None, None, "livingroom", "data", "climate/thermostat/current_temperature/state",
+       "thermostat.current_temperature", (("component", "climate"),)), "esphome", "livingroom_sensors"),
+    ("esphome", "home/kitchen/sensor/humidity/state",
+     A("esphome", None, None, "home/kitchen", "data", "sensor/humidity/state", "humidity",
+       (("component", "sensor"),)), "esphome", "home_kitchen_sensors"),
+    ("esphome", "livingroom/status", A("esphome", None, None, "livingroom", "event", "status", "status"),
+     "esphome", "livingroom_events"),
+    ("esphome", "livingroom/debug", A("esphome", None, None, "livingroom", "event", "debug", "debug"),
+     "esphome", "livingroom_events"),
     # -- OwnTracks: locations, and events of the app --
     ("owntracks", "owntracks/jane/phone", A("owntracks", None, "jane", "phone", "data", ""), "owntracks",
      "jane_phone_sensors"),
@@ -306,6 +323,11 @@ REFUSED = [
     ("homeassistant", "homeassistant/sensor/state", "expected homeassistant/<domain>/<object id>/state"),
     ("homeassistant", "homeassistant/sensor//state", "the object id level is empty"),
     ("ha-statestream", "homeassistant/sensor/x/state", "expected home/statestream/<domain>"),
+    ("esphome", "livingroom/sensor/temperature", "expected <prefix>/<component>/<object id>/state"),
+    ("esphome", "livingroom/gadget/temperature/state", "expected <prefix>/<component>"),
+    ("esphome", "livingroom/sensor//state", "the object id level is empty"),
+    ("esphome", "/status", "the device level is empty"),
+    ("esphome", "+/sensor/temperature/state", "the device level is a wildcard"),
     ("sparkplug", "spBv1.0/Plant 1/NDATA", "expected spBv1.0/<group>/NBIRTH|NDATA|NDEATH/<edge node>"),
     ("sparkplug", "spBv1.0/Plant 1/DDATA/Edge-7", "expected"),  # a device's type without the device
     ("sparkplug", "spBv1.0/Plant 1/NDATA/Edge-7/PLC1", "expected"),  # an edge node's type with a device
@@ -403,6 +425,9 @@ COMMANDS = [
     ("shelly", "shellies/shellydimmer-EE1234/light/0/set"),  # a Gen1 dimmer's JSON command: it was stored as data
     ("shelly", "shellies/shellyrgbw2-EE1234/color/0/set"),
     ("shelly", "shellies/shellyrgbw2-EE1234/white/2/set"),
+    ("esphome", "livingroom/light/ceiling/command"),
+    ("esphome", "livingroom/climate/thermostat/target_temperature/command"),
+    ("esphome", "livingroom/light/ceiling/command/brightness_pct"),
 ]
 
 
