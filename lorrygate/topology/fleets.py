@@ -475,6 +475,8 @@ class EsphomeStrategy(_Fleet):
         if len(levels) >= 2 and levels[-1] in ("status", "debug"):
             device = "/".join(levels[:-1])
             check_levels(self.name, topic, device=device)
+            if not all(levels[:-1]):
+                self._refuse(topic, "a topic with no empty levels")
             return Address("esphome", None, None, device, EVENT, levels[-1], levels[-1])
         if len(levels) >= 4 and levels[-1] == "state":
             if levels[-3] in ESPHOME_COMPONENTS:

@@ -327,6 +327,7 @@ REFUSED = [
     ("esphome", "livingroom/gadget/temperature/state", "expected <prefix>/<component>"),
     ("esphome", "livingroom/sensor//state", "the object id level is empty"),
     ("esphome", "/status", "the device level is empty"),
+    ("esphome", "home//status", "expected a topic with no empty levels"),
     ("esphome", "+/sensor/temperature/state", "the device level is a wildcard"),
     ("sparkplug", "spBv1.0/Plant 1/NDATA", "expected spBv1.0/<group>/NBIRTH|NDATA|NDEATH/<edge node>"),
     ("sparkplug", "spBv1.0/Plant 1/DDATA/Edge-7", "expected"),  # a device's type without the device
