@@ -26,7 +26,9 @@ from lorrygate.storage.cratedb import DEAD_LETTER_TABLE, CrateError, CrateStorag
 NAME = TableName("doc", "lorrygate_dead_letter")
 #: the columns a dead letter is read with, in the order of the SQL storages' rows (`dead_letters.COLUMNS`)
 COLUMNS = ('"_id", "received", "channel", "topic", "qos", "retain", "payload_base64", "stage", "error", "decoder", '
-           '"replayed"')
+           '"replayed", "content_type"')
+#: the columns lorrygate added to the table after it was first made (a table an earlier lorrygate made gets them)
+ADDED_COLUMNS = (("replayed", "TIMESTAMP WITH TIME ZONE"), ("content_type", "TEXT"))
 #: dead letters read, marked or deleted in one request
 CHUNK = 1000
 
@@ -63,14 +65,14 @@ class CrateTable:
         return bool(await self.crate.columns(NAME))
 
     async def prepare(self) -> None:
-        """The ``replayed`` column (tables written by lorrygate before 0.2 have none), and a refresh so that
-        the dead letters written up to now are found."""
-        if "replayed" not in await self.crate.columns(NAME):
-            try:
-                await self.crate.query(f'ALTER TABLE {DEAD_LETTER_TABLE} ADD COLUMN "replayed" TIMESTAMP WITH TIME ZONE')
-            except CrateError:
-                if "replayed" not in await self.crate.columns(NAME):  # (else: another command added it meanwhile)
-                    raise
+        """The columns of `ADDED_COLUMNS`, and a refresh so that the dead letters written up to now are found."""
+        for column, kind in ADDED_COLUMNS:
+            if column not in await self.crate.columns(NAME):
+                try:
+                    await self.crate.query(f'ALTER TABLE {DEAD_LETTER_TABLE} ADD COLUMN "{column}" {kind}')
+                except CrateError:
+                    if column not in await self.crate.columns(NAME):  # (else: another command added it meanwhile)
+                        raise
         await self.refresh()
 
     async def refresh(self) -> None:
@@ -78,8 +80,8 @@ class CrateTable:
 
     async def select(self, filters, replayed: bool | None = None) -> list:
         """The matching dead letters, oldest first, as the SQL storages' rows: ``(id, received, channel,
-        topic, qos, retain, payload, stage, error, decoder, replayed)``; the payload is None when it was not
-        kept."""
+        topic, qos, retain, payload, stage, error, decoder, replayed, content_type)``; the payload is None when
+        it was not kept."""
         if filters.ids is not None:
             raise ValueError("a range of ids is for the integer ids of SQLite and PostgreSQL")
         clauses, params = filters.where(self.mark, self.iso)
@@ -97,7 +99,8 @@ class CrateTable:
             for key in part:
                 row = found.get(key)
                 if row is not None:  # (else purged meanwhile)
-                    rows.append((row[0], _time(row[1]), *row[2:6], _payload(row[6]), *row[7:10], _time(row[10])))
+                    rows.append((row[0], _time(row[1]), *row[2:6], _payload(row[6]), *row[7:10], _time(row[10]),
+                                 row[11]))
         return rows
 
     async def mark_replayed(self, ids: list, now: float) -> None:

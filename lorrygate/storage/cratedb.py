@@ -158,14 +158,18 @@ DEAD_LETTER_DDL = (
     f"CREATE TABLE IF NOT EXISTS {DEAD_LETTER_TABLE} ("
     '"received" TIMESTAMP WITH TIME ZONE NOT NULL, "channel" TEXT, "topic" TEXT, "qos" INTEGER, '
     f'"retain" BOOLEAN, "payload" {_LARGE_TEXT}, "payload_base64" {_LARGE_TEXT}, "stage" TEXT, '
-    f'"error" {_LARGE_TEXT}, "decoder" TEXT, "replayed" TIMESTAMP WITH TIME ZONE'
+    f'"error" {_LARGE_TEXT}, "decoder" TEXT, "replayed" TIMESTAMP WITH TIME ZONE, "content_type" TEXT'
     ") CLUSTERED INTO 1 SHARDS WITH (number_of_replicas = '0-1')"
 )
-DEAD_LETTER_INSERT = (
-    f"INSERT INTO {DEAD_LETTER_TABLE} "
-    '("received", "channel", "topic", "qos", "retain", "payload", "payload_base64", "stage", "error", "decoder") '
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
+DEAD_LETTER_NAME = TableName("doc", "lorrygate_dead_letter")
+#: a dead-letter table an earlier lorrygate made has no "content_type" column: it is added
+DEAD_LETTER_TYPED = f'ALTER TABLE {DEAD_LETTER_TABLE} ADD COLUMN "content_type" TEXT'
+_DEAD_LETTER_COLUMNS = '"received", "channel", "topic", "qos", "retain", "payload", "payload_base64", "stage", "error", ' \
+    '"decoder"'
+DEAD_LETTER_INSERT = f"INSERT INTO {DEAD_LETTER_TABLE} ({_DEAD_LETTER_COLUMNS}) VALUES ({', '.join('?' * 10)})"
+#: the insert with the message's Content Type (MQTT 5), which a replay decodes by
+DEAD_LETTER_INSERT_TYPED = f'INSERT INTO {DEAD_LETTER_TABLE} ({_DEAD_LETTER_COLUMNS}, "content_type") ' \
+    f"VALUES ({', '.join('?' * 11)})"
 
 
 def insert_statement(table, idempotent: bool, shared: bool = False, extra: bool = False) -> str:
@@ -185,13 +189,14 @@ def cut(text: str, limit: int = ERROR_LIMIT) -> str:
     return text[:limit] + f" [... {len(text) - limit} more characters cut by lorrygate]"
 
 
-def dead_letter_row(dead: DeadLetter, with_payload: bool = True) -> list:
+def dead_letter_row(dead: DeadLetter, with_payload: bool = True, typed: bool = True) -> list:
+    """The values of `DEAD_LETTER_INSERT_TYPED` (``typed``) or of `DEAD_LETTER_INSERT`."""
     payload = dead.message.payload
     try:
         text = payload.decode("utf-8")
     except UnicodeDecodeError:
         text = None
-    return [
+    row = [
         seconds_to_ns(dead.message.received) // 1_000_000,
         dead.channel,
         dead.message.topic,
@@ -203,6 +208,9 @@ def dead_letter_row(dead: DeadLetter, with_payload: bool = True) -> list:
         cut(dead.error),
         dead.decoder,
     ]
+    if typed:
+        row.append(dead.message.content_type)
+    return row
 
 
 def _plain(value):
@@ -265,6 +273,8 @@ class CrateStorage:
     timeout: float = 30.0
     _created: set = attrs.Factory(set)
     _ready: bool = False
+    #: whether the dead-letter table has the "content_type" column (one that cannot be added: written without)
+    _dead_typed: bool = True
     #: the server's version, once read
     version: tuple | None = None
     #: values and keys changed on the way (NaN as null, keys renamed)
@@ -768,6 +778,27 @@ class CrateStorage:
                       "(without a primary key: redelivered messages are not recognised in this table)",
                       storage=self.name, table=str(table), column=ID_COLUMN)
 
+    async def _type_dead_letters(self) -> None:
+        """Add the "content_type" column to a dead-letter table an earlier lorrygate made; when it cannot be
+        added (a user without DDL privilege), dead letters are written without it, and a warning says so."""
+        try:
+            if "content_type" in await self._columns(DEAD_LETTER_NAME):
+                return
+            try:
+                await self._sql(DEAD_LETTER_TYPED)
+                return
+            except CrateError as exc:
+                if "content_type" in await self._columns(DEAD_LETTER_NAME):  # (another gateway added it meanwhile)
+                    return
+                error = exc
+        except CrateError as exc:
+            raise StorageError(f"storage {self.name}: reading the dead-letter table's columns failed: {exc}") from None
+        self._dead_typed = False
+        self.log.warn("storage {storage}: cannot add the column content_type to {table} ({error}); dead letters are "
+                      "kept without their MQTT 5 Content Type, so a replay decodes them by the channel's decoders "
+                      "alone: add it with {statement}",
+                      storage=self.name, table=DEAD_LETTER_TABLE, error=str(error), statement=DEAD_LETTER_TYPED)
+
     async def _write_dead_letters(self, batch) -> None:
         """Write the batch's dead letters, each row's success kept in the batch's progress."""
         progress = batch.progress
@@ -784,15 +815,17 @@ class CrateStorage:
             except CrateError as exc:
                 if exc.code != 4093:
                     raise StorageError(f"storage {self.name}: creating the dead-letter table failed: {exc}") from None
+            await self._type_dead_letters()
             self._ready = True
-        rows = [dead_letter_row(d) for _, d in pending]
+        insert = DEAD_LETTER_INSERT_TYPED if self._dead_typed else DEAD_LETTER_INSERT
+        rows = [dead_letter_row(d, typed=self._dead_typed) for _, d in pending]
         failed = 0
         queue = [list(range(len(pending)))]
         while queue:
             part = queue.pop(0)
             args = [rows[i] for i in part]
             try:
-                answer = await self._send(DEAD_LETTER_INSERT, part, args, queue)
+                answer = await self._send(insert, part, args, queue)
             except CrateError as exc:
                 if exc.status == 413 and len(part) > 1:
                     self._lower_max_request(exc.size)
@@ -821,7 +854,8 @@ class CrateStorage:
                               f"CrateDB error {code}: {(error or {}).get('message', '')}")
                     short = attrs.evolve(dead, error=reason)
                     try:
-                        again = await self._sql(DEAD_LETTER_INSERT, args=dead_letter_row(short, with_payload=False))
+                        again = await self._sql(insert, args=dead_letter_row(short, with_payload=False,
+                                                                             typed=self._dead_typed))
                     except CrateError:
                         again = {}
                     if again.get("rowcount") == 1:

@@ -38,7 +38,10 @@ EXIT_USAGE = 2
 EXIT_RUNTIME = 1
 #: dead letters replayed in one transaction
 CHUNK = 1000
-COLUMNS = "id, received, channel, topic, qos, retain, payload, stage, error, decoder, replayed"
+COLUMNS = "id, received, channel, topic, qos, retain, payload, stage, error, decoder, replayed, content_type"
+#: the columns lorrygate added to the table after it was first made, and their types in SQLite and PostgreSQL:
+#: a table an earlier version made gets them
+ADDED_COLUMNS = (("replayed", "TEXT", "TIMESTAMPTZ"), ("content_type", "TEXT", "TEXT"))
 
 
 @attrs.frozen
@@ -121,15 +124,16 @@ class Table:
         return row[0] is not None
 
     def prepare(self) -> None:
-        """The ``replayed`` column (tables written by lorrygate before 0.2 have none)."""
+        """The columns of `ADDED_COLUMNS` (a table an earlier lorrygate made may lack them)."""
         if self.kind == "sqlite":
             columns = {row[1] for row in self.conn.execute(f"PRAGMA table_info({self.table})")}
-            if "replayed" not in columns:
-                self.conn.execute(f"ALTER TABLE {self.table} ADD COLUMN replayed TEXT")
-                self.conn.commit()
+            for column, kind, _ in ADDED_COLUMNS:
+                if column not in columns:
+                    self.conn.execute(f"ALTER TABLE {self.table} ADD COLUMN {column} {kind}")
         else:
-            self.conn.execute(f"ALTER TABLE {self.table} ADD COLUMN IF NOT EXISTS replayed TIMESTAMPTZ")
-            self.conn.commit()
+            for column, _, kind in ADDED_COLUMNS:
+                self.conn.execute(f"ALTER TABLE {self.table} ADD COLUMN IF NOT EXISTS {column} {kind}")
+        self.conn.commit()
 
     def select(self, filters: Filters, replayed: bool | None = None) -> list:
         clauses, params = filters.where(self.mark, self.iso)
@@ -321,7 +325,8 @@ def _list(name: str, rows: list, out, limit: int) -> None:
     for row in rows[-limit:] if limit else []:
         payload = bytes(row[6] or b"")
         shown = payload[:80].decode("utf-8", "replace") + ("..." if len(payload) > 80 else "")
-        print(f"  #{row[0]} {row[1]} {row[3]!r} {row[7]}: {shown!r}", file=out)
+        typed = f" ({row[11]})" if row[11] else ""
+        print(f"  #{row[0]} {row[1]} {row[3]!r} {row[7]}{typed}: {shown!r}", file=out)
 
 
 def _replay(settings, storages, filters, out, err) -> int:
@@ -394,7 +399,7 @@ async def replay_storage(settings, storage, filters, reactor) -> dict:
                         stream = f"dead-letter:{storage.name}:{row[0]}"
                         ids[stream] = row[0]
                         router(Message(row[3], bytes(row[6]), row[4] or 0, bool(row[5]), received_seconds(row[1]),
-                                       row[3], position=(stream, 0, 1)))
+                                       row[3], position=(stream, 0, 1), content_type=row[11]))
                     await router.settle()
                 finally:
                     for decoder in decoders:

@@ -162,7 +162,8 @@ class PostgresDialect:
                     topic TEXT NOT NULL, qos SMALLINT, retain BOOLEAN, payload BYTEA, stage TEXT NOT NULL,
                     error TEXT NOT NULL, decoder TEXT)"""
             )
-            cursor.execute(f"ALTER TABLE public.{quote(dead_letter_table)} ADD COLUMN IF NOT EXISTS replayed TIMESTAMPTZ")
+            for column, kind in (("replayed", "TIMESTAMPTZ"), ("content_type", "TEXT")):
+                cursor.execute(f"ALTER TABLE public.{quote(dead_letter_table)} ADD COLUMN IF NOT EXISTS {column} {kind}")
         conn.commit()
 
     def mark_replayed(self, conn, table: str, ids: list) -> None:
@@ -655,11 +656,12 @@ class PostgresDialect:
 
         with conn.cursor() as cursor:
             cursor.executemany(
-                f"INSERT INTO public.{quote(table)} (received, channel, topic, qos, retain, payload, stage, error, decoder) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                f"INSERT INTO public.{quote(table)} (received, channel, topic, qos, retain, payload, stage, error, decoder, "
+                "content_type) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 [
                     (_time(seconds_to_ns(d.message.received)), _shown(d.channel), _shown(d.message.topic),
-                     d.message.qos, d.message.retain, d.message.payload, d.stage, _shown(d.error), _shown(d.decoder))
+                     d.message.qos, d.message.retain, d.message.payload, d.stage, _shown(d.error), _shown(d.decoder),
+                     _shown(d.message.content_type))
                     for d in dead_letters
                 ],
             )

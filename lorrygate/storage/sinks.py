@@ -57,6 +57,8 @@ def dead_letter_row(dead, iso) -> dict:
            "stage": dead.stage, "error": dead.error, "payload": text}
     if encoded:
         row["payload_base64"] = True
+    if dead.message.content_type is not None:
+        row["content_type"] = dead.message.content_type
     return row
 
 

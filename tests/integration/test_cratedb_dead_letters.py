@@ -12,6 +12,7 @@ import sys
 import textwrap
 import uuid
 
+import cbor2
 import pytest
 import pytest_twisted
 from twisted.internet import reactor, utils
@@ -77,6 +78,9 @@ async def test_dead_letters_of_cratedb_are_listed_replayed_once_and_purged(serve
     batch.add_dead_letter(DeadLetter(channel, text, "decode", "no decoder took it: json", "json"))
     garbage = Message(topic, b"\xff\xfe garbage", 1, False, RECEIVED, "#", Ack())
     batch.add_dead_letter(DeadLetter(channel, garbage, "decode", "no decoder took it: json", "json"))
+    # a CBOR payload its publisher typed (MQTT 5's Content Type): a replay decodes it by its type
+    typed = Message(topic, cbor2.dumps({"seq": 4}), 1, False, RECEIVED + 4, "#", Ack(), content_type="application/cbor")
+    batch.add_dead_letter(DeadLetter(channel, typed, "decode", "no decoder took it: json", "json"))
     other = Message(topic, b"seq=9", 1, False, RECEIVED, "#", Ack())
     batch.add_dead_letter(DeadLetter(f"gone{channel}", other, "decode", "no decoder took it", "json"))
     await store.write(batch)
@@ -90,34 +94,35 @@ async def test_dead_letters_of_cratedb_are_listed_replayed_once_and_purged(serve
 
         code, out, err = await lorrygate("dead-letters", "list", "-c", json_only, "--channel", channel)
         assert code == 0, err
-        assert "storage db: 6 dead letter(s), 6 not replayed" in out
-        assert f"5  channel {channel}, decode: no decoder took it: json" in out
+        assert "storage db: 7 dead letter(s), 7 not replayed" in out
+        assert f"6  channel {channel}, decode: no decoder took it: json" in out
+        assert f"{topic}' decode (application/cbor): " in out
         code, out, err = await lorrygate("dead-letters", "list", "-c", json_only, "--channel", channel, "--since",
                                          "2024-06-01T12:00:01Z", "--until", "2024-06-01T12:00:03Z")
         assert "storage db: 2 dead letter(s), 2 not replayed" in out, out  # seq=1 and seq=2
 
         code, out, err = await lorrygate("dead-letters", "replay", "-c", fixed, "--channel", channel)
         assert code == 0, err
-        assert "storage db: 3 replayed (3 rows), 3 still failing" in out
+        assert "storage db: 4 replayed (4 rows), 3 still failing" in out
         assert "its payload was not kept" in out and "decode:" in out
         assert "1  still failing: store: " in out  # seq=abc decodes now, but CrateDB refuses its text
         rows = await server.rows(f"{realm}_net", "gw_node_1_sensors")
         assert sorted((row["time"], row["fields"]["seq"]) for row in rows) == [
-            (1_717_243_200_125, 0.0), (1_717_243_201_125, 1.0), (1_717_243_202_125, 2.0)]
+            (1_717_243_200_125, 0.0), (1_717_243_201_125, 1.0), (1_717_243_202_125, 2.0), (1_717_243_204_125, 4)]
 
         code, out, err = await lorrygate("dead-letters", "replay", "-c", fixed, "--channel", channel)
         assert code == 0, err
         assert "storage db: 0 replayed (0 rows), 3 still failing" in out
-        assert len(await server.rows(f"{realm}_net", "gw_node_1_sensors")) == 3
+        assert len(await server.rows(f"{realm}_net", "gw_node_1_sensors")) == 4
 
         code, out, err = await lorrygate("dead-letters", "list", "-c", fixed, "--channel", channel)
-        assert "6 dead letter(s), 3 not replayed" in out and "decode (replayed)" in out
+        assert "7 dead letter(s), 3 not replayed" in out and "decode (replayed)" in out
         assert f"1  channel {channel}, store: " in out  # seq=abc: its dead letter, with CrateDB's reason
 
         code, out, err = await lorrygate("dead-letters", "purge", "-c", fixed, "--channel", channel, "--replayed",
                                          "--yes")
         assert code == 0, err
-        assert "storage db: purged 3 dead letter(s)" in out
+        assert "storage db: purged 4 dead letter(s)" in out
         code, out, err = await lorrygate("dead-letters", "list", "-c", fixed, "--channel", channel)
         assert "3 dead letter(s), 3 not replayed" in out
         code, out, err = await lorrygate("dead-letters", "list", "-c", fixed, "--channel", f"gone{channel}")

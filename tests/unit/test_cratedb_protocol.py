@@ -13,7 +13,15 @@ from lorrygate.storage.batch import Batch, DeadLetter, Entry
 from lorrygate.storage.batcher import Batcher
 from lorrygate.storage.crate_extra import EXTRA_DDL
 from lorrygate.storage.crate_moved_keys import KEYS_SINCE, KEYS_TABLE, READ_EVERY
-from lorrygate.storage.cratedb import DEAD_LETTER_DDL, DEAD_LETTER_INSERT, CrateStorage, default_ddl, insert_statement
+from lorrygate.storage.cratedb import (
+    DEAD_LETTER_DDL,
+    DEAD_LETTER_INSERT,
+    DEAD_LETTER_INSERT_TYPED,
+    DEAD_LETTER_TYPED,
+    CrateStorage,
+    default_ddl,
+    insert_statement,
+)
 from lorrygate.storage.ddl import DdlTemplate, crate_validator
 from lorrygate.storage.shared_layout import qualified, view_statement
 from tests.doubles import Ack
@@ -50,7 +58,8 @@ def test_generated_statements_parse_as_cratedb_sql(partition, idempotent):
     evil = TableName('we"ird schema', "t; DROP TABLE x")
     for statement in (default_ddl(TABLE, partition, 1, "0-1", idempotent), default_ddl(evil, partition, 3, "1", idempotent),
                       insert_statement(TABLE, idempotent), insert_statement(evil, idempotent), DEAD_LETTER_DDL,
-                      DEAD_LETTER_INSERT, default_ddl(evil, partition, 6, "1", idempotent, shared=True),
+                      DEAD_LETTER_INSERT, DEAD_LETTER_INSERT_TYPED, DEAD_LETTER_TYPED,
+                      default_ddl(evil, partition, 6, "1", idempotent, shared=True),
                       insert_statement(evil, idempotent, shared=True), insert_statement(evil, idempotent, extra=True),
                       insert_statement(evil, idempotent, shared=True, extra=True),
                       f"ALTER TABLE {qualified(evil)} ADD COLUMN {EXTRA_DDL}",
@@ -351,6 +360,45 @@ def test_a_dead_letter_table_of_old_with_indexed_text_keeps_the_reason_when_the_
     rows = fake.rows("doc", "lorrygate_dead_letter")
     assert [r["topic"] for r in rows] == ["t/small", "t/large"]
     assert rows[1]["payload"] is None and "40000 bytes) could not be stored" in rows[1]["error"]
+
+
+def test_a_dead_letter_keeps_its_content_type_and_an_old_table_gets_the_column():
+    """A dead letter keeps its message's MQTT 5 Content Type, which a replay decodes by; a dead-letter table an
+    earlier lorrygate made (without the column) gets it before the first dead letter is written."""
+    fake = FakeCrate()
+    old = DEAD_LETTER_DDL.replace(', "content_type" TEXT', "")
+    StubTreq(fake).post("http://crate.invalid:4200/_sql", json={"stmt": old})  # as an earlier lorrygate made it
+    typed = Message("t/cbor", b"\xa1", 1, False, 1.0, "#", content_type="application/cbor")
+    plain = Message("t/plain", b"?", 1, False, 1.0, "#")
+    batch, failures = write(storage(fake), dead=[DeadLetter("main", typed, "topology", "bad"),
+                                                 DeadLetter("main", plain, "topology", "bad")])
+    assert failures == []
+    assert any(s.startswith(DEAD_LETTER_TYPED) for s in fake.statements)
+    rows = fake.rows("doc", "lorrygate_dead_letter")
+    assert [(r["topic"], r["content_type"]) for r in rows] == [("t/cbor", "application/cbor"), ("t/plain", None)]
+
+
+def test_a_dead_letter_table_that_cannot_get_the_content_type_column_is_written_without_it():
+    """A user without the DDL privilege: the column cannot be added, the dead letters are still kept (without
+    their Content Type), and one warning says how to add it."""
+    events: list = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        fake = FakeCrate()
+        old = DEAD_LETTER_DDL.replace(', "content_type" TEXT', "")
+        StubTreq(fake).post("http://crate.invalid:4200/_sql", json={"stmt": old})
+        fake.fail_next(401, 4011, "MissingPrivilegeException[Missing 'DDL' privilege for user 'writer']",
+                       statement=DEAD_LETTER_TYPED)
+        store = storage(fake)
+        typed = Message("t/cbor", b"\xa1", 1, False, 1.0, "#", content_type="application/cbor")
+        for _ in range(2):
+            batch, failures = write(store, dead=[DeadLetter("main", typed, "topology", "bad")])
+            assert failures == []
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert [r["topic"] for r in fake.rows("doc", "lorrygate_dead_letter")] == ["t/cbor", "t/cbor"]
+    told = [event for event in events if "content_type" in formatEvent(event)]
+    assert len(told) == 1 and "4011" in told[0]["error"] and DEAD_LETTER_TYPED in formatEvent(told[0])
 
 
 def test_dead_letter_errors_are_cut_with_a_marker():

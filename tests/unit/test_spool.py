@@ -2,6 +2,7 @@
 
 import os
 
+import attrs
 import pytest
 from twisted.internet.task import Clock
 
@@ -27,6 +28,9 @@ def test_record_round_trip():
     batch = Batch()
     batch.add(entry(1))
     batch.add_dead_letter(DeadLetter("main", Message("a//b", b"\xff", 1, True, 2.0, "#"), "topology", "empty", ""))
+    typed = Message("a//c", b"\xa0", 1, False, 2.5, "#", content_type="application/cbor")
+    batch.add_dead_letter(DeadLetter("main", typed, "topology", "empty", ""))
+    batch.add_dead_letter(DeadLetter("main", attrs.evolve(typed, position=("f", 0, 9)), "decode", "bad", "cbor"))
     again = decode(encode(batch))
     assert again.entries[0].records == batch.entries[0].records
     assert again.entries[0].message == batch.entries[0].message

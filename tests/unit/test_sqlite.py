@@ -161,6 +161,25 @@ def test_dead_letters_keep_the_raw_message(storage):
     ]
 
 
+def test_a_dead_letter_table_an_earlier_lorrygate_made_gets_the_columns_it_lacks(tmp_path):
+    """The table as the first lorrygate made it (no decoder, replayed or content_type): a start adds them, and
+    a dead letter keeps its message's MQTT 5 Content Type."""
+    path = str(tmp_path / "old.sqlite")
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE lorrygate_dead_letter (id INTEGER PRIMARY KEY AUTOINCREMENT, received TEXT NOT "
+                     "NULL, channel TEXT NOT NULL, topic TEXT NOT NULL, qos INTEGER, retain INTEGER, payload BLOB, "
+                     "stage TEXT NOT NULL, error TEXT NOT NULL)")
+    store = SQLiteStorage("db", path, reactor=None)
+    store._connect()
+    try:
+        typed = Message("a/b", b"\xa1", 1, False, 1.0, "#", content_type="application/cbor")
+        store._commit(batch(dead=[DeadLetter("main", typed, "topology", "refused", "cbor")]))
+        assert rows(store, "SELECT topic, decoder, replayed, content_type FROM lorrygate_dead_letter") == [
+            ("a/b", "cbor", None, "application/cbor")]
+    finally:
+        store._close()
+
+
 def test_a_row_the_database_refuses_goes_to_the_dead_letter_table(storage):
     """One bad row does not hold back the batch: it becomes a dead letter, the rest is stored."""
     storage._commit(batch(entry({"a": 1}), entry({"bad\0name": 1}, topic="bad"), entry({"a": 2})))

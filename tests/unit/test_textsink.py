@@ -3,7 +3,7 @@ The text sink when the disk fills up mid-batch: the file is cut back to where
 the batch began, so that the retry appends whole lines and a reader loses
 nothing. A real write error of the kernel, not a double: a child process
 with a file size limit (RLIMIT_FSIZE, SIGXFSZ ignored) gets EFBIG in the
-middle of the batch, as a full disk gives ENOSPC.
+middle of the batch, as a full disk gives ENOSPC. And what a dead-letter line keeps.
 """
 
 import csv
@@ -65,3 +65,22 @@ def test_a_batch_cut_short_by_a_full_disk_leaves_no_torn_line(tmp_path, form, fi
         assert rows[0] == ["time", "schema", "table", "topic", "fields", "tags", "error"]
         seqs = [json.loads(row[4])["seq"] for row in rows[1:]]
     assert seqs == list(range(first + 100))
+
+
+def test_a_dead_letter_line_keeps_the_content_type(tmp_path):
+    """An NDJSON dead-letter line has its message's MQTT 5 Content Type (what a replay would decode it by)."""
+    from lorrygate.model import Message
+    from lorrygate.storage.batch import Batch, DeadLetter
+    from lorrygate.storage.sinks import TextSink
+
+    path = tmp_path / "rows.ndjson"
+    batch = Batch()
+    batch.add_dead_letter(DeadLetter("main", Message("t/a", b"\xa1", 1, False, 1.0, "#", content_type="application/cbor"),
+                                     "topology", "bad"))
+    batch.add_dead_letter(DeadLetter("main", Message("t/b", b"x", 1, False, 1.0, "#"), "topology", "bad"))
+    failures: list = []
+    TextSink("file", str(path), None, format="ndjson").write(batch).addErrback(failures.append)
+    assert failures == []
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [row.get("content_type") for row in rows] == ["application/cbor", None]
+    assert rows[0]["payload_base64"]
