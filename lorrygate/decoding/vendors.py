@@ -10,7 +10,10 @@ tasmota        Tasmota ``tele/<device>/SENSOR`` and ``STATE`` JSON: nested senso
                (device local time, read in the channel's timezone) as the record time
                (before 2016, a clock not set yet: the receive time);
                ``STATE`` fields are named as Kotori names them, under ``Device.``
-               (``Device.Vcc``, ``Device.Wifi.RSSI``)
+               (``Device.Vcc``, ``Device.Wifi.RSSI``). Zigbee2Tasmota's ``ZbReceived``
+               (with or without ``Time``, the wrapper or the address key): a record a
+               Zigbee device, its attributes as fields (``Temperature``,
+               ``LinkQuality``), its short address ``Device`` and ``Name`` as tags
 airrohr        airrohr / sensor.community JSON: ``sensordatavalues`` as fields,
                ``esp8266id`` and ``software_version`` as tags
 ttn            The Things Stack v3 uplink: ``uplink_message.decoded_payload`` as fields,
@@ -47,6 +50,7 @@ homie          Homie property values on ``homie/<device>/<node>/<property>`` top
 
 
 import base64
+import re
 from datetime import UTC
 from typing import Any
 from urllib.parse import parse_qsl
@@ -101,8 +105,20 @@ class TasmotaDecoder:
 
     def decode(self, message, address) -> list:
         document = _json_object(message.payload, "Tasmota")
+        zigbee = _zigbee_devices(document)
+        if zigbee is not None:
+            time = self._time(document, message) if "Time" in document else received_ns(message)
+            return [Record(time, _per_channel(flatten(fields)), tags) for fields, tags in zigbee]
         if "Time" not in document:
             raise Declined("no Tasmota 'Time' field")
+        time = self._time(document, message)
+        fields = _per_channel(flatten(document))
+        if address is not None and address.rest.endswith("STATE"):
+            fields = {f"Device.{name}": value for name, value in fields.items()}
+        return [Record(time, fields)]
+
+    def _time(self, document: dict, message) -> int:
+        """The record time of ``Time`` (popped), or the receive time."""
         stamp = document.pop("Time")
         try:
             # (null, or empty text, is no time, as for every decoder: the receive time)
@@ -112,10 +128,62 @@ class TasmotaDecoder:
             raise DecodeError(self.name, f"field 'Time': {exc}") from None
         if time < _TASMOTA_VALID_TIME:
             time = received_ns(message)  # the time since boot, as 1970: the clock is not set yet
-        fields = _per_channel(flatten(document))
-        if address is not None and address.rest.endswith("STATE"):
-            fields = {f"Device.{name}": value for name, value in fields.items()}
-        return [Record(time, fields)]
+        return time
+
+
+#: a Zigbee device's short address as Zigbee2Tasmota writes it (``0x8F20``)
+_ZIGBEE_ADDRESS = re.compile(r"0x[0-9A-Fa-f]{4}")
+
+
+def _zigbee_devices(document: dict) -> list | None:
+    """Zigbee2Tasmota's report of what its devices sent, as ``(fields, tags)`` a device (None: not one):
+    ``{"ZbReceived": {"0x8F20": {"Device": "0x8F20", "Name": "Kitchen", "Temperature": 21.5, ...}}}``, keyed by
+    the friendly name instead (``SetOption83``), without the address key (``SetOption119``: ``{"ZbReceived":
+    {"Device": ...}}``) or without the wrapper (``SetOption100``: ``{"0x8F20": {...}}``, ``{"Device": ...}``);
+    ``Time`` beside them is the record's. Older versions leave out ``Device`` (``Name``) where the key is the
+    address (the name)."""
+    found = document.get("ZbReceived")
+    if found is None:
+        # without the wrapper (SetOption100): only objects of Zigbee devices beside Time, or one without its key
+        if "Device" in document:
+            return [_zigbee_device(None, _without_time(document))] if _is_zigbee_address(document["Device"]) else None
+        for key, value in document.items():
+            if key != "Time" and (type(value) is not dict or not (_is_zigbee_address(key)
+                                                                   or _is_zigbee_address(value.get("Device")))):
+                return None  # (a plain SENSOR payload: nested sensors, DS18B20-1, ENERGY, ...)
+        found = _without_time(document)
+        if not found:
+            return None
+    elif type(found) is not dict or any(key not in ("ZbReceived", "Time") for key in document):
+        return None  # (something else beside it: kept as it is)
+    if _is_zigbee_address(found.get("Device")):
+        return [_zigbee_device(None, found)]  # (no address key: SetOption119)
+    if not found or not all(type(value) is dict for value in found.values()):
+        return None
+    return [_zigbee_device(key, value) for key, value in found.items()]
+
+
+def _without_time(document: dict) -> dict:
+    return {key: value for key, value in document.items() if key != "Time"}
+
+
+def _is_zigbee_address(value) -> bool:
+    return type(value) is str and _ZIGBEE_ADDRESS.fullmatch(value) is not None
+
+
+def _zigbee_device(key: str | None, attributes: dict) -> tuple:
+    fields = dict(attributes)
+    tags = {}
+    device, name = fields.pop("Device", None), fields.pop("Name", None)
+    if device is None and _is_zigbee_address(key):
+        device = key
+    elif name is None and key is not None and not _is_zigbee_address(key):
+        name = key
+    if device is not None:
+        tags["Device"] = str(device)
+    if name is not None:
+        tags["Name"] = str(name)
+    return fields, tags
 
 
 #: Tasmota's START_VALID_TIME (2016-01-01T00:00:00+01:00): a device whose clock NTP has not set yet reports the

@@ -12,7 +12,7 @@ ignored (`Ignored`): they carry requests, not measurements, so they are
 acknowledged and counted, never dead letters.
 """
 
-from typing import NoReturn
+from typing import NoReturn, cast
 
 import attrs
 from zope.interface import implementer
@@ -68,6 +68,15 @@ def full_topic_levels(text) -> tuple:
     return levels
 
 
+#: the last level of Zigbee2Tasmota's topic a device (SetOption89; SetOption118: ZbReceived)
+_ZIGBEE_LAST = ("SENSOR", "ZbReceived")
+
+
+def _zigbee_level(pattern: tuple) -> int:
+    """Where the Zigbee device's level is in Zigbee2Tasmota's topic a device: after the bridge's %topic%."""
+    return next(index for index, want in enumerate(pattern) if want in _DEVICE_LEVELS) + 1
+
+
 def _show(shown: str, prefix: str, last: str) -> str:
     for device in _DEVICE_LEVELS:
         shown = shown.replace(device, "<device>")
@@ -79,7 +88,9 @@ def _show(shown: str, prefix: str, last: str) -> str:
 class TasmotaStrategy(_Fleet):
     """Tasmota's topics by its FullTopic (``full_topic``, default ``%prefix%/%topic%/``): ``tele/<device>/SENSOR``
     and ``STATE`` are data, the other ``tele`` and ``stat`` topics events, ``cmnd`` commands (ignored), as is its
-    discovery for Home Assistant (``tasmota/discovery/<MAC>/config`` and ``sensors``, retained device metadata)."""
+    discovery for Home Assistant (``tasmota/discovery/<MAC>/config`` and ``sensors``, retained device metadata).
+    Zigbee2Tasmota's topic a Zigbee device (``tele/<bridge>/<device>/SENSOR``, SetOption89) is data of the
+    bridge's table, as its ``tele/<bridge>/SENSOR`` is: the decoder tags each row with the Zigbee device."""
 
     name: str = "tasmota"
     #: Tasmota's FullTopic: levels of ``%prefix%``, ``%topic%`` (or ``%hostname%``, ``%id%``) and literal text
@@ -90,8 +101,12 @@ class TasmotaStrategy(_Fleet):
         if levels[:2] == ["tasmota", "discovery"]:
             raise Ignored(self.name, topic, "tasmota/discovery/...: Tasmota's discovery for Home Assistant, device "
                                             "metadata, not a measurement")
-        pattern = self.full_topic
-        prefix = device = None
+        pattern = cast(tuple, self.full_topic)  # (the converter made it the levels)
+        prefix = device = zigbee = None
+        if len(levels) == len(pattern) + 2 and levels[-1] in _ZIGBEE_LAST:
+            # Zigbee2Tasmota's topic a Zigbee device (SetOption89): its short address or name (SetOption112) is a
+            # level after the bridge's, as the bridge's %topic% is "<topic>/<device>"
+            zigbee = levels.pop(_zigbee_level(pattern))
         if len(levels) == len(pattern) + 1:
             names = {}
             for want, level in zip(pattern, levels):
@@ -109,17 +124,24 @@ class TasmotaStrategy(_Fleet):
             self._ignore(topic, "cmnd/<device>/<command>")
         if prefix in ("tele", "stat") and device is not None:
             last = levels[-1]
-            check_levels(self.name, topic, device=device)
-            if prefix == "tele" and last in ("SENSOR", "STATE"):
+            check_levels(self.name, topic, device=device, **({} if zigbee is None else {"Zigbee device": zigbee}))
+            if zigbee is not None:
+                if prefix == "tele":
+                    # (the bridge's table: the decoder tags each row with the device's address and name)
+                    return Address("tasmota", None, None, device, DATA, f"{zigbee}/{last}")
+            elif prefix == "tele" and last in ("SENSOR", "STATE", "ZbReceived"):
                 return Address("tasmota", None, None, device, DATA, last)
-            if last:
+            elif last:
                 # A bare value (LWT ``Online``, POWER ``OFF``) is stored in the column named after the event, and so
                 # is what else a device tells: tele/RESULT (an RF bridge's or an IR receiver's codes), MARGINS,
                 # UPTIME, HASS_STATE; they were dead letters, a tele/RESULT a press of a remote.
                 return Address("tasmota", None, None, device, EVENT, f"{prefix}/{last}", last)
         shown = "/".join(pattern)
+        at = _zigbee_level(pattern)
+        zigbee_shown = "/".join(pattern[:at] + ("<zigbee device>",) + pattern[at:])
         self._refuse(topic, f"{_show(shown, 'tele', 'SENSOR')} or STATE (data), {_show(shown, 'tele', '<name>')} or "
-                            f"{_show(shown, 'stat', '<name>')} (events), by the FullTopic {shown}/")
+                            f"{_show(shown, 'stat', '<name>')} (events), {_show(zigbee_shown, 'tele', 'SENSOR')} "
+                            f"(Zigbee2Tasmota), by the FullTopic {shown}/")
 
 
 @implementer(IStrategy)

@@ -563,3 +563,50 @@ def test_an_mqtt5_content_type_picks_its_decoder_first():
     assert [record.fields for record in records] == [{"temperature": 21.5}, {"temperature": 21.5}, {"humidity": 48}]
     assert len(storage.dead_letters) == 2  # no type, and text/plain: as before
     assert len(router._typed) == 1  # by the decoder's name: the two spellings of cbor are one
+
+
+def test_zigbee2tasmota_reports_are_rows_of_the_bridges_table_a_zigbee_device_each():
+    """A Zigbee2Tasmota bridge reports what its Zigbee devices sent as ``ZbReceived`` on its SENSOR topic, with no
+    ``Time``: the json decoder made ``ZbReceived.0x8F20.Temperature`` a column, one a device and attribute, until the
+    table ran out of columns; with SetOption89 (a topic a device) every report was a dead letter. Each is a row of
+    the bridge's table now, the attributes its fields, the device's short address and name its tags, whatever of
+    the options (friendly name as key, no wrapper, no address key, older versions without "Device") is set."""
+    router, collector = configured("tasmota")
+    kitchen = b'"Device":"0x8F20","Name":"Kitchen","Temperature":21.5,"Endpoint":1,"LinkQuality":88'
+    for topic, payload in [
+            ("tele/zbbridge/SENSOR", b'{"ZbReceived":{"0x8F20":{' + kitchen + b"}}}"),
+            ("tele/zbbridge/SENSOR", b'{"ZbReceived":{"Kitchen":{' + kitchen + b"}}}"),              # SetOption83
+            ("tele/zbbridge/8F20/SENSOR", b'{"ZbReceived":{"0x8F20":{' + kitchen + b"}}}"),          # SetOption89
+            ("tele/zbbridge/Kitchen/SENSOR", b'{"ZbReceived":{"Kitchen":{' + kitchen + b"}}}"),      # SetOption112
+            ("tele/zbbridge/SENSOR", b'{"0x8F20":{' + kitchen + b"}}"),                              # SetOption100
+            ("tele/zbbridge/SENSOR", b'{"ZbReceived":{' + kitchen + b"}}"),                          # SetOption119
+            ("tele/zbbridge/8F20/ZbReceived", b"{" + kitchen + b"}"),                                # SetOption118
+            ("tele/zbbridge/SENSOR", b'{"Time":"2024-06-01T12:00:00","ZbReceived":{"0x8F20":{' + kitchen + b"}}}"),
+            ("tele/zbbridge/SENSOR", b'{"ZbReceived":{"0x4773":{"Power":true,"LinkQuality":52}}}'),  # older
+            ("tele/zbbridge/SENSOR", b'{"ZbReceived":{"Remote":{"Device":"0xF72F","0006!02":"","Power":2}}}'),
+            ("tele/zbbridge/RESULT", b'{"ZbState":{"Status":30,"ShortAddr":"0x8F20"}}')]:
+        router.deliver(message(topic, payload))
+    stored = [(str(entry.table), record.time == 1_717_243_200 * 10**9, record.fields, record.tags)
+              for entry in collector.entries if entry.table is not None for record in entry.records]
+    table = "tasmota.zbbridge_sensors"
+    row = (table, False, {"Temperature": 21.5, "Endpoint": 1, "LinkQuality": 88}, {"Device": "0x8F20", "Name": "Kitchen"})
+    assert stored == [row] * 7 + [
+        (table, True, {"Temperature": 21.5, "Endpoint": 1, "LinkQuality": 88}, {"Device": "0x8F20", "Name": "Kitchen"}),
+        (table, False, {"Power": True, "LinkQuality": 52}, {"Device": "0x4773"}),
+        (table, False, {"0006!02": "", "Power": 2}, {"Device": "0xF72F", "Name": "Remote"}),
+        ("tasmota.zbbridge_events", False, {"ZbState": {"Status": 30, "ShortAddr": "0x8F20"}}, {})]
+    assert collector.dead == []
+
+
+def test_tasmota_sensor_objects_are_not_taken_for_zigbee_devices():
+    """A device's own nested sensors (``DS18B20-1``) stay its dotted fields; only an object with a Zigbee short
+    address (or under ``ZbReceived``) is a Zigbee device's report."""
+    router, collector = configured("tasmota")
+    router.deliver(message("tele/plug/SENSOR", b'{"Time":"2024-06-01T12:00:00","DS18B20-1":{"Id":"01","Temperature":'
+                                               b'21.4},"DS18B20-2":{"Id":"02","Temperature":19.0},"TempUnit":"C"}'))
+    router.deliver(message("tele/plug/SENSOR", b'{"Time":"2024-06-01T12:00:00","ZbReceived":{"0x8F20":{"T":1}},'
+                                               b'"Other":1}'))
+    (first,), (second,) = [entry.records for entry in collector.entries]
+    assert (first.fields, first.tags) == ({"DS18B20-1.Id": "01", "DS18B20-1.Temperature": 21.4, "DS18B20-2.Id": "02",
+                                           "DS18B20-2.Temperature": 19.0, "TempUnit": "C"}, {})
+    assert (second.fields, second.tags) == ({"ZbReceived.0x8F20.T": 1, "Other": 1}, {})

@@ -189,21 +189,25 @@ def test_entry_point_strategy(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("full_topic, topics", [
-    ("%prefix%/%topic%/", ("tele/plug-1/SENSOR", "tele/plug-1/LWT", "stat/plug-1/POWER", "cmnd/plug-1/POWER")),
-    ("%topic%/%prefix%/", ("plug-1/tele/SENSOR", "plug-1/tele/LWT", "plug-1/stat/POWER", "plug-1/cmnd/POWER")),
+    ("%prefix%/%topic%/", ("tele/plug-1/SENSOR", "tele/plug-1/LWT", "stat/plug-1/POWER", "cmnd/plug-1/POWER",
+                           "tele/plug-1/8F20/SENSOR")),
+    ("%topic%/%prefix%/", ("plug-1/tele/SENSOR", "plug-1/tele/LWT", "plug-1/stat/POWER", "plug-1/cmnd/POWER",
+                           "plug-1/8F20/tele/SENSOR")),
     ("home/%prefix%/%hostname%", ("home/tele/plug-1/SENSOR", "home/tele/plug-1/LWT", "home/stat/plug-1/POWER",
-                                  "home/cmnd/plug-1/POWER")),
+                                  "home/cmnd/plug-1/POWER", "home/tele/plug-1/8F20/SENSOR")),
 ])
 def test_a_tasmota_fleet_of_another_full_topic_routes_as_the_default_one(tmp_path, full_topic, topics):
-    """Tasmota's FullTopic (%prefix%/%topic%/ by default) is often set otherwise: every message was a dead letter."""
+    """Tasmota's FullTopic (%prefix%/%topic%/ by default) is often set otherwise: every message was a dead letter.
+    A Zigbee2Tasmota bridge's topic a Zigbee device (SetOption89) has the device after the bridge's %topic%."""
     from lorrygate.errors import Ignored
 
     text = config(tmp_path, "plugs", f"[strategy:plugs]\ntype = tasmota\nfull_topic = {full_topic}\n")
     chosen = loads(text).strategies["plugs"]()
-    sensor, lwt, power, command = topics
-    assert [(a.node, a.kind, a.field) for a in map(chosen.match, (sensor, lwt, power))] == [
-        ("plug-1", "data", None), ("plug-1", "event", "LWT"), ("plug-1", "event", "POWER")]
+    sensor, lwt, power, command, zigbee = topics
+    assert [(a.node, a.kind, a.field) for a in map(chosen.match, (sensor, lwt, power, zigbee))] == [
+        ("plug-1", "data", None), ("plug-1", "event", "LWT"), ("plug-1", "event", "POWER"), ("plug-1", "data", None)]
     assert str(chosen.table_for(chosen.match(sensor))) == "tasmota.plug_1_sensors"
+    assert str(chosen.table_for(chosen.match(zigbee))) == "tasmota.plug_1_sensors"
     with pytest.raises(Ignored, match="a command"):
         chosen.match(command)
     with pytest.raises(Ignored, match="Tasmota's discovery for Home Assistant"):
@@ -216,7 +220,8 @@ def test_a_tasmota_topic_of_another_full_topic_says_the_one_expected(tmp_path):
     text = config(tmp_path, "plugs", "[strategy:plugs]\ntype = tasmota\nfull_topic = %topic%/%prefix%/\n")
     chosen = loads(text).strategies["plugs"]()
     with pytest.raises(TopologyError, match=r"expected <device>/tele/SENSOR or STATE \(data\), <device>/tele/<name> "
-                                            r"or <device>/stat/<name> \(events\), by the FullTopic %topic%/%prefix%/"):
+                                            r"or <device>/stat/<name> \(events\), <device>/<zigbee device>/tele/SENSOR "
+                                            r"\(Zigbee2Tasmota\), by the FullTopic %topic%/%prefix%/"):
         chosen.match("tele/plug-1/SENSOR")
 
 

@@ -111,6 +111,11 @@ ROUTED = [
     ("tasmota", "tele/rf-bridge/RESULT", A("tasmota", None, None, "rf-bridge", "event", "tele/RESULT", "RESULT"), "tasmota", "rf_bridge_events"),
     ("tasmota", "tele/sonoff-pow/MARGINS", A("tasmota", None, None, "sonoff-pow", "event", "tele/MARGINS", "MARGINS"), "tasmota", "sonoff_pow_events"),
     ("tasmota", "tele/sonoff-pow/UPTIME", A("tasmota", None, None, "sonoff-pow", "event", "tele/UPTIME", "UPTIME"), "tasmota", "sonoff_pow_events"),
+    # Zigbee2Tasmota's topic a Zigbee device (SetOption89, SetOption112, SetOption118): the bridge's table
+    ("tasmota", "tele/zbbridge/8F20/SENSOR", A("tasmota", None, None, "zbbridge", rest="8F20/SENSOR"), "tasmota", "zbbridge_sensors"),
+    ("tasmota", "tele/zbbridge/Kitchen/SENSOR", A("tasmota", None, None, "zbbridge", rest="Kitchen/SENSOR"), "tasmota", "zbbridge_sensors"),
+    ("tasmota", "tele/zbbridge/8F20/ZbReceived", A("tasmota", None, None, "zbbridge", rest="8F20/ZbReceived"), "tasmota", "zbbridge_sensors"),
+    ("tasmota", "tele/8F20/ZbReceived", A("tasmota", None, None, "8F20", rest="ZbReceived"), "tasmota", "8f20_sensors"),
     # -- Homie --
     ("homie", "homie/boiler/temperature/current", A("homie", None, None, "boiler_temperature", "data", "current", "current"),
      "homie", "boiler_temperature_sensors"),
@@ -359,6 +364,9 @@ REFUSED = [
     ("lan", "home/kitchen/what", "unknown suffix 'what'"),
     ("tasmota", "tele//SENSOR", "the device level is empty"),
     ("tasmota", "tele/sonoff/SENSOR/x", "expected tele/<device>/SENSOR or STATE (data)"),
+    ("tasmota", "tele/zbbridge//SENSOR", "the Zigbee device level is empty"),
+    ("tasmota", "stat/zbbridge/8F20/SENSOR", "tele/<device>/<zigbee device>/SENSOR (Zigbee2Tasmota)"),
+    ("tasmota", "tele/zbbridge/8F20/STATE", "expected tele/<device>/SENSOR or STATE (data)"),
     ("tasmota", "tele/sonoff/", "expected tele/<device>/SENSOR or STATE (data)"),
     ("homie", "homie/boiler", "expected homie/[5/]<device>/<node>/<property>"),
     ("homie", "other/boiler/t/c", "expected homie/"),

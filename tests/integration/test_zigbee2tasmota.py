@@ -1,0 +1,38 @@
+"""
+A Zigbee2Tasmota bridge through a real Mosquitto into SQLite with the ``tasmota`` strategy: what its Zigbee devices
+sent, on the bridge's SENSOR topic and on a topic a device (SetOption89), is a row a report in the bridge's table,
+the device's short address and name in their own columns, its attributes as fields; nothing a dead letter.
+"""
+
+import uuid
+
+from tests.gatewayproc import GatewayProcess, Publisher, query, tables, write_config
+from tests.servers import wait_until
+
+
+def test_a_zigbee_bridges_devices_are_rows_of_its_table(tmp_path, mosquitto):
+    bridge = f"zb{uuid.uuid4().hex[:6]}"
+    config = write_config(str(tmp_path), mosquitto.port, client_id=f"gw-{bridge}", topics=f"tele/{bridge}/#",
+                          extra="strategy = tasmota\n")
+    db = str(tmp_path / "gateway.sqlite")
+    gateway = GatewayProcess(config, str(tmp_path / "gw.log"))
+    gateway.start(ready="subscribed")
+    sensors = f"tasmota__{bridge}_sensors"
+    try:
+        publisher = Publisher(mosquitto.port)
+        publisher.publish_many([
+            (f"tele/{bridge}/SENSOR", '{"ZbReceived":{"0x8F20":{"Device":"0x8F20","Name":"Kitchen","Temperature":'
+                                      '21.01,"Humidity":53.68,"Endpoint":1,"LinkQuality":88}}}'),
+            (f"tele/{bridge}/SENSOR", '{"ZbReceived":{"0x4773":{"Device":"0x4773","Power":true,"Endpoint":3,'
+                                      '"LinkQuality":52}}}'),
+            (f"tele/{bridge}/8F20/SENSOR", '{"ZbReceived":{"0x8F20":{"Device":"0x8F20","Name":"Kitchen",'
+                                           '"Temperature":21.5,"Endpoint":1,"LinkQuality":90}}}'),
+        ])
+        publisher.close()
+        wait_until(lambda: sensors in tables(db) and query(db, f'SELECT count(*) FROM "{sensors}"') == [(3,)], 30,
+                   "the bridge's reports stored")
+    finally:
+        assert gateway.stop() == 0, gateway.text()[-3000:]
+    assert query(db, f'SELECT Device, Name, Temperature, Power, LinkQuality FROM "{sensors}" ORDER BY time') == [
+        ("0x8F20", "Kitchen", 21.01, None, 88), ("0x4773", None, None, 1, 52), ("0x8F20", "Kitchen", 21.5, None, 90)]
+    assert "lorrygate_dead_letter" not in tables(db) or query(db, "SELECT count(*) FROM lorrygate_dead_letter") == [(0,)]
