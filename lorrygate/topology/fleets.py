@@ -90,7 +90,8 @@ class TasmotaStrategy(_Fleet):
     and ``STATE`` are data, the other ``tele`` and ``stat`` topics events, ``cmnd`` commands (ignored), as is its
     discovery for Home Assistant (``tasmota/discovery/<MAC>/config`` and ``sensors``, retained device metadata).
     Zigbee2Tasmota's topic a Zigbee device (``tele/<bridge>/<device>/SENSOR``, SetOption89) is data of the
-    bridge's table, as its ``tele/<bridge>/SENSOR`` is: the decoder tags each row with the Zigbee device."""
+    bridge's table, as its ``tele/<bridge>/SENSOR`` is: the decoder tags each row with the Zigbee device. A BLE
+    sensor's topic (``tele/tasmota_ble/<sensor>``) is the data of the sensor's table."""
 
     name: str = "tasmota"
     #: Tasmota's FullTopic: levels of ``%prefix%``, ``%topic%`` (or ``%hostname%``, ``%id%``) and literal text
@@ -101,6 +102,11 @@ class TasmotaStrategy(_Fleet):
         if levels[:2] == ["tasmota", "discovery"]:
             raise Ignored(self.name, topic, "tasmota/discovery/...: Tasmota's discovery for Home Assistant, device "
                                             "metadata, not a measurement")
+        if len(levels) == 3 and levels[:2] == ["tele", "tasmota_ble"]:
+            # a BLE sensor an ESP32 hears (MI32Option6 1, or Home Assistant discovery): a topic a sensor, whatever
+            # the FullTopic, its name the BLEAlias or the type and the end of its MAC address (ATCbb1b6e)
+            check_levels(self.name, topic, **{"BLE sensor": levels[2]})
+            return Address("tasmota", None, None, levels[2], DATA, "tasmota_ble")
         pattern = cast(tuple, self.full_topic)  # (the converter made it the levels)
         prefix = device = zigbee = None
         if len(levels) == len(pattern) + 2 and levels[-1] in _ZIGBEE_LAST:

@@ -610,3 +610,17 @@ def test_tasmota_sensor_objects_are_not_taken_for_zigbee_devices():
     assert (first.fields, first.tags) == ({"DS18B20-1.Id": "01", "DS18B20-1.Temperature": 21.4, "DS18B20-2.Id": "02",
                                            "DS18B20-2.Temperature": 19.0, "TempUnit": "C"}, {})
     assert (second.fields, second.tags) == ({"ZbReceived.0x8F20.T": 1, "Other": 1}, {})
+
+
+def test_a_tasmota_ble_sensors_topic_is_the_data_of_its_table():
+    """An ESP32 running Tasmota publishes a BLE sensor it hears on ``tele/tasmota_ble/<sensor>`` (MI32Option6 1,
+    or with Home Assistant discovery): it was an event of a device ``tasmota_ble``, every sensor in one events
+    table."""
+    router, collector = configured("tasmota")
+    router.deliver(message("tele/tasmota_ble/ATCbb1b6e", b'{"Time":"2024-06-01T12:00:00","mac":"a4c138bb1b6e",'
+                                                         b'"Temperature":21.9,"Humidity":53.0,"Battery":97,"RSSI":-74}'))
+    ((entry,),) = [collector.entries]
+    assert str(entry.table) == "tasmota.atcbb1b6e_sensors"
+    assert entry.records[0].fields == {"mac": "a4c138bb1b6e", "Temperature": 21.9, "Humidity": 53.0, "Battery": 97,
+                                       "RSSI": -74}
+    assert entry.records[0].time == 1_717_243_200 * 10**9

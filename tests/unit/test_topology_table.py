@@ -116,6 +116,7 @@ ROUTED = [
     ("tasmota", "tele/zbbridge/Kitchen/SENSOR", A("tasmota", None, None, "zbbridge", rest="Kitchen/SENSOR"), "tasmota", "zbbridge_sensors"),
     ("tasmota", "tele/zbbridge/8F20/ZbReceived", A("tasmota", None, None, "zbbridge", rest="8F20/ZbReceived"), "tasmota", "zbbridge_sensors"),
     ("tasmota", "tele/8F20/ZbReceived", A("tasmota", None, None, "8F20", rest="ZbReceived"), "tasmota", "8f20_sensors"),
+    ("tasmota", "tele/tasmota_ble/ATCbb1b6e", A("tasmota", None, None, "ATCbb1b6e", rest="tasmota_ble"), "tasmota", "atcbb1b6e_sensors"),
     # -- Homie --
     ("homie", "homie/boiler/temperature/current", A("homie", None, None, "boiler_temperature", "data", "current", "current"),
      "homie", "boiler_temperature_sensors"),
@@ -365,6 +366,7 @@ REFUSED = [
     ("tasmota", "tele//SENSOR", "the device level is empty"),
     ("tasmota", "tele/sonoff/SENSOR/x", "expected tele/<device>/SENSOR or STATE (data)"),
     ("tasmota", "tele/zbbridge//SENSOR", "the Zigbee device level is empty"),
+    ("tasmota", "tele/tasmota_ble/+", "the BLE sensor level is a wildcard"),
     ("tasmota", "stat/zbbridge/8F20/SENSOR", "tele/<device>/<zigbee device>/SENSOR (Zigbee2Tasmota)"),
     ("tasmota", "tele/zbbridge/8F20/STATE", "expected tele/<device>/SENSOR or STATE (data)"),
     ("tasmota", "tele/sonoff/", "expected tele/<device>/SENSOR or STATE (data)"),
