@@ -4,7 +4,15 @@ The errors lorrygate raises, in one small hierarchy.
 Every message says what failed, where, what was expected and what arrived.
 """
 
+import difflib
+
 import attrs
+
+
+def did_you_mean(name: str, known) -> str:
+    """`` (did you mean 'x'?)`` for a name that is close to one of ``known`` (a typo), else nothing."""
+    close = difflib.get_close_matches(name, [str(each) for each in known], n=1, cutoff=0.75)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 class LorrygateError(Exception):

@@ -7,6 +7,7 @@ a message.
 """
 
 import configparser
+import difflib
 import importlib
 import os
 import re
@@ -18,7 +19,7 @@ import attrs
 from lorrygate.config import settings as s
 from lorrygate.config.paths import moved, resolve, resolve_value
 from lorrygate.config.values import Invalid, Secret, interpolate, mask_url
-from lorrygate.errors import ConfigError, ConfigProblem
+from lorrygate.errors import ConfigError, ConfigProblem, did_you_mean
 
 _NO_DEFAULT_SECTION = "\0lorrygate-no-default-section"
 
@@ -89,7 +90,7 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".", on_storage=N
         for key in raw:
             if key not in keys:
                 known = ", ".join(sorted(keys))
-                problem(section, key, f"one of the keys {known}", f"unknown key {key!r}")
+                problem(section, key, f"one of the keys {known}", f"unknown key {key!r}{did_you_mean(key, keys)}")
         for key, spec in keys.items():
             if key not in raw or (raw[key].strip() == "" and spec.default is not s.REQUIRED):
                 if spec.default is s.REQUIRED:
@@ -147,7 +148,7 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".", on_storage=N
                 None,
                 "a section named [lorrygate], [broker:NAME], [source:NAME], [storage:NAME], [strategy:NAME], "
                 "[decoder:NAME], [hook:NAME], [transform:NAME] or [channel:NAME]",
-                f"[{section}]",
+                f"[{section}]{_section_meant(kind, name)}",
             )
             continue
         values = read_section(section, s.SECTION_KINDS[kind])
@@ -723,25 +724,36 @@ def _only(parser, kind: str) -> str:
     return names[0] if len(names) == 1 else ""
 
 
+def _section_meant(kind: str, name: str) -> str:
+    """`` (did you mean [channel:c]?)`` for a section whose kind is a typo of a known one's, else nothing."""
+    close = difflib.get_close_matches(kind, ["lorrygate", *s.SECTION_KINDS], n=1, cutoff=0.75)
+    if not close:
+        return ""
+    meant = close[0] if close[0] == "lorrygate" else f"{close[0]}:{name or 'NAME'}"
+    return f" (did you mean [{meant}]?)"
+
+
 def _check_channel(section, channel, parser, strategies, decoders, problem) -> None:
     sections = set(parser.sections())
     if channel.source and f"broker:{channel.source}" not in sections and f"source:{channel.source}" not in sections:
         names = ", ".join(sorted(x.partition(":")[2] for x in sections if x.startswith(("broker:", "source:"))))
         problem(section, "source", f"the name of a [broker:NAME] or [source:NAME] section ({names or 'none defined'})",
-                repr(channel.source))
+                repr(channel.source) + did_you_mean(channel.source, names.split(", ")))
     for name in channel.storages:
         if name and f"storage:{name}" not in sections:
             storages = ", ".join(sorted(x[8:] for x in sections if x.startswith("storage:"))) or "none defined"
-            problem(section, "storage", f"the name of a [storage:NAME] section ({storages})", repr(name))
+            problem(section, "storage", f"the name of a [storage:NAME] section ({storages})",
+                    repr(name) + did_you_mean(name, storages.split(", ")))
     if channel.strategy not in strategies:
-        problem(section, "strategy", "one of the strategies " + ", ".join(sorted(strategies)), repr(channel.strategy))
+        problem(section, "strategy", "one of the strategies " + ", ".join(sorted(strategies)),
+                repr(channel.strategy) + did_you_mean(channel.strategy, strategies))
     unknown = [name for name in channel.decoders if name not in decoders]
     if unknown:
         problem(
             section,
             "decoders",
             "decoder names from " + ", ".join(sorted(decoders)),
-            ", ".join(repr(name) for name in unknown),
+            ", ".join(repr(name) + did_you_mean(name, decoders) for name in unknown),
         )
     if "influx" in channel.decoders and not s.installed("line_protocol_parser"):
         problem(section, "decoders", s.needs("line_protocol_parser", "the influx decoder"), "influx")

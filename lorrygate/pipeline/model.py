@@ -23,7 +23,7 @@ from twisted.internet.defer import Deferred
 from lorrygate.config import settings as s
 from lorrygate.config import values as v
 from lorrygate.config.values import Invalid
-from lorrygate.errors import LorrygateError
+from lorrygate.errors import LorrygateError, did_you_mean
 from lorrygate.model import Address, Channel, TableName
 from lorrygate.pipeline.elements import ELEMENTS, REQUIRED, URL_KINDS
 from lorrygate.pipeline.grammar import hide_passwords, parse
@@ -74,13 +74,15 @@ class FixedTable:
 def _properties(element, text: str) -> dict:
     spec = ELEMENTS.get(element.factory)
     if spec is None:
-        raise PipelineError(f"unknown element {element.factory!r} (lorrygate inspect lists them)", text, element.loc)
+        raise PipelineError(f"unknown element {element.factory!r}{did_you_mean(element.factory, ELEMENTS)} (lorrygate "
+                            "inspect lists them)", text, element.loc)
     values = {}
     for key, raw in element.properties:
         prop = spec.properties.get(key)
         if prop is None:
             known = ", ".join(spec.properties) or "none"
-            raise PipelineError(f"{element.factory} has no property {key!r} (it has: {known})", text, element.loc)
+            raise PipelineError(f"{element.factory} has no property {key!r}{did_you_mean(key, spec.properties)} (it "
+                                f"has: {known})", text, element.loc)
         if key in values:
             raise PipelineError(f"{element.factory} has {key}= twice: which one is meant?", text, element.loc)
         try:
@@ -368,7 +370,8 @@ class _Builder:
             kind = _kind(element, False)
             if kind == "unknown":
                 what = element.url if element.factory == "url" else element.factory
-                raise PipelineError(f"unknown element {what!r} (lorrygate inspect lists them)", text, element.loc)
+                raise PipelineError(f"unknown element {what!r}{did_you_mean(what, ELEMENTS)} (lorrygate inspect lists "
+                                    "them)", text, element.loc)
             if kind == "source":
                 raise PipelineError("a source only starts a chain", text, element.loc)
             step = order.index("sink" if kind == "tee" else kind)
@@ -681,10 +684,12 @@ def build_settings(text: str, callbacks=None, data_dir: str = "var", strategies_
     registry = dict(base.strategies, **builder.strategies)
     for channel in builder.channels:
         if channel.strategy not in registry:
-            raise PipelineError(f"unknown strategy {channel.strategy!r} (one of {', '.join(sorted(registry))})", text, 0)
+            raise PipelineError(f"unknown strategy {channel.strategy!r}{did_you_mean(channel.strategy, registry)} (one of "
+                                f"{', '.join(sorted(registry))})", text, 0)
         unknown = [name for name in channel.decoders if name not in base.decoders]
         if unknown:
-            raise PipelineError(f"unknown decoder {unknown[0]!r} (one of {', '.join(sorted(base.decoders))})", text, 0)
+            raise PipelineError(f"unknown decoder {unknown[0]!r}{did_you_mean(unknown[0], base.decoders)} (one of "
+                                f"{', '.join(sorted(base.decoders))})", text, 0)
     from lorrygate.config.loader import feedback_cycles, feedback_loops
 
     for _, _, what in feedback_loops(builder.channels, builder.brokers, builder.storages):

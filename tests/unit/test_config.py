@@ -86,6 +86,26 @@ def test_each_mistake_is_named(change, expected):
     assert any(expected in problem for problem in found), found
 
 
+@pytest.mark.parametrize("change, expected", [
+    (("storage = db", "storage = db\nstrateyg = tasmota"), "got unknown key 'strateyg' (did you mean 'strategy'?)"),
+    (("[storage:db]", "[storages:db]"), "got [storages:db] (did you mean [storage:db]?)"),
+    (("[channel:main]", "[chanel:main]"), "got [chanel:main] (did you mean [channel:main]?)"),
+    (("storage = db", "storage = dbs"), "got 'dbs' (did you mean 'db'?)"),
+    (("source = local", "source = locla"), "got 'locla' (did you mean 'local'?)"),
+    (("storage = db", "storage = db\nstrategy = tasmotta"), "got 'tasmotta' (did you mean 'tasmota'?)"),
+    (("storage = db", "storage = db\ndecoders = jsno, yaml"), "got 'jsno' (did you mean 'json'?), 'yaml'"),
+], ids=["key", "section", "channel-section", "storage", "source", "strategy", "decoders"])
+def test_a_typo_is_told_the_name_it_was_meant_to_be(change, expected):
+    """A name one or two letters off a known one: the problem says which was meant."""
+    found = problems(GOOD.replace(*change))
+    assert any(expected in problem for problem in found), found
+
+
+def test_a_name_close_to_none_gets_no_guess():
+    found = problems(GOOD.replace("storage = db", "storage = db\nstrategy = moon"))
+    assert not any("did you mean" in problem for problem in found), found
+
+
 def test_no_channel_is_a_problem():
     """A config without channels would do nothing; it is rejected."""
     assert problems("[broker:local]\nhost = x\n") == [
