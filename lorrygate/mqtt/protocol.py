@@ -247,7 +247,7 @@ class MQTTClientProtocol(Protocol):
 
         def check(suback: Suback):
             refused = [
-                f"{topic!r} (code 0x{reason:02x})"
+                f"{topic!r} ({self._refusal(reason)})"
                 for (topic, _), reason in zip(subscriptions, suback.reasons)
                 if reason >= 0x80
             ]
@@ -256,6 +256,18 @@ class MQTTClientProtocol(Protocol):
             return suback
 
         return d.addCallback(check)
+
+    def _refusal(self, reason: int) -> str:
+        """A SUBACK's failure code, named, with what most often causes it."""
+        if self.version != codec.MQTT_5 or reason == 0x80:
+            # (MQTT 3.1.1 has one failure code and no reason; MQTT 5's "unspecified error" is the same)
+            return (f"code 0x{reason:02x}, no reason given: most often the broker's access control list does not "
+                    "let this user read it; check the user's read access to the filter")
+        hint = {0x87: ": check the user's read access to the filter in the broker's access control list",
+                0x9E: ": leave the channel's group unset (it subscribes through $share/<group>/)",
+                0xA2: ": subscribe to topics without + and #",
+                0x8F: ": the broker does not take this filter"}.get(reason, "")
+        return f"code 0x{reason:02x}, {REASON_CODES.get(reason, 'unknown reason')}{hint}"
 
     @property
     def limits(self) -> dict:

@@ -139,6 +139,26 @@ def test_subscribe_refusal_names_the_filter():
     d.addErrback(failure.append)
     assert failure[0].check(SubscriptionRefused)
     assert "'secret/#'" in failure[0].getErrorMessage() and "ok/#" not in failure[0].getErrorMessage()
+    assert "check the user's read access" in failure[0].getErrorMessage()
+
+
+@pytest.mark.parametrize("code, said", [
+    (0x87, "'secret/#' (code 0x87, not authorized: check the user's read access to the filter"),
+    (0x9E, "'secret/#' (code 0x9e, shared subscriptions not supported: leave the channel's group unset"),
+    (0xA2, "'secret/#' (code 0xa2, wildcard subscriptions not supported: subscribe to topics without + and #)"),
+    (0x97, "'secret/#' (code 0x97, quota exceeded)"),
+])
+def test_an_mqtt5_subscribe_refusal_says_the_reason_and_what_to_do(code, said):
+    """MQTT 5 names why the broker refused a filter: the error says it, and what most often fixes it (the code alone
+    left a user to look it up while the gateway kept reconnecting)."""
+    broker = Broker(codec.MQTT_5)
+    broker.connect()
+    d = broker.protocol.subscribe([("secret/#", 1)])
+    (subscribe,) = broker.sent()
+    broker.reply(codec.Suback(subscribe.packet_id, (code,)))
+    failure = []
+    d.addErrback(failure.append)
+    assert said in failure[0].getErrorMessage(), failure[0].getErrorMessage()
 
 
 def test_keepalive_pings_and_drops_a_silent_broker():
