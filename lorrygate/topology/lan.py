@@ -13,7 +13,7 @@ from lorrygate.errors import TopologyError
 from lorrygate.interfaces import IStrategy
 from lorrygate.model import Address, TableName
 from lorrygate.topology.naming import join, sanitize
-from lorrygate.topology.wan import SUFFIXES_HELP, TABLE_SUFFIXES, check_levels, parse_suffix
+from lorrygate.topology.wan import TABLE_SUFFIXES, check_levels, parse_suffix, unknown_suffix
 
 
 @implementer(IStrategy)
@@ -31,7 +31,7 @@ class LanStrategy:
         check_levels(self.name, topic, realm=realm, node=node)
         suffix = parse_suffix(levels[2:])
         if suffix is None:
-            raise TopologyError(self.name, topic, f"unknown suffix {'/'.join(levels[2:])!r}: expected {SUFFIXES_HELP}")
+            raise TopologyError(self.name, topic, unknown_suffix("/".join(levels[2:])))
         kind, field = suffix
         return Address(realm, None, None, node, kind, "/".join(levels[2:]), field)
 

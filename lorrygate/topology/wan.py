@@ -45,7 +45,7 @@ every part sanitized by `lorrygate.topology.naming`. Example:
 import attrs
 from zope.interface import implementer
 
-from lorrygate.errors import TopologyError
+from lorrygate.errors import TopologyError, did_you_mean
 from lorrygate.interfaces import IStrategy
 from lorrygate.model import DATA, ERROR, EVENT, Address, TableName
 from lorrygate.topology.naming import join
@@ -79,6 +79,12 @@ SUFFIXES_HELP = (
     "data/<field>, measure/<field>, loop, airrohr.json, ecowitt.json, tele/SENSOR, tele/STATE, event.json, event/__json__ "
     "or error.json"
 )
+
+
+def unknown_suffix(suffix: str) -> str:
+    """The problem of a suffix that is none of Kotori's, with the one a typo meant (``dta.json``)."""
+    known = [*_ONE_LEVEL, *("/".join(pair) for pair in _TWO_LEVELS)]
+    return f"unknown suffix {suffix!r}{did_you_mean(suffix, known)}: expected {SUFFIXES_HELP}"
 
 
 def parse_suffix(levels, extra: bool = True):
@@ -158,9 +164,7 @@ class WanStrategy:
         check_levels(self.name, topic, realm=realm, network=network, gateway=gateway, node=node)
         suffix = parse_suffix(levels[4:])
         if suffix is None:
-            raise TopologyError(
-                self.name, topic, f"unknown suffix {'/'.join(levels[4:])!r}: expected {SUFFIXES_HELP}"
-            )
+            raise TopologyError(self.name, topic, unknown_suffix("/".join(levels[4:])))
         return self._address(topic, realm, network, gateway, node, suffix, levels[4:])
 
     def _direct(self, topic: str, levels, suffix) -> Address:

@@ -318,6 +318,10 @@ ROUTED = [
 ]
 
 REFUSED = [
+    ("wan", "mqttkit-1/testdrive/area-42/node-1/dta.json", "unknown suffix 'dta.json' (did you mean 'data.json'?): "
+                                                           "expected data.json, "),
+    ("lan", "home/kitchen/event.jsn", "unknown suffix 'event.jsn' (did you mean 'event.json'?)"),
+    ("wan", "mqttkit-1/testdrive/area-42/node-1/readings", "unknown suffix 'readings': expected data.json"),
     ("rtl_433", "rtl_433/pi4/other", "expected rtl_433/<hostname>/events"),
     ("rtl_433", "rtl_433//events", "the hostname level is empty"),
     ("victron", "N/c0619ab1234/vebus/276", "expected N/<portal ID>/<service type>/<device instance>/<D-Bus path>"),
