@@ -7,7 +7,8 @@ decoder        payload
 tasmota        Tasmota ``tele/<device>/SENSOR`` and ``STATE`` JSON: nested sensor
                objects flattened to dotted names (``ENERGY.Power``), a list of numbers
                (one a channel or phase) one field a channel (``ENERGY.Power.0``), ``Time``
-               (device local time, read in the channel's timezone) as the record time
+               (device local time, read in the channel's timezone; ``Epoch`` beside it,
+               UTC, where TimeStamp 1 adds it) as the record time
                (before 2016, a clock not set yet: the receive time);
                ``STATE`` fields are named as Kotori names them, under ``Device.``
                (``Device.Vcc``, ``Device.Wifi.RSSI``). Zigbee2Tasmota's ``ZbReceived``
@@ -118,8 +119,15 @@ class TasmotaDecoder:
         return [Record(time, fields)]
 
     def _time(self, document: dict, message) -> int:
-        """The record time of ``Time`` (popped), or the receive time."""
+        """The record time of ``Time`` (popped), or the receive time. With ``TimeStamp 1`` Tasmota writes its
+        local time and ``Epoch`` (UTC seconds) beside it: the epoch is the time (popped too), whatever the
+        channel's timezone says of the local one."""
         stamp = document.pop("Time")
+        epoch = document.get("Epoch")
+        if type(epoch) is int and type(stamp) is str and 0 <= epoch < 2**33:
+            del document["Epoch"]
+            time = epoch * 10**9
+            return received_ns(message) if time < _TASMOTA_VALID_TIME else time
         try:
             # (null, or empty text, is no time, as for every decoder: the receive time)
             no_time = stamp is None or (type(stamp) is str and not stamp.strip())

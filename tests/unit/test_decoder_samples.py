@@ -313,6 +313,19 @@ def test_a_tasmota_device_without_a_valid_clock_gets_the_receive_time():
     assert decode("tasmota", b'{"Time": "2016-01-01T00:00:00", "v": 1}') == [Record(1_451_606_400 * 10**9, {"v": 1})]
 
 
+def test_tasmotas_epoch_beside_its_local_time_is_the_time():
+    """``TimeStamp 1``: Tasmota's local time (here CEST) and ``Epoch``, UTC seconds, beside it. The local time
+    read in the channel's timezone (UTC unless set) put the rows two hours off; the epoch is the time now, and
+    not a field. ``TimeStamp 2`` (the epoch as ``Time``) and an unset clock's small epoch as before."""
+    payload = b'{"Time": "2024-06-01T14:00:00", "Epoch": 1717243200, "ENERGY": {"Power": 42}}'
+    assert decode("tasmota", payload) == [Record(T, {"ENERGY.Power": 42})]
+    assert decode("tasmota", b'{"Time": 1717243200, "v": 1}') == [Record(T, {"v": 1})]
+    assert decode("tasmota", b'{"Time": "1970-01-01T00:00:42", "Epoch": 42, "v": 1}') == [Record(R, {"v": 1})]
+    # an Epoch that is no epoch (text, a float) stays a field, and the local time is read as before
+    assert decode("tasmota", b'{"Time": "2024-06-01T12:00:00", "Epoch": "x", "v": 1}') == [
+        Record(T, {"Epoch": "x", "v": 1})]
+
+
 @pytest.mark.parametrize("payload", [b"temp=21 hum=48", b"21.5", b"ON", b"{\"t\": 1}", b"a,b\n1,2", b""])
 def test_what_is_no_line_protocol_is_declined(payload):
     """key=value pairs (line protocol would read ``temp=21`` as a measurement), single values, JSON, CSV: declined,
