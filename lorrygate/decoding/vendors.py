@@ -1,50 +1,53 @@
 """
 Vendor payload formats.
 
-=============  ========================================================================
-decoder        payload
-=============  ========================================================================
-tasmota        Tasmota ``tele/<device>/SENSOR`` and ``STATE`` JSON: nested sensor
-               objects flattened to dotted names (``ENERGY.Power``), a list of numbers
-               (one a channel or phase) one field a channel (``ENERGY.Power.0``), ``Time``
-               (device local time, read in the channel's timezone; ``Epoch`` beside it,
-               UTC, where TimeStamp 1 adds it) as the record time
-               (before 2016, a clock not set yet: the receive time);
-               ``STATE`` fields are named as Kotori names them, under ``Device.``
-               (``Device.Vcc``, ``Device.Wifi.RSSI``). Zigbee2Tasmota's ``ZbReceived``
-               (with or without ``Time``, the wrapper or the address key): a record a
-               Zigbee device, its attributes as fields (``Temperature``,
-               ``LinkQuality``), its short address ``Device`` and ``Name`` as tags
-airrohr        airrohr / sensor.community JSON: ``sensordatavalues`` as fields,
-               ``esp8266id`` and ``software_version`` as tags
-ttn            The Things Stack v3 uplink: ``uplink_message.decoded_payload`` as fields,
-               plus ``f_port``, ``f_cnt``, and ``rssi``/``snr`` of the best gateway
-               (``rssi_2`` where the decoded payload has its own ``rssi``, ...);
-               device, application, DevEUI and best gateway ids as tags; the time is
-               ``uplink_message.received_at`` (nanoseconds kept)
-chirpstack     ChirpStack v4 uplink event: ``object`` as fields, plus ``fPort``,
-               ``fCnt`` and the best gateway's ``rssi``/``snr``; ``devEui``,
-               ``deviceName``, ``applicationName`` and gateway id as tags; ``time``.
-               ChirpStack v3 and LoRa App Server v2 uplinks the same (``object`` or
-               ``objectJSON``, ``loRaSNR``, ids in hex; ``publishedAt``)
-owntracks      OwnTracks JSON: ``tst`` as the time, ``_type`` kept but for locations
-homeassistant  Home Assistant's MQTT Statestream: a state as numbers are read,
-               ``unavailable`` and ``unknown`` as no value, the timestamps as text,
-               attributes as JSON
-ecowitt        Fine Offset weather stations (Ecowitt, Ambient Weather, Froggit and others
-               of that maker) in their "Ecowitt" upload protocol: a form with
-               ``PASSKEY`` and ``stationtype``, which the HTTP source makes a JSON
-               object; picked by the ``ecowitt.json`` slot (``/api/<...>/ecowitt``).
-               ``PASSKEY`` (the station's key, derived from its MAC address) is never
-               stored; ``dateutc`` (``2023-02-20 16:02:19``, UTC; ``now``: the receive
-               time) is the record time; ``stationtype``, ``model`` and ``freq`` tags;
-               every other field a value as the station sends it (imperial units:
-               ``tempf``, ``baromrelin``, ``windspeedmph``)
-homie          Homie property values on ``homie/<device>/<node>/<property>`` topics:
-               ``true``/``false``, integers, floats, everything else as text; an
-               empty payload (a retained message cleared: a device removed) stores
-               nothing, a single NUL byte is the empty text (Homie 5)
-=============  ========================================================================
+===============  ========================================================================
+decoder          payload
+===============  ========================================================================
+tasmota          Tasmota ``tele/<device>/SENSOR`` and ``STATE`` JSON: nested sensor
+                 objects flattened to dotted names (``ENERGY.Power``), a list of numbers
+                 (one a channel or phase) one field a channel (``ENERGY.Power.0``), ``Time``
+                 (device local time, read in the channel's timezone; ``Epoch`` beside it,
+                 UTC, where TimeStamp 1 adds it) as the record time
+                 (before 2016, a clock not set yet: the receive time);
+                 ``STATE`` fields are named as Kotori names them, under ``Device.``
+                 (``Device.Vcc``, ``Device.Wifi.RSSI``). Zigbee2Tasmota's ``ZbReceived``
+                 (with or without ``Time``, the wrapper or the address key): a record a
+                 Zigbee device, its attributes as fields (``Temperature``,
+                 ``LinkQuality``), its short address ``Device`` and ``Name`` as tags
+airrohr          airrohr / sensor.community JSON: ``sensordatavalues`` as fields,
+                 ``esp8266id`` and ``software_version`` as tags
+ttn              The Things Stack v3 uplink: ``uplink_message.decoded_payload`` as fields,
+                 plus ``f_port``, ``f_cnt``, and ``rssi``/``snr`` of the best gateway
+                 (``rssi_2`` where the decoded payload has its own ``rssi``, ...);
+                 device, application, DevEUI and best gateway ids as tags; the time is
+                 ``uplink_message.received_at`` (nanoseconds kept)
+chirpstack       ChirpStack v4 uplink event: ``object`` as fields, plus ``fPort``,
+                 ``fCnt`` and the best gateway's ``rssi``/``snr``; ``devEui``,
+                 ``deviceName``, ``applicationName`` and gateway id as tags; ``time``.
+                 ChirpStack v3 and LoRa App Server v2 uplinks the same (``object`` or
+                 ``objectJSON``, ``loRaSNR``, ids in hex; ``publishedAt``)
+owntracks        OwnTracks JSON: ``tst`` as the time, ``_type`` kept but for locations
+homeassistant    Home Assistant's MQTT Statestream: a state as numbers are read,
+                 ``unavailable`` and ``unknown`` as no value, the timestamps as text,
+                 attributes as JSON
+ecowitt          Fine Offset weather stations (Ecowitt, Ambient Weather, Froggit and others
+                 of that maker) in their "Ecowitt" upload protocol: a form with
+                 ``PASSKEY`` and ``stationtype``, which the HTTP source makes a JSON
+                 object; picked by the ``ecowitt.json`` slot (``/api/<...>/ecowitt``).
+                 ``PASSKEY`` (the station's key, derived from its MAC address) is never
+                 stored; ``dateutc`` (``2023-02-20 16:02:19``, UTC; ``now``: the receive
+                 time) is the record time; ``stationtype``, ``model`` and ``freq`` tags;
+                 every other field a value as the station sends it (imperial units:
+                 ``tempf``, ``baromrelin``, ``windspeedmph``)
+openmqttgateway  OpenMQTTGateway's and Theengs Gateway's module messages (BLE devices,
+                 the gateway's own state): the device's ``id``, ``model_id`` and ``model``
+                 as tags, the rest as fields
+homie            Homie property values on ``homie/<device>/<node>/<property>`` topics:
+                 ``true``/``false``, integers, floats, everything else as text; an
+                 empty payload (a retained message cleared: a device removed) stores
+                 nothing, a single NUL byte is the empty text (Homie 5)
+===============  ========================================================================
 
 "Best gateway" is the one with the highest RSSI (SNR breaks ties).
 """
@@ -576,6 +579,31 @@ class EsphomeDecoder:
         if type(document) is not dict:
             raise Declined("not a JSON object")
         return [Record(received_ns(message), flatten({address.field: document}))]
+
+
+#: the keys of an OpenMQTTGateway or Theengs Gateway message that name its device: the rows' tags
+OPENMQTTGATEWAY_TAGS = ("id", "model_id", "model")
+
+
+@implementer(IDecoder)
+@attrs.frozen
+class OpenMqttGatewayDecoder:
+    """OpenMQTTGateway's and Theengs Gateway's JSON on the ``openmqttgateway`` strategy's module topics
+    (``.../BTtoMQTT/<MAC>``, ``.../SYStoMQTT``, ...): one record, the device's ``id`` (its MAC address, or an
+    iBeacon's UUID), ``model_id`` and ``model`` its tags (one table holds every device a gateway hears), the rest
+    its fields, at the receive time (or a ``time`` of its own). ``RTL_433toMQTT``'s payloads are rtl_433's, and
+    anything but a JSON object is no such message: declined, for ``rtl_433``, ``json`` and ``value``."""
+
+    name: str = "openmqttgateway"
+    timezone: Any = None
+
+    def decode(self, message, address) -> list:
+        if address is None or address.kind == EVENT or address.rest.startswith("RTL_433toMQTT"):
+            raise Declined("not an OpenMQTTGateway module's topic (RTL_433toMQTT: rtl_433's events)")
+        document = _json_object(message.payload, "OpenMQTTGateway")
+        tags = {key: str(document.pop(key)) for key in OPENMQTTGATEWAY_TAGS
+                if type(document.get(key)) in (str, int) and document[key] != ""}
+        return [object_record(document, message, self.name, self.timezone, tags)]
 
 
 @implementer(IDecoder)

@@ -14,6 +14,7 @@ from lorrygate.topology.fleets import (
     Zigbee2MqttStrategy,
 )
 from lorrygate.topology.lan import LanStrategy
+from lorrygate.topology.openmqttgateway import OpenMqttGatewayStrategy
 from lorrygate.topology.rtl433 import Rtl433Strategy
 from lorrygate.topology.victron import VictronStrategy
 from lorrygate.topology.wan import WanStrategy
@@ -34,6 +35,7 @@ STRATEGIES = {
     "sparkplug": SparkplugStrategy,
     "victron": VictronStrategy,
     "rtl_433": Rtl433Strategy,
+    "openmqttgateway": OpenMqttGatewayStrategy,
     "topic": TopicStrategy,
 }
 

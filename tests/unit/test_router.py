@@ -624,3 +624,32 @@ def test_a_tasmota_ble_sensors_topic_is_the_data_of_its_table():
     assert entry.records[0].fields == {"mac": "a4c138bb1b6e", "Temperature": 21.9, "Humidity": 53.0, "Battery": 97,
                                        "RSSI": -74}
     assert entry.records[0].time == 1_717_243_200 * 10**9
+
+
+def test_openmqttgateways_devices_are_rows_of_a_table_a_gateway_and_module():
+    """OpenMQTTGateway (and Theengs Gateway) publish each BLE device they hear on ``.../BTtoMQTT/<MAC>``: under
+    ``topic`` every MAC address was a table, and phones change theirs every few minutes. A table a gateway and
+    module now, the device's id, model_id and model its rows' tags; RTL_433toMQTT's payloads are rtl_433's; the
+    gateway's commands (WiFi and MQTT passwords in them) are ignored, its LWT an event."""
+    router, collector = configured("openmqttgateway")
+    for topic, payload in [
+            ("home/OMG/BTtoMQTT/A4C138BB1B6E", b'{"id":"A4:C1:38:BB:1B:6E","rssi":-74,"model":"LYWSD03MMC",'
+                                               b'"model_id":"LYWSD03MMC_ATC","tempc":21.9,"hum":53,"batt":97}'),
+            ("home/OMG/BTtoMQTT/5210A84690AC", b'{"id":"52:10:A8:46:90:AC","rssi":-77}'),
+            ("home/OMG/RTL_433toMQTT/Acurite-Tower/A/9053", b'{"model":"Acurite-Tower","id":9053,"channel":"A",'
+                                                          b'"temperature_C":21.5}'),
+            ("home/OMG/SYStoMQTT", b'{"uptime":3600,"freemem":120000,"modules":["BT"]}'),
+            ("home/OMG/LWT", b"online"),
+            ("home/OMG/commands/MQTTtoSYS/config", b'{"wifi_ssid":"home","wifi_pass":"secret"}')]:
+        router.deliver(message(topic, payload))
+    stored = [(str(entry.table), record.fields, record.tags) for entry in collector.entries
+              if entry.table is not None for record in entry.records]
+    assert stored == [
+        ("openmqttgateway.omg_bt_sensors", {"rssi": -74, "tempc": 21.9, "hum": 53, "batt": 97},
+         {"id": "A4:C1:38:BB:1B:6E", "model": "LYWSD03MMC", "model_id": "LYWSD03MMC_ATC"}),
+        ("openmqttgateway.omg_bt_sensors", {"rssi": -77}, {"id": "52:10:A8:46:90:AC"}),
+        ("openmqttgateway.omg_rtl_433_sensors", {"temperature_C": 21.5},
+         {"model": "Acurite-Tower", "id": "9053", "channel": "A"}),
+        ("openmqttgateway.omg_sys_sensors", {"uptime": 3600, "freemem": 120000, "modules": ["BT"]}, {}),
+        ("openmqttgateway.omg_events", {"LWT": "online"}, {})]
+    assert (router.stats.ignored, collector.dead) == (1, [])

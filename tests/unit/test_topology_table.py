@@ -34,6 +34,9 @@ def strategy(name):
         return loads("[broker:b]\nhost=h\n[storage:s]\nurl=sqlite:///x\n[strategy:z2m]\ntype=zigbee2mqtt\n"
                      "output=attribute_and_json\n[channel:c]\nsource=b\ntopics=#\nstorage=s\nstrategy=z2m\n"
                      ).strategies["z2m"]()
+    if name == "omg-base":
+        return loads("[broker:b]\nhost=h\n[storage:s]\nurl=sqlite:///x\n[strategy:omg]\ntype=openmqttgateway\n"
+                     "base=site/ble\n[channel:c]\nsource=b\ntopics=#\nstorage=s\nstrategy=omg\n").strategies["omg"]()
     if name == "ha-statestream":
         return STRATEGIES["homeassistant"](base="home/statestream")
     if name == "factory":
@@ -116,6 +119,20 @@ ROUTED = [
     ("tasmota", "tele/zbbridge/Kitchen/SENSOR", A("tasmota", None, None, "zbbridge", rest="Kitchen/SENSOR"), "tasmota", "zbbridge_sensors"),
     ("tasmota", "tele/zbbridge/8F20/ZbReceived", A("tasmota", None, None, "zbbridge", rest="8F20/ZbReceived"), "tasmota", "zbbridge_sensors"),
     ("tasmota", "tele/8F20/ZbReceived", A("tasmota", None, None, "8F20", rest="ZbReceived"), "tasmota", "8f20_sensors"),
+    # OpenMQTTGateway, Theengs Gateway: a table a gateway and module, the devices its rows' tags
+    ("openmqttgateway", "home/OMG_ESP32_BLE/BTtoMQTT/A4C138BB1B6E",
+     A("openmqttgateway", None, "OMG_ESP32_BLE", "BT", rest="BTtoMQTT/A4C138BB1B6E"), "openmqttgateway",
+     "omg_esp32_ble_bt_sensors"),
+    ("openmqttgateway", "home/OMG_ESP32_BLE/RTL_433toMQTT/Acurite-Tower/A/9053",
+     A("openmqttgateway", None, "OMG_ESP32_BLE", "RTL_433", rest="RTL_433toMQTT/Acurite-Tower/A/9053"),
+     "openmqttgateway", "omg_esp32_ble_rtl_433_sensors"),
+    ("openmqttgateway", "home/OMG_ESP32_BLE/SYStoMQTT",
+     A("openmqttgateway", None, "OMG_ESP32_BLE", "SYS", rest="SYStoMQTT"), "openmqttgateway", "omg_esp32_ble_sys_sensors"),
+    ("openmqttgateway", "home/TheengsGateway/LWT",
+     A("openmqttgateway", None, "TheengsGateway", None, "event", "LWT", "LWT"), "openmqttgateway",
+     "theengsgateway_events"),
+    ("omg-base", "site/ble/gw1/BTtoMQTT/A4C138BB1B6E",
+     A("openmqttgateway", None, "gw1", "BT", rest="BTtoMQTT/A4C138BB1B6E"), "openmqttgateway", "gw1_bt_sensors"),
     ("tasmota", "tele/tasmota_ble/ATCbb1b6e", A("tasmota", None, None, "ATCbb1b6e", rest="tasmota_ble"), "tasmota", "atcbb1b6e_sensors"),
     # -- Homie --
     ("homie", "homie/boiler/temperature/current", A("homie", None, None, "boiler_temperature", "data", "current", "current"),
@@ -371,6 +388,11 @@ REFUSED = [
     ("tasmota", "tele/sonoff/SENSOR/x", "expected tele/<device>/SENSOR or STATE (data)"),
     ("tasmota", "tele/zbbridge//SENSOR", "the Zigbee device level is empty"),
     ("tasmota", "tele/tasmota_ble/+", "the BLE sensor level is a wildcard"),
+    ("openmqttgateway", "home/OMG_ESP32_BLE", "expected home/<gateway>/<Module>toMQTT[/...]"),
+    ("openmqttgateway", "home/OMG_ESP32_BLE/BTtoMQTT/", "a module's topic with an empty level or a wildcard"),
+    ("openmqttgateway", "home//BTtoMQTT/A4C138BB1B6E", "the gateway level is empty"),
+    ("openmqttgateway", "home/OMG_ESP32_BLE/presence/room", "expected home/<gateway>/<Module>toMQTT[/...]"),
+    ("omg-base", "home/gw1/BTtoMQTT/A4C138BB1B6E", "expected site/ble/<gateway>/<Module>toMQTT[/...]"),
     ("tasmota", "stat/zbbridge/8F20/SENSOR", "tele/<device>/<zigbee device>/SENSOR (Zigbee2Tasmota)"),
     ("tasmota", "tele/zbbridge/8F20/STATE", "expected tele/<device>/SENSOR or STATE (data)"),
     ("tasmota", "tele/sonoff/", "expected tele/<device>/SENSOR or STATE (data)"),
@@ -441,6 +463,8 @@ COMMANDS = [
     ("shelly", "shellies/shellyrgbw2-EE1234/color/0/set"),
     ("shelly", "shellies/shellyrgbw2-EE1234/white/2/set"),
     ("esphome", "livingroom/light/ceiling/command"),
+    ("openmqttgateway", "home/OMG_ESP32_BLE/commands/MQTTtoSYS/config"),
+    ("openmqttgateway", "home/TheengsGateway/commands"),
     ("esphome", "livingroom/climate/thermostat/target_temperature/command"),
     ("esphome", "livingroom/light/ceiling/command/brightness_pct"),
 ]
