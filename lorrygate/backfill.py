@@ -185,13 +185,15 @@ async def _write(backend, batch, reactor, attempts: int = 5) -> None:
 
 
 def backfill_command(settings, args, out=None, err=None) -> int:
+    from lorrygate.errors import did_you_mean
+
     out, err = out or sys.stdout, err or sys.stderr
     channels = {channel.name: channel for channel in settings.channels}
     if args.channel:
         channel = channels.get(args.channel)
         if channel is None:
-            print(f"lorrygate backfill: {settings.source} has no channel {args.channel!r} "
-                  f"(it has {', '.join(channels)})", file=err)
+            print(f"lorrygate backfill: {settings.source} has no channel {args.channel!r}"
+                  f"{did_you_mean(args.channel, channels)} (it has {', '.join(channels)})", file=err)
             return EXIT_USAGE
     elif len(channels) == 1:
         channel = next(iter(channels.values()))

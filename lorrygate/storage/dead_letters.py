@@ -31,6 +31,7 @@ import time
 import attrs
 
 from lorrygate.config import values as v
+from lorrygate.errors import did_you_mean
 from lorrygate.mqtt.topics import parse_filter
 from lorrygate.storage.sqlstorage import DEAD_LETTER_TABLE
 
@@ -200,7 +201,8 @@ def tables_for(settings, name: str | None, err) -> list | None:
         if storage is None or storage.kind not in KINDS:
             known = [n for n, s in settings.storages.items() if s.kind in KINDS]
             print(f"lorrygate dead-letters: {settings.source} has no SQLite, PostgreSQL or CrateDB storage "
-                  f"{storage_name!r} ({', '.join(known) or 'none'}); only those keep dead letters", file=err)
+                  f"{storage_name!r}{did_you_mean(storage_name, known)} ({', '.join(known) or 'none'}); only those "
+                  "keep dead letters", file=err)
             return None
         chosen.append(storage)
     return chosen
@@ -228,8 +230,8 @@ def dead_letters_command(settings, args, out=None, err=None) -> int:
     if args.action == "replay":
         known = [channel.name for channel in settings.channels]
         if filters.channel and filters.channel not in known:
-            print(f"lorrygate dead-letters replay: {settings.source} has no channel {filters.channel!r} "
-                  f"({', '.join(known)}): a dead letter goes through its channel again, so those of a channel "
+            print(f"lorrygate dead-letters replay: {settings.source} has no channel {filters.channel!r}"
+                  f"{did_you_mean(filters.channel, known)} ({', '.join(known)}): a dead letter goes through its channel again, so those of a channel "
                   "no longer in the config cannot be replayed (list or purge them)", file=err)
             return EXIT_USAGE
         return _replay(settings, storages, filters, out, err)

@@ -88,3 +88,6 @@ def test_replaying_the_dead_letters_of_a_channel_not_in_the_config_says_so(tmp_p
     assert dead_letters_command(settings, args, io.StringIO(), err) == 2
     assert "has no channel 'gone' (kit)" in err.getvalue() and "list or purge them" in err.getvalue()
     assert not (tmp_path / "x.sqlite").exists()
+    err = io.StringIO()
+    assert dead_letters_command(settings, argparse.Namespace(**dict(vars(args), channel="kitt")), io.StringIO(), err) == 2
+    assert "has no channel 'kitt' (did you mean 'kit'?) (kit)" in err.getvalue()
