@@ -14,7 +14,9 @@ tasmota          Tasmota ``tele/<device>/SENSOR`` and ``STATE`` JSON: nested sen
                  (``Device.Vcc``, ``Device.Wifi.RSSI``). Zigbee2Tasmota's ``ZbReceived``
                  (with or without ``Time``, the wrapper or the address key): a record a
                  Zigbee device, its attributes as fields (``Temperature``,
-                 ``LinkQuality``), its short address ``Device`` and ``Name`` as tags
+                 ``LinkQuality``), its short address ``Device`` and ``Name`` as tags; the
+                 BLE sensors an ESP32 hears (MI32: objects with a ``mac``) a record a
+                 sensor, its ``mac``, name and ``alias`` as tags
 airrohr          airrohr / sensor.community JSON: ``sensordatavalues`` as fields,
                  ``esp8266id`` and ``software_version`` as tags
 ttn              The Things Stack v3 uplink: ``uplink_message.decoded_payload`` as fields,
@@ -116,10 +118,12 @@ class TasmotaDecoder:
         if "Time" not in document:
             raise Declined("no Tasmota 'Time' field")
         time = self._time(document, message)
-        fields = _per_channel(flatten(document))
         if address is not None and address.rest.endswith("STATE"):
-            fields = {f"Device.{name}": value for name, value in fields.items()}
-        return [Record(time, fields)]
+            return [Record(time, {f"Device.{name}": value for name, value in _per_channel(flatten(document)).items()})]
+        ble = [key for key, value in document.items() if type(value) is dict and _is_ble_mac(value.get("mac"))]
+        if ble:
+            return _ble_records(time, document, ble)
+        return [Record(time, _per_channel(flatten(document)))]
 
     def _time(self, document: dict, message) -> int:
         """The record time of ``Time`` (popped), or the receive time. With ``TimeStamp 1`` Tasmota writes its
@@ -140,6 +144,35 @@ class TasmotaDecoder:
         if time < _TASMOTA_VALID_TIME:
             time = received_ns(message)  # the time since boot, as 1970: the clock is not set yet
         return time
+
+
+#: a BLE device's MAC address as Tasmota's MI32 driver writes it (``a4c138bb1b6e``)
+_BLE_MAC = re.compile(r"[0-9A-Fa-f]{12}")
+
+
+def _is_ble_mac(value) -> bool:
+    return type(value) is str and _BLE_MAC.fullmatch(value) is not None
+
+
+def _ble_records(time: int, document: dict, keys: list) -> list:
+    """An ESP32's SENSOR report of the BLE sensors it hears (MI32, up to four a message: ``"ATCbb1b6e": {"mac":
+    "a4c138bb1b6e", "Temperature": 21.9, ...}``): a record a sensor, its readings the fields (and the report's own
+    values beside them, ``TempUnit``), its ``mac``, its name (the key) and its ``alias`` (BLEAlias) the tags, as
+    Zigbee2Tasmota's devices are; a report's other objects (the ESP32's own sensors) one record more. As dotted
+    fields a sensor each, thirty thermometers made 200 sparse columns of one table."""
+    shared = {key: value for key, value in document.items() if type(value) is not dict}
+    others = {key: value for key, value in document.items() if type(value) is dict and key not in keys}
+    records = []
+    for key in keys:
+        fields = dict(document[key])
+        tags = {"mac": fields.pop("mac"), "name": key}
+        alias = fields.pop("alias", None)
+        if alias is not None:
+            tags["alias"] = str(alias)
+        records.append(Record(time, _per_channel(flatten({**shared, **fields})), tags))
+    if others:
+        records.append(Record(time, _per_channel(flatten({**shared, **others}))))
+    return records
 
 
 #: a Zigbee device's short address as Zigbee2Tasmota writes it (``0x8F20``)

@@ -1,7 +1,8 @@
 """
 A Zigbee2Tasmota bridge through a real Mosquitto into SQLite with the ``tasmota`` strategy: what its Zigbee devices
 sent, on the bridge's SENSOR topic and on a topic a device (SetOption89), is a row a report in the bridge's table,
-the device's short address and name in their own columns, its attributes as fields; nothing a dead letter.
+the device's short address and name in their own columns, its attributes as fields; nothing a dead letter. The
+BLE sensors an ESP32 reports (MI32) a row each, the sensor's mac and name its columns.
 """
 
 import uuid
@@ -36,3 +37,26 @@ def test_a_zigbee_bridges_devices_are_rows_of_its_table(tmp_path, mosquitto):
     assert query(db, f'SELECT Device, Name, Temperature, Power, LinkQuality FROM "{sensors}" ORDER BY time') == [
         ("0x8F20", "Kitchen", 21.01, None, 88), ("0x4773", None, None, 1, 52), ("0x8F20", "Kitchen", 21.5, None, 90)]
     assert "lorrygate_dead_letter" not in tables(db) or query(db, "SELECT count(*) FROM lorrygate_dead_letter") == [(0,)]
+
+
+def test_the_ble_sensors_an_esp32_hears_are_rows_of_its_table(tmp_path, mosquitto):
+    esp = f"ble{uuid.uuid4().hex[:6]}"
+    config = write_config(str(tmp_path), mosquitto.port, client_id=f"gw-{esp}", topics=f"tele/{esp}/#",
+                          extra="strategy = tasmota\n")
+    db = str(tmp_path / "gateway.sqlite")
+    gateway = GatewayProcess(config, str(tmp_path / "gw.log"))
+    gateway.start(ready="subscribed")
+    sensors = f"tasmota__{esp}_sensors"
+    try:
+        publisher = Publisher(mosquitto.port)
+        publisher.publish_many([
+            (f"tele/{esp}/SENSOR", '{"Time":"2024-06-01T12:00:00","ATCbb1b6e":{"mac":"a4c138bb1b6e","Temperature":21.9,'
+                                   '"Humidity":53.0},"ATC112233":{"mac":"a4c138112233","Temperature":19.5,'
+                                   '"Humidity":61.0},"TempUnit":"C"}')])
+        publisher.close()
+        wait_until(lambda: sensors in tables(db) and query(db, f'SELECT count(*) FROM "{sensors}"') == [(2,)], 30,
+                   "the sensors' rows stored")
+    finally:
+        assert gateway.stop() == 0, gateway.text()[-3000:]
+    assert query(db, f'SELECT mac, name, Temperature, Humidity, TempUnit FROM "{sensors}" ORDER BY mac') == [
+        ("a4c138112233", "ATC112233", 19.5, 61.0, "C"), ("a4c138bb1b6e", "ATCbb1b6e", 21.9, 53.0, "C")]

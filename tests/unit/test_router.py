@@ -653,3 +653,26 @@ def test_openmqttgateways_devices_are_rows_of_a_table_a_gateway_and_module():
         ("openmqttgateway.omg_sys_sensors", {"uptime": 3600, "freemem": 120000, "modules": ["BT"]}, {}),
         ("openmqttgateway.omg_events", {"LWT": "online"}, {})]
     assert (router.stats.ignored, collector.dead) == (1, [])
+
+
+def test_the_ble_sensors_an_esp32_hears_are_rows_of_its_table_a_sensor_each():
+    """Tasmota's MI32 driver reports up to four BLE sensors a SENSOR message, each an object with its ``mac``: as
+    dotted fields (``ATCbb1b6e.Temperature``) every sensor added its own columns to the ESP32's table, thirty
+    thermometers 200 sparse ones. A row a sensor now, its mac, name and alias the tags; the ESP32's own sensors a
+    row beside them, a device's nested sensors (``DS18B20``, no mac) as before."""
+    router, collector = configured("tasmota")
+    router.deliver(message("tele/esp32ble/SENSOR", b'{"Time":"2024-06-01T12:00:00","ATCbb1b6e":{"mac":"a4c138bb1b6e",'
+                                                   b'"Temperature":21.9,"Humidity":53.0,"Battery":97,"RSSI":-74},'
+                                                   b'"Flora1a2b3c":{"alias":"basil","mac":"c47c8d1a2b3c","Moisture":31},'
+                                                   b'"ESP32":{"Temperature":45.2},"TempUnit":"C"}'))
+    router.deliver(message("tele/plug/SENSOR", b'{"Time":"2024-06-01T12:00:00","DS18B20":{"Id":"0316A279B1FF",'
+                                               b'"Temperature":21.4},"TempUnit":"C"}'))
+    stored = [(str(entry.table), record.fields, record.tags) for entry in collector.entries
+              for record in entry.records]
+    table = "tasmota.esp32ble_sensors"
+    assert stored == [
+        (table, {"TempUnit": "C", "Temperature": 21.9, "Humidity": 53.0, "Battery": 97, "RSSI": -74},
+         {"mac": "a4c138bb1b6e", "name": "ATCbb1b6e"}),
+        (table, {"TempUnit": "C", "Moisture": 31}, {"mac": "c47c8d1a2b3c", "name": "Flora1a2b3c", "alias": "basil"}),
+        (table, {"TempUnit": "C", "ESP32.Temperature": 45.2}, {}),
+        ("tasmota.plug_sensors", {"DS18B20.Id": "0316A279B1FF", "DS18B20.Temperature": 21.4, "TempUnit": "C"}, {})]
