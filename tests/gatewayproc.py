@@ -190,3 +190,30 @@ def count_rows(path: str, prefix: str) -> int:
         if table.startswith(prefix):
             total += query(path, f'SELECT count(*) FROM "{table}"')[0][0]
     return total
+
+
+def store_through_gateway(directory, broker_port: int, *, topics: str, strategy: str, messages: list, tables_: set,
+                          table: str, rows: int) -> str:
+    """Run a gateway of ``strategy`` on ``topics`` into SQLite, publish ``messages`` (QoS 1, acknowledged by the
+    broker), wait until ``tables_`` exist and ``table`` has ``rows`` rows (the committed rows: the signal), stop it
+    cleanly; the database's path."""
+    directory = str(directory)
+    name = topics.split("/#")[0].replace("/", "-")
+    config = write_config(directory, broker_port, client_id=f"gw-{name}", topics=topics,
+                          extra=f"strategy = {strategy}\n")
+    db = os.path.join(directory, "gateway.sqlite")
+    gateway = GatewayProcess(config, os.path.join(directory, "gw.log"))
+    gateway.start(ready="subscribed")
+    try:
+        publisher = Publisher(broker_port)
+        publisher.publish_many(messages)
+        publisher.close()
+        wait_until(lambda: tables_ <= tables(db) and query(db, f'SELECT count(*) FROM "{table}"') == [(rows,)], 30,
+                   f"{rows} rows in {table}")
+    finally:
+        assert gateway.stop() == 0, gateway.text()[-3000:]
+    return db
+
+
+def no_dead_letters(db: str) -> bool:
+    return "lorrygate_dead_letter" not in tables(db) or query(db, "SELECT count(*) FROM lorrygate_dead_letter") == [(0,)]
