@@ -14,6 +14,7 @@ from lorrygate.topology.fleets import (
     Zigbee2MqttStrategy,
 )
 from lorrygate.topology.lan import LanStrategy
+from lorrygate.topology.opendtu import OpenDtuStrategy
 from lorrygate.topology.openmqttgateway import OpenMqttGatewayStrategy
 from lorrygate.topology.rtl433 import Rtl433Strategy
 from lorrygate.topology.victron import VictronStrategy
@@ -36,6 +37,7 @@ STRATEGIES = {
     "victron": VictronStrategy,
     "rtl_433": Rtl433Strategy,
     "openmqttgateway": OpenMqttGatewayStrategy,
+    "opendtu": OpenDtuStrategy,
     "topic": TopicStrategy,
 }
 

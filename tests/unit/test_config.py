@@ -632,3 +632,26 @@ def test_https_needs_both_the_certificate_and_its_key():
     assert "[source:web] tls_key: expected a PEM file (HTTPS needs tls_cert and tls_key), got nothing" in found
     found = problems(base.format(extra="tls_cert = /nonexistent.pem\ntls_key = /etc/hostname\n"))[0]
     assert "[source:web] tls_cert: expected a readable PEM file, got '/nonexistent.pem'" in found
+
+
+@pytest.mark.parametrize("kind, base, expected", [
+    ("opendtu", "solar/#", "none empty and no # (a + level matches any: solar/+)"),
+    ("opendtu", "solar//garage", "none empty and no # (a + level matches any: solar/+)"),
+    ("opendtu", "/", "none empty and no # (a + level matches any: solar/+)"),
+    ("zigbee2mqtt", "z2m/+", "none empty and no wildcard (+, #)"),
+    ("openmqttgateway", "home/#", "none empty and no wildcard (+, #)"),
+])
+def test_a_strategys_base_topic_with_an_empty_level_or_a_wildcard_is_a_config_problem(kind, base, expected):
+    """Such a base matched no topic: every message of the channel was a dead letter."""
+    (found,) = problems(GOOD + f"\n[strategy:s]\ntype = {kind}\nbase = {base}\n")
+    assert f"[strategy:s] base: expected topic levels, {expected}, got {base!r}" in found
+
+
+@pytest.mark.parametrize("kind, base, topic", [
+    ("opendtu", "solar/", "solar/dtu/status"),  # OpenDTU shows its base topic so
+    ("zigbee2mqtt", "z2m/", "z2m/lamp"),
+    ("opendtu", "/home/solar", "/home/solar/dtu/status"),  # a topic may begin with an empty level
+])
+def test_a_base_topic_ending_in_a_slash_is_the_same_base(kind, base, topic):
+    strategy = loads(GOOD + f"\n[strategy:s]\ntype = {kind}\nbase = {base}\n").strategies["s"]()
+    assert strategy.match(topic).kind in ("data", "event")

@@ -655,6 +655,38 @@ def test_openmqttgateways_devices_are_rows_of_a_table_a_gateway_and_module():
     assert (router.stats.ignored, collector.dead) == (1, [])
 
 
+def test_opendtus_values_are_rows_of_a_table_an_inverter_the_channel_a_tag():
+    """OpenDTU publishes a value a topic: under ``topic`` each inverter's value was a table of its own (twenty an
+    inverter), its commands (power limits, restart) were stored as data and a DC input without a name a dead letter
+    each poll. A table an inverter now, the channel (0: AC, 1-6: DC inputs) a tag; the DTU's and the totals'
+    values in tables of their own, its last will an event, commands ignored, empty names nothing to store."""
+    router, collector = configured("opendtu")
+    for topic, payload in [
+            ("solar/114182912345/0/power", b"512.3"),
+            ("solar/114182912345/1/power", b"256.1"),
+            ("solar/114182912345/1/name", b""),
+            ("solar/114182912345/status/reachable", b"1"),
+            ("solar/114182912345/device/fwbuilddatetime", b"2023-03-06 10:04:00"),
+            ("solar/114182912345/name", b"HM-800 Garage"),
+            ("solar/114182912345/cmd/limit_persistent_absolute", b"600"),
+            ("solar/dtu/heap/free", b"123456"),
+            ("solar/dtu/status", b"online"),
+            ("solar/ac/power", b"768.4")]:
+        router.deliver(message(topic, payload))
+    stored = [(str(entry.table), record.fields, record.tags) for entry in collector.entries
+              if entry.table is not None for record in entry.records]
+    assert stored == [
+        ("solar.114182912345_sensors", {"power": 512.3}, {"channel": "0"}),
+        ("solar.114182912345_sensors", {"power": 256.1}, {"channel": "1"}),
+        ("solar.114182912345_sensors", {"status.reachable": 1}, {}),
+        ("solar.114182912345_sensors", {"device.fwbuilddatetime": "2023-03-06 10:04:00"}, {}),
+        ("solar.114182912345_sensors", {"name": "HM-800 Garage"}, {}),
+        ("solar.dtu_sensors", {"heap.free": 123456}, {}),
+        ("solar.dtu_events", {"status": "online"}, {}),
+        ("solar.ac_sensors", {"power": 768.4}, {})]
+    assert (router.stats.ignored, router.stats.empty, collector.dead) == (1, 1, [])
+
+
 def test_the_ble_sensors_an_esp32_hears_are_rows_of_its_table_a_sensor_each():
     """Tasmota's MI32 driver reports up to four BLE sensors a SENSOR message, each an object with its ``mac``: as
     dotted fields (``ATCbb1b6e.Temperature``) every sensor added its own columns to the ESP32's table, thirty

@@ -37,6 +37,9 @@ def strategy(name):
     if name == "omg-base":
         return loads("[broker:b]\nhost=h\n[storage:s]\nurl=sqlite:///x\n[strategy:omg]\ntype=openmqttgateway\n"
                      "base=site/ble\n[channel:c]\nsource=b\ntopics=#\nstorage=s\nstrategy=omg\n").strategies["omg"]()
+    if name == "dtu-multi":
+        return loads("[broker:b]\nhost=h\n[storage:s]\nurl=sqlite:///x\n[strategy:dtu]\ntype=opendtu\n"
+                     "base=solar/+/\n[channel:c]\nsource=b\ntopics=#\nstorage=s\nstrategy=dtu\n").strategies["dtu"]()
     if name == "ha-statestream":
         return STRATEGIES["homeassistant"](base="home/statestream")
     if name == "factory":
@@ -134,6 +137,27 @@ ROUTED = [
     ("omg-base", "site/ble/gw1/BTtoMQTT/A4C138BB1B6E",
      A("openmqttgateway", None, "gw1", "BT", rest="BTtoMQTT/A4C138BB1B6E"), "openmqttgateway", "gw1_bt_sensors"),
     ("tasmota", "tele/tasmota_ble/ATCbb1b6e", A("tasmota", None, None, "ATCbb1b6e", rest="tasmota_ble"), "tasmota", "atcbb1b6e_sensors"),
+    # -- OpenDTU: a table an inverter, the channel a tag; the DTU and the totals tables of their own --
+    ("opendtu", "solar/114182912345/0/power",
+     A("solar", None, None, "114182912345", "data", "0/power", "power", (("channel", "0"),)), "solar",
+     "114182912345_sensors"),
+    ("opendtu", "solar/114182912345/2/yieldtotal",
+     A("solar", None, None, "114182912345", "data", "2/yieldtotal", "yieldtotal", (("channel", "2"),)), "solar",
+     "114182912345_sensors"),
+    ("opendtu", "solar/114182912345/status/reachable",
+     A("solar", None, None, "114182912345", "data", "status/reachable", "status.reachable"), "solar",
+     "114182912345_sensors"),
+    ("opendtu", "solar/114182912345/name", A("solar", None, None, "114182912345", "data", "name", "name"), "solar",
+     "114182912345_sensors"),
+    ("opendtu", "solar/dtu/heap/free", A("solar", None, None, "dtu", "data", "heap/free", "heap.free"), "solar",
+     "dtu_sensors"),
+    ("opendtu", "solar/ac/power", A("solar", None, None, "ac", "data", "power", "power"), "solar", "ac_sensors"),
+    ("opendtu", "solar/dtu/status", A("solar", None, None, "dtu", "event", "status", "status"), "solar", "dtu_events"),
+    ("dtu-multi", "solar/garage/114182912345/1/power",
+     A("solar/garage", None, None, "114182912345", "data", "1/power", "power", (("channel", "1"),)), "solar_garage",
+     "114182912345_sensors"),
+    ("dtu-multi", "solar/Dach Süd/dtu/status", A("solar/Dach Süd", None, None, "dtu", "event", "status", "status"),
+     "solar_dach_sud", "dtu_events"),
     # -- Homie --
     ("homie", "homie/boiler/temperature/current", A("homie", None, None, "boiler_temperature", "data", "current", "current"),
      "homie", "boiler_temperature_sensors"),
@@ -396,6 +420,11 @@ REFUSED = [
     ("tasmota", "stat/zbbridge/8F20/SENSOR", "tele/<device>/<zigbee device>/SENSOR (Zigbee2Tasmota)"),
     ("tasmota", "tele/zbbridge/8F20/STATE", "expected tele/<device>/SENSOR or STATE (data)"),
     ("tasmota", "tele/sonoff/", "expected tele/<device>/SENSOR or STATE (data)"),
+    ("opendtu", "solar/dtu", "expected solar/<inverter serial>/<channel>/<field>"),
+    ("opendtu", "home/114182912345/0/power", "expected solar/<inverter serial>/<channel>/<field>"),
+    ("opendtu", "solar//0/power", "a topic with an empty level or a wildcard"),
+    ("opendtu", "solar/114182912345/0/", "a topic with an empty level or a wildcard"),
+    ("dtu-multi", "solar/dtu/status", "expected solar/+/<inverter serial>/<channel>/<field>"),
     ("homie", "homie/boiler", "expected homie/[5/]<device>/<node>/<property>"),
     ("homie", "other/boiler/t/c", "expected homie/"),
     ("ttn", "v3/my-app/devices/dev1/up", "the tenant level is empty"),
@@ -465,6 +494,9 @@ COMMANDS = [
     ("esphome", "livingroom/light/ceiling/command"),
     ("openmqttgateway", "home/OMG_ESP32_BLE/commands/MQTTtoSYS/config"),
     ("openmqttgateway", "home/TheengsGateway/commands"),
+    ("opendtu", "solar/114182912345/cmd/limit_nonpersistent_absolute"),
+    ("opendtu", "solar/114182912345/cmd/restart"),
+    ("dtu-multi", "solar/garage/powerlimiter/cmd/mode"),
     ("esphome", "livingroom/climate/thermostat/target_temperature/command"),
     ("esphome", "livingroom/light/ceiling/command/brightness_pct"),
 ]

@@ -1,0 +1,37 @@
+"""
+OpenDTU through a real Mosquitto into SQLite with the ``opendtu`` strategy: an inverter's values, a value a topic,
+are rows of one table (the channel a column), the DTU's and the totals' in tables of their own, its last will an
+event; a command is ignored and an empty name stores nothing; nothing is a dead letter.
+"""
+
+import uuid
+
+from tests.gatewayproc import no_dead_letters, query, store_through_gateway, tables
+
+
+def test_an_inverters_values_are_rows_of_one_table_the_channel_a_column(tmp_path, mosquitto):
+    serial = str(uuid.uuid4().int)[:12]
+    sensors = f"solar__{serial}_sensors"
+    db = store_through_gateway(tmp_path, mosquitto.port, topics="solar/#", strategy="opendtu", messages=[
+        ("solar/dtu/status", "online"),
+        (f"solar/{serial}/cmd/limit_persistent_absolute", "600"),
+        (f"solar/{serial}/name", "HM-800 Garage"),
+        (f"solar/{serial}/1/name", ""),
+        (f"solar/{serial}/0/power", "512.3"),
+        (f"solar/{serial}/0/voltage", "231.2"),
+        (f"solar/{serial}/1/power", "256.1"),
+        (f"solar/{serial}/2/power", "256.2"),
+        (f"solar/{serial}/status/reachable", "1"),
+        ("solar/dtu/heap/free", "123456"),
+        ("solar/ac/power", "768.4"),
+    ], tables_={sensors, "solar__dtu_events", "solar__dtu_sensors", "solar__ac_sensors"}, table=sensors, rows=6)
+    assert query(db, f'SELECT channel, power FROM "{sensors}" WHERE power IS NOT NULL ORDER BY channel') == [
+        ("0", 512.3), ("1", 256.1), ("2", 256.2)]
+    assert query(db, f'SELECT channel, voltage FROM "{sensors}" WHERE voltage IS NOT NULL') == [("0", 231.2)]
+    assert query(db, f'SELECT "status.reachable" FROM "{sensors}" WHERE channel IS NULL AND name IS NULL') == [(1,)]
+    assert query(db, f'SELECT name FROM "{sensors}" WHERE name IS NOT NULL') == [("HM-800 Garage",)]
+    assert query(db, 'SELECT status FROM "solar__dtu_events"') == [("online",)]
+    assert query(db, 'SELECT "heap.free" FROM "solar__dtu_sensors"') == [(123456,)]
+    assert query(db, 'SELECT power FROM "solar__ac_sensors"') == [(768.4,)]
+    assert not any("cmd" in table or "limit" in table for table in tables(db))
+    assert no_dead_letters(db)
