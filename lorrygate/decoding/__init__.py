@@ -12,6 +12,7 @@ from lorrygate.decoding.senml import SenmlDecoder
 from lorrygate.decoding.sparkplug import SparkplugDecoder
 from lorrygate.decoding.text import CsvDecoder, KeyValueDecoder, NdjsonDecoder, RawDecoder, ValueDecoder
 from lorrygate.decoding.vendors import (
+    AhoyDecoder,
     AirrohrDecoder,
     ChirpStackDecoder,
     EcowittDecoder,
@@ -51,6 +52,7 @@ DECODERS: dict[str, Any] = {
     "victron": VictronDecoder,
     "rtl_433": Rtl433Decoder,
     "openmqttgateway": OpenMqttGatewayDecoder,
+    "ahoy": AhoyDecoder,
     "senml": SenmlDecoder,
     "msgpack": MessagePackDecoder,
     "cbor": CborDecoder,

@@ -45,6 +45,8 @@ ecowitt          Fine Offset weather stations (Ecowitt, Ambient Weather, Froggit
 openmqttgateway  OpenMQTTGateway's and Theengs Gateway's module messages (BLE devices,
                  the gateway's own state): the device's ``id``, ``model_id`` and ``model``
                  as tags, the rest as fields
+ahoy             AhoyDTU's JSON objects on an inverter's topics of a field (``firmware``,
+                 ``hardware``, ``radio_stat``) as that field's dotted fields
 homie            Homie property values on ``homie/<device>/<node>/<property>`` topics:
                  ``true``/``false``, integers, floats, everything else as text; an
                  empty payload (a retained message cleared: a device removed) stores
@@ -588,21 +590,16 @@ class HomeAssistantDecoder:
         return [Record(received_ns(message), {key: value})]
 
 
-@implementer(IDecoder)
-@attrs.frozen
-class EsphomeDecoder:
-    """ESPHome's states, on the ``esphome`` strategy's topics: a JSON object (a light's ``{"state": "ON",
-    "brightness": 255}``, an event's ``{"event_type": "press"}``, an update's) is the field's dotted fields
-    (``ceiling.state``, ``ceiling.brightness``: the keys alone made every light of a device share one ``state``
-    column). Anything else is declined, for ``json`` and ``value`` (``21.5``; ``ON``; ``nan`` before a sensor's
-    first reading is no value)."""
+class _FieldObject:
+    """A JSON object on a topic a field as that field's dotted fields; anything else declined."""
 
-    name: str = "esphome"
-    timezone: Any = None
+    name: str
+    #: what the topics are, for a decline's reason
+    whose: str = ""
 
     def decode(self, message, address) -> list:
         if address is None or address.field is None or address.kind == EVENT:
-            raise Declined("not an ESPHome state topic")
+            raise Declined(f"not {self.whose} topic")
         if message.payload.lstrip()[:1] != b"{":
             raise Declined("not a JSON object")
         try:
@@ -612,6 +609,33 @@ class EsphomeDecoder:
         if type(document) is not dict:
             raise Declined("not a JSON object")
         return [Record(received_ns(message), flatten({address.field: document}))]
+
+
+@implementer(IDecoder)
+@attrs.frozen
+class EsphomeDecoder(_FieldObject):
+    """ESPHome's states, on the ``esphome`` strategy's topics: a JSON object (a light's ``{"state": "ON",
+    "brightness": 255}``, an event's ``{"event_type": "press"}``, an update's) is the field's dotted fields
+    (``ceiling.state``, ``ceiling.brightness``: the keys alone made every light of a device share one ``state``
+    column). Anything else is declined, for ``json`` and ``value`` (``21.5``; ``ON``; ``nan`` before a sensor's
+    first reading is no value)."""
+
+    name: str = "esphome"
+    timezone: Any = None
+    whose = "an ESPHome state"
+
+
+@implementer(IDecoder)
+@attrs.frozen
+class AhoyDecoder(_FieldObject):
+    """AhoyDTU's JSON objects on an inverter's topics of a field (``<inverter>/firmware``, ``hardware``,
+    ``radio_stat``) as the field's dotted fields (``firmware.version``, ``hardware.version``: the keys alone made
+    two of them one ``version`` column). Anything else is declined, for ``json`` (a channel's JSON, ``ch0``, at its
+    ``ts``; an alarm) and ``value`` (``P_AC``'s ``120.3``)."""
+
+    name: str = "ahoy"
+    timezone: Any = None
+    whose = "an AhoyDTU field's"
 
 
 #: the keys of an OpenMQTTGateway or Theengs Gateway message that name its device: the rows' tags

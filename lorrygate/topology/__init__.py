@@ -13,8 +13,8 @@ from lorrygate.topology.fleets import (
     TtnStrategy,
     Zigbee2MqttStrategy,
 )
+from lorrygate.topology.inverters import AhoyStrategy, OpenDtuStrategy
 from lorrygate.topology.lan import LanStrategy
-from lorrygate.topology.opendtu import OpenDtuStrategy
 from lorrygate.topology.openmqttgateway import OpenMqttGatewayStrategy
 from lorrygate.topology.rtl433 import Rtl433Strategy
 from lorrygate.topology.victron import VictronStrategy
@@ -38,6 +38,7 @@ STRATEGIES = {
     "rtl_433": Rtl433Strategy,
     "openmqttgateway": OpenMqttGatewayStrategy,
     "opendtu": OpenDtuStrategy,
+    "ahoy": AhoyStrategy,
     "topic": TopicStrategy,
 }
 

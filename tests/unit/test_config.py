@@ -69,9 +69,9 @@ def test_three_mistakes_are_reported_together():
         (("source = local", "source = remote"),
          "[channel:main] source: expected the name of a [broker:NAME] or [source:NAME] section (local), got 'remote'"),
         (("storage = db", "storage = db\nstrategy = moon"),
-         "[channel:main] strategy: expected one of the strategies chirpstack, "),
+         "[channel:main] strategy: expected one of the strategies ahoy, chirpstack, "),
         (("storage = db", "storage = db\ndecoders = json, yaml"),
-         "[channel:main] decoders: expected decoder names from airrohr, cbor, chirpstack, csv, "),
+         "[channel:main] decoders: expected decoder names from ahoy, airrohr, cbor, chirpstack, csv, "),
         (("host = localhost", "port = 1883"), "[broker:local] host: expected a value (this key is required), got nothing"),
         (("storage = db", "storage = db\nqos = 3"), "[channel:main] qos: expected a whole number from 0 to 2, got '3'"),
         (("host = localhost", "host = localhost\nclean_session = maybe"), "clean_session: expected a boolean"),
@@ -638,6 +638,7 @@ def test_https_needs_both_the_certificate_and_its_key():
     ("opendtu", "solar/#", "none empty and no # (a + level matches any: solar/+)"),
     ("opendtu", "solar//garage", "none empty and no # (a + level matches any: solar/+)"),
     ("opendtu", "/", "none empty and no # (a + level matches any: solar/+)"),
+    ("ahoy", "inverter/#", "none empty and no # (a + level matches any: solar/+)"),
     ("zigbee2mqtt", "z2m/+", "none empty and no wildcard (+, #)"),
     ("openmqttgateway", "home/#", "none empty and no wildcard (+, #)"),
 ])
@@ -650,6 +651,7 @@ def test_a_strategys_base_topic_with_an_empty_level_or_a_wildcard_is_a_config_pr
 @pytest.mark.parametrize("kind, base, topic", [
     ("opendtu", "solar/", "solar/dtu/status"),  # OpenDTU shows its base topic so
     ("zigbee2mqtt", "z2m/", "z2m/lamp"),
+    ("ahoy", "ahoy/+/", "ahoy/garage/HM-600/ch0/P_AC"),
     ("opendtu", "/home/solar", "/home/solar/dtu/status"),  # a topic may begin with an empty level
 ])
 def test_a_base_topic_ending_in_a_slash_is_the_same_base(kind, base, topic):

@@ -687,6 +687,41 @@ def test_opendtus_values_are_rows_of_a_table_an_inverter_the_channel_a_tag():
     assert (router.stats.ignored, router.stats.empty, collector.dead) == (1, 1, [])
 
 
+def test_ahoydtus_values_are_rows_of_a_table_an_inverter_and_its_json_objects_dotted_fields():
+    """AhoyDTU: a value a topic (``ch0/P_AC``) or, with its JSON option, a channel's values at once at its ``ts``;
+    an inverter's firmware and hardware objects both have a ``version``, kept apart as dotted fields; alarms are
+    events; commands (``ctrl/...``, ``setup/set_time``) ignored."""
+    router, collector = configured("ahoy")
+    for topic, payload in [
+            ("inverter/HM-600/ch0/P_AC", b"120.3"),
+            ("inverter/HM-600/ch1", b'{"U_DC":33.1,"P_DC":69.5,"ts":1717243200}'),
+            ("inverter/HM-600/firmware", b'{"version":10012,"build_year":"2020"}'),
+            ("inverter/HM-600/hardware", b'{"part":269619200,"version":"65536"}'),
+            ("inverter/HM-600/alarm/0", b'{"code":1,"str":"Inverter start","start":22160,"end":0}'),
+            ("inverter/HM-600/dis_night_comm", b"true"),
+            ("inverter/total", b'{"P_AC":120.3,"YieldDay":800}'),
+            ("inverter/uptime", b"3600"),
+            ("inverter/mqtt", b"connected"),
+            ("inverter/ctrl/limit/0", b"50"),
+            ("inverter/setup/set_time", b"1717243200")]:
+        router.deliver(message(topic, payload))
+    stored = [(str(entry.table), record.fields, record.tags) for entry in collector.entries
+              if entry.table is not None for record in entry.records]
+    assert stored == [
+        ("inverter.hm_600_sensors", {"P_AC": 120.3}, {"channel": "0"}),
+        ("inverter.hm_600_sensors", {"U_DC": 33.1, "P_DC": 69.5}, {"channel": "1"}),
+        ("inverter.hm_600_sensors", {"firmware.version": 10012, "firmware.build_year": "2020"}, {}),
+        ("inverter.hm_600_sensors", {"hardware.part": 269619200, "hardware.version": "65536"}, {}),
+        ("inverter.hm_600_events", {"code": 1, "str": "Inverter start", "start": 22160, "end": 0}, {}),
+        ("inverter.hm_600_sensors", {"dis_night_comm": True}, {}),
+        ("inverter.total_sensors", {"P_AC": 120.3, "YieldDay": 800}, {}),
+        ("inverter.dtu_sensors", {"uptime": 3600}, {}),
+        ("inverter.dtu_events", {"mqtt": "connected"}, {})]
+    times = [record.time for entry in collector.entries if entry.table is not None for record in entry.records]
+    assert times[1] == 1_717_243_200 * 10**9  # the channel's JSON at its ts
+    assert (router.stats.ignored, collector.dead) == (2, [])
+
+
 def test_the_ble_sensors_an_esp32_hears_are_rows_of_its_table_a_sensor_each():
     """Tasmota's MI32 driver reports up to four BLE sensors a SENSOR message, each an object with its ``mac``: as
     dotted fields (``ATCbb1b6e.Temperature``) every sensor added its own columns to the ESP32's table, thirty

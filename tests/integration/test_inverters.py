@@ -1,7 +1,8 @@
 """
-OpenDTU through a real Mosquitto into SQLite with the ``opendtu`` strategy: an inverter's values, a value a topic,
-are rows of one table (the channel a column), the DTU's and the totals' in tables of their own, its last will an
-event; a command is ignored and an empty name stores nothing; nothing is a dead letter.
+OpenDTU and AhoyDTU through a real Mosquitto into SQLite with the ``opendtu`` and ``ahoy`` strategies: an
+inverter's values, a value a topic, are rows of one table (the channel a column), the DTU's and the totals' in
+tables of their own, its last will an event; a command is ignored and an empty name stores nothing; nothing is a
+dead letter.
 """
 
 import uuid
@@ -34,4 +35,26 @@ def test_an_inverters_values_are_rows_of_one_table_the_channel_a_column(tmp_path
     assert query(db, 'SELECT "heap.free" FROM "solar__dtu_sensors"') == [(123456,)]
     assert query(db, 'SELECT power FROM "solar__ac_sensors"') == [(768.4,)]
     assert not any("cmd" in table or "limit" in table for table in tables(db))
+    assert no_dead_letters(db)
+
+
+def test_ahoys_values_and_json_channels_are_rows_of_one_table(tmp_path, mosquitto):
+    name = f"HM-600-{uuid.uuid4().hex[:6]}"
+    sensors = f"inverter__{name.lower().replace('-', '_')}_sensors"
+    db = store_through_gateway(tmp_path, mosquitto.port, topics="inverter/#", strategy="ahoy", messages=[
+        ("inverter/mqtt", "connected"),
+        ("inverter/ctrl/limit/0", "50"),
+        (f"inverter/{name}/ch0/P_AC", "120.3"),
+        (f"inverter/{name}/ch1", '{"U_DC": 33.1, "P_DC": 69.5, "ts": 1717243200}'),
+        (f"inverter/{name}/firmware", '{"version": 10012, "build_year": "2020"}'),
+        (f"inverter/{name}/hardware", '{"part": 269619200, "version": "65536"}'),
+        ("inverter/uptime", "3600"),
+    ], tables_={sensors, "inverter__dtu_events", "inverter__dtu_sensors"}, table=sensors, rows=4)
+    assert query(db, f'SELECT time, channel, P_DC FROM "{sensors}" WHERE P_DC IS NOT NULL') == [
+        ("2024-06-01T12:00:00.000000000Z", "1", 69.5)]
+    assert query(db, f'SELECT "firmware.version", "hardware.version" FROM "{sensors}" WHERE channel IS NULL '
+                     'ORDER BY "firmware.version" IS NULL') == [(10012, None), (None, "65536")]
+    assert query(db, 'SELECT mqtt FROM "inverter__dtu_events"') == [("connected",)]
+    assert query(db, 'SELECT uptime FROM "inverter__dtu_sensors"') == [(3600,)]
+    assert not any("ctrl" in table or "limit" in table for table in tables(db))
     assert no_dead_letters(db)
