@@ -8,6 +8,7 @@ from lorrygate.decoding.functions import decoder
 from lorrygate.decoding.jsonobject import JsonDecoder
 from lorrygate.decoding.lineprotocol import InfluxDecoder, TelegrafJsonDecoder
 from lorrygate.decoding.rtl433 import Rtl433Decoder
+from lorrygate.decoding.ruuvi import RuuviDecoder
 from lorrygate.decoding.senml import SenmlDecoder
 from lorrygate.decoding.sparkplug import SparkplugDecoder
 from lorrygate.decoding.text import CsvDecoder, KeyValueDecoder, NdjsonDecoder, RawDecoder, ValueDecoder
@@ -53,6 +54,7 @@ DECODERS: dict[str, Any] = {
     "rtl_433": Rtl433Decoder,
     "openmqttgateway": OpenMqttGatewayDecoder,
     "ahoy": AhoyDecoder,
+    "ruuvi": RuuviDecoder,
     "senml": SenmlDecoder,
     "msgpack": MessagePackDecoder,
     "cbor": CborDecoder,

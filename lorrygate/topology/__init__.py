@@ -17,6 +17,7 @@ from lorrygate.topology.inverters import AhoyStrategy, OpenDtuStrategy
 from lorrygate.topology.lan import LanStrategy
 from lorrygate.topology.openmqttgateway import OpenMqttGatewayStrategy
 from lorrygate.topology.rtl433 import Rtl433Strategy
+from lorrygate.topology.ruuvi import RuuviStrategy
 from lorrygate.topology.victron import VictronStrategy
 from lorrygate.topology.wan import WanStrategy
 
@@ -39,6 +40,7 @@ STRATEGIES = {
     "openmqttgateway": OpenMqttGatewayStrategy,
     "opendtu": OpenDtuStrategy,
     "ahoy": AhoyStrategy,
+    "ruuvi": RuuviStrategy,
     "topic": TopicStrategy,
 }
 

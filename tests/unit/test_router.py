@@ -722,6 +722,26 @@ def test_ahoydtus_values_are_rows_of_a_table_an_inverter_and_its_json_objects_do
     assert (router.stats.ignored, collector.dead) == (2, [])
 
 
+def test_a_ruuvi_gateways_relayed_tags_are_rows_of_its_table_the_mac_a_tag():
+    """Ruuvi Gateway relays each advertisement as hex by default: under ``topic`` it was a table a sensor holding
+    the hex, which no query reads. A table a gateway now, a RuuviTag's data format 5 its values, the MAC a tag."""
+    router, collector = configured("ruuvi")
+    for topic, payload in [
+            ("ruuvi/C8:25:2D:8E:9C:2C/gw_status", b'{"state": "online"}'),
+            ("ruuvi/C8:25:2D:8E:9C:2C/CB:B8:33:4C:88:4F",
+             b'{"gw_mac":"C8:25:2D:8E:9C:2C","rssi":-62,"aoa":[],"gwts":1653668027,"ts":1653668027,'
+             b'"data":"0201061BFF99040512FC5394C37C0004FFFC040CAC364200CDCBB8334C884F","coords":""}')]:
+        router.deliver(message(topic, payload))
+    stored = [(str(entry.table), record.time, record.fields, record.tags) for entry in collector.entries
+              if entry.table is not None for record in entry.records]
+    assert stored[0][0] == "ruuvi.c8_25_2d_8e_9c_2c_events" and stored[0][2] == {"state": "online"}
+    assert stored[1] == ("ruuvi.c8_25_2d_8e_9c_2c_sensors", 1_653_668_027 * 10**9, {
+        "rssi": -62, "gwts": 1653668027, "dataFormat": 5, "temperature": 24.3, "humidity": 53.49,
+        "pressure": 100044, "accelX": 0.004, "accelY": -0.004, "accelZ": 1.036, "voltage": 2.977, "txPower": 4,
+        "movementCounter": 66, "measurementSequenceNumber": 205}, {"mac": "CB:B8:33:4C:88:4F"})
+    assert collector.dead == []
+
+
 def test_the_ble_sensors_an_esp32_hears_are_rows_of_its_table_a_sensor_each():
     """Tasmota's MI32 driver reports up to four BLE sensors a SENSOR message, each an object with its ``mac``: as
     dotted fields (``ATCbb1b6e.Temperature``) every sensor added its own columns to the ESP32's table, thirty

@@ -175,6 +175,12 @@ ROUTED = [
     ("ahoy", "inverter/wifi_rssi", A("inverter", None, None, "dtu", "data", "wifi_rssi", "wifi_rssi"), "inverter",
      "dtu_sensors"),
     ("ahoy", "inverter/mqtt", A("inverter", None, None, "dtu", "event", "mqtt", "mqtt"), "inverter", "dtu_events"),
+    # -- Ruuvi Gateway: a table a gateway, the sensor's MAC a tag --
+    ("ruuvi", "ruuvi/C8:25:2D:8E:9C:2C/CB:B8:33:4C:88:4F",
+     A("ruuvi", None, "C8:25:2D:8E:9C:2C", None, "data", "CB:B8:33:4C:88:4F", None, (("mac", "CB:B8:33:4C:88:4F"),)),
+     "ruuvi", "c8_25_2d_8e_9c_2c_sensors"),
+    ("ruuvi", "ruuvi/C8:25:2D:8E:9C:2C/gw_status", A("ruuvi", None, "C8:25:2D:8E:9C:2C", None, "event", "gw_status"),
+     "ruuvi", "c8_25_2d_8e_9c_2c_events"),
     # -- Homie --
     ("homie", "homie/boiler/temperature/current", A("homie", None, None, "boiler_temperature", "data", "current", "current"),
      "homie", "boiler_temperature_sensors"),
@@ -443,6 +449,10 @@ REFUSED = [
     ("opendtu", "solar/114182912345/0/", "a topic with an empty level or a wildcard"),
     ("dtu-multi", "solar/dtu/status", "expected solar/+/<inverter serial>/<channel>/<field>"),
     ("ahoy", "inverter", "expected inverter/<inverter>/ch<channel>[/<field>]"),
+    ("ruuvi", "ruuvi/C8:25:2D:8E:9C:2C", "expected ruuvi/<gateway>/<sensor MAC> (data) or ruuvi/<gateway>/gw_status"),
+    ("ruuvi", "ruuvi/C8:25:2D:8E:9C:2C/CB:B8:33:4C:88:4F/x", "expected ruuvi/<gateway>/<sensor MAC>"),
+    ("ruuvi", "ruuvi//CB:B8:33:4C:88:4F", "the gateway level is empty"),
+    ("ruuvi", "ruuvi/C8:25:2D:8E:9C:2C/", "the sensor level is empty"),
     ("ahoy", "ahoy/HM-600/ch0/P_AC", "expected inverter/<inverter>/ch<channel>[/<field>]"),
     ("ahoy", "inverter/HM-600/ch0/", "a topic with an empty level or a wildcard"),
     ("ahoy", "inverter//ch0/P_AC", "a topic with an empty level or a wildcard"),
