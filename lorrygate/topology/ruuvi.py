@@ -5,7 +5,9 @@ Ruuvi Gateway, which relays the Bluetooth advertisements of RuuviTags (and, unfi
 - ``<base>/<gateway>/<sensor MAC>``: data of the table ``<gateway>_sensors`` (``c8_25_2d_8e_9c_2c_sensors``) in
   the schema named by the base (``ruuvi``), the sensor's MAC in the ``mac`` column (the ``ruuvi`` decoder): one
   table a gateway, as a gateway that relays every device it hears sees phones whose MAC changes every few minutes;
-- ``<base>/<gateway>/gw_status``: the gateway's birth and last will (``{"state": "online"}``), an event.
+- ``<base>/<gateway>/gw_status``: the gateway's birth and last will (``{"state": "online"}``), an event;
+- ``<base>/<sensor MAC>`` and ``<base>/gw_status``, a prefix without the gateway's MAC (its "Use gateway MAC"
+  off): the same in the tables ``sensors`` and ``events``.
 """
 
 from typing import NoReturn
@@ -38,18 +40,22 @@ class RuuviStrategy:
 
     def match(self, topic: str) -> Address:
         rest = below(self.base, topic)
-        if rest is None or len(rest) != 2:
+        if rest is None or len(rest) not in (1, 2):
             self._refuse(topic)
-        gateway, last = rest
-        check_levels(self.name, topic, gateway=gateway, sensor=last)
+        gateway, last = rest if len(rest) == 2 else (None, rest[0])
+        if gateway is not None:
+            check_levels(self.name, topic, gateway=gateway)
+        check_levels(self.name, topic, sensor=last)
         if last == STATUS:
             return Address(self.base, None, gateway, None, EVENT, last)
         return Address(self.base, None, gateway, None, DATA, last, None, (("mac", last),))
 
     def table_for(self, address: Address) -> TableName:
         schema = join(*(level for level in address.realm.split("/") if level))
-        return TableName(schema, join(address.gateway, TABLE_SUFFIXES[address.kind]))
+        gateway = (address.gateway,) if address.gateway else ()
+        return TableName(schema, join(*gateway, TABLE_SUFFIXES[address.kind]))
 
     def _refuse(self, topic: str) -> NoReturn:
         raise TopologyError(self.name, topic, f"expected {self.base}/<gateway>/<sensor MAC> (data) or "
-                                              f"{self.base}/<gateway>/gw_status (an event)")
+                                              f"{self.base}/<gateway>/gw_status (an event), or without the "
+                                              "gateway's level")

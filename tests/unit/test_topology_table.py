@@ -181,6 +181,9 @@ ROUTED = [
      "ruuvi", "c8_25_2d_8e_9c_2c_sensors"),
     ("ruuvi", "ruuvi/C8:25:2D:8E:9C:2C/gw_status", A("ruuvi", None, "C8:25:2D:8E:9C:2C", None, "event", "gw_status"),
      "ruuvi", "c8_25_2d_8e_9c_2c_events"),
+    ("ruuvi", "ruuvi/CB:B8:33:4C:88:4F", A("ruuvi", None, None, None, "data", "CB:B8:33:4C:88:4F", None,
+                                            (("mac", "CB:B8:33:4C:88:4F"),)), "ruuvi", "sensors"),
+    ("ruuvi", "ruuvi/gw_status", A("ruuvi", None, None, None, "event", "gw_status"), "ruuvi", "events"),
     # -- Homie --
     ("homie", "homie/boiler/temperature/current", A("homie", None, None, "boiler_temperature", "data", "current", "current"),
      "homie", "boiler_temperature_sensors"),
@@ -449,7 +452,7 @@ REFUSED = [
     ("opendtu", "solar/114182912345/0/", "a topic with an empty level or a wildcard"),
     ("dtu-multi", "solar/dtu/status", "expected solar/+/<inverter serial>/<channel>/<field>"),
     ("ahoy", "inverter", "expected inverter/<inverter>/ch<channel>[/<field>]"),
-    ("ruuvi", "ruuvi/C8:25:2D:8E:9C:2C", "expected ruuvi/<gateway>/<sensor MAC> (data) or ruuvi/<gateway>/gw_status"),
+    ("ruuvi", "ruuvi", "expected ruuvi/<gateway>/<sensor MAC> (data) or ruuvi/<gateway>/gw_status"),
     ("ruuvi", "ruuvi/C8:25:2D:8E:9C:2C/CB:B8:33:4C:88:4F/x", "expected ruuvi/<gateway>/<sensor MAC>"),
     ("ruuvi", "ruuvi//CB:B8:33:4C:88:4F", "the gateway level is empty"),
     ("ruuvi", "ruuvi/C8:25:2D:8E:9C:2C/", "the sensor level is empty"),
