@@ -9,6 +9,8 @@ whose topics are below ``<base>/<gateway name>`` (``base`` ``home`` by default, 
   table a MAC address (the ``topic`` strategy's) made thousands of tables a day;
 - ``.../LWT``: the gateway's birth and last will (``online``, ``offline``), an event, as is any other topic one
   level below the gateway;
+- ``<base>/presence/<room>``: Home Assistant room presence (each BLE device a gateway hears, its ``rssi`` and
+  ``distance``), data of the table ``presence_<room>_sensors``, the device's ``id`` a tag;
 - ``.../commands/...``: commands to the gateway, ignored (they carry WiFi and MQTT passwords).
 """
 
@@ -28,14 +30,16 @@ from lorrygate.topology.wan import TABLE_SUFFIXES, check_levels
 SCHEMA = "openmqttgateway"
 #: the end of a module's topic level: ``BTtoMQTT``
 MODULE_SUFFIX = "toMQTT"
+#: the level of Home Assistant room presence messages below the base (``home/presence/<room>``)
+PRESENCE = "presence"
 
 
 @implementer(IStrategy)
 @attrs.frozen
 class OpenMqttGatewayStrategy:
     """``<base>/<gateway>/<Module>toMQTT[/...]`` (data of ``<gateway>_<module>_sensors``, the device its tags),
-    ``<base>/<gateway>/LWT`` and other topics one level below the gateway (events), ``.../commands/...``
-    (ignored)."""
+    ``<base>/presence/<room>`` (data of ``presence_<room>_sensors``), ``<base>/<gateway>/LWT`` and other topics
+    one level below the gateway (events), ``.../commands/...`` (ignored)."""
 
     name: str = "openmqttgateway"
     #: the gateways' mqtt_topic (``home/``), without its slash; it may have levels
@@ -49,6 +53,8 @@ class OpenMqttGatewayStrategy:
         if level == "commands":
             raise Ignored(self.name, topic, f"{self.base}/<gateway>/commands/...: a command, not a measurement")
         check_levels(self.name, topic, gateway=gateway)
+        if gateway == PRESENCE and len(rest) == 2 and level not in ("+", "#"):
+            return Address(SCHEMA, None, PRESENCE, level, DATA, f"{PRESENCE}/{level}")
         if level.endswith(MODULE_SUFFIX) and len(level) > len(MODULE_SUFFIX):
             if not all(rest[2:]) or any(part in ("+", "#") for part in rest[2:]):
                 raise TopologyError(self.name, topic, "a module's topic with an empty level or a wildcard")

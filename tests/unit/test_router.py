@@ -640,6 +640,7 @@ def test_openmqttgateways_devices_are_rows_of_a_table_a_gateway_and_module():
                                                           b'"temperature_C":21.5}'),
             ("home/OMG/SYStoMQTT", b'{"uptime":3600,"freemem":120000,"modules":["BT"]}'),
             ("home/OMG/LWT", b"online"),
+            ("home/presence/kitchen", b'{"id":"A4:C1:38:BB:1B:6E","rssi":-74,"distance":2.1}'),
             ("home/OMG/commands/MQTTtoSYS/config", b'{"wifi_ssid":"home","wifi_pass":"secret"}')]:
         router.deliver(message(topic, payload))
     stored = [(str(entry.table), record.fields, record.tags) for entry in collector.entries
@@ -651,7 +652,8 @@ def test_openmqttgateways_devices_are_rows_of_a_table_a_gateway_and_module():
         ("openmqttgateway.omg_rtl_433_sensors", {"temperature_C": 21.5},
          {"model": "Acurite-Tower", "id": "9053", "channel": "A"}),
         ("openmqttgateway.omg_sys_sensors", {"uptime": 3600, "freemem": 120000, "modules": ["BT"]}, {}),
-        ("openmqttgateway.omg_events", {"LWT": "online"}, {})]
+        ("openmqttgateway.omg_events", {"LWT": "online"}, {}),
+        ("openmqttgateway.presence_kitchen_sensors", {"rssi": -74, "distance": 2.1}, {"id": "A4:C1:38:BB:1B:6E"})]
     assert (router.stats.ignored, collector.dead) == (1, [])
 
 

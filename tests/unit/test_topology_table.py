@@ -134,6 +134,10 @@ ROUTED = [
     ("openmqttgateway", "home/TheengsGateway/LWT",
      A("openmqttgateway", None, "TheengsGateway", None, "event", "LWT", "LWT"), "openmqttgateway",
      "theengsgateway_events"),
+    # Home Assistant room presence: each device's rssi and distance a gateway's room hears, data
+    ("openmqttgateway", "home/presence/kitchen",
+     A("openmqttgateway", None, "presence", "kitchen", rest="presence/kitchen"), "openmqttgateway",
+     "presence_kitchen_sensors"),
     ("omg-base", "site/ble/gw1/BTtoMQTT/A4C138BB1B6E",
      A("openmqttgateway", None, "gw1", "BT", rest="BTtoMQTT/A4C138BB1B6E"), "openmqttgateway", "gw1_bt_sensors"),
     ("tasmota", "tele/tasmota_ble/ATCbb1b6e", A("tasmota", None, None, "ATCbb1b6e", rest="tasmota_ble"), "tasmota", "atcbb1b6e_sensors"),
