@@ -882,8 +882,8 @@ STRATEGY_DECODERS = {
     # Kotori decodes a TTS uplink sent to .../data.json with its TTS decoder
     "wan": ("ttn", "json", "value"),
     # topic trees as Telegraf's mqtt_consumer reads them: its own formats too (influx where line-protocol-parser
-    # is installed, `strategy_decoders`)
-    "topic": ("telegraf", "json", "influx", "value"),
+    # is installed, `strategy_decoders`), and those of the industrial connectivity servers and IoT platforms
+    "topic": ("telegraf", "kepware", "neuron", "thingsboard", "json", "influx", "value"),
 }
 DEFAULT_DECODERS = ("json", "value")
 

@@ -5,6 +5,7 @@ from typing import Any
 from lorrygate.decoding.binary import CborDecoder, MessagePackDecoder, MuonDecoder
 from lorrygate.decoding.chain import DecoderChain
 from lorrygate.decoding.functions import decoder
+from lorrygate.decoding.industrial import KepwareDecoder, NeuronDecoder, ThingsBoardDecoder
 from lorrygate.decoding.jsonobject import JsonDecoder
 from lorrygate.decoding.lineprotocol import InfluxDecoder, TelegrafJsonDecoder
 from lorrygate.decoding.rtl433 import Rtl433Decoder
@@ -55,6 +56,9 @@ DECODERS: dict[str, Any] = {
     "openmqttgateway": OpenMqttGatewayDecoder,
     "ahoy": AhoyDecoder,
     "ruuvi": RuuviDecoder,
+    "kepware": KepwareDecoder,
+    "neuron": NeuronDecoder,
+    "thingsboard": ThingsBoardDecoder,
     "senml": SenmlDecoder,
     "msgpack": MessagePackDecoder,
     "cbor": CborDecoder,

@@ -550,7 +550,7 @@ def test_the_influx_decoder_without_its_package_is_a_config_problem_and_leaves_t
     (found,) = problems(GOOD.replace("storage = db", "storage = db\ndecoders = json, influx"))
     assert "the influx decoder needs the line-protocol-parser package: pip install 'lorrygate[influx]'" in found
     channel = loads(GOOD.replace("storage = db", "storage = db\nstrategy = topic")).channels[0]
-    assert channel.decoders == ("telegraf", "json", "value")
+    assert channel.decoders == ("telegraf", "kepware", "neuron", "thingsboard", "json", "value")
     monkeypatch.setattr(settings, "installed", real)
     assert loads(GOOD.replace("storage = db", "storage = db\nstrategy = topic")).channels[0].decoders == (
         "telegraf", "json", "influx", "value")
