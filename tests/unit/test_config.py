@@ -553,7 +553,7 @@ def test_the_influx_decoder_without_its_package_is_a_config_problem_and_leaves_t
     assert channel.decoders == ("telegraf", "kepware", "neuron", "thingsboard", "json", "value")
     monkeypatch.setattr(settings, "installed", real)
     assert loads(GOOD.replace("storage = db", "storage = db\nstrategy = topic")).channels[0].decoders == (
-        "telegraf", "json", "influx", "value")
+        "telegraf", "kepware", "neuron", "thingsboard", "json", "influx", "value")
 
 
 def test_the_sparkplug_strategy_without_protobuf_is_a_config_problem_that_says_how_to_install_it(monkeypatch):
