@@ -41,9 +41,12 @@ class _Fleet:
 
 
 def below(base: str, topic: str) -> list | None:
-    """The levels of ``topic`` after the levels of ``base`` (which may have several), or None if it is not below."""
+    """The levels of ``topic`` after the levels of ``base`` (which may have several; a ``+`` level matches any
+    level), or None if it is not below."""
     levels, prefix = topic.split("/"), base.split("/")
-    return levels[len(prefix):] if levels[:len(prefix)] == prefix else None
+    if len(levels) < len(prefix) or any(want not in ("+", got) for want, got in zip(prefix, levels)):
+        return None
+    return levels[len(prefix):]
 
 
 

@@ -41,6 +41,7 @@ from zope.interface import implementer
 from lorrygate.errors import Ignored, TopologyError
 from lorrygate.interfaces import IStrategy
 from lorrygate.model import DATA, EVENT, Address, TableName
+from lorrygate.topology.fleets import below
 from lorrygate.topology.naming import join
 from lorrygate.topology.wan import TABLE_SUFFIXES, check_levels
 
@@ -59,11 +60,11 @@ class _Dtu:
     def _below(self, topic: str, least: int) -> tuple[str, list]:
         """(the base's levels as the topic has them, the levels below); refused if fewer than ``least`` or with an
         empty level or a wildcard, ignored if a command (`_command`)."""
+        rest = below(self.base, topic)
+        if rest is None or len(rest) < least:
+            self._refuse(topic)
         levels, prefix = topic.split("/"), self.base.split("/")
         size = len(prefix)
-        if len(levels) < size + least or any(want not in ("+", got) for want, got in zip(prefix, levels)):
-            self._refuse(topic)
-        rest = levels[size:]
         command = self._command(rest)
         if command:
             raise Ignored(self.name, topic, f"{self.base}/{command}: a command, not a measurement")

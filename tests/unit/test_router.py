@@ -310,6 +310,12 @@ def configured(strategy: str, sections: str = ""):
     return router, collector
 
 
+def stored_rows(collector) -> list:
+    """(table, fields, tags) of each record the router stored, in order."""
+    return [(str(entry.table), record.fields, record.tags) for entry in collector.entries
+            if entry.table is not None for record in entry.records]
+
+
 def test_zigbee2mqtts_attribute_and_json_stores_the_state_and_ignores_the_copies_of_its_values():
     """advanced.output: attribute_and_json publishes a device's JSON state and each value again in a topic of
     its own: every copy was a dead letter (one a value an update). A friendly name may have a /, so the payload
@@ -472,8 +478,7 @@ def test_esphome_states_are_fields_of_the_devices_table_and_a_lights_json_is_und
                            ("livingroom/text_sensor/note/state", b"{not json"),
                            ("homeassistant/sensor/livingroom/temperature/config", b'{"name": "Temperature"}')]:
         router.deliver(message(topic, payload))
-    stored = [(str(entry.table), record.fields, record.tags) for entry in collector.entries
-              if entry.table is not None for record in entry.records]
+    stored = stored_rows(collector)
     table = "esphome.livingroom_sensors"
     assert stored == [("esphome.livingroom_events", {"status": "online"}, {}),
                       (table, {"temperature": None}, {"component": "sensor"}),
@@ -643,8 +648,7 @@ def test_openmqttgateways_devices_are_rows_of_a_table_a_gateway_and_module():
             ("home/presence/kitchen", b'{"id":"A4:C1:38:BB:1B:6E","rssi":-74,"distance":2.1}'),
             ("home/OMG/commands/MQTTtoSYS/config", b'{"wifi_ssid":"home","wifi_pass":"secret"}')]:
         router.deliver(message(topic, payload))
-    stored = [(str(entry.table), record.fields, record.tags) for entry in collector.entries
-              if entry.table is not None for record in entry.records]
+    stored = stored_rows(collector)
     assert stored == [
         ("openmqttgateway.omg_bt_sensors", {"rssi": -74, "tempc": 21.9, "hum": 53, "batt": 97},
          {"id": "A4:C1:38:BB:1B:6E", "model": "LYWSD03MMC", "model_id": "LYWSD03MMC_ATC"}),
@@ -675,8 +679,7 @@ def test_opendtus_values_are_rows_of_a_table_an_inverter_the_channel_a_tag():
             ("solar/dtu/status", b"online"),
             ("solar/ac/power", b"768.4")]:
         router.deliver(message(topic, payload))
-    stored = [(str(entry.table), record.fields, record.tags) for entry in collector.entries
-              if entry.table is not None for record in entry.records]
+    stored = stored_rows(collector)
     assert stored == [
         ("solar.114182912345_sensors", {"power": 512.3}, {"channel": "0"}),
         ("solar.114182912345_sensors", {"power": 256.1}, {"channel": "1"}),
@@ -707,8 +710,7 @@ def test_ahoydtus_values_are_rows_of_a_table_an_inverter_and_its_json_objects_do
             ("inverter/ctrl/limit/0", b"50"),
             ("inverter/setup/set_time", b"1717243200")]:
         router.deliver(message(topic, payload))
-    stored = [(str(entry.table), record.fields, record.tags) for entry in collector.entries
-              if entry.table is not None for record in entry.records]
+    stored = stored_rows(collector)
     assert stored == [
         ("inverter.hm_600_sensors", {"P_AC": 120.3}, {"channel": "0"}),
         ("inverter.hm_600_sensors", {"U_DC": 33.1, "P_DC": 69.5}, {"channel": "1"}),
