@@ -21,6 +21,7 @@ KINDS = {
     v.ddl_text: "SQL text, or @file",
     v.timezone: "IANA time zone (Europe/Berlin, UTC)",
     v.conversions: "name = expression pairs, separated by commas",
+    v.header_tags: "header names, each with :tag for another tag name, separated by commas",
     v.callable_ref: "module:function",
     v.control_endpoint: "off, unix:PATH or tcp:PORT[:interface=HOST]",
     v.command: "command line ({table} and the like replaced)",

@@ -419,6 +419,8 @@ CHANNEL_KEYS = {
     "max_records": Key(v.integer(1, 100_000_000), 100_000, doc='The most records one message may decode to; more is a dead letter.'),
     "ignore": Key(v.topic_filters, (), doc='Topic filters whose messages are acknowledged and not stored (commands, say).'),
     "metadata": Key(v.boolean, False, doc='Add the topic, QoS and receive time as tags.'),
+    "headers": Key(v.header_tags, (), doc='Headers the publisher sent (MQTT 5 user properties, AMQP headers, Kafka '
+                   'record headers) to store as tags: names, each with :tag for another tag name.'),
     "rename": Key(v.pairs(":", "old:new pairs"), (), doc='Rename fields: old:new pairs.'),
     "drop": Key(v.names, (), doc='Fields to leave out.'),
     "tags": Key(v.pairs("=", "name=value pairs"), (), doc='Tags to add to every record: name=value pairs.'),
@@ -450,9 +452,10 @@ CHANNEL_KEYS = {
 #: channel keys only a source of one broker type takes
 CHANNEL_TYPE_KEYS = {"qos": "mqtt", "retained": "mqtt", "exchange": "amqp", "queue": "amqp", "prefetch": "amqp",
                      "mode": "redis, zmq", "group": "mqtt, redis, kafka", "start": "kafka", "consumer": "redis", "topic_field": "redis",
-                     "payload_field": "redis", "claim_idle": "redis"}
+                     "payload_field": "redis", "claim_idle": "redis",
+                     "headers": "mqtt, amqp, kafka"}
 #: channel keys that make up its transformer step
-TRANSFORM_KEYS = ("metadata", "rename", "drop", "tags", "convert", "hook", "ddl", "transform")
+TRANSFORM_KEYS = ("metadata", "rename", "drop", "tags", "convert", "hook", "ddl", "transform", "headers")
 
 DECODER_KEYS = {
     "type": Key(v.nonempty, doc='javascript, or a built-in decoder to configure (csv).'),
@@ -932,6 +935,7 @@ def make_transform(values: dict, source: str, hook):
         hook=hook,
         metadata=values["metadata"],
         source=source,
+        headers=values["headers"],
     )
     return transform if transform.active else None
 

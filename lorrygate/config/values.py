@@ -434,6 +434,25 @@ def pairs(separator: str, what: str):
     return described(parse, f"{what}, separated by commas")
 
 
+def header_tags(value: str) -> tuple:
+    """``device-id, x-fw:firmware`` -> (("device-id", "device-id"), ("x-fw", "firmware")): the headers to store and
+    the tags they become (a header's own name unless ``:tag`` follows it; the last ``:`` splits)."""
+    result: list = []
+    for item in _items(value):
+        header, found, tag = item.rpartition(":")
+        if not found:
+            header = tag
+        header, tag = header.strip(), tag.strip()
+        if not header or not tag:
+            raise Invalid(f"header names, each with :tag to store it under another name ({item!r} is not one)")
+        if any(tag == earlier for _, earlier in result):
+            raise Invalid(f"headers stored as different tags (two are stored as the tag {tag!r})")
+        result.append((header, tag))
+    if not result:
+        raise Invalid("one or more header names separated by commas")
+    return tuple(result)
+
+
 def conversions(value: str) -> tuple:
     """``field: expression`` lines (or separated by ``;``), compiled."""
     from lorrygate.decoding.transform import compile_expression

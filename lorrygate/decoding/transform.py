@@ -19,7 +19,9 @@ replaces a field's numeric value by an arithmetic expression of ``value``
 and a declarative strategy's captures); ``hook`` calls a Python function
 ``hook(record, message, address)`` that returns a record, or None to drop it;
 ``metadata`` adds the tags ``topic``, ``realm``, ``network``, ``gateway``,
-``node``, ``kind``, ``decoder``, ``received`` and ``source``.
+``node``, ``kind``, ``decoder``, ``received`` and ``source``; ``headers``
+adds the message's headers it names as tags (MQTT 5 user properties, AMQP
+headers, Kafka record headers: `header_tags`).
 """
 
 import ast
@@ -72,6 +74,18 @@ def render_tag(template: str, values: dict) -> str:
     return _PLACEHOLDER.sub(lambda match: str(values.get(match.group(1), "")), template)
 
 
+def header_tags(wanted: tuple, headers: tuple) -> dict:
+    """The tags of a message's ``headers`` (``(name, text)`` pairs as sent) that ``wanted`` (``(header, tag)``
+    pairs) names: a header sent more than once is its texts joined by ``", "`` in the order sent (as HTTP combines
+    a repeated field); a header the message lacks is no tag (not an empty one)."""
+    if not headers:
+        return {}
+    found: dict = {}
+    for name, text in headers:
+        found.setdefault(name, []).append(text)
+    return {tag: ", ".join(found[name]) for name, tag in wanted if name in found}
+
+
 def address_values(message, address) -> dict:
     values = dict(address.labels) if address is not None else {}
     if address is not None:
@@ -92,10 +106,13 @@ class Transform:
     hook: Any = None
     metadata: bool = False
     source: str = ""
+    #: ``(header, tag)`` pairs: the message's headers stored as tags
+    headers: tuple = ()
 
     @property
     def active(self) -> bool:
-        return bool(self.rename or self.drop or self.convert or self.tags or self.hook or self.metadata)
+        return bool(self.rename or self.drop or self.convert or self.tags or self.hook or self.metadata
+                    or self.headers)
 
     def apply(self, records: list, message, address, decoder: str) -> list:
         """Transform each record; raise DecodeError when a step fails. The ``hook`` (the user's code) and
@@ -109,6 +126,7 @@ class Transform:
 
     def _apply(self, records: list, message, address, decoder: str) -> list:
         values = address_values(message, address) if (self.tags or self.metadata) else {}
+        sent = header_tags(self.headers, message.headers) if self.headers else {}
         out = []
         for record in records:
             fields = dict(record.fields)
@@ -123,6 +141,7 @@ class Transform:
             tags = dict(record.tags)
             for name, template in self.tags:
                 tags[name] = render_tag(template, values)
+            tags.update(sent)
             if self.metadata:
                 tags.update(self._metadata(values, message, decoder))
             record = Record(record.time, fields, tags)

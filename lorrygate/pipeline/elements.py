@@ -135,7 +135,8 @@ ELEMENTS = dict([
           rename=Prop(v.text, "", "old:new pairs"), drop=Prop(v.text, "", "field names"),
           tags=Prop(v.text, "", "name=value pairs, values may use {node} and friends"),
           convert=Prop(v.text, "", "field: expression; field: expression"),
-          metadata=Prop(v.boolean, False, "add topic, address, decoder and receive time as tags")),
+          metadata=Prop(v.boolean, False, "add topic, address, decoder and receive time as tags"),
+          headers=Prop(v.text, "", "headers sent with the message to store as tags: name or name:tag, ...")),
     _spec("hamilton", "dataflow", "Runs a Hamilton dataflow over each address's records; its outputs become "
           "fields (docs/transform.rst).",
           modules=Prop(v.names, REQUIRED, "the dataflow's Python files or module names, comma-separated"),

@@ -641,7 +641,7 @@ class _Builder:
 
     def transform(self, element):
         props = _properties(element, self.text)
-        values = {"rename": (), "drop": (), "tags": (), "convert": (), "metadata": props["metadata"]}
+        values = {"rename": (), "drop": (), "tags": (), "convert": (), "metadata": props["metadata"], "headers": ()}
         try:
             if props["rename"]:
                 values["rename"] = v.pairs(":", "old:new pairs")(props["rename"])
@@ -651,6 +651,8 @@ class _Builder:
                 values["tags"] = v.pairs("=", "name=value pairs")(props["tags"])
             if props["convert"]:
                 values["convert"] = v.conversions(props["convert"])
+            if props["headers"]:
+                values["headers"] = v.header_tags(props["headers"])
         except Invalid as exc:
             raise PipelineError(f"transform: expected {exc.expected}", self.text, element.loc) from None
         return s.make_transform(values, "launch", None)
@@ -694,6 +696,13 @@ def build_settings(text: str, callbacks=None, data_dir: str = "var", strategies_
 
     for _, _, what in feedback_loops(builder.channels, builder.brokers, builder.storages):
         raise PipelineError(f"a sink that feeds its source: {what}", text, 0)
+    for channel in builder.channels:
+        broker = builder.brokers.get(channel.source)
+        if channel.transform is not None and channel.transform.headers and (
+                broker is None or broker.type not in ("mqtt", "amqp", "kafka")
+                or (broker.type == "mqtt" and broker.protocol != "5")):
+            raise PipelineError("transform headers: expected a source that sends headers (mqtt:// with protocol=5: "
+                                "MQTT 5's user properties; amqp://; kafka://)", text, 0)
     gateway = s.GatewaySettings(data_dir=data_dir, control="off", log_format="text", strategies=strategies_dir)
     # chains that feed each other round: a warning, as in a config
     warnings = tuple(feedback_cycles("<launch>", builder.channels, builder.brokers, builder.storages))

@@ -56,6 +56,7 @@ from lorrygate.clock import time_of_day
 from lorrygate.interfaces import ISource
 from lorrygate.model import Message
 from lorrygate.mqtt.topics import parse_filter
+from lorrygate.sources import headers
 from lorrygate.sources.pauses import Pauses, SourcePlumbing
 
 
@@ -450,7 +451,8 @@ class AMQPSource(SourcePlumbing, Service):
                     subscription = candidate.text
                     break
         self.deliver(Message(topic, body, 1, False, time_of_day(self._clock)(), subscription,
-                             AmqpAck(self, generation, tag)))
+                             AmqpAck(self, generation, tag), content_type=properties.content_type or None,
+                             headers=headers.pairs(properties.headers.items()) if properties.headers else ()))
 
     # -- acknowledgements ---------------------------------------------------------
 

@@ -48,6 +48,7 @@ from zope.interface import implementer
 
 from lorrygate.interfaces import ISource
 from lorrygate.model import Message
+from lorrygate.sources import headers
 from lorrygate.sources.pauses import Pauses, SourcePlumbing
 from lorrygate.sources.threaded import ReadingThread
 
@@ -231,7 +232,7 @@ class KafkaSource(ReadingThread, SourcePlumbing, Service):
                         self._reactor.callFromThread(self._error, error)
                         continue
                     batch.append((message.topic(), message.partition(), message.offset(), message.key(),
-                                  message.value()))
+                                  message.value(), message.headers()))
                 if batch:
                     self._reactor.callFromThread(self._deliver, batch, self._generation, time.time())
         finally:
@@ -312,14 +313,15 @@ class KafkaSource(ReadingThread, SourcePlumbing, Service):
         if generation != self._generation:
             return  # read before a rebalance took the partition away
         filters_topics = self.topics
-        for topic, partition, offset, key, value in batch:
+        for topic, partition, offset, key, value, sent in batch:
             key_text = key.decode("utf-8", "replace") if key else ""
             message_topic = key_text or topic.replace(".", "/")
             with self._lock:
                 self._outstanding.setdefault((topic, partition), deque()).append(offset)
             self.deliver(Message(message_topic, value or b"", 1, False, received,
                                  topic if topic in filters_topics else filters_topics[0],
-                                 KafkaAck(self, generation, (topic, partition), offset)))
+                                 KafkaAck(self, generation, (topic, partition), offset),
+                                 headers=headers.pairs(sent)))
 
     def _ack(self, generation: int, partition: tuple, offset: int) -> None:
         with self._lock:

@@ -444,6 +444,7 @@ class MQTTSource(SourcePlumbing, Service):
                 if candidate.matches(topic):
                     subscription = candidate.text
                     break
+        properties = publish.properties
         self.deliver(
             Message(
                 topic,
@@ -455,6 +456,7 @@ class MQTTSource(SourcePlumbing, Service):
                 handle if handle is not None else NO_ACK,
                 publish.oversize,
                 None,
-                publish.properties.get("content_type") if publish.properties else None,
+                properties.get("content_type") if properties else None,
+                properties.get("user_property", ()) if properties else (),
             )
         )

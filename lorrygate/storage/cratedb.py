@@ -72,6 +72,7 @@ from lorrygate.decoding.timestamps import seconds_to_ns
 from lorrygate.errors import LorrygateError, StorageError
 from lorrygate.interfaces import IStorage
 from lorrygate.model import TableName
+from lorrygate.sources import headers as message_headers
 from lorrygate.storage import crate_extra
 from lorrygate.storage.batch import DeadLetter
 from lorrygate.storage.crate_moved_keys import MovedKeys, place
@@ -158,18 +159,21 @@ DEAD_LETTER_DDL = (
     f"CREATE TABLE IF NOT EXISTS {DEAD_LETTER_TABLE} ("
     '"received" TIMESTAMP WITH TIME ZONE NOT NULL, "channel" TEXT, "topic" TEXT, "qos" INTEGER, '
     f'"retain" BOOLEAN, "payload" {_LARGE_TEXT}, "payload_base64" {_LARGE_TEXT}, "stage" TEXT, '
-    f'"error" {_LARGE_TEXT}, "decoder" TEXT, "replayed" TIMESTAMP WITH TIME ZONE, "content_type" TEXT'
+    f'"error" {_LARGE_TEXT}, "decoder" TEXT, "replayed" TIMESTAMP WITH TIME ZONE, "content_type" TEXT, '
+    f'"headers" {_LARGE_TEXT}'
     ") CLUSTERED INTO 1 SHARDS WITH (number_of_replicas = '0-1')"
 )
 DEAD_LETTER_NAME = TableName("doc", "lorrygate_dead_letter")
-#: a dead-letter table an earlier lorrygate made has no "content_type" column: it is added
-DEAD_LETTER_TYPED = f'ALTER TABLE {DEAD_LETTER_TABLE} ADD COLUMN "content_type" TEXT'
+#: the columns a dead-letter table an earlier lorrygate made lacks (a message's Content Type and headers), and the
+#: statements that add them
+DEAD_LETTER_TYPED = {"content_type": f'ALTER TABLE {DEAD_LETTER_TABLE} ADD COLUMN "content_type" TEXT',
+                     "headers": f'ALTER TABLE {DEAD_LETTER_TABLE} ADD COLUMN "headers" {_LARGE_TEXT}'}
 _DEAD_LETTER_COLUMNS = '"received", "channel", "topic", "qos", "retain", "payload", "payload_base64", "stage", "error", ' \
     '"decoder"'
 DEAD_LETTER_INSERT = f"INSERT INTO {DEAD_LETTER_TABLE} ({_DEAD_LETTER_COLUMNS}) VALUES ({', '.join('?' * 10)})"
-#: the insert with the message's Content Type (MQTT 5), which a replay decodes by
-DEAD_LETTER_INSERT_TYPED = f'INSERT INTO {DEAD_LETTER_TABLE} ({_DEAD_LETTER_COLUMNS}, "content_type") ' \
-    f"VALUES ({', '.join('?' * 11)})"
+#: the insert with the message's Content Type (MQTT 5), which a replay decodes by, and its headers
+DEAD_LETTER_INSERT_TYPED = f'INSERT INTO {DEAD_LETTER_TABLE} ({_DEAD_LETTER_COLUMNS}, "content_type", "headers") ' \
+    f"VALUES ({', '.join('?' * 12)})"
 
 
 def insert_statement(table, idempotent: bool, shared: bool = False, extra: bool = False) -> str:
@@ -209,7 +213,7 @@ def dead_letter_row(dead: DeadLetter, with_payload: bool = True, typed: bool = T
         dead.decoder,
     ]
     if typed:
-        row.append(dead.message.content_type)
+        row += [dead.message.content_type, message_headers.as_json(dead.message.headers)]
     return row
 
 
@@ -779,25 +783,30 @@ class CrateStorage:
                       storage=self.name, table=str(table), column=ID_COLUMN)
 
     async def _type_dead_letters(self) -> None:
-        """Add the "content_type" column to a dead-letter table an earlier lorrygate made; when it cannot be
-        added (a user without DDL privilege), dead letters are written without it, and a warning says so."""
-        try:
-            if "content_type" in await self._columns(DEAD_LETTER_NAME):
-                return
+        """Add the "content_type" and "headers" columns to a dead-letter table an earlier lorrygate made; when
+        one cannot be added (a user without DDL privilege), dead letters are written without both, and a warning
+        says so."""
+        for column, statement in DEAD_LETTER_TYPED.items():
             try:
-                await self._sql(DEAD_LETTER_TYPED)
-                return
+                if column in await self._columns(DEAD_LETTER_NAME):
+                    continue
+                try:
+                    await self._sql(statement)
+                    continue
+                except CrateError as exc:
+                    if column in await self._columns(DEAD_LETTER_NAME):  # (another gateway added it meanwhile)
+                        continue
+                    error = exc
             except CrateError as exc:
-                if "content_type" in await self._columns(DEAD_LETTER_NAME):  # (another gateway added it meanwhile)
-                    return
-                error = exc
-        except CrateError as exc:
-            raise StorageError(f"storage {self.name}: reading the dead-letter table's columns failed: {exc}") from None
-        self._dead_typed = False
-        self.log.warn("storage {storage}: cannot add the column content_type to {table} ({error}); dead letters are "
-                      "kept without their MQTT 5 Content Type, so a replay decodes them by the channel's decoders "
-                      "alone: add it with {statement}",
-                      storage=self.name, table=DEAD_LETTER_TABLE, error=str(error), statement=DEAD_LETTER_TYPED)
+                raise StorageError(f"storage {self.name}: reading the dead-letter table's columns failed: "
+                                   f"{exc}") from None
+            self._dead_typed = False
+            self.log.warn("storage {storage}: cannot add the column {column} to {table} ({error}); dead letters are "
+                          "kept without their MQTT 5 Content Type and headers, so a replay decodes them by the "
+                          "channel's decoders alone and without the headers' tags: add it with {statement}",
+                          storage=self.name, column=column, table=DEAD_LETTER_TABLE, error=str(error),
+                          statement=statement)
+            return
 
     async def _write_dead_letters(self, batch) -> None:
         """Write the batch's dead letters, each row's success kept in the batch's progress."""

@@ -33,16 +33,17 @@ import attrs
 from lorrygate.config import values as v
 from lorrygate.errors import did_you_mean
 from lorrygate.mqtt.topics import parse_filter
+from lorrygate.sources import headers as message_headers
 from lorrygate.storage.sqlstorage import DEAD_LETTER_TABLE
 
 EXIT_USAGE = 2
 EXIT_RUNTIME = 1
 #: dead letters replayed in one transaction
 CHUNK = 1000
-COLUMNS = "id, received, channel, topic, qos, retain, payload, stage, error, decoder, replayed, content_type"
+COLUMNS = "id, received, channel, topic, qos, retain, payload, stage, error, decoder, replayed, content_type, headers"
 #: the columns lorrygate added to the table after it was first made, and their types in SQLite and PostgreSQL:
 #: a table an earlier version made gets them
-ADDED_COLUMNS = (("replayed", "TEXT", "TIMESTAMPTZ"), ("content_type", "TEXT", "TEXT"))
+ADDED_COLUMNS = (("replayed", "TEXT", "TIMESTAMPTZ"), ("content_type", "TEXT", "TEXT"), ("headers", "TEXT", "TEXT"))
 
 
 @attrs.frozen
@@ -401,7 +402,8 @@ async def replay_storage(settings, storage, filters, reactor) -> dict:
                         stream = f"dead-letter:{storage.name}:{row[0]}"
                         ids[stream] = row[0]
                         router(Message(row[3], bytes(row[6]), row[4] or 0, bool(row[5]), received_seconds(row[1]),
-                                       row[3], position=(stream, 0, 1), content_type=row[11]))
+                                       row[3], position=(stream, 0, 1), content_type=row[11],
+                                       headers=message_headers.from_json(row[12])))
                     await router.settle()
                 finally:
                     for decoder in decoders:

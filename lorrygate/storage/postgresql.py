@@ -18,6 +18,7 @@ from typing import Any
 import attrs
 
 from lorrygate.decoding.timestamps import IsoTime
+from lorrygate.sources import headers as message_headers
 from lorrygate.storage.layout import ID_COLUMN, INT64, POSTGRESQL_COLUMN_LIMIT, kind_of, to_json
 from lorrygate.storage.row_size import SAFE_FIELDS
 from lorrygate.storage.sqlstorage import SqlStorage
@@ -162,7 +163,7 @@ class PostgresDialect:
                     topic TEXT NOT NULL, qos SMALLINT, retain BOOLEAN, payload BYTEA, stage TEXT NOT NULL,
                     error TEXT NOT NULL, decoder TEXT)"""
             )
-            for column, kind in (("replayed", "TIMESTAMPTZ"), ("content_type", "TEXT")):
+            for column, kind in (("replayed", "TIMESTAMPTZ"), ("content_type", "TEXT"), ("headers", "TEXT")):
                 cursor.execute(f"ALTER TABLE public.{quote(dead_letter_table)} ADD COLUMN IF NOT EXISTS {column} {kind}")
         conn.commit()
 
@@ -657,11 +658,11 @@ class PostgresDialect:
         with conn.cursor() as cursor:
             cursor.executemany(
                 f"INSERT INTO public.{quote(table)} (received, channel, topic, qos, retain, payload, stage, error, decoder, "
-                "content_type) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                "content_type, headers) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 [
                     (_time(seconds_to_ns(d.message.received)), _shown(d.channel), _shown(d.message.topic),
                      d.message.qos, d.message.retain, d.message.payload, d.stage, _shown(d.error), _shown(d.decoder),
-                     _shown(d.message.content_type))
+                     _shown(d.message.content_type), _shown(message_headers.as_json(d.message.headers)))
                     for d in dead_letters
                 ],
             )

@@ -59,6 +59,8 @@ def dead_letter_row(dead, iso) -> dict:
         row["payload_base64"] = True
     if dead.message.content_type is not None:
         row["content_type"] = dead.message.content_type
+    if dead.message.headers:
+        row["headers"] = [list(pair) for pair in dead.message.headers]
     return row
 
 

@@ -25,6 +25,7 @@ import attrs
 
 from lorrygate.decoding.timestamps import IsoTime, seconds_to_ns
 from lorrygate.errors import StorageError
+from lorrygate.sources import headers as message_headers
 from lorrygate.storage import sqlite_schema, sqlite_wal
 from lorrygate.storage.layout import ID_COLUMN, INT64, kind_of, to_json
 from lorrygate.storage.positions import POSITIONS_TABLE
@@ -230,10 +231,10 @@ class SQLiteDialect:
             f"""CREATE TABLE IF NOT EXISTS {quote(dead_letter_table)} (
                 id INTEGER PRIMARY KEY AUTOINCREMENT, received TEXT NOT NULL, channel TEXT NOT NULL,
                 topic TEXT NOT NULL, qos INTEGER, retain INTEGER, payload BLOB, stage TEXT NOT NULL,
-                error TEXT NOT NULL, decoder TEXT, replayed TEXT, content_type TEXT)"""
+                error TEXT NOT NULL, decoder TEXT, replayed TEXT, content_type TEXT, headers TEXT)"""
         )
         columns = {row[1] for row in conn.execute(f"PRAGMA table_info({quote(dead_letter_table)})")}
-        for column in ("decoder", "replayed", "content_type"):
+        for column in ("decoder", "replayed", "content_type", "headers"):
             if column not in columns:
                 conn.execute(f"ALTER TABLE {quote(dead_letter_table)} ADD COLUMN {column} TEXT")
 
@@ -441,10 +442,11 @@ class SQLiteDialect:
     def insert_dead_letters(self, conn, table: str, dead_letters: list) -> None:
         conn.executemany(
             f"INSERT INTO {quote(table)} (received, channel, topic, qos, retain, payload, stage, error, decoder, "
-            "content_type) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "content_type, headers) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (self._iso(seconds_to_ns(d.message.received)), d.channel, d.message.topic, d.message.qos,
-                 int(d.message.retain), d.message.payload, d.stage, d.error, d.decoder, d.message.content_type)
+                 int(d.message.retain), d.message.payload, d.stage, d.error, d.decoder, d.message.content_type,
+                 message_headers.as_json(d.message.headers))
                 for d in dead_letters
             ],
         )

@@ -424,3 +424,36 @@ def test_the_queues_lag_is_in_the_status_and_goes_back_to_zero(tmp_path, rabbitm
     stream = AmqpStream(rabbitmq.port, keys(realm), 300, rate=1000)
     lag_held_and_released(path, str(tmp_path / "gw.log"), database, lambda: stream.start().finish(), 300,
                           lambda: pg_seqs(database.url, realm))
+
+
+def test_amqp_headers_are_tags_and_its_content_type_picks_the_decoder(tmp_path, rabbitmq):
+    """A message's AMQP headers that the channel's ``headers`` names are tags of its rows (values of other
+    types as text), and its ``content_type`` picks the decoder as MQTT 5's Content Type does: CBOR on a
+    tree whose chain has no cbor is stored (it was a dead letter)."""
+    import cbor2
+    import pika
+
+    realm = f"h{uuid.uuid4().hex[:8]}"
+    db = str(tmp_path / "gateway.sqlite")
+    gateway = GatewayProcess(config(str(tmp_path), rabbitmq.port, realm, f"sqlite:///{db}",
+                                    channel="strategy = topic\nheaders = device-id:device, count\n"),
+                             str(tmp_path / "gw.log")).start()
+    try:
+        connection = pika.BlockingConnection(pika.ConnectionParameters(
+            "127.0.0.1", rabbitmq.port, credentials=pika.PlainCredentials("lorrygate", "secret")))
+        channel = connection.channel()
+        channel.confirm_delivery()
+        channel.basic_publish("amq.topic", f"{realm}.kitchen", cbor2.dumps({"temperature": 21.5}),
+                              pika.BasicProperties(content_type="application/cbor",
+                                                   headers={"device-id": "d-17", "count": 3, "other": "x"}))
+        channel.basic_publish("amq.topic", f"{realm}.kitchen", b'{"temperature": 22.5}')
+        connection.close()
+        table = f"{realm}__kitchen"
+        wait_until(lambda: table in tables(db) and query(db, f'SELECT count(*) FROM "{table}"') == [(2,)], 30,
+                   "two rows")
+    finally:
+        assert gateway.stop() == 0, gateway.text()[-3000:]
+    assert query(db, f'SELECT temperature, device, count FROM "{table}" ORDER BY temperature') == [
+        (21.5, "d-17", "3"), (22.5, None, None)]
+    assert "lorrygate_dead_letter" not in tables(db) or query(db, "SELECT count(*) FROM lorrygate_dead_letter") == [
+        (0,)]

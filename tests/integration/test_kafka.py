@@ -429,3 +429,27 @@ async def test_a_message_whose_topic_kafka_refuses_is_a_dead_letter(kafka):
     (letter,) = [json.loads(value) for topic, value in seen if topic == f"{realm}-dead"]
     assert letter["topic"] == long_topic and "more than Kafka's 249" in letter["error"]
     assert base64.b64decode(letter["payload_base64"]) == b'{"n": 1}'
+
+
+def test_record_headers_are_the_tags_the_channel_names(tmp_path, kafka):
+    """A record's headers that the channel's ``headers`` names are tags of its rows: a renamed one under its
+    tag, one sent twice joined in the order sent, bytes that are not UTF-8 escaped; a record without them has
+    none."""
+    realm = f"kh{uuid.uuid4().hex[:8]}"
+    producer = confluent_kafka.Producer({"bootstrap.servers": kafka, "acks": "all"})
+    key = f"{realm}/net/gw/node-1/data.json".encode()
+    producer.produce(f"{realm}-in", b'{"seq": 1}', key,
+                     headers=[("device-id", b"d-17"), ("zone", b"a"), ("zone", b"\xffb"), ("other", b"x")])
+    producer.produce(f"{realm}-in", b'{"seq": 2}', key)
+    assert producer.flush(30) == 0
+    db = str(tmp_path / "gateway.sqlite")
+    gateway = GatewayProcess(config(str(tmp_path), kafka, realm, channel="headers = device-id:device, zone\n"),
+                             str(tmp_path / "gw.log")).start()
+    table = f"{realm}_net__gw_node_1_sensors"
+    try:
+        wait_until(lambda: table in tables(db) and query(db, f'SELECT count(*) FROM "{table}"') == [(2,)], 60,
+                   "two rows")
+    finally:
+        assert gateway.stop() == 0, gateway.text()[-3000:]
+    assert query(db, f'SELECT seq, device, zone FROM "{table}" ORDER BY seq') == [
+        (1, "d-17", "a, \\xffb"), (2, None, None)]

@@ -44,7 +44,7 @@ def source():
 
 def delivery(tag, key, message_id=None, redelivered=False, body=b"{}"):
     return (None, SimpleNamespace(delivery_tag=tag, routing_key=key, redelivered=redelivered),
-            SimpleNamespace(message_id=message_id), body)
+            SimpleNamespace(message_id=message_id, content_type=None, headers=None), body)
 
 
 def test_acks_go_out_in_delivery_order_several_at_once():

@@ -58,7 +58,7 @@ def test_generated_statements_parse_as_cratedb_sql(partition, idempotent):
     evil = TableName('we"ird schema', "t; DROP TABLE x")
     for statement in (default_ddl(TABLE, partition, 1, "0-1", idempotent), default_ddl(evil, partition, 3, "1", idempotent),
                       insert_statement(TABLE, idempotent), insert_statement(evil, idempotent), DEAD_LETTER_DDL,
-                      DEAD_LETTER_INSERT, DEAD_LETTER_INSERT_TYPED, DEAD_LETTER_TYPED,
+                      DEAD_LETTER_INSERT, DEAD_LETTER_INSERT_TYPED, *DEAD_LETTER_TYPED.values(),
                       default_ddl(evil, partition, 6, "1", idempotent, shared=True),
                       insert_statement(evil, idempotent, shared=True), insert_statement(evil, idempotent, extra=True),
                       insert_statement(evil, idempotent, shared=True, extra=True),
@@ -362,20 +362,36 @@ def test_a_dead_letter_table_of_old_with_indexed_text_keeps_the_reason_when_the_
     assert rows[1]["payload"] is None and "40000 bytes) could not be stored" in rows[1]["error"]
 
 
-def test_a_dead_letter_keeps_its_content_type_and_an_old_table_gets_the_column():
-    """A dead letter keeps its message's MQTT 5 Content Type, which a replay decodes by; a dead-letter table an
-    earlier lorrygate made (without the column) gets it before the first dead letter is written."""
+def without(*columns: str) -> str:
+    """The dead-letter table's DDL as an earlier lorrygate made it: without ``columns``."""
+    ddl = DEAD_LETTER_DDL
+    for column in columns:
+        start = ddl.index(f', "{column}" ')
+        end = min(i for i in (ddl.find(', "', start + 2), ddl.index(") CLUSTERED")) if i != -1)
+        ddl = ddl[:start] + ddl[end:]
+    return ddl
+
+
+@pytest.mark.parametrize("made_without", [("content_type", "headers"), ("headers",)])
+def test_a_dead_letter_keeps_its_content_type_and_headers_and_an_old_table_gets_the_columns(made_without):
+    """A dead letter keeps its message's MQTT 5 Content Type, which a replay decodes by, and its headers (a
+    JSON array of pairs), which a replay stores as tags again; a dead-letter table an earlier lorrygate made
+    (without the columns) gets them before the first dead letter is written."""
     fake = FakeCrate()
-    old = DEAD_LETTER_DDL.replace(', "content_type" TEXT', "")
+    old = without(*made_without)
+    assert all(f'"{column}"' not in old for column in made_without)
     StubTreq(fake).post("http://crate.invalid:4200/_sql", json={"stmt": old})  # as an earlier lorrygate made it
-    typed = Message("t/cbor", b"\xa1", 1, False, 1.0, "#", content_type="application/cbor")
+    typed = Message("t/cbor", b"\xa1", 1, False, 1.0, "#", content_type="application/cbor",
+                    headers=(("device-id", "d-17"), ("zone", "a")))
     plain = Message("t/plain", b"?", 1, False, 1.0, "#")
     batch, failures = write(storage(fake), dead=[DeadLetter("main", typed, "topology", "bad"),
                                                  DeadLetter("main", plain, "topology", "bad")])
     assert failures == []
-    assert any(s.startswith(DEAD_LETTER_TYPED) for s in fake.statements)
+    assert [s for s in fake.statements if s in DEAD_LETTER_TYPED.values()] == [
+        DEAD_LETTER_TYPED[column] for column in DEAD_LETTER_TYPED if column in made_without]
     rows = fake.rows("doc", "lorrygate_dead_letter")
-    assert [(r["topic"], r["content_type"]) for r in rows] == [("t/cbor", "application/cbor"), ("t/plain", None)]
+    assert [(r["topic"], r["content_type"], r["headers"]) for r in rows] == [
+        ("t/cbor", "application/cbor", '[["device-id","d-17"],["zone","a"]]'), ("t/plain", None, None)]
 
 
 def test_a_dead_letter_table_that_cannot_get_the_content_type_column_is_written_without_it():
@@ -385,10 +401,9 @@ def test_a_dead_letter_table_that_cannot_get_the_content_type_column_is_written_
     globalLogPublisher.addObserver(events.append)
     try:
         fake = FakeCrate()
-        old = DEAD_LETTER_DDL.replace(', "content_type" TEXT', "")
-        StubTreq(fake).post("http://crate.invalid:4200/_sql", json={"stmt": old})
+        StubTreq(fake).post("http://crate.invalid:4200/_sql", json={"stmt": without("content_type", "headers")})
         fake.fail_next(401, 4011, "MissingPrivilegeException[Missing 'DDL' privilege for user 'writer']",
-                       statement=DEAD_LETTER_TYPED)
+                       statement=DEAD_LETTER_TYPED["content_type"])
         store = storage(fake)
         typed = Message("t/cbor", b"\xa1", 1, False, 1.0, "#", content_type="application/cbor")
         for _ in range(2):
@@ -398,7 +413,7 @@ def test_a_dead_letter_table_that_cannot_get_the_content_type_column_is_written_
         globalLogPublisher.removeObserver(events.append)
     assert [r["topic"] for r in fake.rows("doc", "lorrygate_dead_letter")] == ["t/cbor", "t/cbor"]
     told = [event for event in events if "content_type" in formatEvent(event)]
-    assert len(told) == 1 and "4011" in told[0]["error"] and DEAD_LETTER_TYPED in formatEvent(told[0])
+    assert len(told) == 1 and "4011" in told[0]["error"] and DEAD_LETTER_TYPED["content_type"] in formatEvent(told[0])
 
 
 def test_dead_letter_errors_are_cut_with_a_marker():

@@ -31,6 +31,9 @@ def test_record_round_trip():
     typed = Message("a//c", b"\xa0", 1, False, 2.5, "#", content_type="application/cbor")
     batch.add_dead_letter(DeadLetter("main", typed, "topology", "empty", ""))
     batch.add_dead_letter(DeadLetter("main", attrs.evolve(typed, position=("f", 0, 9)), "decode", "bad", "cbor"))
+    sent = Message("a//d", b"x", 1, False, 3.5, "#", headers=(("device", "d-1"), ("zone", "a"), ("zone", "b")))
+    batch.add_dead_letter(DeadLetter("main", sent, "decode", "bad", "json"))
+    batch.add_dead_letter(DeadLetter("main", attrs.evolve(sent, content_type="text/csv"), "decode", "bad", "csv"))
     again = decode(encode(batch))
     assert again.entries[0].records == batch.entries[0].records
     assert again.entries[0].message == batch.entries[0].message

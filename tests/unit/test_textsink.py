@@ -67,8 +67,9 @@ def test_a_batch_cut_short_by_a_full_disk_leaves_no_torn_line(tmp_path, form, fi
     assert seqs == list(range(first + 100))
 
 
-def test_a_dead_letter_line_keeps_the_content_type(tmp_path):
-    """An NDJSON dead-letter line has its message's MQTT 5 Content Type (what a replay would decode it by)."""
+def test_a_dead_letter_line_keeps_the_content_type_and_the_headers(tmp_path):
+    """An NDJSON dead-letter line has its message's MQTT 5 Content Type (what a replay would decode it by) and
+    its headers (MQTT 5 user properties, ...), in the order sent."""
     from lorrygate.model import Message
     from lorrygate.storage.batch import Batch, DeadLetter
     from lorrygate.storage.sinks import TextSink
@@ -77,10 +78,12 @@ def test_a_dead_letter_line_keeps_the_content_type(tmp_path):
     batch = Batch()
     batch.add_dead_letter(DeadLetter("main", Message("t/a", b"\xa1", 1, False, 1.0, "#", content_type="application/cbor"),
                                      "topology", "bad"))
-    batch.add_dead_letter(DeadLetter("main", Message("t/b", b"x", 1, False, 1.0, "#"), "topology", "bad"))
+    batch.add_dead_letter(DeadLetter("main", Message("t/b", b"x", 1, False, 1.0, "#", headers=(("z", "1"), ("a", "2"))),
+                                     "topology", "bad"))
     failures: list = []
     TextSink("file", str(path), None, format="ndjson").write(batch).addErrback(failures.append)
     assert failures == []
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     assert [row.get("content_type") for row in rows] == ["application/cbor", None]
+    assert [row.get("headers") for row in rows] == [None, [["z", "1"], ["a", "2"]]]
     assert rows[0]["payload_base64"]

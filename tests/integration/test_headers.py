@@ -1,0 +1,97 @@
+"""
+MQTT 5 user properties through a real Mosquitto into SQLite: the ones a channel's ``headers`` names are tags of
+the message's rows (a renamed one under its tag, a repeated one joined in the order sent), a message without
+them has none, and the others are not stored. A dead letter keeps them all (SQLite, PostgreSQL), and its replay
+stores the tags as the gateway would have.
+"""
+
+import subprocess
+import sys
+import uuid
+
+import paho.mqtt.client as paho
+import psycopg
+import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from tests.gatewayproc import GatewayProcess, query, tables
+from tests.integration.test_content_type import mqtt5_config
+from tests.servers import wait_until
+
+
+def publish(port, messages) -> None:
+    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="", protocol=paho.MQTTv5)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    infos = []
+    for topic, payload, sent in messages:
+        properties = None
+        if sent:
+            properties = Properties(PacketTypes.PUBLISH)
+            properties.UserProperty = sent
+        infos.append(client.publish(topic, payload, qos=1, properties=properties))
+    for info in infos:
+        info.wait_for_publish(30)
+    client.disconnect()
+    client.loop_stop()
+
+
+def test_user_properties_are_stored_as_the_tags_the_channel_names(tmp_path, mosquitto):
+    realm = f"up{uuid.uuid4().hex[:6]}"
+    path = mqtt5_config(tmp_path, mosquitto.port, realm, "topic\nheaders = device-id:device, zone")
+    db = str(tmp_path / "gateway.sqlite")
+    gateway = GatewayProcess(path, str(tmp_path / "gw.log"))
+    gateway.start(ready="subscribed")
+    try:
+        publish(mosquitto.port, [
+            (f"{realm}/kitchen", b'{"temperature": 21.5}',
+             [("device-id", "d-17"), ("zone", "north"), ("firmware", "1.2"), ("zone", "roof")]),
+            (f"{realm}/kitchen", b'{"temperature": 22.5}', [("zone", "south")]),
+            (f"{realm}/kitchen", b'{"temperature": 23.5}', None),
+        ])
+        table = f"{realm}__kitchen"
+        wait_until(lambda: table in tables(db) and query(db, f'SELECT count(*) FROM "{table}"') == [(3,)], 30,
+                   "three rows")
+    finally:
+        assert gateway.stop() == 0, gateway.text()[-3000:]
+    rows = query(db, f'SELECT temperature, device, zone FROM "{table}" ORDER BY temperature')
+    assert rows == [(21.5, "d-17", "north, roof"), (22.5, None, "south"), (23.5, None, None)]
+    columns = {row[1] for row in query(db, f'PRAGMA table_info("{table}")')}
+    assert columns == {"time", "temperature", "device", "zone"}
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_a_dead_letter_keeps_its_headers_and_the_replay_stores_them_as_tags(tmp_path, mosquitto, kind, request):
+    realm = f"uh{uuid.uuid4().hex[:6]}"
+    storage = request.getfixturevalue("postgres").url if kind == "postgresql" else None
+    path = mqtt5_config(tmp_path, mosquitto.port, realm, "wan\nheaders = device-id:device", storage)
+    db = str(tmp_path / "gateway.sqlite")
+
+    def dead_letters() -> list:
+        sql = "SELECT headers, stage FROM lorrygate_dead_letter WHERE topic LIKE '" + realm + "/%' ORDER BY id"
+        if storage is not None:
+            with psycopg.connect(storage) as conn:
+                return conn.execute(sql.replace("%", "%%")).fetchall()
+        return query(db, sql) if "lorrygate_dead_letter" in tables(db) else []
+
+    gateway = GatewayProcess(path, str(tmp_path / "gw.log"))
+    gateway.start(ready="subscribed")
+    try:  # (the wan strategy refuses a topic of two levels)
+        publish(mosquitto.port, [(f"{realm}/kitchen", b'{"temperature": 21.5}',
+                                  [("device-id", "d-17"), ("zone", "n\u00f6rd")])])
+        wait_until(lambda: len(dead_letters()) == 1, 30, "the message kept as a dead letter")
+    finally:
+        assert gateway.stop() == 0, gateway.text()[-3000:]
+    assert dead_letters() == [('[["device-id","d-17"],["zone","n\u00f6rd"]]', "topology")]
+
+    mqtt5_config(tmp_path, mosquitto.port, realm, "topic\nheaders = device-id:device", storage)
+    done = subprocess.run([sys.executable, "-m", "lorrygate.cli", "dead-letters", "replay", "-c", path, "--topic",
+                           f"{realm}/#"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "1 replayed (1 rows)" in done.stdout, done.stdout
+    if storage is None:
+        assert query(db, f'SELECT temperature, device FROM "{realm}__kitchen"') == [(21.5, "d-17")]
+    else:
+        with psycopg.connect(storage) as conn:
+            assert conn.execute(f'SELECT temperature, device FROM "{realm}"."kitchen"').fetchall() == [(21.5, "d-17")]
