@@ -281,18 +281,22 @@ class MQTTClientProtocol(Protocol):
             "topic_alias_maximum": props.get("topic_alias_maximum", 0),
         }
 
-    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> Deferred:
+    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False,
+                properties: dict | None = None) -> Deferred:
         """Publish a message within the broker's limits; for QoS 1 the Deferred
         fires on its PUBACK. A QoS above the broker's Maximum QoS is lowered,
         retain is dropped where the broker has none, a packet over its
         Maximum Packet Size raises `PacketTooLarge`, and QoS 1 publishes beyond
-        its Receive Maximum wait for a free slot (at most ``MAX_QUEUED``)."""
+        its Receive Maximum wait for a free slot (at most ``MAX_QUEUED``).
+        ``properties`` (MQTT 5's, such as ``content_type`` and ``user_property``)
+        go out under MQTT 5 only."""
         if qos not in (0, 1):
             raise ValueError("publishing supports QoS 0 and 1")
         limits = self.limits
         qos = min(qos, limits["maximum_qos"])
         retain = retain and limits["retain_available"]
-        data = codec.encode(Publish(topic, payload, qos, retain, False, 1 if qos else None), self.version)
+        properties = properties or {}
+        data = codec.encode(Publish(topic, payload, qos, retain, False, 1 if qos else None, properties), self.version)
         if len(data) > limits["maximum_packet_size"]:
             raise PacketTooLarge(f"a {len(data)}-byte PUBLISH is larger than the broker's Maximum Packet Size "
                                  f"({limits['maximum_packet_size']} bytes)")
@@ -303,22 +307,23 @@ class MQTTClientProtocol(Protocol):
         if self._outgoing >= limits["receive_maximum"]:
             if len(self._queued) >= MAX_QUEUED:
                 raise ProtocolError(f"{len(self._queued)} publishes already wait for the broker's Receive Maximum")
-            self._queued.append((topic, payload, retain, d))
+            self._queued.append((topic, payload, retain, properties, d))
             return d
-        self._send_qos1(topic, payload, retain, d)
+        self._send_qos1(topic, payload, retain, properties, d)
         return d
 
-    def _send_qos1(self, topic: str, payload: bytes, retain: bool, d: Deferred) -> None:
+    def _send_qos1(self, topic: str, payload: bytes, retain: bool, properties: dict, d: Deferred) -> None:
         packet_id = self._allocate_id()
         self._waiting[packet_id] = d
         self._outgoing += 1
-        self.transport.write(codec.encode(Publish(topic, payload, 1, retain, False, packet_id), self.version))
+        self.transport.write(codec.encode(Publish(topic, payload, 1, retain, False, packet_id, properties),
+                                          self.version))
 
     def _outgoing_done(self) -> None:
         self._outgoing -= 1
         if self._queued and self.connected:
-            topic, payload, retain, d = self._queued.popleft()
-            self._send_qos1(topic, payload, retain, d)
+            topic, payload, retain, properties, d = self._queued.popleft()
+            self._send_qos1(topic, payload, retain, properties, d)
 
     def disconnect(self, timeout: float = 5.0) -> Deferred:
         """Send the completed acks and DISCONNECT; fires once the connection is closed.
@@ -599,7 +604,7 @@ class MQTTClientProtocol(Protocol):
         # Acks of this connection can no longer be sent; the broker redelivers.
         self.orphaned = list(self._unacked)
         self._unacked.clear()
-        pending = list(self._waiting.values()) + [item[3] for item in self._queued]
+        pending = list(self._waiting.values()) + [item[-1] for item in self._queued]
         self._waiting.clear()
         self._queued.clear()
         self._outgoing = 0

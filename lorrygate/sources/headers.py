@@ -7,6 +7,10 @@ made text here, so that a channel's ``headers`` stores them as tags whatever bus
 import datetime
 import json
 
+#: the Kafka record header of a payload's media type (as Spring's and CloudEvents' Kafka bindings name it): the
+#: Kafka source reads it as the message's Content Type, the Kafka sink writes it
+CONTENT_TYPE = "content-type"
+
 
 def text(value) -> str | None:
     """A header's value as text: bytes as UTF-8 (bytes that are not UTF-8 as ``\\xNN`` escapes), booleans as
@@ -37,6 +41,14 @@ def pairs(items) -> tuple:
         if found is not None:
             out.append((text(name) or "", found))
     return tuple(out)
+
+
+def content_type(pairs: tuple) -> str | None:
+    """The ``content-type`` header among a Kafka record's headers (any case), or None."""
+    for name, value in pairs:
+        if name.lower() == CONTENT_TYPE:
+            return value or None
+    return None
 
 
 def as_json(pairs: tuple) -> str | None:

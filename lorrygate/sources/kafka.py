@@ -318,10 +318,11 @@ class KafkaSource(ReadingThread, SourcePlumbing, Service):
             message_topic = key_text or topic.replace(".", "/")
             with self._lock:
                 self._outstanding.setdefault((topic, partition), deque()).append(offset)
+            pairs = headers.pairs(sent)
             self.deliver(Message(message_topic, value or b"", 1, False, received,
                                  topic if topic in filters_topics else filters_topics[0],
                                  KafkaAck(self, generation, (topic, partition), offset),
-                                 headers=headers.pairs(sent)))
+                                 content_type=headers.content_type(pairs) if pairs else None, headers=pairs))
 
     def _ack(self, generation: int, partition: tuple, offset: int) -> None:
         with self._lock:

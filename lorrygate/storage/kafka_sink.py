@@ -41,6 +41,7 @@ from zope.interface import implementer
 
 from lorrygate.errors import StorageError
 from lorrygate.interfaces import IStorage
+from lorrygate.sources.headers import CONTENT_TYPE
 from lorrygate.storage.mqtt_sink import outgoing, refused_letter, too_large_reference, topic_for
 
 _NOT_KAFKA = re.compile(r"[^A-Za-z0-9._-]")
@@ -54,6 +55,18 @@ MAX_TOPIC = 249
 #: a name the cluster refuses
 _REFUSING = frozenset({29, 3, -188, 17})  # TOPIC_AUTHORIZATION_FAILED, UNKNOWN_TOPIC_OR_PART, _UNKNOWN_TOPIC,
 #                                            TOPIC_EXCEPTION (confluent_kafka.KafkaError; not imported at start)
+
+
+def kafka_headers(sent) -> list | None:
+    """The record headers of what was sent with an item of `outgoing`: its Content Type as ``content-type`` (which
+    the Kafka source reads back as the Content Type) and its headers, in the order sent, their texts in UTF-8."""
+    if sent is None:
+        return None
+    content_type, headers = sent
+    out = [(CONTENT_TYPE, content_type.encode("utf-8"))] if content_type else []
+    out += [(name, text.encode("utf-8", "backslashreplace")) for name, text in headers
+            if not (content_type and name.lower() == CONTENT_TYPE)]
+    return out or None
 
 
 def topic_problem(topic: str) -> str | None:
@@ -107,8 +120,8 @@ class KafkaSink:
         # the same items as the MQTT sink; the key is the message's own topic
         items = []
         dead_topic = _NOT_KAFKA.sub("_", self.dead_letter_topic) or "lorrygate-dead-letters"
-        for key, target, payload, keys in outgoing(batch, lambda entry: topic_for(self.topic, entry), self.payload,
-                                                   self.dead_letter_topic):
+        for key, target, payload, keys, sent in outgoing(batch, lambda entry: topic_for(self.topic, entry),
+                                                         self.payload, self.dead_letter_topic):
             topic = _NOT_KAFKA.sub("_", target) or "lorrygate"
             why = topic_problem(topic)
             counter = "published"
@@ -117,7 +130,8 @@ class KafkaSink:
                 self.log.error("Kafka sink {sink}: a message from {key!r:.300} not produced: {why}; it goes to {dead} "
                                "as a dead letter", sink=self.name, key=key, why=why, dead=dead_topic)
                 topic, payload = dead_topic, json.dumps(refused_letter(key, topic, why, payload)).encode("utf-8")
-            items.append((topic, key, payload, keys, counter))
+                sent = None
+            items.append((topic, key, payload, keys, counter, kafka_headers(sent)))
         counts = {"published": 0, "refused": 0, "too_large": 0}
         return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), self._produce, items, batch.progress,
                                  counts).addBoth(self._counted, counts)
@@ -173,10 +187,10 @@ class KafkaSink:
             else:
                 failures.append(error.str() + (f" (dead_letter_topic = {dead_topic})" if topic == dead_topic else ""))
 
-        def produce(topic, key, payload, keys, counter) -> None:
+        def produce(topic, key, payload, keys, counter, headers=None) -> None:
             while True:
                 try:
-                    producer.produce(topic, payload, key.encode("utf-8"),
+                    producer.produce(topic, payload, key.encode("utf-8"), headers=headers,
                                      on_delivery=lambda error, message: report(error, message, keys, counter))
                     return
                 except BufferError:

@@ -4,7 +4,9 @@ The MQTT sink: a storage that publishes to a broker (``url = mqtt://host:1883/``
 ``payload = message`` (the default) publishes each message's payload as it
 came, once, to ``topic`` (a template, by default ``{topic}``: the topic it
 came with); ``payload = records`` publishes each record as a JSON object
-(``time`` in ISO 8601, then tags and fields). The template takes ``{topic}``,
+(``time`` in ISO 8601, then tags and fields). Under MQTT 5 (``?protocol=5``) a message goes out with its
+Content Type and its headers as user properties (`mqtt_properties`), a record as ``application/json``. The
+template takes ``{topic}``,
 ``{realm}``, ``{network}``, ``{gateway}``, ``{node}``, ``{kind}``, ``{rest}``
 (the levels after the address), ``{schema}`` and ``{table}``.
 
@@ -100,12 +102,43 @@ def topic_for(template: str, entry) -> str:
     return template.format_map(values)
 
 
+#: what goes with a record published as JSON (``payload = records``)
+JSON_SENT = ("application/json", ())
+
+
+#: what no MQTT string may hold, as Mosquitto checks them (U+0000, the control characters, the non-characters)
+_NOT_IN_STRINGS = re.compile(_NOT_IN_TOPICS.pattern.replace("+#", ""))
+
+
+def _mqtt_text(text: str) -> str:
+    """A header's text as an MQTT string may hold it: a character no MQTT string may hold as ``\\uXXXX`` (a
+    broker closes the connection for a PUBLISH with one; headers from AMQP and Kafka may have them)."""
+    if _NOT_IN_STRINGS.search(text) is None:
+        return text
+    return _NOT_IN_STRINGS.sub(lambda found: f"\\u{ord(found.group()):04x}", text)
+
+
+def mqtt_properties(sent) -> dict | None:
+    """The MQTT 5 PUBLISH properties of what was sent with an item of `outgoing`: its Content Type and its
+    headers as user properties, in the order sent (under MQTT 3.1.1 they are not sent)."""
+    if sent is None:
+        return None
+    content_type, headers = sent
+    properties: dict = {}
+    if content_type:
+        properties["content_type"] = _mqtt_text(content_type)
+    if headers:
+        properties["user_property"] = tuple((_mqtt_text(name), _mqtt_text(text)) for name, text in headers)
+    return properties
+
+
 def outgoing(batch, render, payload: str, dead_letter_topic: str):
-    """What a publishing sink sends for a batch: (the message's topic, the target topic, bytes, keys) for each
-    message once (``payload = message``) or each record as JSON (``records``), then each dead letter. ``keys``
-    are what the item adds to the batch's ``progress`` once published (the keys `lorrygate.storage.spool`
-    leaves out): an item whose keys the progress holds already was published by an earlier try of the batch
-    and is not yielded again."""
+    """What a publishing sink sends for a batch: (the message's topic, the target topic, bytes, keys, what was
+    sent with it) for each message once (``payload = message``) or each record as JSON (``records``), then each
+    dead letter. ``keys`` are what the item adds to the batch's ``progress`` once published (the keys
+    `lorrygate.storage.spool` leaves out): an item whose keys the progress holds already was published by an
+    earlier try of the batch and is not yielded again. What was sent with it is ``(content type, headers)``: the
+    message's own for ``payload = message``, ``application/json`` for a record, None for a dead letter."""
     progress = batch.progress
     entries = batch.entries
     if payload == "message":
@@ -124,7 +157,8 @@ def outgoing(batch, render, payload: str, dead_letter_topic: str):
             keys = tuple((i, p) for i in same for p in range(len(entries[i].records))) or (("message", index),)
             if progress.issuperset(keys):
                 continue
-            yield entry.message.topic, render(entry), entry.message.payload, keys
+            message = entry.message
+            yield message.topic, render(entry), message.payload, keys, (message.content_type, message.headers)
         else:
             topic = render(entry)
             for position, record in enumerate(entry.records):
@@ -138,12 +172,13 @@ def outgoing(batch, render, payload: str, dead_letter_topic: str):
                     if id(dead) in progress:  # (published for another of its records)
                         progress.add((index, position))
                         continue
-                    yield entry.message.topic, dead_letter_topic, _dead_letter_json(dead), ((index, position), id(dead))
+                    yield (entry.message.topic, dead_letter_topic, _dead_letter_json(dead), ((index, position), id(dead)),
+                           None)
                     continue
-                yield entry.message.topic, topic, text.encode("utf-8"), ((index, position),)
+                yield entry.message.topic, topic, text.encode("utf-8"), ((index, position),), JSON_SENT
     for index, dead in enumerate(batch.dead_letters):
         if ("dead", index) not in progress:
-            yield dead.message.topic, dead_letter_topic, _dead_letter_json(dead), (("dead", index),)
+            yield dead.message.topic, dead_letter_topic, _dead_letter_json(dead), (("dead", index),), None
 
 
 def too_large_reference(topic: str, payload: bytes, why: str) -> bytes:
@@ -252,7 +287,7 @@ class MqttSink:
         return Deferred.fromCoroutine(self._publish(protocol, items, batch.progress))
 
     def _items(self, batch):
-        for _, topic, payload, _keys in outgoing(batch, self.topic_for, self.payload, self.dead_letter_topic):
+        for _, topic, payload, _keys, _sent in outgoing(batch, self.topic_for, self.payload, self.dead_letter_topic):
             yield topic, payload
 
     def _set_aside(self, protocol, source: str, topic: str, payload: bytes, why: str) -> Deferred:
@@ -300,7 +335,7 @@ class MqttSink:
         # the messages that were in flight when the broker last closed the connection go one at a time
         suspect, alone = self._suspect, 0
         try:
-            for source, topic, payload, keys in items:
+            for source, topic, payload, keys, sent in items:
                 dead = topic == self.dead_letter_topic
                 key = (topic, len(payload), hash(payload)) if suspect is not None or self._strikes else None
                 if suspect is not None and key == suspect[0]:
@@ -318,8 +353,8 @@ class MqttSink:
                                            self.dead_letter_topic, b"", True, keys, "refused"))
                     continue
                 try:
-                    pending.append(_Flight(protocol.publish(topic, payload, 1), source, topic, payload, dead, keys,
-                                           "published"))
+                    pending.append(_Flight(protocol.publish(topic, payload, 1, properties=mqtt_properties(sent)),
+                                           source, topic, payload, dead, keys, "published"))
                 except PacketTooLarge as exc:
                     # The broker would never take it, and failing the batch for it would stop the sink for good:
                     # a reference to it goes to the dead-letter topic instead, as a message over max_payload is kept.

@@ -95,3 +95,57 @@ def test_a_dead_letter_keeps_its_headers_and_the_replay_stores_them_as_tags(tmp_
     else:
         with psycopg.connect(storage) as conn:
             assert conn.execute(f'SELECT temperature, device FROM "{realm}"."kitchen"').fetchall() == [(21.5, "d-17")]
+
+
+def test_a_relay_between_mqtt_5_brokers_keeps_the_content_type_and_the_user_properties(tmp_path, mosquitto):
+    """``lorrygate relay`` from MQTT 5 to MQTT 5 publishes each message with its Content Type and its user
+    properties, in the order sent (they were dropped: a typed CBOR payload came out untyped, and the gateway
+    that read the relayed stream could not decode it)."""
+    import queue
+    import threading
+
+    realm = f"ur{uuid.uuid4().hex[:6]}"
+    received: queue.Queue = queue.Queue()
+    subscribed = threading.Event()
+    subscriber = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="", protocol=paho.MQTTv5)
+    subscriber.on_message = lambda client, userdata, message: received.put(message)
+    subscriber.on_subscribe = lambda *args: subscribed.set()
+    subscriber.connect("127.0.0.1", mosquitto.port)
+    subscriber.loop_start()
+    subscriber.subscribe(f"out/{realm}/#", qos=1)
+    assert subscribed.wait(10), "no SUBACK"
+    log = tmp_path / "relay.log"
+    with open(log, "ab") as handle:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "lorrygate.cli", "relay",
+             f"mqtt://127.0.0.1:{mosquitto.port}/{realm}/%23?protocol=5",
+             f"mqtt://127.0.0.1:{mosquitto.port}/out/{{topic}}?protocol=5",
+             "--data-dir", str(tmp_path / "state"), "--log-format", "json"], stdout=handle, stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: b"subscribed" in log.read_bytes() or process.poll() is not None, 60, "the relay's SUBACK")
+        assert process.poll() is None, log.read_text()
+        client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="", protocol=paho.MQTTv5)
+        client.connect("127.0.0.1", mosquitto.port)
+        client.loop_start()
+        properties = Properties(PacketTypes.PUBLISH)
+        properties.ContentType = "application/cbor"
+        properties.UserProperty = [("device-id", "d-17"), ("zone", "a"), ("zone", "b")]
+        client.publish(f"{realm}/kitchen", b"\xa1\x61t\x01", qos=1, properties=properties).wait_for_publish(30)
+        client.publish(f"{realm}/hall", b"plain", qos=1).wait_for_publish(30)
+        client.disconnect()
+        client.loop_stop()
+        got = {}
+        for _ in range(2):
+            message = received.get(timeout=30)
+            got[message.topic] = (message.payload, getattr(message.properties, "ContentType", None),
+                                  getattr(message.properties, "UserProperty", None))
+    finally:
+        process.send_signal(subprocess.signal.SIGTERM)
+        process.wait(30)
+        subscriber.disconnect()
+        subscriber.loop_stop()
+    assert got == {
+        f"out/{realm}/kitchen": (b"\xa1\x61t\x01", "application/cbor",
+                                 [("device-id", "d-17"), ("zone", "a"), ("zone", "b")]),
+        f"out/{realm}/hall": (b"plain", None, None),
+    }

@@ -453,3 +453,45 @@ def test_record_headers_are_the_tags_the_channel_names(tmp_path, kafka):
         assert gateway.stop() == 0, gateway.text()[-3000:]
     assert query(db, f'SELECT seq, device, zone FROM "{table}" ORDER BY seq') == [
         (1, "d-17", "a, \\xffb"), (2, None, None)]
+
+
+def test_the_kafka_sink_keeps_the_content_type_and_user_properties_as_record_headers(tmp_path, kafka, mosquitto):
+    """An MQTT 5 message relayed into Kafka carries its Content Type (``content-type``, which the Kafka source
+    reads back) and its user properties as record headers, in the order sent."""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    from tests.integration.test_headers import publish
+
+    realm = f"jh{uuid.uuid4().hex[:8]}"
+    path = sink_config(tmp_path, mosquitto.port, kafka, realm)
+    text = open(path).read().replace(f"client_id = gw-{realm}", f"client_id = gw-{realm}\nprotocol = 5")
+    open(path, "w").write(text)
+    gateway = GatewayProcess(path, str(tmp_path / "gw.log")).start(ready="subscribed")
+    try:
+        publish(mosquitto.port, [(f"{realm}/a", b"\xa1", [("device-id", "d-17"), ("zone", "a"), ("zone", "b")]),
+                                 (f"{realm}/b", b"plain", None)])
+        properties = Properties(PacketTypes.PUBLISH)
+        properties.ContentType = "application/cbor"
+        import paho.mqtt.client as paho
+
+        client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="", protocol=paho.MQTTv5)
+        client.connect("127.0.0.1", mosquitto.port)
+        client.loop_start()
+        client.publish(f"{realm}/c", b"\xa0", qos=1, properties=properties).wait_for_publish(30)
+        client.disconnect()
+        client.loop_stop()
+        consumer = confluent_kafka.Consumer({"bootstrap.servers": kafka, "group.id": f"check-{realm}",
+                                             "auto.offset.reset": "earliest"})
+        consumer.subscribe([f"{realm}-out"])
+        seen = {}
+        deadline = time.monotonic() + 60
+        while len(seen) < 3 and time.monotonic() < deadline:
+            for message in consumer.consume(10, 0.5):
+                if message.error() is None:
+                    seen[message.key().decode()] = message.headers()
+        consumer.close()
+    finally:
+        assert gateway.stop() == 0, gateway.text()[-3000:]
+    assert seen == {f"{realm}/a": [("device-id", b"d-17"), ("zone", b"a"), ("zone", b"b")], f"{realm}/b": None,
+                    f"{realm}/c": [("content-type", b"application/cbor")]}

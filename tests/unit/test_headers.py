@@ -134,3 +134,51 @@ def test_an_amqp_messages_headers_and_content_type():
     made._received((None, SimpleNamespace(delivery_tag=2, routing_key="a.y", redelivered=False), bare, b"{}"), 1)
     assert [(m.headers, m.content_type) for m in delivered] == [
         ((("device-id", "d-17"), ("count", "3")), "application/cbor"), ((), None)]
+
+
+def test_what_a_publishing_sink_sends_with_each_item():
+    """``payload = message``: the message's Content Type and headers; ``records``: JSON; a dead letter: nothing.
+    As MQTT 5 properties (characters no MQTT string may hold escaped) and as Kafka record headers (the Content
+    Type as ``content-type``, which the Kafka source reads back)."""
+    from lorrygate.model import TableName
+    from lorrygate.storage.batch import Batch, DeadLetter, Entry
+    from lorrygate.storage.kafka_sink import kafka_headers
+    from lorrygate.storage.mqtt_sink import mqtt_properties, outgoing
+
+    made = Batch()
+    message = Message("r/n/g/d/data.json", b"\xa0", 1, content_type="application/cbor",
+                      headers=(("device-id", "d\x00-17"), ("zone", "a"), ("zone", "b")))
+    made.add(Entry(TableName("r_n", "g_d_sensors"), [Record(1, {"t": 1}, {})], "main", message, "cbor",
+                   Address("r", "n", "g", "d", "data", "data.json")))
+    made.add_dead_letter(DeadLetter("main", message, "decode", "bad"))
+    as_sent = [item[4] for item in outgoing(made, lambda entry: "out", "message", "dead")]
+    assert as_sent == [("application/cbor", message.headers), None]
+    assert [item[4] for item in outgoing(made, lambda entry: "out", "records", "dead")] == [
+        ("application/json", ()), None]
+    assert mqtt_properties(as_sent[0]) == {
+        "content_type": "application/cbor", "user_property": (("device-id", "d\\u0000-17"), ("zone", "a"), ("zone", "b"))}
+    assert mqtt_properties(("application/json", ())) == {"content_type": "application/json"}
+    assert mqtt_properties((None, ())) == {} and mqtt_properties(None) is None
+    assert kafka_headers(as_sent[0]) == [("content-type", b"application/cbor"), ("device-id", b"d\x00-17"),
+                                         ("zone", b"a"), ("zone", b"b")]
+    assert kafka_headers((None, (("Content-Type", "text/csv"),))) == [("Content-Type", b"text/csv")]
+    assert kafka_headers(("application/json", (("content-type", "text/csv"),))) == [
+        ("content-type", b"application/json")]
+    assert kafka_headers((None, ())) is None and kafka_headers(None) is None
+
+
+def test_a_kafka_records_content_type_header_is_its_content_type():
+    from lorrygate.config.settings import BrokerSettings
+    from lorrygate.sources.kafka import KafkaSource
+
+    class Reactor:
+        def callFromThread(self, function, *args):
+            pass
+
+    delivered: list = []
+    source = KafkaSource("k", BrokerSettings(name="k", host="127.0.0.1:9092", type="kafka"), ("t",), delivered.append,
+                         Reactor())
+    source._deliver([("t", 0, 1, b"a/b", b"\xa0", [("Content-Type", b"application/cbor"), ("x", b"1")]),
+                     ("t", 0, 2, b"a/b", b"{}", None)], 0, 1.0)
+    assert [(m.content_type, m.headers) for m in delivered] == [
+        ("application/cbor", (("Content-Type", "application/cbor"), ("x", "1"))), (None, ())]

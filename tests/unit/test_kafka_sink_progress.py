@@ -59,7 +59,7 @@ class Producer:
         self.values: list = []
         self._queued: list = []
 
-    def produce(self, topic, value, key, on_delivery):
+    def produce(self, topic, value, key, on_delivery, headers=None):
         self.produced.append((topic, key.decode()))
         self.values.append(value)
         self._queued.append((Delivered(topic, key, value), on_delivery))

@@ -143,7 +143,7 @@ class Protocol:
         self.published: list = []
         self._made = Deferred
 
-    def publish(self, topic, payload, qos):
+    def publish(self, topic, payload, qos, properties=None):
         d = self._made()
         self.published.append((topic, d))
         return d
@@ -163,8 +163,8 @@ def test_after_a_lost_connection_only_what_the_broker_acknowledged_is_kept_and_t
 
     sink = MqttSink("out", sink_broker("out", "mqtt://h/"), None)
     protocol = Protocol()
-    items = [("a", "out/a", b"1", ((0, 0),)), ("b", "out/b", b"2", ((1, 0),)), ("c", "out/c", b"3", ((2, 0),)),
-             ("d", "out/d", b"4", ((3, 0),))]
+    items = [("a", "out/a", b"1", ((0, 0),), None), ("b", "out/b", b"2", ((1, 0),), None),
+             ("c", "out/c", b"3", ((2, 0),), None), ("d", "out/d", b"4", ((3, 0),), None)]
     progress: set = set()
     failures: list = []
     ensureDeferred(sink._publish(protocol, items, progress)).addErrback(failures.append)

@@ -339,13 +339,21 @@ def test_own_publish_larger_than_maximum_packet_size_is_not_sent():
 
 
 def test_own_publishes_wait_for_the_receive_maximum():
-    """With Receive Maximum 2, a third QoS 1 publish waits until one of the first two is acknowledged."""
+    """With Receive Maximum 2, a third QoS 1 publish waits until one of the first two is acknowledged, and goes
+    out with its properties; a fourth that still waits when the connection is lost fails."""
     broker = connected(receive_maximum=2)
-    acked = [broker.protocol.publish("t", b"%d" % n, 1) for n in range(3)]
+    typed = {"content_type": "application/cbor", "user_property": (("device-id", "d-17"), ("zone", "a"))}
+    acked = [broker.protocol.publish("t", b"%d" % n, 1, properties=typed if n >= 2 else None) for n in range(4)]
     first, second = broker.sent()
     assert [p.payload for p in (first, second)] == [b"0", b"1"]
+    assert first.properties == {}
     broker.reply(PubAck(PUBACK, first.packet_id))
-    assert acked[0].called and [p.payload for p in broker.sent()] == [b"2"]
+    [third] = broker.sent()
+    assert acked[0].called and third.payload == b"2" and third.properties == typed
+    failures: list = []
+    acked[3].addErrback(failures.append)
+    broker.protocol.connectionLost(Failure(ConnectionDone()))
+    assert len(failures) == 1
 
 
 def test_own_publishes_honour_maximum_qos():
