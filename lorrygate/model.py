@@ -61,7 +61,8 @@ class Message:
     #: the media type the publisher gave the payload (MQTT 5's Content Type), or None
     content_type: str | None = None
     #: what the publisher sent beside the payload, as ``(name, text)`` pairs in the order sent (a name may repeat):
-    #: MQTT 5 user properties, AMQP headers, Kafka record headers; a channel's ``headers`` stores them as tags
+    #: MQTT 5 user properties, AMQP headers, Kafka record headers, a Redis stream entry's fields beside its payload;
+    #: a channel's ``headers`` stores them as tags
     headers: tuple = ()
 
 

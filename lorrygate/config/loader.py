@@ -243,11 +243,15 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".", on_storage=N
         if broker is not None:
             for key, only in s.CHANNEL_TYPE_KEYS.items():
                 if broker.type not in only.split(", ") and key in parser[section]:
-                    problem(section, key, f"no {key} for a channel of an {broker.type} broker (it is for {only})",
+                    article = "an" if broker.type in ("amqp", "mqtt") else "a"
+                    problem(section, key, f"no {key} for a channel of {article} {broker.type} broker (it is for {only})",
                             repr(parser[section][key]))
             if broker.type == "mqtt" and broker.protocol != "5" and values["headers"]:
                 problem(section, "headers", f"protocol = 5 on [broker:{broker.name}] (headers are MQTT 5's user "
                         "properties; MQTT 3.1.1 sends none)", repr(parser[section]["headers"]))
+            if broker.type == "redis" and channel.mode == "pubsub" and values["headers"]:
+                problem(section, "headers", "mode = streams (headers are the fields of a stream's entries beside "
+                        "its payload; a pub/sub message has none)", repr(parser[section]["headers"]))
             if broker.type == "mqtt" and channel.group and any(c in channel.group for c in "/+#"):
                 problem(section, "group", "a group name without / + or # (it becomes $share/<group>/<filter>)",
                         repr(channel.group))
@@ -257,7 +261,7 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".", on_storage=N
         made = sources.get(channel.source)
         if made is not None and values["headers"]:
             problem(section, "headers", f"no headers for a channel of a {made.type} source (they are for the "
-                    "channels of mqtt, amqp and kafka brokers)", repr(parser[section]["headers"]))
+                    "channels of mqtt, amqp, kafka and redis brokers)", repr(parser[section]["headers"]))
         hook = _resolve_hook(section, values["hook"], modules, problem) if values["hook"] else None
         ddl = None
         if values["ddl"] and channel.storage in storages:

@@ -420,7 +420,8 @@ CHANNEL_KEYS = {
     "ignore": Key(v.topic_filters, (), doc='Topic filters whose messages are acknowledged and not stored (commands, say).'),
     "metadata": Key(v.boolean, False, doc='Add the topic, QoS and receive time as tags.'),
     "headers": Key(v.header_tags, (), doc='Headers the publisher sent (MQTT 5 user properties, AMQP headers, Kafka '
-                   'record headers) to store as tags: names, each with :tag for another tag name.'),
+                   "record headers, a Redis stream entry's other fields) to store as tags: names, each with :tag "
+                   'for another tag name.'),
     "rename": Key(v.pairs(":", "old:new pairs"), (), doc='Rename fields: old:new pairs.'),
     "drop": Key(v.names, (), doc='Fields to leave out.'),
     "tags": Key(v.pairs("=", "name=value pairs"), (), doc='Tags to add to every record: name=value pairs.'),
@@ -453,7 +454,7 @@ CHANNEL_KEYS = {
 CHANNEL_TYPE_KEYS = {"qos": "mqtt", "retained": "mqtt", "exchange": "amqp", "queue": "amqp", "prefetch": "amqp",
                      "mode": "redis, zmq", "group": "mqtt, redis, kafka", "start": "kafka", "consumer": "redis", "topic_field": "redis",
                      "payload_field": "redis", "claim_idle": "redis",
-                     "headers": "mqtt, amqp, kafka"}
+                     "headers": "mqtt, amqp, kafka, redis"}
 #: channel keys that make up its transformer step
 TRANSFORM_KEYS = ("metadata", "rename", "drop", "tags", "convert", "hook", "ddl", "transform", "headers")
 

@@ -699,10 +699,12 @@ def build_settings(text: str, callbacks=None, data_dir: str = "var", strategies_
     for channel in builder.channels:
         broker = builder.brokers.get(channel.source)
         if channel.transform is not None and channel.transform.headers and (
-                broker is None or broker.type not in ("mqtt", "amqp", "kafka")
-                or (broker.type == "mqtt" and broker.protocol != "5")):
+                broker is None or broker.type not in ("mqtt", "amqp", "kafka", "redis")
+                or (broker.type == "mqtt" and broker.protocol != "5")
+                or (broker.type == "redis" and channel.mode == "pubsub")):
             raise PipelineError("transform headers: expected a source that sends headers (mqtt:// with protocol=5: "
-                                "MQTT 5's user properties; amqp://; kafka://)", text, 0)
+                                "MQTT 5's user properties; amqp://; kafka://; redis:// streams: an entry's fields "
+                                "beside its payload)", text, 0)
     gateway = s.GatewaySettings(data_dir=data_dir, control="off", log_format="text", strategies=strategies_dir)
     # chains that feed each other round: a warning, as in a config
     warnings = tuple(feedback_cycles("<launch>", builder.channels, builder.brokers, builder.storages))

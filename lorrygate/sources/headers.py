@@ -1,7 +1,8 @@
 """
 The headers a publisher sends beside a payload, as `lorrygate.model.Message.headers` keeps them: ``(name, text)``
-pairs in the order sent. MQTT 5 user properties are text already; AMQP header tables and Kafka record headers are
-made text here, so that a channel's ``headers`` stores them as tags whatever bus they came by.
+pairs in the order sent. MQTT 5 user properties are text already; AMQP header tables, Kafka record headers and the
+fields of a Redis stream's entry beside its payload are made text here, so that a channel's ``headers`` stores them
+as tags whatever bus they came by.
 """
 
 import datetime

@@ -57,6 +57,7 @@ from zope.interface import implementer
 from lorrygate.interfaces import ISource
 from lorrygate.model import Message
 from lorrygate.mqtt.topics import parse_filter
+from lorrygate.sources import headers
 from lorrygate.sources.pauses import Pauses, SourcePlumbing
 
 #: entries one XREADGROUP takes at most, and how long it blocks (ms)
@@ -395,12 +396,16 @@ class RedisSource(SourcePlumbing, Service):
                 entry_id = _text(entry_id)
                 fields = {_text(key): value for key, value in (fields or {}).items()}
                 topic = _text(fields.pop(self.topic_field, None) or stream)
-                payload = fields.get(self.payload_field)
+                payload = fields.pop(self.payload_field, None)
+                sent: tuple = ()
                 if payload is None:
                     payload = json.dumps({key: _text(value) for key, value in fields.items()}).encode("utf-8")
-                elif isinstance(payload, str):
-                    payload = payload.encode("utf-8")
-                self.deliver(Message(topic, payload, 1, False, received, stream, RedisAck(self, stream, entry_id)))
+                else:
+                    if isinstance(payload, str):
+                        payload = payload.encode("utf-8")
+                    sent = headers.pairs(fields.items())  # the entry's other fields
+                self.deliver(Message(topic, payload, 1, False, received, stream, RedisAck(self, stream, entry_id),
+                                     headers=sent))
 
     def _deliver_pubsub(self, batch, received: float) -> None:
         from lorrygate.model import NO_ACK

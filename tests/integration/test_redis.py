@@ -325,3 +325,26 @@ def test_the_groups_lag_is_in_the_status_and_goes_back_to_zero(tmp_path, redis_s
     writer = StreamWriter(redis_server, f"{realm}-stream", topics(realm), 300, rate=1000)
     lag_held_and_released(path, str(tmp_path / "gw.log"), database, lambda: writer.start().finish(), 300,
                           lambda: pg_seqs(database.url, realm))
+
+
+def test_an_entrys_fields_beside_its_payload_are_the_headers_the_channel_stores_as_tags(tmp_path, redis_server):
+    """A stream entry's fields other than its topic and payload were dropped; they are its headers, stored as
+    the tags the channel's ``headers`` names. An entry without a payload field is its fields as JSON, as before."""
+    realm = f"rh{uuid.uuid4().hex[:8]}"
+    stream = f"{realm}-stream"
+    client = redis_server.client()
+    client.xgroup_create(stream, "lorrygate", id="0", mkstream=True)
+    topic = f"{realm}/net/gw/n/data.json"
+    client.xadd(stream, {"topic": topic, "payload": json.dumps({"seq": 1}), "device-id": "d-17", "zone": "a"})
+    client.xadd(stream, {"topic": topic, "seq": "2", "device-id": "d-18"})
+    db = str(tmp_path / "gateway.sqlite")
+    gateway = GatewayProcess(config(str(tmp_path), redis_server.port, realm, f"sqlite:///{db}",
+                                    channel="headers = device-id:device, zone\n"), str(tmp_path / "gw.log")).start()
+    try:
+        wait_until(lambda: count_rows(db, realm) == 2, 30, "both entries stored")
+    finally:
+        assert gateway.stop() == 0, gateway.text()[-3000:]
+    table = f"{realm}_net__gw_n_sensors"
+    assert query(db, f'SELECT seq, device, zone FROM "{table}" ORDER BY seq') == [
+        (1, "d-17", "a"), (2, None, None)]
+    assert query(db, f'SELECT "device-id" FROM "{table}" WHERE seq = 2') == [("d-18",)]

@@ -78,9 +78,12 @@ def test_headers_of_an_mqtt_3_1_1_broker_are_a_problem_that_says_how_to_fix_it()
     assert "[channel:c] headers" in problem and "protocol = 5 on [broker:b]" in problem, problem
 
 
-def test_headers_of_a_redis_broker_or_a_files_source_are_a_problem():
-    with pytest.raises(ConfigError, match="no headers for a channel of an redis broker"):
-        loads(config("type = redis"), source="gateway.ini")
+def test_headers_of_redis_pub_sub_a_zmq_broker_or_a_files_source_are_a_problem():
+    assert loads(config("type = redis")).channels[0].transform.headers == (("device-id", "device"),)  # streams
+    with pytest.raises(ConfigError, match=r"headers: expected mode = streams \(headers are the fields"):
+        loads(config("type = redis", "headers = device-id\nmode = pubsub"), source="gateway.ini")
+    with pytest.raises(ConfigError, match="no headers for a channel of a zmq broker"):
+        loads(config("type = zmq\nport = 5555"), source="gateway.ini")
     text = ("[source:f]\ntype = files\npath = /tmp/*.csv\n[storage:s]\nurl = sqlite:///x\n"
             "[channel:c]\nsource = f\nheaders = device-id\n")
     with pytest.raises(ConfigError, match="no headers for a channel of a files source"):
