@@ -260,8 +260,12 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".", on_storage=N
                 problem(section, "mode", f"one of {', '.join(modes)} for a {broker.type} broker", repr(channel.mode))
         made = sources.get(channel.source)
         if made is not None and values["headers"]:
-            problem(section, "headers", f"no headers for a channel of a {made.type} source (they are for the "
-                    "channels of mqtt, amqp, kafka and redis brokers)", repr(parser[section]["headers"]))
+            if made.type == "http":  # (HTTP's field names are compared without case)
+                values["headers"] = tuple((name.lower(), tag) for name, tag in values["headers"])
+            else:
+                problem(section, "headers", f"no headers for a channel of a {made.type} source (they are for "
+                        "http sources and the channels of mqtt, amqp, kafka and redis brokers)",
+                        repr(parser[section]["headers"]))
         hook = _resolve_hook(section, values["hook"], modules, problem) if values["hook"] else None
         ddl = None
         if values["ddl"] and channel.storage in storages:

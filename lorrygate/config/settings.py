@@ -420,8 +420,8 @@ CHANNEL_KEYS = {
     "ignore": Key(v.topic_filters, (), doc='Topic filters whose messages are acknowledged and not stored (commands, say).'),
     "metadata": Key(v.boolean, False, doc='Add the topic, QoS and receive time as tags.'),
     "headers": Key(v.header_tags, (), doc='Headers the publisher sent (MQTT 5 user properties, AMQP headers, Kafka '
-                   "record headers, a Redis stream entry's other fields) to store as tags: names, each with :tag "
-                   'for another tag name.'),
+                   "record headers, a Redis stream entry's other fields, an HTTP request's headers) to store as "
+                   'tags: names, each with :tag for another tag name.'),
     "rename": Key(v.pairs(":", "old:new pairs"), (), doc='Rename fields: old:new pairs.'),
     "drop": Key(v.names, (), doc='Fields to leave out.'),
     "tags": Key(v.pairs("=", "name=value pairs"), (), doc='Tags to add to every record: name=value pairs.'),

@@ -139,6 +139,13 @@ CONTENT_TYPES = {
     "application/msgpack": "msgpack", "application/x-msgpack": "msgpack", "application/vnd.msgpack": "msgpack",
     "application/muon": "muon",
 }
+#: the built-in decoders that read JSON (a vendor's JSON, more of it than the json decoder reads): a JSON
+#: Content Type leaves them in front of json (`Router._typed_chain`)
+JSON_READERS = frozenset({
+    "json", "ttn", "chirpstack", "airrohr", "tasmota", "ecowitt", "telegraf", "kepware", "neuron", "thingsboard",
+    "homie", "shelly", "owntracks", "homeassistant", "esphome", "ahoy", "openmqttgateway", "zigbee2mqtt",
+    "victron", "rtl_433", "ruuvi", "senml",
+})
 #: most chains with a Content Type's decoder first a router remembers
 MAX_TYPED_CHAINS = 1000
 
@@ -377,11 +384,17 @@ class ChannelRouter:
 
     def _typed_chain(self, chain, content_type: str):
         """``chain`` with the decoder of the payload's Content Type first (``application/cbor; x=y``: cbor),
-        where the channel has it; else ``chain``. Remembered by the decoder's name, not by the type's text (a
-        hostile publisher's ever new types of 64 KB each held memory)."""
+        where the channel has it; else ``chain``. A JSON type leaves a chain alone whose decoders in front of
+        json all read JSON (`JSON_READERS`: a vendor's JSON is JSON too, and they read more of it). Remembered by
+        the decoder's name, not by the type's text (a hostile publisher's ever new types of 64 KB each held
+        memory)."""
         name = CONTENT_TYPES.get(content_type.split(";", 1)[0].strip().lower())
         if name is None:
             return chain
+        if name == "json":
+            names = [decoder.name for decoder in chain.decoders]
+            if "json" in names and JSON_READERS.issuperset(names[:names.index("json")]):
+                return chain
         key = (id(chain), name)
         made = self._typed.get(key)
         if made is None:

@@ -99,6 +99,8 @@ class ChannelService(Service):
 
             source = HttpSource(channel.name, settings.sources[channel.source], deliver, reactor)
             source.table_of = lambda topic: router.table_for_topic(topic)[1]
+            if channel.transform is not None:
+                source.headers = tuple(name for name, _ in channel.transform.headers)
             if source.settings.export:  # (Kotori's data export: GET /api/<topic>.csv, from the first SQL storage)
                 from lorrygate.sources.export import Exporter, preferred
 

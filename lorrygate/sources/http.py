@@ -301,6 +301,9 @@ class HttpSource(SourcePlumbing, Service):
     #: twisted.web's temporary files (a body over 100 KB is kept in one while it comes)
     reading: int = 0
     busy: int = 0
+    #: the request headers the channel stores as tags (its ``headers``, lower-case): only those are kept with a
+    #: message, so that an Authorization, a cookie or an API key header never reaches a dead letter
+    headers: tuple = ()
 
     @property
     def reading_budget(self) -> int:
@@ -468,7 +471,14 @@ class HttpSource(SourcePlumbing, Service):
         self.pending.add(answer)
         answer.timer = self._reactor.callLater(self.settings.timeout, answer.expire)
         self.received += 1
-        self.deliver(Message(topic, payload, 1, False, time_of_day(self._reactor)(), "#", answer))
+        sent = ()
+        if self.headers:
+            raw = request.requestHeaders
+            sent = tuple((name, value.decode("utf-8", "backslashreplace")) for name in self.headers
+                         for value in raw.getRawHeaders(name.encode("latin-1", "replace")) or ())
+        typed = content_type if content_type and content_type != "application/x-www-form-urlencoded" else None
+        self.deliver(Message(topic, payload, 1, False, time_of_day(self._reactor)(), "#", answer, content_type=typed,
+                             headers=sent))
         return server.NOT_DONE_YET
 
     def export(self, request):

@@ -320,3 +320,32 @@ def test_a_csv_header_announced_once_holds_after_a_restart_and_for_a_replay(tmp_
     assert "1 replayed (1 rows), 0 still failing" in done.stdout, done.stdout + done.stderr
     assert sorted(query(db, f'SELECT temperature, humidity FROM "{TABLE}"')) == [
         (25.26, 51.8), (25.3, 51.9), (25.4, 52.0), (25.5, 52.1)]
+
+
+def test_the_request_headers_the_channel_names_are_tags_and_a_content_type_picks_the_decoder(tmp_path):
+    """``headers = X-Sensor:sensor`` (sensor.community's devices name themselves so): the header is a tag of the
+    rows, whatever its case; only the named headers are kept with a dead letter (never Authorization); a
+    CBOR body with its Content Type is decoded on a path whose suffix says JSON."""
+    import cbor2
+
+    path = config(str(tmp_path))
+    with open(path, "a") as handle:
+        handle.write("headers = X-Sensor:sensor, x-pin\n")
+    gateway = GatewayProcess(path, str(tmp_path / "gw.log"))
+    gateway.start(ready="listening on http://")
+    line = next(e["message"] for e in gateway.events() if "listening on http://" in e.get("message", ""))
+    port = int(re.search(r"127\.0\.0\.1:(\d+)/api/", line).group(1))
+    db = str(tmp_path / "http.sqlite")
+    secret = {"Authorization": "Bearer s3cret", "X-Sensor": "esp8266-1", "X-PIN": "1"}
+    try:
+        assert post(port, NODE, b'{"temperature": 21.5}', headers=secret)[:2] == (200, {"stored": True})
+        assert post(port, NODE + ".json", cbor2.dumps({"temperature": 22.5}), "application/cbor",
+                    headers={"x-sensor": "esp8266-2"})[:2] == (200, {"stored": True})
+        status, body, _ = post(port, NODE, b'{"temperature": "noon", "time": "noon"}', headers=secret)
+        assert status == 422, body
+    finally:
+        assert gateway.stop() == 0, gateway.text()[-3000:]
+    assert query(db, f'SELECT temperature, sensor, "x-pin" FROM "{TABLE}" ORDER BY temperature') == [
+        (21.5, "esp8266-1", "1"), (22.5, "esp8266-2", None)]
+    assert query(db, "SELECT headers FROM lorrygate_dead_letter") == [('[["x-sensor","esp8266-1"],["x-pin","1"]]',)]
+    assert "s3cret" not in open(db, "rb").read().decode("latin-1")

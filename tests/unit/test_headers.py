@@ -90,6 +90,12 @@ def test_headers_of_redis_pub_sub_a_zmq_broker_or_a_files_source_are_a_problem()
         loads(text, source="gateway.ini")
 
 
+def test_an_http_sources_channel_takes_request_headers_without_case():
+    text = ("[source:web]\ntype = http\nlisten = 127.0.0.1:0\n[storage:s]\nurl = sqlite:///x\n"
+            "[channel:c]\nsource = web\nheaders = X-Sensor:sensor, X-PIN\n")
+    assert loads(text).channels[0].transform.headers == (("x-sensor", "sensor"), ("x-pin", "X-PIN"))
+
+
 def test_the_launch_languages_transform_takes_them():
     settings = build_settings('mqtt://localhost/a/%23?protocol=5 ! transform headers="device-id:device, zone" '
                               "! sqlite:///x.db")

@@ -570,6 +570,36 @@ def test_an_mqtt5_content_type_picks_its_decoder_first():
     assert len(router._typed) == 1  # by the decoder's name: the two spellings of cbor are one
 
 
+def test_a_json_content_type_leaves_the_json_vendor_decoders_in_front():
+    """``application/json`` says the payload is JSON; the vendor decoders in front of json read JSON too, and more
+    of it: Tasmota's SENSOR (its Time), the airrohr firmware's list of values, Kepware's records. A publisher that
+    sets the type (MQTT 5 clients often do, and relays now pass it on) had json read them as one plain object. A
+    type of another format still goes first, and a chain whose first decoder reads no JSON gets json first."""
+    sensor = b'{"Time":"2024-06-01T12:00:00","AM2301":{"Temperature":21.5}}'
+    airrohr = b'{"esp8266id":"1","sensordatavalues":[{"value_type":"temperature","value":"21.50"}]}'
+    kepware = b'{"timestamp":1717243200000,"values":[{"id":"ch.dev.t","v":21.5,"q":true,"t":1717243200000}]}'
+    for strategy, topic, payload, fields in [
+            ("tasmota", "tele/kitchen/SENSOR", sensor, {"AM2301.Temperature": 21.5}),
+            ("wan", "luftdaten/t/a/n/airrohr.json", airrohr, {"temperature": 21.5}),
+            ("topic", "plant/kepware", kepware, {"ch.dev.t": 21.5})]:
+        router, collector = configured(strategy)
+        for content_type in (None, "application/json"):
+            msg = message(topic, payload)
+            msg.content_type = content_type
+            router.deliver(msg)
+        rows = [row[1] for row in stored_rows(collector)]
+        assert rows == [fields, fields], (strategy, rows)
+    from lorrygate.decoding import DECODERS
+    from lorrygate.service.channel import JSON_READERS
+
+    assert JSON_READERS <= set(DECODERS)  # (each a decoder's name)
+    router, collector = configured("wan")
+    msg = message("r/n/g/d/data.csv", b'{"a": 1}')  # the suffix says CSV, the publisher JSON: JSON it is
+    msg.content_type = "application/json"
+    router.deliver(msg)
+    assert [row[1] for row in stored_rows(collector)] == [{"a": 1}]
+
+
 def test_zigbee2tasmota_reports_are_rows_of_the_bridges_table_a_zigbee_device_each():
     """A Zigbee2Tasmota bridge reports what its Zigbee devices sent as ``ZbReceived`` on its SENSOR topic, with no
     ``Time``: the json decoder made ``ZbReceived.0x8F20.Temperature`` a column, one a device and attribute, until the
