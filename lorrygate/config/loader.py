@@ -266,6 +266,8 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".", on_storage=N
                 problem(section, "headers", f"no headers for a channel of a {made.type} source (they are for "
                         "http sources and the channels of mqtt, amqp, kafka and redis brokers)",
                         repr(parser[section]["headers"]))
+        if values["tags"] and channel.strategy in strategies:
+            check_tag_placeholders(section, values["tags"], strategies[channel.strategy], problem)
         hook = _resolve_hook(section, values["hook"], modules, problem) if values["hook"] else None
         ddl = None
         if values["ddl"] and channel.storage in storages:
@@ -746,6 +748,27 @@ def _section_meant(kind: str, name: str) -> str:
         return ""
     meant = close[0] if close[0] == "lorrygate" else f"{close[0]}:{name or 'NAME'}"
     return f" (did you mean [{meant}]?)"
+
+
+def check_tag_placeholders(section, tags: tuple, factory, problem) -> None:
+    """A ``{name}`` of a ``tags`` value that the channel's strategy never fills: the tag was empty on every row.
+    Only for the built-in and the declared strategies, which say what they fill; a drop-in module's may fill
+    any."""
+    from lorrygate.decoding.transform import placeholders
+
+    try:
+        strategy = factory()
+    except Exception:  # (a drop-in module's problem, said elsewhere)
+        return
+    if not type(strategy).__module__.startswith("lorrygate."):
+        return
+    known = ("realm", "network", "gateway", "node", "kind", "field", "topic", *getattr(strategy, "label_names", ()))
+    for name, template in tags:
+        for found in placeholders(template):
+            if found not in known:
+                problem(section, "tags", f"placeholders the strategy {strategy.name} fills ("
+                        + ", ".join("{" + k + "}" for k in dict.fromkeys(known)) + ")",
+                        f"{{{found}}} in {name}={template}" + did_you_mean(found, known))
 
 
 def _check_channel(section, channel, parser, strategies, decoders, problem) -> None:

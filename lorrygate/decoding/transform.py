@@ -70,6 +70,11 @@ def compile_expression(text: str):
     return evaluate
 
 
+def placeholders(template: str) -> list:
+    """The ``{name}`` placeholders of a tag's template."""
+    return _PLACEHOLDER.findall(template)
+
+
 def render_tag(template: str, values: dict) -> str:
     return _PLACEHOLDER.sub(lambda match: str(values.get(match.group(1), "")), template)
 

@@ -696,7 +696,14 @@ def build_settings(text: str, callbacks=None, data_dir: str = "var", strategies_
 
     for _, _, what in feedback_loops(builder.channels, builder.brokers, builder.storages):
         raise PipelineError(f"a sink that feeds its source: {what}", text, 0)
+    from lorrygate.config.loader import check_tag_placeholders
+
+    def problem(section, key, expected, got):
+        raise PipelineError(f"transform {key}: expected {expected}, got {got}", text, 0)
+
     for channel in builder.channels:
+        if channel.transform is not None and channel.transform.tags:
+            check_tag_placeholders("", channel.transform.tags, registry[channel.strategy], problem)
         broker = builder.brokers.get(channel.source)
         if channel.transform is not None and channel.transform.headers and (
                 broker is None or broker.type not in ("mqtt", "amqp", "kafka", "redis")

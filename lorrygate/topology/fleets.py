@@ -309,6 +309,8 @@ class ShellyStrategy(_Fleet):
     name: str = "shelly"
     #: the router adds the address's labels to the rows as tags
     labels_as_tags = True
+    #: the labels an address may have (a channel's ``tags`` may name them)
+    label_names = ("component",)
 
     def match(self, topic: str) -> Address:
         levels = topic.split("/")
@@ -495,6 +497,8 @@ class EsphomeStrategy(_Fleet):
     name: str = "esphome"
     #: the router adds the address's labels to the rows as tags
     labels_as_tags = True
+    #: the labels an address may have (a channel's ``tags`` may name them)
+    label_names = ("component",)
 
     def match(self, topic: str) -> Address:
         levels = topic.split("/")

@@ -56,6 +56,8 @@ class _Dtu:
     base: str
     #: the router adds the address's labels (the channel) to the rows as tags
     labels_as_tags = True
+    #: the labels an address may have (a channel's ``tags`` may name them)
+    label_names = ("channel",)
 
     def _below(self, topic: str, least: int) -> tuple[str, list]:
         """(the base's levels as the topic has them, the levels below); refused if fewer than ``least`` or with an

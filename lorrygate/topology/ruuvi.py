@@ -37,6 +37,8 @@ class RuuviStrategy:
     base: str = "ruuvi"
     #: the router adds the address's labels (the sensor's MAC) to the rows as tags
     labels_as_tags = True
+    #: the labels an address may have (a channel's ``tags`` may name them)
+    label_names = ("mac",)
 
     def match(self, topic: str) -> Address:
         rest = below(self.base, topic)

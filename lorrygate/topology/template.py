@@ -217,6 +217,11 @@ class TemplateStrategy:
         lambda self: frozenset(self.topic.names) - self.schema.names - self.table.names - {"field", "kind"},
         takes_self=True))
 
+    @property
+    def label_names(self) -> tuple:
+        """The labels an address may have: the topic's captures (a channel's ``tags`` may name them)."""
+        return self.topic.names
+
     @classmethod
     def from_texts(cls, name: str, topic: str, schema: str, table: str, kind: str = DATA) -> "TemplateStrategy":
         """Parse all three templates; raise `TemplateError` for the first bad one."""

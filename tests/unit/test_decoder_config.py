@@ -155,8 +155,22 @@ def test_channel_transform_and_hook(tmp_path):
     ("hook = not-a-reference", "hook: expected module:function"),
     ("timezone = Mars/Olympus", "timezone: expected an IANA time zone"),
     ("rename = temp", "rename: expected old:new pairs separated by commas ('temp' is not one), got 'temp'"),
-], ids=["unsafe-convert", "missing-hook-module", "bad-hook", "bad-timezone", "bad-rename"])
+    ("tags = site={netwrk}", "tags: expected placeholders the strategy wan fills ({realm}, {network}, {gateway}, "
+                             "{node}, {kind}, {field}, {topic}), got {netwrk} in site={netwrk} (did you mean "
+                             "'network'?)"),
+], ids=["unsafe-convert", "missing-hook-module", "bad-hook", "bad-timezone", "bad-rename", "unfilled-tag"])
 def test_bad_channel_transforms(tmp_path, line, expected):
-    """Each broken transform key names the key and the problem."""
+    """Each broken transform key names the key and the problem (a placeholder the strategy never fills made the
+    tag empty on every row)."""
     found = problems(config(tmp_path, "json") + line + "\n")
     assert any(expected in problem for problem in found), found
+
+
+def test_tag_placeholders_of_a_strategys_labels_and_a_templates_captures_are_known(tmp_path):
+    from lorrygate.config import loads
+
+    for text in ("strategy = opendtu\ntags = at={channel}\n", "strategy = shelly\ntags = c={component}\n",
+                 "strategy = ruuvi\ntags = m={mac}\n", "strategy = plant\ntags = l={line}, n={node}\n"):
+        loads("[broker:b]\nhost = h\n[storage:s]\nurl = sqlite:///x\n"
+              "[strategy:plant]\ntopic = plant/{line}/{node}/{field}\nschema = plant\ntable = {node}\n"
+              "[channel:c]\ntopics = #\n" + text)
