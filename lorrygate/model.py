@@ -64,6 +64,11 @@ class Message:
     #: MQTT 5 user properties, AMQP headers, Kafka record headers, a Redis stream entry's fields beside its payload;
     #: a channel's ``headers`` stores them as tags
     headers: tuple = ()
+    #: the time the bus gives the message, seconds since the epoch, or None: a Kafka record's timestamp, the time
+    #: of a Redis stream entry's id. A row whose payload has no time of its own takes it rather than the receive
+    #: time: a backlog is stored at the times its messages were sent, and a redelivered copy has the same time
+    #: (and so, with idempotent rows, the same row id)
+    sent: float | None = None
 
 
 @attrs.frozen(slots=True)

@@ -13,7 +13,10 @@ from lorrygate.model import Record
 
 
 def received_ns(message) -> int:
-    return seconds_to_ns(message.received)
+    """The time of a row whose payload has none: the bus's time of the message (`Message.sent`), else the time
+    it was received."""
+    sent = message.sent
+    return seconds_to_ns(message.received if sent is None else sent)
 
 
 def object_record(document: dict, message, decoder: str, tz=None, tags=None) -> Record:

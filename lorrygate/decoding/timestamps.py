@@ -320,3 +320,16 @@ class IsoTime:
 
 def to_iso(nanos: int) -> str:
     return IsoTime()(nanos)
+
+
+#: the earliest a bus's time of a message counts as a time (2000-01-01): a Redis stream entry id given by its
+#: writer as a sequence number (``5-0``) or a producer whose clock is not set would date rows in 1970
+EARLIEST_SENT = 946_684_800.0
+
+
+def sent_time(milliseconds) -> float | None:
+    """A bus's time of a message in epoch milliseconds (a Kafka record's timestamp, a Redis stream entry id's
+    first part) as `lorrygate.model.Message.sent`; None when there is none, or it is before `EARLIEST_SENT`."""
+    if milliseconds is None or milliseconds < EARLIEST_SENT * 1000:
+        return None
+    return milliseconds / 1000

@@ -46,6 +46,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from lorrygate.decoding.timestamps import sent_time
 from lorrygate.interfaces import ISource
 from lorrygate.model import Message
 from lorrygate.sources import headers
@@ -232,7 +233,7 @@ class KafkaSource(ReadingThread, SourcePlumbing, Service):
                         self._reactor.callFromThread(self._error, error)
                         continue
                     batch.append((message.topic(), message.partition(), message.offset(), message.key(),
-                                  message.value(), message.headers()))
+                                  message.value(), message.headers(), message.timestamp()))
                 if batch:
                     self._reactor.callFromThread(self._deliver, batch, self._generation, time.time())
         finally:
@@ -313,7 +314,7 @@ class KafkaSource(ReadingThread, SourcePlumbing, Service):
         if generation != self._generation:
             return  # read before a rebalance took the partition away
         filters_topics = self.topics
-        for topic, partition, offset, key, value, sent in batch:
+        for topic, partition, offset, key, value, sent, stamp in batch:
             key_text = key.decode("utf-8", "replace") if key else ""
             message_topic = key_text or topic.replace(".", "/")
             with self._lock:
@@ -322,7 +323,8 @@ class KafkaSource(ReadingThread, SourcePlumbing, Service):
             self.deliver(Message(message_topic, value or b"", 1, False, received,
                                  topic if topic in filters_topics else filters_topics[0],
                                  KafkaAck(self, generation, (topic, partition), offset),
-                                 content_type=headers.content_type(pairs) if pairs else None, headers=pairs))
+                                 content_type=headers.content_type(pairs) if pairs else None, headers=pairs,
+                                 sent=sent_time(stamp[1]) if stamp and stamp[0] else None))
 
     def _ack(self, generation: int, partition: tuple, offset: int) -> None:
         with self._lock:

@@ -54,6 +54,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from lorrygate.decoding.timestamps import sent_time
 from lorrygate.interfaces import ISource
 from lorrygate.model import Message
 from lorrygate.mqtt.topics import parse_filter
@@ -404,8 +405,9 @@ class RedisSource(SourcePlumbing, Service):
                     if isinstance(payload, str):
                         payload = payload.encode("utf-8")
                     sent = headers.pairs(fields.items())  # the entry's other fields
+                millis = entry_id.partition("-")[0]
                 self.deliver(Message(topic, payload, 1, False, received, stream, RedisAck(self, stream, entry_id),
-                                     headers=sent))
+                                     headers=sent, sent=sent_time(int(millis)) if millis.isdigit() else None))
 
     def _deliver_pubsub(self, batch, received: float) -> None:
         from lorrygate.model import NO_ACK

@@ -26,9 +26,10 @@ from lorrygate.storage.cratedb import DEAD_LETTER_TABLE, CrateError, CrateStorag
 NAME = TableName("doc", "lorrygate_dead_letter")
 #: the columns a dead letter is read with, in the order of the SQL storages' rows (`dead_letters.COLUMNS`)
 COLUMNS = ('"_id", "received", "channel", "topic", "qos", "retain", "payload_base64", "stage", "error", "decoder", '
-           '"replayed", "content_type", "headers"')
+           '"replayed", "content_type", "headers", "sent"')
 #: the columns lorrygate added to the table after it was first made (a table an earlier lorrygate made gets them)
-ADDED_COLUMNS = (("replayed", "TIMESTAMP WITH TIME ZONE"), ("content_type", "TEXT"), ("headers", "TEXT"))
+ADDED_COLUMNS = (("replayed", "TIMESTAMP WITH TIME ZONE"), ("content_type", "TEXT"), ("headers", "TEXT"),
+                 ("sent", "TIMESTAMP WITH TIME ZONE"))
 #: dead letters read, marked or deleted in one request
 CHUNK = 1000
 
@@ -80,7 +81,7 @@ class CrateTable:
 
     async def select(self, filters, replayed: bool | None = None) -> list:
         """The matching dead letters, oldest first, as the SQL storages' rows: ``(id, received, channel,
-        topic, qos, retain, payload, stage, error, decoder, replayed, content_type, headers)``; the payload is None when
+        topic, qos, retain, payload, stage, error, decoder, replayed, content_type, headers, sent)``; the payload is None when
         it was not kept."""
         if filters.ids is not None:
             raise ValueError("a range of ids is for the integer ids of SQLite and PostgreSQL")
@@ -100,7 +101,7 @@ class CrateTable:
                 row = found.get(key)
                 if row is not None:  # (else purged meanwhile)
                     rows.append((row[0], _time(row[1]), *row[2:6], _payload(row[6]), *row[7:10], _time(row[10]),
-                                 row[11], row[12]))
+                                 row[11], row[12], _time(row[13])))
         return rows
 
     async def mark_replayed(self, ids: list, now: float) -> None:

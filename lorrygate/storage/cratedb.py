@@ -160,20 +160,21 @@ DEAD_LETTER_DDL = (
     '"received" TIMESTAMP WITH TIME ZONE NOT NULL, "channel" TEXT, "topic" TEXT, "qos" INTEGER, '
     f'"retain" BOOLEAN, "payload" {_LARGE_TEXT}, "payload_base64" {_LARGE_TEXT}, "stage" TEXT, '
     f'"error" {_LARGE_TEXT}, "decoder" TEXT, "replayed" TIMESTAMP WITH TIME ZONE, "content_type" TEXT, '
-    f'"headers" {_LARGE_TEXT}'
+    f'"headers" {_LARGE_TEXT}, "sent" TIMESTAMP WITH TIME ZONE'
     ") CLUSTERED INTO 1 SHARDS WITH (number_of_replicas = '0-1')"
 )
 DEAD_LETTER_NAME = TableName("doc", "lorrygate_dead_letter")
 #: the columns a dead-letter table an earlier lorrygate made lacks (a message's Content Type and headers), and the
 #: statements that add them
 DEAD_LETTER_TYPED = {"content_type": f'ALTER TABLE {DEAD_LETTER_TABLE} ADD COLUMN "content_type" TEXT',
-                     "headers": f'ALTER TABLE {DEAD_LETTER_TABLE} ADD COLUMN "headers" {_LARGE_TEXT}'}
+                     "headers": f'ALTER TABLE {DEAD_LETTER_TABLE} ADD COLUMN "headers" {_LARGE_TEXT}',
+                     "sent": f'ALTER TABLE {DEAD_LETTER_TABLE} ADD COLUMN "sent" TIMESTAMP WITH TIME ZONE'}
 _DEAD_LETTER_COLUMNS = '"received", "channel", "topic", "qos", "retain", "payload", "payload_base64", "stage", "error", ' \
     '"decoder"'
 DEAD_LETTER_INSERT = f"INSERT INTO {DEAD_LETTER_TABLE} ({_DEAD_LETTER_COLUMNS}) VALUES ({', '.join('?' * 10)})"
 #: the insert with the message's Content Type (MQTT 5), which a replay decodes by, and its headers
-DEAD_LETTER_INSERT_TYPED = f'INSERT INTO {DEAD_LETTER_TABLE} ({_DEAD_LETTER_COLUMNS}, "content_type", "headers") ' \
-    f"VALUES ({', '.join('?' * 12)})"
+DEAD_LETTER_INSERT_TYPED = f'INSERT INTO {DEAD_LETTER_TABLE} ({_DEAD_LETTER_COLUMNS}, "content_type", "headers", ' \
+    f'"sent") VALUES ({", ".join("?" * 13)})'
 
 
 def insert_statement(table, idempotent: bool, shared: bool = False, extra: bool = False) -> str:
@@ -213,7 +214,9 @@ def dead_letter_row(dead: DeadLetter, with_payload: bool = True, typed: bool = T
         dead.decoder,
     ]
     if typed:
-        row += [dead.message.content_type, message_headers.as_json(dead.message.headers)]
+        sent = dead.message.sent
+        row += [dead.message.content_type, message_headers.as_json(dead.message.headers),
+                seconds_to_ns(sent) // 1_000_000 if sent is not None else None]
     return row
 
 

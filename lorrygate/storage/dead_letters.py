@@ -40,10 +40,12 @@ EXIT_USAGE = 2
 EXIT_RUNTIME = 1
 #: dead letters replayed in one transaction
 CHUNK = 1000
-COLUMNS = "id, received, channel, topic, qos, retain, payload, stage, error, decoder, replayed, content_type, headers"
+COLUMNS = ("id, received, channel, topic, qos, retain, payload, stage, error, decoder, replayed, content_type, headers, "
+           "sent")
 #: the columns lorrygate added to the table after it was first made, and their types in SQLite and PostgreSQL:
 #: a table an earlier version made gets them
-ADDED_COLUMNS = (("replayed", "TEXT", "TIMESTAMPTZ"), ("content_type", "TEXT", "TEXT"), ("headers", "TEXT", "TEXT"))
+ADDED_COLUMNS = (("replayed", "TEXT", "TIMESTAMPTZ"), ("content_type", "TEXT", "TEXT"), ("headers", "TEXT", "TEXT"),
+                 ("sent", "TEXT", "TIMESTAMPTZ"))
 
 
 @attrs.frozen
@@ -403,7 +405,8 @@ async def replay_storage(settings, storage, filters, reactor) -> dict:
                         ids[stream] = row[0]
                         router(Message(row[3], bytes(row[6]), row[4] or 0, bool(row[5]), received_seconds(row[1]),
                                        row[3], position=(stream, 0, 1), content_type=row[11],
-                                       headers=message_headers.from_json(row[12])))
+                                       headers=message_headers.from_json(row[12]),
+                                       sent=received_seconds(row[13]) if row[13] is not None else None))
                     await router.settle()
                 finally:
                     for decoder in decoders:

@@ -163,7 +163,8 @@ class PostgresDialect:
                     topic TEXT NOT NULL, qos SMALLINT, retain BOOLEAN, payload BYTEA, stage TEXT NOT NULL,
                     error TEXT NOT NULL, decoder TEXT)"""
             )
-            for column, kind in (("replayed", "TIMESTAMPTZ"), ("content_type", "TEXT"), ("headers", "TEXT")):
+            for column, kind in (("replayed", "TIMESTAMPTZ"), ("content_type", "TEXT"), ("headers", "TEXT"),
+                                 ("sent", "TIMESTAMPTZ")):
                 cursor.execute(f"ALTER TABLE public.{quote(dead_letter_table)} ADD COLUMN IF NOT EXISTS {column} {kind}")
         conn.commit()
 
@@ -658,11 +659,12 @@ class PostgresDialect:
         with conn.cursor() as cursor:
             cursor.executemany(
                 f"INSERT INTO public.{quote(table)} (received, channel, topic, qos, retain, payload, stage, error, decoder, "
-                "content_type, headers) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                "content_type, headers, sent) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 [
                     (_time(seconds_to_ns(d.message.received)), _shown(d.channel), _shown(d.message.topic),
                      d.message.qos, d.message.retain, d.message.payload, d.stage, _shown(d.error), _shown(d.decoder),
-                     _shown(d.message.content_type), _shown(message_headers.as_json(d.message.headers)))
+                     _shown(d.message.content_type), _shown(message_headers.as_json(d.message.headers)),
+                     _time(seconds_to_ns(d.message.sent)) if d.message.sent is not None else None)
                     for d in dead_letters
                 ],
             )

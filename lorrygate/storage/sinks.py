@@ -61,6 +61,8 @@ def dead_letter_row(dead, iso) -> dict:
         row["content_type"] = dead.message.content_type
     if dead.message.headers:
         row["headers"] = [list(pair) for pair in dead.message.headers]
+    if dead.message.sent is not None:
+        row["sent"] = iso(seconds_to_ns(dead.message.sent))
     return row
 
 

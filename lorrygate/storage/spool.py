@@ -105,23 +105,23 @@ def _address(address):
 
 def _message(message):
     fields = [message.topic, message.payload, message.qos, message.retain, message.received, message.subscription]
-    if message.headers:
-        return fields + [list(message.position) if message.position is not None else None, message.content_type,
-                         [list(pair) for pair in message.headers]]
-    if message.content_type is not None:
-        return fields + [list(message.position) if message.position is not None else None, message.content_type]
-    return fields + [list(message.position)] if message.position is not None else fields
+    more = [list(message.position) if message.position is not None else None, message.content_type,
+            [list(pair) for pair in message.headers], message.sent]
+    while more and not more[-1] and more[-1] != 0:  # (what a message does not have is left out at the end)
+        more.pop()
+    return fields + more
 
 
 def _unmessage(fields) -> Message:
-    """A spooled message back (six fields, then its position, its Content Type and its headers when it had
-    them)."""
+    """A spooled message back (six fields, then its position, its Content Type, its headers and the bus's time
+    of it when it had them)."""
     topic, payload, qos, retain, received, subscription = fields[:6]
     position = tuple(fields[6]) if len(fields) > 6 and fields[6] is not None else None
     content_type = fields[7] if len(fields) > 7 else None
-    headers = tuple(tuple(pair) for pair in fields[8]) if len(fields) > 8 else ()
+    headers = tuple(tuple(pair) for pair in fields[8] or ()) if len(fields) > 8 else ()
+    sent = fields[9] if len(fields) > 9 else None
     return Message(topic, payload, qos, retain, received, subscription, position=position, content_type=content_type,
-                   headers=headers)
+                   headers=headers, sent=sent)
 
 
 def encode(batch) -> bytes:

@@ -231,10 +231,10 @@ class SQLiteDialect:
             f"""CREATE TABLE IF NOT EXISTS {quote(dead_letter_table)} (
                 id INTEGER PRIMARY KEY AUTOINCREMENT, received TEXT NOT NULL, channel TEXT NOT NULL,
                 topic TEXT NOT NULL, qos INTEGER, retain INTEGER, payload BLOB, stage TEXT NOT NULL,
-                error TEXT NOT NULL, decoder TEXT, replayed TEXT, content_type TEXT, headers TEXT)"""
+                error TEXT NOT NULL, decoder TEXT, replayed TEXT, content_type TEXT, headers TEXT, sent TEXT)"""
         )
         columns = {row[1] for row in conn.execute(f"PRAGMA table_info({quote(dead_letter_table)})")}
-        for column in ("decoder", "replayed", "content_type", "headers"):
+        for column in ("decoder", "replayed", "content_type", "headers", "sent"):
             if column not in columns:
                 conn.execute(f"ALTER TABLE {quote(dead_letter_table)} ADD COLUMN {column} TEXT")
 
@@ -442,11 +442,12 @@ class SQLiteDialect:
     def insert_dead_letters(self, conn, table: str, dead_letters: list) -> None:
         conn.executemany(
             f"INSERT INTO {quote(table)} (received, channel, topic, qos, retain, payload, stage, error, decoder, "
-            "content_type, headers) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "content_type, headers, sent) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (self._iso(seconds_to_ns(d.message.received)), d.channel, d.message.topic, d.message.qos,
                  int(d.message.retain), d.message.payload, d.stage, d.error, d.decoder, d.message.content_type,
-                 message_headers.as_json(d.message.headers))
+                 message_headers.as_json(d.message.headers),
+                 self._iso(seconds_to_ns(d.message.sent)) if d.message.sent is not None else None)
                 for d in dead_letters
             ],
         )

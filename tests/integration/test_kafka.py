@@ -495,3 +495,27 @@ def test_the_kafka_sink_keeps_the_content_type_and_user_properties_as_record_hea
         assert gateway.stop() == 0, gateway.text()[-3000:]
     assert seen == {f"{realm}/a": [("device-id", b"d-17"), ("zone", b"a"), ("zone", b"b")], f"{realm}/b": None,
                     f"{realm}/c": [("content-type", b"application/cbor")]}
+
+
+def test_a_backlogs_rows_without_a_time_are_stored_at_the_records_timestamps(tmp_path, kafka):
+    """A backlog read after the gateway was away: a row whose payload has no time is stored at its record's
+    timestamp (it was stored at the time the gateway read it, all of a day's backlog within the drain's
+    minutes); a payload's own time still wins."""
+    realm = f"kt{uuid.uuid4().hex[:8]}"
+    producer = confluent_kafka.Producer({"bootstrap.servers": kafka, "acks": "all"})
+    key = f"{realm}/net/gw/node-1/data.json".encode()
+    producer.produce(f"{realm}-in", b'{"seq": 1}', key, timestamp=1_717_243_200_123)
+    producer.produce(f"{realm}-in", b'{"seq": 2}', key, timestamp=1_717_246_800_000)
+    producer.produce(f"{realm}-in", b'{"seq": 3, "time": "2024-06-01T15:00:00Z"}', key, timestamp=1_717_246_900_000)
+    assert producer.flush(30) == 0
+    db = str(tmp_path / "gateway.sqlite")
+    gateway = GatewayProcess(config(str(tmp_path), kafka, realm), str(tmp_path / "gw.log")).start()
+    table = f"{realm}_net__gw_node_1_sensors"
+    try:
+        wait_until(lambda: table in tables(db) and query(db, f'SELECT count(*) FROM "{table}"') == [(3,)], 60,
+                   "three rows")
+    finally:
+        assert gateway.stop() == 0, gateway.text()[-3000:]
+    assert query(db, f'SELECT seq, "time" FROM "{table}" ORDER BY seq') == [
+        (1, "2024-06-01T12:00:00.123000000Z"), (2, "2024-06-01T13:00:00.000000000Z"),
+        (3, "2024-06-01T15:00:00.000000000Z")]

@@ -348,3 +348,27 @@ def test_an_entrys_fields_beside_its_payload_are_the_headers_the_channel_stores_
     assert query(db, f'SELECT seq, device, zone FROM "{table}" ORDER BY seq') == [
         (1, "d-17", "a"), (2, None, None)]
     assert query(db, f'SELECT "device-id" FROM "{table}" WHERE seq = 2') == [("d-18",)]
+
+
+def test_an_entrys_rows_without_a_time_are_stored_at_the_time_of_its_id(tmp_path, redis_server):
+    """A stream entry's id is the time Redis added it: a row whose payload has no time is stored at it (a
+    backlog was stored at the drain's minutes); an id its writer gave as a sequence number (``5-0``) is no
+    time, and the row has the receive time."""
+    realm = f"rt{uuid.uuid4().hex[:8]}"
+    stream = f"{realm}-stream"
+    client = redis_server.client()
+    client.xgroup_create(stream, "lorrygate", id="0", mkstream=True)
+    topic = f"{realm}/net/gw/n/data.json"
+    client.xadd(stream, {"topic": topic, "payload": json.dumps({"seq": 1})}, id="5-0")
+    client.xadd(stream, {"topic": topic, "payload": json.dumps({"seq": 2})}, id="1717243200123-0")
+    before = time.time()
+    db = str(tmp_path / "gateway.sqlite")
+    gateway = GatewayProcess(config(str(tmp_path), redis_server.port, realm, f"sqlite:///{db}"),
+                             str(tmp_path / "gw.log")).start()
+    try:
+        wait_until(lambda: count_rows(db, realm) == 2, 30, "both entries stored")
+    finally:
+        assert gateway.stop() == 0, gateway.text()[-3000:]
+    rows = dict(query(db, f'SELECT seq, "time" FROM "{realm}_net__gw_n_sensors"'))
+    assert rows[2] == "2024-06-01T12:00:00.123000000Z"
+    assert rows[1] >= time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(before - 1)), rows

@@ -372,17 +372,17 @@ def without(*columns: str) -> str:
     return ddl
 
 
-@pytest.mark.parametrize("made_without", [("content_type", "headers"), ("headers",)])
+@pytest.mark.parametrize("made_without", [("content_type", "headers", "sent"), ("headers", "sent"), ("sent",)])
 def test_a_dead_letter_keeps_its_content_type_and_headers_and_an_old_table_gets_the_columns(made_without):
-    """A dead letter keeps its message's MQTT 5 Content Type, which a replay decodes by, and its headers (a
-    JSON array of pairs), which a replay stores as tags again; a dead-letter table an earlier lorrygate made
-    (without the columns) gets them before the first dead letter is written."""
+    """A dead letter keeps its message's MQTT 5 Content Type, which a replay decodes by, its headers (a JSON
+    array of pairs), which a replay stores as tags again, and the bus's time of it; a dead-letter table an
+    earlier lorrygate made (without the columns) gets them before the first dead letter is written."""
     fake = FakeCrate()
     old = without(*made_without)
     assert all(f'"{column}"' not in old for column in made_without)
     StubTreq(fake).post("http://crate.invalid:4200/_sql", json={"stmt": old})  # as an earlier lorrygate made it
     typed = Message("t/cbor", b"\xa1", 1, False, 1.0, "#", content_type="application/cbor",
-                    headers=(("device-id", "d-17"), ("zone", "a")))
+                    headers=(("device-id", "d-17"), ("zone", "a")), sent=1_717_243_200.25)
     plain = Message("t/plain", b"?", 1, False, 1.0, "#")
     batch, failures = write(storage(fake), dead=[DeadLetter("main", typed, "topology", "bad"),
                                                  DeadLetter("main", plain, "topology", "bad")])
@@ -390,8 +390,9 @@ def test_a_dead_letter_keeps_its_content_type_and_headers_and_an_old_table_gets_
     assert [s for s in fake.statements if s in DEAD_LETTER_TYPED.values()] == [
         DEAD_LETTER_TYPED[column] for column in DEAD_LETTER_TYPED if column in made_without]
     rows = fake.rows("doc", "lorrygate_dead_letter")
-    assert [(r["topic"], r["content_type"], r["headers"]) for r in rows] == [
-        ("t/cbor", "application/cbor", '[["device-id","d-17"],["zone","a"]]'), ("t/plain", None, None)]
+    assert [(r["topic"], r["content_type"], r["headers"], r["sent"]) for r in rows] == [
+        ("t/cbor", "application/cbor", '[["device-id","d-17"],["zone","a"]]', 1_717_243_200_250),
+        ("t/plain", None, None, None)]
 
 
 def test_a_dead_letter_table_that_cannot_get_the_content_type_column_is_written_without_it():

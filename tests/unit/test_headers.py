@@ -187,7 +187,32 @@ def test_a_kafka_records_content_type_header_is_its_content_type():
     delivered: list = []
     source = KafkaSource("k", BrokerSettings(name="k", host="127.0.0.1:9092", type="kafka"), ("t",), delivered.append,
                          Reactor())
-    source._deliver([("t", 0, 1, b"a/b", b"\xa0", [("Content-Type", b"application/cbor"), ("x", b"1")]),
-                     ("t", 0, 2, b"a/b", b"{}", None)], 0, 1.0)
+    source._deliver([("t", 0, 1, b"a/b", b"\xa0", [("Content-Type", b"application/cbor"), ("x", b"1")], (1, 5)),
+                     ("t", 0, 2, b"a/b", b"{}", None, (0, -1))], 0, 1.0)
     assert [(m.content_type, m.headers) for m in delivered] == [
         ("application/cbor", (("Content-Type", "application/cbor"), ("x", "1"))), (None, ())]
+
+
+def test_a_kafka_records_timestamp_is_the_time_of_its_rows_without_one():
+    """A record's timestamp (the producer's or the broker's) is the bus's time of the message: a row whose
+    payload has no time takes it, not the time the gateway read it (a backlog read a day later was stored at
+    the drain's minutes, and a redelivered copy got another time, so idempotent rows did not find it). A
+    timestamp before 2000 (a producer whose clock is not set) is none."""
+    from lorrygate.config.settings import BrokerSettings
+    from lorrygate.decoding.records import received_ns
+    from lorrygate.sources.kafka import KafkaSource
+
+    class Reactor:
+        def callFromThread(self, function, *args):
+            pass
+
+    delivered: list = []
+    source = KafkaSource("k", BrokerSettings(name="k", host="127.0.0.1:9092", type="kafka"), ("t",), delivered.append,
+                         Reactor())
+    source._deliver([("t", 0, 1, b"a/b", b"1", None, (1, 1_717_243_200_123)),   # CreateTime
+                     ("t", 0, 2, b"a/b", b"2", None, (2, 1_717_243_201_000)),   # LogAppendTime
+                     ("t", 0, 3, b"a/b", b"3", None, (0, -1)),                  # none
+                     ("t", 0, 4, b"a/b", b"4", None, (1, 5_000))], 0, 1_800_000_000.5)
+    assert [m.sent for m in delivered] == [1_717_243_200.123, 1_717_243_201.0, None, None]
+    assert [received_ns(m) for m in delivered] == [1_717_243_200_123_000_000, 1_717_243_201_000_000_000,
+                                                   1_800_000_000_500_000_000, 1_800_000_000_500_000_000]

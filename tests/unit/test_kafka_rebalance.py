@@ -41,7 +41,7 @@ def source_with(delivered):
     messages = []
     source = KafkaSource("k", BrokerSettings(name="k", host="127.0.0.1:9092", type="kafka"), ("t",), messages.append,
                          Reactor())
-    source._deliver([("t", partition, offset, b"a/b/c/d/data.json", b"{}", None) for partition, offset in delivered], 0,
+    source._deliver([("t", partition, offset, b"a/b/c/d/data.json", b"{}", None, (0, -1)) for partition, offset in delivered], 0,
                     time.time())
     return source, messages
 

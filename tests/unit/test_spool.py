@@ -34,6 +34,8 @@ def test_record_round_trip():
     sent = Message("a//d", b"x", 1, False, 3.5, "#", headers=(("device", "d-1"), ("zone", "a"), ("zone", "b")))
     batch.add_dead_letter(DeadLetter("main", sent, "decode", "bad", "json"))
     batch.add_dead_letter(DeadLetter("main", attrs.evolve(sent, content_type="text/csv"), "decode", "bad", "csv"))
+    batch.add_dead_letter(DeadLetter("main", attrs.evolve(typed, sent=1_717_243_200.123), "decode", "bad", "cbor"))
+    batch.add_dead_letter(DeadLetter("main", Message("a//e", b"x", 1, False, 3.5, "#", sent=1.5), "decode", "bad"))
     again = decode(encode(batch))
     assert again.entries[0].records == batch.entries[0].records
     assert again.entries[0].message == batch.entries[0].message

@@ -162,8 +162,9 @@ def test_dead_letters_keep_the_raw_message(storage):
 
 
 def test_a_dead_letter_table_an_earlier_lorrygate_made_gets_the_columns_it_lacks(tmp_path):
-    """The table as the first lorrygate made it (no decoder, replayed or content_type): a start adds them, and
-    a dead letter keeps its message's MQTT 5 Content Type."""
+    """The table as the first lorrygate made it (no decoder, replayed, content_type, headers or sent): a start
+    adds them, and a dead letter keeps its message's MQTT 5 Content Type, its headers and the bus's time of
+    it."""
     path = str(tmp_path / "old.sqlite")
     with sqlite3.connect(path) as conn:
         conn.execute("CREATE TABLE lorrygate_dead_letter (id INTEGER PRIMARY KEY AUTOINCREMENT, received TEXT NOT "
@@ -172,10 +173,11 @@ def test_a_dead_letter_table_an_earlier_lorrygate_made_gets_the_columns_it_lacks
     store = SQLiteStorage("db", path, reactor=None)
     store._connect()
     try:
-        typed = Message("a/b", b"\xa1", 1, False, 1.0, "#", content_type="application/cbor")
+        typed = Message("a/b", b"\xa1", 1, False, 1.0, "#", content_type="application/cbor",
+                        headers=(("k", "v"),), sent=1_717_243_200.5)
         store._commit(batch(dead=[DeadLetter("main", typed, "topology", "refused", "cbor")]))
-        assert rows(store, "SELECT topic, decoder, replayed, content_type FROM lorrygate_dead_letter") == [
-            ("a/b", "cbor", None, "application/cbor")]
+        assert rows(store, "SELECT topic, decoder, replayed, content_type, headers, sent FROM lorrygate_dead_letter") \
+            == [("a/b", "cbor", None, "application/cbor", '[["k","v"]]', "2024-06-01T12:00:00.500000000Z")]
     finally:
         store._close()
 
