@@ -65,7 +65,7 @@ class Message:
     #: a channel's ``headers`` stores them as tags
     headers: tuple = ()
     #: the time the bus gives the message, seconds since the epoch, or None: a Kafka record's timestamp, the time
-    #: of a Redis stream entry's id. A row whose payload has no time of its own takes it rather than the receive
+    #: of a Redis stream entry's id, RabbitMQ's ``timestamp_in_ms`` (its message timestamp plugin). A row whose payload has no time of its own takes it rather than the receive
     #: time: a backlog is stored at the times its messages were sent, and a redelivered copy has the same time
     #: (and so, with idempotent rows, the same row id)
     sent: float | None = None

@@ -53,11 +53,21 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from lorrygate.clock import time_of_day
+from lorrygate.decoding.timestamps import sent_time
 from lorrygate.interfaces import ISource
 from lorrygate.model import Message
 from lorrygate.mqtt.topics import parse_filter
 from lorrygate.sources import headers
 from lorrygate.sources.pauses import Pauses, SourcePlumbing
+
+#: the header in which RabbitMQ's message timestamp plugin (rabbitmq_message_timestamp) puts the time it received
+#: a message, in epoch milliseconds: the bus's time of it (`Message.sent`). The ``timestamp`` property holds
+#: whole seconds, too coarse for a row's time, and is left alone
+STAMP = "timestamp_in_ms"
+
+
+def _stamped(value) -> float | None:
+    return sent_time(value) if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def topic_of(routing_key: str) -> str:
@@ -450,9 +460,11 @@ class AMQPSource(SourcePlumbing, Service):
                 if candidate.matches(topic):
                     subscription = candidate.text
                     break
+        table = properties.headers
         self.deliver(Message(topic, body, 1, False, time_of_day(self._clock)(), subscription,
                              AmqpAck(self, generation, tag), content_type=properties.content_type or None,
-                             headers=headers.pairs(properties.headers.items()) if properties.headers else ()))
+                             headers=headers.pairs(table.items()) if table else (),
+                             sent=_stamped(table.get(STAMP)) if table else None))
 
     # -- acknowledgements ---------------------------------------------------------
 
