@@ -34,15 +34,19 @@ def mqtt5_config(tmp_path, port, realm, strategy, storage=None) -> str:
 
 
 def publish(port, messages) -> None:
+    """MQTT 5 publications of ``(topic, payload, content type[, user properties])``, QoS 1, each acknowledged."""
     client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="", protocol=paho.MQTTv5)
     client.connect("127.0.0.1", port)
     client.loop_start()
     infos = []
-    for topic, payload, content_type in messages:
+    for topic, payload, content_type, *user in messages:
         properties = None
-        if content_type is not None:
+        if content_type is not None or any(user):
             properties = Properties(PacketTypes.PUBLISH)
-            properties.ContentType = content_type
+            if content_type is not None:
+                properties.ContentType = content_type
+            if any(user):
+                properties.UserProperty = user[0]
         infos.append(client.publish(topic, payload, qos=1, properties=properties))
     for info in infos:
         info.wait_for_publish(30)

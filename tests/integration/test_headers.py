@@ -16,25 +16,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from tests.gatewayproc import GatewayProcess, query, tables
-from tests.integration.test_content_type import mqtt5_config
+from tests.integration.test_content_type import mqtt5_config, publish
 from tests.servers import wait_until
-
-
-def publish(port, messages) -> None:
-    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="", protocol=paho.MQTTv5)
-    client.connect("127.0.0.1", port)
-    client.loop_start()
-    infos = []
-    for topic, payload, sent in messages:
-        properties = None
-        if sent:
-            properties = Properties(PacketTypes.PUBLISH)
-            properties.UserProperty = sent
-        infos.append(client.publish(topic, payload, qos=1, properties=properties))
-    for info in infos:
-        info.wait_for_publish(30)
-    client.disconnect()
-    client.loop_stop()
 
 
 def test_user_properties_are_stored_as_the_tags_the_channel_names(tmp_path, mosquitto):
@@ -45,9 +28,9 @@ def test_user_properties_are_stored_as_the_tags_the_channel_names(tmp_path, mosq
     gateway.start(ready="subscribed")
     try:
         publish(mosquitto.port, [
-            (f"{realm}/kitchen", b'{"temperature": 21.5}',
+            (f"{realm}/kitchen", b'{"temperature": 21.5}', None,
              [("device-id", "d-17"), ("zone", "north"), ("firmware", "1.2"), ("zone", "roof")]),
-            (f"{realm}/kitchen", b'{"temperature": 22.5}', [("zone", "south")]),
+            (f"{realm}/kitchen", b'{"temperature": 22.5}', None, [("zone", "south")]),
             (f"{realm}/kitchen", b'{"temperature": 23.5}', None),
         ])
         table = f"{realm}__kitchen"
@@ -78,7 +61,7 @@ def test_a_dead_letter_keeps_its_headers_and_the_replay_stores_them_as_tags(tmp_
     gateway = GatewayProcess(path, str(tmp_path / "gw.log"))
     gateway.start(ready="subscribed")
     try:  # (the wan strategy refuses a topic of two levels)
-        publish(mosquitto.port, [(f"{realm}/kitchen", b'{"temperature": 21.5}',
+        publish(mosquitto.port, [(f"{realm}/kitchen", b'{"temperature": 21.5}', None,
                                   [("device-id", "d-17"), ("zone", "n\u00f6rd")])])
         wait_until(lambda: len(dead_letters()) == 1, 30, "the message kept as a dead letter")
     finally:

@@ -458,10 +458,7 @@ def test_record_headers_are_the_tags_the_channel_names(tmp_path, kafka):
 def test_the_kafka_sink_keeps_the_content_type_and_user_properties_as_record_headers(tmp_path, kafka, mosquitto):
     """An MQTT 5 message relayed into Kafka carries its Content Type (``content-type``, which the Kafka source
     reads back) and its user properties as record headers, in the order sent."""
-    from paho.mqtt.packettypes import PacketTypes
-    from paho.mqtt.properties import Properties
-
-    from tests.integration.test_headers import publish
+    from tests.integration.test_content_type import publish
 
     realm = f"jh{uuid.uuid4().hex[:8]}"
     path = sink_config(tmp_path, mosquitto.port, kafka, realm)
@@ -469,18 +466,8 @@ def test_the_kafka_sink_keeps_the_content_type_and_user_properties_as_record_hea
     open(path, "w").write(text)
     gateway = GatewayProcess(path, str(tmp_path / "gw.log")).start(ready="subscribed")
     try:
-        publish(mosquitto.port, [(f"{realm}/a", b"\xa1", [("device-id", "d-17"), ("zone", "a"), ("zone", "b")]),
-                                 (f"{realm}/b", b"plain", None)])
-        properties = Properties(PacketTypes.PUBLISH)
-        properties.ContentType = "application/cbor"
-        import paho.mqtt.client as paho
-
-        client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="", protocol=paho.MQTTv5)
-        client.connect("127.0.0.1", mosquitto.port)
-        client.loop_start()
-        client.publish(f"{realm}/c", b"\xa0", qos=1, properties=properties).wait_for_publish(30)
-        client.disconnect()
-        client.loop_stop()
+        publish(mosquitto.port, [(f"{realm}/a", b"\xa1", None, [("device-id", "d-17"), ("zone", "a"), ("zone", "b")]),
+                                 (f"{realm}/b", b"plain", None), (f"{realm}/c", b"\xa0", "application/cbor")])
         consumer = confluent_kafka.Consumer({"bootstrap.servers": kafka, "group.id": f"check-{realm}",
                                              "auto.offset.reset": "earliest"})
         consumer.subscribe([f"{realm}-out"])

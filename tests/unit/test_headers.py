@@ -178,7 +178,8 @@ def test_what_a_publishing_sink_sends_with_each_item():
     assert kafka_headers((None, ())) is None and kafka_headers(None) is None
 
 
-def test_a_kafka_records_content_type_header_is_its_content_type():
+def kafka_source(delivered: list):
+    """A Kafka source without a consumer thread: its ``_deliver`` hands what it reads to ``delivered``."""
     from lorrygate.config.settings import BrokerSettings
     from lorrygate.sources.kafka import KafkaSource
 
@@ -186,10 +187,13 @@ def test_a_kafka_records_content_type_header_is_its_content_type():
         def callFromThread(self, function, *args):
             pass
 
+    return KafkaSource("k", BrokerSettings(name="k", host="127.0.0.1:9092", type="kafka"), ("t",), delivered.append,
+                       Reactor())
+
+
+def test_a_kafka_records_content_type_header_is_its_content_type():
     delivered: list = []
-    source = KafkaSource("k", BrokerSettings(name="k", host="127.0.0.1:9092", type="kafka"), ("t",), delivered.append,
-                         Reactor())
-    source._deliver([("t", 0, 1, b"a/b", b"\xa0", [("Content-Type", b"application/cbor"), ("x", b"1")], (1, 5)),
+    kafka_source(delivered)._deliver([("t", 0, 1, b"a/b", b"\xa0", [("Content-Type", b"application/cbor"), ("x", b"1")], (1, 5)),
                      ("t", 0, 2, b"a/b", b"{}", None, (0, -1))], 0, 1.0)
     assert [(m.content_type, m.headers) for m in delivered] == [
         ("application/cbor", (("Content-Type", "application/cbor"), ("x", "1"))), (None, ())]
@@ -200,18 +204,10 @@ def test_a_kafka_records_timestamp_is_the_time_of_its_rows_without_one():
     payload has no time takes it, not the time the gateway read it (a backlog read a day later was stored at
     the drain's minutes, and a redelivered copy got another time, so idempotent rows did not find it). A
     timestamp before 2000 (a producer whose clock is not set) is none."""
-    from lorrygate.config.settings import BrokerSettings
     from lorrygate.decoding.records import received_ns
-    from lorrygate.sources.kafka import KafkaSource
-
-    class Reactor:
-        def callFromThread(self, function, *args):
-            pass
 
     delivered: list = []
-    source = KafkaSource("k", BrokerSettings(name="k", host="127.0.0.1:9092", type="kafka"), ("t",), delivered.append,
-                         Reactor())
-    source._deliver([("t", 0, 1, b"a/b", b"1", None, (1, 1_717_243_200_123)),   # CreateTime
+    kafka_source(delivered)._deliver([("t", 0, 1, b"a/b", b"1", None, (1, 1_717_243_200_123)),   # CreateTime
                      ("t", 0, 2, b"a/b", b"2", None, (2, 1_717_243_201_000)),   # LogAppendTime
                      ("t", 0, 3, b"a/b", b"3", None, (0, -1)),                  # none
                      ("t", 0, 4, b"a/b", b"4", None, (1, 5_000))], 0, 1_800_000_000.5)
