@@ -72,6 +72,16 @@ def test_a_content_type_picks_the_decoder(tmp_path, mosquitto):
     assert query(db, f'SELECT temperature FROM "{realm}__kitchen"') == [(21.5,)]
 
 
+def dead_letter_rows(storage, db: str, realm: str, columns: str) -> list:
+    """``columns`` of the dead letters of ``realm``'s topics, oldest first, in PostgreSQL (``storage``, a URL)
+    or else in the SQLite file ``db``."""
+    sql = f"SELECT {columns} FROM lorrygate_dead_letter WHERE topic LIKE '" + realm + "/%' ORDER BY id"
+    if storage is not None:
+        with psycopg.connect(storage) as conn:
+            return conn.execute(sql.replace("%", "%%")).fetchall()
+    return query(db, sql) if "lorrygate_dead_letter" in tables(db) else []
+
+
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
 def test_a_dead_letter_keeps_its_content_type_for_the_replay(tmp_path, mosquitto, kind, request):
     """A typed CBOR payload that the strategy refused (the ``wan`` strategy on a topic of two levels) is a dead
@@ -85,11 +95,7 @@ def test_a_dead_letter_keeps_its_content_type_for_the_replay(tmp_path, mosquitto
     db = str(tmp_path / "gateway.sqlite")
 
     def dead_letters() -> list:
-        sql = "SELECT content_type, stage FROM lorrygate_dead_letter WHERE topic LIKE '" + realm + "/%' ORDER BY id"
-        if storage is not None:
-            with psycopg.connect(storage) as conn:
-                return conn.execute(sql.replace("%", "%%")).fetchall()
-        return query(db, sql) if "lorrygate_dead_letter" in tables(db) else []
+        return dead_letter_rows(storage, db, realm, "content_type, stage")
 
     gateway = GatewayProcess(path, str(tmp_path / "gw.log"))
     gateway.start(ready="subscribed")

@@ -16,7 +16,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from tests.gatewayproc import GatewayProcess, query, tables
-from tests.integration.test_content_type import mqtt5_config, publish
+from tests.integration.test_content_type import dead_letter_rows, mqtt5_config, publish
 from tests.servers import wait_until
 
 
@@ -52,11 +52,7 @@ def test_a_dead_letter_keeps_its_headers_and_the_replay_stores_them_as_tags(tmp_
     db = str(tmp_path / "gateway.sqlite")
 
     def dead_letters() -> list:
-        sql = "SELECT headers, stage FROM lorrygate_dead_letter WHERE topic LIKE '" + realm + "/%' ORDER BY id"
-        if storage is not None:
-            with psycopg.connect(storage) as conn:
-                return conn.execute(sql.replace("%", "%%")).fetchall()
-        return query(db, sql) if "lorrygate_dead_letter" in tables(db) else []
+        return dead_letter_rows(storage, db, realm, "headers, stage")
 
     gateway = GatewayProcess(path, str(tmp_path / "gw.log"))
     gateway.start(ready="subscribed")
