@@ -314,12 +314,12 @@ class KafkaSource(ReadingThread, SourcePlumbing, Service):
         if generation != self._generation:
             return  # read before a rebalance took the partition away
         filters_topics = self.topics
-        for topic, partition, offset, key, value, sent, stamp in batch:
+        for topic, partition, offset, key, value, raw_headers, stamp in batch:
             key_text = key.decode("utf-8", "replace") if key else ""
             message_topic = key_text or topic.replace(".", "/")
             with self._lock:
                 self._outstanding.setdefault((topic, partition), deque()).append(offset)
-            pairs = headers.pairs(sent)
+            pairs = headers.pairs(raw_headers)
             self.deliver(Message(message_topic, value or b"", 1, False, received,
                                  topic if topic in filters_topics else filters_topics[0],
                                  KafkaAck(self, generation, (topic, partition), offset),

@@ -398,16 +398,16 @@ class RedisSource(SourcePlumbing, Service):
                 fields = {_text(key): value for key, value in (fields or {}).items()}
                 topic = _text(fields.pop(self.topic_field, None) or stream)
                 payload = fields.pop(self.payload_field, None)
-                sent: tuple = ()
+                others: tuple = ()
                 if payload is None:
                     payload = json.dumps({key: _text(value) for key, value in fields.items()}).encode("utf-8")
                 else:
                     if isinstance(payload, str):
                         payload = payload.encode("utf-8")
-                    sent = headers.pairs(fields.items())  # the entry's other fields
+                    others = headers.pairs(fields.items())  # the entry's other fields
                 millis = entry_id.partition("-")[0]
                 self.deliver(Message(topic, payload, 1, False, received, stream, RedisAck(self, stream, entry_id),
-                                     headers=sent, sent=sent_time(int(millis)) if millis.isdigit() else None))
+                                     headers=others, sent=sent_time(int(millis)) if millis.isdigit() else None))
 
     def _deliver_pubsub(self, batch, received: float) -> None:
         from lorrygate.model import NO_ACK

@@ -164,15 +164,15 @@ DEAD_LETTER_DDL = (
     ") CLUSTERED INTO 1 SHARDS WITH (number_of_replicas = '0-1')"
 )
 DEAD_LETTER_NAME = TableName("doc", "lorrygate_dead_letter")
-#: the columns a dead-letter table an earlier lorrygate made lacks (a message's Content Type and headers), and the
-#: statements that add them
+#: the columns a dead-letter table an earlier lorrygate made lacks (a message's Content Type, headers and the bus's
+#: time of it), and the statements that add them
 DEAD_LETTER_TYPED = {"content_type": f'ALTER TABLE {DEAD_LETTER_TABLE} ADD COLUMN "content_type" TEXT',
                      "headers": f'ALTER TABLE {DEAD_LETTER_TABLE} ADD COLUMN "headers" {_LARGE_TEXT}',
                      "sent": f'ALTER TABLE {DEAD_LETTER_TABLE} ADD COLUMN "sent" TIMESTAMP WITH TIME ZONE'}
 _DEAD_LETTER_COLUMNS = '"received", "channel", "topic", "qos", "retain", "payload", "payload_base64", "stage", "error", ' \
     '"decoder"'
 DEAD_LETTER_INSERT = f"INSERT INTO {DEAD_LETTER_TABLE} ({_DEAD_LETTER_COLUMNS}) VALUES ({', '.join('?' * 10)})"
-#: the insert with the message's Content Type (MQTT 5), which a replay decodes by, and its headers
+#: the insert with the message's Content Type (MQTT 5), which a replay decodes by, its headers and the bus's time
 DEAD_LETTER_INSERT_TYPED = f'INSERT INTO {DEAD_LETTER_TABLE} ({_DEAD_LETTER_COLUMNS}, "content_type", "headers", ' \
     f'"sent") VALUES ({", ".join("?" * 13)})'
 
@@ -786,9 +786,9 @@ class CrateStorage:
                       storage=self.name, table=str(table), column=ID_COLUMN)
 
     async def _type_dead_letters(self) -> None:
-        """Add the "content_type" and "headers" columns to a dead-letter table an earlier lorrygate made; when
-        one cannot be added (a user without DDL privilege), dead letters are written without both, and a warning
-        says so."""
+        """Add the "content_type", "headers" and "sent" columns to a dead-letter table an earlier lorrygate made;
+        when one cannot be added (a user without DDL privilege), dead letters are written without them, and a
+        warning says so."""
         for column, statement in DEAD_LETTER_TYPED.items():
             try:
                 if column in await self._columns(DEAD_LETTER_NAME):
@@ -805,8 +805,9 @@ class CrateStorage:
                                    f"{exc}") from None
             self._dead_typed = False
             self.log.warn("storage {storage}: cannot add the column {column} to {table} ({error}); dead letters are "
-                          "kept without their MQTT 5 Content Type and headers, so a replay decodes them by the "
-                          "channel's decoders alone and without the headers' tags: add it with {statement}",
+                          "kept without their MQTT 5 Content Type, headers and bus time, so a replay decodes them "
+                          "by the channel's decoders alone, without the headers' tags, at their receive time: add it "
+                          "with {statement}",
                           storage=self.name, column=column, table=DEAD_LETTER_TABLE, error=str(error),
                           statement=statement)
             return

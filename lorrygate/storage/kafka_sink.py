@@ -57,12 +57,12 @@ _REFUSING = frozenset({29, 3, -188, 17})  # TOPIC_AUTHORIZATION_FAILED, UNKNOWN_
 #                                            TOPIC_EXCEPTION (confluent_kafka.KafkaError; not imported at start)
 
 
-def kafka_headers(sent) -> list | None:
-    """The record headers of what was sent with an item of `outgoing`: its Content Type as ``content-type`` (which
+def kafka_headers(beside) -> list | None:
+    """The record headers of what goes beside the payload of an item of `outgoing`: its Content Type as ``content-type`` (which
     the Kafka source reads back as the Content Type) and its headers, in the order sent, their texts in UTF-8."""
-    if sent is None:
+    if beside is None:
         return None
-    content_type, headers = sent
+    content_type, headers = beside
     out = [(CONTENT_TYPE, content_type.encode("utf-8"))] if content_type else []
     out += [(name, text.encode("utf-8", "backslashreplace")) for name, text in headers
             if not (content_type and name.lower() == CONTENT_TYPE)]
@@ -120,7 +120,7 @@ class KafkaSink:
         # the same items as the MQTT sink; the key is the message's own topic
         items = []
         dead_topic = _NOT_KAFKA.sub("_", self.dead_letter_topic) or "lorrygate-dead-letters"
-        for key, target, payload, keys, sent in outgoing(batch, lambda entry: topic_for(self.topic, entry),
+        for key, target, payload, keys, beside in outgoing(batch, lambda entry: topic_for(self.topic, entry),
                                                          self.payload, self.dead_letter_topic):
             topic = _NOT_KAFKA.sub("_", target) or "lorrygate"
             why = topic_problem(topic)
@@ -130,8 +130,8 @@ class KafkaSink:
                 self.log.error("Kafka sink {sink}: a message from {key!r:.300} not produced: {why}; it goes to {dead} "
                                "as a dead letter", sink=self.name, key=key, why=why, dead=dead_topic)
                 topic, payload = dead_topic, json.dumps(refused_letter(key, topic, why, payload)).encode("utf-8")
-                sent = None
-            items.append((topic, key, payload, keys, counter, kafka_headers(sent)))
+                beside = None
+            items.append((topic, key, payload, keys, counter, kafka_headers(beside)))
         counts = {"published": 0, "refused": 0, "too_large": 0}
         return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), self._produce, items, batch.progress,
                                  counts).addBoth(self._counted, counts)

@@ -103,7 +103,7 @@ def topic_for(template: str, entry) -> str:
 
 
 #: what goes with a record published as JSON (``payload = records``)
-JSON_SENT = ("application/json", ())
+JSON_BESIDE = ("application/json", ())
 
 
 #: what no MQTT string may hold, as Mosquitto checks them (U+0000, the control characters, the non-characters)
@@ -118,12 +118,12 @@ def _mqtt_text(text: str) -> str:
     return _NOT_IN_STRINGS.sub(lambda found: f"\\u{ord(found.group()):04x}", text)
 
 
-def mqtt_properties(sent) -> dict | None:
-    """The MQTT 5 PUBLISH properties of what was sent with an item of `outgoing`: its Content Type and its
+def mqtt_properties(beside) -> dict | None:
+    """The MQTT 5 PUBLISH properties of what goes beside the payload of an item of `outgoing`: its Content Type and its
     headers as user properties, in the order sent (under MQTT 3.1.1 they are not sent)."""
-    if sent is None:
+    if beside is None:
         return None
-    content_type, headers = sent
+    content_type, headers = beside
     properties: dict = {}
     if content_type:
         properties["content_type"] = _mqtt_text(content_type)
@@ -133,11 +133,11 @@ def mqtt_properties(sent) -> dict | None:
 
 
 def outgoing(batch, render, payload: str, dead_letter_topic: str):
-    """What a publishing sink sends for a batch: (the message's topic, the target topic, bytes, keys, what was
-    sent with it) for each message once (``payload = message``) or each record as JSON (``records``), then each
+    """What a publishing sink sends for a batch: (the message's topic, the target topic, bytes, keys, what goes
+    beside the payload) for each message once (``payload = message``) or each record as JSON (``records``), then each
     dead letter. ``keys`` are what the item adds to the batch's ``progress`` once published (the keys
     `lorrygate.storage.spool` leaves out): an item whose keys the progress holds already was published by an
-    earlier try of the batch and is not yielded again. What was sent with it is ``(content type, headers)``: the
+    earlier try of the batch and is not yielded again. What goes beside the payload is ``(content type, headers)``: the
     message's own for ``payload = message``, ``application/json`` for a record, None for a dead letter."""
     progress = batch.progress
     entries = batch.entries
@@ -175,7 +175,7 @@ def outgoing(batch, render, payload: str, dead_letter_topic: str):
                     yield (entry.message.topic, dead_letter_topic, _dead_letter_json(dead), ((index, position), id(dead)),
                            None)
                     continue
-                yield entry.message.topic, topic, text.encode("utf-8"), ((index, position),), JSON_SENT
+                yield entry.message.topic, topic, text.encode("utf-8"), ((index, position),), JSON_BESIDE
     for index, dead in enumerate(batch.dead_letters):
         if ("dead", index) not in progress:
             yield dead.message.topic, dead_letter_topic, _dead_letter_json(dead), (("dead", index),), None
@@ -287,7 +287,7 @@ class MqttSink:
         return Deferred.fromCoroutine(self._publish(protocol, items, batch.progress))
 
     def _items(self, batch):
-        for _, topic, payload, _keys, _sent in outgoing(batch, self.topic_for, self.payload, self.dead_letter_topic):
+        for _, topic, payload, _keys, _beside in outgoing(batch, self.topic_for, self.payload, self.dead_letter_topic):
             yield topic, payload
 
     def _set_aside(self, protocol, source: str, topic: str, payload: bytes, why: str) -> Deferred:
@@ -335,7 +335,7 @@ class MqttSink:
         # the messages that were in flight when the broker last closed the connection go one at a time
         suspect, alone = self._suspect, 0
         try:
-            for source, topic, payload, keys, sent in items:
+            for source, topic, payload, keys, beside in items:
                 dead = topic == self.dead_letter_topic
                 key = (topic, len(payload), hash(payload)) if suspect is not None or self._strikes else None
                 if suspect is not None and key == suspect[0]:
@@ -353,7 +353,7 @@ class MqttSink:
                                            self.dead_letter_topic, b"", True, keys, "refused"))
                     continue
                 try:
-                    pending.append(_Flight(protocol.publish(topic, payload, 1, properties=mqtt_properties(sent)),
+                    pending.append(_Flight(protocol.publish(topic, payload, 1, properties=mqtt_properties(beside)),
                                            source, topic, payload, dead, keys, "published"))
                 except PacketTooLarge as exc:
                     # The broker would never take it, and failing the batch for it would stop the sink for good:
