@@ -331,7 +331,9 @@ def _list(name: str, rows: list, out, limit: int) -> None:
         payload = bytes(row[6] or b"")
         shown = payload[:80].decode("utf-8", "replace") + ("..." if len(payload) > 80 else "")
         typed = f" ({row[11]})" if row[11] else ""
-        print(f"  #{row[0]} {row[1]} {row[3]!r} {row[7]}{typed}: {shown!r}", file=out)
+        pairs = ", ".join(f"{name}={value}" for name, value in message_headers.from_json(row[12]))
+        pairs = f" [{pairs[:120]}{'...' if len(pairs) > 120 else ''}]" if pairs else ""
+        print(f"  #{row[0]} {row[1]} {row[3]!r} {row[7]}{typed}{pairs}: {shown!r}", file=out)
 
 
 def _replay(settings, storages, filters, out, err) -> int:

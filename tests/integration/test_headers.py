@@ -63,6 +63,9 @@ def test_a_dead_letter_keeps_its_headers_and_the_replay_stores_them_as_tags(tmp_
     finally:
         assert gateway.stop() == 0, gateway.text()[-3000:]
     assert dead_letters() == [('[["device-id","d-17"],["zone","n\u00f6rd"]]', "topology")]
+    listed = subprocess.run([sys.executable, "-m", "lorrygate.cli", "dead-letters", "list", "-c", path, "--topic",
+                             f"{realm}/#"], capture_output=True, text=True, timeout=120)
+    assert "topology [device-id=d-17, zone=n\u00f6rd]:" in listed.stdout, listed.stdout + listed.stderr
 
     mqtt5_config(tmp_path, mosquitto.port, realm, "topic\nheaders = device-id:device", storage)
     done = subprocess.run([sys.executable, "-m", "lorrygate.cli", "dead-letters", "replay", "-c", path, "--topic",
