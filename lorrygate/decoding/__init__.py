@@ -8,6 +8,7 @@ from lorrygate.decoding.functions import decoder
 from lorrygate.decoding.industrial import KepwareDecoder, NeuronDecoder, ThingsBoardDecoder
 from lorrygate.decoding.jsonobject import JsonDecoder
 from lorrygate.decoding.lineprotocol import InfluxDecoder, TelegrafJsonDecoder
+from lorrygate.decoding.meshtastic import MeshtasticDecoder
 from lorrygate.decoding.rtl433 import Rtl433Decoder
 from lorrygate.decoding.ruuvi import RuuviDecoder
 from lorrygate.decoding.senml import SenmlDecoder
@@ -56,6 +57,7 @@ DECODERS: dict[str, Any] = {
     "openmqttgateway": OpenMqttGatewayDecoder,
     "ahoy": AhoyDecoder,
     "ruuvi": RuuviDecoder,
+    "meshtastic": MeshtasticDecoder,
     "kepware": KepwareDecoder,
     "neuron": NeuronDecoder,
     "thingsboard": ThingsBoardDecoder,

@@ -144,7 +144,7 @@ CONTENT_TYPES = {
 JSON_READERS = frozenset({
     "json", "ttn", "chirpstack", "airrohr", "tasmota", "ecowitt", "telegraf", "kepware", "neuron", "thingsboard",
     "homie", "shelly", "owntracks", "homeassistant", "esphome", "ahoy", "openmqttgateway", "zigbee2mqtt",
-    "victron", "rtl_433", "ruuvi", "senml",
+    "victron", "rtl_433", "ruuvi", "meshtastic", "senml",
 })
 #: most chains with a Content Type's decoder first a router remembers
 MAX_TYPED_CHAINS = 1000

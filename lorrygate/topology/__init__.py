@@ -15,6 +15,7 @@ from lorrygate.topology.fleets import (
 )
 from lorrygate.topology.inverters import AhoyStrategy, OpenDtuStrategy
 from lorrygate.topology.lan import LanStrategy
+from lorrygate.topology.meshtastic import MeshtasticStrategy
 from lorrygate.topology.openmqttgateway import OpenMqttGatewayStrategy
 from lorrygate.topology.rtl433 import Rtl433Strategy
 from lorrygate.topology.ruuvi import RuuviStrategy
@@ -41,6 +42,7 @@ STRATEGIES = {
     "opendtu": OpenDtuStrategy,
     "ahoy": AhoyStrategy,
     "ruuvi": RuuviStrategy,
+    "meshtastic": MeshtasticStrategy,
     "topic": TopicStrategy,
 }
 

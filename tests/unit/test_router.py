@@ -776,6 +776,33 @@ def test_a_ruuvi_gateways_relayed_tags_are_rows_of_its_table_the_mac_a_tag():
     assert collector.dead == []
 
 
+def test_a_meshtastic_channels_packets_are_rows_of_its_table_the_node_and_gateway_tags():
+    """Meshtastic's JSON output under ``topic`` was a table a gateway node, the sender a number and the values
+    one object in a ``payload`` column; its protobuf copies were tables of their own. A table a mesh channel now,
+    the sending node and the gateway tags; protobuf, map reports and the downlink ignored."""
+    router, collector = configured("meshtastic")
+    for topic, payload in [
+            ("msh/EU_868/2/json/LongFast/!a1b2c3d4",
+             b'{"channel":0,"from":2130636288,"id":7,"payload":{"temperature":21.5,"relative_humidity":48},'
+             b'"sender":"!a1b2c3d4","timestamp":1716837450,"to":4294967295,"type":"telemetry"}'),
+            ("msh/EU_868/2/e/LongFast/!a1b2c3d4", b"\n\x1f\r\x00\xee\xfe~"),
+            ("msh/EU_868/2/map/", b"\n\x1f"),
+            ("msh/EU_868/2/json/mqtt/", b'{"from":2130636288,"type":"sendtext","payload":"hi"}'),
+            ("msh/EU_868/2/json/LongFast/!a1b2c3d4",
+             b'{"channel":0,"from":2130636288,"id":8,"sender":"!a1b2c3d4","timestamp":1716837451,'
+             b'"to":4294967295,"type":""}'),
+            ("msh/EU_868/2/json/LongFast/!a1b2c3d4", b'{"type":"text","payload":{"text":"no sender"}}'),
+            ("msh/EU_868/2/stat/!a1b2c3d4", b"online")]:
+        router.deliver(message(topic, payload))
+    assert stored_rows(collector) == [
+        ("msh_eu_868.longfast_sensors", {"temperature": 21.5, "relative_humidity": 48, "packet_id": 7},
+         {"gateway": "!a1b2c3d4", "node": "!7efeee00", "type": "telemetry"}),
+        ("msh_eu_868.events", {"value": "online"}, {"gateway": "!a1b2c3d4"})]
+    assert router.stats.ignored == 4
+    assert [dead.error for dead in collector.dead] == [
+        "decoder 'meshtastic': no 'from' (the sending node's number): not a Meshtastic packet"]
+
+
 def test_the_ble_sensors_an_esp32_hears_are_rows_of_its_table_a_sensor_each():
     """Tasmota's MI32 driver reports up to four BLE sensors a SENSOR message, each an object with its ``mac``: as
     dotted fields (``ATCbb1b6e.Temperature``) every sensor added its own columns to the ESP32's table, thirty

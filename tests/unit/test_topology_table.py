@@ -188,6 +188,21 @@ ROUTED = [
     ("ruuvi", "ruuvi/CB:B8:33:4C:88:4F", A("ruuvi", None, None, None, "data", "CB:B8:33:4C:88:4F", None,
                                             (("mac", "CB:B8:33:4C:88:4F"),)), "ruuvi", "sensors"),
     ("ruuvi", "ruuvi/gw_status", A("ruuvi", None, None, None, "event", "gw_status"), "ruuvi", "events"),
+    # -- Meshtastic: a table a mesh channel in the schema of the root and region, the gateway node a tag --
+    ("meshtastic", "msh/EU_868/2/json/LongFast/!a1b2c3d4",
+     A("msh", "EU_868", "!a1b2c3d4", None, "data", "LongFast", None, (("gateway", "!a1b2c3d4"),)),
+     "msh_eu_868", "longfast_sensors"),
+    ("meshtastic", "msh/US/CA/Motherlode/2/json/LongFast/!a1b2c3d4",
+     A("msh", "US/CA/Motherlode", "!a1b2c3d4", None, "data", "LongFast", None, (("gateway", "!a1b2c3d4"),)),
+     "msh_us_ca_motherlode", "longfast_sensors"),
+    ("meshtastic", "msh/2/json/PKI/!a1b2c3d4",  # a root without a region; direct messages' channel
+     A("msh", None, "!a1b2c3d4", None, "data", "PKI", None, (("gateway", "!a1b2c3d4"),)), "msh", "pki_sensors"),
+    ("meshtastic", "msh/EU_868/2/json/mqtt/!a1b2c3d4",  # the uplink of a channel named mqtt
+     A("msh", "EU_868", "!a1b2c3d4", None, "data", "mqtt", None, (("gateway", "!a1b2c3d4"),)),
+     "msh_eu_868", "mqtt_sensors"),
+    ("meshtastic", "msh/EU_868/2/stat/!a1b2c3d4",
+     A("msh", "EU_868", "!a1b2c3d4", None, "event", "stat", None, (("gateway", "!a1b2c3d4"),)), "msh_eu_868",
+     "events"),
     # -- Homie --
     ("homie", "homie/boiler/temperature/current", A("homie", None, None, "boiler_temperature", "data", "current", "current"),
      "homie", "boiler_temperature_sensors"),
@@ -460,6 +475,13 @@ REFUSED = [
     ("ruuvi", "ruuvi/C8:25:2D:8E:9C:2C/CB:B8:33:4C:88:4F/x", "expected ruuvi/<gateway>/<sensor MAC>"),
     ("ruuvi", "ruuvi//CB:B8:33:4C:88:4F", "the gateway level is empty"),
     ("ruuvi", "ruuvi/C8:25:2D:8E:9C:2C/", "the sensor level is empty"),
+    ("meshtastic", "msh/EU_868/LongFast/!a1b2c3d4", "expected msh/<region>/2/json/<channel>/<gateway>"),
+    ("meshtastic", "mesh/EU_868/2/json/LongFast/!a1b2c3d4", "expected msh/<region>/2/json/<channel>/<gateway>"),
+    ("meshtastic", "msh/EU_868/2/json/LongFast/!a1b2c3d4/x", "expected msh/<region>/2/json/<channel>/<gateway>"),
+    ("meshtastic", "msh/EU_868/2/json/LongFast/", "the gateway level is empty"),
+    ("meshtastic", "msh/EU_868/2/json//!a1b2c3d4", "the channel level is empty"),
+    ("meshtastic", "msh//2/json/LongFast/!a1b2c3d4", "a topic with an empty level or a wildcard"),
+    ("meshtastic", "msh/EU_868/2/stat/", "the gateway level is empty"),
     ("ahoy", "ahoy/HM-600/ch0/P_AC", "expected inverter/<inverter>/ch<channel>[/<field>]"),
     ("ahoy", "inverter/HM-600/ch0/", "a topic with an empty level or a wildcard"),
     ("ahoy", "inverter//ch0/P_AC", "a topic with an empty level or a wildcard"),
@@ -540,6 +562,7 @@ COMMANDS = [
     ("ahoy", "inverter/setup/set_time"),
     ("esphome", "livingroom/climate/thermostat/target_temperature/command"),
     ("esphome", "livingroom/light/ceiling/command/brightness_pct"),
+    ("meshtastic", "msh/EU_868/2/json/mqtt/"),
 ]
 
 
