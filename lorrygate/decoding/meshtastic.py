@@ -8,7 +8,8 @@ sends 0), as the firmware's ``MeshPacketSerializer`` writes it:
 - the payload's values are the fields (``battery_level``, ``voltage``, ``temperature``, ``relative_humidity``,
   ...; a position's ``latitude_i`` and ``longitude_i``, degrees times 10^7, as ``latitude`` and ``longitude`` in
   degrees; its fix's own ``time`` and ``timestamp`` as ``position_time`` and ``position_timestamp``; a text
-  message's ``text``, or its JSON's values where the text was a JSON object, as the firmware sends it);
+  message's ``text``, also where the firmware read the text as JSON (an object is its JSON text: anyone on a
+  mesh channel may send one, and its keys would be columns);
 - of the packet: ``id`` as ``packet_id`` (with ``node`` it names the packet, as it names each gateway's copy of
   it), ``rssi``, ``snr``, ``hops_away``, ``hop_start``, and ``to`` (as a node id) where it is not a broadcast;
   ``sender`` (the gateway, which the ``gateway`` column has) and ``channel`` (the gateway's index of the
@@ -110,8 +111,11 @@ class MeshtasticDecoder:
         return [Record(self._time(packet.get("timestamp"), message), fields, {"node": node, "type": kind})]
 
     def _payload(self, payload, kind: str) -> dict:
-        if type(payload) is not dict:
-            # a text message: the text, or what the firmware read as JSON in it (a number, a list)
+        if kind == "text" or type(payload) is not dict:
+            # A text message: its text, or what the firmware read as JSON in it (an object, a number) as JSON
+            # text: anyone on a mesh channel may send one, and its keys must not make columns.
+            if type(payload) is dict and list(payload) == ["text"] and type(payload["text"]) is str:
+                payload = payload["text"]
             text = payload if type(payload) is str else orjson.dumps(payload).decode()
             return {"text" if kind == "text" else "payload": text}
         fields: dict = {}
