@@ -771,6 +771,16 @@ def check_tag_placeholders(section, tags: tuple, factory, problem) -> None:
                         f"{{{found}}} in {name}={template}" + did_you_mean(found, known))
 
 
+def _reads_meshtastic_protobuf(factory) -> bool:
+    """Whether a strategy's factory makes the meshtastic strategy of ``output = protobuf``."""
+    from lorrygate.topology.meshtastic import MeshtasticStrategy
+
+    target = getattr(factory, "func", factory)
+    if target is not MeshtasticStrategy:
+        return False
+    return getattr(factory, "keywords", {}).get("output", "protobuf") == "protobuf"
+
+
 def _check_channel(section, channel, parser, strategies, decoders, problem) -> None:
     sections = set(parser.sections())
     if channel.source and f"broker:{channel.source}" not in sections and f"source:{channel.source}" not in sections:
@@ -797,3 +807,7 @@ def _check_channel(section, channel, parser, strategies, decoders, problem) -> N
         problem(section, "decoders", s.needs("line_protocol_parser", "the influx decoder"), "influx")
     if "sparkplug" in channel.decoders and not s.installed("google.protobuf"):
         problem(section, "decoders", s.needs("google.protobuf", "the sparkplug decoder"), "sparkplug")
+    if _reads_meshtastic_protobuf(strategies.get(channel.strategy)) and not s.installed("meshtastic"):
+        problem(section, "strategy", s.needs("meshtastic", "a Meshtastic gateway node's packets as protobuf "
+                                                           "(<root>/2/e/...)") + ", or a [strategy:NAME] of type "
+                "meshtastic with output = json (its JSON output)", channel.strategy)

@@ -470,16 +470,20 @@ DECODER_KEYS = {
                      doc="victron: how often each Venus OS installation heard from is sent a keep-alive (R/<portal "
                          "ID>/keepalive) on the channel's connection, without which it publishes nothing; 0: never "
                          "(another client keeps it alive)."),
+    "keys": Key(v.text, None, secret=True,
+                doc="meshtastic: the keys of channels that do not use the default key, as the app shows them "
+                    "(base64): <channel>:<key>, separated by commas; from ${ENV:...} or ${FILE:...}."),
     "rebirth": Key(v.boolean, False, doc="sparkplug: ask an edge node whose aliases no birth declared (it was born "
                                          "before the gateway subscribed) for a rebirth, with an NCMD on the channel's "
                                          "connection, as a Sparkplug host application does."),
 }
 #: which decoder keys each ``type`` takes
 DECODER_TYPE_KEYS = {"csv": ("columns", "delimiter"), "javascript": ("file", "timeout", "memory", "fport"),
-                     "sparkplug": ("rebirth",), "victron": ("keepalive",)}
+                     "sparkplug": ("rebirth",), "victron": ("keepalive",), "meshtastic": ("keys",)}
 
 #: the values of a strategy's ``output`` by its type
-OUTPUTS = {"zigbee2mqtt": ("json", "attribute", "attribute_and_json"), "rtl_433": ("events", "devices")}
+OUTPUTS = {"zigbee2mqtt": ("json", "attribute", "attribute_and_json"), "rtl_433": ("events", "devices"),
+           "meshtastic": ("protobuf", "json")}
 
 STRATEGY_KEYS = {
     "type": Key(v.nonempty, "template", doc='template, or a built-in strategy to configure (wan, zigbee2mqtt, homeassistant, owntracks, tasmota, rtl_433, openmqttgateway, opendtu, ahoy, ruuvi, meshtastic).'),
@@ -500,11 +504,13 @@ STRATEGY_KEYS = {
                       doc="tasmota: the devices' FullTopic, its levels %prefix% (tele, stat, cmnd), %topic% (or "
                           "%hostname%, %id%: the device) and literal text, such as %topic%/%prefix%/ or "
                           "tasmota/%topic%/%prefix%/."),
-    "output": Key(v.choice(*OUTPUTS["zigbee2mqtt"], *OUTPUTS["rtl_433"]), "",
+    "output": Key(v.choice(*OUTPUTS["zigbee2mqtt"], *OUTPUTS["rtl_433"], "protobuf"), "",
                   doc="zigbee2mqtt: its advanced.output: json (a device's state as one JSON object; the default), "
                       "attribute (a topic a value, <friendly name>/<attribute>) or attribute_and_json (both: the "
                       "JSON is stored, the copies ignored); rtl_433: which of its outputs of the same readings is "
-                      "stored, events (the default) or devices (a topic a value)."),
+                      "stored, events (the default) or devices (a topic a value); meshtastic: which of a gateway "
+                      "node's copies of a packet is stored, protobuf (<root>/2/e/..., which every node publishes; "
+                      "the default) or json (<root>/2/json/..., its JSON output)."),
 }
 #: which strategy keys each ``type`` takes; other keys are errors
 STRATEGY_TYPE_KEYS = {
@@ -519,7 +525,7 @@ STRATEGY_TYPE_KEYS = {
     "opendtu": ("base",),
     "ahoy": ("base",),
     "ruuvi": ("base",),
-    "meshtastic": ("base",),
+    "meshtastic": ("base", "output"),
 }
 
 HOOK_KEYS = {
@@ -728,7 +734,8 @@ EXTRAS = {"psycopg": ("psycopg", "postgresql"), "py_mini_racer": ("mini-racer", 
           "redis": ("redis", "redis"), "zmq": ("pyzmq", "zmq"), "confluent_kafka": ("confluent-kafka", "kafka"),
           "autobahn": ("autobahn", "websocket"), "zstandard": ("zstandard", "files"),
           "hamilton": ("apache-hamilton", "hamilton"), "tributary": ("tributary", "tributary"),
-          "line_protocol_parser": ("line-protocol-parser", "influx"), "google.protobuf": ("protobuf", "sparkplug")}
+          "line_protocol_parser": ("line-protocol-parser", "influx"), "google.protobuf": ("protobuf", "sparkplug"),
+          "meshtastic": ("meshtastic", "meshtastic")}
 
 
 def needs(module: str, what: str) -> str:
@@ -972,6 +979,28 @@ def make_dataflow(name: str, values: dict, section: str, problem, base_dir: str)
     return settings
 
 
+def meshtastic_keys(given, section: str, problem) -> dict | None:
+    """A meshtastic decoder's ``keys`` (``<channel>:<base64 key>, ...``) by the channel's name in lower case; None
+    after a problem, which never shows a key."""
+    from lorrygate.decoding.meshtastic_protobuf import parse_key
+
+    keys: dict = {}
+    text = given.reveal() if isinstance(given, v.Secret) else given
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        channel, colon, key = item.partition(":")
+        channel = channel.strip()
+        try:
+            if not colon or not channel:
+                raise ValueError("each key is <channel>:<key>, as LongFast:AQ==")
+            keys[channel.lower()] = parse_key(key)
+        except ValueError as exc:
+            problem(section, "keys", str(exc), f"a hidden value (channel {channel!r})" if colon else "a hidden value")
+            return None
+    return keys
+
+
 def make_decoder(name: str, values: dict, section: str, problem, base_dir: str):
     """A factory ``f(timezone, reactor) -> IDecoder`` for a ``[decoder:NAME]`` section."""
     from lorrygate.decoding import DECODERS
@@ -994,6 +1023,11 @@ def make_decoder(name: str, values: dict, section: str, problem, base_dir: str):
     if kind == "sparkplug":
         return lambda timezone, reactor: DECODERS[kind](name=name, timezone=timezone, rebirth=values["rebirth"],
                                                         clock=reactor)
+    if kind == "meshtastic":
+        keys = meshtastic_keys(values["keys"], section, problem)
+        if keys is None:
+            return None
+        return lambda timezone, reactor: DECODERS[kind](name=name, timezone=timezone, keys=keys)
     if kind == "victron":
         def victron(timezone, reactor):
             return DECODERS[kind](name=name, timezone=timezone, keepalive=values["keepalive"], clock=reactor)

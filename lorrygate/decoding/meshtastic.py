@@ -28,6 +28,7 @@ import orjson
 from zope.interface import implementer
 
 from lorrygate.decoding.jsonobject import loads
+from lorrygate.decoding.meshtastic_protobuf import float32
 from lorrygate.decoding.records import received_ns
 from lorrygate.decoding.vendors import flatten
 from lorrygate.errors import Declined, DecodeError, Ignored
@@ -58,6 +59,15 @@ def _node_number(value, what: str) -> int:
     return value
 
 
+def _protobuf_topic(topic: str, payload: bytes) -> bool:
+    """Whether a message is a ServiceEnvelope: by its topic's format level (``2/e``, ``2/c``, ``2/json``), else
+    (a topic of another shape) by its first byte."""
+    levels = topic.rsplit("/", 3)
+    if len(levels) == 4 and (levels[0].endswith("/2") or levels[0] == "2"):
+        return levels[1] != "json"
+    return payload[:1] != b"{"
+
+
 @implementer(IDecoder)
 @attrs.frozen
 class MeshtasticDecoder:
@@ -65,10 +75,14 @@ class MeshtasticDecoder:
 
     name: str = "meshtastic"
     timezone: Any = None
+    #: channel keys by the channel's name in lower case (a ``[decoder:NAME]``'s ``keys``), for encrypted packets
+    keys: dict = attrs.field(factory=dict, repr=False)
 
     def decode(self, message, address) -> list:
         if address is None or address.kind == EVENT:
-            raise Declined("not a Meshtastic gateway's JSON topic (<root>/2/json/<channel>/<gateway>)")
+            raise Declined("not a Meshtastic gateway's topic (<root>/2/e/<channel>/<gateway>, .../2/json/...)")
+        if _protobuf_topic(message.topic, message.payload):
+            return [self._protobuf(message, address)]
         try:
             packet = loads(message.payload)
         except (ValueError, UnicodeDecodeError) as exc:
@@ -109,6 +123,29 @@ class MeshtasticDecoder:
             if key not in _HANDLED:
                 fields[unused_name(fields, key)] = value
         return [Record(self._time(packet.get("timestamp"), message), fields, {"node": node, "type": kind})]
+
+    def _protobuf(self, message, address) -> Record:
+        """A ServiceEnvelope, into the names of the JSON output."""
+        from lorrygate.decoding.meshtastic_protobuf import read_envelope
+
+        packet, gateway, kind, values = read_envelope(message.payload, self.keys, message.topic)
+        node = node_id(getattr(packet, "from"))
+        fields = self._payload(values, kind)
+        if kind == "nodeinfo" and fields.get("id") == node:
+            del fields["id"]
+        fields[unused_name(fields, "packet_id")] = packet.id
+        if packet.rx_rssi:
+            fields[unused_name(fields, "rssi")] = packet.rx_rssi
+        if packet.rx_snr:
+            fields[unused_name(fields, "snr")] = float32(packet.rx_snr)
+        if packet.hop_start and packet.hop_limit <= packet.hop_start:
+            fields[unused_name(fields, "hops_away")] = packet.hop_start - packet.hop_limit
+            fields[unused_name(fields, "hop_start")] = packet.hop_start
+        if packet.to != BROADCAST:
+            fields[unused_name(fields, "to")] = node_id(packet.to)
+        if gateway and gateway != address.gateway:
+            fields[unused_name(fields, "sender")] = gateway
+        return Record(self._time(packet.rx_time, message), fields, {"node": node, "type": kind})
 
     def _payload(self, payload, kind: str) -> dict:
         if kind == "text" or type(payload) is not dict:

@@ -1,18 +1,20 @@
 """
 Meshtastic, LoRa mesh radios whose gateway nodes (those with WiFi or Ethernet and the MQTT module on) uplink every
-packet they hear on a channel to ``<root>/2/e/<channel>/<gateway>`` (a protobuf ServiceEnvelope) and, with the MQTT
-module's "JSON output" on, the packets they can read again as JSON to ``<root>/2/json/<channel>/<gateway>``. The
-root is ``msh`` and the region levels the app adds (``msh/EU_868``, ``msh/US/CA/Motherlode``); ``base`` is the
-levels before the region's (a ``+`` level matches any), and the rest up to the ``2`` level is the region:
+packet they hear on a channel to ``<root>/2/e/<channel>/<gateway>`` (a protobuf ServiceEnvelope, encrypted with
+the channel's key unless the module's encryption is off) and, with the module's "JSON output" on, the packets they
+can read again as JSON to ``<root>/2/json/<channel>/<gateway>``. The root is ``msh`` and the region levels the app
+adds (``msh/EU_868``, ``msh/US/CA/Motherlode``); ``base`` is the levels before the region's (a ``+`` level matches
+any), and the rest up to the ``2`` level is the region:
 
-- ``<base>/<region>/2/json/<channel>/<gateway>`` (``msh/EU_868/2/json/LongFast/!a1b2c3d4``): data of the table
-  ``<channel>_sensors`` in the schema ``<base>_<region>`` (``msh_eu_868.longfast_sensors``), the gateway node's id
-  in the ``gateway`` column; the ``meshtastic`` decoder gives each row the node that sent the packet (``node``,
-  from the payload) and its type (``telemetry``, ``position``, ...). One table a channel, not a gateway: a node's
-  readings stay in one table whichever gateway heard them (a packet that two gateways hear is a row of each);
+- ``<base>/<region>/2/e/<channel>/<gateway>`` (``msh/EU_868/2/e/LongFast/!a1b2c3d4``; ``2/c/`` before firmware
+  2.3) with ``output = protobuf`` (the default), or ``<base>/<region>/2/json/<channel>/<gateway>`` with ``output =
+  json``: data of the table ``<channel>_sensors`` in the schema ``<base>_<region>`` (``msh_eu_868.longfast_sensors``),
+  the gateway node's id in the ``gateway`` column; the ``meshtastic`` decoder gives each row the node that sent the
+  packet (``node``) and its type (``telemetry``, ``position``, ...). One table a channel, not a gateway: a node's
+  readings stay in one table whichever gateway heard them (a packet that two gateways hear is a row of each). The
+  other format's topic has copies of the same packets: ignored;
 - ``<base>/<region>/2/json/mqtt/`` (no gateway level): what a user sends into the mesh (``sendtext``), a command;
-- ``<base>/<region>/2/e/...`` (``2/c/...`` before firmware 2.3) and ``<base>/<region>/2/map/``: protobuf, the
-  copies of the JSON topic's packets and the map reports: ignored, and the reason says to turn on JSON output;
+- ``<base>/<region>/2/map/``: the gateways' map reports, ignored;
 - ``<base>/<region>/2/stat/<gateway>`` (``online``, ``offline``; firmware before 2.3): an event.
 """
 
@@ -37,13 +39,15 @@ PROTOBUF = ("e", "c")
 @implementer(IStrategy)
 @attrs.frozen
 class MeshtasticStrategy:
-    """``<base>/<region>/2/json/<channel>/<gateway>``: data of ``<channel>_sensors`` in the schema
-    ``<base>_<region>``, the gateway a tag; protobuf topics (``2/e``, ``2/c``, ``2/map``) and the JSON downlink
-    ignored; ``2/stat/<gateway>`` an event."""
+    """``<base>/<region>/2/e/<channel>/<gateway>`` (or ``2/json/...``, ``output = json``): data of
+    ``<channel>_sensors`` in the schema ``<base>_<region>``, the gateway a tag; the other format's copies, map
+    reports and the JSON downlink ignored; ``2/stat/<gateway>`` an event."""
 
     name: str = "meshtastic"
     #: the root topic's levels before the region's (the MQTT module's root is ``msh/<region>``)
     base: str = "msh"
+    #: which copy of a packet is stored: protobuf (``2/e``) or json (``2/json``); the other is ignored
+    output: str = "protobuf"
     #: the router adds the address's labels (the gateway node) to the rows as tags
     labels_as_tags = True
     #: the labels an address may have (a channel's ``tags`` may name them)
@@ -59,12 +63,19 @@ class MeshtasticStrategy:
             if channel == "mqtt" and gateway == "":
                 raise Ignored(self.name, topic, "a message sent into the mesh (JSON downlink): a command, not a "
                                                 "measurement")
+            if self.output != "json":
+                raise Ignored(self.name, topic, "the JSON copy of a packet that <root>/2/e/... has (output = "
+                                                "protobuf, the default)")
             self._check(topic, region, channel=channel, gateway=gateway)
             return Address(realm, "/".join(region) or None, gateway, None, DATA, channel, None,
                            (("gateway", gateway),))
         if len(rest) >= 4 and rest[-4] == VERSION and rest[-3] in PROTOBUF:
-            raise Ignored(self.name, topic, "a packet as protobuf (the JSON topic has it too): turn on JSON output "
-                                            "in the node's MQTT module, which publishes to <root>/2/json/...")
+            if self.output == "json":
+                raise Ignored(self.name, topic, "a packet as protobuf, whose JSON copy is stored (output = json)")
+            region, channel, gateway = rest[:-4], rest[-2], rest[-1]
+            self._check(topic, region, channel=channel, gateway=gateway)
+            return Address(realm, "/".join(region) or None, gateway, None, DATA, channel, None,
+                           (("gateway", gateway),))
         if len(rest) >= 3 and rest[-3:] == [VERSION, "map", ""]:
             raise Ignored(self.name, topic, "a map report (protobuf), not a measurement")
         if len(rest) >= 3 and rest[-3] == VERSION and rest[-2] == "stat":
@@ -88,6 +99,6 @@ class MeshtasticStrategy:
             raise TopologyError(self.name, topic, "a topic with an empty level or a wildcard")
 
     def _refuse(self, topic: str) -> NoReturn:
-        raise TopologyError(self.name, topic, f"expected {self.base}/<region>/2/json/<channel>/<gateway> (a "
-                                              f"Meshtastic gateway's JSON output), {self.base}/<region>/2/e/... or "
+        raise TopologyError(self.name, topic, f"expected {self.base}/<region>/2/e/<channel>/<gateway> (a Meshtastic "
+                                              f"gateway node's packets), {self.base}/<region>/2/json/... or "
                                               f"{self.base}/<region>/2/stat/<gateway>")

@@ -2,7 +2,9 @@
 Meshtastic gateway nodes through a real Mosquitto into SQLite with the ``meshtastic`` strategy: the packets of a
 mesh channel are rows of its table at the times the gateways received them, the sending node, the packet's type
 and the gateway that heard it columns; a packet two gateways heard is a row of each, which its ``packet_id`` and
-``node`` tell; the protobuf copies and the map reports are ignored; nothing is a dead letter.
+``node`` tell; the other format's copies and the map reports are ignored; nothing is a dead letter. Read from
+the protobuf topics (encrypted with the default key, as nodes publish them out of the box), and from the JSON
+output with ``output = json``.
 """
 
 import json
@@ -16,12 +18,12 @@ def packet(gateway: str, kind: str, payload: dict, **envelope) -> str:
                        "to": 4294967295, "type": kind, "payload": payload, **envelope})
 
 
-def test_a_mesh_channels_packets_are_rows_of_its_table(tmp_path, mosquitto):
+def test_a_mesh_channels_json_packets_are_rows_of_its_table(tmp_path, mosquitto):
     region = f"T{uuid.uuid4().hex[:8]}"
     root = f"msh/{region}/2"
     schema = f"msh_{region.lower()}"
     sensors = f"{schema}__longfast_sensors"
-    db = store_through_gateway(tmp_path, mosquitto.port, topics=f"msh/{region}/#", strategy="meshtastic", messages=[
+    db = store_through_gateway(tmp_path, mosquitto.port, topics=f"msh/{region}/#", strategy="mesh", messages=[
         (f"{root}/e/LongFast/!a1b2c3d4", b"\n\x1f\r\x00\xee\xfe~\x15\xff\xff\xff\xff"),
         (f"{root}/json/LongFast/!a1b2c3d4", packet("!a1b2c3d4", "telemetry", {
             "temperature": 21.5, "relative_humidity": 48.25, "barometric_pressure": 1013.2}, rssi=-94, snr=6.25)),
@@ -37,7 +39,7 @@ def test_a_mesh_channels_packets_are_rows_of_its_table(tmp_path, mosquitto):
                                                         "sender": "!a1b2c3d4", "timestamp": 1716837480,
                                                         "to": 4294967295, "type": ""})),
         (f"{root}/map/", b"\n\x1f"),
-    ], tables_={sensors}, table=sensors, rows=4)
+    ], tables_={sensors}, table=sensors, rows=4, sections="[strategy:mesh]\ntype = meshtastic\noutput = json\n")
     assert query(db, f'SELECT time, node, gateway, type, packet_id, temperature, relative_humidity, rssi, snr '
                      f'FROM "{sensors}" WHERE type = \'telemetry\' ORDER BY time') == [
         ("2024-05-27T19:17:30.000000000Z", "!7efeee00", "!a1b2c3d4", "telemetry", 1412106178, 21.5, 48.25, -94, 6.25),
@@ -50,4 +52,29 @@ def test_a_mesh_channels_packets_are_rows_of_its_table(tmp_path, mosquitto):
     [(neighbors,)] = query(db, f'SELECT neighbors FROM "{sensors}" WHERE type = \'neighborinfo\'')
     assert json.loads(neighbors) == [{"node_id": 1, "snr": 5}]
     assert {t for t in tables(db) if t.startswith(schema)} == {sensors}
+    assert no_dead_letters(db)
+
+
+def test_a_mesh_channels_encrypted_packets_are_rows_of_its_table(tmp_path, mosquitto):
+    """Two gateways' encrypted copies of one telemetry packet and a position, their JSON copies beside them."""
+    from meshtastic.protobuf import mesh_pb2, telemetry_pb2
+
+    from tests.fleet.meshtastic import envelope
+
+    region = f"T{uuid.uuid4().hex[:8]}"
+    root = f"msh/{region}/2"
+    sensors = f"msh_{region.lower()}__longfast_sensors"
+    telemetry = telemetry_pb2.Telemetry(device_metrics=telemetry_pb2.DeviceMetrics(battery_level=87, voltage=3.95))
+    db = store_through_gateway(tmp_path, mosquitto.port, topics=f"msh/{region}/#", strategy="meshtastic", messages=[
+        (f"{root}/e/LongFast/!a1b2c3d4", envelope("TELEMETRY_APP", telemetry)),
+        (f"{root}/json/LongFast/!a1b2c3d4", packet("!a1b2c3d4", "telemetry", {"battery_level": 87, "voltage": 3.95})),
+        (f"{root}/e/LongFast/!0000beef", envelope("TELEMETRY_APP", telemetry, gateway="!0000beef", rx_rssi=-120)),
+        (f"{root}/e/LongFast/!a1b2c3d4", envelope("POSITION_APP", mesh_pb2.Position(
+            latitude_i=523456789, longitude_i=134567890), packet_id=99)),
+        (f"{root}/e/LongFast/!a1b2c3d4", envelope("ROUTING_APP", b"\x18\x00", packet_id=100)),
+    ], tables_={sensors}, table=sensors, rows=3)
+    assert query(db, f'SELECT gateway, node, type, battery_level, voltage, rssi FROM "{sensors}" '
+                     f'WHERE type = \'telemetry\' ORDER BY gateway') == [
+        ("!0000beef", "!7efeee00", "telemetry", 87, 3.95, -120), ("!a1b2c3d4", "!7efeee00", "telemetry", 87, 3.95, -94)]
+    assert query(db, f'SELECT latitude, longitude FROM "{sensors}" WHERE packet_id = 99') == [(52.3456789, 13.456789)]
     assert no_dead_letters(db)

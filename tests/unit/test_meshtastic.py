@@ -1,15 +1,20 @@
-"""Meshtastic: the packets a gateway node writes as JSON (the firmware's MeshPacketSerializer), as rows of the
-mesh channel's table, the sending node and the packet's type their tags; the protobuf topics and the downlink
-ignored; what is no packet a dead letter that says why."""
+"""Meshtastic: the packets a gateway node publishes as protobuf (a ServiceEnvelope, encrypted with the channel's key)
+and as JSON (the firmware's MeshPacketSerializer), as the same rows of the mesh channel's table, the sending node
+and the packet's type their tags; the other format's copies and the downlink ignored; what is no packet, or is
+encrypted with a key lorrygate has not, a dead letter that says why."""
+
+import base64
 
 import orjson
 import pytest
 
 from lorrygate.config import loads
 from lorrygate.decoding.meshtastic import MeshtasticDecoder, node_id
+from lorrygate.decoding.meshtastic_protobuf import DEFAULT_KEY, channel_hash, expand_key
 from lorrygate.errors import Declined, DecodeError, Ignored
 from lorrygate.model import Message
 from lorrygate.topology.meshtastic import MeshtasticStrategy
+from tests.fleet.meshtastic import envelope
 
 TOPIC = "msh/EU_868/2/json/LongFast/!a1b2c3d4"
 #: a packet as the firmware writes it: the envelope's keys around the payload
@@ -20,9 +25,10 @@ RECEIVED = 1_700_000_000.25
 PACKET_FIELDS = ("packet_id", "rssi", "snr", "hops_away", "hop_start")
 
 
-def decode(packet, topic: str = TOPIC):
+def decode(packet, topic: str = TOPIC, keys=None):
     payload = packet if isinstance(packet, bytes) else orjson.dumps(packet)
-    return MeshtasticDecoder().decode(Message(topic, payload, 1, False, RECEIVED), MeshtasticStrategy().match(topic))
+    strategy = MeshtasticStrategy(output="protobuf" if "/2/e/" in topic else "json")
+    return MeshtasticDecoder(keys=keys or {}).decode(Message(topic, payload, 1, False, RECEIVED), strategy.match(topic))
 
 
 def packet(kind: str, payload, **envelope) -> dict:
@@ -127,19 +133,21 @@ def test_the_status_topic_is_left_to_the_value_decoder():
         decode(b"online", "msh/EU_868/2/stat/!a1b2c3d4")
 
 
-@pytest.mark.parametrize("topic, reason", [
-    ("msh/EU_868/2/e/LongFast/!a1b2c3d4", "turn on JSON output"),
-    ("msh/EU_868/2/c/LongFast/!a1b2c3d4", "turn on JSON output"),
-    ("msh/EU_868/2/map/", "a map report"),
+@pytest.mark.parametrize("output, topic, reason", [
+    ("json", "msh/EU_868/2/e/LongFast/!a1b2c3d4", "whose JSON copy is stored"),
+    ("json", "msh/EU_868/2/c/LongFast/!a1b2c3d4", "whose JSON copy is stored"),
+    ("protobuf", "msh/EU_868/2/json/LongFast/!a1b2c3d4", "the JSON copy of a packet"),
+    ("protobuf", "msh/EU_868/2/map/", "a map report"),
+    ("json", "msh/EU_868/2/map/", "a map report"),
 ])
-def test_the_protobuf_topics_are_ignored_with_the_way_to_the_json_ones(topic, reason):
+def test_the_other_formats_copies_are_ignored(output, topic, reason):
     with pytest.raises(Ignored, match=reason):
-        MeshtasticStrategy().match(topic)
+        MeshtasticStrategy(output=output).match(topic)
 
 
 def test_a_base_of_its_own_with_a_plus_level():
     config = loads("[broker:b]\nhost=h\n[storage:s]\nurl=sqlite:///x\n[strategy:mesh]\ntype=meshtastic\n"
-                   "base=mesh/+\n[channel:c]\nsource=b\ntopics=mesh/#\nstorage=s\nstrategy=mesh\n")
+                   "base=mesh/+\noutput=json\n[channel:c]\nsource=b\ntopics=mesh/#\nstorage=s\nstrategy=mesh\n")
     strategy = config.strategies["mesh"]()
     address = strategy.match("mesh/home/EU_868/2/json/LongFast/!a1b2c3d4")
     assert str(strategy.table_for(address)) == "mesh_home_eu_868.longfast_sensors"
@@ -147,3 +155,158 @@ def test_a_base_of_its_own_with_a_plus_level():
 
 def test_node_ids_are_written_as_meshtastic_does():
     assert (node_id(0), node_id(2130636288), node_id(0xFFFFFFFF)) == ("!00000000", "!7efeee00", "!ffffffff")
+
+
+# -- protobuf: the ServiceEnvelope every gateway node publishes to <root>/2/e/<channel>/<gateway> --
+
+PROTOBUF_TOPIC = "msh/EU_868/2/e/LongFast/!a1b2c3d4"
+
+
+def test_the_default_channels_hash_is_the_one_its_packets_carry():
+    """LongFast on the default key (AQ==) is channel 8 on the air, as Meshtastic's tools know it."""
+    assert channel_hash("LongFast", expand_key(b"\x01")) == 8
+    assert expand_key(b"\x01") == base64.b64decode("1PG7OiApB1nwvP+rz05pAQ==") == DEFAULT_KEY
+    assert expand_key(b"\x02")[-1] == DEFAULT_KEY[-1] + 1 and expand_key(b"\x00") == b""
+
+
+def test_an_encrypted_telemetry_packet_is_the_same_row_as_its_json_copy():
+    from meshtastic.protobuf import telemetry_pb2
+
+    telemetry = telemetry_pb2.Telemetry(time=1716837440, environment_metrics=telemetry_pb2.EnvironmentMetrics(
+        temperature=21.5, relative_humidity=48.2, barometric_pressure=1013.2))
+    [record] = decode(envelope("TELEMETRY_APP", telemetry), PROTOBUF_TOPIC)
+    [copy] = decode(packet("telemetry", {"temperature": 21.5, "relative_humidity": 48.2,
+                                         "barometric_pressure": 1013.2}, hops_away=1, rssi=-94, snr=6.25))
+    assert record.time == copy.time == 1716837450 * 10**9
+    assert record.tags == copy.tags == {"node": "!7efeee00", "type": "telemetry"}
+    # (32-bit floats as the decimals sent: 48.2, not 48.20000076293945); the reading's own time beside
+    assert record.fields == {**copy.fields, "telemetry_time": 1716837440}
+
+
+@pytest.mark.parametrize("app, make, kind, fields", [
+    ("POSITION_APP", lambda pb: pb.mesh_pb2.Position(latitude_i=523456789, longitude_i=-1345678900, altitude=40,
+                                                     time=1716837400),
+     "position", {"latitude": 52.3456789, "longitude": -134.56789, "altitude": 40, "position_time": 1716837400}),
+    ("NODEINFO_APP", lambda pb: pb.mesh_pb2.User(id="!7efeee00", long_name="Garden", short_name="GRDN", hw_model=43,
+                                                 public_key=b"\x01" * 32),
+     "nodeinfo", {"longname": "Garden", "shortname": "GRDN", "hardware": 43}),
+    ("TELEMETRY_APP", lambda pb: pb.telemetry_pb2.Telemetry(device_metrics=pb.telemetry_pb2.DeviceMetrics(
+        battery_level=101, voltage=4.2, channel_utilization=5.54, air_util_tx=0.83, uptime_seconds=4015)),
+     "telemetry", {"battery_level": 101, "voltage": 4.2, "channel_utilization": 5.54, "air_util_tx": 0.83,
+                   "uptime_seconds": 4015}),
+    ("TELEMETRY_APP", lambda pb: pb.telemetry_pb2.Telemetry(air_quality_metrics=pb.telemetry_pb2.AirQualityMetrics(
+        pm25_standard=12, pm10_environmental=7)),
+     "telemetry", {"pm25": 12, "pm10_e": 7}),  # the JSON output's names
+    ("TELEMETRY_APP", lambda pb: pb.telemetry_pb2.Telemetry(power_metrics=pb.telemetry_pb2.PowerMetrics(
+        ch1_voltage=12.5, ch1_current=0.25)),
+     "telemetry", {"voltage_ch1": 12.5, "current_ch1": 0.25}),
+    ("NEIGHBORINFO_APP", lambda pb: pb.mesh_pb2.NeighborInfo(node_id=2130636288, neighbors=[
+        pb.mesh_pb2.Neighbor(node_id=1, snr=5.5)]),
+     "neighborinfo", {"node_id": 2130636288, "neighbors": [{"node_id": 1, "snr": 5.5}]}),
+    ("PAXCOUNTER_APP", lambda pb: pb.paxcount_pb2.Paxcount(wifi=3, ble=7, uptime=60),
+     "paxcounter", {"wifi_count": 3, "ble_count": 7, "uptime": 60}),
+    ("TEXT_MESSAGE_APP", lambda pb: "héllo mesh".encode() + b"\xff", "text", {"text": "héllo mesh\\xff"}),
+    ("DETECTION_SENSOR_APP", lambda pb: b"motion", "detection", {"text": "motion"}),
+])
+def test_each_apps_values_have_the_json_outputs_names(app, make, kind, fields):
+    from lorrygate.decoding.meshtastic_protobuf import schemas
+
+    class Modules:
+        def __getattr__(self, name):
+            return schemas()[name]
+
+    [record] = decode(envelope(app, make(Modules())), PROTOBUF_TOPIC)
+    assert record.tags == {"node": "!7efeee00", "type": kind}
+    assert {key: value for key, value in record.fields.items() if key not in PACKET_FIELDS} == fields
+
+
+def test_a_traceroutes_reply_names_the_nodes_and_its_request_is_ignored():
+    from meshtastic.protobuf import mesh_pb2
+
+    route = mesh_pb2.RouteDiscovery(route=[0xDEADBEEF], snr_towards=[24, -8]).SerializeToString()
+    [record] = decode(envelope("TRACEROUTE_APP", route, request_id=5), PROTOBUF_TOPIC)
+    assert (record.fields["route"], record.fields["snr_towards"]) == (["!deadbeef"], [6.0, -2.0])
+    with pytest.raises(Ignored, match="TRACEROUTE_APP"):
+        decode(envelope("TRACEROUTE_APP", route), PROTOBUF_TOPIC)
+
+
+def test_a_packet_sent_unencrypted_is_read_as_it_is():
+    [record] = decode(envelope("TEXT_MESSAGE_APP", b"hi", key=None), PROTOBUF_TOPIC)
+    assert record.fields["text"] == "hi" and record.fields["packet_id"] == 1412106178
+
+
+def test_a_channel_of_its_own_key_is_read_with_the_key_given():
+    key = bytes(range(32))
+    message = envelope("TEXT_MESSAGE_APP", b"private", channel="Family", key=key)
+    topic = "msh/EU_868/2/e/Family/!a1b2c3d4"
+    with pytest.raises(DecodeError, match=r"encrypted with channel 'Family''s own key: give it as keys = Family:"):
+        decode(message, topic)
+    [record] = decode(message, topic, keys={"family": key})
+    assert record.fields["text"] == "private"
+    with pytest.raises(DecodeError, match="encrypted with another key than the one keys gives channel 'Family'"):
+        decode(message, topic, keys={"family": bytes([1]) + bytes(15)})
+
+
+@pytest.mark.parametrize("payload, error", [
+    (b"\x0a\xff", "not a Meshtastic ServiceEnvelope"),
+    (b"\x12\x08LongFast", "a ServiceEnvelope without its packet"),
+])
+def test_what_is_no_envelope_is_a_dead_letter(payload, error):
+    with pytest.raises(DecodeError, match=error):
+        decode(payload, PROTOBUF_TOPIC)
+
+
+def test_the_hash_tells_a_wrong_key_and_data_that_does_not_decrypt_says_so():
+    with pytest.raises(DecodeError, match="LongFast"):
+        decode(envelope("TEXT_MESSAGE_APP", b"x", channel_number=9), PROTOBUF_TOPIC)
+    garbled = envelope("TEXT_MESSAGE_APP", b"x" * 40, key=bytes(16), channel_number=8)
+    with pytest.raises(DecodeError, match="does not decrypt with channel 'LongFast''s key"):
+        decode(garbled, PROTOBUF_TOPIC)
+
+
+@pytest.mark.parametrize("make, reason", [
+    (lambda: envelope("ROUTING_APP", b"\x18\x00"), "ROUTING_APP, which carries no values"),
+    (lambda: envelope("ADMIN_APP", b""), "ADMIN_APP"),
+    (lambda: envelope("TEXT_MESSAGE_APP", b"dm", channel="PKI", pki_encrypted=True), "a direct message encrypted"),
+])
+def test_apps_without_values_and_direct_messages_are_ignored(make, reason):
+    with pytest.raises(Ignored, match=reason):
+        decode(make(), "msh/EU_868/2/e/PKI/!a1b2c3d4" if "PKI" in reason or "direct" in reason else PROTOBUF_TOPIC)
+
+
+@pytest.mark.parametrize("text, error", [
+    ("LongFast", "each key is <channel>:<key>"),
+    ("LongFast:not base64!", "a channel key is base64"),
+    ("LongFast:AAAA", "a channel key of 3 bytes"),
+])
+def test_a_decoders_keys_that_are_none_are_config_problems_that_never_show_the_key(text, error):
+    from lorrygate.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=error) as info:
+        loads("[broker:b]\nhost=h\n[storage:s]\nurl=sqlite:///x\n[decoder:mesh]\ntype=meshtastic\n"
+              f"keys={text}\n[channel:c]\nsource=b\ntopics=msh/#\nstorage=s\nstrategy=meshtastic\ndecoders=mesh\n")
+    assert "AAAA" not in str(info.value) and "not base64!" not in str(info.value)
+
+
+def test_keys_from_the_environment_reach_the_decoder(monkeypatch):
+    monkeypatch.setenv("MESH_KEYS", "Family:" + base64.b64encode(bytes(range(32))).decode() + ", Ops:AQ==")
+    config = loads("[broker:b]\nhost=h\n[storage:s]\nurl=sqlite:///x\n[decoder:mesh]\ntype=meshtastic\n"
+                   "keys=${ENV:MESH_KEYS}\n[channel:c]\nsource=b\ntopics=msh/#\nstorage=s\nstrategy=meshtastic\n"
+                   "decoders=mesh\n")
+    decoder = config.decoders["mesh"](None, None)
+    assert decoder.keys == {"family": bytes(range(32)), "ops": b"\x01"}
+    assert "Family" not in repr(decoder)
+
+
+def test_without_meshtastics_package_the_protobuf_output_is_a_config_problem(monkeypatch):
+    from lorrygate.config import settings
+    from lorrygate.errors import ConfigError
+
+    real = settings.installed
+    monkeypatch.setattr(settings, "installed", lambda module: module != "meshtastic" and real(module))
+    with pytest.raises(ConfigError, match=r"pip install 'lorrygate\[meshtastic\]', or a \[strategy:NAME\] of type "
+                                          "meshtastic with output = json"):
+        loads("[broker:b]\nhost=h\n[storage:s]\nurl=sqlite:///x\n[channel:c]\nsource=b\ntopics=msh/#\nstorage=s\n"
+              "strategy=meshtastic\n")
+    loads("[broker:b]\nhost=h\n[storage:s]\nurl=sqlite:///x\n[strategy:mesh]\ntype=meshtastic\noutput=json\n"
+          "[channel:c]\nsource=b\ntopics=msh/#\nstorage=s\nstrategy=mesh\n")

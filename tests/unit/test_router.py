@@ -778,9 +778,10 @@ def test_a_ruuvi_gateways_relayed_tags_are_rows_of_its_table_the_mac_a_tag():
 
 def test_a_meshtastic_channels_packets_are_rows_of_its_table_the_node_and_gateway_tags():
     """Meshtastic's JSON output under ``topic`` was a table a gateway node, the sender a number and the values
-    one object in a ``payload`` column; its protobuf copies were tables of their own. A table a mesh channel now,
-    the sending node and the gateway tags; protobuf, map reports and the downlink ignored."""
-    router, collector = configured("meshtastic")
+    one object in a ``payload`` column; its protobuf copies were dead letters. A table a mesh channel now,
+    the sending node and the gateway tags; with output = json the protobuf copies, map reports and the downlink
+    ignored."""
+    router, collector = configured("mesh", "[strategy:mesh]\ntype = meshtastic\noutput = json\n")
     for topic, payload in [
             ("msh/EU_868/2/json/LongFast/!a1b2c3d4",
              b'{"channel":0,"from":2130636288,"id":7,"payload":{"temperature":21.5,"relative_humidity":48},'

@@ -37,6 +37,10 @@ def strategy(name):
     if name == "omg-base":
         return loads("[broker:b]\nhost=h\n[storage:s]\nurl=sqlite:///x\n[strategy:omg]\ntype=openmqttgateway\n"
                      "base=site/ble\n[channel:c]\nsource=b\ntopics=#\nstorage=s\nstrategy=omg\n").strategies["omg"]()
+    if name == "mesh-json":
+        from lorrygate.topology.meshtastic import MeshtasticStrategy
+
+        return MeshtasticStrategy(output="json")
     if name == "dtu-multi":
         return loads("[broker:b]\nhost=h\n[storage:s]\nurl=sqlite:///x\n[strategy:dtu]\ntype=opendtu\n"
                      "base=solar/+/\n[channel:c]\nsource=b\ntopics=#\nstorage=s\nstrategy=dtu\n").strategies["dtu"]()
@@ -189,20 +193,23 @@ ROUTED = [
                                             (("mac", "CB:B8:33:4C:88:4F"),)), "ruuvi", "sensors"),
     ("ruuvi", "ruuvi/gw_status", A("ruuvi", None, None, None, "event", "gw_status"), "ruuvi", "events"),
     # -- Meshtastic: a table a mesh channel in the schema of the root and region, the gateway node a tag --
-    ("meshtastic", "msh/EU_868/2/json/LongFast/!a1b2c3d4",
+    ("meshtastic", "msh/EU_868/2/e/LongFast/!a1b2c3d4",
      A("msh", "EU_868", "!a1b2c3d4", None, "data", "LongFast", None, (("gateway", "!a1b2c3d4"),)),
      "msh_eu_868", "longfast_sensors"),
-    ("meshtastic", "msh/US/CA/Motherlode/2/json/LongFast/!a1b2c3d4",
+    ("meshtastic", "msh/US/CA/Motherlode/2/e/LongFast/!a1b2c3d4",
      A("msh", "US/CA/Motherlode", "!a1b2c3d4", None, "data", "LongFast", None, (("gateway", "!a1b2c3d4"),)),
      "msh_us_ca_motherlode", "longfast_sensors"),
-    ("meshtastic", "msh/2/json/PKI/!a1b2c3d4",  # a root without a region; direct messages' channel
+    ("meshtastic", "msh/2/c/PKI/!a1b2c3d4",  # a root without a region, firmware before 2.3; direct messages
      A("msh", None, "!a1b2c3d4", None, "data", "PKI", None, (("gateway", "!a1b2c3d4"),)), "msh", "pki_sensors"),
-    ("meshtastic", "msh/EU_868/2/json/mqtt/!a1b2c3d4",  # the uplink of a channel named mqtt
-     A("msh", "EU_868", "!a1b2c3d4", None, "data", "mqtt", None, (("gateway", "!a1b2c3d4"),)),
-     "msh_eu_868", "mqtt_sensors"),
     ("meshtastic", "msh/EU_868/2/stat/!a1b2c3d4",
      A("msh", "EU_868", "!a1b2c3d4", None, "event", "stat", None, (("gateway", "!a1b2c3d4"),)), "msh_eu_868",
      "events"),
+    ("mesh-json", "msh/EU_868/2/json/LongFast/!a1b2c3d4",
+     A("msh", "EU_868", "!a1b2c3d4", None, "data", "LongFast", None, (("gateway", "!a1b2c3d4"),)),
+     "msh_eu_868", "longfast_sensors"),
+    ("mesh-json", "msh/EU_868/2/json/mqtt/!a1b2c3d4",  # the uplink of a channel named mqtt
+     A("msh", "EU_868", "!a1b2c3d4", None, "data", "mqtt", None, (("gateway", "!a1b2c3d4"),)),
+     "msh_eu_868", "mqtt_sensors"),
     # -- Homie --
     ("homie", "homie/boiler/temperature/current", A("homie", None, None, "boiler_temperature", "data", "current", "current"),
      "homie", "boiler_temperature_sensors"),
@@ -475,13 +482,15 @@ REFUSED = [
     ("ruuvi", "ruuvi/C8:25:2D:8E:9C:2C/CB:B8:33:4C:88:4F/x", "expected ruuvi/<gateway>/<sensor MAC>"),
     ("ruuvi", "ruuvi//CB:B8:33:4C:88:4F", "the gateway level is empty"),
     ("ruuvi", "ruuvi/C8:25:2D:8E:9C:2C/", "the sensor level is empty"),
-    ("meshtastic", "msh/EU_868/LongFast/!a1b2c3d4", "expected msh/<region>/2/json/<channel>/<gateway>"),
-    ("meshtastic", "mesh/EU_868/2/json/LongFast/!a1b2c3d4", "expected msh/<region>/2/json/<channel>/<gateway>"),
-    ("meshtastic", "msh/EU_868/2/json/LongFast/!a1b2c3d4/x", "expected msh/<region>/2/json/<channel>/<gateway>"),
-    ("meshtastic", "msh/EU_868/2/json/LongFast/", "the gateway level is empty"),
-    ("meshtastic", "msh/EU_868/2/json//!a1b2c3d4", "the channel level is empty"),
-    ("meshtastic", "msh//2/json/LongFast/!a1b2c3d4", "a topic with an empty level or a wildcard"),
+    ("meshtastic", "msh/EU_868/LongFast/!a1b2c3d4", "expected msh/<region>/2/e/<channel>/<gateway>"),
+    ("meshtastic", "mesh/EU_868/2/e/LongFast/!a1b2c3d4", "expected msh/<region>/2/e/<channel>/<gateway>"),
+    ("meshtastic", "msh/EU_868/2/e/LongFast/!a1b2c3d4/x", "expected msh/<region>/2/e/<channel>/<gateway>"),
+    ("meshtastic", "msh/EU_868/2/e/LongFast/", "the gateway level is empty"),
+    ("meshtastic", "msh/EU_868/2/e//!a1b2c3d4", "the channel level is empty"),
+    ("meshtastic", "msh//2/e/LongFast/!a1b2c3d4", "a topic with an empty level or a wildcard"),
     ("meshtastic", "msh/EU_868/2/stat/", "the gateway level is empty"),
+    ("mesh-json", "msh/EU_868/2/json/LongFast/", "the gateway level is empty"),
+    ("mesh-json", "msh/EU/+/2/json/LongFast/!a1b2c3d4", "a topic with an empty level or a wildcard"),
     ("ahoy", "ahoy/HM-600/ch0/P_AC", "expected inverter/<inverter>/ch<channel>[/<field>]"),
     ("ahoy", "inverter/HM-600/ch0/", "a topic with an empty level or a wildcard"),
     ("ahoy", "inverter//ch0/P_AC", "a topic with an empty level or a wildcard"),
@@ -563,6 +572,7 @@ COMMANDS = [
     ("esphome", "livingroom/climate/thermostat/target_temperature/command"),
     ("esphome", "livingroom/light/ceiling/command/brightness_pct"),
     ("meshtastic", "msh/EU_868/2/json/mqtt/"),
+    ("mesh-json", "msh/EU_868/2/json/mqtt/"),
 ]
 
 
