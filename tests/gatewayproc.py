@@ -193,14 +193,16 @@ def count_rows(path: str, prefix: str) -> int:
 
 
 def store_through_gateway(directory, broker_port: int, *, topics: str, strategy: str, messages: list, tables_: set,
-                          table: str, rows: int, sections: str = "") -> str:
+                          table: str, rows: int, sections: str = "", decoders: str = "") -> str:
     """Run a gateway of ``strategy`` on ``topics`` into SQLite, publish ``messages`` (QoS 1, acknowledged by the
     broker), wait until ``tables_`` exist and ``table`` has ``rows`` rows (the committed rows: the signal), stop it
-    cleanly; the database's path. ``sections``: more of the configuration (a ``[strategy:NAME]``)."""
+    cleanly; the database's path. ``decoders``: the channel's chain (default the strategy's); ``sections``: more
+    of the configuration (a ``[strategy:NAME]``)."""
     directory = str(directory)
     name = topics.split("/#")[0].replace("/", "-")
     config = write_config(directory, broker_port, client_id=f"gw-{name}", topics=topics,
-                          extra=f"strategy = {strategy}\n\n{sections}")
+                          extra=f"strategy = {strategy}\n" + (f"decoders = {decoders}\n" if decoders else "")
+                          + f"\n{sections}")
     db = os.path.join(directory, "gateway.sqlite")
     gateway = GatewayProcess(config, os.path.join(directory, "gw.log"))
     gateway.start(ready="subscribed")

@@ -473,13 +473,17 @@ DECODER_KEYS = {
     "keys": Key(v.text, None, secret=True,
                 doc="meshtastic: the keys of channels that do not use the default key, as the app shows them "
                     "(base64): <channel>:<key>, separated by commas; from ${ENV:...} or ${FILE:...}."),
+    "receptions": Key(v.choice("first", "each"), "first",
+                      doc="meshtastic: first stores a packet once, from the gateway that delivers it first, and "
+                          "ignores the other gateways' copies (within an hour); each stores a row a gateway that "
+                          "heard it, with its rssi and snr."),
     "rebirth": Key(v.boolean, False, doc="sparkplug: ask an edge node whose aliases no birth declared (it was born "
                                          "before the gateway subscribed) for a rebirth, with an NCMD on the channel's "
                                          "connection, as a Sparkplug host application does."),
 }
 #: which decoder keys each ``type`` takes
 DECODER_TYPE_KEYS = {"csv": ("columns", "delimiter"), "javascript": ("file", "timeout", "memory", "fport"),
-                     "sparkplug": ("rebirth",), "victron": ("keepalive",), "meshtastic": ("keys",)}
+                     "sparkplug": ("rebirth",), "victron": ("keepalive",), "meshtastic": ("keys", "receptions")}
 
 #: the values of a strategy's ``output`` by its type
 OUTPUTS = {"zigbee2mqtt": ("json", "attribute", "attribute_and_json"), "rtl_433": ("events", "devices"),
@@ -1027,7 +1031,8 @@ def make_decoder(name: str, values: dict, section: str, problem, base_dir: str):
         keys = meshtastic_keys(values["keys"], section, problem)
         if keys is None:
             return None
-        return lambda timezone, reactor: DECODERS[kind](name=name, timezone=timezone, keys=keys)
+        return lambda timezone, reactor: DECODERS[kind](name=name, timezone=timezone, keys=keys,
+                                                        receptions=values["receptions"])
     if kind == "victron":
         def victron(timezone, reactor):
             return DECODERS[kind](name=name, timezone=timezone, keepalive=values["keepalive"], clock=reactor)

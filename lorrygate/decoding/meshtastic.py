@@ -1,7 +1,9 @@
 """
-Meshtastic's JSON output (the ``meshtastic`` strategy's ``<root>/2/json/<channel>/<gateway>`` topics): one record a
-packet, at ``timestamp`` (when the gateway node received it; the receive time where the node has no clock yet and
-sends 0), as the firmware's ``MeshPacketSerializer`` writes it:
+The packets of Meshtastic gateway nodes on the ``meshtastic`` strategy's topics: a ServiceEnvelope
+(``<root>/2/e/...``, read by `lorrygate.decoding.meshtastic_protobuf` into the same names) or the JSON output
+(``<root>/2/json/<channel>/<gateway>``). One record a packet, at ``timestamp`` (when the gateway node received it;
+the receive time where the node has no clock yet and sends 0), as the firmware's ``MeshPacketSerializer`` writes
+it:
 
 - the sender, ``from`` (a node number), becomes the tag ``node`` as Meshtastic writes node ids (``!a1b2c3d4``),
   ``type`` (``telemetry``, ``position``, ``nodeinfo``, ``text``, ``neighborinfo``, ``waypoint``, ...) a tag;
@@ -15,12 +17,17 @@ sends 0), as the firmware's ``MeshPacketSerializer`` writes it:
   ``sender`` (the gateway, which the ``gateway`` column has) and ``channel`` (the gateway's index of the
   channel the topic names) are left out.
 
+A packet that several gateways heard is stored once, from the gateway that delivered it first (``receptions =
+first``; ``each``: a row a gateway, with how well each heard it): the others' copies, the same node and ``id``
+within `RECEPTION_WINDOW`, are ignored, as they are in memory (a restart forgets them).
+
 A packet of an app the firmware does not write as JSON (routing, admin, range test, ...: an empty ``type`` and no
 payload) and what a user sends into the mesh (``sendtext``, ``sendposition``) are ignored; a packet without
 ``from``, an encrypted one (``bytes``, where the node has not the channel's key) and one whose payload the node
 could not decode are dead letters that say so.
 """
 
+from collections import OrderedDict
 from typing import Any
 
 import attrs
@@ -46,6 +53,31 @@ _HANDLED = frozenset({"from", "to", "type", "payload", "timestamp", "sender", "c
 _DOWNLINK = frozenset({"sendtext", "sendposition"})
 #: a position's coordinates: degrees times 10^7
 _DEGREES = {"latitude_i": "latitude", "longitude_i": "longitude"}
+#: how long a packet is known by its node and id, to tell another gateway's copy of it, seconds (a gateway node
+#: that lost its broker sends what it heard since when it is back)
+RECEPTION_WINDOW = 3600.0
+#: the most packets known at once
+MAX_KNOWN = 50_000
+
+
+class Receptions:
+    """The packets stored lately, ``(node, packet id)`` -> when the first copy came: a copy that another gateway
+    heard (or the same gateway delivers again) is known within `RECEPTION_WINDOW`."""
+
+    def __init__(self) -> None:
+        self._first: OrderedDict = OrderedDict()
+
+    def copy(self, key: tuple, now: float) -> bool:
+        """Whether ``key`` is a packet stored before; else it is from now on."""
+        first = self._first.get(key)
+        if first is not None and 0 <= now - first < RECEPTION_WINDOW:
+            return True
+        self._first[key] = now
+        self._first.move_to_end(key)
+        known = self._first
+        while known and (len(known) > MAX_KNOWN or now - next(iter(known.values())) >= RECEPTION_WINDOW):
+            known.popitem(last=False)
+        return False
 
 
 def node_id(number: int) -> str:
@@ -71,12 +103,15 @@ def _protobuf_topic(topic: str, payload: bytes) -> bool:
 @implementer(IDecoder)
 @attrs.frozen
 class MeshtasticDecoder:
-    """Meshtastic's JSON output; see the module's docstring."""
+    """Meshtastic gateway nodes' packets, as protobuf or JSON; see the module's docstring."""
 
     name: str = "meshtastic"
     timezone: Any = None
     #: channel keys by the channel's name in lower case (a ``[decoder:NAME]``'s ``keys``), for encrypted packets
     keys: dict = attrs.field(factory=dict, repr=False)
+    #: first: a row a packet, the other gateways' copies ignored; each: a row a gateway that heard it
+    receptions: str = "first"
+    _known: Receptions = attrs.field(factory=Receptions, init=False, repr=False, eq=False)
 
     def decode(self, message, address) -> list:
         if address is None or address.kind == EVENT:
@@ -122,7 +157,16 @@ class MeshtasticDecoder:
         for key, value in packet.items():
             if key not in _HANDLED:
                 fields[unused_name(fields, key)] = value
-        return [Record(self._time(packet.get("timestamp"), message), fields, {"node": node, "type": kind})]
+        record = Record(self._time(packet.get("timestamp"), message), fields, {"node": node, "type": kind})
+        self._first_copy(message, sender, packet.get("id"))
+        return [record]
+
+    def _first_copy(self, message, sender: int, packet_id) -> None:
+        """Ignored if another copy of the packet was stored (``receptions = first``)."""
+        if self.receptions == "first" and type(packet_id) is int and packet_id:
+            if self._known.copy((sender, packet_id), message.received):
+                raise Ignored(self.name, message.topic, f"a copy of packet {packet_id} of {node_id(sender)} that "
+                                                        "another gateway delivered first (receptions = first)")
 
     def _protobuf(self, message, address) -> Record:
         """A ServiceEnvelope, into the names of the JSON output."""
@@ -145,7 +189,9 @@ class MeshtasticDecoder:
             fields[unused_name(fields, "to")] = node_id(packet.to)
         if gateway and gateway != address.gateway:
             fields[unused_name(fields, "sender")] = gateway
-        return Record(self._time(packet.rx_time, message), fields, {"node": node, "type": kind})
+        record = Record(self._time(packet.rx_time, message), fields, {"node": node, "type": kind})
+        self._first_copy(message, getattr(packet, "from"), packet.id)
+        return record
 
     def _payload(self, payload, kind: str) -> dict:
         if kind == "text" or type(payload) is not dict:

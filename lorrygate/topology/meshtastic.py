@@ -11,7 +11,8 @@ any), and the rest up to the ``2`` level is the region:
   json``: data of the table ``<channel>_sensors`` in the schema ``<base>_<region>`` (``msh_eu_868.longfast_sensors``),
   the gateway node's id in the ``gateway`` column; the ``meshtastic`` decoder gives each row the node that sent the
   packet (``node``) and its type (``telemetry``, ``position``, ...). One table a channel, not a gateway: a node's
-  readings stay in one table whichever gateway heard them (a packet that two gateways hear is a row of each). The
+  readings stay in one table whichever gateway heard them (a packet that two gateways hear is one row, the
+  decoder's ``receptions``). The
   other format's topic has copies of the same packets: ignored;
 - ``<base>/<region>/2/json/mqtt/`` (no gateway level): what a user sends into the mesh (``sendtext``), a command;
 - ``<base>/<region>/2/map/``: the gateways' map reports, ignored;

@@ -310,3 +310,59 @@ def test_without_meshtastics_package_the_protobuf_output_is_a_config_problem(mon
               "strategy=meshtastic\n")
     loads("[broker:b]\nhost=h\n[storage:s]\nurl=sqlite:///x\n[strategy:mesh]\ntype=meshtastic\noutput=json\n"
           "[channel:c]\nsource=b\ntopics=msh/#\nstorage=s\nstrategy=mesh\n")
+
+
+# -- a packet that several gateways heard --
+
+def test_another_gateways_copy_of_a_packet_is_ignored_and_each_keeps_them():
+    first = MeshtasticDecoder()
+    other_topic = "msh/EU_868/2/json/LongFast/!0000beef"
+    one, other = packet("telemetry", {"voltage": 4.2}), packet("telemetry", {"voltage": 4.2}, sender="!0000beef",
+                                                               rssi=-120)
+
+    def heard(decoder, document, topic, received=RECEIVED):
+        strategy = MeshtasticStrategy(output="json")
+        return decoder.decode(Message(topic, orjson.dumps(document), 1, False, received), strategy.match(topic))
+
+    [record] = heard(first, one, TOPIC)
+    assert record.fields["rssi"] == -94
+    with pytest.raises(Ignored, match="a copy of packet 1412106178 of !7efeee00 that another gateway delivered "
+                                      "first"):
+        heard(first, other, other_topic, RECEIVED + 2)
+    with pytest.raises(Ignored):  # the protobuf copy too: the same packet
+        first.decode(Message(PROTOBUF_TOPIC, envelope("TEXT_MESSAGE_APP", b"x"), 1, False, RECEIVED + 3),
+                     MeshtasticStrategy().match(PROTOBUF_TOPIC))
+    [again] = heard(first, one, TOPIC, RECEIVED + 3600)  # an hour later: a packet id the node drew again
+    assert again.fields["packet_id"] == 1412106178
+    each = MeshtasticDecoder(receptions="each")
+    assert [r.fields["rssi"] for r in heard(each, one, TOPIC) + heard(each, other, other_topic)] == [-94, -120]
+
+
+def test_a_packet_is_stored_once_only_after_it_decoded():
+    """A copy that is a dead letter (its key unknown to lorrygate) marks nothing: the next copy is decoded."""
+    decoder = MeshtasticDecoder()
+    key = bytes(range(32))
+    message = envelope("TEXT_MESSAGE_APP", b"private", channel="Family", key=key)
+    topic = "msh/EU_868/2/e/Family/!a1b2c3d4"
+    with pytest.raises(DecodeError):
+        decoder.decode(Message(topic, message, 1, False, RECEIVED), MeshtasticStrategy().match(topic))
+    decoder.keys["family"] = key  # (the key given: a reload makes a new decoder; this one keeps its memory)
+    [record] = decoder.decode(Message(topic, message, 1, False, RECEIVED), MeshtasticStrategy().match(topic))
+    assert record.fields["text"] == "private"
+
+
+def test_the_packets_known_are_bounded(monkeypatch):
+    from lorrygate.decoding import meshtastic
+
+    monkeypatch.setattr(meshtastic, "MAX_KNOWN", 3)
+    known = meshtastic.Receptions()
+    assert [known.copy((1, n), 100.0 + n) for n in range(5)] == [False] * 5
+    assert (known.copy((1, 0), 110.0), known.copy((1, 4), 110.0)) == (False, True)  # (1, 0) was forgotten
+    assert len(known._first) == 3  # noqa: SLF001
+
+
+def test_receptions_is_a_meshtastic_decoders_option():
+    config = loads("[broker:b]\nhost=h\n[storage:s]\nurl=sqlite:///x\n[decoder:mesh]\ntype=meshtastic\n"
+                   "receptions=each\n[channel:c]\nsource=b\ntopics=msh/#\nstorage=s\nstrategy=meshtastic\n"
+                   "decoders=mesh\n")
+    assert config.decoders["mesh"](None, None).receptions == "each"
