@@ -187,7 +187,7 @@ class MeshtasticDecoder:
             fields[unused_name(fields, "hop_start")] = packet.hop_start
         if packet.to != BROADCAST:
             fields[unused_name(fields, "to")] = node_id(packet.to)
-        if gateway and gateway != address.gateway:
+        if gateway and address.gateway and gateway != address.gateway:  # (a map report's topic names none)
             fields[unused_name(fields, "sender")] = gateway
         record = Record(self._time(packet.rx_time, message), fields, {"node": node, "type": kind})
         self._first_copy(message, getattr(packet, "from"), packet.id)

@@ -37,7 +37,8 @@ _MESSAGES = {"POSITION_APP": ("position", "mesh_pb2", "Position"), "NODEINFO_APP
              "WAYPOINT_APP": ("waypoint", "mesh_pb2", "Waypoint"),
              "NEIGHBORINFO_APP": ("neighborinfo", "mesh_pb2", "NeighborInfo"),
              "PAXCOUNTER_APP": ("paxcounter", "paxcount_pb2", "Paxcount"),
-             "TELEMETRY_APP": ("telemetry", "telemetry_pb2", "Telemetry")}
+             "TELEMETRY_APP": ("telemetry", "telemetry_pb2", "Telemetry"),
+             "MAP_REPORT_APP": ("map_report", "mqtt_pb2", "MapReport")}
 
 
 @functools.cache

@@ -15,7 +15,8 @@ any), and the rest up to the ``2`` level is the region:
   decoder's ``receptions``). The
   other format's topic has copies of the same packets: ignored;
 - ``<base>/<region>/2/json/mqtt/`` (no gateway level): what a user sends into the mesh (``sendtext``), a command;
-- ``<base>/<region>/2/map/``: the gateways' map reports, ignored;
+- ``<base>/<region>/2/map/``: the gateway nodes' map reports (their names, hardware, firmware, position and how
+  many nodes they hear; protobuf), data of the table ``map_sensors`` with ``output = protobuf``, else ignored;
 - ``<base>/<region>/2/stat/<gateway>`` (``online``, ``offline``; firmware before 2.3): an event.
 """
 
@@ -41,8 +42,8 @@ PROTOBUF = ("e", "c")
 @attrs.frozen
 class MeshtasticStrategy:
     """``<base>/<region>/2/e/<channel>/<gateway>`` (or ``2/json/...``, ``output = json``): data of
-    ``<channel>_sensors`` in the schema ``<base>_<region>``, the gateway a tag; the other format's copies, map
-    reports and the JSON downlink ignored; ``2/stat/<gateway>`` an event."""
+    ``<channel>_sensors`` in the schema ``<base>_<region>``, the gateway a tag; ``2/map/`` the table ``map_sensors``;
+    the other format's copies and the JSON downlink ignored; ``2/stat/<gateway>`` an event."""
 
     name: str = "meshtastic"
     #: the root topic's levels before the region's (the MQTT module's root is ``msh/<region>``)
@@ -78,7 +79,10 @@ class MeshtasticStrategy:
             return Address(realm, "/".join(region) or None, gateway, None, DATA, channel, None,
                            (("gateway", gateway),))
         if len(rest) >= 3 and rest[-3:] == [VERSION, "map", ""]:
-            raise Ignored(self.name, topic, "a map report (protobuf), not a measurement")
+            if self.output == "json":
+                raise Ignored(self.name, topic, "a map report, as protobuf only (output = json)")
+            self._check(topic, rest[:-3])
+            return Address(realm, "/".join(rest[:-3]) or None, None, None, DATA, "map")
         if len(rest) >= 3 and rest[-3] == VERSION and rest[-2] == "stat":
             region, gateway = rest[:-3], rest[-1]
             self._check(topic, region, gateway=gateway)

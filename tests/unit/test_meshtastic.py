@@ -137,8 +137,7 @@ def test_the_status_topic_is_left_to_the_value_decoder():
     ("json", "msh/EU_868/2/e/LongFast/!a1b2c3d4", "whose JSON copy is stored"),
     ("json", "msh/EU_868/2/c/LongFast/!a1b2c3d4", "whose JSON copy is stored"),
     ("protobuf", "msh/EU_868/2/json/LongFast/!a1b2c3d4", "the JSON copy of a packet"),
-    ("protobuf", "msh/EU_868/2/map/", "a map report"),
-    ("json", "msh/EU_868/2/map/", "a map report"),
+    ("json", "msh/EU_868/2/map/", "a map report, as protobuf only"),
 ])
 def test_the_other_formats_copies_are_ignored(output, topic, reason):
     with pytest.raises(Ignored, match=reason):
@@ -366,3 +365,21 @@ def test_receptions_is_a_meshtastic_decoders_option():
                    "receptions=each\n[channel:c]\nsource=b\ntopics=msh/#\nstorage=s\nstrategy=meshtastic\n"
                    "decoders=mesh\n")
     assert config.decoders["mesh"](None, None).receptions == "each"
+
+
+def test_a_gateway_nodes_map_report_is_a_row_of_the_map_table():
+    from meshtastic.protobuf import mqtt_pb2
+
+    report = mqtt_pb2.MapReport(long_name="Gateway 1", short_name="GW1", role=2, hw_model=43,
+                                firmware_version="2.5.6.abc", region=3, latitude_i=523456789, longitude_i=134567890,
+                                num_online_local_nodes=17)
+    topic = "msh/EU_868/2/map/"
+    strategy = MeshtasticStrategy()
+    address = strategy.match(topic)
+    assert str(strategy.table_for(address)) == "msh_eu_868.map_sensors"
+    [record] = MeshtasticDecoder().decode(Message(topic, envelope("MAP_REPORT_APP", report, sender=0xA1B2C3D4), 1,
+                                                  False, RECEIVED), address)
+    assert record.tags == {"node": "!a1b2c3d4", "type": "map_report"}
+    assert {key: value for key, value in record.fields.items() if key not in PACKET_FIELDS} == {
+        "longname": "Gateway 1", "shortname": "GW1", "role": 2, "hardware": 43, "firmware_version": "2.5.6.abc",
+        "region": 3, "latitude": 52.3456789, "longitude": 13.456789, "num_online_local_nodes": 17}

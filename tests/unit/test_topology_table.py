@@ -204,6 +204,7 @@ ROUTED = [
     ("meshtastic", "msh/EU_868/2/stat/!a1b2c3d4",
      A("msh", "EU_868", "!a1b2c3d4", None, "event", "stat", None, (("gateway", "!a1b2c3d4"),)), "msh_eu_868",
      "events"),
+    ("meshtastic", "msh/EU_868/2/map/", A("msh", "EU_868", None, None, "data", "map"), "msh_eu_868", "map_sensors"),
     ("mesh-json", "msh/EU_868/2/json/LongFast/!a1b2c3d4",
      A("msh", "EU_868", "!a1b2c3d4", None, "data", "LongFast", None, (("gateway", "!a1b2c3d4"),)),
      "msh_eu_868", "longfast_sensors"),
