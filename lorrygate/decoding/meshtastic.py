@@ -27,6 +27,7 @@ payload) and what a user sends into the mesh (``sendtext``, ``sendposition``) ar
 could not decode are dead letters that say so.
 """
 
+import json
 from collections import OrderedDict
 from typing import Any
 
@@ -89,6 +90,15 @@ def _node_number(value, what: str) -> int:
     if type(value) is not int or not 0 <= value <= BROADCAST:
         raise DecodeError("meshtastic", f"{what} {value!r} is not a node number (0 to 4294967295)")
     return value
+
+
+def _json_text(value) -> str:
+    """A decoded JSON value as JSON text again (integers beyond 64 bits, which orjson refuses, as Python writes
+    them)."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 def _protobuf_topic(topic: str, payload: bytes) -> bool:
@@ -199,7 +209,7 @@ class MeshtasticDecoder:
             # text: anyone on a mesh channel may send one, and its keys must not make columns.
             if type(payload) is dict and list(payload) == ["text"] and type(payload["text"]) is str:
                 payload = payload["text"]
-            text = payload if type(payload) is str else orjson.dumps(payload).decode()
+            text = payload if type(payload) is str else _json_text(payload)
             return {"text" if kind == "text" else "payload": text}
         fields: dict = {}
         for key, value in payload.items():
