@@ -19,7 +19,7 @@ it:
 
 A packet that several gateways heard is stored once, from the gateway that delivered it first (``receptions =
 first``; ``each``: a row a gateway, with how well each heard it): the others' copies, the same node and ``id``
-within `RECEPTION_WINDOW`, are ignored, as they are in memory (a restart forgets them).
+within `RECEPTION_WINDOW`, are ignored, as they are in memory (a restart or a reload forgets them).
 
 A packet of an app the firmware does not write as JSON (routing, admin, range test, ...: an empty ``type`` and no
 payload) and what a user sends into the mesh (``sendtext``, ``sendposition``) are ignored; a packet without

@@ -333,7 +333,8 @@ def _list(name: str, rows: list, out, limit: int) -> None:
         typed = f" ({row[11]})" if row[11] else ""
         pairs = ", ".join(f"{name}={value}" for name, value in message_headers.from_json(row[12]))
         pairs = f" [{pairs[:120]}{'...' if len(pairs) > 120 else ''}]" if pairs else ""
-        print(f"  #{row[0]} {row[1]} {row[3]!r} {row[7]}{typed}{pairs}: {shown!r}", file=out)
+        sent = f" (sent {row[13]})" if row[13] is not None else ""  # (the bus's time of the message)
+        print(f"  #{row[0]} {row[1]}{sent} {row[3]!r} {row[7]}{typed}{pairs}: {shown!r}", file=out)
 
 
 def _replay(settings, storages, filters, out, err) -> int:

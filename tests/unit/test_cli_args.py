@@ -91,3 +91,17 @@ def test_replaying_the_dead_letters_of_a_channel_not_in_the_config_says_so(tmp_p
     err = io.StringIO()
     assert dead_letters_command(settings, argparse.Namespace(**dict(vars(args), channel="kitt")), io.StringIO(), err) == 2
     assert "has no channel 'kitt' (did you mean 'kit'?) (kit)" in err.getvalue()
+
+
+def test_the_list_of_dead_letters_shows_the_buss_time_of_each():
+    """A dead letter keeps the time the bus gave its message (a Kafka record's timestamp); the list did not show it."""
+    import io
+
+    from lorrygate.storage.dead_letters import _list
+
+    row = (7, "2026-12-06T10:00:01Z", "kit", "a/b", 1, 0, b"x", "decode", "not JSON", "json", None, None, None,
+           "2026-12-06T09:58:00.250Z")
+    out = io.StringIO()
+    _list("db", [row, (8, *row[1:13], None)], out, 10)
+    assert "#7 2026-12-06T10:00:01Z (sent 2026-12-06T09:58:00.250Z) 'a/b' decode: 'x'" in out.getvalue()
+    assert "#8 2026-12-06T10:00:01Z 'a/b' decode: 'x'" in out.getvalue()
