@@ -50,6 +50,7 @@ from zope.interface import implementer
 from lorrygate.decoding.timestamps import to_iso
 from lorrygate.errors import StorageError
 from lorrygate.interfaces import IStorage
+from lorrygate.mqtt.codec import MQTT_5
 from lorrygate.storage.layout import json_text
 
 #: publications in flight at once within a batch (the broker's Receive Maximum may be lower)
@@ -254,6 +255,8 @@ class MqttSink:
     _strikes: dict = attrs.Factory(dict)
     #: messages larger than the broker takes, a reference to each published to the dead-letter topic instead
     too_large: int = 0
+    #: whether it was said (once) that MQTT 3.1.1 drops the messages' Content Types and headers
+    _said_dropped: bool = False
 
     log = Logger()
 
@@ -284,7 +287,21 @@ class MqttSink:
             why = client.last_error if client is not None and client.last_error else "not connected yet"
             return fail(StorageError(f"MQTT sink {self.name}: {self.broker.host}:{self.broker.port} is away ({why})"))
         items = list(outgoing(batch, self.topic_for, self.payload, self.dead_letter_topic))
+        if not self._said_dropped and protocol.version != MQTT_5:
+            self._say_dropped(items)
         return Deferred.fromCoroutine(self._publish(protocol, items, batch.progress))
+
+    def _say_dropped(self, items: list) -> None:
+        """Warn once that a message's Content Type or headers, which a publisher sent, do not go out: MQTT 3.1.1 has
+        no properties (they were dropped without a word)."""
+        for _source, _topic, _payload, _keys, beside in items:
+            if beside is not None and beside != JSON_BESIDE and (beside[0] or beside[1]):
+                self._said_dropped = True
+                self.log.warn("MQTT sink {sink}: {host}:{port} speaks MQTT 3.1.1, which has no properties: the "
+                              "messages' Content Types and headers are not published with them (protocol = 5 "
+                              "publishes them); said once", sink=self.name, host=self.broker.host,
+                              port=self.broker.port)
+                return
 
     def _items(self, batch):
         for _, topic, payload, _keys, _beside in outgoing(batch, self.topic_for, self.payload, self.dead_letter_topic):

@@ -189,3 +189,48 @@ def test_after_a_lost_connection_only_what_the_broker_acknowledged_is_kept_and_t
             a.callback(PubAck(PUBACK, 1))
             b.callback(PubAck(PUBACK, 2, 0x97))
         assert "tried again" in str(failures[-1].value) and progress == {(0, 0)}
+
+
+def test_a_311_sink_says_once_that_content_types_and_headers_are_not_published():
+    """MQTT 3.1.1 has no properties: a relay to such a broker dropped the Content Types and headers the publishers
+    sent without a word. Said once; records (whose application/json the sink adds) and plain messages say nothing."""
+    from twisted.internet.defer import succeed
+    from twisted.logger import LogLevel, globalLogPublisher
+
+    from lorrygate.mqtt import codec
+
+    class Protocol:
+        connected, version = True, codec.MQTT_3_1_1
+
+        def __init__(self):
+            self.sent = []
+
+        def publish(self, topic, payload, qos, properties=None):
+            self.sent.append((topic, properties))
+            return succeed(None)
+
+    def relayed(sink, protocol, message) -> None:
+        made = Batch()
+        made.add(Entry(TableName("r", "t"), [Record(1, {"t": 1})], "main", message, "json"))
+        sink._client = type("Client", (), {"_protocol": protocol, "last_error": ""})()
+        sink.write(made)
+
+    said = []
+
+    def observe(event):
+        if event.get("log_level") == LogLevel.warn and "MQTT 3.1.1" in event.get("log_format", ""):
+            said.append(event)
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        for payload in ("records", "message"):
+            sink = MqttSink("out", sink_broker("out", "mqtt://h/"), None, payload=payload)
+            relayed(sink, Protocol(), Message("a/b", b"{}"))
+        assert said == []
+        sink = MqttSink("out", sink_broker("out", "mqtt://h/"), None)
+        protocol = Protocol()
+        for _ in range(2):
+            relayed(sink, protocol, Message("a/b", b"\xa0", content_type="application/cbor", headers=(("id", "7"),)))
+        assert len(said) == 1 and said[0]["sink"] == "out" and len(protocol.sent) == 2
+    finally:
+        globalLogPublisher.removeObserver(observe)
