@@ -169,10 +169,12 @@ def _decrypted(packet, channel: str, keys: dict, topic: str, modules):
     if channel_hash(channel, key) != packet.channel:
         if given is not None:
             raise DecodeError("meshtastic", f"encrypted with another key than the one keys gives channel {channel!r}: "
-                                            "give its key as the app shows it; replay this dead letter then")
+                                            "give its key as the app shows it, and replay this dead letter")
         raise DecodeError("meshtastic", f"encrypted with channel {channel!r}'s own key: give it as keys = "
-                                        f"{channel}:<its key as the app shows it> in a [strategy:NAME] of type "
-                                        "meshtastic; replay this dead letter then")
+                                        f"{channel}:<its key as the app shows it> in a [decoder:NAME] of type "
+                                        "meshtastic that the channel's decoders name, and replay this dead letter; "
+                                        "a mesh channel that is not yours (on a public broker): leave it out of the "
+                                        "topics, subscribing to .../2/e/<your channel>/#")
     data = modules["mesh_pb2"].Data()
     try:
         data.ParseFromString(decrypt(packet.encrypted, key, packet.id, getattr(packet, "from")) if key
