@@ -7,10 +7,26 @@ map reports are ignored; nothing is a dead letter. Read from the protobuf topics
 as nodes publish them out of the box), and from the JSON output with ``output = json``.
 """
 
+import base64
 import json
+import os
+import subprocess
+import sys
 import uuid
 
-from tests.gatewayproc import no_dead_letters, query, store_through_gateway, tables
+from meshtastic.protobuf import mesh_pb2, telemetry_pb2
+
+from tests.fleet.meshtastic import envelope
+from tests.gatewayproc import (
+    GatewayProcess,
+    Publisher,
+    no_dead_letters,
+    query,
+    store_through_gateway,
+    tables,
+    write_config,
+)
+from tests.servers import wait_until
 
 
 def packet(gateway: str, kind: str, payload: dict, **envelope) -> str:
@@ -60,10 +76,6 @@ def test_a_mesh_channels_json_packets_are_rows_of_its_table(tmp_path, mosquitto)
 def test_a_mesh_channels_encrypted_packets_are_rows_of_its_table(tmp_path, mosquitto):
     """Two gateways' encrypted copies of one telemetry packet (one row: the first gateway's) and a position, a
     JSON copy beside them."""
-    from meshtastic.protobuf import mesh_pb2, telemetry_pb2
-
-    from tests.fleet.meshtastic import envelope
-
     region = f"T{uuid.uuid4().hex[:8]}"
     root = f"msh/{region}/2"
     sensors = f"msh_{region.lower()}__longfast_sensors"
@@ -80,3 +92,38 @@ def test_a_mesh_channels_encrypted_packets_are_rows_of_its_table(tmp_path, mosqu
                      f'WHERE type = \'telemetry\'') == [("!a1b2c3d4", "!7efeee00", "telemetry", 87, 3.95, -94)]
     assert query(db, f'SELECT latitude, longitude FROM "{sensors}" WHERE packet_id = 99') == [(52.3456789, 13.456789)]
     assert no_dead_letters(db)
+
+
+def test_a_channel_of_its_own_key_is_kept_until_the_key_is_given_and_then_replayed(tmp_path, mosquitto):
+    """A packet of a channel encrypted with a key lorrygate has not is a dead letter that says where the key goes;
+    with the key given (from the environment, never in the file) the replay stores it."""
+    region = f"T{uuid.uuid4().hex[:8]}"
+    key = bytes(range(32))
+    config = write_config(str(tmp_path), mosquitto.port, client_id=f"gw-{region}", topics=f"msh/{region}/#",
+                          extra="strategy = meshtastic\ndecoders = mesh, value\n\n[decoder:mesh]\ntype = meshtastic\n"
+                                "keys = ${ENV:MESH_KEYS}\n")
+    db = str(tmp_path / "gateway.sqlite")
+    environment = dict(os.environ, MESH_KEYS="LongFast:AQ==")
+    gateway = GatewayProcess(config, str(tmp_path / "gw.log"), env=environment)
+    gateway.start(ready="subscribed")
+    try:
+        publisher = Publisher(mosquitto.port)
+        publisher.publish_many([(f"msh/{region}/2/e/Family/!a1b2c3d4",
+                                 envelope("TEXT_MESSAGE_APP", b"dinner at 7", channel="Family", key=key))])
+        publisher.close()
+        wait_until(lambda: "lorrygate_dead_letter" in tables(db) and query(
+            db, "SELECT count(*) FROM lorrygate_dead_letter") == [(1,)], 30, "the packet kept as a dead letter")
+    finally:
+        assert gateway.stop() == 0, gateway.text()[-3000:]
+    [(error,)] = query(db, "SELECT error FROM lorrygate_dead_letter")
+    assert "encrypted with channel 'Family''s own key: give it as keys = Family:" in error
+    assert base64.b64encode(key).decode() not in gateway.text()
+
+    environment["MESH_KEYS"] = f"LongFast:AQ==, Family:{base64.b64encode(key).decode()}"
+    done = subprocess.run([sys.executable, "-m", "lorrygate.cli", "dead-letters", "replay", "-c", config],
+                          capture_output=True, text=True, timeout=120, env=environment)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 replayed (1 rows)" in done.stdout, done.stdout
+    sensors = f"msh_{region.lower()}__family_sensors"
+    assert query(db, f'SELECT node, type, text FROM "{sensors}"') == [("!7efeee00", "text", "dinner at 7")]
+    assert base64.b64encode(key).decode() not in done.stdout + done.stderr
