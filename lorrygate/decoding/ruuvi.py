@@ -8,15 +8,18 @@ decoded itself (``raw_and_decoded``, ``decoded``), or both. A RuuviTag's data fo
 decoded here into the names, units and precision the gateway gives (``temperature`` in °C to 0.005,
 ``humidity`` in % to 0.0025, ``pressure`` in Pa, ``accelX`` in g, ``voltage`` in V, ``txPower``,
 ``movementCounter``, ``measurementSequenceNumber``, ``dataFormat``), so that a fleet of gateways in either mode
-fills the same columns; the hex is then left out. A value the tag marks as not available is left out. Any other
-advertisement (another data format, another device) keeps its ``data``. ``aoa`` (always empty), an empty
+fills the same columns; the hex is then left out. A value the tag marks as not available is left out. So is data
+format 3 (RAWv1, the tags' firmware before 2.x: ``temperature`` to 0.01 °C, ``humidity`` to 0.5 %, ``pressure``,
+``accelX``/``Y``/``Z``, ``voltage``). Any other advertisement (another data format, another device) keeps its
+``data``. ``aoa`` (always empty), an empty
 ``coords``, the gateway's MAC where the topic names it and the sensor's ``id`` where it is the topic's MAC are
 left out: the table and the ``mac`` column hold them.
 
 The Python libraries that decode RuuviTag data (``ruuvitag-sensor``, ``ruuvi_decoders``) round the temperature
 to 0.01 °C and the humidity to 0.01 % (a reading of 24.305 °C is stored as 24.3) and give other units than the
 gateway (hPa, mG, mV); ``ruuvitag-sensor`` also needs a Bluetooth stack (``bleak``). Data format 5 is 24 bytes
-of fixed layout (docs.ruuvi.com, "Data format 5 (RAWv2)"), decoded here with `struct`.
+of fixed layout (docs.ruuvi.com, "Data format 5 (RAWv2)"), format 3 14 ("Data format 3 (RAWv1)"), decoded here with
+`struct`.
 """
 
 import struct
@@ -37,6 +40,9 @@ RUUVI_COMPANY = b"\x99\x04"
 #: data format 5: format, temperature, humidity, pressure, acceleration x/y/z, power info, movement counter,
 #: measurement sequence number, MAC address
 _DF5 = struct.Struct(">BhHHhhhHBH6s")
+#: data format 3 (RAWv1, the firmware before 2.x): format, humidity, temperature's sign and degrees, its
+#: hundredths, pressure, acceleration x/y/z, battery voltage
+_DF3 = struct.Struct(">BBBBHhhhH")
 
 
 def manufacturer_data(advertisement: bytes) -> bytes | None:
@@ -55,6 +61,18 @@ def manufacturer_data(advertisement: bytes) -> bytes | None:
             return structure[3:]
         at += 1 + length
     return None
+
+
+def data_format_3(data: bytes) -> dict | None:
+    """A RuuviTag's data format 3 (RAWv1) under the names and units of `data_format_5`; None if ``data`` is not it.
+    The format marks no value as not available."""
+    if len(data) < _DF3.size or data[0] != 3:
+        return None
+    (_, humidity, degrees, hundredths, pressure, x, y, z, battery) = _DF3.unpack_from(data)
+    temperature = round((degrees & 0x7F) + hundredths / 100, 2)
+    return {"dataFormat": 3, "temperature": -temperature if degrees & 0x80 else temperature, "humidity": humidity / 2,
+            "pressure": pressure + 50_000, "accelX": x / 1000, "accelY": y / 1000, "accelZ": z / 1000,
+            "voltage": battery / 1000}
 
 
 def data_format_5(data: bytes) -> dict | None:
@@ -114,7 +132,7 @@ class RuuviDecoder:
                 raise DecodeError(self.name, f"data {raw[:80]!r} is not hex, as the gateway sends an advertisement"
                                   ) from None
             ruuvi = manufacturer_data(advertisement)
-            decoded = data_format_5(ruuvi) if ruuvi is not None else None
+            decoded = (data_format_5(ruuvi) or data_format_3(ruuvi)) if ruuvi is not None else None
             if decoded is not None:
                 del fields["data"]
                 fields.update(decoded)

@@ -3,7 +3,7 @@ format 5 (RAWv2)"), and the gateway's messages in each of its data formats."""
 
 import pytest
 
-from lorrygate.decoding.ruuvi import RuuviDecoder, data_format_5, manufacturer_data
+from lorrygate.decoding.ruuvi import RuuviDecoder, data_format_3, data_format_5, manufacturer_data
 from lorrygate.errors import Declined, DecodeError
 from lorrygate.model import Message
 from lorrygate.topology.ruuvi import RuuviStrategy
@@ -39,6 +39,29 @@ def test_the_resolution_of_the_format_is_kept():
     """A step of 0.005 C and 0.0025 %: the Python libraries round them to 0.01 (24.305 -> 24.3)."""
     values = data_format_5(manufacturer_data(bytes.fromhex(ADVERTISEMENT)))
     assert (values["temperature"], values["humidity"]) == (24.305, 53.4925)
+
+
+@pytest.mark.parametrize("raw, expected", [
+    # the vector of ruuvi-sensor-protocol (Rust): 11.5 %, 1.69 C, 63656 Pa, (1000, 1255, 1510) mG, 2182 mV
+    ("03170145355803E804E705E60886",
+     {"dataFormat": 3, "temperature": 1.69, "humidity": 11.5, "pressure": 63656, "accelX": 1.0, "accelY": 1.255,
+      "accelZ": 1.51, "voltage": 2.182}),
+    # below freezing: the sign bit (-12.03 C), a negative acceleration
+    ("03508C03C350FC18000003E80BB8",
+     {"dataFormat": 3, "temperature": -12.03, "humidity": 40.0, "pressure": 100000, "accelX": -1.0, "accelY": 0.0,
+      "accelZ": 1.0, "voltage": 3.0}),
+])
+def test_data_format_3_decodes_to_the_names_and_units_of_format_5(raw, expected):
+    assert data_format_3(bytes.fromhex(raw)) == expected
+    assert data_format_3(bytes.fromhex(raw)[:13]) is None and data_format_5(bytes.fromhex(raw)) is None
+
+
+def test_an_older_tags_raw_advertisement_is_its_values():
+    """A tag on firmware before 2.x sends data format 3: its hex was kept as it came."""
+    advertisement = "02010611FF990403170145355803E804E705E60886"  # flags, then the manufacturer data
+    (record,) = decode(f'{{"rssi":-70,"ts":1653668027,"data":"{advertisement}"}}'.encode())
+    assert record.fields == {"rssi": -70, "dataFormat": 3, "temperature": 1.69, "humidity": 11.5, "pressure": 63656,
+                             "accelX": 1.0, "accelY": 1.255, "accelZ": 1.51, "voltage": 2.182}
 
 
 @pytest.mark.parametrize("advertisement, found", [
