@@ -405,7 +405,7 @@ CHANNEL_KEYS = {
     "source": Key(v.nonempty, "", doc='The [broker:NAME] to read from (may be left out with a single broker).'),
     "topics": Key(v.topic_filters, (), doc="MQTT topic filters to subscribe to, separated by commas (required for a broker; a channel of a [source:NAME] takes every message of it when left out)."),
     "qos": Key(v.integer(0, 2), 1, doc="The subscription's QoS: 1 (at least once) is what ack-after-commit needs."),
-    "strategy": Key(v.nonempty, "wan", doc='How topics become addresses and tables: wan, lan, tasmota, homie, ttn, chirpstack, zigbee2mqtt, shelly, sparkplug, homeassistant, esphome, owntracks, rtl_433, victron, openmqttgateway, opendtu, ahoy, ruuvi, meshtastic, a [strategy:NAME] or a module.'),
+    "strategy": Key(v.nonempty, "wan", doc='How topics become addresses and tables: wan, lan, tasmota, homie, ttn, chirpstack, zigbee2mqtt, shelly, sparkplug, homeassistant, esphome, owntracks, rtl_433, victron, openmqttgateway, opendtu, ahoy, ruuvi, meshtastic, emon, a [strategy:NAME] or a module.'),
     "decoders": Key(v.names, (), doc="The decoder chain, tried in order (default: the strategy's chain)."),
     "storage": Key(v.names, (), doc='The [storage:NAME] to write to; several names write every record to each (a tee).'),
     "timezone": Key(v.timezone, "UTC", doc='The time zone of device times given without one (IANA name).'),
@@ -490,20 +490,21 @@ OUTPUTS = {"zigbee2mqtt": ("json", "attribute", "attribute_and_json"), "rtl_433"
            "meshtastic": ("protobuf", "json")}
 
 STRATEGY_KEYS = {
-    "type": Key(v.nonempty, "template", doc='template, or a built-in strategy to configure (wan, zigbee2mqtt, homeassistant, owntracks, tasmota, rtl_433, openmqttgateway, opendtu, ahoy, ruuvi, meshtastic).'),
+    "type": Key(v.nonempty, "template", doc='template, or a built-in strategy to configure (wan, zigbee2mqtt, homeassistant, owntracks, tasmota, rtl_433, openmqttgateway, opendtu, ahoy, ruuvi, meshtastic, emon).'),
     "topic": Key(v.text, "", doc='template: the topic pattern, such as {realm}/{network}/{gateway}/{node}/data.json.'),
     "schema": Key(v.text, "", doc="template: the schema (database) of the table, from the pattern's names."),
     "table": Key(v.text, "", doc="template: the table name, from the pattern's names."),
     "kind": Key(v.choice(*KINDS), DATA, doc='template: what the messages are: data, event or error.'),
     "networks": Key(v.names, (), doc='wan: the networks to accept (default: any).'),
-    "base": Key(v.nonempty, "", doc='zigbee2mqtt, homeassistant, owntracks, rtl_433, openmqttgateway, opendtu, ahoy, ruuvi, meshtastic: the base topic '
+    "base": Key(v.nonempty, "", doc='zigbee2mqtt, homeassistant, owntracks, rtl_433, openmqttgateway, opendtu, ahoy, ruuvi, meshtastic, emon: the base topic '
                                     '(default zigbee2mqtt; homeassistant: the base_topic of mqtt_statestream, default '
                                     'homeassistant; owntracks: the app\'s topic prefix, default owntracks; rtl_433: '
                                     'the topics\' levels before the hostname, default rtl_433; openmqttgateway: the '
                                     'gateways\' mqtt_topic, default home; opendtu: the DTU\'s base topic, default solar; ahoy: '
                                     'the DTU\'s topic, default inverter; for both a + level matches any; ruuvi: the '
                                     'levels before the gateway\'s, default ruuvi; meshtastic: the root topic\'s levels before the region\'s, '
-                                    'default msh, a + level matching any).'),
+                                    'default msh, a + level matching any; emon: emonHub\'s base topic, default emon, a + '
+                                    'level matching any).'),
     "full_topic": Key(v.tasmota_full_topic, "%prefix%/%topic%/",
                       doc="tasmota: the devices' FullTopic, its levels %prefix% (tele, stat, cmnd), %topic% (or "
                           "%hostname%, %id%: the device) and literal text, such as %topic%/%prefix%/ or "
@@ -530,6 +531,7 @@ STRATEGY_TYPE_KEYS = {
     "ahoy": ("base",),
     "ruuvi": ("base",),
     "meshtastic": ("base", "output"),
+    "emon": ("base",),
 }
 
 HOOK_KEYS = {
@@ -894,6 +896,8 @@ STRATEGY_DECODERS = {
     "ruuvi": ("ruuvi", "json"),
     # Meshtastic: its gateway nodes' JSON output; the status (firmware before 2.3) as text
     "meshtastic": ("meshtastic", "value"),
+    # emonHub: an input a topic, as text; a node's JSON at its time
+    "emon": ("json", "value"),
     # Venus OS: {"value": ...}; N/<portal ID>/keepalive's 1 is JSON
     "victron": ("victron", "json", "value"),
     # a host application's STATE is JSON (3.0) or text (2.2)
@@ -1082,7 +1086,7 @@ def make_strategy(name: str, values: dict, section: str, problem):
         return None
     if "base" in given:
         levels = values["base"].rstrip("/").split("/")  # (OpenDTU shows its base topic as "solar/")
-        plus = kind in ("opendtu", "ahoy", "meshtastic")  # (a + level matches any)
+        plus = kind in ("opendtu", "ahoy", "meshtastic", "emon")  # (a + level matches any)
         wildcards = ("#",) if plus else ("+", "#")
         if not all(levels[1:]) or levels == [""] or any(level in wildcards for level in levels):
             which = "# (a + level matches any: solar/+)" if plus else "wildcard (+, #)"

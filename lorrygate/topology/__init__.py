@@ -1,6 +1,7 @@
 """Topology strategies: a topic becomes an address, an address a table."""
 
 from lorrygate.topology.anytopic import TopicStrategy
+from lorrygate.topology.emon import EmonStrategy
 from lorrygate.topology.fleets import (
     ChirpStackStrategy,
     EsphomeStrategy,
@@ -43,6 +44,7 @@ STRATEGIES = {
     "ahoy": AhoyStrategy,
     "ruuvi": RuuviStrategy,
     "meshtastic": MeshtasticStrategy,
+    "emon": EmonStrategy,
     "topic": TopicStrategy,
 }
 

@@ -57,7 +57,7 @@ class _Dtu:
     #: the router adds the address's labels (the channel) to the rows as tags
     labels_as_tags = True
     #: the labels an address may have (a channel's ``tags`` may name them)
-    label_names = ("channel",)
+    label_names: tuple[str, ...] = ("channel",)
 
     def _below(self, topic: str, least: int) -> tuple[str, list]:
         """(the base's levels as the topic has them, the levels below); refused if fewer than ``least`` or with an

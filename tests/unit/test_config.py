@@ -102,7 +102,7 @@ def test_a_typo_is_told_the_name_it_was_meant_to_be(change, expected):
 
 
 def test_a_name_close_to_none_gets_no_guess():
-    found = problems(GOOD.replace("storage = db", "storage = db\nstrategy = moon"))
+    found = problems(GOOD.replace("storage = db", "storage = db\nstrategy = galaxy"))
     assert not any("did you mean" in problem for problem in found), found
 
 

@@ -804,6 +804,22 @@ def test_a_meshtastic_channels_packets_are_rows_of_its_table_the_node_and_gatewa
         "decoder 'meshtastic': no 'from' (the sending node's number): not a Meshtastic packet"]
 
 
+def test_an_emonhubs_inputs_are_columns_of_a_table_a_node():
+    """emonHub's node variable format (emon/<node>/<input>) under ``topic`` was a table an input: an emonTx's
+    dozen inputs a dozen tables. A table a node now, in both of its formats, its JSON at its time."""
+    router, collector = configured("emon")
+    for topic, payload in [("emon/emontx4/P1", b"412.5"), ("emon/emontx4/vrms", b"238.71"),
+                           ("emon/emontx4", b'{"P1": 412.5, "E1": 1234, "time": 1717243200, "rssi": -60}'),
+                           ("emonhub/rx/10/values", b"1,2,3")]:
+        router.deliver(message(topic, payload))
+    assert stored_rows(collector) == [("emon.emontx4_sensors", {"P1": 412.5}, {}),
+                                      ("emon.emontx4_sensors", {"vrms": 238.71}, {}),
+                                      ("emon.emontx4_sensors", {"P1": 412.5, "E1": 1234, "rssi": -60}, {})]
+    times = [record.time for entry in collector.entries if entry.table is not None for record in entry.records]
+    assert times[2] == 1_717_243_200 * 10**9
+    assert [dead.stage for dead in collector.dead] == ["topology"]
+
+
 def test_the_ble_sensors_an_esp32_hears_are_rows_of_its_table_a_sensor_each():
     """Tasmota's MI32 driver reports up to four BLE sensors a SENSOR message, each an object with its ``mac``: as
     dotted fields (``ATCbb1b6e.Temperature``) every sensor added its own columns to the ESP32's table, thirty

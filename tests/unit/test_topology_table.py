@@ -208,6 +208,11 @@ ROUTED = [
     ("mesh-json", "msh/EU_868/2/json/LongFast/!a1b2c3d4",
      A("msh", "EU_868", "!a1b2c3d4", None, "data", "LongFast", None, (("gateway", "!a1b2c3d4"),)),
      "msh_eu_868", "longfast_sensors"),
+    # -- emonHub (OpenEnergyMonitor): a table a node, an input a column --
+    ("emon", "emon/emontx4/P1", A("emon", None, None, "emontx4", "data", "P1", "P1"), "emon", "emontx4_sensors"),
+    ("emon", "emon/emontx4", A("emon", None, None, "emontx4", "data", ""), "emon", "emontx4_sensors"),
+    ("emon", "emon/emonth5/sensor/temperature",
+     A("emon", None, None, "emonth5", "data", "sensor/temperature", "sensor.temperature"), "emon", "emonth5_sensors"),
     ("mesh-json", "msh/EU_868/2/json/mqtt/!a1b2c3d4",  # the uplink of a channel named mqtt
      A("msh", "EU_868", "!a1b2c3d4", None, "data", "mqtt", None, (("gateway", "!a1b2c3d4"),)),
      "msh_eu_868", "mqtt_sensors"),
@@ -491,6 +496,9 @@ REFUSED = [
     ("meshtastic", "msh//2/e/LongFast/!a1b2c3d4", "a topic with an empty level or a wildcard"),
     ("meshtastic", "msh/EU_868/2/stat/", "the gateway level is empty"),
     ("mesh-json", "msh/EU_868/2/json/LongFast/", "the gateway level is empty"),
+    ("emon", "emonhub/rx/10/values", "expected emon/<node>/<input> (emonHub's node variable format"),
+    ("emon", "emon/emontx4/", "a topic with an empty level or a wildcard"),
+    ("emon", "emon", "expected emon/<node>/<input>"),
     ("mesh-json", "msh/EU/+/2/json/LongFast/!a1b2c3d4", "a topic with an empty level or a wildcard"),
     ("ahoy", "ahoy/HM-600/ch0/P_AC", "expected inverter/<inverter>/ch<channel>[/<field>]"),
     ("ahoy", "inverter/HM-600/ch0/", "a topic with an empty level or a wildcard"),
