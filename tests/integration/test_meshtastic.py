@@ -95,8 +95,9 @@ def test_a_mesh_channels_encrypted_packets_are_rows_of_its_table(tmp_path, mosqu
 
 
 def test_a_channel_of_its_own_key_is_kept_until_the_key_is_given_and_then_replayed(tmp_path, mosquitto):
-    """A packet of a channel encrypted with a key lorrygate has not is a dead letter that says where the key goes;
-    with the key given (from the environment, never in the file) the replay stores it."""
+    """A packet of a channel encrypted with a key lorrygate has not is a dead letter that says where the key goes
+    (each gateway's copy); with the key given (from the environment, never in the file) the replay stores the
+    packet once."""
     region = f"T{uuid.uuid4().hex[:8]}"
     key = bytes(range(32))
     config = write_config(str(tmp_path), mosquitto.port, client_id=f"gw-{region}", topics=f"msh/{region}/#",
@@ -108,14 +109,15 @@ def test_a_channel_of_its_own_key_is_kept_until_the_key_is_given_and_then_replay
     gateway.start(ready="subscribed")
     try:
         publisher = Publisher(mosquitto.port)
-        publisher.publish_many([(f"msh/{region}/2/e/Family/!a1b2c3d4",
-                                 envelope("TEXT_MESSAGE_APP", b"dinner at 7", channel="Family", key=key))])
+        publisher.publish_many([(f"msh/{region}/2/e/Family/{heard_by}",
+                                 envelope("TEXT_MESSAGE_APP", b"dinner at 7", channel="Family", key=key,
+                                          gateway=heard_by)) for heard_by in ("!a1b2c3d4", "!0000beef")])
         publisher.close()
         wait_until(lambda: "lorrygate_dead_letter" in tables(db) and query(
-            db, "SELECT count(*) FROM lorrygate_dead_letter") == [(1,)], 30, "the packet kept as a dead letter")
+            db, "SELECT count(*) FROM lorrygate_dead_letter") == [(2,)], 30, "the copies kept as dead letters")
     finally:
         assert gateway.stop() == 0, gateway.text()[-3000:]
-    [(error,)] = query(db, "SELECT error FROM lorrygate_dead_letter")
+    [(error,), _] = query(db, "SELECT error FROM lorrygate_dead_letter")
     assert "encrypted with channel 'Family''s own key: give it as keys = Family:" in error
     assert base64.b64encode(key).decode() not in gateway.text()
 
@@ -123,7 +125,8 @@ def test_a_channel_of_its_own_key_is_kept_until_the_key_is_given_and_then_replay
     done = subprocess.run([sys.executable, "-m", "lorrygate.cli", "dead-letters", "replay", "-c", config],
                           capture_output=True, text=True, timeout=120, env=environment)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "1 replayed (1 rows)" in done.stdout, done.stdout
+    assert "2 replayed (1 rows)" in done.stdout, done.stdout  # the second gateway's copy: nothing to store
     sensors = f"msh_{region.lower()}__family_sensors"
-    assert query(db, f'SELECT node, type, text FROM "{sensors}"') == [("!7efeee00", "text", "dinner at 7")]
+    assert query(db, f'SELECT node, gateway, type, text FROM "{sensors}"') == [
+        ("!7efeee00", "!a1b2c3d4", "text", "dinner at 7")]
     assert base64.b64encode(key).decode() not in done.stdout + done.stderr
