@@ -28,7 +28,6 @@ could not decode are dead letters that say so.
 """
 
 import json
-from collections import OrderedDict
 from typing import Any
 
 import attrs
@@ -37,6 +36,7 @@ from zope.interface import implementer
 
 from lorrygate.decoding.jsonobject import loads
 from lorrygate.decoding.meshtastic_protobuf import float32
+from lorrygate.decoding.recent import Recent
 from lorrygate.decoding.records import received_ns
 from lorrygate.decoding.vendors import flatten
 from lorrygate.errors import Declined, DecodeError, Ignored
@@ -59,26 +59,6 @@ _DEGREES = {"latitude_i": "latitude", "longitude_i": "longitude"}
 RECEPTION_WINDOW = 3600.0
 #: the most packets known at once
 MAX_KNOWN = 50_000
-
-
-class Receptions:
-    """The packets stored lately, ``(node, packet id)`` -> when the first copy came: a copy that another gateway
-    heard (or the same gateway delivers again) is known within `RECEPTION_WINDOW`."""
-
-    def __init__(self) -> None:
-        self._first: OrderedDict = OrderedDict()
-
-    def copy(self, key: tuple, now: float) -> bool:
-        """Whether ``key`` is a packet stored before; else it is from now on."""
-        first = self._first.get(key)
-        if first is not None and 0 <= now - first < RECEPTION_WINDOW:
-            return True
-        self._first[key] = now
-        self._first.move_to_end(key)
-        known = self._first
-        while known and (len(known) > MAX_KNOWN or now - next(iter(known.values())) >= RECEPTION_WINDOW):
-            known.popitem(last=False)
-        return False
 
 
 def node_id(number: int) -> str:
@@ -121,7 +101,8 @@ class MeshtasticDecoder:
     keys: dict = attrs.field(factory=dict, repr=False)
     #: first: a row a packet, the other gateways' copies ignored; each: a row a gateway that heard it
     receptions: str = "first"
-    _known: Receptions = attrs.field(factory=Receptions, init=False, repr=False, eq=False)
+    _known: Recent = attrs.field(factory=lambda: Recent(RECEPTION_WINDOW, MAX_KNOWN), init=False, repr=False,
+                                 eq=False)
 
     def decode(self, message, address) -> list:
         if address is None or address.kind == EVENT:
@@ -174,7 +155,7 @@ class MeshtasticDecoder:
     def _first_copy(self, message, sender: int, packet_id) -> None:
         """Ignored if another copy of the packet was stored (``receptions = first``)."""
         if self.receptions == "first" and type(packet_id) is int and packet_id:
-            if self._known.copy((sender, packet_id), message.received):
+            if self._known.again((sender, packet_id), message.received):
                 raise Ignored(self.name, message.topic, f"a copy of packet {packet_id} of {node_id(sender)} that "
                                                         "another gateway delivered first (receptions = first)")
 

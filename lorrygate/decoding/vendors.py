@@ -67,6 +67,7 @@ import attrs
 from zope.interface import implementer
 
 from lorrygate.decoding.jsonobject import loads
+from lorrygate.decoding.recent import Recent
 from lorrygate.decoding.records import named_values, object_record, received_ns, scalar
 from lorrygate.decoding.text import payload_text
 from lorrygate.decoding.timestamps import from_epoch, parse_time
@@ -625,17 +626,46 @@ class EsphomeDecoder(_FieldObject):
     whose = "an ESPHome state"
 
 
+#: how long an AhoyDTU alarm is known after it was last published, seconds: the DTU publishes its last ten again
+#: with each new one, the same day or, with the date of the day, a later one
+ALARM_MEMORY = 2 * 86_400.0
+
+
 @implementer(IDecoder)
 @attrs.frozen
 class AhoyDecoder(_FieldObject):
     """AhoyDTU's JSON objects on an inverter's topics of a field (``<inverter>/firmware``, ``hardware``,
     ``radio_stat``) as the field's dotted fields (``firmware.version``, ``hardware.version``: the keys alone made
-    two of them one ``version`` column). Anything else is declined, for ``json`` (a channel's JSON, ``ch0``, at its
-    ``ts``; an alarm) and ``value`` (``P_AC``'s ``120.3``)."""
+    two of them one ``version`` column). An alarm (``<inverter>/alarm/<n>``: ``code``, ``str``, ``start``, ``end``)
+    that the DTU publishes again, as it does its last ten with each new one, is ignored: the same inverter, code
+    and times of day (its ``start`` and ``end`` are seconds of the day, or in later firmware those plus the last
+    midnight, so that an alarm published again the next day has that day's date) within `ALARM_MEMORY`; one that
+    ended since (``end`` set) is a new row. Anything else is declined, for ``json`` (a channel's JSON, ``ch0``, at
+    its ``ts``; an alarm's first publication) and ``value`` (``P_AC``'s ``120.3``)."""
 
     name: str = "ahoy"
     timezone: Any = None
     whose = "an AhoyDTU field's"
+    _alarms: Recent = attrs.field(factory=lambda: Recent(ALARM_MEMORY, 10_000, refresh=True), init=False,
+                                  repr=False, eq=False)
+
+    def decode(self, message, address) -> list:
+        if address is not None and address.kind == EVENT and address.rest.startswith("alarm/"):
+            self._repeated_alarm(message, address)
+        return _FieldObject.decode(self, message, address)
+
+    def _repeated_alarm(self, message, address) -> None:
+        """Ignored if ``message`` is an alarm the DTU published before (see the class's docstring)."""
+        try:
+            alarm = loads(message.payload)
+        except (ValueError, UnicodeDecodeError):
+            return
+        if type(alarm) is not dict or not all(type(alarm.get(key)) is int for key in ("code", "start", "end")):
+            return
+        key = (address.node, alarm["code"], alarm["start"] % 86_400, alarm["end"] % 86_400)
+        if self._alarms.again(key, message.received):
+            raise Ignored(self.name, message.topic, f"alarm {alarm['code']} of {address.node} again: AhoyDTU "
+                                                    "publishes its last alarms again with each new one")
 
 
 #: the keys of an OpenMQTTGateway or Theengs Gateway message that name its device: the rows' tags

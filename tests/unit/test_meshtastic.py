@@ -360,14 +360,21 @@ def test_a_packet_is_stored_once_only_after_it_decoded():
     assert record.fields["text"] == "private"
 
 
-def test_the_packets_known_are_bounded(monkeypatch):
-    from lorrygate.decoding import meshtastic
+def test_the_packets_known_are_bounded():
+    from lorrygate.decoding.recent import Recent
 
-    monkeypatch.setattr(meshtastic, "MAX_KNOWN", 3)
-    known = meshtastic.Receptions()
-    assert [known.copy((1, n), 100.0 + n) for n in range(5)] == [False] * 5
-    assert (known.copy((1, 0), 110.0), known.copy((1, 4), 110.0)) == (False, True)  # (1, 0) was forgotten
-    assert len(known._first) == 3  # noqa: SLF001
+    known = Recent(3600.0, 3)
+    assert [known.again((1, n), 100.0 + n) for n in range(5)] == [False] * 5
+    assert (known.again((1, 0), 110.0), known.again((1, 4), 110.0)) == (False, True)  # (1, 0) was forgotten
+    assert len(known) == 3
+    assert known.again((1, 4), 104.0 + 3600) is False  # the window runs from the first copy
+
+
+def test_with_refresh_the_window_runs_from_the_last_sighting():
+    from lorrygate.decoding.recent import Recent
+
+    seen = Recent(100.0, 10, refresh=True)
+    assert [seen.again("a", t) for t in (0.0, 90.0, 180.0, 270.0, 400.0)] == [False, True, True, True, False]
 
 
 def test_receptions_is_a_meshtastic_decoders_option():

@@ -756,6 +756,29 @@ def test_ahoydtus_values_are_rows_of_a_table_an_inverter_and_its_json_objects_do
     assert (router.stats.ignored, collector.dead) == (2, [])
 
 
+def test_an_ahoydtu_alarm_published_again_with_each_new_one_is_stored_once():
+    """AhoyDTU publishes its last ten alarms again with each new one (later firmware with the day's date, also
+    the next day): each was an event row again. Once now; an alarm that has ended since is a row of its own."""
+    router, collector = configured("ahoy")
+    midnight, next_midnight = 1_717_192_800, 1_717_192_800 + 86_400  # (a UTC+2 day's midnights)
+    first = b'{"code":1,"str":"Inverter start","start":%d,"end":%d}' % (midnight + 22160, midnight)
+    for topic, payload, day in [
+            ("inverter/HM-600/alarm/0", first, 0),
+            ("inverter/HM-600/alarm/1", b'{"code":2,"str":"DTU command failed","start":%d,"end":%d}' % (
+                midnight + 30000, midnight + 30060), 0),
+            ("inverter/HM-600/alarm/0", first, 0),  # again, with alarm 1
+            ("inverter/HM-600/alarm/0", b'{"code":1,"str":"Inverter start","start":%d,"end":%d}' % (
+                next_midnight + 22160, next_midnight), 1),  # again the next day, with its date
+            ("inverter/HM-800/alarm/0", first, 1),  # another inverter's
+            ("inverter/HM-600/alarm/0", b'{"code":1,"str":"Inverter start","start":%d,"end":%d}' % (
+                midnight + 22160, midnight + 40000), 1)]:  # it ended
+        router.deliver(Message(topic, payload, 1, False, 1_717_250_000.0 + day * 86_400, "#"))
+    assert [(table, fields["code"], fields["end"] % 86_400) for table, fields, _ in stored_rows(collector)] == [
+        ("inverter.hm_600_events", 1, 79200), ("inverter.hm_600_events", 2, 30060 - 7200),
+        ("inverter.hm_800_events", 1, 79200), ("inverter.hm_600_events", 1, 40000 - 7200)]
+    assert (router.stats.ignored, collector.dead) == (2, [])
+
+
 def test_a_ruuvi_gateways_relayed_tags_are_rows_of_its_table_the_mac_a_tag():
     """Ruuvi Gateway relays each advertisement as hex by default: under ``topic`` it was a table a sensor holding
     the hex, which no query reads. A table a gateway now, a RuuviTag's data format 5 its values, the MAC a tag."""
