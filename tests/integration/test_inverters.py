@@ -48,6 +48,9 @@ def test_ahoys_values_and_json_channels_are_rows_of_one_table(tmp_path, mosquitt
         (f"inverter/{name}/ch1", '{"U_DC": 33.1, "P_DC": 69.5, "ts": 1717243200}'),
         (f"inverter/{name}/firmware", '{"version": 10012, "build_year": "2020"}'),
         (f"inverter/{name}/hardware", '{"part": 269619200, "version": "65536"}'),
+        (f"inverter/{name}/alarm/0", '{"code": 1, "str": "Inverter start", "start": 1717214960, "end": 0}'),
+        (f"inverter/{name}/alarm/1", '{"code": 2, "str": "DTU command failed", "start": 1717222800, "end": 0}'),
+        (f"inverter/{name}/alarm/0", '{"code": 1, "str": "Inverter start", "start": 1717214960, "end": 0}'),
         ("inverter/uptime", "3600"),
     ], tables_={sensors, "inverter__dtu_events", "inverter__dtu_sensors"}, table=sensors, rows=4)
     assert query(db, f'SELECT time, channel, P_DC FROM "{sensors}" WHERE P_DC IS NOT NULL') == [
@@ -56,5 +59,7 @@ def test_ahoys_values_and_json_channels_are_rows_of_one_table(tmp_path, mosquitt
                      'ORDER BY "firmware.version" IS NULL') == [(10012, None), (None, "65536")]
     assert query(db, 'SELECT mqtt FROM "inverter__dtu_events"') == [("connected",)]
     assert query(db, 'SELECT uptime FROM "inverter__dtu_sensors"') == [(3600,)]
+    events = f"inverter__{name.lower().replace('-', '_')}_events"
+    assert query(db, f'SELECT code FROM "{events}" ORDER BY code') == [(1,), (2,)]  # the first alarm once
     assert not any("ctrl" in table or "limit" in table for table in tables(db))
     assert no_dead_letters(db)
