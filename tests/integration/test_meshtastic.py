@@ -14,6 +14,7 @@ import subprocess
 import sys
 import uuid
 
+import psycopg
 from meshtastic.protobuf import mesh_pb2, telemetry_pb2
 
 from tests.fleet.meshtastic import envelope
@@ -130,3 +131,54 @@ def test_a_channel_of_its_own_key_is_kept_until_the_key_is_given_and_then_replay
     assert query(db, f'SELECT node, gateway, type, text FROM "{sensors}"') == [
         ("!7efeee00", "!a1b2c3d4", "text", "dinner at 7")]
     assert base64.b64encode(key).decode() not in done.stdout + done.stderr
+
+
+def test_a_mesh_channels_packets_in_postgresql_have_their_types(tmp_path, mosquitto, postgres):
+    """The same packets into PostgreSQL: a column each value, of its type (a neighbours' list JSONB, degrees
+    DOUBLE PRECISION, a packet id BIGINT), the node and gateway text columns."""
+    base = f"m{uuid.uuid4().hex[:8]}"
+    config = write_config(str(tmp_path), mosquitto.port, client_id=f"gw-{base}", topics=f"{base}/#",
+                          extra=f"strategy = mesh\n\n[strategy:mesh]\ntype = meshtastic\nbase = {base}\n")
+    with open(config) as handle:
+        text = handle.read()
+    with open(config, "w") as handle:
+        handle.write(text.replace(f"url = sqlite:///{tmp_path}/gateway.sqlite\nsynchronous = NORMAL",
+                                  f"url = {postgres.url}"))
+    telemetry = telemetry_pb2.Telemetry(device_metrics=telemetry_pb2.DeviceMetrics(battery_level=87, voltage=3.95))
+    neighbours = mesh_pb2.NeighborInfo(node_id=2130636288, neighbors=[mesh_pb2.Neighbor(node_id=1, snr=5.5)])
+    topic = f"{base}/EU_868/2/e/LongFast/!a1b2c3d4"
+    gateway = GatewayProcess(config, str(tmp_path / "gw.log"))
+    gateway.start(ready="subscribed")
+    schema = f"{base}_eu_868"
+    try:
+        publisher = Publisher(mosquitto.port)
+        publisher.publish_many([
+            (topic, envelope("TELEMETRY_APP", telemetry, packet_id=4_000_000_000)),
+            (topic, envelope("NEIGHBORINFO_APP", neighbours, packet_id=2)),
+            (topic, envelope("POSITION_APP", mesh_pb2.Position(latitude_i=523456789, longitude_i=134567890),
+                             packet_id=3)),
+            (topic, envelope("NODEINFO_APP", mesh_pb2.User(id="!7efeee00", long_name="Garden", hw_model=43),
+                             packet_id=4)),
+        ])
+        publisher.close()
+
+        def rows() -> int:
+            with psycopg.connect(postgres.url, autocommit=True) as conn:
+                found = conn.execute("SELECT to_regclass(%s)", (f'"{schema}"."longfast_sensors"',)).fetchone()[0]
+                return conn.execute(f'SELECT count(*) FROM "{schema}"."longfast_sensors"').fetchone()[0] if found else 0
+
+        wait_until(lambda: rows() == 4, 30, "four rows in PostgreSQL")
+    finally:
+        assert gateway.stop() == 0, gateway.text()[-3000:]
+    with psycopg.connect(postgres.url, autocommit=True) as conn:
+        types = dict(conn.execute("SELECT column_name, data_type FROM information_schema.columns "
+                                  "WHERE table_schema = %s AND table_name = 'longfast_sensors'", (schema,)).fetchall())
+        assert {name: types[name] for name in ("node", "gateway", "type", "packet_id", "battery_level", "voltage",
+                                               "neighbors", "latitude", "longname", "hardware")} == {
+            "node": "text", "gateway": "text", "type": "text", "packet_id": "bigint", "battery_level": "bigint",
+            "voltage": "double precision", "neighbors": "jsonb", "latitude": "double precision", "longname": "text",
+            "hardware": "bigint"}
+        assert conn.execute(f'SELECT neighbors, packet_id FROM "{schema}"."longfast_sensors" '
+                            "WHERE type = 'neighborinfo'").fetchall() == [([{"node_id": 1, "snr": 5.5}], 2)]
+        assert conn.execute(f'SELECT voltage FROM "{schema}"."longfast_sensors" WHERE packet_id = 4000000000'
+                            ).fetchall() == [(3.95,)]
