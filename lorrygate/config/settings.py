@@ -894,7 +894,8 @@ STRATEGY_DECODERS = {
     "ahoy": ("ahoy", "json", "value"),
     # Ruuvi Gateway: its relayed advertisements, RuuviTags' decoded; gw_status as JSON
     "ruuvi": ("ruuvi", "json"),
-    # Meshtastic: its gateway nodes' JSON output; the status (firmware before 2.3) as text
+    # Meshtastic: its gateway nodes' packets, as protobuf or their JSON output; the status (firmware before 2.3)
+    # as text
     "meshtastic": ("meshtastic", "value"),
     # emonHub: an input a topic, as text; a node's JSON at its time
     "emon": ("json", "value"),
