@@ -30,8 +30,8 @@ _RENAMED = {"pm10_standard": "pm10", "pm25_standard": "pm25", "pm100_standard": 
             **{f"ch{n}_{what}": f"{what}_ch{n}" for n in range(1, 9) for what in ("voltage", "current")},
             "long_name": "longname", "short_name": "shortname", "hw_model": "hardware",
             "wifi": "wifi_count", "ble": "ble_count"}
-#: apps whose payload is text
-_TEXT = {"TEXT_MESSAGE_APP": "text", "DETECTION_SENSOR_APP": "detection"}
+#: apps whose payload is text (a range test's: "seq 12"; the JSON output has none)
+_TEXT = {"TEXT_MESSAGE_APP": "text", "DETECTION_SENSOR_APP": "detection", "RANGE_TEST_APP": "range_test"}
 #: apps whose payload is one message: (the JSON output's type, the schema's module and message)
 _MESSAGES = {"POSITION_APP": ("position", "mesh_pb2", "Position"), "NODEINFO_APP": ("nodeinfo", "mesh_pb2", "User"),
              "WAYPOINT_APP": ("waypoint", "mesh_pb2", "Waypoint"),

@@ -215,6 +215,7 @@ def test_an_encrypted_telemetry_packet_is_the_same_row_as_its_json_copy():
      "paxcounter", {"wifi_count": 3, "ble_count": 7, "uptime": 60}),
     ("TEXT_MESSAGE_APP", lambda pb: "héllo mesh".encode() + b"\xff", "text", {"text": "héllo mesh\\xff"}),
     ("DETECTION_SENSOR_APP", lambda pb: b"motion", "detection", {"text": "motion"}),
+    ("RANGE_TEST_APP", lambda pb: b"seq 12", "range_test", {"text": "seq 12"}),
 ])
 def test_each_apps_values_have_the_json_outputs_names(app, make, kind, fields):
     from lorrygate.decoding.meshtastic_protobuf import schemas
