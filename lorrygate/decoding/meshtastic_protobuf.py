@@ -201,7 +201,11 @@ def _app_values(data, topic: str, modules) -> tuple:
         kind, module, name = _MESSAGES[app]
     else:
         raise Ignored("meshtastic", topic, f"a packet of {app}, which carries no values lorrygate stores")
-    message = getattr(modules[module], name)()
+    schema = getattr(modules[module], name, None)
+    if schema is None:  # (an older meshtastic package than the firmware)
+        raise Ignored("meshtastic", topic, f"a packet of {app}, whose message ({name}) the installed meshtastic "
+                                           "package does not know: pip install -U meshtastic")
+    message = schema()
     try:
         message.ParseFromString(data.payload)
     except ProtobufError as exc:
