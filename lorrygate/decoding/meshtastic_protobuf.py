@@ -203,8 +203,8 @@ def _app_values(data, topic: str, modules) -> tuple:
         raise Ignored("meshtastic", topic, f"a packet of {app}, which carries no values lorrygate stores")
     schema = getattr(modules[module], name, None)
     if schema is None:  # (an older meshtastic package than the firmware)
-        raise Ignored("meshtastic", topic, f"a packet of {app}, whose message ({name}) the installed meshtastic "
-                                           "package does not know: pip install -U meshtastic")
+        raise DecodeError("meshtastic", f"a packet of {app}, whose message ({name}) the installed meshtastic package "
+                                        "does not know: pip install -U meshtastic, and replay this dead letter")
     message = schema()
     try:
         message.ParseFromString(data.payload)

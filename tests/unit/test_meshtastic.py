@@ -401,3 +401,16 @@ def test_a_gateway_nodes_map_report_is_a_row_of_the_map_table():
     assert {key: value for key, value in record.fields.items() if key not in PACKET_FIELDS} == {
         "longname": "Gateway 1", "shortname": "GW1", "role": 2, "hardware": 43, "firmware_version": "2.5.6.abc",
         "region": 3, "latitude": 52.3456789, "longitude": 13.456789, "num_online_local_nodes": 17}
+
+
+def test_a_message_an_older_meshtastic_package_does_not_know_is_kept_to_replay(monkeypatch):
+    from meshtastic.protobuf import mqtt_pb2
+
+    from lorrygate.decoding import meshtastic_protobuf
+
+    report = mqtt_pb2.MapReport(long_name="Gateway 1").SerializeToString()
+    older = dict(meshtastic_protobuf.schemas())
+    older["mqtt_pb2"] = type("mqtt_pb2", (), {"ServiceEnvelope": mqtt_pb2.ServiceEnvelope})
+    monkeypatch.setattr(meshtastic_protobuf, "schemas", lambda: older)
+    with pytest.raises(DecodeError, match="MapReport.* pip install -U meshtastic, and replay this dead letter"):
+        decode(envelope("MAP_REPORT_APP", report), PROTOBUF_TOPIC)
