@@ -114,6 +114,8 @@ def render_status(answer: dict) -> str:
         lines.append(
             f"channel {channel['name']}: {channel['received']} received, {channel['routed']} routed, "
             f"{channel['unmatched']} unmatched, {channel['undecodable']} undecodable"
+            + (f", {channel['ignored']} ignored (the last: {channel['last_ignored'][:300]})"
+               if channel.get("ignored") and channel.get("last_ignored") else "")
             + (f", {channel['seq_gaps']} sequence gaps (messages lost before the gateway)"
                if channel.get("seq_gaps") else "")
             + (f", {channel['keepalives']} keep-alives sent" if channel.get("keepalives") else "")

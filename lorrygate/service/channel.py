@@ -194,6 +194,8 @@ class ChannelRouter:
     tee: tuple = ()
     #: why a decoder last ignored a message (the dry run says it)
     last_ignored: str = ""
+    #: the topic of the message last ignored, and why where a decoder ignored it (None: its topic is ignored)
+    _last_ignored: tuple = attrs.field(default=("", None), init=False)
     _routes: dict = attrs.Factory(dict)
     _route_bytes: int = 0
     _ignore: tuple = ()
@@ -260,6 +262,19 @@ class ChannelRouter:
                     why = exc.reason
             problem = ("ignored", why)
         return address, table, problem, chain.names if chain is not None else ()
+
+    def why_ignored(self) -> str:
+        """``<topic>: <why>`` of the message last ignored, or "" (for the status: a channel whose messages are all
+        ignored, the copies of a format it does not store say, shows why)."""
+        topic, why = self._last_ignored
+        if not topic:
+            return ""
+        if why is None:
+            try:
+                why = self.explain(topic)[2][1]
+            except Exception:  # (a strategy of your own that ignored the topic and now raises)
+                why = "ignored"
+        return f"{topic}: {why}"
 
     def table_for_topic(self, topic: str) -> tuple:
         """``(address, table, None)`` of the topic as its messages would be stored, or ``(None, None, why not)``;
@@ -350,6 +365,7 @@ class ChannelRouter:
                 # A command, or a topic the channel ignores: acknowledged with the
                 # next commit, counted, and nothing else.
                 self.stats.ignored += 1
+                self._last_ignored = (topic, None)
                 self._nothing_to_store(message, IGNORED)
                 return
             if problem is not None:
@@ -505,6 +521,7 @@ class ChannelRouter:
         """A decoder told the message carries no measurement: acknowledged with the next commit, and counted."""
         self.stats.ignored += 1
         self.last_ignored = exc.reason
+        self._last_ignored = (message.topic, exc.reason)
         self._nothing_to_store(message, f"ignored: {exc.reason}")
 
     def _nothing_to_store(self, message, why) -> None:

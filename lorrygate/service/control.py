@@ -67,7 +67,8 @@ def status(gateway) -> dict:
                 **({"details": s.status()} if hasattr(s, "status") else {}),
                 **({"group": s.group} if isinstance(getattr(s, "group", None), str) and s.group else {})}
                for s in gateway.sources]
-    channels = [dict(router.stats.asdict(), name=router.channel.name) for router in gateway.routers]
+    channels = [dict(router.stats.asdict(), name=router.channel.name, last_ignored=router.why_ignored())
+                for router in gateway.routers]
     hooks = [runner.status() for runner in gateway.hook_runners.values()]
     return {"config": gateway.settings.source, "sources": sources, "storages": storages, "channels": channels,
             "hooks": hooks, "reload_error": gateway.reload_error}

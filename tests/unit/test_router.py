@@ -864,3 +864,23 @@ def test_the_ble_sensors_an_esp32_hears_are_rows_of_its_table_a_sensor_each():
         (table, {"TempUnit": "C", "Moisture": 31}, {"mac": "c47c8d1a2b3c", "name": "Flora1a2b3c", "alias": "basil"}),
         (table, {"TempUnit": "C", "ESP32.Temperature": 45.2}, {}),
         ("tasmota.plug_sensors", {"DS18B20.Id": "0316A279B1FF", "DS18B20.Temperature": 21.4, "TempUnit": "C"}, {})]
+
+
+def test_the_status_says_why_the_last_ignored_message_was():
+    """A channel whose messages were all ignored (the JSON copies of Meshtastic packets, with output = protobuf)
+    showed only a count: now the last one's topic and reason, a topic's or a decoder's."""
+    from lorrygate.control_client import render_status
+
+    router, _ = configured("meshtastic")
+    assert router.why_ignored() == ""
+    router.deliver(message("msh/EU_868/2/json/LongFast/!a1b2c3d4", b'{"from": 1}'))
+    assert router.why_ignored() == ("msh/EU_868/2/json/LongFast/!a1b2c3d4: the JSON copy of a packet that "
+                                    "<root>/2/e/... has (output = protobuf, the default)")
+    router.deliver(message("msh/EU_868/2/json/mqtt/", b"{}"))
+    assert router.why_ignored().endswith("a message sent into the mesh (JSON downlink): a command, not a measurement")
+    router, _ = configured("mesh", "[strategy:mesh]\ntype = meshtastic\noutput = json\n")
+    router.deliver(message("msh/EU_868/2/json/LongFast/!a1b2c3d4", b'{"from": 1, "id": 2, "type": ""}'))
+    assert "a packet of an app the firmware does not write as JSON" in router.why_ignored()
+    channel = dict(router.stats.asdict(), name="mesh", last_ignored=router.why_ignored())
+    text = render_status({"config": "gw.ini", "sources": [], "storages": [], "channels": [channel]})
+    assert "channel mesh: 1 received, 0 routed, 0 unmatched, 0 undecodable, 1 ignored (the last: msh/EU_868" in text
