@@ -108,7 +108,7 @@ class MeshtasticDecoder:
         if address is None or address.kind == EVENT:
             raise Declined("not a Meshtastic gateway's topic (<root>/2/e/<channel>/<gateway>, .../2/json/...)")
         if _protobuf_topic(message.topic, message.payload):
-            return [self._protobuf(message, address)]
+            return [self._row(self._protobuf(message), message, address)]
         try:
             packet = loads(message.payload)
         except (ValueError, UnicodeDecodeError) as exc:
@@ -118,7 +118,7 @@ class MeshtasticDecoder:
             raise DecodeError(self.name, f"a JSON {type(packet).__name__}, not the object of a Meshtastic packet")
         if "from" not in packet:
             raise DecodeError(self.name, "no 'from' (the sending node's number): not a Meshtastic packet")
-        sender = _node_number(packet["from"], "from")
+        _node_number(packet["from"], "from")
         kind = packet.get("type")
         if kind is None and "bytes" in packet:
             raise DecodeError(self.name, "an encrypted packet: the gateway node has not the channel's key; give it "
@@ -132,6 +132,12 @@ class MeshtasticDecoder:
                 raise Ignored(self.name, message.topic, "a packet of an app the firmware does not write as JSON "
                                                         "(routing, admin, range test, ...): no values")
             raise DecodeError(self.name, f"a {kind} packet without its payload: the gateway node could not decode it")
+        return [self._row(packet, message, address)]
+
+    def _row(self, packet: dict, message, address) -> Record:
+        """The record of a packet as the JSON output writes it (the protobuf one made so by `_protobuf`); Ignored
+        where another gateway's copy of it was stored."""
+        sender, kind = packet["from"], packet["type"]
         node = node_id(sender)
         fields = self._payload(packet["payload"], kind)
         if kind == "nodeinfo" and fields.get("id") == node:
@@ -143,14 +149,14 @@ class MeshtasticDecoder:
         if to is not None and _node_number(to, "to") != BROADCAST:
             fields[unused_name(fields, "to")] = node_id(to)
         gateway = packet.get("sender")
-        if gateway is not None and gateway != address.gateway:
+        if gateway and address.gateway and gateway != address.gateway:  # (a map report's topic names none)
             fields[unused_name(fields, "sender")] = gateway
         for key, value in packet.items():
             if key not in _HANDLED:
                 fields[unused_name(fields, key)] = value
         record = Record(self._time(packet.get("timestamp"), message), fields, {"node": node, "type": kind})
         self._first_copy(message, sender, packet.get("id"))
-        return [record]
+        return record
 
     def _first_copy(self, message, sender: int, packet_id) -> None:
         """Ignored if another copy of the packet was stored (``receptions = first``)."""
@@ -159,30 +165,21 @@ class MeshtasticDecoder:
                 raise Ignored(self.name, message.topic, f"a copy of packet {packet_id} of {node_id(sender)} that "
                                                         "another gateway delivered first (receptions = first)")
 
-    def _protobuf(self, message, address) -> Record:
-        """A ServiceEnvelope, into the names of the JSON output."""
+    def _protobuf(self, message) -> dict:
+        """A ServiceEnvelope as the firmware's JSON output writes its packet (``MeshPacketSerializer``)."""
         from lorrygate.decoding.meshtastic_protobuf import read_envelope
 
         packet, gateway, kind, values = read_envelope(message.payload, self.keys, message.topic)
-        node = node_id(getattr(packet, "from"))
-        fields = self._payload(values, kind)
-        if kind == "nodeinfo" and fields.get("id") == node:
-            del fields["id"]
-        fields[unused_name(fields, "packet_id")] = packet.id
+        written = {"from": getattr(packet, "from"), "to": packet.to, "id": packet.id, "type": kind, "payload": values,
+                   "timestamp": packet.rx_time, "sender": gateway}
         if packet.rx_rssi:
-            fields[unused_name(fields, "rssi")] = packet.rx_rssi
+            written["rssi"] = packet.rx_rssi
         if packet.rx_snr:
-            fields[unused_name(fields, "snr")] = float32(packet.rx_snr)
+            written["snr"] = float32(packet.rx_snr)
         if packet.hop_start and packet.hop_limit <= packet.hop_start:
-            fields[unused_name(fields, "hops_away")] = packet.hop_start - packet.hop_limit
-            fields[unused_name(fields, "hop_start")] = packet.hop_start
-        if packet.to != BROADCAST:
-            fields[unused_name(fields, "to")] = node_id(packet.to)
-        if gateway and address.gateway and gateway != address.gateway:  # (a map report's topic names none)
-            fields[unused_name(fields, "sender")] = gateway
-        record = Record(self._time(packet.rx_time, message), fields, {"node": node, "type": kind})
-        self._first_copy(message, getattr(packet, "from"), packet.id)
-        return record
+            written["hops_away"] = packet.hop_start - packet.hop_limit
+            written["hop_start"] = packet.hop_start
+        return written
 
     def _payload(self, payload, kind: str) -> dict:
         if kind == "text" or type(payload) is not dict:
