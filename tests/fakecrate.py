@@ -38,7 +38,12 @@ file named:
   ``OBJECT(IGNORED)`` column takes them (crate/crate issue 14451);
 - ``INSERT ... ON CONFLICT DO NOTHING`` answers ``rowcount 0`` for a row whose
   primary key is stored (``analyze/InsertAnalyzer.java``); without it the row
-  fails with 4091;
+  fails with 4091; ``ON CONFLICT (targets) DO UPDATE SET "fields" =
+  concat("fields", excluded."fields")`` merges the row's object into the
+  stored one (first-level keys, the new value wins; ``docs/general/builtins/
+  scalar-functions.rst``, ``concat(object, object)``) and answers
+  ``rowcount 1``; conflict targets that are not the primary key's columns
+  fail the request with 400, 4000 (``InsertAnalyzer.verifyOnConflictTargets``);
 - unknown schema 4045, unknown table 4041 (404), a column the table does not
   have and cannot add 4043 (``exceptions/ColumnUnknownException.java``);
 - a failed authentication answers 401 in plain text, not JSON
@@ -79,6 +84,8 @@ _VIEW = re.compile(r'CREATE OR REPLACE VIEW ("[^"]+(?:""[^"]*)*")\.("[^"]+(?:""[
                    r'("[^"]+(?:""[^"]*)*")\.("[^"]+(?:""[^"]*)*") WHERE "address" = \'((?:[^\']|\'\')*)\'$', re.S)
 _ALTER = re.compile(r'ALTER TABLE ("[^"]+(?:""[^"]*)*")\.("[^"]+(?:""[^"]*)*") ADD COLUMN ("[^"]+(?:""[^"]*)*") (.+)$')
 _PRIMARY = re.compile(r"PRIMARY KEY \(([^)]*)\)")
+_UPSERT = re.compile(r"ON CONFLICT \(([^)]*)\) DO UPDATE SET (.+)$", re.S)
+_MERGED = re.compile(r'"([a-z_]+)" = concat\("\1", excluded\."\1"\)')
 _COLUMN = re.compile(r'(?:\(|, )("[^"]+(?:""[^"]*)*") ([A-Z]+(?: WITH TIME ZONE)?(?:\([A-Z]+\))?)([^,]*)')
 _FORBIDDEN = re.compile(r"[.\[\]\t\r\n]")
 TEXT_LIMIT = 32_766
@@ -477,6 +484,17 @@ class FakeCrate(Resource):
             if target["columns"] and column not in target["columns"]:
                 return self._error(request, 404, 4043, f"ColumnUnknownException[Column {column} unknown]")
         do_nothing = "ON CONFLICT" in statement and "DO NOTHING" in statement
+        upsert = _UPSERT.search(statement)
+        if upsert is not None:
+            targets = [_unquote(name.strip()) for name in upsert.group(1).split(",")]
+            if len(targets) != len(target["pk"]) or not set(targets) <= set(target["pk"]):
+                return self._error(request, 400, 4000, (
+                    f"IllegalArgumentException[Number of conflict targets ({targets}) did not match the number of "
+                    f"primary key columns ({target['pk'] or ['_id']})]") if len(targets) != len(target["pk"]) else (
+                    f"IllegalArgumentException[Conflict target ({targets}) did not match the primary key columns "
+                    f"({target['pk']})]"))
+            merged = [name for name in _MERGED.findall(upsert.group(2))]
+            do_nothing = merged or True
         rows = [dict(zip(columns, row)) for row in (bulk_args if bulk_args is not None else [args])]
         if self.limit_fails_request and any(
                 len(target["columns"]) + len(target["paths"]) + len(_new_paths(target, row)) > COLUMN_LIMIT
@@ -512,7 +530,9 @@ class FakeCrate(Resource):
             results.append(result)
         return self._answer(request, {"cols": [], "duration": 2.2, "results": results})
 
-    def _row(self, target, row, do_nothing: bool) -> dict:
+    def _row(self, target, row, do_nothing) -> dict:
+        """``do_nothing``: True (``ON CONFLICT DO NOTHING``), a list of the object columns an upsert merges, or
+        False."""
         if self.row_faults:
             code = self.row_faults.pop(0)
             if code is None:  # as a failed row beyond the first 10 of a shard
@@ -552,7 +572,17 @@ class FakeCrate(Resource):
             return {"rowcount": -2, "error": {"code": 4000, "message": _limit_message(target)}}
         if target["pk"]:
             key = tuple(row.get(column) for column in target["pk"] if column in row)
-            if any(tuple(r.get(c) for c in target["pk"] if c in r) == key for r in target["rows"]):
+            stored = next((r for r in target["rows"] if tuple(r.get(c) for c in target["pk"] if c in r) == key),
+                          None)
+            if stored is not None:
+                if isinstance(do_nothing, list):  # (DO UPDATE SET "fields" = concat("fields", excluded."fields"))
+                    for column in do_nothing:
+                        value = fields if column == "fields" else row.get(column)
+                        if value is not None:
+                            stored[column] = {**(stored.get(column) or {}), **value}
+                    target["types"].update(new)
+                    target["paths"] |= paths
+                    return {"rowcount": 1}
                 if do_nothing:
                     return {"rowcount": 0}
                 return {"rowcount": -2, "error": {"code": 4091,

@@ -101,6 +101,8 @@ class StorageSettings:
     #: SQLite: seconds after which rows are deleted (0: kept)
     retention: float = 0.0
     idempotent: bool = False
+    #: SQL storages: seconds of the time buckets whose rows of a table and tags are merged into one (0: off)
+    merge: float = 0.0
     #: a `lorrygate.storage.ddl.DdlTemplate`, or None
     ddl: Any = None
     shards: int = 1
@@ -338,6 +340,13 @@ STORAGE_KEYS = {
     "linger": Key(v.duration(0, 60), 0.0, doc='How long an idle storage waits for more rows before it commits (0: the next reactor turn).'),
     "max_pending": Key(v.integer(1, 100_000_000), 20_000, doc='Rows waiting for a commit before the sources are paused (backpressure).'),
     "idempotent": Key(v.boolean, False, doc='Rows carry a content hash as key: a message delivered twice is stored once.'),
+    "merge": Key(v.duration(0, 86400), 0.0,
+                 doc="SQL storages: the rows of a table with the same tags whose times fall into the same bucket of "
+                     "this length (10s, 1m) are one row, at the bucket's start: the values of a device that "
+                     "publishes a topic a value (OpenDTU, ESPHome, emonHub, Victron) become one row, not a row a "
+                     "value. A later value of a column replaces the earlier; a column a message lacks keeps its "
+                     "value. Merged in the database (a key on time and a hash of the tags), so across batches, "
+                     "restarts and replays; a message delivered twice is stored once. 0: a row a record (the default)."),
     "spool": Key(v.boolean, True, doc='Spool batches to disk while the storage is down (and acknowledge them once spooled).'),
     "spool_max": Key(v.size, 1 << 30, doc='The most the disk spool holds (100MB, 1GiB); beyond it the sources are paused.'),
     "ddl": Key(v.ddl_text, "", doc='A CREATE TABLE template for new tables ({table}), inline or @file.'),
@@ -394,6 +403,7 @@ STORAGE_KIND_KEYS = {
     "flatten_depth": ("sqlite", "postgresql"),
     "max_columns": ("sqlite", "postgresql"),
     "max_tables": ("sqlite", "postgresql"),
+    "merge": ("sqlite", "postgresql", "crate"),
     "topic": ("mqtt", "kafka"),
     "payload": ("mqtt", "kafka"),
     "dead_letter_topic": ("mqtt", "kafka"),
@@ -768,6 +778,10 @@ def make_storage(name: str, values: dict, section: str, problem):
         if values["tls_key"] and not values["tls_cert"]:
             problem(section, "tls_cert", "the client certificate tls_key belongs to", "nothing")
             return None
+    if values["merge"] and values["layout"] != "per-address":
+        problem(section, "merge", "per-address tables (layout = per-address): rows are merged in a table of their "
+                "address", f"layout = {values['layout']}")
+        return None
     text = values.pop("ddl")
     ddl = None
     if text:

@@ -14,7 +14,7 @@ from lorrygate.topology.naming import quote
 
 def _time_index(storage, table, shared: bool) -> list:
     """SQLite's ``time_index``: the index made with the table (not with an idempotent table's key, which is one)."""
-    if storage.kind != "sqlite" or not storage.time_index or (storage.idempotent and not shared):
+    if storage.kind != "sqlite" or not storage.time_index or ((storage.idempotent or storage.merge) and not shared):
         return []
     return [index_statement(table_name(table), shared)]
 
@@ -64,7 +64,8 @@ def _ddl(storage, table, channel, address=None) -> list:
                 f'CREATE TABLE IF NOT EXISTS {qualified} ("time" TIMESTAMPTZ NOT NULL)',
                 "-- then ALTER TABLE ... ADD COLUMN IF NOT EXISTS per field, on its first appearance"]
     if storage.kind == "crate":
-        return [default_ddl(table, storage.partition, storage.shards, storage.replicas, storage.idempotent),
+        return [default_ddl(table, storage.partition, storage.shards, storage.replicas,
+                            storage.idempotent or bool(storage.merge)),
                 "-- fields: every number as DOUBLE, NaN/Infinity as null, keys with . [ ] renamed with _; "
                 "the shard budget is checked first"]
     return [f"-- {storage.kind} sink: no DDL"]

@@ -27,7 +27,8 @@ def make_backend(storage, reactor, ddl: dict):
     if storage.kind == "sqlite":
         from lorrygate.storage.sqlite import SQLiteStorage
 
-        backend = SQLiteStorage(storage.name, storage.path, reactor, storage.synchronous, storage.idempotent, ddl)
+        backend = SQLiteStorage(storage.name, storage.path, reactor, storage.synchronous, storage.idempotent, ddl,
+                                storage.merge)
         backend.flatten_depth, backend.max_columns = storage.flatten_depth, storage.max_columns
         backend.max_tables = storage.max_tables
         backend.layout = storage.layout
@@ -37,7 +38,7 @@ def make_backend(storage, reactor, ddl: dict):
     if storage.kind == "postgresql":
         from lorrygate.storage.postgresql import PostgresStorage
 
-        backend = PostgresStorage(storage.name, storage.url.raw, reactor, storage.idempotent, ddl)
+        backend = PostgresStorage(storage.name, storage.url.raw, reactor, storage.idempotent, ddl, storage.merge)
         backend.flatten_depth, backend.max_columns = storage.flatten_depth, storage.max_columns
         backend.max_tables = storage.max_tables
         backend.layout = storage.layout

@@ -49,7 +49,10 @@ its shards are checked against the cluster's budget
 (``cluster.max_shards_per_node`` x nodes, `shard_budget`): a table that does
 not fit is refused with the arithmetic, its messages become dead letters and
 the table is listed in the status. ``idempotent = true`` adds
-``lorrygate_id`` and the primary key ``(time, lorrygate_id, <period>)``.
+``lorrygate_id`` and the primary key ``(time, lorrygate_id, <period>)``;
+``merge`` the same key, the id a hash of the address and the tags, and
+``ON CONFLICT (key) DO UPDATE SET "fields" = concat("fields",
+excluded."fields")``: the rows of a bucket are one row.
 ``layout = per-network``: one table per network and kind, with the address
 in columns, and a view per address (`lorrygate.storage.shared_layout`).
 """
@@ -77,7 +80,7 @@ from lorrygate.storage import crate_extra
 from lorrygate.storage.batch import DeadLetter
 from lorrygate.storage.crate_moved_keys import MovedKeys, place
 from lorrygate.storage.crate_values import Conversions, crate_object
-from lorrygate.storage.layout import EXTRA_COLUMN, ID_COLUMN, row_id
+from lorrygate.storage.layout import EXTRA_COLUMN, ID_COLUMN, merge_id, row_id
 from lorrygate.storage.shared_layout import ADDRESS_COLUMNS, address_values, qualified, shared_table, view_statement
 from lorrygate.topology.naming import quote
 
@@ -177,15 +180,27 @@ DEAD_LETTER_INSERT_TYPED = f'INSERT INTO {DEAD_LETTER_TABLE} ({_DEAD_LETTER_COLU
     f'"sent") VALUES ({", ".join("?" * 13)})'
 
 
-def insert_statement(table, idempotent: bool, shared: bool = False, extra: bool = False) -> str:
+def insert_statement(table, idempotent: bool, shared: bool = False, extra: bool = False,
+                     merge_key: tuple = ()) -> str:
     """The INSERT of a table's rows; ``extra``: with the column of the fields CrateDB does not index, last
-    (`lorrygate.storage.crate_extra`)."""
+    (`lorrygate.storage.crate_extra`). ``merge_key``: the table's primary key, which rows of the same key are
+    merged on (``merge``): the fields of a row are added to the stored row's (first-level keys, the later value
+    of a key wins)."""
     named = ("time",) + (ADDRESS_COLUMNS if shared else ()) + ("tags", "fields") + ((ID_COLUMN,) if idempotent else ()) \
         + ((EXTRA_COLUMN,) if extra else ())
     columns = ", ".join(f'"{name}"' for name in named)
     marks = ", ".join("?" * len(named))
     statement = f"INSERT INTO {qualified(table)} ({columns}) VALUES ({marks})"
+    if merge_key:
+        merged = ("fields", EXTRA_COLUMN) if extra else ("fields",)
+        return statement + f" ON CONFLICT ({', '.join(map(quote, merge_key))}) DO UPDATE SET " + ", ".join(
+            f'"{name}" = concat("{name}", excluded."{name}")' for name in merged)
     return statement + " ON CONFLICT DO NOTHING" if idempotent else statement
+
+
+def merge_key(partition: str) -> tuple:
+    """The primary key of a table `default_ddl` makes with idempotent (or merged) rows."""
+    return ("time", ID_COLUMN) if partition == "none" else ("time", ID_COLUMN, partition)
 
 
 def cut(text: str, limit: int = ERROR_LIMIT) -> str:
@@ -278,6 +293,8 @@ class CrateStorage:
     idempotent: bool = False
     ddl: dict = attrs.Factory(dict)
     timeout: float = 30.0
+    #: nanoseconds of the buckets whose rows of a table and tags are merged into one row (0: a row a record)
+    merge: int = 0
     _created: set = attrs.Factory(set)
     _ready: bool = False
     #: whether the dead-letter table has the "content_type" column (one that cannot be added: written without)
@@ -354,6 +371,7 @@ class CrateStorage:
             idempotent=settings.idempotent,
             ddl=ddl,
             timeout=settings.timeout,
+            merge=round(settings.merge * 1e9),
             layout=settings.layout,
         )
 
@@ -361,7 +379,7 @@ class CrateStorage:
 
     def start(self) -> Deferred:
         """Check the server's version; a server that is down is checked at the first write."""
-        if len(self.nodes) > 1 and not self.idempotent:
+        if len(self.nodes) > 1 and not self.keyed:
             self.log.warn("storage {storage}: {count} CrateDB nodes without idempotent = true: a node that dies "
                           "after it got a write makes it sent again, and its rows may be stored twice",
                           storage=self.name, count=len(self.nodes))
@@ -474,10 +492,15 @@ class CrateStorage:
     def _args(self, table, record, where: list | None = None) -> list:
         """A row's values; ``where``: the values of the address columns (a shared table's row)."""
         counts = self.conversions
-        args = [record.time // 1_000_000, crate_object(record.tags, counts), crate_object(record.fields, counts)]
+        time = record.time
+        if self.merge:
+            time -= time % self.merge  # (the bucket's start: the rows of a bucket have one time and one key)
+        args = [time // 1_000_000, crate_object(record.tags, counts), crate_object(record.fields, counts)]
         if where is not None:
             args[1:1] = where
-        if self.idempotent:
+        if self.merge:
+            args.append(merge_id(table, record.tags))
+        elif self.idempotent:
             args.append(row_id(table, record.time, {"tags": _plain(record.tags), "fields": _plain(record.fields)}))
         return args
 
@@ -498,7 +521,8 @@ class CrateStorage:
             extra = table in self._extra_tables
             if extra:
                 await self._move_known(table, part)
-            statement = insert_statement(table, self.idempotent, table in self._shared, extra)
+            statement = insert_statement(table, self.keyed, table in self._shared, extra,
+                                         merge_key(self.partition) if self.merge else ())
             args = [row.args + [row.extra] for row in part] if extra else [row.args for row in part]
             try:
                 answer = await self._send(statement, part, args, queue)
@@ -521,7 +545,10 @@ class CrateStorage:
                     raise StorageError(f"storage {self.name}: {exc}; retrying") from None
                 elif exc.code in AUTH_CODES:
                     raise StorageError(f"storage {self.name}: {exc}; check the user and its privileges") from None
-                elif exc.code == 4043 and self.idempotent and ID_COLUMN in str(exc) and table not in self._altered:
+                elif self.merge and "conflict target" in str(exc).lower():
+                    self._reject(part + [r for p in queue for r in p], self._no_merge_key(table, exc), progress, batch)
+                    return retry
+                elif exc.code == 4043 and self.keyed and ID_COLUMN in str(exc) and table not in self._altered:
                     await self._add_id_column(table)
                     queue.insert(0, part)
                 elif len(part) == 1 and not part[0].refused and crate_extra.refusal(str(exc)):
@@ -546,7 +573,7 @@ class CrateStorage:
 
     def _fields_at(self, row) -> int:
         """Where a row's fields are in its values (before the idempotent id, if any)."""
-        return len(row.args) - (2 if self.idempotent else 1)
+        return len(row.args) - (2 if self.keyed else 1)
 
     async def _move_known(self, table, rows) -> None:
         """Rows of a table with the column CrateDB does not index: the keys moved for earlier rows, and values it
@@ -621,7 +648,7 @@ class CrateStorage:
             count = result.get("rowcount") if isinstance(result, dict) else None
             error = result.get("error") if isinstance(result, dict) else None
             code = error.get("code") if isinstance(error, dict) else None
-            if count == 1 or code == 4091 or (count == 0 and self.idempotent):
+            if count == 1 or code == 4091 or (count == 0 and self.keyed):
                 progress.add((row.index, row.position))
             elif transient(code):
                 retry += 1
@@ -680,7 +707,7 @@ class CrateStorage:
                 self.log.error("storage {storage}: {reason}", storage=self.name, reason=refused)
                 return False
         statements = template.render(table, entry) if template is not None else [
-            default_ddl(table, self.partition, self.shards, self.replicas, self.idempotent, table in self._shared)
+            default_ddl(table, self.partition, self.shards, self.replicas, self.keyed, table in self._shared)
         ]
         for statement in statements:
             try:
@@ -777,6 +804,18 @@ class CrateStorage:
                 f"{budget} ({limit} per node x {nodes} node(s), cluster.max_shards_per_node); its messages are dead "
                 "letters. Add nodes, drop old tables or partitions, use fewer shards or replicas, or raise "
                 "cluster.max_shards_per_node")
+
+    @property
+    def keyed(self) -> bool:
+        """Whether rows carry ``lorrygate_id`` and tables the key on it: idempotent rows, and merged ones."""
+        return self.idempotent or bool(self.merge)
+
+    def _no_merge_key(self, table, exc) -> str:
+        key = ", ".join(map(quote, merge_key(self.partition)))
+        return (f"{exc}: merge needs the primary key ({key}) in {table}, which it lacks (a table made before merge "
+                f"was set, or by a DDL template of another key): rename the table (ALTER TABLE {qualified(table)} "
+                "RENAME TO ...) so that lorrygate makes it anew with that key, or give the template that primary "
+                "key; then lorrygate dead-letters replay --stage store")
 
     async def _add_id_column(self, table) -> None:
         self._altered.add(table)

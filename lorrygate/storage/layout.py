@@ -7,7 +7,9 @@ names (``wifi.rssi``); lists are kept as JSON. A column is created the first
 time a field appears, with the type of that first value. With idempotent rows
 on, a ``lorrygate_id`` column holds a hash of the address, the time and the
 values, and the primary key ``(time, lorrygate_id)`` turns a redelivered
-message into a no-op.
+message into a no-op. With ``merge`` on, the id is a hash of the address and
+the tags alone (`merge_id`) and the time its bucket's start: the rows of a
+bucket are merged into one on that key.
 """
 
 import base64
@@ -174,6 +176,31 @@ def row_id(table, time: int, flat: dict) -> str:
     digest.update(f"{table.schema}\0{table.table}\0{time}\0".encode())
     digest.update(to_json(flat).encode())
     return digest.hexdigest()
+
+
+def merge_id(table, tags) -> str:
+    """The key of a row that rows are merged into (``merge``): the same table and tags, whatever the values; the
+    row's time (its bucket's start) is the key's other half."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(f"{table.schema}\0{table.table}\0".encode())
+    digest.update(to_json({str(name): value for name, value in tags.items()} if tags else {}).encode())
+    return digest.hexdigest()
+
+
+#: the name of the stored row in an INSERT that merges (``INSERT INTO t AS lorrygate_row``: PostgreSQL finds a bare
+#: column name of ``DO UPDATE SET`` ambiguous)
+MERGED_ROW = "lorrygate_row"
+
+
+def merge_clause(columns: tuple, quote) -> str:
+    """``merge``: the end of an INSERT (SQLite, PostgreSQL) that merges a row into the row of its key, the stored
+    row named `MERGED_ROW`: each of its columns replaces the stored value (a null, a tag's, leaves it); the
+    columns a row lacks keep theirs."""
+    names = [quote(column) for column in columns if column != ID_COLUMN]
+    if not names:
+        return " ON CONFLICT DO NOTHING"
+    assignments = ", ".join(f"{name} = COALESCE(excluded.{name}, {MERGED_ROW}.{name})" for name in names)
+    return f' ON CONFLICT ("time", {ID_COLUMN}) DO UPDATE SET {assignments}'
 
 
 def shorten(name: str, limit: int) -> str:

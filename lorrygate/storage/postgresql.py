@@ -12,6 +12,7 @@ letter with PostgreSQL's reason, and the rest of the batch is committed.
 PostgreSQL keeps microseconds; the nanoseconds of a time are cut.
 """
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,7 +20,16 @@ import attrs
 
 from lorrygate.decoding.timestamps import IsoTime
 from lorrygate.sources import headers as message_headers
-from lorrygate.storage.layout import ID_COLUMN, INT64, POSTGRESQL_COLUMN_LIMIT, kind_of, to_json
+from lorrygate.storage.layout import (
+    ID_COLUMN,
+    INT64,
+    MERGED_ROW,
+    POSTGRESQL_COLUMN_LIMIT,
+    kind_of,
+    merge_clause,
+    shorten,
+    to_json,
+)
 from lorrygate.storage.row_size import SAFE_FIELDS
 from lorrygate.storage.sqlstorage import SqlStorage
 from lorrygate.topology.naming import quote
@@ -102,6 +112,8 @@ class PostgresDialect:
     _iso: Any = attrs.Factory(lambda: IsoTime().__call__)  # (a bound method: see SQLiteDialect._iso)
     #: COPY and INSERT statements by (table, columns, idempotent)
     _statements: dict = attrs.Factory(dict)
+    #: rows of a key (time, lorrygate_id) are merged into one (the storage's ``merge``), not kept once
+    merge: bool = False
     #: temporary tables for rows of many tables of one shape, by (columns, types), in this connection
     _stages: dict = attrs.Factory(dict)
     #: shapes whose temporary table the open transaction made, and how many were made in this session
@@ -279,11 +291,30 @@ class PostgresDialect:
             columns += [f"{ID_COLUMN} TEXT NOT NULL", f'PRIMARY KEY ("time", {ID_COLUMN})']
         statement = f"CREATE TABLE IF NOT EXISTS {qualified(table)} ({', '.join(columns)})"
         if not idempotent:  # the primary key of idempotent tables starts with time already
-            from lorrygate.storage.layout import shorten
-
             index = shorten(f"{table.table}_time_idx", self.identifier_limit)
             statement += f'; CREATE INDEX IF NOT EXISTS {quote(index)} ON {qualified(table)} ("time")'
         return statement
+
+    def merge_keys(self, conn, tables: list) -> set:
+        """Of ``tables``, those with a unique key on exactly (time, lorrygate_id) (``merge``): one query."""
+        from psycopg.types.array import ListDumper
+
+        pairs = sorted({(schema_name(table), table.table) for table in tables})
+        with conn.cursor() as cursor:
+            cursor.adapters.register_dumper(list, ListDumper)  # (the connection's writes a list as JSON: `connect`)
+            cursor.execute(
+                "SELECT n.nspname, c.relname FROM pg_index AS i JOIN pg_class AS c ON c.oid = i.indrelid "
+                "JOIN pg_namespace AS n ON n.oid = c.relnamespace "
+                "WHERE i.indisunique AND i.indpred IS NULL AND i.indexprs IS NULL AND i.indnkeyatts = 2 "
+                "AND (n.nspname, c.relname) IN (SELECT * FROM unnest(%s::text[], %s::text[])) "
+                "AND (SELECT array_agg(a.attname::text ORDER BY a.attname::text) FROM pg_attribute AS a "
+                "WHERE a.attrelid = c.oid AND a.attnum = ANY(i.indkey)) = %s::text[]",
+                ([schema for schema, _ in pairs], [name for _, name in pairs], sorted([ID_COLUMN, "time"])))
+            return {f"{schema}.{name}" for schema, name in cursor.fetchall()}
+
+    def key_for_merge(self, conn, table) -> None:
+        index = shorten(f"{table.table}_merge_key", self.identifier_limit)
+        conn.execute(f'CREATE UNIQUE INDEX IF NOT EXISTS {quote(index)} ON {qualified(table)} ("time", {ID_COLUMN})')
 
     def create_tables(self, conn, tables: list, idempotent: bool) -> dict:
         """Make ``[(table, fields)]`` in the open transaction (`create_table` each), and read their columns with
@@ -496,14 +527,21 @@ class PostgresDialect:
                 self._statements.clear()
             names = ", ".join(quote(column) for column in ("time",) + columns)
             marks = ", ".join(["%s"] * (len(columns) + 1))
-            statement = (f"INSERT INTO {qualified(table)} ({names}) VALUES ({marks}) ON CONFLICT DO NOTHING"
+            alias, conflict = (f" AS {MERGED_ROW}", merge_clause(columns, quote)) if self.merge else (
+                "", " ON CONFLICT DO NOTHING")
+            statement = (f"INSERT INTO {qualified(table)}{alias} ({names}) VALUES ({marks}){conflict}"
                          if idempotent else f"COPY {qualified(table)} ({names}) FROM STDIN")
             self._statements[key] = statement
         text_row = self._text_row
         rows = [text_row(row) for row in rows]
         with conn.cursor() as cursor:
             if idempotent:
-                cursor.executemany(statement, rows)
+                try:
+                    cursor.executemany(statement, rows)
+                except Exception as exc:
+                    # (an INSERT's error names a parameter, $2, not a column as a COPY's does: `explain_refusal`)
+                    exc.lorrygate_insert = (table, ("time",) + columns)  # type: ignore[attr-defined]
+                    raise
                 return
             with cursor.copy(statement) as copy:
                 write = copy.write_row
@@ -761,6 +799,12 @@ class PostgresDialect:
         context = getattr(getattr(exc, "diag", None), "context", None) or ""
         if state[:2] != "22":
             return text
+        inserted = getattr(exc, "lorrygate_insert", None)
+        parameter = re.search(r"parameter \$(\d+)", context)
+        if inserted is not None and parameter is not None and 0 < int(parameter.group(1)) <= len(inserted[1]):
+            table, names = inserted
+            column = names[int(parameter.group(1)) - 1]
+            return self._how_to_store(text, state, table, column, columns_of(self.physical(table)))
         for table in tables:
             head = f"COPY {table.table}, line "
             if not context.startswith(head):
@@ -771,13 +815,16 @@ class PostgresDialect:
             named = [column for column in columns if rest.startswith(column + ": ") or rest.rstrip() == column]
             if not found or not named:
                 return text
-            column = max(named, key=len)
-            kind = (columns[column] or "").upper()
-            wider = "NUMERIC" if state == "22003" else "TEXT"  # (22003: out of range, a BIGINT's 64 bits)
-            return (f"{text} -- column {column} of {qualified(table)} is {kind}: to store such values, change its "
-                    f"type (ALTER TABLE {qualified(table)} ALTER COLUMN {quote(column)} TYPE {wider}) or convert "
-                    "them in the channel (convert =), then run lorrygate dead-letters replay --stage store")
+            return self._how_to_store(text, state, table, max(named, key=len), columns)
         return text
+
+    @staticmethod
+    def _how_to_store(text: str, state: str, table, column: str, columns: dict) -> str:
+        kind = (columns.get(column) or "").upper()
+        wider = "NUMERIC" if state == "22003" else "TEXT"  # (22003: out of range, a BIGINT's 64 bits)
+        return (f"{text} -- column {column} of {qualified(table)} is {kind}: to store such values, change its "
+                f"type (ALTER TABLE {qualified(table)} ALTER COLUMN {quote(column)} TYPE {wider}) or convert "
+                "them in the channel (convert =), then run lorrygate dead-letters replay --stage store")
 
 
 def _without_nul(value):
@@ -854,6 +901,9 @@ _TRANSIENT_CLASSES = frozenset({"08", "28", "40", "53", "57", "58"})
 _TRANSIENT_STATES = frozenset({"25006", "55P03"})
 
 
-def PostgresStorage(name: str, url: str, reactor, idempotent: bool = False, ddl=None):
-    """The PostgreSQL storage: a `SqlStorage` with the PostgreSQL dialect."""
-    return SqlStorage(name, PostgresDialect(url), reactor, idempotent, ddl or {})
+def PostgresStorage(name: str, url: str, reactor, idempotent: bool = False, ddl=None, merge: float = 0.0):
+    """The PostgreSQL storage: a `SqlStorage` with the PostgreSQL dialect; ``merge``: seconds of the buckets whose
+    rows of a table and tags are one row (0: a row a record)."""
+    storage = SqlStorage(name, PostgresDialect(url, merge=bool(merge)), reactor, idempotent, ddl or {})
+    storage.merge = round(merge * 1e9)
+    return storage

@@ -27,7 +27,7 @@ from lorrygate.decoding.timestamps import IsoTime, seconds_to_ns
 from lorrygate.errors import StorageError
 from lorrygate.sources import headers as message_headers
 from lorrygate.storage import sqlite_schema, sqlite_wal
-from lorrygate.storage.layout import ID_COLUMN, INT64, kind_of, to_json
+from lorrygate.storage.layout import ID_COLUMN, INT64, MERGED_ROW, kind_of, merge_clause, to_json
 from lorrygate.storage.positions import POSITIONS_TABLE
 from lorrygate.storage.sqlite_alter import ColumnAdder
 from lorrygate.storage.sqlite_schema import STATEMENTS
@@ -114,7 +114,7 @@ class _Plan:
     head: str
     #: the values of one row, ``(?, ?, ...)``
     one: str
-    #: after the values (``ON CONFLICT DO NOTHING`` for idempotent tables)
+    #: after the values (``ON CONFLICT DO NOTHING`` for idempotent tables, `merge_clause` for merged rows)
     tail: str
     #: rows in one statement at most
     most: int
@@ -124,16 +124,19 @@ class _Plan:
     adapt: bool = False
 
     @classmethod
-    def of(cls, table: str, columns: tuple, idempotent: bool, variables: int, texts: dict) -> "_Plan":
+    def of(cls, table: str, columns: tuple, idempotent: bool, variables: int, texts: dict,
+           merge: bool = False) -> "_Plan":
         """``texts`` keeps the column list's text by columns: the tables of a fleet share a few shapes
-        (a batch's first write into 10,000 tables quoted 70,000 names)."""
+        (a batch's first write into 10,000 tables quoted 70,000 names). ``merge``: rows of a key are merged
+        (the rows of a statement too, one after the other)."""
         text = texts.get(columns)
         if text is None:
             if len(texts) > 1_000:
                 texts.clear()
             text = texts[columns] = ", ".join(quote(column) for column in ("time",) + columns)
-        return cls(f"INSERT INTO {quote(table)} ({text}) VALUES ", f"({', '.join('?' * (len(columns) + 1))})",
-                   " ON CONFLICT DO NOTHING" if idempotent else "", _statement_rows(len(columns) + 1, variables))
+        return cls(f"INSERT INTO {quote(table)}{f' AS {MERGED_ROW}' if merge else ''} ({text}) VALUES ", f"({', '.join('?' * (len(columns) + 1))})",
+                   merge_clause(columns, quote) if merge else " ON CONFLICT DO NOTHING" if idempotent else "",
+                   _statement_rows(len(columns) + 1, variables))
 
     def statement(self, rows: int) -> str:
         statement = self.statements[rows] = self.head + ",".join([self.one] * rows) + self.tail
@@ -151,6 +154,8 @@ class SQLiteDialect:
     _identity: tuple | None = None
     #: a `_Plan` by (table, columns, idempotent)
     _statements: dict = attrs.Factory(dict)
+    #: rows of a key (time, lorrygate_id) are merged into one (the storage's ``merge``), not kept once
+    merge: bool = False
     #: the quoted column list by columns (`_Plan.of`)
     _column_texts: dict = attrs.Factory(dict)
     #: the connection's limit on ``?`` parameters in one statement
@@ -272,6 +277,24 @@ class SQLiteDialect:
         """The tables that have their time index (`index_statement`)."""
         return {row[0] for row in conn.execute(
             "SELECT tbl_name FROM sqlite_master WHERE type = 'index' AND name = tbl_name || ?", (TIME_INDEX,))}
+
+    @staticmethod
+    def merge_keys(conn, tables: list) -> set:
+        """Of ``tables``, those with a unique key on exactly (time, lorrygate_id) (``merge``)."""
+        out = set()
+        for table in tables:
+            name = table_name(table)
+            for (index,) in conn.execute('SELECT name FROM pragma_index_list(?) WHERE "unique"', (name,)).fetchall():
+                columns = {row[0].lower() for row in conn.execute("SELECT name FROM pragma_index_info(?)", (index,))}
+                if columns == {"time", ID_COLUMN}:
+                    out.add(name)
+                    break
+        return out
+
+    @staticmethod
+    def key_for_merge(conn, table) -> None:
+        name = table_name(table)
+        conn.execute(f'CREATE UNIQUE INDEX IF NOT EXISTS {quote(name + MERGE_KEY)} ON {quote(name)} ("time", {ID_COLUMN})')
 
     @staticmethod
     def index_time(conn, table, shared: bool) -> None:
@@ -398,7 +421,7 @@ class SQLiteDialect:
             if len(self._statements) > STATEMENTS:
                 self._statements.clear()
             plan = self._statements[key] = _Plan.of(table_name(table), columns, idempotent, self._variables,
-                                                     self._column_texts)
+                                                     self._column_texts, idempotent and self.merge)
         cursor = self._cursor
         start, total, most = 0, len(rows), plan.most
         while total - start >= FEW_ROWS and most > 1:
@@ -516,6 +539,8 @@ class SQLiteDialect:
 
 #: the name of a table's time index: the table's name and this (no table of lorrygate's has a colon in its name)
 TIME_INDEX = ":time"
+#: the name of a table's unique index on (time, lorrygate_id) after the table's (``merge``, a table made without it)
+MERGE_KEY = ":merge"
 
 
 def index_statement(table: str, shared: bool) -> str:
@@ -525,6 +550,10 @@ def index_statement(table: str, shared: bool) -> str:
     return f"CREATE INDEX IF NOT EXISTS {quote(table + TIME_INDEX)} ON {quote(table)} ({columns})"
 
 
-def SQLiteStorage(name: str, path: str, reactor, synchronous: str = "FULL", idempotent: bool = False, ddl=None):
-    """The SQLite storage: a `SqlStorage` with the SQLite dialect."""
-    return SqlStorage(name, SQLiteDialect(path, synchronous), reactor, idempotent, ddl or {})
+def SQLiteStorage(name: str, path: str, reactor, synchronous: str = "FULL", idempotent: bool = False, ddl=None,
+                  merge: float = 0.0):
+    """The SQLite storage: a `SqlStorage` with the SQLite dialect; ``merge``: seconds of the buckets whose rows
+    of a table and tags are one row (0: a row a record)."""
+    storage = SqlStorage(name, SQLiteDialect(path, synchronous, merge=bool(merge)), reactor, idempotent, ddl or {})
+    storage.merge = round(merge * 1e9)
+    return storage

@@ -27,7 +27,7 @@ from lorrygate.errors import StorageError, TableBudgetExceeded
 from lorrygate.interfaces import IStorage
 from lorrygate.model import Record
 from lorrygate.storage.batch import Batch, DeadLetter, Entry
-from lorrygate.storage.layout import EXTRA_COLUMN, ID_COLUMN, column_names, flatten, row_id, within_budget
+from lorrygate.storage.layout import EXTRA_COLUMN, ID_COLUMN, column_names, flatten, merge_id, row_id, within_budget
 from lorrygate.storage.positions import POSITIONS_TABLE, Positions, encode
 from lorrygate.storage.retention import Retention
 from lorrygate.storage.shared_layout import ADDRESS_COLUMNS, address_values, shared_table, sqlite_view_statement
@@ -111,6 +111,11 @@ class SqlStorage:
     #: in the order indexed, so that an entry rolled back to its savepoint takes back its own)
     _indexed: set = attrs.Factory(set)
     _indexing: dict = attrs.Factory(dict)
+    #: nanoseconds of the buckets whose rows of a table and tags are merged into one (0: a row a record); the
+    #: tables whose unique key on (time, lorrygate_id) is known, and those this transaction looked at (in order)
+    merge: int = 0
+    _merge_keyed: set = attrs.Factory(set)
+    _merge_keying: dict = attrs.Factory(dict)
     #: new tables in a write from which some are made on a connection of their own (None: never)
     beside_min_tables: int | None = BESIDE_MIN_TABLES
     #: per-network: id of a per-address TableName -> (it, its shared TableName or None); one object per shared table
@@ -278,6 +283,7 @@ class SqlStorage:
             self._columns = self.dialect.existing_columns(self._conn)
             if self.time_index:
                 self._indexed = self.dialect.time_indexes(self._conn)
+            self._merge_keyed = set()  # (looked at again on this connection: the database may be another)
         except Exception as exc:
             try:
                 self.dialect.rollback(self._conn)
@@ -454,6 +460,7 @@ class SqlStorage:
         self._wanted_views.clear()
         self._made_views = []
         self._indexing = {}
+        self._merge_keying = {}
         dialect.begin(conn)
         try:
             if changed:
@@ -492,6 +499,7 @@ class SqlStorage:
         for table, columns in added.items():
             self._columns.setdefault(table, {}).update(columns)
         self._indexed.update(self._indexing)
+        self._merge_keyed.update(self._merge_keying)
         if len(self._verified) > 200_000:
             self._verified.clear()
         self._verified.update(self._pending_verified)
@@ -525,6 +533,7 @@ class SqlStorage:
         verified = len(self._pending_verified)
         wanted = len(self._wanted_views)
         indexed = len(self._indexing)
+        keying = len(self._merge_keying)
         failed = None
         try:
             self._insert(conn, [entry], added)
@@ -540,6 +549,8 @@ class SqlStorage:
             dialect.entry_rolled_back()  # (columns noted for its rows, schemas it made)
             for physical in list(self._indexing)[indexed:]:
                 del self._indexing[physical]  # (the time index its table got)
+            for physical in list(self._merge_keying)[keying:]:
+                del self._merge_keying[physical]  # (the merge key its table got)
             failed = (exc, before)
         dialect.execute(conn, "RELEASE SAVEPOINT lorrygate_entry")
         return failed
@@ -581,6 +592,11 @@ class SqlStorage:
                 "then run lorrygate dead-letters replay --stage store; a counter or a time in a topic level makes "
                 "a table a message: fix that publisher")
 
+    @property
+    def keyed(self) -> bool:
+        """Whether tables are made with the key (time, lorrygate_id): idempotent rows, and merged ones."""
+        return self.idempotent or bool(self.merge)
+
     def _tables_of(self, entry) -> list:
         """The tables an entry's rows go to: its own, and first its shared table (per-network layout)."""
         shared = shared_table(entry.table, entry.address) if self.layout == "per-network" else None
@@ -593,6 +609,8 @@ class SqlStorage:
             entries = self._to_shared(entries)
         groups: dict = {}
         idempotent = self.idempotent
+        merge = self.merge
+        keyed = idempotent or merge
         depth = self.flatten_depth
         renames = self._renames
         row = dialect.row
@@ -627,7 +645,7 @@ class SqlStorage:
             for record in records:
                 fields = record.fields
                 names = None
-                if record.tags or idempotent or not _NESTED.isdisjoint(map(type, fields.values())):
+                if record.tags or keyed or not _NESTED.isdisjoint(map(type, fields.values())):
                     flat = flatten(fields, record.tags, depth=depth)
                 else:
                     names = tuple(fields)
@@ -658,8 +676,13 @@ class SqlStorage:
                 if renamed is not None:
                     flat = dict(zip(renamed, flat.values()))
                     columns = renamed
-                if idempotent:
-                    flat[ID_COLUMN] = row_id(key_table, record.time, flat)
+                time = record.time
+                if merge:
+                    time -= time % merge  # (the bucket's start: the rows of a bucket have one time and one key)
+                    flat[ID_COLUMN] = merge_id(key_table, record.tags)
+                    columns = tuple(flat)
+                elif idempotent:
+                    flat[ID_COLUMN] = row_id(key_table, time, flat)
                     columns = tuple(flat)
                 key = (physical, columns)
                 group = groups.get(key)
@@ -681,8 +704,8 @@ class SqlStorage:
                         else:
                             self._ensure(conn, entry, flat, added)
                         self._pending_verified.append(shape)
-                group[1].append(row(record.time, flat.values()))
-                if flat is fields and renamed is None and not idempotent and len(flat) <= wide:
+                group[1].append(row(time, flat.values()))
+                if flat is fields and renamed is None and not keyed and len(flat) <= wide:
                     plain[key] = group[1]
         if new:
             self._make_new(conn, new, added)
@@ -693,18 +716,39 @@ class SqlStorage:
                     rows[:] = [scrub(one) for one in rows]
         # the columns that rows need, all at once before the rows (SQLite: one schema re-read for all of them)
         dialect.add_pending_columns(conn)
+        if merge:
+            self._key_merges(conn, groups)
         insert_all = getattr(dialect, "insert_all", None)
         if insert_all is not None:
             # the dialect writes several tables at once (PostgreSQL: one COPY for the tables of a shape; the
             # values of its JSON columns as JSON text)
             insert_all(conn, [(table, physical, columns, rows) for (physical, columns), (table, rows) in groups.items()],
-                       idempotent, lambda physical, columns: self._types(physical, columns, added))
+                       keyed, lambda physical, columns: self._types(physical, columns, added))
             return len(groups)
         if self.time_index:
             self._index_times(conn, groups)
         for (_, columns), (table, rows) in groups.items():
-            dialect.insert(conn, table, columns, rows, idempotent)
+            dialect.insert(conn, table, columns, rows, keyed)
         return len(groups)
+
+    def _key_merges(self, conn, groups: dict) -> None:
+        """``merge``: the unique key on (time, lorrygate_id) that rows are merged on, for each table written
+        whose key this connection has not seen yet: a table made before merge was on (or by a DDL template)
+        gets a unique index, at its first write (its existing rows have no id: nulls, which do not conflict)."""
+        known, keying = self._merge_keyed, self._merge_keying
+        tables: dict = {}
+        for (physical, _), (table, _) in groups.items():
+            if physical not in known and physical not in keying:
+                tables.setdefault(physical, table)
+        if not tables:
+            return
+        have = self.dialect.merge_keys(conn, list(tables.values()))
+        for physical, table in tables.items():
+            if physical not in have:
+                self.log.info("storage {storage}: {table} gets a unique index on (time, lorrygate_id), the key its "
+                              "rows are merged on (merge)", storage=self.name, table=physical)
+                self.dialect.key_for_merge(conn, table)
+            keying[physical] = None
 
     def _index_times(self, conn, groups: dict) -> None:
         """``time_index``: the time index of each table written that has none yet (a new table's, or an
@@ -714,7 +758,7 @@ class SqlStorage:
             if physical in indexed or physical in indexing:
                 continue
             shared = table in self._shared_tables
-            if shared or not self.idempotent:  # (an idempotent table's key, (time, lorrygate_id), is one)
+            if shared or not self.keyed:  # (an idempotent table's key, (time, lorrygate_id), is one)
                 self.dialect.index_time(conn, table, shared)
             indexing[physical] = None
 
@@ -876,14 +920,14 @@ class SqlStorage:
             import threading
 
             def make_beside():
-                beside_result[:] = dialect.create_tables_beside(there, self.idempotent, ready)
+                beside_result[:] = dialect.create_tables_beside(there, self.keyed, ready)
 
             ready = threading.Event()
             thread = threading.Thread(target=make_beside, name=f"lorrygate-{self.name}-tables", daemon=True)
             thread.start()
             ready.wait()
         try:
-            here = dialect.create_tables(conn, [item for item in tables if id(item) not in beside], self.idempotent)
+            here = dialect.create_tables(conn, [item for item in tables if id(item) not in beside], self.keyed)
         finally:
             if thread is not None:
                 thread.join()
@@ -911,7 +955,7 @@ class SqlStorage:
             if template is not None:
                 dialect.ensure_schema(conn, table)
                 dialect.run_ddl(conn, template.render(table, entry))
-            dialect.create_table(conn, table, self.idempotent, self._new_columns(flat))
+            dialect.create_table(conn, table, self.keyed, self._new_columns(flat))
             pending.update(dialect.columns_of(conn, table))
         # a table known and a row of its columns (the common case) leaves ``added`` as it is: no empty
         # entry for each of 10,000 tables

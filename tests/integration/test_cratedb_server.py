@@ -108,6 +108,23 @@ async def test_1000_idempotent_duplicates_resolve_in_one_round(server):
 
 
 @pytest_twisted.ensureDeferred
+async def test_merged_rows_of_a_bucket_are_one_row(server):
+    """``merge``: the values of a bucket, two rows of one request and one of a later request, are one row at the
+    bucket's start (``ON CONFLICT (key) DO UPDATE SET "fields" = concat("fields", excluded."fields")``): the
+    later value of a key wins, the others stay; the next bucket is a row of its own."""
+    async def test(case):
+        first = await case.write(case.entry({"power": 1.5, "yield": 7.5}, time=T + 10**9),
+                                 case.entry({"voltage": 231.0}, time=T + 2 * 10**9))
+        later = await case.write(case.entry({"power": 2.5}, time=T + 3 * 10**9),
+                                 case.entry({"power": 4.0}, time=T + 10 * 10**9))
+        assert first.extra_dead == [] and later.extra_dead == []
+        rows = sorted(await server.rows(case.schema, case.table.table), key=lambda row: row["time"])
+        assert [(row["time"], row["fields"]) for row in rows] == [
+            (T // 10**6, {"power": 2.5, "yield": 7.5, "voltage": 231.0}), (T // 10**6 + 10_000, {"power": 4.0})]
+    await run(server, test, merge=10 * 10**9)
+
+
+@pytest_twisted.ensureDeferred
 async def test_nan_dates_decimals_uuids_bytes_and_a_100_kb_binary_payload(server):
     """NaN and Infinity are stored as null (counted), a CBOR date as epoch milliseconds, a decimal as a
     number, a UUID and bytes as text; a 100 KB binary payload is kept whole in the dead-letter table.

@@ -63,3 +63,32 @@ def test_ahoys_values_and_json_channels_are_rows_of_one_table(tmp_path, mosquitt
     assert query(db, f'SELECT code FROM "{events}" ORDER BY code') == [(1,), (2,)]  # the first alarm once
     assert not any("ctrl" in table or "limit" in table for table in tables(db))
     assert no_dead_letters(db)
+
+
+def test_with_merge_an_inverters_values_of_a_bucket_are_one_row_a_channel(tmp_path, mosquitto):
+    """``merge = 1d`` on the storage: OpenDTU's values, a topic each, are one row a channel (and one of the
+    inverter's own values), not a row a value; nothing is a dead letter."""
+    import time
+
+    if 86400 - time.time() % 86400 < 10:  # (not across midnight UTC, where the day's bucket ends)
+        time.sleep(86400 - time.time() % 86400 + 0.5)
+    serial = str(uuid.uuid4().int)[:12]
+    sensors = f"solar__{serial}_sensors"
+    db = store_through_gateway(tmp_path, mosquitto.port, topics="solar/#", strategy="opendtu", storage="merge = 1d",
+                               messages=[
+        (f"solar/{serial}/name", "HM-800 Garage"),
+        (f"solar/{serial}/0/power", "512.3"),
+        (f"solar/{serial}/0/voltage", "231.2"),
+        (f"solar/{serial}/1/power", "256.1"),
+        (f"solar/{serial}/1/voltage", "33.1"),
+        (f"solar/{serial}/status/reachable", "1"),
+        (f"solar/{serial}/0/power", "514.0"),
+        ("solar/ac/power", "768.4"),
+        (f"solar/{serial}/2/power", "256.2"),  # (the last: its row is the fourth, the signal that all are in)
+    ], tables_={sensors, "solar__ac_sensors"}, table=sensors, rows=4)
+    day = time.strftime("%Y-%m-%dT00:00:00.000000000Z", time.gmtime())
+    assert query(db, f'SELECT time, channel, power, voltage, name, "status.reachable" FROM "{sensors}" '
+                     "ORDER BY channel NULLS FIRST") == [
+        (day, None, None, None, "HM-800 Garage", 1), (day, "0", 514.0, 231.2, None, None),
+        (day, "1", 256.1, 33.1, None, None), (day, "2", 256.2, None, None, None)]
+    assert no_dead_letters(db)

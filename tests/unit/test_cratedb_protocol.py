@@ -21,6 +21,7 @@ from lorrygate.storage.cratedb import (
     CrateStorage,
     default_ddl,
     insert_statement,
+    merge_key,
 )
 from lorrygate.storage.ddl import DdlTemplate, crate_validator
 from lorrygate.storage.shared_layout import qualified, view_statement
@@ -62,6 +63,8 @@ def test_generated_statements_parse_as_cratedb_sql(partition, idempotent):
                       default_ddl(evil, partition, 6, "1", idempotent, shared=True),
                       insert_statement(evil, idempotent, shared=True), insert_statement(evil, idempotent, extra=True),
                       insert_statement(evil, idempotent, shared=True, extra=True),
+                      insert_statement(evil, True, merge_key=merge_key(partition)),
+                      insert_statement(evil, True, extra=True, merge_key=merge_key(partition)),
                       f"ALTER TABLE {qualified(evil)} ADD COLUMN {EXTRA_DDL}",
                       view_statement(TableName("s", "it's -- a \\ view; DROP"), evil),
                       view_statement(TableName("s", "v"), evil, extra=True)):
@@ -759,3 +762,40 @@ def test_dead_letters_refused_again_by_a_replay_are_updated_in_one_request():
     assert [s.split(" SET")[0] for s in fake.statements[before:]] == ['UPDATE "doc"."lorrygate_dead_letter"']
     assert [(row["stage"], row["error"]) for row in fake.rows("doc", "lorrygate_dead_letter")] == [
         ("store", f"CrateDB error 4000: cannot cast {n}") for n in range(3)]
+
+
+def test_merged_rows_of_a_bucket_are_one_row():
+    """``merge``: the rows of a table with the same tags in a bucket are one row at the bucket's start, the fields
+    of each added to it (a later value of a key wins), in one request and across requests; other tags and
+    buckets stay apart. The statement names the table's primary key, as CrateDB requires of DO UPDATE."""
+    fake = FakeCrate()
+    store = storage(fake, merge=10 * 10**9)
+    bucket = T - T % (10 * 10**9)
+    write(store, entry({"power": 1.5, "yield": 7}), entry({"voltage": 231.0}, time=T + 10**9))
+    batch, failures = write(store, entry({"power": 2.5}, time=T + 2 * 10**9), entry({"power": 4.0}, time=bucket + 10**10))
+    other = Entry(TABLE, [Record(T, {"power": 9.0}, {"site": "c"})], "main",
+                  Message("t", b"{}", 1, False, 1.0, "#", Ack()), "json")
+    write(store, other)
+    assert failures == [] and batch.extra_dead == []
+    rows = sorted(fake.rows(TABLE.schema, TABLE.table), key=lambda row: (row["time"], row["tags"]["site"]))
+    assert [(row["time"], row["tags"], row["fields"]) for row in rows] == [
+        (bucket // 10**6, {"site": "b"}, {"power": 2.5, "yield": 7, "voltage": 231.0}),
+        (bucket // 10**6, {"site": "c"}, {"power": 9.0}),
+        (bucket // 10**6 + 10_000, {"site": "b"}, {"power": 4.0})]
+    assert fake.tables[(TABLE.schema, TABLE.table)]["pk"] == ["time", "lorrygate_id", "year"]
+    inserts = [s for s in fake.statements if s.startswith("INSERT INTO \"mqttkit")]
+    assert inserts[-1].endswith('ON CONFLICT ("time", "lorrygate_id", "year") DO UPDATE SET '
+                                '"fields" = concat("fields", excluded."fields")')
+
+
+def test_merge_into_a_table_without_its_key_keeps_the_messages_and_says_what_to_do():
+    """A table made before merge was on has no primary key (time, lorrygate_id, ...): CrateDB refuses the upsert
+    for the whole request; its messages are dead letters that say to rename the table and replay, not a write
+    retried forever."""
+    fake = FakeCrate()
+    write(storage(fake), entry({"v": 1}))
+    batch, failures = write(storage(fake, merge=10**10), entry({"v": 2}, time=T + 1), entry({"w": 3}, time=T + 2))
+    assert failures == [] and batch.refused_rows == 2
+    error = batch.extra_dead[0].error
+    assert "conflict targets" in error and "rename the table" in error and "dead-letters replay" in error
+    assert len(fake.rows(TABLE.schema, TABLE.table)) == 1

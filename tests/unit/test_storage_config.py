@@ -56,11 +56,25 @@ def test_crate_options():
      "ddl: expected a DDL template, got one that fails: CrateDB would refuse"),
     ("url = crate://localhost:4200/\nddl = CREATE TABLE {nowhere} (a INT)", "unknown placeholder {nowhere}"),
     ("url = crate://localhost:4200/\nddl = @/nonexistent.sql", "ddl: expected a readable DDL file at /nonexistent.sql"),
-], ids=["sqlite-key-on-crate", "crate-key-on-sqlite", "bad-url", "bad-crate-ddl", "bad-placeholder", "missing-file"])
+    ("url = sqlite:///x.sqlite\nmerge = 10s\nlayout = per-network",
+     "merge: expected per-address tables (layout = per-address): rows are merged in a table of their address, got "
+     "layout = per-network"),
+    ("url = sqlite:///x.sqlite\nmerge = ten seconds", "merge: expected a duration such as 250ms"),
+    ("url = sqlite:///x.sqlite\nmerge = 2d", "merge: expected a duration from 0 s to 86400 s"),
+    ("url = mqtt://localhost:1883/\nmerge = 10s", "merge: expected no merge for a mqtt storage"),
+], ids=["sqlite-key-on-crate", "crate-key-on-sqlite", "bad-url", "bad-crate-ddl", "bad-placeholder", "missing-file",
+        "merge-per-network", "merge-not-a-duration", "merge-beyond-a-day", "merge-on-mqtt"])
 def test_storage_problems(storage, expected):
     """Each storage mistake names its key and the problem (with CrateDB's parser message for DDL)."""
     found = problems(storage)
     assert any(expected in problem for problem in found), found
+
+
+@pytest.mark.parametrize("url", ["sqlite:///x.sqlite", "postgresql://u@db/t", "crate://localhost:4200/"])
+def test_merge_takes_a_bucket_on_sql_storages(url):
+    """``merge`` is a duration (the bucket's length) on SQLite, PostgreSQL and CrateDB; 0, the default, is off."""
+    assert load(f"url = {url}\nmerge = 1m").storages["s"].merge == 60.0
+    assert load(f"url = {url}").storages["s"].merge == 0.0
 
 
 def test_crate_ddl_template_accepted():

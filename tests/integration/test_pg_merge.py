@@ -1,0 +1,87 @@
+"""``merge`` against a real PostgreSQL: the rows of a table with the same tags in one time bucket are one row."""
+
+import uuid
+
+import psycopg
+import pytest
+
+from lorrygate.model import Message, Record, TableName
+from lorrygate.storage.batch import Batch, Entry
+from tests.integration.pgstore import connected
+
+pytestmark = pytest.mark.integration
+
+BUCKET = 1_717_243_200_000_000_000
+NS = BUCKET + 3_250_000_000
+SECOND = 1_000_000_000
+
+
+def batch(*entries):
+    result = Batch()
+    for item in entries:
+        result.add(item)
+    return result
+
+
+def entry(table, fields, time=NS, tags=None):
+    return Entry(table, [Record(time, fields, tags)], "main", Message("solar/1/0/power", b"1", 1, False, 1.5, "#"),
+                 "value")
+
+
+def query(url, sql):
+    with psycopg.connect(url) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def fresh() -> TableName:
+    return TableName(f"m{uuid.uuid4().hex[:8]}", "inverter_1_sensors")
+
+
+def test_values_of_a_bucket_merge_within_and_across_batches(postgres):
+    """One batch with two values of a key (two statements of one executemany) and a later batch: one row at the
+    bucket's start; the later value wins, a missing one keeps its value; other tags and buckets stay apart."""
+    table = fresh()
+    name = f'"{table.schema}"."{table.table}"'
+    with connected(postgres.url, merge=10.0) as store:
+        store._commit(batch(entry(table, {"power": 1.5, "yield": 7}), entry(table, {"voltage": 231.0}, NS + SECOND),
+                            entry(table, {"power": 2.5}, NS + 2 * SECOND),
+                            entry(table, {"power": 9.0}, tags={"channel": "1"}),
+                            entry(table, {"power": 4.0}, BUCKET + 10 * SECOND)))
+        store._commit(batch(entry(table, {"current": 1.25}, NS + 3 * SECOND)))
+    assert query(postgres.url, f"SELECT extract(epoch FROM time)::bigint, channel, power, yield, voltage, current "
+                               f"FROM {name} ORDER BY time, channel NULLS FIRST") == [
+        (1_717_243_200, None, 2.5, 7, 231.0, 1.25), (1_717_243_200, "1", 9.0, None, None, None),
+        (1_717_243_210, None, 4.0, None, None, None)]
+
+
+def test_a_table_made_before_merge_gets_a_unique_key(postgres):
+    """A table of an earlier run, a row a record, gets a unique index on (time, lorrygate_id) at its first merged
+    write (one, however often the gateway starts); its rows stay."""
+    table = fresh()
+    name = f'"{table.schema}"."{table.table}"'
+    with connected(postgres.url) as plain:
+        plain._commit(batch(entry(table, {"power": 1.0}), entry(table, {"voltage": 2.0})))
+    for run in range(2):
+        with connected(postgres.url, merge=10.0) as store:
+            store._commit(batch(entry(table, {"power": 3.0 + run}), entry(table, {"voltage": 4.0})))
+    assert sorted(query(postgres.url, f"SELECT power, voltage, lorrygate_id IS NULL FROM {name}"), key=repr) == [
+        (1.0, None, True), (4.0, 4.0, False), (None, 2.0, True)]
+    assert query(postgres.url, f"SELECT indexname FROM pg_indexes WHERE schemaname = '{table.schema}' "
+                               "AND indexdef LIKE 'CREATE UNIQUE%' ORDER BY indexname") == [
+        ("inverter_1_sensors_merge_key",)]
+
+
+def test_a_new_table_has_the_key_as_its_primary_key_and_a_refused_entry_is_a_dead_letter(postgres):
+    """A new table's primary key is the merge key (no index besides); a value its column refuses (text into a
+    number) is a dead letter with PostgreSQL's reason and the column it names (an INSERT's error names a parameter),
+    the rest of the batch merges."""
+    table = fresh()
+    name = f'"{table.schema}"."{table.table}"'
+    with connected(postgres.url, merge=10.0) as store:
+        store._commit(batch(entry(table, {"power": 1.0})))
+        store._commit(batch(entry(table, {"power": "n/a"}, NS + 1), entry(table, {"voltage": 2.0})))
+    assert query(postgres.url, f"SELECT power, voltage FROM {name}") == [(1.0, 2.0)]
+    assert query(postgres.url, f"SELECT indexname FROM pg_indexes WHERE schemaname = '{table.schema}'") == [
+        ("inverter_1_sensors_pkey",)]
+    errors = query(postgres.url, "SELECT error FROM lorrygate_dead_letter WHERE error LIKE '%n/a%'")
+    assert errors and f'column power of "{table.schema}"."inverter_1_sensors" is DOUBLE PRECISION' in errors[-1][0]

@@ -1,0 +1,154 @@
+"""``merge``: the rows of a table with the same tags in one time bucket are one row (SQLite)."""
+
+import sqlite3
+
+from lorrygate.model import Message, Record, TableName
+from lorrygate.storage.batch import Batch, Entry
+from lorrygate.storage.sqlite import SQLiteStorage
+
+T1 = TableName("solar", "inverter_1_sensors")
+TABLE = "solar__inverter_1_sensors"
+#: 2024-06-01T12:00:00Z, and a nanosecond time 3.25 s into its 10-second bucket
+BUCKET = 1_717_243_200_000_000_000
+NS = BUCKET + 3_250_000_000
+SECOND = 1_000_000_000
+
+
+def batch(*entries):
+    result = Batch()
+    for item in entries:
+        result.add(item)
+    return result
+
+
+def entry(fields, time=NS, tags=None, table=T1, topic="solar/1/0/power"):
+    return Entry(table, [Record(time, fields, tags)], "main", Message(topic, b"1", 1, False, 1.5, "#"), "value")
+
+
+def merged(tmp_path, seconds=10.0, **options):
+    store = SQLiteStorage("db", str(tmp_path / "m.sqlite"), reactor=None, merge=seconds, **options)
+    store._connect()
+    return store
+
+
+def rows(store, sql):
+    return store._conn.execute(sql).fetchall()
+
+
+def test_values_of_a_bucket_are_one_row_at_its_start(tmp_path):
+    """A device that publishes a topic a value (OpenDTU, ESPHome): its values of a bucket, in one batch or in
+    several, are one row at the bucket's start, not a row a value."""
+    store = merged(tmp_path)
+    store._commit(batch(entry({"power": 230.5}), entry({"voltage": 231.0}, time=NS + SECOND)))
+    store._commit(batch(entry({"current": 1.0}, time=NS + 2 * SECOND)))
+    store._commit(batch(entry({"power": 240.0}, time=BUCKET + 11 * SECOND)))  # the next bucket
+    assert rows(store, f'SELECT time, power, voltage, current FROM "{TABLE}" ORDER BY time') == [
+        ("2024-06-01T12:00:00.000000000Z", 230.5, 231.0, 1.0), ("2024-06-01T12:00:10.000000000Z", 240.0, None, None)]
+    store._close()
+
+
+def test_a_later_value_replaces_an_earlier_and_a_missing_one_keeps_its_value(tmp_path):
+    """Within a batch (rows of one statement) and across batches: the later value of a column wins; a column a
+    message lacks keeps what the row has."""
+    store = merged(tmp_path)
+    store._commit(batch(entry({"power": 1.0, "yield": 5}), entry({"power": 2.0}, time=NS + 1)))
+    assert rows(store, f'SELECT power, yield FROM "{TABLE}"') == [(2.0, 5)]
+    store._commit(batch(entry({"power": 3.0})))
+    assert rows(store, f'SELECT power, yield FROM "{TABLE}"') == [(3.0, 5)]
+    store._close()
+
+
+def test_rows_of_other_tags_or_tables_stay_apart(tmp_path):
+    """The key is the table and the tags: a channel of an inverter (a tag) is a row of its own, and so is
+    another inverter's table."""
+    store = merged(tmp_path)
+    other = TableName("solar", "inverter_2_sensors")
+    store._commit(batch(entry({"power": 1.0}, tags={"channel": "1"}), entry({"power": 2.0}, tags={"channel": "2"}),
+                        entry({"voltage": 30.0}, tags={"channel": "1"}), entry({"power": 9.0}, table=other)))
+    assert rows(store, f'SELECT channel, power, voltage FROM "{TABLE}" ORDER BY channel') == [
+        ("1", 1.0, 30.0), ("2", 2.0, None)]
+    assert rows(store, 'SELECT power FROM "solar__inverter_2_sensors"') == [(9.0,)]
+    store._close()
+
+
+def test_a_redelivered_message_changes_nothing(tmp_path):
+    """A message delivered twice (a lost PUBACK, a replay) merges into its row again: one row, the same values."""
+    store = merged(tmp_path)
+    store._commit(batch(entry({"power": 1.0}), entry({"voltage": 2.0})))
+    store._commit(batch(entry({"power": 1.0})))
+    assert rows(store, f'SELECT power, voltage FROM "{TABLE}"') == [(1.0, 2.0)]
+    store._close()
+
+
+def test_a_table_made_before_merge_gets_the_key_and_keeps_its_rows(tmp_path):
+    """A table an earlier run made (a row a record, no key) gets a unique index on (time, lorrygate_id) at its
+    first merged write; its rows stay as they are, and the new ones merge."""
+    path = str(tmp_path / "m.sqlite")
+    plain = SQLiteStorage("db", path, reactor=None)
+    plain._connect()
+    plain._commit(batch(entry({"power": 1.0}), entry({"voltage": 2.0})))
+    plain._close()
+    store = merged(tmp_path)
+    store._commit(batch(entry({"power": 3.0}), entry({"voltage": 4.0})))
+    store._commit(batch(entry({"current": 5.0})))
+    assert sorted(rows(store, f'SELECT power, voltage, current, lorrygate_id IS NULL FROM "{TABLE}"'),
+                  key=repr) == [(1.0, None, None, 1), (3.0, 4.0, 5.0, 0), (None, 2.0, None, 1)]
+    indexes = [row[1] for row in rows(store, f'PRAGMA index_list("{TABLE}")') if row[2]]
+    assert indexes == [f"{TABLE}:merge"]
+    store._close()
+    again = merged(tmp_path)  # (a restart: the key is found, not made twice)
+    again._commit(batch(entry({"current": 6.0})))
+    assert [row[1] for row in rows(again, f'PRAGMA index_list("{TABLE}")') if row[2]] == [f"{TABLE}:merge"]
+    assert rows(again, f'SELECT current FROM "{TABLE}" WHERE lorrygate_id IS NOT NULL') == [(6.0,)]
+    again._close()
+
+
+def test_a_new_table_has_the_key_as_its_primary_key(tmp_path):
+    """A table made with merge on has the primary key (time, lorrygate_id), as an idempotent one: no second index."""
+    store = merged(tmp_path)
+    store._commit(batch(entry({"power": 1.0})))
+    store._commit(batch(entry({"power": 2.0})))
+    assert [(row[1], row[3]) for row in rows(store, f'PRAGMA index_list("{TABLE}")')] == [
+        (f"sqlite_autoindex_{TABLE}_1", "pk")]
+    assert rows(store, f'SELECT count(*), max(power) FROM "{TABLE}"') == [(1, 2.0)]
+    store._close()
+
+
+def test_a_refused_entry_is_a_dead_letter_and_the_rest_merges(tmp_path):
+    """An entry the database refuses (here a template's CHECK) is a dead letter; the rest of the batch merges."""
+    from lorrygate.config.settings import ddl_template
+
+    template = ddl_template("CREATE TABLE IF NOT EXISTS {qualified} (time TEXT NOT NULL, power REAL CHECK (power >= 0))",
+                            "sqlite")
+    store = merged(tmp_path, ddl={"": template})
+    store._commit(batch(entry({"power": 1.0}), entry({"power": -5.0}, time=NS + 1), entry({"voltage": 2.0})))
+    assert rows(store, f'SELECT power, voltage FROM "{TABLE}"') == [(1.0, 2.0)]
+    assert [r[0] for r in rows(store, "SELECT error FROM lorrygate_dead_letter")] == [
+        "IntegrityError: CHECK constraint failed: power >= 0"]
+    store._close()
+
+
+def test_merged_rows_and_idempotent_ones_share_the_key_column(tmp_path):
+    """With idempotent = true too, rows still merge (the merge key is what makes a redelivery one row)."""
+    store = merged(tmp_path, idempotent=True)
+    store._commit(batch(entry({"power": 1.0}), entry({"voltage": 2.0})))
+    assert rows(store, f'SELECT power, voltage FROM "{TABLE}"') == [(1.0, 2.0)]
+    store._close()
+
+
+def test_a_bucket_of_a_minute(tmp_path):
+    """Buckets are of the storage's length, counted from the epoch (a minute starts at :00)."""
+    store = merged(tmp_path, seconds=60.0)
+    store._commit(batch(entry({"a": 1}, time=BUCKET + 59 * SECOND), entry({"b": 2}, time=BUCKET + 61 * SECOND)))
+    assert rows(store, f'SELECT time, a, b FROM "{TABLE}" ORDER BY time') == [
+        ("2024-06-01T12:00:00.000000000Z", 1, None), ("2024-06-01T12:01:00.000000000Z", None, 2)]
+    store._close()
+
+
+def test_sqlite_merges_the_rows_of_one_statement():
+    """What the writer relies on: SQLite's upsert sees a row an earlier row of the same INSERT stored."""
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE t (time TEXT NOT NULL, a, b, lorrygate_id TEXT NOT NULL, PRIMARY KEY (time, lorrygate_id))")
+    conn.execute("INSERT INTO t VALUES ('x', 1, NULL, 'k'), ('x', NULL, 2, 'k') ON CONFLICT (time, lorrygate_id) "
+                 "DO UPDATE SET a = COALESCE(excluded.a, a), b = COALESCE(excluded.b, b)")
+    assert conn.execute("SELECT a, b FROM t").fetchall() == [(1, 2)]
