@@ -155,17 +155,23 @@ ELEMENTS = dict([
                       "per-address, or per-network: a table per network and kind, a view per address"),
           **{"time-index": Prop(v.boolean, False, "an index on each table's time, for reads of a time range")},
           retention=Prop(v.retention, 0.0, "rows older than this (90d) are deleted every hour; 0: kept"),
+          merge=Prop(v.duration(0, 86400), 0.0, "rows of a table and tags in one time bucket of this length (10s) "
+                     "are one row at its start; 0: a row a record"),
           name=Prop(v.nonempty, "", "storage name")),
     _spec("postgresql", "sink", "PostgreSQL storage.",
           url=Prop(v.storage_url, REQUIRED, "postgresql://USER:PASSWORD@HOST/DATABASE"),
           layout=Prop(v.choice(*LAYOUTS), "per-address",
                       "per-address, or per-network: a table per network and kind, a view per address"),
+          merge=Prop(v.duration(0, 86400), 0.0, "rows of a table and tags in one time bucket of this length (10s) "
+                     "are one row at its start; 0: a row a record"),
           name=Prop(v.nonempty, "", "storage name")),
     _spec("crate", "sink", "CrateDB storage over HTTP.",
           url=Prop(v.storage_url, REQUIRED, "crate://HOST:4200/"),
           shards=Prop(v.integer(1, 1000), 1, "shards per table"), replicas=Prop(v.nonempty, "0", "replicas"),
           layout=Prop(v.choice(*LAYOUTS), "per-address",
                       "per-address, or per-network: a table per network and kind, a view per address"),
+          merge=Prop(v.duration(0, 86400), 0.0, "rows of a table and tags in one time bucket of this length (10s) "
+                     "are one row at its start; 0: a row a record"),
           name=Prop(v.nonempty, "", "storage name")),
     _spec("textsink", "sink", "Appends rows to a file as NDJSON or CSV, fsync'd per batch.",
           location=Prop(v.nonempty, REQUIRED, "file path"),

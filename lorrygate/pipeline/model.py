@@ -263,17 +263,21 @@ class _Builder:
             if name in self.storages:
                 raise PipelineError(f"a second storage named {name!r}", text, element.loc)
             factory = element.factory
+            if props.get("merge") and props["layout"] != "per-address":
+                raise PipelineError(f"merge: expected per-address tables (layout=per-address), got "
+                                    f"layout={props['layout']}", text, element.loc)
             if factory == "sqlite":
                 settings = s.StorageSettings(name, v.storage_url("sqlite:///" + props["location"]), "sqlite",
                                              props["location"], spool=False, layout=props["layout"],
-                                             time_index=props["time-index"], retention=props["retention"])
+                                             time_index=props["time-index"], retention=props["retention"],
+                                             merge=props["merge"])
             elif factory in ("postgresql", "crate"):
                 url = props["url"]
                 if url.kind != factory:
                     raise PipelineError(f"{factory} url: expected a {factory} URL, got {str(url)!r}", text, element.loc)
                 extra = ({"shards": props["shards"], "replicas": props["replicas"], "layout": props["layout"]}
                          if factory == "crate" else {"layout": props["layout"]})
-                settings = s.StorageSettings(name, url, factory, **extra)
+                settings = s.StorageSettings(name, url, factory, merge=props["merge"], **extra)
             elif factory == "textsink":
                 path = props["location"]
                 settings = s.StorageSettings(name, v.StorageUrl("file", f"file://{path}", path), "file", path,

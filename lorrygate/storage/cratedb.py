@@ -495,7 +495,10 @@ class CrateStorage:
         time = record.time
         if self.merge:
             time -= time % self.merge  # (the bucket's start: the rows of a bucket have one time and one key)
-        args = [time // 1_000_000, crate_object(record.tags, counts), crate_object(record.fields, counts)]
+        fields = crate_object(record.fields, counts)
+        if self.merge:  # (a null leaves the value the row has, as in SQLite and PostgreSQL)
+            fields = {key: value for key, value in fields.items() if value is not None}
+        args = [time // 1_000_000, crate_object(record.tags, counts), fields]
         if where is not None:
             args[1:1] = where
         if self.merge:

@@ -56,6 +56,18 @@ WIDEN_ATTEMPTS = 3
 _NESTED = frozenset((dict, type(None)))
 
 
+def _merge_fields(into: dict, fields) -> None:
+    """``fields`` merged into ``into``: a later value replaces an earlier, objects key by key, a null nothing."""
+    for name, value in fields.items():
+        if value is None:
+            into.setdefault(name, None)
+        elif type(value) is dict and type(into.get(name)) is dict:
+            inner = into[name] = dict(into[name])
+            _merge_fields(inner, value)
+        else:
+            into[name] = value
+
+
 @implementer(IStorage)
 @attrs.define(eq=False)
 class SqlStorage:
@@ -607,6 +619,8 @@ class SqlStorage:
         dialect = self.dialect
         if self.layout == "per-network":
             entries = self._to_shared(entries)
+        if self.merge and len(entries) > 1:
+            entries = self._merged(entries)
         groups: dict = {}
         idempotent = self.idempotent
         merge = self.merge
@@ -730,6 +744,41 @@ class SqlStorage:
         for (_, columns), (table, rows) in groups.items():
             dialect.insert(conn, table, columns, rows, keyed)
         return len(groups)
+
+    def _merged(self, entries) -> list:
+        """``merge``: the records of ``entries`` of one table, tags and bucket as one record, in the entry of the
+        first (the others lose it): rows of other columns go in other statements, in the order of their groups,
+        so that a batch ``{power, voltage}``, ``{power}``, ``{power, voltage}`` left the second's power. Values
+        are taken in the messages' order, objects merged key by key (as their dotted columns are), a null
+        leaves a value (as a null leaves a column). Entries written one by one after a refusal are not merged
+        here (the database merges them, in their order)."""
+        merge = self.merge
+        first: dict = {}
+        out = []
+        for entry in entries:
+            records = entry.records
+            if not records:
+                out.append(entry)
+                continue
+            kept = []
+            for record in records:
+                time = record.time - record.time % merge
+                tags = record.tags
+                key: tuple
+                try:
+                    key = (entry.table, time, frozenset(tags.items()) if tags else None)
+                    hash(key)
+                except TypeError:  # (a tag of a list, from a decoder of your own)
+                    key = (entry.table, time, merge_id(entry.table, tags))
+                into = first.get(key)
+                if into is None:
+                    first[key] = into = Record(time, dict(record.fields), tags)
+                    kept.append(into)
+                else:
+                    _merge_fields(into.fields, record.fields)
+            # (a new entry even when nothing was merged yet: later entries merge into its records, copies)
+            out.append(Entry(entry.table, kept, entry.channel, entry.message, entry.decoder, entry.address))
+        return out
 
     def _key_merges(self, conn, groups: dict) -> None:
         """``merge``: the unique key on (time, lorrygate_id) that rows are merged on, for each table written

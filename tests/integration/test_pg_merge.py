@@ -38,8 +38,9 @@ def fresh() -> TableName:
 
 
 def test_values_of_a_bucket_merge_within_and_across_batches(postgres):
-    """One batch with two values of a key (two statements of one executemany) and a later batch: one row at the
-    bucket's start; the later value wins, a missing one keeps its value; other tags and buckets stay apart."""
+    """One batch with three values of a key (merged before they are written) and a later batch (merged by
+    PostgreSQL): one row at the bucket's start; the later value wins, a missing one keeps its value; other tags
+    and buckets stay apart."""
     table = fresh()
     name = f'"{table.schema}"."{table.table}"'
     with connected(postgres.url, merge=10.0) as store:

@@ -766,13 +766,14 @@ def test_dead_letters_refused_again_by_a_replay_are_updated_in_one_request():
 
 def test_merged_rows_of_a_bucket_are_one_row():
     """``merge``: the rows of a table with the same tags in a bucket are one row at the bucket's start, the fields
-    of each added to it (a later value of a key wins), in one request and across requests; other tags and
-    buckets stay apart. The statement names the table's primary key, as CrateDB requires of DO UPDATE."""
+    of each added to it (a later value of a key wins, a null or NaN leaves it), in one request and across requests;
+    other tags and buckets stay apart. The statement names the table's primary key, as CrateDB requires of DO UPDATE."""
     fake = FakeCrate()
     store = storage(fake, merge=10 * 10**9)
     bucket = T - T % (10 * 10**9)
     write(store, entry({"power": 1.5, "yield": 7}), entry({"voltage": 231.0}, time=T + 10**9))
-    batch, failures = write(store, entry({"power": 2.5}, time=T + 2 * 10**9), entry({"power": 4.0}, time=bucket + 10**10))
+    batch, failures = write(store, entry({"power": 2.5}, time=T + 2 * 10**9), entry({"power": 4.0}, time=bucket + 10**10),
+                            entry({"yield": None, "voltage": float("nan")}, time=T + 3 * 10**9))
     other = Entry(TABLE, [Record(T, {"power": 9.0}, {"site": "c"})], "main",
                   Message("t", b"{}", 1, False, 1.0, "#", Ack()), "json")
     write(store, other)

@@ -60,7 +60,7 @@ INVALID = [
     ("mqttsrc topic=", 1, 15, "expected a property value after '='"),
     ('mqttsrc topic="a/#', 1, 15, "a closing \""),
     ("mqttsrc topic=a/# ! sqlit location=x", 1, 21, "unknown element 'sqlit' (did you mean 'sqlite'?)"),
-    ("mqttsrc topic=a/# ! sqlite path=x", 1, 21, "sqlite has no property 'path' (it has: location, layout, time-index, retention, name)"),
+    ("mqttsrc topic=a/# ! sqlite path=x", 1, 21, "sqlite has no property 'path' (it has: location, layout, time-index, retention, merge, name)"),
     ("mqttsrc topic=a/# ! sqlite locaton=x", 1, 21, "sqlite has no property 'locaton' (did you mean 'location'?) (it has: "),
     ("mqttsrc topic=a/# ! sqlite", 1, 21, "sqlite needs location=..."),
     ("mqttsrc ! sqlite location=x", 1, 1, "mqttsrc needs topic=..."),
@@ -90,6 +90,9 @@ INVALID = [
     ("mqtt://[::1/x ! sqlite location=x", 1, 1, "a URL that cannot be read: Invalid IPv6 URL"),
     ("amqp://h:x/%2F?exchange=e&topic=t ! sqlite location=x", 1, 1, "a URL that cannot be read"),
     ("mqtt://h/x ! mqtt://h:port/out", 1, 14, "a URL that cannot be read"),
+    ("mqtt://h/x ! sqlite location=x merge=10s layout=per-network", 1, 14,
+     "merge: expected per-address tables (layout=per-address), got layout=per-network"),
+    ("mqtt://h/x ! crate url=crate://h:4200/ merge=ten", 1, 14, "crate merge: expected a duration"),
 ]
 
 
@@ -468,3 +471,13 @@ def test_tls_urls_and_elements_take_the_ca_and_a_client_certificate(tmp_path):
     ]:
         with pytest.raises(PipelineError, match=expected):
             parse_launch(text)
+
+
+@pytest.mark.parametrize("sink", ["sqlite location=x.sqlite", "postgresql url=postgresql://u@db/t",
+                                  "crate url=crate://h:4200/"])
+def test_a_launch_texts_sql_sinks_take_merge(sink):
+    """``merge=`` of a SQL sink element is the storage's ``merge`` (seconds); without it, off."""
+    (storage,) = parse_launch(f"mqtt://h/x ! {sink} merge=1m").settings.storages.values()
+    assert storage.merge == 60.0
+    (storage,) = parse_launch(f"mqtt://h/x ! {sink}").settings.storages.values()
+    assert storage.merge == 0.0

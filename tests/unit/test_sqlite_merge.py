@@ -1,7 +1,5 @@
 """``merge``: the rows of a table with the same tags in one time bucket are one row (SQLite)."""
 
-import sqlite3
-
 from lorrygate.model import Message, Record, TableName
 from lorrygate.storage.batch import Batch, Entry
 from lorrygate.storage.sqlite import SQLiteStorage
@@ -145,10 +143,14 @@ def test_a_bucket_of_a_minute(tmp_path):
     store._close()
 
 
-def test_sqlite_merges_the_rows_of_one_statement():
-    """What the writer relies on: SQLite's upsert sees a row an earlier row of the same INSERT stored."""
-    conn = sqlite3.connect(":memory:")
-    conn.execute("CREATE TABLE t (time TEXT NOT NULL, a, b, lorrygate_id TEXT NOT NULL, PRIMARY KEY (time, lorrygate_id))")
-    conn.execute("INSERT INTO t VALUES ('x', 1, NULL, 'k'), ('x', NULL, 2, 'k') ON CONFLICT (time, lorrygate_id) "
-                 "DO UPDATE SET a = COALESCE(excluded.a, a), b = COALESCE(excluded.b, b)")
-    assert conn.execute("SELECT a, b FROM t").fetchall() == [(1, 2)]
+def test_the_last_message_of_a_batch_wins_whatever_the_columns_of_the_others(tmp_path):
+    """Rows of other columns go in other statements: a batch's messages of one key are merged before they are
+    written, so that the last value of a column wins even when a message between had fewer columns; objects are
+    merged key by key, as their dotted columns are."""
+    store = merged(tmp_path)
+    store._commit(batch(entry({"power": 1.0, "voltage": 1.0}), entry({"power": 2.0}),
+                        entry({"power": 3.0, "voltage": 3.0})))
+    assert rows(store, f'SELECT power, voltage FROM "{TABLE}"') == [(3.0, 3.0)]
+    store._commit(batch(entry({"wifi": {"rssi": -60}, "power": 4.0}), entry({"wifi": {"ch": 6}, "power": None})))
+    assert rows(store, f'SELECT power, voltage, "wifi.rssi", "wifi.ch" FROM "{TABLE}"') == [(4.0, 3.0, -60, 6)]
+    store._close()
