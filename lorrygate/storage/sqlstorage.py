@@ -27,7 +27,16 @@ from lorrygate.errors import StorageError, TableBudgetExceeded
 from lorrygate.interfaces import IStorage
 from lorrygate.model import Record
 from lorrygate.storage.batch import Batch, DeadLetter, Entry
-from lorrygate.storage.layout import EXTRA_COLUMN, ID_COLUMN, column_names, flatten, merge_id, row_id, within_budget
+from lorrygate.storage.layout import (
+    EXTRA_COLUMN,
+    ID_COLUMN,
+    column_names,
+    flatten,
+    merge_id,
+    row_id,
+    to_json,
+    within_budget,
+)
 from lorrygate.storage.positions import POSITIONS_TABLE, Positions, encode
 from lorrygate.storage.retention import Retention
 from lorrygate.storage.shared_layout import ADDRESS_COLUMNS, address_values, shared_table, sqlite_view_statement
@@ -126,6 +135,8 @@ class SqlStorage:
     #: nanoseconds of the buckets whose rows of a table and tags are merged into one (0: a row a record); the
     #: tables whose unique key on (time, lorrygate_id) is known, and those this transaction looked at (in order)
     merge: int = 0
+    #: `merge_id` by (physical table, tags) (`_merge_id`)
+    _merge_ids: dict = attrs.Factory(dict)
     _merge_keyed: set = attrs.Factory(set)
     _merge_keying: dict = attrs.Factory(dict)
     #: new tables in a write from which some are made on a connection of their own (None: never)
@@ -652,10 +663,7 @@ class SqlStorage:
             if cached is not None and cached[0] is key_table:
                 physical = cached[1]
             else:
-                if len(physical_names) > 100_000:
-                    physical_names.clear()
-                physical = dialect.physical(key_table)
-                physical_names[id(key_table)] = (key_table, physical)
+                physical = self._physical_name(key_table)
             for record in records:
                 fields = record.fields
                 names = None
@@ -693,7 +701,7 @@ class SqlStorage:
                 time = record.time
                 if merge:
                     time -= time % merge  # (the bucket's start: the rows of a bucket have one time and one key)
-                    flat[ID_COLUMN] = merge_id(key_table, record.tags)
+                    flat[ID_COLUMN] = self._merge_id(physical, key_table, record.tags)
                     columns = tuple(flat)
                 elif idempotent:
                     flat[ID_COLUMN] = row_id(key_table, time, flat)
@@ -751,10 +759,31 @@ class SqlStorage:
         so that a batch ``{power, voltage}``, ``{power}``, ``{power, voltage}`` left the second's power. Values
         are taken in the messages' order, objects merged key by key (as their dotted columns are), a null
         leaves a value (as a null leaves a column). Entries written one by one after a refusal are not merged
-        here (the database merges them, in their order)."""
+        here (the database merges them, in their order). A batch without two records of a key is left as it is."""
         merge = self.merge
+        keys: list = []
+        seen: set = set()
+        repeated = False
+        for entry in entries:
+            if not entry.records:
+                continue
+            physical = self._physical_name(entry.table)
+            for record in entry.records:
+                tags = record.tags
+                key: tuple
+                try:
+                    key = (physical, record.time - record.time % merge, frozenset(tags.items()) if tags else None)
+                    repeated = repeated or key in seen
+                except TypeError:  # (a tag of a list, from a decoder of your own)
+                    key = (physical, record.time - record.time % merge, to_json(dict(tags)))
+                    repeated = repeated or key in seen
+                seen.add(key)
+                keys.append(key)
+        if not repeated:
+            return entries
         first: dict = {}
         out = []
+        at = iter(keys)
         for entry in entries:
             records = entry.records
             if not records:
@@ -762,23 +791,42 @@ class SqlStorage:
                 continue
             kept = []
             for record in records:
-                time = record.time - record.time % merge
-                tags = record.tags
-                key: tuple
-                try:
-                    key = (entry.table, time, frozenset(tags.items()) if tags else None)
-                    hash(key)
-                except TypeError:  # (a tag of a list, from a decoder of your own)
-                    key = (entry.table, time, merge_id(entry.table, tags))
+                key = next(at)
                 into = first.get(key)
                 if into is None:
-                    first[key] = into = Record(time, dict(record.fields), tags)
+                    first[key] = into = Record(key[1], dict(record.fields), record.tags)
                     kept.append(into)
                 else:
                     _merge_fields(into.fields, record.fields)
-            # (a new entry even when nothing was merged yet: later entries merge into its records, copies)
+            # (a new entry even when nothing was merged into it yet: later entries merge into its records, copies)
             out.append(Entry(entry.table, kept, entry.channel, entry.message, entry.decoder, entry.address))
         return out
+
+    def _physical_name(self, table) -> str:
+        """The dialect's name of ``table``, by the table object's identity (the router hands out the same object
+        for a topic): no Python-level hash of a TableName a row."""
+        cached = self._physical.get(id(table))
+        if cached is not None and cached[0] is table:
+            return cached[1]
+        if len(self._physical) > 100_000:
+            self._physical.clear()
+        physical = self.dialect.physical(table)
+        self._physical[id(table)] = (table, physical)
+        return physical
+
+    def _merge_id(self, physical: str, table, tags) -> str:
+        """`merge_id` of a table and tags, remembered (a table's rows have a few tag sets; hashing them was a
+        third of a merged row's cost, measured)."""
+        try:
+            key = (physical, frozenset(tags.items()) if tags else None)
+            known = self._merge_ids.get(key)
+        except TypeError:  # (a tag of a list)
+            return merge_id(table, tags)
+        if known is None:
+            if len(self._merge_ids) > 100_000:
+                self._merge_ids.clear()
+            known = self._merge_ids[key] = merge_id(table, tags)
+        return known
 
     def _key_merges(self, conn, groups: dict) -> None:
         """``merge``: the unique key on (time, lorrygate_id) that rows are merged on, for each table written

@@ -154,3 +154,14 @@ def test_the_last_message_of_a_batch_wins_whatever_the_columns_of_the_others(tmp
     store._commit(batch(entry({"wifi": {"rssi": -60}, "power": 4.0}), entry({"wifi": {"ch": 6}, "power": None})))
     assert rows(store, f'SELECT power, voltage, "wifi.rssi", "wifi.ch" FROM "{TABLE}"') == [(4.0, 3.0, -60, 6)]
     store._close()
+
+
+def test_tags_a_decoder_of_your_own_made_lists_merge_too(tmp_path):
+    """A tag that is not text (a list, from a decoder of your own) is part of the key all the same."""
+    store = merged(tmp_path)
+    store._commit(batch(entry({"a": 1}, tags={"ids": ["x", "y"]}), entry({"b": 2}, tags={"ids": ["x", "y"]}),
+                        entry({"a": 3}, tags={"ids": ["z"]})))
+    store._commit(batch(entry({"c": 4}, tags={"ids": ["x", "y"]})))
+    assert rows(store, f'SELECT ids, a, b, c FROM "{TABLE}" ORDER BY ids') == [
+        ('["x", "y"]', 1, 2, 4), ('["z"]', 3, None, None)]
+    store._close()
