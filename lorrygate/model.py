@@ -157,6 +157,8 @@ class Channel:
     claim_idle: float = 60.0
     #: kafka sources: where a group without a committed offset starts
     start: str = "earliest"
+    #: seconds of the buckets whose rows its SQL storages merge (``merge``); None: the storage's
+    merge: float | None = None
 
     @property
     def storages(self) -> tuple:

@@ -304,6 +304,21 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".", on_storage=N
         if storage.kind == "tributary":
             function = _resolve_hook(f"storage:{name}", storage.graph, modules, problem, key="graph")
             storages[name] = attrs.evolve(storage, callback=function)
+    merging = [channel for channel in built if channel.merge is not None]
+    for channel in merging:
+        kinds = [storages[name] for name in channel.storages if name in storages]
+        if kinds and not any(storage.kind in s.STORAGE_KIND_KEYS["merge"] for storage in kinds):
+            problem(f"channel:{channel.name}", "merge", "a channel that writes to a SQLite, PostgreSQL or CrateDB "
+                    "storage", f"storage = {', '.join(channel.storages)}")
+        for storage in kinds:
+            if storage.kind in s.STORAGE_KIND_KEYS["merge"] and storage.layout != "per-address":
+                problem(f"channel:{channel.name}", "merge", "per-address tables (layout = per-address in "
+                        f"[storage:{storage.name}]): rows are merged in a table of their address",
+                        f"layout = {storage.layout}")
+    for name, storage in list(storages.items()):
+        own = tuple((channel.name, channel.merge) for channel in merging if name in channel.storages)
+        if own and storage.kind in s.STORAGE_KIND_KEYS["merge"]:
+            storages[name] = attrs.evolve(storage, channel_merge=own)
     for channel_name, _, what in feedback_loops(built, brokers, storages):
         problem(f"channel:{channel_name}", "storage", "storages that do not feed the channel its own messages",
                 what)

@@ -101,8 +101,10 @@ class StorageSettings:
     #: SQLite: seconds after which rows are deleted (0: kept)
     retention: float = 0.0
     idempotent: bool = False
-    #: SQL storages: seconds of the time buckets whose rows of a table and tags are merged into one (0: off)
+    #: SQL storages: seconds of the time buckets whose rows of a table and tags are merged into one (0: off), and
+    #: the channels' own (``merge`` of a channel section), (channel, seconds) pairs
     merge: float = 0.0
+    channel_merge: tuple = ()
     #: a `lorrygate.storage.ddl.DdlTemplate`, or None
     ddl: Any = None
     shards: int = 1
@@ -438,6 +440,11 @@ CHANNEL_KEYS = {
     "convert": Key(v.conversions, (), doc='Convert fields with arithmetic: name = expression pairs (docs/decoding.rst).'),
     "hook": Key(v.callable_ref, "", doc='A module:function called with each record before it is stored.'),
     "ddl": Key(v.ddl_text, "", doc="A CREATE TABLE template for this channel's new tables ({table}), inline or @file."),
+    "merge": Key(v.duration(0, 86400), None,
+                 doc="The storage's merge for this channel's rows (SQL storages): the rows of a table with the same "
+                     "tags in one time bucket of this length (10s) are one row, for a channel of devices that "
+                     "publish a topic a value, while the storage's other channels keep a row a record; 0: a row a "
+                     "record (default: the storage's merge)."),
     "transform": Key(v.text, "", doc="A [transform:NAME] dataflow the records go through before they are stored "
                                      "(after the keys above)."),
     "exchange": Key(v.nonempty, "amq.topic", doc="amqp: the topic exchange the channel's queue is bound to."),

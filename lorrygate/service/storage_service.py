@@ -22,6 +22,11 @@ if TYPE_CHECKING:
 
 
 
+def channel_merges(storage) -> dict:
+    """The channels' own ``merge`` of a storage, nanoseconds by channel name."""
+    return {channel: round(seconds * 1e9) for channel, seconds in storage.channel_merge}
+
+
 def make_backend(storage, reactor, ddl: dict):
     """The backend of a storage's settings."""
     if storage.kind == "sqlite":
@@ -32,6 +37,7 @@ def make_backend(storage, reactor, ddl: dict):
         backend.flatten_depth, backend.max_columns = storage.flatten_depth, storage.max_columns
         backend.max_tables = storage.max_tables
         backend.layout = storage.layout
+        backend.merges = channel_merges(storage)
         backend.time_index = storage.time_index
         backend.retention = storage.retention
         return backend
@@ -42,6 +48,7 @@ def make_backend(storage, reactor, ddl: dict):
         backend.flatten_depth, backend.max_columns = storage.flatten_depth, storage.max_columns
         backend.max_tables = storage.max_tables
         backend.layout = storage.layout
+        backend.merges = channel_merges(storage)
         return backend
     if storage.kind == "file":
         from lorrygate.storage.sinks import TextSink

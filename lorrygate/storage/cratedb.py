@@ -276,6 +276,8 @@ class _Row:
     extra: dict | None = None
     #: CrateDB's refusal that moved them
     refused: str = ""
+    #: whether the row merges into the row of its key (``merge``): its values end in its ``lorrygate_id``
+    merge: bool = False
 
 
 @implementer(IStorage)
@@ -293,8 +295,10 @@ class CrateStorage:
     idempotent: bool = False
     ddl: dict = attrs.Factory(dict)
     timeout: float = 30.0
-    #: nanoseconds of the buckets whose rows of a table and tags are merged into one row (0: a row a record)
+    #: nanoseconds of the buckets whose rows of a table and tags are merged into one row (0: a row a record), and
+    #: the channels' own (``merge`` of a channel section) by channel name
     merge: int = 0
+    merges: dict = attrs.Factory(dict)
     _created: set = attrs.Factory(set)
     _ready: bool = False
     #: whether the dead-letter table has the "content_type" column (one that cannot be added: written without)
@@ -372,6 +376,7 @@ class CrateStorage:
             ddl=ddl,
             timeout=settings.timeout,
             merge=round(settings.merge * 1e9),
+            merges={channel: round(seconds * 1e9) for channel, seconds in settings.channel_merge},
             layout=settings.layout,
         )
 
@@ -379,7 +384,7 @@ class CrateStorage:
 
     def start(self) -> Deferred:
         """Check the server's version; a server that is down is checked at the first write."""
-        if len(self.nodes) > 1 and not self.keyed:
+        if len(self.nodes) > 1 and not self.idempotent:
             self.log.warn("storage {storage}: {count} CrateDB nodes without idempotent = true: a node that dies "
                           "after it got a write makes it sent again, and its rows may be stored twice",
                           storage=self.name, count=len(self.nodes))
@@ -460,8 +465,10 @@ class CrateStorage:
         groups: dict = {}
         views: dict = {}
         per_network = self.layout == "per-network"
+        merges, default = self.merges, self.merge
         for index, entry in enumerate(batch.entries):
             table = entry.table
+            merge = merges.get(entry.channel, default) if merges else default
             shared = shared_table(table, entry.address) if per_network and entry.records else None
             if shared is not None:
                 self._shared.add(shared)
@@ -472,43 +479,46 @@ class CrateStorage:
                 if (index, position) in progress:
                     continue
                 try:
-                    args = self._args(table, record) if shared is None else self._args(table, record, where)
+                    args = self._args(table, record, merge) if shared is None else self._args(table, record, merge, where)
                 except (ValueError, TypeError, RecursionError) as exc:
                     # a value no JSON request carries (nested 1,000 levels deep): this message is a dead letter,
                     # not every write of the storage a failure
                     self._reject([_Row(index, position, entry, [])], f"a value CrateDB cannot be sent: {exc}",
                                  progress, batch, who="could not send")
                     continue
-                groups.setdefault(table if shared is None else shared, []).append(_Row(index, position, entry, args))
+                groups.setdefault((table if shared is None else shared, merge), []).append(
+                    _Row(index, position, entry, args, merge=bool(merge)))
         retry = 0
-        for table, rows in groups.items():
-            retry += await self._write_table(table, rows, progress, batch)
+        for (table, merge), rows in groups.items():
+            retry += await self._write_table(table, rows, progress, batch, bool(merge))
         if views:
             self._want_views(views)
         await self._write_dead_letters(batch)
         if retry:
             raise StorageError(f"storage {self.name}: CrateDB could not take {retry} row(s) now; retrying")
 
-    def _args(self, table, record, where: list | None = None) -> list:
-        """A row's values; ``where``: the values of the address columns (a shared table's row)."""
+    def _args(self, table, record, merge: int = 0, where: list | None = None) -> list:
+        """A row's values; ``merge``: the nanoseconds of its bucket (0: a row a record); ``where``: the values of
+        the address columns (a shared table's row)."""
         counts = self.conversions
         time = record.time
-        if self.merge:
-            time -= time % self.merge  # (the bucket's start: the rows of a bucket have one time and one key)
+        if merge:
+            time -= time % merge  # (the bucket's start: the rows of a bucket have one time and one key)
         fields = crate_object(record.fields, counts)
-        if self.merge:  # (a null leaves the value the row has, as in SQLite and PostgreSQL)
+        if merge:  # (a null leaves the value the row has, as in SQLite and PostgreSQL)
             fields = {key: value for key, value in fields.items() if value is not None}
         args = [time // 1_000_000, crate_object(record.tags, counts), fields]
         if where is not None:
             args[1:1] = where
-        if self.merge:
+        if merge:
             args.append(merge_id(table, record.tags))
         elif self.idempotent:
             args.append(row_id(table, record.time, {"tags": _plain(record.tags), "fields": _plain(record.fields)}))
         return args
 
-    async def _write_table(self, table, rows, progress: set, batch) -> int:
-        """Send one table's rows; return how many must be retried."""
+    async def _write_table(self, table, rows, progress: set, batch, merge: bool = False) -> int:
+        """Send one table's rows (``merge``: rows that merge into the rows of their key); return how many must be
+        retried."""
         if str(table) in self.refused_tables:
             self._reject(rows, self.refused_tables[str(table)], progress, batch)
             return 0
@@ -524,8 +534,8 @@ class CrateStorage:
             extra = table in self._extra_tables
             if extra:
                 await self._move_known(table, part)
-            statement = insert_statement(table, self.keyed, table in self._shared, extra,
-                                         merge_key(self.partition) if self.merge else ())
+            statement = insert_statement(table, self.idempotent or merge, table in self._shared, extra,
+                                         merge_key(self.partition) if merge else ())
             args = [row.args + [row.extra] for row in part] if extra else [row.args for row in part]
             try:
                 answer = await self._send(statement, part, args, queue)
@@ -548,10 +558,11 @@ class CrateStorage:
                     raise StorageError(f"storage {self.name}: {exc}; retrying") from None
                 elif exc.code in AUTH_CODES:
                     raise StorageError(f"storage {self.name}: {exc}; check the user and its privileges") from None
-                elif self.merge and "conflict target" in str(exc).lower():
+                elif merge and "conflict target" in str(exc).lower():
                     self._reject(part + [r for p in queue for r in p], self._no_merge_key(table, exc), progress, batch)
                     return retry
-                elif exc.code == 4043 and self.keyed and ID_COLUMN in str(exc) and table not in self._altered:
+                elif exc.code == 4043 and (self.idempotent or merge) and ID_COLUMN in str(exc) and \
+                        table not in self._altered:
                     await self._add_id_column(table)
                     queue.insert(0, part)
                 elif len(part) == 1 and not part[0].refused and crate_extra.refusal(str(exc)):
@@ -576,7 +587,7 @@ class CrateStorage:
 
     def _fields_at(self, row) -> int:
         """Where a row's fields are in its values (before the idempotent id, if any)."""
-        return len(row.args) - (2 if self.keyed else 1)
+        return len(row.args) - (2 if self.idempotent or row.merge else 1)
 
     async def _move_known(self, table, rows) -> None:
         """Rows of a table with the column CrateDB does not index: the keys moved for earlier rows, and values it
@@ -651,7 +662,7 @@ class CrateStorage:
             count = result.get("rowcount") if isinstance(result, dict) else None
             error = result.get("error") if isinstance(result, dict) else None
             code = error.get("code") if isinstance(error, dict) else None
-            if count == 1 or code == 4091 or (count == 0 and self.keyed):
+            if count == 1 or code == 4091 or (count == 0 and (self.idempotent or row.merge)):
                 progress.add((row.index, row.position))
             elif transient(code):
                 retry += 1
@@ -710,7 +721,7 @@ class CrateStorage:
                 self.log.error("storage {storage}: {reason}", storage=self.name, reason=refused)
                 return False
         statements = template.render(table, entry) if template is not None else [
-            default_ddl(table, self.partition, self.shards, self.replicas, self.keyed, table in self._shared)
+            default_ddl(table, self.partition, self.shards, self.replicas, self._keyed_for(entry), table in self._shared)
         ]
         for statement in statements:
             try:
@@ -808,10 +819,10 @@ class CrateStorage:
                 "letters. Add nodes, drop old tables or partitions, use fewer shards or replicas, or raise "
                 "cluster.max_shards_per_node")
 
-    @property
-    def keyed(self) -> bool:
-        """Whether rows carry ``lorrygate_id`` and tables the key on it: idempotent rows, and merged ones."""
-        return self.idempotent or bool(self.merge)
+    def _keyed_for(self, entry) -> bool:
+        """Whether an entry's table is made with the key on ``lorrygate_id``: idempotent rows, and merged ones (its
+        channel's merge, else the storage's)."""
+        return self.idempotent or bool(self.merges.get(entry.channel, self.merge) if self.merges else self.merge)
 
     def _no_merge_key(self, table, exc) -> str:
         key = ", ".join(map(quote, merge_key(self.partition)))

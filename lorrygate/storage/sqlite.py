@@ -152,10 +152,8 @@ class SQLiteDialect:
     _iso: Any = attrs.Factory(lambda: IsoTime().__call__)
     #: (device, inode) of the file the connection has open
     _identity: tuple | None = None
-    #: a `_Plan` by (table, columns, idempotent)
+    #: a `_Plan` by (table, columns, idempotent, merge)
     _statements: dict = attrs.Factory(dict)
-    #: rows of a key (time, lorrygate_id) are merged into one (the storage's ``merge``), not kept once
-    merge: bool = False
     #: the quoted column list by columns (`_Plan.of`)
     _column_texts: dict = attrs.Factory(dict)
     #: the connection's limit on ``?`` parameters in one statement
@@ -414,14 +412,16 @@ class SQLiteDialect:
         """A row's parameters; values the sqlite3 module cannot bind are made storable in `insert`."""
         return (self._iso(time), *values)
 
-    def insert(self, conn, table, columns: tuple, rows: list, idempotent: bool) -> None:
-        key = (table, columns, idempotent)
+    def insert(self, conn, table, columns: tuple, rows: list, idempotent: bool, merge: bool = False) -> None:
+        """``idempotent``: a row whose key (time, lorrygate_id) is stored is left out, or with ``merge`` merged
+        into the stored row (`merge_clause`)."""
+        key = (table, columns, idempotent, merge)
         plan = self._statements.get(key)
         if plan is None:
             if len(self._statements) > STATEMENTS:
                 self._statements.clear()
             plan = self._statements[key] = _Plan.of(table_name(table), columns, idempotent, self._variables,
-                                                     self._column_texts, idempotent and self.merge)
+                                                     self._column_texts, merge)
         cursor = self._cursor
         start, total, most = 0, len(rows), plan.most
         while total - start >= FEW_ROWS and most > 1:
@@ -554,6 +554,6 @@ def SQLiteStorage(name: str, path: str, reactor, synchronous: str = "FULL", idem
                   merge: float = 0.0):
     """The SQLite storage: a `SqlStorage` with the SQLite dialect; ``merge``: seconds of the buckets whose rows
     of a table and tags are one row (0: a row a record)."""
-    storage = SqlStorage(name, SQLiteDialect(path, synchronous, merge=bool(merge)), reactor, idempotent, ddl or {})
+    storage = SqlStorage(name, SQLiteDialect(path, synchronous), reactor, idempotent, ddl or {})
     storage.merge = round(merge * 1e9)
     return storage

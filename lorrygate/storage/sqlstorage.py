@@ -135,6 +135,8 @@ class SqlStorage:
     #: nanoseconds of the buckets whose rows of a table and tags are merged into one (0: a row a record); the
     #: tables whose unique key on (time, lorrygate_id) is known, and those this transaction looked at (in order)
     merge: int = 0
+    #: the channels' own merge (``merge`` of a channel section), nanoseconds by channel name
+    merges: dict = attrs.Factory(dict)
     #: `merge_id` by (physical table, tags) (`_merge_id`)
     _merge_ids: dict = attrs.Factory(dict)
     _merge_keyed: set = attrs.Factory(set)
@@ -615,10 +617,10 @@ class SqlStorage:
                 "then run lorrygate dead-letters replay --stage store; a counter or a time in a topic level makes "
                 "a table a message: fix that publisher")
 
-    @property
-    def keyed(self) -> bool:
-        """Whether tables are made with the key (time, lorrygate_id): idempotent rows, and merged ones."""
-        return self.idempotent or bool(self.merge)
+    def _keyed_for(self, entry) -> bool:
+        """Whether the tables of an entry are made with the key (time, lorrygate_id): idempotent rows, and merged
+        ones (its channel's merge, else the storage's)."""
+        return self.idempotent or bool(self.merges.get(entry.channel, self.merge) if self.merges else self.merge)
 
     def _tables_of(self, entry) -> list:
         """The tables an entry's rows go to: its own, and first its shared table (per-network layout)."""
@@ -630,12 +632,16 @@ class SqlStorage:
         dialect = self.dialect
         if self.layout == "per-network":
             entries = self._to_shared(entries)
-        if self.merge and len(entries) > 1:
+        merges, default_merge = self.merges, self.merge
+        merging = bool(default_merge or merges)
+        if merging and len(entries) > 1:
             entries = self._merged(entries)
         groups: dict = {}
+        #: the keys of the groups whose rows merge into the rows of their key (``merge``)
+        merged_groups: set = set()
         idempotent = self.idempotent
-        merge = self.merge
-        keyed = idempotent or merge
+        merge = 0
+        keyed = idempotent
         depth = self.flatten_depth
         renames = self._renames
         row = dialect.row
@@ -664,6 +670,9 @@ class SqlStorage:
                 physical = cached[1]
             else:
                 physical = self._physical_name(key_table)
+            if merging:
+                merge = merges.get(entry.channel, default_merge) if merges else default_merge
+                keyed = idempotent or bool(merge)
             for record in records:
                 fields = record.fields
                 names = None
@@ -726,6 +735,8 @@ class SqlStorage:
                         else:
                             self._ensure(conn, entry, flat, added)
                         self._pending_verified.append(shape)
+                if merge:
+                    merged_groups.add(key)
                 group[1].append(row(time, flat.values()))
                 if flat is fields and renamed is None and not keyed and len(flat) <= wide:
                     plain[key] = group[1]
@@ -738,19 +749,20 @@ class SqlStorage:
                     rows[:] = [scrub(one) for one in rows]
         # the columns that rows need, all at once before the rows (SQLite: one schema re-read for all of them)
         dialect.add_pending_columns(conn)
-        if merge:
-            self._key_merges(conn, groups)
+        if merged_groups:
+            self._key_merges(conn, groups, merged_groups)
         insert_all = getattr(dialect, "insert_all", None)
         if insert_all is not None:
             # the dialect writes several tables at once (PostgreSQL: one COPY for the tables of a shape; the
             # values of its JSON columns as JSON text)
             insert_all(conn, [(table, physical, columns, rows) for (physical, columns), (table, rows) in groups.items()],
-                       keyed, lambda physical, columns: self._types(physical, columns, added))
+                       idempotent, lambda physical, columns: self._types(physical, columns, added), merged_groups)
             return len(groups)
         if self.time_index:
-            self._index_times(conn, groups)
-        for (_, columns), (table, rows) in groups.items():
-            dialect.insert(conn, table, columns, rows, keyed)
+            self._index_times(conn, groups, merged_groups)
+        for key, (table, rows) in groups.items():
+            merged = key in merged_groups
+            dialect.insert(conn, table, key[1], rows, idempotent or merged, merged)
         return len(groups)
 
     def _merged(self, entries) -> list:
@@ -760,12 +772,13 @@ class SqlStorage:
         are taken in the messages' order, objects merged key by key (as their dotted columns are), a null
         leaves a value (as a null leaves a column). Entries written one by one after a refusal are not merged
         here (the database merges them, in their order). A batch without two records of a key is left as it is."""
-        merge = self.merge
+        merges, default = self.merges, self.merge
         keys: list = []
         seen: set = set()
         repeated = False
         for entry in entries:
-            if not entry.records:
+            merge = merges.get(entry.channel, default) if merges else default
+            if not entry.records or not merge:
                 continue
             physical = self._physical_name(entry.table)
             for record in entry.records:
@@ -786,7 +799,7 @@ class SqlStorage:
         at = iter(keys)
         for entry in entries:
             records = entry.records
-            if not records:
+            if not records or not (merges.get(entry.channel, default) if merges else default):
                 out.append(entry)
                 continue
             kept = []
@@ -828,15 +841,16 @@ class SqlStorage:
             known = self._merge_ids[key] = merge_id(table, tags)
         return known
 
-    def _key_merges(self, conn, groups: dict) -> None:
+    def _key_merges(self, conn, groups: dict, merged_groups: set) -> None:
         """``merge``: the unique key on (time, lorrygate_id) that rows are merged on, for each table written
         whose key this connection has not seen yet: a table made before merge was on (or by a DDL template)
         gets a unique index, at its first write (its existing rows have no id: nulls, which do not conflict)."""
         known, keying = self._merge_keyed, self._merge_keying
         tables: dict = {}
-        for (physical, _), (table, _) in groups.items():
+        for key in merged_groups:
+            physical = key[0]
             if physical not in known and physical not in keying:
-                tables.setdefault(physical, table)
+                tables.setdefault(physical, groups[key][0])
         if not tables:
             return
         have = self.dialect.merge_keys(conn, list(tables.values()))
@@ -847,15 +861,17 @@ class SqlStorage:
                 self.dialect.key_for_merge(conn, table)
             keying[physical] = None
 
-    def _index_times(self, conn, groups: dict) -> None:
+    def _index_times(self, conn, groups: dict, merged_groups: set) -> None:
         """``time_index``: the time index of each table written that has none yet (a new table's, or an
         existing table's at its first write: SQLite reads its rows once for that, in this transaction)."""
         indexed, indexing = self._indexed, self._indexing
+        keyed = {physical for physical, _ in merged_groups}
         for (physical, _), (table, _) in groups.items():
             if physical in indexed or physical in indexing:
                 continue
             shared = table in self._shared_tables
-            if shared or not self.keyed:  # (an idempotent table's key, (time, lorrygate_id), is one)
+            # (an idempotent or merged table's key, (time, lorrygate_id), is one)
+            if shared or not (self.idempotent or physical in keyed):
                 self.dialect.index_time(conn, table, shared)
             indexing[physical] = None
 
@@ -1003,9 +1019,21 @@ class SqlStorage:
         2,000 rows into 100 new tables (a fresh server, in-process, six runs) 415-551 ms, 317-359 ms with the
         one query, 271-318 ms with the connection beside. Then `_ensure` checks each row's columns against
         what the tables have. Empties ``new``."""
-        dialect = self.dialect
         items = list(new.values())
         new.clear()
+        if not self.merges:  # (every table of the storage made alike)
+            self._make_tables(conn, items, self.idempotent or bool(self.merge), added)
+            return
+        keyed = [self._keyed_for(entry) for entry, _ in items]
+        for which in (True, False):
+            part = [item for item, made_keyed in zip(items, keyed) if made_keyed is which]
+            if part:
+                self._make_tables(conn, part, which, added)
+
+    def _make_tables(self, conn, items: list, keyed: bool, added: dict) -> None:
+        """`_make_new` of ``[(entry, row)]`` whose tables are made alike (``keyed``: with the key (time,
+        lorrygate_id))."""
+        dialect = self.dialect
         tables = [(entry.table, self._new_columns(flat)) for entry, flat in items]
         there = []
         if self.beside_min_tables is not None and len(items) >= self.beside_min_tables:
@@ -1017,14 +1045,14 @@ class SqlStorage:
             import threading
 
             def make_beside():
-                beside_result[:] = dialect.create_tables_beside(there, self.keyed, ready)
+                beside_result[:] = dialect.create_tables_beside(there, keyed, ready)
 
             ready = threading.Event()
             thread = threading.Thread(target=make_beside, name=f"lorrygate-{self.name}-tables", daemon=True)
             thread.start()
             ready.wait()
         try:
-            here = dialect.create_tables(conn, [item for item in tables if id(item) not in beside], self.keyed)
+            here = dialect.create_tables(conn, [item for item in tables if id(item) not in beside], keyed)
         finally:
             if thread is not None:
                 thread.join()
@@ -1052,7 +1080,7 @@ class SqlStorage:
             if template is not None:
                 dialect.ensure_schema(conn, table)
                 dialect.run_ddl(conn, template.render(table, entry))
-            dialect.create_table(conn, table, self.keyed, self._new_columns(flat))
+            dialect.create_table(conn, table, self._keyed_for(entry), self._new_columns(flat))
             pending.update(dialect.columns_of(conn, table))
         # a table known and a row of its columns (the common case) leaves ``added`` as it is: no empty
         # entry for each of 10,000 tables

@@ -86,3 +86,22 @@ def test_a_new_table_has_the_key_as_its_primary_key_and_a_refused_entry_is_a_dea
         ("inverter_1_sensors_pkey",)]
     errors = query(postgres.url, "SELECT error FROM lorrygate_dead_letter WHERE error LIKE '%n/a%'")
     assert errors and f'column power of "{table.schema}"."inverter_1_sensors" is DOUBLE PRECISION' in errors[-1][0]
+
+
+def test_a_channels_own_merge_leaves_the_other_channels_rows_alone(postgres):
+    """``merge`` of a channel: its rows merge, another channel's rows of the same storage and batch stay a row a
+    message (a COPY, a table without the key, with its time index)."""
+    table = fresh()
+    rooms = TableName(table.schema, "room_1_sensors")
+
+    def on(channel, into, fields, time):
+        return Entry(into, [Record(time, fields)], channel, Message("t", b"1", 1, False, 1.5, "#"), "value")
+
+    with connected(postgres.url) as store:
+        store.merges = {"dtu": 10 * SECOND}
+        store._commit(batch(on("dtu", table, {"power": 1.0}, NS), on("main", rooms, {"t": 20.5}, NS),
+                            on("dtu", table, {"voltage": 2.0}, NS + SECOND), on("main", rooms, {"t": 20.6}, NS + 1000)))
+    assert query(postgres.url, f'SELECT power, voltage FROM "{table.schema}"."{table.table}"') == [(1.0, 2.0)]
+    assert query(postgres.url, f'SELECT t FROM "{table.schema}"."room_1_sensors" ORDER BY time') == [(20.5,), (20.6,)]
+    assert query(postgres.url, f"SELECT indexname FROM pg_indexes WHERE schemaname = '{table.schema}' "
+                               "ORDER BY indexname") == [("inverter_1_sensors_pkey",), ("room_1_sensors_time_idx",)]

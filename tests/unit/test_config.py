@@ -63,7 +63,7 @@ def test_three_mistakes_are_reported_together():
     [
         (("storage = db", "storage = db\ncolour = blue"),
          "[channel:main] colour: expected one of the keys claim_idle, consumer, convert, ddl, decode_timeout, decoders, drop, "
-         "error_topic, exchange, group, headers, hook, ignore, max_records, metadata, mode, payload_field, prefetch, qos, queue, rename, "
+         "error_topic, exchange, group, headers, hook, ignore, max_records, merge, metadata, mode, payload_field, prefetch, qos, queue, rename, "
          "retained, source, start, storage, strategy, tags, timezone, topic_field, topics, transform, values, got unknown key 'colour'"),
         (("[storage:db]", "[store:db]"), "[store:db]: expected a section named [lorrygate], [broker:NAME], [source:NAME], [storage:NAME], [strategy:NAME]"),
         (("source = local", "source = remote"),

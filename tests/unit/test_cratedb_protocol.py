@@ -800,3 +800,22 @@ def test_merge_into_a_table_without_its_key_keeps_the_messages_and_says_what_to_
     error = batch.extra_dead[0].error
     assert "conflict targets" in error and "rename the table" in error and "dead-letters replay" in error
     assert len(fake.rows(TABLE.schema, TABLE.table)) == 1
+
+
+def test_a_channels_own_merge_leaves_the_other_channels_rows_alone():
+    """``merge`` of a channel: its rows merge (its table made with the key), another channel's rows in the same
+    storage stay a row a message (a table without the key)."""
+    fake = FakeCrate()
+    store = storage(fake, merges={"dtu": 10 * 10**9})
+    rooms = TableName(TABLE.schema, "room_1_sensors")
+
+    def on(channel, table, fields, time):
+        message = Message("t", b"{}", 1, False, 1.0, "#", Ack())
+        return Entry(table, [Record(time, fields, {"site": "b"})], channel, message, "json")
+
+    batch, failures = write(store, on("dtu", TABLE, {"power": 1.5}, T), on("main", rooms, {"t": 20.5}, T),
+                            on("dtu", TABLE, {"voltage": 231.0}, T + 10**9), on("main", rooms, {"t": 20.6}, T + 10**6))
+    assert failures == [] and batch.extra_dead == []
+    assert [row["fields"] for row in fake.rows(TABLE.schema, TABLE.table)] == [{"power": 1.5, "voltage": 231.0}]
+    assert sorted(row["fields"]["t"] for row in fake.rows(TABLE.schema, "room_1_sensors")) == [20.5, 20.6]
+    assert fake.tables[(TABLE.schema, "room_1_sensors")]["pk"] == []

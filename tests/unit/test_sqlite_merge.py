@@ -165,3 +165,38 @@ def test_tags_a_decoder_of_your_own_made_lists_merge_too(tmp_path):
     assert rows(store, f'SELECT ids, a, b, c FROM "{TABLE}" ORDER BY ids') == [
         ('["x", "y"]', 1, 2, 4), ('["z"]', 3, None, None)]
     store._close()
+
+
+def on(channel, table, fields, time=NS):
+    return Entry(table, [Record(time, fields)], channel, Message("t", b"1", 1, False, 1.5, "#"), "value")
+
+
+def test_a_channels_own_merge_leaves_the_other_channels_rows_alone(tmp_path):
+    """``merge`` of a channel: that channel's rows merge (its tables made with the key), while a channel of
+    devices that send whole rows more often than the bucket keeps a row a message in the same storage (its
+    tables without the key, with their time index)."""
+    store = SQLiteStorage("db", str(tmp_path / "m.sqlite"), reactor=None)
+    store.time_index, store.merges = True, {"dtu": 10 * SECOND}
+    store._connect()
+    rooms = TableName("home", "room_1_sensors")
+    store._commit(batch(on("dtu", T1, {"power": 1.0}), on("main", rooms, {"t": 20.5}),
+                        on("dtu", T1, {"voltage": 2.0}, NS + SECOND), on("main", rooms, {"t": 20.6}, NS + SECOND)))
+    store._commit(batch(on("dtu", T1, {"current": 3.0}, NS + 2 * SECOND), on("main", rooms, {"t": 20.7}, NS + 2)))
+    assert rows(store, f'SELECT power, voltage, current FROM "{TABLE}"') == [(1.0, 2.0, 3.0)]
+    assert rows(store, 'SELECT t FROM "home__room_1_sensors" ORDER BY time') == [(20.5,), (20.7,), (20.6,)]
+    assert [row[3] for row in rows(store, f'PRAGMA index_list("{TABLE}")')] == ["pk"]
+    assert [(row[1], row[3]) for row in rows(store, 'PRAGMA index_list("home__room_1_sensors")')] == [
+        ("home__room_1_sensors:time", "c")]
+    store._close()
+
+
+def test_a_channels_merge_of_0_turns_the_storages_off_for_it(tmp_path):
+    """The storage merges, one channel does not (``merge = 0`` in its section): a row a message there."""
+    store = merged(tmp_path)
+    store.merges = {"main": 0}
+    rooms = TableName("home", "room_1_sensors")
+    store._commit(batch(on("dtu", T1, {"power": 1.0}), on("dtu", T1, {"voltage": 2.0}),
+                        on("main", rooms, {"t": 20.5}), on("main", rooms, {"t": 20.6}, NS + 1)))
+    assert rows(store, f'SELECT power, voltage FROM "{TABLE}"') == [(1.0, 2.0)]
+    assert rows(store, 'SELECT count(*) FROM "home__room_1_sensors"') == [(2,)]
+    store._close()

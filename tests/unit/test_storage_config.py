@@ -270,3 +270,44 @@ def test_a_ring_of_three_channels_is_one_warning_naming_each_hop():
     assert warning.count("publishes through storage") == 3
     for name, after in (("a", "b"), ("b", "c"), ("c", "a")):
         assert f"[channel:{name}] publishes through storage 'to_{after}'" in warning
+
+
+def test_a_channels_merge_goes_to_its_sql_storages():
+    """``merge`` of a channel section reaches the SQL storages it writes to (a tee's too), by channel name; a
+    channel without it leaves the storage's."""
+    settings = loads(textwrap.dedent("""
+        [broker:b]
+        host = localhost
+        [storage:s]
+        url = sqlite:///x.sqlite
+        [storage:p]
+        url = crate://localhost:4200/
+        merge = 1m
+        [channel:dtu]
+        topics = solar/#
+        storage = s, p
+        merge = 10s
+        [channel:rooms]
+        topics = home/#
+        storage = s
+        [channel:off]
+        topics = off/#
+        storage = p
+        merge = 0
+        """), source="gw.ini")
+    assert settings.storages["s"].channel_merge == (("dtu", 10.0),)
+    assert settings.storages["p"].channel_merge == (("dtu", 10.0), ("off", 0.0))
+    assert settings.storages["p"].merge == 60.0
+
+
+@pytest.mark.parametrize("storage, expected", [
+    ("url = sqlite:///x.sqlite\nlayout = per-network",
+     "[channel:c] merge: expected per-address tables (layout = per-address in [storage:s]): rows are merged in a "
+     "table of their address, got layout = per-network"),
+    ("url = mqtt://localhost:1883/", "[channel:c] merge: expected a channel that writes to a SQLite, PostgreSQL or "
+                                     "CrateDB storage, got storage = s"),
+], ids=["per-network", "mqtt"])
+def test_a_channels_merge_needs_a_sql_storage_of_per_address_tables(storage, expected):
+    with pytest.raises(ConfigError) as info:
+        loads(textwrap.dedent(BASE.format(storage=storage)) + "merge = 10s\n", source="gw.ini")
+    assert any(expected in str(problem) for problem in info.value.problems), info.value.problems
