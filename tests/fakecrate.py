@@ -44,6 +44,9 @@ file named:
   scalar-functions.rst``, ``concat(object, object)``) and answers
   ``rowcount 1``; conflict targets that are not the primary key's columns
   fail the request with 400, 4000 (``InsertAnalyzer.verifyOnConflictTargets``);
+  an INSERT without a primary key column that is not generated fails the
+  request with 400, 4000 (``AnalyzedInsertStatement.java``: "Column ... is
+  required but is missing from the insert statement");
 - unknown schema 4045, unknown table 4041 (404), a column the table does not
   have and cannot add 4043 (``exceptions/ColumnUnknownException.java``);
 - a failed authentication answers 401 in plain text, not JSON
@@ -436,14 +439,17 @@ class FakeCrate(Resource):
             pk = [_unquote(c.strip()) for c in primary.group(1).split(",")] if primary else []
             columns = {}
             unindexed = set()
+            generated = set()
             for name, kind, rest in _COLUMN.findall(statement[match.end():]):
                 columns[_unquote(name)] = kind
                 if "INDEX OFF" in rest:
                     unindexed.add(_unquote(name))
+                if "GENERATED" in rest:
+                    generated.add(_unquote(name))
             shards = int(re.search(r"CLUSTERED INTO (\d+) SHARDS", statement).group(1)) \
                 if "CLUSTERED INTO" in statement else 4
             self.tables[key] = {"rows": [], "ids": {}, "searchable": [], "pk": pk, "types": {}, "ddl": statement, "columns": columns,
-                                "unindexed": unindexed, "shards": shards, "paths": set(),
+                                "unindexed": unindexed, "generated": generated, "shards": shards, "paths": set(),
                                 "name": f"{key[0]}.{key[1]}"}
         return self._answer(request, {"cols": [], "rows": [], "rowcount": 1, "duration": 0.5})
 
@@ -483,6 +489,10 @@ class FakeCrate(Resource):
         for column in columns:
             if target["columns"] and column not in target["columns"]:
                 return self._error(request, 404, 4043, f"ColumnUnknownException[Column {column} unknown]")
+        for column in target["pk"]:
+            if column not in columns and column not in target.get("generated", ()):
+                return self._error(request, 400, 4000, f'IllegalArgumentException[Column "{column}" is required but '
+                                                       "is missing from the insert statement]")
         do_nothing = "ON CONFLICT" in statement and "DO NOTHING" in statement
         upsert = _UPSERT.search(statement)
         if upsert is not None:

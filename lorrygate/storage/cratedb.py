@@ -276,8 +276,10 @@ class _Row:
     extra: dict | None = None
     #: CrateDB's refusal that moved them
     refused: str = ""
-    #: whether the row merges into the row of its key (``merge``): its values end in its ``lorrygate_id``
+    #: whether the row merges into the row of its key (``merge``), and whether its values end in its
+    #: ``lorrygate_id`` (merged and idempotent rows, and rows of a table made with the key)
     merge: bool = False
+    keyed: bool = False
 
 
 @implementer(IStorage)
@@ -299,6 +301,9 @@ class CrateStorage:
     #: the channels' own (``merge`` of a channel section) by channel name
     merge: int = 0
     merges: dict = attrs.Factory(dict)
+    #: tables that require ``lorrygate_id`` (made with the key) where this storage's rows are not keyed: their
+    #: rows get an id of their content, as idempotent ones
+    _keyed_tables: set = attrs.Factory(set)
     _created: set = attrs.Factory(set)
     _ready: bool = False
     #: whether the dead-letter table has the "content_type" column (one that cannot be added: written without)
@@ -466,9 +471,11 @@ class CrateStorage:
         views: dict = {}
         per_network = self.layout == "per-network"
         merges, default = self.merges, self.merge
+        keyed_tables = self._keyed_tables
         for index, entry in enumerate(batch.entries):
             table = entry.table
             merge = merges.get(entry.channel, default) if merges else default
+            keyed = self.idempotent or bool(merge) or (bool(keyed_tables) and table in keyed_tables)
             shared = shared_table(table, entry.address) if per_network and entry.records else None
             if shared is not None:
                 self._shared.add(shared)
@@ -479,7 +486,8 @@ class CrateStorage:
                 if (index, position) in progress:
                     continue
                 try:
-                    args = self._args(table, record, merge) if shared is None else self._args(table, record, merge, where)
+                    args = self._args(table, record, merge, keyed) if shared is None else \
+                        self._args(table, record, merge, keyed, where)
                 except (ValueError, TypeError, RecursionError) as exc:
                     # a value no JSON request carries (nested 1,000 levels deep): this message is a dead letter,
                     # not every write of the storage a failure
@@ -487,7 +495,7 @@ class CrateStorage:
                                  progress, batch, who="could not send")
                     continue
                 groups.setdefault((table if shared is None else shared, merge), []).append(
-                    _Row(index, position, entry, args, merge=bool(merge)))
+                    _Row(index, position, entry, args, merge=bool(merge), keyed=keyed))
         retry = 0
         for (table, merge), rows in groups.items():
             retry += await self._write_table(table, rows, progress, batch, bool(merge))
@@ -497,9 +505,9 @@ class CrateStorage:
         if retry:
             raise StorageError(f"storage {self.name}: CrateDB could not take {retry} row(s) now; retrying")
 
-    def _args(self, table, record, merge: int = 0, where: list | None = None) -> list:
-        """A row's values; ``merge``: the nanoseconds of its bucket (0: a row a record); ``where``: the values of
-        the address columns (a shared table's row)."""
+    def _args(self, table, record, merge: int = 0, keyed: bool = False, where: list | None = None) -> list:
+        """A row's values; ``merge``: the nanoseconds of its bucket (0: a row a record); ``keyed``: with an id
+        (of its content, unless merged); ``where``: the values of the address columns (a shared table's row)."""
         counts = self.conversions
         time = record.time
         if merge:
@@ -512,7 +520,7 @@ class CrateStorage:
             args[1:1] = where
         if merge:
             args.append(merge_id(table, record.tags))
-        elif self.idempotent:
+        elif keyed:
             args.append(row_id(table, record.time, {"tags": _plain(record.tags), "fields": _plain(record.fields)}))
         return args
 
@@ -534,7 +542,7 @@ class CrateStorage:
             extra = table in self._extra_tables
             if extra:
                 await self._move_known(table, part)
-            statement = insert_statement(table, self.idempotent or merge, table in self._shared, extra,
+            statement = insert_statement(table, part[0].keyed, table in self._shared, extra,
                                          merge_key(self.partition) if merge else ())
             args = [row.args + [row.extra] for row in part] if extra else [row.args for row in part]
             try:
@@ -558,6 +566,18 @@ class CrateStorage:
                     raise StorageError(f"storage {self.name}: {exc}; retrying") from None
                 elif exc.code in AUTH_CODES:
                     raise StorageError(f"storage {self.name}: {exc}; check the user and its privileges") from None
+                elif not part[0].keyed and ID_COLUMN in str(exc) and "is required but is missing" in str(exc):
+                    # a table made with the key (merge or idempotent on then): its rows get an id, and are sent again
+                    self._keyed_tables.add(table)
+                    for row in part + [r for p in queue for r in p]:
+                        if not row.keyed:
+                            record = row.entry.records[row.position]
+                            row.args.append(row_id(row.entry.table, record.time, {"tags": _plain(record.tags),
+                                                                                  "fields": _plain(record.fields)}))
+                            row.keyed = True
+                    self.log.info("storage {storage}: {table} was made with the key on lorrygate_id; its rows get an "
+                                  "id of their content (idempotent rows)", storage=self.name, table=str(table))
+                    queue.insert(0, part)
                 elif merge and "conflict target" in str(exc).lower():
                     self._reject(part + [r for p in queue for r in p], self._no_merge_key(table, exc), progress, batch)
                     return retry
@@ -587,7 +607,7 @@ class CrateStorage:
 
     def _fields_at(self, row) -> int:
         """Where a row's fields are in its values (before the idempotent id, if any)."""
-        return len(row.args) - (2 if self.idempotent or row.merge else 1)
+        return len(row.args) - (2 if row.keyed else 1)
 
     async def _move_known(self, table, rows) -> None:
         """Rows of a table with the column CrateDB does not index: the keys moved for earlier rows, and values it
@@ -662,7 +682,7 @@ class CrateStorage:
             count = result.get("rowcount") if isinstance(result, dict) else None
             error = result.get("error") if isinstance(result, dict) else None
             code = error.get("code") if isinstance(error, dict) else None
-            if count == 1 or code == 4091 or (count == 0 and (self.idempotent or row.merge)):
+            if count == 1 or code == 4091 or (count == 0 and row.keyed):
                 progress.add((row.index, row.position))
             elif transient(code):
                 retry += 1

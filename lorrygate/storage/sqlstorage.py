@@ -140,6 +140,8 @@ class SqlStorage:
     #: `merge_id` by (physical table, tags) (`_merge_id`)
     _merge_ids: dict = attrs.Factory(dict)
     _merge_keyed: set = attrs.Factory(set)
+    #: the tables with a ``lorrygate_id`` column (made with the key, or given it), by physical name
+    _id_tables: set = attrs.Factory(set)
     _merge_keying: dict = attrs.Factory(dict)
     #: new tables in a write from which some are made on a connection of their own (None: never)
     beside_min_tables: int | None = BESIDE_MIN_TABLES
@@ -309,6 +311,8 @@ class SqlStorage:
             if self.time_index:
                 self._indexed = self.dialect.time_indexes(self._conn)
             self._merge_keyed = set()  # (looked at again on this connection: the database may be another)
+            fold = self.dialect.fold
+            self._id_tables = {physical for physical, columns in self._columns.items() if fold(ID_COLUMN) in columns}
         except Exception as exc:
             try:
                 self.dialect.rollback(self._conn)
@@ -521,8 +525,11 @@ class SqlStorage:
         except BaseException:
             dialect.rollback(conn)
             raise
+        id_column = dialect.fold(ID_COLUMN)
         for table, columns in added.items():
             self._columns.setdefault(table, {}).update(columns)
+            if id_column in columns:
+                self._id_tables.add(table)
         self._indexed.update(self._indexing)
         self._merge_keyed.update(self._merge_keying)
         if len(self._verified) > 200_000:
@@ -637,8 +644,12 @@ class SqlStorage:
         if merging and len(entries) > 1:
             entries = self._merged(entries)
         groups: dict = {}
-        #: the keys of the groups whose rows merge into the rows of their key (``merge``)
+        #: the keys of the groups whose rows merge into the rows of their key (``merge``), and of those whose rows
+        #: got an id of their content for a table made with the key (`ID_COLUMN`) where this storage is not keyed
         merged_groups: set = set()
+        id_groups: set = set()
+        id_column = dialect.fold(ID_COLUMN)
+        id_tables = self._id_tables
         idempotent = self.idempotent
         merge = 0
         keyed = idempotent
@@ -708,11 +719,20 @@ class SqlStorage:
                     flat = dict(zip(renamed, flat.values()))
                     columns = renamed
                 time = record.time
+                own_id = False
                 if merge:
                     time -= time % merge  # (the bucket's start: the rows of a bucket have one time and one key)
                     flat[ID_COLUMN] = self._merge_id(physical, key_table, record.tags)
                     columns = tuple(flat)
                 elif idempotent:
+                    flat[ID_COLUMN] = row_id(key_table, time, flat)
+                    columns = tuple(flat)
+                elif (id_tables and physical in id_tables) or (added and id_column in (added.get(physical) or ())):
+                    # a table made with the key (merge or idempotent on then, or another channel's merge): its
+                    # id is NOT NULL, so the row gets one of its content, as an idempotent row (each was a dead
+                    # letter, "NOT NULL constraint failed")
+                    own_id = True
+                    flat = dict(flat)
                     flat[ID_COLUMN] = row_id(key_table, time, flat)
                     columns = tuple(flat)
                 key = (physical, columns)
@@ -737,6 +757,8 @@ class SqlStorage:
                         self._pending_verified.append(shape)
                 if merge:
                     merged_groups.add(key)
+                elif own_id:
+                    id_groups.add(key)
                 group[1].append(row(time, flat.values()))
                 if flat is fields and renamed is None and not keyed and len(flat) <= wide:
                     plain[key] = group[1]
@@ -756,13 +778,14 @@ class SqlStorage:
             # the dialect writes several tables at once (PostgreSQL: one COPY for the tables of a shape; the
             # values of its JSON columns as JSON text)
             insert_all(conn, [(table, physical, columns, rows) for (physical, columns), (table, rows) in groups.items()],
-                       idempotent, lambda physical, columns: self._types(physical, columns, added), merged_groups)
+                       idempotent, lambda physical, columns: self._types(physical, columns, added), merged_groups,
+                       id_groups)
             return len(groups)
         if self.time_index:
             self._index_times(conn, groups, merged_groups)
         for key, (table, rows) in groups.items():
             merged = key in merged_groups
-            dialect.insert(conn, table, key[1], rows, idempotent or merged, merged)
+            dialect.insert(conn, table, key[1], rows, idempotent or merged or key in id_groups, merged)
         return len(groups)
 
     def _merged(self, entries) -> list:

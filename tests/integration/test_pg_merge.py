@@ -105,3 +105,18 @@ def test_a_channels_own_merge_leaves_the_other_channels_rows_alone(postgres):
     assert query(postgres.url, f'SELECT t FROM "{table.schema}"."room_1_sensors" ORDER BY time') == [(20.5,), (20.6,)]
     assert query(postgres.url, f"SELECT indexname FROM pg_indexes WHERE schemaname = '{table.schema}' "
                                "ORDER BY indexname") == [("inverter_1_sensors_pkey",), ("room_1_sensors_time_idx",)]
+
+
+def test_a_keyed_table_keeps_taking_rows_after_merge_is_turned_off(postgres):
+    """A table made with merge on has a NOT NULL lorrygate_id: written without merge, its rows get an id of their
+    content (idempotent rows), not a dead letter each."""
+    table = fresh()
+    with connected(postgres.url, merge=10.0) as store:
+        store._commit(batch(entry(table, {"power": 1.0})))
+    with connected(postgres.url) as store:
+        done = batch(entry(table, {"power": 2.0}, NS + 1), entry(table, {"power": 2.0}, NS + 1),
+                     entry(table, {"voltage": 3.0}, NS + 2))
+        store._commit(done)
+    assert done.extra_dead == []
+    assert query(postgres.url, f'SELECT count(*), count(lorrygate_id) FROM "{table.schema}"."{table.table}"') == [
+        (3, 3)]

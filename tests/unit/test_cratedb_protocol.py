@@ -819,3 +819,21 @@ def test_a_channels_own_merge_leaves_the_other_channels_rows_alone():
     assert [row["fields"] for row in fake.rows(TABLE.schema, TABLE.table)] == [{"power": 1.5, "voltage": 231.0}]
     assert sorted(row["fields"]["t"] for row in fake.rows(TABLE.schema, "room_1_sensors")) == [20.5, 20.6]
     assert fake.tables[(TABLE.schema, "room_1_sensors")]["pk"] == []
+
+
+@pytest.mark.parametrize("before", [{"merge": 10**10}, {"idempotent": True}])
+def test_a_keyed_table_keeps_taking_rows_after_merge_or_idempotent_is_turned_off(before):
+    """A table made with the key (merge or idempotent on then) requires lorrygate_id in every INSERT: written
+    without, CrateDB refuses the whole request; the rows are sent again with an id of their content (idempotent
+    rows), not each a dead letter."""
+    fake = FakeCrate()
+    write(storage(fake, **before), entry({"v": 1}))
+    store = storage(fake)
+    batch, failures = write(store, entry({"v": 2}, time=T + 10**9), entry({"v": 2}, time=T + 10**9),
+                            entry({"w": 3}, time=T + 2 * 10**9))
+    assert failures == [] and batch.extra_dead == []
+    rows = fake.rows(TABLE.schema, TABLE.table)
+    assert len(rows) == 3 and all(row.get("lorrygate_id") for row in rows)
+    requests = fake.requests
+    batch, failures = write(store, entry({"w": 4}, time=T + 3 * 10**9))  # (known now: no refusal first)
+    assert failures == [] and len(fake.rows(TABLE.schema, TABLE.table)) == 4 and fake.requests == requests + 1

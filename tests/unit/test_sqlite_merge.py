@@ -200,3 +200,25 @@ def test_a_channels_merge_of_0_turns_the_storages_off_for_it(tmp_path):
     assert rows(store, f'SELECT power, voltage FROM "{TABLE}"') == [(1.0, 2.0)]
     assert rows(store, 'SELECT count(*) FROM "home__room_1_sensors"') == [(2,)]
     store._close()
+
+
+def test_a_keyed_table_keeps_taking_rows_after_merge_or_idempotent_is_turned_off(tmp_path):
+    """A table made with the key (merge or idempotent on) has a NOT NULL lorrygate_id: once the setting is off (or
+    another channel writes to it), its rows get an id of their content as idempotent ones do; they were each a
+    dead letter (NOT NULL constraint failed)."""
+    path = str(tmp_path / "m.sqlite")
+    for options in ({"merge": 10.0}, {"idempotent": True}):
+        first = SQLiteStorage("db", path, reactor=None, **options)
+        first._connect()
+        table = TableName("solar", f"inverter_{len(options)}_{next(iter(options))}_sensors")
+        first._commit(batch(entry({"power": 1.0}, table=table)))
+        first._close()
+        store = SQLiteStorage("db", path, reactor=None)
+        store._connect()
+        done = batch(entry({"power": 2.0}, table=table, time=NS + 1), entry({"power": 2.0}, table=table, time=NS + 1),
+                     entry({"voltage": 3.0}, table=table, time=NS + 2))
+        store._commit(done)
+        assert done.extra_dead == []
+        assert store._conn.execute(f'SELECT count(*), count(lorrygate_id) FROM "solar__{table.table}"').fetchall() == [
+            (3, 3)]
+        store._close()
