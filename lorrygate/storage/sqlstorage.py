@@ -641,7 +641,7 @@ class SqlStorage:
             entries = self._to_shared(entries)
         merges, default_merge = self.merges, self.merge
         merging = bool(default_merge or merges)
-        if merging and len(entries) > 1:
+        if merging:
             entries = self._merged(entries)
         groups: dict = {}
         #: the keys of the groups whose rows merge into the rows of their key (``merge``), and of those whose rows
@@ -793,8 +793,8 @@ class SqlStorage:
         first (the others lose it): rows of other columns go in other statements, in the order of their groups,
         so that a batch ``{power, voltage}``, ``{power}``, ``{power, voltage}`` left the second's power. Values
         are taken in the messages' order, objects merged key by key (as their dotted columns are), a null
-        leaves a value (as a null leaves a column). Entries written one by one after a refusal are not merged
-        here (the database merges them, in their order). A batch without two records of a key is left as it is."""
+        leaves a value (as a null leaves a column). Entries written one by one after a refusal are merged by the
+        database, in their order. A batch without two records of a key is left as it is."""
         merges, default = self.merges, self.merge
         keys: list = []
         seen: set = set()

@@ -222,3 +222,14 @@ def test_a_keyed_table_keeps_taking_rows_after_merge_or_idempotent_is_turned_off
         assert store._conn.execute(f'SELECT count(*), count(lorrygate_id) FROM "solar__{table.table}"').fetchall() == [
             (3, 3)]
         store._close()
+
+
+def test_the_records_of_one_message_merge_in_their_order(tmp_path):
+    """One message of several records of a bucket (a JSON list of readings): merged as messages are, the last value
+    of a column wins."""
+    store = merged(tmp_path)
+    records = [Record(NS, {"power": 1.0, "voltage": 1.0}), Record(NS + 1, {"power": 2.0}),
+               Record(NS + 2, {"power": 3.0, "voltage": 3.0})]
+    store._commit(batch(Entry(T1, records, "main", Message("t", b"[]", 1, False, 1.5, "#"), "json")))
+    assert rows(store, f'SELECT power, voltage FROM "{TABLE}"') == [(3.0, 3.0)]
+    store._close()
