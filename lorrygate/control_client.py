@@ -108,6 +108,12 @@ def render_status(answer: dict) -> str:
             lines.append(f"  retention {backend['retention'] / 86400:g} days: {backend['expired']:,} older rows "
                          f"deleted since the start"
                          + (f"; the last run failed: {backend['expiry_error']}" if backend.get("expiry_error") else ""))
+        if "merge" in backend:
+            own = ", ".join(f"{channel} {seconds:g} s" if seconds else f"{channel} off"
+                            for channel, seconds in backend.get("channel_merge", {}).items())
+            lines.append("  merge: the rows of a table and tags in a bucket are one row; buckets of "
+                         + (f"{backend['merge']:g} s" if backend["merge"] else "none (a row a record)")
+                         + (f", channels' own: {own}" if own else ""))
         for table in storage["tables"]:
             lines.append(f"  {table['rows']:>8} rows buffered, oldest {table['oldest_age']:.1f} s  {table['table']}")
     for channel in answer["channels"]:

@@ -80,7 +80,7 @@ from lorrygate.storage import crate_extra
 from lorrygate.storage.batch import DeadLetter
 from lorrygate.storage.crate_moved_keys import MovedKeys, place
 from lorrygate.storage.crate_values import Conversions, crate_object
-from lorrygate.storage.layout import EXTRA_COLUMN, ID_COLUMN, merge_id, row_id
+from lorrygate.storage.layout import EXTRA_COLUMN, ID_COLUMN, merge_details, merge_id, row_id
 from lorrygate.storage.shared_layout import ADDRESS_COLUMNS, address_values, qualified, shared_table, view_statement
 from lorrygate.topology.naming import quote
 
@@ -427,6 +427,7 @@ class CrateStorage:
             "layout": self.layout,
             **({"views": len(self._views or ()), "refused_views": dict(self.refused_views)}
                if self.layout == "per-network" else {}),
+            **merge_details(self.merge, self.merges),
         }
 
     # -- for the admin commands (`lorrygate.storage.crate_dead_letters`) ------

@@ -192,6 +192,14 @@ def merge_id(table, tags) -> str:
 MERGED_ROW = "lorrygate_row"
 
 
+def merge_details(merge: int, merges: dict) -> dict:
+    """For the status: the seconds of a storage's merge buckets and of its channels' own (``merge``); empty
+    without any."""
+    if not merge and not any(merges.values()):
+        return {}
+    return {"merge": merge / 1e9, "channel_merge": {channel: ns / 1e9 for channel, ns in sorted(merges.items())}}
+
+
 def merge_clause(columns: tuple, quote) -> str:
     """``merge``: the end of an INSERT (SQLite, PostgreSQL) that merges a row into the row of its key, the stored
     row named `MERGED_ROW`: each of its columns replaces the stored value (a null, a tag's, leaves it); the

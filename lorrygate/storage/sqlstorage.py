@@ -32,6 +32,7 @@ from lorrygate.storage.layout import (
     ID_COLUMN,
     column_names,
     flatten,
+    merge_details,
     merge_id,
     row_id,
     to_json,
@@ -227,6 +228,7 @@ class SqlStorage:
         details = {"held_already": self.stats.get("held_already", 0), "streams": len(self._positions.streams)}
         if self._expiry is not None:
             details.update(self._expiry.details())
+        details.update(merge_details(self.merge, self.merges))
         if self.layout == "per-network":
             details.update(layout=self.layout, views=len(self._views or ()), refused_views=dict(self.refused_views))
             if self._views_beside:

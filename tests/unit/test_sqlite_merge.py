@@ -233,3 +233,23 @@ def test_the_records_of_one_message_merge_in_their_order(tmp_path):
     store._commit(batch(Entry(T1, records, "main", Message("t", b"[]", 1, False, 1.5, "#"), "json")))
     assert rows(store, f'SELECT power, voltage FROM "{TABLE}"') == [(3.0, 3.0)]
     store._close()
+
+
+def test_the_status_says_the_storages_merge_and_its_channels_own(tmp_path):
+    """``lorrygate status`` shows the buckets a storage merges by, and the channels' own; nothing without merge."""
+    from lorrygate.control_client import render_status
+
+    def status(store):
+        return render_status({"config": "gw.ini", "sources": [], "channels": [], "storages": [{
+            "name": "db", "kind": "sqlite", "pending": 0, "rows": 5, "dead_letters": 0, "failures": 0,
+            "last_flush_age": None, "last_flush_rows": 0, "paused_sources": False, "last_error": "", "tables": [],
+            "backend": store.details()}]}).splitlines()
+
+    store = SQLiteStorage("db", str(tmp_path / "a.sqlite"), None)
+    assert not any("merge" in line for line in status(store))
+    store.merges = {"solar": 5 * SECOND, "rooms": 0}
+    assert ("  merge: the rows of a table and tags in a bucket are one row; buckets of none (a row a record), "
+            "channels' own: rooms off, solar 5 s") in status(store)
+    store.merge = 10 * SECOND
+    assert "  merge: the rows of a table and tags in a bucket are one row; buckets of 10 s, channels' own: rooms off, " \
+           "solar 5 s" in status(store)
