@@ -19,12 +19,8 @@ import paho.mqtt.client as paho
 from tests.servers import wait_until
 
 
-def write_config(directory: str, broker_port: int, *, client_id: str, topics: str = "itest/#", extra: str = "",
-                 storage: str = "") -> str:
-    """A gateway's configuration: a channel ``main`` on ``topics`` into SQLite (``[storage:db]``, with the keys of
-    ``storage`` besides); ``extra`` goes on after the channel's keys."""
+def write_config(directory: str, broker_port: int, *, client_id: str, topics: str = "itest/#", extra: str = "") -> str:
     path = os.path.join(directory, "gateway.ini")
-    storage = storage.strip().replace("\n", "\n" + " " * 16)  # (indented as the lines around it, for dedent)
     with open(path, "w") as handle:
         handle.write(
             textwrap.dedent(
@@ -43,7 +39,6 @@ def write_config(directory: str, broker_port: int, *, client_id: str, topics: st
                 [storage:db]
                 url = sqlite:///{directory}/gateway.sqlite
                 synchronous = NORMAL
-                {storage}
 
                 [channel:main]
                 source = test
@@ -198,16 +193,16 @@ def count_rows(path: str, prefix: str) -> int:
 
 
 def store_through_gateway(directory, broker_port: int, *, topics: str, strategy: str, messages: list, tables_: set,
-                          table: str, rows: int, sections: str = "", decoders: str = "", storage: str = "") -> str:
+                          table: str, rows: int, sections: str = "", decoders: str = "") -> str:
     """Run a gateway of ``strategy`` on ``topics`` into SQLite, publish ``messages`` (QoS 1, acknowledged by the
     broker), wait until ``tables_`` exist and ``table`` has ``rows`` rows (the committed rows: the signal), stop it
     cleanly; the database's path. ``decoders``: the channel's chain (default the strategy's); ``sections``: more
-    of the configuration (a ``[strategy:NAME]``); ``storage``: keys of the storage's section (``merge = 1d``)."""
+    of the configuration (a ``[strategy:NAME]``)."""
     directory = str(directory)
     name = topics.split("/#")[0].replace("/", "-")
     config = write_config(directory, broker_port, client_id=f"gw-{name}", topics=topics,
                           extra=f"strategy = {strategy}\n" + (f"decoders = {decoders}\n" if decoders else "")
-                          + f"\n{sections}", storage=storage)
+                          + f"\n{sections}")
     db = os.path.join(directory, "gateway.sqlite")
     gateway = GatewayProcess(config, os.path.join(directory, "gw.log"))
     gateway.start(ready="subscribed")

@@ -66,15 +66,15 @@ def test_ahoys_values_and_json_channels_are_rows_of_one_table(tmp_path, mosquitt
 
 
 def test_with_merge_an_inverters_values_of_a_bucket_are_one_row_a_channel(tmp_path, mosquitto):
-    """``merge = 1d`` on the storage: OpenDTU's values, a topic each, are one row a channel (and one of the
-    inverter's own values), not a row a value; nothing is a dead letter."""
+    """``merge = 1d`` in the channel's section: OpenDTU's values, a topic each, are one row a channel (and one of
+    the inverter's own values), not a row a value; nothing is a dead letter."""
     import time
 
     if 86400 - time.time() % 86400 < 10:  # (not across midnight UTC, where the day's bucket ends)
         time.sleep(86400 - time.time() % 86400 + 0.5)
     serial = str(uuid.uuid4().int)[:12]
     sensors = f"solar__{serial}_sensors"
-    db = store_through_gateway(tmp_path, mosquitto.port, topics="solar/#", strategy="opendtu", storage="merge = 1d",
+    db = store_through_gateway(tmp_path, mosquitto.port, topics="solar/#", strategy="opendtu", sections="merge = 1d",
                                messages=[
         (f"solar/{serial}/name", "HM-800 Garage"),
         (f"solar/{serial}/0/power", "512.3"),
