@@ -12,9 +12,16 @@ from lorrygate.storage.sqlite import index_statement, table_name
 from lorrygate.topology.naming import quote
 
 
-def _time_index(storage, table, shared: bool) -> list:
+def _keyed(storage, channel) -> bool:
+    """Whether a channel's tables in a storage are made with the key (time, lorrygate_id): idempotent rows, and
+    merged ones (the channel's merge, else the storage's)."""
+    merge = storage.merge if getattr(channel, "merge", None) is None else channel.merge
+    return storage.idempotent or bool(merge)
+
+
+def _time_index(storage, table, shared: bool, keyed: bool = False) -> list:
     """SQLite's ``time_index``: the index made with the table (not with an idempotent table's key, which is one)."""
-    if storage.kind != "sqlite" or not storage.time_index or ((storage.idempotent or storage.merge) and not shared):
+    if storage.kind != "sqlite" or not storage.time_index or (keyed and not shared):
         return []
     return [index_statement(table_name(table), shared)]
 
@@ -53,10 +60,10 @@ def _ddl(storage, table, channel, address=None) -> list:
             return create + ([view] if shared != table else [])
     template = channel.ddl or storage.ddl
     if template is not None:
-        return template.render(table, None) + _time_index(storage, table, False)
+        return template.render(table, None) + _time_index(storage, table, False, _keyed(storage, channel))
     if storage.kind == "sqlite":
         return [f"CREATE TABLE IF NOT EXISTS {quote(table_name(table))} (time TEXT NOT NULL)",
-                *_time_index(storage, table, False),
+                *_time_index(storage, table, False, _keyed(storage, channel)),
                 "-- then ALTER TABLE ... ADD COLUMN per field, on its first appearance"]
     if storage.kind == "postgresql":
         qualified = f"{quote(table.schema or 'public')}.{quote(table.table)}"
@@ -65,7 +72,7 @@ def _ddl(storage, table, channel, address=None) -> list:
                 "-- then ALTER TABLE ... ADD COLUMN IF NOT EXISTS per field, on its first appearance"]
     if storage.kind == "crate":
         return [default_ddl(table, storage.partition, storage.shards, storage.replicas,
-                            storage.idempotent or bool(storage.merge)),
+                            _keyed(storage, channel)),
                 "-- fields: every number as DOUBLE, NaN/Infinity as null, keys with . [ ] renamed with _; "
                 "the shard budget is checked first"]
     return [f"-- {storage.kind} sink: no DDL"]

@@ -481,3 +481,17 @@ def test_a_launch_texts_sql_sinks_take_merge(sink):
     assert storage.merge == 60.0
     (storage,) = parse_launch(f"mqtt://h/x ! {sink}").settings.storages.values()
     assert storage.merge == 0.0
+
+
+def test_describe_shows_the_key_of_a_merged_channels_crate_tables():
+    """``--describe``: a channel with ``merge`` makes its CrateDB tables with the key its rows merge on."""
+    from lorrygate.config import loads
+    from lorrygate.pipeline.model import Pipeline
+
+    settings = loads("[broker:b]\nhost = h\n[storage:c]\nurl = crate://localhost:4200/\n"
+                     "[channel:solar]\ntopics = solar/#\nstrategy = opendtu\nmerge = 10s\n")
+    text = Pipeline(settings).describe(["solar/114172220355/0/power"])
+    assert 'PRIMARY KEY ("time", "lorrygate_id", "year")' in text
+    plain = loads("[broker:b]\nhost = h\n[storage:c]\nurl = crate://localhost:4200/\n"
+                  "[channel:solar]\ntopics = solar/#\nstrategy = opendtu\n")
+    assert "PRIMARY KEY" not in Pipeline(plain).describe(["solar/114172220355/0/power"])
