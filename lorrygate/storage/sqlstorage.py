@@ -66,16 +66,11 @@ WIDEN_ATTEMPTS = 3
 _NESTED = frozenset((dict, type(None)))
 
 
-def _merge_fields(into: dict, fields) -> None:
-    """``fields`` merged into ``into``: a later value replaces an earlier, objects key by key, a null nothing."""
-    for name, value in fields.items():
-        if value is None:
-            into.setdefault(name, None)
-        elif type(value) is dict and type(into.get(name)) is dict:
-            inner = into[name] = dict(into[name])
-            _merge_fields(inner, value)
-        else:
-            into[name] = value
+@attrs.define(slots=True)
+class _Flat(Record):
+    """Records of one key merged (`SqlStorage._merged`): their fields flat already (as `flatten` makes them, the
+    tags among them), so that a column is merged as the database merges it (``wifi`` and ``wifi.rssi`` are
+    two)."""
 
 
 @implementer(IStorage)
@@ -690,7 +685,7 @@ class SqlStorage:
                 fields = record.fields
                 names = None
                 if record.tags or keyed or not _NESTED.isdisjoint(map(type, fields.values())):
-                    flat = flatten(fields, record.tags, depth=depth)
+                    flat = dict(fields) if type(record) is _Flat else flatten(fields, record.tags, depth=depth)
                 else:
                     names = tuple(fields)
                     rows = plain.get((physical, names))
@@ -794,10 +789,11 @@ class SqlStorage:
         """``merge``: the records of ``entries`` of one table, tags and bucket as one record, in the entry of the
         first (the others lose it): rows of other columns go in other statements, in the order of their groups,
         so that a batch ``{power, voltage}``, ``{power}``, ``{power, voltage}`` left the second's power. Values
-        are taken in the messages' order, objects merged key by key (as their dotted columns are), a null
-        leaves a value (as a null leaves a column). Entries written one by one after a refusal are merged by the
+        are taken in the messages' order, by their columns (`_Flat`), a null leaves a value (as a null leaves a
+        column). Entries written one by one after a refusal are merged by the
         database, in their order. A batch without two records of a key is left as it is."""
         merges, default = self.merges, self.merge
+        depth = self.flatten_depth
         keys: list = []
         seen: set = set()
         repeated = False
@@ -831,11 +827,14 @@ class SqlStorage:
             for record in records:
                 key = next(at)
                 into = first.get(key)
+                flat = flatten(record.fields, record.tags, depth=depth)
                 if into is None:
-                    first[key] = into = Record(key[1], dict(record.fields), record.tags)
+                    first[key] = into = _Flat(key[1], flat, record.tags)
                     kept.append(into)
                 else:
-                    _merge_fields(into.fields, record.fields)
+                    for name, value in flat.items():  # (a null tag, the only null flatten keeps, leaves a value)
+                        if value is not None or name not in into.fields:
+                            into.fields[name] = value
             # (a new entry even when nothing was merged into it yet: later entries merge into its records, copies)
             out.append(Entry(entry.table, kept, entry.channel, entry.message, entry.decoder, entry.address))
         return out

@@ -1,5 +1,10 @@
 """``merge``: the rows of a table with the same tags in one time bucket are one row (SQLite)."""
 
+import sqlite3
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from lorrygate.model import Message, Record, TableName
 from lorrygate.storage.batch import Batch, Entry
 from lorrygate.storage.sqlite import SQLiteStorage
@@ -253,3 +258,53 @@ def test_the_status_says_the_storages_merge_and_its_channels_own(tmp_path):
     store.merge = 10 * SECOND
     assert "  merge: the rows of a table and tags in a bucket are one row; buckets of 10 s, channels' own: rooms off, " \
            "solar 5 s" in status(store)
+
+
+_values = st.one_of(st.none(), st.integers(-5, 5), st.floats(-10, 10, allow_nan=False), st.text("ab", max_size=2),
+                    st.dictionaries(st.sampled_from(["rssi", "ch"]), st.one_of(st.none(), st.integers(0, 3)),
+                                    max_size=2))
+#: (table, seconds after the bucket's start, a channel tag or none, fields)
+_messages = st.lists(st.tuples(st.integers(0, 2), st.integers(0, 25), st.sampled_from([None, "1", "2"]),
+                               st.dictionaries(st.sampled_from(["power", "voltage", "yield", "wifi"]), _values,
+                                               min_size=1, max_size=3)), min_size=1, max_size=12)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batches=st.lists(_messages, min_size=1, max_size=3))
+def test_each_column_of_a_merged_row_holds_its_last_value_in_the_messages_order(tmp_path_factory, batches):
+    """Whatever the messages (nulls, objects beside a scalar of the same name, tags, several batches): each
+    (table, tags, bucket) is one row, and each of its columns holds the last value sent for it in the order the
+    messages came (an object's keys are columns of their own; a null sends nothing)."""
+    store = SQLiteStorage("db", str(tmp_path_factory.mktemp("merge") / "m.sqlite"), reactor=None, merge=10.0)
+    store._connect()
+    tables = [TableName("solar", f"inverter_{n}_sensors") for n in range(3)]
+    expected: dict = {}
+    for messages in batches:
+        done = batch(*[entry(fields, time=BUCKET + seconds * SECOND, table=tables[which],
+                             tags={"channel": channel} if channel else None)
+                       for which, seconds, channel, fields in messages])
+        store._commit(done)
+        assert done.extra_dead == []
+        for which, seconds, channel, fields in messages:
+            row = expected.setdefault((which, seconds // 10, channel), {})
+            for name, value in fields.items():
+                if value == {}:
+                    value = "{}"  # (an empty object is stored as its JSON)
+                for column, item in (value.items() if isinstance(value, dict) else [("", value)]):
+                    if item is not None:
+                        row[f"{name}.{column}" if column else name] = item
+    stored = {}
+    for which, table in enumerate(tables):
+        try:
+            cursor = store._conn.execute(f'SELECT * FROM "solar__{table.table}"')
+        except sqlite3.OperationalError:  # (no message made it)
+            continue
+        names = [column[0] for column in cursor.description]
+        for values in cursor.fetchall():
+            row = dict(zip(names, values))
+            key = (which, int(row.pop("time")[17:19]) // 10, row.pop("channel", None))
+            assert key not in stored, f"two rows of {key}"
+            row.pop("lorrygate_id")
+            stored[key] = {name: value for name, value in row.items() if value is not None}
+    assert stored == {key: row for key, row in expected.items()}
+    store._close()
