@@ -6,21 +6,12 @@ import psycopg
 import pytest
 
 from lorrygate.model import Message, Record, TableName
-from lorrygate.storage.batch import Batch, Entry
+from lorrygate.storage.batch import Entry
 from tests.integration.pgstore import connected
+from tests.unit.test_sqlite_merge import BUCKET, NS, SECOND, batch
 
 pytestmark = pytest.mark.integration
 
-BUCKET = 1_717_243_200_000_000_000
-NS = BUCKET + 3_250_000_000
-SECOND = 1_000_000_000
-
-
-def batch(*entries):
-    result = Batch()
-    for item in entries:
-        result.add(item)
-    return result
 
 
 def entry(table, fields, time=NS, tags=None):
