@@ -4,11 +4,13 @@ import uuid
 
 import psycopg
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from lorrygate.model import Message, Record, TableName
 from lorrygate.storage.batch import Entry
 from tests.integration.pgstore import connected
-from tests.unit.test_sqlite_merge import BUCKET, NS, SECOND, batch
+from tests.unit.test_sqlite_merge import BUCKET, NS, SECOND, batch, expected_rows, sent
 
 pytestmark = pytest.mark.integration
 
@@ -111,3 +113,43 @@ def test_a_keyed_table_keeps_taking_rows_after_merge_is_turned_off(postgres):
     assert done.extra_dead == []
     assert query(postgres.url, f'SELECT count(*), count(lorrygate_id) FROM "{table.schema}"."{table.table}"') == [
         (3, 3)]
+
+
+#: values of one type a column (PostgreSQL fixes a column's type by its first value: other types are refused)
+_values = st.one_of(st.none(), st.floats(-10, 10, allow_nan=False),
+                    st.dictionaries(st.sampled_from(["rssi", "ch"]), st.one_of(st.none(), st.integers(0, 3)),
+                                    min_size=1, max_size=2))
+_messages = st.lists(st.tuples(st.integers(0, 2), st.integers(0, 25), st.sampled_from([None, "1", "2"]),
+                               st.dictionaries(st.sampled_from(["power", "voltage", "wifi"]), _values,
+                                               min_size=1, max_size=3)), min_size=1, max_size=12)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batches=st.lists(_messages, min_size=1, max_size=3))
+def test_each_column_of_a_merged_row_holds_its_last_value_in_the_messages_order(postgres, batches):
+    """As the SQLite property test, against PostgreSQL (its INSERT ... ON CONFLICT DO UPDATE a row, tables of a
+    shape written together): one row a (table, tags, bucket), each column its last value in the messages' order."""
+    schema = f"m{uuid.uuid4().hex[:8]}"
+    tables = [TableName(schema, f"inverter_{n}_sensors") for n in range(3)]
+    with connected(postgres.url, merge=10.0) as store:
+        for messages in batches:
+            done = sent(messages, tables)
+            store._commit(done)
+            assert done.extra_dead == []
+    stored: dict = {}
+    with psycopg.connect(postgres.url) as conn:
+        for which, table in enumerate(tables):
+            if not conn.execute("SELECT 1 FROM information_schema.tables WHERE table_schema = %s AND table_name = %s",
+                                (schema, table.table)).fetchall():
+                continue
+            cursor = conn.execute(f'SELECT *, extract(second FROM "time")::int AS lg_second FROM '
+                                  f'"{schema}"."{table.table}"')
+            names = [column.name for column in cursor.description]
+            for values in cursor.fetchall():
+                row = dict(zip(names, values))
+                key = (which, row.pop("lg_second") // 10, row.pop("channel", None))
+                assert key not in stored, f"two rows of {key}"
+                row.pop("time")
+                row.pop("lorrygate_id")
+                stored[key] = {name: value for name, value in row.items() if value is not None}
+    assert stored == expected_rows(batches)

@@ -269,6 +269,28 @@ _messages = st.lists(st.tuples(st.integers(0, 2), st.integers(0, 25), st.sampled
                                                min_size=1, max_size=3)), min_size=1, max_size=12)
 
 
+def sent(messages, tables) -> Batch:
+    """A batch of the property tests' messages: (table, seconds after the bucket's start, channel tag, fields)."""
+    return batch(*[entry(fields, time=BUCKET + seconds * SECOND, table=tables[which],
+                         tags={"channel": channel} if channel else None) for which, seconds, channel, fields in messages])
+
+
+def expected_rows(batches) -> dict:
+    """What merged rows hold, by (table, bucket, channel tag): the last value sent for each column, in the order
+    the messages came (an object's keys are columns of their own, an empty one its JSON; a null sends nothing)."""
+    expected: dict = {}
+    for messages in batches:
+        for which, seconds, channel, fields in messages:
+            row = expected.setdefault((which, seconds // 10, channel), {})
+            for name, value in fields.items():
+                if value == {}:
+                    value = "{}"
+                for column, item in (value.items() if isinstance(value, dict) else [("", value)]):
+                    if item is not None:
+                        row[f"{name}.{column}" if column else name] = item
+    return expected
+
+
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(batches=st.lists(_messages, min_size=1, max_size=3))
 def test_each_column_of_a_merged_row_holds_its_last_value_in_the_messages_order(tmp_path_factory, batches):
@@ -278,21 +300,11 @@ def test_each_column_of_a_merged_row_holds_its_last_value_in_the_messages_order(
     store = SQLiteStorage("db", str(tmp_path_factory.mktemp("merge") / "m.sqlite"), reactor=None, merge=10.0)
     store._connect()
     tables = [TableName("solar", f"inverter_{n}_sensors") for n in range(3)]
-    expected: dict = {}
     for messages in batches:
-        done = batch(*[entry(fields, time=BUCKET + seconds * SECOND, table=tables[which],
-                             tags={"channel": channel} if channel else None)
-                       for which, seconds, channel, fields in messages])
+        done = sent(messages, tables)
         store._commit(done)
         assert done.extra_dead == []
-        for which, seconds, channel, fields in messages:
-            row = expected.setdefault((which, seconds // 10, channel), {})
-            for name, value in fields.items():
-                if value == {}:
-                    value = "{}"  # (an empty object is stored as its JSON)
-                for column, item in (value.items() if isinstance(value, dict) else [("", value)]):
-                    if item is not None:
-                        row[f"{name}.{column}" if column else name] = item
+    expected = expected_rows(batches)
     stored = {}
     for which, table in enumerate(tables):
         try:
