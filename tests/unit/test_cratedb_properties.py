@@ -47,3 +47,43 @@ def test_arbitrary_fields_never_fail_a_write_and_each_message_is_stored_or_a_dea
             millis = T // 1_000_000 + number * 1000 + seq
             assert millis in stored or f"{number}/{seq}" in dead, f"message {number}/{seq} is lost"
 
+
+
+_floats = st.one_of(st.none(), st.floats(-10, 10, allow_nan=False), st.just(float("nan")))
+#: (seconds after the bucket's start, a site tag, fields): a type a key, as a fleet's device sends them
+_messages = st.lists(st.tuples(st.integers(0, 25), st.sampled_from(["a", "b"]),
+                               st.fixed_dictionaries({}, optional={
+                                   "power": _floats, "voltage": _floats,
+                                   "wifi": st.dictionaries(st.sampled_from(["rssi", "ch"]), st.integers(0, 3),
+                                                           min_size=1)})), min_size=1, max_size=12)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batches=st.lists(_messages, min_size=1, max_size=3))
+def test_merged_rows_hold_the_last_value_of_each_key_in_the_messages_order(batches):
+    """``merge`` through the fake: one row a (tags, bucket), each first-level key of ``fields`` its last value sent
+    in the messages' order (an object as a whole, a null or NaN nothing)."""
+    fake = FakeCrate()
+    store = CrateStorage("crate", "http://crate.invalid:4200", None, http=StubTreq(fake), replicas="0",
+                         merge=10 * 10**9)
+    table = TableName("net", "gw_node_1_sensors")
+    bucket = T - T % (10 * 10**9)
+    expected: dict = {}
+    for items in batches:
+        batch = Batch()
+        for seconds, site, fields in items:
+            batch.add(Entry(table, [Record(bucket + seconds * 10**9, fields, {"site": site})], "main",
+                            Message("net/gw/node-1/data.json", b"{}", 1, False, 1.0, "#", Ack()), "json"))
+            row = expected.setdefault((bucket // 10**6 + seconds // 10 * 10_000, site), {})
+            for name, value in fields.items():
+                if value is not None and value == value:  # (NaN is no value)
+                    row[name] = {key: float(item) for key, item in value.items()} if isinstance(value, dict) \
+                        else value
+        failures: list = []
+        store.write(batch).addErrback(failures.append)
+        assert failures == [] and batch.extra_dead == [], failures
+    stored = {(row["time"], row["tags"]["site"]): {name: value for name, value in row["fields"].items()
+                                                   if value is not None}
+              for row in fake.rows(table.schema, table.table)}
+    assert len(stored) == len(fake.rows(table.schema, table.table))
+    assert stored == expected
