@@ -471,11 +471,10 @@ class CrateStorage:
         groups: dict = {}
         views: dict = {}
         per_network = self.layout == "per-network"
-        merges, default = self.merges, self.merge
         keyed_tables = self._keyed_tables
         for index, entry in enumerate(batch.entries):
             table = entry.table
-            merge = merges.get(entry.channel, default) if merges else default
+            merge = self._merge_of(entry.channel)
             keyed = self.idempotent or bool(merge) or (bool(keyed_tables) and table in keyed_tables)
             shared = shared_table(table, entry.address) if per_network and entry.records else None
             if shared is not None:
@@ -840,10 +839,13 @@ class CrateStorage:
                 "letters. Add nodes, drop old tables or partitions, use fewer shards or replicas, or raise "
                 "cluster.max_shards_per_node")
 
+    def _merge_of(self, channel: str) -> int:
+        """The nanoseconds of a channel's merge buckets: its own merge, else the storage's (0: a row a record)."""
+        return self.merges.get(channel, self.merge) if self.merges else self.merge
+
     def _keyed_for(self, entry) -> bool:
-        """Whether an entry's table is made with the key on ``lorrygate_id``: idempotent rows, and merged ones (its
-        channel's merge, else the storage's)."""
-        return self.idempotent or bool(self.merges.get(entry.channel, self.merge) if self.merges else self.merge)
+        """Whether an entry's table is made with the key on ``lorrygate_id``: idempotent rows, and merged ones."""
+        return self.idempotent or bool(self._merge_of(entry.channel))
 
     def _no_merge_key(self, table, exc) -> str:
         key = ", ".join(map(quote, merge_key(self.partition)))

@@ -66,6 +66,17 @@ WIDEN_ATTEMPTS = 3
 _NESTED = frozenset((dict, type(None)))
 
 
+def _tags_key(tags):
+    """A record's tags as a dictionary key: their items, or their JSON for a tag that is no key (a list, from a
+    decoder of your own)."""
+    if not tags:
+        return None
+    try:
+        return frozenset(tags.items())
+    except TypeError:
+        return to_json(dict(tags))
+
+
 @attrs.define(slots=True)
 class _Flat(Record):
     """Records of one key merged (`SqlStorage._merged`): their fields flat already (as `flatten` makes them, the
@@ -128,17 +139,17 @@ class SqlStorage:
     #: in the order indexed, so that an entry rolled back to its savepoint takes back its own)
     _indexed: set = attrs.Factory(set)
     _indexing: dict = attrs.Factory(dict)
-    #: nanoseconds of the buckets whose rows of a table and tags are merged into one (0: a row a record); the
-    #: tables whose unique key on (time, lorrygate_id) is known, and those this transaction looked at (in order)
+    #: nanoseconds of the buckets whose rows of a table and tags are merged into one (0: a row a record)
     merge: int = 0
     #: the channels' own merge (``merge`` of a channel section), nanoseconds by channel name
     merges: dict = attrs.Factory(dict)
     #: `merge_id` by (physical table, tags) (`_merge_id`)
     _merge_ids: dict = attrs.Factory(dict)
+    #: the tables whose unique key on (time, lorrygate_id) is known, and those this transaction looked at (in order)
     _merge_keyed: set = attrs.Factory(set)
+    _merge_keying: dict = attrs.Factory(dict)
     #: the tables with a ``lorrygate_id`` column (made with the key, or given it), by physical name
     _id_tables: set = attrs.Factory(set)
-    _merge_keying: dict = attrs.Factory(dict)
     #: new tables in a write from which some are made on a connection of their own (None: never)
     beside_min_tables: int | None = BESIDE_MIN_TABLES
     #: per-network: id of a per-address TableName -> (it, its shared TableName or None); one object per shared table
@@ -621,10 +632,14 @@ class SqlStorage:
                 "then run lorrygate dead-letters replay --stage store; a counter or a time in a topic level makes "
                 "a table a message: fix that publisher")
 
+    def _merge_of(self, channel: str) -> int:
+        """The nanoseconds of a channel's merge buckets: its own merge, else the storage's (0: a row a record)."""
+        return self.merges.get(channel, self.merge) if self.merges else self.merge
+
     def _keyed_for(self, entry) -> bool:
         """Whether the tables of an entry are made with the key (time, lorrygate_id): idempotent rows, and merged
-        ones (its channel's merge, else the storage's)."""
-        return self.idempotent or bool(self.merges.get(entry.channel, self.merge) if self.merges else self.merge)
+        ones."""
+        return self.idempotent or bool(self._merge_of(entry.channel))
 
     def _tables_of(self, entry) -> list:
         """The tables an entry's rows go to: its own, and first its shared table (per-network layout)."""
@@ -636,8 +651,7 @@ class SqlStorage:
         dialect = self.dialect
         if self.layout == "per-network":
             entries = self._to_shared(entries)
-        merges, default_merge = self.merges, self.merge
-        merging = bool(default_merge or merges)
+        merging = bool(self.merge or self.merges)
         if merging:
             entries = self._merged(entries)
         groups: dict = {}
@@ -679,7 +693,7 @@ class SqlStorage:
             else:
                 physical = self._physical_name(key_table)
             if merging:
-                merge = merges.get(entry.channel, default_merge) if merges else default_merge
+                merge = self._merge_of(entry.channel)
                 keyed = idempotent or bool(merge)
             for record in records:
                 fields = record.fields
@@ -792,25 +806,18 @@ class SqlStorage:
         are taken in the messages' order, by their columns (`_Flat`), a null leaves a value (as a null leaves a
         column). Entries written one by one after a refusal are merged by the
         database, in their order. A batch without two records of a key is left as it is."""
-        merges, default = self.merges, self.merge
         depth = self.flatten_depth
         keys: list = []
         seen: set = set()
         repeated = False
         for entry in entries:
-            merge = merges.get(entry.channel, default) if merges else default
+            merge = self._merge_of(entry.channel)
             if not entry.records or not merge:
                 continue
             physical = self._physical_name(entry.table)
             for record in entry.records:
-                tags = record.tags
-                key: tuple
-                try:
-                    key = (physical, record.time - record.time % merge, frozenset(tags.items()) if tags else None)
-                    repeated = repeated or key in seen
-                except TypeError:  # (a tag of a list, from a decoder of your own)
-                    key = (physical, record.time - record.time % merge, to_json(dict(tags)))
-                    repeated = repeated or key in seen
+                key = (physical, record.time - record.time % merge, _tags_key(record.tags))
+                repeated = repeated or key in seen
                 seen.add(key)
                 keys.append(key)
         if not repeated:
@@ -820,7 +827,7 @@ class SqlStorage:
         at = iter(keys)
         for entry in entries:
             records = entry.records
-            if not records or not (merges.get(entry.channel, default) if merges else default):
+            if not records or not self._merge_of(entry.channel):
                 out.append(entry)
                 continue
             kept = []
@@ -854,11 +861,8 @@ class SqlStorage:
     def _merge_id(self, physical: str, table, tags) -> str:
         """`merge_id` of a table and tags, remembered (a table's rows have a few tag sets; hashing them was a
         third of a merged row's cost, measured)."""
-        try:
-            key = (physical, frozenset(tags.items()) if tags else None)
-            known = self._merge_ids.get(key)
-        except TypeError:  # (a tag of a list)
-            return merge_id(table, tags)
+        key = (physical, _tags_key(tags))
+        known = self._merge_ids.get(key)
         if known is None:
             if len(self._merge_ids) > 100_000:
                 self._merge_ids.clear()
