@@ -123,18 +123,22 @@ class KotoriValues:
         out = []
         for record in records:
             fields = {}
+            changed = False
             for name, value in record.fields.items():
                 converted = _value(value)
                 if converted is _DROP:
                     self.dropped += 1
+                    changed = True
                     continue
                 if type(converted) is float and not -_LARGE < converted < _LARGE and converted.is_integer():
                     converted = _exact(converted, message.payload)
+                # (not ``fields == record.fields``: 2**70 == 1.1805916207174113e+21, and the exact integer was lost)
+                changed = changed or converted is not value
                 fields[name] = converted
             if not fields:
                 continue
             time = record.time if record.time else received_ns(message)
-            out.append(record if time == record.time and fields == record.fields
+            out.append(record if time == record.time and not changed
                        else attrs.evolve(record, time=time, fields=fields))
         if not out and records:
             raise DecodeError("values", "no values to store (an empty object, or only nulls, NaN and infinities): "

@@ -324,6 +324,13 @@ def test_an_integer_past_64_bits_is_kept_exact_where_kotoris_values_apply():
     assert entry.records[0].fields == {"iccid": 89882280666027595366, "negative": -9223372036854775809,
                                        "big": 1e20, "fraction": 1e20, "temperature": 21.5}
 
+    # an integer that a float holds exactly (2**70), in a payload with its time: the integer, not the float that
+    # compares equal to it (the record with the float was kept, and SQLite made the column REAL)
+    router, collector = configured("wan")
+    router(message(b'{"time": 1733400000, "big": 1180591620717411303424, "small": 7}', "r/n/g/d/data.json"))
+    fields = collector.entries[0].records[0].fields
+    assert fields == {"big": 2**70, "small": 7} and type(fields["big"]) is int
+
     # a run of digits longer than int() takes (a text of digits, which the policy reads as a number where it
     # can: an internal error made the message a dead letter) stays text, and changes nothing beside it
     router, collector = configured("wan")
