@@ -338,7 +338,8 @@ class _Builder:
         return s.StorageSettings(name, parsed, "mqtt", spool=True, topic=template, payload=payload,
                                  broker=s.sink_broker(name, url + ("?" + options if options else ""), **files))
 
-    def chain(self, chain) -> None:
+    def chain(self, chain, following=None) -> None:
+        """Add ``chain``; ``following`` is the head of the chain after it in the text, if one is."""
         text = self.text
         elements = list(chain.elements)
         head = elements[0]
@@ -400,6 +401,13 @@ class _Builder:
                 storages.append(name)
                 strategy = fixed or strategy
         if not storages and tee is None:
+            if following is not None and "\n" not in text[elements[-1].loc:following.loc]:
+                # (``decode jsn ! sqlite:///x``: the word after decode began a chain of its own, and that one was
+                # the mistake)
+                word = following.url if following.factory == "url" else following.reference or following.factory
+                raise PipelineError(f"{word!r} begins another chain on this line, and the chain before it has no "
+                                    "sink: write a property as name=value (decode chain=json), join elements with "
+                                    "'!', and begin each chain on a line of its own", text, following.loc)
             raise PipelineError("this chain has no sink: end it with a storage, a textsink, an appsink or a tee",
                                 text, elements[-1].loc)
         index = len(self.channels)
@@ -677,8 +685,9 @@ def build_settings(text: str, callbacks=None, data_dir: str = "var", strategies_
     from lorrygate.config.loader import loads
 
     builder = _Builder(text, dict(callbacks or {}))
-    for chain in parse(text):
-        builder.chain(chain)
+    chains = parse(text)
+    for chain, following in zip(chains, chains[1:] + [None]):
+        builder.chain(chain, following and following.elements[0])
     if not builder.channels:
         raise PipelineError("a pipeline needs a chain that starts with a source", text, 0)
     for channel in builder.channels:

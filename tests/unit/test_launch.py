@@ -74,6 +74,12 @@ INVALID = [
                                                                           "'esphome'?)"),
     ("mqttsrc topic=a/# ! decode chain=jsno ! sqlite location=x", 1, 1, "unknown decoder 'jsno' (did you mean 'json'?)"),
     ("mqttsrc topic=a/#", 1, 1, "this chain has no sink"),
+    # a word without '=' or a missing '!' began a chain of its own: the chain before it was said to have no sink,
+    # pointing at its last element
+    ("mqtt://h/a ! decode jsn ! sqlite:///x.db", 1, 21, "'jsn' begins another chain on this line, and the chain "
+                                                         "before it has no sink: write a property as name=value"),
+    ("mqtt://h/a  sqlite:///x.db", 1, 13, "'sqlite:///x.db' begins another chain on this line"),
+    ("mqtt://h/a\nmqtt://h/b ! sqlite:///x.db", 1, 1, "this chain has no sink: end it with"),
     ("mqttsrc topic=a/# ! sqlite location=x ! sqlite location=y", 1, 41, "out of order"),
     ("t. ! sqlite location=x", 1, 1, "no element is named 't'"),
     ("mqttsrc topic=a/# ! tee name=t\nt. ! mqttsrc topic=b", 2, 6, "a branch is: NAME. ! [queue !] sink"),
