@@ -67,11 +67,15 @@ _NESTED = frozenset((dict, type(None)))
 
 
 def _tags_key(tags):
-    """A record's tags as a dictionary key: their items, or their JSON for a tag that is no key (a list, from a
-    decoder of your own)."""
+    """A record's tags as a dictionary key, as fine as their JSON that `merge_id` keys rows on: their items (with
+    the type of a value that is not text: 1, 1.0 and true are equal in Python and other keys to the database),
+    or their JSON for a tag that is no key (a list, from a decoder of your own)."""
     if not tags:
         return None
     try:
+        for value in tags.values():
+            if value.__class__ is not str:
+                return frozenset([(name, value, value.__class__) for name, value in tags.items()])
         return frozenset(tags.items())
     except TypeError:
         return to_json(dict(tags))

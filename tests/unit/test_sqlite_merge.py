@@ -172,6 +172,25 @@ def test_tags_a_decoder_of_your_own_made_lists_merge_too(tmp_path):
     store._close()
 
 
+def test_tags_equal_only_across_types_are_rows_of_their_own_in_any_order(tmp_path):
+    """Tags 1, 1.0 and true compare equal in Python but are other keys to the database (the row's key is the
+    tags' JSON): they stay apart whether they come in one batch or in several, in any order, and a row's key is
+    the one its own tags make (not the key of equal tags seen before)."""
+    from lorrygate.storage.layout import merge_id
+
+    for order in ([1, True, 1.0], [True, 1.0, 1], [1.0, 1, True]):
+        for together in (True, False):
+            path = tmp_path / f"{order}{together}"
+            path.mkdir()
+            store = merged(path)
+            entries = [entry({"power": float(n)}, tags={"channel": tag}) for n, tag in enumerate(order)]
+            for part in ([entries] if together else [[one] for one in entries]):
+                store._commit(batch(*part))
+            ids = {row[0]: row[1] for row in rows(store, f'SELECT power, lorrygate_id FROM "{TABLE}"')}
+            assert ids == {float(n): merge_id(T1, {"channel": tag}) for n, tag in enumerate(order)}, (order, together)
+            store._close()
+
+
 def on(channel, table, fields, time=NS):
     return Entry(table, [Record(time, fields)], channel, Message("t", b"1", 1, False, 1.5, "#"), "value")
 
