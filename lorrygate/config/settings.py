@@ -434,7 +434,8 @@ CHANNEL_KEYS = {
     "headers": Key(v.header_tags, (), doc='Headers the publisher sent (MQTT 5 user properties, AMQP headers, Kafka '
                    "record headers, a Redis stream entry's other fields, an HTTP request's headers) to store as "
                    'tags: names, each with :tag for another tag name.'),
-    "rename": Key(v.pairs(":", "old:new pairs"), (), doc='Rename fields: old:new pairs.'),
+    "rename": Key(v.renames, (), doc="Rename fields: old:new pairs, applied together (``a:b, b:a`` swaps); a "
+                                     "renamed field replaces a field of its new name."),
     "drop": Key(v.names, (), doc='Fields to leave out.'),
     "tags": Key(v.pairs("=", "name=value pairs"), (), doc='Tags to add to every record: name=value pairs.'),
     "convert": Key(v.conversions, (), doc='Convert fields with arithmetic: name = expression pairs (docs/decoding.rst).'),

@@ -420,7 +420,7 @@ def _items(value: str, separators: str = ",\n") -> list:
 
 
 def pairs(separator: str, what: str):
-    """``a:b, c:d`` (or with ``=``) -> ((a, b), (c, d))."""
+    """``a:b, c:d`` (or with ``=``) -> ((a, b), (c, d)); a name once (``site=a, site=b``: which one?)."""
 
     def parse(value: str) -> tuple:
         result = []
@@ -429,9 +429,31 @@ def pairs(separator: str, what: str):
             if not found or not left.strip() or not right.strip():
                 raise Invalid(f"{what} separated by commas ({item!r} is not one)")
             result.append((left.strip(), right.strip()))
+        _once(result, 0, separator, lambda name, items: f"{what}, each name once ({name!r} is in {items})")
         return tuple(result)
 
     return described(parse, f"{what}, separated by commas")
+
+
+def renames(value: str) -> tuple:
+    """``old:new`` pairs (`pairs`), each field renamed once and each new name given once: two fields renamed to
+    one name would lose one's values, silently."""
+    result = pairs(":", "old:new pairs")(value)
+    _once(result, 1, ":", lambda name, items: f"old:new pairs that give each field a name of its own ({items} rename "
+                                         f"two fields to {name!r}: a message with both would lose one's value)")
+    return result
+
+
+described(renames, "old:new pairs, separated by commas")
+
+
+def _once(result: list | tuple, side: int, separator: str, message) -> None:
+    """`Invalid` with ``message(name, items)`` where a name is on ``side`` of two pairs."""
+    seen: dict = {}
+    for pair in result:
+        earlier = seen.setdefault(pair[side], pair)
+        if earlier is not pair:
+            raise Invalid(message(pair[side], " and ".join(repr(separator.join(p)) for p in (earlier, pair))))
 
 
 def header_tags(value: str) -> tuple:

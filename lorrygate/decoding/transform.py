@@ -11,7 +11,8 @@ The transformer step after decoding, per channel.
     hook = mymodule:adjust
     metadata = true
 
-In this order: ``rename`` renames fields; ``drop`` removes fields; ``convert``
+In this order: ``rename`` renames fields (together: ``a:b, b:a`` swaps; a
+renamed field replaces a field of its new name); ``drop`` removes fields; ``convert``
 replaces a field's numeric value by an arithmetic expression of ``value``
 (``+ - * / // % **``, parentheses, numbers, ``abs``, ``round``, ``min``,
 ``max``); ``tags`` adds tags, constant or from the address (``{realm}``,
@@ -135,9 +136,8 @@ class Transform:
         out = []
         for record in records:
             fields = dict(record.fields)
-            for old, new in self.rename:
-                if old in fields:
-                    fields[new] = fields.pop(old)
+            if self.rename:  # together, from the names the record has (a:b, b:a swaps)
+                fields.update([(new, fields.pop(old)) for old, new in self.rename if old in fields])
             for name in self.drop:
                 fields.pop(name, None)
             for name, text, evaluate in self.convert:

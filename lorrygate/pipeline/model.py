@@ -656,7 +656,7 @@ class _Builder:
         values = {"rename": (), "drop": (), "tags": (), "convert": (), "metadata": props["metadata"], "headers": ()}
         try:
             if props["rename"]:
-                values["rename"] = v.pairs(":", "old:new pairs")(props["rename"])
+                values["rename"] = v.renames(props["rename"])
             if props["drop"]:
                 values["drop"] = v.names(props["drop"])
             if props["tags"]:

@@ -155,10 +155,15 @@ def test_channel_transform_and_hook(tmp_path):
     ("hook = not-a-reference", "hook: expected module:function"),
     ("timezone = Mars/Olympus", "timezone: expected an IANA time zone"),
     ("rename = temp", "rename: expected old:new pairs separated by commas ('temp' is not one), got 'temp'"),
+    ("rename = a:x, b:x", "rename: expected old:new pairs that give each field a name of its own ('a:x' and 'b:x' "
+                          "rename two fields to 'x': a message with both would lose one's value)"),
+    ("rename = a:x, a:y", "rename: expected old:new pairs, each name once ('a' is in 'a:x' and 'a:y')"),
+    ("tags = site=a, site=b", "tags: expected name=value pairs, each name once ('site' is in 'site=a' and 'site=b')"),
     ("tags = site={netwrk}", "tags: expected placeholders the strategy wan fills ({realm}, {network}, {gateway}, "
                              "{node}, {kind}, {field}, {topic}), got {netwrk} in site={netwrk} (did you mean "
                              "'network'?)"),
-], ids=["unsafe-convert", "missing-hook-module", "bad-hook", "bad-timezone", "bad-rename", "unfilled-tag"])
+], ids=["unsafe-convert", "missing-hook-module", "bad-hook", "bad-timezone", "bad-rename", "rename-into-one",
+     "rename-twice", "tag-twice", "unfilled-tag"])
 def test_bad_channel_transforms(tmp_path, line, expected):
     """Each broken transform key names the key and the problem (a placeholder the strategy never fills made the
     tag empty on every row)."""

@@ -272,6 +272,19 @@ def test_transform_steps_in_order():
                         "received": "1970-01-01T00:00:01.000000000Z", "source": "local"}
 
 
+@pytest.mark.parametrize("rename, fields, expected", [
+    ((("a", "b"), ("b", "a")), {"a": 1, "b": 2, "c": 3}, {"a": 2, "b": 1, "c": 3}),
+    ((("a", "b"), ("b", "c")), {"a": 1, "b": 2}, {"b": 1, "c": 2}),
+    ((("a", "b"), ("b", "c")), {"b": 2}, {"c": 2}),
+    ((("temp_f", "temperature"),), {"temperature": 5, "temp_f": 41}, {"temperature": 41}),
+], ids=["swap", "chain", "chain-without-the-first", "onto-a-sent-field"])
+def test_renames_apply_together_to_the_names_the_record_has(rename, fields, expected):
+    """``a:b, b:a`` swaps (one after the other, the second found a's value under b and b's value was lost);
+    a field renamed onto a name the record has replaces that field (documented)."""
+    (out,) = Transform(rename=rename).apply([Record(R, fields)], message(b""), DATA, "json")
+    assert out.fields == expected
+
+
 @pytest.mark.parametrize("text, problem", [
     ("__import__('os')", "unknown name '__import__'"),
     ("value.real", "Attribute is not allowed"),
