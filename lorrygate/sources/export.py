@@ -151,12 +151,17 @@ class Query:
         return ", ".join(f"{quote(name)}{way}" for name in names)
 
     def checked(self, columns: list, chosen: list) -> None:
-        """ExportRefused(400) for a ``sort`` column the table lacks, or a ``scalar`` column not exported."""
+        """ExportRefused(400) for a ``sort`` column the table lacks, ``include`` and ``exclude`` that leave no
+        column, or a ``scalar`` column not exported."""
         for name in self.sort:
             if name not in columns and name != "time":
                 raise ExportRefused(400, f"sort={name}: no such column (the table has: {', '.join(columns)})")
         if "time" in self.exclude:
             chosen = chosen[1:]
+        if not chosen:  # (rows of nothing: a CSV of empty lines, a JSON array of empty objects)
+            asked = "&".join(f"{name}={','.join(value)}" for name, value in (("include", self.include),
+                                                                              ("exclude", self.exclude)) if value)
+            raise ExportRefused(400, f"{asked} leaves no column to answer (the table has: {', '.join(columns)})")
         if self.scalar is not None and self.scalar not in chosen:
             raise ExportRefused(400, f"scalar={self.scalar}: no such column exported (there are: {', '.join(chosen)})")
 

@@ -222,6 +222,22 @@ def test_kotoris_query_options_read_and_checked():
         Query(scalar="weight").checked(["time", "weight"], ["time"])
 
 
+@pytest.mark.parametrize("include, exclude, asked", [
+    ([], ["time", "weight"], "exclude=time,weight"),
+    (["nope"], ["time"], "include=nope&exclude=time"),
+], ids=["all-excluded", "unknown-included"])
+def test_include_and_exclude_that_leave_no_column_are_a_400_not_rows_of_nothing(include, exclude, asked):
+    """A CSV of empty lines or a JSON array of empty objects answers nothing: the 400 says which options left
+    no column and what the table has."""
+    columns = ["time", "weight"]
+    with pytest.raises(ExportRefused) as caught:
+        Query(include, exclude).checked(columns, choose(columns, include, exclude))
+    assert caught.value.code == 400
+    assert str(caught.value) == f"{asked} leaves no column to answer (the table has: time, weight)"
+    Query([], ["time"]).checked(columns, choose(columns, [], ["time"]))  # the time left out, the weight answered
+    Query(["nope"], []).checked(columns, choose(columns, ["nope"], []))  # the time alone, as Kotori answers
+
+
 def test_pad_carries_the_last_value_across_chunks_and_a_scalar_is_text():
     last = [None, None, None]
     assert padded([("t1", None, 1), ("t2", 5, None)], last) == [["t1", None, 1], ["t2", 5, 1]]
