@@ -117,10 +117,18 @@ def fine_offset_topic(topic: str, payload: bytes, table_of=None) -> str:
 
 def form_as_json(body: bytes) -> bytes:
     """A form's fields as a JSON object (a field given twice: its last value). A body that is JSON already is
-    left as it is: ``curl -d '{"temperature": 21.5}'`` without a Content-Type sends a form's type."""
+    left as it is: ``curl -d '{"temperature": 21.5}'`` without a Content-Type sends a form's type. Bytes that
+    are not UTF-8 (``%FF``, or sent as they are) are ``\\xNN``, as the headers' are: not U+FFFD, which
+    stood for any of them."""
     if body.lstrip()[:1] in (b"{", b"["):
         return body
-    return json.dumps(dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))).encode()
+    pairs = parse_qsl(body.decode("utf-8", "surrogateescape"), keep_blank_values=True, errors="surrogateescape")
+    return json.dumps({_text(name): _text(value) for name, value in pairs}).encode()
+
+
+def _text(escaped: str) -> str:
+    """Text whose bytes that are not UTF-8 were escaped to surrogates, with them as ``\\xNN``."""
+    return escaped.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 @attrs.define(eq=False)

@@ -1,6 +1,7 @@
 """Config: every problem reported at once with section and key; secrets stay hidden."""
 
 import glob
+import json
 import os
 import textwrap
 
@@ -599,6 +600,9 @@ def test_an_http_requests_topic_is_its_path_with_kotoris_suffix_by_content_type(
     assert form_as_json(b"temperature=21.5&humidity=48&temperature=22") == b'{"temperature": "22", "humidity": "48"}'
     # curl -d '{...}' without -H sends JSON as a form's type
     assert form_as_json(b' {"temperature": 21.5}') == b' {"temperature": 21.5}'
+    # bytes that are not UTF-8, percent-escaped or sent as they are: \xNN, as a header's (U+FFFD stood for any)
+    assert json.loads(form_as_json(b"hum=%FF&name=K%C3%BCche&raw=\xe4x&%FEk=a+b")) == {
+        "hum": "\\xff", "name": "K\u00fcche", "raw": "\\xe4x", "\\xfek": "a b"}
 
 
 @pytest.mark.parametrize("strategy, taken", [("", True), ("strategy = lan\n", True), ("strategy = sites\n", False)])
