@@ -22,7 +22,7 @@ from lorrygate.decoding.dataflow import apply_outputs, derived_table
 from lorrygate.decoding.events import EventValueDecoder
 from lorrygate.decoding.timestamps import seconds_to_ns, to_iso
 from lorrygate.decoding.values import KotoriValues
-from lorrygate.errors import DecodeError, Ignored, NoDecoderMatched, TopologyError
+from lorrygate.errors import DecodeError, Ignored, NoDecoderMatched, TopologyError, reason_kind
 from lorrygate.model import EVENT
 from lorrygate.mqtt.topics import parse_filter
 from lorrygate.storage.batch import DeadLetter, Entry
@@ -587,9 +587,10 @@ class ChannelRouter:
         counts[stage] = counts.get(stage, 0) + 1
         if self.reports and self.publish is not None:
             self._report(message, stage, reason, error_type)
-        # The key leaves out the topic, which a reason may quote: 2,000 bad
-        # topics of one kind are one complaint, not 2,000.
-        suppressed = self._complaints.allow((stage, reason.replace(message.topic, "<topic>")), message.topic)
+        # The key leaves out the topic, which a reason may quote, and the values and names a reason quotes
+        # from the payload: 2,000 bad topics or payloads of one kind are one complaint, not 2,000.
+        suppressed = self._complaints.allow((stage, reason_kind(reason.replace(message.topic, "<topic>"))),
+                                            message.topic)
         if suppressed is None:
             return
         self.log.warn(

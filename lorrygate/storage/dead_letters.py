@@ -3,7 +3,9 @@
 the messages a storage kept in ``lorrygate_dead_letter``.
 
 - ``list``: the dead letters that match the filters, counted by channel,
-  stage and reason, and the latest of them.
+  stage and kind of reason (`reason_kind`: reasons alike but for the
+  payload's values and names are one line, with the latest as the
+  example; at most `KINDS_SHOWN` lines), and the latest of them.
 - ``replay``: each matching dead letter not yet replayed goes through its
   channel again as the config now says (strategy, decoder chain,
   transform): what now decodes is written into its tables and marked
@@ -31,7 +33,7 @@ import time
 import attrs
 
 from lorrygate.config import values as v
-from lorrygate.errors import did_you_mean
+from lorrygate.errors import did_you_mean, reason_kind
 from lorrygate.mqtt.topics import parse_filter
 from lorrygate.sources import headers as message_headers
 from lorrygate.storage.sqlstorage import DEAD_LETTER_TABLE
@@ -46,6 +48,34 @@ COLUMNS = ("id, received, channel, topic, qos, retain, payload, stage, error, de
 #: a table an earlier version made gets them
 ADDED_COLUMNS = (("replayed", "TEXT", "TIMESTAMPTZ"), ("content_type", "TEXT", "TEXT"), ("headers", "TEXT", "TEXT"),
                  ("sent", "TEXT", "TIMESTAMPTZ"))
+
+
+#: kinds of reason a list or a replay shows (the most frequent first); the rest are one line
+KINDS_SHOWN = 20
+def counted_kinds(items) -> tuple:
+    """``items``: (key, reason) pairs, the latest first -> ([(count, key, the latest reason)] of the `KINDS_SHOWN`
+    most frequent kinds of (key, `reason_kind`), the most frequent first; (kinds, items) of the others)."""
+    kinds: dict = {}
+    for key, reason in items:
+        kind = (key, reason_kind(reason))
+        known = kinds.get(kind)
+        if known is None:
+            kinds[kind] = [1, reason]
+        else:
+            known[0] += 1
+    ranked = sorted(kinds.items(), key=lambda item: -item[1][0])
+    shown = [(count, key, reason) for (key, _), (count, reason) in ranked[:KINDS_SHOWN]]
+    rest = ranked[KINDS_SHOWN:]
+    return shown, (len(rest), sum(count for _, (count, _) in rest))
+
+
+def _print_kinds(items, line, out) -> None:
+    shown, (kinds, count) = counted_kinds(items)
+    for count_of, key, reason in shown:
+        print(line(count_of, key, reason), file=out)
+    if kinds:
+        print(f"  {count:>7}  of {kinds} other kind(s) of reason; narrow with --channel, --stage, --topic or "
+              "--since", file=out)
 
 
 @attrs.frozen
@@ -321,12 +351,9 @@ def _run(work, err, in_reactor: bool) -> int:
 def _list(name: str, rows: list, out, limit: int) -> None:
     waiting = [row for row in rows if row[10] is None]
     print(f"storage {name}: {len(rows)} dead letter(s), {len(waiting)} not replayed", file=out)
-    groups: dict = {}
-    for row in rows:
-        key = (row[2], row[7], str(row[8]).split("\n")[0][:160], row[10] is not None)
-        groups[key] = groups.get(key, 0) + 1
-    for (channel, stage, error, replayed), count in sorted(groups.items(), key=lambda item: -item[1]):
-        print(f"  {count:>7}  channel {channel}, {stage}{' (replayed)' if replayed else ''}: {error}", file=out)
+    _print_kinds((((row[2], row[7], row[10] is not None), str(row[8]).split("\n")[0]) for row in reversed(rows)),
+                 lambda count, key, error: f"  {count:>7}  channel {key[0]}, {key[1]}{' (replayed)' if key[2] else ''}: "
+                                           f"{error[:160]}", out)
     for row in rows[-limit:] if limit else []:
         payload = bytes(row[6] or b"")
         shown = payload[:80].decode("utf-8", "replace") + ("..." if len(payload) > 80 else "")
@@ -356,8 +383,8 @@ def _replay(settings, storages, filters, out, err) -> int:
     for name, counts in outcome.items():
         print(f"storage {name}: {counts['replayed']} replayed ({counts['rows']} rows), {counts['failing']} still "
               f"failing, {counts['unknown']} of channels not in the config", file=out)
-        for reason, count in sorted(counts["reasons"].items(), key=lambda item: -item[1]):
-            print(f"  {count:>7}  still failing: {reason}", file=out)
+        _print_kinds(((None, reason) for reason in reversed(counts["reasons"])),
+                     lambda count, _, reason: f"  {count:>7}  still failing: {reason[:160]}", out)
     return code
 
 
@@ -369,12 +396,12 @@ async def replay_storage(settings, storage, filters, reactor) -> dict:
     from lorrygate.storage.batch import Batch, Collector
 
     table = open_table(storage, reactor)
-    counts: dict = {"replayed": 0, "rows": 0, "failing": 0, "unknown": 0, "reasons": {}}
+    counts: dict = {"replayed": 0, "rows": 0, "failing": 0, "unknown": 0, "reasons": []}
     backends: dict = {}
 
     def still_failing(reason: str) -> None:
         counts["failing"] += 1
-        counts["reasons"][reason] = counts["reasons"].get(reason, 0) + 1
+        counts["reasons"].append(reason)
 
     try:
         if not await settle(table.exists()):
@@ -417,7 +444,7 @@ async def replay_storage(settings, storage, filters, reactor) -> dict:
                             decoder.stop()
                 failed = {dead.message.position[0] for dead in collectors[0].dead}
                 for dead in collectors[0].dead:
-                    still_failing(f"{dead.stage}: {dead.error.splitlines()[0][:160] if dead.error else ''}")
+                    still_failing(f"{dead.stage}: {dead.error.splitlines()[0] if dead.error else ''}")
                 # the tee's storages first (with positions: written once however often this runs), then the
                 # dead letters' own storage, which marks them replayed in the same transaction (CrateDB: after)
                 for name, collector in reversed(list(zip(channel.storages, collectors))):
@@ -447,7 +474,7 @@ async def replay_storage(settings, storage, filters, reactor) -> dict:
                         continue
                     again = batch.refused_again()
                     for _, dead in again:
-                        still_failing(f"{dead.stage}: {dead.error.splitlines()[0][:160] if dead.error else ''}")
+                        still_failing(f"{dead.stage}: {dead.error.splitlines()[0] if dead.error else ''}")
                     kept = {key for key, _ in again}
                     replayed = sorted(key for key in batch.replaying.values() if key not in kept)
                     counts["replayed"] += len(replayed)

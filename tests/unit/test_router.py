@@ -215,6 +215,23 @@ def test_complaints_about_topics_are_rate_limited_whatever_the_topic():
     assert router.stats.unmatched == 2000 and len(warnings) == 1
 
 
+def test_complaints_about_payloads_of_one_kind_are_one_whatever_the_values_they_quote():
+    """A device that sends 500 payloads nothing decodes, each reason quoting its own values (JSON's column of
+    the error, a text value): one warning in the interval, not 500; another kind of problem gets its line."""
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        router, storage, clock = make()
+        for n in range(500):
+            router(message("r/n/g/d/data.json", b'{"t": 1' + b" " * (n % 40) + f"'{n}".encode()))
+        router(message("short"))
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    lines = [e["log_format"].format(**e) for e in events if "dead-letter" in e.get("log_format", "")]
+    assert len({dead.error for dead in storage.dead_letters if dead.stage == "decode"}) == 40  # (they differ)
+    assert len(lines) == 2 and len(storage.dead_letters) == 501
+
+
 def test_suppressed_rejections_are_summarized_with_a_count_and_an_example():
     """Rejections the rate limit kept quiet are logged once more, with their count and one topic, when asked."""
     events = []
