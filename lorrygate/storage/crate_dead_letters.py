@@ -80,9 +80,13 @@ class CrateTable:
         await self.crate.query(f"REFRESH TABLE {DEAD_LETTER_TABLE}")
 
     async def select(self, filters, replayed: bool | None = None) -> list:
-        """The matching dead letters, oldest first, as the SQL storages' rows: ``(id, received, channel,
-        topic, qos, retain, payload, stage, error, decoder, replayed, content_type, headers, sent)``; the payload is None when
-        it was not kept."""
+        return [row async for page in self.pages(filters, replayed) for row in page]
+
+    async def pages(self, filters, replayed: bool | None = None):
+        """The matching dead letters, oldest first, `CHUNK` a page, as the SQL storages' rows: ``(id, received,
+        channel, topic, qos, retain, payload, stage, error, decoder, replayed, content_type, headers, sent)``;
+        the payload is None when it was not kept. Their ids are read first (CrateDB's are no order to page
+        by), the rows a page at a time."""
         if filters.ids is not None:
             raise ValueError("a range of ids is for the integer ids of SQLite and PostgreSQL")
         clauses, params = filters.where(self.mark, self.iso)
@@ -92,17 +96,18 @@ class CrateTable:
         answer = await self.crate.query(f'SELECT "_id", "topic" FROM {DEAD_LETTER_TABLE}{where} '
                                         'ORDER BY "received"', params)
         ids = [row[0] for row in answer.get("rows") or () if filters.matches(row[1] or "")]
-        rows = []
         for start in range(0, len(ids), CHUNK):
             part = ids[start:start + CHUNK]
             answer = await self.crate.query(f'SELECT {COLUMNS} FROM {DEAD_LETTER_TABLE} WHERE "_id" = ANY(?)', [part])
             found = {row[0]: row for row in answer.get("rows") or ()}
+            rows = []
             for key in part:
                 row = found.get(key)
                 if row is not None:  # (else purged meanwhile)
                     rows.append((row[0], _time(row[1]), *row[2:6], _payload(row[6]), *row[7:10], _time(row[10]),
                                  row[11], row[12], _time(row[13])))
-        return rows
+            if rows:
+                yield rows
 
     async def mark_replayed(self, ids: list, now: float) -> None:
         for start in range(0, len(ids), CHUNK):

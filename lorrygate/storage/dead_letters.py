@@ -25,6 +25,7 @@ storage). CrateDB has no transactions: its dead letters are marked after
 their rows are written (`lorrygate.storage.crate_dead_letters`).
 """
 
+import collections
 import datetime
 import inspect
 import sys
@@ -52,30 +53,39 @@ ADDED_COLUMNS = (("replayed", "TEXT", "TIMESTAMPTZ"), ("content_type", "TEXT", "
 
 #: kinds of reason a list or a replay shows (the most frequent first); the rest are one line
 KINDS_SHOWN = 20
-def counted_kinds(items) -> tuple:
-    """``items``: (key, reason) pairs, the latest first -> ([(count, key, the latest reason)] of the `KINDS_SHOWN`
-    most frequent kinds of (key, `reason_kind`), the most frequent first; (kinds, items) of the others)."""
-    kinds: dict = {}
-    for key, reason in items:
+class Kinds:
+    """Reasons counted by kind (`reason_kind`) as they come, oldest first: the memory of the kinds, not of the
+    reasons (a list of millions of dead letters)."""
+
+    def __init__(self) -> None:
+        self._kinds: dict = {}
+        self._seen = 0
+
+    def add(self, key, reason: str) -> None:
+        self._seen += 1
         kind = (key, reason_kind(reason))
-        known = kinds.get(kind)
+        known = self._kinds.get(kind)
         if known is None:
-            kinds[kind] = [1, reason]
+            self._kinds[kind] = [1, reason, self._seen]
         else:
             known[0] += 1
-    ranked = sorted(kinds.items(), key=lambda item: -item[1][0])
-    shown = [(count, key, reason) for (key, _), (count, reason) in ranked[:KINDS_SHOWN]]
-    rest = ranked[KINDS_SHOWN:]
-    return shown, (len(rest), sum(count for _, (count, _) in rest))
+            known[1], known[2] = reason, self._seen
 
+    def ranked(self) -> tuple:
+        """([(count, key, the latest reason)] of the `KINDS_SHOWN` most frequent kinds (of those as frequent,
+        the latest first); (kinds, reasons) of the others)."""
+        ranked = sorted(self._kinds.items(), key=lambda item: (-item[1][0], -item[1][2]))
+        shown = [(count, key, reason) for (key, _), (count, reason, _) in ranked[:KINDS_SHOWN]]
+        rest = ranked[KINDS_SHOWN:]
+        return shown, (len(rest), sum(count for _, (count, _, _) in rest))
 
-def _print_kinds(items, line, out) -> None:
-    shown, (kinds, count) = counted_kinds(items)
-    for count_of, key, reason in shown:
-        print(line(count_of, key, reason), file=out)
-    if kinds:
-        print(f"  {count:>7}  of {kinds} other kind(s) of reason; narrow with --channel, --stage, --topic or "
-              "--since", file=out)
+    def show(self, line, out) -> None:
+        shown, (kinds, count) = self.ranked()
+        for count_of, key, reason in shown:
+            print(line(count_of, key, reason), file=out)
+        if kinds:
+            print(f"  {count:>7}  of {kinds} other kind(s) of reason; narrow with --channel, --stage, --topic or "
+                  "--since", file=out)
 
 
 @attrs.frozen
@@ -170,14 +180,29 @@ class Table:
         self.conn.commit()
 
     def select(self, filters: Filters, replayed: bool | None = None) -> list:
+        return [row for page in self.pages(filters, replayed) for row in page]
+
+    def pages(self, filters: Filters, replayed: bool | None = None):
+        """The matching dead letters, oldest first, `CHUNK` rows a query (by id, after the last one: a list or
+        replay of millions holds a page, not all of them; rows marked or deleted between pages move none)."""
         clauses, params = filters.where(self.mark, self.iso)
         if replayed is not None:
             clauses.append("replayed IS NOT NULL" if replayed else "replayed IS NULL")
-        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-        rows = self.conn.execute(f"SELECT {COLUMNS} FROM {self.table}{where} ORDER BY id", params).fetchall()
-        if self.kind != "sqlite":
-            self.conn.commit()
-        return [row for row in rows if filters.matches(row[3])]
+        clauses.append(f"id > {self.mark}")
+        statement = f"SELECT {COLUMNS} FROM {self.table} WHERE {' AND '.join(clauses)} ORDER BY id LIMIT {CHUNK}"
+        last = -1
+        while True:
+            rows = self.conn.execute(statement, (*params, last)).fetchall()
+            if self.kind != "sqlite":
+                self.conn.commit()
+            if not rows:
+                return
+            last = rows[-1][0]
+            page = [row for row in rows if filters.matches(row[3])]
+            if page:
+                yield page
+            if len(rows) < CHUNK:
+                return
 
     def id_range(self, filters: "Filters") -> tuple:
         """The smallest and largest id of the matching dead letters not yet replayed ((None, None): none)."""
@@ -209,6 +234,17 @@ def open_table(storage, reactor=None):
 
         return CrateTable(storage, reactor)
     return Table(storage)
+
+
+async def pages(table, filters: Filters, replayed: bool | None = None):
+    """A table's pages of matching dead letters (`Table.pages`; CrateDB's come from a coroutine)."""
+    found = table.pages(filters, replayed)
+    if hasattr(found, "__anext__"):
+        async for page in found:
+            yield page
+    else:
+        for page in found:
+            yield page
 
 
 async def settle(value):
@@ -290,11 +326,14 @@ async def _list_or_purge(storages, args, filters, reactor, out, err) -> int:
                 continue
             await settle(table.prepare())
             if args.action == "list":
-                _list(storage.name, await settle(table.select(filters)), out, args.limit)
+                listing = _Listing(args.limit)
+                async for page in pages(table, filters):
+                    listing.add(page)
+                listing.show(storage.name, out)
             else:
-                rows = await settle(table.select(filters, replayed=True if args.replayed else None))
-                await settle(table.delete([row[0] for row in rows]))
-                print(f"storage {storage.name}: purged {len(rows)} dead letter(s)", file=out)
+                ids = [row[0] async for page in pages(table, filters, True if args.replayed else None) for row in page]
+                await settle(table.delete(ids))
+                print(f"storage {storage.name}: purged {len(ids)} dead letter(s)", file=out)
         except Exception as exc:
             if not told(exc):
                 raise
@@ -348,20 +387,40 @@ def _run(work, err, in_reactor: bool) -> int:
     return code[0]
 
 
+class _Listing:
+    """``list``: the dead letters counted as their pages come, by channel, stage and kind of reason, and the
+    last ``limit`` of them kept to show."""
+
+    def __init__(self, limit: int) -> None:
+        self.total = self.waiting = 0
+        self.kinds = Kinds()
+        self.latest: collections.deque = collections.deque(maxlen=limit or 0)
+
+    def add(self, rows) -> None:
+        for row in rows:
+            self.total += 1
+            self.waiting += row[10] is None
+            self.kinds.add((row[2], row[7], row[10] is not None), str(row[8]).split("\n")[0])
+        self.latest.extend(rows)
+
+    def show(self, name: str, out) -> None:
+        print(f"storage {name}: {self.total} dead letter(s), {self.waiting} not replayed", file=out)
+        self.kinds.show(lambda count, key, error: f"  {count:>7}  channel {key[0]}, {key[1]}"
+                                                  f"{' (replayed)' if key[2] else ''}: {error[:160]}", out)
+        for row in self.latest:
+            payload = bytes(row[6] or b"")
+            shown = payload[:80].decode("utf-8", "replace") + ("..." if len(payload) > 80 else "")
+            typed = f" ({row[11]})" if row[11] else ""
+            pairs = ", ".join(f"{name}={value}" for name, value in message_headers.from_json(row[12]))
+            pairs = f" [{pairs[:120]}{'...' if len(pairs) > 120 else ''}]" if pairs else ""
+            sent = f" (sent {row[13]})" if row[13] is not None else ""  # (the bus's time of the message)
+            print(f"  #{row[0]} {row[1]}{sent} {row[3]!r} {row[7]}{typed}{pairs}: {shown!r}", file=out)
+
+
 def _list(name: str, rows: list, out, limit: int) -> None:
-    waiting = [row for row in rows if row[10] is None]
-    print(f"storage {name}: {len(rows)} dead letter(s), {len(waiting)} not replayed", file=out)
-    _print_kinds((((row[2], row[7], row[10] is not None), str(row[8]).split("\n")[0]) for row in reversed(rows)),
-                 lambda count, key, error: f"  {count:>7}  channel {key[0]}, {key[1]}{' (replayed)' if key[2] else ''}: "
-                                           f"{error[:160]}", out)
-    for row in rows[-limit:] if limit else []:
-        payload = bytes(row[6] or b"")
-        shown = payload[:80].decode("utf-8", "replace") + ("..." if len(payload) > 80 else "")
-        typed = f" ({row[11]})" if row[11] else ""
-        pairs = ", ".join(f"{name}={value}" for name, value in message_headers.from_json(row[12]))
-        pairs = f" [{pairs[:120]}{'...' if len(pairs) > 120 else ''}]" if pairs else ""
-        sent = f" (sent {row[13]})" if row[13] is not None else ""  # (the bus's time of the message)
-        print(f"  #{row[0]} {row[1]}{sent} {row[3]!r} {row[7]}{typed}{pairs}: {shown!r}", file=out)
+    listing = _Listing(limit)
+    listing.add(rows)
+    listing.show(name, out)
 
 
 def _replay(settings, storages, filters, out, err) -> int:
@@ -383,8 +442,7 @@ def _replay(settings, storages, filters, out, err) -> int:
     for name, counts in outcome.items():
         print(f"storage {name}: {counts['replayed']} replayed ({counts['rows']} rows), {counts['failing']} still "
               f"failing, {counts['unknown']} of channels not in the config", file=out)
-        _print_kinds(((None, reason) for reason in reversed(counts["reasons"])),
-                     lambda count, _, reason: f"  {count:>7}  still failing: {reason[:160]}", out)
+        counts["reasons"].show(lambda count, _, reason: f"  {count:>7}  still failing: {reason[:160]}", out)
     return code
 
 
@@ -396,22 +454,21 @@ async def replay_storage(settings, storage, filters, reactor) -> dict:
     from lorrygate.storage.batch import Batch, Collector
 
     table = open_table(storage, reactor)
-    counts: dict = {"replayed": 0, "rows": 0, "failing": 0, "unknown": 0, "reasons": []}
+    counts: dict = {"replayed": 0, "rows": 0, "failing": 0, "unknown": 0, "reasons": Kinds()}
     backends: dict = {}
 
     def still_failing(reason: str) -> None:
         counts["failing"] += 1
-        counts["reasons"].append(reason)
+        counts["reasons"].add(None, reason)
 
     try:
         if not await settle(table.exists()):
             return counts
         await settle(table.prepare())
-        rows = await settle(table.select(filters, replayed=False))
         channels = {channel.name: channel for channel in settings.channels}
-        for start in range(0, len(rows), CHUNK):
+        async for page in pages(table, filters, replayed=False):
             by_channel: dict = {}
-            for row in rows[start:start + CHUNK]:
+            for row in page:
                 channel = channels.get(row[2])
                 if channel is None or channel.storage != storage.name:
                     counts["unknown"] += 1

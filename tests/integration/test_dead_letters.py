@@ -184,3 +184,52 @@ def test_a_replayed_message_refused_again_keeps_its_one_dead_letter(tmp_path, mo
     again = cli("dead-letters", "replay", "-c", config, "--topic", topic)
     assert "0 replayed (0 rows), 1 still failing" in again, again
     assert dead() == [("store", False), ("decode", True)]
+
+
+def test_list_purge_and_replay_go_page_by_page_through_thousands_of_dead_letters(tmp_path):
+    """2,500 dead letters in SQLite (pages of 1,000, the topic filter applied to each): the list counts them all
+    in one line of their kind and shows the latest; a replay whose channel now decodes them stores each once,
+    across pages; a purge deletes what matches."""
+    import sqlite3
+
+    from lorrygate.model import Message
+    from lorrygate.storage.batch import Batch, DeadLetter
+    from lorrygate.storage.sqlite import SQLiteStorage
+
+    db = tmp_path / "db.sqlite"
+    store = SQLiteStorage("db", str(db), reactor=None)
+    store._connect()
+    batch = Batch()
+    for n in range(2500):
+        topic = f"r/n/g/{'keep' if n % 2 else 'other'}/data.json"
+        batch.add_dead_letter(DeadLetter("main", Message(topic, f"seq={n}".encode(), 1, False, 1.0 + n, "#"),
+                                         "decode", f"not JSON: {n} at line {n % 7}", "json"))
+    store._commit(batch)
+    store._close()
+    config = tmp_path / "gateway.ini"
+
+    def run(*args, decoders="json"):
+        config.write_text(f"[broker:b]\nhost = h\n[storage:db]\nurl = sqlite:///{db}\n"
+                          f"[channel:main]\ntopics = r/#\ndecoders = {decoders}\n")
+        return cli("dead-letters", *args, "-c", str(config)).splitlines()
+
+    from types import SimpleNamespace
+
+    from lorrygate.storage.dead_letters import CHUNK, Filters, Table
+
+    table = Table(SimpleNamespace(kind="sqlite", path=str(db)))
+    sizes = [len(page) for page in table.pages(Filters(topic="r/n/g/keep/#"))]
+    table.close()
+    assert sizes == [CHUNK // 2, CHUNK // 2, 250]  # (a page a query of CHUNK rows, the filter's part of it)
+    listed = run("list", "--topic", "r/n/g/keep/#", "--limit", "1")
+    assert listed[:2] == ["storage db: 1250 dead letter(s), 1250 not replayed",
+                          "     1250  channel main, decode: not JSON: 2499 at line 0"]
+    assert len(listed) == 3 and listed[2].startswith("  #2500 ") and "'seq=2499'" in listed[2]
+    assert run("replay", "--topic", "r/n/g/keep/#", decoders="json, kv")[0] == (
+        "storage db: 1250 replayed (1250 rows), 0 still failing, 0 of channels not in the config")
+    with sqlite3.connect(db) as conn:
+        seqs = [seq for (seq,) in conn.execute('SELECT seq FROM "r_n__g_keep_sensors" ORDER BY seq')]
+    assert seqs == list(range(1, 2500, 2))
+    assert run("purge", "--replayed", "--yes") == ["storage db: purged 1250 dead letter(s)"]
+    assert run("list", "--limit", "0") == ["storage db: 1250 dead letter(s), 1250 not replayed",
+                                           "     1250  channel main, decode: not JSON: 2498 at line 6"]

@@ -4,7 +4,7 @@ import io
 
 from lorrygate.errors import reason_kind
 from lorrygate.storage import dead_letters
-from lorrygate.storage.dead_letters import KINDS_SHOWN, counted_kinds
+from lorrygate.storage.dead_letters import KINDS_SHOWN, Kinds
 
 
 def test_a_reasons_kind_masks_the_values_and_names_it_quotes_not_its_words():
@@ -46,7 +46,9 @@ def test_the_list_counts_kinds_of_reason_with_the_latest_as_the_example_and_at_m
     assert lines[-1].startswith(f"  #{rows[-1][0]} ")
 
 
-def test_counted_kinds_of_a_replays_reasons():
-    shown, rest = counted_kinds([(None, "store: value '9' too large"), (None, "store: value '10' too large"),
-                                 (None, "decode: not JSON")])
-    assert shown == [(2, None, "store: value '9' too large"), (1, None, "decode: not JSON")] and rest == (0, 0)
+def test_kinds_of_a_replays_reasons_as_they_come_oldest_first():
+    kinds = Kinds()
+    for reason in ("store: value '9' too large", "decode: not JSON", "store: value '10' too large"):
+        kinds.add(None, reason)
+    assert kinds.ranked() == ([(2, None, "store: value '10' too large"), (1, None, "decode: not JSON")], (0, 0))
+
