@@ -53,6 +53,8 @@ ADDED_COLUMNS = (("replayed", "TEXT", "TIMESTAMPTZ"), ("content_type", "TEXT", "
 
 #: kinds of reason a list or a replay shows (the most frequent first); the rest are one line
 KINDS_SHOWN = 20
+
+
 class Kinds:
     """Reasons counted by kind (`reason_kind`) as they come, oldest first: the memory of the kinds, not of the
     reasons (a list of millions of dead letters)."""
@@ -331,9 +333,11 @@ async def _list_or_purge(storages, args, filters, reactor, out, err) -> int:
                     listing.add(page)
                 listing.show(storage.name, out)
             else:
-                ids = [row[0] async for page in pages(table, filters, True if args.replayed else None) for row in page]
-                await settle(table.delete(ids))
-                print(f"storage {storage.name}: purged {len(ids)} dead letter(s)", file=out)
+                purged = 0
+                async for page in pages(table, filters, True if args.replayed else None):
+                    await settle(table.delete([row[0] for row in page]))  # (the next page is after its last id)
+                    purged += len(page)
+                print(f"storage {storage.name}: purged {purged} dead letter(s)", file=out)
         except Exception as exc:
             if not told(exc):
                 raise
