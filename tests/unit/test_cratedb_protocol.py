@@ -764,6 +764,30 @@ def test_dead_letters_refused_again_by_a_replay_are_updated_in_one_request():
         ("store", f"CrateDB error 4000: cannot cast {n}") for n in range(3)]
 
 
+def test_dead_letters_are_read_a_page_at_a_time_oldest_first():
+    """``lorrygate dead-letters`` reads CrateDB's dead letters a page of `CHUNK` rows at a time (their ids first,
+    then a request a page), oldest first, the topic filter applied: not all payloads at once."""
+    from lorrygate.storage.crate_dead_letters import CrateTable
+    from lorrygate.storage.dead_letters import CHUNK, Filters
+
+    fake = FakeCrate()
+    store = storage(fake)
+    dead = [DeadLetter("main", Message(f"a/{'keep' if n % 2 else 'other'}", f"seq={n}".encode(), 1, False,
+                                       1_717_243_200.0 + n, "#"), "decode", "bad", "json") for n in range(2 * CHUNK + 2)]
+    write(store, dead=dead)
+    table = CrateTable(None, None, crate=store)
+
+    async def read():
+        await table.refresh()  # (as the commands' `prepare` does: a search sees what a refresh made visible)
+        return [page async for page in table.pages(Filters(topic="a/keep"))]
+
+    done: list = []
+    Deferred.fromCoroutine(read()).addBoth(done.append)
+    (found,) = done
+    assert [len(page) for page in found] == [CHUNK, 1]
+    assert [bytes(row[6]) for page in found for row in page] == [f"seq={n}".encode() for n in range(1, 2 * CHUNK + 2, 2)]
+
+
 def test_merged_rows_of_a_bucket_are_one_row():
     """``merge``: the rows of a table with the same tags in a bucket are one row at the bucket's start, the fields
     of each added to it (a later value of a key wins, a null or NaN leaves it), in one request and across requests;
