@@ -419,7 +419,8 @@ CHANNEL_KEYS = {
     "qos": Key(v.integer(0, 2), 1, doc="The subscription's QoS: 1 (at least once) is what ack-after-commit needs."),
     "strategy": Key(v.nonempty, "wan", doc='How topics become addresses and tables: wan, lan, tasmota, homie, ttn, chirpstack, zigbee2mqtt, shelly, sparkplug, homeassistant, esphome, owntracks, rtl_433, victron, openmqttgateway, opendtu, ahoy, ruuvi, meshtastic, emon, a [strategy:NAME] or a module.'),
     "decoders": Key(v.names, (), doc="The decoder chain, tried in order (default: the strategy's chain)."),
-    "storage": Key(v.names, (), doc='The [storage:NAME] to write to; several names write every record to each (a tee).'),
+    "storage": Key(v.distinct_names, (), doc='The [storage:NAME] to write to; several names write every record to '
+                                            'each (a tee).'),
     "timezone": Key(v.timezone, "UTC", doc='The time zone of device times given without one (IANA name).'),
     "retained": Key(v.choice("new", "always", "never"), "",
                     doc='Retained messages: new (only those published while the gateway runs), always or never. '

@@ -200,6 +200,18 @@ def names(value: str) -> tuple:
     return items
 
 
+def distinct_names(value: str) -> tuple:
+    """`names`, each once (``storage = db, db`` wrote every row twice)."""
+    items = names(value)
+    twice = sorted({item for item in items if items.count(item) > 1})
+    if twice:
+        raise Invalid(f"names separated by commas, each once ({', '.join(map(repr, twice))} more than once)")
+    return items
+
+
+described(distinct_names, "names, separated by commas")
+
+
 def topic_filters(value: str) -> tuple:
     """MQTT topic filters separated by commas or line breaks."""
     items = tuple(item.strip() for item in re.split(r"[,\n]", value) if item.strip())

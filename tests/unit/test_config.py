@@ -357,6 +357,14 @@ def test_a_source_section_names_its_mistakes():
     assert any("[source:w] url: expected either a url or a command (one of them), got neither" in p for p in found)
 
 
+def test_a_storage_named_twice_in_a_channels_tee_is_a_problem():
+    """``storage = db, db`` wrote every row twice into one storage: a configuration problem."""
+    assert problems("[broker:b]\nhost = h\n[storage:db]\nurl = sqlite:///x.db\n"
+                    "[channel:c]\ntopics = a/#\nstorage = db, db\n") == [
+        "gateway.ini [channel:c] storage: expected names separated by commas, each once ('db' more than once), "
+        "got 'db, db'"]
+
+
 def test_channels_that_store_the_same_messages_twice_are_warned_of():
     """A channel section copied and its topics not changed: both channels get each message of a/# from the broker
     and store it into the same tables. Allowed (an error would stop a running fleet's reload), but said by check
