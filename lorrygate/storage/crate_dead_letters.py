@@ -79,9 +79,6 @@ class CrateTable:
     async def refresh(self) -> None:
         await self.crate.query(f"REFRESH TABLE {DEAD_LETTER_TABLE}")
 
-    async def select(self, filters, replayed: bool | None = None) -> list:
-        return [row async for page in self.pages(filters, replayed) for row in page]
-
     async def pages(self, filters, replayed: bool | None = None):
         """The matching dead letters, oldest first, `CHUNK` a page, as the SQL storages' rows: ``(id, received,
         channel, topic, qos, retain, payload, stage, error, decoder, replayed, content_type, headers, sent)``;

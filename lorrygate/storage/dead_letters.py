@@ -181,9 +181,6 @@ class Table:
                 self.conn.execute(f"ALTER TABLE {self.table} ADD COLUMN IF NOT EXISTS {column} {kind}")
         self.conn.commit()
 
-    def select(self, filters: Filters, replayed: bool | None = None) -> list:
-        return [row for page in self.pages(filters, replayed) for row in page]
-
     def pages(self, filters: Filters, replayed: bool | None = None):
         """The matching dead letters, oldest first, `CHUNK` rows a query (by id, after the last one: a list or
         replay of millions holds a page, not all of them; rows marked or deleted between pages move none)."""

@@ -19,7 +19,7 @@ def test_a_reasons_kind_masks_the_values_and_names_it_quotes_not_its_words():
 
 
 def row(number, channel, stage, error, replayed=None):
-    """A row as `DeadLetterTable.select` returns it (`dead_letters.COLUMNS`)."""
+    """A row as `Table.pages` gives it (`dead_letters.COLUMNS`)."""
     return (number, f"2026-12-06T10:00:{number % 60:02d}Z", channel, "r/n/g/d/data.csv", 1, False, b"x", stage,
             error, "csv", replayed, None, None, None)
 
