@@ -94,7 +94,7 @@ class Complaints:
 
     _examples: dict = attrs.Factory(dict)
 
-    def allow(self, key, example: str = "") -> int | None:
+    def allow(self, key, example: Any = "") -> int | None:
         """Return how many were suppressed since the last line, or None to stay quiet."""
         now = self.clock.seconds()
         if len(self._last) > 1000:
@@ -104,7 +104,7 @@ class Complaints:
         last = self._last.get(key)
         if last is not None and now - last < self.interval:
             self._suppressed[key] = self._suppressed.get(key, 0) + 1
-            self._examples.setdefault(key, example)
+            self._examples[key] = example  # the latest
             return None
         self._last[key] = now
         self._examples.pop(key, None)
@@ -590,7 +590,7 @@ class ChannelRouter:
         # The key leaves out the topic, which a reason may quote, and the values and names a reason quotes
         # from the payload: 2,000 bad topics or payloads of one kind are one complaint, not 2,000.
         suppressed = self._complaints.allow((stage, reason_kind(reason.replace(message.topic, "<topic>"))),
-                                            message.topic)
+                                            (message.topic, reason))
         if suppressed is None:
             return
         self.log.warn(
@@ -607,11 +607,12 @@ class ChannelRouter:
 
     def summarize(self) -> None:
         """Log the rejections not yet mentioned (each stats interval and at stop), one line per kind."""
-        for (stage, reason), count, example in self._complaints.pending():
+        for (stage, _kind), count, (topic, reason) in self._complaints.pending():
+            # The reason of one of them, as it was: the key's kind masks what the reasons quote
             self.log.warn(
-                "channel {channel}: {count} more message(s) rejected at {stage} since the last report: {reason} "
-                "(one of them on topic {topic!r}); kept in the dead-letter table of storage {storage}",
-                channel=self.channel.name, count=count, stage=stage, reason=reason, topic=example[:500],
+                "channel {channel}: {count} more message(s) rejected at {stage} since the last report, such as: "
+                "{reason} (on topic {topic!r}); kept in the dead-letter table of storage {storage}",
+                channel=self.channel.name, count=count, stage=stage, reason=reason, topic=topic[:500],
                 storage=self.channel.storage,
             )
 
