@@ -94,7 +94,8 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".", on_storage=N
         for key, spec in keys.items():
             if key not in raw or (raw[key].strip() == "" and spec.default is not s.REQUIRED):
                 if spec.default is s.REQUIRED:
-                    problem(section, key, "a value (this key is required)", "nothing")
+                    kind = section.partition(":")[0].strip()
+                    problem(section, key, "a value (this key is required)", "nothing" + _required_hint(kind, key, raw))
                     result[key] = None
                 else:
                     result[key] = spec.default
@@ -749,6 +750,32 @@ def _check_tls_files(section, values, problem) -> None:
         path = values.get(key)
         if path and not os.access(path, os.R_OK):
             problem(section, key, "a readable PEM file", repr(path))
+
+
+#: the names other tools give a storage's kind, by the scheme of lorrygate's url
+_STORAGE_SCHEMES = {"sqlite": "sqlite", "sqlite3": "sqlite", "postgresql": "postgresql", "postgres": "postgresql",
+                    "pg": "postgresql", "psql": "postgresql", "timescaledb": "postgresql", "crate": "crate",
+                    "cratedb": "crate"}
+
+
+def _required_hint(kind: str, key: str, raw) -> str:
+    """For a storage written as other tools write one (``type = sqlite`` and ``path = ...``): the ``url`` it
+    means; for another required key, nothing."""
+    if (kind, key) != ("storage", "url"):
+        return ""
+    scheme = _STORAGE_SCHEMES.get(raw.get("type", raw.get("driver", "")).strip().lower())
+    if scheme == "sqlite":
+        path = (raw.get("path") or raw.get("file") or raw.get("database") or "PATH").strip()
+        return f" (a storage is named by its url's scheme and place: url = sqlite:///{path})"
+    if scheme is not None:
+        host = raw.get("host", "HOST").strip()
+        port = raw.get("port", "4200" if scheme == "crate" else "5432").strip()
+        database = "" if scheme == "crate" else (raw.get("database") or raw.get("dbname") or "DB").strip()
+        user = raw.get("user", raw.get("username", "" if scheme == "crate" else "USER")).strip()
+        login, where = (f"{user}:PASSWORD@", ", the password from the environment as ${ENV:NAME}") if user else ("", "")
+        return f" (a storage is named by its url's scheme and place: url = {scheme}://{login}{host}:{port}/{database}{where})"
+    return " (its url's scheme names the kind of storage: sqlite:///PATH, postgresql://USER:PASSWORD@HOST/DB or " \
+        "crate://HOST:4200/)"
 
 
 def _only(parser, kind: str) -> str:

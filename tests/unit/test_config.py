@@ -87,6 +87,23 @@ def test_each_mistake_is_named(change, expected):
     assert any(expected in problem for problem in found), found
 
 
+@pytest.mark.parametrize("written, url", [
+    ("type = sqlite\npath = /srv/lorry.sqlite", "url = sqlite:////srv/lorry.sqlite"),
+    ("type = SQLite3\ndatabase = var/lorry.db", "url = sqlite:///var/lorry.db"),
+    ("type = postgres\nhost = db.example\nuser = lorry\npassword = s3cret\ndatabase = telemetry",
+     "url = postgresql://lorry:PASSWORD@db.example:5432/telemetry, the password from the environment as ${ENV:NAME}"),
+    ("type = cratedb\nhost = crate.example", "url = crate://crate.example:4200/"),
+    ("", "sqlite:///PATH, postgresql://USER:PASSWORD@HOST/DB or crate://HOST:4200/"),
+], ids=["sqlite", "sqlite3-database", "postgres", "cratedb", "nothing"])
+def test_a_storage_written_as_other_tools_write_it_is_told_its_url(written, url):
+    """``type = sqlite`` and ``path = ...`` (as Telegraf's or a compose file's settings read): the problem of the
+    missing url writes the url they mean, without the password."""
+    found = problems(GOOD.replace("url = sqlite:///var/test.sqlite", written))
+    missing = [problem for problem in found if "[storage:db] url:" in problem]
+    assert len(missing) == 1 and url in missing[0], found
+    assert not any("s3cret" in problem for problem in found)
+
+
 @pytest.mark.parametrize("change, expected", [
     (("storage = db", "storage = db\nstrateyg = tasmota"), "got unknown key 'strateyg' (did you mean 'strategy'?)"),
     (("[storage:db]", "[storages:db]"), "got [storages:db] (did you mean [storage:db]?)"),
