@@ -72,8 +72,10 @@ class FlatJsonObserver:
 
 
 #: Twisted's own info lines that say nothing an operator needs (lorrygate logs the failure and the next try
-#: of a connection itself; listening ports are in the start-up line)
-_QUIET = {"twisted.application._client_service.ClientService", "log_legacy"}
+#: of a connection itself; listening ports are in the start-up line; an HTTP client's "Starting factory" and
+#: "Stopping factory" come with each new connection of a poll or a CrateDB storage)
+_QUIET = {"twisted.application._client_service.ClientService", "log_legacy",
+          "twisted.web.client._HTTP11ClientFactory"}
 
 
 def _not_noise(event: dict) -> PredicateResult:

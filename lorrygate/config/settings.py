@@ -616,7 +616,9 @@ SOURCE_KEYS = {
     "window": Key(v.integer(1, 1_000_000), 10_000, doc="files: lines read but not yet committed, at most; "
                                                        "tributary: values taken from the graph but not yet committed."),
     "max_line": Key(v.size, 8 << 20, doc="files: the longest line; a longer one is a dead letter (kept by "
-                                                 "its size and SHA-256); http: the largest body (413 beyond)."),
+                                                 "its size and SHA-256); http: the largest body (413 beyond); "
+                                                 "poll: the largest answer or output (a dead letter by reference "
+                                                 "beyond)."),
     "framing": Key(v.choice("lines", "length", "datagram"), "lines",
                    doc="socket: lines (one message a line), length (a 4-byte big-endian length before each) or "
                        "datagram (a datagram socket)."),
@@ -628,14 +630,15 @@ SOURCE_KEYS = {
     "interval": Key(v.duration(0.01, 86400), 10.0, doc="Time between two polls (files: between two looks at the "
                                                         "glob for new and rotated files, default 1 s)."),
     "jitter": Key(v.duration(0, 3600), 0.0, doc="Up to this much is added to each interval, at random."),
-    "timeout": Key(v.duration(0.1, 3600), 30.0, doc="poll: how long a poll may take; http: how long a request "
-                                                    "waits for its message to be stored (503 after)."),
+    "timeout": Key(v.duration(0.1, 3600), 30.0, doc="poll: how long a poll may take, the whole answer read (then "
+                                                    "the connection is closed, the command stopped); http: how long "
+                                                    "a request waits for its message to be stored (503 after)."),
     "topic": Key(v.text, "", doc="The topic the payloads get (iio: the prefix; the device name follows; files: "
                                  "{stem}, {name}, {dir}, {path} are filled in, default <source>/{stem}); "
                                  "default: the source's name."),
 }
 #: which source keys each ``type`` takes
-SOURCE_TYPE_KEYS = {"poll": ("url", "command", "interval", "jitter", "timeout", "topic"),
+SOURCE_TYPE_KEYS = {"poll": ("url", "command", "interval", "jitter", "timeout", "topic", "max_line"),
                     "iio": ("root", "interval", "jitter", "topic"),
                     "socket": ("path", "framing", "mode", "group", "topic"),
                     "http": ("listen", "token", "tls_cert", "tls_key", "timeout", "max_line", "max_connections",

@@ -345,9 +345,11 @@ class ChannelRouter:
         try:
             self.stats.received += 1
             if message.oversize is not None:
-                size, digest = message.oversize
+                size, digest = message.oversize[:2]
+                # (the limit's name: a source's max_line, else the broker's max_payload)
+                limit = f"source's {message.oversize[2]}" if len(message.oversize) > 2 else "broker's max_payload"
                 self.stats.too_large += 1
-                self._reject(message, "size", f"a payload of {size} bytes is larger than the broker's max_payload; kept "
+                self._reject(message, "size", f"a payload of {size} bytes is larger than the {limit}; kept "
                              f"by reference, not by copy: sha256 {digest}", "is too large", error_type="PayloadTooLarge")
                 return
             # find(), not `in`: `bytes in bytes` first tries the operand as an integer and formats (then drops) a

@@ -720,7 +720,7 @@ class FilesSource(SourcePlumbing, Service):
         self.log.error("source {source}: a line of {size} bytes in {path} is longer than max_line ({limit}); "
                        "kept as a dead letter by its SHA-256", source=self.name, size=size, path=file.path,
                        limit=self.settings.max_line)
-        self._emit(file, b"", file.offset, oversize=(size, digest.hexdigest()))
+        self._emit(file, b"", file.offset, oversize=(size, digest.hexdigest(), "max_line"))
         return chunk[newline + 1 :]
 
     def _emit(self, file, line: bytes, end: int, oversize=None) -> None:

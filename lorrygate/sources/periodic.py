@@ -15,8 +15,12 @@ listens to.
 
 Every tick is ``interval`` apart, plus up to ``jitter`` at random; a tick
 whose previous poll still runs is skipped (counted), so a slow server never
-sees two polls at once. A poll that fails is logged with the reason (the
-HTTP status, the exit status) and tried again on the next tick.
+sees two polls at once. A poll has ``timeout`` to finish, body and all: then
+its connection is closed, or its command stopped (`poll_reads`). An answer
+larger than ``max_line`` is a dead letter by reference. A poll that fails is
+logged with the reason (the HTTP status, the exit status), once and then once
+a `FAILURE_REPEAT` while the same reason repeats, and tried again on the
+next tick; the first success after failures says how many there were.
 
 Delivery: at most once. What a poll returned and the gateway had not
 committed when it died is not polled again (the next poll returns what is
@@ -32,7 +36,7 @@ from typing import Any
 
 import attrs
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError, succeed
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -40,6 +44,10 @@ from lorrygate.clock import time_of_day
 from lorrygate.interfaces import ISource
 from lorrygate.model import NO_ACK, Message
 from lorrygate.sources.pauses import Pauses, SourcePlumbing
+from lorrygate.sources.poll_reads import Answer, CommandFailed, read_body, run_command
+
+#: seconds between two log lines of a poll that keeps failing for the same reason
+FAILURE_REPEAT = 60.0
 
 
 @implementer(ISource)
@@ -65,6 +73,11 @@ class PeriodicSource(SourcePlumbing, Service):
     #: IIO devices read at the last tick
     _devices: set = attrs.Factory(set)
     _seen_once: bool = False
+    #: failed polls since the last success; the reason and the time of the last line logged
+    _streak: int = 0
+    _logged: tuple = ("", 0.0)
+    #: ticks skipped while the poll that runs now runs
+    _skipped_now: int = 0
 
     log = Logger()
 
@@ -103,17 +116,22 @@ class PeriodicSource(SourcePlumbing, Service):
         self._schedule(settings.interval + self._random.uniform(0, settings.jitter))
         if self._running_poll is not None:
             self.skipped += 1
-            self.log.warn("source {source}: the last poll still runs after {interval} s; this tick is skipped",
-                          source=self.name, interval=settings.interval)
+            self._skipped_now += 1
+            if self._skipped_now == 1:  # once a poll: its timeout bounds how many follow
+                self.log.warn("source {source}: the last poll still runs after {interval} s; this tick is skipped "
+                              "(and the next ones until it ends, within timeout = {timeout} s)",
+                              source=self.name, interval=settings.interval, timeout=settings.timeout)
             return
         if self._pauses.paused:
             self.skipped += 1
             return
         d = Deferred.fromCoroutine(self._poll())
-        self._running_poll = d
+        d.addTimeout(settings.timeout, self._reactor)  # cancels what is read: the connection, the command
+        self._running_poll, self._skipped_now = d, 0
 
         def done(result):
-            self._running_poll = None
+            if self._running_poll is d:
+                self._running_poll = None
             return result
 
         d.addBoth(done).addErrback(self._failed)
@@ -128,20 +146,35 @@ class PeriodicSource(SourcePlumbing, Service):
             await self._get()
         self.polls += 1
         self.connected, self.last_error = True, ""
+        if self._streak:
+            self.log.info("source {source}: polling works again after {count} failed poll(s)", source=self.name,
+                          count=self._streak)
+            self._streak, self._logged = 0, ("", 0.0)
 
     def _failed(self, failure) -> None:
-        from twisted.internet.defer import CancelledError
-
-        if failure.check(CancelledError):
+        if failure.check(CancelledError):  # the source stops
             return
+        settings = self.settings
+        if failure.check(TimeoutError):
+            what = f"GET {settings.url}" if settings.url else settings.command.split()[0]
+            error = (f"{what}: no complete answer within timeout = {settings.timeout} s; "
+                     + ("the connection was closed" if settings.url else "the command was stopped"))
+        else:
+            error = failure.getErrorMessage() or failure.type.__name__
         self.failures += 1
+        self._streak += 1
         self.connected = False
-        self.last_error = failure.getErrorMessage() or failure.type.__name__
-        self.log.error("source {source}: polling failed: {error}; the next tick tries again", source=self.name,
-                       error=self.last_error)
+        self.last_error = error
+        now = self._reactor.seconds()
+        if error == self._logged[0] and now - self._logged[1] < FAILURE_REPEAT:
+            return  # counted; logged again once a FAILURE_REPEAT, or when the reason changes
+        self._logged = (error, now)
+        self.log.error("source {source}: polling failed: {error}; the next tick tries again{more}", source=self.name,
+                       error=error, more=f" ({self._streak} failed polls in a row)" if self._streak > 1 else "")
 
-    def _message(self, topic: str, payload: bytes) -> None:
-        self.deliver(Message(topic, payload, 0, False, time_of_day(self._reactor)(), topic, NO_ACK))
+    def _message(self, topic: str, answer: Answer) -> None:
+        self.deliver(Message(topic, answer.payload, 0, False, time_of_day(self._reactor)(), topic, NO_ACK,
+                             answer.oversize))
 
     # -- HTTP ---------------------------------------------------------------------------
 
@@ -157,8 +190,11 @@ class PeriodicSource(SourcePlumbing, Service):
         if self._modified:
             headers.setRawHeaders(b"If-Modified-Since", [self._modified.encode("latin-1")])
         try:
-            response = await treq.get(settings.url, headers=headers, timeout=settings.timeout, reactor=self._reactor)
-            body = await response.content()
+            # (the poll's timeout covers the body too: `_tick`)
+            response = await treq.get(settings.url, headers=headers, reactor=self._reactor)
+            body = await read_body(response, settings.max_line)
+        except CancelledError:
+            raise
         except Exception as exc:
             raise PollFailed(f"GET {settings.url}: {type(exc).__name__}: {exc}") from None
         if response.code == 304:
@@ -173,17 +209,13 @@ class PeriodicSource(SourcePlumbing, Service):
     # -- a command ---------------------------------------------------------------------------
 
     async def _run_command(self) -> None:
-        from twisted.internet.utils import getProcessOutputAndValue
-
         settings = self.settings
         words = shlex.split(settings.command)
-        d = getProcessOutputAndValue(words[0], words[1:], env=dict(os.environ), reactor=self._reactor)
-        d.addTimeout(settings.timeout, self._reactor)
-        out, err, code = await d
-        if code != 0:
-            lines = err.decode("utf-8", "replace").strip().splitlines()
-            raise PollFailed(f"{words[0]} exited with {code}" + (f": {lines[-1]}" if lines else ""))
-        self._message(settings.topic, out)
+        try:
+            output = await run_command(self._reactor, words, dict(os.environ), settings.max_line)
+        except CommandFailed as exc:
+            raise PollFailed(str(exc)) from None
+        self._message(settings.topic, output)
 
     # -- Linux IIO ---------------------------------------------------------------------------
 
@@ -201,7 +233,7 @@ class PeriodicSource(SourcePlumbing, Service):
         if not found:
             raise PollFailed(f"no IIO device under {self.settings.root}")
         for device, values in found.items():
-            self._message(f"{self.settings.topic}/{device}", json.dumps(values).encode("utf-8"))
+            self._message(f"{self.settings.topic}/{device}", Answer(json.dumps(values).encode("utf-8")))
 
 
 class PollFailed(Exception):

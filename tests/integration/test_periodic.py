@@ -23,7 +23,8 @@ pytestmark = pytest.mark.integration
 
 
 class Weather:
-    """An HTTP server whose answers the test switches: ok (JSON with a new ETag), fail (500), slow (2 s)."""
+    """An HTTP server whose answers the test switches: ok (JSON with a new ETag), fail (500), slow (2 s),
+    endless (a body that never ends), big (a body of 2 MB)."""
 
     def __init__(self):
         self.mode = "ok"
@@ -32,6 +33,8 @@ class Weather:
         self.not_modified = 0
         self.active = 0
         self.most_at_once = 0
+        self.requests = 0
+        self.cut = 0  # endless bodies whose client closed the connection
         self._lock = threading.Lock()
         server = self
 
@@ -42,8 +45,27 @@ class Weather:
             def do_GET(self):
                 with server._lock:
                     server.active += 1
+                    server.requests += 1
                     server.most_at_once = max(server.most_at_once, server.active)
                 try:
+                    if server.mode == "endless":
+                        self.send_response(200)
+                        self.send_header("Content-Type", "application/x-ndjson")
+                        self.end_headers()
+                        try:
+                            while True:
+                                self.wfile.write(b'{"x": 1}\n' * 1000)
+                        except OSError:
+                            with server._lock:
+                                server.cut += 1
+                        return
+                    if server.mode == "big":
+                        body = b"[" + b"1," * 1_000_000 + b"1]"
+                        self.send_response(200)
+                        self.send_header("Content-Length", str(len(body)))
+                        self.end_headers()
+                        self.wfile.write(body)
+                        return
                     if server.mode == "slow":
                         time.sleep(2)
                     if server.mode == "fail":
@@ -127,8 +149,106 @@ def test_http_polls_a_row_per_answer_failures_logged_then_again(tmp_path):
         weather.stop()
     rows = count_rows(db, realm)
     assert rows == weather.answered, "a row for every successful answer, none for a failure"
+    # The first failure is logged with its reason; its repeats are counted (a line a minute at most), and the
+    # first success says how many there were.
     failures = [e["message"] for e in gateway.events() if "polling failed" in e.get("message", "")]
-    assert len(failures) == weather.failed >= 10 and all("answered 500" in line for line in failures), failures[:2]
+    assert len(failures) == 1 and "answered 500" in failures[0], failures[:3]
+    again = [e["message"] for e in gateway.events() if "polling works again" in e.get("message", "")]
+    assert weather.failed >= 10 and again == [f"source main: polling works again after {weather.failed} failed "
+                                              "poll(s)"], (weather.failed, again)
+
+
+def test_an_endless_body_is_cut_at_the_timeout_and_a_big_one_is_a_dead_letter_by_reference(tmp_path):
+    """A URL that streams without end (a camera, an event stream) is read until the poll's timeout, then its
+    connection is closed and the next tick polls again; an answer over max_line is a dead letter by its size and
+    SHA-256, never held; good answers are stored before and after."""
+    import hashlib
+
+    weather = Weather()
+    realm = f"e{uuid.uuid4().hex[:8]}"
+    db = str(tmp_path / "gateway.sqlite")
+    gateway = GatewayProcess(config(str(tmp_path), f"type = poll\nurl = {weather.url}\ninterval = 100ms\n"
+                                    "timeout = 1s\nmax_line = 1MB\n", realm), str(tmp_path / "gw.log"))
+    gateway.start(ready="lorrygate is running")
+    try:
+        wait_until(lambda: count_rows(db, realm) >= 1, 30, "a poll stored")
+        weather.mode = "endless"
+        wait_until(lambda: weather.cut >= 2, 30, "two endless bodies cut by the gateway")
+        weather.mode = "big"
+        wait_until(lambda: query(db, "SELECT count(*) FROM lorrygate_dead_letter")[0][0] >= 1, 30, "a dead letter")
+        weather.mode = "ok"
+        stored = count_rows(db, realm)
+        wait_until(lambda: count_rows(db, realm) > stored, 30, "polls stored again")
+        assert gateway.stop() == 0
+    finally:
+        weather.stop()
+    failures = [e["message"] for e in gateway.events() if "polling failed" in e.get("message", "")]
+    assert failures and "no complete answer within timeout = 1.0 s; the connection was closed" in failures[0]
+    stage, error, payload = query(db, "SELECT stage, error, payload FROM lorrygate_dead_letter LIMIT 1")[0]
+    body = b"[" + b"1," * 1_000_000 + b"1]"
+    assert stage == "size" and not payload
+    assert f"a payload of {len(body)} bytes is larger than the source's max_line" in error, error
+    assert hashlib.sha256(body).hexdigest() in error
+
+
+def test_a_command_past_its_timeout_is_stopped_and_its_output_bounded(tmp_path):
+    """A command that hangs is stopped at the poll's timeout (SIGTERM; its process is gone) and polled again;
+    one whose output is over max_line is a dead letter by reference; at the gateway's stop a running command is
+    stopped, and that is no failure."""
+    realm = f"k{uuid.uuid4().hex[:8]}"
+    pids = tmp_path / "pids"
+    mode = tmp_path / "mode"
+    mode.write_text("hang")
+    script = tmp_path / "poll.py"
+    script.write_text(textwrap.dedent(f"""
+        import os, sys, time
+        with open({str(pids)!r}, "a") as handle:
+            handle.write(f"{{os.getpid()}}\\n")
+        mode = open({str(mode)!r}).read()
+        if mode == "big":
+            sys.stdout.write("7" * 2_000_000)
+        elif mode == "ok":
+            print('{{"load": 0.5}}')
+        else:
+            time.sleep(600)
+        """))
+    db = str(tmp_path / "gateway.sqlite")
+    gateway = GatewayProcess(config(str(tmp_path), f"type = poll\ncommand = {sys.executable} {script}\n"
+                                    "interval = 100ms\ntimeout = 1s\nmax_line = 1MB\n", realm),
+                             str(tmp_path / "gw.log"))
+    gateway.start(ready="lorrygate is running")
+
+    def alive(pid):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        # (a zombie is gone but for its exit status)
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+    try:
+        wait_until(lambda: pids.exists() and len(pids.read_text().split()) >= 2, 30, "a second run after a timeout")
+        first = int(pids.read_text().split()[0])
+        wait_until(lambda: not alive(first), 30, "the timed-out command stopped")
+        mode.write_text("big")
+        wait_until(lambda: query(db, "SELECT count(*) FROM lorrygate_dead_letter")[0][0] >= 1, 30, "a dead letter")
+        mode.write_text("ok")
+        wait_until(lambda: count_rows(db, realm) >= 1, 30, "a row")
+        mode.write_text("hang")
+        runs = len(pids.read_text().split())
+        wait_until(lambda: len(pids.read_text().split()) > runs, 30, "a hanging run started")
+        last = int(pids.read_text().split()[-1])
+        assert gateway.stop() == 0
+    except Exception:
+        gateway.stop()
+        raise
+    wait_until(lambda: not alive(last), 30, "the command running at the stop stopped")
+    failures = [e["message"] for e in gateway.events() if "polling failed" in e.get("message", "")]
+    assert failures and "no complete answer within timeout = 1.0 s; the command was stopped" in failures[0], failures
+    assert not any("ended by signal" in line or "with_traceback" in line for line in failures), failures
+    stage, error = query(db, "SELECT stage, error FROM lorrygate_dead_letter LIMIT 1")[0]
+    assert stage == "size" and "a payload of 2000000 bytes is larger than the source's max_line" in error
 
 
 def test_a_slow_server_never_sees_two_polls_at_once(tmp_path):

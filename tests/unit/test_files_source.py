@@ -289,7 +289,7 @@ def test_a_line_over_max_line_is_passed_by_its_hash_and_the_rest_flows(tmp_path,
     source.startService()
     turn(source, clock)
     assert [m.payload for m in got.messages] == [b"before", b"", b"after"]
-    assert got.messages[1].oversize == (300_000, hashlib.sha256(long).hexdigest())
+    assert got.messages[1].oversize == (300_000, hashlib.sha256(long).hexdigest(), "max_line")
     assert got.messages[1].position[1:] == (7, 7 + 300_001)
     assert source.oversized == 1
     source.stopService()
