@@ -333,7 +333,9 @@ BROKER_KEYS = {
     "connect_timeout": Key(v.duration(0.1, 600), 10.0, doc='How long a connection attempt (TCP, TLS and CONNACK) may take.'),
     "reconnect_max_delay": Key(v.duration(0.1, 3600), 30.0, doc='The longest wait between reconnection attempts (the backoff doubles up to it).'),
     "vhost": Key(v.nonempty, "/", doc="amqp: the virtual host."),
-    "max_payload": Key(v.size, 8 << 20, doc='A message larger than this is a dead letter by reference (its size and SHA-256), never held in memory.'),
+    "max_payload": Key(v.size, 8 << 20, doc='mqtt: a message larger than this is a dead letter by reference (its size and '
+                                            'SHA-256), never held in memory; zmq: a peer that sends a larger one is '
+                                            'disconnected (ZMQ_MAXMSGSIZE) and the message is not received.'),
 }
 
 STORAGE_KEYS = {
@@ -681,8 +683,8 @@ SECTION_KINDS = {
 
 #: broker keys only one type takes
 BROKER_TYPE_KEYS = {
-    "protocol": "mqtt", "client_id": "mqtt", "clean_session": "mqtt", "session_expiry": "mqtt",
-    "receive_maximum": "mqtt", "max_payload": "mqtt", "vhost": "amqp",
+    "protocol": ("mqtt",), "client_id": ("mqtt",), "clean_session": ("mqtt",), "session_expiry": ("mqtt",),
+    "receive_maximum": ("mqtt",), "max_payload": ("mqtt", "zmq"), "vhost": ("amqp",),
 }
 
 
@@ -721,8 +723,9 @@ def make_broker(name: str, values: dict, section: str = "", problem=None) -> Bro
             problem(section, "host", wrong, repr(v.mask_url(values["host"])))  # (a URL may carry a password)
             return None
     for key, only in BROKER_TYPE_KEYS.items():
-        if only != kind and values[key] != BROKER_KEYS[key].default and problem is not None:
-            problem(section, key, f"no {key} for an {kind} broker (it is for {only})", repr(values[key]))
+        if kind not in only and values[key] != BROKER_KEYS[key].default and problem is not None:
+            problem(section, key, f"no {key} for a broker of type {kind} (it is for {' and '.join(only)})",
+                    repr(values[key]))
             return None
     if values["port"] is None:
         values["port"] = {("mqtt", False): 1883, ("mqtt", True): 8883, ("amqp", False): 5672,

@@ -8,6 +8,10 @@ at its first space (``"sensors/a/b {...}"``). A SUB socket subscribes to the
 literal prefixes of the channel's topic filters (``sensors/#`` ->
 ``sensors/``); the filters themselves then decide.
 
+A message larger than the broker's ``max_payload`` (8 MB) is refused by
+ZeroMQ itself (``ZMQ_MAXMSGSIZE``): its peer is disconnected, and connects
+again; the message is not received.
+
 Delivery: at most once, by the nature of ZeroMQ: nothing is acknowledged
 to the peer, a SUB socket drops what it receives beyond its high-water mark
 or while disconnected, and what the gateway holds when it dies is gone.
@@ -112,6 +116,9 @@ class ZeroMQSource(ReadingThread, SourcePlumbing, Service):
         context = zmq.Context.instance()
         socket = context.socket(zmq.SUB if self.mode == "sub" else zmq.PULL)
         socket.setsockopt(zmq.LINGER, 0)
+        # A peer's message over max_payload disconnects the peer rather than filling memory: a bound socket is open
+        # to whatever reaches its port, and up to its high-water mark (1,000) of messages wait in it
+        socket.setsockopt(zmq.MAXMSGSIZE, self.broker.max_payload)
         try:
             if self.broker.host == "*":
                 socket.bind(self.endpoint)

@@ -95,6 +95,52 @@ def test_pull_socket_bound_takes_every_message_of_a_push_peer(tmp_path):
         pusher.close(linger=0)
 
 
+def test_a_message_over_max_payload_disconnects_its_peer_and_the_rest_flows(tmp_path):
+    """A bound PULL socket takes what reaches its port: a peer's message over max_payload is refused by ZeroMQ
+    (the peer is disconnected and connects again), never stored nor held; the peer's next message and another
+    peer's are stored."""
+    realm = f"m{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    path = config(str(tmp_path), "*", port, realm, "pull")
+    text = open(path).read().replace("port = ", "max_payload = 64kB\nport = ", 1)
+    open(path, "w").write(text)
+    gateway = GatewayProcess(path, str(tmp_path / "gw.log"))
+    gateway.start(ready="PULL socket bound to")
+    context = zmq.Context.instance()
+    hostile, good = context.socket(zmq.PUSH), context.socket(zmq.PUSH)
+    monitor = hostile.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+    hostile.connect(f"tcp://127.0.0.1:{port}")
+    good.connect(f"tcp://127.0.0.1:{port}")
+    db = str(tmp_path / "gateway.sqlite")
+
+    def next_event():
+        from zmq.utils.monitor import recv_monitor_message
+
+        assert monitor.poll(30_000), "no connection event of the hostile peer within 30 s"
+        return recv_monitor_message(monitor)["event"]
+
+    try:
+        topic = f"{realm}/net/gw/node/data.json".encode()
+        assert next_event() == zmq.EVENT_CONNECTED
+        hostile.send_multipart([topic, json.dumps({"seq": 0, "big": "x" * 1_000_000}).encode()])
+        assert next_event() == zmq.EVENT_DISCONNECTED  # the gateway's end refused it
+        assert next_event() == zmq.EVENT_CONNECTED
+        hostile.send_multipart([topic, json.dumps({"seq": 1}).encode()])
+        for seq in range(2, 12):
+            good.send_multipart([topic, json.dumps({"seq": seq}).encode()])
+        wait_until(lambda: count_rows(db, realm) == 11, 60, "the eleven messages under the limit")
+        assert gateway.stop() == 0
+    finally:
+        hostile.disable_monitor()
+        monitor.close(linger=0)
+        hostile.close(linger=0)
+        good.close(linger=0)
+    from tests.gatewayproc import query, tables
+
+    table = next(t for t in tables(db) if t.startswith(realm))
+    assert sorted(row[0] for row in query(db, f'SELECT seq FROM "{table}"')) == list(range(1, 12))
+
+
 def test_pull_with_the_database_away_for_20_seconds(tmp_path):
     """What the gateway receives while PostgreSQL is away is spooled and stored after: nothing it received is lost."""
     from tests.faults import wait_for_rows

@@ -686,3 +686,20 @@ def test_a_strategys_base_topic_with_an_empty_level_or_a_wildcard_is_a_config_pr
 def test_a_base_topic_ending_in_a_slash_is_the_same_base(kind, base, topic):
     strategy = loads(GOOD + f"\n[strategy:s]\ntype = {kind}\nbase = {base}\n").strategies["s"]()
     assert strategy.match(topic).kind in ("data", "event")
+
+
+@pytest.mark.parametrize("kind, key, value, expected", [
+    ("zmq", "max_payload", "64kB", None),
+    ("mqtt", "max_payload", "64kB", None),
+    ("amqp", "max_payload", "64kB", "max_payload: expected no max_payload for a broker of type amqp (it is for mqtt "
+                                    "and zmq), got 64000"),
+    ("redis", "client_id", "me", "client_id: expected no client_id for a broker of type redis (it is for mqtt), "
+                                 "got 'me'"),
+])
+def test_a_broker_key_of_another_type_is_a_problem(kind, key, value, expected):
+    """A key one type of broker takes, given to another: the problem names the types it is for."""
+    text = GOOD.replace("host = localhost", f"type = {kind}\nhost = localhost\nport = 5556\n{key} = {value}")
+    if expected is None:
+        assert loads(textwrap.dedent(text)).brokers["local"].max_payload == 64000
+        return
+    assert any(expected in problem for problem in problems(text)), problems(text)
