@@ -33,6 +33,7 @@ and ``tls_key``; without them the token travels in clear: use HTTPS, or a
 reverse proxy in front, beyond loopback.
 """
 
+import codecs
 import hmac
 import json
 import zlib
@@ -115,15 +116,45 @@ def fine_offset_topic(topic: str, payload: bytes, table_of=None) -> str:
     return topic
 
 
-def form_as_json(body: bytes) -> bytes:
+def form_as_json(body: bytes, charset: str = "utf-8") -> bytes:
     """A form's fields as a JSON object (a field given twice: its last value). A body that is JSON already is
     left as it is: ``curl -d '{"temperature": 21.5}'`` without a Content-Type sends a form's type. Bytes that
     are not UTF-8 (``%FF``, or sent as they are) are ``\\xNN``, as the headers' are: not U+FFFD, which
-    stood for any of them."""
+    stood for any of them; with a ``charset`` (Python's codec name) the bytes are read in it."""
     if body.lstrip()[:1] in (b"{", b"["):
-        return body
-    pairs = parse_qsl(body.decode("utf-8", "surrogateescape"), keep_blank_values=True, errors="surrogateescape")
+        return body if charset == "utf-8" else transcoded(body, charset)
+    pairs = parse_qsl(body.decode(charset, "surrogateescape"), keep_blank_values=True, encoding=charset,
+                      errors="surrogateescape")
     return json.dumps({_text(name): _text(value) for name, value in pairs}).encode()
+
+
+#: the media types whose bodies are text, which a ``charset`` parameter tells the encoding of
+_TEXT_TYPES = ("text/", "application/json", "application/senml+json", "application/x-ndjson", "application/ndjson",
+               "application/jsonl", "application/x-www-form-urlencoded")
+
+
+def charset_of(header: str, media_type: str) -> str:
+    """Python's codec name of the ``charset`` of a text body's Content-Type header; ``utf-8`` without one, for
+    a type that is not text, and for a charset Python does not know (the body is read as UTF-8 then)."""
+    if not media_type.startswith(_TEXT_TYPES):
+        return "utf-8"
+    for parameter in header.split(";")[1:]:
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "charset":
+            try:
+                return codecs.lookup(value.strip().strip('"')).name
+            except LookupError:
+                return "utf-8"
+    return "utf-8"
+
+
+def transcoded(body: bytes, charset: str) -> bytes:
+    """A text body in ``charset`` as UTF-8, what the decoders read; a body that is not ``charset`` text is left
+    as it came (a decoder refuses it, and its dead letter keeps the bytes)."""
+    try:
+        return body.decode(charset).encode("utf-8")
+    except UnicodeDecodeError:
+        return body
 
 
 def _text(escaped: str) -> str:
@@ -446,7 +477,9 @@ class HttpSource(SourcePlumbing, Service):
         if self._pauses.paused:
             request.setHeader(b"retry-after", b"1")
             return self._refuse(request, 503, "the storage holds this source back: send it again")
-        content_type = (request.getHeader(b"content-type") or b"").decode("latin-1").split(";")[0].strip().lower()
+        header = (request.getHeader(b"content-type") or b"").decode("latin-1")
+        content_type = header.split(";")[0].strip().lower()
+        charset = charset_of(header, content_type)
         try:
             topic = topic_of(request.path, content_type)
         except UnicodeDecodeError:
@@ -468,8 +501,10 @@ class HttpSource(SourcePlumbing, Service):
             return self._refuse(request, 400, "an empty body: the payload is the request's body (curl -d "
                                               "'{\"temperature\": 21.5}' -H 'Content-Type: application/json')")
         if content_type == "application/x-www-form-urlencoded":
-            payload = form_as_json(payload)
+            payload = form_as_json(payload, charset)
             topic = fine_offset_topic(topic, payload, self.table_of)
+        elif charset not in ("utf-8", "ascii"):  # (JSON is UTF-8, RFC 8259; a device's Latin-1 is read as such)
+            payload = transcoded(payload, charset)
         answer = _Answer(self, request)
         slot = topic.rsplit("/", 1)[-1]
         if slot in _SLOTS:

@@ -92,6 +92,35 @@ def test_a_form_becomes_a_json_object_on_the_data_json_topic():
         "r/n/g/node/data.json", {"temperature": "21.5", "humidity": "48"})
 
 
+@pytest.mark.parametrize("content_type, body, expected", [
+    (b"application/json; charset=ISO-8859-1", '{"unit": "°C", "where": "Küche"}'.encode("latin-1"),
+     {"unit": "°C", "where": "Küche"}),
+    (b'application/json;charset="windows-1252"', '{"price": "5€"}'.encode("cp1252"), {"price": "5€"}),
+    (b"application/json; charset=utf-16", '{"unit": "°C"}'.encode("utf-16"), {"unit": "°C"}),
+    (b"application/x-www-form-urlencoded; charset=iso-8859-1", b"unit=%B0C&where=K\xfcche",
+     {"unit": "°C", "where": "Küche"}),
+    (b"application/json; charset=utf-8", '{"unit": "°C"}'.encode(), {"unit": "°C"}),
+    (b"application/json; charset=no-such-charset", '{"unit": "°C"}'.encode(), {"unit": "°C"}),
+], ids=["latin-1", "windows-1252-quoted", "utf-16", "form-latin-1", "utf-8", "unknown-read-as-utf-8"])
+def test_a_text_body_in_the_charset_its_content_type_names_is_read_in_it(content_type, body, expected):
+    """A device that sends Latin-1 and says so (charset=ISO-8859-1) has its text stored as it meant it, not as
+    a dead letter for bytes that are not UTF-8."""
+    delivered = []
+    web, _ = source(delivered)
+    web.handle(Request(body=body, content_type=content_type))
+    assert json.loads(delivered[0].payload) == expected
+
+
+def test_a_body_that_is_not_the_charset_it_names_is_passed_on_as_it_came():
+    """Bytes that its charset cannot read (a truncated UTF-16 body) reach the decoders as they came: one of them
+    refuses them, and the dead letter keeps those bytes."""
+    delivered = []
+    web, _ = source(delivered)
+    body = '{"v": 1}'.encode("utf-16")[:-1]
+    web.handle(Request(body=body, content_type=b"application/json; charset=utf-16"))
+    assert delivered[0].payload == body
+
+
 def test_a_port_another_program_holds_is_tried_again_until_it_is_free():
     """As a broker is connected to again: the other channels run meanwhile, the error is said once."""
     from twisted.internet.error import CannotListenError
