@@ -43,11 +43,18 @@ MAX_MESSAGE = 8 << 20
 class _Lines(LineOnlyReceiver):
     delimiter = b"\n"
     MAX_LENGTH = MAX_MESSAGE
+    #: a line over MAX_LENGTH closed the connection: what is left of it is no message
+    _cut = False
 
     def connectionMade(self):
         self.factory.source._connected(self)
 
     def connectionLost(self, reason=None):
+        # The last line of a writer that ends without a newline (printf '%s' "$json" | socat - UNIX:...) is a
+        # message: its end is the connection's
+        if self._buffer and not self._cut:
+            self.lineReceived(self._buffer)
+        self._buffer = b""
         self.factory.source._disconnected(self)
 
     def lineReceived(self, line):
@@ -57,6 +64,7 @@ class _Lines(LineOnlyReceiver):
             self.factory.source._message(line)
 
     def lineLengthExceeded(self, line):
+        self._cut = True
         self.transport.write(f"error: a line longer than {MAX_MESSAGE} bytes; closing\n".encode())
         self.factory.source._too_long(self)
 
@@ -68,12 +76,17 @@ class _Framed(Int32StringReceiver):
         self.factory.source._connected(self)
 
     def connectionLost(self, reason=None):
+        if self._unprocessed and not self._cut:
+            self.factory.source._cut_short(len(self._unprocessed))
         self.factory.source._disconnected(self)
+
+    _cut = False
 
     def stringReceived(self, data):
         self.factory.source._message(data)
 
     def lengthLimitExceeded(self, length):
+        self._cut = True
         self.transport.write(f"error: a message of {length} bytes, more than {MAX_MESSAGE}; closing\n".encode())
         self.factory.source._too_long(self)
 
@@ -121,6 +134,8 @@ class SocketSource(SourcePlumbing, Service):
     connected: bool = False
     received: int = 0
     dropped: int = 0
+    #: stream clients gone in the middle of a length-prefixed message
+    cut_short: int = 0
 
     log = Logger()
 
@@ -137,7 +152,10 @@ class SocketSource(SourcePlumbing, Service):
 
     def status(self) -> dict:
         """What ``lorrygate status`` shows of it."""
-        return {"listening": self.settings.path, "received": self.received}
+        status = {"listening": self.settings.path, "received": self.received}
+        if self.cut_short:
+            status["cut_short"] = self.cut_short
+        return status
 
     publish = None
 
@@ -198,6 +216,12 @@ class SocketSource(SourcePlumbing, Service):
         self.log.error("source {source}: a client sent a message over {limit} bytes; its connection is closed",
                        source=self.name, limit=MAX_MESSAGE)
         protocol.transport.loseConnection()
+
+    def _cut_short(self, size: int) -> None:
+        self.cut_short += 1
+        self.log.warn("source {source}: a client closed its connection {size} byte(s) into a message (its length "
+                      "prefix and part of it); that part is no message and is not stored", source=self.name,
+                      size=size)
 
     def _message(self, payload: bytes) -> None:
         self.received += 1

@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from tests.gatewayproc import GatewayProcess, count_rows
+from tests.gatewayproc import GatewayProcess, count_rows, query, tables
 from tests.servers import wait_until
 
 pytestmark = pytest.mark.integration
@@ -70,6 +70,40 @@ def test_local_writers_are_stored(tmp_path, framing):
     db = str(tmp_path / "gateway.sqlite")
     wait_until(lambda: count_rows(db, realm) == 1000, 30, "1,000 rows")
     assert gateway.stop() == 0
+
+
+def test_a_last_line_without_its_newline_is_a_message_and_a_frame_cut_short_is_said(tmp_path):
+    """A writer whose last line has no newline (printf '%s' "$json" | socat - UNIX-CONNECT:...) ends it by
+    closing: that line is stored. A writer that closes inside a length-prefixed frame: the part is no message,
+    and the log says so."""
+    realm = f"n{uuid.uuid4().hex[:8]}"
+    gateway = GatewayProcess(config(str(tmp_path), realm, "lines"), str(tmp_path / "gw.log"))
+    gateway.start(ready="listening on")
+    path = str(tmp_path / "run" / "sensors.sock")
+    for payload in (b'{"seq": 1}\n{"seq": 2}\r\n{"seq": 3}', b'{"seq": 4}\r'):
+        client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        client.connect(path)
+        client.sendall(payload)
+        client.close()
+    db = str(tmp_path / "gateway.sqlite")
+    wait_until(lambda: count_rows(db, realm) == 4, 30, "4 rows")
+    assert gateway.stop() == 0
+    table = next(t for t in tables(db) if t.startswith(realm))
+    assert sorted(row[0] for row in query(db, f'SELECT seq FROM "{table}"')) == [1, 2, 3, 4]
+
+    framed = tmp_path / "framed"
+    framed.mkdir()
+    gateway = GatewayProcess(config(str(framed), realm, "length"), str(framed / "gw.log"))
+    gateway.start(ready="listening on")
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    client.connect(str(framed / "run" / "sensors.sock"))
+    client.sendall(struct.pack(">I", 10) + b'{"seq": 5}' + struct.pack(">I", 10) + b'{"se')
+    client.close()
+    wait_until(lambda: any("into a message" in e.get("message", "") for e in gateway.events()), 30, "the warning")
+    assert gateway.stop() == 0
+    assert count_rows(str(framed / "gateway.sqlite"), realm) == 1
+    said = next(e["message"] for e in gateway.events() if "into a message" in e.get("message", ""))
+    assert "a client closed its connection 8 byte(s) into a message" in said, said
 
 
 def test_three_writers_at_once_and_one_that_sends_a_10_mb_line(tmp_path):
