@@ -164,7 +164,8 @@ def first_line(reader: Reader) -> bytes | None:
     newline = head.find(b"\n")
     if newline >= 0:
         return head[: newline + 1]
-    return head if len(head) >= FINGERPRINT else None
+    # (an archive grows no more: one line without a line end is its first line, and its last)
+    return head if len(head) >= FINGERPRINT or (reader.archive and head) else None
 
 
 def fingerprint(line: bytes) -> str:
@@ -637,9 +638,13 @@ class FilesSource(SourcePlumbing, Service):
             self._pump_call = self._reactor.callLater(min(self.settings.interval, LINGER), self._pump)
 
     def _maybe_finish(self, file, now: float) -> None:
-        """An archive read to its end, or a renamed-away file idle at its end, is closed once committed."""
-        if file.inflight:
+        """An archive read to its end, or a renamed-away file idle at its end, is closed once committed; the
+        bytes after its last line end are its last line."""
+        if file.backlog:
             return
+        ending = file.reader.archive or (file.moved and file.idle_since is not None and now - file.idle_since >= LINGER)
+        if ending and self._last_line(file) or file.inflight:
+            return  # closed once its lines are committed
         if file.reader.archive:
             if not file.done:
                 file.done = True
@@ -650,12 +655,33 @@ class FilesSource(SourcePlumbing, Service):
                 self._files.pop(file.key, None)
                 self.log.info("source {source}: archive {path} read to its end and recorded as done",
                               source=self.name, path=file.path)
-        elif file.moved and file.idle_since is not None and now - file.idle_since >= LINGER:
-            if file.buffer:
-                self.log.warn("source {source}: {path} ends in {count} bytes without a line end; left unread",
-                              source=self.name, path=file.path, count=len(file.buffer))
+        elif ending:
             self._close(file, forget=True)
             self._save_soon()
+
+    def _last_line(self, file) -> bool:
+        """Deliver the bytes after the last line end of a file that grows no more (an archive at its end, a file
+        renamed away and idle): its end ends that line, as a writer's ``printf '%s'`` or an export without a
+        final newline leave it. Whether a message went out."""
+        if file.skipping is not None:  # an over-long last line: its size and hash
+            size, digest = file.skipping
+            file.skipping = None
+            self.oversized += 1
+            self.log.error("source {source}: a line of {size} bytes in {path} is longer than max_line ({limit}); "
+                           "kept as a dead letter by its SHA-256", source=self.name, size=size, path=file.path,
+                           limit=self.settings.max_line)
+            self._emit(file, b"", file.offset, oversize=(size, digest.hexdigest(), "max_line"))
+            return True
+        line = file.buffer
+        if not line:
+            return False
+        end = file.offset + len(line)
+        file.offset, file.buffer = end, b""
+        line = line[:-1] if line.endswith(b"\r") else line
+        if not line.strip():
+            return False
+        self._emit(file, line, end)
+        return True
 
     def _read(self, file) -> int:
         """Deliver the whole lines of ``file`` that are buffered, or else of its

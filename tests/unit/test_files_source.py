@@ -263,6 +263,52 @@ def test_archives_are_read_once_and_remembered(tmp_path, clock):
     again.stopService()
 
 
+def test_the_last_line_of_an_archive_needs_no_line_end(tmp_path, clock):
+    """Exports and ``printf '%s'`` leave a file's last line without a newline: an archive's end ends it (it was
+    lost, and the archive recorded as done); an archive of one such line is read too (it was never opened)."""
+    (tmp_path / "logs").mkdir()
+    with gzip.open(tmp_path / "logs/day.ndjson.gz", "wb") as handle:
+        handle.write(b'{"n": 1}\n{"n": 2}\r')
+    with gzip.open(tmp_path / "logs/one.ndjson.gz", "wb") as handle:
+        handle.write(b'{"n": 3}')
+    source, got = make(tmp_path, "logs/*", clock=clock)
+    source.startService()
+    turn(source, clock, 1.0)
+    assert sorted(got.lines()) == [b'{"n": 1}', b'{"n": 2}', b'{"n": 3}']
+    day = [m for m in got.messages if m.topic == "logs/day"]
+    assert day[1].position[1:] == (9, 18)  # to the archive's end
+    assert not any(entry["done"] for entry in state(tmp_path).values())  # not before they are committed
+    got.ack_all()
+    turn(source, clock, 1.0)
+    assert all(entry["done"] for entry in state(tmp_path).values()) and len(state(tmp_path)) == 2
+    source.stopService()
+
+
+def test_the_last_line_of_a_file_renamed_away_needs_no_line_end(tmp_path, clock):
+    """A file renamed out of the glob and idle at its end is closed: the bytes after its last newline are its
+    last line (they were left unread with a warning); an over-long last line is a dead letter by its hash."""
+    live = tmp_path / "logs/app.ndjson"
+    other = tmp_path / "logs/big.ndjson"
+    write(live, "a1", b"a2")
+    write(other, "b1", b"x" * 300)
+    source, got = make(tmp_path, "logs/*.ndjson", clock=clock, max_line=100)
+    source.startService()
+    turn(source, clock)
+    assert sorted(got.lines()) == [b"a1", b"b1"]
+    os.rename(live, tmp_path / "logs/app.ndjson.1")
+    os.rename(other, tmp_path / "logs/big.ndjson.1")
+    turn(source, clock, 1.0)
+    turn(source, clock, LINGER + 1)
+    assert sorted(got.lines()) == [b"", b"a1", b"a2", b"b1"]
+    big = next(m for m in got.messages if m.oversize is not None)
+    assert big.oversize == (300, hashlib.sha256(b"x" * 300).hexdigest(), "max_line")
+    got.ack_all()
+    turn(source, clock, 1.0)
+    turn(source, clock, LINGER + 1)
+    assert source.status()["files"] == [] and state(tmp_path) == {}
+    source.stopService()
+
+
 def test_an_archive_resumes_in_the_middle(tmp_path, clock):
     (tmp_path / "logs").mkdir()
     with gzip.open(tmp_path / "logs/old.ndjson.gz", "wb") as handle:
