@@ -10,6 +10,11 @@ The slot is read with ``pg_logical_slot_peek_changes`` (SQL, psycopg) and
 advanced with ``pg_replication_slot_advance`` only to the commit of a
 transaction all of whose changes are committed (or spooled) downstream, in
 order: a gateway that dies replays from the last advance and loses nothing.
+A peek's rows are streamed (psycopg's single-row mode) and handed over
+`CHUNK` changes at a time, at most `CHUNKS_QUEUED` chunks ahead of the
+reactor and none while the storage holds the source paused, so a
+transaction of millions of rows (a bulk ``INSERT ... SELECT``) is never held
+whole: its changes go downstream before its commit has been read.
 At least once (a change committed downstream but not yet advanced past comes
 again). A lost connection is not a replay: the transactions handed over are
 still on their way downstream, so the new connection's peek skips them and
@@ -40,6 +45,8 @@ from lorrygate.sources.threaded import ReadingThread
 
 #: changes one peek returns at most (whole transactions: it may be more)
 PEEK = 2000
+#: changes handed to the reactor at a time, and chunks handed over and not yet delivered at most
+CHUNK, CHUNKS_QUEUED = 1000, 2
 OPERATIONS = {"I": "insert", "U": "update", "D": "delete"}
 
 
@@ -77,10 +84,15 @@ class CdcSource(ReadingThread, SourcePlumbing, Service):
     _stop: threading.Event = attrs.Factory(threading.Event)
     _may_read: threading.Event = attrs.Factory(threading.Event)
     connected: bool = False
-    #: xid -> [changes not yet committed downstream, commit LSN], in commit order
+    #: xid -> [changes not yet committed downstream, commit LSN or 0 while its commit is not read], in commit order
     _transactions: OrderedDict = attrs.Factory(OrderedDict)
-    #: the highest commit LSN handed to the channel (a peek returns what is not advanced past yet)
-    _delivered: int = 0
+    #: (the reading thread's) xid -> [changes handed over, commit LSN or 0] of the transactions the slot is not
+    #: advanced past: a peek returns them again, and what was handed over is left out
+    _handed: dict = attrs.Factory(dict)
+    #: chunks handed to the reactor and not yet delivered
+    _queued: threading.Semaphore = attrs.Factory(lambda: threading.Semaphore(CHUNKS_QUEUED))
+    #: the reading thread waits with a chunk in hand (the source paused, or the reactor behind)
+    held_back: bool = False
     #: the commit LSN to advance the slot to (set in the reactor thread, done in the reading thread)
     _advance_to: int = 0
     _lock: threading.Lock = attrs.Factory(threading.Lock)
@@ -143,17 +155,14 @@ class CdcSource(ReadingThread, SourcePlumbing, Service):
             if settings.tables:
                 options += ["add-tables", ",".join(settings.tables)]
             marks = ", ".join(["%s"] * len(options))
+            query = (f"SELECT lsn::text, xid::text::bigint, data FROM pg_logical_slot_peek_changes(%s, NULL, %s, "
+                     f"{marks})")
             while not self._stop.is_set():
                 self._advance(conn)
                 if not self._may_read.wait(0.5):
                     continue
-                rows = conn.execute(
-                    f"SELECT lsn::text, xid::text::bigint, data FROM pg_logical_slot_peek_changes(%s, NULL, %s, "
-                    f"{marks})", [settings.slot, PEEK, *options]).fetchall()
-                batch = self._new_changes(rows)
-                if batch:
-                    self._reactor.callFromThread(self._deliver, batch, time.time())
-                else:
+                rows = conn.cursor().stream(query, [settings.slot, PEEK, *options])
+                if not self._hand_over(rows):
                     self._stop.wait(settings.interval)
 
     def _ensure_slot(self, conn) -> None:
@@ -170,23 +179,53 @@ class CdcSource(ReadingThread, SourcePlumbing, Service):
         elif found[0] != "wal2json":
             raise RuntimeError(f"the replication slot {settings.slot!r} uses the plugin {found[0]!r}, not wal2json")
 
-    def _new_changes(self, rows) -> list:
-        """The changes of transactions not handed over yet: [(xid, commit lsn, [(topic, payload), ...])]."""
-        out, changes = [], []
+    def _hand_over(self, rows) -> int:
+        """Hand the reactor what ``rows`` (a peek, streamed) hold that was not handed over yet, a chunk at a
+        time: ``(xid, (topic, payload))`` for a change, ``(xid, commit LSN)`` for a transaction's commit; how
+        many were."""
+        chunk: list = []
+        handed = 0
+        seen: dict = {}  # xid -> changes of it in this peek so far
         for lsn, xid, data in rows:
             record = json.loads(data)
             action = record.get("action")
-            if action == "B":
-                changes = []
-            elif action in OPERATIONS:
-                changes.append(self._change(record))
-            elif action == "C":
-                commit = lsn_int(lsn)
-                if commit > self._delivered:
-                    out.append((xid, commit, changes))
-                    self._delivered = commit
-                changes = []
-        return out
+            known = self._handed.setdefault(xid, [0, 0])
+            if action in OPERATIONS:
+                seen[xid] = seen.get(xid, 0) + 1
+                if seen[xid] <= known[0]:
+                    continue  # handed over before (a peek returns all the slot is not advanced past)
+                known[0] += 1
+                chunk.append((xid, self._change(record)))
+            elif action == "C" and not known[1]:
+                known[1] = lsn_int(lsn)
+                chunk.append((xid, known[1]))
+            else:
+                continue
+            if len(chunk) >= CHUNK:
+                if not self._send(chunk):
+                    return handed
+                handed += len(chunk)
+                chunk = []
+        if chunk and self._send(chunk):
+            handed += len(chunk)
+        return handed
+
+    def _send(self, chunk: list) -> bool:
+        """Hand ``chunk`` to the reactor once it takes more (`CHUNKS_QUEUED`) and the source is not paused;
+        False if the source stops first."""
+        while True:
+            if self._stop.is_set():
+                return False
+            if self._may_read.is_set() and self._queued.acquire(timeout=0.1):
+                break
+            self.held_back = True
+            self._may_read.wait(0.5)
+        self.held_back = False
+        if self._stop.is_set():
+            self._queued.release()
+            return False
+        self._reactor.callFromThread(self._deliver, chunk, time.time())
+        return True
 
     def _change(self, record) -> tuple:
         operation = OPERATIONS[record["action"]]
@@ -221,6 +260,8 @@ class CdcSource(ReadingThread, SourcePlumbing, Service):
                 with self._lock:  # done on the next connection instead
                     self._advance_to = max(self._advance_to, target)
                 raise
+            # the slot returns those no more
+            self._handed = {xid: known for xid, known in self._handed.items() if not 0 < known[1] <= target}
 
     # -- in the reactor thread --------------------------------------------------------------
 
@@ -238,14 +279,22 @@ class CdcSource(ReadingThread, SourcePlumbing, Service):
                            delay=delay)
         self.last_error = why
         # What was handed over is still on its way downstream: the reconnection's peek returns it again (the
-        # slot is not advanced past it) and `_new_changes` leaves it out; its acks advance the slot as before.
+        # slot is not advanced past it) and `_hand_over` leaves it out; its acks advance the slot as before.
 
-    def _deliver(self, batch, received: float) -> None:
-        for xid, commit, changes in batch:
-            self._transactions[xid] = [len(changes), commit]
-            for topic, payload in changes:
-                self.changes += 1
-                self.deliver(Message(topic, payload, 1, False, received, topic, CdcAck(self, xid)))
+    def _deliver(self, chunk, received: float) -> None:
+        self._queued.release()
+        transactions = self._transactions
+        for xid, item in chunk:
+            pending = transactions.get(xid)
+            if pending is None:
+                pending = transactions[xid] = [0, 0]
+            if type(item) is int:  # the transaction's commit
+                pending[1] = item
+                continue
+            topic, payload = item
+            pending[0] += 1
+            self.changes += 1
+            self.deliver(Message(topic, payload, 1, False, received, topic, CdcAck(self, xid)))
         self._release()
 
     def _ack(self, xid: int) -> None:
@@ -259,7 +308,7 @@ class CdcSource(ReadingThread, SourcePlumbing, Service):
         target = 0
         while self._transactions:
             xid, (left, commit) = next(iter(self._transactions.items()))
-            if left > 0:
+            if left > 0 or not commit:  # (its commit not read yet: more of its changes may come)
                 break
             self._transactions.popitem(last=False)
             target = commit

@@ -164,6 +164,49 @@ async def test_changes_in_flight_are_not_handed_over_again_after_a_lost_connecti
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_transaction_of_30000_rows_is_handed_over_a_chunk_at_a_time_under_backpressure(source_db):
+    """A bulk INSERT ... SELECT is one transaction: its changes were read whole (a peek's fetchall), parsed and
+    handed over at once, past any pause (a transaction of 200,000 rows took the gateway to 574 MB). They are
+    streamed and handed over a chunk at a time: while the storage holds the source paused, at most the chunk in
+    hand and those queued arrive; on resume the rest, each once, and the slot is advanced past them."""
+    from twisted.internet import reactor
+
+    from lorrygate.config.settings import SourceSettings
+    from lorrygate.sources.pgcdc import CHUNK, CHUNKS_QUEUED, CdcSource
+    from tests.integration.test_amqp import until
+
+    slot = f"lg_{uuid.uuid4().hex[:6]}"
+    with psycopg.connect(source_db.url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE bulk (id integer PRIMARY KEY, value double precision)")
+    settings = SourceSettings(name="plant", type="pgcdc", database=source_db.url, slot=slot, tables=("public.bulk",),
+                              topic="t", interval=0.05)
+    held, seen = [], []
+
+    def hold(message):
+        held.append(message)
+        seen.append(json.loads(message.payload)["id"])
+        if len(seen) == 5_000:
+            source.pause("the test's storage")
+
+    source = CdcSource("cdc", settings, hold, reactor)
+    source.startService()
+    try:
+        await until(lambda: source.connected, "the slot read")
+        with psycopg.connect(source_db.url, autocommit=True) as conn:
+            conn.execute("INSERT INTO bulk SELECT g, g * 0.5 FROM generate_series(1, 30000) g")
+        await until(lambda: source.held_back and len(seen) >= 5_000, "the reading thread held back by the pause")
+        assert len(seen) <= 5_000 + CHUNK * (1 + CHUNKS_QUEUED), len(seen)
+        source.resume("the test's storage")
+        await until(lambda: len(seen) == 30_000, "the 30,000 changes")
+        for message in held:
+            message.ack.ack()
+        await until(lambda: pending_changes(source_db.url, slot) == 0, "the slot advanced past every change")
+    finally:
+        await source.stopService()
+    assert sorted(seen) == list(range(1, 30_001))
+
+
+@pytest_twisted.ensureDeferred
 async def test_json_and_jsonb_values_come_as_json_not_as_text(source_db):
     """wal2json writes a json or jsonb column's value as its text: it came into the payload as a string, one
     TEXT column of JSON; now the value itself, so its keys are fields as any JSON payload's are. A NaN of a
