@@ -510,25 +510,31 @@ def callable_ref(value: str) -> str:
     return value.strip()
 
 
+#: query parameters that carry a secret, by their names: passwords, tokens, API keys (``apikey``, ``api_key``,
+#: OpenWeatherMap's ``appid``), signatures, credentials
+_SECRET_PARAMETER = re.compile(r"pass|pwd|token|secret|key|auth|sig|credential|appid|session", re.IGNORECASE)
+
+
 def mask_url(url: str) -> str:
-    """A URL with its passwords replaced by ***, for messages and logs: the
-    one in the user info and any query parameter named like ``password``."""
+    """A URL with its secrets replaced by ***, for messages and logs: the
+    password of the user info and any query parameter named like a secret
+    (``password``, ``token``, ``api_key``, ``appid``)."""
     from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
     try:
         parts = urlsplit(url)
     except ValueError:
         return "<unparsable URL>"
-    if parts.password is None and "password" not in parts.query.lower() and "token" not in parts.query.lower():
+    secret_query = bool(_SECRET_PARAMETER.search(parts.query))
+    if parts.password is None and not secret_query:
         return url  # as written: urlunsplit makes sqlite:////abs/path sqlite://abs/path
     if parts.password is not None:
         netloc = parts.netloc.rsplit("@", 1)
         user = (parts.username or "") + ":***"
         parts = parts._replace(netloc=f"{user}@{netloc[-1]}")
-    if "password" in parts.query.lower() or "token" in parts.query.lower():
-        query = "&".join(f"{key}=***" if ("password" in key.lower() or "token" in key.lower())
-                         else f"{key}={quote(value, safe='/:,')}" for key, value in parse_qsl(parts.query,
-                                                                                              keep_blank_values=True))
+    if secret_query:
+        query = "&".join(f"{key}=***" if _SECRET_PARAMETER.search(key) else f"{key}={quote(value, safe='/:,')}"
+                         for key, value in parse_qsl(parts.query, keep_blank_values=True))
         parts = parts._replace(query=query)
     return urlunsplit(parts)
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import attrs
 
+from lorrygate.config.values import mask_url
 from lorrygate.storage.cratedb import default_ddl
 from lorrygate.storage.sqlite import index_statement, table_name
 from lorrygate.topology.naming import quote
@@ -134,7 +135,8 @@ def describe(settings, topics=(), fields=()) -> str:
                              f"topic {polled.topic} (at most once)")
             else:
                 lines.append(f"  channel {channel.name}: {polled.type} source {polled.name} "
-                             f"({polled.url or polled.command or polled.root}) every {polled.interval:g} s, topic "
+                             f"({mask_url(polled.url) if polled.url else polled.command or polled.root}) every "
+                             f"{polled.interval:g} s, topic "
                              f"{polled.topic} (at most once)")
         elif broker.type == "kafka":
             lines.append(f"  channel {channel.name}: kafka {broker.host} topics {','.join(channel.topics)}, consumer "

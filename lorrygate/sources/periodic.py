@@ -41,6 +41,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from lorrygate.clock import time_of_day
+from lorrygate.config.values import mask_url
 from lorrygate.interfaces import ISource
 from lorrygate.model import NO_ACK, Message
 from lorrygate.sources.pauses import Pauses, SourcePlumbing
@@ -78,13 +79,16 @@ class PeriodicSource(SourcePlumbing, Service):
     _logged: tuple = ("", 0.0)
     #: ticks skipped while the poll that runs now runs
     _skipped_now: int = 0
+    _shown: str = ""
 
     log = Logger()
 
     def __attrs_post_init__(self):
-        self.client_id = self.client_id or self.settings.url or self.settings.command or self.settings.root
+        # (a URL as logs and the status show it: without its password, token or API key)
+        self._shown = mask_url(self.settings.url) if self.settings.url else ""
+        self.client_id = self.client_id or self._shown or self.settings.command or self.settings.root
         self._pauses = Pauses(lambda: None, lambda: None)  # a paused source skips its ticks
-        self.broker = _Where(self.settings.url or self.settings.command or self.settings.root)
+        self.broker = _Where(self._shown or self.settings.command or self.settings.root)
 
 
     def when_subscribed(self) -> Deferred:
@@ -156,7 +160,7 @@ class PeriodicSource(SourcePlumbing, Service):
             return
         settings = self.settings
         if failure.check(TimeoutError):
-            what = f"GET {settings.url}" if settings.url else settings.command.split()[0]
+            what = f"GET {self._shown}" if settings.url else (settings.command.split() or [settings.root])[0]
             error = (f"{what}: no complete answer within timeout = {settings.timeout} s; "
                      + ("the connection was closed" if settings.url else "the command was stopped"))
         else:
@@ -196,12 +200,13 @@ class PeriodicSource(SourcePlumbing, Service):
         except CancelledError:
             raise
         except Exception as exc:
-            raise PollFailed(f"GET {settings.url}: {type(exc).__name__}: {exc}") from None
+            raise PollFailed(f"GET {self._shown}: {type(exc).__name__}: {exc}") from None
         if response.code == 304:
             self.not_modified += 1
             return
         if response.code >= 400:
-            raise PollFailed(f"GET {settings.url} answered {response.code} {response.phrase.decode('latin-1', 'replace')}")
+            raise PollFailed(f"GET {self._shown} answered {response.code} "
+                             f"{response.phrase.decode('latin-1', 'replace')}")
         self._etag = (response.headers.getRawHeaders(b"etag") or [b""])[0].decode("latin-1")
         self._modified = (response.headers.getRawHeaders(b"last-modified") or [b""])[0].decode("latin-1")
         self._message(settings.topic, body)

@@ -703,3 +703,24 @@ def test_a_broker_key_of_another_type_is_a_problem(kind, key, value, expected):
         assert loads(textwrap.dedent(text)).brokers["local"].max_payload == 64000
         return
     assert any(expected in problem for problem in problems(text)), problems(text)
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("https://api.openweathermap.org/data/2.5/weather?q=Berlin&appid=0a1b2c", "https://api.openweathermap.org/data/"
+                                                                              "2.5/weather?q=Berlin&appid=***"),
+    ("https://gw:s3cret@meter.example/api?api_key=0a1b&units=metric", "https://gw:***@meter.example/api?api_key=***"
+                                                                      "&units=metric"),
+    ("https://station.example/current.json?station=7", "https://station.example/current.json?station=7"),
+], ids=["appid", "user-info-and-api-key", "nothing-secret"])
+def test_a_polled_url_is_shown_without_its_password_token_or_api_key(url, shown):
+    """Weather and meter APIs take their key in the query (appid=, api_key=): the poll's log lines and its status
+    show the URL with it masked, as storage URLs show their passwords."""
+    from twisted.internet.task import Clock
+
+    from lorrygate.config.settings import SourceSettings
+    from lorrygate.config.values import mask_url
+    from lorrygate.sources.periodic import PeriodicSource
+
+    assert mask_url(url) == shown
+    source = PeriodicSource("weather", SourceSettings(name="w", type="poll", url=url), lambda m: None, Clock())
+    assert (source.broker.host, source.client_id) == (shown, shown)
