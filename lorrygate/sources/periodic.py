@@ -7,7 +7,8 @@ listens to.
   ``command`` whose standard output is the payload. The body goes through
   the channel's decoder chain under the source's ``topic``.
 - ``type = iio``: Linux Industrial I/O sensors through sysfs
-  (``<root>/iio:deviceN/in_<channel>_raw`` with ``_scale`` and ``_offset``,
+  (``<root>/iio:deviceN/in_<channel>_input``, the driver's processed value,
+  else ``in_<channel>_raw`` with ``_scale`` and ``_offset``,
   per channel or shared by the channel's type), one message per device a
   tick: ``{"<channel>": (raw + offset) * scale, ...}`` under
   ``<topic>/<device name>``. ``root`` is a setting, so that tests read a tree
@@ -262,7 +263,10 @@ def _number(path: str) -> float | None:
 
 
 def read_iio(root: str) -> dict:
-    """``{device name: {channel: (raw + offset) * scale}}`` of the IIO devices under ``root``."""
+    """``{device name: {channel: value}}`` of the IIO devices under ``root``: a channel's ``in_<channel>_input``
+    (the value the driver computed, as the BME680's and many humidity sensors' drivers give them), else
+    ``(in_<channel>_raw + offset) * scale``; both in the units the driver gives (the IIO ABI's: milli degrees
+    Celsius, kilopascal)."""
     devices = {}
     for directory in sorted(glob.glob(os.path.join(glob.escape(root), "iio:device*"))):
         try:
@@ -271,10 +275,14 @@ def read_iio(root: str) -> dict:
         except OSError:
             name = os.path.basename(directory)
         values = {}
+        for input_path in sorted(glob.glob(os.path.join(glob.escape(directory), "in_*_input"))):
+            value = _number(input_path)
+            if value is not None:
+                values[os.path.basename(input_path)[3:-6]] = value  # in_temp_input -> temp
         for raw_path in sorted(glob.glob(os.path.join(glob.escape(directory), "in_*_raw"))):
             channel = os.path.basename(raw_path)[3:-4]  # in_temp_raw -> temp, in_voltage0_raw -> voltage0
             raw = _number(raw_path)
-            if raw is None:
+            if raw is None or channel in values:  # (the processed value, where the driver gives it, is the value)
                 continue
             kind = channel.rstrip("0123456789").split("_")[0]
             scale = _number(os.path.join(directory, f"in_{channel}_scale"))
