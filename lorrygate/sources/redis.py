@@ -143,7 +143,9 @@ class RedisSource(SourcePlumbing, Service):
     def __attrs_post_init__(self):
         self._filters = tuple(parse_filter(topic) for topic in self.topics)
         self.consumer = self.consumer or f"{socket.gethostname()}-{self.name}"
-        self.client_id = self.client_id or f"{self.group}/{self.consumer}"
+        if self.mode == "pubsub":  # no consumer group: the status shows none
+            self.group = ""
+        self.client_id = self.client_id or (f"{self.group}/{self.consumer}" if self.group else self.consumer)
         self._pauses = Pauses(self._may_read.clear, self._may_read.set)
         self._may_read.set()
 

@@ -100,3 +100,15 @@ def test_the_lag_is_counted_while_connected_and_unknown_once_the_connection_is_g
     made.connected = False
     made._count()
     assert made.status()["lag"] is None
+
+
+def test_pubsub_has_no_consumer_group_to_show():
+    """Pub/sub reads no group: the status named the group of streams mode (``in group lorrygate``) all the same."""
+    from lorrygate.config.settings import BrokerSettings
+    from lorrygate.sources.redis import RedisSource
+
+    broker = BrokerSettings(name="redis", host="127.0.0.1", port=1, type="redis")
+    pubsub = RedisSource("s", broker, ("sensors/#",), lambda message: None, Clock(), mode="pubsub", consumer="gw-s")
+    streams = RedisSource("s", broker, ("stream",), lambda message: None, Clock(), consumer="gw-s")
+    assert (pubsub.group, pubsub.client_id) == ("", "gw-s")
+    assert (streams.group, streams.client_id) == ("lorrygate", "lorrygate/gw-s")
