@@ -478,6 +478,10 @@ async def replay_storage(settings, storage, filters, reactor) -> dict:
                     still_failing("its payload was not kept (the dead letter's error says why); it cannot be "
                                   "replayed")
                     continue
+                if row[7] == "size" and not row[6]:  # larger than its source's limit: never held, nothing to decode
+                    still_failing("size: kept by reference (its size and SHA-256), not by copy: it cannot be "
+                                  "replayed; have its sender send it again, within the limit the error names")
+                    continue
                 by_channel.setdefault(channel.name, []).append(row)
             for channel_name, chunk in by_channel.items():
                 channel = channels[channel_name]

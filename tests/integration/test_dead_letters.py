@@ -233,3 +233,36 @@ def test_list_purge_and_replay_go_page_by_page_through_thousands_of_dead_letters
     assert run("purge", "--replayed", "--yes") == ["storage db: purged 1250 dead letter(s)"]
     assert run("list", "--limit", "0") == ["storage db: 1250 dead letter(s), 1250 not replayed",
                                            "     1250  channel main, decode: not JSON: 2498 at line 6"]
+
+
+def test_a_dead_letter_kept_by_reference_is_never_marked_replayed(tmp_path):
+    """A message over its source's limit (max_payload, max_line) is kept by its size and SHA-256 only: a replay
+    decoded its empty payload, found nothing to store and marked it replayed (so ``purge --replayed`` deleted the
+    one trace of it). It counts as still failing, says why, and stays."""
+    import sqlite3
+
+    from lorrygate.model import Message
+    from lorrygate.storage.batch import Batch, DeadLetter
+    from lorrygate.storage.sqlite import SQLiteStorage
+
+    db = tmp_path / "db.sqlite"
+    store = SQLiteStorage("db", str(db), reactor=None)
+    store._connect()
+    batch = Batch()
+    batch.add_dead_letter(DeadLetter("main", Message("r/n/g/big/data.json", b"", 1, False, 1.0, "#",
+                                                     oversize=(9_000_000, "ab" * 32)),
+                                     "size", "a payload of 9000000 bytes is larger than the broker's max_payload; "
+                                             "kept by reference, not by copy: sha256 " + "ab" * 32, ""))
+    batch.add_dead_letter(DeadLetter("main", Message("r/n/g/ok/data.json", b"t=1", 1, False, 2.0, "#"),
+                                     "decode", "not JSON", "json"))
+    store._commit(batch)
+    store._close()
+    config = tmp_path / "gateway.ini"
+    config.write_text(f"[broker:b]\nhost = h\n[storage:db]\nurl = sqlite:///{db}\n"
+                      f"[channel:main]\ntopics = r/#\ndecoders = json, kv\n")
+    said = cli("dead-letters", "replay", "-c", str(config)).splitlines()
+    assert said[0] == "storage db: 1 replayed (1 rows), 1 still failing, 0 of channels not in the config", said
+    assert "size: kept by reference (its size and SHA-256), not by copy: it cannot be replayed" in said[1], said
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT stage, replayed IS NULL FROM lorrygate_dead_letter ORDER BY id").fetchall() == [
+            ("size", 1), ("decode", 0)]
