@@ -362,8 +362,17 @@ class _Builder:
                 channel, storage=name)
             return
         if kind != "source":
-            raise PipelineError(f"a chain starts with a source (mqttsrc, amqpsrc, mqtt://..., amqp://...) or a branch NAME., "
-                                f"got {head.factory if head.factory != 'url' else head.url!r}", text, head.loc)
+            sources = ", ".join(name for name, spec in ELEMENTS.items() if spec.kind == "source")
+            schemes = ", ".join(f"{scheme}://" for scheme, of in URL_KINDS.items() if of == "source")
+            got = head.factory if head.factory != "url" else head.url
+            hint = ""
+            if head.factory == "url" and head.url.startswith("file:"):
+                hint = (f" (file:// is the sink that writes lines; files are read by the element filesrc "
+                        f"location={head.url[7:]} of lorrygate launch)")
+            elif kind == "sink":
+                hint = " (a sink: it goes at the end of a chain)"
+            raise PipelineError(f"a chain starts with a source ({sources}; or a URL: {schemes}) or a branch NAME., "
+                                f"got {got!r}{hint}", text, head.loc)
         with _url_errors(text, head):
             source = self.source(head)
         strategy, decoders, timezone, transform, storages, tee = "wan", source.pop("decoders"), "UTC", None, [], None

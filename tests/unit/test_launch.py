@@ -67,6 +67,8 @@ INVALID = [
     ("mqttsrc topic=a/# qos=3 ! sqlite location=x", 1, 1, "mqttsrc qos: expected a whole number from 0 to 2, got '3'"),
     ("mqttsrc topic=a/#/b ! sqlite location=x", 1, 1, "'#' must be the last level"),
     ("sqlite location=x ! mqttsrc topic=a", 1, 1, "a chain starts with a source"),
+    ("sqlite:///x.db ! mqtt://h/t", 1, 1, "or a URL: mqtt://, mqtts://, amqp://"),
+    ("file:///logs/*.ndjson ! sqlite:///x.db", 1, 1, "files are read by the element filesrc location=/logs/*.ndjson"),
     ("mqttsrc topic=a/# ! decode chain=json ! strategy name=wan ! sqlite location=x", 1, 41, "out of order"),
     ("mqttsrc topic=a/# ! strategy name=moon ! sqlite location=x", 1, 1, "unknown strategy 'moon'"),
     ("mqttsrc topic=a/# ! decode chain=yaml ! sqlite location=x", 1, 1, "unknown decoder 'yaml'"),
