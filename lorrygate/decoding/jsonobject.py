@@ -84,7 +84,10 @@ class JsonDecoder:
             try:
                 document = loads(message.payload)
             except (ValueError, UnicodeDecodeError) as exc:
-                raise Declined(f"not JSON: {exc}") from None
+                hint = ""
+                if str(exc).startswith("Extra data: line ") and not str(exc).startswith("Extra data: line 1 "):
+                    hint = " (a JSON document a line? the ndjson decoder reads them: decoders = ndjson)"
+                raise Declined(f"not JSON: {exc}{hint}") from None
         if type(document) is dict:
             if VALUE in document and address is not None and address.field is not None and address.field != VALUE:
                 document = named_value(document, address.field)

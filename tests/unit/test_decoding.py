@@ -52,6 +52,17 @@ def test_json_declines_foreign_payloads(payload, reason):
         JsonDecoder().decode(message(payload), ADDRESS)
 
 
+def test_json_documents_one_a_line_are_told_the_ndjson_decoder():
+    """A script's or a logger's output of a JSON object a line: json declines it, saying which decoder reads it;
+    two documents on one line are no NDJSON, and get no such hint."""
+    with pytest.raises(Declined, match=r"Extra data: line 2 .*\(a JSON document a line\? the ndjson decoder reads "
+                                       r"them: decoders = ndjson\)"):
+        JsonDecoder().decode(message(b'{"a": 1}\n{"a": 2}\n'), ADDRESS)
+    with pytest.raises(Declined) as declined:
+        JsonDecoder().decode(message(b'{"a": 1} {"a": 2}'), ADDRESS)
+    assert "ndjson" not in str(declined.value)
+
+
 @pytest.mark.parametrize("payload", [b'{"time": "", "a": 1}', b'{"time": "  ", "a": 1}', b'{"time": null, "a": 1}',
                                      b'[{"ts": "", "a": 1}]'])
 def test_an_empty_or_null_time_is_no_time(payload):
