@@ -44,6 +44,21 @@ def pending_changes(url, slot) -> int | None:
     return sum(1 for (data,) in rows if '"action":"B"' not in data and '"action":"C"' not in data)
 
 
+def cdc_source(source_db, create: str, table: str, deliver):
+    """A CdcSource on the test reactor, over a new slot and the new table ``create`` makes; (source, slot)."""
+    from twisted.internet import reactor
+
+    from lorrygate.config.settings import SourceSettings
+    from lorrygate.sources.pgcdc import CdcSource
+
+    slot = f"lg_{uuid.uuid4().hex[:6]}"
+    with psycopg.connect(source_db.url, autocommit=True) as conn:
+        conn.execute(create)
+    settings = SourceSettings(name="plant", type="pgcdc", database=source_db.url, slot=slot,
+                              tables=(f"public.{table}",), topic="t", interval=0.05)
+    return CdcSource("cdc", settings, deliver, reactor), slot
+
+
 def test_inserts_and_updates_replicated_through_a_sigkill(tmp_path, source_db):
     realm = f"c{uuid.uuid4().hex[:6]}"
     slot = f"lg_{realm}"
@@ -120,24 +135,15 @@ async def test_changes_in_flight_are_not_handed_over_again_after_a_lost_connecti
     after the reconnection the slot, not advanced past them, returns them again, and those the gateway
     still holds are not handed over a second time (they were: every change in flight stored twice). Once
     they are committed downstream, the slot is advanced past them on the new connection."""
-    from twisted.internet import reactor
-
-    from lorrygate.config.settings import SourceSettings
-    from lorrygate.sources.pgcdc import CdcSource
     from tests.integration.test_amqp import until
 
-    slot = f"lg_{uuid.uuid4().hex[:6]}"
-    with psycopg.connect(source_db.url, autocommit=True) as conn:
-        conn.execute("CREATE TABLE held (id integer PRIMARY KEY)")
-    settings = SourceSettings(name="plant", type="pgcdc", database=source_db.url, slot=slot, tables=("public.held",),
-                              topic="t", interval=0.05)
     held, seen = [], []
 
     def hold(message):
         held.append(message)
         seen.append(json.loads(message.payload)["id"])
 
-    source = CdcSource("cdc", settings, hold, reactor)
+    source, slot = cdc_source(source_db, "CREATE TABLE held (id integer PRIMARY KEY)", "held", hold)
     source.startService()
     try:
         await until(lambda: source.connected, "the slot read")
@@ -169,17 +175,9 @@ async def test_a_transaction_of_30000_rows_is_handed_over_a_chunk_at_a_time_unde
     handed over at once, past any pause (a transaction of 200,000 rows took the gateway to 574 MB). They are
     streamed and handed over a chunk at a time: while the storage holds the source paused, at most the chunk in
     hand and those queued arrive; on resume the rest, each once, and the slot is advanced past them."""
-    from twisted.internet import reactor
-
-    from lorrygate.config.settings import SourceSettings
-    from lorrygate.sources.pgcdc import CHUNK, CHUNKS_QUEUED, CdcSource
+    from lorrygate.sources.pgcdc import CHUNK, CHUNKS_QUEUED
     from tests.integration.test_amqp import until
 
-    slot = f"lg_{uuid.uuid4().hex[:6]}"
-    with psycopg.connect(source_db.url, autocommit=True) as conn:
-        conn.execute("CREATE TABLE bulk (id integer PRIMARY KEY, value double precision)")
-    settings = SourceSettings(name="plant", type="pgcdc", database=source_db.url, slot=slot, tables=("public.bulk",),
-                              topic="t", interval=0.05)
     held, seen = [], []
 
     def hold(message):
@@ -188,7 +186,8 @@ async def test_a_transaction_of_30000_rows_is_handed_over_a_chunk_at_a_time_unde
         if len(seen) == 5_000:
             source.pause("the test's storage")
 
-    source = CdcSource("cdc", settings, hold, reactor)
+    source, slot = cdc_source(source_db, "CREATE TABLE bulk (id integer PRIMARY KEY, value double precision)",
+                              "bulk", hold)
     source.startService()
     try:
         await until(lambda: source.connected, "the slot read")
@@ -211,24 +210,16 @@ async def test_json_and_jsonb_values_come_as_json_not_as_text(source_db):
     """wal2json writes a json or jsonb column's value as its text: it came into the payload as a string, one
     TEXT column of JSON; now the value itself, so its keys are fields as any JSON payload's are. A NaN of a
     numeric or float column is null (no value), as wal2json writes it."""
-    from twisted.internet import reactor
-
-    from lorrygate.config.settings import SourceSettings
-    from lorrygate.sources.pgcdc import CdcSource
     from tests.integration.test_amqp import until
 
-    slot = f"lg_{uuid.uuid4().hex[:6]}"
-    with psycopg.connect(source_db.url, autocommit=True) as conn:
-        conn.execute("CREATE TABLE docs (id integer PRIMARY KEY, body jsonb, raw json, f double precision, note text)")
-    settings = SourceSettings(name="plant", type="pgcdc", database=source_db.url, slot=slot, tables=("public.docs",),
-                              topic="t", interval=0.05)
     seen = []
 
     def hold(message):
         seen.append(json.loads(message.payload))
         message.ack.ack()
 
-    source = CdcSource("cdc", settings, hold, reactor)
+    source, slot = cdc_source(source_db, "CREATE TABLE docs (id integer PRIMARY KEY, body jsonb, raw json, "
+                                         "f double precision, note text)", "docs", hold)
     source.startService()
     try:
         await until(lambda: source.connected, "the slot read")
