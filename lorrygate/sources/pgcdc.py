@@ -194,8 +194,8 @@ class CdcSource(ReadingThread, SourcePlumbing, Service):
                 seen[xid] = seen.get(xid, 0) + 1
                 if seen[xid] <= known[0]:
                     continue  # handed over before (a peek returns all the slot is not advanced past)
-                known[0] += 1
                 chunk.append((xid, self._change(record)))
+                known[0] += 1
             elif action == "C" and not known[1]:
                 known[1] = lsn_int(lsn)
                 chunk.append((xid, known[1]))
