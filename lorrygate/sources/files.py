@@ -678,7 +678,7 @@ class FilesSource(SourcePlumbing, Service):
         end = file.offset + len(line)
         file.offset, file.buffer = end, b""
         line = line[:-1] if line.endswith(b"\r") else line
-        if not line.strip():
+        if not line.strip() or line == file.header:
             return False
         self._emit(file, line, end)
         return True
@@ -716,7 +716,8 @@ class FilesSource(SourcePlumbing, Service):
             position = newline + 1
             if line.endswith(b"\r"):
                 line = line[:-1]
-            if line.strip():
+            # (the header again, as a logger appending after a restart writes it: no data, as a blank line)
+            if line.strip() and line != file.header:
                 self._emit(file, line, start + position)
         file.offset = start + position
         file.buffer = data[position:]

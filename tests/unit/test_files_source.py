@@ -241,6 +241,18 @@ def test_a_header_goes_before_every_line(tmp_path, clock):
     again.stopService()
 
 
+def test_the_header_written_again_is_no_message(tmp_path, clock):
+    """A logger that appends to its file after a restart writes its header line again: that line is no data (it
+    was a dead letter, ``'time': not a time``), and its bytes go with the next line's range, as a blank line's."""
+    write(tmp_path / "logs/room.csv", "time,temperature", "10:00,21.5", "time,temperature\r", "10:01,22.0")
+    source, got = make(tmp_path, "logs/*.csv", clock=clock, header=True)
+    source.startService()
+    turn(source, clock)
+    assert got.lines() == [b"time,temperature\n10:00,21.5", b"time,temperature\n10:01,22.0"]
+    assert got.messages[1].position[1:] == (28, 57)
+    source.stopService()
+
+
 def test_archives_are_read_once_and_remembered(tmp_path, clock):
     zstandard = pytest.importorskip("zstandard")
     (tmp_path / "logs").mkdir()
