@@ -162,7 +162,12 @@ class CdcSource(ReadingThread, SourcePlumbing, Service):
                 if not self._may_read.wait(0.5):
                     continue
                 rows = conn.cursor().stream(query, [settings.slot, PEEK, *options])
-                if not self._hand_over(rows):
+                try:
+                    handed = self._hand_over(rows)
+                finally:
+                    # (a generator: stopped in the middle, its query is cancelled while the connection is open)
+                    rows.close()  # type: ignore[attr-defined]
+                if not handed:
                     self._stop.wait(settings.interval)
 
     def _ensure_slot(self, conn) -> None:
