@@ -664,13 +664,7 @@ class FilesSource(SourcePlumbing, Service):
         renamed away and idle): its end ends that line, as a writer's ``printf '%s'`` or an export without a
         final newline leave it. Whether a message went out."""
         if file.skipping is not None:  # an over-long last line: its size and hash
-            size, digest = file.skipping
-            file.skipping = None
-            self.oversized += 1
-            self.log.error("source {source}: a line of {size} bytes in {path} is longer than max_line ({limit}); "
-                           "kept as a dead letter by its SHA-256", source=self.name, size=size, path=file.path,
-                           limit=self.settings.max_line)
-            self._emit(file, b"", file.offset, oversize=(size, digest.hexdigest(), "max_line"))
+            self._passed_over(file, file.skipping[0])
             return True
         line = file.buffer
         if not line:
@@ -741,14 +735,19 @@ class FilesSource(SourcePlumbing, Service):
             file.skipping[0] = size
             file.offset += len(chunk)  # the line's bytes are passed over, never held
             return None
-        file.skipping = None
         file.offset += newline + 1
+        self._passed_over(file, size)
+        return chunk[newline + 1 :]
+
+    def _passed_over(self, file, size: int) -> None:
+        """The end of an over-long line (its ``size`` bytes hashed as they passed): a dead letter by its hash."""
+        digest = file.skipping[1]
+        file.skipping = None
         self.oversized += 1
         self.log.error("source {source}: a line of {size} bytes in {path} is longer than max_line ({limit}); "
                        "kept as a dead letter by its SHA-256", source=self.name, size=size, path=file.path,
                        limit=self.settings.max_line)
         self._emit(file, b"", file.offset, oversize=(size, digest.hexdigest(), "max_line"))
-        return chunk[newline + 1 :]
 
     def _emit(self, file, line: bytes, end: int, oversize=None) -> None:
         cell = [end, False]
