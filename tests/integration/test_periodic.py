@@ -127,13 +127,17 @@ def config(directory, source: str, realm: str) -> str:
     return path
 
 
+def polling(tmp_path, source: str, realm: str) -> tuple:
+    """A gateway of ``source`` (the lines of its section) into SQLite, running; (gateway, its database)."""
+    gateway = GatewayProcess(config(str(tmp_path), source, realm), str(tmp_path / "gw.log"))
+    gateway.start(ready="lorrygate is running")
+    return gateway, str(tmp_path / "gateway.sqlite")
+
+
 def test_http_polls_a_row_per_answer_failures_logged_then_again(tmp_path):
     weather = Weather()
     realm = f"h{uuid.uuid4().hex[:8]}"
-    db = str(tmp_path / "gateway.sqlite")
-    gateway = GatewayProcess(config(str(tmp_path), f"type = poll\nurl = {weather.url}\ninterval = 250ms\n", realm),
-                             str(tmp_path / "gw.log"))
-    gateway.start(ready="lorrygate is running")
+    gateway, db = polling(tmp_path, f"type = poll\nurl = {weather.url}\ninterval = 250ms\n", realm)
     try:
         wait_until(lambda: count_rows(db, realm) >= 5, 30, "five polls stored")
         weather.mode = "fail"
@@ -166,10 +170,8 @@ def test_an_endless_body_is_cut_at_the_timeout_and_a_big_one_is_a_dead_letter_by
 
     weather = Weather()
     realm = f"e{uuid.uuid4().hex[:8]}"
-    db = str(tmp_path / "gateway.sqlite")
-    gateway = GatewayProcess(config(str(tmp_path), f"type = poll\nurl = {weather.url}\ninterval = 100ms\n"
-                                    "timeout = 1s\nmax_line = 1MB\n", realm), str(tmp_path / "gw.log"))
-    gateway.start(ready="lorrygate is running")
+    gateway, db = polling(tmp_path, f"type = poll\nurl = {weather.url}\ninterval = 100ms\ntimeout = 1s\n"
+                                    "max_line = 1MB\n", realm)
     try:
         wait_until(lambda: count_rows(db, realm) >= 1, 30, "a poll stored")
         weather.mode = "endless"
@@ -212,11 +214,8 @@ def test_a_command_past_its_timeout_is_stopped_and_its_output_bounded(tmp_path):
         else:
             time.sleep(600)
         """))
-    db = str(tmp_path / "gateway.sqlite")
-    gateway = GatewayProcess(config(str(tmp_path), f"type = poll\ncommand = {sys.executable} {script}\n"
-                                    "interval = 100ms\ntimeout = 1s\nmax_line = 1MB\n", realm),
-                             str(tmp_path / "gw.log"))
-    gateway.start(ready="lorrygate is running")
+    gateway, db = polling(tmp_path, f"type = poll\ncommand = {sys.executable} {script}\ninterval = 100ms\n"
+                                    "timeout = 1s\nmax_line = 1MB\n", realm)
 
     def alive(pid):
         try:
@@ -255,10 +254,7 @@ def test_a_slow_server_never_sees_two_polls_at_once(tmp_path):
     weather = Weather()
     weather.mode = "slow"
     realm = f"l{uuid.uuid4().hex[:8]}"
-    db = str(tmp_path / "gateway.sqlite")
-    gateway = GatewayProcess(config(str(tmp_path), f"type = poll\nurl = {weather.url}\ninterval = 250ms\n"
-                                    "timeout = 10s\n", realm), str(tmp_path / "gw.log"))
-    gateway.start(ready="lorrygate is running")
+    gateway, db = polling(tmp_path, f"type = poll\nurl = {weather.url}\ninterval = 250ms\ntimeout = 10s\n", realm)
     try:
         wait_until(lambda: count_rows(db, realm) >= 3, 30, "three slow polls stored")
         assert gateway.stop() == 0
@@ -271,10 +267,7 @@ def test_a_slow_server_never_sees_two_polls_at_once(tmp_path):
 def test_a_command_and_linux_iio(tmp_path):
     realm = f"c{uuid.uuid4().hex[:8]}"
     command = f"{sys.executable} -c \"print('{{\\\"load\\\": 0.5}}')\""
-    db = str(tmp_path / "gateway.sqlite")
-    gateway = GatewayProcess(config(str(tmp_path), f"type = poll\ncommand = {command}\ninterval = 200ms\n", realm),
-                             str(tmp_path / "gw.log"))
-    gateway.start(ready="lorrygate is running")
+    gateway, db = polling(tmp_path, f"type = poll\ncommand = {command}\ninterval = 200ms\n", realm)
     wait_until(lambda: count_rows(db, realm) >= 2, 30, "two command polls")
     assert gateway.stop() == 0
     table = next(t for t in tables(db) if t.startswith(realm))
