@@ -69,6 +69,10 @@ class Message:
     #: time: a backlog is stored at the times its messages were sent, and a redelivered copy has the same time
     #: (and so, with idempotent rows, the same row id)
     sent: float | None = None
+    #: why the source could not read the payload as it was sent (an AMQP ``content_encoding`` it does not know, a
+    #: gzip payload that is no gzip or inflates beyond the limit), or None: the channel keeps the message, its
+    #: payload as it came, as a dead letter of stage ``decode`` with this reason
+    refused: str | None = None
 
 
 @attrs.frozen(slots=True)

@@ -334,8 +334,10 @@ BROKER_KEYS = {
     "reconnect_max_delay": Key(v.duration(0.1, 3600), 30.0, doc='The longest wait between reconnection attempts (the backoff doubles up to it).'),
     "vhost": Key(v.nonempty, "/", doc="amqp: the virtual host."),
     "max_payload": Key(v.size, 8 << 20, doc='mqtt: a message larger than this is a dead letter by reference (its size and '
-                                            'SHA-256), never held in memory; zmq: a peer that sends a larger one is '
-                                            'disconnected (ZMQ_MAXMSGSIZE) and the message is not received.'),
+                                            'SHA-256), never held in memory; amqp: so is a larger body, and a gzip '
+                                            'body that inflates beyond it is a dead letter; zmq: a peer that sends a '
+                                            'larger one is disconnected (ZMQ_MAXMSGSIZE) and the message is not '
+                                            'received.'),
 }
 
 STORAGE_KEYS = {
@@ -684,7 +686,7 @@ SECTION_KINDS = {
 #: broker keys only one type takes
 BROKER_TYPE_KEYS = {
     "protocol": ("mqtt",), "client_id": ("mqtt",), "clean_session": ("mqtt",), "session_expiry": ("mqtt",),
-    "receive_maximum": ("mqtt",), "max_payload": ("mqtt", "zmq"), "vhost": ("amqp",),
+    "receive_maximum": ("mqtt",), "max_payload": ("mqtt", "amqp", "zmq"), "vhost": ("amqp",),
 }
 
 
@@ -724,7 +726,7 @@ def make_broker(name: str, values: dict, section: str = "", problem=None) -> Bro
             return None
     for key, only in BROKER_TYPE_KEYS.items():
         if kind not in only and values[key] != BROKER_KEYS[key].default and problem is not None:
-            problem(section, key, f"no {key} for a broker of type {kind} (it is for {' and '.join(only)})",
+            problem(section, key, f"no {key} for a broker of type {kind} (it is for {', '.join(only[:-1]) + ' and ' if only[1:] else ''}{only[-1]})",
                     repr(values[key]))
             return None
     if values["port"] is None:

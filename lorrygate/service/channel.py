@@ -18,6 +18,7 @@ from twisted.logger import Logger
 
 from lorrygate import time_limit
 from lorrygate.decoding import DecoderChain
+from lorrygate.decoding.charsets import as_utf8
 from lorrygate.decoding.dataflow import apply_outputs, derived_table
 from lorrygate.decoding.events import EventValueDecoder
 from lorrygate.decoding.timestamps import seconds_to_ns, to_iso
@@ -352,6 +353,10 @@ class ChannelRouter:
                 self._reject(message, "size", f"a payload of {size} bytes is larger than the {limit}; kept "
                              f"by reference, not by copy: sha256 {digest}", "is too large", error_type="PayloadTooLarge")
                 return
+            if message.refused is not None:
+                self.stats.undecodable += 1
+                self._reject(message, "decode", message.refused, "could not be decoded", error_type="ContentEncoding")
+                return
             # find(), not `in`: `bytes in bytes` first tries the operand as an integer and formats (then drops) a
             # TypeError, twice the cost of the search (~1,800 instructions a message, measured with callgrind)
             if message.payload.find(self.mark) >= 0:
@@ -376,6 +381,10 @@ class ChannelRouter:
                 self._reject(message, "topology", reason, what, error_type="TopologyError")
                 return
             if message.content_type is not None:
+                if ";" in message.content_type:  # (a charset other than UTF-8: the decoders read UTF-8)
+                    payload, content_type = as_utf8(message.payload, message.content_type)
+                    if payload is not message.payload:
+                        message = attrs.evolve(message, payload=payload, content_type=content_type)
                 chain = self._typed_chain(chain, message.content_type)
             try:
                 result = chain.decode(message, address)

@@ -40,6 +40,7 @@ a channel opened for that, so that an error there cannot close the
 consumer's) and those delivered here and not yet acknowledged.
 """
 
+import hashlib
 from collections import deque
 from typing import Any
 
@@ -53,11 +54,13 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from lorrygate.clock import time_of_day
+from lorrygate.decoding.charsets import UTF8, codec_name, transcoded
 from lorrygate.decoding.timestamps import sent_time
 from lorrygate.interfaces import ISource
 from lorrygate.model import Message
 from lorrygate.mqtt.topics import parse_filter
 from lorrygate.sources import headers
+from lorrygate.sources.encodings import COMPRESSED, inflated
 from lorrygate.sources.pauses import Pauses, SourcePlumbing
 
 #: the header in which RabbitMQ's message timestamp plugin (rabbitmq_message_timestamp) puts the time it received
@@ -82,6 +85,30 @@ def binding_of(topic_filter: str) -> str:
 
 
 _SWAP = str.maketrans("./", "/.")
+
+
+#: ``content_encoding`` values that say the body is as it is: kombu (Celery) sends ``binary`` with bytes
+_AS_IS = ("", "identity", "binary", "8bit", "7bit")
+
+
+def unencoded(body: bytes, encoding: str | None, limit: int) -> tuple:
+    """``(body, why)``: the body of a message with the ``content_encoding`` its publisher gave, as the decoders
+    read it, and None; or the body as it came and why it cannot be read. ``gzip`` (Telegraf's amqp output) and
+    ``deflate`` are inflated up to ``limit`` bytes (the broker's ``max_payload``); a charset (kombu and
+    many pika publishers put ``utf-8`` there, as their JSON's charset) is read as such into UTF-8."""
+    name = encoding.strip().lower() if encoding else ""
+    if name in _AS_IS:
+        return body, None
+    if name in COMPRESSED:
+        try:
+            return inflated(body, name, limit, "the broker's max_payload", "content_encoding"), None
+        except ValueError as exc:
+            return body, str(exc)
+    charset = codec_name(name)
+    if charset is not None:
+        return (body if charset in UTF8 else transcoded(body, charset)), None
+    return body, (f"content_encoding {encoding!r} is no encoding lorrygate reads: gzip, deflate, identity or a "
+                  "charset (utf-8); have the publisher send one of them")
 
 
 def explain_amqp_failure(exc: Exception, broker) -> str:
@@ -461,10 +488,16 @@ class AMQPSource(SourcePlumbing, Service):
                     subscription = candidate.text
                     break
         table = properties.headers
+        oversize = refused = None
+        limit = self.broker.max_payload
+        if len(body) > limit:
+            oversize, body = (len(body), hashlib.sha256(body).hexdigest()), b""
+        elif properties.content_encoding:
+            body, refused = unencoded(body, properties.content_encoding, limit)
         self.deliver(Message(topic, body, 1, False, time_of_day(self._clock)(), subscription,
-                             AmqpAck(self, generation, tag), content_type=properties.content_type or None,
+                             AmqpAck(self, generation, tag), oversize, content_type=properties.content_type or None,
                              headers=headers.pairs(table.items()) if table else (),
-                             sent=_stamped(table.get(STAMP)) if table else None))
+                             sent=_stamped(table.get(STAMP)) if table else None, refused=refused))
 
     # -- acknowledgements ---------------------------------------------------------
 

@@ -33,10 +33,8 @@ and ``tls_key``; without them the token travels in clear: use HTTPS, or a
 reverse proxy in front, beyond loopback.
 """
 
-import codecs
 import hmac
 import json
-import zlib
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
@@ -49,9 +47,11 @@ from twisted.web import resource, server
 from zope.interface import implementer
 
 from lorrygate.clock import time_of_day
+from lorrygate.decoding.charsets import UTF8, charset_of, transcoded
 from lorrygate.interfaces import ISource
 from lorrygate.model import Message
 from lorrygate.service.connections import LimitedFactory
+from lorrygate.sources.encodings import COMPRESSED, inflated
 from lorrygate.sources.pauses import Pauses, SourcePlumbing
 
 #: seconds between two tries to listen on a port that could not be listened on
@@ -85,21 +85,6 @@ def _pem_blocks(text: bytes) -> list:
     return [part.strip() + b"\n" + end + b"\n" for part in text.split(end) if b"-----BEGIN CERTIFICATE-----" in part]
 
 
-def gunzip(body: bytes, limit: int) -> bytes:
-    """A gzip body inflated, at most ``limit`` bytes of it (a small body may inflate to gigabytes); ValueError
-    for one that is no gzip or inflates beyond the limit."""
-    inflater = zlib.decompressobj(wbits=31)
-    try:
-        data = inflater.decompress(body, limit + 1)
-    except zlib.error as exc:
-        raise ValueError(f"Content-Encoding gzip, but the body is no gzip: {exc}") from None
-    if len(data) > limit:
-        raise ValueError(f"a gzip body that inflates beyond max_line = {limit} bytes")
-    if not inflater.eof:
-        raise ValueError("Content-Encoding gzip, but the body ends before its gzip stream does")
-    return data
-
-
 def fine_offset_topic(topic: str, payload: bytes, table_of=None) -> str:
     """A Fine Offset weather station's form (it has ``PASSKEY``) posted to a ``data`` slot, as Kotori takes it:
     on ``.../ecowitt.json``, whose decoder keeps the station's key out of the table (`EcowittDecoder`). With
@@ -126,35 +111,6 @@ def form_as_json(body: bytes, charset: str = "utf-8") -> bytes:
     pairs = parse_qsl(body.decode(charset, "surrogateescape"), keep_blank_values=True, encoding=charset,
                       errors="surrogateescape")
     return json.dumps({_text(name): _text(value) for name, value in pairs}).encode()
-
-
-#: the media types whose bodies are text, which a ``charset`` parameter tells the encoding of
-_TEXT_TYPES = ("text/", "application/json", "application/senml+json", "application/x-ndjson", "application/ndjson",
-               "application/jsonl", "application/x-www-form-urlencoded")
-
-
-def charset_of(header: str, media_type: str) -> str:
-    """Python's codec name of the ``charset`` of a text body's Content-Type header; ``utf-8`` without one, for
-    a type that is not text, and for a charset Python does not know (the body is read as UTF-8 then)."""
-    if not media_type.startswith(_TEXT_TYPES):
-        return "utf-8"
-    for parameter in header.split(";")[1:]:
-        name, _, value = parameter.partition("=")
-        if name.strip().lower() == "charset":
-            try:
-                return codecs.lookup(value.strip().strip('"')).name
-            except LookupError:
-                return "utf-8"
-    return "utf-8"
-
-
-def transcoded(body: bytes, charset: str) -> bytes:
-    """A text body in ``charset`` as UTF-8, what the decoders read; a body that is not ``charset`` text is left
-    as it came (a decoder refuses it, and its dead letter keeps the bytes)."""
-    try:
-        return body.decode(charset).encode("utf-8")
-    except UnicodeDecodeError:
-        return body
 
 
 def _text(escaped: str) -> str:
@@ -489,21 +445,21 @@ class HttpSource(SourcePlumbing, Service):
                                               "(as in MQTT)")
         request.content.seek(0)
         payload = request.content.read()
-        encoding = (request.getHeader(b"content-encoding") or b"identity").strip().lower()
-        if encoding == b"gzip":  # (Telegraf's http output with content_encoding = "gzip")
+        encoding = (request.getHeader(b"content-encoding") or b"identity").strip().lower().decode("latin-1")
+        if encoding in COMPRESSED:  # (Telegraf's http output with content_encoding = "gzip")
             try:
-                payload = gunzip(payload, self.settings.max_line)
+                payload = inflated(payload, encoding, self.settings.max_line, "max_line")
             except ValueError as exc:
                 return self._refuse(request, 413 if "max_line" in str(exc) else 400, str(exc))
-        elif encoding != b"identity":
-            return self._refuse(request, 415, f"Content-Encoding {encoding.decode('latin-1')!r}: gzip or none")
+        elif encoding != "identity":
+            return self._refuse(request, 415, f"Content-Encoding {encoding!r}: gzip, deflate or none")
         if not payload.strip():  # (as Kotori: "Empty request body"; most likely a client's mistake)
             return self._refuse(request, 400, "an empty body: the payload is the request's body (curl -d "
                                               "'{\"temperature\": 21.5}' -H 'Content-Type: application/json')")
         if content_type == "application/x-www-form-urlencoded":
             payload = form_as_json(payload, charset)
             topic = fine_offset_topic(topic, payload, self.table_of)
-        elif charset not in ("utf-8", "ascii"):  # (JSON is UTF-8, RFC 8259; a device's Latin-1 is read as such)
+        elif charset not in UTF8:  # (JSON is UTF-8, RFC 8259; a device's Latin-1 is read as such)
             payload = transcoded(payload, charset)
         answer = _Answer(self, request)
         slot = topic.rsplit("/", 1)[-1]

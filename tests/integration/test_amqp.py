@@ -457,3 +457,46 @@ def test_amqp_headers_are_tags_and_its_content_type_picks_the_decoder(tmp_path, 
         (21.5, "d-17", "3"), (22.5, None, None)]
     assert "lorrygate_dead_letter" not in tables(db) or query(db, "SELECT count(*) FROM lorrygate_dead_letter") == [
         (0,)]
+
+
+def test_a_gzip_body_is_inflated_and_one_that_is_no_gzip_is_a_dead_letter_with_its_bytes(tmp_path, rabbitmq):
+    """Telegraf's amqp output with ``content_encoding = "gzip"`` (its line protocol, gzip-compressed), a Celery
+    task's JSON (``content_encoding = utf-8``) and a device's Latin-1 JSON that says so in its ``content_type``
+    are stored; they were dead letters. A body that says gzip and is none is a dead letter of its bytes, with
+    the reason."""
+    import gzip
+
+    import pika
+
+    realm = f"z{uuid.uuid4().hex[:8]}"
+    db = str(tmp_path / "gateway.sqlite")
+    gateway = GatewayProcess(config(str(tmp_path), rabbitmq.port, realm, f"sqlite:///{db}",
+                                    channel="strategy = topic\ndecoders = json, influx\n"),
+                             str(tmp_path / "gw.log")).start()
+    try:
+        connection = pika.BlockingConnection(pika.ConnectionParameters(
+            "127.0.0.1", rabbitmq.port, credentials=pika.PlainCredentials("lorrygate", "secret")))
+        channel = connection.channel()
+        channel.confirm_delivery()
+        for body, properties in [
+                (gzip.compress(b"climate,room=kitchen temperature=21.5 1717243200000000000\n"),
+                 pika.BasicProperties(content_encoding="gzip", delivery_mode=2)),
+                (b'{"temperature": 22.5}', pika.BasicProperties(content_type="application/json",
+                                                                 content_encoding="utf-8")),
+                ('{"temperature": 23.5, "unit": "°C"}'.encode("latin-1"),
+                 pika.BasicProperties(content_type="application/json; charset=ISO-8859-1")),
+                (b'{"temperature": 24.5}', pika.BasicProperties(content_encoding="gzip"))]:
+            channel.basic_publish("amq.topic", f"{realm}.kitchen", body, properties)
+        connection.close()
+        table = f"{realm}__kitchen"
+        wait_until(lambda: table in tables(db) and query(db, f'SELECT count(*) FROM "{table}"') == [(3,)]
+                   and "lorrygate_dead_letter" in tables(db)
+                   and query(db, "SELECT count(*) FROM lorrygate_dead_letter") == [(1,)], 30,
+                   "three rows and a dead letter")
+    finally:
+        assert gateway.stop() == 0, gateway.text()[-3000:]
+    assert query(db, f'SELECT temperature, room, unit FROM "{table}" ORDER BY temperature') == [
+        (21.5, "kitchen", None), (22.5, None, None), (23.5, None, "°C")]
+    ((payload, stage, error),) = query(db, "SELECT payload, stage, error FROM lorrygate_dead_letter")
+    assert (bytes(payload), stage) == (b'{"temperature": 24.5}', "decode")
+    assert error.startswith("content_encoding gzip, but the body is no gzip"), error

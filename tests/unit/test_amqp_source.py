@@ -42,9 +42,43 @@ def source():
     return made, clock, delivered
 
 
-def delivery(tag, key, message_id=None, redelivered=False, body=b"{}"):
+def delivery(tag, key, message_id=None, redelivered=False, body=b"{}", encoding=None):
     return (None, SimpleNamespace(delivery_tag=tag, routing_key=key, redelivered=redelivered),
-            SimpleNamespace(message_id=message_id, content_type=None, headers=None), body)
+            SimpleNamespace(message_id=message_id, content_type=None, headers=None, content_encoding=encoding), body)
+
+
+def test_a_body_is_read_in_the_content_encoding_its_publisher_gave():
+    """Telegraf's amqp output with ``content_encoding = "gzip"`` sends gzip bodies with that property, and kombu
+    (Celery) and many pika publishers put the JSON's charset there (``utf-8``): a gzip body was a dead letter of
+    its compressed bytes, a Latin-1 one a dead letter for bytes that are not UTF-8. A gzip body is inflated up to
+    the broker's ``max_payload``; one that is no gzip, one that inflates beyond it, and an encoding no one reads
+    are handed over as they came with the reason (the channel keeps them as dead letters); a body over
+    ``max_payload`` is handed over by reference."""
+    import gzip
+    import zlib
+
+    made, _, delivered = source()
+    bomb = gzip.compress(b"0" * ((8 << 20) + 1))
+    for tag, body, encoding in [
+            (1, gzip.compress(b'{"v": 1}'), "gzip"), (2, zlib.compress(b'{"v": 2}'), "deflate"),
+            (3, '{"unit": "°C"}'.encode("latin-1"), "ISO-8859-1"), (4, b'{"v": 4}', "UTF-8"),
+            (5, b'{"v": 5}', "binary"), (6, b'{"v": 6}', None), (7, b'{"v": 7}', ""),
+            (8, b'{"v": 8}', "gzip"), (9, bomb, "x-gzip"), (10, b'{"v": 10}', "br"), (11, b'{"v": 11}', "zlib"),
+            (12, b"0" * ((8 << 20) + 1), None)]:
+        made._received(delivery(tag, "a.x", body=body, encoding=encoding), 1)
+    assert [m.payload for m in delivered[:7]] == [b'{"v": 1}', b'{"v": 2}', '{"unit": "°C"}'.encode(), b'{"v": 4}',
+                                                  b'{"v": 5}', b'{"v": 6}', b'{"v": 7}']
+    assert [m.refused for m in delivered[:7]] == [None] * 7
+    assert [(m.payload, m.refused) for m in delivered[7:11]] == [
+        (b'{"v": 8}', "content_encoding gzip, but the body is no gzip: Error -3 while decompressing data: "
+                      "incorrect header check"),
+        (bomb, "a x-gzip body that inflates beyond the broker's max_payload = 8388608 bytes"),
+        (b'{"v": 10}', "content_encoding 'br' is no encoding lorrygate reads: gzip, deflate, identity or a charset "
+                       "(utf-8); have the publisher send one of them"),
+        (b'{"v": 11}', "content_encoding 'zlib' is no encoding lorrygate reads: gzip, deflate, identity or a "
+                       "charset (utf-8); have the publisher send one of them")]
+    too_large = delivered[11]
+    assert (too_large.payload, too_large.oversize[0], too_large.refused) == (b"", (8 << 20) + 1, None)
 
 
 def test_acks_go_out_in_delivery_order_several_at_once():

@@ -691,8 +691,9 @@ def test_a_base_topic_ending_in_a_slash_is_the_same_base(kind, base, topic):
 @pytest.mark.parametrize("kind, key, value, expected", [
     ("zmq", "max_payload", "64kB", None),
     ("mqtt", "max_payload", "64kB", None),
-    ("amqp", "max_payload", "64kB", "max_payload: expected no max_payload for a broker of type amqp (it is for mqtt "
-                                    "and zmq), got 64000"),
+    ("amqp", "max_payload", "64kB", None),
+    ("redis", "max_payload", "64kB", "max_payload: expected no max_payload for a broker of type redis (it is for "
+                                     "mqtt, amqp and zmq), got 64000"),
     ("redis", "client_id", "me", "client_id: expected no client_id for a broker of type redis (it is for mqtt), "
                                  "got 'me'"),
 ])

@@ -136,11 +136,11 @@ def test_an_amqp_messages_headers_and_content_type():
     made = AMQPSource("c", settings.brokers["b"], ("a/#",), delivered.append, Clock())
     made._generation = 1
     method = SimpleNamespace(delivery_tag=1, routing_key="a.x", redelivered=False)
-    properties = SimpleNamespace(message_id=None, content_type="application/cbor",
+    properties = SimpleNamespace(message_id=None, content_type="application/cbor", content_encoding=None,
                                  headers={"device-id": b"d-17", "count": 3, "void": None,
                                           "timestamp_in_ms": 1_717_243_200_123})
     made._received((None, method, properties, b"\xa0"), 1)
-    bare = SimpleNamespace(message_id=None, content_type=None, headers=None)
+    bare = SimpleNamespace(message_id=None, content_type=None, content_encoding=None, headers=None)
     made._received((None, SimpleNamespace(delivery_tag=2, routing_key="a.y", redelivered=False), bare, b"{}"), 1)
     assert [(m.headers, m.content_type, m.sent) for m in delivered] == [
         ((("device-id", "d-17"), ("count", "3"), ("timestamp_in_ms", "1717243200123")), "application/cbor",

@@ -101,7 +101,9 @@ def test_a_form_becomes_a_json_object_on_the_data_json_topic():
      {"unit": "°C", "where": "Küche"}),
     (b"application/json; charset=utf-8", '{"unit": "°C"}'.encode(), {"unit": "°C"}),
     (b"application/json; charset=no-such-charset", '{"unit": "°C"}'.encode(), {"unit": "°C"}),
-], ids=["latin-1", "windows-1252-quoted", "utf-16", "form-latin-1", "utf-8", "unknown-read-as-utf-8"])
+    (b"application/json; charset=zlib", '{"unit": "°C"}'.encode(), {"unit": "°C"}),  # Python's codec, no charset
+], ids=["latin-1", "windows-1252-quoted", "utf-16", "form-latin-1", "utf-8", "unknown-read-as-utf-8",
+        "codec-that-is-no-charset"])
 def test_a_text_body_in_the_charset_its_content_type_names_is_read_in_it(content_type, body, expected):
     """A device that sends Latin-1 and says so (charset=ISO-8859-1) has its text stored as it meant it, not as
     a dead letter for bytes that are not UTF-8."""
@@ -151,6 +153,7 @@ def test_a_gzip_body_is_inflated_within_the_limit_and_a_bomb_is_refused():
     """Telegraf's http output gzips its bodies (content_encoding = "gzip"); a body of a few KB may inflate to
     gigabytes: at most max_line bytes are inflated."""
     import gzip
+    import zlib
 
     delivered = []
     web, _ = source(delivered)
@@ -171,6 +174,10 @@ def test_a_gzip_body_is_inflated_within_the_limit_and_a_bomb_is_refused():
     other.headers[b"content-encoding"] = b"br"
     web.handle(other)
     assert other.code == 415 and len(delivered) == 1
+    deflated = Request(body=zlib.compress(b'{"v": 2}'))  # deflate: zlib's format (RFC 9110)
+    deflated.headers[b"content-encoding"] = b"Deflate"
+    web.handle(deflated)
+    assert delivered[1].payload == b'{"v": 2}'
 
 
 def test_two_gateways_may_listen_on_ports_the_system_chooses_not_on_one_fixed_port(tmp_path):

@@ -51,6 +51,19 @@ def test_a_raising_user_strategy_is_a_dead_letter():
     assert router.stats.unmatched == 1
 
 
+def test_a_message_its_source_could_not_read_is_a_dead_letter_with_the_sources_reason():
+    """An AMQP body that says gzip and is none: the source hands it over as it came with the reason
+    (`Message.refused`); no decoder gets it, and the next message is stored."""
+    router, storage, _ = make()
+    refused = message("r/n/g/d/data.json", b'{"v": 1}')
+    refused.refused = "content_encoding gzip, but the body is no gzip: incorrect header check"
+    router(refused)
+    router(message("r/n/g/d/data.json"))
+    (dead,) = storage.dead_letters
+    assert (dead.stage, dead.error, dead.message.payload) == ("decode", refused.refused, b'{"v": 1}')
+    assert len(storage.tables) == 1 and router.stats.undecodable == 1
+
+
 def test_collisions_are_counted_and_logged():
     """Two addresses that sanitize to one table are counted once and logged with both topics."""
     events = []
@@ -617,6 +630,42 @@ def test_a_json_content_type_leaves_the_json_vendor_decoders_in_front():
     msg.content_type = "application/json"
     router.deliver(msg)
     assert [row[1] for row in stored_rows(collector)] == [{"a": 1}]
+
+
+def test_a_payload_in_the_charset_its_content_type_names_is_read_in_it():
+    """A device that sends Latin-1 over MQTT 5 (or AMQP, or Kafka) and says so (``application/json;
+    charset=ISO-8859-1``) had ``°C`` refused as bytes that are not UTF-8: a dead letter. It is read in its
+    charset. A payload that is not text of the charset it names is a dead letter with its bytes as they came
+    and its type as it was sent; one read in its charset and refused all the same is kept in UTF-8 without
+    the charset, so that a replay does not read it in the charset a second time."""
+    from lorrygate.decoding import ValueDecoder
+    from lorrygate.topology.anytopic import TopicStrategy
+
+    router, storage, _ = make(TopicStrategy(), DecoderChain((JsonDecoder(), ValueDecoder())))
+    for content_type, payload in [
+            ("application/json; charset=ISO-8859-1", '{"unit": "°C"}'.encode("latin-1")),
+            ('Application/JSON;Charset="windows-1252"', '{"unit": "°C"}'.encode("cp1252")),
+            ("text/plain; charset=utf-16", "°C".encode("utf-16")),
+            ("application/json; charset=utf-8", '{"unit": "°C"}'.encode()),
+            ("application/json; charset=zlib", '{"unit": "°C"}'.encode()),  # a codec, not a charset: UTF-8
+    ]:
+        msg = message("home/kitchen", payload)
+        msg.content_type = content_type
+        router(msg)
+    ((_, records),) = storage.tables.items()
+    assert [record.fields for record in records] == [{"unit": "°C"}, {"unit": "°C"}, {"value": "°C"},
+                                                     {"unit": "°C"}, {"unit": "°C"}]
+    assert storage.dead_letters == []
+    cut = '{"unit": "°C"}'.encode("utf-16")[:-1]
+    msg = message("home/kitchen", cut)
+    msg.content_type = "application/json; charset=utf-16"
+    router(msg)
+    msg = message("home/kitchen", '{"unit":\n°C}'.encode("latin-1"))
+    msg.content_type = "application/json; q=1; charset=latin-1"
+    router(msg)
+    first, second = storage.dead_letters
+    assert (first.message.payload, first.message.content_type) == (cut, "application/json; charset=utf-16")
+    assert (second.message.payload, second.message.content_type) == ('{"unit":\n°C}'.encode(), "application/json; q=1")
 
 
 def test_zigbee2tasmota_reports_are_rows_of_the_bridges_table_a_zigbee_device_each():
