@@ -616,7 +616,7 @@ SOURCE_KEYS = {
     "exclude": Key(v.text, "", doc="files: a glob of file names to leave out (such as *.gz)."),
     "start": Key(v.choice("beginning", "end"), "beginning",
                  doc="files: where files that exist at the first start are read from (later ones: their start)."),
-    "header": Key(v.boolean, False, doc="files: each file's first line is a header (CSV) put before every line."),
+    "header": Key(v.boolean, False, doc="files: each file's first line is a header (CSV) put before every line; a line that begins with its first column's name and a delimiter is a new header for the lines after it."),
     "window": Key(v.integer(1, 1_000_000), 10_000, doc="files: lines read but not yet committed, at most; "
                                                        "tributary: values taken from the graph but not yet committed."),
     "max_line": Key(v.size, 8 << 20, doc="files: the longest line; a longer one is a dead letter (kept by "

@@ -6,7 +6,9 @@ machine, followed as they grow and across rotation, each stored once.
 into subdirectories); ``exclude`` is a glob of file names to leave out. Each
 line is a message for the decoder chain (NDJSON, key=value, single values,
 ...); with ``header = true`` each file's first line (a CSV header) is put
-before every other line of it, so the csv decoder names the values.
+before every other line of it, so the csv decoder names the values; a line
+that begins with the first column's name and a delimiter (``time,``) is a
+header of other columns written mid-file, for the lines after it.
 
 The topic is ``topic`` with ``{stem}`` (the file name up to its first dot:
 ``node-1.ndjson``, ``node-1.ndjson.1`` and ``node-1.ndjson.2.gz`` are one
@@ -199,7 +201,14 @@ class _File:
     committed: int
     #: where the next message's range starts (blank lines go with the next line)
     mark: int = 0
+    #: the header the lines read now go with (``header = true``)
     header: bytes | None = None
+    #: the start of a line that is a header (`_lead`), or None
+    lead: tuple | None = None
+    #: the headers in effect from a byte on, ``[offset, header]``, oldest first: the first is in effect at
+    #: ``committed`` (a header written mid-file, as a logger whose firmware added a column writes it, holds for
+    #: the lines after it; a restart takes up the one in effect where the reading resumes)
+    headers: list = attrs.Factory(list)
     #: bytes read after ``offset`` that hold no whole line yet
     buffer: bytes = b""
     #: [end, acknowledged] of each message in flight, in order
@@ -223,8 +232,33 @@ class _File:
         return f"files:{self.source.name}:{self.key}"
 
     def state(self) -> dict:
-        return {"path": self.path, "inode": self.inode, "print": self.print, "generation": self.generation,
+        kept = {"path": self.path, "inode": self.inode, "print": self.print, "generation": self.generation,
                 "offset": self.committed, "topic": self.topic, "done": self.done}
+        headers = self.headers
+        if headers:
+            while len(headers) > 1 and headers[1][0] <= self.committed:
+                del headers[0]
+            if headers[0][0]:  # (a header of the file's own after its first line)
+                kept["header"] = headers[0][1].decode("utf-8", "surrogateescape")
+        return kept
+
+    def retitle(self, header: bytes, offset: int) -> None:
+        """Read the lines from ``offset`` on with ``header``."""
+        self.header, self.lead = header, _lead(header)
+        self.headers.append([offset, header])
+
+
+def _lead(header: bytes) -> tuple:
+    """The starts a line that is a CSV header begins with: the first column's name (``time``) and a delimiter
+    (``time,``; ``;`` and tab too). A data line begins with its time, or a value, not with the name."""
+    first = header
+    for delimiter in (b",", b";", b"\t"):
+        first = first.split(delimiter, 1)[0]
+    try:
+        float(first)
+    except ValueError:
+        return tuple(first + delimiter for delimiter in (b",", b";", b"\t")) if first.strip() else ()
+    return ()  # (a number is no column's name: a header of numbers starts no other line)
 
 
 @implementer(ISource)
@@ -437,7 +471,12 @@ class FilesSource(SourcePlumbing, Service):
         file = _File(self, stat.st_ino, mark, generation, path, topic, reader, offset, offset, mark=offset,
                      moved=moved)
         if self.settings.header:
-            file.header = line.rstrip(b"\r\n")
+            header = line.rstrip(b"\r\n")
+            file.header, file.lead = header, _lead(header)
+            file.headers.append([0, header])
+            kept = entry.get("header") if entry is not None and offset else None
+            if isinstance(kept, str):  # a header mid-file, in effect where the reading resumes
+                file.retitle(kept.encode("utf-8", "surrogateescape"), offset)
             if offset == 0:
                 file.offset = file.committed = len(line)
                 file.mark = 0
@@ -674,6 +713,9 @@ class FilesSource(SourcePlumbing, Service):
         line = line[:-1] if line.endswith(b"\r") else line
         if not line.strip() or line == file.header:
             return False
+        if file.lead and line.startswith(file.lead):
+            self._retitle(file, line, end)
+            return False
         self._emit(file, line, end)
         return True
 
@@ -712,7 +754,10 @@ class FilesSource(SourcePlumbing, Service):
                 line = line[:-1]
             # (the header again, as a logger appending after a restart writes it: no data, as a blank line)
             if line.strip() and line != file.header:
-                self._emit(file, line, start + position)
+                if file.lead and line.startswith(file.lead):
+                    self._retitle(file, line, start + position)
+                else:
+                    self._emit(file, line, start + position)
         file.offset = start + position
         file.buffer = data[position:]
         if file.backlog:
@@ -723,6 +768,13 @@ class FilesSource(SourcePlumbing, Service):
             file.offset += len(file.buffer)
             file.buffer = b""
         return used or position
+
+    def _retitle(self, file, header: bytes, end: int) -> None:
+        """A header of other columns mid-file (its line ends at ``end``): the lines after it go with it."""
+        self.log.info("source {source}: {path} has a new header before byte {offset}: {header}; the lines after it "
+                      "are read by it", source=self.name, path=file.path, offset=end,
+                      header=header.decode("utf-8", "backslashreplace")[:200])
+        file.retitle(header, end)
 
     def _skip(self, file, chunk: bytes):
         """Pass over an over-long line; the rest of ``chunk`` after it, or None."""

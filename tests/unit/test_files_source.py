@@ -253,6 +253,56 @@ def test_the_header_written_again_is_no_message(tmp_path, clock):
     source.stopService()
 
 
+def test_a_header_of_other_columns_mid_file_holds_for_the_lines_after_it(tmp_path, clock):
+    """A logger whose firmware added a column (or reordered them) writes its new header after a restart: the lines
+    after it were read by the file's first header, a line of another length a dead letter, a reordered one with
+    its values under the wrong names. A line that begins with the first column's name is a header: the lines
+    after it go with it, and a restart that resumes after it takes it up again (the state file keeps it)."""
+    path = tmp_path / "logs/room.csv"
+    write(path, "time,temperature", "10:00,21.5", "time,humidity,temperature", "10:01,48,22.0")
+    source, got = make(tmp_path, "logs/*.csv", clock=clock, header=True)
+    source.startService()
+    turn(source, clock)
+    assert got.lines() == [b"time,temperature\n10:00,21.5", b"time,humidity,temperature\n10:01,48,22.0"]
+    got.ack_all()
+    turn(source, clock, LINGER)
+    assert [entry.get("header") for entry in state(tmp_path).values()] == ["time,humidity,temperature"]
+    source.stopService()
+    write(path, "10:02,49,22.5", "time;temperature;humidity", "10:03;23,0;50")
+    again, got2 = make(tmp_path, "logs/*.csv", clock=clock, header=True)
+    again.startService()
+    turn(again, clock)
+    assert got2.lines() == [b"time,humidity,temperature\n10:02,49,22.5", b"time;temperature;humidity\n10:03;23,0;50"]
+    again.stopService()
+    # a restart that resumes before the new header reads the lines before it by the first one
+    other = tmp_path / "other"
+    write(other / "logs/hall.csv", "time,temperature", "10:00,21.5", "time,humidity,temperature", "10:01,48,22.0")
+    third, got3 = make(other, "logs/hall.csv", clock=clock, header=True)
+    third.startService()
+    turn(third, clock)
+    got3.messages[0].ack.ack()
+    turn(third, clock, LINGER)
+    third.stopService()
+    fourth, got4 = make(other, "logs/hall.csv", clock=clock, header=True)
+    fourth.startService()
+    turn(fourth, clock)
+    assert got4.lines() == [b"time,humidity,temperature\n10:01,48,22.0"]
+    fourth.stopService()
+
+
+def test_a_data_line_is_not_taken_for_a_header(tmp_path, clock):
+    """Only a line that begins with the first column's name and a delimiter is a header: a value that begins with
+    it (``time2``), a line of another file's first column, and any line of a file whose header is numbers are
+    data."""
+    write(tmp_path / "logs/a.csv", "time,v", "timer,1", "time", "2,3")
+    write(tmp_path / "logs/b.csv", "1,2", "1,5")
+    source, got = make(tmp_path, "logs/*.csv", clock=clock, header=True)
+    source.startService()
+    turn(source, clock)
+    assert sorted(got.lines()) == [b"1,2\n1,5", b"time,v\n2,3", b"time,v\ntime", b"time,v\ntimer,1"]
+    source.stopService()
+
+
 def test_archives_are_read_once_and_remembered(tmp_path, clock):
     zstandard = pytest.importorskip("zstandard")
     (tmp_path / "logs").mkdir()
