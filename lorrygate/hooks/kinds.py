@@ -20,6 +20,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.threads import deferToThreadPool
 
+from lorrygate import processes
+
 
 class PythonHook:
     def __init__(self, function, reactor):
@@ -48,6 +50,8 @@ class _Collect(ProcessProtocol):
         self.errors = (self.errors + data)[-4096:]
 
     def processEnded(self, reason):
+        if self.done.called:  # cancelled
+            return
         code = getattr(reason.value, "exitCode", None)
         signal = getattr(reason.value, "signal", None)
         if code == 0:
@@ -72,17 +76,10 @@ class CommandHook:
     def run(self, sample) -> Deferred:
         import os
 
-        done = Deferred()
+        # Cancelled (the hook's timeout, a stop), the command is killed with what it started; its end after that
+        # fires nothing (it fired a second time: AlreadyCalledError, unhandled).
+        done = Deferred(lambda _: processes.stop(transport, "KILL"))
         protocol = _Collect(json.dumps(sample.asdict()).encode("utf-8") + b"\n", done)
         argv = self.argv(sample)
-        transport = self.reactor.spawnProcess(protocol, argv[0], argv, env=self.environ or dict(os.environ))
-
-        def cancel(d):
-            try:
-                transport.signalProcess("KILL")
-            except Exception:
-                pass
-
-        result = Deferred(cancel)
-        done.chainDeferred(result)
-        return result
+        transport = processes.spawn(self.reactor, protocol, argv, self.environ or dict(os.environ))
+        return done

@@ -8,7 +8,8 @@ a dead letter by reference, as an MQTT payload over the broker's
 ``max_payload`` is. Neither has a time limit of its own: the poll's Deferred
 has one (``timeout``), and cancelling it stops what is read, an HTTP body by
 aborting its connection (`IBodyProducer.stopProducing`), a command by
-``SIGTERM`` and, if it is still there after `KILL_AFTER` seconds, ``SIGKILL``.
+``SIGTERM`` and, if it is still there after `KILL_AFTER` seconds, ``SIGKILL``,
+to its process group: what it started is stopped with it.
 """
 
 import hashlib
@@ -20,6 +21,8 @@ from twisted.internet.protocol import ProcessProtocol, Protocol, connectionDone
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
 from twisted.web.http import PotentialDataLoss
+
+from lorrygate import processes
 
 #: seconds between a timed-out command's SIGTERM and its SIGKILL
 KILL_AFTER = 5.0
@@ -130,18 +133,14 @@ class _Output(ProcessProtocol):
             self.transport.loseConnection()
 
     def _signal(self, name: str) -> None:
-        from twisted.internet.error import ProcessExitedAlready
-
         if self.ended or self.transport is None:
             return
-        try:
-            self.transport.signalProcess(name)
-        except (ProcessExitedAlready, OSError):
-            pass
+        processes.stop(self.transport, name)
 
 
 def run_command(reactor, words: list, env: dict, limit: int) -> Deferred:
-    """Run ``words`` (``words[0]`` looked up in PATH); its standard output as an `Answer`, or `CommandFailed`."""
+    """Run ``words`` (``words[0]`` looked up in PATH) in a process group of its own (`lorrygate.processes`); its
+    standard output as an `Answer`, or `CommandFailed`."""
     output = _Output(reactor, words[0], limit)
-    reactor.spawnProcess(output, words[0], words, env=env)
+    processes.spawn(reactor, output, words, env)
     return output.done

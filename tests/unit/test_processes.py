@@ -1,0 +1,102 @@
+"""Commands run in a process group of their own: a stop reaches what they started (a poll's command timed out,
+a command hook cancelled), on the real reactor with real processes."""
+
+import gc
+import os
+import time
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer, reactor
+from twisted.logger import globalLogPublisher
+
+from lorrygate import processes
+from lorrygate.hooks.kinds import CommandHook
+from lorrygate.hooks.samples import FirstSample
+from lorrygate.model import TableName
+from lorrygate.sources.poll_reads import run_command
+
+pytestmark = pytest.mark.skipif(processes.SETSID is None, reason="no setsid on this system")
+
+
+def gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] == "Z"  # (a zombie: gone but for its status)
+    except FileNotFoundError:
+        return True
+
+
+async def started(path) -> int:
+    """The pid a command wrote to ``path``, once it is there."""
+    while not (path.exists() and path.read_text().endswith("\n")):
+        await sleep(0.01)
+    return int(path.read_text())
+
+
+def sleep(seconds: float):
+    d = defer.Deferred()
+    reactor.callLater(seconds, d.callback, None)
+    return d
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_cancelled_poll_command_stops_what_it_started(tmp_path):
+    """``sh -c 'sleep 600 & echo ...'``: the shell ends at once, its ``sleep`` holds the output pipe, so the poll
+    waits for its timeout; cancelled, the ``sleep`` is stopped too (it was left running, one a poll)."""
+    mark = tmp_path / "pid"
+    d = run_command(reactor, ["sh", "-c", f"sleep 600 & echo $! > {mark}; echo '{{}}'"], dict(os.environ), 1000)
+    pid = await started(mark)
+    d.cancel()
+    with pytest.raises(defer.CancelledError):
+        await d
+    deadline = time.monotonic() + 30
+    while not gone(pid):
+        assert time.monotonic() < deadline, "the command's sleep is still running"
+        await sleep(0.02)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_cancelled_command_hook_stops_what_it_started(tmp_path):
+    """A hook past its time is cancelled (SIGKILL): the shell's ``sleep`` is killed with it."""
+    mark = tmp_path / "pid"
+    ended = []
+
+    class Spawner:
+        """The reactor, telling when the hook's process has ended (its end once fired the cancelled Deferred
+        again: AlreadyCalledError, unhandled)."""
+
+        def spawnProcess(self, protocol, *args, **kwargs):
+            end = protocol.processEnded
+
+            def processEnded(reason):
+                end(reason)
+                ended.append(reason)
+
+            protocol.processEnded = processEnded
+            return reactor.spawnProcess(protocol, *args, **kwargs)
+
+    errors = []
+    globalLogPublisher.addObserver(errors.append)
+    try:
+        hook = CommandHook(f"sh -c 'sleep 600 & echo $! > {mark}; wait'", Spawner())
+        d = hook.run(FirstSample("db", "sqlite", TableName("main", "t"), {}, {"v": "number"}, ("v",), True))
+        pid = await started(mark)
+        d.cancel()
+        with pytest.raises(defer.CancelledError):
+            await d
+        deadline = time.monotonic() + 30
+        while not (gone(pid) and ended):
+            assert time.monotonic() < deadline, "the hook's sleep is still running"
+            await sleep(0.02)
+        del d
+        gc.collect()
+    finally:
+        globalLogPublisher.removeObserver(errors.append)
+    assert not [e for e in errors if e.get("isError") or e.get("log_failure")], errors
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_command_that_is_not_there_says_so():
+    with pytest.raises(FileNotFoundError, match="no-such-command"):
+        await run_command(reactor, ["no-such-command"], dict(os.environ), 1000)
