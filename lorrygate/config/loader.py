@@ -89,8 +89,9 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".", on_storage=N
         result = {}
         for key in raw:
             if key not in keys:
-                known = ", ".join(sorted(keys))
-                problem(section, key, f"one of the keys {known}", f"unknown key {key!r}{did_you_mean(key, keys)}")
+                known = _keys_of(section, raw, keys)
+                problem(section, key, f"one of the keys {', '.join(sorted(known))}",
+                        f"unknown key {key!r}{_key_meant(section, raw, key) or did_you_mean(key, known)}")
         for key, spec in keys.items():
             if key not in raw or (raw[key].strip() == "" and spec.default is not s.REQUIRED):
                 if spec.default is s.REQUIRED:
@@ -781,6 +782,71 @@ def _required_hint(kind: str, key: str, raw) -> str:
 def _only(parser, kind: str) -> str:
     names = [x.partition(":")[2].strip() for x in parser.sections() if x.startswith(kind + ":")]
     return names[0] if len(names) == 1 else ""
+
+
+def _keys_of(section: str, raw, keys: dict):
+    """The keys a section takes: of a source of a known ``type``, those of its type (the others' are no help)."""
+    if section.partition(":")[0].strip() == "source":
+        taken = s.SOURCE_TYPE_KEYS.get(raw.get("type", "").strip().lower())
+        if taken is not None:
+            return ("type", *taken)
+    return keys
+
+
+#: keys as other tools (or a guess) name them: (section kind, source type or None, key) -> what lorrygate takes
+_MEANT = {
+    ("source", "http", "port"): "listen = PORT, or HOST:PORT",
+    ("source", "http", "host"): "listen = HOST:PORT",
+    ("source", "http", "bind"): "listen = HOST:PORT",
+    ("source", "http", "address"): "listen = HOST:PORT",
+    ("source", "files", "glob"): "path = GLOB",
+    ("source", "files", "pattern"): "path = GLOB",
+    ("source", "files", "files"): "path = GLOB",
+    ("source", "poll", "cmd"): "command",
+    ("source", "poll", "uri"): "url",
+    ("source", "poll", "endpoint"): "url",
+    ("broker", None, "server"): "host",
+    ("broker", None, "user"): "username",
+    ("broker", None, "pass"): "password",
+    ("broker", None, "passwd"): "password",
+}
+
+
+def _key_meant(section: str, raw, key: str) -> str:
+    """`` (did you mean listen = PORT?)`` for a key another tool names so (``port`` of an HTTP source), else
+    nothing."""
+    kind = section.partition(":")[0].strip()
+    if kind == "broker" and key.lower() in ("url", "uri"):
+        return f" (a broker is given by its keys: {_broker_keys(raw[key])})"
+    kind_of = raw.get("type", "").strip().lower() if kind == "source" else None
+    meant = _MEANT.get((kind, kind_of, key.lower()))
+    return f" (did you mean {meant}?)" if meant else ""
+
+
+def _broker_keys(url: str) -> str:
+    """The keys of a broker written as a URL (``mqtts://user@host:8883``): ``host = host, port = 8883, ...``."""
+    from urllib.parse import unquote, urlsplit
+
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return "host = HOST, port = PORT"
+    scheme = parts.scheme.lower()
+    keys = [f"host = {parts.hostname or 'HOST'}"] + ([f"port = {port}"] if port else [])
+    if scheme in ("mqtts", "amqps", "rediss", "kafkas", "ssl"):
+        keys.append("tls = true")
+    kind = {"mqtt": "mqtt", "mqtts": "mqtt", "tcp": "mqtt", "ssl": "mqtt", "amqp": "amqp", "amqps": "amqp",
+            "redis": "redis", "rediss": "redis", "kafka": "kafka", "kafkas": "kafka"}.get(scheme)
+    if kind not in (None, "mqtt"):
+        keys.insert(0, f"type = {kind}")
+    if kind == "amqp" and parts.path not in ("", "/"):
+        keys.append(f"vhost = {unquote(parts.path[1:])}")
+    if parts.username:
+        keys.append(f"username = {parts.username}")
+    if parts.password:
+        keys.append("password = ${ENV:NAME}")
+    return ", ".join(keys)
 
 
 def _section_meant(kind: str, name: str) -> str:

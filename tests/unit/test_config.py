@@ -119,6 +119,30 @@ def test_a_typo_is_told_the_name_it_was_meant_to_be(change, expected):
     assert any(expected in problem for problem in found), found
 
 
+@pytest.mark.parametrize("change, expected", [
+    (("[channel:main]", "[source:api]\ntype = http\nport = 24699\n[channel:main]"),
+     "[source:api] port: expected one of the keys export, export_stall, export_token, listen, max_connections, "
+     "max_line, timeout, tls_cert, tls_key, token, type, got unknown key 'port' (did you mean listen = PORT, or "
+     "HOST:PORT?)"),
+    (("[channel:main]", "[source:logs]\ntype = files\nglob = /var/log/*.csv\n[channel:main]"),
+     "got unknown key 'glob' (did you mean path = GLOB?)"),
+    (("host = localhost", "url = mqtts://me:s3cret@broker.example:8883"),
+     "got unknown key 'url' (a broker is given by its keys: host = broker.example, port = 8883, tls = true, "
+     "username = me, password = ${ENV:NAME})"),
+    (("host = localhost", "type = amqp\nuri = amqp://rabbit.example/%2Fsensors"),
+     "got unknown key 'uri' (a broker is given by its keys: type = amqp, host = rabbit.example, vhost = /sensors)"),
+    (("host = localhost", "host = localhost\nuser = me"), "got unknown key 'user' (did you mean username?)"),
+], ids=["http-port", "files-glob", "broker-url", "amqp-uri", "broker-user"])
+def test_a_key_as_other_tools_name_it_is_told_the_key_it_means(change, expected):
+    """``port = 24699`` for the HTTP source (the key is ``listen``) was told every key of every type of source and
+    ``did you mean 'export'?``; a broker written as a URL was told nothing of host and port. The problem lists the
+    keys of the source's type and names the key meant; a broker's URL is written as its keys, never its
+    password."""
+    found = problems(GOOD.replace(*change))
+    assert any(expected in problem for problem in found), found
+    assert not any("s3cret" in problem for problem in found)
+
+
 def test_a_name_close_to_none_gets_no_guess():
     found = problems(GOOD.replace("storage = db", "storage = db\nstrategy = galaxy"))
     assert not any("did you mean" in problem for problem in found), found
