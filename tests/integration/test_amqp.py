@@ -117,6 +117,19 @@ def keys(realm, nodes=10):
     return [f"{realm}.net.gw.node-{n}.data/json" for n in range(nodes)]
 
 
+def confirmed(port: int, key: str, messages) -> None:
+    """Publish ``(body, properties)`` messages to amq.topic under ``key``, each confirmed by RabbitMQ."""
+    import pika
+
+    connection = pika.BlockingConnection(pika.ConnectionParameters(
+        "127.0.0.1", port, credentials=pika.PlainCredentials("lorrygate", "secret")))
+    channel = connection.channel()
+    channel.confirm_delivery()
+    for body, properties in messages:
+        channel.basic_publish("amq.topic", key, body, properties)
+    connection.close()
+
+
 def sqlite_seqs(db, prefix):
     return [row[0] for table in tables(db) if table.startswith(prefix) for row in query(db, f'SELECT seq FROM "{table}"')]
 
@@ -439,15 +452,10 @@ def test_amqp_headers_are_tags_and_its_content_type_picks_the_decoder(tmp_path, 
                                     channel="strategy = topic\nheaders = device-id:device, count\n"),
                              str(tmp_path / "gw.log")).start()
     try:
-        connection = pika.BlockingConnection(pika.ConnectionParameters(
-            "127.0.0.1", rabbitmq.port, credentials=pika.PlainCredentials("lorrygate", "secret")))
-        channel = connection.channel()
-        channel.confirm_delivery()
-        channel.basic_publish("amq.topic", f"{realm}.kitchen", cbor2.dumps({"temperature": 21.5}),
-                              pika.BasicProperties(content_type="application/cbor",
-                                                   headers={"device-id": "d-17", "count": 3, "other": "x"}))
-        channel.basic_publish("amq.topic", f"{realm}.kitchen", b'{"temperature": 22.5}')
-        connection.close()
+        confirmed(rabbitmq.port, f"{realm}.kitchen", [
+            (cbor2.dumps({"temperature": 21.5}), pika.BasicProperties(
+                content_type="application/cbor", headers={"device-id": "d-17", "count": 3, "other": "x"})),
+            (b'{"temperature": 22.5}', None)])
         table = f"{realm}__kitchen"
         wait_until(lambda: table in tables(db) and query(db, f'SELECT count(*) FROM "{table}"') == [(2,)], 30,
                    "two rows")
@@ -474,20 +482,13 @@ def test_a_gzip_body_is_inflated_and_one_that_is_no_gzip_is_a_dead_letter_with_i
                                     channel="strategy = topic\ndecoders = json, influx\n"),
                              str(tmp_path / "gw.log")).start()
     try:
-        connection = pika.BlockingConnection(pika.ConnectionParameters(
-            "127.0.0.1", rabbitmq.port, credentials=pika.PlainCredentials("lorrygate", "secret")))
-        channel = connection.channel()
-        channel.confirm_delivery()
-        for body, properties in [
-                (gzip.compress(b"climate,room=kitchen temperature=21.5 1717243200000000000\n"),
-                 pika.BasicProperties(content_encoding="gzip", delivery_mode=2)),
-                (b'{"temperature": 22.5}', pika.BasicProperties(content_type="application/json",
-                                                                 content_encoding="utf-8")),
-                ('{"temperature": 23.5, "unit": "°C"}'.encode("latin-1"),
-                 pika.BasicProperties(content_type="application/json; charset=ISO-8859-1")),
-                (b'{"temperature": 24.5}', pika.BasicProperties(content_encoding="gzip"))]:
-            channel.basic_publish("amq.topic", f"{realm}.kitchen", body, properties)
-        connection.close()
+        confirmed(rabbitmq.port, f"{realm}.kitchen", [
+            (gzip.compress(b"climate,room=kitchen temperature=21.5 1717243200000000000\n"),
+             pika.BasicProperties(content_encoding="gzip", delivery_mode=2)),
+            (b'{"temperature": 22.5}', pika.BasicProperties(content_type="application/json", content_encoding="utf-8")),
+            ('{"temperature": 23.5, "unit": "°C"}'.encode("latin-1"),
+             pika.BasicProperties(content_type="application/json; charset=ISO-8859-1")),
+            (b'{"temperature": 24.5}', pika.BasicProperties(content_encoding="gzip"))])
         table = f"{realm}__kitchen"
         wait_until(lambda: table in tables(db) and query(db, f'SELECT count(*) FROM "{table}"') == [(3,)]
                    and "lorrygate_dead_letter" in tables(db)
