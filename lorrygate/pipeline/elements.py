@@ -227,6 +227,16 @@ URL_KINDS = {"mqtt": "source", "mqtts": "source", "amqp": "source", "amqps": "so
              "crate": "sink", "crate+http": "sink", "crate+https": "sink", "file": "sink"}
 
 
+def _default_of(prop) -> str:
+    """`` (required)``, `` (default 1)``; nothing where there is no value to tell (an empty one, or the doc tells
+    it: ``(default: the system's)``)."""
+    if prop.default is REQUIRED:
+        return " (required)"
+    if prop.default in (None, "", ()) or "default" in prop.doc:
+        return ""
+    return f" (default {prop.default!r})"
+
+
 def describe_elements(name: str | None = None) -> str:
     """The registry as text, like gst-inspect."""
     if name is not None and name not in ELEMENTS:
@@ -235,8 +245,7 @@ def describe_elements(name: str | None = None) -> str:
     for spec in ELEMENTS.values() if name is None else [ELEMENTS[name]]:
         lines.append(f"{spec.name} ({spec.kind}): {spec.doc}")
         for key, prop in spec.properties.items():
-            default = "required" if prop.default is REQUIRED else f"default {prop.default!r}"
-            lines.append(f"    {key:<10} {prop.doc} ({default})")
+            lines.append(f"    {key:<10} {prop.doc}{_default_of(prop)}")
     if name is None:
         lines.append("URLs: mqtt://[user:password@]host[:port]/topic?qos=1 and "
                      "amqp://[user:password@]host[:port]/[vhost]?exchange=amq.topic&topic=a/%23, "

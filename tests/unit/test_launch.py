@@ -233,6 +233,11 @@ def test_every_bus_has_an_element_that_inspect_lists():
     assert settings.storages["gauges"].url.raw == "pushgateway://pgw:9091/plant"
     zmq = parse_launch("zmqsrc host=* port=5557 mode=pull ! sqlite:///x.sqlite").settings
     assert (zmq.brokers["source0"].host, zmq.channels[0].mode) == ("*", "pull")
+    # a default told once, and none where there is no value to tell (it said "(default: the system's)
+    # (default '')" and "(default None)")
+    assert not any(line.count("default") > 1 or "(default None)" in line or "(default '')" in line
+                   for line in listing.splitlines()), listing
+    assert "    qos        subscription QoS (default 1)" in listing.splitlines()
     polled = parse_launch("pollsrc url=http://w/x.json interval=5s topic=w/net/gw/st/data.json ! sqlite:///x.sqlite")
     assert polled.settings.sources["source0"].url == "http://w/x.json"
     assert "poll source source0 (http://w/x.json) every 5 s" in polled.describe([], ())
