@@ -189,6 +189,7 @@ class SourceSettings:
     exclude: str = ""
     start: str = "beginning"
     header: bool = False
+    charset: str = "utf-8"
     window: int = 10_000
     max_line: int = 8 << 20
     #: http: where it listens, (host, port); the token its clients send (a Secret), or None
@@ -617,6 +618,9 @@ SOURCE_KEYS = {
     "start": Key(v.choice("beginning", "end"), "beginning",
                  doc="files: where files that exist at the first start are read from (later ones: their start)."),
     "header": Key(v.boolean, False, doc="files: each file's first line is a header (CSV) put before every line; a line that begins with its first column's name and a delimiter is a new header for the lines after it."),
+    "charset": Key(v.line_charset, "utf-8",
+                   doc="files: the character set the files are written in (latin-1, cp1252, iso-8859-15: a logger "
+                       "on Windows, an older device); their lines are read in it. Not utf-16 or utf-32."),
     "window": Key(v.integer(1, 1_000_000), 10_000, doc="files: lines read but not yet committed, at most; "
                                                        "tributary: values taken from the graph but not yet committed."),
     "max_line": Key(v.size, 8 << 20, doc="files: the longest line; a longer one is a dead letter (kept by "
@@ -648,7 +652,7 @@ SOURCE_TYPE_KEYS = {"poll": ("url", "command", "interval", "jitter", "timeout", 
                     "http": ("listen", "token", "tls_cert", "tls_key", "timeout", "max_line", "max_connections",
                              "export", "export_token", "export_stall"),
                     "pgcdc": ("database", "slot", "tables", "create_slot", "interval", "topic"),
-                    "files": ("path", "exclude", "start", "header", "interval", "jitter", "topic", "window",
+                    "files": ("path", "exclude", "start", "header", "charset", "interval", "jitter", "topic", "window",
                               "max_line"),
                     "tributary": ("graph", "topic", "window")}
 

@@ -192,6 +192,26 @@ def choice(*options: str):
     return described(parse, "one of " + ", ".join(options))
 
 
+def line_charset(value: str) -> str:
+    """A character set whose lines end in the newline byte and whose ASCII is ASCII (UTF-8, Latin-1, cp1252, the
+    ISO-8859 sets): Python's codec name. UTF-16 and UTF-32 are not: their newline is two or four bytes."""
+    from lorrygate.decoding.charsets import codec_name
+
+    name = codec_name(value.strip())
+    sample = "\n\r\t ,;=:{}[]\"0123456789.-+abcxyzABCXYZ"
+    try:
+        plain = name is not None and sample.encode(name) == sample.encode("ascii")
+    except (UnicodeError, LookupError):
+        plain = False
+    if name is None or not plain:
+        raise Invalid("a character set of lines, whose ASCII is ASCII: utf-8, latin-1, cp1252, iso-8859-15 (not "
+                      "utf-16 or utf-32; Python's codec names)")
+    return name
+
+
+described(line_charset, "charset")  # (the type the configuration reference shows)
+
+
 def names(value: str) -> tuple:
     """A list of names separated by commas or line breaks."""
     items = tuple(item.strip() for item in re.split(r"[,\n]", value) if item.strip())

@@ -29,7 +29,7 @@ def charset_of(header: str, media_type: str) -> str:
 
 
 def codec_name(charset: str) -> str | None:
-    """Python's codec name of a charset (``ISO-8859-1``: ``latin-1``), or None for one Python does not know,
+    """Python's codec name of a charset (``latin-1``: ``iso8859-1``), or None for one Python does not know,
     and for a codec that is not a charset (``zlib``, ``base64``: `codecs.lookup` knows them too)."""
     try:
         info = codecs.lookup(charset)

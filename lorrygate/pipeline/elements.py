@@ -111,6 +111,7 @@ ELEMENTS = dict([
           exclude=Prop(v.text, "", "a glob of file names to leave out"),
           start=Prop(v.choice("beginning", "end"), "beginning", "where files present at the first start are read"),
           header=Prop(v.boolean, False, "the first line is a header put before every line (CSV)"),
+          charset=Prop(v.line_charset, "utf-8", "the files' character set (latin-1, cp1252)"),
           topic=Prop(v.text, "", "topic; {stem} {name} {dir} {path} filled in (default <source>/{stem})")),
     _spec("socketsrc", "source", "Listens on a Unix socket that local programs write to (at most once).",
           path=Prop(v.nonempty, REQUIRED, "the socket file"),

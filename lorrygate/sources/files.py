@@ -58,6 +58,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from lorrygate.clock import time_of_day
+from lorrygate.decoding.charsets import UTF8, transcoded
 from lorrygate.interfaces import ISource
 from lorrygate.model import Message
 from lorrygate.sources.pauses import Pauses, SourcePlumbing
@@ -287,6 +288,8 @@ class FilesSource(SourcePlumbing, Service):
     _woken: Any = attrs.Factory(threading.Event)
     _inflight: int = 0
     _running: bool = False
+    #: the files' charset where it is not UTF-8 (`SourceSettings.charset`): lines are made UTF-8 as they go out
+    _charset: str | None = None
     connected: bool = False
     received: int = 0
     dropped: int = 0
@@ -302,6 +305,8 @@ class FilesSource(SourcePlumbing, Service):
         self.client_id = self.client_id or f"files:{os.path.abspath(self.settings.path)}"
         self.broker = _Where(self.settings.path)
         self._pauses = Pauses(self._stop_pumping, self._schedule)
+        charset = getattr(self.settings, "charset", "utf-8")
+        self._charset = None if charset in UTF8 else charset
 
     @property
     def state_path(self) -> str:
@@ -806,6 +811,8 @@ class FilesSource(SourcePlumbing, Service):
         file.inflight.append(cell)
         self._inflight += 1
         payload = file.header + b"\n" + line if file.header is not None and oversize is None else line
+        if self._charset is not None:
+            payload = transcoded(payload, self._charset)
         self.received += 1
         position = (file.stream, file.mark, end)
         file.mark = end

@@ -303,6 +303,36 @@ def test_a_data_line_is_not_taken_for_a_header(tmp_path, clock):
     source.stopService()
 
 
+def test_lines_in_the_charset_the_source_names_are_read_in_it(tmp_path, clock):
+    """A logger on Windows writes cp1252 (an older device Latin-1): ``21,5 °C`` was a dead letter for bytes that
+    are not UTF-8. With ``charset``, its lines (and header) go out as UTF-8; the byte ranges stay the file's."""
+    write(tmp_path / "logs/room.csv", "Zeit;Temperatur °C".encode("cp1252") + b"\r\n",
+          "10:00;21,5 °C;Küche €".encode("cp1252") + b"\r\n")
+    source, got = make(tmp_path, "logs/*.csv", clock=clock, header=True, charset="cp1252")
+    source.startService()
+    turn(source, clock)
+    assert got.lines() == ["Zeit;Temperatur °C\n10:00;21,5 °C;Küche €".encode()]
+    assert got.messages[0].position[1:] == (0, 43)
+    source.stopService()
+
+
+@pytest.mark.parametrize("charset, expected", [
+    ("latin-1", "iso8859-1"), ("Windows-1252", "cp1252"), ("ISO-8859-15", "iso8859-15"), ("UTF8", "utf-8")])
+def test_a_files_charset_is_python_s_codec_name(charset, expected):
+    from lorrygate.config import values as v
+
+    assert v.line_charset(charset) == expected
+
+
+@pytest.mark.parametrize("charset", ["utf-16", "utf-32", "cp037", "zlib", "klingon"])
+def test_a_charset_whose_lines_are_not_found_by_their_newline_byte_is_refused(charset):
+    """UTF-16's newline is two bytes (and EBCDIC's is no 0x0A): the lines would be cut in the wrong places."""
+    from lorrygate.config import values as v
+
+    with pytest.raises(v.Invalid, match="not utf-16 or utf-32"):
+        v.line_charset(charset)
+
+
 def test_archives_are_read_once_and_remembered(tmp_path, clock):
     zstandard = pytest.importorskip("zstandard")
     (tmp_path / "logs").mkdir()

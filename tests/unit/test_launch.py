@@ -252,7 +252,9 @@ def test_local_source_elements_are_checked_like_their_config_sections(tmp_path):
                                                                       "lab/{stem}")
     assert "files source source0" in files.describe([], ())
     default = parse_launch("filesrc location=logs/a.ndjson ! sqlite:///x.sqlite").settings.sources["source0"]
-    assert os.path.isabs(default.path) and default.topic == "source0/{stem}"
+    assert os.path.isabs(default.path) and default.topic == "source0/{stem}" and default.charset == "utf-8"
+    latin = parse_launch("filesrc location=logs/a.csv charset=latin-1 ! sqlite:///x.sqlite").settings.sources["source0"]
+    assert latin.charset == "iso8859-1"
     sock = parse_launch("socketsrc path=/tmp/x.sock framing=length ! sqlite:///x.sqlite").settings.sources["source0"]
     assert (sock.type, sock.framing) == ("socket", "length")
     cdc = parse_launch("pgcdcsrc database=postgresql://u@h/db tables=public.t ! sqlite:///x.sqlite")
