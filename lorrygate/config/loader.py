@@ -17,7 +17,7 @@ from typing import Any
 import attrs
 
 from lorrygate.config import settings as s
-from lorrygate.config.paths import moved, resolve, resolve_value
+from lorrygate.config.paths import moved, resolve, resolve_value, root_meant
 from lorrygate.config.values import Invalid, Secret, interpolate, mask_url
 from lorrygate.errors import ConfigError, ConfigProblem, did_you_mean
 
@@ -84,6 +84,8 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".", on_storage=N
     def problem(section, key, expected, got):
         problems.append(ConfigProblem(source, section, key, expected, got))
 
+    notes: list = []  # warnings found while reading the sections
+
     def read_section(section: str, keys: dict) -> dict:
         raw = parser[section]
         result = {}
@@ -114,6 +116,9 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".", on_storage=N
                     why = moved(given, base_dir, "data_dir")
                 elif (kind, key) == ("storage", "url") and given.startswith("sqlite:///"):
                     why = moved(given[len("sqlite:///"):], base_dir, "sqlite")
+                    meant = root_meant(given[len("sqlite:///"):].split("?", 1)[0], os.path.abspath(base_dir))
+                    if meant:
+                        notes.append(f"{source} [{section}] url: {meant}")
                 if why:
                     problem(section, key, "a path that names lorrygate's files", why)
                     result[key] = None
@@ -337,7 +342,7 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".", on_storage=N
                       sources, tuple(doubled_routes(source, built, brokers)
                                      + feedback_cycles(source, built, brokers, storages)
                                      + unfit_source_topics(source, built, sources, strategies)
-                                     + budgets_beyond_limits(source, storages)))
+                                     + budgets_beyond_limits(source, storages) + notes))
 
 
 def column_limit(kind: str) -> int | None:

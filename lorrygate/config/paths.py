@@ -77,3 +77,20 @@ def moved(given: str, base_dir: str, what: str) -> str | None:
     return (f"{given!r} is relative to the config file's folder since lorrygate 0.1.0, so {here}, which does not "
             f"exist; {there} (relative to the working directory, as before) holds lorrygate's files: move them to "
             f"{here}, or write the absolute path")
+
+
+#: top-level directories a relative SQLite path hardly means to name below the config's folder
+_ROOT_DIRS = ("tmp", "srv", "opt", "home", "mnt", "media", "run", "root")
+
+
+def root_meant(given: str, base_dir: str) -> str | None:
+    """For ``sqlite:///tmp/x.sqlite`` (three slashes: the relative path ``tmp/x.sqlite``, as SQLAlchemy reads
+    it too): a warning that names the file it is and the URL of ``/tmp/x.sqlite``, when ``tmp`` is a top-level
+    directory and not one below ``base_dir``; else None."""
+    if not given or os.path.isabs(given):
+        return None
+    first = given.split("/", 1)[0]
+    if first not in _ROOT_DIRS or not os.path.isdir("/" + first) or os.path.exists(os.path.join(base_dir, first)):
+        return None
+    return (f"sqlite:///{given} is the file {os.path.normpath(os.path.join(base_dir, given))} (three slashes: a path "
+            f"relative to {base_dir}); for /{given}, write sqlite:////{given}")

@@ -22,6 +22,7 @@ from twisted.internet.defer import Deferred
 
 from lorrygate.config import settings as s
 from lorrygate.config import values as v
+from lorrygate.config.paths import root_meant
 from lorrygate.config.values import Invalid
 from lorrygate.errors import LorrygateError, did_you_mean
 from lorrygate.model import Address, Channel, TableName
@@ -736,7 +737,9 @@ def build_settings(text: str, callbacks=None, data_dir: str = "var", strategies_
                                 "beside its payload)", text, 0)
     gateway = s.GatewaySettings(data_dir=data_dir, control="off", log_format="text", strategies=strategies_dir)
     # chains that feed each other round: a warning, as in a config
-    warnings = tuple(feedback_cycles("<launch>", builder.channels, builder.brokers, builder.storages))
+    warnings = tuple(feedback_cycles("<launch>", builder.channels, builder.brokers, builder.storages)) + tuple(
+        f"<launch> {name}: {meant}" for name, storage in builder.storages.items()
+        if storage.kind == "sqlite" and (meant := root_meant(storage.url.path, os.getcwd())))
     return s.Settings("<launch>", gateway, builder.brokers, builder.storages, tuple(builder.channels), registry,
                       base.decoders, sources=builder.sources, warnings=warnings)
 

@@ -143,6 +143,22 @@ def test_a_key_as_other_tools_name_it_is_told_the_key_it_means(change, expected)
     assert not any("s3cret" in problem for problem in found)
 
 
+def test_a_relative_sqlite_path_below_a_top_level_folder_is_told_the_file_it_is(tmp_path):
+    """``sqlite:///tmp/x.sqlite`` is the relative path ``tmp/x.sqlite`` (three slashes, as SQLAlchemy reads it):
+    a user who meant /tmp/x.sqlite found the rows in a ``tmp`` folder next to the config. A warning names the
+    file and the URL of /tmp/x.sqlite; a folder of that name next to the config, ``var/``, and four slashes are
+    not warned of."""
+    text = GOOD.replace("url = sqlite:///var/test.sqlite", "url = sqlite:///tmp/x.sqlite")
+    (warning,) = loads(text, source="gateway.ini", base_dir=str(tmp_path)).warnings
+    assert warning == (f"gateway.ini [storage:db] url: sqlite:///tmp/x.sqlite is the file {tmp_path}/tmp/x.sqlite "
+                       f"(three slashes: a path relative to {tmp_path}); for /tmp/x.sqlite, write "
+                       "sqlite:////tmp/x.sqlite")
+    assert loads(GOOD, base_dir=str(tmp_path)).warnings == ()
+    assert loads(text.replace("sqlite:///tmp", "sqlite:////tmp"), base_dir=str(tmp_path)).warnings == ()
+    (tmp_path / "tmp").mkdir()
+    assert loads(text, base_dir=str(tmp_path)).warnings == ()
+
+
 def test_a_name_close_to_none_gets_no_guess():
     found = problems(GOOD.replace("storage = db", "storage = db\nstrategy = galaxy"))
     assert not any("did you mean" in problem for problem in found), found

@@ -510,3 +510,12 @@ def test_describe_shows_the_key_of_a_merged_channels_crate_tables():
     plain = loads("[broker:b]\nhost = h\n[storage:c]\nurl = crate://localhost:4200/\n"
                   "[channel:solar]\ntopics = solar/#\nstrategy = opendtu\n")
     assert "PRIMARY KEY" not in Pipeline(plain).describe(["solar/114172220355/0/power"])
+
+
+def test_a_launch_line_with_a_relative_sqlite_path_below_a_top_level_folder_is_warned(tmp_path, monkeypatch):
+    """``! sqlite:///tmp/x.sqlite`` wrote ./tmp/x.sqlite (three slashes: relative) while its user looked in /tmp."""
+    monkeypatch.chdir(tmp_path)
+    (warning,) = parse_launch("mqtt://h/a/# ! sqlite:///tmp/x.sqlite").settings.warnings
+    assert warning.endswith(f"is the file {tmp_path}/tmp/x.sqlite (three slashes: a path relative to {tmp_path}); "
+                            "for /tmp/x.sqlite, write sqlite:////tmp/x.sqlite"), warning
+    assert parse_launch("mqtt://h/a/# ! sqlite:////tmp/x.sqlite").settings.warnings == ()
