@@ -17,7 +17,6 @@ import json
 import shlex
 
 from twisted.internet.defer import Deferred
-from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.threads import deferToThreadPool
 
 from lorrygate import processes
@@ -36,7 +35,7 @@ class HookFailed(Exception):
     pass
 
 
-class _Collect(ProcessProtocol):
+class _Collect(processes.Command):
     def __init__(self, stdin: bytes, done: Deferred):
         self.stdin = stdin
         self.done = done
@@ -78,8 +77,7 @@ class CommandHook:
 
         # Cancelled (the hook's timeout, a stop), the command is killed with what it started; its end after that
         # fires nothing (it fired a second time: AlreadyCalledError, unhandled).
-        done = Deferred(lambda _: processes.stop(transport, "KILL"))
+        done = Deferred(lambda _: processes.stop(protocol, "KILL"))
         protocol = _Collect(json.dumps(sample.asdict()).encode("utf-8") + b"\n", done)
-        argv = self.argv(sample)
-        transport = processes.spawn(self.reactor, protocol, argv, self.environ or dict(os.environ))
+        processes.spawn(self.reactor, protocol, self.argv(sample), self.environ or dict(os.environ))
         return done

@@ -8,8 +8,8 @@ a dead letter by reference, as an MQTT payload over the broker's
 ``max_payload`` is. Neither has a time limit of its own: the poll's Deferred
 has one (``timeout``), and cancelling it stops what is read, an HTTP body by
 aborting its connection (`IBodyProducer.stopProducing`), a command by
-``SIGTERM`` and, if it is still there after `KILL_AFTER` seconds, ``SIGKILL``,
-to its process group: what it started is stopped with it.
+``SIGTERM`` and `KILL_AFTER` seconds later ``SIGKILL``, to its process
+group: what it started is stopped with it.
 """
 
 import hashlib
@@ -17,7 +17,7 @@ from typing import Any
 
 import attrs
 from twisted.internet.defer import Deferred
-from twisted.internet.protocol import ProcessProtocol, Protocol, connectionDone
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
 from twisted.web.http import PotentialDataLoss
@@ -98,13 +98,12 @@ class CommandFailed(Exception):
     """A command that exited with a status other than 0, or was ended by a signal."""
 
 
-class _Output(ProcessProtocol):
+class _Output(processes.Command):
     def __init__(self, reactor, name: str, limit: int):
         self.reactor = reactor
         self.name = name
         self.kept = _Bounded(limit)
         self.error = b""
-        self.ended = False
         self.done: Deferred = Deferred(self._stop)
 
     def outReceived(self, data: bytes) -> None:
@@ -114,7 +113,6 @@ class _Output(ProcessProtocol):
         self.error = (self.error + data)[-ERROR_TAIL:]
 
     def processEnded(self, reason) -> None:
-        self.ended = True
         if self.done.called:  # cancelled (timed out, or the gateway stops)
             return
         code, signal = reason.value.exitCode, reason.value.signal
@@ -126,16 +124,13 @@ class _Output(ProcessProtocol):
         self.done.errback(CommandFailed(f"{self.name} {why}" + (f": {lines[-1]}" if lines else "")))
 
     def _stop(self, _) -> None:
-        """The poll was cancelled: the command is told to stop, then made to; its pipes are closed."""
-        self._signal("TERM")
-        self.reactor.callLater(KILL_AFTER, self._signal, "KILL")
+        """The poll was cancelled: the command and what it started are told to stop, then made to, though the
+        command itself ended (a child it forked may have lost the SIGTERM in its shell's handler before its
+        exec); its pipes are closed."""
+        processes.stop(self, "TERM")
+        self.reactor.callLater(KILL_AFTER, processes.stop, self, "KILL")
         if self.transport is not None:
             self.transport.loseConnection()
-
-    def _signal(self, name: str) -> None:
-        if self.ended or self.transport is None:
-            return
-        processes.stop(self.transport, name)
 
 
 def run_command(reactor, words: list, env: dict, limit: int) -> Deferred:

@@ -3,6 +3,7 @@ a command hook cancelled), on the real reactor with real processes."""
 
 import gc
 import os
+import signal
 import time
 
 import pytest
@@ -100,3 +101,28 @@ async def test_a_cancelled_command_hook_stops_what_it_started(tmp_path):
 async def test_a_command_that_is_not_there_says_so():
     with pytest.raises(FileNotFoundError, match="no-such-command"):
         await run_command(reactor, ["no-such-command"], dict(os.environ), 1000)
+
+
+def test_a_command_reaped_before_its_spawn_returned_still_has_its_group_signalled(monkeypatch):
+    """Under load a shell that started ``helper &`` and ended at once was reaped inside ``spawnProcess`` (its
+    transport's pid None after), and the stop reached nothing: its helper outlived the poll. The protocol keeps
+    the pid it was connected with."""
+    signalled = []
+    monkeypatch.setattr(os, "killpg", lambda group, number: signalled.append((group, number)))
+
+    class Transport:
+        pid = 4242
+
+        def signalProcess(self, name):
+            raise AssertionError("the command alone was signalled")
+
+    class Reactor:
+        def spawnProcess(self, protocol, executable, args, env):
+            transport = Transport()
+            protocol.makeConnection(transport)
+            transport.pid = None  # (reaped: the command had ended)
+
+    protocol = processes.Command()
+    processes.spawn(Reactor(), protocol, ["sh", "-c", "helper & echo"], dict(os.environ))
+    processes.stop(protocol, "TERM")
+    assert signalled == [(4242, signal.SIGTERM)]
