@@ -124,9 +124,8 @@ class _Output(processes.Command):
         self.done.errback(CommandFailed(f"{self.name} {why}" + (f": {lines[-1]}" if lines else "")))
 
     def _stop(self, _) -> None:
-        """The poll was cancelled: the command and what it started are told to stop, then made to, though the
-        command itself ended (a child it forked may have lost the SIGTERM in its shell's handler before its
-        exec); its pipes are closed."""
+        """The poll was cancelled: the command and what it started are told to stop, then made to (what it
+        started may ignore SIGTERM, and outlive the command); its pipes are closed."""
         processes.stop(self, "TERM")
         self.reactor.callLater(KILL_AFTER, processes.stop, self, "KILL")
         if self.transport is not None:
