@@ -91,11 +91,12 @@ _SWAP = str.maketrans("./", "/.")
 _AS_IS = ("", "identity", "binary", "8bit", "7bit")
 
 
-def unencoded(body: bytes, encoding: str | None, limit: int) -> tuple:
+def unencoded(body: bytes, encoding: str | None, limit: int, content_type: str | None = None) -> tuple:
     """``(body, why)``: the body of a message with the ``content_encoding`` its publisher gave, as the decoders
     read it, and None; or the body as it came and why it cannot be read. ``gzip`` (Telegraf's amqp output) and
     ``deflate`` are inflated up to ``limit`` bytes (the broker's ``max_payload``); a charset (kombu and
-    many pika publishers put ``utf-8`` there, as their JSON's charset) is read as such into UTF-8."""
+    many pika publishers put ``utf-8`` there, as their JSON's charset) is read as such into UTF-8, unless the
+    ``content_type`` names one: the channel reads the body in that (once, not twice)."""
     name = encoding.strip().lower() if encoding else ""
     if name in _AS_IS:
         return body, None
@@ -106,7 +107,9 @@ def unencoded(body: bytes, encoding: str | None, limit: int) -> tuple:
             return body, str(exc)
     charset = codec_name(name)
     if charset is not None:
-        return (body if charset in UTF8 else transcoded(body, charset)), None
+        if charset in UTF8 or (content_type and "charset" in content_type.lower()):
+            return body, None
+        return transcoded(body, charset), None
     return body, (f"content_encoding {encoding!r} is no encoding lorrygate reads: gzip, deflate, identity or a "
                   "charset (utf-8); have the publisher send one of them")
 
@@ -493,7 +496,7 @@ class AMQPSource(SourcePlumbing, Service):
         if len(body) > limit:
             oversize, body = (len(body), hashlib.sha256(body).hexdigest()), b""
         elif properties.content_encoding:
-            body, refused = unencoded(body, properties.content_encoding, limit)
+            body, refused = unencoded(body, properties.content_encoding, limit, properties.content_type)
         self.deliver(Message(topic, body, 1, False, time_of_day(self._clock)(), subscription,
                              AmqpAck(self, generation, tag), oversize, content_type=properties.content_type or None,
                              headers=headers.pairs(table.items()) if table else (),

@@ -81,6 +81,19 @@ def test_a_body_is_read_in_the_content_encoding_its_publisher_gave():
     assert (too_large.payload, too_large.oversize[0], too_large.refused) == (b"", (8 << 20) + 1, None)
 
 
+def test_a_charset_in_both_content_encoding_and_content_type_is_read_once():
+    """A Latin-1 body whose ``content_encoding`` and ``content_type`` both name the charset: the source left
+    nothing to the channel, and the channel read the source's UTF-8 as Latin-1 again (``Â°C``)."""
+    from lorrygate.decoding.charsets import as_utf8
+
+    made, _, delivered = source()
+    item = delivery(1, "a.x", body='{"unit": "°C"}'.encode("latin-1"), encoding="ISO-8859-1")
+    item[2].content_type = "application/json; charset=ISO-8859-1"
+    made._received(item, 1)
+    (message,) = delivered
+    assert as_utf8(message.payload, message.content_type) == ('{"unit": "°C"}'.encode(), "application/json")
+
+
 def test_acks_go_out_in_delivery_order_several_at_once():
     made, clock, delivered = source()
     for tag in (1, 2, 3, 4):
