@@ -1,5 +1,6 @@
 """
-One gateway per data directory and per MQTT client id.
+One gateway per data directory, per MQTT client id and per what else a source
+holds alone (a socket, a file's lines, a replication slot, a Redis consumer).
 
 Two processes writing one data directory number their spool files alike and
 overwrite each other's acknowledged batches; two sessions with one client id
@@ -34,8 +35,9 @@ def _holder(path: str) -> str:
         return "an unknown process"
 
 
-def _take(path: str, description: str, what: str) -> int:
-    """Lock ``path`` exclusively, writing ``description``; raise AlreadyRunning naming the holder."""
+def _take(path: str, description: str, what: str, own: str = "data_dir and client_id") -> int:
+    """Lock ``path`` exclusively, writing ``description``; raise AlreadyRunning naming the holder and ``own``, what a
+    second gateway is given to run beside it."""
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
@@ -43,8 +45,8 @@ def _take(path: str, description: str, what: str) -> int:
     except BlockingIOError:
         os.close(fd)
         raise AlreadyRunning(
-            f"{what} is in use by lorrygate {_holder(path)} (lock {path}); stop that gateway first, or give "
-            f"this one its own data_dir and client_id"
+            f"{what} is in use by lorrygate {_holder(path)} (lock {path}); stop that gateway first"
+            + (f", or give this one its own {own}" if own else "")
         ) from None
     os.ftruncate(fd, 0)
     try:
@@ -55,6 +57,15 @@ def _take(path: str, description: str, what: str) -> int:
         # missing ("an unknown process"); the gateway starts and holds its acknowledgements until there is room
         os.ftruncate(fd, 0)
     return fd
+
+
+def claim_of(source) -> tuple[str, str]:
+    """What a source holds that is its process's alone, as a refusal names it, and the key that gives a second
+    gateway its own: a source's ``claim`` (a socket's path, a replication slot), else its broker's client id."""
+    claim = getattr(source, "claim", None)
+    if claim is not None:
+        return claim
+    return f"the client id {source.client_id!r} at {source.broker.host}:{source.broker.port}", "client_id"
 
 
 def client_lock_path(host: str, port: int, client_id: str) -> str:
@@ -92,8 +103,7 @@ class InstanceLock:
                 if key in self._fds:
                     continue
                 path = client_lock_path(*key[1:])
-                what = f"the client id {source.client_id!r} at {source.broker.host}:{source.broker.port}"
-                self._fds[key] = _take(path, self._description(), what)
+                self._fds[key] = _take(path, self._description(), *claim_of(source))
                 taken.append(key)
         except AlreadyRunning:
             for key in taken:

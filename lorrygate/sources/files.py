@@ -309,6 +309,12 @@ class FilesSource(SourcePlumbing, Service):
         self._charset = None if charset in UTF8 else charset
 
     @property
+    def claim(self) -> tuple[str, str]:
+        """What this source holds alone (`lorrygate.service.locks.claim_of`): two gateways reading one file
+        would store each line twice."""
+        return f"the files {os.path.abspath(self.settings.path)}", "path"
+
+    @property
     def state_path(self) -> str:
         return os.path.join(self.data_dir, "files", f"{self.name}.json")
 

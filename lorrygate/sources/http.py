@@ -320,6 +320,11 @@ class HttpSource(SourcePlumbing, Service):
         (``:0``) is a different port for each; a second gateway of a fixed port is refused at the start."""
         return self.settings.listen[1] == 0
 
+    @property
+    def claim(self) -> tuple[str, str]:
+        """What this source holds alone (`lorrygate.service.locks.claim_of`)."""
+        return f"the HTTP address {self.client_id}", "listen"
+
     def when_subscribed(self) -> Deferred:
         return succeed(None)
 

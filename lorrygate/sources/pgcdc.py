@@ -111,6 +111,11 @@ class CdcSource(ReadingThread, SourcePlumbing, Service):
         self._pauses = Pauses(self._may_read.clear, self._may_read.set)
         self._may_read.set()
 
+    @property
+    def claim(self) -> tuple[str, str]:
+        """What this source holds alone (`lorrygate.service.locks.claim_of`)."""
+        return f"the replication slot {self.settings.slot!r} at {self.broker.host}:{self.broker.port}", "slot"
+
     def _url(self) -> str:
         database = self.settings.database
         return database.reveal() if hasattr(database, "reveal") else database

@@ -149,6 +149,14 @@ class RedisSource(SourcePlumbing, Service):
         self._pauses = Pauses(self._may_read.clear, self._may_read.set)
         self._may_read.set()
 
+    @property
+    def claim(self) -> tuple[str, str]:
+        """What this source holds alone (`lorrygate.service.locks.claim_of`)."""
+        if not self.group:
+            return f"the Redis subscriber {self.consumer!r} at {self.broker.host}:{self.broker.port}", "consumer"
+        return (f"the Redis consumer {self.consumer!r} of group {self.group!r} at {self.broker.host}:"
+                f"{self.broker.port}", "consumer")
+
     # -- ISource ----------------------------------------------------------------
 
 

@@ -146,6 +146,11 @@ class SocketSource(SourcePlumbing, Service):
         self.broker = _Where(self.settings.path)
         self._pauses = Pauses(self._pause_clients, self._resume_clients)
 
+    @property
+    def claim(self) -> tuple[str, str]:
+        """What this source holds alone (`lorrygate.service.locks.claim_of`)."""
+        return f"the socket {self.settings.path}", "path"
+
 
     def when_subscribed(self) -> Deferred:
         return succeed(None)

@@ -88,6 +88,13 @@ class ZeroMQSource(ReadingThread, SourcePlumbing, Service):
         self._may_read.set()
 
     @property
+    def claim(self) -> tuple[str, str]:
+        """What this source holds alone (`lorrygate.service.locks.claim_of`)."""
+        if self.broker.host == "*":
+            return f"the port of the ZeroMQ {self.mode.upper()} socket {self.endpoint}", "port"
+        return f"the ZeroMQ {self.mode.upper()} socket connected to {self.endpoint}", ""  # (no key to tell apart)
+
+    @property
     def endpoint(self) -> str:
         return f"tcp://{self.broker.host}:{self.broker.port}"
 
