@@ -84,6 +84,25 @@ def test_collisions_are_counted_and_logged():
     ]
 
 
+def test_the_status_accounts_for_every_message_received():
+    """Two empty payloads showed as "3 received, 1 routed, 0 unmatched, 0 undecodable": two messages gone without a
+    word. Now the status says what became of each, and tells the collisions it logged."""
+    from lorrygate.control_client import render_status
+
+    router, storage, _ = make()
+    for topic, payload in [("r/n/a-b/x/data.json", b'{"v": 1}'), ("r/n/a_b/x/data.json", b""),
+                           ("r/n/a_b/x/data.json", b" \n"), ("r/n/a_b/x/data.json", b'{"v": 2}')]:
+        router(message(topic, payload))
+    big = message("r/n/a_b/x/data.json")
+    big.oversize = (9_000_000, "ab" * 32)
+    router(big)
+    channel = dict(router.stats.asdict(), name="main", last_ignored=router.why_ignored())
+    text = render_status({"config": "gw.ini", "sources": [], "storages": [], "channels": [channel]})
+    assert text.splitlines()[-1] == (
+        "channel main: 5 received, 2 routed, 0 unmatched, 0 undecodable, 2 empty (nothing to store), 1 over "
+        "max_payload (dead letters by reference), 1 table name collisions (two addresses, one table: see the log)")
+
+
 def test_a_readers_look_at_a_topics_table_is_not_a_message():
     """The HTTP source's export asks which table a topic's rows are in: nothing is cached, no collision is
     counted (a GET of another spelling of an address must not make the fleet's real topic look like one)."""
