@@ -322,12 +322,19 @@ class ChannelRouter:
         return address, self.strategy.table_for(address)
 
     def _check_collision(self, topic: str, address, table) -> None:
+        # What tells two addresses of one table apart, but for the parts that are tags in its rows (a Meshtastic
+        # gateway: every gateway of a mesh channel shares its table, no collision), and with the levels that name
+        # the table where the strategy names it after them (the topic strategy: plant/a-b and plant/a_b collide)
+        tagged = self._tag_names
         if getattr(self.strategy, "labels_as_tags", False):
+            tagged = tagged.union(name for name, _ in address.labels)
             labels: tuple = ()
         else:
-            labels = tuple(pair for pair in address.labels if pair[0] not in self._tag_names)
-        identity = tuple(None if name in self._tag_names else getattr(address, name)
+            labels = tuple(pair for pair in address.labels if pair[0] not in tagged)
+        identity = tuple(None if name in tagged else getattr(address, name)
                          for name in ("realm", "network", "gateway", "node")) + (labels,)
+        if getattr(self.strategy, "rest_names_table", False):
+            identity += (address.rest,)
         owner = self._owners.setdefault(table, (identity, topic))
         if owner[0] != identity:
             self.stats.collisions += 1

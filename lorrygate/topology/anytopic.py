@@ -27,6 +27,9 @@ VALUE_FIELD = "value"
 @attrs.frozen
 class TopicStrategy:
     name: str = "topic"
+    #: the table is named after the levels after the first (`Address.rest`): the router tells two topics whose
+    #: tables are one (``plant/a-b``, ``plant/a_b``) by them
+    rest_names_table = True
 
     def match(self, topic: str) -> Address:
         levels = topic.split("/")

@@ -103,6 +103,28 @@ def test_the_status_accounts_for_every_message_received():
         "max_payload (dead letters by reference), 1 table name collisions (two addresses, one table: see the log)")
 
 
+def test_a_collision_is_two_addresses_of_one_table_not_two_tags_of_its_rows():
+    """Every Meshtastic gateway beyond the first on a mesh channel was logged as a collision, although the gateway
+    is a tag of the channel's rows; with the topic strategy, plant/a-b and plant/a_b shared a table unsaid."""
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        mesh, _ = configured("meshtastic")
+        for gateway in ("!a1b2c3d4", "!ffff0000"):
+            mesh.deliver(message(f"msh/EU_868/2/e/LongFast/{gateway}", b"\x00"))
+        trees, _ = configured("topic")
+        for topic in ("plant/a-b", "plant/a_b", "plant/a_b", "plant/c/d", "plant/c-d"):
+            trees.deliver(message(topic))
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert (mesh.stats.collisions, trees.stats.collisions) == (0, 2)
+    texts = [e["log_format"].format(**e) for e in events if "sanitize to the same table" in e.get("log_format", "")]
+    assert texts == ["channel c: topic 'plant/a_b' and topic 'plant/a-b' are different addresses that sanitize to "
+                     "the same table plant.a_b; their rows share it",
+                     "channel c: topic 'plant/c-d' and topic 'plant/c/d' are different addresses that sanitize to "
+                     "the same table plant.c_d; their rows share it"]
+
+
 def test_a_readers_look_at_a_topics_table_is_not_a_message():
     """The HTTP source's export asks which table a topic's rows are in: nothing is cached, no collision is
     counted (a GET of another spelling of an address must not make the fleet's real topic look like one)."""
