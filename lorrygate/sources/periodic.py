@@ -33,6 +33,7 @@ import json
 import os
 import random
 import shlex
+from decimal import Decimal
 from typing import Any
 
 import attrs
@@ -254,12 +255,14 @@ class _Where:
     port: str = ""
 
 
-def _number(path: str) -> float | None:
+def _number(path: str) -> Decimal | None:
+    """The number in a sysfs file, exactly as written (``0.100000000``), or None."""
     try:
         with open(path, encoding="ascii") as handle:
-            return float(handle.read().strip())
-    except (OSError, ValueError):
+            number = Decimal(handle.read().strip())
+    except (OSError, ValueError, ArithmeticError):
         return None
+    return number if number.is_finite() else None
 
 
 def read_iio(root: str) -> dict:
@@ -278,7 +281,7 @@ def read_iio(root: str) -> dict:
         for input_path in sorted(glob.glob(os.path.join(glob.escape(directory), "in_*_input"))):
             value = _number(input_path)
             if value is not None:
-                values[os.path.basename(input_path)[3:-6]] = value  # in_temp_input -> temp
+                values[os.path.basename(input_path)[3:-6]] = float(value)  # in_temp_input -> temp
         for raw_path in sorted(glob.glob(os.path.join(glob.escape(directory), "in_*_raw"))):
             channel = os.path.basename(raw_path)[3:-4]  # in_temp_raw -> temp, in_voltage0_raw -> voltage0
             raw = _number(raw_path)
@@ -291,7 +294,9 @@ def read_iio(root: str) -> dict:
             offset = _number(os.path.join(directory, f"in_{channel}_offset"))
             if offset is None:
                 offset = _number(os.path.join(directory, f"in_{kind}_offset"))
-            values[channel] = (raw + (offset or 0.0)) * (1.0 if scale is None else scale)
+            # in decimal, as the kernel writes them, then the float nearest the exact value: in floats a raw 3
+            # of scale 0.1 was 0.30000000000000004
+            values[channel] = float((raw + (offset or 0)) * (1 if scale is None else scale))
         if values:
             key = name if name not in devices else f"{name}_{os.path.basename(directory)}"
             devices[key] = values
