@@ -825,7 +825,33 @@ def _key_meant(section: str, raw, key: str) -> str:
         return f" (a broker is given by its keys: {_broker_keys(raw[key])})"
     kind_of = raw.get("type", "").strip().lower() if kind == "source" else None
     meant = _MEANT.get((kind, kind_of, key.lower()))
-    return f" (did you mean {meant}?)" if meant else ""
+    if meant:
+        return f" (did you mean {meant}?)"
+    return _key_elsewhere(key) if kind == "channel" else ""
+
+
+#: the sections a channel names, their keys, which of their types take which key, and the channel's key that
+#: names such a section
+_NAMED_SECTIONS = (
+    ("decoder", s.DECODER_KEYS, s.DECODER_TYPE_KEYS, "decoders = NAME, json"),
+    ("strategy", s.STRATEGY_KEYS, s.STRATEGY_TYPE_KEYS, "strategy = NAME"),
+    ("source", s.SOURCE_KEYS, s.SOURCE_TYPE_KEYS, "source = NAME"),
+    ("broker", s.BROKER_KEYS, {}, "source = NAME"),
+    ("storage", s.STORAGE_KEYS, {}, "storage = NAME"),
+)
+
+
+def _key_elsewhere(key: str) -> str:
+    """`` (columns is a key of a [decoder:NAME] section of type = csv, which the channel names: decoders = NAME,
+    json)`` for a channel's key that belongs in a section the channel names; else nothing."""
+    places = []
+    for kind, keys, by_type, naming in _NAMED_SECTIONS:
+        if key == "type" or key not in keys:
+            continue
+        types = sorted(name for name, names in by_type.items() if key in names)
+        of_type = f" of type = {' or '.join(types)}" if types and len(types) < 4 else ""
+        places.append(f"a [{kind}:NAME] section{of_type}, which the channel names: {naming}")
+    return f" ({key} is a key of {'; or of '.join(places)})" if places else ""
 
 
 def _broker_keys(url: str) -> str:

@@ -143,6 +143,22 @@ def test_a_key_as_other_tools_name_it_is_told_the_key_it_means(change, expected)
     assert not any("s3cret" in problem for problem in found)
 
 
+@pytest.mark.parametrize("key, expected", [
+    ("columns = temperature, humidity", "got unknown key 'columns' (columns is a key of a [decoder:NAME] section of "
+                                        "type = csv, which the channel names: decoders = NAME, json)"),
+    ("output = json", "(output is a key of a [strategy:NAME] section of type = meshtastic or rtl_433 or zigbee2mqtt, "
+                      "which the channel names: strategy = NAME)"),
+    ("port = 1884", "(port is a key of a [broker:NAME] section, which the channel names: source = NAME)"),
+    ("url = sqlite:///x", "(url is a key of a [source:NAME] section of type = poll, which the channel names: source "
+                          "= NAME; or of a [storage:NAME] section, which the channel names: storage = NAME)"),
+], ids=["decoder", "strategy", "broker", "source-or-storage"])
+def test_a_channels_key_of_a_section_it_names_is_told_that_section(key, expected):
+    """``columns`` in a channel (the CSV decoder's key) was told the channel's 33 keys: the problem names the
+    section the key belongs in and how the channel names it."""
+    found = problems(GOOD.replace("storage = db", f"storage = db\n{key}"))
+    assert any(expected in problem for problem in found), found
+
+
 def test_a_relative_sqlite_path_below_a_top_level_folder_is_told_the_file_it_is(tmp_path):
     """``sqlite:///tmp/x.sqlite`` is the relative path ``tmp/x.sqlite`` (three slashes, as SQLAlchemy reads it):
     a user who meant /tmp/x.sqlite found the rows in a ``tmp`` folder next to the config. A warning names the
