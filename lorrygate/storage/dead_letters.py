@@ -213,6 +213,20 @@ class Table:
             self.conn.commit()
         return row[0], row[1]
 
+    def fail_again(self, refused: list) -> None:
+        """Replayed dead letters that failed again before they reached a storage (a decoder, a transform):
+        ``(id, DeadLetter)``, the new stage and reason, as a storage's own refusals of a replay get them; so that
+        ``list`` tells why they fail with the configuration of the replay, not with the one they were kept by."""
+        if self.kind == "sqlite":
+            from lorrygate.storage.sqlite import SQLiteDialect
+
+            SQLiteDialect(self.storage.path).fail_again(self.conn, DEAD_LETTER_TABLE, refused)
+        else:
+            from lorrygate.storage.postgresql import PostgresDialect
+
+            PostgresDialect(self.storage.url.raw).fail_again(self.conn, DEAD_LETTER_TABLE, refused)
+        self.conn.commit()
+
     def delete(self, ids: list) -> None:
         cursor = self.conn.cursor()
         cursor.executemany(f"DELETE FROM {self.table} WHERE id = {self.mark}", [(i,) for i in ids])
@@ -507,6 +521,9 @@ async def replay_storage(settings, storage, filters, reactor) -> dict:
                 failed = {dead.message.position[0] for dead in collectors[0].dead}
                 for dead in collectors[0].dead:
                     still_failing(f"{dead.stage}: {dead.error.splitlines()[0] if dead.error else ''}")
+                if collectors[0].dead:
+                    await settle(table.fail_again([(ids[dead.message.position[0]], dead)
+                                                   for dead in collectors[0].dead]))
                 # the tee's storages first (with positions: written once however often this runs), then the
                 # dead letters' own storage, which marks them replayed in the same transaction (CrateDB: after)
                 for name, collector in reversed(list(zip(channel.storages, collectors))):
