@@ -6,7 +6,13 @@ pushed to a Pushgateway).
 
 A field becomes the gauge ``lorrygate_field_<field>`` (the name sanitized
 for Prometheus) with the labels ``realm``, ``network``, ``gateway``, ``node``
-and ``table``; a field of a nested object by its dotted name, as the SQL
+and ``table``, and the row's tags (a RuuviTag's ``mac``, a Shelly's
+``component``, a channel's ``tags``: without them the sensors of one table
+were one series, the last one's value) as labels of their names (sanitized;
+``tag_<name>`` where it is one of the five and its value differs). A gauge
+has the same labels on every series, as the Pushgateway requires: a series
+without a tag that others of the gauge have has it empty, which Prometheus
+reads as no such label. A field of a nested object by its dotted name, as the SQL
 storages' column (``{"wifi": {"rssi": -60}}`` is
 ``lorrygate_field_wifi_rssi``); booleans are 0 or 1, text is left out. The series are
 bounded: at most ``max_series`` (default 10,000); fields of addresses beyond
@@ -50,6 +56,26 @@ def metric_name(field: str) -> str:
     return "lorrygate_field_" + name
 
 
+def tag_labels(tags: dict, fixed: tuple) -> tuple:
+    """A row's tags as sorted ``(label name, value)`` pairs: names made Prometheus label names (``__`` starts the
+    names Prometheus keeps for itself, a digit none), a tag of a fixed label's name and another value as
+    ``tag_<name>`` (one of its value is that label); of two tags of one label name, the first."""
+    pairs: dict = {}
+    for name, value in tags.items():
+        if value is None:
+            continue
+        label = _NOT_METRIC.sub("_", str(name)) or "_"
+        if label[0].isdigit() or label.startswith("__"):
+            label = "tag_" + label.lstrip("_")
+        value = str(value)
+        if label in LABELS:
+            if fixed[LABELS.index(label)] == value:
+                continue
+            label = "tag_" + label
+        pairs.setdefault(label, value)
+    return tuple(sorted(pairs.items()))
+
+
 class _Snapshot:
     """The values of a sink at one moment, for a push from another thread."""
 
@@ -67,7 +93,7 @@ class PrometheusSink:
     url: str
     reactor: Any
     max_series: int = 10_000
-    #: (metric name, label values) -> latest value
+    #: (metric name, (address labels, tag labels)) -> latest value
     values: dict = attrs.Factory(dict)
     refused: int = 0
     pushed: int = 0
@@ -106,6 +132,7 @@ class PrometheusSink:
                       str(entry.table))
             for record in entry.records:
                 fields = record.fields
+                series = (labels, tag_labels(record.tags, labels)) if record.tags else (labels, ())
                 if not _NESTED.isdisjoint(map(type, fields.values())):
                     fields = flatten(fields, None)  # (nested values were left out)
                 for field, value in fields.items():
@@ -114,7 +141,7 @@ class PrometheusSink:
                         value = 1.0 if value else 0.0
                     elif kind is not int and kind is not float:
                         continue
-                    key = (metric_name(field), labels)
+                    key = (metric_name(field), series)
                     if key not in values and len(values) >= self.max_series:
                         self.refused += 1
                         continue
@@ -174,14 +201,17 @@ class PrometheusSink:
     def collect(self):
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-        families = {}
-        for (name, labels), value in list(self.values.items()):
-            family = families.get(name)
-            if family is None:
-                families[name] = family = GaugeMetricFamily(name, f"The latest value of the field {name[16:]!r}.",
-                                                            labels=list(LABELS))
-            family.add_metric(list(labels), value)
-        yield from families.values()
+        by_name: dict = {}
+        for (name, (labels, tags)), value in list(self.values.items()):
+            by_name.setdefault(name, []).append((labels, dict(tags), value))
+        for name, samples in by_name.items():
+            # every series of a gauge with the same labels (the Pushgateway refuses a gauge whose series differ)
+            tag_names = sorted({label for _, tags, _ in samples for label in tags})
+            family = GaugeMetricFamily(name, f"The latest value of the field {name[16:]!r}.",
+                                       labels=list(LABELS) + tag_names)
+            for labels, tags, value in samples:
+                family.add_metric(list(labels) + [tags.get(label, "") for label in tag_names], value)
+            yield family
         refused = CounterMetricFamily("lorrygate_sink_series_refused",
                                       "Field values not exported: the sink holds max_series series already.",
                                       labels=["storage"])

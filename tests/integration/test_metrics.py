@@ -157,3 +157,33 @@ async def test_a_push_the_pushgateway_refuses_for_its_content_does_not_hold_the_
         assert "lorrygate_field_temperature" in sink.last_refusal
     finally:
         pushgateway.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_series_of_one_gauge_with_different_tags_are_taken_by_the_pushgateway(tmp_path):
+    """Two RuuviTags of one table (their MACs tags of the rows) and a row without tags: three series of one gauge,
+    pushed to a real Pushgateway, which refuses a gauge whose series have different label names."""
+    from twisted.internet import reactor
+
+    from lorrygate.model import Address, Message, Record, TableName
+    from lorrygate.storage.batch import Batch, Entry
+    from lorrygate.storage.prometheus_sink import PrometheusSink
+    from tests.servers import Pushgateway
+
+    (tmp_path / "pgw").mkdir()
+    pushgateway = Pushgateway(str(tmp_path / "pgw")).start()
+    try:
+        sink = PrometheusSink("pushed", f"pushgateway://127.0.0.1:{pushgateway.port}/tags", reactor)
+        batch = Batch()
+        rows = [Record(0, {"temperature": 21.5}, {"mac": "aa01"}), Record(0, {"temperature": 19.5}, {"mac": "aa02"}),
+                Record(0, {"temperature": 5.5})]
+        batch.add(Entry(TableName("ruuvi", "gw_1_sensors"), rows, "main", Message("ruuvi/gw-1/aa01", b"{}"),
+                        "ruuvi", Address("ruuvi", None, "gw-1", None, "data")))
+        await sink.write(batch)
+        assert (sink.pushed, sink.push_refused, sink.last_refusal) == (1, 0, "")
+        pushed = [line for line in pushgateway.metrics().splitlines() if line.startswith("lorrygate_field_temperature{")]
+        values = sorted(line.rpartition(" ")[2] for line in pushed)
+        assert values == ["19.5", "21.5", "5.5"], pushed
+        assert any('mac="aa01"' in line and line.endswith(" 21.5") for line in pushed), pushed
+    finally:
+        pushgateway.stop()

@@ -129,9 +129,38 @@ def test_the_prometheus_sink_exports_the_values_of_nested_objects():
                                 "gone": None})],
                     "main", Message("r/net/gw/n1/data.json", b"{}"), "json", Address("r", "net", "gw", "n1", "data")))
     sink.write(batch)
-    labels = ("r", "net", "gw", "n1", "r_net.gw_n1_sensors")
+    labels = (("r", "net", "gw", "n1", "r_net.gw_n1_sensors"), ())
     assert sink.values == {("lorrygate_field_t", labels): 21.5, ("lorrygate_field_wifi_rssi", labels): -60.0,
                            ("lorrygate_field_wifi_ap_ch", labels): 6.0, ("lorrygate_field_wifi_ap_up", labels): 1.0}
+
+
+def test_the_prometheus_sink_keeps_a_series_for_each_tag_of_a_table():
+    """The RuuviTags of one gateway are one table, each tag's MAC a tag of its rows: they were one series a field,
+    the last one's value. A row's tags are labels now, every series of a gauge with the same labels (empty where a
+    row has no such tag), as the Pushgateway requires; a tag of a fixed label's name and another value is
+    tag_<name>."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from lorrygate.model import Address, Message, Record, TableName
+    from lorrygate.storage.batch import Batch, Entry
+    from lorrygate.storage.prometheus_sink import PrometheusSink
+
+    sink = PrometheusSink("gauges", "prometheus://", Clock())
+    batch = Batch()
+    rows = [Record(1, {"t": 21.5}, {"mac": "aa01", "gateway": "gw-1"}), Record(2, {"t": 19.0}, {"mac": "aa02"}),
+            Record(3, {"t": 7.0}, {"node": "kitchen", "9th floor": "x", "__name__": "y"}), Record(4, {"t": 1.0})]
+    batch.add(Entry(TableName("ruuvi", "gw_1_sensors"), rows, "main", Message("ruuvi/gw-1/aa01", b"{}"), "ruuvi",
+                    Address("ruuvi", None, "gw-1", None, "data")))
+    sink.write(batch)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(sink)
+    lines = [line for line in generate_latest(registry).decode().splitlines() if line.startswith("lorrygate_field_t{")]
+    rest = 'network="",node="",realm="ruuvi",table="ruuvi.gw_1_sensors"'  # (the labels in the order of their names)
+    assert sorted(lines) == sorted([
+        f'lorrygate_field_t{{gateway="gw-1",mac="aa01",{rest},tag_9th_floor="",tag_name__="",tag_node=""}} 21.5',
+        f'lorrygate_field_t{{gateway="gw-1",mac="aa02",{rest},tag_9th_floor="",tag_name__="",tag_node=""}} 19.0',
+        f'lorrygate_field_t{{gateway="gw-1",mac="",{rest},tag_9th_floor="x",tag_name__="y",tag_node="kitchen"}} 7.0',
+        f'lorrygate_field_t{{gateway="gw-1",mac="",{rest},tag_9th_floor="",tag_name__="",tag_node=""}} 1.0'])
 
 
 def test_a_websocket_client_subscribes_with_a_list_of_table_names_and_nothing_else():
