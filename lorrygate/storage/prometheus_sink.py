@@ -9,7 +9,8 @@ for Prometheus) with the labels ``realm``, ``network``, ``gateway``, ``node``
 and ``table``, and the row's tags (a RuuviTag's ``mac``, a Shelly's
 ``component``, a channel's ``tags``: without them the sensors of one table
 were one series, the last one's value) as labels of their names (sanitized;
-``tag_<name>`` where it is one of the five and its value differs). A gauge
+one of the five's name is that label where the address has none, as a
+Meshtastic packet's ``node``, else ``tag_<name>`` where its value differs). A gauge
 has the same labels on every series, as the Pushgateway requires: a series
 without a tag that others of the gauge have has it empty, which Prometheus
 reads as no such label. A field of a nested object by its dotted name, as the SQL
@@ -57,9 +58,10 @@ def metric_name(field: str) -> str:
 
 
 def tag_labels(tags: dict, fixed: tuple) -> tuple:
-    """A row's tags as sorted ``(label name, value)`` pairs: names made Prometheus label names (``__`` starts the
-    names Prometheus keeps for itself, a digit none), a tag of a fixed label's name and another value as
-    ``tag_<name>`` (one of its value is that label); of two tags of one label name, the first."""
+    """The labels of a row: ``fixed`` (`LABELS`' values) and its tags as sorted ``(label name, value)`` pairs,
+    names made Prometheus label names (``__`` starts the names Prometheus keeps for itself, a digit none). A tag
+    of a fixed label's name is that label where the address left it empty (a Meshtastic packet's ``node``), else
+    ``tag_<name>`` (where its value differs); of two tags of one label name, the first."""
     pairs: dict = {}
     for name, value in tags.items():
         if value is None:
@@ -69,11 +71,15 @@ def tag_labels(tags: dict, fixed: tuple) -> tuple:
             label = "tag_" + label.lstrip("_")
         value = str(value)
         if label in LABELS:
-            if fixed[LABELS.index(label)] == value:
+            at = LABELS.index(label)
+            if fixed[at] == value:
+                continue
+            if not fixed[at]:
+                fixed = fixed[:at] + (value,) + fixed[at + 1:]
                 continue
             label = "tag_" + label
         pairs.setdefault(label, value)
-    return tuple(sorted(pairs.items()))
+    return fixed, tuple(sorted(pairs.items()))
 
 
 class _Snapshot:
@@ -132,7 +138,7 @@ class PrometheusSink:
                       str(entry.table))
             for record in entry.records:
                 fields = record.fields
-                series = (labels, tag_labels(record.tags, labels)) if record.tags else (labels, ())
+                series = tag_labels(record.tags, labels) if record.tags else (labels, ())
                 if not _NESTED.isdisjoint(map(type, fields.values())):
                     fields = flatten(fields, None)  # (nested values were left out)
                 for field, value in fields.items():

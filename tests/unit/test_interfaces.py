@@ -148,19 +148,26 @@ def test_the_prometheus_sink_keeps_a_series_for_each_tag_of_a_table():
     sink = PrometheusSink("gauges", "prometheus://", Clock())
     batch = Batch()
     rows = [Record(1, {"t": 21.5}, {"mac": "aa01", "gateway": "gw-1"}), Record(2, {"t": 19.0}, {"mac": "aa02"}),
-            Record(3, {"t": 7.0}, {"node": "kitchen", "9th floor": "x", "__name__": "y"}), Record(4, {"t": 1.0})]
+            Record(3, {"t": 7.0}, {"gateway": "gw-2", "9th floor": "x", "__name__": "y"}), Record(4, {"t": 1.0}),
+            Record(5, {"t": 3.0}, {"node": "!a1b2c3d4"})]
     batch.add(Entry(TableName("ruuvi", "gw_1_sensors"), rows, "main", Message("ruuvi/gw-1/aa01", b"{}"), "ruuvi",
                     Address("ruuvi", None, "gw-1", None, "data")))
     sink.write(batch)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(sink)
     lines = [line for line in generate_latest(registry).decode().splitlines() if line.startswith("lorrygate_field_t{")]
-    rest = 'network="",node="",realm="ruuvi",table="ruuvi.gw_1_sensors"'  # (the labels in the order of their names)
+    rest = 'realm="ruuvi",table="ruuvi.gw_1_sensors"'  # (the labels in the order of their names)
     assert sorted(lines) == sorted([
-        f'lorrygate_field_t{{gateway="gw-1",mac="aa01",{rest},tag_9th_floor="",tag_name__="",tag_node=""}} 21.5',
-        f'lorrygate_field_t{{gateway="gw-1",mac="aa02",{rest},tag_9th_floor="",tag_name__="",tag_node=""}} 19.0',
-        f'lorrygate_field_t{{gateway="gw-1",mac="",{rest},tag_9th_floor="x",tag_name__="y",tag_node="kitchen"}} 7.0',
-        f'lorrygate_field_t{{gateway="gw-1",mac="",{rest},tag_9th_floor="",tag_name__="",tag_node=""}} 1.0'])
+        f'lorrygate_field_t{{gateway="gw-1",mac="aa01",network="",node="",{rest},tag_9th_floor="",tag_gateway="",'
+        f'tag_name__=""}} 21.5',
+        f'lorrygate_field_t{{gateway="gw-1",mac="aa02",network="",node="",{rest},tag_9th_floor="",tag_gateway="",'
+        f'tag_name__=""}} 19.0',
+        f'lorrygate_field_t{{gateway="gw-1",mac="",network="",node="",{rest},tag_9th_floor="x",tag_gateway="gw-2",'
+        f'tag_name__="y"}} 7.0',
+        f'lorrygate_field_t{{gateway="gw-1",mac="",network="",node="",{rest},tag_9th_floor="",tag_gateway="",'
+        f'tag_name__=""}} 1.0',
+        f'lorrygate_field_t{{gateway="gw-1",mac="",network="",node="!a1b2c3d4",{rest},tag_9th_floor="",'
+        f'tag_gateway="",tag_name__=""}} 3.0'])
 
 
 def test_a_websocket_client_subscribes_with_a_list_of_table_names_and_nothing_else():
