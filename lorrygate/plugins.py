@@ -73,6 +73,21 @@ def collect(modules: list, interface, kind: str, problems: list) -> dict:
     return found
 
 
+def undeclared(modules: list, interface, name: str) -> str:
+    """`` (<path>: class <C> is named '<name>' but does not declare @implementer(<I>) ...)`` for a drop-in class of
+    that ``name`` with the interface's methods that `collect` passed over, the decorator forgotten; else ""."""
+    for path, module in modules:
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            if (cls.__module__ == module.__name__ and not interface.implementedBy(cls)
+                    and (getattr(cls, "name", None) == name or _attrs_default(cls, "name") == name)
+                    and all(hasattr(cls, attribute) or _attrs_has(cls, attribute) for attribute in interface.names())):
+                return (f" ({path}: class {cls.__name__} is named {name!r} but does not declare "
+                        f"@implementer({interface.__name__}); add 'from zope.interface import implementer', "
+                        f"'from lorrygate.interfaces import {interface.__name__}' and '@implementer("
+                        f"{interface.__name__})' above the class)")
+    return ""
+
+
 def collect_functions(modules: list, marker: str, kind: str, problems: list) -> dict:
     """Functions marked by a decorator (attribute ``marker`` holds the name)."""
     found = {}

@@ -168,6 +168,20 @@ def test_drop_in_module_loads(tmp_path):
     assert chosen.table_for(chosen.match("a/b/dev1")).table == "dev1"
 
 
+def test_a_drop_in_class_without_its_implementer_is_told_it(tmp_path):
+    """A class with a name, match and table_for but no @implementer(IStrategy) is passed over: the channel naming it
+    was told the built-in strategies and nothing of the class. It is told the class and the lines to add."""
+    directory = tmp_path / "strategies"
+    directory.mkdir()
+    (directory / "mine.py").write_text(GOOD_MODULE.replace("@implementer(IStrategy)\n", ""))
+    (found,) = problems(config(tmp_path, "mine", strategies=directory))
+    assert found.endswith(f"got 'mine' ({directory / 'mine.py'}: class Mine is named 'mine' but does not declare "
+                          "@implementer(IStrategy); add 'from zope.interface import implementer', 'from "
+                          "lorrygate.interfaces import IStrategy' and '@implementer(IStrategy)' above the class)"), found
+    (other,) = problems(config(tmp_path, "mien", strategies=directory))
+    assert other.endswith("got 'mien'"), other  # (only the class of that name is meant)
+
+
 def test_missing_strategies_directory(tmp_path):
     """An explicitly configured strategies directory that does not exist is an error."""
     text = config(tmp_path).replace(str(tmp_path / "none"), str(tmp_path / "missing"))
