@@ -25,6 +25,8 @@ from zope.interface.verify import verifyClass
 from lorrygate.errors import ConfigProblem
 
 ENTRY_POINT_GROUPS = {"strategy": "lorrygate.strategies", "decoder": "lorrygate.decoders"}
+#: what the problem of a drop-in module that did not import expected
+IMPORTS_CLEANLY = "a module that imports cleanly"
 
 
 def _import_problem(path: str, exc: BaseException) -> str:
@@ -55,7 +57,7 @@ def load_modules(directory: str, problems: list) -> list:
         except Exception as exc:
             sys.modules.pop(module_name, None)
             problems.append(
-                ConfigProblem(path, "", None, "a module that imports cleanly", _import_problem(path, exc))
+                ConfigProblem(path, "", None, IMPORTS_CLEANLY, _import_problem(path, exc))
             )
             continue
         modules.append((path, module))

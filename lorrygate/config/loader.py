@@ -60,11 +60,15 @@ def load_gateway(path: str) -> s.GatewaySettings:
     items = parser["lorrygate"].items() if parser.has_section("lorrygate") else ()
     section = "\n".join(f"{key} = {value}" for key, value in items)
     minimal = f"[lorrygate]\n{section}\n[broker:b]\nhost = h\n[storage:s]\nurl = sqlite:///x\n[channel:c]\ntopics = #\n"
-    return loads(minimal, source=path, base_dir=os.path.dirname(os.path.abspath(path))).gateway
+    # (without importing the drop-in modules: a module being edited, broken on disk, made status and flush fail to
+    # reach the gateway that runs the one it imported at its start)
+    return loads(minimal, source=path, base_dir=os.path.dirname(os.path.abspath(path)), drop_ins=False).gateway
 
 
-def loads(text: str, source: str = "<string>", base_dir: str = ".", on_storage=None) -> s.Settings:
-    """Validate config text; ``source`` names it in messages (``on_storage``: see `load`)."""
+def loads(text: str, source: str = "<string>", base_dir: str = ".", on_storage=None, drop_ins: bool = True
+          ) -> s.Settings:
+    """Validate config text; ``source`` names it in messages (``on_storage``: see `load`; ``drop_ins``: whether
+    the modules of the strategies directory are imported, not for `load_gateway`)."""
     problems = []
     parser = configparser.ConfigParser(
         interpolation=None,
@@ -209,7 +213,8 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".", on_storage=N
     # imported here, not with this module: the storages above are read first (see `load`)
     from lorrygate import plugins
 
-    modules = plugins.load_modules(gateway.strategies, problems)
+    modules = plugins.load_modules(gateway.strategies, problems) if drop_ins else []
+    unimported = tuple(p.source for p in problems if p.expected == plugins.IMPORTS_CLEANLY)
     available = plugins.installed()
     strategies = build_strategies(gateway, modules, strategy_sections, problem, problems, default_strategies, available)
     decoders = build_decoders(modules, decoder_sections, problem, problems, base_dir, available)
@@ -245,7 +250,7 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".", on_storage=N
             elif channel.source:
                 problem(section, "topics", "a value (required for a channel of a broker: the filters to subscribe "
                         "to, such as mqttkit-1/#)", "nothing")
-        _check_channel(section, channel, parser, strategies, decoders, problem, modules)
+        _check_channel(section, channel, parser, strategies, decoders, problem, modules, unimported)
         broker = brokers.get(channel.source)
         if broker is not None:
             for key, only in s.CHANNEL_TYPE_KEYS.items():
@@ -725,6 +730,14 @@ def build_strategies(gateway, modules: list, sections: dict, problem, problems: 
     return registry
 
 
+def _unimported(paths: tuple) -> str:
+    """`` (it may be in <path>, which did not import: see its problem)`` where drop-in modules did not import."""
+    if not paths:
+        return ""
+    return f" (it may be in {' or '.join(paths)}, which did not import: see {'its' if len(paths) == 1 else 'their'} " \
+           "problem)"
+
+
 def _unclosed_header(source: str, text: str) -> ConfigProblem | None:
     """A line that opens a section header and does not close it (``[channel:b``): configparser reads it as the
     key ``[channel`` of the section before it (``:`` separates keys from values too)."""
@@ -920,7 +933,9 @@ def _reads_meshtastic_protobuf(factory) -> bool:
     return getattr(factory, "keywords", {}).get("output", "protobuf") == "protobuf"
 
 
-def _check_channel(section, channel, parser, strategies, decoders, problem, modules=()) -> None:
+def _check_channel(section, channel, parser, strategies, decoders, problem, modules=(), unimported=()) -> None:
+    """A channel's names of other sections, strategies and decoders; ``modules``, the drop-in modules imported,
+    and ``unimported``, those that did not import, tell a name that may be one of theirs."""
     sections = set(parser.sections())
     if channel.source and f"broker:{channel.source}" not in sections and f"source:{channel.source}" not in sections:
         names = ", ".join(sorted(x.partition(":")[2] for x in sections if x.startswith(("broker:", "source:"))))
@@ -937,7 +952,7 @@ def _check_channel(section, channel, parser, strategies, decoders, problem, modu
 
         problem(section, "strategy", "one of the strategies " + ", ".join(sorted(strategies)),
                 repr(channel.strategy) + (undeclared(modules, IStrategy, channel.strategy)
-                                          or did_you_mean(channel.strategy, strategies)))
+                                          or _unimported(unimported) or did_you_mean(channel.strategy, strategies)))
     unknown = [name for name in channel.decoders if name not in decoders]
     if unknown:
         from lorrygate.interfaces import IDecoder
@@ -947,8 +962,8 @@ def _check_channel(section, channel, parser, strategies, decoders, problem, modu
             section,
             "decoders",
             "decoder names from " + ", ".join(sorted(decoders)),
-            ", ".join(repr(name) + (undeclared(modules, IDecoder, name) or did_you_mean(name, decoders))
-                      for name in unknown),
+            ", ".join(repr(name) + (undeclared(modules, IDecoder, name) or _unimported(unimported)
+                                    or did_you_mean(name, decoders)) for name in unknown),
         )
     if "influx" in channel.decoders and not s.installed("line_protocol_parser"):
         problem(section, "decoders", s.needs("line_protocol_parser", "the influx decoder"), "influx")

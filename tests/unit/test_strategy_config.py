@@ -182,6 +182,32 @@ def test_a_drop_in_class_without_its_implementer_is_told_it(tmp_path):
     assert other.endswith("got 'mien'"), other  # (only the class of that name is meant)
 
 
+def test_a_drop_in_module_that_does_not_import_is_named_where_a_channel_names_its_strategy(tmp_path):
+    """A module broken mid-edit: the channel naming its strategy was told the built-in strategies, as if the name
+    were a typo. It is told the module that may have it."""
+    directory = tmp_path / "strategies"
+    directory.mkdir()
+    (directory / "mine.py").write_text(GOOD_MODULE + "def oops(:\n")
+    found = problems(config(tmp_path, "mine", strategies=directory))
+    assert len(found) == 2 and "mine.py: expected a module that imports cleanly, got SyntaxError" in found[0], found
+    assert found[1].endswith(f"got 'mine' (it may be in {directory / 'mine.py'}, which did not import: see its "
+                             "problem)"), found
+
+
+def test_status_and_flush_reach_the_gateway_while_a_drop_in_module_is_broken_on_disk(tmp_path):
+    """``lorrygate status`` reads only [lorrygate], but imported the drop-in modules with it: one broken mid-edit
+    (the running gateway had imported it whole) made status and flush fail with its SyntaxError."""
+    from lorrygate.config.loader import load_gateway
+
+    directory = tmp_path / "strategies"
+    directory.mkdir()
+    (directory / "mine.py").write_text("def oops(:\n")
+    path = tmp_path / "gw.ini"
+    path.write_text(config(tmp_path, "mine", strategies=directory).replace("[lorrygate]\n", "[lorrygate]\n"
+                                                                           "control = tcp:9480\n"))
+    assert load_gateway(str(path)).control_endpoint == "tcp:9480:interface=127.0.0.1"
+
+
 def test_missing_strategies_directory(tmp_path):
     """An explicitly configured strategies directory that does not exist is an error."""
     text = config(tmp_path).replace(str(tmp_path / "none"), str(tmp_path / "missing"))
