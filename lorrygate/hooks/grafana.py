@@ -31,7 +31,7 @@ from urllib.parse import unquote, urlsplit
 import attrs
 from twisted.internet.defer import Deferred
 
-from lorrygate.storage.layout import ID_COLUMN, column_names
+from lorrygate.storage.layout import column_names
 from lorrygate.topology.naming import quote
 
 #: Grafana's dashboard JSON model version this generator writes (Grafana 10-11)
@@ -98,12 +98,13 @@ def column_query(kind: str, table, field: str) -> str:
     if kind == "postgresql":
         from lorrygate.storage.postgresql import PostgresDialect, qualified
 
-        column = column_names((field,), PostgresDialect.fold, ("time", ID_COLUMN), PostgresDialect.identifier_limit)[0]
+        dialect = PostgresDialect
+        column = column_names((field,), dialect.fold, dialect.reserved, dialect.identifier_limit)[0]
         return (f'SELECT "time" AS "time", {quote(column)} AS {quote(field)} FROM {qualified(table)} '
                 f'WHERE $__timeFilter("time") ORDER BY 1')
     from lorrygate.storage.sqlite import SQLiteDialect, table_name
 
-    column = column_names((field,), SQLiteDialect.fold, ("time", ID_COLUMN))[0]
+    column = column_names((field,), SQLiteDialect.fold, SQLiteDialect.reserved)[0]
     # seconds since the epoch, with the fraction (unixepoch(..., 'subsec') needs SQLite 3.42)
     return (f"SELECT (julianday(\"time\") - 2440587.5) * 86400.0 AS \"time\", {quote(column)} AS {quote(field)} "
             f"FROM {quote(table_name(table))} "

@@ -81,7 +81,7 @@ def _ddl(storage, table, channel, address=None) -> list:
 
 def _columns(storage, fields) -> list:
     """What column each field name gets in a storage (`lorrygate.storage.layout.column_names`)."""
-    from lorrygate.storage.layout import ID_COLUMN, column_names
+    from lorrygate.storage.layout import column_names
 
     dialect: Any
     if storage.kind == "sqlite":
@@ -101,7 +101,7 @@ def _columns(storage, fields) -> list:
                 else " (another key of the row took it)") for name, key in zip(fields, keys)]
     else:
         return []
-    names = column_names(tuple(fields), dialect.fold, ("time", ID_COLUMN), dialect.identifier_limit)
+    names = column_names(tuple(fields), dialect.fold, dialect.reserved, dialect.identifier_limit)
     return [f"      field {name!r} -> column {column!r}" + ("" if column == name else f" ({rule}; another name "
                                                                                       "of the row or time took it)")
             for name, column in zip(fields, names)]

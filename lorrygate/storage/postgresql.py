@@ -135,6 +135,10 @@ class PostgresDialect:
     pipeline_rows: int = PIPELINE_ROWS
     #: PostgreSQL cuts names at 63 bytes (NAMEDATALEN - 1)
     identifier_limit = 63
+    #: names no field's column may have: the time, the id, and PostgreSQL's system columns, which every table has
+    #: (a field ``xmin``, an accelerometer's range say, made each of its messages a dead letter: "column name
+    #: "xmin" conflicts with a system column name"); such a field is ``xmin_2``
+    reserved = ("time", ID_COLUMN, "tableoid", "xmin", "cmin", "xmax", "cmax", "ctid")
     #: per-network layout: the views are made beside the writes, in transactions of their own
     #: (`lorrygate.storage.view_rounds`), not in the rows' transaction
     views_beside = True

@@ -172,6 +172,8 @@ class SQLiteDialect:
 
     #: SQLite has no limit on the length of names
     identifier_limit = None
+    #: names no field's column may have (``rowid`` and ``oid`` may: a column of the name takes the place of the alias)
+    reserved = ("time", ID_COLUMN)
 
     fold = staticmethod(sqlite_schema.fold)
 

@@ -728,7 +728,7 @@ class SqlStorage:
                         columns = tuple(flat)
                     if len(renames) > 10_000:
                         renames.clear()
-                    renamed = column_names(columns, dialect.fold, ("time", ID_COLUMN), dialect.identifier_limit)
+                    renamed = column_names(columns, dialect.fold, dialect.reserved, dialect.identifier_limit)
                     renames[columns] = renamed = None if renamed == columns else renamed
                 if renamed is not None:
                     flat = dict(zip(renamed, flat.values()))

@@ -24,7 +24,8 @@ NS = 1_717_243_200_000_000_000
 LONG = "sensor_" + "x" * 60
 names = st.one_of(
     st.sampled_from(["time", "Time", "TIME", "tImE", "lorrygate_id", "select", "from", "Temp", "temp", "TEMP",
-                     'quo"te', "semi;colon", "ümlaut", "ÜMLAUT", "dot.ted", LONG + "a", LONG + "b", LONG + "A"]),
+                     'quo"te', "semi;colon", "ümlaut", "ÜMLAUT", "dot.ted", LONG + "a", LONG + "b", LONG + "A",
+                     "xmin", "xmax", "ctid", "tableoid", "cmin", "cmax", "oid", "rowid"]),
     st.text(alphabet=string.ascii_letters + "_äöüÄÖÜ€ \"'", min_size=1, max_size=80),
 )
 rows = st.dictionaries(names, st.integers(-1000, 1000), min_size=1, max_size=12)
@@ -195,6 +196,21 @@ def test_a_field_with_an_empty_name_is_stored_as_underscore(sqlite_store, pg_sto
         row = store._conn.execute(f'SELECT "_", "__2", a FROM {name}').fetchone()  # (the field "_" came second)
         store._conn.commit()
         assert row == (1, 2, 3)
+
+
+def test_a_field_of_a_postgresql_system_columns_name_is_stored(sqlite_store, pg_store):
+    """An accelerometer's {"xmin": -2, "xmax": 2}: PostgreSQL refused the column ("conflicts with a system column
+    name") and each such message was a dead letter. The field is xmin_2 there; SQLite has no such columns."""
+    fields = {"xmin": -2, "xmax": 2, "ctid": 3, "tableoid": 4, "cmin": 5, "cmax": 6, "oid": 7, "rowid": 8}
+    for store, names in ((pg_store, ["xmin_2", "xmax_2", "ctid_2", "tableoid_2", "cmin_2", "cmax_2", "oid", "rowid"]),
+                         (sqlite_store, list(fields))):
+        table = TableName("ids", f"system{next(TABLES)}")
+        batch = commit(store, table, fields)
+        assert not batch.extra_dead, batch.extra_dead
+        name = quote(table_name(table)) if store is sqlite_store else qualified(table)
+        row = store._conn.execute(f"SELECT {', '.join(quote(column) for column in names)} FROM {name}").fetchone()
+        store._conn.commit()
+        assert row == tuple(fields.values())
 
 
 def test_time_beside_a_time_field_is_renamed_deterministically(sqlite_store):
