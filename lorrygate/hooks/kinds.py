@@ -48,7 +48,7 @@ class _Collect(processes.Command):
     def errReceived(self, data):
         self.errors = (self.errors + data)[-4096:]
 
-    def processEnded(self, reason):
+    def ended(self, reason):
         if self.done.called:  # cancelled
             return
         code = getattr(reason.value, "exitCode", None)

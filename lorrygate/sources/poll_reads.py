@@ -9,7 +9,9 @@ a dead letter by reference, as an MQTT payload over the broker's
 has one (``timeout``), and cancelling it stops what is read, an HTTP body by
 aborting its connection (`IBodyProducer.stopProducing`), a command by
 ``SIGTERM`` and `KILL_AFTER` seconds later ``SIGKILL``, to its process
-group: what it started is stopped with it.
+group: what it started is stopped with it. A command that ended while
+something it started holds its output is taken as it ended
+(`lorrygate.processes.LINGER`).
 """
 
 import hashlib
@@ -25,7 +27,7 @@ from twisted.web.http import PotentialDataLoss
 from lorrygate import processes
 
 #: seconds between a timed-out command's SIGTERM and its SIGKILL
-KILL_AFTER = 5.0
+KILL_AFTER = processes.KILL_AFTER
 #: the end of a failed command's standard error kept for its message
 ERROR_TAIL = 4096
 
@@ -112,7 +114,7 @@ class _Output(processes.Command):
     def errReceived(self, data: bytes) -> None:
         self.error = (self.error + data)[-ERROR_TAIL:]
 
-    def processEnded(self, reason) -> None:
+    def ended(self, reason) -> None:
         if self.done.called:  # cancelled (timed out, or the gateway stops)
             return
         code, signal = reason.value.exitCode, reason.value.signal

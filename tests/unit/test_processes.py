@@ -43,10 +43,11 @@ def sleep(seconds: float):
 
 @pytest_twisted.ensureDeferred
 async def test_a_cancelled_poll_command_stops_what_it_started(tmp_path):
-    """``sh -c 'sleep 600 & echo ...'``: the shell ends at once, its ``sleep`` holds the output pipe, so the poll
-    waits for its timeout; cancelled, the ``sleep`` is stopped too (it was left running, one a poll)."""
+    """``sh -c 'sleep 600 & echo ...; wait'``: the shell waits for its ``sleep``, so the poll waits for its
+    timeout; cancelled, the ``sleep`` is stopped too (it was left running, one a poll)."""
     mark = tmp_path / "pid"
-    d = run_command(reactor, ["sh", "-c", f"sleep 600 & echo $! > {mark}; echo '{{}}'"], dict(os.environ), 1000)
+    d = run_command(reactor, ["sh", "-c", f"sleep 600 & echo $! > {mark}; echo '{{}}'; wait"], dict(os.environ),
+                    1000)
     pid = await started(mark)
     d.cancel()
     with pytest.raises(defer.CancelledError):
@@ -55,6 +56,45 @@ async def test_a_cancelled_poll_command_stops_what_it_started(tmp_path):
     while not gone(pid):
         assert time.monotonic() < deadline, "the command's sleep is still running"
         await sleep(0.02)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_command_that_ended_is_taken_as_it_ended_though_what_it_started_holds_its_output(tmp_path):
+    """``sh -c 'sleep 600 & echo {...}'``: the shell ends at once with its output whole, but its ``sleep`` holds
+    the pipe: the poll waited for its timeout and failed, every time. Now the output is the answer (LINGER
+    seconds after the shell's end) and the ``sleep`` is stopped; so is a command hook's."""
+    mark = tmp_path / "pid"
+    d = run_command(reactor, ["sh", "-c", f"sleep 600 & echo $! > {mark}; echo '{{\"v\": 1}}'"], dict(os.environ),
+                    1000)
+    d.addTimeout(60, reactor)  # (without the linger, the answer came when the sleep ended: in 10 minutes)
+    answer = await d
+    assert answer.payload == b'{"v": 1}\n'
+    pid = int(mark.read_text())
+    deadline = time.monotonic() + 30
+    while not gone(pid):
+        assert time.monotonic() < deadline, "the command's sleep is still running"
+        await sleep(0.02)
+    hook_mark = tmp_path / "hook-pid"
+    hook = CommandHook(f"sh -c 'sleep 600 & echo $! > {hook_mark}'", reactor)
+    ran = hook.run(FirstSample("db", "sqlite", TableName("main", "t"), {}, {"v": "number"}, ("v",), True))
+    ran.addTimeout(60, reactor)
+    await ran  # (it failed at the hook's timeout, and was tried again: one more sleep each time)
+    pid = int(hook_mark.read_text())
+    deadline = time.monotonic() + 30
+    while not gone(pid):
+        assert time.monotonic() < deadline, "the hook's sleep is still running"
+        await sleep(0.02)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_command_that_fails_while_what_it_started_holds_its_output_fails():
+    """The command's end is taken as it was: an exit status of 3 is a failure with its reason."""
+    from lorrygate.sources.poll_reads import CommandFailed
+
+    d = run_command(reactor, ["sh", "-c", "sleep 600 & echo broken >&2; exit 3"], dict(os.environ), 1000)
+    d.addTimeout(60, reactor)
+    with pytest.raises(CommandFailed, match="sh exited with 3: broken"):
+        await d
 
 
 @pytest_twisted.ensureDeferred
