@@ -399,10 +399,10 @@ def unfit_source_topics(source: str, channels, sources: dict, strategies: dict) 
         except Ignored:
             continue
         except TopologyError as exc:
+            such = "" if "strategy = topic" in exc.reason else " (such as strategy = topic)"
             warnings.append(f"{source} [channel:{channel.name}]: the strategy {channel.strategy} refuses the topics of "
                             f"source {made.name} ({template}: {exc.reason}), so every message of it is a dead letter. "
-                            f"Set [source:{made.name}] topic to one it takes, or the channel's strategy (such as "
-                            f"strategy = topic)")
+                            f"Set [source:{made.name}] topic to one it takes, or the channel's strategy{such}")
         except Exception:  # noqa: S112 - a user's strategy: what it does with a made-up topic proves nothing
             continue
     return warnings

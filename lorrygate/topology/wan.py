@@ -158,7 +158,8 @@ class WanStrategy:
             raise TopologyError(
                 self.name,
                 topic,
-                f"expected realm/network/gateway/node/<suffix> (at least 5 levels), got {len(levels)} level(s)",
+                f"expected realm/network/gateway/node/<suffix> (at least 5 levels), got {len(levels)} level(s); a "
+                f"tree of another shape needs a strategy of its own (strategy = topic takes any)",
             )
         realm, network, gateway, node = levels[:4]
         check_levels(self.name, topic, realm=realm, network=network, gateway=gateway, node=node)

@@ -545,8 +545,9 @@ def test_a_channel_of_a_local_source_takes_all_of_it_and_is_warned_when_its_stra
     assert channel.topics == ("#",)
     assert settings.warnings == (
         "gateway.ini [channel:c]: the strategy wan refuses the topics of source logs (logs/{stem}: expected "
-        "realm/network/gateway/node/<suffix> (at least 5 levels), got 2 level(s)), so every message of it is a dead "
-        "letter. Set [source:logs] topic to one it takes, or the channel's strategy (such as strategy = topic)",)
+        "realm/network/gateway/node/<suffix> (at least 5 levels), got 2 level(s); a tree of another shape needs a "
+        "strategy of its own (strategy = topic takes any)), so every message of it is a dead letter. Set "
+        "[source:logs] topic to one it takes, or the channel's strategy",)
     assert loads(base + "strategy = topic\n").warnings == ()
     fitting = base.replace("path = ", "topic = mqttkit-1/net/{dir}/{stem}/data.json\npath = ")
     assert loads(fitting).warnings == ()

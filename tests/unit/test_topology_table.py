@@ -448,6 +448,7 @@ REFUSED = [
     ("wan", "one", "got 1 level"),
     ("wan", "", "got 1 level"),
     ("wan", "a/b/c/d", "got 4 level"),
+    ("wan", "sensors/kitchen", "a tree of another shape needs a strategy of its own (strategy = topic takes any)"),
     ("wan", "a/b//d/data.json", "the gateway level is empty"),
     ("wan", "/b/c/d/data.json", "the realm level is empty"),
     ("wan", "a/b/c/d/", "unknown suffix ''"),
