@@ -16,7 +16,11 @@ reactor and none while the storage holds the source paused, so a
 transaction of millions of rows (a bulk ``INSERT ... SELECT``) is never held
 whole: its changes go downstream before its commit has been read.
 At least once (a change committed downstream but not yet advanced past comes
-again). A lost connection is not a replay: the transactions handed over are
+again). A change's time, where its row has no ``time`` column, is its
+transaction's commit time (wal2json's ``include-timestamp``, as
+`Message.sent`), not the time the gateway read it: the rows of one
+transaction share it, and a change that comes again has it again (an
+idempotent storage keeps one row of it). A lost connection is not a replay: the transactions handed over are
 still on their way downstream, so the new connection's peek skips them and
 their acknowledgements advance the slot as before.
 
@@ -30,6 +34,7 @@ import json
 import threading
 import time
 from collections import OrderedDict
+from datetime import datetime
 from typing import Any
 
 import attrs
@@ -72,6 +77,17 @@ class CdcAck:
 _JSON_TYPES = ("json", "jsonb")
 
 
+def commit_time(text) -> float | None:
+    """A transaction's commit time as wal2json writes it (``2024-06-01 12:00:00.123456+00``, in the connection's
+    time zone) -> epoch seconds; None where it wrote none."""
+    if not isinstance(text, str):
+        return None
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        return None
+
+
 @implementer(ISource)
 @attrs.define(eq=False)
 class CdcSource(ReadingThread, SourcePlumbing, Service):
@@ -86,8 +102,9 @@ class CdcSource(ReadingThread, SourcePlumbing, Service):
     connected: bool = False
     #: xid -> [changes not yet committed downstream, commit LSN or 0 while its commit is not read], in commit order
     _transactions: OrderedDict = attrs.Factory(OrderedDict)
-    #: (the reading thread's) xid -> [changes handed over, commit LSN or 0] of the transactions the slot is not
-    #: advanced past: a peek returns them again, and what was handed over is left out
+    #: (the reading thread's) xid -> [changes handed over, commit LSN or 0, commit time (epoch seconds) or None]
+    #: of the transactions the slot is not advanced past: a peek returns them again, and what was handed over is
+    #: left out
     _handed: dict = attrs.Factory(dict)
     #: chunks handed to the reactor and not yet delivered
     _queued: threading.Semaphore = attrs.Factory(lambda: threading.Semaphore(CHUNKS_QUEUED))
@@ -156,7 +173,8 @@ class CdcSource(ReadingThread, SourcePlumbing, Service):
         with psycopg.connect(self._url(), autocommit=True, connect_timeout=10) as conn:
             self._ensure_slot(conn)
             self._reactor.callFromThread(self._ready)
-            options = ["format-version", "2", "include-lsn", "true", "include-transaction", "true"]
+            options = ["format-version", "2", "include-lsn", "true", "include-transaction", "true",
+                       "include-timestamp", "true"]
             if settings.tables:
                 options += ["add-tables", ",".join(settings.tables)]
             marks = ", ".join(["%s"] * len(options))
@@ -199,13 +217,16 @@ class CdcSource(ReadingThread, SourcePlumbing, Service):
         for lsn, xid, data in rows:
             record = json.loads(data)
             action = record.get("action")
-            known = self._handed.setdefault(xid, [0, 0])
+            known = self._handed.setdefault(xid, [0, 0, None])
             if action in OPERATIONS:
                 seen[xid] = seen.get(xid, 0) + 1
                 if seen[xid] <= known[0]:
                     continue  # handed over before (a peek returns all the slot is not advanced past)
-                chunk.append((xid, self._change(record)))
+                chunk.append((xid, self._change(record) + (known[2],)))
                 known[0] += 1
+            elif action == "B":
+                known[2] = commit_time(record.get("timestamp"))
+                continue
             elif action == "C" and not known[1]:
                 known[1] = lsn_int(lsn)
                 chunk.append((xid, known[1]))
@@ -301,10 +322,10 @@ class CdcSource(ReadingThread, SourcePlumbing, Service):
             if type(item) is int:  # the transaction's commit
                 pending[1] = item
                 continue
-            topic, payload = item
+            topic, payload, committed = item
             pending[0] += 1
             self.changes += 1
-            self.deliver(Message(topic, payload, 1, False, received, topic, CdcAck(self, xid)))
+            self.deliver(Message(topic, payload, 1, False, received, topic, CdcAck(self, xid), sent=committed))
         self._release()
 
     def _ack(self, xid: int) -> None:

@@ -235,3 +235,39 @@ async def test_json_and_jsonb_values_come_as_json_not_as_text(source_db):
          "note": '{"not": "json typed"}'},
         {"op": "insert", "id": 2, "body": None, "raw": "x", "f": 1.5, "note": None},
     ]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_change_has_its_transactions_commit_time(source_db):
+    """A change's row (its table has no time column) was stored at the time the gateway read it: the rows of one
+    transaction at different times, and a change that came again after a crash at another, so that an idempotent
+    storage kept it twice. It is its transaction's commit time (track_commit_timestamp tells it here)."""
+    from tests.integration.test_amqp import until
+
+    seen = []
+
+    def hold(message):
+        seen.append((json.loads(message.payload)["id"], message.sent))
+        message.ack.ack()
+
+    source, slot = cdc_source(source_db, "CREATE TABLE steps (id integer PRIMARY KEY)", "steps", hold)
+    with psycopg.connect(source_db.url, autocommit=True) as conn:
+        conn.execute("ALTER SYSTEM SET track_commit_timestamp = on")
+    source_db.halt()
+    source_db.resume()
+    source.startService()
+    try:
+        await until(lambda: source.connected, "the slot read")
+        with psycopg.connect(source_db.url, autocommit=True) as conn:
+            with conn.transaction():
+                conn.execute("INSERT INTO steps VALUES (1), (2)")
+                conn.execute("SELECT pg_sleep(0.2)")
+            conn.execute("INSERT INTO steps VALUES (3)")
+            committed = {row_id: stamp.timestamp() for row_id, stamp in conn.execute(
+                "SELECT id, pg_xact_commit_timestamp(xmin) FROM steps").fetchall()}
+        await until(lambda: len(seen) == 3, "the three inserts")
+    finally:
+        await source.stopService()
+    assert [row_id for row_id, _ in seen] == [1, 2, 3]
+    assert all(sent == pytest.approx(committed[row_id], abs=1e-6) for row_id, sent in seen), (seen, committed)
+    assert seen[0][1] == seen[1][1] < seen[2][1]
