@@ -1,6 +1,6 @@
 """
 PostgreSQL change data capture (``[source:NAME] type = pgcdc``): inserts,
-updates and deletes of chosen tables, read from a logical replication slot
+updates, deletes and truncates of chosen tables, read from a logical replication slot
 with the ``wal2json`` output plugin (Debian: ``postgresql-15-wal2json``).
 
 Each change becomes a message under ``<topic>/<schema>/<table>`` whose
@@ -52,7 +52,9 @@ from lorrygate.sources.threaded import ReadingThread
 PEEK = 2000
 #: changes handed to the reactor at a time, and chunks handed over and not yet delivered at most
 CHUNK, CHUNKS_QUEUED = 1000, 2
-OPERATIONS = {"I": "insert", "U": "update", "D": "delete"}
+#: wal2json's actions of changes, and the ``op`` of each (a ``TRUNCATE`` of a table is a row of ``op`` alone, as
+#: Debezium has a truncate event: the rows before it are gone at the source)
+OPERATIONS = {"I": "insert", "U": "update", "D": "delete", "T": "truncate"}
 
 
 def lsn_int(text: str) -> int:

@@ -209,7 +209,7 @@ async def test_a_transaction_of_30000_rows_is_handed_over_a_chunk_at_a_time_unde
 async def test_json_and_jsonb_values_come_as_json_not_as_text(source_db):
     """wal2json writes a json or jsonb column's value as its text: it came into the payload as a string, one
     TEXT column of JSON; now the value itself, so its keys are fields as any JSON payload's are. A NaN of a
-    numeric or float column is null (no value), as wal2json writes it."""
+    numeric or float column is null (no value), as wal2json writes it. A TRUNCATE is a change of its own."""
     from tests.integration.test_amqp import until
 
     seen = []
@@ -227,13 +227,15 @@ async def test_json_and_jsonb_values_come_as_json_not_as_text(source_db):
             conn.execute("""INSERT INTO docs VALUES (1, '{"wifi": {"rssi": -60}, "on": true}', '[1, 2]', 'NaN',"""
                          """ '{"not": "json typed"}')""")
             conn.execute("INSERT INTO docs VALUES (2, 'null', '\"x\"', 1.5, NULL)")
-        await until(lambda: len(seen) == 2, "the two inserts")
+            conn.execute("TRUNCATE docs")
+        await until(lambda: len(seen) == 3, "the two inserts and the truncate")
     finally:
         await source.stopService()
     assert seen == [
         {"op": "insert", "id": 1, "body": {"wifi": {"rssi": -60}, "on": True}, "raw": [1, 2], "f": None,
          "note": '{"not": "json typed"}'},
         {"op": "insert", "id": 2, "body": None, "raw": "x", "f": 1.5, "note": None},
+        {"op": "truncate"},  # (it was left out: a consumer could not tell that the rows were gone)
     ]
 
 
