@@ -31,8 +31,10 @@ is counted (``push_refused``) and its reason logged and kept
 (``last_refusal``), and the next push tries again.
 """
 
+import hashlib
 import re
 import time
+import unicodedata
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -52,9 +54,26 @@ PUSH_EVERY = 1.0
 _NESTED = frozenset((dict,))
 
 
+def prometheus_name(text: str) -> str:
+    """``text`` as the part of a Prometheus name (letters, digits, ``_``): an accent folded (``über`` is ``uber``),
+    another character ``_``; a name that lost a letter so (``температура``, ``влажность``: both were ``_``s,
+    one gauge) ends in ``_`` and 8 hex digits of its SHA-256, as the SQL names do."""
+    if text.isascii():
+        return _NOT_METRIC.sub("_", text)
+    out = []
+    lost = False
+    for char in text:
+        if not char.isascii():
+            base = unicodedata.normalize("NFKD", char).encode("ascii", "ignore").decode("ascii")
+            lost = lost or (not base and char.isalnum())
+            char = base or "_"
+        out.append(char)
+    name = _NOT_METRIC.sub("_", "".join(out))
+    return f"{name}_{hashlib.sha256(text.encode('utf-8', 'surrogatepass')).hexdigest()[:8]}" if lost else name
+
+
 def metric_name(field: str) -> str:
-    name = _NOT_METRIC.sub("_", field)
-    return "lorrygate_field_" + name
+    return "lorrygate_field_" + prometheus_name(field)
 
 
 def tag_labels(tags: dict, fixed: tuple) -> tuple:
@@ -66,7 +85,7 @@ def tag_labels(tags: dict, fixed: tuple) -> tuple:
     for name, value in tags.items():
         if value is None:
             continue
-        label = _NOT_METRIC.sub("_", str(name)) or "_"
+        label = prometheus_name(str(name)) or "_"
         if label[0].isdigit() or label.startswith("__"):
             label = "tag_" + label.lstrip("_")
         value = str(value)

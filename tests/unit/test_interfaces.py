@@ -134,6 +134,19 @@ def test_the_prometheus_sink_exports_the_values_of_nested_objects():
                            ("lorrygate_field_wifi_ap_ch", labels): 6.0, ("lorrygate_field_wifi_ap_up", labels): 1.0}
 
 
+def test_prometheus_names_keep_fields_of_other_scripts_apart():
+    """``температура`` and ``влажность`` were both lorrygate_field_ and underscores: one gauge, whichever came last;
+    ``über`` lost its letter. Accents fold, and a name that lost letters gets 8 hex digits of its hash."""
+    from lorrygate.storage.prometheus_sink import metric_name
+
+    names = ["temperature", "wifi.rssi", "über", "öber", "температура", "влажность", "温度", "Temp°C"]
+    made = [metric_name(name) for name in names]
+    assert made[:4] + made[7:] == ["lorrygate_field_temperature", "lorrygate_field_wifi_rssi", "lorrygate_field_uber",
+                                   "lorrygate_field_ober", "lorrygate_field_Temp_C"]
+    assert len(set(made)) == len(names)
+    assert made[4] == "lorrygate_field_" + "_" * 11 + "_7783226f"
+
+
 def test_the_prometheus_sink_keeps_a_series_for_each_tag_of_a_table():
     """The RuuviTags of one gateway are one table, each tag's MAC a tag of its rows: they were one series a field,
     the last one's value. A row's tags are labels now, every series of a gauge with the same labels (empty where a
