@@ -171,6 +171,11 @@ def describe(settings, topics=(), fields=()) -> str:
     routers: dict = {}
     for topic in topics:
         lines.append(f"topic {topic}:")
+        if "+" in topic.split("/") or "#" in topic.split("/"):
+            # (a device publishes on a topic, never on a filter: each channel said "refused" or "not subscribed")
+            lines.append("  a topic filter (a level + or #), not a topic: give the topic of one message, as a device "
+                         "publishes it")
+            continue
         for channel in settings.channels:
             if not any(_matches(pattern, topic) for pattern in channel.topics):
                 lines.append(f"  channel {channel.name}: not subscribed")

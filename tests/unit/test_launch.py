@@ -136,6 +136,19 @@ def test_describe_prints_schema_table_and_ddl():
 
 
 
+def test_describe_of_a_topic_filter_says_it_is_one():
+    """``describe --topic 'mqttkit-1/#'`` (a filter, as a channel's topics are written) was told that the wan
+    strategy refuses a topic of 2 levels: it is told that it gave a filter, not a message's topic."""
+    from lorrygate.config import loads
+    from lorrygate.pipeline.describe import describe
+
+    settings = loads("[broker:b]\nhost=h\n[storage:s]\nurl=sqlite:///x.sqlite\n[channel:c]\ntopics=r/#\n")
+    for topic in ("r/#", "r/+/g/d/data.json"):
+        assert describe(settings, [topic]).endswith(
+            f"topic {topic}:\n  a topic filter (a level + or #), not a topic: give the topic of one message, as a "
+            "device publishes it")
+
+
 def test_describe_says_which_decoders_a_topic_gets_and_what_is_ignored():
     """describe routes as the gateway does: the suffix's decoder first, event values last, the channel's ignore
     filters and the strategy's commands are "ignored", not "refused"."""
