@@ -207,6 +207,10 @@ class SourceSettings:
     function: Any = attrs.field(default=None, repr=False, eq=False)
 
 
+#: the listen hosts only this machine reaches
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
 def make_source(name: str, values: dict, section: str, problem):
     kind = values["type"]
     allowed = SOURCE_TYPE_KEYS[kind]
@@ -217,6 +221,14 @@ def make_source(name: str, values: dict, section: str, problem):
     if kind == "http" and bool(values["tls_cert"]) != bool(values["tls_key"]):
         missing = "tls_key" if values["tls_cert"] else "tls_cert"
         problem(section, missing, "a PEM file (HTTPS needs tls_cert and tls_key)", "nothing")
+        return None
+    if kind == "http" and values["export"] and not (values["export_token"] or values["token"]) \
+            and values["listen"][0] not in LOOPBACK:
+        # (as a control endpoint beyond loopback needs its control_token: the fleet's data for anyone who asks)
+        host, port = values["listen"]
+        problem(section, "export", "an export_token (or a token; from ${ENV:...} or ${FILE:...}) for an export "
+                "others can reach, or a loopback listen address (127.0.0.1:PORT)",
+                f"export = true on {host}:{port} without a token")
         return None
     if kind == "poll" and bool(values["url"]) == bool(values["command"]):
         problem(section, "url", "either a url or a command (one of them)", "both" if values["url"] else "neither")

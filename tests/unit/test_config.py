@@ -350,6 +350,20 @@ def test_control_on_tcp_stays_on_this_machine_unless_it_has_a_token():
     assert token.gateway.control_token.reveal() == "t0ken" and "t0ken" not in repr(token)
 
 
+def test_an_export_others_can_reach_needs_a_token():
+    """``export = true`` on 0.0.0.0 without a token answered the fleet's data to anyone on the network who asked.
+    It is a problem, as a control endpoint beyond loopback is; on loopback, or with a token, it is not."""
+    http = "[source:api]\ntype = http\nexport = true\n{}[channel:c]\nsource = api\n[storage:db]\nurl = sqlite:///x\n"
+    assert problems(http.format("listen = 0.0.0.0:24642\n")) == [
+        "gateway.ini [source:api] export: expected an export_token (or a token; from ${ENV:...} or ${FILE:...}) for "
+        "an export others can reach, or a loopback listen address (127.0.0.1:PORT), got export = true on "
+        "0.0.0.0:24642 without a token"]
+    for fine in ("", "listen = 127.0.0.1:24642\n", "listen = [::1]:24642\n", "listen = 0.0.0.0:24642\ntoken = t\n",
+                 "listen = 0.0.0.0:24642\nexport_token = t\n"):
+        loads(http.format(fine))
+    loads(http.format("listen = 0.0.0.0:24642\n").replace("export = true", "export = false"))
+
+
 def test_status_needs_only_the_lorrygate_section(tmp_path, monkeypatch):
     """status and flush read [lorrygate] alone: a broker password from an unset variable does not stop them."""
     from lorrygate.config.loader import load_gateway
