@@ -347,7 +347,8 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".", on_storage=N
                       sources, tuple(doubled_routes(source, built, brokers)
                                      + feedback_cycles(source, built, brokers, storages)
                                      + unfit_source_topics(source, built, sources, strategies)
-                                     + budgets_beyond_limits(source, storages) + notes))
+                                     + budgets_beyond_limits(source, storages) + open_live_views(source, storages)
+                                     + notes))
 
 
 def column_limit(kind: str) -> int | None:
@@ -375,6 +376,24 @@ def budgets_beyond_limits(source: str, storages: dict) -> list:
             warnings.append(f"{source} [storage:{storage.name}] max_columns: {storage.max_columns} is more columns than "
                             f"a {database} table can have ({limit}): a table gets at most {limit}, the fields beyond "
                             f"go into extra_fields. Set max_columns = {limit} or less")
+    return warnings
+
+
+def open_live_views(source: str, storages: dict) -> list:
+    """Warnings for a WebSocket sink that listens beyond loopback: it has no authentication of its own, and serves
+    every row it is given to whoever reaches the address."""
+    from urllib.parse import urlsplit
+
+    warnings = []
+    for storage in storages.values():
+        if storage.kind != "websocket":
+            continue
+        host = urlsplit(storage.url.raw).hostname or "127.0.0.1"
+        if host not in s.LOOPBACK:
+            warnings.append(f"{source} [storage:{storage.name}] url: the live view on {host} serves every row its "
+                            f"channels store to whoever reaches that address, without authentication; keep it on "
+                            f"127.0.0.1 behind a reverse proxy that authenticates, where others than this machine "
+                            f"look at it")
     return warnings
 
 

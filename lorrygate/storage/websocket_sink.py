@@ -17,6 +17,10 @@ browser that reads slower than records come loses messages (its queue is
 bounded at 4 MiB, what does not fit is dropped and counted) rather than
 growing the gateway's memory. Put it beside a storage that keeps the data
 (``storage = db, live``).
+
+It has no authentication of its own: whoever reaches the address sees every
+row. The configuration warns of an address beyond loopback; put a reverse
+proxy that authenticates in front of one.
 """
 
 import json

@@ -364,6 +364,18 @@ def test_an_export_others_can_reach_needs_a_token():
     loads(http.format("listen = 0.0.0.0:24642\n").replace("export = true", "export = false"))
 
 
+def test_a_live_view_beyond_loopback_is_warned_of():
+    """A WebSocket sink on 0.0.0.0 serves every row to anyone on the network (it has no authentication): a
+    warning says so; on loopback nothing is said."""
+    pytest.importorskip("autobahn")
+    text = "[broker:b]\nhost = h\n[channel:c]\ntopics = a/#\nstorage = live\n[storage:live]\nurl = {}\n"
+    assert loads(text.format("ws://0.0.0.0:9482/"), source="gateway.ini").warnings == (
+        "gateway.ini [storage:live] url: the live view on 0.0.0.0 serves every row its channels store to whoever "
+        "reaches that address, without authentication; keep it on 127.0.0.1 behind a reverse proxy that "
+        "authenticates, where others than this machine look at it",)
+    assert loads(text.format("ws://127.0.0.1:9482/")).warnings == ()
+
+
 def test_status_needs_only_the_lorrygate_section(tmp_path, monkeypatch):
     """status and flush read [lorrygate] alone: a broker password from an unset variable does not stop them."""
     from lorrygate.config.loader import load_gateway
