@@ -125,7 +125,7 @@ def render_status(answer: dict) -> str:
             + (f", {channel['ignored']} ignored" if channel.get("ignored") and not channel.get("last_ignored") else "")
             # (the rest of what was received, where there is any: so that the counts add up to it)
             + (f", {channel['empty']} empty (nothing to store)" if channel.get("empty") else "")
-            + (f", {channel['too_large']} over max_payload (dead letters by reference)"
+            + (f", {channel['too_large']} over the size limit (dead letters by reference)"
                if channel.get("too_large") else "")
             + (f", {channel['own_reports']} own error reports received back" if channel.get("own_reports") else "")
             + (f", {channel['collisions']} table name collisions (two addresses, one table: see the log)"

@@ -99,8 +99,8 @@ def test_the_status_accounts_for_every_message_received():
     channel = dict(router.stats.asdict(), name="main", last_ignored=router.why_ignored())
     text = render_status({"config": "gw.ini", "sources": [], "storages": [], "channels": [channel]})
     assert text.splitlines()[-1] == (
-        "channel main: 5 received, 2 routed, 0 unmatched, 0 undecodable, 2 empty (nothing to store), 1 over "
-        "max_payload (dead letters by reference), 1 table name collisions (two addresses, one table: see the log)")
+        "channel main: 5 received, 2 routed, 0 unmatched, 0 undecodable, 2 empty (nothing to store), 1 over the size "
+        "limit (dead letters by reference), 1 table name collisions (two addresses, one table: see the log)")
 
 
 def test_a_collision_is_two_addresses_of_one_table_not_two_tags_of_its_rows():
