@@ -2,8 +2,13 @@
 The ``python`` and ``command`` hooks.
 
 ``type = python``: ``callable = module:function`` (a module of the strategies
-directory or an installed one) is called with the `FirstSample`, in the
-reactor's thread pool, so it may block; raising fails the run (retried).
+directory or an installed one) is called with the `FirstSample` on a thread
+of the hook's own, so it may block; raising fails the run (retried). Not in
+the reactor's thread pool: the resolver of broker names, the Redis source
+and the Kafka sink use that, and a function that never returns (an HTTP call
+without a timeout) took a thread of it at every retry until none was left.
+A Python thread cannot be stopped: a run past the ``timeout`` keeps its
+thread, and the runs after it fail at once until it returns.
 
 ``type = command``: ``command`` is split like a shell would (no shell runs
 it); ``{storage}``, ``{schema}``, ``{table}``, ``{realm}``, ``{network}``,
@@ -15,9 +20,10 @@ reason. A command still running after the hook's ``timeout`` is killed.
 
 import json
 import shlex
+import threading
 
-from twisted.internet.defer import Deferred
-from twisted.internet.threads import deferToThreadPool
+from twisted.internet.defer import Deferred, fail
+from twisted.python.failure import Failure
 
 from lorrygate import processes
 
@@ -26,9 +32,34 @@ class PythonHook:
     def __init__(self, function, reactor):
         self.function = function
         self.reactor = reactor
+        #: the thread of the last run, while it has not returned
+        self._thread: threading.Thread | None = None
 
     def run(self, sample) -> Deferred:
-        return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), self.function, sample)
+        if self._thread is not None and self._thread.is_alive():
+            name = getattr(self.function, "__qualname__", repr(self.function))
+            return fail(HookFailed(f"{name} has not returned from an earlier run yet (past the hook's timeout: a "
+                                   f"Python function cannot be stopped; give its calls a timeout of their own)"))
+        done: Deferred = Deferred()
+
+        def answer(outcome) -> None:
+            if done.called:  # (cancelled: past the timeout, or the gateway stops)
+                return
+            if isinstance(outcome, Failure):
+                done.errback(outcome)
+            else:
+                done.callback(outcome)
+
+        def call() -> None:
+            try:
+                outcome = self.function(sample)
+            except BaseException:
+                outcome = Failure()
+            self.reactor.callFromThread(answer, outcome)
+
+        self._thread = threading.Thread(target=call, name="lorrygate-hook", daemon=True)
+        self._thread.start()
+        return done
 
 
 class HookFailed(Exception):
