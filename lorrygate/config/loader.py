@@ -347,6 +347,7 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".", on_storage=N
                       sources, tuple(doubled_routes(source, built, brokers)
                                      + feedback_cycles(source, built, brokers, storages)
                                      + unfit_source_topics(source, built, sources, strategies)
+                                     + unread_headers(source, built, sources, decoder_sections)
                                      + budgets_beyond_limits(source, storages) + open_live_views(source, storages)
                                      + notes))
 
@@ -376,6 +377,29 @@ def budgets_beyond_limits(source: str, storages: dict) -> list:
             warnings.append(f"{source} [storage:{storage.name}] max_columns: {storage.max_columns} is more columns than "
                             f"a {database} table can have ({limit}): a table gets at most {limit}, the fields beyond "
                             f"go into extra_fields. Set max_columns = {limit} or less")
+    return warnings
+
+
+def unread_headers(source: str, channels, sources: dict, decoder_sections: dict) -> list:
+    """Warnings for a channel of a files source with ``header = true`` whose decoders have no CSV one: each line
+    goes out behind its file's header line, which only a csv decoder reads, so every line was a dead letter."""
+    from lorrygate.decoding import DECODERS
+
+    kinds = {name: values.get("type") for name, (_, values) in decoder_sections.items()}
+    warnings = []
+    for channel in channels:
+        made = sources.get(channel.source)
+        if made is None or made.type != "files" or not made.header or made.topic.endswith("data.csv"):
+            continue  # (data.csv: the suffix picks the csv decoder)
+        names = channel.decoders
+        if any(name == "csv" or kinds.get(name) == "csv" for name in names):
+            continue
+        if any(name not in DECODERS and kinds.get(name) in (None, "javascript") for name in names):
+            continue  # a decoder of your own may read them
+        warnings.append(f"{source} [channel:{channel.name}]: source {made.name} has header = true, so each line "
+                        f"comes behind its file's header line, which only a csv decoder reads; the channel's "
+                        f"decoders ({', '.join(names)}) have none, so every line would be a dead letter. Set "
+                        f"decoders = csv (or name a [decoder:NAME] of type = csv)")
     return warnings
 
 

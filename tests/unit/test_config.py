@@ -376,6 +376,24 @@ def test_a_live_view_beyond_loopback_is_warned_of():
     assert loads(text.format("ws://127.0.0.1:9482/")).warnings == ()
 
 
+def test_a_files_source_with_a_header_and_no_csv_decoder_is_warned_of():
+    """``header = true`` puts the file's header line before each line, which only a csv decoder reads: a channel
+    without one made every line a dead letter, silently at the start. A warning says so; a csv decoder (the
+    built-in, or a [decoder:NAME] of type csv), a data.csv topic or a decoder of your own is not warned of."""
+    base = ("[source:logs]\ntype = files\npath = /var/log/sensors/*.csv\nheader = true\ntopic = plant/{stem}\n"
+            "[storage:db]\nurl = sqlite:///x\n[channel:c]\nsource = logs\nstrategy = topic\n")
+    assert loads(base, source="gateway.ini").warnings == (
+        "gateway.ini [channel:c]: source logs has header = true, so each line comes behind its file's header line, "
+        "which only a csv decoder reads; the channel's decoders (telegraf, kepware, neuron, thingsboard, json, "
+        "influx, value) have none, so every line would be a dead letter. Set decoders = csv (or name a "
+        "[decoder:NAME] of type = csv)",)
+    assert loads(base + "decoders = csv\n").warnings == ()
+    assert loads(base + "decoders = eu, json\n[decoder:eu]\ntype = csv\ndelimiter = ;\n").warnings == ()
+    assert loads(base.replace("topic = plant/{stem}", "topic = p/n/g/{stem}/data.csv").replace(
+        "strategy = topic", "strategy = wan")).warnings == ()
+    assert loads(base.replace("header = true\n", "")).warnings == ()
+
+
 def test_status_needs_only_the_lorrygate_section(tmp_path, monkeypatch):
     """status and flush read [lorrygate] alone: a broker password from an unset variable does not stop them."""
     from lorrygate.config.loader import load_gateway
