@@ -145,7 +145,7 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".", on_storage=N
             values = read_section(section, s.GATEWAY_KEYS)
             control = values.get("control") or ""
             interface = control.partition(":interface=")[2]
-            if control.startswith("tcp:") and interface not in ("127.0.0.1", "localhost", "::1") \
+            if control.startswith("tcp:") and interface not in s.LOOPBACK \
                     and not values.get("control_token"):
                 problem(section, "control", "a loopback interface (tcp:PORT:interface=127.0.0.1), or a "
                         "control_token (from ${FILE:path}) for an endpoint others can reach", repr(control))

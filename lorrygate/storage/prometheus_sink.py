@@ -31,10 +31,8 @@ is counted (``push_refused``) and its reason logged and kept
 (``last_refusal``), and the next push tries again.
 """
 
-import hashlib
 import re
 import time
-import unicodedata
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -47,6 +45,7 @@ from zope.interface import implementer
 from lorrygate.errors import StorageError
 from lorrygate.interfaces import IStorage
 from lorrygate.storage.layout import flatten
+from lorrygate.topology.naming import digest, fold_letters
 
 LABELS = ("realm", "network", "gateway", "node", "table")
 _NOT_METRIC = re.compile(r"[^a-zA-Z0-9_]")
@@ -60,16 +59,9 @@ def prometheus_name(text: str) -> str:
     one gauge) ends in ``_`` and 8 hex digits of its SHA-256, as the SQL names do."""
     if text.isascii():
         return _NOT_METRIC.sub("_", text)
-    out = []
-    lost = False
-    for char in text:
-        if not char.isascii():
-            base = unicodedata.normalize("NFKD", char).encode("ascii", "ignore").decode("ascii")
-            lost = lost or (not base and char.isalnum())
-            char = base or "_"
-        out.append(char)
-    name = _NOT_METRIC.sub("_", "".join(out))
-    return f"{name}_{hashlib.sha256(text.encode('utf-8', 'surrogatepass')).hexdigest()[:8]}" if lost else name
+    letters, lost = fold_letters(text)
+    name = _NOT_METRIC.sub("_", letters)
+    return f"{name}_{digest(text)}" if lost else name
 
 
 def metric_name(field: str) -> str:

@@ -21,17 +21,17 @@ MAX_LENGTH = 63
 _UNSAFE = re.compile(r"[^a-z0-9_]")
 
 
-def _digest(name: str) -> str:
+def digest(name: str) -> str:
+    """8 hex digits of the SHA-256 of ``name``: what keeps apart names that lost letters to a fold."""
     return hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
 
 
-def _fold(name: str) -> str:
-    """Lower-case, fold accents, replace the rest by ``_`` (hash if letters were lost)."""
-    if name.isascii():
-        return _UNSAFE.sub("_", name.lower())
+def fold_letters(text: str) -> tuple[str, bool]:
+    """``text`` with each non-ASCII character folded to its ASCII letters (``ü`` -> ``u``) or ``_``; and whether a
+    letter or digit was lost so (``传感器``), which a name then tells by `digest`. Case is kept."""
     out = []
     lost = False
-    for char in name.lower():
+    for char in text:
         if char.isascii():
             out.append(char)
             continue
@@ -41,14 +41,22 @@ def _fold(name: str) -> str:
         else:
             out.append("_")
             lost = lost or char.isalnum()
-    folded = _UNSAFE.sub("_", "".join(out))
-    return f"{folded}_{_digest(name)}" if lost else folded
+    return "".join(out), lost
+
+
+def _fold(name: str) -> str:
+    """Lower-case, fold accents, replace the rest by ``_`` (hash if letters were lost)."""
+    if name.isascii():
+        return _UNSAFE.sub("_", name.lower())
+    letters, lost = fold_letters(name.lower())
+    folded = _UNSAFE.sub("_", letters)
+    return f"{folded}_{digest(name)}" if lost else folded
 
 
 def _shorten(safe: str, original: str, max_length: int) -> str:
     if len(safe) <= max_length:
         return safe
-    return safe[: max_length - 9] + "_" + _digest(original)
+    return safe[: max_length - 9] + "_" + digest(original)
 
 
 def sanitize(name: str, max_length: int = MAX_LENGTH) -> str:
