@@ -118,8 +118,9 @@ def render_status(answer: dict) -> str:
             lines.append(f"  {table['rows']:>8} rows buffered, oldest {table['oldest_age']:.1f} s  {table['table']}")
     for channel in answer["channels"]:
         lines.append(
-            f"channel {channel['name']}: {channel['received']} received, {channel['routed']} routed, "
-            f"{channel['unmatched']} unmatched, {channel['undecodable']} undecodable"
+            f"channel {channel['name']}: {channel['received']} received, {channel['routed']} routed"
+            + (f" ({channel['partly']} but for bad lines, kept as dead letters)" if channel.get("partly") else "")
+            + f", {channel['unmatched']} unmatched, {channel['undecodable']} undecodable"
             + (f", {channel['ignored']} ignored (the last: {channel['last_ignored'][:300]})"
                if channel.get("ignored") and channel.get("last_ignored") else "")
             + (f", {channel['ignored']} ignored" if channel.get("ignored") and not channel.get("last_ignored") else "")

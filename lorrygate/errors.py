@@ -88,6 +88,22 @@ class DecodeError(LorrygateError):
         super().__init__(f"decoder {decoder!r}: {reason}")
 
 
+class PartlyDecoded(DecodeError):
+    """Some lines of a payload of lines (NDJSON, CSV, line protocol) could not be decoded, the others could.
+
+    ``records``: those of the good lines, to store; ``payload``: what to keep as the dead letter, the bad lines
+    (after the lines they need, such as a CSV header) as UTF-8, so that a replay decodes them alone. Code
+    that does not know it takes it for the `DecodeError` it is: the whole message a dead letter.
+    """
+
+    def __init__(self, decoder: str, reason: str, records: list, payload: bytes, bad: int):
+        super().__init__(decoder, reason)
+        self.records = records
+        self.payload = payload
+        #: how many lines failed
+        self.bad = bad
+
+
 class NoDecoderMatched(DecodeError):
     """Every decoder of a chain declined a payload."""
 

@@ -39,6 +39,7 @@ import attrs
 from zope.interface import implementer
 
 from lorrygate.decoding.jsonobject import loads
+from lorrygate.decoding.lines import BadLines
 from lorrygate.decoding.records import received_ns
 from lorrygate.decoding.text import payload_text
 from lorrygate.decoding.timestamps import from_epoch, parse_time
@@ -60,19 +61,23 @@ class InfluxDecoder:
             raise DecodeError(self.name, "the influx decoder needs the line-protocol-parser package: "
                                          "pip install 'lorrygate[influx]'") from None
         records: list = []
+        bad = BadLines(self.name)
+        lines = 0
         for number, line in enumerate(payload_text(message.payload).splitlines(), 1):
             if not line.strip():
                 continue
+            lines += 1
             try:
                 point = parse_line(line)
             except (LineFormatError, ValueError) as exc:
-                if not records:
+                if not records and not bad.found:
                     raise Declined(f"not InfluxDB line protocol ({exc})") from None
-                raise DecodeError(self.name, f"line {number}: {exc} {line[:80]!r}") from None
+                bad.add(line, f"line {number}: {exc} {line[:80]!r}")
+                continue
             if point is None:
                 continue  # a comment
             measurement = point["measurement"]
-            if not records and "=" in measurement:
+            if not records and not bad.found and "=" in measurement:
                 raise Declined("key=value pairs, not line protocol (a measurement with '=' in it)")
             tags = {"measurement": measurement}
             for key, value in point["tags"].items():
@@ -81,11 +86,12 @@ class InfluxDecoder:
             try:
                 time = received_ns(message) if stamp is None else from_epoch(stamp)
             except ValueError as exc:
-                raise DecodeError(self.name, f"line {number}: a time {exc}") from None
+                bad.add(line, f"line {number}: a time {exc}")
+                continue
             records.append(Record(time, point["fields"], tags))
-        if not records:
+        if not records and not bad.found:
             raise Declined("no line of line protocol")
-        return records
+        return bad.finish(records, lines)
 
 
 def _is_metric(item) -> bool:

@@ -31,6 +31,7 @@ from zope.interface import implementer
 
 from lorrygate.decoding.csvheaders import MAX_COLUMNS, Announced, StoreFull
 from lorrygate.decoding.jsonobject import loads
+from lorrygate.decoding.lines import BadLines
 from lorrygate.decoding.records import ZONED, local_time, named_values, object_record, received_ns, scalar, unfold
 from lorrygate.decoding.timestamps import TIME_FIELDS, parse_time
 from lorrygate.errors import Declined, DecodeError, Ignored
@@ -62,24 +63,32 @@ class NdjsonDecoder:
         lines = [line for line in payload_text(message.payload).splitlines() if line.strip()]
         if not lines:
             raise Declined("empty payload")
-        records = []
+        records: list = []
+        bad = BadLines(self.name)
         for number, line in enumerate(lines, 1):
             try:
                 document = loads(line)
             except ValueError as exc:
                 if number == 1:
                     raise Declined(f"line 1 is not JSON: {exc}") from None
-                raise DecodeError(self.name, f"line {number} is not JSON: {exc}") from None
+                bad.add(line, f"line {number} is not JSON: {exc}")
+                continue
             if type(document) is not dict:
                 if number == 1:
                     raise Declined("line 1 is not a JSON object")
-                raise DecodeError(self.name, f"line {number} is not a JSON object")
-            document = named_values(document, address)
-            local = self.timezone is not None and local_time(document)
-            records.append(object_record(document, message, self.name, self.timezone))
+                bad.add(line, f"line {number} is not a JSON object")
+                continue
+            try:
+                document = named_values(document, address)
+                local = self.timezone is not None and local_time(document)
+                record = object_record(document, message, self.name, self.timezone)
+            except DecodeError as exc:
+                bad.add(line, f"line {number}: {exc.reason}")
+                continue
+            records.append(record)
             if local and len(records) > 1:
                 unfold(records[-1], records[-2].time, self.timezone)
-        return records
+        return bad.finish(records, len(lines))
 
 
 #: a number with a decimal comma: "21,5"
@@ -114,6 +123,7 @@ class CsvDecoder:
         text = payload_text(message.payload)
         lines = [line for line in text.splitlines() if line.strip()]
         announced = bool(lines) and lines[0].startswith("##")
+        sent = lines[0] if lines else ""  # the header line as sent, for a dead letter of bad lines
         if announced:
             lines[0] = lines[0].lstrip("#").strip()  # Kotori's header line: "## temperature,humidity"
         delimiter = self.delimiter
@@ -166,31 +176,41 @@ class CsvDecoder:
                     self._not_kept(message, data, exc)
                 else:
                     if isinstance(kept, Deferred):
-                        return self._announced_later(kept, message, header, data, delimiter)
+                        return self._announced_later(kept, message, header, data, delimiter, (sent, rows[0]))
                     self._kept(message, header, data)
         elif not data:
             raise Declined("a header line and at least one data line are needed (or configure columns)")
-        return self._records(message, header, data, delimiter, 2)
+        return self._records(message, header, data, delimiter, 2, (sent, rows[0]))
 
-    def _records(self, message, header: list, data: list, delimiter: str, first: int) -> list:
-        """A record of each data line (``first``: the number of the first), by the header's names."""
+    def _records(self, message, header: list, data: list, delimiter: str, first: int, head=None) -> list:
+        """A record of each data line (``first``: the number of the first), by the header's names; ``head``:
+        the header line as sent and its cells, when the payload has one."""
         value_of = _decimal_comma if delimiter == ";" else scalar
         dated = _logger_columns(header)
-        records = []
+        records: list = []
+        # a bad line is kept with the header line as sent (the replay of it reads the names from it)
+        bad = BadLines(self.name, [head[0]] if head is not None else [], "data lines")
+        names = [name.strip() for name in head[1]] if head is not None else None
         for number, row in enumerate(data, first):
             if len(row) != len(header):
-                raise DecodeError(
-                    self.name, f"line {number} has {len(row)} value{'s' * (len(row) != 1)} for {len(header)} "
-                               f"column{'s' * (len(header) != 1)} ({', '.join(header)})"
-                )
+                bad.add(_line(row, delimiter), f"line {number} has {len(row)} value{'s' * (len(row) != 1)} for "
+                                               f"{len(header)} column{'s' * (len(header) != 1)} ({', '.join(header)})")
+                continue
+            if names is not None and [cell.strip() for cell in row] == names:
+                continue  # the header again: files joined (`cat`), a logger that restarted and wrote it anew
             document = {name: value_of(value) for name, value in zip(header, row) if value.strip() != ""}
-            if dated is not None:
-                _logger_time(document, dated, self.timezone)
-            local = self.timezone is not None and local_time(document)
-            records.append(object_record(document, message, self.name, self.timezone))
+            try:
+                if dated is not None:
+                    _logger_time(document, dated, self.timezone)
+                local = self.timezone is not None and local_time(document)
+                record = object_record(document, message, self.name, self.timezone)
+            except DecodeError as exc:
+                bad.add(_line(row, delimiter), f"line {number}: {exc.reason}")
+                continue
+            records.append(record)
             if local and len(records) > 1:
                 unfold(records[-1], records[-2].time, self.timezone)
-        return records
+        return bad.finish(records, len(data))
 
     def _one_column(self, lines: list, announced: bool, address, delimiter: str) -> bool:
         """Whether a text without the delimiter may be a CSV of one column (Kotori takes ``## weight`` and then
@@ -231,14 +251,14 @@ class CsvDecoder:
             raise self._unreadable(exc) from None
         return then(remembered, message, lines, rows, delimiter)
 
-    async def _announced_later(self, kept, message, header: list, data: list, delimiter: str) -> list:
+    async def _announced_later(self, kept, message, header: list, data: list, delimiter: str, head) -> list:
         try:
             await kept
         except (StoreFull, sqlite3.Error) as exc:
             self._not_kept(message, data, exc)
         else:
             self._kept(message, header, data)
-        return self._records(message, header, data, delimiter, 2)
+        return self._records(message, header, data, delimiter, 2, head)
 
     def _kept(self, message, header: list, data: list) -> None:
         """An announcement is remembered: alone, it is acknowledged without rows (`Ignored`)."""
@@ -262,6 +282,13 @@ class CsvDecoder:
 
     def _unreadable(self, exc) -> DecodeError:
         return DecodeError(self.name, f"could not read the announced CSV headers ({self.headers.path}): {exc}")
+
+
+def _line(row: list, delimiter: str) -> str:
+    """A row as a line of CSV again (its quotes as needed: a value may hold the delimiter or a line break)."""
+    out = io.StringIO()
+    csv.writer(out, delimiter=delimiter, lineterminator="").writerow(row)
+    return out.getvalue()
 
 
 def _rows(lines: list, delimiter: str) -> list:

@@ -53,6 +53,11 @@ class _Printer:
         _print({"channel": self.channel.name, "topic": dead.message.topic, "dead_letter": True, "stage": dead.stage,
                 "error": dead.error}, self.out)
 
+    def add_together(self, entries: list, dead) -> None:
+        for entry in entries:
+            self.add(entry)
+        self.add_dead_letter(dead)
+
 
 def _own_data_dir(settings):
     """``settings`` with a data directory of the dry run's own, holding a copy of the CSV headers announced to

@@ -23,7 +23,7 @@ from lorrygate.decoding.dataflow import apply_outputs, derived_table
 from lorrygate.decoding.events import EventValueDecoder
 from lorrygate.decoding.timestamps import seconds_to_ns, to_iso
 from lorrygate.decoding.values import KotoriValues
-from lorrygate.errors import DecodeError, Ignored, NoDecoderMatched, TopologyError, reason_kind
+from lorrygate.errors import DecodeError, Ignored, NoDecoderMatched, PartlyDecoded, TopologyError, reason_kind
 from lorrygate.model import EVENT
 from lorrygate.mqtt.topics import parse_filter
 from lorrygate.storage.batch import DeadLetter, Entry
@@ -77,6 +77,8 @@ class ChannelStats:
     seq_gaps: int = 0
     #: keep-alives sent to devices that publish only while kept alive (Venus OS: the victron decoder)
     keepalives: int = 0
+    #: messages stored but for lines that could not be decoded, which are dead letters (`PartlyDecoded`)
+    partly: int = 0
     #: dead letters by stage (``topology``, ``decode``, ``transform``, ``size``, ``internal``)
     dead_letters: dict = attrs.Factory(dict)
 
@@ -395,6 +397,9 @@ class ChannelRouter:
                 chain = self._typed_chain(chain, message.content_type)
             try:
                 result = chain.decode(message, address)
+            except PartlyDecoded as exc:
+                self._decoded((exc.decoder, exc.records), message, address, table, exc)
+                return
             except DecodeError as exc:
                 self._undecodable(message, exc)
                 return
@@ -405,7 +410,8 @@ class ChannelRouter:
                 # A decoder whose Deferred never fires must not hold its channel.
                 result.addTimeout(self.channel.decode_timeout, self.clock)
                 self._pending.add(result)
-                result.addCallbacks(self._decoded, self._failed, (message, address, table), None, (message,))
+                result.addCallbacks(self._decoded, self._failed, (message, address, table), None,
+                                    (message, address, table))
                 # settled after the rows are with the batcher: a stop's barrier then covers them
                 result.addBoth(self._settled, result)
                 return
@@ -469,7 +475,9 @@ class ChannelRouter:
             self._made[choice] = chain = DecoderChain(decoders)
         return chain
 
-    def _decoded(self, result, message, address, table) -> None:
+    def _decoded(self, result, message, address, table, partly: PartlyDecoded | None = None) -> None:
+        """Store what a decoder made of a message; ``partly``: the lines of it that failed, to keep as a dead
+        letter with the rows (a `PartlyDecoded` whose ``records`` are ``result``'s)."""
         decoder, records = result
         if len(records) > self.channel.max_records:
             self._undecodable(message, DecodeError(decoder, f"{len(records)} records from one message, more than "
@@ -499,20 +507,20 @@ class ChannelRouter:
         if self.dataflow is not None and records:
             pending = self.dataflow.submit(records, table)
             self._pending.add(pending)
-            pending.addCallbacks(self._dataflowed, self._dataflow_failed, (records, message, address, table, decoder),
-                                 None, (message,))
+            pending.addCallbacks(self._dataflowed, self._dataflow_failed,
+                                 (records, message, address, table, decoder, partly), None, (message,))
             pending.addBoth(self._settled, pending)
             return
-        if not self.tee:  # `_store`'s hot path written out: one storage, one table (a call less a message)
+        if not self.tee and partly is None:  # `_store`'s hot path written out: one storage, one table
             self.stats.routed += 1
             self.batcher.add(Entry(table, records, self.channel.name, message, decoder, address))
             return
-        self._store(records, message, address, table, decoder)
+        self._store(records, message, address, table, decoder, partly=partly)
 
-    def _dataflowed(self, outputs, records, message, address, table, decoder) -> None:
+    def _dataflowed(self, outputs, records, message, address, table, decoder, partly) -> None:
         records, derived = apply_outputs(self.dataflow.settings, records, outputs)
         extra = ((derived_table(table, self.dataflow.settings.name), derived),) if derived else ()
-        self._store(records, message, address, table, decoder, extra)
+        self._store(records, message, address, table, decoder, extra, partly)
 
     def _dataflow_failed(self, failure, message) -> None:
         error = failure.value
@@ -520,20 +528,33 @@ class ChannelRouter:
             error = DecodeError(self.dataflow.name, f"{type(error).__name__}: {error}")
         self._undecodable(message, error, stage="transform")
 
-    def _store(self, records, message, address, table, decoder, extra: tuple = ()) -> None:
+    def _store(self, records, message, address, table, decoder, extra: tuple = (), partly=None) -> None:
         """Hand a message's rows to the storage (and the tee's); ``extra``: (table, records) pairs of the same
-        message for other tables (a dataflow's derived table). The message is acknowledged once all are stored."""
+        message for other tables (a dataflow's derived table); ``partly``: its lines that failed (a
+        `PartlyDecoded`), kept as a dead letter in the same commit as its rows. The message is acknowledged once
+        all are stored."""
         self.stats.routed += 1
-        if not self.tee and not extra:  # the hot path: one storage, one table
+        if not self.tee and not extra and partly is None:  # the hot path: one storage, one table
             self.batcher.add(Entry(table, records, self.channel.name, message, decoder, address))
             return
         batchers = (self.batcher,) + self.tee
         parts = ((table, records),) + extra
-        if len(batchers) * len(parts) > 1:
-            message = attrs.evolve(message, ack=FanInAck(message.ack, len(batchers) * len(parts)))
-        for batcher in batchers:
-            for part_table, part_records in parts:
-                batcher.add(Entry(part_table, part_records, self.channel.name, message, decoder, address))
+        count = len(batchers) * len(parts) + (partly is not None)
+        sent = message
+        if count > 1:
+            message = attrs.evolve(message, ack=FanInAck(message.ack, count))
+        entries = [Entry(part_table, part_records, self.channel.name, message, decoder, address)
+                   for part_table, part_records in parts]
+        if partly is None:
+            for entry in entries:
+                self.batcher.add(entry)
+        else:
+            self.batcher.add_together(entries, DeadLetter(self.channel.name, message, "decode", partly.reason,
+                                                          partly.decoder, partly.payload))
+            self._stored_in_part(sent, partly)
+        for batcher in self.tee:
+            for entry in entries:
+                batcher.add(entry)
 
     def _ignored(self, message, exc: Ignored) -> None:
         """A decoder told the message carries no measurement: acknowledged with the next commit, and counted."""
@@ -555,9 +576,12 @@ class ChannelRouter:
             told(why)
         self.batcher.add(Entry(None, [], self.channel.name, message, ""))
 
-    def _failed(self, failure, message) -> None:
+    def _failed(self, failure, message, address, table) -> None:
         if failure.check(Ignored):
             self._ignored(message, failure.value)
+            return
+        if failure.check(PartlyDecoded):
+            self._decoded((failure.value.decoder, failure.value.records), message, address, table, failure.value)
             return
         if failure.check(DeferredTimeout):
             error = DecodeError("chain", f"no decoder answered within decode_timeout = {self.channel.decode_timeout} s")
@@ -601,6 +625,20 @@ class ChannelRouter:
         if rejected is not None:  # a source that answers its sender (HTTP) says why
             rejected(stage, reason)
         self.batcher.add_dead_letter(DeadLetter(self.channel.name, message, stage, reason, decoder))
+        self._complain(message, stage, reason, what, error_type)
+
+    def _stored_in_part(self, message, partly: PartlyDecoded) -> None:
+        """Count and tell of a message whose good lines are stored and whose bad ones are a dead letter."""
+        self.stats.partly += 1
+        told = getattr(message.ack, "partly", None)
+        if told is not None:  # a source that answers its sender (HTTP) says which lines were not stored
+            told(f"decode: {partly.reason}")
+        self._complain(message, "decode", partly.reason,
+                       f"was stored except for the line{'s' * (partly.bad != 1)} that could not be decoded",
+                       type(partly).__name__)
+
+    def _complain(self, message, stage: str, reason: str, what: str, error_type: str) -> None:
+        """Count a dead letter, report it on the error topic, and log it (once per kind and interval)."""
         counts = self.stats.dead_letters
         counts[stage] = counts.get(stage, 0) + 1
         if self.reports and self.publish is not None:

@@ -413,8 +413,9 @@ class Gateway(MultiService):
             counts = router.stats.asdict()
             dead = counts.pop("dead_letters")
             self.log.info(
-                "channel {channel}: {received} received, {routed} routed, {ignored} ignored, {empty} empty, "
-                "{unmatched} unmatched topics, {undecodable} undecodable payloads, {collisions} table name collisions, "
+                "channel {channel}: {received} received, {routed} routed ({partly} but for bad lines), {ignored} ignored, "
+                "{empty} empty, {unmatched} unmatched topics, {undecodable} undecodable payloads, {collisions} table "
+                "name collisions, "
                 "{error_reports} error reports",
                 event="stats", final=final, channel=router.channel.name, storage=router.channel.storage,
                 dead_letters_by_stage=dead, **counts,

@@ -127,6 +127,8 @@ class _Answer:
     timer: Any = None
     dead_letter: str = ""
     nothing: str = ""
+    #: the lines of the message that could not be decoded (a dead letter) while the others were stored
+    partial: str = ""
     answered: bool = False
     #: why a path of Kotori's slot words (``.../data``) got no suffix: its Content-Type (said with a refused topic)
     hint: str = ""
@@ -134,6 +136,11 @@ class _Answer:
     def rejected(self, stage: str, reason: str) -> None:
         """The router kept the message as a dead letter (called before it is committed)."""
         self.dead_letter = f"{stage}: {reason}"
+
+    def partly(self, why: str) -> None:
+        """The router stored the message's good lines and kept its bad ones as a dead letter (called before
+        the commit): sent again, the good lines would be stored twice."""
+        self.partial = why
 
     def not_stored(self, why: str) -> None:
         """The router found nothing to store (an ignored topic, a command, a decoder's `Ignored`)."""
@@ -147,6 +154,8 @@ class _Answer:
             self._answer(422, body)
         elif self.nothing:
             self._answer(200, {"stored": False, "ignored": self.nothing})  # (nothing to send again)
+        elif self.partial:
+            self._answer(200, {"stored": True, "dead_letter": True, "error": self.partial})
         else:
             self._answer(200, {"stored": True})
 

@@ -21,6 +21,14 @@ class DeadLetter:
     error: str
     #: the decoder (or chain) that failed, if any
     decoder: str = ""
+    #: what is kept of the message's payload when not all of it: the bad lines of a payload of lines whose
+    #: good lines were stored (`lorrygate.decoding.lines`)
+    part: bytes | None = None
+
+    @property
+    def payload(self) -> bytes:
+        """The payload to keep: the part that failed, else the message's."""
+        return self.message.payload if self.part is None else self.part
 
 
 @attrs.define(slots=True)  # not frozen: one per message on the hot path (see `lorrygate.model.Message`)
@@ -128,6 +136,10 @@ class Collector:
         self.entries.append(entry)
 
     def add_dead_letter(self, dead_letter: DeadLetter) -> None:
+        self.dead.append(dead_letter)
+
+    def add_together(self, entries: list, dead_letter: DeadLetter) -> None:
+        self.entries.extend(entries)
         self.dead.append(dead_letter)
 
     def batch(self) -> Batch:

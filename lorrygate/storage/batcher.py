@@ -195,6 +195,15 @@ class Batcher(SourceHolder):
         self._batch.add_dead_letter(dead_letter)
         self._added_one()
 
+    def add_together(self, entries: list, dead_letter) -> None:
+        """The entries and the dead letter of one message in one batch: committed together (a message stored in
+        part: its positions, taken once, cover both)."""
+        batch = self._batch
+        for entry in entries:
+            batch.add(entry)
+        batch.add_dead_letter(dead_letter)
+        self._added_one()
+
     def _added_one(self) -> None:
         if self._stopped:
             return

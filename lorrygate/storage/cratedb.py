@@ -211,7 +211,7 @@ def cut(text: str, limit: int = ERROR_LIMIT) -> str:
 
 def dead_letter_row(dead: DeadLetter, with_payload: bool = True, typed: bool = True) -> list:
     """The values of `DEAD_LETTER_INSERT_TYPED` (``typed``) or of `DEAD_LETTER_INSERT`."""
-    payload = dead.message.payload
+    payload = dead.payload
     try:
         text = payload.decode("utf-8")
     except UnicodeDecodeError:
@@ -939,7 +939,7 @@ class CrateStorage:
                 elif code is not None and not transient(code):
                     # The row itself is refused (an old dead-letter table with indexed TEXT columns, a payload
                     # larger than a request may be): keep the reason and the payload's size at least.
-                    reason = (f"{dead.error}; the payload ({len(dead.message.payload)} bytes) could not be stored: "
+                    reason = (f"{dead.error}; the payload ({len(dead.payload)} bytes) could not be stored: "
                               f"CrateDB error {code}: {(error or {}).get('message', '')}")
                     short = attrs.evolve(dead, error=reason)
                     try:

@@ -202,7 +202,7 @@ def _dead_letter_json(dead) -> bytes:
     message = dead.message
     return json.dumps({
         "channel": dead.channel, "topic": message.topic, "stage": dead.stage, "error": dead.error,
-        "decoder": dead.decoder, "payload_base64": base64.b64encode(message.payload).decode("ascii"),
+        "decoder": dead.decoder, "payload_base64": base64.b64encode(dead.payload).decode("ascii"),
     }).encode("utf-8")
 
 

@@ -710,7 +710,7 @@ class PostgresDialect:
                 "content_type, headers, sent) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 [
                     (_time(seconds_to_ns(d.message.received)), _shown(d.channel), _shown(d.message.topic),
-                     d.message.qos, d.message.retain, d.message.payload, d.stage, _shown(d.error), _shown(d.decoder),
+                     d.message.qos, d.message.retain, d.payload, d.stage, _shown(d.error), _shown(d.decoder),
                      _shown(d.message.content_type), _shown(message_headers.as_json(d.message.headers)),
                      _time(seconds_to_ns(d.message.sent)) if d.message.sent is not None else None)
                     for d in dead_letters

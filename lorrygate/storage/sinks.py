@@ -48,7 +48,7 @@ def rows_of(batch, iso=None, sources: list | None = None) -> list:
 
 def dead_letter_row(dead, iso) -> dict:
     """A dead letter as a row of a file: its payload as text, or base64."""
-    payload = dead.message.payload
+    payload = dead.payload
     try:
         text, encoded = payload.decode("utf-8"), False
     except UnicodeDecodeError:

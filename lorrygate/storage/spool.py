@@ -134,7 +134,7 @@ def encode(batch) -> bytes:
             continue
         table = [entry.table.schema, entry.table.table] if entry.table is not None else None
         entries.append([table, records, entry.channel, _message(entry.message), entry.decoder, _address(entry.address)])
-    dead = [[d.channel, _message(d.message), d.stage, d.error, d.decoder]
+    dead = [[d.channel, _message(d.message), d.stage, d.error, d.decoder] + ([d.part] if d.part is not None else [])
             for i, d in enumerate(list(batch.dead_letters) + list(batch.extra_dead))
             if ("dead", i) not in progress and id(d) not in progress]
     # surrogatepass: any str a decoder produced round-trips; a spool write
@@ -173,18 +173,32 @@ def decode(data: bytes) -> Batch:
         raise DamagedRecord("checksum mismatch")
     document = msgpack.unpackb(body, raw=False, strict_map_key=False, unicode_errors="surrogatepass")
     batch = Batch()
+    read: dict = {}
+
+    def unmessage(fields) -> Message:
+        # A message with a position is one object again for all its entries and its dead letter (a dataflow's
+        # derived table, the bad lines of a CSV): the positions take its range once for all of them, and would
+        # leave out all but the first of several objects (`lorrygate.storage.positions`)
+        if len(fields) <= 6 or fields[6] is None:
+            return _unmessage(fields)
+        key = _pack(fields)
+        message = read.get(key)
+        if message is None:
+            message = read[key] = _unmessage(fields)
+        return message
+
     for table, records, channel, message, decoder, address in document["entries"]:
         entry = Entry(
             TableName(*table) if table is not None else None,
             [Record(t, fields, tags) for t, fields, tags in records],
             channel,
-            _unmessage(message),
+            unmessage(message),
             decoder,
             Address(*address[:7], tuple(tuple(pair) for pair in address[7])) if address else None,  # type: ignore[call-arg]
         )
         batch.add(entry)
-    for channel, message, stage, error, decoder in document["dead"]:
-        batch.add_dead_letter(DeadLetter(channel, _unmessage(message), stage, error, decoder))
+    for channel, message, stage, error, decoder, *part in document["dead"]:
+        batch.add_dead_letter(DeadLetter(channel, unmessage(message), stage, error, decoder, part[0] if part else None))
     batch.spooled_at = document["created"]
     return batch
 

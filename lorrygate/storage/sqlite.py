@@ -470,7 +470,7 @@ class SQLiteDialect:
             "content_type, headers, sent) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (self._iso(seconds_to_ns(d.message.received)), d.channel, d.message.topic, d.message.qos,
-                 int(d.message.retain), d.message.payload, d.stage, d.error, d.decoder, d.message.content_type,
+                 int(d.message.retain), d.payload, d.stage, d.error, d.decoder, d.message.content_type,
                  message_headers.as_json(d.message.headers),
                  self._iso(seconds_to_ns(d.message.sent)) if d.message.sent is not None else None)
                 for d in dead_letters

@@ -119,6 +119,27 @@ def test_kotoris_http_api_stores_json_csv_and_forms_and_answers_after_the_commit
         assert gateway.stop() == 0, gateway.text()[-3000:]
 
 
+def test_a_body_stored_in_part_is_a_200_that_names_the_bad_lines_kept_as_a_dead_letter(tmp_path):
+    """A CSV with a line cut short: its good lines are rows when the answer comes, the bad line (with the header)
+    is a dead letter, and the answer says so with a 200: sent again, the good lines would be stored twice."""
+    gateway, port = started(tmp_path)
+    db = str(tmp_path / "http.sqlite")
+    try:
+        status, body, _ = post(port, NODE, b"time,temperature\n2024-06-01T12:00:00Z,22.5\n2024-06-01T12:01:00Z\n"
+                                           b"2024-06-01T12:02:00Z,22.9\n", "text/csv")
+        assert (status, body) == (200, {"stored": True, "dead_letter": True, "error": "decode: line 3 has 1 value "
+                                                                                       "for 2 columns (time, temperature)"})
+        assert query(db, f'SELECT temperature FROM "{TABLE}" ORDER BY time') == [(22.5,), (22.9,)]
+        assert query(db, "SELECT payload FROM lorrygate_dead_letter") == [
+            (b"time,temperature\n2024-06-01T12:01:00Z\n",)]
+        status = subprocess.run([sys.executable, "-m", "lorrygate.cli", "-c", gateway.config, "status"],
+                                capture_output=True, text=True, timeout=60).stdout
+        assert "channel api: 1 received, 1 routed (1 but for bad lines, kept as dead letters), 0 unmatched, " \
+               "0 undecodable" in status, status
+    finally:
+        assert gateway.stop() == 0, gateway.text()[-3000:]
+
+
 def test_a_token_and_a_body_limit_are_enforced_and_the_token_is_never_logged(tmp_path):
     gateway, port = started(tmp_path, extra_source="token = s3cret-t0ken\nmax_line = 1KB\n")
     try:

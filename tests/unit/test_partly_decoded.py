@@ -1,0 +1,161 @@
+"""A payload of lines with bad lines: the good lines are stored, the bad ones kept as a dead letter of their own."""
+
+import pytest
+from twisted.internet.task import Clock
+
+from lorrygate.decoding import DecoderChain
+from lorrygate.decoding.lineprotocol import InfluxDecoder
+from lorrygate.decoding.text import CsvDecoder, NdjsonDecoder
+from lorrygate.errors import DecodeError, PartlyDecoded
+from lorrygate.model import Channel, Message, Record, TableName
+from lorrygate.service.channel import ChannelRouter
+from lorrygate.storage import spool
+from lorrygate.storage.batch import Batch, DeadLetter, Entry
+from lorrygate.storage.batcher import Batcher
+from lorrygate.storage.memory import MemoryStorage
+from lorrygate.storage.positions import Positions
+from lorrygate.topology import WanStrategy
+
+NOW = 1_700_000_000.0
+
+
+def message(payload: bytes, topic="r/n/g/d/data.ndjson", position=None) -> Message:
+    return Message(topic, payload, 1, False, NOW, "#", position=position)
+
+
+def test_ndjson_stores_the_good_lines_and_keeps_the_bad_ones():
+    with pytest.raises(PartlyDecoded) as caught:
+        NdjsonDecoder().decode(message(b'{"a": 1}\n{"a": \n\n{"a": 3}\n[1]\n'), None)
+    partly = caught.value
+    assert [record.fields for record in partly.records] == [{"a": 1}, {"a": 3}]
+    assert partly.payload == b'{"a": \n[1]\n' and partly.bad == 2
+    assert partly.reason.startswith("2 of 4 lines: line 2 is not JSON: ")
+    assert partly.reason.endswith("; line 4 is not a JSON object")
+
+
+def test_a_bad_line_alone_is_a_decode_error_as_before():
+    """Nothing decoded: the whole message is the dead letter, with the line's reason."""
+    with pytest.raises(DecodeError) as caught:
+        NdjsonDecoder().decode(message(b'{"a": 1, "time": "yesterday"}\n{"a": \n'), None)
+    assert type(caught.value) is DecodeError
+    assert caught.value.reason.startswith("2 of 2 lines: line 1: field 'time': ")
+
+
+def test_csv_keeps_the_header_as_sent_with_its_bad_lines():
+    """A replay of the dead letter reads the names from the header, announced (``##``) as it was."""
+    with pytest.raises(PartlyDecoded) as caught:
+        CsvDecoder().decode(message(b"## temp,hum\n1,2\n3\n4,5,6\n\"x,y\"\n7,8\n"), None)
+    partly = caught.value
+    assert [record.fields for record in partly.records] == [{"temp": 1, "hum": 2}, {"temp": 7, "hum": 8}]
+    assert partly.payload == b'## temp,hum\n3\n4,5,6\n"x,y"\n'
+    assert partly.reason == ("3 of 5 data lines: line 3 has 1 value for 2 columns (temp, hum); line 4 has 3 values "
+                             "for 2 columns (temp, hum); line 5 has 1 value for 2 columns (temp, hum)")
+    records = CsvDecoder().decode(message(b"temp,hum\n1,2\n3,4\n"), None)
+    with pytest.raises(DecodeError) as again:  # the dead letter's payload decodes alone, line by line
+        CsvDecoder().decode(message(partly.payload), None)
+    assert type(again.value) is DecodeError and again.value.reason.startswith("3 of 3 data lines: line 2 has 1 ")
+    assert len(records) == 2
+
+
+def test_csv_names_more_than_three_bad_lines_by_count():
+    payload = b"a,b\n1,2\n" + b"3\n" * 5
+    with pytest.raises(PartlyDecoded) as caught:
+        CsvDecoder().decode(message(payload), None)
+    assert caught.value.reason.endswith("line 5 has 1 value for 2 columns (a, b); and 2 more")
+    assert caught.value.payload == b"a,b\n" + b"3\n" * 5
+
+
+def test_a_csv_header_line_again_is_no_row():
+    """Files joined with ``cat``, or a logger that wrote its header anew after a restart: the header again is
+    no data line (it was a row of the column names as text)."""
+    records = CsvDecoder().decode(message(b"time,temp\n1700000000,2\ntime, temp\n1700000001,4\n"), None)
+    assert [(record.time, record.fields) for record in records] == [
+        (1_700_000_000_000_000_000, {"temp": 2}), (1_700_000_001_000_000_000, {"temp": 4})]
+
+
+def test_csv_a_bad_time_spoils_its_line_alone():
+    with pytest.raises(PartlyDecoded) as caught:
+        CsvDecoder().decode(message(b"time,temp\n1700000000,2\nyesterday,3\n"), None)
+    assert [record.fields for record in caught.value.records] == [{"temp": 2}]
+    assert caught.value.reason.startswith("line 3: field 'time': ")
+    assert caught.value.payload == b"time,temp\nyesterday,3\n"
+
+
+def test_line_protocol_stores_the_good_points_as_influxdb_does():
+    pytest.importorskip("line_protocol_parser")
+    with pytest.raises(PartlyDecoded) as caught:
+        InfluxDecoder().decode(message(b"cpu v=1 1700000000000000000\ncpu v=\ncpu v=3 1700000001000000000\n"), None)
+    assert [record.fields for record in caught.value.records] == [{"v": 1.0}, {"v": 3.0}]
+    assert caught.value.payload == b"cpu v=\n" and caught.value.reason.startswith("line 2: ")
+
+
+def make(max_rows=100):
+    clock = Clock()
+    storage = MemoryStorage(manual=True)
+    batcher = Batcher(storage, clock, max_rows=max_rows)
+    channel = Channel("main", "b", ("#",), 1, "wan", ("ndjson",), "s")
+    router = ChannelRouter(channel, WanStrategy(), DecoderChain((NdjsonDecoder(),)), batcher, clock)
+    return router, storage, batcher
+
+
+class Acks:
+    def __init__(self):
+        self.count = 0
+
+    def ack(self):
+        self.count += 1
+
+
+def test_the_router_stores_the_rows_and_the_bad_lines_in_one_commit_and_acks_once():
+    router, storage, batcher = make(max_rows=2)
+    acks = Acks()
+    sent = message(b'{"a": 1}\n{"a": \n{"a": 3}\n')
+    sent.ack = acks
+    router(sent)
+    batcher.flush()
+    (batch,) = storage.writes  # two rows and the dead letter, over max_rows, in one batch all the same
+    assert [len(entry.records) for entry in batch.entries] == [2] and len(batch.dead_letters) == 1
+    assert acks.count == 0
+    storage.complete()
+    assert acks.count == 1
+    (dead,) = storage.dead_letters
+    assert (dead.stage, dead.decoder, dead.payload, dead.message.payload) == (
+        "decode", "ndjson", b'{"a": \n', sent.payload)
+    assert dead.error.startswith("line 2 is not JSON")
+    assert (router.stats.routed, router.stats.partly, router.stats.undecodable) == (1, 1, 0)
+    assert router.stats.dead_letters == {"decode": 1}
+
+
+def test_the_tee_gets_the_rows_only_and_the_message_is_acked_once_all_committed():
+    router, storage, batcher = make()
+    tee_storage = MemoryStorage(manual=True)
+    tee = Batcher(tee_storage, Clock())
+    router.tee = (tee,)
+    acks = Acks()
+    sent = message(b'{"a": 1}\n{"a": \n')
+    sent.ack = acks
+    router(sent)
+    batcher.flush()
+    tee.flush()
+    storage.complete()
+    assert acks.count == 0
+    tee_storage.complete()
+    assert acks.count == 1
+    assert [len(batch.dead_letters) for batch in tee_storage.writes] == [0]
+
+
+def test_a_spooled_batch_keeps_the_bad_lines_and_one_message_for_its_positions():
+    """Read back from the spool, the rows and the dead letter of one positioned message (a files source's)
+    are one message again: the positions take its range once for both, and leave out neither (a dataflow's
+    derived table lost its rows so)."""
+    sent = message(b'{"a": 1}\n{"a": \n', position=("file", 0, 17))
+    batch = Batch()
+    table = TableName("r_n", "g_d_sensors")
+    batch.add(Entry(table, [Record(1, {"a": 1}, {})], "main", sent, "ndjson"))
+    batch.add(Entry(TableName("r_n", "g_d_sensors_derived"), [Record(1, {"s": 1}, {})], "main", sent, "ndjson"))
+    batch.add_dead_letter(DeadLetter("main", sent, "decode", "line 2 is not JSON", "ndjson", b'{"a": \n'))
+    back = spool.decode(spool.encode(batch))
+    entries, dead_letters, changed, skipped = Positions(loaded=True).select(back.entries, back.dead_letters)
+    assert (len(entries), len(dead_letters), skipped) == (2, 1, 0)
+    assert changed == {"file": [[0, 17]]}
+    assert dead_letters[0].payload == b'{"a": \n' and dead_letters[0].message.payload == sent.payload
