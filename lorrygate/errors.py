@@ -96,12 +96,18 @@ class PartlyDecoded(DecodeError):
     that does not know it takes it for the `DecodeError` it is: the whole message a dead letter.
     """
 
-    def __init__(self, decoder: str, reason: str, records: list, payload: bytes, bad: int):
+    def __init__(self, decoder: str, reason: str, records: list, payload: bytes, bad: int, noun: str = "lines"):
         super().__init__(decoder, reason)
         self.records = records
         self.payload = payload
-        #: how many lines failed
+        #: how many lines failed, and what they are ("lines", "data lines", "objects")
         self.bad = bad
+        self.noun = noun
+
+    @property
+    def failed(self) -> str:
+        """What failed, as a log line says it: "the line", "the 2 data lines"."""
+        return f"the {self.noun.removesuffix('s')}" if self.bad == 1 else f"the {self.bad:,} {self.noun}"
 
 
 class NoDecoderMatched(DecodeError):

@@ -14,7 +14,17 @@ import attrs
 import orjson
 from zope.interface import implementer
 
-from lorrygate.decoding.records import VALUE, named_value, named_values, objects_records, received_ns
+from lorrygate.decoding.lines import BadLines
+from lorrygate.decoding.records import (
+    VALUE,
+    local_time,
+    named_value,
+    named_values,
+    object_record,
+    objects_records,
+    received_ns,
+    unfold,
+)
 from lorrygate.decoding.senml import is_pack
 from lorrygate.decoding.senml import records as senml_records
 from lorrygate.decoding.timestamps import TIME_FIELDS, from_epoch
@@ -105,7 +115,12 @@ class JsonDecoder:
             if is_pack(document):
                 return senml_records(document, message, self.name)
             document = named_values(document, address)
-        records = objects_records(document, message, self.name, self.timezone)
+        try:
+            records = objects_records(document, message, self.name, self.timezone)
+        except DecodeError:
+            if type(document) is not list:
+                raise
+            return self._each(message, address)  # (once an object of the array failed: the objects one by one)
         if records is not None:
             return records
         if type(document) is list:
@@ -115,3 +130,21 @@ class JsonDecoder:
                 raise DecodeError(self.name, f"null is no value for field {address.field!r}")
             return [Record(received_ns(message), {address.field: document})]
         raise Declined(f"a JSON {_JSON_NAMES.get(type(document), 'value')}, not an object")
+
+    def _each(self, message, address) -> list:
+        """The records of an array of objects of which some fail (a logger's day with a time that is no time):
+        those of the good objects, and the bad ones as an array of their own to keep (`BadLines`)."""
+        sent = loads(message.payload)  # (again: a failed object lost its time field to the attempt)
+        bad = BadLines(self.name, noun="objects", array=True)
+        records: list = []
+        for number, (item, named) in enumerate(zip(sent, named_values(loads(message.payload), address)), 1):
+            try:
+                local = self.timezone is not None and local_time(named)
+                record = object_record(named, message, self.name, self.timezone)
+            except DecodeError as exc:
+                bad.add(json.dumps(item, ensure_ascii=False), f"object {number}: {exc.reason}")
+                continue
+            records.append(record)
+            if local and len(records) > 1:
+                unfold(records[-1], records[-2].time, self.timezone)
+        return bad.finish(records, len(sent))

@@ -1,5 +1,6 @@
 """
-The bad lines of a payload of lines (NDJSON, CSV, line protocol): one of them does not cost the others.
+The bad lines of a payload of lines (NDJSON, CSV, line protocol), or the bad objects of a JSON array: one of
+them does not cost the others.
 
 A data logger or a script batches its readings, a line each; a line cut short on a serial link, or written
 by a program with a bug, spoils that line alone. The decoder notes it here (`BadLines.add`) and goes on;
@@ -24,6 +25,8 @@ class BadLines:
     head: list = attrs.Factory(list)
     #: what the lines are called in a reason ("data lines": a CSV's, after its header)
     noun: str = "lines"
+    #: the lines are the objects of a JSON array, kept as an array
+    array: bool = False
     #: (the line as text, why: "line 3 has 1 value for 2 columns")
     found: list = attrs.Factory(list)
 
@@ -32,7 +35,7 @@ class BadLines:
 
     def finish(self, records: list, lines: int) -> list:
         """``records`` when no line failed; else raise `PartlyDecoded` (some records) or `DecodeError`
-        (none). ``lines``: how many data lines the payload had."""
+        (none). ``lines``: how many data lines (or objects) the payload had."""
         found = self.found
         if not found:
             return records
@@ -42,5 +45,7 @@ class BadLines:
         reason = named if len(found) == 1 else f"{len(found):,} of {lines:,} {self.noun}: {named}"
         if not records:
             raise DecodeError(self.decoder, reason)
-        payload = "\n".join(self.head + [line for line, _why in found]) + "\n"
-        raise PartlyDecoded(self.decoder, reason, records, payload.encode("utf-8", "surrogatepass"), len(found))
+        kept = [line for line, _why in found]
+        payload = f"[{', '.join(kept)}]" if self.array else "\n".join(self.head + kept) + "\n"
+        raise PartlyDecoded(self.decoder, reason, records, payload.encode("utf-8", "surrogatepass"), len(found),
+                            self.noun)

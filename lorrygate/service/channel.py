@@ -633,9 +633,8 @@ class ChannelRouter:
         told = getattr(message.ack, "partly", None)
         if told is not None:  # a source that answers its sender (HTTP) says which lines were not stored
             told(f"decode: {partly.reason}")
-        self._complain(message, "decode", partly.reason,
-                       f"was stored except for the line{'s' * (partly.bad != 1)} that could not be decoded",
-                       type(partly).__name__)
+        self._complain(message, "decode", partly.reason, f"was stored except for {partly.failed} that could not be "
+                       "decoded", type(partly).__name__)
 
     def _complain(self, message, stage: str, reason: str, what: str, error_type: str) -> None:
         """Count a dead letter, report it on the error topic, and log it (once per kind and interval)."""

@@ -4,6 +4,7 @@ import pytest
 from twisted.internet.task import Clock
 
 from lorrygate.decoding import DecoderChain
+from lorrygate.decoding.jsonobject import JsonDecoder
 from lorrygate.decoding.lineprotocol import InfluxDecoder
 from lorrygate.decoding.text import CsvDecoder, NdjsonDecoder
 from lorrygate.errors import DecodeError, PartlyDecoded
@@ -87,6 +88,32 @@ def test_line_protocol_stores_the_good_points_as_influxdb_does():
         InfluxDecoder().decode(message(b"cpu v=1 1700000000000000000\ncpu v=\ncpu v=3 1700000001000000000\n"), None)
     assert [record.fields for record in caught.value.records] == [{"v": 1.0}, {"v": 3.0}]
     assert caught.value.payload == b"cpu v=\n" and caught.value.reason.startswith("line 2: ")
+
+
+def test_a_json_array_keeps_its_bad_objects_as_an_array_as_they_were_sent():
+    """A logger's day as an array: the object whose time is no time is kept with its time (the attempt took it
+    out) and its NaN, and a replay of it decodes it alone."""
+    payload = (b'[{"time": 1700000000, "t": 1}, {"time": "garbage", "t": NaN}, {"time": "2024-01-01T00:00:00Z", '
+               b'"t": 3}, {"time": "x", "\\u00e9": 4}]')
+    with pytest.raises(PartlyDecoded) as caught:
+        JsonDecoder().decode(message(payload), None)
+    partly = caught.value
+    assert [record.fields for record in partly.records] == [{"t": 1}, {"t": 3}]
+    assert partly.payload == '[{"time": "garbage", "t": NaN}, {"time": "x", "é": 4}]'.encode()
+    assert partly.reason.startswith("2 of 4 objects: object 2: field 'time': not an ISO 8601 time: 'garbage'; "
+                                    "object 4: ")
+    assert partly.failed == "the 2 objects"
+    with pytest.raises(DecodeError) as again:
+        JsonDecoder().decode(message(partly.payload), None)
+    assert type(again.value) is DecodeError
+
+
+def test_a_json_array_of_good_objects_and_a_lone_bad_object_are_as_before():
+    records = JsonDecoder().decode(message(b'[{"t": 1}, {"t": 2}]'), None)
+    assert [record.fields for record in records] == [{"t": 1}, {"t": 2}]
+    with pytest.raises(DecodeError) as caught:
+        JsonDecoder().decode(message(b'{"time": "x"}'), None)
+    assert type(caught.value) is DecodeError and caught.value.reason == "field 'time': not an ISO 8601 time: 'x'"
 
 
 def make(max_rows=100):
