@@ -113,6 +113,14 @@ class Record:
     tags: Mapping = attrs.field(factory=dict)
 
 
+class Events(list):
+    """The records of a message that are events, whatever its topic's kind, as a decoder returns them (a Shelly
+    Gen2 button push comes on ``events/rpc`` with the device's status): the router stores them in the events
+    table of the message's address (``<node>_events``), where the topic's own events go."""
+
+    __slots__ = ()
+
+
 @attrs.frozen(slots=True)
 class Channel:
     """A named route: source subscription -> strategy -> decoder chain -> storage."""

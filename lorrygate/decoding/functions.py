@@ -34,7 +34,7 @@ from lorrygate.decoding.records import objects_records
 from lorrygate.decoding.timestamps import check_time
 from lorrygate.errors import Declined, DecodeError
 from lorrygate.interfaces import IDecoder
-from lorrygate.model import Record
+from lorrygate.model import Events, Record
 
 MARKER = "__lorrygate_decoder__"
 BLOCKING = "__lorrygate_decoder_blocking__"
@@ -108,6 +108,7 @@ class FunctionDecoder:
                 except ValueError as exc:
                     raise DecodeError(self.name, f"a returned Record's time: {exc}") from None
             return result
+        events = isinstance(result, Events)
         if isinstance(result, dict):
             result = dict(result)
         elif isinstance(result, list):
@@ -115,7 +116,7 @@ class FunctionDecoder:
         records = objects_records(result, message, self.name, self.timezone)
         if records is None:
             raise DecodeError(self.name, f"returned {type(result).__name__}; expected a dict, a list of dicts or Records, or None")
-        return records
+        return Events(records) if events else records
 
 
 @implementer(IDecoder)

@@ -73,7 +73,7 @@ from lorrygate.decoding.text import payload_text
 from lorrygate.decoding.timestamps import from_epoch, parse_time
 from lorrygate.errors import Declined, DecodeError, Ignored
 from lorrygate.interfaces import IDecoder
-from lorrygate.model import EVENT, Record, unused_name
+from lorrygate.model import EVENT, Events, Record, unused_name
 
 
 def _json_object(payload: bytes, what: str) -> dict:
@@ -478,8 +478,8 @@ class ShellyDecoder:
     """Shelly Gen2 RPC notifications on ``<prefix>/events/rpc``, the way a device reports unless "generic status
     update over MQTT" is set: ``NotifyStatus`` (what changed) and ``NotifyFullStatus`` as one record a component
     (``switch:0``, ``wifi``; its name in the ``component`` tag), as ``<prefix>/status/<component>`` gives them;
-    ``NotifyEvent`` as one record an event (``{"event": "single_push"}`` of ``input:0``). Each at the device's
-    ``ts``. Other methods are declined (the next decoder, json, stores them whole)."""
+    ``NotifyEvent`` as one record an event (``{"event": "single_push"}`` of ``input:0``), in the device's events
+    table (`Events`). Each at the device's ``ts``. Other methods are declined (the next decoder, json, stores them whole)."""
 
     name: str = "shelly"
     timezone: Any = None
@@ -496,7 +496,7 @@ class ShellyDecoder:
             events = params.get("events")
             if type(events) is not list or not all(type(event) is dict for event in events):
                 raise DecodeError(self.name, "a NotifyEvent whose params.events is not a list of objects")
-            records = []
+            records = Events()  # (into the device's events table, not its status's)
             for event in events:
                 fields = flatten({key: value for key, value in event.items() if key not in ("component", "ts")})
                 component = event.get("component")

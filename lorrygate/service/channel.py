@@ -24,7 +24,7 @@ from lorrygate.decoding.events import EventValueDecoder
 from lorrygate.decoding.timestamps import seconds_to_ns, to_iso
 from lorrygate.decoding.values import KotoriValues
 from lorrygate.errors import DecodeError, Ignored, NoDecoderMatched, PartlyDecoded, TopologyError, reason_kind
-from lorrygate.model import EVENT
+from lorrygate.model import EVENT, Events
 from lorrygate.mqtt.topics import parse_filter
 from lorrygate.storage.batch import DeadLetter, Entry
 
@@ -203,6 +203,8 @@ class ChannelRouter:
     _route_bytes: int = 0
     _ignore: tuple = ()
     _owners: dict = attrs.Factory(dict)
+    #: an address -> the address and table of its events (`_events_of`)
+    _event_routes: dict = attrs.Factory(dict)
     _pending: set = attrs.Factory(set)
     _idle: list = attrs.Factory(list)
     #: what marks this channel's own error reports (see `reporter_id`)
@@ -479,6 +481,8 @@ class ChannelRouter:
         """Store what a decoder made of a message; ``partly``: the lines of it that failed, to keep as a dead
         letter with the rows (a `PartlyDecoded` whose ``records`` are ``result``'s)."""
         decoder, records = result
+        if type(records) is Events:
+            address, table = self._events_of(address, table)
         if len(records) > self.channel.max_records:
             self._undecodable(message, DecodeError(decoder, f"{len(records)} records from one message, more than "
                                                             f"max_records = {self.channel.max_records}"))
@@ -516,6 +520,24 @@ class ChannelRouter:
             self.batcher.add(Entry(table, records, self.channel.name, message, decoder, address))
             return
         self._store(records, message, address, table, decoder, partly=partly)
+
+    def _events_of(self, address, table) -> tuple:
+        """The address and table of a message's events (`Events`): its address as an event, in the table the
+        strategy gives it; the data table where the strategy has none (a strategy of your own that raises)."""
+        found = self._event_routes.get(address)
+        if found is None:
+            event = attrs.evolve(address, kind=EVENT)
+            try:
+                found = (event, time_limit.call(f"strategy {self.strategy.name!r}", self.strategy.table_for, event))
+            except Exception as exc:
+                self.log.warn("channel {channel}: strategy {strategy!r} gave no events table for {address} "
+                              "({error}); its events are stored in {table}", channel=self.channel.name,
+                              strategy=self.strategy.name, address=str(address), error=repr(exc), table=str(table))
+                found = (address, table)
+            if len(self._event_routes) >= ROUTE_CACHE_SIZE:
+                self._event_routes.clear()
+            self._event_routes[address] = found
+        return found
 
     def _dataflowed(self, outputs, records, message, address, table, decoder, partly) -> None:
         records, derived = apply_outputs(self.dataflow.settings, records, outputs)

@@ -166,6 +166,10 @@ def fleet(realm: str):
         (f"{gen2}/online", b"true", "event"),
         (f"{gen2}/events/rpc", j({"src": gen2, "dst": f"{gen2}/events", "method": "NotifyStatus",
                                   "params": {"ts": 1717243200.12, "switch:0": {"id": 0, "output": False}}}), "data"),
+        # a button pushed: on the same topic as the status, an event of the device's
+        (f"{gen2}/events/rpc", j({"src": gen2, "dst": f"{gen2}/events", "method": "NotifyEvent", "params": {
+            "ts": 1717243205.5, "events": [{"component": "input:0", "id": 0, "event": "single_push",
+                                            "ts": 1717243205.43}]}}), "event"),
         (f"{gen2}/rpc", j({"id": 1, "src": "user", "method": "Switch.Set", "params": {"id": 0, "on": True}}), "command"),
     ]
     hd = f"boiler-{realm}"

@@ -195,6 +195,11 @@ def test_a_recorded_fleet_is_stored_whole(tmp_path, mosquitto, postgres):
         notified = query(db, f'SELECT time, component, output FROM "shelly__shellyplus1pm_{realm}_sensors" '
                              "WHERE apower IS NULL AND output IS NOT NULL")
         assert notified == [("2024-06-01T12:00:00.120000000Z", "switch:0", 0)]
+        # a button push, on the same topic: a row of the device's events, not of its status
+        pushed = query(db, f'SELECT time, component, event FROM "shelly__shellyplus1pm_{realm}_events" '
+                           "WHERE event IS NOT NULL")
+        assert pushed == [("2024-06-01T12:00:05.430000000Z", "input:0", "single_push")]
+        assert "event" not in [row[1] for row in query(db, f'PRAGMA table_info("shelly__shellyplus1pm_{realm}_sensors")')]
         state = query(db, f'SELECT "Device.Vcc", "Device.Wifi.RSSI" FROM "tasmota__{realm}_plug_0_sensors" '
                           'WHERE "Device.Vcc" IS NOT NULL')
         assert state == [(3.2, 80)]

@@ -993,3 +993,49 @@ def test_the_status_says_why_the_last_ignored_message_was():
     channel = dict(router.stats.asdict(), name="mesh", last_ignored=router.why_ignored())
     text = render_status({"config": "gw.ini", "sources": [], "storages": [], "channels": [channel]})
     assert "channel mesh: 1 received, 0 routed, 0 unmatched, 0 undecodable, 1 ignored (the last: msh/EU_868" in text
+
+
+class _Pushes:
+    """A decoder whose records are events (`Events`), as the shelly decoder's of a button push."""
+
+    name = "pushes"
+
+    def decode(self, message, address):
+        from lorrygate.model import Events, Record
+
+        return Events([Record(1, {"event": "single_push"})])
+
+
+class _NoEvents(WanStrategy):
+    def table_for(self, address):
+        if address.kind == "event":
+            raise RuntimeError("no events here")
+        return super().table_for(address)
+
+
+def test_a_decoders_events_go_to_the_events_table_of_the_address():
+    """Events on a data topic (a Shelly button push on events/rpc) are rows of the address's events table; a
+    strategy with none keeps them in the data table and says so."""
+    router, storage, _ = make(chain=DecoderChain((_Pushes(),)))
+    router(message("r/n/g/d/data.json"))
+    router(message("r/n/g/d/data.json"))
+    assert {str(table): len(rows) for table, rows in storage.tables.items()} == {"r_n.g_d_events": 2}
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        router, storage, _ = make(_NoEvents(), DecoderChain((_Pushes(),)))
+        router(message("r/n/g/d/data.json"))
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert [str(table) for table in storage.tables] == ["r_n.g_d_sensors"]
+    assert any("gave no events table" in e.get("log_format", "") for e in events)
+
+
+def test_a_decoder_functions_events_of_dicts_stay_events():
+    from lorrygate.decoding.functions import FunctionDecoder
+    from lorrygate.model import Events
+
+    decoder = FunctionDecoder("pushed", lambda message, address: Events([{"event": "long_push"}]))
+    router, storage, _ = make(chain=DecoderChain((decoder,)))
+    router(message("r/n/g/d/data.json"))
+    assert [str(table) for table in storage.tables] == ["r_n.g_d_events"]
