@@ -363,6 +363,9 @@ class ShellyStrategy(_Fleet):
         joined = "/".join(rest)
         if len(rest) == 1 and rest[0] in _SHELLY_EVENTS:
             return Address("shelly", None, None, device, EVENT, joined, rest[0])
+        if len(rest) == 2 and rest[0] == "input_event" and rest[1].isdigit():
+            # a button pushed ({"event": "S", "event_cnt": 4}): an event of its input, as Gen2's NotifyEvent is
+            return Address("shelly", None, None, device, EVENT, joined, "input_event", (("component", f"input:{rest[1]}"),))
         if len(rest) >= 2 and rest[1].isdigit():
             component = f"{rest[0]}:{rest[1]}"
             field = "_".join(rest[2:]) or "state"

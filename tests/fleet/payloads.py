@@ -156,6 +156,7 @@ def fleet(realm: str):
         (f"shellies/{gen1}/relay/0/energy", b"4711", "data"),
         (f"shellies/{gen1}/temperature", b"45.2", "data"),
         (f"shellies/{gen1}/online", b"true", "event"),
+        (f"shellies/{gen1}/input_event/0", j({"event": "L", "event_cnt": 4}), "event"),
         (f"shellies/{gen1}/announce", j({"id": gen1, "model": "SHSW-PM", "fw_ver": "20230913-112003",
                                          "ip": "192.168.1.20"}), "event"),
         (f"shellies/{gen1}/relay/0/command", b"on", "command"),

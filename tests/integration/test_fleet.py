@@ -199,6 +199,8 @@ def test_a_recorded_fleet_is_stored_whole(tmp_path, mosquitto, postgres):
         pushed = query(db, f'SELECT time, component, event FROM "shelly__shellyplus1pm_{realm}_events" '
                            "WHERE event IS NOT NULL")
         assert pushed == [("2024-06-01T12:00:05.430000000Z", "input:0", "single_push")]
+        assert query(db, f'SELECT component, event, event_cnt FROM "shelly__shelly1pm_{realm}_events" '
+                         "WHERE event IS NOT NULL") == [("input:0", "L", 4)]
         assert "event" not in [row[1] for row in query(db, f'PRAGMA table_info("shelly__shellyplus1pm_{realm}_sensors")')]
         state = query(db, f'SELECT "Device.Vcc", "Device.Wifi.RSSI" FROM "tasmota__{realm}_plug_0_sensors" '
                           'WHERE "Device.Vcc" IS NOT NULL')

@@ -330,6 +330,10 @@ ROUTED = [
     ("shelly", "shellies/shelly1pm-84CCA8A1B2C3/online",
      A("shelly", None, None, "shelly1pm-84CCA8A1B2C3", "event", "online", "online"),
      "shelly", "shelly1pm_84cca8a1b2c3_events"),
+    # a button pushed: an event of its input (it was a row of the device's sensors)
+    ("shelly", "shellies/shellybutton1-A4CF12F45301/input_event/0",
+     A("shelly", None, None, "shellybutton1-A4CF12F45301", "event", "input_event/0", "input_event",
+       (("component", "input:0"),)), "shelly", "shellybutton1_a4cf12f45301_events"),
     ("shelly", "shellies/shelly1pm-84CCA8A1B2C3/announce",
      A("shelly", None, None, "shelly1pm-84CCA8A1B2C3", "event", "announce", "announce"),
      "shelly", "shelly1pm_84cca8a1b2c3_events"),
