@@ -27,11 +27,16 @@ class BadLines:
     noun: str = "lines"
     #: the lines are the objects of a JSON array, kept as an array
     array: bool = False
-    #: (the line as text, why: "line 3 has 1 value for 2 columns")
+    #: the bad lines, as text
     found: list = attrs.Factory(list)
+    #: why the first `NAMED` of them are bad ("line 3 has 1 value for 2 columns"; the rest are counted only: a
+    #: payload of a million bad lines holds no million reasons)
+    reasons: list = attrs.Factory(list)
 
     def add(self, line: str, why: str) -> None:
-        self.found.append((line, why))
+        self.found.append(line)
+        if len(self.reasons) < NAMED:
+            self.reasons.append(why)
 
     def finish(self, records: list, lines: int) -> list:
         """``records`` when no line failed; else raise `PartlyDecoded` (some records) or `DecodeError`
@@ -39,13 +44,12 @@ class BadLines:
         found = self.found
         if not found:
             return records
-        named = "; ".join(why for _line, why in found[:NAMED])
+        named = "; ".join(self.reasons)
         if len(found) > NAMED:
             named += f"; and {len(found) - NAMED:,} more"
         reason = named if len(found) == 1 else f"{len(found):,} of {lines:,} {self.noun}: {named}"
         if not records:
             raise DecodeError(self.decoder, reason)
-        kept = [line for line, _why in found]
-        payload = f"[{', '.join(kept)}]" if self.array else "\n".join(self.head + kept) + "\n"
+        payload = f"[{', '.join(found)}]" if self.array else "\n".join(self.head + found) + "\n"
         raise PartlyDecoded(self.decoder, reason, records, payload.encode("utf-8", "surrogatepass"), len(found),
                             self.noun)
