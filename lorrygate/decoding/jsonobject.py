@@ -28,7 +28,7 @@ from lorrygate.decoding.records import (
 from lorrygate.decoding.senml import is_pack
 from lorrygate.decoding.senml import records as senml_records
 from lorrygate.decoding.timestamps import TIME_FIELDS, from_epoch
-from lorrygate.errors import Declined, DecodeError
+from lorrygate.errors import Declined, DecodeError, Ignored
 from lorrygate.interfaces import IDecoder
 from lorrygate.model import Record
 
@@ -112,6 +112,10 @@ class JsonDecoder:
             if value is _NO_TIME and document.keys().isdisjoint(_OTHER_TIME_FIELDS):
                 return [Record(received_ns(message), document, {})]
         if type(document) is list:
+            if not document:
+                # a device's batch with nothing in it (a logger whose buffer is empty): no measurement, as an
+                # empty payload is none (it was a dead letter, or the text "[]" of a per-field topic's value)
+                raise Ignored(self.name, message.topic, "an empty JSON array: no records")
             if is_pack(document):
                 return senml_records(document, message, self.name)
             document = named_values(document, address)

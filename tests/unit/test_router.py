@@ -1039,3 +1039,15 @@ def test_a_decoder_functions_events_of_dicts_stay_events():
     router, storage, _ = make(chain=DecoderChain((decoder,)))
     router(message("r/n/g/d/data.json"))
     assert [str(table) for table in storage.tables] == ["r_n.g_d_events"]
+
+
+def test_an_empty_json_array_is_no_measurement_acknowledged_and_counted():
+    """A logger's batch with nothing in it (``[]``) was a dead letter, and on a per-field topic the text "[]"."""
+    from lorrygate.decoding import ValueDecoder
+
+    router, storage, clock = make(chain=DecoderChain((JsonDecoder(), ValueDecoder())))
+    router(message("r/n/g/d/data.json", b"[]"))
+    router(message("r/n/g/d/data/temperature", b" [ ] "))
+    clock.advance(0)
+    assert not storage.dead_letters and not storage.tables
+    assert router.stats.ignored == 2 and router.last_ignored == "an empty JSON array: no records"
