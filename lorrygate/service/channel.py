@@ -575,8 +575,8 @@ class ChannelRouter:
                                                           partly.decoder, partly.payload))
             self._stored_in_part(sent, partly)
         for batcher in self.tee:
-            for entry in entries:
-                batcher.add(entry)
+            for part_table, part_records in parts:
+                batcher.add(Entry(part_table, part_records, self.channel.name, message, decoder, address))
 
     def _ignored(self, message, exc: Ignored) -> None:
         """A decoder told the message carries no measurement: acknowledged with the next commit, and counted."""
