@@ -571,9 +571,9 @@ class ChannelRouter:
             for entry in entries:
                 self.batcher.add(entry)
         else:
+            self._stored_in_part(sent, partly)  # (first: a source that answers its sender is told before the commit)
             self.batcher.add_together(entries, DeadLetter(self.channel.name, message, "decode", partly.reason,
                                                           partly.decoder, partly.payload))
-            self._stored_in_part(sent, partly)
         for batcher in self.tee:
             for part_table, part_records in parts:
                 batcher.add(Entry(part_table, part_records, self.channel.name, message, decoder, address))
@@ -656,14 +656,18 @@ class ChannelRouter:
         if told is not None:  # a source that answers its sender (HTTP) says which lines were not stored
             told(f"decode: {partly.reason}")
         self._complain(message, "decode", partly.reason, f"was stored except for {partly.failed} that could not be "
-                       "decoded", type(partly).__name__)
+                       "decoded", type(partly).__name__, f"lorrygate stored this message except for {partly.failed} "
+                       f"that could not be decoded; {'it is' if partly.bad == 1 else 'they are'} kept in the "
+                       "dead-letter table of storage "
+                       f"{self.channel.storage!r}")
 
-    def _complain(self, message, stage: str, reason: str, what: str, error_type: str) -> None:
-        """Count a dead letter, report it on the error topic, and log it (once per kind and interval)."""
+    def _complain(self, message, stage: str, reason: str, what: str, error_type: str, told: str = "") -> None:
+        """Count a dead letter, report it on the error topic (``told``: what the report says of the message,
+        else that it could not be stored), and log it (once per kind and interval)."""
         counts = self.stats.dead_letters
         counts[stage] = counts.get(stage, 0) + 1
         if self.reports and self.publish is not None:
-            self._report(message, stage, reason, error_type)
+            self._report(message, stage, reason, error_type, told)
         # The key leaves out the topic, which a reason may quote, and the values and names a reason quotes
         # from the payload: 2,000 bad topics or payloads of one kind are one complaint, not 2,000.
         suppressed = self._complaints.allow((stage, reason_kind(reason.replace(message.topic, "<topic>"))),
@@ -693,7 +697,7 @@ class ChannelRouter:
                 storage=self.channel.storage,
             )
 
-    def _report(self, message, stage: str, reason: str, error_type: str) -> None:
+    def _report(self, message, stage: str, reason: str, error_type: str, told: str = "") -> None:
         topic = error_topic(message.topic)
         if topic is None:
             return
@@ -711,7 +715,7 @@ class ChannelRouter:
             {
                 "type": error_type or "Error",
                 "message": reason,
-                "description": f"lorrygate could not store this message ({stage}); it is kept in the "
+                "description": told or f"lorrygate could not store this message ({stage}); it is kept in the "
                 f"dead-letter table of storage {self.channel.storage!r} with its payload",
                 "timestamp": to_iso(seconds_to_ns(message.received)),
                 "topic": message.topic,

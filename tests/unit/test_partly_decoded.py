@@ -1,5 +1,7 @@
 """A payload of lines with bad lines: the good lines are stored, the bad ones kept as a dead letter of their own."""
 
+import json
+
 import pytest
 from twisted.internet.task import Clock
 
@@ -186,3 +188,35 @@ def test_a_spooled_batch_keeps_the_bad_lines_and_one_message_for_its_positions()
     assert (len(entries), len(dead_letters), skipped) == (2, 1, 0)
     assert changed == {"file": [[0, 17]]}
     assert dead_letters[0].payload == b'{"a": \n' and dead_letters[0].message.payload == sent.payload
+
+
+class Told(Acks):
+    """An ack that answers its sender (the HTTP source's): told of the bad lines before it is acknowledged."""
+
+    def __init__(self):
+        super().__init__()
+        self.said = []
+
+    def partly(self, why):
+        self.said.append((why, self.count))
+
+
+def test_the_sender_is_told_before_the_commit_and_the_report_says_what_was_stored():
+    clock = Clock()
+    storage = MemoryStorage()  # (it commits at once: the acknowledgement comes within the router's call)
+    batcher = Batcher(storage, clock, max_rows=1)
+    channel = Channel("main", "b", ("#",), 1, "wan", ("ndjson",), "s")
+    router = ChannelRouter(channel, WanStrategy(), DecoderChain((NdjsonDecoder(),)), batcher, clock)
+    reports = []
+    router.publish = lambda topic, payload: reports.append((topic, json.loads(payload)))
+    told = Told()
+    sent = message(b'{"a": 1}\n{"a": \n')
+    sent.ack = told
+    router(sent)
+    clock.advance(0)
+    assert told.said == [("decode: line 2 is not JSON: " + storage.dead_letters[0].error.split(": ", 1)[1], 0)]
+    assert told.count == 1
+    ((topic, report),) = reports
+    assert topic == "r/n/g/d/error.json" and report["type"] == "PartlyDecoded"
+    assert report["description"] == ("lorrygate stored this message except for the line that could not be decoded; "
+                                     "it is kept in the dead-letter table of storage 's'")
