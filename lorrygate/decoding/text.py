@@ -380,10 +380,21 @@ class KeyValueDecoder:
         else:
             lines = _pairs_a_line(text)
             if lines is not None and _key_on_two_lines(lines):
-                # a series, a record a line (``t=21.5 h=48`` and ``t=21.6 h=47``)
-                return [self._record(line, message) for line in lines]
+                # a series, a record a line (``t=21.5 h=48`` and ``t=21.6 h=47``); a line whose time is no time
+                # spoils itself alone
+                return self._series(lines, [line for line in text.splitlines() if line.strip()], message)
             pairs = [pair for line in lines for pair in line] if lines is not None else _split_pairs(text)
         return [self._record(pairs, message)]
+
+    def _series(self, lines: list, texts: list, message) -> list:
+        records: list = []
+        bad = BadLines(self.name)
+        for number, (pairs, text) in enumerate(zip(lines, texts), 1):
+            try:
+                records.append(self._record(pairs, message))
+            except DecodeError as exc:
+                bad.add(text, f"line {number}: {exc.reason}")
+        return bad.finish(records, len(lines))
 
     def _record(self, pairs: list, message) -> Record:
         if any(not key for key, _ in pairs):

@@ -8,7 +8,7 @@ from twisted.internet.task import Clock
 from lorrygate.decoding import DecoderChain
 from lorrygate.decoding.jsonobject import JsonDecoder
 from lorrygate.decoding.lineprotocol import InfluxDecoder
-from lorrygate.decoding.text import CsvDecoder, NdjsonDecoder
+from lorrygate.decoding.text import CsvDecoder, KeyValueDecoder, NdjsonDecoder
 from lorrygate.errors import DecodeError, PartlyDecoded
 from lorrygate.model import Channel, Message, Record, TableName
 from lorrygate.service.channel import ChannelRouter
@@ -82,6 +82,15 @@ def test_csv_a_bad_time_spoils_its_line_alone():
     assert [record.fields for record in caught.value.records] == [{"temp": 2}]
     assert caught.value.reason.startswith("line 3: field 'time': ")
     assert caught.value.payload == b"time,temp\nyesterday,3\n"
+
+
+def test_a_key_value_series_stores_the_lines_whose_time_is_a_time():
+    payload = b"t=21.5 time=2024-06-01T12:00:00Z\nt=21.6 time=garbage\n\nt=21.7 time=2024-06-01T12:02:00Z\n"
+    with pytest.raises(PartlyDecoded) as caught:
+        KeyValueDecoder().decode(message(payload), None)
+    assert [record.fields for record in caught.value.records] == [{"t": 21.5}, {"t": 21.7}]
+    assert caught.value.payload == b"t=21.6 time=garbage\n"
+    assert caught.value.reason == "line 2: field 'time': not an ISO 8601 time: 'garbage'"
 
 
 def test_line_protocol_stores_the_good_points_as_influxdb_does():
