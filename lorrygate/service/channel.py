@@ -414,6 +414,7 @@ class ChannelRouter:
                 self._pending.add(result)
                 result.addCallbacks(self._decoded, self._failed, (message, address, table), None,
                                     (message, address, table))
+                result.addErrback(self._broke, message)
                 # settled after the rows are with the batcher: a stop's barrier then covers them
                 result.addBoth(self._settled, result)
                 return
@@ -423,6 +424,14 @@ class ChannelRouter:
                          error_type=type(exc).__name__)
 
     __call__ = deliver
+
+    def _broke(self, failure, message) -> None:
+        """What a decoder's or a dataflow's Deferred fired with broke the router (a decoder of your own that
+        gave no list of records): the message is a dead letter, as `deliver` makes it at once, not left
+        unacknowledged."""
+        error = failure.value
+        self._reject(message, "internal", f"{type(error).__name__}: {error}", "broke the gateway",
+                     error_type=type(error).__name__)
 
     def _typed_chain(self, chain, content_type: str):
         """``chain`` with the decoder of the payload's Content Type first (``application/cbor; x=y``: cbor),
@@ -513,6 +522,7 @@ class ChannelRouter:
             self._pending.add(pending)
             pending.addCallbacks(self._dataflowed, self._dataflow_failed,
                                  (records, message, address, table, decoder, partly), None, (message,))
+            pending.addErrback(self._broke, message)
             pending.addBoth(self._settled, pending)
             return
         if not self.tee and partly is None:  # `_store`'s hot path written out: one storage, one table

@@ -1051,3 +1051,29 @@ def test_an_empty_json_array_is_no_measurement_acknowledged_and_counted():
     clock.advance(0)
     assert not storage.dead_letters and not storage.tables
     assert router.stats.ignored == 2 and router.last_ignored == "an empty JSON array: no records"
+
+
+class _LaterNonsense:
+    """A decoder of your own whose Deferred fires with what is no list of records."""
+
+    name = "later"
+
+    def decode(self, message, address):
+        from twisted.internet.defer import succeed
+
+        return succeed(5)
+
+
+def test_a_message_whose_later_decoding_breaks_the_router_is_a_dead_letter_not_stuck():
+    """What a decoder's Deferred fired with that broke the router left the message neither stored nor a dead
+    letter, never acknowledged (its error logged only when the Deferred was collected); it is an internal dead
+    letter, as at once."""
+    from tests.doubles import Ack
+
+    router, storage, clock = make(chain=DecoderChain((_LaterNonsense(),)))
+    ack = Ack()
+    router(Message("r/n/g/d/data.json", b"{}", 1, False, 1.0, "#", ack))
+    clock.advance(0)
+    (dead,) = storage.dead_letters
+    assert dead.stage == "internal" and "TypeError" in dead.error
+    assert ack.count == 1 and router.settle().called
