@@ -15,17 +15,29 @@ from lorrygate.storage.batcher import Batcher
 from lorrygate.storage.memory import MemoryStorage
 
 
+def _channel(tmp_path, reactor) -> tuple:
+    """A WAN channel (a Kotori migration) on the real reactor, storing into memory."""
+    settings = loads(f"[lorrygate]\ndata_dir = {tmp_path}\n[broker:b]\nhost = localhost\n[storage:db]\n"
+                     f"url = sqlite:///{tmp_path}/unused.sqlite\n[channel:main]\ntopics = mqttkit-1/#\n")
+    storage = MemoryStorage()
+    service = ChannelService.from_settings(settings, settings.channels[0],
+                                           {"db": Batcher(storage, reactor, max_rows=1000, linger=0.01)}, reactor)
+    return service, storage
+
+
+def _stop(service) -> None:
+    for decoder in service.decoders:
+        if hasattr(decoder, "stop"):
+            decoder.stop()
+
+
 @pytest_twisted.ensureDeferred
 async def test_an_announcement_and_the_data_lines_behind_it_in_order_on_the_stores_thread(tmp_path, monkeypatch):
     from twisted.internet import reactor
 
     from lorrygate.decoding import csvheaders
 
-    settings = loads(f"[lorrygate]\ndata_dir = {tmp_path}\n[broker:b]\nhost = localhost\n[storage:db]\n"
-                     f"url = sqlite:///{tmp_path}/unused.sqlite\n[channel:main]\ntopics = mqttkit-1/#\n")
-    storage = MemoryStorage()
-    service = ChannelService.from_settings(settings, settings.channels[0],
-                                           {"db": Batcher(storage, reactor, max_rows=1000, linger=0.01)}, reactor)
+    service, storage = _channel(tmp_path, reactor)
     threads_used = set()
     get, remember = csvheaders.HeaderStore.get, csvheaders.HeaderStore.remember
     monkeypatch.setattr(csvheaders.HeaderStore, "get",
@@ -41,9 +53,7 @@ async def test_an_announcement_and_the_data_lines_behind_it_in_order_on_the_stor
         await service.router.settle()
         await service.batchers[0].barrier()
     finally:
-        for decoder in service.decoders:
-            if hasattr(decoder, "stop"):
-                decoder.stop()
+        _stop(service)
     assert storage.dead_letters == []
     rows = [record.fields for records in storage.tables.values() for record in records]
     assert len(rows) == 100 and all(set(row) == {"temperature", "humidity"} for row in rows)
@@ -56,11 +66,7 @@ async def test_data_lines_of_which_some_do_not_fit_the_announced_header_store_th
     alone a dead letter (no header line in it: a replay asks the store for the header again)."""
     from twisted.internet import reactor
 
-    settings = loads(f"[lorrygate]\ndata_dir = {tmp_path}\n[broker:b]\nhost = localhost\n[storage:db]\n"
-                     f"url = sqlite:///{tmp_path}/unused.sqlite\n[channel:main]\ntopics = mqttkit-1/#\n")
-    storage = MemoryStorage()
-    service = ChannelService.from_settings(settings, settings.channels[0],
-                                           {"db": Batcher(storage, reactor, max_rows=1000, linger=0.01)}, reactor)
+    service, storage = _channel(tmp_path, reactor)
     topic = "mqttkit-1/itest/foo/bar/data.csv"
     try:
         service.router(Message(topic, b"## temperature,humidity\n", 1, False, 1.0, "mqttkit-1/#"))
@@ -69,9 +75,7 @@ async def test_data_lines_of_which_some_do_not_fit_the_announced_header_store_th
         await service.router.settle()
         await service.batchers[0].barrier()
     finally:
-        for decoder in service.decoders:
-            if hasattr(decoder, "stop"):
-                decoder.stop()
+        _stop(service)
     rows = sorted(record.fields["temperature"] for records in storage.tables.values() for record in records)
     assert rows == [21.5, 21.7, 22.5]
     assert [(dead.payload, dead.error) for dead in storage.dead_letters] == [
