@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import time
+from typing import Any
 
 import attrs
 
@@ -184,21 +185,38 @@ class ChildBroker:
     env: dict | None = None
     process: subprocess.Popen | None = None
     ready_timeout: float = 30
+    #: what the broker writes to its output once it is up (the port open alone may be another process's: a
+    #: broker that boots for seconds, RabbitMQ, found its port taken meanwhile and gave up, while the tests
+    #: talked to whoever had it)
+    ready_text: str = ""
+    #: called before each start with the broker: writes its configuration for ``port`` (and other ports it
+    #: picks); a start whose port was taken meanwhile is tried again on new ports
+    configure: Any = None
 
     @property
     def log(self) -> str:
         return os.path.join(self.directory, "broker.log")
 
     def start(self) -> "ChildBroker":
-        command = [part.format(port=self.port, directory=self.directory) for part in self.command]
-        with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd,
-                                            env=dict(os.environ, **(self.env or {})), start_new_session=True)
-        wait_until(lambda: port_open(self.port) or self.process.poll() is not None, self.ready_timeout,
-                   f"{command[0]} to listen")
-        if self.process.poll() is not None:
-            raise RuntimeError(f"{command} exited with {self.process.returncode}:\n{self.text()[-2000:]}")
-        return self
+        for attempt in range(3):
+            if attempt:
+                self.port = free_port()
+            if self.configure is not None:
+                self.configure(self)
+            command = [part.format(port=self.port, directory=self.directory) for part in self.command]
+            begun = len(self.text()) if os.path.exists(self.log) else 0
+            with open(self.log, "ab") as log:
+                self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd,
+                                                env=dict(os.environ, **(self.env or {})), start_new_session=True)
+            process = self.process
+            wait_until(lambda: (port_open(self.port) and self.ready_text in self.text()[begun:])
+                       or process.poll() is not None, self.ready_timeout, f"{command[0]} to listen")
+            if process.poll() is None:
+                return self
+            said = self.text()[begun:]
+            if not any(taken in said.lower() for taken in ("eaddrinuse", "address already in use")):
+                break
+        raise RuntimeError(f"{command} exited with {self.process.returncode}:\n{self.text()[-2000:]}")
 
     def text(self) -> str:
         with open(self.log, "rb") as handle:
@@ -220,10 +238,13 @@ def paho_broker(directory: str) -> ChildBroker:
     import sys
 
     config = os.path.join(directory, "paho.conf")
-    broker = ChildBroker(directory, [sys.executable, "startbroker.py", "-c", config], cwd=PAHO_TESTING)
-    with open(config, "w") as handle:
-        handle.write(f"listener {broker.port} 127.0.0.1\n")
-    return broker
+
+    def configure(broker: ChildBroker) -> None:
+        with open(config, "w") as handle:
+            handle.write(f"listener {broker.port} 127.0.0.1\n")
+
+    return ChildBroker(directory, [sys.executable, "startbroker.py", "-c", config], cwd=PAHO_TESTING,
+                       configure=configure)
 
 
 #: where `make test` installs aedes (npm) for the interop tests
@@ -240,30 +261,35 @@ def aedes_broker(directory: str) -> ChildBroker:
 RABBITMQ_SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
 
 
-def rabbitmq_broker(directory: str, mqtt: bool = True) -> ChildBroker:
+def rabbitmq_broker(directory: str, mqtt: bool = True, settings: str = "") -> ChildBroker:
     """A RabbitMQ node of the test's own (Debian's rabbitmq-server) on its own ports: with ``mqtt``,
     ``port`` is its MQTT plugin's listener; without, ``port`` is AMQP's, with the user lorrygate
-    (password secret) instead of guest."""
-    amqp, dist, epmd = free_port(), free_port(), free_port()
-    broker = ChildBroker(directory, [RABBITMQ_SERVER], ready_timeout=120)
-    if not mqtt:
-        amqp = broker.port
-    with open(os.path.join(directory, "rabbitmq.conf"), "w") as handle:
-        handle.write(f"listeners.tcp.default = {amqp}\nloopback_users = none\n"
-                     + (f"mqtt.listeners.tcp.default = {broker.port}\nmqtt.allow_anonymous = true\n" if mqtt else "")
-                     + ("" if mqtt else "default_user = lorrygate\ndefault_pass = secret\n"))
-    with open(os.path.join(directory, "enabled_plugins"), "w") as handle:
-        handle.write("[rabbitmq_mqtt].\n" if mqtt else "[].\n")
-    broker.env = {
-        "HOME": directory, "RABBITMQ_NODENAME": f"lorrygate{broker.port}@localhost", "RABBITMQ_DIST_PORT": str(dist),
-        "ERL_EPMD_PORT": str(epmd), "RABBITMQ_MNESIA_BASE": os.path.join(directory, "mnesia"),
-        "RABBITMQ_LOG_BASE": os.path.join(directory, "log"),
-        "RABBITMQ_CONFIG_FILE": os.path.join(directory, "rabbitmq.conf"),
-        "RABBITMQ_ENABLED_PLUGINS_FILE": os.path.join(directory, "enabled_plugins"),
-        "RABBITMQ_PID_FILE": os.path.join(directory, "rabbitmq.pid"),
-    }
-    broker.cwd = directory
-    return broker
+    (password secret) instead of guest. ``settings``: more lines of its rabbitmq.conf."""
+
+    def configure(broker: ChildBroker) -> None:
+        stop_epmd(broker)  # (a start before whose port was taken: its port mapper goes with its ports)
+        amqp, dist, epmd = free_port(), free_port(), free_port()
+        if not mqtt:
+            amqp = broker.port
+        with open(os.path.join(directory, "rabbitmq.conf"), "w") as handle:
+            handle.write(f"listeners.tcp.default = {amqp}\nloopback_users = none\n"
+                         + (f"mqtt.listeners.tcp.default = {broker.port}\nmqtt.allow_anonymous = true\n" if mqtt else "")
+                         + ("" if mqtt else "default_user = lorrygate\ndefault_pass = secret\n") + settings)
+        with open(os.path.join(directory, "enabled_plugins"), "w") as handle:
+            handle.write("[rabbitmq_mqtt].\n" if mqtt else "[].\n")
+        broker.env = {
+            "HOME": directory, "RABBITMQ_NODENAME": f"lorrygate{broker.port}@localhost",
+            "RABBITMQ_DIST_PORT": str(dist), "ERL_EPMD_PORT": str(epmd),
+            "RABBITMQ_MNESIA_BASE": os.path.join(directory, "mnesia"),
+            "RABBITMQ_LOG_BASE": os.path.join(directory, "log"),
+            "RABBITMQ_CONFIG_FILE": os.path.join(directory, "rabbitmq.conf"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": os.path.join(directory, "enabled_plugins"),
+            "RABBITMQ_PID_FILE": os.path.join(directory, "rabbitmq.pid"),
+        }
+
+    # "Starting broker... completed with 1 plugins.": up, its listeners bound (BOOT FAILED, eaddrinuse, else)
+    return ChildBroker(directory, [RABBITMQ_SERVER], cwd=directory, ready_timeout=120,
+                       ready_text="Starting broker... completed", configure=configure)
 
 
 def stop_epmd(broker: ChildBroker) -> None:

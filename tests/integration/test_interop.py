@@ -101,9 +101,7 @@ def test_a_window_of_one_never_stalls(tmp_path, kind):
     if kind == "mosquitto":
         broker = Mosquitto(str(tmp_path / "broker"), max_inflight=1)
     else:
-        broker, extra = rabbitmq_broker(str(tmp_path / "broker")), DOTS_AS_LEVELS
-        with open(os.path.join(broker.directory, "rabbitmq.conf"), "a") as handle:
-            handle.write("mqtt.prefetch = 1\n")
+        broker, extra = rabbitmq_broker(str(tmp_path / "broker"), settings="mqtt.prefetch = 1\n"), DOTS_AS_LEVELS
     broker.start()
     try:
         run_stream(tmp_path, broker.port, protocol, count=21, bad_every=21, timeout=5 if kind != "rabbitmq" else 15,
