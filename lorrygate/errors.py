@@ -89,7 +89,8 @@ class DecodeError(LorrygateError):
 
 
 class PartlyDecoded(DecodeError):
-    """Some lines of a payload of lines (NDJSON, CSV, line protocol) could not be decoded, the others could.
+    """Some lines of a payload of lines (NDJSON, CSV, line protocol, a key=value series), or some objects of a
+    JSON array, could not be decoded; the others could.
 
     ``records``: those of the good lines, to store; ``payload``: what to keep as the dead letter, the bad lines
     (after the lines they need, such as a CSV header) as UTF-8, so that a replay decodes them alone. Code

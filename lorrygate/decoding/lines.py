@@ -1,6 +1,6 @@
 """
-The bad lines of a payload of lines (NDJSON, CSV, line protocol), or the bad objects of a JSON array: one of
-them does not cost the others.
+The bad lines of a payload of lines (NDJSON, CSV, line protocol, a key=value series), or the bad objects of a
+JSON array: one of them does not cost the others.
 
 A data logger or a script batches its readings, a line each; a line cut short on a serial link, or written
 by a program with a bug, spoils that line alone. The decoder notes it here (`BadLines.add`) and goes on;

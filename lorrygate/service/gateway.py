@@ -415,8 +415,7 @@ class Gateway(MultiService):
             self.log.info(
                 "channel {channel}: {received} received, {routed} routed ({partly} but for bad lines), {ignored} ignored, "
                 "{empty} empty, {unmatched} unmatched topics, {undecodable} undecodable payloads, {collisions} table "
-                "name collisions, "
-                "{error_reports} error reports",
+                "name collisions, {error_reports} error reports",
                 event="stats", final=final, channel=router.channel.name, storage=router.channel.storage,
                 dead_letters_by_stage=dead, **counts,
             )
