@@ -18,6 +18,7 @@ import attrs
 from twisted.internet.defer import CancelledError, Deferred
 
 from lorrygate.errors import Declined, DecodeError, Ignored, NoDecoderMatched
+from lorrygate.where_raised import where_raised
 
 
 def _as_decode_error(decoder, exc: Exception) -> DecodeError:
@@ -25,7 +26,9 @@ def _as_decode_error(decoder, exc: Exception) -> DecodeError:
         return exc
     if isinstance(exc, RecursionError):
         return DecodeError(decoder.name, "the payload is nested too deeply to decode (about 1,000 levels)")
-    return DecodeError(decoder.name, f"{type(exc).__name__}: {exc}")
+    # (a decoder of one's own: where in its code; a wrapper names the code it calls as ``user_code``)
+    code = getattr(decoder, "user_code", None) or decoder.decode
+    return DecodeError(decoder.name, f"{type(exc).__name__}: {exc}{where_raised(exc, code)}")
 
 
 @attrs.frozen

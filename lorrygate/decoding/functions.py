@@ -65,6 +65,11 @@ class FunctionDecoder:
     _pool: Any = None
 
     @property
+    def user_code(self):
+        """The function, whose folder `where_raised` looks for in a traceback."""
+        return self.function
+
+    @property
     def blocking(self) -> bool:
         return bool(getattr(self.function, BLOCKING, False))
 
@@ -129,6 +134,11 @@ class LimitedDecoder:
 
     def __getattr__(self, name: str):
         return getattr(self._decoder, name)
+
+    @property
+    def user_code(self):
+        """The instance's ``decode``, whose folder `where_raised` looks for in a traceback."""
+        return self._decoder.decode
 
     def decode(self, message, address):
         return time_limit.call(f"decoder {self._decoder.name!r}", self._decoder.decode, message, address)

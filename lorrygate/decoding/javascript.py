@@ -26,6 +26,8 @@ own thread, never on the reactor.
 
 import base64
 import json
+import os
+import re
 from typing import Any
 
 import attrs
@@ -125,6 +127,29 @@ def _lorawan_input(message, fport: int):
     return message.payload, fport, None, None
 
 
+#: V8's text of an exception thrown out of a call: ``<anonymous>:LINE: MESSAGE``, the line shown with a caret,
+#: then for an Error its stack (``    at FUNCTION (<anonymous>:LINE:COLUMN)``)
+_THROWN = re.compile(r"<anonymous>:(\d+): ([^\n]*)")
+_FRAME = re.compile(r"^\s+at (\S+) \(<anonymous>:(\d+):(\d+)\)$", re.M)
+
+
+def js_error(exc: Exception, path: str = "") -> str:
+    """What a codec threw and where, on one line: ``TypeError: Cannot read properties of null (reading 'x') at
+    lht65.js:12:9 in decode`` (the codec's file: it is compiled on its own, so V8's lines are the file's); the
+    engine's text as it is when it has another form."""
+    text = str(exc)
+    thrown = _THROWN.match(text)
+    if thrown is None:
+        return f"{type(exc).__name__}: {text}"
+    name = os.path.basename(path) or "the codec"
+    frame = _FRAME.search(text)
+    if frame is None or frame.group(2) != thrown.group(1):
+        # (a thrown string or object has no stack; an arrow function's frame has no name, and the first named
+        # frame is then a caller's)
+        return f"{thrown.group(2)} at {name}:{thrown.group(1)}"
+    return f"{thrown.group(2)} at {name}:{frame.group(2)}:{frame.group(3)} in {frame.group(1)}"
+
+
 class _NoFrame(ValueError):
     """An uplink whose frame is not base64: the message's fault, not the codec's."""
 
@@ -214,7 +239,7 @@ class JavaScriptDecoder:
                                              "(ArrayBuffers) and was stopped") from None
             if self._context is not None and self._context.was_hard_memory_limit_reached():
                 self._reset()
-            raise DecodeError(self.name, f"the codec raised {type(exc).__name__}: {exc}") from None
+            raise DecodeError(self.name, f"the codec raised {js_error(exc, self.path)}") from None
         return self._records(result, message, envelope)
 
     def _reset(self, settle: bool = False) -> None:

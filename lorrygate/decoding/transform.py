@@ -36,6 +36,7 @@ from lorrygate import time_limit
 from lorrygate.decoding.timestamps import seconds_to_ns, to_iso
 from lorrygate.errors import DecodeError
 from lorrygate.model import Record
+from lorrygate.where_raised import where_raised
 
 _ALLOWED_NODES = (
     ast.Expression, ast.BinOp, ast.UnaryOp, ast.Constant, ast.Name, ast.Load, ast.Call,
@@ -128,7 +129,9 @@ class Transform:
         try:
             return time_limit.call("the channel's hook and convert", self._apply, records, message, address, decoder)
         except time_limit.TimeLimitExceeded as exc:
-            raise DecodeError("hook" if self.hook is not None else "convert", str(exc)) from None
+            if self.hook is None:
+                raise DecodeError("convert", str(exc)) from None
+            raise DecodeError("hook", f"{exc}{where_raised(exc, self.hook)}") from None
 
     def _apply(self, records: list, message, address, decoder: str) -> list:
         values = address_values(message, address) if (self.tags or self.metadata) else {}
@@ -154,7 +157,7 @@ class Transform:
                 try:
                     record = self.hook(record, message, address)
                 except Exception as exc:
-                    raise DecodeError("hook", f"{type(exc).__name__}: {exc}") from exc
+                    raise DecodeError("hook", f"{type(exc).__name__}: {exc}{where_raised(exc, self.hook)}") from exc
                 if record is None:
                     continue
                 if not isinstance(record, Record):

@@ -26,6 +26,7 @@ from twisted.internet.defer import Deferred, fail
 from twisted.python.failure import Failure
 
 from lorrygate import processes
+from lorrygate.where_raised import where_raised
 
 
 class PythonHook:
@@ -53,6 +54,8 @@ class PythonHook:
         def call() -> None:
             try:
                 outcome = self.function(sample)
+            except Exception as exc:  # what, and where in the function's code (a KeyError alone says "'x'")
+                outcome = Failure(HookFailed(f"{type(exc).__name__}: {exc}{where_raised(exc, self.function)}"))
             except BaseException:
                 outcome = Failure()
             self.reactor.callFromThread(answer, outcome)

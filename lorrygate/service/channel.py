@@ -27,6 +27,7 @@ from lorrygate.errors import DecodeError, Ignored, NoDecoderMatched, PartlyDecod
 from lorrygate.model import EVENT, Events
 from lorrygate.mqtt.topics import parse_filter
 from lorrygate.storage.batch import DeadLetter, Entry
+from lorrygate.where_raised import where_raised
 
 if TYPE_CHECKING:
     from lorrygate.model import Channel
@@ -293,7 +294,7 @@ class ChannelRouter:
         except TopologyError:
             return None, None, "it does not fit the topology"
         except Exception as exc:
-            return None, None, f"strategy {self.strategy.name!r} raised {exc!r}"
+            return None, None, self._raised(exc)
 
     def _resolve(self, topic: str):
         """`route` for a topic not in the cache: ask the strategy, and cache the answer with the topic's
@@ -308,7 +309,7 @@ class ChannelRouter:
         except TopologyError as exc:
             route = (None, None, (exc.reason, "does not fit the topology"))
         except Exception as exc:
-            route = (None, None, (f"strategy {self.strategy.name!r} raised {exc!r}", "broke the strategy"))
+            route = (None, None, (self._raised(exc), "broke the strategy"))
         route += (self._chain_for(route[0]) if route[2] is None else None, topic)
         if len(self._routes) >= ROUTE_CACHE_SIZE or self._route_bytes > ROUTE_CACHE_BYTES:
             self._routes.clear()
@@ -319,6 +320,10 @@ class ChannelRouter:
         if route[1] is not None:
             self._check_collision(topic, route[0], route[1])
         return route
+
+    def _raised(self, exc: Exception) -> str:
+        """What a strategy raised, and where in its code (`where_raised`)."""
+        return f"strategy {self.strategy.name!r} raised {exc!r}{where_raised(exc, self.strategy.match)}"
 
     def _match(self, topic: str) -> tuple:
         """(address, table) of a topic, by the strategy (under the time limit of the user's code)."""
@@ -542,7 +547,8 @@ class ChannelRouter:
             except Exception as exc:
                 self.log.warn("channel {channel}: strategy {strategy!r} gave no events table for {address} "
                               "({error}); its events are stored in {table}", channel=self.channel.name,
-                              strategy=self.strategy.name, address=str(address), error=repr(exc), table=str(table))
+                              strategy=self.strategy.name, address=str(address),
+                              error=repr(exc) + where_raised(exc, self.strategy.table_for), table=str(table))
                 found = (address, table)
             if len(self._event_routes) >= ROUTE_CACHE_SIZE:
                 self._event_routes.clear()

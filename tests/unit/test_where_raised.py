@@ -1,0 +1,189 @@
+"""
+Where the user's code raised (`lorrygate.where_raised`): a strategy, a decoder, a channel hook or a
+first-sample hook of one's own that raises makes a dead letter (or a failed run) that names the file and line,
+not only the exception: ``strategy 'factory' raised KeyError('m9')`` sent a user through 300 lines.
+"""
+
+import textwrap
+
+import pytest
+from twisted.internet.task import Clock
+
+from lorrygate import time_limit
+from lorrygate.decoding import DecoderChain, JsonDecoder
+from lorrygate.decoding.functions import FunctionDecoder, LimitedDecoder
+from lorrygate.decoding.javascript import JavaScriptDecoder
+from lorrygate.decoding.transform import Transform
+from lorrygate.errors import DecodeError
+from lorrygate.interfaces import IStrategy
+from lorrygate.model import DATA, Channel, Message
+from lorrygate.plugins import collect, load_modules
+from lorrygate.service.channel import ChannelRouter
+from lorrygate.storage.batcher import Batcher
+from lorrygate.storage.memory import MemoryStorage
+from lorrygate.topology import WanStrategy
+from lorrygate.where_raised import where_raised
+
+DROP_IN = {
+    "factory.py": """
+        from zope.interface import implementer
+        from lorrygate.interfaces import IStrategy
+        from lorrygate.model import DATA, Address, TableName
+
+        def machine(levels):
+            return levels[2].upper() if levels[2] != "m9" else {}["m9"]
+
+        @implementer(IStrategy)
+        class Factory:
+            name = "factory"
+
+            def match(self, topic):
+                levels = topic.split("/")
+                if levels[2] == "slow":
+                    while True:
+                        pass
+                return Address("factory", levels[1], None, machine(levels), DATA, "telemetry")
+
+            def table_for(self, address):
+                return TableName("factory", address.node)
+        """,
+    "decoders.py": """
+        import json
+
+        def _scale(fields):
+            return fields["raw"] * 2
+
+        def scaled(message, address):
+            return {"v": _scale(json.loads(message.payload))}
+
+        class Strict:
+            name = "strict"
+
+            def decode(self, message, address):
+                return [json.loads(message.payload)["missing"]]
+
+        def adjust(record, message, address):
+            return record.fields["nope"]
+        """,
+}
+
+
+@pytest.fixture
+def drop_in(tmp_path):
+    for name, text in DROP_IN.items():
+        (tmp_path / name).write_text(textwrap.dedent(text))
+    problems: list = []
+    modules = load_modules(str(tmp_path), problems)
+    assert not problems
+    return {path.rsplit("/", 1)[1]: module for path, module in modules}
+
+
+def line_of(drop_in_text: str, needle: str) -> int:
+    """The line of ``needle`` in a drop-in module (as written to the folder)."""
+    lines = textwrap.dedent(drop_in_text).splitlines()
+    return next(number for number, line in enumerate(lines, 1) if needle in line)
+
+
+def router(strategy, chain=None):
+    storage = MemoryStorage()
+    channel = Channel("main", "b", ("#",), 1, "factory", ("json",), "s")
+    chain = chain or DecoderChain((JsonDecoder(),))
+    return ChannelRouter(channel, strategy, chain, Batcher(storage, Clock(), max_rows=1), Clock()), storage
+
+
+def test_a_strategy_that_raises_in_a_helper_names_the_helpers_line(drop_in):
+    """The innermost frame in the strategy's folder: the helper's line, where the KeyError came from."""
+    (cls,) = [cls for cls, _ in collect(list(drop_in.items()), IStrategy, "strategy", []).values()]
+    route, storage = router(cls())
+    route(Message("factory/l1/m9/telemetry", b'{"v": 1}', 1, False, 1.0, "#"))
+    route(Message("factory/l1/m1/telemetry", b'{"v": 2}', 1, False, 1.0, "#"))
+    (dead,) = storage.dead_letters
+    line = line_of(DROP_IN["factory.py"], '{}["m9"]')
+    assert dead.error == f"strategy 'factory' raised KeyError('m9') at factory.py:{line} in machine"
+    assert [str(table) for table in storage.tables] == ["factory.M1"]  # the stream goes on
+
+
+def test_a_module_beside_the_code_counts_as_its_own(tmp_path, monkeypatch):
+    """An installed strategy package whose helper module raised: the helper's line (the package's folder)."""
+    package = tmp_path / "plantstrategy"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "levels.py").write_text("def machine(levels):\n    return levels[9]\n")
+    (package / "strategy.py").write_text("from plantstrategy.levels import machine\n\n\nclass Plant:\n"
+                                         "    name = 'plant'\n\n    def match(self, topic):\n"
+                                         "        return machine(topic.split('/'))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from plantstrategy.strategy import Plant
+
+    try:
+        Plant().match("a/b")
+    except IndexError as exc:
+        assert where_raised(exc, Plant().match) == " at levels.py:2 in machine"
+
+
+def test_a_strategy_stopped_by_the_time_limit_names_the_line_it_ran(drop_in):
+    (cls,) = [cls for cls, _ in collect(list(drop_in.items()), IStrategy, "strategy", []).values()]
+    route, storage = router(cls())
+    time_limit.configure(0.05)
+    try:
+        route(Message("factory/l1/slow/telemetry", b'{"v": 1}', 1, False, 1.0, "#"))
+    finally:
+        time_limit.configure(5.0)
+    (dead,) = storage.dead_letters
+    assert "raised TimeLimitExceeded(" in dead.error
+    looping = (line_of(DROP_IN["factory.py"], "while True"), line_of(DROP_IN["factory.py"], "pass"))
+    assert dead.error.endswith((f" at factory.py:{looping[0]} in match", f" at factory.py:{looping[1]} in match"))
+
+
+def test_a_decoder_function_and_a_decoder_class_name_their_lines(drop_in):
+    """The decoder's own line, not json's (a library's folder is not the decoder's)."""
+    module = drop_in["decoders.py"]
+    message = Message("r/n/g/d/data.json", b'{"v": 1}', 1, False, 1.0, "#")
+    for decoder, key, function in [(FunctionDecoder("scaled", module.scaled), "raw", "_scale"),
+                                   (LimitedDecoder(module.Strict()), "missing", "decode")]:
+        with pytest.raises(DecodeError) as caught:
+            DecoderChain((decoder,)).decode(message, WanStrategy().match(message.topic))
+        line = line_of(DROP_IN["decoders.py"], f'["{key}"]')
+        assert str(caught.value).endswith(f"KeyError: '{key}' at decoders.py:{line} in {function}")
+    # a library's frame does not count: the user's line that called it does
+    with pytest.raises(DecodeError, match=r"JSONDecodeError: .* at decoders.py:\d+ in scaled$"):
+        DecoderChain((FunctionDecoder("scaled", module.scaled),)).decode(
+            Message("r/n/g/d/data.json", b"{", 1, False, 1.0, "#"), WanStrategy().match("r/n/g/d/data.json"))
+
+
+def test_a_channel_hook_names_its_line(drop_in):
+    module = drop_in["decoders.py"]
+    message = Message("r/n/g/d/data.json", b'{"v": 1}', 1, False, 1.0, "#")
+    records = JsonDecoder().decode(message, WanStrategy().match(message.topic))
+    with pytest.raises(DecodeError) as caught:
+        Transform(hook=module.adjust).apply(records, message, WanStrategy().match(message.topic), "json")
+    line = line_of(DROP_IN["decoders.py"], 'fields["nope"]')
+    assert str(caught.value).endswith(f"KeyError: 'nope' at decoders.py:{line} in adjust")
+
+
+def test_lorrygates_own_code_gets_no_location():
+    """An exception of a built-in is lorrygate's bug, not a line for the user to mend."""
+    try:
+        JsonDecoder().decode(None, None)
+    except Exception as exc:
+        assert where_raised(exc, JsonDecoder().decode) == ""
+    assert where_raised(ValueError("no traceback"), print) == ""
+
+
+def test_a_javascript_codec_that_throws_names_its_line_in_the_codec_file(tmp_path):
+    """V8's text of a throw was the dead letter's reason as it came: several lines, the file "<anonymous>"."""
+    source = "function level(x) {\n  return x.a.b;\n}\nfunction decode(payload, topic) {\n  return {v: level({})};\n}\n"
+    decoder = JavaScriptDecoder("codec", source, path=str(tmp_path / "sensor.js"))
+    try:
+        with pytest.raises(DecodeError) as caught:
+            decoder.decode(Message("r/n/g/d/data.json", b"x", 1, False, 1.0, "#"), DATA)
+    finally:
+        decoder.stop()
+    assert str(caught.value) == ("decoder 'codec': the codec raised TypeError: Cannot read properties of undefined "
+                                 "(reading 'b') at sensor.js:2:14 in level")
+    thrown = JavaScriptDecoder("codec", 'function decode(p, t) {\n  throw "short frame";\n}', path="/x/sensor.js")
+    try:
+        with pytest.raises(DecodeError, match=r"^decoder 'codec': the codec raised short frame at sensor.js:2$"):
+            thrown.decode(Message("r/n/g/d/data.json", b"x", 1, False, 1.0, "#"), DATA)
+    finally:
+        thrown.stop()
