@@ -37,11 +37,36 @@ def _import_problem(path: str, exc: BaseException) -> str:
     return f"{type(exc).__name__}{where}: {exc}"
 
 
+#: folder -> the names of the helper modules its drop-ins imported (``import _common``), forgotten at the next load
+_HELPERS: dict = {}
+
+
 def load_modules(directory: str, problems: list) -> list:
-    """Import every ``*.py`` in ``directory`` once; return ``[(path, module)]``."""
-    modules = []
+    """Import every ``*.py`` in ``directory`` once; return ``[(path, module)]``.
+
+    A module whose name starts with ``_`` is no drop-in but a helper that the drop-ins import by its name
+    (``from _common import scale``): the folder is put at the end of ``sys.path`` (an installed module of the
+    same name comes first), and the helpers imported at the last load are forgotten, so that a reload reads
+    an edited helper again, not the copy Python keeps."""
+    modules: list = []
     if not os.path.isdir(directory):
         return modules
+    folder = os.path.abspath(directory)
+    for name in _HELPERS.pop(folder, ()):
+        sys.modules.pop(name, None)
+    if folder not in sys.path:
+        sys.path.append(folder)
+    before = set(sys.modules)
+    try:
+        _load(folder, modules, problems)
+    finally:
+        inside = folder + os.sep
+        _HELPERS[folder] = {name for name in set(sys.modules) - before if not name.startswith("lorrygate")
+                            and os.path.abspath(getattr(sys.modules[name], "__file__", None) or "/").startswith(inside)}
+    return modules
+
+
+def _load(directory: str, modules: list, problems: list) -> None:
     for filename in sorted(os.listdir(directory)):
         if not filename.endswith(".py") or filename.startswith("_"):
             continue
@@ -61,7 +86,6 @@ def load_modules(directory: str, problems: list) -> list:
             )
             continue
         modules.append((path, module))
-    return modules
 
 
 def collect(modules: list, interface, kind: str, problems: list) -> dict:

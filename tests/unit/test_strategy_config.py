@@ -168,6 +168,22 @@ def test_drop_in_module_loads(tmp_path):
     assert chosen.table_for(chosen.match("a/b/dev1")).table == "dev1"
 
 
+def test_a_drop_in_module_imports_a_helper_beside_it_and_a_reload_reads_the_helper_again(tmp_path):
+    """Two strategies that share code: ``import _naming`` failed (ModuleNotFoundError: the folder was not on the
+    path), and a helper once imported would have kept its first text across reloads."""
+    directory = tmp_path / "strategies"
+    directory.mkdir()
+    (directory / "_naming.py").write_text("def table(node):\n    return 'first_' + node\n")
+    (directory / "mine.py").write_text(GOOD_MODULE.replace("import attrs\n", "import attrs\nfrom _naming import table\n")
+                                       .replace("TableName(\"r\", address.node)", "TableName(\"r\", table(address.node))"))
+    chosen = loads(config(tmp_path, "mine", strategies=directory)).strategies["mine"]()
+    assert chosen.table_for(chosen.match("a/b/dev1")).table == "first_dev1"
+    (directory / "_naming.py").write_text("def table(node):\n    return 'second_' + node\n")  # edited; reloaded
+    again = loads(config(tmp_path, "mine", strategies=directory)).strategies["mine"]()
+    assert again.table_for(again.match("a/b/dev1")).table == "second_dev1"
+    assert chosen.table_for(chosen.match("a/b/dev1")).table == "first_dev1"  # (the running one keeps its own)
+
+
 def test_a_drop_in_class_without_its_implementer_is_told_it(tmp_path):
     """A class with a name, match and table_for but no @implementer(IStrategy) is passed over: the channel naming it
     was told the built-in strategies and nothing of the class. It is told the class and the lines to add."""
