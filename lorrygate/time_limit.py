@@ -46,6 +46,17 @@ _ALARM = getattr(signal, "SIGALRM", None)
 class TimeLimitExceeded(Exception):
     """The user's code ran past the limit and was stopped."""
 
+    def __init__(self, what: str = "the code", limit: float = 0.0):
+        self.what = what
+        self.limit = limit
+        super().__init__(self.told())
+
+    def told(self, where: str = "") -> str:
+        """The message, with ``where`` (`` at example.py:37 in match``) after the time, before the advice."""
+        return (f"{self.what} still ran after {self.limit:g} s{where} on the reactor thread, where it holds every "
+                "channel, and was stopped: make it return sooner ([lorrygate] code_time_limit), or declare a slow "
+                "decoder @decoder(..., blocking=True) to run on a thread of its own")
+
 
 class _Stop(BaseException):
     """Raised inside the code that runs too long (no `Exception`: its ``except Exception`` lets it pass)."""
@@ -83,10 +94,7 @@ def call(what: str, function, *args):
     try:
         return function(*args)
     except _Stop:
-        raise TimeLimitExceeded(
-            f"{what} still ran after {limit:g} s on the reactor thread, where it holds every channel, and was "
-            "stopped: make it return sooner ([lorrygate] code_time_limit), or declare a slow decoder "
-            "@decoder(..., blocking=True) to run on a thread of its own") from None
+        raise TimeLimitExceeded(what, limit) from None
     finally:
         _State.running = False
         if before:

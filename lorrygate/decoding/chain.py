@@ -18,6 +18,7 @@ import attrs
 from twisted.internet.defer import CancelledError, Deferred
 
 from lorrygate.errors import Declined, DecodeError, Ignored, NoDecoderMatched
+from lorrygate.time_limit import TimeLimitExceeded
 from lorrygate.where_raised import where_raised
 
 
@@ -27,8 +28,10 @@ def _as_decode_error(decoder, exc: Exception) -> DecodeError:
     if isinstance(exc, RecursionError):
         return DecodeError(decoder.name, "the payload is nested too deeply to decode (about 1,000 levels)")
     # (a decoder of one's own: where in its code; a wrapper names the code it calls as ``user_code``)
-    code = getattr(decoder, "user_code", None) or decoder.decode
-    return DecodeError(decoder.name, f"{type(exc).__name__}: {exc}{where_raised(exc, code)}")
+    where = where_raised(exc, getattr(decoder, "user_code", None) or decoder.decode)
+    if isinstance(exc, TimeLimitExceeded):
+        return DecodeError(decoder.name, exc.told(where))
+    return DecodeError(decoder.name, f"{type(exc).__name__}: {exc}{where}")
 
 
 @attrs.frozen

@@ -131,7 +131,7 @@ class Transform:
         except time_limit.TimeLimitExceeded as exc:
             if self.hook is None:
                 raise DecodeError("convert", str(exc)) from None
-            raise DecodeError("hook", f"{exc}{where_raised(exc, self.hook)}") from None
+            raise DecodeError("hook", exc.told(where_raised(exc, self.hook))) from None
 
     def _apply(self, records: list, message, address, decoder: str) -> list:
         values = address_values(message, address) if (self.tags or self.metadata) else {}

@@ -323,7 +323,10 @@ class ChannelRouter:
 
     def _raised(self, exc: Exception) -> str:
         """What a strategy raised, and where in its code (`where_raised`)."""
-        return f"strategy {self.strategy.name!r} raised {exc!r}{where_raised(exc, self.strategy.match)}"
+        where = where_raised(exc, self.strategy.match)
+        if isinstance(exc, time_limit.TimeLimitExceeded):
+            return exc.told(where)
+        return f"strategy {self.strategy.name!r} raised {exc!r}{where}"
 
     def _match(self, topic: str) -> tuple:
         """(address, table) of a topic, by the strategy (under the time limit of the user's code)."""
