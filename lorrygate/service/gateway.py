@@ -413,11 +413,12 @@ class Gateway(MultiService):
             counts = router.stats.asdict()
             dead = counts.pop("dead_letters")
             self.log.info(
-                "channel {channel}: {received} received, {routed} routed ({partly} but for bad lines), {ignored} ignored, "
+                "channel {channel}: {received} received, {routed} routed{but_for}, {ignored} ignored, "
                 "{empty} empty, {unmatched} unmatched topics, {undecodable} undecodable payloads, {collisions} table "
                 "name collisions, {error_reports} error reports",
                 event="stats", final=final, channel=router.channel.name, storage=router.channel.storage,
-                dead_letters_by_stage=dead, **counts,
+                dead_letters_by_stage=dead, but_for=f" ({counts['partly']} but for bad lines)" if counts["partly"] else "",
+                **counts,
             )
         storages = {name: service.batcher for name, service in self.storage_services.items()}
         for service in channels:  # the storages of stopped channels, for the final lines
