@@ -41,7 +41,7 @@ from zope.interface import implementer
 from lorrygate.decoding.jsonobject import loads
 from lorrygate.decoding.lines import BadLines
 from lorrygate.decoding.records import received_ns
-from lorrygate.decoding.text import payload_text
+from lorrygate.decoding.text import nul_line, payload_text
 from lorrygate.decoding.timestamps import from_epoch, parse_time
 from lorrygate.errors import Declined, DecodeError
 from lorrygate.interfaces import IDecoder
@@ -63,10 +63,14 @@ class InfluxDecoder:
         records: list = []
         bad = BadLines(self.name)
         lines = 0
-        for number, line in enumerate(payload_text(message.payload).splitlines(), 1):
+        for number, line in enumerate(payload_text(message.payload, lines=True).splitlines(), 1):
             if not line.strip():
                 continue
             lines += 1
+            nul = nul_line(line, 1 if not records and not bad.found else number)
+            if nul is not None:
+                bad.add(line, nul)
+                continue
             try:
                 point = parse_line(line)
             except (LineFormatError, ValueError) as exc:

@@ -41,16 +41,28 @@ from lorrygate.model import Record, unused_name
 _log = Logger()
 
 
-def payload_text(payload: bytes) -> str:
+def payload_text(payload: bytes, lines: bool = False) -> str:
     """A payload as UTF-8 text without NUL characters, or Declined. A byte order mark at its start (Windows'
-    editors and spreadsheet exports write one) is left out: it is no part of the first key, name or value."""
+    editors and spreadsheet exports write one) is left out: it is no part of the first key, name or value.
+    ``lines``: a payload of lines, whose decoder makes a line with NUL a bad line (`nul_line`): noise on a
+    serial link spoils that line, not the batch."""
     try:
         text = payload.decode("utf-8")
     except UnicodeDecodeError:
         raise Declined("not UTF-8 text") from None
-    if "\0" in text:
+    if "\0" in text and not lines:
         raise Declined("text with NUL characters")
     return text.removeprefix("\ufeff")
+
+
+def nul_line(line: str, number: int) -> str | None:
+    """Why a line of a payload of lines is bad for its NUL characters, or None; Declined for the first line
+    (a payload that begins so is no text of the decoder's format)."""
+    if "\0" not in line:
+        return None
+    if number == 1:
+        raise Declined("text with NUL characters")
+    return f"line {number} has NUL characters"
 
 
 @implementer(IDecoder)
@@ -60,12 +72,16 @@ class NdjsonDecoder:
     timezone: Any = None
 
     def decode(self, message, address) -> list:
-        lines = [line for line in payload_text(message.payload).splitlines() if line.strip()]
+        lines = [line for line in payload_text(message.payload, lines=True).splitlines() if line.strip()]
         if not lines:
             raise Declined("empty payload")
         records: list = []
         bad = BadLines(self.name)
         for number, line in enumerate(lines, 1):
+            nul = nul_line(line, number)
+            if nul is not None:
+                bad.add(line, nul)
+                continue
             try:
                 document = loads(line)
             except ValueError as exc:
@@ -120,8 +136,10 @@ class CsvDecoder:
 
     def decode(self, message, address) -> Any:
         """The records of the message; a coroutine where the announced headers are asked (on their thread)."""
-        text = payload_text(message.payload)
+        text = payload_text(message.payload, lines=True)
         lines = [line for line in text.splitlines() if line.strip()]
+        if lines:
+            nul_line(lines[0], 1)
         announced = bool(lines) and lines[0].startswith("##")
         sent = lines[0] if lines else ""  # the header line as sent, for a dead letter of bad lines
         if announced:
@@ -192,6 +210,9 @@ class CsvDecoder:
         bad = BadLines(self.name, [head[0]] if head is not None else [], "data lines")
         names = [name.strip() for name in head[1]] if head is not None else None
         for number, row in enumerate(data, first):
+            if type(row) is _Unread:
+                bad.add(row.line, f"line {number} {row.why}")
+                continue
             if len(row) != len(header):
                 bad.add(_line(row, delimiter), f"line {number} has {len(row)} value{'s' * (len(row) != 1)} for "
                                                f"{len(header)} column{'s' * (len(header) != 1)} ({', '.join(header)})")
@@ -291,11 +312,43 @@ def _line(row: list, delimiter: str) -> str:
     return out.getvalue()
 
 
+class _Unread(list):
+    """A data line that the csv module refuses on its own (a quote that never ends, text after a closing quote,
+    NUL: a serial link's noise), in the place of its row: a bad line of the message (`BadLines`)."""
+
+    def __init__(self, line: str, why: str):
+        super().__init__()
+        self.line = line
+        self.why = why
+
+
 def _rows(lines: list, delimiter: str) -> list:
-    try:
-        return list(csv.reader(io.StringIO("\n".join(lines)), delimiter=delimiter, strict=True))
-    except csv.Error as exc:
-        raise Declined(f"not CSV: {exc}") from None
+    """The cells of each line (a quoted value may span lines). Where the csv module refuses the text as a whole,
+    each line is read on its own, and those it refuses alone are `_Unread`; Declined (as for the whole before)
+    when the first line is one of them or has one cell, or no line after it is read: another decoder's text
+    (pretty-printed JSON on a CSV topic) goes on to the next decoder of the chain."""
+    if not any("\0" in line for line in lines):
+        try:
+            return list(csv.reader(io.StringIO("\n".join(lines)), delimiter=delimiter, strict=True))
+        except csv.Error as exc:
+            whole = f"not CSV: {exc}"
+    else:
+        whole = "text with NUL characters"
+    rows: list = []
+    for number, line in enumerate(lines, 1):
+        why = "has NUL characters" if "\0" in line else ""
+        if not why:
+            try:
+                rows.extend(csv.reader([line], delimiter=delimiter, strict=True))
+                continue
+            except csv.Error as exc:
+                why = f"is not CSV: {exc}"
+        if number == 1:
+            raise Declined(whole)
+        rows.append(_Unread(line, why))
+    if len(rows[0]) < 2 or all(type(row) is _Unread for row in rows[1:]):
+        raise Declined(whole)
+    return rows
 
 
 #: a cell that starts with a date (ISO 8601, a logger's 2016/08/14 or 14.08.2016): a value, never a name

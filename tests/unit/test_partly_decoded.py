@@ -84,6 +84,53 @@ def test_csv_a_bad_time_spoils_its_line_alone():
     assert caught.value.payload == b"time,temp\nyesterday,3\n"
 
 
+def test_csv_a_quote_that_never_ends_spoils_its_line_alone():
+    """A quote cut short on a serial link made the csv module refuse the whole text: the good lines were lost
+    with it (the message a dead letter as a whole). Read line by line, that line alone is bad."""
+    payload = b'time,temp\n1700000000,2\n1700000001,"3\n1700000002,"4"x\n1700000003,5\n'
+    with pytest.raises(PartlyDecoded) as caught:
+        CsvDecoder().decode(message(payload), None)
+    assert [record.fields for record in caught.value.records] == [{"temp": 2}, {"temp": 5}]
+    assert caught.value.payload == b'time,temp\n1700000001,"3\n1700000002,"4"x\n'
+    assert caught.value.reason == ("2 of 4 data lines: line 3 is not CSV: unexpected end of data; line 4 is not CSV: "
+                                   "',' expected after '\"'")
+    # a quoted value over two lines is still one value, where the text is CSV as a whole
+    (record,) = CsvDecoder().decode(message(b'note,temp\n"a\nb",2\n'), None)
+    assert record.fields == {"note": "a\nb", "temp": 2}
+
+
+def test_text_that_is_not_csv_goes_on_to_the_next_decoder_as_before():
+    """Pretty-printed JSON on a CSV topic: its first line has one cell, and the csv module refuses the text; the
+    chain's json decoder takes it (partial CSV would have made it a dead letter)."""
+    pretty = b'{\n"a": "x",\n"b": 2\n}\n'
+    assert "not CSV" in str(pytest.raises(Exception, CsvDecoder().decode, message(pretty), None).value)
+    chain = DecoderChain((CsvDecoder(), JsonDecoder()))
+    assert chain.decode(message(pretty, "r/n/g/d/data.csv"), None)[0] == "json"
+    for whole in (b'a,b\n"1,2\n', b'a,b\n1,2\x00\n', b'a\x00,b\n1,2\n'):  # no data line read: as before
+        with pytest.raises(Exception, match="not CSV|NUL"):
+            CsvDecoder().decode(message(whole), None)
+
+
+@pytest.mark.parametrize("decoder, payload, good, reason", [
+    (CsvDecoder(), b"a,b\n1,2\n3,\x00\x00\n5,6\n", [{"a": 1, "b": 2}, {"a": 5, "b": 6}], "line 3 has NUL characters"),
+    (NdjsonDecoder(), b'{"a": 1}\n{"a": \x002}\n{"a": 3}\n', [{"a": 1}, {"a": 3}], "line 2 has NUL characters"),
+    (InfluxDecoder(), b"cpu v=1 1700000000000000000\ncpu v=\x002\ncpu v=3 1700000001000000000\n",
+     [{"v": 1.0}, {"v": 3.0}], "line 2 has NUL characters"),
+], ids=["csv", "ndjson", "line-protocol"])
+def test_a_line_with_nul_characters_spoils_that_line_alone(decoder, payload, good, reason):
+    """NUL bytes, a serial link's noise at a logger's power-up, made the whole batch a dead letter ("text with NUL
+    characters"). The line with them is the bad line; a payload that begins with them is still no text."""
+    if isinstance(decoder, InfluxDecoder):
+        pytest.importorskip("line_protocol_parser")
+    with pytest.raises(PartlyDecoded) as caught:
+        decoder.decode(message(payload), None)
+    assert [record.fields for record in caught.value.records] == good
+    assert caught.value.reason == reason
+    assert b"\x00" in caught.value.payload
+    with pytest.raises(Exception, match="NUL characters"):
+        decoder.decode(message(b"\x00" + payload), None)
+
+
 def test_a_key_value_series_stores_the_lines_whose_time_is_a_time():
     payload = b"t=21.5 time=2024-06-01T12:00:00Z\nt=21.6 time=garbage\n\nt=21.7 time=2024-06-01T12:02:00Z\n"
     with pytest.raises(PartlyDecoded) as caught:
