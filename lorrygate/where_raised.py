@@ -42,13 +42,11 @@ def where_raised(exc: BaseException, code) -> str:
     for _ in range(3):  # the exception, then what it was raised from (the time limit's stop: in the code)
         if seen is None:
             break
-        try:
-            frames = traceback.extract_tb(seen.__traceback__)
-        except Exception:  # (a traceback that cannot be read is no reason to lose the error itself)
-            return ""
-        for frame in reversed(frames):
-            path = os.path.abspath(frame.filename)
+        # (walked, not extracted: no source line is read for the frames; a flood of such errors reads no file)
+        frames = list(traceback.walk_tb(seen.__traceback__))
+        for frame, line in reversed(frames):
+            path = os.path.abspath(frame.f_code.co_filename)
             if os.path.dirname(path) == folder:
-                return f" at {os.path.basename(path)}:{frame.lineno} in {frame.name}"
+                return f" at {os.path.basename(path)}:{line} in {frame.f_code.co_name}"
         seen = seen.__cause__ or seen.__context__
     return ""
