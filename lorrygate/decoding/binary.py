@@ -3,9 +3,13 @@ Binary decoders: MessagePack, CBOR and Muon.
 
 Each accepts a document that is an object (one record) or a list of objects
 (one record each); time fields and date-time values are read as in
-`lorrygate.decoding.timestamps`.
+`lorrygate.decoding.timestamps`. A MessagePack or CBOR array of which some
+objects fail (a time that is no time) stores the others; the bad ones are
+kept as an array of their own, their bytes as they came (`_each`).
 """
 
+import io
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -14,11 +18,12 @@ import msgpack
 from zope.interface import implementer
 
 from lorrygate.decoding import muon
-from lorrygate.decoding.records import plain
+from lorrygate.decoding.lines import BadLines
+from lorrygate.decoding.records import named_values, object_record, plain
 from lorrygate.decoding.senml import cbor_pack
 from lorrygate.decoding.senml import records as senml_records
 from lorrygate.decoding.vendors import object_or_decline
-from lorrygate.errors import Declined
+from lorrygate.errors import Declined, DecodeError
 from lorrygate.interfaces import IDecoder
 
 
@@ -33,7 +38,13 @@ class MessagePackDecoder:
             document = msgpack.unpackb(message.payload, raw=False, strict_map_key=False, timestamp=3)
         except Exception as exc:  # msgpack raises many types for bad input
             raise Declined(f"not MessagePack: {type(exc).__name__}: {exc}") from None
-        return object_or_decline(plain(document), message, self.name, self.timezone, address)
+        try:
+            return object_or_decline(plain(document), message, self.name, self.timezone, address)
+        except DecodeError:
+            if type(document) is not list:
+                raise
+            items = _msgpack_items(message.payload)
+            return _each(self.name, self.timezone, message, address, items, _msgpack_array, _msgpack_item)
 
 
 @implementer(IDecoder)
@@ -50,11 +61,97 @@ class CborDecoder:
         pack = cbor_pack(document)
         if pack is not None:  # SenML (application/senml+cbor)
             return senml_records(pack, message, self.name)
-        return object_or_decline(_cbor_plain(document), message, self.name, self.timezone, address)
+        try:
+            return object_or_decline(_cbor_plain(document), message, self.name, self.timezone, address)
+        except DecodeError:
+            items = _cbor_items(message.payload) if type(document) is list else None
+            if items is None:
+                raise
+            return _each(self.name, self.timezone, message, address, items, _cbor_array, _cbor_item)
+
+
+def _each(decoder: str, tz, message, address, items: list, array, load) -> list:
+    """The records of an array's objects of which some failed: those of the good ones, and the bad ones' bytes,
+    as they came, in an array of their own (``array(n)``: the format's header of an array of n) to keep
+    (`BadLines`), which a replay decodes alone. ``items``: each object's bytes; ``load``: one object's bytes
+    decoded as the array's were."""
+    bad = BadLines(decoder, noun="objects", pack=lambda found: array(len(found)) + b"".join(found))
+    records: list = []
+    for number, raw in enumerate(items, 1):
+        try:
+            item = load(raw)
+        except Exception as exc:  # (an object that reads only in its array: a CBOR string reference)
+            bad.add(raw, f"object {number}: {type(exc).__name__}: {exc}")
+            continue
+        try:
+            records.append(object_record(named_values(item, address), message, decoder, tz))
+        except DecodeError as exc:
+            bad.add(raw, f"object {number}: {exc.reason}")
+    return bad.finish(records, len(items))
+
+
+def _msgpack_item(raw: bytes):
+    return plain(msgpack.unpackb(raw, raw=False, strict_map_key=False, timestamp=3))
+
+
+def _msgpack_items(payload: bytes) -> list:
+    """The bytes of each object of a MessagePack array, as they came."""
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, timestamp=3)
+    unpacker.feed(payload)
+    items = []
+    start = 0
+    for _ in range(unpacker.read_array_header()):
+        start = unpacker.tell()
+        unpacker.skip()
+        items.append(payload[start:unpacker.tell()])
+    return items
+
+
+def _msgpack_array(length: int) -> bytes:
+    if length < 16:
+        return bytes((0x90 | length,))
+    if length < 2**16:
+        return b"\xdc" + length.to_bytes(2, "big")
+    return b"\xdd" + length.to_bytes(4, "big")
+
+
+def _cbor_item(raw: bytes):
+    return _cbor_plain(cbor2.loads(raw))
+
+
+def _cbor_items(payload: bytes) -> list | None:
+    """The bytes of each object of a CBOR array (of a definite or an indefinite length), as they came; None for
+    an array under a tag (a self-described CBOR), which stays whole."""
+    info = payload[0] & 31
+    if payload[0] >> 5 != 4 or info in (28, 29, 30):
+        return None
+    width = {24: 1, 25: 2, 26: 4, 27: 8}.get(info, 0)
+    length = None if info == 31 else int.from_bytes(payload[1:1 + width], "big") if width else info
+    stream = io.BytesIO(payload)
+    stream.seek(1 + width)
+    decoder = cbor2.CBORDecoder(stream)
+    items = []
+    while length is None or len(items) < length:
+        start = stream.tell()
+        if length is None and payload[start:start + 1] == b"\xff":
+            break
+        decoder.decode()
+        items.append(payload[start:stream.tell()])
+    return items
+
+
+def _cbor_array(length: int) -> bytes:
+    if length < 24:
+        return bytes((0x80 | length,))
+    if length < 2**8:
+        return b"\x98" + bytes((length,))
+    if length < 2**16:
+        return b"\x99" + length.to_bytes(2, "big")
+    return b"\x9a" + length.to_bytes(4, "big")
 
 
 def _cbor_plain(value):
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):  # (a map cbor2 read as immutable, a frozendict: one in a self-described CBOR)
         return {str(key): _cbor_plain(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
         return [_cbor_plain(item) for item in value]

@@ -131,6 +131,66 @@ def test_a_line_with_nul_characters_spoils_that_line_alone(decoder, payload, goo
         decoder.decode(message(b"\x00" + payload), None)
 
 
+@pytest.mark.parametrize("fmt", ["msgpack", "cbor", "cbor-indefinite"])
+@pytest.mark.parametrize("count", [4, 30, 300])
+def test_a_binary_array_keeps_its_bad_objects_as_they_came(fmt, count):
+    """A MessagePack or CBOR array with one object whose time is no time was a dead letter as a whole. The good
+    objects are stored, and the bad ones are kept as an array of their own, each object's bytes as sent (a
+    MessagePack timestamp stays one), which a replay decodes alone. (Headers of arrays up to 15, 23, 255
+    and 65,535 objects.)"""
+    import cbor2
+    import msgpack
+
+    from lorrygate.decoding.binary import CborDecoder, MessagePackDecoder
+
+    stamp = msgpack.Timestamp(1_700_000_000)
+    objects = [{"time": 1_700_000_000 + i, "v": i} for i in range(count)]
+    objects[1] = {"time": "garbage", "v": 1, "at": stamp} if fmt == "msgpack" else {"time": "garbage", "v": 1}
+    objects[-1] = {"time": "x", "v": -1}
+    if fmt == "msgpack":
+        decoder, encode = MessagePackDecoder(), msgpack.packb
+        payload = encode(objects, datetime=False)
+    else:
+        decoder, encode = CborDecoder(), cbor2.dumps
+        payload = encode(objects)
+        if fmt == "cbor-indefinite":
+            payload = b"\x9f" + b"".join(encode(item) for item in objects) + b"\xff"
+    with pytest.raises(PartlyDecoded) as caught:
+        decoder.decode(message(payload, "r/n/g/d/data.msgpack"), None)
+    partly = caught.value
+    assert [record.fields["v"] for record in partly.records] == [i for i in range(count) if i not in (1, count - 1)]
+    assert partly.reason == (f"2 of {count} objects: object 2: field 'time': not an ISO 8601 time: 'garbage'; object "
+                             f"{count}: field 'time': not an ISO 8601 time: 'x'")
+    assert partly.noun == "objects" and partly.bad == 2
+    kept = encode([objects[1], objects[-1]])
+    assert partly.payload == kept  # the bad objects' bytes as they came, in an array
+    with pytest.raises(DecodeError) as again:
+        decoder.decode(message(partly.payload, "r/n/g/d/data.msgpack"), None)
+    assert type(again.value) is DecodeError and again.value.reason.startswith("2 of 2 objects: object 1: ")
+
+
+def test_a_binary_array_of_good_objects_or_of_bad_ones_alone_or_under_a_tag_is_as_before():
+    import cbor2
+    import msgpack
+
+    from lorrygate.decoding.binary import CborDecoder, MessagePackDecoder
+
+    good = [{"time": 1_700_000_000, "v": 1}, {"time": 1_700_000_060, "v": 2}]
+    bad = [{"time": "garbage", "v": 1}, {"time": 1_700_000_060, "v": 2}]
+    for decoder, encode in ((MessagePackDecoder(), msgpack.packb), (CborDecoder(), cbor2.dumps)):
+        assert [r.fields for r in decoder.decode(message(encode(good)), None)] == [{"v": 1}, {"v": 2}]
+        with pytest.raises(DecodeError) as caught:
+            decoder.decode(message(encode(bad[:1])), None)
+        assert type(caught.value) is DecodeError
+    # a self-described CBOR (tag 55799, the format's magic number): its array, which cbor2 reads as a tuple of
+    # frozendicts, was declined ("a list, not an object"); it is decoded, and with a bad object kept whole
+    tagged = cbor2.dumps(cbor2.CBORTag(55799, good))
+    assert [r.fields for r in CborDecoder().decode(message(tagged), None)] == [{"v": 1}, {"v": 2}]
+    with pytest.raises(DecodeError) as caught:
+        CborDecoder().decode(message(cbor2.dumps(cbor2.CBORTag(55799, bad))), None)
+    assert type(caught.value) is DecodeError
+
+
 def test_a_key_value_series_stores_the_lines_whose_time_is_a_time():
     payload = b"t=21.5 time=2024-06-01T12:00:00Z\nt=21.6 time=garbage\n\nt=21.7 time=2024-06-01T12:02:00Z\n"
     with pytest.raises(PartlyDecoded) as caught:
