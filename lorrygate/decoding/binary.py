@@ -99,7 +99,6 @@ def _msgpack_items(payload: bytes) -> list:
     unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, timestamp=3)
     unpacker.feed(payload)
     items = []
-    start = 0
     for _ in range(unpacker.read_array_header()):
         start = unpacker.tell()
         unpacker.skip()

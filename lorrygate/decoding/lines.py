@@ -32,7 +32,7 @@ class BadLines:
     #: for items of a binary array (MessagePack, CBOR): the bytes kept of the bad items as they came (an array
     #: of them, in the format)
     pack: Any = None
-    #: the bad lines, as text
+    #: the bad lines, as text (a binary array's items: as bytes)
     found: list = attrs.Factory(list)
     #: why the first `NAMED` of them are bad ("line 3 has 1 value for 2 columns"; the rest are counted only: a
     #: payload of a million bad lines holds no million reasons)

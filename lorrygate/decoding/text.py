@@ -139,7 +139,7 @@ class CsvDecoder:
         text = payload_text(message.payload, lines=True)
         lines = [line for line in text.splitlines() if line.strip()]
         if lines:
-            nul_line(lines[0], 1)
+            nul_line(lines[0], 1)  # (Declined: a text that begins with NUL is no CSV; later lines: `_rows`)
         announced = bool(lines) and lines[0].startswith("##")
         sent = lines[0] if lines else ""  # the header line as sent, for a dead letter of bad lines
         if announced:
