@@ -135,6 +135,10 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".", on_storage=N
                 result[key] = None
                 continue
             result[key] = Secret(parsed) if spec.secret else parsed
+            if "${" not in raw[key] and (spec.secret or ("://" in given and mask_url(given) != given)):
+                notes.append(f"{source} [{section}] {key}: a secret written in the file itself (whoever reads the "
+                             "file, or a copy of it shared for help, reads it): give it as ${ENV:NAME} or "
+                             "${FILE:path}" + (", the whole URL or its password" if not spec.secret else ""))
         return result
 
     gateway = s.GatewaySettings()

@@ -94,7 +94,9 @@ def render() -> str:
         "the folder of the config file (before 0.1.0: the working directory). In the",
         "user info and the query of a URL (``postgresql://gw:${ENV:PGPASSWORD}@db/x``)",
         "the value goes in percent-encoded: put a password there as it is, whatever its",
-        "characters (``@``, ``/``, ``:``, ``%``).",
+        "characters (``@``, ``/``, ``:``, ``%``). A secret written in the file itself (a",
+        "password, a token, a URL with a password) is a warning of ``lorrygate check``",
+        "and at start: whoever reads the file, or a copy of it shared for help, reads it.",
         "Durations take ``ms``, ``s``, ``m`` or ``h``; sizes ``KB``, ``MB``, ``GiB``.",
         "",
     ]

@@ -826,3 +826,22 @@ def test_a_polled_url_is_shown_without_its_password_token_or_api_key(url, shown)
     assert mask_url(url) == shown
     source = PeriodicSource("weather", SourceSettings(name="w", type="poll", url=url), lambda m: None, Clock())
     assert (source.broker.host, source.client_id) == (shown, shown)
+
+
+def test_a_secret_written_in_the_file_itself_is_a_warning(tmp_path, monkeypatch):
+    """The sample config says secrets never go into the file, but a password, a token or a database URL with its
+    password written there passed `lorrygate check` in silence."""
+    monkeypatch.setenv("MQTT_PASSWORD", "from-the-environment")
+    (tmp_path / "pg-url").write_text("postgresql://gw:from-a-file@db/telemetry\n")
+    written = GOOD.replace("host = localhost", "host = localhost\nusername = gw\npassword = hunter2") + (
+        "\n[storage:pg]\nurl = postgresql://gw:s3cret@db/telemetry\n")
+    warnings = loads(written, source="gateway.ini").warnings
+    assert warnings == (
+        "gateway.ini [broker:local] password: a secret written in the file itself (whoever reads the file, or a "
+        "copy of it shared for help, reads it): give it as ${ENV:NAME} or ${FILE:path}",
+        "gateway.ini [storage:pg] url: a secret written in the file itself (whoever reads the file, or a copy of it "
+        "shared for help, reads it): give it as ${ENV:NAME} or ${FILE:path}, the whole URL or its password")
+    assert not any("hunter2" in w or "s3cret" in w for w in warnings)
+    referenced = GOOD.replace("host = localhost", "host = localhost\nusername = gw\npassword = ${ENV:MQTT_PASSWORD}") + (
+        f"\n[storage:pg]\nurl = ${{FILE:{tmp_path / 'pg-url'}}}\n[storage:other]\nurl = postgresql://gw@db/x\n")
+    assert loads(referenced, source="gateway.ini").warnings == ()
