@@ -34,6 +34,9 @@ def _import_problem(path: str, exc: BaseException) -> str:
     where = f" at line {frames[-1].lineno}" if frames else ""
     if isinstance(exc, SyntaxError) and exc.lineno:
         where = f" at line {exc.lineno}"
+    if isinstance(exc, SystemExit):
+        return (f"SystemExit{where}: sys.exit({exc.code!r}) as it was imported, which would end the gateway (a "
+                "script's own run belongs under if __name__ == '__main__':)")
     return f"{type(exc).__name__}{where}: {exc}"
 
 
@@ -79,7 +82,7 @@ def _load(directory: str, modules: list, problems: list) -> None:
             module = importlib.util.module_from_spec(spec)
             sys.modules[module_name] = module
             spec.loader.exec_module(module)
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # (SystemExit: a script's main() run at import, argparse's exit)
             sys.modules.pop(module_name, None)
             problems.append(
                 ConfigProblem(path, "", None, IMPORTS_CLEANLY, _import_problem(path, exc))
@@ -147,8 +150,8 @@ def load_entry_points(kind: str, interface, problems: list, available: Any = Non
         origin = f"entry point {entry_point.name} = {entry_point.value}"
         try:
             cls = entry_point.load()
-        except Exception as exc:
-            problems.append(ConfigProblem(origin, "", None, f"a {kind} that imports cleanly", f"{type(exc).__name__}: {exc}"))
+        except (Exception, SystemExit) as exc:
+            problems.append(ConfigProblem(origin, "", None, f"a {kind} that imports cleanly", _import_problem("", exc)))
             continue
         _register(found, cls, interface, kind, origin, problems)
     return found

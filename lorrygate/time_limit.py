@@ -43,7 +43,15 @@ _MAIN = threading.main_thread().ident
 _ALARM = getattr(signal, "SIGALRM", None)
 
 
-class TimeLimitExceeded(Exception):
+class CodeStopped(Exception):
+    """The user's code stopped for one message, by the limit or by itself: an error of that message."""
+
+    def told(self, where: str = "") -> str:
+        """The message, with ``where`` (`` at example.py:37 in match``) in it."""
+        raise NotImplementedError
+
+
+class TimeLimitExceeded(CodeStopped):
     """The user's code ran past the limit and was stopped."""
 
     def __init__(self, what: str = "the code", limit: float = 0.0):
@@ -56,6 +64,21 @@ class TimeLimitExceeded(Exception):
         return (f"{self.what} still ran after {self.limit:g} s{where} on the reactor thread, where it holds every "
                 "channel, and was stopped: make it return sooner ([lorrygate] code_time_limit), or declare a slow "
                 "decoder @decoder(..., blocking=True) to run on a thread of its own")
+
+
+class CodeExited(CodeStopped):
+    """The user's code called ``sys.exit()`` (raised SystemExit), which went through every ``except Exception``
+    on its way: the reactor's read of the connection ended, and the message was neither stored nor a dead
+    letter, held as on its way for good, the acknowledgements of every later message behind it."""
+
+    def __init__(self, what: str = "the code", code: Any = None):
+        self.what = what
+        self.code = code
+        super().__init__(self.told())
+
+    def told(self, where: str = "") -> str:
+        return (f"{self.what} called sys.exit({self.code!r}){where}, which ends a program, not a message: raise an "
+                "exception (a ValueError) for a message it cannot take")
 
 
 class _Stop(BaseException):
@@ -82,9 +105,13 @@ def configure(seconds: float) -> None:
 
 
 def call(what: str, function, *args):
-    """``function(*args)``, stopped with `TimeLimitExceeded` (naming ``what``) past `LIMIT` seconds."""
+    """``function(*args)``, stopped with `TimeLimitExceeded` (naming ``what``) past `LIMIT` seconds; its
+    ``sys.exit()`` is `CodeExited`."""
     if _State.running or _ALARM is None or threading.get_ident() != _MAIN:
-        return function(*args)
+        try:
+            return function(*args)
+        except SystemExit as exc:
+            raise CodeExited(what, exc.code) from exc
     if _handler(_ALARM) is not _alarm:
         _State.previous = signal.signal(_ALARM, _alarm)
     limit = LIMIT
@@ -95,6 +122,8 @@ def call(what: str, function, *args):
         return function(*args)
     except _Stop:
         raise TimeLimitExceeded(what, limit) from None
+    except SystemExit as exc:
+        raise CodeExited(what, exc.code) from exc
     finally:
         _State.running = False
         if before:

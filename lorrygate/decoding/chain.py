@@ -18,7 +18,7 @@ import attrs
 from twisted.internet.defer import CancelledError, Deferred
 
 from lorrygate.errors import Declined, DecodeError, Ignored, NoDecoderMatched
-from lorrygate.time_limit import TimeLimitExceeded
+from lorrygate.time_limit import CodeStopped
 from lorrygate.where_raised import where_raised
 
 
@@ -29,7 +29,7 @@ def _as_decode_error(decoder, exc: Exception) -> DecodeError:
         return DecodeError(decoder.name, "the payload is nested too deeply to decode (about 1,000 levels)")
     # (a decoder of one's own: where in its code; a wrapper names the code it calls as ``user_code``)
     where = where_raised(exc, getattr(decoder, "user_code", None) or decoder.decode)
-    if isinstance(exc, TimeLimitExceeded):
+    if isinstance(exc, CodeStopped):
         return DecodeError(decoder.name, exc.told(where))
     return DecodeError(decoder.name, f"{type(exc).__name__}: {exc}{where}")
 

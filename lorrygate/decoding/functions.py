@@ -89,12 +89,19 @@ class FunctionDecoder:
         if self._pool is not None:
             from twisted.internet.threads import deferToThreadPool
 
-            return deferToThreadPool(self.reactor, self._pool, self.function, message, address).addCallback(
+            return deferToThreadPool(self.reactor, self._pool, self._in_thread, message, address).addCallback(
                 self._records, message)
         result = time_limit.call(f"decoder {self.name!r}", self._call, message, address)
         if isinstance(result, Deferred):
             return result.addCallback(self._records, message)
         return self._records(result, message)
+
+    def _in_thread(self, message, address):
+        """The function's result, on a thread of the pool; its ``sys.exit()`` an error of the message."""
+        try:
+            return self.function(message, address)
+        except SystemExit as exc:
+            raise time_limit.CodeExited(f"decoder {self.name!r}", exc.code) from exc
 
     def _call(self, message, address):
         """The function's result; a coroutine's first step is run (`Deferred.fromCoroutine`)."""

@@ -128,7 +128,7 @@ class Transform:
             return self._apply(records, message, address, decoder)
         try:
             return time_limit.call("the channel's hook and convert", self._apply, records, message, address, decoder)
-        except time_limit.TimeLimitExceeded as exc:
+        except time_limit.CodeStopped as exc:
             if self.hook is None:
                 raise DecodeError("convert", str(exc)) from None
             raise DecodeError("hook", exc.told(where_raised(exc, self.hook))) from None

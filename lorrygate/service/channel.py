@@ -324,7 +324,7 @@ class ChannelRouter:
     def _raised(self, exc: Exception) -> str:
         """What a strategy raised, and where in its code (`where_raised`)."""
         where = where_raised(exc, self.strategy.match)
-        if isinstance(exc, time_limit.TimeLimitExceeded):
+        if isinstance(exc, time_limit.CodeStopped):
             return exc.told(where)
         return f"strategy {self.strategy.name!r} raised {exc!r}{where}"
 

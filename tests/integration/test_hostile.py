@@ -418,6 +418,53 @@ def test_decoders_that_hang_or_hoard_memory_are_bounded(tmp_path, mosquitto):
     no_connection_lost(gateway)
 
 
+QUITTING_DECODER = '''
+import sys
+
+from lorrygate.decoding import decoder
+from lorrygate.errors import Declined
+
+
+@decoder("quitting")
+def quitting(message, address):
+    if message.payload == b"quit":
+        sys.exit(1)  # a script's habit: went through every ``except Exception`` to the reactor's read
+    raise Declined("not for this decoder")
+'''
+
+
+def test_a_decoder_that_calls_sys_exit_costs_one_dead_letter_and_holds_back_no_acknowledgement(tmp_path, mosquitto):
+    """SystemExit from a decoder ended the reactor's read of the connection: the connection was lost, and the
+    message was held as on its way for good, never acknowledged, and the acknowledgements of every later message
+    behind it (delivered again at the next start, each stored twice). It is a dead letter now; after a restart
+    nothing comes again."""
+    (tmp_path / "strategies").mkdir()
+    (tmp_path / "strategies" / "quitting.py").write_text(QUITTING_DECODER)
+    realm = f"q{uuid.uuid4().hex[:8]}"
+    config = write_config(str(tmp_path), mosquitto.port, client_id=f"gw-{realm}", topics=f"{realm}/#",
+                          extra="decoders = quitting, json\n")
+    text = open(config).read().replace("[lorrygate]\n", f"[lorrygate]\nstrategies = {tmp_path}/strategies\n")
+    open(config, "w").write(text)
+    db = str(tmp_path / "gateway.sqlite")
+    gateway = GatewayProcess(config, str(tmp_path / "gw.log")).start()
+    publisher = Publisher(mosquitto.port)
+    around(publisher, realm, f"{realm}/net/gw/n/data.json", b"quit")
+    wait_until(lambda: count_rows(db, f"{realm}_net") >= 2 and len(dead_letters(db)) >= 1, 30,
+               "the two rows and the dead letter", interval=0.2)
+    assert gateway.stop() == 0
+    no_connection_lost(gateway)
+    ((_, stage, error),) = dead_letters(db)
+    assert stage == "decode" and re.search(r"decoder 'quitting' called sys.exit\(1\) at quitting.py:\d+ in quitting, "
+                                           "which ends a program", error), error
+    # every message was acknowledged: after a restart, only the new one comes
+    gateway = GatewayProcess(config, str(tmp_path / "gw2.log")).start()
+    publisher.publish_many([(f"{realm}/net/gw/n/data.json", json.dumps({"seq": 3}))])
+    publisher.close()
+    wait_until(lambda: count_rows(db, f"{realm}_net") >= 3, 30, "the new message's row", interval=0.2)
+    assert gateway.stop() == 0
+    assert count_rows(db, f"{realm}_net") == 3 and len(dead_letters(db)) == 1
+
+
 def test_a_lone_surrogate_during_an_outage_neither_wedges_the_spool_nor_the_storage(tmp_path, mosquitto):
     """PostgreSQL down: good messages and one with a lone surrogate are spooled (the bad one as a dead letter);
     once it is back everything drains: the good rows stored, the bad one a dead letter, the storage up."""

@@ -138,6 +138,10 @@ class Mine:
          "broken.py: expected a module that imports cleanly, got ModuleNotFoundError at line 1: "
          "No module named 'no_such_module_here'"),
         ({"syntax.py": "def oops(:\n"}, "syntax.py: expected a module that imports cleanly, got SyntaxError at line 1"),
+        # (a script's main() run at import: lorrygate check ended with its exit status, and said nothing)
+        ({"script.py": "import sys\nsys.exit(3)\n"},
+         "script.py: expected a module that imports cleanly, got SystemExit at line 2: sys.exit(3) as it was "
+         "imported, which would end the gateway (a script's own run belongs under if __name__ == '__main__':)"),
         ({"half.py": GOOD_MODULE.replace("    def table_for(self, address):\n        return TableName(\"r\", address.node)\n", "")},
          "half.py: class Mine: expected a complete IStrategy (match, name, table_for), got no table_for(address)"),
         ({"a.py": GOOD_MODULE, "b.py": GOOD_MODULE},
@@ -147,7 +151,7 @@ class Mine:
         ({"noname.py": GOOD_MODULE.replace('name: str = "mine"', 'name: str = ""')},
          "noname.py: class Mine: expected a class attribute 'name' (str) naming the strategy, got ''"),
     ],
-    ids=["import-error", "syntax-error", "missing-method", "duplicate-name", "builtin-name", "no-name"],
+    ids=["import-error", "syntax-error", "sys-exit", "missing-method", "duplicate-name", "builtin-name", "no-name"],
 )
 def test_broken_drop_in_modules(tmp_path, modules, expected):
     """Broken drop-in modules are reported with the file, the class and the problem."""

@@ -26,6 +26,8 @@ from lorrygate.where_raised import where_raised
 
 DROP_IN = {
     "factory.py": """
+        import sys
+
         from zope.interface import implementer
         from lorrygate.interfaces import IStrategy
         from lorrygate.model import DATA, Address, TableName
@@ -42,6 +44,8 @@ DROP_IN = {
                 if levels[2] == "slow":
                     while True:
                         pass
+                if levels[2] == "quit":
+                    sys.exit("no such machine")
                 return Address("factory", levels[1], None, machine(levels), DATA, "telemetry")
 
             def table_for(self, address):
@@ -68,6 +72,9 @@ DROP_IN = {
         def spin(message, address):
             while True:
                 pass
+
+        def quitting(message, address):
+            raise SystemExit(2)
         """,
 }
 
@@ -154,6 +161,40 @@ def test_a_decoder_function_and_a_decoder_class_name_their_lines(drop_in):
     with pytest.raises(DecodeError, match=r"JSONDecodeError: .* at decoders.py:\d+ in scaled$"):
         DecoderChain((FunctionDecoder("scaled", module.scaled),)).decode(
             Message("r/n/g/d/data.json", b"{", 1, False, 1.0, "#"), WanStrategy().match("r/n/g/d/data.json"))
+
+
+def test_a_strategy_that_calls_sys_exit_makes_a_dead_letter_not_the_gateways_end(drop_in):
+    """SystemExit went through every ``except Exception``: the reactor's read of the MQTT connection ended, and
+    the message was held as on its way for good, the acknowledgements of every later message behind it."""
+    (cls,) = [cls for cls, _ in collect(list(drop_in.items()), IStrategy, "strategy", []).values()]
+    route, storage = router(cls())
+    route(Message("factory/l1/quit/telemetry", b'{"v": 1}', 1, False, 1.0, "#"))
+    route(Message("factory/l1/m1/telemetry", b'{"v": 2}', 1, False, 1.0, "#"))
+    (dead,) = storage.dead_letters
+    line = line_of(DROP_IN["factory.py"], "sys.exit(")
+    assert dead.stage == "topology" and dead.error == (
+        f"strategy 'factory' called sys.exit('no such machine') at factory.py:{line} in match, which ends a program, "
+        "not a message: raise an exception (a ValueError) for a message it cannot take")
+    assert [str(table) for table in storage.tables] == ["factory.M1"]
+
+
+def test_a_decoder_that_calls_sys_exit_on_the_reactor_or_on_its_thread_makes_a_dead_letter(drop_in):
+    import threading
+
+    message = Message("r/n/g/d/data.json", b'{"v": 1}', 1, False, 1.0, "#")
+    decoder = FunctionDecoder("quitting", drop_in["decoders.py"].quitting)
+    with pytest.raises(DecodeError, match=r"^decoder 'quitting': decoder 'quitting' called sys.exit\(2\) at "
+                                          r"decoders.py:\d+ in quitting, which ends a program"):
+        DecoderChain((decoder,)).decode(message, None)
+    caught: list = []  # (off the main thread: the limit's short path)
+    thread = threading.Thread(target=lambda: caught.append(pytest.raises(DecodeError, DecoderChain((decoder,)).decode,
+                                                                         message, None)))
+    thread.start()
+    thread.join()
+    assert "called sys.exit(2)" in str(caught[0].value)
+    # a blocking decoder's function, on its pool's thread
+    with pytest.raises(time_limit.CodeExited, match=r"decoder 'quitting' called sys.exit\(2\)"):
+        decoder._in_thread(message, None)
 
 
 def test_a_decoder_stopped_by_the_time_limit_names_the_line_it_ran(drop_in):
