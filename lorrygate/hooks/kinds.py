@@ -56,6 +56,9 @@ class PythonHook:
                 outcome = self.function(sample)
             except Exception as exc:  # what, and where in the function's code (a KeyError alone says "'x'")
                 outcome = Failure(HookFailed(f"{type(exc).__name__}: {exc}{where_raised(exc, self.function)}"))
+            except SystemExit as exc:  # (its run failed, as a raise fails it; said so, not as the bare exit code)
+                outcome = Failure(HookFailed(f"sys.exit({exc.code!r}){where_raised(exc, self.function)}: raise an "
+                                             "exception for a run that failed"))
             except BaseException:
                 outcome = Failure()
             self.reactor.callFromThread(answer, outcome)
