@@ -316,16 +316,22 @@ def hook(record, message, address):
 '''
 
 
+def with_drop_in(tmp_path, port, realm, filename, module, extra):
+    """A config of a channel for ``realm`` whose strategies folder holds the drop-in ``module``."""
+    (tmp_path / "strategies").mkdir()
+    (tmp_path / "strategies" / filename).write_text(module)
+    config = write_config(str(tmp_path), port, client_id=f"gw-{realm}", topics=f"{realm}/#", extra=extra)
+    text = open(config).read().replace("[lorrygate]\n", f"[lorrygate]\nstrategies = {tmp_path}/strategies\n")
+    open(config, "w").write(text)
+    return config
+
+
 def test_a_failure_at_every_stage_keeps_the_connection_and_the_stream(tmp_path, mosquitto):
     """A strategy, a decoder, a hook and the database failing on single messages: each message is a dead letter
     naming its stage, every other message is stored, the connection stays, the storage never fails."""
-    (tmp_path / "strategies").mkdir()
-    (tmp_path / "strategies" / "faulty.py").write_text(FAULTY_MODULE)
     realm = f"h{uuid.uuid4().hex[:8]}"
-    config = write_config(str(tmp_path), mosquitto.port, client_id=f"gw-{realm}", topics=f"{realm}/#",
-                          extra="strategy = faulty\ndecoders = faulty\nhook = faulty:hook\n")
-    text = open(config).read().replace("[lorrygate]\n", f"[lorrygate]\nstrategies = {tmp_path}/strategies\n")
-    open(config, "w").write(text)
+    config = with_drop_in(tmp_path, mosquitto.port, realm, "faulty.py", FAULTY_MODULE,
+                          "strategy = faulty\ndecoders = faulty\nhook = faulty:hook\n")
     wide_budget(config)
     gateway = GatewayProcess(config, str(tmp_path / "gw.log")).start()
     db = str(tmp_path / "gateway.sqlite")
@@ -438,13 +444,9 @@ def test_a_decoder_that_calls_sys_exit_costs_one_dead_letter_and_holds_back_no_a
     message was held as on its way for good, never acknowledged, and the acknowledgements of every later message
     behind it (delivered again at the next start, each stored twice). It is a dead letter now; after a restart
     nothing comes again."""
-    (tmp_path / "strategies").mkdir()
-    (tmp_path / "strategies" / "quitting.py").write_text(QUITTING_DECODER)
     realm = f"q{uuid.uuid4().hex[:8]}"
-    config = write_config(str(tmp_path), mosquitto.port, client_id=f"gw-{realm}", topics=f"{realm}/#",
-                          extra="decoders = quitting, json\n")
-    text = open(config).read().replace("[lorrygate]\n", f"[lorrygate]\nstrategies = {tmp_path}/strategies\n")
-    open(config, "w").write(text)
+    config = with_drop_in(tmp_path, mosquitto.port, realm, "quitting.py", QUITTING_DECODER,
+                          "decoders = quitting, json\n")
     db = str(tmp_path / "gateway.sqlite")
     gateway = GatewayProcess(config, str(tmp_path / "gw.log")).start()
     publisher = Publisher(mosquitto.port)

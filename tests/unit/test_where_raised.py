@@ -102,10 +102,15 @@ def router(strategy, chain=None):
     return ChannelRouter(channel, strategy, chain, Batcher(storage, Clock(), max_rows=1), Clock()), storage
 
 
+def factory_router(drop_in):
+    """A router of the drop-in strategy ``factory``, and its storage."""
+    (cls,) = [cls for cls, _ in collect(list(drop_in.items()), IStrategy, "strategy", []).values()]
+    return router(cls())
+
+
 def test_a_strategy_that_raises_in_a_helper_names_the_helpers_line(drop_in):
     """The innermost frame in the strategy's folder: the helper's line, where the KeyError came from."""
-    (cls,) = [cls for cls, _ in collect(list(drop_in.items()), IStrategy, "strategy", []).values()]
-    route, storage = router(cls())
+    route, storage = factory_router(drop_in)
     route(Message("factory/l1/m9/telemetry", b'{"v": 1}', 1, False, 1.0, "#"))
     route(Message("factory/l1/m1/telemetry", b'{"v": 2}', 1, False, 1.0, "#"))
     (dead,) = storage.dead_letters
@@ -133,8 +138,7 @@ def test_a_module_beside_the_code_counts_as_its_own(tmp_path, monkeypatch):
 
 
 def test_a_strategy_stopped_by_the_time_limit_names_the_line_it_ran(drop_in):
-    (cls,) = [cls for cls, _ in collect(list(drop_in.items()), IStrategy, "strategy", []).values()]
-    route, storage = router(cls())
+    route, storage = factory_router(drop_in)
     time_limit.configure(0.05)
     try:
         route(Message("factory/l1/slow/telemetry", b'{"v": 1}', 1, False, 1.0, "#"))
@@ -166,8 +170,7 @@ def test_a_decoder_function_and_a_decoder_class_name_their_lines(drop_in):
 def test_a_strategy_that_calls_sys_exit_makes_a_dead_letter_not_the_gateways_end(drop_in):
     """SystemExit went through every ``except Exception``: the reactor's read of the MQTT connection ended, and
     the message was held as on its way for good, the acknowledgements of every later message behind it."""
-    (cls,) = [cls for cls, _ in collect(list(drop_in.items()), IStrategy, "strategy", []).values()]
-    route, storage = router(cls())
+    route, storage = factory_router(drop_in)
     route(Message("factory/l1/quit/telemetry", b'{"v": 1}', 1, False, 1.0, "#"))
     route(Message("factory/l1/m1/telemetry", b'{"v": 2}', 1, False, 1.0, "#"))
     (dead,) = storage.dead_letters
