@@ -19,6 +19,10 @@ library user's own reactor thread), and where there is no SIGALRM, the code
 runs without a limit. A timer another part of the process had set (pytest's
 timeout) is set again, less the time the call took.
 
+The same wrapper makes the code's ``sys.exit()`` an error of the message
+(`CodeExited`): SystemExit is no `Exception` either, and it ended the read of
+the connection, the message held unacknowledged for good.
+
 Cost: ~1 us a call, most of it the two ``setitimer`` calls (measured).
 """
 
