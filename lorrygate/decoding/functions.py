@@ -23,6 +23,8 @@ works too.
 """
 
 import inspect
+from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 import attrs
@@ -113,22 +115,41 @@ class FunctionDecoder:
             raise Declined("the function returned None")
         if isinstance(result, Record):
             result = [result]
+        events = isinstance(result, Events)
         if isinstance(result, list) and all(isinstance(item, Record) for item in result):
             for record in result:
                 try:
                     check_time(record.time)
                 except ValueError as exc:
                     raise DecodeError(self.name, f"a returned Record's time: {exc}") from None
-            return result
-        events = isinstance(result, Events)
+            made = [Record(record.time, numbers(dict(record.fields)), record.tags) for record in result]
+            return Events(made) if events else made
         if isinstance(result, dict):
-            result = dict(result)
+            result = numbers(dict(result))
         elif isinstance(result, list):
-            result = [dict(item) if isinstance(item, dict) else item for item in result]
+            result = [numbers(dict(item)) if isinstance(item, dict) else item for item in result]
         records = objects_records(result, message, self.name, self.timezone)
         if records is None:
             raise DecodeError(self.name, f"returned {type(result).__name__}; expected a dict, a list of dicts or Records, or None")
         return Events(records) if events else records
+
+
+def numbers(value):
+    """A function's values with its exact numbers as numbers a column takes: a Decimal (what a database driver
+    reads from a NUMERIC column: a calibration factor a decoder multiplies by) or a Fraction was stored as JSON
+    text (``"21.5"``, quoted), and made its column TEXT; a Decimal written without a fraction (``42``) is an
+    integer, any other a float."""
+    kind = type(value)
+    if kind is dict:
+        return {key: numbers(item) for key, item in value.items()}
+    if kind is list or kind is tuple:
+        return [numbers(item) for item in value]
+    if kind is Decimal:
+        exponent = value.as_tuple().exponent
+        return int(value) if type(exponent) is int and exponent >= 0 else float(value)
+    if kind is Fraction:
+        return float(value)
+    return value
 
 
 @implementer(IDecoder)

@@ -146,6 +146,27 @@ def test_function_decoder_contract():
     assert out == [[Record(R, {"v": 3})]]
 
 
+def test_a_function_decoders_decimals_are_numbers():
+    """A decoder that multiplies by a calibration factor read from PostgreSQL (psycopg reads NUMERIC as Decimal)
+    gave Decimals: stored as JSON text ("21.5", quoted), they made the column TEXT. They are numbers, as are
+    Fractions, in dicts, lists and Records, also nested; an Events result stays events."""
+    from decimal import Decimal
+    from fractions import Fraction
+
+    from lorrygate.model import Events
+
+    def calibrated(m, a):
+        return {"temp": Decimal("20.25") * Decimal("1.02"), "count": Decimal("42"), "share": Fraction(1, 4),
+                "wifi": {"rssi": Decimal("-60")}, "series": [Decimal("1.5"), 2], "name": "n1"}
+
+    (record,) = FunctionDecoder("f", calibrated).decode(message(b""), DATA)
+    assert record.fields == {"temp": 20.655, "count": 42, "share": 0.25, "wifi": {"rssi": -60}, "series": [1.5, 2],
+                             "name": "n1"}
+    assert [type(record.fields[k]) for k in ("temp", "count", "share")] == [float, int, float]
+    made = FunctionDecoder("f", lambda m, a: Events([Record(R, {"v": Decimal("0.5")})])).decode(message(b""), DATA)
+    assert type(made) is Events and made == [Record(R, {"v": 0.5})]
+
+
 @pytest.mark.parametrize("time", [10**29, -(10**20), 1.5e18, "2024-06-01", True],
                          ids=["past-9999", "before-year-1", "float", "text", "bool"])
 def test_a_function_decoders_record_with_a_time_that_is_none_is_a_decode_error(time):
