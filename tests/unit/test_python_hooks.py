@@ -52,11 +52,11 @@ async def test_a_python_hook_that_raises_fails_its_run_with_the_error():
         raise ValueError("no inventory for " + sample.table.table)
 
     # what and where (the run's error said "no inventory for t"; a KeyError's said "'t'" alone)
-    with pytest.raises(HookFailed, match=r"^ValueError: no inventory for t at test_python_hooks.py:\d+ in broken$"):
+    with pytest.raises(HookFailed, match=r"^ValueError: no inventory for t at (tests/unit/)?test_python_hooks.py:\d+ in broken$"):
         await PythonHook(broken, reactor).run(SAMPLE)
 
     def quitting(sample):
         raise SystemExit(4)
 
-    with pytest.raises(HookFailed, match=r"^sys.exit\(4\) at test_python_hooks.py:\d+ in quitting: raise an exception"):
+    with pytest.raises(HookFailed, match=r"^sys.exit\(4\) at (tests/unit/)?test_python_hooks.py:\d+ in quitting: raise an exception"):
         await PythonHook(quitting, reactor).run(SAMPLE)

@@ -119,22 +119,27 @@ def test_a_strategy_that_raises_in_a_helper_names_the_helpers_line(drop_in):
     assert [str(table) for table in storage.tables] == ["factory.M1"]  # the stream goes on
 
 
-def test_a_module_beside_the_code_counts_as_its_own(tmp_path, monkeypatch):
-    """An installed strategy package whose helper module raised: the helper's line (the package's folder)."""
+def test_a_module_of_the_codes_package_counts_as_its_own(tmp_path, monkeypatch):
+    """An installed strategy package whose helper module raised, beside it or in a subpackage: the helper's line,
+    by its path in the package."""
     package = tmp_path / "plantstrategy"
-    package.mkdir()
+    (package / "util").mkdir(parents=True)
     (package / "__init__.py").write_text("")
-    (package / "levels.py").write_text("def machine(levels):\n    return levels[9]\n")
+    (package / "util" / "__init__.py").write_text("")
+    (package / "util" / "deep.py").write_text("def level(levels, at):\n    return levels[at]\n")
+    (package / "levels.py").write_text("from plantstrategy.util.deep import level\n\n\ndef machine(levels):\n"
+                                       "    return levels[9] if len(levels) > 2 else level(levels, 5)\n")
     (package / "strategy.py").write_text("from plantstrategy.levels import machine\n\n\nclass Plant:\n"
                                          "    name = 'plant'\n\n    def match(self, topic):\n"
                                          "        return machine(topic.split('/'))\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     from plantstrategy.strategy import Plant
 
-    try:
-        Plant().match("a/b")
-    except IndexError as exc:
-        assert where_raised(exc, Plant().match) == " at levels.py:2 in machine"
+    for topic, where in [("a/b/c", " at plantstrategy/levels.py:5 in machine"),
+                         ("a/b", " at plantstrategy/util/deep.py:2 in level")]:
+        with pytest.raises(IndexError) as caught:
+            Plant().match(topic)
+        assert where_raised(caught.value, Plant().match) == where
 
 
 def test_a_strategy_stopped_by_the_time_limit_names_the_line_it_ran(drop_in):
