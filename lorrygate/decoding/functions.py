@@ -23,8 +23,6 @@ works too.
 """
 
 import inspect
-from decimal import Decimal
-from fractions import Fraction
 from typing import Any
 
 import attrs
@@ -32,7 +30,7 @@ from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
 from lorrygate import time_limit
-from lorrygate.decoding.records import objects_records
+from lorrygate.decoding.records import numbered, numbers, objects_records
 from lorrygate.decoding.timestamps import check_time
 from lorrygate.errors import Declined, DecodeError
 from lorrygate.interfaces import IDecoder
@@ -122,8 +120,7 @@ class FunctionDecoder:
                     check_time(record.time)
                 except ValueError as exc:
                     raise DecodeError(self.name, f"a returned Record's time: {exc}") from None
-            made = [Record(record.time, numbers(dict(record.fields)), record.tags) for record in result]
-            return Events(made) if events else made
+            return numbered(result)
         if isinstance(result, dict):
             result = numbers(dict(result))
         elif isinstance(result, list):
@@ -132,24 +129,6 @@ class FunctionDecoder:
         if records is None:
             raise DecodeError(self.name, f"returned {type(result).__name__}; expected a dict, a list of dicts or Records, or None")
         return Events(records) if events else records
-
-
-def numbers(value):
-    """A function's values with its exact numbers as numbers a column takes: a Decimal (what a database driver
-    reads from a NUMERIC column: a calibration factor a decoder multiplies by) or a Fraction was stored as JSON
-    text (``"21.5"``, quoted), and made its column TEXT; a Decimal written without a fraction (``42``) is an
-    integer, any other a float."""
-    kind = type(value)
-    if kind is dict:
-        return {key: numbers(item) for key, item in value.items()}
-    if kind is list or kind is tuple:
-        return [numbers(item) for item in value]
-    if kind is Decimal:
-        exponent = value.as_tuple().exponent
-        return int(value) if type(exponent) is int and exponent >= 0 else float(value)
-    if kind is Fraction:
-        return float(value)
-    return value
 
 
 @implementer(IDecoder)
@@ -169,4 +148,11 @@ class LimitedDecoder:
         return self._decoder.decode
 
     def decode(self, message, address):
-        return time_limit.call(f"decoder {self._decoder.name!r}", self._decoder.decode, message, address)
+        result = time_limit.call(f"decoder {self._decoder.name!r}", self._decoder.decode, message, address)
+        if isinstance(result, list):
+            return numbered(result)
+        if inspect.iscoroutine(result):
+            result = Deferred.fromCoroutine(result)
+        if isinstance(result, Deferred):
+            return result.addCallback(numbered)
+        return result

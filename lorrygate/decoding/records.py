@@ -6,10 +6,12 @@ plain values.
 import math
 import re
 from datetime import datetime
+from decimal import Decimal
+from fractions import Fraction
 
 from lorrygate.decoding.timestamps import TIME_FIELDS, parse_time, seconds_to_ns
 from lorrygate.errors import DecodeError
-from lorrygate.model import Record
+from lorrygate.model import Events, Record
 
 
 def received_ns(message) -> int:
@@ -190,3 +192,30 @@ def plain(value):
     if isinstance(value, (list, tuple)):
         return [plain(item) for item in value]
     return value
+
+
+def numbers(value):
+    """Values of the user's code (a decoder, a hook) with their exact numbers as numbers a column takes: a Decimal (what a database driver
+    reads from a NUMERIC column: a calibration factor a decoder multiplies by) or a Fraction was stored as JSON
+    text (``"21.5"``, quoted), and made its column TEXT; a Decimal written without a fraction (``42``) is an
+    integer, any other a float."""
+    kind = type(value)
+    if kind is dict:
+        return {key: numbers(item) for key, item in value.items()}
+    if kind is list or kind is tuple:
+        return [numbers(item) for item in value]
+    if kind is Decimal:
+        exponent = value.as_tuple().exponent
+        return int(value) if type(exponent) is int and exponent >= 0 else float(value)
+    if kind is Fraction:
+        return float(value)
+    return value
+
+
+def numbered(records):
+    """Records of the user's code with their fields' Decimals and Fractions as numbers (`numbers`); an `Events`
+    result stays events, and what is no list of Records is left as it is (the caller says what is wrong)."""
+    if not isinstance(records, list) or not all(isinstance(record, Record) for record in records):
+        return records
+    made = [Record(record.time, numbers(dict(record.fields)), record.tags) for record in records]
+    return Events(made) if isinstance(records, Events) else made

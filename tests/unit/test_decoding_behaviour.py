@@ -167,6 +167,35 @@ def test_a_function_decoders_decimals_are_numbers():
     assert type(made) is Events and made == [Record(R, {"v": 0.5})]
 
 
+def test_a_decoder_classs_and_a_hooks_decimals_are_numbers():
+    """The same for a drop-in decoder class's Records (returned, or fired by a Deferred) and a channel hook's."""
+    from decimal import Decimal
+
+    from lorrygate.decoding.functions import LimitedDecoder
+    from lorrygate.decoding.transform import Transform
+
+    class Exact:
+        name = "exact"
+
+        def __init__(self, later=False):
+            self.later = later
+
+        def decode(self, m, a):
+            records = [Record(R, {"v": Decimal("1.25"), "n": Decimal("7")})]
+            return succeed(records) if self.later else records
+
+    assert LimitedDecoder(Exact()).decode(message(b""), DATA) == [Record(R, {"v": 1.25, "n": 7})]
+    out: list = []
+    LimitedDecoder(Exact(later=True)).decode(message(b""), DATA).addCallback(out.append)
+    assert out == [[Record(R, {"v": 1.25, "n": 7})]] and type(out[0][0].fields["n"]) is int
+
+    def hook(record, m, a):
+        return Record(record.time, {**record.fields, "v": Decimal("2.50") * 2}, record.tags)
+
+    (hooked,) = Transform(hook=hook).apply([Record(R, {"v": 1})], message(b""), DATA, "json")
+    assert hooked.fields == {"v": 5.0} and type(hooked.fields["v"]) is float
+
+
 @pytest.mark.parametrize("time", [10**29, -(10**20), 1.5e18, "2024-06-01", True],
                          ids=["past-9999", "before-year-1", "float", "text", "bool"])
 def test_a_function_decoders_record_with_a_time_that_is_none_is_a_decode_error(time):
