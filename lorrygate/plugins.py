@@ -91,6 +91,28 @@ def _load(directory: str, modules: list, problems: list) -> None:
         modules.append((path, module))
 
 
+def in_helper(directory: str, name: str) -> str:
+    """`` (<path> names '<name>', but ...)`` where a helper module of the drop-in folder (``_mine.py``) has the
+    quoted text of ``name``: a strategy or decoder written into a file whose name makes it a helper, which is not
+    loaded as a drop-in; else ""."""
+    if not os.path.isdir(directory):
+        return ""
+    quoted = (f'"{name}"', f"'{name}'")
+    for filename in sorted(os.listdir(directory)):
+        if not (filename.startswith("_") and filename.endswith(".py")):
+            continue
+        path = os.path.join(os.path.abspath(directory), filename)
+        try:
+            with open(path, encoding="utf-8", errors="replace") as file:
+                text = file.read(1 << 20)
+        except OSError:
+            continue
+        if quoted[0] in text or quoted[1] in text:
+            return (f" ({path} names {name!r}, but a module whose name starts with '_' is a helper that drop-ins "
+                    f"import, not a drop-in itself: rename it to {filename.lstrip('_') or 'x.py'})")
+    return ""
+
+
 def collect(modules: list, interface, kind: str, problems: list) -> dict:
     """The classes of the modules that declare ``interface``: ``{name: (class, origin)}``."""
     found = {}

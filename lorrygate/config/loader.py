@@ -254,7 +254,8 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".", on_storage=N
             elif channel.source:
                 problem(section, "topics", "a value (required for a channel of a broker: the filters to subscribe "
                         "to, such as mqttkit-1/#)", "nothing")
-        _check_channel(section, channel, parser, strategies, decoders, problem, modules, unimported)
+        _check_channel(section, channel, parser, strategies, decoders, problem, modules, unimported,
+                       gateway.strategies if drop_ins else None)
         broker = brokers.get(channel.source)
         if broker is not None:
             for key, only in s.CHANNEL_TYPE_KEYS.items():
@@ -980,9 +981,16 @@ def _reads_meshtastic_protobuf(factory) -> bool:
     return getattr(factory, "keywords", {}).get("output", "protobuf") == "protobuf"
 
 
-def _check_channel(section, channel, parser, strategies, decoders, problem, modules=(), unimported=()) -> None:
+def _check_channel(section, channel, parser, strategies, decoders, problem, modules=(), unimported=(),
+                   folder: str | None = None) -> None:
     """A channel's names of other sections, strategies and decoders; ``modules``, the drop-in modules imported,
-    and ``unimported``, those that did not import, tell a name that may be one of theirs."""
+    ``unimported``, those that did not import, and the helper modules of the drop-in ``folder`` tell a name that
+    may be one of theirs."""
+    from lorrygate.plugins import in_helper, undeclared
+
+    def helper(name: str) -> str:
+        return in_helper(folder, name) if folder else ""
+
     sections = set(parser.sections())
     if channel.source and f"broker:{channel.source}" not in sections and f"source:{channel.source}" not in sections:
         names = ", ".join(sorted(x.partition(":")[2] for x in sections if x.startswith(("broker:", "source:"))))
@@ -995,22 +1003,20 @@ def _check_channel(section, channel, parser, strategies, decoders, problem, modu
                     repr(name) + did_you_mean(name, storages.split(", ")))
     if channel.strategy not in strategies:
         from lorrygate.interfaces import IStrategy
-        from lorrygate.plugins import undeclared
 
         problem(section, "strategy", "one of the strategies " + ", ".join(sorted(strategies)),
-                repr(channel.strategy) + (undeclared(modules, IStrategy, channel.strategy)
-                                          or _unimported(unimported) or did_you_mean(channel.strategy, strategies)))
+                repr(channel.strategy) + (undeclared(modules, IStrategy, channel.strategy) or _unimported(unimported)
+                                          or helper(channel.strategy) or did_you_mean(channel.strategy, strategies)))
     unknown = [name for name in channel.decoders if name not in decoders]
     if unknown:
         from lorrygate.interfaces import IDecoder
-        from lorrygate.plugins import undeclared
 
         problem(
             section,
             "decoders",
             "decoder names from " + ", ".join(sorted(decoders)),
             ", ".join(repr(name) + (undeclared(modules, IDecoder, name) or _unimported(unimported)
-                                    or did_you_mean(name, decoders)) for name in unknown),
+                                    or helper(name) or did_you_mean(name, decoders)) for name in unknown),
         )
     if "influx" in channel.decoders and not s.installed("line_protocol_parser"):
         problem(section, "decoders", s.needs("line_protocol_parser", "the influx decoder"), "influx")

@@ -188,6 +188,27 @@ def test_a_drop_in_module_imports_a_helper_beside_it_and_a_reload_reads_the_help
     assert chosen.table_for(chosen.match("a/b/dev1")).table == "first_dev1"  # (the running one keeps its own)
 
 
+def test_a_strategy_or_decoder_written_into_a_helper_module_is_told_the_file_and_the_rename(tmp_path):
+    """``_mine.py`` is a helper, not a drop-in: a strategy or decoder written into it is not loaded, and the channel
+    naming it was told the built-in names, as if the name were a typo. It is told the file and what to rename it to."""
+    directory = tmp_path / "strategies"
+    directory.mkdir()
+    (directory / "_mine.py").write_text(GOOD_MODULE + "\nfrom lorrygate.decoding.functions import decoder\n\n"
+                                        "@decoder('mydec')\ndef mydec(message, address):\n    return []\n")
+    (found,) = problems(config(tmp_path, "mine", strategies=directory))
+    assert found.endswith(f"got 'mine' ({directory / '_mine.py'} names 'mine', but a module whose name starts with '_' "
+                          "is a helper that drop-ins import, not a drop-in itself: rename it to mine.py)"), found
+    (decoders,) = problems(config(tmp_path, "wan", "decoders = mydec\n", strategies=directory))
+    assert decoders.endswith(f"got 'mydec' ({directory / '_mine.py'} names 'mydec', but a module whose name starts "
+                             "with '_' is a helper that drop-ins import, not a drop-in itself: rename it to "
+                             "mine.py)"), decoders
+    (other,) = problems(config(tmp_path, "mien", strategies=directory))
+    assert other.endswith("got 'mien'"), other  # (only the name the helper has)
+    (directory / "mine.py").write_text((directory / "_mine.py").read_text())  # renamed: it loads
+    (directory / "_mine.py").unlink()
+    assert "mine" in loads(config(tmp_path, "mine", strategies=directory)).strategies
+
+
 def test_a_drop_in_class_without_its_implementer_is_told_it(tmp_path):
     """A class with a name, match and table_for but no @implementer(IStrategy) is passed over: the channel naming it
     was told the built-in strategies and nothing of the class. It is told the class and the lines to add."""
