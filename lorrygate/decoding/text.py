@@ -422,27 +422,36 @@ class KeyValueDecoder:
     timezone: Any = None
 
     def decode(self, message, address) -> list:
-        text = payload_text(message.payload).strip()
+        text = payload_text(message.payload, lines=True).strip()
         if "=" not in text:
             raise Declined("no key=value pair")
         if "&" in text:
+            if "\0" in text:
+                raise Declined("text with NUL characters")
             try:
                 pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=True)
             except ValueError as exc:
                 raise Declined(f"not URL-encoded pairs: {exc}") from None
         else:
             lines = _pairs_a_line(text)
-            if lines is not None and _key_on_two_lines(lines):
-                # a series, a record a line (``t=21.5 h=48`` and ``t=21.6 h=47``); a line whose time is no time
-                # spoils itself alone
-                return self._series(lines, [line for line in text.splitlines() if line.strip()], message)
-            pairs = [pair for line in lines for pair in line] if lines is not None else _split_pairs(text)
+            good = [line[2] for line in lines if line[2] is not None]
+            if lines[0][2] is not None and _key_on_two_lines(good):
+                # a series, a record a line (``t=21.5 h=48`` and ``t=21.6 h=47``); a line whose time is no time,
+                # that splits into no pairs or has NUL characters (noise on a serial link) spoils itself alone
+                return self._series(lines, message)
+            if "\0" in text:
+                raise Declined("text with NUL characters")
+            pairs = ([pair for line in good for pair in line] if len(good) == len(lines)
+                     else _split_pairs(text))
         return [self._record(pairs, message)]
 
-    def _series(self, lines: list, texts: list, message) -> list:
+    def _series(self, lines: list, message) -> list:
         records: list = []
         bad = BadLines(self.name)
-        for number, (pairs, text) in enumerate(zip(lines, texts), 1):
+        for number, text, pairs, why in lines:
+            if pairs is None:
+                bad.add(text, why)
+                continue
             try:
                 records.append(self._record(pairs, message))
             except DecodeError as exc:
@@ -469,13 +478,20 @@ def _key_on_two_lines(lines: list) -> bool:
     return False
 
 
-def _pairs_a_line(text: str) -> list | None:
-    """The pairs of each line, each line split by itself (``a=1;b=2`` and ``c=3;d=4``), or None when a line
-    splits no way whole (then the text as one)."""
-    try:
-        return [_split_pairs(line) for line in text.splitlines() if line.strip()]
-    except Declined:
-        return None
+def _pairs_a_line(text: str) -> list:
+    """``(number, line, pairs, why)`` of each line that is not blank: the pairs of the line split by itself
+    (``a=1;b=2`` and ``c=3;d=4``), or None and why the line is no pairs (a line with NUL, or that no separator
+    splits whole)."""
+    lines: list = []
+    for number, line in enumerate((line for line in text.splitlines() if line.strip()), 1):
+        if "\0" in line:
+            lines.append((number, line, None, f"line {number} has NUL characters"))
+            continue
+        try:
+            lines.append((number, line, _split_pairs(line), None))
+        except Declined as exc:
+            lines.append((number, line, None, f"line {number} is not key=value pairs: {exc}"))
+    return lines
 
 
 #: for a split at each separator, the others: a key with one in it, or a value with one (or white space, a line

@@ -9,7 +9,7 @@ from lorrygate.decoding import DecoderChain
 from lorrygate.decoding.jsonobject import JsonDecoder
 from lorrygate.decoding.lineprotocol import InfluxDecoder
 from lorrygate.decoding.text import CsvDecoder, KeyValueDecoder, NdjsonDecoder
-from lorrygate.errors import DecodeError, PartlyDecoded
+from lorrygate.errors import Declined, DecodeError, PartlyDecoded
 from lorrygate.model import Channel, Message, Record, TableName
 from lorrygate.service.channel import ChannelRouter
 from lorrygate.storage import spool
@@ -116,7 +116,9 @@ def test_text_that_is_not_csv_goes_on_to_the_next_decoder_as_before():
     (NdjsonDecoder(), b'{"a": 1}\n{"a": \x002}\n{"a": 3}\n', [{"a": 1}, {"a": 3}], "line 2 has NUL characters"),
     (InfluxDecoder(), b"cpu v=1 1700000000000000000\ncpu v=\x002\ncpu v=3 1700000001000000000\n",
      [{"v": 1.0}, {"v": 3.0}], "line 2 has NUL characters"),
-], ids=["csv", "ndjson", "line-protocol"])
+    (KeyValueDecoder(), b"t=21.5 h=48\nt=21.\x00\x006 h=47\nt=21.7 h=46\n", [{"t": 21.5, "h": 48}, {"t": 21.7, "h": 46}],
+     "line 2 has NUL characters"),
+], ids=["csv", "ndjson", "line-protocol", "key-value-series"])
 def test_a_line_with_nul_characters_spoils_that_line_alone(decoder, payload, good, reason):
     """NUL bytes, a serial link's noise at a logger's power-up, made the whole batch a dead letter ("text with NUL
     characters"). The line with them is the bad line; a payload that begins with them is still no text."""
@@ -198,6 +200,23 @@ def test_a_key_value_series_stores_the_lines_whose_time_is_a_time():
     assert [record.fields for record in caught.value.records] == [{"t": 21.5}, {"t": 21.7}]
     assert caught.value.payload == b"t=21.6 time=garbage\n"
     assert caught.value.reason == "line 2: field 'time': not an ISO 8601 time: 'garbage'"
+
+
+def test_a_key_value_series_keeps_a_line_that_is_no_pairs_alone():
+    """A series of ``key=value`` lines with one line of noise (no pair in it) was declined as a whole: the text as
+    one was no pairs either. The lines before and after it are stored, the noise kept; a text whose first line
+    is no pairs, or whose lines repeat no key (one record over lines), is declined as before."""
+    with pytest.raises(PartlyDecoded) as caught:
+        KeyValueDecoder().decode(message(b"t=21.5 h=48\n#!garbage\nt=21.7 h=46\n"), None)
+    assert [record.fields for record in caught.value.records] == [{"t": 21.5, "h": 48}, {"t": 21.7, "h": 46}]
+    assert caught.value.payload == b"#!garbage\n"
+    assert caught.value.reason == "line 2 is not key=value pairs: '#!garbage' is not key=value"
+    for declined in (b"#!garbage\nt=21.5 h=48\nt=21.7 h=46\n", b"t=21.5\n#!garbage\nh=48\n",
+                     b"t=21.5 h=48\nx=\x00\n"):
+        with pytest.raises(Declined):
+            KeyValueDecoder().decode(message(declined), None)
+    (record,) = KeyValueDecoder().decode(message(b"t=21.5\nh=48\n"), None)  # one record over lines, as before
+    assert record.fields == {"t": 21.5, "h": 48}
 
 
 def test_line_protocol_stores_the_good_points_as_influxdb_does():
