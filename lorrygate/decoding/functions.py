@@ -30,7 +30,7 @@ from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
 from lorrygate import time_limit
-from lorrygate.decoding.records import numbered, numbers, objects_records
+from lorrygate.decoding.records import objects_records, storable, storable_records
 from lorrygate.decoding.timestamps import check_time
 from lorrygate.errors import Declined, DecodeError
 from lorrygate.interfaces import IDecoder
@@ -120,11 +120,11 @@ class FunctionDecoder:
                     check_time(record.time)
                 except ValueError as exc:
                     raise DecodeError(self.name, f"a returned Record's time: {exc}") from None
-            return numbered(result)
+            return storable_records(result)
         if isinstance(result, dict):
-            result = numbers(dict(result))
+            result = storable(dict(result))
         elif isinstance(result, list):
-            result = [numbers(dict(item)) if isinstance(item, dict) else item for item in result]
+            result = [storable(dict(item)) if isinstance(item, dict) else item for item in result]
         records = objects_records(result, message, self.name, self.timezone)
         if records is None:
             raise DecodeError(self.name, f"returned {type(result).__name__}; expected a dict, a list of dicts or Records, or None")
@@ -150,9 +150,9 @@ class LimitedDecoder:
     def decode(self, message, address):
         result = time_limit.call(f"decoder {self._decoder.name!r}", self._decoder.decode, message, address)
         if isinstance(result, list):
-            return numbered(result)
+            return storable_records(result)
         if inspect.iscoroutine(result):
             result = Deferred.fromCoroutine(result)
         if isinstance(result, Deferred):
-            return result.addCallback(numbered)
+            return result.addCallback(storable_records)
         return result

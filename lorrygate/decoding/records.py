@@ -5,9 +5,12 @@ plain values.
 
 import math
 import re
-from datetime import datetime
+from datetime import date, datetime
+from datetime import time as clock_time
 from decimal import Decimal
+from enum import Enum
 from fractions import Fraction
+from uuid import UUID
 
 from lorrygate.decoding.timestamps import TIME_FIELDS, parse_time, seconds_to_ns
 from lorrygate.errors import DecodeError
@@ -194,28 +197,44 @@ def plain(value):
     return value
 
 
-def numbers(value):
-    """Values of the user's code (a decoder, a hook) with their exact numbers as numbers a column takes: a Decimal (what a database driver
+def storable(value):
+    """Values of the user's code (a decoder, a hook) as values a column takes. A Decimal (what a database driver
     reads from a NUMERIC column: a calibration factor a decoder multiplies by) or a Fraction was stored as JSON
-    text (``"21.5"``, quoted), and made its column TEXT; a Decimal written without a fraction (``42``) is an
-    integer, any other a float."""
+    text (``"21.5"``, quoted), and made its column TEXT: a Decimal written without a fraction (``42``) is an
+    integer, any other a float. A date-time, date or time is its ISO 8601 text (as a MessagePack or CBOR
+    payload's are), a UUID its text, an enum member its value, and a set a list; each was stored as JSON text of
+    Python's own (``"2024-06-01 12:00:00+00:00"``, ``"Color.RED"``, ``"{1, 2}"``), quotes and all."""
     kind = type(value)
+    if kind is str or kind is int or kind is float or kind is bool or value is None:
+        return value
     if kind is dict:
-        return {key: numbers(item) for key, item in value.items()}
+        return {key: storable(item) for key, item in value.items()}
     if kind is list or kind is tuple:
-        return [numbers(item) for item in value]
+        return [storable(item) for item in value]
     if kind is Decimal:
         exponent = value.as_tuple().exponent
         return int(value) if type(exponent) is int and exponent >= 0 else float(value)
     if kind is Fraction:
         return float(value)
+    if isinstance(value, (datetime, date, clock_time)):
+        return value.isoformat()
+    if isinstance(value, UUID):
+        return str(value)
+    if isinstance(value, Enum):
+        return storable(value.value)
+    if isinstance(value, (set, frozenset)):
+        items = [storable(item) for item in value]
+        try:
+            return sorted(items)
+        except TypeError:  # (of mixed types: in the set's order)
+            return items
     return value
 
 
-def numbered(records):
-    """Records of the user's code with their fields' Decimals and Fractions as numbers (`numbers`); an `Events`
+def storable_records(records):
+    """Records of the user's code with their fields' values as values a column takes (`storable`); an `Events`
     result stays events, and what is no list of Records is left as it is (the caller says what is wrong)."""
     if not isinstance(records, list) or not all(isinstance(record, Record) for record in records):
         return records
-    made = [Record(record.time, numbers(dict(record.fields)), record.tags) for record in records]
+    made = [Record(record.time, storable(dict(record.fields)), record.tags) for record in records]
     return Events(made) if isinstance(records, Events) else made

@@ -167,6 +167,41 @@ def test_a_function_decoders_decimals_are_numbers():
     assert type(made) is Events and made == [Record(R, {"v": 0.5})]
 
 
+def test_a_function_decoders_dates_uuids_enums_and_sets_are_values_a_column_takes():
+    """A date-time, a date, a UUID, an enum member or a set of a decoder function's was stored as JSON text of
+    Python's own, quotes and all (``"2024-06-01 12:00:00+00:00"``, ``"Color.RED"``, ``"{1, 2}"``). A date-time is
+    ISO 8601 text as a CBOR payload's is, a UUID its text, an enum member its value, a set a sorted list; a
+    date-time in the time field is the row's time, as before."""
+    import datetime
+    import enum
+    import uuid
+
+    class Color(enum.Enum):
+        RED = 1
+
+    class Mode(enum.StrEnum):
+        AUTO = "auto"
+
+    seen = datetime.datetime(2024, 6, 1, 12, 0, 0, 123456, tzinfo=datetime.UTC)
+
+    def odd(m, a):
+        return {"time": datetime.datetime(2024, 6, 1, 12, 0, tzinfo=datetime.timezone(datetime.timedelta(hours=2))),
+                "seen": seen, "naive": datetime.datetime(2024, 6, 1, 12, 0), "day": datetime.date(2024, 6, 1),
+                "at": datetime.time(12, 30), "id": uuid.UUID(int=5), "color": Color.RED, "mode": Mode.AUTO,
+                "flags": {3, 1, 2}, "mixed": frozenset({1}), "nested": {"when": [seen]}}
+
+    (record,) = FunctionDecoder("f", odd).decode(message(b""), DATA)
+    assert record.time == 1717236000 * R  # 10:00 UTC
+    assert record.fields == {"seen": "2024-06-01T12:00:00.123456+00:00", "naive": "2024-06-01T12:00:00",
+                             "day": "2024-06-01", "at": "12:30:00", "id": "00000000-0000-0000-0000-000000000005",
+                             "color": 1, "mode": "auto", "flags": [1, 2, 3], "mixed": [1],
+                             "nested": {"when": ["2024-06-01T12:00:00.123456+00:00"]}}
+    assert type(record.fields["mode"]) is str and type(record.fields["color"]) is int
+    (kept,) = FunctionDecoder("f", lambda m, a: [Record(R, {"v": Color.RED, "s": {"b", 1}})]).decode(message(b""),
+                                                                                                      DATA)
+    assert kept.fields["v"] == 1 and sorted(map(str, kept.fields["s"])) == ["1", "b"]  # (mixed: in the set's order)
+
+
 def test_a_decoder_classs_and_a_hooks_decimals_are_numbers():
     """The same for a drop-in decoder class's Records (returned, or fired by a Deferred) and a channel hook's."""
     from decimal import Decimal
