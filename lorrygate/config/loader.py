@@ -345,9 +345,12 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".", on_storage=N
         raise ConfigError(problems)
     fingerprints: dict[str, Any] = {section: tuple(parser[section].items()) for section in parser.sections()
                     if section.partition(":")[0].strip() in ("strategy", "decoder", "transform")}
-    fingerprints["code"] = _code_hash(gateway.strategies, [values["file"] for _, values in decoder_sections.values()
-                                                           if values.get("file")]
-                                      + [m for d in dataflows.values() for m in d.modules if m.endswith(".py")])
+    # (the channels' own code: a reload restarts a channel whose code changed, not every channel for any edit)
+    from lorrygate.config.code_identity import channel_code
+
+    for name, digest in channel_code(gateway.strategies, modules, built, parser, decoder_sections,
+                                     [m for d in dataflows.values() for m in d.modules if m.endswith(".py")]).items():
+        fingerprints[f"code:{name}"] = digest
     return s.Settings(source, gateway, brokers, storages, tuple(built), strategies, decoders, fingerprints, hooks,
                       sources, tuple(doubled_routes(source, built, brokers)
                                      + feedback_cycles(source, built, brokers, storages)
@@ -648,23 +651,6 @@ def build_hooks(sections: dict, storages: dict, modules: list, problem) -> dict:
                 problem(f"storage:{name}", "hooks", "a grafana hook only on a sqlite, postgresql or crate storage",
                         f"{hook!r} on a {storage.kind} storage")
     return hooks
-
-
-def _code_hash(directory: str, files) -> str:
-    """A hash of the user code a config runs: the strategies directory and codec files."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    paths = list(files)
-    if os.path.isdir(directory):
-        paths += sorted(os.path.join(directory, name) for name in os.listdir(directory))
-    for path in paths:
-        try:
-            with open(path, "rb") as handle:
-                digest.update(path.encode() + b"\0" + handle.read() + b"\0")
-        except OSError:
-            digest.update(path.encode() + b"\0missing\0")
-    return digest.hexdigest()
 
 
 def _builtin_decoder(cls):

@@ -74,7 +74,7 @@ def channel_spec(settings, channel):
         settings.brokers.get(channel.source) or settings.sources.get(channel.source),
         fingerprints.get(f"strategy:{channel.strategy}"),
         tuple(fingerprints.get(f"decoder:{name}") for name in channel.decoders),
-        fingerprints.get("code"),
+        fingerprints.get(f"code:{channel.name}"),
     )
 
 

@@ -118,3 +118,58 @@ def test_a_reload_that_cannot_start_keeps_the_running_config(tmp_path, mosquitto
     wait_until(lambda: count_rows(str(tmp_path / "gateway.sqlite"), realm) == 1, 30, "the row in the old storage")
     assert gateway.stop() == 0
     publisher.close()
+
+
+MINE = """
+import attrs
+from zope.interface import implementer
+from lorrygate.interfaces import IStrategy
+from lorrygate.model import Address, TableName
+
+@implementer(IStrategy)
+@attrs.frozen
+class Mine:
+    name: str = "{name}"
+    def match(self, topic):
+        return Address("r", None, None, topic.rsplit("/", 1)[-1], "data")
+    def table_for(self, address):
+        return TableName("{realm}", "{name}_" + address.node)
+"""
+
+
+def test_an_edited_strategy_restarts_the_channel_that_runs_it_alone(tmp_path, mosquitto):
+    """Any edit in the strategies directory restarted every channel: each dropped its connection and subscribed
+    again (one at QoS 0 lost what its broker sent meanwhile). An edit of channel second's strategy restarts
+    channel second, and one of a strategy no channel runs restarts none; the edited code runs."""
+    realm = f"sc{uuid.uuid4().hex[:6]}"
+    strategies = tmp_path / "strategies"
+    strategies.mkdir()
+    (strategies / "mine.py").write_text(MINE.format(name="mine", realm=realm))
+    (strategies / "unused.py").write_text(MINE.format(name="unused", realm=realm))
+    config = write_config(str(tmp_path), mosquitto.port, client_id=f"gw-{realm}", topics=f"{realm}/#",
+                          extra=f"\n[channel:second]\nsource = test\ntopics = {realm}-b/#\nqos = 0\nstorage = db\n"
+                                "strategy = mine\n")
+    gateway = ReloadingGateway(config, str(tmp_path / "gw.log")).start()
+    db = str(tmp_path / "gateway.sqlite")
+    publisher = Publisher(mosquitto.port)
+
+    def reload(number: int) -> None:
+        gateway.process.send_signal(signal.SIGHUP)
+        wait_until(lambda: sum(1 for e in gateway.events() if e.get("message", "").startswith("reloaded"))
+                   == number, 30, f"reload {number}")
+
+    def connects(source: str) -> int:
+        return sum(1 for e in gateway.events() if "connected to" in e.get("message", "") and e.get("source") == source)
+
+    (strategies / "unused.py").write_text(MINE.format(name="unused", realm=realm) + "\n# edited\n")
+    reload(1)
+    assert (connects("main"), connects("second")) == (1, 1)
+    (strategies / "mine.py").write_text(MINE.format(name="mine", realm=realm).replace('"mine_"', '"edited_"'))
+    reload(2)
+    assert (connects("main"), connects("second")) == (1, 2)
+    publisher.publish_many([(f"{realm}-b/x/node", json.dumps({"seq": 1})),
+                            (f"{realm}/net/gw/node/data.json", json.dumps({"seq": 2}))])
+    wait_until(lambda: count_rows(db, f"{realm}__edited_node") == 1 and count_rows(db, f"{realm}_net") == 1, 30,
+               "the rows of both channels")
+    assert gateway.stop() == 0
+    publisher.close()

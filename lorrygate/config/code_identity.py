@@ -1,0 +1,82 @@
+"""
+Which user code a channel runs, for reloads: a hash a channel at a time of the files of the strategies
+directory (and of the codec files) that can change what it does.
+
+A reload restarts a channel whose code changed. Edited anywhere in the directory, every channel was restarted:
+each dropped its connection and subscribed again, and a channel at QoS 0 lost what its broker sent meanwhile,
+for an edit of a strategy it does not run. A drop-in module counts for a channel unless all of these hold: it
+defines strategies or decoders, none of them the channel's; no ``module:function`` of the config names it (a
+hook, a Tributary graph); and it is no module of a dataflow. Helpers (``_*.py``) and every other file of the
+directory count for all channels (what imports them is not known before it runs), but a codec file of a
+``[decoder:NAME]`` counts only for the channels whose chain has that decoder.
+"""
+
+import hashlib
+import os
+
+from lorrygate import plugins
+
+
+def channel_code(directory: str, modules: list, channels, parser, decoder_sections: dict,
+                 dataflow_modules: list) -> dict:
+    """``{channel name: hex digest}`` of the code each channel of ``channels`` runs; ``modules``: the drop-in
+    modules imported (`plugins.load_modules`), ``decoder_sections``: ``{name: (section, values)}`` of the
+    ``[decoder:NAME]`` sections."""
+    provided = _names_of_files(modules)
+    referenced = _referenced_stems(parser)
+    codecs = {os.path.abspath(values["file"]): name for name, (_, values) in decoder_sections.items()
+              if values.get("file")}
+    dataflows = {os.path.abspath(path) for path in dataflow_modules}
+    files = sorted(os.path.join(os.path.abspath(directory), name) for name in os.listdir(directory)) \
+        if os.path.isdir(directory) else []
+    files += sorted(path for path in codecs if path not in files)
+    files += sorted(path for path in dataflows if path not in files)
+    digests = {path: _digest(path) for path in files}
+    code = {}
+    for channel in channels:
+        names = {channel.strategy, *channel.decoders}
+        digest = hashlib.sha256()
+        for path in files:
+            if path in codecs and codecs[path] not in names and path not in dataflows:
+                continue  # another channel's codec
+            own = provided.get(path)
+            if (own and own.isdisjoint(names) and path not in dataflows
+                    and os.path.basename(path)[:-3] not in referenced):
+                continue  # strategies and decoders of other channels
+            digest.update(path.encode() + b"\0" + digests[path] + b"\0")
+        code[channel.name] = digest.hexdigest()
+    return code
+
+
+def _names_of_files(modules: list) -> dict:
+    """``{path: the strategy and decoder names its classes and functions give}`` of the drop-in modules."""
+    from lorrygate.decoding.functions import MARKER
+    from lorrygate.interfaces import IDecoder, IStrategy
+
+    found: dict = {}
+    unsaid: list = []  # (names given twice: `build_strategies` and `build_decoders` say so)
+    for registered in (plugins.collect(modules, IStrategy, "strategy", unsaid),
+                       plugins.collect(modules, IDecoder, "decoder", unsaid),
+                       plugins.collect_functions(modules, MARKER, "decoder", unsaid)):
+        for name, (_, origin) in registered.items():
+            found.setdefault(os.path.abspath(origin.rsplit(": ", 1)[0]), set()).add(name)
+    return found
+
+
+def _referenced_stems(parser) -> set:
+    """The module names that the config's ``module:function`` values name (a hook, a Tributary graph)."""
+    stems = set()
+    for section in parser.sections():
+        for _, value in parser.items(section, raw=True):
+            module, colon, function = value.strip().partition(":")
+            if colon and module and function and "/" not in function and module.replace(".", "").isidentifier():
+                stems.add(module)
+    return stems
+
+
+def _digest(path: str) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            return hashlib.sha256(handle.read()).digest()
+    except OSError:
+        return b"missing"

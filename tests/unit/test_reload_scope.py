@@ -1,0 +1,119 @@
+"""A reload restarts the channels whose user code changed, not every channel for an edit anywhere in the strategies
+directory (each restarted channel drops its connection; one at QoS 0 loses what its broker sends meanwhile)."""
+
+import textwrap
+
+from lorrygate.config import loads
+from lorrygate.service.gateway import channel_spec
+
+STRATEGY = '''
+import attrs
+from zope.interface import implementer
+from lorrygate.interfaces import IStrategy
+from lorrygate.model import Address, TableName
+
+@implementer(IStrategy)
+@attrs.frozen
+class Mine:
+    name: str = "{name}"
+    def match(self, topic):
+        return Address("r", None, None, topic.rsplit("/", 1)[-1], "data")
+    def table_for(self, address):
+        return TableName("{name}", address.node)
+'''
+
+DECODER = '''
+from lorrygate.decoding.functions import decoder
+
+@decoder("{name}")
+def decode(message, address):
+    return {{"v": 1}}
+
+def hook(record, message, address):
+    return record
+'''
+
+CONFIG = """
+[lorrygate]
+strategies = {strategies}
+
+[broker:b]
+host = localhost
+
+[storage:s]
+url = sqlite:///x.sqlite
+
+[channel:a]
+source = b
+topics = a/#
+storage = s
+strategy = sa
+decoders = da, json
+
+[channel:b]
+source = b
+topics = b/#
+storage = s
+strategy = sb
+{b_extra}
+"""
+
+
+def specs(directory, b_extra=""):
+    settings = loads(textwrap.dedent(CONFIG.format(strategies=directory, b_extra=b_extra)))
+    return {channel.name: channel_spec(settings, channel) for channel in settings.channels}
+
+
+def restarted(directory, edit, b_extra=""):
+    """The channels whose spec differs after ``edit()``."""
+    before = specs(directory, b_extra)
+    edit()
+    after = specs(directory, b_extra)
+    return sorted(name for name in before if before[name] != after[name])
+
+
+def test_an_edit_restarts_the_channels_that_run_the_edited_code_only(tmp_path):
+    directory = tmp_path / "strategies"
+    directory.mkdir()
+    for name in ("sa", "sb"):
+        (directory / f"{name}.py").write_text(STRATEGY.format(name=name))
+    (directory / "da.py").write_text(DECODER.format(name="da"))
+    (directory / "_helper.py").write_text("X = 1\n")
+    (directory / "notes.txt").write_text("a\n")
+
+    def append(filename, text="\n# edited\n"):
+        return lambda: (directory / filename).write_text((directory / filename).read_text() + text)
+
+    assert restarted(directory, append("sa.py")) == ["a"]
+    assert restarted(directory, append("sb.py")) == ["b"]
+    assert restarted(directory, append("da.py")) == ["a"]  # (its decoder)
+    # what imports a helper, or reads another file, is not known before it runs: every channel
+    assert restarted(directory, append("_helper.py")) == ["a", "b"]
+    assert restarted(directory, append("notes.txt")) == ["a", "b"]
+    # a module no strategy or decoder comes from (a hook's, a Tributary graph's): every channel
+    assert restarted(directory, lambda: (directory / "tools.py").write_text("def f():\n    return 1\n")) == ["a", "b"]
+    # a file of channel a's decoder that channel b's hook names: both
+    assert restarted(directory, append("da.py"), b_extra="hook = da:hook") == ["a", "b"]
+    # a strategy moved to another file: that channel
+    assert restarted(directory, lambda: ((directory / "sb.py").unlink(),
+                                         (directory / "sb2.py").write_text(STRATEGY.format(name="sb")))) == ["b"]
+    assert restarted(directory, lambda: None) == []
+
+
+def test_a_codec_file_counts_for_the_channels_whose_chain_has_its_decoder(tmp_path):
+    """A JavaScript codec of a ``[decoder:NAME]``, in the directory or beside it."""
+    import pytest
+
+    pytest.importorskip("py_mini_racer")
+    directory = tmp_path / "strategies"
+    directory.mkdir()
+    for name in ("sa", "sb"):
+        (directory / f"{name}.py").write_text(STRATEGY.format(name=name))
+    (directory / "da.py").write_text(DECODER.format(name="da"))
+    for codec in (directory / "inside.js", tmp_path / "outside.js"):
+        codec.write_text("function decode(payload, topic) { return {v: 1}; }\n")
+    extra = (f"decoders = js_in, json\n\n[decoder:js_in]\ntype = javascript\nfile = {directory / 'inside.js'}\n\n"
+             f"[decoder:js_out]\ntype = javascript\nfile = {tmp_path / 'outside.js'}\n")
+    edit = "function decode(payload, topic) { return {v: 2}; }\n"
+    assert restarted(directory, lambda: (directory / "inside.js").write_text(edit), b_extra=extra) == ["b"]
+    assert restarted(directory, lambda: (tmp_path / "outside.js").write_text(edit + "\n"), b_extra=extra) == []
