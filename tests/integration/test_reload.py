@@ -8,6 +8,7 @@ import uuid
 
 import pytest
 
+from tests.dropins import strategy_module
 from tests.faults import Stream
 from tests.gatewayproc import GatewayProcess, Publisher, count_rows, query, tables, write_config
 from tests.servers import wait_until
@@ -120,23 +121,6 @@ def test_a_reload_that_cannot_start_keeps_the_running_config(tmp_path, mosquitto
     publisher.close()
 
 
-MINE = """
-import attrs
-from zope.interface import implementer
-from lorrygate.interfaces import IStrategy
-from lorrygate.model import Address, TableName
-
-@implementer(IStrategy)
-@attrs.frozen
-class Mine:
-    name: str = "{name}"
-    def match(self, topic):
-        return Address("r", None, None, topic.rsplit("/", 1)[-1], "data")
-    def table_for(self, address):
-        return TableName("{realm}", "{name}_" + address.node)
-"""
-
-
 def test_an_edited_strategy_restarts_the_channel_that_runs_it_alone(tmp_path, mosquitto):
     """Any edit in the strategies directory restarted every channel: each dropped its connection and subscribed
     again (one at QoS 0 lost what its broker sent meanwhile). An edit of channel second's strategy restarts
@@ -144,8 +128,8 @@ def test_an_edited_strategy_restarts_the_channel_that_runs_it_alone(tmp_path, mo
     realm = f"sc{uuid.uuid4().hex[:6]}"
     strategies = tmp_path / "strategies"
     strategies.mkdir()
-    (strategies / "mine.py").write_text(MINE.format(name="mine", realm=realm))
-    (strategies / "unused.py").write_text(MINE.format(name="unused", realm=realm))
+    (strategies / "mine.py").write_text(strategy_module("mine", f'"{realm}", "mine_" + address.node'))
+    (strategies / "unused.py").write_text(strategy_module("unused", f'"{realm}", address.node'))
     config = write_config(str(tmp_path), mosquitto.port, client_id=f"gw-{realm}", topics=f"{realm}/#",
                           extra=f"\n[channel:second]\nsource = test\ntopics = {realm}-b/#\nqos = 0\nstorage = db\n"
                                 "strategy = mine\n")
@@ -161,10 +145,10 @@ def test_an_edited_strategy_restarts_the_channel_that_runs_it_alone(tmp_path, mo
     def connects(source: str) -> int:
         return sum(1 for e in gateway.events() if "connected to" in e.get("message", "") and e.get("source") == source)
 
-    (strategies / "unused.py").write_text(MINE.format(name="unused", realm=realm) + "\n# edited\n")
+    (strategies / "unused.py").write_text(strategy_module("unused", f'"{realm}", address.node') + "\n# edited\n")
     reload(1)
     assert (connects("main"), connects("second")) == (1, 1)
-    (strategies / "mine.py").write_text(MINE.format(name="mine", realm=realm).replace('"mine_"', '"edited_"'))
+    (strategies / "mine.py").write_text(strategy_module("mine", f'"{realm}", "edited_" + address.node'))
     reload(2)
     assert (connects("main"), connects("second")) == (1, 2)
     publisher.publish_many([(f"{realm}-b/x/node", json.dumps({"seq": 1})),

@@ -5,22 +5,7 @@ import textwrap
 
 from lorrygate.config import loads
 from lorrygate.service.gateway import channel_spec
-
-STRATEGY = '''
-import attrs
-from zope.interface import implementer
-from lorrygate.interfaces import IStrategy
-from lorrygate.model import Address, TableName
-
-@implementer(IStrategy)
-@attrs.frozen
-class Mine:
-    name: str = "{name}"
-    def match(self, topic):
-        return Address("r", None, None, topic.rsplit("/", 1)[-1], "data")
-    def table_for(self, address):
-        return TableName("{name}", address.node)
-'''
+from tests.dropins import strategy_module
 
 DECODER = '''
 from lorrygate.decoding.functions import decoder
@@ -76,7 +61,7 @@ def test_an_edit_restarts_the_channels_that_run_the_edited_code_only(tmp_path):
     directory = tmp_path / "strategies"
     directory.mkdir()
     for name in ("sa", "sb"):
-        (directory / f"{name}.py").write_text(STRATEGY.format(name=name))
+        (directory / f"{name}.py").write_text(strategy_module(name, f'"{name}", address.node'))
     (directory / "da.py").write_text(DECODER.format(name="da"))
     (directory / "_helper.py").write_text("X = 1\n")
     (directory / "notes.txt").write_text("a\n")
@@ -96,7 +81,7 @@ def test_an_edit_restarts_the_channels_that_run_the_edited_code_only(tmp_path):
     assert restarted(directory, append("da.py"), b_extra="hook = da:hook") == ["a", "b"]
     # a strategy moved to another file: that channel
     assert restarted(directory, lambda: ((directory / "sb.py").unlink(),
-                                         (directory / "sb2.py").write_text(STRATEGY.format(name="sb")))) == ["b"]
+                                         (directory / "sb2.py").write_text(strategy_module("sb", '"sb", address.node')))) == ["b"]
     assert restarted(directory, lambda: None) == []
 
 
@@ -108,7 +93,7 @@ def test_a_codec_file_counts_for_the_channels_whose_chain_has_its_decoder(tmp_pa
     directory = tmp_path / "strategies"
     directory.mkdir()
     for name in ("sa", "sb"):
-        (directory / f"{name}.py").write_text(STRATEGY.format(name=name))
+        (directory / f"{name}.py").write_text(strategy_module(name, f'"{name}", address.node'))
     (directory / "da.py").write_text(DECODER.format(name="da"))
     for codec in (directory / "inside.js", tmp_path / "outside.js"):
         codec.write_text("function decode(payload, topic) { return {v: 1}; }\n")

@@ -6,6 +6,7 @@ import pytest
 
 from lorrygate.config import loads
 from lorrygate.errors import ConfigError
+from tests.dropins import strategy_module
 
 BASE = """
 [lorrygate]
@@ -114,21 +115,7 @@ def test_strategy_name_taken_by_a_builtin(tmp_path):
     assert found == ["gw.ini [strategy:wan]: expected a strategy name not used before, got 'wan', already built-in"]
 
 
-GOOD_MODULE = '''
-import attrs
-from zope.interface import implementer
-from lorrygate.interfaces import IStrategy
-from lorrygate.model import Address, TableName
-
-@implementer(IStrategy)
-@attrs.frozen
-class Mine:
-    name: str = "mine"
-    def match(self, topic):
-        return Address("r", None, None, topic.rsplit("/", 1)[-1], "data")
-    def table_for(self, address):
-        return TableName("r", address.node)
-'''
+GOOD_MODULE = strategy_module()
 
 
 @pytest.mark.parametrize(
