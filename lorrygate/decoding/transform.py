@@ -163,7 +163,7 @@ class Transform:
                     continue
                 if not isinstance(record, Record):
                     raise DecodeError("hook", f"returned {type(record).__name__}, expected a Record or None")
-                record = Record(record.time, storable(dict(record.fields)), record.tags)  # (its Decimals: numbers)
+                record = Record(record.time, storable(dict(record.fields)), record.tags)  # (its Decimals, date-times, ...: values a column takes)
             out.append(record)
         return out
 
