@@ -1,4 +1,22 @@
-"""Drop-in modules of the tests' strategies directories."""
+"""Drop-in modules of the tests' strategies directories, and the config around them."""
+
+#: a broker ``b`` and a storage ``s`` for the channels of a test, with drop-ins from ``{strategies}``
+GATEWAY = """
+[lorrygate]
+strategies = {strategies}
+
+[broker:b]
+host = localhost
+
+[storage:s]
+url = sqlite:///x.sqlite
+"""
+
+
+def channel(name: str = "c", **keys: str) -> str:
+    """A ``[channel:NAME]`` of broker ``b`` and storage ``s`` for every topic, with ``keys`` (``strategy = ...``)."""
+    return f"\n[channel:{name}]\nsource = b\ntopics = #\nstorage = s\n" + "".join(
+        f"{key} = {value}\n" for key, value in keys.items())
 
 
 def strategy_module(name: str = "mine", table: str = '"r", address.node') -> str:

@@ -9,24 +9,10 @@ import pytest
 from lorrygate.config import loads
 from lorrygate.errors import ConfigError
 from lorrygate.model import Address, Message, Record
+from tests.dropins import GATEWAY, channel
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BASE = """
-[lorrygate]
-strategies = {strategies}
-
-[broker:b]
-host = localhost
-
-[storage:s]
-url = sqlite:///x.sqlite
-
-[channel:c]
-source = b
-topics = #
-storage = s
-decoders = {decoders}
-"""
+BASE = GATEWAY + channel(decoders="{decoders}")
 
 
 def config(tmp_path, decoders="json", extra="", modules=None):

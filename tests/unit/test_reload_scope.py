@@ -5,7 +5,7 @@ import textwrap
 
 from lorrygate.config import loads
 from lorrygate.service.gateway import channel_spec
-from tests.dropins import strategy_module
+from tests.dropins import GATEWAY, channel, strategy_module
 
 DECODER = '''
 from lorrygate.decoding.functions import decoder
@@ -18,30 +18,7 @@ def hook(record, message, address):
     return record
 '''
 
-CONFIG = """
-[lorrygate]
-strategies = {strategies}
-
-[broker:b]
-host = localhost
-
-[storage:s]
-url = sqlite:///x.sqlite
-
-[channel:a]
-source = b
-topics = a/#
-storage = s
-strategy = sa
-decoders = da, json
-
-[channel:b]
-source = b
-topics = b/#
-storage = s
-strategy = sb
-{b_extra}
-"""
+CONFIG = GATEWAY + channel("a", strategy="sa", decoders="da, json") + channel("b", strategy="sb") + "{b_extra}\n"
 
 
 def specs(directory, b_extra=""):

@@ -6,24 +6,9 @@ import pytest
 
 from lorrygate.config import loads
 from lorrygate.errors import ConfigError
-from tests.dropins import strategy_module
+from tests.dropins import GATEWAY, channel, strategy_module
 
-BASE = """
-[lorrygate]
-strategies = {strategies}
-
-[broker:b]
-host = localhost
-
-[storage:s]
-url = sqlite:///x.sqlite
-
-[channel:c]
-source = b
-topics = #
-storage = s
-strategy = {strategy}
-"""
+BASE = GATEWAY + channel(strategy="{strategy}")
 
 
 def config(tmp_path, strategy="wan", extra="", strategies=None):
