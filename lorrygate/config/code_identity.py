@@ -9,6 +9,9 @@ defines strategies or decoders, none of them the channel's; no ``module:function
 hook, a Tributary graph); and it is no module of a dataflow. Helpers (``_*.py``) and every other file of the
 directory count for all channels (what imports them is not known before it runs), but a codec file of a
 ``[decoder:NAME]`` counts only for the channels whose chain has that decoder.
+
+A storage's ``type = python`` first-sample hook (`hook_code`) is the drop-in module its ``callable`` names, and
+the helpers: edited, the hook's runner and the storage were kept, and the hook ran the code of the start before.
 """
 
 import hashlib
@@ -45,6 +48,25 @@ def channel_code(directory: str, modules: list, channels, parser, decoder_sectio
                 continue  # strategies and decoders of other channels
             digest.update(path.encode() + b"\0" + digests[path] + b"\0")
         code[channel.name] = digest.hexdigest()
+    return code
+
+
+def hook_code(directory: str, hooks: dict) -> dict:
+    """``{hook name: hex digest}`` of the ``type = python`` hooks whose ``callable`` is of a drop-in module: that
+    module and the helpers (an installed module is not imported again on a reload)."""
+    folder = os.path.abspath(directory)
+    if not os.path.isdir(folder):
+        return {}
+    helpers = sorted(os.path.join(folder, name) for name in os.listdir(folder)
+                     if name.startswith("_") and name.endswith(".py"))
+    code = {}
+    for name, hook in hooks.items():
+        module = os.path.join(folder, hook.callable.partition(":")[0] + ".py") if hook.type == "python" else ""
+        if module and os.path.isfile(module):
+            digest = hashlib.sha256()
+            for path in [module, *helpers]:
+                digest.update(path.encode() + b"\0" + _digest(path) + b"\0")
+            code[name] = digest.hexdigest()
     return code
 
 

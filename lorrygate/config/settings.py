@@ -295,6 +295,9 @@ class HookSettings:
     retry_max: float = 300.0
     #: the resolved ``callable`` of a python hook
     function: Any = attrs.field(default=None, eq=False, repr=False)
+    #: a hash of a python hook's drop-in module and the helpers (`lorrygate.config.code_identity.hook_code`): a
+    #: reload after an edit starts a new runner with the new code, and the storages that run it again
+    code: str = attrs.field(default="", repr=False)
 
 
 def make_hook(name: str, values: dict, section: str, problem):

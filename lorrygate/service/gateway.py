@@ -54,7 +54,7 @@ def storage_spec(settings, name: str):
         return None
     ddl = storage_ddl(settings, name)
     return (storage, tuple(sorted((key, template.text) for key, template in ddl.items())), settings.gateway.data_dir,
-            tuple(settings.hooks.get(hook) for hook in storage.hooks))
+            tuple(settings.hooks.get(hook) for hook in storage.hooks))  # (with a python hook's code)
 
 
 def channel_spec(settings, channel):

@@ -79,3 +79,28 @@ def test_a_codec_file_counts_for_the_channels_whose_chain_has_its_decoder(tmp_pa
     edit = "function decode(payload, topic) { return {v: 2}; }\n"
     assert restarted(directory, lambda: (directory / "inside.js").write_text(edit), b_extra=extra) == ["b"]
     assert restarted(directory, lambda: (tmp_path / "outside.js").write_text(edit + "\n"), b_extra=extra) == []
+
+
+def test_an_edited_python_hook_restarts_its_storage(tmp_path):
+    """A storage's ``type = python`` first-sample hook: its module edited, a reload kept the storage, whose hook ran
+    the code of the start before. The storage starts again with the new code; an edit of a strategy does not."""
+    from lorrygate.service.gateway import storage_spec
+
+    directory = tmp_path / "strategies"
+    directory.mkdir()
+    for name in ("sa", "sb"):
+        (directory / f"{name}.py").write_text(strategy_module(name, f'"{name}", address.node'))
+    (directory / "da.py").write_text(DECODER.format(name="da"))
+    (directory / "inventory.py").write_text("def register(sample):\n    return None\n")
+    hooked = "\n[hook:inv]\ntype = python\ncallable = inventory:register\n"
+
+    def spec():
+        text = textwrap.dedent(CONFIG.format(strategies=directory, b_extra="")).replace(
+            "[storage:s]\nurl = sqlite:///x.sqlite\n", "[storage:s]\nurl = sqlite:///x.sqlite\nhooks = inv\n")
+        return storage_spec(loads(text + hooked), "s")
+
+    before = spec()
+    (directory / "sa.py").write_text((directory / "sa.py").read_text() + "\n# edited\n")
+    assert spec() == before
+    (directory / "inventory.py").write_text("def register(sample):\n    return 1\n")
+    assert spec() != before
