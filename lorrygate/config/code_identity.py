@@ -10,7 +10,7 @@ hook, a Tributary graph); and it is no module of a dataflow. Helpers (``_*.py``)
 directory count for all channels (what imports them is not known before it runs), but a codec file of a
 ``[decoder:NAME]`` counts only for the channels whose chain has that decoder.
 
-A storage's ``type = python`` first-sample hook (`hook_code`) is the drop-in module its ``callable`` names, and
+A storage's ``type = python`` first-sample hook is the drop-in module its ``callable`` names, and
 the helpers: edited, the hook's runner and the storage were kept, and the hook ran the code of the start before.
 """
 
@@ -20,27 +20,34 @@ import os
 from lorrygate import plugins
 
 
-def channel_code(directory: str, modules: list, channels, parser, decoder_sections: dict,
-                 dataflow_modules: list) -> dict:
-    """``{channel name: hex digest}`` of the code each channel of ``channels`` runs; ``modules``: the drop-in
-    modules imported (`plugins.load_modules`), ``decoder_sections``: ``{name: (section, values)}`` of the
-    ``[decoder:NAME]`` sections."""
-    provided = _names_of_files(modules)
-    referenced = _referenced_stems(parser)
+def code_of(directory: str, modules: list, channels, hooks: dict, parser, decoder_sections: dict,
+            dataflow_modules: list) -> tuple:
+    """``({channel name: hex digest}, {hook name: hex digest})``: the code each channel of ``channels`` runs, and
+    that of each ``type = python`` hook of ``hooks`` whose ``callable`` is of a drop-in module (that module and
+    the helpers; an installed module is not imported again on a reload). ``modules``: the drop-in modules
+    imported (`plugins.load_modules`), ``decoder_sections``: ``{name: (section, values)}`` of the
+    ``[decoder:NAME]`` sections. Each file is read once."""
+    folder = os.path.abspath(directory)
     codecs = {os.path.abspath(values["file"]): name for name, (_, values) in decoder_sections.items()
               if values.get("file")}
     dataflows = {os.path.abspath(path) for path in dataflow_modules}
-    files = sorted(os.path.join(os.path.abspath(directory), name) for name in os.listdir(directory)) \
-        if os.path.isdir(directory) else []
+    files = sorted(os.path.join(folder, name) for name in os.listdir(folder)) if os.path.isdir(folder) else []
     files += sorted(path for path in codecs if path not in files)
     files += sorted(path for path in dataflows if path not in files)
     digests = {path: _digest(path) for path in files}
+    return (_channels(files, digests, modules, channels, parser, codecs, dataflows),
+            _hooks(folder, files, digests, hooks))
+
+
+def _channels(files: list, digests: dict, modules: list, channels, parser, codecs: dict, dataflows: set) -> dict:
+    provided = _names_of_files(modules)
+    referenced = _referenced_stems(parser)
     code = {}
     for channel in channels:
         names = {channel.strategy, *channel.decoders}
         digest = hashlib.sha256()
         for path in files:
-            if path in codecs and codecs[path] not in names and path not in dataflows:
+            if path in codecs and codecs[path] not in names:
                 continue  # another channel's codec
             own = provided.get(path)
             if (own and own.isdisjoint(names) and path not in dataflows
@@ -51,21 +58,16 @@ def channel_code(directory: str, modules: list, channels, parser, decoder_sectio
     return code
 
 
-def hook_code(directory: str, hooks: dict) -> dict:
-    """``{hook name: hex digest}`` of the ``type = python`` hooks whose ``callable`` is of a drop-in module: that
-    module and the helpers (an installed module is not imported again on a reload)."""
-    folder = os.path.abspath(directory)
-    if not os.path.isdir(folder):
-        return {}
-    helpers = sorted(os.path.join(folder, name) for name in os.listdir(folder)
-                     if name.startswith("_") and name.endswith(".py"))
+def _hooks(folder: str, files: list, digests: dict, hooks: dict) -> dict:
+    helpers = [path for path in files if os.path.dirname(path) == folder
+               and os.path.basename(path).startswith("_") and path.endswith(".py")]
     code = {}
     for name, hook in hooks.items():
         module = os.path.join(folder, hook.callable.partition(":")[0] + ".py") if hook.type == "python" else ""
-        if module and os.path.isfile(module):
+        if module in digests:
             digest = hashlib.sha256()
             for path in [module, *helpers]:
-                digest.update(path.encode() + b"\0" + _digest(path) + b"\0")
+                digest.update(path.encode() + b"\0" + digests[path] + b"\0")
             code[name] = digest.hexdigest()
     return code
 

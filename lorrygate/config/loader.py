@@ -346,12 +346,13 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".", on_storage=N
     fingerprints: dict[str, Any] = {section: tuple(parser[section].items()) for section in parser.sections()
                     if section.partition(":")[0].strip() in ("strategy", "decoder", "transform")}
     # (the channels' own code: a reload restarts a channel whose code changed, not every channel for any edit)
-    from lorrygate.config.code_identity import channel_code, hook_code
+    from lorrygate.config.code_identity import code_of
 
-    for name, digest in channel_code(gateway.strategies, modules, built, parser, decoder_sections,
-                                     [m for d in dataflows.values() for m in d.modules if m.endswith(".py")]).items():
+    channel_codes, hook_codes = code_of(gateway.strategies, modules, built, hooks, parser, decoder_sections,
+                                        [m for d in dataflows.values() for m in d.modules if m.endswith(".py")])
+    for name, digest in channel_codes.items():
         fingerprints[f"code:{name}"] = digest
-    for name, digest in hook_code(gateway.strategies, hooks).items():
+    for name, digest in hook_codes.items():
         hooks[name] = attrs.evolve(hooks[name], code=digest)
     return s.Settings(source, gateway, brokers, storages, tuple(built), strategies, decoders, fingerprints, hooks,
                       sources, tuple(doubled_routes(source, built, brokers)

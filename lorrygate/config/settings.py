@@ -295,7 +295,7 @@ class HookSettings:
     retry_max: float = 300.0
     #: the resolved ``callable`` of a python hook
     function: Any = attrs.field(default=None, eq=False, repr=False)
-    #: a hash of a python hook's drop-in module and the helpers (`lorrygate.config.code_identity.hook_code`): a
+    #: a hash of a python hook's drop-in module and the helpers (`lorrygate.config.code_identity.code_of`): a
     #: reload after an edit starts a new runner with the new code, and the storages that run it again
     code: str = attrs.field(default="", repr=False)
 
