@@ -12,6 +12,8 @@ directory count for all channels (what imports them is not known before it runs)
 
 A storage's ``type = python`` first-sample hook is the drop-in module its ``callable`` names, and
 the helpers: edited, the hook's runner and the storage were kept, and the hook ran the code of the start before.
+So is a ``tributary://`` storage's graph (``graph``): its function, compared as an object, made every reload
+restart that storage and its channels, edited or not.
 """
 
 import hashlib
@@ -21,10 +23,11 @@ from lorrygate import plugins
 
 
 def code_of(directory: str, modules: list, channels, hooks: dict, parser, decoder_sections: dict,
-            dataflow_modules: list) -> tuple:
-    """``({channel name: hex digest}, {hook name: hex digest})``: the code each channel of ``channels`` runs, and
-    that of each ``type = python`` hook of ``hooks`` whose ``callable`` is of a drop-in module (that module and
-    the helpers; an installed module is not imported again on a reload). ``modules``: the drop-in modules
+            dataflow_modules: list, storages: dict | None = None) -> tuple:
+    """``({channel name: hex digest}, {hook name: hex digest}, {storage name: hex digest})``: the code each
+    channel of ``channels`` runs, that of each ``type = python`` hook of ``hooks`` whose ``callable`` is of a
+    drop-in module, and that of each Tributary storage of ``storages`` whose ``graph`` is (that module and the
+    helpers; an installed module is not imported again on a reload). ``modules``: the drop-in modules
     imported (`plugins.load_modules`), ``decoder_sections``: ``{name: (section, values)}`` of the
     ``[decoder:NAME]`` sections. Each file is read once."""
     folder = os.path.abspath(directory)
@@ -35,8 +38,10 @@ def code_of(directory: str, modules: list, channels, hooks: dict, parser, decode
     files += sorted(path for path in codecs if path not in files)
     files += sorted(path for path in dataflows if path not in files)
     digests = {path: _digest(path) for path in files}
+    python_hooks = {name: hook.callable for name, hook in hooks.items() if hook.type == "python"}
+    graphs = {name: storage.graph for name, storage in (storages or {}).items() if storage.kind == "tributary"}
     return (_channels(files, digests, modules, channels, parser, codecs, dataflows),
-            _hooks(folder, files, digests, hooks))
+            _named(folder, files, digests, python_hooks), _named(folder, files, digests, graphs))
 
 
 def _channels(files: list, digests: dict, modules: list, channels, parser, codecs: dict, dataflows: set) -> dict:
@@ -58,12 +63,14 @@ def _channels(files: list, digests: dict, modules: list, channels, parser, codec
     return code
 
 
-def _hooks(folder: str, files: list, digests: dict, hooks: dict) -> dict:
+def _named(folder: str, files: list, digests: dict, references: dict) -> dict:
+    """``{name: hex digest}`` of the ``{name: "module:function"}`` whose module is a drop-in one: it and the
+    helpers."""
     helpers = [path for path in files if os.path.dirname(path) == folder
                and os.path.basename(path).startswith("_") and path.endswith(".py")]
     code = {}
-    for name, hook in hooks.items():
-        module = os.path.join(folder, hook.callable.partition(":")[0] + ".py") if hook.type == "python" else ""
+    for name, reference in references.items():
+        module = os.path.join(folder, reference.partition(":")[0] + ".py")
         if module in digests:
             digest = hashlib.sha256()
             for path in [module, *helpers]:

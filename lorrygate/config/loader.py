@@ -348,12 +348,15 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".", on_storage=N
     # (the channels' own code: a reload restarts a channel whose code changed, not every channel for any edit)
     from lorrygate.config.code_identity import code_of
 
-    channel_codes, hook_codes = code_of(gateway.strategies, modules, built, hooks, parser, decoder_sections,
-                                        [m for d in dataflows.values() for m in d.modules if m.endswith(".py")])
+    channel_codes, hook_codes, graph_codes = code_of(
+        gateway.strategies, modules, built, hooks, parser, decoder_sections,
+        [m for d in dataflows.values() for m in d.modules if m.endswith(".py")], storages)
     for name, digest in channel_codes.items():
         fingerprints[f"code:{name}"] = digest
     for name, digest in hook_codes.items():
         hooks[name] = attrs.evolve(hooks[name], code=digest)
+    for name, digest in graph_codes.items():
+        storages[name] = attrs.evolve(storages[name], code=digest)
     return s.Settings(source, gateway, brokers, storages, tuple(built), strategies, decoders, fingerprints, hooks,
                       sources, tuple(doubled_routes(source, built, brokers)
                                      + feedback_cycles(source, built, brokers, storages)

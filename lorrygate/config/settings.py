@@ -125,8 +125,11 @@ class StorageSettings:
     #: textsink: ndjson or csv
     text_format: str = "ndjson"
     #: appsink: the callable that takes the rows; tributary: the graph's function (``graph``), once resolved
-    callback: Any = attrs.field(default=None, repr=False)
+    #: (not compared: a reload imports a drop-in module again, and ``code`` tells whether it changed)
+    callback: Any = attrs.field(default=None, repr=False, eq=False)
     graph: str = ""
+    #: tributary: a hash of the graph's drop-in module and the helpers ("" for an installed module)
+    code: str = ""
     #: names of ``[hook:NAME]`` sections run on the first sample of each table
     hooks: tuple = ()
     #: mqtt sinks: the topic template, what is published, where dead letters go, and the connection

@@ -104,3 +104,31 @@ def test_an_edited_python_hook_restarts_its_storage(tmp_path):
     (directory / "inventory.py").write_text("def register(sample):\n    return 1\n")
     after = spec()
     assert after[0] != before[0] and after[1] != before[1]
+
+
+def test_a_tributary_storage_restarts_when_its_graph_is_edited_only(tmp_path):
+    """A ``tributary://`` storage's graph function was compared as an object: a reload imports the drop-in module
+    again, so every reload restarted that storage, and the channels that write to it, with nothing edited."""
+    import pytest
+
+    pytest.importorskip("tributary")
+    from lorrygate.service.gateway import storage_spec
+
+    directory = drop_ins(tmp_path)
+    (directory / "graphs.py").write_text("def sink(node):\n    return node\n")
+    extra = "\n[storage:tr]\nurl = tributary://\ngraph = graphs:sink\n"
+
+    def spec():
+        text = textwrap.dedent(CONFIG.format(strategies=directory, b_extra=extra)).replace(
+            "[channel:b]\nsource = b\ntopics = #\nstorage = s\n", "[channel:b]\nsource = b\ntopics = #\nstorage = s, tr\n")
+        settings = loads(text)
+        assert settings.channels[1].storages == ("s", "tr")
+        return storage_spec(settings, "tr"), storage_spec(settings, "s")
+
+    before = spec()
+    assert spec() == before
+    (directory / "sa.py").write_text((directory / "sa.py").read_text() + "\n# edited\n")
+    assert spec() == before
+    (directory / "graphs.py").write_text("def sink(node):\n    return node  # edited\n")
+    after = spec()
+    assert after[0] != before[0] and after[1] == before[1]
