@@ -60,7 +60,7 @@ class CborDecoder:
             raise Declined(f"not CBOR: {type(exc).__name__}: {exc}") from None
         pack = cbor_pack(document)
         if pack is not None:  # SenML (application/senml+cbor)
-            return senml_records(pack, message, self.name)
+            return senml_records(pack, message, self.name, cbor=True)
         try:
             return object_or_decline(_cbor_plain(document), message, self.name, self.timezone, address)
         except DecodeError:

@@ -17,6 +17,7 @@ columns; a unit is ``<name>.unit``, a sum ``<name>.sum``, an update time
 """
 
 import base64
+import json
 import math
 from typing import Any
 
@@ -24,6 +25,7 @@ import attrs
 import cbor2
 from zope.interface import implementer
 
+from lorrygate.decoding.lines import BadLines
 from lorrygate.decoding.records import received_ns
 from lorrygate.decoding.timestamps import MAX_NS, MIN_NS, from_epoch
 from lorrygate.errors import Declined, DecodeError
@@ -70,12 +72,18 @@ def cbor_pack(document):
     return pack if is_pack(pack) else None
 
 
-def records(pack: list, message, decoder: str) -> list:
-    """The rows of a SenML pack (see the module's documentation)."""
+def records(pack: list, message, decoder: str, cbor: bool = False) -> list:
+    """The rows of a SenML pack (see the module's documentation). A record that breaks the RFC costs the others
+    nothing where it is a pack of its own with the base fields it was read with (a value that is no number, a
+    time out of range): the others' rows are stored and it is kept (`PartlyDecoded`, in JSON or, ``cbor``, in
+    CBOR), which a replay reads alone as it was read here. A record without a name or a value (which alone is
+    no pack: a replay would read it as plain JSON), a bad ``bver`` and a field that must be understood keep the
+    pack whole."""
     now = received_ns(message)
     base: dict = {}
     rows: list = []
     open_rows: dict[tuple, dict] = {}
+    bad = BadLines(decoder, noun="records", pack=_packer(cbor))
     for number, item in enumerate(pack, 1):
         where = f"record {number} of the SenML pack"
         for key in item:
@@ -87,41 +95,59 @@ def records(pack: list, message, decoder: str) -> list:
                 base[key] = item[key]
         if "bver" in item and (type(item["bver"]) is not int or item["bver"] < 1):
             raise DecodeError(decoder, f"{where}: bver {item['bver']!r} is no version (a positive integer)")
-        values = [key for key in _VALUES if key in item]
-        if len(values) > 1:
-            raise DecodeError(decoder, f"{where}: more than one value ({', '.join(values)}); a record has one")
-        if not values and "s" not in item:
-            if item.keys() <= set(_BASE):
-                continue  # base fields alone, for the records after them
-            raise DecodeError(decoder, f"{where}: no value (v, vs, vb or vd) and no sum (s)")
-        base_name = _text(base.get("bn", ""), "bn", where, decoder)
-        name = _text(item.get("n", ""), "n", where, decoder)
-        if not name and not base_name:
-            raise DecodeError(decoder, f"{where}: no name (n, or a bn before it)")
-        tags = {BASE_NAME_TAG: base_name} if name and base_name else {}
-        name = name or base_name
-        fields: dict[str, Any] = {}
-        if values:
-            fields[name] = _value(values[0], item[values[0]], base.get("bv"), where, decoder)
-        if "s" in item:
-            fields[f"{name}.sum"] = _number(item["s"], "s", where, decoder) + _number(base.get("bs", 0), "bs", where,
-                                                                                       decoder)
-        unit = item.get("u", base.get("bu"))
-        if unit is not None:
-            fields[f"{name}.unit"] = _text(unit, "u" if "u" in item else "bu", where, decoder)
-        if "ut" in item:
-            fields[f"{name}.update_time"] = _number(item["ut"], "ut", where, decoder)
-        time = _time(_number(base.get("bt", 0), "bt", where, decoder) + _number(item.get("t", 0), "t", where,
-                                                                                   decoder), now, where, decoder)
-        key = (time, base_name if tags else None)
-        row_fields = open_rows.get(key)
-        if row_fields is None or not row_fields.keys().isdisjoint(fields):
-            row_fields = open_rows[key] = {}
-            rows.append(Record(time, row_fields, tags))
-        row_fields.update(fields)
-    if not rows:
+        try:
+            _record(item, base, now, where, decoder, rows, open_rows)
+        except DecodeError as exc:
+            alone = [{**base, **item}]
+            if not is_pack(alone):
+                raise
+            bad.add(alone[0], exc.reason)
+    if not rows and not bad.found:
         raise DecodeError(decoder, "a SenML pack of base fields only: no record with a value")
-    return rows
+    return bad.finish(rows, len(pack))
+
+
+def _packer(cbor: bool):
+    """The bytes of a pack of the records kept (`BadLines.pack`), in the format they came in."""
+    if cbor:
+        return lambda found: cbor2.dumps([{LABELS[key]: value for key, value in item.items()} for item in found])
+    return lambda found: json.dumps(found, ensure_ascii=False).encode("utf-8", "surrogatepass")
+
+
+def _record(item: dict, base: dict, now: int, where: str, decoder: str, rows: list, open_rows: dict) -> None:
+    """The fields of one record, into the row of its time and base name (``open_rows``; a new one in ``rows``)."""
+    values = [key for key in _VALUES if key in item]
+    if len(values) > 1:
+        raise DecodeError(decoder, f"{where}: more than one value ({', '.join(values)}); a record has one")
+    if not values and "s" not in item:
+        if item.keys() <= set(_BASE):
+            return  # base fields alone, for the records after them
+        raise DecodeError(decoder, f"{where}: no value (v, vs, vb or vd) and no sum (s)")
+    base_name = _text(base.get("bn", ""), "bn", where, decoder)
+    name = _text(item.get("n", ""), "n", where, decoder)
+    if not name and not base_name:
+        raise DecodeError(decoder, f"{where}: no name (n, or a bn before it)")
+    tags = {BASE_NAME_TAG: base_name} if name and base_name else {}
+    name = name or base_name
+    fields: dict[str, Any] = {}
+    if values:
+        fields[name] = _value(values[0], item[values[0]], base.get("bv"), where, decoder)
+    if "s" in item:
+        fields[f"{name}.sum"] = _number(item["s"], "s", where, decoder) + _number(base.get("bs", 0), "bs", where,
+                                                                                   decoder)
+    unit = item.get("u", base.get("bu"))
+    if unit is not None:
+        fields[f"{name}.unit"] = _text(unit, "u" if "u" in item else "bu", where, decoder)
+    if "ut" in item:
+        fields[f"{name}.update_time"] = _number(item["ut"], "ut", where, decoder)
+    time = _time(_number(base.get("bt", 0), "bt", where, decoder) + _number(item.get("t", 0), "t", where,
+                                                                               decoder), now, where, decoder)
+    key = (time, base_name if tags else None)
+    row_fields = open_rows.get(key)
+    if row_fields is None or not row_fields.keys().isdisjoint(fields):
+        row_fields = open_rows[key] = {}
+        rows.append(Record(time, row_fields, tags))
+    row_fields.update(fields)
 
 
 def _text(value, label: str, where: str, decoder: str) -> str:
@@ -190,4 +216,4 @@ class SenmlDecoder:
             raise Declined(f"neither a JSON array nor CBOR: {type(exc).__name__}: {exc}") from None
         if pack is None:
             raise Declined("CBOR that is no SenML pack (maps of SenML's integer labels)")
-        return records(pack, message, self.name)
+        return records(pack, message, self.name, cbor=True)

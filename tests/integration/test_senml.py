@@ -1,7 +1,8 @@
 """
 SenML packs (RFC 8428) through a real Mosquitto into SQLite on Kotori's topics: a JSON pack on ``data.json`` and a
 CBOR pack on ``data.cbor`` stored a row a time, each name a column, the base name a tag; a pack that breaks the RFC
-kept as a dead letter that names its record, and the stream flowing on.
+kept as a dead letter that names its record, and the stream flowing on; a bad record among good ones kept alone, with
+its base fields, the good ones stored.
 """
 
 import json
@@ -25,19 +26,23 @@ def test_senml_packs_in_json_and_cbor_are_stored_a_row_a_time(tmp_path, mosquitt
     gateway = GatewayProcess(config, str(tmp_path / "gw.log"))
     gateway.start(ready="subscribed")
     meter, thermometer = f"{realm}_site__gw_meter_sensors", f"{realm}_site__gw_thermo_sensors"
+    mixed = f"{realm}_site__gw_mixed_sensors"
     try:
         publisher = Publisher(mosquitto.port)
         publisher.publish_many([
             (f"{realm}/site/gw/meter/data.json", json.dumps(PACK)),
             (f"{realm}/site/gw/thermo/data.json", json.dumps([{"n": "t", "v": 1, "vs": "two values"}])),
             (f"{realm}/site/gw/thermo/data.cbor", cbor2.dumps(LWM2M)),
+            (f"{realm}/site/gw/mixed/data.json", json.dumps([{"bn": "x:", "bt": 1_700_000_000, "n": "a", "v": 1},
+                                                             {"n": "b", "v": "oops"}, {"n": "c", "v": 3}])),
         ])
         publisher.close()
 
         def stored():
-            return ({meter, thermometer, "lorrygate_dead_letter"} <= tables(db)
+            return ({meter, thermometer, mixed, "lorrygate_dead_letter"} <= tables(db)
                     and query(db, f'SELECT count(*) FROM "{thermometer}"') == [(1,)]
-                    and query(db, "SELECT count(*) FROM lorrygate_dead_letter") == [(1,)])
+                    and query(db, f'SELECT count(*) FROM "{mixed}"') == [(1,)]
+                    and query(db, "SELECT count(*) FROM lorrygate_dead_letter") == [(2,)])
 
         wait_until(stored, 30, "both packs stored and the broken one kept")
     finally:
@@ -48,6 +53,11 @@ def test_senml_packs_in_json_and_cbor_are_stored_a_row_a_time(tmp_path, mosquitt
         ("2010-06-08T18:01:16.001000000Z", "urn:dev:ow:10e2073a01080063:", 120.1, "V", 1.7, "A")]
     assert query(db, f'SELECT time, base_name, "5700", "5701" FROM "{thermometer}"') == [
         ("2023-11-14T22:13:20.000000000Z", "/3303/0/", 21.5, "Cel")]
-    ((topic, reason),) = query(db, "SELECT topic, error FROM lorrygate_dead_letter")
-    assert topic == f"{realm}/site/gw/thermo/data.json"
+    assert query(db, f'SELECT time, base_name, a, c FROM "{mixed}"') == [
+        ("2023-11-14T22:13:20.000000000Z", "x:", 1, 3)]
+    (whole, reason), (part, part_reason) = query(db, "SELECT topic, error FROM lorrygate_dead_letter ORDER BY id")
+    assert whole == f"{realm}/site/gw/thermo/data.json"
     assert "record 1 of the SenML pack: more than one value (v, vs)" in reason
+    assert part == f"{realm}/site/gw/mixed/data.json" and "record 2 of the SenML pack: v 'oops' is no number" in part_reason
+    ((kept,),) = query(db, "SELECT payload FROM lorrygate_dead_letter WHERE topic = ?", (part,))
+    assert json.loads(kept) == [{"bn": "x:", "bt": 1_700_000_000, "n": "b", "v": "oops"}]

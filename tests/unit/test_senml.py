@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from lorrygate.config.settings import STRATEGY_DECODERS
 from lorrygate.decoding import DECODERS, DecoderChain
 from lorrygate.decoding.senml import LABELS, is_pack
-from lorrygate.errors import Declined, DecodeError
+from lorrygate.errors import Declined, DecodeError, PartlyDecoded
 from lorrygate.model import Message, Record
 from lorrygate.sources.http import topic_of
 from lorrygate.topology.wan import WanStrategy
@@ -107,6 +107,47 @@ def test_a_name_twice_at_one_time_is_a_second_row_and_a_record_of_base_fields_on
 def test_a_pack_that_breaks_the_rfc_is_a_decode_error_that_says_where(pack, error):
     with pytest.raises(DecodeError, match=error.replace("(", r"\(").replace(")", r"\)").replace("+", r"\+")):
         decode(pack)
+
+
+@pytest.mark.parametrize("decoder", ["json", "senml", "cbor"])
+def test_a_bad_record_costs_the_others_nothing_and_is_kept_with_its_base_fields(decoder):
+    """A record that breaks the RFC (a value that is no number): the others' rows are stored, and it is kept as a
+    pack of its own, with the base fields it was read with, in the format it came in, which a replay reads alone
+    as it was read here."""
+    pack = [{"bn": "dev:", "bt": 1_700_000_000, "bu": "V", "n": "a", "v": 1}, {"n": "b", "v": "1,5", "t": 2},
+            {"n": "c", "v": 3}, {"n": "d", "v": 4, "bt": 1e30}]
+    payload = cbor2.dumps(as_cbor(pack)) if decoder != "json" else json.dumps(pack).encode()
+    with pytest.raises(PartlyDecoded) as caught:
+        DECODERS[decoder]().decode(message(payload), None)
+    partly = caught.value
+    tags = {"base_name": "dev:"}
+    assert partly.records == [Record(1_700_000_000 * R, {"a": 1, "a.unit": "V", "c": 3, "c.unit": "V"}, tags)]
+    assert (partly.bad, partly.failed) == (2, "the 2 records")
+    assert partly.reason == ("2 of 4 records: record 2 of the SenML pack: v '1,5' is no number; record 4 of the "
+                             "SenML pack: the time bt + t = 1e+30 is outside the years 1 to 9999 (SenML's times are "
+                             "seconds since 1970, and below 2**28 seconds relative to now)")
+    kept = [{"bn": "dev:", "bt": 1_700_000_000, "bu": "V", "n": "b", "v": "1,5", "t": 2},
+            {"bn": "dev:", "bt": 1e30, "bu": "V", "n": "d", "v": 4}]
+    assert partly.payload == (cbor2.dumps(as_cbor(kept)) if decoder != "json" else json.dumps(kept).encode())
+    with pytest.raises(DecodeError, match="2 of 2 records: record 1 of the SenML pack: v '1,5'"):
+        DECODERS[decoder]().decode(message(partly.payload), None)  # (a replay: the same errors, nothing stored)
+    mended = cbor2.loads(partly.payload) if decoder != "json" else json.loads(partly.payload)
+    mended[0][LABELS["v"] if decoder != "json" else "v"] = 1.5
+    mended[1][LABELS["bt"] if decoder != "json" else "bt"] = 1_700_000_000
+    payload = cbor2.dumps(mended) if decoder != "json" else json.dumps(mended).encode()
+    assert DECODERS[decoder]().decode(message(payload), None) == [
+        Record(1_700_000_002 * R, {"b": 1.5, "b.unit": "V"}, tags),
+        Record(1_700_000_000 * R, {"d": 4, "d.unit": "V"}, tags)]
+
+
+@pytest.mark.parametrize("bad", [{"n": "b"}, {"v": 2}, {"n": "b", "v": 2, "x_": 1}])
+def test_a_record_that_alone_is_no_pack_keeps_the_pack_whole(bad):
+    """Without a name or a value a record kept alone would be no pack, and a replay would read it as plain JSON
+    (a row of its labels); a field that must be understood spoils the pack (RFC 8428 4.4)."""
+    pack = [{"n": "a", "v": 1}, bad, {"n": "c", "v": 3}]
+    with pytest.raises(DecodeError) as caught:
+        decode(pack)
+    assert not isinstance(caught.value, PartlyDecoded)
 
 
 def test_what_is_no_pack_is_left_to_the_other_decoders():
