@@ -30,9 +30,11 @@ and the tags as tags (``measurement``, ``host``), the time from
 ``timestamp`` (the units of ``json_timestamp_units`` told apart by
 magnitude; a text one as the JSON decoder reads times). An object that is
 not of that shape is declined (the ``json`` decoder takes it); a batch with
-an item that is not is a dead letter that names it.
+an item that is not is a dead letter that names it. A metric of a batch whose
+timestamp is no time is kept alone (a batch of its own), the others stored.
 """
 
+import json
 from typing import Any
 
 import attrs
@@ -124,10 +126,14 @@ class TelegrafJsonDecoder:
         else:
             raise Declined("not Telegraf's JSON (fields, name, tags, timestamp)")
         records = []
+        # a metric whose timestamp is no time is kept alone, in a batch of its own that this decoder takes again
+        bad = BadLines(self.name, noun="metrics",
+                       pack=lambda found: b'{"metrics": [' + b", ".join(found) + b"]}")
         for number, item in enumerate(items, 1):
             if not _is_metric(item):
                 if number == 1:
                     raise Declined("not a batch of Telegraf's JSON metrics (fields, name, tags, timestamp)")
+                # (kept alone it would be no batch of Telegraf's, and a replay would read it as plain JSON)
                 raise DecodeError(self.name, f"metric {number} of the batch is no Telegraf metric (fields, name, "
                                              f"tags, timestamp): {str(item)[:80]!r}")
             tags = {"measurement": item["name"]}
@@ -136,6 +142,8 @@ class TelegrafJsonDecoder:
             try:
                 time = parse_time(item["timestamp"], self.timezone)
             except ValueError as exc:
-                raise DecodeError(self.name, f"metric {number}: timestamp: {exc}") from None
+                bad.add(json.dumps(item, ensure_ascii=False).encode("utf-8", "surrogatepass"),
+                        f"metric {number}: timestamp: {exc}")
+                continue
             records.append(Record(time, item["fields"], tags))
-        return records
+        return bad.finish(records, len(items))

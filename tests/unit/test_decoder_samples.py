@@ -358,6 +358,27 @@ def test_a_telegraf_batch_with_an_item_that_is_no_metric_is_a_decode_error_that_
         TelegrafJsonDecoder().decode(message(b'{"fields": {"a": 1}, "name": "x", "timestamp": "noon"}'), DATA)
 
 
+def test_a_telegraf_metric_whose_timestamp_is_no_time_is_kept_alone_the_others_stored():
+    """Kept as a batch of its own, which this decoder takes again on a replay (the same error, nothing stored)."""
+    import json
+
+    from lorrygate.decoding.lineprotocol import TelegrafJsonDecoder
+    from lorrygate.errors import DecodeError, PartlyDecoded
+
+    good = {"fields": {"a": 1}, "name": "x", "tags": {"host": "h1"}, "timestamp": 1717243200}
+    bad = {"fields": {"a": 2}, "name": "x", "tags": {"host": "h2"}, "timestamp": "noon"}
+    with pytest.raises(PartlyDecoded) as caught:
+        TelegrafJsonDecoder().decode(message(json.dumps({"metrics": [good, bad, good]}).encode()), DATA)
+    partly = caught.value
+    assert [(record.fields, record.tags) for record in partly.records] == [
+        ({"a": 1}, {"measurement": "x", "host": "h1"})] * 2
+    assert (partly.failed, json.loads(partly.payload)) == ("the metric", {"metrics": [bad]})
+    assert partly.reason.startswith("metric 2: timestamp: ")
+    with pytest.raises(DecodeError, match="metric 1: timestamp") as again:
+        TelegrafJsonDecoder().decode(message(partly.payload), DATA)
+    assert not isinstance(again.value, PartlyDecoded)
+
+
 def test_a_broken_line_after_good_ones_is_a_decode_error_that_names_it():
     from lorrygate.decoding.lineprotocol import InfluxDecoder
     from lorrygate.errors import DecodeError
