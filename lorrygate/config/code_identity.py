@@ -6,9 +6,10 @@ A reload restarts a channel whose code changed. Edited anywhere in the directory
 each dropped its connection and subscribed again, and a channel at QoS 0 lost what its broker sent meanwhile,
 for an edit of a strategy it does not run. A drop-in module counts for a channel unless all of these hold: it
 defines strategies or decoders, none of them the channel's; no ``module:function`` of the config names it (a
-hook, a Tributary graph); and it is no module of a dataflow. Helpers (``_*.py``) and every other file of the
-directory count for all channels (what imports them is not known before it runs), but a codec file of a
-``[decoder:NAME]`` counts only for the channels whose chain has that decoder.
+hook, a Tributary graph); and it is no module of a dataflow. Helpers (``_*.py``, and the files of a
+subdirectory: a helper package) and every other file of the directory count for all channels (what imports them
+is not known before it runs), but a codec file of a ``[decoder:NAME]`` counts only for the channels whose chain
+has that decoder. Hidden files and Python's caches count for none.
 
 A storage's ``type = python`` first-sample hook is the drop-in module its ``callable`` names, and
 the helpers: edited, the hook's runner and the storage were kept, and the hook ran the code of the start before.
@@ -34,7 +35,7 @@ def code_of(directory: str, modules: list, channels, hooks: dict, parser, decode
     codecs = {os.path.abspath(values["file"]): name for name, (_, values) in decoder_sections.items()
               if values.get("file")}
     dataflows = {os.path.abspath(path) for path in dataflow_modules}
-    files = sorted(os.path.join(folder, name) for name in os.listdir(folder)) if os.path.isdir(folder) else []
+    files = _tree(folder)
     files += sorted(path for path in codecs if path not in files)
     files += sorted(path for path in dataflows if path not in files)
     digests = {path: _digest(path) for path in files}
@@ -63,11 +64,23 @@ def _channels(files: list, digests: dict, modules: list, channels, parser, codec
     return code
 
 
+def _tree(folder: str) -> list:
+    """The files of the strategies directory and of its subdirectories (a helper package, ``_lib/``, that the
+    drop-ins import: a reload imports it again, and its edits were not seen), sorted; not Python's caches, and
+    no hidden file (an editor's swap file, changed as the edit goes on, restarted every channel)."""
+    found: list = []
+    for root, directories, names in os.walk(folder):
+        directories[:] = sorted(name for name in directories if name != "__pycache__" and not name.startswith("."))
+        found += [os.path.join(root, name) for name in sorted(names) if not name.startswith(".")]
+    return found
+
+
 def _named(folder: str, files: list, digests: dict, references: dict) -> dict:
     """``{name: hex digest}`` of the ``{name: "module:function"}`` whose module is a drop-in one: it and the
-    helpers."""
-    helpers = [path for path in files if os.path.dirname(path) == folder
-               and os.path.basename(path).startswith("_") and path.endswith(".py")]
+    helpers (``_*.py``, and the files of the subdirectories: a helper package)."""
+    inside = folder + os.sep
+    helpers = [path for path in files if path.startswith(inside) and (
+        os.path.dirname(path) != folder or os.path.basename(path).startswith("_") and path.endswith(".py"))]
     code = {}
     for name, reference in references.items():
         module = os.path.join(folder, reference.partition(":")[0] + ".py")

@@ -72,7 +72,8 @@ class Supervisor:
         observer.schedule(Handler(), os.path.dirname(os.path.abspath(self.config_path)), recursive=False)
         strategies = self.settings.gateway.strategies
         if os.path.isdir(strategies):
-            observer.schedule(Handler(), strategies, recursive=False)
+            # (recursive: a helper package, _lib/, is code the drop-ins import)
+            observer.schedule(Handler(), strategies, recursive=True)
         observer.daemon = True
         observer.start()
         self._observer = observer

@@ -186,3 +186,32 @@ def test_an_edited_python_hook_runs_its_new_code_after_a_reload(tmp_path, mosqui
     assert gateway.stop() == 0
     publisher.close()
     assert out.read_text().splitlines() == ["v1", "v2"]
+
+
+@pytest.mark.parametrize("how", ["watch", "sighup"])
+def test_an_edited_helper_package_runs_its_new_code_after_a_reload(tmp_path, mosquitto, how):
+    """A helper package the strategy imports (``strategies/_lib/``): --reload did not watch it, and a reload did
+    not see its edit (its files were not hashed): the channel kept the code of the start before."""
+    realm = f"hp{uuid.uuid4().hex[:6]}"
+    strategies = tmp_path / "strategies"
+    (strategies / "_lib").mkdir(parents=True)
+    (strategies / "_lib" / "__init__.py").write_text("")
+    (strategies / "_lib" / "naming.py").write_text("PREFIX = 'v1_'\n")
+    (strategies / "mine.py").write_text("from _lib import naming\n" + strategy_module(
+        "mine", f'"{realm}", naming.PREFIX + address.node'))
+    config = write_config(str(tmp_path), mosquitto.port, client_id=f"gw-{realm}", topics=f"{realm}/#",
+                          extra="strategy = mine\n")
+    gateway = ReloadingGateway(config, str(tmp_path / "gw.log")).start(*(["--reload"] if how == "watch" else []))
+    db = str(tmp_path / "gateway.sqlite")
+    publisher = Publisher(mosquitto.port)
+    publisher.publish_many([(f"{realm}/a", json.dumps({"seq": 1}))])
+    wait_until(lambda: count_rows(db, f"{realm}__v1_a") == 1, 30, "the row of the first code")
+    (strategies / "_lib" / "naming.py").write_text("PREFIX = 'v2_'\n")
+    if how == "sighup":
+        gateway.process.send_signal(signal.SIGHUP)
+    wait_until(lambda: any(e.get("message", "").startswith("reloaded: 1 channel(s) running, 1 of them")
+                           for e in gateway.events()), 30, "the reload that restarts the channel")
+    publisher.publish_many([(f"{realm}/b", json.dumps({"seq": 2}))])
+    wait_until(lambda: count_rows(db, f"{realm}__v2_b") == 1, 30, "the row of the edited code")
+    assert gateway.stop() == 0
+    publisher.close()

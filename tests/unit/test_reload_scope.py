@@ -132,3 +132,33 @@ def test_a_tributary_storage_restarts_when_its_graph_is_edited_only(tmp_path):
     (directory / "graphs.py").write_text("def sink(node):\n    return node  # edited\n")
     after = spec()
     assert after[0] != before[0] and after[1] == before[1]
+
+
+def test_an_edit_in_a_helper_package_restarts_every_channel_and_the_hooks_storage(tmp_path):
+    """A helper package (``_lib/``, a subdirectory the drop-ins import): a reload imports it again, but its files
+    were not hashed (a directory read as missing), so the channels kept running the code of the start before.
+    Hidden files (an editor's swap file) and Python's caches restart nothing."""
+    from lorrygate.service.gateway import storage_spec
+
+    directory = drop_ins(tmp_path)
+    (directory / "_lib").mkdir()
+    (directory / "_lib" / "__init__.py").write_text("from _lib.scale import factor\n")
+    (directory / "_lib" / "scale.py").write_text("factor = 1\n")
+    (directory / "inventory.py").write_text("def register(sample):\n    return None\n")
+
+    def edit(path, text):
+        return lambda: (path.parent.mkdir(exist_ok=True), path.write_text(text))
+
+    assert restarted(directory, edit(directory / "_lib" / "scale.py", "factor = 2\n")) == ["a", "b"]
+    assert restarted(directory, edit(directory / "_lib" / "__pycache__" / "scale.cpython-311.pyc", "x")) == []
+    assert restarted(directory, edit(directory / ".sa.py.swp", "x")) == []
+    assert restarted(directory, edit(directory / "_lib" / ".scale.py.swp", "x")) == []
+
+    def hook_spec():
+        text = textwrap.dedent(CONFIG.format(strategies=directory, b_extra="")).replace(
+            "[storage:s]\nurl = sqlite:///x.sqlite\n", "[storage:s]\nurl = sqlite:///x.sqlite\nhooks = inv\n")
+        return storage_spec(loads(text + "\n[hook:inv]\ntype = python\ncallable = inventory:register\n"), "s")
+
+    before = hook_spec()
+    (directory / "_lib" / "scale.py").write_text("factor = 3\n")
+    assert hook_spec() != before
