@@ -6,10 +6,10 @@ A reload restarts a channel whose code changed. Edited anywhere in the directory
 each dropped its connection and subscribed again, and a channel at QoS 0 lost what its broker sent meanwhile,
 for an edit of a strategy it does not run. A drop-in module counts for a channel unless all of these hold: it
 defines strategies or decoders, none of them the channel's; no ``module:function`` of the config names it (a
-hook, a Tributary graph); and it is no module of a dataflow. Helpers (``_*.py``, and the files of a
-subdirectory: a helper package) and every other file of the directory count for all channels (what imports them
-is not known before it runs), but a codec file of a ``[decoder:NAME]`` counts only for the channels whose chain
-has that decoder. Hidden files and Python's caches count for none.
+hook, a Tributary graph); and it is no module of a dataflow. Helpers (``_*.py``, and the files of a helper
+package: a subdirectory with an ``__init__.py``) and every other file of the directory count for all channels
+(what imports them is not known before it runs), but a codec file of a ``[decoder:NAME]`` counts only for the
+channels whose chain has that decoder. Hidden files count for none.
 
 A storage's ``type = python`` first-sample hook is the drop-in module its ``callable`` names, and
 the helpers: edited, the hook's runner and the storage were kept, and the hook ran the code of the start before.
@@ -64,20 +64,34 @@ def _channels(files: list, digests: dict, modules: list, channels, parser, codec
     return code
 
 
-def _tree(folder: str) -> list:
-    """The files of the strategies directory and of its subdirectories (a helper package, ``_lib/``, that the
-    drop-ins import: a reload imports it again, and its edits were not seen), sorted; not Python's caches, and
-    no hidden file (an editor's swap file, changed as the edit goes on, restarted every channel)."""
+def helper_packages(folder: str) -> list:
+    """The directories of the packages in the strategies directory (``_lib/`` with its ``__init__.py``, which the
+    drop-ins import: a reload imports it again) and of their subpackages. Other subdirectories are no code a
+    drop-in imports (a data directory beside the drop-ins, whose database changes with every commit)."""
     found: list = []
-    for root, directories, names in os.walk(folder):
-        directories[:] = sorted(name for name in directories if name != "__pycache__" and not name.startswith("."))
-        found += [os.path.join(root, name) for name in sorted(names) if not name.startswith(".")]
+    if not os.path.isdir(folder):
+        return found
+    for root, directories, _ in os.walk(folder):
+        directories[:] = sorted(name for name in directories if not name.startswith(".") and name != "__pycache__"
+                                and os.path.isfile(os.path.join(root, name, "__init__.py")))
+        found += [os.path.join(root, name) for name in directories]
+    return found
+
+
+def _tree(folder: str) -> list:
+    """The files of the strategies directory and of its helper packages (`helper_packages`: their edits were not
+    seen), sorted; no hidden file (an editor's swap file, changed as the edit goes on, restarted every
+    channel)."""
+    found: list = []
+    for directory in [folder, *helper_packages(folder)] if os.path.isdir(folder) else []:
+        found += [path for path in (os.path.join(directory, name) for name in sorted(os.listdir(directory))
+                                    if not name.startswith(".")) if os.path.isfile(path)]
     return found
 
 
 def _named(folder: str, files: list, digests: dict, references: dict) -> dict:
     """``{name: hex digest}`` of the ``{name: "module:function"}`` whose module is a drop-in one: it and the
-    helpers (``_*.py``, and the files of the subdirectories: a helper package)."""
+    helpers (``_*.py``, and the files of the helper packages)."""
     inside = folder + os.sep
     helpers = [path for path in files if path.startswith(inside) and (
         os.path.dirname(path) != folder or os.path.basename(path).startswith("_") and path.endswith(".py"))]

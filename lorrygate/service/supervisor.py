@@ -57,6 +57,8 @@ class Supervisor:
         from watchdog.events import FileSystemEventHandler
         from watchdog.observers import Observer
 
+        from lorrygate.config.code_identity import helper_packages
+
         supervisor = self
 
         class Handler(FileSystemEventHandler):
@@ -71,9 +73,10 @@ class Supervisor:
         observer = Observer()
         observer.schedule(Handler(), os.path.dirname(os.path.abspath(self.config_path)), recursive=False)
         strategies = self.settings.gateway.strategies
-        if os.path.isdir(strategies):
-            # (recursive: a helper package, _lib/, is code the drop-ins import)
-            observer.schedule(Handler(), strategies, recursive=True)
+        # (and its helper packages, _lib/: not the whole tree, which may hold a data directory that every commit
+        # changes)
+        for directory in [strategies, *helper_packages(strategies)] if os.path.isdir(strategies) else []:
+            observer.schedule(Handler(), directory, recursive=False)
         observer.daemon = True
         observer.start()
         self._observer = observer

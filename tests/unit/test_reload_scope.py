@@ -135,9 +135,10 @@ def test_a_tributary_storage_restarts_when_its_graph_is_edited_only(tmp_path):
 
 
 def test_an_edit_in_a_helper_package_restarts_every_channel_and_the_hooks_storage(tmp_path):
-    """A helper package (``_lib/``, a subdirectory the drop-ins import): a reload imports it again, but its files
-    were not hashed (a directory read as missing), so the channels kept running the code of the start before.
-    Hidden files (an editor's swap file) and Python's caches restart nothing."""
+    """A helper package (``_lib/`` with its ``__init__.py``, which the drop-ins import): a reload imports it
+    again, but its files were not hashed (a directory read as missing), so the channels kept running the code of
+    the start before. Hidden files (an editor's swap file), Python's caches and other directories restart
+    nothing."""
     from lorrygate.service.gateway import storage_spec
 
     directory = drop_ins(tmp_path)
@@ -153,6 +154,8 @@ def test_an_edit_in_a_helper_package_restarts_every_channel_and_the_hooks_storag
     assert restarted(directory, edit(directory / "_lib" / "__pycache__" / "scale.cpython-311.pyc", "x")) == []
     assert restarted(directory, edit(directory / ".sa.py.swp", "x")) == []
     assert restarted(directory, edit(directory / "_lib" / ".scale.py.swp", "x")) == []
+    # a directory that is no package (data beside the drop-ins: a database that every commit changes)
+    assert restarted(directory, edit(directory / "var" / "x.sqlite", "rows")) == []
 
     def hook_spec():
         text = textwrap.dedent(CONFIG.format(strategies=directory, b_extra="")).replace(
