@@ -33,6 +33,9 @@ class Supervisor:
     config_path: str | None = None
     _gateway: Any = None
     _observer: Any = None
+    _handler: Any = None
+    #: directory -> watchdog's watch of it: the strategies directory and its helper packages
+    _code_watches: dict = attrs.Factory(dict)
     _pending: Any = None
     _busy: bool = False
 
@@ -57,8 +60,6 @@ class Supervisor:
         from watchdog.events import FileSystemEventHandler
         from watchdog.observers import Observer
 
-        from lorrygate.config.code_identity import helper_packages
-
         supervisor = self
 
         class Handler(FileSystemEventHandler):
@@ -71,16 +72,29 @@ class Supervisor:
 
         assert self.config_path is not None, "watching needs a config file"
         observer = Observer()
-        observer.schedule(Handler(), os.path.dirname(os.path.abspath(self.config_path)), recursive=False)
-        strategies = self.settings.gateway.strategies
-        # (and its helper packages, _lib/: not the whole tree, which may hold a data directory that every commit
-        # changes)
-        for directory in [strategies, *helper_packages(strategies)] if os.path.isdir(strategies) else []:
-            observer.schedule(Handler(), directory, recursive=False)
+        self._handler = Handler()
+        observer.schedule(self._handler, os.path.dirname(os.path.abspath(self.config_path)), recursive=False)
         observer.daemon = True
         observer.start()
         self._observer = observer
-        self.log.info("reloading on changes to {config} and {strategies}", config=self.config_path, strategies=strategies)
+        self._watch_code()
+        self.log.info("reloading on changes to {config} and {strategies}", config=self.config_path,
+                      strategies=self.settings.gateway.strategies)
+
+    def _watch_code(self) -> None:
+        """Watch the strategies directory and its helper packages (``_lib/``: not the whole tree, which may hold a
+        data directory that every commit changes), again after a reload: a package made since, or another
+        directory, is watched too."""
+        from lorrygate.config.code_identity import helper_packages
+
+        strategies = os.path.abspath(self.settings.gateway.strategies)
+        config_folder = os.path.dirname(os.path.abspath(self.config_path or "."))  # (watched already, for good)
+        wanted = [d for d in ([strategies, *helper_packages(strategies)] if os.path.isdir(strategies) else [])
+                  if d != config_folder]
+        for directory in [d for d in self._code_watches if d not in wanted]:
+            self._observer.unschedule(self._code_watches.pop(directory))
+        for directory in [d for d in wanted if d not in self._code_watches]:
+            self._code_watches[directory] = self._observer.schedule(self._handler, directory, recursive=False)
 
     def listen_for_sighup(self) -> None:
         signal.signal(signal.SIGHUP, lambda *_: self.reactor.callFromThread(self.request, "SIGHUP"))
@@ -124,6 +138,8 @@ class Supervisor:
                 systemd.notify("READY=1\nSTATUS=reload failed, the running configuration stays")
                 return
             self.settings = settings
+            if self._observer is not None:
+                self._watch_code()
             self._count(failed=False)
             count = len(restarted)
 

@@ -215,3 +215,33 @@ def test_an_edited_helper_package_runs_its_new_code_after_a_reload(tmp_path, mos
     wait_until(lambda: count_rows(db, f"{realm}__v2_b") == 1, 30, "the row of the edited code")
     assert gateway.stop() == 0
     publisher.close()
+
+
+def test_a_helper_package_made_while_the_gateway_runs_is_watched_after_the_reload(tmp_path, mosquitto):
+    """--reload watches the helper packages there are at its start; one made later (and imported by an edited
+    drop-in) is watched from the reload that the drop-in's edit brings on."""
+    realm = f"hw{uuid.uuid4().hex[:6]}"
+    strategies = tmp_path / "strategies"
+    strategies.mkdir()
+    (strategies / "mine.py").write_text(strategy_module("mine", f'"{realm}", "v0_" + address.node'))
+    config = write_config(str(tmp_path), mosquitto.port, client_id=f"gw-{realm}", topics=f"{realm}/#",
+                          extra="strategy = mine\n")
+    gateway = ReloadingGateway(config, str(tmp_path / "gw.log")).start("--reload")
+
+    def reloads() -> int:
+        return sum(1 for e in gateway.events() if e.get("message", "").startswith("reloaded: 1 channel(s) running, 1"))
+
+    (strategies / "_lib").mkdir()
+    (strategies / "_lib" / "__init__.py").write_text("")
+    (strategies / "_lib" / "naming.py").write_text("PREFIX = 'v1_'\n")
+    (strategies / "mine.py").write_text("from _lib import naming\n" + strategy_module(
+        "mine", f'"{realm}", naming.PREFIX + address.node'))
+    wait_until(lambda: reloads() == 1, 30, "the reload of the edited drop-in")
+    (strategies / "_lib" / "naming.py").write_text("PREFIX = 'v2_'\n")
+    wait_until(lambda: reloads() == 2, 30, "the reload of the edited helper package")
+    db = str(tmp_path / "gateway.sqlite")
+    publisher = Publisher(mosquitto.port)
+    publisher.publish_many([(f"{realm}/a", json.dumps({"seq": 1}))])
+    wait_until(lambda: count_rows(db, f"{realm}__v2_a") == 1, 30, "the row of the edited helper package's code")
+    assert gateway.stop() == 0
+    publisher.close()
