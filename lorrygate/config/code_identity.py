@@ -132,6 +132,15 @@ def _referenced_stems(parser) -> set:
     return stems
 
 
+def files_digest(paths: list) -> str:
+    """A hex digest of the files at ``paths`` ("" for none): a broker's or a listener's TLS files, which a reload
+    compares (a certificate renewed on disk under the same name)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.encode() + b"\0" + (_digest(path) if path else b"") + b"\0")
+    return digest.hexdigest()
+
+
 def _digest(path: str) -> bytes:
     try:
         with open(path, "rb") as handle:

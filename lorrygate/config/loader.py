@@ -346,7 +346,7 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".", on_storage=N
     fingerprints: dict[str, Any] = {section: tuple(parser[section].items()) for section in parser.sections()
                     if section.partition(":")[0].strip() in ("strategy", "decoder", "transform")}
     # (the channels' own code: a reload restarts a channel whose code changed, not every channel for any edit)
-    from lorrygate.config.code_identity import code_of
+    from lorrygate.config.code_identity import code_of, files_digest
 
     channel_codes, hook_codes, graph_codes = code_of(
         gateway.strategies, modules, built, hooks, parser, decoder_sections,
@@ -357,6 +357,12 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".", on_storage=N
         hooks[name] = attrs.evolve(hooks[name], code=digest)
     for name, digest in graph_codes.items():
         storages[name] = attrs.evolve(storages[name], code=digest)
+    # (a certificate renewed on disk: a reload restarts what connects or listens with it, which reads it again)
+    for kind, parts in (("broker", brokers), ("source", sources), ("storage", storages)):
+        for name, part in parts.items():
+            paths = [getattr(part, key, "") for key in ("tls_ca", "tls_cert", "tls_key")]
+            if any(paths):
+                fingerprints[f"tls:{kind}:{name}"] = files_digest(paths)
     return s.Settings(source, gateway, brokers, storages, tuple(built), strategies, decoders, fingerprints, hooks,
                       sources, tuple(doubled_routes(source, built, brokers)
                                      + feedback_cycles(source, built, brokers, storages)

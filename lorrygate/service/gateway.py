@@ -54,7 +54,8 @@ def storage_spec(settings, name: str):
         return None
     ddl = storage_ddl(settings, name)
     return (storage, tuple(sorted((key, template.text) for key, template in ddl.items())), settings.gateway.data_dir,
-            tuple(settings.hooks.get(hook) for hook in storage.hooks))  # (with a python hook's code)
+            tuple(settings.hooks.get(hook) for hook in storage.hooks),  # (with a python hook's code)
+            settings.fingerprints.get(f"tls:storage:{name}"))  # (its TLS files' content: renewed, read again)
 
 
 def channel_spec(settings, channel):
@@ -75,6 +76,8 @@ def channel_spec(settings, channel):
         fingerprints.get(f"strategy:{channel.strategy}"),
         tuple(fingerprints.get(f"decoder:{name}") for name in channel.decoders),
         fingerprints.get(f"code:{channel.name}"),
+        # the content of its broker's or source's TLS files: a certificate renewed on disk is read again
+        fingerprints.get(f"tls:broker:{channel.source}") or fingerprints.get(f"tls:source:{channel.source}"),
     )
 
 

@@ -48,7 +48,7 @@ import attrs
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -259,9 +259,9 @@ class AMQPSource(SourcePlumbing, Service):
         broker = self.broker
         endpoint: Any = HostnameEndpoint(self._reactor, broker.host, broker.port, timeout=broker.connect_timeout)
         if broker.tls:
-            from lorrygate.sources.mqtt import tls_options
+            from lorrygate.sources.mqtt import FreshTLS
 
-            endpoint = wrapClientTLS(tls_options(broker), endpoint)
+            endpoint = FreshTLS(broker, endpoint)
         from lorrygate.sources.mqtt import _Reporting
 
         self._service = ClientService(_Reporting(endpoint, self), _AmqpFactory(self), retryPolicy=self._retry_delay,

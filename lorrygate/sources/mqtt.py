@@ -127,6 +127,33 @@ class _ProtocolFactory(Factory):
 
 
 @implementer(IStreamClientEndpoint)
+class FreshTLS:
+    """An endpoint that reads the broker's TLS files (``tls_ca``, ``tls_cert``, ``tls_key``) again for each
+    connection attempt. They were read once, at the start: a client certificate renewed on disk before the old
+    one expired was not used, and every reconnection after the expiry failed until the gateway restarted. A
+    file that cannot be read now (half written by the renewal) fails this attempt, and the next one reads it
+    again."""
+
+    def __init__(self, broker, endpoint):
+        self._broker = broker
+        self._endpoint = endpoint
+
+    def connect(self, factory):
+        from twisted.internet.defer import fail
+
+        try:
+            options = tls_options(self._broker)
+        except Exception as exc:
+            return fail(TLSFilesUnreadable(f"the TLS files (tls_ca, tls_cert, tls_key) cannot be read: "
+                                           f"{type(exc).__name__}: {exc}"))
+        return wrapClientTLS(options, self._endpoint).connect(factory)
+
+
+class TLSFilesUnreadable(Exception):
+    """A connection attempt's TLS files could not be read or parsed."""
+
+
+@implementer(IStreamClientEndpoint)
 class _Reporting:
     """An endpoint that tells its source why a connection attempt failed (refused, DNS, TLS)."""
 
@@ -250,7 +277,7 @@ class MQTTSource(SourcePlumbing, Service):
         broker = self.broker
         endpoint: Any = HostnameEndpoint(self._reactor, broker.host, broker.port, timeout=broker.connect_timeout)
         if broker.tls:
-            endpoint = wrapClientTLS(tls_options(broker), endpoint)
+            endpoint = FreshTLS(broker, endpoint)
         self._service = ClientService(
             _Reporting(endpoint, self),
             _ProtocolFactory(self),

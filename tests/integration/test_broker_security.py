@@ -207,3 +207,24 @@ def test_a_relay_reads_from_and_publishes_to_a_broker_of_a_private_ca_with_clien
         watcher.loop_stop()
         strict.stop()
     assert sorted(received) == sorted((f"out/in/dev{n}", b'{"n": %d}' % n) for n in range(20))
+
+
+def test_a_ca_file_renewed_on_disk_is_read_again_at_the_next_connection_attempt(tmp_path, secure_broker, monkeypatch):
+    """The TLS files were read once, at the start: a CA bundle (or a client certificate) renewed on disk was not
+    used, and the connection attempts failed until the gateway restarted. Each attempt reads them again."""
+    monkeypatch.setenv("LORRYGATE_TEST_MQTT_PASSWORD", PASSWORD)
+    ca = tmp_path / "ca.pem"
+    shutil.copy(secure_broker.tls["other-ca.pem"], ca)  # (not the CA that signed the broker's certificate)
+    config = secure_config(tmp_path, secure_broker, str(ca), "${ENV:LORRYGATE_TEST_MQTT_PASSWORD}")
+    gateway = failing_gateway(tmp_path, config)
+    try:
+        wait_until(lambda: "TLS handshake failed: certificate verify failed" in gateway.text(), 30,
+                   "an attempt with the old CA")
+        renewed = tmp_path / "ca.pem.new"
+        shutil.copy(secure_broker.tls["ca.pem"], renewed)
+        os.replace(renewed, ca)
+        wait_until(lambda: "subscribed to secure/#" in gateway.text(), 60, "a connection with the renewed CA")
+        publish_tls(secure_broker, "secure/n/g/node/data.json", json.dumps({"v": 1}))
+        wait_until(lambda: count_rows(str(tmp_path / "gateway.sqlite"), "secure_n") == 1, 30, "the row")
+    finally:
+        assert gateway.stop() == 0, gateway.text()[-2000:]

@@ -370,3 +370,44 @@ def test_the_request_headers_the_channel_names_are_tags_and_a_content_type_picks
         (21.5, "esp8266-1", "1"), (22.5, "esp8266-2", None)]
     assert query(db, "SELECT headers FROM lorrygate_dead_letter") == [('[["x-sensor","esp8266-1"],["x-pin","1"]]',)]
     assert "s3cret" not in open(db, "rb").read().decode("latin-1")
+
+
+def test_a_certificate_renewed_on_disk_is_served_after_a_reload(tmp_path):
+    """certbot renews the certificate under the same name and reloads the gateway: the settings were equal, so
+    the listener was kept, and it served the old certificate until it expired. It listens again with the new."""
+    import os
+    import shutil
+    import signal
+    import ssl
+
+    from tests.certs import write_tls_files
+
+    (tmp_path / "old").mkdir()
+    (tmp_path / "new").mkdir()
+    old, new = write_tls_files(str(tmp_path / "old")), write_tls_files(str(tmp_path / "new"))
+    cert, key = tmp_path / "live.pem", tmp_path / "live.key"
+    shutil.copy(old["server.pem"], cert)
+    shutil.copy(old["server.key"], key)
+    gateway = GatewayProcess(config(str(tmp_path), extra_source=f"tls_cert = {cert}\ntls_key = {key}\n"),
+                             str(tmp_path / "gw.log"))
+    gateway.start(ready="listening on https://")
+
+    def served(number: int) -> bytes:
+        lines = [e["message"] for e in gateway.events() if "listening on https://" in e.get("message", "")]
+        port = int(re.search(r"127\.0\.0\.1:(\d+)/api/", lines[number]).group(1))
+        return ssl.PEM_cert_to_DER_cert(ssl.get_server_certificate(("127.0.0.1", port), timeout=30))
+
+    def der(path) -> bytes:
+        return ssl.PEM_cert_to_DER_cert(open(path).read())
+
+    try:
+        assert served(0) == der(old["server.pem"])
+        for source, target in ((new["server.pem"], cert), (new["server.key"], key)):
+            shutil.copy(source, f"{target}.new")
+            os.replace(f"{target}.new", target)
+        gateway.process.send_signal(signal.SIGHUP)
+        wait_until(lambda: sum("listening on https://" in e.get("message", "") for e in gateway.events()) == 2, 30,
+                   "the listener of the reload")
+        assert served(1) == der(new["server.pem"])
+    finally:
+        assert gateway.stop() == 0, gateway.text()[-3000:]

@@ -165,3 +165,65 @@ def test_an_edit_in_a_helper_package_restarts_every_channel_and_the_hooks_storag
     before = hook_spec()
     (directory / "_lib" / "scale.py").write_text("factor = 3\n")
     assert hook_spec() != before
+
+
+def test_a_tls_file_renewed_on_disk_restarts_what_uses_it(tmp_path):
+    """A certificate renewed under the same name (certbot, cert-manager) and a reload: the settings were equal, so
+    nothing restarted, and the HTTPS listener served the old certificate (a client's, or a CA's: read once)
+    until the gateway restarted. What uses a renewed file restarts and reads it again; the rest stays."""
+    from lorrygate.service.gateway import storage_spec
+
+    (tmp_path / "none").mkdir()
+    files = {name: tmp_path / f"{name}.pem" for name in ("ca", "cert", "key", "sink_ca")}
+    for path in files.values():
+        path.write_text("v1\n")
+    text = textwrap.dedent(f"""
+        [lorrygate]
+        strategies = {tmp_path / "none"}
+
+        [broker:b]
+        host = localhost
+        tls = true
+        tls_ca = {files["ca"]}
+
+        [source:api]
+        type = http
+        listen = 127.0.0.1:0
+        tls_cert = {files["cert"]}
+        tls_key = {files["key"]}
+
+        [storage:s]
+        url = sqlite:///x.sqlite
+
+        [storage:out]
+        url = mqtts://localhost:8883/
+        tls_ca = {files["sink_ca"]}
+
+        [channel:mqtt]
+        source = b
+        topics = #
+        storage = s
+
+        [channel:http]
+        source = api
+        storage = out
+        """)
+
+    def specs():
+        settings = loads(text)
+        return ({channel.name: channel_spec(settings, channel) for channel in settings.channels},
+                {name: storage_spec(settings, name) for name in settings.storages})
+
+    def changed(before, after):
+        return (sorted(name for name in before[0] if before[0][name] != after[0][name]),
+                sorted(name for name in before[1] if before[1][name] != after[1][name]))
+
+    before = specs()
+    assert changed(before, specs()) == ([], [])
+    files["ca"].write_text("v2\n")
+    after = specs()
+    assert changed(before, after) == (["mqtt"], [])
+    files["key"].write_text("v2\n")
+    assert changed(after, after := specs()) == (["http"], [])
+    files["sink_ca"].write_text("v2\n")
+    assert changed(after, specs()) == ([], ["out"])
