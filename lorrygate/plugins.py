@@ -40,33 +40,59 @@ def _import_problem(path: str, exc: BaseException) -> str:
     return f"{type(exc).__name__}{where}: {exc}"
 
 
-#: folder -> the names of the helper modules its drop-ins imported (``import _common``), forgotten at the next load
-_HELPERS: dict = {}
-
-
 def load_modules(directory: str, problems: list) -> list:
     """Import every ``*.py`` in ``directory`` once; return ``[(path, module)]``.
 
     A module whose name starts with ``_`` is no drop-in but a helper that the drop-ins import by its name
-    (``from _common import scale``): the folder is put at the end of ``sys.path`` (an installed module of the
-    same name comes first), and the helpers imported at the last load are forgotten, so that a reload reads
-    an edited helper again, not the copy Python keeps."""
+    (``from _common import scale``), and so is a helper package (``_lib/`` with its ``__init__.py``): the folder
+    is put at the end of ``sys.path`` (an installed module of the same name comes first), and every module of
+    the folder that Python keeps is forgotten first, so that a reload reads an edited helper again, not the copy
+    Python keeps. That is every one, not only those the drop-ins imported at the last load: a hook's or a graph's
+    ``module:function`` into a helper package (``_lib.inventory:register``), imported when the config is read, and
+    a helper a drop-in imports only as it runs, were kept across reloads in their first text. A directory put on
+    the path by an earlier load that named another one is taken off, and its modules forgotten."""
     modules: list = []
+    folder = os.path.abspath(directory)
+    for before in [*_ON_PATH, folder]:
+        forget_modules_of(before)
+    for before in [path for path in _ON_PATH if path != folder]:  # (a reload with another strategies directory)
+        _ON_PATH.remove(before)
+        if before in sys.path:
+            sys.path.remove(before)
     if not os.path.isdir(directory):
         return modules
-    folder = os.path.abspath(directory)
-    for name in _HELPERS.pop(folder, ()):
-        sys.modules.pop(name, None)
     if folder not in sys.path:
         sys.path.append(folder)
-    before = set(sys.modules)
-    try:
-        _load(folder, modules, problems)
-    finally:
-        inside = folder + os.sep
-        _HELPERS[folder] = {name for name in set(sys.modules) - before if not name.startswith("lorrygate")
-                            and os.path.abspath(getattr(sys.modules[name], "__file__", None) or "/").startswith(inside)}
+        _ON_PATH.append(folder)
+    _load(folder, modules, problems)
     return modules
+
+
+#: the strategies directories that `load_modules` put on ``sys.path``: a reload that names another one takes the
+#: earlier one off, and forgets its modules (its helpers came first for ``import _naming``, edited or not)
+_ON_PATH: list = []
+
+
+def forget_modules_of(folder: str) -> None:
+    """Drop from ``sys.modules`` the modules that were imported from ``folder`` as an entry of ``sys.path``:
+    ``name`` from ``<folder>/name.py``, ``name.sub`` from ``<folder>/name/sub.py`` (lorrygate's own excepted). A
+    module that only lies below it is kept: with ``strategies = /opt``, the packages of ``/opt/venv`` were
+    imported from their site-packages, and forgetting them would import them twice."""
+    folder = os.path.abspath(folder)
+    for name, module in list(sys.modules.items()):
+        top = name.partition(".")[0]
+        path = _file_of(module)
+        if not name.startswith("lorrygate") and path and (
+                path == os.path.join(folder, top + ".py") or path.startswith(os.path.join(folder, top) + os.sep)):
+            sys.modules.pop(name, None)
+
+
+def _file_of(module) -> str:
+    try:
+        path = getattr(module, "__file__", None)
+    except Exception:  # (a module object of a third party whose attribute access raises)
+        return ""
+    return os.path.abspath(path) if isinstance(path, str) else ""
 
 
 def _load(directory: str, modules: list, problems: list) -> None:

@@ -26,8 +26,8 @@ from lorrygate import plugins
 def code_of(directory: str, modules: list, channels, hooks: dict, parser, decoder_sections: dict,
             dataflow_modules: list, storages: dict | None = None) -> tuple:
     """``({channel name: hex digest}, {hook name: hex digest}, {storage name: hex digest})``: the code each
-    channel of ``channels`` runs, that of each ``type = python`` hook of ``hooks`` whose ``callable`` is of a
-    drop-in module, and that of each Tributary storage of ``storages`` whose ``graph`` is (that module and the
+    channel of ``channels`` runs, that of each ``type = python`` hook of ``hooks`` whose ``callable`` is of the
+    directory (a drop-in, a helper, a module of a helper package), and that of each Tributary storage of ``storages`` whose ``graph`` is (that module and the
     helpers; an installed module is not imported again on a reload). ``modules``: the drop-in modules
     imported (`plugins.load_modules`), ``decoder_sections``: ``{name: (section, values)}`` of the
     ``[decoder:NAME]`` sections. Each file is read once."""
@@ -90,20 +90,29 @@ def _tree(folder: str) -> list:
 
 
 def _named(folder: str, files: list, digests: dict, references: dict) -> dict:
-    """``{name: hex digest}`` of the ``{name: "module:function"}`` whose module is a drop-in one: it and the
+    """``{name: hex digest}`` of the ``{name: "module:function"}`` whose module is of the directory (a drop-in, a
+    helper, a module of a helper package: ``_lib.inventory:register``, whose edits were not seen): it and the
     helpers (``_*.py``, and the files of the helper packages)."""
     inside = folder + os.sep
     helpers = [path for path in files if path.startswith(inside) and (
         os.path.dirname(path) != folder or os.path.basename(path).startswith("_") and path.endswith(".py"))]
     code = {}
     for name, reference in references.items():
-        module = os.path.join(folder, reference.partition(":")[0] + ".py")
-        if module in digests:
+        module = _module_file(folder, reference.partition(":")[0], digests)
+        if module is not None:
             digest = hashlib.sha256()
-            for path in [module, *helpers]:
+            for path in [module, *(path for path in helpers if path != module)]:
                 digest.update(path.encode() + b"\0" + digests[path] + b"\0")
             code[name] = digest.hexdigest()
     return code
+
+
+def _module_file(folder: str, module_name: str, digests: dict) -> str | None:
+    """The file of the directory that ``module_name`` imports: ``<folder>/inventory.py`` for ``inventory``,
+    ``<folder>/_lib/inventory.py`` (or ``.../inventory/__init__.py``) for ``_lib.inventory``, a module of a helper
+    package; None for an installed module."""
+    base = os.path.join(folder, *module_name.split("."))
+    return next((path for path in (base + ".py", os.path.join(base, "__init__.py")) if path in digests), None)
 
 
 def _names_of_files(modules: list) -> dict:

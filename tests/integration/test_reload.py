@@ -159,17 +159,21 @@ def test_an_edited_strategy_restarts_the_channel_that_runs_it_alone(tmp_path, mo
     publisher.close()
 
 
-def test_an_edited_python_hook_runs_its_new_code_after_a_reload(tmp_path, mosquitto):
+@pytest.mark.parametrize("module", ["inventory", "_lib.inventory"])
+def test_an_edited_python_hook_runs_its_new_code_after_a_reload(tmp_path, mosquitto, module):
     """A storage's ``type = python`` first-sample hook whose module was edited: the reload kept the hook's runner,
-    which ran the code of the start before for every new table. The new table after the reload gets the new code."""
+    which ran the code of the start before for every new table. The new table after the reload gets the new code.
+    So does a hook in a helper package (``_lib.inventory:register``), which a reload did not import again."""
     realm = f"hk{uuid.uuid4().hex[:6]}"
     strategies = tmp_path / "strategies"
-    strategies.mkdir()
+    (strategies / "_lib").mkdir(parents=True)
+    (strategies / "_lib" / "__init__.py").write_text("")
     out = tmp_path / "samples.txt"
     hook = "def register(sample):\n    open({out!r}, 'a').write('{version}\\n')\n"
-    (strategies / "inventory.py").write_text(hook.format(out=str(out), version="v1"))
+    path = strategies.joinpath(*module.split(".")).with_suffix(".py")
+    path.write_text(hook.format(out=str(out), version="v1"))
     config = write_config(str(tmp_path), mosquitto.port, client_id=f"gw-{realm}", topics=f"{realm}/#",
-                          extra="\n[hook:inv]\ntype = python\ncallable = inventory:register\n")
+                          extra=f"\n[hook:inv]\ntype = python\ncallable = {module}:register\n")
     with open(config) as handle:
         text = handle.read()
     with open(config, "w") as handle:
@@ -178,7 +182,7 @@ def test_an_edited_python_hook_runs_its_new_code_after_a_reload(tmp_path, mosqui
     publisher = Publisher(mosquitto.port)
     publisher.publish_many([(f"{realm}/net/gw/a/data.json", json.dumps({"seq": 1}))])
     wait_until(lambda: out.exists() and out.read_text().count("\n") == 1, 30, "the first table's sample")
-    (strategies / "inventory.py").write_text(hook.format(out=str(out), version="v2"))
+    path.write_text(hook.format(out=str(out), version="v2"))
     gateway.process.send_signal(signal.SIGHUP)
     wait_until(lambda: any(e.get("message", "").startswith("reloaded") for e in gateway.events()), 30, "the reload")
     publisher.publish_many([(f"{realm}/net/gw/b/data.json", json.dumps({"seq": 2}))])

@@ -167,6 +167,30 @@ def test_an_edit_in_a_helper_package_restarts_every_channel_and_the_hooks_storag
     assert hook_spec() != before
 
 
+def test_a_hook_that_names_a_module_of_a_helper_package_restarts_its_storage_when_that_module_is_edited(tmp_path):
+    """``callable = _lib.inventory:register``: the hook's code was looked for in ``_lib.inventory.py``, found
+    missing, and so not hashed; an edit kept the hook's runner and the storage, which ran the code of the start
+    before."""
+    from lorrygate.service.gateway import storage_spec
+
+    directory = drop_ins(tmp_path)
+    (directory / "_lib").mkdir()
+    (directory / "_lib" / "__init__.py").write_text("")
+    (directory / "_lib" / "inventory.py").write_text("def register(sample):\n    return None\n")
+
+    def hook_spec():
+        text = textwrap.dedent(CONFIG.format(strategies=directory, b_extra="")).replace(
+            "[storage:s]\nurl = sqlite:///x.sqlite\n", "[storage:s]\nurl = sqlite:///x.sqlite\nhooks = inv\n")
+        settings = loads(text + "\n[hook:inv]\ntype = python\ncallable = _lib.inventory:register\n")
+        assert settings.hooks["inv"].code
+        return storage_spec(settings, "s")
+
+    before = hook_spec()
+    assert hook_spec() == before
+    (directory / "_lib" / "inventory.py").write_text("def register(sample):\n    return 1  # edited\n")
+    assert hook_spec() != before
+
+
 def test_a_tls_file_renewed_on_disk_restarts_what_uses_it(tmp_path):
     """A certificate renewed under the same name (certbot, cert-manager) and a reload: the settings were equal, so
     nothing restarted, and the HTTPS listener served the old certificate (a client's, or a CA's: read once)

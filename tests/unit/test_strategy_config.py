@@ -160,6 +160,68 @@ def test_a_drop_in_module_imports_a_helper_beside_it_and_a_reload_reads_the_help
     assert chosen.table_for(chosen.match("a/b/dev1")).table == "first_dev1"  # (the running one keeps its own)
 
 
+def test_a_reload_reads_again_a_helper_package_module_that_a_hook_names_or_a_drop_in_imports_as_it_runs(tmp_path):
+    """A hook's ``module:function`` into a helper package (``_lib.inventory:register``) is imported when the config
+    is read, and a helper that a drop-in imports only as it runs after it: neither was among the modules that the
+    next load forgot, so an edit of either kept its first text until the gateway restarted."""
+    directory = tmp_path / "strategies"
+    (directory / "_lib").mkdir(parents=True)
+    (directory / "_lib" / "__init__.py").write_text("")
+    (directory / "_lib" / "inventory.py").write_text("def register(sample):\n    return 'first'\n")
+    (directory / "_late.py").write_text("PREFIX = 'first_'\n")
+    (directory / "mine.py").write_text(GOOD_MODULE.replace("TableName(\"r\", address.node)",
+                                                           "TableName(\"r\", __import__('_late').PREFIX + address.node)"))
+    hook = "\n[hook:inv]\ntype = python\ncallable = _lib.inventory:register\n"
+
+    def load():
+        settings = loads(config(tmp_path, "mine", hook, strategies=directory))
+        chosen = settings.strategies["mine"]()
+        return settings.hooks["inv"].function(None), chosen.table_for(chosen.match("a/b/dev1")).table
+
+    assert load() == ("first", "first_dev1")
+    (directory / "_lib" / "inventory.py").write_text("def register(sample):\n    return 'second'\n")
+    (directory / "_late.py").write_text("PREFIX = 'second_'\n")
+    assert load() == ("second", "second_dev1")
+
+
+def test_a_reload_that_names_another_strategies_directory_imports_the_helpers_of_that_one(tmp_path):
+    """The directory of the start before stayed on the path, first, with its helpers kept: a drop-in of the new
+    directory that imports ``_naming`` got the old directory's."""
+    import sys
+
+    chosen = []
+    for name in ("old", "new"):
+        directory = tmp_path / name
+        directory.mkdir()
+        (directory / "_naming.py").write_text(f"def table(node):\n    return '{name}_' + node\n")
+        (directory / "mine.py").write_text(
+            GOOD_MODULE.replace("import attrs\n", "import attrs\nfrom _naming import table\n")
+            .replace("TableName(\"r\", address.node)", "TableName(\"r\", table(address.node))"))
+        strategy = loads(config(tmp_path, "mine", strategies=directory)).strategies["mine"]()
+        chosen.append(strategy.table_for(strategy.match("a/b/dev1")).table)
+    assert chosen == ["old_dev1", "new_dev1"]
+    assert str(tmp_path / "old") not in sys.path and str(tmp_path / "new") in sys.path
+
+
+def test_a_reload_forgets_only_what_was_imported_from_the_strategies_directory(tmp_path, monkeypatch):
+    """``strategies = /opt`` with the gateway's packages in ``/opt/venv``: a module that lies below the directory
+    but was imported from elsewhere on the path (its site-packages) is kept, not imported a second time."""
+    import sys
+    import types
+
+    from lorrygate import plugins
+
+    site = tmp_path / "venv" / "lib" / "site-packages" / "vendored"
+    site.mkdir(parents=True)
+    (tmp_path / "_mine.py").write_text("")
+    installed, own = types.ModuleType("vendored"), types.ModuleType("_mine")
+    installed.__file__, own.__file__ = str(site / "__init__.py"), str(tmp_path / "_mine.py")
+    monkeypatch.setitem(sys.modules, "vendored", installed)
+    monkeypatch.setitem(sys.modules, "_mine", own)
+    plugins.forget_modules_of(str(tmp_path))
+    assert sys.modules.get("vendored") is installed and "_mine" not in sys.modules
+
+
 def test_a_strategy_or_decoder_written_into_a_helper_module_is_told_the_file_and_the_rename(tmp_path):
     """``_mine.py`` is a helper, not a drop-in: a strategy or decoder written into it is not loaded, and the channel
     naming it was told the built-in names, as if the name were a typo. It is told the file and what to rename it to."""
