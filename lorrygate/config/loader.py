@@ -17,7 +17,7 @@ from typing import Any
 import attrs
 
 from lorrygate.config import settings as s
-from lorrygate.config.paths import moved, resolve, resolve_value, root_meant
+from lorrygate.config.paths import files_read, moved, resolve, resolve_value, root_meant
 from lorrygate.config.values import Invalid, Secret, interpolate, mask_url
 from lorrygate.errors import ConfigError, ConfigProblem, did_you_mean
 
@@ -89,6 +89,7 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".", on_storage=N
         problems.append(ConfigProblem(source, section, key, expected, got))
 
     notes: list = []  # warnings found while reading the sections
+    read_files: list = []  # the files the values make the gateway read (`paths.files_read`): --reload watches them
 
     def read_section(section: str, keys: dict) -> dict:
         raw = parser[section]
@@ -115,6 +116,7 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".", on_storage=N
                 value = interpolate(value, base_dir)
                 given = value.strip()
                 value = resolve_value(kind, key, value, base_dir)
+                read_files.extend(files_read(kind, key, raw[key], value, base_dir))
                 why = None
                 if (kind, key) == ("lorrygate", "data_dir"):
                     why = moved(given, base_dir, "data_dir")
@@ -363,8 +365,9 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".", on_storage=N
             paths = [getattr(part, key, "") for key in ("tls_ca", "tls_cert", "tls_key")]
             if any(paths):
                 fingerprints[f"tls:{kind}:{name}"] = files_digest(paths)
+    read_files += [os.path.abspath(m) for d in dataflows.values() for m in d.modules if m.endswith(".py")]
     return s.Settings(source, gateway, brokers, storages, tuple(built), strategies, decoders, fingerprints, hooks,
-                      sources, tuple(doubled_routes(source, built, brokers)
+                      sources, files=tuple(sorted(set(read_files))), warnings=tuple(doubled_routes(source, built, brokers)
                                      + feedback_cycles(source, built, brokers, storages)
                                      + unfit_source_topics(source, built, sources, strategies)
                                      + unread_headers(source, built, sources, decoder_sections)

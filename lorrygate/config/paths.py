@@ -16,6 +16,7 @@ is.
 """
 
 import os
+import re
 import shlex
 
 #: keys whose value is a path, by section kind
@@ -26,6 +27,28 @@ PATH_KEYS = {
     "decoder": ("file",),
     "source": ("root", "path", "tls_cert", "tls_key"),
 }
+
+
+#: keys whose value names a file the gateway reads as part of its configuration, by section kind
+READ_KEYS = {
+    "broker": ("tls_ca", "tls_cert", "tls_key"),
+    "storage": ("tls_ca", "tls_cert", "tls_key"),
+    "decoder": ("file",),
+    "source": ("tls_cert", "tls_key"),
+}
+_FILE_REFERENCE = re.compile(r"\$\{FILE:([^}]*)\}")
+
+
+def files_read(kind: str, key: str, raw: str, resolved: str, base_dir: str) -> list:
+    """The absolute paths of the files that a value makes the gateway read as configuration: its ``${FILE:path}``
+    references, a TLS or codec file (``resolved``: the value with its paths resolved), a ``ddl = @file``."""
+    found = [os.path.abspath(resolve(name.strip(), base_dir)) for name in _FILE_REFERENCE.findall(raw) if name.strip()]
+    text = resolved.strip()
+    if key in READ_KEYS.get(kind, ()) and text:
+        found.append(os.path.abspath(text))
+    elif key == "ddl" and text.startswith("@") and text[1:].strip():
+        found.append(os.path.abspath(text[1:].strip()))
+    return found
 
 
 def resolve(path: str, base_dir: str) -> str:

@@ -164,6 +164,9 @@ class Settings:
     #: what is allowed but most likely a mistake (`lorrygate.config.loader.doubled_routes`): printed by ``check``,
     #: logged at the start
     warnings: tuple = ()
+    #: the files the configuration reads besides its own file and the strategies directory (``${FILE:path}``,
+    #: TLS files, codec files, ``ddl = @file``, a dataflow's modules), absolute: ``--reload`` watches them
+    files: tuple = attrs.field(default=(), eq=False)
 
 
 @attrs.frozen

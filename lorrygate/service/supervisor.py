@@ -1,8 +1,9 @@
 """
 Running a gateway, and replacing it when its configuration changes.
 
-``lorrygate -c FILE --reload`` watches the config file and the strategies
-directory (watchdog); SIGHUP asks for the same in production. A change is
+``lorrygate -c FILE --reload`` watches the config file, the strategies
+directory and the files the config reads (codec, DDL, TLS files, a dataflow's
+modules, ``${FILE:path}``; watchdog); SIGHUP asks for the same in production. A change is
 validated first: an invalid edit is reported and the running gateway stays.
 A valid one is applied part by part (`Gateway.reconfigure`): channels and
 storages that did not change keep running, their sessions untouched; a
@@ -34,8 +35,12 @@ class Supervisor:
     _gateway: Any = None
     _observer: Any = None
     _handler: Any = None
-    #: directory -> watchdog's watch of it: the strategies directory and its helper packages
+    #: directory -> watchdog's watch of it: the strategies directory, its helper packages, the folders of the
+    #: files the configuration reads
     _code_watches: dict = attrs.Factory(dict)
+    #: the folders whose code and config files a change of reloads (`is_input`), and the files the config reads
+    _code_folders: frozenset = frozenset()
+    _files: frozenset = frozenset()
     _pending: Any = None
     _busy: bool = False
 
@@ -67,7 +72,7 @@ class Supervisor:
                 if event.is_directory or event.event_type not in ("modified", "created", "moved", "deleted"):
                     return
                 path = getattr(event, "dest_path", "") or event.src_path
-                if path.endswith((".ini", ".py", ".js", ".sql")):
+                if supervisor.is_input(path):
                     supervisor.reactor.callFromThread(supervisor.request, f"{os.path.basename(path)} changed")
 
         assert self.config_path is not None, "watching needs a config file"
@@ -75,26 +80,40 @@ class Supervisor:
         self._handler = Handler()
         observer.schedule(self._handler, os.path.dirname(os.path.abspath(self.config_path)), recursive=False)
         observer.daemon = True
-        observer.start()
         self._observer = observer
-        self._watch_code()
-        self.log.info("reloading on changes to {config} and {strategies}", config=self.config_path,
-                      strategies=self.settings.gateway.strategies)
+        self._watch_code()  # (before the start: `is_input` knows the folders from the first event on)
+        observer.start()
+        self.log.info("reloading on changes to {config}, {strategies} and the {files} other file(s) it reads",
+                      config=self.config_path, strategies=self.settings.gateway.strategies,
+                      files=len(self.settings.files))
 
     def _watch_code(self) -> None:
         """Watch the strategies directory and its helper packages (``_lib/``: not the whole tree, which may hold a
-        data directory that every commit changes), again after a reload: a package made since, or another
-        directory, is watched too."""
+        data directory that every commit changes), and the folders of the files the configuration reads
+        (`Settings.files`: a codec file, a DDL file, a dataflow's module, a TLS file, a ``${FILE:path}``
+        elsewhere; their edits were seen by SIGHUP only), again after a reload: a package made since, or another
+        directory or file, is watched too."""
         from lorrygate.config.code_identity import helper_packages
 
         strategies = os.path.abspath(self.settings.gateway.strategies)
         config_folder = os.path.dirname(os.path.abspath(self.config_path or "."))  # (watched already, for good)
-        wanted = [d for d in ([strategies, *helper_packages(strategies)] if os.path.isdir(strategies) else [])
-                  if d != config_folder]
+        code = [strategies, *helper_packages(strategies)] if os.path.isdir(strategies) else []
+        self._code_folders = frozenset([config_folder, *code])
+        self._files = frozenset(self.settings.files)
+        folders = {os.path.dirname(path) for path in self._files}
+        wanted = [d for d in dict.fromkeys([*code, *sorted(folders)]) if d != config_folder and os.path.isdir(d)]
         for directory in [d for d in self._code_watches if d not in wanted]:
             self._observer.unschedule(self._code_watches.pop(directory))
         for directory in [d for d in wanted if d not in self._code_watches]:
             self._code_watches[directory] = self._observer.schedule(self._handler, directory, recursive=False)
+
+    def is_input(self, path: str) -> bool:
+        """Whether a change of ``path`` may change the configuration: a file it reads (`Settings.files`, whatever
+        its name), or a config, Python, JavaScript or SQL file of the config's folder, the strategies directory
+        or a helper package (another file in a TLS file's folder, ``/etc/ssl/certs``, is none)."""
+        path = os.path.abspath(path)
+        return path in self._files or (os.path.dirname(path) in self._code_folders
+                                       and path.endswith((".ini", ".py", ".js", ".sql")))
 
     def listen_for_sighup(self) -> None:
         signal.signal(signal.SIGHUP, lambda *_: self.reactor.callFromThread(self.request, "SIGHUP"))

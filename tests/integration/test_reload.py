@@ -249,3 +249,30 @@ def test_a_helper_package_made_while_the_gateway_runs_is_watched_after_the_reloa
     wait_until(lambda: count_rows(db, f"{realm}__v2_a") == 1, 30, "the row of the edited helper package's code")
     assert gateway.stop() == 0
     publisher.close()
+
+
+def test_a_codec_file_outside_the_config_folder_is_watched_by_reload(tmp_path, mosquitto):
+    """--reload watched the config's folder and the strategies directory only: a ``[decoder:NAME]``'s codec file
+    in a folder of its own (so too a DDL file, a TLS file, a ``${FILE:path}``) was seen by SIGHUP alone, and the
+    channel kept the codec of the start. Its edit reloads, and the next message is decoded by the new code."""
+    realm = f"cw{uuid.uuid4().hex[:6]}"
+    codecs = tmp_path / "codecs"
+    codecs.mkdir()
+    codec = "function decode(payload, topic) {{ return {{{field}: payload.length}}; }}\n"
+    (codecs / "size.js").write_text(codec.format(field="v1"))
+    config = write_config(str(tmp_path), mosquitto.port, client_id=f"gw-{realm}", topics=f"{realm}/#",
+                          extra="decoders = size\n\n[decoder:size]\ntype = javascript\nfile = codecs/size.js\n")
+    gateway = ReloadingGateway(config, str(tmp_path / "gw.log")).start("--reload")
+    db = str(tmp_path / "gateway.sqlite")
+    table = f"{realm}_net__gw_node_sensors"
+    publisher = Publisher(mosquitto.port)
+    publisher.publish_many([(f"{realm}/net/gw/node/data.json", b"abc")])
+    wait_until(lambda: count_rows(db, table) == 1, 30, "the row of the first codec")
+    (codecs / "size.js").write_text(codec.format(field="v2"))
+    wait_until(lambda: any(e.get("message", "").startswith("reloaded: 1 channel(s) running, 1 of them")
+                           for e in gateway.events()), 30, "the reload that the codec's edit brings on")
+    publisher.publish_many([(f"{realm}/net/gw/node/data.json", b"abcdef")])
+    wait_until(lambda: count_rows(db, table) == 2, 30, "the row of the edited codec")
+    assert gateway.stop() == 0
+    publisher.close()
+    assert query(db, f'SELECT v1, v2 FROM "{table}" ORDER BY v1 IS NULL') == [(3, None), (None, 6)]
