@@ -146,6 +146,7 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".", on_storage=N
     gateway = s.GatewaySettings()
     brokers, storages, channels, strategy_sections, decoder_sections, hook_sections = {}, {}, [], {}, {}, {}
     sources, dataflows = {}, {}
+    broken_channels: list = []  # (section, values) of the channels with a value that is invalid
     for section in parser.sections():
         if section == "lorrygate":
             values = read_section(section, s.GATEWAY_KEYS)
@@ -170,6 +171,8 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".", on_storage=N
             continue
         values = read_section(section, s.SECTION_KINDS[kind])
         if any(value is None and s.SECTION_KINDS[kind][key].default is not None for key, value in values.items()):
+            if kind == "channel":
+                broken_channels.append((section, values))  # (its names are still checked: every problem at once)
             continue
         if kind == "broker":
             _check_tls_files(section, values, problem)
@@ -224,6 +227,9 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".", on_storage=N
     available = plugins.installed()
     strategies = build_strategies(gateway, modules, strategy_sections, problem, problems, default_strategies, available)
     decoders = build_decoders(modules, decoder_sections, problem, problems, base_dir, available)
+    for section, values in broken_channels:
+        _check_channel(section, _named_parts(values), parser, strategies, decoders, problem, modules, unimported,
+                       gateway.strategies if drop_ins else None)
     built = []
     for section, channel, values in channels:
         # With a single broker or storage, a channel may leave it out.
@@ -980,6 +986,17 @@ def _reads_meshtastic_protobuf(factory) -> bool:
     if target is not MeshtasticStrategy:
         return False
     return getattr(factory, "keywords", {}).get("output", "protobuf") == "protobuf"
+
+
+def _named_parts(values: dict):
+    """What `_check_channel` reads of a channel whose section has an invalid value (``qos = 7``), from the values
+    that are valid: its references were not checked until the rest was mended, so ``lorrygate check`` told a typo
+    in ``storage`` only in its second run."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(source=values["source"] or "", storages=tuple(values["storage"] or ()),
+                           strategy=s.CHANNEL_KEYS["strategy"].default if values["strategy"] is None
+                           else values["strategy"], decoders=tuple(values["decoders"] or ()))
 
 
 def _check_channel(section, channel, parser, strategies, decoders, problem, modules=(), unimported=(),

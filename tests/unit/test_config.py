@@ -845,3 +845,19 @@ def test_a_secret_written_in_the_file_itself_is_a_warning(tmp_path, monkeypatch)
     referenced = GOOD.replace("host = localhost", "host = localhost\nusername = gw\npassword = ${ENV:MQTT_PASSWORD}") + (
         f"\n[storage:pg]\nurl = ${{FILE:{tmp_path / 'pg-url'}}}\n[storage:other]\nurl = postgresql://gw@db/x\n")
     assert loads(referenced, source="gateway.ini").warnings == ()
+
+
+def test_a_channel_with_an_invalid_value_still_has_its_names_checked():
+    """``qos = 7`` beside ``storage = db, nope``: the channel was passed over for its bad value, so ``lorrygate
+    check`` told the storage's typo only once the qos was mended, in a second run. Every problem comes at once; a
+    name whose own value is invalid adds none."""
+    found = problems(GOOD.replace("storage = db\n", "storage = db, nope\nqos = 7\nstrategy = nosuch\n"
+                                  "decoders = json, nodec\nsource = lcoal\n").replace("source = local\n", ""))
+    assert [p.split(": expected")[0] for p in found] == ["gateway.ini [channel:main] qos", "gateway.ini [channel:main] source",
+                                                 "gateway.ini [channel:main] storage",
+                                                 "gateway.ini [channel:main] strategy",
+                                                 "gateway.ini [channel:main] decoders"], found
+    assert "got 'lcoal' (did you mean 'local'?)" in found[1] and "got 'nope'" in found[2]
+    assert "got 'nosuch'" in found[3] and "got 'nodec'" in found[4]
+    qos, storage = problems(GOOD.replace("storage = db\n", "storage = db, db\nqos = 7\nstrategy = \n"))
+    assert "qos" in qos and "each once ('db' more than once)" in storage  # (and nothing of the names)
