@@ -49,6 +49,9 @@ file named:
   required but is missing from the insert statement");
 - unknown schema 4045, unknown table 4041 (404), a column the table does not
   have and cannot add 4043 (``exceptions/ColumnUnknownException.java``);
+- a relation's name with a ``.``, and in a CREATE one that is empty or starts
+  with ``_`` (4002), or a read-only system schema (4000)
+  (``metadata/RelationName.java``);
 - a failed authentication answers 401 in plain text, not JSON
   (``auth/AuthenticationHandler.java`` (``HostBasedAuthentication``));
 - a request larger than ``http.max_content_length`` (100 MB by default) is
@@ -434,6 +437,9 @@ class FakeCrate(Resource):
     def _create(self, request, statement):
         match = _CREATE.search(statement)
         key = (_unquote(match.group(1)), _unquote(match.group(2)))
+        refused = _invalid_relation(*key, creating=True)
+        if refused:
+            return self._error(request, 400, *refused)
         if key not in self.tables:
             primary = _PRIMARY.search(statement)
             pk = [_unquote(c.strip()) for c in primary.group(1).split(",")] if primary else []
@@ -456,6 +462,9 @@ class FakeCrate(Resource):
     def _view(self, request, statement):
         match = _VIEW.search(statement)
         key = (_unquote(match.group(1)), _unquote(match.group(2)))
+        refused = _invalid_relation(*key, creating=True)
+        if refused:
+            return self._error(request, 400, *refused)
         if key in self.tables:
             return self._error(request, 409, 4093, f"RelationAlreadyExists[Relation '{key[0]}.{key[1]}' already exists.]")
         table = (_unquote(match.group(4)), _unquote(match.group(5)))
@@ -480,6 +489,9 @@ class FakeCrate(Resource):
         self.requests += 1
         match = _INSERT.search(statement)
         schema, table = _unquote(match.group(1)), _unquote(match.group(2))
+        refused = _invalid_relation(schema, table)
+        if refused:
+            return self._error(request, 400, *refused)
         if not any(s == schema for s, _ in self.tables):
             return self._error(request, 404, 4045, f"SchemaUnknownException[Schema '{schema}' unknown]")
         if (schema, table) not in self.tables:
@@ -605,6 +617,27 @@ class FakeCrate(Resource):
             else f"fake{self._ids:06d}"
         target["rows"].append(stored)
         return {"rowcount": 1}
+
+
+def _invalid_relation(schema: str, name: str, creating: bool = False) -> tuple | None:
+    """``(code, message)`` of CrateDB's refusal of a relation's name (``metadata/RelationName.java``): a ``.`` in
+    the schema or the name in any statement (``RelationName.of``); an empty one or one that starts with ``_``,
+    and a read-only system schema, in a CREATE (``ensureValidForRelationCreation``). Invalid names are 4002
+    (``InvalidSchemaNameException``, ``InvalidRelationName``: ``RELATION_INVALID_NAME``), the read-only schema an
+    IllegalArgumentException (4000)."""
+    if "." in schema:
+        return 4002, f'InvalidSchemaNameException[schema name "{schema}" is invalid.]'
+    if "." in name:
+        return 4002, f'InvalidRelationName[Relation name "{schema}.{name}" is invalid.]'
+    if not creating:
+        return None
+    if not schema or schema.startswith("_"):
+        return 4002, f'InvalidSchemaNameException[schema name "{schema}" is invalid.]'
+    if not name or name.startswith("_"):
+        return 4002, f'InvalidRelationName[Relation name "{schema}.{name}" is invalid.]'
+    if schema in ("sys", "information_schema", "pg_catalog"):
+        return 4000, f"IllegalArgumentException[Cannot create relation in read-only schema: {schema}]"
+    return None
 
 
 def _paths(obj, prefix):

@@ -93,8 +93,11 @@ def column_query(kind: str, table, field: str) -> str:
         from lorrygate.storage.crate_values import crate_key
 
         path = "".join(f"[{_literal(crate_key(part))}]" for part in field.split("."))
+        from lorrygate.storage.shared_layout import crate_table
+        from lorrygate.storage.shared_layout import qualified as crate_qualified
+
         return (f'SELECT "time" AS "time", "fields"{path} AS {quote(field)} '
-                f"FROM {quote(table.schema)}.{quote(table.table)} WHERE $__timeFilter(\"time\") ORDER BY 1")
+                f"FROM {crate_qualified(crate_table(table))} WHERE $__timeFilter(\"time\") ORDER BY 1")
     if kind == "postgresql":
         from lorrygate.storage.postgresql import PostgresDialect, qualified
 

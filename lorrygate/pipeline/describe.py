@@ -28,6 +28,10 @@ def _time_index(storage, table, shared: bool, keyed: bool = False) -> list:
 
 
 def _ddl(storage, table, channel, address=None) -> list:
+    if storage.kind == "crate":
+        from lorrygate.storage.shared_layout import crate_table
+
+        table = crate_table(table)  # (as the writer names it)
     if storage.layout == "per-network":
         from lorrygate.storage.shared_layout import shared_table, sqlite_view_statement, view_statement
 
@@ -67,8 +71,10 @@ def _ddl(storage, table, channel, address=None) -> list:
                 *_time_index(storage, table, False, _keyed(storage, channel)),
                 "-- then ALTER TABLE ... ADD COLUMN per field, on its first appearance"]
     if storage.kind == "postgresql":
-        qualified = f"{quote(table.schema or 'public')}.{quote(table.table)}"
-        return [f"CREATE SCHEMA IF NOT EXISTS {quote(table.schema or 'public')}",
+        from lorrygate.storage.postgresql import schema_name
+
+        qualified = f"{quote(schema_name(table))}.{quote(table.table)}"
+        return [f"CREATE SCHEMA IF NOT EXISTS {quote(schema_name(table))}",
                 f'CREATE TABLE IF NOT EXISTS {qualified} ("time" TIMESTAMPTZ NOT NULL)',
                 "-- then ALTER TABLE ... ADD COLUMN IF NOT EXISTS per field, on its first appearance"]
     if storage.kind == "crate":
@@ -203,13 +209,31 @@ def describe(settings, topics=(), fields=()) -> str:
                 lines.append(f"    {_announced(settings, address)}")
             for name in channel.storages:
                 storage = settings.storages[name]
-                physical = table_name(table) if storage.kind == "sqlite" else f"{table.schema}.{table.table}"
+                physical = _physical(storage.kind, table)
                 lines.append(f"    storage {name} ({storage.kind}): schema {table.schema}, table {table.table} "
                              f"-> {physical}")
                 for statement in _ddl(storage, table, channel, address):
                     lines.append(f"      {statement}")
                 lines.extend(_columns(storage, list(fields)))
     return "\n".join(lines)
+
+
+def _physical(kind: str, table) -> str:
+    """The table a storage of ``kind`` writes ``table``'s rows into: SQLite's ``schema__table``, and the names
+    each database takes no table of made so (`lorrygate.storage.sqlite.table_name`,
+    `lorrygate.storage.postgresql.schema_name`, `lorrygate.storage.shared_layout.crate_table`)."""
+    if kind == "sqlite":
+        return table_name(table)
+    if kind == "postgresql":
+        from lorrygate.storage.postgresql import schema_name
+
+        return f"{schema_name(table)}.{table.table}"
+    if kind == "crate":
+        from lorrygate.storage.shared_layout import crate_table
+
+        table = crate_table(table)
+        return f"{table.schema or 'doc'}.{table.table}"
+    return f"{table.schema}.{table.table}"
 
 
 def _announced(settings, address) -> str:

@@ -81,7 +81,14 @@ from lorrygate.storage.batch import DeadLetter
 from lorrygate.storage.crate_moved_keys import MovedKeys, place
 from lorrygate.storage.crate_values import Conversions, crate_object
 from lorrygate.storage.layout import EXTRA_COLUMN, ID_COLUMN, merge_details, merge_id, row_id
-from lorrygate.storage.shared_layout import ADDRESS_COLUMNS, address_values, qualified, shared_table, view_statement
+from lorrygate.storage.shared_layout import (
+    ADDRESS_COLUMNS,
+    address_values,
+    crate_table,
+    qualified,
+    shared_table,
+    view_statement,
+)
 from lorrygate.topology.naming import quote
 
 DEAD_LETTER_TABLE = '"doc"."lorrygate_dead_letter"'
@@ -473,7 +480,7 @@ class CrateStorage:
         per_network = self.layout == "per-network"
         keyed_tables = self._keyed_tables
         for index, entry in enumerate(batch.entries):
-            table = entry.table
+            table = crate_table(entry.table)  # (a name CrateDB creates no table of: `crate_table`)
             merge = self._merge_of(entry.channel)
             keyed = self.idempotent or bool(merge) or (bool(keyed_tables) and table in keyed_tables)
             shared = shared_table(table, entry.address) if per_network and entry.records else None
@@ -557,9 +564,9 @@ class CrateStorage:
                         queue[:0] = [part[:middle], part[middle:]]
                 elif exc.code in CREATE_CODES and not created:
                     created = True
-                    if not await self._create(table, part[0].entry, part, progress, batch):
-                        self._reject([r for p in [part] + queue for r in p], self.refused_tables[str(table)],
-                                     progress, batch)
+                    refused = await self._create(table, part[0].entry, part, progress, batch)
+                    if refused:
+                        self._reject([r for p in [part] + queue for r in p], refused, progress, batch)
                         return retry
                     queue.insert(0, part)
                 elif transient(exc.code) or exc.status >= 500:
@@ -572,8 +579,8 @@ class CrateStorage:
                     for row in part + [r for p in queue for r in p]:
                         if not row.keyed:
                             record = row.entry.records[row.position]
-                            row.args.append(row_id(row.entry.table, record.time, {"tags": _plain(record.tags),
-                                                                                  "fields": _plain(record.fields)}))
+                            row.args.append(row_id(crate_table(row.entry.table), record.time,
+                                                   {"tags": _plain(record.tags), "fields": _plain(record.fields)}))
                             row.keyed = True
                     self.log.info("storage {storage}: {table} was made with the key on lorrygate_id; its rows get an "
                                   "id of their content (idempotent rows)", storage=self.name, table=str(table))
@@ -722,9 +729,12 @@ class CrateStorage:
             reason=reason,
         )
 
-    async def _create(self, table, entry, part, progress, batch) -> bool:
-        """Create a table (again); False when the shard budget refuses it. A table made anew forgets the keys
-        moved into extra_fields for the one before it (dropped meanwhile), which its rows had."""
+    async def _create(self, table, entry, part, progress, batch) -> str:
+        """Create a table (again); "" once it is there, or why it cannot be: the shard budget refuses it (until
+        the budget changes: `refused_tables`), or CrateDB refused the CREATE TABLE for good (a DDL template's
+        statement CrateDB does not take): the rows are dead letters that say so, and the next batch tries again,
+        where they failed the whole batch at every retry and the storage stood still. A table made anew forgets
+        the keys moved into extra_fields for the one before it (dropped meanwhile), which its rows had."""
         if table in self._extra_tables or place(table) in self._moves.known:
             self._extra_tables.discard(table)
             self._extra_keys.pop(table, None)
@@ -739,7 +749,7 @@ class CrateStorage:
             if refused:
                 self.refused_tables[str(table)] = refused
                 self.log.error("storage {storage}: {reason}", storage=self.name, reason=refused)
-                return False
+                return refused
         statements = template.render(table, entry) if template is not None else [
             default_ddl(table, self.partition, self.shards, self.replicas, self._keyed_for(entry), table in self._shared)
         ]
@@ -747,12 +757,19 @@ class CrateStorage:
             try:
                 await self._sql(statement)
             except CrateError as exc:
-                if exc.code != 4093:  # created meanwhile by someone else
-                    raise StorageError(f"storage {self.name}: creating {table} failed: {exc}") from None
+                if exc.code == 4093:  # created meanwhile by someone else
+                    continue
+                if _passing(exc) or exc.code in AUTH_CODES:
+                    raise StorageError(f"storage {self.name}: creating {table} failed: {exc}; retrying") from None
+                how = "mend the ddl template" if template is not None else "see docs/storage.rst, CrateDB"
+                reason = (f"CrateDB refused to create the table {table}: {cut(str(exc), 2000)} ({how}; then "
+                          "'lorrygate dead-letters replay' stores these rows)")
+                self.log.error("storage {storage}: {reason}", storage=self.name, reason=reason)
+                return reason
         if table not in self._created:
             self.log.info("storage {storage}: created table {table}", storage=self.name, table=str(table))
         self._created.add(table)
-        return True
+        return ""
 
     def _want_views(self, views: dict) -> None:
         """Have the views of per-address tables whose rows went into a shared table made (`shared_layout`), those

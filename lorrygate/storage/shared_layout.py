@@ -76,6 +76,32 @@ def qualified(table: TableName) -> str:
     return f"{quote(table.schema or 'doc')}.{quote(table.table)}"
 
 
+#: the schemas CrateDB creates no table in: its read-only system schemas (``Schemas.READ_ONLY_SYSTEM_SCHEMAS``)
+#: and ``blob``, which holds BLOB tables only
+CRATE_RESERVED_SCHEMAS = frozenset({"sys", "information_schema", "pg_catalog", "blob"})
+
+
+def crate_table(table: TableName) -> TableName:
+    """The table a per-address `TableName` is in CrateDB, which refuses to create a relation whose schema or name
+    is empty, starts with ``_`` (``RelationName.ensureValidForRelationCreation``: a Tasmota device or a
+    zigbee2mqtt friendly name ``_attic``, a realm ``_test``) or holds a ``.`` (``RelationName.of``), or in one of
+    `CRATE_RESERVED_SCHEMAS` (the topic strategy's ``sys/...``): such a part gets the prefix ``lg_`` and its dots
+    become ``_``, as PostgreSQL's ``pg_`` schemas become ``lg_pg_`` (`lorrygate.storage.postgresql.schema_name`).
+    The CREATE TABLE failed at every retry, and the batch with it: one device so named stopped the storage. A
+    name CrateDB takes comes back as it is."""
+    schema, name = table.schema, table.table
+    fixed_schema = None if schema is None else _crate_part(schema, reserved=schema.lower() in CRATE_RESERVED_SCHEMAS)
+    fixed_name = _crate_part(name)
+    if fixed_schema == schema and fixed_name == name:
+        return table
+    return TableName(fixed_schema, fixed_name)
+
+
+def _crate_part(part: str, reserved: bool = False) -> str:
+    part = part.replace(".", "_")
+    return "lg_" + part if reserved or not part or part.startswith("_") else part
+
+
 def view_statement(view: TableName, shared: TableName, extra: bool = False) -> str:
     """CrateDB: the view that shows a per-address table's rows of a shared table as the per-address table had
     them; ``extra``: with the column of the fields CrateDB does not index (`lorrygate.storage.crate_extra`)."""

@@ -57,8 +57,12 @@ _TRANSIENT_CODES = frozenset({5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 26})
 
 
 def table_name(table) -> str:
-    """The SQLite table of a `TableName` (just the table without a schema)."""
-    return f"{table.schema}__{table.table}" if table.schema else table.table
+    """The SQLite table of a `TableName` (just the table without a schema). A name that SQLite reserves for its
+    own objects (``sqlite_...`` in any case, e.g. from a realm ``sqlite`` or ``SQLite-lab``) gets the prefix
+    ``lg_``, as `lorrygate.storage.postgresql.schema_name` does for ``pg_``: CREATE TABLE refuses it ("object name
+    reserved for internal use"), and every message of that realm was a dead letter."""
+    name = f"{table.schema}__{table.table}" if table.schema else table.table
+    return "lg_" + name if name[:7].lower() == "sqlite_" else name
 
 
 def _value(value):

@@ -223,3 +223,19 @@ async def test_a_key_moved_into_extra_fields_stays_there_after_a_restart(server)
         assert [row["fields"] for row in rows] == [{"temperature": 21.5}, {"temperature": 21.0}]
         assert [row["extra_fields"] for row in rows] == [{"log": "x" * 40_000}, {"log": "short"}]
     await run(server, test)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_device_whose_table_name_cratedb_refuses_is_stored_beside_the_others(server):
+    """CrateDB creates no table whose name starts with ``_`` (a Tasmota device ``_attic``): the CREATE TABLE
+    failed at every retry and the whole batch with it. That table is ``lg__attic_sensors``; the batch's other
+    rows are stored beside it, in one write."""
+    async def test(case):
+        odd = TableName(case.schema, "_attic_sensors")
+        message = Message(case.topic, b"{}", 1, False, 1_717_243_200.0, "#", Ack())
+        batch = await case.write(case.entry({"v": 1.0}), Entry(odd, [Record(T, {"v": 2.0}, {})], "main", message,
+                                                                "json"))
+        assert batch.extra_dead == []
+        assert [row["fields"] for row in await server.rows(case.schema, "lg__attic_sensors")] == [{"v": 2.0}]
+        assert [f["v"] for f in await case.fields()] == [1.0]
+    await run(server, test)

@@ -227,6 +227,30 @@ def test_postgresql_data_errors_isolate_the_entry_and_pg_realms_are_stored(tmp_p
     no_connection_lost(gateway)
 
 
+def test_a_realm_of_a_name_sqlite_reserves_is_stored(tmp_path, mosquitto):
+    """SQLite reserves the names that start with ``sqlite_`` (any case) for its own objects: a realm ``sqlite`` or
+    ``SQLite-lab`` made tables that CREATE TABLE refused ("object name reserved for internal use"), and every
+    message of the realm was a dead letter. They are stored in ``lg_sqlite_...``, as PostgreSQL's ``pg_`` realms
+    are in ``lg_pg_...``; the stream around them too."""
+    realm = f"h{uuid.uuid4().hex[:8]}"
+    config = write_config(str(tmp_path), mosquitto.port, client_id=f"gw-{realm}",
+                          topics=f"{realm}/#, sqlite/{realm}/#, SQLite-{realm}/#")
+    gateway = GatewayProcess(config, str(tmp_path / "gw.log")).start()
+    publisher = Publisher(mosquitto.port)
+    db = str(tmp_path / "gateway.sqlite")
+    publisher.publish_many([(f"{realm}/net/gw/n/data.json", json.dumps({"seq": 1})),
+                            (f"sqlite/{realm}/gw/n/data.json", json.dumps({"seq": 2})),
+                            (f"SQLite-{realm}/net/gw/n/data.json", json.dumps({"seq": 3})),
+                            (f"{realm}/net/gw/n/data.json", json.dumps({"seq": 4}))])
+    expected = {f"lg_sqlite_{realm}__gw_n_sensors": [(2,)], f"lg_sqlite_{realm}_net__gw_n_sensors": [(3,)],
+                f"{realm}_net__gw_n_sensors": [(1,), (4,)]}
+    wait_until(lambda: all(count_rows(db, table) == len(rows) for table, rows in expected.items()), 30, "the rows")
+    publisher.close()
+    assert gateway.stop() == 0
+    assert {table: query(db, f'SELECT seq FROM "{table}" ORDER BY seq') for table in expected} == expected
+    assert query(db, "SELECT count(*) FROM lorrygate_dead_letter") == [(0,)]
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(payloads=st.lists(st.binary(max_size=300), min_size=1, max_size=20),
        levels=st.lists(st.text(alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters="/#+\x00"),

@@ -861,3 +861,49 @@ def test_a_keyed_table_keeps_taking_rows_after_merge_or_idempotent_is_turned_off
     requests = fake.requests
     batch, failures = write(store, entry({"w": 4}, time=T + 3 * 10**9))  # (known now: no refusal first)
     assert failures == [] and len(fake.rows(TABLE.schema, TABLE.table)) == 4 and fake.requests == requests + 1
+
+
+def test_names_cratedb_creates_no_table_of_are_stored_under_names_it_takes():
+    """CrateDB creates no relation whose schema or name starts with ``_`` (a Tasmota device or zigbee2mqtt friendly
+    name ``_attic``, a realm ``_test``) or holds a ``.``, nor one in a read-only system schema (the topic strategy's
+    ``sys/...``): the CREATE TABLE failed at every retry, and with it the whole batch, so one device so named
+    stopped the storage. Such a part gets the prefix ``lg_``; the other tables of the batch are stored beside."""
+    from lorrygate.storage.shared_layout import crate_table
+
+    fake = FakeCrate()
+    store = storage(fake, idempotent=True)
+    odd = [TableName("tasmota", "_attic_sensors"), TableName("_test_net", "gw_n_sensors"), TableName("sys", "y"),
+           TableName("blob", "y"), TableName("pg_catalog", "a.b"), TableName(None, "_x")]
+    batch, failures = write(store, entry({"v": 0}), *[entry({"v": n}, table=t) for n, t in enumerate(odd, 1)])
+    assert failures == [] and batch.extra_dead == []
+    assert [crate_table(t) for t in odd] == [
+        TableName("tasmota", "lg__attic_sensors"), TableName("lg__test_net", "gw_n_sensors"),
+        TableName("lg_sys", "y"), TableName("lg_blob", "y"), TableName("lg_pg_catalog", "a_b"),
+        TableName(None, "lg__x")]
+    stored = {(schema, name): [row["fields"]["v"] for row in fake.rows(schema, name)] for schema, name in fake.tables
+              if not name.startswith("lorrygate_")}
+    assert stored == {(TABLE.schema, TABLE.table): [0], ("tasmota", "lg__attic_sensors"): [1],
+                      ("lg__test_net", "gw_n_sensors"): [2], ("lg_sys", "y"): [3], ("lg_blob", "y"): [4],
+                      ("lg_pg_catalog", "a_b"): [5], ("doc", "lg__x"): [6]}
+    assert crate_table(TABLE) is TABLE  # (a name CrateDB takes is kept, and so are its rows' ids)
+
+
+def test_a_table_cratedb_refuses_to_create_keeps_its_rows_as_dead_letters_and_the_rest_flows():
+    """A CREATE TABLE that CrateDB refuses for good (a DDL template it does not take at run time) failed the whole
+    batch at every retry: the storage stood still. The rows of that table are dead letters that say why and what
+    to do; the other tables' rows are stored, and the next batch tries the table again."""
+    fake = FakeCrate()
+    store = storage(fake)
+    write(store, entry({"v": 0}))  # (the table exists: its rows need no CREATE)
+    fake.fail_next(400, 4000, "IllegalArgumentException[Cannot use column month of type TEXT as partition]",
+                   statement="CREATE TABLE")
+    other = TableName(TABLE.schema, "other_sensors")
+    batch, failures = write(store, entry({"v": 1}), entry({"v": 2}, table=other))
+    assert failures == [] and batch.refused_rows == 1
+    (dead,) = batch.extra_dead
+    assert dead.error.startswith(f"CrateDB refused to create the table {other}: CrateDB error 4000: "
+                                 "IllegalArgumentException[Cannot use column month")
+    assert "'lorrygate dead-letters replay' stores these rows" in dead.error
+    assert [row["fields"]["v"] for row in fake.rows(TABLE.schema, TABLE.table)] == [0, 1]
+    _, failures = write(store, entry({"v": 3}, table=other))  # (refused once, not for good)
+    assert failures == [] and [row["fields"]["v"] for row in fake.rows(other.schema, other.table)] == [3]
