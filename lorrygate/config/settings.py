@@ -770,10 +770,14 @@ def ddl_template(text: str, kind: str):
 
         return DdlTemplate.parse(text, lambda table: quote(table_name(table)))
     if kind == "postgresql":
-        from lorrygate.storage.postgresql import qualified as qualify
-    else:
-        qualify = lambda table: f"{quote(table.schema)}.{quote(table.table)}"  # noqa: E731
-    return DdlTemplate.parse(text, qualify, crate_validator() if kind == "crate" else None)
+        from lorrygate.storage.postgresql import qualified, schema_name
+
+        return DdlTemplate.parse(text, qualified, schema_of=schema_name)
+    from lorrygate.storage.shared_layout import qualified as crate_qualified
+
+    # (the writer gives it the table as CrateDB takes it, `lorrygate.storage.shared_layout.crate_table`)
+    return DdlTemplate.parse(text, crate_qualified, crate_validator() if kind == "crate" else None,
+                             schema_of=lambda table: table.schema or "doc")
 
 
 def installed(module: str) -> bool:

@@ -600,9 +600,10 @@ class Exporter:
         rows written into the range meanwhile would shift the pages). The rows of a page's last time are read
         whole with a query of their own (``"time" = ?``, by ``OFFSET`` only among them), since rows may share
         a time and the next page starts after it."""
-        from lorrygate.storage.shared_layout import qualified, shared_table
+        from lorrygate.storage.shared_layout import crate_table, qualified, shared_table
 
         backend = self.backend
+        table = crate_table(table)  # (the table the writer names so: a name CrateDB creates no table of)
         shared = shared_table(table, address) if backend.layout == "per-network" else None
         source = shared or table
         found = await backend._sql("SELECT column_name, data_type FROM information_schema.columns "

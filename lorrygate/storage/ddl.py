@@ -73,14 +73,16 @@ def sql_literal(text: str) -> str:
 class DdlTemplate:
     text: str
     qualify: Any = attrs.field(eq=False)  # TableName -> qualified SQL name
+    #: TableName -> the schema its table is in (PostgreSQL's ``lg_pg_...`` for a ``pg_...`` one)
+    schema_of: Any = attrs.field(default=None, eq=False)
 
     @classmethod
-    def parse(cls, text: str, qualify, validate=None) -> "DdlTemplate":
+    def parse(cls, text: str, qualify, validate=None, schema_of=None) -> "DdlTemplate":
         """Check placeholders (and, with ``validate``, each rendered statement); ValueError says what is wrong."""
         unknown = sorted({name for name in _PLACEHOLDER.findall(text) if name not in PLACEHOLDERS})
         if unknown:
             raise ValueError(f"unknown placeholder {{{unknown[0]}}} (known: {', '.join(PLACEHOLDERS)})")
-        template = cls(text, qualify)
+        template = cls(text, qualify, schema_of)
         from lorrygate.model import TableName
 
         statements = template.render(TableName("sample_schema", "sample_table"), None)
@@ -95,7 +97,7 @@ class DdlTemplate:
         """The statements for one table, placeholders filled."""
         qualified = self.qualify(table)
         values = {
-            "schema": quote(table.schema),
+            "schema": quote(self.schema_of(table) if self.schema_of is not None else table.schema),
             "table": quote(table.table),
             "qualified": qualified,
             "qualified_text": sql_literal(qualified),

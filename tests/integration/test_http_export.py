@@ -276,6 +276,11 @@ def _crate_export(tmp_path, url: str) -> None:
         (row,) = json.loads(text)
         assert row["temperature"] == 20.5 and row["extra_fields"] == {"snapshot": snapshot}, text[:500]
         kotoris_query_options(port, f"/api/{realm}/testdrive/area-42/node-2/data", sql=False)
+        # a realm whose schema CrateDB creates no table in (_...): stored in lg__..., and exported from there
+        odd = f"/api/_{realm}/testdrive/area-42/node-1/data"
+        assert post(port, odd, json.dumps({"time": "2024-06-01T12:00:00Z", "temperature": 19.5}).encode())[0] == 200
+        status, text, _ = get(port, f"{odd}.csv?from=2024-06-01&to=2024-06-02")
+        assert status == 200 and text.splitlines() == ["time,temperature", "2024-06-01T12:00:00.000Z,19.5"], text
     finally:
         assert gateway.stop() == 0, gateway.text()[-3000:]
 

@@ -136,6 +136,26 @@ def test_describe_prints_schema_table_and_ddl():
 
 
 
+def test_describe_names_the_tables_each_database_writes_and_a_ddl_template_gets_them_too():
+    """A name a database creates no table of is written under another (``lg_...``): describe showed the name as the
+    strategy gave it, and a PostgreSQL DDL template's ``{schema}`` was ``pg_...``, which CREATE TABLE refuses."""
+    from lorrygate.config import loads
+    from lorrygate.pipeline.describe import describe
+
+    settings = loads("[broker:b]\nhost=h\n[storage:c]\nurl=crate://localhost:4200\n[storage:p]\n"
+                     "url=postgresql://u@localhost/x\nddl = CREATE TABLE {schema}.{table} (time TIMESTAMPTZ)\n"
+                     "[storage:s]\nurl=sqlite:///x.sqlite\n[channel:c]\ntopics=#\nstorage=c, p, s\n"
+                     "strategy=topic\n")
+    text = describe(settings, ["pg_lab/_attic", "sqlite_stat1/y", "sys/y"])
+    for line in ("storage c (crate): schema pg_lab, table _attic -> pg_lab.lg__attic",
+                 "storage p (postgresql): schema pg_lab, table _attic -> lg_pg_lab._attic",
+                 'CREATE TABLE "lg_pg_lab"."_attic" (time TIMESTAMPTZ)',
+                 "storage s (sqlite): schema sqlite_stat1, table y -> lg_sqlite_stat1__y",
+                 "storage c (crate): schema sys, table y -> lg_sys.y",
+                 'CREATE TABLE IF NOT EXISTS "lg_sys"."y"'):
+        assert line in text, (line, text)
+
+
 def test_describe_of_a_topic_filter_says_it_is_one():
     """``describe --topic 'mqttkit-1/#'`` (a filter, as a channel's topics are written) was told that the wan
     strategy refuses a topic of 2 levels: it is told that it gave a filter, not a message's topic."""
