@@ -64,7 +64,8 @@ def schema_name(table) -> str:
     PostgreSQL reserves (``pg_...``, e.g. from a realm ``pg-lab``) get the
     prefix ``lg_``, since CREATE SCHEMA refuses them."""
     schema = table.schema or "public"
-    return "lg_" + schema if schema.lower().startswith("pg_") else schema
+    # (shortened as every name lorrygate makes: "lg_" and 63 bytes cut by PostgreSQL merged two realms' schemas)
+    return shorten("lg_" + schema, PostgresDialect.identifier_limit) if schema.lower().startswith("pg_") else schema
 
 
 def qualified(table) -> str:

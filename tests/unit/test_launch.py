@@ -154,6 +154,13 @@ def test_describe_names_the_tables_each_database_writes_and_a_ddl_template_gets_
                  "storage c (crate): schema sys, table y -> lg_sys.y",
                  'CREATE TABLE IF NOT EXISTS "lg_sys"."y"'):
         assert line in text, (line, text)
+    # the prefix keeps within PostgreSQL's 63 bytes, which cut "lg_" + 63 bytes: two realms were one schema
+    from lorrygate.model import TableName
+    from lorrygate.storage.postgresql import schema_name
+
+    long = "pg_" + "x" * 58
+    names = {schema_name(TableName(long + end, "t")) for end in ("ab", "cd")}
+    assert len(names) == 2 and all(len(name) == 63 and name.startswith("lg_pg_x") for name in names)
 
 
 def test_describe_of_a_topic_filter_says_it_is_one():
