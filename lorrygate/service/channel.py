@@ -24,7 +24,7 @@ from lorrygate.decoding.events import EventValueDecoder
 from lorrygate.decoding.timestamps import seconds_to_ns, to_iso
 from lorrygate.decoding.values import KotoriValues
 from lorrygate.errors import DecodeError, Ignored, NoDecoderMatched, PartlyDecoded, TopologyError, reason_kind
-from lorrygate.model import EVENT, Events
+from lorrygate.model import EVENT, Address, Events, TableName
 from lorrygate.mqtt.topics import parse_filter
 from lorrygate.storage.batch import DeadLetter, Entry
 from lorrygate.where_raised import where_raised
@@ -323,6 +323,8 @@ class ChannelRouter:
 
     def _raised(self, exc: Exception) -> str:
         """What a strategy raised, and where in its code (`where_raised`)."""
+        if isinstance(exc, StrategyAnswer):
+            return str(exc)
         where = where_raised(exc, self.strategy.match)
         if isinstance(exc, time_limit.CodeStopped):
             return exc.told(where)
@@ -331,7 +333,11 @@ class ChannelRouter:
     def _match(self, topic: str) -> tuple:
         """(address, table) of a topic, by the strategy (under the time limit of the user's code)."""
         address = self.strategy.match(topic)
-        return address, self.strategy.table_for(address)
+        if not isinstance(address, Address):
+            raise StrategyAnswer(self.strategy.name, f"match({topic!r})", address, "an Address (lorrygate.model."
+                                 "Address(realm, network, gateway, node, kind)), or TopologyError raised for a topic "
+                                 "that does not fit")
+        return address, checked_table(self.strategy, address, self.strategy.table_for(address))
 
     def _check_collision(self, topic: str, address, table) -> None:
         # What tells two addresses of one table apart, but for the parts that are tags in its rows (a Meshtastic
@@ -546,7 +552,8 @@ class ChannelRouter:
         if found is None:
             event = attrs.evolve(address, kind=EVENT)
             try:
-                found = (event, time_limit.call(f"strategy {self.strategy.name!r}", self.strategy.table_for, event))
+                found = (event, checked_table(self.strategy, event, time_limit.call(
+                    f"strategy {self.strategy.name!r}", self.strategy.table_for, event)))
             except Exception as exc:
                 self.log.warn("channel {channel}: strategy {strategy!r} gave no events table for {address} "
                               "({error}); its events are stored in {table}", channel=self.channel.name,
@@ -771,3 +778,24 @@ def error_topic(topic: str):
     if last == "error.json":
         return None
     return f"{base}/error.json" if base else "error.json"
+
+
+class StrategyAnswer(TypeError):
+    """A strategy (of your own) answered with something no storage can take: a table name that is no
+    `TableName` of text (a plain string, None, a tuple), an address that is no `Address`. The storage failed on
+    it with ``AttributeError: 'str' object has no attribute 'schema'``, which told neither the strategy nor the
+    fix."""
+
+    def __init__(self, strategy: str, call: str, answer, wanted: str):
+        super().__init__(f"strategy {strategy!r}: {call} returned {answer!r:.200}, not {wanted}")
+
+
+def checked_table(strategy, address, table) -> TableName:
+    """``table``, the strategy's ``table_for(address)``, if it is a `TableName` of text with a table; else
+    `StrategyAnswer` saying so."""
+    if (type(table) is TableName or isinstance(table, TableName)) and type(table.table) is str and table.table \
+            and (table.schema is None or type(table.schema) is str):
+        return table
+    raise StrategyAnswer(strategy.name, f"table_for({address!r:.200})", table,
+                         "a TableName(schema, table) of text with a table name (lorrygate.model.TableName; schema "
+                         "None for the storage's default)")

@@ -255,3 +255,41 @@ def test_a_javascript_codec_that_throws_names_its_line_in_the_codec_file(tmp_pat
             thrown.decode(Message("r/n/g/d/data.json", b"x", 1, False, 1.0, "#"), DATA)
     finally:
         thrown.stop()
+
+
+class Answering:
+    """A strategy of one's own whose answers are no `Address` or no `TableName` for some topics."""
+
+    name = "answering"
+
+    def match(self, topic):
+        from lorrygate.model import Address
+
+        node = topic.split("/")[1]
+        return None if node == "nothing" else Address("r", None, None, node, DATA, "")
+
+    def table_for(self, address):
+        from lorrygate.model import TableName
+
+        return {"str": "plain", "tuple": ("s", "t"), "int": TableName("s", 5), "empty": TableName("s", ""),
+                "none": None}.get(address.node, TableName(None, address.node))
+
+
+def test_a_strategy_answering_with_no_address_or_table_name_is_told_so_and_the_stream_flows():
+    """A ``table_for`` that returned a plain string (or None, a tuple, a name that is no text) failed in the
+    storage with ``AttributeError: 'str' object has no attribute 'schema'``, which named neither the strategy nor
+    what it should return; an int table name was stored as ``s__5``. Each is a dead letter that says which call
+    returned what, and what it must return; the other topics are stored."""
+    route, storage = router(Answering())
+    for node in ("str", "tuple", "int", "empty", "none", "nothing", "ok"):
+        route(Message(f"r/{node}", b'{"v": 1}', 1, False, 1.0, "#"))
+    errors = [dead.error for dead in storage.dead_letters]
+    assert len(errors) == 6 and all(error.startswith("strategy 'answering': ") for error in errors), errors
+    assert "returned 'plain', not a TableName(schema, table) of text with a table name" in errors[0]
+    assert "table_for(Address(realm='r'" in errors[0] and "returned ('s', 't')" in errors[1]
+    assert "returned TableName(schema='s', table=5)" in errors[2] and "table=''" in errors[3]
+    assert "returned None, not a TableName" in errors[4]
+    assert errors[5] == ("strategy 'answering': match('r/nothing') returned None, not an Address (lorrygate.model."
+                         "Address(realm, network, gateway, node, kind)), or TopologyError raised for a topic that "
+                         "does not fit")
+    assert [str(table) for table in storage.tables] == ["None.ok"]
