@@ -97,7 +97,8 @@ class Address:
 class TableName:
     """A storage location: schema (database) and table, already sanitized."""
 
-    schema: str
+    #: None: the storage's own (SQLite: none, PostgreSQL: ``public``, CrateDB: ``doc``)
+    schema: str | None
     table: str
 
     def __str__(self) -> str:

@@ -88,9 +88,10 @@ def crate_table(table: TableName) -> TableName:
     `CRATE_RESERVED_SCHEMAS` (the topic strategy's ``sys/...``): such a part gets the prefix ``lg_`` and its dots
     become ``_``, as PostgreSQL's ``pg_`` schemas become ``lg_pg_`` (`lorrygate.storage.postgresql.schema_name`).
     The CREATE TABLE failed at every retry, and the batch with it: one device so named stopped the storage. A
-    name CrateDB takes comes back as it is."""
+    name CrateDB takes comes back as it is; an empty schema is none (``doc``)."""
     schema, name = table.schema, table.table
-    fixed_schema = None if schema is None else _crate_part(schema, reserved=schema.lower() in CRATE_RESERVED_SCHEMAS)
+    # (an empty schema is none, as for SQLite and PostgreSQL: the table goes into doc)
+    fixed_schema = _crate_part(schema, reserved=schema.lower() in CRATE_RESERVED_SCHEMAS) if schema else None
     fixed_name = _crate_part(name)
     if fixed_schema == schema and fixed_name == name:
         return table

@@ -873,18 +873,18 @@ def test_names_cratedb_creates_no_table_of_are_stored_under_names_it_takes():
     fake = FakeCrate()
     store = storage(fake, idempotent=True)
     odd = [TableName("tasmota", "_attic_sensors"), TableName("_test_net", "gw_n_sensors"), TableName("sys", "y"),
-           TableName("blob", "y"), TableName("pg_catalog", "a.b"), TableName(None, "_x")]
+           TableName("blob", "y"), TableName("pg_catalog", "a.b"), TableName(None, "_x"), TableName("", "e")]
     batch, failures = write(store, entry({"v": 0}), *[entry({"v": n}, table=t) for n, t in enumerate(odd, 1)])
     assert failures == [] and batch.extra_dead == []
     assert [crate_table(t) for t in odd] == [
         TableName("tasmota", "lg__attic_sensors"), TableName("lg__test_net", "gw_n_sensors"),
         TableName("lg_sys", "y"), TableName("lg_blob", "y"), TableName("lg_pg_catalog", "a_b"),
-        TableName(None, "lg__x")]
+        TableName(None, "lg__x"), TableName(None, "e")]
     stored = {(schema, name): [row["fields"]["v"] for row in fake.rows(schema, name)] for schema, name in fake.tables
               if not name.startswith("lorrygate_")}
     assert stored == {(TABLE.schema, TABLE.table): [0], ("tasmota", "lg__attic_sensors"): [1],
                       ("lg__test_net", "gw_n_sensors"): [2], ("lg_sys", "y"): [3], ("lg_blob", "y"): [4],
-                      ("lg_pg_catalog", "a_b"): [5], ("doc", "lg__x"): [6]}
+                      ("lg_pg_catalog", "a_b"): [5], ("doc", "lg__x"): [6], ("doc", "e"): [7]}
     assert crate_table(TABLE) is TABLE  # (a name CrateDB takes is kept, and so are its rows' ids)
 
 
