@@ -27,10 +27,10 @@ def code_of(directory: str, modules: list, channels, hooks: dict, parser, decode
             dataflow_modules: list, storages: dict | None = None) -> tuple:
     """``({channel name: hex digest}, {hook name: hex digest}, {storage name: hex digest})``: the code each
     channel of ``channels`` runs, that of each ``type = python`` hook of ``hooks`` whose ``callable`` is of the
-    directory (a drop-in, a helper, a module of a helper package), and that of each Tributary storage of ``storages`` whose ``graph`` is (that module and the
-    helpers; an installed module is not imported again on a reload). ``modules``: the drop-in modules
-    imported (`plugins.load_modules`), ``decoder_sections``: ``{name: (section, values)}`` of the
-    ``[decoder:NAME]`` sections. Each file is read once."""
+    directory (a drop-in, a helper, a module of a helper package), and that of each Tributary storage of
+    ``storages`` whose ``graph`` is (that module and the helpers; an installed module is not imported again on
+    a reload). ``modules``: the drop-in modules imported (`plugins.load_modules`), ``decoder_sections``:
+    ``{name: (section, values)}`` of the ``[decoder:NAME]`` sections. Each file is read once."""
     folder = os.path.abspath(directory)
     codecs = {os.path.abspath(values["file"]): name for name, (_, values) in decoder_sections.items()
               if values.get("file")}

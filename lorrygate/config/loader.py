@@ -373,7 +373,8 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".", on_storage=N
                 fingerprints[f"tls:{kind}:{name}"] = files_digest(paths)
     read_files += [os.path.abspath(m) for d in dataflows.values() for m in d.modules if m.endswith(".py")]
     return s.Settings(source, gateway, brokers, storages, tuple(built), strategies, decoders, fingerprints, hooks,
-                      sources, files=tuple(sorted(set(read_files))), warnings=tuple(doubled_routes(source, built, brokers)
+                      sources, files=tuple(sorted(set(read_files))),
+                      warnings=tuple(doubled_routes(source, built, brokers)
                                      + feedback_cycles(source, built, brokers, storages)
                                      + unfit_source_topics(source, built, sources, strategies)
                                      + unread_headers(source, built, sources, decoder_sections)
