@@ -25,7 +25,11 @@ from lorrygate.model import unused_name
 #: the database allows keeps its first bytes and gets ``_`` and 8 hex digits
 #: of its SHA-256; a name that folds onto ``time``, ``lorrygate_id`` or an
 #: earlier field of the same row gets ``_2``, ``_3``, ... So no value is ever
-#: written over another in silence. An empty name (``{"": 1}``) is ``_``:
+#: written over another in silence. Across rows, SQLite's columns keep their
+#: spelling: a name whose fold is a column of another spelling (``temp`` in
+#: a table that has ``Temp``) takes its own ``_2``, ``_3``, ... column, so
+#: that a field's values stay in one column (`SqlStorage._spelled`), as they
+#: do in PostgreSQL. An empty name (``{"": 1}``) is ``_``:
 #: PostgreSQL has no empty identifier (the row was refused), and tools trip on
 #: one elsewhere.
 
@@ -220,8 +224,11 @@ def shorten(name: str, limit: int) -> str:
     return f"{head}_{hashlib.sha256(raw).hexdigest()[:8]}"
 
 
-def column_names(names: tuple, fold, reserved, limit: int | None = None) -> tuple:
-    """Distinct column names for a row's field names, in order (see the comment at the top)."""
+def column_names(names: tuple, fold, reserved, limit: int | None = None, table: dict | None = None) -> tuple:
+    """Distinct column names for a row's field names, in order (see the comment at the top). ``table``: the
+    columns a table has, ``{folded name: name as made}``, for a database that folds names (SQLite): a name
+    whose fold is a column of another spelling takes the first of ``<name>_2``, ``_3``, ... that is a column
+    of its own spelling or no column yet, so that each name keeps one column across rows."""
     used = {fold(name) for name in reserved}
     out = []
     for name in names:
@@ -229,7 +236,7 @@ def column_names(names: tuple, fold, reserved, limit: int | None = None) -> tupl
         candidate = shorten(name, limit) if limit else name
         folded = fold(candidate)
         number = 1
-        while folded in used:
+        while folded in used or (table is not None and table.get(folded) not in (None, candidate)):
             number += 1
             suffix = f"_{number}"
             candidate = (shorten(name, limit - len(suffix)) if limit else name) + suffix

@@ -180,6 +180,9 @@ class SQLiteDialect:
     reserved = ("time", ID_COLUMN)
 
     fold = staticmethod(sqlite_schema.fold)
+    #: the storage's columns of a table are ``{folded name: name as made}``, and a field gets the column of
+    #: its own spelling (`SqlStorage._spelled`)
+    folds_case = True
 
     def describe(self) -> str:
         return f"SQLite database {self.path!r}"
@@ -342,7 +345,7 @@ class SQLiteDialect:
         return False
 
     def columns_of(self, conn, table) -> dict:
-        return {self.fold(row[1]): None for row in conn.execute(f"PRAGMA table_info({quote(table_name(table))})")}
+        return sqlite_schema.spellings(row[1] for row in conn.execute(f"PRAGMA table_info({quote(table_name(table))})"))
 
     def begin(self, conn) -> None:
         self._adding.clear()
@@ -396,9 +399,11 @@ class SQLiteDialect:
             columns += [f"{ID_COLUMN} TEXT NOT NULL", f"PRIMARY KEY (time, {ID_COLUMN})"]
         conn.execute(f"CREATE TABLE IF NOT EXISTS {quote(table_name(table))} ({', '.join(columns)})")
 
-    def add_column(self, conn, table, column: str, value) -> None:
-        """Note the column; `add_pending_columns` adds it, with the write's other new columns at once."""
+    def add_column(self, conn, table, column: str, value) -> str:
+        """Note the column; `add_pending_columns` adds it, with the write's other new columns at once. Returns
+        its name as made (the storage keeps each column's spelling: `sqlite_schema.spellings`)."""
         self._adding.append((table_name(table), _column(column, value)))
+        return column
 
     def add_pending_columns(self, conn) -> None:
         """Add the columns noted since the last call (before the rows that need them go in): one schema

@@ -56,7 +56,7 @@ def identity(path: str) -> tuple:
 
 
 def read_columns(conn) -> dict:
-    """{table: {folded column name: None}} of every table in the database."""
+    """{table: {folded column name: column name}} of every table in the database (`spellings`)."""
     try:
         (text,), = conn.execute(_COLUMNS_JSON).fetchall()
     except sqlite3.OperationalError as exc:
@@ -64,9 +64,16 @@ def read_columns(conn) -> dict:
             raise
         columns: dict = {}
         for table, column in conn.execute(_COLUMNS_ROWS):
-            columns.setdefault(table, {})[fold(column)] = None
+            columns.setdefault(table, {}).update(spellings((column,)))
         return columns
-    return {table: {fold(column): None for column in names} for table, names in json.loads(text or "{}").items()}
+    return {table: spellings(names) for table, names in json.loads(text or "{}").items()}
+
+
+def spellings(names) -> dict:
+    """``{folded name: name}`` of a table's columns: SQLite finds a column by any case of its name, and
+    the storage gives a field the column of its own spelling (`lorrygate.storage.layout.column_names`). A
+    name that is its own fold is one object for both (no more memory for 10,000 tables than the folds)."""
+    return {name if (folded := fold(name)) == name else folded: name for name in names}
 
 
 class _Reading:

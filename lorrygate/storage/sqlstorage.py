@@ -108,7 +108,8 @@ class SqlStorage:
     max_tables: int = 100_000
     _pool: ThreadPool | None = None
     _conn: Any = None
-    #: physical table name -> {column name as the dialect folds it: type or None}
+    #: physical table name -> {column name as the dialect folds it: its type (PostgreSQL), its name as made
+    #: (SQLite, whose columns keep their spelling: `_spelled`)}
     _columns: dict = attrs.Factory(dict)
     #: whether `_columns` holds what the database had when this connection was made
     _columns_read: bool = False
@@ -125,8 +126,9 @@ class SqlStorage:
     lock_budget: int | None = None
     #: (physical table, columns, value types) whose table and columns a committed transaction made
     #: sure of: a row of that shape needs no look at the schema (with 10,000 tables, that look was
-    #: a third of the writer's own time)
-    _verified: set = attrs.Factory(set)
+    #: a third of the writer's own time); each to the columns its rows go in where a name's column has
+    #: another spelling (`_spelled`), else None
+    _verified: dict = attrs.Factory(dict)
     _pending_verified: list = attrs.Factory(list)
     #: the last reason a checkpoint failed, logged once ("" while they work)
     _checkpoint_error: str = ""
@@ -676,6 +678,9 @@ class SqlStorage:
         #: fields from which a row may be beyond the bytes a row can have (PostgreSQL: `lorrygate.storage.row_size`)
         wide = getattr(dialect, "row_fields", None) or 1 << 62
         physical_names = self._physical
+        verified = self._verified
+        #: SQLite: the groups whose rows go in columns of other names (`_spelled`): {key: columns}
+        respelled: dict = {}
         #: new tables whose making waits for the end of the loop (`_make_new`): ``{physical: (entry, row)}``
         new: dict | None = {} if (self.layout == "per-address" and not self.ddl
                                   and hasattr(dialect, "create_tables")) else None
@@ -730,6 +735,7 @@ class SqlStorage:
                         renames.clear()
                     renamed = column_names(columns, dialect.fold, dialect.reserved, dialect.identifier_limit)
                     renames[columns] = renamed = None if renamed == columns else renamed
+                named = columns
                 if renamed is not None:
                     flat = dict(zip(renamed, flat.values()))
                     columns = renamed
@@ -755,21 +761,26 @@ class SqlStorage:
                 if group is None:
                     groups[key] = group = (key_table, [])
                     shape = (physical, columns, tuple(map(type, flat.values())))
-                    if shape not in self._verified:
+                    spelled = verified.get(shape, _UNSEEN)
+                    if spelled is _UNSEEN:
+                        spelled = self._spelled(physical, named, columns, added)
+                        made = flat if spelled is None else dict(zip(spelled, flat.values()))
                         if self.max_tables and physical not in known and physical not in added and (
                                 new is None or physical not in new):
                             self._check_table_budget(physical, added, new)
                         if new is None:
-                            self._ensure(conn, entry, flat, added)
+                            self._ensure(conn, entry, made, added)
                         elif physical in new:
                             # a table still to make gets rows of another shape: the tables first, then its columns
                             self._make_new(conn, new, added)
-                            self._ensure(conn, entry, flat, added)
+                            self._ensure(conn, entry, made, added)
                         elif physical not in known and physical not in added:
-                            new[physical] = (entry, flat)
+                            new[physical] = (entry, made)
                         else:
-                            self._ensure(conn, entry, flat, added)
-                        self._pending_verified.append(shape)
+                            self._ensure(conn, entry, made, added)
+                        self._pending_verified.append((shape, spelled))
+                    if spelled is not None:
+                        respelled[key] = spelled
                 if merge:
                     merged_groups.add(key)
                 elif own_id:
@@ -779,6 +790,8 @@ class SqlStorage:
                     plain[key] = group[1]
         if new:
             self._make_new(conn, new, added)
+        if respelled:
+            groups, merged_groups, id_groups = _respelled(groups, merged_groups, id_groups, respelled)
         if self._scrubbed:
             scrub = dialect.scrub_row
             for (physical, _), (_, rows) in groups.items():
@@ -802,6 +815,30 @@ class SqlStorage:
             merged = key in merged_groups
             dialect.insert(conn, table, key[1], rows, idempotent or merged or key in id_groups, merged)
         return len(groups)
+
+    def _spelled(self, physical: str, named: tuple, columns: tuple, added: dict) -> tuple | None:
+        """The columns a group's rows go in where the database compares names without case (SQLite) and one
+        of ``columns`` is a column of the table by another spelling, else None. ``named``: the row's names
+        before `column_names` made them distinct (``columns`` may end with the id column).
+
+        Field names that differ only in case got distinct columns in a row (``Temp``, ``temp_2``), but a later
+        row of ``temp`` alone went into ``Temp``, which SQLite matched: one field's values in two columns,
+        mixed with another's. Each name now keeps the column of its own spelling, as in PostgreSQL
+        (`column_names` with the table's columns), after a restart too, as the names are read from the file.
+        Called once for a shape of rows (`_verified`); the tables of `_make_new` are PostgreSQL's only."""
+        if not getattr(self.dialect, "folds_case", False):
+            return None
+        have = self._columns.get(physical)
+        pending = added.get(physical)
+        if not have and not pending:
+            return None  # a new table: its columns are the row's
+        fold = self.dialect.fold
+        table: dict = {**have, **pending} if have and pending else have or pending or {}
+        if all(table.get(fold(name)) in (None, name) for name in columns):
+            return None
+        dialect = self.dialect
+        spelled = column_names(named, fold, dialect.reserved, dialect.identifier_limit, table) + columns[len(named):]
+        return None if spelled == columns else spelled
 
     def _merged(self, entries) -> list:
         """``merge``: the records of ``entries`` of one table, tags and bucket as one record, in the entry of the
@@ -1142,6 +1179,28 @@ class SqlStorage:
         if created and self.layout == "per-network" and hasattr(dialect, "index_addresses") \
                 and table in self._shared_tables:
             dialect.index_addresses(conn, table)  # (after the columns: a custom DDL's table gets them above)
+
+
+def _respelled(groups: dict, merged: set, ids: set, spelled: dict) -> tuple:
+    """``groups`` (and the keys of ``merged`` and ``ids`` among them) keyed by the columns their rows go in:
+    those of ``spelled`` for its keys (`SqlStorage._spelled`). Groups that end in the same columns (``temp``
+    into ``temp_2``, and a field named ``temp_2``) are one."""
+    out: dict = {}
+    out_merged: set = set()
+    out_ids: set = set()
+    for key, (table, rows) in groups.items():
+        columns = spelled.get(key)
+        final = key if columns is None else (key[0], columns)
+        there = out.get(final)
+        if there is None:
+            out[final] = (table, rows)
+        else:
+            there[1].extend(rows)
+        if key in merged:
+            out_merged.add(final)
+        elif key in ids:
+            out_ids.add(final)
+    return out, out_merged, out_ids - out_merged
 
 
 def _clear(values, fold):

@@ -69,6 +69,55 @@ def test_postgresql_keeps_every_value_in_its_own_column(pg_store, fields):
     assert stored_values(stored_row(pg_store, fields)[1:]) == sorted(fields.values())
 
 
+#: names that differ only in case, ``time`` among them (SQLite compares ASCII letters without case only)
+CASES = st.sampled_from(["temp", "Temp", "TEMP", "tEmp", "time", "Time", "TIME", "ümlaut", "Ümlaut", "a", "A"])
+messages = st.lists(st.dictionaries(CASES, st.just(0), min_size=1, max_size=5), min_size=2, max_size=6)
+
+
+def columns_of_names(store, sequence, together) -> dict:
+    """Store ``sequence`` of rows (the value of each field unique) into a table of its own, in one batch
+    (``together``) or a batch each; returns {field name: the columns its values were read back from}."""
+    table = TableName("ids", f"seq{next(TABLES)}")
+    where = {}
+    batches = [Batch()] if together else []
+    for number, fields in enumerate(sequence):
+        values = {}
+        for position, name in enumerate(fields):
+            values[name] = number * 100 + position
+            where[number * 100 + position] = name
+        if not together:
+            batches.append(Batch())
+        batches[-1].add(Entry(table, [Record(NS + number, values)], "main", Message("t", b"{}", 1, False, 1.0, "#"),
+                              "json"))
+    for batch in batches:
+        store._commit(batch)
+        assert not batch.extra_dead, batch.extra_dead
+    name = qualified(table) if isinstance(store.dialect, PostgresDialect) else quote(table_name(table))
+    cursor = store._conn.execute(f"SELECT * FROM {name}")
+    heads = [column[0] for column in cursor.description]
+    found: dict = {}
+    for row in cursor.fetchall():
+        for head, value in zip(heads, row):
+            if type(value) is int:
+                found.setdefault(where.pop(value), set()).add(head)
+    store._conn.commit()
+    assert not where, f"values not read back: {where}"
+    return found
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(sequence=messages, together=st.booleans())
+def test_each_field_name_keeps_one_column_across_messages(sqlite_store, pg_store, sequence, together):
+    """Names that differ only in case, across messages of one table: each name's values are in one column of
+    its own, in SQLite (which compares names without case: a later ``temp`` went into the ``Temp`` that an
+    earlier message made) as in PostgreSQL."""
+    for store in (sqlite_store, pg_store):
+        found = columns_of_names(store, sequence, together)
+        assert all(len(columns) == 1 for columns in found.values()), found
+        columns = [next(iter(names)) for names in found.values()]
+        assert len(set(columns)) == len(columns), found
+
+
 #: nested objects of dotted and plain keys, nulls among the values, within the default flatten_depth (3)
 NESTED_KEYS = st.sampled_from(["a", "b", "a.b", "b.a", "a.b.a", "A", "time"])
 nested = st.dictionaries(

@@ -494,9 +494,9 @@ def test_a_start_adopts_the_tables_read_ahead(tmp_path, monkeypatch):
     store._connect()
     try:
         assert len(reads) == 1
-        assert store._columns["a__one"] == store._columns["a__two"] == {"time": None, "temp": None, "Ünit": None}
+        assert store._columns["a__one"] == store._columns["a__two"] == {"time": "time", "temp": "Temp", "Ünit": "Ünit"}
         assert sqlite_schema.take(path) is None  # taken once
-        store._commit(batch(entry({"temp": 1.5}, table=TableName("a", "one"))))
+        store._commit(batch(entry({"Temp": 1.5}, table=TableName("a", "one"))))
         assert rows(store, 'SELECT "Temp" FROM a__one') == [(1.5,)]
     finally:
         store._close()
@@ -568,7 +568,7 @@ def test_the_columns_are_read_without_sqlites_json_functions_too(tmp_path):
     conn = sqlite3.connect(path)
     try:
         assert sqlite_schema.read_columns(WithoutJson(conn)) == sqlite_schema.read_columns(conn) == {
-            "a__one": {"time": None, "temp": None, "Ünit": None}}
+            "a__one": {"time": "time", "temp": "Temp", "Ünit": "Ünit"}}
     finally:
         conn.close()
 
@@ -736,3 +736,30 @@ def test_a_database_that_cannot_be_used_at_the_start_passes_for_a_full_disk_or_a
     conn.close()
     other.close()
     assert SQLiteDialect(str(full)).passing(filled.value) and SQLiteDialect(str(full)).passing(locked.value)
+
+
+def test_a_field_name_keeps_its_column_across_messages_when_another_differs_only_in_case(tmp_path):
+    """SQLite compares column names without ASCII case, so ``temp`` beside ``Temp`` in one message gets
+    ``temp_2``. A later message with ``temp`` alone went into ``Temp`` (the name SQLite matched), so that one
+    field's values were split over two columns and another field's column got them: each exact name keeps its
+    one column now, after a restart too, as in PostgreSQL."""
+    path = str(tmp_path / "case.sqlite")
+    store = SQLiteStorage("db", path, reactor=None)
+    store._connect()
+    store._commit(batch(entry({"Temp": 1, "temp": 2}, time=NS + 1)))
+    store._commit(batch(entry({"temp": 3}, time=NS + 2)))
+    store._commit(batch(entry({"TEMP": 4, "Temp": 5}, time=NS + 3), entry({"temp": 6}, time=NS + 4)))
+    store._close()
+    store = SQLiteStorage("db", path, reactor=None)
+    store._connect()  # what the file has, read anew
+    try:
+        store._commit(batch(entry({"temp": 7, "TEMP": 8}, time=NS + 5)))
+        store._commit(batch(entry({"tEMP": 9, "Temp": 10}, time=NS + 6)))
+        table = "mqttkit_1_testdrive__area_42_node_1_sensors"
+        columns = [row[1] for row in rows(store, f'PRAGMA table_info("{table}")')]
+        assert columns == ["time", "Temp", "temp_2", "TEMP_3", "tEMP_4"]
+        assert rows(store, f'SELECT "Temp", "temp_2", "TEMP_3", "tEMP_4" FROM "{table}" ORDER BY time') == [
+            (1, 2, None, None), (None, 3, None, None), (5, None, 4, None), (None, 6, None, None),
+            (None, 7, 8, None), (10, None, None, 9)]
+    finally:
+        store._close()
