@@ -770,9 +770,9 @@ def ddl_template(text: str, kind: str):
 
         return DdlTemplate.parse(text, lambda table: quote(table_name(table)))
     if kind == "postgresql":
-        from lorrygate.storage.postgresql import qualified, schema_name
+        from lorrygate.storage.postgresql import qualified, schema_name, table_part
 
-        return DdlTemplate.parse(text, qualified, schema_of=schema_name)
+        return DdlTemplate.parse(text, qualified, schema_of=schema_name, table_of=table_part)
     from lorrygate.storage.shared_layout import qualified as crate_qualified
 
     # (the writer gives it the table as CrateDB takes it, `lorrygate.storage.shared_layout.crate_table`)

@@ -71,11 +71,10 @@ def _ddl(storage, table, channel, address=None) -> list:
                 *_time_index(storage, table, False, _keyed(storage, channel)),
                 "-- then ALTER TABLE ... ADD COLUMN per field, on its first appearance"]
     if storage.kind == "postgresql":
-        from lorrygate.storage.postgresql import schema_name
+        from lorrygate.storage.postgresql import qualified, schema_name
 
-        qualified = f"{quote(schema_name(table))}.{quote(table.table)}"
         return [f"CREATE SCHEMA IF NOT EXISTS {quote(schema_name(table))}",
-                f'CREATE TABLE IF NOT EXISTS {qualified} ("time" TIMESTAMPTZ NOT NULL)',
+                f'CREATE TABLE IF NOT EXISTS {qualified(table)} ("time" TIMESTAMPTZ NOT NULL)',
                 "-- then ALTER TABLE ... ADD COLUMN IF NOT EXISTS per field, on its first appearance"]
     if storage.kind == "crate":
         return [default_ddl(table, storage.partition, storage.shards, storage.replicas,
@@ -225,9 +224,9 @@ def _physical(kind: str, table) -> str:
     if kind == "sqlite":
         return table_name(table)
     if kind == "postgresql":
-        from lorrygate.storage.postgresql import schema_name
+        from lorrygate.storage.postgresql import physical_name
 
-        return f"{schema_name(table)}.{table.table}"
+        return physical_name(table)
     if kind == "crate":
         from lorrygate.storage.shared_layout import crate_table
 

@@ -75,14 +75,16 @@ class DdlTemplate:
     qualify: Any = attrs.field(eq=False)  # TableName -> qualified SQL name
     #: TableName -> the schema its table is in (PostgreSQL's ``lg_pg_...`` for a ``pg_...`` one)
     schema_of: Any = attrs.field(default=None, eq=False)
+    #: TableName -> its table's name (PostgreSQL's within 63 bytes: `lorrygate.storage.postgresql.table_part`)
+    table_of: Any = attrs.field(default=None, eq=False)
 
     @classmethod
-    def parse(cls, text: str, qualify, validate=None, schema_of=None) -> "DdlTemplate":
+    def parse(cls, text: str, qualify, validate=None, schema_of=None, table_of=None) -> "DdlTemplate":
         """Check placeholders (and, with ``validate``, each rendered statement); ValueError says what is wrong."""
         unknown = sorted({name for name in _PLACEHOLDER.findall(text) if name not in PLACEHOLDERS})
         if unknown:
             raise ValueError(f"unknown placeholder {{{unknown[0]}}} (known: {', '.join(PLACEHOLDERS)})")
-        template = cls(text, qualify, schema_of)
+        template = cls(text, qualify, schema_of, table_of)
         from lorrygate.model import TableName
 
         statements = template.render(TableName("sample_schema", "sample_table"), None)
@@ -98,7 +100,7 @@ class DdlTemplate:
         qualified = self.qualify(table)
         values = {
             "schema": quote(self.schema_of(table) if self.schema_of is not None else table.schema),
-            "table": quote(table.table),
+            "table": quote(self.table_of(table) if self.table_of is not None else table.table),
             "qualified": qualified,
             "qualified_text": sql_literal(qualified),
             "channel": sanitize(entry.channel) if entry is not None else "channel",

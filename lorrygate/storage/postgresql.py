@@ -65,11 +65,31 @@ def schema_name(table) -> str:
     prefix ``lg_``, since CREATE SCHEMA refuses them."""
     schema = table.schema or "public"
     # (shortened as every name lorrygate makes: "lg_" and 63 bytes cut by PostgreSQL merged two realms' schemas)
-    return shorten("lg_" + schema, PostgresDialect.identifier_limit) if schema.lower().startswith("pg_") else schema
+    if schema.lower().startswith("pg_"):
+        return shorten("lg_" + schema, PostgresDialect.identifier_limit)
+    return _within_limit(schema)
+
+
+def table_part(table) -> str:
+    """The PostgreSQL name of a `TableName`'s table. A strategy of one's own may give a name (or a schema,
+    `schema_name`) of more than 63 bytes, which PostgreSQL cut: two tables whose names shared their first 63
+    bytes were one, and the storage, which looked for the whole name, did not know the table it had made.
+    Such a name keeps its first bytes and a hash of the whole (`shorten`), as the built-in strategies' names."""
+    return _within_limit(table.table)
+
+
+def _within_limit(name: str) -> str:
+    # (an ASCII name of 63 characters or fewer is as it is: one look at its length)
+    return name if len(name) <= 63 and name.isascii() else shorten(name, PostgresDialect.identifier_limit)
+
+
+def physical_name(table) -> str:
+    """``schema.table`` as the database names a `TableName`'s table, unquoted (the storage's key of a table)."""
+    return f"{schema_name(table)}.{table_part(table)}"
 
 
 def qualified(table) -> str:
-    return f"{quote(schema_name(table))}.{quote(table.table)}"
+    return f"{quote(schema_name(table))}.{quote(table_part(table))}"
 
 
 #: the comment of the per-network layout's views (`PostgresDialect.shared_views`)
@@ -221,11 +241,11 @@ class PostgresDialect:
         return columns
 
     def physical(self, table) -> str:
-        return f"{schema_name(table)}.{table.table}"
+        return physical_name(table)
 
     def columns_of(self, conn, table) -> dict:
         return self._read_columns(conn, "table_schema = %s AND table_name = %s",
-                                  (schema_name(table), table.table)).get(self.physical(table), {})
+                                  (schema_name(table), table_part(table))).get(self.physical(table), {})
 
     @staticmethod
     def _read_columns(conn, where: str, params: tuple = ()) -> dict:
@@ -302,7 +322,7 @@ class PostgresDialect:
         """Of ``tables``, those with a unique key on exactly (time, lorrygate_id) (``merge``): one query."""
         from psycopg.types.array import ListDumper
 
-        pairs = sorted({(schema_name(table), table.table) for table in tables})
+        pairs = sorted({(schema_name(table), table_part(table)) for table in tables})
         with conn.cursor() as cursor:
             cursor.adapters.register_dumper(list, ListDumper)  # (the connection's writes a list as JSON: `connect`)
             cursor.execute(
@@ -327,7 +347,7 @@ class PostgresDialect:
         return self._columns_of_tables(conn, tables) if tables else {}
 
     def _columns_of_tables(self, conn, tables: list) -> dict:
-        pairs = sorted({(schema_name(table), table.table) for table, _ in tables})
+        pairs = sorted({(schema_name(table), table_part(table)) for table, _ in tables})
         return self._read_columns(conn, "(table_schema, table_name) IN (SELECT * FROM unnest(%s::text[], %s::text[]))",
                                   ([schema for schema, _ in pairs], [name for _, name in pairs]))
 
@@ -420,7 +440,7 @@ class PostgresDialect:
         ``information_schema.view_table_usage`` and the views' definitions took 0.9 s (measured)."""
         from lorrygate.model import TableName
 
-        where, params = (("AND tn.nspname = %s AND t.relname = %s", (schema_name(table), table.table))
+        where, params = (("AND tn.nspname = %s AND t.relname = %s", (schema_name(table), table_part(table)))
                          if table is not None else ("", ()))
         with conn.cursor() as cursor:
             cursor.execute(
@@ -453,7 +473,7 @@ class PostgresDialect:
 
         with conn.cursor() as cursor:
             cursor.execute("SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND "
-                           "table_name = %s ORDER BY ordinal_position", (schema_name(table), table.table))
+                           "table_name = %s ORDER BY ordinal_position", (schema_name(table), table_part(table)))
             return [row[0] for row in cursor.fetchall() if row[0] not in ADDRESS_COLUMNS]
 
     def make_views(self, conn, views: list) -> None:
@@ -817,7 +837,7 @@ class PostgresDialect:
             column = names[int(parameter.group(1)) - 1]
             return self._how_to_store(text, state, table, column, columns_of(self.physical(table)))
         for table in tables:
-            head = f"COPY {table.table}, line "
+            head = f"COPY {table_part(table)}, line "
             if not context.startswith(head):
                 continue
             _, found, rest = context[len(head):].partition(", column ")

@@ -401,3 +401,29 @@ def test_a_field_named_with_nul_is_a_dead_letter_that_says_which_and_the_batch_i
     name = qualified(other) if isinstance(store.dialect, PostgresDialect) else quote(table_name(other))
     assert store._conn.execute(f"SELECT v FROM {name}").fetchall() == [(1,)]
     store._conn.commit()
+
+
+def test_postgresql_keeps_tables_apart_whose_names_share_their_first_63_bytes(postgres):
+    """A strategy of one's own may name a table (or schema) beyond PostgreSQL's 63 bytes; PostgreSQL cut the
+    name, so two such tables were one, and the storage, which looked for the whole name, did not find the
+    table it had made (its columns unknown, after a restart too). Such a name keeps 63 bytes with a hash."""
+    from lorrygate.storage.postgresql import PostgresStorage
+
+    schema = "fleet_" + "s" * 70
+    first, second = TableName(schema, "x" * 70 + "_a"), TableName(schema, "x" * 70 + "_b")
+    for attempt in range(2):  # a restart reads what the first made
+        store = PostgresStorage(f"long{attempt}", postgres.url, reactor=None)
+        store._connect()
+        try:
+            for number, table in enumerate((first, second)):
+                batch = commit(store, table, {"value": attempt * 10 + number, f"new{attempt}": 1})
+                assert not batch.extra_dead, batch.extra_dead
+            stored = []
+            for table in (first, second):
+                stored.append(store._conn.execute(f"SELECT value FROM {qualified(table)} ORDER BY value").fetchall())
+            store._conn.commit()
+            assert stored == [[(number,) for number in range(0, attempt * 10 + 1, 10)],
+                              [(number + 1,) for number in range(0, attempt * 10 + 1, 10)]]
+            assert all(len(name.encode()) <= 63 for name in store._columns for name in name.split("."))
+        finally:
+            store._close()

@@ -163,6 +163,27 @@ def test_describe_names_the_tables_each_database_writes_and_a_ddl_template_gets_
     assert len(names) == 2 and all(len(name) == 63 and name.startswith("lg_pg_x") for name in names)
 
 
+def test_a_postgresql_ddl_template_and_describe_name_a_table_of_a_long_name_as_it_is_made():
+    """A strategy of one's own may name a table beyond PostgreSQL's 63 bytes: it is made as its first bytes
+    and a hash (`table_part`); a DDL template's ``{table}`` and ``{qualified}`` are that name, and so is
+    describe's."""
+    from lorrygate.config import loads
+    from lorrygate.model import TableName
+    from lorrygate.pipeline.describe import _physical
+    from lorrygate.storage.postgresql import table_part
+
+    settings = loads("[broker:b]\nhost=h\n[storage:p]\nurl=postgresql://u@localhost/x\n"
+                     "ddl = CREATE TABLE {schema}.{table} (time TIMESTAMPTZ); COMMENT ON TABLE {qualified} IS 'x'\n"
+                     "[channel:c]\ntopics=#\nstorage=p\n")
+    table = TableName("s" * 70, "t" * 70)
+    short = table_part(table)
+    assert len(short.encode()) == 63 and short.startswith("t" * 50) and short != table_part(TableName("s", "t" * 71))
+    statements = settings.storages["p"].ddl.render(table, None)
+    assert statements[0].startswith(f'CREATE TABLE "{"s" * 54}_') and f'."{short}" (time' in statements[0]
+    assert statements[1].endswith(f'."{short}" IS \'x\'')
+    assert _physical("postgresql", table).endswith(f".{short}")
+
+
 def test_describe_of_a_topic_filter_says_it_is_one():
     """``describe --topic 'mqttkit-1/#'`` (a filter, as a channel's topics are written) was told that the wan
     strategy refuses a topic of 2 levels: it is told that it gave a filter, not a message's topic."""
