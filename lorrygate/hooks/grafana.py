@@ -87,8 +87,28 @@ class DataSource:
         return {"uid": self.uid, "name": self.name, "type": self.type, "access": "proxy", **self.body}
 
 
-def column_query(kind: str, table, field: str) -> str:
-    """The SQL of a panel: one field of a table over the dashboard's time range."""
+def field_columns(kind: str, fields) -> dict:
+    """The column of each of a table's field names (in the order the table showed them) in a SQL storage of
+    ``kind``, as the storage names them (`lorrygate.storage.layout.column_names`): ``Time`` is ``Time_2``, and
+    in SQLite, which compares names without case, ``temp`` after ``Temp`` is ``temp_2``, not the ``Temp`` that
+    a query of ``"temp"`` would read."""
+    if kind == "postgresql":
+        from lorrygate.storage.postgresql import PostgresDialect as dialect
+    else:
+        from lorrygate.storage.sqlite import SQLiteDialect as dialect  # type: ignore[assignment]
+    table: dict | None = {} if getattr(dialect, "folds_case", False) else None
+    out = {}
+    for name in fields:
+        out[name] = column = column_names((name,), dialect.fold, dialect.reserved, dialect.identifier_limit,
+                                          table)[0]
+        if table is not None:
+            table[dialect.fold(column)] = column
+    return out
+
+
+def column_query(kind: str, table, field: str, column: str | None = None) -> str:
+    """The SQL of a panel: one field of a table over the dashboard's time range; ``column``: the field's
+    column in a SQL storage where `field_columns` tells it (else its column as a row of it alone has)."""
     if kind == "crate":
         from lorrygate.storage.crate_values import crate_key
 
@@ -102,12 +122,12 @@ def column_query(kind: str, table, field: str) -> str:
         from lorrygate.storage.postgresql import PostgresDialect, qualified
 
         dialect = PostgresDialect
-        column = column_names((field,), dialect.fold, dialect.reserved, dialect.identifier_limit)[0]
+        column = column or column_names((field,), dialect.fold, dialect.reserved, dialect.identifier_limit)[0]
         return (f'SELECT "time" AS "time", {quote(column)} AS {quote(field)} FROM {qualified(table)} '
                 f'WHERE $__timeFilter("time") ORDER BY 1')
     from lorrygate.storage.sqlite import SQLiteDialect, table_name
 
-    column = column_names((field,), SQLiteDialect.fold, SQLiteDialect.reserved)[0]
+    column = column or column_names((field,), SQLiteDialect.fold, SQLiteDialect.reserved)[0]
     # seconds since the epoch, with the fraction (unixepoch(..., 'subsec') needs SQLite 3.42)
     return (f"SELECT (julianday(\"time\") - 2440587.5) * 86400.0 AS \"time\", {quote(column)} AS {quote(field)} "
             f"FROM {quote(table_name(table))} "
@@ -119,9 +139,10 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def panel(datasource: DataSource, kind: str, table, field: str, index: int) -> dict:
+def panel(datasource: DataSource, kind: str, table, field: str, index: int, column: str | None = None) -> dict:
     reference = {"type": datasource.type, "uid": datasource.uid}
-    target = {"refId": "A", "datasource": reference, "rawSql": column_query(kind, table, field), "rawQuery": True,
+    target = {"refId": "A", "datasource": reference, "rawSql": column_query(kind, table, field, column),
+              "rawQuery": True,
               "editorMode": "code", "format": "time_series"}
     if kind == "sqlite":
         target.update(queryText=target["rawSql"], rawQueryText=target["rawSql"], timeColumns=["time"])
@@ -167,8 +188,14 @@ def new_dashboard(sample, datasource: DataSource) -> dict:
         "links": [],
         "annotations": {"list": []},
         "templating": {"list": []},
-        "panels": [panel(datasource, sample.kind, sample.table, field, i) for i, field in enumerate(fields)],
+        "panels": [panel(datasource, sample.kind, sample.table, field, i, _columns(sample).get(field))
+                   for i, field in enumerate(fields)],
     }
+
+
+def _columns(sample) -> dict:
+    """The columns of a sample's fields in its SQL storage (`field_columns`); none for CrateDB."""
+    return {} if sample.kind == "crate" else field_columns(sample.kind, sample.fields)
 
 
 def add_panels(dashboard: dict, sample, datasource: DataSource) -> bool:
@@ -181,8 +208,9 @@ def add_panels(dashboard: dict, sample, datasource: DataSource) -> bool:
         return False
     next_id = max([p.get("id") or 0 for p in panels] + [0])
     bottom = max([(p.get("gridPos") or {}).get("y", 0) + (p.get("gridPos") or {}).get("h", 0) for p in panels] + [0])
+    columns = _columns(sample)
     for offset, field in enumerate(missing):
-        made = panel(datasource, sample.kind, sample.table, field, offset)
+        made = panel(datasource, sample.kind, sample.table, field, offset, columns.get(field))
         made["id"] = next_id + offset + 1
         made["gridPos"]["y"] += bottom
         panels.append(made)

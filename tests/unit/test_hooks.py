@@ -234,3 +234,29 @@ def test_a_new_field_adds_a_panel_below_and_keeps_the_users_panels():
     assert len(set(ids)) == len(ids)
     assert board["panels"][2]["gridPos"]["y"] >= 12  # below the user's taller panel
     assert not add_panels(board, later, datasource)
+
+
+def test_a_panel_reads_the_column_sqlite_gave_a_field_that_differs_from_another_only_in_case():
+    """SQLite compares names without case: a field ``temp`` after ``Temp`` is stored in ``temp_2`` (and ``Time``
+    in ``Time_2``); the panel of ``temp`` read ``"temp"``, which SQLite took for ``Temp``."""
+    from lorrygate.storage.sqlite import SQLiteStorage, table_name
+
+    fields = {"Temp": "number", "Time": "number", "temp": "number", "TEMP": "number"}
+    store = SQLiteStorage("db", ":memory:", reactor=None)
+    store._connect()
+    try:
+        table = TableName("r_net", "gw_n1")
+        store._commit(batch(Entry(table, [Record(NS, {"Temp": 1, "Time": 2, "temp": 3}),
+                                          Record(NS + 1, {"TEMP": 4})], "main", Message("t", b"{}"), "json")))
+        made = sample("gw_n1", new=tuple(fields), fields=fields)
+        board = new_dashboard(attrs.evolve(made, kind="sqlite", table=table),
+                              DataSource("u", "n", "sqlite", {}))
+        read = {}
+        for item in board["panels"]:
+            sql = item["targets"][0]["rawSql"].replace("$__unixEpochFrom()", "0").replace(
+                "$__unixEpochTo()", "4000000000")
+            read[item["title"]] = [value for _, value in store._conn.execute(sql).fetchall() if value is not None]
+        assert read == {"Temp": [1], "Time": [2], "temp": [3], "TEMP": [4]}
+        assert table_name(table) == "r_net__gw_n1"
+    finally:
+        store._close()
