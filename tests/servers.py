@@ -60,6 +60,10 @@ class Mosquitto:
     process: subprocess.Popen | None = None
     #: unacknowledged QoS 1 messages the broker sends a client at once
     max_inflight: int = 2000
+    #: QoS 1 messages a session's queue holds beyond those in flight (more are dropped by the broker)
+    max_queued: int = 1000000
+    #: seconds between the broker's $SYS reports (None: Mosquitto's default, 10)
+    sys_interval: int | None = None
 
     def start(self) -> "Mosquitto":
         config = os.path.join(self.directory, "mosquitto.conf")
@@ -71,8 +75,9 @@ class Mosquitto:
                 f"persistence_location {self.directory}/\n"
                 f"log_dest file {self.directory}/mosquitto.log\n"
                 f"max_inflight_messages {self.max_inflight}\n"
-                "max_queued_messages 1000000\n"
-                "max_queued_bytes 0\n"
+                f"max_queued_messages {self.max_queued}\n"
+                + (f"sys_interval {self.sys_interval}\n" if self.sys_interval is not None else "")
+                + "max_queued_bytes 0\n"
                 + ("user root\n" if os.geteuid() == 0 else "")
             )
         self.process = subprocess.Popen(

@@ -83,6 +83,8 @@ class BrokerSettings:
     type: str = "mqtt"
     #: amqp: the virtual host
     vhost: str = "/"
+    #: mqtt: follow the broker's count of the messages it dropped (Mosquitto's ``$SYS``), and warn of drops
+    watch_drops: bool = True
 
 
 @attrs.frozen
@@ -355,6 +357,9 @@ BROKER_KEYS = {
     "connect_timeout": Key(v.duration(0.1, 600), 10.0, doc='How long a connection attempt (TCP, TLS and CONNACK) may take.'),
     "reconnect_max_delay": Key(v.duration(0.1, 3600), 30.0, doc='The longest wait between reconnection attempts (the backoff doubles up to it).'),
     "vhost": Key(v.nonempty, "/", doc="amqp: the virtual host."),
+    "watch_drops": Key(v.boolean, True, doc="Follow the broker's count of the messages it dropped beyond a "
+                                            "session's queue ($SYS/broker/publish/messages/dropped, Mosquitto) "
+                                            "and warn when it rises: those messages never reach lorrygate."),
     "max_payload": Key(v.size, 8 << 20, doc='mqtt: a message larger than this is a dead letter by reference (its size and '
                                             'SHA-256), never held in memory; amqp: so is a larger body, and a gzip '
                                             'body that inflates beyond it is a dead letter; zmq: a peer that sends a '
@@ -712,6 +717,7 @@ SECTION_KINDS = {
 BROKER_TYPE_KEYS = {
     "protocol": ("mqtt",), "client_id": ("mqtt",), "clean_session": ("mqtt",), "session_expiry": ("mqtt",),
     "receive_maximum": ("mqtt",), "max_payload": ("mqtt", "amqp", "zmq"), "vhost": ("amqp",),
+    "watch_drops": ("mqtt",),
 }
 
 

@@ -35,8 +35,15 @@ from lorrygate.clock import time_of_day
 from lorrygate.interfaces import ISource
 from lorrygate.model import NO_ACK, Message
 from lorrygate.mqtt import codec
-from lorrygate.mqtt.protocol import DISCONNECT_REASONS, MQTTClientProtocol, PacketTooLarge, Receipts
+from lorrygate.mqtt.protocol import (
+    DISCONNECT_REASONS,
+    MQTTClientProtocol,
+    PacketTooLarge,
+    Receipts,
+    SubscriptionRefused,
+)
 from lorrygate.mqtt.topics import parse_filter
+from lorrygate.sources.broker_drops import DROPPED_TOPIC, DropWatch
 from lorrygate.sources.pauses import Pauses, SourcePlumbing
 from lorrygate.sources.unread import unread_bytes
 
@@ -206,6 +213,8 @@ class MQTTSource(SourcePlumbing, Service):
     connections: int = 0
     #: tells the time of day a message is received at (`lorrygate.clock.time_of_day`)
     _time_of_day: Any = None
+    #: the broker's count of the messages it dropped (`lorrygate.sources.broker_drops`); None: not watched
+    drops: DropWatch | None = None
 
     log = Logger()
 
@@ -220,6 +229,8 @@ class MQTTSource(SourcePlumbing, Service):
             self._reactor = self._clock
         self._time_of_day = time_of_day(self._clock)
         self._pauses = Pauses(self._pause_protocol, self._resume_protocol)
+        if self._filters and getattr(self.broker, "watch_drops", False):
+            self.drops = DropWatch(self.name, self.log)
 
     # -- ISource --------------------------------------------------------------
 
@@ -288,7 +299,8 @@ class MQTTSource(SourcePlumbing, Service):
         self._service.startService()
 
     def status(self) -> dict:
-        return {"redelivered_in_flight": self.redelivered_in_flight, "qos2_copies": self._receipts.copies}
+        return {"redelivered_in_flight": self.redelivered_in_flight, "qos2_copies": self._receipts.copies,
+                **(self.drops.status() if self.drops is not None else {})}
 
     def stopService(self) -> Deferred:
         """Send the acks already released, then DISCONNECT, and stop reconnecting."""
@@ -382,6 +394,9 @@ class MQTTSource(SourcePlumbing, Service):
         self._failures = 0
         if not self.running or self._protocol is not protocol:
             return  # stopped while subscribing: stopService disconnected it
+        if self.drops is not None:
+            # (not waited for: the channel's own subscription is what makes the source subscribed)
+            protocol.subscribe([(DROPPED_TOPIC, 0)]).addErrback(self._drops_refused, protocol)
         protocol.when_lost().addCallback(lambda _: self._lost(protocol))
         self.log.info(
             "MQTT source {source}: connected to {host}:{port} as {client_id} "
@@ -396,6 +411,20 @@ class MQTTSource(SourcePlumbing, Service):
             topics=",".join(self._shared(topic) for topic in self.topics),
         )
         self._subscribed()
+
+    def _drops_refused(self, failure, protocol) -> None:
+        """The subscription to the broker's count of dropped messages failed: a broker that refuses it (its
+        access control) is asked again on the next connection; one that closed the connection at it (as some
+        cloud brokers do at a topic a client may not read) is not asked again."""
+        if failure.check(SubscriptionRefused):
+            self.log.debug("MQTT source {source}: {error}; the broker's count of dropped messages is not watched",
+                           source=self.name, error=failure.getErrorMessage())
+            return
+        if self.running and self.drops is not None and protocol.lost_reason is not None:
+            self.drops = None
+            self.log.info("MQTT source {source}: the connection closed at the subscription to {topic}; the "
+                          "broker's count of dropped messages is not watched from now on (watch_drops = false "
+                          "leaves it from the start)", source=self.name, topic=DROPPED_TOPIC)
 
     def _lost(self, protocol) -> None:
         if not self.running:
@@ -458,6 +487,9 @@ class MQTTSource(SourcePlumbing, Service):
                 self.redelivered_in_flight += 1
                 held.forward(handle)
                 return
+        if publish.topic == DROPPED_TOPIC and self.drops is not None:
+            self.drops.report(publish.payload)  # (QoS 0: nothing to acknowledge; no channel's message)
+            return
         if publish.retain and self._skip_retained():
             self.retained_skipped += 1
             if handle is not None:

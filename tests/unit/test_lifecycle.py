@@ -13,6 +13,7 @@ from lorrygate.mqtt import codec
 from lorrygate.mqtt.codec import PUBACK, Connack, Disconnect, PubAck, Publish, Suback, Subscribe
 from lorrygate.service.gateway import Gateway
 from lorrygate.service.storage_service import StorageService
+from lorrygate.sources.broker_drops import DROPPED_TOPIC
 from lorrygate.sources.mqtt import MQTTSource
 from lorrygate.storage.batch import Entry
 from lorrygate.storage.batcher import Batcher
@@ -67,6 +68,9 @@ class Broker:
         (subscribe,) = self.sent()
         assert isinstance(subscribe, Subscribe)
         self.reply(Suback(subscribe.packet_id, (1,)))
+        (watch,) = self.sent()  # then the broker's count of dropped messages (lorrygate.sources.broker_drops)
+        assert watch.subscriptions == ((DROPPED_TOPIC, 0),)
+        self.reply(Suback(watch.packet_id, (0,)))
 
     def reply(self, *packets):
         self.protocol.dataReceived(b"".join(codec.encode(p, codec.MQTT_3_1_1) for p in packets))
