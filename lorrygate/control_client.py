@@ -81,6 +81,10 @@ def render_status(answer: dict) -> str:
         lines.append(f"{named}: {state} to {source['broker']} as {source['client_id']}"
                      + (f", in group {source['group']}" if source.get("group") else "")
                      + (f", lag {details['lag']:,} messages" if details.get("lag") is not None else ""))
+        if details.get("broker_dropped"):
+            lines.append(f"  the broker counts {details['broker_dropped']:,} message(s) it dropped since it started, "
+                         f"{details.get('broker_dropped_while_watched', 0):,} of them while watched (a session's "
+                         "queue full: docs/delivery.rst)")
         if source.get("last_error"):
             lines.append(f"  last error{_ago(source)}: {source['last_error']}")
     for storage in answer["storages"]:

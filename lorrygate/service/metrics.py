@@ -174,16 +174,24 @@ class GatewayCollector:
                     "spooled (Kafka: the group's lag over the partitions assigned here; AMQP: the queue's ready messages "
                     "and those in flight; Redis Streams: the group's entries not read and those pending).",
                     labels=["source"])
+        dropped = Gauge("lorrygate_broker_dropped_messages", "The broker's count of the messages it dropped since it "
+                        "started, for all its clients (a session's queue full: Mosquitto's "
+                        "$SYS/broker/publish/messages/dropped), as the MQTT source last got it; alert on a rise.",
+                        labels=["source"])
         for source in gateway.sources:
             connected.add_metric([source.name], 1 if source.connected else 0)
             subscribed.add_metric([source.name], 1 if source.subscribed else 0)
             paused.add_metric([source.name], 1 if source.paused_by else 0)
             if getattr(source, "lag", None) is not None:
                 lag.add_metric([source.name], source.lag)
+            drops = getattr(source, "drops", None)
+            if drops is not None and drops.count is not None:
+                dropped.add_metric([source.name], drops.count)
         yield connected
         yield subscribed
         yield paused
         yield lag
+        yield dropped
 
 
 class Metrics:

@@ -67,6 +67,9 @@ def test_prometheus_scrapes_the_gateway(tmp_path):
         assert len(buckets) > 5 and max(v for _, v in buckets) >= 1
         assert value(prometheus, 'lorrygate_commit_lag_seconds_count{storage="db"}') >= 1
         assert value(prometheus, 'lorrygate_source_subscribed{source="main"}') == 1
+        # (the broker's count of what it dropped: none, as the broker's queue holds all)
+        wait_until(lambda: value(prometheus, 'lorrygate_broker_dropped_messages{source="main"}') == 0, 60,
+                   "Prometheus to scrape the broker's count of dropped messages")
         assert value(prometheus, 'lorrygate_storage_up{storage="db"}') == 1
         assert value(prometheus, 'lorrygate_storage_pauses_total{storage="db"}') == 0  # 1,237 of 20,000
         # Bounded labels: no topic or node ever becomes a label.

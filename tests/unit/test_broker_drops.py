@@ -80,3 +80,20 @@ def test_a_refused_subscription_is_asked_again_and_a_connection_closed_at_it_is_
     closed.lost_reason = Failure(ConnectionDone())
     made._drops_refused(Failure(ConnectionDone()), closed)
     assert made.drops is None
+
+
+def test_lorrygate_status_tells_the_count():
+    from lorrygate.control_client import render_status
+
+    made, _ = source()
+    made._received(Publish(DROPPED_TOPIC, b"0", 0, retain=True), None)
+    made._received(Publish(DROPPED_TOPIC, b"1200", 0, retain=True), None)
+    text = render_status({"config": "gw.ini", "sources": [{"name": "main", "connected": True, "broker": "b",
+                                                           "client_id": "c", "details": made.status()}],
+                          "storages": [], "channels": []})
+    assert "the broker counts 1,200 message(s) it dropped since it started, 1,200 of them while watched" in text
+    made.drops.count = 0
+    text = render_status({"config": "gw.ini", "sources": [{"name": "main", "connected": True, "broker": "b",
+                                                           "client_id": "c", "details": made.status()}],
+                          "storages": [], "channels": []})
+    assert "dropped" not in text
