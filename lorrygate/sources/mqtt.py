@@ -43,7 +43,7 @@ from lorrygate.mqtt.protocol import (
     SubscriptionRefused,
 )
 from lorrygate.mqtt.topics import parse_filter
-from lorrygate.sources.broker_drops import DROPPED_TOPIC, DropWatch
+from lorrygate.sources.broker_drops import DROPPED_TOPIC, DropWatch, count_of
 from lorrygate.sources.pauses import Pauses, SourcePlumbing
 from lorrygate.sources.unread import unread_bytes
 
@@ -230,7 +230,7 @@ class MQTTSource(SourcePlumbing, Service):
         self._time_of_day = time_of_day(self._clock)
         self._pauses = Pauses(self._pause_protocol, self._resume_protocol)
         if self._filters and getattr(self.broker, "watch_drops", False):
-            self.drops = DropWatch(self.name, self.log)
+            self.drops = DropWatch(self.name, self.log, count_of(self.broker.host, self.broker.port))
 
     # -- ISource --------------------------------------------------------------
 

@@ -1,6 +1,8 @@
 """The broker's count of dropped messages (`lorrygate.sources.broker_drops`): what is warned of, and how the
 MQTT source takes the count's reports and a broker that will not give it."""
 
+import itertools
+
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
@@ -49,9 +51,12 @@ def test_a_first_count_above_zero_and_each_rise_are_warned_of_and_nothing_else()
     assert fresh.rises == 0 and "has dropped 40 message(s) since it started" in log.warnings[-1]
 
 
-def source(watch: bool = True):
+PORTS = itertools.count(20000)
+
+
+def source(watch: bool = True, port: int | None = None):
     handed = []
-    broker = BrokerSettings(name="b", host="127.0.0.1", watch_drops=watch)
+    broker = BrokerSettings(name="b", host="127.0.0.1", port=port or next(PORTS), watch_drops=watch)
     made = MQTTSource("main", broker, ("t/#",), 1, handed.append, Clock())
     made.running = 1
     return made, handed
@@ -92,8 +97,30 @@ def test_lorrygate_status_tells_the_count():
                                                            "client_id": "c", "details": made.status()}],
                           "storages": [], "channels": []})
     assert "the broker counts 1,200 message(s) it dropped since it started, 1,200 of them while watched" in text
-    made.drops.count = 0
+    made.drops.said.count = 0
     text = render_status({"config": "gw.ini", "sources": [{"name": "main", "connected": True, "broker": "b",
                                                            "client_id": "c", "details": made.status()}],
                           "storages": [], "channels": []})
     assert "dropped" not in text
+
+
+def test_the_sources_of_one_broker_warn_of_a_rise_once_and_a_reloads_new_source_not_again():
+    """Each channel has a source of its own, and a reload starts new ones: they share what the broker said, so
+    that a rise is one warning and a reload's first report repeats none."""
+    first, _ = source(port=1999)
+    second, _ = source(port=1999)
+    other_broker, _ = source(port=1998)
+    log = Log()
+    for made in (first, second, other_broker):
+        made.drops.log = log
+    first._received(Publish(DROPPED_TOPIC, b"0", 0, retain=True), None)
+    second._received(Publish(DROPPED_TOPIC, b"0", 0, retain=True), None)
+    first._received(Publish(DROPPED_TOPIC, b"30", 0, retain=True), None)
+    second._received(Publish(DROPPED_TOPIC, b"30", 0, retain=True), None)
+    assert len(log.warnings) == 1 and first.drops.rises == second.drops.rises == 30
+    reloaded, _ = source(port=1999)
+    reloaded.drops.log = log
+    reloaded._received(Publish(DROPPED_TOPIC, b"30", 0, retain=True), None)
+    assert len(log.warnings) == 1 and reloaded.status()["broker_dropped_while_watched"] == 30
+    other_broker._received(Publish(DROPPED_TOPIC, b"30", 0, retain=True), None)
+    assert len(log.warnings) == 2 and "has dropped 30" in log.warnings[-1]  # (another broker's first report)
