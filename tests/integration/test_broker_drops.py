@@ -35,8 +35,9 @@ def away_subscriber(broker, client_id: str, topic: str) -> None:
     client.connect("127.0.0.1", broker.port)
     client.loop_start()
     try:
-        client.subscribe(topic, qos=1)[1]
-        info = client.publish(f"{topic.rstrip('#')}ready", b"", qos=1)  # (a round trip after the SUBSCRIBE)
+        client.subscribe(topic, qos=1)
+        # a PUBLISH acknowledged after the SUBSCRIBE: the broker handled that first (MQTT orders a client's packets)
+        info = client.publish(f"{topic.rstrip('#')}ready", b"", qos=1)
         info.wait_for_publish(30)
     finally:
         client.disconnect()
