@@ -172,6 +172,7 @@ def numeric(fields: dict) -> list:
 
 def new_dashboard(sample, datasource: DataSource) -> dict:
     fields = numeric(sample.fields)
+    columns = _columns(sample)
     return {
         "uid": uid_for(sample.storage, sample.table.schema, sample.table.table),
         "title": dashboard_title(sample),
@@ -188,7 +189,7 @@ def new_dashboard(sample, datasource: DataSource) -> dict:
         "links": [],
         "annotations": {"list": []},
         "templating": {"list": []},
-        "panels": [panel(datasource, sample.kind, sample.table, field, i, _columns(sample).get(field))
+        "panels": [panel(datasource, sample.kind, sample.table, field, i, columns.get(field))
                    for i, field in enumerate(fields)],
     }
 

@@ -217,6 +217,8 @@ def merge_clause(columns: tuple, quote) -> str:
 
 def shorten(name: str, limit: int) -> str:
     """``name`` within ``limit`` UTF-8 bytes: its first bytes (whole characters), ``_`` and 8 hex digits of its hash."""
+    if len(name) <= limit and name.isascii():
+        return name  # (one look at its length: an ASCII character is a byte)
     raw = name.encode("utf-8", "surrogatepass")
     if len(raw) <= limit:
         return name

@@ -67,7 +67,7 @@ def schema_name(table) -> str:
     # (shortened as every name lorrygate makes: "lg_" and 63 bytes cut by PostgreSQL merged two realms' schemas)
     if schema.lower().startswith("pg_"):
         return shorten("lg_" + schema, PostgresDialect.identifier_limit)
-    return _within_limit(schema)
+    return shorten(schema, PostgresDialect.identifier_limit)
 
 
 def table_part(table) -> str:
@@ -75,12 +75,7 @@ def table_part(table) -> str:
     `schema_name`) of more than 63 bytes, which PostgreSQL cut: two tables whose names shared their first 63
     bytes were one, and the storage, which looked for the whole name, did not know the table it had made.
     Such a name keeps its first bytes and a hash of the whole (`shorten`), as the built-in strategies' names."""
-    return _within_limit(table.table)
-
-
-def _within_limit(name: str) -> str:
-    # (an ASCII name of 63 characters or fewer is as it is: one look at its length)
-    return name if len(name) <= 63 and name.isascii() else shorten(name, PostgresDialect.identifier_limit)
+    return shorten(table.table, PostgresDialect.identifier_limit)
 
 
 def physical_name(table) -> str:
