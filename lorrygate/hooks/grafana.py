@@ -30,6 +30,7 @@ from urllib.parse import unquote, urlsplit
 
 import attrs
 from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThreadPool
 
 from lorrygate.storage.layout import column_names
 from lorrygate.topology.naming import quote
@@ -106,9 +107,10 @@ def field_columns(kind: str, fields) -> dict:
     return out
 
 
-def column_query(kind: str, table, field: str, column: str | None = None) -> str:
+def column_query(kind: str, table, field: str, column: str | None = None, physical: str | None = None) -> str:
     """The SQL of a panel: one field of a table over the dashboard's time range; ``column``: the field's
-    column in a SQL storage where `field_columns` tells it (else its column as a row of it alone has)."""
+    column in a SQL storage where `field_columns` tells it (else its column as a row of it alone has);
+    ``physical``: SQLite's table of ``table`` where the database tells it (`sqlite_table`)."""
     if kind == "crate":
         from lorrygate.storage.crate_values import crate_key
 
@@ -130,18 +132,27 @@ def column_query(kind: str, table, field: str, column: str | None = None) -> str
     column = column or column_names((field,), SQLiteDialect.fold, SQLiteDialect.reserved)[0]
     # seconds since the epoch, with the fraction (unixepoch(..., 'subsec') needs SQLite 3.42)
     return (f"SELECT (julianday(\"time\") - 2440587.5) * 86400.0 AS \"time\", {quote(column)} AS {quote(field)} "
-            f"FROM {quote(table_name(table))} "
+            f"FROM {quote(physical or table_name(table))} "
             f"WHERE \"time\" >= strftime('%Y-%m-%dT%H:%M:%fZ', $__unixEpochFrom(), 'unixepoch') "
             f"AND \"time\" <= strftime('%Y-%m-%dT%H:%M:%fZ', $__unixEpochTo(), 'unixepoch') ORDER BY 1")
+
+
+def sqlite_table(path: str, table) -> str | None:
+    """SQLite's table of ``table`` in the database at ``path`` (`lorrygate.storage.sqlite_schema.own_table`)."""
+    from lorrygate.storage.sqlite import table_name
+    from lorrygate.storage.sqlite_schema import own_table
+
+    return own_table(path, table_name(table))
 
 
 def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def panel(datasource: DataSource, kind: str, table, field: str, index: int, column: str | None = None) -> dict:
+def panel(datasource: DataSource, kind: str, table, field: str, index: int, column: str | None = None,
+          physical: str | None = None) -> dict:
     reference = {"type": datasource.type, "uid": datasource.uid}
-    target = {"refId": "A", "datasource": reference, "rawSql": column_query(kind, table, field, column),
+    target = {"refId": "A", "datasource": reference, "rawSql": column_query(kind, table, field, column, physical),
               "rawQuery": True,
               "editorMode": "code", "format": "time_series"}
     if kind == "sqlite":
@@ -170,7 +181,7 @@ def numeric(fields: dict) -> list:
     return [name for name, kind in fields.items() if kind == "number"]
 
 
-def new_dashboard(sample, datasource: DataSource) -> dict:
+def new_dashboard(sample, datasource: DataSource, physical: str | None = None) -> dict:
     fields = numeric(sample.fields)
     columns = _columns(sample)
     return {
@@ -189,7 +200,7 @@ def new_dashboard(sample, datasource: DataSource) -> dict:
         "links": [],
         "annotations": {"list": []},
         "templating": {"list": []},
-        "panels": [panel(datasource, sample.kind, sample.table, field, i, columns.get(field))
+        "panels": [panel(datasource, sample.kind, sample.table, field, i, columns.get(field), physical)
                    for i, field in enumerate(fields)],
     }
 
@@ -199,7 +210,7 @@ def _columns(sample) -> dict:
     return {} if sample.kind == "crate" else field_columns(sample.kind, sample.fields)
 
 
-def add_panels(dashboard: dict, sample, datasource: DataSource) -> bool:
+def add_panels(dashboard: dict, sample, datasource: DataSource, physical: str | None = None) -> bool:
     """Add panels for the sample's new numeric fields that have none (by title); True if any was added.
     Panels a user changed, renamed or removed are left as they are."""
     panels = dashboard.setdefault("panels", [])
@@ -211,7 +222,7 @@ def add_panels(dashboard: dict, sample, datasource: DataSource) -> bool:
     bottom = max([(p.get("gridPos") or {}).get("y", 0) + (p.get("gridPos") or {}).get("h", 0) for p in panels] + [0])
     columns = _columns(sample)
     for offset, field in enumerate(missing):
-        made = panel(datasource, sample.kind, sample.table, field, offset, columns.get(field))
+        made = panel(datasource, sample.kind, sample.table, field, offset, columns.get(field), physical)
         made["id"] = next_id + offset + 1
         made["gridPos"]["y"] += bottom
         panels.append(made)
@@ -275,15 +286,19 @@ class GrafanaHook:
     async def _run(self, sample) -> None:
         storage = self.storages[sample.storage]
         datasource = DataSource.for_storage(storage, self.datasource_url)
+        physical = None
+        if sample.kind == "sqlite":
+            physical = await deferToThreadPool(self.reactor, self.reactor.getThreadPool(), sqlite_table, storage.path,
+                                               sample.table)
         await self._folder()
         await self._datasource(datasource)
         uid = uid_for(sample.storage, sample.table.schema, sample.table.table)
         code, found = await self._call("GET", f"/api/dashboards/uid/{quote_url(uid)}", ok=(200, 404))
         if code == 404:
-            dashboard = new_dashboard(sample, datasource)  # without numbers yet: no panels until they come
+            dashboard = new_dashboard(sample, datasource, physical)  # without numbers yet: no panels until they come
         else:
             dashboard = found["dashboard"]
-            if not add_panels(dashboard, sample, datasource):
+            if not add_panels(dashboard, sample, datasource, physical):
                 return
         await self._call("POST", "/api/dashboards/db", {
             "dashboard": dashboard, "folderUid": self.folder_uid, "overwrite": False,

@@ -24,7 +24,7 @@ def _time_index(storage, table, shared: bool, keyed: bool = False) -> list:
     """SQLite's ``time_index``: the index made with the table (not with an idempotent table's key, which is one)."""
     if storage.kind != "sqlite" or not storage.time_index or (keyed and not shared):
         return []
-    return [index_statement(table_name(table), shared)]
+    return [index_statement(_physical(storage, table), shared)]
 
 
 def _ddl(storage, table, channel, address=None) -> list:
@@ -65,9 +65,10 @@ def _ddl(storage, table, channel, address=None) -> list:
             return create + ([view] if shared != table else [])
     template = channel.ddl or storage.ddl
     if template is not None:
-        return template.render(table, None) + _time_index(storage, table, False, _keyed(storage, channel))
+        return template.render(table, None, _physical(storage, table) if storage.kind == "sqlite" else None) + \
+            _time_index(storage, table, False, _keyed(storage, channel))
     if storage.kind == "sqlite":
-        return [f"CREATE TABLE IF NOT EXISTS {quote(table_name(table))} (time TEXT NOT NULL)",
+        return [f"CREATE TABLE IF NOT EXISTS {quote(_physical(storage, table))} (time TEXT NOT NULL)",
                 *_time_index(storage, table, False, _keyed(storage, channel)),
                 "-- then ALTER TABLE ... ADD COLUMN per field, on its first appearance"]
     if storage.kind == "postgresql":
@@ -208,21 +209,28 @@ def describe(settings, topics=(), fields=()) -> str:
                 lines.append(f"    {_announced(settings, address)}")
             for name in channel.storages:
                 storage = settings.storages[name]
-                physical = _physical(storage.kind, table)
+                physical = _physical(storage, table)
                 lines.append(f"    storage {name} ({storage.kind}): schema {table.schema}, table {table.table} "
-                             f"-> {physical}")
+                             f"-> {physical}" + (" (another case of the name is a table there, which SQLite "
+                                                 "would take for it)" if storage.kind == "sqlite"
+                                                 and physical != table_name(table) else ""))
                 for statement in _ddl(storage, table, channel, address):
                     lines.append(f"      {statement}")
                 lines.extend(_columns(storage, list(fields)))
     return "\n".join(lines)
 
 
-def _physical(kind: str, table) -> str:
-    """The table a storage of ``kind`` writes ``table``'s rows into: SQLite's ``schema__table``, and the names
-    each database takes no table of made so (`lorrygate.storage.sqlite.table_name`,
+def _physical(storage, table) -> str:
+    """The table a storage writes ``table``'s rows into: SQLite's ``schema__table`` (of its own where another
+    case of that is a table in the database file already, `lorrygate.storage.sqlite_schema.own_table`), and the
+    names each database takes no table of made so (`lorrygate.storage.sqlite.table_name`,
     `lorrygate.storage.postgresql.schema_name`, `lorrygate.storage.shared_layout.crate_table`)."""
+    kind = storage.kind
     if kind == "sqlite":
-        return table_name(table)
+        from lorrygate.storage.sqlite_schema import own_table
+
+        name = table_name(table)
+        return own_table(storage.path, name) or name
     if kind == "postgresql":
         from lorrygate.storage.postgresql import physical_name
 

@@ -293,9 +293,8 @@ class _SQLiteReader:
 
     def __init__(self, dialect):
         from lorrygate.decoding.timestamps import IsoTime
-        from lorrygate.storage.sqlite import table_name
 
-        self.path, self._iso, self._name = dialect.path, IsoTime(), table_name
+        self.path, self._iso = dialect.path, IsoTime()
 
     def connect(self):
         import sqlite3
@@ -303,14 +302,18 @@ class _SQLiteReader:
         conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30, check_same_thread=False)
         return conn
 
-    def relation(self, table) -> str:
+    @staticmethod
+    def relation(conn, table) -> tuple:
+        """(the quoted table of ``table``, whether it exists): the storage's own of the name where another case
+        of it is a table (`lorrygate.storage.sqlite_schema.own_name`), not the one SQLite would find by it."""
+        from lorrygate.storage.sqlite import table_name
+        from lorrygate.storage.sqlite_schema import fold, objects, own_name
         from lorrygate.topology.naming import quote
 
-        return quote(self._name(table))
-
-    def exists(self, conn, table) -> bool:
-        return conn.execute("SELECT 1 FROM sqlite_master WHERE name = ? AND type IN ('table', 'view')",
-                            (self._name(table),)).fetchone() is not None
+        name = table_name(table)
+        there = objects(conn, name)
+        name = own_name(name, there)
+        return quote(name), there.get(fold(name)) == name
 
     def time(self, nanos: int):
         return self._iso(nanos)
@@ -330,15 +333,13 @@ class _PostgresReader:
 
         return psycopg.connect(self.url, connect_timeout=10, application_name="lorrygate export")
 
-    def relation(self, table) -> str:
+    @staticmethod
+    def relation(conn, table) -> tuple:
+        """(the quoted table of ``table``, whether it exists)."""
         from lorrygate.storage.postgresql import qualified
 
-        return qualified(table)
-
-    def exists(self, conn, table) -> bool:
-        from lorrygate.storage.postgresql import qualified
-
-        return conn.execute("SELECT to_regclass(%s)", (qualified(table),)).fetchone()[0] is not None
+        name = qualified(table)
+        return name, conn.execute("SELECT to_regclass(%s)", (name,)).fetchone()[0] is not None
 
     @staticmethod
     def time(nanos: int):
@@ -700,10 +701,11 @@ class Exporter:
              stream: _Stream, request) -> None:
         conn = reader.connect()
         try:
-            if not reader.exists(conn, table):
-                raise ExportRefused(404, f"no data yet: the table {reader.relation(table)} does not exist")
+            relation, exists = reader.relation(conn, table)
+            if not exists:
+                raise ExportRefused(404, f"no data yet: the table {relation} does not exist")
             probe = conn.cursor()
-            probe.execute(f"SELECT * FROM {reader.relation(table)} WHERE 1 = 0")
+            probe.execute(f"SELECT * FROM {relation} WHERE 1 = 0")
             present = [d[0] for d in probe.description]
             columns = choose(present, query.include, query.exclude)
             query.checked(present, columns)
@@ -711,7 +713,7 @@ class Exporter:
             from lorrygate.topology.naming import quote
 
             limit = 1 if query.scalar is not None else query.limit
-            statement = (f"SELECT {', '.join(quote(c) for c in columns)} FROM {reader.relation(table)} "
+            statement = (f"SELECT {', '.join(quote(c) for c in columns)} FROM {relation} "
                          f"WHERE {quote('time')} >= {reader.mark} AND {quote('time')} <= {reader.mark} "
                          f"ORDER BY {query.order(quote)}" + (f" LIMIT {int(limit)}" if limit is not None else ""))
             cursor = reader.cursor(conn)

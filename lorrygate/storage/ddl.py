@@ -95,9 +95,11 @@ class DdlTemplate:
                 validate(statement)
         return template
 
-    def render(self, table, entry) -> list:
-        """The statements for one table, placeholders filled."""
-        qualified = self.qualify(table)
+    def render(self, table, entry, physical: str | None = None) -> list:
+        """The statements for one table, placeholders filled; ``physical``: the table's name in the database where
+        the storage tells it (SQLite's of its own where another case of the name is a table,
+        `lorrygate.storage.sqlite_schema.own_name`), as ``{qualified}``."""
+        qualified = quote(physical) if physical is not None else self.qualify(table)
         values = {
             "schema": quote(self.schema_of(table) if self.schema_of is not None else table.schema),
             "table": quote(self.table_of(table) if self.table_of is not None else table.table),

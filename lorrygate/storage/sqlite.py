@@ -30,7 +30,7 @@ from lorrygate.storage import sqlite_schema, sqlite_wal
 from lorrygate.storage.layout import ID_COLUMN, INT64, MERGED_ROW, kind_of, merge_clause, to_json
 from lorrygate.storage.positions import POSITIONS_TABLE
 from lorrygate.storage.sqlite_alter import ColumnAdder
-from lorrygate.storage.sqlite_schema import STATEMENTS
+from lorrygate.storage.sqlite_schema import STATEMENTS, fold
 from lorrygate.storage.sqlstorage import DEAD_LETTER_TABLE, SqlStorage
 from lorrygate.topology.naming import quote
 
@@ -173,6 +173,8 @@ class SQLiteDialect:
     #: the columns the write in progress adds, (table, definition), until `add_pending_columns`
     _adding: list = attrs.Factory(list)
     _adder: ColumnAdder = attrs.Factory(ColumnAdder)
+    #: ``{folded name: name}`` of the database's tables and views, and the names `physical` gave (`own_name`)
+    _objects: dict = attrs.Factory(dict)
 
     #: SQLite has no limit on the length of names
     identifier_limit = None
@@ -272,12 +274,27 @@ class SQLiteDialect:
     def existing_columns(self, conn) -> dict:
         ahead, self._ahead = self._ahead, None
         if ahead is not None and ahead[0] is conn:
-            return ahead[1]  # read ahead, while the gateway started (`sqlite_schema.read_ahead`)
-        # one query for every table (10,000 tables: 0.17 -> 0.08 s at each start, measured)
-        return sqlite_schema.read_columns(conn)
+            columns = ahead[1]  # read ahead, while the gateway started (`sqlite_schema.read_ahead`)
+        else:
+            # one query for every table (10,000 tables: 0.17 -> 0.08 s at each start, measured)
+            columns = sqlite_schema.read_columns(conn)
+        self._objects.update(sqlite_schema.objects(conn))
+        return columns
 
     def physical(self, table) -> str:
-        return table_name(table)
+        """The table of ``table`` in this database: `table_name`, unless a table of another case of that name is
+        there (SQLite would take it for the same), then a name of its own (`sqlite_schema.own_name`), which this
+        process keeps once given. The storage reads the database's names (`existing_columns`) before it
+        writes, and finds them again after a restart."""
+        name = table_name(table)
+        objects = self._objects
+        have = objects.setdefault(fold(name), name)
+        if have == name:
+            return name
+        while True:  # (setdefault: the writer's thread and the reactor's give one name for a name)
+            own = sqlite_schema.own_name(name, objects)
+            if objects.setdefault(fold(own), own) == own:
+                return own
 
     @staticmethod
     def time_indexes(conn) -> set:
@@ -285,12 +302,11 @@ class SQLiteDialect:
         return {row[0] for row in conn.execute(
             "SELECT tbl_name FROM sqlite_master WHERE type = 'index' AND name = tbl_name || ?", (TIME_INDEX,))}
 
-    @staticmethod
-    def merge_keys(conn, tables: list) -> set:
+    def merge_keys(self, conn, tables: list) -> set:
         """Of ``tables``, those with a unique key on exactly (time, lorrygate_id) (``merge``)."""
         out = set()
         for table in tables:
-            name = table_name(table)
+            name = self.physical(table)
             for (index,) in conn.execute('SELECT name FROM pragma_index_list(?) WHERE "unique"', (name,)).fetchall():
                 columns = {row[0].lower() for row in conn.execute("SELECT name FROM pragma_index_info(?)", (index,))}
                 if columns == {"time", ID_COLUMN}:
@@ -298,14 +314,12 @@ class SQLiteDialect:
                     break
         return out
 
-    @staticmethod
-    def key_for_merge(conn, table) -> None:
-        name = table_name(table)
+    def key_for_merge(self, conn, table) -> None:
+        name = self.physical(table)
         conn.execute(f'CREATE UNIQUE INDEX IF NOT EXISTS {quote(name + MERGE_KEY)} ON {quote(name)} ("time", {ID_COLUMN})')
 
-    @staticmethod
-    def index_time(conn, table, shared: bool) -> None:
-        conn.execute(index_statement(table_name(table), shared))
+    def index_time(self, conn, table, shared: bool) -> None:
+        conn.execute(index_statement(self.physical(table), shared))
 
     @staticmethod
     def expiry_tables(conn) -> list:
@@ -345,7 +359,7 @@ class SQLiteDialect:
         return False
 
     def columns_of(self, conn, table) -> dict:
-        return sqlite_schema.spellings(row[1] for row in conn.execute(f"PRAGMA table_info({quote(table_name(table))})"))
+        return sqlite_schema.spellings(row[1] for row in conn.execute(f"PRAGMA table_info({quote(self.physical(table))})"))
 
     def begin(self, conn) -> None:
         self._adding.clear()
@@ -397,12 +411,12 @@ class SQLiteDialect:
         columns = ["time TEXT NOT NULL"] + [_column(name, value) for name, value in fields]
         if idempotent:
             columns += [f"{ID_COLUMN} TEXT NOT NULL", f"PRIMARY KEY (time, {ID_COLUMN})"]
-        conn.execute(f"CREATE TABLE IF NOT EXISTS {quote(table_name(table))} ({', '.join(columns)})")
+        conn.execute(f"CREATE TABLE IF NOT EXISTS {quote(self.physical(table))} ({', '.join(columns)})")
 
     def add_column(self, conn, table, column: str, value) -> str:
         """Note the column; `add_pending_columns` adds it, with the write's other new columns at once. Returns
         its name as made (the storage keeps each column's spelling: `sqlite_schema.spellings`)."""
-        self._adding.append((table_name(table), _column(column, value)))
+        self._adding.append((self.physical(table), _column(column, value)))
         return column
 
     def add_pending_columns(self, conn) -> None:
@@ -431,7 +445,7 @@ class SQLiteDialect:
         if plan is None:
             if len(self._statements) > STATEMENTS:
                 self._statements.clear()
-            plan = self._statements[key] = _Plan.of(table_name(table), columns, idempotent, self._variables,
+            plan = self._statements[key] = _Plan.of(self.physical(table), columns, idempotent, self._variables,
                                                      self._column_texts, merge)
         cursor = self._cursor
         start, total, most = 0, len(rows), plan.most

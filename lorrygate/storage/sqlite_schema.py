@@ -76,6 +76,52 @@ def spellings(names) -> dict:
     return {name if (folded := fold(name)) == name else folded: name for name in names}
 
 
+def objects(conn, prefix: str = "") -> dict:
+    """``{folded name: name as made}`` of the tables and views of a database (`own_name`), those whose name
+    starts with ``prefix`` (in any case) where it is given."""
+    query = "SELECT name FROM sqlite_master WHERE type IN ('table', 'view')"
+    if not prefix:
+        return spellings(name for name, in conn.execute(query))
+    # (LIKE compares ASCII letters without case, as SQLite's names are)
+    pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    return spellings(name for name, in conn.execute(query + " AND name LIKE ? ESCAPE '\\'", (pattern,)))
+
+
+def own_name(name: str, objects: dict) -> str:
+    """The table (or view) of ``name`` in a database of ``objects`` (`objects`, and the names a storage claimed):
+    ``name`` itself, unless a table of another case of it is there, then the first of ``name_2``, ``name_3``, ...
+    that is there in that spelling or whose fold nothing has. SQLite compares names without case: rows of a
+    drop-in strategy's ``S__T`` and ``s__t`` went into one table, as if of one address. The same rule as a
+    field's column (`lorrygate.storage.layout.column_names`), so a table of the name ``s__t_2`` shares it."""
+    have = objects.get(fold(name))
+    if have is None or have == name:
+        return name
+    number = 2
+    while True:
+        candidate = f"{name}_{number}"
+        have = objects.get(fold(candidate))
+        if have is None or have == candidate:
+            return candidate
+        number += 1
+
+
+def own_table(path: str, name: str) -> str | None:
+    """The table of ``name`` in the database at ``path`` (`own_name`), which a query of ``name`` would not read
+    where another case of it is a table; None where the file cannot be read."""
+    if not os.path.exists(path):
+        return None
+    try:
+        from urllib.request import pathname2url
+
+        conn = sqlite3.connect(f"file:{pathname2url(os.path.abspath(path))}?mode=ro", uri=True, timeout=10)
+        try:
+            return own_name(name, objects(conn, name))
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return None
+
+
 class _Reading:
     """One read ahead: its thread, and the connection, file identity and columns once it is done."""
 

@@ -953,7 +953,7 @@ class SqlStorage:
         # (None: not read yet; SQLite reads them in the transaction, `_make_views`, and PostgreSQL's views
         # wanted meanwhile are told from those it has when its look arrives, `view_rounds`)
         views, refused = self._views or (), self.refused_views
-        physical, fold = self.dialect.physical, self.dialect.fold
+        fold = self.dialect.fold
         for entry in entries:
             table = entry.table
             if not entry.records or table is None or entry.address is None:
@@ -982,7 +982,7 @@ class SqlStorage:
                 records.append(Record(record.time, {**head, **fields}, tags))
             out.append(Entry(shared, records, entry.channel, entry.message, entry.decoder, entry.address))
             if shared != table:
-                view = physical(table)
+                view = self._physical_name(table)
                 if view not in views and view not in refused:
                     wanted[view] = (table, shared)
         return out
@@ -1148,7 +1148,8 @@ class SqlStorage:
             template = self.ddl.get(entry.channel) or self.ddl.get("")
             if template is not None:
                 dialect.ensure_schema(conn, table)
-                dialect.run_ddl(conn, template.render(table, entry))
+                dialect.run_ddl(conn, template.render(table, entry, physical if getattr(dialect, "folds_case", False)
+                                                      else None))
             dialect.create_table(conn, table, self._keyed_for(entry), self._new_columns(flat))
             pending.update(dialect.columns_of(conn, table))
         # a table known and a row of its columns (the common case) leaves ``added`` as it is: no empty

@@ -5,10 +5,12 @@ and never runs a table twice at once, and the panel queries the grafana hook
 writes run on SQLite and parse as CrateDB SQL.
 """
 
+import json
 import sqlite3
 from datetime import UTC
 
 import attrs
+import pytest_twisted
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 
@@ -260,3 +262,56 @@ def test_a_panel_reads_the_column_sqlite_gave_a_field_that_differs_from_another_
         assert table_name(table) == "r_net__gw_n1"
     finally:
         store._close()
+
+
+class _Answer:
+    def __init__(self, code: int, body: dict):
+        self.code, self._body = code, json.dumps(body).encode()
+
+    def content(self):
+        return succeed(self._body)
+
+
+class _Grafana:
+    """Answers a hook as an empty Grafana does (the documented HTTP API), and keeps what it was sent."""
+
+    def __init__(self):
+        self.sent: list = []
+
+    def request(self, method, url, headers=None, data=None, timeout=None, reactor=None):
+        self.sent.append((method, url, json.loads(data) if data else None))
+        return succeed(_Answer(404 if method == "GET" else 200, {}))
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_dashboard_of_an_sqlite_table_whose_name_differs_from_another_only_in_case_reads_its_own(tmp_path):
+    """A drop-in strategy's ``lab/probe`` beside ``Lab/Probe`` is the table ``lab__probe_2`` in SQLite (which
+    compares table names without case); its panels read ``"lab__probe"``, the other address's table."""
+    import types
+
+    from twisted.internet import reactor
+
+    from lorrygate.hooks.grafana import GrafanaHook
+    from lorrygate.storage.sqlite import SQLiteStorage
+
+    path = str(tmp_path / "db.sqlite")
+    store = SQLiteStorage("db", path, reactor=None)
+    store._connect()
+    try:
+        store._commit(batch(Entry(TableName("Lab", "Probe"), [Record(NS, {"a": 1})], "main", Message("t", b"{}"), "json"),
+                            Entry(TableName("lab", "probe"), [Record(NS, {"a": 2})], "main", Message("t", b"{}"), "json")))
+    finally:
+        store._close()
+    grafana = _Grafana()
+    hook = GrafanaHook("http://grafana:3000", {"db": types.SimpleNamespace(name="db", kind="sqlite", path=path)}, reactor,
+                       client=grafana)
+    yield hook.run(attrs.evolve(sample("x"), table=TableName("lab", "probe")))
+    (board,) = [body["dashboard"] for method, url, body in grafana.sent if url.endswith("/api/dashboards/db")]
+    sql = board["panels"][0]["targets"][0]["rawSql"]
+    assert 'FROM "lab__probe_2"' in sql
+    conn = sqlite3.connect(path)
+    try:
+        assert [value for _, value in conn.execute(sql.replace("$__unixEpochFrom()", "0").replace(
+            "$__unixEpochTo()", "4000000000"))] == [2]
+    finally:
+        conn.close()

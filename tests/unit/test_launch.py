@@ -181,7 +181,7 @@ def test_a_postgresql_ddl_template_and_describe_name_a_table_of_a_long_name_as_i
     statements = settings.storages["p"].ddl.render(table, None)
     assert statements[0].startswith(f'CREATE TABLE "{"s" * 54}_') and f'."{short}" (time' in statements[0]
     assert statements[1].endswith(f'."{short}" IS \'x\'')
-    assert _physical("postgresql", table).endswith(f".{short}")
+    assert _physical(settings.storages["p"], table).endswith(f".{short}")
 
 
 def test_describe_of_a_topic_filter_says_it_is_one():

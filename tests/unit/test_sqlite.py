@@ -763,3 +763,90 @@ def test_a_field_name_keeps_its_column_across_messages_when_another_differs_only
             (None, 7, 8, None), (10, None, None, 9)]
     finally:
         store._close()
+
+
+def test_tables_whose_names_differ_only_in_case_stay_apart_across_a_restart(tmp_path):
+    """A drop-in strategy may name ``Lab/Probe`` and ``lab/probe`` (the built-in ones lower-case their names).
+    SQLite compares table names without ASCII case, so the rows of both went into the first one's table, as if of
+    one address. Each name gets a table of its own now (``lab__probe_2``), in one batch, in later ones, with the
+    time index, and after a restart, as PostgreSQL keeps them apart."""
+    path = str(tmp_path / "tables.sqlite")
+    upper, lower, other = TableName("Lab", "Probe"), TableName("lab", "probe"), TableName("LAB", "probe")
+    store = SQLiteStorage("db", path, reactor=None)
+    store.time_index = True
+    store._connect()
+    store._commit(batch(entry({"temp": 1}, table=upper, time=NS + 1), entry({"temp": 2}, table=lower, time=NS + 2)))
+    store._commit(batch(entry({"temp": 3, "rh": 30}, table=lower, time=NS + 3)))
+    store._close()
+    store = SQLiteStorage("db", path, reactor=None)
+    store.time_index = True
+    store._connect()  # what the file has, read anew; the other order of first rows
+    try:
+        store._commit(batch(entry({"temp": 4}, table=lower, time=NS + 4), entry({"temp": 5}, table=other, time=NS + 5),
+                            entry({"temp": 6, "rh": 60}, table=upper, time=NS + 6)))
+        tables = [name for name, in rows(store, "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE "
+                                                "'lab%' ORDER BY rowid")]
+        assert tables == ["Lab__Probe", "lab__probe_2", "LAB__probe_3"]
+        assert rows(store, 'SELECT time, temp, rh FROM "Lab__Probe" ORDER BY time') == [
+            ("2024-06-01T12:00:00.123456790Z", 1, None), ("2024-06-01T12:00:00.123456795Z", 6, 60)]
+        assert rows(store, 'SELECT temp, rh FROM "lab__probe_2" ORDER BY time') == [(2, None), (3, 30), (4, None)]
+        assert rows(store, 'SELECT temp FROM "LAB__probe_3"') == [(5,)]
+        indexes = {name for name, in rows(store, "SELECT tbl_name FROM sqlite_master WHERE type = 'index'")}
+        assert {"Lab__Probe", "lab__probe_2", "LAB__probe_3"} <= indexes
+    finally:
+        store._close()
+
+
+def test_a_ddl_template_makes_the_table_of_its_own_name_where_another_case_of_it_is_a_table(tmp_path):
+    from lorrygate.config.settings import ddl_template
+
+    template = ddl_template("CREATE TABLE IF NOT EXISTS {qualified} (time TEXT NOT NULL, site TEXT DEFAULT 'x')",
+                            "sqlite")
+    store = SQLiteStorage("db", str(tmp_path / "ddl.sqlite"), reactor=None, ddl={"": template})
+    store._connect()
+    try:
+        store._commit(batch(entry({"temp": 1}, table=TableName("Lab", "Probe"))))
+        store._commit(batch(entry({"temp": 2}, table=TableName("lab", "probe"))))
+        assert rows(store, 'SELECT temp, site FROM "Lab__Probe"') == [(1, "x")]
+        assert rows(store, 'SELECT temp, site FROM "lab__probe_2"') == [(2, "x")]
+    finally:
+        store._close()
+
+
+def test_the_export_grafana_and_describe_read_the_table_of_its_own_name(tmp_path):
+    """What reads a table by its address finds the one the storage wrote (`sqlite_schema.own_name`), not the table
+    of another case of the name that SQLite would take for it."""
+    import types
+
+    from lorrygate.hooks.grafana import column_query, sqlite_table
+    from lorrygate.pipeline.describe import _physical
+    from lorrygate.sources.export import _SQLiteReader
+
+    path = str(tmp_path / "read.sqlite")
+    store = SQLiteStorage("db", path, reactor=None)
+    store._connect()
+    try:
+        store._commit(batch(entry({"temp": 1}, table=TableName("Lab", "Probe")),
+                            entry({"temp": 2}, table=TableName("lab", "probe"))))
+    finally:
+        store._close()
+    reader = _SQLiteReader(types.SimpleNamespace(path=path))
+    conn = reader.connect()
+    try:
+        assert reader.relation(conn, TableName("lab", "probe")) == ('"lab__probe_2"', True)
+        assert reader.relation(conn, TableName("Lab", "Probe")) == ('"Lab__Probe"', True)
+        assert reader.relation(conn, TableName("LAB", "PROBE")) == ('"LAB__PROBE_3"', False)  # not written yet
+        assert reader.relation(conn, TableName("lab", "other")) == ('"lab__other"', False)
+        query = column_query("sqlite", TableName("lab", "probe"), "temp", None,
+                             sqlite_table(path, TableName("lab", "probe")))
+        assert "lab__probe_2" in query
+        assert [value for _, value in conn.execute(
+            query.replace("$__unixEpochFrom()", "0").replace("$__unixEpochTo()", "4e9"))] == [2]
+    finally:
+        conn.close()
+    storage = types.SimpleNamespace(kind="sqlite", path=path)
+    assert _physical(storage, TableName("lab", "probe")) == "lab__probe_2"
+    assert _physical(storage, TableName("Lab", "Probe")) == "Lab__Probe"
+    assert _physical(types.SimpleNamespace(kind="sqlite", path=str(tmp_path / "none.sqlite")),
+                     TableName("lab", "probe")) == "lab__probe"
+    assert not os.path.exists(tmp_path / "none.sqlite")  # (describe makes no file)
