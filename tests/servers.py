@@ -313,6 +313,8 @@ class Prometheus:
     target: str
     port: int = attrs.Factory(free_port)
     process: subprocess.Popen | None = None
+    #: the bearer token it scrapes with (a metrics listener's ``metrics_token``), or None
+    token: str | None = None
 
     def start(self) -> "Prometheus":
         binary = shutil.which("prometheus")
@@ -322,7 +324,8 @@ class Prometheus:
         with open(config, "w") as handle:
             handle.write("global:\n  scrape_interval: 500ms\n  scrape_timeout: 400ms\n"
                          "scrape_configs:\n  - job_name: lorrygate\n    static_configs:\n"
-                         f"      - targets: ['{self.target}']\n")
+                         f"      - targets: ['{self.target}']\n"
+                         + (f"    authorization:\n      credentials: '{self.token}'\n" if self.token else ""))
         self.process = subprocess.Popen(
             [binary, f"--config.file={config}", f"--storage.tsdb.path={self.directory}/data",
              f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],

@@ -210,6 +210,7 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".", on_storage=N
         else:
             channels.append((section, s.make_channel(name, values), values))
 
+    _check_metrics(gateway, storages, problem)
     # Defaults are paths too: relative to the config's folder.
     base = os.path.abspath(base_dir)
     default_strategies = gateway.strategies == s.DEFAULT_STRATEGIES
@@ -1045,3 +1046,24 @@ def _check_channel(section, channel, parser, strategies, decoders, problem, modu
         problem(section, "strategy", s.needs("meshtastic", "a Meshtastic gateway node's packets as protobuf "
                                                            "(<root>/2/e/...)") + ", or a [strategy:NAME] of type "
                 "meshtastic with output = json (its JSON output)", channel.strategy)
+
+
+def _check_metrics(gateway, storages: dict, problem) -> None:
+    """A ``prometheus://`` storage is served on the metrics listener: with that off its values went nowhere, and
+    nothing said so. Beyond loopback it serves the fleet's values to anyone who asks, so it needs its
+    metrics_token, as an export and a control endpoint do."""
+    served = [name for name, storage in storages.items()
+              if storage.kind == "prometheus" and storage.url.raw == "prometheus://"]
+    if not served:
+        return
+    if gateway.metrics is None:
+        for name in served:
+            problem(f"storage:{name}", "url", "a metrics listener to serve it on ([lorrygate] metrics = "
+                    "127.0.0.1:9481, scraped at /metrics), or pushgateway://HOST:9091/JOB to push the values",
+                    "prometheus:// with [lorrygate] metrics off")
+        return
+    host, port = gateway.metrics
+    if host not in s.LOOPBACK and not gateway.metrics_token:
+        problem("lorrygate", "metrics", "a metrics_token (from ${ENV:...} or ${FILE:...}) for a listener others can "
+                f"reach that serves the fleet's values (storage {served[0]}, prometheus://), or a loopback address "
+                "(127.0.0.1:PORT)", f"metrics = {host}:{port} without a token")

@@ -50,6 +50,8 @@ class GatewaySettings:
     control_token: v.Secret | None = attrs.field(default=None, repr=False)
     #: where Prometheus scrapes ``/metrics``: (host, port), or None (off)
     metrics: tuple | None = None
+    #: the token the metrics listener asks for (``Authorization: Bearer ...``), or None
+    metrics_token: v.Secret | None = attrs.field(default=None, repr=False)
 
     @property
     def control_endpoint(self) -> str | None:
@@ -334,6 +336,7 @@ GATEWAY_KEYS = {
     "control": Key(v.control_endpoint, "", doc='The control endpoint of lorrygate status and flush, /health and /ready: unix:PATH, tcp:PORT:interface=127.0.0.1 or off; empty for unix:<data_dir>/lorrygate.sock.'),
     "control_token": Key(v.text, None, secret=True, doc='The bearer token a TCP control endpoint beyond loopback asks for (from ${ENV:...} or ${FILE:...}).'),
     "metrics": Key(v.listen_address, None, doc='Where Prometheus scrapes /metrics (also /health, /ready): PORT, HOST:PORT, [IPv6]:PORT or off. Needs prometheus-client.'),
+    "metrics_token": Key(v.text, None, secret=True, doc="The bearer token the metrics listener asks for (Prometheus: authorization: credentials); needed beyond loopback where a prometheus:// storage serves the fleet's values there (from ${ENV:...} or ${FILE:...})."),
 }
 
 BROKER_KEYS = {

@@ -210,6 +210,8 @@ ELEMENTS = dict([
           name=Prop(v.nonempty, "", "storage name")),
     _spec("prometheussink", "sink", "The latest numeric values as gauges: on the metrics listener, or pushed.",
           pushgateway=Prop(v.text, "", "host:port of a Pushgateway (empty: the metrics listener)"),
+          listen=Prop(v.listen_address, "127.0.0.1:9481", "where Prometheus scrapes /metrics without a "
+                      "pushgateway: HOST:PORT"),
           job=Prop(v.nonempty, "lorrygate", "Pushgateway job"),
           name=Prop(v.nonempty, "", "storage name")),
     _spec("tributarysink", "sink", "Feeds records into a Tributary graph; written once the graph took them "

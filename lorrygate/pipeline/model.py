@@ -207,6 +207,8 @@ class _Builder:
     tees: dict = attrs.Factory(dict)  # tee name -> index into channels
     #: ``[source:NAME]`` equivalents of pollsrc and iiosrc elements
     sources: dict = attrs.Factory(dict)
+    #: where a prometheus sink's values are scraped (the gateway's metrics listener), or None
+    metrics: tuple | None = None
 
     def options(self, element, what: str, allowed: dict) -> dict:
         """The ``?options`` of an element's URL (`_options`), a PipelineError at the element for one not read."""
@@ -220,8 +222,13 @@ class _Builder:
         text = self.text
         name = f"sink{len(self.storages)}"
         if element.factory in ("kafkasink", "wssink", "prometheussink"):
-            name = _properties(element, text).get("name") or name
+            props = _properties(element, text)
+            name = props.get("name") or name
+            if element.factory == "prometheussink" and not props["pushgateway"]:
+                self.listen_metrics(props["listen"], element)
             element = self.as_url(element)
+        elif element.factory == "url" and element.url.strip() in ("prometheus://", "prometheus:"):
+            self.listen_metrics(ELEMENTS["prometheussink"].properties["listen"].default, element)
         element = self.resolved(element)
         table = None
         if element.factory == "mqttsink" or (element.factory == "url" and element.url.split("://", 1)[0].lower() in
@@ -463,6 +470,18 @@ class _Builder:
             return tls_files(given, secure)
         except Invalid as exc:
             raise PipelineError(f"{what}expected {exc.expected}", self.text, element.loc) from None
+
+    def listen_metrics(self, address, element) -> None:
+        """A prometheus sink's values are served on the metrics listener: this one (one for the pipeline)."""
+        if isinstance(address, str):  # (the default, as written)
+            try:
+                address = v.listen_address(address)
+            except Invalid as exc:
+                raise PipelineError(f"expected {exc.expected}", self.text, element.loc) from None
+        if self.metrics is not None and self.metrics != address:
+            raise PipelineError(f"prometheus sinks on one metrics listener: got {address[0]}:{address[1]} beside "
+                                f"{self.metrics[0]}:{self.metrics[1]}", self.text, element.loc)
+        self.metrics = address
 
     def as_url(self, element):
         """The URL element that a redissrc, zmqsrc, kafkasrc, kafkasink, wssink or prometheussink stands for."""
@@ -735,7 +754,8 @@ def build_settings(text: str, callbacks=None, data_dir: str = "var", strategies_
             raise PipelineError("transform headers: expected a source that sends headers (mqtt:// with protocol=5: "
                                 "MQTT 5's user properties; amqp://; kafka://; redis:// streams: an entry's fields "
                                 "beside its payload)", text, 0)
-    gateway = s.GatewaySettings(data_dir=data_dir, control="off", log_format="text", strategies=strategies_dir)
+    gateway = s.GatewaySettings(data_dir=data_dir, control="off", log_format="text", strategies=strategies_dir,
+                                metrics=builder.metrics)
     # chains that feed each other round: a warning, as in a config
     warnings = tuple(feedback_cycles("<launch>", builder.channels, builder.brokers, builder.storages)) + tuple(
         f"<launch> {name}: {meant}" for name, storage in builder.storages.items()

@@ -118,10 +118,11 @@ class _Flush(Resource):
 class _Guarded(Resource):
     """Answers 401 unless the request carries ``Authorization: Bearer <token>``."""
 
-    def __init__(self, token: str, inner: Resource):
+    def __init__(self, token: str, inner: Resource, wants: str = "the control endpoint wants its control_token"):
         super().__init__()
         self.token = token.encode("utf-8")
         self.inner = inner
+        self.wants = wants
 
     def getChildWithDefault(self, path, request):
         import hmac
@@ -130,7 +131,7 @@ class _Guarded(Resource):
         if not hmac.compare_digest(given, b"Bearer " + self.token):
             from twisted.web.resource import ErrorPage
 
-            return ErrorPage(401, "Unauthorized", "the control endpoint wants its control_token")
+            return ErrorPage(401, "Unauthorized", self.wants)
         return self.inner.getChildWithDefault(path, request)
 
 

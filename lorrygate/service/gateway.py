@@ -395,7 +395,7 @@ class Gateway(MultiService):
             self._stop_loops()
             await self._listen_control()
             self._start_loops()
-        if settings.gateway.metrics != old.gateway.metrics:
+        if settings.gateway.metrics != old.gateway.metrics or settings.gateway.metrics_token != old.gateway.metrics_token:
             await self._stop_metrics()
             await self._start_metrics()
         self.log.info(

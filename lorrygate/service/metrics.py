@@ -267,12 +267,17 @@ class _MetricsPage(Resource):
 
 
 def metrics_site(gateway, metrics: Metrics):
-    """``/metrics``, ``/health`` and ``/ready`` on the metrics listener."""
-    from lorrygate.service.control import _Health, _Ready, quiet_site
+    """``/metrics``, ``/health`` and ``/ready`` on the metrics listener; each asks for the ``metrics_token``
+    where one is set (``Authorization: Bearer ...``)."""
+    from lorrygate.service.control import _Guarded, _Health, _Ready, quiet_site
 
     root = Resource()
     root.putChild(b"metrics", _MetricsPage(metrics))
     root.putChild(b"health", _Health())
     root.putChild(b"ready", _Ready(gateway))
+    token = gateway.settings.gateway.metrics_token
+    if token:
+        root = _Guarded(token.reveal(), root, "the metrics listener wants its metrics_token (Prometheus: "
+                                              "authorization: credentials)")
     return quiet_site(root)
 

@@ -6,6 +6,7 @@ test published and a commit-latency histogram with observations.
 
 import http.client
 import json
+import os
 import uuid
 
 import pytest
@@ -124,6 +125,36 @@ def test_the_prometheus_sink_on_the_metrics_listener_and_a_pushgateway(tmp_path,
     finally:
         assert gateway.stop() == 0
         pushgateway.stop()
+
+
+def test_a_metrics_token_guards_the_listener_and_prometheus_scrapes_with_it(tmp_path, mosquitto):
+    """The fleet's values on the metrics listener (prometheus://) are for whoever holds its metrics_token: a
+    request without it, or with another, gets 401; a real Prometheus scraping with ``authorization:
+    credentials`` reads the values."""
+    port = free_port()
+    realm = f"pt{uuid.uuid4().hex[:6]}"
+    config = write_config(str(tmp_path), mosquitto.port, client_id=f"gw-{realm}", topics=f"{realm}/#")
+    text = open(config).read().replace("[lorrygate]\n", f"[lorrygate]\nmetrics = 127.0.0.1:{port}\n"
+                                                        "metrics_token = ${ENV:LORRYGATE_TEST_METRICS_TOKEN}\n")
+    text = text.replace("storage = db\n", "storage = db, gauges\n") + "\n[storage:gauges]\nurl = prometheus://\n"
+    open(config, "w").write(text)
+    (tmp_path / "prometheus").mkdir()
+    gateway = GatewayProcess(config, str(tmp_path / "gw.log"), env={**os.environ, "LORRYGATE_TEST_METRICS_TOKEN": "s3cret"}).start()
+    prometheus = Prometheus(str(tmp_path / "prometheus"), f"127.0.0.1:{port}", token="s3cret").start()
+    try:
+        bearer = {"Authorization": "Bearer s3cret"}
+        wait_until(lambda: get(port, "/ready", bearer)[0] == 200, 30, "/ready with the token")
+        assert get(port, "/metrics")[0] == get(port, "/ready")[0] == 401
+        assert get(port, "/metrics", {"Authorization": "Bearer s3cre"})[0] == 401
+        publisher = Publisher(mosquitto.port)
+        publisher.publish_many([(f"{realm}/net/gw/a/data.json", json.dumps({"temperature": 20.5}))])
+        publisher.close()
+        wait_until(lambda: value(prometheus, f'lorrygate_field_temperature{{realm="{realm}"}}') == 20.5, 60,
+                   "Prometheus to scrape the value with the token")
+        assert "s3cret" not in open(str(tmp_path / "gw.log")).read()
+    finally:
+        assert gateway.stop() == 0
+        prometheus.stop()
 
 
 @pytest_twisted.ensureDeferred

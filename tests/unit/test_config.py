@@ -350,6 +350,27 @@ def test_control_on_tcp_stays_on_this_machine_unless_it_has_a_token():
     assert token.gateway.control_token.reveal() == "t0ken" and "t0ken" not in repr(token)
 
 
+def test_a_prometheus_storage_needs_the_metrics_listener_and_beyond_loopback_its_token():
+    """``url = prometheus://`` is served on the metrics listener: with ``metrics`` off its values went nowhere and
+    nothing said so. Beyond loopback it serves the fleet's values to anyone, so it needs a metrics_token, as an
+    export does; a pushgateway:// storage and the gateway's own metrics need neither."""
+    gauges = GOOD.replace("storage = db\n", "storage = db, gauges\n") + "\n[storage:gauges]\nurl = prometheus://\n"
+    assert problems(gauges) == [
+        "gateway.ini [storage:gauges] url: expected a metrics listener to serve it on ([lorrygate] metrics = "
+        "127.0.0.1:9481, scraped at /metrics), or pushgateway://HOST:9091/JOB to push the values, got prometheus:// "
+        "with [lorrygate] metrics off"]
+    assert problems(gauges + "[lorrygate]\nmetrics = 0.0.0.0:9481\n") == [
+        "gateway.ini [lorrygate] metrics: expected a metrics_token (from ${ENV:...} or ${FILE:...}) for a listener "
+        "others can reach that serves the fleet's values (storage gauges, prometheus://), or a loopback address "
+        "(127.0.0.1:PORT), got metrics = 0.0.0.0:9481 without a token"]
+    assert loads(gauges + "[lorrygate]\nmetrics = 9481\n").gateway.metrics == ("127.0.0.1", 9481)
+    token = loads(gauges + "[lorrygate]\nmetrics = 0.0.0.0:9481\nmetrics_token = t0ken\n")
+    assert token.gateway.metrics_token.reveal() == "t0ken" and "t0ken" not in repr(token)
+    assert loads(GOOD + "[lorrygate]\nmetrics = 0.0.0.0:9481\n").gateway.metrics_token is None
+    loads(GOOD.replace("storage = db\n", "storage = db, pushed\n") + "\n[storage:pushed]\n"
+          "url = pushgateway://127.0.0.1:9091/sensors\n")
+
+
 def test_an_export_others_can_reach_needs_a_token():
     """``export = true`` on 0.0.0.0 without a token answered the fleet's data to anyone on the network who asked.
     It is a problem, as a control endpoint beyond loopback is; on loopback, or with a token, it is not."""

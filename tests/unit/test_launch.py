@@ -580,3 +580,17 @@ def test_a_launch_line_with_a_relative_sqlite_path_below_a_top_level_folder_is_w
     assert warning.endswith(f"is the file {tmp_path}/tmp/x.sqlite (three slashes: a path relative to {tmp_path}); "
                             "for /tmp/x.sqlite, write sqlite:////tmp/x.sqlite"), warning
     assert parse_launch("mqtt://h/a/# ! sqlite:////tmp/x.sqlite").settings.warnings == ()
+
+
+def test_a_prometheus_sink_is_served_on_a_metrics_listener_of_the_pipeline():
+    """A pipeline has no ``[lorrygate] metrics``: its prometheus sink's values went nowhere. They are served on
+    127.0.0.1:9481, or where ``listen`` says; a pushgateway sink needs no listener."""
+    assert parse_launch("mqtt://localhost/a/%23 ! prometheus://").settings.gateway.metrics == ("127.0.0.1", 9481)
+    assert parse_launch("mqtt://localhost/a/%23 ! prometheussink listen=127.0.0.1:9555").settings.gateway.metrics \
+        == ("127.0.0.1", 9555)
+    assert parse_launch("mqtt://localhost/a/%23 ! prometheussink pushgateway=h:9091").settings.gateway.metrics is None
+    assert parse_launch("mqtt://localhost/a/%23 ! sqlite:///var/x.sqlite").settings.gateway.metrics is None
+    with pytest.raises(PipelineError, match="prometheus sinks on one metrics listener: got 127.0.0.1:9555 beside "
+                                            "127.0.0.1:9481"):
+        parse_launch("mqtt://localhost/a/%23 ! tee name=t t. ! prometheus:// t. ! prometheussink "
+                     "listen=127.0.0.1:9555")
