@@ -20,9 +20,11 @@ one schema re-read for all of them:
    table's CREATE statement and the ADD COLUMNs run in an empty in-memory
    database (which also checks them as ALTER TABLE would);
 3. the texts go into ``sqlite_master`` with ``PRAGMA writable_schema`` in
-   one UPDATE, ``schema_version`` is raised by one, as ALTER TABLE raises it
-   (other connections read the schema again), and ``writable_schema =
-   RESET`` makes this connection read it again, once.
+   one UPDATE, ``writable_schema = RESET`` makes this connection read it
+   again, once, and ``schema_version`` is raised by one, as ALTER TABLE
+   raises it (other connections read the schema again). Raised after the
+   RESET, which forgets that the transaction changed the schema, so that a
+   rollback makes the connection read it again too.
 
 This is the procedure of SQLite's documentation for schema changes that
 leave the stored rows as they are ("Making Other Kinds Of Table Schema
@@ -150,9 +152,11 @@ class ColumnAdder:
             # SQLITE_DBCONFIG_DEFENSIVE (or an authorizer) forbids it: the statement changed nothing
             self.writable = False
             return False
-        else:
-            conn.execute(f"PRAGMA schema_version = {version + 1}")
         finally:
             conn.execute("PRAGMA writable_schema = RESET")  # off, and this connection reads the schema again
             conn.create_function(_FUNCTION, 1, None)
+        # after the RESET, which forgets that the transaction changed the schema: a rollback (of the transaction,
+        # or to an entry's savepoint) then kept the columns in this connection's schema, which they are not in
+        # the file, and each entry written again after it failed with "duplicate column name" (a dead letter)
+        conn.execute(f"PRAGMA schema_version = {version + 1}")
         return True

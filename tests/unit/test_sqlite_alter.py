@@ -134,7 +134,7 @@ def test_an_entry_the_database_refuses_keeps_its_columns_out_and_the_rest_in(tmp
     store._commit(batch(*(entry(node(n), {"a": 1}) for n in range(10))))
     bad = TableName(SCHEMA, "area_0_node_3_data")
     entries = [entry(node(n), {"a": 2, "b": n, "c": "x", "d": 0.5}, NS + 1) for n in range(10)]
-    entries.insert(5, entry(bad, {"a": 3, "e": 1, "bad\0name": 1}, NS + 2))
+    entries.insert(5, entry(bad, {"a": 3, "e": 1, "bad": "\ud800"}, NS + 2))
     store._commit(batch(*entries))
     assert [row[1] for row in store._conn.execute(f'PRAGMA table_info("{physical(3)}")')] == ["time", "a", "b", "c", "d"]
     assert store._conn.execute(f'SELECT a, b, c, d FROM "{physical(3)}" ORDER BY time').fetchall() == [
@@ -266,4 +266,31 @@ def test_hostile_field_names_added_at_once_stay_identifiers(tmp_path):
     assert "lorrygate_dead_letter" in names
     assert store._conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
     assert store._conn.execute("SELECT count(*) FROM lorrygate_dead_letter").fetchone() == (0,)
+    store._close()
+
+
+def test_a_refusal_after_columns_went_in_at_once_leaves_the_schema_as_the_file_has_it(tmp_path):
+    """Columns added at once (`ColumnAdder._write`) and then rolled back, with the transaction (a row the
+    database refuses makes the write go entry by entry) or with an entry's savepoint: the connection kept them in
+    its schema, though the file had them no more, so each entry written again that needed them failed with
+    "duplicate column name", a dead letter each. A DDL template's UNIQUE (time) and one redelivered row did it to
+    a whole fleet's new field."""
+    template = ddl_template("CREATE TABLE IF NOT EXISTS {qualified} (time TEXT NOT NULL, UNIQUE (time))", "sqlite")
+    store = open_storage(tmp_path / "ddl.sqlite", ddl={"": template})
+    store._commit(batch(*(entry(node(n), {"a": 1}) for n in range(6))))
+    # five tables get b and c at once; node 5's row is one it has (its time): the transaction is rolled back
+    store._commit(batch(*(entry(node(n), {"a": 2, "b": n, "c": 1}, NS + 1) for n in range(5)), entry(node(5), {"a": 1})))
+    for n in range(5):
+        assert store._conn.execute(f'SELECT a, b, c FROM "{physical(n)}" ORDER BY time').fetchall() == [
+            (1, None, None), (2, n, 1)]
+    # one entry's five new columns at once, rolled back to its savepoint (a value SQLite refuses); the next
+    # entry of that table needs them
+    refused = entry(node(0), {"d": 1, "e": 1, "f": 1, "g": 1, "h": "\ud800"}, NS + 2)
+    store._commit(batch(entry(node(5), {"a": 1}), refused, entry(node(0), {"d": 2, "e": 2, "f": 2, "g": 2, "h": "x"},
+                                                                 NS + 3)))
+    assert store._conn.execute(f'SELECT d, e, f, g, h FROM "{physical(0)}" WHERE d IS NOT NULL').fetchall() == [
+        (2, 2, 2, 2, "x")]
+    errors = [row[0] for row in store._conn.execute("SELECT error FROM lorrygate_dead_letter ORDER BY id")]
+    assert len(errors) == 3 and "duplicate column" not in " ".join(errors), errors
+    assert store._conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
     store._close()
