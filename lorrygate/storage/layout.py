@@ -31,7 +31,8 @@ from lorrygate.model import unused_name
 #: that a field's values stay in one column (`SqlStorage._spelled`), as they
 #: do in PostgreSQL. An empty name (``{"": 1}``) is ``_``:
 #: PostgreSQL has no empty identifier (the row was refused), and tools trip on
-#: one elsewhere.
+#: one elsewhere. A name goes without the character NUL, which no SQL name
+#: may hold (``temp\0\0`` from a padded C string is ``temp``).
 
 INT64 = (-(2**63), 2**63 - 1)
 ID_COLUMN = "lorrygate_id"
@@ -234,6 +235,10 @@ def column_names(names: tuple, fold, reserved, limit: int | None = None, table: 
     used = {fold(name) for name in reserved}
     out = []
     for name in names:
+        if "\0" in name:
+            # no SQL name holds NUL, which firmware pads C strings with ("temp\0\0"): the whole message was a
+            # dead letter for one such name; it goes without them, as PostgreSQL's text values do
+            name = name.replace("\0", "")
         name = name or "_"
         candidate = shorten(name, limit) if limit else name
         folded = fold(candidate)

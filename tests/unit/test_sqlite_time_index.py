@@ -166,12 +166,13 @@ def test_the_grafana_panels_query_reads_by_it(tmp_path):
 
 
 def test_an_entry_rolled_back_to_its_savepoint_takes_back_its_tables_index_only(tmp_path):
-    """A field name SQLite refuses (NUL) makes the write go entry by entry: the refused entry's new table and its
-    index are rolled back, the others' kept; the refused table gets both with its next good row."""
+    """A value SQLite refuses (a lone surrogate, which no UTF-8 text holds) makes the write go entry by entry: the
+    refused entry's new table and its index are rolled back, the others' kept; the refused table gets both with its
+    next good row."""
     store = open_storage(tmp_path / "db.sqlite")
     other = (table("net1", "node-2"), address("net1", "node-2"))
     try:
-        store._commit(batch_of([NODE, (*other, {"a\x00b": 1})]))
+        store._commit(batch_of([NODE, (*other, {"a": "\ud800"})]))
         assert list(indexes(store)) == ["r_net1__gw_node_1_sensors:time"]
         assert store._indexed == {"r_net1__gw_node_1_sensors"}
         store._commit(batch_of([(*other, {"n": 2})]))
