@@ -59,7 +59,9 @@ def copy_headers(data_dir: str, target_dir: str) -> None:
     path = os.path.join(data_dir, FILE)
     if not os.path.exists(path):
         return
-    source = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    from lorrygate.storage.sqlite_schema import read_only
+
+    source = read_only(path)
     target = sqlite3.connect(os.path.join(target_dir, FILE))
     try:
         source.backup(target)

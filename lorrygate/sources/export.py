@@ -297,10 +297,9 @@ class _SQLiteReader:
         self.path, self._iso = dialect.path, IsoTime()
 
     def connect(self):
-        import sqlite3
+        from lorrygate.storage.sqlite_schema import read_only
 
-        conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30, check_same_thread=False)
-        return conn
+        return read_only(self.path, timeout=30)
 
     @staticmethod
     def relation(conn, table) -> tuple:

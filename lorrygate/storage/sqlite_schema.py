@@ -49,6 +49,15 @@ def connect(path: str) -> sqlite3.Connection:
     return sqlite3.connect(path, isolation_level=None, check_same_thread=False, cached_statements=STATEMENTS)
 
 
+def read_only(path: str, timeout: float = 10.0) -> sqlite3.Connection:
+    """A read-only connection to the database at ``path``, by a URI of its path: ``file:PATH?mode=ro`` cut a
+    path with ``#`` or ``?`` at that character, and opened (read-write, so made) another file."""
+    from urllib.request import pathname2url
+
+    return sqlite3.connect(f"file:{pathname2url(os.path.abspath(path))}?mode=ro", uri=True, timeout=timeout,
+                           check_same_thread=False)
+
+
 def identity(path: str) -> tuple:
     """(device, inode) of the file at ``path``: whether a connection still has that file open."""
     stat = os.stat(path)
@@ -111,9 +120,7 @@ def own_table(path: str, name: str) -> str | None:
     if not os.path.exists(path):
         return None
     try:
-        from urllib.request import pathname2url
-
-        conn = sqlite3.connect(f"file:{pathname2url(os.path.abspath(path))}?mode=ro", uri=True, timeout=10)
+        conn = read_only(path)
         try:
             return own_name(name, objects(conn, name))
         finally:

@@ -850,3 +850,31 @@ def test_the_export_grafana_and_describe_read_the_table_of_its_own_name(tmp_path
     assert _physical(types.SimpleNamespace(kind="sqlite", path=str(tmp_path / "none.sqlite")),
                      TableName("lab", "probe")) == "lab__probe"
     assert not os.path.exists(tmp_path / "none.sqlite")  # (describe makes no file)
+
+
+def test_the_export_reads_a_database_whose_path_has_a_hash_or_a_question_mark(tmp_path):
+    """``file:PATH?mode=ro`` cut such a path at that character: the export opened (and so made) another file,
+    read-write, and answered "no data yet"."""
+    import types
+
+    from lorrygate.sources.export import _SQLiteReader
+
+    folder = tmp_path / "site#1?b"
+    folder.mkdir()
+    path = str(folder / "db.sqlite")
+    store = SQLiteStorage("db", path, reactor=None)
+    store._connect()
+    try:
+        store._commit(batch(entry({"temp": 1})))
+    finally:
+        store._close()
+    reader = _SQLiteReader(types.SimpleNamespace(path=path))
+    conn = reader.connect()
+    try:
+        relation, exists = reader.relation(conn, T1)
+        assert exists and conn.execute(f"SELECT temp FROM {relation}").fetchall() == [(1,)]
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            conn.execute("CREATE TABLE x (a)")
+    finally:
+        conn.close()
+    assert sorted(os.listdir(tmp_path)) == ["site#1?b"]
