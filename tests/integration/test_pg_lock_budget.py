@@ -128,7 +128,7 @@ def test_a_part_that_fails_leaves_the_parts_before_it_committed_and_the_retry_wr
     store.lock_budget = 10 * LOCKS_NEW_TABLE
     batch = fleet_batch(schema, 30, dead=3)
     # a row the database refuses, in the first part: a dead letter of its own, committed with that part
-    batch.entries.insert(1, Entry(TableName(schema, "node_0"), [Record(NS + 5, {"bad\0name": 1})], "main",
+    batch.entries.insert(1, Entry(TableName(schema, "node_0"), [Record(NS + 5, {"bad": "\ud800"})], "main",
                                   message(f"bad/{schema}/refused"), "json"))
     commit = PostgresDialect.commit
     commits = []
@@ -198,7 +198,7 @@ def test_running_out_of_locks_while_writing_entry_by_entry_halves_the_budget_too
     schema = f"locks_{next(RUN)}"
     store.lock_budget = 8 * 300 * LOCKS_NEW_TABLE
     batch = fleet_batch(schema, 300)
-    batch.entries.insert(0, Entry(TableName(schema, "node_0"), [Record(NS + 5, {"bad\0name": 1})], "main",
+    batch.entries.insert(0, Entry(TableName(schema, "node_0"), [Record(NS + 5, {"bad": "\ud800"})], "main",
                                   message(f"bad/{schema}/refused"), "json"))
     for _attempt in range(10):
         try:
