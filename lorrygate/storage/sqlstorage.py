@@ -621,6 +621,8 @@ class SqlStorage:
         def columns_of(physical: str) -> dict:
             return {**self._columns.get(physical, {}), **added.get(physical, {})}
 
+        if isinstance(exc, UnicodeEncodeError):
+            return _surrogate_refusal(exc, entry)
         return self.dialect.explain_refusal(exc, self._tables_of(entry), columns_of)
 
     def _check_table_budget(self, physical: str, added: dict, new: dict | None) -> None:
@@ -1218,3 +1220,28 @@ def _clear(values, fold):
             used.add(fold(key))
         out[key] = value
     return out
+
+
+def _surrogate_refusal(exc: UnicodeEncodeError, entry) -> str:
+    """Why text with a lone UTF-16 surrogate is stored nowhere, and which field of the entry has it: the
+    database's driver said only "surrogates not allowed", naming no field and no fix."""
+    def holds(value) -> bool:
+        if type(value) is str:
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+            return False
+        if isinstance(value, dict):
+            return any(holds(key) or holds(item) for key, item in value.items())
+        if isinstance(value, (list, tuple)):
+            return any(holds(item) for item in value)
+        return False
+
+    where = next((f"{kind} {name!r}" for record in entry.records
+                  for kind, values in (("field", record.fields), ("tag", record.tags or {}))
+                  for name, value in values.items() if holds(name) or holds(value)), "a value")
+    return (f"UnicodeEncodeError: {where} holds a lone UTF-16 surrogate ({exc.object[exc.start:exc.end]!r}), "
+            "which no UTF-8 text holds, so no database stores it: the decoder that made it is to mend (bytes "
+            "decoded with errors='surrogateescape', a string cut inside a surrogate pair), then lorrygate "
+            "dead-letters replay --stage store")
