@@ -60,7 +60,7 @@ def _ddl(storage, table, channel, address=None) -> list:
                 if not custom:
                     create[0] = create[0].replace("(time TEXT NOT NULL)",
                                                   "(time TEXT NOT NULL, address TEXT, gateway TEXT, node TEXT)")
-                view = sqlite_view_statement(table_name(table), table_name(shared), table.table)
+                view = sqlite_view_statement(_physical(storage, table), _physical(storage, shared), table.table)
                 create += _time_index(storage, shared, True)
             return create + ([view] if shared != table else [])
     template = channel.ddl or storage.ddl
