@@ -58,12 +58,14 @@ def loads(payload):
         except RecursionError:
             raise ValueError("JSON nested too deeply (over 1,000 levels)") from None
     text = payload if isinstance(payload, str) else payload.decode("utf-8", "replace")
-    if "\\u" in text.lower() and _lone_surrogate(document):
+    if "\\u" in text.lower() and lone_surrogate(document):
         raise ValueError("a string with a lone UTF-16 surrogate (\\ud800-\\udfff without its pair), which is not text")
     return document
 
 
-def _lone_surrogate(value) -> bool:
+def lone_surrogate(value) -> bool:
+    """Whether ``value`` (text, or dicts and lists of it, their keys too) holds a lone UTF-16 surrogate, at any
+    depth (no recursion)."""
     stack = [value]
     while stack:
         item = stack.pop()

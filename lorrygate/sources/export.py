@@ -306,13 +306,11 @@ class _SQLiteReader:
         """(the quoted table of ``table``, whether it exists): the storage's own of the name where another case
         of it is a table (`lorrygate.storage.sqlite_schema.own_name`), not the one SQLite would find by it."""
         from lorrygate.storage.sqlite import table_name
-        from lorrygate.storage.sqlite_schema import fold, objects, own_name
+        from lorrygate.storage.sqlite_schema import own_in
         from lorrygate.topology.naming import quote
 
-        name = table_name(table)
-        there = objects(conn, name)
-        name = own_name(name, there)
-        return quote(name), there.get(fold(name)) == name
+        name, exists = own_in(conn, table_name(table))
+        return quote(name), exists
 
     def time(self, nanos: int):
         return self._iso(nanos)

@@ -114,6 +114,13 @@ def own_name(name: str, objects: dict) -> str:
         number += 1
 
 
+def own_in(conn, name: str) -> tuple:
+    """(the table of ``name`` in the database of ``conn`` (`own_name`), whether it is there)."""
+    there = objects(conn, name)
+    own = own_name(name, there)
+    return own, there.get(fold(own)) == own
+
+
 def own_table(path: str, name: str) -> str | None:
     """The table of ``name`` in the database at ``path`` (`own_name`), which a query of ``name`` would not read
     where another case of it is a table; None where the file cannot be read."""
@@ -122,7 +129,7 @@ def own_table(path: str, name: str) -> str | None:
     try:
         conn = read_only(path)
         try:
-            return own_name(name, objects(conn, name))
+            return own_in(conn, name)[0]
         finally:
             conn.close()
     except sqlite3.Error:

@@ -1225,22 +1225,11 @@ def _clear(values, fold):
 def _surrogate_refusal(exc: UnicodeEncodeError, entry) -> str:
     """Why text with a lone UTF-16 surrogate is stored nowhere, and which field of the entry has it: the
     database's driver said only "surrogates not allowed", naming no field and no fix."""
-    def holds(value) -> bool:
-        if type(value) is str:
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                return True
-            return False
-        if isinstance(value, dict):
-            return any(holds(key) or holds(item) for key, item in value.items())
-        if isinstance(value, (list, tuple)):
-            return any(holds(item) for item in value)
-        return False
+    from lorrygate.decoding.jsonobject import lone_surrogate
 
     where = next((f"{kind} {name!r}" for record in entry.records
                   for kind, values in (("field", record.fields), ("tag", record.tags or {}))
-                  for name, value in values.items() if holds(name) or holds(value)), "a value")
+                  for name, value in values.items() if lone_surrogate(name) or lone_surrogate(value)), "a value")
     return (f"UnicodeEncodeError: {where} holds a lone UTF-16 surrogate ({exc.object[exc.start:exc.end]!r}), "
             "which no UTF-8 text holds, so no database stores it: the decoder that made it is to mend (bytes "
             "decoded with errors='surrogateescape', a string cut inside a surrogate pair), then lorrygate "
