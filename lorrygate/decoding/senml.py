@@ -176,12 +176,15 @@ def _value(label: str, value, base_value, where: str, decoder: str):
 
 
 def _time(seconds, now: int, where: str, decoder: str) -> int:
-    if seconds < _RELATIVE:
-        ns = now + int(round(seconds * 1_000_000)) * 1000
-    elif seconds < 1e11:
-        ns = from_epoch(seconds)  # (seconds with decimals read as written: 1276020076.001 is .001 s, not .000999)
-    else:
-        ns = int(round(seconds * 1_000_000)) * 1000
+    try:
+        if seconds < _RELATIVE:
+            ns = now + int(round(seconds * 1_000_000)) * 1000
+        elif seconds < 1e11:
+            ns = from_epoch(seconds)  # (seconds with decimals read as written: 1276020076.001 is .001 s, not .000999)
+        else:
+            ns = int(round(seconds * 1_000_000)) * 1000
+    except OverflowError:  # (bt + t beyond a float's range in microseconds: 1e308)
+        ns = MAX_NS + 1
     if not MIN_NS <= ns <= MAX_NS:
         raise DecodeError(decoder, f"{where}: the time bt + t = {seconds!r} is outside the years 1 to 9999 (SenML's "
                                    f"times are seconds since 1970, and below 2**28 seconds relative to now)")

@@ -93,15 +93,24 @@ def _signed(value: int, bits: int) -> int:
     return value - (1 << bits) if value >> (bits - 1) else value
 
 
+def _text(value) -> str:
+    """A protobuf string: one that is not UTF-8 comes as its bytes (upb, proto2), read as text with ``\\xNN`` for
+    the bytes UTF-8 cannot read (a metric's name of bytes broke the decoder,
+    its message a dead letter of a TypeError; a String value was stored as bytes)."""
+    return value if type(value) is str else value.decode("utf-8", "backslashreplace")
+
+
 def _scalar(value, datatype: int):
+    if datatype in (BYTES, FILE):
+        return base64.b64encode(value).decode("ascii") if type(value) is bytes else value
+    if type(value) is bytes:  # (a string_value that is not UTF-8)
+        return _text(value)
     if datatype in _SIGNED:
         return _signed(value, _SIGNED[datatype])
     if datatype == FLOAT:
         return _float32(value)
     if datatype == DATETIME:
         return _iso(value)
-    if datatype in (BYTES, FILE):
-        return base64.b64encode(value).decode("ascii")
     return value
 
 
@@ -251,7 +260,7 @@ class SparkplugDecoder:
         """The metric's name and datatype, declaring them if it comes in a birth."""
         datatype = metric.datatype
         if metric.HasField("name"):
-            name = metric.name
+            name = _text(metric.name)
             if kind in BIRTHS:
                 if metric.HasField("alias"):
                     births.aliases[metric.alias] = (name, datatype)
@@ -304,10 +313,11 @@ class SparkplugDecoder:
                     for member in template.metrics:
                         if not member.HasField("name"):
                             raise ValueError("a template member without a name")
+                        member_name = f"{name}/{_text(member.name)}"
                         if member.is_null:
-                            fields[f"{name}/{member.name}"] = None
+                            fields[member_name] = None
                         else:
-                            self._value(member, member.datatype, f"{name}/{member.name}", fields)
+                            self._value(member, member.datatype, member_name, fields)
                 return
             if field == "dataset_value":
                 fields[name] = self._dataset(metric.dataset_value)
@@ -321,7 +331,7 @@ class SparkplugDecoder:
             raise DecodeError(self.name, f"metric {name!r} (datatype {datatype}): {exc}") from None
 
     def _dataset(self, dataset) -> list:
-        columns, types = list(dataset.columns), list(dataset.types)
+        columns, types = [_text(column) for column in dataset.columns], list(dataset.types)
         if len(types) != len(columns):
             raise ValueError(f"a DataSet of {len(columns)} columns and {len(types)} types")
         rows = []

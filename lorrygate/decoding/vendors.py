@@ -58,6 +58,7 @@ homie            Homie property values on ``homie/<device>/<node>/<property>`` t
 
 
 import base64
+import json
 import re
 from datetime import UTC
 from typing import Any
@@ -373,7 +374,7 @@ def chirpstack_v3_as_v4(document: dict, decoder: str) -> dict:
         except ValueError as exc:
             raise DecodeError(decoder, f"objectJSON is not JSON ({exc}): {text[:80]!r}") from None
     gateways = [{"gatewayId": _eui(g.get("gatewayID") or g.get("mac")), "rssi": g.get("rssi"), "snr": g.get("loRaSNR"),
-                 "time": g.get("time")} for g in document.get("rxInfo") or () if isinstance(g, dict)]
+                 "time": g.get("time")} for g in _list(document.get("rxInfo")) if isinstance(g, dict)]
     for gateway in gateways:
         if gateway["snr"] is None:
             del gateway["snr"]
@@ -396,26 +397,38 @@ def _eui(value):
     return value.lower() if len(value) == 16 else value
 
 
+def _object(value) -> dict:
+    """An envelope's object, or an empty one where the payload has something else there (a network server's
+    envelope is not the device's to shape, but a payload that only looks like one may have anything)."""
+    return value if type(value) is dict else {}
+
+
+def _list(value) -> list:
+    return value if type(value) is list else []
+
+
 def tts_envelope(document: dict) -> tuple:
     """What a The Things Stack uplink says besides its payload: counters, ids, gateways, time."""
-    uplink = document.get("uplink_message") or {}
-    ids = document.get("end_device_ids") or {}
+    uplink = _object(document.get("uplink_message"))
+    ids = _object(document.get("end_device_ids"))
     tags = {
         "device_id": ids.get("device_id"),
         "dev_eui": ids.get("dev_eui"),
-        "application_id": (ids.get("application_ids") or {}).get("application_id"),
+        "application_id": _object(ids.get("application_ids")).get("application_id"),
     }
-    return ({key: uplink[key] for key in ("f_port", "f_cnt") if key in uplink}, tags, uplink.get("rx_metadata"),
-            ("gateway_id", lambda g: (g.get("gateway_ids") or {}).get("gateway_id")),
+    return ({key: uplink[key] for key in ("f_port", "f_cnt") if key in uplink}, tags,
+            _list(uplink.get("rx_metadata")),
+            ("gateway_id", lambda g: _object(g.get("gateway_ids")).get("gateway_id")),
             ("received_at", uplink.get("received_at") or document.get("received_at")))
 
 
 def chirpstack_envelope(document: dict) -> tuple:
     """What a ChirpStack uplink event says besides its payload: counters, ids, gateways, time."""
-    info = document.get("deviceInfo") or {}
+    info = _object(document.get("deviceInfo"))
     tags = {key: info.get(key) for key in ("devEui", "deviceName", "applicationName")}
-    return ({key: document[key] for key in ("fPort", "fCnt") if key in document}, tags, document.get("rxInfo"),
-            ("gatewayId", lambda g: g.get("gatewayId")), ("time", document.get("time")))
+    return ({key: document[key] for key in ("fPort", "fCnt") if key in document}, tags,
+            _list(document.get("rxInfo")), ("gatewayId", lambda g: g.get("gatewayId")),
+            ("time", document.get("time")))
 
 
 def uplink_record(decoder, message, decoded: dict, envelope: tuple) -> Record:
@@ -442,7 +455,9 @@ def _uplink_record(decoder, message, decoded: dict, counters: dict, tags: dict, 
         time = parse_time(value, decoder.timezone) if value else received_ns(message)
     except ValueError as exc:
         raise DecodeError(decoder.name, f"{key}: {exc}") from None
-    return Record(time, fields, {name: tag for name, tag in tags.items() if tag})
+    # (a tag is text: an id that is something else, in a payload that only looks like an uplink, as its JSON)
+    return Record(time, fields, {name: tag if type(tag) is str else json.dumps(tag, ensure_ascii=False)
+                                 for name, tag in tags.items() if tag})
 
 
 @implementer(IDecoder)

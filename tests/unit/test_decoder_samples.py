@@ -303,6 +303,52 @@ def test_ttn_without_decoded_payload_is_declined_with_a_hint():
     assert base64.b64decode("AQI=") == b"\x01\x02"
 
 
+#: a value of each JSON type, to put where a payload has another
+OTHER_TYPES = (None, True, 0, -1.5, 1e308, "", "x", [], {}, [1], {"a": 1}, 2**70)
+
+
+def mutants(document):
+    """``document`` with the value at each of its places (objects' keys, the first items of lists) replaced by each
+    of `OTHER_TYPES`, and without it."""
+    items = document.items() if type(document) is dict else enumerate(document[:2]) if type(document) is list else ()
+    for key, value in list(items):
+        for other in (*OTHER_TYPES, KeyError):
+            changed = json.loads(json.dumps(document))
+            if other is KeyError:
+                if type(changed) is dict:
+                    del changed[key]
+                    yield changed
+                continue
+            changed[key] = other
+            yield changed
+        for inner in mutants(value):
+            changed = json.loads(json.dumps(document))
+            changed[key] = inner
+            yield changed
+
+
+@pytest.mark.parametrize("name, sample", [("ttn", TTN_UPLINK), ("chirpstack", CHIRPSTACK_UP),
+                                          ("chirpstack", CHIRPSTACK_V3_UP)])
+def test_an_uplink_with_a_value_of_another_type_anywhere_is_read_or_a_decode_error(name, sample):
+    """A payload that looks like a network server's uplink but has a value of another type somewhere (ids that
+    are a boolean, gateways that are no list): its records, their tags text, or a decode error that says why.
+    The decoders broke on such envelopes with an AttributeError or a TypeError (a dead letter that named a line
+    of the gateway's code) and gave tags that were no text."""
+    from lorrygate.errors import Declined, DecodeError, Ignored
+
+    tried = 0
+    for mutant in mutants(json.loads(sample)):
+        tried += 1
+        try:
+            records = decode(name, json.dumps(mutant).encode())
+        except (Declined, DecodeError, Ignored):
+            continue
+        for record in records:
+            assert all(type(tag) is str for tag in record.tags.values()), (mutant, record.tags)
+            assert type(record.time) is int
+    assert tried > 300
+
+
 def test_a_tasmota_device_without_a_valid_clock_gets_the_receive_time():
     """Tasmota reports the time since boot as 1970 until NTP synchronised its clock (its START_VALID_TIME,
     2016-01-01): such a time is no time (rows in 1970, a CrateDB partition for January 1970), the receive

@@ -102,6 +102,9 @@ def test_a_name_twice_at_one_time_is_a_second_row_and_a_record_of_base_fields_on
     ([{"n": 5, "v": 1}], "n 5 is no text"),
     ([{"n": "a", "v": 1, "t": "now"}], "t 'now' is no number"),
     ([{"n": "a", "v": 1, "bt": 1e30}], "the time bt + t = 1e+30 is outside the years 1 to 9999"),
+    # (beyond a float's range once in microseconds: an OverflowError of the decoder's own, before)
+    ([{"n": "a", "v": 1, "bt": 1e308}], "the time bt + t = 1e+308 is outside the years 1 to 9999"),
+    ([{"n": "a", "v": 1, "t": -1e308}], "the time bt + t = -1e+308 is outside the years 1 to 9999"),
     ([{"bver": 0, "n": "a", "v": 1}], "bver 0 is no version"),
 ])
 def test_a_pack_that_breaks_the_rfc_is_a_decode_error_that_says_where(pack, error):

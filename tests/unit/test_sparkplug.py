@@ -187,6 +187,24 @@ def test_a_datetime_past_the_years_names_its_metric():
         decode(SparkplugDecoder(), NODE.format("NBIRTH"), payload.SerializeToString())
 
 
+def test_names_and_text_that_are_no_utf8_are_text_with_the_bytes_escaped():
+    """Sparkplug's strings are UTF-8; a device that sends other bytes (Latin-1 from a PLC) in a name or a String
+    value: protobuf's parser gives those bytes as they came, which broke the decoder (a name: a TypeError, the
+    message a dead letter) or were stored as bytes (a value). They are text, the bytes UTF-8 cannot read as ``\\xNN``,
+    as the other decoders read text that is no UTF-8."""
+    payload = Payload(timestamp=T)
+    payload.metrics.add(name="Temperatur Kessel-@", datatype=10, double_value=61.5)
+    payload.metrics.add(name="Status", datatype=12, string_value="St^rung")
+    template = payload.metrics.add(name="Pump", datatype=19)
+    template.template_value.metrics.add(name="Dr`ck", datatype=10, double_value=1.5)
+    data = payload.SerializeToString()
+    for mark, latin1 in ((b"Kessel-@", b"Kessel-\xe4"), (b"St^rung", b"St\xf6rung"), (b"Dr`ck", b"Dr\xfcck")):
+        assert data.count(mark) == 1  # (a byte for a byte: the lengths hold)
+        data = data.replace(mark, latin1)
+    [record] = decode(SparkplugDecoder(), NODE.format("NBIRTH"), data)
+    assert record.fields == {"Temperatur Kessel-\\xe4": 61.5, "Status": "St\\xf6rung", "Pump/Dr\\xfcck": 1.5}
+
+
 @pytest.mark.parametrize("on_metric", [False, True])
 def test_a_timestamp_past_the_years_is_a_dead_letter_not_a_row_no_storage_can_write(on_metric):
     payload = Payload(timestamp=2**63 if not on_metric else T)
