@@ -19,7 +19,7 @@ from zope.interface import implementer
 
 from lorrygate.decoding import muon
 from lorrygate.decoding.lines import BadLines
-from lorrygate.decoding.records import named_values, object_record, plain
+from lorrygate.decoding.records import as_list, named_values, object_record, plain, text_keys
 from lorrygate.decoding.senml import cbor_pack
 from lorrygate.decoding.senml import records as senml_records
 from lorrygate.decoding.vendors import object_or_decline
@@ -151,11 +151,17 @@ def _cbor_array(length: int) -> bytes:
 
 def _cbor_plain(value):
     if isinstance(value, Mapping):  # (a map cbor2 read as immutable, a frozendict: one in a self-described CBOR)
-        return {str(key): _cbor_plain(item) for key, item in value.items()}
+        return text_keys(value, _cbor_plain)
     if isinstance(value, (list, tuple)):
         return [_cbor_plain(item) for item in value]
+    if isinstance(value, (set, frozenset)):  # (tag 258: was stored as Python's text of it, "{1, 2}")
+        return [_cbor_plain(item) for item in as_list(value)]
     if isinstance(value, (cbor2.CBORTag, cbor2.CBORSimpleValue)) or type(value).__name__ == "undefined_type":
         return repr(value)
+    return value
+
+
+def _same(value):
     return value
 
 
@@ -171,5 +177,5 @@ class MuonDecoder:
         except muon.MuonError as exc:
             raise Declined(f"not Muon: {exc}") from None
         if isinstance(document, dict):
-            document = {str(key): value for key, value in document.items()}
+            document = text_keys(document, _same)
         return object_or_decline(document, message, self.name, self.timezone, address)

@@ -14,7 +14,7 @@ from uuid import UUID
 
 from lorrygate.decoding.timestamps import TIME_FIELDS, parse_time, seconds_to_ns
 from lorrygate.errors import DecodeError
-from lorrygate.model import Events, Record
+from lorrygate.model import Events, Record, unused_name
 
 
 def received_ns(message) -> int:
@@ -191,10 +191,40 @@ def plain(value):
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, dict):
-        return {str(key): plain(item) for key, item in value.items()}
+        return text_keys(value, plain)
     if isinstance(value, (list, tuple)):
         return [plain(item) for item in value]
     return value
+
+
+def text_keys(mapping, convert) -> dict:
+    """A binary format's map with text keys (`map_key`) and its values ``convert``-ed; a key whose text another
+    key has (``b"temp"`` beside ``"temp"``) gets ``_2``, as a second value of one name does."""
+    out: dict = {}
+    for key, item in mapping.items():
+        name = map_key(key)
+        out[unused_name(out, name) if name in out else name] = convert(item)
+    return out
+
+
+def map_key(key) -> str:
+    """A key of a binary format's map as a field's name: a byte string (MessagePack's bin, CBOR's bytes) as its
+    text, the bytes UTF-8 cannot read as ``\\xNN`` (it was the name ``b'temp'``, Python's repr); another key
+    (a number) as its text."""
+    if type(key) is str:
+        return key
+    if type(key) is bytes:
+        return key.decode("utf-8", "backslashreplace")
+    return str(key)
+
+
+def as_list(value: set | frozenset) -> list:
+    """A set (CBOR's tag 258) as a list in an order that is the same on each run (a set's order of text is not:
+    a message delivered twice were two rows to ``idempotent``)."""
+    try:
+        return sorted(value)
+    except TypeError:  # (items that do not compare, 1 and "a")
+        return sorted(value, key=repr)
 
 
 def storable(value):

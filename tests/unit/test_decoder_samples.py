@@ -267,6 +267,24 @@ def test_samples(name, payload, address, records):
     assert decode(name, payload, address) == records
 
 
+@pytest.mark.parametrize("name, dumps", [("msgpack", lambda document: msgpack.packb(document, use_bin_type=True)),
+                                          ("cbor", cbor2.dumps)])
+def test_a_binary_maps_keys_are_names_each_its_own(name, dumps):
+    """MessagePack's and CBOR's maps may have keys of bytes or numbers: a key of bytes was the name ``b'temp'``
+    (Python's repr), and ``3`` beside ``"3"`` were one name, the first value lost. A key of bytes is its text
+    (``\\xNN`` for a byte UTF-8 cannot read), a key whose text another has gets ``_2``."""
+    document = {"temp": 20.5, b"temp": 21.5, 3: 1, "3": 2, b"\xffid": 7, "inner": {b"a": 1}}
+    assert decode(name, dumps(document)) == [
+        Record(R, {"temp": 20.5, "temp_2": 21.5, "3": 1, "3_2": 2, "\\xffid": 7, "inner": {"a": 1}})]
+
+
+def test_a_cbor_set_is_a_list_in_the_same_order_each_time():
+    """CBOR's sets (tag 258) were stored as Python's text of them (``"{'b', 'a'}"``), in an order that differs
+    from one run to the next: a list, sorted."""
+    assert decode("cbor", cbor2.dumps({"flags": {"b", "a", "c"}, "ids": frozenset([2, 1])})) == [
+        Record(R, {"flags": ["a", "b", "c"], "ids": [1, 2]})]
+
+
 def test_at_least_forty_samples():
     """The table holds at least 40 samples across the vendor and binary formats."""
     assert len(SAMPLES) >= 40
