@@ -203,7 +203,7 @@ def text_keys(mapping, convert) -> dict:
     out: dict = {}
     for key, item in mapping.items():
         name = map_key(key)
-        out[unused_name(out, name) if name in out else name] = convert(item)
+        out[unused_name(out, name)] = convert(item)
     return out
 
 

@@ -95,8 +95,8 @@ def _signed(value: int, bits: int) -> int:
 
 def _text(value) -> str:
     """A protobuf string: one that is not UTF-8 comes as its bytes (upb, proto2), read as text with ``\\xNN`` for
-    the bytes UTF-8 cannot read (a metric's name of bytes broke the decoder,
-    its message a dead letter of a TypeError; a String value was stored as bytes)."""
+    the bytes UTF-8 cannot read (a metric's name of bytes broke the decoder, its message a dead letter of a
+    TypeError; a String value was stored as bytes)."""
     return value if type(value) is str else value.decode("utf-8", "backslashreplace")
 
 
