@@ -162,7 +162,7 @@ class NeuronDecoder:
         group = document.get("group", document.get("group_name"))
         tags = {key: str(value) for key, value in (("node", node), ("group", group)) if value is not None}
         fields: dict = {}
-        if "tags" in document:
+        if type(document.get("tags")) is list:  # (a "tags" of another kind beside "values" broke the decoder)
             for number, item in enumerate(document["tags"], 1):
                 if type(item) is not dict or "name" not in item:
                     raise DecodeError(self.name, f"tag {number} of the tags format is no object with a name: "

@@ -61,6 +61,15 @@ def test_neurons_formats_are_one_record_the_node_and_group_its_tags(payload):
         1650006388943 * MS, {"tag0": 123, "tag1.error": 2014}, {"node": "modbus", "group": "grp"})
 
 
+def test_a_neuron_values_format_with_a_tags_key_of_another_kind_is_read_by_its_values():
+    """The values format beside a ``tags`` that is no list (a plugin's own key, or a broken one): the decoder took
+    it for the tags format and broke on it (a TypeError, its message a dead letter that named a line of the
+    gateway's code)."""
+    (record,) = decode(NeuronDecoder(), b'{"timestamp":1650006388943,"node":"modbus","group":"grp",'
+                                        b'"values":{"tag0":123},"tags":5}')
+    assert (record.fields, record.tags) == ({"tag0": 123}, {"node": "modbus", "group": "grp"})
+
+
 def test_neurons_driver_metadata_is_dotted_fields():
     (record,) = decode(NeuronDecoder(), b'{"timestamp":1650006388943,"node":"opc","group":"g","values":{"t":1},'
                                         b'"metas":{"source":"opcua"}}')
