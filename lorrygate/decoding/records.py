@@ -218,9 +218,9 @@ def map_key(key) -> str:
     return str(key)
 
 
-def as_list(value: set | frozenset) -> list:
-    """A set (CBOR's tag 258) as a list in an order that is the same on each run (a set's order of text is not:
-    a message delivered twice were two rows to ``idempotent``)."""
+def as_list(value) -> list:
+    """A set's items (CBOR's tag 258, a decoder of one's own) as a list in an order that is the same on each run
+    (a set's order of text is not: a message delivered twice were two rows to ``idempotent``)."""
     try:
         return sorted(value)
     except TypeError:  # (items that do not compare, 1 and "a")
@@ -253,11 +253,7 @@ def storable(value):
     if isinstance(value, Enum):
         return storable(value.value)
     if isinstance(value, (set, frozenset)):
-        items = [storable(item) for item in value]
-        try:
-            return sorted(items)
-        except TypeError:  # (of mixed types: in the set's order)
-            return items
+        return as_list([storable(item) for item in value])
     return value
 
 
