@@ -327,21 +327,21 @@ OTHER_TYPES = (None, True, 0, -1.5, 1e308, "", "x", [], {}, [1], {"a": 1}, 2**70
 
 def mutants(document):
     """``document`` with the value at each of its places (objects' keys, the first items of lists) replaced by each
-    of `OTHER_TYPES`, and without it."""
-    items = document.items() if type(document) is dict else enumerate(document[:2]) if type(document) is list else ()
-    for key, value in list(items):
-        for other in (*OTHER_TYPES, KeyError):
+    of `OTHER_TYPES` and by each of its own mutants, and (an object's) without it."""
+    if type(document) is dict:
+        places = list(document.items())
+    elif type(document) is list:
+        places = list(enumerate(document[:2]))
+    else:
+        return
+    for key, value in places:
+        for other in (*OTHER_TYPES, *mutants(value)):
             changed = json.loads(json.dumps(document))
-            if other is KeyError:
-                if type(changed) is dict:
-                    del changed[key]
-                    yield changed
-                continue
             changed[key] = other
             yield changed
-        for inner in mutants(value):
+        if type(document) is dict:
             changed = json.loads(json.dumps(document))
-            changed[key] = inner
+            del changed[key]
             yield changed
 
 
