@@ -208,8 +208,8 @@ def text_keys(mapping, convert) -> dict:
 
 
 def map_key(key) -> str:
-    """A key of a binary format's map as a field's name: a byte string (MessagePack's bin, CBOR's bytes) as its
-    text, the bytes UTF-8 cannot read as ``\\xNN`` (it was the name ``b'temp'``, Python's repr); another key
+    """A key of a binary format's map (or of the user's code) as a field's name: a byte string (MessagePack's bin,
+    CBOR's bytes) as its text, the bytes UTF-8 cannot read as ``\\xNN`` (it was the name ``b'temp'``, Python's repr); another key
     (a number) as its text."""
     if type(key) is str:
         return key
@@ -238,7 +238,7 @@ def storable(value):
     if kind is str or kind is int or kind is float or kind is bool or value is None:
         return value
     if kind is dict:
-        return {key: storable(item) for key, item in value.items()}
+        return text_keys(value, storable)  # (a key of bytes, b"temp", was the column "b'temp'")
     if kind is list or kind is tuple:
         return [storable(item) for item in value]
     if kind is Decimal:
@@ -262,5 +262,19 @@ def storable_records(records):
     result stays events, and what is no list of Records is left as it is (the caller says what is wrong)."""
     if not isinstance(records, list) or not all(isinstance(record, Record) for record in records):
         return records
-    made = [Record(record.time, storable(dict(record.fields)), record.tags) for record in records]
+    made = [storable_record(record) for record in records]
     return Events(made) if isinstance(records, Events) else made
+
+
+def storable_record(record: Record) -> Record:
+    """A Record of the user's code with values a column takes (`storable`) and names that are text (`map_key`),
+    also its tags': a tag named by bytes was a dead letter that said only "TypeError: a bytes-like object is
+    required, not 'str'", and a tag's value of bytes a BLOB beside the text of the other rows."""
+    tags = record.tags
+    if tags and not all(type(name) is str and type(value) is not bytes for name, value in tags.items()):
+        tags = text_keys(tags, _tag_value)
+    return Record(record.time, storable(dict(record.fields)), tags)
+
+
+def _tag_value(value):
+    return value.decode("utf-8", "backslashreplace") if type(value) is bytes else value

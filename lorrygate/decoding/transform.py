@@ -33,7 +33,7 @@ from typing import Any
 import attrs
 
 from lorrygate import time_limit
-from lorrygate.decoding.records import storable
+from lorrygate.decoding.records import storable_record
 from lorrygate.decoding.timestamps import seconds_to_ns, to_iso
 from lorrygate.errors import DecodeError
 from lorrygate.model import Record
@@ -163,7 +163,7 @@ class Transform:
                     continue
                 if not isinstance(record, Record):
                     raise DecodeError("hook", f"returned {type(record).__name__}, expected a Record or None")
-                record = Record(record.time, storable(dict(record.fields)), record.tags)  # (its Decimals, date-times, ...: values a column takes)
+                record = storable_record(record)  # (its Decimals, date-times, ...: values a column takes)
             out.append(record)
         return out
 

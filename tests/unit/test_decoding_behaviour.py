@@ -232,6 +232,40 @@ def test_a_decoder_classs_and_a_hooks_decimals_are_numbers():
     assert hooked.fields == {"v": 5.0} and type(hooked.fields["v"]) is float
 
 
+def test_names_of_bytes_from_the_users_code_are_text():
+    """A decoder of one's own that reads a binary format gives keys of bytes: a field's became the column
+    ``b'temp'`` (Python's repr), a tag's a dead letter that said only "TypeError: a bytes-like object is
+    required, not 'str'", and a tag's value of bytes a BLOB. They are text, as MessagePack's keys are; a name
+    whose text another has (``3`` beside ``"3"``) gets ``_2``, so no value is written over another."""
+    from lorrygate.decoding.functions import LimitedDecoder
+
+    def binary(m, a):
+        return {b"temp": 21.5, "temp": 1, 3: 4, "3": 5, "wifi": {b"rssi": -60, b"\xff": 1}}
+
+    (record,) = FunctionDecoder("f", binary).decode(message(b""), DATA)
+    assert record.fields == {"temp": 21.5, "temp_2": 1, "3": 4, "3_2": 5, "wifi": {"rssi": -60, "\\xff": 1}}
+    assert all(type(name) is str for name in [*record.fields, *record.fields["wifi"]])
+
+    def tagged(m, a):
+        return [Record(R, {b"v": 1}, {b"site": b"hall \xe4", 5: "b", "site": "c"})]
+
+    (kept,) = FunctionDecoder("f", tagged).decode(message(b""), DATA)
+    assert kept.fields == {"v": 1} and kept.tags == {"site": "hall \\xe4", "5": "b", "site_2": "c"}
+
+    class Raw:
+        name = "raw"
+
+        def decode(self, m, a):
+            return tagged(m, a)
+
+    assert LimitedDecoder(Raw()).decode(message(b""), DATA) == [kept]
+    (hooked,) = Transform(hook=lambda record, m, a: tagged(m, a)[0]).apply([Record(R, {"v": 1})], message(b""),
+                                                                          DATA, "json")
+    assert hooked == kept
+    plain = Record(R, {"v": 1}, {"site": "a"})
+    assert FunctionDecoder("f", lambda m, a: [plain]).decode(message(b""), DATA) == [plain]
+
+
 @pytest.mark.parametrize("time", [10**29, -(10**20), 1.5e18, "2024-06-01", True],
                          ids=["past-9999", "before-year-1", "float", "text", "bool"])
 def test_a_function_decoders_record_with_a_time_that_is_none_is_a_decode_error(time):
