@@ -176,10 +176,18 @@ class _Answer:
         _respond(self.request, code, body, retry)
 
 
+#: reason phrases of the answers Twisted has none for (its status line said "422 Unknown Status")
+_REASONS = {422: b"Unprocessable Content"}  # (RFC 9110, 15.5.21)
+
+
+def set_code(request, code: int) -> None:
+    request.setResponseCode(code, _REASONS.get(code))
+
+
 def _respond(request, code: int, body: dict, retry: bool = False) -> None:
     if request.finished or request._disconnected:
         return
-    request.setResponseCode(code)
+    set_code(request, code)
     request.setHeader(b"content-type", b"application/json")
     if retry:
         request.setHeader(b"retry-after", b"1")
@@ -500,7 +508,7 @@ class HttpSource(SourcePlumbing, Service):
 
         def refuse(code: int, why: str) -> bytes:
             self.refused += 1
-            request.setResponseCode(code)
+            set_code(request, code)
             request.setHeader(b"content-type", b"application/json")
             return json.dumps({"error": why}).encode() + b"\n"
 
@@ -525,6 +533,6 @@ class HttpSource(SourcePlumbing, Service):
 
     def _refuse(self, request, code: int, why: str) -> bytes:
         self.refused += 1
-        request.setResponseCode(code)
+        set_code(request, code)
         request.setHeader(b"content-type", b"application/json")
         return json.dumps({"stored": False, "error": why}).encode() + b"\n"

@@ -50,6 +50,17 @@ def started(tmp_path, **extra) -> tuple:
     return gateway, int(re.search(r"127\.0\.0\.1:(\d+)/api/", line).group(1))
 
 
+def status_line(port, path, body: bytes) -> tuple:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("POST", path, body, {"Content-Type": "application/json"})
+        response = conn.getresponse()
+        response.read()
+        return response.status, response.reason
+    finally:
+        conn.close()
+
+
 def post(port, path, body: bytes, content_type="application/json", headers=None, method="POST", timeout=30):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
@@ -80,6 +91,8 @@ def test_kotoris_http_api_stores_json_csv_and_forms_and_answers_after_the_commit
         assert status == 422 and body["dead_letter"] and "not an ISO 8601 time: 'garbage'" in body["error"], body
         assert query(db, "SELECT topic, payload FROM lorrygate_dead_letter") == [
             ("mqttkit-1/testdrive/area-42/node-1/data.json", b'{"time": "garbage", "temperature": 1}')]
+        # (its status line says what 422 is: Twisted knows no reason for it, it was "422 Unknown Status")
+        assert status_line(port, NODE, b'{"time": "garbage"}') == (422, "Unprocessable Content")
 
         # the airrohr firmware's "send to own API", as Kotori's airrohr forwarder takes it
         airrohr = (b'{"esp8266id": "12345678", "software_version": "NRZ-2020-129", "sensordatavalues": '
@@ -113,7 +126,7 @@ def test_kotoris_http_api_stores_json_csv_and_forms_and_answers_after_the_commit
         assert "POST /api" not in gateway.text()  # no access log: a line a request filled the log
         status = subprocess.run([sys.executable, "-m", "lorrygate.cli", "-c", gateway.config, "status"],
                                 capture_output=True, text=True, timeout=60).stdout
-        assert f"source web (channel api): listening on http://127.0.0.1:{port}/api/ (6 received, 5 refused, 0 answered 503 after " \
+        assert f"source web (channel api): listening on http://127.0.0.1:{port}/api/ (7 received, 5 refused, 0 answered 503 after " \
                "timeout)" in status, status
     finally:
         assert gateway.stop() == 0, gateway.text()[-3000:]

@@ -26,7 +26,7 @@ class Request:
     def setHeader(self, name, value):
         self.sent[name] = value
 
-    def setResponseCode(self, code):
+    def setResponseCode(self, code, message=None):
         self.code = code
 
     def write(self, data):
