@@ -94,6 +94,22 @@ DEFAULTS = {"config": "etc/gateway.ini", "log_format": None, "log_level": None, 
             "until": None, "limit": 20, "replayed": False, "source": None, "scheduler": None, "workers": 2}
 
 
+def _at_least(least: int):
+    """An argument's type: a whole number of at least ``least`` (``--limit -1`` was a traceback, ``--workers 0`` a
+    local cluster without workers that waited for good)."""
+    def whole(text: str) -> int:
+        try:
+            number = int(text)
+        except ValueError:
+            number = None
+        if number is None or number < least:
+            raise argparse.ArgumentTypeError(f"expected a whole number of at least {least}, got {text!r}")
+        return number
+
+    whole.__name__ = "number"  # (argparse names the type in its message)
+    return whole
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lorrygate", description="Topic-routing data-acquisition gateway.", parents=[_common(runtime=True)],
@@ -142,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     dead.add_argument("--since", help="received at or after: ISO 8601, or a duration back from now (2h, 1d)")
     dead.add_argument("--until", help="received before: ISO 8601, or a duration back from now")
     dead.add_argument("--storage", help="only this storage's (default: every SQLite, PostgreSQL and CrateDB storage)")
-    dead.add_argument("--limit", type=int, default=20, help="list: show the latest this many (default 20)")
+    dead.add_argument("--limit", type=_at_least(0), default=20, help="list: show the latest this many (default 20)")
     dead.add_argument("--replayed", action="store_true", help="purge: only those already replayed")
     dead.add_argument("--yes", action="store_true", help="purge: yes, delete them")
     back = command("backfill", "load recorded files through a channel on a Dask cluster (PostgreSQL, CrateDB)",
@@ -154,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
                                       "in (default: the channel's files source's topic, else <channel>/{stem}); "
                                       "dead-letters: only those whose topic matches this MQTT filter")
     back.add_argument("--scheduler", help="a running Dask scheduler, tcp://HOST:8786 (default: a local cluster)")
-    back.add_argument("--workers", type=int, default=2, help="worker processes of the local cluster (default 2)")
+    back.add_argument("--workers", type=_at_least(1), default=2, help="worker processes of the local cluster (default 2)")
     return parser
 
 

@@ -124,19 +124,32 @@ class Filters:
         return not self.topic or parse_filter(self.topic).matches(topic)
 
 
+#: the longest duration back from now a filter takes (further back is an ISO 8601 time)
+_LONGEST_BACK = 10 * 365 * 86400
+
+
 def parse_time(text: str, now: float) -> float:
     """ISO 8601 (UTC when it has no offset), or a duration back from ``now`` (``90s``, ``2h``, ``30d``)."""
     try:
-        return now - v.duration(0, 10 * 365 * 86400)(text)
+        back = v.duration(0, float("inf"))(text)
     except v.Invalid:
         pass
+    else:
+        if back > _LONGEST_BACK:  # (it said "expected an ISO 8601 time or a duration", to a duration)
+            raise v.Invalid("a duration back from now of at most 3650d (10 years), or an ISO 8601 time")
+        return now - back
     try:
         moment = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise v.Invalid("an ISO 8601 time or a duration back from now such as 2h or 30d") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=datetime.UTC)
-    return moment.timestamp()
+    seconds = moment.timestamp()
+    try:  # (9999-12-31T23:59:59-05:00 is in the year 10000 in UTC: its text "10000-..." sorted first, so every
+        datetime.datetime.fromtimestamp(seconds, datetime.UTC)  # dead letter was "since" it)
+    except (ValueError, OverflowError):
+        raise v.Invalid("a time within the years 1 to 9999 in UTC") from None
+    return seconds
 
 
 class Table:
@@ -293,15 +306,18 @@ def tables_for(settings, name: str | None, err) -> list | None:
 def dead_letters_command(settings, args, out=None, err=None) -> int:
     out, err = out or sys.stdout, err or sys.stderr
     now = time.time()
-    try:
-        filters = Filters(args.channel or "", args.stage or "", args.topic or "",
-                          parse_time(args.since, now) if args.since else None,
-                          parse_time(args.until, now) if args.until else None)
-        if filters.topic:
-            parse_filter(filters.topic)
-    except (v.Invalid, ValueError) as exc:
-        print(f"lorrygate dead-letters: a filter: expected {getattr(exc, 'expected', exc)}", file=err)
-        return EXIT_USAGE
+    times = {}
+    for option, text in (("--since", args.since), ("--until", args.until), ("--topic", args.topic)):
+        try:
+            if option == "--topic":
+                if text:
+                    parse_filter(text)
+            else:
+                times[option] = parse_time(text, now) if text else None
+        except (v.Invalid, ValueError) as exc:  # (it said "a filter", not which)
+            print(f"lorrygate dead-letters: {option} {text!r}: expected {getattr(exc, 'expected', exc)}", file=err)
+            return EXIT_USAGE
+    filters = Filters(args.channel or "", args.stage or "", args.topic or "", times["--since"], times["--until"])
     storages = tables_for(settings, args.storage, err)
     if storages is None:
         return EXIT_USAGE

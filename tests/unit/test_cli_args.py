@@ -72,6 +72,55 @@ def test_dead_letter_filters_say_what_they_take():
         parse_time("yesterday", 0.0)
 
 
+@pytest.mark.parametrize("text, expected", [
+    ("99999999d", "a duration back from now of at most 3650d"),  # (it said "or a duration", to a duration)
+    # in the year 10000 in UTC: its text "10000-01-01T..." sorted before every dead letter's, all "since" it
+    ("9999-12-31T23:59:59-05:00", "within the years 1 to 9999 in UTC"),
+    ("0001-01-01T00:00:00+01:00", "within the years 1 to 9999 in UTC"),
+])
+def test_dead_letter_filters_refuse_times_beyond_what_they_compare(text, expected):
+    from lorrygate.config.values import Invalid
+    from lorrygate.storage.dead_letters import parse_time
+
+    with pytest.raises(Invalid, match=expected):
+        parse_time(text, 1_000_000_000.0)
+    assert parse_time("3650d", 1e9) == 1e9 - 3650 * 86400 and parse_time("9999-12-31T23:59:59Z", 0) == 253402300799
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["dead-letters", "list", "--limit", "-1"], "--limit: expected a whole number of at least 0, got '-1'"),
+    (["backfill", "--workers", "0"], "--workers: expected a whole number of at least 1, got '0'"),
+])
+def test_counts_on_the_command_line_are_checked(argv, expected, capsys):
+    """``--limit -1`` was a traceback (a deque's maxlen), ``--workers 0`` a local Dask cluster of no workers,
+    which waited for good."""
+    with pytest.raises(SystemExit) as exit:
+        parse_args(argv)
+    assert exit.value.code == 2 and expected in capsys.readouterr().err
+    assert parse_args(["dead-letters", "list", "--limit", "0"]).limit == 0
+
+
+def test_a_dead_letter_filter_that_is_refused_is_named(tmp_path):
+    """The message said "a filter", not which of the options."""
+    import argparse
+    import io
+
+    from lorrygate.config import loads
+    from lorrygate.storage.dead_letters import dead_letters_command
+
+    settings = loads(f"[broker:b]\nhost = h\n[storage:s]\nurl = sqlite:///{tmp_path}/x.sqlite\n"
+                     "[channel:kit]\ntopics = a/#\n")
+    args = argparse.Namespace(action="list", channel=None, stage=None, topic=None, since="2h", until="garbage",
+                              storage=None, yes=False, replayed=False, limit=10)
+    err = io.StringIO()
+    assert dead_letters_command(settings, args, io.StringIO(), err) == 2
+    assert err.getvalue().startswith("lorrygate dead-letters: --until 'garbage': expected an ISO 8601 time")
+    err = io.StringIO()
+    args = argparse.Namespace(**dict(vars(args), until=None, topic="a/#/b"))
+    assert dead_letters_command(settings, args, io.StringIO(), err) == 2
+    assert err.getvalue().startswith("lorrygate dead-letters: --topic 'a/#/b': expected")
+
+
 def test_replaying_the_dead_letters_of_a_channel_not_in_the_config_says_so(tmp_path):
     """It printed "0 replayed": a dead letter goes through its channel again, which that channel no longer is."""
     import argparse
