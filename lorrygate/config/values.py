@@ -6,6 +6,7 @@ raises `Invalid` with what was expected; the loader adds file, section, key
 and what arrived.
 """
 
+import math
 import os
 import re
 from urllib.parse import quote
@@ -292,7 +293,10 @@ def crate_nodes(value: str) -> tuple:
     ``(https, ((host, port), ...))``. Raises Invalid."""
     from urllib.parse import urlsplit
 
-    parts = urlsplit(value)
+    try:
+        parts = urlsplit(value)
+    except ValueError as exc:  # ("crate://[h/": a ValueError "Invalid IPv6 URL" that reached the command line)
+        raise Invalid(f"{STORAGE_URL_HELP} (the URL does not parse: {exc})") from None
     if parts.scheme not in ("crate", "crate+http", "crate+https"):
         raise Invalid(STORAGE_URL_HELP)
     hosts = parts.netloc.rpartition("@")[2]
@@ -442,7 +446,7 @@ def timezone(value: str) -> str:
     name = value.strip()
     try:
         ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # (OSError: a name too long for a file's)
         raise Invalid("an IANA time zone such as UTC or Europe/Berlin") from None
     return name
 
@@ -617,11 +621,11 @@ def http_url(value: str) -> str:
     """http(s)://HOST[:PORT][/PATH]."""
     from urllib.parse import urlsplit
 
-    parts = urlsplit(value.strip())
     try:
+        parts = urlsplit(value.strip())
         parts.port  # noqa: B018 - raises ValueError for a bad port
-    except ValueError:
-        raise Invalid("an http:// or https:// URL with a valid port") from None
+    except ValueError:  # (also "http://[": a ValueError "Invalid IPv6 URL" that reached the command line)
+        raise Invalid("an http:// or https:// URL with a valid host and port") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise Invalid("an http:// or https:// URL, such as http://localhost:3000")
     return value.strip()
@@ -670,7 +674,10 @@ def size(value: str) -> int:
     if not match:
         raise Invalid("a size such as 100MB, 1GiB or 4096 (bytes)")
     unit = match.group(2).lower() if match.group(2) else None
-    return int(float(match.group(1)) * _SIZE_UNITS[unit])
+    number = float(match.group(1))
+    if not math.isfinite(number):  # (400 digits: an OverflowError that reached the command line)
+        raise Invalid("a size such as 100MB, 1GiB or 4096 (bytes), not beyond a float's range")
+    return int(number * _SIZE_UNITS[unit])
 
 
 def tasmota_full_topic(value: str) -> str:

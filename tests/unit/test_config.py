@@ -87,6 +87,23 @@ def test_each_mistake_is_named(change, expected):
     assert any(expected in problem for problem in found), found
 
 
+@pytest.mark.parametrize("change, expected", [
+    (("storage = db", "storage = db\ntimezone = " + "x" * 300), "[channel:main] timezone: expected an IANA time zone"),
+    (("url = sqlite:///var/test.sqlite", "url = sqlite:///var/test.sqlite\nspool_max = " + "9" * 400),
+     "[storage:db] spool_max: expected a size such as 100MB"),
+    (("url = sqlite:///var/test.sqlite", "url = crate://[strategy:plugs]:4200/"),
+     "[storage:db] url: expected a storage URL"),
+    (("[channel:main]", "[source:web]\ntype = poll\nurl = http://[\ntopic = a/b\n[channel:main]"),
+     "[source:web] url: expected an http:// or https:// URL with a valid host and port"),
+], ids=["timezone-too-long", "size-beyond-float", "crate-bracketed-host", "http-unclosed-bracket"])
+def test_values_the_parsers_raised_on_are_mistakes_named(change, expected):
+    """Values found by mutating the configs of the tests: each raised another exception than the config's
+    (an OSError "File name too long" of zoneinfo, an OverflowError, urlsplit's ValueError "Invalid IPv6 URL"),
+    which reached the command line as a traceback, and no other mistake of the file was told."""
+    found = problems(GOOD.replace(*change))
+    assert any(expected in problem for problem in found), found
+
+
 @pytest.mark.parametrize("written, url", [
     ("type = sqlite\npath = /srv/lorry.sqlite", "url = sqlite:////srv/lorry.sqlite"),
     ("type = SQLite3\ndatabase = var/lorry.db", "url = sqlite:///var/lorry.db"),
