@@ -704,9 +704,14 @@ def _import(reference: str, text: str, loc: int, what: str = "appsink callback")
 
     module, _, function = reference.partition(":")
     try:
-        return getattr(importlib.import_module(module), function)
-    except (ImportError, AttributeError) as exc:
-        raise PipelineError(f"{what} {reference!r}: {exc}", text, loc) from None
+        loaded = importlib.import_module(module)
+    except Exception as exc:  # (a relative name, "..", was a TypeError past the pipeline's errors: a traceback)
+        raise PipelineError(f"{what} {reference!r}: {type(exc).__name__}: {exc}", text, loc) from None
+    found = getattr(loaded, function, None)
+    if not callable(found):
+        raise PipelineError(f"{what} {reference!r}: module {module!r} has no function {function!r} (MODULE:FUNCTION)",
+                            text, loc)
+    return found
 
 
 def build_settings(text: str, callbacks=None, data_dir: str = "var", strategies_dir: str = "strategies") -> s.Settings:

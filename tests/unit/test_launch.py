@@ -101,6 +101,10 @@ INVALID = [
     ("mqtt://h/x ! sqlite location=x merge=10s layout=per-network", 1, 14,
      "merge: expected per-address tables (layout=per-address), got layout=per-network"),
     ("mqtt://h/x ! crate url=crate://h:4200/ merge=ten", 1, 14, "crate merge: expected a duration"),
+    # a relative module name was a TypeError of importlib, a traceback; a name that is no function was taken
+    ("mqttsrc topic=a/# ! appsink callback=..:dumps", 1, 21,
+     "appsink callback '..:dumps': TypeError: the 'package' argument is required"),
+    ("mqttsrc topic=a/# ! appsink callback=json:__name__", 1, 21, "module 'json' has no function '__name__'"),
 ]
 
 
