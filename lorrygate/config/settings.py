@@ -324,7 +324,7 @@ def make_hook(name: str, values: dict, section: str, problem):
 
 
 GATEWAY_KEYS = {
-    "data_dir": Key(v.nonempty, "var", doc='Where the gateway keeps its files: the disk spools, the lock, the control socket, hooks.sqlite, csv-headers.sqlite.'),
+    "data_dir": Key(v.nonempty, "var", doc='Where the gateway keeps its files: the disk spools, the lock, the control socket, hooks.sqlite, csv-headers.sqlite, mqtt-sessions/.'),
     "log_format": Key(v.choice("text", "json"), "text", doc='text for people, json for log shippers (one flat object per line).'),
     "log_level": Key(v.choice("debug", "info", "warn", "error"), "info", doc='The lowest level logged.'),
     "stats_interval": Key(v.duration(1, 86400), 60.0, doc='How often each channel and storage logs its counters (30s, 5m, ...).'),

@@ -38,6 +38,7 @@ from lorrygate.mqtt.codec import (
     Suback,
     Subscribe,
     Unsuback,
+    Unsubscribe,
 )
 
 #: every MQTT 5 reason code (MQTT 5.0, 2.4), named in logs
@@ -256,6 +257,15 @@ class MQTTClientProtocol(Protocol):
             return suback
 
         return d.addCallback(check)
+
+    def unsubscribe(self, topics) -> Deferred:
+        """Unsubscribe from ``topics`` (filters); fires with the UNSUBACK. (A filter the session has no
+        subscription to is answered all the same: MQTT 5's reason 0x11, none in 3.1.1.)"""
+        packet_id = self._allocate_id()
+        d = Deferred()
+        self._waiting[packet_id] = d
+        self._send(Unsubscribe(packet_id, tuple(topics)))
+        return d
 
     def _refusal(self, reason: int) -> str:
         """A SUBACK's failure code, named, with what most often causes it."""

@@ -136,7 +136,7 @@ class ChannelService(Service):
                                 exchange=channel.exchange, queue=channel.queue, prefetch=channel.prefetch)
         else:
             source = MQTTSource(channel.name, broker, channel.topics, channel.qos, deliver, reactor, reactor,
-                                retained=channel.retained, group=channel.group)
+                                retained=channel.retained, group=channel.group, data_dir=settings.gateway.data_dir)
         router.publish = source.publish
         for decoder in decoders:
             if getattr(decoder, "rebirth", False):  # Sparkplug: a rebirth request goes on the channel's connection

@@ -44,6 +44,7 @@ from lorrygate.mqtt.protocol import (
 )
 from lorrygate.mqtt.topics import parse_filter
 from lorrygate.sources.broker_drops import DROPPED_TOPIC, DropWatch, count_of
+from lorrygate.sources.mqtt_sessions import SessionRecord
 from lorrygate.sources.pauses import Pauses, SourcePlumbing
 from lorrygate.sources.unread import unread_bytes
 
@@ -215,6 +216,11 @@ class MQTTSource(SourcePlumbing, Service):
     _time_of_day: Any = None
     #: the broker's count of the messages it dropped (`lorrygate.sources.broker_drops`); None: not watched
     drops: DropWatch | None = None
+    #: where the filters its session is subscribed to are recorded (`lorrygate.sources.mqtt_sessions`); None:
+    #: not recorded, and a filter an earlier config subscribed is not unsubscribed
+    data_dir: str | None = None
+    #: filters an earlier config subscribed the session to, which it kept, unsubscribed on connecting
+    unsubscribed: tuple = ()
 
     log = Logger()
 
@@ -373,6 +379,7 @@ class MQTTSource(SourcePlumbing, Service):
                 protocol.pauseReading()
             if self._filters:  # a client that only publishes (an MQTT sink) subscribes to nothing
                 await protocol.subscribe([(self._shared(f.text), self._options()) for f in self._filters])
+            await self._forget_stale(protocol, connack.session_present)
         except Exception as exc:
             if self._protocol is protocol:
                 self._protocol = None
@@ -411,6 +418,22 @@ class MQTTSource(SourcePlumbing, Service):
             topics=",".join(self._shared(topic) for topic in self.topics),
         )
         self._subscribed()
+
+    async def _forget_stale(self, protocol: MQTTClientProtocol, session_present: bool) -> None:
+        """Unsubscribe the filters an earlier config subscribed the session to and this one does not (the
+        session keeps them: a channel's narrowed ``topics`` went on receiving what the old ones matched); record
+        this config's (`lorrygate.sources.mqtt_sessions`)."""
+        if self.data_dir is None:
+            return
+        record = SessionRecord(self.data_dir, f"{self.broker.host}:{self.broker.port}", self.client_id)
+        wanted = [self._shared(f.text) for f in self._filters] + ([DROPPED_TOPIC] if self.drops is not None else [])
+        stale = [topic for topic in record.read() if topic not in wanted] if session_present else []
+        if stale:
+            await protocol.unsubscribe(stale)
+            self.unsubscribed += tuple(stale)
+            self.log.info("MQTT source {source}: unsubscribed from {stale}, which its persistent session kept from "
+                          "an earlier config", source=self.name, stale=", ".join(stale))
+        record.write(wanted)
 
     def _drops_refused(self, failure, protocol) -> None:
         """The subscription to the broker's count of dropped messages failed: a broker that refuses it (its
