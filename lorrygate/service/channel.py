@@ -333,10 +333,11 @@ class ChannelRouter:
     def _match(self, topic: str) -> tuple:
         """(address, table) of a topic, by the strategy (under the time limit of the user's code)."""
         address = self.strategy.match(topic)
-        if not isinstance(address, Address):
+        if not isinstance(address, Address) or type(address.rest) is not str:  # (a rest of None broke a decoder)
             raise StrategyAnswer(self.strategy.name, f"match({topic!r})", address, "an Address (lorrygate.model."
-                                 "Address(realm, network, gateway, node, kind)), or TopologyError raised for a topic "
-                                 "that does not fit")
+                                 "Address(realm, network, gateway, node, kind, rest), rest the text of the levels "
+                                 "after the address, '' for none), or TopologyError raised for a topic that does not "
+                                 "fit")
         return address, checked_table(self.strategy, address, self.strategy.table_for(address))
 
     def _check_collision(self, topic: str, address, table) -> None:

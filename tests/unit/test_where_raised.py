@@ -266,7 +266,7 @@ class Answering:
         from lorrygate.model import Address
 
         node = topic.split("/")[1]
-        return None if node == "nothing" else Address("r", None, None, node, DATA, "")
+        return None if node == "nothing" else Address("r", None, None, node, DATA, None if node == "norest" else "")
 
     def table_for(self, address):
         from lorrygate.model import TableName
@@ -281,15 +281,19 @@ def test_a_strategy_answering_with_no_address_or_table_name_is_told_so_and_the_s
     what it should return; an int table name was stored as ``s__5``. Each is a dead letter that says which call
     returned what, and what it must return; the other topics are stored."""
     route, storage = router(Answering())
-    for node in ("str", "tuple", "int", "empty", "none", "nothing", "ok"):
+    for node in ("str", "tuple", "int", "empty", "none", "nothing", "norest", "ok"):
         route(Message(f"r/{node}", b'{"v": 1}', 1, False, 1.0, "#"))
     errors = [dead.error for dead in storage.dead_letters]
-    assert len(errors) == 6 and all(error.startswith("strategy 'answering': ") for error in errors), errors
+    assert len(errors) == 7 and all(error.startswith("strategy 'answering': ") for error in errors), errors
     assert "returned 'plain', not a TableName(schema, table) of text with a table name" in errors[0]
     assert "table_for(Address(realm='r'" in errors[0] and "returned ('s', 't')" in errors[1]
     assert "returned TableName(schema='s', table=5)" in errors[2] and "table=''" in errors[3]
     assert "returned None, not a TableName" in errors[4]
     assert errors[5] == ("strategy 'answering': match('r/nothing') returned None, not an Address (lorrygate.model."
-                         "Address(realm, network, gateway, node, kind)), or TopologyError raised for a topic that "
-                         "does not fit")
+                         "Address(realm, network, gateway, node, kind, rest), rest the text of the levels after the "
+                         "address, '' for none), or TopologyError raised for a topic that does not fit")
+    # (an Address whose rest is None broke the decoders that read it: "'NoneType' object has no attribute 'endswith'",
+    # a dead letter of the gateway's own that named no strategy)
+    assert errors[6].startswith("strategy 'answering': match('r/norest') returned Address(realm='r'") \
+        and "rest=None" in errors[6]
     assert [str(table) for table in storage.tables] == ["None.ok"]
