@@ -208,9 +208,9 @@ def text_keys(mapping, convert) -> dict:
 
 
 def map_key(key) -> str:
-    """A key of a binary format's map (or of the user's code) as a field's name: a byte string (MessagePack's bin,
-    CBOR's bytes) as its text, the bytes UTF-8 cannot read as ``\\xNN`` (it was the name ``b'temp'``, Python's repr); another key
-    (a number) as its text."""
+    """A key of a binary format's map (or of the user's code) as a field's name: a byte string (MessagePack's
+    bin, CBOR's bytes) as its text, the bytes UTF-8 cannot read as ``\\xNN`` (it was the name ``b'temp'``,
+    Python's repr); another key (a number) as its text."""
     if type(key) is str:
         return key
     if type(key) is bytes:

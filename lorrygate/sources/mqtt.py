@@ -219,8 +219,6 @@ class MQTTSource(SourcePlumbing, Service):
     #: where the filters its session is subscribed to are recorded (`lorrygate.sources.mqtt_sessions`); None:
     #: not recorded, and a filter an earlier config subscribed is not unsubscribed
     data_dir: str | None = None
-    #: filters an earlier config subscribed the session to, which it kept, unsubscribed on connecting
-    unsubscribed: tuple = ()
 
     log = Logger()
 
@@ -430,7 +428,6 @@ class MQTTSource(SourcePlumbing, Service):
         stale = [topic for topic in record.read() if topic not in wanted] if session_present else []
         if stale:
             await protocol.unsubscribe(stale)
-            self.unsubscribed += tuple(stale)
             self.log.info("MQTT source {source}: unsubscribed from {stale}, which its persistent session kept from "
                           "an earlier config", source=self.name, stale=", ".join(stale))
         record.write(wanted)
