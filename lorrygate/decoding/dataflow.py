@@ -281,7 +281,7 @@ class DataflowStep(SourceHolder):
     def _finish(self, result, key, items, new) -> None:
         self._running.discard(key)
         self.pending -= len(items)
-        if self._paused and self.pending < self.settings.max_pending // 2:
+        if self._paused and self.pending < max(1, self.settings.max_pending // 2):  # (a bound of 1: below 0, never)
             self._set_paused(False)
         if isinstance(result, list):
             if self.settings.history:

@@ -178,6 +178,12 @@ class Batcher(SourceHolder):
         return self._paused
 
     @property
+    def _resume_below(self) -> int:
+        """Paused sources resume once fewer rows than this wait: half the bound, and at least one (a bound of 1
+        resumed below 0 rows, never: one message, and its channel read nothing more for good)."""
+        return max(1, self.max_pending // 2)
+
+    @property
     def pending(self) -> int:
         """Rows buffered or being written, not yet acknowledged."""
         return len(self._batch) + (len(self._writing) if self._writing is not None else 0)
@@ -405,7 +411,7 @@ class Batcher(SourceHolder):
         # next batch then gathers while it runs. Counting the write as well kept a source paused through a
         # large write, after which the writer idled on a trickle (measured: 400-row commits after every
         # 15,000-row one in a drain; with 10,000 tables the writer was busy 3.5 s of a 4.4 s drain).
-        if self._paused and len(self._batch) < self.max_pending // 2 and not ((self._wide or self._exclusive) and self._writing is not None):
+        if self._paused and len(self._batch) < self._resume_below and not ((self._wide or self._exclusive) and self._writing is not None):
             self._set_paused(False)
 
     def _failed(self, failure, batch: Batch) -> None:
@@ -413,7 +419,7 @@ class Batcher(SourceHolder):
         if self._stopped:
             return  # not acknowledged: the broker delivers it again
         self._wide = False
-        if self._paused and self.pending < self.max_pending // 2:
+        if self._paused and self.pending < self._resume_below:
             self._set_paused(False)  # held for a wide write only: reading goes on up to the bound
         if self.spool is not None:
             self.log.error(

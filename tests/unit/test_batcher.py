@@ -139,6 +139,27 @@ def test_backpressure_pauses_and_resumes_sources(clock):
     assert not source.paused
 
 
+@pytest.mark.parametrize("max_rows", [1, 5000])
+def test_a_bound_of_one_row_resumes_its_sources(clock, max_rows):
+    """``max_pending = 1`` resumed below half the bound, 0 rows, never: the first message paused the channel's
+    source for good (its status said "0 rows pending, sources paused"). It resumes once no row waits."""
+    storage, batcher = make(clock, max_rows=max_rows, max_pending=1, linger=0)
+    source = Source()
+    batcher.attach(source)
+    big = Entry(TABLE, [Record(n, {"n": n}) for n in range(10)], "main", Message("t", b"{}", 1, False, 0.0, "#", Ack()),
+                "json")
+    batcher.add(big)
+    assert source.paused
+    clock.advance(0)
+    while storage.in_flight:
+        storage.complete()
+    assert batcher.pending == 0 and not source.paused
+    batcher.add(entry(1))
+    clock.advance(0)
+    storage.complete()
+    assert not source.paused and len(storage.writes) == 2
+
+
 @pytest.fixture
 def logged():
     events: list = []

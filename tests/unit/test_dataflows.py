@@ -146,8 +146,9 @@ def test_a_row_without_an_input_field_gets_nan_there_and_no_output_from_it(step)
     assert "dew_point" not in out[2] and out[2]["temperature_mean"] == 21.0  # the mean of what is there
 
 
+@pytest.mark.parametrize("bound", [4, 1])  # (a bound of 1 resumed below 0 messages: never)
 @pytest_twisted.inlineCallbacks
-def test_waiting_messages_past_max_pending_pause_the_source(step, tmp_path):
+def test_waiting_messages_past_max_pending_pause_the_source(step, tmp_path, bound):
     path = module(tmp_path, """
         import time
         import pandas as pd
@@ -156,10 +157,11 @@ def test_waiting_messages_past_max_pending_pause_the_source(step, tmp_path):
             time.sleep(0.05)
             return temperature
         """)
-    flow = step(modules=(path,), inputs=("temperature",), outputs=("slow",), constants=(), history=0, max_pending=4)
+    flow = step(modules=(path,), inputs=("temperature",), outputs=("slow",), constants=(), history=0,
+                max_pending=bound)
     source = Holder()
     flow.attach(source)
-    waiting = [flow.submit(records(float(n)), TableName("r", f"n{n}")) for n in range(4)]
+    waiting = [flow.submit(records(float(n)), TableName("r", f"n{n}")) for n in range(bound)]
     assert source.held == ["dataflow weather"]
     yield Deferred.fromCoroutine(_gather(waiting))
     assert source.held == [] and source.history == ["pause", "resume"]
