@@ -482,8 +482,14 @@ class MQTTClientProtocol(Protocol):
                 self._oversized = True
         else:
             self._buffer = rest
+        limit = self.max_payload
         for packet in packets:
             if type(packet) is Publish:
+                if limit is not None and len(packet.payload) > limit:
+                    # (one that came whole in a read was stored as any: the limit held only across reads)
+                    payload = packet.payload
+                    packet = attrs.evolve(packet, payload=b"",
+                                          oversize=(len(payload), hashlib.sha256(payload).hexdigest()))
                 self._deliver(packet)
             else:
                 self._handle(packet)

@@ -365,10 +365,12 @@ def test_own_publishes_honour_maximum_qos():
 
 
 @pytest.mark.parametrize("version", [MQTT_3_1_1, MQTT_5], ids=["3.1.1", "5"])
-@pytest.mark.parametrize("chunk", [1, 999, 65536], ids=lambda n: f"{n}-byte-reads")
+@pytest.mark.parametrize("chunk", [1, 999, 65536, 1 << 24], ids=lambda n: f"{n}-byte-reads")
 def test_a_payload_over_max_payload_is_hashed_not_kept(version, chunk):
     """A PUBLISH larger than max_payload arrives as its topic, size and SHA-256, without the payload;
-    the packets around it arrive whole and the acknowledgements stay in order."""
+    the packets around it arrive whole and the acknowledgements stay in order. Also one that comes whole in one
+    read (it was stored as any message: the limit held only for a packet that spanned reads, so a max_payload
+    lowered to keep large rows out of a database let those of up to a read's size through)."""
     import hashlib
 
     broker = Broker(version)
