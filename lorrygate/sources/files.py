@@ -750,6 +750,7 @@ class FilesSource(SourcePlumbing, Service):
         position = 0
         find = data.find
         window = self.settings.window
+        longest = self.settings.max_line
         holders = self._pauses._holders
         file.backlog = False
         while True:
@@ -765,7 +766,10 @@ class FilesSource(SourcePlumbing, Service):
                 line = line[:-1]
             # (the header again, as a logger appending after a restart writes it: no data, as a blank line)
             if line.strip() and line != file.header:
-                if file.lead and line.startswith(file.lead):
+                if len(line) > longest:
+                    # (one that came whole in a chunk was a message as any: the limit held only across chunks)
+                    self._too_long(file, len(line), hashlib.sha256(line).hexdigest(), start + position)
+                elif file.lead and line.startswith(file.lead):
                     self._retitle(file, line, start + position)
                 else:
                     self._emit(file, line, start + position)
@@ -806,11 +810,15 @@ class FilesSource(SourcePlumbing, Service):
         """The end of an over-long line (its ``size`` bytes hashed as they passed): a dead letter by its hash."""
         digest = file.skipping[1]
         file.skipping = None
+        self._too_long(file, size, digest.hexdigest(), file.offset)
+
+    def _too_long(self, file, size: int, sha256: str, end: int) -> None:
+        """A line longer than ``max_line`` (ending at ``end``): a dead letter by its size and hash."""
         self.oversized += 1
         self.log.error("source {source}: a line of {size} bytes in {path} is longer than max_line ({limit}); "
                        "kept as a dead letter by its SHA-256", source=self.name, size=size, path=file.path,
                        limit=self.settings.max_line)
-        self._emit(file, b"", file.offset, oversize=(size, digest.hexdigest(), "max_line"))
+        self._emit(file, b"", end, oversize=(size, sha256, "max_line"))
 
     def _emit(self, file, line: bytes, end: int, oversize=None) -> None:
         cell = [end, False]

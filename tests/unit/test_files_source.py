@@ -433,6 +433,20 @@ def test_a_line_over_max_line_is_passed_by_its_hash_and_the_rest_flows(tmp_path,
     source.stopService()
 
 
+def test_a_line_over_max_line_that_comes_whole_in_a_read_is_a_dead_letter_by_its_hash(tmp_path, clock):
+    """The limit held only for a line longer than a read (which spans reads): one of 300 bytes under max_line =
+    100 was a message as any, stored."""
+    long = b"y" * 300
+    write(tmp_path / "logs/n.ndjson", b"before\n" + long + b"\nafter\n")
+    source, got = make(tmp_path, clock=clock, max_line=100)
+    source.startService()
+    turn(source, clock)
+    assert [m.payload for m in got.messages] == [b"before", b"", b"after"]
+    assert got.messages[1].oversize == (300, hashlib.sha256(long).hexdigest(), "max_line")
+    assert got.messages[1].position[1:] == (7, 7 + 301) and source.oversized == 1
+    source.stopService()
+
+
 def test_the_window_bounds_lines_in_flight_and_pauses_stop_reading(tmp_path, clock):
     write(tmp_path / "logs/n.ndjson", *[f"l{i}" for i in range(100)])
     source, got = make(tmp_path, clock=clock, window=30)
