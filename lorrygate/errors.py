@@ -16,15 +16,17 @@ def did_you_mean(name: str, known) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-#: what differs between reasons alike: a quoted text (a value, a name; not a possessive's apostrophe) or a number
-_DETAILS = re.compile(r"""(?<![A-Za-z0-9])'[^'\n]*'|"[^"\n]*"|\d+""")
+#: what differs between reasons alike: a quoted text (a value, a name; not a possessive's apostrophe), a hash (16
+#: hex digits and more: a payload kept by reference names its SHA-256, and each was a kind of its own, so every
+#: message over max_payload or max_line was a warning of its own) or a number
+_DETAILS = re.compile(r"""(?<![A-Za-z0-9])'[^'\n]*'|"[^"\n]*"|\b[0-9A-Fa-f]{16,}\b|\d+""")
 
 
 def reason_kind(reason: str) -> str:
     """A reason with its quoted texts and numbers masked: the reasons of a device that sends what nothing
     decodes embed each payload's values (``line 1 holds values (21.5, 40)``), a log line each and a line each
     in a list of 86,000 a day; alike, they are one kind (of a complaint, of ``lorrygate dead-letters``)."""
-    return _DETAILS.sub(lambda match: "#" if match.group()[0].isdigit() else "…", reason)
+    return _DETAILS.sub(lambda match: "…" if match.group()[0] in "'\"" else "#", reason)
 
 
 class LorrygateError(Exception):

@@ -223,6 +223,8 @@ class _File:
     skipping: list | None = None
     #: the buffer may hold whole lines not yet delivered (the window filled, or a pause)
     backlog: bool = False
+    #: lines over max_line passed over (the first is logged; the channel's rate-limited warnings tell the rest)
+    too_long: int = 0
 
     @property
     def key(self) -> str:
@@ -813,11 +815,15 @@ class FilesSource(SourcePlumbing, Service):
         self._too_long(file, size, digest.hexdigest(), file.offset)
 
     def _too_long(self, file, size: int, sha256: str, end: int) -> None:
-        """A line longer than ``max_line`` (ending at ``end``): a dead letter by its size and hash."""
+        """A line longer than ``max_line`` (ending at ``end``): a dead letter by its size and hash. The first of a
+        file is logged; the others are counted (``oversized``), and the channel's warnings, rate-limited, tell them
+        (an error a line flooded the log where lines of blobs are left out by a small max_line, on purpose)."""
         self.oversized += 1
-        self.log.error("source {source}: a line of {size} bytes in {path} is longer than max_line ({limit}); "
-                       "kept as a dead letter by its SHA-256", source=self.name, size=size, path=file.path,
-                       limit=self.settings.max_line)
+        file.too_long += 1
+        if file.too_long == 1:
+            self.log.warn("source {source}: a line of {size} bytes in {path} is longer than max_line ({limit}); "
+                          "kept as a dead letter by its SHA-256 (this file's next ones are counted, not logged)",
+                          source=self.name, size=size, path=file.path, limit=self.settings.max_line)
         self._emit(file, b"", end, oversize=(size, sha256, "max_line"))
 
     def _emit(self, file, line: bytes, end: int, oversize=None) -> None:

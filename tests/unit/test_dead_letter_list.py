@@ -16,6 +16,12 @@ def test_a_reasons_kind_masks_the_values_and_names_it_quotes_not_its_words():
         reason_kind("decoder 'convert': field 'humidity' is \"x\", not a number") == \
         "decoder …: field … is …, not a number"
     assert reason_kind("the channel's hook and convert ran past 2 s") == "the channel's hook and convert ran past # s"
+    # a payload kept by reference names its SHA-256: each was a kind of its own, a warning a message
+    kept = "a payload of {} bytes is larger than the broker's max_payload; kept by reference, not by copy: sha256 {}"
+    assert reason_kind(kept.format(12890, "f626722af011ada5c5db1218945e701889ab6c879d8f54010e27d0f8459faace")) == \
+        reason_kind(kept.format(487, "0b3dbe278297e9793285fff7357043d2497fe04b660456753e6f1802ad00c969")) == \
+        kept.format("#", "#").replace("sha256", "sha#")
+    assert reason_kind("node deadbeef sent cafe") == "node deadbeef sent cafe"  # (words of hex letters stay)
 
 
 def row(number, channel, stage, error, replayed=None):

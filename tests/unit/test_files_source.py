@@ -436,6 +436,26 @@ def test_a_line_over_max_line_is_passed_by_its_hash_and_the_rest_flows(tmp_path,
     source.stopService()
 
 
+def test_a_files_first_over_long_line_is_logged_the_others_counted(tmp_path, clock):
+    """Where a small max_line leaves lines of blobs out on purpose, an error a line flooded the log (and the
+    channel's warnings, each naming another hash, were a line each too: `lorrygate.errors.reason_kind`)."""
+    from twisted.logger import globalLogPublisher
+
+    write(tmp_path / "logs/n.ndjson", *["z" * 300 if i % 2 else "short" for i in range(20)])
+    events: list = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        source, got = make(tmp_path, clock=clock, max_line=100)
+        source.startService()
+        turn(source, clock)
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    told = [e for e in events if "longer than max_line" in e.get("log_format", "")]
+    assert source.oversized == 10 and len(got.messages) == 20 and len(told) == 1
+    assert "this file's next ones are counted" in told[0]["log_format"]
+    source.stopService()
+
+
 def test_the_window_bounds_lines_in_flight_and_pauses_stop_reading(tmp_path, clock):
     write(tmp_path / "logs/n.ndjson", *[f"l{i}" for i in range(100)])
     source, got = make(tmp_path, clock=clock, window=30)
