@@ -17,6 +17,7 @@ time, fields and tags; a message that would be a dead letter as
 
 import base64
 import binascii
+import contextlib
 import json
 import sys
 import time
@@ -59,16 +60,18 @@ class _Printer:
         self.add_dead_letter(dead)
 
 
+@contextlib.contextmanager
 def _own_data_dir(settings):
     """``settings`` with a data directory of the dry run's own, holding a copy of the CSV headers announced to
-    the gateway: a dry run writes nothing of the gateway's."""
+    the gateway: a dry run writes nothing of the gateway's. The directory is removed when the dry run ends (each
+    run left one in the temporary directory)."""
     import tempfile
 
     from lorrygate.decoding.csvheaders import copy_headers
 
-    directory = tempfile.mkdtemp(prefix="lorrygate-dry-run-")
-    copy_headers(settings.gateway.data_dir, directory)
-    return attrs.evolve(settings, gateway=attrs.evolve(settings.gateway, data_dir=directory))
+    with tempfile.TemporaryDirectory(prefix="lorrygate-dry-run-") as directory:
+        copy_headers(settings.gateway.data_dir, directory)
+        yield attrs.evolve(settings, gateway=attrs.evolve(settings.gateway, data_dir=directory))
 
 
 def _routers(settings, out) -> list:
@@ -145,9 +148,9 @@ def dry_run(settings, messages_path: str | None, out=None) -> int:
         print(f"lorrygate --dry-run: cannot read the recorded messages {messages_path!r}: {exc.strerror}",
               file=sys.stderr)
         return 2
-    routers = _routers(_own_data_dir(settings), out)
     bad = 0
-    with handle:
+    with handle, _own_data_dir(settings) as own:
+        routers = _routers(own, out)
         for number, line in enumerate(handle, 1):
             if not line.strip():
                 continue
@@ -185,8 +188,9 @@ def _live(settings) -> int:
     brokers = {name: attrs.evolve(broker, client_id=f"{broker.client_id or 'lorrygate'}-dry-run", clean_session=True)
                for name, broker in settings.brokers.items()}
     # Its own data directory: the running gateway holds the configured one.
-    gateway = attrs.evolve(_own_data_dir(settings).gateway, control="off")
-    dry = attrs.evolve(settings, brokers=brokers, storages=storages, gateway=gateway,
-                       channels=tuple(attrs.evolve(c, ddl=None, error_topic=False) for c in settings.channels))
-    print("dry run: rows are printed, nothing is written; Ctrl-C stops", file=sys.stderr)
-    return run(dry, "text", "warn")
+    with _own_data_dir(settings) as own:
+        dry = attrs.evolve(settings, brokers=brokers, storages=storages,
+                           gateway=attrs.evolve(own.gateway, control="off"),
+                           channels=tuple(attrs.evolve(c, ddl=None, error_topic=False) for c in settings.channels))
+        print("dry run: rows are printed, nothing is written; Ctrl-C stops", file=sys.stderr)
+        return run(dry, "text", "warn")

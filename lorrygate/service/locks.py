@@ -7,13 +7,22 @@ overwrite each other's acknowledged batches; two sessions with one client id
 take the broker session from each other every few seconds. Both are
 refused before anything connects: the data directory holds
 ``lorrygate.lock`` (an exclusive ``flock``, with the holder's PID), and each
-client id a lock file in the system's temporary directory. A lock dies with
-its process, so a crash leaves nothing to clean up.
+client id a lock file in the user's own directory of the system's temporary
+directory, ``lorrygate-client-ids-<uid>``. A lock dies with its process, so a
+crash leaves nothing to clean up.
+
+That directory is the user's alone (0700), and one that is not (another
+user's, writable by others, a symbolic link) is refused: a directory another
+user made first would let them plant a link that a gateway run by root
+truncates. Gateways of different users, or of a systemd unit with
+``PrivateTmp``, therefore do not see each other's client-id locks; the data
+directory's lock still keeps them apart when they share one.
 """
 
 import fcntl
 import hashlib
 import os
+import stat
 import tempfile
 
 import attrs
@@ -25,6 +34,10 @@ LOCK_NAME = "lorrygate.lock"
 
 class AlreadyRunning(LorrygateError):
     """Another process holds the data directory or a client id."""
+
+
+class LockUnavailable(LorrygateError):
+    """A lock file cannot be taken at all: its directory is not the user's own, or the file cannot be opened."""
 
 
 def _holder(path: str) -> str:
@@ -39,7 +52,14 @@ def _take(path: str, description: str, what: str, own: str = "data_dir and clien
     """Lock ``path`` exclusively, writing ``description``; raise AlreadyRunning naming the holder and ``own``, what a
     second gateway is given to run beside it."""
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        # (no link followed: a link in place of the lock would have its target truncated)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise LockUnavailable(
+            f"cannot take the lock {path} for {what}: {exc.strerror}"
+            + (" (a symbolic link stands in its place: remove it)" if os.path.islink(path) else "")
+        ) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -68,9 +88,33 @@ def claim_of(source) -> tuple[str, str]:
     return f"the client id {source.client_id!r} at {source.broker.host}:{source.broker.port}", "client_id"
 
 
+def _own_directory(path: str) -> str:
+    """``path``, made 0700 if it is not there; refused unless it is a directory of this user's that no one else
+    can write."""
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise LockUnavailable(f"cannot make the lock directory {path}: {exc.strerror}; set TMPDIR to a directory "
+                              f"of this user's") from None
+    found = os.lstat(path)
+    if stat.S_ISLNK(found.st_mode) or not stat.S_ISDIR(found.st_mode):
+        problem = "is a symbolic link" if stat.S_ISLNK(found.st_mode) else "is no directory"
+    elif found.st_uid != os.getuid():
+        problem = f"belongs to uid {found.st_uid}, not to this user (uid {os.getuid()})"
+    elif found.st_mode & 0o022:
+        problem = f"can be written by others (mode {stat.S_IMODE(found.st_mode):o})"
+    else:
+        return path
+    raise LockUnavailable(f"the lock directory {path} {problem}: its locks could be planted by someone else; "
+                          f"remove it (a gateway makes it anew), or set TMPDIR to a directory of this user's")
+
+
 def client_lock_path(host: str, port: int, client_id: str) -> str:
     key = hashlib.sha256(f"{host}:{port}:{client_id}".encode()).hexdigest()[:24]
-    return os.path.join(tempfile.gettempdir(), "lorrygate-client-ids", f"{key}.lock")
+    directory = _own_directory(os.path.join(tempfile.gettempdir(), f"lorrygate-client-ids-{os.getuid()}"))
+    return os.path.join(directory, f"{key}.lock")
 
 
 @attrs.define(eq=False)
@@ -105,7 +149,7 @@ class InstanceLock:
                 path = client_lock_path(*key[1:])
                 self._fds[key] = _take(path, self._description(), *claim_of(source))
                 taken.append(key)
-        except AlreadyRunning:
+        except LorrygateError:
             for key in taken:
                 os.close(self._fds.pop(key))
             raise

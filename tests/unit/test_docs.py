@@ -77,10 +77,12 @@ def test_ini_examples_in_docs_load(name, monkeypatch):
         loads(text.replace("{realm}/sites", "{realm}/sites"), base_dir=os.path.dirname(DOCS))
 
 
-def test_dry_run_from_recorded_messages(tmp_path):
-    """--dry-run --messages prints the rows and the dead letters, and writes nothing."""
+def test_dry_run_from_recorded_messages(tmp_path, monkeypatch):
+    """--dry-run --messages prints the rows and the dead letters, and writes nothing: its own data directory is
+    gone when it ends (each dry run left one in the temporary directory)."""
     import io
     import json
+    import tempfile
 
     from lorrygate.config import loads
     from lorrygate.pipeline.dryrun import dry_run
@@ -93,8 +95,11 @@ def test_dry_run_from_recorded_messages(tmp_path):
         + json.dumps({"topic": "r/n//d/data.json", "payload": "{}"}) + "\n"
         + json.dumps({"topic": "r/n/g/d/data.json", "payload_base64": "/w=="}) + "\n"
         + json.dumps({"topic": "other/x", "payload": "{}"}) + "\n")
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     out = io.StringIO()
     assert dry_run(settings, str(recorded), out) == 0
+    assert list((tmp_path / "tmp").iterdir()) == []
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
     assert lines[0]["table"] == "g_d_sensors" and lines[0]["fields"] == {"t": 1}
     assert lines[0]["time"] == "2024-06-01T12:00:00.000000000Z"

@@ -1,5 +1,7 @@
 """A second gateway is refused what the first holds alone, told what that is and which key gives it its own."""
 
+import os
+import re
 import uuid
 
 import pytest
@@ -84,3 +86,89 @@ def test_a_second_gateway_is_told_what_is_held_and_the_key_that_gives_it_its_own
     finally:
         first.release()
         second.release()
+
+
+def _own_tmp(tmp_path, monkeypatch):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    return tmp_path / f"lorrygate-client-ids-{os.getuid()}"
+
+
+@pytest.mark.parametrize("plant, problem", [
+    (lambda d, t: (d.mkdir(), d.chmod(0o777)), r"can be written by others \(mode 777\)"),
+    (lambda d, t: ((t / "elsewhere").mkdir(mode=0o700), d.symlink_to(t / "elsewhere")), "is a symbolic link"),
+    (lambda d, t: d.write_text(""), "is no directory"),
+])
+def test_a_lock_directory_that_is_not_the_users_own_is_refused(tmp_path, monkeypatch, plant, problem):
+    """The client-id locks lived in one directory of the temporary directory, made by whoever came first and used
+    as found: another user who made it first (0777) could plant a link there that a gateway run by root opened
+    and truncated, and a gateway of another user met the first one's 0700 directory as a PermissionError."""
+    from lorrygate.service.locks import LockUnavailable
+
+    directory = _own_tmp(tmp_path, monkeypatch)
+    plant(directory, tmp_path)
+    lock = InstanceLock(str(tmp_path / "data"))
+    with pytest.raises(LockUnavailable, match=f"lock directory {re.escape(str(directory))} {problem}: .* remove it"):
+        lock.acquire_clients([_mqtt(tmp_path, "h")])
+    assert lock._fds == {}
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root to give the directory to another user")
+def test_a_lock_directory_of_another_user_is_refused(tmp_path, monkeypatch):
+    from lorrygate.service.locks import LockUnavailable
+
+    directory = _own_tmp(tmp_path, monkeypatch)
+    directory.mkdir(mode=0o700)
+    os.chown(directory, 65534, 65534)
+    with pytest.raises(LockUnavailable, match=r"belongs to uid 65534, not to this user \(uid 0\)"):
+        InstanceLock(str(tmp_path / "data")).acquire_clients([_mqtt(tmp_path, "h")])
+
+
+def test_a_link_in_place_of_a_lock_is_not_followed(tmp_path, monkeypatch):
+    """The lock file was opened through a link and truncated: the link's target lost its content."""
+    from lorrygate.service.locks import LockUnavailable, client_lock_path
+
+    _own_tmp(tmp_path, monkeypatch)
+    target = tmp_path / "precious"
+    target.write_text("keep me")
+    path = client_lock_path("h", 1883, "gw-c")
+    os.symlink(target, path)
+    with pytest.raises(LockUnavailable, match="a symbolic link stands in its place: remove it"):
+        InstanceLock(str(tmp_path / "data")).acquire_clients([_mqtt(tmp_path, "h")])
+    assert target.read_text() == "keep me"
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root to run a gateway's lock as another user")
+def test_gateways_of_two_users_each_take_their_own_locks(tmp_path):
+    """A gateway of a second user met the first one's lock directory (0700, root's) and failed to start with a
+    PermissionError."""
+    import tempfile
+
+    shared = tempfile.mkdtemp(prefix="lorrygate-test-tmp-")  # (under the system's /tmp: another user can enter it)
+    try:
+        os.chmod(shared, 0o1777)
+        held = InstanceLock(str(tmp_path / "root"))
+        tempfile.tempdir, before = shared, tempfile.tempdir
+        try:
+            held.acquire_clients([_mqtt(tmp_path, "h")])
+            child = os.fork()
+            if child == 0:  # pragma: no cover (the child's exit status is the answer)
+                code = 1
+                try:
+                    os.setgid(65534)
+                    os.setuid(65534)
+                    InstanceLock(os.path.join(shared, "nobody")).acquire_clients([_mqtt(tmp_path, "h")])
+                    code = 0
+                finally:
+                    os._exit(code)
+            _, status = os.waitpid(child, 0)
+            assert os.waitstatus_to_exitcode(status) == 0
+        finally:
+            tempfile.tempdir = before
+            held.release()
+        assert sorted(os.listdir(shared)) == ["lorrygate-client-ids-0", "lorrygate-client-ids-65534"]
+    finally:
+        import shutil
+
+        shutil.rmtree(shared)
