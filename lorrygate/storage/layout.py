@@ -18,6 +18,7 @@ import json
 import math
 
 from lorrygate.model import unused_name
+from lorrygate.storage.positions import POSITIONS_TABLE
 
 #: How a field name becomes a column name that no other field of the row
 #: shares, compared the way the database compares names (``fold``): SQLite
@@ -36,6 +37,17 @@ from lorrygate.model import unused_name
 
 INT64 = (-(2**63), 2**63 - 1)
 ID_COLUMN = "lorrygate_id"
+DEAD_LETTER_TABLE = "lorrygate_dead_letter"
+#: the tables lorrygate keeps for itself beside the data tables (SQLite's, PostgreSQL's ``public``, CrateDB's
+#: ``doc``): a data table so named (a device ``lorrygate_positions`` under a strategy's ``table = {node}``)
+#: gets the prefix ``lg_`` (`reserved`), as SQLite's ``sqlite_...`` names do
+OWN_TABLES = frozenset({DEAD_LETTER_TABLE, POSITIONS_TABLE})
+
+
+def reserved(name: str, fold: bool = False) -> bool:
+    """Whether a data table's ``name`` beside lorrygate's own tables is one of `OWN_TABLES` (``fold``: in any
+    case, as SQLite compares names)."""
+    return (name.lower() if fold else name) in OWN_TABLES
 
 
 #: the column of a table's fields beyond its column budget (a JSON object)

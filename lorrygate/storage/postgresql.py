@@ -27,6 +27,7 @@ from lorrygate.storage.layout import (
     POSTGRESQL_COLUMN_LIMIT,
     kind_of,
     merge_clause,
+    reserved,
     shorten,
     to_json,
 )
@@ -74,8 +75,13 @@ def table_part(table) -> str:
     """The PostgreSQL name of a `TableName`'s table. A strategy of one's own may give a name (or a schema,
     `schema_name`) of more than 63 bytes, which PostgreSQL cut: two tables whose names shared their first 63
     bytes were one, and the storage, which looked for the whole name, did not know the table it had made.
-    Such a name keeps its first bytes and a hash of the whole (`shorten`), as the built-in strategies' names."""
-    return shorten(table.table, PostgresDialect.identifier_limit)
+    Such a name keeps its first bytes and a hash of the whole (`shorten`), as the built-in strategies' names.
+    A name of lorrygate's own tables in ``public`` (`lorrygate.storage.layout.OWN_TABLES`: a strategy's ``schema
+    = public``) gets the prefix ``lg_``."""
+    name = table.table
+    if reserved(name) and schema_name(table) == "public":
+        name = "lg_" + name
+    return shorten(name, PostgresDialect.identifier_limit)
 
 
 def physical_name(table) -> str:

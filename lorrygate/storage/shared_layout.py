@@ -35,6 +35,7 @@ own naming without ``{suffix}``) are written per address.
 """
 
 from lorrygate.model import TableName
+from lorrygate.storage.layout import reserved as own_table
 from lorrygate.topology.naming import quote
 from lorrygate.topology.wan import TABLE_SUFFIXES
 
@@ -87,12 +88,13 @@ def crate_table(table: TableName) -> TableName:
     zigbee2mqtt friendly name ``_attic``, a realm ``_test``) or holds a ``.`` (``RelationName.of``), or in one of
     `CRATE_RESERVED_SCHEMAS` (the topic strategy's ``sys/...``): such a part gets the prefix ``lg_`` and its dots
     become ``_``, as PostgreSQL's ``pg_`` schemas become ``lg_pg_`` (`lorrygate.storage.postgresql.schema_name`).
-    The CREATE TABLE failed at every retry, and the batch with it: one device so named stopped the storage. A
-    name CrateDB takes comes back as it is; an empty schema is none (``doc``)."""
+    The CREATE TABLE failed at every retry, and the batch with it: one device so named stopped the storage. So
+    does the name of lorrygate's own table in ``doc`` (`lorrygate.storage.layout.OWN_TABLES`). A name CrateDB
+    takes comes back as it is; an empty schema is none (``doc``)."""
     schema, name = table.schema, table.table
     # (an empty schema is none, as for SQLite and PostgreSQL: the table goes into doc)
     fixed_schema = _crate_part(schema, reserved=schema.lower() in CRATE_RESERVED_SCHEMAS) if schema else None
-    fixed_name = _crate_part(name)
+    fixed_name = _crate_part(name, reserved=own_table(name) and (fixed_schema or "doc") == "doc")
     if fixed_schema == schema and fixed_name == name:
         return table
     return TableName(fixed_schema, fixed_name)

@@ -27,7 +27,7 @@ from lorrygate.decoding.timestamps import IsoTime, seconds_to_ns
 from lorrygate.errors import StorageError
 from lorrygate.sources import headers as message_headers
 from lorrygate.storage import sqlite_schema, sqlite_wal
-from lorrygate.storage.layout import ID_COLUMN, INT64, MERGED_ROW, kind_of, merge_clause, to_json
+from lorrygate.storage.layout import ID_COLUMN, INT64, MERGED_ROW, kind_of, merge_clause, reserved, to_json
 from lorrygate.storage.positions import POSITIONS_TABLE
 from lorrygate.storage.sqlite_alter import ColumnAdder
 from lorrygate.storage.sqlite_schema import STATEMENTS, fold
@@ -60,9 +60,11 @@ def table_name(table) -> str:
     """The SQLite table of a `TableName` (just the table without a schema). A name that SQLite reserves for its
     own objects (``sqlite_...`` in any case, e.g. from a realm ``sqlite`` or ``SQLite-lab``) gets the prefix
     ``lg_``, as `lorrygate.storage.postgresql.schema_name` does for ``pg_``: CREATE TABLE refuses it ("object name
-    reserved for internal use"), and every message of that realm was a dead letter."""
+    reserved for internal use"), and every message of that realm was a dead letter. So does the name of one of
+    lorrygate's own tables (`lorrygate.storage.layout.OWN_TABLES`): its rows went into the files source's
+    positions, or were refused by the dead letters' table."""
     name = f"{table.schema}__{table.table}" if table.schema else table.table
-    return "lg_" + name if name[:7].lower() == "sqlite_" else name
+    return "lg_" + name if name[:7].lower() == "sqlite_" or reserved(name, fold=True) else name
 
 
 def _value(value):

@@ -28,6 +28,7 @@ from lorrygate.interfaces import IStorage
 from lorrygate.model import Record
 from lorrygate.storage.batch import Batch, DeadLetter, Entry
 from lorrygate.storage.layout import (
+    DEAD_LETTER_TABLE,
     EXTRA_COLUMN,
     ID_COLUMN,
     column_names,
@@ -43,7 +44,6 @@ from lorrygate.storage.retention import Retention
 from lorrygate.storage.shared_layout import ADDRESS_COLUMNS, address_values, shared_table, sqlite_view_statement
 from lorrygate.storage.view_rounds import ViewRounds, ViewsInTheWay
 
-DEAD_LETTER_TABLE = "lorrygate_dead_letter"
 _ADDRESS_COLUMNS = frozenset(ADDRESS_COLUMNS)
 _UNSEEN = object()
 _table_of = attrgetter("table")

@@ -132,3 +132,44 @@ def test_a_failed_commit_leaves_the_ranges_as_they_were(tmp_path):
     assert FailingOnce.failed
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT v FROM readings").fetchall() == [(1,)]
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_data_table_named_as_lorrygates_own_tables_is_one_of_its_own(tmp_path):
+    """A strategy's ``table = {node}`` and a device ``lorrygate_positions``: its rows made a data table of that
+    name, and a files source's positions were then refused by it (or went into it); a device
+    ``lorrygate_dead_letter`` had its rows refused as dead letters. Each gets the prefix ``lg_``, in any case."""
+    from twisted.internet import reactor
+
+    path = str(tmp_path / "db.sqlite")
+    storage = SQLiteStorage("db", path, reactor)
+    yield storage.start()
+    hostile = Batch()
+    for number, name in enumerate(("lorrygate_positions", "LORRYGATE_DEAD_LETTER", "lorrygate_table")):
+        hostile.add(Entry(TableName("", name), [Record(1_000_000_000, {"stream": "s", "ranges": "[[0,99]]"})],
+                          "main", message(f"d{number}", 0, 1)))
+    yield storage.write(hostile)
+    yield storage.write(batch_of((message("s", 0, 10), 1), (message("s", 10, 20), None)))
+    yield storage.stop()
+    with sqlite3.connect(path) as conn:
+        tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")} - {"sqlite_sequence"}
+        assert tables == {"lg_lorrygate_positions", "lg_LORRYGATE_DEAD_LETTER", "lorrygate_table", "readings",
+                          "lorrygate_positions", "lorrygate_dead_letter"}
+        assert conn.execute("SELECT stream, ranges FROM lorrygate_positions ORDER BY stream").fetchall() == [
+            ("d0", "[[0,1]]"), ("d1", "[[0,1]]"), ("d2", "[[0,1]]"), ("s", "[[0,20]]")]
+        assert conn.execute("SELECT topic, stage FROM lorrygate_dead_letter").fetchall() == [("t", "decode")]
+        assert conn.execute('SELECT stream FROM "lg_LORRYGATE_DEAD_LETTER"').fetchall() == [("s",)]
+
+
+def test_lorrygates_own_table_names_are_data_tables_of_their_own_in_postgresql_and_cratedb():
+    """Only beside lorrygate's own tables: PostgreSQL's ``public``, CrateDB's ``doc``; elsewhere a name is kept."""
+    from lorrygate.storage.postgresql import qualified
+    from lorrygate.storage.shared_layout import crate_table
+
+    assert qualified(TableName("public", "lorrygate_dead_letter")) == '"public"."lg_lorrygate_dead_letter"'
+    assert qualified(TableName("", "lorrygate_positions")) == '"public"."lg_lorrygate_positions"'
+    assert qualified(TableName("zwave", "lorrygate_positions")) == '"zwave"."lorrygate_positions"'
+    assert qualified(TableName("public", "Lorrygate_positions")) == '"public"."Lorrygate_positions"'
+    assert crate_table(TableName("doc", "lorrygate_dead_letter")) == TableName("doc", "lg_lorrygate_dead_letter")
+    assert crate_table(TableName(None, "lorrygate_dead_letter")) == TableName(None, "lg_lorrygate_dead_letter")
+    assert crate_table(TableName("zwave", "lorrygate_dead_letter")) == TableName("zwave", "lorrygate_dead_letter")
