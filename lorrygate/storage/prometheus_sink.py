@@ -15,7 +15,11 @@ has the same labels on every series, as the Pushgateway requires: a series
 without a tag that others of the gauge have has it empty, which Prometheus
 reads as no such label. A field of a nested object by its dotted name, as the SQL
 storages' column (``{"wifi": {"rssi": -60}}`` is
-``lorrygate_field_wifi_rssi``); booleans are 0 or 1, text is left out. The series are
+``lorrygate_field_wifi_rssi``); booleans are 0 or 1, text is left out. A
+field whose gauge name another field of its table has already (``a-b``
+beside ``a_b``: both were one series, each value overwriting the other's)
+gets ``_2`` (``_3``, ...), as a column does in SQLite; which one is first
+is the order in which they came, since the gateway started. The series are
 bounded: at most ``max_series`` (default 10,000); fields of addresses beyond
 that are not exported and are counted (``lorrygate_sink_series_refused``).
 
@@ -112,6 +116,9 @@ class PrometheusSink:
     max_series: int = 10_000
     #: (metric name, (address labels, tag labels)) -> latest value
     values: dict = attrs.Factory(dict)
+    #: (table, field) -> its gauge's name; (table, gauge name) of the gauges taken (at most one a series)
+    _gauges: dict = attrs.Factory(dict)
+    _taken: set = attrs.Factory(set)
     refused: int = 0
     pushed: int = 0
     #: pushes the Pushgateway refused for their content (HTTP 400), and the reason of the last
@@ -138,15 +145,26 @@ class PrometheusSink:
         return {"series": len(self.values), "refused": self.refused, "pushed": self.pushed,
                 "push_refused": self.push_refused, "last_refusal": self.last_refusal}
 
+    def _gauge(self, table: str, field: str) -> str:
+        """The gauge of a table's field not seen before: `metric_name`, or with ``_2`` (``_3``, ...) where another
+        field of the table has that name (``a-b`` beside ``a_b``)."""
+        name = metric_name(field)
+        if (table, name) not in self._taken:
+            return name
+        number = 2
+        while (table, f"{name}_{number}") in self._taken:
+            number += 1
+        return f"{name}_{number}"
+
     def write(self, batch) -> Deferred:
-        values = self.values
+        values, gauges = self.values, self._gauges
         for entry in batch.entries:
             if entry.table is None or not entry.records:
                 continue
             address = entry.address
+            table = str(entry.table)
             labels = (address.realm if address else "", (address.network or "") if address else "",
-                      (address.gateway or "") if address else "", (address.node or "") if address else "",
-                      str(entry.table))
+                      (address.gateway or "") if address else "", (address.node or "") if address else "", table)
             for record in entry.records:
                 fields = record.fields
                 series = tag_labels(record.tags, labels) if record.tags else (labels, ())
@@ -158,10 +176,16 @@ class PrometheusSink:
                         value = 1.0 if value else 0.0
                     elif kind is not int and kind is not float:
                         continue
-                    key = (metric_name(field), series)
-                    if key not in values and len(values) >= self.max_series:
-                        self.refused += 1
-                        continue
+                    gauge = gauges.get((table, field))
+                    if gauge is None:
+                        gauge = self._gauge(table, field)
+                    key = (gauge, series)
+                    if key not in values:
+                        if len(values) >= self.max_series:
+                            self.refused += 1
+                            continue
+                        gauges[table, field] = gauge
+                        self._taken.add((table, gauge))
                     values[key] = float(value)
         if self.pushes:
             return self._push()

@@ -147,6 +147,33 @@ def test_prometheus_names_keep_fields_of_other_scripts_apart():
     assert made[4] == "lorrygate_field_" + "_" * 11 + "_7783226f"
 
 
+def test_fields_of_one_gauge_name_in_a_table_are_gauges_of_their_own():
+    """``a-b`` and ``a_b`` of one table were both lorrygate_field_a_b, one series, each value overwriting the
+    other's. The second one the sink sees is ``_2`` (then ``_3``), for good; in another table the name is free; a
+    field refused for max_series takes no name."""
+    from lorrygate.model import Address, Message, Record, TableName
+    from lorrygate.storage.batch import Batch, Entry
+    from lorrygate.storage.prometheus_sink import PrometheusSink
+
+    def write(sink, table, *records):
+        batch = Batch()
+        batch.add(Entry(TableName("r", table), list(records), "main", Message("r/x", b"{}"), "json",
+                        Address("r", None, "gw", None, "data")))
+        sink.write(batch)
+
+    sink = PrometheusSink("gauges", "prometheus://", Clock())
+    write(sink, "a", Record(1, {"a-b": 1, "a_b": 2, "a.b": 3}))
+    write(sink, "a", Record(2, {"a_b": 20, "a.b": 30, "a-b": 10}))
+    write(sink, "b", Record(3, {"a_b": 5}))
+    by_name = {(name, labels[-1]): value for (name, (labels, _)), value in sink.values.items()}
+    assert by_name == {("lorrygate_field_a_b", "r.a"): 10.0, ("lorrygate_field_a_b_2", "r.a"): 20.0,
+                       ("lorrygate_field_a_b_3", "r.a"): 30.0, ("lorrygate_field_a_b", "r.b"): 5.0}
+    full = PrometheusSink("gauges", "prometheus://", Clock(), max_series=1)
+    write(full, "a", Record(1, {"a-b": 1, "a_b": 2}))
+    write(full, "c", Record(1, {"a_b": 3}))
+    assert list(full.values.values()) == [1.0] and full.refused == 2
+
+
 def test_the_prometheus_sink_keeps_a_series_for_each_tag_of_a_table():
     """The RuuviTags of one gateway are one table, each tag's MAC a tag of its rows: they were one series a field,
     the last one's value. A row's tags are labels now, every series of a gauge with the same labels (empty where a
