@@ -8,7 +8,10 @@ objects fail (a time that is no time) stores the others; the bad ones are
 kept as an array of their own, their bytes as they came (`_each`).
 """
 
+import email.message
 import io
+import ipaddress
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,7 +22,7 @@ from zope.interface import implementer
 
 from lorrygate.decoding import muon
 from lorrygate.decoding.lines import BadLines
-from lorrygate.decoding.records import as_list, named_values, object_record, plain, text_keys
+from lorrygate.decoding.records import as_list, named_values, object_record, plain, storable, text_keys
 from lorrygate.decoding.senml import cbor_pack
 from lorrygate.decoding.senml import records as senml_records
 from lorrygate.decoding.vendors import object_or_decline
@@ -150,6 +153,12 @@ def _cbor_array(length: int) -> bytes:
 
 
 def _cbor_plain(value):
+    """A CBOR document's values as values a column takes: its typed values (the tags cbor2 reads into Python's
+    types) as the user's code's are (`storable`): a decimal fraction (tag 4) or a rational (tag 30) a number, a
+    date-time (tags 0 and 1) or a date (100, 1004) its ISO 8601 text, a UUID (37), an IP address or network (52,
+    54, 260, 261) their text, a regular expression (35) its pattern, a MIME message (36) its text; they were JSON
+    text of Python's own (``"1.1"``, quotes and all; ``"re.compile('a+')"``), a date-time ``2024-06-01
+    12:00:00+00:00``. A tag cbor2 does not know stays its text, ``CBORTag(99, 5)``."""
     if isinstance(value, Mapping):  # (a map cbor2 read as immutable, a frozendict: one in a self-described CBOR)
         return text_keys(value, _cbor_plain)
     if isinstance(value, (list, tuple)):
@@ -158,7 +167,18 @@ def _cbor_plain(value):
         return [_cbor_plain(item) for item in as_list(value)]
     if isinstance(value, (cbor2.CBORTag, cbor2.CBORSimpleValue)) or type(value).__name__ == "undefined_type":
         return repr(value)
-    return value
+    if isinstance(value, _AS_TEXT):
+        return str(value)
+    if isinstance(value, re.Pattern):
+        return value.pattern
+    if isinstance(value, email.message.Message):
+        return value.as_string()
+    return storable(value)
+
+
+#: the values of CBOR's tags that are their text
+_AS_TEXT = (ipaddress.IPv4Address, ipaddress.IPv6Address, ipaddress.IPv4Network, ipaddress.IPv6Network,
+            ipaddress.IPv4Interface, ipaddress.IPv6Interface)
 
 
 def _same(value):

@@ -144,16 +144,20 @@ def kind_of(value) -> str:
     return "json"
 
 
-def to_json(value) -> str:
+def to_json(value, default=None) -> str:
     """JSON text of a list or an object (keys sorted: the same value is the same text). NaN and the infinities,
     which JSON has not (PostgreSQL's JSONB refused the row, SQLite's JSON functions the text), are null, as
-    CrateDB stores them; keys that are not text (a decoder of your own) are their text."""
+    CrateDB stores them; keys that are not text (a decoder of your own) are their text. Bytes in it (a
+    MessagePack list of bin values) are base64, as CrateDB and the sinks have them: they were Python's text of
+    them, ``"b'\\x01'"``. ``default``: what makes other objects text (`row_id` keeps ``str``, the ids of
+    before)."""
+    default = default or _json_default
     try:
-        return json.dumps(value, ensure_ascii=False, default=str, sort_keys=True, allow_nan=False)
+        return json.dumps(value, ensure_ascii=False, default=default, sort_keys=True, allow_nan=False)
     except RecursionError:
         raise ValueError(TOO_DEEP) from None
     except (ValueError, TypeError):  # a float that is not finite; keys that do not sort (1 and "a")
-        return json.dumps(_json_safe(value), ensure_ascii=False, default=str, sort_keys=True, allow_nan=False)
+        return json.dumps(_json_safe(value), ensure_ascii=False, default=default, sort_keys=True, allow_nan=False)
 
 
 def json_text(value) -> str:
@@ -191,7 +195,7 @@ def row_id(table, time: int, flat: dict) -> str:
     """A stable identity of a row: the same message always gives the same id."""
     digest = hashlib.blake2b(digest_size=16)
     digest.update(f"{table.schema}\0{table.table}\0{time}\0".encode())
-    digest.update(to_json(flat).encode())
+    digest.update(to_json(flat, str).encode())  # (``str``: a row stored before has the id it had)
     return digest.hexdigest()
 
 
@@ -200,7 +204,7 @@ def merge_id(table, tags) -> str:
     row's time (its bucket's start) is the key's other half."""
     digest = hashlib.blake2b(digest_size=16)
     digest.update(f"{table.schema}\0{table.table}\0".encode())
-    digest.update(to_json({str(name): value for name, value in tags.items()} if tags else {}).encode())
+    digest.update(to_json({str(name): value for name, value in tags.items()} if tags else {}, str).encode())
     return digest.hexdigest()
 
 

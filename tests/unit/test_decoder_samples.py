@@ -2,7 +2,12 @@
 
 import base64
 import json
-from datetime import UTC, datetime
+import re
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from fractions import Fraction
+from ipaddress import ip_address, ip_network
+from uuid import UUID
 from zoneinfo import ZoneInfo
 
 import cbor2
@@ -250,6 +255,15 @@ SAMPLES = [
     ("cbor", cbor2.dumps({"time": datetime(2024, 6, 1, 12, tzinfo=UTC), "v": 1}, datetime_as_timestamp=False),
      DATA, [Record(T, {"v": 1})]),
     ("cbor", cbor2.dumps({"ts": 1717243200, "nested": {"a": [1, 2]}}), DATA, [Record(T, {"nested": {"a": [1, 2]}})]),
+    # (CBOR's typed values, tags cbor2 reads into Python's types: they were JSON text of Python's, "1.1" quoted)
+    ("cbor", cbor2.dumps({"d": Decimal("1.1"), "n": Decimal("42"), "b": cbor2.CBORTag(5, [-1, 3]),
+                          "f": Fraction(1, 4), "at": datetime(2024, 6, 1, 12, tzinfo=UTC), "on": date(2024, 1, 2),
+                          "u": UUID(int=5), "ip": ip_address("10.0.0.1"), "net": ip_network("10.0.0.0/8"),
+                          "re": re.compile("a+"), "mime": cbor2.CBORTag(36, "Subject: x\n\nhi"),
+                          "odd": cbor2.CBORTag(99, 5)}, datetime_as_timestamp=True), DATA,
+     [Record(R, {"d": 1.1, "n": 42, "b": 1.5, "f": 0.25, "at": "2024-06-01T12:00:00+00:00", "on": "2024-01-02",
+                 "u": "00000000-0000-0000-0000-000000000005", "ip": "10.0.0.1", "net": "10.0.0.0/8", "re": "a+",
+                 "mime": "Subject: x\n\nhi", "odd": "CBORTag(99, 5)"})]),
     # -- Muon --
     ("muon", muon_dict(mstr("temperature"), b"\xba" + __import__("struct").pack("<d", 21.5), mstr("humidity"),
                        b"\xbb\x30"), DATA, [Record(R, {"temperature": 21.5, "humidity": 48})]),
