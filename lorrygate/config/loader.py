@@ -157,6 +157,15 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".", on_storage=N
                 problem(section, "control", "a loopback interface (tcp:PORT:interface=127.0.0.1), or a "
                         "control_token (from ${FILE:path}) for an endpoint others can reach", repr(control))
             gateway = s.GatewaySettings(**values)
+            socket_path = (gateway.control_endpoint or "").partition("unix:")[2]
+            if len(os.fsencode(socket_path)) > s.UNIX_PATH_LIMIT:
+                # (the gateway ran without its control endpoint: no status, no flush, no /health for a probe)
+                problem(section, "control" if control else "data_dir",
+                        f"a Unix socket path of at most {s.UNIX_PATH_LIMIT} bytes for the control endpoint: "
+                        + ("give a shorter one, or control = tcp:PORT" if control else
+                           "give control = unix:/run/lorrygate/control.sock (or tcp:PORT), or a shorter data_dir "
+                           "(the socket is <data_dir>/lorrygate.sock)"),
+                        f"the socket {socket_path!r} ({len(os.fsencode(socket_path))} bytes)")
             continue
         kind, _, name = section.partition(":")
         kind, name = kind.strip(), name.strip()

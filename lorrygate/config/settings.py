@@ -55,6 +55,8 @@ class GatewaySettings:
 
     @property
     def control_endpoint(self) -> str | None:
+        """The control endpoint as Twisted's endpoint string (``unix:<data_dir>/lorrygate.sock`` by default), or
+        None for ``off``."""
         if self.control == "off":
             return None
         return self.control or f"unix:{self.data_dir}/lorrygate.sock"
@@ -219,6 +221,8 @@ class SourceSettings:
 
 #: the listen hosts only this machine reaches
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+#: the bytes a Unix socket's path may have (Linux's ``sun_path`` is 108 bytes with the NUL)
+UNIX_PATH_LIMIT = 107
 
 
 def make_source(name: str, values: dict, section: str, problem):
@@ -279,6 +283,11 @@ def make_source(name: str, values: dict, section: str, problem):
     if kind == "socket" and not values["path"]:
         problem(section, "path", "the path of the socket file (a socket source needs it)", "nothing")
         return None
+    if kind == "socket" and len(os.fsencode(values["path"])) > UNIX_PATH_LIMIT:
+        # (the source did not listen, and said so only in its status)
+        problem(section, "path", f"a Unix socket path of at most {UNIX_PATH_LIMIT} bytes: give a shorter one "
+                f"(/run/lorrygate/sensors.sock)", f"{values['path']!r} ({len(os.fsencode(values['path']))} bytes)")
+        return None
     if kind == "socket" and values["group"]:
         import grp
 
@@ -333,7 +342,7 @@ GATEWAY_KEYS = {
                                "may run at a time on the reactor thread, which it holds for every channel: past it, "
                                "the code is stopped and the message is a dead letter."),
     "strategies": Key(v.nonempty, DEFAULT_STRATEGIES, doc='A directory of drop-in strategy and decoder modules.'),
-    "control": Key(v.control_endpoint, "", doc='The control endpoint of lorrygate status and flush, /health and /ready: unix:PATH, tcp:PORT:interface=127.0.0.1 or off; empty for unix:<data_dir>/lorrygate.sock.'),
+    "control": Key(v.control_endpoint, "", doc='The control endpoint of lorrygate status and flush, /health and /ready: unix:PATH, tcp:PORT:interface=127.0.0.1 or off; empty for unix:<data_dir>/lorrygate.sock. A Unix socket path holds at most 107 bytes.'),
     "control_token": Key(v.text, None, secret=True, doc='The bearer token a TCP control endpoint beyond loopback asks for (from ${ENV:...} or ${FILE:...}).'),
     "metrics": Key(v.listen_address, None, doc='Where Prometheus scrapes /metrics (also /health, /ready): PORT, HOST:PORT, [IPv6]:PORT or off. Needs prometheus-client.'),
     "metrics_token": Key(v.text, None, secret=True, doc="The bearer token the metrics listener asks for (Prometheus: authorization: credentials); needed beyond loopback where a prometheus:// storage serves the fleet's values there (from ${ENV:...} or ${FILE:...})."),
@@ -642,7 +651,7 @@ SOURCE_KEYS = {
     "slot": Key(v.nonempty, "lorrygate", doc="pgcdc: the logical replication slot (wal2json)."),
     "tables": Key(v.names, (), doc="pgcdc: the tables to capture, schema.table, comma-separated (default: all)."),
     "create_slot": Key(v.boolean, True, doc="pgcdc: create the slot when it is missing (it is never dropped)."),
-    "path": Key(v.text, "", doc="socket: the socket file; files: a file or a glob (** for subdirectories)."),
+    "path": Key(v.text, "", doc="socket: the socket file (at most 107 bytes); files: a file or a glob (** for subdirectories)."),
     "exclude": Key(v.text, "", doc="files: a glob of file names to leave out (such as *.gz)."),
     "start": Key(v.choice("beginning", "end"), "beginning",
                  doc="files: where files that exist at the first start are read from (later ones: their start)."),

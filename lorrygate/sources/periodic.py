@@ -3,7 +3,8 @@ Periodic sources: things lorrygate asks for on an interval rather than
 listens to.
 
 - ``type = poll``: an HTTP(S) URL (treq), with ``If-None-Match`` /
-  ``If-Modified-Since`` from the last answer (a 304 stores nothing), or a
+  ``If-Modified-Since`` from the last answer (a 304 stores nothing) and
+  HTTP Basic authentication from the URL's ``user:password@``, or a
   ``command`` whose standard output is the payload. The body goes through
   the channel's decoder chain under the source's ``topic``.
 - ``type = iio``: Linux Industrial I/O sensors through sysfs
@@ -35,6 +36,7 @@ import random
 import shlex
 from decimal import Decimal
 from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import attrs
 from twisted.application.service import Service
@@ -191,13 +193,14 @@ class PeriodicSource(SourcePlumbing, Service):
         from twisted.web.http_headers import Headers
 
         headers = Headers()
+        url, auth = credentials(settings.url)
         if self._etag:
             headers.setRawHeaders(b"If-None-Match", [self._etag.encode("latin-1")])
         if self._modified:
             headers.setRawHeaders(b"If-Modified-Since", [self._modified.encode("latin-1")])
         try:
             # (the poll's timeout covers the body too: `_tick`)
-            response = await treq.get(settings.url, headers=headers, reactor=self._reactor)
+            response = await treq.get(url, headers=headers, auth=auth, reactor=self._reactor)
             body = await read_body(response, settings.max_line)
         except CancelledError:
             raise
@@ -245,6 +248,17 @@ class PeriodicSource(SourcePlumbing, Service):
 
 class PollFailed(Exception):
     pass
+
+
+def credentials(url: str) -> tuple:
+    """``url`` without its user information, and that as treq's ``auth`` (HTTP Basic), or None: Twisted's agent
+    takes ``user:password@host`` for the host ("invalid hostname"), and every poll of such a URL failed."""
+    parts = urlsplit(url)
+    if parts.username is None:
+        return url, None
+    host = parts.netloc.rpartition("@")[2]
+    return (urlunsplit(parts._replace(netloc=host)),
+            (unquote(parts.username), unquote(parts.password or "")))
 
 
 @attrs.frozen

@@ -367,6 +367,28 @@ def test_control_on_tcp_stays_on_this_machine_unless_it_has_a_token():
     assert token.gateway.control_token.reveal() == "t0ken" and "t0ken" not in repr(token)
 
 
+def test_a_unix_socket_path_longer_than_the_kernel_takes_is_a_problem():
+    """A data_dir of 100 bytes: the gateway ran without its control endpoint (no status, no flush, no /health),
+    saying so only in its log; a socket source's path the same, saying so only in its status. 107 bytes is the
+    most a Unix socket's path may have."""
+    deep = "/srv/" + "d" * 80 + "/var"  # (+ /lorrygate.sock: 104 bytes)
+    assert loads(GOOD + f"[lorrygate]\ndata_dir = {deep}\n").gateway.control_endpoint == f"unix:{deep}/lorrygate.sock"
+    assert loads(GOOD + f"[lorrygate]\ndata_dir = {deep}\ncontrol = unix:/srv/{'c' * 102}\n")
+    assert problems(GOOD + f"[lorrygate]\ndata_dir = {deep}xxxx\n") == [
+        "gateway.ini [lorrygate] data_dir: expected a Unix socket path of at most 107 bytes for the control endpoint: "
+        "give control = unix:/run/lorrygate/control.sock (or tcp:PORT), or a shorter data_dir (the socket is "
+        f"<data_dir>/lorrygate.sock), got the socket '{deep}xxxx/lorrygate.sock' (108 bytes)"]
+    assert loads(GOOD + f"[lorrygate]\ndata_dir = {deep}xxxx\ncontrol = off\n").gateway.control_endpoint is None
+    assert problems(GOOD + f"[lorrygate]\ncontrol = unix:/srv/{'c' * 103}\n") == [
+        "gateway.ini [lorrygate] control: expected a Unix socket path of at most 107 bytes for the control endpoint: "
+        f"give a shorter one, or control = tcp:PORT, got the socket '/srv/{'c' * 103}' (108 bytes)"]
+    source = "[source:s]\ntype = socket\npath = /run/{}\n"
+    assert problems(GOOD + source.format("s" * 103)) == [
+        f"gateway.ini [source:s] path: expected a Unix socket path of at most 107 bytes: give a shorter one "
+        f"(/run/lorrygate/sensors.sock), got '/run/{'s' * 103}' (108 bytes)"]
+    assert loads(GOOD + source.format("s" * 102)).sources["s"].path == "/run/" + "s" * 102
+
+
 def test_a_prometheus_storage_needs_the_metrics_listener_and_beyond_loopback_its_token():
     """``url = prometheus://`` is served on the metrics listener: with ``metrics`` off its values went nowhere and
     nothing said so. Beyond loopback it serves the fleet's values to anyone, so it needs a metrics_token, as an
