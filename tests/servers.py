@@ -413,6 +413,8 @@ class Pushgateway:
     directory: str
     port: int = attrs.Factory(free_port)
     process: subprocess.Popen | None = None
+    #: (user, password) the Pushgateway asks for with HTTP Basic (its --web.config.file), or None
+    basic_auth: tuple | None = None
 
     def start(self) -> "Pushgateway":
         binary = shutil.which("prometheus-pushgateway")
@@ -420,8 +422,22 @@ class Pushgateway:
             raise RuntimeError("prometheus-pushgateway is not installed: run `make test`, which installs it")
         # (Debian's build persists to /var/lib/prometheus/pushgateway.data by default: every test run, and the
         # system's own Pushgateway, shared the metrics pushed before)
-        self.process = subprocess.Popen([binary, f"--web.listen-address=127.0.0.1:{self.port}",
-                                         f"--persistence.file={self.directory}/pushgateway.data"],
+        arguments = [binary, f"--web.listen-address=127.0.0.1:{self.port}",
+                     f"--persistence.file={self.directory}/pushgateway.data"]
+        if self.basic_auth is not None:
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                import crypt  # (libxcrypt's bcrypt, which the exporter toolkit's web config takes)
+
+            user, password = self.basic_auth
+            hashed = crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=1 << 4))
+            web_config = os.path.join(self.directory, "web.yml")
+            with open(web_config, "w") as handle:
+                handle.write(f"basic_auth_users:\n  {user}: '{hashed}'\n")
+            arguments.append(f"--web.config.file={web_config}")
+        self.process = subprocess.Popen(arguments,
                                         stdout=open(os.path.join(self.directory, "pushgateway.log"), "ab"),
                                         stderr=subprocess.STDOUT)
         wait_until(lambda: port_open(self.port) or self.process.poll() is not None, 30, "the pushgateway")
@@ -430,9 +446,14 @@ class Pushgateway:
         return self
 
     def metrics(self) -> str:
+        import base64
         import urllib.request
 
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as response:
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}/metrics")
+        if self.basic_auth is not None:
+            pair = ":".join(self.basic_auth).encode()
+            request.add_header("Authorization", "Basic " + base64.b64encode(pair).decode())
+        with urllib.request.urlopen(request, timeout=5) as response:
             return response.read().decode()
 
     def stop(self) -> None:

@@ -2,7 +2,8 @@
 The Prometheus sink: the latest numeric value of every field of every
 address, as gauges (``url = prometheus://`` on the gateway's metrics
 listener, ``[lorrygate] metrics``; or ``url = pushgateway://HOST:9091/JOB``,
-pushed to a Pushgateway).
+pushed to a Pushgateway, with HTTP Basic authentication from the URL's
+``user:password@``).
 
 A field becomes the gauge ``lorrygate_field_<field>`` (the name sanitized
 for Prometheus) with the labels ``realm``, ``network``, ``gateway``, ``node``
@@ -200,18 +201,25 @@ class PrometheusSink:
             return succeed(None)
         self._last_push = now
         from prometheus_client import CollectorRegistry, push_to_gateway
+        from prometheus_client.exposition import basic_auth_handler, default_handler
 
         parts = urlsplit(self.url)
         job = unquote(parts.path.strip("/")) or "lorrygate"
         address = f"http://{parts.hostname}:{parts.port or 9091}"
         registry = CollectorRegistry(auto_describe=False)
         registry.register(_Snapshot(self))  # taken here, in the reactor thread
+        handler = default_handler
+        if parts.username is not None:  # (a Pushgateway behind HTTP Basic: the user and password were left out)
+            user, password = unquote(parts.username), unquote(parts.password or "")
+
+            def handler(url, method, timeout, headers, data):
+                return basic_auth_handler(url, method, timeout, headers, data, user, password)
 
         def push():
             from urllib.error import HTTPError
 
             try:
-                push_to_gateway(address, job=job, registry=registry, timeout=10)
+                push_to_gateway(address, job=job, registry=registry, timeout=10, handler=handler)
             except HTTPError as exc:
                 if exc.code != 400:
                     raise StorageError(f"Prometheus sink {self.name}: pushing to {address} failed ({exc})") from None

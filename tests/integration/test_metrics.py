@@ -194,6 +194,36 @@ async def test_a_push_the_pushgateway_refuses_for_its_content_does_not_hold_the_
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_pushgateway_behind_a_password_is_pushed_to_with_the_urls_user_and_password(tmp_path):
+    """``pushgateway://user:password@host:9091/job``: the user and password were left out of the push, and every
+    push was refused (401) and failed its batch. They go as HTTP Basic authentication, percent-escapes undone;
+    a wrong password is a failed push that says so."""
+    from twisted.internet import reactor
+
+    from lorrygate.errors import StorageError
+    from lorrygate.model import Address, Message, Record, TableName
+    from lorrygate.storage.batch import Batch, Entry
+    from lorrygate.storage.prometheus_sink import PrometheusSink
+    from tests.servers import Pushgateway
+
+    (tmp_path / "pgw").mkdir()
+    pushgateway = Pushgateway(str(tmp_path / "pgw"), basic_auth=("gw", "p@ss:1")).start()
+    try:
+        batch = Batch()
+        batch.add(Entry(TableName("r_net", "gw_n1_sensors"), [Record(0, {"temperature": 21.5})], "main",
+                        Message("r/net/gw/n1/data.json", b"{}"), "json", Address("r", "net", "gw", "n1", "data")))
+        wrong = PrometheusSink("pushed", f"pushgateway://gw:nope@127.0.0.1:{pushgateway.port}/auth", reactor)
+        with pytest.raises(StorageError, match="Unauthorized"):
+            await wrong.write(batch)
+        sink = PrometheusSink("pushed", f"pushgateway://gw:p%40ss%3A1@127.0.0.1:{pushgateway.port}/auth", reactor)
+        await sink.write(batch)
+        assert sink.pushed == 1
+        assert 'lorrygate_field_temperature{gateway="gw",instance="",job="auth"' in pushgateway.metrics()
+    finally:
+        pushgateway.stop()
+
+
+@pytest_twisted.ensureDeferred
 async def test_series_of_one_gauge_with_different_tags_are_taken_by_the_pushgateway(tmp_path):
     """Two RuuviTags of one table (their MACs tags of the rows) and a row without tags: three series of one gauge,
     pushed to a real Pushgateway, which refuses a gauge whose series have different label names."""
