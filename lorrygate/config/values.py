@@ -391,6 +391,10 @@ def section_storage_url(value: str) -> StorageUrl:
             raise Invalid(f"{key} = {' or '.join(allowed[key])} in the {parts.scheme}:// URL, not {option!r}")
     if parts.fragment:
         raise Invalid(f"a {parts.scheme}:// URL without a #fragment, not {'#' + parts.fragment!r}")
+    if kind == "websocket" and "@" in parts.netloc:
+        # (it was read as a password that kept the live page to whoever knew it: nobody was asked for one)
+        raise Invalid("a ws:// URL without a user or password: the live page asks nobody for one (it has no "
+                      "authentication of its own); put a reverse proxy that authenticates in front of it")
     return url
 
 

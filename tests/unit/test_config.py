@@ -367,6 +367,15 @@ def test_control_on_tcp_stays_on_this_machine_unless_it_has_a_token():
     assert token.gateway.control_token.reveal() == "t0ken" and "t0ken" not in repr(token)
 
 
+def test_a_live_page_url_with_a_password_is_a_problem():
+    """``ws://admin:secret@0.0.0.0:9482/`` read as a live page kept to whoever knew the password; nobody was asked
+    for one."""
+    assert problems(GOOD + "[storage:live]\nurl = ws://admin:s3cret@0.0.0.0:9482/\n") == [
+        "gateway.ini [storage:live] url: expected a ws:// URL without a user or password: the live page asks nobody "
+        "for one (it has no authentication of its own); put a reverse proxy that authenticates in front of it, got "
+        "'ws://admin:***@0.0.0.0:9482/'"]
+
+
 def test_a_unix_socket_path_longer_than_the_kernel_takes_is_a_problem():
     """A data_dir of 100 bytes: the gateway ran without its control endpoint (no status, no flush, no /health),
     saying so only in its log; a socket source's path the same, saying so only in its status. 107 bytes is the
