@@ -363,7 +363,7 @@ BROKER_KEYS = {
     "session_expiry": Key(v.integer(0, 0xFFFFFFFF), 0xFFFFFFFF, doc='MQTT 5: how long the broker keeps the session after a disconnect, in seconds.'),
     "receive_maximum": Key(v.integer(1, 65535), 65535, doc='MQTT 5: how many unacknowledged QoS 1/2 messages the broker may send at once.'),
     "tls": Key(v.boolean, False, doc="Connect with TLS (verifying the broker's certificate and host name)."),
-    "tls_ca": Key(v.text, "", doc="A PEM file of the CA that signed the broker's certificate (default: the system's)."),
+    "tls_ca": Key(v.text, "", doc="A PEM file of the CA that signed the broker's certificate (default: the system's); with tls = true."),
     "tls_cert": Key(v.text, "", doc='A PEM client certificate, for brokers that require one.'),
     "tls_key": Key(v.text, "", doc="The client certificate's PEM private key."),
     "connect_timeout": Key(v.duration(0.1, 600), 10.0, doc='How long a connection attempt (TCP, TLS and CONNACK) may take.'),
@@ -772,6 +772,12 @@ def make_broker(name: str, values: dict, section: str = "", problem=None) -> Bro
             problem(section, key, f"no {key} for a broker of type {kind} (it is for {', '.join(only[:-1]) + ' and ' if only[1:] else ''}{only[-1]})",
                     repr(values[key]))
             return None
+    given = [key for key in ("tls_ca", "tls_cert", "tls_key") if values.get(key)]
+    if given and not values["tls"] and problem is not None:
+        # (the certificate was unread, and the connection went in plain text: the password too)
+        problem(section, "tls", f"tls = true ({given[0]} is for TLS connections; without it the connection, "
+                "and its password, go in plain text)", "tls = false")
+        return None
     if values["port"] is None:
         values["port"] = {("mqtt", False): 1883, ("mqtt", True): 8883, ("amqp", False): 5672,
                           ("amqp", True): 5671, ("redis", False): 6379, ("redis", True): 6379,

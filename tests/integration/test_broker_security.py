@@ -43,8 +43,8 @@ def secure_config(tmp_path, broker, ca: str, password_ref: str, tls: bool = True
     config = write_config(str(tmp_path), broker.port, client_id=f"gw-tls-{tmp_path.name}", topics="secure/#")
     text = open(config).read().replace(
         "host = 127.0.0.1",
-        f"host = localhost\ntls = {'true' if tls else 'false'}\ntls_ca = {ca}\n"
-        f"username = gateway\npassword = {password_ref}",
+        f"host = localhost\ntls = {'true' if tls else 'false'}\n" + (f"tls_ca = {ca}\n" if tls else "")
+        + f"username = gateway\npassword = {password_ref}",
     )
     open(config, "w").write(text)
     return config

@@ -367,6 +367,19 @@ def test_control_on_tcp_stays_on_this_machine_unless_it_has_a_token():
     assert token.gateway.control_token.reveal() == "t0ken" and "t0ken" not in repr(token)
 
 
+def test_a_brokers_certificates_without_tls_are_a_problem(tmp_path):
+    """``tls_ca`` (or a client certificate) without ``tls = true`` was unread, and the connection, its password
+    with it, went in plain text; the pipeline language refused it already."""
+    pem = tmp_path / "ca.pem"
+    pem.write_text("-----BEGIN CERTIFICATE-----\n")
+    broker = f"[broker:local]\nhost = localhost\nusername = gw\npassword = pw\ntls_ca = {pem}\n"
+    text = GOOD.replace("[broker:local]\nhost = localhost\n", broker)
+    assert problems(text) == [
+        "gateway.ini [broker:local] tls: expected tls = true (tls_ca is for TLS connections; without it the "
+        "connection, and its password, go in plain text), got tls = false"]
+    assert loads(text.replace("tls_ca", "tls = true\ntls_ca")).brokers["local"].port == 8883
+
+
 def test_a_live_page_url_with_a_password_is_a_problem():
     """``ws://admin:secret@0.0.0.0:9482/`` read as a live page kept to whoever knew the password; nobody was asked
     for one."""
