@@ -5,7 +5,9 @@ no Node.js.
 """
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import urllib.request
@@ -38,7 +40,7 @@ class Chromium:
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
              "--disable-dev-shm-usage", f"--user-data-dir={self.profile}", f"--remote-debugging-port={self.port}",
              "--remote-allow-origins=*", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         wait_until(lambda: self._targets() is not None or self.process.poll() is not None, 60, "chromium to start")
         if self.process.poll() is not None:
             raise RuntimeError(f"chromium exited with {self.process.returncode}")
@@ -75,11 +77,24 @@ class Chromium:
     def stop(self) -> None:
         if self.socket is not None:
             self.socket.close()
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
+        if self.process is not None:
+            # the whole group: the browser's network service writes into the profile as it ends, after the
+            # browser itself (the profile was left behind, removed before that write)
+            group = self.process.pid
+            _signal_group(group, signal.SIGTERM)
             try:
                 self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+                wait_until(lambda: not _signal_group(group, 0), 20, "chromium's processes to end")
+            except (subprocess.TimeoutExpired, AssertionError):
+                _signal_group(group, signal.SIGKILL)
                 self.process.wait()
         shutil.rmtree(self.profile, ignore_errors=True)
+
+
+def _signal_group(group: int, number: int) -> bool:
+    """Send ``number`` to the process group; whether it still has a process."""
+    try:
+        os.killpg(group, number)
+    except ProcessLookupError:
+        return False
+    return True
