@@ -40,7 +40,9 @@ class Chromium:
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
              "--disable-dev-shm-usage", f"--user-data-dir={self.profile}", f"--remote-debugging-port={self.port}",
              "--remote-allow-origins=*", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            # (its singleton's directory, org.chromium.Chromium.*, in the profile: it was left in /tmp each run)
+            env={**os.environ, "TMPDIR": self.profile})
         wait_until(lambda: self._targets() is not None or self.process.poll() is not None, 60, "chromium to start")
         if self.process.poll() is not None:
             raise RuntimeError(f"chromium exited with {self.process.returncode}")
