@@ -253,8 +253,11 @@ def from_iso(text: str, tz=None) -> int:
     if zone and zone not in ("Z", "z"):
         sign = -1 if zone[0] == "-" else 1
         digits = zone[1:].replace(":", "")
-        offset = int(digits[:2]) * 3600 + int(digits[2:4] or 0) * 60
-        seconds -= sign * offset
+        hours, minutes = int(digits[:2]), int(digits[2:4] or 0)
+        if hours > 23 or minutes > 59:  # (RFC 3339's, and Python's: "+25:00" was read as 25 hours)
+            raise ValueError(f"not a valid date-time: {text!r} (the offset {zone} is none: its hours go to 23, its "
+                             f"minutes to 59)")
+        seconds -= sign * (hours * 3600 + minutes * 60)
     elif not zone and tz is not None:
         local = moment.replace(tzinfo=tz).utcoffset()
         seconds -= int(local.total_seconds()) if local is not None else 0

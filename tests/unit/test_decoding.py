@@ -217,6 +217,17 @@ def test_a_leap_second_and_the_end_of_a_day_are_the_second_after(value, same_as)
     assert parse_time(value) == parse_time(same_as)
 
 
+@pytest.mark.parametrize("value", ["2024-06-01T12:00:00+25:00", "2024-06-01T12:00:00-24:00",
+                                   "2024-06-01T12:00:00+05:60", "20240601T120000+9999", "1 Jun 2024 12:00 +2500"])
+def test_an_offset_past_23_hours_or_59_minutes_is_no_time(value):
+    """``+25:00`` was read as 25 hours east (and ``+05:60`` as six hours): a time that is none was stored as one.
+    RFC 3339's offsets, as Python's, have hours up to 23 and minutes up to 59."""
+    with pytest.raises(ValueError, match=r"not a valid date-time: .* \(the offset [+-]\d\d:?\d\d is none: its "
+                                         r"hours go to 23, its minutes to 59\)"):
+        parse_time(value)
+    assert parse_time("2024-06-01T12:00:00-23:59") == parse_time("2024-06-02T11:59:00Z")
+
+
 @pytest.mark.parametrize(
     "value, same_as",
     [
