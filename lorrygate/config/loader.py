@@ -31,7 +31,9 @@ def load(path: str, on_storage=None) -> s.Settings:
     decoders and strategies are imported and the channels checked (``lorrygate run`` starts reading an
     SQLite database's schema then, `lorrygate.storage.sqlite_schema.read_ahead`)."""
     try:
-        with open(path, encoding="utf-8") as handle:
+        # (utf-8-sig: a file saved by Windows' Notepad starts with a byte order mark, which was a key before the
+        # first section's header)
+        with open(path, encoding="utf-8-sig") as handle:
             text = handle.read()
     except OSError as exc:
         raise ConfigError([ConfigProblem(path, "", None, "a readable config file", exc.strerror or str(exc))]) from None
@@ -47,7 +49,7 @@ def load_gateway(path: str) -> s.GatewaySettings:
     ``flush``: they need the control endpoint, not the secrets of brokers and
     storages. Raise `ConfigError` for that section's problems."""
     try:
-        with open(path, encoding="utf-8") as handle:
+        with open(path, encoding="utf-8-sig") as handle:
             text = handle.read()
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([ConfigProblem(path, "", None, "a readable UTF-8 config file", str(exc))]) from None

@@ -102,10 +102,14 @@ def _resolve(match, base_dir: str) -> str:
         return os.environ[name]
     path = name if os.path.isabs(name) else os.path.join(base_dir, name)
     try:
-        with open(path, encoding="utf-8") as handle:
+        # (utf-8-sig: a file saved by Windows' Notepad starts with a byte order mark, which was a password's)
+        with open(path, encoding="utf-8-sig") as handle:
             return handle.read().rstrip("\r\n")
     except OSError as exc:
         raise Invalid(f"a readable file at {path} (referenced as ${{FILE:{name}}}): {exc.strerror}") from None
+    except UnicodeDecodeError as exc:  # (its bytes are a secret's: not shown)
+        raise Invalid(f"a UTF-8 text file at {path} (referenced as ${{FILE:{name}}}), not one with bytes that are "
+                      f"not UTF-8 (from offset {exc.start})") from None
 
 
 def text(value: str) -> str:
@@ -437,10 +441,13 @@ def ddl_text(value: str) -> str:
     if text.startswith("@"):
         path = text[1:].strip()
         try:
-            with open(path, encoding="utf-8") as handle:
+            with open(path, encoding="utf-8-sig") as handle:
                 return handle.read()
         except OSError as exc:
             raise Invalid(f"a readable DDL file at {path} ({exc.strerror})") from None
+        except UnicodeDecodeError as exc:
+            raise Invalid(f"a DDL file of UTF-8 text at {path}, not one with byte 0x{exc.object[exc.start]:02x} at "
+                          f"offset {exc.start}") from None
     return text
 
 

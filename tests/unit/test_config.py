@@ -367,6 +367,33 @@ def test_control_on_tcp_stays_on_this_machine_unless_it_has_a_token():
     assert token.gateway.control_token.reveal() == "t0ken" and "t0ken" not in repr(token)
 
 
+def test_files_saved_with_a_byte_order_mark_and_files_of_bytes(tmp_path):
+    """Windows' Notepad starts a UTF-8 file with a byte order mark: the config's first line was "a key before the
+    first section's header", a ${FILE:...} password had the mark in it. A secret file or a DDL file of bytes that
+    are not UTF-8 was a traceback; it is its key's problem, the secret's bytes not shown."""
+    (tmp_path / "secret").write_bytes(b"\xef\xbb\xbfs3cret\r\n")
+    (tmp_path / "binary").write_bytes(b"\x30\x82\x01\xff")
+    (tmp_path / "ddl.sql").write_bytes(b"\xef\xbb\xbfCREATE TABLE IF NOT EXISTS {table} (\"time\" TEXT);\n")
+    (tmp_path / "ddl.bin").write_bytes(b"\xac\xed")
+    broker = "[broker:local]\nhost = localhost\nusername = gw\npassword = ${FILE:%s}\n"
+    config = tmp_path / "gateway.ini"
+    config.write_bytes(b"\xef\xbb\xbf" + GOOD.replace("[broker:local]\nhost = localhost\n", broker % "secret")
+                       .replace("url = sqlite:///var/test.sqlite", f"url = sqlite:///var/test.sqlite\nddl = @{tmp_path}/ddl.sql")
+                       .encode())
+    settings = load(str(config))
+    assert settings.brokers["local"].password.reveal() == "s3cret"
+    assert settings.storages["db"].ddl is not None
+    config.write_text(GOOD.replace("[broker:local]\nhost = localhost\n", broker % "binary")
+                      .replace("url = sqlite:///var/test.sqlite", f"url = sqlite:///var/test.sqlite\nddl = @{tmp_path}/ddl.bin"))
+    with pytest.raises(ConfigError) as raised:
+        load(str(config))
+    assert [str(problem).split(": ", 1)[1] for problem in raised.value.problems] == [
+        f"expected a UTF-8 text file at {tmp_path}/binary (referenced as ${{FILE:binary}}), not one with bytes that "
+        "are not UTF-8 (from offset 1), got a hidden value",
+        f"expected a DDL file of UTF-8 text at {tmp_path}/ddl.bin, not one with byte 0xac at offset 0, got "
+        f"'@{tmp_path}/ddl.bin'"]
+
+
 def test_a_brokers_certificates_without_tls_are_a_problem(tmp_path):
     """``tls_ca`` (or a client certificate) without ``tls = true`` was unread, and the connection, its password
     with it, went in plain text; the pipeline language refused it already."""
