@@ -143,7 +143,7 @@ def dry_run(settings, messages_path: str | None, out=None) -> int:
     if messages_path is None:
         return _live(settings)
     try:
-        handle = open(messages_path, encoding="utf-8", errors="surrogateescape")
+        handle = open(messages_path, encoding="utf-8-sig", errors="surrogateescape")
     except OSError as exc:
         print(f"lorrygate --dry-run: cannot read the recorded messages {messages_path!r}: {exc.strerror}",
               file=sys.stderr)

@@ -200,6 +200,24 @@ def test_every_source_kind_has_an_example():
     assert kinds == {"amqp", "redis", "zmq", "kafka", "poll", "iio", "socket", "http", "pgcdc", "files", "tributary"}
 
 
+def test_a_dry_run_reads_recorded_messages_saved_with_a_byte_order_mark(tmp_path):
+    """A recording saved by a Windows editor starts with a byte order mark: its first line was taken for a
+    topic and a payload (``\ufeff{"topic": ...``), not the JSON object it is."""
+    import io
+    import json
+
+    from lorrygate.config import loads
+    from lorrygate.pipeline.dryrun import dry_run
+
+    settings = loads("[broker:b]\nhost=h\n[storage:s]\nurl=sqlite:///" + str(tmp_path / "never.sqlite") +
+                     "\n[channel:c]\ntopics=r/#\n")
+    recorded = tmp_path / "messages.ndjson"
+    recorded.write_bytes(b"\xef\xbb\xbf" + json.dumps({"topic": "r/n/g/d/data.json", "payload": '{"t": 1}'}).encode())
+    out = io.StringIO()
+    assert dry_run(settings, str(recorded), out) == 0
+    assert json.loads(out.getvalue())["fields"] == {"t": 1}
+
+
 def test_a_dry_run_of_a_file_that_cannot_be_read_says_so(tmp_path, capsys):
     """--dry-run --messages with a path that is not there ended in a traceback."""
     from lorrygate.config import loads
