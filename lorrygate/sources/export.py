@@ -328,7 +328,9 @@ class _PostgresReader:
     def connect(self):
         import psycopg
 
-        return psycopg.connect(self.url, connect_timeout=10, application_name="lorrygate export")
+        from lorrygate.storage.postgresql import liveness
+
+        return psycopg.connect(self.url, connect_timeout=10, application_name="lorrygate export", **liveness(self.url))
 
     @staticmethod
     def relation(conn, table) -> tuple:

@@ -171,8 +171,11 @@ class CdcSource(ReadingThread, SourcePlumbing, Service):
     def _read(self) -> None:
         import psycopg
 
+        from lorrygate.storage.postgresql import liveness
+
         settings = self.settings
-        with psycopg.connect(self._url(), autocommit=True, connect_timeout=10) as conn:
+        url = self._url()
+        with psycopg.connect(url, autocommit=True, connect_timeout=10, **liveness(url)) as conn:
             self._ensure_slot(conn)
             self._reactor.callFromThread(self._ready)
             options = ["format-version", "2", "include-lsn", "true", "include-transaction", "true",

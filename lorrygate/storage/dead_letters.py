@@ -170,7 +170,9 @@ class Table:
         else:
             import psycopg
 
-            self.conn = psycopg.connect(storage.url.raw, connect_timeout=10)
+            from lorrygate.storage.postgresql import liveness
+
+            self.conn = psycopg.connect(storage.url.raw, connect_timeout=10, **liveness(storage.url.raw))
             self.mark, self.table = "%s", f'public."{DEAD_LETTER_TABLE}"'
             self.iso = lambda seconds: datetime.datetime.fromtimestamp(seconds, datetime.UTC)
 

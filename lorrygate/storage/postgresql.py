@@ -13,6 +13,7 @@ PostgreSQL keeps microseconds; the nanoseconds of a time are cut.
 """
 
 import re
+import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -58,6 +59,29 @@ def _json_text():
             return to_json(obj).encode()
 
     return JsonText
+
+
+#: libpq's TCP keepalives and user timeout for every connection lorrygate makes: a server whose host died, or a
+#: network that drops the connection's packets (a NAT or a firewall that forgot it), left a write waiting for an
+#: answer for good (keepalives are off in the kernel by default; data sent unanswered is given up on after ~15
+#: minutes): the storage said nothing, its rows pending, no spool, the sources paused and the broker's queue
+#: filling. Now such a connection fails within about 25 s of waiting (30 s of sending unanswered), the batch
+#: is spooled, and the storage reconnects. A URL that sets one of these keeps its own.
+LIVENESS = {"keepalives": "1", "keepalives_idle": "10", "keepalives_interval": "5", "keepalives_count": "3",
+            "tcp_user_timeout": "30000"}
+
+
+#: seconds a cancel request may take to reach the server (`PostgresDialect.interrupt`)
+CANCEL_TIMEOUT = 5.0
+
+
+def liveness(url: str) -> dict:
+    """`LIVENESS` for ``psycopg.connect(url, ...)``, without what ``url`` sets itself (libpq ignores them on a
+    Unix socket)."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    given = conninfo_to_dict(url)
+    return {key: value for key, value in LIVENESS.items() if key not in given}
 
 
 def schema_name(table) -> str:
@@ -153,6 +177,8 @@ class PostgresDialect:
     #: the connection of its own that makes part of a batch's new tables beside the rows' transaction
     #: (`create_tables_beside`), opened when first needed
     _beside: Any = None
+    #: a cancel request on its way (`interrupt`)
+    _cancelling: bool = False
     #: rows a table up to which tables of one shape go in pipelined INSERTs (`PIPELINE_ROWS`)
     pipeline_rows: int = PIPELINE_ROWS
     #: PostgreSQL cuts names at 63 bytes (NAMEDATALEN - 1)
@@ -185,7 +211,7 @@ class PostgresDialect:
         self._schemas.clear()  # (another server, perhaps: a failover)
         self._new_schemas.clear()
         self._close_beside()
-        conn = psycopg.connect(self.url, autocommit=False, connect_timeout=10)
+        conn = psycopg.connect(self.url, autocommit=False, connect_timeout=10, **liveness(self.url))
         dumper = _json_text()
         for kind in (dict, list, tuple):  # a shared COPY's values as they come (see `row`)
             conn.adapters.register_dumper(kind, dumper)
@@ -405,7 +431,7 @@ class PostgresDialect:
         statements end within 30 s, so that a stop never waits longer for the thread that reads."""
         import psycopg
 
-        conn = psycopg.connect(self.url, autocommit=True, connect_timeout=10)
+        conn = psycopg.connect(self.url, autocommit=True, connect_timeout=10, **liveness(self.url))
         conn.execute("SET statement_timeout = '30s'")
         return conn
 
@@ -740,7 +766,27 @@ class PostgresDialect:
             )
 
     def interrupt(self, conn) -> None:
-        conn.cancel()  # safe from another thread: the server cancels the running statement
+        """Ask the server to cancel the running statement, from a thread of its own, within `CANCEL_TIMEOUT`
+        seconds. A cancel request goes over a connection of its own: to a server that is away (its host down,
+        its network dropping packets) it blocked the calling thread, the reactor's, for minutes, once a second,
+        and the gateway froze in its stop. The write ends all the same once the connection fails
+        (`LIVENESS`)."""
+        if self._cancelling:
+            return
+        self._cancelling = True
+
+        def cancel():
+            try:
+                if hasattr(conn, "cancel_safe"):  # (psycopg 3.2: with a timeout)
+                    conn.cancel_safe(timeout=CANCEL_TIMEOUT)
+                else:
+                    conn.cancel()
+            except Exception:  # (the connection closed meanwhile, or the server is away: nothing more to do)
+                pass
+            finally:
+                self._cancelling = False
+
+        threading.Thread(target=cancel, name="lorrygate-cancel", daemon=True).start()
 
     def lock_budget(self, conn) -> int:
         """Half of the server's lock table (``max_locks_per_transaction`` x (``max_connections`` +

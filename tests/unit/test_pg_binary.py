@@ -45,3 +45,37 @@ def test_an_integer_goes_binary_into_double_precision_and_a_bool_does_not():
     assert dialect._binary(types, [("t", "t", (), [(1, 2, 3), (2, 2.5, None)])]) == ["int4", "int8", "float8", "int8"]
     assert dialect._binary(types, [("t", "t", (), [(1, 2, 3)]), ("u", "u", (), [(2, True, 3)])]) is None
     assert dialect._binary(types, [("t", "t", (), [(1, 2.5, False)])]) is None
+
+
+def test_an_interrupt_asks_the_server_from_a_thread_of_its_own():
+    """A stop that interrupts a write sent a cancel request from the reactor's thread: to a server that is away
+    the request's connection blocked that thread, once a second, and the gateway froze in its stop. The request
+    goes from a thread of its own, one at a time, with a timeout."""
+    import threading
+
+    from tests.servers import wait_until
+
+    asked, released = [], threading.Event()
+
+    class Connection:
+        def cancel_safe(self, timeout):
+            asked.append(timeout)
+            released.wait(30)  # (a server that does not answer)
+
+    dialect = PostgresDialect("postgresql://db.example/x")
+    dialect.interrupt(Connection())
+    wait_until(lambda: asked, 10, "the cancel request")
+    dialect.interrupt(Connection())  # (the first still on its way)
+    returned_before_the_answer = not released.is_set()
+    released.set()
+    wait_until(lambda: not dialect._cancelling, 10, "the cancel request to end")
+    assert returned_before_the_answer and asked == [5.0]
+
+
+def test_every_connection_has_keepalives_and_a_user_timeout_unless_its_url_says_otherwise():
+    from lorrygate.storage.postgresql import LIVENESS, liveness
+
+    assert liveness("postgresql://gw@db.example/x") == LIVENESS
+    assert liveness("postgresql://gw@db.example/x?keepalives_idle=60&tcp_user_timeout=0") == {
+        "keepalives": "1", "keepalives_interval": "5", "keepalives_count": "3"}
+    assert liveness("host=/run/postgresql dbname=x keepalives=0")["tcp_user_timeout"] == "30000"
