@@ -142,6 +142,17 @@ def polling(tmp_path, source: str, realm: str) -> tuple:
     return gateway, str(tmp_path / "gateway.sqlite")
 
 
+def polled(tmp_path, weather, source: str, realm: str, what: str):
+    """A gateway of ``source`` run until three of its polls are stored, then stopped (and ``weather`` with it)."""
+    gateway, db = polling(tmp_path, source, realm)
+    try:
+        wait_until(lambda: count_rows(db, realm) >= 3, 30, what)
+        assert gateway.stop() == 0
+    finally:
+        weather.stop()
+    return gateway
+
+
 def test_http_polls_a_row_per_answer_failures_logged_then_again(tmp_path):
     weather = Weather()
     realm = f"h{uuid.uuid4().hex[:8]}"
@@ -178,12 +189,7 @@ def test_a_url_with_a_user_and_password_polls_with_http_basic_authentication(tmp
     weather.authorization = "Basic " + base64.b64encode(b"station:p@ss:w0rd").decode()
     realm = f"h{uuid.uuid4().hex[:8]}"
     url = weather.url.replace("http://", "http://station:p%40ss%3Aw0rd@")
-    gateway, db = polling(tmp_path, f"type = poll\nurl = {url}\ninterval = 250ms\n", realm)
-    try:
-        wait_until(lambda: count_rows(db, realm) >= 3, 30, "three polls stored")
-        assert gateway.stop() == 0
-    finally:
-        weather.stop()
+    polled(tmp_path, weather, f"type = poll\nurl = {url}\ninterval = 250ms\n", realm, "three polls stored")
     log = open(tmp_path / "gw.log").read()
     assert "polling failed" not in log and "w0rd" not in log
 
@@ -280,12 +286,8 @@ def test_a_slow_server_never_sees_two_polls_at_once(tmp_path):
     weather = Weather()
     weather.mode = "slow"
     realm = f"l{uuid.uuid4().hex[:8]}"
-    gateway, db = polling(tmp_path, f"type = poll\nurl = {weather.url}\ninterval = 250ms\ntimeout = 10s\n", realm)
-    try:
-        wait_until(lambda: count_rows(db, realm) >= 3, 30, "three slow polls stored")
-        assert gateway.stop() == 0
-    finally:
-        weather.stop()
+    gateway = polled(tmp_path, weather, f"type = poll\nurl = {weather.url}\ninterval = 250ms\ntimeout = 10s\n", realm,
+                     "three slow polls stored")
     assert weather.most_at_once == 1
     assert any("this tick is skipped" in e.get("message", "") for e in gateway.events())
 
