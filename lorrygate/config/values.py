@@ -550,6 +550,19 @@ def callable_ref(value: str) -> str:
 _SECRET_PARAMETER = re.compile(r"pass|pwd|token|secret|key|auth|sig|credential|appid|session", re.IGNORECASE)
 
 
+def url_credentials(url: str) -> tuple:
+    """``url`` without its user information, and that as ``(user, password)`` (percent-escapes undone), or None:
+    for HTTP Basic authentication, which an HTTP client does not take from the URL itself (Twisted's agent took
+    ``user:password@host`` for the host, "invalid hostname")."""
+    from urllib.parse import unquote, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.username is None:
+        return url, None
+    return (urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2])),
+            (unquote(parts.username), unquote(parts.password or "")))
+
+
 def mask_url(url: str) -> str:
     """A URL with its secrets replaced by ***, for messages and logs: the
     password of the user info and any query parameter named like a secret

@@ -32,6 +32,7 @@ import attrs
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
 
+from lorrygate.config.values import url_credentials
 from lorrygate.storage.layout import column_names
 from lorrygate.topology.naming import quote
 
@@ -234,13 +235,15 @@ class GrafanaHook:
 
     def __init__(self, url: str, storages: dict, reactor, token=None, folder: str = "lorrygate",
                  datasource_url: str = "", timeout: float = 10.0, client=None):
-        parts = urlsplit(url)
-        self.base = f"{parts.scheme}://{parts.hostname}{':' + str(parts.port) if parts.port else ''}{parts.path.rstrip('/')}"
+        plain, auth = url_credentials(url)
+        parts = urlsplit(plain)
+        # (the host as written: an IPv6 address keeps its brackets, which `hostname` dropped)
+        self.base = f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
         self.headers = {b"Content-Type": [b"application/json"], b"Accept": [b"application/json"]}
         if token is not None:
             self.headers[b"Authorization"] = [b"Bearer " + token.encode("utf-8")]
-        elif parts.username:
-            pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+        elif auth is not None and auth[0]:
+            pair = f"{auth[0]}:{auth[1]}".encode()
             self.headers[b"Authorization"] = [b"Basic " + base64.b64encode(pair)]
         self.storages = storages
         self.reactor = reactor

@@ -36,7 +36,6 @@ import random
 import shlex
 from decimal import Decimal
 from typing import Any
-from urllib.parse import unquote, urlsplit, urlunsplit
 
 import attrs
 from twisted.application.service import Service
@@ -45,7 +44,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from lorrygate.clock import time_of_day
-from lorrygate.config.values import mask_url
+from lorrygate.config.values import mask_url, url_credentials
 from lorrygate.interfaces import ISource
 from lorrygate.model import NO_ACK, Message
 from lorrygate.sources.pauses import Pauses, SourcePlumbing
@@ -193,7 +192,7 @@ class PeriodicSource(SourcePlumbing, Service):
         from twisted.web.http_headers import Headers
 
         headers = Headers()
-        url, auth = credentials(settings.url)
+        url, auth = url_credentials(settings.url)  # (HTTP Basic: every poll of such a URL failed before)
         if self._etag:
             headers.setRawHeaders(b"If-None-Match", [self._etag.encode("latin-1")])
         if self._modified:
@@ -248,17 +247,6 @@ class PeriodicSource(SourcePlumbing, Service):
 
 class PollFailed(Exception):
     pass
-
-
-def credentials(url: str) -> tuple:
-    """``url`` without its user information, and that as treq's ``auth`` (HTTP Basic), or None: Twisted's agent
-    takes ``user:password@host`` for the host ("invalid hostname"), and every poll of such a URL failed."""
-    parts = urlsplit(url)
-    if parts.username is None:
-        return url, None
-    host = parts.netloc.rpartition("@")[2]
-    return (urlunsplit(parts._replace(netloc=host)),
-            (unquote(parts.username), unquote(parts.password or "")))
 
 
 @attrs.frozen

@@ -47,6 +47,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from lorrygate.config.values import url_credentials
 from lorrygate.errors import StorageError
 from lorrygate.interfaces import IStorage
 from lorrygate.storage.layout import flatten
@@ -209,8 +210,9 @@ class PrometheusSink:
         registry = CollectorRegistry(auto_describe=False)
         registry.register(_Snapshot(self))  # taken here, in the reactor thread
         handler = default_handler
-        if parts.username is not None:  # (a Pushgateway behind HTTP Basic: the user and password were left out)
-            user, password = unquote(parts.username), unquote(parts.password or "")
+        _, auth = url_credentials(self.url)
+        if auth is not None:  # (a Pushgateway behind HTTP Basic: the user and password were left out)
+            user, password = auth
 
             def handler(url, method, timeout, headers, data):
                 return basic_auth_handler(url, method, timeout, headers, data, user, password)

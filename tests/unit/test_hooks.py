@@ -315,3 +315,15 @@ def test_the_dashboard_of_an_sqlite_table_whose_name_differs_from_another_only_i
             "$__unixEpochTo()", "4000000000"))] == [2]
     finally:
         conn.close()
+
+
+def test_grafana_at_an_ipv6_address_is_reached_there_with_the_urls_user_and_password():
+    """``http://admin:pw@[::1]:3000/``: the host lost its brackets (``http://::1:3000``, no URL), so every request
+    to such a Grafana failed."""
+    import base64
+
+    from lorrygate.hooks.grafana import GrafanaHook
+
+    hook = GrafanaHook("http://admin:p%40ss@[::1]:3000/grafana/", {}, reactor=None)
+    assert hook.base == "http://[::1]:3000/grafana"
+    assert hook.headers[b"Authorization"] == [b"Basic " + base64.b64encode(b"admin:p@ss")]
