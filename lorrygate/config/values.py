@@ -550,6 +550,11 @@ def callable_ref(value: str) -> str:
 _SECRET_PARAMETER = re.compile(r"pass|pwd|token|secret|key|auth|sig|credential|appid|session", re.IGNORECASE)
 
 
+def address_text(host: str, port: int) -> str:
+    """``host:port``, an IPv6 address in brackets (``[::1]:5432``: ``::1:5432`` is no address and port)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def url_credentials(url: str) -> tuple:
     """``url`` without its user information, and that as ``(user, password)`` (percent-escapes undone), or None:
     for HTTP Basic authentication, which an HTTP client does not take from the URL itself (Twisted's agent took

@@ -32,7 +32,7 @@ import attrs
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
 
-from lorrygate.config.values import url_credentials
+from lorrygate.config.values import address_text, url_credentials
 from lorrygate.storage.layout import column_names
 from lorrygate.topology.naming import quote
 
@@ -78,7 +78,7 @@ class DataSource:
             host, port = parts.hostname or "localhost", 5432
             user, database = unquote(parts.username or "crate"), "doc"
         body = {
-            "url": datasource_url or f"{host}:{port}",
+            "url": datasource_url or address_text(host, port),
             "user": user,
             "jsonData": {"database": database, "sslmode": "disable", "postgresVersion": 1500, "timeInterval": "1s"},
             "secureJsonData": {"password": unquote(parts.password)} if parts.password else {},

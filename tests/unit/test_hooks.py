@@ -222,6 +222,8 @@ def test_a_new_field_adds_a_panel_below_and_keeps_the_users_panels():
     datasource = DataSource.for_storage(Storage())
     assert datasource.request()["url"] == "db.example:5433" and datasource.request()["user"] == "lg"
     assert datasource.request()["secureJsonData"] == {"password": "secret"}
+    Storage.url = attrs.make_class("U", ["raw"])("postgresql://lg@[fd00::5]:5433/telemetry")
+    assert DataSource.for_storage(Storage()).request()["url"] == "[fd00::5]:5433"  # (it was "fd00::5:5433")
     first = sample("gw_n1", new=("temperature", "humidity", "state"),
                    fields={"temperature": "number", "humidity": "number", "state": "text"})
     board = new_dashboard(attrs.evolve(first, kind="postgresql"), datasource)
