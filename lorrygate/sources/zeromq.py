@@ -12,6 +12,12 @@ A message larger than the broker's ``max_payload`` (8 MB) is refused by
 ZeroMQ itself (``ZMQ_MAXMSGSIZE``): its peer is disconnected, and connects
 again; the message is not received.
 
+The broker's ``keepalive`` (60 s) is the interval of ZMTP heartbeats
+(`heartbeat_options`): a peer that does not answer within 1.5 times it is
+taken for gone, and a connecting socket connects again, so that a publisher
+whose host rebooted, or a NAT that forgot the connection, does not leave the
+source waiting on a dead connection for good.
+
 Delivery: at most once, by the nature of ZeroMQ: nothing is acknowledged
 to the peer, a SUB socket drops what it receives beyond its high-water mark
 or while disconnected, and what the gateway holds when it dies is gone.
@@ -50,6 +56,20 @@ def prefix_of(topic_filter: str) -> str:
         if at != -1:
             cut = min(cut, at)
     return topic_filter[:cut]
+
+
+def heartbeat_options(keepalive: int) -> list:
+    """The socket options of ZMTP heartbeats every ``keepalive`` seconds (none for 0): a connection on which
+    nothing, not even the answer to a PING, comes for 1.5 x ``keepalive`` is closed (and a connecting socket
+    connects again). Without them a SUB or PULL socket, which never sends, cannot tell a live peer from one
+    whose host lost power or a network path (a NAT, a firewall) that forgot the connection: it waits for good
+    on a connection that will never carry a message again."""
+    if not keepalive:
+        return []
+    timeout = int(keepalive * 1500)
+    # (the TTL, which asks the peer to close a connection silent for that long, holds at most 6,553.5 s)
+    return [("HEARTBEAT_IVL", keepalive * 1000), ("HEARTBEAT_TIMEOUT", timeout),
+            ("HEARTBEAT_TTL", min(timeout, 6_553_500))]
 
 
 def split(frames: list) -> tuple:
@@ -126,6 +146,8 @@ class ZeroMQSource(ReadingThread, SourcePlumbing, Service):
         # A peer's message over max_payload disconnects the peer rather than filling memory: a bound socket is open
         # to whatever reaches its port, and up to its high-water mark (1,000) of messages wait in it
         socket.setsockopt(zmq.MAXMSGSIZE, self.broker.max_payload)
+        for option, value in heartbeat_options(self.broker.keepalive):
+            socket.setsockopt(getattr(zmq, option), value)
         try:
             if self.broker.host == "*":
                 socket.bind(self.endpoint)

@@ -77,6 +77,55 @@ def test_sub_socket_stores_what_the_publisher_sends_while_connected(tmp_path):
         publisher.close()
 
 
+def bound(socket, port: int) -> bool:
+    try:
+        socket.bind(f"tcp://127.0.0.1:{port}")
+    except zmq.ZMQError:
+        return False
+    return True
+
+
+def test_a_sub_socket_connects_again_when_its_peer_is_gone_without_a_word(tmp_path):
+    """The publisher's host loses power, or a NAT forgets the connection: nothing tells the SUB socket, which
+    never sends. The ZMTP heartbeats of the broker's keepalive do: it connects again and takes the messages of
+    the publisher that replaced the old one (before them it waited on the dead connection for good)."""
+    from tests.tcpforward import Forgetful
+
+    realm = f"h{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    context = zmq.Context.instance()
+    publisher = context.socket(zmq.PUB)
+    publisher.bind(f"tcp://127.0.0.1:{port}")
+    forwarder = Forgetful(("127.0.0.1", port))
+    path = config(str(tmp_path), "127.0.0.1", forwarder.port, realm, "sub")
+    text = open(path).read().replace("port = ", "keepalive = 1\nport = ", 1)
+    open(path, "w").write(text)
+    gateway = GatewayProcess(path, str(tmp_path / "gw.log")).start()
+    db = str(tmp_path / "gateway.sqlite")
+
+    def probe_until_stored(node: str) -> None:
+        from tests.gatewayproc import tables
+
+        probe = 0
+        while not any(table.startswith(realm) and node in table for table in tables(db)):
+            publisher.send_multipart([f"{realm}/net/gw/{node}/data.json".encode(), json.dumps({"n": probe}).encode()])
+            probe += 1
+            time.sleep(0.05)
+            assert probe < 1200, f"no message of {node} stored within a minute"
+
+    try:
+        probe_until_stored("before")
+        assert forwarder.forget() == 1
+        publisher.close(linger=0)
+        publisher = context.socket(zmq.PUB)  # the peer's replacement, on the same address
+        wait_until(lambda: bound(publisher, port), 30, "the port free again (ZeroMQ closes in its own thread)")
+        probe_until_stored("after")
+        assert gateway.stop() == 0
+    finally:
+        publisher.close(linger=0)
+        forwarder.close()
+
+
 def test_pull_socket_bound_takes_every_message_of_a_push_peer(tmp_path):
     realm = f"y{uuid.uuid4().hex[:8]}"
     port = free_port()
