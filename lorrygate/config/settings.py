@@ -359,9 +359,10 @@ BROKER_KEYS = {
     "username": Key(v.text, "", doc='The user name, if the broker asks for one.'),
     "password": Key(v.text, None, secret=True, doc='The password, from ${ENV:NAME} or ${FILE:path}; never written in the file itself.'),
     "keepalive": Key(v.integer(0, 65535), 60, doc="Seconds between keep-alives when nothing else is sent (0: off): "
-                                                 "mqtt: PINGREQs; amqp: the heartbeat; zmq: ZMTP heartbeats, a "
-                                                 "peer silent for 1.5 times this is taken for gone and connected "
-                                                 "to again."),
+                                                 "mqtt: PINGREQs; amqp: the heartbeat; redis: a PING (and TCP "
+                                                 "keepalives end a connection unanswered for 30 s); zmq: ZMTP "
+                                                 "heartbeats, a peer silent for 1.5 times this is taken for gone "
+                                                 "and connected to again."),
     "clean_session": Key(v.boolean, False, doc='false keeps the session and the broker queues QoS 1 messages while the gateway is away.'),
     "session_expiry": Key(v.integer(0, 0xFFFFFFFF), 0xFFFFFFFF, doc='MQTT 5: how long the broker keeps the session after a disconnect, in seconds.'),
     "receive_maximum": Key(v.integer(1, 65535), 65535, doc='MQTT 5: how many unacknowledged QoS 1/2 messages the broker may send at once.'),

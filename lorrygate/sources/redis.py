@@ -66,6 +66,18 @@ READ_COUNT, READ_BLOCK_MS = 1000, 1000
 #: seconds between two counts of the group's lag
 COUNT_S = 5.0
 
+#: TCP keepalives and user timeout of the connections to Redis (socket options; as PostgreSQL's
+#: `lorrygate.storage.postgresql.LIVENESS`): idle 10 s, probes 5 s apart, 3 probes, and data unanswered for 30 s.
+#: Behind a black hole (its host died, a NAT or firewall forgot the connection) a pub/sub connection, on
+#: which nothing but the health check's PING is sent and whose answer nobody waits for, said connected and
+#: took nothing for about 15 minutes, until the kernel gave up on the PING
+LIVENESS = {"TCP_KEEPIDLE": 10, "TCP_KEEPINTVL": 5, "TCP_KEEPCNT": 3, "TCP_USER_TIMEOUT": 30_000}
+
+
+def liveness_options() -> dict:
+    """`LIVENESS` as redis-py's ``socket_keepalive_options``, those this platform has."""
+    return {getattr(socket, name): value for name, value in LIVENESS.items() if hasattr(socket, name)}
+
 
 def _field(info: dict, name: str):
     """A field of ``XINFO GROUPS``' answer, whether redis-py gave its keys as text or as bytes."""
@@ -189,7 +201,7 @@ class RedisSource(SourcePlumbing, Service):
             ssl_ca_certs=broker.tls_ca or None, ssl_certfile=broker.tls_cert or None,
             ssl_keyfile=broker.tls_key or None, socket_connect_timeout=broker.connect_timeout,
             socket_timeout=READ_BLOCK_MS / 1000 + broker.connect_timeout, client_name=f"lorrygate-{self.name}",
-            health_check_interval=30)
+            socket_keepalive=True, socket_keepalive_options=liveness_options(), health_check_interval=broker.keepalive)
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name=f"lorrygate-redis-{self.name}", daemon=True)
         self._thread.start()
