@@ -209,6 +209,9 @@ class _Builder:
     sources: dict = attrs.Factory(dict)
     #: where a prometheus sink's values are scraped (the gateway's metrics listener), or None
     metrics: tuple | None = None
+    #: per channel, where in the text its strategy, its decoders and its tee were chosen (for the errors of checks
+    #: made once every chain is read): {"strategy": loc, "decode": loc, "tee": loc}
+    places: list = attrs.Factory(list)
 
     def options(self, element, what: str, allowed: dict) -> dict:
         """The ``?options`` of an element's URL (`_options`), a PipelineError at the element for one not read."""
@@ -386,6 +389,7 @@ class _Builder:
         strategy, decoders, timezone, transform, storages, tee = "wan", source.pop("decoders"), "UTC", None, [], None
         chosen = source.pop("chosen", False)
         dataflow = None
+        places = {"strategy": head.loc, "decode": head.loc, "tee": head.loc}
         order = ["strategy", "decode", "transform", "dataflow", "queue", "sink"]
         last = -1
         for element in elements[1:]:
@@ -401,6 +405,8 @@ class _Builder:
                 raise PipelineError(f"{element.factory if element.factory != 'url' else 'this sink'} is out of order: "
                                     "source ! strategy ! decode ! transform ! sink (or tee)", text, element.loc)
             last = step
+            if kind in ("strategy", "decode", "tee"):
+                places[kind] = element.loc
             if kind == "strategy":
                 strategy = _properties(element, text)["name"]
             elif kind == "decode":
@@ -442,6 +448,7 @@ class _Builder:
             values = s.strategy_values(strategy)
             if not chosen and not any(_kind(e, False) == "decode" for e in elements[1:]):
                 decoders = s.strategy_decoders(strategy)
+        self.places.append(places)
         self.channels.append(Channel(name=name, source=source["broker"], topics=source["topics"], qos=source["qos"],
                                      strategy=strategy, decoders=tuple(decoders), storage=storages[0] if storages else "",
                                      timezone=timezone, retained=source["retained"] or s.strategy_retained(strategy),
@@ -724,21 +731,21 @@ def build_settings(text: str, callbacks=None, data_dir: str = "var", strategies_
         builder.chain(chain, following and following.elements[0])
     if not builder.channels:
         raise PipelineError("a pipeline needs a chain that starts with a source", text, 0)
-    for channel in builder.channels:
+    for channel, places in zip(builder.channels, builder.places):
         if not channel.storage:
-            raise PipelineError(f"tee of chain {channel.name} has no branch (add NAME. ! sink)", text, 0)
+            raise PipelineError(f"tee of chain {channel.name} has no branch (add NAME. ! sink)", text, places["tee"])
     # Strategies and decoders come from the same registries as in ini files.
     base = loads(f"[lorrygate]\nstrategies = {strategies_dir}\n[broker:b]\nhost = h\n[storage:s]\nurl = sqlite:///x\n"
                  "[channel:c]\ntopics = #\n", source="<launch>")
     registry = dict(base.strategies, **builder.strategies)
-    for channel in builder.channels:
+    for channel, places in zip(builder.channels, builder.places):
         if channel.strategy not in registry:
             raise PipelineError(f"unknown strategy {channel.strategy!r}{did_you_mean(channel.strategy, registry)} (one of "
-                                f"{', '.join(sorted(registry))})", text, 0)
+                                f"{', '.join(sorted(registry))})", text, places["strategy"])
         unknown = [name for name in channel.decoders if name not in base.decoders]
         if unknown:
             raise PipelineError(f"unknown decoder {unknown[0]!r}{did_you_mean(unknown[0], base.decoders)} (one of "
-                                f"{', '.join(sorted(base.decoders))})", text, 0)
+                                f"{', '.join(sorted(base.decoders))})", text, places["decode"])
     from lorrygate.config.loader import feedback_cycles, feedback_loops
 
     for _, _, what in feedback_loops(builder.channels, builder.brokers, builder.storages):

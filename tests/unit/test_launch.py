@@ -70,11 +70,11 @@ INVALID = [
     ("sqlite:///x.db ! mqtt://h/t", 1, 1, "or a URL: mqtt://, mqtts://, amqp://"),
     ("file:///logs/*.ndjson ! sqlite:///x.db", 1, 1, "files are read by the element filesrc location=/logs/*.ndjson"),
     ("mqttsrc topic=a/# ! decode chain=json ! strategy name=wan ! sqlite location=x", 1, 41, "out of order"),
-    ("mqttsrc topic=a/# ! strategy name=moon ! sqlite location=x", 1, 1, "unknown strategy 'moon'"),
-    ("mqttsrc topic=a/# ! decode chain=yaml ! sqlite location=x", 1, 1, "unknown decoder 'yaml'"),
-    ("mqttsrc topic=a/# ! strategy name=esphom ! sqlite location=x", 1, 1, "unknown strategy 'esphom' (did you mean "
+    ("mqttsrc topic=a/# ! strategy name=moon ! sqlite location=x", 1, 21, "unknown strategy 'moon'"),
+    ("mqttsrc topic=a/# ! decode chain=yaml ! sqlite location=x", 1, 21, "unknown decoder 'yaml'"),
+    ("mqttsrc topic=a/# ! strategy name=esphom ! sqlite location=x", 1, 21, "unknown strategy 'esphom' (did you mean "
                                                                           "'esphome'?)"),
-    ("mqttsrc topic=a/# ! decode chain=jsno ! sqlite location=x", 1, 1, "unknown decoder 'jsno' (did you mean 'json'?)"),
+    ("mqttsrc topic=a/# ! decode chain=jsno ! sqlite location=x", 1, 21, "unknown decoder 'jsno' (did you mean 'json'?)"),
     ("mqttsrc topic=a/#", 1, 1, "this chain has no sink"),
     # a word without '=' or a missing '!' began a chain of its own: the chain before it was said to have no sink,
     # pointing at its last element
@@ -85,7 +85,11 @@ INVALID = [
     ("mqttsrc topic=a/# ! sqlite location=x ! sqlite location=y", 1, 41, "out of order"),
     ("t. ! sqlite location=x", 1, 1, "no element is named 't'"),
     ("mqttsrc topic=a/# ! tee name=t\nt. ! mqttsrc topic=b", 2, 6, "a branch is: NAME. ! [queue !] sink"),
-    ("mqttsrc topic=a/# ! tee name=t", 1, 1, "has no branch"),
+    ("mqttsrc topic=a/# ! tee name=t", 1, 21, "has no branch"),
+    # the checks made once every chain is read pointed at line 1, column 1, whichever chain was wrong
+    ("mqtt://h/a ! sqlite:///x.db\nmqtt://h/b ! decode chain=jsn ! sqlite:///y.db", 2, 14, "unknown decoder 'jsn'"),
+    ("mqtt://h/a ! sqlite:///x.db\nmqtt://h/b ! strategy name=wn ! sqlite:///y.db", 2, 14, "unknown strategy 'wn'"),
+    ("mqtt://h/a ! sqlite:///x.db\n  mqtt://h/b ! tee name=t", 2, 16, "tee of chain launch1 has no branch"),
     ("mqttsrc topic=a/# ! appsink", 1, 21, "appsink needs callback=module:function"),
     ("mqttsrc topic=a/# ! transform convert='t: open(value)' ! sqlite location=x", 1, 21, "transform: expected"),
     ("mqtt://localhost/ ! sqlite:///x.db", 1, 1, "an MQTT URL with a topic"),
