@@ -209,8 +209,8 @@ class _Builder:
     sources: dict = attrs.Factory(dict)
     #: where a prometheus sink's values are scraped (the gateway's metrics listener), or None
     metrics: tuple | None = None
-    #: per channel, where in the text its strategy, its decoders and its tee were chosen (for the errors of checks
-    #: made once every chain is read): {"strategy": loc, "decode": loc, "tee": loc}
+    #: per channel, where in the text its source, strategy, decoders, transform and tee are (for the errors of
+    #: checks made once every chain is read): {"source": loc, "strategy": loc, ...}
     places: list = attrs.Factory(list)
 
     def options(self, element, what: str, allowed: dict) -> dict:
@@ -389,7 +389,8 @@ class _Builder:
         strategy, decoders, timezone, transform, storages, tee = "wan", source.pop("decoders"), "UTC", None, [], None
         chosen = source.pop("chosen", False)
         dataflow = None
-        places = {"strategy": head.loc, "decode": head.loc, "tee": head.loc}
+        places = {"source": head.loc, "strategy": head.loc, "decode": head.loc, "transform": head.loc,
+                  "tee": head.loc}
         order = ["strategy", "decode", "transform", "dataflow", "queue", "sink"]
         last = -1
         for element in elements[1:]:
@@ -405,7 +406,7 @@ class _Builder:
                 raise PipelineError(f"{element.factory if element.factory != 'url' else 'this sink'} is out of order: "
                                     "source ! strategy ! decode ! transform ! sink (or tee)", text, element.loc)
             last = step
-            if kind in ("strategy", "decode", "tee"):
+            if kind in ("strategy", "decode", "transform", "tee"):
                 places[kind] = element.loc
             if kind == "strategy":
                 strategy = _properties(element, text)["name"]
@@ -748,14 +749,15 @@ def build_settings(text: str, callbacks=None, data_dir: str = "var", strategies_
                                 f"{', '.join(sorted(base.decoders))})", text, places["decode"])
     from lorrygate.config.loader import feedback_cycles, feedback_loops
 
-    for _, _, what in feedback_loops(builder.channels, builder.brokers, builder.storages):
-        raise PipelineError(f"a sink that feeds its source: {what}", text, 0)
+    for name, _, what in feedback_loops(builder.channels, builder.brokers, builder.storages):
+        at = next(places["source"] for channel, places in zip(builder.channels, builder.places) if channel.name == name)
+        raise PipelineError(f"a sink that feeds its source: {what}", text, at)
     from lorrygate.config.loader import check_tag_placeholders
 
-    def problem(section, key, expected, got):
-        raise PipelineError(f"transform {key}: expected {expected}, got {got}", text, 0)
+    for channel, places in zip(builder.channels, builder.places):
+        def problem(section, key, expected, got, at=places["transform"]):
+            raise PipelineError(f"transform {key}: expected {expected}, got {got}", text, at)
 
-    for channel in builder.channels:
         if channel.transform is not None and channel.transform.tags:
             check_tag_placeholders("", channel.transform.tags, registry[channel.strategy], problem)
         broker = builder.brokers.get(channel.source)
@@ -765,7 +767,7 @@ def build_settings(text: str, callbacks=None, data_dir: str = "var", strategies_
                 or (broker.type == "redis" and channel.mode == "pubsub")):
             raise PipelineError("transform headers: expected a source that sends headers (mqtt:// with protocol=5: "
                                 "MQTT 5's user properties; amqp://; kafka://; redis:// streams: an entry's fields "
-                                "beside its payload)", text, 0)
+                                "beside its payload)", text, places["transform"])
     gateway = s.GatewaySettings(data_dir=data_dir, control="off", log_format="text", strategies=strategies_dir,
                                 metrics=builder.metrics)
     # chains that feed each other round: a warning, as in a config
