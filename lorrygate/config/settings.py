@@ -729,12 +729,22 @@ SECTION_KINDS = {
 }
 
 
-#: broker keys only one type takes
+#: the broker types that authenticate and encrypt (lorrygate's ZeroMQ does neither: no CURVE, no ZAP)
+_SECURED = ("mqtt", "amqp", "redis", "kafka")
+
+#: broker keys only some types take (a key a type does not read is refused, never silently ignored: a zmq
+#: broker's tls = true and password connected in plain text, without either)
 BROKER_TYPE_KEYS = {
     "protocol": ("mqtt",), "client_id": ("mqtt",), "clean_session": ("mqtt",), "session_expiry": ("mqtt",),
     "receive_maximum": ("mqtt",), "max_payload": ("mqtt", "amqp", "zmq"), "vhost": ("amqp",),
-    "watch_drops": ("mqtt",),
+    "watch_drops": ("mqtt",), "keepalive": ("mqtt", "amqp", "redis", "zmq"),
+    "username": _SECURED, "password": _SECURED, "tls": _SECURED, "tls_ca": _SECURED, "tls_cert": _SECURED,
+    "tls_key": _SECURED,
 }
+
+#: why a zmq broker takes none of the keys of authentication and encryption
+ZMQ_UNSECURED = ("lorrygate's ZeroMQ source neither authenticates nor encrypts (no CURVE): keep its peers on a "
+                 "network of their own, or reach them through a tunnel (WireGuard, SSH, stunnel)")
 
 
 def _host_problem(host: str) -> str:
@@ -773,8 +783,9 @@ def make_broker(name: str, values: dict, section: str = "", problem=None) -> Bro
             return None
     for key, only in BROKER_TYPE_KEYS.items():
         if kind not in only and values[key] != BROKER_KEYS[key].default and problem is not None:
-            problem(section, key, f"no {key} for a broker of type {kind} (it is for {', '.join(only[:-1]) + ' and ' if only[1:] else ''}{only[-1]})",
-                    repr(values[key]))
+            why = f"; {ZMQ_UNSECURED}" if kind == "zmq" and only is _SECURED else ""
+            problem(section, key, f"no {key} for a broker of type {kind} (it is for {', '.join(only[:-1]) + ' and ' if only[1:] else ''}{only[-1]}{why})",
+                    "a secret" if BROKER_KEYS[key].secret else repr(values[key]))
             return None
     given = [key for key in ("tls_ca", "tls_cert", "tls_key") if values.get(key)]
     if given and not values["tls"] and problem is not None:

@@ -669,6 +669,9 @@ class _Builder:
         if not parts.port or mode not in ("sub", "pull"):
             raise PipelineError(f"expected zmq+tcp://HOST:PORT/TOPIC?mode=sub|pull, got {element.url!r}", self.text,
                                 element.loc)
+        if parts.username is not None or parts.password is not None:
+            raise PipelineError(f"expected a zmq+tcp:// URL without a user or password ({s.ZMQ_UNSECURED})", self.text,
+                                element.loc)
         host = "*" if "://*:" in element.url else parts.hostname or "localhost"
         name = f"source{len(self.brokers)}"
         self.brokers[name] = s.BrokerSettings(name=name, host=host, port=parts.port, type="zmq")

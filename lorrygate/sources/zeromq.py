@@ -16,7 +16,9 @@ The broker's ``keepalive`` (60 s) is the interval of ZMTP heartbeats
 (`heartbeat_options`): a peer that does not answer within 1.5 times it is
 taken for gone, and a connecting socket connects again, so that a publisher
 whose host rebooted, or a NAT that forgot the connection, does not leave the
-source waiting on a dead connection for good.
+source waiting on a dead connection for good. A connecting socket gives up
+a TCP connect after the broker's ``connect_timeout`` and waits up to
+``reconnect_max_delay`` between two tries, as the other sources do.
 
 Delivery: at most once, by the nature of ZeroMQ: nothing is acknowledged
 to the peer, a SUB socket drops what it receives beyond its high-water mark
@@ -70,6 +72,14 @@ def heartbeat_options(keepalive: int) -> list:
     # (the TTL, which asks the peer to close a connection silent for that long, holds at most 6,553.5 s)
     return [("HEARTBEAT_IVL", keepalive * 1000), ("HEARTBEAT_TIMEOUT", timeout),
             ("HEARTBEAT_TTL", min(timeout, 6_553_500))]
+
+
+def connecting_options(broker) -> list:
+    """The socket options of the broker's ``connect_timeout`` (a TCP connect that takes longer is given up and
+    tried again) and ``reconnect_max_delay`` (ZeroMQ's wait between two tries, 0.1 s at first, doubles up to
+    it; without, it tried every 0.1 s for good)."""
+    return [("CONNECT_TIMEOUT", max(1, int(broker.connect_timeout * 1000))),
+            ("RECONNECT_IVL_MAX", max(100, int(broker.reconnect_max_delay * 1000)))]
 
 
 def split(frames: list) -> tuple:
@@ -146,7 +156,7 @@ class ZeroMQSource(ReadingThread, SourcePlumbing, Service):
         # A peer's message over max_payload disconnects the peer rather than filling memory: a bound socket is open
         # to whatever reaches its port, and up to its high-water mark (1,000) of messages wait in it
         socket.setsockopt(zmq.MAXMSGSIZE, self.broker.max_payload)
-        for option, value in heartbeat_options(self.broker.keepalive):
+        for option, value in heartbeat_options(self.broker.keepalive) + connecting_options(self.broker):
             socket.setsockopt(getattr(zmq, option), value)
         try:
             if self.broker.host == "*":

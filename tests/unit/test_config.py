@@ -906,6 +906,16 @@ def test_a_base_topic_ending_in_a_slash_is_the_same_base(kind, base, topic):
                                      "mqtt, amqp and zmq), got 64000"),
     ("redis", "client_id", "me", "client_id: expected no client_id for a broker of type redis (it is for mqtt), "
                                  "got 'me'"),
+    # keys a type did not read, taken without a word: a zmq broker's tls = true and password went in plain text,
+    # and a kafka broker's keepalive did nothing
+    ("zmq", "tls", "true", "tls: expected no tls for a broker of type zmq (it is for mqtt, amqp, redis and kafka; "
+                           "lorrygate's ZeroMQ source neither authenticates nor encrypts (no CURVE)"),
+    ("zmq", "password", "${ENV:HOME}", "password: expected no password for a broker of type zmq (it is for mqtt, "
+                                       "amqp, redis and kafka; lorrygate's ZeroMQ source neither authenticates"),
+    ("zmq", "username", "gw", "username: expected no username for a broker of type zmq"),
+    ("zmq", "tls_cert", "/etc/hostname", "tls_cert: expected no tls_cert for a broker of type zmq"),
+    ("kafka", "keepalive", "10", "keepalive: expected no keepalive for a broker of type kafka (it is for mqtt, amqp, "
+                                 "redis and zmq), got 10"),
 ])
 def test_a_broker_key_of_another_type_is_a_problem(kind, key, value, expected):
     """A key one type of broker takes, given to another: the problem names the types it is for."""

@@ -91,6 +91,9 @@ INVALID = [
     ("mqtt://h/a ! sqlite:///x.db\nmqtt://h/b ! strategy name=wn ! sqlite:///y.db", 2, 14, "unknown strategy 'wn'"),
     ("mqtt://h/a ! sqlite:///x.db\n  mqtt://h/b ! tee name=t", 2, 16, "tee of chain launch1 has no branch"),
     ("mqtt://h/x ! sqlite:///x.db\nmqtt://h/a/%23 ! mqtt://h/a/relayed/{topic}", 2, 1, "a sink that feeds its source"),
+    # the user and password were taken without a word, and the connection went without either
+    ("zmq+tcp://gw:secret@plc:5556/a ! sqlite:///x.db", 1, 1, "expected a zmq+tcp:// URL without a user or password "
+                                                           "(lorrygate's ZeroMQ source neither authenticates"),
     ('mqtt://h/x ! sqlite:///x.db\nmqtt://h/a/%23 ! transform tags="s={nope}" ! sqlite:///y.db', 2, 18,
      "transform tags: expected placeholders the strategy wan fills"),
     ("mqtt://h/x ! sqlite:///x.db\nmqtt://h/a/%23 ! transform headers=a:b ! sqlite:///y.db", 2, 18,
