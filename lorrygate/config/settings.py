@@ -388,7 +388,7 @@ STORAGE_KEYS = {
     "batch_size": Key(v.integer(1, 1_000_000), 5000, doc='The most rows one commit takes (group commit makes batches grow with the load).'),
     "linger": Key(v.duration(0, 60), 0.0, doc='How long an idle storage waits for more rows before it commits (0: the next reactor turn).'),
     "max_pending": Key(v.integer(1, 100_000_000), 20_000, doc='Rows waiting for a commit before the sources are paused (backpressure).'),
-    "idempotent": Key(v.boolean, False, doc='Rows carry a content hash as key: a message delivered twice is stored once.'),
+    "idempotent": Key(v.boolean, False, doc='SQL storages: rows carry a content hash as key: a message delivered twice is stored once.'),
     "merge": Key(v.duration(0, 86400), 0.0,
                  doc="SQL storages: the rows of a table with the same tags whose times fall into the same bucket of "
                      "this length (10s, 1m) are one row, at the bucket's start: the values of a device that "
@@ -398,7 +398,7 @@ STORAGE_KEYS = {
                      "restarts and replays; a message delivered twice is stored once. 0: a row a record (the default)."),
     "spool": Key(v.boolean, True, doc='Spool batches to disk while the storage is down (and acknowledge them once spooled).'),
     "spool_max": Key(v.size, 1 << 30, doc='The most the disk spool holds (100MB, 1GiB); beyond it the sources are paused.'),
-    "ddl": Key(v.ddl_text, "", doc='A CREATE TABLE template for new tables ({table}), inline or @file.'),
+    "ddl": Key(v.ddl_text, "", doc='SQL storages: a CREATE TABLE template for new tables ({table}), inline or @file.'),
     "time_index": Key(v.boolean, False, doc="SQLite: an index on each table's time (on (address, time) for a shared "
                                             "table), made with a new table and at the first write into one that has "
                                             "none: a time range (Grafana, the export) reads only its rows; the writer "
@@ -453,6 +453,9 @@ STORAGE_KIND_KEYS = {
     "max_columns": ("sqlite", "postgresql"),
     "max_tables": ("sqlite", "postgresql"),
     "merge": ("sqlite", "postgresql", "crate"),
+    # (a sink has no tables: its ddl and idempotent were taken and did nothing)
+    "ddl": ("sqlite", "postgresql", "crate"),
+    "idempotent": ("sqlite", "postgresql", "crate"),
     "topic": ("mqtt", "kafka"),
     "payload": ("mqtt", "kafka"),
     "dead_letter_topic": ("mqtt", "kafka"),

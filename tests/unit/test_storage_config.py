@@ -62,8 +62,13 @@ def test_crate_options():
     ("url = sqlite:///x.sqlite\nmerge = ten seconds", "merge: expected a duration such as 250ms"),
     ("url = sqlite:///x.sqlite\nmerge = 2d", "merge: expected a duration from 0 s to 86400 s"),
     ("url = mqtt://localhost:1883/\nmerge = 10s", "merge: expected no merge for a mqtt storage"),
+    # a sink has no tables: its ddl and idempotent were taken and did nothing
+    ("url = kafka://localhost:9092/\nddl = CREATE TABLE {table} (a INT)", "ddl: expected no ddl for a kafka storage"),
+    ("url = ws://127.0.0.1:9482/\nidempotent = true", "idempotent: expected no idempotent for a websocket storage "
+                                                     "(it is for sqlite, postgresql, crate)"),
 ], ids=["sqlite-key-on-crate", "crate-key-on-sqlite", "bad-url", "bad-crate-ddl", "bad-placeholder", "missing-file",
-        "merge-per-network", "merge-not-a-duration", "merge-beyond-a-day", "merge-on-mqtt"])
+        "merge-per-network", "merge-not-a-duration", "merge-beyond-a-day", "merge-on-mqtt", "ddl-on-kafka",
+        "idempotent-on-websocket"])
 def test_storage_problems(storage, expected):
     """Each storage mistake names its key and the problem (with CrateDB's parser message for DDL)."""
     found = problems(storage)
