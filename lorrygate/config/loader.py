@@ -295,7 +295,19 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".", on_storage=N
             modes = {"redis": ("streams", "pubsub"), "zmq": ("sub", "pull")}.get(broker.type, ())
             if channel.mode and channel.mode not in modes:
                 problem(section, "mode", f"one of {', '.join(modes)} for a {broker.type} broker", repr(channel.mode))
+            if values["error_topic"] and broker.type not in s.REPORTING_BROKERS:
+                problem(section, "error_topic", f"no error_topic = true for a channel of a {broker.type} broker "
+                        f"({NO_REPORTS})", repr(parser[section]["error_topic"]))
         made = sources.get(channel.source)
+        if made is not None:
+            # (taken without a word, and nothing read them: a poll source's qos = 2, a files source's group)
+            for key, only in s.CHANNEL_TYPE_KEYS.items():
+                if key != "headers" and key in parser[section]:
+                    problem(section, key, f"no {key} for a channel of a {made.type} source (it is for the channels "
+                            f"of {only} brokers)", repr(parser[section][key]))
+            if values["error_topic"]:
+                problem(section, "error_topic", f"no error_topic = true for a channel of a {made.type} source "
+                        f"({NO_REPORTS})", repr(parser[section]["error_topic"]))
         if made is not None and values["headers"]:
             if made.type == "http":  # (HTTP's field names are compared without case)
                 values["headers"] = tuple((name.lower(), tag) for name, tag in values["headers"])
@@ -569,6 +581,11 @@ def _looping_topic(template: str, filters: list, ignores: list, inputs: list | N
             if again is not None and not any(topic_matches(ignore, topic) for ignore in ignores):
                 return topic, again
     return None
+
+
+#: why a channel of a source that cannot publish takes no error_topic = true
+NO_REPORTS = ("error reports are published to the brokers of mqtt, amqp and redis channels; a bad message is kept as a "
+              "dead letter in any case: lorrygate dead-letters list")
 
 
 def feedback_loops(channels, brokers: dict, storages: dict) -> list:

@@ -476,7 +476,7 @@ CHANNEL_KEYS = {
                     doc='Retained messages: new (only those published while the gateway runs), always or never. '
                         'Default: new; always for the victron strategy, whose installations are known by a '
                         'retained message (N/<portal ID>/system/0/Serial).'),
-    "error_topic": Key(v.boolean, None, doc="Publish a report of each bad message to its topic's error.json sibling (default: on for wan and lan)."),
+    "error_topic": Key(v.boolean, None, doc="Publish a report of each bad message to its topic's error.json sibling (default: on for wan and lan); mqtt, amqp and redis channels."),
     "decode_timeout": Key(v.duration(0.01, 3600), 30.0, doc='How long an asynchronous decoder may take before the message is a dead letter.'),
     "values": Key(v.choice("kotori", "as-sent"), None, doc='kotori turns numeric strings into numbers and drops nulls and NaN (default for wan and lan); as-sent stores values as they came.'),
     "max_records": Key(v.integer(1, 100_000_000), 100_000, doc='The most records one message may decode to; more is a dead letter.'),
@@ -519,6 +519,8 @@ CHANNEL_KEYS = {
                                                       "than this are claimed (at start and every claim_idle); "
                                                       "the entries this one holds are kept its own."),
 }
+#: the broker types whose sources publish a channel's error reports (the others' ``publish`` is None)
+REPORTING_BROKERS = ("mqtt", "amqp", "redis")
 #: channel keys only a source of one broker type takes
 CHANNEL_TYPE_KEYS = {"qos": "mqtt", "retained": "mqtt", "exchange": "amqp", "queue": "amqp", "prefetch": "amqp",
                      "mode": "redis, zmq", "group": "mqtt, redis, kafka", "start": "kafka", "consumer": "redis", "topic_field": "redis",

@@ -980,3 +980,38 @@ def test_a_channel_with_an_invalid_value_still_has_its_names_checked():
     assert "got 'nosuch'" in found[3] and "got 'nodec'" in found[4]
     qos, storage = problems(GOOD.replace("storage = db\n", "storage = db, db\nqos = 7\nstrategy = \n"))
     assert "qos" in qos and "each once ('db' more than once)" in storage  # (and nothing of the names)
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("qos", "2", "qos: expected no qos for a channel of a poll source (it is for the channels of mqtt brokers), "
+                 "got '2'"),
+    ("group", "gateways", "group: expected no group for a channel of a poll source (it is for the channels of mqtt, "
+                          "redis, kafka brokers)"),
+    ("error_topic", "true", "error_topic: expected no error_topic = true for a channel of a poll source (error reports "
+                            "are published to the brokers of mqtt, amqp and redis channels; a bad message is kept as "
+                            "a dead letter in any case"),
+])
+def test_a_channel_key_its_source_does_not_read_is_a_problem(key, value, expected):
+    """A channel of a [source:NAME] took the keys of broker channels without a word (a poll source's qos = 2, a
+    files source's group), and error_topic = true where no report can be published."""
+    text = GOOD.replace("[channel:main]\nsource = local\ntopics = mqttkit-1/#\n",
+                        "[source:api]\ntype = poll\nurl = http://meter.example/now\ntopic = mqttkit-1/a/b/c\n\n"
+                        f"[channel:main]\nsource = api\n{key} = {value}\n")
+    assert any(expected in problem for problem in problems(text)), problems(text)
+    assert loads(text.replace(f"{key} = {value}\n", "")).channels[0].source == "api"
+
+
+@pytest.mark.parametrize("kind, accepted", [("mqtt", True), ("amqp", True), ("redis", True), ("zmq", False),
+                                            ("kafka", False)])
+def test_error_topic_true_needs_a_broker_that_reports_can_be_published_to(kind, accepted):
+    """A zmq or kafka channel's error_topic = true published nothing, and said nothing of it."""
+    pytest.importorskip({"amqp": "pika", "redis": "redis", "zmq": "zmq", "kafka": "confluent_kafka"}.get(kind, "attrs"))
+    text = GOOD.replace("host = localhost", f"type = {kind}\nhost = localhost\nport = 5556").replace(
+        "storage = db\n", "storage = db\nerror_topic = true\n")
+    if accepted:
+        assert loads(textwrap.dedent(text)).channels[0].error_topic is True
+        return
+    assert any(f"error_topic: expected no error_topic = true for a channel of a {kind} broker" in problem
+               for problem in problems(text)), problems(text)
+    assert loads(textwrap.dedent(text.replace("error_topic = true", "error_topic = false"))).channels[0].error_topic \
+        is False
