@@ -37,7 +37,7 @@ START_WAIT = 60.0
 COMMANDS = ("run", "check", "status", "flush", "launch", "relay", "inspect", "describe", "spool", "dead-letters", "backfill")
 
 #: options that take a value, for finding the command word among the arguments
-_VALUED = ("-c", "--config", "--log-format", "--log-level", "--messages", "--topic", "--data-dir", "--channel",
+_VALUED = ("-c", "--config", "--log-format", "--log-level", "--messages", "--topic", "--field", "--data-dir", "--channel",
            "--stage", "--since", "--until", "--storage", "--limit", "--source", "--scheduler", "--workers")
 
 EXAMPLES = {
@@ -209,8 +209,49 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+#: the options of running a gateway or a pipeline, and the commands that read each (given before a command word,
+#: as ``lorrygate --dry-run dead-letters replay``, the top parser took them, and the command did not read them)
+_RUNTIME_OPTIONS = {"dry_run": ("--dry-run", ("run", "launch", "relay")),
+                    "messages": ("--messages", ("run", "launch", "relay")),
+                    "describe": ("--describe", ("run", "launch", "relay")),
+                    "topic": ("--topic", ("run", "launch", "relay", "describe", "dead-letters", "backfill")),
+                    "field": ("--field", ("run", "launch", "relay", "describe")),
+                    "reload": ("--reload", ("run",))}
+
+
+def misused_option(args) -> str | None:
+    """What is wrong with the options of running, where they are given but not read: a command that takes none
+    (``lorrygate --dry-run dead-letters replay`` replayed for real), ``--messages`` without ``--dry-run`` (the
+    gateway ran on its brokers, the recording unread), ``--topic`` or ``--field`` without ``--describe``, or
+    ``--reload`` with a dry run or a description; None when nothing is."""
+    given = {name for name in _RUNTIME_OPTIONS if getattr(args, name) != DEFAULTS[name]}
+    for name in sorted(given):
+        option, commands = _RUNTIME_OPTIONS[name]
+        if args.command not in commands:
+            return (f"{option} is not an option of lorrygate {args.command} (it is for lorrygate "
+                    f"{', '.join(c for c in commands if c not in ('dead-letters', 'backfill'))})")
+    if args.command not in ("run", "launch", "relay"):
+        return None
+    if "messages" in given and not args.dry_run:
+        return "--messages needs --dry-run (without it, the gateway runs on its brokers and reads no recording)"
+    if "describe" in given and args.dry_run:
+        return "--describe or --dry-run: one of them (--describe runs nothing)"
+    for name in ("topic", "field"):
+        if name in given and not args.describe:
+            example = ("lorrygate describe -c FILE --topic TOPIC" if args.command == "run" else
+                       f"lorrygate {args.command} --describe --topic TOPIC ...")
+            return f"{_RUNTIME_OPTIONS[name][0]} needs --describe ({example})"
+    if "reload" in given and (args.describe or args.dry_run):
+        return "--reload is for running the gateway, not with --describe or --dry-run"
+    return None
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    wrong = misused_option(args)
+    if wrong is not None:
+        print(f"lorrygate {args.command}: {wrong}", file=sys.stderr)
+        return EXIT_CONFIG
     if args.command == "inspect":
         return inspect(args.arguments)
     if args.command in ("launch", "relay"):

@@ -154,3 +154,43 @@ def test_the_list_of_dead_letters_shows_the_buss_time_of_each():
     _list("db", [row, (8, *row[1:13], None)], out, 10)
     assert "#7 2026-12-06T10:00:01Z (sent 2026-12-06T09:58:00.250Z) 'a/b' decode: 'x'" in out.getvalue()
     assert "#8 2026-12-06T10:00:01Z 'a/b' decode: 'x'" in out.getvalue()
+
+
+@pytest.mark.parametrize("argv, expected", [
+    # given before the command word, the top parser took them and the command did not read them: a "dry run" of a
+    # replay replayed for real
+    (["--dry-run", "dead-letters", "replay"], "lorrygate dead-letters: --dry-run is not an option of lorrygate "
+                                              "dead-letters (it is for lorrygate run, launch, relay)"),
+    (["--describe", "spool", "drain", "db"], "lorrygate spool: --describe is not an option of lorrygate spool"),
+    (["--topic", "a/b", "check"], "lorrygate check: --topic is not an option of lorrygate check"),
+    (["--field", "temp", "check"], "lorrygate check: --field is not an option of lorrygate check"),
+    # the gateway ran on its brokers, the recording unread
+    (["--messages", "recorded.jsonl"], "lorrygate run: --messages needs --dry-run (without it, the gateway runs on "
+                                       "its brokers and reads no recording)"),
+    (["--topic", "a/b/c/d/data.json"], "lorrygate run: --topic needs --describe (lorrygate describe -c FILE --topic "
+                                       "TOPIC)"),
+    (["launch", "--field", "t", "mqtt://h/a ! sqlite:///x.db"], "lorrygate launch: --field needs --describe"),
+    (["--describe", "--dry-run"], "lorrygate run: --describe or --dry-run: one of them"),
+    (["run", "--reload", "--dry-run"], "lorrygate run: --reload is for running the gateway, not with --describe or "
+                                       "--dry-run"),
+])
+def test_an_option_that_would_not_be_read_is_refused(argv, expected, capsys):
+    assert main(argv) == 2
+    assert capsys.readouterr().err.startswith(expected)
+
+
+def test_the_command_is_found_after_a_field_option():
+    """``--field`` takes a value: its value was taken for the command word, and ``check`` after it refused."""
+    assert parse_args(["-c", "x.ini", "--field", "temp", "describe"]).command == "describe"
+
+
+def test_the_options_of_running_still_go_together(tmp_path, capsys):
+    config = tmp_path / "g.ini"
+    config.write_text("[broker:b]\nhost = localhost\n[storage:s]\nurl = sqlite:///s.sqlite\n[channel:c]\ntopics = r/#\n")
+    assert main(["-c", str(config), "--describe", "--topic", "r/n/g/x/data.json", "--field", "t"]) == 0
+    assert "topic r/n/g/x/data.json:" in capsys.readouterr().out
+    recorded = tmp_path / "recorded.jsonl"
+    recorded.write_text('{"topic": "r/n/g/x/data.json", "payload": "{\\"t\\": 1}"}\n')
+    assert main(["-c", str(config), "--dry-run", "--messages", str(recorded)]) == 0
+    assert '"fields": {"t": 1}' in capsys.readouterr().out
+    assert main(["dead-letters", "list", "-c", str(config), "--topic", "r/#"]) == 0
