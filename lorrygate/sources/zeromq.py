@@ -213,9 +213,11 @@ class ZeroMQSource(ReadingThread, SourcePlumbing, Service):
             except zmq.Again:
                 return
             up = event == zmq.EVENT_CONNECTED
-            self._reactor.callFromThread(self._peer, up)
+            self._reactor.callFromThread(self._peer, up, event == zmq.EVENT_DISCONNECTED)
 
-    def _peer(self, up: bool) -> None:
+    def _peer(self, up: bool, lost: bool = False) -> None:
+        """The peer of a connecting socket is there (``up``), or not: ``lost`` when a connection to it ended,
+        else when a try to connect failed."""
         if up == self._peer_up:
             return  # ZeroMQ retries every 100 ms or so: one line per change, not per try
         self._peer_up = self.connected = up
@@ -224,7 +226,14 @@ class ZeroMQSource(ReadingThread, SourcePlumbing, Service):
             self.log.info("ZeroMQ source {source}: the peer at {endpoint} is there", source=self.name,
                           endpoint=self.endpoint)
             return
-        self.last_error = f"cannot reach {self.endpoint} (no peer listens there; ZeroMQ keeps trying)"
+        if lost:
+            hint = ("; a peer that comes back each time and goes again every "
+                    f"{self.broker.keepalive * 1.5:g} s answers no heartbeat: one older than ZMTP 3.1 (libzmq "
+                    "4.2) needs keepalive = 0" if self.broker.keepalive else "")
+            self.last_error = (f"lost the peer at {self.endpoint} (it closed the connection, or answered nothing "
+                               f"for 1.5 x keepalive{hint}); ZeroMQ connects again")
+        else:
+            self.last_error = f"cannot reach {self.endpoint} (no peer listens there; ZeroMQ keeps trying)"
         self.log.error("ZeroMQ source {source}: {error}", source=self.name, error=self.last_error)
 
     def _failed(self, why: str) -> None:

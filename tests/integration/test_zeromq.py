@@ -121,6 +121,11 @@ def test_a_sub_socket_connects_again_when_its_peer_is_gone_without_a_word(tmp_pa
         wait_until(lambda: bound(publisher, port), 30, "the port free again (ZeroMQ closes in its own thread)")
         probe_until_stored("after")
         assert gateway.stop() == 0
+        lost = [e["message"] for e in gateway.events() if "lost the peer" in e.get("message", "")]
+        assert lost == [f"ZeroMQ source main: lost the peer at tcp://127.0.0.1:{forwarder.port} (it closed the "
+                        "connection, or answered nothing for 1.5 x keepalive; a peer that comes back each time and "
+                        "goes again every 1.5 s answers no heartbeat: one older than ZMTP 3.1 (libzmq 4.2) needs "
+                        "keepalive = 0); ZeroMQ connects again"]
     finally:
         publisher.close(linger=0)
         forwarder.close()
