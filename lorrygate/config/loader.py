@@ -353,6 +353,12 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".", on_storage=N
         if storage.kind == "tributary":
             function = _resolve_hook(f"storage:{name}", storage.graph, modules, problem, key="graph")
             storages[name] = attrs.evolve(storage, callback=function)
+    for channel in built:
+        kinds = [storages[name].kind for name in channel.storages if name in storages]
+        if channel.ddl is not None and kinds and not set(kinds) & set(s.STORAGE_KIND_KEYS["ddl"]):
+            # (a sink has no tables: the template was taken and did nothing)
+            problem(f"channel:{channel.name}", "ddl", "a channel that writes to a SQLite, PostgreSQL or CrateDB "
+                    "storage", f"storage = {', '.join(channel.storages)}")
     merging = [channel for channel in built if channel.merge is not None]
     for channel in merging:
         kinds = [storages[name] for name in channel.storages if name in storages]

@@ -316,3 +316,20 @@ def test_a_channels_merge_needs_a_sql_storage_of_per_address_tables(storage, exp
     with pytest.raises(ConfigError) as info:
         loads(textwrap.dedent(BASE.format(storage=storage)) + "merge = 10s\n", source="gw.ini")
     assert any(expected in str(problem) for problem in info.value.problems), info.value.problems
+
+
+def test_a_channels_ddl_needs_a_storage_with_tables():
+    """A channel's ddl with only a sink (a live page, a Kafka topic) was taken and did nothing; beside an SQL
+    storage (a tee) it is that storage's."""
+    from lorrygate.config.loader import loads
+    from lorrygate.errors import ConfigError
+
+    text = ("[broker:b]\nhost = localhost\n[storage:live]\nurl = ws://127.0.0.1:9482/\n[storage:db]\n"
+            "url = sqlite:///x.sqlite\n[channel:c]\ntopics = a/#\nstorage = {storages}\n"
+            "ddl = CREATE TABLE {{table}} (time TEXT, x INTEGER)\n")
+    with pytest.raises(ConfigError) as raised:
+        loads(text.format(storages="live"), source="gw.ini")
+    assert [str(p) for p in raised.value.problems] == [
+        "gw.ini [channel:c] ddl: expected a channel that writes to a SQLite, PostgreSQL or CrateDB storage, got "
+        "storage = live"]
+    assert loads(text.format(storages="db, live")).channels[0].ddl is not None
