@@ -409,7 +409,7 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".", on_storage=N
                                      + unfit_source_topics(source, built, sources, strategies)
                                      + unread_headers(source, built, sources, decoder_sections)
                                      + budgets_beyond_limits(source, storages) + open_live_views(source, storages)
-                                     + notes))
+                                     + open_http_sources(source, sources) + notes))
 
 
 def column_limit(kind: str) -> int | None:
@@ -478,6 +478,26 @@ def open_live_views(source: str, storages: dict) -> list:
                             f"channels store to whoever reaches that address, without authentication; keep it on "
                             f"127.0.0.1 behind a reverse proxy that authenticates, where others than this machine "
                             f"look at it")
+    return warnings
+
+
+def open_http_sources(source: str, sources: dict) -> list:
+    """Warnings for an HTTP source that listens beyond loopback without a token (whoever reaches it stores what
+    they like: devices that send none, an Ecowitt station, belong on a network of their own), or with a token
+    but plain HTTP (the token travels in clear)."""
+    warnings = []
+    for made in sources.values():
+        if made.type != "http" or made.listen[0] in s.LOOPBACK:
+            continue
+        where = f"{source} [source:{made.name}] listen: the HTTP source on {made.listen[0]}:{made.listen[1]}"
+        if not made.token:
+            warnings.append(f"{where} stores whatever anyone who reaches it posts, without authentication; set "
+                            f"token = ${{ENV:...}} (devices that send no token belong on a network of their own, "
+                            f"or keep it on 127.0.0.1 behind a reverse proxy that authenticates)")
+        elif not made.tls_cert:
+            warnings.append(f"{where} takes its token over plain HTTP, where anyone on the way reads it; set "
+                            f"tls_cert and tls_key (HTTPS), or keep it on 127.0.0.1 behind a reverse proxy that "
+                            f"speaks HTTPS")
     return warnings
 
 

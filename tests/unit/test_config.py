@@ -473,6 +473,26 @@ def test_an_export_others_can_reach_needs_a_token():
     loads(http.format("listen = 0.0.0.0:24642\n").replace("export = true", "export = false"))
 
 
+def test_an_http_source_beyond_loopback_without_a_token_or_tls_is_warned_of(tmp_path):
+    """Whoever reached a source on 0.0.0.0 without a token stored what they liked, and a token over plain HTTP
+    travels in clear: both were said nowhere. A warning each (devices that send no token, an Ecowitt station,
+    may have a source of their own on a network of their own); on loopback, or with token and HTTPS, none."""
+    pem = tmp_path / "api.pem"
+    pem.write_text("x")
+    http = "[source:api]\ntype = http\n{}[channel:c]\nsource = api\nstrategy = topic\n[storage:db]\nurl = sqlite:///x\n"
+    assert loads(http.format("listen = 0.0.0.0:24642\n"), source="gw.ini").warnings == (
+        "gw.ini [source:api] listen: the HTTP source on 0.0.0.0:24642 stores whatever anyone who reaches it posts, "
+        "without authentication; set token = ${ENV:...} (devices that send no token belong on a network of their "
+        "own, or keep it on 127.0.0.1 behind a reverse proxy that authenticates)",)
+    assert loads(http.format("listen = 0.0.0.0:24642\ntoken = ${ENV:HOME}\n"), source="gw.ini").warnings == (
+        "gw.ini [source:api] listen: the HTTP source on 0.0.0.0:24642 takes its token over plain HTTP, where anyone "
+        "on the way reads it; set tls_cert and tls_key (HTTPS), or keep it on 127.0.0.1 behind a reverse proxy "
+        "that speaks HTTPS",)
+    for fine in ("", "listen = [::1]:24642\n", f"listen = 0.0.0.0:24642\ntoken = ${{ENV:HOME}}\n"
+                                                f"tls_cert = {pem}\ntls_key = {pem}\n"):
+        assert loads(http.format(fine)).warnings == ()
+
+
 def test_a_live_view_beyond_loopback_is_warned_of():
     """A WebSocket sink on 0.0.0.0 serves every row to anyone on the network (it has no authentication): a
     warning says so; on loopback nothing is said."""
