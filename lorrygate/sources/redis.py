@@ -79,6 +79,22 @@ def liveness_options() -> dict:
     return {getattr(socket, name): value for name, value in LIVENESS.items() if hasattr(socket, name)}
 
 
+def client_options(broker, name: str) -> dict:
+    """The keyword arguments of the source's ``redis.Redis``. With TLS the server's certificate and host name are
+    verified, whatever redis-py's defaults: before 6.0 it checked no host name (``ssl_check_hostname=False``),
+    so that any certificate of the CA, a man in the middle's too, was taken."""
+    options = dict(
+        host=broker.host, port=broker.port, username=broker.username or None,
+        password=broker.password.reveal() if broker.password else None, ssl=broker.tls,
+        socket_connect_timeout=broker.connect_timeout, socket_timeout=READ_BLOCK_MS / 1000 + broker.connect_timeout,
+        client_name=f"lorrygate-{name}", socket_keepalive=True, socket_keepalive_options=liveness_options(),
+        health_check_interval=broker.keepalive)
+    if broker.tls:
+        options.update(ssl_ca_certs=broker.tls_ca or None, ssl_certfile=broker.tls_cert or None,
+                       ssl_keyfile=broker.tls_key or None, ssl_cert_reqs="required", ssl_check_hostname=True)
+    return options
+
+
 def _field(info: dict, name: str):
     """A field of ``XINFO GROUPS``' answer, whether redis-py gave its keys as text or as bytes."""
     return info.get(name, info.get(name.encode()))
@@ -194,14 +210,7 @@ class RedisSource(SourcePlumbing, Service):
         super().startService()
         import redis
 
-        broker = self.broker
-        self._client = redis.Redis(
-            host=broker.host, port=broker.port, username=broker.username or None,
-            password=broker.password.reveal() if broker.password else None, ssl=broker.tls,
-            ssl_ca_certs=broker.tls_ca or None, ssl_certfile=broker.tls_cert or None,
-            ssl_keyfile=broker.tls_key or None, socket_connect_timeout=broker.connect_timeout,
-            socket_timeout=READ_BLOCK_MS / 1000 + broker.connect_timeout, client_name=f"lorrygate-{self.name}",
-            socket_keepalive=True, socket_keepalive_options=liveness_options(), health_check_interval=broker.keepalive)
+        self._client = redis.Redis(**client_options(self.broker, self.name))
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name=f"lorrygate-redis-{self.name}", daemon=True)
         self._thread.start()
