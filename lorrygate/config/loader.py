@@ -409,7 +409,8 @@ def loads(text: str, source: str = "<string>", base_dir: str = ".", on_storage=N
                                      + unfit_source_topics(source, built, sources, strategies)
                                      + unread_headers(source, built, sources, decoder_sections)
                                      + budgets_beyond_limits(source, storages) + open_live_views(source, storages)
-                                     + open_http_sources(source, sources) + notes))
+                                     + open_http_sources(source, sources)
+                                     + plain_text_passwords(source, brokers, storages) + notes))
 
 
 def column_limit(kind: str) -> int | None:
@@ -498,6 +499,32 @@ def open_http_sources(source: str, sources: dict) -> list:
             warnings.append(f"{where} takes its token over plain HTTP, where anyone on the way reads it; set "
                             f"tls_cert and tls_key (HTTPS), or keep it on 127.0.0.1 behind a reverse proxy that "
                             f"speaks HTTPS")
+    return warnings
+
+
+def plain_text_passwords(source: str, brokers: dict, storages: dict) -> list:
+    """Warnings for a password that goes in plain text beyond loopback: a broker's without ``tls = true``, and a
+    sink URL's whose scheme has no TLS (crate://, mqtt://, kafka://, pushgateway://). Anyone on the way reads
+    it; nothing said so. (PostgreSQL's libpq tries TLS first of its own: ``sslmode`` is the URL's to set.)"""
+    from urllib.parse import urlsplit
+
+    warnings = []
+    for broker in brokers.values():
+        if broker.password and not broker.tls and broker.host not in s.LOOPBACK:
+            warnings.append(f"{source} [broker:{broker.name}] password: it goes in plain text to {broker.host} "
+                            f"(tls = false), where anyone on the way reads it; set tls = true (and the broker's "
+                            f"TLS port)")
+    secure = {"crate": "crate+https://", "mqtt": "mqtts://", "kafka": "kafkas://"}
+    for storage in storages.values():
+        if storage.kind not in ("crate", "mqtt", "kafka", "prometheus"):
+            continue
+        parts = urlsplit(storage.url.raw)
+        if parts.password and parts.scheme in ("crate", "crate+http", "mqtt", "kafka", "pushgateway") \
+                and (parts.hostname or "") not in s.LOOPBACK:
+            better = (f"use {secure[storage.kind]}" if storage.kind in secure else
+                      "keep the Pushgateway on this machine or a network of its own (pushes go over HTTP)")
+            warnings.append(f"{source} [storage:{storage.name}] url: its password goes in plain text to "
+                            f"{parts.hostname}, where anyone on the way reads it; {better}")
     return warnings
 
 

@@ -97,6 +97,9 @@ def render() -> str:
         "characters (``@``, ``/``, ``:``, ``%``). A secret written in the file itself (a",
         "password, a token, a URL with a password) is a warning of ``lorrygate check``",
         "and at start: whoever reads the file, or a copy of it shared for help, reads it.",
+        "So is a password that goes in plain text to another machine (a broker's without",
+        "``tls = true``, a ``crate://``, ``mqtt://``, ``kafka://`` or ``pushgateway://``",
+        "URL's): whoever is on the way reads it.",
         "Durations take ``ms``, ``s``, ``m`` or ``h``; sizes ``KB``, ``MB``, ``GiB``.",
         "",
     ]

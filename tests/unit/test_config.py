@@ -1035,3 +1035,20 @@ def test_error_topic_true_needs_a_broker_that_reports_can_be_published_to(kind, 
                for problem in problems(text)), problems(text)
     assert loads(textwrap.dedent(text.replace("error_topic = true", "error_topic = false"))).channels[0].error_topic \
         is False
+
+
+def test_a_password_in_plain_text_beyond_loopback_is_warned_of():
+    """A broker's password without tls, and a crate://, mqtt:// or kafka:// URL's, went in clear to another
+    machine, and nothing said so; to loopback, or over TLS, nothing is said."""
+    broker = GOOD.replace("host = localhost", "host = {host}\nusername = gw\npassword = ${{ENV:HOME}}\n{tls}")
+    assert loads(broker.format(host="broker.example", tls=""), source="gw.ini").warnings == (
+        "gw.ini [broker:local] password: it goes in plain text to broker.example (tls = false), where anyone on "
+        "the way reads it; set tls = true (and the broker's TLS port)",)
+    assert loads(broker.format(host="broker.example", tls="tls = true\n")).warnings == ()
+    assert loads(broker.format(host="127.0.0.1", tls="")).warnings == ()
+    sink = GOOD.replace("storage = db\n", "storage = db, out\n") + "\n[storage:out]\nurl = {url}\n"
+    assert loads(sink.format(url="crate://admin:${ENV:HOME}@crate.example:4200/"), source="gw.ini").warnings == (
+        "gw.ini [storage:out] url: its password goes in plain text to crate.example, where anyone on the way reads "
+        "it; use crate+https://",)
+    assert loads(sink.format(url="crate+https://admin:${ENV:HOME}@crate.example:4200/")).warnings == ()
+    assert loads(sink.format(url="crate://crate.example:4200/")).warnings == ()
