@@ -512,8 +512,8 @@ def plain_text_passwords(source: str, brokers: dict, storages: dict) -> list:
     for broker in brokers.values():
         if broker.password and not broker.tls and broker.host not in s.LOOPBACK:
             warnings.append(f"{source} [broker:{broker.name}] password: it goes in plain text to {broker.host} "
-                            f"(tls = false), where anyone on the way reads it; set tls = true (and the broker's "
-                            f"TLS port)")
+                            f"(tls = false), where anyone on the way reads it; set tls = true and the broker's TLS "
+                            f"port (in a URL: mqtts://, amqps://, rediss://, kafkas://)")
     secure = {"crate": "crate+https://", "mqtt": "mqtts://", "kafka": "kafkas://"}
     for storage in storages.values():
         if storage.kind not in ("crate", "mqtt", "kafka", "prometheus"):

@@ -750,7 +750,7 @@ def build_settings(text: str, callbacks=None, data_dir: str = "var", strategies_
         if unknown:
             raise PipelineError(f"unknown decoder {unknown[0]!r}{did_you_mean(unknown[0], base.decoders)} (one of "
                                 f"{', '.join(sorted(base.decoders))})", text, places["decode"])
-    from lorrygate.config.loader import feedback_cycles, feedback_loops
+    from lorrygate.config.loader import feedback_cycles, feedback_loops, plain_text_passwords
 
     for name, _, what in feedback_loops(builder.channels, builder.brokers, builder.storages):
         at = next(places["source"] for channel, places in zip(builder.channels, builder.places) if channel.name == name)
@@ -776,7 +776,8 @@ def build_settings(text: str, callbacks=None, data_dir: str = "var", strategies_
     # chains that feed each other round: a warning, as in a config
     warnings = tuple(feedback_cycles("<launch>", builder.channels, builder.brokers, builder.storages)) + tuple(
         f"<launch> {name}: {meant}" for name, storage in builder.storages.items()
-        if storage.kind == "sqlite" and (meant := root_meant(storage.url.path, os.getcwd())))
+        if storage.kind == "sqlite" and (meant := root_meant(storage.url.path, os.getcwd()))) + tuple(
+        plain_text_passwords("<launch>", builder.brokers, builder.storages))
     return s.Settings("<launch>", gateway, builder.brokers, builder.storages, tuple(builder.channels), registry,
                       base.decoders, sources=builder.sources, warnings=warnings)
 

@@ -1043,7 +1043,8 @@ def test_a_password_in_plain_text_beyond_loopback_is_warned_of():
     broker = GOOD.replace("host = localhost", "host = {host}\nusername = gw\npassword = ${{ENV:HOME}}\n{tls}")
     assert loads(broker.format(host="broker.example", tls=""), source="gw.ini").warnings == (
         "gw.ini [broker:local] password: it goes in plain text to broker.example (tls = false), where anyone on "
-        "the way reads it; set tls = true (and the broker's TLS port)",)
+        "the way reads it; set tls = true and the broker's TLS port (in a URL: mqtts://, amqps://, rediss://, "
+        "kafkas://)",)
     assert loads(broker.format(host="broker.example", tls="tls = true\n")).warnings == ()
     assert loads(broker.format(host="127.0.0.1", tls="")).warnings == ()
     sink = GOOD.replace("storage = db\n", "storage = db, out\n") + "\n[storage:out]\nurl = {url}\n"

@@ -610,3 +610,11 @@ def test_a_prometheus_sink_is_served_on_a_metrics_listener_of_the_pipeline():
                                             "127.0.0.1:9481"):
         parse_launch("mqtt://localhost/a/%23 ! tee name=t t. ! prometheus:// t. ! prometheussink "
                      "listen=127.0.0.1:9555")
+
+
+def test_a_password_in_plain_text_beyond_loopback_is_warned_of_in_a_launch_text_too():
+    warned = parse_launch("mqtt://gw:secret@broker.example/a/%23 ! crate://admin:pw@crate.example:4200/").settings
+    assert [w.split(":")[0] + ":" + w.split(":")[1] for w in warned.warnings] == [
+        "<launch> [broker:source0] password", "<launch> [storage:sink0] url"]
+    assert "secret" not in " ".join(warned.warnings) and "pw@" not in " ".join(warned.warnings)
+    assert parse_launch("mqtts://gw:secret@broker.example/a/%23 ! sqlite:///x.db").settings.warnings == ()
