@@ -18,7 +18,7 @@ import attrs
 
 from lorrygate.config import settings as s
 from lorrygate.config.paths import files_read, moved, resolve, resolve_value, root_meant
-from lorrygate.config.values import Invalid, Secret, interpolate, mask_url
+from lorrygate.config.values import Invalid, Secret, address_text, interpolate, mask_url
 from lorrygate.errors import ConfigError, ConfigProblem, did_you_mean
 
 _NO_DEFAULT_SECTION = "\0lorrygate-no-default-section"
@@ -490,7 +490,7 @@ def open_http_sources(source: str, sources: dict) -> list:
     for made in sources.values():
         if made.type != "http" or made.listen[0] in s.LOOPBACK:
             continue
-        where = f"{source} [source:{made.name}] listen: the HTTP source on {made.listen[0]}:{made.listen[1]}"
+        where = f"{source} [source:{made.name}] listen: the HTTP source on {address_text(*made.listen)}"
         if not made.token:
             warnings.append(f"{where} stores whatever anyone who reaches it posts, without authentication; set "
                             f"token = ${{ENV:...}} (devices that send no token belong on a network of their own, "
